@@ -1,0 +1,32 @@
+"""lawful.kernels — the base layer: Taichi runtime, dtype/device policy, errors, and the compute
+kernels (neighbour lists, grid stencils, constraint strategies, model files) both sides stand on.
+
+Imports no other lawful layer.
+"""
+
+from lawful.kernels.errors import (
+    BackendError,
+    ConvergenceError,
+    InputError,
+    LawfulError,
+    ModelFileError,
+    NumericalError,
+    ShapeError,
+    UnsupportedSpeciesError,
+)
+from lawful.kernels.precision import (
+    FLUID_DTYPE,
+    MD_DTYPE,
+    fluid_dtype,
+    md_dtype,
+    resolve_device,
+    resolve_dtype,
+)
+from lawful.kernels.runtime import ensure_taichi, taichi_arch
+
+__all__ = [
+    "LawfulError", "InputError", "ShapeError", "UnsupportedSpeciesError", "ModelFileError",
+    "NumericalError", "ConvergenceError", "BackendError",
+    "MD_DTYPE", "FLUID_DTYPE", "md_dtype", "fluid_dtype", "resolve_dtype", "resolve_device",
+    "ensure_taichi", "taichi_arch",
+]
