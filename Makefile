@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/lawful demo --quick --out demo-out
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --timeout 1200 tests
 
 bench: $(STAMP)
 	$(VENV)/bin/lawful bench --out benchmarks/results
