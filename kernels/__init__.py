@@ -30,3 +30,8 @@ __all__ = [
     "MD_DTYPE", "FLUID_DTYPE", "md_dtype", "fluid_dtype", "resolve_dtype", "resolve_device",
     "ensure_taichi", "taichi_arch",
 ]
+
+# constraint strategies (owner: hamiltonian) — shared by force-field and fluid-corrector training
+from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty  # noqa: E402
+
+__all__ += ["SoftPenalty", "AugmentedLagrangian"]

@@ -1,0 +1,116 @@
+"""SoftPenalty and AugmentedLagrangian on a toy constrained problem, plus their error messages."""
+
+import math
+
+import pytest
+import torch
+
+from lawful.kernels import InputError, NumericalError, ShapeError
+from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty
+
+A = torch.tensor([2.0, 1.0], dtype=torch.float64)   # minimise ||x - A||² on the unit circle
+
+
+def objective(x):
+    return ((x - A) ** 2).sum()
+
+
+def circle(x):
+    return (x * x).sum(-1, keepdim=True) - 1.0   # violation, shape (1,)
+
+
+def _inner_minimise(x, loss_fn):
+    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=200, tolerance_grad=1e-14,
+                            tolerance_change=1e-16, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
+def test_soft_penalty_leaves_an_order_one_over_lambda_violation():
+    lam = 10.0
+    x = torch.tensor([0.3, 0.2], dtype=torch.float64, requires_grad=True)
+    pen = SoftPenalty(lam)
+    _inner_minimise(x, lambda: objective(x) + pen.loss(circle, x))
+    v = abs(float(circle(x.detach())))
+    # analytic optimum: x (1 + 2λc) = A with c = r² - 1, r = |x|  ->  r (1 + 2λ(r² - 1)) = |A|
+    r = 1.0
+    for _ in range(50):   # Newton on the scalar equation
+        r -= (r * (1 + 2 * lam * (r * r - 1)) - math.sqrt(5)) / (1 + 2 * lam * (3 * r * r - 1))
+    c = r * r - 1
+    assert v == pytest.approx(c, rel=1e-6)
+    assert v > 1e-2
+
+
+def test_augmented_lagrangian_reaches_1e_minus_6_where_soft_penalty_at_same_lambda_does_not():
+    lam = 10.0
+    # the same quadratic coefficient: SoftPenalty weight λ == AL penalty μ/2; μ never grows here
+    al = AugmentedLagrangian(penalty=2 * lam, growth=1.0)
+    x = torch.tensor([0.3, 0.2], dtype=torch.float64, requires_grad=True)
+    history = []
+    for _ in range(30):
+        _inner_minimise(x, lambda: objective(x) + al.loss(circle, x))
+        state = al.update(circle, x.detach())
+        history.append(state["violation_norm"])
+        if history[-1] < 1e-9:
+            break
+    assert history[-1] < 1e-6, history
+    assert al.penalty == 2 * lam            # the multipliers did the work, not a growing penalty
+    x_star = A / A.norm()
+    assert torch.allclose(x.detach(), x_star, atol=1e-6)
+    # the multiplier converges to the exact Lagrange multiplier of  min f s.t. c = 0:
+    # 2(x - A) + λ* 2x = 0  ->  λ* = |A| - 1
+    assert float(al.multipliers) == pytest.approx(math.sqrt(5) - 1, rel=1e-5)
+    # the violation falls monotonically (linear convergence of the method of multipliers)
+    assert all(b < a for a, b in zip(history, history[1:]))
+
+
+def test_penalty_grows_when_violation_stalls():
+    al = AugmentedLagrangian(penalty=1.0, growth=3.0, shrink=0.25, max_penalty=5.0)
+    v = torch.ones(3, dtype=torch.float64)
+    al.update(v)
+    assert al.penalty == 1.0
+    al.update(v)            # same norm: did not shrink by 4x -> grow
+    assert al.penalty == 3.0
+    al.update(v)
+    assert al.penalty == 5.0   # capped
+    al.update(v * 0.01)     # shrank enough -> keep
+    assert al.penalty == 5.0
+
+
+def test_loss_values_and_gradients():
+    v = torch.tensor([0.5, -1.0], dtype=torch.float64, requires_grad=True)
+    assert float(SoftPenalty(3.0).loss(v.detach())) == pytest.approx(3.0 * 1.25)
+    assert float(SoftPenalty(3.0, reduction="mean").loss(v.detach())) == pytest.approx(3.0 * 1.25 / 2)
+    al = AugmentedLagrangian(penalty=4.0)
+    al.multipliers = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    out = al.loss(v)
+    assert float(out.detach()) == pytest.approx(0.5 - 2.0 + 2.0 * 1.25)
+    (g,) = torch.autograd.grad(out, v)
+    assert torch.allclose(g, torch.tensor([1.0, 2.0], dtype=torch.float64) + 4.0 * v.detach())
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(InputError, match="positive"):
+        SoftPenalty(-1.0)
+    with pytest.raises(InputError, match="positive"):
+        SoftPenalty("abc")
+    with pytest.raises(InputError, match="growth"):
+        AugmentedLagrangian(growth=0.5)
+    with pytest.raises(InputError, match="max_penalty"):
+        AugmentedLagrangian(penalty=10.0, max_penalty=1.0)
+    with pytest.raises(InputError, match="torch tensor"):
+        SoftPenalty(1.0).loss([1.0, 2.0])
+    with pytest.raises(InputError, match="floating"):
+        SoftPenalty(1.0).loss(torch.tensor([1, 2]))
+    with pytest.raises(NumericalError, match="NaN"):
+        AugmentedLagrangian().loss(lambda: torch.tensor([float("nan")]))
+    al = AugmentedLagrangian()
+    al.update(torch.zeros(4))
+    with pytest.raises(ShapeError, match="shape"):
+        al.loss(torch.zeros(5))
