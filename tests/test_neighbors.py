@@ -1,0 +1,233 @@
+"""Neighbour lists against an independent O(N^2) all-images numpy reference (float64)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lawful.kernels.errors import InputError, NumericalError, ShapeError
+from lawful.kernels.neighbors import (
+    NeighborList,
+    brute_force_neighbor_list,
+    neighbor_list,
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# reference: numpy, every pair and every image that can possibly be within the cutoff
+def reference_pairs(pos, cutoff, cell, pbc):
+    """Sorted list of (i, j, s0, s1, s2) and a dict of distances; cell must be full rank."""
+    pos = np.asarray(pos, dtype=np.float64)
+    n = len(pos)
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    cell = np.asarray(cell, dtype=np.float64) if cell is not None else np.eye(3)
+    frac = pos @ np.linalg.inv(cell)
+    vol = abs(np.linalg.det(cell))
+    ranges = []
+    for k in range(3):
+        if not pbc[k]:
+            ranges.append(np.array([0]))
+            continue
+        h = vol / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3]))
+        df = frac[None, :, k] - frac[:, None, k]  # df[a, b] = frac_b - frac_a
+        lo = math.floor(np.min(-df) - cutoff / h) - 1
+        hi = math.ceil(np.max(-df) + cutoff / h) + 1
+        ranges.append(np.arange(lo, hi + 1))
+    images = np.array(np.meshgrid(*ranges, indexing="ij")).reshape(3, -1).T
+    out, dist = [], {}
+    for s in images:
+        r = pos[None, :, :] - pos[:, None, :] + (s @ cell)[None, None, :]
+        d = np.sqrt((r ** 2).sum(-1))
+        a, b = np.nonzero(d < cutoff)
+        for x, y in zip(a, b):
+            if x == y and not s.any():
+                continue
+            key = (int(x), int(y), int(s[0]), int(s[1]), int(s[2]))
+            out.append(key)
+            dist[key] = d[x, y]
+    return sorted(out), dist
+
+
+def as_tuples(nl: NeighborList):
+    s = nl.shifts.round().to(torch.int64)
+    assert torch.equal(s.to(nl.shifts.dtype), nl.shifts), "shifts must be integers"
+    return sorted(zip(nl.i.tolist(), nl.j.tolist(), *s.T.tolist()))
+
+
+def random_cell(rng, scale):
+    """A random triclinic cell (rows), reasonably far from degenerate, randomly rotated."""
+    m = np.eye(3) + 0.35 * rng.uniform(-1, 1, (3, 3))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    return scale * m @ q
+
+
+def check_against_reference(pos, cutoff, cell, pbc, fn=neighbor_list):
+    pos_t = torch.tensor(pos, dtype=torch.float64)
+    cell_t = torch.tensor(cell, dtype=torch.float64) if cell is not None else None
+    nl = fn(pos_t, cutoff, cell_t, pbc)
+    assert nl.i.dtype == torch.int64 and nl.j.dtype == torch.int64
+    assert nl.shifts.dtype == torch.float64 and nl.shifts.shape == (len(nl.i), 3)
+    ref, dist = reference_pairs(pos, cutoff, cell, pbc)
+    got = as_tuples(nl)
+    assert got == ref
+    c = cell_t if cell_t is not None else torch.zeros(3, 3, dtype=torch.float64)
+    r = pos_t[nl.j] - pos_t[nl.i] + nl.shifts @ c
+    d = torch.linalg.norm(r, dim=1)
+    want = torch.tensor([dist[k] for k in zip(nl.i.tolist(), nl.j.tolist(),
+                                               *nl.shifts.to(torch.int64).T.tolist())],
+                        dtype=torch.float64)
+    assert torch.allclose(d, want, rtol=0, atol=1e-12)
+    return nl
+
+
+CASES = [
+    # (seed, n atoms, cell scale, cutoff, pbc)
+    (0, 40, 10.0, 3.0, True),          # large cell
+    (1, 30, 6.0, 4.0, True),           # cell < 2 cutoff: several images
+    (2, 8, 2.5, 5.0, True),            # tiny cell: many images and self-images
+    (3, 1, 3.0, 4.0, True),            # one atom: only self-images
+    (4, 35, 7.0, 3.5, [True, False, True]),
+    (5, 35, 7.0, 3.5, [False, True, False]),
+    (6, 30, 4.0, 4.5, [True, True, False]),
+    (7, 40, 8.0, 3.0, False),          # molecule in a cell that is ignored
+]
+
+
+@pytest.mark.parametrize("seed,n,scale,cutoff,pbc", CASES)
+@pytest.mark.parametrize("fn", [neighbor_list, brute_force_neighbor_list])
+def test_matches_reference_random_triclinic(seed, n, scale, cutoff, pbc, fn):
+    rng = np.random.default_rng(seed)
+    cell = random_cell(rng, scale)
+    frac = rng.uniform(0, 1, (n, 3))
+    # unwrapped positions: some atoms several cells away along each direction
+    frac += rng.integers(-3, 4, (n, 3)) * (rng.uniform(size=(n, 1)) < 0.5)
+    pos = frac @ cell
+    check_against_reference(pos, cutoff, cell, pbc, fn)
+
+
+def test_molecule_without_cell():
+    rng = np.random.default_rng(11)
+    pos = rng.uniform(-4, 4, (50, 3))
+    nl = check_against_reference(pos, 3.0, None, False)
+    assert len(nl.i) > 0
+
+
+def test_empty_and_isolated():
+    nl = neighbor_list(torch.zeros(0, 3, dtype=torch.float64), 3.0)
+    assert nl.i.shape == (0,) and nl.shifts.shape == (0, 3)
+    far = torch.tensor([[0.0, 0, 0], [10.0, 0, 0]], dtype=torch.float64)
+    assert len(neighbor_list(far, 3.0).i) == 0
+
+
+def test_fcc_copper_coordination():
+    """fcc Cu, a = 3.61 Å: 12 + 6 + 24 neighbours within 5 Å for every atom (physics check)."""
+    a = 3.61
+    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    for reps in (1, 2, 4):  # the 1x1x1 cell (a < cutoff) needs several images per direction
+        grid = np.array(np.meshgrid(*[np.arange(reps)] * 3, indexing="ij")).reshape(3, -1).T
+        pos = (grid[:, None, :] + basis[None]).reshape(-1, 3) * a
+        cell = torch.eye(3, dtype=torch.float64) * a * reps
+        nl = neighbor_list(torch.tensor(pos), 5.0, cell, True)
+        counts = torch.bincount(nl.i, minlength=len(pos))
+        assert torch.all(counts == 42), counts
+
+
+def test_float32_same_pairs():
+    rng = np.random.default_rng(5)
+    cell = random_cell(rng, 9.0)
+    pos = rng.uniform(0, 1, (60, 3)) @ cell
+    nl32 = neighbor_list(torch.tensor(pos, dtype=torch.float32), 4.0,
+                         torch.tensor(cell, dtype=torch.float32), True)
+    assert nl32.shifts.dtype == torch.float32 and nl32.i.dtype == torch.int64
+    ref, dist = reference_pairs(pos, 4.0, cell, True)
+    got = set(as_tuples(nl32))
+    # only pairs within float32 round-off of the cutoff may differ
+    for key in got.symmetric_difference(ref):
+        assert key in got or abs(dist[key] - 4.0) < 1e-4, key
+    assert got.issuperset(k for k in ref if dist[k] < 4.0 - 1e-4)
+
+
+def test_partial_pbc_ignores_nonperiodic_rows():
+    """ASE-style cells with a zero vector along the non-periodic direction work."""
+    rng = np.random.default_rng(3)
+    cell = random_cell(rng, 6.0)
+    pos = rng.uniform(0, 1, (30, 3)) @ cell
+    full = neighbor_list(torch.tensor(pos), 4.0, torch.tensor(cell), [True, True, False])
+    zero_c = cell.copy()
+    zero_c[2] = 0.0
+    part = neighbor_list(torch.tensor(pos), 4.0, torch.tensor(zero_c), [True, True, False])
+    assert as_tuples(full) == as_tuples(part)
+    zero_bc = cell.copy()
+    zero_bc[1:] = 0.0
+    full1 = neighbor_list(torch.tensor(pos), 4.0, torch.tensor(cell), [True, False, False])
+    part1 = neighbor_list(torch.tensor(pos), 4.0, torch.tensor(zero_bc), [True, False, False])
+    assert as_tuples(full1) == as_tuples(part1)
+
+
+def test_pbc_spellings_agree():
+    rng = np.random.default_rng(8)
+    cell = torch.tensor(random_cell(rng, 5.0))
+    pos = torch.rand(12, 3, dtype=torch.float64) @ cell
+    a = as_tuples(neighbor_list(pos, 4.0, cell, True))
+    assert a == as_tuples(neighbor_list(pos, 4.0, cell, [True, True, True]))
+    assert a == as_tuples(neighbor_list(pos, 4.0, cell, torch.tensor([True, True, True])))
+
+
+def test_torchscript_matches_eager():
+    scripted = torch.jit.script(neighbor_list)
+    rng = np.random.default_rng(21)
+    cell = torch.tensor(random_cell(rng, 4.0))
+    pos = torch.tensor(rng.uniform(-1, 2, (25, 3))) @ cell
+    for pbc in (True, [True, False, True], False):
+        e = neighbor_list(pos, 4.5, cell, pbc)
+        s = scripted(pos, 4.5, cell, pbc)
+        assert torch.equal(e.i, s.i) and torch.equal(e.j, s.j) and torch.equal(e.shifts, s.shifts)
+    s = scripted(pos, 3.0)
+    assert as_tuples(s) == as_tuples(neighbor_list(pos, 3.0))
+    with pytest.raises(Exception, match="cutoff must be a positive"):
+        scripted(pos, -1.0)
+
+
+def test_positions_requiring_grad_are_accepted():
+    pos = (torch.rand(10, 3, dtype=torch.float64) * 5).requires_grad_(True)
+    nl = neighbor_list(pos, 3.0)
+    assert not nl.shifts.requires_grad
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    (dict(cutoff=-1.0), InputError, "cutoff must be a positive"),
+    (dict(cutoff=0.0), InputError, "cutoff must be a positive"),
+    (dict(cutoff=float("nan")), InputError, "cutoff must be a positive"),
+    (dict(cell=torch.zeros(3, 3, dtype=torch.float64)), InputError, "degenerate cell"),
+    (dict(cell=torch.tensor([[1.0, 0, 0], [2.0, 0, 0], [0, 0, 3.0]], dtype=torch.float64)),
+     InputError, "degenerate cell"),
+    (dict(cell=torch.eye(3, dtype=torch.float64) * 1e-6), InputError, "too thin"),
+    (dict(cell=torch.eye(2, dtype=torch.float64)), ShapeError, "cell must have shape"),
+    (dict(cell=None), InputError, "needs a cell"),
+    (dict(pbc=[True, False]), ShapeError, "3 bools"),
+    (dict(cell=torch.tensor([[float("nan"), 0, 0], [0, 1.0, 0], [0, 0, 1.0]],
+                            dtype=torch.float64)), NumericalError, "NaN or inf"),
+])
+def test_bad_inputs(kwargs, err, match):
+    args = dict(positions=torch.rand(5, 3, dtype=torch.float64), cutoff=2.0,
+                cell=torch.eye(3, dtype=torch.float64) * 4, pbc=True)
+    args.update(kwargs)
+    with pytest.raises(err, match=match):
+        neighbor_list(**args)
+
+
+def test_bad_positions():
+    pos = torch.rand(6, 3, dtype=torch.float64)
+    pos[3, 1] = float("nan")
+    with pytest.raises(NumericalError, match=r"atom\(s\) \[3\]"):
+        neighbor_list(pos, 2.0)
+    pos[3, 1] = float("inf")
+    with pytest.raises(NumericalError, match="NaN or inf"):
+        neighbor_list(pos, 2.0, torch.eye(3, dtype=torch.float64) * 3, True)
+    with pytest.raises(ShapeError, match=r"\(N, 3\)"):
+        neighbor_list(torch.rand(6, 2, dtype=torch.float64), 2.0)
+    with pytest.raises(InputError, match="floating-point"):
+        neighbor_list(torch.zeros(6, 3, dtype=torch.int64), 2.0)
