@@ -1,0 +1,222 @@
+"""Energy-drift monitors: one accumulator, two engine adapters.
+
+:class:`DriftAccumulator` takes a stream of samples ``(time_ps, potential_eV, kinetic_eV)`` for a
+system of ``n_atoms`` atoms and keeps O(1) running sums (no growing arrays), from which
+:meth:`DriftAccumulator.summary` reports, all per atom:
+
+- ``drift_mev_per_atom_per_ps`` — the secular drift: slope of the least-squares line through the
+  total energy E(t) = U + K, in meV/atom/ps;
+- ``rms_fluctuation_mev_per_atom`` — RMS of E(t) about that line (the fluctuation left once the
+  drift is taken out), meV/atom;
+- ``max_abs_deviation_mev_per_atom`` — max |E(t) − E(t₀)|, meV/atom;
+- ``sigma_kinetic_mev_per_atom`` — standard deviation of the kinetic energy, meV/atom: the natural
+  scale of energy exchange in the run;
+- ``drift_over_sigma_ke`` — |slope × duration| / σ(K): how much the total energy drifted over the
+  whole run compared with the kinetic-energy fluctuation (dimensionless; ≪ 1 for a healthy NVE run).
+
+The two adapters feed the same accumulator from inside each engine's own MD loop:
+
+- :class:`DriftObserver` for ASE dynamics: ``dyn.attach(DriftObserver(dyn), interval=10)``;
+- :class:`lawful.integrations.openmm.DriftReporter` for OpenMM simulations (a reporter).
+
+Both can write a CSV (one row per sample, flushed after each row).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import ase.units as _ase_units
+
+from lawful.integrations import units
+from lawful.kernels.errors import InputError, NumericalError
+
+__all__ = ["DriftAccumulator", "DriftSummary", "DriftObserver", "CsvLog", "CSV_COLUMNS"]
+
+#: Columns of the drift CSV files written by :class:`DriftObserver` and ``DriftReporter``.
+CSV_COLUMNS = ("step", "time_ps", "potential_eV", "kinetic_eV", "total_eV", "temperature_K")
+
+_MEV_PER_EV = 1.0e3  # a prefix, not a physical constant
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """What :meth:`DriftAccumulator.summary` reports (all energies per atom; see module doc)."""
+
+    n_samples: int
+    n_atoms: int
+    duration_ps: float
+    drift_mev_per_atom_per_ps: float
+    rms_fluctuation_mev_per_atom: float
+    max_abs_deviation_mev_per_atom: float
+    sigma_kinetic_mev_per_atom: float
+    drift_over_sigma_ke: float
+    mean_total_ev: float
+
+    def as_dict(self) -> dict:
+        """The summary as a plain dict (JSON-able)."""
+        return asdict(self)
+
+
+class DriftAccumulator:
+    """Streaming energy-drift statistics for an NVE run (see the module docstring).
+
+    Parameters
+    ----------
+    n_atoms:
+        number of atoms the energies belong to (used for the per-atom normalisation).
+
+    Feed it with :meth:`add`; every quantity is kept as a running sum centred on the first sample
+    (numerically safe in float64 for millions of samples), so memory use is constant.
+    """
+
+    def __init__(self, n_atoms: int):
+        n_atoms = int(n_atoms)
+        if n_atoms <= 0:
+            raise InputError(f"n_atoms must be a positive integer, got {n_atoms}.")
+        self.n_atoms = n_atoms
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every sample."""
+        self.n = 0
+        self._t0 = self._e0 = None
+        self._t_last = 0.0
+        self._st = self._se = self._stt = self._ste = self._see = 0.0
+        self._max_dev = 0.0
+        self._k_mean = self._k_m2 = 0.0  # Welford for the kinetic energy
+
+    def add(self, time_ps: float, potential_ev: float, kinetic_ev: float) -> None:
+        """Add one sample: time (ps), potential and kinetic energy of the whole system (eV)."""
+        t, u, k = float(time_ps), float(potential_ev), float(kinetic_ev)
+        if not (math.isfinite(t) and math.isfinite(u) and math.isfinite(k)):
+            raise NumericalError(
+                f"non-finite sample at t={t} ps: potential={u} eV, kinetic={k} eV — the simulation "
+                "has blown up; reduce the time step or check the starting structure."
+            )
+        e = u + k
+        if self._t0 is None:
+            self._t0, self._e0 = t, e
+        x, y = t - self._t0, e - self._e0
+        self.n += 1
+        self._t_last = x
+        self._st += x
+        self._se += y
+        self._stt += x * x
+        self._ste += x * y
+        self._see += y * y
+        self._max_dev = max(self._max_dev, abs(y))
+        dk = k - self._k_mean
+        self._k_mean += dk / self.n
+        self._k_m2 += dk * (k - self._k_mean)
+
+    def summary(self) -> DriftSummary:
+        """The drift statistics of every sample so far (needs at least two samples at two times)."""
+        n = self.n
+        if n < 2:
+            raise InputError(f"drift needs at least 2 samples, got {n}: run more steps or report more often.")
+        sxx = self._stt - self._st * self._st / n
+        sxy = self._ste - self._st * self._se / n
+        syy = self._see - self._se * self._se / n
+        if sxx <= 0.0:
+            raise InputError("all drift samples are at the same time: the time must advance between samples.")
+        slope = sxy / sxx  # eV/ps (whole system)
+        ssr = max(syy - slope * sxy, 0.0)
+        rms = math.sqrt(ssr / n)
+        sigma_k = math.sqrt(max(self._k_m2, 0.0) / (n - 1))
+        duration = self._t_last
+        per_atom_mev = _MEV_PER_EV / self.n_atoms
+        total_drift = abs(slope * duration)
+        ratio = total_drift / sigma_k if sigma_k > 0.0 else math.inf
+        return DriftSummary(
+            n_samples=n,
+            n_atoms=self.n_atoms,
+            duration_ps=duration,
+            drift_mev_per_atom_per_ps=slope * per_atom_mev,
+            rms_fluctuation_mev_per_atom=rms * per_atom_mev,
+            max_abs_deviation_mev_per_atom=self._max_dev * per_atom_mev,
+            sigma_kinetic_mev_per_atom=sigma_k * per_atom_mev,
+            drift_over_sigma_ke=ratio,
+            mean_total_ev=self._e0 + self._se / n,
+        )
+
+
+class CsvLog:
+    """A CSV file of drift samples, one row per :meth:`write`, flushed after every row.
+
+    ``path`` is opened for writing (truncated) and the header :data:`CSV_COLUMNS` written at once.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._fh = open(self.path, "w", encoding="utf-8", newline="")
+        self._fh.write(",".join(CSV_COLUMNS) + "\n")
+        self._fh.flush()
+
+    def write(self, step: int, time_ps: float, potential_ev: float, kinetic_ev: float,
+              temperature_k: float) -> None:
+        """Append one row and flush it to the operating system."""
+        total = potential_ev + kinetic_ev
+        self._fh.write(f"{int(step)},{time_ps:.10g},{potential_ev:.16g},{kinetic_ev:.16g},"
+                       f"{total:.16g},{temperature_k:.8g}\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+#: ASE's internal time unit expressed in ps (ASE times are multiples of ``ase.units.fs``).
+_PS_PER_ASE_TIME = units.PS_PER_FS / _ase_units.fs
+
+
+class DriftObserver:
+    """An ASE dynamics observer feeding a :class:`DriftAccumulator`.
+
+    >>> dyn = VelocityVerlet(atoms, timestep=1 * ase.units.fs)
+    >>> obs = DriftObserver(dyn, csv="nve.csv")
+    >>> dyn.attach(obs, interval=10)
+    >>> dyn.run(1000); print(obs.summary())
+
+    Each call reads the dynamics' time (``dyn.get_time()``, converted to ps), the potential energy
+    (eV, from the atoms' calculator — already computed by the integrator, so no extra force call)
+    and the kinetic energy (eV). Call it once before ``dyn.run`` to record t = 0, or rely on ASE
+    calling attached observers at step 0 (it does).
+    """
+
+    def __init__(self, dyn, csv: str | os.PathLike | None = None, accumulator: DriftAccumulator | None = None):
+        self.dyn = dyn
+        self.atoms = dyn.atoms
+        self.accumulator = accumulator if accumulator is not None else DriftAccumulator(len(self.atoms))
+        self.log = CsvLog(csv) if csv is not None else None
+        self._last_step = None
+
+    def __call__(self) -> None:
+        step = int(getattr(self.dyn, "nsteps", 0))
+        if step == self._last_step:  # ASE may call observers twice for the same step
+            return
+        self._last_step = step
+        t_ps = self.dyn.get_time() * _PS_PER_ASE_TIME
+        u = float(self.atoms.get_potential_energy())
+        k = float(self.atoms.get_kinetic_energy())
+        self.accumulator.add(t_ps, u, k)
+        if self.log is not None:
+            self.log.write(step, t_ps, u, k, float(self.atoms.get_temperature()))
+
+    def summary(self) -> DriftSummary:
+        """The accumulator's :class:`DriftSummary`."""
+        return self.accumulator.summary()
+
+    def close(self) -> None:
+        """Close the CSV file, if any."""
+        if self.log is not None:
+            self.log.close()
