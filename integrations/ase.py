@@ -114,7 +114,7 @@ class ModelRunner:
     """Engine-neutral evaluation of a lawful model for a fixed set of atoms.
 
     Holds the model (on its device, in its dtype), the atomic numbers as a tensor, reusable
-    position/cell buffers and — when the model's ``evaluate`` accepts a ``neighbors`` argument — a
+    position/cell buffers and — when the model's ``evaluate`` accepts a ``pairs`` argument — a
     :class:`lawful.kernels.neighbors.VerletList` built with ``cutoff + skin`` and rebuilt only when
     an atom moved more than ``skin/2``. Inputs and outputs are in lawful's units (Å, eV, eV/Å,
     eV/Å³); the engine adapters convert at their boundary.
@@ -140,13 +140,16 @@ class ModelRunner:
         self._verlet = None
         try:
             params = inspect.signature(model.evaluate).parameters
-            self._takes_neighbors = "neighbors" in params
+            self._pairs_arg = next((a for a in ("pairs", "neighbors") if a in params), None)
         except (TypeError, ValueError):  # pragma: no cover - builtins
-            self._takes_neighbors = False
-        if self._takes_neighbors and self.skin > 0.0:
-            from lawful.kernels.neighbors import VerletList
-
-            self._verlet = VerletList(self.cutoff, skin=self.skin)
+            self._pairs_arg = None
+        if self._pairs_arg is not None and self.skin > 0.0:
+            try:
+                from lawful.kernels.neighbors import VerletList
+            except ImportError:  # pragma: no cover - older kernels: the model builds its own list
+                VerletList = None
+            if VerletList is not None:
+                self._verlet = VerletList(self.cutoff, skin=self.skin)
         self._pos = torch.empty((self.n_atoms, 3), dtype=self.dtype, device=self.device)
         self._cell = torch.zeros((3, 3), dtype=self.dtype, device=self.device)
 
@@ -171,18 +174,22 @@ class ModelRunner:
         return None if self._verlet is None else int(self._verlet.rebuilds)
 
     # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, positions, cell=None, pbc=False, stress: bool = False) -> dict:
+    def evaluate(self, positions, cell=None, pbc=False, stress: bool = False,
+                 length_scale: float = 1.0) -> dict:
         """Energy (0-d, eV), forces ((N, 3), eV/Å), per-atom energies and optionally stress.
 
-        ``positions``: (N, 3) numpy array or tensor in Å; ``cell``: (3, 3) rows in Å or None;
-        ``pbc``: bool or 3 bools. Outputs are tensors in the model's dtype/device. Raises
-        :class:`NumericalError` for non-finite positions or a non-finite model output.
+        ``positions``: (N, 3) numpy array or tensor; ``cell``: (3, 3) rows or None; both in Å, or
+        in another length unit with ``length_scale`` Å per unit (the scaling is done in place in
+        the preallocated buffers). ``pbc``: bool or 3 bools. Outputs are tensors in the model's
+        dtype/device. Raises :class:`NumericalError` for non-finite positions or model output.
         """
         pos = self._pos
         src = torch.as_tensor(positions)
         if tuple(src.shape) != (self.n_atoms, 3):
-            raise ShapeError(f"positions must have shape ({self.n_atoms}, 3) in Å, got {tuple(src.shape)}.")
+            raise ShapeError(f"positions must have shape ({self.n_atoms}, 3), got {tuple(src.shape)}.")
         pos.copy_(src)
+        if length_scale != 1.0:
+            pos.mul_(length_scale)
         if not bool(torch.isfinite(pos).all()):
             bad = torch.nonzero(~torch.isfinite(pos).all(dim=1)).reshape(-1)[:10].tolist()
             raise NumericalError(
@@ -191,11 +198,15 @@ class ModelRunner:
             )
         cell_t = None
         if cell is not None:
-            self._cell.copy_(torch.as_tensor(np.asarray(cell, dtype=np.float64) if not torch.is_tensor(cell) else cell))
+            self._cell.copy_(torch.as_tensor(cell))
+            if length_scale != 1.0:
+                self._cell.mul_(length_scale)
             cell_t = self._cell
         kwargs = {}
         if self._verlet is not None:
-            kwargs["neighbors"] = self._verlet.get(pos, cell_t, pbc)
+            # a NeighborList(i, j, shifts) built with cutoff + skin: the model keeps the pairs
+            # inside its cutoff, so the extra skin pairs cost little and the list is reused
+            kwargs[self._pairs_arg] = self._verlet.get(pos, cell_t, pbc)
         out = self.model.evaluate(pos, self.numbers, cell=cell_t, pbc=pbc, stress=stress, **kwargs)
         energy = out["energy"]
         if not bool(torch.isfinite(energy).all()) or not bool(torch.isfinite(out["forces"]).all()):

@@ -1,0 +1,121 @@
+"""The ``backend="torch"`` path of :func:`lawful.integrations.openmm.create_force`: an
+``openmmtorch.TorchForce`` running a TorchScript export of a lawful model.
+
+:func:`openmm_torch_module` wraps the model's TorchScript export (from
+:func:`lawful.forcefields.export_torchscript`, which computes energy and forces — by autograd inside
+the script for the conservative model — from positions in Å) in a scripted module that speaks
+openmm-torch's protocol: ``forward(positions [nm], boxvectors [nm]) -> (energy [kJ/mol],
+forces [kJ/mol/nm])``, used with ``setOutputsForces(True)`` so that the direct-force model's
+non-gradient forces are applied as they are. For an ML/MM subset the module picks the subset's
+rows out of the full position array and scatters the forces back (openmm-torch passes every
+particle). Units are converted with the constants of :mod:`lawful.integrations.units`, baked into
+the module as plain floats.
+
+openmm-torch is optional (a large install: it needs a matching libtorch). A combination seen to run
+on CPU here: torch 2.9.1 (CUDA build) + openmmtorch 1.5 + openmm 8.6.1 (conda-forge packages).
+Without it, ``create_force(..., backend="torch")`` raises :class:`BackendError`, and
+``backend="auto"`` uses the python backend.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from lawful.integrations import units
+from lawful.kernels.errors import BackendError, InputError
+
+__all__ = ["openmm_torch_module", "create_torch_force", "OpenMMTorchModule"]
+
+
+def _import_openmmtorch():
+    try:
+        import openmmtorch
+    except ImportError as exc:
+        raise BackendError(
+            "backend='torch' needs the optional package openmmtorch (openmm-torch), which is not "
+            "installed here: install it with conda (conda install -c conda-forge openmm-torch, matching "
+            "your torch), or use backend='python' (openmm.PythonForce, same numbers)."
+        ) from exc
+    return openmmtorch
+
+
+def _export_core(model) -> torch.jit.ScriptModule:
+    export = getattr(model, "export_torchscript", None)
+    if export is None:
+        try:
+            from lawful.forcefields import export_torchscript as export_fn
+        except ImportError as exc:
+            raise BackendError(
+                f"{type(model).__name__} has no TorchScript export (lawful.forcefields.export_torchscript "
+                "is not available): use backend='python'."
+            ) from exc
+        return export_fn(model)
+    return export()
+
+
+class OpenMMTorchModule(torch.nn.Module):
+    """openmm-torch protocol around a scripted lawful core.
+
+    ``core(positions Å (n,3), numbers (n,), cell Å (3,3), pbc bool (3,)) -> (energy eV 0-d, forces
+    eV/Å (n,3))``. ``forward(positions nm (P,3), boxvectors nm (3,3)) -> (energy kJ/mol, forces
+    kJ/mol/nm (P,3))`` where P is the number of OpenMM particles.
+    """
+
+    def __init__(self, core, numbers: Tensor, subset: Optional[Tensor], n_particles: int, periodic: bool,
+                 dtype: torch.dtype):
+        super().__init__()
+        self.core = core
+        self.register_buffer("numbers", numbers.to(torch.long))
+        self.has_subset = subset is not None
+        self.register_buffer("subset", subset if subset is not None else torch.zeros(0, dtype=torch.long))
+        self.n_particles = int(n_particles)
+        self.register_buffer("pbc", torch.tensor([periodic, periodic, periodic]))
+        self.periodic = bool(periodic)
+        self.model_dtype = dtype
+        self.length_scale = float(units.ANGSTROM_PER_NM)
+        self.energy_scale = float(units.KJMOL_PER_EV)
+        self.force_scale = float(units.FORCE_OPENMM_PER_ASE)
+
+    def forward(self, positions: Tensor, boxvectors: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        pos = positions.to(self.model_dtype)
+        if self.has_subset:
+            pos = pos.index_select(0, self.subset)
+        pos = pos * self.length_scale
+        if self.periodic and boxvectors is not None:
+            cell = boxvectors.to(self.model_dtype) * self.length_scale
+        else:
+            cell = torch.zeros(3, 3, dtype=self.model_dtype, device=pos.device)
+        energy, forces = self.core(pos, self.numbers, cell, self.pbc)
+        forces = forces * self.force_scale
+        if self.has_subset:
+            full = torch.zeros(positions.shape[0], 3, dtype=forces.dtype, device=forces.device)
+            forces = full.index_copy(0, self.subset, forces)
+        return energy * self.energy_scale, forces.to(positions.dtype)
+
+
+def openmm_torch_module(model, numbers, subset: Optional[List[int]], n_particles: Optional[int],
+                        periodic: bool) -> torch.jit.ScriptModule:
+    """A scripted :class:`OpenMMTorchModule` for ``model`` acting on ``numbers`` (of the subset, if
+    any). Works without openmmtorch (it is plain TorchScript), so it can be checked anywhere."""
+    core = _export_core(model)
+    dtype = getattr(model, "dtype", torch.float64)
+    device = getattr(model, "device", torch.device("cpu"))
+    z = torch.as_tensor(list(numbers), dtype=torch.long, device=device)
+    sub = None if subset is None else torch.as_tensor(list(subset), dtype=torch.long, device=device)
+    if sub is not None and n_particles is None:
+        raise InputError("an ML subset with backend='torch' needs the total particle count: pass topology=...")
+    n = int(n_particles) if n_particles is not None else int(z.shape[0])
+    return torch.jit.script(OpenMMTorchModule(core, z, sub, n, periodic, dtype))
+
+
+def create_torch_force(model, numbers, subset, n_particles, periodic: bool):
+    """An ``openmmtorch.TorchForce`` for ``model`` (raises :class:`BackendError` without openmmtorch)."""
+    ot = _import_openmmtorch()
+    module = openmm_torch_module(model, numbers, subset, n_particles, periodic)
+    force = ot.TorchForce(module)
+    force.setOutputsForces(True)
+    force.setUsesPeriodicBoundaryConditions(bool(periodic))
+    return force

@@ -1,0 +1,240 @@
+"""create_force: ASE vs OpenMM equality (periodic Cu, a molecule), ML/MM subset in a TIP3P box,
+NVE inside OpenMM's VerletIntegrator with the DriftReporter, bad inputs (float64, Reference)."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from ase.build import molecule
+from openmm import app
+from openmm import unit as u
+
+from lawful.integrations import units
+from lawful.integrations.ase import LawfulCalculator
+from lawful.integrations.openmm import (
+    DriftReporter,
+    LawfulComputation,
+    available_backends,
+    create_force,
+    lawful_errors,
+    system_from_atoms,
+    topology_from_atoms,
+)
+from lawful.kernels.errors import BackendError, InputError, ModelFileError, NumericalError, UnsupportedSpeciesError
+
+from test_openmm_pairmodel import MorsePairModel, rattled_copper
+
+BACKENDS = ["python"] + (["torch"] if "torch" in available_backends() else [])
+HAS_TORCH_BACKEND = "torch" in BACKENDS
+MOLECULE_SPECIES = ["H", "C", "O"]
+
+
+def _reference():
+    return openmm.Platform.getPlatformByName("Reference")
+
+
+def _models():
+    models = {"morse": lambda species=("Cu",): (MorsePairModel(species=species) if list(species) == ["Cu"] else
+                                               MorsePairModel(species=species, r0=1.3, rcut1=2.5, rcut2=3.2,
+                                                              epsilon=0.2))}
+    try:
+        from lawful.forcefields import NeuralPotential
+
+        models["neural"] = lambda species=("Cu",): NeuralPotential(species=list(species), cutoff=4.5,
+                                                                  dtype=torch.float64)
+    except (ImportError, TypeError):
+        pass
+    return models
+
+
+MODELS = _models()
+
+
+@pytest.fixture(params=sorted(MODELS))
+def make_model(request):
+    torch.manual_seed(0)
+    return MODELS[request.param]
+
+
+def _openmm_energy_forces(system, positions, groups=-1):
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), _reference())
+    ctx.setPositions(positions)
+    st = ctx.getState(getEnergy=True, getForces=True, groups=groups)
+    e = st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole) * units.EV_PER_KJMOL
+    f = st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer) * units.FORCE_ASE_PER_OPENMM
+    return e, f
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["periodic_cu", "molecule"])
+def test_ase_and_openmm_agree(make_model, backend, kind):
+    if kind == "periodic_cu":
+        atoms = rattled_copper(seed=7)
+        model = make_model()
+    else:
+        atoms = molecule("CH3CH2OH")
+        model = make_model(MOLECULE_SPECIES)
+    atoms.calc = LawfulCalculator(model)
+    e_ase, f_ase = atoms.get_potential_energy(), atoms.get_forces()
+    system, _, positions = system_from_atoms(atoms, model, backend=backend)
+    e_omm, f_omm = _openmm_energy_forces(system, positions)
+    assert abs(e_omm - e_ase) <= 1e-9 * abs(e_ase)
+    assert _rel(f_omm, f_ase) <= 1e-9
+
+
+def test_periodic_wrapping_and_cell_shape():
+    # a sheared (triclinic, OpenMM reduced form) cell with atoms outside the box
+    atoms = rattled_copper(seed=8)
+    cell = atoms.cell.array.copy()
+    cell[1, 0] += 1.2
+    cell[2, 0] += 0.7
+    cell[2, 1] -= 0.9
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms.positions += np.array([5.0, -3.0, 9.0])
+    model = MorsePairModel()
+    atoms.calc = LawfulCalculator(model)
+    system, _, positions = system_from_atoms(atoms, model, backend="python")
+    e_omm, f_omm = _openmm_energy_forces(system, positions)
+    assert e_omm == pytest.approx(atoms.get_potential_energy(), rel=1e-9)
+    assert _rel(f_omm, atoms.get_forces()) <= 1e-9
+
+
+def _water_box(n_ml_waters=3):
+    """A TIP3P box (amber14 files shipped with OpenMM); the ML subset is the water molecules
+    closest to the box centre (a small 'solute' cluster)."""
+    ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+    modeller = app.Modeller(app.Topology(), [])
+    modeller.addSolvent(ff, model="tip3p", boxSize=openmm.Vec3(1.6, 1.6, 1.6) * u.nanometer)
+    top, pos = modeller.topology, modeller.positions
+    xyz = np.array(pos.value_in_unit(u.nanometer))
+    centre = xyz.mean(axis=0)
+    waters = list(top.residues())
+    dist = [np.linalg.norm(xyz[[a.index for a in r.atoms()]].mean(axis=0) - centre) for r in waters]
+    chosen = [waters[k] for k in np.argsort(dist)[:n_ml_waters]]
+    ml_atoms = sorted(a.index for r in chosen for a in r.atoms())
+    return ff, top, pos, ml_atoms
+
+
+def test_ml_mm_subset_forces_equal_the_model():
+    ff, top, pos, ml_atoms = _water_box()
+    model = MorsePairModel(species=["H", "O"], r0=1.0, rcut1=2.5, rcut2=3.5, epsilon=0.1)
+    system = ff.createSystem(top, nonbondedMethod=app.PME, nonbondedCutoff=0.7 * u.nanometer,
+                             constraints=None, rigidWater=False)
+    system.addForce(create_force(model, topology=top, atoms=ml_atoms, backend="python", force_group=1))
+    e_ml, f_all = _openmm_energy_forces(system, pos, groups={1})
+    xyz_a = np.array(pos.value_in_unit(u.nanometer))[ml_atoms] * units.ANGSTROM_PER_NM
+    z = [a.element.atomic_number for a in top.atoms() if a.index in set(ml_atoms)]
+    box = np.array(top.getPeriodicBoxVectors().value_in_unit(u.nanometer)) * units.ANGSTROM_PER_NM
+    ref = model.evaluate(xyz_a, z, cell=box, pbc=True)
+    assert e_ml == pytest.approx(float(ref["energy"]), rel=1e-9)
+    assert _rel(f_all[ml_atoms], ref["forces"].numpy()) <= 1e-9
+    others = np.setdiff1d(np.arange(top.getNumAtoms()), ml_atoms)
+    assert np.all(f_all[others] == 0.0)
+    # and the mixed system runs inside OpenMM's loop (classical water + ML cluster)
+    integ = openmm.VerletIntegrator(0.5 * u.femtosecond)
+    sim = app.Simulation(top, system, integ, _reference())
+    sim.context.setPositions(pos)
+    sim.minimizeEnergy(maxIterations=50)
+    sim.step(5)
+    assert np.isfinite(sim.context.getState(getEnergy=True).getPotentialEnergy()._value)
+
+
+def test_nve_in_openmm_verlet_with_drift_reporter(make_model, tmp_path):
+    atoms = rattled_copper(seed=9, amp=0.02)
+    model = make_model()
+    system, top, positions = system_from_atoms(atoms, model, backend="python")
+    assert not any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
+    sim = app.Simulation(top, system, openmm.VerletIntegrator(1.0 * u.femtosecond), _reference())
+    sim.context.setPositions(positions)
+    sim.context.setVelocitiesToTemperature(300 * u.kelvin, 1)
+    reporter = DriftReporter(tmp_path / "drift.csv", 2)
+    sim.reporters.append(reporter)
+    reporter.record(sim)
+    sim.step(60)
+    s = reporter.summary()
+    assert s.n_samples == 31 and s.duration_ps == pytest.approx(0.060)
+    assert s.sigma_kinetic_mev_per_atom > 0.5
+    assert s.max_abs_deviation_mev_per_atom < 2e-3 * s.sigma_kinetic_mev_per_atom
+    rows = list(csv.DictReader((tmp_path / "drift.csv").open()))  # flushed while still open
+    assert len(rows) == 31 and int(rows[-1]["step"]) == 60
+    reporter.close()
+
+
+def test_ase_and_openmm_trajectories_agree():
+    """The same NVE start in ASE's VelocityVerlet and OpenMM's VerletIntegrator: same energies."""
+    from ase import units as ase_units
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = rattled_copper(seed=10, amp=0.05)
+    model = MorsePairModel()
+    system, top, positions = system_from_atoms(atoms, model, backend="python")
+    integ = openmm.VerletIntegrator(1.0 * u.femtosecond)
+    ctx = openmm.Context(system, integ, _reference())
+    ctx.setPositions(positions)
+    # OpenMM's VerletIntegrator is leapfrog: its velocities are v(t - dt/2). Starting ASE from rest,
+    # the equivalent leapfrog start is v(-dt/2) = -(dt/2) F(0)/m (OpenMM units: nm, ps, dalton).
+    f0 = ctx.getState(getForces=True).getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
+    m = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(len(atoms))])
+    ctx.setVelocities(-0.5 * 1.0 * units.PS_PER_FS * f0 / m[:, None])
+    atoms.calc = LawfulCalculator(model)
+    VelocityVerlet(atoms, timestep=1.0 * ase_units.fs).run(20)
+    integ.step(20)
+    st = ctx.getState(getEnergy=True, getPositions=True)
+    e_omm = st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole) * units.EV_PER_KJMOL
+    assert e_omm == pytest.approx(atoms.get_potential_energy(), rel=1e-9)
+    x_omm = st.getPositions(asNumpy=True).value_in_unit(u.nanometer) * units.ANGSTROM_PER_NM
+    # OpenMM's leapfrog and ASE's velocity Verlet give the same positions from the same start
+    assert np.max(np.abs(x_omm - atoms.positions)) < 1e-8
+
+
+def test_computation_pickles_for_system_copies():
+    import copy
+
+    atoms = rattled_copper()
+    model = MorsePairModel()
+    system, _, positions = system_from_atoms(atoms, model, backend="python")
+    clone = copy.deepcopy(system)  # OpenMM serialises the PythonForce (pickles the callback)
+    e1, _ = _openmm_energy_forces(system, positions)
+    e2, _ = _openmm_energy_forces(clone, positions)
+    assert e1 == e2
+    comp = LawfulComputation(model, atoms.numbers, periodic=True)
+    assert pickle.loads(pickle.dumps(comp)).runner.n_atoms == len(atoms)
+
+
+def test_bad_inputs(tmp_path):
+    water = molecule("H2O")
+    top, _ = topology_from_atoms(water)
+    with pytest.raises(UnsupportedSpeciesError, match="'H'"):
+        create_force(MorsePairModel(species=["Cu"]), topology=top, backend="python")
+    with pytest.raises(ModelFileError, match="missing.lawful"):
+        create_force(tmp_path / "missing.lawful", topology=top)
+    with pytest.raises(InputError, match="backend"):
+        create_force(MorsePairModel(), numbers=[29], backend="cuda")
+    with pytest.raises(InputError, match="elements"):
+        create_force(MorsePairModel())
+    with pytest.raises(InputError, match="repeated"):
+        create_force(MorsePairModel(), numbers=[29, 29, 29], atoms=[0, 0])
+    if not HAS_TORCH_BACKEND:
+        with pytest.raises(BackendError, match="openmmtorch"):
+            create_force(MorsePairModel(), numbers=[29], backend="torch")
+
+
+def test_nan_positions_raise_numerical_error():
+    atoms = rattled_copper()
+    system, _, positions = system_from_atoms(atoms, MorsePairModel(), backend="python")
+    xyz = positions.value_in_unit(u.nanometer).copy()
+    xyz[2, 0] = np.nan
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), _reference())
+    ctx.setPositions(xyz)
+    with pytest.raises(NumericalError, match=r"\[2\]"):
+        with lawful_errors():
+            ctx.getState(getEnergy=True, getForces=True)
