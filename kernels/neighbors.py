@@ -2,10 +2,13 @@
 
 ``neighbor_list(positions, cutoff, cell, pbc)`` returns every pair ``(i, j, shift)`` with
 ``|positions[j] - positions[i] + shift @ cell| < cutoff``: both ``(i, j)`` and ``(j, i)``, several
-images of the same atom (and self-images ``i == j`` with a non-zero shift) when the cell is smaller
-than twice the cutoff, never ``i == j`` with a zero shift. Positions need not be wrapped.
+images of the same atom (and self-images ``i == j`` with a non-zero shift) when the cell is
+thinner than twice the cutoff, never ``i == j`` with a zero shift. Positions need not be wrapped.
 
-Pure torch and TorchScript-compatible, so a scripted model (openmm-torch) can carry it.
+The search is an O(N) cell list (bins between lattice planes; bins past the cell edge are image
+bins with their lattice shift, so thin cells simply search several image layers). Pure torch and
+TorchScript-compatible, so a scripted model (openmm-torch) can carry it. :class:`VerletList` adds
+a skin and rebuilds only when an atom moved more than skin/2.
 """
 
 from __future__ import annotations
@@ -18,22 +21,26 @@ from torch import Tensor
 
 from lawful.kernels.errors import InputError, NumericalError, ShapeError
 
-__all__ = ["NeighborList", "neighbor_list", "brute_force_neighbor_list", "VerletList"]
-
+__all__ = ["NeighborList", "neighbor_list", "cell_list_neighbor_list", "brute_force_neighbor_list",
+           "VerletList"]
 
 
 class NeighborList(NamedTuple):
     """A neighbour list: ``r_ij = positions[j] - positions[i] + shifts @ cell``.
 
-    i, j:   (E,) int64 atom indices.
+    i, j:   (E,) int64 atom indices; every pair appears as (i, j) and as (j, i).
     shifts: (E, 3) integer image counts along the three lattice vectors, in the dtype and on the
             device of the positions (zero along non-periodic directions).
+    The order of the pairs is deterministic but otherwise unspecified.
     """
 
     i: Tensor
     j: Tensor
     shifts: Tensor
 
+
+# ------------------------------------------------------------------------------------------------
+# input checks and cell geometry (3x3 arithmetic in plain Python floats: cheaper than tiny tensors)
 
 def _pbc_flags(pbc: Union[bool, List[bool], Tensor]) -> List[bool]:
     if isinstance(pbc, bool):
@@ -50,19 +57,19 @@ def _pbc_flags(pbc: Union[bool, List[bool], Tensor]) -> List[bool]:
     if len(pbc) != 3:
         raise ShapeError("pbc must be a bool or 3 bools, got " + str(len(pbc))
                          + " values: pass e.g. pbc=[True, True, False].")
-    return [pbc[0], pbc[1], pbc[2]]
+    return [bool(pbc[0]), bool(pbc[1]), bool(pbc[2])]
 
 
 def _check_inputs(positions: Tensor, cutoff: float, cell: Optional[Tensor],
-                  pbc: List[bool]) -> Tensor:
-    """Validate the inputs and return the cell (zeros when there is none)."""
+                  pbc: List[bool]) -> Tuple[Tensor, List[List[float]]]:
+    """Validate the inputs; return the cell (zeros when there is none) and its rows as floats."""
     if positions.dim() != 2 or positions.shape[1] != 3:
         raise ShapeError("positions must have shape (N, 3) in Å, got " + str(list(positions.shape))
                          + ": pass one row per atom.")
     if not positions.is_floating_point():
         raise InputError("positions must be a floating-point tensor (float64 or float32), got "
                          + str(positions.dtype) + ": convert with positions.double().")
-    if not (cutoff > 0.0) or cutoff == float("inf"):
+    if not (cutoff > 0.0) or math.isinf(cutoff):
         raise InputError("cutoff must be a positive finite distance in Å, got " + str(cutoff)
                          + ": pass e.g. cutoff=5.0.")
     if positions.shape[0] > 0 and not bool(torch.isfinite(positions).all()):
@@ -71,88 +78,110 @@ def _check_inputs(positions: Tensor, cutoff: float, cell: Optional[Tensor],
         raise NumericalError("positions contain NaN or inf (atom(s) " + str(first)
                              + "): the structure has blown up or was not initialised; "
                                "check the previous MD step or the input file.")
-    any_pbc = pbc[0] or pbc[1] or pbc[2]
     if cell is None:
-        if any_pbc:
+        if pbc[0] or pbc[1] or pbc[2]:
             raise InputError("pbc=" + str(pbc) + " needs a cell: pass cell as a (3, 3) tensor whose "
                              "rows are the lattice vectors in Å, or pbc=False for a molecule.")
-        return torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
+        zero = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
+        return zero, [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     if cell.dim() != 2 or cell.shape[0] != 3 or cell.shape[1] != 3:
         raise ShapeError("cell must have shape (3, 3) with the lattice vectors as rows, got "
                          + str(list(cell.shape)) + ".")
-    cell = cell.to(dtype=positions.dtype, device=positions.device)
-    if not bool(torch.isfinite(cell).all()):
-        values: List[List[float]] = cell.tolist()
-        raise NumericalError("cell contains NaN or inf: " + str(values)
-                             + "; pass finite lattice vectors in Å.")
-    return cell
+    rows: List[List[float]] = cell.detach().to(torch.float64).cpu().tolist()
+    for row in rows:
+        for x in row:
+            if not math.isfinite(x):
+                raise NumericalError("cell contains NaN or inf: " + str(rows)
+                                     + "; pass finite lattice vectors in Å.")
+    return cell.detach().to(dtype=positions.dtype, device=positions.device), rows
 
 
-def _complete_cell(cell: Tensor, pbc: List[bool]) -> Tensor:
-    """A full-rank cell equal to ``cell`` along the periodic directions.
+def _cross(a: List[float], b: List[float]) -> List[float]:
+    return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
 
-    Rows of non-periodic directions are replaced by unit vectors orthogonal to the periodic rows
-    (and to each other), so fractional coordinates along them are plain distances in Å. Raises
-    InputError when the periodic rows are (nearly) linearly dependent: a degenerate cell.
+
+def _dot(a: List[float], b: List[float]) -> float:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _unit(a: List[float]) -> List[float]:
+    norm = math.sqrt(_dot(a, a))
+    return [a[0] / norm, a[1] / norm, a[2] / norm]
+
+
+def _cell_geometry(rows: List[List[float]], pbc: List[bool]
+                   ) -> Tuple[List[List[float]], List[List[float]], List[float]]:
+    """(full cell, its inverse, plane spacings) for the cell ``rows`` (lattice vectors, Å).
+
+    The full cell equals ``rows`` along periodic directions; rows of non-periodic directions are
+    replaced by unit vectors orthogonal to the periodic rows and to each other, so they never
+    matter and fractional coordinates along them are distances in Å. ``inverse`` maps Cartesian
+    rows to fractional ones (``frac = pos @ inverse``); ``heights[k]`` is the distance between
+    lattice planes k = 0 and k = 1. Raises InputError for a degenerate periodic cell.
     """
-    dtype = cell.dtype
-    device = cell.device
-    c64 = cell.to(torch.float64)
     periodic: List[int] = []
+    free: List[int] = []
     for k in range(3):
         if pbc[k]:
             periodic.append(k)
+        else:
+            free.append(k)
+    full: List[List[float]] = [[rows[k][0], rows[k][1], rows[k][2]] for k in range(3)]
     p = len(periodic)
-    if p == 0:
-        return torch.eye(3, dtype=dtype, device=device)
-    rows = c64[periodic]
-    norms = torch.linalg.norm(rows, dim=1)
-    gram_det = float(torch.linalg.det(rows @ rows.T))
-    scale = float(torch.prod(norms)) ** 2
-    if not (scale > 0.0) or gram_det <= 1e-12 * scale:
-        vectors: List[List[float]] = rows.tolist()
+    degenerate = False
+    if p == 1:
+        a = rows[periodic[0]]
+        degenerate = not (_dot(a, a) > 1e-20)
+        if not degenerate:
+            a = _unit(a)
+            # the coordinate axis least aligned with a, to build the orthogonal complement
+            e = [0.0, 0.0, 0.0]
+            ax = 0
+            for k in range(1, 3):
+                if abs(a[k]) < abs(a[ax]):
+                    ax = k
+            e[ax] = 1.0
+            u = _unit(_cross(a, e))
+            full[free[0]] = u
+            full[free[1]] = _cross(a, u)
+    elif p == 2:
+        a = rows[periodic[0]]
+        b = rows[periodic[1]]
+        n = _cross(a, b)
+        degenerate = not (_dot(n, n) > 1e-12 * _dot(a, a) * _dot(b, b)) or not (_dot(n, n) > 1e-30)
+        if not degenerate:
+            full[free[0]] = _unit(n)
+    elif p == 3:
+        volume = _dot(rows[0], _cross(rows[1], rows[2]))
+        scale = _dot(rows[0], rows[0]) * _dot(rows[1], rows[1]) * _dot(rows[2], rows[2])
+        degenerate = not (volume * volume > 1e-12 * scale) or not (scale > 1e-30)
+    else:
+        full = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    if degenerate:
+        vectors: List[List[float]] = [rows[k] for k in periodic]
         raise InputError("degenerate cell: the periodic lattice vectors " + str(vectors)
                          + " are zero or (nearly) linearly dependent (zero volume); pass a cell "
                            "with independent rows (Å), or pbc=False along the missing directions.")
-    full = c64.clone()
-    if p == 3:
-        return cell
-    if p == 2:
-        n = torch.linalg.cross(rows[0], rows[1])
-        for k in range(3):
-            if not pbc[k]:
-                full[k] = n / torch.linalg.norm(n)
-        return full.to(dtype)
-    a = rows[0] / norms[0]
-    e = torch.zeros(3, dtype=torch.float64, device=device)
-    e[int(torch.argmin(torch.abs(a)))] = 1.0
-    u = torch.linalg.cross(a, e)
-    u = u / torch.linalg.norm(u)
-    v = torch.linalg.cross(a, u)
-    others: List[int] = []
+    volume = _dot(full[0], _cross(full[1], full[2]))
+    inverse = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    heights: List[float] = []
     for k in range(3):
-        if not pbc[k]:
-            others.append(k)
-    full[others[0]] = u
-    full[others[1]] = v
-    return full.to(dtype)
+        # reciprocal vector k (column k of the inverse): a_{k+1} x a_{k+2} / volume
+        c = _cross(full[(k + 1) % 3], full[(k + 2) % 3])
+        for d in range(3):
+            inverse[d][k] = c[d] / volume
+        heights.append(abs(volume) / math.sqrt(_dot(c, c)))
+    return full, inverse, heights
 
 
-def _image_range(full_cell: Tensor, pbc: List[bool], reach: float) -> List[int]:
-    """How many images each direction needs for positions wrapped into the cell: ceil(reach/h)."""
-    c64 = full_cell.to(torch.float64)
-    volume = abs(float(torch.linalg.det(c64)))
+def _image_layers(heights: List[float], pbc: List[bool], reach: float) -> List[int]:
+    """Image layers each direction needs for wrapped positions: ceil(reach / plane spacing)."""
     out: List[int] = []
     for k in range(3):
-        if not pbc[k]:
-            out.append(0)
-            continue
-        area = float(torch.linalg.norm(torch.linalg.cross(c64[(k + 1) % 3], c64[(k + 2) % 3])))
-        height = volume / area
-        out.append(int(math.ceil(reach / height)))
+        out.append(int(math.ceil(reach / heights[k])) if pbc[k] else 0)
     n_images = (2 * out[0] + 1) * (2 * out[1] + 1) * (2 * out[2] + 1)
-    # Refuse cells so thin (relative to the cutoff) that the images to search exceed 200 000:
-    # a (nearly) degenerate cell or a cutoff in the wrong unit.
+    # a cell so thin that more than 200 000 images must be searched is (nearly) degenerate, or
+    # the cutoff is in the wrong unit
     if n_images > 200000:
         raise InputError("the cell is too thin for cutoff " + str(reach) + " Å: " + str(n_images)
                          + " periodic images would be needed (image layers " + str(out)
@@ -160,72 +189,359 @@ def _image_range(full_cell: Tensor, pbc: List[bool], reach: float) -> List[int]:
     return out
 
 
-def _wrap(positions: Tensor, full_cell: Tensor, pbc: List[bool]) -> Tuple[Tensor, Tensor]:
-    """Wrap positions into the cell along periodic directions.
-
-    Returns (fractional coordinates, integer cell offsets k with positions = wrapped + k @ cell).
-    """
-    inv = torch.linalg.inv(full_cell)
-    frac = positions @ inv
-    mask = torch.tensor(pbc, dtype=torch.bool, device=positions.device)
+def _wrap(positions64: Tensor, full: Tensor, inverse: Tensor,
+          pbc: List[bool]) -> Tuple[Tensor, Tensor]:
+    """Fractional coordinates, wrapped into [0, 1) along periodic directions, and the integer
+    cell offsets k (float64) with ``positions = (frac + k) @ full``."""
+    frac = positions64 @ inverse
+    mask = torch.tensor(pbc, dtype=torch.bool, device=positions64.device)
     k = torch.where(mask, torch.floor(frac), torch.zeros_like(frac))
-    frac = frac - k
-    return frac, k
+    return frac - k, k
+
+
+def _empty(positions: Tensor) -> NeighborList:
+    idx = torch.zeros(0, dtype=torch.int64, device=positions.device)
+    return NeighborList(idx, idx, torch.zeros(0, 3, dtype=positions.dtype, device=positions.device))
 
 
 def _finish(positions: Tensor, cell: Tensor, i: Tensor, j: Tensor, shifts: Tensor,
             cutoff: float) -> NeighborList:
-    """Keep the candidate pairs closer than the cutoff (computed from the unwrapped positions)."""
-    rij = positions[j] - positions[i] + shifts @ cell
-    keep = (rij * rij).sum(dim=1) < cutoff * cutoff
-    return NeighborList(i[keep], j[keep], shifts[keep])
+    """Keep the candidate pairs closer than the cutoff, measured exactly as a model will: from the
+    caller's (unwrapped) positions, in their dtype."""
+    rij = positions.index_select(0, j) - positions.index_select(0, i) + shifts @ cell
+    keep = torch.nonzero((rij * rij).sum(dim=1) < cutoff * cutoff).reshape(-1)
+    return NeighborList(i.index_select(0, keep), j.index_select(0, keep),
+                        shifts.index_select(0, keep))
 
+
+def _search_reach(cutoff: float) -> float:
+    # candidates are searched a hair beyond the cutoff, so round-off in wrapping and binning can
+    # never lose a pair; _finish then applies the exact cutoff
+    return cutoff * (1.0 + 1e-5) + 1e-5
+
+
+# ------------------------------------------------------------------------------------------------
+# the O(N^2) reference
 
 def brute_force_neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = None,
                               pbc: Union[bool, List[bool], Tensor] = False) -> NeighborList:
-    """All pairs over all needed periodic images, O(N^2 x images); same contract as neighbor_list.
+    """All pairs over all needed periodic images, O(N^2 x images); same contract and errors as
+    :func:`neighbor_list`. The baseline the cell list is tested and benchmarked against."""
+    flags = _pbc_flags(pbc)
+    positions = positions.detach()
+    cell_t, rows = _check_inputs(positions, cutoff, cell, flags)
+    device = positions.device
+    full_l, inverse_l, heights = _cell_geometry(rows, flags)
+    reach = _search_reach(cutoff)
+    layers = _image_layers(heights, flags, reach)
+    if positions.shape[0] == 0:
+        return _empty(positions)
+    full = torch.tensor(full_l, dtype=torch.float64, device=device)
+    inverse = torch.tensor(inverse_l, dtype=torch.float64, device=device)
+    frac, k = _wrap(positions.to(torch.float64), full, inverse, flags)
+    wrapped = frac @ full
+    rng: List[Tensor] = [torch.arange(-m, m + 1, device=device) for m in layers]
+    grid = torch.meshgrid(rng[0], rng[1], rng[2], indexing="ij")
+    images = torch.stack([grid[0].reshape(-1), grid[1].reshape(-1), grid[2].reshape(-1)], dim=1)
+    images = images.to(torch.float64)
+    # d[s, a, b] = wrapped[b] + images[s] @ full - wrapped[a]
+    diff = wrapped.unsqueeze(0) - wrapped.unsqueeze(1)
+    d2 = ((diff.unsqueeze(0) + (images @ full).view(-1, 1, 1, 3)) ** 2).sum(dim=-1)
+    nz = torch.nonzero(d2 < reach * reach)
+    s_idx, a_idx, b_idx = nz[:, 0], nz[:, 1], nz[:, 2]
+    keep = torch.nonzero((images[s_idx] != 0).any(dim=1) | (a_idx != b_idx)).reshape(-1)
+    s_idx, a_idx, b_idx = s_idx[keep], a_idx[keep], b_idx[keep]
+    shifts = images[s_idx] + k[a_idx] - k[b_idx]
+    return _finish(positions, cell_t, a_idx, b_idx, shifts.to(positions.dtype), cutoff)
 
-    The reference the cell list is tested against; fast enough for small systems.
+
+# ------------------------------------------------------------------------------------------------
+# the cell list
+
+def _bin_grid(heights: List[float], spans: List[float], pbc: List[bool], reach: float,
+              bins_per_reach: int, n: int) -> Tuple[List[int], List[float], List[int]]:
+    """Bins per direction, bin thickness (Å) and search reach in bins (m) per direction.
+
+    Bins are slabs between lattice planes at least ``reach / bins_per_reach`` thick, so every
+    partner within ``reach`` lies at most ``m = ceil(reach / thickness)`` bins away.
+    """
+    width = reach / bins_per_reach
+    nbins: List[int] = []
+    widths: List[float] = []
+    for k in range(3):
+        if pbc[k]:
+            nbins.append(max(1, int(math.floor(heights[k] / width))))
+            widths.append(heights[k] / nbins[k])
+        else:
+            nbins.append(int(min(math.floor(spans[k] / width), 1e9)) + 1)
+            widths.append(width)
+    # sparse systems (a gas, a molecule in vacuum): coarsen so that the bin count stays O(N)
+    limit = 2 * n + 8
+    total = float(nbins[0]) * float(nbins[1]) * float(nbins[2])
+    if total > limit:
+        factor = (total / float(limit)) ** (1.0 / 3.0)
+        for k in range(3):
+            if pbc[k]:
+                nbins[k] = max(1, int(math.floor(nbins[k] / factor)))
+                widths[k] = heights[k] / nbins[k]
+            else:
+                widths[k] = widths[k] * factor
+                nbins[k] = int(min(math.floor(spans[k] / widths[k]), 1e9)) + 1
+    reach_bins: List[int] = []
+    for k in range(3):
+        reach_bins.append(int(math.ceil(reach / widths[k])) if pbc[k] or nbins[k] > 1 else 0)
+    return nbins, widths, reach_bins
+
+
+def _estimated_cost(nbins: List[int], reach_bins: List[int], n: int) -> float:
+    """Relative cost of a bin grid: per (atom, offset) work plus per candidate-pair work."""
+    offsets = ((2 * reach_bins[0] + 1) * (2 * reach_bins[1] + 1) * (2 * reach_bins[2] + 1) + 1) // 2
+    per_bin = float(n) / float(nbins[0] * nbins[1] * nbins[2])
+    return float(n * offsets) * (5.0 + per_bin)
+
+
+def _half_offsets(reach_bins: List[int], device: torch.device) -> Tensor:
+    """Bin offsets: d = 0 first, then every d > 0 in lexicographic order; (K, 3) int64.
+
+    The pair (i, j, shift) is found from offset d exactly when (j, i, -shift) would be found from
+    -d, so half the offsets (plus i < j within the own bin) find every pair once.
+    """
+    rng: List[Tensor] = [torch.arange(-m, m + 1, device=device) for m in reach_bins]
+    grid = torch.meshgrid(rng[0], rng[1], rng[2], indexing="ij")
+    d = torch.stack([grid[0].reshape(-1), grid[1].reshape(-1), grid[2].reshape(-1)], dim=1)
+    positive = (d[:, 0] > 0) | ((d[:, 0] == 0) & ((d[:, 1] > 0) | ((d[:, 1] == 0) & (d[:, 2] > 0))))
+    return torch.cat([torch.zeros(1, 3, dtype=d.dtype, device=device), d[positive]], dim=0)
+
+
+def cell_list_neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = None,
+                            pbc: Union[bool, List[bool], Tensor] = False,
+                            bins_per_cutoff: int = 0) -> NeighborList:
+    """O(N) cell-list neighbour search; same contract and errors as :func:`neighbor_list`.
+
+    Atoms are wrapped into the cell and binned in slabs between lattice planes; each atom meets
+    the atoms of the bins within reach, where a bin past the cell edge is an image bin carrying
+    its lattice shift (so a cell thinner than the cutoff just means several image layers).
+    ``bins_per_cutoff`` sets the bin thickness to about cutoff / bins_per_cutoff; 0 picks 1, 2
+    or 3 from a cost estimate.
     """
     flags = _pbc_flags(pbc)
     positions = positions.detach()
-    cell_t = _check_inputs(positions, cutoff, cell, flags).detach()
-    full = _complete_cell(cell_t, flags)
-    reach = cutoff * (1.0 + 1e-6) + 1e-6
-    layers = _image_range(full, flags, reach)
-    frac, k = _wrap(positions, full, flags)
-    wrapped = frac @ full
-    rng: List[Tensor] = [torch.arange(-m, m + 1, device=positions.device) for m in layers]
-    grid = torch.meshgrid(rng[0], rng[1], rng[2], indexing="ij")
-    images = torch.stack([grid[0].reshape(-1), grid[1].reshape(-1), grid[2].reshape(-1)], dim=1)
-    images = images.to(positions.dtype)
-    offsets = images @ full  # (S, 3)
-    # d[s, a, b] = wrapped[b] + offsets[s] - wrapped[a]
-    diff = wrapped.unsqueeze(0) - wrapped.unsqueeze(1)  # (a, b)
-    d2 = ((diff.unsqueeze(0) + offsets.view(-1, 1, 1, 3)) ** 2).sum(dim=-1)
-    hit = d2 < reach * reach
-    nz = torch.nonzero(hit)
-    s_idx, a_idx, b_idx = nz[:, 0], nz[:, 1], nz[:, 2]
-    zero_shift = (images[s_idx] == 0).all(dim=1)
-    keep = ~(zero_shift & (a_idx == b_idx))
-    s_idx, a_idx, b_idx = s_idx[keep], a_idx[keep], b_idx[keep]
-    shifts = images[s_idx] + k[a_idx] - k[b_idx]
-    return _finish(positions, cell_t, a_idx, b_idx, shifts, cutoff)
+    cell_t, rows = _check_inputs(positions, cutoff, cell, flags)
+    device = positions.device
+    n = positions.shape[0]
+    full_l, inverse_l, heights = _cell_geometry(rows, flags)
+    reach = _search_reach(cutoff)
+    _image_layers(heights, flags, reach)  # refuses absurdly thin cells with a clear message
+    if n == 0:
+        return _empty(positions)
+    full = torch.tensor(full_l, dtype=torch.float64, device=device)
+    inverse = torch.tensor(inverse_l, dtype=torch.float64, device=device)
+    frac, wraps = _wrap(positions.to(torch.float64), full, inverse, flags)
+    # extent of the atoms along non-periodic directions (Å)
+    lows: List[float] = [0.0, 0.0, 0.0]
+    spans: List[float] = [0.0, 0.0, 0.0]
+    if not (flags[0] and flags[1] and flags[2]):
+        lo_l: List[float] = frac.min(dim=0).values.tolist()
+        hi_l: List[float] = frac.max(dim=0).values.tolist()
+        for k in range(3):
+            if not flags[k]:
+                lows[k] = lo_l[k] * heights[k]
+                spans[k] = (hi_l[k] - lo_l[k]) * heights[k]
+    if bins_per_cutoff > 0:
+        nbins, widths, reach_bins = _bin_grid(heights, spans, flags, reach, bins_per_cutoff, n)
+    else:
+        nbins, widths, reach_bins = _bin_grid(heights, spans, flags, reach, 1, n)
+        best = _estimated_cost(nbins, reach_bins, n)
+        for bpc in [2, 3]:
+            cand = _bin_grid(heights, spans, flags, reach, bpc, n)
+            cost = _estimated_cost(cand[0], cand[2], n)
+            if cost < best:
+                best = cost
+                nbins, widths, reach_bins = cand[0], cand[1], cand[2]
+    # bin of every atom; atoms clamped into the last bin of a non-periodic direction only lie
+    # further out, which keeps "partners are at most m bins away" true
+    cols: List[Tensor] = []
+    for k in range(3):
+        if flags[k]:
+            idx = torch.floor(frac[:, k] * nbins[k])
+        else:
+            idx = torch.floor((frac[:, k] * heights[k] - lows[k]) / widths[k])
+        cols.append(idx.clamp(0, nbins[k] - 1).to(torch.int64))
+    lin = (cols[0] * nbins[1] + cols[1]) * nbins[2] + cols[2]
+    # work in bin order: slot s holds atom order[s]
+    order = torch.argsort(lin)
+    lin_s = lin.index_select(0, order)
+    counts = torch.bincount(lin, minlength=nbins[0] * nbins[1] * nbins[2])
+    starts = torch.cumsum(counts, 0) - counts
+    wrapped = (frac @ full).index_select(0, order)
+    # for every (atom, offset): the target bin, the lattice shift of that image bin and the slots
+    # holding its atoms; per direction through small tables over (bin, offset)
+    offsets = _half_offsets(reach_bins, device)
+    n_off = offsets.shape[0]
+    tlin = torch.zeros(n, n_off, dtype=torch.int64, device=device)
+    valid = torch.ones(n, n_off, dtype=torch.bool, device=device)
+    shift_cols: List[Tensor] = []
+    for k in range(3):
+        m = reach_bins[k]
+        t = (torch.arange(nbins[k], device=device).unsqueeze(1)
+             + torch.arange(-m, m + 1, device=device).unsqueeze(0))  # (bins, 2m + 1)
+        if flags[k]:
+            s = torch.div(t, nbins[k], rounding_mode="floor")
+            t = t - s * nbins[k]
+        else:
+            s = torch.zeros_like(t)
+        pick = (cols[k].index_select(0, order) * (2 * m + 1)).unsqueeze(1) \
+            + (offsets[:, k] + m).unsqueeze(0)  # (N, K) index into the table
+        tk = t.reshape(-1)[pick]
+        if not flags[k]:
+            valid = valid & (tk >= 0) & (tk < nbins[k])
+            tk = tk.clamp(0, nbins[k] - 1)
+        tlin = tlin * nbins[k] + tk
+        shift_cols.append(s.reshape(-1)[pick])
+    shift = torch.stack(shift_cols, dim=2)  # (N, K, 3)
+    begin = starts[tlin]
+    cnt = torch.where(valid, counts[tlin], torch.zeros_like(tlin))
+    # offset 0 (own bin, no shift): only the partners after the atom itself, so each pair once
+    me = torch.arange(n, device=device)
+    begin[:, 0] = me + 1
+    cnt[:, 0] = starts[lin_s] + counts[lin_s] - me - 1
+    # atom i seen from the target image bin: r_ij = wrapped[slot] - base (one column at a time)
+    base = (wrapped.unsqueeze(1) - shift.to(torch.float64) @ full).reshape(-1, 3)
+    bx, by, bz = base[:, 0].contiguous(), base[:, 1].contiguous(), base[:, 2].contiguous()
+    wx, wy, wz = wrapped[:, 0].contiguous(), wrapped[:, 1].contiguous(), wrapped[:, 2].contiguous()
+    cnt = cnt.reshape(-1)
+    src = torch.repeat_interleave(cnt)
+    first = torch.cumsum(cnt, 0) - cnt
+    slot = torch.arange(src.shape[0], device=device) \
+        + (begin.reshape(-1) - first).index_select(0, src)
+    dx = wx.index_select(0, slot) - bx.index_select(0, src)
+    dy = wy.index_select(0, slot) - by.index_select(0, src)
+    dz = wz.index_select(0, slot) - bz.index_select(0, src)
+    hit = torch.nonzero(dx * dx + dy * dy + dz * dz < reach * reach).reshape(-1)
+    src = src.index_select(0, hit)
+    atom_i = order.index_select(0, torch.div(src, n_off, rounding_mode="floor"))
+    atom_j = order.index_select(0, slot.index_select(0, hit))
+    sh = shift.reshape(-1, 3).index_select(0, src).to(torch.float64)
+    shifts = sh + wraps.index_select(0, atom_i) - wraps.index_select(0, atom_j)
+    half = _finish(positions, cell_t, atom_i, atom_j, shifts.to(positions.dtype), cutoff)
+    return NeighborList(torch.cat([half.i, half.j]), torch.cat([half.j, half.i]),
+                        torch.cat([half.shifts, -half.shifts]))
 
 
 def neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = None,
                   pbc: Union[bool, List[bool], Tensor] = False) -> NeighborList:
-    """Every pair of atoms closer than ``cutoff``, over periodic images.
+    """Every pair of atoms closer than ``cutoff``, over periodic images (O(N) cell list).
 
     positions: (N, 3) float tensor in Å (any device, float32 or float64; need not be wrapped).
     cutoff:    float, Å, > 0.
     cell:      (3, 3) tensor, rows are the lattice vectors in Å; needed when any pbc is True.
+               Rows along non-periodic directions are ignored (may be zero).
     pbc:       bool or 3 bools (periodic along each lattice vector).
 
     Returns NeighborList(i, j, shifts): i, j (E,) int64, shifts (E, 3) integer image counts in the
     positions' dtype, with ``r_ij = positions[j] - positions[i] + shifts @ cell`` and
-    ``|r_ij| < cutoff``. Both (i, j) and (j, i) appear. Raises InputError / ShapeError for bad
-    arguments and a degenerate cell, NumericalError for NaN/inf coordinates.
-    TorchScript-compatible; no gradient flows through the indices.
+    ``|r_ij| < cutoff`` evaluated in the positions' dtype. Both (i, j) and (j, i) appear;
+    self-images (i == j, shift != 0) appear when the cell is thinner than the cutoff.
+    Raises ShapeError/InputError for bad arguments or a degenerate (zero-volume) cell and
+    NumericalError for NaN/inf coordinates. TorchScript-compatible; the result carries no
+    gradient (compute r_ij from the positions to differentiate).
     """
-    return brute_force_neighbor_list(positions, cutoff, cell, pbc)
+    return cell_list_neighbor_list(positions, cutoff, cell, pbc, 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Verlet list with a skin
+
+class VerletList:
+    """A neighbour list with a skin, rebuilt only when needed.
+
+    ``get(positions, cell, pbc)`` returns a :class:`NeighborList` of every pair closer than
+    ``cutoff + skin`` (Å) at the last build, which contains every pair closer than ``cutoff``
+    now as long as no atom moved more than ``skin / 2``. It rebuilds when an atom moved further,
+    or when the cell, pbc, number of atoms, dtype or device changed; ``rebuilds`` counts builds.
+
+    Atoms that were wrapped back into the cell (jumped by whole lattice vectors) are handled
+    exactly, without a rebuild: their jump is folded into the returned shifts. Consumers must
+    treat pairs beyond ``cutoff`` as absent (a smooth cutoff function does that by itself).
+    """
+
+    def __init__(self, cutoff: float, skin: float = 0.5):
+        cutoff = float(cutoff)
+        skin = float(skin)
+        if not (cutoff > 0.0) or math.isinf(cutoff):
+            raise InputError(f"cutoff must be a positive finite distance in Å, got {cutoff}: "
+                             "pass e.g. VerletList(cutoff=5.0, skin=0.5).")
+        if not (skin >= 0.0) or math.isinf(skin):
+            raise InputError(f"skin must be a finite distance >= 0 in Å, got {skin}: "
+                             "pass e.g. skin=0.5 (0 rebuilds whenever anything moves).")
+        self.cutoff = cutoff
+        self.skin = skin
+        self.rebuilds = 0
+        self._list: Optional[NeighborList] = None
+        self._ref: Optional[Tensor] = None
+        self._cell: Optional[Tensor] = None
+        self._pbc: List[bool] = [False, False, False]
+        self._inverse: Optional[Tensor] = None
+
+    def reset(self) -> None:
+        """Forget the stored list; the next ``get`` rebuilds."""
+        self._list = None
+        self._ref = None
+
+    def _stale(self, positions: Tensor, cell: Optional[Tensor], pbc: List[bool]) -> bool:
+        if self._list is None or self._ref is None:
+            return True
+        ref = self._ref
+        if (positions.shape != ref.shape or positions.dtype != ref.dtype
+                or positions.device != ref.device or pbc != self._pbc):
+            return True
+        if (cell is None) != (self._cell is None):
+            return True
+        if cell is not None and self._cell is not None:
+            c = cell.detach().to(dtype=ref.dtype, device=ref.device)
+            if not torch.equal(c, self._cell):
+                return True
+        return False
+
+    def get(self, positions: Tensor, cell: Optional[Tensor] = None,
+            pbc: Union[bool, List[bool], Tensor] = False) -> NeighborList:
+        """The list for ``positions`` (N, 3) Å; same arguments and checks as neighbor_list."""
+        flags = _pbc_flags(pbc)
+        positions = positions.detach()
+        if not self._stale(positions, cell, flags):
+            assert self._ref is not None and self._list is not None and self._inverse is not None
+            if not bool(torch.isfinite(positions).all()):
+                _check_inputs(positions, self.cutoff, cell, flags)  # raises the usual error
+            delta = positions - self._ref
+            jumps = torch.zeros_like(delta)
+            if flags[0] or flags[1] or flags[2]:
+                assert self._cell is not None
+                mask = torch.tensor(flags, dtype=torch.bool, device=delta.device)
+                jumps = torch.where(mask, torch.round(delta.to(torch.float64) @ self._inverse),
+                                    torch.zeros_like(delta, dtype=torch.float64)).to(delta.dtype)
+                delta = delta - jumps @ self._cell
+            moved = float((delta * delta).sum(dim=1).max()) if len(delta) else 0.0
+            if moved <= (0.5 * self.skin) ** 2:
+                nl = self._list
+                if not bool((jumps != 0).any()):
+                    return nl
+                return NeighborList(nl.i, nl.j, nl.shifts + jumps.index_select(0, nl.i)
+                                    - jumps.index_select(0, nl.j))
+        return self._build(positions, cell, flags)
+
+    def _build(self, positions: Tensor, cell: Optional[Tensor], flags: List[bool]) -> NeighborList:
+        nl = neighbor_list(positions, self.cutoff + self.skin, cell, flags)
+        self._list = nl
+        self._ref = positions.clone()
+        self._pbc = flags
+        self._cell = None
+        self._inverse = None
+        if cell is not None:
+            self._cell = cell.detach().to(dtype=positions.dtype, device=positions.device).clone()
+        rows = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+        if self._cell is not None:
+            rows = self._cell.to(torch.float64).cpu().tolist()
+        _, inverse, _ = _cell_geometry(rows, flags)
+        self._inverse = torch.tensor(inverse, dtype=torch.float64, device=positions.device)
+        self.rebuilds += 1
+        return nl

@@ -9,9 +9,14 @@ import pytest
 import torch
 
 from lawful.kernels.errors import InputError, NumericalError, ShapeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lawful.kernels.neighbors import (
     NeighborList,
+    VerletList,
     brute_force_neighbor_list,
+    cell_list_neighbor_list,
     neighbor_list,
 )
 
@@ -106,6 +111,37 @@ def test_matches_reference_random_triclinic(seed, n, scale, cutoff, pbc, fn):
     frac += rng.integers(-3, 4, (n, 3)) * (rng.uniform(size=(n, 1)) < 0.5)
     pos = frac @ cell
     check_against_reference(pos, cutoff, cell, pbc, fn)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 24), scale=st.floats(1.5, 9.0),
+       cutoff=st.floats(0.5, 6.0), pbc=st.lists(st.booleans(), min_size=3, max_size=3),
+       bins=st.sampled_from([0, 1, 2, 3]))
+def test_random_cells_property(seed, n, scale, cutoff, pbc, bins):
+    """Random triclinic cells, sizes, cutoffs, partial pbc and bin sizes: the exact pair set."""
+    rng = np.random.default_rng(seed)
+    cell = random_cell(rng, scale)
+    frac = rng.uniform(-1, 2, (n, 3))
+    check_against_reference(frac @ cell, cutoff, cell, pbc,
+                            lambda p, c, ce, pb: cell_list_neighbor_list(p, c, ce, pb, bins))
+
+
+@pytest.mark.parametrize("pbc", [True, [True, False, True], False])
+def test_many_atoms_against_brute_force(pbc):
+    """A few hundred atoms (many bins, several atoms per bin): cell list == brute force."""
+    rng = np.random.default_rng(17)
+    cell = torch.tensor(random_cell(rng, 16.0))
+    pos = torch.tensor(rng.uniform(-0.2, 1.2, (400, 3))) @ cell
+    ref = as_tuples(brute_force_neighbor_list(pos, 4.0, cell, pbc))
+    for bins in (1, 2, 3):
+        assert as_tuples(cell_list_neighbor_list(pos, 4.0, cell, pbc, bins)) == ref
+
+
+def test_sparse_molecule_bins_stay_bounded():
+    """Two clusters 10 km apart: the bin grid is coarsened instead of allocating 1e12 bins."""
+    rng = np.random.default_rng(4)
+    pos = np.concatenate([rng.uniform(0, 6, (20, 3)), rng.uniform(0, 6, (20, 3)) + 1e7])
+    check_against_reference(pos, 2.5, None, False)
 
 
 def test_molecule_without_cell():
@@ -204,7 +240,8 @@ def test_positions_requiring_grad_are_accepted():
     (dict(cell=torch.zeros(3, 3, dtype=torch.float64)), InputError, "degenerate cell"),
     (dict(cell=torch.tensor([[1.0, 0, 0], [2.0, 0, 0], [0, 0, 3.0]], dtype=torch.float64)),
      InputError, "degenerate cell"),
-    (dict(cell=torch.eye(3, dtype=torch.float64) * 1e-6), InputError, "too thin"),
+    (dict(cell=torch.eye(3, dtype=torch.float64) * 1e-3), InputError, "too thin"),
+    (dict(cell=torch.eye(3, dtype=torch.float64) * 1e-20), InputError, "degenerate cell"),
     (dict(cell=torch.eye(2, dtype=torch.float64)), ShapeError, "cell must have shape"),
     (dict(cell=None), InputError, "needs a cell"),
     (dict(pbc=[True, False]), ShapeError, "3 bools"),
@@ -231,3 +268,95 @@ def test_bad_positions():
         neighbor_list(torch.rand(6, 2, dtype=torch.float64), 2.0)
     with pytest.raises(InputError, match="floating-point"):
         neighbor_list(torch.zeros(6, 3, dtype=torch.int64), 2.0)
+
+
+def test_sparse_molecule_scripted():
+    scripted = torch.jit.script(neighbor_list)
+    rng = np.random.default_rng(9)
+    pos = torch.tensor(np.concatenate([rng.uniform(0, 6, (10, 3)),
+                                       rng.uniform(0, 6, (10, 3)) + 1e9]))
+    assert as_tuples(scripted(pos, 2.5)) == as_tuples(brute_force_neighbor_list(pos, 2.5))
+
+
+# ----------------------------------------------------------------------------------------------
+# Verlet list
+def within(nl, pos, cell, cutoff):
+    r = pos[nl.j] - pos[nl.i] + nl.shifts @ cell
+    keep = torch.linalg.norm(r, dim=1) < cutoff
+    return sorted(zip(nl.i[keep].tolist(), nl.j[keep].tolist(),
+                      *nl.shifts[keep].to(torch.int64).T.tolist()))
+
+
+def test_verlet_rebuilds_only_past_half_skin_and_survives_wrapping():
+    """A random walk, wrapped back into the box every step: the skin list always holds exactly
+    the pairs of a fresh list, and it is rebuilt exactly when an atom's (unwrapped) displacement
+    since the last build exceeds skin / 2."""
+    rng = np.random.default_rng(1)
+    cell = torch.tensor(random_cell(rng, 9.0))
+    cutoff, skin = 3.5, 0.6
+    unwrapped = torch.tensor(rng.uniform(0, 1, (64, 3))) @ cell
+    inv = torch.linalg.inv(cell)
+    vl = VerletList(cutoff, skin)
+    ref = None
+    expected = 0
+    wrapped_any = False
+    for step in range(60):
+        pos = unwrapped - torch.floor(unwrapped @ inv) @ cell  # positions wrapped into the cell
+        if ref is None or torch.linalg.norm(unwrapped - ref, dim=1).max() > skin / 2:
+            expected += 1
+            ref = unwrapped.clone()
+        nl = vl.get(pos, cell, True)
+        assert vl.rebuilds == expected, step
+        assert within(nl, pos, cell, cutoff) == as_tuples(neighbor_list(pos, cutoff, cell, True))
+        unwrapped = unwrapped + torch.tensor(rng.normal(0, 0.04, (64, 3)))
+        wrapped_any |= bool((torch.floor(unwrapped @ inv) != torch.floor(ref @ inv)).any())
+    assert wrapped_any and 3 <= expected < 30
+
+
+def test_verlet_unwrapped_jump_by_lattice_vector_needs_no_rebuild():
+    rng = np.random.default_rng(2)
+    cell = torch.tensor(random_cell(rng, 6.0))
+    pos = torch.tensor(rng.uniform(0, 1, (20, 3))) @ cell
+    vl = VerletList(4.0, 0.4)
+    vl.get(pos, cell, True)
+    moved = pos.clone()
+    moved[3] += cell[0] - 2 * cell[2]
+    moved[7] -= cell[1]
+    nl = vl.get(moved, cell, True)
+    assert vl.rebuilds == 1
+    assert within(nl, moved, cell, 4.0) == as_tuples(neighbor_list(moved, 4.0, cell, True))
+
+
+def test_verlet_rebuilds_on_changes():
+    rng = np.random.default_rng(3)
+    cell = torch.eye(3, dtype=torch.float64) * 7.0
+    pos = torch.tensor(rng.uniform(0, 7, (30, 3)))
+    vl = VerletList(3.0, 0.5)
+    nl = vl.get(pos, cell, True)
+    assert vl.get(pos, cell, True) is nl and vl.rebuilds == 1
+    vl.get(pos, cell * 1.01, True)
+    assert vl.rebuilds == 2
+    vl.get(pos, cell * 1.01, [True, True, False])
+    assert vl.rebuilds == 3
+    vl.get(pos[:-1], cell * 1.01, [True, True, False])
+    assert vl.rebuilds == 4
+    nl = vl.get(pos[:-1], None, False)
+    assert vl.rebuilds == 5
+    assert within(nl, pos[:-1], torch.zeros(3, 3, dtype=torch.float64), 3.0) == as_tuples(
+        neighbor_list(pos[:-1], 3.0))
+    vl.get(pos[:-1].float(), None, False)
+    assert vl.rebuilds == 6
+    vl.reset()
+    vl.get(pos[:-1].float(), None, False)
+    assert vl.rebuilds == 7
+    bad = pos[:-1].float().clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(NumericalError):
+        vl.get(bad, None, False)
+
+
+@pytest.mark.parametrize("cutoff,skin", [(-1.0, 0.5), (0.0, 0.5), (3.0, -0.1),
+                                         (3.0, float("nan"))])
+def test_verlet_bad_arguments(cutoff, skin):
+    with pytest.raises(InputError, match="cutoff|skin"):
+        VerletList(cutoff, skin)
