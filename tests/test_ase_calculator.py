@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from ase import units
-from ase.build import molecule
+from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import read, write
 from ase.md.langevin import Langevin
@@ -65,7 +65,9 @@ def _rel_err(a, b):
 
 @pytest.mark.filterwarnings("ignore:Please use:FutureWarning")
 def test_numerical_forces_and_stress_periodic(make_model):
-    atoms = rattled_copper(seed=1)
+    # 8 atoms in a sheared primitive cell smaller than twice the cutoff: several images per pair
+    atoms = bulk("Cu", "fcc", a=3.61).repeat((2, 2, 2))
+    atoms.rattle(0.08, seed=1)
     atoms.set_cell(atoms.cell.array @ np.array([[1.02, 0.03, 0.0], [0.0, 0.99, 0.02], [0.01, 0.0, 1.01]]),
                    scale_atoms=True)
     calc = LawfulCalculator(make_model())

@@ -1,0 +1,116 @@
+"""openmm-ml: MLPotential("lawful", model=...) through the entry point — createSystem,
+createMixedSystem, the model-file errors (float64, Reference platform)."""
+
+from __future__ import annotations
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from ase.build import molecule
+from openmm import app
+from openmm import unit as u
+
+openmmml = pytest.importorskip("openmmml")
+from openmmml import MLPotential  # noqa: E402
+
+from lawful.integrations import units  # noqa: E402
+from lawful.integrations.ase import LawfulCalculator  # noqa: E402
+from lawful.integrations.openmm import topology_from_atoms  # noqa: E402
+from lawful.kernels.errors import InputError, ModelFileError, UnsupportedSpeciesError  # noqa: E402
+
+from test_openmm_force import _openmm_energy_forces, _rel, _water_box  # noqa: E402
+from test_openmm_pairmodel import MorsePairModel, rattled_copper  # noqa: E402
+
+
+def _neural(species):
+    try:
+        from lawful.forcefields import NeuralPotential
+    except ImportError:
+        pytest.skip("lawful.forcefields.NeuralPotential is not available yet")
+    torch.manual_seed(0)
+    return NeuralPotential(species=list(species), cutoff=4.5, dtype=torch.float64)
+
+
+def test_entry_point_is_registered():
+    assert "lawful" in MLPotential._implFactories
+
+
+def test_create_system_from_model_file(tmp_path):
+    model = _neural(["Cu"])
+    path = tmp_path / "cu.lawful"
+    model.save(path)
+    atoms = rattled_copper(seed=11)
+    top, positions = topology_from_atoms(atoms)
+    potential = MLPotential("lawful", model=str(path))
+    system = potential.createSystem(top)
+    assert any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())  # openmm-ml's default
+    system = potential.createSystem(top, removeCMMotion=False)  # the NVE recipe
+    assert not any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
+    assert system.usesPeriodicBoundaryConditions()
+    e, f = _openmm_energy_forces(system, positions)
+    atoms.calc = LawfulCalculator(path)
+    assert e == pytest.approx(atoms.get_potential_energy(), rel=1e-9)
+    assert _rel(f, atoms.get_forces()) <= 1e-9
+
+
+def test_create_system_molecule_with_model_object():
+    mol = molecule("CH3CH2OH")
+    model = MorsePairModel(species=["H", "C", "O"], r0=1.3, rcut1=2.5, rcut2=3.2, epsilon=0.2)
+    top, positions = topology_from_atoms(mol)
+    system = MLPotential("lawful", model=model).createSystem(top, removeCMMotion=False, backend="python")
+    assert not system.usesPeriodicBoundaryConditions()
+    e, f = _openmm_energy_forces(system, positions)
+    ref = model.evaluate(mol.positions, mol.numbers)
+    assert e == pytest.approx(float(ref["energy"]), rel=1e-9)
+    assert _rel(f, ref["forces"].numpy()) <= 1e-9
+
+
+def test_create_mixed_system_water_cluster():
+    ff, top, pos, ml_atoms = _water_box()
+    mm_system = ff.createSystem(top, nonbondedMethod=app.PME, nonbondedCutoff=0.7 * u.nanometer,
+                                constraints=None, rigidWater=False)
+    model = MorsePairModel(species=["H", "O"], r0=1.0, rcut1=2.5, rcut2=3.5, epsilon=0.1)
+    mixed = MLPotential("lawful", model=model).createMixedSystem(top, mm_system, ml_atoms, forceGroup=1)
+    e_ml, f_ml = _openmm_energy_forces(mixed, pos, groups={1})
+    xyz = np.array(pos.value_in_unit(u.nanometer))[ml_atoms] * units.ANGSTROM_PER_NM
+    box = np.array(top.getPeriodicBoxVectors().value_in_unit(u.nanometer)) * units.ANGSTROM_PER_NM
+    z = [a.element.atomic_number for a in top.atoms() if a.index in set(ml_atoms)]
+    ref = model.evaluate(xyz, z, cell=box, pbc=True)
+    assert e_ml == pytest.approx(float(ref["energy"]), rel=1e-9)
+    assert _rel(f_ml[ml_atoms], ref["forces"].numpy()) <= 1e-9
+    # the mechanical embedding removed the ML-ML classical terms: the MM part differs from mm_system
+    e_mm_only, _ = _openmm_energy_forces(mm_system, pos)
+    e_mixed_mm, _ = _openmm_energy_forces(mixed, pos, groups={0})
+    assert e_mixed_mm != pytest.approx(e_mm_only, rel=1e-9)
+    sim = app.Simulation(top, mixed, openmm.VerletIntegrator(0.5 * u.femtosecond),
+                         openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(pos)
+    sim.minimizeEnergy(maxIterations=20)
+    sim.step(3)
+
+
+def test_bad_model_inputs(tmp_path, monkeypatch):
+    with pytest.raises(ModelFileError, match="nothere.lawful"):
+        MLPotential("lawful", model=str(tmp_path / "nothere.lawful"))
+    with pytest.raises(InputError, match="needs a model"):
+        MLPotential("lawful")
+    water = molecule("H2O")
+    top, _ = topology_from_atoms(water)
+    with pytest.raises(UnsupportedSpeciesError, match="'H'"):
+        MLPotential("lawful", model=MorsePairModel(species=["Cu"])).createSystem(top)
+    not_a_model = tmp_path / "fake.lawful"
+    not_a_model.write_bytes(b"\x80\x04K\x01.")  # a pickle, not a lawful file
+    with pytest.raises(ModelFileError):
+        MLPotential("lawful", model=str(not_a_model))
+
+
+def test_model_file_from_another_version(tmp_path, monkeypatch):
+    modelfile = pytest.importorskip("lawful.kernels.modelfile")
+    model = _neural(["Cu"])
+    path = tmp_path / "future.lawful"
+    monkeypatch.setattr(modelfile, "FORMAT_VERSION", modelfile.FORMAT_VERSION + 1)
+    model.save(path)
+    monkeypatch.undo()
+    with pytest.raises(ModelFileError, match="future.lawful"):
+        MLPotential("lawful", model=str(path))
