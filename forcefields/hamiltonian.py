@@ -1,0 +1,217 @@
+"""Hamiltonian neural networks (Greydanus, Dzamba & Yosinski 2019).
+
+A network learns one scalar H_θ(q, p); the dynamics are its symplectic gradient
+
+    dq/dt = ∂H/∂p,    dp/dt = −∂H/∂q,
+
+taken by autograd, so the flow conserves H_θ exactly and is symplectic. Two forms:
+
+* separable, H = T_θ(p) + V_θ(q) (or T = |p|²/2m with a known mass): explicit symplectic
+  integrators (leapfrog, Yoshida) can step it, and ``velocity(p)`` / ``force(q)`` are exposed;
+* general, H = H_θ(q, p): step it with the implicit midpoint rule (symplectic) or RK4.
+
+Units are whatever the data use (the model is unit-agnostic); dtype float64 by default.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lawful.forcefields.derivative_mlp import build_mlp, check_pair
+from lawful.kernels.errors import InputError, ShapeError
+
+__all__ = ["HamiltonianNN", "symplectic_gradient"]
+
+
+def _grads(fn, xs, create_graph: bool):
+    """Gradients of ``fn(*xs).sum()`` w.r.t. each of ``xs`` (zeros where unused)."""
+    with torch.enable_grad():
+        xs_in = [x if x.requires_grad else x.detach().requires_grad_(True) for x in xs]
+        out = fn(*xs_in)
+        grads = torch.autograd.grad(out.sum(), xs_in, create_graph=create_graph, allow_unused=True)
+    res = []
+    for x, g in zip(xs_in, grads):
+        g = torch.zeros_like(x) if g is None else g
+        res.append(g if create_graph else g.detach())
+    return res
+
+
+def symplectic_gradient(hamiltonian: Callable, q: torch.Tensor, p: torch.Tensor,
+                        create_graph: bool = False):
+    """``(∂H/∂p, −∂H/∂q)`` of a scalar-per-sample function ``hamiltonian(q, p) -> (batch,)``.
+
+    q, p: ``(batch, dim)``. With ``create_graph=True`` the result is differentiable (training).
+    """
+    dh_dq, dh_dp = _grads(hamiltonian, (q, p), create_graph)
+    return dh_dp, -dh_dq
+
+
+class HamiltonianNN(nn.Module):
+    """A learned Hamiltonian H_θ(q, p) whose symplectic gradient is the vector field.
+
+    Parameters
+    ----------
+    dim: degrees of freedom (q and p are ``(batch, dim)``).
+    separable: ``True`` -> H = T_θ(p) + V_θ(q) (two MLPs), steppable by leapfrog / Yoshida;
+        ``False`` -> one MLP H_θ(q, p), step it with "implicit_midpoint" or "rk4".
+    hidden, layers, activation: MLP size (smooth activations: "tanh", "softplus", "silu", "gelu").
+    mass: separable only — a positive float fixes T = |p|²/(2·mass) instead of learning T_θ.
+    dtype, device: parameters' dtype (float64 default) and device.
+
+    ``hamiltonian(q, p)`` returns ``(batch,)``; ``time_derivative(q, p)`` returns ``(q̇, ṗ)``.
+    ``HamiltonianNN.from_function(H)`` wraps a known analytic H(q, p) -> (batch,) in the same
+    interface, to check the machinery (and the integrators) against exact answers.
+    """
+
+    def __init__(self, dim: int = 1, separable: bool = True, hidden: int = 200, layers: int = 2,
+                 activation: str = "tanh", mass: float | None = None, dtype=None, device=None):
+        super().__init__()
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise InputError(f"dim must be a positive integer, got {dim!r}.")
+        self.dim = dim
+        self.separable = bool(separable)
+        self._function = None
+        self.mass = None
+        self.kinetic_net = self.potential_net = self.net = None
+        if self.separable:
+            if mass is not None:
+                if not isinstance(mass, (int, float)) or not mass > 0:
+                    raise InputError(f"mass must be a positive number (or None to learn T(p)), "
+                                     f"got {mass!r}.")
+                self.mass = float(mass)
+            else:
+                self.kinetic_net = build_mlp(dim, 1, hidden, layers, activation, dtype, device)
+            self.potential_net = build_mlp(dim, 1, hidden, layers, activation, dtype, device)
+        else:
+            if mass is not None:
+                raise InputError("mass= only applies to separable=True (H = |p|²/2m + V(q)); drop "
+                                 "it or set separable=True.")
+            self.net = build_mlp(2 * dim, 1, hidden, layers, activation, dtype, device)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_function(cls, hamiltonian: Callable, dim: int | None = None,
+                      separable: bool = False) -> "HamiltonianNN":
+        """Wrap a known ``hamiltonian(q, p) -> (batch,)`` (torch ops, differentiable).
+
+        ``dim`` (optional) fixes the number of degrees of freedom for input checks. Declare
+        ``separable=True`` only if H = T(p) + V(q) truly holds: the explicit symplectic
+        integrators then evaluate ∂H/∂p at q = 0 and ∂H/∂q at p = 0.
+        """
+        if not callable(hamiltonian):
+            raise InputError(f"from_function needs a callable H(q, p) -> (batch,), got "
+                             f"{type(hamiltonian).__name__}.")
+        if dim is not None and (not isinstance(dim, int) or dim < 1):
+            raise InputError(f"dim must be a positive integer or None, got {dim!r}.")
+        obj = cls.__new__(cls)
+        nn.Module.__init__(obj)
+        obj.dim = dim
+        obj.separable = bool(separable)
+        obj.mass = None
+        obj.kinetic_net = obj.potential_net = obj.net = None
+        obj._function = hamiltonian
+        return obj
+
+    @property
+    def dtype(self):
+        """The parameters' dtype (None for a wrapped analytic function)."""
+        for prm in self.parameters():
+            return prm.dtype
+        return None
+
+    def _check(self, q, p):
+        dim = self.dim if self.dim is not None else torch.as_tensor(q).shape[-1]
+        return check_pair(q, p, dim, ("q", "p"), dtype=self.dtype)
+
+    # ------------------------------------------------------------------ energies
+    def _h(self, q, p):
+        if self._function is not None:
+            h = self._function(q, p)
+            if not isinstance(h, torch.Tensor):
+                raise InputError(f"the wrapped Hamiltonian returned {type(h).__name__}; it must "
+                                 "return a torch tensor of shape (batch,).")
+            if h.dim() == 2 and h.shape[1] == 1:
+                h = h[:, 0]
+            if h.shape != q.shape[:1]:
+                raise ShapeError(f"the wrapped Hamiltonian returned shape {tuple(h.shape)}; it "
+                                 f"must return one value per sample, shape ({q.shape[0]},).")
+            return h
+        if self.separable:
+            return self._t(p) + self._v(q)
+        return self.net(torch.cat([q, p], dim=-1))[:, 0]
+
+    def _t(self, p):
+        if self.mass is not None:
+            return 0.5 * (p * p).sum(-1) / self.mass
+        return self.kinetic_net(p)[:, 0]
+
+    def _v(self, q):
+        return self.potential_net(q)[:, 0]
+
+    def hamiltonian(self, q, p) -> torch.Tensor:
+        """H(q, p), shape ``(batch,)``. q, p: ``(batch, dim)`` (or ``(dim,)`` for one state)."""
+        q, p = self._check(q, p)
+        return self._h(q, p)
+
+    forward = hamiltonian
+
+    def kinetic(self, p) -> torch.Tensor:
+        """T(p), ``(batch,)`` — separable networks only."""
+        self._need_separable_net("kinetic")
+        p, _ = check_pair(p, p, self.dim, ("p", "p"), dtype=self.dtype)
+        return self._t(p)
+
+    def potential(self, q) -> torch.Tensor:
+        """V(q), ``(batch,)`` — separable networks only."""
+        self._need_separable_net("potential")
+        q, _ = check_pair(q, q, self.dim, ("q", "q"), dtype=self.dtype)
+        return self._v(q)
+
+    def _need_separable_net(self, what):
+        if not self.separable or self._function is not None:
+            raise InputError(f"{what}() needs a separable HamiltonianNN (separable=True, not a "
+                             "wrapped function); use hamiltonian(q, p) instead.")
+
+    # ------------------------------------------------------------------ dynamics
+    def time_derivative(self, q, p, create_graph: bool = False, check: bool = True):
+        """The symplectic gradient ``(q̇, ṗ) = (∂H/∂p, −∂H/∂q)``, each ``(batch, dim)``.
+
+        ``create_graph=True`` keeps the graph (for training on derivative targets).
+        ``check=False`` skips input validation (hot loops that validated the state already).
+        """
+        if check:
+            q, p = self._check(q, p)
+        return symplectic_gradient(self._h, q, p, create_graph)
+
+    def velocity(self, p, create_graph: bool = False, check: bool = True) -> torch.Tensor:
+        """q̇ = ∂T/∂p, ``(batch, dim)`` — for separable H (depends on p only)."""
+        if not self.separable:
+            raise InputError("velocity(p) needs a separable Hamiltonian; use time_derivative(q, p).")
+        if check:
+            p, _ = self._check(p, p)
+        if self.mass is not None:
+            return p / self.mass
+        if self._function is not None:
+            (g,) = _grads(lambda x: self._h(torch.zeros_like(x), x), (p,), create_graph)
+        else:
+            (g,) = _grads(self._t, (p,), create_graph)
+        return g
+
+    def force(self, q, create_graph: bool = False, check: bool = True) -> torch.Tensor:
+        """ṗ = −∂V/∂q, ``(batch, dim)`` — for separable H (depends on q only)."""
+        if not self.separable:
+            raise InputError("force(q) needs a separable Hamiltonian; use time_derivative(q, p).")
+        if check:
+            q, _ = self._check(q, q)
+        if self._function is not None:
+            (g,) = _grads(lambda x: self._h(x, torch.zeros_like(x)), (q,), create_graph)
+        else:
+            (g,) = _grads(self._v, (q,), create_graph)
+        return -g
+
+    def extra_repr(self) -> str:
+        kind = "function" if self._function is not None else "mlp"
+        return f"dim={self.dim}, separable={self.separable}, kind={kind}, mass={self.mass}"

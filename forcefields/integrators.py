@@ -1,0 +1,251 @@
+"""Time integrators for learned (and analytic) dynamics, batched over initial conditions.
+
+``integrate(model, (x0, y0), dt, steps, method)`` steps the first-order system
+
+    ẋ = f_x(x, y),    ẏ = f_y(x, y)
+
+given by ``model.time_derivative(x, y) -> (ẋ, ẏ)`` (HamiltonianNN: x = q, y = p; LagrangianNN:
+x = q, y = q̇; DerivativeMLP: either), or by a plain callable with that signature.
+
+Methods
+-------
+"leapfrog"           kick-drift-kick velocity Verlet, 2nd order, symplectic, explicit; needs a
+                     separable model (``model.separable`` and ``velocity(p)`` / ``force(q)``).
+"yoshida4"           Yoshida's (1990) triple-jump composition of leapfrog, 4th order, symplectic.
+"implicit_midpoint"  x₁ = x₀ + h f((x₀ + x₁)/2), 2nd order, symplectic for *any* Hamiltonian
+                     (separable or not) and exactly conserves every quadratic invariant. Solved by
+                     fixed-point iteration to ``tol`` with at most ``max_iter`` iterations; raises
+                     :class:`ConvergenceError` otherwise.
+"rk4"                classic Runge-Kutta, 4th order, not symplectic: the control whose energy drifts.
+
+Everything is computed in the dtype of the initial state (use float64 for conservation checks).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Callable
+
+import torch
+
+from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
+
+__all__ = ["integrate", "METHODS", "energy_drift"]
+
+METHODS = ("leapfrog", "yoshida4", "implicit_midpoint", "rk4")
+
+_CBRT2 = 2.0 ** (1.0 / 3.0)
+_YOSHIDA_W1 = 1.0 / (2.0 - _CBRT2)
+_YOSHIDA_W0 = -_CBRT2 / (2.0 - _CBRT2)
+_YOSHIDA = (_YOSHIDA_W1, _YOSHIDA_W0, _YOSHIDA_W1)
+
+
+def _accepts_check(fn) -> bool:
+    try:
+        return "check" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _unchecked(fn):
+    """``fn`` with input validation switched off when it supports ``check=`` (the integrator has
+    validated the state once; per-step checks would cost more than the step)."""
+    if _accepts_check(fn):
+        return lambda *a: fn(*a, check=False)
+    return fn
+
+
+def _vector_field(model) -> Callable:
+    if hasattr(model, "time_derivative"):
+        return _unchecked(model.time_derivative)
+    if callable(model):
+        return model
+    raise InputError(f"integrate needs a model with time_derivative(x, y) -> (ẋ, ẏ) or such a "
+                     f"callable, got {type(model).__name__}.")
+
+
+def _state(state0):
+    if not isinstance(state0, (tuple, list)) or len(state0) != 2:
+        raise InputError("state0 must be a pair (q0, p0) (or (q0, q̇0)) of (batch, dim) tensors, "
+                         f"got {type(state0).__name__}.")
+    out = []
+    for name, x in zip(("q0", "p0"), state0):
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x, dtype=torch.float64)
+        if not x.is_floating_point():
+            raise InputError(f"{name} has dtype {x.dtype}; use float64 (or float32).")
+        if x.dim() == 1:
+            x = x.unsqueeze(0)
+        if x.dim() != 2:
+            raise ShapeError(f"{name} has shape {tuple(x.shape)}; expected (batch, dim).")
+        if not bool(torch.isfinite(x).all()):
+            raise InputError(f"{name} holds NaN or inf values.")
+        out.append(x.detach())
+    if out[0].shape != out[1].shape or out[0].dtype != out[1].dtype:
+        raise ShapeError(f"q0 {tuple(out[0].shape)} {out[0].dtype} and p0 {tuple(out[1].shape)} "
+                         f"{out[1].dtype} must have the same shape and dtype.")
+    return out[0], out[1]
+
+
+def _pair(res, name):
+    if not isinstance(res, (tuple, list)) or len(res) != 2:
+        raise InputError(f"{name} must return a pair (ẋ, ẏ), got {type(res).__name__}.")
+    return res[0].detach(), res[1].detach()
+
+
+def integrate(model, state0, dt: float, steps: int, method: str = "leapfrog", *,
+              tol: float | None = None, max_iter: int = 100, save_every: int = 1):
+    """Integrate ``model`` from ``state0 = (q0, p0)`` for ``steps`` steps of size ``dt``.
+
+    q0, p0: ``(batch, dim)`` tensors (a ``(dim,)`` tensor is one initial condition), any float
+    dtype — the integration runs in it. Returns ``(q, p)``, each ``(steps // save_every + 1,
+    batch, dim)``, the first entry being the initial state. ``method``: one of :data:`METHODS`.
+    ``tol``/``max_iter``: implicit midpoint only — the fixed-point iteration stops when the change
+    of the state is below ``tol * (1 + max|x|)`` (default tol: 1e-13 in float64, 1e-6 in float32)
+    and raises :class:`ConvergenceError` after ``max_iter`` iterations.
+    Raises :class:`NumericalError` if the state becomes NaN/inf.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}: use one of {list(METHODS)}.")
+    try:
+        dt = float(dt)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"dt must be a positive number, got {dt!r}.") from exc
+    if not math.isfinite(dt) or dt <= 0.0:
+        raise InputError(f"dt must be a positive finite number, got {dt!r}.")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise InputError(f"steps must be a non-negative integer, got {steps!r}.")
+    if not isinstance(save_every, int) or save_every < 1 or steps % save_every:
+        raise InputError(f"save_every must be a positive integer dividing steps={steps}, "
+                         f"got {save_every!r}.")
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise InputError(f"max_iter must be a positive integer, got {max_iter!r}.")
+    q, p = _state(state0)
+    if tol is None:
+        tol = 1e-13 if q.dtype == torch.float64 else 1e-6
+    elif not (isinstance(tol, (int, float)) and tol > 0):
+        raise InputError(f"tol must be a positive number, got {tol!r}.")
+
+    if method in ("leapfrog", "yoshida4"):
+        if not (getattr(model, "separable", False) and hasattr(model, "velocity")
+                and hasattr(model, "force")):
+            raise InputError(
+                f"method {method!r} is explicit and needs a separable model H = T(p) + V(q) "
+                f"(velocity(p) and force(q)); {type(model).__name__} is not one. Use "
+                "method='implicit_midpoint' (symplectic for any H) or 'rk4'.")
+        stepper = _Leapfrog(model, (1.0,) if method == "leapfrog" else _YOSHIDA)
+    elif method == "rk4":
+        stepper = _RK4(_vector_field(model))
+    else:
+        stepper = _ImplicitMidpoint(_vector_field(model), tol, max_iter)
+
+    n_saved = steps // save_every + 1
+    qs = q.new_empty((n_saved,) + tuple(q.shape))
+    ps = p.new_empty((n_saved,) + tuple(p.shape))
+    qs[0], ps[0] = q, p
+    with torch.no_grad():
+        for n in range(1, steps + 1):
+            q, p = stepper(q, p, dt, n)
+            if n % save_every == 0:
+                if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(p).all())):
+                    raise NumericalError(f"the state became NaN/inf at step {n} (t = {n * dt:g}) "
+                                         f"with {method}: lower dt or check the model.")
+                qs[n // save_every], ps[n // save_every] = q, p
+    return qs, ps
+
+
+class _Leapfrog:
+    """Kick-drift-kick leapfrog, composed with the given sub-step weights (Yoshida)."""
+
+    def __init__(self, model, weights):
+        self.velocity = _unchecked(model.velocity)
+        self.force = _unchecked(model.force)
+        self.weights = weights
+        self._force = None   # force at the current q, reused by the next kick
+
+    def _f(self, q):
+        return self.force(q).detach()
+
+    def __call__(self, q, p, dt, n):
+        f = self._force if self._force is not None else self._f(q)
+        for w in self.weights:
+            h = w * dt
+            p = p + 0.5 * h * f
+            q = q + h * self.velocity(p).detach()
+            f = self._f(q)
+            p = p + 0.5 * h * f
+        self._force = f
+        return q, p
+
+
+class _RK4:
+    def __init__(self, f):
+        self.f = f
+
+    def __call__(self, q, p, dt, n):
+        f = self.f
+        k1q, k1p = _pair(f(q, p), "time_derivative")
+        k2q, k2p = _pair(f(q + 0.5 * dt * k1q, p + 0.5 * dt * k1p), "time_derivative")
+        k3q, k3p = _pair(f(q + 0.5 * dt * k2q, p + 0.5 * dt * k2p), "time_derivative")
+        k4q, k4p = _pair(f(q + dt * k3q, p + dt * k3p), "time_derivative")
+        return (q + dt / 6.0 * (k1q + 2 * k2q + 2 * k3q + k4q),
+                p + dt / 6.0 * (k1p + 2 * k2p + 2 * k3p + k4p))
+
+
+class _ImplicitMidpoint:
+    """x₁ = x₀ + h f(x₀ + h/2 k) with k = f(midpoint), solved by fixed-point iteration on k."""
+
+    def __init__(self, f, tol, max_iter):
+        self.f, self.tol, self.max_iter = f, tol, max_iter
+        self._k = None
+        self.iterations = []
+
+    def __call__(self, q, p, dt, n):
+        if self._k is None or self._k[0].shape != q.shape:
+            kq, kp = _pair(self.f(q, p), "time_derivative")
+        else:
+            kq, kp = self._k   # previous step's slope: a good first guess
+        scale = 1.0 + max(float(q.abs().max()), float(p.abs().max()))
+        change = float("inf")
+        for it in range(1, self.max_iter + 1):
+            nq, np_ = _pair(self.f(q + 0.5 * dt * kq, p + 0.5 * dt * kp), "time_derivative")
+            change = dt * max(float((nq - kq).abs().max()), float((np_ - kp).abs().max()))
+            kq, kp = nq, np_
+            if not math.isfinite(change):
+                break
+            if change <= self.tol * scale:
+                self._k = (kq, kp)
+                self.iterations.append(it)
+                return q + dt * kq, p + dt * kp
+        raise ConvergenceError(
+            f"implicit midpoint did not converge at step {n} (t = {n * dt:g}): the last fixed-point "
+            f"update changed the state by {change:.3e} > tol {self.tol:g} x {scale:.3g} after "
+            f"{self.max_iter} iterations. Use a smaller dt (the iteration contracts when "
+            "dt * Lipschitz(f) / 2 < 1), or raise tol / max_iter.")
+
+
+def energy_drift(energy: torch.Tensor, times: torch.Tensor | None = None) -> dict:
+    """Summarise an energy series ``energy`` of shape ``(n_times, batch)`` (or ``(n_times,)``).
+
+    Returns python floats: ``max_abs`` (max |E(t) − E(0)|), ``final_abs`` (mean over the batch of
+    |E(T) − E(0)|), ``rel_max`` (max |E(t) − E(0)| / |E(0)|, batch-max), and ``slope`` — the
+    least-squares slope of the batch-mean E(t) − E(0) against ``times`` (default: the index),
+    i.e. the secular drift per unit time (per step when ``times`` is None).
+    """
+    e = torch.as_tensor(energy).detach().to(torch.float64)
+    if e.dim() == 1:
+        e = e[:, None]
+    if e.dim() != 2 or e.shape[0] < 2:
+        raise ShapeError(f"energy must have shape (n_times >= 2, batch), got {tuple(e.shape)}.")
+    de = e - e[:1]
+    t = torch.arange(e.shape[0], dtype=torch.float64) if times is None else \
+        torch.as_tensor(times, dtype=torch.float64)
+    if t.shape != e.shape[:1]:
+        raise ShapeError(f"times has shape {tuple(t.shape)}; expected ({e.shape[0]},).")
+    m = de.mean(1)
+    tc = t - t.mean()
+    slope = float((tc * (m - m.mean())).sum() / (tc * tc).sum())
+    denom = e[0].abs().clamp_min(torch.finfo(torch.float64).tiny)
+    return {"max_abs": float(de.abs().max()), "final_abs": float(de[-1].abs().mean()),
+            "rel_max": float((de.abs() / denom).max()), "slope": slope}
