@@ -52,8 +52,11 @@ def resolve_model(model_or_path, device=None, dtype=None):
                 f"model file {str(path)!r} does not exist (working directory {os.getcwd()!r}): "
                 "pass the path of a file written by model.save(...)."
             )
-        from lawful.forcefields import load_model
-
+        try:
+            from lawful.forcefields import load_model
+        except ImportError as exc:  # pragma: no cover - a broken installation
+            raise ModelFileError(f"cannot read {str(path)!r}: lawful.forcefields.load_model is not "
+                                 "importable in this installation; reinstall lawful.") from exc
         model = load_model(path)
         owned = True
     else:

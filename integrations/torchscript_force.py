@@ -19,6 +19,7 @@ Without it, ``create_force(..., backend="torch")`` raises :class:`BackendError`,
 
 from __future__ import annotations
 
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -42,25 +43,25 @@ def _import_openmmtorch():
     return openmmtorch
 
 
-def _export_core(model) -> torch.jit.ScriptModule:
-    export = getattr(model, "export_torchscript", None)
-    if export is None:
-        try:
-            from lawful.forcefields import export_torchscript as export_fn
-        except ImportError as exc:
-            raise BackendError(
-                f"{type(model).__name__} has no TorchScript export (lawful.forcefields.export_torchscript "
-                "is not available): use backend='python'."
-            ) from exc
-        return export_fn(model)
-    return export()
+def _export_core(model, periodic: bool) -> torch.jit.ScriptModule:
+    try:
+        from lawful.forcefields import export_torchscript
+    except ImportError as exc:
+        raise BackendError("lawful.forcefields.export_torchscript is not available: use backend='python'.") from exc
+    try:
+        return export_torchscript(model, pbc=bool(periodic))
+    except TypeError as exc:
+        raise BackendError(
+            f"backend='torch' needs a TorchScript export, which {type(model).__name__} does not have "
+            f"({exc}); use backend='python' (openmm.PythonForce) for this model."
+        ) from exc
 
 
 class OpenMMTorchModule(torch.nn.Module):
     """openmm-torch protocol around a scripted lawful core.
 
-    ``core(positions Å (n,3), numbers (n,), cell Å (3,3), pbc bool (3,)) -> (energy eV 0-d, forces
-    eV/Å (n,3))``. ``forward(positions nm (P,3), boxvectors nm (3,3)) -> (energy kJ/mol, forces
+    ``core(positions Å (n,3), numbers (n,), cell Å (3,3)) -> (energy eV 0-d, forces eV/Å (n,3))``
+    (:class:`lawful.forcefields.TorchScriptPotential`, its periodicity fixed at export). ``forward(positions nm (P,3), boxvectors nm (3,3)) -> (energy kJ/mol, forces
     kJ/mol/nm (P,3))`` where P is the number of OpenMM particles.
     """
 
@@ -72,7 +73,6 @@ class OpenMMTorchModule(torch.nn.Module):
         self.has_subset = subset is not None
         self.register_buffer("subset", subset if subset is not None else torch.zeros(0, dtype=torch.long))
         self.n_particles = int(n_particles)
-        self.register_buffer("pbc", torch.tensor([periodic, periodic, periodic]))
         self.periodic = bool(periodic)
         self.model_dtype = dtype
         self.length_scale = float(units.ANGSTROM_PER_NM)
@@ -88,7 +88,7 @@ class OpenMMTorchModule(torch.nn.Module):
             cell = boxvectors.to(self.model_dtype) * self.length_scale
         else:
             cell = torch.zeros(3, 3, dtype=self.model_dtype, device=pos.device)
-        energy, forces = self.core(pos, self.numbers, cell, self.pbc)
+        energy, forces = self.core(pos, self.numbers, cell)
         forces = forces * self.force_scale
         if self.has_subset:
             full = torch.zeros(positions.shape[0], 3, dtype=forces.dtype, device=forces.device)
@@ -100,7 +100,7 @@ def openmm_torch_module(model, numbers, subset: Optional[List[int]], n_particles
                         periodic: bool) -> torch.jit.ScriptModule:
     """A scripted :class:`OpenMMTorchModule` for ``model`` acting on ``numbers`` (of the subset, if
     any). Works without openmmtorch (it is plain TorchScript), so it can be checked anywhere."""
-    core = _export_core(model)
+    core = _export_core(model, periodic)
     dtype = getattr(model, "dtype", torch.float64)
     device = getattr(model, "device", torch.device("cpu"))
     z = torch.as_tensor(list(numbers), dtype=torch.long, device=device)
@@ -108,7 +108,9 @@ def openmm_torch_module(model, numbers, subset: Optional[List[int]], n_particles
     if sub is not None and n_particles is None:
         raise InputError("an ML subset with backend='torch' needs the total particle count: pass topology=...")
     n = int(n_particles) if n_particles is not None else int(z.shape[0])
-    return torch.jit.script(OpenMMTorchModule(core, z, sub, n, periodic, dtype))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.9 flags torch.jit as legacy
+        return torch.jit.script(OpenMMTorchModule(core, z, sub, n, periodic, dtype))
 
 
 def create_torch_force(model, numbers, subset, n_particles, periodic: bool):

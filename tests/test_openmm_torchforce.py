@@ -1,0 +1,97 @@
+"""backend="torch": the TorchScript module handed to openmmtorch.TorchForce gives the python
+backend's numbers to 1e-9 (checked as plain TorchScript, so it runs without openmmtorch); the
+TorchForce itself is checked when openmmtorch imports (float64, Reference platform)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from ase.build import molecule
+
+from lawful.integrations import units
+from lawful.integrations.openmm import available_backends, create_force, system_from_atoms
+from lawful.integrations.torchscript_force import openmm_torch_module
+from lawful.kernels.errors import BackendError
+
+from test_openmm_force import _openmm_energy_forces, _rel
+from test_openmm_pairmodel import MorsePairModel, rattled_copper
+
+forcefields = pytest.importorskip("lawful.forcefields")
+if not hasattr(forcefields, "export_torchscript"):
+    pytest.skip("lawful.forcefields.export_torchscript is not available yet", allow_module_level=True)
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+needs_openmmtorch = pytest.mark.skipif("torch" not in available_backends(), reason="openmmtorch is not installed")
+
+
+def _neural(species):
+    torch.manual_seed(0)
+    return forcefields.NeuralPotential(species=list(species), cutoff=4.5, dtype=torch.float64)
+
+
+def _case(kind):
+    if kind == "periodic_cu":
+        return rattled_copper(seed=12), _neural(["Cu"])
+    return molecule("CH3CH2OH"), _neural(["H", "C", "O"])
+
+
+@pytest.mark.parametrize("kind", ["periodic_cu", "molecule"])
+def test_script_module_matches_python_backend(kind):
+    atoms, model = _case(kind)
+    periodic = bool(atoms.pbc.all())
+    system, _, positions = system_from_atoms(atoms, model, backend="python")
+    e_py, f_py = _openmm_energy_forces(system, positions)  # eV, eV/Å
+    module = openmm_torch_module(model, atoms.numbers, None, len(atoms), periodic)
+    buf = io.BytesIO()  # openmm-torch stores the module serialised: round-trip it
+    torch.jit.save(module, buf)
+    buf.seek(0)
+    module = torch.jit.load(buf)
+    pos_nm = torch.tensor(np.asarray(positions.value_in_unit(openmm.unit.nanometer)), dtype=torch.float64)
+    box_nm = torch.tensor(atoms.cell.array * units.NM_PER_ANGSTROM, dtype=torch.float64)
+    e, f = module(pos_nm, box_nm)
+    assert float(e) * units.EV_PER_KJMOL == pytest.approx(e_py, rel=1e-9)
+    assert _rel(f.numpy() * units.FORCE_ASE_PER_OPENMM, f_py) <= 1e-9
+
+
+def test_script_module_subset_scatters_forces():
+    atoms, model = _case("molecule")
+    n_extra = 4
+    numbers = np.concatenate([[8] * n_extra, atoms.numbers])  # 4 particles outside the ML subset
+    subset = list(range(n_extra, n_extra + len(atoms)))
+    module = openmm_torch_module(model, numbers[subset], subset, len(numbers), periodic=False)
+    pos_nm = np.concatenate([np.random.default_rng(0).normal(size=(n_extra, 3)) * 3.0,
+                             atoms.positions * units.NM_PER_ANGSTROM])
+    e, f = module(torch.tensor(pos_nm), torch.zeros(3, 3, dtype=torch.float64))
+    ref = model.evaluate(atoms.positions, atoms.numbers)
+    assert float(e) == pytest.approx(float(ref["energy"]) * units.KJMOL_PER_EV, rel=1e-9)
+    assert np.all(f.numpy()[:n_extra] == 0.0)
+    assert _rel(f.numpy()[n_extra:], ref["forces"].numpy() * units.FORCE_OPENMM_PER_ASE) <= 1e-9
+
+
+def test_non_scriptable_model_is_a_backend_error():
+    with pytest.raises(BackendError, match="backend='python'"):
+        openmm_torch_module(MorsePairModel(), [29], None, 1, periodic=False)
+
+
+@needs_openmmtorch
+@pytest.mark.torchforce
+@pytest.mark.parametrize("kind", ["periodic_cu", "molecule"])
+def test_torchforce_matches_python_backend(kind):
+    atoms, model = _case(kind)
+    sys_py, _, positions = system_from_atoms(atoms, model, backend="python")
+    sys_t, _, _ = system_from_atoms(atoms, model, backend="torch")
+    assert type(sys_t.getForce(0)).__name__ == "TorchForce"
+    e_py, f_py = _openmm_energy_forces(sys_py, positions)
+    e_t, f_t = _openmm_energy_forces(sys_t, positions)
+    assert e_t == pytest.approx(e_py, rel=1e-9)
+    assert _rel(f_t, f_py) <= 1e-9
+
+
+@pytest.mark.skipif("torch" in available_backends(), reason="openmmtorch is installed")
+def test_torch_backend_without_openmmtorch():
+    with pytest.raises(BackendError, match="openmmtorch"):
+        create_force(_neural(["Cu"]), numbers=[29], backend="torch")
