@@ -2,6 +2,21 @@
 Hamiltonian/Lagrangian networks, integrators, training, data and model files.
 
 Imports lawful.kernels only.
+
+* :class:`NeuralPotential` — learns one smooth energy; forces and stress are its exact derivatives.
+* :class:`DirectForceModel` — the non-conservative control (forces from their own output head).
+* :func:`train` — fits either model to labelled structures (energy + force (+ stress) loss).
+* :func:`load_model` / ``model.save`` — the safe ``.lawful`` model files.
+* :func:`export_torchscript` — a scripted energy + forces module for openmm-torch.
+* :mod:`lawful.forcefields.reference` — labelled reference data (EMT, Lennard-Jones, OpenMM).
 """
 
-__all__: list[str] = []
+from lawful.forcefields.direct import DirectForceModel
+from lawful.forcefields.model_io import load_model, save_model
+from lawful.forcefields.potential import NeuralPotential, TorchScriptPotential, export_torchscript
+from lawful.forcefields.training import train
+
+__all__: list[str] = [
+    "NeuralPotential", "DirectForceModel", "train", "load_model", "save_model",
+    "export_torchscript", "TorchScriptPotential",
+]

@@ -1,0 +1,178 @@
+"""What the lawful atomistic models share: the species table, input handling, normalisation
+buffers, ``evaluate`` and ``save``. :class:`~lawful.forcefields.NeuralPotential` and
+:class:`~lawful.forcefields.DirectForceModel` derive from :class:`AtomisticModel`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+
+from lawful.kernels.errors import InputError
+from lawful.kernels.precision import md_dtype, resolve_device
+
+from lawful.forcefields.batch import Batch, make_batch
+
+__all__ = ["AtomisticModel", "SpeciesMLP", "UNITS"]
+
+#: The units every lawful force field speaks (ASE's).
+UNITS = {"length": "Angstrom", "energy": "eV", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
+
+
+def _symbols(species: Sequence) -> list[str]:
+    out = []
+    for s in species:
+        if isinstance(s, str):
+            if s not in atomic_numbers:
+                raise InputError(f"unknown element symbol {s!r} in species; use symbols like 'Cu', 'O'.")
+            out.append(s)
+        else:
+            z = int(s)
+            if not 0 < z < len(chemical_symbols):
+                raise InputError(f"unknown atomic number {z} in species.")
+            out.append(chemical_symbols[z])
+    if not out:
+        raise InputError("species is empty: give the elements the model covers, e.g. species=['Cu'].")
+    if len(set(out)) != len(out):
+        raise InputError(f"species {out} lists an element twice.")
+    return out
+
+
+class SpeciesMLP(torch.nn.Module):
+    """One small SiLU multilayer perceptron per species: (N, D) features + (N,) species -> (N,).
+
+    SiLU is smooth (C^∞), so the energy inherits the smoothness of the descriptor.
+    """
+
+    def __init__(self, n_species: int, n_in: int, hidden: Sequence[int]):
+        super().__init__()
+        nets = []
+        for _ in range(n_species):
+            layers: list[torch.nn.Module] = []
+            width = n_in
+            for h in hidden:
+                layers += [torch.nn.Linear(width, h, dtype=torch.float64), torch.nn.SiLU()]
+                width = h
+            layers.append(torch.nn.Linear(width, 1, dtype=torch.float64))
+            nets.append(torch.nn.Sequential(*layers))
+        self.nets = torch.nn.ModuleList(nets)
+        self.single = n_species == 1
+
+    def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        if self.single:
+            for net in self.nets:
+                return net(x).squeeze(1)
+        out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for s, net in enumerate(self.nets):
+            idx = torch.nonzero(species == s).squeeze(1)
+            out = out.index_copy(0, idx, net(x.index_select(0, idx)).squeeze(1))
+        return out
+
+
+class AtomisticModel(torch.nn.Module):
+    """Base of the lawful force fields (not used directly).
+
+    Subclasses implement ``_evaluate_batch(batch, forces, stress, training) -> dict``.
+    """
+
+    kind = "AtomisticModel"
+    __jit_unused_properties__ = ["config", "dtype", "device"]
+
+    def __init__(self, species: Sequence, cutoff: float):
+        super().__init__()
+        self.species = _symbols(species)
+        cutoff = float(cutoff)
+        if not cutoff > 0.0:
+            raise InputError(f"cutoff must be a positive distance in Å, got {cutoff}.")
+        self.cutoff = cutoff
+        table = torch.full((len(chemical_symbols),), -1, dtype=torch.long)
+        for k, s in enumerate(self.species):
+            table[atomic_numbers[s]] = k
+        self.register_buffer("z_to_index", table)
+        n = len(self.species)
+        # Per-species reference energies (eV/atom), fitted by least squares before training.
+        self.register_buffer("reference_energies", torch.zeros(n, dtype=torch.float64))
+        self.training_summary: dict = {}
+
+    # -- configuration -----------------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (JSON-able) that rebuild this architecture."""
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the weights (float64 by default)."""
+        return self.reference_energies.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device holding the weights."""
+        return self.reference_energies.device
+
+    def _place(self, dtype, device) -> None:
+        self.to(dtype=md_dtype(dtype), device=resolve_device(device if device is not None else "cpu"))
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def make_batch(self, structures: Sequence, pairs: Sequence | None = None) -> Batch:
+        """Batch ``ase.Atoms`` or ``(positions, numbers, cell, pbc)`` tuples for this model
+        (checks the input, finds neighbour pairs within the cutoff)."""
+        return make_batch(structures, self.z_to_index, self.species, self.cutoff, self.dtype, self.device, pairs)
+
+    def evaluate(self, positions, numbers, cell=None, pbc=False, stress: bool = False,
+                 pairs=None) -> dict:
+        """Energy, forces (and stress) of one structure.
+
+        positions: (N,3) Å, tensor or array; numbers: (N,) atomic numbers; cell: (3,3) Å with the
+        lattice vectors as rows (or None); pbc: bool or 3 bools. ``pairs``: optional ``(i, j,
+        shifts)`` neighbour pairs (e.g. from a :class:`~lawful.kernels.neighbors.VerletList`).
+
+        Returns ``{"energy": 0-d tensor eV, "forces": (N,3) eV/Å, "energies": (N,) eV,
+        "stress": (3,3) eV/Å^3 (if stress=True; ASE sign: (1/V) dE/dstrain)}``, detached, in the
+        model's dtype and on its device.
+        """
+        b = self.make_batch([(positions, numbers, cell, pbc)], pairs=None if pairs is None else [pairs])
+        out = self.evaluate_batch(b, forces=True, stress=stress)
+        res = {"energy": out["energy"][0], "forces": out["forces"], "energies": out["energies"]}
+        if stress:
+            res["stress"] = out["stress"][0]
+        return res
+
+    def evaluate_batch(self, batch: Batch, forces: bool = True, stress: bool = False,
+                       training: bool = False) -> dict:
+        """Evaluate a :class:`Batch` of B structures.
+
+        Returns ``{"energy": (B,) eV, "energies": (N,) eV, "forces": (N,3) eV/Å (if forces),
+        "stress": (B,3,3) eV/Å^3 (if stress)}``. With ``training=True`` the outputs keep their
+        graph (forces differentiable w.r.t. the weights); otherwise they are detached.
+        """
+        if stress and not bool(batch.pbc.all()):
+            raise InputError("stress needs a periodic cell in all three directions (pbc=True and a cell); "
+                             "for a molecule ask for energy and forces only.")
+        if batch.positions.dtype != self.dtype or batch.positions.device != self.device:
+            batch = batch.to(device=self.device, dtype=self.dtype)
+        with torch.enable_grad():
+            out = self._evaluate_batch(batch, forces, stress, training)
+        if not training:
+            out = {k: v.detach() for k, v in out.items()}
+        return out
+
+    def _evaluate_batch(self, batch: Batch, forces: bool, stress: bool, training: bool) -> dict:
+        raise NotImplementedError
+
+    @staticmethod
+    def _volumes(batch: Batch) -> torch.Tensor:
+        return torch.linalg.det(batch.cell).abs()
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path, training_summary: dict | None = None):
+        """Write the model to ``path`` (a ``.lawful`` file; safetensors weights + JSON config,
+        written atomically). Load it back with :func:`lawful.forcefields.load_model`."""
+        from lawful.forcefields.model_io import save_model
+
+        return save_model(self, path, training_summary=training_summary)
+
+    def extra_repr(self) -> str:
+        return f"species={self.species}, cutoff={self.cutoff}"

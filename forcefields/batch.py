@@ -1,0 +1,211 @@
+"""Input checking and batching of atomic structures for the lawful force fields.
+
+A :class:`Batch` concatenates the atoms of B structures (a training batch, or just one structure)
+and holds their neighbour pairs, found with :func:`lawful.kernels.neighbors.neighbor_list`.
+Pair ``e`` joins atom ``edge_i[e]`` to atom ``edge_j[e]`` (indices into the concatenated atoms)
+with the displacement ``r_j - r_i + shifts[e] @ cell[edge_batch[e]]``. Positions are in Å, cells
+have the lattice vectors as rows (Å).
+
+Every check that protects the models from bad input lives here: shapes, NaN/inf coordinates,
+unknown elements, singular cells, coincident atoms. Each raises a :class:`~lawful.kernels.LawfulError`
+subclass whose message names the offending value and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lawful.kernels.errors import InputError, NumericalError, ShapeError, UnsupportedSpeciesError
+
+__all__ = ["Batch", "make_batch", "structure_tensors", "MIN_DISTANCE"]
+
+#: Two atoms closer than this (Å) are treated as coincident: the model refuses them
+#: (:class:`NumericalError`) instead of returning meaningless or NaN forces.
+MIN_DISTANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Batch:
+    """B structures concatenated into one graph (all tensors on one device, one float dtype).
+
+    positions (N,3) Å; species (N,) int64 species *indices* of the model; numbers (N,) int64 atomic
+    numbers; batch (N,) int64 structure of each atom; cell (B,3,3) Å (zeros where non-periodic);
+    pbc (B,3) bool; edge_i, edge_j (E,) int64; shifts (E,3) integer image counts in the float dtype;
+    edge_batch (E,) int64; n_atoms (B,) int64.
+    """
+
+    positions: torch.Tensor
+    species: torch.Tensor
+    numbers: torch.Tensor
+    batch: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    edge_i: torch.Tensor
+    edge_j: torch.Tensor
+    shifts: torch.Tensor
+    edge_batch: torch.Tensor
+    n_atoms: torch.Tensor
+
+    @property
+    def n_structures(self) -> int:
+        """Number B of structures in the batch."""
+        return int(self.cell.shape[0])
+
+    def to(self, device=None, dtype=None) -> "Batch":
+        """The same batch with float tensors in ``dtype`` and everything on ``device``."""
+        def f(t):
+            return t.to(device=device, dtype=dtype if (dtype is not None and t.is_floating_point()) else None)
+        return Batch(**{k: f(getattr(self, k)) for k in self.__dataclass_fields__})
+
+    def with_positions(self, positions: torch.Tensor) -> "Batch":
+        """The same graph with new positions (the neighbour pairs are kept: use for small moves
+        only, or with a pair list built with a skin)."""
+        return replace(self, positions=positions)
+
+    @staticmethod
+    def concatenate(batches: Sequence["Batch"]) -> "Batch":
+        """Join batches (e.g. cached single structures) into one, re-indexing atoms and pairs."""
+        atom_offset = 0
+        struct_offset = 0
+        parts: dict[str, list] = {k: [] for k in Batch.__dataclass_fields__}
+        for b in batches:
+            for k in ("positions", "species", "numbers", "cell", "pbc", "shifts", "n_atoms"):
+                parts[k].append(getattr(b, k))
+            parts["batch"].append(b.batch + struct_offset)
+            parts["edge_batch"].append(b.edge_batch + struct_offset)
+            parts["edge_i"].append(b.edge_i + atom_offset)
+            parts["edge_j"].append(b.edge_j + atom_offset)
+            atom_offset += b.positions.shape[0]
+            struct_offset += b.n_structures
+        return Batch(**{k: torch.cat(v, dim=0) for k, v in parts.items()})
+
+
+def _as_tensor(x, dtype, device, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device=device, dtype=dtype)
+    try:
+        return torch.as_tensor(np.asarray(x, dtype=np.float64 if dtype.is_floating_point else np.int64),
+                               dtype=dtype, device=device)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} could not be converted to a tensor ({exc}); pass an array or tensor.") from exc
+
+
+def _pbc3(pbc) -> list[bool]:
+    if isinstance(pbc, torch.Tensor):
+        pbc = pbc.tolist()
+    if isinstance(pbc, (bool, np.bool_, int)):
+        return [bool(pbc)] * 3
+    pbc = [bool(p) for p in pbc]
+    if len(pbc) != 3:
+        raise ShapeError(f"pbc must be a bool or 3 bools, got {pbc!r}.")
+    return pbc
+
+
+def structure_tensors(positions, numbers, cell, pbc, z_to_index: torch.Tensor, species_names: Sequence[str],
+                      dtype: torch.dtype, device: torch.device):
+    """Check one structure and convert it: returns (positions (N,3), numbers (N,), species (N,),
+    cell (3,3), pbc list of 3 bools). Raises ShapeError / NumericalError / UnsupportedSpeciesError /
+    InputError on bad input."""
+    pos = _as_tensor(positions, dtype, device, "positions")
+    if pos.dim() != 2 or pos.shape[1] != 3:
+        raise ShapeError(f"positions must have shape (N, 3) in Å, got {tuple(pos.shape)}.")
+    num = _as_tensor(numbers, torch.long, device, "numbers").reshape(-1)
+    if num.shape[0] != pos.shape[0]:
+        raise ShapeError(f"numbers has {num.shape[0]} entries but positions has {pos.shape[0]} atoms.")
+    if pos.shape[0] == 0:
+        raise ShapeError("the structure has no atoms.")
+    bad = ~torch.isfinite(pos).all(dim=1)
+    if bool(bad.any()):
+        idx = torch.nonzero(bad).flatten()[:5].tolist()
+        raise NumericalError(f"positions of atom(s) {idx} are NaN or infinite: {pos[idx[0]].tolist()} "
+                             "for the first; the structure has blown up or was not set - check the "
+                             "time step / the input coordinates.")
+    table = z_to_index.to(device)
+    valid = (num >= 0) & (num < table.shape[0])
+    species = torch.full_like(num, -1)
+    species[valid] = table[num[valid]]
+    if bool((species < 0).any()):
+        unknown = sorted(set(num[species < 0].tolist()))
+        from ase.data import chemical_symbols
+        names = [chemical_symbols[z] if 0 <= z < len(chemical_symbols) else f"Z={z}" for z in unknown]
+        raise UnsupportedSpeciesError(names, species_names)
+    pbc3 = _pbc3(pbc)
+    if cell is None:
+        if any(pbc3):
+            raise InputError(f"pbc={pbc3} needs a cell: pass cell=(3,3) lattice vectors as rows in Å.")
+        c = torch.zeros((3, 3), dtype=dtype, device=device)
+    else:
+        c = _as_tensor(cell, dtype, device, "cell")
+        if c.shape == (3,):
+            c = torch.diag(c)
+        if c.shape != (3, 3):
+            raise ShapeError(f"cell must be (3,3) with lattice vectors as rows (Å), got {tuple(c.shape)}.")
+        if not bool(torch.isfinite(c).all()):
+            raise NumericalError(f"the cell contains NaN/inf: {c.tolist()}.")
+        if all(pbc3):
+            vol = float(torch.linalg.det(c.to(torch.float64)).abs())
+            if vol < 1e-8:
+                raise InputError(f"the cell {c.tolist()} is singular (volume {vol:g} Å^3) but pbc={pbc3}; "
+                                 "give three independent lattice vectors or pbc=False.")
+    return pos, num, species, c, pbc3
+
+
+def _pairs(pos: torch.Tensor, cell: torch.Tensor, pbc3: list[bool], cutoff: float):
+    from lawful.kernels.neighbors import neighbor_list
+
+    if any(pbc3):
+        nl = neighbor_list(pos, cutoff, cell=cell, pbc=pbc3)
+    else:
+        nl = neighbor_list(pos, cutoff, cell=None, pbc=False)
+    return nl.i, nl.j, nl.shifts.to(pos.dtype)
+
+
+def check_distances(vectors: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor) -> None:
+    """Raise :class:`NumericalError` if any pair is closer than :data:`MIN_DISTANCE` Å."""
+    if vectors.shape[0] == 0:
+        return
+    d = torch.linalg.norm(vectors.detach(), dim=1)
+    if bool((d < MIN_DISTANCE).any()):
+        k = int(torch.argmin(d))
+        raise NumericalError(
+            f"atoms {int(edge_i[k])} and {int(edge_j[k])} are {float(d[k]):.3g} Å apart (coincident; the "
+            f"model refuses distances below {MIN_DISTANCE} Å): remove duplicate atoms, or the "
+            "simulation has collapsed - reduce the time step.")
+
+
+def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Sequence[str], cutoff: float,
+               dtype: torch.dtype, device: torch.device, pairs: Sequence | None = None) -> Batch:
+    """Batch structures given as ``ase.Atoms`` or as ``(positions, numbers, cell, pbc)`` tuples.
+
+    ``pairs``: optional precomputed ``(i, j, shifts)`` per structure (e.g. from a Verlet list built
+    with a skin: pairs beyond the cutoff contribute exactly zero).
+    """
+    parts = []
+    for k, s in enumerate(structures):
+        if hasattr(s, "get_positions") and hasattr(s, "numbers"):
+            cell = np.asarray(s.cell[:], dtype=np.float64) if any(s.pbc) else None
+            args = (s.get_positions(), s.numbers, cell, s.pbc)
+        else:
+            args = tuple(s)
+        pos, num, species, c, pbc3 = structure_tensors(*args, z_to_index, species_names, dtype, device)
+        if pairs is not None:
+            i, j, sh = (torch.as_tensor(p, device=device) for p in pairs[k])
+            sh = sh.to(dtype)
+        else:
+            i, j, sh = _pairs(pos, c, pbc3, cutoff)
+        check_distances(pos[j] - pos[i] + sh @ c, i, j)
+        n = pos.shape[0]
+        parts.append(Batch(
+            positions=pos, species=species, numbers=num,
+            batch=torch.zeros(n, dtype=torch.long, device=device),
+            cell=c.unsqueeze(0), pbc=torch.tensor([pbc3], dtype=torch.bool, device=device),
+            edge_i=i.to(device), edge_j=j.to(device), shifts=sh,
+            edge_batch=torch.zeros(i.shape[0], dtype=torch.long, device=device),
+            n_atoms=torch.tensor([n], dtype=torch.long, device=device)))
+    if not parts:
+        raise InputError("no structures given: pass at least one structure.")
+    return parts[0] if len(parts) == 1 else Batch.concatenate(parts)

@@ -1,0 +1,179 @@
+"""Smooth, rotation-invariant atomic-environment descriptors built from Cartesian moment tensors.
+
+For every atom ``i`` and every radial channel ``n`` and angular order ``l <= lmax`` we form the
+moment tensor
+
+    A[i, n, l] = sum_{j in N(i)}  R_{n,l}(r_ij, Z_j)  *  u_ij ⊗ u_ij ⊗ ... ⊗ u_ij      (l factors)
+
+with ``u_ij`` the unit vector from ``i`` to ``j``. The rotation invariants fed to the energy network
+are the scalars ``A[i, n, 0]`` and the full contractions ``<A[i, n, l], A[i, m, l]>`` for
+``n <= m`` and ``1 <= l <= lmax``. Expanding the contraction gives
+
+    <A_nl, A_ml> = sum_{j,k} R_nl(r_ij) R_ml(r_ik) cos(theta_jik)**l,
+
+so each invariant is a genuine three-body (radial + angular) function, but it is computed with
+O(pairs) work: no loop over triplets ever happens. This is the Cartesian form of the ACE / moment
+tensor potential (MTP) descriptors truncated at body order three.
+
+Why this choice (rather than Behler-Parrinello symmetry functions or message passing):
+
+* cost - Behler-Parrinello angular functions loop over neighbour *triplets* (~40**2 per Cu atom at
+  a 4.5 Å cutoff); message passing repeats the neighbour sum once per layer and widens the
+  effective cutoff. The moment form costs one pass over pairs, which keeps energy + forces for a
+  500-atom copper cell in the tens of milliseconds on one CPU core;
+* completeness - the invariants span all three-body functions of (r_ij, r_ik, theta_jik) up to
+  the radial and angular truncation, and the learned radial mixing adapts the radial basis;
+* smoothness - every radial function is a Chebyshev polynomial times the envelope
+  ``(1 - (r/r_c)**2)**p`` (p >= 3). The descriptor and hence the energy change by O((r_c - r)**p)
+  when a neighbour crosses the cutoff, so for the default p = 3 energy, forces and the first
+  derivative of forces all vanish at r_c (C² at the cutoff).
+
+Symmetric tensors are stored by their unique components (monomials ``x^a y^b z^c`` with
+``a + b + c = l``) multiplied by the square root of their multiplicity ``l!/(a! b! c!)``, so a plain
+dot product of two stored tensors equals the full tensor contraction.
+
+Everything here is TorchScript-compatible and device/dtype agnostic (no process-wide state).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import torch
+
+__all__ = ["MomentDescriptor", "cutoff_envelope", "monomial_table"]
+
+
+def monomial_table(lmax: int) -> Tuple[List[int], List[int], List[int], List[int], List[float]]:
+    """Exponents ``(a, b, c)``, degree ``l`` and sqrt-multiplicity weight of every unique component
+    of the symmetric tensors ``u^{⊗l}`` for ``l = 0..lmax`` (ordered by ``l``)."""
+    ax: List[int] = []
+    by: List[int] = []
+    cz: List[int] = []
+    deg: List[int] = []
+    w: List[float] = []
+    for l in range(lmax + 1):
+        for a in range(l, -1, -1):
+            for b in range(l - a, -1, -1):
+                c = l - a - b
+                ax.append(a)
+                by.append(b)
+                cz.append(c)
+                deg.append(l)
+                mult = math.factorial(l) / (math.factorial(a) * math.factorial(b) * math.factorial(c))
+                w.append(math.sqrt(mult))
+    return ax, by, cz, deg, w
+
+
+def cutoff_envelope(r: torch.Tensor, cutoff: float, power: int = 3) -> torch.Tensor:
+    """``(1 - (r/r_c)^2)^power`` for ``r < r_c``, else 0: a zero of order ``power`` at ``r_c``.
+
+    ``r``: distances in Å, any shape/dtype. With ``power >= 3`` a function linear in the envelope
+    has value, first and second derivative zero at the cutoff (C² continuation by zero).
+    """
+    x = r / cutoff
+    inside = x < 1.0
+    base = torch.where(inside, 1.0 - x * x, torch.zeros_like(x))
+    return base ** power
+
+
+class MomentDescriptor(torch.nn.Module):
+    """Per-atom invariants from Cartesian moment tensors (see the module docstring).
+
+    Parameters
+    ----------
+    n_species: number of chemical species the model knows (species indices 0..n_species-1).
+    cutoff: radial cutoff r_c in Å.
+    n_basis: number K of Chebyshev radial basis functions (per neighbour species).
+    n_radial: number n of learned radial channels per angular order.
+    lmax: highest angular order (0..4); lmax = 0 gives a purely radial (two-body) description.
+    envelope_power: order p of the cutoff zero (>= 3 for C² at r_c).
+
+    ``forward(vectors, centre, neighbour_species, n_atoms)``: ``vectors`` (E,3) Å are the
+    displacement vectors r_j - r_i of the directed pairs, ``centre`` (E,) int64 the index i of each
+    pair, ``neighbour_species`` (E,) int64 the species index of j. Returns (n_atoms, n_features)
+    invariants in the dtype of ``vectors``.
+    """
+
+    def __init__(self, n_species: int, cutoff: float, n_basis: int = 8, n_radial: int = 8,
+                 lmax: int = 3, envelope_power: int = 3):
+        super().__init__()
+        if not 0 <= lmax <= 4:
+            raise ValueError(f"lmax={lmax} is not supported: use 0 <= lmax <= 4")
+        self.n_species = int(n_species)
+        self.cutoff = float(cutoff)
+        self.n_basis = int(n_basis)
+        self.n_radial = int(n_radial)
+        self.lmax = int(lmax)
+        self.envelope_power = int(envelope_power)
+        ax, by, cz, deg, w = monomial_table(self.lmax)
+        self.register_buffer("_ax", torch.tensor(ax, dtype=torch.long), persistent=False)
+        self.register_buffer("_by", torch.tensor(by, dtype=torch.long), persistent=False)
+        self.register_buffer("_cz", torch.tensor(cz, dtype=torch.long), persistent=False)
+        self.register_buffer("_deg", torch.tensor(deg, dtype=torch.long), persistent=False)
+        self.register_buffer("_w", torch.tensor(w, dtype=torch.float64), persistent=False)
+        iu = torch.triu_indices(self.n_radial, self.n_radial)
+        self.register_buffer("_triu_flat", iu[0] * self.n_radial + iu[1], persistent=False)
+        # Learned radial mixing: (species_j, basis k) -> (channel n, order l).
+        fan_in = self.n_species * self.n_basis
+        # Columns are l-major: column l * n_radial + n is channel n of order l.
+        self.radial_weights = torch.nn.Parameter(
+            torch.randn(fan_in, (self.lmax + 1) * self.n_radial, dtype=torch.float64) / math.sqrt(fan_in)
+        )
+        self.n_features = self.n_radial + self.lmax * (self.n_radial * (self.n_radial + 1)) // 2
+
+    def radial_basis(self, r: torch.Tensor) -> torch.Tensor:
+        """(E,) distances in Å -> (E, K) Chebyshev polynomials of 2 r/r_c - 1 times the envelope."""
+        x = 2.0 * r / self.cutoff - 1.0
+        env = cutoff_envelope(r, self.cutoff, self.envelope_power)
+        polys: List[torch.Tensor] = [torch.ones_like(x), x]
+        for _ in range(2, self.n_basis):
+            polys.append(2.0 * x * polys[-1] - polys[-2])
+        return torch.stack(polys[: self.n_basis], dim=1) * env.unsqueeze(1)
+
+    def forward(self, vectors: torch.Tensor, centre: torch.Tensor, neighbour_species: torch.Tensor,
+                n_atoms: int) -> torch.Tensor:
+        dtype = vectors.dtype
+        device = vectors.device
+        n_edges = vectors.shape[0]
+        r = torch.linalg.norm(vectors, dim=1)
+        # Pairs beyond the cutoff (a Verlet skin) contribute exactly zero through the envelope;
+        # clamp r away from 0 only to keep the unit vector finite for such masked pairs.
+        u = vectors / r.clamp_min(1e-12).unsqueeze(1)
+        basis = self.radial_basis(r)                                       # (E, K)
+        if self.n_species > 1:
+            onehot = torch.nn.functional.one_hot(neighbour_species, self.n_species).to(dtype)
+            basis = (onehot.unsqueeze(2) * basis.unsqueeze(1)).reshape(n_edges, -1)
+        radial = basis @ self.radial_weights.to(dtype)                     # (E, n*(lmax+1)), l-major
+        # Unique components of u^{⊗l}, l = 0..lmax, with sqrt-multiplicity weights: (E, C).
+        powers = [torch.ones_like(u)]
+        for _ in range(self.lmax):
+            powers.append(powers[-1] * u)
+        pw = torch.stack(powers, dim=2)                                    # (E, 3, lmax+1)
+        comps = (pw[:, 0, :].index_select(1, self._ax) * pw[:, 1, :].index_select(1, self._by)
+                 * pw[:, 2, :].index_select(1, self._cz)) * self._w.to(dtype)
+        # Sum over each atom's pairs as a batched matrix product: pad the pairs of every atom to
+        # the largest neighbour count M (slot = centre * M + rank of the pair among its centre's).
+        with torch.no_grad():
+            counts = torch.bincount(centre, minlength=n_atoms)
+            m = int(counts.max()) if n_edges > 0 else 1
+            order = torch.argsort(centre, stable=True)
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.empty_like(centre)
+            rank[order] = torch.arange(n_edges, device=device) - starts.index_select(0, centre.index_select(0, order))
+            slot = centre * m + rank
+        n_cols = radial.shape[1]
+        rad_pad = torch.zeros((n_atoms * m, n_cols), dtype=dtype, device=device).index_copy(0, slot, radial)
+        cmp_pad = torch.zeros((n_atoms * m, comps.shape[1]), dtype=dtype, device=device).index_copy(0, slot, comps)
+        rad_pad = rad_pad.view(n_atoms, m, n_cols).transpose(1, 2)         # (N, n*(lmax+1), M)
+        cmp_pad = cmp_pad.view(n_atoms, m, comps.shape[1])                 # (N, M, C)
+        sizes: List[int] = [(l + 1) * (l + 2) // 2 for l in range(self.lmax + 1)]
+        rad_l = rad_pad.split(self.n_radial, dim=1)   # split (not slicing): cheap backward
+        cmp_l = cmp_pad.split(sizes, dim=2)
+        feats: List[torch.Tensor] = [torch.bmm(rad_l[0], cmp_l[0]).squeeze(2)]
+        for l in range(1, self.lmax + 1):
+            a_l = torch.bmm(rad_l[l], cmp_l[l])                            # (N, n, C_l)
+            gram = torch.bmm(a_l, a_l.transpose(1, 2)).reshape(n_atoms, -1)  # (N, n*n)
+            feats.append(gram.index_select(1, self._triu_flat))
+        return torch.cat(feats, dim=1)

@@ -1,0 +1,79 @@
+"""Saving and loading lawful force fields on the safe model-file format of
+:mod:`lawful.kernels.modelfile` (safetensors weights + JSON header: loading never runs code).
+
+A file holds: the model kind ("NeuralPotential" / "DirectForceModel"), the constructor config
+(species, cutoff, descriptor and network sizes), every weight and normalisation buffer, the units,
+the dtype the model was saved in, the lawful version (written by the format) and the training
+summary (validation MAEs, epochs, data set size...).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from lawful.kernels.errors import ModelFileError
+
+from lawful.forcefields.base import UNITS, AtomisticModel
+
+__all__ = ["save_model", "load_model", "MODEL_KINDS"]
+
+
+def _kinds() -> dict:
+    from lawful.forcefields.direct import DirectForceModel
+    from lawful.forcefields.potential import NeuralPotential
+
+    return {"NeuralPotential": NeuralPotential, "DirectForceModel": DirectForceModel}
+
+
+#: The model classes a file may name.
+MODEL_KINDS = ("NeuralPotential", "DirectForceModel")
+
+
+def save_model(model: AtomisticModel, path: str | os.PathLike, training_summary: dict | None = None):
+    """Write ``model`` to ``path`` atomically. ``training_summary`` (JSON-able) defaults to the
+    model's own ``training_summary`` (set by :func:`lawful.forcefields.train`). Returns the path."""
+    if not isinstance(model, AtomisticModel) or model.kind not in MODEL_KINDS:
+        raise TypeError(f"save_model takes a NeuralPotential or DirectForceModel, got {type(model).__name__}.")
+    from lawful.kernels.modelfile import save_model_file
+
+    summary = training_summary if training_summary is not None else getattr(model, "training_summary", {})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"units": dict(UNITS), "dtype": str(model.dtype).replace("torch.", ""),
+                "species": list(model.species), "cutoff": model.cutoff,
+                "training_summary": summary or {}}
+    save_model_file(path, kind=model.kind, config=model.config, tensors=tensors, metadata=metadata)
+    return path
+
+
+def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticModel:
+    """Load a model written by :func:`save_model` / ``model.save``.
+
+    Returns a :class:`~lawful.forcefields.NeuralPotential` or
+    :class:`~lawful.forcefields.DirectForceModel` in evaluation mode, in ``dtype`` (default: the
+    dtype it was saved in) on ``device`` (default "cpu"). Bad, truncated, foreign or future files
+    raise :class:`~lawful.kernels.ModelFileError`; no code from the file is ever executed.
+    """
+    from lawful.kernels.modelfile import load_model_file
+
+    mf = load_model_file(path)
+    kinds = _kinds()
+    if mf.kind not in kinds:
+        raise ModelFileError(f"{os.fspath(path)!r} holds a {mf.kind!r}, not a force field ({list(kinds)}); "
+                             "load it with the tool that wrote it.")
+    saved_dtype = mf.metadata.get("dtype", "float64")
+    try:
+        model = kinds[mf.kind](**mf.config, dtype=dtype or saved_dtype, device=device)
+    except TypeError as exc:
+        raise ModelFileError(f"{os.fspath(path)!r}: its config {mf.config} does not fit {mf.kind} "
+                             f"({exc}); it was written by another lawful version ({mf.lawful_version}).") from exc
+    state = {k: torch.as_tensor(v) for k, v in mf.tensors.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{os.fspath(path)!r}: its weights do not match the {mf.kind} architecture "
+                             f"in its config ({exc}); the file is corrupt or from another version.") from exc
+    model.training_summary = dict(mf.metadata.get("training_summary", {}))
+    model.eval()
+    return model

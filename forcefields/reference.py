@@ -1,0 +1,296 @@
+"""Reference data for training and testing force fields: structures labelled by classical models.
+
+* Labelling: any ASE calculator (:func:`label`) - EMT for Cu/Al/Ni/Ag/Au/Pd/Pt, Lennard-Jones, and
+  an OpenMM classical force field through :class:`OpenMMCalculator` (an ASE calculator wrapping an
+  ``openmm.System``).
+* Sampling: short Langevin MD at chosen temperatures (:func:`md_snapshots`), rattled cells
+  (:func:`rattled`) and strained + rattled cells (:func:`strained`); ready-made sets
+  :func:`emt_metal_dataset` (fcc EMT metal, default copper), :func:`lennard_jones_dataset` (argon)
+  and :func:`water_cluster_dataset` (TIP3P water clusters through OpenMM/amber14).
+* Storage: extended XYZ (:func:`write_extxyz` / :func:`read_extxyz`, written atomically) and ASE
+  databases (:func:`write_db` / :func:`read_db`, SQLite by default; any ``ase.db`` URL works).
+
+Every labelled frame carries energy (eV), forces (eV/Å) and, for periodic cells, stress (eV/Å^3,
+ASE sign) in a SinglePointCalculator, plus ``atoms.info["source"]`` saying how it was made.
+
+Units: OpenMM speaks nm and kJ/mol. The adapter converts with CODATA-2018 constants taken from
+``ase.units.create_units("2018")`` - the same source as :mod:`lawful.integrations.units`, which
+this layer may not import (forcefields imports kernels only).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from lawful.kernels.errors import InputError
+
+__all__ = [
+    "label", "md_snapshots", "rattled", "strained", "emt_metal_dataset", "lennard_jones_dataset",
+    "water_cluster_dataset", "OpenMMCalculator", "write_extxyz", "read_extxyz", "write_db", "read_db",
+]
+
+_U = None
+
+
+def _units():
+    global _U
+    if _U is None:
+        import ase.units
+
+        u = ase.units.create_units("2018")
+        _U = {"ev_per_kjmol": u["kJ"] / u["mol"] / u["eV"], "angstrom_per_nm": u["nm"] / u["Angstrom"]}
+    return _U
+
+
+# -- labelling ---------------------------------------------------------------------------------
+def label(frames: Iterable[Atoms], calculator: Calculator, source: str | None = None,
+          stress: bool | None = None) -> list[Atoms]:
+    """Copies of ``frames`` labelled by ``calculator``: energy, forces and (periodic frames, or if
+    ``stress``) stress, stored in a SinglePointCalculator so the labels survive I/O."""
+    out = []
+    for atoms in frames:
+        a = atoms.copy()
+        a.calc = calculator
+        results = {"energy": float(a.get_potential_energy()), "forces": np.array(a.get_forces())}
+        want_stress = all(a.pbc) if stress is None else stress
+        if want_stress and "stress" in calculator.implemented_properties:
+            results["stress"] = np.array(a.get_stress(voigt=True))
+        a.calc = SinglePointCalculator(a, **results)
+        if source is not None:
+            a.info["source"] = source
+        out.append(a)
+    return out
+
+
+# -- sampling ----------------------------------------------------------------------------------
+def md_snapshots(atoms: Atoms, calculator: Calculator, temperatures: Sequence[float], n_per_temperature: int,
+                 interval: int = 20, timestep_fs: float = 4.0, equilibration: int = 40,
+                 friction: float = 0.02, seed: int = 0) -> list[Atoms]:
+    """Langevin MD snapshots (unlabelled copies) at each temperature in K.
+
+    For each temperature: Maxwell-Boltzmann velocities, ``equilibration`` steps, then a snapshot
+    every ``interval`` steps. ``friction`` in 1/fs. Deterministic for a given ``seed``.
+    """
+    import ase.units as au
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    frames = []
+    for k, temp in enumerate(temperatures):
+        rng = np.random.default_rng(seed + 7919 * k)
+        a = atoms.copy()
+        a.calc = calculator
+        MaxwellBoltzmannDistribution(a, temperature_K=temp, rng=rng)
+        dyn = Langevin(a, timestep_fs * au.fs, temperature_K=temp, friction=friction / au.fs, rng=rng,
+                       fixcm=False)
+        dyn.run(equilibration)
+        for n in range(n_per_temperature):
+            dyn.run(interval)
+            snap = Atoms(a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
+            snap.info["source"] = f"md_{int(temp)}K"
+            frames.append(snap)
+    return frames
+
+
+def rattled(atoms: Atoms, n: int, amplitude: float = 0.1, seed: int = 0) -> list[Atoms]:
+    """``n`` copies with Gaussian displacements of standard deviation ``amplitude`` Å."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        a = Atoms(atoms.numbers, positions=atoms.positions + rng.normal(0.0, amplitude, (len(atoms), 3)),
+                  cell=atoms.cell, pbc=atoms.pbc)
+        a.info["source"] = f"rattled_{amplitude:g}"
+        out.append(a)
+    return out
+
+
+def strained(atoms: Atoms, n: int, max_strain: float = 0.04, amplitude: float = 0.05, seed: int = 0) -> list[Atoms]:
+    """``n`` copies under random symmetric strains (components uniform in ±``max_strain``), atoms
+    moved affinely with the cell, then rattled by ``amplitude`` Å."""
+    if not all(atoms.pbc):
+        raise InputError("strained() needs a periodic structure (pbc=True in all directions).")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        e = rng.uniform(-max_strain, max_strain, (3, 3))
+        e = 0.5 * (e + e.T)
+        f = np.eye(3) + e
+        pos = atoms.positions @ f + rng.normal(0.0, amplitude, (len(atoms), 3))
+        a = Atoms(atoms.numbers, positions=pos, cell=np.asarray(atoms.cell) @ f, pbc=True)
+        a.info["source"] = f"strained_{max_strain:g}"
+        out.append(a)
+    return out
+
+
+def emt_metal_dataset(element: str = "Cu", repeat: int = 2, temperatures: Sequence[float] = (300, 600, 900, 1200),
+                      n_md: int = 40, n_rattled: int = 30, n_strained: int = 40, lattice: float | None = None,
+                      seed: int = 0) -> list[Atoms]:
+    """EMT-labelled fcc ``element`` supercells (``repeat``³ conventional cells, 4·repeat³ atoms):
+    MD snapshots at each temperature (``n_md`` each), rattled and strained cells."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    calc = EMT()
+    base = bulk(element, "fcc", a=lattice, cubic=True).repeat((repeat,) * 3)
+    frames = md_snapshots(base, calc, temperatures, n_md, seed=seed)
+    frames += rattled(base, n_rattled // 2, 0.05, seed=seed + 1) + rattled(base, n_rattled - n_rattled // 2, 0.15, seed=seed + 2)
+    frames += strained(base, n_strained, 0.04, 0.08, seed=seed + 3)
+    return label(frames, calc)
+
+
+def lennard_jones_dataset(n_md: int = 20, temperatures: Sequence[float] = (30, 60), repeat: int = 2,
+                          seed: int = 0) -> list[Atoms]:
+    """Argon fcc supercells labelled by ASE's smooth Lennard-Jones (sigma 3.405 Å, epsilon
+    0.0104 eV, r_c = 2.5 sigma, smooth cut-off): MD snapshots plus rattled and strained cells."""
+    from ase.build import bulk
+    from ase.calculators.lj import LennardJones
+
+    sigma = 3.405
+    calc = LennardJones(sigma=sigma, epsilon=0.0104, rc=2.5 * sigma, smooth=True)
+    base = bulk("Ar", "fcc", a=5.26, cubic=True).repeat((repeat,) * 3)
+    frames = md_snapshots(base, calc, temperatures, n_md, timestep_fs=5.0, seed=seed)
+    frames += rattled(base, 10, 0.1, seed=seed + 1) + strained(base, 10, 0.03, 0.05, seed=seed + 2)
+    return label(frames, calc)
+
+
+# -- OpenMM adapter ----------------------------------------------------------------------------
+class OpenMMCalculator(Calculator):
+    """An ASE calculator evaluating an ``openmm.System`` (classical force field) on the CPU.
+
+    ``system``: the OpenMM System (its particle order is the Atoms order); ``platform``: an
+    OpenMM platform name ("Reference" by default: double precision, deterministic). Periodic
+    Atoms send their cell as box vectors (OpenMM needs a reduced triclinic box). Energies are
+    converted from kJ/mol to eV and forces from kJ/mol/nm to eV/Å with CODATA-2018 constants.
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, system, platform: str = "Reference", **kwargs):
+        super().__init__(**kwargs)
+        import openmm
+
+        self.system = system
+        self._integrator = openmm.VerletIntegrator(0.001)
+        self._context = openmm.Context(system, self._integrator, openmm.Platform.getPlatformByName(platform))
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        import openmm
+        from openmm import unit
+
+        super().calculate(atoms, properties, system_changes)
+        if len(self.atoms) != self.system.getNumParticles():
+            raise InputError(f"the Atoms have {len(self.atoms)} atoms but the OpenMM System has "
+                             f"{self.system.getNumParticles()} particles.")
+        u = _units()
+        if any(self.atoms.pbc):
+            cell = np.asarray(self.atoms.cell) / u["angstrom_per_nm"]
+            self._context.setPeriodicBoxVectors(*[openmm.Vec3(*row) * unit.nanometer for row in cell])
+        self._context.setPositions(self.atoms.positions / u["angstrom_per_nm"] * unit.nanometer)
+        state = self._context.getState(getEnergy=True, getForces=True)
+        e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        f = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        self.results["energy"] = e * u["ev_per_kjmol"]
+        self.results["forces"] = np.asarray(f) * u["ev_per_kjmol"] / u["angstrom_per_nm"]
+
+
+def water_cluster_system(n_molecules: int = 4):
+    """A cluster of ``n_molecules`` flexible TIP3P waters cut from OpenMM's ``tip3p.pdb`` box and
+    its ``openmm.System`` (amber14 + TIP3P, no cutoff, no constraints, flexible O-H bonds).
+    Returns (ase.Atoms, openmm.System)."""
+    import openmm.app as app
+    from openmm import unit
+
+    pdb_path = Path(app.__file__).parent / "data" / "tip3p.pdb"
+    pdb = app.PDBFile(str(pdb_path))
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    residues = list(modeller.topology.residues())
+    modeller.delete(residues[n_molecules:])
+    ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+    system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)
+    pos = np.asarray(modeller.positions.value_in_unit(unit.nanometer)) * _units()["angstrom_per_nm"]
+    numbers = [a.element.atomic_number for a in modeller.topology.atoms()]
+    atoms = Atoms(numbers=numbers, positions=pos, pbc=False)
+    atoms.positions -= atoms.get_center_of_mass()
+    return atoms, system
+
+
+def water_cluster_dataset(n_molecules: int = 4, n_md: int = 20, temperatures: Sequence[float] = (200, 300),
+                          n_rattled: int = 10, seed: int = 0) -> list[Atoms]:
+    """TIP3P water clusters labelled through :class:`OpenMMCalculator`: MD snapshots (0.5 fs
+    steps) and rattled copies."""
+    atoms, system = water_cluster_system(n_molecules)
+    calc = OpenMMCalculator(system)
+    frames = md_snapshots(atoms, calc, temperatures, n_md, interval=10, timestep_fs=0.5, equilibration=20,
+                          seed=seed)
+    frames += rattled(atoms, n_rattled, 0.05, seed=seed + 1)
+    return label(frames, calc)
+
+
+# -- storage -----------------------------------------------------------------------------------
+def write_extxyz(path: str | os.PathLike, frames: Sequence[Atoms]) -> Path:
+    """Write labelled frames to an extended-XYZ file atomically (tmp file + os.replace)."""
+    from ase.io import write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp), list(frames), format="extxyz")
+    os.replace(tmp, path)
+    return path
+
+
+def read_extxyz(path: str | os.PathLike) -> list[Atoms]:
+    """Read every frame (with its energy/forces/stress labels) of an extended-XYZ file."""
+    from ase.io import read
+
+    if not Path(path).is_file():
+        raise InputError(f"no such data file: {os.fspath(path)!r}.")
+    return list(read(str(path), index=":", format="extxyz"))
+
+
+def write_db(url: str | os.PathLike, frames: Sequence[Atoms], append: bool = False) -> str:
+    """Store labelled frames in an ASE database (``ase.db`` URL or a path to a SQLite file).
+
+    A plain file path is written to a temporary file first and moved into place atomically
+    (unless ``append``); other URLs (postgresql://...) are written row by row.
+    """
+    import ase.db
+
+    url = os.fspath(url)
+    is_file = "://" not in url
+    target = url
+    if is_file and not append:
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        target = url + ".tmp.db"
+        if os.path.exists(target):
+            os.remove(target)
+    with ase.db.connect(target, type="db" if is_file else "extract_from_name", append=append or not is_file) as db:
+        for a in frames:
+            db.write(a, source=str(a.info.get("source", "")))
+    if is_file and not append:
+        os.replace(target, url)
+    return url
+
+
+def read_db(url: str | os.PathLike, selection=None) -> list[Atoms]:
+    """Read labelled frames (with ``info["source"]``) from an ASE database, optionally filtered by
+    an ``ase.db`` selection string."""
+    import ase.db
+
+    url = os.fspath(url)
+    if "://" not in url and not Path(url).is_file():
+        raise InputError(f"no such database file: {url!r}.")
+    out = []
+    with ase.db.connect(url, type="db" if "://" not in url else "extract_from_name") as db:
+        for row in db.select(selection):
+            a = row.toatoms()
+            a.info["source"] = row.get("source", "")
+            out.append(a)
+    return out
