@@ -1,0 +1,178 @@
+"""Checkpoints: atomic saves that survive crashes, safe loads, clear errors."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lawful.kernels.checkpoint import load_checkpoint, save_checkpoint
+from lawful.kernels.errors import InputError, ModelFileError
+
+
+def _training_state(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    return model, opt, sched
+
+
+def _train(model, opt, sched, steps, seed):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(16, 4, generator=g)
+        loss = (model(x) - x.sum(1, keepdim=True)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+def test_resume_reproduces_uninterrupted_training(tmp_path):
+    """Save model + Adam + scheduler + RNG mid-run, restore into fresh objects: identical run."""
+    model, opt, sched = _training_state()
+    _train(model, opt, sched, 3, seed=1)
+    path = save_checkpoint(tmp_path / "ckpt.pt", {
+        "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(), "epoch": 3, "rng": torch.get_rng_state(),
+        "history": [{"loss": 0.5, "tag": "a"}, (1, 2.0, None)], "python_rng": random.getstate(),
+        "dtype": torch.float64,
+    })
+    _train(model, opt, sched, 3, seed=2)
+
+    state = load_checkpoint(path)
+    assert state["epoch"] == 3 and state["history"] == [{"loss": 0.5, "tag": "a"}, (1, 2.0, None)]
+    assert state["dtype"] is torch.float64
+    random.setstate(state["python_rng"])
+    model2, opt2, sched2 = _training_state(seed=123)  # different init: must be overwritten
+    model2.load_state_dict(state["model"])
+    opt2.load_state_dict(state["optimizer"])
+    sched2.load_state_dict(state["scheduler"])
+    _train(model2, opt2, sched2, 3, seed=2)
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bad,where", [
+    ({"x": np.zeros(3)}, r"state\['x'\].*numpy.ndarray"),
+    ({"a": {"b": [1, object()]}}, r"state\['a'\]\['b'\]\[1\].*object"),
+    ({"f": lambda: 0}, r"state\['f'\].*function"),
+])
+def test_refuses_values_that_would_not_load_safely(tmp_path, bad, where):
+    with pytest.raises(InputError, match=where):
+        save_checkpoint(tmp_path / "c.pt", bad)
+    assert not (tmp_path / "c.pt").exists()
+    with pytest.raises(InputError, match="dict"):
+        save_checkpoint(tmp_path / "c.pt", [1, 2])
+
+
+def test_failing_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "c.pt", {"epoch": 1, "w": torch.ones(1000)})
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 partial bytes of a zip archive")
+        raise OSError("no space left on device (simulated)")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="simulated"):
+        save_checkpoint(path, {"epoch": 2, "w": torch.zeros(1000)})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+WRITER = textwrap.dedent("""
+    import sys, torch
+    from lawful.kernels.checkpoint import save_checkpoint
+    path = sys.argv[1]
+    k = 0
+    while True:
+        k += 1
+        # ~8 MB per save, so that a kill often lands in the middle of a write
+        save_checkpoint(path, {"step": k, "w": torch.full((1_000_000,), float(k),
+                                                          dtype=torch.float64)})
+        print(k, flush=True)
+""")
+
+
+def test_killed_writer_never_leaves_a_corrupt_file(tmp_path):
+    """SIGKILL a process that saves checkpoints in a loop, at random moments: the file at the
+    path always loads and is self-consistent (one complete save)."""
+    path = tmp_path / "live.pt"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    rng = random.Random(0)
+    killed_mid_write = 0
+    for attempt in range(4):
+        if attempt >= 2 and killed_mid_write:
+            break
+        proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            for _ in range(3):  # wait until a few saves have completed
+                assert proc.stdout.readline(), "writer died"
+            time.sleep(rng.uniform(0.0, 0.05))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+        # a temporary file left behind means the kill landed in the middle of a save
+        leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        killed_mid_write += bool(leftovers)
+        for p in leftovers:
+            p.unlink()
+        state = load_checkpoint(path)
+        assert state["step"] >= 3
+        assert torch.all(state["w"] == float(state["step"]))
+    assert killed_mid_write, "no kill landed during a write: the test did not test anything"
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ModelFileError, match=r"missing\.pt.*no such file"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(ModelFileError, match="directory"):
+        load_checkpoint(tmp_path)
+    good = save_checkpoint(tmp_path / "good.pt", {"w": torch.arange(10000.0), "epoch": 4})
+    data = good.read_bytes()
+    cut = tmp_path / "cut.pt"
+    for length in (0, 10, len(data) // 2, len(data) - 1):
+        cut.write_bytes(data[:length])
+        with pytest.raises(ModelFileError, match=r"cut\.pt.*truncated or corrupt"):
+            load_checkpoint(cut)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ModelFileError, match="truncated or corrupt"):
+        load_checkpoint(junk)
+
+
+class Marker:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_crafted_pickle_is_not_executed(tmp_path):
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "trap": Marker(marker)}, evil)
+    with pytest.raises(ModelFileError, match=r"evil\.pt.*weights_only=True"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    lst = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], lst)
+    with pytest.raises(ModelFileError, match="not a dict"):
+        load_checkpoint(lst)
