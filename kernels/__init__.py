@@ -35,3 +35,17 @@ __all__ = [
 from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty  # noqa: E402
 
 __all__ += ["SoftPenalty", "AugmentedLagrangian"]
+
+# neighbour lists, model files, checkpoints (owner: neighbours)
+from lawful.kernels.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from lawful.kernels.modelfile import (  # noqa: E402
+    FORMAT_VERSION,
+    ModelFile,
+    atomic_write,
+    load_model_file,
+    save_model_file,
+)
+from lawful.kernels.neighbors import NeighborList, VerletList, neighbor_list  # noqa: E402
+
+__all__ += ["neighbor_list", "NeighborList", "VerletList", "save_model_file", "load_model_file",
+            "ModelFile", "FORMAT_VERSION", "atomic_write", "save_checkpoint", "load_checkpoint"]
