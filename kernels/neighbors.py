@@ -240,18 +240,30 @@ def brute_force_neighbor_list(positions: Tensor, cutoff: float, cell: Optional[T
     inverse = torch.tensor(inverse_l, dtype=torch.float64, device=device)
     frac, k = _wrap(positions.to(torch.float64), full, inverse, flags)
     wrapped = frac @ full
-    rng: List[Tensor] = [torch.arange(-m, m + 1, device=device) for m in layers]
-    grid = torch.meshgrid(rng[0], rng[1], rng[2], indexing="ij")
-    images = torch.stack([grid[0].reshape(-1), grid[1].reshape(-1), grid[2].reshape(-1)], dim=1)
-    images = images.to(torch.float64)
-    # d[s, a, b] = wrapped[b] + images[s] @ full - wrapped[a]
-    diff = wrapped.unsqueeze(0) - wrapped.unsqueeze(1)
-    d2 = ((diff.unsqueeze(0) + (images @ full).view(-1, 1, 1, 3)) ** 2).sum(dim=-1)
-    nz = torch.nonzero(d2 < reach * reach)
-    s_idx, a_idx, b_idx = nz[:, 0], nz[:, 1], nz[:, 2]
-    keep = torch.nonzero((images[s_idx] != 0).any(dim=1) | (a_idx != b_idx)).reshape(-1)
-    s_idx, a_idx, b_idx = s_idx[keep], a_idx[keep], b_idx[keep]
-    shifts = images[s_idx] + k[a_idx] - k[b_idx]
+    n = wrapped.shape[0]
+    chunk = max(1, 1000000 // max(1, n))  # rows per block: about a million pair distances
+    found_i: List[Tensor] = []
+    found_j: List[Tensor] = []
+    found_s: List[Tensor] = []
+    for s0 in range(-layers[0], layers[0] + 1):
+        for s1 in range(-layers[1], layers[1] + 1):
+            for s2 in range(-layers[2], layers[2] + 1):
+                image = torch.tensor([[float(s0), float(s1), float(s2)]], dtype=torch.float64,
+                                     device=device)
+                moved = wrapped + image @ full  # every atom's image
+                for start in range(0, n, chunk):
+                    rows = wrapped[start:start + chunk]
+                    d2 = ((moved.unsqueeze(0) - rows.unsqueeze(1)) ** 2).sum(dim=2)
+                    if s0 == 0 and s1 == 0 and s2 == 0:  # no atom is its own neighbour
+                        d2[torch.arange(rows.shape[0], device=device),
+                           torch.arange(start, start + rows.shape[0], device=device)] = reach ** 2
+                    nz = torch.nonzero(d2 < reach * reach)
+                    found_i.append(nz[:, 0] + start)
+                    found_j.append(nz[:, 1])
+                    found_s.append(image.expand(nz.shape[0], 3))
+    a_idx = torch.cat(found_i)
+    b_idx = torch.cat(found_j)
+    shifts = torch.cat(found_s) + k.index_select(0, a_idx) - k.index_select(0, b_idx)
     return _finish(positions, cell_t, a_idx, b_idx, shifts.to(positions.dtype), cutoff)
 
 
