@@ -80,14 +80,17 @@ def md_snapshots(atoms: Atoms, calculator: Calculator, temperatures: Sequence[fl
     """
     import ase.units as au
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    try:                                  # ase >= 3.28 (MaxwellBoltzmannDistribution deprecated)
+        from ase.md.velocitydistribution import thermalize_momenta as _thermalize
+    except ImportError:                   # pragma: no cover - older ase
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _thermalize
 
     frames = []
     for k, temp in enumerate(temperatures):
         rng = np.random.default_rng(seed + 7919 * k)
         a = atoms.copy()
         a.calc = calculator
-        MaxwellBoltzmannDistribution(a, temperature_K=temp, rng=rng)
+        _thermalize(a, temperature_K=temp, rng=rng)
         dyn = Langevin(a, timestep_fs * au.fs, temperature_K=temp, friction=friction / au.fs, rng=rng,
                        fixcm=False)
         dyn.run(equilibration)

@@ -1,0 +1,158 @@
+"""Force-field benchmark: train on EMT copper, report accuracy, time energy+forces against EMT.
+
+1. Reference data (lawful.forcefields.reference): 32-atom fcc Cu cells labelled by ASE's EMT -
+   Langevin MD snapshots at 300/600/900/1200 K, rattled and strained cells - for training (with
+   a 10 % validation split) and an independently seeded test set.
+2. Trains NeuralPotential (conservative) and DirectForceModel (non-conservative control) with the
+   same budget (epochs, wall-time cap, optimiser, data) and reports validation and test energy
+   MAE per atom and force MAE.
+3. Times energy + forces on a 500-atom Cu cell (5x5x5 conventional cells, rattled) for the models
+   and for ASE's EMT side by side in this run, under the same thread setting
+   (torch.set_num_threads(1); EMT is numpy), two ways:
+     * "fresh": a new structure every call (neighbour list built from scratch for both);
+     * "md":    the MD situation - a small move since the last call, EMT reusing its neighbour list
+                and the model a kernels.neighbors.VerletList (skin 0.5 Å).
+4. Saves both trained models to benchmarks/models/cu_emt_{conservative,direct}.lawful.
+
+LAWFUL_BENCH_QUICK=1: small data, a few epochs, models saved under the results folder instead.
+LAWFUL_BENCH_FF_MAX_TIME: training wall-time cap per model in seconds (default 720).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lawful.forcefields import DirectForceModel, NeuralPotential, load_model, train
+from lawful.forcefields.reference import emt_metal_dataset
+from lawful.forcefields.training import evaluate_errors, prepare
+from lawful.integrations.benchmarking import default_results_dir, time_call, write_result
+from lawful.kernels.neighbors import VerletList
+
+THREADS = 1
+QUICK = os.environ.get("LAWFUL_BENCH_QUICK") == "1"
+HERE = Path(__file__).resolve().parent
+
+
+def _data():
+    if QUICK:
+        return (emt_metal_dataset("Cu", 2, n_md=6, n_rattled=6, n_strained=6, seed=0),
+                emt_metal_dataset("Cu", 2, n_md=3, n_rattled=4, n_strained=4, seed=100))
+    return (emt_metal_dataset("Cu", 2, n_md=50, n_rattled=40, n_strained=50, seed=0),
+            emt_metal_dataset("Cu", 2, n_md=10, n_rattled=10, n_strained=10, seed=100))
+
+
+def _cell_500(seed=3):
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((5, 5, 5))
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def _timings(models: dict, repeat: int) -> dict:
+    from ase.calculators.calculator import all_changes
+    from ase.calculators.emt import EMT
+
+    atoms = _cell_500()
+    rng = np.random.default_rng(0)
+    out = {}
+    # EMT, fresh: all_changes makes EMT re-initialise (new neighbour list).
+    calc = EMT()
+    atoms.calc = calc
+    out["emt_fresh_s"] = time_call(lambda: calc.calculate(atoms, ["energy", "forces"], all_changes), repeat)["median_s"]
+
+    def emt_md():
+        atoms.positions += rng.normal(0, 0.002, atoms.positions.shape)
+        calc.calculate(atoms, ["energy", "forces"], ["positions"])
+
+    out["emt_md_s"] = time_call(emt_md, repeat)["median_s"]
+    pos0 = atoms.positions.copy()
+    cell = np.asarray(atoms.cell[:])
+    for name, model in models.items():
+        pos = torch.tensor(pos0, dtype=model.dtype)
+        c = torch.tensor(cell, dtype=model.dtype)
+        num = torch.tensor(atoms.numbers)
+        out[f"{name}_fresh_s"] = time_call(lambda: model.evaluate(pos, num, c, True), repeat)["median_s"]
+        vl = VerletList(model.cutoff, skin=0.5)
+        state = {"pos": pos.clone()}
+        gen = torch.Generator().manual_seed(1)
+
+        def md():
+            state["pos"] = state["pos"] + 0.002 * torch.randn(state["pos"].shape, generator=gen, dtype=model.dtype)
+            nl = vl.get(state["pos"], c, True)
+            model.evaluate(state["pos"], num, c, True, pairs=(nl.i, nl.j, nl.shifts))
+
+        out[f"{name}_md_s"] = time_call(md, repeat)["median_s"]
+        out[f"{name}_md_verlet_rebuilds"] = vl.rebuilds
+        out[f"{name}_md_over_emt_md_ratio"] = out[f"{name}_md_s"] / out["emt_md_s"]
+        out[f"{name}_fresh_over_emt_fresh_ratio"] = out[f"{name}_fresh_s"] / out["emt_fresh_s"]
+    return out
+
+
+def main() -> int:
+    torch.set_num_threads(THREADS)
+    t0 = time.perf_counter()
+    train_frames, test_frames = _data()
+    t_data = time.perf_counter() - t0
+    model_dir = (default_results_dir() / "quick_models") if QUICK else HERE / "models"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    max_time = float(os.environ.get("LAWFUL_BENCH_FF_MAX_TIME", 60.0 if QUICK else 720.0))
+    budget = dict(epochs=6 if QUICK else 400, max_time=max_time, batch_size=8, lr=3e-3,
+                  lr_patience=6, patience=25, energy_weight=1.0, force_weight=1.0, seed=0)
+    arch = dict(cutoff=4.5, n_basis=8, n_radial=8, lmax=3, hidden=(64, 64))
+    figures: dict = {"n_train_frames": len(train_frames), "n_test_frames": len(test_frames),
+                     "atoms_per_frame": len(train_frames[0]), "data_generation_s": t_data}
+    models = {}
+    for name, cls, extra in (("conservative", NeuralPotential, {}),
+                             ("direct", DirectForceModel, dict(embed=32, force_hidden=(64, 64)))):
+        model = cls(["Cu"], **arch, **extra, seed=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = train(model, train_frames, checkpoint=Path(tmp) / "ckpt.pt", progress=sys.stderr.isatty(),
+                            **budget)
+        test = evaluate_errors(model, prepare(model, test_frames))
+        summary["test_energy_mae_per_atom_eV"] = test["energy_mae_per_atom"]
+        summary["test_force_mae_eV_per_A"] = test["force_mae"]
+        path = model_dir / f"cu_emt_{name}.lawful"
+        model.save(path, training_summary={k: v for k, v in summary.items() if k != "history"})
+        reloaded = load_model(path)
+        n_params = sum(p.numel() for p in model.parameters())
+        figures.update({
+            f"{name}_val_energy_mae_meV_per_atom": 1e3 * summary["val_energy_mae_per_atom_eV"],
+            f"{name}_val_force_mae_meV_per_A": 1e3 * summary["val_force_mae_eV_per_A"],
+            f"{name}_test_energy_mae_meV_per_atom": 1e3 * test["energy_mae_per_atom"],
+            f"{name}_test_force_mae_meV_per_A": 1e3 * test["force_mae"],
+            f"{name}_val_stress_mae_meV_per_A3": 1e3 * (summary["val_stress_mae_eV_per_A3"] or float("nan")),
+            f"{name}_epochs": summary["epochs_run"], f"{name}_stop_reason": summary["stop_reason"],
+            f"{name}_train_time_s": summary["train_time_s"], f"{name}_parameters": n_params,
+            f"{name}_file_bytes": path.stat().st_size, f"{name}_file": str(path.relative_to(HERE.parent))
+            if not QUICK else str(path),
+        })
+        models[name] = reloaded
+        print(f"[{name}] val E MAE {figures[f'{name}_val_energy_mae_meV_per_atom']:.2f} meV/atom, "
+              f"F MAE {figures[f'{name}_val_force_mae_meV_per_A']:.1f} meV/A; test E "
+              f"{figures[f'{name}_test_energy_mae_meV_per_atom']:.2f}, F {figures[f'{name}_test_force_mae_meV_per_A']:.1f}; "
+              f"{summary['epochs_run']} epochs in {summary['train_time_s']:.0f} s", flush=True)
+    f32 = load_model(model_dir / "cu_emt_conservative.lawful", dtype="float32")
+    timing = _timings({"conservative": models["conservative"], "conservative_f32": f32,
+                       "direct": models["direct"]}, repeat=3 if QUICK else 7)
+    figures.update(timing)
+    figures["torch_threads"] = THREADS
+    figures["targets"] = {"force_mae_meV_per_A": 30.0, "energy_mae_meV_per_atom": 2.0,
+                          "model_md_time_le_emt_md_time": True}
+    print({k: v for k, v in timing.items()}, flush=True)
+    path = write_result("forcefield", figures, dtype="float64 (and float32 timing)", device="cpu",
+                        params={"quick": QUICK, "train": budget, "architecture": arch, "torch_threads": THREADS,
+                                "timing_cell": "fcc Cu 5x5x5 conventional, 500 atoms, a=3.6 A, rattled 0.05 A"})
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Reference data: EMT / Lennard-Jones / OpenMM labels, sampling, and extxyz + ase.db storage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lawful.forcefields.reference import (OpenMMCalculator, emt_metal_dataset, label, lennard_jones_dataset,
+                                          md_snapshots, rattled, read_db, read_extxyz, strained,
+                                          water_cluster_dataset, water_cluster_system, write_db, write_extxyz)
+from lawful.kernels.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def cu_frames():
+    return emt_metal_dataset("Cu", repeat=1, temperatures=(300, 1200), n_md=3, n_rattled=2, n_strained=3, seed=0)
+
+
+def test_emt_dataset_has_consistent_labels_and_sources(cu_frames):
+    from ase.calculators.emt import EMT
+
+    assert len(cu_frames) == 2 * 3 + 2 + 3
+    sources = [a.info["source"] for a in cu_frames]
+    assert sources.count("md_300K") == 3 and sources.count("md_1200K") == 3
+    assert any(s.startswith("strained") for s in sources) and any(s.startswith("rattled") for s in sources)
+    for a in cu_frames:
+        ref = a.copy()
+        ref.calc = EMT()
+        assert a.get_potential_energy() == pytest.approx(ref.get_potential_energy(), abs=1e-12)
+        assert np.allclose(a.get_forces(), ref.get_forces(), atol=1e-12)
+        assert np.allclose(a.get_stress(), ref.get_stress(), atol=1e-12)
+    strained_cells = [a for a in cu_frames if a.info["source"].startswith("strained")]
+    vols = [a.get_volume() for a in strained_cells]
+    assert np.ptp(vols) > 0.01 * np.mean(vols)              # the cells really are strained
+
+
+def test_md_is_hotter_at_higher_temperature_and_seeded():
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    base = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    cold = md_snapshots(base, EMT(), [100], 3, interval=10, equilibration=30, seed=2)
+    hot = md_snapshots(base, EMT(), [1500], 3, interval=10, equilibration=30, seed=2)
+    again = md_snapshots(base, EMT(), [100], 3, interval=10, equilibration=30, seed=2)
+    disp = lambda fr: np.mean([np.abs(a.positions - base.positions).mean() for a in fr])
+    assert disp(hot) > 1.5 * disp(cold)
+    assert all(np.array_equal(a.positions, b.positions) for a, b in zip(cold, again))
+
+
+def test_rattled_and_strained_inputs():
+    from ase.build import bulk, molecule
+
+    base = bulk("Cu", "fcc", a=3.6, cubic=True)
+    r = rattled(base, 4, 0.1, seed=0)
+    assert 0.05 < np.std(np.concatenate([a.positions - base.positions for a in r])) < 0.15
+    with pytest.raises(InputError, match="periodic"):
+        strained(molecule("H2O"), 2)
+
+
+def test_lennard_jones_labels_match_the_pair_sum():
+    frames = lennard_jones_dataset(n_md=2, temperatures=(40,), repeat=1, seed=0)
+    from ase.calculators.lj import LennardJones
+
+    a = frames[0]
+    calc = LennardJones(sigma=3.405, epsilon=0.0104, rc=2.5 * 3.405, smooth=True)
+    b = a.copy()
+    b.calc = calc
+    assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-12)
+    assert a.get_potential_energy() < 0                    # a bound argon crystal
+    assert "stress" in a.calc.results
+
+
+def test_openmm_adapter_units_and_forces():
+    atoms, system = water_cluster_system(3)
+    assert atoms.get_chemical_formula() == "H6O3"
+    calc = OpenMMCalculator(system)
+    atoms.calc = calc
+    f = atoms.get_forces()
+    e0 = atoms.get_potential_energy()
+    # forces are -dE/dR in eV/Å: central differences of the eV energy along a few coordinates
+    h = 1e-4
+    for k, d in [(0, 0), (1, 2), (4, 1)]:
+        p = atoms.positions.copy()
+        p[k, d] += h
+        atoms.positions = p
+        ep = atoms.get_potential_energy()
+        p[k, d] -= 2 * h
+        atoms.positions = p
+        em = atoms.get_potential_energy()
+        p[k, d] += h
+        atoms.positions = p
+        assert -(ep - em) / (2 * h) == pytest.approx(f[k, d], rel=1e-5, abs=1e-6)
+    # the energy conversion agrees with OpenMM's own unit module
+    import openmm
+    from openmm import unit
+
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(atoms.positions * unit.angstrom)
+    e_kj = ctx.getState(getEnergy=True).getPotentialEnergy()
+    ev = (1.0 * unit.elementary_charge * unit.volt * unit.AVOGADRO_CONSTANT_NA).value_in_unit(unit.kilojoule_per_mole)
+    assert e0 == pytest.approx(e_kj.value_in_unit(unit.kilojoule_per_mole) / ev, rel=1e-9)
+    wrong = atoms[:3]
+    wrong.calc = OpenMMCalculator(system)
+    with pytest.raises(InputError, match="particles"):
+        wrong.get_potential_energy()
+
+
+def test_water_dataset_is_labelled():
+    frames = water_cluster_dataset(2, n_md=2, temperatures=(300,), n_rattled=2)
+    assert len(frames) == 4
+    assert all(np.isfinite(a.get_forces()).all() for a in frames)
+
+
+def test_extxyz_and_database_round_trips(cu_frames, tmp_path):
+    path = write_extxyz(tmp_path / "sub" / "cu.extxyz", cu_frames)
+    assert not list((tmp_path / "sub").glob("*.tmp"))
+    back = read_extxyz(path)
+    dbpath = tmp_path / "cu.db"
+    write_db(dbpath, cu_frames)
+    fromdb = read_db(dbpath)
+    for frames in (back, fromdb):
+        assert len(frames) == len(cu_frames)
+        for a, b in zip(cu_frames, frames):
+            assert a.info["source"] == b.info["source"]
+            assert np.allclose(a.positions, b.positions, atol=1e-8)
+            assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-8)
+            assert np.allclose(a.get_forces(), b.get_forces(), atol=1e-8)
+            assert np.allclose(a.get_stress(), b.get_stress(), atol=1e-8)
+    assert len(read_db(dbpath, selection="source=md_300K")) == 3
+    write_db(dbpath, cu_frames[:2], append=True)
+    assert len(read_db(dbpath)) == len(cu_frames) + 2
+    with pytest.raises(InputError):
+        read_extxyz(tmp_path / "missing.extxyz")
+    with pytest.raises(InputError):
+        read_db(tmp_path / "missing.db")
+
+
+def test_label_with_any_calculator():
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+
+    frames = label([molecule("H2O")], EMT(), source="test")
+    assert frames[0].info["source"] == "test"
+    assert "stress" not in frames[0].calc.results

@@ -1,0 +1,120 @@
+"""train(): the loss goes down, metrics are reported, checkpoints are atomic and a run killed
+mid-epoch resumes to exactly the weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from lawful.forcefields import DirectForceModel, NeuralPotential, train
+from lawful.forcefields.reference import emt_metal_dataset, write_extxyz
+from lawful.kernels.errors import InputError, ModelFileError
+
+ARCH = dict(cutoff=3.5, n_basis=5, n_radial=4, lmax=2, hidden=(16,), seed=0)
+OPTS = dict(epochs=5, batch_size=4, lr=5e-3, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    frames = emt_metal_dataset("Cu", repeat=1, temperatures=(300, 900), n_md=5, n_rattled=4, n_strained=5, seed=1)
+    path = tmp_path_factory.mktemp("data") / "cu.extxyz"
+    write_extxyz(path, frames)
+    return path
+
+
+def test_training_lowers_the_errors_and_reports_metrics(data_file, tmp_path):
+    model = NeuralPotential(["Cu"], **ARCH)
+    log = tmp_path / "log.jsonl"
+    summary = train(model, data_file, log=log, stress_weight=1.0, **dict(OPTS, epochs=8))
+    hist = summary["history"]
+    assert len(hist) == 8 == summary["epochs_run"]
+    assert hist[-1]["train_loss"] < 0.5 * hist[0]["train_loss"]
+    assert summary["val_force_mae_eV_per_A"] < hist[0]["val_force_mae"]
+    for key in ("val_energy_mae_per_atom_eV", "val_force_mae_eV_per_A", "val_stress_mae_eV_per_A3", "n_train",
+                "n_val", "train_time_s"):
+        assert summary[key] is not None, key
+    assert summary["n_val"] == 2 and summary["n_train"] == 17
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(8))
+    assert model.training_summary is summary
+
+
+def test_direct_model_trains_too(data_file):
+    model = DirectForceModel(["Cu"], embed=8, force_hidden=(16,), **ARCH)
+    summary = train(model, data_file, **dict(OPTS, epochs=4))
+    assert summary["history"][-1]["train_loss"] < summary["history"][0]["train_loss"]
+
+
+_CHILD = """
+import sys, time, torch
+torch.set_num_threads(1)
+from lawful.forcefields import NeuralPotential, train
+data, ckpt, flag = sys.argv[1:4]
+
+def on_batch(epoch, step):
+    if epoch == 2 and step == 1:          # in the middle of the third epoch
+        open(flag, "w").close()
+        time.sleep(300)
+
+model = NeuralPotential(["Cu"], **{arch})
+train(model, data, checkpoint=ckpt, on_batch=on_batch, **{opts})
+"""
+
+
+def test_killed_mid_epoch_resumes_to_the_uninterrupted_result(data_file, tmp_path):
+    from lawful.kernels.checkpoint import load_checkpoint
+
+    ckpt = tmp_path / "run.ckpt"
+    flag = tmp_path / "flag"
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(_CHILD.format(arch=repr(ARCH), opts=repr(OPTS))))
+    proc = subprocess.Popen([sys.executable, str(script), str(data_file), str(ckpt), str(flag)])
+    try:
+        deadline = time.time() + 120
+        while not flag.exists():
+            assert proc.poll() is None, "the training process died before the kill"
+            assert time.time() < deadline, "the training process never reached epoch 2"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 1                              # the last finished epoch
+    assert not list(tmp_path.glob("*.tmp*"))                # no half-written files left behind
+
+    resumed = NeuralPotential(["Cu"], **ARCH)
+    s_res = train(resumed, data_file, checkpoint=ckpt, **OPTS)
+    assert s_res["epochs_run"] == OPTS["epochs"] and len(s_res["history"]) == OPTS["epochs"]
+
+    straight = NeuralPotential(["Cu"], **ARCH)
+    s_ref = train(straight, data_file, **OPTS)
+    for k, v in straight.state_dict().items():
+        assert torch.allclose(resumed.state_dict()[k], v, rtol=1e-9, atol=1e-12), k
+    for a, b in zip(s_res["history"], s_ref["history"]):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-8)
+
+    # a checkpoint belongs to one model and one data set
+    with pytest.raises(ModelFileError, match="another model"):
+        train(NeuralPotential(["Cu"], **dict(ARCH, n_radial=3)), data_file, checkpoint=ckpt, **OPTS)
+    with pytest.raises(ModelFileError, match="other training data"):
+        train(NeuralPotential(["Cu"], **ARCH), data_file, checkpoint=ckpt, **dict(OPTS, seed=1))
+
+
+def test_bad_training_inputs(data_file):
+    from ase.build import bulk
+
+    with pytest.raises(InputError, match="no labels"):
+        train(NeuralPotential(["Cu"], **ARCH), [bulk("Cu", cubic=True)] * 3, **OPTS)
+    with pytest.raises(InputError, match="val_fraction"):
+        train(NeuralPotential(["Cu"], **ARCH), data_file, val_fraction=1.5, **OPTS)
