@@ -61,8 +61,16 @@ def _pbc_flags(pbc: Union[bool, List[bool], Tensor]) -> List[bool]:
 
 
 def _check_inputs(positions: Tensor, cutoff: float, cell: Optional[Tensor],
-                  pbc: List[bool]) -> Tuple[Tensor, List[List[float]]]:
-    """Validate the inputs; return the cell (zeros when there is none) and its rows as floats."""
+                  pbc: List[bool]) -> Tuple[Tensor, Tensor, List[List[float]]]:
+    """Validate the inputs; return the detached positions, the cell (zeros when there is none)
+    and the cell rows as floats."""
+    if not isinstance(positions, Tensor):
+        raise InputError("positions must be a torch tensor of shape (N, 3) in Å: convert with "
+                         "torch.as_tensor(positions, dtype=torch.float64).")
+    if cell is not None and not isinstance(cell, Tensor):
+        raise InputError("cell must be a (3, 3) torch tensor (rows are lattice vectors, Å): "
+                         "convert with torch.as_tensor(cell, dtype=positions.dtype).")
+    positions = positions.detach()
     if positions.dim() != 2 or positions.shape[1] != 3:
         raise ShapeError("positions must have shape (N, 3) in Å, got " + str(list(positions.shape))
                          + ": pass one row per atom.")
@@ -83,7 +91,7 @@ def _check_inputs(positions: Tensor, cutoff: float, cell: Optional[Tensor],
             raise InputError("pbc=" + str(pbc) + " needs a cell: pass cell as a (3, 3) tensor whose "
                              "rows are the lattice vectors in Å, or pbc=False for a molecule.")
         zero = torch.zeros(3, 3, dtype=positions.dtype, device=positions.device)
-        return zero, [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+        return positions, zero, [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     if cell.dim() != 2 or cell.shape[0] != 3 or cell.shape[1] != 3:
         raise ShapeError("cell must have shape (3, 3) with the lattice vectors as rows, got "
                          + str(list(cell.shape)) + ".")
@@ -93,7 +101,7 @@ def _check_inputs(positions: Tensor, cutoff: float, cell: Optional[Tensor],
             if not math.isfinite(x):
                 raise NumericalError("cell contains NaN or inf: " + str(rows)
                                      + "; pass finite lattice vectors in Å.")
-    return cell.detach().to(dtype=positions.dtype, device=positions.device), rows
+    return positions, cell.detach().to(dtype=positions.dtype, device=positions.device), rows
 
 
 def _cross(a: List[float], b: List[float]) -> List[float]:
@@ -228,8 +236,7 @@ def brute_force_neighbor_list(positions: Tensor, cutoff: float, cell: Optional[T
     """All pairs over all needed periodic images, O(N^2 x images); same contract and errors as
     :func:`neighbor_list`. The baseline the cell list is tested and benchmarked against."""
     flags = _pbc_flags(pbc)
-    positions = positions.detach()
-    cell_t, rows = _check_inputs(positions, cutoff, cell, flags)
+    positions, cell_t, rows = _check_inputs(positions, cutoff, cell, flags)
     device = positions.device
     full_l, inverse_l, heights = _cell_geometry(rows, flags)
     reach = _search_reach(cutoff)
@@ -337,8 +344,7 @@ def cell_list_neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Ten
     or 3 from a cost estimate.
     """
     flags = _pbc_flags(pbc)
-    positions = positions.detach()
-    cell_t, rows = _check_inputs(positions, cutoff, cell, flags)
+    positions, cell_t, rows = _check_inputs(positions, cutoff, cell, flags)
     device = positions.device
     n = positions.shape[0]
     full_l, inverse_l, heights = _cell_geometry(rows, flags)
@@ -519,6 +525,9 @@ class VerletList:
             pbc: Union[bool, List[bool], Tensor] = False) -> NeighborList:
         """The list for ``positions`` (N, 3) Å; same arguments and checks as neighbor_list."""
         flags = _pbc_flags(pbc)
+        if not isinstance(positions, Tensor):
+            raise InputError("positions must be a torch tensor of shape (N, 3) in Å: convert "
+                             "with torch.as_tensor(positions, dtype=torch.float64).")
         positions = positions.detach()
         if not self._stale(positions, cell, flags):
             assert self._ref is not None and self._list is not None and self._inverse is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -223,7 +224,7 @@ def test_pbc_spellings_agree():
 
 
 def test_torchscript_matches_eager():
-    scripted = torch.jit.script(neighbor_list)
+    scripted = script(neighbor_list)
     rng = np.random.default_rng(21)
     cell = torch.tensor(random_cell(rng, 4.0))
     pos = torch.tensor(rng.uniform(-1, 2, (25, 3))) @ cell
@@ -235,6 +236,31 @@ def test_torchscript_matches_eager():
     assert as_tuples(s) == as_tuples(neighbor_list(pos, 3.0))
     with pytest.raises(Exception, match="cutoff must be a positive"):
         scripted(pos, -1.0)
+
+
+def script(fn):
+    with warnings.catch_warnings():  # torch 2.10+ calls TorchScript deprecated; openmm-torch needs it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(fn)
+
+
+def test_scripted_inside_a_module():
+    """The way openmm-torch sees it: a scripted module whose forward builds the list."""
+
+    class PairCount(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cutoff = 3.0
+
+        def forward(self, positions: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+            nl = neighbor_list(positions, self.cutoff, cell, [True, True, True])
+            r = positions[nl.j] - positions[nl.i] + nl.shifts @ cell
+            return (3.0 - torch.linalg.norm(r, dim=1)).pow(2).sum()
+
+    module = script(PairCount())
+    pos = torch.rand(30, 3, dtype=torch.float64) * 6
+    cell = torch.eye(3, dtype=torch.float64) * 6
+    assert torch.allclose(module(pos, cell), PairCount()(pos, cell), rtol=1e-14, atol=0)
 
 
 def test_positions_requiring_grad_are_accepted():
@@ -267,6 +293,12 @@ def test_bad_inputs(kwargs, err, match):
 
 
 def test_bad_positions():
+    with pytest.raises(InputError, match="torch tensor"):
+        neighbor_list(np.zeros((3, 3)), 2.0)
+    with pytest.raises(InputError, match="torch tensor"):
+        neighbor_list(torch.zeros(3, 3), 2.0, np.eye(3), True)
+    with pytest.raises(InputError, match="torch tensor"):
+        VerletList(2.0).get(np.zeros((3, 3)))
     pos = torch.rand(6, 3, dtype=torch.float64)
     pos[3, 1] = float("nan")
     with pytest.raises(NumericalError, match=r"atom\(s\) \[3\]"):
@@ -281,7 +313,7 @@ def test_bad_positions():
 
 
 def test_sparse_molecule_scripted():
-    scripted = torch.jit.script(neighbor_list)
+    scripted = script(neighbor_list)
     rng = np.random.default_rng(9)
     pos = torch.tensor(np.concatenate([rng.uniform(0, 6, (10, 3)),
                                        rng.uniform(0, 6, (10, 3)) + 1e9]))
