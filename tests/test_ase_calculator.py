@@ -20,7 +20,7 @@ from lawful.integrations.ase import LawfulCalculator
 from lawful.integrations.monitors import DriftObserver
 from lawful.kernels.errors import LawfulError, ModelFileError, NumericalError, UnsupportedSpeciesError
 
-from test_openmm_pairmodel import MorsePairModel, ase_morse, rattled_copper
+from test_openmm_pairmodel import MorsePairModel, ase_morse, rattled_copper, one_torch_thread  # noqa: F401
 
 
 def _models():
@@ -156,10 +156,10 @@ def _nve_run(model, dt_fs, steps):
 
 def test_nve_velocity_verlet_conserves_energy(make_model):
     model = make_model()
-    fine = _nve_run(model, 1.0, 60)
-    coarse = _nve_run(model, 2.0, 30)
-    assert fine.n_samples == 61
-    assert fine.duration_ps == pytest.approx(0.060)
+    fine = _nve_run(model, 1.0, 40)
+    coarse = _nve_run(model, 2.0, 20)
+    assert fine.n_samples == 41
+    assert fine.duration_ps == pytest.approx(0.040)
     assert fine.sigma_kinetic_mev_per_atom > 0.5  # energy really was exchanged
     # conservation inside ASE's loop: total-energy excursions tiny against the kinetic scale ...
     assert fine.max_abs_deviation_mev_per_atom < 2e-3 * fine.sigma_kinetic_mev_per_atom
@@ -216,3 +216,23 @@ def test_nan_positions():
     with pytest.raises(NumericalError) as err:
         atoms.get_forces()
     assert "[3]" in str(err.value)
+
+
+def test_verlet_list_reuse_matches_a_fresh_evaluation():
+    """The calculator's neighbour list is reused with its skin (rebuilt only when atoms moved
+    skin/2), and the results stay those of a fresh evaluation, also after atoms cross the box."""
+    if "neural" not in MODELS:
+        pytest.skip("NeuralPotential (which accepts prebuilt pairs) is not available")
+    model = MODELS["neural"]()
+    atoms = rattled_copper(seed=6, amp=0.02)
+    calc = LawfulCalculator(model, skin=0.5)
+    atoms.calc = calc
+    thermalize_momenta(atoms, temperature_K=1500, rng=np.random.default_rng(3))
+    atoms.set_momenta(atoms.get_momenta() + 0.3 * atoms.get_masses()[:, None])  # drift through the box
+    VelocityVerlet(atoms, timestep=2.0 * units.fs).run(25)
+    rebuilds = calc._runner.neighbor_rebuilds
+    assert 1 < rebuilds < 20
+    assert (atoms.get_scaled_positions(wrap=False) > 1.0).any() or (atoms.get_scaled_positions(wrap=False) < 0).any()
+    ref = model.evaluate(atoms.positions, atoms.numbers, cell=atoms.cell.array, pbc=True)
+    assert atoms.get_potential_energy() == pytest.approx(float(ref["energy"]), rel=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), ref["forces"].numpy(), atol=1e-10)

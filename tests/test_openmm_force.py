@@ -27,7 +27,7 @@ from lawful.integrations.openmm import (
 )
 from lawful.kernels.errors import BackendError, InputError, ModelFileError, NumericalError, UnsupportedSpeciesError
 
-from test_openmm_pairmodel import MorsePairModel, rattled_copper
+from test_openmm_pairmodel import MorsePairModel, rattled_copper, one_torch_thread  # noqa: F401
 
 BACKENDS = ["python"] + (["torch"] if "torch" in available_backends() else [])
 HAS_TORCH_BACKEND = "torch" in BACKENDS
@@ -156,16 +156,16 @@ def test_nve_in_openmm_verlet_with_drift_reporter(make_model, tmp_path):
     sim = app.Simulation(top, system, openmm.VerletIntegrator(1.0 * u.femtosecond), _reference())
     sim.context.setPositions(positions)
     sim.context.setVelocitiesToTemperature(300 * u.kelvin, 1)
-    reporter = DriftReporter(tmp_path / "drift.csv", 2)
+    reporter = DriftReporter(tmp_path / "drift.csv", 4)
     sim.reporters.append(reporter)
     reporter.record(sim)
-    sim.step(60)
+    sim.step(40)
     s = reporter.summary()
-    assert s.n_samples == 31 and s.duration_ps == pytest.approx(0.060)
+    assert s.n_samples == 11 and s.duration_ps == pytest.approx(0.040)
     assert s.sigma_kinetic_mev_per_atom > 0.5
     assert s.max_abs_deviation_mev_per_atom < 2e-3 * s.sigma_kinetic_mev_per_atom
     rows = list(csv.DictReader((tmp_path / "drift.csv").open()))  # flushed while still open
-    assert len(rows) == 31 and int(rows[-1]["step"]) == 60
+    assert len(rows) == 11 and int(rows[-1]["step"]) == 40
     reporter.close()
 
 
