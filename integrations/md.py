@@ -1,0 +1,239 @@
+"""One MD driver for both engines: NVE (or Langevin NVT) with drift monitoring, in ASE's or
+OpenMM's own integrator.
+
+>>> from lawful.integrations.md import run_md
+>>> res = run_md(atoms, "cu.lawful", engine="openmm", timestep_fs=2.0, steps=5000, out="md-out")
+>>> res.summary.drift_mev_per_atom_per_ps
+
+``model`` is a lawful model, the path of a ``.lawful`` file, or ``"emt"`` for ASE's classical EMT
+calculator (the reference the neural models learn from; inside OpenMM it runs through openmm-ml's
+``"ase"`` potential). Both engines start from the same positions and the same Maxwell–Boltzmann
+velocities (seeded, centre-of-mass motion removed), so their runs are comparable step for step.
+
+Outputs under ``out`` (when given): ``drift.csv`` (flushed every report), the trajectory
+(``trajectory.traj`` for ASE, ``trajectory.dcd`` for OpenMM) and ``md.json`` with the drift summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lawful.integrations import units
+from lawful.integrations.monitors import DriftSummary
+from lawful.kernels.errors import InputError
+
+__all__ = ["MDResult", "run_md", "ENGINES", "ENSEMBLES"]
+
+ENGINES = ("ase", "openmm")
+ENSEMBLES = ("nve", "nvt")
+
+
+@dataclass
+class MDResult:
+    """What :func:`run_md` returns: the drift summary and where the outputs are."""
+
+    engine: str
+    model: str
+    n_atoms: int
+    steps: int
+    timestep_fs: float
+    ensemble: str
+    summary: DriftSummary
+    seconds: float
+    step_seconds: float
+    files: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """JSON-able form (what ``md.json`` holds)."""
+        d = {k: getattr(self, k) for k in ("engine", "model", "n_atoms", "steps", "timestep_fs",
+                                           "ensemble", "seconds", "step_seconds")}
+        d["drift"] = self.summary.as_dict()
+        d["files"] = {k: str(v) for k, v in self.files.items()}
+        return d
+
+
+def _model_label(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return "emt" if str(model).lower() == "emt" else Path(model).name
+    return getattr(model, "kind", type(model).__name__)
+
+
+def _is_emt(model) -> bool:
+    return isinstance(model, str) and model.lower() == "emt"
+
+
+def _initial_velocities(atoms, temperature_K: float, seed: int) -> None:
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+
+
+def _check(engine: str, ensemble: str, timestep_fs: float, steps: int, report_interval: int) -> None:
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}: use one of {list(ENGINES)}.")
+    if ensemble not in ENSEMBLES:
+        raise InputError(f"unknown ensemble {ensemble!r}: use one of {list(ENSEMBLES)}.")
+    if not (timestep_fs > 0 and np.isfinite(timestep_fs)):
+        raise InputError(f"timestep_fs={timestep_fs} must be a positive number of femtoseconds.")
+    if steps <= 0 or report_interval <= 0:
+        raise InputError(f"steps={steps} and report_interval={report_interval} must be positive integers.")
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=False)
+
+
+def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, friction_per_ps,
+             report_interval, out, seed, dtype, device, progress):
+    import ase.units as aseu
+    from ase.io.trajectory import Trajectory
+    from ase.md.langevin import Langevin
+    from ase.md.verlet import VelocityVerlet
+
+    from lawful.integrations.monitors import DriftObserver
+
+    if _is_emt(model):
+        from ase.calculators.emt import EMT
+
+        atoms.calc = EMT()
+    else:
+        from lawful.integrations.ase import LawfulCalculator
+
+        atoms.calc = LawfulCalculator(model, dtype=dtype, device=device)
+    dt = timestep_fs * aseu.fs
+    if ensemble == "nve":
+        dyn = VelocityVerlet(atoms, timestep=dt)
+    else:
+        dyn = Langevin(atoms, timestep=dt, temperature_K=temperature_K,
+                       friction=friction_per_ps / (1000.0 * aseu.fs), rng=np.random.default_rng(seed + 1))
+    files = {}
+    obs = DriftObserver(dyn, csv=(out / "drift.csv") if out else None)
+    dyn.attach(obs, interval=report_interval)
+    traj = None
+    if out:
+        files["trajectory"] = out / "trajectory.traj"
+        traj = Trajectory(str(files["trajectory"]), "w", atoms)
+        dyn.attach(traj.write, interval=report_interval)
+    bar = _progress(steps, f"ase {ensemble}", progress)
+    dyn.attach(lambda: bar.update(report_interval), interval=report_interval)
+    t0 = time.perf_counter()
+    try:
+        dyn.run(steps)
+    finally:
+        seconds = time.perf_counter() - t0
+        bar.close()
+        obs.close()
+        if traj is not None:
+            traj.close()
+    if out:
+        files["drift_csv"] = out / "drift.csv"
+    return obs.summary(), seconds, files
+
+
+def _openmm_system(atoms, model, dtype, device):
+    from lawful.integrations.openmm import system_from_atoms, topology_from_atoms
+
+    if not _is_emt(model):
+        return system_from_atoms(atoms, model, backend="python", dtype=dtype, device=device)
+    from ase.calculators.emt import EMT
+    from openmmml import MLPotential
+
+    top, positions = topology_from_atoms(atoms)
+    system = MLPotential("ase").createSystem(top, calculator=EMT(), removeCMMotion=False)
+    for k, m in enumerate(atoms.get_masses()):
+        system.setParticleMass(k, float(m))
+    return system, top, positions
+
+
+def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, friction_per_ps,
+                report_interval, out, seed, dtype, device, progress, platform):
+    import openmm
+    from openmm import app
+    from openmm import unit as u
+
+    from lawful.integrations.openmm import DriftReporter, lawful_errors
+
+    system, top, positions = _openmm_system(atoms, model, dtype, device)
+    dt_ps = timestep_fs * units.PS_PER_FS
+    if ensemble == "nve":
+        integrator = openmm.VerletIntegrator(dt_ps)
+    else:
+        integrator = openmm.LangevinMiddleIntegrator(temperature_K, friction_per_ps, dt_ps)
+        integrator.setRandomNumberSeed(int(seed) + 1)
+    sim = app.Simulation(top, system, integrator, openmm.Platform.getPlatformByName(platform))
+    sim.context.setPositions(positions)
+    # ASE velocities are Å per ASE time unit; convert to nm/ps through Å/fs.
+    import ase.units as aseu
+
+    v_nm_ps = atoms.get_velocities() * aseu.fs * units.NM_PER_ANGSTROM * units.FS_PER_PS
+    sim.context.setVelocities(u.Quantity(v_nm_ps, u.nanometer / u.picosecond))
+    files = {}
+    reporter = DriftReporter((out / "drift.csv") if out else None, report_interval, n_atoms=len(atoms))
+    sim.reporters.append(reporter)
+    if out:
+        files["trajectory"] = out / "trajectory.dcd"
+        sim.reporters.append(app.DCDReporter(str(files["trajectory"]), report_interval))
+    bar = _progress(steps, f"openmm {ensemble}", progress)
+    t0 = time.perf_counter()
+    try:
+        with lawful_errors():
+            reporter.record(sim)
+            done = 0
+            while done < steps:
+                chunk = min(report_interval * 10, steps - done)
+                sim.step(chunk)
+                done += chunk
+                bar.update(chunk)
+    finally:
+        seconds = time.perf_counter() - t0
+        bar.close()
+        reporter.close()
+        sim.reporters.clear()  # drops the DCDReporter, which closes its file
+    if out:
+        files["drift_csv"] = out / "drift.csv"
+    return reporter.summary(), seconds, files
+
+
+def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps: int = 1000,
+           ensemble: str = "nve", temperature_K: float = 300.0, friction_per_ps: float = 1.0,
+           report_interval: int = 10, out: str | os.PathLike | None = None, seed: int = 0,
+           dtype=None, device=None, progress: bool = False, platform: str = "Reference") -> MDResult:
+    """Run MD of ``atoms`` (``ase.Atoms``, copied, not changed) with ``model`` in ``engine``.
+
+    Units: ``timestep_fs`` in fs, ``temperature_K`` in K (initial velocities; NVT target),
+    ``friction_per_ps`` in 1/ps (NVT only). ``report_interval`` steps between drift samples and
+    trajectory frames. ``platform`` is the OpenMM platform (``Reference`` = double precision).
+    Returns an :class:`MDResult`; with ``out`` also writes ``drift.csv``, the trajectory and
+    ``md.json``.
+    """
+    _check(engine, ensemble, timestep_fs, steps, report_interval)
+    atoms = atoms.copy()
+    _initial_velocities(atoms, temperature_K, seed)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(timestep_fs=timestep_fs, steps=steps, ensemble=ensemble, temperature_K=temperature_K,
+                  friction_per_ps=friction_per_ps, report_interval=report_interval, out=out_dir,
+                  seed=seed, dtype=dtype, device=device, progress=progress)
+    if engine == "ase":
+        summary, seconds, files = _run_ase(atoms, model, **kwargs)
+    else:
+        summary, seconds, files = _run_openmm(atoms, model, platform=platform, **kwargs)
+    result = MDResult(engine=engine, model=_model_label(model), n_atoms=len(atoms), steps=steps,
+                      timestep_fs=timestep_fs, ensemble=ensemble, summary=summary, seconds=seconds,
+                      step_seconds=seconds / steps, files=files)
+    if out_dir is not None:
+        from lawful.integrations.report import atomic_write_text
+
+        result.files["json"] = out_dir / "md.json"
+        atomic_write_text(result.files["json"], json.dumps(result.as_dict(), indent=2) + "\n")
+    return result

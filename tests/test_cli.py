@@ -1,0 +1,77 @@
+"""The ``lawful`` command line end to end: data -> train -> md in both engines, and its errors."""
+
+import json
+
+import pytest
+
+from lawful.integrations.cli import build_parser, main
+
+
+def test_every_subcommand_has_help(capsys):
+    parser = build_parser()
+    for cmd in ("demo", "data", "train", "md", "fluid", "bench"):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([cmd, "--help"])
+        assert exc.value.code == 0
+        assert "--out" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["data", "--out", str(root / "d"), "--n-md", "2", "--n-rattled", "2", "--n-strained", "2",
+                 "--temperatures", "300", "900"]) == 0
+    assert (root / "d" / "data.extxyz").is_file() and (root / "d" / "data.db").is_file()
+    assert main(["train", "--data", str(root / "d" / "data.db"), "--epochs", "2", "--out", str(root / "t")]) == 0
+    return root
+
+
+def test_data_train_writes_a_model_with_its_training_summary(trained):
+    from lawful.forcefields import load_model
+
+    model = load_model(trained / "t" / "conservative.lawful")
+    assert model.species == ["Cu"]
+    assert model.training_summary["epochs_run"] == 2
+    assert model.training_summary["val_force_mae_eV_per_A"] > 0
+
+
+@pytest.mark.parametrize("engine", ["ase", "openmm"])
+def test_md_with_the_trained_model_in_both_engines(trained, engine):
+    out = trained / f"md-{engine}"
+    assert main(["md", "--engine", engine, "--model", str(trained / "t" / "conservative.lawful"),
+                 "--repeat", "2", "--steps", "20", "--dt", "1", "--report-interval", "5", "--out", str(out)]) == 0
+    doc = json.loads((out / "md.json").read_text())
+    assert doc["engine"] == engine and doc["n_atoms"] == 32
+    assert doc["drift"]["n_samples"] == 5  # t = 0 plus every 5 steps
+    lines = (out / "drift.csv").read_text().splitlines()
+    assert len(lines) == 6  # header + 5 samples, flushed as the run went
+    assert (out / ("trajectory.traj" if engine == "ase" else "trajectory.dcd")).stat().st_size > 0
+
+
+def test_md_with_a_missing_model_file_is_a_clear_error(tmp_path, capsys):
+    code = main(["md", "--model", str(tmp_path / "nope.lawful"), "--repeat", "1", "--steps", "2",
+                 "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nope.lawful" in err
+
+
+def test_md_rejects_a_bad_time_step(tmp_path, capsys):
+    assert main(["md", "--dt", "-1", "--repeat", "1", "--out", str(tmp_path)]) == 2
+    assert "timestep_fs=-1" in capsys.readouterr().err
+
+
+def test_fluid_writes_metrics_plots_and_frames(tmp_path):
+    out = tmp_path / "fluid"
+    assert main(["fluid", "--scene", "taylor_green", "--n", "16", "--steps", "6", "--frame-every", "3",
+                 "--dtype", "float64", "--out", str(out)]) == 0
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 7  # header + one row per step
+    assert (out / "metrics.png").stat().st_size > 0
+    assert sorted(p.name for p in (out / "frames").glob("*.png")) == ["vorticity_000003.png", "vorticity_000006.png"]
+
+
+def test_fluid_unknown_scene_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["fluid", "--scene", "tornado"])
+    assert "invalid choice: 'tornado'" in capsys.readouterr().err
