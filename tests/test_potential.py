@@ -337,3 +337,18 @@ def test_metadata_and_public_surface():
 
     for name in ff.__all__:
         assert getattr(ff, name).__doc__, name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_cuda_agrees_with_cpu(model, systems):
+    pos, num, cell, pbc = systems["periodic"]
+    import copy
+
+    gpu = copy.deepcopy(model).to("cuda")
+    assert gpu.device.type == "cuda"
+    a = model.evaluate(pos, num, cell, pbc, stress=True)
+    b = gpu.evaluate(pos, num, cell, pbc, stress=True)
+    assert b["forces"].device.type == "cuda"
+    assert abs(float(a["energy"]) - float(b["energy"].cpu())) < 1e-10
+    assert torch.allclose(a["forces"], b["forces"].cpu(), atol=1e-10, rtol=0)
+    assert torch.allclose(a["stress"], b["stress"].cpu(), atol=1e-12, rtol=0)
