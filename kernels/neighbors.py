@@ -229,49 +229,74 @@ def _search_reach(cutoff: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------------
-# the O(N^2) reference
+# shared set-up
+
+class _Setup(NamedTuple):
+    positions: Tensor    # (N, 3) detached, caller's dtype
+    cell: Tensor         # (3, 3) caller's cell (zeros without one), caller's dtype
+    pbc: List[bool]
+    full: Tensor         # (3, 3) float64 full-rank cell (see _cell_geometry)
+    frac: Tensor         # (N, 3) float64 fractional coordinates, wrapped along periodic directions
+    wraps: Tensor        # (N, 3) float64 integer offsets: positions = (frac + wraps) @ full
+    heights: List[float]  # lattice-plane spacings, Å
+    layers: List[int]    # image layers a brute-force search needs per direction
+    reach: float         # search radius, a hair beyond the cutoff
+
+
+def _setup(positions: Tensor, cutoff: float, cell: Optional[Tensor],
+           pbc: Union[bool, List[bool], Tensor]) -> _Setup:
+    flags = _pbc_flags(pbc)
+    positions, cell_t, rows = _check_inputs(positions, cutoff, cell, flags)
+    full_l, inverse_l, heights = _cell_geometry(rows, flags)
+    reach = _search_reach(cutoff)
+    layers = _image_layers(heights, flags, reach)  # refuses absurdly thin cells
+    device = positions.device
+    full = torch.tensor(full_l, dtype=torch.float64, device=device)
+    inverse = torch.tensor(inverse_l, dtype=torch.float64, device=device)
+    frac, wraps = _wrap(positions.to(torch.float64), full, inverse, flags)
+    return _Setup(positions, cell_t, flags, full, frac, wraps, heights, layers, reach)
+
+
+# ------------------------------------------------------------------------------------------------
+# the O(N^2) search
+
+def _brute_force(st: _Setup, cutoff: float) -> NeighborList:
+    device = st.positions.device
+    n = st.positions.shape[0]
+    if n == 0:
+        return _empty(st.positions)
+    wrapped = st.frac @ st.full
+    layers = st.layers
+    rng: List[Tensor] = [torch.arange(-m, m + 1, device=device) for m in layers]
+    grid = torch.meshgrid(rng[0], rng[1], rng[2], indexing="ij")
+    images = torch.stack([grid[0].reshape(-1), grid[1].reshape(-1), grid[2].reshape(-1)], dim=1)
+    images = images.to(torch.float64)
+    n_img = images.shape[0]
+    moved = wrapped.unsqueeze(0) + (images @ st.full).unsqueeze(1)  # (S, N, 3) every image
+    centre = n_img // 2  # the zero image: no atom is its own neighbour there
+    chunk = max(1, 1000000 // (n * n_img))  # rows per block: about a million distances
+    found: List[Tensor] = []
+    for start in range(0, n, chunk):
+        rows = wrapped[start:start + chunk]
+        d2 = ((moved.unsqueeze(1) - rows.unsqueeze(1)) ** 2).sum(dim=3)  # (S, rows, N)
+        diag = torch.arange(rows.shape[0], device=device)
+        d2[centre, diag, diag + start] = float("inf")
+        nz = torch.nonzero(d2 < st.reach * st.reach)
+        nz[:, 1] += start
+        found.append(nz)
+    nz = torch.cat(found)
+    a_idx, b_idx = nz[:, 1], nz[:, 2]
+    shifts = images.index_select(0, nz[:, 0]) + st.wraps.index_select(0, a_idx) \
+        - st.wraps.index_select(0, b_idx)
+    return _finish(st.positions, st.cell, a_idx, b_idx, shifts.to(st.positions.dtype), cutoff)
+
 
 def brute_force_neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = None,
                               pbc: Union[bool, List[bool], Tensor] = False) -> NeighborList:
-    """All pairs over all needed periodic images, O(N^2 x images); same contract and errors as
-    :func:`neighbor_list`. The baseline the cell list is tested and benchmarked against."""
-    flags = _pbc_flags(pbc)
-    positions, cell_t, rows = _check_inputs(positions, cutoff, cell, flags)
-    device = positions.device
-    full_l, inverse_l, heights = _cell_geometry(rows, flags)
-    reach = _search_reach(cutoff)
-    layers = _image_layers(heights, flags, reach)
-    if positions.shape[0] == 0:
-        return _empty(positions)
-    full = torch.tensor(full_l, dtype=torch.float64, device=device)
-    inverse = torch.tensor(inverse_l, dtype=torch.float64, device=device)
-    frac, k = _wrap(positions.to(torch.float64), full, inverse, flags)
-    wrapped = frac @ full
-    n = wrapped.shape[0]
-    chunk = max(1, 1000000 // max(1, n))  # rows per block: about a million pair distances
-    found_i: List[Tensor] = []
-    found_j: List[Tensor] = []
-    found_s: List[Tensor] = []
-    for s0 in range(-layers[0], layers[0] + 1):
-        for s1 in range(-layers[1], layers[1] + 1):
-            for s2 in range(-layers[2], layers[2] + 1):
-                image = torch.tensor([[float(s0), float(s1), float(s2)]], dtype=torch.float64,
-                                     device=device)
-                moved = wrapped + image @ full  # every atom's image
-                for start in range(0, n, chunk):
-                    rows = wrapped[start:start + chunk]
-                    d2 = ((moved.unsqueeze(0) - rows.unsqueeze(1)) ** 2).sum(dim=2)
-                    if s0 == 0 and s1 == 0 and s2 == 0:  # no atom is its own neighbour
-                        d2[torch.arange(rows.shape[0], device=device),
-                           torch.arange(start, start + rows.shape[0], device=device)] = reach ** 2
-                    nz = torch.nonzero(d2 < reach * reach)
-                    found_i.append(nz[:, 0] + start)
-                    found_j.append(nz[:, 1])
-                    found_s.append(image.expand(nz.shape[0], 3))
-    a_idx = torch.cat(found_i)
-    b_idx = torch.cat(found_j)
-    shifts = torch.cat(found_s) + k.index_select(0, a_idx) - k.index_select(0, b_idx)
-    return _finish(positions, cell_t, a_idx, b_idx, shifts.to(positions.dtype), cutoff)
+    """All pairs over all needed periodic images, O(N^2 x images) in blocks of about a million
+    distances; same contract and errors as :func:`neighbor_list`. The baseline the cell list is
+    tested and benchmarked against, and the faster choice for a few dozen atoms."""
+    return _brute_force(_setup(positions, cutoff, cell, pbc), cutoff)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -343,18 +368,16 @@ def cell_list_neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Ten
     ``bins_per_cutoff`` sets the bin thickness to about cutoff / bins_per_cutoff; 0 picks 1, 2
     or 3 from a cost estimate.
     """
-    flags = _pbc_flags(pbc)
-    positions, cell_t, rows = _check_inputs(positions, cutoff, cell, flags)
+    return _cell_list(_setup(positions, cutoff, cell, pbc), cutoff, bins_per_cutoff)
+
+
+def _cell_list(st: _Setup, cutoff: float, bins_per_cutoff: int) -> NeighborList:
+    positions, cell_t, flags, full = st.positions, st.cell, st.pbc, st.full
+    frac, wraps, heights, reach = st.frac, st.wraps, st.heights, st.reach
     device = positions.device
     n = positions.shape[0]
-    full_l, inverse_l, heights = _cell_geometry(rows, flags)
-    reach = _search_reach(cutoff)
-    _image_layers(heights, flags, reach)  # refuses absurdly thin cells with a clear message
     if n == 0:
         return _empty(positions)
-    full = torch.tensor(full_l, dtype=torch.float64, device=device)
-    inverse = torch.tensor(inverse_l, dtype=torch.float64, device=device)
-    frac, wraps = _wrap(positions.to(torch.float64), full, inverse, flags)
     # extent of the atoms along non-periodic directions (Å)
     lows: List[float] = [0.0, 0.0, 0.0]
     spans: List[float] = [0.0, 0.0, 0.0]
@@ -464,7 +487,13 @@ def neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = Non
     NumericalError for NaN/inf coordinates. TorchScript-compatible; the result carries no
     gradient (compute r_ij from the positions to differentiate).
     """
-    return cell_list_neighbor_list(positions, cutoff, cell, pbc, 0)
+    st = _setup(positions, cutoff, cell, pbc)
+    n = st.positions.shape[0]
+    n_images = (2 * st.layers[0] + 1) * (2 * st.layers[1] + 1) * (2 * st.layers[2] + 1)
+    # a few dozen atoms: one vectorised all-pairs pass beats the cell list's fixed cost
+    if n * n * n_images <= 40000:
+        return _brute_force(st, cutoff)
+    return _cell_list(st, cutoff, 0)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("seed,n,scale,cutoff,pbc", CASES)
-@pytest.mark.parametrize("fn", [neighbor_list, brute_force_neighbor_list])
+@pytest.mark.parametrize("fn", [neighbor_list, brute_force_neighbor_list, cell_list_neighbor_list])
 def test_matches_reference_random_triclinic(seed, n, scale, cutoff, pbc, fn):
     rng = np.random.default_rng(seed)
     cell = random_cell(rng, scale)
@@ -234,6 +234,13 @@ def test_torchscript_matches_eager():
         assert torch.equal(e.i, s.i) and torch.equal(e.j, s.j) and torch.equal(e.shifts, s.shifts)
     s = scripted(pos, 3.0)
     assert as_tuples(s) == as_tuples(neighbor_list(pos, 3.0))
+    # the cell-list path on its own (neighbor_list uses all pairs for so few atoms)
+    scripted_cl = script(cell_list_neighbor_list)
+    for pbc in (True, [False, True, True], False):
+        e = cell_list_neighbor_list(pos, 4.5, cell, pbc, 0)
+        s = scripted_cl(pos, 4.5, cell, pbc, 0)
+        assert torch.equal(e.i, s.i) and torch.equal(e.j, s.j) and torch.equal(e.shifts, s.shifts)
+        assert as_tuples(s) == as_tuples(brute_force_neighbor_list(pos, 4.5, cell, pbc))
     with pytest.raises(Exception, match="cutoff must be a positive"):
         scripted(pos, -1.0)
 
