@@ -276,9 +276,16 @@ def _brute_force(st: _Setup, cutoff: float) -> NeighborList:
     centre = n_img // 2  # the zero image: no atom is its own neighbour there
     chunk = max(1, 1000000 // (n * n_img))  # rows per block: about a million distances
     found: List[Tensor] = []
+    mx, my, mz = moved[:, :, 0].unsqueeze(1), moved[:, :, 1].unsqueeze(1), moved[:, :, 2].unsqueeze(1)
     for start in range(0, n, chunk):
         rows = wrapped[start:start + chunk]
-        d2 = ((moved.unsqueeze(1) - rows.unsqueeze(1)) ** 2).sum(dim=3)  # (S, rows, N)
+        # one coordinate at a time: (S, rows, N) arrays, no reduction over a length-3 axis
+        d = mx - rows[:, 0].view(1, -1, 1)
+        d2 = d * d
+        d = my - rows[:, 1].view(1, -1, 1)
+        d2 += d * d
+        d = mz - rows[:, 2].view(1, -1, 1)
+        d2 += d * d
         diag = torch.arange(rows.shape[0], device=device)
         d2[centre, diag, diag + start] = float("inf")
         nz = torch.nonzero(d2 < st.reach * st.reach)
@@ -491,7 +498,7 @@ def neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = Non
     n = st.positions.shape[0]
     n_images = (2 * st.layers[0] + 1) * (2 * st.layers[1] + 1) * (2 * st.layers[2] + 1)
     # a few dozen atoms: one vectorised all-pairs pass beats the cell list's fixed cost
-    if n * n * n_images <= 40000:
+    if n * n * n_images <= 60000:
         return _brute_force(st, cutoff)
     return _cell_list(st, cutoff, 0)
 
