@@ -222,7 +222,8 @@ class ModelRunner:
         kwargs = {}
         if self._verlet is not None:
             kwargs[self._pairs_arg] = self._pairs_within_cutoff(pos, cell_t, pbc)
-        out = self.model.evaluate(pos, self.numbers, cell=cell_t, pbc=pbc, stress=stress, **kwargs)
+        with torch.inference_mode(False):  # forces are gradients: autograd must be on
+            out = self.model.evaluate(pos, self.numbers, cell=cell_t, pbc=pbc, stress=stress, **kwargs)
         energy = out["energy"]
         if not bool(torch.isfinite(energy).all()) or not bool(torch.isfinite(out["forces"]).all()):
             raise NumericalError(
@@ -299,8 +300,7 @@ class LawfulCalculator(Calculator):
             )
         cell = np.asarray(atoms.cell.array, dtype=np.float64) if any(pbc) else None
         runner = self._runner_for(atoms)
-        with torch.inference_mode(False):
-            out = runner.evaluate(atoms.positions, cell=cell, pbc=pbc, stress=want_stress)
+        out = runner.evaluate(atoms.positions, cell=cell, pbc=pbc, stress=want_stress)
         energy = float(out["energy"].detach())
         self.results["energy"] = energy
         self.results["free_energy"] = energy

@@ -189,6 +189,7 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
     force_group:
         the OpenMM force group of the returned force.
 
+    The force's name, ``LawfulForce[<backend>,<dtype>,<device>]``, reports what is used.
     Raises :class:`UnsupportedSpeciesError` for elements the model does not know,
     :class:`ModelFileError` for a missing/invalid model file, :class:`BackendError` when
     ``backend="torch"`` but openmmtorch is not installed.
@@ -229,7 +230,9 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
         if subset is not None:
             force.setParticles(subset)
     force.setForceGroup(int(force_group))
-    force.setName("LawfulForce")
+    # what is actually used, readable from the System (e.g. after XML serialisation)
+    dev = getattr(model, "device", "cpu")
+    force.setName(f"LawfulForce[{backend},{str(getattr(model, 'dtype', '')).replace('torch.', '')},{dev}]")
     return force
 
 

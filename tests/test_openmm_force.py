@@ -86,6 +86,7 @@ def test_ase_and_openmm_agree(make_model, backend, kind):
     atoms.calc = LawfulCalculator(model)
     e_ase, f_ase = atoms.get_potential_energy(), atoms.get_forces()
     system, _, positions = system_from_atoms(atoms, model, backend=backend)
+    assert system.getForce(0).getName() == f"LawfulForce[{backend},float64,cpu]"
     e_omm, f_omm = _openmm_energy_forces(system, positions)
     assert abs(e_omm - e_ase) <= 1e-9 * abs(e_ase)
     assert _rel(f_omm, f_ase) <= 1e-9
