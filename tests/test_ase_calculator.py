@@ -236,3 +236,13 @@ def test_verlet_list_reuse_matches_a_fresh_evaluation():
     ref = model.evaluate(atoms.positions, atoms.numbers, cell=atoms.cell.array, pbc=True)
     assert atoms.get_potential_energy() == pytest.approx(float(ref["energy"]), rel=1e-12)
     np.testing.assert_allclose(atoms.get_forces(), ref["forces"].numpy(), atol=1e-10)
+
+
+def test_coincident_atoms_are_a_numerical_error():
+    if "neural" not in MODELS:
+        pytest.skip("NeuralPotential is not available")
+    atoms = rattled_copper()
+    atoms.positions[1] = atoms.positions[0]
+    atoms.calc = LawfulCalculator(MODELS["neural"]())
+    with pytest.raises(NumericalError, match="coincident"):
+        atoms.get_forces()
