@@ -4,4 +4,13 @@ corrector and its baselines, corrector training and in-loop fluid metrics.
 Imports lawful.kernels only.
 """
 
-__all__: list[str] = []
+from lawful.fluids import scenes
+from lawful.fluids.metrics import MetricsWriter, divergence_metrics, plot_metrics, read_metrics_csv, state_metrics
+from lawful.fluids.scenes import Scene
+from lawful.fluids.solver import Solver, SolverConfig, run
+from lawful.fluids.state import FluidState
+
+__all__ = [
+    "scenes", "Scene", "Solver", "SolverConfig", "run", "FluidState",
+    "state_metrics", "divergence_metrics", "MetricsWriter", "plot_metrics", "read_metrics_csv",
+]

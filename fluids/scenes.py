@@ -1,0 +1,211 @@
+"""Ready-made fluid scenes: an initial :class:`FluidState` plus solver settings.
+
+``taylor_green`` (periodic, analytic decaying solution), ``kolmogorov`` (forced 2D turbulence,
+the jax-cfd benchmark), ``smoke_plume`` (buoyant smoke in a closed box), ``karman`` (cylinder in a
+channel with inflow/outflow, by Reynolds number). ``make(name, **kw)`` looks one up by name.
+All in grid units (lengths, times) with float32 default and float64 on request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from lawful.kernels.errors import InputError
+from lawful.kernels.mac_grid import Boundary
+from lawful.kernels.mac_operators import curl_torch
+from lawful.kernels.precision import fluid_dtype, resolve_device
+from lawful.fluids.solver import Solver, SolverConfig
+from lawful.fluids.state import FluidState
+
+__all__ = ["Scene", "taylor_green", "kolmogorov", "smoke_plume", "karman", "make", "SCENES"]
+
+
+@dataclass
+class Scene:
+    """A named initial state with its solver settings.
+
+    ``state`` (:class:`FluidState`), ``config`` (:class:`SolverConfig`), optional constant
+    ``forcing`` ``(fu, fv)`` face accelerations and scalar ``sources`` ``(ns, nx, ny)``, an
+    ``analytic(t) -> (u, v)`` exact solution where one exists, and the ``params`` that built it.
+    """
+
+    name: str
+    state: FluidState
+    config: SolverConfig
+    forcing: tuple | None = None
+    sources: torch.Tensor | None = None
+    analytic: Callable | None = None
+    params: dict = field(default_factory=dict)
+
+    def make_solver(self, **overrides) -> Solver:
+        """A :class:`Solver` for this scene (``overrides`` replace config fields)."""
+        config = self.config
+        if overrides:
+            from dataclasses import replace
+
+            config = replace(config, **overrides)
+        return Solver(self.state, config, forcing=self.forcing, sources=self.sources)
+
+
+def _grid(nx, ny, dx, dtype, device):
+    xu = torch.arange(nx + 1, dtype=torch.float64, device=device)[:, None] * dx
+    yu = (torch.arange(ny, dtype=torch.float64, device=device)[None, :] + 0.5) * dx
+    xv = (torch.arange(nx, dtype=torch.float64, device=device)[:, None] + 0.5) * dx
+    yv = torch.arange(ny + 1, dtype=torch.float64, device=device)[None, :] * dx
+    xc = (torch.arange(nx, dtype=torch.float64, device=device)[:, None] + 0.5) * dx
+    yc = (torch.arange(ny, dtype=torch.float64, device=device)[None, :] + 0.5) * dx
+    return (xu, yu), (xv, yv), (xc, yc)
+
+
+def _check_n(n, minimum=4):
+    if not isinstance(n, int) or n < minimum:
+        raise InputError(f"grid size n={n!r} must be an integer >= {minimum}.")
+
+
+def taylor_green(n: int = 64, dtype=None, viscosity: float = 0.01, amplitude: float = 1.0,
+                 cfl: float = 0.5, dt: float | None = None, advection: str = "maccormack",
+                 device=None) -> Scene:
+    """Taylor-Green vortex on the periodic ``[0, 2 pi]^2`` with ``n^2`` cells.
+
+    ``u = A sin x cos y F(t)``, ``v = -A cos x sin y F(t)``, ``F = exp(-2 nu t)``: an exact
+    Navier-Stokes solution (the pressure balances advection); its MAC sampling is discretely
+    divergence-free. ``dt`` defaults to ``cfl * dx / A``. ``scene.analytic(t)`` gives the exact
+    face velocities.
+    """
+    _check_n(n)
+    dtype = fluid_dtype(dtype)
+    device = resolve_device(device if device is not None else "cpu")
+    dx = 2 * math.pi / n
+    (xu, yu), (xv, yv), _ = _grid(n, n, dx, dtype, device)
+
+    def analytic(t: float):
+        f = amplitude * math.exp(-2.0 * viscosity * t)
+        u = (f * torch.sin(xu) * torch.cos(yu)).to(dtype)
+        v = (-f * torch.cos(xv) * torch.sin(yv)).to(dtype)
+        return u.contiguous(), v.contiguous()
+
+    state = FluidState.zeros(n, n, dx, Boundary.periodic(), dtype=dtype, device=device)
+    u0, v0 = analytic(0.0)
+    state.u.copy_(u0)
+    state.v.copy_(v0)
+    state.u[n] = state.u[0]
+    state.v[:, n] = state.v[:, 0]
+    _, _, (xc, yc) = _grid(n, n, dx, dtype, device)
+    state.p.copy_((-0.25 * amplitude ** 2 * (torch.cos(2 * xc) + torch.cos(2 * yc))).to(dtype))
+    dt = float(dt) if dt is not None else cfl * dx / abs(amplitude)
+    config = SolverConfig(dt=dt, viscosity=viscosity, advection=advection)
+    return Scene("taylor_green", state, config, analytic=analytic,
+                 params=dict(n=n, viscosity=viscosity, amplitude=amplitude, dt=dt))
+
+
+def _random_psi(nx, ny, modes, seed, device):
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    psi = torch.zeros((nx + 1, ny + 1), dtype=torch.float64)
+    x = torch.arange(nx + 1, dtype=torch.float64)[:, None] * 2 * math.pi / nx
+    y = torch.arange(ny + 1, dtype=torch.float64)[None, :] * 2 * math.pi / ny
+    for kx in range(-modes, modes + 1):
+        for ky in range(0, modes + 1):
+            if kx == 0 and ky == 0:
+                continue
+            a, b = torch.randn(2, generator=g, dtype=torch.float64)
+            k2 = kx * kx + ky * ky
+            psi += (a * torch.cos(kx * x + ky * y) + b * torch.sin(kx * x + ky * y)) / k2 ** 1.5
+    return psi.to(device)
+
+
+def kolmogorov(n: int = 64, dtype=None, viscosity: float = 1e-3, wavenumber: int = 4, forcing: float = 1.0,
+               drag: float = 0.1, perturbation: float = 0.5, seed: int = 0, dt: float | None = None,
+               device=None) -> Scene:
+    """Kolmogorov flow on the periodic ``[0, 2 pi]^2``: forcing ``f_x = F sin(k y)``, linear drag,
+    viscosity ``nu`` (jax-cfd's defaults: k=4, drag 0.1, nu=1e-3), started from a random
+    divergence-free perturbation (curl of a random smooth stream function, ``seed``)."""
+    _check_n(n)
+    dtype = fluid_dtype(dtype)
+    device = resolve_device(device if device is not None else "cpu")
+    dx = 2 * math.pi / n
+    (xu, yu), _, _ = _grid(n, n, dx, dtype, device)
+    state = FluidState.zeros(n, n, dx, Boundary.periodic(), dtype=dtype, device=device)
+    psi = _random_psi(n, n, 4, seed, device)
+    du, dv = curl_torch(psi, dx, (True, True))
+    scale = perturbation / max(float(du.abs().max()), float(dv.abs().max()))
+    state.u.copy_((du * scale).to(dtype))
+    state.v.copy_((dv * scale).to(dtype))
+    fu = (forcing * torch.sin(wavenumber * yu)).expand(n + 1, n).to(dtype)
+    fv = torch.zeros((n, n + 1), dtype=dtype, device=device)
+    dt = float(dt) if dt is not None else 0.2 * dx
+    config = SolverConfig(dt=dt, viscosity=viscosity, drag=drag)
+    return Scene("kolmogorov", state, config, forcing=(fu, fv),
+                 params=dict(n=n, viscosity=viscosity, wavenumber=wavenumber, forcing=forcing, drag=drag,
+                             seed=seed, dt=dt))
+
+
+def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = True, source_rate: float = 1.0,
+                viscosity: float = 0.0, walls: str = "no_slip", dt: float | None = None, device=None) -> Scene:
+    """Buoyant smoke in the closed unit box (walls of kind ``walls``), scalar ``"smoke"``.
+
+    ``source=True``: smoke is released at ``source_rate`` per unit time in a disc near the bottom;
+    ``source=False``: a smooth blob of smoke starts near the bottom and no smoke is added (total
+    smoke mass is then conserved). Buoyancy ``b * smoke`` along +y.
+    """
+    _check_n(n)
+    dtype = fluid_dtype(dtype)
+    device = resolve_device(device if device is not None else "cpu")
+    dx = 1.0 / n
+    _, _, (xc, yc) = _grid(n, n, dx, dtype, device)
+    state = FluidState.zeros(n, n, dx, Boundary.box(walls), scalar_names=("smoke",), dtype=dtype, device=device)
+    sources = None
+    if source:
+        disc = (((xc - 0.5) ** 2 + (yc - 0.12) ** 2) < 0.06 ** 2).to(dtype)
+        sources = (source_rate * disc)[None].contiguous()
+    else:
+        blob = torch.exp(-((xc - 0.5) ** 2 + (yc - 0.3) ** 2) / (2 * 0.08 ** 2))
+        state.scalars[0].copy_(blob.to(dtype))
+    dt = float(dt) if dt is not None else 0.5 * dx
+    config = SolverConfig(dt=dt, viscosity=viscosity, buoyancy=buoyancy, buoyancy_scalar="smoke")
+    return Scene("smoke_plume", state, config, sources=sources,
+                 params=dict(n=n, buoyancy=buoyancy, source=source, source_rate=source_rate,
+                             viscosity=viscosity, walls=walls, dt=dt))
+
+
+def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: float = 1.0,
+           diameter: float = 0.125, dt: float | None = None, device=None) -> Scene:
+    """Kármán vortex street: a cylinder of ``diameter`` in a channel of height 1 (``n`` cells
+    across, ``aspect * n`` along), inflow ``U`` on the left, outflow on the right, free-slip walls.
+    Viscosity ``nu = U D / Re``. The cylinder sits at ``x = 0.5``, a quarter cell above the axis
+    (breaks the symmetry so shedding starts). Dye ``"dye"`` is released upstream at five heights.
+    """
+    _check_n(n, 8)
+    if not (isinstance(re, (int, float)) and math.isfinite(re) and re > 0):
+        raise InputError(f"Reynolds number re={re!r} must be a positive finite number.")
+    dtype = fluid_dtype(dtype)
+    device = resolve_device(device if device is not None else "cpu")
+    nx, ny = aspect * n, n
+    dx = 1.0 / n
+    _, _, (xc, yc) = _grid(nx, ny, dx, dtype, device)
+    solid = ((xc - 0.5) ** 2 + (yc - 0.5 - 0.25 * dx) ** 2) < (diameter / 2) ** 2
+    boundary = Boundary.channel(inflow, walls="free_slip")
+    state = FluidState.zeros(nx, ny, dx, boundary, solid=solid, scalar_names=("dye",), dtype=dtype, device=device)
+    state.u.fill_(inflow)
+    state.u[1:nx][solid[:-1] | solid[1:]] = 0.0
+    src = torch.zeros((nx, ny), dtype=dtype, device=device)
+    for yy in (0.2, 0.35, 0.5, 0.65, 0.8):
+        src += ((((xc - 0.15) ** 2 + (yc - yy) ** 2) < (1.5 * dx) ** 2)).to(dtype)
+    nu = inflow * diameter / re
+    dt = float(dt) if dt is not None else 0.5 * dx / abs(inflow)
+    config = SolverConfig(dt=dt, viscosity=nu)
+    return Scene("karman", state, config, sources=src[None].contiguous(),
+                 params=dict(re=re, n=n, aspect=aspect, inflow=inflow, diameter=diameter, viscosity=nu, dt=dt))
+
+
+SCENES = {"taylor_green": taylor_green, "kolmogorov": kolmogorov, "smoke_plume": smoke_plume, "karman": karman}
+
+
+def make(name: str, **kwargs) -> Scene:
+    """Build the scene called ``name`` (one of :data:`SCENES`) with keyword arguments."""
+    if name not in SCENES:
+        raise InputError(f"unknown scene {name!r}: choose one of {sorted(SCENES)}.")
+    return SCENES[name](**kwargs)

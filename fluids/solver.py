@@ -1,0 +1,390 @@
+"""The incompressible MAC-grid solver: a step built from injected parts, and ``run``.
+
+One step of ``Solver.step`` (first-order operator splitting, ``k`` CFL substeps of ``dt/k``):
+
+1. **advect** — passive scalars in conservative flux form by the current (divergence-free) face
+   velocities, then the velocity by itself (semi-Lagrangian or MacCormack);
+2. **force** — scalar sources, external forcing and linear drag, explicit viscosity, buoyancy,
+   boundary face values;
+3. **project** — MGPCG pressure projection to the relative-divergence tolerance;
+4. **correct** (once per step, after the last substep) — the corrector slot (below), then an
+   optional re-projection; then NaN/inf detection and metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, fields
+from typing import Callable
+
+import torch
+
+from lawful.kernels.errors import InputError, NumericalError, ShapeError
+from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, velocity_workspace
+from lawful.kernels.mac_forces import buoyancy_and_bc, viscosity
+from lawful.kernels.mac_grid import face_bc, solid_corner_mask
+from lawful.kernels.mac_operators import curl
+from lawful.kernels.mac_pressure import PressureSolver, ProjectionStats, default_rtol
+from lawful.fluids.metrics import MetricsWriter, divergence_metrics, plot_metrics, state_metrics
+from lawful.fluids.state import FluidState, first_nonfinite
+
+__all__ = ["SolverConfig", "Solver", "run"]
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Settings and tolerances of a :class:`Solver` (grid units; immutable, ``replace()`` to vary).
+
+    dt: time step. viscosity: kinematic viscosity nu (length^2/time). advection: "maccormack" or
+    "semi_lagrangian"; limiter: MacCormack min/max clamp. scalar_order: 1 (upwind) or 2 (MUSCL).
+    pressure_rtol: relative divergence after each projection (None: 1e-6 float32 / 1e-10 float64);
+    pressure_max_iter: CG iterations before ConvergenceError. cfl_max: largest
+    ``max|u| dt_sub/dx`` per substep; max_substeps: beyond that many substeps, NumericalError.
+    buoyancy: coefficient b of the +y force ``b * s`` from scalar ``buoyancy_scalar``.
+    drag: linear drag coefficient (``u -= drag * u * dt``). reproject_after_correction: project
+    again after the corrector (the "extra projection" baseline). check_finite: NaN/inf check.
+    pressure_predictor: carry ``u - (dt/2) grad p^n`` along the characteristics instead of ``u``
+    (trapezoidal pressure along the path: second order in time; the projection then applies the
+    other half, ``(dt/2) grad p^{n+1}``); False gives the classic first-order Chorin splitting.
+    """
+
+    dt: float
+    viscosity: float = 0.0
+    advection: str = "maccormack"
+    limiter: bool = True
+    scalar_order: int = 2
+    pressure_rtol: float | None = None
+    pressure_max_iter: int = 200
+    cfl_max: float = 1.0
+    max_substeps: int = 8
+    buoyancy: float = 0.0
+    buoyancy_scalar: str | None = None
+    drag: float = 0.0
+    reproject_after_correction: bool = False
+    check_finite: bool = True
+    pressure_predictor: bool = True
+
+    def __post_init__(self):
+        for name in ("dt", "cfl_max"):
+            val = getattr(self, name)
+            if not isinstance(val, (int, float)) or not math.isfinite(val) or val <= 0:
+                raise InputError(f"SolverConfig.{name}={val!r} must be a positive finite number.")
+        for name in ("viscosity", "drag"):
+            val = getattr(self, name)
+            if not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0:
+                raise InputError(f"SolverConfig.{name}={val!r} must be a finite number >= 0.")
+        if self.advection not in SCHEMES:
+            raise InputError(f"SolverConfig.advection={self.advection!r}: use one of {SCHEMES}.")
+        if self.scalar_order not in (1, 2):
+            raise InputError(f"SolverConfig.scalar_order={self.scalar_order!r}: use 1 or 2.")
+        if int(self.max_substeps) < 1:
+            raise InputError(f"SolverConfig.max_substeps={self.max_substeps!r} must be >= 1.")
+
+    def as_dict(self) -> dict:
+        """Plain dict of the settings (for logs and model files)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Solver:
+    """Incompressible Navier-Stokes on a 2D MAC grid, with Taichi kernels on the state's tensors.
+
+    ``Solver(state, config, forcing=None, sources=None, advect=None, force=None, project=None)``
+
+    * ``state`` (:class:`~lawful.fluids.state.FluidState`) fixes the grid, boundary, obstacle
+      mask, dtype and device the solver is built for (the workspaces); ``step`` takes any state of
+      that layout.
+    * ``forcing``: ``(fu (nx+1, ny), fv (nx, ny+1))`` constant acceleration on the faces;
+      ``sources``: ``(ns, nx, ny)`` scalar sources (amount per unit time per cell).
+    * ``advect(solver, state, dt)``, ``force(solver, state, dt)``,
+      ``project(solver, state, warm_start) -> ProjectionStats``: injected parts replacing the
+      defaults :meth:`advect_step`, :meth:`force_step`, :meth:`project` (e.g. a torch
+      re-implementation, or a different pressure solver).
+
+    **Corrector slot** — ``step(state, corrector)`` calls ``corrector(state)`` once per step,
+    AFTER the projection (after the last CFL substep). It may modify ``state`` in place and return
+    ``None``, or return a correction that the solver adds:
+
+    * a tensor ``psi`` of shape ``(nx+1, ny+1)`` (stream function at the cell corners): the solver
+      pins psi to 0 on :func:`~lawful.kernels.mac_grid.solid_corner_mask` (walls, obstacles,
+      inflow) and adds its discrete curl with :func:`lawful.kernels.mac_operators.curl`
+      (``u[i,j] += (psi[i,j+1]-psi[i,j])/dx``, ``v[i,j] -= (psi[i+1,j]-psi[i,j])/dx``);
+    * a tuple ``(du, dv)`` of face tensors: added on the free faces as is (unconstrained);
+    * a dict with any of ``"psi"``, ``"du"``, ``"dv"``, ``"mean_flow"`` (``(mx, my)``: a uniform
+      flow added along periodic axes - divergence-free, not representable by a periodic psi).
+
+    Why after the projection: the curl of any psi is discretely divergence-free, so a hard-
+    constrained corrector keeps the projected field incompressible to round-off while its effect
+    is not undone by a projection; unconstrained corrections show their divergence in the step's
+    metrics (``div_max_rel``); ``SolverConfig.reproject_after_correction=True`` is the
+    "extra projection" (FluidNet-style) baseline. ``div_max_rel_projected`` records the
+    divergence right after the projection, before the corrector.
+    """
+
+    def __init__(self, state: FluidState, config: SolverConfig, forcing=None, sources=None,
+                 advect: Callable | None = None, force: Callable | None = None,
+                 project: Callable | None = None):
+        if not isinstance(state, FluidState):
+            raise InputError(f"Solver needs a FluidState, got {type(state).__name__}.")
+        if not isinstance(config, SolverConfig):
+            raise InputError(f"Solver config must be a SolverConfig, got {type(config).__name__}.")
+        state.validate()
+        self.config = config
+        self.dtype, self.device = state.dtype, state.device
+        self.nx, self.ny, self.dx = state.nx, state.ny, state.dx
+        self.boundary = state.boundary
+        self.solid = state.solid.clone()
+        self.scalar_names = tuple(state.scalar_names)
+        self.periodic = state.boundary.periodic_axes
+        self.ubc, self.vbc = face_bc(state.boundary, state.solid, self.dtype)
+        self.uw, self.vw = velocity_workspace(self.ubc, self.vbc)
+        ns = state.scalars.shape[0]
+        self.fx = torch.zeros((ns, self.nx + 1, self.ny), dtype=self.dtype, device=self.device)
+        self.fy = torch.zeros((ns, self.nx, self.ny + 1), dtype=self.dtype, device=self.device)
+        self.scalar_comp = torch.zeros((ns, self.nx, self.ny), dtype=self.dtype, device=self.device)
+        self.pressure = PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
+                                       max_iter=config.pressure_max_iter, device=self.device)
+        self.rtol = config.pressure_rtol if config.pressure_rtol is not None else default_rtol(self.dtype)
+        self.pinned = solid_corner_mask(state.boundary, state.solid)
+        self.forcing = None
+        if forcing is not None:
+            fu, fv = forcing
+            fu = torch.as_tensor(fu, dtype=self.dtype, device=self.device)
+            fv = torch.as_tensor(fv, dtype=self.dtype, device=self.device)
+            self._check_like("forcing[0]", fu, state.u)
+            self._check_like("forcing[1]", fv, state.v)
+            self.forcing = (fu * self.ubc[0], fv * self.vbc[0])
+        self.sources = None
+        if sources is not None:
+            src = torch.as_tensor(sources, dtype=self.dtype, device=self.device)
+            self._check_like("sources", src, state.scalars)
+            self.sources = src * (~self.solid).to(self.dtype)
+        self.buoyancy_index = -1
+        if config.buoyancy != 0.0:
+            name = config.buoyancy_scalar or (self.scalar_names[0] if self.scalar_names else None)
+            if name not in self.scalar_names:
+                raise InputError(f"buoyancy needs scalar {name!r}, but the state has {list(self.scalar_names)}.")
+            self.buoyancy_index = self.scalar_names.index(name)
+        self._advect = advect
+        self._force = force
+        self._project = project
+
+    @staticmethod
+    def _check_like(name, t, ref):
+        if tuple(t.shape) != tuple(ref.shape):
+            raise ShapeError(f"{name} has shape {tuple(t.shape)}; it must match {tuple(ref.shape)}.")
+
+    def check_state(self, state: FluidState) -> None:
+        """Raise :class:`ShapeError`/:class:`InputError` unless ``state`` fits this solver."""
+        if not isinstance(state, FluidState):
+            raise InputError(f"expected a FluidState, got {type(state).__name__}.")
+        if (state.nx, state.ny) != (self.nx, self.ny) or state.dtype != self.dtype or state.dx != self.dx:
+            raise ShapeError(f"state grid {state.nx}x{state.ny} {state.dtype} dx={state.dx} does not match the "
+                             f"solver's {self.nx}x{self.ny} {self.dtype} dx={self.dx}: build a Solver for it.")
+        if state.boundary != self.boundary or not torch.equal(state.solid, self.solid):
+            raise ShapeError("state boundary/obstacle mask differ from the solver's: build a Solver for it.")
+
+    # -- the parts ----------------------------------------------------------------------------
+    def _phi_scale(self, dt: float) -> float:
+        """phi = p * _phi_scale(dt): the projection applies (dt/2) grad p with the predictor, else dt grad p."""
+        return (0.5 * dt if self.config.pressure_predictor else dt) / self.dx
+
+    def advect_step(self, state: FluidState, dt: float) -> None:
+        """Default advection part: scalars (flux form), then velocity (in place). With
+        ``pressure_predictor`` the carried values are ``u - (dt/2) G p`` (G: the projection's face
+        gradient, :meth:`PressureSolver.subtract_phi_gradient`)."""
+        cfg = self.config
+        if state.scalars.shape[0]:
+            advect_scalars(state.scalars, self.fx, self.fy, state.u, state.v, dt, self.dx, self.periodic,
+                           order=cfg.scalar_order, comp=self.scalar_comp)
+        ready = False
+        if cfg.pressure_predictor:
+            self.pressure.phi.copy_(state.p * self._phi_scale(dt))
+            self.uw[4].copy_(state.u)
+            self.vw[4].copy_(state.v)
+            self.pressure.subtract_phi_gradient(self.uw[4], self.vw[4])
+            ready = True
+        advect_velocity(state.u, state.v, self.uw, self.vw, dt, self.dx, self.periodic,
+                        scheme=cfg.advection, limiter=cfg.limiter, quantity_ready=ready)
+
+    def force_step(self, state: FluidState, dt: float) -> None:
+        """Default force part: sources, forcing, drag, viscosity, buoyancy, boundary values."""
+        cfg = self.config
+        if self.sources is not None:
+            state.scalars.add_(self.sources, alpha=dt)
+        if self.forcing is not None:
+            state.u.add_(self.forcing[0], alpha=dt)
+            state.v.add_(self.forcing[1], alpha=dt)
+        if cfg.drag:
+            state.u.mul_(1.0 - cfg.drag * dt)
+            state.v.mul_(1.0 - cfg.drag * dt)
+        viscosity(state.u, state.v, self.uw, self.vw, cfg.viscosity, dt, self.dx, self.boundary)
+        buoyancy_and_bc(state.u, state.v, self.uw, self.vw, state.scalars, self.boundary,
+                        self.buoyancy_index, cfg.buoyancy, dt)
+
+    def project(self, state: FluidState, warm_start: bool = True, dt: float | None = None) -> ProjectionStats:
+        """Default projection part: MGPCG in place. With ``dt`` (a time step's projection) it
+        warm-starts from ``state.p`` and stores the new pressure in ``state.p`` (density 1);
+        without, it is a plain projection (``state.p`` untouched)."""
+        if dt is not None and warm_start:
+            self.pressure.phi.copy_(state.p * self._phi_scale(dt))
+        stats = self.pressure.project(state.u, state.v, warm_start=warm_start and dt is not None)
+        if dt is not None:
+            state.p.copy_(self.pressure.phi / self._phi_scale(dt))
+        return stats
+
+    # -- the step -----------------------------------------------------------------------------
+    def cfl(self, state: FluidState, dt: float | None = None) -> tuple[float, tuple]:
+        """``(max|u| dt/dx, (component, index))`` of the fastest face."""
+        dt = self.config.dt if dt is None else dt
+        au, av = state.u.abs(), state.v.abs()
+        mu, mv = float(au.max()), float(av.max())
+        comp, arr, m = ("u", au, mu) if mu >= mv else ("v", av, mv)
+        idx = tuple(int(k) for k in torch.nonzero(arr == m)[0]) if m > 0 else ()
+        return m * dt / self.dx, (comp, idx)
+
+    def step(self, state: FluidState, corrector: Callable | None = None) -> dict:
+        """Advance ``state`` by ``config.dt`` in place; return the step's solver figures
+        (substeps, pressure iterations and residual, divergence after the projection).
+
+        Raises :class:`NumericalError` naming step and cell on NaN/inf or when the CFL number
+        needs more than ``max_substeps`` substeps; :class:`ConvergenceError` from the projection.
+        """
+        cfg = self.config
+        self.check_state(state)
+        cfl, (comp, idx) = self.cfl(state)
+        if not math.isfinite(cfl):
+            self._raise_nonfinite(state, "before")
+        nsub = max(1, math.ceil(cfl / cfg.cfl_max - 1e-12))
+        if nsub > cfg.max_substeps:
+            raise NumericalError(
+                f"CFL number {cfl:.3g} at step {state.step} (t={state.t:.4g}; fastest face {comp}{list(idx)}, "
+                f"|{comp}|={cfl * self.dx / cfg.dt:.4g}) needs {nsub} substeps > max_substeps={cfg.max_substeps}: "
+                "lower dt, or raise SolverConfig.max_substeps / cfl_max."
+            )
+        h = cfg.dt / nsub
+        iters = 0
+        stats = None
+        for _ in range(nsub):
+            if self._advect is None:
+                self.advect_step(state, h)
+            else:
+                self._advect(self, state, h)
+            if self._force is None:
+                self.force_step(state, h)
+            else:
+                self._force(self, state, h)
+            if self._project is None:
+                stats = self.project(state, True, h)
+            else:
+                stats = self._project(self, state, True)
+            iters += stats.iterations
+        div_proj = divergence_metrics(state)[0]
+        if corrector is not None:
+            self.apply_correction(state, corrector(state))
+            if cfg.reproject_after_correction:
+                s2 = self.project(state, False) if self._project is None else self._project(self, state, False)
+                iters += s2.iterations
+                stats = s2
+        if cfg.check_finite:
+            for name in ("u", "v", "scalars"):
+                if first_nonfinite(getattr(state, name)) is not None:
+                    self._raise_nonfinite(state, "in")
+        state.t += cfg.dt
+        state.step += 1
+        return {"substeps": nsub, "cfl": cfl, "pressure_iters": iters, "pressure_residual": stats.residual,
+                "div_max_rel_projected": div_proj}
+
+    def _raise_nonfinite(self, state, when):
+        for name in ("u", "v", "scalars"):
+            bad = first_nonfinite(getattr(state, name))
+            if bad is not None:
+                where = "face" if name in ("u", "v") else "scalar/cell"
+                raise NumericalError(
+                    f"non-finite {name} ({float(getattr(state, name)[bad])}) at {where} {list(bad)} {when} step "
+                    f"{state.step} (t={state.t:.4g}): the run blew up; lower dt (CFL), raise viscosity or "
+                    "check forcing/corrector output."
+                )
+        raise NumericalError(f"non-finite velocity at step {state.step}.")
+
+    def apply_correction(self, state: FluidState, correction) -> None:
+        """Add a corrector's output to ``state`` (see the class docstring for the accepted forms)."""
+        if correction is None:
+            return
+        if isinstance(correction, torch.Tensor):
+            correction = {"psi": correction}
+        elif isinstance(correction, (tuple, list)) and len(correction) == 2:
+            correction = {"du": correction[0], "dv": correction[1]}
+        if not isinstance(correction, dict):
+            raise InputError(f"corrector returned {type(correction).__name__}: return None, psi, (du, dv) or a dict.")
+        unknown = set(correction) - {"psi", "du", "dv", "mean_flow"}
+        if unknown:
+            raise InputError(f"corrector dict has unknown keys {sorted(unknown)}: use psi, du, dv, mean_flow.")
+        if correction.get("psi") is not None:
+            psi = correction["psi"].to(self.dtype)
+            if tuple(psi.shape) != (self.nx + 1, self.ny + 1):
+                raise ShapeError(f"corrector psi has shape {tuple(psi.shape)}; the corners need "
+                                 f"({self.nx + 1}, {self.ny + 1}).")
+            psi = psi.masked_fill(self.pinned, 0.0).contiguous()
+            curl(psi, state.u, state.v, self.dx, self.periodic, alpha=1.0, accumulate=True)
+        for key, ref, bc in (("du", state.u, self.ubc), ("dv", state.v, self.vbc)):
+            if correction.get(key) is not None:
+                d = correction[key].to(self.dtype)
+                self._check_like(f"corrector {key}", d, ref)
+                ref.add_(d * bc[0])
+        if correction.get("mean_flow") is not None:
+            mx, my = (float(x) for x in correction["mean_flow"])
+            if (mx and not self.periodic[0]) or (my and not self.periodic[1]):
+                raise InputError("corrector mean_flow is only divergence-free along periodic axes.")
+            state.u.add_(mx * self.ubc[0])
+            state.v.add_(my * self.vbc[0])
+
+
+def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=None, solver: Solver | None = None,
+        callback: Callable | None = None, progress: bool = False) -> list[dict]:
+    """Run ``scene`` (a :class:`~lawful.fluids.scenes.Scene`, or a ``(state, config)`` pair) for
+    ``steps`` steps in place; return one metrics dict per step.
+
+    Each record: ``step``, ``t``, ``dt``, ``substeps``, ``cfl``, ``pressure_iters``,
+    ``pressure_residual``, ``div_max_rel`` (after the corrector), ``div_max_rel_projected``,
+    ``div_l2``, ``kinetic_energy``, ``enstrophy``, ``scalar_mass``, ``mass_<name>``,
+    ``max_velocity``, ``wall_s`` (the step's wall time, metrics excluded). ``csv``: path to stream
+    the records to (flushed every step); ``plot``: PNG path for :func:`plot_metrics` at the end;
+    ``callback(state, record)`` after each step; ``progress``: tqdm bar.
+    """
+    if not isinstance(steps, int) or steps < 0:
+        raise InputError(f"steps={steps!r} must be an integer >= 0.")
+    if isinstance(scene, tuple):
+        state, config = scene
+        solver = solver or Solver(state, config)
+    else:
+        state = scene.state
+        solver = solver or scene.make_solver()
+    solver.check_state(state)
+    writer = MetricsWriter(csv) if csv is not None else None
+    records = []
+    it = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="fluid", unit="step")
+    try:
+        for _ in it:
+            t0 = time.perf_counter()
+            info = solver.step(state, corrector)
+            wall = time.perf_counter() - t0
+            rec = {"step": state.step, "t": state.t, "dt": solver.config.dt}
+            rec.update(info)
+            rec.update(state_metrics(state))
+            rec["wall_s"] = wall
+            records.append(rec)
+            if writer is not None:
+                writer.write(rec)
+            if callback is not None:
+                callback(state, rec)
+    finally:
+        if writer is not None:
+            writer.close()
+    if plot is not None and records:
+        plot_metrics(records, plot, title=getattr(scene, "name", None))
+    return records

@@ -1,0 +1,281 @@
+"""Advection on the MAC grid (Taichi): semi-Lagrangian / MacCormack for velocity, conservative
+finite-volume flux form for passive scalars.
+
+**Velocity** (grid layout in :mod:`lawful.kernels.mac_grid`). Every face value ``q`` at position
+``X`` is traced back with the explicit midpoint rule on the velocity at time n,
+
+    X* = X - (h/2) V(X),   X_d = X - h V(X*),        h = +dt (back), -dt (forward trace)
+
+and ``V``/``q`` are sampled by bilinear interpolation of the face arrays (``u[a, b]`` sits at
+``(a, b + 1/2) dx``, ``v[a, b]`` at ``(a + 1/2, b) dx``); indices wrap on periodic axes and are
+clamped to the array on other axes (zero-gradient beyond walls).
+``scheme="semi_lagrangian"``: ``q^{n+1}(X) = q^n(X_d)``.
+``scheme="maccormack"`` (Selle et al. 2008): ``q^ = q^n(X_d)``, ``q~ = q^(X_f)`` (forward trace
+from ``X``), ``q^{n+1} = q^ + (q^n(X) - q~)/2``, clamped (``limiter=True``) to the min/max of the
+four ``q^n`` samples around ``X_d``. Second order in space and time on smooth flows.
+Fixed faces (walls, obstacles, inflow) are then reset to their prescribed value.
+
+**Scalars** ``s`` (``(ns, nx, ny)`` cell averages): ``s_c -= dt/dx (F_{i+1} - F_i + G_{j+1} - G_j)``
+with face fluxes ``F = u_f s_face`` (``G`` likewise with ``v``); ``s_face`` is the upwind cell's
+value plus (``order=2``) the minmod-limited slope term ``(1 - |u_f| dt/dx)/2 minmod(s_c - s_{c-1},
+s_{c+1} - s_c)`` (MUSCL / Fromm with limiter; slopes are 0 next to a non-periodic side); a face
+whose upwind cell lies outside the domain carries no scalar. Fluxes are stored once per face, so
+the total ``sum(s) dx^2`` changes only by rounding. Stable for ``(max|u| + max|v|) dt/dx <= 1/2``
+(:func:`advect_scalars` substeps to stay there).
+"""
+
+
+import functools
+import math
+
+import torch
+
+from lawful.kernels.errors import InputError
+from lawful.kernels.runtime import ensure_taichi
+
+__all__ = ["advect_velocity", "advect_scalars", "SCHEMES", "velocity_workspace"]
+
+SCHEMES = ("semi_lagrangian", "maccormack")
+
+
+def _real(dtype):
+    ti = __import__("taichi")
+    return ti.f32 if dtype == torch.float32 else ti.f64
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(real_name: str):
+    ti = __import__("taichi")
+    real = ti.f32 if real_name == "float32" else ti.f64
+    A2 = ti.types.ndarray(dtype=real, ndim=2)
+    A3 = ti.types.ndarray(dtype=real, ndim=3)
+
+    @ti.func
+    def sample(q: ti.template(), c, gx, gy, nqx, nqy, perx, pery):
+        """Bilinear sample of q[c] at fractional index (gx, gy); returns (value, min, max)."""
+        x = ti.cast(gx, real)
+        y = ti.cast(gy, real)
+        if perx == 0:
+            x = ti.min(ti.max(x, 0.0), ti.cast(nqx - 1, real))
+        if pery == 0:
+            y = ti.min(ti.max(y, 0.0), ti.cast(nqy - 1, real))
+        fi = ti.floor(x)
+        fj = ti.floor(y)
+        tx = x - fi
+        ty = y - fj
+        i0 = ti.cast(fi, ti.i32)
+        j0 = ti.cast(fj, ti.i32)
+        i1 = i0 + 1
+        j1 = j0 + 1
+        if perx > 0:
+            i0 = i0 % perx
+            i1 = i1 % perx
+        else:
+            i1 = ti.min(i1, nqx - 1)
+        if pery > 0:
+            j0 = j0 % pery
+            j1 = j1 % pery
+        else:
+            j1 = ti.min(j1, nqy - 1)
+        a = q[c, i0, j0]
+        b = q[c, i1, j0]
+        d = q[c, i0, j1]
+        e = q[c, i1, j1]
+        val = (1 - ty) * ((1 - tx) * a + tx * b) + ty * ((1 - tx) * d + tx * e)
+        lo = ti.min(ti.min(a, b), ti.min(d, e))
+        hi = ti.max(ti.max(a, b), ti.max(d, e))
+        return ti.Vector([val, lo, hi])
+
+    @ti.func
+    def vel(uw: ti.template(), vw: ti.template(), x, y, nx, ny, px, py):
+        uu = sample(uw, 0, x, y - 0.5, nx + 1, ny, nx * px, ny * py)[0]
+        vv = sample(vw, 0, x - 0.5, y, nx, ny + 1, nx * px, ny * py)[0]
+        return ti.Vector([uu, vv])
+
+    @ti.func
+    def trace(uw: ti.template(), vw: ti.template(), x, y, h, nx, ny, px, py):
+        """Midpoint-rule trace over time h (grid units: positions / dx, h = dt / dx)."""
+        v1 = vel(uw, vw, x, y, nx, ny, px, py)
+        v2 = vel(uw, vw, x - 0.5 * h * v1[0], y - 0.5 * h * v1[1], nx, ny, px, py)
+        return ti.Vector([x - h * v2[0], y - h * v2[1]])
+
+    @ti.kernel
+    def advect(u: A2, v: A2, uw: A3, vw: A3, h: real, px: int, py: int, mac: int, limiter: int,
+               ready: int):
+        # uw/vw channels: 0 = tracing velocity u^n, 1 = q^, 2 = free mask, 3 = fixed value,
+        # 4 = advected quantity q^n (= u^n unless the caller filled it: ready = 1)
+        nx, ny = v.shape[0], u.shape[1]
+        for i, j in u:
+            uw[0, i, j] = u[i, j]
+            if not ready:
+                uw[4, i, j] = u[i, j]
+        for i, j in v:
+            vw[0, i, j] = v[i, j]
+            if not ready:
+                vw[4, i, j] = v[i, j]
+        for i, j in u:
+            ie = i % nx if px else i
+            p = trace(uw, vw, ti.cast(ie, real), j + 0.5, h, nx, ny, px, py)
+            uw[1, i, j] = sample(uw, 4, p[0], p[1] - 0.5, nx + 1, ny, nx * px, ny * py)[0]
+        for i, j in v:
+            je = j % ny if py else j
+            p = trace(uw, vw, i + 0.5, ti.cast(je, real), h, nx, ny, px, py)
+            vw[1, i, j] = sample(vw, 4, p[0] - 0.5, p[1], nx, ny + 1, nx * px, ny * py)[0]
+        for i, j in u:
+            q = uw[1, i, j]
+            if mac:
+                ie = i % nx if px else i
+                x, y = ti.cast(ie, real), j + 0.5
+                pb = trace(uw, vw, x, y, h, nx, ny, px, py)
+                s = sample(uw, 4, pb[0], pb[1] - 0.5, nx + 1, ny, nx * px, ny * py)
+                pf = trace(uw, vw, x, y, -h, nx, ny, px, py)
+                qt = sample(uw, 1, pf[0], pf[1] - 0.5, nx + 1, ny, nx * px, ny * py)[0]
+                q = q + 0.5 * (uw[4, i, j] - qt)
+                if limiter:
+                    q = ti.min(ti.max(q, s[1]), s[2])
+            u[i, j] = uw[2, i, j] * q + (1 - uw[2, i, j]) * uw[3, i, j]
+        for i, j in v:
+            q = vw[1, i, j]
+            if mac:
+                je = j % ny if py else j
+                x, y = i + 0.5, ti.cast(je, real)
+                pb = trace(uw, vw, x, y, h, nx, ny, px, py)
+                s = sample(vw, 4, pb[0] - 0.5, pb[1], nx, ny + 1, nx * px, ny * py)
+                pf = trace(uw, vw, x, y, -h, nx, ny, px, py)
+                qt = sample(vw, 1, pf[0] - 0.5, pf[1], nx, ny + 1, nx * px, ny * py)[0]
+                q = q + 0.5 * (vw[4, i, j] - qt)
+                if limiter:
+                    q = ti.min(ti.max(q, s[1]), s[2])
+            v[i, j] = vw[2, i, j] * q + (1 - vw[2, i, j]) * vw[3, i, j]
+
+    @ti.func
+    def cell(s: ti.template(), c, i, j, nx, ny, px, py):
+        """s[c, i, j] with wrap on periodic axes: vector (value, inside), inside = 0 outside the box."""
+        ii, jj = i, j
+        inside = 1
+        if ii < 0 or ii >= nx:
+            if px:
+                ii = (ii + nx) % nx
+            else:
+                inside = 0
+        if jj < 0 or jj >= ny:
+            if py:
+                jj = (jj + ny) % ny
+            else:
+                inside = 0
+        val = ti.cast(0.0, real)
+        if inside:
+            val = s[c, ii, jj]
+        return ti.Vector([val, ti.cast(inside, real)])
+
+    @ti.func
+    def minmod(a, b):
+        r = ti.cast(0.0, real)
+        if a * b > 0:
+            r = ti.min(ti.abs(a), ti.abs(b)) * (1.0 if a > 0 else -1.0)
+        return r
+
+    @ti.func
+    def face_value(s: ti.template(), c, ic, jc, di, dj, vel_f, h, order: ti.template(), nx, ny, px, py):
+        """Upwind value at a face of cell (ic, jc) along (di, dj) = the flow direction."""
+        cv = cell(s, c, ic, jc, nx, ny, px, py)
+        val = cv[0]
+        if ti.static(order == 2):
+            if cv[1] > 0:
+                m = cell(s, c, ic - di, jc - dj, nx, ny, px, py)
+                p = cell(s, c, ic + di, jc + dj, nx, ny, px, py)
+                if m[1] > 0 and p[1] > 0:
+                    val += 0.5 * (1 - ti.abs(vel_f) * h) * minmod(val - m[0], p[0] - val)
+        return val
+
+    def make_scalar(order):
+        @ti.kernel
+        def adv(s: A3, fx: A3, fy: A3, u: A2, v: A2, comp: A3, h: real, px: int, py: int):
+            nx, ny = v.shape[0], u.shape[1]
+            for c, i, j in fx:
+                uf = u[i, j]
+                ie = i % nx if px else i
+                sf = ti.cast(0.0, real)
+                if uf > 0:
+                    sf = face_value(s, c, ie - 1, j, 1, 0, uf, h, order, nx, ny, px, py)
+                elif uf < 0:
+                    sf = face_value(s, c, ie, j, -1, 0, uf, h, order, nx, ny, px, py)
+                fx[c, i, j] = uf * sf
+            for c, i, j in fy:
+                vf = v[i, j]
+                je = j % ny if py else j
+                sf = ti.cast(0.0, real)
+                if vf > 0:
+                    sf = face_value(s, c, i, je - 1, 0, 1, vf, h, order, nx, ny, px, py)
+                elif vf < 0:
+                    sf = face_value(s, c, i, je, 0, -1, vf, h, order, nx, ny, px, py)
+                fy[c, i, j] = vf * sf
+            for c, i, j in s:
+                # compensated update: the sum is formed in float64 and the part lost by rounding it
+                # to the storage dtype is kept in comp and re-added next time, so rounding errors
+                # do not random-walk the total mass (a float64 round trip, which fast-math keeps)
+                delta = ti.cast(comp[c, i, j], ti.f64) - ti.cast(h, ti.f64) * (
+                    (ti.cast(fx[c, i + 1, j], ti.f64) - ti.cast(fx[c, i, j], ti.f64))
+                    + (ti.cast(fy[c, i, j + 1], ti.f64) - ti.cast(fy[c, i, j], ti.f64)))
+                new = ti.cast(s[c, i, j], ti.f64) + delta
+                stored = ti.cast(new, real)
+                comp[c, i, j] = ti.cast(new - ti.cast(stored, ti.f64), real)
+                s[c, i, j] = stored
+        return adv
+
+    return dict(advect=advect, scalar1=make_scalar(1), scalar2=make_scalar(2))
+
+
+def _name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def velocity_workspace(ubc: torch.Tensor, vbc: torch.Tensor):
+    """Allocate the ``(5, ...)`` work arrays :func:`advect_velocity` needs, with the face
+    classification ``ubc``/``vbc`` (from :func:`lawful.kernels.mac_grid.face_bc`) in channels 2-3.
+    Channel 4 holds the advected quantity (``uw[4]``, ``vw[4]``: fill it and pass
+    ``quantity_ready=True`` to advect something other than the velocity itself)."""
+    uw = torch.zeros((5,) + tuple(ubc.shape[1:]), dtype=ubc.dtype, device=ubc.device)
+    vw = torch.zeros((5,) + tuple(vbc.shape[1:]), dtype=vbc.dtype, device=vbc.device)
+    uw[2:4] = ubc
+    vw[2:4] = vbc
+    return uw, vw
+
+
+def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
+                    scheme: str = "maccormack", limiter: bool = True, quantity_ready: bool = False) -> None:
+    """Advect the face velocities ``u`` ``(nx+1, ny)``, ``v`` ``(nx, ny+1)`` by themselves over
+    ``dt`` (in place). ``uw``/``vw`` come from :func:`velocity_workspace`; with
+    ``quantity_ready=True`` the characteristics are traced with ``u``/``v`` but the values carried
+    are ``uw[4]``/``vw[4]`` (the result still lands in ``u``/``v``). Units: grid units (``dx``
+    length, ``dt`` time); dtype float32 or float64, all arrays alike."""
+    if scheme not in SCHEMES:
+        raise InputError(f"advection scheme {scheme!r} is unknown: use one of {SCHEMES}.")
+    ensure_taichi()
+    k = _kernels(_name(u.dtype))["advect"]
+    k(u, v, uw, vw, float(dt) / float(dx), int(periodic[0]), int(periodic[1]),
+      int(scheme == "maccormack"), int(bool(limiter)), int(bool(quantity_ready)))
+
+
+def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True), order: int = 2,
+                   cfl_max: float = 0.5, comp=None) -> int:
+    """Conservative flux-form advection of cell scalars ``s`` ``(ns, nx, ny)`` by face velocities
+    (in place), using flux buffers ``fx`` ``(ns, nx+1, ny)`` and ``fy`` ``(ns, nx, ny+1)``.
+    ``comp`` (``s``-shaped, zeros at first) carries each cell's rounding error of the update
+    to the next call (compensated summation: float32 totals stay constant to ~1e-7 over 10^4 steps);
+    pass the same tensor every step. Substeps so that ``(max|u| + max|v|) dt_sub / dx <=
+    cfl_max``; returns the substep count."""
+    if order not in (1, 2):
+        raise InputError(f"scalar advection order={order!r}: use 1 (upwind) or 2 (MUSCL/minmod).")
+    if s.shape[0] == 0:
+        return 0
+    ensure_taichi()
+    k = _kernels(_name(s.dtype))["scalar2" if order == 2 else "scalar1"]
+    cfl = (float(u.abs().max()) + float(v.abs().max())) * float(dt) / float(dx)
+    n = max(1, math.ceil(cfl / cfl_max)) if math.isfinite(cfl) else 1
+    h = float(dt) / float(dx) / n
+    if comp is None:
+        comp = torch.zeros_like(s)
+    for _ in range(n):
+        k(s, fx, fy, u, v, comp, h, int(periodic[0]), int(periodic[1]))
+    return n

@@ -1,0 +1,141 @@
+"""Discrete MAC-grid operators (Taichi kernels, with torch references of the same stencils).
+
+Exact stencils (``nx`` x ``ny`` cells of side ``dx``; layout in :mod:`lawful.kernels.mac_grid`;
+indices wrap modulo ``nx``/``ny`` on periodic axes):
+
+* divergence at cell ``(i, j)``: ``(u[i+1,j] - u[i,j] + v[i,j+1] - v[i,j]) / dx``
+* curl of a corner stream function ``psi`` ``(nx+1, ny+1)`` (``psi[i, j]`` at ``(i, j) dx``):
+  ``u[i,j] = (psi[i,j+1] - psi[i,j]) / dx``, ``v[i,j] = -(psi[i+1,j] - psi[i,j]) / dx``.
+  Its divergence telescopes to exactly 0 in exact arithmetic (to rounding in floating point) for
+  *any* psi; the flux through a face is the difference of psi at the face's two corners, so psi
+  held at one constant on the corners of :func:`lawful.kernels.mac_grid.solid_corner_mask` gives
+  no flow through walls, obstacles or inflow faces. On a periodic axis ``psi``'s last corner
+  column/row is ignored (the wrapped first one is used). This is *the* curl kernel: the solver's
+  corrector slot and the divergence-free neural corrector both use :func:`curl`.
+  3D analogue: a vector potential ``A`` on cell edges, ``u = curl A`` on faces (same telescoping).
+* vorticity at corner ``(i, j)``: ``(v[i,j] - v[i-1,j] - u[i,j] + u[i,j-1]) / dx`` (interior
+  corners; wrapped on periodic axes).
+"""
+
+
+import functools
+
+import torch
+
+from lawful.kernels.errors import ShapeError
+from lawful.kernels.runtime import ensure_taichi
+
+__all__ = ["divergence", "divergence_torch", "curl", "curl_torch", "vorticity_torch"]
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(real_name: str):
+    ti = __import__("taichi")
+    real = ti.f32 if real_name == "float32" else ti.f64
+    A2 = ti.types.ndarray(dtype=real, ndim=2)
+
+    @ti.kernel
+    def div(u: A2, v: A2, out: A2, inv_dx: real):
+        for i, j in out:
+            out[i, j] = ((u[i + 1, j] - u[i, j]) + (v[i, j + 1] - v[i, j])) * inv_dx
+
+    @ti.kernel
+    def curl_k(psi: A2, du: A2, dv: A2, inv_dx: real, px: int, py: int, alpha: real, acc: int):
+        nx, ny = dv.shape[0], du.shape[1]
+        for i, j in du:
+            ie = i % nx if px else i
+            jn = (j + 1) % ny if py else j + 1
+            val = alpha * (psi[ie, jn] - psi[ie, j]) * inv_dx
+            if acc:
+                du[i, j] += val
+            else:
+                du[i, j] = val
+        for i, j in dv:
+            je = j % ny if py else j
+            inn = (i + 1) % nx if px else i + 1
+            val = -alpha * (psi[inn, je] - psi[i, je]) * inv_dx
+            if acc:
+                dv[i, j] += val
+            else:
+                dv[i, j] = val
+
+    return dict(div=div, curl=curl_k)
+
+
+def _name(t):
+    return str(t.dtype).replace("torch.", "")
+
+
+def divergence(u: torch.Tensor, v: torch.Tensor, dx: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Cell divergence ``(nx, ny)`` of face velocities ``u`` ``(nx+1, ny)``, ``v`` ``(nx, ny+1)``
+    (Taichi; units 1/time; same dtype as ``u``)."""
+    nx, ny = v.shape[0], u.shape[1]
+    if tuple(u.shape) != (nx + 1, ny) or tuple(v.shape) != (nx, ny + 1):
+        raise ShapeError(f"u {tuple(u.shape)} / v {tuple(v.shape)} are not MAC faces of one grid: "
+                         "need u (nx+1, ny) and v (nx, ny+1).")
+    ensure_taichi()
+    if out is None:
+        out = torch.empty((nx, ny), dtype=u.dtype, device=u.device)
+    _kernels(_name(u))["div"](u, v, out, 1.0 / float(dx))
+    return out
+
+
+def divergence_torch(u: torch.Tensor, v: torch.Tensor, dx: float) -> torch.Tensor:
+    """Torch version of :func:`divergence` (same stencil, differentiable)."""
+    return ((u[1:] - u[:-1]) + (v[:, 1:] - v[:, :-1])) / dx
+
+
+def curl(psi: torch.Tensor, du: torch.Tensor, dv: torch.Tensor, dx: float, periodic=(True, True),
+         alpha: float = 1.0, accumulate: bool = False) -> None:
+    """Face velocities from a corner stream function (Taichi, in place).
+
+    ``psi`` ``(nx+1, ny+1)``; ``du`` ``(nx+1, ny)``, ``dv`` ``(nx, ny+1)``; with
+    ``accumulate=True`` adds ``alpha * curl(psi)`` to ``du``/``dv`` (e.g. the state's ``u``/``v``),
+    else overwrites them. Units: psi = length^2/time, velocities = length/time. All three tensors
+    share one dtype (float32/float64) and device.
+    """
+    nx, ny = dv.shape[0], du.shape[1]
+    if tuple(psi.shape) != (nx + 1, ny + 1) or tuple(du.shape) != (nx + 1, ny):
+        raise ShapeError(f"curl: psi {tuple(psi.shape)}, du {tuple(du.shape)}, dv {tuple(dv.shape)} do "
+                         f"not fit one grid: need psi (nx+1, ny+1), du (nx+1, ny), dv (nx, ny+1).")
+    if psi.dtype != du.dtype or dv.dtype != du.dtype:
+        raise ShapeError(f"curl: dtypes differ (psi {psi.dtype}, du {du.dtype}, dv {dv.dtype}); cast psi.")
+    ensure_taichi()
+    _kernels(_name(du))["curl"](psi.contiguous(), du, dv, 1.0 / float(dx), int(periodic[0]),
+                                int(periodic[1]), float(alpha), int(bool(accumulate)))
+
+
+def curl_torch(psi: torch.Tensor, dx: float, periodic=(True, True)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torch version of :func:`curl` (same stencil and periodic handling, differentiable):
+    returns ``(du, dv)``."""
+    p = psi
+    if periodic[0]:
+        p = torch.cat([p[:-1], p[:1]], 0)
+    if periodic[1]:
+        p = torch.cat([p[:, :-1], p[:, :1]], 1)
+    du = (p[:, 1:] - p[:, :-1]) / dx
+    dv = -(p[1:, :] - p[:-1, :]) / dx
+    return du, dv
+
+
+def vorticity_torch(u: torch.Tensor, v: torch.Tensor, dx: float, periodic=(True, True)) -> torch.Tensor:
+    """Vorticity at the corners: ``(nx, ny)`` on a doubly periodic grid (corner ``(i, j)``, the
+    wrapped last row/column dropped), else the interior corners ``(nx-1, ny-1)`` (or mixed)."""
+    if periodic[0]:
+        dvdx = v - torch.roll(v, 1, 0)
+    else:
+        dvdx = v[1:] - v[:-1]
+    if periodic[1]:
+        dudy = u - torch.roll(u, 1, 1)
+    else:
+        dudy = u[:, 1:] - u[:, :-1]
+    # dvdx: corners (i, j) for j in 0..ny ; dudy: corners for i in 0..nx
+    if periodic[0]:
+        dudy = dudy[:-1]
+    else:
+        dudy = dudy[1:-1]
+    if periodic[1]:
+        dvdx = dvdx[:, :-1]
+    else:
+        dvdx = dvdx[:, 1:-1]
+    return (dvdx - dudy) / dx
