@@ -208,7 +208,8 @@ def _read(path) -> bytes:
 def _parse(path, data: bytes) -> tuple[dict, dict, int]:
     """Check the safetensors framing and the lawful header; return (header, index, data start)."""
     if data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:4] == b"PK\x03\x04":
-        _fail(path, "it is a pickle / torch.save file", "lawful never unpickles model files, "
+        _fail(path, "it is a pickle / torch.save (zip) file, not a lawful model file",
+              "lawful never unpickles model files, "
               "because unpickling can run arbitrary code. Load it with the code that wrote it, "
               "in a trusted environment, and re-save it with lawful (model.save(path)).")
     if len(data) <= 8:
