@@ -21,12 +21,16 @@ def _common(p: argparse.ArgumentParser, out_default: str, dtype_default: str = "
     p.add_argument("--device", default="cpu", help="torch device: cpu | cuda | auto (default: cpu)")
     p.add_argument("--dtype", default=dtype_default, choices=["float64", "float32"],
                    help=f"floating-point precision (default: {dtype_default})")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default: 1; small systems run fastest on one, and "
+                        "oversubscribed threads spin-wait)")
 
 
 def _cmd_demo(args) -> int:
     from lawful.integrations.demo import run_demo
 
-    report = run_demo(out=args.out, quick=args.quick, seed=args.seed, dtype=args.dtype, device=args.device)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    report = run_demo(out=args.out, mode=mode, seed=args.seed, dtype=args.dtype, device=args.device)
     print(f"report written to {report.resolve()}")
     return 0
 
@@ -176,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the end-to-end demo and write an HTML report")
     _common(p, "demo-out")
-    p.add_argument("--quick", action="store_true", help="small sizes: a few minutes on a laptop CPU")
+    p.add_argument("--quick", action="store_true", help="small sizes: at most 5 minutes on a 2-core CPU")
+    p.add_argument("--smoke", action="store_true", help="the smallest sizes (a test of the pipeline, not a result)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("data", help="generate labelled reference data (EMT, Lennard-Jones, OpenMM water)")
@@ -250,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if getattr(args, "threads", None):
+        # The command line is an application, so it may set the process's torch thread count.
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except LawfulError as exc:

@@ -2,7 +2,8 @@
 
 Each part of the demo is a *section* function ``(ctx) -> Section``. Sections run in order; a
 section that fails or is interrupted is recorded as such and the report is still written, so
-completed outputs are never lost. ``--quick`` uses small sizes (minutes on a 2-core CPU).
+completed outputs are never lost. Modes: ``quick`` (``make demo``: at most 5 minutes on a 2-core
+CPU), ``full`` (at most 30 minutes), ``smoke`` (the smallest sizes, for the test suite).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Callable
 from lawful.integrations.benchmarking import machine_info, versions
 from lawful.integrations.report import Section, write_report
 
-__all__ = ["DemoContext", "SECTIONS", "run_demo"]
+__all__ = ["DemoContext", "MODES", "run_demo"]
 
 
 @dataclass
@@ -24,7 +25,7 @@ class DemoContext:
     """What every section gets: output folder, size mode, seed, dtype and device names."""
 
     out: Path
-    quick: bool = True
+    mode: str = "quick"  # "smoke" (tests) | "quick" (make demo, <= 5 min) | "full" (<= 30 min)
     seed: int = 0
     dtype: str = "float64"
     device: str = "cpu"
@@ -42,23 +43,33 @@ def _environment(ctx: DemoContext) -> Section:
     return s
 
 
-#: The demo's sections, in order. Other modules append theirs as features land.
-SECTIONS: list[Callable[[DemoContext], Section]] = [_environment]
+def _sections() -> list[Callable[[DemoContext], Section]]:
+    """The demo's sections, in order."""
+    from lawful.integrations.demo_forcefields import forcefield_section
+
+    return [_environment, forcefield_section]
 
 
-def run_demo(out: str | Path = "demo-out", quick: bool = False, seed: int = 0,
+MODES = ("smoke", "quick", "full")
+
+
+def run_demo(out: str | Path = "demo-out", mode: str = "quick", seed: int = 0,
              dtype: str = "float64", device: str = "cpu", log: Callable[[str], None] = print) -> Path:
     """Run every demo section and write ``out/report.html`` and ``out/summary.json``.
 
     Returns the report path. Ctrl-C stops the current section; the report is still written with
     every section finished so far, and the exception is re-raised after that.
     """
-    ctx = DemoContext(out=Path(out), quick=quick, seed=seed, dtype=dtype, device=device, log=log)
+    if mode not in MODES:
+        from lawful.kernels.errors import InputError
+
+        raise InputError(f"unknown demo mode {mode!r}: use one of {list(MODES)}.")
+    ctx = DemoContext(out=Path(out), mode=mode, seed=seed, dtype=dtype, device=device, log=log)
     ctx.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     sections: list[Section] = []
     interrupted = None
-    for fn in SECTIONS:
+    for fn in _sections():
         name = fn.__name__.lstrip("_")
         log(f"[demo] {name} ...")
         ts = time.perf_counter()
@@ -73,7 +84,7 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, seed: int = 0,
         sec.summary.setdefault("seconds", round(time.perf_counter() - ts, 2))
         sections.append(sec)
         log(f"[demo] {name}: {sec.status} in {sec.summary['seconds']} s")
-    meta = {"mode": "quick" if quick else "full", "seed": seed, "dtype": dtype, "device": device,
+    meta = {"mode": mode, "seed": seed, "dtype": dtype, "device": device,
             "total_seconds": round(time.perf_counter() - t0, 1), "versions": versions(),
             "machine": machine_info()}
     report, _ = write_report(ctx.out, "lawful demo", sections, meta)
