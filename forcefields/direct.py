@@ -99,6 +99,10 @@ class DirectForceModel(AtomisticModel):
         return energies, forces, s
 
     def _evaluate_batch(self, batch: Batch, forces: bool, stress: bool, training: bool) -> dict:
+        with torch.set_grad_enabled(training):      # no autograd needed outside training
+            return self._outputs(batch, forces, stress)
+
+    def _outputs(self, batch: Batch, forces: bool, stress: bool) -> dict:
         _, vectors = strained_geometry(batch, batch.positions, None)
         energies, f, s = self.forward(batch.positions, batch.species, batch.edge_i, batch.edge_j, vectors)
         energy = torch.zeros(batch.n_structures, dtype=energies.dtype, device=energies.device)

@@ -201,7 +201,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=lr_factor, patience=lr_patience)
     state = {"epoch": -1, "best_loss": math.inf, "best_state": None, "bad_epochs": 0, "history": [],
-             "train_time_s": 0.0}
+             "train_time_s": 0.0, "train_cpu_s": 0.0}
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None:
         from lawful.kernels.checkpoint import load_checkpoint, save_checkpoint
@@ -216,7 +216,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        state = {k: saved[k] for k in state}
+        state = {k: saved.get(k, v) for k, v in state.items()}
         state["history"] = json.loads(saved["history"])
     else:
         with torch.no_grad():
@@ -242,7 +242,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
             if max_time is not None and state["train_time_s"] >= max_time:
                 stop_reason = "max_time"
                 break
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model.train()
             g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch)
             order = torch.randperm(len(train_items), generator=g).tolist()
@@ -268,6 +268,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
             else:
                 state["bad_epochs"] += 1
             state["train_time_s"] += time.perf_counter() - t0
+            state["train_cpu_s"] += time.process_time() - c0
             state["epoch"] = epoch
             row = {"epoch": epoch, "train_loss": total / max(n_b, 1), "val_loss": val_loss,
                    "lr": opt.param_groups[0]["lr"], **{f"val_{k}": v for k, v in metrics.items()}}
@@ -303,7 +304,8 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         "val_energy_mae_per_atom_eV": final["energy_mae_per_atom"], "val_force_mae_eV_per_A": final["force_mae"],
         "val_energy_rmse_per_atom_eV": final["energy_rmse_per_atom"], "val_force_rmse_eV_per_A": final["force_rmse"],
         "val_stress_mae_eV_per_A3": final.get("stress_mae"),
-        "train_time_s": state["train_time_s"], "wall_time_this_call_s": time.perf_counter() - t_start,
+        "train_time_s": state["train_time_s"], "train_cpu_s": state["train_cpu_s"],
+        "wall_time_this_call_s": time.perf_counter() - t_start,
         "weights": {"energy": energy_weight, "forces": force_weight, "stress": stress_weight},
         "seed": seed, "batch_size": batch_size, "lr": lr, "data_fingerprint": fingerprint,
         "history": state["history"],

@@ -9,6 +9,7 @@ import torch
 
 from lawful.forcefields import NeuralPotential, export_torchscript
 from lawful.forcefields.batch import Batch
+from lawful.forcefields.gradcheck import gradient_check
 from lawful.kernels.errors import (InputError, LawfulError, NumericalError, ShapeError,
                                    UnsupportedSpeciesError)
 
@@ -75,58 +76,35 @@ def model(systems):
     return _calibrated(m, list(systems.values()))
 
 
-def _energy(model, pos, num, cell, pbc, pairs=None):
-    return float(model.evaluate(pos, num, cell, pbc, pairs=pairs)["energy"])
-
-
-def _skin_pairs(pos, cell, pbc, skin=0.5):
-    """Pairs within cutoff + skin, reused for all the small displacements of a finite difference
-    (pairs beyond the cutoff contribute exactly zero)."""
-    from lawful.kernels.neighbors import neighbor_list
-
-    nl = neighbor_list(torch.tensor(pos), CUTOFF + skin, cell=None if cell is None else torch.tensor(cell), pbc=pbc)
-    return nl.i, nl.j, nl.shifts
+def _energy(model, pos, num, cell, pbc):
+    return float(model.evaluate(pos, num, cell, pbc)["energy"])
 
 
 @pytest.mark.parametrize("name", ["small_cell", "periodic", "molecule"])
-def test_forces_match_finite_differences(model, systems, name):
+def test_forces_and_stress_match_finite_differences(model, systems, name):
     pos, num, cell, pbc = systems[name]
-    out = model.evaluate(pos, num, cell, pbc)
-    pairs = _skin_pairs(pos, cell, pbc)
-    h = 1e-5
-    fd = np.zeros_like(pos)
-    for a in range(len(pos)):
-        for d in range(3):
-            p = pos.copy()
-            p[a, d] += h
-            ep = _energy(model, p, num, cell, pbc, pairs)
-            p[a, d] -= 2 * h
-            em = _energy(model, p, num, cell, pbc, pairs)
-            fd[a, d] = -(ep - em) / (2 * h)
-    f = out["forces"].numpy()
-    assert np.abs(f).max() > 1e-3                              # a non-trivial check
-    assert np.abs(f - fd).max() <= 1e-6 * np.abs(fd).max()
+    res = gradient_check(model, pos, num, cell, pbc, h=1e-5)
+    assert np.abs(res["forces_fd"]).max() > 1e-3                # a non-trivial check
+    assert res["force_error"] <= 1e-6
+    if pbc:
+        assert np.abs(res["stress_fd"]).max() > 1e-5
+        assert res["stress_error"] <= 1e-6
+        assert np.allclose(res["stress"], res["stress"].T, atol=1e-12 * np.abs(res["stress"]).max())
+    else:
+        assert "stress_error" not in res
 
 
-@pytest.mark.parametrize("name", ["small_cell", "periodic"])
-def test_stress_matches_finite_differences(model, systems, name):
-    pos, num, cell, pbc = systems[name]
-    out = model.evaluate(pos, num, cell, pbc, stress=True)
-    vol = abs(np.linalg.det(cell))
-    pairs = _skin_pairs(pos, cell, pbc)
-    h = 1e-5
-    fd = np.zeros((3, 3))
-    for a in range(3):
-        for b in range(3):
-            eps = np.zeros((3, 3))
-            eps[a, b] = h
-            ep = _energy(model, pos @ (np.eye(3) + eps), num, cell @ (np.eye(3) + eps), pbc, pairs)
-            em = _energy(model, pos @ (np.eye(3) - eps), num, cell @ (np.eye(3) - eps), pbc, pairs)
-            fd[a, b] = (ep - em) / (2 * h) / vol
-    s = out["stress"].numpy()
-    assert np.abs(s).max() > 1e-5
-    assert np.abs(s - fd).max() <= 1e-6 * np.abs(fd).max()
-    assert np.allclose(s, s.T, atol=1e-12 * np.abs(s).max())
+def test_gradient_check_catches_wrong_forces(model, systems):
+    class Broken:
+        cutoff = model.cutoff
+
+        def evaluate(self, *args, **kwargs):
+            out = model.evaluate(*args, **kwargs)
+            out["forces"] = out["forces"] * 1.001
+            return out
+
+    pos, num, cell, pbc = systems["small_cell"]
+    assert gradient_check(Broken(), pos, num, cell, pbc)["force_error"] > 5e-4
 
 
 def _rotation(rng):
