@@ -20,3 +20,13 @@ __all__: list[str] = [
     "NeuralPotential", "DirectForceModel", "train", "load_model", "save_model",
     "export_torchscript", "TorchScriptPotential",
 ]
+
+# Hamiltonian / Lagrangian networks, their baseline, integrators (owner: hamiltonian)
+from lawful.forcefields.derivative_mlp import DerivativeMLP  # noqa: E402
+from lawful.forcefields.dynamics_training import train_dynamics  # noqa: E402
+from lawful.forcefields.hamiltonian import HamiltonianNN  # noqa: E402
+from lawful.forcefields.integrators import energy_drift, integrate  # noqa: E402
+from lawful.forcefields.lagrangian import LagrangianNN  # noqa: E402
+
+__all__ += ["HamiltonianNN", "LagrangianNN", "DerivativeMLP", "integrate", "energy_drift",
+            "train_dynamics"]

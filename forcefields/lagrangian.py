@@ -34,7 +34,10 @@ class LagrangianNN(nn.Module):
     Parameters: ``dim`` degrees of freedom (q, q̇ are ``(batch, dim)``); ``hidden``, ``layers``,
     ``activation`` MLP size (smooth activations, default softplus as in the LNN paper);
     ``max_condition`` the largest accepted condition number of ∂²L/∂q̇² (default 1e12 in float64,
-    1e6 in float32); dtype (float64 default) and device.
+    1e6 in float32); ``kinetic_prior`` k ≥ 0 adds a fixed ½k|q̇|² to the MLP (L stays a general
+    learned function, but the mass matrix starts positive definite instead of nearly singular,
+    which is what makes training from a random initialisation stable; 0 = the bare MLP);
+    dtype (float64 default) and device.
 
     ``lagrangian(q, q̇)`` -> ``(batch,)``; ``accelerations(q, q̇)`` -> ``(batch, dim)``;
     ``energy(q, q̇)`` -> ``(batch,)``; ``mass_matrix(q, q̇)`` -> ``(batch, dim, dim)``;
@@ -47,7 +50,7 @@ class LagrangianNN(nn.Module):
 
     def __init__(self, dim: int = 2, hidden: int = 128, layers: int = 2,
                  activation: str = "softplus", max_condition: float | None = None,
-                 dtype=None, device=None):
+                 kinetic_prior: float = 0.0, dtype=None, device=None):
         super().__init__()
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise InputError(f"dim must be a positive integer, got {dim!r}.")
@@ -55,6 +58,9 @@ class LagrangianNN(nn.Module):
         self._function = None
         self.net = build_mlp(2 * dim, 1, hidden, layers, activation, dtype, device)
         self.max_condition = self._max_condition(max_condition)
+        if not isinstance(kinetic_prior, (int, float)) or kinetic_prior < 0:
+            raise InputError(f"kinetic_prior must be a number >= 0, got {kinetic_prior!r}.")
+        self.kinetic_prior = float(kinetic_prior)
 
     @staticmethod
     def _max_condition(value):
@@ -83,6 +89,7 @@ class LagrangianNN(nn.Module):
         obj.dim = dim
         obj.net = None
         obj._function = lagrangian
+        obj.kinetic_prior = 0.0
         obj.max_condition = cls._max_condition(max_condition)
         return obj
 
@@ -110,7 +117,10 @@ class LagrangianNN(nn.Module):
                 raise ShapeError(f"the wrapped Lagrangian returned shape {tuple(out.shape)}; it "
                                  f"must return one value per sample, shape ({q.shape[0]},).")
             return out
-        return self.net(torch.cat([q, v], dim=-1))[:, 0]
+        out = self.net(torch.cat([q, v], dim=-1))[:, 0]
+        if self.kinetic_prior:
+            out = out + 0.5 * self.kinetic_prior * (v * v).sum(-1)
+        return out
 
     def _l1(self, q1, v1):
         """L for one sample: q1, v1 of shape (dim,) -> 0-d."""

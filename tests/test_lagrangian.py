@@ -147,3 +147,31 @@ def test_bad_inputs_raise_clear_errors():
         bad.lagrangian(torch.zeros(3, 2, dtype=F64), torch.zeros(3, 2, dtype=F64))
     with pytest.raises(InputError, match="separable"):
         integrate(lnn, (torch.zeros(1, 2, dtype=F64),) * 2, 0.1, 2, method="leapfrog")
+
+
+def test_double_pendulum_data_agrees_with_the_lnn_machinery():
+    from lawful.forcefields.dynamics_data import double_pendulum, double_pendulum_lagrangian
+
+    data = double_pendulum(seed=0, samples=4)
+    lnn = LagrangianNN.from_function(double_pendulum_lagrangian, dim=2)
+    n_t, n_traj, dim = data.traj_x.shape
+    q = data.traj_x.transpose(0, 1).reshape(-1, dim)
+    v = data.traj_y.transpose(0, 1).reshape(-1, dim)
+    # the data's closed-form equations of motion == Euler–Lagrange through torch.func
+    torch.testing.assert_close(lnn.accelerations(q, v), data.test_dy, rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(lnn.energy(q, v), data.energy(q, v), rtol=1e-12, atol=1e-12)
+    e = data.energy(q, v).reshape(n_traj, n_t)
+    assert float((e - e[:, :1]).abs().max()) < 1e-8
+
+
+def test_kinetic_prior_makes_the_initial_mass_matrix_positive_definite():
+    torch.manual_seed(0)
+    q, v = _rand(16, 2, seed=8), _rand(16, 2, seed=9)
+    bare = LagrangianNN(dim=2, hidden=32)
+    prior = LagrangianNN(dim=2, hidden=32, kinetic_prior=1.0)
+    prior.load_state_dict(bare.state_dict())
+    diff = prior.mass_matrix(q, v) - bare.mass_matrix(q, v)
+    torch.testing.assert_close(diff, torch.eye(2, dtype=F64).expand(16, 2, 2))
+    assert float(torch.linalg.eigvalsh(prior.mass_matrix(q, v)).min()) > 0.5
+    with pytest.raises(InputError, match="kinetic_prior"):
+        LagrangianNN(dim=2, kinetic_prior=-1.0)

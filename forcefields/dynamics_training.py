@@ -1,0 +1,190 @@
+"""Training and evaluation of dynamics models (HNN, LNN, baseline MLP) on derivative data.
+
+The loss is the HNN paper's: the mean squared error between the model's time derivative at the
+observed (noisy) states and the exact derivative. A constraint strategy from
+:mod:`lawful.kernels.constraints` can be added: ``SoftPenalty`` or ``AugmentedLagrangian`` on the
+violation of energy conservation, ``v = ∇E(x) · f_θ(x)`` — the rate of change of the known energy
+along the learned vector field, zero for every conservative model of the true system (see
+:func:`energy_rate`).
+
+Metrics (see :func:`rollout_metrics` and :func:`long_horizon_drift`):
+
+* derivative test loss — MSE of (ẋ, ẏ) on the held-out states;
+* rollout state MSE — model rollouts from the clean initial states of the test trajectories,
+  against the exact trajectories, MSE over time points, trajectories and coordinates;
+* energy MSE — the HNN paper's figure: MSE between the true energy of the exact trajectory and the
+  true energy evaluated along the model's rollout, over the same time points and trajectories;
+* long-horizon drift — |E(T) − E(0)| of the true energy along 10⁴–10⁵-step rollouts with each
+  integrator, and its least-squares slope.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from lawful.forcefields.dynamics_data import DynamicsDataset
+from lawful.forcefields.integrators import energy_drift, integrate
+from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty
+from lawful.kernels.errors import InputError
+
+__all__ = ["TrainResult", "train_dynamics", "derivative_loss", "energy_rate", "rollout_metrics",
+           "long_horizon_drift"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_dynamics` returns: final losses, the constraint's state, the history."""
+
+    train_loss: float
+    test_loss: float
+    violation_rms: float
+    seconds: float
+    steps: int
+    constraint: dict | None = None
+    history: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """Plain-python form for JSON."""
+        return {"train_loss": self.train_loss, "test_loss": self.test_loss,
+                "violation_rms": self.violation_rms, "seconds": self.seconds, "steps": self.steps,
+                "constraint": self.constraint}
+
+
+def _predict(model, x, y, create_graph):
+    return model.time_derivative(x, y, create_graph=create_graph)
+
+
+def derivative_loss(model, x, y, dx, dy, create_graph: bool = False) -> torch.Tensor:
+    """Mean squared error of the predicted ``(ẋ, ẏ)`` against the targets (0-d tensor)."""
+    px, py = _predict(model, x, y, create_graph)
+    return 0.5 * (((px - dx) ** 2).mean() + ((py - dy) ** 2).mean())
+
+
+def energy_rate(model, energy, x, y, create_graph: bool = False) -> torch.Tensor:
+    """``dE/dt = ∂E/∂x · ẋ + ∂E/∂y · ẏ`` of the known energy ``energy(x, y) -> (batch,)`` along
+    the model's vector field, shape ``(batch,)``: the violation of energy conservation."""
+    with torch.enable_grad():
+        xe = x.detach().requires_grad_(True)
+        ye = y.detach().requires_grad_(True)
+        gx, gy = torch.autograd.grad(energy(xe, ye).sum(), (xe, ye))
+    px, py = _predict(model, x, y, create_graph)
+    return (gx * px).sum(-1) + (gy * py).sum(-1)
+
+
+def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int = 2000,
+                   lr: float = 1e-3, final_lr: float = 1e-5, batch_size: int | None = None,
+                   constraint_every: int = 100, seed: int = 0, log_every: int = 0) -> TrainResult:
+    """Fit ``model`` (anything with ``time_derivative(x, y, create_graph=)``) to ``data``.
+
+    Adam with a cosine learning-rate decay from ``lr`` to ``final_lr`` over ``steps``; full batch
+    unless ``batch_size`` is given (the augmented Lagrangian needs full batch: its multipliers
+    are per training sample). ``constraint``: None, a :class:`SoftPenalty`, or an
+    :class:`AugmentedLagrangian` on :func:`energy_rate` at the training states (the latter's
+    multipliers are updated every ``constraint_every`` steps). ``seed`` fixes minibatch order.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise InputError(f"steps must be a positive integer, got {steps!r}.")
+    if constraint is not None and not isinstance(constraint, (SoftPenalty, AugmentedLagrangian)):
+        raise InputError(f"constraint must be None, a SoftPenalty or an AugmentedLagrangian, got "
+                         f"{type(constraint).__name__}.")
+    if isinstance(constraint, AugmentedLagrangian) and batch_size is not None:
+        raise InputError("the augmented Lagrangian keeps one multiplier per training sample: train "
+                         "full batch (batch_size=None).")
+    params = [prm for prm in model.parameters() if prm.requires_grad]
+    if not params:
+        raise InputError("the model has no trainable parameters (a wrapped analytic function?).")
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=final_lr)
+    gen = torch.Generator().manual_seed(seed)
+    n = data.x.shape[0]
+    history = []
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        if batch_size is None or batch_size >= n:
+            idx = None
+            x, y, dx, dy = data.x, data.y, data.dx, data.dy
+        else:
+            idx = torch.randint(0, n, (batch_size,), generator=gen)
+            x, y, dx, dy = data.x[idx], data.y[idx], data.dx[idx], data.dy[idx]
+        opt.zero_grad(set_to_none=True)
+        loss = derivative_loss(model, x, y, dx, dy, create_graph=True)
+        total = loss
+        if constraint is not None:
+            total = total + constraint.loss(energy_rate, model, data.energy, x, y, True)
+        total.backward()
+        opt.step()
+        sched.step()
+        if isinstance(constraint, AugmentedLagrangian) and step % constraint_every == 0:
+            constraint.update(energy_rate(model, data.energy, data.x, data.y).detach())
+        if log_every and step % log_every == 0:
+            history.append({"step": step, "loss": float(loss.detach()),
+                            "total": float(total.detach())})
+    seconds = time.perf_counter() - t0
+    train = float(derivative_loss(model, data.x, data.y, data.dx, data.dy).detach())
+    test = float(derivative_loss(model, data.test_x, data.test_y, data.test_dx,
+                                 data.test_dy).detach())
+    v = energy_rate(model, data.energy, data.test_x, data.test_y).detach()
+    return TrainResult(train_loss=train, test_loss=test,
+                       violation_rms=float(torch.sqrt((v * v).mean())), seconds=seconds,
+                       steps=steps, constraint=None if constraint is None else constraint.state(),
+                       history=history)
+
+
+def _energy_series(energy, xs, ys):
+    n, b, d = xs.shape
+    return energy(xs.reshape(n * b, d), ys.reshape(n * b, d)).reshape(n, b)
+
+
+def rollout_metrics(model, data: DynamicsDataset, horizon: float | None = None,
+                    dt: float = 0.01, method: str = "rk4", n_points: int = 200) -> dict:
+    """Rollouts of ``model`` from the clean initial states of the test trajectories.
+
+    Integrates to ``horizon`` (default: the data's time span) with ``method`` at step ``dt`` and
+    compares ``n_points`` equally spaced states with the exact (DOP853) trajectories.
+    Returns ``state_mse`` and ``energy_mse`` (the HNN paper's definition, see the module
+    docstring), plus the horizon and the number of rollouts.
+    """
+    horizon = float(data.t[-1]) if horizon is None else float(horizon)
+    steps = int(round(horizon / dt))
+    save = max(1, steps // n_points)
+    steps = save * (steps // save)
+    x0, y0 = data.traj_x[0], data.traj_y[0]
+    xs, ys = integrate(model, (x0, y0), dt, steps, method, save_every=save)
+    times = torch.arange(xs.shape[0], dtype=torch.float64) * dt * save
+    tx, ty = data.trajectories(x0, y0, times)
+    e_true = _energy_series(data.energy, tx, ty)
+    e_model = _energy_series(data.energy, xs, ys)
+    return {"state_mse": float(((xs - tx) ** 2).mean() / 2 + ((ys - ty) ** 2).mean() / 2),
+            "energy_mse": float(((e_model - e_true) ** 2).mean()),
+            "horizon": horizon, "rollouts": int(x0.shape[0]), "dt": dt, "method": method}
+
+
+def long_horizon_drift(model, data: DynamicsDataset, dt: float, steps: int, method: str,
+                       n_points: int = 100, tol: float | None = 1e-11, max_iter: int = 100) -> dict:
+    """Energy drift of the *true* energy along ``steps``-step rollouts of ``model`` with
+    ``method`` from the test initial states: ``final_abs`` (mean |E(T) − E(0)|), ``max_abs``,
+    ``rel_max`` and the secular ``slope`` (per unit time), plus the wall time.
+    ``model_energy_*`` report the same for the model's own conserved quantity when it has one
+    (``hamiltonian`` or ``energy``)."""
+    save = max(1, steps // n_points)
+    if steps % save:
+        raise InputError(f"steps={steps} must be a multiple of {save}.")
+    x0, y0 = data.traj_x[0], data.traj_y[0]
+    t0 = time.perf_counter()
+    xs, ys = integrate(model, (x0, y0), dt, steps, method, save_every=save, tol=tol,
+                       max_iter=max_iter)
+    seconds = time.perf_counter() - t0
+    times = torch.arange(xs.shape[0], dtype=torch.float64) * dt * save
+    out = energy_drift(_energy_series(data.energy, xs, ys), times)
+    own = getattr(model, "hamiltonian", None) or getattr(model, "energy", None)
+    if own is not None:
+        e = _energy_series(lambda a, b: own(a, b).detach(), xs, ys)
+        d = energy_drift(e, times)
+        out.update({"model_energy_final_abs": d["final_abs"], "model_energy_slope": d["slope"]})
+    out.update({"steps": steps, "dt": dt, "method": method, "seconds": seconds,
+                "finite": bool(math.isfinite(out["max_abs"]))})
+    return out
