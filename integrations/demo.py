@@ -17,7 +17,7 @@ from typing import Callable
 from lawful.integrations.benchmarking import machine_info, versions
 from lawful.integrations.report import Section, write_report
 
-__all__ = ["DemoContext", "MODES", "run_demo"]
+__all__ = ["DemoContext", "MODES", "run_demo", "section"]
 
 
 @dataclass
@@ -33,6 +33,18 @@ class DemoContext:
     shared: dict = field(default_factory=dict)  # results one section hands to a later one
 
 
+def section(key: str, title: str):
+    """Mark a function ``(ctx) -> Section`` as the demo section ``key`` (used for its report entry
+    also when it fails or is interrupted before returning)."""
+
+    def mark(fn):
+        fn.section_key, fn.section_title = key, title
+        return fn
+
+    return mark
+
+
+@section("environment", "Environment")
 def _environment(ctx: DemoContext) -> Section:
     from lawful.kernels import ensure_taichi
 
@@ -70,17 +82,17 @@ def run_demo(out: str | Path = "demo-out", mode: str = "quick", seed: int = 0,
     sections: list[Section] = []
     interrupted = None
     for fn in _sections():
-        name = fn.__name__.lstrip("_")
+        name, title = fn.section_key, fn.section_title
         log(f"[demo] {name} ...")
         ts = time.perf_counter()
         try:
             sec = fn(ctx)
         except KeyboardInterrupt as exc:
-            sections.append(Section(name, name, text=["interrupted by the user"], status="interrupted"))
+            sections.append(Section(name, title, text=["interrupted by the user"], status="interrupted"))
             interrupted = exc
             break
         except Exception as exc:  # a failed section must not lose the others' results
-            sec = Section(name, name, text=[f"failed: {exc!r}", traceback.format_exc()], status="failed")
+            sec = Section(name, title, text=[f"failed: {exc!r}", traceback.format_exc()], status="failed")
         sec.summary.setdefault("seconds", round(time.perf_counter() - ts, 2))
         sections.append(sec)
         log(f"[demo] {name}: {sec.status} in {sec.summary['seconds']} s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from lawful.integrations.demo import section
 from lawful.integrations.report import Section
 
 __all__ = ["forcefield_section", "SIZES"]
@@ -58,6 +59,7 @@ def _plot(runs: list[dict], n_atoms: int, path: Path) -> Path:
     return path
 
 
+@section("forcefields", "Energy conservation in ASE and OpenMM: conservative vs direct-force models")
 def forcefield_section(ctx) -> Section:
     """Train both models on fresh EMT data and compare NVE drift in ASE and OpenMM."""
     from ase.build import bulk
