@@ -14,3 +14,9 @@ __all__ = [
     "scenes", "Scene", "Solver", "SolverConfig", "run", "FluidState",
     "state_metrics", "divergence_metrics", "MetricsWriter", "plot_metrics", "read_metrics_csv",
 ]
+
+# neural correctors (owner: corrector) — divergence-free corrector, baselines, solver-in-the-loop
+from lawful.fluids.correctors import DivergenceFreeCorrector, UnconstrainedCorrector, load_corrector  # noqa: E402
+from lawful.fluids.torch_step import TorchStep  # noqa: E402
+
+__all__ += ["DivergenceFreeCorrector", "UnconstrainedCorrector", "load_corrector", "TorchStep"]

@@ -1,0 +1,325 @@
+"""Solver-in-the-loop training of the correctors, and rollout evaluation.
+
+The coarse solver (its differentiable twin :class:`~lawful.fluids.torch_step.TorchStep`) is
+corrected towards a 4x finer reference downsampled conservatively
+(:mod:`lawful.fluids.fine_reference`). Each iteration starts from a reference state ``k0`` of a
+training trajectory (fixed faces reset, projected on the coarse grid), unrolls ``unroll`` (>= 4 by
+default) corrected coarse steps and minimises
+
+    L = (1/k) sum_j ||u_j - u_ref[k0+j]||^2_free / ||u_ref[k0+j]||^2_free   (+ constraint terms)
+
+by backpropagating through every step (advection, forces, projection) and the network.
+
+Variants (``TrainConfig.variant``):
+
+* ``"hard"`` — :class:`~lawful.fluids.correctors.DivergenceFreeCorrector` (curl of psi);
+* ``"plain"`` — :class:`~lawful.fluids.correctors.UnconstrainedCorrector`, no constraint;
+* ``"soft"`` — unconstrained + :class:`~lawful.kernels.constraints.SoftPenalty` on the relative
+  divergence field ``dx div(du) / U`` of every correction (``reduction="mean"``);
+* ``"al"`` — unconstrained + :class:`~lawful.kernels.constraints.AugmentedLagrangian` on the
+  per-step RMS relative divergence of the corrections (a fixed-size violation vector of length
+  ``unroll``, as the multipliers need; windows come from grids of different shapes); multipliers
+  updated every ``al_update_every`` iterations;
+* ``"projected"`` — unconstrained with ``project=True``: each correction is followed by a
+  (differentiable) pressure projection, FluidNet-style.
+
+:class:`CorrectorTrainer` shows a tqdm bar, writes atomic checkpoints
+(:func:`lawful.kernels.checkpoint.save_checkpoint`: weights, optimiser, iteration, window RNG,
+constraint state, history) every ``checkpoint_every`` iterations and resumes from one; the trained
+corrector is saved with ``corrector.save(path)`` (the safe model-file format).
+:func:`rollout_errors` runs the *Taichi* solver with the corrector in the loop and measures the
+error against a reference trajectory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty
+from lawful.kernels.errors import InputError
+from lawful.fluids.correctors import DivergenceFreeCorrector, UnconstrainedCorrector, corner_geometry
+from lawful.fluids.torch_step import TorchStep, project_differentiable
+
+__all__ = ["TrainConfig", "CorrectorTrainer", "make_corrector", "rollout_errors", "VARIANTS"]
+
+VARIANTS = ("hard", "plain", "soft", "al", "projected")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :class:`CorrectorTrainer` (see the module docstring for the variants).
+
+    ``unroll``: corrected solver steps per window (k >= 1; 4 or more recommended); ``iterations``;
+    ``lr`` (Adam); ``soft_weight``; ``al_penalty`` (initial mu), ``al_growth``,
+    ``al_update_every``; ``checkpoint_every``; ``seed`` (window sampling); ``grad_clip``.
+    """
+
+    variant: str = "hard"
+    unroll: int = 4
+    iterations: int = 300
+    lr: float = 1e-3
+    soft_weight: float = 1.0
+    al_penalty: float = 1.0
+    al_growth: float = 2.0
+    al_update_every: int = 25
+    checkpoint_every: int = 50
+    seed: int = 0
+    grad_clip: float = 1.0
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise InputError(f"TrainConfig.variant={self.variant!r}: use one of {VARIANTS}.")
+        for name in ("unroll", "iterations", "al_update_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 1.")
+        for name in ("lr", "soft_weight", "al_penalty"):
+            v = float(getattr(self, name))
+            if not (math.isfinite(v) and v > 0):
+                raise InputError(f"TrainConfig.{name}={getattr(self, name)!r} must be positive.")
+
+
+def make_corrector(variant: str, dtype=torch.float32, **kwargs):
+    """The corrector a variant trains: DivergenceFreeCorrector for "hard", UnconstrainedCorrector
+    (``project=True`` for "projected") otherwise. ``kwargs`` go to the constructor."""
+    if variant not in VARIANTS:
+        raise InputError(f"corrector variant {variant!r}: use one of {VARIANTS}.")
+    if variant == "hard":
+        return DivergenceFreeCorrector(dtype=dtype, **kwargs)
+    kwargs.pop("mean_flow", None)
+    return UnconstrainedCorrector(dtype=dtype, project=(variant == "projected"), **kwargs)
+
+
+@dataclass
+class _Case:
+    traj: object
+    scene: object
+    solver: object
+    step: TorchStep
+    geom: object
+    ubc: torch.Tensor
+    vbc: torch.Tensor
+    reynolds: float | None
+    free_u: torch.Tensor = field(default=None)
+    free_v: torch.Tensor = field(default=None)
+
+
+def _relative_error(u, v, ru, rv, fu, fv):
+    num = ((u - ru) * fu).pow(2).sum() + ((v - rv) * fv).pow(2).sum()
+    den = (ru * fu).pow(2).sum() + (rv * fv).pow(2).sum()
+    return num / den.clamp_min(1e-30)
+
+
+class CorrectorTrainer:
+    """Solver-in-the-loop trainer.
+
+    ``corrector``: a correctors module (its dtype is the training dtype); ``trajectories``: list of
+    :class:`~lawful.fluids.fine_reference.ReferenceTrajectory` (all from one scene family);
+    ``config``: :class:`TrainConfig`; ``checkpoint``: path for atomic checkpoints (``None``: none);
+    ``resume``: continue from ``checkpoint`` when it exists.
+    """
+
+    def __init__(self, corrector, trajectories, config: TrainConfig, checkpoint=None, resume: bool = True):
+        if not trajectories:
+            raise InputError("CorrectorTrainer needs at least one reference trajectory.")
+        self.corrector = corrector
+        self.config = config
+        self.dtype = corrector.dtype
+        self.cases = [self._prepare(t) for t in trajectories]
+        for c in self.cases:
+            if c.traj.u.shape[0] <= config.unroll:
+                raise InputError(f"trajectory {c.traj.case.label} has {c.traj.u.shape[0] - 1} steps; "
+                                 f"the unroll length {config.unroll} needs more.")
+        self.optimizer = torch.optim.Adam(corrector.parameters(), lr=config.lr)
+        self.generator = torch.Generator().manual_seed(int(config.seed))
+        self.soft = SoftPenalty(config.soft_weight, reduction="mean") if config.variant == "soft" else None
+        self.al = (AugmentedLagrangian(penalty=config.al_penalty, growth=config.al_growth, reduction="sum")
+                   if config.variant == "al" else None)
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        if self.checkpoint is not None and resume and self.checkpoint.exists():
+            self.load(self.checkpoint)
+
+    def _prepare(self, traj) -> _Case:
+        sc, solver = traj.initial_state(dtype=self.dtype)
+        step = TorchStep(solver)
+        geom = corner_geometry(sc.state.boundary, sc.state.solid, self.corrector.dtype)
+        re = traj.case.re if traj.case.scene == "karman" else None
+        case = _Case(traj, sc, solver, step, geom, solver.ubc, solver.vbc, re)
+        fu, fv = solver.ubc[0].clone(), solver.vbc[0].clone()
+        px, py = sc.state.boundary.periodic_axes
+        if px:
+            fu[-1] = 0.0          # count periodic duplicate faces once
+        if py:
+            fv[:, -1] = 0.0
+        case.free_u, case.free_v = fu, fv
+        return case
+
+    # -- one window ---------------------------------------------------------------------------
+    def _start(self, case: _Case, k0: int):
+        t = case.traj
+        dt = self.dtype
+        with torch.no_grad():
+            u = t.u[k0].to(dt).clone()
+            v = t.v[k0].to(dt).clone()
+            u = case.ubc[0] * u + (1 - case.ubc[0]) * case.ubc[1]
+            v = case.vbc[0] * v + (1 - case.vbc[0]) * case.vbc[1]
+            u, v = case.step.projector.forward(u.contiguous(), v.contiguous())
+            gp = case.step.pressure_gradient(t.p[k0].to(dt))
+        return u, v, gp
+
+    def window_loss(self, case: _Case, k0: int):
+        """``(loss, fit, divergence)`` of one unrolled window starting at reference index ``k0``;
+        ``divergence`` (k,): per-step RMS relative divergence of the corrections."""
+        cfg = self.config
+        corr = self.corrector
+        u, v, gp = self._start(case, k0)
+        fit = 0.0
+        divs = []
+        dfields = []
+        dx = case.scene.state.dx
+        for j in range(1, cfg.unroll + 1):
+            u, v, _, gp = case.step(u, v, None, gp)
+            du, dv = corr.correction(u, v, case.geom, dx, reynolds=case.reynolds)
+            du, dv = du.to(u.dtype), dv.to(v.dtype)
+            scale = max(float(u.detach().abs().max()), float(v.detach().abs().max()), 1e-12)
+            d = ((du[1:] - du[:-1]) + (dv[:, 1:] - dv[:, :-1]))[~case.scene.state.solid] / scale
+            dfields.append(d)
+            divs.append(torch.sqrt((d * d).mean()))
+            u, v = u + du, v + dv
+            if cfg.variant == "projected":
+                u, v = project_differentiable(u, v, case.step.projector)
+            ru = case.traj.u[k0 + j].to(u.dtype)
+            rv = case.traj.v[k0 + j].to(v.dtype)
+            fit = fit + _relative_error(u, v, ru, rv, case.free_u, case.free_v)
+        fit = fit / cfg.unroll
+        div = torch.stack(divs)
+        loss = fit
+        if self.soft is not None:
+            loss = loss + self.soft.loss(torch.cat(dfields))
+        if self.al is not None:
+            loss = loss + self.al.loss(div)
+        return loss, fit, div
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _pick(self):
+        ci = int(torch.randint(len(self.cases), (1,), generator=self.generator))
+        case = self.cases[ci]
+        k0 = int(torch.randint(case.traj.u.shape[0] - self.config.unroll, (1,), generator=self.generator))
+        return case, k0
+
+    def train(self, iterations: int | None = None, progress: bool = True) -> list[dict]:
+        """Run up to ``iterations`` (default ``config.iterations``) total iterations; returns the
+        history (one dict per iteration: loss, fit, divergence, seconds)."""
+        total = int(iterations if iterations is not None else self.config.iterations)
+        cfg = self.config
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=self.iteration, desc=f"train {cfg.variant}", unit="it")
+        while self.iteration < total:
+            t0 = time.perf_counter()
+            case, k0 = self._pick()
+            self.optimizer.zero_grad()
+            loss, fit, div = self.window_loss(case, k0)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.corrector.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.iteration += 1
+            if self.al is not None and self.iteration % cfg.al_update_every == 0:
+                self.al.update(div.detach())
+            rec = {"iteration": self.iteration, "loss": float(loss), "fit": float(fit),
+                   "divergence": float(div.detach().max()), "case": case.traj.case.label, "k0": k0,
+                   "seconds": time.perf_counter() - t0}
+            self.history.append(rec)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(fit=f"{rec['fit']:.3e}", div=f"{rec['divergence']:.1e}")
+            if self.checkpoint is not None and (self.iteration % cfg.checkpoint_every == 0
+                                                or self.iteration == total):
+                self.save(self.checkpoint)
+        if bar is not None:
+            bar.close()
+        return self.history
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything needed to resume (plain values and tensors)."""
+        al = None
+        if self.al is not None:
+            al = {"penalty": self.al.penalty, "last_norm": self.al.last_norm,
+                  "iterations": self.al.iterations, "multipliers": self.al.multipliers}
+        return {"model": self.corrector.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "iteration": self.iteration, "generator": self.generator.get_state(),
+                "al": al, "history": self.history, "config": asdict(self.config)}
+
+    def save(self, path) -> None:
+        """Atomic checkpoint (tmp + fsync + os.replace)."""
+        from lawful.kernels.checkpoint import save_checkpoint
+
+        save_checkpoint(path, self.state())
+
+    def load(self, path) -> None:
+        """Resume from a checkpoint written by :meth:`save`."""
+        from lawful.kernels.checkpoint import load_checkpoint
+
+        st = load_checkpoint(path)
+        if st.get("config", {}).get("variant") != self.config.variant:
+            raise InputError(f"checkpoint {path} is for variant {st.get('config', {}).get('variant')!r}, "
+                             f"not {self.config.variant!r}: use another checkpoint path.")
+        self.corrector.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.iteration = int(st["iteration"])
+        self.generator.set_state(st["generator"])
+        self.history = list(st["history"])
+        if self.al is not None and st.get("al"):
+            a = st["al"]
+            self.al.penalty = a["penalty"]
+            self.al.last_norm = a["last_norm"]
+            self.al.iterations = a["iterations"]
+            self.al.multipliers = a["multipliers"]
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation in the Taichi loop
+# --------------------------------------------------------------------------------------------
+
+def rollout_errors(traj, corrector=None, steps: int | None = None, dtype=torch.float32, start: int = 0):
+    """Run the Taichi solver from reference state ``start`` for ``steps`` steps with ``corrector``
+    in the loop (``None``: the plain coarse solver). Returns a dict with per-step lists
+    ``error`` (relative L2 error of the free-face velocity against the reference), ``div_max_rel``
+    (the in-loop metric after the corrector), ``wall_s`` (step wall time), and ``steps``."""
+    from lawful.fluids.solver import run
+
+    n = traj.u.shape[0] - 1 - start if steps is None else int(steps)
+    if start + n > traj.u.shape[0] - 1:
+        raise InputError(f"rollout of {n} steps from {start} exceeds the reference ({traj.u.shape[0] - 1} steps).")
+    sc, solver = traj.initial_state(dtype=dtype, index=start)
+    if corrector is not None and traj.case.scene == "karman":
+        corrector.reynolds = traj.case.re
+    fu, fv = solver.ubc[0].double(), solver.vbc[0].double()
+    px, py = sc.state.boundary.periodic_axes
+    if px:
+        fu[-1] = 0.0
+    if py:
+        fv[:, -1] = 0.0
+    errors = []
+
+    def cb(state, rec):
+        k = state.step
+        ru, rv = traj.u[start + k], traj.v[start + k]
+        errors.append(float(_relative_error(state.u.double(), state.v.double(), ru, rv, fu, fv).sqrt()))
+
+    state0_step = sc.state.step
+    sc.state.step = 0
+    records = run(sc, n, corrector=corrector, solver=solver, callback=cb)
+    sc.state.step = state0_step + n
+    return {"error": errors, "div_max_rel": [r["div_max_rel"] for r in records],
+            "wall_s": [r["wall_s"] for r in records], "steps": n}

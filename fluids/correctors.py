@@ -1,0 +1,605 @@
+"""Neural correctors for the MAC solver: the divergence-free corrector and its baselines.
+
+Every corrector here is a convolutional network over the grid's *cell corners* and is called by
+the solver once per step (``corrector(state)``, in place, zero-copy on the state's tensors). They
+differ only in how the network output becomes a velocity correction:
+
+* :class:`DivergenceFreeCorrector` (the "hard" constraint) — the network outputs a stream function
+  ``psi`` at the corners ``(nx+1, ny+1)``; the correction is its discrete curl, computed by *the*
+  curl kernel of the solver (:func:`lawful.kernels.mac_operators.curl`; its torch twin
+  :func:`~lawful.kernels.mac_operators.curl_torch` in training). On the MAC grid the divergence of a
+  curl telescopes: for cell ``(i, j)``
+
+      dx * div = (psi[i+1,j+1] - psi[i+1,j]) - (psi[i,j+1] - psi[i,j])
+               - (psi[i+1,j+1] - psi[i,j+1]) + (psi[i+1,j] - psi[i,j]) = 0
+
+  for *any* psi, hence for any weights — random or trained — up to floating-point rounding.
+  The flux through a face is the difference of psi at its two corners, so psi is held at one
+  constant on each connected set of solid corners (each wall / obstacle / inflow side; see
+  :func:`lawful.kernels.mac_grid.solid_corner_mask`): the correction carries no flow through any
+  wall, obstacle or inflow face. The constant of each solid body is the mean of the network's raw
+  psi over it (a learned circulation around an obstacle is allowed; the outer walls form one body,
+  so the net flow rate is never changed). On periodic domains a uniform flow ``(U, V)`` is
+  divergence-free but is not the curl of any periodic psi, so a learned mean-flow head adds it (on
+  each periodic axis, only when there are no obstacles).
+
+  *3D analogue*: faces carry ``(u, v, w)``, the network outputs a vector potential ``A`` on the cell
+  *edges* (``A_x`` on x-edges ``(nx, ny+1, nz+1)``, etc.) and the correction is the discrete curl
+  ``u = (d_y A_z - d_z A_y)`` on x-faces (and cyclic); the divergence of the discrete curl of edge
+  values telescopes to zero exactly as above (``div curl = 0`` for the discrete de Rham complex
+  corners -> edges -> faces -> cells). No-penetration needs the tangential ``A`` on solid surfaces
+  to be a gradient (e.g. 0 on each body's edges), the analogue of psi = const per body, and the
+  mean flow is again a separate uniform term on periodic axes.
+
+* :class:`UnconstrainedCorrector` — the baseline that outputs ``(du, dv)`` directly (two corner
+  channels averaged onto the faces, zero on fixed faces). Trained plain, with
+  :class:`~lawful.kernels.constraints.SoftPenalty` or
+  :class:`~lawful.kernels.constraints.AugmentedLagrangian` on its divergence (see
+  :mod:`lawful.fluids.corrector_training`), or with ``project=True``: the correction is followed by an
+  extra pressure projection (FluidNet-style; divergence-free again, at the price of a second
+  Poisson solve every step).
+
+Inputs of every network, all sampled at the corners (scaled by ``velocity_scale``): ``u`` and ``v``
+averaged to the corners, the corner vorticity ``dx * omega``, the fluid fraction of the four
+surrounding cells, the pinned-corner mask, the passive scalars averaged to the corners
+(``n_scalars`` of them), and optionally the Reynolds number (``reynolds / reynolds_scale``, constant
+channel). Convolutions pad *periodically* on periodic axes (the duplicate last corner row is dropped
+first and restored afterwards) and with zeros on other axes, where the mask channels tell the
+network about walls and obstacles. Networks are resolution independent (pure convolutions).
+
+Save a trained corrector with :meth:`save` (the shared safe model-file format,
+:mod:`lawful.kernels.modelfile`; no code runs on load) and read it back with :func:`load_corrector`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lawful.kernels.errors import InputError, ModelFileError, ShapeError
+from lawful.kernels.mac_grid import Boundary, face_bc, solid_corner_mask
+from lawful.kernels.mac_operators import curl, curl_torch
+
+__all__ = [
+    "DivergenceFreeCorrector",
+    "UnconstrainedCorrector",
+    "CornerGeometry",
+    "corner_geometry",
+    "load_corrector",
+    "MODEL_KIND",
+]
+
+MODEL_KIND = "FluidCorrector"
+
+
+# --------------------------------------------------------------------------------------------
+# geometry: pinned corners, their connected bodies, masks (cached per grid/boundary/obstacle)
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CornerGeometry:
+    """Static description of a grid the correctors need (build with :func:`corner_geometry`).
+
+    ``pinned`` ``(nx+1, ny+1)`` bool: corners on walls/obstacles/inflow sides; ``body`` ``(nx+1,
+    ny+1)`` int64: index of the connected solid body of each pinned corner (-1 elsewhere);
+    ``n_bodies``; ``fluid_corner`` ``(nx+1, ny+1)``: fluid fraction of the 4 cells around a corner;
+    ``ubc``/``vbc``: :func:`lawful.kernels.mac_grid.face_bc` of the grid (float, on the device);
+    ``mean_axes`` ``(2,)``: 1 where a uniform flow along x / y is allowed (periodic axis, no
+    obstacle); ``periodic`` (px, py).
+    """
+
+    nx: int
+    ny: int
+    periodic: tuple
+    pinned: torch.Tensor
+    body: torch.Tensor
+    n_bodies: int
+    fluid_corner: torch.Tensor
+    ubc: torch.Tensor
+    vbc: torch.Tensor
+    mean_axes: torch.Tensor
+
+
+def _label_bodies(pinned: torch.Tensor, periodic, ufixed: torch.Tensor, vfixed: torch.Tensor):
+    """Solid bodies: connected components of the pinned corners, two neighbouring corners being
+    joined when the face between them is fixed (corners ``(i,j)-(i,j+1)`` bound u face ``(i,j)``,
+    ``(i,j)-(i+1,j)`` bound v face ``(i,j)``); wraps on periodic axes (duplicate corners are the
+    same point). Two bodies a fluid face apart stay separate, so the correction may move fluid
+    through the gap. Pure python union-find, run once per geometry."""
+    nxp, nyp = pinned.shape
+    px, py = bool(periodic[0]), bool(periodic[1])
+    cx, cy = nxp - 1 if px else nxp, nyp - 1 if py else nyp   # canonical corner counts
+    pin = pinned[:cx, :cy].cpu().tolist()
+    uf = ufixed.cpu().tolist()
+    vf = vfixed.cpu().tolist()
+    parent = list(range(cx * cy))
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(a, b):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+
+    for i in range(cx):
+        for j in range(cy):
+            if not pin[i][j]:
+                continue
+            ni, nj = i + 1, j + 1
+            if ni == cx and px:
+                ni = 0
+            if ni < cx and pin[ni][j] and j < len(vf[0]) and i < len(vf) and vf[i][j]:
+                union(i * cy + j, ni * cy + j)
+            if nj == cy and py:
+                nj = 0
+            if nj < cy and pin[i][nj] and j < len(uf[0]) and uf[i][j]:
+                union(i * cy + j, i * cy + nj)
+    body = torch.full((nxp, nyp), -1, dtype=torch.int64)
+    ids: dict[int, int] = {}
+    for i in range(cx):
+        for j in range(cy):
+            if pin[i][j]:
+                root = find(i * cy + j)
+                body[i, j] = ids.setdefault(root, len(ids))
+    if px:
+        body[cx, :cy] = body[0, :cy]
+    if py:
+        body[:, cy] = body[:, 0]
+    return body, len(ids)
+
+
+def _geometry_key(boundary: Boundary, solid: torch.Tensor):
+    s = solid.detach().bool().cpu()
+    return (boundary, tuple(s.shape), s.numpy().tobytes(), str(solid.device))
+
+
+@functools.lru_cache(maxsize=32)
+def _geometry_cached(key, dtype):
+    boundary, shape, raw, device = key
+    solid = torch.frombuffer(bytearray(raw), dtype=torch.bool).reshape(shape).to(device)
+    nx, ny = shape
+    px, py = boundary.periodic_axes
+    pinned = solid_corner_mask(boundary, solid)
+    ubc, vbc = face_bc(boundary, solid, dtype)
+    body, nb = _label_bodies(pinned, (px, py), ubc[0] == 0, vbc[0] == 0)
+    fluid = (~solid).to(dtype)
+    fc = _cells_to_corners(fluid.unsqueeze(0), (px, py), pad_value=0.0)[0]
+    has_solid = bool(solid.any())
+    mean_axes = torch.tensor([float(px and not has_solid), float(py and not has_solid)],
+                             dtype=dtype, device=solid.device)
+    return CornerGeometry(nx, ny, (px, py), pinned, body.to(solid.device), nb, fc, ubc, vbc,
+                          mean_axes)
+
+
+def corner_geometry(boundary: Boundary, solid: torch.Tensor, dtype=torch.float32) -> CornerGeometry:
+    """The :class:`CornerGeometry` of a grid with ``boundary`` and obstacle mask ``solid``
+    ``(nx, ny)`` bool (cached: cheap to call every step)."""
+    if not isinstance(boundary, Boundary):
+        raise InputError(f"boundary must be a lawful.kernels.mac_grid.Boundary, got {type(boundary).__name__}.")
+    if solid.dim() != 2:
+        raise ShapeError(f"solid mask has shape {tuple(solid.shape)}; it must be (nx, ny).")
+    return _geometry_cached(_geometry_key(boundary, solid), dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# corner features (torch, differentiable)
+# --------------------------------------------------------------------------------------------
+
+def _pad_axis(x: torch.Tensor, dim: int, periodic: bool, mode: str = "replicate", value=0.0):
+    """Pad ``x`` by one sample on both ends of ``dim``: wrap, replicate or a constant."""
+    n = x.shape[dim]
+    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
+    if periodic:
+        lo, hi = last, first
+    elif mode == "replicate":
+        lo, hi = first, last
+    else:
+        lo = torch.full_like(first, value)
+        hi = torch.full_like(last, value)
+    return torch.cat([lo, x, hi], dim)
+
+
+def _cells_to_corners(c: torch.Tensor, periodic, pad_value=None) -> torch.Tensor:
+    """``(C, nx, ny)`` cell values -> ``(C, nx+1, ny+1)`` corner averages of the 4 cells around
+    each corner (periodic wrap; outside a non-periodic side: ``pad_value`` or replicate)."""
+    mode = "replicate" if pad_value is None else "constant"
+    val = 0.0 if pad_value is None else pad_value
+    p = _pad_axis(c, 1, periodic[0], mode, val)
+    p = _pad_axis(p, 2, periodic[1], mode, val)
+    return 0.25 * (p[:, :-1, :-1] + p[:, 1:, :-1] + p[:, :-1, 1:] + p[:, 1:, 1:])
+
+
+def _corner_velocity(u: torch.Tensor, v: torch.Tensor, periodic):
+    """u, v averaged to the corners and the corner circulation ``dx * vorticity`` (all (nx+1, ny+1))."""
+    ny = u.shape[1]
+    nx = v.shape[0]
+    up = _pad_axis(u, 1, periodic[1])                                # (nx+1, ny+2)
+    vp = _pad_axis(v, 0, periodic[0])                                # (nx+2, ny+1)
+    uc = 0.5 * (up[:, :-1] + up[:, 1:])
+    vc = 0.5 * (vp[:-1] + vp[1:])
+    circ = (vp[1:] - vp[:-1]) - (up[:, 1:] - up[:, :-1])
+    if not periodic[0]:
+        circ = circ.clone()
+        circ[0], circ[nx] = 0.0, 0.0
+    if not periodic[1]:
+        circ = circ.clone()
+        circ[:, 0], circ[:, ny] = 0.0, 0.0
+    return uc, vc, circ
+
+
+def _canonical(x: torch.Tensor, periodic) -> torch.Tensor:
+    """Drop the duplicate last corner row/column of periodic axes: ``(C, cx, cy)``."""
+    if periodic[0]:
+        x = x[:, :-1]
+    if periodic[1]:
+        x = x[:, :, :-1]
+    return x
+
+
+def _restore(x: torch.Tensor, periodic) -> torch.Tensor:
+    """Inverse of :func:`_canonical`: append the wrapped duplicate rows/columns."""
+    if periodic[0]:
+        x = torch.cat([x, x[:, :1]], 1)
+    if periodic[1]:
+        x = torch.cat([x, x[:, :, :1]], 2)
+    return x
+
+
+def _pad_conv(x: torch.Tensor, r: int, periodic) -> torch.Tensor:
+    """Pad a ``(B, C, H, W)`` batch by ``r``: circular on periodic axes, zeros elsewhere."""
+    if r == 0:
+        return x
+    if periodic[1]:
+        x = torch.cat([x[..., -r:], x, x[..., :r]], -1)
+    else:
+        x = F.pad(x, (r, r, 0, 0))
+    if periodic[0]:
+        x = torch.cat([x[..., -r:, :], x, x[..., :r, :]], -2)
+    else:
+        x = F.pad(x, (0, 0, r, r))
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# the shared network
+# --------------------------------------------------------------------------------------------
+
+class _CornerNet(torch.nn.Module):
+    """A plain CNN on the corner grid with boundary-aware padding; returns the last hidden features
+    and the ``out_channels`` output map (both canonical, no periodic duplicates)."""
+
+    def __init__(self, in_channels, out_channels, hidden, layers, kernel_size, init_gain, dtype, device):
+        super().__init__()
+        if layers < 2:
+            raise InputError(f"layers={layers!r}: a corrector network needs at least 2 conv layers.")
+        if kernel_size % 2 != 1 or kernel_size < 1:
+            raise InputError(f"kernel_size={kernel_size!r} must be an odd positive integer (e.g. 3).")
+        self.r = kernel_size // 2
+        chans = [in_channels] + [hidden] * (layers - 1)
+        self.hidden_layers = torch.nn.ModuleList(
+            torch.nn.Conv2d(a, b, kernel_size, dtype=dtype, device=device) for a, b in zip(chans[:-1], chans[1:])
+        )
+        self.out = torch.nn.Conv2d(hidden, out_channels, kernel_size, dtype=dtype, device=device)
+        with torch.no_grad():
+            self.out.weight.mul_(init_gain)
+            self.out.bias.zero_()
+
+    def forward(self, x, periodic):
+        h = x
+        for conv in self.hidden_layers:
+            h = F.silu(conv(_pad_conv(h, self.r, periodic)))
+        return h, self.out(_pad_conv(h, self.r, periodic))
+
+
+class _CorrectorBase(torch.nn.Module):
+    """What both correctors share: configuration, input features, the in-loop call, saving."""
+
+    _out_channels = 1
+
+    def __init__(self, hidden: int = 16, layers: int = 4, kernel_size: int = 3, n_scalars: int = 0,
+                 use_reynolds: bool = False, reynolds: float | None = None, reynolds_scale: float = 100.0,
+                 velocity_scale: float = 1.0, init_gain: float = 0.05, dtype=torch.float32, device=None):
+        super().__init__()
+        for name, val in (("hidden", hidden), ("layers", layers), ("kernel_size", kernel_size)):
+            if int(val) < 1:
+                raise InputError(f"{name}={val!r} must be a positive integer.")
+        if int(n_scalars) < 0:
+            raise InputError(f"n_scalars={n_scalars!r} must be >= 0.")
+        for name, val in (("velocity_scale", velocity_scale), ("reynolds_scale", reynolds_scale)):
+            if not (math.isfinite(float(val)) and float(val) > 0):
+                raise InputError(f"{name}={val!r} must be a positive finite number (grid units).")
+        if dtype not in (torch.float32, torch.float64):
+            raise InputError(f"corrector dtype {dtype!r}: use torch.float32 or torch.float64.")
+        self.config = dict(hidden=int(hidden), layers=int(layers), kernel_size=int(kernel_size),
+                           n_scalars=int(n_scalars), use_reynolds=bool(use_reynolds),
+                           reynolds_scale=float(reynolds_scale), velocity_scale=float(velocity_scale),
+                           init_gain=float(init_gain))
+        self.reynolds = None if reynolds is None else float(reynolds)
+        in_ch = 5 + int(n_scalars) + int(bool(use_reynolds))
+        self.net = _CornerNet(in_ch, self._out_channels, int(hidden), int(layers), int(kernel_size),
+                              float(init_gain), dtype, device)
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the weights."""
+        return self.net.out.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return self.net.out.weight.device
+
+    def features(self, u, v, geom: CornerGeometry, scalars=None, reynolds=None) -> torch.Tensor:
+        """The input map ``(1, C, cx, cy)`` at the canonical corners (see the module docstring)."""
+        cfg = self.config
+        per = geom.periodic
+        dt = self.dtype
+        u = u.to(dt)
+        v = v.to(dt)
+        nx, ny = geom.nx, geom.ny
+        if tuple(u.shape) != (nx + 1, ny) or tuple(v.shape) != (nx, ny + 1):
+            raise ShapeError(f"corrector: u {tuple(u.shape)} / v {tuple(v.shape)} do not fit the "
+                             f"{nx}x{ny} grid of the solid mask: need u ({nx + 1}, {ny}), v ({nx}, {ny + 1}).")
+        uc, vc, circ = _corner_velocity(u, v, per)
+        s = 1.0 / cfg["velocity_scale"]
+        chans = [uc * s, vc * s, circ * s, geom.fluid_corner.to(dt), geom.pinned.to(dt)]
+        ns = cfg["n_scalars"]
+        if ns:
+            if scalars is None or scalars.dim() != 3 or scalars.shape[0] < ns:
+                got = None if scalars is None else tuple(scalars.shape)
+                raise ShapeError(f"corrector was built with n_scalars={ns} but the state's scalars have "
+                                 f"shape {got}; need ({ns}, {nx}, {ny}) or more channels.")
+            chans += list(_cells_to_corners(scalars[:ns].to(dt), per).unbind(0))
+        if cfg["use_reynolds"]:
+            re = reynolds if reynolds is not None else self.reynolds
+            if re is None:
+                raise InputError("this corrector takes the Reynolds number as input (use_reynolds=True) "
+                                 "but none is known: pass reynolds=... to the corrector or the call.")
+            chans.append(torch.full_like(uc, float(re) / cfg["reynolds_scale"]))
+        x = torch.stack(chans, 0)
+        return _canonical(x, per).unsqueeze(0)
+
+    def _geometry(self, boundary, solid) -> CornerGeometry:
+        key = (id(solid), solid._version, boundary, tuple(solid.shape), self.dtype)
+        cache = self.__dict__.setdefault("_geom_cache", {})
+        geom = cache.get(key)
+        if geom is None:
+            cache.clear()
+            geom = cache[key] = corner_geometry(boundary, solid, self.dtype)
+        return geom
+
+    @staticmethod
+    def _state_parts(state):
+        """(u, v, scalars, boundary, solid, dx, reynolds) from a solver state."""
+        try:
+            u, v = state.u, state.v
+        except AttributeError as exc:
+            raise InputError(f"a corrector is called with a fluid state (u, v, ...), got "
+                             f"{type(state).__name__}.") from exc
+        boundary = getattr(state, "boundary", None)
+        solid = getattr(state, "solid", None)
+        if boundary is None:
+            raise InputError("the state has no 'boundary'; correctors need the state's Boundary.")
+        if solid is None:
+            solid = torch.zeros((v.shape[0], u.shape[1]), dtype=torch.bool, device=u.device)
+        dx = float(getattr(state, "dx", 1.0))
+        scalars = getattr(state, "scalars", None)
+        params = getattr(state, "params", None) or {}
+        re = getattr(state, "reynolds", None)
+        if re is None and isinstance(params, dict):
+            re = params.get("reynolds")
+        return u, v, scalars, boundary, solid, dx, re
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path, metadata: dict | None = None) -> None:
+        """Write the corrector to ``path`` in the safe lawful model-file format (atomic)."""
+        from lawful.kernels.modelfile import save_model_file
+
+        config = dict(self.config, cls=type(self).__name__, reynolds=self.reynolds,
+                      dtype=str(self.dtype).replace("torch.", ""), **self._extra_config())
+        tensors = {k: t.detach().cpu().contiguous() for k, t in self.state_dict().items()}
+        save_model_file(path, kind=MODEL_KIND, config=config, tensors=tensors, metadata=metadata or {})
+
+    def _extra_config(self) -> dict:
+        return {}
+
+
+# --------------------------------------------------------------------------------------------
+# the divergence-free corrector
+# --------------------------------------------------------------------------------------------
+
+class DivergenceFreeCorrector(_CorrectorBase):
+    """CNN -> corner stream function psi -> correction = discrete curl (+ uniform mean flow).
+
+    Divergence-free to rounding for any weights; no flow through walls, obstacles or inflow faces
+    (psi constant per solid body). Call it as the solver's corrector: ``corrector(state)`` adds the
+    correction to ``state.u`` ``(nx+1, ny)`` and ``state.v`` ``(nx, ny+1)`` in place with the
+    solver's Taichi curl kernel (zero-copy) and returns ``None``. For training use the
+    differentiable :meth:`correction` / :meth:`stream_function`.
+
+    Parameters: ``hidden`` channels, ``layers`` (conv layers, >= 2), ``kernel_size`` (odd),
+    ``n_scalars`` (passive scalars used as inputs), ``use_reynolds`` (+ a default ``reynolds`` and
+    its ``reynolds_scale``), ``velocity_scale`` (grid units; inputs are divided by it and psi is
+    ``velocity_scale * dx * output``), ``mean_flow`` (learned uniform flow on periodic axes),
+    ``init_gain`` (scale of the last layer at initialisation), ``dtype``/``device`` of the weights
+    (the state may have another dtype: inputs are cast, psi is cast back).
+    """
+
+    _out_channels = 1
+
+    def __init__(self, *args, mean_flow: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mean_flow = bool(mean_flow)
+        if self.mean_flow:
+            self.mean_head = torch.nn.Linear(self.config["hidden"], 2, dtype=self.dtype, device=self.device)
+            with torch.no_grad():
+                self.mean_head.weight.mul_(self.config["init_gain"])
+                self.mean_head.bias.zero_()
+
+    def _extra_config(self):
+        return {"mean_flow": self.mean_flow}
+
+    def stream_function(self, u, v, geom: CornerGeometry, dx: float, scalars=None, reynolds=None):
+        """``(psi, mean)``: psi ``(nx+1, ny+1)`` (length^2/time, the weights' dtype; constant on each
+        solid body, periodic duplicates equal) and the uniform flow ``mean`` ``(2,)`` (zero on axes
+        where it is not allowed). Differentiable in ``u``, ``v`` and the weights."""
+        x = self.features(u, v, geom, scalars, reynolds)
+        h, out = self.net(x, geom.periodic)
+        raw = _restore(out[0], geom.periodic)[0] * (self.config["velocity_scale"] * float(dx))
+        psi = raw
+        if geom.n_bodies:
+            body = geom.body.reshape(-1)
+            pinned = body >= 0
+            idx = body.clamp_min(0)
+            flat = raw.reshape(-1)
+            sums = torch.zeros(geom.n_bodies, dtype=raw.dtype, device=raw.device).index_add(
+                0, idx[pinned], flat[pinned])
+            counts = torch.zeros(geom.n_bodies, dtype=raw.dtype, device=raw.device).index_add(
+                0, idx[pinned], torch.ones_like(flat[pinned]))
+            const = (sums / counts)[idx]
+            psi = torch.where(pinned, const, flat).reshape(raw.shape)
+        if self.mean_flow:
+            fluid = geom.fluid_corner.to(h.dtype)
+            w = _canonical(fluid.unsqueeze(0), geom.periodic)[0]
+            pooled = (h[0] * w).sum((1, 2)) / w.sum().clamp_min(1.0)
+            mean = self.mean_head(pooled) * self.config["velocity_scale"] * geom.mean_axes.to(h.dtype)
+        else:
+            mean = torch.zeros(2, dtype=raw.dtype, device=raw.device)
+        return psi, mean
+
+    def correction(self, u, v, geom: CornerGeometry, dx: float, scalars=None, reynolds=None):
+        """Differentiable correction ``(du, dv)`` (shapes of ``u``, ``v``; weights' dtype):
+        :func:`~lawful.kernels.mac_operators.curl_torch` of :meth:`stream_function` plus the mean flow."""
+        psi, mean = self.stream_function(u, v, geom, dx, scalars, reynolds)
+        du, dv = curl_torch(psi, dx, geom.periodic)
+        return du + mean[0], dv + mean[1]
+
+    def forward(self, state):
+        """In-loop call: add the correction to ``state.u``/``state.v`` in place (Taichi curl kernel,
+        zero-copy, no autograd). Returns ``None``."""
+        u, v, scalars, boundary, solid, dx, re = self._state_parts(state)
+        geom = self._geometry(boundary, solid)
+        with torch.no_grad():
+            psi, mean = self.stream_function(u, v, geom, dx, scalars, re)
+            psi = psi.to(u.dtype).contiguous()
+            curl(psi, u, v, dx, geom.periodic, accumulate=True)
+            if self.mean_flow:
+                mu, mv = float(mean[0]), float(mean[1])
+                if mu != 0.0:
+                    u.add_(mu)
+                if mv != 0.0:
+                    v.add_(mv)
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# the unconstrained baseline (+ projected variant)
+# --------------------------------------------------------------------------------------------
+
+class UnconstrainedCorrector(_CorrectorBase):
+    """Baseline: the CNN outputs the correction ``(du, dv)`` directly.
+
+    Two corner channels averaged onto the faces (``du[i,j]`` = mean of channel 0 at corners
+    ``(i,j)``, ``(i,j+1)``; ``dv`` likewise along x), times ``velocity_scale``, zero on fixed faces
+    (walls, obstacles, inflow). Nothing makes it divergence-free: train it with a soft penalty or an
+    augmented Lagrangian on its divergence, or set ``project=True`` to follow every correction with
+    a pressure projection (FluidNet-style; the solver's
+    :class:`~lawful.kernels.mac_pressure.PressureSolver`, a second Poisson solve per step).
+    Same parameters as :class:`DivergenceFreeCorrector` (minus ``mean_flow``) plus ``project`` and
+    ``projection_rtol`` (default: the solver's default tolerance for the state's dtype).
+    """
+
+    _out_channels = 2
+
+    def __init__(self, *args, project: bool = False, projection_rtol: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.project = bool(project)
+        self.projection_rtol = projection_rtol
+        self._solvers: dict = {}
+        self.last_projection = None
+
+    def _extra_config(self):
+        return {"project": self.project, "projection_rtol": self.projection_rtol}
+
+    def correction(self, u, v, geom: CornerGeometry, dx: float, scalars=None, reynolds=None):
+        """Differentiable raw correction ``(du, dv)`` (before any projection; weights' dtype)."""
+        x = self.features(u, v, geom, scalars, reynolds)
+        _, out = self.net(x, geom.periodic)
+        c = _restore(out[0], geom.periodic) * self.config["velocity_scale"]
+        du = 0.5 * (c[0, :, :-1] + c[0, :, 1:]) * geom.ubc[0].to(c.dtype)
+        dv = 0.5 * (c[1, :-1, :] + c[1, 1:, :]) * geom.vbc[0].to(c.dtype)
+        return du, dv
+
+    def pressure_solver(self, boundary: Boundary, solid: torch.Tensor, dtype: torch.dtype):
+        """The (cached) projection used when ``project=True``."""
+        from lawful.kernels.mac_pressure import PressureSolver
+
+        key = (_geometry_key(boundary, solid), dtype)
+        if key not in self._solvers:
+            self._solvers[key] = PressureSolver(boundary, solid.bool(), dtype=dtype,
+                                                rtol=self.projection_rtol, device=solid.device)
+        return self._solvers[key]
+
+    def forward(self, state):
+        """In-loop call: add ``(du, dv)`` to ``state.u``/``state.v`` in place, then project when
+        ``project=True`` (stats in ``self.last_projection``). Returns ``None``."""
+        u, v, scalars, boundary, solid, dx, re = self._state_parts(state)
+        geom = self._geometry(boundary, solid)
+        with torch.no_grad():
+            du, dv = self.correction(u, v, geom, dx, scalars, re)
+            u.add_(du.to(u.dtype))
+            v.add_(dv.to(v.dtype))
+            if self.project:
+                self.last_projection = self.pressure_solver(boundary, solid, u.dtype).project(u, v)
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+
+_CLASSES = {"DivergenceFreeCorrector": DivergenceFreeCorrector,
+            "UnconstrainedCorrector": UnconstrainedCorrector}
+
+
+def load_corrector(path, dtype=None, device=None):
+    """Read a corrector written by ``corrector.save(path)`` (safe format: no code runs on load).
+
+    Returns a :class:`DivergenceFreeCorrector` or :class:`UnconstrainedCorrector` in ``dtype``
+    (default: the saved one) on ``device`` (default CPU). A file of another kind, or with an
+    unknown corrector class, raises :class:`~lawful.kernels.errors.ModelFileError`.
+    """
+    from lawful.kernels.modelfile import load_model_file
+
+    mf = load_model_file(path, expected_kind=MODEL_KIND)
+    cfg = dict(mf.config)
+    cls_name = cfg.pop("cls", None)
+    if cls_name not in _CLASSES:
+        raise ModelFileError(f"{path}: corrector class {cls_name!r} is unknown to this lawful version "
+                             f"(known: {sorted(_CLASSES)}); re-save it with a matching version.")
+    saved_dtype = {"float32": torch.float32, "float64": torch.float64}.get(cfg.pop("dtype", "float32"))
+    dt = dtype if dtype is not None else saved_dtype
+    kwargs = {k: cfg[k] for k in ("hidden", "layers", "kernel_size", "n_scalars", "use_reynolds",
+                                  "reynolds_scale", "velocity_scale", "init_gain", "reynolds") if k in cfg}
+    if cls_name == "DivergenceFreeCorrector":
+        kwargs["mean_flow"] = cfg.get("mean_flow", True)
+    else:
+        kwargs["project"] = cfg.get("project", False)
+        kwargs["projection_rtol"] = cfg.get("projection_rtol")
+    model = _CLASSES[cls_name](dtype=dt, device=device, **kwargs)
+    try:
+        model.load_state_dict({k: t.to(dt) for k, t in mf.tensors.items()})
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: the stored tensors do not fit a {cls_name} with config {kwargs}: "
+                             f"{exc}. The file is damaged or from an incompatible version.") from exc
+    model.metadata = dict(mf.metadata)
+    return model

@@ -1,0 +1,209 @@
+"""Training and test data for the correctors, generated in-project by the fine solver.
+
+A :class:`ReferenceCase` names a scene (``"karman"`` by Reynolds number, ``"kolmogorov"`` by
+seed), a coarse resolution and a refinement ``factor`` (4 by default). :func:`generate_reference`
+runs the Taichi solver on the ``factor``-times finer grid (same physical domain, ``dt`` scaled with
+``dx`` so one coarse step = ``factor`` fine steps), discards ``warmup`` coarse-step equivalents, then
+records every ``factor``-th fine state *downsampled conservatively* to the coarse grid:
+
+* face velocities: a coarse face is covered by ``factor`` fine faces; its value is their mean
+  (the flux through the coarse face is the sum of the fine fluxes), so the coarse divergence of
+  a cell is exactly the sum of the fine divergences inside it (zero when the fine field is
+  divergence-free and the coarse cell is fluid);
+* cell fields (pressure, passive scalars): the mean of the ``factor^2`` fine cells.
+
+Coarse fixed faces (walls, obstacle, inflow) get their prescribed coarse values; the coarse start
+state is then projected once on the coarse grid (obstacle masks differ slightly between
+resolutions). :data:`TRAIN_CASES` / :data:`TEST_CASES` are the default splits: Kármán at Re 100
+and 200 (train) and held-out Re 150; Kolmogorov seed 0 (train) and held-out seed 1.
+Trajectories are cached with :func:`lawful.kernels.checkpoint.save_checkpoint` (atomic).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from lawful.kernels.errors import InputError, ModelFileError, ShapeError
+from lawful.fluids import scenes as _scenes
+
+__all__ = ["ReferenceCase", "ReferenceTrajectory", "downsample_faces", "downsample_cells",
+           "coarse_scene", "generate_reference", "load_or_generate", "TRAIN_CASES", "TEST_CASES"]
+
+
+@dataclass(frozen=True)
+class ReferenceCase:
+    """One reference run. ``scene``: "karman" or "kolmogorov"; ``n``: the coarse scene's ``n``
+    (Kármán: cells across the channel; Kolmogorov: cells per side); ``factor``: refinement of the
+    fine reference; ``steps``: recorded coarse steps; ``warmup``: coarse-step equivalents run
+    before recording; ``re`` (Kármán), ``seed`` (Kolmogorov), ``viscosity`` (Kolmogorov),
+    ``aspect`` (Kármán channel length / height), ``diameter`` (Kármán cylinder, channel heights)."""
+
+    scene: str
+    n: int = 16
+    factor: int = 4
+    steps: int = 200
+    warmup: int = 400
+    re: float = 100.0
+    seed: int = 0
+    viscosity: float = 0.01
+    aspect: int = 2
+    diameter: float = 0.25
+
+    def __post_init__(self):
+        if self.scene not in ("karman", "kolmogorov"):
+            raise InputError(f"reference scene {self.scene!r}: use 'karman' or 'kolmogorov'.")
+        for name in ("n", "factor", "steps"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"ReferenceCase.{name}={getattr(self, name)!r} must be >= 1.")
+        if int(self.warmup) < 0:
+            raise InputError(f"ReferenceCase.warmup={self.warmup!r} must be >= 0.")
+
+    @property
+    def label(self) -> str:
+        """Short name, e.g. ``karman_re150_n32`` / ``kolmogorov_s1_n32``."""
+        if self.scene == "karman":
+            return f"karman_re{self.re:g}_n{self.n}"
+        return f"kolmogorov_s{self.seed}_n{self.n}"
+
+
+TRAIN_CASES = (ReferenceCase("karman", re=100.0, warmup=256, steps=150),
+               ReferenceCase("karman", re=200.0, warmup=256, steps=150),
+               ReferenceCase("kolmogorov", n=32, seed=0, warmup=200, steps=150))
+TEST_CASES = (ReferenceCase("karman", re=150.0, warmup=256, steps=500),
+              ReferenceCase("kolmogorov", n=32, seed=1, warmup=200, steps=500))
+
+
+def coarse_scene(case: ReferenceCase, n: int | None = None, dtype=torch.float32, device=None):
+    """The scene of ``case`` at resolution ``n`` (default: the coarse ``case.n``)."""
+    n = case.n if n is None else int(n)
+    if case.scene == "karman":
+        return _scenes.karman(re=case.re, n=n, aspect=case.aspect, diameter=case.diameter, dtype=dtype,
+                              device=device)
+    return _scenes.kolmogorov(n=n, viscosity=case.viscosity, seed=case.seed, dtype=dtype, device=device)
+
+
+def downsample_faces(u: torch.Tensor, v: torch.Tensor, factor: int):
+    """Conservative restriction of fine face velocities ``u`` ``(F nx+1, F ny)``, ``v``
+    ``(F nx, F ny+1)`` to the coarse faces ``(nx+1, ny)``, ``(nx, ny+1)`` (mean of the ``F`` fine
+    faces covering each coarse face)."""
+    f = int(factor)
+    nxf, nyf = v.shape[0], u.shape[1]
+    if nxf % f or nyf % f:
+        raise ShapeError(f"fine grid {nxf}x{nyf} is not a multiple of the factor {f}.")
+    nx, ny = nxf // f, nyf // f
+    uc = u[::f].reshape(nx + 1, ny, f).mean(-1)
+    vc = v[:, ::f].reshape(nx, f, ny + 1).mean(1)
+    return uc.contiguous(), vc.contiguous()
+
+
+def downsample_cells(c: torch.Tensor, factor: int) -> torch.Tensor:
+    """Mean of ``factor^2`` fine cells: ``(..., F nx, F ny)`` -> ``(..., nx, ny)``."""
+    f = int(factor)
+    *lead, nxf, nyf = c.shape
+    if nxf % f or nyf % f:
+        raise ShapeError(f"fine grid {nxf}x{nyf} is not a multiple of the factor {f}.")
+    return c.reshape(*lead, nxf // f, f, nyf // f, f).mean((-3, -1)).contiguous()
+
+
+@dataclass
+class ReferenceTrajectory:
+    """A downsampled fine trajectory on the coarse grid: ``u`` ``(T+1, nx+1, ny)``, ``v``
+    ``(T+1, nx, ny+1)``, ``p`` ``(T+1, nx, ny)``, ``scalars`` ``(T+1, ns, nx, ny)`` (float64), at
+    coarse steps 0..T; ``fine_wall_s``: wall time of the recorded fine steps (for speed ratios)."""
+
+    case: ReferenceCase
+    u: torch.Tensor
+    v: torch.Tensor
+    p: torch.Tensor
+    scalars: torch.Tensor
+    fine_wall_s: float
+    fine_steps: int
+
+    def initial_state(self, dtype=torch.float32, device=None, index: int = 0):
+        """A coarse :class:`~lawful.fluids.scenes.Scene` started from reference state ``index``
+        (fixed faces reset, projected once on the coarse grid)."""
+        sc = coarse_scene(self.case, dtype=dtype, device=device)
+        st = sc.state
+        st.u.copy_(self.u[index].to(dtype))
+        st.v.copy_(self.v[index].to(dtype))
+        st.p.copy_(self.p[index].to(dtype))
+        if st.scalars.shape[0] and self.scalars.shape[1] == st.scalars.shape[0]:
+            st.scalars.copy_(self.scalars[index].to(dtype))
+        solver = sc.make_solver()
+        ubc, vbc = solver.ubc, solver.vbc
+        st.u.copy_(ubc[0] * st.u + (1 - ubc[0]) * ubc[1])
+        st.v.copy_(vbc[0] * st.v + (1 - vbc[0]) * vbc[1])
+        solver.pressure.project(st.u, st.v, warm_start=False)
+        return sc, solver
+
+    def to_checkpoint(self) -> dict:
+        """Plain dict for :func:`lawful.kernels.checkpoint.save_checkpoint`."""
+        return {"case": asdict(self.case), "u": self.u, "v": self.v, "p": self.p,
+                "scalars": self.scalars, "fine_wall_s": self.fine_wall_s, "fine_steps": self.fine_steps}
+
+    @classmethod
+    def from_checkpoint(cls, d: dict) -> "ReferenceTrajectory":
+        """Inverse of :meth:`to_checkpoint`."""
+        return cls(ReferenceCase(**d["case"]), d["u"], d["v"], d["p"], d["scalars"],
+                   float(d["fine_wall_s"]), int(d["fine_steps"]))
+
+
+def generate_reference(case: ReferenceCase, dtype=torch.float32, device=None, progress: bool = False,
+                       fine_dtype=None) -> ReferenceTrajectory:
+    """Run the fine solver for ``case`` and return the downsampled :class:`ReferenceTrajectory`.
+
+    The fine run uses ``fine_dtype`` (default ``dtype``); the records are float64 on the CPU.
+    """
+    f = case.factor
+    fine = coarse_scene(case, n=case.n * f, dtype=fine_dtype or dtype, device=device)
+    solver = fine.make_solver()
+    st = fine.state
+    total = (case.warmup + case.steps) * f
+    it = range(total)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"fine {case.label}", unit="step")
+    us, vs, ps, ss = [], [], [], []
+    wall = 0.0
+
+    def record():
+        uc, vc = downsample_faces(st.u.double().cpu(), st.v.double().cpu(), f)
+        us.append(uc)
+        vs.append(vc)
+        ps.append(downsample_cells(st.p.double().cpu(), f))
+        ss.append(downsample_cells(st.scalars.double().cpu(), f))
+
+    for k in it:
+        if k == case.warmup * f:
+            record()
+        t0 = time.perf_counter()
+        solver.step(st)
+        if k >= case.warmup * f:
+            wall += time.perf_counter() - t0
+            if (k + 1 - case.warmup * f) % f == 0:
+                record()
+    return ReferenceTrajectory(case, torch.stack(us), torch.stack(vs), torch.stack(ps), torch.stack(ss),
+                               wall, case.steps * f)
+
+
+def load_or_generate(case: ReferenceCase, cache_dir, dtype=torch.float32, progress: bool = False,
+                     regenerate: bool = False) -> ReferenceTrajectory:
+    """:func:`generate_reference` with an on-disk cache ``cache_dir/<label>_<hash>.pt`` (atomic
+    checkpoints; a damaged cache file is regenerated)."""
+    from lawful.kernels.checkpoint import load_checkpoint, save_checkpoint
+
+    key = "_".join(f"{k}{v}" for k, v in sorted(asdict(case).items()) if k not in ("scene",))
+    path = Path(cache_dir) / f"{case.scene}_{key}_{str(dtype).replace('torch.', '')}.pt"
+    if path.exists() and not regenerate:
+        try:
+            return ReferenceTrajectory.from_checkpoint(load_checkpoint(path))
+        except (ModelFileError, KeyError, TypeError):
+            pass
+    traj = generate_reference(case, dtype=dtype, progress=progress)
+    save_checkpoint(path, traj.to_checkpoint())
+    return traj

@@ -1,0 +1,194 @@
+"""The neural correctors (lawful.fluids.correctors) inside the Taichi solver loop."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from lawful.kernels import InputError, ModelFileError, ShapeError
+from lawful.kernels.mac_grid import Boundary
+from lawful.kernels.mac_operators import curl, curl_torch
+from lawful.fluids import scenes
+from lawful.fluids.correctors import (DivergenceFreeCorrector, UnconstrainedCorrector, corner_geometry,
+                                      load_corrector)
+from lawful.fluids.solver import run
+
+F32, F64 = torch.float32, torch.float64
+
+
+def _grids():
+    box = torch.zeros(10, 9, dtype=torch.bool)
+    box[4:6, 3:5] = True                      # an obstacle inside a closed box
+    chan = torch.zeros(16, 8, dtype=torch.bool)
+    chan[5:7, 3:5] = True                     # a cylinder-like block in a channel
+    chan[11, 6] = True                        # and a second body
+    return [(Boundary.periodic(), torch.zeros(12, 10, dtype=torch.bool)),
+            (Boundary.box("no_slip"), box),
+            (Boundary.channel(1.0), chan),
+            (Boundary("periodic", "periodic", "free_slip", "free_slip"), torch.zeros(8, 6, dtype=torch.bool))]
+
+
+@pytest.mark.parametrize("dtype,tol", [(F32, 1e-6), (F64, 1e-14)])
+@pytest.mark.parametrize("k", range(4))
+def test_curl_of_random_psi_is_divergence_free_and_carries_no_flux_through_solids(dtype, tol, k):
+    """For ANY weights (random, large gain): zero discrete divergence to rounding, no flow through
+    walls, obstacles or inflow faces; Taichi curl == torch curl; mean flow only where allowed."""
+    boundary, solid = _grids()[k]
+    nx, ny = solid.shape
+    g = torch.Generator().manual_seed(k)
+    for trial in range(3):
+        torch.manual_seed(10 * k + trial)
+        net = DivergenceFreeCorrector(hidden=8, layers=3, dtype=dtype, init_gain=3.0)
+        u = torch.randn(nx + 1, ny, generator=g, dtype=F64).to(dtype)
+        v = torch.randn(nx, ny + 1, generator=g, dtype=F64).to(dtype)
+        geom = corner_geometry(boundary, solid, dtype)
+        psi, mean = net.stream_function(u, v, geom, 0.7)
+        psi = psi.detach()
+        du = torch.zeros_like(u)
+        dv = torch.zeros_like(v)
+        curl(psi.contiguous(), du, dv, 0.7, geom.periodic)               # the solver's Taichi kernel
+        tu, tv = curl_torch(psi, 0.7, geom.periodic)
+        assert torch.allclose(du, tu, rtol=0, atol=4 * torch.finfo(dtype).eps * float(du.abs().max()))
+        d = (du[1:] - du[:-1]) + (dv[:, 1:] - dv[:, :-1])
+        assert float(d.abs().max()) <= tol * float(max(du.abs().max(), dv.abs().max()))
+        assert float(du.abs().max()) > 1e-3                               # not trivially zero
+        # no flux through fixed faces (walls, obstacles, inflow)
+        assert float((du * (1 - geom.ubc[0])).abs().max()) == 0.0
+        assert float((dv * (1 - geom.vbc[0])).abs().max()) == 0.0
+        # psi is one constant per solid body
+        for b in range(geom.n_bodies):
+            vals = psi[geom.body == b]
+            assert float(vals.max() - vals.min()) == 0.0
+        allowed = geom.mean_axes
+        assert float((mean.detach() * (1 - allowed)).abs().max()) == 0.0
+    if k == 0:
+        assert float(mean.detach().abs().min()) > 0.0       # periodic, no obstacle: mean flow learnt
+    if k == 2:
+        assert geom.n_bodies == 3                            # outer walls+inflow, block, second body
+
+
+def _div_loop(scene, corrector, steps):
+    """Run the Taichi solver with the corrector in the loop; return per-step (relative divergence of
+    the corrected field, relative divergence of the correction alone, |correction| / |u|)."""
+    solver = scene.make_solver()
+    st = scene.state
+    out = []
+    for _ in range(steps):
+        before = {}
+
+        def wrapped(state):
+            before["u"], before["v"] = state.u.clone(), state.v.clone()
+            return corrector(state)
+
+        solver.step(st, wrapped)
+        u, v = st.u.double(), st.v.double()
+        scale = max(float(u.abs().max()), float(v.abs().max()))
+        d = ((u[1:] - u[:-1]) + (v[:, 1:] - v[:, :-1]))[~st.solid]
+        cu, cv = u - before["u"].double(), v - before["v"].double()
+        dc = ((cu[1:] - cu[:-1]) + (cv[:, 1:] - cv[:, :-1]))[~st.solid]
+        out.append((float(d.abs().max()) / scale, float(dc.abs().max()) / scale,
+                    max(float(cu.abs().max()), float(cv.abs().max())) / scale))
+    return out
+
+
+@pytest.mark.parametrize("dtype,tol,steps", [(F32, 1e-6, 2000), (F64, 1e-12, 1000)])
+def test_random_init_corrector_keeps_divergence_in_the_taichi_loop(dtype, tol, steps):
+    """Random-init divergence-free corrector, every step of a long run: the corrected field's relative
+    divergence stays below 1e-6 (f32) / 1e-12 (f64) and the correction itself adds only rounding.
+    (benchmarks/bench_corrector.py runs the full 10^4-step table, trained weights and baselines.)"""
+    sc = scenes.kolmogorov(n=8, dtype=dtype, viscosity=0.05)
+    sc.config = replace(sc.config, pressure_rtol=1e-6 if dtype == F32 else 1e-13)
+    torch.manual_seed(0)
+    corr = DivergenceFreeCorrector(hidden=8, layers=3, dtype=dtype)
+    res = _div_loop(sc, corr, steps)
+    assert max(r[0] for r in res) <= tol
+    assert max(r[1] for r in res) <= 8 * torch.finfo(dtype).eps
+    assert min(r[2] for r in res) > 1e-4                       # the corrector really acts
+
+
+def test_divergence_free_corrector_in_a_channel_with_obstacle():
+    sc = scenes.karman(re=100, n=8, aspect=2, diameter=0.25, dtype=F64)
+    sc.config = replace(sc.config, pressure_rtol=1e-13)
+    torch.manual_seed(1)
+    corr = DivergenceFreeCorrector(hidden=8, layers=3, dtype=F32, use_reynolds=True, reynolds=100.0,
+                                   init_gain=0.2)              # f32 weights on an f64 state
+    res = _div_loop(sc, corr, 50)
+    assert max(r[0] for r in res) <= 1e-12
+    solver = sc.make_solver()
+    assert float((sc.state.u * (1 - solver.ubc[0]) - solver.ubc[1]).abs().max()) == 0.0
+
+
+def test_unconstrained_corrector_breaks_divergence_and_projection_restores_it():
+    sc = scenes.kolmogorov(n=8, dtype=F64, viscosity=0.05)
+    torch.manual_seed(0)
+    plain = UnconstrainedCorrector(hidden=8, layers=3, dtype=F64)
+    res = _div_loop(sc, plain, 5)
+    assert min(r[0] for r in res) > 1e-4
+    sc = scenes.kolmogorov(n=8, dtype=F64, viscosity=0.05)
+    proj = UnconstrainedCorrector(hidden=8, layers=3, dtype=F64, project=True, projection_rtol=1e-12)
+    proj.load_state_dict(plain.state_dict())
+    res = _div_loop(sc, proj, 5)
+    assert max(r[0] for r in res) <= 1e-12
+    assert proj.last_projection.iterations > 0
+
+
+def test_run_records_in_loop_metrics_with_a_corrector(tmp_path):
+    sc = scenes.taylor_green(n=8, dtype=F32)
+    corr = DivergenceFreeCorrector(hidden=8, layers=2)
+    recs = run(sc, 20, corrector=corr, csv=tmp_path / "m.csv")
+    assert len(recs) == 20 and all(r["div_max_rel"] <= 1e-6 for r in recs)
+    assert (tmp_path / "m.csv").read_text().count("\n") == 21
+
+
+@pytest.mark.parametrize("cls,kw", [(DivergenceFreeCorrector, {"mean_flow": False}),
+                                    (DivergenceFreeCorrector, {"use_reynolds": True, "reynolds": 150.0}),
+                                    (UnconstrainedCorrector, {"project": True})])
+def test_save_and_load_round_trip(tmp_path, cls, kw):
+    torch.manual_seed(0)
+    a = cls(hidden=6, layers=3, dtype=F64, **kw)
+    a.save(tmp_path / "c.lawful", metadata={"note": "test"})
+    b = load_corrector(tmp_path / "c.lawful")
+    assert type(b) is cls and b.dtype == F64 and b.metadata["note"] == "test"
+    for (ka, ta), (kb, tb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(ta, tb)
+    geom = corner_geometry(Boundary.periodic(), torch.zeros(6, 6, dtype=torch.bool), F64)
+    u, v = torch.randn(7, 6, dtype=F64), torch.randn(6, 7, dtype=F64)
+    for x, y in zip(a.correction(u, v, geom, 1.0), b.correction(u, v, geom, 1.0)):
+        assert torch.equal(x, y)
+    c = load_corrector(tmp_path / "c.lawful", dtype=F32)
+    assert c.dtype == F32
+
+
+def test_load_rejects_other_files(tmp_path):
+    from lawful.kernels.modelfile import save_model_file
+
+    save_model_file(tmp_path / "p.lawful", kind="NeuralPotential", config={}, tensors={"w": torch.zeros(2)})
+    with pytest.raises(ModelFileError):
+        load_corrector(tmp_path / "p.lawful")
+    (tmp_path / "junk.lawful").write_bytes(b"not a model")
+    with pytest.raises(ModelFileError):
+        load_corrector(tmp_path / "junk.lawful")
+    with pytest.raises(ModelFileError):
+        load_corrector(tmp_path / "missing.lawful")
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(InputError, match="layers"):
+        DivergenceFreeCorrector(layers=1)
+    with pytest.raises(InputError, match="kernel_size"):
+        DivergenceFreeCorrector(kernel_size=4)
+    with pytest.raises(InputError, match="velocity_scale"):
+        DivergenceFreeCorrector(velocity_scale=-1.0)
+    with pytest.raises(InputError, match="dtype"):
+        DivergenceFreeCorrector(dtype=torch.float16)
+    net = DivergenceFreeCorrector(hidden=4, layers=2, use_reynolds=True)
+    geom = corner_geometry(Boundary.periodic(), torch.zeros(6, 6, dtype=torch.bool))
+    with pytest.raises(InputError, match="Reynolds"):
+        net.correction(torch.zeros(7, 6), torch.zeros(6, 7), geom, 1.0)
+    with pytest.raises(ShapeError, match="do not fit"):
+        net.correction(torch.zeros(8, 6), torch.zeros(6, 7), geom, 1.0, reynolds=10.0)
+    net2 = DivergenceFreeCorrector(hidden=4, layers=2, n_scalars=2)
+    with pytest.raises(ShapeError, match="n_scalars"):
+        net2.correction(torch.zeros(7, 6), torch.zeros(6, 7), geom, 1.0)
+    with pytest.raises(InputError, match="fluid state"):
+        net2(object())
