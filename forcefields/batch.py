@@ -197,7 +197,13 @@ def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Se
             sh = sh.to(dtype)
         else:
             i, j, sh = _pairs(pos, c, pbc3, cutoff)
-        check_distances(pos[j] - pos[i] + sh @ c, i, j)
+        vec = pos[j] - pos[i] + sh @ c
+        check_distances(vec, i, j)
+        if pairs is not None:
+            # pairs from a list built with a skin: drop those beyond the cutoff (they would
+            # contribute exactly zero) so the model does only the work of a fresh list.
+            keep = torch.nonzero(torch.linalg.norm(vec, dim=1) < cutoff).squeeze(1)
+            i, j, sh = i.index_select(0, keep), j.index_select(0, keep), sh.index_select(0, keep)
         n = pos.shape[0]
         parts.append(Batch(
             positions=pos, species=species, numbers=num,
