@@ -126,7 +126,7 @@ def main():
                                 "torch_threads": 1, "structure": "fcc Cu 3x3x3 cubic, a=3.6 A, rattle 0.01 A"})
     print(f"{'run':22s} {'drift meV/atom/ps':>18s} {'rms meV/atom':>13s} {'max|dE| meV/atom':>17s} {'drift/sKE':>10s}")
     for k, r in results.items():
-        print(f"{k:22s} {r['drift_mev_per_atom_per_ps']:18.4f} {r['rms_fluctuation_mev_per_atom']:13.4f} "
+        print(f"{k:22s} {r['drift_mev_per_atom_per_ps']:18.3e} {r['rms_fluctuation_mev_per_atom']:13.4f} "
               f"{r['max_abs_deviation_mev_per_atom']:17.4f} {r['drift_over_sigma_ke']:10.4f}")
     print(path)
 

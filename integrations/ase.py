@@ -141,6 +141,9 @@ class ModelRunner:
         if not (self.skin >= 0.0):
             raise InputError(f"skin must be a non-negative distance in Å, got {skin}.")
         self._verlet = None
+        self._nl_cached = None
+        self._offsets = None
+        self._cutoff2 = self.cutoff * self.cutoff
         try:
             params = inspect.signature(model.evaluate).parameters
             self._pairs_arg = next((a for a in ("pairs", "neighbors") if a in params), None)
@@ -180,16 +183,19 @@ class ModelRunner:
     def _pairs_within_cutoff(self, pos, cell, pbc):
         """The Verlet list (built with cutoff + skin, reused until an atom moved skin/2), cut down
         to the pairs inside the model's cutoff: the model then does exactly the work of a fresh
-        list, and the skin only costs one gather per step."""
+        list, and the skin costs two gathers per step (the image offsets ``shifts @ cell`` are
+        cached with the list)."""
         from lawful.kernels.neighbors import NeighborList
 
         nl = self._verlet.get(pos, cell, pbc)
+        if nl is not self._nl_cached:
+            self._nl_cached = nl
+            self._offsets = nl.shifts @ cell if (cell is not None and nl.shifts.shape[0]) else None
         d = pos.index_select(0, nl.j) - pos.index_select(0, nl.i)
-        if cell is not None and nl.shifts.shape[0]:
-            d = d + nl.shifts @ cell
-        keep = (d * d).sum(dim=1) < self.cutoff * self.cutoff
-        return NeighborList(nl.i[keep], nl.j[keep], nl.shifts[keep])
-
+        if self._offsets is not None:
+            d += self._offsets
+        keep = torch.nonzero((d * d).sum(dim=1) < self._cutoff2).squeeze(1)
+        return NeighborList(nl.i.index_select(0, keep), nl.j.index_select(0, keep), nl.shifts.index_select(0, keep))
 
     def evaluate(self, positions, cell=None, pbc=False, stress: bool = False,
                  length_scale: float = 1.0) -> dict:
