@@ -246,3 +246,47 @@ def test_coincident_atoms_are_a_numerical_error():
     atoms.calc = LawfulCalculator(MODELS["neural"]())
     with pytest.raises(NumericalError, match="coincident"):
         atoms.get_forces()
+
+
+def test_slab_partial_pbc_matches_ase_reference():
+    from ase.build import fcc111
+
+    slab = fcc111("Cu", size=(3, 3, 3), vacuum=6.0, a=3.61)
+    slab.rattle(0.05, seed=2)
+    assert list(slab.pbc) == [True, True, False]
+    model = MorsePairModel()
+    ref = slab.copy()
+    ref.calc = ase_morse(model)
+    slab.calc = LawfulCalculator(model)
+    assert slab.get_potential_energy() == pytest.approx(ref.get_potential_energy(), rel=1e-12)
+    np.testing.assert_allclose(slab.get_forces(), ref.get_forces(), atol=1e-10)
+    with pytest.raises(PropertyNotImplementedError):
+        slab.get_stress()
+
+
+def test_trained_model_nve_drift_is_emt_like():
+    """The committed EMT-trained conservative model in ASE's VelocityVerlet: its energy excursion
+    stays within 3x EMT's own from the same start and time step (bench_drift.py has the long run)."""
+    from pathlib import Path
+
+    from ase.calculators.emt import EMT
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "models" / "cu_emt_conservative.lawful"
+    if not path.is_file():
+        pytest.skip("trained model file not present")
+
+    def run(calc):
+        atoms = rattled_copper(seed=4, amp=0.01)
+        atoms.calc = calc
+        thermalize_momenta(atoms, temperature_K=600, rng=np.random.default_rng(5))
+        Stationary(atoms)
+        dyn = VelocityVerlet(atoms, timestep=2.0 * units.fs)
+        obs = DriftObserver(dyn)
+        dyn.attach(obs, interval=2)
+        dyn.run(100)
+        return obs.summary()
+
+    emt, ours = run(EMT()), run(LawfulCalculator(path))
+    assert ours.sigma_kinetic_mev_per_atom > 1.0
+    assert ours.max_abs_deviation_mev_per_atom < 3.0 * emt.max_abs_deviation_mev_per_atom
+    assert ours.rms_fluctuation_mev_per_atom < 3.0 * emt.rms_fluctuation_mev_per_atom

@@ -239,3 +239,16 @@ def test_nan_positions_raise_numerical_error():
     with pytest.raises(NumericalError, match=r"\[2\]"):
         with lawful_errors():
             ctx.getState(getEnergy=True, getForces=True)
+
+
+def test_float32_model_in_openmm():
+    atoms = rattled_copper(seed=13)
+    model = MorsePairModel()
+    system64, _, positions = system_from_atoms(atoms, model, backend="python")
+    system32, _, _ = system_from_atoms(atoms, model, backend="python", dtype="float32")
+    assert system32.getForce(0).getName() == "LawfulForce[python,float32,cpu]"
+    e64, f64 = _openmm_energy_forces(system64, positions)
+    e32, f32 = _openmm_energy_forces(system32, positions)
+    assert e32 == pytest.approx(e64, rel=1e-5)
+    assert _rel(f32, f64) < 1e-4
+    assert model.dtype == torch.float64  # the caller's model was copied, not converted
