@@ -181,7 +181,8 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
         whether the model sees the periodic box; ``None``: periodic iff the topology has box
         vectors.
     backend:
-        ``"python"`` (openmm.PythonForce), ``"torch"`` (openmmtorch.TorchForce) or ``"auto"``.
+        ``"python"`` (openmm.PythonForce), ``"torch"`` (openmmtorch.TorchForce) or ``"auto"``
+        (torch when openmmtorch imports and the model has a TorchScript export, else python).
     device, dtype:
         torch device and dtype (``None``: the model's own, float64 for MD).
     skin:
@@ -196,7 +197,8 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
     """
     if backend not in _BACKENDS:
         raise InputError(f"unknown backend {backend!r}: use one of {list(_BACKENDS)}.")
-    if backend == "auto":
+    auto = backend == "auto"
+    if auto:
         backend = "torch" if "torch" in available_backends() else "python"
     n_total = topology.getNumAtoms() if topology is not None else None
     subset = _subset(atoms, n_total)
@@ -220,11 +222,17 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
     if periodic is None:
         periodic = topology is not None and topology.getPeriodicBoxVectors() is not None
     model = resolve_model(model, device=device, dtype=dtype)
+    force = None
     if backend == "torch":
         from lawful.integrations.torchscript_force import create_torch_force
 
-        force = create_torch_force(model, z, subset, n_total, periodic=bool(periodic))
-    else:
+        try:
+            force = create_torch_force(model, z, subset, n_total, periodic=bool(periodic))
+        except BackendError:
+            if not auto:
+                raise
+            backend = "python"  # "auto": a model without a TorchScript export (DirectForceModel)
+    if force is None:
         force = openmm.PythonForce(LawfulComputation(model, z, bool(periodic), skin=skin))
         force.setUsesPeriodicBoundaryConditions(bool(periodic))
         if subset is not None:

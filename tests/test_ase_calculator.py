@@ -290,3 +290,16 @@ def test_trained_model_nve_drift_is_emt_like():
     assert ours.sigma_kinetic_mev_per_atom > 1.0
     assert ours.max_abs_deviation_mev_per_atom < 3.0 * emt.max_abs_deviation_mev_per_atom
     assert ours.rms_fluctuation_mev_per_atom < 3.0 * emt.rms_fluctuation_mev_per_atom
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_device_matches_cpu(make_model):
+    atoms = rattled_copper(seed=14)
+    model = make_model()
+    atoms.calc = LawfulCalculator(model)
+    e_cpu, f_cpu = atoms.get_potential_energy(), atoms.get_forces()
+    calc = LawfulCalculator(model, device="cuda")
+    assert calc.device.type == "cuda"
+    atoms.calc = calc
+    assert atoms.get_potential_energy() == pytest.approx(e_cpu, rel=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), f_cpu, atol=1e-9)
