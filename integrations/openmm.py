@@ -40,17 +40,21 @@ from openmm import unit as _omm_unit
 from lawful.integrations import units
 from lawful.integrations.ase import ModelRunner, resolve_model
 from lawful.integrations.monitors import CsvLog, DriftAccumulator, DriftSummary
-from lawful.kernels.errors import BackendError, InputError, LawfulError
+from lawful.kernels.errors import BackendError, InputError, LawfulError, NumericalError
 
 __all__ = ["create_force", "numbers_from_topology", "topology_from_atoms", "system_from_atoms", "DriftReporter", "lawful_errors", "LawfulComputation",
            "available_backends"]
 
 _BACKENDS = ("auto", "python", "torch")
-_local = threading.local()
+# The last lawful error raised inside a force callback. Process-wide on purpose: OpenMM platforms
+# may call the callback from their own worker threads, not the thread that called step().
+_last_error: list = [None]
+_error_lock = threading.Lock()
 
 
 def _record_error(exc: LawfulError) -> None:
-    _local.error = exc
+    with _error_lock:
+        _last_error[0] = exc
 
 
 @contextlib.contextmanager
@@ -62,16 +66,23 @@ def lawful_errors():
 
     OpenMM turns exceptions raised in a force callback into ``openmm.OpenMMException``; inside
     this context the original :class:`LawfulError` subclass (e.g. ``NumericalError`` for NaN
-    positions) is raised instead, chained to OpenMM's exception.
+    positions) is raised instead, chained to OpenMM's exception; OpenMM's own NaN errors become
+    :class:`NumericalError` too.
     """
-    _local.error = None
+    with _error_lock:
+        _last_error[0] = None
     try:
         yield
     except openmm.OpenMMException as exc:
-        err = getattr(_local, "error", None)
-        _local.error = None
+        with _error_lock:
+            err, _last_error[0] = _last_error[0], None
         if err is not None:
             raise err from exc
+        if "nan" in str(exc).lower():  # OpenMM's own NaN checks (e.g. the CPU platform's)
+            raise NumericalError(
+                f"OpenMM reports NaN: {exc}. The simulation has blown up: reduce the time step, "
+                "minimise the structure first, or check the starting velocities."
+            ) from exc
         raise
 
 
