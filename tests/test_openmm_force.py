@@ -254,3 +254,21 @@ def test_float32_model_in_openmm():
     assert e32 == pytest.approx(e64, rel=1e-5)
     assert _rel(f32, f64) < 1e-4
     assert model.dtype == torch.float64  # the caller's model was copied, not converted
+
+
+def test_direct_force_model_in_both_engines():
+    """The non-conservative control goes through the same adapters (python backend; 'auto' falls
+    back to it since it has no TorchScript export) with the same numbers in ASE and OpenMM."""
+    try:
+        from lawful.forcefields import DirectForceModel
+    except ImportError:
+        pytest.skip("DirectForceModel is not available")
+    torch.manual_seed(0)
+    model = DirectForceModel(species=["Cu"], cutoff=4.5, dtype=torch.float64)
+    atoms = rattled_copper(seed=15)
+    atoms.calc = LawfulCalculator(model)
+    system, _, positions = system_from_atoms(atoms, model, backend="auto")
+    assert system.getForce(0).getName().startswith("LawfulForce[python,")
+    e_omm, f_omm = _openmm_energy_forces(system, positions)
+    assert e_omm == pytest.approx(atoms.get_potential_energy(), rel=1e-9)
+    assert _rel(f_omm, atoms.get_forces()) <= 1e-9
