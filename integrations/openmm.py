@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from pathlib import Path
 
 import ase.units as _ase_units
 import numpy as np
