@@ -49,3 +49,11 @@ from lawful.kernels.neighbors import NeighborList, VerletList, neighbor_list  # 
 
 __all__ += ["neighbor_list", "NeighborList", "VerletList", "save_model_file", "load_model_file",
             "ModelFile", "FORMAT_VERSION", "atomic_write", "save_checkpoint", "load_checkpoint"]
+
+# MAC-grid fluid kernels (owner: fluids) — Taichi is only imported when a kernel first runs
+from lawful.kernels.mac_grid import Boundary, face_bc, solid_corner_mask  # noqa: E402
+from lawful.kernels.mac_operators import curl, curl_torch, divergence, divergence_torch  # noqa: E402
+from lawful.kernels.mac_pressure import PressureSolver, ProjectionStats  # noqa: E402
+
+__all__ += ["Boundary", "face_bc", "solid_corner_mask", "curl", "curl_torch", "divergence",
+            "divergence_torch", "PressureSolver", "ProjectionStats"]

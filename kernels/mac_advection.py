@@ -103,7 +103,7 @@ def _kernels(real_name: str):
     def advect(u: A2, v: A2, uw: A3, vw: A3, h: real, px: int, py: int, mac: int, limiter: int,
                ready: int):
         # uw/vw channels: 0 = tracing velocity u^n, 1 = q^, 2 = free mask, 3 = fixed value,
-        # 4 = advected quantity q^n (= u^n unless the caller filled it: ready = 1)
+        # 4 = advected quantity q^n (= u^n unless the caller filled it: ready = 1), 5/6 = limiter bounds
         nx, ny = v.shape[0], u.shape[1]
         for i, j in u:
             uw[0, i, j] = u[i, j]
@@ -113,39 +113,40 @@ def _kernels(real_name: str):
             vw[0, i, j] = v[i, j]
             if not ready:
                 vw[4, i, j] = v[i, j]
+        # channels 5, 6 keep the min/max of the four q^n samples around the departure point
         for i, j in u:
             ie = i % nx if px else i
             p = trace(uw, vw, ti.cast(ie, real), j + 0.5, h, nx, ny, px, py)
-            uw[1, i, j] = sample(uw, 4, p[0], p[1] - 0.5, nx + 1, ny, nx * px, ny * py)[0]
+            s = sample(uw, 4, p[0], p[1] - 0.5, nx + 1, ny, nx * px, ny * py)
+            uw[1, i, j] = s[0]
+            uw[5, i, j] = s[1]
+            uw[6, i, j] = s[2]
         for i, j in v:
             je = j % ny if py else j
             p = trace(uw, vw, i + 0.5, ti.cast(je, real), h, nx, ny, px, py)
-            vw[1, i, j] = sample(vw, 4, p[0] - 0.5, p[1], nx, ny + 1, nx * px, ny * py)[0]
+            s = sample(vw, 4, p[0] - 0.5, p[1], nx, ny + 1, nx * px, ny * py)
+            vw[1, i, j] = s[0]
+            vw[5, i, j] = s[1]
+            vw[6, i, j] = s[2]
         for i, j in u:
             q = uw[1, i, j]
             if mac:
                 ie = i % nx if px else i
-                x, y = ti.cast(ie, real), j + 0.5
-                pb = trace(uw, vw, x, y, h, nx, ny, px, py)
-                s = sample(uw, 4, pb[0], pb[1] - 0.5, nx + 1, ny, nx * px, ny * py)
-                pf = trace(uw, vw, x, y, -h, nx, ny, px, py)
+                pf = trace(uw, vw, ti.cast(ie, real), j + 0.5, -h, nx, ny, px, py)
                 qt = sample(uw, 1, pf[0], pf[1] - 0.5, nx + 1, ny, nx * px, ny * py)[0]
                 q = q + 0.5 * (uw[4, i, j] - qt)
                 if limiter:
-                    q = ti.min(ti.max(q, s[1]), s[2])
+                    q = ti.min(ti.max(q, uw[5, i, j]), uw[6, i, j])
             u[i, j] = uw[2, i, j] * q + (1 - uw[2, i, j]) * uw[3, i, j]
         for i, j in v:
             q = vw[1, i, j]
             if mac:
                 je = j % ny if py else j
-                x, y = i + 0.5, ti.cast(je, real)
-                pb = trace(uw, vw, x, y, h, nx, ny, px, py)
-                s = sample(vw, 4, pb[0] - 0.5, pb[1], nx, ny + 1, nx * px, ny * py)
-                pf = trace(uw, vw, x, y, -h, nx, ny, px, py)
+                pf = trace(uw, vw, i + 0.5, ti.cast(je, real), -h, nx, ny, px, py)
                 qt = sample(vw, 1, pf[0] - 0.5, pf[1], nx, ny + 1, nx * px, ny * py)[0]
                 q = q + 0.5 * (vw[4, i, j] - qt)
                 if limiter:
-                    q = ti.min(ti.max(q, s[1]), s[2])
+                    q = ti.min(ti.max(q, vw[5, i, j]), vw[6, i, j])
             v[i, j] = vw[2, i, j] * q + (1 - vw[2, i, j]) * vw[3, i, j]
 
     @ti.func
@@ -231,12 +232,12 @@ def _name(dtype):
 
 
 def velocity_workspace(ubc: torch.Tensor, vbc: torch.Tensor):
-    """Allocate the ``(5, ...)`` work arrays :func:`advect_velocity` needs, with the face
+    """Allocate the ``(7, ...)`` work arrays :func:`advect_velocity` needs, with the face
     classification ``ubc``/``vbc`` (from :func:`lawful.kernels.mac_grid.face_bc`) in channels 2-3.
     Channel 4 holds the advected quantity (``uw[4]``, ``vw[4]``: fill it and pass
     ``quantity_ready=True`` to advect something other than the velocity itself)."""
-    uw = torch.zeros((5,) + tuple(ubc.shape[1:]), dtype=ubc.dtype, device=ubc.device)
-    vw = torch.zeros((5,) + tuple(vbc.shape[1:]), dtype=vbc.dtype, device=vbc.device)
+    uw = torch.zeros((7,) + tuple(ubc.shape[1:]), dtype=ubc.dtype, device=ubc.device)
+    vw = torch.zeros((7,) + tuple(vbc.shape[1:]), dtype=vbc.dtype, device=vbc.device)
     uw[2:4] = ubc
     vw[2:4] = vbc
     return uw, vw

@@ -38,7 +38,7 @@ from lawful.kernels.runtime import ensure_taichi
 
 __all__ = ["PressureSolver", "ProjectionStats", "default_rtol"]
 
-X, B, R, WX, WY, PHI, RC, P, AP = range(9)
+X, B, R, WX, WY, PHI, RC, P, AP = range(9)  # R: spare (residuals are restricted on the fly)
 _PRE_SWEEPS = 2
 _BOTTOM_MAX = 8
 
@@ -119,21 +119,29 @@ def _mg_kernels():
 
     @ti.kernel
     def down(a: A3, c: A3, bch: int, nx: int, ny: int, px: int, py: int, ncx: int, ncy: int):
-        for i, j in ti.ndrange(nx, ny):
-            a[X, i, j] = 0.0
-        for _s in ti.static(range(_PRE_SWEEPS)):
+        # first red half-sweep from X = 0 (needs no neighbour), then black, then more full sweeps
+        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
+            j = 2 * jh + i % 2
+            if j < ny:
+                d = diag(a, i, j)
+                a[X, i, j] = a[bch, i, j] / d if d > 0 else 0.0
+            j2 = 2 * jh + (i + 1) % 2
+            if j2 < ny:
+                a[X, i, j2] = 0.0
+        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
+            j = 2 * jh + (i + 1) % 2
+            if j < ny:
+                gs(a, bch, i, j, nx, ny, px, py)
+        for _s in ti.static(range(_PRE_SWEEPS - 1)):
             rb_sweep(a, bch, nx, ny, px, py, 0)
-        for i, j in ti.ndrange(nx, ny):
-            r = ti.cast(0.0, f64)
-            if diag(a, i, j) > 0:
-                r = a[bch, i, j] - apply_a(a, X, i, j, nx, ny, px, py)
-            a[R, i, j] = r
+        # residual of the four children, summed (restriction = transpose of constant prolongation)
         for I, J in ti.ndrange(ncx, ncy):
             s = ti.cast(0.0, f64)
             for di, dj in ti.static(ti.ndrange(2, 2)):
                 fi, fj = 2 * I + di, 2 * J + dj
                 if fi < nx and fj < ny:
-                    s += a[R, fi, fj]
+                    if diag(a, fi, fj) > 0:
+                        s += a[bch, fi, fj] - apply_a(a, X, fi, fj, nx, ny, px, py)
             c[B, I, J] = s
             c[X, I, J] = 0.0
 
