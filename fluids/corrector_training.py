@@ -235,7 +235,7 @@ class CorrectorTrainer:
             self.iteration += 1
             if self.al is not None and self.iteration % cfg.al_update_every == 0:
                 self.al.update(div.detach())
-            rec = {"iteration": self.iteration, "loss": float(loss), "fit": float(fit),
+            rec = {"iteration": self.iteration, "loss": float(loss.detach()), "fit": float(fit.detach()),
                    "divergence": float(div.detach().max()), "case": case.traj.case.label, "k0": k0,
                    "seconds": time.perf_counter() - t0}
             self.history.append(rec)

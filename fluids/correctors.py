@@ -423,7 +423,8 @@ class DivergenceFreeCorrector(_CorrectorBase):
     Divergence-free to rounding for any weights; no flow through walls, obstacles or inflow faces
     (psi constant per solid body). Call it as the solver's corrector: ``corrector(state)`` adds the
     correction to ``state.u`` ``(nx+1, ny)`` and ``state.v`` ``(nx, ny+1)`` in place with the
-    solver's Taichi curl kernel (zero-copy) and returns ``None``. For training use the
+    solver's Taichi curl kernel (zero-copy on float64 states; float32 states are accumulated in a
+    float64 copy and rounded once) and returns ``None``. For training use the
     differentiable :meth:`correction` / :meth:`stream_function`.
 
     Parameters: ``hidden`` channels, ``layers`` (conv layers, >= 2), ``kernel_size`` (odd),
@@ -490,14 +491,21 @@ class DivergenceFreeCorrector(_CorrectorBase):
         geom = self._geometry(boundary, solid)
         with torch.no_grad():
             psi, mean = self.stream_function(u, v, geom, dx, scalars, re)
-            psi = psi.to(u.dtype).contiguous()
-            curl(psi, u, v, dx, geom.periodic, accumulate=True)
+            # float64 states: accumulate in place (zero-copy). float32 states: accumulate into
+            # float64 copies and round once, so the corrected field's divergence is the
+            # projection's plus at most the rounding of the sum (2 eps max|u|), inside the 4 eps
+            # headroom the projection leaves below its tolerance.
+            wu, wv = (u, v) if u.dtype == torch.float64 else (u.double(), v.double())
+            curl(psi.to(torch.float64).contiguous(), wu, wv, dx, geom.periodic, accumulate=True)
             if self.mean_flow:
                 mu, mv = float(mean[0]), float(mean[1])
                 if mu != 0.0:
-                    u.add_(mu)
+                    wu.add_(mu)
                 if mv != 0.0:
-                    v.add_(mv)
+                    wv.add_(mv)
+            if wu is not u:
+                u.copy_(wu)
+                v.copy_(wv)
         return None
 
 

@@ -1,0 +1,132 @@
+"""Fine-reference data, solver-in-the-loop training (checkpoints, resume, constraint strategies)
+and rollout evaluation of the correctors."""
+
+import pytest
+import torch
+
+from lawful.kernels import InputError, ShapeError
+from lawful.kernels.mac_operators import curl_torch
+from lawful.fluids.corrector_training import CorrectorTrainer, TrainConfig, make_corrector, rollout_errors
+from lawful.fluids.fine_reference import (ReferenceCase, ReferenceTrajectory, coarse_scene, downsample_cells,
+                                          downsample_faces, generate_reference, load_or_generate)
+
+F64 = torch.float64
+
+
+def test_conservative_downsampling_keeps_fluxes_and_divergence():
+    g = torch.Generator().manual_seed(0)
+    f, nx, ny = 4, 5, 3
+    psi = torch.randn(f * nx + 1, f * ny + 1, generator=g, dtype=F64)
+    u, v = curl_torch(psi, 1.0, (False, False))           # discretely divergence-free fine field
+    uc, vc = downsample_faces(u, v, f)
+    assert uc.shape == (nx + 1, ny) and vc.shape == (nx, ny + 1)
+    d = (uc[1:] - uc[:-1]) + (vc[:, 1:] - vc[:, :-1])
+    assert float(d.abs().max()) <= 1e-13 * float(u.abs().max())
+    # coarse flux through a coarse face = sum of the fine fluxes through it (face length f dx)
+    assert float(uc[2, 1] * f) == pytest.approx(float(u[2 * f, f:2 * f].sum()), rel=1e-12)
+    c = torch.randn(2, f * nx, f * ny, generator=g, dtype=F64)
+    assert float(downsample_cells(c, f).sum() * f * f) == pytest.approx(float(c.sum()), rel=1e-12)
+    with pytest.raises(ShapeError):
+        downsample_faces(u[:, :-1], v[:-1], f)
+
+
+@pytest.fixture(scope="module")
+def tiny_traj():
+    case = ReferenceCase("karman", n=8, factor=2, steps=10, warmup=2, re=80.0)
+    return generate_reference(case, dtype=F64)
+
+
+def test_reference_trajectory_is_the_downsampled_fine_run(tiny_traj):
+    case = tiny_traj.case
+    assert tiny_traj.u.shape == (case.steps + 1, 17, 8) and tiny_traj.scalars.shape[1] == 1
+    fine = coarse_scene(case, n=case.n * case.factor, dtype=F64)
+    solver = fine.make_solver()
+    for _ in range(case.warmup * case.factor):
+        solver.step(fine.state)
+    uc, vc = downsample_faces(fine.state.u, fine.state.v, case.factor)
+    assert torch.allclose(uc, tiny_traj.u[0], rtol=0, atol=1e-12)
+    assert torch.allclose(vc, tiny_traj.v[0], rtol=0, atol=1e-12)
+    assert tiny_traj.fine_steps == case.steps * case.factor and tiny_traj.fine_wall_s > 0
+    sc, solver = tiny_traj.initial_state(dtype=F64)
+    u = sc.state.u
+    assert float(((u - solver.ubc[1]) * (1 - solver.ubc[0])).abs().max()) == 0.0   # fixed faces set
+
+
+def test_cache_round_trip(tmp_path, tiny_traj):
+    from lawful.kernels.checkpoint import save_checkpoint, load_checkpoint
+
+    save_checkpoint(tmp_path / "t.pt", tiny_traj.to_checkpoint())
+    back = ReferenceTrajectory.from_checkpoint(load_checkpoint(tmp_path / "t.pt"))
+    assert back.case == tiny_traj.case and torch.equal(back.u, tiny_traj.u)
+    case = ReferenceCase("kolmogorov", n=4, factor=2, steps=2, warmup=0)
+    a = load_or_generate(case, tmp_path)
+    b = load_or_generate(case, tmp_path)            # from the cache
+    assert torch.equal(a.u, b.u) and len(list(tmp_path.glob("kolmogorov_*.pt"))) == 1
+
+
+def _trainer(traj, variant, ckpt=None, iterations=4, resume=True):
+    torch.manual_seed(0)
+    corr = make_corrector(variant, dtype=F64, hidden=4, layers=2, use_reynolds=True, init_gain=0.1)
+    cfg = TrainConfig(variant=variant, unroll=4, iterations=iterations, lr=1e-3, checkpoint_every=1,
+                      al_update_every=1)
+    return CorrectorTrainer(corr, [traj], cfg, checkpoint=ckpt, resume=resume)
+
+
+def test_interrupted_training_resumes_exactly(tmp_path, tiny_traj):
+    full = _trainer(tiny_traj, "al")
+    full.train(progress=False)
+    ckpt = tmp_path / "c.ckpt"
+    part = _trainer(tiny_traj, "al", ckpt=ckpt)
+    part.train(iterations=2, progress=False)            # "killed" after 2 iterations
+    assert ckpt.exists()
+    resumed = _trainer(tiny_traj, "al", ckpt=ckpt)
+    assert resumed.iteration == 2 and resumed.al.iterations == 2
+    resumed.train(progress=False)
+    assert resumed.iteration == 4
+    for (k, a), (_, b) in zip(full.corrector.state_dict().items(), resumed.corrector.state_dict().items()):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), k
+    assert [r["k0"] for r in full.history] == [r["k0"] for r in resumed.history]
+    with pytest.raises(InputError, match="variant"):
+        _trainer(tiny_traj, "soft", ckpt=ckpt)
+
+
+@pytest.mark.parametrize("variant", ["hard", "plain", "soft", "al", "projected"])
+def test_each_variant_lowers_its_window_loss(tiny_traj, variant):
+    tr = _trainer(tiny_traj, variant)
+    case = tr.cases[0]
+    loss0, fit0, div0 = tr.window_loss(case, 3)
+    assert div0.shape == (4,)
+    if variant == "hard":
+        assert float(div0.max()) <= 1e-12
+    elif variant in ("plain", "soft", "al"):
+        assert float(div0.min()) > 1e-6
+    for _ in range(8):
+        tr.optimizer.zero_grad()
+        loss, _, _ = tr.window_loss(case, 3)
+        loss.backward()
+        tr.optimizer.step()
+    loss1, fit1, _ = tr.window_loss(case, 3)
+    assert float(loss1) < float(loss0)
+
+
+def test_rollout_errors_in_the_taichi_loop(tiny_traj):
+    torch.manual_seed(0)
+    corr = make_corrector("hard", dtype=torch.float32, hidden=4, layers=2, use_reynolds=True)
+    r = rollout_errors(tiny_traj, corr, steps=5)
+    r0 = rollout_errors(tiny_traj, None, steps=5)
+    assert len(r["error"]) == 5 and all(e >= 0 for e in r["error"])
+    assert max(r["div_max_rel"]) <= 1e-6 and corr.reynolds == 80.0
+    assert r["error"] != r0["error"]
+    with pytest.raises(InputError):
+        rollout_errors(tiny_traj, None, steps=50)
+
+
+def test_bad_training_settings():
+    with pytest.raises(InputError, match="variant"):
+        TrainConfig(variant="magic")
+    with pytest.raises(InputError, match="unroll"):
+        TrainConfig(unroll=0)
+    with pytest.raises(InputError, match="variant"):
+        make_corrector("magic")
+    with pytest.raises(InputError, match="trajectory"):
+        CorrectorTrainer(make_corrector("hard"), [], TrainConfig())
