@@ -15,6 +15,7 @@ Run:  .venv/bin/python benchmarks/bench_neighbors.py [--quick]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -66,7 +67,8 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="results directory")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    repeat = 5 if args.quick else 15
+    quick = args.quick or os.environ.get("LAWFUL_BENCH_QUICK") == "1"  # set by `lawful bench --quick`
+    repeat = 5 if quick else 15
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(neighbor_list)
