@@ -148,6 +148,20 @@ def test_many_atoms_against_brute_force(pbc):
         assert as_tuples(cell_list_neighbor_list(pos, 4.0, cell, pbc, bins)) == ref
 
 
+@pytest.mark.parametrize("pbc", [True, [True, True, False]])
+def test_dilute_periodic_gas_coarsened_bins(pbc):
+    """300 atoms in an 80 Å triclinic box: the bin grid is coarsened to O(N) bins and the pairs
+    still match the brute force."""
+    rng = np.random.default_rng(12)
+    cell = torch.tensor(random_cell(rng, 80.0))
+    pos = torch.tensor(rng.uniform(0, 1, (300, 3))) @ cell
+    pos[:150] = pos[0] + torch.tensor(rng.normal(0, 2.0, (150, 3)))  # a dense droplet too
+    ref = as_tuples(brute_force_neighbor_list(pos, 3.0, cell, pbc))
+    assert len(ref) > 100
+    for bins in (0, 1, 2):
+        assert as_tuples(cell_list_neighbor_list(pos, 3.0, cell, pbc, bins)) == ref
+
+
 def test_sparse_molecule_bins_stay_bounded():
     """Two clusters 10 km apart: the bin grid is coarsened instead of allocating 1e12 bins."""
     rng = np.random.default_rng(4)
