@@ -319,27 +319,30 @@ def _bin_grid(heights: List[float], spans: List[float], pbc: List[bool], reach: 
     partner within ``reach`` lies at most ``m = ceil(reach / thickness)`` bins away.
     """
     width = reach / bins_per_reach
-    nbins: List[int] = []
+    counts: List[float] = []  # floats: a sparse molecule could ask for more bins than int64 holds
     widths: List[float] = []
     for k in range(3):
         if pbc[k]:
-            nbins.append(max(1, int(math.floor(heights[k] / width))))
-            widths.append(heights[k] / nbins[k])
+            counts.append(max(1.0, math.floor(heights[k] / width)))
+            widths.append(heights[k] / counts[k])
         else:
-            nbins.append(int(min(math.floor(spans[k] / width), 1e9)) + 1)
+            counts.append(math.floor(spans[k] / width) + 1.0)
             widths.append(width)
-    # sparse systems (a gas, a molecule in vacuum): coarsen so that the bin count stays O(N)
-    limit = 2 * n + 8
-    total = float(nbins[0]) * float(nbins[1]) * float(nbins[2])
-    if total > limit:
-        factor = (total / float(limit)) ** (1.0 / 3.0)
-        for k in range(3):
-            if pbc[k]:
-                nbins[k] = max(1, int(math.floor(nbins[k] / factor)))
-                widths[k] = heights[k] / nbins[k]
-            else:
-                widths[k] = widths[k] * factor
-                nbins[k] = int(min(math.floor(spans[k] / widths[k]), 1e9)) + 1
+    # sparse systems (a gas, a molecule in vacuum): coarsen the direction with the most bins
+    # until the bin count is O(N)
+    limit = float(2 * n + 8)
+    while counts[0] * counts[1] * counts[2] > limit:
+        k = 0
+        for d in range(1, 3):
+            if counts[d] > counts[k]:
+                k = d
+        if pbc[k]:
+            counts[k] = max(1.0, math.floor(counts[k] / 2.0))
+            widths[k] = heights[k] / counts[k]
+        else:
+            widths[k] = widths[k] * 2.0
+            counts[k] = math.floor(spans[k] / widths[k]) + 1.0
+    nbins: List[int] = [int(counts[0]), int(counts[1]), int(counts[2])]
     reach_bins: List[int] = []
     for k in range(3):
         reach_bins.append(int(math.ceil(reach / widths[k])) if pbc[k] or nbins[k] > 1 else 0)
@@ -402,6 +405,9 @@ def _cell_list(st: _Setup, cutoff: float, bins_per_cutoff: int) -> NeighborList:
             if not flags[k]:
                 lows[k] = lo_l[k] * heights[k]
                 spans[k] = (hi_l[k] - lo_l[k]) * heights[k]
+                if not math.isfinite(spans[k]):
+                    raise InputError("the atoms span " + str(spans[k]) + " Å along non-periodic "
+                                     "direction " + str(k) + ": check the coordinates (Å).")
     if bins_per_cutoff > 0:
         nbins, widths, reach_bins = _bin_grid(heights, spans, flags, reach, bins_per_cutoff, n)
     else:

@@ -167,6 +167,15 @@ def test_sparse_molecule_bins_stay_bounded():
     rng = np.random.default_rng(4)
     pos = np.concatenate([rng.uniform(0, 6, (20, 3)), rng.uniform(0, 6, (20, 3)) + 1e7])
     check_against_reference(pos, 2.5, None, False)
+    # spread along one direction only, absurdly far: still a few bins, same pairs
+    pos = torch.tensor(rng.uniform(0, 5, (300, 3)))
+    pos[150:, 0] += 1e150
+    pos[0, 1] = -1e150
+    assert as_tuples(cell_list_neighbor_list(pos, 2.0)) == as_tuples(
+        brute_force_neighbor_list(pos, 2.0))
+    pos[0, 0], pos[1, 0] = 1e308, -1e308
+    with pytest.raises(InputError, match="span inf"):
+        cell_list_neighbor_list(pos, 2.0)
 
 
 def test_molecule_without_cell():
