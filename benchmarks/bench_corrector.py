@@ -51,17 +51,20 @@ def train_variant(variant, trajs, args):
     torch.manual_seed(0)
     corr = make_corrector(variant, **NET)
     cfg = TrainConfig(variant=variant, iterations=args.iterations, lr=args.lr, unroll=args.unroll,
-                      soft_weight=args.soft_weight, al_penalty=args.al_penalty, checkpoint_every=25)
+                      soft_weight=args.soft_weight, al_penalty=args.al_penalty, checkpoint_every=25,
+                      validate_every=args.validate_every, validation_steps=args.validation_steps)
     ckpt = None if args.quick else Path("runs") / f"corrector_{variant}.ckpt"
     trainer = CorrectorTrainer(corr, trajs, cfg, checkpoint=ckpt, resume=not args.retrain)
     t0 = time.perf_counter()
     hist = trainer.train(progress=True)
     secs = time.perf_counter() - t0
     last = hist[-max(1, len(hist) // 10):]
-    summary = {"iterations": len(hist), "seconds": secs, "final_fit": statistics.mean(r["fit"] for r in last),
+    summary = {"iterations": len(hist), "seconds": secs,
+               "best_validation": None if trainer.best is None else
+               {"iteration": trainer.best["iteration"], "error": trainer.best["error"]}, "final_fit": statistics.mean(r["fit"] for r in last),
                "first_fit": statistics.mean(r["fit"] for r in hist[:max(1, len(hist) // 10)]),
                "config": {k: getattr(cfg, k) for k in ("variant", "unroll", "iterations", "lr", "soft_weight",
-                                                       "al_penalty")},
+                                                       "al_penalty", "validate_every", "validation_steps")},
                "train_cases": [t.case.label for t in trajs]}
     if not args.quick:
         MODELS.mkdir(parents=True, exist_ok=True)
@@ -94,7 +97,7 @@ def divergence_run(scene, corrector, steps):
     return worst, worst_corr
 
 
-def divergence_table(trained, steps):
+def divergence_table(trained, steps, baseline_steps):
     """Hard corrector: random-init and trained, float32 and float64, ``steps`` steps on a periodic
     16^2 Kolmogorov flow and ``steps // 5`` on a channel with an obstacle; baselines (trained,
     float32) the same."""
@@ -116,7 +119,8 @@ def divergence_table(trained, steps):
             corr = copy.deepcopy(trained[label.split("/")[0]]).to(dtype)
         corr.reynolds = 150.0
         rtol = None if dtype == torch.float32 else 1e-13
-        for scene_name, n_steps in (("kolmogorov16", steps), ("karman8", max(steps // 5, 1))):
+        total = steps if label.startswith("hard") else baseline_steps
+        for scene_name, n_steps in (("kolmogorov16", total), ("karman8", max(total // 5, 1))):
             if scene_name == "kolmogorov16":
                 sc = scenes.kolmogorov(n=16, dtype=dtype, viscosity=0.01)
             else:
@@ -208,12 +212,16 @@ def main():
     ap.add_argument("--al-penalty", type=float, default=10.0)
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--div-steps", type=int, default=10_000)
+    ap.add_argument("--baseline-div-steps", type=int, default=2_000)
+    ap.add_argument("--validate-every", type=int, default=50)
+    ap.add_argument("--validation-steps", type=int, default=150)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--skip", default="", help="comma list of stages to skip: div,timing")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.quick:
-        args.iterations, args.steps, args.div_steps = 4, 20, 20
+        args.iterations, args.steps, args.div_steps, args.baseline_div_steps = 4, 20, 20, 20
+        args.validate_every, args.validation_steps = 2, 5
     skip = set(filter(None, args.skip.split(",")))
     cache = Path("runs") / "corrector_data"
     t_data = time.perf_counter()
@@ -264,13 +272,14 @@ def main():
         figures["step128_corrected_s"] = c128
         figures["step128_corrected_over_plain_ratio"] = c128 / p128
     if "div" not in skip:
-        figures["divergence_table"] = divergence_table(trained, args.div_steps)
+        figures["divergence_table"] = divergence_table(trained, args.div_steps, args.baseline_div_steps)
     if not args.quick:
         write_result("corrector", figures, dtype=torch.float32, device="cpu",
                      params={"net": NET, "iterations": args.iterations, "unroll": args.unroll, "lr": args.lr,
                              "soft_weight": args.soft_weight, "al_penalty": args.al_penalty,
                              "train_cases": [t.case.label for t in train], "test_case": test.case.label,
-                             "div_steps": args.div_steps},
+                             "div_steps": args.div_steps, "baseline_div_steps": args.baseline_div_steps,
+                             "validate_every": args.validate_every, "validation_steps": args.validation_steps},
                      out_dir=RESULTS)
     print({k: v for k, v in figures.items() if k not in ("divergence_table", "training")})
 

@@ -55,8 +55,11 @@ class TrainConfig:
     """Settings of :class:`CorrectorTrainer` (see the module docstring for the variants).
 
     ``unroll``: corrected solver steps per window (k >= 1; 4 or more recommended); ``iterations``;
-    ``lr`` (Adam); ``soft_weight``; ``al_penalty`` (initial mu), ``al_growth``,
-    ``al_update_every``; ``checkpoint_every``; ``seed`` (window sampling); ``grad_clip``.
+    ``lr`` (Adam, cosine-annealed to ``lr * lr_final_factor``); ``soft_weight``; ``al_penalty``
+    (initial mu), ``al_growth``, ``al_update_every``; ``checkpoint_every``; ``seed`` (window
+    sampling); ``grad_clip``; ``validate_every`` / ``validation_steps``: every so many iterations
+    run ``validation_steps``-step Taichi rollouts on the *training* trajectories and keep the
+    weights with the lowest mean rollout error (restored at the end; 0 = off).
     """
 
     variant: str = "hard"
@@ -70,6 +73,9 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     grad_clip: float = 1.0
+    lr_final_factor: float = 0.1
+    validate_every: int = 0
+    validation_steps: int = 100
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -135,6 +141,9 @@ class CorrectorTrainer:
                 raise InputError(f"trajectory {c.traj.case.label} has {c.traj.u.shape[0] - 1} steps; "
                                  f"the unroll length {config.unroll} needs more.")
         self.optimizer = torch.optim.Adam(corrector.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=int(config.iterations), eta_min=config.lr * config.lr_final_factor)
+        self.best: dict | None = None
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.soft = SoftPenalty(config.soft_weight, reduction="mean") if config.variant == "soft" else None
         self.al = (AugmentedLagrangian(penalty=config.al_penalty, growth=config.al_growth, reduction="sum")
@@ -232,6 +241,7 @@ class CorrectorTrainer:
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.corrector.parameters(), cfg.grad_clip)
             self.optimizer.step()
+            self.scheduler.step()
             self.iteration += 1
             if self.al is not None and self.iteration % cfg.al_update_every == 0:
                 self.al.update(div.detach())
@@ -242,12 +252,32 @@ class CorrectorTrainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(fit=f"{rec['fit']:.3e}", div=f"{rec['divergence']:.1e}")
+            if cfg.validate_every and (self.iteration % cfg.validate_every == 0 or self.iteration == total):
+                self.validate()
             if self.checkpoint is not None and (self.iteration % cfg.checkpoint_every == 0
                                                 or self.iteration == total):
                 self.save(self.checkpoint)
         if bar is not None:
             bar.close()
+        if cfg.validate_every and self.best is not None:
+            self.corrector.load_state_dict(self.best["model"])
         return self.history
+
+    def validate(self) -> float:
+        """Mean relative error of ``validation_steps``-step Taichi rollouts (with the corrector) on
+        the training trajectories; remembers the best weights."""
+        errs = []
+        for case in self.cases:
+            steps = min(self.config.validation_steps, case.traj.u.shape[0] - 1)
+            r = rollout_errors(case.traj, self.corrector, steps=steps, dtype=self.dtype)
+            errs.append(sum(r["error"]) / len(r["error"]))
+        err = sum(errs) / len(errs)
+        if self.history:
+            self.history[-1]["validation_error"] = err
+        if self.best is None or err < self.best["error"]:
+            self.best = {"error": err, "iteration": self.iteration,
+                         "model": {k: t.detach().clone() for k, t in self.corrector.state_dict().items()}}
+        return err
 
     # -- checkpoints --------------------------------------------------------------------------
     def state(self) -> dict:
@@ -257,6 +287,7 @@ class CorrectorTrainer:
             al = {"penalty": self.al.penalty, "last_norm": self.al.last_norm,
                   "iterations": self.al.iterations, "multipliers": self.al.multipliers}
         return {"model": self.corrector.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "best": self.best,
                 "iteration": self.iteration, "generator": self.generator.get_state(),
                 "al": al, "history": self.history, "config": asdict(self.config)}
 
@@ -276,6 +307,9 @@ class CorrectorTrainer:
                              f"not {self.config.variant!r}: use another checkpoint path.")
         self.corrector.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
+        if st.get("scheduler") is not None:
+            self.scheduler.load_state_dict(st["scheduler"])
+        self.best = st.get("best")
         self.iteration = int(st["iteration"])
         self.generator.set_state(st["generator"])
         self.history = list(st["history"])

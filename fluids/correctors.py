@@ -399,6 +399,26 @@ class _CorrectorBase(torch.nn.Module):
             re = params.get("reynolds")
         return u, v, scalars, boundary, solid, dx, re
 
+    # -- scenes ------------------------------------------------------------------------------
+    @classmethod
+    def for_scene(cls, scene, **kwargs):
+        """A (random-init) corrector suited to ``scene``: the state's dtype and device, the
+        Reynolds number as input when the scene has one (``scene.params["re"]``); ``kwargs``
+        override the constructor arguments."""
+        st = scene.state
+        re = (getattr(scene, "params", None) or {}).get("re")
+        opts = dict(dtype=st.dtype, device=st.device, use_reynolds=re is not None, reynolds=re)
+        opts.update(kwargs)
+        return cls(**opts)
+
+    def bind(self, scene):
+        """Take the scene parameters the network uses (the Reynolds number) from ``scene``;
+        returns ``self``. Call before running a Reynolds-aware corrector on a new scene."""
+        re = (getattr(scene, "params", None) or {}).get("re")
+        if re is not None:
+            self.reynolds = float(re)
+        return self
+
     # -- persistence -----------------------------------------------------------------------
     def save(self, path, metadata: dict | None = None) -> None:
         """Write the corrector to ``path`` in the safe lawful model-file format (atomic)."""

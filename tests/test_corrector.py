@@ -192,3 +192,14 @@ def test_bad_inputs_raise_clear_errors():
         net2.correction(torch.zeros(7, 6), torch.zeros(6, 7), geom, 1.0)
     with pytest.raises(InputError, match="fluid state"):
         net2(object())
+
+
+def test_for_scene_and_bind():
+    sc = scenes.karman(re=120.0, n=8, aspect=2, diameter=0.25, dtype=F64)
+    corr = DivergenceFreeCorrector.for_scene(sc, hidden=4, layers=2)
+    assert corr.dtype == F64 and corr.config["use_reynolds"] and corr.reynolds == 120.0
+    run(sc, 3, corrector=corr)
+    other = scenes.karman(re=90.0, n=8, aspect=2, diameter=0.25)
+    assert corr.bind(other).reynolds == 90.0
+    tg = DivergenceFreeCorrector.for_scene(scenes.taylor_green(n=8), hidden=4, layers=2)
+    assert not tg.config["use_reynolds"] and tg.dtype == F32

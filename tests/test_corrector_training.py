@@ -130,3 +130,16 @@ def test_bad_training_settings():
         make_corrector("magic")
     with pytest.raises(InputError, match="trajectory"):
         CorrectorTrainer(make_corrector("hard"), [], TrainConfig())
+
+
+def test_validation_rollouts_keep_the_best_weights(tiny_traj):
+    torch.manual_seed(0)
+    corr = make_corrector("hard", dtype=F64, hidden=4, layers=2, use_reynolds=True, init_gain=0.1)
+    cfg = TrainConfig(variant="hard", unroll=4, iterations=4, lr=1e-2, validate_every=2, validation_steps=3)
+    tr = CorrectorTrainer(corr, [tiny_traj], cfg)
+    hist = tr.train(progress=False)
+    vals = [r["validation_error"] for r in hist if "validation_error" in r]
+    assert len(vals) == 2 and tr.best["error"] == min(vals)
+    for k, t in corr.state_dict().items():
+        assert torch.equal(t, tr.best["model"][k])
+    assert tr.scheduler.get_last_lr()[0] == pytest.approx(1e-3)    # cosine-annealed to lr/10
