@@ -218,7 +218,9 @@ def _finish(positions: Tensor, cell: Tensor, i: Tensor, j: Tensor, shifts: Tenso
     caller's (unwrapped) positions, in their dtype."""
     rij = positions.index_select(0, j) - positions.index_select(0, i) + shifts @ cell
     # column by column: torch's sum over a length-3 axis is several times slower
-    d2 = rij[:, 0] * rij[:, 0] + rij[:, 1] * rij[:, 1] + rij[:, 2] * rij[:, 2]
+    d2 = rij[:, 0] * rij[:, 0]
+    d2.addcmul_(rij[:, 1], rij[:, 1])
+    d2.addcmul_(rij[:, 2], rij[:, 2])
     keep = torch.nonzero(d2 < cutoff * cutoff).reshape(-1)
     return NeighborList(i.index_select(0, keep), j.index_select(0, keep),
                         shifts.index_select(0, keep))
@@ -238,6 +240,7 @@ class _Setup(NamedTuple):
     cell: Tensor         # (3, 3) caller's cell (zeros without one), caller's dtype
     pbc: List[bool]
     full: Tensor         # (3, 3) float64 full-rank cell (see _cell_geometry)
+    full_l: List[List[float]]  # the same as Python floats
     frac: Tensor         # (N, 3) float64 fractional coordinates, wrapped along periodic directions
     wraps: Tensor        # (N, 3) float64 integer offsets: positions = (frac + wraps) @ full
     heights: List[float]  # lattice-plane spacings, Å
@@ -256,7 +259,7 @@ def _setup(positions: Tensor, cutoff: float, cell: Optional[Tensor],
     full = torch.tensor(full_l, dtype=torch.float64, device=device)
     inverse = torch.tensor(inverse_l, dtype=torch.float64, device=device)
     frac, wraps = _wrap(positions.to(torch.float64), full, inverse, flags)
-    return _Setup(positions, cell_t, flags, full, frac, wraps, heights, layers, reach)
+    return _Setup(positions, cell_t, flags, full, full_l, frac, wraps, heights, layers, reach)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -364,14 +367,13 @@ def _half_offsets(reach_bins: List[int], device: torch.device) -> Tensor:
     The pair (i, j, shift) is found from offset d exactly when (j, i, -shift) would be found from
     -d, so half the offsets (plus i < j within the own bin) find every pair once.
     """
-    w1 = 2 * reach_bins[1] + 1
-    w2 = 2 * reach_bins[2] + 1
-    flat = torch.arange((2 * reach_bins[0] + 1) * w1 * w2, device=device)
-    d = torch.stack([torch.div(flat, w1 * w2, rounding_mode="floor") - reach_bins[0],
-                     torch.remainder(torch.div(flat, w2, rounding_mode="floor"), w1) - reach_bins[1],
-                     torch.remainder(flat, w2) - reach_bins[2]], dim=1)
-    positive = (d[:, 0] > 0) | ((d[:, 0] == 0) & ((d[:, 1] > 0) | ((d[:, 1] == 0) & (d[:, 2] > 0))))
-    return torch.cat([torch.zeros(1, 3, dtype=d.dtype, device=device), d[positive]], dim=0)
+    m0, m1, m2 = reach_bins[0], reach_bins[1], reach_bins[2]
+    rows: List[List[int]] = [[0, 0, 0]]
+    for a in range(0, m0 + 1):
+        for b in range(-m1 if a > 0 else 0, m1 + 1):
+            for c in range(-m2 if (a > 0 or b > 0) else 1, m2 + 1):
+                rows.append([a, b, c])
+    return torch.tensor(rows, dtype=torch.int64, device=device)
 
 
 def cell_list_neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = None,
@@ -446,7 +448,8 @@ def _cell_list(st: _Setup, cutoff: float, bins_per_cutoff: int) -> NeighborList:
                torch.remainder(b_all, nbins[2])]
     tlin = torch.zeros(n_bins, n_off, dtype=torch.int64, device=device)
     valid = torch.ones(n_bins, n_off, dtype=torch.bool, device=device)
-    shift_cols: List[Tensor] = []
+    shift_cols: List[Tensor] = []  # (bins, K) int64 lattice shift along each direction
+    disp: List[Tensor] = []        # (bins, K) float64 displacement of the image bin, x, y, z
     for k in range(3):
         t = b_coord[k].unsqueeze(1) + offsets[:, k].unsqueeze(0)  # (bins, K)
         if flags[k]:
@@ -458,8 +461,12 @@ def _cell_list(st: _Setup, cutoff: float, bins_per_cutoff: int) -> NeighborList:
             t = t.clamp(0, nbins[k] - 1)
         tlin = tlin * nbins[k] + t
         shift_cols.append(s)
-    shift = torch.stack(shift_cols, dim=2)  # (bins, K, 3) int64
-    disp = (shift.to(torch.float64) @ full).permute(2, 0, 1).contiguous()  # (3, bins, K)
+    for c in range(3):
+        acc = torch.zeros(n_bins, n_off, dtype=torch.float64, device=device)
+        for k in range(3):
+            if flags[k] and st.full_l[k][c] != 0.0:  # orthorhombic cells skip the zeros
+                acc = acc + shift_cols[k].to(torch.float64) * st.full_l[k][c]
+        disp.append(acc)
     cnt_bin = torch.where(valid, counts[tlin], torch.zeros_like(tlin))
     begin_bin = starts[tlin]
     # the same for every (atom, offset), atoms in bin order
@@ -479,16 +486,21 @@ def _cell_list(st: _Setup, cutoff: float, bins_per_cutoff: int) -> NeighborList:
     first = torch.cumsum(cnt, 0) - cnt
     slot = torch.arange(src.shape[0], device=device) \
         + (begin.reshape(-1) - first).index_select(0, src)
-    dx = wx.index_select(0, slot) - bx.index_select(0, src)
-    dy = wy.index_select(0, slot) - by.index_select(0, src)
-    dz = wz.index_select(0, slot) - bz.index_select(0, src)
-    hit = torch.nonzero(dx * dx + dy * dy + dz * dz < reach * reach).reshape(-1)
+    d = wx.index_select(0, slot) - bx.index_select(0, src)
+    d2 = d * d
+    d = wy.index_select(0, slot) - by.index_select(0, src)
+    d2.addcmul_(d, d)
+    d = wz.index_select(0, slot) - bz.index_select(0, src)
+    d2.addcmul_(d, d)
+    hit = torch.nonzero(d2 < reach * reach).reshape(-1)
     src = src.index_select(0, hit)
     a_slot = torch.div(src, n_off, rounding_mode="floor")
     atom_i = order.index_select(0, a_slot)
     atom_j = order.index_select(0, slot.index_select(0, hit))
     which = lin_s.index_select(0, a_slot) * n_off + (src - a_slot * n_off)  # (bin, offset) row
-    sh = shift.reshape(-1, 3).index_select(0, which).to(torch.float64)
+    sh = torch.stack([shift_cols[0].reshape(-1).index_select(0, which),
+                      shift_cols[1].reshape(-1).index_select(0, which),
+                      shift_cols[2].reshape(-1).index_select(0, which)], dim=1).to(torch.float64)
     shifts = sh + wraps.index_select(0, atom_i) - wraps.index_select(0, atom_j)
     half = _finish(positions, cell_t, atom_i, atom_j, shifts.to(positions.dtype), cutoff)
     return NeighborList(torch.cat([half.i, half.j]), torch.cat([half.j, half.i]),
