@@ -432,3 +432,20 @@ def test_verlet_rebuilds_on_changes():
 def test_verlet_bad_arguments(cutoff, skin):
     with pytest.raises(InputError, match="cutoff|skin"):
         VerletList(cutoff, skin)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_matches_cpu(dtype):
+    rng = np.random.default_rng(6)
+    cell = torch.tensor(random_cell(rng, 14.0), dtype=dtype)
+    pos = (torch.tensor(rng.uniform(-0.5, 1.5, (500, 3))) @ cell.double()).to(dtype)
+    for pbc in (True, [True, False, True], False):
+        cpu = neighbor_list(pos, 4.0, cell, pbc)
+        gpu = neighbor_list(pos.cuda(), 4.0, cell.cuda(), pbc)
+        assert gpu.i.device.type == "cuda" and gpu.shifts.dtype == dtype
+        assert as_tuples(NeighborList(gpu.i.cpu(), gpu.j.cpu(), gpu.shifts.cpu())) == as_tuples(cpu)
+    vl = VerletList(4.0, 0.5)
+    vl.get(pos.cuda(), cell.cuda(), True)
+    vl.get(pos.cuda() + 0.01, cell.cuda(), True)
+    assert vl.rebuilds == 1
