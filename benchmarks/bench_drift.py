@@ -8,7 +8,7 @@
   ``"ase"`` potential),
 
 from the same start (fcc Cu, 108 atoms, Maxwell-Boltzmann velocities at 2 x 300 K, so the run
-equilibrates near 300 K), at the same time step. Every run is measured by lawful's one drift
+equilibrates near 300 K), at the same time steps (2 and 4 fs). Every run is measured by lawful's one drift
 accumulator (ASE: ``DriftObserver``; OpenMM: ``DriftReporter``). The models' validation/test MAEs are
 read from the model files' training summaries. Float64, CPU, one torch thread.
 ``LAWFUL_BENCH_QUICK=1`` shortens the runs.
@@ -43,8 +43,8 @@ from lawful.integrations.openmm import DriftReporter, system_from_atoms, topolog
 
 QUICK = os.environ.get("LAWFUL_BENCH_QUICK") == "1"
 MODELS = Path(__file__).resolve().parent / "models"
-DT_FS = 2.0
-STEPS = 250 if QUICK else 1500  # 3 ps
+DTS_FS = (2.0, 4.0)  # every model and engine at each time step
+DURATION_FS = 500.0 if QUICK else 2500.0  # 2.5 ps per run
 INTERVAL = 10
 TEMPERATURE_K = 300.0
 SUMMARY_KEYS = ("val_force_mae_eV_per_A", "val_energy_mae_per_atom_eV", "test_force_mae_eV_per_A",
@@ -62,20 +62,20 @@ def start_atoms():
     return atoms
 
 
-def run_ase(calc):
+def run_ase(calc, dt_fs):
     atoms = start_atoms()
     atoms.calc = calc
-    dyn = VelocityVerlet(atoms, timestep=DT_FS * ase_units.fs)
+    dyn = VelocityVerlet(atoms, timestep=dt_fs * ase_units.fs)
     obs = DriftObserver(dyn)
     dyn.attach(obs, interval=INTERVAL)
     t0 = time.perf_counter()
-    dyn.run(STEPS)
+    dyn.run(int(round(DURATION_FS / dt_fs)))
     wall = time.perf_counter() - t0
     return obs.summary().as_dict() | {"wall_s": wall, "final_temperature_K": float(atoms.get_temperature())}
 
 
-def run_openmm(system, topology, positions, atoms):
-    integ = openmm.VerletIntegrator(DT_FS * u.femtosecond)
+def run_openmm(system, topology, positions, atoms, dt_fs):
+    integ = openmm.VerletIntegrator(dt_fs * u.femtosecond)
     sim = app.Simulation(topology, system, integ, openmm.Platform.getPlatformByName("Reference"))
     sim.context.setPositions(positions)
     sim.context.setVelocities(atoms.get_velocities() * _NM_PS_PER_ASE_VELOCITY)
@@ -83,7 +83,7 @@ def run_openmm(system, topology, positions, atoms):
     sim.reporters.append(reporter)
     reporter.record(sim)
     t0 = time.perf_counter()
-    sim.step(STEPS)
+    sim.step(int(round(DURATION_FS / dt_fs)))
     wall = time.perf_counter() - t0
     return reporter.summary().as_dict() | {"wall_s": wall}
 
@@ -103,30 +103,34 @@ def main():
             maes[name] = {k: model.training_summary.get(k) for k in SUMMARY_KEYS} | {"kind": type(model).__name__}
             make_calc = (lambda m=model: LawfulCalculator(m))
             system, top, positions = system_from_atoms(atoms, model, backend="python")
-        results[f"{name}_ase"] = run_ase(make_calc())
-        print(name, "ase", results[f"{name}_ase"], flush=True)
-        results[f"{name}_openmm"] = run_openmm(system, top, positions, atoms)
-        print(name, "openmm", results[f"{name}_openmm"], flush=True)
+        for dt in DTS_FS:
+            key = f"{name}_dt{dt:g}fs"
+            results[f"{key}_ase"] = run_ase(make_calc(), dt)
+            print(key, "ase", results[f"{key}_ase"], flush=True)
+            results[f"{key}_openmm"] = run_openmm(system, top, positions, atoms, dt)
+            print(key, "openmm", results[f"{key}_openmm"], flush=True)
 
     figures = {"runs": results, "models": maes}
-    for engine in ("ase", "openmm"):
-        emt = results[f"emt_{engine}"]
-        for name in ("conservative", "direct"):
-            r = results[f"{name}_{engine}"]
-            figures[f"{name}_over_emt_{engine}_abs_drift_ratio"] = (
-                abs(r["drift_mev_per_atom_per_ps"]) / max(abs(emt["drift_mev_per_atom_per_ps"]), 1e-12))
-            figures[f"{name}_over_emt_{engine}_max_dev_ratio"] = (
-                r["max_abs_deviation_mev_per_atom"] / emt["max_abs_deviation_mev_per_atom"])
-            figures[f"{name}_over_emt_{engine}_rms_ratio"] = (
-                r["rms_fluctuation_mev_per_atom"] / emt["rms_fluctuation_mev_per_atom"])
+    for dt in DTS_FS:
+        for engine in ("ase", "openmm"):
+            emt = results[f"emt_dt{dt:g}fs_{engine}"]
+            for name in ("conservative", "direct"):
+                r = results[f"{name}_dt{dt:g}fs_{engine}"]
+                tag = f"{name}_over_emt_{engine}_dt{dt:g}fs"
+                figures[f"{tag}_abs_drift_ratio"] = (
+                    abs(r["drift_mev_per_atom_per_ps"]) / max(abs(emt["drift_mev_per_atom_per_ps"]), 1e-12))
+                figures[f"{tag}_max_dev_ratio"] = (
+                    r["max_abs_deviation_mev_per_atom"] / emt["max_abs_deviation_mev_per_atom"])
+                figures[f"{tag}_rms_ratio"] = r["rms_fluctuation_mev_per_atom"] / emt["rms_fluctuation_mev_per_atom"]
     figures["goal"] = "conservative |drift| within 2x of EMT's at the same dt, in both engines"
     path = write_result("drift", figures, dtype=torch.float64, device="cpu",
-                        params={"n_atoms": 108, "dt_fs": DT_FS, "steps": STEPS, "report_interval": INTERVAL,
+                        params={"n_atoms": 108, "dts_fs": list(DTS_FS), "duration_fs": DURATION_FS,
+                                "report_interval_steps": INTERVAL,
                                 "start_temperature_K": 2 * TEMPERATURE_K, "openmm_platform": "Reference",
                                 "torch_threads": 1, "structure": "fcc Cu 3x3x3 cubic, a=3.6 A, rattle 0.01 A"})
-    print(f"{'run':22s} {'drift meV/atom/ps':>18s} {'rms meV/atom':>13s} {'max|dE| meV/atom':>17s} {'drift/sKE':>10s}")
+    print(f"{'run':30s} {'drift meV/atom/ps':>18s} {'rms meV/atom':>13s} {'max|dE| meV/atom':>17s} {'drift/sKE':>10s}")
     for k, r in results.items():
-        print(f"{k:22s} {r['drift_mev_per_atom_per_ps']:18.3e} {r['rms_fluctuation_mev_per_atom']:13.4f} "
+        print(f"{k:30s} {r['drift_mev_per_atom_per_ps']:18.3e} {r['rms_fluctuation_mev_per_atom']:13.4f} "
               f"{r['max_abs_deviation_mev_per_atom']:17.4f} {r['drift_over_sigma_ke']:10.4f}")
     print(path)
 
