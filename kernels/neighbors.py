@@ -595,6 +595,9 @@ class VerletList:
         if not isinstance(positions, Tensor):
             raise InputError("positions must be a torch tensor of shape (N, 3) in Å: convert "
                              "with torch.as_tensor(positions, dtype=torch.float64).")
+        if cell is not None and not isinstance(cell, Tensor):
+            raise InputError("cell must be a (3, 3) torch tensor (rows are lattice vectors, Å): "
+                             "convert with torch.as_tensor(cell, dtype=positions.dtype).")
         positions = positions.detach()
         if not self._stale(positions, cell, flags):
             assert self._ref is not None and self._list is not None and self._inverse is not None

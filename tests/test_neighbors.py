@@ -329,6 +329,10 @@ def test_bad_positions():
         neighbor_list(torch.zeros(3, 3), 2.0, np.eye(3), True)
     with pytest.raises(InputError, match="torch tensor"):
         VerletList(2.0).get(np.zeros((3, 3)))
+    vl = VerletList(2.0)
+    vl.get(torch.zeros(3, 3), torch.eye(3) * 5, True)
+    with pytest.raises(InputError, match="torch tensor"):
+        vl.get(torch.zeros(3, 3), np.eye(3) * 5, True)
     pos = torch.rand(6, 3, dtype=torch.float64)
     pos[3, 1] = float("nan")
     with pytest.raises(NumericalError, match=r"atom\(s\) \[3\]"):
