@@ -117,8 +117,8 @@ class Solver:
     constrained corrector keeps the projected field incompressible to round-off while its effect
     is not undone by a projection; unconstrained corrections show their divergence in the step's
     metrics (``div_max_rel``); ``SolverConfig.reproject_after_correction=True`` is the
-    "extra projection" (FluidNet-style) baseline. ``div_max_rel_projected`` records the
-    divergence right after the projection, before the corrector.
+    "extra projection" (FluidNet-style) baseline. With a corrector, the step's figures also hold
+    ``div_max_rel_projected``: the divergence right after the projection, before the corrector.
     """
 
     def __init__(self, state: FluidState, config: SolverConfig, forcing=None, sources=None,
@@ -234,13 +234,14 @@ class Solver:
         return stats
 
     # -- the step -----------------------------------------------------------------------------
-    def cfl(self, state: FluidState, dt: float | None = None) -> tuple[float, tuple]:
-        """``(max|u| dt/dx, (component, index))`` of the fastest face."""
+    def cfl(self, state: FluidState, dt: float | None = None, where: bool = False) -> tuple[float, tuple]:
+        """``(max|u| dt/dx, (component, index))`` of the fastest face (index only if ``where``)."""
         dt = self.config.dt if dt is None else dt
-        au, av = state.u.abs(), state.v.abs()
-        mu, mv = float(au.max()), float(av.max())
-        comp, arr, m = ("u", au, mu) if mu >= mv else ("v", av, mv)
-        idx = tuple(int(k) for k in torch.nonzero(arr == m)[0]) if m > 0 else ()
+        mu, mv = float(state.u.abs().max()), float(state.v.abs().max())
+        comp, arr, m = ("u", state.u, mu) if mu >= mv else ("v", state.v, mv)
+        idx = ()
+        if where and m > 0 and math.isfinite(m):
+            idx = tuple(int(k) for k in torch.nonzero(arr.abs() == m)[0])
         return m * dt / self.dx, (comp, idx)
 
     def step(self, state: FluidState, corrector: Callable | None = None) -> dict:
@@ -257,6 +258,7 @@ class Solver:
             self._raise_nonfinite(state, "before")
         nsub = max(1, math.ceil(cfl / cfg.cfl_max - 1e-12))
         if nsub > cfg.max_substeps:
+            cfl, (comp, idx) = self.cfl(state, where=True)
             raise NumericalError(
                 f"CFL number {cfl:.3g} at step {state.step} (t={state.t:.4g}; fastest face {comp}{list(idx)}, "
                 f"|{comp}|={cfl * self.dx / cfg.dt:.4g}) needs {nsub} substeps > max_substeps={cfg.max_substeps}: "
@@ -279,21 +281,25 @@ class Solver:
             else:
                 stats = self._project(self, state, True)
             iters += stats.iterations
-        div_proj = divergence_metrics(state)[0]
+        div_proj = None
         if corrector is not None:
+            div_proj = divergence_metrics(state)[0]
             self.apply_correction(state, corrector(state))
             if cfg.reproject_after_correction:
                 s2 = self.project(state, False) if self._project is None else self._project(self, state, False)
                 iters += s2.iterations
                 stats = s2
         if cfg.check_finite:
+            # one reduction per field (NaN/inf propagate into the sum); the search runs on failure
             for name in ("u", "v", "scalars"):
-                if first_nonfinite(getattr(state, name)) is not None:
+                if not math.isfinite(float(getattr(state, name).sum())):
                     self._raise_nonfinite(state, "in")
         state.t += cfg.dt
         state.step += 1
-        return {"substeps": nsub, "cfl": cfl, "pressure_iters": iters, "pressure_residual": stats.residual,
-                "div_max_rel_projected": div_proj}
+        info = {"substeps": nsub, "cfl": cfl, "pressure_iters": iters, "pressure_residual": stats.residual}
+        if div_proj is not None:
+            info["div_max_rel_projected"] = div_proj
+        return info
 
     def _raise_nonfinite(self, state, when):
         for name in ("u", "v", "scalars"):
@@ -305,7 +311,8 @@ class Solver:
                     f"{state.step} (t={state.t:.4g}): the run blew up; lower dt (CFL), raise viscosity or "
                     "check forcing/corrector output."
                 )
-        raise NumericalError(f"non-finite velocity at step {state.step}.")
+        raise NumericalError(f"the sum of a field overflowed at step {state.step} (t={state.t:.4g}): the run blew "
+                             "up; lower dt (CFL) or check forcing/corrector output.")
 
     def apply_correction(self, state: FluidState, correction) -> None:
         """Add a corrector's output to ``state`` (see the class docstring for the accepted forms)."""
@@ -346,7 +353,8 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
     ``steps`` steps in place; return one metrics dict per step.
 
     Each record: ``step``, ``t``, ``dt``, ``substeps``, ``cfl``, ``pressure_iters``,
-    ``pressure_residual``, ``div_max_rel`` (after the corrector), ``div_max_rel_projected``,
+    ``pressure_residual``, ``div_max_rel`` (after the corrector), ``div_max_rel_projected`` (with a
+    corrector),
     ``div_l2``, ``kinetic_energy``, ``enstrophy``, ``scalar_mass``, ``mass_<name>``,
     ``max_velocity``, ``wall_s`` (the step's wall time, metrics excluded). ``csv``: path to stream
     the records to (flushed every step); ``plot``: PNG path for :func:`plot_metrics` at the end;

@@ -61,10 +61,13 @@ class ProjectionStats:
 
 
 @functools.lru_cache(maxsize=None)
-def _mg_kernels():
+def _mg_kernels(real_name: str = "float32"):
+    """Multigrid kernels on ``(5, nx+1, ny+1)`` level arrays of dtype ``real_name`` (the
+    preconditioner runs in float32: it only has to be a fixed SPD operator, and half the bytes)."""
     ti = __import__("taichi")
-    f64 = ti.f64
-    A3 = ti.types.ndarray(dtype=f64, ndim=3)
+    real = ti.f32 if real_name == "float32" else ti.f64
+    f64 = real  # local accumulators in the level dtype
+    A3 = ti.types.ndarray(dtype=real, ndim=3)
 
     @ti.func
     def nbv(a: ti.template(), ch, i, j, nx, ny, px, py):
@@ -186,8 +189,23 @@ def _mg_kernels():
                     s += a[WY, 2 * I + di, fj]
             c[WY, I, J] = 0.5 * s
 
+    return dict(down=down, up=up, bottom=bottom, coarsen=coarsen, nbv=nbv, diag=diag, apply_a=apply_a)
+
+
+@functools.lru_cache(maxsize=None)
+def _cg_kernels():
+    """Conjugate-gradient kernels on the float64 fine-level array (channels B, PHI, RC, P, AP and
+    the weights); they hand residuals to / take preconditioned vectors from the float32 fine
+    multigrid level ``m`` (its B and X channels)."""
+    ti = __import__("taichi")
+    f64 = ti.f64
+    A3 = ti.types.ndarray(dtype=f64, ndim=3)
+    M3 = ti.types.ndarray(dtype=ti.f32, ndim=3)
+    k64 = _mg_kernels("float64")
+    diag, apply_a = k64["diag"], k64["apply_a"]
+
     @ti.kernel
-    def residual(a: A3, nx: int, ny: int, px: int, py: int, singular: int, nfluid: f64) -> f64:
+    def residual(a: A3, m: M3, nx: int, ny: int, px: int, py: int, singular: int, nfluid: f64) -> f64:
         mean = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
             r = ti.cast(0.0, f64)
@@ -202,24 +220,26 @@ def _mg_kernels():
                 if singular:
                     a[RC, i, j] -= mean
                 ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
+            m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
         return rmax
 
     @ti.kernel
-    def precond_finish(a: A3, nx: int, ny: int, singular: int, nfluid: f64, first: int,
+    def precond_finish(a: A3, m: M3, nx: int, ny: int, singular: int, nfluid: f64, first: int,
                        rz_old: f64) -> f64:
         mean = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
             if diag(a, i, j) > 0:
-                mean += a[X, i, j]
+                mean += ti.cast(m[X, i, j], f64)
         mean = mean / nfluid
         rz = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
+            z = ti.cast(0.0, f64)
             if diag(a, i, j) > 0:
+                z = ti.cast(m[X, i, j], f64)
                 if singular:
-                    a[X, i, j] -= mean
-                rz += a[RC, i, j] * a[X, i, j]
-            else:
-                a[X, i, j] = 0.0
+                    z -= mean
+                rz += a[RC, i, j] * z
+            a[X, i, j] = z
         beta = ti.cast(0.0, f64)
         if first == 0:
             beta = rz / rz_old
@@ -239,16 +259,16 @@ def _mg_kernels():
         return pap
 
     @ti.kernel
-    def update(a: A3, nx: int, ny: int, alpha: f64) -> f64:
+    def update(a: A3, m: M3, nx: int, ny: int, alpha: f64) -> f64:
         rmax = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
             a[PHI, i, j] += alpha * a[P, i, j]
             a[RC, i, j] -= alpha * a[AP, i, j]
+            m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
             ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
         return rmax
 
-    return dict(down=down, up=up, bottom=bottom, coarsen=coarsen, residual=residual,
-                precond_finish=precond_finish, matvec=matvec, update=update, nbv=nbv)
+    return dict(residual=residual, precond_finish=precond_finish, matvec=matvec, update=update)
 
 
 @functools.lru_cache(maxsize=None)
@@ -259,7 +279,7 @@ def _state_kernels(real_name: str):
     f64 = ti.f64
     A2 = ti.types.ndarray(dtype=real, ndim=2)
     A3 = ti.types.ndarray(dtype=f64, ndim=3)
-    nbv = _mg_kernels()["nbv"]
+    nbv = _mg_kernels("float64")["nbv"]
 
     @ti.kernel
     def rhs(u: A2, v: A2, a: A3, singular: int, nfluid: f64) -> f64:
@@ -346,12 +366,15 @@ class PressureSolver:
                 break
             dims.append(((cx + 1) // 2, (cy + 1) // 2))
         self.dims = dims
-        self.levels = [torch.zeros((9 if k == 0 else 5, d[0] + 1, d[1] + 1), dtype=torch.float64,
-                                   device=device) for k, d in enumerate(dims)]
+        # float64 fine level for CG (channels X as z, B, PHI, RC, P, AP, weights) and float32
+        # multigrid levels (X, B, R, WX, WY) for the preconditioner
+        self.fine = torch.zeros((9, nx + 1, ny + 1), dtype=torch.float64, device=device)
+        self.levels = [torch.zeros((5, d[0] + 1, d[1] + 1), dtype=torch.float32, device=device) for d in dims]
         ubc, vbc = face_bc(boundary, solid.to(device), torch.float64)
-        a0 = self.levels[0]
+        a0 = self.fine
         a0[WX, :, :ny] = ubc[0]
         a0[WY, :nx, :] = vbc[0]
+        self.levels[0][WX:WY + 1] = a0[WX:WY + 1].float()
         k = _mg_kernels()
         for l in range(len(dims) - 1):
             k["coarsen"](self.levels[l], self.levels[l + 1], *dims[l], *dims[l + 1])
@@ -363,19 +386,18 @@ class PressureSolver:
     def subtract_phi_gradient(self, u: torch.Tensor, v: torch.Tensor) -> None:
         """``u_f -= w_f (phi_right - phi_left)`` with the last solve's ``phi`` (in place): the
         projection's velocity update, applied to any face arrays of this grid and dtype."""
-        self._sk["subtract_gradient"](u, v, self.levels[0], self.px, self.py)
+        self._sk["subtract_gradient"](u, v, self.fine, self.px, self.py)
 
     def _vcycle(self):
         k = _mg_kernels()
         lev, dims = self.levels, self.dims
         nlev = len(dims)
         for l in range(nlev - 1):
-            bch = RC if l == 0 else B
-            k["down"](lev[l], lev[l + 1], bch, *dims[l], self.px, self.py, *dims[l + 1])
+            k["down"](lev[l], lev[l + 1], B, *dims[l], self.px, self.py, *dims[l + 1])
         bx, by = dims[-1]
-        k["bottom"](lev[-1], RC if nlev == 1 else B, bx, by, self.px, self.py, 2 * max(bx, by) + 4)
+        k["bottom"](lev[-1], B, bx, by, self.px, self.py, 2 * max(bx, by) + 4)
         for l in range(nlev - 2, -1, -1):
-            k["up"](lev[l], lev[l + 1], RC if l == 0 else B, *dims[l], self.px, self.py)
+            k["up"](lev[l], lev[l + 1], B, *dims[l], self.px, self.py)
 
     def project(self, u: torch.Tensor, v: torch.Tensor, warm_start: bool = True) -> ProjectionStats:
         """Project ``u``, ``v`` in place; return :class:`ProjectionStats`.
@@ -405,8 +427,8 @@ class PressureSolver:
         return ProjectionStats(iters, rmax / scale, rl2, initial)
 
     def _solve(self, u, v, warm_start, scale):
-        k = _mg_kernels()
-        a = self.levels[0]
+        k = _cg_kernels()
+        a, m = self.fine, self.levels[0]
         nx, ny, px, py = self.nx, self.ny, self.px, self.py
         if not warm_start:
             self.phi.zero_()
@@ -415,28 +437,28 @@ class PressureSolver:
         if bmax <= target:
             self.phi.zero_()
             return 0, bmax, 1.0 if bmax > 0 else 0.0, bmax
-        rmax = k["residual"](a, nx, ny, px, py, self.singular, self.nfluid)
+        rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
         if rmax > bmax:
             self.phi.zero_()
-            rmax = k["residual"](a, nx, ny, px, py, self.singular, self.nfluid)
+            rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
         iters = 0
         pap = 1.0
         while rmax > target:
             if iters >= self.max_iter:
                 break
             self._vcycle()
-            rz = k["precond_finish"](a, nx, ny, self.singular, self.nfluid, 1, 1.0)
+            rz = k["precond_finish"](a, m, nx, ny, self.singular, self.nfluid, 1, 1.0)
             while iters < self.max_iter:
                 pap = k["matvec"](a, nx, ny, px, py)
                 if not pap > 0.0:
                     break
-                rmax = k["update"](a, nx, ny, rz / pap)
+                rmax = k["update"](a, m, nx, ny, rz / pap)
                 iters += 1
                 if rmax <= target:
                     break
                 self._vcycle()
-                rz = k["precond_finish"](a, nx, ny, self.singular, self.nfluid, 0, rz)
-            rmax = k["residual"](a, nx, ny, px, py, self.singular, self.nfluid)
+                rz = k["precond_finish"](a, m, nx, ny, self.singular, self.nfluid, 0, rz)
+            rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
             if iters >= self.max_iter or not pap > 0.0:
                 break
         if not rmax <= target:
