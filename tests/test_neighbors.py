@@ -218,6 +218,9 @@ def test_float32_same_pairs():
     for key in got.symmetric_difference(ref):
         assert key in got or abs(dist[key] - 4.0) < 1e-4, key
     assert got.issuperset(k for k in ref if dist[k] < 4.0 - 1e-4)
+    # a float64 cell with float32 positions: the cell follows the positions' dtype
+    mixed = neighbor_list(torch.tensor(pos, dtype=torch.float32), 4.0, torch.tensor(cell), True)
+    assert mixed.shifts.dtype == torch.float32 and set(as_tuples(mixed)) == got
 
 
 def test_partial_pbc_ignores_nonperiodic_rows():
