@@ -41,6 +41,12 @@ def test_forcefield_numbers_are_sane(smoke):
     assert ff["drift_ase_emt_mev_atom_ps"] == pytest.approx(ff["drift_openmm_emt_mev_atom_ps"], rel=1e-3, abs=1e-6)
 
 
+def test_hamiltonian_numbers_are_sane(smoke):
+    h = smoke[2]["sections"]["hamiltonian"]
+    values = [v for k, v in h.items() if k != "seconds"]
+    assert len(values) == 10 and all(math.isfinite(v) for v in values)
+
+
 def test_ctrl_c_keeps_completed_outputs(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
