@@ -8,17 +8,19 @@ Imports lawful.kernels only.
 * :func:`train` — fits either model to labelled structures (energy + force (+ stress) loss).
 * :func:`load_model` / ``model.save`` — the safe ``.lawful`` model files.
 * :func:`export_torchscript` — a scripted energy + forces module for openmm-torch.
+* :func:`gradient_check` — forces/stress against finite differences of the energy.
 * :mod:`lawful.forcefields.reference` — labelled reference data (EMT, Lennard-Jones, OpenMM).
 """
 
 from lawful.forcefields.direct import DirectForceModel
+from lawful.forcefields.gradcheck import gradient_check
 from lawful.forcefields.model_io import load_model, save_model
 from lawful.forcefields.potential import NeuralPotential, TorchScriptPotential, export_torchscript
 from lawful.forcefields.training import train
 
 __all__: list[str] = [
     "NeuralPotential", "DirectForceModel", "train", "load_model", "save_model",
-    "export_torchscript", "TorchScriptPotential",
+    "export_torchscript", "TorchScriptPotential", "gradient_check",
 ]
 
 # Hamiltonian / Lagrangian networks, their baseline, integrators (owner: hamiltonian)
