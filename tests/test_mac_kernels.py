@@ -232,3 +232,17 @@ def test_kernel_shape_errors():
         divergence(torch.zeros(5, 4), torch.zeros(4, 4), 1.0)
     with pytest.raises(ShapeError):
         curl(torch.zeros(4, 4), torch.zeros(5, 4), torch.zeros(4, 5), 1.0)
+
+
+def test_public_names_have_docstrings():
+    import importlib
+
+    for mod in ("lawful.kernels.mac_grid", "lawful.kernels.mac_operators", "lawful.kernels.mac_advection",
+                "lawful.kernels.mac_forces", "lawful.kernels.mac_pressure", "lawful.fluids.state",
+                "lawful.fluids.solver", "lawful.fluids.scenes", "lawful.fluids.metrics"):
+        m = importlib.import_module(mod)
+        assert m.__doc__, mod
+        for name in m.__all__:
+            obj = getattr(m, name)
+            if callable(obj):
+                assert obj.__doc__ and obj.__doc__.strip(), f"{mod}.{name} has no docstring"
