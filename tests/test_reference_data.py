@@ -142,3 +142,12 @@ def test_label_with_any_calculator():
     frames = label([molecule("H2O")], EMT(), source="test")
     assert frames[0].info["source"] == "test"
     assert "stress" not in frames[0].calc.results
+
+
+def test_adapter_constants_equal_the_integrations_unit_table():
+    # forcefields may not import integrations; the adapter derives the same CODATA-2018 constants.
+    from lawful.forcefields.reference import _units
+    from lawful.integrations import units
+
+    assert _units()["ev_per_kjmol"] == pytest.approx(units.EV_PER_KJMOL, rel=1e-15)
+    assert _units()["angstrom_per_nm"] == pytest.approx(units.ANGSTROM_PER_NM, rel=1e-15)
