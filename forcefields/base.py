@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from ase.data import atomic_numbers, chemical_symbols
 
-from lawful.kernels.errors import InputError
+from lawful.kernels.errors import InputError, NumericalError
 from lawful.kernels.precision import md_dtype, resolve_device
 
 from lawful.forcefields.batch import Batch, make_batch
@@ -157,6 +157,11 @@ class AtomisticModel(torch.nn.Module):
             out = self._evaluate_batch(batch, forces, stress, training)
         if not training:
             out = {k: v.detach() for k, v in out.items()}
+            for k, v in out.items():
+                if not bool(torch.isfinite(v).all()):
+                    raise NumericalError(
+                        f"the model returned non-finite {k} (NaN/inf) for valid input: its weights or "
+                        "normalisation are corrupt (check the model file / the training run).")
         return out
 
     def _evaluate_batch(self, batch: Batch, forces: bool, stress: bool, training: bool) -> dict:

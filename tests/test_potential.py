@@ -394,3 +394,11 @@ def test_nve_energy_error_converges_as_dt_squared_only_for_the_conservative_mode
     d4, d2 = _nve_energies(direct, 4.0, 200.0), _nve_energies(direct, 2.0, 200.0)
     assert np.ptp(d4) / np.ptp(d2) < 2.0
     assert np.ptp(d2) > 5 * np.ptp(e2)
+
+
+def test_a_corrupt_model_never_returns_nan_forces(systems):
+    m = NeuralPotential(["Ni", "Cu"], cutoff=CUTOFF, n_radial=3, lmax=1, hidden=(8,))
+    with torch.no_grad():
+        m.readout.nets[0][0].weight[0, 0] = float("nan")
+    with pytest.raises(NumericalError, match="non-finite"):
+        m.evaluate(*systems["periodic"])
