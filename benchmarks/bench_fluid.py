@@ -124,7 +124,7 @@ def closed_box_mass(steps: int, n: int = 16) -> dict:
             "max_div_max_rel_sampled": div, "wall_s": time.perf_counter() - t0}
 
 
-def taylor_green_orders(cfl: float | None = 0.25, dt: float | None = None) -> dict:
+def taylor_green_orders(cfl: float | None = 0.25, dt: float | None = None, limiter: bool = True) -> dict:
     from lawful.fluids import run, scenes
 
     errs = []
@@ -132,10 +132,10 @@ def taylor_green_orders(cfl: float | None = 0.25, dt: float | None = None) -> di
         step = dt if dt is not None else cfl * 2 * math.pi / n
         steps = round(1.0 / step)
         sc = scenes.taylor_green(n=n, dtype=torch.float64, dt=1.0 / steps)
-        run(sc, steps)
+        run(sc, steps, solver=sc.make_solver(limiter=limiter))
         ue, ve = sc.analytic(sc.state.t)
         errs.append(math.sqrt(float(((sc.state.u - ue) ** 2).mean() + ((sc.state.v - ve) ** 2).mean()) / 2))
-    return {"n": [32, 64, 128], "cfl": cfl, "dt": dt, "rms_velocity_error_t1": errs,
+    return {"n": [32, 64, 128], "cfl": cfl, "dt": dt, "limiter": limiter, "rms_velocity_error_t1": errs,
             "observed_orders": [math.log2(errs[k] / errs[k + 1]) for k in range(2)]}
 
 
@@ -143,8 +143,22 @@ def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps (smoke test of the benchmark)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    ap.add_argument("--taylor-green-only", action="store_true",
+                    help="only the Taylor-Green convergence study -> bench_fluid_taylor_green.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.taylor_green_only:
+        from lawful.integrations.benchmarking import write_result
+
+        figures = {"cfl_0.25_limiter": taylor_green_orders(cfl=0.25),
+                   "dt_0.005_limiter": taylor_green_orders(cfl=None, dt=0.005),
+                   "dt_0.005_no_limiter": taylor_green_orders(cfl=None, dt=0.005, limiter=False),
+                   "cfl_0.25_no_limiter": taylor_green_orders(cfl=0.25, limiter=False)}
+        out = write_result("bench_fluid_taylor_green", figures, dtype="float64", device="cpu",
+                           params={"scene": "taylor_green nu=0.01, t_end=1", "advection": "maccormack"},
+                           out_dir=args.out)
+        print(json.dumps(figures, indent=1))
+        return out
     steps512 = 3 if args.quick else 10
     theirs = run_taichi_example(steps512, 2)
     ours = {n: run_lawful(n, steps512 if n == 512 else (10 if args.quick else 30), 2) for n in (128, 256, 512)}
