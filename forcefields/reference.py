@@ -13,9 +13,8 @@
 Every labelled frame carries energy (eV), forces (eV/Å) and, for periodic cells, stress (eV/Å^3,
 ASE sign) in a SinglePointCalculator, plus ``atoms.info["source"]`` saying how it was made.
 
-Units: OpenMM speaks nm and kJ/mol. The adapter converts with CODATA-2018 constants taken from
-``ase.units.create_units("2018")`` - the same source as :mod:`lawful.integrations.units`, which
-this layer may not import (forcefields imports kernels only).
+Units: OpenMM speaks nm and kJ/mol. The adapter converts with the constants of
+:mod:`lawful.kernels.units` (CODATA 2018, OpenMM's own values), the one unit table of lawful.
 """
 
 from __future__ import annotations
@@ -36,17 +35,7 @@ __all__ = [
     "water_cluster_dataset", "OpenMMCalculator", "write_extxyz", "read_extxyz", "write_db", "read_db",
 ]
 
-_U = None
-
-
-def _units():
-    global _U
-    if _U is None:
-        import ase.units
-
-        u = ase.units.create_units("2018")
-        _U = {"ev_per_kjmol": u["kJ"] / u["mol"] / u["eV"], "angstrom_per_nm": u["nm"] / u["Angstrom"]}
-    return _U
+from lawful.kernels import units as _units
 
 
 # -- labelling ---------------------------------------------------------------------------------
@@ -191,16 +180,15 @@ class OpenMMCalculator(Calculator):
         if len(self.atoms) != self.system.getNumParticles():
             raise InputError(f"the Atoms have {len(self.atoms)} atoms but the OpenMM System has "
                              f"{self.system.getNumParticles()} particles.")
-        u = _units()
         if any(self.atoms.pbc):
-            cell = np.asarray(self.atoms.cell) / u["angstrom_per_nm"]
+            cell = np.asarray(self.atoms.cell) * _units.NM_PER_ANGSTROM
             self._context.setPeriodicBoxVectors(*[openmm.Vec3(*row) * unit.nanometer for row in cell])
-        self._context.setPositions(self.atoms.positions / u["angstrom_per_nm"] * unit.nanometer)
+        self._context.setPositions(self.atoms.positions * _units.NM_PER_ANGSTROM * unit.nanometer)
         state = self._context.getState(getEnergy=True, getForces=True)
         e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         f = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-        self.results["energy"] = e * u["ev_per_kjmol"]
-        self.results["forces"] = np.asarray(f) * u["ev_per_kjmol"] / u["angstrom_per_nm"]
+        self.results["energy"] = e * _units.EV_PER_KJMOL
+        self.results["forces"] = np.asarray(f) * _units.FORCE_ASE_PER_OPENMM
 
 
 def water_cluster_system(n_molecules: int = 4):
@@ -217,7 +205,7 @@ def water_cluster_system(n_molecules: int = 4):
     modeller.delete(residues[n_molecules:])
     ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
     system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)
-    pos = np.asarray(modeller.positions.value_in_unit(unit.nanometer)) * _units()["angstrom_per_nm"]
+    pos = np.asarray(modeller.positions.value_in_unit(unit.nanometer)) * _units.ANGSTROM_PER_NM
     numbers = [a.element.atomic_number for a in modeller.topology.atoms()]
     atoms = Atoms(numbers=numbers, positions=pos, pbc=False)
     atoms.positions -= atoms.get_center_of_mass()

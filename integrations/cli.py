@@ -90,7 +90,7 @@ def _cmd_train(args) -> int:
         summary = train(model, frames, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         force_weight=args.force_weight, energy_weight=args.energy_weight,
                         stress_weight=args.stress_weight, checkpoint=ckpt, seed=args.seed,
-                        max_time=args.max_time, log=out / f"{path.stem}.log.csv")
+                        max_time=args.max_time, log=out / f"{path.stem}.log.jsonl")
     except KeyboardInterrupt:
         print(f"interrupted: the last complete epoch is in {ckpt}; run the same command again to resume.")
         raise

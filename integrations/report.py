@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,14 +30,11 @@ class Section:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`lawful.kernels.modelfile.atomic_write`)."""
+    from lawful.kernels.modelfile import atomic_write
+
+    with atomic_write(path) as fh:
+        fh.write(text.encode("utf-8"))
 
 
 def _fmt(v) -> str:

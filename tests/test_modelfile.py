@@ -213,3 +213,21 @@ def test_shared_and_noncontiguous_tensors(tmp_path):
     mf = load_model_file(path)
     for k, v in tensors.items():
         assert torch.equal(mf.tensors[k], v)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the final file gets 0666 minus the umask."""
+    import os
+    import stat
+
+    import torch
+
+    from lawful.kernels.modelfile import save_model_file
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "m.lawful"
+        save_model_file(path, kind="NeuralPotential", config={}, tensors={"w": torch.zeros(2)}, metadata={})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

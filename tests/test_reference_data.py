@@ -144,10 +144,11 @@ def test_label_with_any_calculator():
     assert "stress" not in frames[0].calc.results
 
 
-def test_adapter_constants_equal_the_integrations_unit_table():
-    # forcefields may not import integrations; the adapter derives the same CODATA-2018 constants.
-    from lawful.forcefields.reference import _units
+def test_adapter_and_engines_share_one_unit_table():
+    # One definition in kernels; the engine side re-exports the very same objects.
+    from lawful.forcefields import reference
     from lawful.integrations import units
+    from lawful.kernels import units as kunits
 
-    assert _units()["ev_per_kjmol"] == pytest.approx(units.EV_PER_KJMOL, rel=1e-15)
-    assert _units()["angstrom_per_nm"] == pytest.approx(units.ANGSTROM_PER_NM, rel=1e-15)
+    assert reference._units is kunits
+    assert units.EV_PER_KJMOL is kunits.EV_PER_KJMOL and units.ANGSTROM_PER_NM is kunits.ANGSTROM_PER_NM

@@ -1,4 +1,5 @@
-"""The unit constants of lawful.integrations.units against OpenMM's own unit module."""
+"""The unit constants of lawful.kernels.units (re-exported as lawful.integrations.units) against
+OpenMM's own unit module."""
 
 import math
 
