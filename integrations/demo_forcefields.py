@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from lawful.integrations.demo import section
-from lawful.integrations.report import Section
+from lawful.integrations.report import Section, figure, save_figure
 
 __all__ = ["forcefield_section", "SIZES"]
 
@@ -35,12 +35,7 @@ def _read_energy(path: Path) -> tuple[list[float], list[float]]:
 
 
 def _plot(runs: list[dict], n_atoms: int, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = figure(2, sharey=True)
     colours = {"emt": "k", "conservative": "tab:blue", "direct": "tab:red"}
     for ax, engine in zip(axes, ("ase", "openmm")):
         for r in runs:
@@ -53,10 +48,7 @@ def _plot(runs: list[dict], n_atoms: int, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("E(t) − E(0)  (meV/atom)")
     axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @section("forcefields", "Energy conservation in ASE and OpenMM: conservative vs direct-force models")

@@ -4,7 +4,7 @@ with symplectic (leapfrog) and non-symplectic (RK4) rollouts."""
 from __future__ import annotations
 
 from lawful.integrations.demo import section
-from lawful.integrations.report import Section
+from lawful.integrations.report import Section, figure, save_figure
 
 __all__ = ["hamiltonian_section", "SIZES"]
 
@@ -35,13 +35,8 @@ def _rollout_energy(model, data, dt, steps, method, n_points=400):
 
 
 def _plot(curves: dict, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     systems = sorted({k[0] for k in curves})
-    fig, axes = plt.subplots(1, len(systems), figsize=(5.5 * len(systems), 4))
+    fig, axes = figure(len(systems))
     styles = {("hnn", "leapfrog"): ("tab:blue", "-"), ("hnn", "rk4"): ("tab:blue", ":"),
               ("baseline", "rk4"): ("tab:red", "-")}
     for ax, system in zip(axes, systems):
@@ -55,10 +50,7 @@ def _plot(curves: dict, path):
         ax.set_ylabel("H(q, p)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @section("hamiltonian", "Hamiltonian NN vs baseline: symplectic vs RK4 rollouts")

@@ -13,11 +13,9 @@ def save_vorticity_png(state, path: str | os.PathLike, title: str | None = None,
 
     Solid cells are drawn grey. ``vmax`` fixes the symmetric colour range (default: 99th percentile).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from lawful.integrations.report import figure, save_figure
 
     from lawful.kernels.mac_operators import vorticity_torch
 
@@ -26,7 +24,7 @@ def save_vorticity_png(state, path: str | os.PathLike, title: str | None = None,
     if vmax is None:
         vmax = float(np.percentile(np.abs(w), 99)) or 1.0
     nx, ny = state.u.shape[0] - 1, state.v.shape[1] - 1
-    fig, ax = plt.subplots(figsize=(min(12, 3 + 6 * nx / ny), 4))
+    fig, ax = figure(1, width=min(12, 3 + 6 * nx / ny))
     ax.imshow(w.T, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax, extent=(0, nx, 0, ny))
     solid = state.solid.cpu().numpy()
     if solid.any():
@@ -35,7 +33,4 @@ def save_vorticity_png(state, path: str | os.PathLike, title: str | None = None,
     ax.set_title(title or f"vorticity, step {state.step}")
     ax.set_xticks([])
     ax.set_yticks([])
-    path = Path(path)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Section", "write_report", "atomic_write_text"]
+__all__ = ["Section", "write_report", "atomic_write_text", "figure", "save_figure"]
 
 
 @dataclass
@@ -35,6 +35,34 @@ def atomic_write_text(path: Path, text: str) -> None:
 
     with atomic_write(path) as fh:
         fh.write(text.encode("utf-8"))
+
+
+def figure(ncols: int = 1, width: float = 5.5, height: float = 4.0, **kwargs):
+    """A headless matplotlib figure with ``ncols`` axes side by side: ``(fig, axes)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), **kwargs)
+    return fig, axes
+
+
+def save_figure(fig, path) -> Path:
+    """Lay out, save (PNG, written atomically) and close ``fig``; return the path."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    from lawful.kernels.modelfile import atomic_write
+
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+    return Path(path)
 
 
 def _fmt(v) -> str:
