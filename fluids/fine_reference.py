@@ -70,8 +70,8 @@ class ReferenceCase:
         return f"kolmogorov_s{self.seed}_n{self.n}"
 
 
-TRAIN_CASES = (ReferenceCase("karman", re=100.0, warmup=256, steps=150),
-               ReferenceCase("karman", re=200.0, warmup=256, steps=150),
+TRAIN_CASES = (ReferenceCase("karman", re=100.0, warmup=256, steps=500),
+               ReferenceCase("karman", re=200.0, warmup=256, steps=500),
                ReferenceCase("kolmogorov", n=32, seed=0, warmup=200, steps=150))
 TEST_CASES = (ReferenceCase("karman", re=150.0, warmup=256, steps=500),
               ReferenceCase("kolmogorov", n=32, seed=1, warmup=200, steps=500))

@@ -1,6 +1,7 @@
 """The neural correctors (lawful.fluids.correctors) inside the Taichi solver loop."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,11 +92,12 @@ def _div_loop(scene, corrector, steps):
     return out
 
 
-@pytest.mark.parametrize("dtype,tol,steps", [(F32, 1e-6, 2000), (F64, 1e-12, 1000)])
+@pytest.mark.parametrize("dtype,tol,steps", [(F32, 1e-6, 10_000), (F64, 1e-12, 3000)])
 def test_random_init_corrector_keeps_divergence_in_the_taichi_loop(dtype, tol, steps):
     """Random-init divergence-free corrector, every step of a long run: the corrected field's relative
     divergence stays below 1e-6 (f32) / 1e-12 (f64) and the correction itself adds only rounding.
-    (benchmarks/bench_corrector.py runs the full 10^4-step table, trained weights and baselines.)"""
+    (benchmarks/bench_corrector.py runs the 10^4-step table for both dtypes, trained weights and
+    the baselines.)"""
     sc = scenes.kolmogorov(n=8, dtype=dtype, viscosity=0.05)
     sc.config = replace(sc.config, pressure_rtol=1e-6 if dtype == F32 else 1e-13)
     torch.manual_seed(0)
@@ -203,3 +205,20 @@ def test_for_scene_and_bind():
     assert corr.bind(other).reynolds == 90.0
     tg = DivergenceFreeCorrector.for_scene(scenes.taylor_green(n=8), hidden=4, layers=2)
     assert not tg.config["use_reynolds"] and tg.dtype == F32
+
+
+TRAINED = Path(__file__).resolve().parents[1] / "benchmarks" / "models" / "corrector_karman_hard.lawful"
+
+
+@pytest.mark.parametrize("dtype,tol", [(F32, 1e-6), (F64, 1e-12)])
+def test_trained_corrector_keeps_divergence_in_the_taichi_loop(dtype, tol):
+    """The committed trained Kármán corrector (benchmarks/bench_corrector.py), in a channel with a
+    cylinder: every step's corrected field within the tolerance, no flow through the walls."""
+    corr = load_corrector(TRAINED, dtype=dtype)
+    sc = scenes.karman(re=150.0, n=8, aspect=2, diameter=0.25, dtype=dtype)
+    sc.config = replace(sc.config, pressure_rtol=1e-6 if dtype == F32 else 1e-13)
+    corr.bind(sc)
+    res = _div_loop(sc, corr, 500)
+    assert max(r[0] for r in res) <= tol
+    assert max(r[1] for r in res) <= 8 * torch.finfo(dtype).eps
+    assert min(r[2] for r in res) > 1e-5
