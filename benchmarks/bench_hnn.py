@@ -47,10 +47,13 @@ SOFT_WEIGHT = 1.0          # λ of the soft penalty (mean reduction); the AL use
 SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
+HNN_MASS = None           # --hnn-mass: H = |p|²/2m + V_θ(q) instead of a learned T_θ(p)
+
+
 def _models(system, dim, hidden):
     structured = ("lnn", lambda: LagrangianNN(dim=dim, hidden=hidden, kinetic_prior=1.0)) \
         if system == "double_pendulum" else \
-        ("hnn", lambda: HamiltonianNN(dim=dim, separable=True, hidden=hidden))
+        ("hnn", lambda: HamiltonianNN(dim=dim, separable=True, hidden=hidden, mass=HNN_MASS))
     base = lambda: DerivativeMLP(dim=dim, hidden=hidden)  # noqa: E731
     return [structured, ("baseline", base), ("baseline+soft", base), ("baseline+al", base)]
 
@@ -172,7 +175,13 @@ def main(argv=None):
     parser.add_argument("--drift-steps", type=int, default=10_000)
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS))
     parser.add_argument("--out", default=None)
+    parser.add_argument("--name", default="bench_hnn", help="result file name (without .json)")
+    parser.add_argument("--hnn-mass", type=float, default=None,
+                        help="known mass: HNN learns only V(q), T = |p|^2/2m")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the λ sweep")
     args = parser.parse_args(argv)
+    global HNN_MASS
+    HNN_MASS = args.hnn_mass
     torch.set_num_threads(1)
     if args.quick:
         args.seeds = args.seeds[:1]
@@ -187,7 +196,8 @@ def main(argv=None):
     figures = {}
     for system in args.systems:
         figures[system] = run_system(system, args.seeds, args.drift_steps, log)
-    figures["lambda_sweep_mass_spring"] = [] if args.quick else lambda_sweep(args.seeds[0], log)
+    figures["lambda_sweep_mass_spring"] = [] if (args.quick or args.no_sweep) else \
+        lambda_sweep(args.seeds[0], log)
     figures["run_wall_s"] = time.perf_counter() - t_wall
     figures["run_cpu_s"] = time.process_time() - t_cpu
     params = {
@@ -201,9 +211,9 @@ def main(argv=None):
                                  "(E(x_true(t)) - E(x_model(t)))^2, E the true energy, rollouts "
                                  "from the clean test initial states (HNN paper, Table 1)",
         "paper_hnn_energy_mse": PAPER_HNN_ENERGY_MSE,
-        "quick": args.quick,
+        "quick": args.quick, "hnn_mass": args.hnn_mass,
     }
-    path = write_result("bench_hnn", figures, dtype=torch.float64, device="cpu", params=params,
+    path = write_result(args.name, figures, dtype=torch.float64, device="cpu", params=params,
                         out_dir=args.out)
     log(f"wrote {path}  ({figures['run_cpu_s']:.0f} s cpu, {figures['run_wall_s']:.0f} s wall)")
     return figures
