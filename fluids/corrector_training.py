@@ -325,11 +325,13 @@ class CorrectorTrainer:
 # evaluation in the Taichi loop
 # --------------------------------------------------------------------------------------------
 
-def rollout_errors(traj, corrector=None, steps: int | None = None, dtype=torch.float32, start: int = 0):
+def rollout_errors(traj, corrector=None, steps: int | None = None, dtype=torch.float32, start: int = 0,
+                   callback=None):
     """Run the Taichi solver from reference state ``start`` for ``steps`` steps with ``corrector``
     in the loop (``None``: the plain coarse solver). Returns a dict with per-step lists
     ``error`` (relative L2 error of the free-face velocity against the reference), ``div_max_rel``
-    (the in-loop metric after the corrector), ``wall_s`` (step wall time), and ``steps``."""
+    (the in-loop metric after the corrector), ``wall_s`` (step wall time), and ``steps``.
+    ``callback(state, record)`` is called after every step (as in :func:`lawful.fluids.run`)."""
     from lawful.fluids.solver import run
 
     n = traj.u.shape[0] - 1 - start if steps is None else int(steps)
@@ -350,6 +352,8 @@ def rollout_errors(traj, corrector=None, steps: int | None = None, dtype=torch.f
         k = state.step
         ru, rv = traj.u[start + k], traj.v[start + k]
         errors.append(float(_relative_error(state.u.double(), state.v.double(), ru, rv, fu, fv).sqrt()))
+        if callback is not None:
+            callback(state, rec)
 
     state0_step = sc.state.step
     sc.state.step = 0

@@ -58,9 +58,10 @@ def _environment(ctx: DemoContext) -> Section:
 def _sections() -> list[Callable[[DemoContext], Section]]:
     """The demo's sections, in order."""
     from lawful.integrations.demo_forcefields import forcefield_section
+    from lawful.integrations.demo_fluids import fluid_section
     from lawful.integrations.demo_hamiltonian import hamiltonian_section
 
-    return [_environment, forcefield_section, hamiltonian_section]
+    return [_environment, forcefield_section, hamiltonian_section, fluid_section]
 
 
 MODES = ("smoke", "quick", "full")

@@ -1,0 +1,106 @@
+"""Demo section: a coarse Kármán vortex street with no corrector, the divergence-free (hard)
+corrector and the soft-penalty corrector, each trained solver-in-the-loop against a 4x finer
+reference, then rolled out on a held-out Reynolds number inside the Taichi loop."""
+
+from __future__ import annotations
+
+from lawful.integrations.demo import section
+from lawful.integrations.report import Section, figure, save_figure
+
+__all__ = ["fluid_section", "SIZES"]
+
+SIZES = {
+    "smoke": dict(n=8, warmup=40, train_steps=24, test_steps=30, iterations=4, re_train=(100.0,), re_test=150.0),
+    "quick": dict(n=16, warmup=150, train_steps=80, test_steps=150, iterations=60, re_train=(100.0,), re_test=150.0),
+    "full": dict(n=16, warmup=256, train_steps=150, test_steps=500, iterations=300, re_train=(100.0, 200.0),
+                 re_test=150.0),
+}
+
+VARIANTS = (("none", None), ("hard", "hard"), ("soft", "soft"))
+COLOURS = {"none": "k", "hard": "tab:blue", "soft": "tab:red"}
+
+
+def _plot(results: dict, path):
+    fig, axes = figure(3, width=5.0)
+    for name, r in results.items():
+        steps = range(1, len(r["error"]) + 1)
+        axes[0].semilogy(steps, [max(d, 1e-17) for d in r["div_max_rel"]], color=COLOURS[name], label=name)
+        axes[1].plot(steps, r["error"], color=COLOURS[name], label=name)
+        axes[2].plot(steps, r["kinetic_energy"], color=COLOURS[name], label=name)
+    axes[0].set_title("relative divergence max|∇·u|Δx/max|u| (after corrector)")
+    axes[1].set_title("relative L2 error vs downsampled fine reference")
+    axes[2].set_title("kinetic energy")
+    for ax in axes:
+        ax.set_xlabel("coarse step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save_figure(fig, path)
+
+
+@section("fluids", "Divergence-free neural corrector in the Taichi loop (Kármán vortex street)")
+def fluid_section(ctx) -> Section:
+    """Train hard and soft correctors against a fine reference; compare held-out rollouts."""
+    import torch
+
+    from lawful.fluids.corrector_training import CorrectorTrainer, TrainConfig, make_corrector, rollout_errors
+    from lawful.fluids.fine_reference import ReferenceCase, generate_reference
+    from lawful.integrations.fluid_frames import save_vorticity_png
+    from lawful.kernels import ensure_taichi
+
+    z = SIZES[ctx.mode]
+    arch = ensure_taichi()
+    dtype = torch.float32
+    out = ctx.out / "fluids"
+    out.mkdir(parents=True, exist_ok=True)
+    sec = Section("fluids", "Divergence-free neural corrector in the Taichi loop (Kármán vortex street)")
+    ctx.log(f"[demo]   fine references (4x finer, Taichi {arch}) ...")
+    train_refs = [generate_reference(ReferenceCase("karman", n=z["n"], re=re, warmup=z["warmup"],
+                                                   steps=z["train_steps"]), dtype=dtype)
+                  for re in z["re_train"]]
+    test_ref = generate_reference(ReferenceCase("karman", n=z["n"], re=z["re_test"], warmup=z["warmup"],
+                                                steps=z["test_steps"]), dtype=dtype)
+    results, rows = {}, []
+    for name, variant in VARIANTS:
+        corrector = None
+        if variant is not None:
+            ctx.log(f"[demo]   training the {name} corrector ({z['iterations']} iterations, unroll 4) ...")
+            torch.manual_seed(ctx.seed)
+            corrector = make_corrector(variant, dtype=dtype)
+            trainer = CorrectorTrainer(corrector, train_refs,
+                                       TrainConfig(variant=variant, iterations=z["iterations"], unroll=4,
+                                                   seed=ctx.seed),
+                                       checkpoint=out / f"{name}.ckpt", resume=False)
+            trainer.train(progress=False)
+            corrector.save(out / f"corrector_{name}.lawful")
+        ctx.log(f"[demo]   held-out rollout (Re {z['re_test']:g}) with corrector: {name} ...")
+        final = {}
+
+        def keep(state, rec, final=final):
+            final["state"] = state
+            final.setdefault("ke", []).append(rec["kinetic_energy"])
+
+        r = rollout_errors(test_ref, corrector, steps=z["test_steps"], dtype=dtype, callback=keep)
+        r["kinetic_energy"] = final["ke"]
+        results[name] = r
+        save_vorticity_png(final["state"], out / f"vorticity_{name}.png",
+                           title=f"vorticity after {z['test_steps']} steps, corrector: {name}")
+        sec.figures.append((f"Vorticity, corrector: {name}", out / f"vorticity_{name}.png"))
+        rows.append({"corrector": name, "max div_max_rel": max(r["div_max_rel"]),
+                     "final error": r["error"][-1], "mean error": sum(r["error"]) / len(r["error"]),
+                     "ms/step": 1e3 * sum(r["wall_s"]) / len(r["wall_s"])})
+        sec.summary[f"{name}_max_div_rel"] = max(r["div_max_rel"])
+        sec.summary[f"{name}_mean_error"] = sum(r["error"]) / len(r["error"])
+    cut = 1.0 - sec.summary["hard_mean_error"] / sec.summary["none_mean_error"]
+    sec.summary["hard_error_cut"] = cut
+    sec.tables.append((f"Held-out Re = {z['re_test']:g}, coarse grid {2 * z['n']}x{z['n']}, "
+                       f"{z['test_steps']} steps (float32)", rows))
+    sec.figures.insert(0, ("Divergence (log), error vs fine reference, kinetic energy",
+                           _plot(results, out / "fluid_metrics.png")))
+    sec.text.append(
+        "The hard corrector outputs a stream function at cell corners and adds its discrete curl, so "
+        "its correction has zero discrete divergence whatever its weights: the divergence stays at "
+        "the pressure solver's tolerance. The soft corrector outputs a velocity correction directly, "
+        "trained with a penalty on its divergence: it adds divergence every step. "
+        f"Mean error change of the hard corrector vs none: {-100 * cut:+.1f} % "
+        f"({z['iterations']} training iterations; the benchmark trains longer).")
+    return sec
