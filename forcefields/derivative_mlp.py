@@ -47,6 +47,20 @@ def build_mlp(n_in: int, n_out: int, hidden: int = 200, layers: int = 2, activat
     return net
 
 
+def per_sample_scalar(value, n: int, what: str) -> torch.Tensor:
+    """Validate what a wrapped analytic function (H or L) returned: a tensor of shape ``(n,)``
+    (a trailing singleton axis is squeezed). ``what`` names the function in the error."""
+    if not isinstance(value, torch.Tensor):
+        raise InputError(f"the wrapped {what} returned {type(value).__name__}; it must "
+                         "return a torch tensor of shape (batch,).")
+    if value.dim() == 2 and value.shape[1] == 1:
+        value = value[:, 0]
+    if value.shape != (n,):
+        raise ShapeError(f"the wrapped {what} returned shape {tuple(value.shape)}; it "
+                         f"must return one value per sample, shape ({n},).")
+    return value
+
+
 def check_pair(a, b, dim: int, names=("q", "p"), dtype=None, device=None):
     """Validate and return ``(a, b)`` as tensors of shape ``(batch, dim)``.
 

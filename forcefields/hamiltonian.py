@@ -20,8 +20,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lawful.forcefields.derivative_mlp import build_mlp, check_pair
-from lawful.kernels.errors import InputError, ShapeError
+from lawful.forcefields.derivative_mlp import build_mlp, check_pair, per_sample_scalar
+from lawful.kernels.errors import InputError
 
 __all__ = ["HamiltonianNN", "symplectic_gradient"]
 
@@ -129,16 +129,7 @@ class HamiltonianNN(nn.Module):
     # ------------------------------------------------------------------ energies
     def _h(self, q, p):
         if self._function is not None:
-            h = self._function(q, p)
-            if not isinstance(h, torch.Tensor):
-                raise InputError(f"the wrapped Hamiltonian returned {type(h).__name__}; it must "
-                                 "return a torch tensor of shape (batch,).")
-            if h.dim() == 2 and h.shape[1] == 1:
-                h = h[:, 0]
-            if h.shape != q.shape[:1]:
-                raise ShapeError(f"the wrapped Hamiltonian returned shape {tuple(h.shape)}; it "
-                                 f"must return one value per sample, shape ({q.shape[0]},).")
-            return h
+            return per_sample_scalar(self._function(q, p), q.shape[0], "Hamiltonian")
         if self.separable:
             return self._t(p) + self._v(q)
         return self.net(torch.cat([q, p], dim=-1))[:, 0]

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.func import grad, hessian, jacrev, vmap
 
-from lawful.forcefields.derivative_mlp import build_mlp, check_pair
-from lawful.kernels.errors import InputError, NumericalError, ShapeError
+from lawful.forcefields.derivative_mlp import build_mlp, check_pair, per_sample_scalar
+from lawful.kernels.errors import InputError, NumericalError
 
 __all__ = ["LagrangianNN"]
 
@@ -107,16 +107,7 @@ class LagrangianNN(nn.Module):
     # ------------------------------------------------------------------ scalar functions
     def _l(self, q, v):
         if self._function is not None:
-            out = self._function(q, v)
-            if not isinstance(out, torch.Tensor):
-                raise InputError(f"the wrapped Lagrangian returned {type(out).__name__}; it must "
-                                 "return a torch tensor of shape (batch,).")
-            if out.dim() == 2 and out.shape[1] == 1:
-                out = out[:, 0]
-            if out.shape != q.shape[:1]:
-                raise ShapeError(f"the wrapped Lagrangian returned shape {tuple(out.shape)}; it "
-                                 f"must return one value per sample, shape ({q.shape[0]},).")
-            return out
+            return per_sample_scalar(self._function(q, v), q.shape[0], "Lagrangian")
         out = self.net(torch.cat([q, v], dim=-1))[:, 0]
         if self.kinetic_prior:
             out = out + 0.5 * self.kinetic_prior * (v * v).sum(-1)
