@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from lawful.integrations.benchmarking import quick_requested  # noqa: E402
 from lawful.integrations.benchmarking import write_result
 from lawful.fluids import scenes
 from lawful.fluids.correctors import DivergenceFreeCorrector, load_corrector
@@ -203,7 +204,7 @@ def plot(errors, dt, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: few iterations and steps, no files kept")
+    ap.add_argument("--quick", action="store_true", default=quick_requested(), help="smoke run: few iterations and steps, no files kept")
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--unroll", type=int, default=4)

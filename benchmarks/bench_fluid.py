@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from lawful.integrations.benchmarking import quick_requested
+
 _TAICHI_DRIVER = r"""
 import importlib.util, json, sys, time
 import numpy as np
@@ -141,7 +143,7 @@ def taylor_green_orders(cfl: float | None = 0.25, dt: float | None = None, limit
 
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke test of the benchmark)")
+    ap.add_argument("--quick", action="store_true", default=quick_requested(), help="fewer steps (smoke test of the benchmark)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     ap.add_argument("--taylor-green-only", action="store_true",
                     help="only the Taylor-Green convergence study -> bench_fluid_taylor_green.json")

@@ -24,6 +24,7 @@ import time
 
 import torch
 
+from lawful.integrations.benchmarking import quick_requested  # noqa: E402
 from lawful.forcefields.derivative_mlp import DerivativeMLP
 from lawful.forcefields.dynamics_data import make_dataset
 from lawful.forcefields.dynamics_training import (long_horizon_drift, rollout_metrics,
@@ -170,7 +171,7 @@ def lambda_sweep(seed, log):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, short training, no drift")
+    parser.add_argument("--quick", action="store_true", default=quick_requested(), help="1 seed, short training, no drift")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--drift-steps", type=int, default=10_000)
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS))

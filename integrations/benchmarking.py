@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["machine_info", "versions", "time_call", "write_result", "default_results_dir"]
+__all__ = ["machine_info", "versions", "time_call", "write_result", "default_results_dir", "quick_requested"]
 
 
 def _cpu_name() -> str:
@@ -72,6 +72,11 @@ def time_call(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> dic
         fn()
         samples.append(time.perf_counter() - t0)
     return {"median_s": statistics.median(samples), "min_s": min(samples), "samples_s": samples}
+
+
+def quick_requested() -> bool:
+    """True when ``lawful bench --quick`` asked for small sizes (``LAWFUL_BENCH_QUICK=1``)."""
+    return os.environ.get("LAWFUL_BENCH_QUICK", "") == "1"
 
 
 def default_results_dir() -> Path:

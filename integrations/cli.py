@@ -38,7 +38,8 @@ def _cmd_demo(args) -> int:
 def _cmd_bench(args) -> int:
     from lawful.integrations.bench_suite import run_suite
 
-    paths = run_suite(args.suite, args.out, only=args.only, quick=args.quick)
+    out = args.out or ("benchmarks/results-quick" if args.quick else "benchmarks/results")
+    paths = run_suite(args.suite, out, only=args.only, quick=args.quick)
     for p in paths:
         print(p)
     return 0
@@ -241,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run the benchmark suite and write JSON results")
     p.add_argument("--suite", default="benchmarks", help="folder holding bench_*.py scripts")
-    p.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
+    p.add_argument("--out", default=None,
+                   help="folder for the JSON results (default: benchmarks/results, or benchmarks/results-quick "
+                        "with --quick so that quick figures never overwrite the committed ones)")
     p.add_argument("--only", nargs="*", default=None, help="run only these benchmarks (names)")
     p.add_argument("--quick", action="store_true", help="smaller sizes")
     p.set_defaults(func=_cmd_bench)

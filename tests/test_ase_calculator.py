@@ -20,7 +20,7 @@ from lawful.integrations.ase import LawfulCalculator
 from lawful.integrations.monitors import DriftObserver
 from lawful.kernels.errors import LawfulError, ModelFileError, NumericalError, UnsupportedSpeciesError
 
-from test_openmm_pairmodel import MorsePairModel, ase_morse, rattled_copper, one_torch_thread  # noqa: F401
+from test_openmm_pairmodel import MorsePairModel, ase_morse, rattled_copper  # noqa: F401
 
 
 def _models():

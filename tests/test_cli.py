@@ -75,3 +75,27 @@ def test_fluid_unknown_scene_is_rejected(capsys):
     with pytest.raises(SystemExit):
         main(["fluid", "--scene", "tornado"])
     assert "invalid choice: 'tornado'" in capsys.readouterr().err
+
+
+def test_bench_runs_a_suite_script_and_collects_its_json(tmp_path, monkeypatch):
+    """`lawful bench` runs each bench_*.py in its own process with the results folder and the
+    quick flag in its environment; the script's JSON (machine, versions, figures) comes back."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "bench_probe.py").write_text(
+        "from lawful.integrations.benchmarking import quick_requested, write_result\n"
+        "write_result('probe', {'quick': quick_requested(), 'ratio': 0.5})\n")
+    (suite / "bench_other.py").write_text("raise SystemExit('must not run')\n")
+    out = tmp_path / "res"
+    assert main(["bench", "--suite", str(suite), "--out", str(out), "--only", "probe", "--quick"]) == 0
+    doc = json.loads((out / "probe.json").read_text())
+    assert doc["figures"] == {"quick": True, "ratio": 0.5}
+    assert doc["machine"]["cores"] >= 1 and doc["versions"]["torch"]
+
+
+def test_bench_unknown_name_is_a_clear_error(tmp_path, capsys):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "bench_probe.py").write_text("")
+    assert main(["bench", "--suite", str(suite), "--only", "nope"]) == 2
+    assert "unknown benchmark(s) ['nope']" in capsys.readouterr().err

@@ -11,15 +11,6 @@ from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty
 A = torch.tensor([2.0, 1.0], dtype=torch.float64)   # minimise ||x - A||² on the unit circle
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: thread hand-offs cost more than the work (30x on a loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def objective(x):
     return ((x - A) ** 2).sum()
 

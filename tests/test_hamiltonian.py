@@ -11,15 +11,6 @@ from lawful.kernels import InputError, ShapeError
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: thread hand-offs cost more than the work (30x on a loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _rand(*shape, seed=0):
     return torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(seed))
 

@@ -12,15 +12,6 @@ from lawful.kernels import ConvergenceError, InputError, NumericalError, ShapeEr
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: thread hand-offs cost more than the work (30x on a loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def ho_energy(q, p):
     return 0.5 * (q * q + p * p).sum(-1)
 

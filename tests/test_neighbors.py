@@ -22,16 +22,6 @@ from lawful.kernels.neighbors import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensor ops on a shared 2-core CI box run far faster on one thread than fighting over
-    two (pytest -n 2 already runs two processes); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------------------------
 # reference: numpy, every pair and every image that can possibly be within the cutoff
 def reference_pairs(pos, cutoff, cell, pbc):

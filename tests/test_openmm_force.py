@@ -27,7 +27,7 @@ from lawful.integrations.openmm import (
 )
 from lawful.kernels.errors import BackendError, InputError, ModelFileError, NumericalError, UnsupportedSpeciesError
 
-from test_openmm_pairmodel import MorsePairModel, rattled_copper, one_torch_thread  # noqa: F401
+from test_openmm_pairmodel import MorsePairModel, rattled_copper  # noqa: F401
 
 BACKENDS = ["python"] + (["torch"] if "torch" in available_backends() else [])
 HAS_TORCH_BACKEND = "torch" in BACKENDS

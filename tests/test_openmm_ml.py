@@ -20,7 +20,7 @@ from lawful.integrations.openmm import topology_from_atoms  # noqa: E402
 from lawful.kernels.errors import InputError, ModelFileError, UnsupportedSpeciesError  # noqa: E402
 
 from test_openmm_force import _openmm_energy_forces, _rel, _water_box  # noqa: E402
-from test_openmm_pairmodel import MorsePairModel, rattled_copper, one_torch_thread  # noqa: F401,E402
+from test_openmm_pairmodel import MorsePairModel, rattled_copper  # noqa: F401,E402
 
 
 def _neural(species):

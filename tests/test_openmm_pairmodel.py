@@ -16,16 +16,6 @@ from ase.calculators.morse import MorsePotential
 from ase.neighborlist import primitive_neighbor_list
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Run each engine test on one torch thread (restored afterwards): on a shared 2-core machine
-    two intra-op threads per process oversubscribe the cores and small evaluations get ~50x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class MorsePairModel(torch.nn.Module):
     """V(r) = eps (e^{-2 rho (r/r0-1)} - 2 e^{-rho (r/r0-1)}) * fcut(r), ASE's quintic cutoff
     between ``rcut1`` and ``rcut2`` (absolute Å). Energy eV, forces eV/Å, stress eV/Å³ by autograd

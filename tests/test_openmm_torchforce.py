@@ -18,7 +18,7 @@ from lawful.integrations.torchscript_force import openmm_torch_module
 from lawful.kernels.errors import BackendError
 
 from test_openmm_force import _openmm_energy_forces, _rel
-from test_openmm_pairmodel import MorsePairModel, rattled_copper, one_torch_thread  # noqa: F401
+from test_openmm_pairmodel import MorsePairModel, rattled_copper  # noqa: F401
 
 forcefields = pytest.importorskip("lawful.forcefields")
 if not hasattr(forcefields, "export_torchscript"):

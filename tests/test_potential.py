@@ -336,14 +336,6 @@ def test_cuda_agrees_with_cpu(model, systems):
     assert torch.allclose(a["stress"], b["stress"].cpu(), atol=1e-12, rtol=0)
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _nve_energies(model, dt_fs, time_fs, temperature=600.0, seed=0):
     """Velocity-Verlet NVE of 32 Cu atoms with the model; total energy per atom (eV) each step."""
     from ase import units
@@ -375,7 +367,7 @@ def _nve_energies(model, dt_fs, time_fs, temperature=600.0, seed=0):
     return np.array(out) / len(atoms)
 
 
-def test_nve_energy_error_converges_as_dt_squared_only_for_the_conservative_model(one_thread):
+def test_nve_energy_error_converges_as_dt_squared_only_for_the_conservative_model():
     """Energy from structure: with the trained potential, velocity Verlet's energy error shrinks
     4x when dt halves and shows no drift; with the direct-force control it does not converge."""
     from pathlib import Path
