@@ -1,5 +1,7 @@
 """``lawful bench``: run every ``bench_*.py`` script in a suite folder, each in its own process,
-with ``LAWFUL_BENCH_DIR`` pointing at the results folder (see :mod:`lawful.integrations.benchmarking`).
+with ``LAWFUL_BENCH_DIR`` pointing at the results folder (see :mod:`lawful.integrations.benchmarking`),
+then collect every result in that folder into one ``summary.json`` (machine, versions, and each
+benchmark's figures, params, dtype, device and date).
 """
 
 from __future__ import annotations
@@ -11,7 +13,29 @@ from pathlib import Path
 
 from lawful.kernels.errors import InputError
 
-__all__ = ["run_suite"]
+__all__ = ["run_suite", "collect"]
+
+SUMMARY = "summary.json"
+
+
+def collect(out: str | Path) -> Path:
+    """Merge every benchmark JSON in ``out`` into ``out/summary.json`` (written atomically)."""
+    import json
+
+    from lawful.integrations.benchmarking import machine_info, versions
+    from lawful.integrations.report import atomic_write_text
+
+    out = Path(out)
+    benchmarks = {}
+    for p in sorted(out.glob("*.json")):
+        if p.name == SUMMARY:
+            continue
+        doc = json.loads(p.read_text())
+        benchmarks[doc.get("benchmark", p.stem)] = {k: doc.get(k) for k in ("date", "dtype", "device", "params", "figures", "machine")}
+    summary = {"machine": machine_info(), "versions": versions(), "benchmarks": benchmarks}
+    path = out / SUMMARY
+    atomic_write_text(path, json.dumps(summary, indent=2, default=float) + "\n")
+    return path
 
 
 def run_suite(suite: str | Path, out: str | Path, only: list[str] | None = None, quick: bool = False) -> list[Path]:
@@ -36,4 +60,5 @@ def run_suite(suite: str | Path, out: str | Path, only: list[str] | None = None,
     for script in scripts:
         print(f"[bench] {script.name}", flush=True)
         subprocess.run([sys.executable, str(script)], env=env, check=True)
-    return sorted(p for p in out.glob("*.json") if before.get(p) != p.stat().st_mtime)
+    written = sorted(p for p in out.glob("*.json") if p.name != SUMMARY and before.get(p) != p.stat().st_mtime)
+    return written + [collect(out)]

@@ -91,6 +91,8 @@ def test_bench_runs_a_suite_script_and_collects_its_json(tmp_path, monkeypatch):
     doc = json.loads((out / "probe.json").read_text())
     assert doc["figures"] == {"quick": True, "ratio": 0.5}
     assert doc["machine"]["cores"] >= 1 and doc["versions"]["torch"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["benchmarks"]["probe"]["figures"] == {"quick": True, "ratio": 0.5}
 
 
 def test_bench_unknown_name_is_a_clear_error(tmp_path, capsys):
