@@ -12,7 +12,7 @@ __all__ = ["fluid_section", "SIZES"]
 SIZES = {
     "smoke": dict(n=8, warmup=40, train_steps=24, test_steps=30, iterations=4, re_train=(100.0,), re_test=150.0),
     "quick": dict(n=16, warmup=120, train_steps=80, test_steps=120, iterations=50, re_train=(100.0,), re_test=150.0),
-    "full": dict(n=16, warmup=256, train_steps=150, test_steps=500, iterations=300, re_train=(100.0, 200.0),
+    "full": dict(n=16, warmup=256, train_steps=150, test_steps=300, iterations=200, re_train=(100.0, 200.0),
                  re_test=150.0),
 }
 

@@ -21,8 +21,8 @@ SIZES = {
                   md_repeat=2, steps=100, dt=2.0, report=5),
     "quick": dict(repeat=2, n_md=12, n_rattled=10, n_strained=10, temps=(300, 600, 900, 1200), train_s=45,
                   epochs=200, md_repeat=3, steps=500, dt=2.0, report=5),
-    "full": dict(repeat=2, n_md=40, n_rattled=30, n_strained=40, temps=(300, 600, 900, 1200), train_s=420,
-                 epochs=1000, md_repeat=4, steps=5000, dt=2.0, report=10),
+    "full": dict(repeat=2, n_md=40, n_rattled=30, n_strained=40, temps=(300, 600, 900, 1200), train_s=300,
+                 epochs=1000, md_repeat=3, steps=5000, dt=2.0, report=10),
 }
 
 

@@ -11,7 +11,7 @@ __all__ = ["hamiltonian_section", "SIZES"]
 SIZES = {
     "smoke": dict(train_steps=100, rollout_steps=500, dt=0.1, hidden=32, lr=3e-3),
     "quick": dict(train_steps=800, rollout_steps=3000, dt=0.1, hidden=64, lr=3e-3),
-    "full": dict(train_steps=3000, rollout_steps=30000, dt=0.1, hidden=64, lr=3e-3),
+    "full": dict(train_steps=2000, rollout_steps=20000, dt=0.1, hidden=64, lr=3e-3),
 }
 
 #: (model, integrator) pairs drawn in the energy plot.
