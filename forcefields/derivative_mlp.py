@@ -100,6 +100,24 @@ def check_pair(a, b, dim: int, names=("q", "p"), dtype=None, device=None):
     return out[0], out[1]
 
 
+class ScalarFunctionModel(nn.Module):
+    """What the HNN and LNN share: a learned (or wrapped analytic) scalar function of a state pair
+    ``(x, y)``, each ``(batch, dim)``, named by :attr:`state_names` in error messages."""
+
+    state_names = ("q", "p")
+
+    @property
+    def dtype(self):
+        """The parameters' dtype (None for a wrapped analytic function)."""
+        for prm in self.parameters():
+            return prm.dtype
+        return None
+
+    def _check(self, x, y):
+        dim = self.dim if self.dim is not None else torch.as_tensor(x).shape[-1]
+        return check_pair(x, y, dim, self.state_names, dtype=self.dtype)
+
+
 class DerivativeMLP(nn.Module):
     """Baseline: an MLP mapping the state ``(x, y)`` (each ``(batch, dim)``) to its time derivative
     ``(ẋ, ẏ)`` directly. No energy is conserved by construction — this is the control model.

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lawful.forcefields.derivative_mlp import build_mlp, check_pair, per_sample_scalar
+from lawful.forcefields.derivative_mlp import ScalarFunctionModel, build_mlp, check_pair, per_sample_scalar
 from lawful.kernels.errors import InputError
 
 __all__ = ["HamiltonianNN", "symplectic_gradient"]
@@ -49,7 +49,7 @@ def symplectic_gradient(hamiltonian: Callable, q: torch.Tensor, p: torch.Tensor,
     return dh_dp, -dh_dq
 
 
-class HamiltonianNN(nn.Module):
+class HamiltonianNN(ScalarFunctionModel):
     """A learned Hamiltonian H_θ(q, p) whose symplectic gradient is the vector field.
 
     Parameters
@@ -114,17 +114,6 @@ class HamiltonianNN(nn.Module):
         obj.kinetic_net = obj.potential_net = obj.net = None
         obj._function = hamiltonian
         return obj
-
-    @property
-    def dtype(self):
-        """The parameters' dtype (None for a wrapped analytic function)."""
-        for prm in self.parameters():
-            return prm.dtype
-        return None
-
-    def _check(self, q, p):
-        dim = self.dim if self.dim is not None else torch.as_tensor(q).shape[-1]
-        return check_pair(q, p, dim, ("q", "p"), dtype=self.dtype)
 
     # ------------------------------------------------------------------ energies
     def _h(self, q, p):

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 from torch.func import grad, hessian, jacrev, vmap
 
-from lawful.forcefields.derivative_mlp import build_mlp, check_pair, per_sample_scalar
+from lawful.forcefields.derivative_mlp import ScalarFunctionModel, build_mlp, per_sample_scalar
 from lawful.kernels.errors import InputError, NumericalError
 
 __all__ = ["LagrangianNN"]
 
 
-class LagrangianNN(nn.Module):
+class LagrangianNN(ScalarFunctionModel):
     """A learned Lagrangian L_θ(q, q̇) (an MLP on the concatenated state).
 
     Parameters: ``dim`` degrees of freedom (q, q̇ are ``(batch, dim)``); ``hidden``, ``layers``,
@@ -47,6 +47,8 @@ class LagrangianNN(nn.Module):
     """
 
     separable = False
+
+    state_names = ("q", "qdot")
 
     def __init__(self, dim: int = 2, hidden: int = 128, layers: int = 2,
                  activation: str = "softplus", max_condition: float | None = None,
@@ -92,17 +94,6 @@ class LagrangianNN(nn.Module):
         obj.kinetic_prior = 0.0
         obj.max_condition = cls._max_condition(max_condition)
         return obj
-
-    @property
-    def dtype(self):
-        """The parameters' dtype (None for a wrapped analytic function)."""
-        for prm in self.parameters():
-            return prm.dtype
-        return None
-
-    def _check(self, q, qdot):
-        dim = self.dim if self.dim is not None else torch.as_tensor(q).shape[-1]
-        return check_pair(q, qdot, dim, ("q", "qdot"), dtype=self.dtype)
 
     # ------------------------------------------------------------------ scalar functions
     def _l(self, q, v):

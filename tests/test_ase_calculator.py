@@ -27,13 +27,10 @@ def _models():
     """The models every check runs on: the analytic pair model and, once it exists, a
     random-initialised NeuralPotential (float64)."""
     models = {"morse": lambda species=("Cu",): MorsePairModel(species=species)}
-    try:
-        from lawful.forcefields import NeuralPotential
+    from lawful.forcefields import NeuralPotential
 
-        models["neural"] = lambda species=("Cu",): NeuralPotential(species=list(species), cutoff=4.5,
-                                                                  dtype=torch.float64)
-    except (ImportError, TypeError):
-        pass
+    models["neural"] = lambda species=("Cu",): NeuralPotential(species=list(species), cutoff=4.5,
+                                                              dtype=torch.float64)
     return models
 
 

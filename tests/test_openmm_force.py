@@ -42,13 +42,10 @@ def _models():
     models = {"morse": lambda species=("Cu",): (MorsePairModel(species=species) if list(species) == ["Cu"] else
                                                MorsePairModel(species=species, r0=1.3, rcut1=2.5, rcut2=3.2,
                                                               epsilon=0.2))}
-    try:
-        from lawful.forcefields import NeuralPotential
+    from lawful.forcefields import NeuralPotential
 
-        models["neural"] = lambda species=("Cu",): NeuralPotential(species=list(species), cutoff=4.5,
-                                                                  dtype=torch.float64)
-    except (ImportError, TypeError):
-        pass
+    models["neural"] = lambda species=("Cu",): NeuralPotential(species=list(species), cutoff=4.5,
+                                                              dtype=torch.float64)
     return models
 
 
