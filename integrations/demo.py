@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +30,6 @@ class DemoContext:
     dtype: str = "float64"
     device: str = "cpu"
     log: Callable[[str], None] = print
-    shared: dict = field(default_factory=dict)  # results one section hands to a later one
 
 
 def section(key: str, title: str):

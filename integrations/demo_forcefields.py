@@ -72,7 +72,7 @@ def forcefield_section(ctx) -> Section:
     models, rows = {}, []
     for name, cls in (("conservative", NeuralPotential), ("direct", DirectForceModel)):
         ctx.log(f"[demo]   training {cls.__name__} ({z['train_s']} s budget) ...")
-        model = cls(species=["Cu"], cutoff=4.5, dtype=ctx.dtype, seed=ctx.seed)
+        model = cls(species=["Cu"], cutoff=4.5, dtype=ctx.dtype, device=ctx.device, seed=ctx.seed)
         summary = train(model, frames, epochs=z["epochs"], max_time=z["train_s"], seed=ctx.seed,
                         checkpoint=out / f"{name}.ckpt", progress=False, resume=False)
         model.save(out / f"cu_{name}.lawful")
@@ -89,7 +89,8 @@ def forcefield_section(ctx) -> Section:
         for name, model in (("emt", "emt"), ("conservative", models["conservative"]), ("direct", models["direct"])):
             ctx.log(f"[demo]   NVE {engine} / {name} ...")
             res = run_md(atoms, model, engine, timestep_fs=z["dt"], steps=z["steps"], temperature_K=300.0,
-                         report_interval=z["report"], out=out / f"nve_{engine}_{name}", seed=ctx.seed)
+                         report_interval=z["report"], out=out / f"nve_{engine}_{name}", seed=ctx.seed,
+                         device=ctx.device)
             s = res.summary
             runs.append({"engine": engine, "model": name, "csv": str(res.files["drift_csv"])})
             table.append({"engine": engine, "model": name, "drift (meV/atom/ps)": s.drift_mev_per_atom_per_ps,
