@@ -47,6 +47,17 @@ def test_hamiltonian_numbers_are_sane(smoke):
     assert len(values) == 10 and all(math.isfinite(v) for v in values)
 
 
+def test_fluid_numbers_are_sane(smoke):
+    fl = smoke[2]["sections"]["fluids"]
+    values = [v for k, v in fl.items() if k not in ("seconds", "status")]
+    assert len(values) == 7 and all(math.isfinite(v) for v in values)
+    # The divergence-free corrector leaves the field at the projection's tolerance every step;
+    # the soft-penalty corrector adds divergence that no projection removes.
+    assert fl["hard_max_div_rel"] < 1e-5
+    assert fl["soft_max_div_rel"] > 10 * fl["hard_max_div_rel"]
+    assert (smoke[0] / "fluids" / "fluid_metrics.png").stat().st_size > 0
+
+
 def test_ctrl_c_keeps_completed_outputs(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
