@@ -1,8 +1,9 @@
 """``lawful demo``: the project's showcase and proof, run end to end on generated data.
 
-Each part of the demo is a *section* function ``(ctx) -> Section``. Sections run in order; a
-section that fails or is interrupted is recorded as such and the report is still written, so
-completed outputs are never lost. Modes: ``quick`` (``make demo``: at most 5 minutes on a 2-core
+Each part of the demo is a *section* function ``(ctx, sec)`` that fills the :class:`Section` it is
+handed (built from its ``@section(key, title)`` mark). Sections run in order; a section that fails
+or is interrupted is recorded as such, with whatever it had already added, and the report is still
+written, so completed outputs are never lost. Modes: ``quick`` (``make demo``: at most 5 minutes on a 2-core
 CPU), ``full`` (at most 30 minutes), ``smoke`` (the smallest sizes, for the test suite).
 """
 
@@ -33,8 +34,9 @@ class DemoContext:
 
 
 def section(key: str, title: str):
-    """Mark a function ``(ctx) -> Section`` as the demo section ``key`` (used for its report entry
-    also when it fails or is interrupted before returning)."""
+    """Mark a function ``(ctx, sec)`` as the demo section ``key`` titled ``title``: the runner
+    hands it ``Section(key, title)`` to fill, and reports that section also when it fails or is
+    interrupted."""
 
     def mark(fn):
         fn.section_key, fn.section_title = key, title
@@ -44,17 +46,15 @@ def section(key: str, title: str):
 
 
 @section("environment", "Environment")
-def _environment(ctx: DemoContext) -> Section:
+def _environment(ctx: DemoContext, sec: Section) -> None:
     from lawful.kernels import ensure_taichi
 
     arch = ensure_taichi()
-    s = Section("environment", "Environment")
-    s.text.append(f"Taichi arch: {arch}; torch device: {ctx.device}; dtype: {ctx.dtype}.")
-    s.summary.update({"taichi_arch": arch, "device": ctx.device, "dtype": ctx.dtype})
-    return s
+    sec.text.append(f"Taichi arch: {arch}; torch device: {ctx.device}; dtype: {ctx.dtype}.")
+    sec.summary.update({"taichi_arch": arch, "device": ctx.device, "dtype": ctx.dtype})
 
 
-def _sections() -> list[Callable[[DemoContext], Section]]:
+def _sections() -> list[Callable[[DemoContext, Section], None]]:
     """The demo's sections, in order."""
     from lawful.integrations.demo_forcefields import forcefield_section
     from lawful.integrations.demo_fluids import fluid_section
@@ -83,20 +83,23 @@ def run_demo(out: str | Path = "demo-out", mode: str = "quick", seed: int = 0,
     sections: list[Section] = []
     interrupted = None
     for fn in _sections():
-        name, title = fn.section_key, fn.section_title
-        log(f"[demo] {name} ...")
+        sec = Section(fn.section_key, fn.section_title)
+        log(f"[demo] {sec.key} ...")
         ts = time.perf_counter()
         try:
-            sec = fn(ctx)
+            fn(ctx, sec)
         except KeyboardInterrupt as exc:
-            sections.append(Section(name, title, text=["interrupted by the user"], status="interrupted"))
+            sec.text.append("interrupted by the user")
+            sec.status = "interrupted"
+            sections.append(sec)
             interrupted = exc
             break
         except Exception as exc:  # a failed section must not lose the others' results
-            sec = Section(name, title, text=[f"failed: {exc!r}", traceback.format_exc()], status="failed")
+            sec.text += [f"failed: {exc!r}", traceback.format_exc()]
+            sec.status = "failed"
         sec.summary.setdefault("seconds", round(time.perf_counter() - ts, 2))
         sections.append(sec)
-        log(f"[demo] {name}: {sec.status} in {sec.summary['seconds']} s")
+        log(f"[demo] {sec.key}: {sec.status} in {sec.summary['seconds']} s")
     meta = {"mode": mode, "seed": seed, "dtype": dtype, "device": device,
             "total_seconds": round(time.perf_counter() - t0, 1), "versions": versions(),
             "machine": machine_info()}

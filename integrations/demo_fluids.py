@@ -38,7 +38,7 @@ def _plot(results: dict, path):
 
 
 @section("fluids", "Divergence-free neural corrector in the Taichi loop (Kármán vortex street)")
-def fluid_section(ctx) -> Section:
+def fluid_section(ctx, sec: Section) -> None:
     """Train hard and soft correctors against a fine reference; compare held-out rollouts."""
     import torch
 
@@ -52,7 +52,6 @@ def fluid_section(ctx) -> Section:
     dtype = torch.float32
     out = ctx.out / "fluids"
     out.mkdir(parents=True, exist_ok=True)
-    sec = Section("fluids", "Divergence-free neural corrector in the Taichi loop (Kármán vortex street)")
     ctx.log(f"[demo]   fine references (4x finer, Taichi {arch}) ...")
     train_refs = [generate_reference(ReferenceCase("karman", n=z["n"], re=re, warmup=z["warmup"],
                                                    steps=z["train_steps"]), dtype=dtype)
@@ -103,4 +102,3 @@ def fluid_section(ctx) -> Section:
         "trained with a penalty on its divergence: it adds divergence every step. "
         f"Mean error change of the hard corrector vs none: {-100 * cut:+.1f} % "
         f"({z['iterations']} training iterations; the benchmark trains longer).")
-    return sec

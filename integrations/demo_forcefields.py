@@ -52,7 +52,7 @@ def _plot(runs: list[dict], n_atoms: int, path: Path) -> Path:
 
 
 @section("forcefields", "Energy conservation in ASE and OpenMM: conservative vs direct-force models")
-def forcefield_section(ctx) -> Section:
+def forcefield_section(ctx, sec: Section) -> None:
     """Train both models on fresh EMT data and compare NVE drift in ASE and OpenMM."""
     from ase.build import bulk
 
@@ -63,7 +63,6 @@ def forcefield_section(ctx) -> Section:
     z = SIZES[mode]
     out = ctx.out / "forcefields"
     out.mkdir(parents=True, exist_ok=True)
-    sec = Section("forcefields", "Energy conservation in ASE and OpenMM: conservative vs direct-force models")
 
     ctx.log("[demo]   labelling EMT copper structures ...")
     frames = reference.emt_metal_dataset("Cu", repeat=z["repeat"], temperatures=z["temps"], n_md=z["n_md"],
@@ -108,4 +107,3 @@ def forcefield_section(ctx) -> Section:
         "NeuralPotential's forces are exact gradients of one smooth energy, so NVE conserves the total "
         "energy like EMT itself; the DirectForceModel predicts forces from a separate head, and its "
         "non-conservative force errors pump energy in: a secular drift in both engines.")
-    return sec

@@ -54,7 +54,7 @@ def _plot(curves: dict, path):
 
 
 @section("hamiltonian", "Hamiltonian NN vs baseline: symplectic vs RK4 rollouts")
-def hamiltonian_section(ctx) -> Section:
+def hamiltonian_section(ctx, sec: Section) -> None:
     """Train HNN and baseline on mass-spring and pendulum; compare energies along long rollouts."""
     import torch
 
@@ -66,7 +66,6 @@ def hamiltonian_section(ctx) -> Section:
     z = SIZES[ctx.mode]
     out = ctx.out / "hamiltonian"
     out.mkdir(parents=True, exist_ok=True)
-    sec = Section("hamiltonian", "Hamiltonian NN vs baseline: symplectic vs RK4 rollouts")
     rows, curves = [], {}
     for system in ("mass_spring", "pendulum"):
         data = make_dataset(system, seed=ctx.seed)
@@ -95,4 +94,3 @@ def hamiltonian_section(ctx) -> Section:
         "The HNN learns one scalar H(q, p) and follows its symplectic gradient; stepped with leapfrog "
         "its energy stays bounded over long horizons. The baseline MLP predicts (dq/dt, dp/dt) "
         "directly and drifts; RK4 (not symplectic) adds a slow drift of its own.")
-    return sec
