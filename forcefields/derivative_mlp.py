@@ -117,6 +117,21 @@ class ScalarFunctionModel(nn.Module):
         dim = self.dim if self.dim is not None else torch.as_tensor(x).shape[-1]
         return check_pair(x, y, dim, self.state_names, dtype=self.dtype)
 
+    @classmethod
+    def _wrapping(cls, function, dim, signature: str):
+        """A bare instance (no network) around the analytic ``function``, after checking the
+        arguments of ``from_function``; ``signature`` (e.g. "H(q, p)") names it in errors."""
+        if not callable(function):
+            raise InputError(f"from_function needs a callable {signature} -> (batch,), got "
+                             f"{type(function).__name__}.")
+        if dim is not None and (not isinstance(dim, int) or dim < 1):
+            raise InputError(f"dim must be a positive integer or None, got {dim!r}.")
+        obj = cls.__new__(cls)
+        nn.Module.__init__(obj)
+        obj.dim = dim
+        obj._function = function
+        return obj
+
 
 class DerivativeMLP(nn.Module):
     """Baseline: an MLP mapping the state ``(x, y)`` (each ``(batch, dim)``) to its time derivative

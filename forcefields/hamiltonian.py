@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import nn
 
 from lawful.forcefields.derivative_mlp import ScalarFunctionModel, build_mlp, check_pair, per_sample_scalar
 from lawful.kernels.errors import InputError
@@ -101,18 +100,10 @@ class HamiltonianNN(ScalarFunctionModel):
         ``separable=True`` only if H = T(p) + V(q) truly holds: the explicit symplectic
         integrators then evaluate ∂H/∂p at q = 0 and ∂H/∂q at p = 0.
         """
-        if not callable(hamiltonian):
-            raise InputError(f"from_function needs a callable H(q, p) -> (batch,), got "
-                             f"{type(hamiltonian).__name__}.")
-        if dim is not None and (not isinstance(dim, int) or dim < 1):
-            raise InputError(f"dim must be a positive integer or None, got {dim!r}.")
-        obj = cls.__new__(cls)
-        nn.Module.__init__(obj)
-        obj.dim = dim
+        obj = cls._wrapping(hamiltonian, dim, "H(q, p)")
         obj.separable = bool(separable)
         obj.mass = None
         obj.kinetic_net = obj.potential_net = obj.net = None
-        obj._function = hamiltonian
         return obj
 
     # ------------------------------------------------------------------ energies

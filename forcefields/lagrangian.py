@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import nn
 from torch.func import grad, hessian, jacrev, vmap
 
 from lawful.forcefields.derivative_mlp import ScalarFunctionModel, build_mlp, per_sample_scalar
@@ -81,16 +80,8 @@ class LagrangianNN(ScalarFunctionModel):
         transforms, so it must be a pure torch function (no in-place ops on its inputs, no
         ``.item()``).
         """
-        if not callable(lagrangian):
-            raise InputError(f"from_function needs a callable L(q, qdot) -> (batch,), got "
-                             f"{type(lagrangian).__name__}.")
-        if dim is not None and (not isinstance(dim, int) or dim < 1):
-            raise InputError(f"dim must be a positive integer or None, got {dim!r}.")
-        obj = cls.__new__(cls)
-        nn.Module.__init__(obj)
-        obj.dim = dim
+        obj = cls._wrapping(lagrangian, dim, "L(q, qdot)")
         obj.net = None
-        obj._function = lagrangian
         obj.kinetic_prior = 0.0
         obj.max_condition = cls._max_condition(max_condition)
         return obj
