@@ -5,9 +5,15 @@ Stages (all in one run, ratios against baselines measured in the same run):
 1. **data** — fine (4x) reference trajectories from the fine solver, downsampled conservatively
    (:mod:`lawful.fluids.fine_reference`; cached under ``runs/corrector_data``).
 2. **train** — solver-in-the-loop training (k-step unroll through the differentiable twin) of the
-   Kármán correctors: hard (divergence-free), plain, soft penalty, augmented Lagrangian, projected.
-   Model files ``benchmarks/models/corrector_karman_<variant>.lawful`` are reused when present
-   (``--retrain`` to train again).
+   Kármán correctors: hard (divergence-free), plain, soft penalty, augmented Lagrangian, projected,
+   all with the same settings, by default :class:`~lawful.fluids.corrector_training.TrainConfig`'s
+   (``--unroll`` 8, ``--iterations`` 600, Adam ``--lr`` 3e-3 cosine-annealed).
+   Each variant is trained for every seed in ``--seeds`` (0,1,2; ``--jobs`` worker processes); the
+   weights kept are those with the lowest *training-set* validation error (``--validation-steps``
+   Taichi rollouts on Re 100 and 200 every ``--validate-every`` iterations, over iterations and
+   seeds). The held-out case never takes part in that choice; its error for every seed is reported
+   (``error_cut_per_seed``). Model files ``benchmarks/models/corrector_karman_<variant>.lawful``
+   are reused when present (``--retrain`` to train again).
 3. **rollouts** — held-out Reynolds number (Re 150; trained on 100 and 200): ``--steps`` (500)
    coarse steps in the Taichi loop per variant; relative L2 velocity error vs the downsampled fine
    reference; error-vs-time plot ``benchmarks/results/corrector_error.png``.
@@ -41,36 +47,92 @@ from lawful.fluids.fine_reference import TEST_CASES, TRAIN_CASES, load_or_genera
 ROOT = Path(__file__).resolve().parent
 MODELS = ROOT / "models"
 RESULTS = ROOT / "results"
+CACHE = Path("runs") / "corrector_data"
 VARIANTS = ("hard", "plain", "soft", "al", "projected")
 NET = dict(hidden=16, layers=4, use_reynolds=True, init_gain=0.01)
 
 
-def train_variant(variant, trajs, args):
-    path = MODELS / f"corrector_karman_{variant}.lawful"
-    if path.exists() and not args.retrain:
-        return load_corrector(path), None
-    torch.manual_seed(0)
+def _train_one(variant, seed, args, train_cases):
+    """Train one (variant, seed) in this process; returns the weights and a summary (with the
+    training-set validation error that selects the seed)."""
+    from lawful.kernels import ensure_taichi
+
+    ensure_taichi()
+    torch.set_num_threads(1)
+    trajs = [load_or_generate(c, CACHE) for c in train_cases]
+    torch.manual_seed(seed)
     corr = make_corrector(variant, **NET)
-    cfg = TrainConfig(variant=variant, iterations=args.iterations, lr=args.lr, unroll=args.unroll,
+    cfg = TrainConfig(variant=variant, iterations=args.iterations, lr=args.lr, unroll=args.unroll, seed=seed,
                       soft_weight=args.soft_weight, al_penalty=args.al_penalty, checkpoint_every=25,
                       validate_every=args.validate_every, validation_steps=args.validation_steps)
-    ckpt = None if args.quick else Path("runs") / f"corrector_{variant}.ckpt"
+    ckpt = None if args.quick else Path("runs") / f"corrector_{variant}_s{seed}.ckpt"
     trainer = CorrectorTrainer(corr, trajs, cfg, checkpoint=ckpt, resume=not args.retrain)
     t0 = time.perf_counter()
-    hist = trainer.train(progress=True)
+    hist = trainer.train(progress=args.jobs == 1)
     secs = time.perf_counter() - t0
     last = hist[-max(1, len(hist) // 10):]
-    summary = {"iterations": len(hist), "seconds": secs,
+    summary = {"seed": seed, "iterations": len(hist), "seconds": secs,
                "best_validation": None if trainer.best is None else
-               {"iteration": trainer.best["iteration"], "error": trainer.best["error"]}, "final_fit": statistics.mean(r["fit"] for r in last),
+               {"iteration": trainer.best["iteration"], "error": trainer.best["error"]},
+               "validation_history": [[r["iteration"], r["validation_error"]] for r in hist
+                                      if "validation_error" in r],
+               "final_fit": statistics.mean(r["fit"] for r in last),
                "first_fit": statistics.mean(r["fit"] for r in hist[:max(1, len(hist) // 10)]),
                "config": {k: getattr(cfg, k) for k in ("variant", "unroll", "iterations", "lr", "soft_weight",
                                                        "al_penalty", "validate_every", "validation_steps")},
                "train_cases": [t.case.label for t in trajs]}
-    if not args.quick:
-        MODELS.mkdir(parents=True, exist_ok=True)
-        corr.save(path, metadata={"training": summary, "scene": "karman", "net": NET})
-    return corr, summary
+    return variant, seed, {k: t.detach().clone() for k, t in corr.state_dict().items()}, summary
+
+
+def _validation_error(summary) -> float:
+    best = summary.get("best_validation")
+    return float("inf") if best is None else best["error"]
+
+
+def train_variants(variants, train_cases, args):
+    """Train every variant for every seed in ``args.seeds`` (``args.jobs`` worker processes, one
+    torch thread each) and keep, per variant, the seed with the lowest *training-set* validation
+    error (the held-out case never takes part in the choice). Model files
+    ``benchmarks/models/corrector_karman_<variant>.lawful`` are reused unless ``--retrain``.
+    Returns ``{variant: (corrector, summary, {seed: state_dict})}``; the per-seed weights are
+    only there for variants trained in this run."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+
+    out, todo = {}, []
+    for v in variants:
+        path = MODELS / f"corrector_karman_{v}.lawful"
+        if path.exists() and not args.retrain:
+            corr = load_corrector(path)
+            out[v] = (corr, corr.metadata.get("training"), {})
+        else:
+            todo += [(v, s) for s in args.seeds]
+    results = []
+    if todo and args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_one, v, s, args, train_cases) for v, s in todo]
+            for f in futures:
+                results.append(f.result())
+                print("trained", results[-1][0], "seed", results[-1][1], results[-1][3]["best_validation"],
+                      flush=True)
+    else:
+        results = [_train_one(v, s, args, train_cases) for v, s in todo]
+    for v in variants:
+        runs = [(s, w, summ) for vv, s, w, summ in results if vv == v]
+        if not runs:
+            continue
+        seed, weights, summary = min(runs, key=lambda r: _validation_error(r[2]))
+        corr = make_corrector(v, **NET)
+        corr.load_state_dict(weights)
+        summary = dict(summary, selected_by="lowest training-set validation error over seeds",
+                       seeds={str(s): {"best_validation": summ["best_validation"], "seconds": summ["seconds"]}
+                              for s, _, summ in runs})
+        if not args.quick:
+            MODELS.mkdir(parents=True, exist_ok=True)
+            corr.save(MODELS / f"corrector_karman_{v}.lawful",
+                      metadata={"training": summary, "scene": "karman", "net": NET})
+        out[v] = (corr, summary, {s: w for s, w, _ in runs})
+    return out
 
 
 def divergence_run(scene, corrector, steps):
@@ -206,16 +268,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", default=quick_requested(), help="smoke run: few iterations and steps, no files kept")
     ap.add_argument("--retrain", action="store_true")
-    ap.add_argument("--iterations", type=int, default=300)
-    ap.add_argument("--unroll", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--iterations", type=int, default=TrainConfig.iterations)
+    ap.add_argument("--unroll", type=int, default=TrainConfig.unroll)
+    ap.add_argument("--seeds", default=None,
+                    help="comma list of training seeds per variant; the model kept is the seed with the "
+                         "lowest training-set validation error (default 0,1,2; --quick: 0)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="worker processes for training, one thread each (default 2; --quick: 1)")
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
     ap.add_argument("--soft-weight", type=float, default=10.0)
     ap.add_argument("--al-penalty", type=float, default=10.0)
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--div-steps", type=int, default=10_000)
     ap.add_argument("--baseline-div-steps", type=int, default=2_000)
-    ap.add_argument("--validate-every", type=int, default=100)
-    ap.add_argument("--validation-steps", type=int, default=300)
+    ap.add_argument("--validate-every", type=int, default=TrainConfig.validate_every)
+    ap.add_argument("--validation-steps", type=int, default=TrainConfig.validation_steps)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--skip", default="", help="comma list of stages to skip: div,timing")
     args = ap.parse_args()
@@ -223,20 +290,24 @@ def main():
     if args.quick:
         args.iterations, args.steps, args.div_steps, args.baseline_div_steps = 4, 20, 20, 20
         args.validate_every, args.validation_steps = 2, 5
+    if args.seeds is None:
+        args.seeds = "0" if args.quick else "0,1,2"
+    if args.jobs is None:
+        args.jobs = 1 if args.quick else 2
+    args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     skip = set(filter(None, args.skip.split(",")))
-    cache = Path("runs") / "corrector_data"
     t_data = time.perf_counter()
-    train = [load_or_generate(c, cache, progress=True) for c in TRAIN_CASES if c.scene == "karman"]
-    test = load_or_generate(TEST_CASES[0], cache, progress=True)
+    train_cases = [c for c in TRAIN_CASES if c.scene == "karman"]
+    train = [load_or_generate(c, CACHE, progress=True) for c in train_cases]
+    test = load_or_generate(TEST_CASES[0], CACHE, progress=True)
     t_data = time.perf_counter() - t_data
 
     variants = [v for v in args.variants.split(",") if v]
-    trained, summaries = {}, {}
-    for v in variants:
-        corr, summary = train_variant(v, train, args)
-        corr._path = MODELS / f"corrector_karman_{v}.lawful"
-        trained[v] = corr
-        summaries[v] = summary or load_corrector(corr._path).metadata.get("training")
+    t_train = time.perf_counter()
+    models = train_variants(variants, train_cases, args)
+    t_train = time.perf_counter() - t_train
+    trained = {v: m[0] for v, m in models.items()}
+    summaries = {v: m[1] for v, m in models.items()}
 
     errors, walls, divs = {}, {}, {}
     r = rollout_errors(test, None, steps=args.steps)
@@ -248,6 +319,15 @@ def main():
     mean_err = {k: statistics.mean(e) for k, e in errors.items()}
     final_err = {k: e[-1] for k, e in errors.items()}
     cut = {k: 1.0 - mean_err[k] / mean_err["none"] for k in errors if k != "none"}
+    # every seed on the held-out case too (reported, never used to choose): how much the cut
+    # depends on the training seed
+    per_seed = {}
+    for v in variants:
+        for seed, weights in models[v][2].items():
+            corr = make_corrector(v, **NET)
+            corr.load_state_dict(weights)
+            e = rollout_errors(test, corr, steps=args.steps)["error"]
+            per_seed.setdefault(v, {})[str(seed)] = 1.0 - statistics.mean(e) / mean_err["none"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.quick:
         from lawful.fluids.fine_reference import coarse_scene
@@ -258,7 +338,9 @@ def main():
                "mean_rel_error": mean_err, "final_rel_error": final_err, "error_cut_vs_none": cut,
                "rollout_max_div_rel": divs,
                "rollout_step_median_s": {k: statistics.median(w) for k, w in walls.items()},
-               "training": summaries, "data_seconds": t_data}
+               "error_cut_per_seed": per_seed,
+               "error_cut_seed_mean": {v: statistics.mean(c.values()) for v, c in per_seed.items()},
+               "training": summaries, "data_seconds": t_data, "training_seconds": t_train}
     if "timing" not in skip:
         hard = trained.get("hard") or DivergenceFreeCorrector(**NET)
         tf, tc, tp = fine_vs_coarse(test.case, hard, repeat=5 if args.quick else 30)
@@ -278,6 +360,7 @@ def main():
         write_result("corrector", figures, dtype=torch.float32, device="cpu",
                      params={"net": NET, "iterations": args.iterations, "unroll": args.unroll, "lr": args.lr,
                              "soft_weight": args.soft_weight, "al_penalty": args.al_penalty,
+                             "seeds": args.seeds, "jobs": args.jobs,
                              "train_cases": [t.case.label for t in train], "test_case": test.case.label,
                              "div_steps": args.div_steps, "baseline_div_steps": args.baseline_div_steps,
                              "validate_every": args.validate_every, "validation_steps": args.validation_steps},
