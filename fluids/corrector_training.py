@@ -3,7 +3,7 @@
 The coarse solver (its differentiable twin :class:`~lawful.fluids.torch_step.TorchStep`) is
 corrected towards a 4x finer reference downsampled conservatively
 (:mod:`lawful.fluids.fine_reference`). Each iteration starts from a reference state ``k0`` of a
-training trajectory (fixed faces reset, projected on the coarse grid), unrolls ``unroll`` (>= 4 by
+training trajectory (fixed faces reset, projected on the coarse grid), unrolls ``unroll`` (8 by
 default) corrected coarse steps and minimises
 
     L = (1/k) sum_j ||u_j - u_ref[k0+j]||^2_free / ||u_ref[k0+j]||^2_free   (+ constraint terms)
@@ -54,18 +54,22 @@ VARIANTS = ("hard", "plain", "soft", "al", "projected")
 class TrainConfig:
     """Settings of :class:`CorrectorTrainer` (see the module docstring for the variants).
 
-    ``unroll``: corrected solver steps per window (k >= 1; 4 or more recommended); ``iterations``;
-    ``lr`` (Adam, cosine-annealed to ``lr * lr_final_factor``); ``soft_weight``; ``al_penalty``
-    (initial mu), ``al_growth``, ``al_update_every``; ``checkpoint_every``; ``seed`` (window
-    sampling); ``grad_clip``; ``validate_every`` / ``validation_steps``: every so many iterations
-    run ``validation_steps``-step Taichi rollouts on the *training* trajectories and keep the
-    weights with the lowest mean rollout error (restored at the end; 0 = off).
+    ``unroll``: corrected solver steps per window (k >= 1); ``iterations``; ``lr`` (Adam,
+    cosine-annealed to ``lr * lr_final_factor``); ``soft_weight``; ``al_penalty`` (initial mu),
+    ``al_growth``, ``al_update_every``; ``checkpoint_every``; ``seed`` (window sampling);
+    ``grad_clip``; ``validate_every`` / ``validation_steps``: every so many iterations run
+    ``validation_steps``-step Taichi rollouts on the *training* trajectories and keep the weights
+    with the lowest mean rollout error (restored at the end; 0 = off).
+
+    The defaults are the recipe of ``benchmarks/bench_corrector.py`` (Kármán 32x16, held-out
+    Re 150: an 83 % error cut for the hard corrector; 75-83 % over three seeds). The unroll length
+    matters most: the same network reached 65 % with k = 4 (300 iterations), 83 % with k = 8.
     """
 
     variant: str = "hard"
-    unroll: int = 4
-    iterations: int = 300
-    lr: float = 1e-3
+    unroll: int = 8
+    iterations: int = 600
+    lr: float = 3e-3
     soft_weight: float = 1.0
     al_penalty: float = 1.0
     al_growth: float = 2.0
@@ -74,8 +78,8 @@ class TrainConfig:
     seed: int = 0
     grad_clip: float = 1.0
     lr_final_factor: float = 0.1
-    validate_every: int = 0
-    validation_steps: int = 100
+    validate_every: int = 100
+    validation_steps: int = 500
 
     def __post_init__(self):
         if self.variant not in VARIANTS:

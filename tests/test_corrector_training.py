@@ -68,7 +68,7 @@ def _trainer(traj, variant, ckpt=None, iterations=4, resume=True):
     torch.manual_seed(0)
     corr = make_corrector(variant, dtype=F64, hidden=4, layers=2, use_reynolds=True, init_gain=0.1)
     cfg = TrainConfig(variant=variant, unroll=4, iterations=iterations, lr=1e-3, checkpoint_every=1,
-                      al_update_every=1)
+                      al_update_every=1, validate_every=0)
     return CorrectorTrainer(corr, [traj], cfg, checkpoint=ckpt, resume=resume)
 
 
