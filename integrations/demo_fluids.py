@@ -10,10 +10,12 @@ from lawful.integrations.report import Section, figure, save_figure
 __all__ = ["fluid_section", "SIZES"]
 
 SIZES = {
-    "smoke": dict(n=8, warmup=40, train_steps=24, test_steps=30, iterations=4, re_train=(100.0,), re_test=150.0),
-    "quick": dict(n=16, warmup=120, train_steps=80, test_steps=120, iterations=50, re_train=(100.0,), re_test=150.0),
-    "full": dict(n=16, warmup=256, train_steps=150, test_steps=300, iterations=200, re_train=(100.0, 200.0),
-                 re_test=150.0),
+    "smoke": dict(n=8, warmup=40, train_steps=24, test_steps=30, iterations=4, unroll=4, validate_every=0,
+                  re_train=(100.0,), re_test=150.0),
+    "quick": dict(n=16, warmup=120, train_steps=80, test_steps=120, iterations=50, unroll=4, validate_every=0,
+                  re_train=(100.0,), re_test=150.0),
+    "full": dict(n=16, warmup=256, train_steps=150, test_steps=300, iterations=400, unroll=8, validate_every=100,
+                 re_train=(100.0, 200.0), re_test=150.0),
 }
 
 VARIANTS = (("none", None), ("hard", "hard"), ("soft", "soft"))
@@ -62,12 +64,13 @@ def fluid_section(ctx, sec: Section) -> None:
     for name, variant in VARIANTS:
         corrector = None
         if variant is not None:
-            ctx.log(f"[demo]   training the {name} corrector ({z['iterations']} iterations, unroll 4) ...")
+            ctx.log(f"[demo]   training the {name} corrector ({z['iterations']} iterations, unroll {z['unroll']}) ...")
             torch.manual_seed(ctx.seed)
             corrector = make_corrector(variant, dtype=dtype)
             trainer = CorrectorTrainer(corrector, train_refs,
-                                       TrainConfig(variant=variant, iterations=z["iterations"], unroll=4,
-                                                   seed=ctx.seed),
+                                       TrainConfig(variant=variant, iterations=z["iterations"], unroll=z["unroll"],
+                                                   seed=ctx.seed, validate_every=z["validate_every"],
+                                                   validation_steps=z["train_steps"]),
                                        checkpoint=out / f"{name}.ckpt", resume=False)
             trainer.train(progress=False)
             corrector.save(out / f"corrector_{name}.lawful")
