@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from lawful.kernels.errors import InputError, ModelFileError, ShapeError
 from lawful.kernels.mac_grid import Boundary, face_bc, solid_corner_mask
 from lawful.kernels.mac_operators import curl, curl_torch
+from lawful.kernels.precision import dtype_name
 
 __all__ = [
     "DivergenceFreeCorrector",
@@ -425,7 +426,7 @@ class _CorrectorBase(torch.nn.Module):
         from lawful.kernels.modelfile import save_model_file
 
         config = dict(self.config, cls=type(self).__name__, reynolds=self.reynolds,
-                      dtype=str(self.dtype).replace("torch.", ""), **self._extra_config())
+                      dtype=dtype_name(self.dtype), **self._extra_config())
         tensors = {k: t.detach().cpu().contiguous() for k, t in self.state_dict().items()}
         save_model_file(path, kind=MODEL_KIND, config=config, tensors=tensors, metadata=metadata or {})
 

@@ -14,6 +14,7 @@ import os
 import torch
 
 from lawful.kernels.errors import ModelFileError
+from lawful.kernels.precision import dtype_name
 
 from lawful.forcefields.base import UNITS, AtomisticModel
 
@@ -40,7 +41,7 @@ def save_model(model: AtomisticModel, path: str | os.PathLike, training_summary:
 
     summary = training_summary if training_summary is not None else getattr(model, "training_summary", {})
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"units": dict(UNITS), "dtype": str(model.dtype).replace("torch.", ""),
+    metadata = {"units": dict(UNITS), "dtype": dtype_name(model.dtype),
                 "species": list(model.species), "cutoff": model.cutoff,
                 "training_summary": summary or {}}
     save_model_file(path, kind=model.kind, config=model.config, tensors=tensors, metadata=metadata)

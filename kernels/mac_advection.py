@@ -31,22 +31,18 @@ import math
 import torch
 
 from lawful.kernels.errors import InputError
-from lawful.kernels.runtime import ensure_taichi
+from lawful.kernels.precision import dtype_name
+from lawful.kernels.runtime import ensure_taichi, taichi_real
 
 __all__ = ["advect_velocity", "advect_scalars", "SCHEMES", "velocity_workspace"]
 
 SCHEMES = ("semi_lagrangian", "maccormack")
 
 
-def _real(dtype):
-    ti = __import__("taichi")
-    return ti.f32 if dtype == torch.float32 else ti.f64
-
-
 @functools.lru_cache(maxsize=None)
 def _kernels(real_name: str):
     ti = __import__("taichi")
-    real = ti.f32 if real_name == "float32" else ti.f64
+    real = taichi_real(real_name)
     A2 = ti.types.ndarray(dtype=real, ndim=2)
     A3 = ti.types.ndarray(dtype=real, ndim=3)
 
@@ -227,10 +223,6 @@ def _kernels(real_name: str):
     return dict(advect=advect, scalar1=make_scalar(1), scalar2=make_scalar(2))
 
 
-def _name(dtype):
-    return str(dtype).replace("torch.", "")
-
-
 def velocity_workspace(ubc: torch.Tensor, vbc: torch.Tensor):
     """Allocate the ``(7, ...)`` work arrays :func:`advect_velocity` needs, with the face
     classification ``ubc``/``vbc`` (from :func:`lawful.kernels.mac_grid.face_bc`) in channels 2-3.
@@ -253,7 +245,7 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
     if scheme not in SCHEMES:
         raise InputError(f"advection scheme {scheme!r} is unknown: use one of {SCHEMES}.")
     ensure_taichi()
-    k = _kernels(_name(u.dtype))["advect"]
+    k = _kernels(dtype_name(u.dtype))["advect"]
     k(u, v, uw, vw, float(dt) / float(dx), int(periodic[0]), int(periodic[1]),
       int(scheme == "maccormack"), int(bool(limiter)), int(bool(quantity_ready)))
 
@@ -271,7 +263,7 @@ def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True),
     if s.shape[0] == 0:
         return 0
     ensure_taichi()
-    k = _kernels(_name(s.dtype))["scalar2" if order == 2 else "scalar1"]
+    k = _kernels(dtype_name(s.dtype))["scalar2" if order == 2 else "scalar1"]
     cfl = (float(u.abs().max()) + float(v.abs().max())) * float(dt) / float(dx)
     n = max(1, math.ceil(cfl / cfl_max)) if math.isfinite(cfl) else 1
     h = float(dt) / float(dx) / n

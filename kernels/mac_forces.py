@@ -18,7 +18,8 @@ import math
 import torch
 
 from lawful.kernels.mac_grid import Boundary
-from lawful.kernels.runtime import ensure_taichi
+from lawful.kernels.precision import dtype_name
+from lawful.kernels.runtime import ensure_taichi, taichi_real
 
 __all__ = ["viscosity", "buoyancy_and_bc"]
 
@@ -26,7 +27,7 @@ __all__ = ["viscosity", "buoyancy_and_bc"]
 @functools.lru_cache(maxsize=None)
 def _kernels(real_name: str):
     ti = __import__("taichi")
-    real = ti.f32 if real_name == "float32" else ti.f64
+    real = taichi_real(real_name)
     A2 = ti.types.ndarray(dtype=real, ndim=2)
     A3 = ti.types.ndarray(dtype=real, ndim=3)
 
@@ -132,7 +133,7 @@ def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary)
     ensure_taichi()
     c = float(nu) * float(dt) / float(dx) ** 2
     n = max(1, math.ceil(c / 0.2))
-    k = _kernels(str(u.dtype).replace("torch.", ""))["visc"]
+    k = _kernels(dtype_name(u.dtype))["visc"]
     for _ in range(n):
         k(u, v, uw, vw, c / n, *_codes(boundary))
     return n
@@ -143,7 +144,7 @@ def buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, scalar_in
     """Add buoyancy from scalar ``s[scalar_index]`` (``(ns, nx, ny)``; -1 = none) and set boundary
     face values (fixed faces, outflow extrapolation), in place."""
     ensure_taichi()
-    k = _kernels(str(u.dtype).replace("torch.", ""))["buoy_bc"]
+    k = _kernels(dtype_name(u.dtype))["buoy_bc"]
     if s.shape[0] == 0:
         s = torch.zeros((1, 1, 1), dtype=u.dtype, device=u.device)
         scalar_index = -1

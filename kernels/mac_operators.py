@@ -23,7 +23,8 @@ import functools
 import torch
 
 from lawful.kernels.errors import ShapeError
-from lawful.kernels.runtime import ensure_taichi
+from lawful.kernels.precision import dtype_name
+from lawful.kernels.runtime import ensure_taichi, taichi_real
 
 __all__ = ["divergence", "divergence_torch", "curl", "curl_torch", "vorticity_torch"]
 
@@ -31,7 +32,7 @@ __all__ = ["divergence", "divergence_torch", "curl", "curl_torch", "vorticity_to
 @functools.lru_cache(maxsize=None)
 def _kernels(real_name: str):
     ti = __import__("taichi")
-    real = ti.f32 if real_name == "float32" else ti.f64
+    real = taichi_real(real_name)
     A2 = ti.types.ndarray(dtype=real, ndim=2)
 
     @ti.kernel
@@ -62,10 +63,6 @@ def _kernels(real_name: str):
     return dict(div=div, curl=curl_k)
 
 
-def _name(t):
-    return str(t.dtype).replace("torch.", "")
-
-
 def divergence(u: torch.Tensor, v: torch.Tensor, dx: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """Cell divergence ``(nx, ny)`` of face velocities ``u`` ``(nx+1, ny)``, ``v`` ``(nx, ny+1)``
     (Taichi; units 1/time; same dtype as ``u``)."""
@@ -76,7 +73,7 @@ def divergence(u: torch.Tensor, v: torch.Tensor, dx: float, out: torch.Tensor | 
     ensure_taichi()
     if out is None:
         out = torch.empty((nx, ny), dtype=u.dtype, device=u.device)
-    _kernels(_name(u))["div"](u, v, out, 1.0 / float(dx))
+    _kernels(dtype_name(u.dtype))["div"](u, v, out, 1.0 / float(dx))
     return out
 
 
@@ -101,7 +98,7 @@ def curl(psi: torch.Tensor, du: torch.Tensor, dv: torch.Tensor, dx: float, perio
     if psi.dtype != du.dtype or dv.dtype != du.dtype:
         raise ShapeError(f"curl: dtypes differ (psi {psi.dtype}, du {du.dtype}, dv {dv.dtype}); cast psi.")
     ensure_taichi()
-    _kernels(_name(du))["curl"](psi.contiguous(), du, dv, 1.0 / float(dx), int(periodic[0]),
+    _kernels(dtype_name(du.dtype))["curl"](psi.contiguous(), du, dv, 1.0 / float(dx), int(periodic[0]),
                                 int(periodic[1]), float(alpha), int(bool(accumulate)))
 
 

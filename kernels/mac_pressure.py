@@ -34,7 +34,8 @@ import torch
 
 from lawful.kernels.errors import ConvergenceError, InputError
 from lawful.kernels.mac_grid import Boundary, face_bc
-from lawful.kernels.runtime import ensure_taichi
+from lawful.kernels.precision import dtype_name
+from lawful.kernels.runtime import ensure_taichi, taichi_real
 
 __all__ = ["PressureSolver", "ProjectionStats", "default_rtol"]
 
@@ -65,7 +66,7 @@ def _mg_kernels(real_name: str = "float32"):
     """Multigrid kernels on ``(5, nx+1, ny+1)`` level arrays of dtype ``real_name`` (the
     preconditioner runs in float32: it only has to be a fixed SPD operator, and half the bytes)."""
     ti = __import__("taichi")
-    real = ti.f32 if real_name == "float32" else ti.f64
+    real = taichi_real(real_name)
     f64 = real  # local accumulators in the level dtype
     A3 = ti.types.ndarray(dtype=real, ndim=3)
 
@@ -275,7 +276,7 @@ def _cg_kernels():
 def _state_kernels(real_name: str):
     """Kernels that touch the state's velocity arrays (compiled per state dtype)."""
     ti = __import__("taichi")
-    real = ti.f32 if real_name == "float32" else ti.f64
+    real = taichi_real(real_name)
     f64 = ti.f64
     A2 = ti.types.ndarray(dtype=real, ndim=2)
     A3 = ti.types.ndarray(dtype=f64, ndim=3)
@@ -381,7 +382,7 @@ class PressureSolver:
         d0 = a0[WX, :nx, :ny] + a0[WX, 1:, :ny] + a0[WY, :nx, :ny] + a0[WY, :nx, 1:]
         self.nfluid = float(max(int((d0 > 0).sum()), 1))
         self.phi = a0[PHI, :nx, :ny]  # a view: warm start kept between calls
-        self._sk = _state_kernels(str(dtype).replace("torch.", ""))
+        self._sk = _state_kernels(dtype_name(dtype))
 
     def subtract_phi_gradient(self, u: torch.Tensor, v: torch.Tensor) -> None:
         """``u_f -= w_f (phi_right - phi_left)`` with the last solve's ``phi`` (in place): the

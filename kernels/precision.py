@@ -11,7 +11,7 @@ import torch
 
 from lawful.kernels.errors import BackendError, InputError
 
-__all__ = ["MD_DTYPE", "FLUID_DTYPE", "resolve_dtype", "resolve_device", "md_dtype", "fluid_dtype"]
+__all__ = ["MD_DTYPE", "FLUID_DTYPE", "resolve_dtype", "resolve_device", "md_dtype", "fluid_dtype", "dtype_name"]
 
 MD_DTYPE = torch.float64
 FLUID_DTYPE = torch.float32
@@ -35,6 +35,12 @@ def resolve_dtype(dtype=None, default: torch.dtype = MD_DTYPE) -> torch.dtype:
     elif isinstance(dtype, str) and dtype.lower() in _DTYPE_NAMES:
         return _DTYPE_NAMES[dtype.lower()]
     raise InputError(f"unsupported dtype {dtype!r}: use 'float64' (default for MD) or 'float32'.")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The short name of a torch dtype (``torch.float32`` -> ``"float32"``), as model files record
+    it and as the Taichi kernel builders key their caches."""
+    return str(dtype).replace("torch.", "")
 
 
 def md_dtype(dtype=None) -> torch.dtype:

@@ -18,7 +18,7 @@ import threading
 
 from lawful.kernels.errors import BackendError, InputError
 
-__all__ = ["ensure_taichi", "taichi_arch", "ENV_ARCH"]
+__all__ = ["ensure_taichi", "taichi_arch", "taichi_real", "ENV_ARCH"]
 
 ENV_ARCH = "LAWFUL_TI_ARCH"
 _VALID = ("cpu", "cuda")
@@ -97,3 +97,18 @@ def ensure_taichi(arch: str | None = None) -> str:
 def taichi_arch() -> str | None:
     """The arch Taichi was initialised with ("cpu" / "cuda"), or ``None`` if not yet started."""
     return _arch
+
+
+def taichi_real(name: str):
+    """The Taichi scalar type of the dtype name ``name`` (``"float32"`` -> ``ti.f32``,
+    ``"float64"`` -> ``ti.f64``; names from :func:`lawful.kernels.precision.dtype_name`, the key
+    under which the kernel modules compile and cache their dtype-specialised kernels); anything
+    else raises :class:`InputError`."""
+    import taichi as ti
+
+    if name == "float32":
+        return ti.f32
+    if name == "float64":
+        return ti.f64
+    raise InputError(f"Taichi kernels are compiled for float32 or float64, not {name!r}: convert the "
+                     f"tensors with .float() or .double().")

@@ -84,6 +84,21 @@ def test_dtype_policy():
         resolve_dtype("quad")
 
 
+def test_kernel_dtype_keys():
+    """The Taichi kernel builders key on dtype_name and map it with taichi_real; only float32 and
+    float64 are compiled, anything else is a clear error."""
+    import taichi as ti
+
+    from lawful.kernels.precision import dtype_name
+    from lawful.kernels.runtime import taichi_real
+
+    assert dtype_name(torch.float32) == "float32" and dtype_name(torch.float64) == "float64"
+    assert taichi_real(dtype_name(torch.float32)) == ti.f32
+    assert taichi_real(dtype_name(torch.float64)) == ti.f64
+    with pytest.raises(InputError, match=r"'float16'.*\.float\(\)"):
+        taichi_real(dtype_name(torch.float16))
+
+
 def test_device_policy():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
