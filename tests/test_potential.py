@@ -111,23 +111,15 @@ def test_gradient_check_catches_wrong_forces(model, systems):
     assert gradient_check(Broken(), pos, num, cell, pbc)["force_error"] > 5e-4
 
 
-def _rotation(rng):
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] *= -1
-    return q
-
-
 @pytest.mark.parametrize("name", ["periodic", "molecule", "small_cell"])
-def test_invariances_and_force_rotation(model, systems, name):
+def test_invariances_and_force_rotation(model, systems, name, random_rotation):
     pos, num, cell, pbc = systems[name]
     rng = np.random.default_rng(7)
     ref = model.evaluate(pos, num, cell, pbc, stress=pbc)
     e0 = float(ref["energy"])
     tol = 1e-10 * max(1.0, abs(e0))
     # rotation (rows are vectors: r -> r Q^T), forces rotate the same way, stress as a tensor
-    q = _rotation(rng)
+    q = random_rotation(rng)
     rot = model.evaluate(pos @ q.T, num, None if cell is None else cell @ q.T, pbc, stress=pbc)
     assert abs(float(rot["energy"]) - e0) < tol
     assert np.allclose(rot["forces"].numpy(), ref["forces"].numpy() @ q.T, atol=1e-10, rtol=0)

@@ -11,14 +11,6 @@ from lawful.forcefields import DirectForceModel, NeuralPotential
 from lawful.kernels.errors import NumericalError, UnsupportedSpeciesError
 
 
-def _rotation(rng):
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] *= -1
-    return q
-
-
 @pytest.fixture(scope="module")
 def setup():
     rng = np.random.default_rng(5)
@@ -44,10 +36,10 @@ def test_outputs_match_the_potential_interface(setup):
     assert not out["forces"].requires_grad
 
 
-def test_forces_rotate_sum_to_zero_and_stress_is_a_symmetric_tensor(setup):
+def test_forces_rotate_sum_to_zero_and_stress_is_a_symmetric_tensor(setup, random_rotation):
     m, pos, num, cell = setup
     ref = m.evaluate(pos, num, cell, True, stress=True)
-    q = _rotation(np.random.default_rng(1))
+    q = random_rotation(np.random.default_rng(1))
     rot = m.evaluate(pos @ q.T, num, cell @ q.T, True, stress=True)
     assert abs(float(rot["energy"] - ref["energy"])) < 1e-10
     assert np.allclose(rot["forces"].numpy(), ref["forces"].numpy() @ q.T, atol=1e-10, rtol=0)
