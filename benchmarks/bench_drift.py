@@ -1,9 +1,9 @@
 """NVE energy drift inside the engines' own loops: ASE ``VelocityVerlet`` and OpenMM
 ``VerletIntegrator`` (Reference platform), for
 
-- ``conservative``: the trained ``NeuralPotential`` (benchmarks/models/cu_emt_conservative.lawful),
+- ``conservative``: the trained ``NeuralPotential`` (shipped ``cu-emt``),
 - ``direct``: the ``DirectForceModel`` control trained on the same data with the same budget
-  (benchmarks/models/cu_emt_direct.lawful),
+  (shipped ``cu-emt-direct``),
 - ``emt``: ASE's EMT itself, the reference the models were trained on (in OpenMM through openmm-ml's
   ``"ase"`` potential),
 
@@ -35,6 +35,7 @@ from openmm import app  # noqa: E402
 from openmm import unit as u  # noqa: E402
 
 from lawful.forcefields import load_model  # noqa: E402
+from lawful.forcefields.shipped import shipped_model_path  # noqa: E402
 from lawful.integrations import units  # noqa: E402
 from lawful.integrations.ase import LawfulCalculator  # noqa: E402
 from lawful.integrations.benchmarking import write_result  # noqa: E402
@@ -42,7 +43,6 @@ from lawful.integrations.monitors import DriftObserver  # noqa: E402
 from lawful.integrations.openmm import DriftReporter, system_from_atoms, topology_from_atoms  # noqa: E402
 
 QUICK = os.environ.get("LAWFUL_BENCH_QUICK") == "1"
-MODELS = Path(__file__).resolve().parent / "models"
 DTS_FS = (2.0, 4.0)  # every model and engine at each time step
 DURATION_FS = 500.0 if QUICK else 2500.0  # 2.5 ps per run
 INTERVAL = 10
@@ -99,7 +99,7 @@ def main():
             top, positions = topology_from_atoms(atoms)
             system = MLPotential("ase").createSystem(top, calculator=EMT(), removeCMMotion=False)
         else:
-            model = load_model(MODELS / f"cu_emt_{name}.lawful")
+            model = load_model(shipped_model_path({"conservative": "cu-emt", "direct": "cu-emt-direct"}[name]))
             maes[name] = {k: model.training_summary.get(k) for k in SUMMARY_KEYS} | {"kind": type(model).__name__}
             make_calc = (lambda m=model: LawfulCalculator(m))
             system, top, positions = system_from_atoms(atoms, model, backend="python")

@@ -37,13 +37,14 @@ from ase.md.verlet import VelocityVerlet  # noqa: E402
 from openmm import unit as u  # noqa: E402
 
 from lawful.forcefields import NeuralPotential, load_model  # noqa: E402
+from lawful.forcefields.shipped import shipped_model_path  # noqa: E402
 from lawful.integrations.ase import LawfulCalculator  # noqa: E402
 from lawful.integrations.benchmarking import write_result  # noqa: E402
 from lawful.integrations.openmm import available_backends, system_from_atoms, topology_from_atoms  # noqa: E402
 from lawful.kernels.neighbors import neighbor_list  # noqa: E402
 
 QUICK = os.environ.get("LAWFUL_BENCH_QUICK") == "1"
-MODEL_FILE = Path(__file__).resolve().parent / "models" / "cu_emt_conservative.lawful"
+MODEL_FILE = shipped_model_path("cu-emt")
 REPEATS = 3 if QUICK else 9
 STEPS = 3 if QUICK else 5  # MD steps per timed sample (per-step time = sample / STEPS)
 DT_FS = 2.0

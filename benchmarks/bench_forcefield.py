@@ -43,6 +43,9 @@ from lawful.kernels.neighbors import VerletList
 THREADS = 1
 QUICK = os.environ.get("LAWFUL_BENCH_QUICK") == "1"
 HERE = Path(__file__).resolve().parent
+#: The trained models ship in the package (lawful.forcefields.pretrained): load_model("cu-emt").
+PRETRAINED = Path(__import__("lawful.forcefields.shipped", fromlist=["_DIR"])._DIR)
+FILES = {"conservative": "cu-emt.lawful", "direct": "cu-emt-direct.lawful"}
 
 
 def _data():
@@ -127,10 +130,10 @@ def _timing_only() -> int:
 
     res_path = default_results_dir() / "forcefield.json"
     doc = json.loads(res_path.read_text())
-    model_dir = HERE / "models"
-    models = {"conservative": load_model(model_dir / "cu_emt_conservative.lawful"),
-              "conservative_f32": load_model(model_dir / "cu_emt_conservative.lawful", dtype="float32"),
-              "direct": load_model(model_dir / "cu_emt_direct.lawful")}
+    model_dir = PRETRAINED
+    models = {"conservative": load_model(model_dir / FILES["conservative"]),
+              "conservative_f32": load_model(model_dir / FILES["conservative"], dtype="float32"),
+              "direct": load_model(model_dir / FILES["direct"])}
     figures = dict(doc["figures"])
     figures.update(_timings(models, repeat=7))
     figures["timing_only_rerun"] = True
@@ -146,7 +149,7 @@ def main() -> int:
     t0 = time.perf_counter()
     train_frames, test_frames = _data()
     t_data = time.perf_counter() - t0
-    model_dir = (default_results_dir() / "quick_models") if QUICK else HERE / "models"
+    model_dir = (default_results_dir() / "quick_models") if QUICK else PRETRAINED
     model_dir.mkdir(parents=True, exist_ok=True)
     max_time = float(os.environ.get("LAWFUL_BENCH_FF_MAX_TIME", 60.0 if QUICK else 2400.0))
     epochs = int(os.environ.get("LAWFUL_BENCH_FF_EPOCHS", 6 if QUICK else 100))
@@ -165,7 +168,7 @@ def main() -> int:
         test = evaluate_errors(model, prepare(model, test_frames))
         summary["test_energy_mae_per_atom_eV"] = test["energy_mae_per_atom"]
         summary["test_force_mae_eV_per_A"] = test["force_mae"]
-        path = model_dir / f"cu_emt_{name}.lawful"
+        path = model_dir / FILES[name]
         model.save(path, training_summary={k: v for k, v in summary.items() if k != "history"})
         reloaded = load_model(path)
         n_params = sum(p.numel() for p in model.parameters())
@@ -186,7 +189,7 @@ def main() -> int:
               f"F MAE {figures[f'{name}_val_force_mae_meV_per_A']:.1f} meV/A; test E "
               f"{figures[f'{name}_test_energy_mae_meV_per_atom']:.2f}, F {figures[f'{name}_test_force_mae_meV_per_A']:.1f}; "
               f"{summary['epochs_run']} epochs in {summary['train_time_s']:.0f} s", flush=True)
-    f32 = load_model(model_dir / "cu_emt_conservative.lawful", dtype="float32")
+    f32 = load_model(model_dir / FILES["conservative"], dtype="float32")
     timing = _timings({"conservative": models["conservative"], "conservative_f32": f32,
                        "direct": models["direct"]}, repeat=3 if QUICK else 7)
     figures.update(timing)

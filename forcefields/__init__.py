@@ -6,7 +6,8 @@ Imports lawful.kernels only.
 * :class:`NeuralPotential` — learns one smooth energy; forces and stress are its exact derivatives.
 * :class:`DirectForceModel` — the non-conservative control (forces from their own output head).
 * :func:`train` — fits either model to labelled structures (energy + force (+ stress) loss).
-* :func:`load_model` / ``model.save`` — the safe ``.lawful`` model files.
+* :func:`load_model` / ``model.save`` — the safe ``.lawful`` model files; shipped models by name
+  (:func:`shipped_models`: ``"cu-emt"``, ``"cu-emt-direct"``).
 * :func:`export_torchscript` — a scripted energy + forces module for openmm-torch.
 * :func:`gradient_check` — forces/stress against finite differences of the energy.
 * :mod:`lawful.forcefields.reference` — labelled reference data (EMT, Lennard-Jones, OpenMM).
@@ -16,11 +17,12 @@ from lawful.forcefields.direct import DirectForceModel
 from lawful.forcefields.gradcheck import gradient_check
 from lawful.forcefields.model_io import load_model, save_model
 from lawful.forcefields.potential import NeuralPotential, TorchScriptPotential, export_torchscript
+from lawful.forcefields.shipped import shipped_models
 from lawful.forcefields.training import train
 
 __all__: list[str] = [
     "NeuralPotential", "DirectForceModel", "train", "load_model", "save_model",
-    "export_torchscript", "TorchScriptPotential", "gradient_check",
+    "export_torchscript", "TorchScriptPotential", "gradient_check", "shipped_models",
 ]
 
 # Hamiltonian / Lagrangian networks, their baseline, integrators (owner: hamiltonian)

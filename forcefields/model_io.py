@@ -49,15 +49,19 @@ def save_model(model: AtomisticModel, path: str | os.PathLike, training_summary:
 
 
 def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticModel:
-    """Load a model written by :func:`save_model` / ``model.save``.
+    """Load a model written by :func:`save_model` / ``model.save``, or a shipped model by name.
 
+    ``path``: a ``.lawful`` file, or the name of a model shipped with lawful (``"cu-emt"``, see
+    :func:`lawful.forcefields.shipped_models`); an existing file of that name wins.
     Returns a :class:`~lawful.forcefields.NeuralPotential` or
     :class:`~lawful.forcefields.DirectForceModel` in evaluation mode, in ``dtype`` (default: the
     dtype it was saved in) on ``device`` (default "cpu"). Bad, truncated, foreign or future files
     raise :class:`~lawful.kernels.ModelFileError`; no code from the file is ever executed.
     """
+    from lawful.forcefields.shipped import resolve_model_path
     from lawful.kernels.modelfile import load_model_file
 
+    path = resolve_model_path(path)
     mf = load_model_file(path)
     kinds = _kinds()
     if mf.kind not in kinds:

@@ -5,238 +5,20 @@
 >>> atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
 
 Everything inside is in ASE's units (Å, eV, eV/Å, eV/Å³), which are also lawful's, so no unit
-conversion happens on this path. The module also holds :class:`ModelRunner`, the engine-neutral
-core that the OpenMM force and the openmm-ml potential share with the calculator: model loading,
-species validation, dtype/device, a Verlet neighbour list reused with its skin, NaN checks.
+conversion happens on this path. Model loading, species checks, the Verlet list and NaN checks
+live in :mod:`lawful.integrations.runner`, shared with the OpenMM force and the openmm-ml potential.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
-from ase.data import atomic_numbers as _atomic_numbers
-from ase.data import chemical_symbols as _chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from lawful.kernels.errors import (
-    InputError,
-    ModelFileError,
-    NumericalError,
-    ShapeError,
-    UnsupportedSpeciesError,
-)
-from lawful.kernels.precision import resolve_device, resolve_dtype
+from lawful.integrations.runner import ModelRunner, model_device, model_dtype, resolve_model
 
 __all__ = ["LawfulCalculator", "ModelRunner", "resolve_model"]
-
-
-def resolve_model(model_or_path, device=None, dtype=None):
-    """A model object from a model or a path to a ``.lawful`` file, on ``device`` in ``dtype``.
-
-    ``model_or_path``: a lawful model (anything with ``evaluate``, ``species``, ``cutoff``) or a
-    path (str / PathLike) loaded with :func:`lawful.forcefields.load_model` (no code runs on load).
-    ``device`` / ``dtype``: ``None`` keeps the model's own; otherwise a *copy* of a passed model is
-    moved, so the caller's object is never changed. Raises :class:`ModelFileError` for a missing
-    or unreadable file and :class:`InputError` for an object that is not a model.
-    """
-    if isinstance(model_or_path, (str, os.PathLike)):
-        path = Path(model_or_path)
-        if not path.is_file():
-            raise ModelFileError(
-                f"model file {str(path)!r} does not exist (working directory {os.getcwd()!r}): "
-                "pass the path of a file written by model.save(...)."
-            )
-        try:
-            from lawful.forcefields import load_model
-        except ImportError as exc:  # pragma: no cover - a broken installation
-            raise ModelFileError(f"cannot read {str(path)!r}: lawful.forcefields.load_model is not "
-                                 "importable in this installation; reinstall lawful.") from exc
-        model = load_model(path)
-        owned = True
-    else:
-        model = model_or_path
-        owned = False
-    for attr in ("evaluate", "species", "cutoff"):
-        if not hasattr(model, attr):
-            raise InputError(
-                f"{type(model).__name__!r} object is not a lawful model (it has no {attr!r}): pass a "
-                "NeuralPotential / DirectForceModel or the path of a .lawful file."
-            )
-    cur_dtype = _model_dtype(model)
-    cur_device = _model_device(model)
-    want_dtype = cur_dtype if dtype is None else resolve_dtype(dtype)
-    want_device = cur_device if device is None else resolve_device(device)
-    if want_dtype != cur_dtype or want_device != cur_device:
-        if not owned:
-            model = copy.deepcopy(model)
-        model = model.to(device=want_device, dtype=want_dtype)
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    return model
-
-
-def _model_dtype(model) -> torch.dtype:
-    dt = getattr(model, "dtype", None)
-    if isinstance(dt, torch.dtype):
-        return dt
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.dtype
-    return torch.float64
-
-
-def _model_device(model) -> torch.device:
-    dev = getattr(model, "device", None)
-    if dev is not None:
-        return torch.device(dev)
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.device
-    return torch.device("cpu")
-
-
-def _species_numbers(species) -> list[int]:
-    out = []
-    for s in species:
-        if isinstance(s, (int, np.integer)):
-            out.append(int(s))
-        elif s in _atomic_numbers:
-            out.append(_atomic_numbers[s])
-        else:
-            raise InputError(f"model species {s!r} is not a chemical symbol; the model file is inconsistent.")
-    return out
-
-
-class ModelRunner:
-    """Engine-neutral evaluation of a lawful model for a fixed set of atoms.
-
-    Holds the model (on its device, in its dtype), the atomic numbers as a tensor, reusable
-    position/cell buffers and — when the model's ``evaluate`` accepts a ``pairs`` argument — a
-    :class:`lawful.kernels.neighbors.VerletList` built with ``cutoff + skin`` and rebuilt only when
-    an atom moved more than ``skin/2``. Inputs and outputs are in lawful's units (Å, eV, eV/Å,
-    eV/Å³); the engine adapters convert at their boundary.
-
-    Parameters
-    ----------
-    model: a lawful model (see :func:`resolve_model`).
-    numbers: (N,) atomic numbers of the atoms the model acts on.
-    skin: Verlet skin in Å (0 disables the reuse of the neighbour list).
-    """
-
-    def __init__(self, model, numbers, skin: float = 0.5):
-        self.model = model
-        self.dtype = _model_dtype(model)
-        self.device = _model_device(model)
-        self.cutoff = float(model.cutoff)
-        self.species = list(model.species)
-        self._known = _species_numbers(self.species)
-        self.set_numbers(numbers)
-        self.skin = float(skin)
-        if not (self.skin >= 0.0):
-            raise InputError(f"skin must be a non-negative distance in Å, got {skin}.")
-        self._verlet = None
-        self._nl_cached = None
-        self._offsets = None
-        self._cutoff2 = self.cutoff * self.cutoff
-        try:
-            params = inspect.signature(model.evaluate).parameters
-            self._pairs_arg = next((a for a in ("pairs", "neighbors") if a in params), None)
-        except (TypeError, ValueError):  # pragma: no cover - builtins
-            self._pairs_arg = None
-        if self._pairs_arg is not None and self.skin > 0.0:
-            try:
-                from lawful.kernels.neighbors import VerletList
-            except ImportError:  # pragma: no cover - older kernels: the model builds its own list
-                VerletList = None
-            if VerletList is not None:
-                self._verlet = VerletList(self.cutoff, skin=self.skin)
-        self._pos = torch.empty((self.n_atoms, 3), dtype=self.dtype, device=self.device)
-        self._cell = torch.zeros((3, 3), dtype=self.dtype, device=self.device)
-
-    # -- set-up ------------------------------------------------------------------------------
-    def set_numbers(self, numbers) -> None:
-        """Set the atomic numbers (validated against the model's species)."""
-        z = np.asarray(numbers, dtype=np.int64).reshape(-1)
-        unknown = sorted({int(v) for v in z} - set(self._known))
-        if unknown:
-            raise UnsupportedSpeciesError(
-                [_chemical_symbols[v] if 0 <= v < len(_chemical_symbols) else str(v) for v in unknown],
-                self.species,
-            )
-        self.numbers_np = z
-        self.numbers = torch.as_tensor(z, dtype=torch.long, device=self.device)
-        self.n_atoms = int(z.shape[0])
-        self._pos = torch.empty((self.n_atoms, 3), dtype=self.dtype, device=self.device)
-
-    @property
-    def neighbor_rebuilds(self) -> int | None:
-        """How many times the Verlet neighbour list was built (None when the model builds its own)."""
-        return None if self._verlet is None else int(self._verlet.rebuilds)
-
-    # -- evaluation ----------------------------------------------------------------------------
-    def _pairs_within_cutoff(self, pos, cell, pbc):
-        """The Verlet list (built with cutoff + skin, reused until an atom moved skin/2), cut down
-        to the pairs inside the model's cutoff: the model then does exactly the work of a fresh
-        list, and the skin costs two gathers per step (the image offsets ``shifts @ cell`` are
-        cached with the list)."""
-        from lawful.kernels.neighbors import NeighborList
-
-        nl = self._verlet.get(pos, cell, pbc)
-        if nl is not self._nl_cached:
-            self._nl_cached = nl
-            self._offsets = nl.shifts @ cell if (cell is not None and nl.shifts.shape[0]) else None
-        d = pos.index_select(0, nl.j) - pos.index_select(0, nl.i)
-        if self._offsets is not None:
-            d += self._offsets
-        keep = torch.nonzero((d * d).sum(dim=1) < self._cutoff2).squeeze(1)
-        return NeighborList(nl.i.index_select(0, keep), nl.j.index_select(0, keep), nl.shifts.index_select(0, keep))
-
-    def evaluate(self, positions, cell=None, pbc=False, stress: bool = False,
-                 length_scale: float = 1.0) -> dict:
-        """Energy (0-d, eV), forces ((N, 3), eV/Å), per-atom energies and optionally stress.
-
-        ``positions``: (N, 3) numpy array or tensor; ``cell``: (3, 3) rows or None; both in Å, or
-        in another length unit with ``length_scale`` Å per unit (the scaling is done in place in
-        the preallocated buffers). ``pbc``: bool or 3 bools. Outputs are tensors in the model's
-        dtype/device. Raises :class:`NumericalError` for non-finite positions or model output.
-        """
-        pos = self._pos
-        src = torch.as_tensor(positions)
-        if tuple(src.shape) != (self.n_atoms, 3):
-            raise ShapeError(f"positions must have shape ({self.n_atoms}, 3), got {tuple(src.shape)}.")
-        pos.copy_(src)
-        if length_scale != 1.0:
-            pos.mul_(length_scale)
-        if not bool(torch.isfinite(pos).all()):
-            bad = torch.nonzero(~torch.isfinite(pos).all(dim=1)).reshape(-1)[:10].tolist()
-            raise NumericalError(
-                f"positions of atom(s) {bad} are NaN or infinite: the simulation has blown up (time "
-                "step too large, overlapping atoms) or the input was not initialised."
-            )
-        cell_t = None
-        if cell is not None:
-            self._cell.copy_(torch.as_tensor(cell))
-            if length_scale != 1.0:
-                self._cell.mul_(length_scale)
-            cell_t = self._cell
-        kwargs = {}
-        if self._verlet is not None:
-            kwargs[self._pairs_arg] = self._pairs_within_cutoff(pos, cell_t, pbc)
-        with torch.inference_mode(False):  # forces are gradients: autograd must be on
-            out = self.model.evaluate(pos, self.numbers, cell=cell_t, pbc=pbc, stress=stress, **kwargs)
-        energy = out["energy"]
-        if not bool(torch.isfinite(energy).all()) or not bool(torch.isfinite(out["forces"]).all()):
-            raise NumericalError(
-                f"the model returned a non-finite energy/forces (energy={float(energy.detach())}) for "
-                "finite positions: atoms are probably overlapping; check the structure or time step."
-            )
-        return out
 
 
 def _as_pbc(pbc) -> list[bool]:
@@ -273,8 +55,8 @@ class LawfulCalculator(Calculator):
     def __init__(self, model_or_path, device=None, dtype=None, skin: float = 0.5, **kwargs):
         Calculator.__init__(self, **kwargs)
         self.model = resolve_model(model_or_path, device=device, dtype=dtype)
-        self.dtype = _model_dtype(self.model)
-        self.device = _model_device(self.model)
+        self.dtype = model_dtype(self.model)
+        self.device = model_device(self.model)
         self.skin = float(skin)
         self._runner: ModelRunner | None = None
 

@@ -37,7 +37,7 @@ import torch
 from openmm import unit as _omm_unit
 
 from lawful.integrations import units
-from lawful.integrations.ase import ModelRunner, resolve_model
+from lawful.integrations.runner import ModelRunner, resolve_model
 from lawful.integrations.monitors import CsvLog, DriftAccumulator, DriftSummary
 from lawful.kernels.errors import BackendError, InputError, LawfulError, NumericalError
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
-from lawful.integrations.ase import resolve_model
+from lawful.integrations.runner import resolve_model
 from lawful.kernels.errors import InputError
 
 __all__ = ["LawfulPotentialImplFactory", "LawfulPotentialImpl"]
