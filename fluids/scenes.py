@@ -21,7 +21,16 @@ from lawful.kernels.precision import fluid_dtype, resolve_device
 from lawful.fluids.solver import Solver, SolverConfig
 from lawful.fluids.state import FluidState
 
-__all__ = ["Scene", "taylor_green", "kolmogorov", "smoke_plume", "karman", "make", "SCENES"]
+__all__ = ["Scene", "taylor_green", "kolmogorov", "smoke_plume", "karman", "make", "SCENES",
+           "MIN_CELLS_PER_DIAMETER", "MIN_CELLS_PER_WAVELENGTH"]
+
+#: Every round feature of a scene (the Karman cylinder, the plume's source disc) must span at least
+#: this many cells across its diameter, and its mask must hold at least one cell; coarser grids are
+#: refused (an unresolved cylinder has no solid cell at all, so Re would have no effect).
+MIN_CELLS_PER_DIAMETER = 2.0
+#: A sinusoidal forcing ``sin(k y)`` needs at least this many cells per wavelength: at 2 it is the
+#: grid's Nyquist mode, below it aliases onto a longer wave (k=4 on 6 cells forces k=2).
+MIN_CELLS_PER_WAVELENGTH = 4
 
 
 @dataclass
@@ -62,8 +71,37 @@ def _grid(nx, ny, dx, dtype, device):
 
 
 def _check_n(n, minimum=4):
-    if not isinstance(n, int) or n < minimum:
+    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
         raise InputError(f"grid size n={n!r} must be an integer >= {minimum}.")
+
+
+def _disc_mask(n, cx, cy, diameter, nx=None):
+    """Cells of an ``n``-cells-per-unit grid (``nx`` along x) whose centres lie inside the disc."""
+    nx = n if nx is None else nx
+    dx = 1.0 / n
+    xc = (torch.arange(nx, dtype=torch.float64)[:, None] + 0.5) * dx
+    yc = (torch.arange(n, dtype=torch.float64)[None, :] + 0.5) * dx
+    return ((xc - cx) ** 2 + (yc - cy(dx)) ** 2) < (diameter / 2) ** 2
+
+
+def _check_disc(scene, what, n, diameter, cx, cy, aspect=1, fix=""):
+    """Refuse a grid on which a disc of ``diameter`` (domain units, ``n`` cells per unit) spans
+    fewer than :data:`MIN_CELLS_PER_DIAMETER` cells or covers no cell centre; the message names the
+    smallest ``n`` that resolves it."""
+    def ok(m):
+        return diameter * m >= MIN_CELLS_PER_DIAMETER and bool(_disc_mask(m, cx, cy, diameter, aspect * m).any())
+
+    if ok(n):
+        return
+    m = max(n + 1, math.ceil(MIN_CELLS_PER_DIAMETER / diameter))
+    while not ok(m):
+        m += 1
+    cells = int(_disc_mask(n, cx, cy, diameter, aspect * n).sum())
+    raise InputError(
+        f"{scene}: n={n} gives the {what} (diameter {diameter:g}) {diameter * n:.3g} cells across and {cells} "
+        f"cells in its mask, but it needs at least {MIN_CELLS_PER_DIAMETER:g} cells per diameter and a "
+        f"non-empty mask: use n >= {m}{fix}."
+    )
 
 
 def taylor_green(n: int = 64, dtype=None, viscosity: float = 0.01, amplitude: float = 1.0,
@@ -122,8 +160,20 @@ def kolmogorov(n: int = 64, dtype=None, viscosity: float = 1e-3, wavenumber: int
                device=None) -> Scene:
     """Kolmogorov flow on the periodic ``[0, 2 pi]^2``: forcing ``f_x = F sin(k y)``, linear drag,
     viscosity ``nu`` (jax-cfd's defaults: k=4, drag 0.1, nu=1e-3), started from a random
-    divergence-free perturbation (curl of a random smooth stream function, ``seed``)."""
+    divergence-free perturbation (curl of a random smooth stream function, ``seed``).
+
+    The forcing needs at least :data:`MIN_CELLS_PER_WAVELENGTH` cells per wavelength
+    (``n >= 4 * wavenumber``); coarser grids raise :class:`InputError` (they would alias it).
+    """
     _check_n(n)
+    if isinstance(wavenumber, bool) or not isinstance(wavenumber, int) or wavenumber < 1:
+        raise InputError(f"kolmogorov: wavenumber={wavenumber!r} must be a positive integer (waves per 2 pi).")
+    if n < MIN_CELLS_PER_WAVELENGTH * wavenumber:
+        raise InputError(
+            f"kolmogorov: n={n} gives the forcing sin({wavenumber} y) {n / wavenumber:.3g} cells per wavelength, "
+            f"but it needs at least {MIN_CELLS_PER_WAVELENGTH} (fewer aliases it onto another wave): use "
+            f"n >= {MIN_CELLS_PER_WAVELENGTH * wavenumber} or a smaller wavenumber."
+        )
     dtype = fluid_dtype(dtype)
     device = resolve_device(device if device is not None else "cpu")
     dx = 2 * math.pi / n
@@ -143,15 +193,23 @@ def kolmogorov(n: int = 64, dtype=None, viscosity: float = 1e-3, wavenumber: int
                              seed=seed, dt=dt))
 
 
+_PLUME_SOURCE_RADIUS = 0.06
+
+
 def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = True, source_rate: float = 1.0,
                 viscosity: float = 0.0, walls: str = "no_slip", dt: float | None = None, device=None) -> Scene:
     """Buoyant smoke in the closed unit box (walls of kind ``walls``), scalar ``"smoke"``.
 
     ``source=True``: smoke is released at ``source_rate`` per unit time in a disc near the bottom;
     ``source=False``: a smooth blob of smoke starts near the bottom and no smoke is added (total
-    smoke mass is then conserved). Buoyancy ``b * smoke`` along +y.
+    smoke mass is then conserved). Buoyancy ``b * smoke`` along +y. The source disc (diameter
+    0.12) must span at least :data:`MIN_CELLS_PER_DIAMETER` cells (``n >= 17``); coarser grids
+    raise :class:`InputError`.
     """
     _check_n(n)
+    if source:
+        _check_disc("smoke_plume", "smoke source disc", n, 2 * _PLUME_SOURCE_RADIUS, 0.5, lambda dx: 0.12,
+                    fix=", or source=False (a blob that exists on any grid)")
     dtype = fluid_dtype(dtype)
     device = resolve_device(device if device is not None else "cpu")
     dx = 1.0 / n
@@ -159,7 +217,7 @@ def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = T
     state = FluidState.zeros(n, n, dx, Boundary.box(walls), scalar_names=("smoke",), dtype=dtype, device=device)
     sources = None
     if source:
-        disc = (((xc - 0.5) ** 2 + (yc - 0.12) ** 2) < 0.06 ** 2).to(dtype)
+        disc = (((xc - 0.5) ** 2 + (yc - 0.12) ** 2) < _PLUME_SOURCE_RADIUS ** 2).to(dtype)
         sources = (source_rate * disc)[None].contiguous()
     else:
         blob = torch.exp(-((xc - 0.5) ** 2 + (yc - 0.3) ** 2) / (2 * 0.08 ** 2))
@@ -177,10 +235,19 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
     across, ``aspect * n`` along), inflow ``U`` on the left, outflow on the right, free-slip walls.
     Viscosity ``nu = U D / Re``. The cylinder sits at ``x = 0.5``, a quarter cell above the axis
     (breaks the symmetry so shedding starts). Dye ``"dye"`` is released upstream at five heights.
+    The cylinder must span at least :data:`MIN_CELLS_PER_DIAMETER` cells (``diameter * n >= 2``,
+    e.g. ``n >= 16`` for the default diameter); coarser grids raise :class:`InputError`.
     """
     _check_n(n, 8)
-    if not (isinstance(re, (int, float)) and math.isfinite(re) and re > 0):
+    if isinstance(re, bool) or not (isinstance(re, (int, float)) and math.isfinite(re) and re > 0):
         raise InputError(f"Reynolds number re={re!r} must be a positive finite number.")
+    if isinstance(aspect, bool) or not isinstance(aspect, int) or aspect < 1:
+        raise InputError(f"karman: aspect={aspect!r} must be a positive integer (channel length / height).")
+    if not (isinstance(diameter, (int, float)) and math.isfinite(diameter) and 0 < diameter < 1):
+        raise InputError(f"karman: diameter={diameter!r} must lie in (0, 1) channel heights.")
+    if not (isinstance(inflow, (int, float)) and math.isfinite(inflow) and inflow != 0):
+        raise InputError(f"karman: inflow={inflow!r} must be a finite non-zero velocity (grid units).")
+    _check_disc("karman", "cylinder", n, float(diameter), 0.5, lambda dx: 0.5 + 0.25 * dx, aspect)
     dtype = fluid_dtype(dtype)
     device = resolve_device(device if device is not None else "cpu")
     nx, ny = aspect * n, n

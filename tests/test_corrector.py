@@ -98,7 +98,7 @@ def test_random_init_corrector_keeps_divergence_in_the_taichi_loop(dtype, tol, s
     divergence stays below 1e-6 (f32) / 1e-12 (f64) and the correction itself adds only rounding.
     (benchmarks/bench_corrector.py runs the 10^4-step table for both dtypes, trained weights and
     the baselines.)"""
-    sc = scenes.kolmogorov(n=8, dtype=dtype, viscosity=0.05)
+    sc = scenes.kolmogorov(n=8, dtype=dtype, viscosity=0.05, wavenumber=2)
     sc.config = replace(sc.config, pressure_rtol=1e-6 if dtype == F32 else 1e-13)
     torch.manual_seed(0)
     corr = DivergenceFreeCorrector(hidden=8, layers=3, dtype=dtype)
@@ -121,12 +121,12 @@ def test_divergence_free_corrector_in_a_channel_with_obstacle():
 
 
 def test_unconstrained_corrector_breaks_divergence_and_projection_restores_it():
-    sc = scenes.kolmogorov(n=8, dtype=F64, viscosity=0.05)
+    sc = scenes.kolmogorov(n=8, dtype=F64, viscosity=0.05, wavenumber=2)
     torch.manual_seed(0)
     plain = UnconstrainedCorrector(hidden=8, layers=3, dtype=F64)
     res = _div_loop(sc, plain, 5)
     assert min(r[0] for r in res) > 1e-4
-    sc = scenes.kolmogorov(n=8, dtype=F64, viscosity=0.05)
+    sc = scenes.kolmogorov(n=8, dtype=F64, viscosity=0.05, wavenumber=2)
     proj = UnconstrainedCorrector(hidden=8, layers=3, dtype=F64, project=True, projection_rtol=1e-12)
     proj.load_state_dict(plain.state_dict())
     res = _div_loop(sc, proj, 5)

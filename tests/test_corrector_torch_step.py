@@ -20,9 +20,9 @@ def _scene(name):
     if name == "taylor_green_sl":
         return scenes.taylor_green(n=12, dtype=F64, advection="semi_lagrangian")
     if name == "kolmogorov":
-        return scenes.kolmogorov(n=12, dtype=F64, viscosity=0.05)
+        return scenes.kolmogorov(n=12, dtype=F64, viscosity=0.05, wavenumber=2)
     if name == "smoke_plume":
-        return scenes.smoke_plume(n=12, dtype=F64, viscosity=1e-3)
+        return scenes.smoke_plume(n=18, dtype=F64, viscosity=1e-3)
     if name == "smoke_free_slip":
         return scenes.smoke_plume(n=12, dtype=F64, walls="free_slip", source=False)
     if name == "karman":
@@ -131,7 +131,7 @@ def test_gradcheck_through_two_unrolled_corrected_steps(name):
     """float64 gradcheck of 2 solver steps (MacCormack advection, viscosity, forcing, projection)
     each followed by a divergence-free correction, wrt the initial velocity and a scale on the
     correction: gradients flow through advection, projection and the network."""
-    sc = scenes.kolmogorov(n=6, dtype=F64, viscosity=0.05) if name == "kolmogorov" else \
+    sc = scenes.kolmogorov(n=6, dtype=F64, viscosity=0.05, wavenumber=1) if name == "kolmogorov" else \
         scenes.karman(re=50, n=8, aspect=2, diameter=0.25, dtype=F64)
     solver, st = _noisy_start(sc)
     ts = TorchStep(solver)
@@ -148,7 +148,7 @@ def test_gradcheck_through_two_unrolled_corrected_steps(name):
 def test_gradcheck_wrt_network_weights_through_projected_corrections():
     """The weights of an unconstrained corrector followed by the differentiable projection (the
     'projected' baseline) get exact gradients through 2 steps (float64)."""
-    sc = scenes.kolmogorov(n=6, dtype=F64, viscosity=0.05)
+    sc = scenes.kolmogorov(n=6, dtype=F64, viscosity=0.05, wavenumber=1)
     solver, st = _noisy_start(sc)
     ts = TorchStep(solver)
     torch.manual_seed(0)

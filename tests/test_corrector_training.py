@@ -58,7 +58,7 @@ def test_cache_round_trip(tmp_path, tiny_traj):
     save_checkpoint(tmp_path / "t.pt", tiny_traj.to_checkpoint())
     back = ReferenceTrajectory.from_checkpoint(load_checkpoint(tmp_path / "t.pt"))
     assert back.case == tiny_traj.case and torch.equal(back.u, tiny_traj.u)
-    case = ReferenceCase("kolmogorov", n=4, factor=2, steps=2, warmup=0)
+    case = ReferenceCase("kolmogorov", n=16, factor=1, steps=2, warmup=0)
     a = load_or_generate(case, tmp_path)
     b = load_or_generate(case, tmp_path)            # from the cache
     assert torch.equal(a.u, b.u) and len(list(tmp_path.glob("kolmogorov_*.pt"))) == 1

@@ -82,7 +82,7 @@ def test_scalar_mass_constant_in_closed_box_float32():
 
 
 def test_plume_source_adds_mass_at_its_rate():
-    sc = scenes.smoke_plume(n=16, source=True, source_rate=2.0, dtype=torch.float64)
+    sc = scenes.smoke_plume(n=20, source=True, source_rate=2.0, dtype=torch.float64)
     records = run(sc, 10)
     area = float(sc.sources.sum()) * sc.state.dx ** 2 / 2.0
     assert records[-1]["scalar_mass"] == pytest.approx(2.0 * area * records[-1]["t"], rel=1e-10)
@@ -124,7 +124,7 @@ def test_mean_flow_correction_periodic_only():
     u0 = sc.state.u.clone()
     solver.apply_correction(sc.state, {"mean_flow": (0.25, 0.0)})
     torch.testing.assert_close(sc.state.u, u0 + 0.25)
-    box = scenes.smoke_plume(n=8, dtype=torch.float64)
+    box = scenes.smoke_plume(n=8, dtype=torch.float64, source=False)
     with pytest.raises(InputError, match="periodic"):
         box.make_solver().apply_correction(box.state, {"mean_flow": (0.1, 0.0)})
     with pytest.raises(ShapeError):
@@ -132,7 +132,7 @@ def test_mean_flow_correction_periodic_only():
 
 
 def test_metrics_csv_streamed_and_plotted(tmp_path):
-    sc = scenes.smoke_plume(n=16)
+    sc = scenes.smoke_plume(n=20)
     csv_path, png = tmp_path / "m.csv", tmp_path / "m.png"
     seen = []
 
@@ -214,3 +214,41 @@ def test_pinned_corners_cover_walls_and_obstacle():
     assert m[:, 0].all() and m[:, -1].all() and m[0].all()
     assert int(m.sum()) > int(sc.state.solid.sum())
     assert isinstance(sc.state.boundary, Boundary)
+
+
+@pytest.mark.parametrize("name,kw,coarse,smallest", [
+    ("karman", dict(), 8, 16),                              # default cylinder D = 0.125: n=8 had 0 solid cells
+    ("karman", dict(diameter=0.2, aspect=2), 9, 10),
+    ("smoke_plume", dict(), 8, 17),                         # source disc D = 0.12: n=8 had an empty source
+    ("kolmogorov", dict(), 8, 16),                          # sin(4y) on 8 cells is the Nyquist mode
+    ("kolmogorov", dict(wavenumber=2), 6, 8),               # k=2 on 6 cells aliases
+])
+def test_every_scene_refuses_a_grid_without_its_geometry(name, kw, coarse, smallest):
+    """Too coarse: InputError naming n, the minimum resolution and the smallest n that works; that
+    n builds the geometry (a non-empty obstacle/source mask, a forcing with 4+ cells per wave)."""
+    with pytest.raises(InputError, match=rf"n={coarse}\b.*at least .*n >= {smallest}\b"):
+        scenes.make(name, n=coarse, **kw)
+    sc = scenes.make(name, n=smallest, **kw)
+    if name == "karman":
+        d = kw.get("diameter", 0.125)
+        assert int(sc.state.solid.sum()) >= 1 and d * smallest >= scenes.MIN_CELLS_PER_DIAMETER
+        with pytest.raises(InputError, match=rf"n={smallest - 1}\b"):
+            scenes.make(name, n=smallest - 1, **kw)
+    elif name == "smoke_plume":
+        assert int((sc.sources > 0).sum()) >= 1
+        scenes.smoke_plume(n=coarse, source=False)           # the blob exists on any grid
+    else:
+        fu = sc.forcing[0][0]
+        k = kw.get("wavenumber", 4)
+        # the sampled forcing is the k-th Fourier mode, not an alias
+        spec = torch.fft.rfft(fu.double()).abs()
+        assert int(spec.argmax()) == k
+
+
+def test_karman_reynolds_number_changes_the_flow_on_the_smallest_grid():
+    """The reported bug: with no cylinder, Re had no effect. On the smallest accepted grid the
+    cylinder exists and two Reynolds numbers give different flows after a few steps."""
+    a, b = scenes.karman(n=16, re=50.0, dtype=torch.float64), scenes.karman(n=16, re=400.0, dtype=torch.float64)
+    run(a, 5)
+    run(b, 5)
+    assert float((a.state.u - b.state.u).abs().max()) > 1e-4
