@@ -95,6 +95,11 @@ class AtomisticModel(torch.nn.Module):
         # Per-species reference energies (eV/atom), fitted by least squares before training.
         self.register_buffer("reference_energies", torch.zeros(n, dtype=torch.float64))
         self.training_summary: dict = {}
+        #: Smallest interatomic distance (Å) per species pair in the training data, e.g.
+        #: ``{"Cu-Cu": 2.21}`` (keys from :func:`lawful.forcefields.batch.pair_key`); set by
+        #: :func:`lawful.forcefields.train`, saved in the model file. Empty: unknown (an untrained
+        #: model or an old file), and the engine adapters then make no domain check.
+        self.pair_min_distance: dict[str, float] = {}
 
     # -- configuration -----------------------------------------------------------------------
     @property

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from lawful.kernels.errors import InputError, NumericalError, ShapeError, UnsupportedSpeciesError
+from lawful.kernels.neighbors import pairs_within_cutoff
 
-__all__ = ["Batch", "make_batch", "structure_tensors", "MIN_DISTANCE"]
+__all__ = ["Batch", "make_batch", "structure_tensors", "MIN_DISTANCE", "pair_key", "pair_min_distances"]
 
 #: Two atoms closer than this (Å) are treated as coincident: the model refuses them
 #: (:class:`NumericalError`) instead of returning meaningless or NaN forces.
@@ -177,6 +178,35 @@ def check_distances(vectors: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.T
             "simulation has collapsed - reduce the time step.")
 
 
+def pair_key(a: str, b: str) -> str:
+    """The name of a species pair, symbols in alphabetical order: ``pair_key("O", "H") == "H-O"``."""
+    return "-".join(sorted((str(a), str(b))))
+
+
+def pair_min_distances(batch: Batch, species_names: Sequence[str]) -> dict[str, float]:
+    """Smallest distance (Å) of every species pair among the neighbour pairs of ``batch``.
+
+    Returns ``{pair_key: distance}`` (e.g. ``{"Cu-Cu": 2.21}``); pairs of species that never come
+    within the cutoff are absent. Used by :func:`lawful.forcefields.train` to record the training
+    domain in the model file.
+    """
+    if batch.edge_i.shape[0] == 0:
+        return {}
+    from lawful.forcefields.potential import strained_geometry
+
+    _, vec = strained_geometry(batch, batch.positions.detach(), None)
+    d = torch.linalg.norm(vec, dim=1)
+    n_s = len(species_names)
+    si = batch.species.index_select(0, batch.edge_i)
+    sj = batch.species.index_select(0, batch.edge_j)
+    code = torch.minimum(si, sj) * n_s + torch.maximum(si, sj)
+    out: dict[str, float] = {}
+    for c in torch.unique(code).tolist():
+        a, b = divmod(int(c), n_s)
+        out[pair_key(species_names[a], species_names[b])] = float(d[code == c].min())
+    return out
+
+
 def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Sequence[str], cutoff: float,
                dtype: torch.dtype, device: torch.device, pairs: Sequence | None = None) -> Batch:
     """Batch structures given as ``ase.Atoms`` or as ``(positions, numbers, cell, pbc)`` tuples.
@@ -202,8 +232,7 @@ def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Se
         if pairs is not None:
             # pairs from a list built with a skin: drop those beyond the cutoff (they would
             # contribute exactly zero) so the model does only the work of a fresh list.
-            keep = torch.nonzero(torch.linalg.norm(vec, dim=1) < cutoff).squeeze(1)
-            i, j, sh = i.index_select(0, keep), j.index_select(0, keep), sh.index_select(0, keep)
+            i, j, sh, _ = pairs_within_cutoff(i, j, sh, vec, cutoff)
         n = pos.shape[0]
         parts.append(Batch(
             positions=pos, species=species, numbers=num,

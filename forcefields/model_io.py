@@ -44,8 +44,33 @@ def save_model(model: AtomisticModel, path: str | os.PathLike, training_summary:
     metadata = {"units": dict(UNITS), "dtype": dtype_name(model.dtype),
                 "species": list(model.species), "cutoff": model.cutoff,
                 "training_summary": summary or {}}
+    pair_min = dict(getattr(model, "pair_min_distance", {}) or {})
+    if pair_min:
+        metadata["pair_min_distance"] = {str(k): float(v) for k, v in pair_min.items()}
     save_model_file(path, kind=model.kind, config=model.config, tensors=tensors, metadata=metadata)
     return path
+
+
+def _pair_min_distance(path, value, species) -> dict:
+    """The file's training-domain record ``{"A-B": Å}`` checked: species pairs of the model and
+    positive finite distances. Files written before it existed have none (``{}``: no check)."""
+    import math
+
+    from lawful.forcefields.batch import pair_key
+
+    if not isinstance(value, dict):
+        raise ModelFileError(f"{os.fspath(path)!r}: pair_min_distance {value!r} is not a mapping of species "
+                             "pairs to distances; the file is corrupt: re-save the model.")
+    known = {pair_key(a, b) for a in species for b in species}
+    out = {}
+    for key, d in value.items():
+        ok = isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and d > 0
+        if key not in known or not ok:
+            raise ModelFileError(f"{os.fspath(path)!r}: pair_min_distance entry {key!r}: {d!r} is not a pair of "
+                                 f"the model's species {list(species)} with a positive distance in Å; the file "
+                                 "is corrupt: re-save the model.")
+        out[key] = float(d)
+    return out
 
 
 def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticModel:
@@ -80,5 +105,6 @@ def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticMod
         raise ModelFileError(f"{os.fspath(path)!r}: its weights do not match the {mf.kind} architecture "
                              f"in its config ({exc}); the file is corrupt or from another version.") from exc
     model.training_summary = dict(mf.metadata.get("training_summary", {}))
+    model.pair_min_distance = _pair_min_distance(path, mf.metadata.get("pair_min_distance", {}), model.species)
     model.eval()
     return model

@@ -34,7 +34,7 @@ import torch
 from lawful.kernels.errors import InputError, ModelFileError
 
 from lawful.forcefields.base import AtomisticModel
-from lawful.forcefields.batch import Batch
+from lawful.forcefields.batch import Batch, pair_min_distances
 
 __all__ = ["train", "load_frames", "prepare", "evaluate_errors"]
 
@@ -180,6 +180,8 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
 
     Returns the training summary (also stored as ``model.training_summary`` and saved with the
     model): validation energy MAE per atom (eV/atom), force MAE (eV/Å), epochs, timings, history.
+    Sets ``model.pair_min_distance`` (Å, per species pair) from the training frames: the
+    training domain the engine adapters check structures against.
     """
     frames = load_frames(data)
     if validation is not None:
@@ -196,6 +198,8 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     dev = model.device
     train_items = prepare(model, train_frames)
     val_items = prepare(model, val_frames)
+    # the training domain, saved with the model: the engine adapters warn below these distances
+    model.pair_min_distance = pair_min_distances(Batch.concatenate([b for b, _ in train_items]), model.species)
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)

@@ -39,6 +39,12 @@ class LawfulCalculator(Calculator):
         "float64" / "float32" / a torch dtype; ``None`` keeps the model's (float64 for MD).
     skin:
         Verlet neighbour-list skin (Å) used when the model accepts a prebuilt list.
+    strict:
+        what to do when a structure leaves the model's training domain (a pair closer than 0.9 x
+        the smallest distance of that species pair in its training data, see
+        :class:`~lawful.integrations.runner.ModelRunner`): ``False`` warns once
+        (:class:`~lawful.kernels.errors.OutOfDomainWarning`), ``True`` raises
+        :class:`~lawful.kernels.errors.NumericalError`.
 
     Properties (ASE units): ``energy`` and ``free_energy`` (eV), ``energies`` (per atom, eV),
     ``forces`` ((N, 3), eV/Å), ``stress`` (Voigt 6-vector, eV/Å³, ASE's sign convention; only for
@@ -52,12 +58,14 @@ class LawfulCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
     nolabel = True
 
-    def __init__(self, model_or_path, device=None, dtype=None, skin: float = 0.5, **kwargs):
+    def __init__(self, model_or_path, device=None, dtype=None, skin: float = 0.5, strict: bool = False,
+                 **kwargs):
         Calculator.__init__(self, **kwargs)
         self.model = resolve_model(model_or_path, device=device, dtype=dtype)
         self.dtype = model_dtype(self.model)
         self.device = model_device(self.model)
-        self.skin = float(skin)
+        self.strict = bool(strict)
+        self.skin = ModelRunner(self.model, [], skin=skin).skin   # checked now, not at the first step
         self._runner: ModelRunner | None = None
 
     def __repr__(self) -> str:
@@ -69,7 +77,7 @@ class LawfulCalculator(Calculator):
         r = self._runner
         if r is None or r.n_atoms != len(numbers) or not np.array_equal(r.numbers_np, numbers):
             if r is None:
-                r = ModelRunner(self.model, numbers, skin=self.skin)
+                r = ModelRunner(self.model, numbers, skin=self.skin, strict=self.strict)
             else:
                 r.set_numbers(numbers)
             self._runner = r

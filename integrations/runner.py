@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +25,13 @@ from lawful.kernels.errors import (
     InputError,
     ModelFileError,
     NumericalError,
+    OutOfDomainWarning,
     ShapeError,
     UnsupportedSpeciesError,
 )
 from lawful.kernels.precision import resolve_device, resolve_dtype
 
-__all__ = ["ModelRunner", "resolve_model", "model_dtype", "model_device"]
+__all__ = ["ModelRunner", "resolve_model", "model_dtype", "model_device", "DOMAIN_TOLERANCE"]
 
 
 def resolve_model(model_or_path, device=None, dtype=None):
@@ -93,6 +96,26 @@ def model_device(model) -> torch.device:
     return torch.device("cpu")
 
 
+#: Default fraction of the training minimum distance below which a pair is out of domain.
+DOMAIN_TOLERANCE = 0.9
+
+
+def _domain_table(model, species, tolerance):
+    """(S, S) squared out-of-domain limits (Å²) indexed by species index, from the model's
+    ``pair_min_distance`` (0 for pairs without a record); None when the model has no record."""
+    record = getattr(model, "pair_min_distance", None) or {}
+    if not record:
+        return None
+    n = len(species)
+    table = torch.zeros((n, n), dtype=model_dtype(model), device=model_device(model))
+    for a in range(n):
+        for b in range(n):
+            d = record.get("-".join(sorted((str(species[a]), str(species[b])))))
+            if d is not None:
+                table[a, b] = (tolerance * float(d)) ** 2
+    return table
+
+
 def _species_numbers(species) -> list[int]:
     out = []
     for s in species:
@@ -114,14 +137,26 @@ class ModelRunner:
     an atom moved more than ``skin/2``. Inputs and outputs are in lawful's units (Å, eV, eV/Å,
     eV/Å³); the engine adapters convert at their boundary.
 
+    Training domain: when the model records the smallest distance per species pair of its
+    training data (``model.pair_min_distance``, written by :func:`lawful.forcefields.train`), every
+    evaluation compares the distances of the pairs it already has with ``domain_tolerance`` (0.9)
+    times that minimum. A closer pair is an out-of-domain event: an
+    :class:`~lawful.kernels.errors.OutOfDomainWarning` (once per runner) or, with ``strict=True``,
+    a :class:`~lawful.kernels.errors.NumericalError`, naming the two atoms (indices, symbols),
+    their distance, the training minimum and the step when the engine passes it. Models without
+    the record (old files, untrained models) and models that build their own pairs are not checked.
+
     Parameters
     ----------
     model: a lawful model (see :func:`resolve_model`).
     numbers: (N,) atomic numbers of the atoms the model acts on.
     skin: Verlet skin in Å (0 disables the reuse of the neighbour list).
+    strict: raise instead of warning on an out-of-domain structure.
+    domain_tolerance: fraction (0, 1] of the training minimum below which a pair is out of domain.
     """
 
-    def __init__(self, model, numbers, skin: float = 0.5):
+    def __init__(self, model, numbers, skin: float = 0.5, strict: bool = False,
+                 domain_tolerance: float = DOMAIN_TOLERANCE):
         self.model = model
         self.dtype = model_dtype(model)
         self.device = model_device(model)
@@ -129,19 +164,32 @@ class ModelRunner:
         self.species = list(model.species)
         self._known = _species_numbers(self.species)
         self.set_numbers(numbers)
-        self.skin = float(skin)
-        if not (self.skin >= 0.0):
-            raise InputError(f"skin must be a non-negative distance in Å, got {skin}.")
+        try:
+            self.skin = float(skin)
+        except (TypeError, ValueError):
+            self.skin = float("nan")
+        if not (self.skin >= 0.0) or math.isinf(self.skin):
+            raise InputError(f"skin must be a finite distance >= 0 in Å, got {skin!r}: pass e.g. skin=0.5 "
+                             "(0 rebuilds the neighbour list at every step).")
+        self.strict = bool(strict)
+        tol = float(domain_tolerance)
+        if not 0.0 < tol <= 1.0:
+            raise InputError(f"domain_tolerance must be a fraction in (0, 1] of the training minimum distance, "
+                             f"got {domain_tolerance!r}: pass e.g. {DOMAIN_TOLERANCE}.")
+        self.domain_tolerance = tol
+        self.domain_warned = False
+        self._domain_min2 = _domain_table(model, self.species, tol)
         self._verlet = None
         self._nl_cached = None
         self._offsets = None
-        self._cutoff2 = self.cutoff * self.cutoff
         try:
             params = inspect.signature(model.evaluate).parameters
             self._pairs_arg = next((a for a in ("pairs", "neighbors") if a in params), None)
         except (TypeError, ValueError):  # pragma: no cover - builtins
             self._pairs_arg = None
-        if self._pairs_arg is not None and self.skin > 0.0:
+        # a domain check reads the pairs' distances, so it keeps a list even with skin 0 (rebuilt
+        # whenever anything moves: the same work as the model's own fresh list)
+        if self._pairs_arg is not None and (self.skin > 0.0 or self._domain_min2 is not None):
             try:
                 from lawful.kernels.neighbors import VerletList
             except ImportError:  # pragma: no cover - older kernels: the model builds its own list
@@ -163,6 +211,8 @@ class ModelRunner:
             )
         self.numbers_np = z
         self.numbers = torch.as_tensor(z, dtype=torch.long, device=self.device)
+        index = {zk: k for k, zk in enumerate(self._known)}
+        self._species_idx = torch.as_tensor([index[int(v)] for v in z], dtype=torch.long, device=self.device)
         self.n_atoms = int(z.shape[0])
         self._pos = torch.empty((self.n_atoms, 3), dtype=self.dtype, device=self.device)
 
@@ -176,8 +226,8 @@ class ModelRunner:
         """The Verlet list (built with cutoff + skin, reused until an atom moved skin/2), cut down
         to the pairs inside the model's cutoff: the model then does exactly the work of a fresh
         list, and the skin costs two gathers per step (the image offsets ``shifts @ cell`` are
-        cached with the list)."""
-        from lawful.kernels.neighbors import NeighborList
+        cached with the list). Returns the kept list and its squared distances (Å²)."""
+        from lawful.kernels.neighbors import NeighborList, pairs_within_cutoff
 
         nl = self._verlet.get(pos, cell, pbc)
         if nl is not self._nl_cached:
@@ -186,17 +236,52 @@ class ModelRunner:
         d = pos.index_select(0, nl.j) - pos.index_select(0, nl.i)
         if self._offsets is not None:
             d += self._offsets
-        keep = torch.nonzero((d * d).sum(dim=1) < self._cutoff2).squeeze(1)
-        return NeighborList(nl.i.index_select(0, keep), nl.j.index_select(0, keep), nl.shifts.index_select(0, keep))
+        i, j, shifts, d2 = pairs_within_cutoff(nl.i, nl.j, nl.shifts, d, self.cutoff)
+        return NeighborList(i, j, shifts), d2
+
+    def _check_domain(self, nl, d2, step) -> None:
+        """Compare the pairs' squared distances with the training minima (one gather, one compare);
+        warn once or raise (strict) on the closest offending pair."""
+        si = self._species_idx.index_select(0, nl.i)
+        sj = self._species_idx.index_select(0, nl.j)
+        limit = self._domain_min2[si, sj]
+        below = d2 < limit
+        if not bool(below.any()):
+            return
+        if self.domain_warned and not self.strict:
+            return
+        ratio = torch.where(below, d2 / limit, torch.ones_like(d2))
+        k = int(torch.argmin(ratio))
+        a, b = int(nl.i[k]), int(nl.j[k])
+        za, zb = int(self.numbers_np[a]), int(self.numbers_np[b])
+        name_a, name_b = _chemical_symbols[za], _chemical_symbols[zb]
+        key = "-".join(sorted((name_a, name_b)))
+        d_min = float(self.model.pair_min_distance[key])
+        where = "" if step is None else f" at step {int(step)}"
+        n_bad = int(below.sum()) // 2
+        message = (
+            f"atoms {a} ({name_a}) and {b} ({name_b}) are {math.sqrt(float(d2[k])):.4g} Å apart{where}, below "
+            f"{self.domain_tolerance:g} x the smallest {key} distance in the model's training data "
+            f"({d_min:.4g} Å; {n_bad} pair(s) below): the model is extrapolating and its forces are not "
+            "to be trusted; check the structure and time step, or train on data with closer contacts "
+            "(a repulsion prior, NeuralPotential(repulsion=...), keeps atoms apart)."
+        )
+        if self.strict:
+            raise NumericalError(message + " (strict mode)")
+        self.domain_warned = True
+        warnings.warn(message + " Further out-of-domain events of this runner are not reported; pass "
+                      "strict=True to stop instead.", OutOfDomainWarning, stacklevel=4)
 
     def evaluate(self, positions, cell=None, pbc=False, stress: bool = False,
-                 length_scale: float = 1.0) -> dict:
+                 length_scale: float = 1.0, step=None) -> dict:
         """Energy (0-d, eV), forces ((N, 3), eV/Å), per-atom energies and optionally stress.
 
         ``positions``: (N, 3) numpy array or tensor; ``cell``: (3, 3) rows or None; both in Å, or
         in another length unit with ``length_scale`` Å per unit (the scaling is done in place in
-        the preallocated buffers). ``pbc``: bool or 3 bools. Outputs are tensors in the model's
-        dtype/device. Raises :class:`NumericalError` for non-finite positions or model output.
+        the preallocated buffers). ``pbc``: bool or 3 bools. ``step``: the engine's step number,
+        quoted in out-of-domain reports (None: not known). Outputs are tensors in the model's
+        dtype/device. Raises :class:`NumericalError` for non-finite positions or model output, and
+        for an out-of-domain structure in strict mode (see the class docstring).
         """
         pos = self._pos
         src = torch.as_tensor(positions)
@@ -219,7 +304,10 @@ class ModelRunner:
             cell_t = self._cell
         kwargs = {}
         if self._verlet is not None:
-            kwargs[self._pairs_arg] = self._pairs_within_cutoff(pos, cell_t, pbc)
+            nl, d2 = self._pairs_within_cutoff(pos, cell_t, pbc)
+            if self._domain_min2 is not None:
+                self._check_domain(nl, d2, step)
+            kwargs[self._pairs_arg] = nl
         with torch.inference_mode(False):  # forces are gradients: autograd must be on
             out = self.model.evaluate(pos, self.numbers, cell=cell_t, pbc=pbc, stress=stress, **kwargs)
         energy = out["energy"]

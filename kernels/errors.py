@@ -17,6 +17,7 @@ __all__ = [
     "NumericalError",
     "ConvergenceError",
     "BackendError",
+    "OutOfDomainWarning",
 ]
 
 
@@ -59,3 +60,9 @@ class ConvergenceError(NumericalError):
 
 class BackendError(LawfulError, RuntimeError):
     """A requested backend (Taichi arch, torch device, OpenMM plugin) is not available here."""
+
+
+class OutOfDomainWarning(UserWarning):
+    """A structure lies outside a model's training domain (e.g. two atoms closer than any pair
+    in its training data): the numbers that follow are an extrapolation. Raised as a
+    :class:`NumericalError` instead when the engine adapter runs in strict mode."""

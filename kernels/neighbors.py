@@ -22,7 +22,7 @@ from torch import Tensor
 from lawful.kernels.errors import InputError, NumericalError, ShapeError
 
 __all__ = ["NeighborList", "neighbor_list", "cell_list_neighbor_list", "brute_force_neighbor_list",
-           "VerletList"]
+           "VerletList", "pairs_within_cutoff"]
 
 
 class NeighborList(NamedTuple):
@@ -212,18 +212,31 @@ def _empty(positions: Tensor) -> NeighborList:
     return NeighborList(idx, idx, torch.zeros(0, 3, dtype=positions.dtype, device=positions.device))
 
 
+def pairs_within_cutoff(i: Tensor, j: Tensor, shifts: Tensor, vectors: Tensor, cutoff: float
+                        ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The pairs ``(i, j, shifts)`` whose displacement ``vectors`` (E, 3) Å is shorter than ``cutoff`` Å.
+
+    The one cutoff filter of lawful: the neighbour searches and the consumers of Verlet lists
+    (engine runner, batching of precomputed pairs) all cut pairs here, so "inside the cutoff"
+    means ``|r_ij|^2 < cutoff^2`` in the vectors' dtype everywhere. Returns the kept ``i, j``
+    (K,) int64, ``shifts`` (K, 3) and squared distances (K,) Å^2. TorchScript-compatible.
+    """
+    # column by column: torch's sum over a length-3 axis is several times slower
+    d2 = vectors[:, 0] * vectors[:, 0]
+    d2.addcmul_(vectors[:, 1], vectors[:, 1])
+    d2.addcmul_(vectors[:, 2], vectors[:, 2])
+    keep = torch.nonzero(d2 < cutoff * cutoff).reshape(-1)
+    return (i.index_select(0, keep), j.index_select(0, keep), shifts.index_select(0, keep),
+            d2.index_select(0, keep))
+
+
 def _finish(positions: Tensor, cell: Tensor, i: Tensor, j: Tensor, shifts: Tensor,
             cutoff: float) -> NeighborList:
     """Keep the candidate pairs closer than the cutoff, measured exactly as a model will: from the
     caller's (unwrapped) positions, in their dtype."""
     rij = positions.index_select(0, j) - positions.index_select(0, i) + shifts @ cell
-    # column by column: torch's sum over a length-3 axis is several times slower
-    d2 = rij[:, 0] * rij[:, 0]
-    d2.addcmul_(rij[:, 1], rij[:, 1])
-    d2.addcmul_(rij[:, 2], rij[:, 2])
-    keep = torch.nonzero(d2 < cutoff * cutoff).reshape(-1)
-    return NeighborList(i.index_select(0, keep), j.index_select(0, keep),
-                        shifts.index_select(0, keep))
+    i, j, shifts, _ = pairs_within_cutoff(i, j, shifts, rij, cutoff)
+    return NeighborList(i, j, shifts)
 
 
 def _search_reach(cutoff: float) -> float:
