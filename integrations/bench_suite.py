@@ -57,8 +57,23 @@ def run_suite(suite: str | Path, out: str | Path, only: list[str] | None = None,
     env = dict(os.environ, LAWFUL_BENCH_DIR=str(out.resolve()))
     if quick:
         env["LAWFUL_BENCH_QUICK"] = "1"
-    for script in scripts:
-        print(f"[bench] {script.name}", flush=True)
-        subprocess.run([sys.executable, str(script)], env=env, check=True)
+    import time
+
+    failed, t_start = [], time.perf_counter()
+    for k, script in enumerate(scripts, 1):
+        print(f"[bench {k}/{len(scripts)}] {script.name} ... (suite elapsed {time.perf_counter() - t_start:.0f} s)",
+              flush=True)
+        t0 = time.perf_counter()
+        code = subprocess.run([sys.executable, str(script)], env=env).returncode
+        print(f"[bench {k}/{len(scripts)}] {script.name}: {'done' if code == 0 else f'FAILED (exit status {code})'} "
+              f"in {time.perf_counter() - t0:.1f} s", flush=True)
+        if code != 0:
+            failed.append(f"{script.name} (exit status {code})")
     written = sorted(p for p in out.glob("*.json") if p.name != SUMMARY and before.get(p) != p.stat().st_mtime)
-    return written + [collect(out)]
+    summary = collect(out)
+    if failed:
+        from lawful.kernels.errors import LawfulError
+
+        raise LawfulError(f"benchmark script(s) {', '.join(failed)} failed (their output is above); the other "
+                          f"results are in {summary}. Fix the script, or leave it out with --only NAME ...")
+    return written + [summary]

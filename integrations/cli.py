@@ -3,43 +3,212 @@
 Subcommands: ``demo``, ``bench``, ``data``, ``train``, ``md``, ``fluid``. Each subcommand lives in
 a function ``_cmd_<name>(args)``; options shared by several (``--out``, ``--seed``, ``--device``,
 ``--dtype``) are added by one helper so they read the same everywhere.
+
+The contract (tested in ``tests/test_failure_paths_cli.py``): every user mistake ends with exit
+status 2 and one line ``lawful <cmd>: error: <what is wrong and the fix>`` on stderr, never a
+traceback; the output folder is checked (and locked against a second run) before any work;
+Ctrl-C and SIGTERM keep what is finished and exit with 130 and 143. This module imports neither
+torch nor Taichi nor OpenMM at import time, so ``--help`` and ``--version`` come back at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+from pathlib import Path
 
-from lawful.kernels.errors import LawfulError
+__all__ = ["main", "build_parser", "OutputLock"]
 
-__all__ = ["main", "build_parser"]
+
+class _UsageError(Exception):
+    """A mistake found by the command line itself (exit status 2, one line on stderr)."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered as a KeyboardInterrupt so every Ctrl-C path (checkpoints, partial
+    reports) also runs for ``timeout``, batch schedulers and CI; the exit status is 143."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``lawful <cmd>: error: <message>; see 'lawful <cmd> --help'``)
+    and every option's default in its help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Defaults)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'.\n")
+
+
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default (``(default: X)``) unless its help already names it."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if ("default" in h or action.default is None or action.default is False
+                or action.default is argparse.SUPPRESS or not action.option_strings):
+            return h
+        return h + " (default: %(default)s)"
+
+
+def _int_at_least(lo: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{v} is below {lo}: give an integer >= {lo}")
+        return v
+
+    return parse
+
+
+def _float_in(lo: float, strict: bool = True):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if v != v or v in (float("inf"), float("-inf")) or (v <= lo if strict else v < lo):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number {'>' if strict else '>='} {lo:g}: "
+                                             f"give one that is")
+        return v
+
+    return parse
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("lawful")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        return "unknown"
+
+
+_positive_int = _int_at_least(1)
+_count = _int_at_least(0)
+_positive = _float_in(0.0)
+_non_negative = _float_in(0.0, strict=False)
 
 
 def _common(p: argparse.ArgumentParser, out_default: str, dtype_default: str = "float64") -> None:
-    p.add_argument("--out", default=out_default, help=f"output folder (default: {out_default})")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu | cuda | auto (default: cpu)")
+    p.add_argument("--out", default=out_default, help="output folder (created; locked while the command runs)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--device", default="cpu", help="torch device: cpu | cuda | auto")
     p.add_argument("--dtype", default=dtype_default, choices=["float64", "float32"],
-                   help=f"floating-point precision (default: {dtype_default})")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default: 1; small systems run fastest on one, and "
+                   help="floating-point precision")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch intra-op threads (small systems run fastest on one, and "
                         "oversubscribed threads spin-wait)")
 
 
+# -- the output folder: checked before any work, locked against a second run --------------------
+class OutputLock:
+    """An exclusive ``fcntl.flock`` on ``<out>/.lawful.lock`` for the life of one command.
+
+    The kernel drops a flock when its process dies, so a lock file left by a killed run never
+    blocks the next one; a live run holding it makes the second one fail at once with its pid.
+    """
+
+    NAME = ".lawful.lock"
+
+    def __init__(self, out: Path, command: str):
+        self.out, self.command, self._fh = Path(out), command, None
+
+    def acquire(self) -> "OutputLock":
+        import fcntl
+
+        path = self.out / self.NAME
+        try:
+            fh = open(path, "a+")
+        except OSError as exc:
+            raise _UsageError(f"--out {str(self.out)!r} is not writable ({exc.strerror}): choose a folder you "
+                              "can write to") from None
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise _UsageError(f"--out {str(self.out)!r} is in use by a running lawful command ({holder}); wait "
+                              "for it to finish or pass another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}: lawful {self.command}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            import fcntl
+
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+def _prepare_out(out: str, command: str) -> OutputLock:
+    """Create ``out`` (a folder) and lock it; a file, an unwritable place or a folder locked by a
+    running command is a :class:`_UsageError` raised before any computing."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise _UsageError(f"--out {out!r} is an existing file, not a folder: pass a folder name (it is created)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _UsageError(f"--out {out!r} cannot be created ({exc.strerror}): choose a folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise _UsageError(f"--out {out!r} is not writable: choose a folder you can write to")
+    return OutputLock(path, command).acquire()
+
+
 def _cmd_demo(args) -> int:
+    import json
+
     from lawful.integrations.demo import run_demo
 
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     report = run_demo(out=args.out, mode=mode, seed=args.seed, dtype=args.dtype, device=args.device)
     print(f"report written to {report.resolve()}")
+    sections = json.loads((report.parent / "summary.json").read_text())["sections"]
+    failed = [k for k, v in sections.items() if v.get("status") != "ok"]
+    if failed:
+        print(f"lawful demo: error: section(s) {', '.join(failed)} failed (the reason is in each section of "
+              f"{report.resolve()}); the other sections' results are kept", file=sys.stderr)
+        return 1
     return 0
+
+
+def _find_suite(suite: str | None) -> Path:
+    """``--suite`` if given, else the ``benchmarks`` folder of the repository lawful is installed
+    from (found beside the package sources, so ``lawful bench`` works from any folder)."""
+    if suite is not None:
+        path = Path(suite)
+        if not path.is_dir():
+            raise _UsageError(f"--suite {suite!r} is not a folder: pass the folder holding the bench_*.py scripts")
+        return path
+    import lawful.integrations as pkg
+
+    for base in Path(next(iter(pkg.__path__))).resolve().parents:
+        if (base / "benchmarks").is_dir() and any((base / "benchmarks").glob("bench_*.py")):
+            return base / "benchmarks"
+    here = Path.cwd() / "benchmarks"
+    if here.is_dir():
+        return here
+    raise _UsageError("no benchmarks folder found: the bench_*.py scripts ship with the source repository, not "
+                      "the wheel; run from a clone or pass --suite DIR")
 
 
 def _cmd_bench(args) -> int:
     from lawful.integrations.bench_suite import run_suite
 
-    out = args.out or ("benchmarks/results-quick" if args.quick else "benchmarks/results")
-    paths = run_suite(args.suite, out, only=args.only, quick=args.quick)
+    paths = run_suite(args.suite, args.out, only=args.only, quick=args.quick)
     for p in paths:
         print(p)
     return 0
@@ -49,23 +218,51 @@ def _structure(args):
     """The ase.Atoms that ``--element/--lattice/--repeat`` describe (an fcc supercell)."""
     from ase.build import bulk
 
-    return bulk(args.element, "fcc", a=args.lattice, cubic=True).repeat((args.repeat,) * 3)
+    try:
+        return bulk(args.element, "fcc", a=args.lattice, cubic=True).repeat((args.repeat,) * 3)
+    except (KeyError, ValueError) as exc:
+        raise _UsageError(f"--element {args.element!r} cannot be built as an fcc crystal ({exc}): pass a chemical "
+                          "symbol such as Cu, and --lattice in Å for elements whose ASE reference is not fcc") from None
+
+
+#: Elements ASE's EMT describes as fcc metals (``lawful data --calc emt``).
+EMT_ELEMENTS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
+
+
+def _check_db_target(db: str) -> None:
+    if "://" in db:
+        return
+    path = Path(db)
+    if path.is_dir():
+        raise _UsageError(f"--db {db!r} is a folder: pass a database file name such as data/data.db")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _UsageError(f"--db {db!r}: its folder cannot be created ({exc.strerror}); choose a writable path") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _UsageError(f"--db {db!r}: its folder is not writable; choose a writable path")
 
 
 def _cmd_data(args) -> int:
-    from pathlib import Path
-
+    if args.calc == "emt" and args.element not in EMT_ELEMENTS:
+        raise _UsageError(f"--element {args.element!r} is not an fcc metal EMT describes: use one of "
+                          f"{', '.join(EMT_ELEMENTS)}")
+    if args.db:
+        _check_db_target(args.db)
     from lawful.forcefields import reference
 
     if args.calc == "emt":
         frames = reference.emt_metal_dataset(args.element, repeat=args.repeat, temperatures=args.temperatures,
                                              n_md=args.n_md, n_rattled=args.n_rattled,
-                                             n_strained=args.n_strained, seed=args.seed)
+                                             n_strained=args.n_strained, seed=args.seed, progress=True)
     elif args.calc == "lj":
         frames = reference.lennard_jones_dataset(n_md=args.n_md, temperatures=args.temperatures,
-                                                 repeat=args.repeat, seed=args.seed)
+                                                 repeat=args.repeat, seed=args.seed, progress=True)
     else:
-        frames = reference.water_cluster_dataset(n_md=args.n_md, temperatures=args.temperatures, seed=args.seed)
+        from lawful.integrations.openmm_reference import water_cluster_dataset
+
+        frames = water_cluster_dataset(n_md=args.n_md, temperatures=args.temperatures, seed=args.seed)
     out = Path(args.out)
     xyz = reference.write_extxyz(out / "data.extxyz", frames)
     db = reference.write_db(args.db or str(out / "data.db"), frames)
@@ -73,18 +270,46 @@ def _cmd_data(args) -> int:
     return 0
 
 
+_DATA_SUFFIXES = (".extxyz", ".xyz", ".db")
+
+
+def _read_training_data(data: str):
+    """The labelled frames of ``--data``; a missing, unreadable or non-extxyz/db file is a usage error."""
+    is_url = "://" in data
+    path = Path(data)
+    if not is_url:
+        if not path.exists():
+            raise _UsageError(f"--data {data!r} does not exist (working directory {os.getcwd()!r}): pass the "
+                              "data.extxyz or data.db that `lawful data` wrote")
+        if path.is_dir():
+            raise _UsageError(f"--data {data!r} is a folder: pass the data.extxyz or data.db file inside it")
+        if path.suffix.lower() not in _DATA_SUFFIXES:
+            raise _UsageError(f"--data {data!r} is not an extxyz or ASE database file (suffix {path.suffix!r}): "
+                              "pass a .extxyz/.xyz file or a .db file, as `lawful data` writes")
+    from lawful.forcefields.training import load_frames
+    from lawful.kernels.errors import LawfulError
+
+    try:
+        frames = load_frames(data)
+    except LawfulError:
+        raise
+    except Exception as exc:  # a corrupt file: ASE's readers raise many kinds
+        raise _UsageError(f"--data {data!r} could not be read ({type(exc).__name__}: {exc}): pass an intact "
+                          "extxyz file or ASE database with energies and forces") from None
+    if not frames:
+        raise _UsageError(f"--data {data!r} holds no structures: generate some with `lawful data`")
+    return frames
+
+
 def _cmd_train(args) -> int:
-    from pathlib import Path
+    frames = _read_training_data(args.data)
 
     from lawful.forcefields import DirectForceModel, NeuralPotential, train
-    from lawful.forcefields.training import load_frames
 
-    frames = load_frames(args.data)
     species = args.species or sorted({s for a in frames for s in a.get_chemical_symbols()})
     cls = NeuralPotential if args.model == "conservative" else DirectForceModel
     model = cls(species=species, cutoff=args.cutoff, dtype=args.dtype, device=args.device, seed=args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.name or args.model}.lawful"
     ckpt = out / f"{path.stem}.ckpt"
     try:
@@ -101,15 +326,37 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _cmd_md(args) -> int:
-    from lawful.integrations.md import run_md
+def _openmm_platforms() -> list[str]:
+    import openmm
 
+    return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+
+
+def _cmd_md(args) -> int:
+    if args.engine == "openmm":
+        names = _openmm_platforms()
+        if args.platform not in names:
+            raise _UsageError(f"--platform {args.platform!r} is not available in this OpenMM installation: use "
+                              f"one of {', '.join(names)}")
+    elif args.platform != "Reference":
+        raise _UsageError(f"--platform {args.platform!r} applies to --engine openmm only: drop it, or add "
+                          "--engine openmm")
     if args.structure:
+        path = Path(args.structure)
+        if not path.is_file():
+            raise _UsageError(f"--structure {args.structure!r} is not a file (working directory {os.getcwd()!r}): "
+                              "pass a structure file ase.io can read (extxyz, cif, POSCAR, pdb...)")
         from ase.io import read
 
-        atoms = read(args.structure)
+        try:
+            atoms = read(args.structure)
+        except Exception as exc:  # ASE's readers raise many kinds
+            raise _UsageError(f"--structure {args.structure!r} could not be read by ase.io ({type(exc).__name__}: "
+                              f"{exc}): pass a file in a format ASE knows, named with its usual suffix") from None
     else:
         atoms = _structure(args)
+    from lawful.integrations.md import run_md
+
     res = run_md(atoms, args.model, args.engine, timestep_fs=args.dt, steps=args.steps,
                  ensemble=args.ensemble, temperature_K=args.temperature, out=args.out, seed=args.seed,
                  dtype=args.dtype, device=args.device, report_interval=args.report_interval,
@@ -173,28 +420,33 @@ def _cmd_fluid(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lawful`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lawful",
         description="Neural surrogates that obey conservation laws inside real simulators.",
+        epilog="Every command has --help. Units: Å, eV, fs, K for force fields; grid units for fluids.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"lawful {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("demo", help="run the end-to-end demo and write an HTML report")
     _common(p, "demo-out")
-    p.add_argument("--quick", action="store_true", help="small sizes: at most 5 minutes on a 2-core CPU")
-    p.add_argument("--smoke", action="store_true", help="the smallest sizes (a test of the pipeline, not a result)")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes: at most 5 minutes on a 2-core CPU (default: off, the full demo, <= 30 min)")
+    p.add_argument("--smoke", action="store_true",
+                   help="the smallest sizes, a test of the pipeline, not a result (default: off)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("data", help="generate labelled reference data (EMT, Lennard-Jones, OpenMM water)")
     _common(p, "data-out")
     p.add_argument("--calc", choices=["emt", "lj", "openmm-water"], default="emt", help="reference calculator")
-    p.add_argument("--element", default="Cu", help="fcc element for EMT (Cu, Al, Ni, Ag, Au, Pd, Pt)")
-    p.add_argument("--repeat", type=int, default=2, help="supercell repeats of the cubic cell")
-    p.add_argument("--temperatures", type=float, nargs="+", default=[300, 600, 900, 1200], help="MD temperatures, K")
-    p.add_argument("--n-md", type=int, default=40, help="MD snapshots per temperature")
-    p.add_argument("--n-rattled", type=int, default=30, help="rattled cells (EMT)")
-    p.add_argument("--n-strained", type=int, default=40, help="strained cells (EMT)")
-    p.add_argument("--db", default=None, help="ase.db URL (default: OUT/data.db, SQLite)")
+    p.add_argument("--element", default="Cu", help=f"fcc element for EMT ({', '.join(EMT_ELEMENTS)})")
+    p.add_argument("--repeat", type=_positive_int, default=2, help="supercell repeats of the cubic cell, per axis")
+    p.add_argument("--temperatures", type=_positive, nargs="+", default=[300, 600, 900, 1200],
+                   help="MD temperatures, K")
+    p.add_argument("--n-md", type=_positive_int, default=40, help="MD snapshots per temperature")
+    p.add_argument("--n-rattled", type=_count, default=30, help="rattled cells (EMT)")
+    p.add_argument("--n-strained", type=_count, default=40, help="strained cells (EMT)")
+    p.add_argument("--db", default=None, help="ase.db URL or SQLite file (default: OUT/data.db)")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train a NeuralPotential or DirectForceModel on a dataset")
@@ -204,30 +456,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conservative: NeuralPotential (forces = -dE/dR); direct: DirectForceModel (control)")
     p.add_argument("--name", default=None, help="model file name (default: the --model value)")
     p.add_argument("--species", nargs="*", default=None, help="elements (default: those in the data)")
-    p.add_argument("--cutoff", type=float, default=4.5, help="cutoff radius, Å")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--energy-weight", type=float, default=1.0)
-    p.add_argument("--force-weight", type=float, default=1.0)
-    p.add_argument("--stress-weight", type=float, default=0.0)
-    p.add_argument("--max-time", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--cutoff", type=_positive, default=4.5, help="cutoff radius, Å")
+    p.add_argument("--epochs", type=_positive_int, default=100,
+                   help="most passes over the training set (early stopping may end sooner)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="structures per optimiser step")
+    p.add_argument("--lr", type=_positive, default=3e-3, help="Adam learning rate (halved on plateaus)")
+    p.add_argument("--energy-weight", type=_non_negative, default=1.0,
+                   help="loss weight on the energy error, per (eV/atom)²")
+    p.add_argument("--force-weight", type=_non_negative, default=1.0,
+                   help="loss weight on the force error, per (eV/Å)² and component")
+    p.add_argument("--stress-weight", type=_non_negative, default=0.0,
+                   help="loss weight on the stress error, per (eV/Å³)²")
+    p.add_argument("--max-time", type=_positive, default=None,
+                   help="stop after this many seconds of training (default: no limit)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("md", help="run NVE/NVT in ASE or OpenMM with drift monitoring")
     _common(p, "md-out")
-    p.add_argument("--engine", choices=["ase", "openmm"], default="ase")
-    p.add_argument("--model", default="emt", help="a .lawful model file, or 'emt' (classical reference)")
+    p.add_argument("--engine", choices=["ase", "openmm"], default="ase", help="MD engine")
+    p.add_argument("--model", default="emt",
+                   help="a .lawful model file, a shipped model name (cu-emt, cu-emt-direct) or 'emt' (classical "
+                        "reference)")
     p.add_argument("--structure", default=None, help="structure file readable by ase.io (default: fcc supercell)")
-    p.add_argument("--element", default="Cu")
-    p.add_argument("--lattice", type=float, default=None, help="lattice constant, Å (default: ASE's)")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--ensemble", choices=["nve", "nvt"], default="nve")
-    p.add_argument("--temperature", type=float, default=300.0, help="initial / target temperature, K")
+    p.add_argument("--element", default="Cu", help="element of the fcc supercell (without --structure)")
+    p.add_argument("--lattice", type=_positive, default=None, help="lattice constant, Å (default: ASE's)")
+    p.add_argument("--repeat", type=_positive_int, default=3, help="fcc supercell repeats of the cubic cell, per axis")
+    p.add_argument("--ensemble", choices=["nve", "nvt"], default="nve", help="nve (drift check) or nvt (Langevin)")
+    p.add_argument("--temperature", type=_non_negative, default=300.0, help="initial / target temperature, K")
     p.add_argument("--dt", type=float, default=2.0, help="time step, fs")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--report-interval", type=int, default=10, help="steps between drift samples / frames")
-    p.add_argument("--platform", default="Reference", help="OpenMM platform (Reference = double precision)")
+    p.add_argument("--steps", type=_positive_int, default=1000, help="MD steps")
+    p.add_argument("--report-interval", type=_positive_int, default=10, help="steps between drift samples / frames")
+    p.add_argument("--platform", default="Reference",
+                   help="OpenMM platform, --engine openmm only (Reference = double precision; CPU, CUDA, OpenCL "
+                        "where installed)")
     p.set_defaults(func=_cmd_md)
 
     p = sub.add_parser("fluid", help="run a Taichi fluid scene, with or without a neural corrector")
@@ -241,36 +502,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_fluid)
 
     p = sub.add_parser("bench", help="run the benchmark suite and write JSON results")
-    p.add_argument("--suite", default="benchmarks", help="folder holding bench_*.py scripts")
+    p.add_argument("--suite", default=None,
+                   help="folder holding bench_*.py scripts (default: the repository's benchmarks/, found from "
+                        "any working directory)")
     p.add_argument("--out", default=None,
-                   help="folder for the JSON results (default: benchmarks/results, or benchmarks/results-quick "
+                   help="folder for the JSON results (default: SUITE/results, or SUITE/results-quick "
                         "with --quick so that quick figures never overwrite the committed ones)")
-    p.add_argument("--only", nargs="*", default=None, help="run only these benchmarks (names)")
-    p.add_argument("--quick", action="store_true", help="smaller sizes")
+    p.add_argument("--only", nargs="*", default=None, help="run only these benchmarks, by name (default: all)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes (default: off)")
     p.set_defaults(func=_cmd_bench)
     return parser
 
 
+def _lawful_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a :class:`lawful.kernels.errors.LawfulError` (without importing torch)."""
+    errors = sys.modules.get("lawful.kernels.errors")
+    return errors is not None and isinstance(exc, errors.LawfulError)
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _install_sigterm():
+    """SIGTERM -> :class:`_Terminated` (a KeyboardInterrupt) in the main thread; returns the
+    previous handler, or None where signals cannot be installed (another thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _prepare(args) -> None:
+    """Resolve defaults that depend on the machine (the benchmark suite's folder)."""
+    if args.command == "bench":
+        suite = _find_suite(args.suite)
+        args.suite = str(suite)
+        if args.out is None:
+            args.out = str(suite / ("results-quick" if args.quick else "results"))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``lawful`` console script; returns the process exit code."""
+    """Entry point of the ``lawful`` console script; returns the process exit code.
+
+    0: done; 1: the demo finished but some sections failed; 2: a usage mistake (one line on
+    stderr, nothing computed or overwritten); 130: Ctrl-C; 143: SIGTERM (both keep what is done).
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0), or a one-line usage error (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    if getattr(args, "threads", None):
-        # The command line is an application, so it may set the process's torch thread count.
-        import torch
-
-        torch.set_num_threads(args.threads)
+    name = f"lawful {args.command}"
+    previous = _install_sigterm()
+    lock = None
     try:
+        _prepare(args)
+        if getattr(args, "out", None):
+            lock = _prepare_out(args.out, args.command)
+        if getattr(args, "threads", None):
+            # The command line is an application, so it may set the process's torch thread count.
+            import torch
+
+            torch.set_num_threads(args.threads)
         return int(args.func(args) or 0)
-    except LawfulError as exc:
-        print(f"lawful {args.command}: error: {exc}", file=sys.stderr)
+    except _UsageError as exc:
+        print(f"{name}: error: {' '.join(str(exc).split())}.", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"lawful {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, _Terminated)
+        print(f"{name}: interrupted ({'SIGTERM' if term else 'Ctrl-C'}); finished outputs are kept", file=sys.stderr)
+        return 143 if term else 130
+    except Exception as exc:
+        if not _lawful_error(exc):
+            raise  # a bug: keep its traceback
+        print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    finally:
+        if lock is not None:
+            lock.release()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

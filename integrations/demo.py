@@ -3,7 +3,7 @@
 Each part of the demo is a *section* function ``(ctx, sec)`` that fills the :class:`Section` it is
 handed (built from its ``@section(key, title)`` mark). Sections run in order; a section that fails
 or is interrupted is recorded as such, with whatever it had already added, and the report is still
-written, so completed outputs are never lost. Modes: ``quick`` (``make demo``: at most 5 minutes on a 2-core
+written, so completed outputs are never lost; the report is rewritten after every section. Modes: ``quick`` (``make demo``: at most 5 minutes on a 2-core
 CPU), ``full`` (at most 30 minutes), ``smoke`` (the smallest sizes, for the test suite).
 """
 
@@ -65,13 +65,38 @@ def _sections() -> list[Callable[[DemoContext, Section], None]]:
 
 MODES = ("smoke", "quick", "full")
 
+#: Rough wall seconds of each section per mode on an idle 2-core CPU: the progress line's estimate
+#: of what is left (scaled by how fast the finished sections ran on this machine).
+EXPECTED_S = {
+    "smoke": {"environment": 3, "forcefields": 40, "hamiltonian": 10, "fluids": 15},
+    "quick": {"environment": 3, "forcefields": 150, "hamiltonian": 40, "fluids": 60},
+    "full": {"environment": 3, "forcefields": 900, "hamiltonian": 150, "fluids": 600},
+}
+
+
+def _eta(mode: str, done: dict[str, float], todo: list[str]) -> float:
+    """Seconds left: the expected time of the sections in ``todo``, scaled by the ratio of the
+    measured to the expected time of the sections ``done`` (``{key: seconds}``), within 0.25-4x."""
+    expected = EXPECTED_S[mode]
+    planned_done = sum(expected.get(k, 30) for k in done)
+    scale = sum(done.values()) / planned_done if planned_done else 1.0
+    return max(0.25, min(4.0, scale)) * sum(expected.get(k, 30) for k in todo)
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 60}:{s % 60:02d}"
+
 
 def run_demo(out: str | Path = "demo-out", mode: str = "quick", seed: int = 0,
              dtype: str = "float64", device: str = "cpu", log: Callable[[str], None] = print) -> Path:
     """Run every demo section and write ``out/report.html`` and ``out/summary.json``.
 
-    Returns the report path. Ctrl-C stops the current section; the report is still written with
-    every section finished so far, and the exception is re-raised after that.
+    Both files are rewritten after every section (sections still to run are listed as
+    ``pending``), so the report can be opened while the demo runs. Returns the report path.
+    Ctrl-C (or SIGTERM through the ``lawful`` command) stops the current section; the report is
+    written with every section finished so far, and the exception is re-raised after that.
+    A section that fails is recorded as ``failed`` with its traceback and the demo goes on.
     """
     if mode not in MODES:
         from lawful.kernels.errors import InputError
@@ -80,32 +105,53 @@ def run_demo(out: str | Path = "demo-out", mode: str = "quick", seed: int = 0,
     ctx = DemoContext(out=Path(out), mode=mode, seed=seed, dtype=dtype, device=device, log=log)
     ctx.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    fns = _sections()
     sections: list[Section] = []
+    done: dict[str, float] = {}
     interrupted = None
-    for fn in _sections():
+    meta = {"mode": mode, "seed": seed, "dtype": dtype, "device": device, "total_seconds": 0.0,
+            "versions": versions(), "machine": machine_info()}
+
+    def write(pending: list, status: str = "pending") -> Path:
+        meta["total_seconds"] = round(time.perf_counter() - t0, 1)
+        note = "not run yet (this page reloads every 30 s)" if status == "pending" else "not run: the demo was interrupted"
+        waiting = [Section(f.section_key, f.section_title, text=[note], status=status) for f in pending]
+        report, _ = write_report(ctx.out, "lawful demo", sections + waiting, meta,
+                                 refresh_s=30 if pending and status == "pending" else None)
+        return report
+
+    report = write(fns)
+    log(f"[demo] report (rewritten after every section): {report.resolve()}")
+    for k, fn in enumerate(fns):
         sec = Section(fn.section_key, fn.section_title)
-        log(f"[demo] {sec.key} ...")
+        todo = [f.section_key for f in fns[k:]]
+        log(f"[demo {k + 1}/{len(fns)}] {sec.key} ... (elapsed {_clock(time.perf_counter() - t0)}, "
+            f"about {_clock(_eta(mode, done, todo))} left)")
         ts = time.perf_counter()
         try:
             fn(ctx, sec)
         except KeyboardInterrupt as exc:
             sec.text.append("interrupted by the user")
             sec.status = "interrupted"
-            sections.append(sec)
             interrupted = exc
-            break
         except Exception as exc:  # a failed section must not lose the others' results
             sec.text += [f"failed: {exc!r}", traceback.format_exc()]
             sec.status = "failed"
         sec.summary.setdefault("seconds", round(time.perf_counter() - ts, 2))
         sections.append(sec)
-        log(f"[demo] {sec.key}: {sec.status} in {sec.summary['seconds']} s")
-    meta = {"mode": mode, "seed": seed, "dtype": dtype, "device": device,
-            "total_seconds": round(time.perf_counter() - t0, 1), "versions": versions(),
-            "machine": machine_info()}
-    report, _ = write_report(ctx.out, "lawful demo", sections, meta)
-    log(f"[demo] report: {report.resolve()}")
+        done[sec.key] = sec.summary["seconds"]
+        if interrupted is not None:
+            break
+        report = write(fns[k + 1:])
+        log(f"[demo {k + 1}/{len(fns)}] {sec.key}: {sec.status} in {sec.summary['seconds']} s "
+            f"(elapsed {_clock(time.perf_counter() - t0)})")
     if interrupted is not None:
+        report = write(fns[len(sections):], status="not run")
+        log(f"[demo] report: {report.resolve()}")
         log(f"[demo] interrupted; completed outputs are in {ctx.out.resolve()}")
         raise interrupted
+    log(f"[demo] report: {report.resolve()}")
+    failed = [s.key for s in sections if s.status != "ok"]
+    if failed:
+        log(f"[demo] section(s) failed: {', '.join(failed)} (the reason is in the report)")
     return report

@@ -26,7 +26,7 @@ class Section:
     tables: list[tuple[str, list[dict]]] = field(default_factory=list)
     figures: list[tuple[str, Path]] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
-    status: str = "ok"  # "ok" | "skipped" | "failed" | "interrupted"
+    status: str = "ok"  # "ok" | "skipped" | "failed" | "interrupted" | "pending" | "not run"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -89,14 +89,20 @@ def _figure_html(caption: str, png: Path) -> str:
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}
 caption{font-weight:bold;text-align:left}img{max-width:100%}figure{margin:1em 0}
-.skipped,.failed,.interrupted{color:#a00}"""
+.skipped,.failed,.interrupted{color:#a00}.pending,.not{color:#888}"""
 
 
-def write_report(out_dir: Path, title: str, sections: list[Section], meta: dict) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``summary.json`` into ``out_dir``; return both paths."""
+def write_report(out_dir: Path, title: str, sections: list[Section], meta: dict,
+                 refresh_s: int | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``summary.json`` into ``out_dir``; return both paths.
+
+    ``refresh_s``: while a run is still going, the page asks the browser to reload itself every
+    this many seconds (None: a finished report, no reload).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    refresh = f"<meta http-equiv='refresh' content='{int(refresh_s)}'>" if refresh_s else ""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'>{refresh}<title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts.append(_table_html("Run", [{k: v for k, v in meta.items() if not isinstance(v, dict)}]))
     for k, v in meta.items():
