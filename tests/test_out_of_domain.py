@@ -164,3 +164,20 @@ def test_corrupt_record_is_a_model_file_error(tmp_path):
                     metadata={"dtype": "float64", "pair_min_distance": {"Cu-Cu": -1.0}})
     with pytest.raises(ModelFileError, match="Cu-Cu"):
         load_model(path)
+
+
+@pytest.mark.parametrize("name", ["cu-emt", "cu-emt-direct"])
+def test_shipped_models_carry_their_training_domain(name):
+    """The shipped models record the smallest Cu-Cu distance of their training split (added from
+    the regenerated data, whose fingerprint matches): below the fcc nearest-neighbour distance
+    (2.55 Å), since the data holds rattled and hot MD frames; a perfect crystal is in domain."""
+    model = load_model(name)
+    d = model.pair_min_distance["Cu-Cu"]
+    assert 1.5 < d < 3.61 / np.sqrt(2) - 0.3
+    atoms = _copper()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDomainWarning)
+        ModelRunner(model, atoms.numbers, strict=True).evaluate(atoms.positions, atoms.cell.array, True)
+    with pytest.raises(NumericalError, match="Cu-Cu"):
+        squeezed = _squeezed(atoms, 0, 5, 0.85 * d)
+        ModelRunner(model, atoms.numbers, strict=True).evaluate(squeezed.positions, squeezed.cell.array, True)
