@@ -1,20 +1,17 @@
 """Reference data for training and testing force fields: structures labelled by classical models.
 
-* Labelling: any ASE calculator (:func:`label`) - EMT for Cu/Al/Ni/Ag/Au/Pd/Pt, Lennard-Jones, and
-  an OpenMM classical force field through :class:`OpenMMCalculator` (an ASE calculator wrapping an
-  ``openmm.System``).
+* Labelling: any ASE calculator (:func:`label`) - EMT for Cu/Al/Ni/Ag/Au/Pd/Pt, Lennard-Jones, or
+  an OpenMM classical force field through ``lawful.integrations.openmm_reference.OpenMMCalculator``
+  (engine adapters live with the engines; this module imports no engine).
 * Sampling: short Langevin MD at chosen temperatures (:func:`md_snapshots`), rattled cells
   (:func:`rattled`) and strained + rattled cells (:func:`strained`); ready-made sets
-  :func:`emt_metal_dataset` (fcc EMT metal, default copper), :func:`lennard_jones_dataset` (argon)
-  and :func:`water_cluster_dataset` (TIP3P water clusters through OpenMM/amber14).
+  :func:`emt_metal_dataset` (fcc EMT metal, default copper) and :func:`lennard_jones_dataset`
+  (argon); TIP3P water clusters through OpenMM are ``lawful.integrations.openmm_reference``.
 * Storage: extended XYZ (:func:`write_extxyz` / :func:`read_extxyz`, written atomically) and ASE
   databases (:func:`write_db` / :func:`read_db`, SQLite by default; any ``ase.db`` URL works).
 
 Every labelled frame carries energy (eV), forces (eV/Å) and, for periodic cells, stress (eV/Å^3,
 ASE sign) in a SinglePointCalculator, plus ``atoms.info["source"]`` saying how it was made.
-
-Units: OpenMM speaks nm and kJ/mol. The adapter converts with the constants of
-:mod:`lawful.kernels.units` (CODATA 2018, OpenMM's own values), the one unit table of lawful.
 """
 
 from __future__ import annotations
@@ -25,26 +22,45 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from lawful.kernels.errors import InputError
 
 __all__ = [
     "label", "md_snapshots", "rattled", "strained", "emt_metal_dataset", "lennard_jones_dataset",
-    "water_cluster_dataset", "OpenMMCalculator", "write_extxyz", "read_extxyz", "write_db", "read_db",
+    "write_extxyz", "read_extxyz", "write_db", "read_db",
 ]
-
-from lawful.kernels import units as _units
 
 
 # -- labelling ---------------------------------------------------------------------------------
+def _bar(progress: bool, total: int, desc: str):
+    """A tqdm progress bar (stderr) when ``progress``, else a no-op object with ``update``/``close``."""
+    if progress:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="frame", leave=True)
+
+    class _Silent:
+        def update(self, n=1):
+            pass
+
+        def close(self):
+            pass
+
+    return _Silent()
+
+
 def label(frames: Iterable[Atoms], calculator: Calculator, source: str | None = None,
-          stress: bool | None = None) -> list[Atoms]:
+          stress: bool | None = None, progress: bool = False) -> list[Atoms]:
     """Copies of ``frames`` labelled by ``calculator``: energy, forces and (periodic frames, or if
-    ``stress``) stress, stored in a SinglePointCalculator so the labels survive I/O."""
+    ``stress``) stress, stored in a SinglePointCalculator so the labels survive I/O.
+    ``progress``: a tqdm bar on stderr."""
+    frames = list(frames)
+    bar = _bar(progress, len(frames), "labelling")
     out = []
     for atoms in frames:
+        bar.update()
         a = atoms.copy()
         a.calc = calculator
         results = {"energy": float(a.get_potential_energy()), "forces": np.array(a.get_forces())}
@@ -55,17 +71,19 @@ def label(frames: Iterable[Atoms], calculator: Calculator, source: str | None = 
         if source is not None:
             a.info["source"] = source
         out.append(a)
+    bar.close()
     return out
 
 
 # -- sampling ----------------------------------------------------------------------------------
 def md_snapshots(atoms: Atoms, calculator: Calculator, temperatures: Sequence[float], n_per_temperature: int,
                  interval: int = 20, timestep_fs: float = 4.0, equilibration: int = 40,
-                 friction: float = 0.02, seed: int = 0) -> list[Atoms]:
+                 friction: float = 0.02, seed: int = 0, progress: bool = False) -> list[Atoms]:
     """Langevin MD snapshots (unlabelled copies) at each temperature in K.
 
     For each temperature: Maxwell-Boltzmann velocities, ``equilibration`` steps, then a snapshot
     every ``interval`` steps. ``friction`` in 1/fs. Deterministic for a given ``seed``.
+    ``progress``: a tqdm bar on stderr, one tick per snapshot.
     """
     import ase.units as au
     from ase.md.langevin import Langevin
@@ -75,6 +93,7 @@ def md_snapshots(atoms: Atoms, calculator: Calculator, temperatures: Sequence[fl
         from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _thermalize
 
     frames = []
+    bar = _bar(progress, len(temperatures) * n_per_temperature, "MD sampling")
     for k, temp in enumerate(temperatures):
         rng = np.random.default_rng(seed + 7919 * k)
         a = atoms.copy()
@@ -88,6 +107,8 @@ def md_snapshots(atoms: Atoms, calculator: Calculator, temperatures: Sequence[fl
             snap = Atoms(a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
             snap.info["source"] = f"md_{int(temp)}K"
             frames.append(snap)
+            bar.update()
+    bar.close()
     return frames
 
 
@@ -103,6 +124,15 @@ def rattled(atoms: Atoms, n: int, amplitude: float = 0.1, seed: int = 0) -> list
     return out
 
 
+def _affine(x: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """``x @ f`` for (n, 3) rows and a (3, 3) matrix, summed in a fixed order with elementwise
+    operations. A BLAS matmul picks its kernel by CPU (FMA or not, block order), so the same seed
+    gave positions differing in the last bit from machine to machine and the data fingerprint of
+    the shipped models did not reproduce; elementwise IEEE products and sums are the same everywhere."""
+    x = np.asarray(x, dtype=np.float64)
+    return (x[:, 0:1] * f[0]) + (x[:, 1:2] * f[1]) + (x[:, 2:3] * f[2])
+
+
 def strained(atoms: Atoms, n: int, max_strain: float = 0.04, amplitude: float = 0.05, seed: int = 0) -> list[Atoms]:
     """``n`` copies under random symmetric strains (components uniform in ±``max_strain``), atoms
     moved affinely with the cell, then rattled by ``amplitude`` Å."""
@@ -114,8 +144,8 @@ def strained(atoms: Atoms, n: int, max_strain: float = 0.04, amplitude: float = 
         e = rng.uniform(-max_strain, max_strain, (3, 3))
         e = 0.5 * (e + e.T)
         f = np.eye(3) + e
-        pos = atoms.positions @ f + rng.normal(0.0, amplitude, (len(atoms), 3))
-        a = Atoms(atoms.numbers, positions=pos, cell=np.asarray(atoms.cell) @ f, pbc=True)
+        pos = _affine(atoms.positions, f) + rng.normal(0.0, amplitude, (len(atoms), 3))
+        a = Atoms(atoms.numbers, positions=pos, cell=_affine(np.asarray(atoms.cell), f), pbc=True)
         a.info["source"] = f"strained_{max_strain:g}"
         out.append(a)
     return out
@@ -123,22 +153,23 @@ def strained(atoms: Atoms, n: int, max_strain: float = 0.04, amplitude: float = 
 
 def emt_metal_dataset(element: str = "Cu", repeat: int = 2, temperatures: Sequence[float] = (300, 600, 900, 1200),
                       n_md: int = 40, n_rattled: int = 30, n_strained: int = 40, lattice: float | None = None,
-                      seed: int = 0) -> list[Atoms]:
+                      seed: int = 0, progress: bool = False) -> list[Atoms]:
     """EMT-labelled fcc ``element`` supercells (``repeat``³ conventional cells, 4·repeat³ atoms):
-    MD snapshots at each temperature (``n_md`` each), rattled and strained cells."""
+    MD snapshots at each temperature (``n_md`` each), rattled and strained cells.
+    ``progress``: tqdm bars for the sampling and the labelling."""
     from ase.build import bulk
     from ase.calculators.emt import EMT
 
     calc = EMT()
     base = bulk(element, "fcc", a=lattice, cubic=True).repeat((repeat,) * 3)
-    frames = md_snapshots(base, calc, temperatures, n_md, seed=seed)
+    frames = md_snapshots(base, calc, temperatures, n_md, seed=seed, progress=progress)
     frames += rattled(base, n_rattled // 2, 0.05, seed=seed + 1) + rattled(base, n_rattled - n_rattled // 2, 0.15, seed=seed + 2)
     frames += strained(base, n_strained, 0.04, 0.08, seed=seed + 3)
-    return label(frames, calc)
+    return label(frames, calc, progress=progress)
 
 
 def lennard_jones_dataset(n_md: int = 20, temperatures: Sequence[float] = (30, 60), repeat: int = 2,
-                          seed: int = 0) -> list[Atoms]:
+                          seed: int = 0, progress: bool = False) -> list[Atoms]:
     """Argon fcc supercells labelled by ASE's smooth Lennard-Jones (sigma 3.405 Å, epsilon
     0.0104 eV, r_c = 2.5 sigma, smooth cut-off): MD snapshots plus rattled and strained cells."""
     from ase.build import bulk
@@ -147,81 +178,9 @@ def lennard_jones_dataset(n_md: int = 20, temperatures: Sequence[float] = (30, 6
     sigma = 3.405
     calc = LennardJones(sigma=sigma, epsilon=0.0104, rc=2.5 * sigma, smooth=True)
     base = bulk("Ar", "fcc", a=5.26, cubic=True).repeat((repeat,) * 3)
-    frames = md_snapshots(base, calc, temperatures, n_md, timestep_fs=5.0, seed=seed)
+    frames = md_snapshots(base, calc, temperatures, n_md, timestep_fs=5.0, seed=seed, progress=progress)
     frames += rattled(base, 10, 0.1, seed=seed + 1) + strained(base, 10, 0.03, 0.05, seed=seed + 2)
-    return label(frames, calc)
-
-
-# -- OpenMM adapter ----------------------------------------------------------------------------
-class OpenMMCalculator(Calculator):
-    """An ASE calculator evaluating an ``openmm.System`` (classical force field) on the CPU.
-
-    ``system``: the OpenMM System (its particle order is the Atoms order); ``platform``: an
-    OpenMM platform name ("Reference" by default: double precision, deterministic). Periodic
-    Atoms send their cell as box vectors (OpenMM needs a reduced triclinic box). Energies are
-    converted from kJ/mol to eV and forces from kJ/mol/nm to eV/Å with CODATA-2018 constants.
-    """
-
-    implemented_properties = ["energy", "forces"]
-
-    def __init__(self, system, platform: str = "Reference", **kwargs):
-        super().__init__(**kwargs)
-        import openmm
-
-        self.system = system
-        self._integrator = openmm.VerletIntegrator(0.001)
-        self._context = openmm.Context(system, self._integrator, openmm.Platform.getPlatformByName(platform))
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        import openmm
-        from openmm import unit
-
-        super().calculate(atoms, properties, system_changes)
-        if len(self.atoms) != self.system.getNumParticles():
-            raise InputError(f"the Atoms have {len(self.atoms)} atoms but the OpenMM System has "
-                             f"{self.system.getNumParticles()} particles.")
-        if any(self.atoms.pbc):
-            cell = np.asarray(self.atoms.cell) * _units.NM_PER_ANGSTROM
-            self._context.setPeriodicBoxVectors(*[openmm.Vec3(*row) * unit.nanometer for row in cell])
-        self._context.setPositions(self.atoms.positions * _units.NM_PER_ANGSTROM * unit.nanometer)
-        state = self._context.getState(getEnergy=True, getForces=True)
-        e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-        f = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-        self.results["energy"] = e * _units.EV_PER_KJMOL
-        self.results["forces"] = np.asarray(f) * _units.FORCE_ASE_PER_OPENMM
-
-
-def water_cluster_system(n_molecules: int = 4):
-    """A cluster of ``n_molecules`` flexible TIP3P waters cut from OpenMM's ``tip3p.pdb`` box and
-    its ``openmm.System`` (amber14 + TIP3P, no cutoff, no constraints, flexible O-H bonds).
-    Returns (ase.Atoms, openmm.System)."""
-    import openmm.app as app
-    from openmm import unit
-
-    pdb_path = Path(app.__file__).parent / "data" / "tip3p.pdb"
-    pdb = app.PDBFile(str(pdb_path))
-    modeller = app.Modeller(pdb.topology, pdb.positions)
-    residues = list(modeller.topology.residues())
-    modeller.delete(residues[n_molecules:])
-    ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
-    system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)
-    pos = np.asarray(modeller.positions.value_in_unit(unit.nanometer)) * _units.ANGSTROM_PER_NM
-    numbers = [a.element.atomic_number for a in modeller.topology.atoms()]
-    atoms = Atoms(numbers=numbers, positions=pos, pbc=False)
-    atoms.positions -= atoms.get_center_of_mass()
-    return atoms, system
-
-
-def water_cluster_dataset(n_molecules: int = 4, n_md: int = 20, temperatures: Sequence[float] = (200, 300),
-                          n_rattled: int = 10, seed: int = 0) -> list[Atoms]:
-    """TIP3P water clusters labelled through :class:`OpenMMCalculator`: MD snapshots (0.5 fs
-    steps) and rattled copies."""
-    atoms, system = water_cluster_system(n_molecules)
-    calc = OpenMMCalculator(system)
-    frames = md_snapshots(atoms, calc, temperatures, n_md, interval=10, timestep_fs=0.5, equilibration=20,
-                          seed=seed)
-    frames += rattled(atoms, n_rattled, 0.05, seed=seed + 1)
-    return label(frames, calc)
+    return label(frames, calc, progress=progress)
 
 
 # -- storage -----------------------------------------------------------------------------------

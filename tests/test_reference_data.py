@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lawful.forcefields.reference import (OpenMMCalculator, emt_metal_dataset, label, lennard_jones_dataset,
-                                          md_snapshots, rattled, read_db, read_extxyz, strained,
-                                          water_cluster_dataset, water_cluster_system, write_db, write_extxyz)
+from lawful.forcefields.reference import (emt_metal_dataset, label, lennard_jones_dataset, md_snapshots, rattled,
+                                          read_db, read_extxyz, strained, write_db, write_extxyz)
+from lawful.integrations.openmm_reference import OpenMMCalculator, water_cluster_dataset, water_cluster_system
 from lawful.kernels.errors import InputError
 
 
@@ -146,9 +146,78 @@ def test_label_with_any_calculator():
 
 def test_adapter_and_engines_share_one_unit_table():
     # One definition in kernels; the engine side re-exports the very same objects.
-    from lawful.forcefields import reference
-    from lawful.integrations import units
+    from lawful.integrations import openmm_reference, units
     from lawful.kernels import units as kunits
 
-    assert reference._units is kunits
+    assert openmm_reference._units is kunits
     assert units.EV_PER_KJMOL is kunits.EV_PER_KJMOL and units.ANGSTROM_PER_NM is kunits.ANGSTROM_PER_NM
+
+
+# -- determinism: the shipped models' data fingerprint reproduces from HEAD ------------------------
+_FINGERPRINT_SCRIPT = """
+import numpy as np
+from lawful.forcefields.reference import emt_metal_dataset
+frames = emt_metal_dataset("Cu", repeat=1, temperatures=(600,), n_md=3, n_rattled=2, n_strained=4, seed=5)
+import hashlib
+h = hashlib.sha256()
+for a in frames:
+    h.update(a.positions.tobytes()); h.update(np.asarray(a.cell).tobytes()); h.update(a.get_forces().tobytes())
+print(h.hexdigest())
+"""
+
+
+def _exact_digest(frames) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in frames:
+        h.update(a.positions.tobytes())
+        h.update(np.asarray(a.cell).tobytes())
+        h.update(a.get_forces().tobytes())
+    return h.hexdigest()
+
+
+def test_strain_is_the_matrix_product_summed_in_a_fixed_order():
+    from lawful.forcefields.reference import _affine
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 3)) * 10
+    f = np.eye(3) + 0.04 * rng.normal(size=(3, 3))
+    assert np.allclose(_affine(x, f), x @ f, rtol=0, atol=1e-13)
+    # no BLAS call: the same bits whatever the memory layout of the input
+    assert np.array_equal(_affine(np.asfortranarray(x), f), _affine(x, f))
+
+
+def test_dataset_is_bit_identical_in_one_process_and_across_thread_counts_and_blas_kernels():
+    """Same seed -> the same bits (positions, cells, labels): twice in this process, and in a
+    subprocess with two BLAS/OpenMP threads and OpenBLAS forced onto another kernel family (a
+    stand-in for another CPU; the strained cells once went through a BLAS matmul whose last bit
+    depended on it)."""
+    import os
+    import subprocess
+    import sys
+
+    kw = dict(repeat=1, temperatures=(600,), n_md=3, n_rattled=2, n_strained=4, seed=5)
+    first = _exact_digest(emt_metal_dataset("Cu", **kw))
+    assert _exact_digest(emt_metal_dataset("Cu", **kw)) == first
+    env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2", OPENBLAS_CORETYPE="Sandybridge")
+    out = subprocess.run([sys.executable, "-c", _FINGERPRINT_SCRIPT], env=env, capture_output=True, text=True,
+                         check=True, timeout=300)
+    assert out.stdout.strip() == first
+
+
+def test_shipped_model_data_fingerprint_reproduces_from_this_tree():
+    """forcefields/pretrained/cu-emt*.lawful store the fingerprint of the data they were trained
+    on; HEAD's emt_metal_dataset with bench_forcefield's sizes, split as train() splits it (seed 0,
+    10 % validation), must give the same one."""
+    from lawful.forcefields import load_model
+    from lawful.forcefields.training import _fingerprint
+
+    frames = emt_metal_dataset("Cu", 2, n_md=50, n_rattled=40, n_strained=50, seed=0)
+    perm = np.random.default_rng(0).permutation(len(frames))
+    n_val = int(round(0.1 * len(frames)))
+    val = [frames[k] for k in sorted(perm[:n_val])]
+    train = [frames[k] for k in sorted(perm[n_val:])]
+    here = _fingerprint(train) + _fingerprint(val)
+    for name in ("cu-emt", "cu-emt-direct"):
+        assert load_model(name).training_summary["data_fingerprint"] == here, name

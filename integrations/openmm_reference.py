@@ -1,0 +1,94 @@
+"""OpenMM as a reference-data labeller: an ASE calculator over an ``openmm.System`` and TIP3P
+water-cluster data sets made with it.
+
+The engine-neutral sampling, labelling and storage live in :mod:`lawful.forcefields.reference`;
+this adapter sits with the other OpenMM code so that ``lawful.forcefields`` imports no engine.
+Units: OpenMM speaks nm and kJ/mol; energies are converted to eV and forces to eV/Å with the one
+unit table :mod:`lawful.kernels.units` (CODATA 2018, OpenMM's own values).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from lawful.forcefields.reference import label, md_snapshots, rattled
+from lawful.kernels import units as _units
+from lawful.kernels.errors import InputError
+
+__all__ = ["OpenMMCalculator", "water_cluster_system", "water_cluster_dataset"]
+
+
+class OpenMMCalculator(Calculator):
+    """An ASE calculator evaluating an ``openmm.System`` (classical force field) on the CPU.
+
+    ``system``: the OpenMM System (its particle order is the Atoms order); ``platform``: an
+    OpenMM platform name ("Reference" by default: double precision, deterministic). Periodic
+    Atoms send their cell as box vectors (OpenMM needs a reduced triclinic box). Energies are
+    converted from kJ/mol to eV and forces from kJ/mol/nm to eV/Å with CODATA-2018 constants.
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, system, platform: str = "Reference", **kwargs):
+        super().__init__(**kwargs)
+        import openmm
+
+        self.system = system
+        self._integrator = openmm.VerletIntegrator(0.001)
+        self._context = openmm.Context(system, self._integrator, openmm.Platform.getPlatformByName(platform))
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        import openmm
+        from openmm import unit
+
+        super().calculate(atoms, properties, system_changes)
+        if len(self.atoms) != self.system.getNumParticles():
+            raise InputError(f"the Atoms have {len(self.atoms)} atoms but the OpenMM System has "
+                             f"{self.system.getNumParticles()} particles.")
+        if any(self.atoms.pbc):
+            cell = np.asarray(self.atoms.cell) * _units.NM_PER_ANGSTROM
+            self._context.setPeriodicBoxVectors(*[openmm.Vec3(*row) * unit.nanometer for row in cell])
+        self._context.setPositions(self.atoms.positions * _units.NM_PER_ANGSTROM * unit.nanometer)
+        state = self._context.getState(getEnergy=True, getForces=True)
+        e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        f = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        self.results["energy"] = e * _units.EV_PER_KJMOL
+        self.results["forces"] = np.asarray(f) * _units.FORCE_ASE_PER_OPENMM
+
+
+def water_cluster_system(n_molecules: int = 4):
+    """A cluster of ``n_molecules`` flexible TIP3P waters cut from OpenMM's ``tip3p.pdb`` box and
+    its ``openmm.System`` (amber14 + TIP3P, no cutoff, no constraints, flexible O-H bonds).
+    Returns (ase.Atoms, openmm.System)."""
+    import openmm.app as app
+    from openmm import unit
+
+    pdb_path = Path(app.__file__).parent / "data" / "tip3p.pdb"
+    pdb = app.PDBFile(str(pdb_path))
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    residues = list(modeller.topology.residues())
+    modeller.delete(residues[n_molecules:])
+    ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+    system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)
+    pos = np.asarray(modeller.positions.value_in_unit(unit.nanometer)) * _units.ANGSTROM_PER_NM
+    numbers = [a.element.atomic_number for a in modeller.topology.atoms()]
+    atoms = Atoms(numbers=numbers, positions=pos, pbc=False)
+    atoms.positions -= atoms.get_center_of_mass()
+    return atoms, system
+
+
+def water_cluster_dataset(n_molecules: int = 4, n_md: int = 20, temperatures: Sequence[float] = (200, 300),
+                          n_rattled: int = 10, seed: int = 0) -> list[Atoms]:
+    """TIP3P water clusters labelled through :class:`OpenMMCalculator`: MD snapshots (0.5 fs
+    steps) and rattled copies."""
+    atoms, system = water_cluster_system(n_molecules)
+    calc = OpenMMCalculator(system)
+    frames = md_snapshots(atoms, calc, temperatures, n_md, interval=10, timestep_fs=0.5, equilibration=20,
+                          seed=seed)
+    frames += rattled(atoms, n_rattled, 0.05, seed=seed + 1)
+    return label(frames, calc)
