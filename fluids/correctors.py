@@ -53,7 +53,6 @@ Save a trained corrector with :meth:`save` (the shared safe model-file format,
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -61,9 +60,11 @@ import torch
 import torch.nn.functional as F
 
 from lawful.kernels.errors import InputError, ModelFileError, ShapeError
-from lawful.kernels.mac_grid import Boundary, face_bc, solid_corner_mask
+from lawful.kernels.mac_grid import Boundary
 from lawful.kernels.mac_operators import curl, curl_torch
 from lawful.kernels.precision import dtype_name
+from lawful.fluids.corrector_geometry import (CornerGeometry, GeometryCache, _cells_to_corners, _pad_axis,
+                                              corner_geometry)
 
 __all__ = [
     "DivergenceFreeCorrector",
@@ -78,145 +79,8 @@ MODEL_KIND = "FluidCorrector"
 
 
 # --------------------------------------------------------------------------------------------
-# geometry: pinned corners, their connected bodies, masks (cached per grid/boundary/obstacle)
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CornerGeometry:
-    """Static description of a grid the correctors need (build with :func:`corner_geometry`).
-
-    ``pinned`` ``(nx+1, ny+1)`` bool: corners on walls/obstacles/inflow sides; ``body`` ``(nx+1,
-    ny+1)`` int64: index of the connected solid body of each pinned corner (-1 elsewhere);
-    ``n_bodies``; ``fluid_corner`` ``(nx+1, ny+1)``: fluid fraction of the 4 cells around a corner;
-    ``ubc``/``vbc``: :func:`lawful.kernels.mac_grid.face_bc` of the grid (float, on the device);
-    ``mean_axes`` ``(2,)``: 1 where a uniform flow along x / y is allowed (periodic axis, no
-    obstacle); ``periodic`` (px, py).
-    """
-
-    nx: int
-    ny: int
-    periodic: tuple
-    pinned: torch.Tensor
-    body: torch.Tensor
-    n_bodies: int
-    fluid_corner: torch.Tensor
-    ubc: torch.Tensor
-    vbc: torch.Tensor
-    mean_axes: torch.Tensor
-
-
-def _label_bodies(pinned: torch.Tensor, periodic, ufixed: torch.Tensor, vfixed: torch.Tensor):
-    """Solid bodies: connected components of the pinned corners, two neighbouring corners being
-    joined when the face between them is fixed (corners ``(i,j)-(i,j+1)`` bound u face ``(i,j)``,
-    ``(i,j)-(i+1,j)`` bound v face ``(i,j)``); wraps on periodic axes (duplicate corners are the
-    same point). Two bodies a fluid face apart stay separate, so the correction may move fluid
-    through the gap. Pure python union-find, run once per geometry."""
-    nxp, nyp = pinned.shape
-    px, py = bool(periodic[0]), bool(periodic[1])
-    cx, cy = nxp - 1 if px else nxp, nyp - 1 if py else nyp   # canonical corner counts
-    pin = pinned[:cx, :cy].cpu().tolist()
-    uf = ufixed.cpu().tolist()
-    vf = vfixed.cpu().tolist()
-    parent = list(range(cx * cy))
-
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    def union(a, b):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[rb] = ra
-
-    for i in range(cx):
-        for j in range(cy):
-            if not pin[i][j]:
-                continue
-            ni, nj = i + 1, j + 1
-            if ni == cx and px:
-                ni = 0
-            if ni < cx and pin[ni][j] and j < len(vf[0]) and i < len(vf) and vf[i][j]:
-                union(i * cy + j, ni * cy + j)
-            if nj == cy and py:
-                nj = 0
-            if nj < cy and pin[i][nj] and j < len(uf[0]) and uf[i][j]:
-                union(i * cy + j, i * cy + nj)
-    body = torch.full((nxp, nyp), -1, dtype=torch.int64)
-    ids: dict[int, int] = {}
-    for i in range(cx):
-        for j in range(cy):
-            if pin[i][j]:
-                root = find(i * cy + j)
-                body[i, j] = ids.setdefault(root, len(ids))
-    if px:
-        body[cx, :cy] = body[0, :cy]
-    if py:
-        body[:, cy] = body[:, 0]
-    return body, len(ids)
-
-
-def _geometry_key(boundary: Boundary, solid: torch.Tensor):
-    s = solid.detach().bool().cpu()
-    return (boundary, tuple(s.shape), s.numpy().tobytes(), str(solid.device))
-
-
-@functools.lru_cache(maxsize=32)
-def _geometry_cached(key, dtype):
-    boundary, shape, raw, device = key
-    solid = torch.frombuffer(bytearray(raw), dtype=torch.bool).reshape(shape).to(device)
-    nx, ny = shape
-    px, py = boundary.periodic_axes
-    pinned = solid_corner_mask(boundary, solid)
-    ubc, vbc = face_bc(boundary, solid, dtype)
-    body, nb = _label_bodies(pinned, (px, py), ubc[0] == 0, vbc[0] == 0)
-    fluid = (~solid).to(dtype)
-    fc = _cells_to_corners(fluid.unsqueeze(0), (px, py), pad_value=0.0)[0]
-    has_solid = bool(solid.any())
-    mean_axes = torch.tensor([float(px and not has_solid), float(py and not has_solid)],
-                             dtype=dtype, device=solid.device)
-    return CornerGeometry(nx, ny, (px, py), pinned, body.to(solid.device), nb, fc, ubc, vbc,
-                          mean_axes)
-
-
-def corner_geometry(boundary: Boundary, solid: torch.Tensor, dtype=torch.float32) -> CornerGeometry:
-    """The :class:`CornerGeometry` of a grid with ``boundary`` and obstacle mask ``solid``
-    ``(nx, ny)`` bool (cached: cheap to call every step)."""
-    if not isinstance(boundary, Boundary):
-        raise InputError(f"boundary must be a lawful.kernels.mac_grid.Boundary, got {type(boundary).__name__}.")
-    if solid.dim() != 2:
-        raise ShapeError(f"solid mask has shape {tuple(solid.shape)}; it must be (nx, ny).")
-    return _geometry_cached(_geometry_key(boundary, solid), dtype)
-
-
-# --------------------------------------------------------------------------------------------
 # corner features (torch, differentiable)
 # --------------------------------------------------------------------------------------------
-
-def _pad_axis(x: torch.Tensor, dim: int, periodic: bool, mode: str = "replicate", value=0.0):
-    """Pad ``x`` by one sample on both ends of ``dim``: wrap, replicate or a constant."""
-    n = x.shape[dim]
-    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
-    if periodic:
-        lo, hi = last, first
-    elif mode == "replicate":
-        lo, hi = first, last
-    else:
-        lo = torch.full_like(first, value)
-        hi = torch.full_like(last, value)
-    return torch.cat([lo, x, hi], dim)
-
-
-def _cells_to_corners(c: torch.Tensor, periodic, pad_value=None) -> torch.Tensor:
-    """``(C, nx, ny)`` cell values -> ``(C, nx+1, ny+1)`` corner averages of the 4 cells around
-    each corner (periodic wrap; outside a non-periodic side: ``pad_value`` or replicate)."""
-    mode = "replicate" if pad_value is None else "constant"
-    val = 0.0 if pad_value is None else pad_value
-    p = _pad_axis(c, 1, periodic[0], mode, val)
-    p = _pad_axis(p, 2, periodic[1], mode, val)
-    return 0.25 * (p[:, :-1, :-1] + p[:, 1:, :-1] + p[:, :-1, 1:] + p[:, 1:, 1:])
-
 
 def _corner_velocity(u: torch.Tensor, v: torch.Tensor, periodic):
     """u, v averaged to the corners and the corner circulation ``dx * vorticity`` (all (nx+1, ny+1))."""
@@ -370,13 +234,12 @@ class _CorrectorBase(torch.nn.Module):
         return _canonical(x, per).unsqueeze(0)
 
     def _geometry(self, boundary, solid) -> CornerGeometry:
-        key = (id(solid), solid._version, boundary, tuple(solid.shape), self.dtype)
-        cache = self.__dict__.setdefault("_geom_cache", {})
-        geom = cache.get(key)
-        if geom is None:
-            cache.clear()
-            geom = cache[key] = corner_geometry(boundary, solid, self.dtype)
-        return geom
+        """The geometry of the state's grid, from this corrector's own content-keyed cache
+        (:class:`~lawful.fluids.corrector_geometry.GeometryCache`)."""
+        cache = self.__dict__.get("_geometry_cache")
+        if cache is None:
+            cache = self.__dict__["_geometry_cache"] = GeometryCache()
+        return cache.get(boundary, solid, self.dtype)
 
     @staticmethod
     def _state_parts(state):
@@ -553,7 +416,7 @@ class UnconstrainedCorrector(_CorrectorBase):
         super().__init__(*args, **kwargs)
         self.project = bool(project)
         self.projection_rtol = projection_rtol
-        self._solvers: dict = {}
+        self._solvers: list = []        # [(boundary, dtype, mask copy, PressureSolver)], at most 2
         self.last_projection = None
 
     def _extra_config(self):
@@ -572,11 +435,15 @@ class UnconstrainedCorrector(_CorrectorBase):
         """The (cached) projection used when ``project=True``."""
         from lawful.kernels.mac_pressure import PressureSolver
 
-        key = (_geometry_key(boundary, solid), dtype)
-        if key not in self._solvers:
-            self._solvers[key] = PressureSolver(boundary, solid.bool(), dtype=dtype,
-                                                rtol=self.projection_rtol, device=solid.device)
-        return self._solvers[key]
+        solid = solid.detach().bool()
+        for k, (b, dt, mask, solver) in enumerate(self._solvers):
+            if dt == dtype and b == boundary and mask.shape == solid.shape and mask.device == solid.device \
+                    and torch.equal(mask, solid):
+                return solver
+        solver = PressureSolver(boundary, solid, dtype=dtype, rtol=self.projection_rtol, device=solid.device)
+        self._solvers.insert(0, (boundary, dtype, solid.clone(), solver))   # keyed on the mask's content
+        del self._solvers[2:]
+        return solver
 
     def forward(self, state):
         """In-loop call: add ``(du, dv)`` to ``state.u``/``state.v`` in place, then project when

@@ -222,3 +222,85 @@ def test_trained_corrector_keeps_divergence_in_the_taichi_loop(dtype, tol):
     assert max(r[0] for r in res) <= tol
     assert max(r[1] for r in res) <= 8 * torch.finfo(dtype).eps
     assert min(r[2] for r in res) > 1e-5
+
+
+def _geom_equal(a, b):
+    return (a.n_bodies == b.n_bodies and a.periodic == b.periodic and torch.equal(a.pinned, b.pinned)
+            and torch.equal(a.body, b.body) and torch.equal(a.fluid_corner, b.fluid_corner)
+            and torch.equal(a.ubc[0], b.ubc[0]) and torch.equal(a.vbc[0], b.vbc[0])
+            and torch.equal(a.mean_axes, b.mean_axes))
+
+
+def _apply_and_check(corr, boundary, solid, seed):
+    """Call ``corr`` in place on a random state over ``boundary``/``solid``; assert the geometry it
+    used is that of ``solid`` and that its correction is divergence-free with no flux through
+    ``solid``'s fixed faces."""
+    from lawful.fluids.state import FluidState
+
+    nx, ny = solid.shape
+    g = torch.Generator().manual_seed(seed)
+    st = FluidState.zeros(nx, ny, 0.5, boundary, solid=solid, dtype=F64)
+    st.u.copy_(torch.randn(st.u.shape, generator=g, dtype=F64))
+    st.v.copy_(torch.randn(st.v.shape, generator=g, dtype=F64))
+    u0, v0 = st.u.clone(), st.v.clone()
+    corr(st)
+    fresh = corner_geometry(boundary, solid, corr.dtype)
+    assert _geom_equal(corr._geometry(boundary, st.solid), fresh)
+    du, dv = st.u - u0, st.v - v0
+    d = ((du[1:] - du[:-1]) + (dv[:, 1:] - dv[:, :-1]))[~solid]
+    scale = float(max(du.abs().max(), dv.abs().max()))
+    assert scale > 1e-6                                                  # it acted
+    assert float(d.abs().max()) <= 1e-13 * scale                        # divergence-free
+    assert float((du * (1 - fresh.ubc[0])).abs().max()) == 0.0          # no flux through the NEW mask
+    assert float((dv * (1 - fresh.vbc[0])).abs().max()) == 0.0
+
+
+def test_corrector_geometry_follows_changing_obstacles():
+    """Issue 12 (stale geometry): one corrector reused on obstacle masks that change -- a new mask
+    that reuses a freed mask's id, an in-place edit (also through a NumPy view, which does not bump
+    torch's version counter), a new scene -- always uses the geometry of the mask it is given."""
+    torch.manual_seed(0)
+    corr = DivergenceFreeCorrector(hidden=4, layers=2, dtype=F64, init_gain=2.0)
+    channel = Boundary.channel(1.0)
+    reused = 0
+    last_id = None
+    for trial in range(12):                                   # masks freed and re-allocated
+        solid = torch.zeros(16, 8, dtype=torch.bool)
+        solid[2 + trial % 10: 4 + trial % 10, 2 + trial % 4: 4 + trial % 4] = True
+        reused += id(solid) == last_id
+        _apply_and_check(corr, channel, solid, trial)
+        last_id = id(solid)
+        del solid
+    solid = torch.zeros(16, 8, dtype=torch.bool)
+    solid[5:7, 3:5] = True
+    _apply_and_check(corr, channel, solid, 100)
+    solid[10, 2] = True                                       # in-place edit (version bumped)
+    _apply_and_check(corr, channel, solid, 101)
+    solid.numpy()[12, 5] = True                               # in-place edit, version NOT bumped
+    _apply_and_check(corr, channel, solid, 102)
+    solid.numpy()[12, 5] = False                              # and back: the cached entry is reused
+    builds = corr._geometry_cache.builds
+    _apply_and_check(corr, channel, solid, 103)
+    assert corr._geometry_cache.builds == builds and len(corr._geometry_cache) <= 4
+    # a new scene: another boundary and size on the same corrector, in the solver loop
+    sc = scenes.karman(re=100, n=8, aspect=2, diameter=0.25, dtype=F64)
+    run(sc, 2, corrector=corr)
+    assert _geom_equal(corr._geometry(sc.state.boundary, sc.state.solid),
+                       corner_geometry(sc.state.boundary, sc.state.solid, F64))
+    _apply_and_check(corr, Boundary.box("no_slip"), torch.zeros(9, 7, dtype=torch.bool), 104)
+    # the trials above did exercise id reuse (CPython recycles the freed tensor object)
+    assert reused >= 1, reused
+
+
+def test_geometry_cache_is_owned_by_each_corrector():
+    """Issue 17: no process-wide geometry cache; two correctors keep separate caches."""
+    import lawful.fluids.corrector_geometry as cg
+
+    a = DivergenceFreeCorrector(hidden=4, layers=2, dtype=F64)
+    b = DivergenceFreeCorrector(hidden=4, layers=2, dtype=F64)
+    solid = torch.zeros(8, 8, dtype=torch.bool)
+    ga = a._geometry(Boundary.box(), solid)
+    gb = b._geometry(Boundary.box(), solid)
+    assert ga is not gb and a._geometry_cache is not b._geometry_cache
+    assert a._geometry(Boundary.box(), solid) is ga                   # cached per owner
+    assert not any(hasattr(obj, "cache_info") for obj in vars(cg).values())
