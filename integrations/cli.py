@@ -357,10 +357,15 @@ def _cmd_md(args) -> int:
         atoms = _structure(args)
     from lawful.integrations.md import run_md
 
-    res = run_md(atoms, args.model, args.engine, timestep_fs=args.dt, steps=args.steps,
-                 ensemble=args.ensemble, temperature_K=args.temperature, out=args.out, seed=args.seed,
-                 dtype=args.dtype, device=args.device, report_interval=args.report_interval,
-                 progress=True, platform=args.platform)
+    try:
+        res = run_md(atoms, args.model, args.engine, timestep_fs=args.dt, steps=args.steps,
+                     ensemble=args.ensemble, temperature_K=args.temperature, out=args.out, seed=args.seed,
+                     dtype=args.dtype, device=args.device, report_interval=args.report_interval,
+                     progress=True, platform=args.platform)
+    except KeyboardInterrupt:
+        print(f"interrupted: the drift samples and frames so far are in {Path(args.out).resolve()} "
+              "(drift.csv is flushed after every sample).")
+        raise
     s = res.summary
     print(f"{res.engine} {res.ensemble}: {res.n_atoms} atoms, {res.steps} steps of {res.timestep_fs} fs in "
           f"{res.seconds:.1f} s; drift {s.drift_mev_per_atom_per_ps:.4g} meV/atom/ps, "
@@ -382,39 +387,89 @@ def _load_corrector(spec: str, scene, dtype):
 
 
 def _cmd_fluid(args) -> int:
-    from pathlib import Path
-
     import torch
 
     from lawful.fluids import run, scenes
-    from lawful.integrations.fluid_frames import save_vorticity_png
+    from lawful.fluids.metrics import read_metrics_csv
+    from lawful.integrations import fluid_viz
     from lawful.kernels import ensure_taichi
+    from lawful.kernels.errors import BackendError
+    from lawful.kernels.precision import resolve_device
 
-    arch = ensure_taichi()
+    # every check before any step: the arch, the device, the field, the window
+    arch = ensure_taichi(args.arch)
+    device = resolve_device(args.device)
+    if device.type == "cuda" and arch != "cuda":
+        raise BackendError(f"--device {args.device} puts the fluid on the GPU but Taichi runs on {arch!r}: pass "
+                           "--arch cuda (or set LAWFUL_TI_ARCH=cuda), or use --device cpu.")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    kwargs = {"n": args.n, "dtype": dtype}
+    kwargs = {"n": args.n, "dtype": dtype, "device": device}
     if args.scene == "karman":
         kwargs["re"] = args.re
+    if args.scene == "kolmogorov":
+        kwargs["seed"] = args.seed  # the random initial perturbation
     scene = scenes.make(args.scene, **kwargs)
-    corrector = _load_corrector(args.corrector, scene, dtype)
+    field = fluid_viz.check_field(scene, args.field)
+    every = fluid_viz.frame_interval(args.steps, args.max_frames) if args.animate else None
+    # --seed fixes the random corrector's initial weights without touching the process's RNG
+    cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_ids):
+        torch.manual_seed(args.seed)
+        corrector = _load_corrector(args.corrector, scene, dtype)
+    if corrector is not None:
+        corrector = corrector.to(device)
+    view = fluid_viz.LiveView(scene, field) if args.gui else None
     out = Path(args.out)
     frames = out / "frames"
-    frames.mkdir(parents=True, exist_ok=True)
+    csv, png = out / "metrics.csv", out / "metrics.png"
+    recorder = fluid_viz.FrameRecorder(scene, field, every=every) if args.animate else None
+    if recorder is not None:
+        recorder(scene.state)  # step 0
+    if view is not None:
+        view(scene.state)
 
-    def snapshot(state, rec):
+    def callback(state, rec):
         if args.frame_every and rec["step"] % args.frame_every == 0:
-            save_vorticity_png(state, frames / f"vorticity_{rec['step']:06d}.png")
+            fluid_viz.save_field_png(state, frames / f"{field}_{rec['step']:06d}.png", field, args.scene)
+        if recorder is not None:
+            recorder(state, rec)
+        if view is not None:
+            view(state, rec)
 
+    def finish():
+        """Draw what the run has so far: metrics.png and the animation; return the lines to print."""
+        lines = []
+        rows = read_metrics_csv(csv) if csv.is_file() else []
+        if rows:
+            fluid_viz.plot_metrics(rows, png, scene=scene)
+            lines.append(f"  metrics: {csv}\n  plots: {png}")
+        if args.frame_every:
+            lines.append(f"  frames: {frames}")
+        if recorder is not None and recorder.frames:
+            anim = recorder.save(out / f"{field}.gif", fps=args.fps)
+            video = f" and {anim.mp4}" if anim.mp4 else " (no MP4: ffmpeg is not installed)"
+            lines.append(f"  animation: {anim.gif}{video}: {anim.n_frames} frames of {field}, one colour scale "
+                         f"[{anim.clim[0]:.3g}, {anim.clim[1]:.3g}]")
+        return rows, lines
+
+    stopped = ""
     try:
-        records = run(scene, args.steps, corrector=corrector, csv=out / "metrics.csv",
-                      plot=out / "metrics.png", callback=snapshot, progress=True)
+        run(scene, args.steps, corrector=corrector, csv=csv, callback=callback, progress=True)
+    except fluid_viz.WindowClosed as exc:
+        stopped = f" ({exc}: the run stopped there)"
     except KeyboardInterrupt:
-        print(f"interrupted: metrics so far are in {out / 'metrics.csv'}, frames in {frames}")
+        _, lines = finish()
+        print("interrupted; what the run finished is kept:\n" + "\n".join(lines))
         raise
-    last = records[-1] if records else {}
-    print(f"{args.scene} n={args.n} on Taichi {arch}: {len(records)} steps; last step div_max_rel "
-          f"{last.get('div_max_rel', float('nan')):.3g}, kinetic energy {last.get('kinetic_energy', float('nan')):.4g}")
-    print(f"  metrics: {out / 'metrics.csv'}\n  plots: {out / 'metrics.png'}\n  frames: {frames}")
+    finally:
+        if view is not None:
+            view.close()
+    rows, lines = finish()
+    last = rows[-1] if rows else {}
+    print(f"{args.scene} n={args.n} on Taichi {arch}, device {device}: {len(rows)} steps{stopped}; last step "
+          f"div_max_rel {last.get('div_max_rel', float('nan')):.3g}, kinetic energy "
+          f"{last.get('kinetic_energy', float('nan')):.4g}")
+    print("\n".join(lines))
     return 0
 
 
@@ -491,14 +546,36 @@ def build_parser() -> argparse.ArgumentParser:
                         "where installed)")
     p.set_defaults(func=_cmd_md)
 
-    p = sub.add_parser("fluid", help="run a Taichi fluid scene, with or without a neural corrector")
+    p = sub.add_parser("fluid", help="run a Taichi fluid scene, with or without a neural corrector",
+                       description="Run a fluid scene in the Taichi MAC-grid solver; write metrics.csv, "
+                                   "metrics.png, PNG snapshots and (--animate) an animation; --gui shows it live. "
+                                   "--seed seeds the random corrector's weights (--corrector random) and the "
+                                   "kolmogorov initial perturbation (the other scenes have no randomness); "
+                                   "--device places the fluid's tensors (cuda needs Taichi on cuda: --arch cuda).")
     _common(p, "fluid-out", dtype_default="float32")
-    p.add_argument("--scene", default="karman", choices=["taylor_green", "kolmogorov", "smoke_plume", "karman"])
-    p.add_argument("--n", type=int, default=64, help="grid cells across (the short side)")
-    p.add_argument("--re", type=float, default=100.0, help="Reynolds number (karman)")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--corrector", default="none", help="'none', 'random' (random-init divergence-free) or a corrector file")
-    p.add_argument("--frame-every", type=int, default=50, help="vorticity PNG every this many steps (0: none)")
+    p.add_argument("--scene", default="karman", choices=["taylor_green", "kolmogorov", "smoke_plume", "karman"],
+                   help="the flow")
+    p.add_argument("--n", type=_int_at_least(4), default=64, help="grid cells across the short side")
+    p.add_argument("--re", type=_positive, default=100.0, help="Reynolds number U D / nu (karman only)")
+    p.add_argument("--steps", type=_count, default=200, help="time steps (the step size is the scene's)")
+    p.add_argument("--corrector", default="none",
+                   help="'none', 'random' (random-init divergence-free, seeded by --seed) or a corrector file")
+    p.add_argument("--field", default=None, choices=["vorticity", "density", "speed", "pressure"],
+                   help="the field drawn in snapshots, the animation and the window (default: density for "
+                        "smoke_plume, vorticity otherwise; density is the scene's passive scalar)")
+    p.add_argument("--frame-every", type=_count, default=50, help="a PNG snapshot of the field every this many "
+                                                                  "steps, in OUT/frames (0: none)")
+    p.add_argument("--animate", action="store_true",
+                   help="write OUT/FIELD.gif (and FIELD.mp4 when ffmpeg is installed) with one colour scale for "
+                        "all frames (default: off)")
+    p.add_argument("--max-frames", type=_int_at_least(2), default=100,
+                   help="most frames in the animation: one every ceil(steps / (max_frames - 1)) steps, plus step 0")
+    p.add_argument("--fps", type=_positive_int, default=15, help="animation frames per second")
+    p.add_argument("--gui", action="store_true",
+                   help="show the field live in a Taichi window (needs a display; closing it or Escape stops the "
+                        "run) (default: off)")
+    p.add_argument("--arch", default=None, choices=["cpu", "cuda"],
+                   help="Taichi arch (default: $LAWFUL_TI_ARCH, else cuda when a GPU is visible, else cpu)")
     p.set_defaults(func=_cmd_fluid)
 
     p = sub.add_parser("bench", help="run the benchmark suite and write JSON results")
