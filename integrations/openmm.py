@@ -27,8 +27,11 @@ the original :class:`lawful.kernels.LawfulError` subclass back.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import re
 import threading
+import weakref
 
 import ase.units as _ase_units
 import numpy as np
@@ -39,21 +42,19 @@ from openmm import unit as _omm_unit
 from lawful.integrations import units
 from lawful.integrations.runner import ModelRunner, resolve_model
 from lawful.integrations.monitors import CsvLog, DriftAccumulator, DriftSummary
-from lawful.kernels.errors import BackendError, InputError, LawfulError, NumericalError
+from lawful.kernels.errors import BackendError, InputError, LawfulError, NumericalError, ShapeError
 
 __all__ = ["create_force", "numbers_from_topology", "topology_from_atoms", "system_from_atoms", "DriftReporter", "lawful_errors", "LawfulComputation",
-           "available_backends"]
+           "available_backends", "resolve_periodicity"]
 
 _BACKENDS = ("auto", "python", "torch")
-# The last lawful error raised inside a force callback. Process-wide on purpose: OpenMM platforms
-# may call the callback from their own worker threads, not the thread that called step().
-_last_error: list = [None]
-_error_lock = threading.Lock()
-
-
-def _record_error(exc: LawfulError) -> None:
-    with _error_lock:
-        _last_error[0] = exc
+# OpenMM's default periodic box (a 2 nm cube): what a System's box is when it was never set.
+_DEFAULT_BOX_NM = np.array([v.value_in_unit(_omm_unit.nanometer) for v in openmm.System().getDefaultPeriodicBoxVectors()])
+# Live computations by serial number, so that lawful_errors() finds the owner of an error from the
+# tag in OpenMM's message. Only weak references: each error lives in its own computation.
+_COMPUTATIONS: "weakref.WeakValueDictionary[int, LawfulComputation]" = weakref.WeakValueDictionary()
+_SERIALS = itertools.count(1)
+_ERROR_TAG = re.compile(r"\[lawful force (\d+), error (\d+)\]")
 
 
 @contextlib.contextmanager
@@ -66,15 +67,14 @@ def lawful_errors():
     OpenMM turns exceptions raised in a force callback into ``openmm.OpenMMException``; inside
     this context the original :class:`LawfulError` subclass (e.g. ``NumericalError`` for NaN
     positions) is raised instead, chained to OpenMM's exception; OpenMM's own NaN errors become
-    :class:`NumericalError` too.
+    :class:`NumericalError` too. Each error is kept by the force computation that raised it and
+    found through the tag ``[lawful force K, error M]`` in OpenMM's message, so Contexts running
+    in other threads can never hand each other their errors.
     """
-    with _error_lock:
-        _last_error[0] = None
     try:
         yield
     except openmm.OpenMMException as exc:
-        with _error_lock:
-            err, _last_error[0] = _last_error[0], None
+        err = _pop_error(str(exc))
         if err is not None:
             raise err from exc
         if "nan" in str(exc).lower():  # OpenMM's own NaN checks (e.g. the CPU platform's)
@@ -83,6 +83,15 @@ def lawful_errors():
                 "minimise the structure first, or check the starting velocities."
             ) from exc
         raise
+
+
+def _pop_error(message: str):
+    """The LawfulError tagged in ``message`` (removed from its owner), or None."""
+    match = _ERROR_TAG.search(message)
+    if match is None:
+        return None
+    owner = _COMPUTATIONS.get(int(match.group(1)))
+    return None if owner is None else owner.pop_error(int(match.group(2)))
 
 
 def available_backends() -> list[str]:
@@ -120,76 +129,284 @@ def numbers_from_topology(topology, atoms=None) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def _subset(atoms, n_total: int | None) -> list[int] | None:
+def _index_list(atoms) -> list[int]:
+    """``atoms`` as a list of Python ints; InputError for anything that is not integer indices."""
+    arr = np.asarray(atoms)
+    if arr.ndim != 1:
+        raise InputError(f"atoms={atoms!r} must be a flat list of particle indices (ML/MM subset), "
+                         f"got an array of shape {arr.shape}.")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise InputError(f"atoms must be integer particle indices, got {arr.tolist()[:10]} ({arr.dtype}): "
+                         "pass e.g. atoms=[0, 1, 2].")
+    return [int(i) for i in arr]
+
+
+def _subset(atoms, n_total: int | None, source: str = "the topology") -> list[int] | None:
+    """The ML subset as a list of particle indices, checked against ``n_total`` particles."""
     if atoms is None:
         return None
-    idx = [int(i) for i in atoms]
+    idx = _index_list(atoms)
     if not idx:
         raise InputError("atoms=[] selects no atom: pass the indices of the ML subset, or atoms=None for all.")
     if len(set(idx)) != len(idx):
-        raise InputError(f"atoms contains repeated indices: {sorted(i for i in set(idx) if idx.count(i) > 1)}.")
-    if n_total is not None and (min(idx) < 0 or max(idx) >= n_total):
-        raise InputError(f"atoms indices must lie in [0, {n_total}), got min {min(idx)} and max {max(idx)}.")
+        raise InputError(f"atoms contains repeated indices {sorted(i for i in set(idx) if idx.count(i) > 1)}: "
+                         "list each ML particle once.")
+    negative = sorted(i for i in idx if i < 0)
+    if negative:
+        raise InputError(f"atoms contains negative indices {negative[:10]}: particle indices count from 0 "
+                         "(Python's counting from the end is not used here).")
+    if n_total is not None:
+        outside = sorted(i for i in idx if i >= n_total)
+        if outside:
+            raise InputError(f"atoms {outside[:10]} are outside the {n_total} particles of {source} (indices "
+                             f"0..{n_total - 1}): pass indices of existing particles.")
     return idx
+
+
+def _as_numbers(numbers) -> np.ndarray:
+    """``numbers`` as a 1-D int64 array of atomic numbers (InputError/ShapeError otherwise)."""
+    arr = np.asarray(numbers)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ShapeError(f"numbers must be a non-empty 1-D list of atomic numbers, got shape {arr.shape}.")
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise InputError(f"numbers must be integer atomic numbers, got {arr.tolist()[:10]} ({arr.dtype}).")
+    return arr.astype(np.int64)
+
+
+def _box_text(box_nm) -> str:
+    box = np.asarray(box_nm, dtype=float)
+    if np.count_nonzero(box - np.diag(np.diag(box))) == 0:
+        return "[" + ", ".join(f"{v:.6g}" for v in np.diag(box)) + "] nm"
+    return np.array2string(box, precision=6, separator=", ") + " nm"
+
+
+def resolve_periodicity(topology, periodic) -> tuple[bool, np.ndarray | None]:
+    """The rule that decides whether a lawful force sees a periodic box: ``(periodic, box_nm)``.
+
+    - With a ``topology``, the topology decides: ``periodic=None`` follows its box vectors;
+      ``True`` on a topology without box vectors and ``False`` on one with them are
+      :class:`InputError` (the two readings give different energies). ``box_nm`` is the
+      topology's box, (3, 3) rows in nm, or None.
+    - Without a topology (``numbers=`` only) nothing says whether the System is periodic, so
+      ``periodic`` must be ``True`` or ``False``; ``None`` is an :class:`InputError`.
+
+    When the force is evaluated, a periodic force also checks the Context's box: OpenMM's default
+    2 nm cube (a System whose box was never set) is an :class:`InputError` unless the topology's
+    box is that cube. A non-periodic force makes a non-periodic System (OpenMM: a System is
+    periodic iff one of its forces is), whatever its default box says.
+    """
+    if periodic is not None and not isinstance(periodic, (bool, np.bool_)):
+        raise InputError(f"periodic={periodic!r} must be None (follow the topology's box), True or False.")
+    if topology is None:
+        if periodic is None:
+            raise InputError(
+                "periodic=None with numbers= and no topology: nothing says whether the System is periodic; "
+                "pass periodic=True (the System's box, which must be set) or periodic=False (no periodic "
+                "images), or pass topology=... whose box vectors decide."
+            )
+        return bool(periodic), None
+    vectors = topology.getPeriodicBoxVectors()
+    box_nm = None if vectors is None else np.array(vectors.value_in_unit(_omm_unit.nanometer), dtype=float)
+    if periodic is None:
+        return box_nm is not None, box_nm
+    if periodic and box_nm is None:
+        raise InputError(
+            "periodic=True but the topology has no periodic box vectors: set them "
+            "(topology.setPeriodicBoxVectors(...), the structure's cell) or pass periodic=None/False for a "
+            "non-periodic structure."
+        )
+    if not periodic and box_nm is not None:
+        raise InputError(
+            f"periodic=False but the topology has periodic box vectors {_box_text(box_nm)}: without its images "
+            "the structure has a different energy; pass periodic=None (follow the topology), or remove the "
+            "box (topology.setPeriodicBoxVectors(None)) for a structure in vacuum."
+        )
+    return bool(periodic), box_nm
 
 
 class LawfulComputation:
     """The callback of the python backend: ``computation(state) -> (energy kJ/mol, forces kJ/mol/nm)``.
 
     ``state.getPositions()`` holds only the ML particles when the force has a subset
-    (``setParticles``). Buffers are allocated once; per call: one copy of the positions into a
-    torch tensor (nm -> Å), the model, one scaled copy of the forces into a NumPy array.
-    Pickles compactly (model + numbers + options), as OpenMM does when it copies a System.
+    (``setParticles``); with ``select`` the state holds every particle and the computation picks
+    the ``subset`` rows itself (``numbers=`` without a topology: the particle count is then
+    checked at every call). Buffers are allocated once; per call: one copy of the positions into a
+    torch tensor (nm -> Å), the model, one scaled copy of the forces into a NumPy array, and a copy
+    of the positions kept to report an explosion (largest displacement, step) if the next call fails.
+
+    ``box_nm``: the box the topology declares ((3, 3) nm) or None; a periodic computation refuses a
+    Context whose box is OpenMM's never-set default unless it equals ``box_nm``. Errors are kept
+    by this object (see :func:`lawful_errors`). Pickles compactly (model, numbers and options), as
+    OpenMM does when it copies a System.
     """
 
-    def __init__(self, model, numbers, periodic: bool, skin: float = 0.5):
+    def __init__(self, model, numbers, periodic: bool, skin: float = 0.5, *, subset=None, select: bool = False,
+                 n_particles: int | None = None, box_nm=None, strict: bool = False):
         self.model = model
         self.periodic = bool(periodic)
         self.skin = float(skin)
-        self.runner = ModelRunner(model, numbers, skin=skin)
-        self._forces = np.zeros((self.runner.n_atoms, 3), dtype=np.float64)
+        self.strict = bool(strict)
+        self.subset = None if subset is None else [int(i) for i in subset]
+        self.select = bool(select) and self.subset is not None
+        self.box_nm = None if box_nm is None else np.array(box_nm, dtype=float).reshape(3, 3)
+        self.runner = ModelRunner(model, numbers, skin=skin, strict=strict)
+        self.n_particles = int(n_particles) if n_particles is not None else self.runner.n_atoms
+        self._rows = self.n_particles if self.select else self.runner.n_atoms  # rows of state positions
+        self._select_idx = np.asarray(self.subset, dtype=np.int64) if self.select else None
+        self._forces = np.zeros((self._rows, 3), dtype=np.float64)
+        self._prev_pos = np.zeros((self._rows, 3), dtype=np.float64)
+        self._prev_step = None
         self.calls = 0
+        self.serial = next(_SERIALS)
+        _COMPUTATIONS[self.serial] = self
+        self._errors: dict[int, LawfulError] = {}
+        self._error_serials = itertools.count(1)
+        self._lock = threading.Lock()
 
     def __reduce__(self):
-        return (LawfulComputation, (self.model, self.runner.numbers_np, self.periodic, self.skin))
+        return (_rebuild_computation, (self.model, self.runner.numbers_np, self.periodic, self.skin,
+                                       dict(subset=self.subset, select=self.select, n_particles=self.n_particles,
+                                            box_nm=self.box_nm, strict=self.strict)))
+
+    # -- errors, scoped to this computation --------------------------------------------------
+    def _keep(self, exc: LawfulError) -> LawfulError:
+        """Keep ``exc`` here; return a copy whose message carries the tag lawful_errors() reads."""
+        with self._lock:
+            k = next(self._error_serials)
+            self._errors[k] = exc
+            while len(self._errors) > 16:  # errors nobody collected: keep the newest few
+                self._errors.pop(next(iter(self._errors)))
+        tagged = type(exc).__new__(type(exc))
+        tagged.__dict__.update(exc.__dict__)
+        tagged.args = (f"{exc} [lawful force {self.serial}, error {k}]",)
+        return tagged
+
+    def pop_error(self, key: int):
+        """The error kept under ``key`` (and forget it), or None."""
+        with self._lock:
+            return self._errors.pop(int(key), None)
+
+    # -- the callback --------------------------------------------------------------------------
+    def _particle(self, row: int) -> int:
+        """The System particle index of row ``row`` of the state's positions."""
+        return row if (self.subset is None or self.select) else self.subset[row]
+
+    def _check_box(self, box_nm) -> None:
+        if not np.array_equal(box_nm, _DEFAULT_BOX_NM):
+            return
+        if self.box_nm is not None and np.array_equal(self.box_nm, _DEFAULT_BOX_NM):
+            return  # the topology really declares a 2 nm cube
+        if self.box_nm is not None:
+            raise InputError(
+                f"the Context's periodic box is OpenMM's default {_box_text(box_nm)} (the System's box was "
+                f"never set) but the topology's box is {_box_text(self.box_nm)}: call "
+                "system.setDefaultPeriodicBoxVectors(*topology.getPeriodicBoxVectors()) before making the Context."
+            )
+        raise InputError(
+            f"this lawful force is periodic (periodic=True) but the Context's box is OpenMM's default "
+            f"{_box_text(box_nm)}, i.e. the System's box was never set: call "
+            "system.setDefaultPeriodicBoxVectors(a, b, c) with your structure's cell (or pass a topology with "
+            "that box to create_force if a 2 nm cube is really meant)."
+        )
+
+    def _explosion(self, exc: NumericalError, pos_nm, box_nm, step) -> NumericalError:
+        """``exc`` restated as what it is in an MD run: where, when, and how far atoms moved."""
+        at = "at OpenMM step ?" if step is None else f"at OpenMM step {step}"
+        if self._prev_step is None:
+            return NumericalError(f"{at} (the first force evaluation of this force): {exc}")
+        d = pos_nm - self._prev_pos
+        if self.periodic and box_nm is not None:
+            frac = d @ np.linalg.inv(box_nm)
+            d = (frac - np.round(frac)) @ box_nm
+        with np.errstate(invalid="ignore"):
+            disp = np.linalg.norm(d, axis=1) * units.ANGSTROM_PER_NM
+        finite = np.isfinite(disp)
+        fmag = np.linalg.norm(self._forces, axis=1) * units.FORCE_ASE_PER_OPENMM
+        m = int(np.argmax(fmag))
+        parts = [f"the simulation exploded {at}"]
+        if not finite.all():
+            bad = [self._particle(int(r)) for r in np.flatnonzero(~finite)[:10]]
+            parts.append(f"particle(s) {bad} have non-finite positions")
+        if finite.any():
+            k = int(np.argmax(np.where(finite, disp, -1.0)))
+            parts.append(f"since the previous force evaluation (step {self._prev_step}) particle {self._particle(k)} "
+                         f"moved {disp[k]:.3g} Å, the largest displacement")
+        parts.append(f"the largest force at that evaluation was {fmag[m]:.3g} eV/Å on particle {self._particle(m)}")
+        return NumericalError(
+            "; ".join(parts) + f". The model reports: {exc} Reduce the time step, minimise the structure first, "
+            "or check that the model was trained on such configurations."
+        )
 
     def __call__(self, state):
+        step = None
         try:
+            step = int(state.getStepCount())
             pos_nm = state.getPositions(asNumpy=True).value_in_unit(_omm_unit.nanometer)
+            if pos_nm.shape[0] != self._rows:
+                raise ShapeError(
+                    f"this lawful force was made for {self._rows} particles (the length of numbers=) but the "
+                    f"System has {pos_nm.shape[0]}: pass one atomic number per System particle."
+                )
+            box_nm = None
             if self.periodic:
                 box_nm = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(_omm_unit.nanometer)
-                out = self.runner.evaluate(pos_nm, cell=box_nm, pbc=True, length_scale=units.ANGSTROM_PER_NM)
-            else:
-                out = self.runner.evaluate(pos_nm, cell=None, pbc=False, length_scale=units.ANGSTROM_PER_NM)
+                self._check_box(box_nm)
+            ml_pos = pos_nm if self._select_idx is None else pos_nm[self._select_idx]
+            try:
+                out = self.runner.evaluate(ml_pos, cell=box_nm, pbc=self.periodic,
+                                           length_scale=units.ANGSTROM_PER_NM, step=step)
+            except NumericalError as exc:
+                if _is_out_of_domain(exc):
+                    raise  # the runner's strict-mode report already names the atoms and the step
+                raise self._explosion(exc, pos_nm, box_nm, step) from exc
         except LawfulError as exc:
-            _record_error(exc)
-            raise
+            raise self._keep(exc) from None
         self.calls += 1
         f = out["forces"]
         if f.dtype != torch.float64 or f.device.type != "cpu":
             f = f.to("cpu", torch.float64)
-        np.multiply(f.numpy(), units.FORCE_OPENMM_PER_ASE, out=self._forces)
+        if self._select_idx is None:
+            np.multiply(f.numpy(), units.FORCE_OPENMM_PER_ASE, out=self._forces)
+        else:
+            self._forces[self._select_idx] = f.numpy() * units.FORCE_OPENMM_PER_ASE
+        np.copyto(self._prev_pos, pos_nm)
+        self._prev_step = step
         return float(out["energy"]) * units.KJMOL_PER_EV, self._forces
 
 
+def _is_out_of_domain(exc: NumericalError) -> bool:
+    """Whether ``exc`` is the runner's strict-mode out-of-domain report (not a blow-up)."""
+    return "(strict mode)" in str(exc)
+
+
+def _rebuild_computation(model, numbers, periodic, skin, options):
+    return LawfulComputation(model, numbers, periodic, skin, **options)
+
+
 def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, backend: str = "auto", *,
-                 device=None, dtype=None, skin: float = 0.5, force_group: int = 0) -> openmm.Force:
+                 device=None, dtype=None, skin: float = 0.5, force_group: int = 0,
+                 strict: bool = False) -> openmm.Force:
     """An ``openmm.Force`` computing a lawful model's energy and forces.
 
     Parameters
     ----------
     model:
-        a lawful model object or the path of a ``.lawful`` file.
+        a lawful model object, the path of a ``.lawful`` file or a shipped model's name.
     topology:
-        an ``openmm.app.Topology``: gives the elements and, by its box vectors, periodicity.
+        an ``openmm.app.Topology``: gives the elements, the particle count (ML/MM indices are
+        checked against it) and, by its box vectors, periodicity.
     numbers:
-        atomic numbers instead of (or to check against) the topology: one per System particle, or
-        one per atom of the ``atoms`` subset.
+        atomic numbers instead of (or to check against) the topology. Without a topology: one
+        per System particle (the ML subset is then ``numbers[atoms]``). With a topology: one per
+        particle or one per atom of the ``atoms`` subset.
     atoms:
         indices of the particles the model acts on (ML/MM); ``None``: every particle.
     periodic:
-        whether the model sees the periodic box; ``None``: periodic iff the topology has box
-        vectors.
+        whether the model sees the periodic box (see :func:`resolve_periodicity`): ``None``
+        follows the topology's box vectors and needs a topology; ``True``/``False`` must agree
+        with the topology when one is given.
     backend:
         ``"python"`` (openmm.PythonForce), ``"torch"`` (openmmtorch.TorchForce) or ``"auto"``
         (torch when openmmtorch imports and the model has a TorchScript export, else python).
@@ -199,53 +416,71 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
         Verlet skin in Å for the reused neighbour list (python backend).
     force_group:
         the OpenMM force group of the returned force.
+    strict:
+        out-of-domain structures (atoms closer than the model's training data) raise
+        :class:`NumericalError` instead of warning once (python backend).
 
-    The force's name, ``LawfulForce[<backend>,<dtype>,<device>]``, reports what is used.
-    Raises :class:`UnsupportedSpeciesError` for elements the model does not know,
+    Everything that can be checked here is (indices, lengths, elements, periodicity against the
+    topology); the rest when the force is first evaluated (the Context's box; with ``numbers=``
+    only, the System's particle count). The force's name, ``LawfulForce[<backend>,<dtype>,<device>]``,
+    reports what is used. Raises :class:`InputError` / :class:`ShapeError` for inconsistent
+    inputs, :class:`UnsupportedSpeciesError` for elements the model does not know,
     :class:`ModelFileError` for a missing/invalid model file, :class:`BackendError` when
     ``backend="torch"`` but openmmtorch is not installed.
     """
     if backend not in _BACKENDS:
         raise InputError(f"unknown backend {backend!r}: use one of {list(_BACKENDS)}.")
+    if topology is None and numbers is None:
+        raise InputError("create_force needs the elements: pass topology=... or numbers=[...].")
+    given = None if numbers is None else _as_numbers(numbers)
+    if topology is not None:
+        n_total = topology.getNumAtoms()
+        subset = _subset(atoms, n_total, "the topology")
+        z = numbers_from_topology(topology, subset)
+        if given is not None:
+            if subset is not None and given.shape[0] == n_total:
+                given = given[subset]
+            if given.shape[0] != z.shape[0]:
+                raise ShapeError(
+                    f"numbers has {given.shape[0]} entries but the topology has {n_total} particles"
+                    + (f" and atoms selects {len(subset)}" if subset is not None else "")
+                    + ": pass one number per particle (or per selected atom), or leave numbers out."
+                )
+            if not np.array_equal(given, z):
+                k = int(np.flatnonzero(given != z)[0])
+                raise InputError(
+                    f"numbers disagree with the topology's elements (entry {k}: {int(given[k])} given, "
+                    f"{int(z[k])} in the topology): pass one or the other."
+                )
+        select = False
+    else:
+        n_total = int(given.shape[0])
+        subset = _subset(atoms, n_total, f"numbers= (one per System particle, {n_total} given)")
+        z = given if subset is None else given[subset]
+        select = subset is not None
+    periodic, box_nm = resolve_periodicity(topology, periodic)
+    if not (isinstance(skin, (int, float)) and skin >= 0.0):
+        raise InputError(f"skin={skin!r} must be a non-negative distance in Å.")
+    model = resolve_model(model, device=device, dtype=dtype)
     auto = backend == "auto"
     if auto:
         backend = "torch" if "torch" in available_backends() else "python"
-    n_total = topology.getNumAtoms() if topology is not None else None
-    subset = _subset(atoms, n_total)
-    if topology is not None:
-        z = numbers_from_topology(topology, subset)
-        if numbers is not None:
-            given = np.asarray(numbers, dtype=np.int64).reshape(-1)
-            if subset is not None and given.shape[0] == n_total:
-                given = given[subset]
-            if not np.array_equal(given, z):
-                raise InputError("numbers disagree with the topology's elements: pass one or the other.")
-    elif numbers is not None:
-        z = np.asarray(numbers, dtype=np.int64).reshape(-1)
-        if subset is not None and z.shape[0] != len(subset):
-            if z.shape[0] <= max(subset):
-                raise InputError(f"numbers has {z.shape[0]} entries but atoms selects index {max(subset)}: "
-                                 "pass one number per System particle or one per selected atom.")
-            z = z[subset]
-    else:
-        raise InputError("create_force needs the elements: pass topology=... or numbers=[...].")
-    if periodic is None:
-        periodic = topology is not None and topology.getPeriodicBoxVectors() is not None
-    model = resolve_model(model, device=device, dtype=dtype)
     force = None
     if backend == "torch":
         from lawful.integrations.torchscript_force import create_torch_force
 
         try:
-            force = create_torch_force(model, z, subset, n_total, periodic=bool(periodic))
+            force = create_torch_force(model, z, subset, n_total, periodic=periodic, box_nm=box_nm)
         except BackendError:
             if not auto:
                 raise
             backend = "python"  # "auto": a model without a TorchScript export (DirectForceModel)
     if force is None:
-        force = openmm.PythonForce(LawfulComputation(model, z, bool(periodic), skin=skin))
-        force.setUsesPeriodicBoundaryConditions(bool(periodic))
-        if subset is not None:
+        computation = LawfulComputation(model, z, periodic, skin=skin, subset=subset, select=select,
+                                        n_particles=n_total, box_nm=box_nm, strict=strict)
+        force = openmm.PythonForce(computation)
+        force.setUsesPeriodicBoundaryConditions(periodic)
+        if subset is not None and not select:
             force.setParticles(subset)
     force.setForceGroup(int(force_group))
     # what is actually used, readable from the System (e.g. after XML serialisation)

@@ -8,54 +8,108 @@ lawful registers :class:`LawfulPotentialImplFactory` in the entry-point group
 >>> system = potential.createSystem(topology, removeCMMotion=False)  # NVE: no CMMotionRemover
 >>> mixed = potential.createMixedSystem(topology, mm_system, ml_atoms)   # ML/MM
 
-Keyword arguments of ``MLPotential(...)``: ``model`` (required: a ``.lawful`` path or model),
-``device``, ``dtype``, ``backend`` ("auto" | "python" | "torch"), ``skin`` (Å). ``backend`` and
-``skin`` may also be given to ``createSystem`` / ``createMixedSystem``. The forces are made by
+Keyword arguments of ``MLPotential(...)``: ``model`` (required: a ``.lawful`` path, a shipped
+model's name or a model), ``precision`` ("single" | "double", as openmm-ml's MACE potential) or
+``dtype``, ``device``, ``backend`` ("auto" | "python" | "torch"), ``skin`` (Å), ``strict``.
+``createSystem`` / ``createMixedSystem`` take ``precision``, ``device``, ``backend``, ``skin`` and
+``strict``; a misspelled keyword is an :class:`InputError` listing the accepted ones. The forces are made by
 :func:`lawful.integrations.openmm.create_force`. lawful models are short-ranged (no long-range
 electrostatics), which :meth:`LawfulPotentialImpl.getMLLongRange` tells openmm-ml's embeddings.
 """
 
 from __future__ import annotations
 
+import torch
 from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
 from lawful.integrations.runner import resolve_model
 from lawful.kernels.errors import InputError
+from lawful.kernels.precision import resolve_dtype
 
 __all__ = ["LawfulPotentialImplFactory", "LawfulPotentialImpl"]
+
+
+#: keywords of ``createSystem`` / ``createMixedSystem`` this potential reads
+CREATE_KEYWORDS = ("precision", "device", "backend", "skin", "strict")
+#: keywords openmm-ml's own embeddings pass through to ``addForces`` (read by openmm-ml, not here)
+EMBEDDING_KEYWORDS = ("mlLongRange", "linkAtomDistances")
+#: keywords of ``MLPotential("lawful", ...)``
+POTENTIAL_KEYWORDS = ("model", "precision", "dtype", "device", "backend", "skin", "strict")
+PRECISIONS = {"single": torch.float32, "double": torch.float64, None: None}
+
+
+def _precision_dtype(precision):
+    if precision not in PRECISIONS:
+        raise InputError(f"precision={precision!r} is not one of {list(PRECISIONS)}: 'single' (float32), "
+                         "'double' (float64) or None (the model's own).")
+    return PRECISIONS[precision]
+
+
+def _check_keywords(args: dict, accepted, where: str) -> None:
+    unknown = sorted(set(args) - set(accepted))
+    if unknown:
+        raise InputError(f"unknown keyword(s) {unknown} for {where}: the 'lawful' potential accepts "
+                         f"{sorted(accepted)}; check the spelling.")
 
 
 class LawfulPotentialImplFactory(MLPotentialImplFactory):
     """openmm-ml factory for the ``"lawful"`` potential (registered by entry point)."""
 
-    def createImpl(self, name: str, model=None, **args) -> "LawfulPotentialImpl":
-        """Build the implementation; ``model`` is a ``.lawful`` path or a lawful model object."""
-        return LawfulPotentialImpl(name, model, **args)
+    def createImpl(self, name: str, **args) -> "LawfulPotentialImpl":
+        """Build the implementation; ``model`` is a ``.lawful`` path, a shipped model's name or a
+        lawful model object. Unknown keywords are an :class:`InputError` listing the accepted ones."""
+        _check_keywords(args, POTENTIAL_KEYWORDS, 'MLPotential("lawful", ...)')
+        return LawfulPotentialImpl(name, **args)
 
 
 class LawfulPotentialImpl(MLPotentialImpl):
     """openmm-ml implementation of the ``"lawful"`` potential.
 
     The model is loaded (and checked) when the ``MLPotential`` is created, so a missing or
-    invalid file fails at once with :class:`lawful.kernels.ModelFileError`.
+    invalid file fails at once with :class:`lawful.kernels.ModelFileError`. ``precision``
+    ("single" -> float32, "double" -> float64, None -> the model's own) and ``dtype`` say the same
+    thing; give one. ``device``: a torch device (None: the model's own; openmm-ml's own potentials
+    pick CUDA when available, lawful keeps the model where it is unless told).
     """
 
-    def __init__(self, name: str, model, device=None, dtype=None, backend: str = "auto", skin: float = 0.5):
+    def __init__(self, name: str, model=None, precision=None, dtype=None, device=None, backend: str = "auto",
+                 skin: float = 0.5, strict: bool = False):
         if model is None:
-            raise InputError('MLPotential("lawful") needs a model: MLPotential("lawful", model="path/to/model.lawful").')
+            raise InputError('MLPotential("lawful") needs a model: MLPotential("lawful", model="cu-emt") or '
+                             'model="path/to/model.lawful".')
+        p_dtype = _precision_dtype(precision)
+        if p_dtype is not None and dtype is not None and resolve_dtype(dtype) != p_dtype:
+            raise InputError(f"precision={precision!r} and dtype={dtype!r} disagree: give one of them.")
         self.name = name
-        self.model = resolve_model(model, device=device, dtype=dtype)
+        self.model = resolve_model(model, device=device, dtype=p_dtype if p_dtype is not None else dtype)
         self.backend = backend
         self.skin = float(skin)
+        self.strict = bool(strict)
 
     def addForces(self, topology, system, atoms, forceGroup: int, **args) -> None:
-        """Add the lawful force for ``atoms`` (None: all) of ``topology`` to ``system``."""
+        """Add the lawful force for ``atoms`` (None: all) of ``topology`` to ``system``.
+
+        Keywords (from ``createSystem`` / ``createMixedSystem``): ``precision`` ("single" |
+        "double" | None), ``device``, ``backend``, ``skin`` (Å), ``strict``; anything else (but
+        the embedding keywords openmm-ml itself reads) is an :class:`InputError`. The topology's box
+        decides periodicity; a System that uses periodic boundary conditions with a topology
+        without box vectors is an :class:`InputError` (the two disagree), and a periodic System
+        whose box was never set is refused when first evaluated.
+        """
         from lawful.integrations.openmm import create_force
 
-        periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
+        _check_keywords(args, CREATE_KEYWORDS + EMBEDDING_KEYWORDS, "createSystem/createMixedSystem")
+        if system.usesPeriodicBoundaryConditions() and topology.getPeriodicBoxVectors() is None:
+            raise InputError(
+                "the System uses periodic boundary conditions but the topology has no box vectors, so the "
+                "lawful force cannot know the box it should see: set topology.setPeriodicBoxVectors(...) to "
+                "the System's box, or make the classical System non-periodic."
+            )
+        dtype = _precision_dtype(args.get("precision"))
         force = create_force(
-            self.model, topology=topology, atoms=None if atoms is None else list(atoms), periodic=periodic,
+            self.model, topology=topology, atoms=None if atoms is None else list(atoms), periodic=None,
             backend=args.get("backend", self.backend), skin=args.get("skin", self.skin), force_group=forceGroup,
+            device=args.get("device"), dtype=dtype, strict=args.get("strict", self.strict),
         )
         system.addForce(force)
 

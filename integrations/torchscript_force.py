@@ -66,7 +66,7 @@ class OpenMMTorchModule(torch.nn.Module):
     """
 
     def __init__(self, core, numbers: Tensor, subset: Optional[Tensor], n_particles: int, periodic: bool,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, refuse_default_box: bool = True):
         super().__init__()
         self.core = core
         self.register_buffer("numbers", numbers.to(torch.long))
@@ -78,8 +78,23 @@ class OpenMMTorchModule(torch.nn.Module):
         self.length_scale = float(units.ANGSTROM_PER_NM)
         self.energy_scale = float(units.KJMOL_PER_EV)
         self.force_scale = float(units.FORCE_OPENMM_PER_ASE)
+        # OpenMM's default box (2 nm cube): a periodic force refuses it unless the topology declares it
+        self.refuse_default_box = bool(periodic and refuse_default_box)
+        self.register_buffer("default_box", 2.0 * torch.eye(3, dtype=torch.float64))
 
     def forward(self, positions: Tensor, boxvectors: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        if positions.shape[0] != self.n_particles:
+            raise RuntimeError("InputError: this lawful force was made for " + str(self.n_particles)
+                               + " particles but the System has " + str(positions.shape[0])
+                               + ": pass one atomic number per System particle.")
+        if self.periodic:
+            if boxvectors is None:
+                raise RuntimeError("InputError: this lawful force is periodic but OpenMM passed no box: "
+                                   "call force.setUsesPeriodicBoundaryConditions(True).")
+            if self.refuse_default_box and bool(torch.equal(boxvectors.to(torch.float64).cpu(), self.default_box.cpu())):
+                raise RuntimeError("InputError: this lawful force is periodic but the Context's box is OpenMM's "
+                                   "default 2 nm cube, i.e. the System's box was never set: call "
+                                   "system.setDefaultPeriodicBoxVectors(...) with your structure's cell.")
         pos = positions.to(self.model_dtype)
         if self.has_subset:
             pos = pos.index_select(0, self.subset)
@@ -97,9 +112,11 @@ class OpenMMTorchModule(torch.nn.Module):
 
 
 def openmm_torch_module(model, numbers, subset: Optional[List[int]], n_particles: Optional[int],
-                        periodic: bool) -> torch.jit.ScriptModule:
+                        periodic: bool, box_nm=None) -> torch.jit.ScriptModule:
     """A scripted :class:`OpenMMTorchModule` for ``model`` acting on ``numbers`` (of the subset, if
-    any). Works without openmmtorch (it is plain TorchScript), so it can be checked anywhere."""
+    any). Works without openmmtorch (it is plain TorchScript), so it can be checked anywhere.
+    ``box_nm``: the topology's box ((3, 3) nm) or None; a periodic module refuses OpenMM's default
+    2 nm cube (a System box never set) unless ``box_nm`` is that cube."""
     core = _export_core(model, periodic)
     dtype = getattr(model, "dtype", torch.float64)
     device = getattr(model, "device", torch.device("cpu"))
@@ -110,13 +127,15 @@ def openmm_torch_module(model, numbers, subset: Optional[List[int]], n_particles
     n = int(n_particles) if n_particles is not None else int(z.shape[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.9 flags torch.jit as legacy
-        return torch.jit.script(OpenMMTorchModule(core, z, sub, n, periodic, dtype))
+        refuse = box_nm is None or not bool(torch.equal(torch.as_tensor(box_nm, dtype=torch.float64),
+                                                          2.0 * torch.eye(3, dtype=torch.float64)))
+        return torch.jit.script(OpenMMTorchModule(core, z, sub, n, periodic, dtype, refuse_default_box=refuse))
 
 
-def create_torch_force(model, numbers, subset, n_particles, periodic: bool):
+def create_torch_force(model, numbers, subset, n_particles, periodic: bool, box_nm=None):
     """An ``openmmtorch.TorchForce`` for ``model`` (raises :class:`BackendError` without openmmtorch)."""
     ot = _import_openmmtorch()
-    module = openmm_torch_module(model, numbers, subset, n_particles, periodic)
+    module = openmm_torch_module(model, numbers, subset, n_particles, periodic, box_nm=box_nm)
     force = ot.TorchForce(module)
     force.setOutputsForces(True)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))

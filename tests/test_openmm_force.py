@@ -223,7 +223,7 @@ def test_bad_inputs(tmp_path):
         create_force(MorsePairModel(), numbers=[29, 29, 29], atoms=[0, 0])
     if not HAS_TORCH_BACKEND:
         with pytest.raises(BackendError, match="openmmtorch"):
-            create_force(MorsePairModel(), numbers=[29], backend="torch")
+            create_force(MorsePairModel(), numbers=[29], periodic=False, backend="torch")
 
 
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])

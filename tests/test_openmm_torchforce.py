@@ -94,4 +94,4 @@ def test_torchforce_matches_python_backend(kind):
 @pytest.mark.skipif("torch" in available_backends(), reason="openmmtorch is installed")
 def test_torch_backend_without_openmmtorch():
     with pytest.raises(BackendError, match="openmmtorch"):
-        create_force(_neural(["Cu"]), numbers=[29], backend="torch")
+        create_force(_neural(["Cu"]), numbers=[29], periodic=False, backend="torch")
