@@ -1,0 +1,535 @@
+"""Watching a fluid run: field snapshots, an animation, a live Taichi window and the metrics figure.
+
+Fields (all 2D NumPy arrays indexed ``[x, y]``, float32, solid cells NaN):
+
+* ``"vorticity"`` -- corner vorticity ``omega = dv/dx - du/dy`` (1/time, grid units), at the
+  corners :func:`~lawful.kernels.mac_operators.vorticity_torch` gives;
+* ``"density"`` -- the scene's first passive scalar (``smoke`` for ``smoke_plume``, ``dye`` for
+  ``karman``; amount per unit area); scenes without a scalar have no density;
+* ``"speed"`` -- ``|u|`` at cell centres from the averaged face velocities (length/time);
+* ``"pressure"`` -- the last projection's cell pressure (length^2/time^2, density 1).
+
+The default field is the density for ``smoke_plume`` and the vorticity otherwise
+(:func:`default_field`). Axes are in grid cells (``x / dx``). The obstacle (solid cells) is drawn
+in flat dark grey on top of the field.
+
+**Colour scale of an animation.** :class:`FrameRecorder` keeps a bounded number of frames (one
+float32 copy of the field per kept step, never the state history) and :meth:`FrameRecorder.save`
+fixes one colour range for every frame from all kept frames pooled: the 99.5th percentile of
+``|omega|`` (symmetric, ``-a..a``) for vorticity, ``0..p99.5`` for density and speed, and
+``p0.5..p99.5`` for pressure. Percentiles rather than extremes, so that a few cells (the impulsive
+start at an obstacle) do not wash out the rest of the run. A snapshot PNG, written while the run
+goes, uses the same rule on its own frame and says so in its colour bar.
+
+**Live window** (:class:`LiveView`): the same field in a ``ti.GUI`` window, redrawn every step; its
+colour range starts from the first frame and only widens (same percentiles), so a colour never
+means two values in one window unless the range grew, which the window's caption reports.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+
+import numpy as np
+
+from lawful.kernels.errors import BackendError, InputError
+
+__all__ = [
+    "FIELDS", "default_field", "check_field", "field_values", "colour_limits", "frame_interval",
+    "FrameRecorder", "Animation", "save_field_png", "display_available", "LiveView", "WindowClosed",
+    "plot_metrics", "analytic_kinetic_energy",
+]
+
+FIELDS = ("vorticity", "density", "speed", "pressure")
+
+# colour map, colour-bar label
+_STYLE = {
+    "vorticity": ("RdBu_r", "vorticity ω (1/time)"),
+    "density": ("inferno", "{name} (amount / length²)"),
+    "speed": ("viridis", "speed |u| (length/time)"),
+    "pressure": ("cividis", "pressure p (length²/time², density 1)"),
+}
+_PCT = 99.5  # the percentile that fixes colour ranges (see the module docstring)
+
+
+def _headless_pyplot():
+    import matplotlib
+
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _scene_name(scene_or_state) -> str | None:
+    return getattr(scene_or_state, "name", None)
+
+
+def _state(scene_or_state):
+    return getattr(scene_or_state, "state", scene_or_state)
+
+
+def default_field(scene_or_state) -> str:
+    """``"density"`` for the smoke plume (a state whose first scalar is ``"smoke"``), else
+    ``"vorticity"``."""
+    st = _state(scene_or_state)
+    names = tuple(getattr(st, "scalar_names", ()))
+    if _scene_name(scene_or_state) == "smoke_plume" or (names and names[0] == "smoke"):
+        return "density"
+    return "vorticity"
+
+
+def check_field(scene_or_state, name: str | None) -> str:
+    """Return the field to show: ``name`` if the scene has it, the default when ``name`` is None;
+    an unknown name, or ``"density"`` on a scene without a passive scalar, is an :class:`InputError`."""
+    if name is None:
+        return default_field(scene_or_state)
+    if name not in FIELDS:
+        raise InputError(f"field {name!r} is not one lawful can show: use one of {', '.join(FIELDS)}.")
+    st = _state(scene_or_state)
+    if name == "density" and not tuple(getattr(st, "scalar_names", ())):
+        label = _scene_name(scene_or_state) or "this state"
+        raise InputError(f"field 'density' needs a passive scalar but scene {label!r} carries none: "
+                         f"use --field vorticity, speed or pressure.")
+    return name
+
+
+def field_values(state, name: str) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """``(values, extent)`` of field ``name`` of ``state``: a float32 ``[x, y]`` array (solid cells
+    NaN) and its ``(x0, x1, y0, y1)`` extent in cells (corner fields sit half a cell off the cell
+    fields). See the module docstring for each field's definition and unit."""
+    import torch
+
+    from lawful.kernels.mac_operators import vorticity_torch
+
+    nx, ny = state.nx, state.ny
+    solid = state.solid.detach().cpu().numpy()
+    if name == "vorticity":
+        px, py = state.boundary.periodic_axes
+        w = vorticity_torch(state.u.detach().double(), state.v.detach().double(), state.dx, (px, py))
+        vals = w.cpu().numpy().astype(np.float32)
+        # corner (i, j) sits at x = i cells; periodic: corners 0..n-1, else interior corners 1..n-1
+        x0, x1 = (-0.5, nx - 0.5) if px else (0.5, nx - 0.5)
+        y0, y1 = (-0.5, ny - 0.5) if py else (0.5, ny - 0.5)
+        return vals, (x0, x1, y0, y1)
+    if name == "density":
+        if state.scalars.shape[0] == 0:
+            check_field(state, "density")
+        vals = state.scalars[0].detach().cpu().numpy().astype(np.float32)
+    elif name == "speed":
+        with torch.no_grad():
+            uc = 0.5 * (state.u[1:] + state.u[:-1]).double()
+            vc = 0.5 * (state.v[:, 1:] + state.v[:, :-1]).double()
+            vals = torch.sqrt(uc * uc + vc * vc).cpu().numpy().astype(np.float32)
+    elif name == "pressure":
+        vals = state.p.detach().cpu().numpy().astype(np.float32)
+    else:
+        check_field(state, name)
+        raise AssertionError(name)  # pragma: no cover - check_field raised
+    vals = vals.copy()
+    vals[solid] = np.nan
+    return vals, (0.0, float(nx), 0.0, float(ny))
+
+
+def colour_limits(name: str, frames) -> tuple[float, float]:
+    """The fixed colour range of field ``name`` over ``frames`` (arrays; NaN ignored), by the rule
+    in the module docstring. Never an empty range."""
+    vals = np.concatenate([np.asarray(f, dtype=np.float64).ravel() for f in frames]) if frames else np.zeros(1)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        vals = np.zeros(1)
+    if name == "vorticity":
+        a = float(np.percentile(np.abs(vals), _PCT))
+        a = a if a > 0 else 1.0
+        return -a, a
+    if name in ("density", "speed"):
+        hi = float(np.percentile(vals, _PCT))
+        return 0.0, hi if hi > 0 else 1.0
+    lo, hi = (float(x) for x in np.percentile(vals, [100 - _PCT, _PCT]))
+    if hi <= lo:
+        lo, hi = lo - 0.5, lo + 0.5
+    return lo, hi
+
+
+def frame_interval(steps: int, max_frames: int) -> int:
+    """Steps between kept frames so that the initial state plus every ``k``-th step gives at most
+    ``max_frames`` frames (``max_frames >= 2``)."""
+    if not isinstance(max_frames, int) or max_frames < 2:
+        raise InputError(f"max_frames={max_frames!r} must be an integer >= 2 (the first and the last frame).")
+    return max(1, math.ceil(max(steps, 1) / (max_frames - 1)))
+
+
+# ----------------------------------------------------------------------------------------------
+# one figure layout for snapshots and animations
+# ----------------------------------------------------------------------------------------------
+
+class _FieldFigure:
+    """A fixed-layout figure: the field, the obstacle on top, a colour bar, axes in cells."""
+
+    def __init__(self, name, state, values, extent, clim, scalar_name=None, dpi=100):
+        plt = _headless_pyplot()
+        from matplotlib.colors import ListedColormap
+
+        nx, ny = state.nx, state.ny
+        ax_w = 6.4 if nx >= 1.5 * ny else 4.0
+        ax_h = min(max(ax_w * ny / nx, 1.6), 5.0)
+        ax_w = min(ax_w, ax_h * nx / ny) if ax_h * nx / ny < ax_w else ax_w
+        left, right, bottom, top, cb = 0.75, 1.35, 0.6, 0.45, 0.16
+        w_in, h_in = left + ax_w + right, bottom + ax_h + top
+        # even pixel sizes (video encoders need them)
+        w_px, h_px = 2 * math.ceil(w_in * dpi / 2), 2 * math.ceil(h_in * dpi / 2)
+        w_in, h_in = w_px / dpi, h_px / dpi
+        self.fig = plt.figure(figsize=(w_in, h_in), dpi=dpi)
+        self.ax = self.fig.add_axes([left / w_in, bottom / h_in, ax_w / w_in, ax_h / h_in])
+        cax = self.fig.add_axes([(left + ax_w + 0.15) / w_in, bottom / h_in, cb / w_in, ax_h / h_in])
+        cmap, label = _STYLE[name]
+        self.im = self.ax.imshow(values.T, origin="lower", cmap=cmap, vmin=clim[0], vmax=clim[1], extent=extent,
+                                 interpolation="nearest", aspect="auto")
+        solid = state.solid.detach().cpu().numpy()
+        if solid.any():
+            self.ax.imshow(np.ma.masked_where(~solid.T, solid.T.astype(float)), origin="lower",
+                           cmap=ListedColormap(["#4a4a4a"]), extent=(0, nx, 0, ny), interpolation="nearest",
+                           aspect="auto", vmin=0, vmax=1)
+            self.ax.contour(np.arange(nx) + 0.5, np.arange(ny) + 0.5, solid.T.astype(float), levels=[0.5],
+                            colors="k", linewidths=0.8)
+        self.ax.set_xlim(0, nx)
+        self.ax.set_ylim(0, ny)
+        self.ax.set_xlabel(f"x (cells, Δx = {state.dx:.4g})")
+        self.ax.set_ylabel("y (cells)")
+        self.cbar = self.fig.colorbar(self.im, cax=cax)
+        self.cbar.set_label(label.format(name=scalar_name or "scalar"))
+        self.title = self.ax.set_title("")
+
+    def update(self, values, title):
+        self.im.set_data(values.T)
+        self.title.set_text(title)
+
+    def close(self):
+        import matplotlib.pyplot as plt
+
+        plt.close(self.fig)
+
+
+def _title(scene_name, name, step, t):
+    head = f"{scene_name}: " if scene_name else ""
+    return f"{head}{name}, step {step}, t = {t:.4g}"
+
+
+def save_field_png(state, path, name: str | None = None, scene_name: str | None = None, dpi: int = 90) -> Path:
+    """Write field ``name`` (default: :func:`default_field`) of ``state`` as a PNG with a colour bar,
+    the obstacle and axes in cells; the colour range is this frame's own (module docstring).
+    Written atomically; returns the path."""
+    import io
+
+    from lawful.kernels.modelfile import atomic_write
+
+    name = check_field(state, name)
+    vals, extent = field_values(state, name)
+    fig = _FieldFigure(name, state, vals, extent, colour_limits(name, [vals]),
+                       scalar_name=(state.scalar_names or (None,))[0], dpi=dpi)
+    fig.update(vals, _title(scene_name, name, state.step, state.t))
+    buf = io.BytesIO()
+    fig.fig.savefig(buf, format="png", dpi=dpi)
+    fig.close()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# animation
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Animation:
+    """What :meth:`FrameRecorder.save` wrote: ``gif`` path, ``mp4`` path (None without ffmpeg),
+    ``n_frames``, the fixed colour range ``clim`` and the range each frame was drawn with
+    (``frame_clims``, all equal to ``clim``), the kept ``steps``."""
+
+    gif: Path
+    mp4: Path | None
+    n_frames: int
+    clim: tuple[float, float]
+    frame_clims: list = dc_field(default_factory=list)
+    steps: list = dc_field(default_factory=list)
+
+
+class FrameRecorder:
+    """A ``run(..., callback=recorder)`` callback that keeps field ``name`` every ``every`` steps.
+
+    Only the kept frames are stored (float32, one ``[x, y]`` array each, at most
+    ``1 + steps // every``), never the state history. Call it once with the initial state
+    (``recorder(state)``) to include step 0, then pass it to ``run``; :meth:`save` writes the
+    animation.
+    """
+
+    def __init__(self, scene_or_state, name: str | None = None, every: int = 1):
+        if not isinstance(every, int) or every < 1:
+            raise InputError(f"frame interval every={every!r} must be an integer >= 1 (steps).")
+        st = _state(scene_or_state)
+        self.name = check_field(scene_or_state, name)
+        self.scene_name = _scene_name(scene_or_state)
+        self.every = every
+        self.frames: list[np.ndarray] = []
+        self.steps: list[int] = []
+        self.times: list[float] = []
+        self.extent = None
+        self._state = st  # for the grid, the obstacle and dx (which do not change during a run)
+
+    def __call__(self, state, record: dict | None = None) -> None:
+        step = int(record["step"]) if record is not None else int(state.step)
+        if step % self.every:
+            return
+        vals, self.extent = field_values(state, self.name)
+        self.frames.append(vals)
+        self.steps.append(step)
+        self.times.append(float(record["t"]) if record is not None else float(state.t))
+
+    def save(self, path, fps: int = 15, mp4: bool | None = None, dpi: int = 90) -> Animation:
+        """Write the kept frames as a GIF at ``path`` (Pillow) and, when ``mp4`` is true or, by
+        default, when ``ffmpeg`` is on the PATH, an MP4 beside it; one colour range for all frames
+        (:func:`colour_limits`). An empty recorder is an :class:`InputError`."""
+        from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
+
+        if not self.frames:
+            raise InputError(f"no frames were recorded for {path}: run at least {self.every} step(s) or call the "
+                             "recorder with the initial state.")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clim = colour_limits(self.name, self.frames)
+        st = self._state
+        fig = _FieldFigure(self.name, st, self.frames[0], self.extent, clim,
+                           scalar_name=(st.scalar_names or (None,))[0], dpi=dpi)
+        drawn: list = []
+
+        def draw(k):
+            fig.update(self.frames[k], _title(self.scene_name, self.name, self.steps[k], self.times[k]))
+            drawn.append(tuple(float(c) for c in fig.im.get_clim()))
+            return (fig.im, fig.title)
+
+        anim = FuncAnimation(fig.fig, draw, frames=len(self.frames), blit=False, repeat=False)
+        tmp = path.with_name(path.stem + ".tmp.gif")
+        anim.save(tmp, writer=PillowWriter(fps=fps), dpi=dpi)
+        os.replace(tmp, path)
+        gif_clims = drawn[-len(self.frames):]
+        video = None
+        if mp4 is None:
+            mp4 = shutil.which("ffmpeg") is not None
+        if mp4:
+            if shutil.which("ffmpeg") is None:
+                fig.close()
+                raise BackendError(f"an MP4 of {path.stem} needs ffmpeg on the PATH, which is missing: install "
+                                   "ffmpeg or keep the GIF only.")
+            video = path.with_suffix(".mp4")
+            tmp = video.with_name(video.stem + ".tmp.mp4")
+            anim.save(tmp, writer=FFMpegWriter(fps=fps, codec="libx264", extra_args=["-pix_fmt", "yuv420p"]),
+                      dpi=dpi)
+            os.replace(tmp, video)
+        fig.close()
+        return Animation(gif=path, mp4=video, n_frames=len(self.frames), clim=clim, frame_clims=gif_clims,
+                         steps=list(self.steps))
+
+
+# ----------------------------------------------------------------------------------------------
+# live window
+# ----------------------------------------------------------------------------------------------
+
+def display_available() -> bool:
+    """True when ``$DISPLAY`` or ``$WAYLAND_DISPLAY`` is set (a window can be opened)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class WindowClosed(Exception):
+    """Raised from the run's callback when the user closes the live window (or presses Escape)."""
+
+
+class LiveView:
+    """A live ``ti.GUI`` window showing field ``name`` of the running state; use as the run's
+    callback (``view(state, record)``). Closing the window or pressing Escape raises
+    :class:`WindowClosed` from the callback, which stops the run.
+
+    Needs a display: without ``$DISPLAY`` / ``$WAYLAND_DISPLAY`` the constructor raises
+    :class:`BackendError`. Each cell is drawn as a ``scale`` x ``scale`` pixel block (default: the
+    largest that keeps the window within 1024 x 768 pixels). Call after Taichi is initialised
+    (:func:`lawful.kernels.ensure_taichi`).
+    """
+
+    def __init__(self, scene_or_state, name: str | None = None, scale: int | None = None, title: str = "lawful"):
+        if not display_available():
+            raise BackendError("--gui needs a display but neither DISPLAY nor WAYLAND_DISPLAY is set: run it on a "
+                               "desktop or under xvfb-run, or use --animate to write a GIF instead.")
+        import matplotlib
+
+        import taichi as ti
+
+        st = _state(scene_or_state)
+        self.name = check_field(scene_or_state, name)
+        self.scene_name = _scene_name(scene_or_state)
+        self.nx, self.ny = st.nx, st.ny
+        self.scale = scale or max(1, min(1024 // self.nx, 768 // self.ny))
+        self._cmap = matplotlib.colormaps[_STYLE[self.name][0]]
+        self._solid = np.kron(st.solid.detach().cpu().numpy(), np.ones((self.scale, self.scale), dtype=bool))
+        self.clim: tuple[float, float] | None = None
+        res = (self.nx * self.scale, self.ny * self.scale)
+        try:
+            self.gui = ti.GUI(f"{title}: {self.scene_name or ''} {self.name}".strip(), res=res, fast_gui=False)
+        except Exception as exc:  # noqa: BLE001 - the windowing layer raises various types
+            raise BackendError(f"could not open a Taichi window on display {os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')!r} "
+                               f"({exc}): check the display, or use --animate to write a GIF instead.") from exc
+
+    def image(self, state) -> np.ndarray:
+        """The ``(nx*scale, ny*scale, 3)`` float32 RGB image of the field (obstacle dark grey)."""
+        vals, _ = field_values(state, self.name)
+        lo, hi = colour_limits(self.name, [vals])
+        if self.clim is not None:  # the range only widens
+            lo, hi = min(lo, self.clim[0]), max(hi, self.clim[1])
+        self.clim = (lo, hi)
+        if vals.shape != (self.nx, self.ny):  # corner fields: pad/crop to the cell grid
+            out = np.full((self.nx, self.ny), np.nan, dtype=np.float32)
+            mx, my = min(self.nx, vals.shape[0]), min(self.ny, vals.shape[1])
+            out[:mx, :my] = vals[:mx, :my]
+            vals = out
+        x = np.clip((np.nan_to_num(vals, nan=0.5 * (lo + hi)) - lo) / (hi - lo), 0.0, 1.0)
+        rgb = self._cmap(x)[..., :3].astype(np.float32)
+        rgb = np.kron(rgb, np.ones((self.scale, self.scale, 1), dtype=np.float32))
+        rgb[self._solid] = 0.29
+        return rgb
+
+    def __call__(self, state, record: dict | None = None, screenshot=None) -> None:
+        import taichi as ti
+
+        gui = self.gui
+        if not gui.running or gui.get_event((ti.GUI.PRESS, ti.GUI.ESCAPE)):
+            raise WindowClosed(f"window closed at step {state.step}")
+        gui.set_image(self.image(state))
+        lo, hi = self.clim
+        gui.text(f"{self.name}  step {state.step}  t={state.t:.4g}  range [{lo:.3g}, {hi:.3g}]", (0.01, 0.98),
+                 font_size=16, color=0xFFFFFF)
+        gui.show(None if screenshot is None else str(screenshot))
+
+    def close(self) -> None:
+        """Close the window."""
+        if getattr(self, "gui", None) is not None and self.gui.core is not None:
+            self.gui.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics figure
+# ----------------------------------------------------------------------------------------------
+
+def analytic_kinetic_energy(scene):
+    """``t -> kinetic energy`` of the scene's exact solution (``scene.analytic(t)``), in the units and
+    discrete definition of :func:`lawful.fluids.metrics.state_metrics` (``dx^2/2 sum u^2``,
+    length^4/time^2 at density 1); ``None`` for scenes without one. For Taylor-Green this is
+    ``KE0 exp(-4 nu t)``."""
+    analytic = getattr(scene, "analytic", None)
+    if analytic is None:
+        return None
+    st = scene.state
+    px, py = st.boundary.periodic_axes
+    dx2 = st.dx * st.dx
+
+    def ke(t: float) -> float:
+        u, v = analytic(float(t))
+        u = u.double()[:-1] if px else u.double()
+        v = v.double()[:, :-1] if py else v.double()
+        return 0.5 * dx2 * float((u * u).sum() + (v * v).sum())
+
+    return ke
+
+
+def _panels(records, ke_exact):
+    """``[(title, ylabel, [(label, t, y, style)], log[, twin])]`` for the quantities in ``records``;
+    ``twin``: ``(ylabel, t, y)`` drawn on a second log y axis."""
+    first = records[0]
+    t = np.array([r["t"] for r in records], dtype=float)
+    col = lambda k: np.array([r[k] for r in records], dtype=float)  # noqa: E731
+    panels = []
+    div = [(lab, t, col(k), "-") for k, lab in (("div_max_rel", "max |D| / U (after corrector)"),
+                                                 ("div_max_rel_projected", "max |D| / U (after projection)"),
+                                                 ("div_l2", "rms D / U")) if k in first]
+    if div:
+        panels.append(("divergence", "relative divergence (dimensionless)", div, True))
+    if "kinetic_energy" in first:
+        lines = [("simulated", t, col("kinetic_energy"), "-")]
+        if ke_exact is not None:
+            tt = np.concatenate([[0.0], t])
+            lines.append(("analytic KE(0) exp(-4νt)", tt, np.array([ke_exact(x) for x in tt]), "--"))
+        panels.append(("kinetic energy", "KE (length⁴/time², density 1)", lines, False))
+    if "enstrophy" in first:
+        panels.append(("enstrophy", "½∫ω² (length²/time²)", [("", t, col("enstrophy"), "-")], False))
+    masses = [k for k in first if k.startswith("mass_")]
+    if masses:
+        panels.append(("scalar mass", "∫ s dA (amount)", [(k[5:], t, col(k), "-") for k in masses], False))
+    if "pressure_iters" in first:
+        # residual on a second (log) axis of the same panel, when the solver reported one
+        twin = None
+        if "pressure_residual" in first and np.any(col("pressure_residual") > 0):
+            twin = ("relative residual (dimensionless, log)", t, col("pressure_residual"))
+        panels.append(("pressure solve", "CG iterations per step", [("iterations", t, col("pressure_iters"), "-")],
+                       False, twin))
+    if "wall_s" in first and len(records) > 1:
+        wall = 1e3 * col("wall_s")
+        panels.append((f"time per step (step 1 excluded: {wall[0] / 1e3:.2f} s incl. compile)", "wall time (ms)",
+                       [("", t[1:], wall[1:], "-")], False))
+    return panels
+
+
+def plot_metrics(records, path, title: str | None = None, scene=None) -> Path:
+    """Draw the metrics of a fluid run into ``path`` (PNG, written atomically): one panel per
+    quantity the run recorded (no panel for one it lacks, e.g. scalar mass without a scalar), time
+    on every x axis, units on every y axis, divergences and residuals on log axes, the first step
+    (which includes Taichi's kernel compilation) left out of the timing panel, and the exact
+    kinetic energy overlaid when ``scene`` has an analytic solution (Taylor-Green).
+
+    ``records``: a list of per-step dicts or a metrics CSV path (``run(..., csv=...)``).
+    """
+    import io
+
+    from lawful.fluids.metrics import read_metrics_csv
+    from lawful.kernels.modelfile import atomic_write
+
+    if isinstance(records, (str, os.PathLike)):
+        records = read_metrics_csv(records)
+    if not records:
+        raise InputError(f"no metrics to plot into {path}: the run recorded no step.")
+    panels = _panels(records, analytic_kinetic_energy(scene) if scene is not None else None)
+    plt = _headless_pyplot()
+    ncol = min(3, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig = plt.figure(figsize=(4.6 * ncol, 3.2 * nrow))
+    for k, (ptitle, ylabel, lines, log, *twin) in enumerate(panels):
+        ax = fig.add_subplot(nrow, ncol, k + 1)
+        for label, x, y, style in lines:
+            ax.plot(x, y, style, lw=1.2, label=label or None)
+        if log and any(np.nanmax(y) > 0 for _, _, y, _ in lines):
+            ax.set_yscale("log")
+        handles = [h for h in ax.get_lines() if not h.get_label().startswith("_")]
+        if twin and twin[0] is not None:
+            tlabel, x, y = twin[0]
+            ax2 = ax.twinx()
+            handles += ax2.plot(x, y, color="C1", lw=1.0, label="residual")
+            ax2.set_yscale("log")
+            ax2.set_ylabel(tlabel, fontsize=8)
+        if len(handles) > 1 or (handles and handles[0].get_label() != "iterations"):
+            ax.legend(handles=handles, fontsize=8)
+        ax.set_title(ptitle, fontsize=10)
+        ax.set_xlabel("t (time, grid units)")
+        ax.set_ylabel(ylabel)
+    name = title or getattr(scene, "name", None)
+    if name:
+        fig.suptitle(name)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+    return Path(path)
