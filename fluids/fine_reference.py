@@ -16,12 +16,17 @@ Coarse fixed faces (walls, obstacle, inflow) get their prescribed coarse values;
 state is then projected once on the coarse grid (obstacle masks differ slightly between
 resolutions). :data:`TRAIN_CASES` / :data:`TEST_CASES` are the default splits: Kármán at Re 100
 and 200 (train) and held-out Re 150; Kolmogorov seed 0 (train) and held-out seed 1.
-Trajectories are cached with :func:`lawful.kernels.checkpoint.save_checkpoint` (atomic).
+Trajectories are cached with :func:`lawful.kernels.checkpoint.save_checkpoint` (atomic) under a
+key of the full configuration and the solver's code version (:func:`reference_key`): a cache
+written by another solver version, or for another configuration, is never reused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +36,8 @@ from lawful.kernels.errors import InputError, ModelFileError, ShapeError
 from lawful.fluids import scenes as _scenes
 
 __all__ = ["ReferenceCase", "ReferenceTrajectory", "downsample_faces", "downsample_cells",
-           "coarse_scene", "generate_reference", "load_or_generate", "TRAIN_CASES", "TEST_CASES"]
+           "coarse_scene", "generate_reference", "load_or_generate", "reference_key", "solver_code_version",
+           "TRAIN_CASES", "TEST_CASES"]
 
 
 @dataclass(frozen=True)
@@ -152,22 +158,23 @@ class ReferenceTrajectory:
                    float(d["fine_wall_s"]), int(d["fine_steps"]))
 
 
-def generate_reference(case: ReferenceCase, dtype=torch.float32, device=None, progress: bool = False,
+def generate_reference(case: ReferenceCase, dtype=torch.float32, device=None, progress: bool | None = None,
                        fine_dtype=None) -> ReferenceTrajectory:
     """Run the fine solver for ``case`` and return the downsampled :class:`ReferenceTrajectory`.
 
     The fine run uses ``fine_dtype`` (default ``dtype``); the records are float64 on the CPU.
+    ``progress``: a tqdm bar over the fine steps with elapsed time and an estimate of what is
+    left (True: always; None, the default: when stderr is a terminal; False: never).
     """
+    from tqdm import tqdm
+
     f = case.factor
     fine = coarse_scene(case, n=case.n * f, dtype=fine_dtype or dtype, device=device)
     solver = fine.make_solver()
     st = fine.state
     total = (case.warmup + case.steps) * f
-    it = range(total)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc=f"fine {case.label}", unit="step")
+    it = tqdm(range(total), desc=f"fine reference {case.label} ({case.n * f} cells across)", unit="step",
+              disable=None if progress is None else not progress, mininterval=1.0)
     us, vs, ps, ss = [], [], [], []
     wall = 0.0
 
@@ -191,19 +198,60 @@ def generate_reference(case: ReferenceCase, dtype=torch.float32, device=None, pr
                                wall, case.steps * f)
 
 
-def load_or_generate(case: ReferenceCase, cache_dir, dtype=torch.float32, progress: bool = False,
+_SOLVER_SOURCES = ("fluids/solver.py", "fluids/scenes.py", "fluids/state.py", "fluids/fine_reference.py",
+                   "kernels/mac_advection.py", "kernels/mac_forces.py", "kernels/mac_grid.py",
+                   "kernels/mac_operators.py", "kernels/mac_pressure.py")
+
+
+def solver_code_version() -> str:
+    """A digest of the source of every module the fine reference depends on (solver, scenes,
+    state, this module and the MAC kernels) plus the torch version: any change to the solver's
+    code changes it, so a cached reference cannot outlive the code that made it."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(f"torch {torch.__version__}".encode())
+    for rel in _SOLVER_SOURCES:
+        h.update(rel.encode())
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def reference_key(case: ReferenceCase, dtype=torch.float32) -> dict:
+    """Everything a cached reference depends on: the case, the dtype, the fine scene's solver
+    configuration and :func:`solver_code_version`. Its JSON digest names the cache file."""
+    fine = coarse_scene(case, n=case.n * case.factor, dtype=dtype)
+    return {"case": asdict(case), "dtype": str(dtype).replace("torch.", ""),
+            "solver_config": {k: repr(v) for k, v in fine.config.as_dict().items()},
+            "code_version": solver_code_version()}
+
+
+def load_or_generate(case: ReferenceCase, cache_dir, dtype=torch.float32, progress: bool | None = None,
                      regenerate: bool = False) -> ReferenceTrajectory:
-    """:func:`generate_reference` with an on-disk cache ``cache_dir/<label>_<hash>.pt`` (atomic
-    checkpoints; a damaged cache file is regenerated)."""
+    """:func:`generate_reference` with an on-disk cache ``cache_dir/<label>_<digest>.pt`` (atomic
+    checkpoints). The digest is that of :func:`reference_key` (case, dtype, solver configuration,
+    solver code version), and the key is stored in the file and compared on load: a cache written
+    by another solver version or configuration is never reused (another file name; a file whose
+    stored key differs is regenerated with a warning naming the difference), and a damaged file
+    is regenerated. ``cache_dir`` must be a directory (created if missing)."""
     from lawful.kernels.checkpoint import load_checkpoint, save_checkpoint
 
-    key = "_".join(f"{k}{v}" for k, v in sorted(asdict(case).items()) if k not in ("scene",))
-    path = Path(cache_dir) / f"{case.scene}_{key}_{str(dtype).replace('torch.', '')}.pt"
+    cache_dir = Path(cache_dir)
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise InputError(f"reference cache_dir={str(cache_dir)!r} is a file, not a directory: pass a directory.")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = reference_key(case, dtype)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir / f"{case.label}_f{case.factor}_{key['dtype']}_{digest}.pt"
     if path.exists() and not regenerate:
         try:
-            return ReferenceTrajectory.from_checkpoint(load_checkpoint(path))
-        except (ModelFileError, KeyError, TypeError):
+            data = load_checkpoint(path)
+            stored = json.loads(data.get("reference_key", "null"))
+            if stored == key:
+                return ReferenceTrajectory.from_checkpoint(data)
+            diff = sorted(k for k in key if (stored or {}).get(k) != key[k])
+            warnings.warn(f"reference cache {path} was made with another {', '.join(diff) or 'key'}: regenerating it.",
+                          stacklevel=2)
+        except (ModelFileError, KeyError, TypeError, ValueError):
             pass
     traj = generate_reference(case, dtype=dtype, progress=progress)
-    save_checkpoint(path, traj.to_checkpoint())
+    save_checkpoint(path, dict(traj.to_checkpoint(), reference_key=json.dumps(key, sort_keys=True)))
     return traj

@@ -39,7 +39,11 @@ class SolverConfig:
     dt: time step. viscosity: kinematic viscosity nu (length^2/time). advection: "maccormack" or
     "semi_lagrangian"; limiter: MacCormack min/max clamp. scalar_order: 1 (upwind) or 2 (MUSCL).
     pressure_rtol: relative divergence after each projection (None: 1e-6 float32 / 1e-10 float64);
-    pressure_max_iter: CG iterations before ConvergenceError. cfl_max: largest
+    pressure_max_iter: CG iterations before ConvergenceError. pressure_capped: False (default)
+    -- a projection that stops above pressure_rtol raises ConvergenceError (residual, tolerance,
+    iterations, fix); True -- accept it (a fixed iteration budget, as real-time solvers do): the
+    step then goes on with the partly projected field and its record has ``pressure_converged``
+    (1/0) beside ``pressure_residual``. cfl_max: largest
     ``max|u| dt_sub/dx`` per substep; max_substeps: beyond that many substeps, NumericalError.
     buoyancy: coefficient b of the +y force ``b * s`` from scalar ``buoyancy_scalar``.
     drag: linear drag coefficient (``u -= drag * u * dt``). reproject_after_correction: project
@@ -56,6 +60,7 @@ class SolverConfig:
     scalar_order: int = 2
     pressure_rtol: float | None = None
     pressure_max_iter: int = 200
+    pressure_capped: bool = False
     cfl_max: float = 1.0
     max_substeps: int = 8
     buoyancy: float = 0.0
@@ -78,8 +83,17 @@ class SolverConfig:
             raise InputError(f"SolverConfig.advection={self.advection!r}: use one of {SCHEMES}.")
         if self.scalar_order not in (1, 2):
             raise InputError(f"SolverConfig.scalar_order={self.scalar_order!r}: use 1 or 2.")
-        if int(self.max_substeps) < 1:
-            raise InputError(f"SolverConfig.max_substeps={self.max_substeps!r} must be >= 1.")
+        for name in ("max_substeps", "pressure_max_iter"):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise InputError(f"SolverConfig.{name}={val!r} must be an integer >= 1.")
+        rtol = self.pressure_rtol
+        if rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, (int, float))
+                                 or not 0.0 < float(rtol) < 1.0):
+            raise InputError(f"SolverConfig.pressure_rtol={rtol!r} must lie in (0, 1) (relative divergence; "
+                             "e.g. 1e-6 for float32, 1e-10 for float64) or be None for the default.")
+        if not (isinstance(self.buoyancy, (int, float)) and math.isfinite(self.buoyancy)):
+            raise InputError(f"SolverConfig.buoyancy={self.buoyancy!r} must be a finite number.")
 
     def as_dict(self) -> dict:
         """Plain dict of the settings (for logs and model files)."""
@@ -143,7 +157,8 @@ class Solver:
         self.fy = torch.zeros((ns, self.nx, self.ny + 1), dtype=self.dtype, device=self.device)
         self.scalar_comp = torch.zeros((ns, self.nx, self.ny), dtype=self.dtype, device=self.device)
         self.pressure = PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
-                                       max_iter=config.pressure_max_iter, device=self.device)
+                                       max_iter=config.pressure_max_iter, device=self.device,
+                                       capped=config.pressure_capped)
         self.rtol = config.pressure_rtol if config.pressure_rtol is not None else default_rtol(self.dtype)
         self.pinned = solid_corner_mask(state.boundary, state.solid)
         self.forcing = None
@@ -267,6 +282,7 @@ class Solver:
         h = cfg.dt / nsub
         iters = 0
         stats = None
+        converged = []
         for _ in range(nsub):
             if self._advect is None:
                 self.advect_step(state, h)
@@ -281,6 +297,7 @@ class Solver:
             else:
                 stats = self._project(self, state, True)
             iters += stats.iterations
+            converged.append(getattr(stats, "converged", True))
         div_proj = None
         if corrector is not None:
             div_proj = divergence_metrics(state)[0]
@@ -297,6 +314,8 @@ class Solver:
         state.t += cfg.dt
         state.step += 1
         info = {"substeps": nsub, "cfl": cfl, "pressure_iters": iters, "pressure_residual": stats.residual}
+        if cfg.pressure_capped:
+            info["pressure_converged"] = int(all(converged))
         if div_proj is not None:
             info["div_max_rel_projected"] = div_proj
         return info

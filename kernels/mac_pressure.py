@@ -23,7 +23,11 @@ relative divergence ``max|div u| dx / max|u|`` the projected field will have, wi
 rounding the velocity update to the state's dtype (eps of float32 or float64). The solve runs in
 float64 whatever the state's dtype (f32 residuals cannot reach 1e-6 relative at large N). Default
 ``rtol``: 1e-6 (float32 state), 1e-10 (float64). A solve that does not converge within
-``max_iter`` iterations raises :class:`~lawful.kernels.errors.ConvergenceError`.
+``max_iter`` iterations raises :class:`~lawful.kernels.errors.ConvergenceError`, and so does a
+projection that ends above its tolerance in any other way (e.g. after its re-solves when removing
+the gradient shrank the field); only a solver built with ``capped=True`` returns such a field, with
+``ProjectionStats.converged`` False. Divergence at the rounding level of the input field
+(``8 eps max|u_in|``) counts as converged: nothing smaller is representable.
 """
 
 
@@ -53,12 +57,14 @@ def default_rtol(dtype: torch.dtype) -> float:
 class ProjectionStats:
     """What one projection did: CG iterations, the final relative residual (max-norm, relative to
     max|u|: the relative divergence left), the L2 residual relative to the right-hand side, and the
-    relative divergence before the projection."""
+    relative divergence before the projection; ``converged`` is False only for a capped solver
+    (``PressureSolver(capped=True)``) that stopped above its tolerance."""
 
     iterations: int
     residual: float
     residual_l2: float
     initial: float
+    converged: bool = True
 
 
 @functools.lru_cache(maxsize=None)
@@ -335,14 +341,17 @@ class PressureSolver:
     Parameters: ``boundary`` (:class:`~lawful.kernels.mac_grid.Boundary`), ``solid`` (``(nx, ny)``
     bool obstacle mask), ``dtype`` of the velocity arrays it will project (float32/float64),
     ``rtol`` (default :func:`default_rtol`), ``max_iter`` (CG iterations before
-    :class:`ConvergenceError`), ``device``.
+    :class:`ConvergenceError`), ``device``, ``capped`` (False: a solve that stops above ``rtol``
+    raises :class:`ConvergenceError` naming the residual, tolerance and iterations; True: it
+    returns the partly projected field and ``ProjectionStats.converged`` is False -- a fixed
+    iteration budget, chosen explicitly).
 
     :meth:`project` works in place on ``u`` ``(nx+1, ny)`` and ``v`` ``(nx, ny+1)`` tensors (Taichi
     ndarray arguments: zero-copy) and keeps ``phi`` (``p dt / (rho dx)``) for warm starts.
     """
 
     def __init__(self, boundary: Boundary, solid: torch.Tensor, dtype=torch.float32, rtol=None,
-                 max_iter: int = 200, device=None):
+                 max_iter: int = 200, device=None, capped: bool = False):
         ensure_taichi()
         if rtol is not None and not (0.0 < float(rtol) < 1.0):
             raise InputError(f"pressure rtol={rtol!r} must lie in (0, 1); e.g. 1e-6 (float32) or 1e-10.")
@@ -352,6 +361,8 @@ class PressureSolver:
         self.dtype = dtype
         self.rtol = float(rtol) if rtol is not None else default_rtol(dtype)
         self.max_iter = int(max_iter)
+        self.capped = bool(capped)
+        self.eps = float(torch.finfo(dtype).eps)
         device = device if device is not None else solid.device
         nx, ny = solid.shape
         self.nx, self.ny = nx, ny
@@ -409,7 +420,8 @@ class PressureSolver:
         shrank the field, the remaining divergence is projected out again (``phi`` accumulates).
 
         Raises :class:`ConvergenceError` when the residual is still above the tolerance after
-        ``max_iter`` CG iterations (message: residual reached, tolerance, what to try).
+        ``max_iter`` CG iterations or after the re-solves (message: residual reached, tolerance,
+        iterations, what to try), unless the solver is ``capped``.
         """
         scale0 = max(float(u.abs().max()), float(v.abs().max()), 1e-300)
         iters, rmax, rl2, bmax = self._solve(u, v, warm_start, scale0)
@@ -417,7 +429,7 @@ class PressureSolver:
         total = None
         for _ in range(4):
             scale = max(float(u.abs().max()), float(v.abs().max()), 1e-300)
-            if rmax <= self.target * scale:
+            if rmax <= self.target * scale or (self.capped and iters >= self.max_iter):
                 break
             total = self.phi.clone() if total is None else total + self.phi
             more, rmax, rl2, _b = self._solve(u, v, False, scale)
@@ -425,7 +437,18 @@ class PressureSolver:
         if total is not None:
             self.phi.add_(total)
         scale = max(float(u.abs().max()), float(v.abs().max()), 1e-300)
-        return ProjectionStats(iters, rmax / scale, rl2, initial)
+        converged = rmax <= self.target * scale or rmax <= 8.0 * self.eps * scale0
+        if not converged and not self.capped:
+            self._raise(rmax / scale, iters, "after re-solving the shrunken field")
+        return ProjectionStats(iters, rmax / scale, rl2, initial, converged)
+
+    def _raise(self, residual, iters, where):
+        raise ConvergenceError(
+            f"pressure solve stopped above its tolerance: relative residual {residual:.3e} after {iters} CG "
+            f"iterations ({where}; tolerance {self.rtol:.1e}, max_iter={self.max_iter}). Raise the iteration "
+            "limit (SolverConfig.pressure_max_iter) or take a smaller dt (the velocity field may be blowing "
+            "up; check the CFL number); SolverConfig.pressure_capped=True accepts capped solves explicitly."
+        )
 
     def _solve(self, u, v, warm_start, scale):
         k = _cg_kernels()
@@ -462,12 +485,9 @@ class PressureSolver:
             rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
             if iters >= self.max_iter or not pap > 0.0:
                 break
-        if not rmax <= target:
-            raise ConvergenceError(
-                f"pressure solve did not converge: relative residual {rmax / scale:.3e} after {iters} "
-                f"CG iterations (tolerance {self.rtol:.1e}, max_iter={self.max_iter}). The velocity "
-                "field may be blowing up (lower dt / check the CFL number) or raise max_iter."
-            )
+        if not rmax <= target and not self.capped:
+            self._raise(rmax / scale, iters, "did not converge within max_iter" if iters >= self.max_iter
+                        else "CG broke down")
         self._sk["subtract_gradient"](u, v, a, px, py)
         rl2 = float(torch.linalg.vector_norm(a[RC, :nx, :ny]))
         bl2 = float(torch.linalg.vector_norm(a[B, :nx, :ny]))

@@ -64,6 +64,38 @@ def test_cache_round_trip(tmp_path, tiny_traj):
     assert torch.equal(a.u, b.u) and len(list(tmp_path.glob("kolmogorov_*.pt"))) == 1
 
 
+def test_reference_cache_is_keyed_on_solver_version_and_config(tmp_path, monkeypatch):
+    """Issue 12: a cache written by another solver version (or config) is never reused: another
+    version gets its own file, a file whose stored key differs is regenerated with a warning."""
+    import json
+
+    import lawful.fluids.fine_reference as fr
+    from lawful.kernels.checkpoint import load_checkpoint, save_checkpoint
+
+    case = ReferenceCase("kolmogorov", n=16, factor=1, steps=2, warmup=0)
+    a = load_or_generate(case, tmp_path)
+    (first,) = tmp_path.glob("*.pt")
+    assert json.loads(load_checkpoint(first)["reference_key"]) == fr.reference_key(case)
+    # a stale cache: same file name, but the stored key says another solver version made it and
+    # its data is not this solver's -- it must be regenerated, not returned
+    data = load_checkpoint(first)
+    key = json.loads(data["reference_key"])
+    key["code_version"] = "0" * 16
+    save_checkpoint(first, dict(data, u=data["u"] + 1.0, reference_key=json.dumps(key)))
+    with pytest.warns(UserWarning, match="code_version"):
+        b = load_or_generate(case, tmp_path)
+    assert torch.equal(b.u, a.u)
+    # a new solver version: another key, another file; the old one is left alone
+    monkeypatch.setattr(fr, "solver_code_version", lambda: "f" * 16)
+    c = load_or_generate(case, tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 2 and torch.equal(c.u, a.u)
+    # the full config is in the key: another dtype or case is another file
+    assert fr.reference_key(case, torch.float64) != fr.reference_key(case)
+    assert fr.reference_key(ReferenceCase("kolmogorov", n=16, factor=1, steps=3, warmup=0)) != fr.reference_key(case)
+    with pytest.raises(InputError, match="is a file"):
+        load_or_generate(case, first)
+
+
 def _trainer(traj, variant, ckpt=None, iterations=4, resume=True):
     torch.manual_seed(0)
     corr = make_corrector(variant, dtype=F64, hidden=4, layers=2, use_reynolds=True, init_gain=0.1)

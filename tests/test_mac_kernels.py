@@ -144,6 +144,28 @@ def test_convergence_error_past_bound():
         PressureSolver(Boundary.box(), torch.zeros(8, 8, dtype=torch.bool), torch.float64, rtol=-1.0)
 
 
+def test_a_solve_above_its_tolerance_never_returns_silently(monkeypatch):
+    """Issue 12: every way a projection can end above rtol raises ConvergenceError naming the
+    residual, tolerance, iterations and the fixes -- the max_iter path and the re-solve path --
+    unless the solver is explicitly capped (then ``converged`` is False and the residual is real)."""
+    box, solid = Boundary.box(), torch.zeros(64, 64, dtype=torch.bool)
+    u, v = _random_faces(box, solid, torch.float64)
+    with pytest.raises(ConvergenceError, match=r"relative residual \d\.\d+e[-+]\d+ after 1 CG iterations.*"
+                                               r"tolerance 1\.0e-10, max_iter=1.*smaller dt"):
+        PressureSolver(box, solid, torch.float64, max_iter=1).project(u.clone(), v.clone())
+    capped = PressureSolver(box, solid, torch.float64, max_iter=1, capped=True)
+    stats = capped.project(u.clone(), v.clone())
+    assert not stats.converged and stats.iterations == 1 and stats.residual > 1e-10
+    ok = PressureSolver(box, solid, torch.float64)
+    assert ok.project(u.clone(), v.clone()).converged
+    # the re-solve path: every inner solve "converges" relative to its own scale but the field
+    # shrank, so the final relative residual stays above rtol (forced here through _solve)
+    ps = PressureSolver(box, solid, torch.float64)
+    monkeypatch.setattr(ps, "_solve", lambda u, v, warm, scale: (3, 1e-3 * scale, 0.0, 1.0))
+    with pytest.raises(ConvergenceError, match=r"relative residual 1\.000e-03 after 15 CG iterations.*re-solving"):
+        ps.project(u.clone(), v.clone())
+
+
 def test_boundary_validation_and_face_bc():
     with pytest.raises(InputError, match="periodic"):
         Boundary("periodic", "no_slip", "periodic", "periodic")
