@@ -68,7 +68,7 @@ MODES = ("smoke", "quick", "full")
 #: Rough wall seconds of each section per mode on an idle 2-core CPU: the progress line's estimate
 #: of what is left (scaled by how fast the finished sections ran on this machine).
 EXPECTED_S = {
-    "smoke": {"environment": 3, "forcefields": 40, "hamiltonian": 10, "fluids": 15},
+    "smoke": {"environment": 1, "forcefields": 8, "hamiltonian": 5, "fluids": 10},
     "quick": {"environment": 3, "forcefields": 150, "hamiltonian": 40, "fluids": 60},
     "full": {"environment": 3, "forcefields": 900, "hamiltonian": 150, "fluids": 600},
 }
