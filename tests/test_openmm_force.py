@@ -25,7 +25,8 @@ from lawful.integrations.openmm import (
     system_from_atoms,
     topology_from_atoms,
 )
-from lawful.kernels.errors import BackendError, InputError, ModelFileError, NumericalError, UnsupportedSpeciesError
+from lawful.kernels.errors import (BackendError, InputError, ModelFileError, NumericalError, ShapeError,
+                                   UnsupportedSpeciesError)
 
 from test_openmm_pairmodel import MorsePairModel, rattled_copper  # noqa: F401
 
@@ -269,3 +270,170 @@ def test_direct_force_model_in_both_engines():
     e_omm, f_omm = _openmm_energy_forces(system, positions)
     assert e_omm == pytest.approx(atoms.get_potential_energy(), rel=1e-9)
     assert _rel(f_omm, atoms.get_forces()) <= 1e-9
+
+
+class _BlowsUpBelow(MorsePairModel):
+    """The Morse pair model, except that it returns a NaN energy once two atoms are closer than
+    ``r_bad`` Å: a stand-in for a model that breaks down when a simulation explodes."""
+
+    def __init__(self, r_bad=1.2):
+        super().__init__()
+        self.r_bad = r_bad
+
+    def evaluate(self, positions, numbers, cell=None, pbc=False, stress=False):
+        out = super().evaluate(positions, numbers, cell=cell, pbc=pbc, stress=stress)
+        pos = torch.as_tensor(positions, dtype=self.dtype)
+        if float(torch.pdist(pos).min()) < self.r_bad:
+            out = dict(out, energy=out["energy"] * float("nan"))
+        return out
+
+
+def test_an_explosion_is_reported_as_one():
+    """Two Cu atoms thrown at each other: the error names the step (OpenMM's), the largest
+    displacement and the largest force with their atoms, not a bare 'non-finite energy'."""
+    from ase import Atoms
+
+    atoms = Atoms("Cu3", positions=[[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 6.0, 0.0]])
+    system, top, positions = system_from_atoms(atoms, _BlowsUpBelow(), backend="python")
+    sim = app.Simulation(top, system, openmm.VerletIntegrator(1.0 * u.femtosecond), _reference())
+    sim.context.setPositions(positions)
+    v = np.zeros((3, 3))
+    v[0, 0], v[1, 0] = 20.0, -20.0  # nm/ps, head on: 0.4 Å closer per fs
+    sim.context.setVelocities(v)
+    with pytest.raises(NumericalError) as err:
+        with lawful_errors():
+            sim.step(100)
+    msg = str(err.value)
+    import re
+
+    step = int(re.search(r"exploded at OpenMM step (\d+);", msg).group(1))
+    assert 1 <= step <= 6  # 3 Å closing at ~0.4 Å/fs reaches 1.2 Å within ~5 steps
+    assert f"(step {step - 1})" in msg  # the previous evaluation
+    moved = float(msg.split("moved ")[1].split(" Å")[0])
+    assert moved == pytest.approx(0.2, rel=0.3)  # ~20 nm/ps x 1 fs = 0.2 Å, slowed by the repulsion
+    assert "particle 0 moved" in msg or "particle 1 moved" in msg
+    assert "largest force at that evaluation" in msg and "non-finite energy" in msg
+
+
+def test_errors_belong_to_their_own_computation():
+    """Two Contexts failing one after the other: each OpenMM exception leads back to its own
+    error (the old process-wide slot handed the second error to both)."""
+    atoms = rattled_copper()
+    contexts = []
+    for bad_atom in (2, 5):
+        system, _, positions = system_from_atoms(atoms, MorsePairModel(), backend="python")
+        xyz = positions.value_in_unit(u.nanometer).copy()
+        xyz[bad_atom, 1] = np.nan
+        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), _reference())
+        ctx.setPositions(xyz)
+        contexts.append(ctx)
+    raw = []
+    for ctx in contexts:
+        with pytest.raises(openmm.OpenMMException) as exc:
+            ctx.getState(getEnergy=True)
+        raw.append(exc.value)
+    for exc, bad_atom in zip(reversed(raw), (5, 2)):  # collected in the other order
+        with pytest.raises(NumericalError, match=rf"atom\(s\) \[{bad_atom}\]"):
+            with lawful_errors():
+                raise exc
+
+
+def test_errors_of_concurrent_contexts_stay_apart():
+    import threading
+
+    atoms = rattled_copper()
+    results = {}
+
+    def run(bad_atom):
+        system, _, positions = system_from_atoms(atoms, MorsePairModel(), backend="python")
+        xyz = positions.value_in_unit(u.nanometer).copy()
+        xyz[bad_atom, 0] = np.inf
+        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), _reference())
+        ctx.setPositions(xyz)
+        for _ in range(20):
+            try:
+                with lawful_errors():
+                    ctx.getState(getEnergy=True)
+            except NumericalError as exc:
+                results.setdefault(bad_atom, set()).add(str(exc).split("positions of ")[1].split("]")[0])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (3, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {3: {"atom(s) [3"}, 7: {"atom(s) [7"}}
+
+
+def test_strict_out_of_domain_names_the_openmm_step():
+    """strict=True: a pair closer than the training minimum stops the run, naming OpenMM's step
+    (not the force's call count); strict=False warns."""
+    from ase import Atoms
+
+    from lawful.forcefields import NeuralPotential
+    from lawful.kernels.errors import OutOfDomainWarning
+
+    torch.manual_seed(0)
+    model = NeuralPotential(species=["Cu"], cutoff=4.5, dtype=torch.float64)
+    model.pair_min_distance = {"Cu-Cu": 2.3}
+    atoms = Atoms("Cu3", positions=[[0.0, 0.0, 0.0], [2.5, 0.0, 0.0], [0.0, 2.6, 0.0]])
+    close = atoms.positions.copy()
+    close[1, 0] = 1.9  # 1.9 Å < 0.9 x 2.3 Å
+    for strict in (True, False):
+        system, top, positions = system_from_atoms(atoms, model, backend="python", strict=strict)
+        sim = app.Simulation(top, system, openmm.VerletIntegrator(0.1 * u.femtosecond), _reference())
+        sim.context.setPositions(positions)
+        sim.step(3)
+        sim.context.setPositions(close * units.NM_PER_ANGSTROM)
+        if strict:
+            with pytest.raises(NumericalError, match=r"atoms 0 \(Cu\) and 1 \(Cu\) are 1.9 Å apart at step 3"):
+                with lawful_errors():
+                    sim.context.getState(getEnergy=True)
+        else:
+            with pytest.warns(OutOfDomainWarning, match="at step 3"):
+                sim.context.getState(getEnergy=True)
+
+
+@pytest.mark.parametrize("kwargs, error, pattern", [
+    (dict(numbers=[29] * 32, atoms=[0, 99], periodic=False), InputError, r"atoms \[99\] are outside the 32"),
+    (dict(numbers=[29] * 32, atoms=[-1, 3], periodic=False), InputError, r"negative indices \[-1\]"),
+    (dict(numbers=[29] * 32, atoms=[1.5, 2], periodic=False), InputError, r"integer particle indices"),
+    (dict(numbers=[[29, 29]], periodic=False), ShapeError, r"shape \(1, 2\)"),
+    (dict(numbers=[29.5], periodic=False), InputError, r"integer atomic numbers"),
+])
+def test_indices_and_lengths_are_checked_where_given(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        create_force(MorsePairModel(), backend="python", **kwargs)
+
+
+def test_wrong_numbers_length_names_both_counts_at_the_first_evaluation():
+    atoms = rattled_copper()
+    _, positions = topology_from_atoms(atoms)
+    system = openmm.System()
+    for _ in range(len(atoms)):
+        system.addParticle(63.5)
+    system.addForce(create_force(MorsePairModel(), numbers=[29] * 30, periodic=False, backend="python"))
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), _reference())
+    ctx.setPositions(positions)
+    with pytest.raises(ShapeError, match="made for 30 particles .* the System has 32"):
+        with lawful_errors():
+            ctx.getState(getEnergy=True)
+
+
+def test_numbers_only_subset_equals_the_topology_subset():
+    """ML/MM from numbers= (every particle's number; the force selects its rows) and from a
+    topology (setParticles) give the same forces, zero outside the subset."""
+    atoms = rattled_copper(seed=5)
+    model = MorsePairModel()
+    top, positions = topology_from_atoms(atoms)
+    ml = [0, 3, 4, 9, 10, 11, 20]
+    out = []
+    for kw in (dict(topology=top), dict(numbers=atoms.numbers, periodic=True)):
+        system = openmm.System()
+        for m in atoms.get_masses():
+            system.addParticle(float(m))
+        system.setDefaultPeriodicBoxVectors(*top.getPeriodicBoxVectors())
+        system.addForce(create_force(model, atoms=ml, backend="python", **kw))
+        out.append(_openmm_energy_forces(system, positions))
+    assert out[0][0] == out[1][0] and np.array_equal(out[0][1], out[1][1])
+    assert np.all(out[0][1][np.setdiff1d(np.arange(len(atoms)), ml)] == 0.0)

@@ -114,3 +114,81 @@ def test_model_file_from_another_version(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ModelFileError, match="future.lawful"):
         MLPotential("lawful", model=str(path))
+
+
+@pytest.mark.parametrize("precision, dtype_name", [("single", "float32"), ("double", "float64"), (None, "float64")])
+def test_precision_keyword_is_honoured(precision, dtype_name):
+    """createSystem(..., precision=...) as openmm-ml's MACE potential: the force uses that dtype,
+    and single precision gives the double-precision energy to float32 accuracy."""
+    atoms = rattled_copper(seed=17)
+    top, positions = topology_from_atoms(atoms)
+    model = _neural(["Cu"])
+    potential = MLPotential("lawful", model=model)
+    system = potential.createSystem(top, removeCMMotion=False, backend="python", precision=precision, device="cpu")
+    assert system.getForce(0).getName() == f"LawfulForce[python,{dtype_name},cpu]"
+    e, _ = _openmm_energy_forces(system, positions)
+    e64, _ = _openmm_energy_forces(potential.createSystem(top, removeCMMotion=False, backend="python"), positions)
+    assert e == pytest.approx(e64, rel=1e-5 if precision == "single" else 1e-12)
+    if precision == "single":
+        assert e != e64  # it really ran in float32
+    assert model.dtype == torch.float64  # the caller's model is not converted
+    single = MLPotential("lawful", model=model, precision="single")
+    assert single.createSystem(top).getForce(0).getName() == "LawfulForce[python,float32,cpu]"
+
+
+@pytest.mark.parametrize("where, kwargs, pattern", [
+    ("createSystem", dict(precison="double"), r"\['precison'\].*precision"),
+    ("createSystem", dict(precision="half"), r"precision='half'"),
+    ("createSystem", dict(periodic=True), r"\['periodic'\]"),
+    ("MLPotential", dict(precission="single"), r"\['precission'\]"),
+    ("MLPotential", dict(precision="double", dtype="float32"), r"disagree"),
+])
+def test_unknown_or_bad_keywords_are_refused(where, kwargs, pattern):
+    atoms = rattled_copper(seed=18)
+    top, _ = topology_from_atoms(atoms)
+    with pytest.raises(InputError, match=pattern):
+        if where == "MLPotential":
+            MLPotential("lawful", model=MorsePairModel(), **kwargs)
+        else:
+            MLPotential("lawful", model=MorsePairModel()).createSystem(top, **kwargs)
+
+
+def _water_cluster(n_waters=8, n_ml=3):
+    """The ``n_waters`` TIP3P waters nearest the centre of the test water box, in vacuum (no box),
+    the ``n_ml`` most central ones as the ML subset; and a topology of the ML waters alone."""
+    ff, top, pos, _ = _water_box()
+    xyz = np.array(pos.value_in_unit(u.nanometer))
+    centre = xyz.mean(axis=0)
+    waters = list(top.residues())
+    order = np.argsort([np.linalg.norm(xyz[[a.index for a in r.atoms()]].mean(axis=0) - centre) for r in waters])
+
+    def keep(residues):
+        mod = app.Modeller(top, pos)
+        keep_set = set(residues)
+        mod.delete([r for r in waters if r not in keep_set])
+        mod.topology.setPeriodicBoxVectors(None)
+        return mod.topology, mod.positions
+
+    cluster_top, cluster_pos = keep([waters[k] for k in order[:n_waters]])
+    ml_residues = {waters[k].id for k in order[:n_ml]}
+    ml_atoms = [a.index for a in cluster_top.atoms() if a.residue.id in ml_residues]
+    ml_top, ml_pos = keep([waters[k] for k in order[:n_ml]])
+    return ff, cluster_top, cluster_pos, ml_atoms, ml_top, ml_pos
+
+
+def test_mixed_system_removes_exactly_the_classical_ml_ml_energy():
+    """Mechanical embedding: the classical part of the mixed System is the MM System minus the
+    classical energy of the ML atoms among themselves, computed here independently as the energy
+    of a System of the ML waters alone (NoCutoff: every term is a sum over the ML atoms)."""
+    ff, top, pos, ml_atoms, ml_top, ml_pos = _water_cluster()
+    kwargs = dict(nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)
+    mm_system = ff.createSystem(top, **kwargs)
+    model = MorsePairModel(species=["H", "O"], r0=1.0, rcut1=2.5, rcut2=3.5, epsilon=0.1)
+    mixed = MLPotential("lawful", model=model).createMixedSystem(top, mm_system, ml_atoms, forceGroup=1,
+                                                                 backend="python")
+    e_mm, _ = _openmm_energy_forces(mm_system, pos)
+    e_mixed_classical, _ = _openmm_energy_forces(mixed, pos, groups={0})
+    e_ml_alone, _ = _openmm_energy_forces(ff.createSystem(ml_top, **kwargs), ml_pos)
+    removed = e_mm - e_mixed_classical
+    assert abs(e_ml_alone) > 0.01  # eV: the three ML waters interact (-0.030 eV here), so the check bites
+    assert removed == pytest.approx(e_ml_alone, rel=1e-9, abs=1e-9)
