@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from lawful.kernels.errors import InputError, NumericalError, ShapeError
+from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
 from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, velocity_workspace
 from lawful.kernels.mac_forces import buoyancy_and_bc, viscosity
 from lawful.kernels.mac_grid import face_bc, solid_corner_mask
@@ -168,11 +168,20 @@ class Solver:
             fv = torch.as_tensor(fv, dtype=self.dtype, device=self.device)
             self._check_like("forcing[0]", fu, state.u)
             self._check_like("forcing[1]", fv, state.v)
+            for name, t in (("forcing[0]", fu), ("forcing[1]", fv)):
+                bad = first_nonfinite(t)
+                if bad is not None:
+                    raise InputError(f"{name} has a non-finite value ({float(t[bad])}) at face {list(bad)}: "
+                                     "give finite face accelerations.")
             self.forcing = (fu * self.ubc[0], fv * self.vbc[0])
         self.sources = None
         if sources is not None:
             src = torch.as_tensor(sources, dtype=self.dtype, device=self.device)
             self._check_like("sources", src, state.scalars)
+            bad = first_nonfinite(src)
+            if bad is not None:
+                raise InputError(f"sources has a non-finite value ({float(src[bad])}) at {list(bad)}: "
+                                 "give finite scalar sources.")
             self.sources = src * (~self.solid).to(self.dtype)
         self.buoyancy_index = -1
         if config.buoyancy != 0.0:
@@ -183,6 +192,7 @@ class Solver:
         self._advect = advect
         self._force = force
         self._project = project
+        self.last_correction = None     # (largest face change, max|u| before) of the last corrector call
 
     @staticmethod
     def _check_like(name, t, ref):
@@ -277,7 +287,7 @@ class Solver:
             raise NumericalError(
                 f"CFL number {cfl:.3g} at step {state.step} (t={state.t:.4g}; fastest face {comp}{list(idx)}, "
                 f"|{comp}|={cfl * self.dx / cfg.dt:.4g}) needs {nsub} substeps > max_substeps={cfg.max_substeps}: "
-                "lower dt, or raise SolverConfig.max_substeps / cfl_max."
+                "lower dt, or raise SolverConfig.max_substeps / cfl_max." + self._corrector_hint()
             )
         h = cfg.dt / nsub
         iters = 0
@@ -292,16 +302,24 @@ class Solver:
                 self.force_step(state, h)
             else:
                 self._force(self, state, h)
-            if self._project is None:
-                stats = self.project(state, True, h)
-            else:
-                stats = self._project(self, state, True)
+            try:
+                if self._project is None:
+                    stats = self.project(state, True, h)
+                else:
+                    stats = self._project(self, state, True)
+            except ConvergenceError:
+                for name in ("u", "v", "scalars"):        # a NaN/inf reached the projection:
+                    if first_nonfinite(getattr(state, name)) is not None:   # say where it is
+                        self._raise_nonfinite(state, "in")
+                raise
             iters += stats.iterations
             converged.append(getattr(stats, "converged", True))
         div_proj = None
         if corrector is not None:
             div_proj = divergence_metrics(state)[0]
+            u0, v0 = state.u.clone(), state.v.clone()
             self.apply_correction(state, corrector(state))
+            self._check_correction(state, u0, v0)
             if cfg.reproject_after_correction:
                 s2 = self.project(state, False) if self._project is None else self._project(self, state, False)
                 iters += s2.iterations
@@ -320,6 +338,33 @@ class Solver:
             info["div_max_rel_projected"] = div_proj
         return info
 
+    def _check_correction(self, state: FluidState, u0: torch.Tensor, v0: torch.Tensor) -> None:
+        """Tell a corrector blow-up from a CFL explosion: if the field was runnable after the
+        projection (finite, CFL within ``cfl_max * max_substeps``) and the corrector's output made
+        it non-finite or unrunnable, raise :class:`NumericalError` naming the correction's
+        magnitude and the step. Keeps ``last_correction`` = (largest face change, max|u| before)."""
+        cfg = self.config
+        mag = max(float((state.u - u0).abs().max()), float((state.v - v0).abs().max()))
+        before = max(float(u0.abs().max()), float(v0.abs().max()))
+        after = max(float(state.u.abs().max()), float(state.v.abs().max()))
+        self.last_correction = (mag, before)
+        limit = cfg.cfl_max * cfg.max_substeps
+        runnable_before = math.isfinite(before) and before * cfg.dt / self.dx <= limit
+        if runnable_before and not (math.isfinite(mag) and math.isfinite(after) and after * cfg.dt / self.dx <= limit):
+            raise NumericalError(
+                f"corrector blow-up at step {state.step} (t={state.t:.4g}): the corrector's output changed a face "
+                f"velocity by {mag:.3g} (max|u| {before:.3g} after the projection -> {after:.3g}, CFL number "
+                f"{after * cfg.dt / self.dx:.3g}); the flow itself was stable, so lowering dt will not help: check "
+                "the corrector's weights and its input scaling (velocity_scale, the state's units)."
+            )
+
+    def _corrector_hint(self) -> str:
+        last = getattr(self, "last_correction", None)
+        if last is None or not last[0] > 0.1 * max(last[1], 1e-300):
+            return ""
+        return (f" The last correction changed a face velocity by {last[0]:.3g} ({last[0] / max(last[1], 1e-300):.2g} "
+                "of max|u|): check the corrector's weights and input scaling too.")
+
     def _raise_nonfinite(self, state, when):
         for name in ("u", "v", "scalars"):
             bad = first_nonfinite(getattr(state, name))
@@ -328,7 +373,7 @@ class Solver:
                 raise NumericalError(
                     f"non-finite {name} ({float(getattr(state, name)[bad])}) at {where} {list(bad)} {when} step "
                     f"{state.step} (t={state.t:.4g}): the run blew up; lower dt (CFL), raise viscosity or "
-                    "check forcing/corrector output."
+                    "check forcing/corrector output." + self._corrector_hint()
                 )
         raise NumericalError(f"the sum of a field overflowed at step {state.step} (t={state.t:.4g}): the run blew "
                              "up; lower dt (CFL) or check forcing/corrector output.")

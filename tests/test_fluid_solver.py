@@ -159,16 +159,48 @@ def test_cfl_substeps_and_error():
 
 def test_nan_detection_names_step_and_cell():
     sc = scenes.taylor_green(n=16, dtype=torch.float64)
+
+    def poisoned_force(solver, state, dt):
+        solver.force_step(state, dt)
+        if state.step == 2:
+            state.u[5, 7] = float("nan")
+
+    solver = Solver(sc.state, sc.config, force=poisoned_force)
+    run(sc, 2, solver=solver)
+    with pytest.raises(NumericalError, match=r"non-finite u .* face \[5, 7\] in step 2"):
+        solver.step(sc.state)
+
+
+@pytest.mark.parametrize("output", ["psi", "faces", "nan", "in_place"])
+def test_corrector_blow_up_is_reported_as_such_not_as_cfl(output):
+    """Issue 12: a corrector that outputs 1e30 (or NaN) on a stable flow is a corrector blow-up
+    naming the step and the correction's magnitude, and the fix is not "lower dt"."""
+    sc = scenes.taylor_green(n=16, dtype=torch.float64)
     solver = sc.make_solver()
     run(sc, 2, solver=solver)
 
-    def poison(state):
-        d = torch.zeros_like(state.u)
-        d[5, 7] = float("nan")
-        return (d, torch.zeros_like(state.v))
+    def bad(state):
+        if output == "psi":
+            return torch.full((state.nx + 1, state.ny + 1), 0.0, dtype=state.dtype).index_fill_(0, torch.tensor([3]), 1e30)
+        if output == "faces":
+            d = torch.zeros_like(state.u)
+            d[4, 4] = 1e30
+            return (d, torch.zeros_like(state.v))
+        if output == "nan":
+            d = torch.zeros_like(state.u)
+            d[5, 7] = float("nan")
+            return (d, torch.zeros_like(state.v))
+        state.v.mul_(1e30)
 
-    with pytest.raises(NumericalError, match=r"non-finite u .* face \[5, 7\] in step 2"):
-        solver.step(sc.state, corrector=poison)
+    with pytest.raises(NumericalError, match=r"corrector blow-up at step 2\b.*changed a face velocity by "
+                                             r"(nan|\d\.?\d*e\+\d+).*weights and its input scaling") as err:
+        solver.step(sc.state, corrector=bad)
+    assert "lower dt" not in str(err.value).replace("lowering dt will not help", "")
+    # a flow that blows up by itself (no corrector) is still a CFL error telling to lower dt
+    fast = scenes.taylor_green(n=16, dtype=torch.float64, cfl=20.0)
+    with pytest.raises(NumericalError, match="CFL number .* lower dt") as err:
+        run(fast, 1)
+    assert "corrector" not in str(err.value)
 
 
 def test_bad_input_raises_clear_errors():
