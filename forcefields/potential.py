@@ -16,6 +16,11 @@ Because the descriptor's radial functions carry the envelope (1 - (r/r_c)^2)^3, 
 and the first derivative of forces vanish as a neighbour reaches the cutoff, which is what
 keeps energy conserved in molecular dynamics.
 
+Optional short-range prior (``repulsion="zbl"``, default off): the Ziegler-Biersack-Littmark
+universal screened nuclear repulsion of every pair, switched off smoothly inside the cutoff (see
+:class:`ZBLRepulsion`), is added to the per-atom energies in ``forward``, so it enters the
+autograd forces and stress, training, and the TorchScript export like the learned part.
+
 ``forward`` (per-atom energies from positions, species indices and pair list) is TorchScript
 compatible; :func:`export_torchscript` returns a scripted module computing energy and forces
 (autograd inside the script) from positions and cell, for openmm-torch.
@@ -26,14 +31,116 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from ase import units as _ase_units
 
 from lawful.kernels.neighbors import neighbor_list
+from lawful.kernels.units import CODATA_VERSION
 
 from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
 from lawful.forcefields.descriptors import MomentDescriptor
 
-__all__ = ["NeuralPotential", "TorchScriptPotential", "export_torchscript", "strained_geometry"]
+__all__ = ["NeuralPotential", "TorchScriptPotential", "export_torchscript", "strained_geometry", "ZBLRepulsion",
+           "zbl_energy", "REPULSION_SWITCH"]
+
+#: Default switch of the repulsion prior: fully on below 0.5, off above 0.75 times the sum of the
+#: two atoms' covalent radii (ASE's table): 1.32 and 1.98 Å for Cu-Cu, 0.49 and 0.73 Å for O-H.
+REPULSION_SWITCH = (0.5, 0.75)
+
+# ZBL universal screening function phi(x) = 0.18175 exp(-3.1998 x) + 0.50986 exp(-0.94229 x)
+# + 0.28022 exp(-0.4029 x) + 0.02817 exp(-0.20162 x), x = r / a, with the screening length
+# a = 0.8854 a_0 / (Z_1^0.23 + Z_2^0.23), a_0 the Bohr radius (Ziegler, Biersack, Littmark,
+# "The Stopping and Range of Ions in Solids", Pergamon 1985).
+_CODATA = _ase_units.create_units(CODATA_VERSION)    # lawful's one CODATA release (kernels.units)
+_BOHR = float(_CODATA["Bohr"])                          # Å
+_COULOMB = float(_CODATA["Hartree"] * _CODATA["Bohr"])  # e^2 / (4 pi eps0) in eV Å
+
+
+def zbl_energy(r: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, bohr: float = _BOHR,
+               coulomb: float = _COULOMB) -> torch.Tensor:
+    """ZBL universal screened nuclear repulsion V(r) in eV of nuclei with charges ``z1``, ``z2``
+    (float tensors) at distances ``r`` (Å), broadcast together:
+    ``Z1 Z2 e^2/(4 pi eps0 r) * phi(r / a)``, with ``phi`` and ``a`` as in the comment above;
+    ``bohr`` (Å) and ``coulomb`` (e^2/(4 pi eps0), eV Å) default to CODATA 2018 (ase.units).
+    TorchScript compatible."""
+    x = r * (z1 ** 0.23 + z2 ** 0.23) / (0.8854 * bohr)
+    phi = (0.18175 * torch.exp(-3.19980 * x) + 0.50986 * torch.exp(-0.94229 * x)
+           + 0.28022 * torch.exp(-0.40290 * x) + 0.02817 * torch.exp(-0.20162 * x))
+    return coulomb * z1 * z2 / r * phi
+
+
+class ZBLRepulsion(torch.nn.Module):
+    """Short-range prior: the ZBL screened nuclear repulsion of every pair, switched off smoothly.
+
+    For a pair of species (a, b) at distance r (Å):
+
+        E_ab(r) = V_ZBL(r; Z_a, Z_b) * S((r - r_in) / (r_out - r_in)),
+        S(t) = 1 - 10 t^3 + 15 t^4 - 6 t^5 on [0, 1], 1 below, 0 above,
+
+    S is C² (value, slope and curvature continuous at both ends), so the prior keeps forces and
+    their derivatives continuous. ``r_in`` / ``r_out`` are ``switch[0]`` / ``switch[1]`` times
+    the sum of the covalent radii of a and b (ASE's ``covalent_radii``); ``r_out`` must lie
+    inside the model's cutoff. Each directed pair (i, j) gives half its energy to atom i.
+    ``forward(species (N,), edge_i (E,), edge_j (E,), vectors (E, 3) Å, n_atoms)`` returns the
+    per-atom repulsion energies (N,) in eV; TorchScript compatible. The tables are derived from
+    the species and the switch, so they are not saved in model files (config holds the switch).
+    """
+
+    def __init__(self, numbers: Sequence[int], cutoff: float, switch: Sequence[float] = REPULSION_SWITCH):
+        super().__init__()
+        from ase.data import chemical_symbols, covalent_radii
+
+        from lawful.kernels.errors import InputError
+
+        try:
+            inner, outer = (float(v) for v in switch)
+        except (TypeError, ValueError):
+            raise InputError(f"repulsion_switch must be two fractions (inner, outer) of the covalent-radius sum, "
+                             f"got {switch!r}: pass e.g. {REPULSION_SWITCH}.") from None
+        if not 0.0 < inner < outer:
+            raise InputError(f"repulsion_switch {switch!r} must satisfy 0 < inner < outer (fractions of the sum of "
+                             f"covalent radii): pass e.g. {REPULSION_SWITCH}.")
+        z = torch.tensor([float(v) for v in numbers], dtype=torch.float64)
+        rad = torch.tensor([float(covalent_radii[int(v)]) for v in numbers], dtype=torch.float64)
+        rsum = rad.unsqueeze(0) + rad.unsqueeze(1)
+        r_out = outer * rsum
+        if float(r_out.max()) >= cutoff:
+            k = int(torch.argmax(r_out))
+            pair = f"{chemical_symbols[int(numbers[k // len(numbers)])]}-{chemical_symbols[int(numbers[k % len(numbers)])]}"
+            raise InputError(f"repulsion_switch {switch!r} puts the outer switch radius of {pair} at "
+                             f"{float(r_out.max()):.3g} Å, not inside the cutoff {cutoff} Å: lower the outer "
+                             "fraction or raise the cutoff.")
+        self.register_buffer("z_a", z.unsqueeze(1).expand(-1, len(z)).contiguous(), persistent=False)
+        self.register_buffer("z_b", z.unsqueeze(0).expand(len(z), -1).contiguous(), persistent=False)
+        self.register_buffer("r_in", inner * rsum, persistent=False)
+        self.register_buffer("r_out", r_out, persistent=False)
+        self.max_outer = float(r_out.max())
+        self.n_species = len(z)
+
+    def pair_energy(self, r: torch.Tensor, si: torch.Tensor, sj: torch.Tensor) -> torch.Tensor:
+        """Switched ZBL energy (eV) of pairs at distances ``r`` (Å) with species indices si, sj."""
+        code = si * self.n_species + sj
+        z1 = self.z_a.reshape(-1).index_select(0, code).to(r.dtype)
+        z2 = self.z_b.reshape(-1).index_select(0, code).to(r.dtype)
+        r_in = self.r_in.reshape(-1).index_select(0, code).to(r.dtype)
+        r_out = self.r_out.reshape(-1).index_select(0, code).to(r.dtype)
+        t = ((r - r_in) / (r_out - r_in)).clamp(0.0, 1.0)
+        switch = 1.0 - t * t * t * (10.0 + t * (-15.0 + 6.0 * t))
+        return zbl_energy(r, z1, z2) * switch
+
+    def forward(self, species: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor,
+                vectors: torch.Tensor, n_atoms: int) -> torch.Tensor:
+        out = torch.zeros(n_atoms, dtype=vectors.dtype, device=vectors.device)
+        # only pairs inside the largest outer radius: the switch is exactly zero beyond it
+        with torch.no_grad():
+            r0 = torch.linalg.norm(vectors, dim=1)
+            close = torch.nonzero(r0 < self.max_outer).reshape(-1)
+        if close.shape[0] == 0:
+            return out
+        ei = edge_i.index_select(0, close)
+        r = torch.linalg.norm(vectors.index_select(0, close), dim=1)
+        e = self.pair_energy(r, species.index_select(0, ei), species.index_select(0, edge_j.index_select(0, close)))
+        return out.index_add(0, ei, 0.5 * e)
 
 
 def strained_geometry(batch: Batch, positions: torch.Tensor, strain: torch.Tensor | None):
@@ -61,6 +168,11 @@ class NeuralPotential(AtomisticModel):
     hidden: widths of the hidden layers of each per-species MLP.
     dtype: torch.float64 (default) or torch.float32; device: "cpu" (default), "cuda", ...
     seed: seed of the weight initialisation (a private generator; global RNG untouched).
+    repulsion: ``None`` (default: the learned energy alone, as every model before it) or
+        ``"zbl"``: add the switched ZBL screened nuclear repulsion (:class:`ZBLRepulsion`), which
+        keeps atoms from passing through each other where the training data has no pairs.
+    repulsion_switch: (inner, outer) fractions of the sum of the two covalent radii between which
+        the repulsion is switched off (default :data:`REPULSION_SWITCH` = (0.5, 0.75)).
 
     Units: Å, eV, eV/Å, eV/Å^3. See :meth:`evaluate` for outputs.
     """
@@ -69,10 +181,22 @@ class NeuralPotential(AtomisticModel):
 
     def __init__(self, species: Sequence, cutoff: float = 4.5, n_basis: int = 8, n_radial: int = 8,
                  lmax: int = 3, hidden: Sequence[int] = (64, 64), envelope_power: int = 3,
-                 dtype=None, device=None, seed: int = 0):
+                 dtype=None, device=None, seed: int = 0, repulsion: str | None = None,
+                 repulsion_switch: Sequence[float] = REPULSION_SWITCH):
         super().__init__(species, cutoff)
         self._arch = dict(n_basis=int(n_basis), n_radial=int(n_radial), lmax=int(lmax),
                           hidden=[int(h) for h in hidden], envelope_power=int(envelope_power))
+        if repulsion not in (None, "zbl"):
+            from lawful.kernels.errors import InputError
+
+            raise InputError(f"repulsion={repulsion!r} is not a known prior: pass repulsion='zbl' (screened "
+                             "nuclear repulsion) or None (no prior).")
+        self.repulsion = None
+        if repulsion is not None:
+            from ase.data import atomic_numbers
+
+            self.repulsion = ZBLRepulsion([atomic_numbers[x] for x in self.species], self.cutoff, repulsion_switch)
+            self._arch.update(repulsion=repulsion, repulsion_switch=[float(v) for v in repulsion_switch])
         with _seeded(seed):
             self.descriptor = MomentDescriptor(len(self.species), self.cutoff, n_basis, n_radial, lmax,
                                                envelope_power)
@@ -104,7 +228,10 @@ class NeuralPotential(AtomisticModel):
         """
         d = self.descriptor(vectors, edge_i, species.index_select(0, edge_j), positions.shape[0])
         x = (d - self.feature_mean) / self.feature_std
-        return self.reference_energies.index_select(0, species) + self.energy_scale * self.readout(x, species)
+        e = self.reference_energies.index_select(0, species) + self.energy_scale * self.readout(x, species)
+        if self.repulsion is not None:
+            e = e + self.repulsion(species, edge_i, edge_j, vectors, positions.shape[0])
+        return e
 
     def _evaluate_batch(self, batch: Batch, forces: bool, stress: bool, training: bool) -> dict:
         pos = batch.positions

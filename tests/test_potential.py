@@ -74,9 +74,13 @@ def systems():
     return out
 
 
-@pytest.fixture(scope="module")
-def model(systems):
-    m = NeuralPotential(["Ni", "Cu"], cutoff=CUTOFF, n_basis=6, n_radial=5, lmax=3, hidden=(16, 16), seed=3)
+@pytest.fixture(scope="module", params=[None, "zbl"], ids=["plain", "zbl"])
+def model(systems, request):
+    """The learned energy alone, and with the ZBL repulsion prior (its switch region, 1.24 to
+    1.98 Å for Ni/Cu, holds the molecule's closest pairs: 11 eV of prior there; the periodic
+    systems with the prior in action are in test_repulsion.py)."""
+    m = NeuralPotential(["Ni", "Cu"], cutoff=CUTOFF, n_basis=6, n_radial=5, lmax=3, hidden=(16, 16), seed=3,
+                        repulsion=request.param)
     return _calibrated(m, [v for k, v in systems.items() if k != "slab"])
 
 

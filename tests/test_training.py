@@ -118,3 +118,25 @@ def test_bad_training_inputs(data_file):
         train(NeuralPotential(["Cu"], **ARCH), [bulk("Cu", cubic=True)] * 3, **OPTS)
     with pytest.raises(InputError, match="val_fraction"):
         train(NeuralPotential(["Cu"], **ARCH), data_file, val_fraction=1.5, **OPTS)
+
+
+def test_training_records_the_smallest_pair_distance_of_the_training_frames_only(data_file, tmp_path):
+    """model.pair_min_distance is the smallest Cu-Cu distance over the *training* frames (ASE's
+    own neighbour list as the reference), not the validation frames, and it is saved."""
+    from ase.neighborlist import neighbor_list as ase_neighbor_list
+
+    from lawful.forcefields import load_model
+    from lawful.forcefields.training import load_frames
+
+    frames = load_frames(data_file)
+    closest = [float(ase_neighbor_list("d", a, ARCH["cutoff"]).min()) for a in frames]
+    k = min(range(len(frames)), key=closest.__getitem__)
+    train_frames = [a for q, a in enumerate(frames) if q != k]
+    model = NeuralPotential(["Cu"], **ARCH)
+    train(model, train_frames, validation=[frames[k]], **dict(OPTS, epochs=1))
+    expected = min(c for q, c in enumerate(closest) if q != k)
+    assert expected > closest[k]
+    assert model.pair_min_distance.keys() == {"Cu-Cu"}
+    assert model.pair_min_distance["Cu-Cu"] == pytest.approx(expected, rel=1e-12)
+    model.save(tmp_path / "m.lawful")
+    assert load_model(tmp_path / "m.lawful").pair_min_distance == model.pair_min_distance
