@@ -12,17 +12,17 @@ maintains its Verlet list). The measurements are interleaved in rounds so machin
 every engine alike; each sample averages STEPS calls or steps; medians are reported. The ratios
 use the process CPU time (one torch thread; OpenMM's Reference platform and ASE run in the same
 process), because on a shared machine wall time mostly measures waiting for a core; wall-time
-ratios are written beside them (``*_wall_ratio``). Uses the trained model in benchmarks/models/ when present,
+ratios are written beside them (``*_wall_ratio``). Uses the shipped model ``cu-emt`` when present,
 else a freshly initialised NeuralPotential of the same default architecture (timing does not depend
-on the weights). ``LAWFUL_BENCH_QUICK=1`` shrinks the sizes.
+on the weights). Each ratio is also given per round (the same round's bare-model sample as the
+denominator) with its spread across rounds (``ratio_spread``: mean, std, min, max, n).
+``LAWFUL_BENCH_QUICK=1`` shrinks the sizes; ``LAWFUL_BENCH_TINY=1`` to the smallest (CI smoke).
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,14 +39,14 @@ from openmm import unit as u  # noqa: E402
 from lawful.forcefields import NeuralPotential, load_model  # noqa: E402
 from lawful.forcefields.shipped import shipped_model_path  # noqa: E402
 from lawful.integrations.ase import LawfulCalculator  # noqa: E402
-from lawful.integrations.benchmarking import write_result  # noqa: E402
+from lawful.integrations.benchmarking import quick_requested, spread, tiny_requested, write_result  # noqa: E402
 from lawful.integrations.openmm import available_backends, system_from_atoms, topology_from_atoms  # noqa: E402
 from lawful.kernels.neighbors import neighbor_list  # noqa: E402
 
-QUICK = os.environ.get("LAWFUL_BENCH_QUICK") == "1"
+QUICK, TINY = quick_requested(), tiny_requested()
 MODEL_FILE = shipped_model_path("cu-emt")
-REPEATS = 3 if QUICK else 9
-STEPS = 3 if QUICK else 5  # MD steps per timed sample (per-step time = sample / STEPS)
+REPEATS = 2 if TINY else 3 if QUICK else 9
+STEPS = 1 if TINY else 3 if QUICK else 5  # MD steps per timed sample (per-step time = sample / STEPS)
 DT_FS = 2.0
 
 
@@ -73,7 +73,7 @@ def _timer(fn, steps):
 
 
 def main():
-    size = (4, 4, 4) if QUICK else (6, 6, 7)  # 256 / 1008 atoms
+    size = (2, 2, 2) if TINY else (4, 4, 4) if QUICK else (6, 6, 7)  # 32 / 256 / 1008 atoms
     model, model_name = _model()
     atoms = _atoms(size)
     n = len(atoms)
@@ -147,13 +147,19 @@ def main():
     figures["openmm_python_over_bare_own_search_ratio"] = (cpu["openmm_step_python"]
                                                            / cpu["bare_own_neighbor_search"])
     figures["goals"] = {"openmm_step_python_ratio<=": 1.05, "ase_md_step_ratio<=": 1.10}
+    # the same ratios round by round (numerator and denominator from one round), and their spread
+    figures["ratio_spread"] = {
+        k: spread([samples[k][r][0] / samples["bare_prebuilt_pairs"][r][0] for r in range(REPEATS)])
+        for k in names if k != "bare_prebuilt_pairs"}
     figures["samples_s"] = samples
     path = write_result("engines", figures, dtype=torch.float64, device="cpu",
                         params={"n_atoms": n, "model": model_name, "repeats": REPEATS, "steps_per_sample": STEPS,
                                 "dt_fs": DT_FS, "torch_threads": 1, "openmm_platform": "Reference",
-                                "baseline": "bare_prebuilt_pairs"})
+                                "baseline": "bare_prebuilt_pairs"}, seeds=[0])
     for k in cases:
-        print(f"{k:28s} cpu {cpu[k] * 1e3:8.2f} ms  x{cpu[k] / base:5.3f}   "
+        sp = figures["ratio_spread"].get(k)
+        band = f" (rounds {sp['mean']:.3f} +- {sp['std']:.3f})" if sp else ""
+        print(f"{k:28s} cpu {cpu[k] * 1e3:8.2f} ms  x{cpu[k] / base:5.3f}{band}   "
               f"wall {wall[k] * 1e3:8.2f} ms  x{wall[k] / wall['bare_prebuilt_pairs']:5.3f}")
     print(path)
 

@@ -31,7 +31,8 @@ def collect(out: str | Path) -> Path:
         if p.name == SUMMARY:
             continue
         doc = json.loads(p.read_text())
-        benchmarks[doc.get("benchmark", p.stem)] = {k: doc.get(k) for k in ("date", "dtype", "device", "params", "figures", "machine")}
+        keys = ("date", "provenance", "dtype", "device", "params", "figures", "machine")
+        benchmarks[doc.get("benchmark", p.stem)] = {k: doc.get(k) for k in keys}
     summary = {"machine": machine_info(), "versions": versions(), "benchmarks": benchmarks}
     path = out / SUMMARY
     atomic_write_text(path, json.dumps(summary, indent=2, default=float) + "\n")
@@ -57,6 +58,7 @@ def run_suite(suite: str | Path, out: str | Path, only: list[str] | None = None,
     env = dict(os.environ, LAWFUL_BENCH_DIR=str(out.resolve()))
     if quick:
         env["LAWFUL_BENCH_QUICK"] = "1"
+    env.setdefault("LAWFUL_BENCH_COMMAND", " ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
     import time
 
     failed, t_start = [], time.perf_counter()

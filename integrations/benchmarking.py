@@ -2,6 +2,15 @@
 ``benchmarks/results/`` with the machine, versions, dtype, device and its figures — as ratios
 against a baseline measured in the same run wherever one exists.
 
+Every result says how it was made (:func:`provenance`): the command line (and the ``lawful bench``
+command that started the script), the git commit and whether the tree had uncommitted changes,
+the seeds, torch's thread count and the thread environment, the machine and the versions. A
+result file is always written whole by one run: figures from different runs are never merged.
+
+Sizes: ``LAWFUL_BENCH_QUICK=1`` (``lawful bench --quick``) asks for small sizes;
+``LAWFUL_BENCH_TINY=1`` for the smallest that still run every code path (the CI smoke test of
+the suite, a minute or two in all; implies quick). Neither is a result to quote.
+
 Benchmarks are never timed assertions in the test suite; machines are noisy.
 """
 
@@ -11,12 +20,15 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["machine_info", "versions", "time_call", "write_result", "default_results_dir", "quick_requested"]
+__all__ = ["machine_info", "versions", "time_call", "write_result", "default_results_dir", "quick_requested",
+           "tiny_requested", "provenance", "git_state", "spread"]
 
 
 def _cpu_name() -> str:
@@ -54,7 +66,8 @@ def versions() -> dict:
     from importlib import metadata
 
     out = {}
-    for name in ("lawful", "torch", "numpy", "ase", "openmm", "taichi", "openmmml", "openmmtorch"):
+    for name in ("lawful", "torch", "numpy", "ase", "openmm", "taichi", "openmmml", "openmmtorch", "vesin",
+                 "mace-torch", "e3nn"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -74,9 +87,64 @@ def time_call(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> dic
     return {"median_s": statistics.median(samples), "min_s": min(samples), "samples_s": samples}
 
 
+def spread(samples) -> dict:
+    """Summary of repeated measurements: ``mean``, ``std`` (sample standard deviation, 0 for one
+    sample), ``min``, ``max``, ``n`` and the ``samples`` themselves (same units as the input)."""
+    xs = [float(x) for x in samples]
+    if not xs:
+        raise ValueError("spread() of no samples")
+    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+            "min": min(xs), "max": max(xs), "n": len(xs), "samples": xs}
+
+
+def tiny_requested() -> bool:
+    """True when the smallest sizes are asked for (``LAWFUL_BENCH_TINY=1``: the CI smoke test)."""
+    return os.environ.get("LAWFUL_BENCH_TINY", "") == "1"
+
+
 def quick_requested() -> bool:
-    """True when ``lawful bench --quick`` asked for small sizes (``LAWFUL_BENCH_QUICK=1``)."""
-    return os.environ.get("LAWFUL_BENCH_QUICK", "") == "1"
+    """True when ``lawful bench --quick`` asked for small sizes (``LAWFUL_BENCH_QUICK=1``), or
+    :func:`tiny_requested`."""
+    return os.environ.get("LAWFUL_BENCH_QUICK", "") == "1" or tiny_requested()
+
+
+def git_state(root: str | os.PathLike | None = None) -> dict:
+    """``{"commit": sha or None, "dirty": bool or None, "dirty_paths": [...]}`` of the checkout
+    holding ``root`` (default: this source tree); None where git or the repository is missing."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=30).stdout.strip() or None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None, "dirty_paths": []}
+    if commit is None or status.returncode != 0:
+        return {"commit": None, "dirty": None, "dirty_paths": []}
+    paths = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    return {"commit": commit, "dirty": bool(paths), "dirty_paths": paths[:50]}
+
+
+def provenance(seeds=None) -> dict:
+    """How a result was made: this process's command line, the ``lawful bench`` command that
+    started it (``LAWFUL_BENCH_COMMAND``), the working directory, git commit and dirtiness,
+    ``seeds``, torch's intra-op thread count, the thread/size environment variables."""
+    env_keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LAWFUL_BENCH_QUICK",
+                "LAWFUL_BENCH_TINY", "LAWFUL_BENCH_DIR", "LAWFUL_TI_ARCH")
+    threads = None
+    if "torch" in sys.modules:
+        threads = sys.modules["torch"].get_num_threads()
+    return {
+        "command": [sys.executable] + sys.argv,
+        "suite_command": os.environ.get("LAWFUL_BENCH_COMMAND"),
+        "cwd": os.getcwd(),
+        "git": git_state(),
+        "seeds": list(seeds) if seeds is not None else None,
+        "torch_threads": threads,
+        "env": {k: os.environ[k] for k in env_keys if k in os.environ},
+        "quick": quick_requested(),
+        "tiny": tiny_requested(),
+    }
 
 
 def default_results_dir() -> Path:
@@ -85,17 +153,19 @@ def default_results_dir() -> Path:
 
 
 def write_result(name: str, figures: dict, *, dtype=None, device=None, params: dict | None = None,
-                 out_dir: str | os.PathLike | None = None) -> Path:
+                 seeds=None, out_dir: str | os.PathLike | None = None) -> Path:
     """Write ``<out_dir>/<name>.json`` atomically and return its path.
 
-    ``figures`` holds the measurements (use ``*_ratio`` keys for ratios against a same-run
-    baseline); ``params`` the sizes/seeds that produced them.
+    ``figures`` holds the measurements of this run only (use ``*_ratio`` keys for ratios against a
+    same-run baseline); ``params`` the sizes that produced them; ``seeds`` every random seed used.
+    The file also carries :func:`provenance` (command line, git commit, threads, ...).
     """
     out = Path(out_dir) if out_dir is not None else default_results_dir()
     out.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": name,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "provenance": provenance(seeds),
         "machine": machine_info(),
         "versions": versions(),
         "dtype": str(dtype) if dtype is not None else None,
