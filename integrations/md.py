@@ -11,12 +11,17 @@ calculator (the reference the neural models learn from; inside OpenMM it runs th
 velocities (seeded, centre-of-mass motion removed), so their runs are comparable step for step.
 
 Outputs under ``out`` (when given): ``drift.csv`` (flushed every report), the trajectory
-(``trajectory.traj`` for ASE, ``trajectory.dcd`` for OpenMM) and ``md.json`` with the drift summary.
+(``trajectory.traj`` for ASE; for OpenMM ``trajectory.dcd`` with its topology ``topology.pdb``
+beside it, elements and box included, so ``vmd topology.pdb trajectory.dcd``,
+``mdtraj.load("trajectory.dcd", top="topology.pdb")`` and ``MDAnalysis.Universe("topology.pdb",
+"trajectory.dcd")`` open it directly) and ``md.json`` with the drift summary. ``out`` and the
+OpenMM platform are checked before anything is computed.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,7 +31,7 @@ import numpy as np
 
 from lawful.integrations import units
 from lawful.integrations.monitors import DriftSummary
-from lawful.kernels.errors import InputError
+from lawful.kernels.errors import BackendError, InputError
 
 __all__ = ["MDResult", "run_md", "ENGINES", "ENSEMBLES"]
 
@@ -84,10 +89,11 @@ def _check(engine: str, ensemble: str, timestep_fs: float, steps: int, report_in
         raise InputError(f"unknown engine {engine!r}: use one of {list(ENGINES)}.")
     if ensemble not in ENSEMBLES:
         raise InputError(f"unknown ensemble {ensemble!r}: use one of {list(ENSEMBLES)}.")
-    if not (timestep_fs > 0 and np.isfinite(timestep_fs)):
-        raise InputError(f"timestep_fs={timestep_fs} must be a positive number of femtoseconds.")
-    if steps <= 0 or report_interval <= 0:
-        raise InputError(f"steps={steps} and report_interval={report_interval} must be positive integers.")
+    if not (isinstance(timestep_fs, numbers.Real) and timestep_fs > 0 and np.isfinite(timestep_fs)):
+        raise InputError(f"timestep_fs={timestep_fs!r} must be a positive number of femtoseconds.")
+    for name, value in (("steps", steps), ("report_interval", report_interval)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+            raise InputError(f"{name}={value!r} must be a positive integer number of steps.")
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -97,7 +103,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, friction_per_ps,
-             report_interval, out, seed, dtype, device, progress):
+             report_interval, out, seed, dtype, device, progress, strict):
     import ase.units as aseu
     from ase.io.trajectory import Trajectory
     from ase.md.langevin import Langevin
@@ -112,7 +118,7 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
     else:
         from lawful.integrations.ase import LawfulCalculator
 
-        atoms.calc = LawfulCalculator(model, dtype=dtype, device=device)
+        atoms.calc = LawfulCalculator(model, dtype=dtype, device=device, strict=strict)
     dt = timestep_fs * aseu.fs
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=dt)
@@ -143,11 +149,39 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
     return obs.summary(), seconds, files
 
 
-def _openmm_system(atoms, model, dtype, device):
+def _openmm_platform(name: str):
+    """The OpenMM platform called ``name``; :class:`BackendError` listing those available."""
+    import openmm
+
+    available = [openmm.Platform.getPlatform(k).getName() for k in range(openmm.Platform.getNumPlatforms())]
+    if name not in available:
+        raise BackendError(f"OpenMM platform {name!r} is not available here (available: {available}): pick one "
+                           "of those (Reference is double precision everywhere).")
+    return openmm.Platform.getPlatformByName(name)
+
+
+def _check_out(out) -> Path | None:
+    """``out`` as a folder that can be written, made if needed; InputError before any computation."""
+    if out is None:
+        return None
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"out={str(out)!r} is an existing file, not a folder: pass a folder for drift.csv, "
+                         "the trajectory and md.json.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"out={str(out)!r} cannot be created ({exc.strerror}): pass a writable folder.") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise InputError(f"out={str(out)!r} is not writable: pass a writable folder.")
+    return out_dir
+
+
+def _openmm_system(atoms, model, dtype, device, strict=False):
     from lawful.integrations.openmm import system_from_atoms, topology_from_atoms
 
     if not _is_emt(model):
-        return system_from_atoms(atoms, model, backend="python", dtype=dtype, device=device)
+        return system_from_atoms(atoms, model, backend="python", dtype=dtype, device=device, strict=strict)
     from ase.calculators.emt import EMT
     from openmmml import MLPotential
 
@@ -159,21 +193,22 @@ def _openmm_system(atoms, model, dtype, device):
 
 
 def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, friction_per_ps,
-                report_interval, out, seed, dtype, device, progress, platform):
+                report_interval, out, seed, dtype, device, progress, platform, strict):
     import openmm
     from openmm import app
     from openmm import unit as u
 
     from lawful.integrations.openmm import DriftReporter, lawful_errors
 
-    system, top, positions = _openmm_system(atoms, model, dtype, device)
+    platform = _openmm_platform(platform)
+    system, top, positions = _openmm_system(atoms, model, dtype, device, strict=strict)
     dt_ps = timestep_fs * units.PS_PER_FS
     if ensemble == "nve":
         integrator = openmm.VerletIntegrator(dt_ps)
     else:
         integrator = openmm.LangevinMiddleIntegrator(temperature_K, friction_per_ps, dt_ps)
         integrator.setRandomNumberSeed(int(seed) + 1)
-    sim = app.Simulation(top, system, integrator, openmm.Platform.getPlatformByName(platform))
+    sim = app.Simulation(top, system, integrator, platform)
     sim.context.setPositions(positions)
     # ASE velocities are Å per ASE time unit; convert to nm/ps through Å/fs.
     import ase.units as aseu
@@ -184,6 +219,9 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
     reporter = DriftReporter((out / "drift.csv") if out else None, report_interval, n_atoms=len(atoms))
     sim.reporters.append(reporter)
     if out:
+        files["topology"] = out / "topology.pdb"  # DCD holds coordinates only: its topology beside it
+        with open(files["topology"], "w", encoding="utf-8") as fh:
+            app.PDBFile.writeFile(top, positions, fh, keepIds=True)
         files["trajectory"] = out / "trajectory.dcd"
         sim.reporters.append(app.DCDReporter(str(files["trajectory"]), report_interval))
     bar = _progress(steps, f"openmm {ensemble}", progress)
@@ -210,24 +248,26 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
 def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps: int = 1000,
            ensemble: str = "nve", temperature_K: float = 300.0, friction_per_ps: float = 1.0,
            report_interval: int = 10, out: str | os.PathLike | None = None, seed: int = 0,
-           dtype=None, device=None, progress: bool = False, platform: str = "Reference") -> MDResult:
+           dtype=None, device=None, progress: bool = False, platform: str = "Reference",
+           strict: bool = False) -> MDResult:
     """Run MD of ``atoms`` (``ase.Atoms``, copied, not changed) with ``model`` in ``engine``.
 
     Units: ``timestep_fs`` in fs, ``temperature_K`` in K (initial velocities; NVT target),
     ``friction_per_ps`` in 1/ps (NVT only). ``report_interval`` steps between drift samples and
     trajectory frames. ``platform`` is the OpenMM platform (``Reference`` = double precision).
-    Returns an :class:`MDResult`; with ``out`` also writes ``drift.csv``, the trajectory and
-    ``md.json``.
+    ``strict``: an out-of-domain structure stops the run (:class:`NumericalError`) instead of
+    warning once. Returns an :class:`MDResult`; with ``out`` also writes ``drift.csv``, the
+    trajectory (OpenMM: ``trajectory.dcd`` + ``topology.pdb``) and ``md.json``.
     """
     _check(engine, ensemble, timestep_fs, steps, report_interval)
+    if engine == "openmm":
+        _openmm_platform(platform)  # before anything is computed or written
+    out_dir = _check_out(out)
     atoms = atoms.copy()
     _initial_velocities(atoms, temperature_K, seed)
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
     kwargs = dict(timestep_fs=timestep_fs, steps=steps, ensemble=ensemble, temperature_K=temperature_K,
                   friction_per_ps=friction_per_ps, report_interval=report_interval, out=out_dir,
-                  seed=seed, dtype=dtype, device=device, progress=progress)
+                  seed=seed, dtype=dtype, device=device, progress=progress, strict=strict)
     if engine == "ase":
         summary, seconds, files = _run_ase(atoms, model, **kwargs)
     else:

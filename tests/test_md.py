@@ -1,0 +1,84 @@
+"""run_md in both engines: the drift figure it reports is the one its own recorded energies give,
+and the OpenMM run leaves a DCD with a PDB topology beside it that trajectory readers open
+(atom count, box, frame count)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from lawful.integrations.md import run_md
+
+from test_openmm_pairmodel import MorsePairModel, rattled_copper
+
+
+def _dcd_frames_and_atoms(path) -> tuple[int, int]:
+    """NSET (frames) and NATOM from a CHARMM/NAMD DCD header (what VMD/MDTraj/MDAnalysis read)."""
+    raw = path.read_bytes()
+    assert struct.unpack("<i", raw[:4])[0] == 84 and raw[4:8] == b"CORD"
+    n_frames = struct.unpack("<i", raw[8:12])[0]
+    title_len = struct.unpack("<i", raw[92:96])[0]  # after the 84-byte first record and its markers
+    off = 96 + title_len + 4
+    assert struct.unpack("<i", raw[off:off + 4])[0] == 4
+    n_atoms = struct.unpack("<i", raw[off + 4:off + 8])[0]
+    return n_frames, n_atoms
+
+
+def _pdb_atoms_and_box(path):
+    lines = path.read_text().splitlines()
+    atoms = [ln for ln in lines if ln.startswith(("ATOM", "HETATM"))]
+    cryst = [ln for ln in lines if ln.startswith("CRYST1")]
+    box = [float(cryst[0][6:15]), float(cryst[0][15:24]), float(cryst[0][24:33])] if cryst else None
+    return atoms, box
+
+
+@pytest.mark.parametrize("engine", ["ase", "openmm"])
+def test_reported_drift_is_the_fit_of_the_recorded_energies(engine, tmp_path):
+    """The drift in md.json equals an independent least-squares fit of drift.csv's total energy
+    against time (per atom, meV/ps), and the run's energy is conserved to the NVE standard."""
+    atoms = rattled_copper(seed=31, amp=0.03)
+    res = run_md(atoms, MorsePairModel(), engine, timestep_fs=2.0, steps=200, report_interval=5, seed=1,
+                 out=tmp_path)
+    rows = list(csv.DictReader((tmp_path / "drift.csv").open()))
+    assert len(rows) == 41  # t = 0 and every 5 steps
+    t = np.array([float(r["time_ps"]) for r in rows])
+    e = np.array([float(r["total_eV"]) for r in rows])
+    assert np.allclose(e, [float(r["potential_eV"]) + float(r["kinetic_eV"]) for r in rows], rtol=0, atol=1e-12)
+    slope = np.polyfit(t, e, 1)[0] * 1e3 / len(atoms)
+    assert res.summary.drift_mev_per_atom_per_ps == pytest.approx(slope, rel=1e-6, abs=1e-9)
+    stored = json.loads((tmp_path / "md.json").read_text())["drift"]
+    assert stored["drift_mev_per_atom_per_ps"] == res.summary.drift_mev_per_atom_per_ps
+    k = np.array([float(r["kinetic_eV"]) for r in rows])
+    assert res.summary.sigma_kinetic_mev_per_atom == pytest.approx(np.std(k, ddof=1) * 1e3 / len(atoms), rel=1e-9)
+    # NVE with a smooth pair potential at 2 fs: the total energy wanders far less than K exchanges
+    assert np.ptp(e) < 0.05 * np.ptp(k)
+    temperatures = np.array([float(r["temperature_K"]) for r in rows])
+    assert 150.0 < temperatures[0] < 450.0  # started from a 300 K Maxwell-Boltzmann draw
+
+
+def test_openmm_run_writes_a_pdb_topology_beside_the_dcd(tmp_path):
+    atoms = rattled_copper(seed=32, amp=0.03)
+    res = run_md(atoms, MorsePairModel(), "openmm", timestep_fs=1.0, steps=60, report_interval=10, out=tmp_path)
+    assert res.files["topology"] == tmp_path / "topology.pdb"
+    pdb_atoms, box = _pdb_atoms_and_box(tmp_path / "topology.pdb")
+    assert len(pdb_atoms) == len(atoms) == 32
+    assert all(ln[76:78].strip() == "Cu" for ln in pdb_atoms)  # element column: readers need no guessing
+    assert box == pytest.approx(list(atoms.cell.lengths()), abs=1e-3)  # Å, as CRYST1 stores it
+    n_frames, n_atoms = _dcd_frames_and_atoms(tmp_path / "trajectory.dcd")
+    assert (n_frames, n_atoms) == (6, 32)  # one frame every 10 steps of 60
+    assert json.loads((tmp_path / "md.json").read_text())["files"]["topology"].endswith("topology.pdb")
+
+
+def test_molecule_pdb_has_no_box(tmp_path):
+    from ase.build import molecule
+
+    mol = molecule("CH3CH2OH")
+    model = MorsePairModel(species=["H", "C", "O"], r0=1.3, rcut1=2.5, rcut2=3.2, epsilon=0.2)
+    run_md(mol, model, "openmm", timestep_fs=0.25, steps=20, report_interval=10, temperature_K=50.0, out=tmp_path)
+    pdb_atoms, box = _pdb_atoms_and_box(tmp_path / "topology.pdb")
+    assert len(pdb_atoms) == 9 and box is None
+    assert _dcd_frames_and_atoms(tmp_path / "trajectory.dcd") == (2, 9)
