@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import numbers as _numbers
 import os
 import re
 import threading
@@ -502,7 +503,7 @@ def topology_from_atoms(atoms):
         top.addAtom(el.symbol, el, res, id=str(k + 1))
     if atoms.pbc.any():
         if not atoms.pbc.all():
-            raise InputError(f"OpenMM boxes are periodic in all three directions; atoms.pbc={list(atoms.pbc)}: "
+            raise InputError(f"OpenMM boxes are periodic in all three directions; atoms.pbc={[bool(p) for p in atoms.pbc]}: "
                              "use pbc=True (with a vacuum gap if needed) or pbc=False.")
         box = np.asarray(atoms.cell.array) * units.NM_PER_ANGSTROM
         top.setPeriodicBoxVectors([openmm.Vec3(*row) for row in box] * _omm_unit.nanometer)
@@ -527,6 +528,19 @@ def system_from_atoms(atoms, model, backend: str = "auto", **kwargs):
 _KB_EV = _ase_units.create_units(units.CODATA_VERSION)["kB"]
 
 
+def _check_writable_file(file) -> None:
+    """InputError unless ``file`` can be created or overwritten (checked before any simulation)."""
+    path = os.fspath(file)
+    if os.path.isdir(path):
+        raise InputError(f"the drift file {path!r} is a folder: pass a file name such as drift.csv.")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(f"the drift file {path!r} cannot be written: its folder {parent!r} does not exist; "
+                         "create it first.")
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InputError(f"the drift file {path!r} is not writable: choose a writable path.")
+
+
 class DriftReporter:
     """An OpenMM reporter measuring energy drift inside OpenMM's own MD loop.
 
@@ -543,8 +557,13 @@ class DriftReporter:
     """
 
     def __init__(self, file: str | os.PathLike | None, reportInterval: int, n_atoms: int | None = None):
-        if int(reportInterval) <= 0:
-            raise InputError(f"reportInterval must be a positive number of steps, got {reportInterval}.")
+        if isinstance(reportInterval, bool) or not isinstance(reportInterval, _numbers.Integral) or reportInterval <= 0:
+            raise InputError(f"reportInterval must be a positive integer number of steps, got {reportInterval!r}.")
+        if n_atoms is not None and (isinstance(n_atoms, bool) or not isinstance(n_atoms, _numbers.Integral)
+                                    or n_atoms <= 0):
+            raise InputError(f"n_atoms={n_atoms!r} must be a positive integer (or None: the particles with mass).")
+        if file is not None:
+            _check_writable_file(file)
         self._interval = int(reportInterval)
         self._file = file
         self._n_atoms = n_atoms

@@ -113,6 +113,32 @@ class LawfulPotentialImpl(MLPotentialImpl):
         )
         system.addForce(force)
 
+    def getSupportedEmbeddings(self) -> list[str]:
+        """Every embedding openmm-ml offers: lawful checks the ML atoms and keywords first
+        (:meth:`createMixedSystem`), then hands over to openmm-ml's own embedding plugin."""
+        from openmmml.mlpotential import MLPotential
+
+        return sorted(MLPotential._embeddingFactories)
+
+    def createMixedSystem(self, topology, system, atoms, forceGroup: int, interpolate: bool, embedding: str,
+                          returnInfo: bool = False, **args):
+        """openmm-ml's mixed System, after checking what its embeddings would otherwise meet as a
+        C++ assertion: the ML atom indices (in range, unique, non-negative), that the topology and
+        the System have the same particles, and the keywords."""
+        from openmmml.mlpotential import MLPotential
+
+        from lawful.integrations.openmm import _subset
+
+        _check_keywords(args, CREATE_KEYWORDS + EMBEDDING_KEYWORDS, "createMixedSystem")
+        n = system.getNumParticles()
+        if topology.getNumAtoms() != n:
+            raise InputError(f"the topology has {topology.getNumAtoms()} atoms but the System has {n} particles: "
+                             "pass the System made from this topology.")
+        atoms = _subset(atoms, n, "the System")
+        plugin = MLPotential._embeddingFactories[embedding].createEmbedding(embedding)
+        return plugin.createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
+                                        returnInfo=returnInfo, **args)
+
     def getMLLongRange(self) -> bool:
         """lawful models are local (finite cutoff, no Ewald/PME): always False."""
         return False
