@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from lawful.integrations.demo import section
-from lawful.integrations.report import Section, figure, save_figure
+from lawful.integrations.report import Section, save_figure
 
 __all__ = ["forcefield_section", "SIZES"]
 
@@ -34,20 +34,44 @@ def _read_energy(path: Path) -> tuple[list[float], list[float]]:
     return t, e
 
 
+#: How each model is drawn: EMT as a wide pale band, the conservative model as a thin dashed line
+#: with markers on top of it (the two coincide to the eye, and both stay visible), direct in red.
+STYLES = {
+    "emt": dict(color="0.6", lw=4.0, ls="-", alpha=0.7, label="EMT (classical reference)", zorder=1),
+    "conservative": dict(color="tab:blue", lw=1.2, ls="--", marker="o", markersize=3, markevery=20,
+                         label="NeuralPotential (conservative)", zorder=3),
+    "direct": dict(color="tab:red", lw=1.2, ls="-", label="DirectForceModel (direct forces)", zorder=2),
+}
+ENGINE_TITLES = {"ase": "ASE VelocityVerlet", "openmm": "OpenMM VerletIntegrator"}
+
+
 def _plot(runs: list[dict], n_atoms: int, path: Path) -> Path:
-    fig, axes = figure(2, sharey=True)
-    colours = {"emt": "k", "conservative": "tab:blue", "direct": "tab:red"}
-    for ax, engine in zip(axes, ("ase", "openmm")):
-        for r in runs:
-            if r["engine"] != engine:
-                continue
-            t, e = _read_energy(Path(r["csv"]))
-            ax.plot(t, [(x - e[0]) * 1e3 / n_atoms for x in e], color=colours[r["model"]], label=r["model"])
-        ax.set_title(f"NVE total energy in {'ASE VelocityVerlet' if engine == 'ase' else 'OpenMM VerletIntegrator'}")
-        ax.set_xlabel("time (ps)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("E(t) − E(0)  (meV/atom)")
-    axes[0].legend()
+    """Total energy E(t) - E(0) per atom (meV) of every run: one column per engine; the top row
+    shows all models on one scale, the bottom row zooms on EMT and the conservative model (whose
+    drift is far below the direct model's). ``runs``: dicts with engine, model and drift-csv path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    engines = [e for e in ENGINE_TITLES if any(r["engine"] == e for r in runs)]
+    fig, axes = plt.subplots(2, len(engines), figsize=(5.5 * len(engines), 7.0), squeeze=False, sharex=True)
+    for col, engine in enumerate(engines):
+        for row, models in enumerate((("emt", "direct", "conservative"), ("emt", "conservative"))):
+            ax = axes[row][col]
+            for model in models:
+                for r in runs:
+                    if r["engine"] == engine and r["model"] == model:
+                        t, e = _read_energy(Path(r["csv"]))
+                        ax.plot(t, [(x - e[0]) * 1e3 / n_atoms for x in e], **STYLES[model])
+            ax.grid(alpha=0.3)
+            ax.set_ylabel("E(t) − E(0)  (meV/atom)")
+            if row == 0:
+                ax.set_title(f"NVE total energy in {ENGINE_TITLES[engine]}: all models")
+            else:
+                ax.set_title("zoom: EMT and the conservative model")
+                ax.set_xlabel("time (ps)")
+            ax.legend(fontsize=8, loc="best")
     return save_figure(fig, path)
 
 
