@@ -21,7 +21,8 @@ import torch
 
 from lawful.kernels.mac_operators import vorticity_torch
 
-__all__ = ["divergence_metrics", "state_metrics", "MetricsWriter", "plot_metrics", "read_metrics_csv"]
+__all__ = ["divergence_metrics", "state_metrics", "MetricsWriter", "plot_metrics", "read_metrics_csv",
+           "check_writable"]
 
 
 def divergence_metrics(state) -> tuple[float, float]:
@@ -58,21 +59,51 @@ def state_metrics(state) -> dict:
     return out
 
 
+def check_writable(path, what: str = "output") -> Path:
+    """Check, before any work, that a file can be written at ``path``: not a directory, its folder
+    exists or can be made, and a file can be created there (probed with a temporary file that is
+    removed). Raises :class:`~lawful.kernels.errors.InputError` naming the path and the fix.
+    Returns ``Path(path)``; an existing file at ``path`` is left untouched."""
+    import tempfile
+
+    from lawful.kernels.errors import InputError
+
+    try:
+        p = Path(path)
+    except TypeError:
+        raise InputError(f"{what} path {path!r} must be a str or os.PathLike.") from None
+    if p.is_dir():
+        raise InputError(f"{what} path {str(p)!r} is a directory: give a file name (e.g. {str(p / 'metrics.csv')!r}).")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=f".{p.name}.", suffix=".probe"):
+            pass
+        if p.exists() and not os.access(p, os.W_OK):
+            raise PermissionError(f"{p} is read-only")
+    except OSError as exc:
+        raise InputError(f"{what} path {str(p)!r} is not writable ({exc.strerror or exc}): choose a folder you "
+                         "can write to.") from None
+    return p
+
+
 class MetricsWriter:
     """Stream one CSV row per step, flushed after each row (the columns are fixed by the first row).
 
     Use as a context manager or call :meth:`close`. The file is a log written as the run goes;
-    a partially written file after a crash holds every completed step.
+    a partially written file after a crash holds every completed step. The path is checked when
+    the writer is made (:func:`check_writable`: not a directory, writable), but the file is only
+    opened (and an existing one replaced) at the first :meth:`write`.
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "w", newline="")
+        self.path = check_writable(path, "metrics CSV")
+        self._fh = None
         self._writer = None
 
     def write(self, record: dict) -> None:
         """Append ``record`` (a flat dict of numbers) and flush."""
+        if self._fh is None:
+            self._fh = open(self.path, "w", newline="")
         if self._writer is None:
             self._writer = csv.DictWriter(self._fh, fieldnames=list(record.keys()), extrasaction="ignore")
             self._writer.writeheader()
@@ -80,8 +111,8 @@ class MetricsWriter:
         self._fh.flush()
 
     def close(self) -> None:
-        """Close the file."""
-        if not self._fh.closed:
+        """Close the file (nothing was created if nothing was written)."""
+        if self._fh is not None and not self._fh.closed:
             self._fh.close()
 
     def __enter__(self):

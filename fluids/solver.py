@@ -26,7 +26,8 @@ from lawful.kernels.mac_forces import buoyancy_and_bc, viscosity
 from lawful.kernels.mac_grid import face_bc, solid_corner_mask
 from lawful.kernels.mac_operators import curl
 from lawful.kernels.mac_pressure import PressureSolver, ProjectionStats, default_rtol
-from lawful.fluids.metrics import MetricsWriter, divergence_metrics, plot_metrics, state_metrics
+from lawful.fluids.metrics import MetricsWriter, check_writable, divergence_metrics, plot_metrics, state_metrics
+from lawful.fluids.records import DEFAULT_KEEP, RunRecords
 from lawful.fluids.state import FluidState, first_nonfinite
 
 __all__ = ["SolverConfig", "Solver", "run"]
@@ -412,29 +413,49 @@ class Solver:
 
 
 def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=None, solver: Solver | None = None,
-        callback: Callable | None = None, progress: bool = False) -> list[dict]:
+        callback: Callable | None = None, progress: bool = False, keep=DEFAULT_KEEP) -> RunRecords:
     """Run ``scene`` (a :class:`~lawful.fluids.scenes.Scene`, or a ``(state, config)`` pair) for
-    ``steps`` steps in place; return one metrics dict per step.
+    ``steps`` steps in place; return the step records as a :class:`~lawful.fluids.records.RunRecords`.
 
     Each record: ``step``, ``t``, ``dt``, ``substeps``, ``cfl``, ``pressure_iters``,
     ``pressure_residual``, ``div_max_rel`` (after the corrector), ``div_max_rel_projected`` (with a
     corrector),
     ``div_l2``, ``kinetic_energy``, ``enstrophy``, ``scalar_mass``, ``mass_<name>``,
     ``max_velocity``, ``wall_s`` (the step's wall time, metrics excluded). ``csv``: path to stream
-    the records to (flushed every step); ``plot``: PNG path for :func:`plot_metrics` at the end;
-    ``callback(state, record)`` after each step; ``progress``: tqdm bar.
+    the records to (flushed every step); ``plot``: PNG path for :func:`plot_metrics` at the end (of
+    the whole CSV when there is one, else of the records kept); ``callback(state, record)`` after
+    each step; ``progress``: tqdm bar.
+
+    Memory is O(1) in ``steps``: ``keep`` records are held (default
+    :data:`~lawful.fluids.records.DEFAULT_KEEP` = 1000, ``"last"`` for one, ``"all"`` for every
+    record); ``records[-1]`` is always the last step, and ``records.max(key)`` / ``records.min(key)``
+    cover every step. Every input (steps, keep, the state, the CSV and plot paths) is checked
+    before the first step; the CSV file is opened at the first record, so a run refused up front
+    leaves an existing file untouched.
     """
-    if not isinstance(steps, int) or steps < 0:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise InputError(f"steps={steps!r} must be an integer >= 0.")
+    records = RunRecords(keep)
     if isinstance(scene, tuple):
+        if len(scene) != 2:
+            raise InputError(f"run: scene must be a Scene or a (state, config) pair, got a {len(scene)}-tuple.")
         state, config = scene
         solver = solver or Solver(state, config)
-    else:
+    elif hasattr(scene, "state") and hasattr(scene, "make_solver"):
         state = scene.state
         solver = solver or scene.make_solver()
+    else:
+        raise InputError(f"run: scene must be a Scene or a (state, config) pair, got {type(scene).__name__}.")
+    if not isinstance(solver, Solver):
+        raise InputError(f"run: solver must be a lawful.fluids.Solver, got {type(solver).__name__}.")
+    if corrector is not None and not callable(corrector):
+        raise InputError(f"run: corrector must be callable (corrector(state)), got {type(corrector).__name__}.")
+    if callback is not None and not callable(callback):
+        raise InputError(f"run: callback must be callable (callback(state, record)), got {type(callback).__name__}.")
     solver.check_state(state)
+    if plot is not None:
+        check_writable(plot, "plot")
     writer = MetricsWriter(csv) if csv is not None else None
-    records = []
     it = range(steps)
     if progress:
         from tqdm import tqdm
@@ -457,6 +478,7 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
     finally:
         if writer is not None:
             writer.close()
-    if plot is not None and records:
-        plot_metrics(records, plot, title=getattr(scene, "name", None))
+    if plot is not None and records.total:
+        source = writer.path if writer is not None and writer.path.is_file() else records
+        plot_metrics(source, plot, title=getattr(scene, "name", None))
     return records

@@ -284,3 +284,74 @@ def test_karman_reynolds_number_changes_the_flow_on_the_smallest_grid():
     run(a, 5)
     run(b, 5)
     assert float((a.state.u - b.state.u).abs().max()) > 1e-4
+
+
+def _bare_solver(sc):
+    """A solver whose parts do nothing (a step is metrics + bookkeeping): isolates run()'s memory."""
+    from lawful.kernels.mac_pressure import ProjectionStats
+
+    def noop(solver, state, dt):
+        return None
+
+    return Solver(sc.state, sc.config, advect=noop, force=noop,
+                  project=lambda solver, state, warm: ProjectionStats(0, 0.0, 0.0, 0.0, True))
+
+
+def _run_memory(steps, keep):
+    """(bytes still held by lawful.fluids after run(), peak bytes during it) for ``steps`` steps."""
+    import gc
+    import tracemalloc
+
+    sc = scenes.taylor_green(n=4, dtype=torch.float64)
+    solver = _bare_solver(sc)
+    run(sc, 5, solver=solver, keep=keep)
+    gc.collect()
+    only = [tracemalloc.Filter(True, "*/fluids/*")]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot().filter_traces(only)
+        base = tracemalloc.get_traced_memory()[0]
+        records = run(sc, steps, solver=solver, keep=keep)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        gc.collect()
+        after = tracemalloc.take_snapshot().filter_traces(only)
+    finally:
+        tracemalloc.stop()
+    held = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    return held, peak, records
+
+
+def test_run_memory_is_bounded_in_steps():
+    """Issue 12 (long runs): run() holds a bounded window of records; the memory it keeps and its
+    peak do not grow with the number of steps (keep="all", the old behaviour, is the positive
+    control: ~0.7 KB per step)."""
+    held_500, peak_500, r500 = _run_memory(500, 10)
+    held_2000, peak_2000, r2000 = _run_memory(2000, 10)
+    all_500, _, _ = _run_memory(500, "all")
+    all_2000, _, rall = _run_memory(2000, "all")
+    assert len(r2000) == 10 and r2000.total == 2000 and r2000.dropped == 1990
+    assert r2000[-1]["step"] == r2000.total + 5 and [r["step"] for r in r2000] == list(range(1996, 2006))
+    assert held_2000 <= held_500 + 4096, (held_500, held_2000)
+    assert peak_2000 <= peak_500 + 16384, (peak_500, peak_2000)
+    assert all_2000 - all_500 >= 1500 * 300, (all_500, all_2000)          # the control does grow
+    assert len(rall) == 2000
+
+
+def test_run_records_default_window_last_and_whole_run_extrema(tmp_path):
+    sc = scenes.taylor_green(n=4, dtype=torch.float64)
+    solver = _bare_solver(sc)
+    from lawful.fluids.records import DEFAULT_KEEP
+
+    records = run(sc, DEFAULT_KEEP + 50, solver=solver, csv=tmp_path / "m.csv")
+    assert len(records) == DEFAULT_KEEP and records.total == DEFAULT_KEEP + 50
+    assert records[0]["step"] == 51 and records[-1]["step"] == DEFAULT_KEEP + 50
+    assert len(read_metrics_csv(tmp_path / "m.csv")) == DEFAULT_KEEP + 50     # every step on disk
+    assert records.max("step") == DEFAULT_KEEP + 50 and records.min("step") == 1  # over dropped steps too
+    last = run(sc, 3, solver=solver, keep="last")
+    assert len(last) == 1 and last[-1]["step"] == DEFAULT_KEEP + 53 and last.max("t") == last[-1]["t"]
+    with pytest.raises(IndexError, match="1 kept of 3 steps"):
+        last[1]
+    with pytest.raises(InputError, match="keep=0"):
+        run(sc, 1, solver=solver, keep=0)
+    with pytest.raises(InputError, match="'nope'"):
+        last.max("nope")
