@@ -3,7 +3,8 @@
 Stages (all in one run, ratios against baselines measured in the same run):
 
 1. **data** — fine (4x) reference trajectories from the fine solver, downsampled conservatively
-   (:mod:`lawful.fluids.fine_reference`; cached under ``runs/corrector_data``).
+   (:mod:`lawful.fluids.fine_reference`; cached under ``runs/corrector_data`` at the repository
+   root, created when missing; ``--quick``/tiny runs cache their short cases in the results folder).
 2. **train** — solver-in-the-loop training (k-step unroll through the differentiable twin) of the
    Kármán correctors: hard (divergence-free), plain, soft penalty, augmented Lagrangian, projected,
    all with the same settings, by default :class:`~lawful.fluids.corrector_training.TrainConfig`'s
@@ -23,13 +24,16 @@ Stages (all in one run, ratios against baselines measured in the same run):
 5. **speed** — corrected vs plain coarse step at 128^2 (Kolmogorov); coarse(+corrector) vs the
    fine solver per unit of simulated time on the held-out case.
 
-Run: ``.venv/bin/python benchmarks/bench_corrector.py`` (``--quick`` for a smoke run).
+Run: ``.venv/bin/python benchmarks/bench_corrector.py`` (``--quick`` for a smoke run: the committed
+models, short reference cases, figures written to the quick results folder, never over
+``benchmarks/results``). ``LAWFUL_BENCH_TINY=1``: the smallest sizes (CI smoke, not a result).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import time
 from dataclasses import replace
@@ -37,8 +41,7 @@ from pathlib import Path
 
 import torch
 
-from lawful.integrations.benchmarking import quick_requested  # noqa: E402
-from lawful.integrations.benchmarking import write_result
+from lawful.integrations.benchmarking import default_results_dir, quick_requested, tiny_requested, write_result
 from lawful.fluids import scenes
 from lawful.fluids.correctors import DivergenceFreeCorrector, load_corrector
 from lawful.fluids.corrector_training import CorrectorTrainer, TrainConfig, make_corrector, rollout_errors
@@ -46,8 +49,7 @@ from lawful.fluids.fine_reference import TEST_CASES, TRAIN_CASES, load_or_genera
 
 ROOT = Path(__file__).resolve().parent
 MODELS = ROOT / "models"
-RESULTS = ROOT / "results"
-CACHE = Path("runs") / "corrector_data"
+RUNS = ROOT.parent / "runs"          # training checkpoints and the reference cache (git-ignored)
 VARIANTS = ("hard", "plain", "soft", "al", "projected")
 NET = dict(hidden=16, layers=4, use_reynolds=True, init_gain=0.01)
 
@@ -64,7 +66,9 @@ def _train_one(variant, seed, args, trajs):
     cfg = TrainConfig(variant=variant, iterations=args.iterations, lr=args.lr, unroll=args.unroll, seed=seed,
                       soft_weight=args.soft_weight, al_penalty=args.al_penalty, checkpoint_every=25,
                       validate_every=args.validate_every, validation_steps=args.validation_steps)
-    ckpt = None if args.quick else Path("runs") / f"corrector_{variant}_s{seed}.ckpt"
+    ckpt = None if args.quick else RUNS / f"corrector_{variant}_s{seed}.ckpt"
+    if ckpt is not None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
     trainer = CorrectorTrainer(corr, trajs, cfg, checkpoint=ckpt, resume=not args.retrain)
     t0 = time.perf_counter()
     hist = trainer.train(progress=args.jobs == 1)
@@ -286,9 +290,21 @@ def main():
     ap.add_argument("--skip", default="", help="comma list of stages to skip: div,timing")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    tiny = tiny_requested()
     if args.quick:
         args.iterations, args.steps, args.div_steps, args.baseline_div_steps = 4, 20, 20, 20
         args.validate_every, args.validation_steps = 2, 5
+    if tiny:
+        args.steps, args.div_steps, args.baseline_div_steps, args.validation_steps = 6, 4, 4, 3
+    # where results go: LAWFUL_BENCH_DIR (set by `lawful bench`), else benchmarks/results, except
+    # that a quick run never writes over the committed figures
+    if "LAWFUL_BENCH_DIR" in os.environ or not args.quick:
+        results = default_results_dir()
+    else:
+        results = ROOT / "results-quick"
+    cache = (results / "corrector_data") if args.quick else (RUNS / "corrector_data")
+    cache.mkdir(parents=True, exist_ok=True)
+    shorten = {"warmup": 4, "steps": 8} if tiny else {"warmup": 32, "steps": 30} if args.quick else {}
     if args.seeds is None:
         args.seeds = "0" if args.quick else "0,1,2"
     if args.jobs is None:
@@ -296,8 +312,9 @@ def main():
     args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     skip = set(filter(None, args.skip.split(",")))
     t_data = time.perf_counter()
-    train = [load_or_generate(c, CACHE, progress=True) for c in TRAIN_CASES if c.scene == "karman"]
-    test = load_or_generate(TEST_CASES[0], CACHE, progress=True)
+    train = [load_or_generate(replace(c, **shorten), cache, progress=True) for c in TRAIN_CASES
+             if c.scene == "karman"]
+    test = load_or_generate(replace(TEST_CASES[0], **shorten), cache, progress=True)
     t_data = time.perf_counter() - t_data
 
     variants = [v for v in args.variants.split(",") if v]
@@ -329,11 +346,11 @@ def main():
             corr.load_state_dict(weights)
             e = rollout_errors(test, corr, steps=args.steps)["error"]
             per_seed.setdefault(v, {})[str(seed)] = 1.0 - statistics.mean(e) / mean_err["none"]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    if not args.quick:
+    results.mkdir(parents=True, exist_ok=True)
+    if not tiny:
         from lawful.fluids.fine_reference import coarse_scene
 
-        plot(errors, coarse_scene(test.case).config.dt, RESULTS / "corrector_error.png")
+        plot(errors, coarse_scene(test.case).config.dt, results / "corrector_error.png")
 
     figures = {"heldout_case": test.case.label, "rollout_steps": args.steps,
                "mean_rel_error": mean_err, "final_rel_error": final_err, "error_cut_vs_none": cut,
@@ -344,28 +361,29 @@ def main():
                "training": summaries, "data_seconds": t_data, "training_seconds": t_train}
     if "timing" not in skip:
         hard = trained.get("hard") or DivergenceFreeCorrector(**NET)
-        tf, tc, tp = fine_vs_coarse(test.case, hard, repeat=5 if args.quick else 30)
+        tf, tc, tp = fine_vs_coarse(test.case, hard, repeat=2 if tiny else 5 if args.quick else 30)
         figures["fine_per_coarse_step_s"] = tf
         figures["coarse_corrected_step_s"] = tc
         figures["coarse_plain_step_s"] = tp
         figures["speedup_coarse_corrected_vs_fine_ratio"] = tf / tc
         h128 = hard                  # the trained network (Re input set; only its cost matters here)
         h128.reynolds = 150.0
-        p128, c128 = timing_128(h128, repeat=5 if args.quick else 30)
+        p128, c128 = timing_128(h128, repeat=2 if tiny else 5 if args.quick else 30)
         figures["step128_plain_s"] = p128
         figures["step128_corrected_s"] = c128
         figures["step128_corrected_over_plain_ratio"] = c128 / p128
     if "div" not in skip:
         figures["divergence_table"] = divergence_table(trained, args.div_steps, args.baseline_div_steps)
-    if not args.quick:
-        write_result("corrector", figures, dtype=torch.float32, device="cpu",
-                     params={"net": NET, "iterations": args.iterations, "unroll": args.unroll, "lr": args.lr,
-                             "soft_weight": args.soft_weight, "al_penalty": args.al_penalty,
-                             "seeds": args.seeds, "jobs": args.jobs,
-                             "train_cases": [t.case.label for t in train], "test_case": test.case.label,
-                             "div_steps": args.div_steps, "baseline_div_steps": args.baseline_div_steps,
-                             "validate_every": args.validate_every, "validation_steps": args.validation_steps},
-                     out_dir=RESULTS)
+    # quick runs write too, to the quick results folder (see ``results`` above)
+    write_result("corrector", figures, dtype=torch.float32, device="cpu",
+                 params={"net": NET, "iterations": args.iterations, "unroll": args.unroll, "lr": args.lr,
+                         "soft_weight": args.soft_weight, "al_penalty": args.al_penalty,
+                         "seeds": args.seeds, "jobs": args.jobs,
+                         "train_cases": [t.case.label for t in train], "test_case": test.case.label,
+                         "div_steps": args.div_steps, "baseline_div_steps": args.baseline_div_steps,
+                         "validate_every": args.validate_every, "validation_steps": args.validation_steps,
+                         "quick": args.quick, "tiny": tiny, "reference_shortened_to": shorten or None},
+                 seeds=args.seeds, out_dir=results)
     print({k: v for k, v in figures.items() if k not in ("divergence_table", "training")})
 
 

@@ -16,6 +16,8 @@ Side by side in one run on this machine (same Taichi, same CPU):
   128^2 (float64, dt at CFL 0.25, and a fixed small dt) and the observed orders.
 
 Writes ``benchmarks/results/bench_fluid.json``. Run: ``python benchmarks/bench_fluid.py [--quick]``.
+``LAWFUL_BENCH_TINY=1`` (CI smoke, not a result): 16^2-64^2 grids in place of 128^2-512^2 (the keys
+keep their names), one stable_fluid step, 20 closed-box steps, Taylor-Green on 8^2-32^2.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from lawful.integrations.benchmarking import quick_requested
+from lawful.integrations.benchmarking import quick_requested, tiny_requested
 
 _TAICHI_DRIVER = r"""
 import importlib.util, json, sys, time
@@ -126,18 +128,19 @@ def closed_box_mass(steps: int, n: int = 16) -> dict:
             "max_div_max_rel_sampled": div, "wall_s": time.perf_counter() - t0}
 
 
-def taylor_green_orders(cfl: float | None = 0.25, dt: float | None = None, limiter: bool = True) -> dict:
+def taylor_green_orders(cfl: float | None = 0.25, dt: float | None = None, limiter: bool = True,
+                        ns=(32, 64, 128)) -> dict:
     from lawful.fluids import run, scenes
 
     errs = []
-    for n in (32, 64, 128):
+    for n in ns:
         step = dt if dt is not None else cfl * 2 * math.pi / n
         steps = round(1.0 / step)
         sc = scenes.taylor_green(n=n, dtype=torch.float64, dt=1.0 / steps)
         run(sc, steps, solver=sc.make_solver(limiter=limiter))
         ue, ve = sc.analytic(sc.state.t)
         errs.append(math.sqrt(float(((sc.state.u - ue) ** 2).mean() + ((sc.state.v - ve) ** 2).mean()) / 2))
-    return {"n": [32, 64, 128], "cfl": cfl, "dt": dt, "limiter": limiter, "rms_velocity_error_t1": errs,
+    return {"n": list(ns), "cfl": cfl, "dt": dt, "limiter": limiter, "rms_velocity_error_t1": errs,
             "observed_orders": [math.log2(errs[k] / errs[k + 1]) for k in range(2)]}
 
 
@@ -161,14 +164,19 @@ def main(argv=None) -> Path:
                            out_dir=args.out)
         print(json.dumps(figures, indent=1))
         return out
-    steps512 = 3 if args.quick else 10
-    theirs = run_taichi_example(steps512, 2)
-    ours = {n: run_lawful(n, steps512 if n == 512 else (10 if args.quick else 30), 2) for n in (128, 256, 512)}
-    plume = run_lawful(512, steps512, 2, scene="smoke_plume")
-    ours_sl = run_lawful(512, steps512, 2, advection="semi_lagrangian")
-    mass = closed_box_mass(200 if args.quick else 10_000)
-    cells = [n * n for n in ours]
-    sps = [ours[n]["steps_per_s"] for n in ours]
+    tiny = tiny_requested()
+    sizes = (16, 32, 64) if tiny else (128, 256, 512)
+    tg_sizes = (8, 16, 32) if tiny else (32, 64, 128)
+    big = sizes[-1]
+    steps512 = 1 if tiny else 3 if args.quick else 10
+    theirs = run_taichi_example(steps512, 0 if tiny else 2)
+    ours = {n: run_lawful(n, steps512 if n == big else (10 if args.quick else 30), 2) for n in sizes}
+    ours[512] = ours[big]
+    plume = run_lawful(big, steps512, 2, scene="smoke_plume")
+    ours_sl = run_lawful(big, steps512, 2, advection="semi_lagrangian")
+    mass = closed_box_mass(20 if tiny else 200 if args.quick else 10_000)
+    cells = [n * n for n in sizes]
+    sps = [ours[n]["steps_per_s"] for n in sizes]
     slope = (math.log(1 / sps[-1]) - math.log(1 / sps[0])) / (math.log(cells[-1]) - math.log(cells[0]))
     figures = {
         "stable_fluid_512": theirs,
@@ -176,20 +184,21 @@ def main(argv=None) -> Path:
         "lawful_512_smoke_plume": plume,
         "lawful_512_semi_lagrangian": ours_sl,
         "speed_ratio_512_semi_lagrangian": ours_sl["steps_per_s"] / theirs["steps_per_s"],
-        "lawful_by_n": {str(n): ours[n] for n in ours},
+        "lawful_by_n": {str(n): ours[n] for n in sizes},
         "speed_ratio_512": ours[512]["steps_per_s"] / theirs["steps_per_s"],
         "divergence_ratio_512": theirs["div_max_rel"] / max(ours[512]["div_max_rel"], 1e-300),
         "cost_growth_exponent_vs_cells": slope,
         "closed_box_mass_1e4_steps": mass,
-        "taylor_green_cfl": taylor_green_orders(cfl=0.25),
-        "taylor_green_small_dt": taylor_green_orders(cfl=None, dt=0.005),
+        "taylor_green_cfl": taylor_green_orders(cfl=0.25, ns=tg_sizes),
+        "taylor_green_small_dt": taylor_green_orders(cfl=None, dt=0.005, ns=tg_sizes),
     }
     from lawful.integrations.benchmarking import write_result
 
     out = write_result("bench_fluid", figures, dtype="float32", device="cpu",
                        params={"scene": "kolmogorov (periodic, forced; random divergence-free start)", "quick": args.quick,
-                               "steps_512": steps512, "taichi_example": str(stable_fluid_path())},
-                       out_dir=args.out)
+                               "steps_512": steps512, "sizes": list(sizes), "taylor_green_sizes": list(tg_sizes),
+                               "taichi_example": str(stable_fluid_path())},
+                       seeds=[0], out_dir=args.out)
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}, indent=1))
     print(f"lawful 512^2: {ours[512]['steps_per_s']:.2f} steps/s, div {ours[512]['div_max_rel']:.2e}; "
           f"stable_fluid: {theirs['steps_per_s']:.2f} steps/s, div {theirs['div_max_rel']:.2e}")

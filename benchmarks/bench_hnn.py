@@ -12,6 +12,12 @@ Protocol (Greydanus et al. 2019): noisy observed states (σ = 0.05), exact deriv
     (seed 0; leapfrog/Yoshida need a separable model, so only the HNN gets them).
 Plus a sweep of the soft-penalty weight λ against the augmented Lagrangian at the same λ.
 
+Two-body: ``hnn`` learns H = T_θ(p) + V_θ(q) from data alone, like every other model (the
+like-for-like figure); ``hnn_known_mass`` is told the true mass (T = |p|²/2m given, only V_θ
+learned) and is reported beside it, labelled, never in its place.
+``LAWFUL_BENCH_TINY=1`` (CI smoke, not a result): one seed, 20 training steps, rollouts to t = 1, no
+drift, no sweep.
+
 Run: ``.venv/bin/python benchmarks/bench_hnn.py [--quick]``; writes benchmarks/results/bench_hnn.json.
 """
 
@@ -24,7 +30,7 @@ import time
 
 import torch
 
-from lawful.integrations.benchmarking import quick_requested  # noqa: E402
+from lawful.integrations.benchmarking import quick_requested, tiny_requested  # noqa: E402
 from lawful.forcefields.derivative_mlp import DerivativeMLP
 from lawful.forcefields.dynamics_data import make_dataset
 from lawful.forcefields.dynamics_training import (long_horizon_drift, rollout_metrics,
@@ -46,17 +52,22 @@ SYSTEMS = {
 }
 SOFT_WEIGHT = 1.0          # λ of the soft penalty (mean reduction); the AL uses μ = 2λ
 SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
+#: Systems whose true mass is known (1.0 in dynamics_data): the ``hnn_known_mass`` variant runs there.
+KNOWN_MASS = {"two_body": 1.0}
 
 
-HNN_MASS = None           # --hnn-mass: H = |p|²/2m + V_θ(q) instead of a learned T_θ(p)
-
-
-def _models(system, dim, hidden):
-    structured = ("lnn", lambda: LagrangianNN(dim=dim, hidden=hidden, kinetic_prior=1.0)) \
-        if system == "double_pendulum" else \
-        ("hnn", lambda: HamiltonianNN(dim=dim, separable=True, hidden=hidden, mass=HNN_MASS))
+def _models(system, dim, hidden, hnn_mass=None, known_mass_variant=False):
+    """(name, constructor) pairs. ``hnn_mass``: every HNN gets T = |p|²/2m (``--hnn-mass``);
+    ``known_mass_variant``: add ``hnn_known_mass`` (the true mass given) beside the learned-T HNN."""
+    if system == "double_pendulum":
+        structured = [("lnn", lambda: LagrangianNN(dim=dim, hidden=hidden, kinetic_prior=1.0))]
+    else:
+        structured = [("hnn", lambda: HamiltonianNN(dim=dim, separable=True, hidden=hidden, mass=hnn_mass))]
+        if known_mass_variant and hnn_mass is None and system in KNOWN_MASS:
+            structured.append(("hnn_known_mass", lambda: HamiltonianNN(dim=dim, separable=True, hidden=hidden,
+                                                                       mass=KNOWN_MASS[system])))
     base = lambda: DerivativeMLP(dim=dim, hidden=hidden)  # noqa: E731
-    return [structured, ("baseline", base), ("baseline+soft", base), ("baseline+al", base)]
+    return structured + [("baseline", base), ("baseline+soft", base), ("baseline+al", base)]
 
 
 def _constraint(name, weight=SOFT_WEIGHT):
@@ -90,13 +101,13 @@ def _drift_methods(model):
         else ["implicit_midpoint", "rk4"]
 
 
-def run_system(system, seeds, drift_steps, log):
+def run_system(system, seeds, drift_steps, log, hnn_mass=None, known_mass_variant=False):
     cfg = SYSTEMS[system]
     per_model = {}
     drift = {}
     for seed in seeds:
         data = make_dataset(system, seed=seed)
-        for name, make in _models(system, data.dim, cfg["hidden"]):
+        for name, make in _models(system, data.dim, cfg["hidden"], hnn_mass, known_mass_variant):
             torch.manual_seed(seed)
             model = make()
             t0 = time.process_time()
@@ -181,10 +192,15 @@ def main(argv=None):
                         help="known mass: HNN learns only V(q), T = |p|^2/2m")
     parser.add_argument("--no-sweep", action="store_true", help="skip the λ sweep")
     args = parser.parse_args(argv)
-    global HNN_MASS
-    HNN_MASS = args.hnn_mass
     torch.set_num_threads(1)
-    if args.quick:
+    tiny = tiny_requested()
+    if tiny:
+        args.seeds = args.seeds[:1]
+        args.drift_steps = 0
+        args.no_sweep = True
+        for cfg in SYSTEMS.values():
+            cfg["steps"], cfg["horizon"] = 20, 1.0
+    elif args.quick:
         args.seeds = args.seeds[:1]
         args.drift_steps = 0
         for cfg in SYSTEMS.values():
@@ -196,7 +212,8 @@ def main(argv=None):
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     figures = {}
     for system in args.systems:
-        figures[system] = run_system(system, args.seeds, args.drift_steps, log)
+        figures[system] = run_system(system, args.seeds, args.drift_steps, log, hnn_mass=args.hnn_mass,
+                                     known_mass_variant=not args.quick)
     figures["lambda_sweep_mass_spring"] = [] if (args.quick or args.no_sweep) else \
         lambda_sweep(args.seeds[0], log)
     figures["run_wall_s"] = time.perf_counter() - t_wall
@@ -213,9 +230,12 @@ def main(argv=None):
                                  "from the clean test initial states (HNN paper, Table 1)",
         "paper_hnn_energy_mse": PAPER_HNN_ENERGY_MSE,
         "quick": args.quick, "hnn_mass": args.hnn_mass,
+        "model_labels": {"hnn": "HNN, H = T_θ(p) + V_θ(q), everything learned (like-for-like with the baselines)",
+                         "hnn_known_mass": "HNN told the true mass: T = |p|²/2m given, only V_θ(q) learned "
+                                           "(two-body; not like-for-like)"},
     }
     path = write_result(args.name, figures, dtype=torch.float64, device="cpu", params=params,
-                        out_dir=args.out)
+                        seeds=args.seeds, out_dir=args.out)
     log(f"wrote {path}  ({figures['run_cpu_s']:.0f} s cpu, {figures['run_wall_s']:.0f} s wall)")
     return figures
 
