@@ -39,8 +39,10 @@ import numpy as np
 from lawful.kernels.errors import BackendError, InputError
 
 __all__ = [
+    "metrics_panels",
     "FIELDS", "default_field", "check_field", "field_values", "colour_limits", "frame_interval",
-    "FrameRecorder", "Animation", "save_field_png", "display_available", "LiveView", "WindowClosed",
+    "FrameRecorder", "Animation", "save_field_png", "display_available", "require_display", "LiveView",
+    "WindowClosed",
     "plot_metrics", "analytic_kinetic_energy",
 ]
 
@@ -56,14 +58,11 @@ _STYLE = {
 _PCT = 99.5  # the percentile that fixes colour ranges (see the module docstring)
 
 
-def _headless_pyplot():
-    import matplotlib
+def _figure(figsize, dpi=100):
+    """A matplotlib ``Figure`` outside pyplot (no backend chosen, no global figure registry)."""
+    from matplotlib.figure import Figure
 
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize, dpi=dpi)
 
 
 def _scene_name(scene_or_state) -> str | None:
@@ -172,7 +171,6 @@ class _FieldFigure:
     """A fixed-layout figure: the field, the obstacle on top, a colour bar, axes in cells."""
 
     def __init__(self, name, state, values, extent, clim, scalar_name=None, dpi=100):
-        plt = _headless_pyplot()
         from matplotlib.colors import ListedColormap
 
         nx, ny = state.nx, state.ny
@@ -184,7 +182,7 @@ class _FieldFigure:
         # even pixel sizes (video encoders need them)
         w_px, h_px = 2 * math.ceil(w_in * dpi / 2), 2 * math.ceil(h_in * dpi / 2)
         w_in, h_in = w_px / dpi, h_px / dpi
-        self.fig = plt.figure(figsize=(w_in, h_in), dpi=dpi)
+        self.fig = _figure((w_in, h_in), dpi)
         self.ax = self.fig.add_axes([left / w_in, bottom / h_in, ax_w / w_in, ax_h / h_in])
         cax = self.fig.add_axes([(left + ax_w + 0.15) / w_in, bottom / h_in, cb / w_in, ax_h / h_in])
         cmap, label = _STYLE[name]
@@ -210,9 +208,7 @@ class _FieldFigure:
         self.title.set_text(title)
 
     def close(self):
-        import matplotlib.pyplot as plt
-
-        plt.close(self.fig)
+        self.fig.clear()
 
 
 def _title(scene_name, name, step, t):
@@ -345,6 +341,14 @@ def display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def require_display() -> None:
+    """Raise :class:`BackendError` (one sentence: what is missing and what to do) when no display
+    is available for a live window."""
+    if not display_available():
+        raise BackendError("--gui needs a display but neither DISPLAY nor WAYLAND_DISPLAY is set: run it on a "
+                           "desktop or under xvfb-run, or use --animate to write a GIF instead.")
+
+
 class WindowClosed(Exception):
     """Raised from the run's callback when the user closes the live window (or presses Escape)."""
 
@@ -361,9 +365,7 @@ class LiveView:
     """
 
     def __init__(self, scene_or_state, name: str | None = None, scale: int | None = None, title: str = "lawful"):
-        if not display_available():
-            raise BackendError("--gui needs a display but neither DISPLAY nor WAYLAND_DISPLAY is set: run it on a "
-                               "desktop or under xvfb-run, or use --animate to write a GIF instead.")
+        require_display()
         import matplotlib
 
         import taichi as ti
@@ -390,10 +392,10 @@ class LiveView:
         if self.clim is not None:  # the range only widens
             lo, hi = min(lo, self.clim[0]), max(hi, self.clim[1])
         self.clim = (lo, hi)
-        if vals.shape != (self.nx, self.ny):  # corner fields: pad/crop to the cell grid
+        if vals.shape != (self.nx, self.ny):  # interior corners 1..n-1 of a walled axis: pad to n
             out = np.full((self.nx, self.ny), np.nan, dtype=np.float32)
-            mx, my = min(self.nx, vals.shape[0]), min(self.ny, vals.shape[1])
-            out[:mx, :my] = vals[:mx, :my]
+            ox, oy = self.nx - vals.shape[0], self.ny - vals.shape[1]
+            out[ox:, oy:] = vals
             vals = out
         x = np.clip((np.nan_to_num(vals, nan=0.5 * (lo + hi)) - lo) / (hi - lo), 0.0, 1.0)
         rgb = self._cmap(x)[..., :3].astype(np.float32)
@@ -409,8 +411,9 @@ class LiveView:
             raise WindowClosed(f"window closed at step {state.step}")
         gui.set_image(self.image(state))
         lo, hi = self.clim
+        # the caption sits on the colour map's middle (vorticity: white) or low end (dark)
         gui.text(f"{self.name}  step {state.step}  t={state.t:.4g}  range [{lo:.3g}, {hi:.3g}]", (0.01, 0.98),
-                 font_size=16, color=0xFFFFFF)
+                 font_size=16, color=0x202020 if self.name == "vorticity" else 0xFFFFFF)
         gui.show(None if screenshot is None else str(screenshot))
 
     def close(self) -> None:
@@ -444,9 +447,13 @@ def analytic_kinetic_energy(scene):
     return ke
 
 
-def _panels(records, ke_exact):
-    """``[(title, ylabel, [(label, t, y, style)], log[, twin])]`` for the quantities in ``records``;
-    ``twin``: ``(ylabel, t, y)`` drawn on a second log y axis."""
+def metrics_panels(records, ke_exact=None):
+    """The panels :func:`plot_metrics` draws, as ``[(title, ylabel, lines, log[, twin])]``: one per
+    quantity present in ``records`` (list of per-step dicts), ``lines`` = ``[(label, t, y, style)]``
+    (t in time units), ``log`` for a log y axis, ``twin`` = ``(ylabel, t, y)`` on a second log y
+    axis. The timing panel leaves out the first record (its wall time includes compiling the
+    Taichi kernels); ``ke_exact(t)`` (e.g. :func:`analytic_kinetic_energy`) adds the exact kinetic
+    energy from t = 0."""
     first = records[0]
     t = np.array([r["t"] for r in records], dtype=float)
     col = lambda k: np.array([r[k] for r in records], dtype=float)  # noqa: E731
@@ -476,8 +483,9 @@ def _panels(records, ke_exact):
                        False, twin))
     if "wall_s" in first and len(records) > 1:
         wall = 1e3 * col("wall_s")
-        panels.append((f"time per step (step 1 excluded: {wall[0] / 1e3:.2f} s incl. compile)", "wall time (ms)",
-                       [("", t[1:], wall[1:], "-")], False))
+        panels.append(("time per step", "wall time (ms)",
+                       [(f"steps 2+ (step 1, {wall[0] / 1e3:.2f} s with compilation, not shown)", t[1:], wall[1:], "-")],
+                       False))
     return panels
 
 
@@ -499,11 +507,10 @@ def plot_metrics(records, path, title: str | None = None, scene=None) -> Path:
         records = read_metrics_csv(records)
     if not records:
         raise InputError(f"no metrics to plot into {path}: the run recorded no step.")
-    panels = _panels(records, analytic_kinetic_energy(scene) if scene is not None else None)
-    plt = _headless_pyplot()
+    panels = metrics_panels(records, analytic_kinetic_energy(scene) if scene is not None else None)
     ncol = min(3, len(panels))
     nrow = -(-len(panels) // ncol)
-    fig = plt.figure(figsize=(4.6 * ncol, 3.2 * nrow))
+    fig = _figure((4.6 * ncol, 3.2 * nrow))
     for k, (ptitle, ylabel, lines, log, *twin) in enumerate(panels):
         ax = fig.add_subplot(nrow, ncol, k + 1)
         for label, x, y, style in lines:
@@ -528,7 +535,6 @@ def plot_metrics(records, path, title: str | None = None, scene=None) -> Path:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as fh:
         fh.write(buf.getvalue())
