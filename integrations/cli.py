@@ -113,6 +113,8 @@ class OutputLock:
 
     The kernel drops a flock when its process dies, so a lock file left by a killed run never
     blocks the next one; a live run holding it makes the second one fail at once with its pid.
+    A clean exit removes the file (while still holding the lock; a run that locked a file just
+    unlinked sees it is no longer at the path and takes the new one).
     """
 
     NAME = ".lawful.lock"
@@ -124,19 +126,27 @@ class OutputLock:
         import fcntl
 
         path = self.out / self.NAME
-        try:
-            fh = open(path, "a+")
-        except OSError as exc:
-            raise _UsageError(f"--out {str(self.out)!r} is not writable ({exc.strerror}): choose a folder you "
-                              "can write to") from None
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise _UsageError(f"--out {str(self.out)!r} is in use by a running lawful command ({holder}); wait "
-                              "for it to finish or pass another --out") from None
+        for _ in range(100):
+            try:
+                fh = open(path, "a+")
+            except OSError as exc:
+                raise _UsageError(f"--out {str(self.out)!r} is not writable ({exc.strerror}): choose a folder "
+                                  "you can write to") from None
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                fh.close()
+                raise _UsageError(f"--out {str(self.out)!r} is in use by a running lawful command ({holder}); "
+                                  "wait for it to finish or pass another --out") from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            fh.close()  # the previous holder removed that file as we opened it: lock the new one
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}: lawful {self.command}\n")
@@ -146,10 +156,11 @@ class OutputLock:
 
     def release(self) -> None:
         if self._fh is not None:
-            import fcntl
-
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
+            try:
+                os.unlink(self.out / self.NAME)
+            except OSError:
+                pass
+            self._fh.close()  # closing drops the flock
             self._fh = None
 
 
@@ -396,7 +407,9 @@ def _cmd_fluid(args) -> int:
     from lawful.kernels.errors import BackendError
     from lawful.kernels.precision import resolve_device
 
-    # every check before any step: the arch, the device, the field, the window
+    # every check before any step: the display, the arch, the device, the field
+    if args.gui:
+        fluid_viz.require_display()
     arch = ensure_taichi(args.arch)
     device = resolve_device(args.device)
     if device.type == "cuda" and arch != "cuda":

@@ -225,3 +225,12 @@ def test_sigterm_is_like_ctrl_c_and_exits_143(tmp_path):
     assert "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr
     assert str(out.resolve()) in stdout
     assert len(csv.read_text().splitlines()) > 3
+
+
+def test_a_clean_run_removes_its_lock(ws):
+    (ws / "suite" / "bench_fail.py").unlink()
+    (ws / "suite" / "bench_probe.py").write_text(
+        "from lawful.integrations.benchmarking import write_result\nwrite_result('probe', {'ratio': 0.5})\n")
+    assert main(["bench", "--suite", str(ws / "suite"), "--out", str(ws / "out")]) == 0
+    assert not (ws / "out" / OutputLock.NAME).exists()
+    assert (ws / "out" / "probe.json").is_file() and (ws / "out" / "keep.txt").read_text() == KEEP
