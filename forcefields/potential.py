@@ -329,7 +329,15 @@ def export_torchscript(model: NeuralPotential, pbc: bool = True, path=None) -> t
     (openmm-torch); the safe exchange format stays ``model.save`` / ``load_model``.
     """
     if not isinstance(model, NeuralPotential):
-        raise TypeError("export_torchscript takes a NeuralPotential (the conservative model).")
+        from lawful.kernels.errors import InputError
+
+        what = getattr(model, "kind", type(model).__name__)
+        raise InputError(
+            f"export_torchscript takes a NeuralPotential, got a {what}: the TorchScript module computes "
+            "forces as -dE/dR of the energy, and a DirectForceModel's forces are its own output, not the "
+            "gradient of an energy (exporting it would silently give different forces). Export a "
+            "NeuralPotential trained on the same data, or run the DirectForceModel through "
+            "create_force(..., backend='python') / LawfulCalculator.")
     import copy
     import os
     import warnings

@@ -11,14 +11,40 @@ live in :mod:`lawful.integrations.runner`, shared with the OpenMM force and the 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from lawful.integrations.runner import ModelRunner, model_device, model_dtype, resolve_model
+from lawful.kernels.modelfile import tensors_digest
+from lawful.kernels.precision import dtype_name
 
 __all__ = ["LawfulCalculator", "ModelRunner", "resolve_model"]
+
+
+def _identify(model_or_path) -> tuple[str, str]:
+    """(name, sha256) of a model: the path or shipped name given and the file's sha256, or
+    ``"<kind> (in memory)"`` and the sha256 of its weights and config."""
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from lawful.forcefields.shipped import resolve_model_path
+
+        h = hashlib.sha256()
+        with open(resolve_model_path(model_or_path), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return os.fspath(model_or_path), h.hexdigest()
+    kind = getattr(model_or_path, "kind", type(model_or_path).__name__)
+    h = hashlib.sha256()
+    config = getattr(model_or_path, "config", None)
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    if isinstance(model_or_path, torch.nn.Module):
+        h.update(tensors_digest({k: v.detach().cpu() for k, v in model_or_path.state_dict().items()}).encode())
+    return f"{kind} (in memory)", h.hexdigest()
 
 
 def _as_pbc(pbc) -> list[bool]:
@@ -49,10 +75,18 @@ class LawfulCalculator(Calculator):
     Properties (ASE units): ``energy`` and ``free_energy`` (eV), ``energies`` (per atom, eV),
     ``forces`` ((N, 3), eV/Å), ``stress`` (Voigt 6-vector, eV/Å³, ASE's sign convention; only for
     atoms periodic in all three directions). All properties come from one model pass; ASE's
-    ``system_changes`` decides when to recompute (a second pass only if stress is asked for
-    after energy/forces of the same structure). ``calc.dtype`` and ``calc.device`` report what
-    is actually used. Atoms of elements the model does not know raise
+    ``system_changes`` decides when to recompute. For atoms periodic in all three directions the
+    stress is computed in the same backward pass as the forces whatever was asked, so
+    ``get_forces(); get_stress()`` costs one model evaluation. ``calc.dtype`` and
+    ``calc.device`` report what is actually used; ``calc.todict()`` names the model (path or
+    shipped name) with a sha256 of its content, so ASE databases and trajectories record which
+    potential made them. Atoms of elements the model does not know raise
     :class:`lawful.kernels.UnsupportedSpeciesError`.
+
+    In a ``multiprocessing`` pool: "spawn" pickles nothing torch-specific and works as is; for
+    "fork", :mod:`lawful.integrations.runner` sets torch to one thread in every forked child
+    (the parent's OpenMP pool does not survive ``fork``; without this a child of a parent that
+    evaluated with several threads hangs).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -62,6 +96,7 @@ class LawfulCalculator(Calculator):
                  **kwargs):
         Calculator.__init__(self, **kwargs)
         self.model = resolve_model(model_or_path, device=device, dtype=dtype)
+        self.model_name, self.model_sha256 = _identify(model_or_path)
         self.dtype = model_dtype(self.model)
         self.device = model_device(self.model)
         self.strict = bool(strict)
@@ -71,6 +106,13 @@ class LawfulCalculator(Calculator):
     def __repr__(self) -> str:
         return (f"LawfulCalculator({type(self.model).__name__}, species={list(self.model.species)}, "
                 f"cutoff={float(self.model.cutoff)} Å, dtype={self.dtype}, device={self.device})")
+
+    def todict(self, skip_default=True) -> dict:
+        """What made the results, for ASE databases and trajectories (JSON-able): ``model`` (the
+        path or shipped name given, or ``"<kind> (in memory)"``), ``model_sha256`` (of the file, or
+        of the weights of a model object), ``dtype``, ``device``, ``skin`` (Å), ``strict``."""
+        return {"model": self.model_name, "model_sha256": self.model_sha256, "dtype": dtype_name(self.dtype),
+                "device": str(self.device), "skin": self.skin, "strict": self.strict}
 
     def _runner_for(self, atoms) -> ModelRunner:
         numbers = atoms.numbers
@@ -88,12 +130,12 @@ class LawfulCalculator(Calculator):
         Calculator.calculate(self, atoms, properties, system_changes)
         atoms = self.atoms
         pbc = _as_pbc(atoms.pbc)
-        want_stress = "stress" in properties
-        if want_stress and not all(pbc):
+        if "stress" in properties and not all(pbc):
             raise PropertyNotImplementedError(
                 f"stress needs atoms periodic in all three directions (pbc={pbc}); set atoms.pbc=True "
                 "with a 3D cell, or do not ask for stress."
             )
+        want_stress = all(pbc)    # same backward pass: a later get_stress() costs nothing
         cell = np.asarray(atoms.cell.array, dtype=np.float64) if any(pbc) else None
         runner = self._runner_for(atoms)
         out = runner.evaluate(atoms.positions, cell=cell, pbc=pbc, stress=want_stress)

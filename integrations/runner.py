@@ -96,6 +96,19 @@ def model_device(model) -> torch.device:
     return torch.device("cpu")
 
 
+def _one_thread_after_fork() -> None:
+    """In a forked child, run torch on one thread: the parent's OpenMP thread pool does not
+    survive ``fork`` (GNU libgomp is not fork-safe), so the first parallel region of a child of a
+    parent that used several threads waits forever, e.g. a ``multiprocessing`` "fork" pool
+    evaluating a calculator its parent already used. One thread never enters that pool; the
+    child may raise it again with ``torch.set_num_threads``. Registered once, at import."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):   # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
+
 #: Default fraction of the training minimum distance below which a pair is out of domain.
 DOMAIN_TOLERANCE = 0.9
 

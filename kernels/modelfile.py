@@ -32,7 +32,7 @@ import torch
 from lawful.kernels.errors import InputError, ModelFileError
 
 __all__ = ["FORMAT_VERSION", "ModelFile", "save_model_file", "load_model_file", "read_header",
-           "atomic_write", "lawful_version"]
+           "atomic_write", "lawful_version", "tensors_digest"]
 
 #: Version of the model-file layout written by this lawful; files with a higher number are refused.
 FORMAT_VERSION = 1
@@ -138,7 +138,9 @@ def _to_json(value, what: str) -> str:
                          "objects to plain values.") from exc
 
 
-def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 (hex) of named tensors: names, dtypes, shapes and bytes, in name order. The
+    ``tensors_sha256`` of a model file's header; also identifies in-memory weights."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name]
@@ -183,7 +185,7 @@ def save_model_file(path: str | os.PathLike, kind: str, config: dict,
         "config": config,
         "metadata": metadata or {},
         "lawful_version": lawful_version(),
-        "tensors_sha256": _digest(plain),
+        "tensors_sha256": tensors_digest(plain),
     }
     blob = st_save(plain, metadata={_META_KEY: _to_json(header, "config/metadata")})
     path = Path(path)
@@ -299,7 +301,7 @@ def load_model_file(path: str | os.PathLike, expected_kind: str | None = None,
     except (SafetensorError, ValueError, RuntimeError) as exc:
         _fail(path, f"its tensor data is corrupt ({exc})", "Re-save or re-copy the file.")
     expected_digest = header.get("tensors_sha256")
-    if expected_digest is not None and _digest(tensors) != expected_digest:
+    if expected_digest is not None and tensors_digest(tensors) != expected_digest:
         _fail(path, "its tensor data does not match the checksum in its header (corrupted)",
               "Re-save or re-copy the file.")
     missing = sorted(set(required_tensors) - set(tensors))

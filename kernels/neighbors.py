@@ -60,16 +60,40 @@ def _pbc_flags(pbc: Union[bool, List[bool], Tensor]) -> List[bool]:
     return [bool(pbc[0]), bool(pbc[1]), bool(pbc[2])]
 
 
+@torch.jit.unused
+def _from_numpy(positions, cell, pbc):
+    """Eager-mode convenience: NumPy positions/cell (and NumPy pbc flags) as tensors. Positions
+    keep their float dtype (float64 / float32) and share memory; the cell follows the positions'
+    dtype. Anything else is returned unchanged, for the usual checks to refuse."""
+    import numpy as np
+
+    if isinstance(positions, np.ndarray):
+        positions = torch.from_numpy(np.ascontiguousarray(positions))
+    if isinstance(cell, np.ndarray) and isinstance(positions, Tensor):
+        cell = torch.as_tensor(np.asarray(cell, dtype=np.float64)).to(
+            positions.dtype if positions.is_floating_point() else torch.float64)
+    if isinstance(pbc, (np.ndarray, np.bool_)):
+        flat = np.asarray(pbc, dtype=bool).reshape(-1)
+        pbc = bool(flat[0]) if flat.size == 1 else [bool(b) for b in flat]
+    return positions, cell, pbc
+
+
+def _require_tensors(positions: Tensor, cell: Optional[Tensor]) -> None:
+    if not isinstance(positions, Tensor):
+        raise InputError("positions must be a torch tensor or NumPy array of shape (N, 3) in Å, "
+                         "got " + str(type(positions)) + ": convert with "
+                         "torch.as_tensor(positions, dtype=torch.float64).")
+    if cell is not None and not isinstance(cell, Tensor):
+        raise InputError("cell must be a (3, 3) torch tensor or NumPy array (rows are lattice "
+                         "vectors, Å), got " + str(type(cell)) + ": convert with "
+                         "torch.as_tensor(cell, dtype=positions.dtype).")
+
+
 def _check_inputs(positions: Tensor, cutoff: float, cell: Optional[Tensor],
                   pbc: List[bool]) -> Tuple[Tensor, Tensor, List[List[float]]]:
     """Validate the inputs; return the detached positions, the cell (zeros when there is none)
     and the cell rows as floats."""
-    if not isinstance(positions, Tensor):
-        raise InputError("positions must be a torch tensor of shape (N, 3) in Å: convert with "
-                         "torch.as_tensor(positions, dtype=torch.float64).")
-    if cell is not None and not isinstance(cell, Tensor):
-        raise InputError("cell must be a (3, 3) torch tensor (rows are lattice vectors, Å): "
-                         "convert with torch.as_tensor(cell, dtype=positions.dtype).")
+    _require_tensors(positions, cell)
     positions = positions.detach()
     if positions.dim() != 2 or positions.shape[1] != 3:
         raise ShapeError("positions must have shape (N, 3) in Å, got " + str(list(positions.shape))
@@ -263,6 +287,8 @@ class _Setup(NamedTuple):
 
 def _setup(positions: Tensor, cutoff: float, cell: Optional[Tensor],
            pbc: Union[bool, List[bool], Tensor]) -> _Setup:
+    if not torch.jit.is_scripting():
+        positions, cell, pbc = _from_numpy(positions, cell, pbc)
     flags = _pbc_flags(pbc)
     positions, cell_t, rows = _check_inputs(positions, cutoff, cell, flags)
     full_l, inverse_l, heights = _cell_geometry(rows, flags)
@@ -524,9 +550,11 @@ def neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = Non
                   pbc: Union[bool, List[bool], Tensor] = False) -> NeighborList:
     """Every pair of atoms closer than ``cutoff``, over periodic images (O(N) cell list).
 
-    positions: (N, 3) float tensor in Å (any device, float32 or float64; need not be wrapped).
+    positions: (N, 3) float tensor in Å (any device, float32 or float64; need not be wrapped),
+               or a NumPy array (eager mode; used as a CPU tensor of its dtype).
     cutoff:    float, Å, > 0.
-    cell:      (3, 3) tensor, rows are the lattice vectors in Å; needed when any pbc is True.
+    cell:      (3, 3) tensor or NumPy array, rows are the lattice vectors in Å; needed when any
+               pbc is True.
                Rows along non-periodic directions are ignored (may be zero).
     pbc:       bool or 3 bools (periodic along each lattice vector).
 
@@ -604,13 +632,9 @@ class VerletList:
     def get(self, positions: Tensor, cell: Optional[Tensor] = None,
             pbc: Union[bool, List[bool], Tensor] = False) -> NeighborList:
         """The list for ``positions`` (N, 3) Å; same arguments and checks as neighbor_list."""
+        positions, cell, pbc = _from_numpy(positions, cell, pbc)
         flags = _pbc_flags(pbc)
-        if not isinstance(positions, Tensor):
-            raise InputError("positions must be a torch tensor of shape (N, 3) in Å: convert "
-                             "with torch.as_tensor(positions, dtype=torch.float64).")
-        if cell is not None and not isinstance(cell, Tensor):
-            raise InputError("cell must be a (3, 3) torch tensor (rows are lattice vectors, Å): "
-                             "convert with torch.as_tensor(cell, dtype=positions.dtype).")
+        _require_tensors(positions, cell)
         positions = positions.detach()
         if not self._stale(positions, cell, flags):
             assert self._ref is not None and self._list is not None and self._inverse is not None

@@ -115,15 +115,114 @@ def test_recomputes_only_on_system_changes():
     atoms.get_potential_energy()
     assert counting.calls == 1  # one pass fills energy, forces, energies
     atoms.get_stress()
-    assert counting.calls == 2  # stress was not asked for before
+    assert counting.calls == 1  # periodic cell: the stress came from the same pass
     atoms.get_forces()
-    assert counting.calls == 2
+    assert counting.calls == 1
     atoms.positions[0, 0] += 0.01
     atoms.get_forces()
-    assert counting.calls == 3
+    assert counting.calls == 2
     atoms.set_cell(atoms.cell * 1.001, scale_atoms=True)
     atoms.get_potential_energy()
-    assert counting.calls == 4
+    assert counting.calls == 3
+
+
+def test_forces_then_stress_is_one_neural_model_pass(monkeypatch):
+    """get_forces(); get_stress() on a periodic cell = one NeuralPotential.evaluate (counted by
+    patching it), and the stress equals that of a separate stress evaluation."""
+    import functools
+
+    from lawful.forcefields import NeuralPotential
+
+    model = NeuralPotential(["Cu"], cutoff=4.5, n_basis=4, n_radial=3, lmax=2, hidden=(8,))
+    calls = []
+    inner = model.evaluate
+
+    @functools.wraps(inner)
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("stress"))
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(model, "evaluate", counted)
+    atoms = rattled_copper(seed=9)
+    atoms.calc = LawfulCalculator(model)
+    forces = atoms.get_forces()
+    stress = atoms.get_stress()
+    assert calls == [True]
+    ref = inner(atoms.positions, atoms.numbers, atoms.cell.array, True, stress=True)
+    np.testing.assert_allclose(forces, ref["forces"].numpy(), atol=1e-12)
+    from ase.stress import full_3x3_to_voigt_6_stress
+    np.testing.assert_allclose(stress, full_3x3_to_voigt_6_stress(ref["stress"].numpy()), atol=1e-14)
+    molecule_atoms = atoms.copy()
+    molecule_atoms.pbc = False
+    molecule_atoms.calc = LawfulCalculator(model)
+    molecule_atoms.get_forces()
+    assert calls == [True, False]      # no strain derivative where no stress exists
+
+
+def test_todict_names_the_model_and_its_hash_and_round_trips_through_ase_db(tmp_path):
+    import hashlib
+
+    from ase.db import connect
+
+    from lawful.forcefields.shipped import shipped_model_path
+
+    calc = LawfulCalculator("cu-emt", skin=0.3)
+    d = calc.todict()
+    assert d == {"model": "cu-emt", "model_sha256": hashlib.sha256(shipped_model_path("cu-emt").read_bytes()).hexdigest(),
+                 "dtype": "float64", "device": "cpu", "skin": 0.3, "strict": False}
+    atoms = rattled_copper(seed=2)
+    atoms.calc = calc
+    e = atoms.get_potential_energy()
+    with connect(tmp_path / "runs.db") as db:
+        db.write(atoms)
+    row = connect(tmp_path / "runs.db").get(id=1)
+    assert row.calculator_parameters == d and row.energy == pytest.approx(e, rel=1e-15)
+    # in-memory models: the hash follows the weights
+    from lawful.forcefields import load_model
+
+    m = load_model("cu-emt")
+    h1 = LawfulCalculator(m).todict()["model_sha256"]
+    assert LawfulCalculator(m).todict()["model_sha256"] == h1
+    with torch.no_grad():
+        m.energy_scale.mul_(1.0 + 1e-12)
+    assert LawfulCalculator(m).todict() == {**LawfulCalculator(load_model("cu-emt")).todict(), "model_sha256":
+                                            LawfulCalculator(m).todict()["model_sha256"]}
+    assert LawfulCalculator(m).todict()["model_sha256"] != h1
+    assert LawfulCalculator(m).todict()["model"] == "NeuralPotential (in memory)"
+
+
+_POOL_CALC = []
+
+
+def _pool_init(calc):
+    _POOL_CALC[:] = [calc]
+
+
+def _pool_energy(seed):
+    atoms = rattled_copper(seed=seed)
+    atoms.calc = _POOL_CALC[0]
+    return atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_calculator_in_a_two_worker_pool_matches_the_parent(method):
+    """A calculator the parent already evaluated with two torch threads, used in a 2-worker
+    multiprocessing pool: no hang (the forked child runs on one thread), same energies."""
+    import multiprocessing
+
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method!r} start method on this platform")
+    calc = LawfulCalculator("cu-emt")
+    _pool_init(calc)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        parent = [_pool_energy(s) for s in range(4)]
+        with multiprocessing.get_context(method).Pool(2, initializer=_pool_init, initargs=(calc,)) as pool:
+            children = pool.map_async(_pool_energy, range(4)).get(timeout=120)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(children, parent, rtol=1e-12)
 
 
 def test_float32_option_reports_dtype():

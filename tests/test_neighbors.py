@@ -315,17 +315,34 @@ def test_bad_inputs(kwargs, err, match):
         neighbor_list(**args)
 
 
+def test_numpy_inputs_give_the_tensor_result():
+    """NumPy positions / cell / pbc are accepted (eager mode) and give exactly the pairs of the
+    same data as tensors, in the positions' dtype."""
+    rng = np.random.default_rng(5)
+    cell = 6.0 * (np.eye(3) + rng.uniform(-0.1, 0.1, (3, 3)))
+    pos = rng.uniform(0, 1, (40, 3)) @ cell
+    ref = neighbor_list(torch.from_numpy(pos), 3.0, torch.from_numpy(cell), [True, True, False])
+    got = neighbor_list(pos, 3.0, cell, np.array([True, True, False]))
+    assert got.shifts.dtype == torch.float64
+    assert as_tuples(got) == as_tuples(ref)
+    got32 = neighbor_list(pos.astype(np.float32), 3.0, cell, True)
+    assert got32.shifts.dtype == torch.float32
+    vl = VerletList(3.0, skin=0.4)
+    assert as_tuples(vl.get(pos, cell, np.bool_(True))) == as_tuples(
+        neighbor_list(torch.from_numpy(pos), 3.4, torch.from_numpy(cell), True))
+
+
 def test_bad_positions():
-    with pytest.raises(InputError, match="torch tensor"):
-        neighbor_list(np.zeros((3, 3)), 2.0)
-    with pytest.raises(InputError, match="torch tensor"):
-        neighbor_list(torch.zeros(3, 3), 2.0, np.eye(3), True)
-    with pytest.raises(InputError, match="torch tensor"):
-        VerletList(2.0).get(np.zeros((3, 3)))
+    with pytest.raises(InputError, match="torch tensor or NumPy array"):
+        neighbor_list([[0.0, 0.0, 0.0]], 2.0)
+    with pytest.raises(InputError, match="torch tensor or NumPy array"):
+        neighbor_list(torch.zeros(3, 3), 2.0, [[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]], True)
+    with pytest.raises(InputError, match="torch tensor or NumPy array"):
+        VerletList(2.0).get([[0.0, 0.0, 0.0]])
     vl = VerletList(2.0)
     vl.get(torch.zeros(3, 3), torch.eye(3) * 5, True)
-    with pytest.raises(InputError, match="torch tensor"):
-        vl.get(torch.zeros(3, 3), np.eye(3) * 5, True)
+    with pytest.raises(InputError, match="torch tensor or NumPy array"):
+        vl.get(torch.zeros(3, 3), "5", True)
     pos = torch.rand(6, 3, dtype=torch.float64)
     pos[3, 1] = float("nan")
     with pytest.raises(NumericalError, match=r"atom\(s\) \[3\]"):
