@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -94,49 +93,55 @@ def test_failing_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
 
 WRITER = textwrap.dedent("""
-    import sys, torch
+    import os, signal, sys, torch
     from lawful.kernels.checkpoint import save_checkpoint
-    path = sys.argv[1]
-    k = 0
-    while True:
-        k += 1
-        # ~8 MB per save, so that a kill often lands in the middle of a write
-        save_checkpoint(path, {"step": k, "w": torch.full((1_000_000,), float(k),
-                                                          dtype=torch.float64)})
-        print(k, flush=True)
+    path, kill_after = sys.argv[1], int(sys.argv[2])
+    for k in (1, 2, 3):  # three complete saves
+        save_checkpoint(path, {"step": k, "w": torch.full((100_000,), float(k), dtype=torch.float64)})
+
+    real_save = torch.save
+
+    class DyingFile:
+        # the checkpoint's file object: SIGKILLs this process once kill_after bytes are written
+        def __init__(self, fh):
+            self.fh, self.written = fh, 0
+
+        def write(self, data):
+            data = bytes(data)
+            room = kill_after - self.written
+            if len(data) >= room:
+                self.fh.write(data[:room])
+                self.fh.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            self.written += len(data)
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    torch.save = lambda obj, f, *a, **kw: real_save(obj, DyingFile(f), *a, **kw)
+    save_checkpoint(path, {"step": 4, "w": torch.full((100_000,), 4.0, dtype=torch.float64)})
+    print("the save finished: the kill point lies beyond the file", flush=True)
 """)
 
 
-def test_killed_writer_never_leaves_a_corrupt_file(tmp_path):
-    """SIGKILL a process that saves checkpoints in a loop, at random moments: the file at the
-    path always loads and is self-consistent (one complete save)."""
+@pytest.mark.parametrize("kill_after", [0, 30, 4096, 400_000, 800_500])
+def test_killed_writer_never_leaves_a_corrupt_file(tmp_path, kill_after):
+    """SIGKILL a process in the middle of its fourth save, after exactly ``kill_after`` bytes of
+    the ~800 kB checkpoint are written (the zip header, the first data records, the middle, the
+    last bytes): the file at the path is the third save, complete, and only the temporary file of
+    the interrupted save is left beside it."""
     path = tmp_path / "live.pt"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    rng = random.Random(0)
-    killed_mid_write = 0
-    for attempt in range(4):
-        if attempt >= 2 and killed_mid_write:
-            break
-        proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE,
-                                text=True)
-        try:
-            for _ in range(3):  # wait until a few saves have completed
-                assert proc.stdout.readline(), "writer died"
-            time.sleep(rng.uniform(0.0, 0.05))
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            proc.stdout.close()
-        # a temporary file left behind means the kill landed in the middle of a save
-        leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-        killed_mid_write += bool(leftovers)
-        for p in leftovers:
-            p.unlink()
-        state = load_checkpoint(path)
-        assert state["step"] >= 3
-        assert torch.all(state["w"] == float(state["step"]))
-    assert killed_mid_write, "no kill landed during a write: the test did not test anything"
+    proc = subprocess.run([sys.executable, str(script), str(path), str(kill_after)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].stat().st_size == kill_after
+    state = load_checkpoint(path)
+    assert state["step"] == 3
+    assert torch.all(state["w"] == 3.0)
 
 
 def test_bad_files(tmp_path):

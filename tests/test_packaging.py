@@ -24,12 +24,31 @@ def test_no_bare_top_level_module(bare):
     assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr
 
 
-def test_layers_do_not_import_upwards():
-    """kernels imports no other layer; forcefields and fluids never import each other."""
-    r = _py("import sys, lawful.kernels, lawful.forcefields, lawful.fluids\n"
-            "bad = [m for m in sys.modules if m.startswith('lawful.integrations')]\n"
-            "print(bad)")
-    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+_PULLED_IN = """
+import importlib, pkgutil, sys
+import lawful.{layer} as pkg
+for info in pkgutil.iter_modules(pkg.__path__, "lawful.{layer}."):
+    importlib.import_module(info.name)
+layers = sorted({{m.split(".")[1] for m in sys.modules if m.startswith("lawful.") and m.count(".") >= 1}})
+engines = sorted(e for e in ("openmm", "openmmml", "openmmtorch", "ase.md") if e in sys.modules)
+print(" ".join(layers) + "|" + " ".join(engines))
+"""
+
+#: layer -> the lawful layers importing every one of its modules may pull in (itself included)
+ALLOWED = {"kernels": {"kernels"}, "forcefields": {"forcefields", "kernels"}, "fluids": {"fluids", "kernels"}}
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_each_layer_alone_pulls_in_only_the_layers_below(layer):
+    """Every module of one layer, imported in a fresh interpreter: kernels pulls in no other
+    layer; forcefields and fluids pull in kernels and never each other; nothing below imports
+    integrations; forcefields and kernels import no MD engine (OpenMM lives in integrations)."""
+    r = _py(_PULLED_IN.format(layer=layer))
+    assert r.returncode == 0, r.stderr
+    layers, engines = r.stdout.strip().splitlines()[-1].split("|")
+    assert set(layers.split()) == ALLOWED[layer], (layer, layers)
+    if layer in ("kernels", "forcefields"):
+        assert "openmm" not in engines.split(), (layer, engines)
 
 
 def test_console_script_help():

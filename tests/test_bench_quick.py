@@ -1,0 +1,65 @@
+"""The benchmark suite runs from a clean working directory at its tiniest size.
+
+``lawful bench --quick`` failed after minutes when a script wrote into a folder only the author's
+checkout had (``runs/corrector_data``). This runs every ``benchmarks/bench_*.py`` through
+:func:`lawful.integrations.bench_suite.run_suite` with ``LAWFUL_BENCH_TINY=1``, from an empty
+temporary working directory, results into ``tmp_path``: each script must exit 0 and write a JSON
+result that says how it was made. No figure is checked (tiny sizes are not results).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SUITE = Path(__file__).resolve().parent.parent / "benchmarks"
+#: script -> the result file(s) it must write
+EXPECTED = {
+    "bench_corrector.py": ["corrector.json"],
+    "bench_drift.py": ["drift.json"],
+    "bench_engines.py": ["engines.json"],
+    "bench_fluid.py": ["bench_fluid.json"],
+    "bench_forcefield.py": ["forcefield.json"],
+    "bench_hnn.py": ["bench_hnn.json"],
+    "bench_neighbors.py": ["bench_neighbors.json"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_every_benchmark_runs_tiny_from_a_clean_directory(tmp_path, monkeypatch):
+    from lawful.integrations.bench_suite import SUMMARY, run_suite
+
+    work, out = tmp_path / "clean", tmp_path / "results"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("LAWFUL_BENCH_TINY", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("LAWFUL_BENCH_DIR", raising=False)
+    scripts = sorted(p.name for p in SUITE.glob("bench_*.py"))
+    assert set(EXPECTED) <= set(scripts)
+    committed = {p: p.stat().st_mtime_ns for p in (SUITE / "results").glob("*")}
+    written = run_suite(SUITE, out, quick=True)   # raises if any script exits non-zero
+    names = {p.name for p in written}
+    for script in EXPECTED:
+        for fname in EXPECTED[script]:
+            assert fname in names, f"{script} wrote no {fname}"
+    for path in written:
+        doc = json.loads(path.read_text())
+        if path.name == SUMMARY:
+            assert set(doc["benchmarks"]) >= {json.loads((out / f).read_text())["benchmark"]
+                                              for fs in EXPECTED.values() for f in fs}
+            continue
+        prov = doc["provenance"]
+        assert prov["tiny"] is True and prov["quick"] is True
+        assert prov["git"]["commit"] is None or len(prov["git"]["commit"]) == 40
+        if any(path.name in fs for fs in EXPECTED.values()):
+            assert prov["torch_threads"] == 1, path.name
+            assert prov["seeds"], f"{path.name} records no seeds"
+        assert prov["command"][-1].endswith(".py")
+        assert isinstance(doc["figures"], dict) and doc["figures"], path.name
+    # nothing was written into the working directory, nor over the committed results
+    assert list(work.iterdir()) == []
+    assert {p: p.stat().st_mtime_ns for p in (SUITE / "results").glob("*")} == committed
