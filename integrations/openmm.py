@@ -239,7 +239,8 @@ class LawfulComputation:
 
     ``box_nm``: the box the topology declares ((3, 3) nm) or None; a periodic computation refuses a
     Context whose box is OpenMM's never-set default unless it equals ``box_nm``. Errors are kept
-    by this object (see :func:`lawful_errors`). Pickles compactly (model, numbers and options), as
+    by this object (see :func:`lawful_errors`). Every Context of a System calls the same object,
+    so calls are serialised by a lock (two Contexts in two threads each get their own numbers). Pickles compactly (model, numbers and options), as
     OpenMM does when it copies a System.
     """
 
@@ -265,6 +266,7 @@ class LawfulComputation:
         self._errors: dict[int, LawfulError] = {}
         self._error_serials = itertools.count(1)
         self._lock = threading.Lock()
+        self._call_lock = threading.Lock()
 
     def __reduce__(self):
         return (_rebuild_computation, (self.model, self.runner.numbers_np, self.periodic, self.skin,
@@ -341,6 +343,13 @@ class LawfulComputation:
         )
 
     def __call__(self, state):
+        # Every Context made from one System calls this same object, possibly from several
+        # threads: one evaluation at a time, so that buffers and the Verlet list are never shared
+        # mid-call. OpenMM copies the returned forces before it lets go of the GIL.
+        with self._call_lock:
+            return self._compute(state)
+
+    def _compute(self, state):
         step = None
         try:
             step = int(state.getStepCount())
@@ -514,7 +523,9 @@ def topology_from_atoms(atoms):
 def system_from_atoms(atoms, model, backend: str = "auto", **kwargs):
     """A System for ``ase.Atoms`` with one lawful force (masses from the atoms, amu = dalton),
     plus its topology and positions (nm): ``system, topology, positions``. ``kwargs`` go to
-    :func:`create_force`. No CMMotionRemover and no thermostat: ready for NVE."""
+    :func:`create_force` (``periodic``, ``strict``, ``dtype``, ...). The atoms' ``pbc`` decides
+    periodicity (all three directions or none; the System's box is the cell), so ``periodic``
+    may only repeat it. No CMMotionRemover and no thermostat: ready for NVE."""
     top, positions = topology_from_atoms(atoms)
     system = openmm.System()
     for m in atoms.get_masses():

@@ -437,3 +437,32 @@ def test_numbers_only_subset_equals_the_topology_subset():
         out.append(_openmm_energy_forces(system, positions))
     assert out[0][0] == out[1][0] and np.array_equal(out[0][1], out[1][1])
     assert np.all(out[0][1][np.setdiff1d(np.arange(len(atoms)), ml)] == 0.0)
+
+
+def test_two_contexts_of_one_system_in_two_threads():
+    """OpenMM hands every Context of a System the same callback object: evaluations from two
+    threads must not mix their buffers (each gets its own positions' energy and forces)."""
+    import threading
+
+    system, _, positions = system_from_atoms(rattled_copper(seed=6), MorsePairModel(), backend="python")
+    base = positions.value_in_unit(u.nanometer)
+    starts = [base, base + np.random.default_rng(1).normal(scale=0.01, size=base.shape)]
+    expected = [_openmm_energy_forces(system, x) for x in starts]
+    failures = []
+
+    def run(k):
+        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), _reference())
+        ctx.setPositions(starts[k])
+        for _ in range(30):
+            st = ctx.getState(getEnergy=True, getForces=True)
+            e = st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole) * units.EV_PER_KJMOL
+            f = st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
+            if e != expected[k][0] or not np.array_equal(f * units.FORCE_ASE_PER_OPENMM, expected[k][1]):
+                failures.append(k)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
