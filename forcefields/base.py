@@ -83,10 +83,14 @@ class AtomisticModel(torch.nn.Module):
     def __init__(self, species: Sequence, cutoff: float):
         super().__init__()
         self.species = _symbols(species)
-        cutoff = float(cutoff)
-        if not cutoff > 0.0:
-            raise InputError(f"cutoff must be a positive distance in Å, got {cutoff}.")
-        self.cutoff = cutoff
+        try:
+            value = float(cutoff)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not 0.0 < value < float("inf"):
+            raise InputError(f"cutoff must be a positive finite distance in Å, got {cutoff!r}: pass e.g. "
+                             "cutoff=4.5.")
+        self.cutoff = value
         table = torch.full((len(chemical_symbols),), -1, dtype=torch.long)
         for k, s in enumerate(self.species):
             table[atomic_numbers[s]] = k

@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from lawful.kernels.errors import ModelFileError
+from lawful.kernels.errors import InputError, ModelFileError
 from lawful.kernels.precision import dtype_name
 
 from lawful.forcefields.base import UNITS, AtomisticModel
@@ -36,7 +36,8 @@ def save_model(model: AtomisticModel, path: str | os.PathLike, training_summary:
     """Write ``model`` to ``path`` atomically. ``training_summary`` (JSON-able) defaults to the
     model's own ``training_summary`` (set by :func:`lawful.forcefields.train`). Returns the path."""
     if not isinstance(model, AtomisticModel) or model.kind not in MODEL_KINDS:
-        raise TypeError(f"save_model takes a NeuralPotential or DirectForceModel, got {type(model).__name__}.")
+        raise InputError(f"save_model takes a NeuralPotential or DirectForceModel, got {type(model).__name__!r}: "
+                         "save other lawful objects with their own save method.")
     from lawful.kernels.modelfile import save_model_file
 
     summary = training_summary if training_summary is not None else getattr(model, "training_summary", {})

@@ -65,9 +65,17 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise ModelFileError(f"cannot write {str(path)!r}: the directory {str(directory)!r} does "
-                             "not exist; create it first.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        what = "is a file, not a directory" if directory.exists() else "does not exist"
+        raise ModelFileError(f"cannot write {str(path)!r}: the directory {str(directory)!r} {what}; "
+                             "create it first or choose another path.")
+    if path.is_dir():
+        raise ModelFileError(f"cannot write {str(path)!r}: it is an existing directory (left as it is); "
+                             f"pass a file name inside it, e.g. {str(path / 'model.lawful')!r}.")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write {str(path)!r}: the directory {str(directory)!r} does not accept "
+                             f"new files ({exc.strerror}); choose a writable directory.") from exc
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus umask).
         umask = os.umask(0)
