@@ -96,12 +96,15 @@ _positive = _float_in(0.0)
 _non_negative = _float_in(0.0, strict=False)
 
 
-def _common(p: argparse.ArgumentParser, out_default: str, dtype_default: str = "float64") -> None:
+def _common(p: argparse.ArgumentParser, out_default: str, dtype_default: str = "float64",
+            torch_options: bool = True) -> None:
+    """``--out``, ``--seed``, ``--threads`` and (``torch_options``) ``--device``/``--dtype``."""
     p.add_argument("--out", default=out_default, help="output folder (created; locked while the command runs)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default="cpu", help="torch device: cpu | cuda | auto")
-    p.add_argument("--dtype", default=dtype_default, choices=["float64", "float32"],
-                   help="floating-point precision")
+    if torch_options:
+        p.add_argument("--device", default="cpu", help="torch device: cpu | cuda | cuda:K | auto (checked first)")
+        p.add_argument("--dtype", default=dtype_default, choices=["float64", "float32"],
+                       help="floating-point precision")
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="torch intra-op threads (small systems run fastest on one, and "
                         "oversubscribed threads spin-wait)")
@@ -366,6 +369,9 @@ def _cmd_md(args) -> int:
                               f"{exc}): pass a file in a format ASE knows, named with its usual suffix") from None
     else:
         atoms = _structure(args)
+    if args.steps < args.report_interval:
+        raise _UsageError(f"--steps {args.steps} is shorter than --report-interval {args.report_interval}: the "
+                          "drift needs at least two samples; run more steps or report more often")
     from lawful.integrations.md import run_md
 
     try:
@@ -435,7 +441,8 @@ def _cmd_fluid(args) -> int:
     out = Path(args.out)
     frames = out / "frames"
     csv, png = out / "metrics.csv", out / "metrics.png"
-    recorder = fluid_viz.FrameRecorder(scene, field, every=every) if args.animate else None
+    recorder = (fluid_viz.FrameRecorder(scene, field, every=every, last_step=scene.state.step + args.steps)
+                if args.animate else None)
     if recorder is not None:
         recorder(scene.state)  # step 0
     if view is not None:
@@ -505,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("data", help="generate labelled reference data (EMT, Lennard-Jones, OpenMM water)")
-    _common(p, "data-out")
+    _common(p, "data-out", torch_options=False)  # the labels come from ASE/OpenMM in float64
     p.add_argument("--calc", choices=["emt", "lj", "openmm-water"], default="emt", help="reference calculator")
     p.add_argument("--element", default="Cu", help=f"fcc element for EMT ({', '.join(EMT_ELEMENTS)})")
     p.add_argument("--repeat", type=_positive_int, default=2, help="supercell repeats of the cubic cell, per axis")
@@ -582,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write OUT/FIELD.gif (and FIELD.mp4 when ffmpeg is installed) with one colour scale for "
                         "all frames (default: off)")
     p.add_argument("--max-frames", type=_int_at_least(2), default=100,
-                   help="most frames in the animation: one every ceil(steps / (max_frames - 1)) steps, plus step 0")
+                   help="most frames in the animation: step 0, one every ceil(steps / (max_frames - 1)) steps, and the last")
     p.add_argument("--fps", type=_positive_int, default=15, help="animation frames per second")
     p.add_argument("--gui", action="store_true",
                    help="show the field live in a Taichi window (needs a display; closing it or Escape stops the "
@@ -641,7 +648,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # name the subcommand in the error line, not just "lawful"
+            command = getattr(args, "command", None)
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+            (sub[command] if command in sub else parser).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help / --version (0), or a one-line usage error (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if not getattr(args, "func", None):
@@ -652,6 +663,10 @@ def main(argv: list[str] | None = None) -> int:
     lock = None
     try:
         _prepare(args)
+        if getattr(args, "device", None) is not None:
+            from lawful.kernels.precision import resolve_device
+
+            resolve_device(args.device)  # an unknown device or CUDA without a GPU: before any work
         if getattr(args, "out", None):
             lock = _prepare_out(args.out, args.command)
         if getattr(args, "threads", None):

@@ -49,7 +49,7 @@ def test_md_with_the_trained_model_in_both_engines(trained, engine):
 
 
 def test_md_with_a_missing_model_file_is_a_clear_error(tmp_path, capsys):
-    code = main(["md", "--model", str(tmp_path / "nope.lawful"), "--repeat", "1", "--steps", "2",
+    code = main(["md", "--model", str(tmp_path / "nope.lawful"), "--repeat", "1", "--steps", "20",
                  "--out", str(tmp_path / "o")])
     assert code == 2
     err = capsys.readouterr().err

@@ -73,10 +73,14 @@ CASES = [
     ("md --threads 0 --out {t}/out", "--threads: 0"),
     ("md --element Xx --repeat 1 --out {t}/out", "'Xx'"),
     ("md --steps 0 --out {t}/out", "--steps: 0"),
-    ("md --model {t}/nope.lawful --repeat 1 --steps 2 --out {t}/out", "nope.lawful"),
-    ("md --model {t}/adir --repeat 1 --steps 2 --out {t}/out", "adir"),
+    ("md --model {t}/nope.lawful --repeat 1 --steps 20 --out {t}/out", "nope.lawful"),
+    ("md --model {t}/adir --repeat 1 --steps 20 --out {t}/out", "adir"),
     ("md --dt -1 --repeat 1 --out {t}/out", "timestep_fs=-1"),
     ("md --out /proc/lawful-nope/x", "/proc/lawful-nope/x"),
+    ("md --device banana --out {t}/out", "'banana'"),
+    ("md --steps 5 --report-interval 10 --out {t}/out", "--steps 5"),
+    ("train --device banana --data {t}/notes.txt --out {t}/out", "'banana'"),
+    ("data --device cpu --out {t}/out", "--device"),  # labels are ASE/OpenMM float64: no torch options
     # fluid (the options this file owns: the output folder and the shared options)
     ("fluid --scene tornado --out {t}/out", "'tornado'"),
     ("fluid --out {t}/afile", "afile"),
