@@ -156,8 +156,8 @@ def colour_limits(name: str, frames) -> tuple[float, float]:
 
 
 def frame_interval(steps: int, max_frames: int) -> int:
-    """Steps between kept frames so that the initial state plus every ``k``-th step gives at most
-    ``max_frames`` frames (``max_frames >= 2``)."""
+    """The smallest number of steps ``k`` between kept frames for which step 0, every ``k``-th step
+    and the last step (``1 + ceil(steps / k)`` frames) are at most ``max_frames`` (``>= 2``)."""
     if not isinstance(max_frames, int) or max_frames < 2:
         raise InputError(f"max_frames={max_frames!r} must be an integer >= 2 (the first and the last frame).")
     return max(1, math.ceil(max(steps, 1) / (max_frames - 1)))
@@ -257,21 +257,23 @@ class Animation:
 
 
 class FrameRecorder:
-    """A ``run(..., callback=recorder)`` callback that keeps field ``name`` every ``every`` steps.
+    """A ``run(..., callback=recorder)`` callback that keeps field ``name`` every ``every`` steps
+    and at step ``last_step`` (the run's end, so the animation shows it).
 
-    Only the kept frames are stored (float32, one ``[x, y]`` array each, at most
-    ``1 + steps // every``), never the state history. Call it once with the initial state
-    (``recorder(state)``) to include step 0, then pass it to ``run``; :meth:`save` writes the
-    animation.
+    Only the kept frames are stored (float32, one ``[x, y]`` array each; a run of ``steps`` steps
+    keeps ``1 + ceil(steps / every)`` with ``last_step``), never the state history. Call it once with
+    the initial state (``recorder(state)``) to include step 0, then pass it to ``run``;
+    :meth:`save` writes the animation.
     """
 
-    def __init__(self, scene_or_state, name: str | None = None, every: int = 1):
+    def __init__(self, scene_or_state, name: str | None = None, every: int = 1, last_step: int | None = None):
         if not isinstance(every, int) or every < 1:
             raise InputError(f"frame interval every={every!r} must be an integer >= 1 (steps).")
         st = _state(scene_or_state)
         self.name = check_field(scene_or_state, name)
         self.scene_name = _scene_name(scene_or_state)
         self.every = every
+        self.last_step = last_step
         self.frames: list[np.ndarray] = []
         self.steps: list[int] = []
         self.times: list[float] = []
@@ -280,7 +282,7 @@ class FrameRecorder:
 
     def __call__(self, state, record: dict | None = None) -> None:
         step = int(record["step"]) if record is not None else int(state.step)
-        if step % self.every:
+        if step % self.every and step != self.last_step:
             return
         vals, self.extent = field_values(state, self.name)
         self.frames.append(vals)

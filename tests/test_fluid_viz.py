@@ -78,10 +78,19 @@ def test_colour_limits_rule():
 @pytest.mark.parametrize("max_frames", [2, 11, 100])
 def test_frame_interval_bounds_the_frame_count(steps, max_frames):
     every = fluid_viz.frame_interval(steps, max_frames)
-    n = 1 + steps // every
+    n = 1 + math.ceil(steps / every)  # step 0, every k-th step and the last
     assert n <= max_frames
     if every > 1:  # the shortest interval that spans the run within the bound
         assert math.ceil(steps / (every - 1)) > max_frames - 1
+
+
+def test_recorder_keeps_the_last_step_when_the_interval_does_not_divide_the_run():
+    sc = scenes.taylor_green(n=8)
+    rec = fluid_viz.FrameRecorder(sc, every=3, last_step=7)
+    rec(sc.state)
+    run(sc, 7, callback=rec)
+    assert rec.steps == [0, 3, 6, 7] and len(rec.frames) == 1 + math.ceil(7 / 3)
+    assert rec.times[-1] == pytest.approx(sc.state.t)
 
 
 def test_frame_interval_rejects_fewer_than_two_frames():
