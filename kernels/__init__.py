@@ -11,6 +11,7 @@ from lawful.kernels.errors import (
     LawfulError,
     ModelFileError,
     NumericalError,
+    OutOfDomainWarning,
     ShapeError,
     UnsupportedSpeciesError,
 )
@@ -26,7 +27,7 @@ from lawful.kernels.runtime import ensure_taichi, taichi_arch
 
 __all__ = [
     "LawfulError", "InputError", "ShapeError", "UnsupportedSpeciesError", "ModelFileError",
-    "NumericalError", "ConvergenceError", "BackendError",
+    "NumericalError", "ConvergenceError", "BackendError", "OutOfDomainWarning",
     "MD_DTYPE", "FLUID_DTYPE", "md_dtype", "fluid_dtype", "resolve_dtype", "resolve_device",
     "ensure_taichi", "taichi_arch",
 ]
