@@ -77,7 +77,7 @@ def test_fluid_unknown_scene_is_rejected(capsys):
     assert "invalid choice: 'tornado'" in err and err.startswith("lawful fluid: error:") and err.count("\n") == 1
 
 
-def test_bench_runs_a_suite_script_and_collects_its_json(tmp_path, monkeypatch):
+def test_bench_runs_a_suite_script_and_collects_its_json(tmp_path, monkeypatch, capsys):
     """`lawful bench` runs each bench_*.py in its own process with the results folder and the
     quick flag in its environment; the script's JSON (machine, versions, figures) comes back."""
     suite = tmp_path / "suite"
@@ -93,6 +93,8 @@ def test_bench_runs_a_suite_script_and_collects_its_json(tmp_path, monkeypatch):
     assert doc["machine"]["cores"] >= 1 and doc["versions"]["torch"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["benchmarks"]["probe"]["figures"] == {"quick": True, "ratio": 0.5}
+    progress = capsys.readouterr().out
+    assert "[bench 1/1] bench_probe.py ..." in progress and "[bench 1/1] bench_probe.py: done in" in progress
 
 
 def test_bench_unknown_name_is_a_clear_error(tmp_path, capsys):
