@@ -265,7 +265,7 @@ class ModelRunner:
             return
         ratio = torch.where(below, d2 / limit, torch.ones_like(d2))
         k = int(torch.argmin(ratio))
-        a, b = int(nl.i[k]), int(nl.j[k])
+        a, b = sorted((int(nl.i[k]), int(nl.j[k])))
         za, zb = int(self.numbers_np[a]), int(self.numbers_np[b])
         name_a, name_b = _chemical_symbols[za], _chemical_symbols[zb]
         key = "-".join(sorted((name_a, name_b)))
@@ -277,10 +277,14 @@ class ModelRunner:
             f"{self.domain_tolerance:g} x the smallest {key} distance in the model's training data "
             f"({d_min:.4g} Å; {n_bad} pair(s) below): the model is extrapolating and its forces are not "
             "to be trusted; check the structure and time step, or train on data with closer contacts "
-            "(a repulsion prior, NeuralPotential(repulsion=...), keeps atoms apart)."
+            "(a NeuralPotential trained with repulsion='zbl' keeps atoms apart)."
         )
         if self.strict:
-            raise NumericalError(message + " (strict mode)")
+            err = NumericalError(message + " (strict mode)")
+            #: what the report says, for engine adapters: atoms, symbols, Å, training minimum, step
+            err.out_of_domain = {"atoms": (a, b), "symbols": (name_a, name_b), "distance": math.sqrt(float(d2[k])),
+                                 "training_min": d_min, "tolerance": self.domain_tolerance, "step": step}
+            raise err
         self.domain_warned = True
         warnings.warn(message + " Further out-of-domain events of this runner are not reported; pass "
                       "strict=True to stop instead.", OutOfDomainWarning, stacklevel=4)
