@@ -90,6 +90,13 @@ def _version() -> str:
         return "unknown"
 
 
+def _file_stem(text: str) -> str:
+    if not text or text in (".", "..") or "/" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain file name: give a name without a folder "
+                                         "(the file goes into --out)")
+    return text
+
+
 _positive_int = _int_at_least(1)
 _count = _int_at_least(0)
 _positive = _float_in(0.0)
@@ -378,7 +385,7 @@ def _cmd_md(args) -> int:
         res = run_md(atoms, args.model, args.engine, timestep_fs=args.dt, steps=args.steps,
                      ensemble=args.ensemble, temperature_K=args.temperature, out=args.out, seed=args.seed,
                      dtype=args.dtype, device=args.device, report_interval=args.report_interval,
-                     progress=True, platform=args.platform)
+                     progress=True, platform=args.platform, strict=args.strict)
     except KeyboardInterrupt:
         print(f"interrupted: the drift samples and frames so far are in {Path(args.out).resolve()} "
               "(drift.csv is flushed after every sample).")
@@ -529,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="extxyz file or ase.db file/URL with energies and forces")
     p.add_argument("--model", choices=["conservative", "direct"], default="conservative",
                    help="conservative: NeuralPotential (forces = -dE/dR); direct: DirectForceModel (control)")
-    p.add_argument("--name", default=None, help="model file name (default: the --model value)")
+    p.add_argument("--name", type=_file_stem, default=None,
+                   help="model file name inside --out, without a folder (default: the --model value)")
     p.add_argument("--species", nargs="*", default=None, help="elements (default: those in the data)")
     p.add_argument("--cutoff", type=_positive, default=4.5, help="cutoff radius, Å")
     p.add_argument("--epochs", type=_positive_int, default=100,
@@ -561,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt", type=float, default=2.0, help="time step, fs")
     p.add_argument("--steps", type=_positive_int, default=1000, help="MD steps")
     p.add_argument("--report-interval", type=_positive_int, default=10, help="steps between drift samples / frames")
+    p.add_argument("--strict", action="store_true",
+                   help="stop with an error when atoms come closer than the model's training data allows "
+                        "(default: off, a warning once)")
     p.add_argument("--platform", default="Reference",
                    help="OpenMM platform, --engine openmm only (Reference = double precision; CPU, CUDA, OpenCL "
                         "where installed)")

@@ -63,6 +63,7 @@ CASES = [
     ("train --data {t}/adir --out {t}/out", "adir"),
     ("train --data {t}/corrupt.extxyz --out {t}/out", "corrupt.extxyz"),
     ("train --data {t}/notes.txt --out {t}/afile", "afile"),
+    ("train --name ../escape --data {t}/notes.txt --out {t}/out", "'../escape'"),
     # md
     ("md --structure {t}/nope.cif --out {t}/out", "nope.cif"),
     ("md --structure {t}/garbage.xyz --out {t}/out", "garbage.xyz"),
@@ -237,3 +238,15 @@ def test_a_clean_run_removes_its_lock(ws):
     assert main(["bench", "--suite", str(ws / "suite"), "--out", str(ws / "out")]) == 0
     assert not (ws / "out" / OutputLock.NAME).exists()
     assert (ws / "out" / "probe.json").is_file() and (ws / "out" / "keep.txt").read_text() == KEEP
+
+
+def test_md_strict_stops_when_atoms_leave_the_training_domain(ws, capsys):
+    """A crystal squeezed to a = 1 Å puts Cu atoms 0.71 Å apart: far below the shipped model's
+    training data. --strict makes that an error (exit 2, after the progress bar), not a warning."""
+    code = main(["md", "--model", "cu-emt", "--lattice", "1.0", "--repeat", "1", "--steps", "20", "--strict",
+                 "--out", str(ws / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("lawful md: error: ") and "0.7071 Å apart" in last and "Traceback" not in err
+    assert (ws / "out" / "keep.txt").read_text() == KEEP
