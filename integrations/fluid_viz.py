@@ -216,19 +216,23 @@ def _title(scene_name, name, step, t):
     return f"{head}{name}, step {step}, t = {t:.4g}"
 
 
-def save_field_png(state, path, name: str | None = None, scene_name: str | None = None, dpi: int = 90) -> Path:
+def save_field_png(state, path, name: str | None = None, scene_name: str | None = None, dpi: int = 90,
+                   title: str | None = None, clim: tuple[float, float] | None = None) -> Path:
     """Write field ``name`` (default: :func:`default_field`) of ``state`` as a PNG with a colour bar,
-    the obstacle and axes in cells; the colour range is this frame's own (module docstring).
-    Written atomically; returns the path."""
+    the obstacle and axes in cells. The colour range is ``clim`` ``(lo, hi)`` when given (e.g. one
+    range for PNGs that are to be compared), else this frame's own (module docstring); ``title``
+    replaces the default (scene, field, step, time). Written atomically; returns the path."""
     import io
 
     from lawful.kernels.modelfile import atomic_write
 
     name = check_field(state, name)
     vals, extent = field_values(state, name)
-    fig = _FieldFigure(name, state, vals, extent, colour_limits(name, [vals]),
+    if clim is not None and not (len(clim) == 2 and all(map(math.isfinite, clim)) and clim[0] < clim[1]):
+        raise InputError(f"colour range clim={clim!r} must be two finite numbers (lo, hi) with lo < hi.")
+    fig = _FieldFigure(name, state, vals, extent, clim if clim is not None else colour_limits(name, [vals]),
                        scalar_name=(state.scalar_names or (None,))[0], dpi=dpi)
-    fig.update(vals, _title(scene_name, name, state.step, state.t))
+    fig.update(vals, title if title is not None else _title(scene_name, name, state.step, state.t))
     buf = io.BytesIO()
     fig.fig.savefig(buf, format="png", dpi=dpi)
     fig.close()

@@ -122,6 +122,29 @@ def test_speed_and_density_mask_the_obstacle():
     assert fluid_viz.default_field(scenes.smoke_plume(n=24)) == "density"
 
 
+def test_snapshots_share_a_colour_bar_only_when_given_one_range(tmp_path):
+    """Two snapshots of flows twice as strong: with one ``clim`` their colour-bar strips are the
+    same picture; with each frame's own range they are not (the control)."""
+    from PIL import Image
+
+    weak = scenes.taylor_green(n=16).state
+    strong = weak.clone()
+    strong.u.mul_(2.0)
+    strong.v.mul_(2.0)
+
+    def bar(path):
+        img = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+        h, w, _ = img.shape
+        return img[int(0.15 * h):, int(0.80 * w):]
+
+    paths = {}
+    for label, clim in (("fixed", (-3.0, 3.0)), ("own", None)):
+        for name, st in (("weak", weak), ("strong", strong)):
+            paths[label, name] = fluid_viz.save_field_png(st, tmp_path / f"{label}_{name}.png", title="t", clim=clim)
+    assert np.array_equal(bar(paths["fixed", "weak"]), bar(paths["fixed", "strong"]))
+    assert not np.array_equal(bar(paths["own", "weak"]), bar(paths["own", "strong"]))
+
+
 def test_density_on_a_scene_without_a_scalar_is_an_input_error():
     with pytest.raises(InputError, match="'density'.*'taylor_green'"):
         fluid_viz.check_field(scenes.taylor_green(n=8), "density")
