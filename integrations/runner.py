@@ -119,11 +119,13 @@ def _domain_table(model, species, tolerance):
     record = getattr(model, "pair_min_distance", None) or {}
     if not record:
         return None
+    from lawful.forcefields.batch import pair_key
+
     n = len(species)
     table = torch.zeros((n, n), dtype=model_dtype(model), device=model_device(model))
     for a in range(n):
         for b in range(n):
-            d = record.get("-".join(sorted((str(species[a]), str(species[b])))))
+            d = record.get(pair_key(species[a], species[b]))
             if d is not None:
                 table[a, b] = (tolerance * float(d)) ** 2
     return table
@@ -185,7 +187,10 @@ class ModelRunner:
             raise InputError(f"skin must be a finite distance >= 0 in Å, got {skin!r}: pass e.g. skin=0.5 "
                              "(0 rebuilds the neighbour list at every step).")
         self.strict = bool(strict)
-        tol = float(domain_tolerance)
+        try:
+            tol = float(domain_tolerance)
+        except (TypeError, ValueError):
+            tol = float("nan")
         if not 0.0 < tol <= 1.0:
             raise InputError(f"domain_tolerance must be a fraction in (0, 1] of the training minimum distance, "
                              f"got {domain_tolerance!r}: pass e.g. {DOMAIN_TOLERANCE}.")
@@ -268,7 +273,9 @@ class ModelRunner:
         a, b = sorted((int(nl.i[k]), int(nl.j[k])))
         za, zb = int(self.numbers_np[a]), int(self.numbers_np[b])
         name_a, name_b = _chemical_symbols[za], _chemical_symbols[zb]
-        key = "-".join(sorted((name_a, name_b)))
+        from lawful.forcefields.batch import pair_key
+
+        key = pair_key(name_a, name_b)
         d_min = float(self.model.pair_min_distance[key])
         where = "" if step is None else f" at step {int(step)}"
         n_bad = int(below.sum()) // 2

@@ -118,7 +118,7 @@ def test_a_model_without_a_record_is_not_checked_and_skin_zero_still_checks():
             atoms.positions, atoms.cell.array, True)
 
 
-@pytest.mark.parametrize("tol", [0.0, -0.5, 1.5, float("nan")])
+@pytest.mark.parametrize("tol", [0.0, -0.5, 1.5, float("nan"), "0.9x"])
 def test_bad_domain_tolerance_is_an_input_error(tol):
     with pytest.raises(InputError, match="domain_tolerance"):
         ModelRunner(_model({"Cu-Cu": 2.4}), [29], domain_tolerance=tol)
