@@ -288,6 +288,12 @@ sc = scenes.karman(re=150, n=16)
 view = fluid_viz.LiveView(sc)
 run(sc, 30, callback=view)
 view(sc.state, screenshot=sys.argv[1] + "/shot.png")
+view.gui.running = False  # what the window's close button does
+try:
+    view(sc.state)
+    raise SystemExit("a closed window must stop the run")
+except fluid_viz.WindowClosed:
+    pass
 view.close()
 print("window", view.scale, view.clim)
 """
@@ -308,3 +314,43 @@ def test_live_window_under_xvfb(tmp_path):
     assert img.shape == (16 * scale, 64 * scale, 3), line
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # a field, not a blank window
     assert (np.abs(img.astype(int) - round(0.29 * 255)).max(axis=2) <= 1).any()  # the obstacle's grey
+
+
+def test_cli_closing_the_window_stops_the_run_and_keeps_its_outputs(tmp_path, monkeypatch, capsys):
+    """A window closed at step 3 (a stand-in for ti.GUI that needs no display) ends the run there;
+    the metrics, their figure and the animation of the steps done are written, exit status 0."""
+
+    class ClosedAtStep3:
+        def __init__(self, scene, field):
+            self.field = field
+
+        def __call__(self, state, record=None):
+            if state.step == 3:
+                raise fluid_viz.WindowClosed("window closed at step 3")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(fluid_viz, "require_display", lambda: None)
+    monkeypatch.setattr(fluid_viz, "LiveView", ClosedAtStep3)
+    out = tmp_path / "w"
+    assert main(["fluid", "--gui", "--animate", "--scene", "taylor_green", "--n", "16", "--steps", "10",
+                 "--max-frames", "11", "--frame-every", "0", "--out", str(out)]) == 0
+    assert "window closed at step 3" in capsys.readouterr().out
+    assert len(read_metrics_csv(out / "metrics.csv")) == 3
+    assert (out / "metrics.png").is_file()
+    assert len(_gif_frames(out / "vorticity.gif")) == 4  # steps 0..3
+
+
+def test_cli_interrupt_keeps_the_animation_so_far(tmp_path, monkeypatch):
+    """Ctrl-C at step 4 (raised from the snapshot writer): exit 130, and the GIF of steps 0-3 and
+    metrics.png are written before the command exits."""
+    def interrupt(state, path, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fluid_viz, "save_field_png", interrupt)
+    out = tmp_path / "i"
+    assert main(["fluid", "--animate", "--scene", "taylor_green", "--n", "16", "--steps", "10", "--max-frames", "11",
+                 "--frame-every", "4", "--out", str(out)]) == 130
+    assert len(_gif_frames(out / "vorticity.gif")) == 4
+    assert len(read_metrics_csv(out / "metrics.csv")) == 4 and (out / "metrics.png").is_file()
