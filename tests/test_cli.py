@@ -103,3 +103,10 @@ def test_bench_unknown_name_is_a_clear_error(tmp_path, capsys):
     (suite / "bench_probe.py").write_text("")
     assert main(["bench", "--suite", str(suite), "--only", "nope"]) == 2
     assert "unknown benchmark(s) ['nope']" in capsys.readouterr().err
+
+
+def test_data_shows_progress_for_sampling_and_labelling(tmp_path, capsys):
+    assert main(["data", "--out", str(tmp_path), "--n-md", "2", "--n-rattled", "1", "--n-strained", "1",
+                 "--temperatures", "300", "--repeat", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "MD sampling" in err and "labelling" in err and "4/4" in err  # tqdm bars: 2 MD + 1 + 1 frames

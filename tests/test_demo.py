@@ -115,3 +115,32 @@ def test_interrupt_keeps_completed_outputs_and_a_valid_report(tmp_path, sig, sta
     assert summary["sections"]["fluids"]["status"] == "not run"
     html = (out / "report.html").read_text()
     assert html.rstrip().endswith("</html>") and "interrupted" in html
+
+
+def test_nve_figure_draws_every_model_in_both_engines_and_a_zoom(tmp_path, monkeypatch):
+    """The README figure (docs/nve_energy.png) and the demo's: every listed line is drawn, EMT
+    and the conservative model in styles that stay distinguishable when they coincide."""
+    import matplotlib.pyplot as plt
+
+    from lawful.integrations import demo_forcefields as dff
+
+    runs = []
+    for engine in ("ase", "openmm"):
+        for model in ("emt", "conservative", "direct"):
+            csv = tmp_path / f"{engine}_{model}.csv"
+            csv.write_text("step,time_ps,potential_eV,kinetic_eV,total_eV,temperature_K\n"
+                           + "".join(f"{k},{0.01 * k},0,0,{1e-3 * k if model == 'direct' else 0.0},300\n"
+                                     for k in range(50)))
+            runs.append({"engine": engine, "model": model, "csv": str(csv)})
+    figs = []
+    monkeypatch.setattr(dff, "save_figure", lambda fig, path: figs.append(fig) or path)
+    dff._plot(runs, 32, tmp_path / "nve.png")
+    axes = figs[0].axes
+    assert len(axes) == 4
+    labels = [sorted(line.get_label() for line in ax.get_lines()) for ax in axes]
+    everything = sorted(dff.STYLES[m]["label"] for m in ("emt", "conservative", "direct"))
+    zoom = sorted(dff.STYLES[m]["label"] for m in ("emt", "conservative"))
+    assert labels == [everything, everything, zoom, zoom]
+    emt, cons = dff.STYLES["emt"], dff.STYLES["conservative"]
+    assert emt["lw"] > 2 * cons["lw"] and cons["ls"] != emt["ls"] and cons["zorder"] > emt["zorder"]
+    plt.close(figs[0])
