@@ -169,6 +169,7 @@ def generate_reference(case: ReferenceCase, dtype=torch.float32, device=None, pr
     from tqdm import tqdm
 
     f = case.factor
+    coarse_scene(case, dtype=dtype)     # refuse a coarse grid without the geometry before the fine run
     fine = coarse_scene(case, n=case.n * f, dtype=fine_dtype or dtype, device=device)
     solver = fine.make_solver()
     st = fine.state

@@ -96,6 +96,18 @@ def test_reference_cache_is_keyed_on_solver_version_and_config(tmp_path, monkeyp
         load_or_generate(case, first)
 
 
+def test_reference_refuses_a_coarse_grid_without_the_cylinder_before_the_fine_run():
+    """The fine grid (n=32) has the cylinder, the coarse one (n=8, D=0.125) does not: refused
+    up front, not after minutes of fine steps."""
+    import time
+
+    case = ReferenceCase("karman", n=8, factor=4, steps=400, warmup=400, diameter=0.125)
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"n=8 .*n >= 16"):
+        generate_reference(case)
+    assert time.perf_counter() - t0 < 5.0
+
+
 def _trainer(traj, variant, ckpt=None, iterations=4, resume=True):
     torch.manual_seed(0)
     corr = make_corrector(variant, dtype=F64, hidden=4, layers=2, use_reynolds=True, init_gain=0.1)
@@ -138,7 +150,7 @@ def test_each_variant_lowers_its_window_loss(tiny_traj, variant):
         loss.backward()
         tr.optimizer.step()
     loss1, fit1, _ = tr.window_loss(case, 3)
-    assert float(loss1) < float(loss0)
+    assert float(loss1.detach()) < float(loss0.detach())
 
 
 def test_rollout_errors_in_the_taichi_loop(tiny_traj):
