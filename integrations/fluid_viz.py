@@ -19,7 +19,7 @@ fixes one colour range for every frame from all kept frames pooled: the 99.5th p
 ``|omega|`` (symmetric, ``-a..a``) for vorticity, ``0..p99.5`` for density and speed, and
 ``p0.5..p99.5`` for pressure. Percentiles rather than extremes, so that a few cells (the impulsive
 start at an obstacle) do not wash out the rest of the run. A snapshot PNG, written while the run
-goes, uses the same rule on its own frame and says so in its colour bar.
+goes, uses the same rule on its own frame (its colour bar shows the range), or a range it is given.
 
 **Live window** (:class:`LiveView`): the same field in a ``ti.GUI`` window, redrawn every step; its
 colour range starts from the first frame and only widens (same percentiles), so a colour never
@@ -176,7 +176,7 @@ class _FieldFigure:
         nx, ny = state.nx, state.ny
         ax_w = 6.4 if nx >= 1.5 * ny else 4.0
         ax_h = min(max(ax_w * ny / nx, 1.6), 5.0)
-        ax_w = min(ax_w, ax_h * nx / ny) if ax_h * nx / ny < ax_w else ax_w
+        ax_w = min(ax_w, ax_h * nx / ny)  # tall grids: narrower axes, cells stay square
         left, right, bottom, top, cb = 0.75, 1.35, 0.6, 0.45, 0.16
         w_in, h_in = left + ax_w + right, bottom + ax_h + top
         # even pixel sizes (video encoders need them)
@@ -260,6 +260,17 @@ class Animation:
     steps: list = dc_field(default_factory=list)
 
 
+def _save_atomically(anim, path: Path, writer, dpi) -> None:
+    """``anim.save`` to a temporary file beside ``path``, moved over it when complete (removed on error)."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        anim.save(tmp, writer=writer, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 class FrameRecorder:
     """A ``run(..., callback=recorder)`` callback that keeps field ``name`` every ``every`` steps
     and at step ``last_step`` (the run's end, so the animation shows it).
@@ -302,6 +313,13 @@ class FrameRecorder:
         if not self.frames:
             raise InputError(f"no frames were recorded for {path}: run at least {self.every} step(s) or call the "
                              "recorder with the initial state.")
+        if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
+            raise InputError(f"fps={fps!r} must be an integer >= 1 (animation frames per second).")
+        if mp4 is None:
+            mp4 = shutil.which("ffmpeg") is not None
+        elif mp4 and shutil.which("ffmpeg") is None:
+            raise BackendError(f"an MP4 beside {path} needs ffmpeg on the PATH, which is missing: install ffmpeg "
+                               "or pass mp4=False for the GIF only.")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         clim = colour_limits(self.name, self.frames)
@@ -316,24 +334,15 @@ class FrameRecorder:
             return (fig.im, fig.title)
 
         anim = FuncAnimation(fig.fig, draw, frames=len(self.frames), blit=False, repeat=False)
-        tmp = path.with_name(path.stem + ".tmp.gif")
-        anim.save(tmp, writer=PillowWriter(fps=fps), dpi=dpi)
-        os.replace(tmp, path)
-        gif_clims = drawn[-len(self.frames):]
-        video = None
-        if mp4 is None:
-            mp4 = shutil.which("ffmpeg") is not None
-        if mp4:
-            if shutil.which("ffmpeg") is None:
-                fig.close()
-                raise BackendError(f"an MP4 of {path.stem} needs ffmpeg on the PATH, which is missing: install "
-                                   "ffmpeg or keep the GIF only.")
-            video = path.with_suffix(".mp4")
-            tmp = video.with_name(video.stem + ".tmp.mp4")
-            anim.save(tmp, writer=FFMpegWriter(fps=fps, codec="libx264", extra_args=["-pix_fmt", "yuv420p"]),
-                      dpi=dpi)
-            os.replace(tmp, video)
-        fig.close()
+        video = path.with_suffix(".mp4") if mp4 else None
+        try:
+            _save_atomically(anim, path, PillowWriter(fps=fps), dpi)
+            gif_clims = drawn[-len(self.frames):]
+            if video is not None:
+                writer = FFMpegWriter(fps=fps, codec="libx264", extra_args=["-pix_fmt", "yuv420p"])
+                _save_atomically(anim, video, writer, dpi)
+        finally:
+            fig.close()
         return Animation(gif=path, mp4=video, n_frames=len(self.frames), clim=clim, frame_clims=gif_clims,
                          steps=list(self.steps))
 

@@ -79,6 +79,12 @@ def _no_display(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
 
 
+def _recorded(sc):
+    rec = fluid_viz.FrameRecorder(sc)
+    rec(sc.state)
+    return rec
+
+
 API_CASES = [
     # (id, call(scene, path, monkeypatch), error class, text the message must contain)
     ("check_field unknown", lambda sc, p, mp: fluid_viz.check_field(sc, "vort"), InputError, "'vort'"),
@@ -92,6 +98,8 @@ API_CASES = [
     ("recorder every=1.5", lambda sc, p, mp: fluid_viz.FrameRecorder(sc, every=1.5), InputError, "every=1.5"),
     ("recorder unknown field", lambda sc, p, mp: fluid_viz.FrameRecorder(sc, "smoke"), InputError, "'smoke'"),
     ("save without frames", lambda sc, p, mp: fluid_viz.FrameRecorder(sc).save(p), InputError, "earlier.gif"),
+    ("save fps=0", lambda sc, p, mp: _recorded(sc).save(p, fps=0), InputError, "fps=0"),
+    ("save fps=2.5", lambda sc, p, mp: _recorded(sc).save(p, fps=2.5), InputError, "fps=2.5"),
     ("frame_interval 0 frames", lambda sc, p, mp: fluid_viz.frame_interval(10, 0), InputError, "max_frames=0"),
     ("frame_interval 2.5 frames", lambda sc, p, mp: fluid_viz.frame_interval(10, 2.5), InputError,
      "max_frames=2.5"),

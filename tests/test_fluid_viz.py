@@ -157,6 +157,7 @@ def test_mp4_without_ffmpeg_is_a_clear_error(karman_animation, monkeypatch, tmp_
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(BackendError, match="ffmpeg"):
         rec.save(tmp_path / "v.gif", mp4=True)
+    assert not list(tmp_path.iterdir())  # refused before writing anything
     assert rec.save(tmp_path / "w.gif").mp4 is None  # default: GIF only when ffmpeg is absent
 
 
