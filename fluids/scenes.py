@@ -196,6 +196,15 @@ def kolmogorov(n: int = 64, dtype=None, viscosity: float = 1e-3, wavenumber: int
 _PLUME_SOURCE_RADIUS = 0.06
 
 
+def _plume_source_y(dx):
+    return 0.12
+
+
+def _karman_centre_y(dx):
+    """The cylinder sits a quarter cell above the channel axis (breaks the symmetry)."""
+    return 0.5 + 0.25 * dx
+
+
 def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = True, source_rate: float = 1.0,
                 viscosity: float = 0.0, walls: str = "no_slip", dt: float | None = None, device=None) -> Scene:
     """Buoyant smoke in the closed unit box (walls of kind ``walls``), scalar ``"smoke"``.
@@ -208,7 +217,7 @@ def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = T
     """
     _check_n(n)
     if source:
-        _check_disc("smoke_plume", "smoke source disc", n, 2 * _PLUME_SOURCE_RADIUS, 0.5, lambda dx: 0.12,
+        _check_disc("smoke_plume", "smoke source disc", n, 2 * _PLUME_SOURCE_RADIUS, 0.5, _plume_source_y,
                     fix=", or source=False (a blob that exists on any grid)")
     dtype = fluid_dtype(dtype)
     device = resolve_device(device if device is not None else "cpu")
@@ -217,7 +226,7 @@ def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = T
     state = FluidState.zeros(n, n, dx, Boundary.box(walls), scalar_names=("smoke",), dtype=dtype, device=device)
     sources = None
     if source:
-        disc = (((xc - 0.5) ** 2 + (yc - 0.12) ** 2) < _PLUME_SOURCE_RADIUS ** 2).to(dtype)
+        disc = _disc_mask(n, 0.5, _plume_source_y, 2 * _PLUME_SOURCE_RADIUS).to(device=device, dtype=dtype)
         sources = (source_rate * disc)[None].contiguous()
     else:
         blob = torch.exp(-((xc - 0.5) ** 2 + (yc - 0.3) ** 2) / (2 * 0.08 ** 2))
@@ -247,13 +256,13 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
         raise InputError(f"karman: diameter={diameter!r} must lie in (0, 1) channel heights.")
     if not (isinstance(inflow, (int, float)) and math.isfinite(inflow) and inflow != 0):
         raise InputError(f"karman: inflow={inflow!r} must be a finite non-zero velocity (grid units).")
-    _check_disc("karman", "cylinder", n, float(diameter), 0.5, lambda dx: 0.5 + 0.25 * dx, aspect)
+    _check_disc("karman", "cylinder", n, float(diameter), 0.5, _karman_centre_y, aspect)
     dtype = fluid_dtype(dtype)
     device = resolve_device(device if device is not None else "cpu")
     nx, ny = aspect * n, n
     dx = 1.0 / n
     _, _, (xc, yc) = _grid(nx, ny, dx, dtype, device)
-    solid = ((xc - 0.5) ** 2 + (yc - 0.5 - 0.25 * dx) ** 2) < (diameter / 2) ** 2
+    solid = _disc_mask(n, 0.5, _karman_centre_y, diameter, nx).to(device)   # the mask _check_disc judged
     boundary = Boundary.channel(inflow, walls="free_slip")
     state = FluidState.zeros(nx, ny, dx, boundary, solid=solid, scalar_names=("dye",), dtype=dtype, device=device)
     state.u.fill_(inflow)
