@@ -19,9 +19,18 @@ Two backends return an ``openmm.Force``:
 
 Units are converted only here, with the constants of :mod:`lawful.integrations.units`.
 
+Periodicity is decided explicitly (:func:`resolve_periodicity`): a topology's box vectors decide
+(``periodic=None`` follows them; a contradicting ``True``/``False`` is an error); with
+``numbers=`` alone ``periodic`` must be given; a periodic force refuses a Context whose box is
+OpenMM's never-set default. Indices and lengths are checked in :func:`create_force`; what only the
+Context knows (its box, with ``numbers=`` alone its particle count) at the first evaluation.
+
 Errors raised inside an OpenMM force callback reach Python as ``openmm.OpenMMException`` (OpenMM
-crosses C++ in between) with lawful's message; wrap the MD loop in :func:`lawful_errors` to get
-the original :class:`lawful.kernels.LawfulError` subclass back.
+crosses C++ in between) with lawful's message and a tag ``[lawful force K, error M]``; wrap the MD
+loop in :func:`lawful_errors` to get the original :class:`lawful.kernels.LawfulError` subclass
+back. Each error is kept by the computation that raised it, never in a process-wide slot. A
+blow-up during MD is reported as one: OpenMM's step, the largest displacement since the previous
+evaluation and the largest force there, with their particles.
 """
 
 from __future__ import annotations
