@@ -54,8 +54,12 @@ class Scene:
         """A :class:`Solver` for this scene (``overrides`` replace config fields)."""
         config = self.config
         if overrides:
-            from dataclasses import replace
+            from dataclasses import fields, replace
 
+            known = {f.name for f in fields(SolverConfig)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise InputError(f"make_solver: unknown SolverConfig field(s) {unknown}; known: {sorted(known)}.")
             config = replace(config, **overrides)
         return Solver(self.state, config, forcing=self.forcing, sources=self.sources)
 

@@ -66,6 +66,8 @@ CASES = [
     ("forcing with NaN", lambda out: Solver(_tg().state, SolverConfig(dt=0.1),
                                             forcing=(torch.full((9, 8), math.nan, dtype=F64),
                                                      torch.zeros(8, 9, dtype=F64))), InputError, ["nan"]),
+    ("misspelled config override", lambda out: _tg().make_solver(pressure_maxiter=5), InputError,
+     ["pressure_maxiter"]),
     ("state of another grid", lambda out: _tg().make_solver().step(FluidState.zeros(4, 4, 0.5, dtype=F64)),
      ShapeError, ["4x4"]),
     # -- run(): bad steps/keep, bad CSV paths (checked before the first step), no clobbering ---------
