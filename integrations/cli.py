@@ -414,7 +414,6 @@ def _cmd_fluid(args) -> int:
     import torch
 
     from lawful.fluids import run, scenes
-    from lawful.fluids.metrics import read_metrics_csv
     from lawful.integrations import fluid_viz
     from lawful.kernels import ensure_taichi
     from lawful.kernels.errors import BackendError
@@ -464,20 +463,21 @@ def _cmd_fluid(args) -> int:
             view(state, rec)
 
     def finish():
-        """Draw what the run has so far: metrics.png and the animation; return the lines to print."""
+        """Draw what the run has so far: metrics.png and the animation; return the last metrics row,
+        the number of steps and the lines to print (memory bounded however long the run)."""
         lines = []
-        rows = read_metrics_csv(csv) if csv.is_file() else []
+        rows, total = fluid_viz.read_metrics_thinned(csv) if csv.is_file() else ([], 0)
         if rows:
-            fluid_viz.plot_metrics(rows, png, scene=scene)
+            fluid_viz.plot_metrics(csv, png, scene=scene)
             lines.append(f"  metrics: {csv}\n  plots: {png}")
-        if args.frame_every:
+        if frames.is_dir():
             lines.append(f"  frames: {frames}")
         if recorder is not None and recorder.frames:
             anim = recorder.save(out / f"{field}.gif", fps=args.fps)
             video = f" and {anim.mp4}" if anim.mp4 else " (no MP4: ffmpeg is not installed)"
             lines.append(f"  animation: {anim.gif}{video}: {anim.n_frames} frames of {field}, one colour scale "
                          f"[{anim.clim[0]:.3g}, {anim.clim[1]:.3g}]")
-        return rows, lines
+        return (rows[-1] if rows else {}), total, lines
 
     stopped = ""
     try:
@@ -485,15 +485,14 @@ def _cmd_fluid(args) -> int:
     except fluid_viz.WindowClosed as exc:
         stopped = f" ({exc}: the run stopped there)"
     except KeyboardInterrupt:
-        _, lines = finish()
+        *_, lines = finish()
         print("interrupted; what the run finished is kept:\n" + "\n".join(lines))
         raise
     finally:
         if view is not None:
             view.close()
-    rows, lines = finish()
-    last = rows[-1] if rows else {}
-    print(f"{args.scene} n={args.n} on Taichi {arch}, device {device}: {len(rows)} steps{stopped}; last step "
+    last, total, lines = finish()
+    print(f"{args.scene} n={args.n} on Taichi {arch}, device {device}: {total} steps{stopped}; last step "
           f"div_max_rel {last.get('div_max_rel', float('nan')):.3g}, kinetic energy "
           f"{last.get('kinetic_energy', float('nan')):.4g}")
     print("\n".join(lines))

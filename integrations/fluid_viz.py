@@ -43,7 +43,7 @@ __all__ = [
     "FIELDS", "default_field", "check_field", "field_values", "colour_limits", "frame_interval",
     "FrameRecorder", "Animation", "save_field_png", "display_available", "require_display", "LiveView",
     "WindowClosed",
-    "plot_metrics", "analytic_kinetic_energy",
+    "plot_metrics", "read_metrics_thinned", "analytic_kinetic_energy",
 ]
 
 FIELDS = ("vorticity", "density", "speed", "pressure")
@@ -504,6 +504,25 @@ def metrics_panels(records, ke_exact=None):
     return panels
 
 
+def read_metrics_thinned(path, max_points: int = 4000) -> tuple[list[dict], int]:
+    """``(rows, total)``: at most ``max_points`` rows of a metrics CSV (the first two, then every
+    ``k``-th, and the last, as dicts of floats) and the number of rows in the file. Two streaming
+    passes, so memory is bounded by ``max_points`` however long the run was."""
+    import csv
+
+    if not isinstance(max_points, int) or max_points < 4:
+        raise InputError(f"max_points={max_points!r} must be an integer >= 4.")
+    with open(path, newline="") as fh:
+        total = max(sum(1 for _ in fh) - 1, 0)
+    k = max(1, math.ceil(total / (max_points - 3)))
+    rows = []
+    with open(path, newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            if i < 2 or i % k == 0 or i == total - 1:
+                rows.append({key: float(x) for key, x in row.items()})
+    return rows, total
+
+
 def plot_metrics(records, path, title: str | None = None, scene=None) -> Path:
     """Draw the metrics of a fluid run into ``path`` (PNG, written atomically): one panel per
     quantity the run recorded (no panel for one it lacks, e.g. scalar mass without a scalar), time
@@ -511,15 +530,18 @@ def plot_metrics(records, path, title: str | None = None, scene=None) -> Path:
     (which includes Taichi's kernel compilation) left out of the timing panel, and the exact
     kinetic energy overlaid when ``scene`` has an analytic solution (Taylor-Green).
 
-    ``records``: a list of per-step dicts or a metrics CSV path (``run(..., csv=...)``).
+    ``records``: a list of per-step dicts or a metrics CSV path (``run(..., csv=...)``; read through
+    :func:`read_metrics_thinned`, so a long run's figure shows every ``k``-th step, as its title says).
     """
     import io
 
-    from lawful.fluids.metrics import read_metrics_csv
     from lawful.kernels.modelfile import atomic_write
 
+    thinned = ""
     if isinstance(records, (str, os.PathLike)):
-        records = read_metrics_csv(records)
+        records, total = read_metrics_thinned(records)
+        if total > len(records):
+            thinned = f" ({len(records)} of {total} steps drawn)"
     if not records:
         raise InputError(f"no metrics to plot into {path}: the run recorded no step.")
     panels = metrics_panels(records, analytic_kinetic_energy(scene) if scene is not None else None)
@@ -544,7 +566,7 @@ def plot_metrics(records, path, title: str | None = None, scene=None) -> Path:
         ax.set_title(ptitle, fontsize=10)
         ax.set_xlabel("t (time, grid units)")
         ax.set_ylabel(ylabel)
-    name = title or getattr(scene, "name", None)
+    name = (title or getattr(scene, "name", None) or "") + thinned
     if name:
         fig.suptitle(name)
     fig.tight_layout()

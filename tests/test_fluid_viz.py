@@ -355,3 +355,19 @@ def test_cli_interrupt_keeps_the_animation_so_far(tmp_path, monkeypatch):
                  "--frame-every", "4", "--out", str(out)]) == 130
     assert len(_gif_frames(out / "vorticity.gif")) == 4
     assert len(read_metrics_csv(out / "metrics.csv")) == 4 and (out / "metrics.png").is_file()
+
+
+def test_metrics_of_a_long_run_are_read_in_bounded_memory(tmp_path):
+    """A 10^5-row CSV is drawn from at most max_points rows: the first two (the compile step and
+    the first timed one), every k-th, and the last; the count of all rows comes back too."""
+    path = tmp_path / "long.csv"
+    with open(path, "w") as fh:
+        fh.write("step,t,kinetic_energy,wall_s\n")
+        for i in range(1, 100_001):
+            fh.write(f"{i},{0.01 * i},{math.exp(-0.001 * i)},0.001\n")
+    rows, total = fluid_viz.read_metrics_thinned(path, max_points=500)
+    assert total == 100_000 and len(rows) <= 500
+    steps = [int(r["step"]) for r in rows]
+    assert steps[:2] == [1, 2] and steps[-1] == 100_000 and steps == sorted(set(steps))
+    png = fluid_viz.plot_metrics(path, tmp_path / "long.png")
+    assert png.stat().st_size > 5_000
