@@ -16,7 +16,9 @@ between (the first interval holds one-off allocations: compilation, neighbour li
 time per 1000 steps (spread), and the ratio of the last fifth's median to the first fifth's. Nothing
 is asserted. ``LAWFUL_BENCH_QUICK=1``: 2000 steps per run sampled every 200;
 ``LAWFUL_BENCH_TINY=1``: 100 steps sampled every 20. Full: 10^5 steps sampled every 1000 (~15
-minutes or more on one core; run it alone, e.g. ``nice -n 10 python benchmarks/bench_soak.py``).
+minutes or more on one idle core, about two hours on a busy one; run it alone, e.g.
+``nice -n 10 python benchmarks/bench_soak.py``, or one part at a time with ``--only ase``;
+``--steps`` / ``--sample`` change the sizes).
 """
 
 from __future__ import annotations
@@ -177,9 +179,29 @@ def soak_fluid() -> dict:
     return out
 
 
-def main() -> None:
+RUNS = {"ase": soak_ase, "openmm": soak_openmm, "fluid": soak_fluid}
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    global STEPS, SAMPLE
+    parser = argparse.ArgumentParser(description="Soak benchmark: RSS and time per 1000 steps over long runs.")
+    parser.add_argument("--only", choices=sorted(RUNS), action="append",
+                        help="run only this part (repeatable; default: all three); writes soak_<part>.json")
+    parser.add_argument("--steps", type=int, default=None, help=f"steps per run (default {STEPS})")
+    parser.add_argument("--sample", type=int, default=None, help=f"steps between samples (default {SAMPLE})")
+    args = parser.parse_args(argv)
+    if args.steps is not None:
+        STEPS = args.steps
+    if args.sample is not None:
+        SAMPLE = args.sample
+    if STEPS <= 0 or SAMPLE <= 0 or STEPS % SAMPLE:
+        parser.error(f"--steps {STEPS} must be a positive multiple of --sample {SAMPLE}")
+    parts = args.only or list(RUNS)
     figures = {"rss_start_mib": rss_mib()}
-    for name, fn in (("ase", soak_ase), ("openmm", soak_openmm), ("fluid", soak_fluid)):
+    for name in parts:
+        fn = RUNS[name]
         t0 = time.perf_counter()
         figures[name] = fn()
         figures[name]["seconds"] = time.perf_counter() - t0
@@ -188,7 +210,7 @@ def main() -> None:
               f"{f['rss_last_mib']:.0f} MiB; CPU s/1000 steps median "
               f"{statistics.median(f['cpu_s_per_1000_steps']['samples']):.3g}, last/first fifth "
               f"{f['cpu_last_over_first_fifth_ratio']:.3g}", flush=True)
-    path = write_result("soak", figures, dtype="float64 (MD), fluid scene default", device="cpu",
+    path = write_result("soak" if parts == list(RUNS) else "soak_" + "_".join(parts), figures, dtype="float64 (MD), fluid scene default", device="cpu",
                         params={"steps": STEPS, "sample_every": SAMPLE, "model": MODEL, "dt_fs": DT_FS,
                                 "temperature_K": TEMPERATURE_K, "n_atoms": 108, "fluid_scene": "kolmogorov",
                                 "fluid_n": FLUID_N, "quick": QUICK, "tiny": TINY},

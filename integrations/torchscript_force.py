@@ -50,7 +50,7 @@ def _export_core(model, periodic: bool) -> torch.jit.ScriptModule:
         raise BackendError("lawful.forcefields.export_torchscript is not available: use backend='python'.") from exc
     try:
         return export_torchscript(model, pbc=bool(periodic))
-    except TypeError as exc:
+    except (TypeError, InputError) as exc:  # a model without an export (InputError; TypeError before)
         raise BackendError(
             f"backend='torch' needs a TorchScript export, which {type(model).__name__} does not have "
             f"({exc}); use backend='python' (openmm.PythonForce) for this model."
