@@ -54,7 +54,6 @@ Save a trained corrector with :meth:`save` (the shared safe model-file format,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -436,7 +435,7 @@ class UnconstrainedCorrector(_CorrectorBase):
         from lawful.kernels.mac_pressure import PressureSolver
 
         solid = solid.detach().bool()
-        for k, (b, dt, mask, solver) in enumerate(self._solvers):
+        for b, dt, mask, solver in self._solvers:
             if dt == dtype and b == boundary and mask.shape == solid.shape and mask.device == solid.device \
                     and torch.equal(mask, solid):
                 return solver
