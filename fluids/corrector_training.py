@@ -42,7 +42,8 @@ import torch
 
 from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty
 from lawful.kernels.errors import InputError
-from lawful.fluids.correctors import DivergenceFreeCorrector, UnconstrainedCorrector, corner_geometry
+from lawful.fluids.corrector_geometry import corner_geometry
+from lawful.fluids.correctors import DivergenceFreeCorrector, UnconstrainedCorrector
 from lawful.fluids.torch_step import TorchStep, project_differentiable
 
 __all__ = ["TrainConfig", "CorrectorTrainer", "make_corrector", "rollout_errors", "VARIANTS"]
