@@ -64,6 +64,11 @@ _DEFAULT_BOX_NM = np.array([v.value_in_unit(_omm_unit.nanometer) for v in openmm
 # tag in OpenMM's message. Only weak references: each error lives in its own computation.
 _COMPUTATIONS: "weakref.WeakValueDictionary[int, LawfulComputation]" = weakref.WeakValueDictionary()
 _SERIALS = itertools.count(1)
+#: An evaluation failing after an atom moved more than this (Å) since the previous one, or after a
+#: force above EXPLOSION_FORCE_EV_A (eV/Å), is reported as an explosion (thermal motion of Cu at
+#: 300 K is ~0.01 Å per 2 fs step; forces in a stable solid are a few eV/Å).
+EXPLOSION_DISPLACEMENT_A = 0.1
+EXPLOSION_FORCE_EV_A = 20.0
 _ERROR_TAG = re.compile(r"\[lawful force (\d+), error (\d+)\]")
 
 
@@ -324,7 +329,11 @@ class LawfulComputation:
         )
 
     def _explosion(self, exc: NumericalError, pos_nm, box_nm, step) -> NumericalError:
-        """``exc`` restated as what it is in an MD run: where, when, and how far atoms moved."""
+        """``exc`` restated as what it is in an MD run: where (OpenMM's step), how far atoms moved
+        since the previous evaluation and the largest force there, with their particles. Called an
+        explosion when positions are non-finite, an atom moved more than
+        :data:`EXPLOSION_DISPLACEMENT_A` or a force exceeded :data:`EXPLOSION_FORCE_EV_A`; else a
+        model failure on a configuration that moved only a little."""
         at = "at OpenMM step ?" if step is None else f"at OpenMM step {step}"
         if self._prev_step is None:
             return NumericalError(f"{at} (the first force evaluation of this force): {exc}")
@@ -337,19 +346,22 @@ class LawfulComputation:
         finite = np.isfinite(disp)
         fmag = np.linalg.norm(self._forces, axis=1) * units.FORCE_ASE_PER_OPENMM
         m = int(np.argmax(fmag))
-        parts = [f"the simulation exploded {at}"]
+        k = int(np.argmax(np.where(finite, disp, -1.0))) if finite.any() else None
+        exploded = (not finite.all() or fmag[m] > EXPLOSION_FORCE_EV_A
+                    or (k is not None and disp[k] > EXPLOSION_DISPLACEMENT_A))
+        parts = [f"the simulation exploded {at}" if exploded else f"the model failed {at}"]
         if not finite.all():
             bad = [self._particle(int(r)) for r in np.flatnonzero(~finite)[:10]]
             parts.append(f"particle(s) {bad} have non-finite positions")
-        if finite.any():
-            k = int(np.argmax(np.where(finite, disp, -1.0)))
+        if k is not None:
             parts.append(f"since the previous force evaluation (step {self._prev_step}) particle {self._particle(k)} "
                          f"moved {disp[k]:.3g} Å, the largest displacement")
         parts.append(f"the largest force at that evaluation was {fmag[m]:.3g} eV/Å on particle {self._particle(m)}")
-        return NumericalError(
-            "; ".join(parts) + f". The model reports: {exc} Reduce the time step, minimise the structure first, "
-            "or check that the model was trained on such configurations."
-        )
+        advice = ("Reduce the time step, minimise the structure first, or check that the model was trained on "
+                  "such configurations." if exploded else
+                  "Nothing moved violently, so the model itself breaks down here: check it on this "
+                  "configuration (e.g. with LawfulCalculator) or retrain it.")
+        return NumericalError("; ".join(parts) + f". The model reports: {exc} {advice}")
 
     def __call__(self, state):
         # Every Context made from one System calls this same object, possibly from several

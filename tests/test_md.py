@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import struct
 
 import numpy as np
@@ -82,3 +83,38 @@ def test_molecule_pdb_has_no_box(tmp_path):
     pdb_atoms, box = _pdb_atoms_and_box(tmp_path / "topology.pdb")
     assert len(pdb_atoms) == 9 and box is None
     assert _dcd_frames_and_atoms(tmp_path / "trajectory.dcd") == (2, 9)
+
+
+class _FailsAtCall(MorsePairModel):
+    """The Morse pair model, returning a NaN energy from its ``fail_at``-th evaluation on."""
+
+    def __init__(self, fail_at):
+        super().__init__()
+        self.fail_at, self.calls = fail_at, 0
+
+    def evaluate(self, *args, **kwargs):
+        out = super().evaluate(*args, **kwargs)
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            out = dict(out, energy=out["energy"] * float("nan"))
+        return out
+
+
+def test_openmm_run_that_blows_up_keeps_what_it_wrote(tmp_path):
+    """A model failing mid-run (at its 42nd evaluation) raises NumericalError naming OpenMM's
+    step and saying that nothing moved violently; drift.csv keeps every row reported before
+    (flushed), the PDB and the DCD frames so far stay readable, no md.json claims a finished run."""
+    from lawful.kernels.errors import NumericalError
+
+    atoms = rattled_copper(seed=33, amp=0.03)
+    model = _FailsAtCall(fail_at=42)  # evaluation 1 is the t = 0 record, then one per step
+    with pytest.raises(NumericalError, match=r"the model failed at OpenMM step \d+") as err:
+        run_md(atoms, model, "openmm", timestep_fs=1.0, steps=100, report_interval=10, out=tmp_path)
+    failed_at = int(re.search(r"OpenMM step (\d+)", str(err.value)).group(1))
+    assert 30 <= failed_at <= 41 and "Nothing moved violently" in str(err.value)
+    rows = list(csv.DictReader((tmp_path / "drift.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(0, failed_at, 10))
+    assert len(_pdb_atoms_and_box(tmp_path / "topology.pdb")[0]) == 32
+    n_frames, n_atoms = _dcd_frames_and_atoms(tmp_path / "trajectory.dcd")
+    assert n_atoms == 32 and n_frames == len(rows) - 1  # frames at steps 10, 20, ... (none at 0)
+    assert not (tmp_path / "md.json").exists()  # no summary of a run that did not finish
