@@ -375,8 +375,8 @@ class LiveView:
 
     Needs a display: without ``$DISPLAY`` / ``$WAYLAND_DISPLAY`` the constructor raises
     :class:`BackendError`. Each cell is drawn as a ``scale`` x ``scale`` pixel block (default: the
-    largest that keeps the window within 1024 x 768 pixels). Call after Taichi is initialised
-    (:func:`lawful.kernels.ensure_taichi`).
+    largest that keeps the window within 1024 x 768 pixels). Taichi is started, if it is not yet,
+    through :func:`lawful.kernels.ensure_taichi` (its arch rules apply).
     """
 
     def __init__(self, scene_or_state, name: str | None = None, scale: int | None = None, title: str = "lawful"):
@@ -384,6 +384,10 @@ class LiveView:
         import matplotlib
 
         import taichi as ti
+
+        from lawful.kernels import ensure_taichi
+
+        ensure_taichi()
 
         st = _state(scene_or_state)
         self.name = check_field(scene_or_state, name)
@@ -397,8 +401,9 @@ class LiveView:
         try:
             self.gui = ti.GUI(f"{title}: {self.scene_name or ''} {self.name}".strip(), res=res, fast_gui=False)
         except Exception as exc:  # noqa: BLE001 - the windowing layer raises various types
-            raise BackendError(f"could not open a Taichi window on display {os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')!r} "
-                               f"({exc}): check the display, or use --animate to write a GIF instead.") from exc
+            display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+            raise BackendError(f"could not open a Taichi window on display {display!r} ({exc}): check the "
+                               "display, or use --animate to write a GIF instead.") from exc
 
     def image(self, state) -> np.ndarray:
         """The ``(nx*scale, ny*scale, 3)`` float32 RGB image of the field (obstacle dark grey)."""
@@ -498,9 +503,8 @@ def metrics_panels(records, ke_exact=None):
                        False, twin))
     if "wall_s" in first and len(records) > 1:
         wall = 1e3 * col("wall_s")
-        panels.append(("time per step", "wall time (ms)",
-                       [(f"steps 2+ (step 1, {wall[0] / 1e3:.2f} s with compilation, not shown)", t[1:], wall[1:], "-")],
-                       False))
+        label = f"steps 2+ (step 1, {wall[0] / 1e3:.2f} s with compilation, not shown)"
+        panels.append(("time per step", "wall time (ms)", [(label, t[1:], wall[1:], "-")], False))
     return panels
 
 
