@@ -199,20 +199,21 @@ def generate_reference(case: ReferenceCase, dtype=torch.float32, device=None, pr
                                wall, case.steps * f)
 
 
-_SOLVER_SOURCES = ("fluids/solver.py", "fluids/scenes.py", "fluids/state.py", "fluids/fine_reference.py",
-                   "kernels/mac_advection.py", "kernels/mac_forces.py", "kernels/mac_grid.py",
-                   "kernels/mac_operators.py", "kernels/mac_pressure.py")
+_SOLVER_MODULES = ("lawful.fluids.solver", "lawful.fluids.scenes", "lawful.fluids.state",
+                   "lawful.fluids.fine_reference", "lawful.kernels.mac_advection", "lawful.kernels.mac_forces",
+                   "lawful.kernels.mac_grid", "lawful.kernels.mac_operators", "lawful.kernels.mac_pressure")
 
 
 def solver_code_version() -> str:
     """A digest of the source of every module the fine reference depends on (solver, scenes,
     state, this module and the MAC kernels) plus the torch version: any change to the solver's
     code changes it, so a cached reference cannot outlive the code that made it."""
-    root = Path(__file__).resolve().parents[1]
+    import importlib
+
     h = hashlib.sha256(f"torch {torch.__version__}".encode())
-    for rel in _SOLVER_SOURCES:
-        h.update(rel.encode())
-        h.update((root / rel).read_bytes())
+    for name in _SOLVER_MODULES:
+        h.update(name.encode())
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
     return h.hexdigest()[:16]
 
 
