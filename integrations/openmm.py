@@ -210,7 +210,10 @@ def resolve_periodicity(topology, periodic) -> tuple[bool, np.ndarray | None]:
     When the force is evaluated, a periodic force also checks the Context's box: OpenMM's default
     2 nm cube (a System whose box was never set) is an :class:`InputError` unless the topology's
     box is that cube. A non-periodic force makes a non-periodic System (OpenMM: a System is
-    periodic iff one of its forces is), whatever its default box says.
+    periodic iff one of its forces is), whatever its default box says. One case stays out of the
+    force's sight: a non-periodic lawful force added by hand beside *other* periodic forces (OpenMM
+    hands a non-periodic force no box); openmm-ml's ``createMixedSystem`` refuses it, and a
+    topology with box vectors makes ``create_force`` refuse ``periodic=False``.
     """
     if periodic is not None and not isinstance(periodic, (bool, np.bool_)):
         raise InputError(f"periodic={periodic!r} must be None (follow the topology's box), True or False.")
