@@ -250,3 +250,22 @@ def test_md_strict_stops_when_atoms_leave_the_training_domain(ws, capsys):
     last = err.strip().splitlines()[-1]
     assert last.startswith("lawful md: error: ") and "0.7071 Å apart" in last and "Traceback" not in err
     assert (ws / "out" / "keep.txt").read_text() == KEEP
+
+
+def test_sigterm_during_training_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
+    assert main(["data", "--out", str(tmp_path / "d"), "--n-md", "2", "--n-rattled", "2", "--n-strained", "2",
+                 "--temperatures", "300", "--repeat", "1"]) == 0
+    out = tmp_path / "t"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "lawful.integrations.cli", "train", "--data",
+                             str(tmp_path / "d" / "data.extxyz"), "--epochs", "100000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (out / "conservative.ckpt").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "run the same command again to resume" in stdout and "Traceback" not in stderr
+    assert (out / "conservative.ckpt").stat().st_size > 0
+    assert not (out / "conservative.lawful").exists()  # no half-trained model passed off as finished
