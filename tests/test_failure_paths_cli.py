@@ -197,7 +197,7 @@ def test_every_option_shows_its_default():
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.choices and "train" in a.choices).choices
-    for name in ("demo", "data", "train", "md", "bench"):
+    for name in ("demo", "data", "train", "md", "fluid", "bench"):
         for action in sub[name]._actions:
             if not action.option_strings or action.dest == "help" or action.required:
                 continue
