@@ -70,6 +70,8 @@ _SERIALS = itertools.count(1)
 EXPLOSION_DISPLACEMENT_A = 0.1
 EXPLOSION_FORCE_EV_A = 20.0
 _ERROR_TAG = re.compile(r"\[lawful force (\d+), error (\d+)\]")
+# the checks of the backend="torch" module (torchscript_force.OpenMMTorchModule) raise this text
+_TORCH_INPUT_ERROR = re.compile(r"InputError: (this lawful force [^\n]*)")
 
 
 @contextlib.contextmanager
@@ -82,7 +84,8 @@ def lawful_errors():
     OpenMM turns exceptions raised in a force callback into ``openmm.OpenMMException``; inside
     this context the original :class:`LawfulError` subclass (e.g. ``NumericalError`` for NaN
     positions) is raised instead, chained to OpenMM's exception; OpenMM's own NaN errors become
-    :class:`NumericalError` too. Each error is kept by the force computation that raised it and
+    :class:`NumericalError` too, and the input checks of the ``backend="torch"`` module become
+    :class:`InputError`. Each error is kept by the force computation that raised it and
     found through the tag ``[lawful force K, error M]`` in OpenMM's message, so Contexts running
     in other threads can never hand each other their errors.
     """
@@ -92,6 +95,9 @@ def lawful_errors():
         err = _pop_error(str(exc))
         if err is not None:
             raise err from exc
+        scripted = _TORCH_INPUT_ERROR.findall(str(exc))  # raised inside the TorchScript module
+        if scripted:  # the last one: the message itself (the script's traceback quotes its source)
+            raise InputError(scripted[-1]) from exc
         if "nan" in str(exc).lower():  # OpenMM's own NaN checks (e.g. the CPU platform's)
             raise NumericalError(
                 f"OpenMM reports NaN: {exc}. The simulation has blown up: reduce the time step, "

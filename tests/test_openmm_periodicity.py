@@ -298,3 +298,21 @@ def test_openmm_ml_create_mixed_system(case):
     f = st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer) * units.FORCE_ASE_PER_OPENMM
     e_ref, f_ref = _reference(atoms[ml], model, structure == "bulk", box_nm)
     assert abs(e - e_ref) <= 1e-9 * abs(e_ref) and _rel(f[ml], f_ref) <= 1e-9
+
+
+def test_lawful_errors_turns_the_torch_module_checks_into_input_errors():
+    """openmm-torch passes the TorchScript module's RuntimeError on as an OpenMMException with
+    the script's text; lawful_errors() gives the InputError back (the real module's message)."""
+    forcefields = pytest.importorskip("lawful.forcefields")
+    import torch
+
+    from lawful.integrations.torchscript_force import openmm_torch_module
+
+    model = forcefields.NeuralPotential(species=["Cu"], cutoff=4.5, dtype=torch.float64)
+    atoms = _structure("bulk")
+    module = openmm_torch_module(model, atoms.numbers, None, len(atoms), periodic=True)
+    with pytest.raises(Exception) as raised:
+        module(torch.tensor(atoms.positions * units.NM_PER_ANGSTROM), 2.0 * torch.eye(3, dtype=torch.float64))
+    with pytest.raises(InputError, match=r"^this lawful force is periodic .* structure's cell\.$"):
+        with lawful_errors():
+            raise openmm.OpenMMException(str(raised.value))
