@@ -371,3 +371,20 @@ def test_metrics_of_a_long_run_are_read_in_bounded_memory(tmp_path):
     assert steps[:2] == [1, 2] and steps[-1] == 100_000 and steps == sorted(set(steps))
     png = fluid_viz.plot_metrics(path, tmp_path / "long.png")
     assert png.stat().st_size > 5_000
+
+
+def test_public_names_have_docstrings():
+    from lawful.integrations import fluid_frames
+
+    for mod in (fluid_viz, fluid_frames):
+        assert mod.__doc__
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if callable(obj):
+                assert obj.__doc__ and obj.__doc__.strip(), f"{mod.__name__}.{name} has no docstring"
+    # the command line lists the fields itself (its --help imports nothing heavy): the same names
+    from lawful.integrations.cli import build_parser
+
+    fluid = build_parser()._subparsers._group_actions[0].choices["fluid"]
+    (field,) = [a for a in fluid._actions if "--field" in a.option_strings]
+    assert tuple(field.choices) == fluid_viz.FIELDS
