@@ -102,9 +102,13 @@ def run_demo(out: str | Path = "demo-out", mode: str = "quick", seed: int = 0,
         from lawful.kernels.errors import InputError
 
         raise InputError(f"unknown demo mode {mode!r}: use one of {list(MODES)}.")
-    ctx = DemoContext(out=Path(out), mode=mode, seed=seed, dtype=dtype, device=device, log=log)
-    ctx.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+
+    def stamp(msg: str) -> None:  # every line, the sections' own included, with the time since the start
+        log(f"[{_clock(time.perf_counter() - t0)}] {msg}")
+
+    ctx = DemoContext(out=Path(out), mode=mode, seed=seed, dtype=dtype, device=device, log=stamp)
+    ctx.out.mkdir(parents=True, exist_ok=True)
     fns = _sections()
     sections: list[Section] = []
     done: dict[str, float] = {}
@@ -121,12 +125,11 @@ def run_demo(out: str | Path = "demo-out", mode: str = "quick", seed: int = 0,
         return report
 
     report = write(fns)
-    log(f"[demo] report (rewritten after every section): {report.resolve()}")
+    stamp(f"[demo] report (rewritten after every section): {report.resolve()}")
     for k, fn in enumerate(fns):
         sec = Section(fn.section_key, fn.section_title)
         todo = [f.section_key for f in fns[k:]]
-        log(f"[demo {k + 1}/{len(fns)}] {sec.key} ... (elapsed {_clock(time.perf_counter() - t0)}, "
-            f"about {_clock(_eta(mode, done, todo))} left)")
+        stamp(f"[demo {k + 1}/{len(fns)}] {sec.key} ... (about {_clock(_eta(mode, done, todo))} left)")
         ts = time.perf_counter()
         try:
             fn(ctx, sec)
@@ -143,15 +146,14 @@ def run_demo(out: str | Path = "demo-out", mode: str = "quick", seed: int = 0,
         if interrupted is not None:
             break
         report = write(fns[k + 1:])
-        log(f"[demo {k + 1}/{len(fns)}] {sec.key}: {sec.status} in {sec.summary['seconds']} s "
-            f"(elapsed {_clock(time.perf_counter() - t0)})")
+        stamp(f"[demo {k + 1}/{len(fns)}] {sec.key}: {sec.status} in {sec.summary['seconds']} s")
     if interrupted is not None:
         report = write(fns[len(sections):], status="not run")
-        log(f"[demo] report: {report.resolve()}")
-        log(f"[demo] interrupted; completed outputs are in {ctx.out.resolve()}")
+        stamp(f"[demo] report: {report.resolve()}")
+        stamp(f"[demo] interrupted; completed outputs are in {ctx.out.resolve()}")
         raise interrupted
-    log(f"[demo] report: {report.resolve()}")
+    stamp(f"[demo] report: {report.resolve()}")
     failed = [s.key for s in sections if s.status != "ok"]
     if failed:
-        log(f"[demo] section(s) failed: {', '.join(failed)} (the reason is in the report)")
+        stamp(f"[demo] section(s) failed: {', '.join(failed)} (the reason is in the report)")
     return report
