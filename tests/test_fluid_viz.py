@@ -166,6 +166,11 @@ def test_mp4_beside_the_gif_when_ffmpeg_is_present(karman_animation, tmp_path):
     _, rec, _ = karman_animation
     anim = rec.save(tmp_path / "v.gif", fps=5)
     assert anim.mp4 == tmp_path / "v.mp4" and anim.mp4.stat().st_size > 1000
+    if shutil.which("ffprobe"):
+        r = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=nb_read_frames,codec_name", "-of", "csv=p=0", str(anim.mp4)],
+                           capture_output=True, text=True, check=True)
+        assert r.stdout.strip() == f"h264,{anim.n_frames}"
 
 
 # -- the metrics figure --------------------------------------------------------------------------
