@@ -84,7 +84,8 @@ class Sampler:
             "rss_last_mib": rss[-1],
             "rss_max_mib": max(rss),
             "rss_growth_mib": rss[-1] - rss[0],
-            "rss_growth_kib_per_1000_steps": (rss[-1] - rss[0]) * 1024.0 / max((s[-1]["step"] - s[0]["step"]) / 1000.0, 1e-9),
+            "rss_growth_kib_per_1000_steps": (rss[-1] - rss[0]) * 1024.0
+            / max((s[-1]["step"] - s[0]["step"]) / 1000.0, 1e-9),
             "wall_s_per_1000_steps": spread(wall),
             "cpu_s_per_1000_steps": spread(cpu),
             "cpu_last_over_first_fifth_ratio": statistics.median(cpu[-fifth:]) / statistics.median(cpu[:fifth]),
@@ -210,7 +211,8 @@ def main(argv=None) -> None:
               f"{f['rss_last_mib']:.0f} MiB; CPU s/1000 steps median "
               f"{statistics.median(f['cpu_s_per_1000_steps']['samples']):.3g}, last/first fifth "
               f"{f['cpu_last_over_first_fifth_ratio']:.3g}", flush=True)
-    path = write_result("soak" if parts == list(RUNS) else "soak_" + "_".join(parts), figures, dtype="float64 (MD), fluid scene default", device="cpu",
+    name = "soak" if parts == list(RUNS) else "soak_" + "_".join(parts)
+    path = write_result(name, figures, dtype="float64 (MD), fluid scene default", device="cpu",
                         params={"steps": STEPS, "sample_every": SAMPLE, "model": MODEL, "dt_fs": DT_FS,
                                 "temperature_K": TEMPERATURE_K, "n_atoms": 108, "fluid_scene": "kolmogorov",
                                 "fluid_n": FLUID_N, "quick": QUICK, "tiny": TINY},

@@ -59,7 +59,8 @@ __all__ = ["create_force", "numbers_from_topology", "topology_from_atoms", "syst
 
 _BACKENDS = ("auto", "python", "torch")
 # OpenMM's default periodic box (a 2 nm cube): what a System's box is when it was never set.
-_DEFAULT_BOX_NM = np.array([v.value_in_unit(_omm_unit.nanometer) for v in openmm.System().getDefaultPeriodicBoxVectors()])
+_DEFAULT_BOX_NM = np.array([v.value_in_unit(_omm_unit.nanometer)
+                            for v in openmm.System().getDefaultPeriodicBoxVectors()])
 # Live computations by serial number, so that lawful_errors() finds the owner of an error from the
 # tag in OpenMM's message. Only weak references: each error lives in its own computation.
 _COMPUTATIONS: "weakref.WeakValueDictionary[int, LawfulComputation]" = weakref.WeakValueDictionary()
@@ -263,7 +264,8 @@ class LawfulComputation:
     ``box_nm``: the box the topology declares ((3, 3) nm) or None; a periodic computation refuses a
     Context whose box is OpenMM's never-set default unless it equals ``box_nm``. Errors are kept
     by this object (see :func:`lawful_errors`). Every Context of a System calls the same object,
-    so calls are serialised by a lock (two Contexts in two threads each get their own numbers). Pickles compactly (model, numbers and options), as
+    so calls are serialised by a lock (two Contexts in two threads each get their own numbers).
+    Pickles compactly (model, numbers and options), as
     OpenMM does when it copies a System.
     """
 
@@ -542,7 +544,8 @@ def topology_from_atoms(atoms):
         top.addAtom(el.symbol, el, res, id=str(k + 1))
     if atoms.pbc.any():
         if not atoms.pbc.all():
-            raise InputError(f"OpenMM boxes are periodic in all three directions; atoms.pbc={[bool(p) for p in atoms.pbc]}: "
+            pbc = [bool(p) for p in atoms.pbc]
+            raise InputError(f"OpenMM boxes are periodic in all three directions; atoms.pbc={pbc}: "
                              "use pbc=True (with a vacuum gap if needed) or pbc=False.")
         box = np.asarray(atoms.cell.array) * units.NM_PER_ANGSTROM
         top.setPeriodicBoxVectors([openmm.Vec3(*row) for row in box] * _omm_unit.nanometer)

@@ -91,7 +91,8 @@ class OpenMMTorchModule(torch.nn.Module):
             if boxvectors is None:
                 raise RuntimeError("InputError: this lawful force is periodic but OpenMM passed no box: "
                                    "call force.setUsesPeriodicBoundaryConditions(True).")
-            if self.refuse_default_box and bool(torch.equal(boxvectors.to(torch.float64).cpu(), self.default_box.cpu())):
+            box64 = boxvectors.to(torch.float64).cpu()
+            if self.refuse_default_box and bool(torch.equal(box64, self.default_box.cpu())):
                 raise RuntimeError("InputError: this lawful force is periodic but the Context's box is OpenMM's "
                                    "default 2 nm cube, i.e. the System's box was never set: call "
                                    "system.setDefaultPeriodicBoxVectors(...) with your structure's cell.")
