@@ -112,6 +112,8 @@ API_CASES = [
      InputError, "nan"),
     ("live view without display", lambda sc, p, mp: (_no_display(mp), fluid_viz.LiveView(sc)), BackendError,
      "DISPLAY"),
+    ("live view on a display that does not exist",
+     lambda sc, p, mp: (mp.setenv("DISPLAY", ":987"), fluid_viz.LiveView(sc)), BackendError, "':987'"),
     ("require_display without display", lambda sc, p, mp: (_no_display(mp), fluid_viz.require_display()),
      BackendError, "WAYLAND_DISPLAY"),
 ]
