@@ -18,7 +18,6 @@ import numpy as np
 import openmm
 import pytest
 from ase import Atoms
-from openmm import app
 from openmm import unit as u
 
 from lawful.integrations import units
