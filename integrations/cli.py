@@ -216,7 +216,7 @@ def _find_suite(suite: str | None) -> Path:
         return path
     import lawful.integrations as pkg
 
-    for base in Path(next(iter(pkg.__path__))).resolve().parents:
+    for base in list(Path(next(iter(pkg.__path__))).resolve().parents)[:2]:  # the repository root
         if (base / "benchmarks").is_dir() and any((base / "benchmarks").glob("bench_*.py")):
             return base / "benchmarks"
     here = Path.cwd() / "benchmarks"
