@@ -207,7 +207,7 @@ def test_every_option_shows_its_default():
 
 
 def test_bench_finds_its_suite_from_any_folder(tmp_path):
-    r = _lawful("bench", "--only", "no-such-benchmark", cwd=tmp_path)
+    r = _lawful("bench", "--only", "no-such-benchmark", "--out", str(tmp_path / "res"), cwd=tmp_path)
     assert r.returncode == 2
     assert "unknown benchmark(s) ['no-such-benchmark']; available:" in r.stderr and "drift" in r.stderr
 
