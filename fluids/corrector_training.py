@@ -42,6 +42,7 @@ import torch
 
 from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty
 from lawful.kernels.errors import InputError
+from lawful.kernels.training_core import Hooks, Loop, LoopConfig
 from lawful.fluids.corrector_geometry import corner_geometry
 from lawful.fluids.correctors import DivergenceFreeCorrector, UnconstrainedCorrector
 from lawful.fluids.torch_step import TorchStep, project_differentiable
@@ -60,7 +61,9 @@ class TrainConfig:
     ``al_growth``, ``al_update_every``; ``checkpoint_every``; ``seed`` (window sampling);
     ``grad_clip``; ``validate_every`` / ``validation_steps``: every so many iterations run
     ``validation_steps``-step Taichi rollouts on the *training* trajectories and keep the weights
-    with the lowest mean rollout error (restored at the end; 0 = off).
+    with the lowest mean rollout error (restored at the end; 0 = off); ``batch_windows``: windows
+    per iteration (the fixed global batch: under torchrun each rank unrolls every
+    ``world_size``-th of them, and the weights equal a one-process run's).
 
     The defaults are the recipe of ``benchmarks/bench_corrector.py`` (Kármán 32x16, held-out
     Re 150: an 83 % error cut for the hard corrector; 75-83 % over three seeds). The unroll length
@@ -81,11 +84,12 @@ class TrainConfig:
     lr_final_factor: float = 0.1
     validate_every: int = 100
     validation_steps: int = 500
+    batch_windows: int = 1
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise InputError(f"TrainConfig.variant={self.variant!r}: use one of {VARIANTS}.")
-        for name in ("unroll", "iterations", "al_update_every", "checkpoint_every"):
+        for name in ("unroll", "iterations", "al_update_every", "checkpoint_every", "batch_windows"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 1.")
         for name in ("lr", "soft_weight", "al_penalty"):
@@ -126,12 +130,14 @@ def _relative_error(u, v, ru, rv, fu, fv):
 
 
 class CorrectorTrainer:
-    """Solver-in-the-loop trainer.
+    """Solver-in-the-loop trainer on the training core (:mod:`lawful.kernels.training_core`).
 
     ``corrector``: a correctors module (its dtype is the training dtype); ``trajectories``: list of
     :class:`~lawful.fluids.fine_reference.ReferenceTrajectory` (all from one scene family);
     ``config``: :class:`TrainConfig`; ``checkpoint``: path for atomic checkpoints (``None``: none);
-    ``resume``: continue from ``checkpoint`` when it exists.
+    ``resume``: continue from ``checkpoint`` when it exists. Under ``torchrun`` the iterations
+    run data-parallel (DDP, gloo on CPU / NCCL on CUDA): each rank unrolls its share of the
+    ``batch_windows`` windows, rank 0 writes the checkpoints.
     """
 
     def __init__(self, corrector, trajectories, config: TrainConfig, checkpoint=None, resume: bool = True):
@@ -148,16 +154,35 @@ class CorrectorTrainer:
         self.optimizer = torch.optim.Adam(corrector.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=int(config.iterations), eta_min=config.lr * config.lr_final_factor)
-        self.best: dict | None = None
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.soft = SoftPenalty(config.soft_weight, reduction="mean") if config.variant == "soft" else None
         self.al = (AugmentedLagrangian(penalty=config.al_penalty, growth=config.al_growth, reduction="sum")
                    if config.variant == "al" else None)
-        self.iteration = 0
-        self.history: list[dict] = []
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
-        if self.checkpoint is not None and resume and self.checkpoint.exists():
-            self.load(self.checkpoint)
+        self.loop = Loop(corrector, self.optimizer, self.scheduler, _CorrectorHooks(self),
+                         LoopConfig(units=int(config.iterations), unit="it", checkpoint=checkpoint, resume=resume,
+                                    checkpoint_every=int(config.checkpoint_every),
+                                    validate_every=int(config.validate_every), grad_clip=float(config.grad_clip or 0.0),
+                                    desc=f"train {config.variant}", stop_label="iterations"))
+        self.loop.resume()
+
+    # the loop's counters, under the names this class has always had
+    @property
+    def iteration(self) -> int:
+        """Iterations done (resumed ones included)."""
+        return self.loop.done
+
+    @property
+    def history(self) -> list[dict]:
+        """One dict per iteration: loss, fit, divergence, case, k0, seconds (+ validation_error)."""
+        return self.loop.history
+
+    @property
+    def best(self) -> dict | None:
+        """``{"error", "iteration", "model"}`` of the best validation so far, or None."""
+        if self.loop.best_state is None:
+            return None
+        return {"error": self.loop.best_score, "iteration": self.loop.best_unit, "model": self.loop.best_state}
 
     def _prepare(self, traj) -> _Case:
         sc, solver = traj.initial_state(dtype=self.dtype)
@@ -229,101 +254,113 @@ class CorrectorTrainer:
 
     def train(self, iterations: int | None = None, progress: bool = True) -> list[dict]:
         """Run up to ``iterations`` (default ``config.iterations``) total iterations; returns the
-        history (one dict per iteration: loss, fit, divergence, seconds)."""
-        total = int(iterations if iterations is not None else self.config.iterations)
-        cfg = self.config
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=self.iteration, desc=f"train {cfg.variant}", unit="it")
-        while self.iteration < total:
-            t0 = time.perf_counter()
-            case, k0 = self._pick()
-            self.optimizer.zero_grad()
-            loss, fit, div = self.window_loss(case, k0)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.corrector.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.iteration += 1
-            if self.al is not None and self.iteration % cfg.al_update_every == 0:
-                self.al.update(div.detach())
-            rec = {"iteration": self.iteration, "loss": float(loss.detach()), "fit": float(fit.detach()),
-                   "divergence": float(div.detach().max()), "case": case.traj.case.label, "k0": k0,
-                   "seconds": time.perf_counter() - t0}
-            self.history.append(rec)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(fit=f"{rec['fit']:.3e}", div=f"{rec['divergence']:.1e}")
-            if cfg.validate_every and (self.iteration % cfg.validate_every == 0 or self.iteration == total):
-                self.validate()
-            if self.checkpoint is not None and (self.iteration % cfg.checkpoint_every == 0
-                                                or self.iteration == total):
-                self.save(self.checkpoint)
-        if bar is not None:
-            bar.close()
-        if cfg.validate_every and self.best is not None:
-            self.corrector.load_state_dict(self.best["model"])
+        history (one dict per iteration: loss, fit, divergence, seconds). At the end (when
+        validating) the best validated weights are restored."""
+        self.loop.config.progress = bool(progress)
+        self.loop.run(int(iterations if iterations is not None else self.config.iterations))
         return self.history
 
     def validate(self) -> float:
         """Mean relative error of ``validation_steps``-step Taichi rollouts (with the corrector) on
-        the training trajectories; remembers the best weights."""
+        the training trajectories (rank 0's value on every rank)."""
+        from lawful.kernels.distributed import broadcast_float
+
         errs = []
         for case in self.cases:
             steps = min(self.config.validation_steps, case.traj.u.shape[0] - 1)
             r = rollout_errors(case.traj, self.corrector, steps=steps, dtype=self.dtype)
             errs.append(sum(r["error"]) / len(r["error"]))
-        err = sum(errs) / len(errs)
-        if self.history:
-            self.history[-1]["validation_error"] = err
-        if self.best is None or err < self.best["error"]:
-            self.best = {"error": err, "iteration": self.iteration,
-                         "model": {k: t.detach().clone() for k, t in self.corrector.state_dict().items()}}
-        return err
+        return broadcast_float(sum(errs) / len(errs), self.loop.ctx)
 
     # -- checkpoints --------------------------------------------------------------------------
     def state(self) -> dict:
         """Everything needed to resume (plain values and tensors)."""
-        al = None
-        if self.al is not None:
-            al = {"penalty": self.al.penalty, "last_norm": self.al.last_norm,
-                  "iterations": self.al.iterations, "multipliers": self.al.multipliers}
-        return {"model": self.corrector.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "best": self.best,
-                "iteration": self.iteration, "generator": self.generator.get_state(),
-                "al": al, "history": self.history, "config": asdict(self.config)}
+        return self.loop.state()
 
     def save(self, path) -> None:
-        """Atomic checkpoint (tmp + fsync + os.replace)."""
-        from lawful.kernels.checkpoint import save_checkpoint
-
-        save_checkpoint(path, self.state())
+        """Atomic checkpoint (tmp + fsync + os.replace); rank 0 only."""
+        self.loop.save(path)
 
     def load(self, path) -> None:
         """Resume from a checkpoint written by :meth:`save`."""
-        from lawful.kernels.checkpoint import load_checkpoint
+        self.loop.load(path)
 
-        st = load_checkpoint(path)
-        if st.get("config", {}).get("variant") != self.config.variant:
-            raise InputError(f"checkpoint {path} is for variant {st.get('config', {}).get('variant')!r}, "
-                             f"not {self.config.variant!r}: use another checkpoint path.")
-        self.corrector.load_state_dict(st["model"])
-        self.optimizer.load_state_dict(st["optimizer"])
-        if st.get("scheduler") is not None:
-            self.scheduler.load_state_dict(st["scheduler"])
-        self.best = st.get("best")
-        self.iteration = int(st["iteration"])
-        self.generator.set_state(st["generator"])
-        self.history = list(st["history"])
-        if self.al is not None and st.get("al"):
+    def close(self) -> None:
+        """Leave the process group if this trainer joined it (torchrun runs)."""
+        self.loop.ctx.close()
+
+
+class _CorrectorHooks(Hooks):
+    """CorrectorTrainer's task for the training core: one unit = one iteration over
+    ``batch_windows`` windows drawn from the seeded window generator (same draws on every rank)."""
+
+    def __init__(self, trainer: CorrectorTrainer):
+        self.tr = trainer
+
+    def loss(self, windows, n_global: int, weight: float):
+        tr = self.tr
+        total, fits, divs = 0.0, [], []
+        for case, k0 in windows:
+            loss, fit, div = tr.window_loss(case, k0)
+            total = total + loss
+            fits.append(fit.detach())
+            divs.append(div.detach())
+        self._fit = weight * torch.stack(fits).sum() / n_global
+        self._div = weight * torch.stack(divs).sum(0) / n_global
+        return weight * total / n_global
+
+    def train_unit(self, loop: Loop, unit: int) -> dict:
+        tr, cfg = self.tr, self.tr.config
+        t0 = time.perf_counter()
+        picks = [tr._pick() for _ in range(int(cfg.batch_windows))]
+        local, weight = loop.shard(picks)
+        share = loop.optimise(local, len(picks), weight)
+        if loop.ctx.distributed:
+            packed = loop.reduce(torch.cat([share.reshape(1), self._fit.reshape(1), self._div]).double())
+            loss, fit, div = packed[0], packed[1], packed[2:]
+        else:
+            loss, fit, div = share, self._fit, self._div
+        iteration = unit + 1
+        if tr.al is not None and iteration % cfg.al_update_every == 0:
+            tr.al.update(div.to(tr.dtype))
+        case, k0 = picks[0]
+        return {"iteration": iteration, "loss": float(loss), "fit": float(fit), "divergence": float(div.max()),
+                "case": case.traj.case.label, "k0": k0, "seconds": time.perf_counter() - t0}
+
+    def validate(self, loop: Loop, unit: int):
+        err = self.tr.validate()
+        return err, {"validation_error": err}
+
+    def state(self, loop: Loop) -> dict:
+        tr = self.tr
+        al = None
+        if tr.al is not None:
+            al = {"penalty": tr.al.penalty, "last_norm": tr.al.last_norm,
+                  "iterations": tr.al.iterations, "multipliers": tr.al.multipliers}
+        return {"iteration": loop.done, "generator": tr.generator.get_state(), "al": al,
+                "config": asdict(tr.config)}
+
+    def load_state(self, loop: Loop, st: dict) -> None:
+        tr = self.tr
+        tr.generator.set_state(st["generator"])
+        if tr.al is not None and st.get("al"):
             a = st["al"]
-            self.al.penalty = a["penalty"]
-            self.al.last_norm = a["last_norm"]
-            self.al.iterations = a["iterations"]
-            self.al.multipliers = a["multipliers"]
+            tr.al.penalty = a["penalty"]
+            tr.al.last_norm = a["last_norm"]
+            tr.al.iterations = a["iterations"]
+            tr.al.multipliers = a["multipliers"]
+
+    def check_resume(self, st: dict, path) -> None:
+        variant = st.get("config", {}).get("variant")
+        if variant != self.tr.config.variant:
+            raise InputError(f"checkpoint {path} is for variant {variant!r}, not {self.tr.config.variant!r}: "
+                             "use another checkpoint path.")
+        if "done" not in st:
+            raise InputError(f"checkpoint {path} was written by an older lawful training loop: delete it or "
+                             "use another checkpoint path.")
+
+    def postfix(self, row: dict) -> dict:
+        return dict(fit=f"{row['fit']:.3e}", div=f"{row['divergence']:.1e}")
 
 
 # --------------------------------------------------------------------------------------------

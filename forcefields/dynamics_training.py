@@ -29,7 +29,9 @@ import torch
 from lawful.forcefields.dynamics_data import DynamicsDataset
 from lawful.forcefields.integrators import energy_drift, integrate
 from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty
+from lawful.kernels.distributed import DistContext
 from lawful.kernels.errors import InputError
+from lawful.kernels.training_core import Hooks, Loop, LoopConfig
 
 __all__ = ["TrainResult", "train_dynamics", "derivative_loss", "energy_rate", "rollout_metrics",
            "long_horizon_drift"]
@@ -99,30 +101,11 @@ def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int 
         raise InputError("the model has no trainable parameters (a wrapped analytic function?).")
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=final_lr)
-    gen = torch.Generator().manual_seed(seed)
-    n = data.x.shape[0]
-    history = []
+    hooks = _DynamicsHooks(model, data, constraint, batch_size, constraint_every, seed, log_every)
+    loop = Loop(model, opt, sched, hooks, LoopConfig(units=steps, unit="step", validate_every=0,
+                                                     stop_label="steps"), ctx=DistContext())
     t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        if batch_size is None or batch_size >= n:
-            idx = None
-            x, y, dx, dy = data.x, data.y, data.dx, data.dy
-        else:
-            idx = torch.randint(0, n, (batch_size,), generator=gen)
-            x, y, dx, dy = data.x[idx], data.y[idx], data.dx[idx], data.dy[idx]
-        opt.zero_grad(set_to_none=True)
-        loss = derivative_loss(model, x, y, dx, dy, create_graph=True)
-        total = loss
-        if constraint is not None:
-            total = total + constraint.loss(energy_rate, model, data.energy, x, y, True)
-        total.backward()
-        opt.step()
-        sched.step()
-        if isinstance(constraint, AugmentedLagrangian) and step % constraint_every == 0:
-            constraint.update(energy_rate(model, data.energy, data.x, data.y).detach())
-        if log_every and step % log_every == 0:
-            history.append({"step": step, "loss": float(loss.detach()),
-                            "total": float(total.detach())})
+    loop.run()
     seconds = time.perf_counter() - t0
     train = float(derivative_loss(model, data.x, data.y, data.dx, data.dy).detach())
     test = float(derivative_loss(model, data.test_x, data.test_y, data.test_dx,
@@ -131,7 +114,40 @@ def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int 
     return TrainResult(train_loss=train, test_loss=test,
                        violation_rms=float(torch.sqrt((v * v).mean())), seconds=seconds,
                        steps=steps, constraint=None if constraint is None else constraint.state(),
-                       history=history)
+                       history=loop.history)
+
+
+class _DynamicsHooks(Hooks):
+    """train_dynamics for the training core: one unit = one Adam step (full batch or a seeded
+    minibatch), the constraint's loss added and its multipliers updated on schedule."""
+
+    def __init__(self, model, data, constraint, batch_size, constraint_every, seed, log_every):
+        self.model, self.data, self.constraint = model, data, constraint
+        self.batch_size, self.constraint_every, self.log_every = batch_size, constraint_every, log_every
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def loss(self, x, y, dx, dy):
+        fit = derivative_loss(self.model, x, y, dx, dy, create_graph=True)
+        total = fit
+        if self.constraint is not None:
+            total = total + self.constraint.loss(energy_rate, self.model, self.data.energy, x, y, True)
+        self._fit = fit.detach()
+        return total
+
+    def train_unit(self, loop: Loop, unit: int):
+        data, n = self.data, self.data.x.shape[0]
+        step = unit + 1
+        if self.batch_size is None or self.batch_size >= n:
+            x, y, dx, dy = data.x, data.y, data.dx, data.dy
+        else:
+            idx = torch.randint(0, n, (self.batch_size,), generator=self.gen)
+            x, y, dx, dy = data.x[idx], data.y[idx], data.dx[idx], data.dy[idx]
+        total = loop.optimise(x, y, dx, dy)
+        if isinstance(self.constraint, AugmentedLagrangian) and step % self.constraint_every == 0:
+            self.constraint.update(energy_rate(self.model, data.energy, data.x, data.y).detach())
+        if self.log_every and step % self.log_every == 0:
+            return {"step": step, "loss": float(self._fit), "total": float(total)}
+        return None
 
 
 def _energy_series(energy, xs, ys):

@@ -19,19 +19,18 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
 import os
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from lawful.kernels.errors import InputError, ModelFileError
+from lawful.kernels.training_core import Hooks, Loop, LoopConfig
 
 from lawful.forcefields.base import AtomisticModel
 from lawful.forcefields.batch import Batch, pair_min_distances
@@ -119,37 +118,75 @@ def _fit_normalisation(model: AtomisticModel, items) -> None:
         model.force_scale.fill_(rms if rms > 0 else 1.0)
 
 
-def evaluate_errors(model: AtomisticModel, items, batch_size: int = 16) -> dict:
-    """Validation metrics of ``model`` on prepared ``items``: energy MAE/RMSE per atom (eV/atom),
-    force MAE/RMSE per component (eV/Å), stress MAE (eV/Å^3, frames with stress only)."""
-    de, df, ds = [], [], []
+def _error_sums(model: AtomisticModel, items, batch_size: int) -> torch.Tensor:
+    """(8,) float64 sums over ``items``: |dE/N|, (dE/N)^2, structures, |dF|, dF^2, force
+    components, |dsigma|, stress components (frames with stress only)."""
+    sums = torch.zeros(8, dtype=torch.float64)
     dev = model.device
     for k in range(0, len(items), batch_size):
         b, t = _collate(items[k:k + batch_size], dev)
         with_stress = bool(t["has_stress"].all()) and bool(b.pbc.all())
         out = model.evaluate_batch(b, forces=True, stress=with_stress)
-        de.append(((out["energy"] - t["energy"]) / b.n_atoms.to(out["energy"].dtype)).detach())
-        df.append((out["forces"] - t["forces"]).reshape(-1).detach())
+        de = ((out["energy"] - t["energy"]) / b.n_atoms.to(out["energy"].dtype)).detach().double().cpu()
+        df = (out["forces"] - t["forces"]).reshape(-1).detach().double().cpu()
+        sums[0:3] += torch.stack([de.abs().sum(), de.pow(2).sum(), torch.tensor(float(de.numel()))])
+        sums[3:6] += torch.stack([df.abs().sum(), df.pow(2).sum(), torch.tensor(float(df.numel()))])
         if with_stress:
-            ds.append((out["stress"] - t["stress"]).reshape(-1).detach())
-    de_t, df_t = torch.cat(de), torch.cat(df)
-    res = {"energy_mae_per_atom": float(de_t.abs().mean()), "energy_rmse_per_atom": float(de_t.pow(2).mean().sqrt()),
-           "force_mae": float(df_t.abs().mean()), "force_rmse": float(df_t.pow(2).mean().sqrt())}
-    if ds:
-        res["stress_mae"] = float(torch.cat(ds).abs().mean())
+            ds = (out["stress"] - t["stress"]).reshape(-1).detach().double().cpu()
+            sums[6:8] += torch.stack([ds.abs().sum(), torch.tensor(float(ds.numel()))])
+    return sums
+
+
+def _metrics(sums: torch.Tensor) -> dict:
+    s = sums.tolist()
+    res = {"energy_mae_per_atom": s[0] / s[2], "energy_rmse_per_atom": math.sqrt(s[1] / s[2]),
+           "force_mae": s[3] / s[5], "force_rmse": math.sqrt(s[4] / s[5])}
+    if s[7] > 0:
+        res["stress_mae"] = s[6] / s[7]
     return res
 
 
-def _loss(model, b: Batch, t: dict, w_e: float, w_f: float, w_s: float) -> torch.Tensor:
-    use_stress = w_s > 0 and bool(t["has_stress"].any()) and bool(b.pbc.all())
+def evaluate_errors(model: AtomisticModel, items, batch_size: int = 16, ctx=None) -> dict:
+    """Validation metrics of ``model`` on prepared ``items``: energy MAE/RMSE per atom (eV/atom),
+    force MAE/RMSE per component (eV/Å), stress MAE (eV/Å^3, frames with stress only).
+
+    ``ctx``: a :class:`~lawful.kernels.distributed.DistContext`; when distributed each rank
+    evaluates every ``world_size``-th item and the sums are all-reduced (same result everywhere).
+    """
+    from lawful.kernels import distributed as dist
+
+    if ctx is not None and ctx.distributed:
+        sums = _error_sums(model, items[ctx.rank::ctx.world_size], batch_size).to(model.device)
+        sums = dist.all_reduce_sum(sums, ctx).cpu()
+    else:
+        sums = _error_sums(model, items, batch_size)
+    return _metrics(sums)
+
+
+def _loss_terms(model, b: Batch, t: dict, weights: tuple[float, float, float], norms: dict) -> torch.Tensor:
+    """This shard's part of the global-batch loss: sums of squared errors divided by the *global*
+    counts in ``norms`` (structures, force components, stress components), so the parts of all
+    ranks add up to the loss of the whole batch."""
+    w_e, w_f, w_s = weights
+    use_stress = norms["use_stress"]
     out = model.evaluate_batch(b, forces=True, stress=use_stress, training=True)
     n = b.n_atoms.to(out["energy"].dtype)
-    loss = w_e * (((out["energy"] - t["energy"]) / n) ** 2).mean()
-    loss = loss + w_f * ((out["forces"] - t["forces"]) ** 2).mean()
+    loss = w_e * (((out["energy"] - t["energy"]) / n) ** 2).sum() / norms["structures"]
+    loss = loss + w_f * ((out["forces"] - t["forces"]) ** 2).sum() / norms["force_components"]
     if use_stress:
         m = t["has_stress"]
-        loss = loss + w_s * ((out["stress"][m] - t["stress"][m]) ** 2).mean()
+        loss = loss + w_s * ((out["stress"][m] - t["stress"][m]) ** 2).sum() / norms["stress_components"]
     return loss
+
+
+def _norms(items, w_s: float) -> dict:
+    """Global counts of one batch (identical on every rank: each knows the whole global batch)."""
+    n_struct = len(items)
+    n_atoms = sum(int(b.positions.shape[0]) for b, _ in items)
+    with_s = sum(1 for _, t in items if "stress" in t)
+    periodic = all(bool(b.pbc.all()) for b, _ in items)
+    return {"structures": float(n_struct), "force_components": float(3 * n_atoms),
+            "stress_components": float(9 * with_s), "use_stress": bool(w_s > 0 and with_s > 0 and periodic)}
 
 
 def _fingerprint(frames) -> str:
@@ -195,124 +232,114 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         val_frames = [frames[k] for k in sorted(perm[:n_val])]
         train_frames = [frames[k] for k in sorted(perm[n_val:])]
     fingerprint = _fingerprint(train_frames) + _fingerprint(val_frames)
-    dev = model.device
+    from lawful.kernels import distributed as dist
+
+    ctx = dist.context(model.device)
+    try:
+        return _train(model, train_frames, val_frames, fingerprint, ctx, dict(
+            epochs=epochs, batch_size=batch_size, lr=lr, lr_factor=lr_factor, lr_patience=lr_patience,
+            min_lr=min_lr, patience=patience, weights=(energy_weight, force_weight, stress_weight),
+            weight_decay=weight_decay, checkpoint=checkpoint, resume=resume, seed=seed, progress=progress,
+            log=log, max_time=max_time, on_batch=on_batch))
+    finally:
+        ctx.close()
+
+
+class _ForceFieldHooks(Hooks):
+    """The force-field task for the training core: epochs over seeded global batches."""
+
+    def __init__(self, model, train_items, val_items, fingerprint: str, opts: dict):
+        self.model = model
+        self.train_items = train_items
+        self.val_items = val_items
+        self.fingerprint = fingerprint
+        self.opts = opts
+
+    def loss(self, b, t, norms, weight):
+        return weight * _loss_terms(self.model, b, t, self.opts["weights"], norms)
+
+    def train_unit(self, loop: Loop, epoch: int) -> dict:
+        o = self.opts
+        self.model.train()
+        g = torch.Generator().manual_seed(int(o["seed"]) * 100_003 + epoch)
+        order = torch.randperm(len(self.train_items), generator=g).tolist()
+        total = torch.zeros((), dtype=torch.float64, device=self.model.device)
+        n_b = 0
+        bs = o["batch_size"]
+        for step, k in enumerate(range(0, len(order), bs)):
+            global_batch = [self.train_items[q] for q in order[k:k + bs]]
+            local, weight = loop.shard(global_batch)
+            b, t = _collate(local, self.model.device)
+            total = total + loop.optimise(b, t, _norms(global_batch, o["weights"][2]), weight).double()
+            n_b += 1
+            if o["on_batch"] is not None:
+                o["on_batch"](epoch, step)
+        total = loop.reduce(total)
+        return {"epoch": epoch, "train_loss": float(total) / max(n_b, 1)}
+
+    def validate(self, loop: Loop, epoch: int):
+        self.model.eval()
+        metrics = evaluate_errors(self.model, self.val_items, ctx=loop.ctx)
+        w_e, w_f, _ = self.opts["weights"]
+        val_loss = w_e * metrics["energy_rmse_per_atom"] ** 2 + w_f * metrics["force_rmse"] ** 2
+        return val_loss, {"val_loss": val_loss, **{f"val_{k}": v for k, v in metrics.items()}}
+
+    def state(self, loop: Loop) -> dict:
+        return {"kind": self.model.kind, "config": json.dumps(self.model.config, sort_keys=True),
+                "fingerprint": self.fingerprint, "epoch": loop.done - 1}
+
+    def check_resume(self, saved: dict, path) -> None:
+        if saved.get("kind") != self.model.kind or saved.get("config") != json.dumps(self.model.config,
+                                                                                       sort_keys=True):
+            raise ModelFileError(f"checkpoint {str(path)!r} belongs to another model ({saved.get('kind')}, "
+                                 f"{saved.get('config')}); delete it or pass resume=False.")
+        if saved.get("fingerprint") != self.fingerprint:
+            raise ModelFileError(f"checkpoint {str(path)!r} was written for other training data; delete it, "
+                                 "pass resume=False, or train on the same data/seed.")
+        if "done" not in saved:
+            raise ModelFileError(f"checkpoint {str(path)!r} was written by an older lawful training loop; "
+                                 "delete it or pass resume=False.")
+
+    def postfix(self, row: dict) -> dict:
+        return dict(loss=f"{row['train_loss']:.3g}", E=f"{1e3 * row['val_energy_mae_per_atom']:.2f}meV/at",
+                    F=f"{1e3 * row['val_force_mae']:.1f}meV/A", lr=f"{row['lr']:.1e}")
+
+
+def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> dict:
     train_items = prepare(model, train_frames)
     val_items = prepare(model, val_frames)
     # the training domain, saved with the model: the engine adapters warn below these distances
     model.pair_min_distance = pair_min_distances(Batch.concatenate([b for b, _ in train_items]), model.species)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=lr_factor, patience=lr_patience)
-    state = {"epoch": -1, "best_loss": math.inf, "best_state": None, "bad_epochs": 0, "history": [],
-             "train_time_s": 0.0, "train_cpu_s": 0.0}
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None:
-        from lawful.kernels.checkpoint import load_checkpoint, save_checkpoint
-    if ckpt is not None and resume and ckpt.exists():
-        saved = load_checkpoint(ckpt)
-        if saved.get("kind") != model.kind or saved.get("config") != json.dumps(model.config, sort_keys=True):
-            raise ModelFileError(f"checkpoint {str(ckpt)!r} belongs to another model ({saved.get('kind')}, "
-                                 f"{saved.get('config')}); delete it or pass resume=False.")
-        if saved.get("fingerprint") != fingerprint:
-            raise ModelFileError(f"checkpoint {str(ckpt)!r} was written for other training data; delete it, "
-                                 "pass resume=False, or train on the same data/seed.")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        state = {k: saved.get(k, v) for k, v in state.items()}
-        state["history"] = json.loads(saved["history"])
-    else:
+    opt = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=o["lr_factor"], patience=o["lr_patience"])
+    hooks = _ForceFieldHooks(model, train_items, val_items, fingerprint, o)
+    cfg = LoopConfig(units=int(o["epochs"]), unit="epoch", checkpoint=o["checkpoint"], resume=o["resume"],
+                     patience=o["patience"], min_lr=o["min_lr"], max_time=o["max_time"], progress=o["progress"],
+                     desc=f"train {model.kind}", log=o["log"], stop_label="epochs")
+    loop = Loop(model, opt, sched, hooks, cfg, ctx=ctx)
+    if not loop.resume():
         with torch.no_grad():
             _fit_normalisation(model, train_items)
-
-    log_f = open(log, "a", buffering=1) if log is not None else None
-    first = state["epoch"] + 1
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs, initial=first, desc=f"train {model.kind}", unit="epoch", dynamic_ncols=True)
-    stop_reason = "epochs"
     t_start = time.perf_counter()
-    try:
-        for epoch in range(first, epochs):
-            if state["bad_epochs"] >= patience:
-                stop_reason = "early_stopping"
-                break
-            if opt.param_groups[0]["lr"] < min_lr:
-                stop_reason = "min_lr"
-                break
-            if max_time is not None and state["train_time_s"] >= max_time:
-                stop_reason = "max_time"
-                break
-            t0, c0 = time.perf_counter(), time.process_time()
-            model.train()
-            g = torch.Generator().manual_seed(int(seed) * 100_003 + epoch)
-            order = torch.randperm(len(train_items), generator=g).tolist()
-            total, n_b = 0.0, 0
-            for step, k in enumerate(range(0, len(order), batch_size)):
-                b, t = _collate([train_items[q] for q in order[k:k + batch_size]], dev)
-                opt.zero_grad(set_to_none=True)
-                loss = _loss(model, b, t, energy_weight, force_weight, stress_weight)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                n_b += 1
-                if on_batch is not None:
-                    on_batch(epoch, step)
-            model.eval()
-            metrics = evaluate_errors(model, val_items)
-            val_loss = (energy_weight * metrics["energy_rmse_per_atom"] ** 2 + force_weight * metrics["force_rmse"] ** 2)
-            sched.step(val_loss)
-            if val_loss < state["best_loss"]:
-                state["best_loss"] = val_loss
-                state["best_state"] = copy.deepcopy(model.state_dict())
-                state["bad_epochs"] = 0
-            else:
-                state["bad_epochs"] += 1
-            state["train_time_s"] += time.perf_counter() - t0
-            state["train_cpu_s"] += time.process_time() - c0
-            state["epoch"] = epoch
-            row = {"epoch": epoch, "train_loss": total / max(n_b, 1), "val_loss": val_loss,
-                   "lr": opt.param_groups[0]["lr"], **{f"val_{k}": v for k, v in metrics.items()}}
-            state["history"].append(row)
-            if ckpt is not None:
-                save_checkpoint(ckpt, {"kind": model.kind, "config": json.dumps(model.config, sort_keys=True),
-                                       "fingerprint": fingerprint, "model": model.state_dict(),
-                                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                       **{k: v for k, v in state.items() if k != "history"},
-                                       "history": json.dumps(state["history"])})
-            if log_f is not None:
-                log_f.write(json.dumps(row) + "\n")
-                log_f.flush()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['train_loss']:.3g}", E=f"{1e3 * metrics['energy_mae_per_atom']:.2f}meV/at",
-                                F=f"{1e3 * metrics['force_mae']:.1f}meV/A", lr=f"{row['lr']:.1e}")
-        else:
-            stop_reason = "epochs"
-    finally:
-        if bar is not None:
-            bar.close()
-        if log_f is not None:
-            log_f.close()
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
+    stop_reason = loop.run()
     model.eval()
-    final = evaluate_errors(model, val_items)
+    final = evaluate_errors(model, val_items, ctx=ctx)
+    w_e, w_f, w_s = o["weights"]
     summary = {
         "kind": model.kind, "n_train": len(train_items), "n_val": len(val_items),
         "n_train_atoms": int(sum(int(b.n_atoms.sum()) for b, _ in train_items)),
-        "epochs_run": state["epoch"] + 1, "stop_reason": stop_reason,
+        "epochs_run": loop.done, "stop_reason": stop_reason,
         "val_energy_mae_per_atom_eV": final["energy_mae_per_atom"], "val_force_mae_eV_per_A": final["force_mae"],
         "val_energy_rmse_per_atom_eV": final["energy_rmse_per_atom"], "val_force_rmse_eV_per_A": final["force_rmse"],
         "val_stress_mae_eV_per_A3": final.get("stress_mae"),
-        "train_time_s": state["train_time_s"], "train_cpu_s": state["train_cpu_s"],
+        "train_time_s": loop.train_time_s, "train_cpu_s": loop.train_cpu_s,
         "wall_time_this_call_s": time.perf_counter() - t_start,
-        "weights": {"energy": energy_weight, "forces": force_weight, "stress": stress_weight},
-        "seed": seed, "batch_size": batch_size, "lr": lr, "data_fingerprint": fingerprint,
-        "history": state["history"],
+        "weights": {"energy": w_e, "forces": w_f, "stress": w_s},
+        "seed": o["seed"], "batch_size": o["batch_size"], "lr": o["lr"], "data_fingerprint": fingerprint,
+        "world_size": ctx.world_size, "communication_s": loop.comm_s,
+        "history": loop.history,
     }
     model.training_summary = summary
     return summary

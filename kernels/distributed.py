@@ -1,0 +1,176 @@
+"""Data-parallel training helpers on ``torch.distributed`` (launched by ``torchrun``).
+
+lawful has no launcher of its own: ``torchrun`` starts one process per rank and sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``. :func:`context` reads them and
+joins the process group (gloo for CPU models, NCCL for CUDA ones); without them (a plain
+``python`` or ``lawful`` run) it returns the single-process context and nothing distributed is
+touched. The training core (:mod:`lawful.kernels.training_core`) wraps the model in
+``DistributedDataParallel`` through :func:`wrap`, shards each fixed global batch with
+:func:`shard` and lets rank 0 alone write files (:attr:`DistContext.is_main`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from lawful.kernels.errors import BackendError, InputError
+
+__all__ = ["DistContext", "context", "shard", "all_reduce_sum", "broadcast_float", "barrier", "wrap",
+           "LossModule", "env_rank"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank`` on its
+    node, ``backend`` ("gloo" / "nccl", or None single-process) and whether it initialised the
+    process group itself (``owns_group``: then :meth:`close` tears it down)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    owns_group: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        """True when more than one process trains together."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes checkpoints, logs, progress bars and models."""
+        return self.rank == 0
+
+    def close(self) -> None:
+        """Destroy the process group if this context created it (others' groups are left alone)."""
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def env_rank() -> int:
+    """This process's rank from the environment (0 outside torchrun), e.g. to let only rank 0
+    write the trained model after :func:`lawful.forcefields.train` returned."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return _env_int("RANK", 0)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"environment variable {name}={value!r} is not an integer: torchrun sets it; unset "
+                         "it for a single-process run.") from None
+
+
+def context(device: torch.device | str = "cpu") -> DistContext:
+    """The distributed context of this process, joining the process group when torchrun started it.
+
+    device: the model's device: CUDA models use NCCL (each rank on ``cuda:LOCAL_RANK``), CPU
+    models gloo. An already initialised group (e.g. by the caller) is used as it is.
+    """
+    if not torch.distributed.is_available():
+        return DistContext()
+    if torch.distributed.is_initialized():
+        return DistContext(torch.distributed.get_rank(), torch.distributed.get_world_size(),
+                           _env_int("LOCAL_RANK", 0), torch.distributed.get_backend(), False)
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return DistContext()
+    rank = _env_int("RANK", 0)
+    if not 0 <= rank < world:
+        raise InputError(f"RANK={rank} is outside WORLD_SIZE={world}: launch with torchrun, which sets both.")
+    local = _env_int("LOCAL_RANK", 0)
+    backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    if backend == "nccl":
+        if not torch.cuda.is_available() or local >= torch.cuda.device_count():
+            raise BackendError(f"LOCAL_RANK={local} needs a CUDA device but {torch.cuda.device_count()} are "
+                               "visible: start at most that many processes per node (--nproc_per_node), or "
+                               "train on the CPU (--device cpu, gloo).")
+        torch.cuda.set_device(local)
+    try:
+        torch.distributed.init_process_group(backend=backend)
+    except (RuntimeError, ValueError) as exc:
+        raise BackendError(f"could not join the {backend} process group as rank {rank} of {world} "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): check "
+                           "MASTER_ADDR/MASTER_PORT or the torchrun --rdzv-endpoint, and that every rank "
+                           "was started.") from exc
+    return DistContext(rank, world, local, backend, True)
+
+
+def shard(items: list, ctx: DistContext) -> tuple[list, float]:
+    """This rank's share of one global batch ``items``: every ``world_size``-th item from
+    ``rank``, so the union over ranks is the global batch whatever its size.
+
+    Returns ``(local_items, weight)``; a rank left without items (a global batch smaller than the
+    world) gets the first item with weight 0.0, so that it still takes part in the collective
+    gradient reduction but adds nothing to it.
+    """
+    if not ctx.distributed:
+        return list(items), 1.0
+    local = list(items[ctx.rank::ctx.world_size])
+    if local:
+        return local, 1.0
+    return [items[0]], 0.0
+
+
+def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """The sum of ``t`` over all ranks (``t`` itself single-process). Returns a new tensor."""
+    if not ctx.distributed:
+        return t
+    out = t.detach().clone()
+    torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
+    return out
+
+
+def broadcast_float(value: float, ctx: DistContext, device="cpu") -> float:
+    """Rank 0's ``value`` on every rank (e.g. a validation score all ranks must act on alike)."""
+    if not ctx.distributed:
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    torch.distributed.broadcast(t, src=0)
+    return float(t.item())
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (no-op single-process)."""
+    if ctx.distributed:
+        torch.distributed.barrier()
+
+
+class LossModule(torch.nn.Module):
+    """``forward(*args) -> loss_fn(*args)`` around ``model``: a module whose forward *is* the loss,
+    so ``DistributedDataParallel`` sees every use of the model's parameters (the force fields are
+    called through ``evaluate_batch``, not ``forward``, and their forces are gradients taken inside
+    the loss: the final ``backward`` is a double backward through the reducer's hooks)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, *args):
+        return self.loss_fn(*args)
+
+
+def wrap(model: torch.nn.Module, loss_fn, ctx: DistContext) -> torch.nn.Module:
+    """``LossModule(model, loss_fn)``, inside ``DistributedDataParallel`` when distributed.
+
+    ``find_unused_parameters=True``: a batch without some species leaves that species' network
+    without gradient on one rank, which DDP must know. Parameters and buffers are broadcast from
+    rank 0 when wrapping, so every rank starts from the same weights.
+    """
+    module = LossModule(model, loss_fn)
+    if not ctx.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    dev = next(model.parameters()).device
+    ids = [dev.index if dev.index is not None else ctx.local_rank] if dev.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)

@@ -1,0 +1,316 @@
+"""The one training loop of lawful: force fields, HNN/LNN/baselines and fluid correctors use it.
+
+A trainer describes *what* to learn through :class:`Hooks` (the loss of this rank's share of a
+batch, one unit of work — an epoch or an optimiser step —, validation, and its own resumable
+state) and *how* to run through :class:`LoopConfig`; :class:`Loop` does the rest, once for all:
+
+* resume from an atomic checkpoint (:func:`lawful.kernels.checkpoint.save_checkpoint`) written
+  every ``checkpoint_every`` units, after checking that it belongs to this model and data
+  (:meth:`Hooks.check_resume`); a resumed run ends with the weights of an uninterrupted one;
+* best weights (lowest validation score) kept and restored at the end, early stopping after
+  ``patience`` validations without improvement, a learning-rate floor, a time budget;
+* the learning-rate schedule (``ReduceLROnPlateau`` steps on the validation score, any other
+  scheduler once per unit), gradient clipping;
+* a tqdm bar and a JSON-lines log; a KeyboardInterrupt (Ctrl-C, or SIGTERM delivered as one by
+  the ``lawful`` command) closes both and propagates: the last checkpoint holds the last
+  finished unit, and the same call resumes from it;
+* data parallelism (:mod:`lawful.kernels.distributed`): under ``torchrun`` the model is wrapped
+  in ``DistributedDataParallel``, :meth:`Loop.shard` gives this rank its share of a fixed global
+  batch, :meth:`Loop.optimise` scales the share so the averaged gradient is the gradient of the
+  global-batch loss (the same weights as one process), and rank 0 alone writes checkpoints, logs
+  and the progress bar. Every rank reads the same checkpoint to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lawful.kernels import distributed as dist
+from lawful.kernels.errors import InputError
+
+__all__ = ["LoopConfig", "Hooks", "Loop"]
+
+
+@dataclass
+class LoopConfig:
+    """How :class:`Loop` runs.
+
+    units: total units of work (epochs or optimiser steps) a full run does.
+    unit: their name in the progress bar ("epoch", "step", "it").
+    checkpoint: file for atomic checkpoints (None: none); resume: continue from it if it exists.
+    checkpoint_every: units between checkpoints (and after the last unit of a call).
+    validate_every: units between validations (and after the last unit); 0: never validate.
+    patience: stop after this many validations without improvement (None: never).
+    min_lr: stop when the learning rate falls below it (None: never).
+    max_time: stop when the accumulated training time exceeds it, seconds (None: never).
+    restore_best: load the best validated weights at the end.
+    grad_clip: clip the gradient norm to this value (0: no clipping).
+    progress, desc: the tqdm bar (rank 0 only) and its label; log: JSON-lines file (rank 0 only).
+    stop_label: the stop reason when all units ran ("epochs", "iterations", ...).
+    """
+
+    units: int
+    unit: str = "epoch"
+    checkpoint: str | os.PathLike | None = None
+    resume: bool = True
+    checkpoint_every: int = 1
+    validate_every: int = 1
+    patience: int | None = None
+    min_lr: float | None = None
+    max_time: float | None = None
+    restore_best: bool = True
+    grad_clip: float = 0.0
+    progress: bool = False
+    desc: str = "train"
+    log: str | os.PathLike | None = None
+    stop_label: str = "units"
+
+    def __post_init__(self):
+        for name in ("units", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(f"LoopConfig.{name}={v!r} must be a positive integer.")
+        if not isinstance(self.validate_every, int) or self.validate_every < 0:
+            raise InputError(f"LoopConfig.validate_every={self.validate_every!r} must be an integer >= 0 "
+                             "(0: never validate).")
+
+
+class Hooks:
+    """What a trainer tells :class:`Loop`. Override :meth:`loss` and :meth:`train_unit`; the rest
+    have defaults (no validation, no extra state)."""
+
+    def loss(self, *args) -> torch.Tensor:
+        """This rank's share of the loss of one global batch (0-d tensor): the shares of all ranks
+        sum to the global-batch loss (single-process: the whole loss). Called through
+        :meth:`Loop.optimise`, inside DDP's forward."""
+        raise NotImplementedError
+
+    def train_unit(self, loop: "Loop", unit: int) -> dict | None:
+        """Run unit ``unit`` (0-based; an epoch or one step) with :meth:`Loop.optimise`; return the
+        history row (plain values) or None for no row."""
+        raise NotImplementedError
+
+    def validate(self, loop: "Loop", unit: int) -> tuple[float, dict] | None:
+        """``(score, entries)``: the validation score (lower is better; must agree on every rank)
+        and entries added to the unit's history row. None: nothing validated."""
+        return None
+
+    def state(self, loop: "Loop") -> dict:
+        """Extra plain values/tensors saved in the checkpoint (RNG states, multipliers, ids)."""
+        return {}
+
+    def load_state(self, loop: "Loop", saved: dict) -> None:
+        """Restore what :meth:`state` saved."""
+
+    def check_resume(self, saved: dict, path: Path) -> None:
+        """Raise (ModelFileError / InputError) when ``saved`` belongs to another model or data."""
+
+    def postfix(self, row: dict) -> dict:
+        """Live metrics shown on the progress bar for a history row."""
+        return {}
+
+
+class Loop:
+    """The training loop. ``model``: the module trained (its ``state_dict`` is checkpointed and
+    its parameters are the ones DDP reduces); ``optimizer``; ``scheduler`` (or None); ``hooks``;
+    ``config``; ``ctx``: a :class:`~lawful.kernels.distributed.DistContext` (default: the one
+    torchrun's environment gives, joined on first use).
+
+    State after :meth:`run`: ``done`` units, ``history`` rows, ``best_score`` / ``best_unit`` /
+    ``best_state``, ``bad_validations``, ``train_time_s`` / ``train_cpu_s`` (accumulated over
+    resumed runs), ``stop_reason``.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer, scheduler, hooks: Hooks, config: LoopConfig,
+                 ctx: dist.DistContext | None = None):
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.hooks = hooks
+        self.config = config
+        self.ctx = ctx if ctx is not None else dist.context(_device(model))
+        self.checkpoint = Path(config.checkpoint) if config.checkpoint is not None else None
+        self.done = 0
+        self.history: list[dict] = []
+        self.best_score = math.inf
+        self.best_unit: int | None = None
+        self.best_state: dict | None = None
+        self.bad_validations = 0
+        self.train_time_s = 0.0
+        self.train_cpu_s = 0.0
+        self.stop_reason: str | None = None
+        self.comm_s = 0.0          # seconds spent in explicit collectives of this call (benchmarks)
+        self._module = None
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything a resume needs: weights, optimiser, scheduler, counters, best weights,
+        history (JSON text) and the hooks' own state."""
+        return {"done": self.done, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "best_score": self.best_score, "best_unit": self.best_unit, "best_state": self.best_state,
+                "bad_validations": self.bad_validations, "train_time_s": self.train_time_s,
+                "train_cpu_s": self.train_cpu_s, "history": json.dumps(self.history),
+                **self.hooks.state(self)}
+
+    def save(self, path=None) -> None:
+        """Write the checkpoint atomically (rank 0 only; other ranks return at once)."""
+        from lawful.kernels.checkpoint import save_checkpoint
+
+        target = Path(path) if path is not None else self.checkpoint
+        if target is not None and self.ctx.is_main:
+            save_checkpoint(target, self.state())
+
+    def load(self, path) -> None:
+        """Restore a checkpoint written by :meth:`save` (every rank reads the same file)."""
+        from lawful.kernels.checkpoint import load_checkpoint
+
+        path = Path(path)
+        saved = load_checkpoint(path, map_location=_device(self.model))
+        self.hooks.check_resume(saved, path)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None and saved.get("scheduler") is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        self.done = int(saved["done"])
+        self.best_score = float(saved["best_score"])
+        self.best_unit = saved.get("best_unit")
+        self.best_state = saved.get("best_state")
+        self.bad_validations = int(saved["bad_validations"])
+        self.train_time_s = float(saved["train_time_s"])
+        self.train_cpu_s = float(saved["train_cpu_s"])
+        self.history = json.loads(saved["history"])
+        self.hooks.load_state(self, saved)
+
+    def resume(self) -> bool:
+        """Load ``config.checkpoint`` when ``config.resume`` and it exists; True if it did."""
+        if self.checkpoint is not None and self.config.resume and self.checkpoint.exists():
+            self.load(self.checkpoint)
+            return True
+        return False
+
+    # -- data parallelism ---------------------------------------------------------------------
+    def shard(self, items: list) -> tuple[list, float]:
+        """This rank's share of the global batch ``items`` and its weight (1.0, or 0.0 for a rank
+        left without items; see :func:`lawful.kernels.distributed.shard`)."""
+        return dist.shard(items, self.ctx)
+
+    def optimise(self, *args) -> torch.Tensor:
+        """One optimiser step on ``hooks.loss(*args)`` (through DDP when distributed); returns
+        this rank's detached loss share. Sum the shares and :meth:`reduce` them for the global loss."""
+        if self._module is None:
+            self._module = dist.wrap(self.model, self.hooks.loss, self.ctx)
+        self.optimizer.zero_grad(set_to_none=True)
+        share = self._module(*args)
+        # DDP averages gradients over ranks; the shares sum to the global loss, so scale by the
+        # world size to get the gradient of the global loss (exact: world sizes are integers).
+        (share * self.ctx.world_size if self.ctx.distributed else share).backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return share.detach()
+
+    def reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of ``t`` over ranks (timed into ``comm_s``)."""
+        if not self.ctx.distributed:
+            return t
+        t0 = time.perf_counter()
+        out = dist.all_reduce_sum(t, self.ctx)
+        self.comm_s += time.perf_counter() - t0
+        return out
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _stop(self) -> str | None:
+        cfg = self.config
+        if cfg.patience is not None and self.bad_validations >= cfg.patience:
+            return "early_stopping"
+        if cfg.min_lr is not None and self.optimizer.param_groups[0]["lr"] < cfg.min_lr:
+            return "min_lr"
+        if cfg.max_time is not None and self.train_time_s >= cfg.max_time:
+            return "max_time"
+        return None
+
+    def _validate(self, unit: int, row: dict | None) -> None:
+        res = self.hooks.validate(self, unit)
+        if res is None:
+            return
+        score, entries = res
+        score = float(score)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(score)
+        if row is not None:
+            row.update(entries)
+        if score < self.best_score:
+            self.best_score = score
+            self.best_unit = unit + 1
+            self.best_state = {k: t.detach().clone() for k, t in self.model.state_dict().items()}
+            self.bad_validations = 0
+        else:
+            self.bad_validations += 1
+
+    def run(self, units: int | None = None) -> str:
+        """Run until ``units`` (default ``config.units``) units are done or a stop rule fires;
+        returns the stop reason (also ``self.stop_reason``)."""
+        cfg = self.config
+        total = int(cfg.units if units is None else units)
+        main = self.ctx.is_main
+        log_f = open(cfg.log, "a", buffering=1) if (cfg.log is not None and main) else None
+        bar = None
+        if cfg.progress and main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=min(self.done, total), desc=cfg.desc, unit=cfg.unit,
+                       dynamic_ncols=True)
+        plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        self.stop_reason = cfg.stop_label
+        self.comm_s = 0.0
+        try:
+            while self.done < total:
+                reason = self._stop()
+                if reason is not None:
+                    self.stop_reason = reason
+                    break
+                t0, c0 = time.perf_counter(), time.process_time()
+                unit = self.done
+                row = self.hooks.train_unit(self, unit)
+                if self.scheduler is not None and not plateau:
+                    self.scheduler.step()
+                self.done += 1
+                if cfg.validate_every and (self.done % cfg.validate_every == 0 or self.done == total):
+                    self._validate(unit, row)
+                self.train_time_s += time.perf_counter() - t0
+                self.train_cpu_s += time.process_time() - c0
+                if row is not None:
+                    row.setdefault("lr", self.optimizer.param_groups[0]["lr"])
+                    self.history.append(row)
+                if self.checkpoint is not None and (self.done % cfg.checkpoint_every == 0 or self.done == total):
+                    self.save()
+                if log_f is not None and row is not None:
+                    log_f.write(json.dumps(row) + "\n")
+                if bar is not None:
+                    bar.update(1)
+                    if row is not None:
+                        bar.set_postfix(**self.hooks.postfix(row))
+        finally:
+            if bar is not None:
+                bar.close()
+            if log_f is not None:
+                log_f.close()
+        if cfg.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.stop_reason
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
