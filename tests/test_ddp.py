@@ -1,0 +1,151 @@
+"""Data-parallel training under torch.distributed (gloo, 2 processes on this CPU).
+
+Two ranks sharing each fixed global batch end with the weights of one process training on the
+whole batches (float64, 1e-10), including a last batch smaller than the world (one rank then
+contributes with weight 0); a 2-rank run SIGKILLed in the middle of an epoch and restarted from
+rank 0's checkpoint ends where the uninterrupted run ends. The ranks are started as torchrun
+would start them: environment RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from lawful.forcefields import NeuralPotential, train
+from lawful.forcefields.reference import emt_metal_dataset, write_extxyz
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+ARCH = dict(cutoff=3.5, n_basis=5, n_radial=4, lmax=2, hidden=(16,), seed=0)
+# 17 training frames in global batches of 4: the last global batch holds 1 frame, so rank 1
+# takes part in that step with weight 0
+OPTS = dict(epochs=3, batch_size=4, lr=5e-3, seed=0, progress=False)
+
+_RANK = """
+import json, os, sys, time, torch
+torch.set_num_threads(1)
+from lawful.forcefields import NeuralPotential, train
+data, out, ckpt, flag = sys.argv[1:5]
+rank = int(os.environ["RANK"])
+
+def on_batch(epoch, step):
+    if flag != "-" and rank == 0 and epoch == 2 and step == 1:     # in the middle of the third epoch
+        open(flag, "w").close()
+        time.sleep(300)
+
+model = NeuralPotential(["Cu"], **{arch})
+summary = train(model, data, checkpoint=None if ckpt == "-" else ckpt, on_batch=on_batch, **{opts})
+torch.save({{"state": model.state_dict(), "world": summary["world_size"],
+            "history": [h["train_loss"] for h in summary["history"]]}}, out + f".rank{{rank}}")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(script, data, out, ckpt="-", flag="-", world=2):
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, str(script), str(data), str(out), str(ckpt), str(flag)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def _finish(procs, timeout=90):
+    outputs = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=timeout)
+            outputs.append(out)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    frames = emt_metal_dataset("Cu", repeat=1, temperatures=(300, 900), n_md=5, n_rattled=4, n_strained=5, seed=1)
+    data = root / "cu.extxyz"
+    write_extxyz(data, frames)
+    script = root / "rank.py"
+    script.write_text(textwrap.dedent(_RANK.format(arch=repr(ARCH), opts=repr(OPTS))))
+    single = NeuralPotential(["Cu"], **ARCH)
+    summary = train(single, data, **OPTS)
+    assert summary["world_size"] == 1
+    return root, data, script, single, summary
+
+
+def test_two_ranks_give_the_weights_of_one_process(setup):
+    root, data, script, single, summary = setup
+    out = root / "two"
+    _finish(_launch(script, data, out))
+    r0 = torch.load(str(out) + ".rank0", weights_only=True)
+    r1 = torch.load(str(out) + ".rank1", weights_only=True)
+    assert r0["world"] == 2 == r1["world"]
+    ref = single.state_dict()
+    moved = worst = 0.0
+    for k, v in ref.items():
+        worst = max(worst, float((r0["state"][k].double() - v.double()).abs().max()))
+        assert r0["state"][k].dtype == v.dtype and (v.dtype == torch.float64 or not v.is_floating_point())
+        assert torch.equal(r0["state"][k], r1["state"][k]), k          # the ranks agree bit for bit
+        assert torch.allclose(r0["state"][k], v, rtol=0, atol=1e-10), (k, float((r0["state"][k] - v).abs().max()))
+    for k, v in single.named_parameters():
+        moved = max(moved, float((v.detach() - NeuralPotential(["Cu"], **ARCH).state_dict()[k]).abs().max()))
+    assert moved > 1e-3 > worst                                           # training did change the weights
+    print(f"2 ranks vs 1 process: largest weight difference {worst:.3g} (weights moved by up to {moved:.3g})")
+    assert r0["history"] == pytest.approx([h["train_loss"] for h in summary["history"]], rel=1e-10)
+
+
+def test_killed_two_rank_run_resumes_to_the_uninterrupted_weights(setup):
+    from lawful.kernels.checkpoint import load_checkpoint
+
+    root, data, script, single, _ = setup
+    ckpt = root / "ddp.ckpt"
+    flag = root / "flag"
+    out = root / "resumed"
+    procs = _launch(script, data, out, ckpt=ckpt, flag=flag)
+    try:
+        deadline = time.time() + 60
+        while not flag.exists():
+            assert all(p.poll() is None for p in procs), "a rank died before the kill"
+            assert time.time() < deadline, "the ranks never reached epoch 2"
+            time.sleep(0.05)
+        for p in procs:                      # SIGKILL the job: no rank gets to clean up
+            os.kill(p.pid, signal.SIGKILL)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 1 and state["done"] == 2                    # the last finished epoch
+    assert not list(root.glob("*.tmp*"))
+    _finish(_launch(script, data, out, ckpt=ckpt))                       # the same command again
+    r0 = torch.load(str(out) + ".rank0", weights_only=True)
+    r1 = torch.load(str(out) + ".rank1", weights_only=True)
+    for k, v in single.state_dict().items():
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+        assert torch.allclose(r0["state"][k], v, rtol=0, atol=1e-10), k
+    assert len(r0["history"]) == OPTS["epochs"]
