@@ -169,8 +169,13 @@ def wrap(model: torch.nn.Module, loss_fn, ctx: DistContext) -> torch.nn.Module:
     module = LossModule(model, loss_fn)
     if not ctx.distributed:
         return module
+    import warnings
+
     from torch.nn.parallel import DistributedDataParallel
 
+    # the gradients of a double backward (forces in the loss) may come out transposed for (1, n)
+    # weights; the reducer copies them into its buckets all the same: a performance note only
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     dev = next(model.parameters()).device
     ids = [dev.index if dev.index is not None else ctx.local_rank] if dev.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
