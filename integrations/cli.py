@@ -329,7 +329,10 @@ def _cmd_train(args) -> int:
 
     species = args.species or sorted({s for a in frames for s in a.get_chemical_symbols()})
     cls = NeuralPotential if args.model == "conservative" else DirectForceModel
-    model = cls(species=species, cutoff=args.cutoff, dtype=args.dtype, device=args.device, seed=args.seed)
+    device = args.device
+    if str(device).startswith("cuda") and os.environ.get("LOCAL_RANK"):   # torchrun: one GPU per rank
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    model = cls(species=species, cutoff=args.cutoff, dtype=args.dtype, device=device, seed=args.seed)
     out = Path(args.out)
     path = out / f"{args.name or args.model}.lawful"
     ckpt = out / f"{path.stem}.ckpt"
@@ -341,6 +344,10 @@ def _cmd_train(args) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: the last complete epoch is in {ckpt}; run the same command again to resume.")
         raise
+    from lawful.kernels.distributed import env_rank
+
+    if env_rank() != 0:       # under torchrun: rank 0 alone writes the model and reports
+        return 0
     model.save(path)
     print(f"model written to {path}: validation energy MAE {summary.get('val_energy_mae_per_atom_eV', float('nan')):.3g} "
           f"eV/atom, force MAE {summary.get('val_force_mae_eV_per_A', float('nan')):.3g} eV/Å")
@@ -677,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
             from lawful.kernels.precision import resolve_device
 
             resolve_device(args.device)  # an unknown device or CUDA without a GPU: before any work
-        if getattr(args, "out", None):
+        if getattr(args, "out", None) and os.environ.get("RANK", "0") in ("", "0"):  # torchrun: rank 0 locks
             lock = _prepare_out(args.out, args.command)
         if getattr(args, "threads", None):
             # The command line is an application, so it may set the process's torch thread count.
