@@ -2,7 +2,12 @@
 
 ``taylor_green`` (periodic, analytic decaying solution), ``kolmogorov`` (forced 2D turbulence,
 the jax-cfd benchmark), ``smoke_plume`` (buoyant smoke in a closed box), ``karman`` (cylinder in a
-channel with inflow/outflow, by Reynolds number). ``make(name, **kw)`` looks one up by name.
+channel with inflow/outflow, by Reynolds number), ``lid_driven_cavity`` (the Ghia et al. box).
+``flow_scene`` builds any channel or box from a domain size, a :class:`Boundary` (wall kind and
+tangential velocity per side, inflow profile) and obstacle shapes
+(:class:`~lawful.fluids.forces.Circle`, :class:`~lawful.fluids.forces.Box`) in domain units;
+scenes with obstacles record the force on each (``drag``, ``lift``, ``cd``, ``cl``) in
+:func:`~lawful.fluids.solver.run`. ``make(name, **kw)`` looks one up by name.
 All in grid units (lengths, times) with float32 default and float64 on request.
 """
 
@@ -15,14 +20,15 @@ from typing import Callable
 import torch
 
 from lawful.kernels.errors import InputError
-from lawful.kernels.mac_grid import Boundary
+from lawful.kernels.mac_grid import Boundary, inflow_profile
 from lawful.kernels.mac_operators import curl_torch
+from lawful.fluids.forces import Box, Circle, body_velocity, force_record, obstacle_masks
 from lawful.kernels.precision import fluid_dtype, resolve_device
 from lawful.fluids.solver import Solver, SolverConfig
 from lawful.fluids.state import FluidState
 
-__all__ = ["Scene", "taylor_green", "kolmogorov", "smoke_plume", "karman", "make", "SCENES",
-           "MIN_CELLS_PER_DIAMETER", "MIN_CELLS_PER_WAVELENGTH"]
+__all__ = ["Scene", "taylor_green", "kolmogorov", "smoke_plume", "karman", "lid_driven_cavity", "flow_scene",
+           "Circle", "Box", "make", "SCENES", "MIN_CELLS_PER_DIAMETER", "MIN_CELLS_PER_WAVELENGTH"]
 
 #: Every round feature of a scene (the Karman cylinder, the plume's source disc) must span at least
 #: this many cells across its diameter, and its mask must hold at least one cell; coarser grids are
@@ -40,6 +46,9 @@ class Scene:
     ``state`` (:class:`FluidState`), ``config`` (:class:`SolverConfig`), optional constant
     ``forcing`` ``(fu, fv)`` face accelerations and scalar ``sources`` ``(ns, nx, ny)``, an
     ``analytic(t) -> (u, v)`` exact solution where one exists, and the ``params`` that built it.
+    ``obstacles``: the shapes whose forces :meth:`forces` reports (``masks``: their cells),
+    ``body_velocity``: face velocities of moving obstacles (for the solver), ``reference``:
+    ``(U, L)`` for the force coefficients.
     """
 
     name: str
@@ -49,6 +58,19 @@ class Scene:
     sources: torch.Tensor | None = None
     analytic: Callable | None = None
     params: dict = field(default_factory=dict)
+    obstacles: tuple = ()
+    masks: tuple = ()
+    body_velocity: tuple | None = None
+    reference: tuple | None = None
+
+    def forces(self, state: FluidState | None = None, viscosity: float | None = None) -> dict:
+        """Force columns (:func:`~lawful.fluids.forces.force_record`) of ``state`` (default: the
+        scene's) on the scene's obstacles; ``{}`` without obstacles."""
+        if not self.obstacles:
+            return {}
+        nu = self.config.viscosity if viscosity is None else viscosity
+        return force_record(state if state is not None else self.state, nu, self.obstacles, self.masks,
+                            self.reference)
 
     def make_solver(self, **overrides) -> Solver:
         """A :class:`Solver` for this scene (``overrides`` replace config fields)."""
@@ -61,7 +83,8 @@ class Scene:
             if unknown:
                 raise InputError(f"make_solver: unknown SolverConfig field(s) {unknown}; known: {sorted(known)}.")
             config = replace(config, **overrides)
-        return Solver(self.state, config, forcing=self.forcing, sources=self.sources)
+        return Solver(self.state, config, forcing=self.forcing, sources=self.sources,
+                      body_velocity=self.body_velocity)
 
 
 def _grid(nx, ny, dx, dtype, device):
@@ -277,11 +300,133 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
     nu = inflow * diameter / re
     dt = float(dt) if dt is not None else 0.5 * dx / abs(inflow)
     config = SolverConfig(dt=dt, viscosity=nu)
+    cyl = Circle((0.5, _karman_centre_y(dx)), diameter / 2, name="cylinder")
     return Scene("karman", state, config, sources=src[None].contiguous(),
-                 params=dict(re=re, n=n, aspect=aspect, inflow=inflow, diameter=diameter, viscosity=nu, dt=dt))
+                 params=dict(re=re, n=n, aspect=aspect, inflow=inflow, diameter=diameter, viscosity=nu, dt=dt),
+                 obstacles=(cyl,), masks=(solid,), reference=(abs(inflow), diameter))
 
 
-SCENES = {"taylor_green": taylor_green, "kolmogorov": kolmogorov, "smoke_plume": smoke_plume, "karman": karman}
+def _shape_resolution(scene, ob, k, n, ly, lx, nx, dx, device):
+    """Refuse an obstacle narrower than its minimum cell count or with an empty mask, naming the
+    smallest ``n`` (cells across the height) that resolves it."""
+    need = MIN_CELLS_PER_DIAMETER if isinstance(ob, Circle) else 1.0
+
+    def ok(m):
+        d = ly / m
+        mx = round(lx / d)
+        return ob.size / d >= need and bool(obstacle_masks([ob], mx, m, d)[0].any())
+
+    if ok(n):
+        return
+    m = n + 1
+    while not ok(m) and m < 1 << 16:
+        m += 1
+    what = f"obstacle {k} ({type(ob).__name__}{' ' + ob.name if ob.name else ''}, size {ob.size:g})"
+    raise InputError(f"{scene}: n={n} gives {what} {ob.size / dx:.3g} cells across, but it needs at least "
+                     f"{need:g} cells and a non-empty mask: use n >= {m}.")
+
+
+def flow_scene(size=(1.0, 1.0), n: int = 64, boundary: Boundary | None = None, obstacles=(),
+               viscosity: float = 0.0, dt: float | None = None, cfl: float = 0.5, initial: str = "auto",
+               reference=None, scalar_names=(), name: str = "flow", params: dict | None = None,
+               dtype=None, device=None) -> Scene:
+    """A channel or box of ``size = (Lx, Ly)`` domain units with ``n`` cells across the height
+    (``dx = Ly / n``; ``Lx / dx`` must be a whole number of cells), boundaries ``boundary`` (a
+    :class:`Boundary`: kind and tangential ``wall_velocity`` per side, inflow mean velocity and
+    ``inflow_profile``; default a closed no-slip box) and ``obstacles`` (a sequence of
+    :class:`Circle` / :class:`Box`, domain units; a circle must span
+    :data:`MIN_CELLS_PER_DIAMETER` cells, a box one cell). ``viscosity``: kinematic (domain
+    units^2/time). ``initial``: ``"rest"`` or ``"inflow"`` (every face at the inflow profile; the
+    first projection makes it divergence-free around the bodies); ``"auto"`` = ``"inflow"`` when
+    a side is an inflow. ``dt`` defaults to ``cfl * dx / V`` with ``V`` the fastest prescribed
+    speed (inflow peak, walls, rotating bodies). ``reference = (U, L)``: velocity and length of
+    the force coefficients ``cd``/``cl`` recorded with the forces of every obstacle.
+    """
+    _check_n(n)
+    boundary = boundary if boundary is not None else Boundary.box("no_slip")
+    if not isinstance(boundary, Boundary):
+        raise InputError(f"flow_scene: boundary={boundary!r} must be a lawful.kernels.mac_grid.Boundary.")
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) and a > 0 for a in size)):
+        raise InputError(f"flow_scene: size={size!r} must be (Lx, Ly), two positive finite lengths.")
+    lx, ly = float(size[0]), float(size[1])
+    dx = ly / n
+    nx = round(lx / dx)
+    if nx < 2 or abs(nx * dx - lx) > 1e-9 * lx:
+        raise InputError(f"flow_scene: size={tuple(size)} with n={n} cells across the height gives {lx / dx:.6g} "
+                         "cells along x; choose n so that Lx / (Ly / n) is a whole number >= 2.")
+    obstacles = tuple(obstacles)
+    for k, ob in enumerate(obstacles):
+        if not isinstance(ob, (Circle, Box)):
+            raise InputError(f"flow_scene: obstacle {k} is a {type(ob).__name__}; give Circle or Box shapes.")
+        _shape_resolution(name, ob, k, n, ly, lx, nx, dx, device)
+    if initial not in ("auto", "rest", "inflow"):
+        raise InputError(f"flow_scene: initial={initial!r}: use 'auto', 'rest' or 'inflow'.")
+    if reference is not None:
+        if not (isinstance(reference, (tuple, list)) and len(reference) == 2 and all(
+                isinstance(a, (int, float)) and math.isfinite(a) and a > 0 for a in reference)):
+            raise InputError(f"flow_scene: reference={reference!r} must be (U, L), a positive velocity and length.")
+    dtype = fluid_dtype(dtype)
+    device = resolve_device(device if device is not None else "cpu")
+    masks = [m.to(device) for m in obstacle_masks(obstacles, nx, n, dx, device)]
+    solid = torch.zeros((nx, n), dtype=torch.bool, device=device)
+    for m in masks:
+        solid |= m
+    bv = body_velocity(obstacles, masks, nx, n, dx, dtype, device)
+    state = FluidState.zeros(nx, n, dx, boundary, solid=solid, scalar_names=scalar_names, dtype=dtype, device=device)
+    sides = (boundary.x_lo, boundary.x_hi, boundary.y_lo, boundary.y_hi)
+    has_inflow = "inflow" in sides
+    if initial == "auto":
+        initial = "inflow" if has_inflow else "rest"
+    if initial == "inflow":
+        if not has_inflow:
+            raise InputError("flow_scene: initial='inflow' needs an inflow side in the boundary.")
+        if "inflow" in sides[:2]:
+            sign = 1.0 if boundary.x_lo == "inflow" else -1.0
+            state.u.copy_((sign * inflow_profile(n, boundary.inflow_velocity, boundary.inflow_profile))[None, :]
+                          .expand(nx + 1, n).to(dtype))
+            state.u[1:nx][solid[:-1] | solid[1:]] = 0.0
+        else:
+            sign = 1.0 if boundary.y_lo == "inflow" else -1.0
+            state.v.copy_((sign * inflow_profile(nx, boundary.inflow_velocity, boundary.inflow_profile))[:, None]
+                          .expand(nx, n + 1).to(dtype))
+            state.v[:, 1:n][solid[:, :-1] | solid[:, 1:]] = 0.0
+    speeds = [abs(boundary.inflow_velocity) * (1.5 if boundary.inflow_profile == "parabolic" else 1.0) * has_inflow]
+    speeds += [abs(w) for w in boundary.wall_velocity]
+    if bv is not None:
+        speeds += [float(bv[0].abs().max()), float(bv[1].abs().max())]
+    vmax = max(speeds)
+    if dt is None:
+        if vmax == 0.0:
+            raise InputError("flow_scene: nothing prescribes a velocity (no inflow, moving wall or rotating body): "
+                             "give dt explicitly.")
+        dt = cfl * dx / vmax
+    if not (isinstance(viscosity, (int, float)) and math.isfinite(viscosity) and viscosity >= 0):
+        raise InputError(f"flow_scene: viscosity={viscosity!r} must be a finite number >= 0.")
+    config = SolverConfig(dt=float(dt), viscosity=float(viscosity))
+    par = dict(size=(lx, ly), n=n, nx=nx, dx=dx, viscosity=viscosity, dt=float(dt), boundary=boundary,
+               obstacles=obstacles, reference=reference)
+    par.update(params or {})
+    return Scene(name, state, config, params=par, obstacles=obstacles, masks=tuple(masks), body_velocity=bv,
+                 reference=tuple(reference) if reference is not None else None)
+
+
+def lid_driven_cavity(re: float = 100.0, n: int = 64, lid_velocity: float = 1.0, cfl: float = 0.5,
+                      dt: float | None = None, dtype=None, device=None) -> Scene:
+    """The lid-driven cavity of Ghia, Ghia & Shin (1982): the unit box with no-slip walls, the top
+    wall (``y_hi``) sliding along +x at ``lid_velocity``; ``nu = U * 1 / re``; ``n x n`` cells,
+    started at rest. ``dt`` defaults to ``cfl * dx / U``."""
+    if isinstance(re, bool) or not (isinstance(re, (int, float)) and math.isfinite(re) and re > 0):
+        raise InputError(f"lid_driven_cavity: Reynolds number re={re!r} must be a positive finite number.")
+    if not (isinstance(lid_velocity, (int, float)) and math.isfinite(lid_velocity) and lid_velocity != 0):
+        raise InputError(f"lid_driven_cavity: lid_velocity={lid_velocity!r} must be a finite non-zero velocity.")
+    return flow_scene((1.0, 1.0), n, Boundary.box("no_slip", lid_velocity=float(lid_velocity)),
+                      viscosity=abs(lid_velocity) / float(re), dt=dt, cfl=cfl, name="lid_driven_cavity",
+                      params=dict(re=float(re), lid_velocity=float(lid_velocity)), dtype=dtype, device=device)
+
+
+SCENES = {"taylor_green": taylor_green, "kolmogorov": kolmogorov, "smoke_plume": smoke_plume, "karman": karman,
+          "lid_driven_cavity": lid_driven_cavity}
 
 
 def make(name: str, **kwargs) -> Scene:

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
-from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, velocity_workspace
+from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, ghost_tensor, velocity_workspace
 from lawful.kernels.mac_forces import buoyancy_and_bc, viscosity
 from lawful.kernels.mac_grid import face_bc, solid_corner_mask
 from lawful.kernels.mac_operators import curl
@@ -110,7 +110,9 @@ class Solver:
       mask, dtype and device the solver is built for (the workspaces); ``step`` takes any state of
       that layout.
     * ``forcing``: ``(fu (nx+1, ny), fv (nx, ny+1))`` constant acceleration on the faces;
-      ``sources``: ``(ns, nx, ny)`` scalar sources (amount per unit time per cell).
+      ``sources``: ``(ns, nx, ny)`` scalar sources (amount per unit time per cell);
+      ``body_velocity``: ``(ub (nx+1, ny), vb (nx, ny+1))`` the velocity of moving / rotating
+      obstacles on their faces (fixed faces take it, :func:`~lawful.kernels.mac_grid.face_bc`).
     * ``advect(solver, state, dt)``, ``force(solver, state, dt)``,
       ``project(solver, state, warm_start) -> ProjectionStats``: injected parts replacing the
       defaults :meth:`advect_step`, :meth:`force_step`, :meth:`project` (e.g. a torch
@@ -138,7 +140,7 @@ class Solver:
 
     def __init__(self, state: FluidState, config: SolverConfig, forcing=None, sources=None,
                  advect: Callable | None = None, force: Callable | None = None,
-                 project: Callable | None = None):
+                 project: Callable | None = None, body_velocity=None):
         if not isinstance(state, FluidState):
             raise InputError(f"Solver needs a FluidState, got {type(state).__name__}.")
         if not isinstance(config, SolverConfig):
@@ -151,7 +153,17 @@ class Solver:
         self.solid = state.solid.clone()
         self.scalar_names = tuple(state.scalar_names)
         self.periodic = state.boundary.periodic_axes
-        self.ubc, self.vbc = face_bc(state.boundary, state.solid, self.dtype)
+        if body_velocity is not None:
+            if not (isinstance(body_velocity, (tuple, list)) and len(body_velocity) == 2):
+                raise InputError(f"body_velocity must be a pair (ub (nx+1, ny), vb (nx, ny+1)) of face velocities "
+                                 f"of the obstacles, got {type(body_velocity).__name__}.")
+            for name, t in zip(("body_velocity[0]", "body_velocity[1]"), body_velocity):
+                bad = first_nonfinite(torch.as_tensor(t))
+                if bad is not None:
+                    raise InputError(f"{name} has a non-finite value at face {list(bad)}: give finite body velocities.")
+        self.body_velocity = body_velocity
+        self.ubc, self.vbc = face_bc(state.boundary, state.solid, self.dtype, body_velocity)
+        self.ghost = ghost_tensor(state.boundary, self.dtype, self.device)
         self.uw, self.vw = velocity_workspace(self.ubc, self.vbc)
         ns = state.scalars.shape[0]
         self.fx = torch.zeros((ns, self.nx + 1, self.ny), dtype=self.dtype, device=self.device)
@@ -231,7 +243,7 @@ class Solver:
             self.pressure.subtract_phi_gradient(self.uw[4], self.vw[4])
             ready = True
         advect_velocity(state.u, state.v, self.uw, self.vw, dt, self.dx, self.periodic,
-                        scheme=cfg.advection, limiter=cfg.limiter, quantity_ready=ready)
+                        scheme=cfg.advection, limiter=cfg.limiter, quantity_ready=ready, ghost=self.ghost)
 
     def force_step(self, state: FluidState, dt: float) -> None:
         """Default force part: sources, forcing, drag, viscosity, buoyancy, boundary values."""
@@ -244,7 +256,7 @@ class Solver:
         if cfg.drag:
             state.u.mul_(1.0 - cfg.drag * dt)
             state.v.mul_(1.0 - cfg.drag * dt)
-        viscosity(state.u, state.v, self.uw, self.vw, cfg.viscosity, dt, self.dx, self.boundary)
+        viscosity(state.u, state.v, self.uw, self.vw, cfg.viscosity, dt, self.dx, self.boundary, self.ghost)
         buoyancy_and_bc(state.u, state.v, self.uw, self.vw, state.scalars, self.boundary,
                         self.buoyancy_index, cfg.buoyancy, dt)
 
@@ -421,7 +433,9 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
     ``pressure_residual``, ``div_max_rel`` (after the corrector), ``div_max_rel_projected`` (with a
     corrector),
     ``div_l2``, ``kinetic_energy``, ``enstrophy``, ``scalar_mass``, ``mass_<name>``,
-    ``max_velocity``, ``wall_s`` (the step's wall time, metrics excluded). ``csv``: path to stream
+    ``max_velocity``, ``wall_s`` (the step's wall time, metrics excluded); for a scene with
+    obstacles also ``drag``, ``lift`` (and ``cd``, ``cl`` with a reference velocity and length;
+    per obstacle with several: :func:`lawful.fluids.forces.force_record`). ``csv``: path to stream
     the records to (flushed every step); ``plot``: PNG path for :func:`plot_metrics` at the end (of
     the whole CSV when there is one, else of the records kept); ``callback(state, record)`` after
     each step; ``progress``: tqdm bar.
@@ -456,6 +470,7 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
     if plot is not None:
         check_writable(plot, "plot")
     writer = MetricsWriter(csv) if csv is not None else None
+    forces = scene.forces if getattr(scene, "obstacles", None) else None
     it = range(steps)
     if progress:
         from tqdm import tqdm
@@ -469,6 +484,8 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
             rec = {"step": state.step, "t": state.t, "dt": solver.config.dt}
             rec.update(info)
             rec.update(state_metrics(state))
+            if forces is not None:
+                rec.update(forces(state, solver.config.viscosity))
             rec["wall_s"] = wall
             records.append(rec)
             if writer is not None:

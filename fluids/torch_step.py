@@ -42,14 +42,18 @@ __all__ = ["TorchStep", "project_differentiable", "Projector", "face_gradient"]
 # advection (torch twin of lawful.kernels.mac_advection)
 # --------------------------------------------------------------------------------------------
 
-def _sample(q, x, y, per_x: int, per_y: int, with_bounds: bool = False):
+def _sample(q, x, y, per_x: int, per_y: int, with_bounds: bool = False, ghost=None, gaxis: int = -1):
     """Bilinear sample of ``q`` (2D) at fractional indices ``(x, y)``; same wrap/clamp rules as the
-    Taichi ``sample`` (``per_*`` = period or 0 for a clamped axis)."""
+    Taichi ``sample`` (``per_*`` = period or 0 for a clamped axis). ``ghost = (a_lo, b_lo, a_hi,
+    b_hi)`` on the non-periodic axis ``gaxis`` (0: x, 1: y): positions reach half a cell beyond the
+    last rows, where the ghost ``a q + b`` of the boundary row stands."""
     nqx, nqy = q.shape
+    gx = gaxis == 0 and not per_x and ghost is not None
+    gy = gaxis == 1 and not per_y and ghost is not None
     if not per_x:
-        x = x.clamp(0.0, nqx - 1)
+        x = x.clamp(-0.5, nqx - 0.5) if gx else x.clamp(0.0, nqx - 1)
     if not per_y:
-        y = y.clamp(0.0, nqy - 1)
+        y = y.clamp(-0.5, nqy - 0.5) if gy else y.clamp(0.0, nqy - 1)
     fi = torch.floor(x)
     fj = torch.floor(y)
     tx = x - fi
@@ -61,17 +65,25 @@ def _sample(q, x, y, per_x: int, per_y: int, with_bounds: bool = False):
     if per_x:
         i0 = torch.remainder(i0, per_x)
         i1 = torch.remainder(i1, per_x)
-    else:
+    elif not gx:
         i1 = i1.clamp_max(nqx - 1)
     if per_y:
         j0 = torch.remainder(j0, per_y)
         j1 = torch.remainder(j1, per_y)
-    else:
+    elif not gy:
         j1 = j1.clamp_max(nqy - 1)
-    a = q[i0, j0]
-    b = q[i1, j0]
-    d = q[i0, j1]
-    e = q[i1, j1]
+
+    def fetch(i, j):
+        val = q[i.clamp(0, nqx - 1), j.clamp(0, nqy - 1)]
+        if gx or gy:
+            g, n = (i, nqx) if gx else (j, nqy)
+            val = torch.where(g < 0, ghost[0] * val + ghost[1], torch.where(g >= n, ghost[2] * val + ghost[3], val))
+        return val
+
+    a = fetch(i0, j0)
+    b = fetch(i1, j0)
+    d = fetch(i0, j1)
+    e = fetch(i1, j1)
     val = (1 - ty) * ((1 - tx) * a + tx * b) + ty * ((1 - tx) * d + tx * e)
     if not with_bounds:
         return val
@@ -81,8 +93,10 @@ def _sample(q, x, y, per_x: int, per_y: int, with_bounds: bool = False):
 
 
 def _advect_velocity(u, v, ubc, vbc, h: float, periodic, maccormack: bool, limiter: bool,
-                     qu=None, qv=None):
-    """Trace with ``(u, v)``, carry ``(qu, qv)`` (default: the velocity itself)."""
+                     qu=None, qv=None, ghost=(1.0, 0.0) * 4):
+    """Trace with ``(u, v)``, carry ``(qu, qv)`` (default: the velocity itself); ``ghost``: the
+    8 wall-ghost coefficients of :meth:`~lawful.kernels.mac_grid.Boundary.ghost_coefficients`."""
+    gu, gv = ghost[:4], ghost[4:]
     nx, ny = v.shape[0], u.shape[1]
     qu = u if qu is None else qu
     qv = v if qv is None else qv
@@ -90,7 +104,7 @@ def _advect_velocity(u, v, ubc, vbc, h: float, periodic, maccormack: bool, limit
     dt_, dev = u.dtype, u.device
 
     def vel(x, y):
-        return _sample(u, x, y - 0.5, px, py), _sample(v, x - 0.5, y, px, py)
+        return _sample(u, x, y - 0.5, px, py, ghost=gu, gaxis=1), _sample(v, x - 0.5, y, px, py, ghost=gv, gaxis=0)
 
     def trace(x, y, hh):
         ux, vy = vel(x, y)
@@ -110,13 +124,13 @@ def _advect_velocity(u, v, ubc, vbc, h: float, periodic, maccormack: bool, limit
 
     bxu, byu = trace(xu, yu, h)
     bxv, byv = trace(xv, yv, h)
-    hu, lou, hiu = _sample(qu, bxu, byu - 0.5, px, py, True)
-    hv, lov, hiv = _sample(qv, bxv - 0.5, byv, px, py, True)
+    hu, lou, hiu = _sample(qu, bxu, byu - 0.5, px, py, True, gu, 1)
+    hv, lov, hiv = _sample(qv, bxv - 0.5, byv, px, py, True, gv, 0)
     if maccormack:
         fxu, fyu = trace(xu, yu, -h)
         fxv, fyv = trace(xv, yv, -h)
-        qtu = _sample(hu, fxu, fyu - 0.5, px, py)
-        qtv = _sample(hv, fxv - 0.5, fyv, px, py)
+        qtu = _sample(hu, fxu, fyu - 0.5, px, py, ghost=gu, gaxis=1)
+        qtv = _sample(hv, fxv - 0.5, fyv, px, py, ghost=gv, gaxis=0)
         nu_ = hu + 0.5 * (qu - qtu)
         nv_ = hv + 0.5 * (qv - qtv)
         if limiter:
@@ -186,12 +200,10 @@ def _advect_scalars(s, u, v, h: float, periodic, order: int):
 # forces (torch twin of lawful.kernels.mac_forces)
 # --------------------------------------------------------------------------------------------
 
-_GHOST_SIGN = {"periodic": 1.0, "free_slip": 1.0, "no_slip": -1.0, "inflow": 1.0, "outflow": 1.0}
-
-
 def _viscosity_once(u, v, ubc, vbc, c: float, boundary):
     nx, ny = v.shape[0], u.shape[1]
     px, py = boundary.periodic_axes
+    g = boundary.ghost_coefficients()      # a q + b beyond each side (no-slip: 2 U_wall - q)
     # u faces
     uc = u[:nx] if px else u
     if px:
@@ -204,8 +216,8 @@ def _viscosity_once(u, v, ubc, vbc, c: float, boundary):
         s = torch.roll(uc, 1, 1)
         n = torch.roll(uc, -1, 1)
     else:
-        s = torch.cat([_GHOST_SIGN[boundary.y_lo] * uc[:, :1], uc[:, :-1]], 1)
-        n = torch.cat([uc[:, 1:], _GHOST_SIGN[boundary.y_hi] * uc[:, -1:]], 1)
+        s = torch.cat([g[0] * uc[:, :1] + g[1], uc[:, :-1]], 1)
+        n = torch.cat([uc[:, 1:], g[2] * uc[:, -1:] + g[3]], 1)
     un = uc + c * (w + e + s + n - 4 * uc)
     if px:
         un = torch.cat([un, un[:1]], 0)
@@ -228,8 +240,8 @@ def _viscosity_once(u, v, ubc, vbc, c: float, boundary):
         w = torch.roll(vc, 1, 0)
         e = torch.roll(vc, -1, 0)
     else:
-        w = torch.cat([_GHOST_SIGN[boundary.x_lo] * vc[:1], vc[:-1]], 0)
-        e = torch.cat([vc[1:], _GHOST_SIGN[boundary.x_hi] * vc[-1:]], 0)
+        w = torch.cat([g[4] * vc[:1] + g[5], vc[:-1]], 0)
+        e = torch.cat([vc[1:], g[6] * vc[-1:] + g[7]], 0)
     vn = vc + c * (w + e + s + n - 4 * vc)
     if py:
         vn = torch.cat([vn, vn[:, :1]], 1)
@@ -450,7 +462,8 @@ class TorchStep:
             sc = self._phi_scale(h)
             qu, qv = u - sc * gp[0], v - sc * gp[1]
         u, v = _advect_velocity(u, v, self.ubc, self.vbc, h / dx, self.periodic,
-                                cfg.advection == "maccormack", cfg.limiter, qu, qv)
+                                cfg.advection == "maccormack", cfg.limiter, qu, qv,
+                                self.boundary.ghost_coefficients())
         if s is not None and sol.sources is not None:
             s = s + h * sol.sources
         if sol.forcing is not None:

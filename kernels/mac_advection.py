@@ -8,12 +8,14 @@ finite-volume flux form for passive scalars.
 
 and ``V``/``q`` are sampled by bilinear interpolation of the face arrays (``u[a, b]`` sits at
 ``(a, b + 1/2) dx``, ``v[a, b]`` at ``(a + 1/2, b) dx``); indices wrap on periodic axes and are
-clamped to the array on other axes (zero-gradient beyond walls).
+clamped to the array on other axes (zero-gradient beyond free-slip walls, inflow and outflow).
 ``scheme="semi_lagrangian"``: ``q^{n+1}(X) = q^n(X_d)``.
 ``scheme="maccormack"`` (Selle et al. 2008): ``q^ = q^n(X_d)``, ``q~ = q^(X_f)`` (forward trace
 from ``X``), ``q^{n+1} = q^ + (q^n(X) - q~)/2``, clamped (``limiter=True``) to the min/max of the
 four ``q^n`` samples around ``X_d``. Second order in space and time on smooth flows.
-Fixed faces (walls, obstacles, inflow) are then reset to their prescribed value.
+Fixed faces (walls, obstacles, inflow) are then reset to their prescribed value. Beyond a
+no-slip wall the tangential component is read from the ghost ``2 U_wall - q`` (a moving lid
+enters the characteristics and the carried values); elsewhere samples are clamped (zero gradient).
 
 **Scalars** ``s`` (``(ns, nx, ny)`` cell averages): ``s_c -= dt/dx (F_{i+1} - F_i + G_{j+1} - G_j)``
 with face fluxes ``F = u_f s_face`` (``G`` likewise with ``v``); ``s_face`` is the upwind cell's
@@ -34,7 +36,7 @@ from lawful.kernels.errors import InputError
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
-__all__ = ["advect_velocity", "advect_scalars", "SCHEMES", "velocity_workspace"]
+__all__ = ["advect_velocity", "advect_scalars", "SCHEMES", "velocity_workspace", "ghost_tensor"]
 
 SCHEMES = ("semi_lagrangian", "maccormack")
 
@@ -46,15 +48,32 @@ def _kernels(real_name: str):
     A2 = ti.types.ndarray(dtype=real, ndim=2)
     A3 = ti.types.ndarray(dtype=real, ndim=3)
 
+    A1 = ti.types.ndarray(dtype=real, ndim=1)
+
     @ti.func
-    def sample(q: ti.template(), c, gx, gy, nqx, nqy, perx, pery):
-        """Bilinear sample of q[c] at fractional index (gx, gy); returns (value, min, max)."""
+    def sample(q: ti.template(), c, gx, gy, nqx, nqy, perx, pery, gh: ti.template(), gaxis: ti.template()):
+        """Bilinear sample of q[c] at fractional index (gx, gy); returns (value, min, max).
+
+        Along the ghosted axis ``gaxis`` (1: y for u, 0: x for v; the axis on which the array is
+        cell-centred) a non-periodic position may reach half a cell beyond the last row, where the
+        ghost ``a q + b`` of the boundary row stands (``gh``: Boundary.ghost_coefficients, lo/hi
+        pairs at ``gh[4 * (1 - gaxis) ...]``); on the other axis positions are clamped."""
         x = ti.cast(gx, real)
         y = ti.cast(gy, real)
+        lo_x = ti.cast(0.0, real)
+        hi_x = ti.cast(nqx - 1, real)
+        lo_y = ti.cast(0.0, real)
+        hi_y = ti.cast(nqy - 1, real)
+        if ti.static(gaxis == 0):
+            lo_x = ti.cast(-0.5, real)
+            hi_x = ti.cast(nqx, real) - 0.5
+        else:
+            lo_y = ti.cast(-0.5, real)
+            hi_y = ti.cast(nqy, real) - 0.5
         if perx == 0:
-            x = ti.min(ti.max(x, 0.0), ti.cast(nqx - 1, real))
+            x = ti.min(ti.max(x, lo_x), hi_x)
         if pery == 0:
-            y = ti.min(ti.max(y, 0.0), ti.cast(nqy - 1, real))
+            y = ti.min(ti.max(y, lo_y), hi_y)
         fi = ti.floor(x)
         fj = ti.floor(y)
         tx = x - fi
@@ -66,38 +85,53 @@ def _kernels(real_name: str):
         if perx > 0:
             i0 = i0 % perx
             i1 = i1 % perx
-        else:
+        elif ti.static(gaxis != 0):
             i1 = ti.min(i1, nqx - 1)
         if pery > 0:
             j0 = j0 % pery
             j1 = j1 % pery
-        else:
+        elif ti.static(gaxis != 1):
             j1 = ti.min(j1, nqy - 1)
-        a = q[c, i0, j0]
-        b = q[c, i1, j0]
-        d = q[c, i0, j1]
-        e = q[c, i1, j1]
+        a = fetch(q, c, i0, j0, nqx, nqy, gh, gaxis)
+        b = fetch(q, c, i1, j0, nqx, nqy, gh, gaxis)
+        d = fetch(q, c, i0, j1, nqx, nqy, gh, gaxis)
+        e = fetch(q, c, i1, j1, nqx, nqy, gh, gaxis)
         val = (1 - ty) * ((1 - tx) * a + tx * b) + ty * ((1 - tx) * d + tx * e)
         lo = ti.min(ti.min(a, b), ti.min(d, e))
         hi = ti.max(ti.max(a, b), ti.max(d, e))
         return ti.Vector([val, lo, hi])
 
     @ti.func
-    def vel(uw: ti.template(), vw: ti.template(), x, y, nx, ny, px, py):
-        uu = sample(uw, 0, x, y - 0.5, nx + 1, ny, nx * px, ny * py)[0]
-        vv = sample(vw, 0, x - 0.5, y, nx, ny + 1, nx * px, ny * py)[0]
+    def fetch(q: ti.template(), c, i, j, nqx, nqy, gh: ti.template(), gaxis: ti.template()):
+        """q[c, i, j], or the ghost a q + b of the boundary row when the ghosted index is -1 / n."""
+        ii = ti.min(ti.max(i, 0), nqx - 1)
+        jj = ti.min(ti.max(j, 0), nqy - 1)
+        val = q[c, ii, jj]
+        k = ti.static(0 if gaxis == 1 else 4)
+        g = j if ti.static(gaxis == 1) else i
+        ng = nqy if ti.static(gaxis == 1) else nqx
+        if g < 0:
+            val = gh[k] * val + gh[k + 1]
+        elif g >= ng:
+            val = gh[k + 2] * val + gh[k + 3]
+        return val
+
+    @ti.func
+    def vel(uw: ti.template(), vw: ti.template(), x, y, nx, ny, px, py, gh: ti.template()):
+        uu = sample(uw, 0, x, y - 0.5, nx + 1, ny, nx * px, ny * py, gh, 1)[0]
+        vv = sample(vw, 0, x - 0.5, y, nx, ny + 1, nx * px, ny * py, gh, 0)[0]
         return ti.Vector([uu, vv])
 
     @ti.func
-    def trace(uw: ti.template(), vw: ti.template(), x, y, h, nx, ny, px, py):
+    def trace(uw: ti.template(), vw: ti.template(), x, y, h, nx, ny, px, py, gh: ti.template()):
         """Midpoint-rule trace over time h (grid units: positions / dx, h = dt / dx)."""
-        v1 = vel(uw, vw, x, y, nx, ny, px, py)
-        v2 = vel(uw, vw, x - 0.5 * h * v1[0], y - 0.5 * h * v1[1], nx, ny, px, py)
+        v1 = vel(uw, vw, x, y, nx, ny, px, py, gh)
+        v2 = vel(uw, vw, x - 0.5 * h * v1[0], y - 0.5 * h * v1[1], nx, ny, px, py, gh)
         return ti.Vector([x - h * v2[0], y - h * v2[1]])
 
     @ti.kernel
     def advect(u: A2, v: A2, uw: A3, vw: A3, h: real, px: int, py: int, mac: int, limiter: int,
-               ready: int):
+               ready: int, gh: A1):
         # uw/vw channels: 0 = tracing velocity u^n, 1 = q^, 2 = free mask, 3 = fixed value,
         # 4 = advected quantity q^n (= u^n unless the caller filled it: ready = 1), 5/6 = limiter bounds
         nx, ny = v.shape[0], u.shape[1]
@@ -112,15 +146,15 @@ def _kernels(real_name: str):
         # channels 5, 6 keep the min/max of the four q^n samples around the departure point
         for i, j in u:
             ie = i % nx if px else i
-            p = trace(uw, vw, ti.cast(ie, real), j + 0.5, h, nx, ny, px, py)
-            s = sample(uw, 4, p[0], p[1] - 0.5, nx + 1, ny, nx * px, ny * py)
+            p = trace(uw, vw, ti.cast(ie, real), j + 0.5, h, nx, ny, px, py, gh)
+            s = sample(uw, 4, p[0], p[1] - 0.5, nx + 1, ny, nx * px, ny * py, gh, 1)
             uw[1, i, j] = s[0]
             uw[5, i, j] = s[1]
             uw[6, i, j] = s[2]
         for i, j in v:
             je = j % ny if py else j
-            p = trace(uw, vw, i + 0.5, ti.cast(je, real), h, nx, ny, px, py)
-            s = sample(vw, 4, p[0] - 0.5, p[1], nx, ny + 1, nx * px, ny * py)
+            p = trace(uw, vw, i + 0.5, ti.cast(je, real), h, nx, ny, px, py, gh)
+            s = sample(vw, 4, p[0] - 0.5, p[1], nx, ny + 1, nx * px, ny * py, gh, 0)
             vw[1, i, j] = s[0]
             vw[5, i, j] = s[1]
             vw[6, i, j] = s[2]
@@ -128,8 +162,8 @@ def _kernels(real_name: str):
             q = uw[1, i, j]
             if mac:
                 ie = i % nx if px else i
-                pf = trace(uw, vw, ti.cast(ie, real), j + 0.5, -h, nx, ny, px, py)
-                qt = sample(uw, 1, pf[0], pf[1] - 0.5, nx + 1, ny, nx * px, ny * py)[0]
+                pf = trace(uw, vw, ti.cast(ie, real), j + 0.5, -h, nx, ny, px, py, gh)
+                qt = sample(uw, 1, pf[0], pf[1] - 0.5, nx + 1, ny, nx * px, ny * py, gh, 1)[0]
                 q = q + 0.5 * (uw[4, i, j] - qt)
                 if limiter:
                     q = ti.min(ti.max(q, uw[5, i, j]), uw[6, i, j])
@@ -138,8 +172,8 @@ def _kernels(real_name: str):
             q = vw[1, i, j]
             if mac:
                 je = j % ny if py else j
-                pf = trace(uw, vw, i + 0.5, ti.cast(je, real), -h, nx, ny, px, py)
-                qt = sample(vw, 1, pf[0] - 0.5, pf[1], nx, ny + 1, nx * px, ny * py)[0]
+                pf = trace(uw, vw, i + 0.5, ti.cast(je, real), -h, nx, ny, px, py, gh)
+                qt = sample(vw, 1, pf[0] - 0.5, pf[1], nx, ny + 1, nx * px, ny * py, gh, 0)[0]
                 q = q + 0.5 * (vw[4, i, j] - qt)
                 if limiter:
                     q = ti.min(ti.max(q, vw[5, i, j]), vw[6, i, j])
@@ -235,19 +269,32 @@ def velocity_workspace(ubc: torch.Tensor, vbc: torch.Tensor):
     return uw, vw
 
 
+def ghost_tensor(boundary=None, dtype=torch.float32, device=None) -> torch.Tensor:
+    """The ``(8,)`` ghost coefficients :func:`advect_velocity` takes
+    (:meth:`lawful.kernels.mac_grid.Boundary.ghost_coefficients`; ``None``: zero-gradient
+    everywhere, i.e. clamped samples)."""
+    vals = boundary.ghost_coefficients() if boundary is not None else (1.0, 0.0) * 4
+    return torch.tensor(vals, dtype=dtype, device=device)
+
+
 def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
-                    scheme: str = "maccormack", limiter: bool = True, quantity_ready: bool = False) -> None:
+                    scheme: str = "maccormack", limiter: bool = True, quantity_ready: bool = False,
+                    ghost=None) -> None:
     """Advect the face velocities ``u`` ``(nx+1, ny)``, ``v`` ``(nx, ny+1)`` by themselves over
     ``dt`` (in place). ``uw``/``vw`` come from :func:`velocity_workspace`; with
     ``quantity_ready=True`` the characteristics are traced with ``u``/``v`` but the values carried
-    are ``uw[4]``/``vw[4]`` (the result still lands in ``u``/``v``). Units: grid units (``dx``
-    length, ``dt`` time); dtype float32 or float64, all arrays alike."""
+    are ``uw[4]``/``vw[4]`` (the result still lands in ``u``/``v``). ``ghost``: the wall ghosts,
+    :func:`ghost_tensor` of the boundary (a Boundary is converted; ``None`` clamps: zero gradient
+    beyond every side). Units: grid units (``dx`` length, ``dt`` time); dtype float32 or float64,
+    all arrays alike."""
     if scheme not in SCHEMES:
         raise InputError(f"advection scheme {scheme!r} is unknown: use one of {SCHEMES}.")
     ensure_taichi()
+    if not isinstance(ghost, torch.Tensor):
+        ghost = ghost_tensor(ghost, u.dtype, u.device)
     k = _kernels(dtype_name(u.dtype))["advect"]
     k(u, v, uw, vw, float(dt) / float(dx), int(periodic[0]), int(periodic[1]),
-      int(scheme == "maccormack"), int(bool(limiter)), int(bool(quantity_ready)))
+      int(scheme == "maccormack"), int(bool(limiter)), int(bool(quantity_ready)), ghost)
 
 
 def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True), order: int = 2,

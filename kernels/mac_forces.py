@@ -1,10 +1,10 @@
 """Forces and boundary conditions on MAC face velocities (Taichi).
 
 * :func:`viscosity` — explicit diffusion ``q += nu dt/dx^2 (q_E + q_W + q_N + q_S - 4 q)`` on every
-  free face (5-point stencil). A neighbour beyond a wall is a ghost ``-q`` (no-slip: the
-  tangential velocity vanishes on the wall half a cell away) or ``+q`` (free-slip, inflow,
-  outflow); neighbours wrap on periodic axes; an obstacle's fixed faces enter with their value
-  (0). Stable for ``nu dt/dx^2 <= 1/4``; :func:`viscosity` substeps beyond that.
+  free face (5-point stencil). A neighbour beyond a wall is a ghost ``2 U_wall - q`` (no-slip:
+  the tangential velocity equals the wall's ``U_wall``, 0 unless it moves, on the wall half a
+  cell away) or ``+q`` (free-slip, inflow, outflow); neighbours wrap on periodic axes; an
+  obstacle's fixed faces enter with their value (0, or the body's velocity there). Stable for ``nu dt/dx^2 <= 1/4``; :func:`viscosity` substeps beyond that.
 * :func:`buoyancy_and_bc` — Boussinesq buoyancy ``v[i,j] += dt b (s[k,i,j-1] + s[k,i,j])/2`` on
   free v faces (scalar ``k``, coefficient ``b`` along +y), then boundary values: fixed faces get
   their prescribed value (walls/obstacles 0, inflow ``U``) and outflow faces copy their inner
@@ -31,13 +31,15 @@ def _kernels(real_name: str):
     A2 = ti.types.ndarray(dtype=real, ndim=2)
     A3 = ti.types.ndarray(dtype=real, ndim=3)
 
+    A1 = ti.types.ndarray(dtype=real, ndim=1)
+
     @ti.func
-    def ghost(q, kind):
-        # SIDE_KINDS: 0 periodic, 1 free_slip, 2 no_slip, 3 inflow, 4 outflow
-        return -q if kind == 2 else q
+    def ghost(q, gh: ti.template(), k):
+        # Boundary.ghost_coefficients: a q + b (no-slip: 2 U_wall - q; otherwise q)
+        return gh[k] * q + gh[k + 1]
 
     @ti.kernel
-    def visc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int):
+    def visc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1):
         nx, ny = v.shape[0], u.shape[1]
         px, py = xlo == 0, ylo == 0
         for i, j in u:
@@ -56,14 +58,14 @@ def _kernels(real_name: str):
                 elif py:
                     s = uw[0, ie, ny - 1]
                 else:
-                    s = ghost(q, ylo)
+                    s = ghost(q, gh, 0)
                 n = ti.cast(0.0, real)
                 if j < ny - 1:
                     n = uw[0, ie, j + 1]
                 elif py:
                     n = uw[0, ie, 0]
                 else:
-                    n = ghost(q, yhi)
+                    n = ghost(q, gh, 2)
                 u[i, j] = q + c * (w + e + s + n - 4 * q)
         for i, j in v:
             if vw[2, i, j] > 0 and (py or (j > 0 and j < ny)):
@@ -77,14 +79,14 @@ def _kernels(real_name: str):
                 elif px:
                     w = vw[0, nx - 1, je]
                 else:
-                    w = ghost(q, xlo)
+                    w = ghost(q, gh, 4)
                 e = ti.cast(0.0, real)
                 if i < nx - 1:
                     e = vw[0, i + 1, je]
                 elif px:
                     e = vw[0, 0, je]
                 else:
-                    e = ghost(q, xhi)
+                    e = ghost(q, gh, 6)
                 v[i, j] = q + c * (w + e + s + n - 4 * q)
 
     @ti.kernel
@@ -124,18 +126,23 @@ def _codes(boundary: Boundary):
     return tuple(boundary.side_code(n) for n in ("x_lo", "x_hi", "y_lo", "y_hi"))
 
 
-def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary) -> int:
+def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary, ghost=None) -> int:
     """Explicit viscous step over ``dt`` (in place; substeps so that ``nu dt/dx^2 <= 0.2``);
-    ``uw``/``vw`` from :func:`lawful.kernels.mac_advection.velocity_workspace`. Returns the
-    number of substeps (0 when ``nu == 0``)."""
+    ``uw``/``vw`` from :func:`lawful.kernels.mac_advection.velocity_workspace`; ``ghost``: the
+    ``(8,)`` tensor of :func:`lawful.kernels.mac_advection.ghost_tensor` for ``boundary`` (built
+    when omitted). Returns the number of substeps (0 when ``nu == 0``)."""
     if nu == 0.0:
         return 0
     ensure_taichi()
+    if ghost is None:
+        from lawful.kernels.mac_advection import ghost_tensor
+
+        ghost = ghost_tensor(boundary, u.dtype, u.device)
     c = float(nu) * float(dt) / float(dx) ** 2
     n = max(1, math.ceil(c / 0.2))
     k = _kernels(dtype_name(u.dtype))["visc"]
     for _ in range(n):
-        k(u, v, uw, vw, c / n, *_codes(boundary))
+        k(u, v, uw, vw, c / n, *_codes(boundary), ghost)
     return n
 
 

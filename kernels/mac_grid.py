@@ -32,10 +32,16 @@ import torch
 
 from lawful.kernels.errors import InputError, ShapeError
 
-__all__ = ["SIDE_KINDS", "Boundary", "face_bc", "solid_corner_mask", "check_staggering", "face_shapes"]
+__all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "solid_corner_mask", "check_staggering",
+           "face_shapes", "inflow_profile"]
 
 SIDE_KINDS = ("periodic", "free_slip", "no_slip", "inflow", "outflow")
 _WALLS = ("free_slip", "no_slip")
+_SIDES = ("x_lo", "x_hi", "y_lo", "y_hi")
+#: Inflow profiles: ``"uniform"`` (every inflow face at the mean velocity) or ``"parabolic"``
+#: (Poiseuille, zero at both ends of the side; each face carries the *cell average* of
+#: ``6 U s (1 - s)`` over its extent, so the discrete mean over the side is exactly ``U``).
+INFLOW_PROFILES = ("uniform", "parabolic")
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,17 @@ class Boundary:
     ``"periodic"`` must be given on both sides of an axis. ``"inflow"`` fixes the normal velocity
     to ``inflow_velocity`` (grid units: length/time, positive = into the domain); ``"outflow"``
     holds the pressure at 0 and lets the flow leave. Walls are ``"free_slip"`` or ``"no_slip"``
-    (the tangential condition enters the viscous stencil through a ghost value: ``+u`` resp.
-    ``-u``).
+    (the tangential condition enters through a ghost value beyond the wall, see
+    :meth:`ghost_coefficients`).
+
+    ``inflow_velocity`` is the *mean* normal velocity of an inflow side and ``inflow_profile``
+    its shape (:data:`INFLOW_PROFILES`: ``"uniform"`` or ``"parabolic"`` Poiseuille, see
+    :func:`inflow_profile`). ``wall_velocity`` = ``(x_lo, x_hi, y_lo, y_hi)``: the tangential
+    velocity of each side (length/time; the v component on the x sides, the u component on the y
+    sides), allowed only on ``"no_slip"`` sides (a lid-driven cavity: ``y_hi`` moving at ``U``).
+    A moving no-slip wall enters advection (bilinear samples beyond the wall read the ghost
+    ``2 U_wall - q``) and viscosity (the same ghost in the 5-point stencil); it carries no normal
+    flux, so the projection sees it only through the velocities it drives.
     """
 
     x_lo: str = "periodic"
@@ -55,12 +70,39 @@ class Boundary:
     y_lo: str = "periodic"
     y_hi: str = "periodic"
     inflow_velocity: float = 0.0
+    inflow_profile: str = "uniform"
+    wall_velocity: tuple = (0.0, 0.0, 0.0, 0.0)
 
     def __post_init__(self):
-        for name in ("x_lo", "x_hi", "y_lo", "y_hi"):
+        for name in _SIDES:
             kind = getattr(self, name)
             if kind not in SIDE_KINDS:
                 raise InputError(f"boundary {name}={kind!r} is unknown: use one of {SIDE_KINDS}.")
+        iv = self.inflow_velocity
+        if isinstance(iv, bool) or not isinstance(iv, (int, float)) or iv != iv or abs(iv) == float("inf"):
+            raise InputError(f"boundary inflow_velocity={iv!r} must be a finite number (length/time).")
+        if self.inflow_profile not in INFLOW_PROFILES:
+            raise InputError(f"boundary inflow_profile={self.inflow_profile!r} is unknown: use one of "
+                             f"{INFLOW_PROFILES}.")
+        wv = self.wall_velocity
+        if (not isinstance(wv, (tuple, list)) or len(wv) != 4
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w == w
+                           and abs(w) != float("inf") for w in wv)):
+            raise InputError(f"boundary wall_velocity={wv!r} must be 4 finite numbers (x_lo, x_hi, y_lo, y_hi: "
+                             "the tangential velocity of each side).")
+        object.__setattr__(self, "wall_velocity", tuple(float(w) for w in wv))
+        for name, w in zip(_SIDES, self.wall_velocity):
+            if w != 0.0 and getattr(self, name) != "no_slip":
+                raise InputError(f"boundary {name} is {getattr(self, name)!r} but has wall_velocity {w!r}: only a "
+                                 "'no_slip' side can move tangentially (a free-slip wall exerts no shear); make "
+                                 f"{name} 'no_slip' or set its wall velocity to 0.")
+        if self.inflow_profile == "parabolic":
+            for axis, other in (("x", "y"), ("y", "x")):
+                if "inflow" in (getattr(self, f"{axis}_lo"), getattr(self, f"{axis}_hi")) and \
+                        getattr(self, f"{other}_lo") == "periodic":
+                    raise InputError(f"boundary inflow_profile='parabolic' on an {axis} side needs walls on the "
+                                     f"{other} sides (the profile vanishes there), but {other} is periodic: use "
+                                     "'uniform' or wall the sides.")
         for axis in ("x", "y"):
             lo, hi = getattr(self, f"{axis}_lo"), getattr(self, f"{axis}_hi")
             if (lo == "periodic") != (hi == "periodic"):
@@ -74,16 +116,34 @@ class Boundary:
         return cls()
 
     @classmethod
-    def box(cls, kind: str = "no_slip") -> "Boundary":
-        """A closed box with walls of ``kind`` ("no_slip" or "free_slip") on all four sides."""
+    def box(cls, kind: str = "no_slip", lid_velocity: float = 0.0) -> "Boundary":
+        """A closed box with walls of ``kind`` ("no_slip" or "free_slip") on all four sides;
+        ``lid_velocity``: the top wall (``y_hi``) slides along +x at that speed (no-slip only)."""
         if kind not in _WALLS:
             raise InputError(f"box wall kind {kind!r} is unknown: use 'no_slip' or 'free_slip'.")
-        return cls(kind, kind, kind, kind)
+        return cls(kind, kind, kind, kind, wall_velocity=(0.0, 0.0, 0.0, lid_velocity))
 
     @classmethod
-    def channel(cls, inflow_velocity: float, walls: str = "free_slip") -> "Boundary":
-        """Flow in +x: inflow on x_lo, outflow on x_hi, walls on y."""
-        return cls("inflow", "outflow", walls, walls, float(inflow_velocity))
+    def channel(cls, inflow_velocity: float, walls: str = "free_slip", profile: str = "uniform") -> "Boundary":
+        """Flow in +x: inflow on x_lo (mean velocity ``inflow_velocity``, ``profile`` uniform or
+        parabolic), outflow on x_hi, walls of kind ``walls`` on y."""
+        return cls("inflow", "outflow", walls, walls, inflow_velocity, profile)
+
+    def ghost_coefficients(self) -> tuple:
+        """``(a, b)`` per side such that the ghost value beyond the side is ``a q + b`` for the
+        tangential velocity ``q`` next to it: ``(-1, 2 U_wall)`` on no-slip walls (the velocity
+        interpolated to the wall is ``U_wall``), ``(1, 0)`` elsewhere (zero gradient: free slip,
+        inflow, outflow; unused on periodic sides). Returns 8 floats in the order
+        ``(y_lo a, y_lo b, y_hi a, y_hi b, x_lo a, x_lo b, x_hi a, x_hi b)``: the first four act on
+        u (cell-centred along y), the last four on v (cell-centred along x). The one definition
+        the Taichi kernels and the torch twin both use."""
+        out = []
+        for side in ("y_lo", "y_hi", "x_lo", "x_hi"):
+            if getattr(self, side) == "no_slip":
+                out += [-1.0, 2.0 * self.wall_velocity[_SIDES.index(side)]]
+            else:
+                out += [1.0, 0.0]
+        return tuple(out)
 
     @property
     def periodic_axes(self) -> tuple[bool, bool]:
@@ -116,12 +176,29 @@ def check_staggering(name: str, tensor: torch.Tensor, where: str, nx: int, ny: i
         )
 
 
-def face_bc(boundary: Boundary, solid: torch.Tensor, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+def inflow_profile(n: int, mean: float, profile: str = "uniform") -> torch.Tensor:
+    """Normal velocities ``(n,)`` (float64) of the ``n`` faces along an inflow side of mean
+    ``mean``: all ``mean`` (``"uniform"``) or the cell averages of the Poiseuille profile
+    ``6 mean s (1 - s)``, ``s`` = position along the side / its length (``"parabolic"``); the
+    discrete mean is ``mean`` exactly in both cases and the peak of the parabola is ``1.5 mean``."""
+    if profile not in INFLOW_PROFILES:
+        raise InputError(f"inflow profile {profile!r} is unknown: use one of {INFLOW_PROFILES}.")
+    if profile == "uniform":
+        return torch.full((n,), float(mean), dtype=torch.float64)
+    s0 = torch.arange(n, dtype=torch.float64) / n
+    s1 = (torch.arange(n, dtype=torch.float64) + 1) / n
+    # (1/ds) * integral of 6 s (1 - s) ds over [s0, s1]
+    return float(mean) * 6.0 * ((s1 ** 2 - s0 ** 2) / 2 - (s1 ** 3 - s0 ** 3) / 3) * n
+
+
+def face_bc(boundary: Boundary, solid: torch.Tensor, dtype=None, body_velocity=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Face classification for u and v: ``(ubc, vbc)`` with shapes ``(2, nx+1, ny)``, ``(2, nx, ny+1)``.
 
     ``bc[0]`` is 1 on free faces, 0 on fixed ones; ``bc[1]`` is the prescribed value of fixed faces
-    (0 on walls and obstacles; ``inflow_velocity`` with the inward sign on inflow faces). A face
-    touching a solid cell (``solid`` is an ``(nx, ny)`` bool mask) is fixed at 0.
+    (0 on walls; the inflow profile, :func:`inflow_profile`, with the inward sign on inflow faces).
+    A face touching a solid cell (``solid`` is an ``(nx, ny)`` bool mask) is fixed at 0, or at the
+    body's velocity there when ``body_velocity = (ub (nx+1, ny), vb (nx, ny+1))`` is given (a
+    moving or rotating obstacle; values on other faces are ignored).
     """
     nx, ny = solid.shape
     dtype = dtype or torch.float32
@@ -133,6 +210,8 @@ def face_bc(boundary: Boundary, solid: torch.Tensor, dtype=None) -> tuple[torch.
     ubc[0, 1:nx] = fluid[:-1] * fluid[1:]
     vbc[0, :, 1:ny] = fluid[:, :-1] * fluid[:, 1:]
     uin = float(boundary.inflow_velocity)
+    prof_u = inflow_profile(ny, uin, boundary.inflow_profile).to(dtype=dtype, device=solid.device)
+    prof_v = inflow_profile(nx, uin, boundary.inflow_profile).to(dtype=dtype, device=solid.device)
     if px:
         ubc[0, 0] = fluid[-1] * fluid[0]
         ubc[0, nx] = ubc[0, 0]
@@ -142,7 +221,7 @@ def face_bc(boundary: Boundary, solid: torch.Tensor, dtype=None) -> tuple[torch.
             if kind == "outflow":
                 ubc[0, idx] = fluid[cell]
             elif kind == "inflow":
-                ubc[1, idx] = sign * uin * fluid[cell]
+                ubc[1, idx] = sign * prof_u * fluid[cell]
     if py:
         vbc[0, :, 0] = fluid[:, -1] * fluid[:, 0]
         vbc[0, :, ny] = vbc[0, :, 0]
@@ -152,7 +231,24 @@ def face_bc(boundary: Boundary, solid: torch.Tensor, dtype=None) -> tuple[torch.
             if kind == "outflow":
                 vbc[0, :, idx] = fluid[:, cell]
             elif kind == "inflow":
-                vbc[1, :, idx] = sign * uin * fluid[:, cell]
+                vbc[1, :, idx] = sign * prof_v * fluid[:, cell]
+    if body_velocity is not None:
+        ub, vb = (torch.as_tensor(t, dtype=dtype, device=solid.device) for t in body_velocity)
+        check_staggering("body_velocity[0]", ub, "u", nx, ny)
+        check_staggering("body_velocity[1]", vb, "v", nx, ny)
+        s = solid.bool()
+        pad_x = torch.zeros((nx + 2, ny), dtype=torch.bool, device=solid.device)
+        pad_x[1:-1] = s
+        if px:
+            pad_x[0], pad_x[-1] = s[-1], s[0]
+        touch_u = pad_x[:-1] | pad_x[1:]
+        pad_y = torch.zeros((nx, ny + 2), dtype=torch.bool, device=solid.device)
+        pad_y[:, 1:-1] = s
+        if py:
+            pad_y[:, 0], pad_y[:, -1] = s[:, -1], s[:, 0]
+        touch_v = pad_y[:, :-1] | pad_y[:, 1:]
+        ubc[1] = torch.where(touch_u, ub, ubc[1])
+        vbc[1] = torch.where(touch_v, vb, vbc[1])
     return ubc.contiguous(), vbc.contiguous()
 
 

@@ -1,0 +1,148 @@
+"""Boundary conditions: moving walls (ghost 2 U_wall - q in advection and viscosity), rotating
+obstacles (body velocity on their faces), inflow profiles, the general flow scene, and the torch
+twin matching the Taichi step on all of them."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from lawful.fluids import scenes
+from lawful.fluids.scenes import Box, Circle, flow_scene
+from lawful.fluids.torch_step import TorchStep
+from lawful.kernels.errors import InputError
+from lawful.kernels.mac_advection import advect_velocity, ghost_tensor, velocity_workspace
+from lawful.kernels.mac_forces import viscosity
+from lawful.kernels.mac_grid import Boundary, face_bc, inflow_profile
+
+F64 = torch.float64
+
+
+def test_viscosity_ghost_is_two_u_wall_minus_q_at_a_moving_lid():
+    """One explicit viscous step of a fluid at rest under a lid moving at U: the top row of u
+    faces gains exactly c * (2U - 0 - 0) (the ghost), every other face stays 0."""
+    n, U, nu, dt, dx = 8, 0.7, 0.01, 0.05, 1.0 / 8
+    b = Boundary.box("no_slip", lid_velocity=U)
+    solid = torch.zeros((n, n), dtype=torch.bool)
+    ubc, vbc = face_bc(b, solid, F64)
+    uw, vw = velocity_workspace(ubc, vbc)
+    u = torch.zeros((n + 1, n), dtype=F64)
+    v = torch.zeros((n, n + 1), dtype=F64)
+    viscosity(u, v, uw, vw, nu, dt, dx, b)
+    c = nu * dt / dx ** 2
+    expect = torch.zeros_like(u)
+    expect[1:n, n - 1] = c * 2 * U
+    assert torch.allclose(u, expect, rtol=0, atol=1e-15)
+    assert float(v.abs().max()) == 0.0
+
+
+def test_advection_reads_the_wall_velocity_beyond_a_moving_lid():
+    """A uniform downward flow v = -W advects u from above the top row: the top u row takes the
+    ghost interpolated half a cell above it, i.e. between q and 2U - q; at rest it stays 0."""
+    n, U, W = 8, 1.0, 0.5
+    b = Boundary("periodic", "periodic", "no_slip", "no_slip", wall_velocity=(0, 0, 0, U))
+    solid = torch.zeros((n, n), dtype=torch.bool)
+    ubc, vbc = face_bc(b, solid, F64)
+    uw, vw = velocity_workspace(ubc, vbc)
+    u = torch.zeros((n + 1, n), dtype=F64)
+    v = torch.full((n, n + 1), -W, dtype=F64)
+    v[:, 0] = v[:, n] = 0.0
+    dx, dt = 1.0, 0.5   # departure point W dt = 0.25 cells above the top u row
+    advect_velocity(u, v, uw, vw, dt, dx, (True, False), scheme="semi_lagrangian", ghost=ghost_tensor(b, F64))
+    # the trace reaches y = top + 0.25 (v is interpolated towards 0 at the wall, so a bit less):
+    top = u[:, n - 1]
+    assert float(top.min()) > 0.0 and float(top.max()) < U
+    assert float(u[:, : n - 2].abs().max()) == 0.0
+    # a static wall (ghost -q of q = 0) keeps everything 0
+    u2 = torch.zeros_like(u)
+    b0 = Boundary("periodic", "periodic", "no_slip", "no_slip")
+    advect_velocity(u2, v.clone(), uw, vw, dt, dx, (True, False), scheme="semi_lagrangian", ghost=ghost_tensor(b0, F64))
+    assert float(u2.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("profile", ["uniform", "parabolic"])
+def test_inflow_profile_has_the_mean_velocity_and_vanishes_at_the_walls(profile):
+    prof = inflow_profile(40, 0.2, profile)
+    assert float(prof.mean()) == pytest.approx(0.2, rel=1e-14)
+    if profile == "parabolic":
+        assert float(prof.max()) == pytest.approx(0.3, rel=2e-3)     # peak 1.5 U (cell averages)
+        assert float(prof[0]) < 0.03 and torch.allclose(prof, prof.flip(0))
+    b = Boundary.channel(0.2, "no_slip", profile)
+    ubc, _ = face_bc(b, torch.zeros((10, 40), dtype=torch.bool), F64)
+    assert torch.allclose(ubc[1, 0], prof) and float(ubc[0, 0].max()) == 0.0
+
+
+def test_rotating_cylinder_faces_carry_the_rigid_rotation():
+    om = 2.0
+    sc = flow_scene((1.0, 1.0), 32, Boundary.box("no_slip"), obstacles=[Circle((0.5, 0.5), 0.2, omega=om)],
+                    viscosity=0.01, dtype=F64)
+    solver = sc.make_solver()
+    fixed_u = (solver.ubc[0] == 0)
+    dx = sc.state.dx
+    i, j = torch.nonzero(fixed_u[1:-1, 1:-1] & sc.masks[0][1:, 1:-1])[0].tolist()
+    i, j = i + 1, j + 1
+    assert float(solver.ubc[1, i, j]) == pytest.approx(-om * ((j + 0.5) * dx - 0.5), rel=1e-12)
+    solver.step(sc.state)
+    assert float(sc.state.u[i, j]) == pytest.approx(float(solver.ubc[1, i, j]), rel=1e-12)
+    # the rotation drives the fluid: it moves, and the flow is divergence-free
+    assert float(sc.state.u.abs().max()) > 0.1 * om * 0.2
+
+
+def _twin_matches(sc, steps=3):
+    sc.config = replace(sc.config, pressure_rtol=1e-13)
+    solver = sc.make_solver()
+    st = sc.state
+    for _ in range(3):
+        solver.step(st)
+    ts = TorchStep(solver)
+    u, v, s = st.u.clone(), st.v.clone(), st.scalars.clone()
+    gp = ts.pressure_gradient(st.p)
+    for _ in range(steps):
+        u, v, s, gp = ts(u, v, s, gp)
+        solver.step(st)
+        scale = float(st.u.abs().max())
+        assert float((u - st.u).abs().max()) <= 1e-11 * scale
+        assert float((v - st.v).abs().max()) <= 1e-11 * scale
+
+
+@pytest.mark.parametrize("case", ["cavity", "parabolic_rotating", "moving_side_walls"])
+def test_torch_twin_matches_the_taichi_step_with_moving_boundaries(case):
+    if case == "cavity":
+        sc = scenes.lid_driven_cavity(100, 12, dtype=F64)
+    elif case == "parabolic_rotating":
+        sc = flow_scene((2.0, 0.5), 12, Boundary.channel(1.0, "no_slip", "parabolic"),
+                        obstacles=[Circle((0.5, 0.25), 0.1, omega=3.0), Box((1.2, 0.1), (1.4, 0.3))],
+                        viscosity=0.01, dtype=F64)
+    else:
+        b = Boundary("no_slip", "no_slip", "no_slip", "free_slip", wall_velocity=(0.5, -0.3, 0.2, 0.0))
+        sc = flow_scene((1.0, 1.0), 10, b, viscosity=0.02, dtype=F64)
+    _twin_matches(sc)
+
+
+BAD = [
+    ("free-slip wall moving", lambda: Boundary.box("free_slip", lid_velocity=1.0), ["y_hi", "1.0", "no_slip"]),
+    ("wall_velocity 3 values", lambda: Boundary(wall_velocity=(1, 2, 3)), ["(1, 2, 3)"]),
+    ("wall_velocity nan", lambda: Boundary.box(lid_velocity=float("nan")), ["nan"]),
+    ("unknown profile", lambda: Boundary.channel(1.0, profile="plug"), ["'plug'"]),
+    ("parabolic across periodic", lambda: Boundary("inflow", "outflow", "periodic", "periodic", 1.0, "parabolic"),
+     ["parabolic", "periodic"]),
+    ("inflow velocity inf", lambda: Boundary.channel(float("inf")), ["inf"]),
+    ("size not whole cells", lambda: flow_scene((1.05, 1.0), 10, dt=0.1), ["1.05", "n=10"]),
+    ("circle too small", lambda: flow_scene((1.0, 1.0), 8, obstacles=[Circle((0.5, 0.5), 0.05)], dt=0.1),
+     ["n=8", "n >= 20"]),
+    ("not a shape", lambda: flow_scene((1.0, 1.0), 8, obstacles=["disc"], dt=0.1), ["str"]),
+    ("negative radius", lambda: Circle((0.5, 0.5), -0.1), ["-0.1"]),
+    ("box hi < lo", lambda: Box((0.5, 0.5), (0.4, 0.6)), ["(0.5, 0.5)", "(0.4, 0.6)"]),
+    ("no velocity scale", lambda: flow_scene((1.0, 1.0), 8), ["dt"]),
+    ("cavity re=0", lambda: scenes.lid_driven_cavity(0, 16), ["re=0"]),
+    ("reference bad", lambda: flow_scene((1.0, 1.0), 8, dt=0.1, reference=(1.0, -2.0)), ["-2.0"]),
+    ("inflow start without inflow", lambda: flow_scene((1.0, 1.0), 8, dt=0.1, initial="inflow"), ["inflow"]),
+]
+
+
+@pytest.mark.parametrize("label, make, words", BAD, ids=[b[0] for b in BAD])
+def test_bad_boundaries_and_scenes_are_refused_naming_the_value(label, make, words):
+    with pytest.raises(InputError) as exc:
+        make()
+    for w in words:
+        assert w in str(exc.value), (w, str(exc.value))
