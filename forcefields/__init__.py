@@ -6,6 +6,7 @@ Imports lawful.kernels only.
 * :class:`NeuralPotential` — learns one smooth energy; forces and stress are its exact derivatives.
 * :class:`DirectForceModel` — the non-conservative control (forces from their own output head).
 * :func:`train` — fits either model to labelled structures (energy + force (+ stress) loss).
+* :func:`evaluate_batch` — energies/forces/stress of many structures in one call (screening).
 * :func:`load_model` / ``model.save`` — the safe ``.lawful`` model files; shipped models by name
   (:func:`shipped_models`: ``"cu-emt"``, ``"cu-emt-direct"``).
 * :func:`export_torchscript` — a scripted energy + forces module for openmm-torch.
@@ -19,10 +20,12 @@ from lawful.forcefields.model_io import load_model, save_model
 from lawful.forcefields.potential import NeuralPotential, TorchScriptPotential, export_torchscript
 from lawful.forcefields.shipped import shipped_models
 from lawful.forcefields.training import train
+from lawful.forcefields.batch import evaluate_batch  # noqa: E402
 
 __all__: list[str] = [
     "NeuralPotential", "DirectForceModel", "train", "load_model", "save_model",
     "export_torchscript", "TorchScriptPotential", "gradient_check", "shipped_models",
+    "evaluate_batch",
 ]
 
 # Hamiltonian / Lagrangian networks, their baseline, integrators (owner: hamiltonian)

@@ -22,7 +22,8 @@ import torch
 from lawful.kernels.errors import InputError, NumericalError, ShapeError, UnsupportedSpeciesError
 from lawful.kernels.neighbors import pairs_within_cutoff
 
-__all__ = ["Batch", "make_batch", "structure_tensors", "MIN_DISTANCE", "pair_key", "pair_min_distances"]
+__all__ = ["Batch", "make_batch", "structure_tensors", "MIN_DISTANCE", "pair_key", "pair_min_distances",
+           "batched_pairs", "evaluate_batch"]
 
 #: Two atoms closer than this (Å) are treated as coincident: the model refuses them
 #: (:class:`NumericalError`) instead of returning meaningless or NaN forces.
@@ -66,6 +67,29 @@ class Batch:
         """The same graph with new positions (the neighbour pairs are kept: use for small moves
         only, or with a pair list built with a skin)."""
         return replace(self, positions=positions)
+
+    def split(self) -> list["Batch"]:
+        """The B single-structure batches this batch joins (inverse of :meth:`concatenate`)."""
+        n = self.n_atoms.tolist()
+        starts = [0]
+        for c in n:
+            starts.append(starts[-1] + c)
+        e_counts = torch.bincount(self.edge_batch, minlength=self.n_structures).tolist()
+        order = torch.argsort(self.edge_batch, stable=True)
+        out, e0 = [], 0
+        for s in range(self.n_structures):
+            a0, a1 = starts[s], starts[s + 1]
+            sel = order[e0:e0 + e_counts[s]]
+            e0 += e_counts[s]
+            out.append(Batch(
+                positions=self.positions[a0:a1], species=self.species[a0:a1], numbers=self.numbers[a0:a1],
+                batch=torch.zeros(a1 - a0, dtype=torch.long, device=self.positions.device),
+                cell=self.cell[s:s + 1], pbc=self.pbc[s:s + 1],
+                edge_i=self.edge_i.index_select(0, sel) - a0, edge_j=self.edge_j.index_select(0, sel) - a0,
+                shifts=self.shifts.index_select(0, sel),
+                edge_batch=torch.zeros(sel.shape[0], dtype=torch.long, device=self.positions.device),
+                n_atoms=self.n_atoms[s:s + 1]))
+        return out
 
     @staticmethod
     def concatenate(batches: Sequence["Batch"]) -> "Batch":
@@ -207,24 +231,105 @@ def pair_min_distances(batch: Batch, species_names: Sequence[str]) -> dict[str, 
     return out
 
 
+def batched_pairs(structures: Sequence[tuple], cutoff: float) -> list[tuple]:
+    """Neighbour pairs of many independent structures from ONE neighbour-list build.
+
+    structures: ``(positions (N,3), cell (3,3), pbc 3 bools)`` per structure, as
+    :func:`structure_tensors` returns them (Å; a zero cell where non-periodic). Each structure's
+    atoms are wrapped into its cell and surrounded by the periodic images that lie within the
+    cutoff of the cell (none along non-periodic directions); these clouds are laid side by side,
+    farther apart than the cutoff, and searched together by one call of
+    :func:`lawful.kernels.neighbors.neighbor_list`. Returns ``(i, j, shifts)`` per structure with
+    exactly the contract of a separate ``neighbor_list`` call: ``|pos[j] - pos[i] + shifts @ cell|
+    < cutoff`` (:func:`~lawful.kernels.neighbors.pairs_within_cutoff`), both directions, self-images.
+    """
+    from lawful.kernels.neighbors import _search_reach, _setup, neighbor_list
+
+    reach = _search_reach(cutoff)
+    clouds, homes, atoms, images, wraps_all = [], [], [], [], []
+    x_next = 0.0
+    for pos, cell, pbc3 in structures:
+        st = _setup(pos, cutoff, cell if any(pbc3) else None, pbc3)
+        wrapped = st.frac @ st.full                     # (N,3) float64
+        device = wrapped.device
+        rng = [torch.arange(-m, m + 1, device=device, dtype=torch.float64) for m in st.layers]
+        grid = torch.meshgrid(rng[0], rng[1], rng[2], indexing="ij")
+        img = torch.stack([g.reshape(-1) for g in grid], dim=1)                  # (S,3)
+        img = img[torch.argsort((img != 0).any(dim=1).to(torch.int8), stable=True)]  # zero image first
+        frac = st.frac.unsqueeze(0) + img.unsqueeze(1)                            # (S,N,3)
+        keep = torch.ones(frac.shape[:2], dtype=torch.bool, device=device)
+        for k in range(3):
+            if st.pbc[k]:
+                margin = reach / st.heights[k]
+                keep &= (frac[..., k] > -margin) & (frac[..., k] < 1.0 + margin)
+        keep[0] = True                                                            # the atoms themselves
+        s_idx, a_idx = torch.nonzero(keep, as_tuple=True)                        # image-major: home atoms first
+        cloud = (frac[s_idx, a_idx] @ st.full)
+        lo, hi = float(cloud[:, 0].min()), float(cloud[:, 0].max())
+        cloud[:, 0] += x_next - lo                      # side by side along x, gaps wider than the cutoff
+        x_next += (hi - lo) + 2.0 * reach + 1.0
+        clouds.append(cloud)
+        homes.append(pos.shape[0])
+        atoms.append(a_idx)
+        images.append(img[s_idx])
+        wraps_all.append(st.wraps)
+    sizes = [c.shape[0] for c in clouds]
+    nl = neighbor_list(torch.cat(clouds), reach, None, False)
+    # which cloud each combined atom belongs to, and its index inside that cloud
+    owner = torch.repeat_interleave(torch.arange(len(clouds), device=nl.i.device),
+                                    torch.tensor(sizes, device=nl.i.device))
+    start = torch.tensor([0] + sizes[:-1], device=nl.i.device).cumsum(0)
+    local_i = nl.i - start[owner[nl.i]]
+    home = local_i < torch.tensor(homes, device=nl.i.device)[owner[nl.i]]
+    i_all, j_all = nl.i[home], nl.j[home]
+    s_of = owner[i_all]
+    order = torch.argsort(s_of, stable=True)
+    i_all, j_all, s_of = i_all[order], j_all[order], s_of[order]
+    counts = torch.bincount(s_of, minlength=len(clouds)).tolist()
+    out, e0 = [], 0
+    for s, (pos, cell, pbc3) in enumerate(structures):
+        ii = i_all[e0:e0 + counts[s]] - int(start[s])
+        jj = j_all[e0:e0 + counts[s]] - int(start[s])
+        e0 += counts[s]
+        a_i = ii                                       # home atoms come first: cloud index = atom index
+        a_j = atoms[s].index_select(0, jj)
+        sh = images[s].index_select(0, jj) + wraps_all[s].index_select(0, a_i) - wraps_all[s].index_select(0, a_j)
+        sh = sh.to(pos.dtype)
+        vec = pos.index_select(0, a_j) - pos.index_select(0, a_i) + sh @ cell
+        i, j, sh, _ = pairs_within_cutoff(a_i, a_j, sh, vec, cutoff)
+        out.append((i, j, sh))
+    return out
+
+
 def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Sequence[str], cutoff: float,
                dtype: torch.dtype, device: torch.device, pairs: Sequence | None = None) -> Batch:
     """Batch structures given as ``ase.Atoms`` or as ``(positions, numbers, cell, pbc)`` tuples.
 
     ``pairs``: optional precomputed ``(i, j, shifts)`` per structure (e.g. from a Verlet list built
-    with a skin: pairs beyond the cutoff contribute exactly zero).
+    with a skin: pairs beyond the cutoff contribute exactly zero). Without them, two or more
+    structures get their pairs from one neighbour-list build (:func:`batched_pairs`).
     """
-    parts = []
-    for k, s in enumerate(structures):
+    checked = []
+    for s in structures:
         if hasattr(s, "get_positions") and hasattr(s, "numbers"):
             cell = np.asarray(s.cell[:], dtype=np.float64) if any(s.pbc) else None
             args = (s.get_positions(), s.numbers, cell, s.pbc)
         else:
             args = tuple(s)
-        pos, num, species, c, pbc3 = structure_tensors(*args, z_to_index, species_names, dtype, device)
+        checked.append(structure_tensors(*args, z_to_index, species_names, dtype, device))
+    if not checked:
+        raise InputError("no structures given: pass at least one structure.")
+    if pairs is None and len(checked) > 1:
+        found = batched_pairs([(pos, c, pbc3) for pos, _, _, c, pbc3 in checked], cutoff)
+    else:
+        found = None
+    parts = []
+    for k, (pos, num, species, c, pbc3) in enumerate(checked):
         if pairs is not None:
             i, j, sh = (torch.as_tensor(p, device=device) for p in pairs[k])
             sh = sh.to(dtype)
+        elif found is not None:
+            i, j, sh = found[k]
         else:
             i, j, sh = _pairs(pos, c, pbc3, cutoff)
         vec = pos[j] - pos[i] + sh @ c
@@ -241,6 +346,55 @@ def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Se
             edge_i=i.to(device), edge_j=j.to(device), shifts=sh,
             edge_batch=torch.zeros(i.shape[0], dtype=torch.long, device=device),
             n_atoms=torch.tensor([n], dtype=torch.long, device=device)))
-    if not parts:
-        raise InputError("no structures given: pass at least one structure.")
     return parts[0] if len(parts) == 1 else Batch.concatenate(parts)
+
+
+def _as_structure(s, k: int):
+    if isinstance(s, dict):
+        if "positions" not in s or "numbers" not in s:
+            raise InputError(f"structure {k} is a dict with keys {sorted(s)}: give 'positions' (N,3) Å and "
+                             "'numbers' (N,), optionally 'cell' (3,3) Å and 'pbc'.")
+        return (s["positions"], s["numbers"], s.get("cell"), s.get("pbc", False))
+    return s
+
+
+def evaluate_batch(model, structures: Sequence, stress: bool = True) -> list[dict]:
+    """Energy, forces (and stress) of many independent structures in ONE model call.
+
+    model: a :class:`~lawful.forcefields.NeuralPotential` or
+    :class:`~lawful.forcefields.DirectForceModel`; structures: ``ase.Atoms``, dicts with
+    ``positions`` (N,3) Å, ``numbers`` (N,), optional ``cell`` (3,3) Å rows and ``pbc``, or
+    ``(positions, numbers, cell, pbc)`` tuples, of any sizes, cells and periodicities. The
+    neighbour pairs of all of them come from one build (:func:`batched_pairs`), the energies,
+    forces and stresses from one forward and one backward pass. For screening many structures
+    without an ASE calculator.
+
+    Returns one dict per structure, as :meth:`AtomisticModel.evaluate` gives for one:
+    ``{"energy": 0-d tensor eV, "forces": (N,3) eV/Å, "energies": (N,) eV}`` plus ``"stress"``
+    (3,3) eV/Å^3 (ASE sign) for fully periodic structures when ``stress``; detached, in the
+    model's dtype and on its device.
+    """
+    structures = [_as_structure(s, k) for k, s in enumerate(structures)]
+    if not structures:
+        raise InputError("evaluate_batch got no structures: pass a list of ase.Atoms or dicts.")
+    batch = model.make_batch(structures)
+    periodic = batch.pbc.all(dim=1)
+    want_stress = bool(stress) and bool(periodic.any())
+    with torch.enable_grad():
+        # stress of the periodic structures only: the others have no volume and are dropped
+        out = model._evaluate_batch(batch, True, want_stress, False)
+    n = batch.n_atoms.tolist()
+    res, a0 = [], 0
+    for s in range(batch.n_structures):
+        a1 = a0 + n[s]
+        r = {"energy": out["energy"][s].detach(), "forces": out["forces"][a0:a1].detach(),
+             "energies": out["energies"][a0:a1].detach()}
+        if want_stress and bool(periodic[s]):
+            r["stress"] = out["stress"][s].detach()
+        for key, v in r.items():
+            if not bool(torch.isfinite(v).all()):
+                raise NumericalError(f"the model returned non-finite {key} (NaN/inf) for structure {s}: its "
+                                     "weights or normalisation are corrupt (check the model file / the training run).")
+        res.append(r)
+        a0 = a1
+    return res

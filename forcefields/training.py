@@ -52,7 +52,8 @@ def load_frames(data) -> list:
 
 
 def prepare(model: AtomisticModel, frames: Sequence) -> list[tuple[Batch, dict]]:
-    """One cached single-structure :class:`Batch` (neighbour pairs found once) and its targets
+    """One cached single-structure :class:`Batch` (neighbour pairs found once, for all frames in one
+    build) and its targets
     (energy eV, forces (N,3) eV/Å, stress (3,3) eV/Å^3 or None) per labelled frame."""
     out = []
     for k, a in enumerate(frames):
@@ -61,7 +62,10 @@ def prepare(model: AtomisticModel, frames: Sequence) -> list[tuple[Batch, dict]]
         res = a.calc.results
         if "energy" not in res or "forces" not in res:
             raise InputError(f"frame {k} lacks energy or forces labels (has {sorted(res)}).")
-        b = model.make_batch([a])
+    # the pairs of all frames from one neighbour-list build (lawful.forcefields.batch.batched_pairs)
+    singles = model.make_batch(list(frames)).split() if len(frames) > 1 else [model.make_batch(list(frames))]
+    for a, b in zip(frames, singles):
+        res = a.calc.results
         t = {"energy": torch.tensor(float(res["energy"]), dtype=model.dtype),
              "forces": torch.as_tensor(np.asarray(res["forces"]), dtype=model.dtype)}
         s = res.get("stress")

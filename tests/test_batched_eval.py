@@ -1,0 +1,127 @@
+"""Batched evaluation: many independent structures (sizes, cells, periodicities) in one model call
+with one neighbour-list build give what a loop of single ``model.evaluate`` calls gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+
+from lawful.forcefields import DirectForceModel, NeuralPotential, evaluate_batch
+from lawful.forcefields.batch import batched_pairs
+from lawful.kernels.errors import InputError, UnsupportedSpeciesError
+from lawful.kernels.neighbors import neighbor_list
+
+CUTOFF = 4.0
+
+
+def _structures():
+    """Mixed batch: bulk cells of 1 to 32 atoms (the 1-atom cell is thinner than the cutoff, so
+    it has self-images), a sheared triclinic cell, a slab periodic in two directions, a
+    molecule, an atom pair, unwrapped positions, two species."""
+    rng = np.random.default_rng(3)
+    out = []
+    prim = bulk("Cu", "fcc", a=3.61)                         # 1 atom, triclinic
+    prim.rattle(0.02, seed=1)
+    out.append(prim)
+    cub = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    cub.rattle(0.05, seed=2)
+    cub.positions += 7.3                                     # far outside the cell: unwrapped
+    out.append(cub)
+    tri = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+    tri.set_cell(tri.cell[:] + np.array([[0, 0, 0], [1.1, 0, 0], [0.4, 0.7, 0]]), scale_atoms=True)
+    tri.rattle(0.05, seed=3)
+    out.append(tri)
+    slab = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 1))
+    slab.pbc = [True, True, False]
+    slab.rattle(0.05, seed=4)
+    out.append(slab)
+    mol = Atoms("CuAgCu", positions=[[0, 0, 0], [2.5, 0.1, 0], [1.2, 2.2, 0.3]])
+    out.append(mol)
+    out.append(Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.4]]))
+    alloy = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((1, 1, 2))
+    alloy.symbols[[1, 4]] = "Ag"
+    alloy.rattle(0.05, seed=5)
+    alloy.positions -= rng.normal(0, 4.0, 3)
+    out.append(alloy)
+    return out
+
+
+@pytest.fixture(scope="module")
+def models():
+    nn = NeuralPotential(["Cu", "Ag"], cutoff=CUTOFF, n_basis=5, n_radial=4, lmax=2, hidden=(16,), seed=2)
+    direct = DirectForceModel(["Cu", "Ag"], cutoff=CUTOFF, n_basis=5, n_radial=4, lmax=2, hidden=(16,),
+                              embed=8, force_hidden=(16,), seed=2)
+    with torch.no_grad():                 # a non-trivial scale so the learned part dominates
+        nn.energy_scale.fill_(0.7)
+        direct.energy_scale.fill_(0.7)
+        direct.force_scale.fill_(5.0)
+    return nn, direct
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["NeuralPotential", "DirectForceModel"])
+def test_batch_equals_a_loop_of_single_calls(models, which):
+    model = models[which]
+    structs = _structures()
+    batched = evaluate_batch(model, structs)
+    assert len(batched) == len(structs)
+    for k, (a, got) in enumerate(zip(structs, batched)):
+        periodic = bool(all(a.pbc))
+        ref = model.evaluate(a.positions, a.numbers, a.cell[:] if any(a.pbc) else None, a.pbc, stress=periodic)
+        assert ("stress" in got) == periodic, k
+        assert got["forces"].shape == (len(a), 3) and got["forces"].dtype == torch.float64
+        for key in ref:
+            assert torch.allclose(got[key], ref[key], rtol=0, atol=1e-12), (k, key)
+        if len(a) > 1:                    # (one atom in a lattice feels no force by symmetry)
+            assert float(ref["forces"].abs().max()) > 1e-3         # the comparison is not of zeros
+
+
+def test_one_neighbour_list_build_for_the_whole_batch(models, monkeypatch):
+    import lawful.kernels.neighbors as nbl
+
+    calls = []
+    real = nbl.neighbor_list
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nbl, "neighbor_list", counting)
+    evaluate_batch(models[0], _structures())
+    assert len(calls) == 1
+
+
+def test_batched_pairs_are_exactly_those_of_separate_searches():
+    structs = _structures()
+    tensors = []
+    for a in structs:
+        pos = torch.tensor(a.positions)
+        cell = torch.tensor(a.cell[:]) if any(a.pbc) else torch.zeros(3, 3, dtype=torch.float64)
+        tensors.append((pos, cell, [bool(p) for p in a.pbc]))
+    for (pos, cell, pbc), (i, j, sh) in zip(tensors, batched_pairs(tensors, CUTOFF)):
+        ref = neighbor_list(pos, CUTOFF, cell if any(pbc) else None, pbc)
+        mine = {(a, b, *map(round, s)) for a, b, s in zip(i.tolist(), j.tolist(), sh.tolist())}
+        theirs = {(a, b, *map(round, s)) for a, b, s in zip(ref.i.tolist(), ref.j.tolist(), ref.shifts.tolist())}
+        assert mine == theirs and len(mine) == i.shape[0] == ref.i.shape[0]
+        assert i.shape[0] > 0
+
+
+def test_dict_input_and_stress_switch(models):
+    a = bulk("Cu", "fcc", a=3.61, cubic=True)
+    a.rattle(0.03, seed=9)
+    d = {"positions": a.positions, "numbers": a.numbers, "cell": a.cell[:], "pbc": True}
+    got = evaluate_batch(models[0], [d, a], stress=False)
+    assert "stress" not in got[0] and "stress" not in got[1]
+    assert torch.allclose(got[0]["forces"], got[1]["forces"], rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("structures, error, named", [
+    ([], InputError, "no structures"),
+    ([{"positions": np.zeros((2, 3))}], InputError, "'positions'"),
+    ([Atoms("Au", positions=[[0, 0, 0]])], UnsupportedSpeciesError, "Au"),
+], ids=["empty", "dict-without-numbers", "unknown-element"])
+def test_bad_batches_are_refused(models, structures, error, named):
+    with pytest.raises(error, match=named):
+        evaluate_batch(models[0], structures)
