@@ -12,8 +12,10 @@ mask (per unit depth, density 1, so a force has units length^3/time^2): on every
 a solid cell of the body and a fluid cell, with ``n`` the unit normal out of the body and ``dx``
 the face length,
 
-* pressure: ``F -= p_f n dx`` with ``p_f`` the pressure of the fluid cell (``state.p``, the
-  projection's pressure, half a cell from the wall: first order);
+* pressure: ``F -= p_w n dx`` with ``p_w = (3 p_f - p_ff) / 2`` linearly extrapolated to the wall
+  from the fluid cell ``f`` next to it and the one beyond (``state.p``, the projection's pressure;
+  ``p_w = p_f`` where ``ff`` is solid or outside), so a linear pressure field gives the exact
+  Archimedes force;
 * viscous shear: ``F_t += nu (q_f - q_wall) / (dx / 2) dx`` for the tangential component, with
   ``q_f`` the fluid cell's centre velocity (the mean of its two faces) and ``q_wall`` the body's
   velocity at the face midpoint. The normal viscous stress ``2 nu du_n/dn`` vanishes on a no-slip
@@ -155,6 +157,15 @@ def obstacle_forces(state, viscosity: float, obstacles, masks) -> list:
     nu = float(viscosity)
     nx, ny = p.shape
     fluid = ~state.solid
+    # pressure extrapolated to the wall from the fluid side, per direction of the wall normal
+    p_xp = p.clone()                      # wall on the cell's low-x side (body at i-1): use p[i+1]
+    p_xp[:-1] = torch.where(fluid[1:], 1.5 * p[:-1] - 0.5 * p[1:], p[:-1])
+    p_xm = p.clone()                      # wall on the cell's high-x side (body at i+1): use p[i-1]
+    p_xm[1:] = torch.where(fluid[:-1], 1.5 * p[1:] - 0.5 * p[:-1], p[1:])
+    p_yp = p.clone()
+    p_yp[:, :-1] = torch.where(fluid[:, 1:], 1.5 * p[:, :-1] - 0.5 * p[:, 1:], p[:, :-1])
+    p_ym = p.clone()
+    p_ym[:, 1:] = torch.where(fluid[:, :-1], 1.5 * p[:, 1:] - 0.5 * p[:, :-1], p[:, 1:])
     uc = 0.5 * (u[:-1] + u[1:])
     vc = 0.5 * (v[:, :-1] + v[:, 1:])
     xf = torch.arange(1, nx, dtype=torch.float64, device=p.device)[:, None] * dx     # x of interior u faces
@@ -168,13 +179,13 @@ def obstacle_forces(state, viscosity: float, obstacles, masks) -> list:
         b_left = m[:-1] & fluid[1:]                 # body on the left, fluid on the right: n = +x
         b_right = fluid[:-1] & m[1:]                # fluid on the left, body on the right: n = -x
         _, vw = ob.velocity(xf.expand(nx - 1, ny), yc.expand(nx - 1, ny))
-        fx = (-(p[1:] * b_left).sum() + (p[:-1] * b_right).sum()) * dx
+        fx = (-(p_xp[1:] * b_left).sum() + (p_xm[:-1] * b_right).sum()) * dx
         fy = 2.0 * nu * (((vc[1:] - vw) * b_left).sum() + ((vc[:-1] - vw) * b_right).sum())
         # horizontal faces j = 1..ny-1 between cells (i, j-1) and (i, j)
         b_below = m[:, :-1] & fluid[:, 1:]          # body below, fluid above: n = +y
         b_above = fluid[:, :-1] & m[:, 1:]          # fluid below, body above: n = -y
         uw, _ = ob.velocity(xc.expand(nx, ny - 1), yf.expand(nx, ny - 1))
-        fy = fy + (-(p[:, 1:] * b_below).sum() + (p[:, :-1] * b_above).sum()) * dx
+        fy = fy + (-(p_yp[:, 1:] * b_below).sum() + (p_ym[:, :-1] * b_above).sum()) * dx
         fx = fx + 2.0 * nu * (((uc[:, 1:] - uw) * b_below).sum() + ((uc[:, :-1] - uw) * b_above).sum())
         out.append((float(fx), float(fy)))
     return out
