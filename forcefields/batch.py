@@ -231,73 +231,107 @@ def pair_min_distances(batch: Batch, species_names: Sequence[str]) -> dict[str, 
     return out
 
 
+#: Candidate pairs (atom x image atom) one vectorised block of :func:`batched_pairs` examines;
+#: a structure with more than this alone goes to the O(N) cell list instead.
+BATCH_PAIR_BLOCK = 2_000_000
+
+
 def batched_pairs(structures: Sequence[tuple], cutoff: float) -> list[tuple]:
-    """Neighbour pairs of many independent structures from ONE neighbour-list build.
+    """Neighbour pairs of many independent structures in one vectorised search.
 
     structures: ``(positions (N,3), cell (3,3), pbc 3 bools)`` per structure, as
     :func:`structure_tensors` returns them (Å; a zero cell where non-periodic). Each structure's
-    atoms are wrapped into its cell and surrounded by the periodic images that lie within the
-    cutoff of the cell (none along non-periodic directions); these clouds are laid side by side,
-    farther apart than the cutoff, and searched together by one call of
-    :func:`lawful.kernels.neighbors.neighbor_list`. Returns ``(i, j, shifts)`` per structure with
-    exactly the contract of a separate ``neighbor_list`` call: ``|pos[j] - pos[i] + shifts @ cell|
-    < cutoff`` (:func:`~lawful.kernels.neighbors.pairs_within_cutoff`), both directions, self-images.
+    atoms are wrapped into its cell and joined by their periodic images that lie within the
+    cutoff of the cell (none along non-periodic directions); then every atom of every structure
+    meets every atom or image of its own structure in one block computation (blocks of at most
+    :data:`BATCH_PAIR_BLOCK` candidates; a structure larger than a block alone uses the O(N)
+    cell list, :func:`lawful.kernels.neighbors.neighbor_list`, where batching gains nothing).
+    Returns ``(i, j, shifts)`` per structure with the contract of a separate ``neighbor_list``
+    call: ``|pos[j] - pos[i] + shifts @ cell| < cutoff`` (the one filter,
+    :func:`~lawful.kernels.neighbors.pairs_within_cutoff`), both directions, self-images.
     """
-    from lawful.kernels.neighbors import _search_reach, _setup, neighbor_list
+    from lawful.kernels.neighbors import _search_reach, _setup
 
     reach = _search_reach(cutoff)
-    clouds, homes, atoms, images, wraps_all = [], [], [], [], []
-    x_next = 0.0
+    prepared = []   # (home wrapped (N,3), cloud (M,3), atom of each cloud point, image, wraps) or None
     for pos, cell, pbc3 in structures:
         st = _setup(pos, cutoff, cell if any(pbc3) else None, pbc3)
-        wrapped = st.frac @ st.full                     # (N,3) float64
-        device = wrapped.device
+        n = pos.shape[0]
+        device = st.frac.device
         rng = [torch.arange(-m, m + 1, device=device, dtype=torch.float64) for m in st.layers]
         grid = torch.meshgrid(rng[0], rng[1], rng[2], indexing="ij")
-        img = torch.stack([g.reshape(-1) for g in grid], dim=1)                  # (S,3)
+        img = torch.stack([g.reshape(-1) for g in grid], dim=1)                      # (S,3)
         img = img[torch.argsort((img != 0).any(dim=1).to(torch.int8), stable=True)]  # zero image first
-        frac = st.frac.unsqueeze(0) + img.unsqueeze(1)                            # (S,N,3)
+        frac = st.frac.unsqueeze(0) + img.unsqueeze(1)                                # (S,N,3)
         keep = torch.ones(frac.shape[:2], dtype=torch.bool, device=device)
         for k in range(3):
             if st.pbc[k]:
                 margin = reach / st.heights[k]
                 keep &= (frac[..., k] > -margin) & (frac[..., k] < 1.0 + margin)
-        keep[0] = True                                                            # the atoms themselves
-        s_idx, a_idx = torch.nonzero(keep, as_tuple=True)                        # image-major: home atoms first
-        cloud = (frac[s_idx, a_idx] @ st.full)
-        lo, hi = float(cloud[:, 0].min()), float(cloud[:, 0].max())
-        cloud[:, 0] += x_next - lo                      # side by side along x, gaps wider than the cutoff
-        x_next += (hi - lo) + 2.0 * reach + 1.0
-        clouds.append(cloud)
-        homes.append(pos.shape[0])
-        atoms.append(a_idx)
-        images.append(img[s_idx])
-        wraps_all.append(st.wraps)
-    sizes = [c.shape[0] for c in clouds]
-    nl = neighbor_list(torch.cat(clouds), reach, None, False)
-    # which cloud each combined atom belongs to, and its index inside that cloud
-    owner = torch.repeat_interleave(torch.arange(len(clouds), device=nl.i.device),
-                                    torch.tensor(sizes, device=nl.i.device))
-    start = torch.tensor([0] + sizes[:-1], device=nl.i.device).cumsum(0)
-    local_i = nl.i - start[owner[nl.i]]
-    home = local_i < torch.tensor(homes, device=nl.i.device)[owner[nl.i]]
-    i_all, j_all = nl.i[home], nl.j[home]
-    s_of = owner[i_all]
-    order = torch.argsort(s_of, stable=True)
-    i_all, j_all, s_of = i_all[order], j_all[order], s_of[order]
-    counts = torch.bincount(s_of, minlength=len(clouds)).tolist()
-    out, e0 = [], 0
+        keep[0] = True                                     # the atoms themselves: cloud[:n] is home
+        s_idx, a_idx = torch.nonzero(keep, as_tuple=True)
+        cloud = frac[s_idx, a_idx] @ st.full
+        if n * cloud.shape[0] > BATCH_PAIR_BLOCK:
+            prepared.append(None)
+        else:
+            prepared.append((cloud[:n], cloud, a_idx, img[s_idx], st.wraps))
+    found: list = [None] * len(structures)
+    block: list[int] = []
+    size = 0
+    for s, p in enumerate(prepared + [None]):
+        cost = 0 if p is None else p[0].shape[0] * p[1].shape[0]
+        if block and (p is None or size + cost > BATCH_PAIR_BLOCK):
+            for k, r in zip(block, _block_search(block, prepared, reach)):
+                found[k] = r
+            block, size = [], 0
+        if p is not None:
+            block.append(s)
+            size += cost
+    out = []
     for s, (pos, cell, pbc3) in enumerate(structures):
-        ii = i_all[e0:e0 + counts[s]] - int(start[s])
-        jj = j_all[e0:e0 + counts[s]] - int(start[s])
-        e0 += counts[s]
-        a_i = ii                                       # home atoms come first: cloud index = atom index
-        a_j = atoms[s].index_select(0, jj)
-        sh = images[s].index_select(0, jj) + wraps_all[s].index_select(0, a_i) - wraps_all[s].index_select(0, a_j)
-        sh = sh.to(pos.dtype)
+        if found[s] is None:                                # a large structure: the cell list
+            i, j, sh = _pairs(pos, cell, pbc3, cutoff)
+            out.append((i, j, sh))
+            continue
+        a_i, c_j = found[s]
+        _, _, atoms, images, wraps = prepared[s]
+        a_j = atoms.index_select(0, c_j)
+        sh = (images.index_select(0, c_j) + wraps.index_select(0, a_i) - wraps.index_select(0, a_j)).to(pos.dtype)
         vec = pos.index_select(0, a_j) - pos.index_select(0, a_i) + sh @ cell
         i, j, sh, _ = pairs_within_cutoff(a_i, a_j, sh, vec, cutoff)
         out.append((i, j, sh))
+    return out
+
+
+def _block_search(block: list[int], prepared: list, reach: float) -> list[tuple]:
+    """All (home atom, cloud point) pairs closer than ``reach`` in the structures ``block``, in
+    one vectorised pass; returns ``(atom i, cloud index j)`` per structure."""
+    homes = [prepared[s][0] for s in block]
+    clouds = [prepared[s][1] for s in block]
+    device = homes[0].device
+    n = torch.tensor([h.shape[0] for h in homes], device=device)
+    m = torch.tensor([c.shape[0] for c in clouds], device=device)
+    home_all, cloud_all = torch.cat(homes), torch.cat(clouds)
+    home_start, cloud_start = n.cumsum(0) - n, m.cumsum(0) - m
+    per = n * m
+    owner = torch.repeat_interleave(torch.arange(len(block), device=device), per)
+    local = torch.arange(int(per.sum()), device=device) - (per.cumsum(0) - per).index_select(0, owner)
+    mo = m.index_select(0, owner)
+    i = torch.div(local, mo, rounding_mode="floor")
+    c = local - i * mo
+    hi = home_all.index_select(0, i + home_start.index_select(0, owner))
+    cj = cloud_all.index_select(0, c + cloud_start.index_select(0, owner))
+    d = cj - hi
+    d2 = d[:, 0] * d[:, 0]
+    d2.addcmul_(d[:, 1], d[:, 1])
+    d2.addcmul_(d[:, 2], d[:, 2])
+    hit = torch.nonzero((d2 < reach * reach) & (c != i)).reshape(-1)   # c == i: the atom itself
+    owner, i, c = owner.index_select(0, hit), i.index_select(0, hit), c.index_select(0, hit)
+    counts = torch.bincount(owner, minlength=len(block)).tolist()
+    out, e0 = [], 0
+    for cnt in counts:
+        out.append((i[e0:e0 + cnt], c[e0:e0 + cnt]))
+        e0 += cnt
     return out
 
 

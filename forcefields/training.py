@@ -321,7 +321,8 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
     hooks = _ForceFieldHooks(model, train_items, val_items, fingerprint, o)
     cfg = LoopConfig(units=int(o["epochs"]), unit="epoch", checkpoint=o["checkpoint"], resume=o["resume"],
                      patience=o["patience"], min_lr=o["min_lr"], max_time=o["max_time"], progress=o["progress"],
-                     desc=f"train {model.kind}", log=o["log"], stop_label="epochs")
+                     desc=f"train {model.kind}", log=o["log"], stop_label="epochs",
+                     find_unused_parameters=len(model.species) > 1)   # a species may be absent from a share
     loop = Loop(model, opt, sched, hooks, cfg, ctx=ctx)
     if not loop.resume():
         with torch.no_grad():

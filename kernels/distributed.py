@@ -19,7 +19,34 @@ import torch
 from lawful.kernels.errors import BackendError, InputError
 
 __all__ = ["DistContext", "context", "shard", "all_reduce_sum", "broadcast_float", "barrier", "wrap",
-           "LossModule", "env_rank"]
+           "LossModule", "env_rank", "time_communication", "COMM_TIME"]
+
+#: Seconds and calls spent in DDP's gradient all-reduce by this process, counted only while
+#: :func:`time_communication` is on (benchmarks: the communication share of a training run).
+COMM_TIME = {"seconds": 0.0, "calls": 0}
+_TIMING = {"on": False}
+
+
+def time_communication(on: bool = True) -> None:
+    """Time DDP's gradient all-reduce into :data:`COMM_TIME` for models wrapped from now on.
+
+    The timed reduction is synchronous (it no longer overlaps the backward pass) and its time
+    includes waiting for the slowest rank: use it to measure, not to train fast."""
+    _TIMING["on"] = bool(on)
+
+
+def _timed_allreduce(state, bucket):
+    import time
+
+    t0 = time.perf_counter()
+    buf = bucket.buffer()
+    torch.distributed.all_reduce(buf)
+    buf.div_(torch.distributed.get_world_size())
+    COMM_TIME["seconds"] += time.perf_counter() - t0
+    COMM_TIME["calls"] += 1
+    fut = torch.futures.Future()
+    fut.set_result(buf)
+    return fut
 
 
 @dataclass(frozen=True)
@@ -159,11 +186,11 @@ class LossModule(torch.nn.Module):
         return self.loss_fn(*args)
 
 
-def wrap(model: torch.nn.Module, loss_fn, ctx: DistContext) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, loss_fn, ctx: DistContext, find_unused_parameters: bool = True) -> torch.nn.Module:
     """``LossModule(model, loss_fn)``, inside ``DistributedDataParallel`` when distributed.
 
-    ``find_unused_parameters=True``: a batch without some species leaves that species' network
-    without gradient on one rank, which DDP must know. Parameters and buffers are broadcast from
+    ``find_unused_parameters``: True when a batch may leave some parameters without gradient (a
+    species absent from one rank's share leaves its network idle there), which DDP must know. Parameters and buffers are broadcast from
     rank 0 when wrapping, so every rank starts from the same weights.
     """
     module = LossModule(model, loss_fn)
@@ -178,4 +205,7 @@ def wrap(model: torch.nn.Module, loss_fn, ctx: DistContext) -> torch.nn.Module:
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     dev = next(model.parameters()).device
     ids = [dev.index if dev.index is not None else ctx.local_rank] if dev.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+    ddp = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
+    if _TIMING["on"]:
+        ddp.register_comm_hook(None, _timed_allreduce)
+    return ddp

@@ -54,6 +54,8 @@ class LoopConfig:
     grad_clip: clip the gradient norm to this value (0: no clipping).
     progress, desc: the tqdm bar (rank 0 only) and its label; log: JSON-lines file (rank 0 only).
     stop_label: the stop reason when all units ran ("epochs", "iterations", ...).
+    find_unused_parameters: tell DDP that a batch may leave some parameters without gradient
+    (e.g. a species absent from a rank's share); False saves a graph traversal per step.
     """
 
     units: int
@@ -71,6 +73,7 @@ class LoopConfig:
     desc: str = "train"
     log: str | os.PathLike | None = None
     stop_label: str = "units"
+    find_unused_parameters: bool = True
 
     def __post_init__(self):
         for name in ("units", "checkpoint_every"):
@@ -206,7 +209,7 @@ class Loop:
         """One optimiser step on ``hooks.loss(*args)`` (through DDP when distributed); returns
         this rank's detached loss share. Sum the shares and :meth:`reduce` them for the global loss."""
         if self._module is None:
-            self._module = dist.wrap(self.model, self.hooks.loss, self.ctx)
+            self._module = dist.wrap(self.model, self.hooks.loss, self.ctx, self.config.find_unused_parameters)
         self.optimizer.zero_grad(set_to_none=True)
         share = self._module(*args)
         # DDP averages gradients over ranks; the shares sum to the global loss, so scale by the
@@ -271,6 +274,8 @@ class Loop:
         plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         self.stop_reason = cfg.stop_label
         self.comm_s = 0.0
+        if self._module is None:      # wrap (DDP: broadcast rank 0's weights) before the clock runs
+            self._module = dist.wrap(self.model, self.hooks.loss, self.ctx, cfg.find_unused_parameters)
         try:
             while self.done < total:
                 reason = self._stop()

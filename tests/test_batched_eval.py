@@ -78,7 +78,10 @@ def test_batch_equals_a_loop_of_single_calls(models, which):
             assert float(ref["forces"].abs().max()) > 1e-3         # the comparison is not of zeros
 
 
-def test_one_neighbour_list_build_for_the_whole_batch(models, monkeypatch):
+def test_one_neighbour_search_for_the_whole_batch(models, monkeypatch):
+    """Small structures share one vectorised search (no per-structure neighbour list); a
+    structure above the block size goes to the cell list alone, with the same results."""
+    import lawful.forcefields.batch as fb
     import lawful.kernels.neighbors as nbl
 
     calls = []
@@ -89,8 +92,17 @@ def test_one_neighbour_list_build_for_the_whole_batch(models, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(nbl, "neighbor_list", counting)
-    evaluate_batch(models[0], _structures())
-    assert len(calls) == 1
+    blocks = []
+    real_block = fb._block_search
+    monkeypatch.setattr(fb, "_block_search", lambda *a: blocks.append(len(a[0])) or real_block(*a))
+    structs = _structures()
+    evaluate_batch(models[0], structs)
+    assert calls == [] and blocks == [len(structs)]
+    monkeypatch.setattr(fb, "BATCH_PAIR_BLOCK", 5000)   # the 32-atom cell (32 x ~400 images) is now large
+    got = evaluate_batch(models[0], structs)
+    assert len(calls) == 1 and len(blocks) > 2
+    ref = models[0].evaluate(structs[1].positions, structs[1].numbers, structs[1].cell[:], True)
+    assert torch.allclose(got[1]["forces"], ref["forces"], rtol=0, atol=1e-12)
 
 
 def test_batched_pairs_are_exactly_those_of_separate_searches():
