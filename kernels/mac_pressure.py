@@ -69,15 +69,17 @@ class ProjectionStats:
 
 @functools.lru_cache(maxsize=None)
 def _mg_kernels(real_name: str = "float32"):
-    """Multigrid kernels on ``(5, nx+1, ny+1)`` level arrays of dtype ``real_name`` (the
-    preconditioner runs in float32: it only has to be a fixed SPD operator, and half the bytes)."""
+    """Multigrid functions on level arrays of dtype ``real_name`` (the preconditioner runs in
+    float32: it only has to be a fixed SPD operator, and half the bytes). Every level lives in
+    one stacked ``(5, nx+1, sum_l (ny_l+1))`` array, level ``l`` at column offset ``o`` (level 0 at
+    0); every accessor takes that offset, so a whole V-cycle runs in one kernel launch."""
     ti = __import__("taichi")
     real = taichi_real(real_name)
     f64 = real  # local accumulators in the level dtype
     A3 = ti.types.ndarray(dtype=real, ndim=3)
 
     @ti.func
-    def nbv(a: ti.template(), ch, i, j, nx, ny, px, py):
+    def nbv(a: ti.template(), ch, i, j, nx, ny, px, py, o):
         val = ti.cast(0.0, f64)
         ii, jj = i, j
         inside = True
@@ -92,91 +94,102 @@ def _mg_kernels(real_name: str = "float32"):
             else:
                 inside = False
         if inside:
-            val = a[ch, ii, jj]
+            val = a[ch, ii, jj + o]
         return val
 
     @ti.func
-    def diag(a: ti.template(), i, j):
-        return a[WX, i, j] + a[WX, i + 1, j] + a[WY, i, j] + a[WY, i, j + 1]
+    def diag(a: ti.template(), i, j, o):
+        return a[WX, i, j + o] + a[WX, i + 1, j + o] + a[WY, i, j + o] + a[WY, i, j + 1 + o]
 
     @ti.func
-    def offsum(a: ti.template(), ch, i, j, nx, ny, px, py):
-        return (a[WX, i, j] * nbv(a, ch, i - 1, j, nx, ny, px, py)
-                + a[WX, i + 1, j] * nbv(a, ch, i + 1, j, nx, ny, px, py)
-                + a[WY, i, j] * nbv(a, ch, i, j - 1, nx, ny, px, py)
-                + a[WY, i, j + 1] * nbv(a, ch, i, j + 1, nx, ny, px, py))
+    def offsum(a: ti.template(), ch, i, j, nx, ny, px, py, o):
+        return (a[WX, i, j + o] * nbv(a, ch, i - 1, j, nx, ny, px, py, o)
+                + a[WX, i + 1, j + o] * nbv(a, ch, i + 1, j, nx, ny, px, py, o)
+                + a[WY, i, j + o] * nbv(a, ch, i, j - 1, nx, ny, px, py, o)
+                + a[WY, i, j + 1 + o] * nbv(a, ch, i, j + 1, nx, ny, px, py, o))
 
     @ti.func
-    def apply_a(a: ti.template(), ch, i, j, nx, ny, px, py):
-        return diag(a, i, j) * a[ch, i, j] - offsum(a, ch, i, j, nx, ny, px, py)
+    def apply_a(a: ti.template(), ch, i, j, nx, ny, px, py, o):
+        return diag(a, i, j, o) * a[ch, i, j + o] - offsum(a, ch, i, j, nx, ny, px, py, o)
 
     @ti.func
-    def gs(a: ti.template(), bch, i, j, nx, ny, px, py):
-        d = diag(a, i, j)
+    def gs(a: ti.template(), bch, i, j, nx, ny, px, py, o):
+        d = diag(a, i, j, o)
         if d > 0:
-            a[X, i, j] = (a[bch, i, j] + offsum(a, X, i, j, nx, ny, px, py)) / d
+            a[X, i, j + o] = (a[bch, i, j + o] + offsum(a, X, i, j, nx, ny, px, py, o)) / d
 
     @ti.func
-    def rb_sweep(a: ti.template(), bch, nx, ny, px, py, first: ti.template()):
+    def rb_sweep(a: ti.template(), bch, nx, ny, px, py, first: ti.template(), o):
         for i, jh in ti.ndrange(nx, (ny + 1) // 2):
             j = 2 * jh + (i + first) % 2
             if j < ny:
-                gs(a, bch, i, j, nx, ny, px, py)
+                gs(a, bch, i, j, nx, ny, px, py, o)
         for i, jh in ti.ndrange(nx, (ny + 1) // 2):
             j = 2 * jh + (i + first + 1) % 2
             if j < ny:
-                gs(a, bch, i, j, nx, ny, px, py)
+                gs(a, bch, i, j, nx, ny, px, py, o)
 
-    @ti.kernel
-    def down(a: A3, c: A3, bch: int, nx: int, ny: int, px: int, py: int, ncx: int, ncy: int):
+    @ti.func
+    def down(a: ti.template(), bch, nx, ny, px, py, ncx, ncy, o, oc):
         # first red half-sweep from X = 0 (needs no neighbour), then black, then more full sweeps
         for i, jh in ti.ndrange(nx, (ny + 1) // 2):
             j = 2 * jh + i % 2
             if j < ny:
-                d = diag(a, i, j)
-                a[X, i, j] = a[bch, i, j] / d if d > 0 else 0.0
+                d = diag(a, i, j, o)
+                a[X, i, j + o] = a[bch, i, j + o] / d if d > 0 else 0.0
             j2 = 2 * jh + (i + 1) % 2
             if j2 < ny:
-                a[X, i, j2] = 0.0
+                a[X, i, j2 + o] = 0.0
         for i, jh in ti.ndrange(nx, (ny + 1) // 2):
             j = 2 * jh + (i + 1) % 2
             if j < ny:
-                gs(a, bch, i, j, nx, ny, px, py)
+                gs(a, bch, i, j, nx, ny, px, py, o)
         for _s in ti.static(range(_PRE_SWEEPS - 1)):
-            rb_sweep(a, bch, nx, ny, px, py, 0)
+            rb_sweep(a, bch, nx, ny, px, py, 0, o)
         # residual of the four children, summed (restriction = transpose of constant prolongation)
         for I, J in ti.ndrange(ncx, ncy):
             s = ti.cast(0.0, f64)
             for di, dj in ti.static(ti.ndrange(2, 2)):
                 fi, fj = 2 * I + di, 2 * J + dj
                 if fi < nx and fj < ny:
-                    if diag(a, fi, fj) > 0:
-                        s += a[bch, fi, fj] - apply_a(a, X, fi, fj, nx, ny, px, py)
-            c[B, I, J] = s
-            c[X, I, J] = 0.0
+                    if diag(a, fi, fj, o) > 0:
+                        s += a[bch, fi, fj + o] - apply_a(a, X, fi, fj, nx, ny, px, py, o)
+            a[B, I, J + oc] = s
+            a[X, I, J + oc] = 0.0
 
-    @ti.kernel
-    def up(a: A3, c: A3, bch: int, nx: int, ny: int, px: int, py: int):
+    @ti.func
+    def up(a: ti.template(), bch, nx, ny, px, py, o, oc):
         for i, j in ti.ndrange(nx, ny):
-            if diag(a, i, j) > 0:
-                a[X, i, j] += c[X, i // 2, j // 2]
+            if diag(a, i, j, o) > 0:
+                a[X, i, j + o] += a[X, i // 2, j // 2 + oc]
         for _s in ti.static(range(_PRE_SWEEPS)):
-            rb_sweep(a, bch, nx, ny, px, py, 1)
+            rb_sweep(a, bch, nx, ny, px, py, 1, o)
 
-    @ti.kernel
-    def bottom(a: A3, bch: int, nx: int, ny: int, px: int, py: int, sweeps: int):
+    @ti.func
+    def bottom(a: ti.template(), bch, nx, ny, px, py, sweeps, o):
         for i, j in ti.ndrange(nx, ny):
-            a[X, i, j] = 0.0
+            a[X, i, j + o] = 0.0
         ti.loop_config(serialize=True)
         for _it in range(sweeps):
             for k in range(nx * ny):
-                gs(a, bch, k // ny, k % ny, nx, ny, px, py)
+                gs(a, bch, k // ny, k % ny, nx, ny, px, py, o)
             for k in range(nx * ny):
                 kk = nx * ny - 1 - k
-                gs(a, bch, kk // ny, kk % ny, nx, ny, px, py)
+                gs(a, bch, kk // ny, kk % ny, nx, ny, px, py, o)
+
+    @ti.func
+    def vcycle(m: ti.template(), dims: ti.template(), nlev: ti.template(), px, py):
+        """One symmetric V-cycle on the stacked levels (``dims[l] = (nx, ny, offset)``), RHS in B."""
+        for l in ti.static(range(nlev - 1)):
+            down(m, B, dims[l, 0], dims[l, 1], px, py, dims[l + 1, 0], dims[l + 1, 1], dims[l, 2], dims[l + 1, 2])
+        bx, by = dims[nlev - 1, 0], dims[nlev - 1, 1]
+        bottom(m, B, bx, by, px, py, 2 * ti.max(bx, by) + 4, dims[nlev - 1, 2])
+        for k in ti.static(range(nlev - 1)):
+            l = ti.static(nlev - 2 - k)
+            up(m, B, dims[l, 0], dims[l, 1], px, py, dims[l, 2], dims[l + 1, 2])
 
     @ti.kernel
-    def coarsen(a: A3, c: A3, nx: int, ny: int, ncx: int, ncy: int):
+    def coarsen(a: A3, nx: int, ny: int, ncx: int, ncy: int, o: int, oc: int):
         for I, J in ti.ndrange(ncx + 1, ncy):
             fi = 2 * I
             if I == ncx:
@@ -184,8 +197,8 @@ def _mg_kernels(real_name: str = "float32"):
             s = ti.cast(0.0, f64)
             for dj in ti.static(range(2)):
                 if 2 * J + dj < ny:
-                    s += a[WX, fi, 2 * J + dj]
-            c[WX, I, J] = 0.5 * s
+                    s += a[WX, fi, 2 * J + dj + o]
+            a[WX, I, J + oc] = 0.5 * s
         for I, J in ti.ndrange(ncx, ncy + 1):
             fj = 2 * J
             if J == ncy:
@@ -193,37 +206,42 @@ def _mg_kernels(real_name: str = "float32"):
             s = ti.cast(0.0, f64)
             for di in ti.static(range(2)):
                 if 2 * I + di < nx:
-                    s += a[WY, 2 * I + di, fj]
-            c[WY, I, J] = 0.5 * s
+                    s += a[WY, 2 * I + di, fj + o]
+            a[WY, I, J + oc] = 0.5 * s
 
-    return dict(down=down, up=up, bottom=bottom, coarsen=coarsen, nbv=nbv, diag=diag, apply_a=apply_a)
+    return dict(coarsen=coarsen, vcycle=vcycle, nbv=nbv, diag=diag, apply_a=apply_a)
 
 
 @functools.lru_cache(maxsize=None)
-def _cg_kernels():
+def _cg_kernels(nlev: int):
     """Conjugate-gradient kernels on the float64 fine-level array (channels B, PHI, RC, P, AP and
-    the weights); they hand residuals to / take preconditioned vectors from the float32 fine
-    multigrid level ``m`` (its B and X channels)."""
+    the weights); they hand residuals to / take preconditioned vectors from the float32 stacked
+    multigrid levels ``m`` (level 0 at offset 0: its B and X channels). ``cg_iter`` is one whole
+    preconditioned CG iteration (V-cycle, ``z``, ``beta``, ``p``, ``A p``, ``alpha``, the update
+    and the residual's max-norm) in one launch; ``sc`` carries ``(rz_old, pap)`` between them."""
     ti = __import__("taichi")
     f64 = ti.f64
     A3 = ti.types.ndarray(dtype=f64, ndim=3)
     M3 = ti.types.ndarray(dtype=ti.f32, ndim=3)
+    I2 = ti.types.ndarray(dtype=ti.i32, ndim=2)
+    S1 = ti.types.ndarray(dtype=f64, ndim=1)
     k64 = _mg_kernels("float64")
     diag, apply_a = k64["diag"], k64["apply_a"]
+    vcycle = _mg_kernels("float32")["vcycle"]
 
     @ti.kernel
     def residual(a: A3, m: M3, nx: int, ny: int, px: int, py: int, singular: int, nfluid: f64) -> f64:
         mean = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
             r = ti.cast(0.0, f64)
-            if diag(a, i, j) > 0:
-                r = a[B, i, j] - apply_a(a, PHI, i, j, nx, ny, px, py)
+            if diag(a, i, j, 0) > 0:
+                r = a[B, i, j] - apply_a(a, PHI, i, j, nx, ny, px, py, 0)
             a[RC, i, j] = r
             mean += r
         mean = mean / nfluid
         rmax = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
-            if diag(a, i, j) > 0:
+            if diag(a, i, j, 0) > 0:
                 if singular:
                     a[RC, i, j] -= mean
                 ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
@@ -231,17 +249,19 @@ def _cg_kernels():
         return rmax
 
     @ti.kernel
-    def precond_finish(a: A3, m: M3, nx: int, ny: int, singular: int, nfluid: f64, first: int,
-                       rz_old: f64) -> f64:
+    def cg_iter(a: A3, m: M3, dims: I2, sc: S1, nx: int, ny: int, px: int, py: int, singular: int,
+                nfluid: f64, first: int) -> f64:
+        vcycle(m, dims, nlev, px, py)
+        # z = M r (mean-free on singular problems), rz, beta, p = z + beta p
         mean = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
-            if diag(a, i, j) > 0:
+            if diag(a, i, j, 0) > 0:
                 mean += ti.cast(m[X, i, j], f64)
         mean = mean / nfluid
         rz = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
             z = ti.cast(0.0, f64)
-            if diag(a, i, j) > 0:
+            if diag(a, i, j, 0) > 0:
                 z = ti.cast(m[X, i, j], f64)
                 if singular:
                     z -= mean
@@ -249,24 +269,23 @@ def _cg_kernels():
             a[X, i, j] = z
         beta = ti.cast(0.0, f64)
         if first == 0:
-            beta = rz / rz_old
+            beta = rz / sc[0]
         for i, j in ti.ndrange(nx, ny):
             a[P, i, j] = a[X, i, j] + beta * a[P, i, j]
-        return rz
-
-    @ti.kernel
-    def matvec(a: A3, nx: int, ny: int, px: int, py: int) -> f64:
+        # A p and p.A p
         pap = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
             q = ti.cast(0.0, f64)
-            if diag(a, i, j) > 0:
-                q = apply_a(a, P, i, j, nx, ny, px, py)
+            if diag(a, i, j, 0) > 0:
+                q = apply_a(a, P, i, j, nx, ny, px, py, 0)
             a[AP, i, j] = q
             pap += a[P, i, j] * q
-        return pap
-
-    @ti.kernel
-    def update(a: A3, m: M3, nx: int, ny: int, alpha: f64) -> f64:
+        alpha = ti.cast(0.0, f64)
+        if pap > 0.0:
+            alpha = rz / pap
+        sc[0] = rz
+        sc[1] = pap
+        # x += alpha p, r -= alpha A p (alpha = 0 on breakdown: nothing changes)
         rmax = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
             a[PHI, i, j] += alpha * a[P, i, j]
@@ -275,7 +294,7 @@ def _cg_kernels():
             ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
         return rmax
 
-    return dict(residual=residual, precond_finish=precond_finish, matvec=matvec, update=update)
+    return dict(residual=residual, cg_iter=cg_iter)
 
 
 @functools.lru_cache(maxsize=None)
@@ -321,7 +340,7 @@ def _state_kernels(real_name: str):
                 ie = i
                 if px:
                     ie = i % nx
-                g = nbv(a, PHI, ie, j, nx, ny, px, py) - nbv(a, PHI, ie - 1, j, nx, ny, px, py)
+                g = nbv(a, PHI, ie, j, nx, ny, px, py, 0) - nbv(a, PHI, ie - 1, j, nx, ny, px, py, 0)
                 u[i, j] = ti.cast(ti.cast(u[i, j], f64) - w * g, real)
         for i, j in v:
             w = a[WY, i, j]
@@ -329,7 +348,7 @@ def _state_kernels(real_name: str):
                 je = j
                 if py:
                     je = j % ny
-                g = nbv(a, PHI, i, je, nx, ny, px, py) - nbv(a, PHI, i, je - 1, nx, ny, px, py)
+                g = nbv(a, PHI, i, je, nx, ny, px, py, 0) - nbv(a, PHI, i, je - 1, nx, ny, px, py, 0)
                 v[i, j] = ti.cast(ti.cast(v[i, j], f64) - w * g, real)
 
     return dict(rhs=rhs, subtract_gradient=subtract_gradient)
@@ -381,15 +400,20 @@ class PressureSolver:
         # float64 fine level for CG (channels X as z, B, PHI, RC, P, AP, weights) and float32
         # multigrid levels (X, B, R, WX, WY) for the preconditioner
         self.fine = torch.zeros((9, nx + 1, ny + 1), dtype=torch.float64, device=device)
-        self.levels = [torch.zeros((5, d[0] + 1, d[1] + 1), dtype=torch.float32, device=device) for d in dims]
+        offsets = [0]
+        for d in dims[:-1]:
+            offsets.append(offsets[-1] + d[1] + 1)
+        self.mg = torch.zeros((5, nx + 1, offsets[-1] + dims[-1][1] + 1), dtype=torch.float32, device=device)
+        self.mg_dims = torch.tensor([[d[0], d[1], o] for d, o in zip(dims, offsets)], dtype=torch.int32, device=device)
+        self.cg_scalars = torch.zeros(2, dtype=torch.float64, device=device)
         ubc, vbc = face_bc(boundary, solid.to(device), torch.float64)
         a0 = self.fine
         a0[WX, :, :ny] = ubc[0]
         a0[WY, :nx, :] = vbc[0]
-        self.levels[0][WX:WY + 1] = a0[WX:WY + 1].float()
+        self.mg[WX:WY + 1, :, :ny + 1] = a0[WX:WY + 1].float()
         k = _mg_kernels()
         for l in range(len(dims) - 1):
-            k["coarsen"](self.levels[l], self.levels[l + 1], *dims[l], *dims[l + 1])
+            k["coarsen"](self.mg, *dims[l], *dims[l + 1], offsets[l], offsets[l + 1])
         d0 = a0[WX, :nx, :ny] + a0[WX, 1:, :ny] + a0[WY, :nx, :ny] + a0[WY, :nx, 1:]
         self.nfluid = float(max(int((d0 > 0).sum()), 1))
         self.phi = a0[PHI, :nx, :ny]  # a view: warm start kept between calls
@@ -399,17 +423,6 @@ class PressureSolver:
         """``u_f -= w_f (phi_right - phi_left)`` with the last solve's ``phi`` (in place): the
         projection's velocity update, applied to any face arrays of this grid and dtype."""
         self._sk["subtract_gradient"](u, v, self.fine, self.px, self.py)
-
-    def _vcycle(self):
-        k = _mg_kernels()
-        lev, dims = self.levels, self.dims
-        nlev = len(dims)
-        for l in range(nlev - 1):
-            k["down"](lev[l], lev[l + 1], B, *dims[l], self.px, self.py, *dims[l + 1])
-        bx, by = dims[-1]
-        k["bottom"](lev[-1], B, bx, by, self.px, self.py, 2 * max(bx, by) + 4)
-        for l in range(nlev - 2, -1, -1):
-            k["up"](lev[l], lev[l + 1], B, *dims[l], self.px, self.py)
 
     def project(self, u: torch.Tensor, v: torch.Tensor, warm_start: bool = True) -> ProjectionStats:
         """Project ``u``, ``v`` in place; return :class:`ProjectionStats`.
@@ -451,8 +464,8 @@ class PressureSolver:
         )
 
     def _solve(self, u, v, warm_start, scale):
-        k = _cg_kernels()
-        a, m = self.fine, self.levels[0]
+        k = _cg_kernels(len(self.dims))
+        a, m = self.fine, self.mg
         nx, ny, px, py = self.nx, self.ny, self.px, self.py
         if not warm_start:
             self.phi.zero_()
@@ -466,25 +479,21 @@ class PressureSolver:
             self.phi.zero_()
             rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
         iters = 0
-        pap = 1.0
-        while rmax > target:
-            if iters >= self.max_iter:
-                break
-            self._vcycle()
-            rz = k["precond_finish"](a, m, nx, ny, self.singular, self.nfluid, 1, 1.0)
+        breakdown = False
+        while rmax > target and iters < self.max_iter and not breakdown:
+            first = 1
             while iters < self.max_iter:
-                pap = k["matvec"](a, nx, ny, px, py)
-                if not pap > 0.0:
+                rmax = k["cg_iter"](a, m, self.mg_dims, self.cg_scalars, nx, ny, px, py, self.singular,
+                                    self.nfluid, first)
+                first = 0
+                if not float(self.cg_scalars[1]) > 0.0:
+                    breakdown = True
                     break
-                rmax = k["update"](a, m, nx, ny, rz / pap)
                 iters += 1
                 if rmax <= target:
                     break
-                self._vcycle()
-                rz = k["precond_finish"](a, m, nx, ny, self.singular, self.nfluid, 0, rz)
+            # the recurrence's residual drifts from the true one: recompute it (restart if needed)
             rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
-            if iters >= self.max_iter or not pap > 0.0:
-                break
         if not rmax <= target and not self.capped:
             self._raise(rmax / scale, iters, "did not converge within max_iter" if iters >= self.max_iter
                         else "CG broke down")
