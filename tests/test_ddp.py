@@ -1,4 +1,5 @@
-"""Data-parallel training under torch.distributed (gloo, 2 processes on this CPU).
+"""Data-parallel training under torch.distributed (gloo, 2 processes on this CPU): force fields
+and the solver-in-the-loop corrector training.
 
 Two ranks sharing each fixed global batch end with the weights of one process training on the
 whole batches (float64, 1e-10), including a last batch smaller than the world (one rank then
@@ -149,3 +150,62 @@ def test_killed_two_rank_run_resumes_to_the_uninterrupted_weights(setup):
         assert torch.equal(r0["state"][k], r1["state"][k]), k
         assert torch.allclose(r0["state"][k], v, rtol=0, atol=1e-10), k
     assert len(r0["history"]) == OPTS["epochs"]
+
+
+_CORRECTOR_RANK = """
+import os, sys, torch
+torch.set_num_threads(1)
+from lawful.fluids.corrector_training import CorrectorTrainer, TrainConfig, make_corrector
+from lawful.fluids.fine_reference import ReferenceTrajectory
+from lawful.kernels.checkpoint import load_checkpoint
+traj_path, variant, out = sys.argv[1:4]
+traj = ReferenceTrajectory.from_checkpoint(load_checkpoint(traj_path))
+torch.manual_seed(0)
+corr = make_corrector(variant, dtype=torch.float64, hidden=4, layers=2, use_reynolds=True, init_gain=0.1)
+cfg = TrainConfig(variant=variant, unroll=3, iterations=3, lr=1e-2, al_update_every=1, validate_every=0,
+                  batch_windows=3)
+tr = CorrectorTrainer(corr, [traj], cfg)
+tr.train(progress=False)
+torch.save({"state": corr.state_dict(), "world": tr.loop.ctx.world_size,
+            "history": [(h["loss"], h["fit"], h["divergence"], h["k0"]) for h in tr.history],
+            "al": None if tr.al is None else tr.al.multipliers}, out + "." + os.environ.get("RANK", "single"))
+tr.close()
+"""
+
+
+@pytest.mark.parametrize("variant", ["al"])
+def test_corrector_training_on_two_ranks_equals_one_process(tmp_path, variant):
+    """Solver-in-the-loop training with 3 windows per iteration (rank 0 unrolls 2, rank 1 one):
+    the same weights, losses and augmented-Lagrangian multipliers (whose update needs the
+    divergences of every rank's windows) as one process."""
+    from lawful.fluids.fine_reference import ReferenceCase, generate_reference
+    from lawful.kernels.checkpoint import save_checkpoint
+
+    traj = generate_reference(ReferenceCase("karman", n=8, factor=2, steps=10, warmup=2, re=80.0),
+                              dtype=torch.float64)
+    save_checkpoint(tmp_path / "traj.pt", traj.to_checkpoint())
+    script = tmp_path / "corr.py"
+    script.write_text(textwrap.dedent(_CORRECTOR_RANK))
+    out = tmp_path / "corr"
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "traj.pt"), variant, str(out)],
+                            capture_output=True, text=True, timeout=120,
+                            env={k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")})
+    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "traj.pt"), variant, str(out)],
+                              env=dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+                                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    _finish(procs)
+    one = torch.load(str(out) + ".single", weights_only=True)
+    r0 = torch.load(str(out) + ".0", weights_only=True)
+    r1 = torch.load(str(out) + ".1", weights_only=True)
+    assert one["world"] == 1 and r0["world"] == 2
+    for k, v in one["state"].items():
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+        assert torch.allclose(r0["state"][k], v, rtol=0, atol=1e-10), k
+    assert [h[3] for h in r0["history"]] == [h[3] for h in one["history"]]
+    for a, b in zip(r0["history"], one["history"]):
+        assert a[:3] == pytest.approx(b[:3], rel=1e-10)
+    if variant == "al":
+        assert torch.allclose(r0["al"], one["al"], rtol=1e-10, atol=1e-14) and float(one["al"].abs().max()) > 0
