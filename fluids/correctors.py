@@ -63,7 +63,7 @@ from lawful.kernels.mac_grid import Boundary
 from lawful.kernels.mac_operators import curl, curl_torch
 from lawful.kernels.precision import dtype_name
 from lawful.fluids.corrector_geometry import (CornerGeometry, GeometryCache, _cells_to_corners, _pad_axis,
-                                              corner_geometry)
+                                              apply_stream_function, corner_geometry, pin_stream_function)
 
 __all__ = [
     "DivergenceFreeCorrector",
@@ -339,18 +339,7 @@ class DivergenceFreeCorrector(_CorrectorBase):
         x = self.features(u, v, geom, scalars, reynolds)
         h, out = self.net(x, geom.periodic)
         raw = _restore(out[0], geom.periodic)[0] * (self.config["velocity_scale"] * float(dx))
-        psi = raw
-        if geom.n_bodies:
-            body = geom.body.reshape(-1)
-            pinned = body >= 0
-            idx = body.clamp_min(0)
-            flat = raw.reshape(-1)
-            sums = torch.zeros(geom.n_bodies, dtype=raw.dtype, device=raw.device).index_add(
-                0, idx[pinned], flat[pinned])
-            counts = torch.zeros(geom.n_bodies, dtype=raw.dtype, device=raw.device).index_add(
-                0, idx[pinned], torch.ones_like(flat[pinned]))
-            const = (sums / counts)[idx]
-            psi = torch.where(pinned, const, flat).reshape(raw.shape)
+        psi = pin_stream_function(raw, geom)
         if self.mean_flow:
             fluid = geom.fluid_corner.to(h.dtype)
             w = _canonical(fluid.unsqueeze(0), geom.periodic)[0]
@@ -374,21 +363,7 @@ class DivergenceFreeCorrector(_CorrectorBase):
         geom = self._geometry(boundary, solid)
         with torch.no_grad():
             psi, mean = self.stream_function(u, v, geom, dx, scalars, re)
-            # float64 states: accumulate in place (zero-copy). float32 states: accumulate into
-            # float64 copies and round once, so the corrected field's divergence is the
-            # projection's plus at most the rounding of the sum (2 eps max|u|), inside the 4 eps
-            # headroom the projection leaves below its tolerance.
-            wu, wv = (u, v) if u.dtype == torch.float64 else (u.double(), v.double())
-            curl(psi.to(torch.float64).contiguous(), wu, wv, dx, geom.periodic, accumulate=True)
-            if self.mean_flow:
-                mu, mv = float(mean[0]), float(mean[1])
-                if mu != 0.0:
-                    wu.add_(mu)
-                if mv != 0.0:
-                    wv.add_(mv)
-            if wu is not u:
-                u.copy_(wu)
-                v.copy_(wv)
+            apply_stream_function(u, v, psi, geom, dx, mean if self.mean_flow else None, pinned=True)
         return None
 
 

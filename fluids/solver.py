@@ -23,14 +23,22 @@ import torch
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
 from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, ghost_tensor, velocity_workspace
 from lawful.kernels.mac_forces import buoyancy_and_bc, viscosity
-from lawful.kernels.mac_grid import face_bc, solid_corner_mask
-from lawful.kernels.mac_operators import curl
+from lawful.kernels.mac_grid import face_bc, solid_corner_mask, substeps
+from lawful.fluids.corrector_geometry import apply_stream_function
 from lawful.kernels.mac_pressure import PressureSolver, ProjectionStats, default_rtol
 from lawful.fluids.metrics import MetricsWriter, check_writable, divergence_metrics, plot_metrics, state_metrics
 from lawful.fluids.records import DEFAULT_KEEP, RunRecords
 from lawful.fluids.state import FluidState, first_nonfinite
 
-__all__ = ["SolverConfig", "Solver", "run"]
+__all__ = ["SolverConfig", "Solver", "run", "pressure_scale"]
+
+
+def pressure_scale(dt: float, dx: float, predictor: bool) -> float:
+    """``phi = p * pressure_scale``: the projection's unknown for a pressure ``p`` (density 1) over
+    a (sub)step ``dt``. With the pressure predictor the projection applies ``(dt/2) grad p`` (the
+    other half travels with the advected velocity), without it ``dt grad p``. The one definition
+    the solver and its torch twin (:class:`~lawful.fluids.torch_step.TorchStep`) use."""
+    return (0.5 * dt if predictor else dt) / dx
 
 
 @dataclass(frozen=True)
@@ -122,10 +130,11 @@ class Solver:
     AFTER the projection (after the last CFL substep). It may modify ``state`` in place and return
     ``None``, or return a correction that the solver adds:
 
-    * a tensor ``psi`` of shape ``(nx+1, ny+1)`` (stream function at the cell corners): the solver
-      pins psi to 0 on :func:`~lawful.kernels.mac_grid.solid_corner_mask` (walls, obstacles,
-      inflow) and adds its discrete curl with :func:`lawful.kernels.mac_operators.curl`
-      (``u[i,j] += (psi[i,j+1]-psi[i,j])/dx``, ``v[i,j] -= (psi[i+1,j]-psi[i,j])/dx``);
+    * a tensor ``psi`` of shape ``(nx+1, ny+1)`` (stream function at the cell corners): applied by
+      :func:`lawful.fluids.corrector_geometry.apply_stream_function`, the rule the
+      divergence-free corrector uses too -- psi held at one constant per solid body (walls,
+      obstacles, inflow sides; :func:`~lawful.kernels.mac_grid.solid_corner_mask`), then its
+      discrete curl added (``u[i,j] += (psi[i,j+1]-psi[i,j])/dx``, ``v[i,j] -= (psi[i+1,j]-psi[i,j])/dx``);
     * a tuple ``(du, dv)`` of face tensors: added on the free faces as is (unconstrained);
     * a dict with any of ``"psi"``, ``"du"``, ``"dv"``, ``"mean_flow"`` (``(mx, my)``: a uniform
       flow added along periodic axes - divergence-free, not representable by a periodic psi).
@@ -174,6 +183,7 @@ class Solver:
                                        capped=config.pressure_capped)
         self.rtol = config.pressure_rtol if config.pressure_rtol is not None else default_rtol(self.dtype)
         self.pinned = solid_corner_mask(state.boundary, state.solid)
+        self._geometry = None
         self.forcing = None
         if forcing is not None:
             fu, fv = forcing
@@ -225,7 +235,7 @@ class Solver:
     # -- the parts ----------------------------------------------------------------------------
     def _phi_scale(self, dt: float) -> float:
         """phi = p * _phi_scale(dt): the projection applies (dt/2) grad p with the predictor, else dt grad p."""
-        return (0.5 * dt if self.config.pressure_predictor else dt) / self.dx
+        return pressure_scale(dt, self.dx, self.config.pressure_predictor)
 
     def advect_step(self, state: FluidState, dt: float) -> None:
         """Default advection part: scalars (flux form), then velocity (in place). With
@@ -294,7 +304,7 @@ class Solver:
         cfl, (comp, idx) = self.cfl(state)
         if not math.isfinite(cfl):
             self._raise_nonfinite(state, "before")
-        nsub = max(1, math.ceil(cfl / cfg.cfl_max - 1e-12))
+        nsub = substeps(cfl, cfg.cfl_max)
         if nsub > cfg.max_substeps:
             cfl, (comp, idx) = self.cfl(state, where=True)
             raise NumericalError(
@@ -391,6 +401,15 @@ class Solver:
         raise NumericalError(f"the sum of a field overflowed at step {state.step} (t={state.t:.4g}): the run blew "
                              "up; lower dt (CFL) or check forcing/corrector output.")
 
+    def corner_geometry(self):
+        """The :class:`~lawful.fluids.corrector_geometry.CornerGeometry` of this solver's grid
+        (built on first use)."""
+        if self._geometry is None:
+            from lawful.fluids.corrector_geometry import corner_geometry
+
+            self._geometry = corner_geometry(self.boundary, self.solid, torch.float64)
+        return self._geometry
+
     def apply_correction(self, state: FluidState, correction) -> None:
         """Add a corrector's output to ``state`` (see the class docstring for the accepted forms)."""
         if correction is None:
@@ -409,8 +428,7 @@ class Solver:
             if tuple(psi.shape) != (self.nx + 1, self.ny + 1):
                 raise ShapeError(f"corrector psi has shape {tuple(psi.shape)}; the corners need "
                                  f"({self.nx + 1}, {self.ny + 1}).")
-            psi = psi.masked_fill(self.pinned, 0.0).contiguous()
-            curl(psi, state.u, state.v, self.dx, self.periodic, alpha=1.0, accumulate=True)
+            apply_stream_function(state.u, state.v, psi, self.corner_geometry(), self.dx)
         for key, ref, bc in (("du", state.u, self.ubc), ("dv", state.v, self.vbc)):
             if correction.get(key) is not None:
                 d = correction[key].to(self.dtype)

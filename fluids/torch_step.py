@@ -33,6 +33,7 @@ import math
 import torch
 
 from lawful.kernels.errors import InputError, NumericalError
+from lawful.kernels.mac_grid import SCALAR_CFL_MAX, VISCOUS_NUMBER_MAX, substeps
 from lawful.kernels.mac_pressure import PressureSolver, default_rtol
 
 __all__ = ["TorchStep", "project_differentiable", "Projector", "face_gradient"]
@@ -433,7 +434,9 @@ class TorchStep:
         return face_gradient(p, self.ubc[0], self.vbc[0], self.periodic)
 
     def _phi_scale(self, h: float) -> float:
-        return (0.5 * h if self.config.pressure_predictor else h) / self.dx
+        from lawful.fluids.solver import pressure_scale
+
+        return pressure_scale(h, self.dx, self.config.pressure_predictor)
 
     def substeps(self, u, v) -> int:
         """Number of CFL substeps the solver takes from this state."""
@@ -442,7 +445,7 @@ class TorchStep:
         cfl = m * cfg.dt / self.dx
         if not math.isfinite(cfl):
             raise NumericalError("non-finite velocity entering the torch step: the rollout blew up.")
-        n = max(1, math.ceil(cfl / cfg.cfl_max - 1e-12))
+        n = substeps(cfl, cfg.cfl_max)
         if n > cfg.max_substeps:
             raise NumericalError(f"CFL number {cfl:.3g} needs {n} substeps > max_substeps={cfg.max_substeps}.")
         return n
@@ -454,7 +457,7 @@ class TorchStep:
         dx = self.dx
         if s is not None and s.shape[0]:
             cfl = (float(u.detach().abs().max()) + float(v.detach().abs().max())) * h / dx
-            n = max(1, math.ceil(cfl / 0.5)) if math.isfinite(cfl) else 1
+            n = substeps(cfl, SCALAR_CFL_MAX)
             for _ in range(n):
                 s = _advect_scalars(s, u, v, h / dx / n, self.periodic, cfg.scalar_order)
         qu = qv = None
@@ -474,7 +477,7 @@ class TorchStep:
             v = v * (1.0 - cfg.drag * h)
         if cfg.viscosity:
             c = cfg.viscosity * h / dx ** 2
-            n = max(1, math.ceil(c / 0.2))
+            n = substeps(c, VISCOUS_NUMBER_MAX)
             for _ in range(n):
                 u, v = _viscosity_once(u, v, self.ubc, self.vbc, c / n, self.boundary)
         index = sol.buoyancy_index if s is not None else -1

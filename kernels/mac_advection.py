@@ -28,11 +28,11 @@ the total ``sum(s) dx^2`` changes only by rounding. Stable for ``(max|u| + max|v
 
 
 import functools
-import math
 
 import torch
 
 from lawful.kernels.errors import InputError
+from lawful.kernels.mac_grid import SCALAR_CFL_MAX, substeps
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -298,7 +298,7 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
 
 
 def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True), order: int = 2,
-                   cfl_max: float = 0.5, comp=None) -> int:
+                   cfl_max: float = SCALAR_CFL_MAX, comp=None) -> int:
     """Conservative flux-form advection of cell scalars ``s`` ``(ns, nx, ny)`` by face velocities
     (in place), using flux buffers ``fx`` ``(ns, nx+1, ny)`` and ``fy`` ``(ns, nx, ny+1)``.
     ``comp`` (``s``-shaped, zeros at first) carries each cell's rounding error of the update
@@ -312,7 +312,7 @@ def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True),
     ensure_taichi()
     k = _kernels(dtype_name(s.dtype))["scalar2" if order == 2 else "scalar1"]
     cfl = (float(u.abs().max()) + float(v.abs().max())) * float(dt) / float(dx)
-    n = max(1, math.ceil(cfl / cfl_max)) if math.isfinite(cfl) else 1
+    n = substeps(cfl, cfl_max)
     h = float(dt) / float(dx) / n
     if comp is None:
         comp = torch.zeros_like(s)

@@ -13,11 +13,10 @@
 
 
 import functools
-import math
 
 import torch
 
-from lawful.kernels.mac_grid import Boundary
+from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, substeps
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -127,7 +126,8 @@ def _codes(boundary: Boundary):
 
 
 def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary, ghost=None) -> int:
-    """Explicit viscous step over ``dt`` (in place; substeps so that ``nu dt/dx^2 <= 0.2``);
+    """Explicit viscous step over ``dt`` (in place; substeps so that ``nu dt/dx^2 <=``
+    :data:`~lawful.kernels.mac_grid.VISCOUS_NUMBER_MAX`);
     ``uw``/``vw`` from :func:`lawful.kernels.mac_advection.velocity_workspace`; ``ghost``: the
     ``(8,)`` tensor of :func:`lawful.kernels.mac_advection.ghost_tensor` for ``boundary`` (built
     when omitted). Returns the number of substeps (0 when ``nu == 0``)."""
@@ -139,7 +139,7 @@ def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary,
 
         ghost = ghost_tensor(boundary, u.dtype, u.device)
     c = float(nu) * float(dt) / float(dx) ** 2
-    n = max(1, math.ceil(c / 0.2))
+    n = substeps(c, VISCOUS_NUMBER_MAX)
     k = _kernels(dtype_name(u.dtype))["visc"]
     for _ in range(n):
         k(u, v, uw, vw, c / n, *_codes(boundary), ghost)

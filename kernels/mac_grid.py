@@ -33,7 +33,24 @@ import torch
 from lawful.kernels.errors import InputError, ShapeError
 
 __all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "solid_corner_mask", "check_staggering",
-           "face_shapes", "inflow_profile"]
+           "face_shapes", "inflow_profile", "substeps", "VISCOUS_NUMBER_MAX", "SCALAR_CFL_MAX"]
+
+#: Explicit viscosity substeps so that ``nu dt_sub / dx^2 <= VISCOUS_NUMBER_MAX`` (the 5-point
+#: stencil is stable up to 1/4).
+VISCOUS_NUMBER_MAX = 0.2
+#: Flux-form scalar advection substeps so that ``(max|u| + max|v|) dt_sub / dx <= SCALAR_CFL_MAX``.
+SCALAR_CFL_MAX = 0.5
+
+
+def substeps(number: float, limit: float) -> int:
+    """The substep rule every part of a step uses (velocity CFL, viscosity, scalar CFL; the Taichi
+    solver and its torch twin alike): ``max(1, ceil(number / limit))`` (1 for a non-finite
+    number, which the caller reports), with a 1e-12 tolerance so an exact multiple is not split."""
+    import math
+
+    if not math.isfinite(number):
+        return 1
+    return max(1, math.ceil(number / limit - 1e-12))
 
 SIDE_KINDS = ("periodic", "free_slip", "no_slip", "inflow", "outflow")
 _WALLS = ("free_slip", "no_slip")

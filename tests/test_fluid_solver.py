@@ -126,7 +126,8 @@ def test_corrector_slot_curl_keeps_incompressibility_unconstrained_shows_diverge
     assert calls == [0, 1, 2, 3, 4]
     # the curl correction adds no divergence beyond round-off
     assert all(r["div_max_rel"] <= r["div_max_rel_projected"] * 1.01 + 1e-14 for r in recs)
-    assert max(r["div_max_rel"] for r in recs) <= 1e-10
+    # (relative to max|u| after the correction, which a psi of 1e-3 changes: up to 1% above rtol)
+    assert max(r["div_max_rel"] for r in recs) <= 1.01e-10
     # the correction really changed the flow, but not the walls/cylinder/inflow faces
     fixed = solver.ubc[0] == 0
     assert torch.equal(sc.state.u[fixed], solver.ubc[1][fixed])
