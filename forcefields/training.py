@@ -239,14 +239,15 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     from lawful.kernels import distributed as dist
 
     ctx = dist.context(model.device)
-    try:
-        return _train(model, train_frames, val_frames, fingerprint, ctx, dict(
-            epochs=epochs, batch_size=batch_size, lr=lr, lr_factor=lr_factor, lr_patience=lr_patience,
-            min_lr=min_lr, patience=patience, weights=(energy_weight, force_weight, stress_weight),
-            weight_decay=weight_decay, checkpoint=checkpoint, resume=resume, seed=seed, progress=progress,
-            log=log, max_time=max_time, on_batch=on_batch))
-    finally:
-        ctx.close()
+    summary = _train(model, train_frames, val_frames, fingerprint, ctx, dict(
+        epochs=epochs, batch_size=batch_size, lr=lr, lr_factor=lr_factor, lr_patience=lr_patience,
+        min_lr=min_lr, patience=patience, weights=(energy_weight, force_weight, stress_weight),
+        weight_decay=weight_decay, checkpoint=checkpoint, resume=resume, seed=seed, progress=progress,
+        log=log, max_time=max_time, on_batch=on_batch))
+    # leave the process group (if train joined it) only after a clean finish: after an interrupt a
+    # peer may be gone, and the process's exit releases the group anyway
+    ctx.close()
+    return summary
 
 
 class _ForceFieldHooks(Hooks):

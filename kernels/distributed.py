@@ -72,8 +72,10 @@ class DistContext:
         return self.rank == 0
 
     def close(self) -> None:
-        """Destroy the process group if this context created it (others' groups are left alone)."""
+        """Destroy the process group if this context created it (others' groups are left alone),
+        after a barrier. Call it on every rank after a clean finish only."""
         if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.barrier()     # no rank tears down its connections while a peer still uses them
             torch.distributed.destroy_process_group()
 
 
