@@ -15,7 +15,20 @@ Side by side in one run on this machine (same Taichi, same CPU):
 * Taylor-Green convergence: velocity error vs the analytic solution at t=1 over 32^2, 64^2,
   128^2 (float64, dt at CFL 0.25, and a fixed small dt) and the observed orders.
 
-Writes ``benchmarks/results/bench_fluid.json``. Run: ``python benchmarks/bench_fluid.py [--quick]``.
+* the speed table (issue 15): the machine's streaming bandwidth measured in the same run (a large
+  float32 array copy), then per grid 128^2 .. 1024^2 (Kolmogorov, float32): Taichi kernel launches
+  per step (:func:`lawful.fluids.profiling.count_launches`), ms per step, the Python/launch
+  overhead share (per-launch cost measured on a 16^2 grid, where the arithmetic is negligible,
+  times the launches), and the ratio of the step time to a memory-traffic lower bound (the
+  bytes model is written into the JSON); the corrected step (a random-init
+  DivergenceFreeCorrector) over the plain step at 128^2;
+* a projection anchor: one Poisson solve of the Kármán channel at 128^2 (the same grid,
+  boundaries -- Neumann walls/obstacle/inflow, Dirichlet outflow --, right-hand side and relative
+  L2 residual) by lawful's MGPCG, PyAMG smoothed aggregation (CG-accelerated) and SciPy CG with
+  an incomplete-LU preconditioner (``pip install lawful[bench]``).
+
+Writes ``benchmarks/results/bench_fluid.json`` (``--speed-only``: only the speed table and the
+anchor, to ``bench_fluid_speed.json``). Run: ``python benchmarks/bench_fluid.py [--quick]``.
 ``LAWFUL_BENCH_TINY=1`` (CI smoke, not a result): 16^2-64^2 grids in place of 128^2-512^2 (the keys
 keep their names), one stable_fluid step, 20 closed-box steps, Taylor-Green on 8^2-32^2.
 """
@@ -144,14 +157,200 @@ def taylor_green_orders(cfl: float | None = 0.25, dt: float | None = None, limit
             "observed_orders": [math.log2(errs[k] / errs[k + 1]) for k in range(2)]}
 
 
+def stream_bandwidth(mbytes: int = 256, repeat: int = 5) -> dict:
+    """Streaming bandwidth of this machine: best of ``repeat`` copies of a ``mbytes`` float32 array
+    (bytes read + bytes written over the time; one thread, like the solver runs here)."""
+    n = mbytes * 2 ** 20 // 4
+    a = torch.ones(n, dtype=torch.float32)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        b.copy_(a)
+        best = min(best, time.perf_counter() - t0)
+    return {"array_mbytes": mbytes, "copy_s": best, "gbytes_per_s": 2 * 4 * n / best / 1e9,
+            "method": "torch copy_ of a float32 array, read + write bytes, best of %d" % repeat}
+
+
+def step_traffic_bytes(state, cg_iterations: float) -> dict:
+    """A lower bound on the bytes one solver step must move: every state field (u, v, p, scalars)
+    read once and written once, plus for each CG iteration the three float64 vectors CG cannot do
+    without (solution, residual, search direction) read and written once. Everything else the
+    step does (the V-cycle, the advection's stencils, viscosity, the fixed-face reset) is extra."""
+    s = state.u.element_size()
+    cells = state.nx * state.ny
+    state_b = 2 * s * (state.u.numel() + state.v.numel() + state.p.numel() + state.scalars.numel())
+    cg_b = cg_iterations * 3 * 2 * 8 * cells
+    return {"state_rw_bytes": state_b, "cg_vector_bytes": cg_b, "total_bytes": state_b + cg_b,
+            "model": "u, v, p, scalars read+written once (state dtype) + per CG iteration x, r, p read+written "
+                     "once (float64)"}
+
+
+def _timed_steps(solver, state, steps, corrector=None):
+    from lawful.fluids.profiling import count_launches
+
+    iters = []
+    with count_launches() as c:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            iters.append(solver.step(state, corrector)["pressure_iters"])
+        wall = time.perf_counter() - t0
+    return wall / steps, c.launches / steps, sum(iters) / len(iters), dict(c.by_kernel)
+
+
+def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict:
+    """Launches, ms per step, overhead share and ratio to the traffic bound per grid (Kolmogorov,
+    float32); the corrected/plain step ratio at the first size."""
+    from lawful.fluids import scenes
+    from lawful.fluids.correctors import DivergenceFreeCorrector
+
+    bw = bandwidth or stream_bandwidth()
+    # per-launch cost (Python argument handling + launch + tiny kernels) on a 16^2 grid
+    small = scenes.kolmogorov(n=16)
+    sv = small.make_solver()
+    for _ in range(3):
+        sv.step(small.state)
+    t_small, l_small, _, _ = _timed_steps(sv, small.state, 50)
+    per_launch = t_small / l_small
+    rows = {}
+    for n in sizes:
+        sc = scenes.kolmogorov(n=n)
+        solver = sc.make_solver()
+        for _ in range(2):
+            solver.step(sc.state)
+        k = steps or max(3, min(30, int(3e6 // (n * n))))
+        t, launches, iters, by_kernel = _timed_steps(solver, sc.state, k)
+        traffic = step_traffic_bytes(sc.state, iters)
+        bound_s = traffic["total_bytes"] / (bw["gbytes_per_s"] * 1e9)
+        rows[str(n)] = {"n": n, "steps": k, "ms_per_step": 1e3 * t, "launches_per_step": launches,
+                        "launches_by_kernel": {kk: v / k for kk, v in by_kernel.items()},
+                        "mean_pressure_iters": iters, "overhead_share_est": min(1.0, per_launch * launches / t),
+                        "traffic": traffic, "bound_ms": 1e3 * bound_s, "ratio_to_bound": t / bound_s,
+                        "ns_per_cell": 1e9 * t / (n * n)}
+        print(f"speed {n}^2: {1e3 * t:.2f} ms/step, {launches:.1f} launches, {iters:.1f} CG its, "
+              f"bound {1e3 * bound_s:.3f} ms (x{t / bound_s:.0f}), overhead ~{100 * per_launch * launches / t:.0f}%",
+              flush=True)
+    n0 = sizes[0]
+    sc = scenes.kolmogorov(n=n0)
+    solver = sc.make_solver()
+    corr = DivergenceFreeCorrector.for_scene(sc)
+    for _ in range(2):
+        solver.step(sc.state, corr)
+    k = rows[str(n0)]["steps"]
+    t_plain, _, _, _ = _timed_steps(solver, sc.state, k)
+    t_corr, l_corr, _, _ = _timed_steps(solver, sc.state, k, corr)
+    cells = [n * n for n in sizes]
+    ts = [rows[str(n)]["ms_per_step"] for n in sizes]
+    growth = (math.log(ts[-1]) - math.log(ts[0])) / (math.log(cells[-1]) - math.log(cells[0])) if len(sizes) > 1 else None
+    return {"bandwidth": bw, "per_launch_us_16": 1e6 * per_launch, "by_n": rows,
+            "cost_growth_exponent_vs_cells": growth,
+            "corrected_step": {"n": n0, "plain_ms": 1e3 * t_plain, "corrected_ms": 1e3 * t_corr,
+                               "ratio": t_corr / t_plain, "launches_per_step": l_corr,
+                               "corrector": "DivergenceFreeCorrector (random init, default size)"}}
+
+
+def poisson_anchor(n: int = 128) -> dict:
+    """One projection of the Kármán channel (``scenes.karman(n, aspect=1)``, float64, from rest
+    with the cylinder's faces zeroed: a divergent start) by lawful's MGPCG, then the same
+    Poisson matrix and right-hand side by PyAMG smoothed aggregation and SciPy CG + ILU to the
+    relative L2 residual lawful reached."""
+    import numpy as np
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    from lawful.fluids import scenes
+    from lawful.kernels.mac_grid import face_bc
+    from lawful.kernels.mac_pressure import PressureSolver
+
+    sc = scenes.karman(re=100, n=n, aspect=1, dtype=torch.float64)
+    st = sc.state
+    u, v = st.u.clone(), st.v.clone()
+    ps = PressureSolver(st.boundary, st.solid, torch.float64)
+    ps.project(u.clone(), v.clone(), warm_start=False)          # compile / warm
+    t0 = time.perf_counter()
+    stats = ps.project(u, v, warm_start=False)
+    t_lawful = time.perf_counter() - t0
+    rel = max(stats.residual_l2, 1e-14)
+    # the same matrix: sum_f w_f (phi_c - phi_nb) over fluid cells, neighbours outside a
+    # non-periodic side = 0 (outflow Dirichlet; other sides have w = 0)
+    ubc, vbc = face_bc(st.boundary, st.solid, torch.float64)
+    wx, wy = ubc[0].numpy(), vbc[0].numpy()
+    nx, ny = st.nx, st.ny
+    diag = wx[:-1] + wx[1:] + wy[:, :-1] + wy[:, 1:]
+    fluid = diag > 0
+    idx = -np.ones((nx, ny), dtype=np.int64)
+    idx[fluid] = np.arange(int(fluid.sum()))
+    rows, cols, vals = [idx[fluid]], [idx[fluid]], [diag[fluid]]
+    for w, a, b in ((wx[1:-1], idx[:-1], idx[1:]), (wy[:, 1:-1], idx[:, :-1], idx[:, 1:])):
+        m = (w > 0) & (a >= 0) & (b >= 0)
+        rows += [a[m], b[m]]
+        cols += [b[m], a[m]]
+        vals += [-w[m], -w[m]]
+    A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))))
+    d = ((st.u[1:] - st.u[:-1]) + (st.v[:, 1:] - st.v[:, :-1])).numpy()
+    b = -d[fluid]
+    out = {"grid": [nx, ny], "cells": int(fluid.sum()), "relative_l2_residual": rel,
+           "lawful_mgpcg": {"s": t_lawful, "iterations": stats.iterations}}
+    try:
+        import pyamg
+
+        t0 = time.perf_counter()
+        ml = pyamg.smoothed_aggregation_solver(A, symmetry="symmetric")
+        t_setup = time.perf_counter() - t0
+        res = []
+        t0 = time.perf_counter()
+        x = ml.solve(b, tol=rel, accel="cg", maxiter=500, residuals=res)
+        t_solve = time.perf_counter() - t0
+        out["pyamg_sa_cg"] = {"setup_s": t_setup, "solve_s": t_solve, "total_s": t_setup + t_solve,
+                              "iterations": len(res) - 1,
+                              "achieved_rel_l2": float(np.linalg.norm(b - A @ x) / np.linalg.norm(b))}
+    except ImportError as exc:
+        out["pyamg_sa_cg"] = {"skipped": f"pyamg not installed ({exc}); pip install lawful[bench]"}
+    t0 = time.perf_counter()
+    ilu = spla.spilu(A.tocsc(), drop_tol=1e-4, fill_factor=10)
+    t_setup = time.perf_counter() - t0
+    M = spla.LinearOperator(A.shape, ilu.solve)
+    count = [0]
+
+    def cb(_x):
+        count[0] += 1
+
+    t0 = time.perf_counter()
+    try:
+        x, info = spla.cg(A, b, rtol=rel, maxiter=2000, M=M, callback=cb)
+    except TypeError:                               # SciPy < 1.12 names it tol
+        x, info = spla.cg(A, b, tol=rel, maxiter=2000, M=M, callback=cb)
+    t_solve = time.perf_counter() - t0
+    out["scipy_cg_ilu"] = {"setup_s": t_setup, "solve_s": t_solve, "total_s": t_setup + t_solve,
+                           "iterations": count[0], "info": int(info), "ilu": "spilu drop_tol=1e-4 fill_factor=10",
+                           "achieved_rel_l2": float(np.linalg.norm(b - A @ x) / np.linalg.norm(b))}
+    print(f"Poisson anchor {nx}x{ny}: lawful {t_lawful * 1e3:.1f} ms ({stats.iterations} its), "
+          f"pyamg {out['pyamg_sa_cg'].get('total_s', float('nan')) * 1e3:.1f} ms, "
+          f"scipy cg+ilu {out['scipy_cg_ilu']['total_s'] * 1e3:.1f} ms, rel l2 {rel:.2e}", flush=True)
+    return out
+
+
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", default=quick_requested(), help="fewer steps (smoke test of the benchmark)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the speed table (128^2-1024^2) and the Poisson anchor -> bench_fluid_speed.json")
     ap.add_argument("--taylor-green-only", action="store_true",
                     help="only the Taylor-Green convergence study -> bench_fluid_taylor_green.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.speed_only:
+        from lawful.integrations.benchmarking import write_result
+
+        tiny = tiny_requested()
+        figures = {"speed": speed_table((16, 32) if tiny else (128, 256, 512, 1024)),
+                   "poisson_anchor": poisson_anchor(32 if tiny else 128)}
+        out = write_result("bench_fluid_speed", figures, dtype="float32", device="cpu",
+                           params={"scene": "kolmogorov (periodic, forced)", "tiny": tiny}, out_dir=args.out)
+        print(f"wrote {out}")
+        return out
     if args.taylor_green_only:
         from lawful.integrations.benchmarking import write_result
 
@@ -191,6 +390,8 @@ def main(argv=None) -> Path:
         "closed_box_mass_1e4_steps": mass,
         "taylor_green_cfl": taylor_green_orders(cfl=0.25, ns=tg_sizes),
         "taylor_green_small_dt": taylor_green_orders(cfl=None, dt=0.005, ns=tg_sizes),
+        "speed": speed_table((16, 32) if tiny else (128, 256, 512, 1024)),
+        "poisson_anchor": poisson_anchor(32 if tiny else 128),
     }
     from lawful.integrations.benchmarking import write_result
 
