@@ -511,3 +511,18 @@ def test_pressure_solve_above_tolerance_raises_unless_capped():
     sc = scenes.karman(n=16, re=100.0, dtype=torch.float64)
     rec = run(sc, 1, solver=sc.make_solver(pressure_capped=True))[-1]
     assert rec["pressure_converged"] == 1 and rec["pressure_residual"] <= 1e-10
+
+
+def test_a_step_stays_within_its_kernel_launch_budget():
+    """Issue 15: at most ~15 Taichi launches per step (one per PCG iteration, the V-cycle fused into
+    it); a Kolmogorov step at 64^2 needs a few CG iterations."""
+    from lawful.fluids.profiling import count_launches
+
+    sc = scenes.kolmogorov(n=64)
+    solver = sc.make_solver()
+    for _ in range(3):
+        solver.step(sc.state)
+    with count_launches() as c:
+        iters = sum(solver.step(sc.state)["pressure_iters"] for _ in range(4))
+    assert c.by_kernel["cg_iter"] == iters
+    assert c.launches / 4 <= 15, c.by_kernel
