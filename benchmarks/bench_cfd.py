@@ -102,6 +102,15 @@ def schaefer_turek(n: int, t_end: float = 10.0) -> dict:
     t0 = time.perf_counter()
     rec = run(sc, steps, keep=100)
     wall = time.perf_counter() - t0
+    from lawful.fluids.forces import control_volume_force
+
+    q = 0.5 * 0.2 ** 2 * 0.1
+    cv = {}
+    for half in (0.08, 0.1, 0.12):           # square boxes around the cylinder, inside the channel
+        dx = sc.state.dx
+        box = (round((0.2 - half) / dx), round((0.2 + half) / dx), round((0.2 - half) / dx), round((0.2 + half) / dx))
+        fx, fy = control_volume_force(sc.state, 1e-3, box)
+        cv[f"half_width_{half}"] = {"cd": fx / q, "cl": fy / q}
     last = list(rec)[-100:]
     cd = sum(r["cd"] for r in last) / len(last)
     cl = sum(r["cl"] for r in last) / len(last)
@@ -112,7 +121,10 @@ def schaefer_turek(n: int, t_end: float = 10.0) -> dict:
           f"{wall:.0f} s", flush=True)
     return {"n_across_0.41": n, "cells_per_diameter": 0.1 * n / 0.41, "t_end": t_end, "steps": steps, "wall_s": wall,
             "cd": cd, "cl": cl, "cd_drift_last_100_steps": drift, "cd_reference": ref["cd"], "cl_reference": ref["cl"],
-            "cd_relative_error": (cd - mid) / mid, "blockage_D_over_H": 0.1 / 0.41}
+            "cd_relative_error": (cd - mid) / mid, "blockage_D_over_H": 0.1 / 0.41,
+            "control_volume_steady": cv,
+            "method": "cd/cl: staircase surface integral (pressure extrapolated to the wall + wall shear); "
+                      "control_volume_steady: momentum balance on square boxes (steady, no d/dt term)"}
 
 
 def karman_strouhal(n: int, diameter: float, t_end: float, t_skip: float) -> dict:
@@ -150,12 +162,21 @@ def main(argv=None):
     ap.add_argument("--budget-s", type=float, default=float("inf"),
                     help="skip further cavity sizes once this much wall time is spent (reported)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other cases' figures of an existing cfd.json (rerun some cases only)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     tiny = tiny_requested()
     cases = args.cases.split(",")
     sizes = [16] if tiny else [int(s) for s in args.cavity_sizes.split(",")]
     figures, skipped = {}, []
+    if args.merge:
+        from lawful.integrations.benchmarking import default_results_dir
+        from pathlib import Path
+
+        old = Path(args.out or default_results_dir()) / "cfd.json"
+        if old.is_file():
+            figures = json.loads(old.read_text()).get("figures", {})
     start = time.perf_counter()
 
     def save():

@@ -37,7 +37,7 @@ import torch
 
 from lawful.kernels.errors import InputError
 
-__all__ = ["Circle", "Box", "obstacle_masks", "body_velocity", "obstacle_forces", "force_record"]
+__all__ = ["Circle", "Box", "obstacle_masks", "body_velocity", "obstacle_forces", "force_record", "control_volume_force"]
 
 
 def _finite(name, val):
@@ -209,3 +209,46 @@ def force_record(state, viscosity: float, obstacles, masks, reference=None) -> d
             if q is not None:
                 rec[f"cd_{name}"], rec[f"cl_{name}"] = f[0] / q, f[1] / q
     return rec
+
+
+def control_volume_force(state, viscosity: float, box, momentum_rate=(0.0, 0.0)) -> tuple:
+    """The force of the fluid on whatever lies inside the rectangle ``box = (i0, i1, j0, j1)``
+    (cell-face indices: the lines ``x = i0 dx``, ``x = i1 dx``, ``y = j0 dx``, ``y = j1 dx``; every
+    cell of the box border fluid, with one cell of fluid outside) from the momentum balance of the
+    fluid in it (density 1, per unit depth):
+
+        F = sum over the box faces of ( -p n + sigma . n - u (u . n) ) dS  -  d/dt (momentum in the box)
+
+    with ``sigma = nu (grad u + grad u^T)`` by central differences on the MAC grid, ``p`` the
+    cell pressure averaged to the border and ``momentum_rate`` the caller's estimate of the last
+    term (0 for a steady flow). The border lies in smooth flow away from the staircase surface,
+    so this is the check :func:`obstacle_forces` is compared against (``bench_cfd.py``).
+    """
+    i0, i1, j0, j1 = (int(k) for k in box)
+    u = state.u.double()
+    v = state.v.double()
+    p = state.p.double()
+    dx = float(state.dx)
+    nu = float(viscosity)
+    fx = fy = 0.0
+    js = torch.arange(j0, j1)
+    is_ = torch.arange(i0, i1)
+    for i, sgn in ((i1, 1.0), (i0, -1.0)):             # vertical sides, normal +-x
+        uf = u[i, js]
+        vf = 0.25 * (v[i - 1, js] + v[i, js] + v[i - 1, js + 1] + v[i, js + 1])
+        pf = 0.5 * (p[i - 1, js] + p[i, js])
+        dudx = (u[i + 1, js] - u[i - 1, js]) / (2 * dx)
+        dudy = (u[i, js + 1] - u[i, js - 1]) / (2 * dx)
+        dvdx = (0.5 * (v[i, js] + v[i, js + 1]) - 0.5 * (v[i - 1, js] + v[i - 1, js + 1])) / dx
+        fx += sgn * float((-pf + 2 * nu * dudx - uf * uf).sum()) * dx
+        fy += sgn * float((nu * (dudy + dvdx) - vf * uf).sum()) * dx
+    for j, sgn in ((j1, 1.0), (j0, -1.0)):             # horizontal sides, normal +-y
+        vf = v[is_, j]
+        uf = 0.25 * (u[is_, j - 1] + u[is_ + 1, j - 1] + u[is_, j] + u[is_ + 1, j])
+        pf = 0.5 * (p[is_, j - 1] + p[is_, j])
+        dvdy = (v[is_, j + 1] - v[is_, j - 1]) / (2 * dx)
+        dvdx = (v[is_ + 1, j] - v[is_ - 1, j]) / (2 * dx)
+        dudy = (0.5 * (u[is_, j] + u[is_ + 1, j]) - 0.5 * (u[is_, j - 1] + u[is_ + 1, j - 1])) / dx
+        fy += sgn * float((-pf + 2 * nu * dvdy - vf * vf).sum()) * dx
+        fx += sgn * float((nu * (dudy + dvdx) - uf * vf).sum()) * dx
+    return fx - float(momentum_rate[0]), fy - float(momentum_rate[1])
