@@ -392,16 +392,19 @@ def _as_structure(s, k: int):
     return s
 
 
-def evaluate_batch(model, structures: Sequence, stress: bool = True) -> list[dict]:
-    """Energy, forces (and stress) of many independent structures in ONE model call.
+def evaluate_batch(model, structures: Sequence, stress: bool = True, chunk_atoms: int | None = 1000) -> list[dict]:
+    """Energy, forces (and stress) of many independent structures, batched.
 
     model: a :class:`~lawful.forcefields.NeuralPotential` or
     :class:`~lawful.forcefields.DirectForceModel`; structures: ``ase.Atoms``, dicts with
     ``positions`` (N,3) Å, ``numbers`` (N,), optional ``cell`` (3,3) Å rows and ``pbc``, or
-    ``(positions, numbers, cell, pbc)`` tuples, of any sizes, cells and periodicities. The
-    neighbour pairs of all of them come from one build (:func:`batched_pairs`), the energies,
-    forces and stresses from one forward and one backward pass. For screening many structures
-    without an ASE calculator.
+    ``(positions, numbers, cell, pbc)`` tuples, of any sizes, cells and periodicities. Consecutive
+    structures are gathered into chunks of up to ``chunk_atoms`` atoms (None: everything in one
+    chunk; a larger structure forms a chunk of its own); each chunk is one neighbour search for
+    all its structures (:func:`batched_pairs`) and one forward and backward pass of the model.
+    Chunks of about a thousand atoms run fastest on a CPU (11 000 atoms of ``bench_batch.py``'s
+    mix: 0.90 s CPU in chunks of 1000, 1.43 s in one call); on a GPU pass a larger value.
+    For screening many structures without an ASE calculator.
 
     Returns one dict per structure, as :meth:`AtomisticModel.evaluate` gives for one:
     ``{"energy": 0-d tensor eV, "forces": (N,3) eV/Å, "energies": (N,) eV}`` plus ``"stress"``
@@ -411,6 +414,25 @@ def evaluate_batch(model, structures: Sequence, stress: bool = True) -> list[dic
     structures = [_as_structure(s, k) for k, s in enumerate(structures)]
     if not structures:
         raise InputError("evaluate_batch got no structures: pass a list of ase.Atoms or dicts.")
+    if chunk_atoms is not None and (isinstance(chunk_atoms, bool) or not isinstance(chunk_atoms, int)
+                                    or chunk_atoms < 1):
+        raise InputError(f"chunk_atoms={chunk_atoms!r} must be a positive number of atoms or None (one chunk).")
+    chunks: list[list] = [[]]
+    size = 0
+    for s in structures:
+        n = len(s[0]) if isinstance(s, tuple) else len(s)
+        if chunks[-1] and chunk_atoms is not None and size + n > chunk_atoms:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(s)
+        size += n
+    res: list[dict] = []
+    for chunk in chunks:
+        res.extend(_evaluate_chunk(model, chunk, stress, len(res)))
+    return res
+
+
+def _evaluate_chunk(model, structures: list, stress: bool, first: int) -> list[dict]:
     batch = model.make_batch(structures)
     periodic = batch.pbc.all(dim=1)
     want_stress = bool(stress) and bool(periodic.any())
@@ -427,8 +449,9 @@ def evaluate_batch(model, structures: Sequence, stress: bool = True) -> list[dic
             r["stress"] = out["stress"][s].detach()
         for key, v in r.items():
             if not bool(torch.isfinite(v).all()):
-                raise NumericalError(f"the model returned non-finite {key} (NaN/inf) for structure {s}: its "
-                                     "weights or normalisation are corrupt (check the model file / the training run).")
+                raise NumericalError(f"the model returned non-finite {key} (NaN/inf) for structure {first + s}: "
+                                     "its weights or normalisation are corrupt (check the model file / the "
+                                     "training run).")
         res.append(r)
         a0 = a1
     return res

@@ -120,6 +120,16 @@ def test_batched_pairs_are_exactly_those_of_separate_searches():
         assert i.shape[0] > 0
 
 
+def test_chunks_give_the_same_results(models):
+    structs = _structures()
+    whole = evaluate_batch(models[0], structs, chunk_atoms=None)
+    parts = evaluate_batch(models[0], structs, chunk_atoms=10)     # every structure alone or in pairs
+    for a, b in zip(whole, parts):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.allclose(a[key], b[key], rtol=0, atol=1e-12), key
+
+
 def test_dict_input_and_stress_switch(models):
     a = bulk("Cu", "fcc", a=3.61, cubic=True)
     a.rattle(0.03, seed=9)
@@ -133,7 +143,9 @@ def test_dict_input_and_stress_switch(models):
     ([], InputError, "no structures"),
     ([{"positions": np.zeros((2, 3))}], InputError, "'positions'"),
     ([Atoms("Au", positions=[[0, 0, 0]])], UnsupportedSpeciesError, "Au"),
-], ids=["empty", "dict-without-numbers", "unknown-element"])
+    ([Atoms("Cu", positions=[[0, 0, 0]])], InputError, "chunk_atoms=0"),
+], ids=["empty", "dict-without-numbers", "unknown-element", "zero-chunk"])
 def test_bad_batches_are_refused(models, structures, error, named):
+    kwargs = {"chunk_atoms": 0} if named.startswith("chunk") else {}
     with pytest.raises(error, match=named):
-        evaluate_batch(models[0], structures)
+        evaluate_batch(models[0], structures, **kwargs)
