@@ -87,7 +87,7 @@ def main() -> int:
     elif quick:
         sizes = dict(repeat=2, n_md=6, n_rattled=6, n_strained=4, epochs=3, batch=8)
     else:
-        sizes = dict(repeat=2, n_md=12, n_rattled=12, n_strained=8, epochs=4, batch=16)
+        sizes = dict(repeat=2, n_md=60, n_rattled=60, n_strained=30, epochs=4, batch=16)
     frames = emt_metal_dataset("Cu", repeat=sizes["repeat"], temperatures=(300, 900), n_md=sizes["n_md"],
                                n_rattled=sizes["n_rattled"], n_strained=sizes["n_strained"], seed=SEED + 1)
     with tempfile.TemporaryDirectory() as tmp:
