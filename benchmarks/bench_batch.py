@@ -39,7 +39,7 @@ def structures(n: int, seed: int = SEED) -> list:
             a.pbc = False
         else:
             cubic = bool(rng.integers(0, 2))
-            reps = tuple(int(r) for r in rng.integers(1, 3, 3)) if cubic else tuple(int(r) for r in rng.integers(1, 4, 3))
+            reps = tuple(int(r) for r in rng.integers(1, 3 if cubic else 4, 3))
             a = bulk("Cu", "fcc", a=3.61 * (1 + 0.02 * rng.normal()), cubic=cubic).repeat(reps)
         a.rattle(0.05, seed=int(rng.integers(1 << 30)))
         out.append(a)

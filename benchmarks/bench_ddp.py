@@ -108,7 +108,8 @@ def main() -> int:
         "communication_share": comm / timed["train_time_s"],
         "communication_s_timed_run": comm, "ddp_allreduce_calls": timed["ddp_allreduce_calls"],
         "epochs_per_s_2_timed": timed["epochs"] / timed["train_time_s"],
-        "same_loss_1_vs_2": abs(one["final_train_loss"] - two["final_train_loss"]) <= 1e-9 * abs(one["final_train_loss"]),
+        "same_loss_1_vs_2": abs(one["final_train_loss"] - two["final_train_loss"])
+        <= 1e-9 * abs(one["final_train_loss"]),
         "runs": runs,
     }
     print(f"speed-up 2 over 1: x{figures['speedup_2_over_1_ratio']:.2f}; communication share "

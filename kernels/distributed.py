@@ -188,7 +188,8 @@ class LossModule(torch.nn.Module):
         return self.loss_fn(*args)
 
 
-def wrap(model: torch.nn.Module, loss_fn, ctx: DistContext, find_unused_parameters: bool = True) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, loss_fn, ctx: DistContext,
+         find_unused_parameters: bool = True) -> torch.nn.Module:
     """``LossModule(model, loss_fn)``, inside ``DistributedDataParallel`` when distributed.
 
     ``find_unused_parameters``: True when a batch may leave some parameters without gradient (a
