@@ -14,7 +14,16 @@ epoch k depends only on ``seed`` and k), a tqdm progress bar with live metrics, 
 lines log, and a checkpoint written atomically after every epoch
 (:func:`lawful.kernels.checkpoint.save_checkpoint`): after an interruption the same call with
 ``resume=True`` continues from the last finished epoch and ends with the same weights as an
-uninterrupted run.
+uninterrupted run. The loop itself is the shared training core
+(:mod:`lawful.kernels.training_core`).
+
+Data parallel: started by ``torchrun`` (RANK / WORLD_SIZE in the environment), every process
+takes every ``world_size``-th structure of each global batch of ``batch_size`` (the order is the
+seeded one above, identical on all ranks), the model runs inside ``DistributedDataParallel``
+(gloo on CPU, NCCL on CUDA) and the loss of each rank's share is normalised by the counts of the
+*global* batch, so the weights equal those of one process (forces are gradients of the energy:
+the loss's backward is a double backward through DDP's hooks, which works). Validation is
+sharded and all-reduced. Rank 0 alone writes the checkpoint and the log; all ranks resume from it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,209 @@
+"""The training core (lawful.kernels.training_core) on a toy least-squares task: resume equals an
+uninterrupted run, a KeyboardInterrupt keeps the last finished unit and closes the log, best
+weights and early stopping, the plateau schedule, rank 0 alone writes; and the failure paths
+of the core, the distributed context and the batched evaluation as a table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lawful.kernels.distributed import DistContext, context, shard
+from lawful.kernels.errors import InputError, ModelFileError
+from lawful.kernels.training_core import Hooks, Loop, LoopConfig
+
+G = torch.Generator().manual_seed(0)
+X = torch.randn(24, 3, generator=G, dtype=torch.float64)
+Y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.1 * torch.randn(24, generator=G, dtype=torch.float64)
+
+
+class Toy(Hooks):
+    """Linear regression: epochs of seeded minibatches of 5, validation on the last 6 points."""
+
+    def __init__(self, model, stop_at=None, val_scores=None):
+        self.model, self.stop_at, self.val_scores, self.calls = model, stop_at, val_scores, []
+
+    def loss(self, idx, n_global, weight):
+        return weight * ((self.model(X[idx]).squeeze(1) - Y[idx]) ** 2).sum() / n_global
+
+    def train_unit(self, loop, unit):
+        if unit == self.stop_at:
+            raise KeyboardInterrupt
+        order = torch.randperm(18, generator=torch.Generator().manual_seed(unit)).tolist()
+        total = 0.0
+        for k in range(0, 18, 5):
+            batch = order[k:k + 5]
+            local, w = loop.shard(batch)
+            total += float(loop.optimise(torch.tensor(local), len(batch), w))
+        return {"unit": unit, "train": total}
+
+    def validate(self, loop, unit):
+        self.calls.append(unit)
+        if self.val_scores is not None:
+            s = self.val_scores[unit]
+        else:
+            with torch.no_grad():
+                s = float(((self.model(X[18:]).squeeze(1) - Y[18:]) ** 2).mean())
+        return s, {"val": s}
+
+
+def _loop(tmp_path=None, units=6, hooks=None, sched=False, **cfg):
+    torch.manual_seed(1)
+    model = torch.nn.Linear(3, 1, dtype=torch.float64)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    sc = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0) if sched else None
+    h = hooks(model) if hooks is not None else Toy(model)
+    ck = None if tmp_path is None else tmp_path / "toy.ckpt"
+    return Loop(model, opt, sc, h, LoopConfig(units=units, checkpoint=ck, **cfg), ctx=DistContext())
+
+
+def test_interrupted_loop_resumes_to_the_uninterrupted_weights(tmp_path):
+    straight = _loop(units=6)
+    assert straight.run() == "units" and straight.done == 6
+    log = tmp_path / "log.jsonl"
+    part = _loop(tmp_path, units=6, hooks=lambda m: Toy(m, stop_at=3), log=log)
+    with pytest.raises(KeyboardInterrupt):
+        part.run()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["unit"] for r in rows] == [0, 1, 2]                      # the log was closed, rows intact
+    resumed = _loop(tmp_path, units=6, log=log)
+    assert resumed.resume() and resumed.done == 3
+    resumed.run()
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-14)
+    assert [r["unit"] for r in resumed.history] == list(range(6))
+    assert resumed.train_time_s > part.train_time_s > 0
+
+
+def test_best_weights_early_stopping_and_plateau_schedule():
+    scores = [5.0, 3.0, 4.0, 4.5, 4.2, 1.0]
+    loop = _loop(units=6, hooks=lambda m: Toy(m, val_scores=scores), patience=3, sched=True)
+    seen = {}
+
+    real_run = loop.hooks.train_unit
+
+    def spy(lp, unit):
+        seen[unit] = {k: v.detach().clone() for k, v in lp.model.state_dict().items()}
+        return real_run(lp, unit)
+
+    loop.hooks.train_unit = spy
+    assert loop.run() == "early_stopping"
+    assert loop.done == 5 and loop.best_score == 3.0 and loop.best_unit == 2
+    # restored: the weights after unit 1, i.e. those unit 2 started from
+    for k, v in loop.model.state_dict().items():
+        assert torch.equal(v, seen[2][k])
+    # ReduceLROnPlateau(patience=0) halved the rate after each of the three bad validations
+    assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 / 8)
+
+
+def test_validate_every_and_max_time():
+    loop = _loop(units=7, validate_every=3)
+    loop.run()
+    assert loop.hooks.calls == [2, 5, 6]                              # every 3rd unit and the last
+    timed = _loop(units=1000, max_time=0.0)
+    assert timed.run() == "max_time" and timed.done == 0
+
+
+def test_only_rank_zero_writes_the_checkpoint(tmp_path):
+    loop = _loop(tmp_path)
+    loop.ctx = DistContext(rank=1, world_size=2)
+    loop.save()
+    assert not (tmp_path / "toy.ckpt").exists()
+    loop.ctx = DistContext()
+    loop.save()
+    assert (tmp_path / "toy.ckpt").exists()
+
+
+def test_shard_covers_the_global_batch_and_weights_an_idle_rank_zero():
+    items = list(range(5))
+    parts = [shard(items, DistContext(rank=r, world_size=3)) for r in range(3)]
+    assert sorted(x for p, w in parts for x in p) == items and all(w == 1.0 for _, w in parts)
+    assert shard([7], DistContext(rank=1, world_size=2)) == ([7], 0.0)
+    assert shard(items, DistContext()) == (items, 1.0)
+
+
+def _old_checkpoint(path):
+    from lawful.kernels.checkpoint import save_checkpoint
+
+    save_checkpoint(path, {"epoch": 3, "model": {}})
+    return path.read_bytes()
+
+
+def _bad_env(monkeypatch, **env):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return lambda: context("cpu")
+
+
+CASES = [
+    ("units=0", lambda mp, tmp: lambda: LoopConfig(units=0), InputError, "units=0"),
+    ("units=-3", lambda mp, tmp: lambda: LoopConfig(units=-3), InputError, "units=-3"),
+    ("units=2.5", lambda mp, tmp: lambda: LoopConfig(units=2.5), InputError, "units=2.5"),
+    ("units=True", lambda mp, tmp: lambda: LoopConfig(units=True), InputError, "units=True"),
+    ("units='10'", lambda mp, tmp: lambda: LoopConfig(units="10"), InputError, "units='10'"),
+    ("checkpoint_every=0", lambda mp, tmp: lambda: LoopConfig(units=3, checkpoint_every=0), InputError,
+     "checkpoint_every=0"),
+    ("validate_every=-1", lambda mp, tmp: lambda: LoopConfig(units=3, validate_every=-1), InputError,
+     "validate_every=-1"),
+    ("validate_every=0.5", lambda mp, tmp: lambda: LoopConfig(units=3, validate_every=0.5), InputError,
+     "validate_every=0.5"),
+    ("WORLD_SIZE=two", lambda mp, tmp: _bad_env(mp, WORLD_SIZE="two"), InputError, "WORLD_SIZE='two'"),
+    ("RANK=5 of 2", lambda mp, tmp: _bad_env(mp, WORLD_SIZE="2", RANK="5"), InputError, "RANK=5"),
+    ("RANK=-1 of 2", lambda mp, tmp: _bad_env(mp, WORLD_SIZE="2", RANK="-1"), InputError, "RANK=-1"),
+    ("LOCAL_RANK=x", lambda mp, tmp: _bad_env(mp, WORLD_SIZE="2", RANK="0", LOCAL_RANK="x"), InputError,
+     "LOCAL_RANK='x'"),
+    ("batch_windows=0", lambda mp, tmp: lambda: __import__("lawful.fluids.corrector_training", fromlist=["x"])
+     .TrainConfig(batch_windows=0), InputError, "batch_windows=0"),
+    ("chunk_atoms=0", lambda mp, tmp: lambda: _evaluate(chunk_atoms=0), InputError, "chunk_atoms=0"),
+    ("chunk_atoms=2.5", lambda mp, tmp: lambda: _evaluate(chunk_atoms=2.5), InputError, "chunk_atoms=2.5"),
+    ("chunk_atoms=True", lambda mp, tmp: lambda: _evaluate(chunk_atoms=True), InputError, "chunk_atoms=True"),
+    ("old-format checkpoint", lambda mp, tmp: lambda: _train_from(tmp), ModelFileError, "older"),
+]
+
+
+def _evaluate(**kw):
+    from ase.build import bulk
+
+    from lawful.forcefields import NeuralPotential, evaluate_batch
+
+    return evaluate_batch(NeuralPotential(["Cu"], cutoff=3.0, hidden=(4,)), [bulk("Cu")], **kw)
+
+
+def _train_from(tmp):
+    from lawful.forcefields import NeuralPotential, train
+    from lawful.forcefields.reference import emt_metal_dataset
+
+    frames = emt_metal_dataset("Cu", repeat=1, temperatures=(300,), n_md=2, n_rattled=2, n_strained=2, seed=1)
+    model = NeuralPotential(["Cu"], cutoff=3.0, n_basis=4, n_radial=3, lmax=1, hidden=(4,))
+    from lawful.kernels.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = tmp / "old.ckpt"
+    state = load_checkpoint(ck)
+    # the old loop wrote kind/config/fingerprint but no "done": make it match this model and data
+    from lawful.forcefields.training import _fingerprint
+
+    perm = __import__("numpy").random.default_rng(0).permutation(len(frames))
+    n_val = max(1, int(round(0.1 * len(frames))))
+    val = [frames[k] for k in sorted(perm[:n_val])]
+    tr = [frames[k] for k in sorted(perm[n_val:])]
+    state.update(kind=model.kind, config=json.dumps(model.config, sort_keys=True),
+                 fingerprint=_fingerprint(tr) + _fingerprint(val))
+    save_checkpoint(ck, state)
+    tmp.joinpath("before").write_bytes(ck.read_bytes())
+    return train(model, frames, epochs=1, checkpoint=ck, progress=False)
+
+
+@pytest.mark.parametrize("name, make, error, named", CASES, ids=[c[0] for c in CASES])
+def test_failure_table(name, make, error, named, monkeypatch, tmp_path):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    keep = tmp_path / "old.ckpt"
+    before = _old_checkpoint(keep)
+    with pytest.raises(error) as info:
+        make(monkeypatch, tmp_path)()
+    assert named in str(info.value), str(info.value)
+    expected = tmp_path.joinpath("before").read_bytes() if tmp_path.joinpath("before").exists() else before
+    assert keep.read_bytes() == expected                                # nothing already written was lost
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "before") == ["old.ckpt"]
