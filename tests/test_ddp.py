@@ -209,3 +209,32 @@ def test_corrector_training_on_two_ranks_equals_one_process(tmp_path, variant):
         assert a[:3] == pytest.approx(b[:3], rel=1e-10)
     if variant == "al":
         assert torch.allclose(r0["al"], one["al"], rtol=1e-10, atol=1e-14) and float(one["al"].abs().max()) > 0
+
+
+def test_lawful_train_command_on_two_ranks(setup, tmp_path):
+    """``torchrun --nproc_per_node=2 --no-python lawful train ...`` as torchrun starts it: both
+    ranks exit 0, rank 0 alone holds the --out lock, writes the model and reports."""
+    _, data, _, _, _ = setup
+    lawful = os.path.join(os.path.dirname(sys.executable), "lawful")
+    port = _free_port()
+    out = tmp_path / "models"
+    procs = [subprocess.Popen([lawful, "train", "--data", str(data), "--epochs", "2", "--batch-size", "4",
+                               "--cutoff", "3.5", "--out", str(out)],
+                              env=dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+                                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    texts = []
+    try:
+        for p in procs:
+            texts.append(p.communicate(timeout=90)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], texts
+    assert "model written to" in texts[0] and "model written to" not in texts[1]
+    assert sorted(p.name for p in out.iterdir()) == ["conservative.ckpt", "conservative.lawful",
+                                                     "conservative.log.jsonl"]
+    rows = (out / "conservative.log.jsonl").read_text().splitlines()
+    assert len(rows) == 2                                   # one writer: no duplicated log lines
