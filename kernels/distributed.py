@@ -193,8 +193,9 @@ def wrap(model: torch.nn.Module, loss_fn, ctx: DistContext,
     """``LossModule(model, loss_fn)``, inside ``DistributedDataParallel`` when distributed.
 
     ``find_unused_parameters``: True when a batch may leave some parameters without gradient (a
-    species absent from one rank's share leaves its network idle there), which DDP must know. Parameters and buffers are broadcast from
-    rank 0 when wrapping, so every rank starts from the same weights.
+    species absent from one rank's share leaves its network idle there), which DDP must know.
+    Parameters and buffers are broadcast from rank 0 when wrapping, so every rank starts from the
+    same weights; buffers are not re-sent before each forward (they must not change in training).
     """
     module = LossModule(model, loss_fn)
     if not ctx.distributed:
@@ -208,7 +209,10 @@ def wrap(model: torch.nn.Module, loss_fn, ctx: DistContext,
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     dev = next(model.parameters()).device
     ids = [dev.index if dev.index is not None else ctx.local_rank] if dev.type == "cuda" else None
-    ddp = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
+    # buffers (normalisation statistics, species tables) are fixed before training starts: sent
+    # once here, not again before every forward
+    ddp = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters,
+                                  broadcast_buffers=False)
     if _TIMING["on"]:
         ddp.register_comm_hook(None, _timed_allreduce)
     return ddp
