@@ -37,7 +37,8 @@ import torch
 
 from lawful.kernels.errors import InputError
 
-__all__ = ["Circle", "Box", "obstacle_masks", "body_velocity", "obstacle_forces", "force_record", "control_volume_force"]
+__all__ = ["Circle", "Box", "obstacle_masks", "body_velocity", "obstacle_forces", "force_record", "control_volume_force",
+           "control_volume_box", "box_momentum", "ForceProbe"]
 
 
 def _finite(name, val):
@@ -146,13 +147,14 @@ def body_velocity(obstacles, masks, nx: int, ny: int, dx: float, dtype=torch.flo
     return ub.to(dtype), vb.to(dtype)
 
 
-def obstacle_forces(state, viscosity: float, obstacles, masks) -> list:
+def obstacle_forces(state, viscosity: float, obstacles, masks, pressure=None) -> list:
     """``[(fx, fy), ...]``: the force of the fluid on each obstacle (per unit depth, density 1;
     see the module docstring for the surface integral). ``masks``: from :func:`obstacle_masks`
-    (each a subset of ``state.solid``)."""
+    (each a subset of ``state.solid``); ``pressure``: a cell pressure to use instead of
+    ``state.p`` (e.g. the step's time-centred one, :class:`ForceProbe`)."""
     u = state.u.double()
     v = state.v.double()
-    p = state.p.double()
+    p = (state.p if pressure is None else pressure).double()
     dx = float(state.dx)
     nu = float(viscosity)
     nx, ny = p.shape
@@ -191,11 +193,105 @@ def obstacle_forces(state, viscosity: float, obstacles, masks) -> list:
     return out
 
 
+def control_volume_box(masks, k: int, solid: torch.Tensor, margin: int = 4):
+    """A box ``(i0, i1, j0, j1)`` of cell faces around obstacle ``k``: its cells' bounding box grown
+    by ``margin`` cells (less where needed) so that no other solid cell lies inside and one
+    layer of cells remains outside for the stencils; ``None`` when no such box exists (a body
+    touching a wall or its neighbour)."""
+    m = masks[k]
+    nx, ny = m.shape
+    ii = torch.nonzero(m.any(1)).flatten()
+    jj = torch.nonzero(m.any(0)).flatten()
+    if not len(ii):
+        return None
+    others = solid & ~m
+    for g in range(margin, 0, -1):
+        i0, i1 = int(ii[0]) - g, int(ii[-1]) + 1 + g
+        j0, j1 = int(jj[0]) - g, int(jj[-1]) + 1 + g
+        if i0 < 1 or j0 < 1 or i1 > nx - 1 or j1 > ny - 1:
+            continue
+        if not bool(others[max(i0 - 1, 0):i1 + 1, max(j0 - 1, 0):j1 + 1].any()):
+            return (i0, i1, j0, j1)
+    return None
+
+
+def box_momentum(state, box) -> tuple:
+    """Fluid momentum ``(Mx, My)`` (density 1, per unit depth) inside ``box``: the faces within it,
+    those on its border at half weight."""
+    i0, i1, j0, j1 = box
+    dx2 = float(state.dx) ** 2
+    u = state.u.double()[i0:i1 + 1, j0:j1]
+    v = state.v.double()[i0:i1, j0:j1 + 1]
+    mx = float(u.sum() - 0.5 * (u[0].sum() + u[-1].sum())) * dx2
+    my = float(v.sum() - 0.5 * (v[:, 0].sum() + v[:, -1].sum())) * dx2
+    return mx, my
+
+
+class ForceProbe:
+    """The force columns of a scene's run records, one probe per scene.
+
+    ``method="control_volume"`` (default): for each obstacle, the momentum balance
+    (:func:`control_volume_force`) on :func:`control_volume_box` around it, with ``d/dt`` of the
+    box momentum from the previous call (a backward difference over the step; 0 on the first
+    call or a repeated time) and, with it, the step's time-centred pressure ``(p^n + p^{n+1})/2``
+    (the pressure-predictor scheme applies half of each; the pair is balanced over the step and
+    free of the scheme's step-to-step pressure oscillation after an impulsive start); an
+    obstacle without a valid box falls back to the surface integral. ``method="surface"``: :func:`obstacle_forces` (staircase surface: pressure
+    extrapolated to the wall + wall shear; first order, and biased where the viscous stencil
+    puts the wall a cell away). Columns: :meth:`record`."""
+
+    METHODS = ("control_volume", "surface")
+
+    def __init__(self, obstacles, masks, reference=None, method: str = "control_volume", centred: bool = True):
+        if method not in self.METHODS:
+            raise InputError(f"force method {method!r} is unknown: use one of {self.METHODS}.")
+        self.obstacles, self.masks, self.reference, self.method = tuple(obstacles), tuple(masks), reference, method
+        self._boxes = None
+        self._prev = {}
+        self.centred = bool(centred)
+        self._p_prev = None
+
+    def forces(self, state, viscosity: float) -> list:
+        """``[(fx, fy), ...]`` per obstacle."""
+        p = None
+        fresh = self._p_prev is not None and state.t > self._p_prev[0]
+        if self.centred and fresh:
+            p = 0.5 * (self._p_prev[1] + state.p.double())
+        if self._p_prev is None or state.t > self._p_prev[0]:
+            self._p_prev = (state.t, state.p.double().clone())
+        surface = obstacle_forces(state, viscosity, self.obstacles, self.masks, p)
+        if self.method == "surface":
+            return surface
+        if self._boxes is None:
+            self._boxes = [control_volume_box(self.masks, k, state.solid) for k in range(len(self.masks))]
+        out = []
+        for k, box in enumerate(self._boxes):
+            if box is None:
+                out.append(surface[k])
+                continue
+            m = box_momentum(state, box)
+            rate = (0.0, 0.0)
+            prev = self._prev.get(k)
+            if prev is not None and state.t > prev[0]:
+                rate = ((m[0] - prev[1][0]) / (state.t - prev[0]), (m[1] - prev[1][1]) / (state.t - prev[0]))
+            self._prev[k] = (state.t, m)
+            out.append(control_volume_force(state, viscosity, box, rate, p))
+        return out
+
+    def record(self, state, viscosity: float) -> dict:
+        """``drag``, ``lift`` (summed over the obstacles), ``cd``, ``cl`` when ``reference = (U, L)``
+        is given, and with several obstacles ``drag_<name>``, ``lift_<name>`` (and ``cd_<name>``,
+        ``cl_<name>``) per obstacle (``name`` or its index)."""
+        return _record(self.forces(state, viscosity), self.obstacles, self.reference)
+
+
 def force_record(state, viscosity: float, obstacles, masks, reference=None) -> dict:
-    """The force columns of a run record: ``drag``, ``lift`` (summed over the obstacles), ``cd``,
-    ``cl`` when ``reference = (U, L)`` is given, and with several obstacles ``drag_<name>``,
-    ``lift_<name>`` (and ``cd_<name>``, ``cl_<name>``) per obstacle (``name`` or its index)."""
-    forces = obstacle_forces(state, viscosity, obstacles, masks)
+    """The surface-integral force columns (:func:`obstacle_forces`) of one state; see
+    :class:`ForceProbe` for the run records' default (control volume)."""
+    return _record(obstacle_forces(state, viscosity, obstacles, masks), obstacles, reference)
+
+
+def _record(forces, obstacles, reference) -> dict:
     rec = {"drag": sum(f[0] for f in forces), "lift": sum(f[1] for f in forces)}
     q = None
     if reference is not None:
@@ -211,7 +307,7 @@ def force_record(state, viscosity: float, obstacles, masks, reference=None) -> d
     return rec
 
 
-def control_volume_force(state, viscosity: float, box, momentum_rate=(0.0, 0.0)) -> tuple:
+def control_volume_force(state, viscosity: float, box, momentum_rate=(0.0, 0.0), pressure=None) -> tuple:
     """The force of the fluid on whatever lies inside the rectangle ``box = (i0, i1, j0, j1)``
     (cell-face indices: the lines ``x = i0 dx``, ``x = i1 dx``, ``y = j0 dx``, ``y = j1 dx``; every
     cell of the box border fluid, with one cell of fluid outside) from the momentum balance of the
@@ -220,14 +316,14 @@ def control_volume_force(state, viscosity: float, box, momentum_rate=(0.0, 0.0))
         F = sum over the box faces of ( -p n + sigma . n - u (u . n) ) dS  -  d/dt (momentum in the box)
 
     with ``sigma = nu (grad u + grad u^T)`` by central differences on the MAC grid, ``p`` the
-    cell pressure averaged to the border and ``momentum_rate`` the caller's estimate of the last
-    term (0 for a steady flow). The border lies in smooth flow away from the staircase surface,
+    cell pressure (``state.p`` or ``pressure``) averaged to the border and ``momentum_rate`` the
+    caller's estimate of the last term (0 for a steady flow). The border lies in smooth flow away from the staircase surface,
     so this is the check :func:`obstacle_forces` is compared against (``bench_cfd.py``).
     """
     i0, i1, j0, j1 = (int(k) for k in box)
     u = state.u.double()
     v = state.v.double()
-    p = state.p.double()
+    p = (state.p if pressure is None else pressure).double()
     dx = float(state.dx)
     nu = float(viscosity)
     fx = fy = 0.0

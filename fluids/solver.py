@@ -60,6 +60,9 @@ class SolverConfig:
     pressure_predictor: carry ``u - (dt/2) grad p^n`` along the characteristics instead of ``u``
     (trapezoidal pressure along the path: second order in time; the projection then applies the
     other half, ``(dt/2) grad p^{n+1}``); False gives the classic first-order Chorin splitting.
+    obstacle_ghost: in the viscous stencil, a tangential neighbour that is a fixed obstacle face
+    enters as the no-slip ghost ``2 q_b - q`` (wall half a cell away) instead of its value (False,
+    the default kept for existing scenes and trained correctors: the wall acts a whole cell away).
     """
 
     dt: float
@@ -78,6 +81,7 @@ class SolverConfig:
     reproject_after_correction: bool = False
     check_finite: bool = True
     pressure_predictor: bool = True
+    obstacle_ghost: bool = False
 
     def __post_init__(self):
         for name in ("dt", "cfl_max"):
@@ -266,7 +270,8 @@ class Solver:
         if cfg.drag:
             state.u.mul_(1.0 - cfg.drag * dt)
             state.v.mul_(1.0 - cfg.drag * dt)
-        viscosity(state.u, state.v, self.uw, self.vw, cfg.viscosity, dt, self.dx, self.boundary, self.ghost)
+        viscosity(state.u, state.v, self.uw, self.vw, cfg.viscosity, dt, self.dx, self.boundary, self.ghost,
+                  cfg.obstacle_ghost)
         buoyancy_and_bc(state.u, state.v, self.uw, self.vw, state.scalars, self.boundary,
                         self.buoyancy_index, cfg.buoyancy, dt)
 

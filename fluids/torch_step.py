@@ -201,7 +201,17 @@ def _advect_scalars(s, u, v, h: float, periodic, order: int):
 # forces (torch twin of lawful.kernels.mac_forces)
 # --------------------------------------------------------------------------------------------
 
-def _viscosity_once(u, v, ubc, vbc, c: float, boundary):
+def _shift_fixed(f, dim: int, step: int, periodic: bool):
+    """The fixed-face mask of the neighbour at ``step`` (+1/-1) along ``dim``; False beyond a
+    non-periodic side (the wall ghost applies there)."""
+    if periodic:
+        return torch.roll(f, -step, dim)
+    z = torch.zeros_like(f.narrow(dim, 0, 1))
+    n = f.shape[dim]
+    return torch.cat([z, f.narrow(dim, 0, n - 1)], dim) if step < 0 else torch.cat([f.narrow(dim, 1, n - 1), z], dim)
+
+
+def _viscosity_once(u, v, ubc, vbc, c: float, boundary, obstacle_ghost: bool = False):
     nx, ny = v.shape[0], u.shape[1]
     px, py = boundary.periodic_axes
     g = boundary.ghost_coefficients()      # a q + b beyond each side (no-slip: 2 U_wall - q)
@@ -219,6 +229,10 @@ def _viscosity_once(u, v, ubc, vbc, c: float, boundary):
     else:
         s = torch.cat([g[0] * uc[:, :1] + g[1], uc[:, :-1]], 1)
         n = torch.cat([uc[:, 1:], g[2] * uc[:, -1:] + g[3]], 1)
+    if obstacle_ghost:
+        fu = (ubc[0] == 0)[:nx] if px else ubc[0] == 0
+        s = torch.where(_shift_fixed(fu, 1, -1, py), 2 * s - uc, s)
+        n = torch.where(_shift_fixed(fu, 1, 1, py), 2 * n - uc, n)
     un = uc + c * (w + e + s + n - 4 * uc)
     if px:
         un = torch.cat([un, un[:1]], 0)
@@ -243,6 +257,10 @@ def _viscosity_once(u, v, ubc, vbc, c: float, boundary):
     else:
         w = torch.cat([g[4] * vc[:1] + g[5], vc[:-1]], 0)
         e = torch.cat([vc[1:], g[6] * vc[-1:] + g[7]], 0)
+    if obstacle_ghost:
+        fv = (vbc[0] == 0)[:, :ny] if py else vbc[0] == 0
+        w = torch.where(_shift_fixed(fv, 0, -1, px), 2 * w - vc, w)
+        e = torch.where(_shift_fixed(fv, 0, 1, px), 2 * e - vc, e)
     vn = vc + c * (w + e + s + n - 4 * vc)
     if py:
         vn = torch.cat([vn, vn[:, :1]], 1)
@@ -479,7 +497,7 @@ class TorchStep:
             c = cfg.viscosity * h / dx ** 2
             n = substeps(c, VISCOUS_NUMBER_MAX)
             for _ in range(n):
-                u, v = _viscosity_once(u, v, self.ubc, self.vbc, c / n, self.boundary)
+                u, v = _viscosity_once(u, v, self.ubc, self.vbc, c / n, self.boundary, cfg.obstacle_ghost)
         index = sol.buoyancy_index if s is not None else -1
         u, v = _buoyancy_and_bc(u, v, self.ubc, self.vbc, s, self.boundary, index, cfg.buoyancy * h)
         pu, pv = project_differentiable(u, v, self.projector)

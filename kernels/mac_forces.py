@@ -38,7 +38,8 @@ def _kernels(real_name: str):
         return gh[k] * q + gh[k + 1]
 
     @ti.kernel
-    def visc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1):
+    def visc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
+             obst: int):
         nx, ny = v.shape[0], u.shape[1]
         px, py = xlo == 0, ylo == 0
         for i, j in u:
@@ -52,17 +53,19 @@ def _kernels(real_name: str):
                 w = uw[0, (ie - 1 + nx) % nx if px else ie - 1, j]
                 e = uw[0, ie + 1, j]
                 s = ti.cast(0.0, real)
-                if j > 0:
-                    s = uw[0, ie, j - 1]
-                elif py:
-                    s = uw[0, ie, ny - 1]
+                if j > 0 or py:
+                    js = j - 1 if j > 0 else ny - 1
+                    s = uw[0, ie, js]
+                    if obst and uw[2, ie, js] == 0:
+                        s = 2 * s - q      # tangential neighbour inside an obstacle: wall half a cell away
                 else:
                     s = ghost(q, gh, 0)
                 n = ti.cast(0.0, real)
-                if j < ny - 1:
-                    n = uw[0, ie, j + 1]
-                elif py:
-                    n = uw[0, ie, 0]
+                if j < ny - 1 or py:
+                    jn = j + 1 if j < ny - 1 else 0
+                    n = uw[0, ie, jn]
+                    if obst and uw[2, ie, jn] == 0:
+                        n = 2 * n - q
                 else:
                     n = ghost(q, gh, 2)
                 u[i, j] = q + c * (w + e + s + n - 4 * q)
@@ -73,17 +76,19 @@ def _kernels(real_name: str):
                 s = vw[0, i, (je - 1 + ny) % ny if py else je - 1]
                 n = vw[0, i, je + 1]
                 w = ti.cast(0.0, real)
-                if i > 0:
-                    w = vw[0, i - 1, je]
-                elif px:
-                    w = vw[0, nx - 1, je]
+                if i > 0 or px:
+                    iw = i - 1 if i > 0 else nx - 1
+                    w = vw[0, iw, je]
+                    if obst and vw[2, iw, je] == 0:
+                        w = 2 * w - q
                 else:
                     w = ghost(q, gh, 4)
                 e = ti.cast(0.0, real)
-                if i < nx - 1:
-                    e = vw[0, i + 1, je]
-                elif px:
-                    e = vw[0, 0, je]
+                if i < nx - 1 or px:
+                    ie2 = i + 1 if i < nx - 1 else 0
+                    e = vw[0, ie2, je]
+                    if obst and vw[2, ie2, je] == 0:
+                        e = 2 * e - q
                 else:
                     e = ghost(q, gh, 6)
                 v[i, j] = q + c * (w + e + s + n - 4 * q)
@@ -125,12 +130,16 @@ def _codes(boundary: Boundary):
     return tuple(boundary.side_code(n) for n in ("x_lo", "x_hi", "y_lo", "y_hi"))
 
 
-def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary, ghost=None) -> int:
+def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary, ghost=None,
+              obstacle_ghost: bool = False) -> int:
     """Explicit viscous step over ``dt`` (in place; substeps so that ``nu dt/dx^2 <=``
     :data:`~lawful.kernels.mac_grid.VISCOUS_NUMBER_MAX`);
     ``uw``/``vw`` from :func:`lawful.kernels.mac_advection.velocity_workspace`; ``ghost``: the
     ``(8,)`` tensor of :func:`lawful.kernels.mac_advection.ghost_tensor` for ``boundary`` (built
-    when omitted). Returns the number of substeps (0 when ``nu == 0``)."""
+    when omitted). ``obstacle_ghost``: a tangential neighbour that is a fixed obstacle face enters
+    as the ghost ``2 q_b - q`` (no-slip half a cell away, like the outer walls) instead of its value
+    ``q_b`` (the wall effectively a whole cell away). Returns the number of substeps (0 when
+    ``nu == 0``)."""
     if nu == 0.0:
         return 0
     ensure_taichi()
@@ -142,7 +151,7 @@ def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary,
     n = substeps(c, VISCOUS_NUMBER_MAX)
     k = _kernels(dtype_name(u.dtype))["visc"]
     for _ in range(n):
-        k(u, v, uw, vw, c / n, *_codes(boundary), ghost)
+        k(u, v, uw, vw, c / n, *_codes(boundary), ghost, int(bool(obstacle_ghost)))
     return n
 
 

@@ -105,7 +105,7 @@ def _twin_matches(sc, steps=3):
         assert float((v - st.v).abs().max()) <= 1e-11 * scale
 
 
-@pytest.mark.parametrize("case", ["cavity", "parabolic_rotating", "moving_side_walls"])
+@pytest.mark.parametrize("case", ["cavity", "parabolic_rotating", "moving_side_walls", "obstacle_ghost"])
 def test_torch_twin_matches_the_taichi_step_with_moving_boundaries(case):
     if case == "cavity":
         sc = scenes.lid_driven_cavity(100, 12, dtype=F64)
@@ -113,6 +113,11 @@ def test_torch_twin_matches_the_taichi_step_with_moving_boundaries(case):
         sc = flow_scene((2.0, 0.5), 12, Boundary.channel(1.0, "no_slip", "parabolic"),
                         obstacles=[Circle((0.5, 0.25), 0.1, omega=3.0), Box((1.2, 0.1), (1.4, 0.3))],
                         viscosity=0.01, dtype=F64)
+    elif case == "obstacle_ghost":
+        sc = flow_scene((2.0, 0.5), 12, Boundary.channel(1.0, "no_slip", "parabolic"),
+                        obstacles=[Circle((0.5, 0.25), 0.1, omega=3.0), Box((1.2, 0.1), (1.4, 0.3))],
+                        viscosity=0.01, dtype=F64)
+        sc.config = replace(sc.config, obstacle_ghost=True)
     else:
         b = Boundary("no_slip", "no_slip", "no_slip", "free_slip", wall_velocity=(0.5, -0.3, 0.2, 0.0))
         sc = flow_scene((1.0, 1.0), 10, b, viscosity=0.02, dtype=F64)
