@@ -210,9 +210,14 @@ def wrap(model: torch.nn.Module, loss_fn, ctx: DistContext,
     dev = next(model.parameters()).device
     ids = [dev.index if dev.index is not None else ctx.local_rank] if dev.type == "cuda" else None
     # buffers (normalisation statistics, species tables) are fixed before training starts: sent
-    # once here, not again before every forward
+    # once here, not again before every forward (torch >= 2.13 names this forward_sync_buffers;
+    # its broadcast_buffers=False would skip the first sync too)
+    import inspect
+
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_resync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
     ddp = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters,
-                                  broadcast_buffers=False)
+                                  **no_resync)
     if _TIMING["on"]:
         ddp.register_comm_hook(None, _timed_allreduce)
     return ddp
