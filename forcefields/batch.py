@@ -233,7 +233,7 @@ def pair_min_distances(batch: Batch, species_names: Sequence[str]) -> dict[str, 
 
 #: Candidate pairs (atom x image atom) one vectorised block of :func:`batched_pairs` examines;
 #: a structure with more than this alone goes to the O(N) cell list instead.
-BATCH_PAIR_BLOCK = 2_000_000
+BATCH_PAIR_BLOCK = 1_000_000
 
 
 def batched_pairs(structures: Sequence[tuple], cutoff: float) -> list[tuple]:
