@@ -44,7 +44,10 @@ def on_batch(epoch, step):
         open(flag, "w").close()
         time.sleep(300)
 
-model = NeuralPotential(["Cu"], **{arch})
+arch = dict({arch})
+if os.environ.get("SEED_BY_RANK"):      # different initial weights per rank: DDP must start all from rank 0's
+    arch["seed"] = rank
+model = NeuralPotential(["Cu"], **arch)
 summary = train(model, data, checkpoint=None if ckpt == "-" else ckpt, on_batch=on_batch, **{opts})
 torch.save({{"state": model.state_dict(), "world": summary["world_size"],
             "history": [h["train_loss"] for h in summary["history"]]}}, out + f".rank{{rank}}")
@@ -57,13 +60,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(script, data, out, ckpt="-", flag="-", world=2):
+def _launch(script, data, out, ckpt="-", flag="-", world=2, **extra_env):
     port = _free_port()
     procs = []
     for rank in range(world):
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                    LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   OMP_NUM_THREADS="1")
+                   OMP_NUM_THREADS="1", **extra_env)
         procs.append(subprocess.Popen([sys.executable, str(script), str(data), str(out), str(ckpt), str(flag)],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return procs
@@ -99,9 +102,10 @@ def setup(tmp_path_factory):
 
 
 def test_two_ranks_give_the_weights_of_one_process(setup):
+    """Rank 1 even builds its model with another seed: DDP starts every rank from rank 0's weights."""
     root, data, script, single, summary = setup
     out = root / "two"
-    _finish(_launch(script, data, out))
+    _finish(_launch(script, data, out, SEED_BY_RANK="1"))     # rank 1 starts from other weights
     r0 = torch.load(str(out) + ".rank0", weights_only=True)
     r1 = torch.load(str(out) + ".rank1", weights_only=True)
     assert r0["world"] == 2 == r1["world"]
