@@ -355,9 +355,21 @@ class _CorrectorHooks(Hooks):
         if variant != self.tr.config.variant:
             raise InputError(f"checkpoint {path} is for variant {variant!r}, not {self.tr.config.variant!r}: "
                              "use another checkpoint path.")
-        if "done" not in st:
-            raise InputError(f"checkpoint {path} was written by an older lawful training loop: delete it or "
-                             "use another checkpoint path.")
+
+    def upgrade(self, st: dict, path) -> dict:
+        """A CorrectorTrainer checkpoint from before the training core (iteration, best, history)."""
+        import json
+
+        try:
+            best = st.get("best")
+            return {**st, "done": int(st["iteration"]),
+                    "best_score": math.inf if best is None else float(best["error"]),
+                    "best_unit": None if best is None else int(best["iteration"]),
+                    "best_state": None if best is None else best["model"], "bad_validations": 0,
+                    "train_time_s": 0.0, "train_cpu_s": 0.0, "history": json.dumps(list(st["history"]))}
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"checkpoint {path} lacks the iteration counters of a corrector checkpoint: delete "
+                             "it or use another checkpoint path.") from None
 
     def postfix(self, row: dict) -> dict:
         return dict(fit=f"{row['fit']:.3e}", div=f"{row['divergence']:.1e}")

@@ -310,9 +310,15 @@ class _ForceFieldHooks(Hooks):
         if saved.get("fingerprint") != self.fingerprint:
             raise ModelFileError(f"checkpoint {str(path)!r} was written for other training data; delete it, "
                                  "pass resume=False, or train on the same data/seed.")
-        if "done" not in saved:
-            raise ModelFileError(f"checkpoint {str(path)!r} was written by an older lawful training loop; "
-                                 "delete it or pass resume=False.")
+
+    def upgrade(self, saved: dict, path) -> dict:
+        """A checkpoint of train() before the training core (epoch, best_loss, bad_epochs)."""
+        try:
+            return {**saved, "done": int(saved["epoch"]) + 1, "best_score": float(saved["best_loss"]),
+                    "best_unit": None, "bad_validations": int(saved["bad_epochs"])}
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"checkpoint {str(path)!r} lacks the epoch counters of a lawful training "
+                                 "checkpoint; delete it or pass resume=False.") from None
 
     def postfix(self, row: dict) -> dict:
         return dict(loss=f"{row['train_loss']:.3g}", E=f"{1e3 * row['val_energy_mae_per_atom']:.2f}meV/at",

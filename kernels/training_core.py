@@ -115,6 +115,10 @@ class Hooks:
     def check_resume(self, saved: dict, path: Path) -> None:
         """Raise (ModelFileError / InputError) when ``saved`` belongs to another model or data."""
 
+    def upgrade(self, saved: dict, path: Path) -> dict:
+        """A checkpoint written before the training core, in the core's keys (default: as is)."""
+        return saved
+
     def postfix(self, row: dict) -> dict:
         """Live metrics shown on the progress bar for a history row."""
         return {}
@@ -178,6 +182,8 @@ class Loop:
         path = Path(path)
         saved = load_checkpoint(path, map_location=_device(self.model))
         self.hooks.check_resume(saved, path)
+        if "done" not in saved:
+            saved = self.hooks.upgrade(saved, path)
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.scheduler is not None and saved.get("scheduler") is not None:

@@ -159,7 +159,7 @@ CASES = [
     ("chunk_atoms=0", lambda mp, tmp: lambda: _evaluate(chunk_atoms=0), InputError, "chunk_atoms=0"),
     ("chunk_atoms=2.5", lambda mp, tmp: lambda: _evaluate(chunk_atoms=2.5), InputError, "chunk_atoms=2.5"),
     ("chunk_atoms=True", lambda mp, tmp: lambda: _evaluate(chunk_atoms=True), InputError, "chunk_atoms=True"),
-    ("old-format checkpoint", lambda mp, tmp: lambda: _train_from(tmp), ModelFileError, "older"),
+    ("checkpoint without counters", lambda mp, tmp: lambda: _train_from(tmp), ModelFileError, "lacks the epoch"),
 ]
 
 
@@ -181,7 +181,7 @@ def _train_from(tmp):
 
     ck = tmp / "old.ckpt"
     state = load_checkpoint(ck)
-    # the old loop wrote kind/config/fingerprint but no "done": make it match this model and data
+    # model and data match, but the file has neither the core's counters nor the old loop's
     from lawful.forcefields.training import _fingerprint
 
     perm = __import__("numpy").random.default_rng(0).permutation(len(frames))
@@ -207,3 +207,29 @@ def test_failure_table(name, make, error, named, monkeypatch, tmp_path):
     expected = tmp_path.joinpath("before").read_bytes() if tmp_path.joinpath("before").exists() else before
     assert keep.read_bytes() == expected                                # nothing already written was lost
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "before") == ["old.ckpt"]
+
+
+def test_a_checkpoint_of_the_loop_before_the_core_resumes(tmp_path):
+    """train() checkpoints written before the training core (epoch, best_loss, bad_epochs) resume
+    to the weights of an uninterrupted run."""
+    from lawful.forcefields import NeuralPotential, train
+    from lawful.forcefields.reference import emt_metal_dataset
+    from lawful.kernels.checkpoint import load_checkpoint, save_checkpoint
+
+    frames = emt_metal_dataset("Cu", repeat=1, temperatures=(300,), n_md=4, n_rattled=4, n_strained=4, seed=1)
+    arch = dict(cutoff=3.5, n_basis=4, n_radial=3, lmax=1, hidden=(8,), seed=0)
+    opts = dict(batch_size=4, lr=5e-3, progress=False)
+    straight = NeuralPotential(["Cu"], **arch)
+    train(straight, frames, epochs=4, **opts)
+    ck = tmp_path / "old.ckpt"
+    train(NeuralPotential(["Cu"], **arch), frames, epochs=2, checkpoint=ck, **opts)
+    new = load_checkpoint(ck)
+    old = {k: new[k] for k in ("kind", "config", "fingerprint", "model", "optimizer", "scheduler", "best_state",
+                               "train_time_s", "train_cpu_s", "history")}
+    old.update(epoch=new["done"] - 1, best_loss=new["best_score"], bad_epochs=new["bad_validations"])
+    save_checkpoint(ck, old)
+    resumed = NeuralPotential(["Cu"], **arch)
+    s = train(resumed, frames, epochs=4, checkpoint=ck, **opts)
+    assert s["epochs_run"] == 4 and len(s["history"]) == 4
+    for k, v in straight.state_dict().items():
+        assert torch.allclose(resumed.state_dict()[k], v, rtol=0, atol=1e-12), k
