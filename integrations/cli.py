@@ -265,7 +265,39 @@ def _check_db_target(db: str) -> None:
         raise _UsageError(f"--db {db!r}: its folder is not writable; choose a writable path")
 
 
+def _cmd_data_xtb(args) -> int:
+    """``lawful data --calc xtb``: the molecule is checked before any xTB work (the folder already is)."""
+    from lawful.forcefields import molecules
+    from lawful.kernels.errors import InputError
+
+    if not args.molecule:
+        raise _UsageError(f"--calc xtb needs --molecule: a name ({', '.join(molecules.MOLECULES)}) or a structure file")
+    try:
+        molecules.build_molecule(args.molecule)
+    except InputError as exc:
+        raise _UsageError(f"--molecule: {str(exc).rstrip('.')}") from None
+    from lawful.forcefields import xtb_data
+
+    temps = args.temperatures or [300.0, 500.0, 700.0, 1000.0]
+    n_seg = -(-args.frames // args.frames_per_segment)
+    rattled = max(1, n_seg // 10) if n_seg > 1 else 0
+    cfg = xtb_data.SamplingConfig(temperatures=tuple(temps), frames_per_segment=args.frames_per_segment,
+                                  segments_per_temperature=max(1, -(-(n_seg - rattled) // len(temps))),
+                                  rattled_segments=rattled, seed=args.seed)
+    xtb_data.xtb_calculator()  # tblite missing: a one-line error before sampling
+    card = xtb_data.make_dataset(args.molecule, args.out, cfg, progress=True)
+    c = card["counts"]
+    print(f"{c['total_frames']} GFN2-xTB-labelled frames of {card['molecule']} ({card['formula']}) in {args.out}: "
+          f"train {c['train']['frames']}, validation {c['validation']['frames']}, test {c['test']['frames']} "
+          f"(split by segment); card {Path(args.out) / 'card.json'}")
+    return 0
+
+
 def _cmd_data(args) -> int:
+    if args.calc == "xtb":
+        return _cmd_data_xtb(args)
+    if args.temperatures is None:
+        args.temperatures = [300, 600, 900, 1200]
     if args.calc == "emt" and args.element not in EMT_ELEMENTS:
         raise _UsageError(f"--element {args.element!r} is not an fcc metal EMT describes: use one of "
                           f"{', '.join(EMT_ELEMENTS)}")
@@ -526,11 +558,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate labelled reference data (EMT, Lennard-Jones, OpenMM water)")
     _common(p, "data-out", torch_options=False)  # the labels come from ASE/OpenMM in float64
-    p.add_argument("--calc", choices=["emt", "lj", "openmm-water"], default="emt", help="reference calculator")
+    p.add_argument("--calc", choices=["emt", "lj", "openmm-water", "xtb"], default="emt",
+                   help="reference calculator (xtb: GFN2-xTB through tblite, pip install 'lawful[xtb]')")
+    p.add_argument("--molecule", default=None,
+                   help="xtb: a molecule name (ethanol, alanine-dipeptide, water, water-dimer, water-trimer, "
+                        "water-hexamer) or a structure file ase.io reads (H, C, N, O)")
+    p.add_argument("--frames", type=_positive_int, default=200,
+                   help="xtb: frames to label (about; whole segments of --frames-per-segment)")
+    p.add_argument("--frames-per-segment", type=_positive_int, default=10,
+                   help="xtb: snapshots per MD segment (the unit of the train/validation/test split)")
     p.add_argument("--element", default="Cu", help=f"fcc element for EMT ({', '.join(EMT_ELEMENTS)})")
     p.add_argument("--repeat", type=_positive_int, default=2, help="supercell repeats of the cubic cell, per axis")
-    p.add_argument("--temperatures", type=_positive, nargs="+", default=[300, 600, 900, 1200],
-                   help="MD temperatures, K")
+    p.add_argument("--temperatures", type=_positive, nargs="+", default=None,
+                   help="MD temperatures, K (default: 300 600 900 1200; xtb: 300 500 700 1000)")
     p.add_argument("--n-md", type=_positive_int, default=40, help="MD snapshots per temperature")
     p.add_argument("--n-rattled", type=_count, default=30, help="rattled cells (EMT)")
     p.add_argument("--n-strained", type=_count, default=40, help="strained cells (EMT)")

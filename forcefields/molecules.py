@@ -1,0 +1,180 @@
+"""Small organic molecules and water clusters (species H, C, N, O) for quantum-labelled data.
+
+:func:`build_molecule` gives an isolated (non-periodic) ``ase.Atoms`` by name (:data:`MOLECULES`)
+or from any file ``ase.io`` reads. Positions in Å. The built geometries are ideal-geometry starts
+(standard bond lengths and angles), close to, but not exactly at, a GFN2-xTB minimum; the data
+pipeline (:mod:`lawful.forcefields.xtb_data`) minimises them with xTB before sampling.
+
+* ``ethanol``: ASE's G2 geometry (9 atoms).
+* ``alanine-dipeptide``: ACE-ALA-NME (22 atoms) built from internal coordinates (peptide bond
+  lengths/angles, trans peptide bonds, L-alanine) at chosen backbone torsions φ, ψ; the default is
+  the C7eq region (φ = -80°, ψ = 75°), see :func:`alanine_dipeptide`.
+* ``water``, ``water-dimer``, ``water-trimer``, ``water-hexamer``: the monomer, a linear
+  hydrogen-bonded dimer and cyclic clusters (O-O 2.8-2.9 Å, one donated H per molecule).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from lawful.kernels.errors import InputError, UnsupportedSpeciesError
+
+__all__ = ["MOLECULES", "SPECIES", "build_molecule", "alanine_dipeptide", "water_cluster"]
+
+#: The elements the molecular data sets use.
+SPECIES = ("H", "C", "N", "O")
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _place(a, b, c, bond: float, angle_deg: float, torsion_deg: float) -> np.ndarray:
+    """The position d bonded to c with |cd| = ``bond`` (Å), angle b-c-d = ``angle_deg`` and
+    dihedral a-b-c-d = ``torsion_deg`` (the natural extension of reference frame, NeRF)."""
+    a, b, c = (np.asarray(x, dtype=np.float64) for x in (a, b, c))
+    bc = _unit(c - b)
+    n = _unit(np.cross(b - a, bc))
+    m = np.cross(n, bc)
+    th, ph = np.radians(angle_deg), np.radians(torsion_deg)
+    d_local = np.array([-bond * np.cos(th), bond * np.sin(th) * np.cos(ph), bond * np.sin(th) * np.sin(ph)])
+    return c + d_local[0] * bc + d_local[1] * m + d_local[2] * n
+
+
+def _trigonal(center, x, y, bond: float) -> np.ndarray:
+    """The third in-plane substituent of an sp2 ``center`` bonded to ``x`` and ``y``: along the
+    outer bisector, ``bond`` Å away (the C=O oxygen, the amide H)."""
+    center = np.asarray(center, dtype=np.float64)
+    return center + bond * _unit(-(_unit(x - center) + _unit(y - center)))
+
+
+def alanine_dipeptide(phi: float = -80.0, psi: float = 75.0) -> Atoms:
+    """ACE-ALA-NME (CH3-CO-NH-CαH(CH3)-CO-NH-CH3, 22 atoms, L-alanine) from internal coordinates.
+
+    ``phi`` (C-N-Cα-C) and ``psi`` (N-Cα-C-N) in degrees; peptide bonds trans (ω = 180°).
+    Bond lengths (Å): C-C 1.52, C=O 1.23, C-N(peptide) 1.33, N-Cα / N-CH3 1.46, N-H 1.01,
+    C-H 1.09, Cα-Cβ 1.53. Atom order: ACE (CH3, C, O), ALA (N, H, CA, HA, CB, 3 HB, C, O),
+    NME (N, H, CH3), then the 3 ACE and 3 NME methyl H.
+    """
+    c1 = np.zeros(3)
+    c2 = np.array([1.52, 0.0, 0.0])
+    n3 = c2 + 1.33 * np.array([np.cos(np.radians(180 - 116)), np.sin(np.radians(180 - 116)), 0.0])
+    o2 = _trigonal(c2, c1, n3, 1.23)
+    ca = _place(c1, c2, n3, 1.46, 122.0, 180.0)
+    hn = _trigonal(n3, c2, ca, 1.01)
+    c = _place(c2, n3, ca, 1.52, 111.0, phi)
+    n_nme = _place(n3, ca, c, 1.33, 116.0, psi)
+    o = _trigonal(c, ca, n_nme, 1.23)
+    c_nme = _place(ca, c, n_nme, 1.46, 122.0, 180.0)
+    h_nme = _trigonal(n_nme, c, c_nme, 1.01)
+    cb = _place(c2, n3, ca, 1.53, 110.0, phi - 120.0)
+    ha = _place(c2, n3, ca, 1.09, 109.0, phi + 120.0)
+    if np.linalg.det(np.array([c - ca, cb - ca, n3 - ca])) < 0:   # L-alanine: det[C, CB, N] > 0 (CORN rule)
+        cb, ha = _place(c2, n3, ca, 1.53, 110.0, phi + 120.0), _place(c2, n3, ca, 1.09, 109.0, phi - 120.0)
+    hb = [_place(n3, ca, cb, 1.09, 109.5, t) for t in (60.0, 180.0, 300.0)]
+    h_ace = [_place(n3, c2, c1, 1.09, 109.5, t) for t in (60.0, 180.0, 300.0)]
+    h_me = [_place(c, n_nme, c_nme, 1.09, 109.5, t) for t in (60.0, 180.0, 300.0)]
+    pos = [c1, c2, o2, n3, hn, ca, ha, cb, *hb, c, o, n_nme, h_nme, c_nme, *h_ace, *h_me]
+    symbols = "CCONHCHC" + "HHH" + "CONHC" + "HHH" + "HHH"
+    return Atoms(symbols, positions=np.array(pos))
+
+
+def _water(o: np.ndarray, h1_dir: np.ndarray, plane_dir: np.ndarray) -> list[np.ndarray]:
+    """O and two H (O-H 0.96 Å, H-O-H 104.5°): H1 along ``h1_dir``, H2 in the plane of
+    ``h1_dir`` and ``plane_dir``."""
+    u = _unit(h1_dir)
+    v = _unit(plane_dir - np.dot(plane_dir, u) * u)
+    th = np.radians(104.5)
+    return [o, o + 0.96 * u, o + 0.96 * (np.cos(th) * u + np.sin(th) * v)]
+
+
+def water_cluster(n: int) -> Atoms:
+    """A water monomer (``n`` = 1), a linear hydrogen-bonded dimer (O-O 2.91 Å, 2) or a cyclic
+    cluster of ``n`` >= 3 molecules (O-O 2.80 Å, each donating one H to the next; free H
+    alternately above and below the ring). Positions in Å; 3·``n`` atoms."""
+    if n < 1:
+        raise InputError(f"water_cluster(n={n!r}): a cluster needs at least one molecule; pass n >= 1.")
+    z = np.array([0.0, 0.0, 1.0])
+    if n == 1:
+        pos = _water(np.zeros(3), np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))
+    elif n == 2:
+        o2 = np.array([2.91, 0.0, 0.0])
+        donor = _water(np.zeros(3), np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]))
+        bis = np.array([np.cos(np.radians(57.0)), 0.0, np.sin(np.radians(57.0))])  # acceptor tilted 57°
+        y = np.array([0.0, 1.0, 0.0])
+        half = np.radians(104.5 / 2)
+        acceptor = [o2, o2 + 0.96 * (np.cos(half) * bis + np.sin(half) * y),
+                    o2 + 0.96 * (np.cos(half) * bis - np.sin(half) * y)]
+        pos = donor + acceptor
+    else:
+        radius = 2.80 / (2.0 * np.sin(np.pi / n))
+        ox = [radius * np.array([np.cos(2 * np.pi * i / n), np.sin(2 * np.pi * i / n), 0.0]) for i in range(n)]
+        pos = []
+        for i in range(n):
+            pos += _water(ox[i], ox[(i + 1) % n] - ox[i], z if i % 2 == 0 else -z)
+    return Atoms("OHH" * n, positions=np.array(pos))
+
+
+#: Names :func:`build_molecule` knows (each a zero-argument builder).
+MOLECULES = {
+    "ethanol": lambda: _g2("CH3CH2OH"),
+    "alanine-dipeptide": alanine_dipeptide,
+    "water": lambda: water_cluster(1),
+    "water-dimer": lambda: water_cluster(2),
+    "water-trimer": lambda: water_cluster(3),
+    "water-hexamer": lambda: water_cluster(6),
+}
+
+
+def _g2(name: str) -> Atoms:
+    from ase.build import molecule
+
+    a = molecule(name)
+    return Atoms(a.numbers, positions=a.positions)
+
+
+def build_molecule(name_or_file: str | os.PathLike) -> Atoms:
+    """An isolated molecule by name (one of :data:`MOLECULES`) or the first structure of a file
+    ``ase.io`` reads (xyz, extxyz, pdb, ...). Positions in Å, no cell, ``pbc`` False.
+
+    Raises ``InputError`` for an unknown name / unreadable or periodic file / atoms closer than
+    0.5 Å, ``UnsupportedSpeciesError`` for elements other than H, C, N, O.
+    """
+    text = os.fspath(name_or_file)
+    if text in MOLECULES:
+        atoms = MOLECULES[text]()
+        atoms.info["molecule"] = text
+        return atoms
+    path = Path(text)
+    if not path.is_file():
+        raise InputError(f"molecule {text!r} is neither a known name nor a file: use one of "
+                         f"{', '.join(MOLECULES)} or a structure file ase.io can read.")
+    from ase.io import read
+
+    try:
+        atoms = read(str(path), index=0)
+    except Exception as exc:  # ase.io raises many types for a bad file
+        raise InputError(f"molecule file {text!r} could not be read by ase.io ({type(exc).__name__}: {exc}); "
+                         "pass an xyz/extxyz/pdb file with one structure.") from None
+    if len(atoms) == 0:
+        raise InputError(f"molecule file {text!r} holds no atoms; pass a file with a structure.")
+    if atoms.pbc.any():
+        raise InputError(f"molecule file {text!r} is periodic (pbc={atoms.pbc.tolist()}); the molecular "
+                         "pipeline labels isolated molecules: remove the cell/pbc from the file.")
+    bad = sorted(set(atoms.get_chemical_symbols()) - set(SPECIES))
+    if bad:
+        raise UnsupportedSpeciesError(f"molecule file {text!r} contains {', '.join(bad)}; the molecular data "
+                                      f"sets use only {', '.join(SPECIES)}: pass a molecule of those elements.")
+    if len(atoms) > 1:
+        d = atoms.get_all_distances()
+        dmin = float(d[np.triu_indices(len(atoms), 1)].min())
+        if dmin < 0.5:
+            raise InputError(f"molecule file {text!r} has two atoms {dmin:.3f} Å apart (< 0.5 Å): the "
+                             "coordinates are probably not in Å or atoms overlap; fix the file.")
+    out = Atoms(atoms.numbers, positions=atoms.positions)
+    out.info["molecule"] = path.stem
+    return out

@@ -1,0 +1,422 @@
+"""GFN2-xTB reference data for molecules: sampling, a resumable labelling cache, split and card.
+
+Layering rule followed here: ``lawful.forcefields`` imports no simulation engine (OpenMM, Taichi;
+those adapters live in ``lawful.integrations``). ASE is a core dependency, and an *ASE calculator*
+from an optional wheel (tblite's ``TBLite``) may be imported lazily, inside the functions that
+label or sample, as :mod:`lawful.forcefields.reference` does with EMT. Nothing imports tblite at
+module import time; without the ``lawful[xtb]`` extra the functions raise ``BackendError``.
+
+The pipeline (:func:`make_dataset`), each stage resumable from the files in ``out``:
+
+1. the molecule (:func:`lawful.forcefields.molecules.build_molecule`) is minimised with xTB;
+2. sampling: ``segments_per_temperature`` independent Langevin trajectories per temperature
+   (ASE ``Langevin``, xTB forces), ``frames_per_segment`` snapshots each, plus rattled copies of
+   the minimum grouped into segments; every segment is appended to ``samples.extxyz`` when done;
+3. labelling (:func:`label_cached`): each frame's energy (eV) and forces (eV/Å) appended to
+   ``labels.extxyz`` (one write + flush + fsync per frame) under a key (SHA-256 of numbers,
+   positions and method), so a rerun labels only frames not yet there; a tqdm bar shows ETA;
+4. split by segment (:func:`split_by_segment`) into ``train/validation/test.extxyz`` and a JSON
+   card ``card.json`` (method, code versions, sampling settings, seeds, split, counts, timings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from lawful.forcefields.molecules import SPECIES, build_molecule
+from lawful.kernels.errors import BackendError, InputError
+
+__all__ = ["METHOD", "SamplingConfig", "xtb_calculator", "frame_key", "LabelCache", "label_cached",
+           "sample_segments", "split_by_segment", "make_dataset"]
+
+#: The reference method (tblite's name for it).
+METHOD = "GFN2-xTB"
+SPLITS = ("train", "validation", "test")
+
+
+def xtb_calculator(method: str = METHOD, fresh_guess: bool = True):
+    """tblite's ASE calculator (``TBLite``), quiet. ``fresh_guess``: start every SCF from the
+    superposition of atomic densities (``cache_api=False``), so a frame's label does not depend on
+    the frame labelled before it (resumed and uninterrupted runs agree bit for bit); MD uses
+    ``False`` (restart from the previous wavefunction, faster). Energies eV, forces eV/Å."""
+    try:
+        from tblite.ase import TBLite
+    except ImportError:
+        raise BackendError("GFN2-xTB labelling needs the tblite package, which is not installed: "
+                           "pip install 'lawful[xtb]' (or pip install tblite).") from None
+    return TBLite(method=method, verbosity=0, cache_api=not fresh_guess)
+
+
+def frame_key(atoms: Atoms, method: str = METHOD) -> str:
+    """A 16-hex-digit key of a frame: SHA-256 of the method, atomic numbers and float64 positions."""
+    h = hashlib.sha256(method.encode())
+    h.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _extxyz_text(atoms: Atoms) -> bytes:
+    from ase.io import write
+
+    buf = io.StringIO()
+    write(buf, atoms, format="extxyz")
+    return buf.getvalue().encode()
+
+
+def _round_trip(atoms: Atoms) -> Atoms:
+    """``atoms`` with positions as extxyz stores them (8 decimals), so a frame read back from the
+    samples file has the same :func:`frame_key` as the one first sampled."""
+    from ase.io import read
+
+    return Atoms(atoms.numbers, positions=read(io.StringIO(_extxyz_text(atoms).decode()), format="extxyz").positions)
+
+
+def _append_frames(path: Path, frames: Iterable[Atoms]) -> None:
+    """Append frames to an extxyz file: one ``write`` per frame, then flush and fsync."""
+    with open(path, "ab") as fh:
+        for a in frames:
+            fh.write(_extxyz_text(a))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _read_intact(path: Path) -> list[Atoms]:
+    """Every intact frame of an appended extxyz file. A torn last frame (the process killed in the
+    middle of a write) is dropped and the file rewritten without it, atomically."""
+    from ase.io import iread
+
+    if not path.is_file():
+        return []
+    frames = []
+    try:
+        for a in iread(str(path), index=":", format="extxyz"):
+            frames.append(a)
+        return frames
+    except Exception:  # a torn tail: keep what parsed
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(_extxyz_text(a) for a in frames))
+        os.replace(tmp, path)
+        return frames
+
+
+class LabelCache:
+    """Labelled frames on disk (extxyz at ``path``), appended one by one, looked up by
+    :func:`frame_key` (stored as ``info["key"]``)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.frames: dict[str, Atoms] = {}
+        for a in _read_intact(self.path):
+            self.frames[str(a.info["key"])] = a
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.frames
+
+    def add(self, atoms: Atoms) -> None:
+        """Append one labelled frame (with ``info["key"]``) to the file (fsync'd) and the index."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _append_frames(self.path, [atoms])
+        self.frames[str(atoms.info["key"])] = atoms
+
+
+def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache, calculator=None,
+                 method: str = METHOD, progress: bool = False,
+                 on_label: Callable[[int], None] | None = None) -> list[Atoms]:
+    """``frames`` labelled by ``calculator`` (default :func:`xtb_calculator`): copies carrying
+    energy (eV) and forces (eV/Å) in a SinglePointCalculator and ``info`` (``key``, ``segment``,
+    ``source``, ... of the input, plus ``method``), in input order. Frames already in ``cache`` are
+    not recomputed; each new one is appended to it at once, so an interruption keeps them.
+    ``on_label(n)``: called after the n-th new label is stored. ``progress``: a tqdm bar (stderr)."""
+    cache = cache if isinstance(cache, LabelCache) else LabelCache(cache)
+    keys = [frame_key(a, method) for a in frames]
+    todo = [i for i, k in enumerate(keys) if k not in cache]
+    if todo and calculator is None:
+        calculator = xtb_calculator(method)
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"labelling ({method})", unit="frame")
+    try:
+        for n, i in enumerate(todo, start=1):
+            a = Atoms(frames[i].numbers, positions=frames[i].positions)
+            a.info.update(frames[i].info)
+            a.info["key"], a.info["method"] = keys[i], method
+            a.calc = calculator
+            t0 = time.perf_counter()
+            energy, forces = float(a.get_potential_energy()), np.array(a.get_forces(), dtype=np.float64)
+            a.info["seconds"] = round(time.perf_counter() - t0, 6)
+            if not (np.isfinite(energy) and np.isfinite(forces).all()):
+                raise InputError(f"frame {i} (key {keys[i]}) got a non-finite {method} energy/forces: the "
+                                 "geometry is probably broken; drop the frame or lower the MD temperature.")
+            a.calc = SinglePointCalculator(a, energy=energy, forces=forces)
+            cache.add(a)
+            if bar is not None:
+                bar.update()
+            if on_label is not None:
+                on_label(n)
+    finally:
+        if bar is not None:
+            bar.close()
+    return [cache.frames[k] for k in keys]
+
+
+@dataclass
+class SamplingConfig:
+    """How configurations are sampled. Temperatures K, timestep fs, friction 1/fs, amplitudes Å.
+
+    Each Langevin segment starts from the xTB minimum with Maxwell-Boltzmann velocities (its own
+    seed), runs ``equilibration`` steps, then keeps a snapshot every ``interval`` steps.
+    Rattled minima: ``rattled_segments`` segments of ``frames_per_segment`` copies of the minimum,
+    Gaussian displacements of standard deviation ``rattle_amplitudes`` (cycled over segments)."""
+
+    temperatures: Sequence[float] = (300.0, 500.0, 700.0, 1000.0)
+    segments_per_temperature: int = 4
+    frames_per_segment: int = 10
+    interval: int = 10
+    equilibration: int = 100
+    timestep_fs: float = 0.5
+    friction: float = 0.01
+    rattled_segments: int = 2
+    rattle_amplitudes: Sequence[float] = (0.05, 0.1)
+    fmax_minimise: float = 0.02
+    seed: int = 0
+    fractions: Sequence[float] = field(default_factory=lambda: (0.8, 0.1, 0.1))
+
+    def check(self) -> None:
+        """Raise ``InputError`` for a setting that cannot work, naming it."""
+        for name in ("segments_per_temperature", "frames_per_segment", "interval", "rattled_segments",
+                     "equilibration"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < (0 if name in ("rattled_segments", "equilibration") else 1):
+                raise InputError(f"SamplingConfig.{name}={v!r} is not a valid count; give a positive integer.")
+        for t in self.temperatures:
+            if not (np.isfinite(t) and 0 < t <= 5000):
+                raise InputError(f"SamplingConfig.temperatures contains {t!r}; give temperatures in K in (0, 5000].")
+        if not (0 < self.timestep_fs <= 2.0):
+            raise InputError(f"SamplingConfig.timestep_fs={self.timestep_fs!r} is outside (0, 2] fs; molecules "
+                             "with H need <= 1 fs.")
+        f = np.asarray(self.fractions, dtype=float)
+        if f.shape != (3,) or (f < 0).any() or abs(f.sum() - 1) > 1e-9:
+            raise InputError(f"SamplingConfig.fractions={tuple(self.fractions)!r} must be three non-negative "
+                             "numbers (train, validation, test) summing to 1.")
+        if not self.temperatures and not self.rattled_segments:
+            raise InputError("SamplingConfig has no temperatures and no rattled segments: nothing to sample.")
+
+
+def minimise(atoms: Atoms, fmax: float = 0.02, steps: int = 500, calculator=None) -> Atoms:
+    """A copy of ``atoms`` relaxed with xTB (ASE BFGS) until the largest force is below ``fmax``
+    eV/Å; ``ConvergenceError`` if ``steps`` do not suffice."""
+    from ase.optimize import BFGS
+
+    from lawful.kernels.errors import ConvergenceError
+
+    a = Atoms(atoms.numbers, positions=atoms.positions)
+    a.calc = calculator or xtb_calculator(fresh_guess=False)
+    opt = BFGS(a, logfile=None)
+    if not opt.run(fmax=fmax, steps=steps):
+        raise ConvergenceError(f"xTB minimisation did not reach fmax={fmax} eV/Å in {steps} steps; start from "
+                               "a better geometry or raise the step limit.")
+    return Atoms(a.numbers, positions=a.positions)
+
+
+def _segment_plan(cfg: SamplingConfig) -> list[dict]:
+    plan = []
+    for ti, t in enumerate(cfg.temperatures):
+        for s in range(cfg.segments_per_temperature):
+            plan.append({"segment": f"md{int(round(t))}K-{s}", "kind": "md", "temperature_K": float(t),
+                         "seed": int(cfg.seed * 100003 + 1000 * ti + s)})
+    for s in range(cfg.rattled_segments):
+        amp = float(cfg.rattle_amplitudes[s % len(cfg.rattle_amplitudes)])
+        plan.append({"segment": f"rattled{amp:g}-{s}", "kind": "rattled", "amplitude": amp,
+                     "seed": int(cfg.seed * 100003 + 90000 + s)})
+    return plan
+
+
+def _run_segment(minimum: Atoms, item: dict, cfg: SamplingConfig, calculator) -> list[Atoms]:
+    rng = np.random.default_rng(item["seed"])
+    frames = []
+    if item["kind"] == "rattled":
+        for _ in range(cfg.frames_per_segment):
+            frames.append(Atoms(minimum.numbers,
+                                positions=minimum.positions + rng.normal(0.0, item["amplitude"], (len(minimum), 3))))
+    else:
+        import ase.units as au
+        from ase.md.langevin import Langevin
+        from ase.md.velocitydistribution import Stationary, ZeroRotation
+        try:                                  # ase >= 3.28 (MaxwellBoltzmannDistribution deprecated)
+            from ase.md.velocitydistribution import thermalize_momenta as _thermalize
+        except ImportError:                   # pragma: no cover - older ase
+            from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as _thermalize
+
+        from ase.constraints import FixCom
+
+        a = Atoms(minimum.numbers, positions=minimum.positions)
+        a.set_constraint(FixCom())
+        a.calc = calculator
+        _thermalize(a, temperature_K=item["temperature_K"], rng=rng)
+        Stationary(a)
+        ZeroRotation(a)
+        dyn = Langevin(a, cfg.timestep_fs * au.fs, temperature_K=item["temperature_K"],
+                       friction=cfg.friction / au.fs, rng=rng, fixcm=False)
+        dyn.run(cfg.equilibration)
+        for _ in range(cfg.frames_per_segment):
+            dyn.run(cfg.interval)
+            frames.append(Atoms(a.numbers, positions=a.positions.copy()))
+    frames = [_round_trip(f) for f in frames]   # in memory exactly as on disk, so keys match on resume
+    for j, f in enumerate(frames):
+        f.info.update({"segment": item["segment"], "source": item["kind"], "index_in_segment": j})
+        if "temperature_K" in item:
+            f.info["temperature_K"] = item["temperature_K"]
+    return frames
+
+
+def sample_segments(minimum: Atoms, cfg: SamplingConfig, samples_path: str | os.PathLike | None = None,
+                    calculator=None, progress: bool = False) -> list[Atoms]:
+    """Unlabelled frames of every segment of ``cfg`` (``info``: ``segment``, ``source``,
+    ``temperature_K``), in plan order. With ``samples_path`` each finished segment is appended to
+    that extxyz file and segments already there are read back instead of rerun."""
+    cfg.check()
+    plan = _segment_plan(cfg)
+    done: dict[str, list[Atoms]] = {}
+    path = Path(samples_path) if samples_path is not None else None
+    if path is not None:
+        for a in _read_intact(path):
+            done.setdefault(str(a.info["segment"]), []).append(a)
+        done = {k: v for k, v in done.items() if len(v) == cfg.frames_per_segment}
+    todo = [item for item in plan if item["segment"] not in done]
+    if todo and calculator is None and any(item["kind"] == "md" for item in todo):
+        calculator = xtb_calculator(fresh_guess=False)
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="sampling (xTB MD)", unit="segment")
+    try:
+        for item in todo:
+            seg = _run_segment(minimum, item, cfg, calculator)
+            if path is not None:
+                _append_frames(path, seg)
+            done[item["segment"]] = seg
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    return [a for item in plan for a in done[item["segment"]]]
+
+
+def split_by_segment(frames: Sequence[Atoms], fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                     seed: int = 0) -> dict[str, list[str]]:
+    """Segment names (``info["segment"]``) per set: ``{"train": [...], "validation": [...],
+    "test": [...]}``. Whole segments are shuffled (``seed``) and dealt out, so the frames of one
+    segment are never in two sets. With >= 3 segments, validation and test get at least one each
+    when their fraction is positive."""
+    names = sorted({str(a.info["segment"]) for a in frames})
+    if not names:
+        raise InputError("split_by_segment got no frames with info['segment']; sample some first.")
+    order = list(np.random.default_rng(seed).permutation(len(names)))
+    n = len(names)
+    n_val, n_test = (int(round(f * n)) for f in fractions[1:])
+    if n >= 3:
+        n_val = max(n_val, 1 if fractions[1] > 0 else 0)
+        n_test = max(n_test, 1 if fractions[2] > 0 else 0)
+    n_val, n_test = min(n_val, n), min(n_test, max(n - n_val, 0))
+    shuffled = [names[i] for i in order]
+    test, val, train = shuffled[:n_test], shuffled[n_test:n_test + n_val], shuffled[n_test + n_val:]
+    return {"train": sorted(train), "validation": sorted(val), "test": sorted(test)}
+
+
+def _versions() -> dict:
+    from importlib import metadata
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("lawful", "tblite", "ase", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cfg: SamplingConfig | None = None,
+                 calculator=None, progress: bool = False,
+                 on_label: Callable[[int], None] | None = None) -> dict:
+    """Sample, label and split a GFN2-xTB data set for ``molecule`` (a name, a file, or Atoms of
+    H/C/N/O) into folder ``out``; returns the card (also written to ``out/card.json``).
+
+    Files: ``samples.extxyz`` (unlabelled segments, resumable), ``labels.extxyz`` (the label
+    cache), ``train.extxyz`` / ``validation.extxyz`` / ``test.extxyz`` and ``card.json``.
+    Rerunning with the same arguments reuses both caches and labels only what is missing.
+    ``calculator``: the labeller (default: fresh-guess :func:`xtb_calculator`); MD and the
+    minimisation always use tblite.
+    """
+    cfg = cfg or SamplingConfig()
+    cfg.check()
+    if isinstance(molecule, Atoms):
+        atoms, name = molecule, str(molecule.info.get("molecule", molecule.get_chemical_formula()))
+        bad = sorted(set(atoms.get_chemical_symbols()) - set(SPECIES))
+        if bad:
+            from lawful.kernels.errors import UnsupportedSpeciesError
+
+            raise UnsupportedSpeciesError(f"molecule contains {', '.join(bad)}; use only {', '.join(SPECIES)}.")
+    else:
+        atoms = build_molecule(molecule)
+        name = str(atoms.info["molecule"])
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {os.fspath(out)!r} is a file, not a folder; pass a folder path.")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {os.fspath(out)!r} is not writable; choose another folder.")
+    t_start = time.perf_counter()
+    minimum = minimise(atoms, cfg.fmax_minimise)
+    frames = sample_segments(minimum, cfg, out / "samples.extxyz", progress=progress)
+    labelled = label_cached(frames, out / "labels.extxyz", calculator=calculator, progress=progress,
+                            on_label=on_label)
+    split = split_by_segment(labelled, cfg.fractions, seed=cfg.seed)
+    counts = {}
+    for s in SPLITS:
+        members = set(split[s])
+        chosen = [a for a in labelled if a.info["segment"] in members]
+        tmp = out / f"{s}.extxyz.tmp"
+        tmp.write_bytes(b"".join(_extxyz_text(a) for a in chosen))
+        os.replace(tmp, out / f"{s}.extxyz")
+        counts[s] = {"frames": len(chosen), "segments": len(members)}
+    secs = [float(a.info["seconds"]) for a in labelled if "seconds" in a.info]
+    card = {
+        "molecule": name,
+        "formula": minimum.get_chemical_formula(),
+        "n_atoms": len(minimum),
+        "species": sorted(set(minimum.get_chemical_symbols())),
+        "method": METHOD,
+        "calculator": "tblite.ase.TBLite (SCF from a fresh SAD guess per frame, accuracy 1.0, "
+                      "electronic temperature 300 K)",
+        "units": {"energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
+        "versions": _versions(),
+        "sampling": {**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},
+                     "integrator": "ase.md.langevin.Langevin + FixCom, from the xTB minimum (BFGS)",
+                     "segments": _segment_plan(cfg)},
+        "seeds": {"base": cfg.seed, "split": cfg.seed},
+        "split": split,
+        "counts": {**counts, "total_frames": len(labelled)},
+        "files": {s: f"{s}.extxyz" for s in SPLITS} | {"labels": "labels.extxyz", "samples": "samples.extxyz"},
+        "seconds_per_label_mean": float(np.mean(secs)) if secs else None,
+        "wall_seconds_this_run": round(time.perf_counter() - t_start, 3),
+    }
+    tmp = out / "card.json.tmp"
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, out / "card.json")
+    return card
