@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from lawful.kernels.errors import InputError, UnsupportedSpeciesError
+from lawful.kernels.errors import InputError
 
 __all__ = ["MOLECULES", "SPECIES", "build_molecule", "alanine_dipeptide", "water_cluster"]
 
@@ -141,8 +141,8 @@ def build_molecule(name_or_file: str | os.PathLike) -> Atoms:
     """An isolated molecule by name (one of :data:`MOLECULES`) or the first structure of a file
     ``ase.io`` reads (xyz, extxyz, pdb, ...). Positions in Å, no cell, ``pbc`` False.
 
-    Raises ``InputError`` for an unknown name / unreadable or periodic file / atoms closer than
-    0.5 Å, ``UnsupportedSpeciesError`` for elements other than H, C, N, O.
+    Raises ``InputError`` for an unknown name, an unreadable or periodic file, elements other than
+    H, C, N, O, or atoms closer than 0.5 Å.
     """
     text = os.fspath(name_or_file)
     if text in MOLECULES:
@@ -167,7 +167,7 @@ def build_molecule(name_or_file: str | os.PathLike) -> Atoms:
                          "pipeline labels isolated molecules: remove the cell/pbc from the file.")
     bad = sorted(set(atoms.get_chemical_symbols()) - set(SPECIES))
     if bad:
-        raise UnsupportedSpeciesError(f"molecule file {text!r} contains {', '.join(bad)}; the molecular data "
+        raise InputError(f"molecule file {text!r} contains {', '.join(bad)}; the molecular data "
                                       f"sets use only {', '.join(SPECIES)}: pass a molecule of those elements.")
     if len(atoms) > 1:
         d = atoms.get_all_distances()

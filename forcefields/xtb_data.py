@@ -46,10 +46,12 @@ SPLITS = ("train", "validation", "test")
 
 
 def xtb_calculator(method: str = METHOD, fresh_guess: bool = True):
-    """tblite's ASE calculator (``TBLite``), quiet. ``fresh_guess``: start every SCF from the
-    superposition of atomic densities (``cache_api=False``), so a frame's label does not depend on
-    the frame labelled before it (resumed and uninterrupted runs agree bit for bit); MD uses
-    ``False`` (restart from the previous wavefunction, faster). Energies eV, forces eV/Å."""
+    """tblite's ASE calculator (``TBLite``), quiet; energies eV, forces eV/Å.
+
+    ``fresh_guess`` sets ``cache_api=False``, but even then a reused TBLite instance gives results
+    that depend on the geometries it saw before (about 1e-8 eV, 1e-5 eV/Å: the SCF tolerance), so
+    :func:`label_cached` makes a new instance per frame, which is bit-for-bit reproducible whatever
+    the order (resumed and uninterrupted runs agree exactly). MD passes ``False``."""
     try:
         from tblite.ase import TBLite
     except ImportError:
@@ -133,7 +135,7 @@ class LabelCache:
 def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache, calculator=None,
                  method: str = METHOD, progress: bool = False,
                  on_label: Callable[[int], None] | None = None) -> list[Atoms]:
-    """``frames`` labelled by ``calculator`` (default :func:`xtb_calculator`): copies carrying
+    """``frames`` labelled by ``calculator`` (default: a new :func:`xtb_calculator` per frame): copies carrying
     energy (eV) and forces (eV/Å) in a SinglePointCalculator and ``info`` (``key``, ``segment``,
     ``source``, ... of the input, plus ``method``), in input order. Frames already in ``cache`` are
     not recomputed; each new one is appended to it at once, so an interruption keeps them.
@@ -141,8 +143,6 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
     cache = cache if isinstance(cache, LabelCache) else LabelCache(cache)
     keys = [frame_key(a, method) for a in frames]
     todo = [i for i, k in enumerate(keys) if k not in cache]
-    if todo and calculator is None:
-        calculator = xtb_calculator(method)
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
@@ -153,7 +153,7 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
             a = Atoms(frames[i].numbers, positions=frames[i].positions)
             a.info.update(frames[i].info)
             a.info["key"], a.info["method"] = keys[i], method
-            a.calc = calculator
+            a.calc = calculator if calculator is not None else xtb_calculator(method)   # fresh: see xtb_calculator
             t0 = time.perf_counter()
             energy, forces = float(a.get_potential_energy()), np.array(a.get_forces(), dtype=np.float64)
             a.info["seconds"] = round(time.perf_counter() - t0, 6)
@@ -296,8 +296,6 @@ def sample_segments(minimum: Atoms, cfg: SamplingConfig, samples_path: str | os.
             done.setdefault(str(a.info["segment"]), []).append(a)
         done = {k: v for k, v in done.items() if len(v) == cfg.frames_per_segment}
     todo = [item for item in plan if item["segment"] not in done]
-    if todo and calculator is None and any(item["kind"] == "md" for item in todo):
-        calculator = xtb_calculator(fresh_guess=False)
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
@@ -305,7 +303,9 @@ def sample_segments(minimum: Atoms, cfg: SamplingConfig, samples_path: str | os.
         bar = tqdm(total=len(todo), desc="sampling (xTB MD)", unit="segment")
     try:
         for item in todo:
-            seg = _run_segment(minimum, item, cfg, calculator)
+            # a new tblite instance per segment: a reused one carries its last wavefunction over, and
+            # the MD would then depend on which segments ran before (a resumed run would differ)
+            seg = _run_segment(minimum, item, cfg, calculator or xtb_calculator(fresh_guess=False))
             if path is not None:
                 _append_frames(path, seg)
             done[item["segment"]] = seg
@@ -369,9 +369,8 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
         atoms, name = molecule, str(molecule.info.get("molecule", molecule.get_chemical_formula()))
         bad = sorted(set(atoms.get_chemical_symbols()) - set(SPECIES))
         if bad:
-            from lawful.kernels.errors import UnsupportedSpeciesError
-
-            raise UnsupportedSpeciesError(f"molecule contains {', '.join(bad)}; use only {', '.join(SPECIES)}.")
+            raise InputError(f"molecule {name!r} contains {', '.join(bad)}; the molecular data sets use only "
+                             f"{', '.join(SPECIES)}: pass a molecule of those elements.")
     else:
         atoms = build_molecule(molecule)
         name = str(atoms.info["molecule"])
@@ -402,7 +401,7 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
         "n_atoms": len(minimum),
         "species": sorted(set(minimum.get_chemical_symbols())),
         "method": METHOD,
-        "calculator": "tblite.ase.TBLite (SCF from a fresh SAD guess per frame, accuracy 1.0, "
+        "calculator": "tblite.ase.TBLite, a new instance per frame (SCF from the SAD guess, accuracy 1.0, "
                       "electronic temperature 300 K)",
         "units": {"energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
         "versions": _versions(),

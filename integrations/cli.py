@@ -284,6 +284,7 @@ def _cmd_data_xtb(args) -> int:
     cfg = xtb_data.SamplingConfig(temperatures=tuple(temps), frames_per_segment=args.frames_per_segment,
                                   segments_per_temperature=max(1, -(-(n_seg - rattled) // len(temps))),
                                   rattled_segments=rattled, seed=args.seed)
+    cfg.check()
     xtb_data.xtb_calculator()  # tblite missing: a one-line error before sampling
     card = xtb_data.make_dataset(args.molecule, args.out, cfg, progress=True)
     c = card["counts"]

@@ -1,0 +1,365 @@
+"""GFN2-xTB reference data (issue 14, first part): molecules, labels, cache, split, card, CLI.
+
+Small sizes (water and ethanol, a few frames each): the labels equal a direct tblite call, the
+forces are -dE/dR by central differences, a rerun labels nothing, an interrupted run keeps what it
+labelled and a rerun completes it with the same numbers, frames of one segment never land in two
+sets, and the command line refuses bad molecules and folders before any xTB work.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from ase.io import read, write
+
+from lawful.forcefields import molecules, xtb_data
+from lawful.forcefields.molecules import MOLECULES, build_molecule
+from lawful.kernels.errors import InputError
+
+# Normal covalent bond lengths (Å) by element pair, wide enough for ideal and xTB geometries.
+BOND_RANGES = {
+    ("C", "H"): (1.05, 1.13), ("H", "N"): (0.98, 1.05), ("H", "O"): (0.93, 1.01), ("C", "C"): (1.48, 1.57),
+    ("C", "N"): (1.31, 1.50), ("C", "O"): (1.19, 1.45),
+}
+
+
+def _bonds(atoms: Atoms):
+    """(i, j, element pair, length) of every covalent bond (ASE natural cutoffs, x1.1)."""
+    from ase.neighborlist import natural_cutoffs, neighbor_list
+
+    i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms, mult=1.1))
+    sym = atoms.get_chemical_symbols()
+    return [(a, b, tuple(sorted((sym[a], sym[b]))), float(r)) for a, b, r in zip(i, j, d) if a < b]
+
+
+def _check_bonds(atoms: Atoms, name: str):
+    bonds = _bonds(atoms)
+    for a, b, pair, r in bonds:
+        lo, hi = BOND_RANGES[pair]
+        assert lo <= r <= hi, f"{name}: bond {a}-{b} {pair} is {r:.3f} Å, outside [{lo}, {hi}]"
+    return {(a, b) for a, b, _, _ in bonds}
+
+
+def _dihedral(p, i, j, k, m):
+    return Atoms("X4", positions=p[[i, j, k, m]]).get_dihedral(0, 1, 2, 3)
+
+
+# -- molecules ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, formula, n_bonds", [
+    ("ethanol", "C2H6O", 8), ("alanine-dipeptide", "C6H12N2O2", 21), ("water", "H2O", 2),
+    ("water-dimer", "H4O2", 4), ("water-trimer", "H6O3", 6), ("water-hexamer", "H12O6", 12)])
+def test_built_molecules_have_the_right_atoms_and_bonds(name, formula, n_bonds):
+    atoms = build_molecule(name)
+    assert atoms.get_chemical_formula(mode="hill") == formula
+    assert not atoms.pbc.any() and atoms.info["molecule"] == name
+    bonds = _check_bonds(atoms, name)
+    assert len(bonds) == n_bonds          # a tree for the organics; only O-H within each water
+
+
+def test_alanine_dipeptide_is_l_trans_and_at_the_requested_torsions():
+    a = molecules.alanine_dipeptide(phi=-80.0, psi=75.0)
+    p = a.positions
+    c_ace, n, ca, cb, c, n_nme, c_nme = 1, 3, 5, 7, 11, 13, 15
+    assert np.linalg.det(np.array([p[c] - p[ca], p[cb] - p[ca], p[n] - p[ca]])) > 0   # L (CORN rule)
+    assert _dihedral(p, c_ace, n, ca, c) == pytest.approx(360 - 80.0, abs=1e-9)
+    assert _dihedral(p, n, ca, c, n_nme) == pytest.approx(75.0, abs=1e-9)
+    assert abs(_dihedral(p, ca, c, n_nme, c_nme) - 180.0) < 1e-9                      # trans peptide
+    other = molecules.alanine_dipeptide(phi=-150.0, psi=150.0)
+    assert np.linalg.det(np.array([other.positions[c] - other.positions[ca], other.positions[cb] - other.positions[ca],
+                                   other.positions[n] - other.positions[ca]])) > 0
+
+
+def test_molecule_from_file_round_trips(tmp_path):
+    ref = build_molecule("ethanol")
+    write(tmp_path / "eth.xyz", ref)
+    got = build_molecule(tmp_path / "eth.xyz")
+    assert got.get_chemical_symbols() == ref.get_chemical_symbols()
+    np.testing.assert_allclose(got.positions, ref.positions, atol=1e-8)
+    assert got.info["molecule"] == "eth"
+
+
+def _periodic(path):
+    write(path, Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]], cell=[5, 5, 5], pbc=True), format="extxyz")
+
+
+BAD_MOLECULES = [
+    ("no-such-molecule", lambda t: None, InputError, "no-such-molecule"),
+    ("{t}/missing.xyz", lambda t: None, InputError, "missing.xyz"),
+    ("{t}/garbage.xyz", lambda t: (t / "garbage.xyz").write_text("@@@ not a structure\n"), InputError, "garbage.xyz"),
+    ("{t}/si.xyz", lambda t: write(t / "si.xyz", Atoms("SiH4", positions=np.eye(5, 3) * 1.5)),
+     InputError, "Si"),
+    ("{t}/periodic.extxyz", lambda t: _periodic(t / "periodic.extxyz"), InputError, "periodic"),
+    ("{t}/overlap.xyz", lambda t: write(t / "overlap.xyz", Atoms("H2", positions=[[0, 0, 0], [0.1, 0, 0]])),
+     InputError, "0.100"),
+]
+
+
+@pytest.mark.parametrize("spec, make, error, text", BAD_MOLECULES, ids=[c[0] for c in BAD_MOLECULES])
+def test_bad_molecules_are_refused_by_name(tmp_path, spec, make, error, text):
+    make(tmp_path)
+    with pytest.raises(error) as exc:
+        build_molecule(spec.format(t=tmp_path))
+    assert text in str(exc.value)
+
+
+def test_split_never_shares_a_segment():
+    split_by_segment = xtb_data.split_by_segment
+
+    for n_seg in (1, 2, 3, 7, 20):
+        frames = []
+        for s in range(n_seg):
+            for k in range(3):
+                a = Atoms("H")
+                a.info["segment"] = f"seg{s}"
+                frames.append(a)
+        for seed in range(4):
+            split = split_by_segment(frames, (0.8, 0.1, 0.1), seed=seed)
+            sets = [set(split[k]) for k in ("train", "validation", "test")]
+            assert sets[0].isdisjoint(sets[1]) and sets[0].isdisjoint(sets[2]) and sets[1].isdisjoint(sets[2])
+            assert set().union(*sets) == {f"seg{s}" for s in range(n_seg)}
+            if n_seg >= 3:
+                assert all(sets), split        # every set has a segment
+    with pytest.raises(InputError):
+        split_by_segment([], (0.8, 0.1, 0.1))
+
+
+CONFIG_CASES = [
+    ({"frames_per_segment": 0}, "frames_per_segment=0"),
+    ({"segments_per_temperature": -1}, "segments_per_temperature=-1"),
+    ({"interval": 2.5}, "interval=2.5"),
+    ({"temperatures": (300.0, -5.0)}, "-5.0"),
+    ({"temperatures": (float("nan"),)}, "nan"),
+    ({"timestep_fs": 5.0}, "timestep_fs=5.0"),
+    ({"fractions": (0.5, 0.5)}, "(0.5, 0.5)"),
+    ({"fractions": (0.9, 0.2, -0.1)}, "-0.1"),
+    ({"temperatures": (), "rattled_segments": 0}, "nothing to sample"),
+]
+
+
+@pytest.mark.parametrize("kwargs, text", CONFIG_CASES, ids=[c[1] for c in CONFIG_CASES])
+def test_bad_sampling_settings_are_refused(kwargs, text):
+    SamplingConfig = xtb_data.SamplingConfig
+    with pytest.raises(InputError) as exc:
+        SamplingConfig(**kwargs).check()
+    assert text in str(exc.value)
+
+
+# -- with tblite ----------------------------------------------------------------------------------
+needs_tblite = pytest.mark.skipif(importlib.util.find_spec("tblite") is None,
+                                  reason="tblite is not installed (pip install 'lawful[xtb]')")
+
+
+def small_config(**kw):
+    """Two temperatures x two segments x two frames plus one rattled segment: 10 frames."""
+    base = dict(temperatures=(300.0, 1000.0), segments_per_temperature=2, frames_per_segment=2, interval=5,
+                equilibration=10, rattled_segments=1, seed=3)
+    base.update(kw)
+    return xtb_data.SamplingConfig(**base)
+
+
+class Counting(Calculator):
+    """Delegates to a new tblite calculator per call (as the default labeller does), counting calls;
+    ``fail_after``: raise a KeyboardInterrupt (Ctrl-C) on the call after that many."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, fail_after=None):
+        super().__init__()
+        self.calls, self.fail_after = 0, fail_after
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("injected")
+        a = self.atoms.copy()
+        a.calc = xtb_data.xtb_calculator()
+        self.results = {"energy": a.get_potential_energy(), "forces": a.get_forces()}
+
+
+def _all(out):
+    return [a for s in xtb_data.SPLITS for a in read(out / f"{s}.extxyz", index=":")]
+
+
+@needs_tblite
+@pytest.mark.parametrize("name", ["alanine-dipeptide", "water-hexamer", "ethanol"])
+def test_xtb_minimum_keeps_bonds_normal(name):
+    start = build_molecule(name)
+    bonds0 = _check_bonds(start, name)
+    low = xtb_data.minimise(start, fmax=0.05)
+    assert _check_bonds(low, name + " (xTB minimum)") == bonds0      # same connectivity, normal lengths
+    calc = xtb_data.xtb_calculator()
+    low.calc = calc
+    assert np.abs(low.get_forces()).max() < 0.05 * 1.01
+
+
+@needs_tblite
+def test_labels_equal_a_direct_tblite_call(tmp_path):
+    from tblite.ase import TBLite
+
+    card = xtb_data.make_dataset("water-dimer", tmp_path, small_config())
+    frames = _all(tmp_path)
+    assert len(frames) == card["counts"]["total_frames"] == 10
+    for a in frames[::-1]:                   # another order: a label does not depend on the frame before it
+        b = Atoms(a.numbers, positions=a.positions)
+        b.calc = TBLite(method="GFN2-xTB", verbosity=0)
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-12, rel=1e-14)   # eV
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=0, atol=6e-9)   # eV/Å; extxyz keeps 8 decimals
+    energies = np.array([a.get_potential_energy() for a in frames])
+    assert energies.std() > 1e-3            # the frames differ: MD and rattling moved the atoms
+
+
+@needs_tblite
+def test_forces_are_minus_the_energy_gradient(tmp_path):
+    xtb_data.make_dataset("ethanol", tmp_path, small_config(segments_per_temperature=1, rattled_segments=0,
+                                                             temperatures=(1000.0,)))
+    frame = read(tmp_path / "labels.extxyz", index=-1)
+    forces = frame.get_forces()
+    h = 1e-3
+    err = []
+    for i, k in [(0, 0), (2, 1), (5, 2), (8, 0)]:
+        e = []
+        for s in (+1, -1):
+            b = Atoms(frame.numbers, positions=frame.positions)
+            b.positions[i, k] += s * h
+            b.calc = xtb_data.xtb_calculator()
+            e.append(b.get_potential_energy())
+        fd = -(e[0] - e[1]) / (2 * h)
+        err.append(abs(fd - forces[i, k]))
+        assert abs(forces[i, k]) > 0.02 or abs(fd) < 1e-3
+    assert max(err) < 2e-3, err                     # eV/Å
+    assert np.abs(forces).max() > 0.3                # a hot frame: the check is not vacuous
+
+
+@needs_tblite
+def test_rerun_labels_nothing_new_and_interruption_keeps_frames(tmp_path):
+    cfg = small_config()
+    full = tmp_path / "full"
+    calc = Counting()
+    xtb_data.make_dataset("ethanol", full, cfg, calculator=calc)
+    assert calc.calls == 10
+    before = {p.name: p.read_bytes() for p in full.iterdir()}
+    again = Counting()
+    xtb_data.make_dataset("ethanol", full, cfg, calculator=again)
+    assert again.calls == 0
+    for name in ("labels.extxyz", "samples.extxyz", "train.extxyz", "test.extxyz", "validation.extxyz"):
+        assert (full / name).read_bytes() == before[name]
+
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        xtb_data.make_dataset("ethanol", part, cfg, calculator=Counting(fail_after=4))
+    assert len(read(part / "labels.extxyz", index=":")) == 4
+    assert not (part / "card.json").exists()
+    with open(part / "labels.extxyz", "ab") as fh:        # a torn frame, as from a kill mid-write
+        fh.write(b"9\nProperties=species:S:1:pos:R:3 key=dead\nC 0.0 0.0\n")
+    rest = Counting()
+    xtb_data.make_dataset("ethanol", part, cfg, calculator=rest)
+    assert rest.calls == 6
+    got, ref = _all(part), _all(full)
+    assert [a.info["key"] for a in got] == [a.info["key"] for a in ref]
+    np.testing.assert_array_equal([a.get_potential_energy() for a in got], [a.get_potential_energy() for a in ref])
+    np.testing.assert_array_equal(np.array([a.get_forces() for a in got]), np.array([a.get_forces() for a in ref]))
+
+
+@needs_tblite
+def test_card_is_complete_and_matches_the_files(tmp_path):
+    card = xtb_data.make_dataset("water", tmp_path, small_config())
+    assert json.loads((tmp_path / "card.json").read_text()) == card
+    assert card["method"] == "GFN2-xTB" and card["molecule"] == "water" and card["n_atoms"] == 3
+    for pkg in ("tblite", "ase", "lawful", "numpy", "python"):
+        assert card["versions"][pkg], pkg
+    s = card["sampling"]
+    assert s["temperatures"] == [300.0, 1000.0] and s["seed"] == 3 and len(s["segments"]) == 5
+    assert {seg["seed"] for seg in s["segments"]} and len({seg["seed"] for seg in s["segments"]}) == 5
+    total = 0
+    for name in xtb_data.SPLITS:
+        frames = read(tmp_path / card["files"][name], index=":")
+        assert {a.info["segment"] for a in frames} == set(card["split"][name])
+        assert len(frames) == card["counts"][name]["frames"]
+        total += len(frames)
+    assert total == card["counts"]["total_frames"] == 10
+    assert card["seconds_per_label_mean"] > 0
+
+
+# -- command line ---------------------------------------------------------------------------------
+CLI_CASES = [
+    ("data --calc xtb --molecule nope --out {t}/out", "'nope'"),
+    ("data --calc xtb --out {t}/out", "--molecule"),
+    ("data --calc xtb --molecule {t}/si.xyz --out {t}/out", "Si"),
+    ("data --calc xtb --molecule {t}/missing.xyz --out {t}/out", "missing.xyz"),
+    ("data --calc xtb --molecule water --out {t}/afile", "afile"),
+    ("data --calc xtb --molecule water --frames 0 --out {t}/out", "--frames: 0"),
+    ("data --calc xtb --molecule water --temperatures 300 -5 --out {t}/out", "-5"),
+    ("data --calc xtb --molecule water --temperatures 9000 --out {t}/out", "9000"),
+]
+
+
+@pytest.mark.parametrize("argv, text", CLI_CASES, ids=[c[0].split("--molecule ")[-1][:30] for c in CLI_CASES])
+def test_cli_refuses_bad_input_before_labelling(tmp_path, capsys, argv, text):
+    from lawful.integrations.cli import main
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("keep\n")
+    (tmp_path / "afile").write_text("keep\n")
+    write(tmp_path / "si.xyz", Atoms("SiH4", positions=np.eye(5, 3) * 1.5))
+    rc = main(argv.format(t=tmp_path).split())
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("lawful data: error:") and text in err[0], err
+    if "nope" in argv:
+        assert all(name in err[0] for name in MOLECULES)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keep.txt"]   # nothing sampled or labelled
+    assert (tmp_path / "afile").read_text() == "keep\n"
+
+
+@needs_tblite
+def test_cli_writes_a_split_dataset(tmp_path, capsys):
+    from lawful.integrations.cli import main
+
+    rc = main(["data", "--calc", "xtb", "--molecule", "water", "--frames", "6", "--frames-per-segment", "2",
+               "--temperatures", "300", "800", "--out", str(tmp_path / "d")])
+    assert rc == 0
+    card = json.loads((tmp_path / "d" / "card.json").read_text())
+    assert card["counts"]["total_frames"] >= 6 and card["sampling"]["temperatures"] == [300.0, 800.0]
+    assert "labelled frames of water" in capsys.readouterr().out
+
+
+@needs_tblite
+def test_interrupted_sampling_resumes_with_the_same_segments(tmp_path, monkeypatch):
+    cfg = small_config()
+    minimum = xtb_data.minimise(build_molecule("water-dimer"))
+    ref = xtb_data.sample_segments(minimum, cfg, tmp_path / "ref.extxyz")
+    real, ran = xtb_data._run_segment, []
+
+    def stop_after_two(*args):
+        if len(ran) == 2:
+            raise KeyboardInterrupt("injected")
+        ran.append(args[1]["segment"])
+        return real(*args)
+
+    monkeypatch.setattr(xtb_data, "_run_segment", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        xtb_data.sample_segments(minimum, cfg, tmp_path / "part.extxyz")
+    assert len(read(tmp_path / "part.extxyz", index=":")) == 2 * cfg.frames_per_segment
+    monkeypatch.setattr(xtb_data, "_run_segment", real)
+    got = xtb_data.sample_segments(minimum, cfg, tmp_path / "part.extxyz")
+    assert [a.info["segment"] for a in got] == [a.info["segment"] for a in ref]
+    np.testing.assert_array_equal(np.array([a.positions for a in got]), np.array([a.positions for a in ref]))
+
+
+def test_without_tblite_the_cli_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from lawful.integrations.cli import main
+
+    monkeypatch.setitem(sys.modules, "tblite.ase", None)      # import fails as if not installed
+    with pytest.raises(xtb_data.BackendError, match="lawful\\[xtb\\]"):
+        xtb_data.xtb_calculator()
+    rc = main(["data", "--calc", "xtb", "--molecule", "water", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pip install 'lawful[xtb]'" in err[0], err
+    assert not (tmp_path / "out" / "labels.extxyz").exists()
