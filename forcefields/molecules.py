@@ -23,7 +23,8 @@ from ase import Atoms
 
 from lawful.kernels.errors import InputError
 
-__all__ = ["MOLECULES", "SPECIES", "build_molecule", "alanine_dipeptide", "water_cluster"]
+__all__ = ["MOLECULES", "SPECIES", "ALANINE_DIPEPTIDE_STARTS", "build_molecule", "start_structures",
+           "alanine_dipeptide", "water_cluster"]
 
 #: The elements the molecular data sets use.
 SPECIES = ("H", "C", "N", "O")
@@ -135,6 +136,25 @@ def _g2(name: str) -> Atoms:
 
     a = molecule(name)
     return Atoms(a.numbers, positions=a.positions)
+
+
+#: Backbone torsions (φ, ψ in degrees) of the alanine dipeptide starts that the data pipeline samples
+#: from, so MD covers several basins. αR (-65°, -40°) is left out: GFN2-xTB minimisation in vacuum
+#: takes it to C7eq (checked), so it needs a torsion-restrained minimisation, not a start.
+ALANINE_DIPEPTIDE_STARTS = {"C7eq": (-83.0, 73.0), "C5": (-157.0, 165.0), "C7ax": (75.0, -65.0)}
+
+
+def start_structures(name_or_file: str | os.PathLike) -> dict[str, Atoms]:
+    """The starting geometries the data pipeline samples from, by label: the alanine dipeptide
+    conformers of :data:`ALANINE_DIPEPTIDE_STARTS`; for any other molecule or file
+    ``{"start": build_molecule(...)}``. Positions in Å."""
+    if os.fspath(name_or_file) == "alanine-dipeptide":
+        out = {}
+        for label, (phi, psi) in ALANINE_DIPEPTIDE_STARTS.items():
+            out[label] = alanine_dipeptide(phi, psi)
+            out[label].info["molecule"] = "alanine-dipeptide"
+        return out
+    return {"start": build_molecule(name_or_file)}
 
 
 def build_molecule(name_or_file: str | os.PathLike) -> Atoms:

@@ -8,10 +8,11 @@ module import time; without the ``lawful[xtb]`` extra the functions raise ``Back
 
 The pipeline (:func:`make_dataset`), each stage resumable from the files in ``out``:
 
-1. the molecule (:func:`lawful.forcefields.molecules.build_molecule`) is minimised with xTB;
+1. the molecule's starting geometries (:func:`lawful.forcefields.molecules.start_structures`: one,
+   or three backbone conformers of alanine dipeptide) are minimised with xTB (BFGS);
 2. sampling: ``segments_per_temperature`` independent Langevin trajectories per temperature
-   (ASE ``Langevin``, xTB forces), ``frames_per_segment`` snapshots each, plus rattled copies of
-   the minimum grouped into segments; every segment is appended to ``samples.extxyz`` when done;
+   (ASE ``Langevin``, xTB forces; the starts taken in turn), ``frames_per_segment`` snapshots each,
+   plus rattled copies of the minima grouped into segments; every segment is appended to ``samples.extxyz`` when done;
 3. labelling (:func:`label_cached`): each frame's energy (eV) and forces (eV/Å) appended to
    ``labels.extxyz`` (one write + flush + fsync per frame) under a key (SHA-256 of numbers,
    positions and method), so a rerun labels only frames not yet there; a tqdm bar shows ETA;
@@ -34,7 +35,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from lawful.forcefields.molecules import SPECIES, build_molecule
+from lawful.forcefields.molecules import SPECIES, start_structures
 from lawful.kernels.errors import BackendError, InputError
 
 __all__ = ["METHOD", "SamplingConfig", "xtb_calculator", "frame_key", "LabelCache", "label_cached",
@@ -231,20 +232,24 @@ def minimise(atoms: Atoms, fmax: float = 0.02, steps: int = 500, calculator=None
     return Atoms(a.numbers, positions=a.positions)
 
 
-def _segment_plan(cfg: SamplingConfig) -> list[dict]:
+def _segment_plan(cfg: SamplingConfig, starts: Sequence[str] = ("start",)) -> list[dict]:
+    """One dict per segment: name, kind, temperature or amplitude, seed and start (cycled over
+    ``starts``; the start label joins the segment name when there are several)."""
     plan = []
+    tag = (lambda s: f"-{starts[s % len(starts)]}") if len(starts) > 1 else (lambda s: "")
     for ti, t in enumerate(cfg.temperatures):
         for s in range(cfg.segments_per_temperature):
-            plan.append({"segment": f"md{int(round(t))}K-{s}", "kind": "md", "temperature_K": float(t),
-                         "seed": int(cfg.seed * 100003 + 1000 * ti + s)})
+            plan.append({"segment": f"md{int(round(t))}K-{s}{tag(s)}", "kind": "md", "temperature_K": float(t),
+                         "seed": int(cfg.seed * 100003 + 1000 * ti + s), "start": starts[s % len(starts)]})
     for s in range(cfg.rattled_segments):
         amp = float(cfg.rattle_amplitudes[s % len(cfg.rattle_amplitudes)])
-        plan.append({"segment": f"rattled{amp:g}-{s}", "kind": "rattled", "amplitude": amp,
-                     "seed": int(cfg.seed * 100003 + 90000 + s)})
+        plan.append({"segment": f"rattled{amp:g}-{s}{tag(s)}", "kind": "rattled", "amplitude": amp,
+                     "seed": int(cfg.seed * 100003 + 90000 + s), "start": starts[s % len(starts)]})
     return plan
 
 
-def _run_segment(minimum: Atoms, item: dict, cfg: SamplingConfig, calculator) -> list[Atoms]:
+def _run_segment(minima: dict[str, Atoms], item: dict, cfg: SamplingConfig, calculator) -> list[Atoms]:
+    minimum = minima[item["start"]]
     rng = np.random.default_rng(item["seed"])
     frames = []
     if item["kind"] == "rattled":
@@ -276,19 +281,22 @@ def _run_segment(minimum: Atoms, item: dict, cfg: SamplingConfig, calculator) ->
             frames.append(Atoms(a.numbers, positions=a.positions.copy()))
     frames = [_round_trip(f) for f in frames]   # in memory exactly as on disk, so keys match on resume
     for j, f in enumerate(frames):
-        f.info.update({"segment": item["segment"], "source": item["kind"], "index_in_segment": j})
+        f.info.update({"segment": item["segment"], "source": item["kind"], "index_in_segment": j,
+                       "start": item["start"]})
         if "temperature_K" in item:
             f.info["temperature_K"] = item["temperature_K"]
     return frames
 
 
-def sample_segments(minimum: Atoms, cfg: SamplingConfig, samples_path: str | os.PathLike | None = None,
+def sample_segments(minimum: Atoms | dict[str, Atoms], cfg: SamplingConfig, samples_path: str | os.PathLike | None = None,
                     calculator=None, progress: bool = False) -> list[Atoms]:
     """Unlabelled frames of every segment of ``cfg`` (``info``: ``segment``, ``source``,
     ``temperature_K``), in plan order. With ``samples_path`` each finished segment is appended to
-    that extxyz file and segments already there are read back instead of rerun."""
+    that extxyz file and segments already there are read back instead of rerun. ``minimum``: one
+    start, or several by label (segments cycle over them)."""
     cfg.check()
-    plan = _segment_plan(cfg)
+    minima = minimum if isinstance(minimum, dict) else {"start": minimum}
+    plan = _segment_plan(cfg, list(minima))
     done: dict[str, list[Atoms]] = {}
     path = Path(samples_path) if samples_path is not None else None
     if path is not None:
@@ -305,7 +313,7 @@ def sample_segments(minimum: Atoms, cfg: SamplingConfig, samples_path: str | os.
         for item in todo:
             # a new tblite instance per segment: a reused one carries its last wavefunction over, and
             # the MD would then depend on which segments ran before (a resumed run would differ)
-            seg = _run_segment(minimum, item, cfg, calculator or xtb_calculator(fresh_guess=False))
+            seg = _run_segment(minima, item, cfg, calculator or xtb_calculator(fresh_guess=False))
             if path is not None:
                 _append_frames(path, seg)
             done[item["segment"]] = seg
@@ -338,6 +346,12 @@ def split_by_segment(frames: Sequence[Atoms], fractions: Sequence[float] = (0.8,
     return {"train": sorted(train), "validation": sorted(val), "test": sorted(test)}
 
 
+def _energy(atoms: Atoms) -> float:
+    a = Atoms(atoms.numbers, positions=atoms.positions)
+    a.calc = xtb_calculator()
+    return float(a.get_potential_energy())
+
+
 def _versions() -> dict:
     from importlib import metadata
     import platform
@@ -366,14 +380,14 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     cfg = cfg or SamplingConfig()
     cfg.check()
     if isinstance(molecule, Atoms):
-        atoms, name = molecule, str(molecule.info.get("molecule", molecule.get_chemical_formula()))
-        bad = sorted(set(atoms.get_chemical_symbols()) - set(SPECIES))
+        starts, name = {"start": molecule}, str(molecule.info.get("molecule", molecule.get_chemical_formula()))
+        bad = sorted(set(molecule.get_chemical_symbols()) - set(SPECIES))
         if bad:
             raise InputError(f"molecule {name!r} contains {', '.join(bad)}; the molecular data sets use only "
                              f"{', '.join(SPECIES)}: pass a molecule of those elements.")
     else:
-        atoms = build_molecule(molecule)
-        name = str(atoms.info["molecule"])
+        starts = start_structures(molecule)
+        name = str(next(iter(starts.values())).info["molecule"])
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {os.fspath(out)!r} is a file, not a folder; pass a folder path.")
@@ -381,8 +395,9 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     if not os.access(out, os.W_OK | os.X_OK):
         raise InputError(f"output folder {os.fspath(out)!r} is not writable; choose another folder.")
     t_start = time.perf_counter()
-    minimum = minimise(atoms, cfg.fmax_minimise)
-    frames = sample_segments(minimum, cfg, out / "samples.extxyz", progress=progress)
+    minima = {k: minimise(a, cfg.fmax_minimise) for k, a in starts.items()}
+    minimum = next(iter(minima.values()))
+    frames = sample_segments(minima, cfg, out / "samples.extxyz", progress=progress)
     labelled = label_cached(frames, out / "labels.extxyz", calculator=calculator, progress=progress,
                             on_label=on_label)
     split = split_by_segment(labelled, cfg.fractions, seed=cfg.seed)
@@ -407,7 +422,8 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
         "versions": _versions(),
         "sampling": {**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},
                      "integrator": "ase.md.langevin.Langevin + FixCom, from the xTB minimum (BFGS)",
-                     "segments": _segment_plan(cfg)},
+                     "segments": _segment_plan(cfg, list(minima)),
+                     "starts": {k: {"xtb_minimum_energy_eV": _energy(m)} for k, m in minima.items()}},
         "seeds": {"base": cfg.seed, "split": cfg.seed},
         "split": split,
         "counts": {**counts, "total_frames": len(labelled)},

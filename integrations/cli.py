@@ -557,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the smallest sizes, a test of the pipeline, not a result (default: off)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("data", help="generate labelled reference data (EMT, Lennard-Jones, OpenMM water)")
+    p = sub.add_parser("data", help="generate labelled reference data (EMT, Lennard-Jones, OpenMM water, GFN2-xTB molecules)")
     _common(p, "data-out", torch_options=False)  # the labels come from ASE/OpenMM in float64
     p.add_argument("--calc", choices=["emt", "lj", "openmm-water", "xtb"], default="emt",
                    help="reference calculator (xtb: GFN2-xTB through tblite, pip install 'lawful[xtb]')")

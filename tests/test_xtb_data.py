@@ -28,11 +28,11 @@ BOND_RANGES = {
 }
 
 
-def _bonds(atoms: Atoms):
-    """(i, j, element pair, length) of every covalent bond (ASE natural cutoffs, x1.1)."""
+def _bonds(atoms: Atoms, mult: float = 1.1):
+    """(i, j, element pair, length) of every covalent bond (ASE natural cutoffs x ``mult``)."""
     from ase.neighborlist import natural_cutoffs, neighbor_list
 
-    i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms, mult=1.1))
+    i, j, d = neighbor_list("ijd", atoms, natural_cutoffs(atoms, mult=mult))
     sym = atoms.get_chemical_symbols()
     return [(a, b, tuple(sorted((sym[a], sym[b]))), float(r)) for a, b, r in zip(i, j, d) if a < b]
 
@@ -363,3 +363,19 @@ def test_without_tblite_the_cli_says_how_to_install_it(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "pip install 'lawful[xtb]'" in err[0], err
     assert not (tmp_path / "out" / "labels.extxyz").exists()
+
+
+@needs_tblite
+def test_alanine_dipeptide_samples_three_conformers_and_stays_intact_at_1000_k(tmp_path):
+    cfg = small_config(temperatures=(1000.0,), segments_per_temperature=3, frames_per_segment=2, interval=100,
+                       equilibration=100, rattled_segments=0)
+    card = xtb_data.make_dataset("alanine-dipeptide", tmp_path, cfg)
+    assert set(card["sampling"]["starts"]) == set(molecules.ALANINE_DIPEPTIDE_STARTS)
+    frames = read(tmp_path / "labels.extxyz", index=":")
+    assert {a.info["start"] for a in frames} == set(molecules.ALANINE_DIPEPTIDE_STARTS)
+    e = {k: v["xtb_minimum_energy_eV"] for k, v in card["sampling"]["starts"].items()}
+    assert 0.02 < e["C5"] - e["C7eq"] < 0.2          # eV: C5 lies above C7eq in vacuum (about 1.8 kcal/mol)
+    bonds = {(i, j) for i, j, _, _ in _bonds(build_molecule("alanine-dipeptide"))}
+    for a in frames:                                  # 100 fs at 1000 K: no bond broken or formed
+        assert bonds <= {(i, j) for i, j, _, _ in _bonds(a, mult=1.3)}
+        assert {(i, j) for i, j, _, _ in _bonds(a, mult=1.0)} <= bonds
