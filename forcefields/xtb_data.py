@@ -18,6 +18,12 @@ The pipeline (:func:`make_dataset`), each stage resumable from the files in ``ou
    positions and method), so a rerun labels only frames not yet there; a tqdm bar shows ETA;
 4. split by segment (:func:`split_by_segment`) into ``train/validation/test.extxyz`` and a JSON
    card ``card.json`` (method, code versions, sampling settings, seeds, split, counts, timings).
+
+Cost, measured on the shared 2-core CPU (one thread, tblite 0.8.0): one E+F 1.1 ms for ethanol,
+6.4 ms for alanine dipeptide, 3.1 ms for the water hexamer; an MD step about the same. With the
+defaults (0.5 fs, a snapshot every 20 steps, 200 equilibration steps per 10-frame segment) a frame
+costs about 40 xTB calls: 1200 alanine dipeptide frames take about 5 minutes. Stored extxyz: about
+2.5 kB per alanine dipeptide frame, 1.2 kB per ethanol frame.
 """
 
 from __future__ import annotations
@@ -185,8 +191,8 @@ class SamplingConfig:
     temperatures: Sequence[float] = (300.0, 500.0, 700.0, 1000.0)
     segments_per_temperature: int = 4
     frames_per_segment: int = 10
-    interval: int = 10
-    equilibration: int = 100
+    interval: int = 20
+    equilibration: int = 200
     timestep_fs: float = 0.5
     friction: float = 0.01
     rattled_segments: int = 2
@@ -236,11 +242,13 @@ def _segment_plan(cfg: SamplingConfig, starts: Sequence[str] = ("start",)) -> li
     """One dict per segment: name, kind, temperature or amplitude, seed and start (cycled over
     ``starts``; the start label joins the segment name when there are several)."""
     plan = []
-    tag = (lambda s: f"-{starts[s % len(starts)]}") if len(starts) > 1 else (lambda s: "")
+    tag = (lambda g: f"-{starts[g % len(starts)]}") if len(starts) > 1 else (lambda g: "")
+    g = 0                                   # a running count, so every temperature sees every start
     for ti, t in enumerate(cfg.temperatures):
         for s in range(cfg.segments_per_temperature):
-            plan.append({"segment": f"md{int(round(t))}K-{s}{tag(s)}", "kind": "md", "temperature_K": float(t),
-                         "seed": int(cfg.seed * 100003 + 1000 * ti + s), "start": starts[s % len(starts)]})
+            plan.append({"segment": f"md{int(round(t))}K-{s}{tag(g)}", "kind": "md", "temperature_K": float(t),
+                         "seed": int(cfg.seed * 100003 + 1000 * ti + s), "start": starts[g % len(starts)]})
+            g += 1
     for s in range(cfg.rattled_segments):
         amp = float(cfg.rattle_amplitudes[s % len(cfg.rattle_amplitudes)])
         plan.append({"segment": f"rattled{amp:g}-{s}{tag(s)}", "kind": "rattled", "amplitude": amp,
