@@ -22,7 +22,8 @@ The pipeline (:func:`make_dataset`), each stage resumable from the files in ``ou
 Cost, measured on the shared 2-core CPU (one thread, tblite 0.8.0): one E+F 1.1 ms for ethanol,
 6.4 ms for alanine dipeptide, 3.1 ms for the water hexamer; an MD step about the same. With the
 defaults (0.5 fs, a snapshot every 20 steps, 200 equilibration steps per 10-frame segment) a frame
-costs about 40 xTB calls: 1200 alanine dipeptide frames take about 5 minutes. Stored extxyz: about
+costs about 40 xTB calls (measured: 0.31 s per alanine dipeptide frame at 1000 K, MD included), so
+1200 alanine dipeptide frames take about 6 minutes. Stored extxyz: about
 2.5 kB per alanine dipeptide frame, 1.2 kB per ethanol frame.
 """
 
@@ -93,6 +94,7 @@ def _round_trip(atoms: Atoms) -> Atoms:
 
 def _append_frames(path: Path, frames: Iterable[Atoms]) -> None:
     """Append frames to an extxyz file: one ``write`` per frame, then flush and fsync."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as fh:
         for a in frames:
             fh.write(_extxyz_text(a))
@@ -306,7 +308,7 @@ def sample_segments(minimum: Atoms | dict[str, Atoms], cfg: SamplingConfig, samp
     minima = minimum if isinstance(minimum, dict) else {"start": minimum}
     plan = _segment_plan(cfg, list(minima))
     done: dict[str, list[Atoms]] = {}
-    path = Path(samples_path) if samples_path is not None else None
+    path = Path(samples_path) if samples_path is not None else None   # its folder is made when needed
     if path is not None:
         for a in _read_intact(path):
             done.setdefault(str(a.info["segment"]), []).append(a)

@@ -332,7 +332,7 @@ def test_cli_writes_a_split_dataset(tmp_path, capsys):
 def test_interrupted_sampling_resumes_with_the_same_segments(tmp_path, monkeypatch):
     cfg = small_config()
     minimum = xtb_data.minimise(build_molecule("water-dimer"))
-    ref = xtb_data.sample_segments(minimum, cfg, tmp_path / "ref.extxyz")
+    ref = xtb_data.sample_segments(minimum, cfg, tmp_path / "new" / "ref.extxyz")   # the folder is made
     real, ran = xtb_data._run_segment, []
 
     def stop_after_two(*args):
