@@ -298,6 +298,14 @@ def _run_segment(minima: dict[str, Atoms], item: dict, cfg: SamplingConfig, calc
     return frames
 
 
+def _settings_key(cfg: SamplingConfig, minima: dict[str, Atoms]) -> str:
+    """A 16-hex-digit key of everything that decides the sampled frames: the sampling settings
+    (not the split fractions) and each start's positions."""
+    d = {k: v for k, v in asdict(cfg).items() if k != "fractions"}
+    text = json.dumps(d, sort_keys=True, default=list) + "".join(f"{k}:{frame_key(m)}" for k, m in minima.items())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def sample_segments(minimum: Atoms | dict[str, Atoms], cfg: SamplingConfig, samples_path: str | os.PathLike | None = None,
                     calculator=None, progress: bool = False) -> list[Atoms]:
     """Unlabelled frames of every segment of ``cfg`` (``info``: ``segment``, ``source``,
@@ -309,8 +317,13 @@ def sample_segments(minimum: Atoms | dict[str, Atoms], cfg: SamplingConfig, samp
     plan = _segment_plan(cfg, list(minima))
     done: dict[str, list[Atoms]] = {}
     path = Path(samples_path) if samples_path is not None else None   # its folder is made when needed
+    settings = _settings_key(cfg, minima)
     if path is not None:
         for a in _read_intact(path):
+            if str(a.info.get("settings")) != settings:
+                raise InputError(f"{os.fspath(path)!r} holds segments sampled with other settings or starts "
+                                 f"(settings key {a.info.get('settings')!r}, now {settings!r}); write to a new "
+                                 "folder, or delete the file to resample.")
             done.setdefault(str(a.info["segment"]), []).append(a)
         done = {k: v for k, v in done.items() if len(v) == cfg.frames_per_segment}
     todo = [item for item in plan if item["segment"] not in done]
@@ -324,6 +337,8 @@ def sample_segments(minimum: Atoms | dict[str, Atoms], cfg: SamplingConfig, samp
             # a new tblite instance per segment: a reused one carries its last wavefunction over, and
             # the MD would then depend on which segments ran before (a resumed run would differ)
             seg = _run_segment(minima, item, cfg, calculator or xtb_calculator(fresh_guess=False))
+            for f in seg:
+                f.info["settings"] = settings
             if path is not None:
                 _append_frames(path, seg)
             done[item["segment"]] = seg

@@ -379,3 +379,17 @@ def test_alanine_dipeptide_samples_three_conformers_and_stays_intact_at_1000_k(t
     for a in frames:                                  # 100 fs at 1000 K: no bond broken or formed
         assert bonds <= {(i, j) for i, j, _, _ in _bonds(a, mult=1.3)}
         assert {(i, j) for i, j, _, _ in _bonds(a, mult=1.0)} <= bonds
+
+
+@needs_tblite
+def test_resampling_with_other_settings_into_the_same_file_is_refused(tmp_path):
+    minimum = xtb_data.minimise(build_molecule("water"))
+    path = tmp_path / "s.extxyz"
+    xtb_data.sample_segments(minimum, small_config(), path)
+    before = path.read_bytes()
+    for changed in (small_config(temperatures=(300.0, 900.0)), small_config(seed=4), small_config(interval=6)):
+        with pytest.raises(InputError, match="other settings"):
+            xtb_data.sample_segments(minimum, changed, path)
+    assert path.read_bytes() == before
+    xtb_data.sample_segments(minimum, small_config(fractions=(0.6, 0.2, 0.2)), path)   # the split is not sampling
+    assert path.read_bytes() == before
