@@ -45,7 +45,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from lawful.forcefields.molecules import SPECIES, start_structures
 from lawful.kernels.errors import BackendError, InputError
 
-__all__ = ["METHOD", "SamplingConfig", "xtb_calculator", "frame_key", "LabelCache", "label_cached",
+__all__ = ["METHOD", "SamplingConfig", "xtb_calculator", "frame_key", "LabelCache", "label_cached", "minimise",
            "sample_segments", "split_by_segment", "make_dataset"]
 
 #: The reference method (tblite's name for it).
