@@ -563,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference calculator (xtb: GFN2-xTB through tblite, pip install 'lawful[xtb]')")
     p.add_argument("--molecule", default=None,
                    help="xtb: a molecule name (ethanol, alanine-dipeptide, water, water-dimer, water-trimer, "
-                        "water-hexamer) or a structure file ase.io reads (H, C, N, O)")
+                        "water-hexamer) or a structure file ase.io reads (H, C, N, O); default: none, "
+                        "required with --calc xtb")
     p.add_argument("--frames", type=_positive_int, default=200,
                    help="xtb: frames to label (about; whole segments of --frames-per-segment)")
     p.add_argument("--frames-per-segment", type=_positive_int, default=10,
