@@ -469,7 +469,7 @@ def _cmd_fluid(args) -> int:
                            "--arch cuda (or set LAWFUL_TI_ARCH=cuda), or use --device cpu.")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     kwargs = {"n": args.n, "dtype": dtype, "device": device}
-    if args.scene == "karman":
+    if args.scene in ("karman", "lid_driven_cavity"):
         kwargs["re"] = args.re
     if args.scene == "kolmogorov":
         kwargs["seed"] = args.seed  # the random initial perturbation
@@ -632,10 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "kolmogorov initial perturbation (the other scenes have no randomness); "
                                    "--device places the fluid's tensors (cuda needs Taichi on cuda: --arch cuda).")
     _common(p, "fluid-out", dtype_default="float32")
-    p.add_argument("--scene", default="karman", choices=["taylor_green", "kolmogorov", "smoke_plume", "karman"],
+    p.add_argument("--scene", default="karman", choices=["taylor_green", "kolmogorov", "smoke_plume", "karman", "lid_driven_cavity"],
                    help="the flow")
     p.add_argument("--n", type=_int_at_least(4), default=64, help="grid cells across the short side")
-    p.add_argument("--re", type=_positive, default=100.0, help="Reynolds number U D / nu (karman only)")
+    p.add_argument("--re", type=_positive, default=100.0, help="Reynolds number U L / nu (karman: L = cylinder diameter; lid_driven_cavity: L = box side)")
     p.add_argument("--steps", type=_count, default=200, help="time steps (the step size is the scene's)")
     p.add_argument("--corrector", default="none",
                    help="'none', 'random' (random-init divergence-free, seeded by --seed) or a corrector file")
