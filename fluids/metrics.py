@@ -14,15 +14,18 @@ float64). Definitions (``D_c = (u[i+1,j]-u[i,j]+v[i,j+1]-v[i,j])`` = ``dx * div 
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from lawful.kernels.errors import InputError
 from lawful.kernels.mac_operators import vorticity_torch
 
 __all__ = ["divergence_metrics", "state_metrics", "MetricsWriter", "plot_metrics", "read_metrics_csv",
-           "check_writable"]
+           "read_metrics_thinned", "metrics_panels", "analytic_kinetic_energy", "check_writable"]
 
 
 def divergence_metrics(state) -> tuple[float, float]:
@@ -128,42 +131,144 @@ def read_metrics_csv(path) -> list[dict]:
         return [{k: float(x) for k, x in row.items()} for row in csv.DictReader(fh)]
 
 
-_PLOTTED = ("div_max_rel", "div_l2", "kinetic_energy", "enstrophy", "scalar_mass", "pressure_iters",
-            "pressure_residual", "wall_s")
+def _figure(figsize, dpi=100):
+    """A matplotlib ``Figure`` outside pyplot (no backend chosen, no global figure registry)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, dpi=dpi)
 
 
-def plot_metrics(records, path: str | os.PathLike, title: str | None = None) -> Path:
-    """Plot each metric against time (one panel each; divergences and residuals on log axes) into
-    ``path`` (PNG, written atomically). ``records``: list of dicts, or a CSV path."""
-    import matplotlib
+def analytic_kinetic_energy(scene):
+    """``t -> kinetic energy`` of the scene's exact solution (``scene.analytic(t)``), in the units and
+    discrete definition of :func:`lawful.fluids.metrics.state_metrics` (``dx^2/2 sum u^2``,
+    length^4/time^2 at density 1); ``None`` for scenes without one. For Taylor-Green this is
+    ``KE0 exp(-4 nu t)``."""
+    analytic = getattr(scene, "analytic", None)
+    if analytic is None:
+        return None
+    st = scene.state
+    px, py = st.boundary.periodic_axes
+    dx2 = st.dx * st.dx
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    def ke(t: float) -> float:
+        u, v = analytic(float(t))
+        u = u.double()[:-1] if px else u.double()
+        v = v.double()[:, :-1] if py else v.double()
+        return 0.5 * dx2 * float((u * u).sum() + (v * v).sum())
 
+    return ke
+
+
+def metrics_panels(records, ke_exact=None):
+    """The panels :func:`plot_metrics` draws, as ``[(title, ylabel, lines, log[, twin])]``: one per
+    quantity present in ``records`` (list of per-step dicts), ``lines`` = ``[(label, t, y, style)]``
+    (t in time units), ``log`` for a log y axis, ``twin`` = ``(ylabel, t, y)`` on a second log y
+    axis. The timing panel leaves out the first record (its wall time includes compiling the
+    Taichi kernels); ``ke_exact(t)`` (e.g. :func:`analytic_kinetic_energy`) adds the exact kinetic
+    energy from t = 0."""
+    first = records[0]
+    t = np.array([r["t"] for r in records], dtype=float)
+    col = lambda k: np.array([r[k] for r in records], dtype=float)  # noqa: E731
+    panels = []
+    div = [(lab, t, col(k), "-") for k, lab in (("div_max_rel", "max |D| / U (after corrector)"),
+                                                 ("div_max_rel_projected", "max |D| / U (after projection)"),
+                                                 ("div_l2", "rms D / U")) if k in first]
+    if div:
+        panels.append(("divergence", "relative divergence (dimensionless)", div, True))
+    if "kinetic_energy" in first:
+        lines = [("simulated", t, col("kinetic_energy"), "-")]
+        if ke_exact is not None:
+            tt = np.concatenate([[0.0], t])
+            lines.append(("analytic KE(0) exp(-4νt)", tt, np.array([ke_exact(x) for x in tt]), "--"))
+        panels.append(("kinetic energy", "KE (length⁴/time², density 1)", lines, False))
+    if "enstrophy" in first:
+        panels.append(("enstrophy", "½∫ω² (length²/time²)", [("", t, col("enstrophy"), "-")], False))
+    masses = [k for k in first if k.startswith("mass_")]
+    if masses:
+        panels.append(("scalar mass", "∫ s dA (amount)", [(k[5:], t, col(k), "-") for k in masses], False))
+    if "pressure_iters" in first:
+        # residual on a second (log) axis of the same panel, when the solver reported one
+        twin = None
+        if "pressure_residual" in first and np.any(col("pressure_residual") > 0):
+            twin = ("relative residual (dimensionless, log)", t, col("pressure_residual"))
+        panels.append(("pressure solve", "CG iterations per step", [("iterations", t, col("pressure_iters"), "-")],
+                       False, twin))
+    if "wall_s" in first and len(records) > 1:
+        wall = 1e3 * col("wall_s")
+        label = f"steps 2+ (step 1, {wall[0] / 1e3:.2f} s with compilation, not shown)"
+        panels.append(("time per step", "wall time (ms)", [(label, t[1:], wall[1:], "-")], False))
+    return panels
+
+
+def read_metrics_thinned(path, max_points: int = 4000) -> tuple[list[dict], int]:
+    """``(rows, total)``: at most ``max_points`` rows of a metrics CSV (the first two, then every
+    ``k``-th, and the last, as dicts of floats) and the number of rows in the file. Two streaming
+    passes, so memory is bounded by ``max_points`` however long the run was."""
+    import csv
+
+    if not isinstance(max_points, int) or max_points < 4:
+        raise InputError(f"max_points={max_points!r} must be an integer >= 4.")
+    with open(path, newline="") as fh:
+        total = max(sum(1 for _ in fh) - 1, 0)
+    k = max(1, math.ceil(total / (max_points - 3)))
+    rows = []
+    with open(path, newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            if i < 2 or i % k == 0 or i == total - 1:
+                rows.append({key: float(x) for key, x in row.items()})
+    return rows, total
+
+
+def plot_metrics(records, path, title: str | None = None, scene=None) -> Path:
+    """Draw the metrics of a fluid run into ``path`` (PNG, written atomically): one panel per
+    quantity the run recorded (no panel for one it lacks, e.g. scalar mass without a scalar), time
+    on every x axis, units on every y axis, divergences and residuals on log axes, the first step
+    (which includes Taichi's kernel compilation) left out of the timing panel, and the exact
+    kinetic energy overlaid when ``scene`` has an analytic solution (Taylor-Green).
+
+    ``records``: a list of per-step dicts or a metrics CSV path (``run(..., csv=...)``; read through
+    :func:`read_metrics_thinned`, so a long run's figure shows every ``k``-th step, as its title says).
+    """
+    import io
+
+    from lawful.kernels.modelfile import atomic_write
+
+    thinned = ""
     if isinstance(records, (str, os.PathLike)):
-        records = read_metrics_csv(records)
-    keys = [k for k in _PLOTTED if records and k in records[0]]
-    t = [r.get("t", i) for i, r in enumerate(records)]
-    ncol = 4
-    nrow = max(1, -(-len(keys) // ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3 * nrow), squeeze=False)
-    for ax, k in zip(axes.flat, keys):
-        y = [r[k] for r in records]
-        ax.plot(t, y, lw=1)
-        if k.startswith("div") or k == "pressure_residual":
-            if any(val > 0 for val in y):
-                ax.set_yscale("log")
-        ax.set_title(k)
-        ax.set_xlabel("t")
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
+        records, total = read_metrics_thinned(records)
+        if total > len(records):
+            thinned = f" ({len(records)} of {total} steps drawn)"
+    if not records:
+        raise InputError(f"no metrics to plot into {path}: the run recorded no step.")
+    panels = metrics_panels(records, analytic_kinetic_energy(scene) if scene is not None else None)
+    ncol = min(3, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig = _figure((4.6 * ncol, 3.2 * nrow))
+    for k, (ptitle, ylabel, lines, log, *twin) in enumerate(panels):
+        ax = fig.add_subplot(nrow, ncol, k + 1)
+        for label, x, y, style in lines:
+            ax.plot(x, y, style, lw=1.2, label=label or None)
+        if log and any(np.nanmax(y) > 0 for _, _, y, _ in lines):
+            ax.set_yscale("log")
+        handles = [h for h in ax.get_lines() if not h.get_label().startswith("_")]
+        if twin and twin[0] is not None:
+            tlabel, x, y = twin[0]
+            ax2 = ax.twinx()
+            handles += ax2.plot(x, y, color="C1", lw=1.0, label="residual")
+            ax2.set_yscale("log")
+            ax2.set_ylabel(tlabel, fontsize=8)
+        if len(handles) > 1 or (handles and handles[0].get_label() != "iterations"):
+            ax.legend(handles=handles, fontsize=8)
+        ax.set_title(ptitle, fontsize=10)
+        ax.set_xlabel("t (time, grid units)")
+        ax.set_ylabel(ylabel)
+    name = (title or getattr(scene, "name", None) or "") + thinned
+    if name:
+        fig.suptitle(name)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+    return Path(path)

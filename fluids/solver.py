@@ -520,5 +520,5 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
             writer.close()
     if plot is not None and records.total:
         source = writer.path if writer is not None and writer.path.is_file() else records
-        plot_metrics(source, plot, title=getattr(scene, "name", None))
+        plot_metrics(source, plot, title=getattr(scene, "name", None), scene=scene)
     return records
