@@ -234,6 +234,27 @@ class ModelRunner:
         self.n_atoms = int(z.shape[0])
         self._pos = torch.empty((self.n_atoms, 3), dtype=self.dtype, device=self.device)
 
+    # -- pickling ------------------------------------------------------------------------------
+    # The position/cell buffers are written in place at every call and the Verlet list is a cache
+    # of this process's last structure. torch's multiprocessing pickler moves tensors into shared
+    # memory, so a runner (or a LawfulCalculator holding one) sent to "spawn"/"forkserver" pool
+    # workers would share these buffers between the workers, and concurrent calls would evaluate
+    # each other's positions -- wrong energies with no error. A copy therefore gets its own
+    # buffers and an empty neighbour-list cache; the model's weights (read-only) may be shared.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_pos"] = state["_cell"] = None
+        state["_nl_cached"] = state["_offsets"] = None
+        if state.get("_verlet") is not None:
+            state["_verlet"] = copy.copy(state["_verlet"])
+            state["_verlet"].reset()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._pos = torch.empty((self.n_atoms, 3), dtype=self.dtype, device=self.device)
+        self._cell = torch.zeros((3, 3), dtype=self.dtype, device=self.device)
+
     @property
     def neighbor_rebuilds(self) -> int | None:
         """How many times the Verlet neighbour list was built (None when the model builds its own)."""
