@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -393,3 +394,40 @@ def test_resampling_with_other_settings_into_the_same_file_is_refused(tmp_path):
     assert path.read_bytes() == before
     xtb_data.sample_segments(minimum, small_config(fractions=(0.6, 0.2, 0.2)), path)   # the split is not sampling
     assert path.read_bytes() == before
+
+
+# -- the committed dataset ------------------------------------------------------------------------
+COMMITTED = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "xtb"
+
+
+@pytest.mark.parametrize("name", sorted(MOLECULES))
+def test_committed_dataset_matches_its_card_and_is_split_by_segment(name):
+    """The committed GFN2-xTB data: counts as the card says, no segment in two sets, the molecule's
+    formula in every frame, energies and forces present and finite."""
+    folder = COMMITTED / name
+    card = json.loads((folder / "card.json").read_text())
+    assert card["method"] == "GFN2-xTB" and card["molecule"] == name
+    seen = {}
+    for part in ("train", "validation", "test"):
+        frames = read(folder / f"{part}.extxyz", index=":")
+        assert len(frames) == card["counts"][part]["frames"]
+        for a in frames:
+            assert a.get_chemical_formula() == card["formula"]
+            assert np.isfinite(a.get_potential_energy()) and np.isfinite(a.get_forces()).all()
+            seg = a.info["segment"]
+            assert seen.setdefault(seg, part) == part, f"segment {seg} is in {seen[seg]} and {part}"
+    assert len(seen) == sum(card["counts"][p]["segments"] for p in ("train", "validation", "test"))
+
+
+@needs_tblite
+@pytest.mark.parametrize("name", ["alanine-dipeptide", "ethanol", "water-hexamer"])
+def test_committed_dataset_labels_equal_tblite_now(name):
+    """A test frame of the committed data relabelled by tblite here: the same energy and forces
+    (so the committed labels are what the card says, and a tblite change would be seen)."""
+    from tblite.ase import TBLite
+
+    a = read(COMMITTED / name / "test.extxyz", index=0)
+    b = Atoms(a.numbers, positions=a.positions)
+    b.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-7)   # eV
+    np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=0, atol=1e-6)        # eV/Å
