@@ -1,6 +1,6 @@
 """The ``lawful`` command line (argparse).
 
-Subcommands: ``demo``, ``bench``, ``data``, ``train``, ``md``, ``fluid``. Each subcommand lives in
+Subcommands: ``demo``, ``bench``, ``data``, ``train``, ``train-corrector``, ``md``, ``fluid``. Each subcommand lives in
 a function ``_cmd_<name>(args)``; options shared by several (``--out``, ``--seed``, ``--device``,
 ``--dtype``) are added by one helper so they read the same everywhere.
 
@@ -387,6 +387,96 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_train_corrector(args) -> int:
+    """Solver-in-the-loop training of a fluid corrector (:class:`CorrectorTrainer`) on fine
+    references generated (and cached) by :mod:`lawful.fluids.fine_reference`."""
+    out = Path(args.out)
+    cache = Path(args.reference_cache) if args.reference_cache else out / "reference"
+    # every check before any computing (the --out folder was checked and locked by main)
+    if cache.exists() and not cache.is_dir():
+        raise _UsageError(f"--reference-cache {str(cache)!r} is an existing file, not a folder: pass a folder "
+                          "name (it is created)")
+    if args.device not in ("cpu", "auto"):
+        raise _UsageError(f"--device {args.device!r}: the corrector training runs on the CPU; pass --device cpu")
+    if args.scene == "karman":
+        if args.train_seeds is not None:
+            raise _UsageError(f"--train-seeds {' '.join(map(str, args.train_seeds))} is for --scene kolmogorov; "
+                              "Kármán training cases are chosen by --train-re")
+        diameter, need = 0.25, 8            # the scene's cylinder: 2 cells across it at least
+        if args.n * diameter < 2.0:
+            raise _UsageError(f"--n {args.n} gives the cylinder {args.n * diameter:g} cells across, below the 2 "
+                              f"it needs: pass --n {need} or more")
+        values = args.train_re if args.train_re is not None else [100.0, 200.0]
+    else:
+        if args.train_re is not None:
+            raise _UsageError(f"--train-re {' '.join(f'{r:g}' for r in args.train_re)} is for --scene karman; "
+                              "Kolmogorov training cases are chosen by --train-seeds")
+        if args.n < 8:
+            raise _UsageError(f"--n {args.n} resolves the Kolmogorov forcing wavelength with fewer than 4 cells: "
+                              "pass --n 8 or more")
+        values = args.train_seeds if args.train_seeds is not None else [0]
+    if len(set(values)) != len(values):
+        raise _UsageError(f"the training cases {' '.join(f'{v:g}' for v in values)} repeat a value: give each once")
+    if args.unroll >= args.ref_steps:
+        raise _UsageError(f"--unroll {args.unroll} needs more than {args.unroll} recorded reference steps, but "
+                          f"--ref-steps is {args.ref_steps}: raise --ref-steps or lower --unroll")
+
+    import time
+    from dataclasses import replace
+
+    import torch
+
+    from lawful.fluids.corrector_training import CorrectorTrainer, TrainConfig, make_corrector
+    from lawful.fluids.fine_reference import ReferenceCase, load_or_generate
+    from lawful.kernels import ensure_taichi
+    from lawful.kernels.distributed import env_rank
+
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    base = ReferenceCase(args.scene, n=args.n, factor=args.factor, steps=args.ref_steps, warmup=args.warmup)
+    cases = [replace(base, re=float(v)) if args.scene == "karman" else replace(base, seed=int(v)) for v in values]
+    config = TrainConfig(variant=args.variant, unroll=args.unroll, iterations=args.iterations, lr=args.lr,
+                         seed=args.seed, batch_windows=args.batch_windows, validate_every=args.validate_every,
+                         validation_steps=args.validation_steps, checkpoint_every=args.checkpoint_every)
+    ensure_taichi("cpu")
+    rank = env_rank()
+    t0 = time.perf_counter()
+    trajs = [load_or_generate(c, cache, dtype=dtype, progress=None if rank == 0 else False) for c in cases]
+    t_ref = time.perf_counter() - t0
+    net = dict(hidden=args.hidden, layers=args.layers, use_reynolds=args.scene == "karman", init_gain=0.01)
+    torch.manual_seed(args.seed)             # the initial weights (DDP starts every rank from rank 0's)
+    corr = make_corrector(args.variant, dtype=dtype, **net)
+    path, ckpt, log = out / "corrector.lawful", out / "corrector.ckpt", out / "train_log.jsonl"
+    trainer = CorrectorTrainer(corr, trajs, config, checkpoint=ckpt, resume=True)
+    trainer.loop.config.log = log            # the loop's JSON-lines log and time limit (rank 0 writes)
+    trainer.loop.config.max_time = args.max_time
+    before = trainer.iteration
+    t1 = time.perf_counter()
+    try:
+        trainer.train(progress=rank == 0)
+    except KeyboardInterrupt:
+        if rank == 0:
+            print(f"interrupted: the last checkpoint is {ckpt}; run the same command again to resume.")
+        raise
+    finally:
+        trainer.close()
+    t_train = time.perf_counter() - t1
+    if rank != 0:             # under torchrun: rank 0 alone writes the corrector and reports
+        return 0
+    best = trainer.best
+    summary = {"scene": args.scene, "variant": args.variant, "train_cases": [c.label for c in cases],
+               "iterations": trainer.iteration, "iterations_this_run": trainer.iteration - before,
+               "best_validation": None if best is None else {"iteration": best["iteration"], "error": best["error"]},
+               "config": {k: getattr(config, k) for k in ("unroll", "iterations", "lr", "seed", "batch_windows",
+                                                          "validate_every", "validation_steps")},
+               "reference_seconds": t_ref, "training_seconds": t_train}
+    corr.save(path, metadata={"training": summary, "scene": args.scene, "net": net})
+    val = "no validation ran" if best is None else \
+        f"best validation error {best['error']:.4g} (iteration {best['iteration']})"
+    print(f"corrector written to {path}: {trainer.iteration} iterations ({trainer.iteration - before} in this run), "
+          f"{val}; training {t_train:.1f} s, references {t_ref:.1f} s; log {log}")
+    return 0
+
+
 def _openmm_platforms() -> list[str]:
     import openmm
 
@@ -483,6 +573,8 @@ def _cmd_fluid(args) -> int:
         corrector = _load_corrector(args.corrector, scene, dtype)
     if corrector is not None:
         corrector = corrector.to(device)
+        if corrector.config.get("use_reynolds") and args.scene in ("karman", "lid_driven_cavity"):
+            corrector.reynolds = args.re      # a Reynolds-conditioned corrector (lawful train-corrector) reads --re
     view = fluid_viz.LiveView(scene, field) if args.gui else None
     out = Path(args.out)
     frames = out / "frames"
@@ -601,6 +693,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-time", type=_positive, default=None,
                    help="stop after this many seconds of training (default: no limit)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train-corrector", help="train a fluid corrector with the solver in the loop",
+                       description="Train a neural corrector of the coarse Taichi solver against a 4x finer "
+                                   "reference (generated once and cached in --reference-cache): each iteration "
+                                   "unrolls --unroll corrected coarse steps and backpropagates through them. Writes "
+                                   "OUT/corrector.lawful (for 'lawful fluid --corrector'), OUT/train_log.jsonl and "
+                                   "the checkpoint OUT/corrector.ckpt (the same command again resumes). Under "
+                                   "torchrun each rank unrolls its share of the --batch-windows windows and rank 0 "
+                                   "alone writes.")
+    _common(p, "corrector-out", dtype_default="float32")
+    p.add_argument("--scene", default="karman", choices=["karman", "kolmogorov"], help="the training flow")
+    p.add_argument("--variant", default="hard", choices=["hard", "soft", "al", "plain", "projected"],
+                   help="hard: divergence-free by construction; soft / al: penalty / augmented Lagrangian on the "
+                        "divergence; plain: unconstrained; projected: unconstrained + pressure projection")
+    p.add_argument("--train-re", type=_positive, nargs="+", default=None,
+                   help="Reynolds numbers U D / nu of the Kármán training cases (default: 100 200)")
+    p.add_argument("--train-seeds", type=_count, nargs="+", default=None,
+                   help="initial-perturbation seeds of the Kolmogorov training cases (default: 0)")
+    p.add_argument("--n", type=_int_at_least(4), default=16,
+                   help="coarse grid cells across the short side (karman: >= 8, 2 cells across the cylinder)")
+    p.add_argument("--factor", type=_int_at_least(2), default=4, help="refinement of the fine reference grid")
+    p.add_argument("--ref-steps", type=_positive_int, default=500, help="recorded reference steps per case (coarse steps)")
+    p.add_argument("--warmup", type=_count, default=256,
+                   help="coarse-step equivalents run before recording the reference")
+    p.add_argument("--iterations", type=_positive_int, default=600, help="optimiser steps in all (resumed ones count)")
+    p.add_argument("--unroll", type=_positive_int, default=8, help="corrected solver steps per training window")
+    p.add_argument("--batch-windows", type=_positive_int, default=1,
+                   help="windows per iteration (the global batch; under torchrun shared among the ranks)")
+    p.add_argument("--lr", type=_positive, default=3e-3, help="Adam learning rate (cosine-annealed to a tenth)")
+    p.add_argument("--hidden", type=_positive_int, default=16, help="channels of the corrector's hidden layers")
+    p.add_argument("--layers", type=_int_at_least(2), default=4, help="convolution layers of the corrector")
+    p.add_argument("--validate-every", type=_count, default=100,
+                   help="iterations between validation rollouts on the training cases; the best weights are kept "
+                        "(0: never)")
+    p.add_argument("--validation-steps", type=_positive_int, default=500, help="coarse steps per validation rollout")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=50, help="iterations between checkpoints")
+    p.add_argument("--max-time", type=_positive, default=None,
+                   help="stop after this many seconds of training (default: no limit)")
+    p.add_argument("--reference-cache", default=None,
+                   help="folder for the fine-reference trajectories, reused by later runs (default: OUT/reference)")
+    p.set_defaults(func=_cmd_train_corrector)
 
     p = sub.add_parser("md", help="run NVE/NVT in ASE or OpenMM with drift monitoring")
     _common(p, "md-out")
