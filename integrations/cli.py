@@ -411,9 +411,9 @@ def _cmd_train_corrector(args) -> int:
         if args.train_re is not None:
             raise _UsageError(f"--train-re {' '.join(f'{r:g}' for r in args.train_re)} is for --scene karman; "
                               "Kolmogorov training cases are chosen by --train-seeds")
-        if args.n < 8:
+        if args.n < 16:       # the forcing sin(4 y): 4 cells per wavelength at least
             raise _UsageError(f"--n {args.n} resolves the Kolmogorov forcing wavelength with fewer than 4 cells: "
-                              "pass --n 8 or more")
+                              "pass --n 16 or more")
         values = args.train_seeds if args.train_seeds is not None else [0]
     if len(set(values)) != len(values):
         raise _UsageError(f"the training cases {' '.join(f'{v:g}' for v in values)} repeat a value: give each once")
@@ -712,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-seeds", type=_count, nargs="+", default=None,
                    help="initial-perturbation seeds of the Kolmogorov training cases (default: 0)")
     p.add_argument("--n", type=_int_at_least(4), default=16,
-                   help="coarse grid cells across the short side (karman: >= 8, 2 cells across the cylinder)")
+                   help="coarse grid cells across the short side (karman: >= 8, 2 cells across the cylinder; kolmogorov: >= 16)")
     p.add_argument("--factor", type=_int_at_least(2), default=4, help="refinement of the fine reference grid")
     p.add_argument("--ref-steps", type=_positive_int, default=500, help="recorded reference steps per case (coarse steps)")
     p.add_argument("--warmup", type=_count, default=256,

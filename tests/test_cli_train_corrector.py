@@ -143,6 +143,7 @@ CASES = [
     ("--batch-windows 0", "--batch-windows: 0"),
     ("--layers 1", "--layers: 1"),
     ("--scene kolmogorov --train-re 100", "--train-re 100"),
+    ("--scene kolmogorov --n 8", "--n 8"),
     ("--train-seeds 1", "--train-seeds 1"),
     ("--train-re 100 100", "100 100"),
     ("--device cuda", "cuda"),
