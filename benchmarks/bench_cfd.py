@@ -177,21 +177,32 @@ def main(argv=None):
     tiny = tiny_requested()
     cases = args.cases.split(",")
     sizes = [16] if tiny else [int(s) for s in args.cavity_sizes.split(",")]
-    figures, skipped = {}, []
+    figures, skipped, merged_from = {}, [], None
     if args.merge:
         from lawful.integrations.benchmarking import default_results_dir
         from pathlib import Path
 
         old = Path(args.out or default_results_dir()) / "cfd.json"
         if old.is_file():
-            figures = json.loads(old.read_text()).get("figures", {})
+            old_doc = json.loads(old.read_text())
+            figures = old_doc.get("figures", {})
+            # the kept figures were made by an earlier run: say which, and how (its own
+            # provenance, params with their skipped list, and any merge it carried)
+            merged_from = {"date": old_doc.get("date"), "figures_kept": sorted(figures),
+                           "provenance": old_doc.get("provenance"), "params": old_doc.get("params")}
     start = time.perf_counter()
 
     def save():
-        write_result("cfd", figures, dtype="float32", device="cpu",
-                     params={"cases": cases, "cavity_sizes": sizes, "tiny": tiny, "skipped": skipped,
-                             "cavity_steady_tol": 1e-4, "advection": "maccormack (limiter on)"},
-                     out_dir=args.out)
+        params = {"cases": cases, "cavity_sizes": sizes, "tiny": tiny, "skipped": skipped,
+                  "cavity_steady_tol": 1e-4, "advection": "maccormack (limiter on)"}
+        if merged_from is not None:
+            params["merged_from"] = {**merged_from, "figures_kept": [k for k in merged_from["figures_kept"]
+                                                                     if k not in rerun]}
+        write_result("cfd", figures, dtype="float32", device="cpu", params=params, out_dir=args.out)
+
+    keys = {"tg": "taylor_green_energy", "st": "schaefer_turek_2d1", "cavity100": "cavity_re100",
+            "strouhal": "strouhal_re100", "cavity1000": "cavity_re1000"}
+    rerun = {keys[c] for c in cases if c in keys}
 
     if "tg" in cases:
         figures["taylor_green_energy"] = taylor_green_energy((8, 16, 32) if tiny else (32, 64, 128))

@@ -27,8 +27,10 @@ Side by side in one run on this machine (same Taichi, same CPU):
   L2 residual) by lawful's MGPCG, PyAMG smoothed aggregation (CG-accelerated) and SciPy CG with
   an incomplete-LU preconditioner (``pip install lawful[bench]``).
 
-Writes ``benchmarks/results/bench_fluid.json`` (``--speed-only``: only the speed table and the
-anchor, to ``bench_fluid_speed.json``). Run: ``python benchmarks/bench_fluid.py [--quick]``.
+Writes ``benchmarks/results/bench_fluid.json`` and, from the same run, the speed table and the
+anchor to ``bench_fluid_speed.json`` (``--speed-only``: only those, to ``bench_fluid_speed.json``;
+``--taylor-green-only``: the four-variant Taylor-Green study to ``bench_fluid_taylor_green.json``,
+not a committed result). Run: ``python benchmarks/bench_fluid.py [--quick]``.
 ``LAWFUL_BENCH_TINY=1`` (CI smoke, not a result): 16^2-64^2 grids in place of 128^2-512^2 (the keys
 keep their names), one stable_fluid step, 20 closed-box steps, Taylor-Green on 8^2-32^2.
 """
@@ -405,6 +407,13 @@ def main(argv=None) -> Path:
                                "steps_512": steps512, "sizes": list(sizes), "taylor_green_sizes": list(tg_sizes),
                                "taichi_example": str(stable_fluid_path())},
                        seeds=[0], out_dir=args.out)
+    # the speed table and Poisson anchor also go to their own file, the one ``--speed-only`` writes
+    # (so the plain run regenerates bench_fluid_speed.json too)
+    speed_out = write_result("bench_fluid_speed", {k: figures[k] for k in ("speed", "poisson_anchor")},
+                             dtype="float32", device="cpu",
+                             params={"scene": "kolmogorov (periodic, forced)", "tiny": tiny}, seeds=[0],
+                             out_dir=args.out)
+    print(f"wrote {speed_out}")
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}, indent=1))
     print(f"lawful 512^2: {ours[512]['steps_per_s']:.2f} steps/s, div {ours[512]['div_max_rel']:.2e}; "
           f"stable_fluid: {theirs['steps_per_s']:.2f} steps/s, div {theirs['div_max_rel']:.2e}")

@@ -18,7 +18,9 @@ is asserted. ``LAWFUL_BENCH_QUICK=1``: 2000 steps per run sampled every 200;
 ``LAWFUL_BENCH_TINY=1``: 100 steps sampled every 20. Full: 10^5 steps sampled every 1000 (~15
 minutes or more on one idle core, about two hours on a busy one; run it alone, e.g.
 ``nice -n 10 python benchmarks/bench_soak.py``, or one part at a time with ``--only ase``;
-``--steps`` / ``--sample`` change the sizes).
+``--steps`` / ``--sample`` change the sizes). Writes one result per part, ``soak_ase.json``,
+``soak_openmm.json`` and ``soak_fluid.json``, each as soon as its part ends (the same files with or
+without ``--only``).
 """
 
 from __future__ import annotations
@@ -200,8 +202,12 @@ def main(argv=None) -> None:
     if STEPS <= 0 or SAMPLE <= 0 or STEPS % SAMPLE:
         parser.error(f"--steps {STEPS} must be a positive multiple of --sample {SAMPLE}")
     parts = args.only or list(RUNS)
-    figures = {"rss_start_mib": rss_mib()}
+    rss_start = rss_mib()
     for name in parts:
+        # one file per part (soak_ase.json, soak_openmm.json, soak_fluid.json), written as soon as
+        # the part ends: the plain run and ``--only PART`` write the same files, and a run stopped
+        # part-way keeps the parts it finished
+        figures = {"rss_start_mib": rss_start}
         fn = RUNS[name]
         t0 = time.perf_counter()
         figures[name] = fn()
@@ -211,13 +217,12 @@ def main(argv=None) -> None:
               f"{f['rss_last_mib']:.0f} MiB; CPU s/1000 steps median "
               f"{statistics.median(f['cpu_s_per_1000_steps']['samples']):.3g}, last/first fifth "
               f"{f['cpu_last_over_first_fifth_ratio']:.3g}", flush=True)
-    name = "soak" if parts == list(RUNS) else "soak_" + "_".join(parts)
-    path = write_result(name, figures, dtype="float64 (MD), fluid scene default", device="cpu",
-                        params={"steps": STEPS, "sample_every": SAMPLE, "model": MODEL, "dt_fs": DT_FS,
-                                "temperature_K": TEMPERATURE_K, "n_atoms": 108, "fluid_scene": "kolmogorov",
-                                "fluid_n": FLUID_N, "quick": QUICK, "tiny": TINY},
-                        seeds=[SEED])
-    print(f"wrote {path}")
+        path = write_result("soak_" + name, figures, dtype="float64 (MD), fluid scene default", device="cpu",
+                            params={"steps": STEPS, "sample_every": SAMPLE, "model": MODEL, "dt_fs": DT_FS,
+                                    "temperature_K": TEMPERATURE_K, "n_atoms": 108, "fluid_scene": "kolmogorov",
+                                    "fluid_n": FLUID_N, "quick": QUICK, "tiny": TINY},
+                            seeds=[SEED])
+        print(f"wrote {path}", flush=True)
 
 
 if __name__ == "__main__":
