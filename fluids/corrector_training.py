@@ -338,7 +338,16 @@ class _CorrectorHooks(Hooks):
             al = {"penalty": tr.al.penalty, "last_norm": tr.al.last_norm,
                   "iterations": tr.al.iterations, "multipliers": tr.al.multipliers}
         return {"iteration": loop.done, "generator": tr.generator.get_state(), "al": al,
-                "config": asdict(tr.config)}
+                "config": asdict(tr.config), "data": self._data_identity()}
+
+    def _data_identity(self) -> list:
+        """What the training data is, for the resume check: each trajectory's case label, its
+        (steps, ny, nx) shape and a checksum of its last velocity field."""
+        out = []
+        for c in self.tr.cases:
+            u = c.traj.u
+            out.append([c.traj.case.label, list(u.shape), float(u[-1].double().abs().sum())])
+        return out
 
     def load_state(self, loop: Loop, st: dict) -> None:
         tr = self.tr
@@ -350,11 +359,33 @@ class _CorrectorHooks(Hooks):
             tr.al.iterations = a["iterations"]
             tr.al.multipliers = a["multipliers"]
 
+    #: Settings that may change between a run and its resumption (a longer run, saved more often).
+    RESUMABLE_CHANGES = ("iterations", "checkpoint_every")
+
     def check_resume(self, st: dict, path) -> None:
-        variant = st.get("config", {}).get("variant")
+        """Refuse a checkpoint made with other settings or other training data: resuming it would
+        silently continue a different optimisation (only ``iterations`` and ``checkpoint_every``
+        may change)."""
+        saved = st.get("config", {})
+        variant = saved.get("variant")
         if variant != self.tr.config.variant:
             raise InputError(f"checkpoint {path} is for variant {variant!r}, not {self.tr.config.variant!r}: "
                              "use another checkpoint path.")
+        now = asdict(self.tr.config)
+        changed = {k: (saved[k], now[k]) for k in now
+                   if k in saved and k not in self.RESUMABLE_CHANGES and saved[k] != now[k]}
+        if changed:
+            text = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+            raise InputError(f"checkpoint {path} was made with other settings ({text}): resuming it would continue "
+                             "a different training run; use another checkpoint path (or --out), or the same settings.")
+        data = st.get("data")
+        if data is not None:
+            mine = self._data_identity()
+            if [d[:2] for d in data] != [d[:2] for d in mine] or any(
+                    abs(a[2] - b[2]) > 1e-6 * max(1.0, abs(b[2])) for a, b in zip(data, mine)):
+                raise InputError(f"checkpoint {path} was trained on other reference trajectories "
+                                 f"({[d[0] for d in data]}, not {[d[0] for d in mine]}): use another checkpoint "
+                                 "path (or --out), or the same training cases.")
 
     def upgrade(self, st: dict, path) -> dict:
         """A CorrectorTrainer checkpoint from before the training core (iteration, best, history)."""

@@ -134,6 +134,27 @@ def test_interrupted_training_resumes_exactly(tmp_path, tiny_traj):
         _trainer(tiny_traj, "soft", ckpt=ckpt)
 
 
+def test_a_checkpoint_of_other_settings_or_data_is_refused_not_resumed(tmp_path, tiny_traj):
+    """Resuming must mean the same optimisation: a checkpoint made with another learning rate or
+    unroll, or on other reference trajectories, is refused by name; a longer run (more iterations)
+    resumes."""
+    import dataclasses
+
+    ckpt = tmp_path / "c.ckpt"
+    _trainer(tiny_traj, "hard", ckpt=ckpt, iterations=2).train(progress=False)
+    longer = _trainer(tiny_traj, "hard", ckpt=ckpt, iterations=3)
+    assert longer.iteration == 2
+    for change, text in ((dict(lr=2e-3), "lr"), (dict(unroll=3), "unroll"), (dict(seed=1), "seed")):
+        torch.manual_seed(0)
+        corr = make_corrector("hard", dtype=F64, hidden=4, layers=2, use_reynolds=True, init_gain=0.1)
+        cfg = dataclasses.replace(longer.config, **change)
+        with pytest.raises(InputError, match=text):
+            CorrectorTrainer(corr, [tiny_traj], cfg, checkpoint=ckpt)
+    other = dataclasses.replace(tiny_traj, u=tiny_traj.u * 1.01)
+    with pytest.raises(InputError, match="other reference trajectories"):
+        _trainer(other, "hard", ckpt=ckpt, iterations=2)
+
+
 @pytest.mark.parametrize("variant", ["hard", "plain", "soft", "al", "projected"])
 def test_each_variant_lowers_its_window_loss(tiny_traj, variant):
     tr = _trainer(tiny_traj, variant)
