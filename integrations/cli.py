@@ -176,16 +176,10 @@ class OutputLock:
 
 def _prepare_out(out: str, command: str) -> OutputLock:
     """Create ``out`` (a folder) and lock it; a file, an unwritable place or a folder locked by a
-    running command is a :class:`_UsageError` raised before any computing."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise _UsageError(f"--out {out!r} is an existing file, not a folder: pass a folder name (it is created)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _UsageError(f"--out {out!r} cannot be created ({exc.strerror}): choose a folder you can write to") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise _UsageError(f"--out {out!r} is not writable: choose a folder you can write to")
+    running command is an error (exit status 2) raised before any computing."""
+    from lawful.kernels.paths import writable_folder
+
+    path = writable_folder(out, "--out")
     return OutputLock(path, command).acquire()
 
 

@@ -162,19 +162,9 @@ def _openmm_platform(name: str):
 
 def _check_out(out) -> Path | None:
     """``out`` as a folder that can be written, made if needed; InputError before any computation."""
-    if out is None:
-        return None
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"out={str(out)!r} is an existing file, not a folder: pass a folder for drift.csv, "
-                         "the trajectory and md.json.")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"out={str(out)!r} cannot be created ({exc.strerror}): pass a writable folder.") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise InputError(f"out={str(out)!r} is not writable: pass a writable folder.")
-    return out_dir
+    from lawful.kernels.paths import writable_folder
+
+    return None if out is None else writable_folder(out, "out=")
 
 
 def _openmm_system(atoms, model, dtype, device, strict=False):

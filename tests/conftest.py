@@ -30,3 +30,33 @@ def random_rotation():
         return q
 
     return rotation
+
+
+def run_ranks(argv, world_size: int = 2, timeout: float = 120.0, **env) -> list[tuple[int, str]]:
+    """Start ``argv`` as ``world_size`` ranks the way ``torchrun`` starts them (RANK, LOCAL_RANK,
+    WORLD_SIZE, MASTER_ADDR/PORT on a free loopback port, one thread each) and wait:
+    ``[(returncode, output)]`` per rank; a rank still running after ``timeout`` s is killed."""
+    import socket
+    import subprocess
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    base.update(OMP_NUM_THREADS="1", **env)
+    procs = [subprocess.Popen([str(a) for a in argv],
+                              env=dict(base, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world_size),
+                                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(world_size)]
+    texts = []
+    try:
+        for p in procs:
+            texts.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [(p.returncode, t) for p, t in zip(procs, texts)]

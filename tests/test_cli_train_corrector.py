@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from conftest import run_ranks  # the torchrun-style launcher shared by the DDP tests
 from lawful.integrations.cli import main
 
 LAWFUL = os.path.join(os.path.dirname(sys.executable), "lawful")
@@ -91,25 +91,11 @@ def test_the_same_command_again_resumes_without_extra_iterations(single):
 
 def test_two_ranks_give_the_weights_of_one_process(single):
     root, _ = single
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = root / "two"
-    procs = [subprocess.Popen([LAWFUL, "train-corrector", *TINY, "--out", str(out), "--reference-cache",
-                               str(root / "ref")],
-                              env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                                       MASTER_PORT=str(port)),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    texts = []
-    try:
-        for p in procs:
-            texts.append(p.communicate(timeout=120)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [0, 0], texts
+    ranks = run_ranks([LAWFUL, "train-corrector", *TINY, "--out", out, "--reference-cache", root / "ref"],
+                      timeout=120)
+    texts = [t for _, t in ranks]
+    assert [rc for rc, _ in ranks] == [0, 0], texts
     assert "corrector written to" in texts[0] and "corrector written to" not in texts[1]
     assert len((out / "train_log.jsonl").read_text().splitlines()) == ITERATIONS   # one writer
     one, two = _weights(root / "one" / "corrector.lawful"), _weights(out / "corrector.lawful")

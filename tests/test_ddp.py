@@ -21,6 +21,7 @@ import time
 import pytest
 import torch
 
+from conftest import run_ranks  # the torchrun-style launcher shared by the DDP tests
 from lawful.forcefields import NeuralPotential, train
 from lawful.forcefields.reference import emt_metal_dataset, write_extxyz
 
@@ -220,23 +221,11 @@ def test_lawful_train_command_on_two_ranks(setup, tmp_path):
     ranks exit 0, rank 0 alone holds the --out lock, writes the model and reports."""
     _, data, _, _, _ = setup
     lawful = os.path.join(os.path.dirname(sys.executable), "lawful")
-    port = _free_port()
     out = tmp_path / "models"
-    procs = [subprocess.Popen([lawful, "train", "--data", str(data), "--epochs", "2", "--batch-size", "4",
-                               "--cutoff", "3.5", "--out", str(out)],
-                              env=dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-                                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1"),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    texts = []
-    try:
-        for p in procs:
-            texts.append(p.communicate(timeout=90)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [0, 0], texts
+    ranks = run_ranks([lawful, "train", "--data", data, "--epochs", "2", "--batch-size", "4", "--cutoff", "3.5",
+                       "--out", out], timeout=90)
+    texts = [t for _, t in ranks]
+    assert [rc for rc, _ in ranks] == [0, 0], texts
     assert "model written to" in texts[0] and "model written to" not in texts[1]
     assert sorted(p.name for p in out.iterdir()) == ["conservative.ckpt", "conservative.lawful",
                                                      "conservative.log.jsonl"]
