@@ -705,8 +705,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Reynolds numbers U D / nu of the Kármán training cases (default: 100 200)")
     p.add_argument("--train-seeds", type=_count, nargs="+", default=None,
                    help="initial-perturbation seeds of the Kolmogorov training cases (default: 0)")
-    p.add_argument("--n", type=_int_at_least(4), default=16,
-                   help="coarse grid cells across the short side (karman: >= 8, 2 cells across the cylinder; kolmogorov: >= 16)")
+    p.add_argument("--grid", "--n", dest="n", type=_int_at_least(4), default=16,
+                   help="coarse grid cells across the short side (karman: >= 8, 2 cells across the cylinder; "
+                        "kolmogorov: >= 16); write --grid under torchrun, whose parser reads --n as an ambiguous "
+                        "abbreviation of its own options")
     p.add_argument("--factor", type=_int_at_least(2), default=4, help="refinement of the fine reference grid")
     p.add_argument("--ref-steps", type=_positive_int, default=500, help="recorded reference steps per case (coarse steps)")
     p.add_argument("--warmup", type=_count, default=256,

@@ -163,3 +163,20 @@ def test_help_names_defaults_and_imports_no_torch():
     for phrase in ("--train-re", "default: 100 200", "default: OUT/reference", "(default: hard)", "(default: 600)",
                    "train_log.jsonl", "torchrun"):
         assert phrase in text, phrase
+
+
+def test_grid_is_the_torchrun_safe_spelling_of_n():
+    """torchrun's own argparse reads ``--n`` after the script as an ambiguous abbreviation of its
+    options (--nnodes, --nproc-per-node, ...) and stops; ``--grid`` is the same option."""
+    from lawful.integrations.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train-corrector", "--grid", "12", "--out", "x"]).n == 12
+    assert parser.parse_args(["train-corrector", "--n", "12", "--out", "x"]).n == 12
+    from torch.distributed.run import get_args_parser
+
+    with pytest.raises(SystemExit):
+        get_args_parser().parse_args(["--nproc_per_node=2", "--no-python", "lawful", "train-corrector", "--n", "8"])
+    args = get_args_parser().parse_args(["--nproc_per_node=2", "--no-python", "lawful", "train-corrector",
+                                         "--grid", "8"])
+    assert args.training_script_args == ["train-corrector", "--grid", "8"]
