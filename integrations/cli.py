@@ -882,5 +882,21 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def console_main() -> None:
+    """The ``lawful`` console script: :func:`main`, then exit with its status.
+
+    One rank of a multi-process ``torchrun`` job leaves through ``os._exit`` after flushing its
+    output: every file it owns is closed and the process group is destroyed by then, but a C++
+    destructor run at interpreter shutdown (gloo / Taichi worker threads) sometimes aborted a
+    finished rank ("terminate called without an active exception", status -6, about one run in
+    three of the two-rank test), which torchrun reports as a failed job."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()
