@@ -367,7 +367,8 @@ def _cmd_train(args) -> int:
         summary = train(model, frames, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         force_weight=args.force_weight, energy_weight=args.energy_weight,
                         stress_weight=args.stress_weight, checkpoint=ckpt, seed=args.seed,
-                        max_time=args.max_time, log=out / f"{path.stem}.log.jsonl")
+                        max_time=args.max_time, patience=args.patience, min_lr=args.min_lr,
+                        log=out / f"{path.stem}.log.jsonl")
     except KeyboardInterrupt:
         print(f"interrupted: the last complete epoch is in {ckpt}; run the same command again to resume.")
         raise
@@ -686,6 +687,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loss weight on the stress error, per (eV/Å³)²")
     p.add_argument("--max-time", type=_positive, default=None,
                    help="stop after this many seconds of training (default: no limit)")
+    p.add_argument("--patience", type=_positive_int, default=20,
+                   help="stop after this many epochs without a better validation loss")
+    p.add_argument("--min-lr", type=_non_negative, default=1e-5,
+                   help="stop when the learning rate, halved on plateaus, falls below this (0: never)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("train-corrector", help="train a fluid corrector with the solver in the loop",

@@ -258,7 +258,8 @@ def test_sigterm_during_training_keeps_the_checkpoint_and_says_how_to_resume(tmp
     out = tmp_path / "t"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "lawful.integrations.cli", "train", "--data",
-                             str(tmp_path / "d" / "data.extxyz"), "--epochs", "100000", "--out", str(out)],
+                             str(tmp_path / "d" / "data.extxyz"), "--epochs", "100000", "--patience", "1000000",
+                             "--min-lr", "0", "--out", str(out)],  # no early stop: the run is still going at SIGTERM
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (out / "conservative.ckpt").exists():
