@@ -47,12 +47,10 @@ def resolve_model(model_or_path, device=None, dtype=None):
     if isinstance(model_or_path, (str, os.PathLike)):
         try:
             from lawful.forcefields import load_model
-            from lawful.forcefields.shipped import resolve_model_path
         except ImportError as exc:  # pragma: no cover - a broken installation
             raise ModelFileError(f"cannot read {str(model_or_path)!r}: lawful.forcefields is not importable in "
                                  "this installation; reinstall lawful.") from exc
-        path = resolve_model_path(model_or_path)
-        model = load_model(path)
+        model = load_model(model_or_path)   # a file, or a shipped model's name (resolved there, once)
         owned = True
     else:
         model = model_or_path
