@@ -250,13 +250,9 @@ def _check_db_target(db: str) -> None:
     path = Path(db)
     if path.is_dir():
         raise _UsageError(f"--db {db!r} is a folder: pass a database file name such as data/data.db")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _UsageError(f"--db {db!r}: its folder cannot be created ({exc.strerror}); choose a writable path") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise _UsageError(f"--db {db!r}: its folder is not writable; choose a writable path")
+    from lawful.kernels.paths import writable_folder
+
+    writable_folder(path.parent if str(path.parent) else Path("."), f"--db {db!r}: its folder")
 
 
 def _cmd_data_xtb(args) -> int:
