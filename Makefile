@@ -25,7 +25,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --timeout 1200 tests
 
+# The benchmarks compare against peers (vesin, MACE, PyAMG, SciPy): the bench extra installs them.
 bench: $(STAMP)
+	$(PIP) install -q $(FIND_LINKS) -c constraints.txt -e '.[test,bench]'
 	$(VENV)/bin/lawful bench --out benchmarks/results
 
 clean:
