@@ -38,11 +38,11 @@ Everything here is TorchScript-compatible and device/dtype agnostic (no process-
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
-__all__ = ["MomentDescriptor", "cutoff_envelope", "monomial_table"]
+__all__ = ["MomentDescriptor", "InteractionBlock", "cutoff_envelope", "monomial_table"]
 
 
 def monomial_table(lmax: int) -> Tuple[List[int], List[int], List[int], List[int], List[float]]:
@@ -90,10 +90,12 @@ class MomentDescriptor(torch.nn.Module):
     lmax: highest angular order (0..4); lmax = 0 gives a purely radial (two-body) description.
     envelope_power: order p of the cutoff zero (>= 3 for C² at r_c).
 
-    ``forward(vectors, centre, neighbour_species, n_atoms)``: ``vectors`` (E,3) Å are the
-    displacement vectors r_j - r_i of the directed pairs, ``centre`` (E,) int64 the index i of each
-    pair, ``neighbour_species`` (E,) int64 the species index of j. Returns (n_atoms, n_features)
-    invariants in the dtype of ``vectors``.
+    ``forward(vectors, centre, neighbour_species, n_atoms, neighbour_weights=None)``: ``vectors``
+    (E,3) Å are the displacement vectors r_j - r_i of the directed pairs, ``centre`` (E,) int64 the
+    index i of each pair, ``neighbour_species`` (E,) int64 the species index of j.
+    ``neighbour_weights`` (E, (lmax+1)*n_radial), optional, multiplies each pair's radial channels
+    (l-major columns): :class:`InteractionBlock` passes a learned function of atom j's own
+    invariants there. Returns (n_atoms, n_features) invariants in the dtype of ``vectors``.
     """
 
     def __init__(self, n_species: int, cutoff: float, n_basis: int = 8, n_radial: int = 8,
@@ -133,7 +135,7 @@ class MomentDescriptor(torch.nn.Module):
         return torch.stack(polys[: self.n_basis], dim=1) * env.unsqueeze(1)
 
     def forward(self, vectors: torch.Tensor, centre: torch.Tensor, neighbour_species: torch.Tensor,
-                n_atoms: int) -> torch.Tensor:
+                n_atoms: int, neighbour_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         dtype = vectors.dtype
         device = vectors.device
         n_edges = vectors.shape[0]
@@ -146,6 +148,8 @@ class MomentDescriptor(torch.nn.Module):
             onehot = torch.nn.functional.one_hot(neighbour_species, self.n_species).to(dtype)
             basis = (onehot.unsqueeze(2) * basis.unsqueeze(1)).reshape(n_edges, -1)
         radial = basis @ self.radial_weights.to(dtype)                     # (E, n*(lmax+1)), l-major
+        if neighbour_weights is not None:
+            radial = radial * neighbour_weights
         # Unique components of u^{⊗l}, l = 0..lmax, with sqrt-multiplicity weights: (E, C).
         powers = [torch.ones_like(u)]
         for _ in range(self.lmax):
@@ -177,3 +181,35 @@ class MomentDescriptor(torch.nn.Module):
             gram = torch.bmm(a_l, a_l.transpose(1, 2)).reshape(n_atoms, -1)  # (N, n*n)
             feats.append(gram.index_select(1, self._triu_flat))
         return torch.cat(feats, dim=1)
+
+
+class InteractionBlock(torch.nn.Module):
+    """One more pass of moment tensors whose neighbour weights depend on the neighbour's invariants.
+
+    With ``x_j`` the normalised invariants of atom j from the previous layer, a small SiLU network
+    gives per-channel weights ``g_j = W2 silu(W1 x_j + b1) + b2`` ((lmax+1)*n_radial of them), and
+
+        A'[i, n, l] = sum_j g_j[l, n] R'_{n,l}(r_ij, Z_j) u_ij^{⊗l},
+
+    contracted to invariants exactly as in :class:`MomentDescriptor` (its own radial mixing). Each
+    ``g_j`` already describes j's three-body neighbourhood, so the new invariants couple atoms up
+    to two cutoffs apart and raise the body order beyond three, while the energy stays one smooth
+    scalar: every neighbour term still carries the envelope, so the C² cutoff behaviour and exact
+    gradient forces are unchanged.
+
+    ``forward(x (N, n_in), vectors (E,3) Å, centre (E,), neighbour (E,) index j, neighbour_species
+    (E,), n_atoms)`` returns (N, n_features). TorchScript compatible.
+    """
+
+    def __init__(self, n_in: int, n_species: int, cutoff: float, n_basis: int, n_radial: int, lmax: int,
+                 envelope_power: int, hidden: int):
+        super().__init__()
+        self.moments = MomentDescriptor(n_species, cutoff, n_basis, n_radial, lmax, envelope_power)
+        self.gate = torch.nn.Sequential(torch.nn.Linear(n_in, hidden, dtype=torch.float64), torch.nn.SiLU(),
+                                        torch.nn.Linear(hidden, (lmax + 1) * n_radial, dtype=torch.float64))
+        self.n_features = self.moments.n_features
+
+    def forward(self, x: torch.Tensor, vectors: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor,
+                neighbour_species: torch.Tensor, n_atoms: int) -> torch.Tensor:
+        g = self.gate(x).index_select(0, neighbour)
+        return self.moments(vectors, centre, neighbour_species, n_atoms, g)

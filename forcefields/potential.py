@@ -38,7 +38,7 @@ from lawful.kernels.units import CODATA_VERSION
 
 from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
-from lawful.forcefields.descriptors import MomentDescriptor
+from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor
 
 __all__ = ["NeuralPotential", "TorchScriptPotential", "export_torchscript", "strained_geometry", "ZBLRepulsion",
            "zbl_energy", "REPULSION_SWITCH"]
@@ -173,6 +173,11 @@ class NeuralPotential(AtomisticModel):
         keeps atoms from passing through each other where the training data has no pairs.
     repulsion_switch: (inner, outer) fractions of the sum of the two covalent radii between which
         the repulsion is switched off (default :data:`REPULSION_SWITCH` = (0.5, 0.75)).
+    interactions: 1 (default) uses the three-body invariants alone; each further one adds an
+        :class:`~lawful.forcefields.descriptors.InteractionBlock` whose neighbour weights are a
+        learned function of the neighbour's invariants from the layer before (higher body order,
+        receptive field ``interactions * cutoff``), its invariants appended to the features.
+    interaction_hidden: width of each block's neighbour-weight network.
 
     Units: Å, eV, eV/Å, eV/Å^3. See :meth:`evaluate` for outputs.
     """
@@ -182,10 +187,18 @@ class NeuralPotential(AtomisticModel):
     def __init__(self, species: Sequence, cutoff: float = 4.5, n_basis: int = 8, n_radial: int = 8,
                  lmax: int = 3, hidden: Sequence[int] = (64, 64), envelope_power: int = 3,
                  dtype=None, device=None, seed: int = 0, repulsion: str | None = None,
-                 repulsion_switch: Sequence[float] = REPULSION_SWITCH):
+                 repulsion_switch: Sequence[float] = REPULSION_SWITCH, interactions: int = 1,
+                 interaction_hidden: int = 32):
         super().__init__(species, cutoff)
         self._arch = dict(n_basis=int(n_basis), n_radial=int(n_radial), lmax=int(lmax),
                           hidden=[int(h) for h in hidden], envelope_power=int(envelope_power))
+        if int(interactions) != interactions or interactions < 1:
+            from lawful.kernels.errors import InputError
+
+            raise InputError(f"interactions={interactions!r} must be a whole number >= 1 (1: three-body "
+                             "invariants alone; 2: one interaction block on top).")
+        if interactions > 1:   # recorded only when used, so that older model files keep their config
+            self._arch.update(interactions=int(interactions), interaction_hidden=int(interaction_hidden))
         if repulsion not in (None, "zbl"):
             from lawful.kernels.errors import InputError
 
@@ -200,8 +213,15 @@ class NeuralPotential(AtomisticModel):
         with _seeded(seed):
             self.descriptor = MomentDescriptor(len(self.species), self.cutoff, n_basis, n_radial, lmax,
                                                envelope_power)
-            self.readout = SpeciesMLP(len(self.species), self.descriptor.n_features, hidden)
-        nf = self.descriptor.n_features
+            blocks = []
+            n_prev = self.descriptor.n_features
+            for _ in range(int(interactions) - 1):
+                blocks.append(InteractionBlock(n_prev, len(self.species), self.cutoff, n_basis, n_radial, lmax,
+                                               envelope_power, int(interaction_hidden)))
+                n_prev = blocks[-1].n_features
+            self.blocks = torch.nn.ModuleList(blocks)
+            nf = self.descriptor.n_features + sum(b.n_features for b in blocks)
+            self.readout = SpeciesMLP(len(self.species), nf, hidden)
         self.register_buffer("feature_mean", torch.zeros(nf, dtype=torch.float64))
         self.register_buffer("feature_std", torch.ones(nf, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
@@ -215,8 +235,26 @@ class NeuralPotential(AtomisticModel):
 
     def features(self, positions: torch.Tensor, species: torch.Tensor, edge_i: torch.Tensor,
                  edge_j: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        """Raw (un-normalised) invariants (N, n_features) of the atoms."""
-        return self.descriptor(vectors, edge_i, species.index_select(0, edge_j), positions.shape[0])
+        """Raw (un-normalised) invariants (N, n_features) of the atoms: the three-body invariants,
+        then those of each interaction block (each block reads the normalised features of the
+        layer before it, so their statistics are fitted one layer at a time: ``feature_stages``)."""
+        n_atoms = positions.shape[0]
+        neighbour_species = species.index_select(0, edge_j)
+        d = self.descriptor(vectors, edge_i, neighbour_species, n_atoms)
+        feats = [d]
+        start = 0
+        for block in self.blocks:
+            width = d.shape[1]
+            x = (d - self.feature_mean[start:start + width]) / self.feature_std[start:start + width]
+            start += width
+            d = block(x, vectors, edge_i, edge_j, neighbour_species, n_atoms)
+            feats.append(d)
+        return torch.cat(feats, dim=1) if len(feats) > 1 else feats[0]
+
+    @property
+    def feature_stages(self) -> int:
+        """Passes needed to fit the feature statistics (one per layer)."""
+        return 1 + len(self.blocks)
 
     def forward(self, positions: torch.Tensor, species: torch.Tensor, edge_i: torch.Tensor,
                 edge_j: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
@@ -226,7 +264,7 @@ class NeuralPotential(AtomisticModel):
         ``vectors``); species (N,) int64 species indices; edge_i, edge_j (E,) int64 directed pairs;
         vectors (E,3) = r_j - r_i (+ periodic image shift) in Å. TorchScript compatible.
         """
-        d = self.descriptor(vectors, edge_i, species.index_select(0, edge_j), positions.shape[0])
+        d = self.features(positions, species, edge_i, edge_j, vectors)
         x = (d - self.feature_mean) / self.feature_std
         e = self.reference_energies.index_select(0, species) + self.energy_scale * self.readout(x, species)
         if self.repulsion is not None:

@@ -110,17 +110,23 @@ def _fit_normalisation(model: AtomisticModel, items) -> None:
     e0 = np.linalg.solve(comp.T @ comp + reg, comp.T @ energies)
     dev = model.device
     model.reference_energies.copy_(torch.as_tensor(e0, dtype=model.dtype, device=dev))
-    with torch.no_grad():
-        feats = []
-        for b, _ in items:
-            b = b.to(device=dev)
-            from lawful.forcefields.potential import strained_geometry
+    from lawful.forcefields.potential import strained_geometry
 
-            _, vec = strained_geometry(b, b.positions, None)
-            feats.append(model.descriptor(vec, b.edge_i, b.species.index_select(0, b.edge_j), b.positions.shape[0]))
-        f = torch.cat(feats)
-        model.feature_mean.copy_(f.mean(0))
-        model.feature_std.copy_(f.std(0).clamp_min(1e-6 * float(f.std(0).max()) + 1e-12))
+    # one pass per layer: a layer's features depend on the statistics of the layer before it
+    for _ in range(getattr(model, "feature_stages", 1)):
+        with torch.no_grad():
+            feats = []
+            for b, _ in items:
+                b = b.to(device=dev)
+                _, vec = strained_geometry(b, b.positions, None)
+                if hasattr(model, "features"):
+                    feats.append(model.features(b.positions, b.species, b.edge_i, b.edge_j, vec))
+                else:
+                    feats.append(model.descriptor(vec, b.edge_i, b.species.index_select(0, b.edge_j),
+                                                  b.positions.shape[0]))
+            f = torch.cat(feats)
+            model.feature_mean.copy_(f.mean(0))
+            model.feature_std.copy_(f.std(0).clamp_min(1e-6 * float(f.std(0).max()) + 1e-12))
     forces = torch.cat([t["forces"].reshape(-1) for _, t in items])
     rms = float(torch.sqrt((forces ** 2).mean())) if forces.numel() else 0.0
     resid = energies - comp @ e0
