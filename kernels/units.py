@@ -20,7 +20,7 @@ import ase.units as _ase_units
 
 __all__ = [
     "CODATA_VERSION",
-    "ANGSTROM_PER_NM", "NM_PER_ANGSTROM", "KJMOL_PER_EV", "EV_PER_KJMOL",
+    "ANGSTROM_PER_NM", "NM_PER_ANGSTROM", "KJMOL_PER_EV", "EV_PER_KJMOL", "KCALMOL_PER_EV",
     "FORCE_OPENMM_PER_ASE", "FORCE_ASE_PER_OPENMM", "PS_PER_FS", "FS_PER_PS",
     "positions_nm_to_angstrom", "energy_ev_to_kjmol", "forces_ev_a_to_kjmol_nm",
 ]
@@ -37,6 +37,8 @@ NM_PER_ANGSTROM: float = 1.0 / ANGSTROM_PER_NM
 KJMOL_PER_EV: float = _u["eV"] / (_u["kJ"] / _u["mol"])
 #: 1 kJ/mol in eV.
 EV_PER_KJMOL: float = 1.0 / KJMOL_PER_EV
+#: 1 eV in kcal/mol (thermochemical calorie, 4.184 J): relative conformer energies.
+KCALMOL_PER_EV: float = _u["eV"] / (_u["kcal"] / _u["mol"])
 #: 1 eV/Å in kJ/mol/nm.
 FORCE_OPENMM_PER_ASE: float = KJMOL_PER_EV * ANGSTROM_PER_NM
 #: 1 kJ/mol/nm in eV/Å.

@@ -24,6 +24,7 @@ def test_energy():
     ev = 1.0 * omu.elementary_charge * omu.volt * omu.AVOGADRO_CONSTANT_NA
     assert _rel(units.KJMOL_PER_EV, ev.value_in_unit(omu.kilojoule_per_mole)) < REL
     assert _rel(units.EV_PER_KJMOL * units.KJMOL_PER_EV, 1.0) < REL
+    assert _rel(units.KCALMOL_PER_EV, ev.value_in_unit(omu.kilocalorie_per_mole)) < REL
 
 
 def test_force():
