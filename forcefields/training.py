@@ -182,7 +182,8 @@ def evaluate_errors(model: AtomisticModel, items, batch_size: int = 16, ctx=None
     return _metrics(sums)
 
 
-def _loss_terms(model, b: Batch, t: dict, weights: tuple[float, float, float], norms: dict) -> torch.Tensor:
+def _loss_terms(model, b: Batch, t: dict, weights: tuple[float, float, float], norms: dict,
+                huber_delta: float | None = None) -> torch.Tensor:
     """This shard's part of the global-batch loss: sums of squared errors divided by the *global*
     counts in ``norms`` (structures, force components, stress components), so the parts of all
     ranks add up to the loss of the whole batch."""
@@ -191,7 +192,12 @@ def _loss_terms(model, b: Batch, t: dict, weights: tuple[float, float, float], n
     out = model.evaluate_batch(b, forces=True, stress=use_stress, training=True)
     n = b.n_atoms.to(out["energy"].dtype)
     loss = w_e * (((out["energy"] - t["energy"]) / n) ** 2).sum() / norms["structures"]
-    loss = loss + w_f * ((out["forces"] - t["forces"]) ** 2).sum() / norms["force_components"]
+    err = out["forces"] - t["forces"]
+    if huber_delta is None:
+        f_terms = err ** 2
+    else:   # 2 * Huber: e^2 inside delta, linear outside (same scale as the squared error)
+        f_terms = 2.0 * torch.nn.functional.huber_loss(err, torch.zeros_like(err), reduction="none", delta=huber_delta)
+    loss = loss + w_f * f_terms.sum() / norms["force_components"]
     if use_stress:
         m = t["has_stress"]
         loss = loss + w_s * ((out["stress"][m] - t["stress"][m]) ** 2).sum() / norms["stress_components"]
@@ -221,7 +227,8 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
           min_lr: float = 1e-5, patience: int = 20, energy_weight: float = 1.0, force_weight: float = 1.0,
           stress_weight: float = 0.0, weight_decay: float = 0.0, checkpoint: str | os.PathLike | None = None,
           resume: bool = True, seed: int = 0, progress: bool = True, log: str | os.PathLike | None = None,
-          max_time: float | None = None, on_batch: Callable[[int, int], None] | None = None) -> dict:
+          max_time: float | None = None, on_batch: Callable[[int, int], None] | None = None,
+          force_loss: str = "mse", huber_delta: float = 0.1, grad_clip: float = 0.0) -> dict:
     """Fit ``model`` (a NeuralPotential or DirectForceModel) to labelled structures, in place.
 
     data: labelled ``ase.Atoms`` (energy, forces, optionally stress) or a path (extxyz / ASE db);
@@ -233,12 +240,22 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     epochs or after ``max_time`` seconds. ``checkpoint``: file written atomically every epoch;
     with ``resume`` an existing checkpoint for the same model and data is continued.
     ``on_batch(epoch, step)`` is called after every optimiser step.
+    ``force_loss``: ``"mse"`` (default) or ``"huber"``: per force component ``e^2`` below
+    ``huber_delta`` (eV/Å) and ``2 delta |e| - delta^2`` above it, so that a few frames with very
+    large forces (rattled or hot configurations) cannot dominate the loss. ``grad_clip``: clip the
+    gradient norm to this value (0: off), against the rare batch whose gradient explodes.
 
     Returns the training summary (also stored as ``model.training_summary`` and saved with the
     model): validation energy MAE per atom (eV/atom), force MAE (eV/Å), epochs, timings, history.
     Sets ``model.pair_min_distance`` (Å, per species pair) from the training frames: the
     training domain the engine adapters check structures against.
     """
+    if force_loss not in ("mse", "huber"):
+        raise InputError(f"force_loss={force_loss!r} is not known: pass 'mse' or 'huber'.")
+    if force_loss == "huber" and not (math.isfinite(huber_delta) and huber_delta > 0):
+        raise InputError(f"huber_delta={huber_delta!r} must be a positive force in eV/Å, e.g. 0.1.")
+    if not (math.isfinite(grad_clip) and grad_clip >= 0):
+        raise InputError(f"grad_clip={grad_clip!r} must be a gradient norm >= 0 (0: no clipping).")
     frames = load_frames(data)
     if validation is not None:
         train_frames, val_frames = frames, load_frames(validation)
@@ -258,7 +275,8 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         epochs=epochs, batch_size=batch_size, lr=lr, lr_factor=lr_factor, lr_patience=lr_patience,
         min_lr=min_lr, patience=patience, weights=(energy_weight, force_weight, stress_weight),
         weight_decay=weight_decay, checkpoint=checkpoint, resume=resume, seed=seed, progress=progress,
-        log=log, max_time=max_time, on_batch=on_batch))
+        log=log, max_time=max_time, on_batch=on_batch, force_loss=force_loss, huber_delta=float(huber_delta),
+        grad_clip=float(grad_clip)))
     # leave the process group (if train joined it) only after a clean finish: after an interrupt a
     # peer may be gone, and the process's exit releases the group anyway
     ctx.close()
@@ -276,7 +294,8 @@ class _ForceFieldHooks(Hooks):
         self.opts = opts
 
     def loss(self, b, t, norms, weight):
-        return weight * _loss_terms(self.model, b, t, self.opts["weights"], norms)
+        delta = self.opts["huber_delta"] if self.opts["force_loss"] == "huber" else None
+        return weight * _loss_terms(self.model, b, t, self.opts["weights"], norms, delta)
 
     def train_unit(self, loop: Loop, epoch: int) -> dict:
         o = self.opts
@@ -301,7 +320,9 @@ class _ForceFieldHooks(Hooks):
         self.model.eval()
         metrics = evaluate_errors(self.model, self.val_items, ctx=loop.ctx)
         w_e, w_f, _ = self.opts["weights"]
-        val_loss = w_e * metrics["energy_rmse_per_atom"] ** 2 + w_f * metrics["force_rmse"] ** 2
+        # the validation score follows the loss: squared RMSE for mse, squared MAE for huber (robust)
+        f_err = metrics["force_mae"] if self.opts["force_loss"] == "huber" else metrics["force_rmse"]
+        val_loss = w_e * metrics["energy_rmse_per_atom"] ** 2 + w_f * f_err ** 2
         return val_loss, {"val_loss": val_loss, **{f"val_{k}": v for k, v in metrics.items()}}
 
     def state(self, loop: Loop) -> dict:
@@ -344,7 +365,7 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
     cfg = LoopConfig(units=int(o["epochs"]), unit="epoch", checkpoint=o["checkpoint"], resume=o["resume"],
                      patience=o["patience"], min_lr=o["min_lr"], max_time=o["max_time"], progress=o["progress"],
                      desc=f"train {model.kind}", log=o["log"], stop_label="epochs",
-                     find_unused_parameters=len(model.species) > 1)   # a species may be absent from a share
+                     find_unused_parameters=len(model.species) > 1, grad_clip=o["grad_clip"])   # a species may be absent from a share
     loop = Loop(model, opt, sched, hooks, cfg, ctx=ctx)
     if not loop.resume():
         with torch.no_grad():
