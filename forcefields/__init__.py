@@ -37,3 +37,8 @@ from lawful.forcefields.lagrangian import LagrangianNN  # noqa: E402
 
 __all__ += ["HamiltonianNN", "LagrangianNN", "DerivativeMLP", "integrate", "energy_drift",
             "train_dynamics"]
+
+# alanine dipeptide conformers (C7eq, C5, restrained alphaR) minimised with any ASE calculator
+from lawful.forcefields.conformers import conformer_start, minimise_conformers  # noqa: E402
+
+__all__ += ["conformer_start", "minimise_conformers"]
