@@ -137,7 +137,8 @@ def minimise_conformer(atoms: Atoms, calculator, name: str, fmax: float = 0.01, 
     "converged": bool, "restrained": bool, "failure": None or the error that stopped BFGS}``. Not
     reaching ``fmax`` within ``steps``, a step the constraint could not project back onto the fixed
     φ, ψ (ASE's ``ValueError``) or a ``NumericalError`` of the calculator is reported (``converged``
-    False, the last accepted geometry), not raised; :func:`minimise_conformers` decides.
+    False, the last geometry; energy and force NaN where the calculator cannot evaluate it), not
+    raised; :func:`minimise_conformers` decides.
     """
     c = _conformer(name)
     if not fmax > 0 or int(steps) < 1:
@@ -157,8 +158,10 @@ def minimise_conformer(atoms: Atoms, calculator, name: str, fmax: float = 0.01, 
         converged = bool(opt.run(fmax=fmax, steps=int(steps)))
     except (ValueError, NumericalError) as exc:   # FixInternals could not hold φ, ψ; the model blew up
         converged, failure = False, f"{type(exc).__name__}: {exc}"
-    energy = float(a.get_potential_energy())
-    largest = _largest_force(a)
+    try:
+        energy, largest = float(a.get_potential_energy()), _largest_force(a)
+    except NumericalError:                        # the geometry it stopped on cannot be evaluated either
+        energy = largest = float("nan")
     out = Atoms(a.numbers, positions=a.get_positions())
     out.info.update(molecule="alanine-dipeptide", conformer=name)
     phi, psi = backbone_torsions(out)
