@@ -19,6 +19,7 @@ SUITE = Path(__file__).resolve().parent.parent / "benchmarks"
 EXPECTED = {
     "bench_batch.py": ["bench_batch.json"],
     "bench_cfd.py": ["cfd.json"],
+    "bench_conformers.py": ["conformers.json"],
     "bench_corrector.py": ["corrector.json"],
     "bench_ddp.py": ["bench_ddp.json"],
     "bench_drift.py": ["drift.json"],
@@ -30,7 +31,7 @@ EXPECTED = {
     "bench_soak.py": ["soak_ase.json", "soak_openmm.json", "soak_fluid.json"],
 }
 #: results with no random input (nothing to seed)
-UNSEEDED = {"cfd.json"}
+UNSEEDED = {"cfd.json", "conformers.json"}
 
 
 @pytest.mark.slow
