@@ -8,6 +8,26 @@ Parts (``--only`` picks some; default all, in this order):
             water monomer to hexamer), and saves them into the package
             (``forcefields/pretrained/organic-xtb{,-direct}.lawful``) with the CPU time each used.
 ``errors``  test-split energy MAE (meV/atom) and force MAE (meV/Å) per molecule, float64.
+            (``train`` and ``errors`` write ``molecules_train.json``.)
+
+The MACE comparison (mace-torch, the ``bench`` extra; without it every MACE figure is None) writes
+``molecules_mace.json`` with whichever of these parts ran:
+
+``mace``    trains MACE with mace-torch's own training code (:mod:`mace_peer`) on exactly the
+            frames and validation frames of :func:`training_sets`, float64, one thread, seeded,
+            E0s by its least-squares fit on the training set; one run gives (a) the model at
+            lawful's CPU budget (``train_cpu_s`` in the shipped model's training summary, or
+            ``--mace-budget-cpu-s``) and (b) the "converged" model (validation loss plateau, capped
+            by ``--mace-cap-cpu-s``); then the test-split errors of lawful and of both MACE models
+            through one function, :func:`prediction_errors`.
+``cost``    CPU time (``time.process_time``, one thread) per energy+forces call in each engine's ASE
+            calculator, float64 and float32, for the 22-atom alanine dipeptide and a periodic box of
+            500 water molecules; rounds interleaved, median and spread, MACE/lawful ratios.
+``drift``   NVE (ASE VelocityVerlet) of alanine dipeptide in vacuum from the xTB minimum at 300 K,
+            0.5 and 1 fs, for lawful and converged MACE: drift in meV/atom/ps and whether the run
+            stayed in the training domain.
+The ``verdict`` (force-MAE ratio goal <= 1.5, cost-ratio goal >= 10) is written whenever its
+figures exist, with a plain-language ``shortfall`` for a missed goal.
 
 Every figure comes from this run. ``LAWFUL_BENCH_QUICK=1`` / ``LAWFUL_BENCH_TINY=1``: a small
 budget, models written under the results folder instead of the package (a smoke run, not a result).
@@ -16,12 +36,18 @@ budget, models written under the results folder instead of the package (a smoke 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
+import sys
 import time
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 import torch
 
-from lawful.integrations.benchmarking import default_results_dir, quick_requested, tiny_requested, write_result
+from lawful.integrations.benchmarking import default_results_dir, quick_requested, spread, tiny_requested, write_result
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "xtb"
@@ -106,16 +132,527 @@ def test_errors(model, molecule: str) -> dict:
             "energy_rmse_meV_per_atom": 1e3 * m["energy_rmse_per_atom"], "force_rmse_meV_per_A": 1e3 * m["force_rmse"]}
 
 
+# ---------------------------------------------------------------------------------------------------
+# lawful against MACE (parts mace, cost, drift; molecules_mace.json)
+
+#: molecules the verdict is judged on (the issue's targets); errors are reported for all of MOLECULES
+HEADLINE = ["alanine-dipeptide", "ethanol"]
+#: the issue's goals: lawful force MAE within GOAL_FORCE_RATIO x converged MACE's, at >= GOAL_COST_RATIO x lower cost
+GOAL_FORCE_RATIO, GOAL_COST_RATIO = 1.5, 10.0
+MACE_CAP_CPU_S = 3600.0
+#: the periodic water box of the cost part: molecules, cube side (Å), O grid jitter (Å), seed
+WATER_BOX = dict(n_molecules=500, side_A=24.0, jitter_A=0.2, seed=0)
+#: NVE of alanine dipeptide in vacuum
+NVE = dict(timesteps_fs=(0.5, 1.0), duration_ps=2.0, temperature_K=300.0, seed=0, sample_every_fs=5.0)
+#: in-domain rule applied to both models alike: every pair distance >= DOMAIN_FACTOR x the smallest
+#: distance of that species pair in the training frames (lawful's runner rule), and the covalent
+#: bond graph (d < BOND_FACTOR x sum of covalent radii) the same as at the start
+DOMAIN_FACTOR, BOND_FACTOR = 0.9, 1.25
+
+
+def labels(atoms) -> tuple[float, np.ndarray]:
+    """The reference energy (eV) and forces ((N, 3) eV/Å) of a labelled frame: ``info['energy']`` /
+    ``arrays['forces']`` where present, else its (single-point) calculator's results."""
+    e = atoms.info["energy"] if "energy" in atoms.info else atoms.get_potential_energy()
+    f = atoms.arrays["forces"] if "forces" in atoms.arrays else atoms.get_forces()
+    return float(e), np.asarray(f, dtype=np.float64)
+
+
+def prediction_errors(frames, energies, forces) -> dict:
+    """Errors of predicted ``energies`` (eV, one per frame) and ``forces`` ((N_k, 3) eV/Å per
+    frame) against the labels of ``frames`` (see :func:`labels`).
+
+    Returns ``energy_mae_meV_per_atom`` (mean over frames of |ΔE|/N_k), ``energy_rmse_meV_per_atom``,
+    ``force_mae_meV_per_A`` and ``force_rmse_meV_per_A`` (over every force component of every
+    frame), and ``n_frames``: the definitions of :func:`lawful.forcefields.training.evaluate_errors`,
+    used for every model of the MACE comparison.
+    """
+    if not (len(frames) == len(energies) == len(forces)) or not frames:
+        raise ValueError(f"prediction_errors needs one energy and one force array per frame, got {len(frames)} "
+                         f"frames, {len(energies)} energies, {len(forces)} force arrays")
+    de, df = [], []
+    for a, e, f in zip(frames, energies, forces):
+        f = np.asarray(f, dtype=np.float64)
+        ref_e, ref_f = labels(a)
+        if f.shape != ref_f.shape:
+            raise ValueError(f"predicted forces of shape {f.shape} for a frame of {len(a)} atoms: pass (N, 3) per frame")
+        de.append((float(e) - ref_e) / len(a))
+        df.append((f - ref_f).ravel())
+    de, df = np.asarray(de), np.concatenate(df)
+    return {"energy_mae_meV_per_atom": 1e3 * float(np.mean(np.abs(de))),
+            "energy_rmse_meV_per_atom": 1e3 * math.sqrt(float(np.mean(de ** 2))),
+            "force_mae_meV_per_A": 1e3 * float(np.mean(np.abs(df))),
+            "force_rmse_meV_per_A": 1e3 * math.sqrt(float(np.mean(df ** 2))), "n_frames": len(frames)}
+
+
+def predict(calc, frames) -> tuple[list, list]:
+    """Energies (eV) and forces ((N, 3) eV/Å) of ``frames`` from an ASE calculator, one call each."""
+    from ase import Atoms
+    from ase.calculators.calculator import all_changes
+
+    energies, forces = [], []
+    for a in frames:
+        b = Atoms(a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc)
+        calc.calculate(b, ["energy", "forces"], all_changes)
+        energies.append(float(calc.results["energy"]))
+        forces.append(np.array(calc.results["forces"], dtype=np.float64))
+    return energies, forces
+
+
+def lawful_model_path(quick: bool):
+    """The conservative organic model to compare: this run's (quick: the results folder) if it
+    exists, else the shipped ``organic-xtb``."""
+    path = model_dir(quick) / FILES["conservative"]
+    return path if path.exists() else "organic-xtb"
+
+
+def lawful_calculator(path, dtype: str = "float64", skin: float | None = None):
+    """lawful's ASE calculator for ``path`` in ``dtype`` (``skin`` None: the calculator's default)."""
+    from lawful.integrations.ase import LawfulCalculator
+
+    kw = {} if skin is None else {"skin": skin}
+    return LawfulCalculator(path, dtype=dtype, **kw)
+
+
+def lawful_budget_cpu_s(path) -> float | None:
+    """``train_cpu_s`` of the model's training summary (None when it has none)."""
+    from lawful.forcefields import load_model
+
+    summary = load_model(path).training_summary or {}
+    cpu = summary.get("train_cpu_s")
+    return float(cpu) if cpu is not None else None
+
+
+def _peer():
+    """The :mod:`mace_peer` helper module beside this file."""
+    import importlib.util
+
+    if "mace_peer" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("mace_peer", HERE / "mace_peer.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["mace_peer"] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["mace_peer"]
+
+
+def _n_atoms(frames) -> int:
+    return sum(len(a) for a in frames)
+
+
+def mace_arch(tiny: bool, channels: int | None = None, max_l: int | None = None) -> dict:
+    """The MACE architecture of this run: :data:`mace_peer.MACE_ARCH` (tiny runs: ``MACE_ARCH_TINY``),
+    with ``channels`` / ``max_l`` overriding its ``num_channels`` / ``max_L`` when given."""
+    peer = _peer()
+    arch = dict(peer.MACE_ARCH_TINY if tiny else peer.MACE_ARCH)
+    if channels is not None:
+        arch["num_channels"] = int(channels)
+    if max_l is not None:
+        arch["max_L"] = int(max_l)
+    return arch
+
+
+def train_mace(workdir: Path, budget_cpu_s: float, cap_cpu_s: float, stride: int, tiny: bool, quick: bool,
+               channels: int | None = None, max_l: int | None = None) -> dict:
+    """Train MACE on :func:`training_sets` (every ``stride``-th frame); returns the run's record
+    (model paths, CPU seconds, epochs, stop reason, the MACE settings)."""
+    peer = _peer()
+    tr, va = training_sets(stride)
+    arch = mace_arch(tiny, channels, max_l)
+    max_epochs = 2 if quick else 100000
+    snapshot = 0.0 if quick else budget_cpu_s   # smoke runs: the budget model after the first epoch
+    print(f"MACE: training on {len(tr)} frames ({_n_atoms(tr)} atoms), validating on {len(va)}; budget "
+          f"{snapshot:.0f} s CPU, cap {cap_cpu_s:.0f} s, plateau {TRAIN['patience']} epochs", flush=True)
+    res = peer.run_training(workdir, tr, va, arch=arch, train=TRAIN, snapshot_cpu_s=snapshot, cap_cpu_s=cap_cpu_s,
+                            plateau_epochs=TRAIN["patience"], max_epochs=max_epochs, seed=0)
+    snap = res["budget_snapshot"]
+    rec = {"arch": arch, "e0s": "average: mace-torch's least-squares fit of per-element energies on the training set",
+           "n_train": len(tr), "n_val": len(va), "n_train_atoms": _n_atoms(tr), "stride": stride,
+           "process_cpu_s": res["process_cpu_s"], "setup_cpu_s": res["setup_cpu_s"],
+           # the first epoch carries one-time costs: the median of the later ones where there are any
+           "epoch_cpu_s_median": (statistics.median(res["epoch_cpu_s"][1:] or res["epoch_cpu_s"])
+                                  if res["epoch_cpu_s"] else None),
+           "val_loss": res["val_loss"], "mace_args": res["mace_args"],
+           "same_budget": {"model": res["budget_model"], "budget_cpu_s": budget_cpu_s, "train_cpu_s": snap["cpu_s"],
+                           "epochs_run": snap["epochs_run"], "best_epoch": snap["best_epoch"]},
+           "converged": {"model": res["converged_model"], "cap_cpu_s": cap_cpu_s, "train_cpu_s": res["train_cpu_s"],
+                         "epochs_run": res["epochs_run"], "stop_reason": res["stop_reason"]}}
+    try:
+        rec["parameters"] = peer.n_parameters(res["converged_model"])
+    except Exception:   # the parameter count is a nicety, never a reason to lose the run
+        rec["parameters"] = None
+    print(f"MACE: {res['epochs_run']} epochs, {res['train_cpu_s']:.1f} s CPU, stop: {res['stop_reason']}; "
+          f"same-budget model after {snap['epochs_run']} epochs ({snap['cpu_s']:.1f} s)", flush=True)
+    return rec
+
+
+def error_table(models: dict, molecules, n_frames: int | None = None) -> dict:
+    """``{model: {molecule: prediction_errors(...)}}`` on the test splits (float64); ``models``:
+    name -> ASE calculator; ``n_frames``: first frames of each split only (smoke runs)."""
+    out: dict = {name: {} for name in models}
+    for m in molecules:
+        frames = read_split(m, "test")[:n_frames]
+        for name, calc in models.items():
+            out[name][m] = prediction_errors(frames, *predict(calc, frames))
+    return out
+
+
+def water_box(n_molecules: int = 500, side_A: float = 24.0, jitter_A: float = 0.2, seed: int = 0):
+    """A periodic cube of ``n_molecules`` water molecules (O-H 0.96 Å, 104.5°): O atoms on a
+    jittered simple-cubic grid (the first ``n_molecules`` sites of a random order), each molecule in
+    a random orientation redrawn until no atom is within 1.5 Å of another molecule's (minimum image)."""
+    from ase import Atoms
+
+    from lawful.forcefields.molecules import water_cluster
+
+    rng = np.random.default_rng(seed)
+    mono = water_cluster(1)
+    o = int(np.flatnonzero(mono.numbers == 8)[0])
+    local = mono.positions - mono.positions[o]
+    k = int(math.ceil(n_molecules ** (1.0 / 3.0) - 1e-9))
+    spacing = side_A / k
+    sites = np.array([(i, j, l) for i in range(k) for j in range(k) for l in range(k)], dtype=float) * spacing
+    sites = sites[rng.permutation(len(sites))[:n_molecules]] + spacing / 2
+    placed = np.zeros((0, 3))
+    for s in sites:
+        for _ in range(200):
+            q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+            rot = q * np.sign(np.diag(r))
+            mol = (s + rng.uniform(-jitter_A, jitter_A, 3)) + local @ rot.T
+            if len(placed) == 0:
+                break
+            d = mol[:, None, :] - placed[None, :, :]
+            d -= side_A * np.round(d / side_A)
+            if np.sqrt((d ** 2).sum(-1)).min() > 1.5:
+                break
+        else:
+            raise RuntimeError(f"could not place {n_molecules} water molecules in a {side_A} Å box; use a larger box")
+        placed = np.vstack([placed, mol])
+    numbers = np.tile(mono.numbers, n_molecules)
+    return Atoms(numbers=numbers, positions=placed % side_A, cell=[side_A] * 3, pbc=True)
+
+
+def alanine_start():
+    """Alanine dipeptide at its GFN2-xTB minimum (C7eq start, minimised with tblite); without
+    tblite, the first frame of the test split. Returns (atoms, how it was made)."""
+    try:
+        from lawful.forcefields.molecules import start_structures
+        from lawful.forcefields.xtb_data import minimise
+
+        return minimise(start_structures("alanine-dipeptide")["C7eq"]), "GFN2-xTB minimum from the C7eq start (BFGS, fmax 0.02 eV/Å)"
+    except ImportError:
+        a = read_split("alanine-dipeptide", "test")[0]
+        from ase import Atoms
+
+        return Atoms(a.numbers, positions=a.positions), "first test frame (tblite not installed: no xTB minimum)"
+
+
+def _cpu_samples(fn, repeat: int) -> list:
+    samples = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        samples.append(time.process_time() - t0)
+    return samples
+
+
+def cost_per_call(systems: dict, lawful_path, mace_path, repeat: int) -> dict:
+    """CPU seconds per energy+forces call, one thread, float64 and float32, per system.
+
+    For each system and dtype, rounds are interleaved (lawful, MACE, lawful, ...) after one warm-up
+    call each, so machine noise hits both alike. Two call kinds: ``fresh`` (every call builds its
+    neighbour list/graph: lawful with skin 0, MACE's calculator always does) and ``md`` (positions
+    moved by 0.002 Å Gaussian noise before each call, each engine's calculator as shipped: lawful's
+    Verlet list with its default skin). MACE's calculator also computes the virial (stress) in the same
+    backward pass on every call; lawful does for the periodic box only.
+    """
+    from ase.calculators.calculator import all_changes
+
+    out: dict = {}
+    for sys_name, atoms in systems.items():
+        out[sys_name] = {"n_atoms": len(atoms)}
+        for dtype in ("float64", "float32"):
+            calcs = {"lawful_fresh": lawful_calculator(lawful_path, dtype, skin=0.0),
+                     "lawful_md": lawful_calculator(lawful_path, dtype)}
+            if mace_path is not None:
+                calcs["mace"] = _peer().calculator(mace_path, dtype)
+            rng = np.random.default_rng(1)
+            work = {k: atoms.copy() for k in calcs}
+
+            def call(kind, md=False):
+                a = work[kind]
+                if md:
+                    a.positions += rng.normal(0.0, 0.002, a.positions.shape)
+                calcs[kind].calculate(a, ["energy", "forces"], ["positions"] if md else all_changes)
+
+            plan = [("lawful_fresh", False), ("lawful_md", True)]
+            if "mace" in calcs:
+                plan += [("mace", False), ("mace_md", True)]
+                work["mace_md"], calcs["mace_md"] = atoms.copy(), calcs["mace"]
+            samples = {k: [] for k, _ in plan}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for kind, md in plan:
+                    call(kind, md)
+                for _ in range(repeat):
+                    for kind, md in plan:
+                        samples[kind] += _cpu_samples(lambda: call(kind, md), 1)
+            res = {}
+            for kind, xs in samples.items():
+                res[kind] = dict(spread(xs), median=statistics.median(xs))
+            for k in ("fresh", "md"):
+                mk = "mace" if k == "fresh" else "mace_md"
+                res[f"mace_over_lawful_{k}_ratio"] = (res[mk]["median"] / res[f"lawful_{k}"]["median"]
+                                                      if mk in res else None)
+            out[sys_name][dtype] = res
+            print(f"cost {sys_name} {dtype}: lawful {1e3 * res['lawful_fresh']['median']:.1f} ms (md "
+                  f"{1e3 * res['lawful_md']['median']:.1f}), MACE "
+                  + (f"{1e3 * res['mace']['median']:.1f} ms, ratio {res['mace_over_lawful_fresh_ratio']:.2f}"
+                     if "mace" in res else "n/a"), flush=True)
+    return out
+
+
+def training_pair_minima(frames) -> dict:
+    """Smallest distance (Å) of every species pair (``"C-H"``, ...) in ``frames`` (non-periodic)."""
+    from lawful.forcefields.batch import pair_key
+
+    out: dict = {}
+    for a in frames:
+        p, sym = a.positions, a.get_chemical_symbols()
+        d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
+        iu = np.triu_indices(len(a), 1)
+        for i, j, r in zip(*iu, d[iu]):
+            key = pair_key(sym[i], sym[j])
+            if r < out.get(key, np.inf):
+                out[key] = float(r)
+    return out
+
+
+def _bonds(atoms) -> set:
+    from ase.data import covalent_radii
+
+    p, z = atoms.positions, atoms.numbers
+    d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
+    lim = BOND_FACTOR * (covalent_radii[z][:, None] + covalent_radii[z][None, :])
+    i, j = np.nonzero(np.triu(d < lim, 1))
+    return set(zip(i.tolist(), j.tolist()))
+
+
+def nve_drift(calc, start, timestep_fs: float, steps: int, sample_every: int, minima: dict, seed: int = 0,
+              temperature_K: float = 300.0) -> dict:
+    """NVE (ASE VelocityVerlet) from ``start`` with Maxwell-Boltzmann velocities at ``temperature_K``
+    (``seed``; no net momentum or rotation); drift by lawful's :class:`DriftObserver` (meV/atom/ps)
+    and the in-domain check of every sample (module constants DOMAIN_FACTOR, BOND_FACTOR)."""
+    import ase.units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md.verlet import VelocityVerlet
+
+    from lawful.forcefields.batch import pair_key
+    from lawful.integrations.monitors import DriftObserver
+
+    atoms = start.copy()
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    dyn = VelocityVerlet(atoms, timestep=timestep_fs * ase.units.fs)
+    obs = DriftObserver(dyn)
+    bonds0, sym = _bonds(atoms), atoms.get_chemical_symbols()
+    dom = {"in_domain": True, "first_violation": None, "min_ratio_to_training_minimum": np.inf}
+
+    def check():
+        p = atoms.positions
+        d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
+        for i, j in zip(*np.triu_indices(len(atoms), 1)):
+            ref = minima.get(pair_key(sym[i], sym[j]))
+            if ref is not None:
+                ratio = d[i, j] / ref
+                dom["min_ratio_to_training_minimum"] = min(dom["min_ratio_to_training_minimum"], float(ratio))
+                if ratio < DOMAIN_FACTOR and dom["in_domain"]:
+                    dom.update(in_domain=False, first_violation=f"step {dyn.nsteps}: atoms {i}-{j} at {d[i, j]:.3f} Å "
+                                                                 f"< {DOMAIN_FACTOR} x training minimum {ref:.3f} Å")
+        if dom["in_domain"] and _bonds(atoms) != bonds0:
+            dom.update(in_domain=False, first_violation=f"step {dyn.nsteps}: covalent bond graph changed")
+
+    dyn.attach(obs, interval=sample_every)
+    dyn.attach(check, interval=sample_every)
+    c0 = time.process_time()
+    res: dict = {"timestep_fs": timestep_fs, "steps": steps}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dyn.run(steps)
+        s = obs.summary()
+        res.update(drift_meV_per_atom_per_ps=s.drift_mev_per_atom_per_ps,
+                   abs_drift_meV_per_atom_per_ps=abs(s.drift_mev_per_atom_per_ps),
+                   rms_fluctuation_meV_per_atom=s.rms_fluctuation_mev_per_atom,
+                   max_abs_deviation_meV_per_atom=s.max_abs_deviation_mev_per_atom,
+                   drift_over_sigma_ke=s.drift_over_sigma_ke, duration_ps=s.duration_ps, blew_up=False)
+    except Exception as exc:   # a blow-up (non-finite energy) is a result, not a crash of the benchmark
+        res.update(drift_meV_per_atom_per_ps=None, abs_drift_meV_per_atom_per_ps=None, blew_up=True,
+                   error=f"{type(exc).__name__}: {exc}"[:300])
+        dom["in_domain"] = False
+    res["cpu_s"] = time.process_time() - c0
+    res.update(dom)
+    return res
+
+
+def verdict(errors: dict | None, cost: dict | None) -> dict:
+    """The issue's goals from this run's figures: worst lawful/converged-MACE force-MAE ratio over
+    :data:`HEADLINE` (goal <= 1.5) and the smallest float64 MACE/lawful cost ratio over the cost
+    systems (fresh calls; goal >= 10), with a plain-language ``shortfall`` when one is missed."""
+    out: dict = {"goal_force_mae_ratio_max": GOAL_FORCE_RATIO, "goal_cost_ratio_min": GOAL_COST_RATIO,
+                 "force_mae_ratio": None, "force_mae_ratio_per_molecule": None, "accuracy_goal_met": None,
+                 "cost_ratio": None, "cost_ratio_per_system": None, "cost_goal_met": None, "shortfall": None}
+    notes = []
+    if errors and errors.get("mace_converged") and errors.get("lawful"):
+        per = {m: errors["lawful"][m]["force_mae_meV_per_A"] / errors["mace_converged"][m]["force_mae_meV_per_A"]
+               for m in HEADLINE if m in errors["lawful"] and m in errors["mace_converged"]}
+        if per:
+            worst = max(per, key=per.get)
+            out.update(force_mae_ratio=per[worst], force_mae_ratio_per_molecule=per,
+                       accuracy_goal_met=per[worst] <= GOAL_FORCE_RATIO)
+            if not out["accuracy_goal_met"]:
+                lf = errors["lawful"][worst]["force_mae_meV_per_A"]
+                mf = errors["mace_converged"][worst]["force_mae_meV_per_A"]
+                notes.append(f"accuracy: on {worst} lawful's force MAE is {lf:.1f} meV/Å against converged MACE's "
+                             f"{mf:.1f} ({per[worst]:.2f}x, goal <= {GOAL_FORCE_RATIO}x); closing it needs lawful's "
+                             f"force MAE at or below {GOAL_FORCE_RATIO * mf:.1f} meV/Å: a richer descriptor (more "
+                             "interaction layers or higher body order, more radial/angular channels), a longer "
+                             "training budget, or more training frames near the test configurations")
+    if cost:
+        per = {s: v["float64"]["mace_over_lawful_fresh_ratio"] for s, v in cost.items()
+               if v.get("float64", {}).get("mace_over_lawful_fresh_ratio") is not None}
+        if per:
+            worst = min(per, key=per.get)
+            out.update(cost_ratio=per[worst], cost_ratio_per_system=per, cost_goal_met=per[worst] >= GOAL_COST_RATIO)
+            if not out["cost_goal_met"]:
+                lw = cost[worst]["float64"]["lawful_fresh"]["median"]
+                notes.append(f"cost: on {worst} (float64) MACE costs {per[worst]:.1f}x lawful per call (goal >= "
+                             f"{GOAL_COST_RATIO:.0f}x); lawful would need {1e3 * lw * per[worst] / GOAL_COST_RATIO:.1f} ms "
+                             f"per call instead of {1e3 * lw:.1f} ms: a narrower network or fewer radial/angular "
+                             "channels, reuse of the neighbour list between calls (lawful's Verlet list, the 'md' "
+                             "figure), or float32")
+    out["shortfall"] = "; ".join(notes) if notes else None
+    return out
+
+
+def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
+    """Run the requested MACE-comparison parts; returns (figures, params) of molecules_mace.json."""
+    peer = _peer()
+    have_mace = peer.available()
+    lawful_path = lawful_model_path(quick)
+    budget = args.mace_budget_cpu_s if args.mace_budget_cpu_s is not None else lawful_budget_cpu_s(lawful_path)
+    if budget is None:
+        raise SystemExit(f"{lawful_path}: its training summary has no train_cpu_s; pass --mace-budget-cpu-s")
+    cap = args.mace_cap_cpu_s
+    if cap < budget and not quick:
+        print(f"warning: the converged cap ({cap:.0f} s) is below lawful's budget ({budget:.0f} s); the converged "
+              "run then gets less CPU than the same-budget one would: raise --mace-cap-cpu-s", flush=True)
+    workdir = Path(args.mace_dir) if args.mace_dir else (
+        default_results_dir() / "mace-organic-xtb" if quick else HERE.parent / "runs" / "mace-organic-xtb")
+    figures: dict = {"mace_available": have_mace, "lawful_model": str(lawful_path), "lawful_train_cpu_s": budget}
+    stride = 100 if tiny else 10 if quick else 1
+    n_test = 2 if tiny else 10 if quick else None
+    molecules = MOLECULES
+    mace_models: dict = {}
+    if have_mace and "mace" in parts:
+        rec = train_mace(workdir, budget, cap, stride, tiny, quick, args.mace_channels, args.mace_max_l)
+        figures["mace_training"] = rec
+        mace_models = {"mace_same_budget": rec["same_budget"]["model"], "mace_converged": rec["converged"]["model"]}
+        # full-run estimate: MACE's epoch cost scales with the atoms in the training set
+        full_atoms = _n_atoms(training_sets(1)[0])
+        if rec["epoch_cpu_s_median"]:
+            per_epoch = rec["epoch_cpu_s_median"] * full_atoms / rec["n_train_atoms"]
+            figures["estimate_full_epoch_cpu_s"] = per_epoch
+            print(f"estimate: one MACE epoch on the full training set ({full_atoms} atoms) with this architecture "
+                  f"~{per_epoch:.0f} s CPU; the converged run (cap {cap:.0f} s) then gets ~{cap / per_epoch:.0f} epochs",
+                  flush=True)
+    elif have_mace and workdir.is_dir():
+        name = "mace_organic"
+        if (workdir / f"{name}.model").exists():
+            mace_models = {"mace_same_budget": str(workdir / f"{name}_budget.model"),
+                           "mace_converged": str(workdir / f"{name}.model")}
+            figures["mace_models_from"] = str(workdir)
+    if "mace" in parts:
+        calcs = {"lawful": lawful_calculator(lawful_path)}
+        for k, p in mace_models.items():
+            calcs[k] = peer.calculator(p, "float64")
+        c0 = time.process_time()
+        errs = error_table(calcs, molecules, n_test)
+        for k in ("mace_same_budget", "mace_converged"):
+            errs.setdefault(k, None)
+        figures["test_errors"] = errs
+        figures["test_errors_cpu_s"] = time.process_time() - c0
+        for m in HEADLINE:
+            row = {k: (v[m]["force_mae_meV_per_A"] if v else None) for k, v in errs.items()}
+            print(f"test force MAE {m} (meV/Å): " + ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} n/a"
+                                                             for k, v in row.items()), flush=True)
+    start, start_how = None, None
+    if "cost" in parts or "drift" in parts:
+        start, start_how = alanine_start()
+        figures["alanine_start"] = start_how
+    if "cost" in parts:
+        n_w = 64 if tiny else WATER_BOX["n_molecules"]
+        side = WATER_BOX["side_A"] * (n_w / WATER_BOX["n_molecules"]) ** (1.0 / 3.0)
+        box = water_box(n_w, side, WATER_BOX["jitter_A"], WATER_BOX["seed"])
+        systems = {"alanine-dipeptide": start, "water-box": box}
+        repeat = 2 if tiny else 3 if quick else 7
+        c0 = time.process_time()
+        figures["cost_per_call"] = cost_per_call(systems, lawful_path, mace_models.get("mace_converged"), repeat)
+        figures["cost_per_call"]["water-box"].update(n_molecules=n_w, side_A=side)
+        figures["cost_cpu_s"] = time.process_time() - c0
+    if "drift" in parts:
+        minima = training_pair_minima(training_sets(1)[0])
+        figures["training_pair_minima_A"] = minima
+        calcs = {"lawful": lambda: lawful_calculator(lawful_path)}
+        if "mace_converged" in mace_models:
+            calcs["mace_converged"] = lambda: peer.calculator(mace_models["mace_converged"], "float64")
+        drift: dict = {}
+        for name, make in calcs.items():
+            for dt in NVE["timesteps_fs"]:
+                steps = 10 if tiny else 100 if quick else int(round(1000 * NVE["duration_ps"] / dt))
+                every = 2 if tiny else max(1, int(round(NVE["sample_every_fs"] / dt)))
+                r = nve_drift(make(), start, dt, steps, every, minima, seed=NVE["seed"], temperature_K=NVE["temperature_K"])
+                drift.setdefault(name, {})[f"{dt:g}fs"] = r
+                d = r["drift_meV_per_atom_per_ps"]
+                print(f"NVE {name} {dt:g} fs, {steps} steps: drift "
+                      + (f"{d:.3g} meV/atom/ps" if d is not None else "n/a (blew up)")
+                      + f", in domain {r['in_domain']}, {r['cpu_s']:.1f} s CPU", flush=True)
+        figures["nve_drift"] = drift
+    figures["verdict"] = verdict(figures.get("test_errors"), figures.get("cost_per_call"))
+    params = dict(headline_molecules=HEADLINE, molecules=molecules, water_box=WATER_BOX, nve=NVE,
+                  domain_factor=DOMAIN_FACTOR, bond_factor=BOND_FACTOR, train=TRAIN, mace_cap_cpu_s=cap,
+                  mace_budget_cpu_s=budget, stride=stride, test_frames_per_molecule=n_test, quick=quick, tiny=tiny,
+                  mace_arch=mace_arch(tiny, args.mace_channels, args.mace_max_l),
+                  timing="time.process_time per call, one thread, rounds interleaved, median")
+    return figures, params
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="train,errors", help="comma list of parts: train,errors")
+    ap.add_argument("--only", default="train,errors,mace,cost,drift",
+                    help="comma list of parts: train,errors (molecules_train.json), mace,cost,drift (molecules_mace.json)")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--max-time", type=float, default=None, help="wall-time cap per model, s")
     ap.add_argument("--checkpoint-dir", default=None, help="resumable training checkpoints and logs here")
+    ap.add_argument("--mace-budget-cpu-s", type=float, default=None,
+                    help="CPU seconds of the same-budget MACE model (default: train_cpu_s of lawful's model)")
+    ap.add_argument("--mace-cap-cpu-s", type=float, default=None,
+                    help=f"CPU cap of the converged MACE run, s (default {MACE_CAP_CPU_S:.0f}; 60 in quick runs)")
+    ap.add_argument("--mace-dir", default=None,
+                    help="MACE work folder: extxyz, logs, checkpoints, models (default runs/mace-organic-xtb; "
+                         "quick: under the results folder); cost/drift without mace reuse the models found there")
+    ap.add_argument("--mace-channels", type=int, default=None, help="MACE channels (default: mace_peer.MACE_ARCH's)")
+    ap.add_argument("--mace-max-l", type=int, default=None, help="MACE L_max of the hidden irreps (default: MACE_ARCH's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     quick = quick_requested() or tiny_requested()
     parts = set(args.only.split(","))
+    unknown = parts - {"train", "errors", "mace", "cost", "drift"}
+    if unknown:
+        raise SystemExit(f"unknown --only part(s) {sorted(unknown)}: use train, errors, mace, cost, drift")
+    if args.mace_cap_cpu_s is None:
+        args.mace_cap_cpu_s = 60.0 if quick else MACE_CAP_CPU_S
     epochs = args.epochs or (1 if tiny_requested() else 3 if quick else EPOCHS)
     max_time = args.max_time or (60.0 if quick else MAX_TIME_S)
     figures: dict = {}
@@ -135,10 +672,20 @@ def main(argv=None) -> None:
             model = load_model(path)
             errs[kind] = {m: test_errors(model, m) for m in MOLECULES}
         figures["test_errors"] = errs
-    write_result("molecules_train", figures, params=dict(arch=ARCH, direct_arch=DIRECT_ARCH, train=TRAIN, epochs=epochs,
-                                                   max_time_s=max_time, molecules=MOLECULES, targets=TARGETS,
-                                                   quick=quick), dtype="float64", device="cpu")
-
+    if parts & {"train", "errors"}:
+        write_result("molecules_train", figures, params=dict(arch=ARCH, direct_arch=DIRECT_ARCH, train=TRAIN,
+                                                             epochs=epochs, max_time_s=max_time, molecules=MOLECULES,
+                                                             targets=TARGETS, quick=quick),
+                     dtype="float64", device="cpu")
+    if parts & {"mace", "cost", "drift"}:
+        c0 = time.process_time()
+        mfig, mparams = mace_parts(parts, args, quick, tiny_requested())
+        mfig["bench_process_cpu_s"] = time.process_time() - c0
+        path = write_result("molecules_mace", mfig, params=mparams, seeds=[0, WATER_BOX["seed"], NVE["seed"]],
+                            dtype="float64 (cost also float32)", device="cpu")
+        v = mfig["verdict"]
+        print(f"verdict: force-MAE ratio {v['force_mae_ratio']}, cost ratio {v['cost_ratio']}; shortfall: "
+              f"{v['shortfall']}\nwrote {path}", flush=True)
 
 if __name__ == "__main__":
     main()
