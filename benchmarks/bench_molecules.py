@@ -167,15 +167,18 @@ def prediction_errors(frames, energies, forces) -> dict:
     frame), and ``n_frames``: the definitions of :func:`lawful.forcefields.training.evaluate_errors`,
     used for every model of the MACE comparison.
     """
+    from lawful.kernels.errors import InputError, ShapeError
+
     if not (len(frames) == len(energies) == len(forces)) or not frames:
-        raise ValueError(f"prediction_errors needs one energy and one force array per frame, got {len(frames)} "
-                         f"frames, {len(energies)} energies, {len(forces)} force arrays")
+        raise InputError(f"prediction_errors got {len(frames)} frames, {len(energies)} energies and {len(forces)} "
+                         "force arrays: pass one energy and one (N, 3) force array per frame, at least one frame.")
     de, df = [], []
     for a, e, f in zip(frames, energies, forces):
         f = np.asarray(f, dtype=np.float64)
         ref_e, ref_f = labels(a)
         if f.shape != ref_f.shape:
-            raise ValueError(f"predicted forces of shape {f.shape} for a frame of {len(a)} atoms: pass (N, 3) per frame")
+            raise ShapeError(f"predicted forces of shape {f.shape} for a frame of {len(a)} atoms: pass an "
+                             f"({len(a)}, 3) array per frame, in the frames' order.")
         de.append((float(e) - ref_e) / len(a))
         df.append((f - ref_f).ravel())
     de, df = np.asarray(de), np.concatenate(df)
@@ -317,6 +320,7 @@ def water_box(n_molecules: int = 500, side_A: float = 24.0, jitter_A: float = 0.
         for _ in range(200):
             q, r = np.linalg.qr(rng.normal(size=(3, 3)))
             rot = q * np.sign(np.diag(r))
+            rot[:, 0] *= np.sign(np.linalg.det(rot))   # a proper rotation
             mol = (s + rng.uniform(-jitter_A, jitter_A, 3)) + local @ rot.T
             if len(placed) == 0:
                 break
@@ -443,16 +447,16 @@ def nve_drift(calc, start, timestep_fs: float, steps: int, sample_every: int, mi
     (``seed``; no net momentum or rotation); drift by lawful's :class:`DriftObserver` (meV/atom/ps)
     and the in-domain check of every sample (module constants DOMAIN_FACTOR, BOND_FACTOR)."""
     import ase.units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md.velocitydistribution import ZeroRotation
     from ase.md.verlet import VelocityVerlet
 
     from lawful.forcefields.batch import pair_key
+    from lawful.integrations.md import _initial_velocities   # lawful's run_md start: MB velocities, no net momentum
     from lawful.integrations.monitors import DriftObserver
 
     atoms = start.copy()
     atoms.calc = calc
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-    Stationary(atoms)
+    _initial_velocities(atoms, temperature_K, seed)
     ZeroRotation(atoms)
     dyn = VelocityVerlet(atoms, timestep=timestep_fs * ase.units.fs)
     obs = DriftObserver(dyn)

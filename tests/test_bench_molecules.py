@@ -1,0 +1,179 @@
+"""The MACE comparison of ``benchmarks/bench_molecules.py``: one metric function for both models
+(checked against a hand-computed case and against lawful's own training metric), bad input refused,
+and the tiny mode of the parts ``mace``, ``cost``, ``drift`` running end to end, with mace-torch
+(skipped without it) and without it (every MACE figure None, the run still complete)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from lawful.kernels.errors import InputError, ShapeError
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bm():
+    spec = importlib.util.spec_from_file_location("bench_molecules_under_test", BENCH / "bench_molecules.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _frame(n, energy, forces):
+    a = Atoms("H" * n, positions=np.arange(3 * n, dtype=float).reshape(n, 3))
+    a.calc = SinglePointCalculator(a, energy=energy, forces=np.asarray(forces, dtype=float))
+    return a
+
+
+def test_prediction_errors_hand_computed(bm):
+    # frame 1: 2 atoms, E_ref 1.0 eV, predicted 1.2 -> |dE|/N = 0.1 eV/atom; force errors 0,0,0, 0.3,0,-0.6
+    # frame 2: 1 atom (labels in info/arrays), E_ref -3.0, predicted -3.3 -> 0.3 eV/atom; errors 0.1, 0.2, 0.2
+    a = _frame(2, 1.0, [[0, 0, 0], [1, 0, 0]])
+    b = Atoms("H", positions=[[0, 0, 0]])
+    b.info["energy"], b.arrays["forces"] = -3.0, np.array([[0.0, 0.0, 0.0]])
+    pred_f = [np.array([[0, 0, 0], [1.3, 0, -0.6]]), np.array([[0.1, -0.2, 0.2]])]
+    r = bm.prediction_errors([a, b], [1.2, -3.3], pred_f)
+    assert r["energy_mae_meV_per_atom"] == pytest.approx(1e3 * (0.1 + 0.3) / 2, rel=1e-12)
+    assert r["energy_rmse_meV_per_atom"] == pytest.approx(1e3 * math.sqrt((0.01 + 0.09) / 2), rel=1e-12)
+    assert r["force_mae_meV_per_A"] == pytest.approx(1e3 * (0.3 + 0.6 + 0.1 + 0.2 + 0.2) / 9, rel=1e-12)
+    assert r["force_rmse_meV_per_A"] == pytest.approx(1e3 * math.sqrt((0.09 + 0.36 + 0.01 + 0.04 + 0.04) / 9),
+                                                      rel=1e-12)
+    assert r["n_frames"] == 2
+
+
+@pytest.mark.parametrize("case, exc", [
+    ("fewer energies", InputError),
+    ("fewer forces", InputError),
+    ("no frames", InputError),
+    ("forces of the wrong shape", ShapeError),
+])
+def test_prediction_errors_refuses_mismatched_predictions(bm, case, exc):
+    frames = [_frame(2, 1.0, np.zeros((2, 3))), _frame(3, 2.0, np.zeros((3, 3)))]
+    energies, forces = [1.0, 2.0], [np.zeros((2, 3)), np.zeros((3, 3))]
+    if case == "fewer energies":
+        energies = energies[:1]
+    elif case == "fewer forces":
+        forces = forces[:1]
+    elif case == "no frames":
+        frames, energies, forces = [], [], []
+    else:
+        forces = [np.zeros((2, 3)), np.zeros((2, 3))]
+    with pytest.raises(exc, match="pass"):
+        bm.prediction_errors(frames, energies, forces)
+
+
+def test_prediction_errors_agrees_with_lawfuls_training_metric(bm):
+    """The comparison's metric on lawful's calculator predictions equals evaluate_errors (the
+    metric lawful's training and the ``errors`` part report), on a few real test frames."""
+    from lawful.forcefields import NeuralPotential
+    from lawful.forcefields.training import evaluate_errors, prepare
+
+    frames = bm.read_split("ethanol", "test")[:4] + bm.read_split("water-dimer", "test")[:2]
+    model = NeuralPotential(bm.SPECIES, cutoff=5.0, n_basis=4, n_radial=3, lmax=2, hidden=(16,), seed=0,
+                            dtype=torch.float64)
+    ours = bm.prediction_errors(frames, *bm.predict(bm.lawful_calculator(model), frames))
+    ref = evaluate_errors(model, prepare(model, frames))
+    assert ours["energy_mae_meV_per_atom"] == pytest.approx(1e3 * ref["energy_mae_per_atom"], rel=1e-9)
+    assert ours["force_mae_meV_per_A"] == pytest.approx(1e3 * ref["force_mae"], rel=1e-9)
+    assert ours["force_rmse_meV_per_A"] == pytest.approx(1e3 * ref["force_rmse"], rel=1e-9)
+
+
+def test_water_box_is_periodic_whole_and_uncrowded(bm):
+    box = bm.water_box(27, 9.0, 0.2, seed=3)
+    assert len(box) == 81 and box.pbc.all() and np.allclose(box.cell.lengths(), 9.0)
+    d = box.get_all_distances(mic=True)
+    mol = np.arange(len(box)) // 3
+    inter = d[mol[:, None] != mol[None, :]]
+    assert inter.min() > 1.5                                   # no two molecules closer than 1.5 Å
+    oh = [d[3 * k, 3 * k + 1] for k in range(27)] + [d[3 * k, 3 * k + 2] for k in range(27)]
+    assert np.allclose(oh, oh[0], atol=1e-9) and 0.9 < oh[0] < 1.0   # rigid monomers, O-H ~0.96 Å
+
+
+def _run_tiny(tmp_path, args: list) -> dict:
+    env = dict(os.environ, LAWFUL_BENCH_TINY="1", LAWFUL_BENCH_DIR=str(tmp_path / "results"), OMP_NUM_THREADS="1")
+    env.pop("LAWFUL_BENCH_QUICK", None)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, *args], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert list(work.iterdir()) == []                          # nothing written into the working directory
+    return json.loads((tmp_path / "results" / "molecules_mace.json").read_text())
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_lawful_figures(fig):
+    for system in ("alanine-dipeptide", "water-box"):
+        for dtype in ("float64", "float32"):
+            row = fig["cost_per_call"][system][dtype]
+            for kind in ("lawful_fresh", "lawful_md"):
+                assert _finite(row[kind]["median"]) and row[kind]["median"] > 0, (system, dtype, kind)
+    for dt in ("0.5fs", "1fs"):
+        r = fig["nve_drift"]["lawful"][dt]
+        assert r["steps"] == 10 and isinstance(r["in_domain"], bool)
+        assert r["blew_up"] or _finite(r["drift_meV_per_atom_per_ps"])
+    assert set(fig["verdict"]) >= {"force_mae_ratio", "cost_ratio", "accuracy_goal_met", "cost_goal_met", "shortfall"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_tiny_mace_comparison_runs_end_to_end(tmp_path):
+    pytest.importorskip("mace")
+    doc = _run_tiny(tmp_path, [str(BENCH / "bench_molecules.py"), "--only", "mace,cost,drift"])
+    fig = doc["figures"]
+    assert doc["benchmark"] == "molecules_mace" and doc["provenance"]["tiny"] is True
+    assert fig["mace_available"] is True
+    tr = fig["mace_training"]
+    assert tr["converged"]["epochs_run"] == 2 and tr["same_budget"]["epochs_run"] == 1
+    assert _finite(tr["converged"]["train_cpu_s"]) and 0 < tr["same_budget"]["train_cpu_s"] <= tr["converged"]["train_cpu_s"]
+    assert tr["n_train"] > 0 and tr["parameters"] > 0
+    for model in ("lawful", "mace_same_budget", "mace_converged"):
+        for m in ("alanine-dipeptide", "ethanol"):
+            row = fig["test_errors"][model][m]
+            assert all(_finite(row[k]) for k in ("energy_mae_meV_per_atom", "force_mae_meV_per_A")), (model, m)
+    _check_lawful_figures(fig)
+    for system in ("alanine-dipeptide", "water-box"):
+        for dtype in ("float64", "float32"):
+            row = fig["cost_per_call"][system][dtype]
+            assert _finite(row["mace"]["median"]) and _finite(row["mace_over_lawful_fresh_ratio"])
+    assert set(fig["nve_drift"]) == {"lawful", "mace_converged"}
+    v = fig["verdict"]
+    assert _finite(v["force_mae_ratio"]) and _finite(v["cost_ratio"])
+    assert v["accuracy_goal_met"] == (v["force_mae_ratio"] <= 1.5)
+    assert v["cost_goal_met"] == (v["cost_ratio"] >= 10.0)
+    assert (v["shortfall"] is None) == (v["accuracy_goal_met"] and v["cost_goal_met"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_tiny_comparison_without_mace_reports_none(tmp_path):
+    """mace-torch is only the bench extra: without it the run completes, lawful's figures are
+    there and every MACE figure is None."""
+    code = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('bm', '{BENCH / 'bench_molecules.py'}'); "
+            "bm = importlib.util.module_from_spec(spec); spec.loader.exec_module(bm); "
+            "bm._peer().available = lambda: False; bm.main(['--only', 'mace,cost,drift'])")
+    fig = _run_tiny(tmp_path, ["-c", code])["figures"]
+    assert fig["mace_available"] is False and "mace_training" not in fig
+    assert fig["test_errors"]["mace_converged"] is None and fig["test_errors"]["mace_same_budget"] is None
+    assert _finite(fig["test_errors"]["lawful"]["ethanol"]["force_mae_meV_per_A"])
+    _check_lawful_figures(fig)
+    assert fig["cost_per_call"]["water-box"]["float64"]["mace_over_lawful_fresh_ratio"] is None
+    assert set(fig["nve_drift"]) == {"lawful"}
+    assert fig["verdict"]["force_mae_ratio"] is None and fig["verdict"]["cost_ratio"] is None
+    assert fig["verdict"]["shortfall"] is None
