@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -107,6 +108,11 @@ def run_training(workdir: str | os.PathLike, train_frames, valid_frames, *, arch
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    # a previous run's checkpoints would be taken for this run's (MACE loads the highest epoch)
+    for sub in ("checkpoints", "logs", "results"):
+        shutil.rmtree(workdir / sub, ignore_errors=True)
+    for old in [*workdir.glob("*.model"), workdir / "budget.json"]:
+        old.unlink(missing_ok=True)
     tr = write_extxyz(train_frames, workdir / "train.extxyz")
     va = write_extxyz(valid_frames, workdir / "valid.extxyz")
     args = train_args(workdir, name, tr, va, arch=arch, train=train, max_epochs=max_epochs, seed=seed)
