@@ -45,7 +45,7 @@ from lawful.kernels.errors import InputError, NumericalError, ShapeError
 
 __all__ = ["AMBER_FILES", "alanine_dipeptide_topology", "solvate", "solute_atoms", "mm_system", "mixed_system",
            "phi_psi", "dihedral_deg", "ramachandran_plot", "NVEResult", "NVTResult", "run_nve", "run_nvt",
-           "DihedralReporter", "PLATFORMS"]
+           "DihedralReporter", "PLATFORMS", "minimized", "basin_populations", "BASINS"]
 
 #: The classical force field of the MM part: amber14 protein + its rigid TIP3P water.
 AMBER_FILES = ("amber14-all.xml", "amber14/tip3p.xml")
@@ -293,6 +293,25 @@ def ramachandran_plot(runs: dict, path, title: str | None = None) -> Path:
     return save_figure(fig, path)
 
 
+#: Rectangular φ/ψ regions (degrees) for a coarse basin census of alanine dipeptide: β/C5 and PII
+#: (extended, φ < 0, ψ > 100 or ψ < -150), C7eq/αR side (φ < 0, -150 <= ψ <= 100) and the left-handed
+#: side (φ >= 0: C7ax, αL).
+BASINS = {"extended (beta, C5, PII)": "phi < 0 and (psi > 100 or psi < -150)",
+          "right-handed (C7eq, alphaR)": "phi < 0 and -150 <= psi <= 100",
+          "left-handed (C7ax, alphaL)": "phi >= 0"}
+
+
+def basin_populations(phi, psi) -> dict:
+    """Fractions of frames in each region of :data:`BASINS` (φ, ψ arrays in degrees); they sum to 1."""
+    phi, psi = np.asarray(phi, float), np.asarray(psi, float)
+    if phi.shape != psi.shape or phi.size == 0:
+        raise ShapeError(f"phi {phi.shape} and psi {psi.shape} must be non-empty arrays of one shape.")
+    ext = (phi < 0) & ((psi > 100) | (psi < -150))
+    right = (phi < 0) & ~ext
+    left = phi >= 0
+    return {name: float(np.mean(m)) for name, m in zip(BASINS, (ext, right, left))}
+
+
 # -- runs in OpenMM's own loop ---------------------------------------------------------------------
 
 def _platform(name: str, threads: int | None):
@@ -369,6 +388,20 @@ def _advance(sim, steps: int):
     w0, c0 = time.perf_counter(), time.process_time()
     stopped = _guarded(sim, lambda: sim.step(steps))
     return time.perf_counter() - w0, time.process_time() - c0, stopped
+
+
+def minimized(system, topology, positions, iterations: int = 500, platform: str = "CPU",
+              threads: int | None = None, tolerance_kj_mol_nm: float = 10.0):
+    """Positions (``Quantity``, nm) after OpenMM's ``LocalEnergyMinimizer`` (at most ``iterations``,
+    force tolerance in kJ/mol/nm) on ``system``: the common start of runs that compare systems
+    (use the all-MM System: a barely trained ML model's minimum can be unphysical)."""
+    iterations = _check_steps("iterations", iterations)
+    sim = _simulation(system, topology, positions, openmm.VerletIntegrator(1e-3), platform, threads)
+    from lawful.integrations.openmm import lawful_errors
+
+    with lawful_errors():
+        openmm.LocalEnergyMinimizer.minimize(sim.context, float(tolerance_kj_mol_nm), iterations)
+        return sim.context.getState(getPositions=True).getPositions(asNumpy=True)
 
 
 @dataclass
