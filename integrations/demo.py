@@ -59,8 +59,9 @@ def _sections() -> list[Callable[[DemoContext, Section], None]]:
     from lawful.integrations.demo_forcefields import forcefield_section
     from lawful.integrations.demo_fluids import fluid_section
     from lawful.integrations.demo_hamiltonian import hamiltonian_section
+    from lawful.integrations.demo_molecules import molecule_section
 
-    return [_environment, forcefield_section, hamiltonian_section, fluid_section]
+    return [_environment, forcefield_section, molecule_section, hamiltonian_section, fluid_section]
 
 
 MODES = ("smoke", "quick", "full")
@@ -68,9 +69,9 @@ MODES = ("smoke", "quick", "full")
 #: Rough wall seconds of each section per mode on an idle 2-core CPU: the progress line's estimate
 #: of what is left (scaled by how fast the finished sections ran on this machine).
 EXPECTED_S = {
-    "smoke": {"environment": 1, "forcefields": 8, "hamiltonian": 5, "fluids": 10},
-    "quick": {"environment": 3, "forcefields": 150, "hamiltonian": 40, "fluids": 60},
-    "full": {"environment": 3, "forcefields": 900, "hamiltonian": 150, "fluids": 600},
+    "smoke": {"environment": 1, "forcefields": 8, "molecules": 8, "hamiltonian": 5, "fluids": 10},
+    "quick": {"environment": 3, "forcefields": 150, "molecules": 40, "hamiltonian": 40, "fluids": 60},
+    "full": {"environment": 3, "forcefields": 900, "molecules": 300, "hamiltonian": 150, "fluids": 600},
 }
 
 

@@ -27,7 +27,7 @@ def test_report_and_summary_are_written(smoke):
     assert report == out / "report.html" and "<img" in html and "data:image/png;base64," in html
     assert html.rstrip().endswith("</html>") and "http-equiv='refresh'" not in html  # finished: no reload
     assert summary["meta"]["mode"] == "smoke" and summary["meta"]["versions"]["torch"]
-    assert list(summary["sections"]) == ["environment", "forcefields", "hamiltonian", "fluids"]
+    assert list(summary["sections"]) == ["environment", "forcefields", "molecules", "hamiltonian", "fluids"]
     for key, sec in summary["sections"].items():
         assert sec["status"] == "ok", (key, sec)
 
