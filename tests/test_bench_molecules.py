@@ -177,3 +177,22 @@ def test_tiny_comparison_without_mace_reports_none(tmp_path):
     assert set(fig["nve_drift"]) == {"lawful"}
     assert fig["verdict"]["force_mae_ratio"] is None and fig["verdict"]["cost_ratio"] is None
     assert fig["verdict"]["shortfall"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mace_driver_honours_its_cpu_cap_and_keeps_the_best_checkpoint(bm, tmp_path):
+    """The stopping rule added around mace-torch's training: an epoch expected to end past the CPU
+    cap is not started (cap 0: exactly one epoch runs), and when the run stops before the budget
+    the same-budget model is the run's own final model (the best checkpoint), weight for weight."""
+    pytest.importorskip("mace")
+    peer = bm._peer()
+    tr, va = bm.training_sets(200)
+    res = peer.run_training(tmp_path / "m", tr, va, arch=peer.MACE_ARCH_TINY, train=bm.TRAIN, snapshot_cpu_s=1e9,
+                            cap_cpu_s=0.0, plateau_epochs=30, max_epochs=5)
+    assert res["stop_reason"] == "cpu_cap" and res["epochs_run"] == 1 and len(res["epoch_cpu_s"]) == 1
+    assert res["budget_snapshot"]["epochs_run"] == 1 and res["budget_snapshot"]["cpu_s"] == res["train_cpu_s"]
+    final = torch.load(res["converged_model"], map_location="cpu", weights_only=False).state_dict()
+    budget = torch.load(res["budget_model"], map_location="cpu", weights_only=False).state_dict()
+    assert final.keys() == budget.keys()
+    assert all(torch.equal(final[k], budget[k]) for k in final)
