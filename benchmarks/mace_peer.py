@@ -2,16 +2,16 @@
 
 Training runs ``mace.cli.run_train`` (its data pipeline, E0 fit, model, loss, optimiser, scheduler,
 EMA, checkpoints and final model file) in a child process, through :func:`driver_main` below, which
-adds only a stopping rule checked between epochs (mace-torch 0.3.x has no CPU budget, and its
-``--patience`` does not stop a non-distributed run):
+adds only a stopping rule checked between epochs (mace-torch 0.3.16 has no CPU budget, and its
+``--patience`` only logs "Stopping optimization" in a non-distributed run, which then goes on):
 
 - ``cap``: do not start an epoch expected to end past ``cap_cpu_s`` of this process's CPU time
   (``time.process_time``: imports, data loading, graph building, E0 and statistics fits, every epoch
   with its validation pass);
 - ``plateau``: stop after ``plateau_epochs`` validations without a new lowest validation loss
   (the same rule and count as lawful's ``patience``);
-- ``snapshot_cpu_s`` (the lawful budget): the epoch that would end past it is not waited for: the
-  best-validation checkpoint at that moment is written as ``<name>_budget.model``. That is exactly
+- ``snapshot_cpu_s`` (the lawful budget): before starting the first epoch expected to end past it,
+  the best-validation checkpoint at that moment is written as ``<name>_budget.model``. That is exactly
   the model a separate run stopped at that budget would give: nothing in the training schedule
   depends on where the run stops. One run thus yields both the same-budget and the converged model.
 
