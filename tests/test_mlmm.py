@@ -22,6 +22,7 @@ from lawful.forcefields.molecules import alanine_dipeptide  # noqa: E402
 from lawful.integrations import mlmm, units  # noqa: E402
 from lawful.kernels.errors import InputError, ModelFileError, ShapeError  # noqa: E402
 
+SHIPPED = "organic-xtb"  # the shipped model under test (any weights: the contracts below hold for all)
 PADDING_NM = 1.0  # the smallest padding that gives a 2 nm box (twice the 1 nm cutoff): 727 atoms
 
 
@@ -98,11 +99,11 @@ def test_mixed_system_removes_exactly_the_solute_internal_mm_energy(box):
 
 def test_ml_force_is_the_shipped_model_on_the_solute(box):
     top, pos, stop, spos, mm = box
-    mixed = mlmm.mixed_system(stop, model="organic-xtb", mm=copy.deepcopy(mm), force_group=1)
+    mixed = mlmm.mixed_system(stop, model=SHIPPED, mm=copy.deepcopy(mm), force_group=1)
     names = [f.getName() for f in mixed.getForces() if f.getForceGroup() == 1]
     assert names == ["LawfulForce[python,float64,cpu]"]
     e_ml, f_ml = _energy(mixed, spos, groups={1})
-    model = load_model("organic-xtb")
+    model = load_model(SHIPPED)
     atoms = alanine_dipeptide()  # the same geometry, in the builder's atom order
     order = [a for res in ("ACE", "ALA", "NME") for a, (r, _) in enumerate(mlmm._ALADI_NAMES) if r == res]
     ref = model.evaluate(torch.as_tensor(atoms.positions[order]), torch.as_tensor(atoms.numbers[order]))
@@ -219,9 +220,9 @@ def test_shipped_model_conserves_energy_while_in_its_domain(box, minimized):
     training distances and stops at the first that is not (a barely trained model leaves its
     domain within tens of steps); up to there the total energy stays within the same bound."""
     top, pos, stop, spos, mm = box
-    res = _nve(mlmm.mixed_system(stop, model="organic-xtb", mm=copy.deepcopy(mm), strict=True), stop, minimized)
+    res = _nve(mlmm.mixed_system(stop, model=SHIPPED, mm=copy.deepcopy(mm), strict=True), stop, minimized)
     assert res.stopped is None or res.stopped["kind"] == "out_of_domain", res.stopped
-    assert res.summary is not None and res.summary.n_samples == res.steps_done + 1 >= 2
+    assert res.summary is not None and 2 <= res.summary.n_samples <= res.steps_done + 1
     assert res.summary.max_abs_deviation_mev_per_atom < MAX_DEV_MEV_PER_ATOM
 
 
@@ -234,7 +235,7 @@ def test_nvt_records_phi_psi_and_stops_at_an_out_of_domain_structure(box):
     assert np.allclose(res.time_ps, [0.0, 0.01, 0.02, 0.03, 0.04])
     # A model whose training data never brought C and H closer than 3 Å: every structure is out of
     # its domain, and a strict force stops the run at the first step with the atoms named.
-    model = copy.deepcopy(load_model("organic-xtb"))
+    model = copy.deepcopy(load_model(SHIPPED))
     model.pair_min_distance = {k: 3.0 for k in model.pair_min_distance}
     strict = mlmm.mixed_system(stop, model=model, mm=copy.deepcopy(mm), strict=True)
     res = mlmm.run_nvt(strict, stop, spos, steps=20, frame_interval=10, platform="CPU")
@@ -270,6 +271,25 @@ def test_phi_psi_is_vectorised_over_frames():
     phi, psi = mlmm.phi_psi(np.stack(frames), top)
     assert phi.shape == psi.shape == (3,)
     assert np.allclose(phi, [a for a, _ in angles]) and np.allclose(psi, [b for _, b in angles])
+
+
+def test_basin_census_classifies_known_conformers():
+    phi = [-83.0, -157.0, -65.0, 75.0, -70.0, 60.0]   # C7eq, C5, alphaR, C7ax, PII-ish, alphaL
+    psi = [73.0, 165.0, -40.0, -65.0, 150.0, 45.0]
+    pops = mlmm.basin_populations(phi, psi)
+    assert list(pops) == list(mlmm.BASINS) and sum(pops.values()) == pytest.approx(1.0)
+    ext, right, left = pops.values()
+    assert (ext, right, left) == pytest.approx((2 / 6, 2 / 6, 2 / 6))
+
+
+def test_minimized_start_lowers_the_energy_and_keeps_the_solute_whole(box):
+    top, pos, stop, spos, mm = box
+    start = mlmm.minimized(copy.deepcopy(mm), stop, spos, iterations=20, platform="CPU", threads=1)
+    e0, _ = _energy(mm, spos, platform="CPU")
+    e1, _ = _energy(mm, start, platform="CPU")
+    assert e1 < e0 - 100.0  # kJ/mol: the freshly solvated box relaxes
+    phi, psi = mlmm.phi_psi(start, stop)
+    assert abs(phi + 80.0) < 20.0 and abs(psi - 75.0) < 20.0  # still near the C7eq start
 
 
 def test_ramachandran_plot_writes_a_png(tmp_path):
@@ -317,6 +337,9 @@ BAD = [
     ("nvt zero friction", lambda b: mlmm.run_nvt(b[4], b[2], b[3], steps=10, friction_per_ps=0.0), InputError,
      "friction_per_ps=0.0"),
     ("plot without runs", lambda b: mlmm.ramachandran_plot({}, "x.png"), InputError, "at least one run"),
+    ("census of mismatched angles", lambda b: mlmm.basin_populations([0.0, 1.0], [0.0]), ShapeError, "(1,)"),
+    ("minimise zero iterations", lambda b: mlmm.minimized(b[4], b[2], b[3], iterations=0), InputError,
+     "iterations=0"),
 ]
 
 
