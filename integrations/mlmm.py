@@ -14,8 +14,8 @@ friction in 1/ps, energies reported in eV (and drift in meV/atom/ps through
 :class:`lawful.integrations.monitors.DriftSummary`), angles in degrees.
 
 The classical part is amber14 (``amber14-all.xml``) with rigid TIP3P (``amber14/tip3p.xml``): PME
-with a 1 nm cutoff in a periodic box (no cutoff in vacuum), no dispersion-correction change,
-no switching function. Constraints: the water molecules are rigid (SETTLE, analytic, so it
+with a 1 nm cutoff in a periodic box (no cutoff in vacuum), OpenMM's defaults otherwise (Ewald
+error tolerance 5e-4, long-range dispersion correction on, no switching function). Constraints: the water molecules are rigid (SETTLE, analytic, so it
 adds no drift of its own; TIP3P is parameterised rigid) and nothing else is constrained
 (``constraints=None``): at 0.5 fs the fastest solute motion, an X-H stretch of about 10 fs
 period, is resolved by some 20 steps, and in the ML/MM System the solute's bonds belong to the
@@ -196,9 +196,14 @@ def mixed_system(topology, model="organic-xtb", interpolate: bool = False, *, ml
     embedding): the ML atoms' MM terms among themselves go, the lawful force (in ``force_group``)
     comes in. ``interpolate=True`` adds openmm-ml's global ``lambda_interpolate`` (1: ML/MM, 0:
     all-MM; the Context starts at 1). ``mm``: an all-MM System of this topology to start from
-    (default: a new :func:`mm_system`). ``strict``: an out-of-domain structure stops the run
-    (:class:`NumericalError` with an ``out_of_domain`` record) instead of warning once.
-    ``model``: a shipped model's name, a ``.lawful`` path or a model object."""
+    (default: a new :func:`mm_system`; openmm-ml copies it, ``mm`` itself is not changed).
+    ``strict``: an out-of-domain structure stops the run (:class:`NumericalError` with an
+    ``out_of_domain`` record) instead of warning once. ``model``: a shipped model's name, a
+    ``.lawful`` path or a model object. ``precision``: "double" (float64) or "single".
+    ``backend``: "python" by default, the one backend both shipped models have (the
+    DirectForceModel control has no TorchScript export, and openmmtorch is optional), so their
+    timings compare like with like. Positions are not needed: the System depends on the
+    topology only (its box included)."""
     from openmmml import MLPotential
 
     potential = MLPotential("lawful", model=model, strict=strict, backend=backend, precision=precision)
@@ -411,7 +416,8 @@ class NVEResult:
     run stopped before two samples); ``csv``: the per-step series file (every
     ``csv_interval``-th step) or None; times per step in s (wall: ``time.perf_counter``, CPU: this
     process's ``time.process_time``; every step includes the energy evaluation of the drift
-    report); ``stopped``: None, or what ended the run early (see :class:`NVTResult`)."""
+    report); ``steps_done``: OpenMM's step count when the run ended (``steps`` unless stopped);
+    ``stopped``: None, or what ended the run early (see :class:`NVTResult`)."""
 
     steps: int
     steps_done: int
