@@ -61,10 +61,13 @@ ARCH = dict(cutoff=5.0, n_basis=8, n_radial=10, lmax=3, hidden=(128, 128), inter
 #: the control: DirectForceModel, same descriptor sizes (it has no interaction layers)
 DIRECT_ARCH = dict(cutoff=5.0, n_basis=8, n_radial=10, lmax=3, hidden=(128, 128))
 #: training settings shared by both models (forcefields.train keyword arguments)
-TRAIN = dict(batch_size=8, lr=1e-3, lr_factor=0.5, lr_patience=8, min_lr=2e-5, patience=30,
-             energy_weight=300.0, force_weight=1.0, grad_clip=10.0)
-EPOCHS = 400
-MAX_TIME_S = 4800.0
+#: (the validation score is dominated by the few rattled frames' large force errors, so it is noisy:
+#: a long plateau patience, or the schedule decays and stops before the MD frames are fitted)
+TRAIN = dict(batch_size=8, lr=1e-3, lr_factor=0.5, lr_patience=12, min_lr=1e-5, patience=60,
+             energy_weight=1000.0, force_weight=1.0, grad_clip=10.0)
+#: the budget is counted in epochs (reproducible on any machine); MAX_TIME_S is a wall-time safety cap
+EPOCHS = 160
+MAX_TIME_S = 2700.0
 PRETRAINED = Path(__import__("lawful.forcefields.shipped", fromlist=["_DIR"])._DIR)
 FILES = {"conservative": "organic-xtb.lawful", "direct": "organic-xtb-direct.lawful"}
 
