@@ -120,7 +120,8 @@ def molecule_section(ctx, sec: Section) -> None:
     def system(model):
         if model is None:
             return copy.deepcopy(mm)
-        return mlmm.mixed_system(top, model=model, mm=copy.deepcopy(mm), strict=True, precision=precision)
+        return mlmm.mixed_system(top, model=model, mm=copy.deepcopy(mm), strict=True, precision=precision,
+                                 device=ctx.device)
 
     nve_rows, nve_files = [], {}
     for name, model in (("all_mm", None), ("conservative", MODELS["conservative"]), ("direct", MODELS["direct"])):

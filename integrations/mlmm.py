@@ -190,7 +190,7 @@ def mm_system(topology, cutoff_nm: float = 1.0):
 
 def mixed_system(topology, model="organic-xtb", interpolate: bool = False, *, ml_atoms=None, mm=None,
                  cutoff_nm: float = 1.0, force_group: int = 1, strict: bool = False, backend: str = "python",
-                 precision: str = "double"):
+                 precision: str = "double", device=None):
     """The ML/MM System: :func:`mm_system` with ``ml_atoms`` (default :func:`solute_atoms`) handed to
     ``MLPotential("lawful", model=model).createMixedSystem(...)`` (openmm-ml's mechanical
     embedding): the ML atoms' MM terms among themselves go, the lawful force (in ``force_group``)
@@ -199,14 +199,16 @@ def mixed_system(topology, model="organic-xtb", interpolate: bool = False, *, ml
     (default: a new :func:`mm_system`; openmm-ml copies it, ``mm`` itself is not changed).
     ``strict``: an out-of-domain structure stops the run (:class:`NumericalError` with an
     ``out_of_domain`` record) instead of warning once. ``model``: a shipped model's name, a
-    ``.lawful`` path or a model object. ``precision``: "double" (float64) or "single".
+    ``.lawful`` path or a model object. ``precision``: "double" (float64) or "single";
+    ``device``: the torch device of the model (None: its own, the CPU for shipped models).
     ``backend``: "python" by default, the one backend both shipped models have (the
     DirectForceModel control has no TorchScript export, and openmmtorch is optional), so their
     timings compare like with like. Positions are not needed: the System depends on the
     topology only (its box included)."""
     from openmmml import MLPotential
 
-    potential = MLPotential("lawful", model=model, strict=strict, backend=backend, precision=precision)
+    potential = MLPotential("lawful", model=model, strict=strict, backend=backend, precision=precision,
+                            device=device)
     if ml_atoms is None:
         ml_atoms = solute_atoms(topology)
         if not ml_atoms:
