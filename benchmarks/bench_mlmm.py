@@ -54,7 +54,7 @@ TEMPERATURE_K, FRICTION_PER_PS = 300.0, 1.0
 CUTOFF_NM = 1.0
 CSV_EVERY = 20  # steps between rows of the NVE series files (0.01 ps)
 SEED = 0
-PLATFORM = "CPU"
+PLATFORM = "CPU"  # --platform Reference: double precision everywhere (its PME is ~10x slower)
 MODELS = {"conservative": "organic-xtb", "direct": "organic-xtb-direct"}
 
 
@@ -136,7 +136,14 @@ def _estimate_full_cpu_s(nve, nvt, n_atoms, n_atoms_full) -> dict:
     return out
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    global PLATFORM
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--platform", choices=mlmm.PLATFORMS, default=PLATFORM,
+                        help="OpenMM platform of every run (default CPU, one thread)")
+    PLATFORM = parser.parse_args(argv).platform
     out = default_results_dir()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

@@ -356,10 +356,11 @@ def _simulation(system, topology, positions, integrator, platform, threads):
 
 def _stop_record(exc: NumericalError, sim) -> dict:
     """What stopped a run: ``{"kind": "out_of_domain" | "numerical", "step", "message", ...}``."""
+    # the step is the Simulation's: a lawful force inside openmm-ml's interpolating CustomCVForce
+    # runs in an inner Context whose own step count stays 0 (and so does the step its message quotes)
     record = getattr(exc, "out_of_domain", None)
-    step = record.get("step") if record is not None else None
     out = {"kind": "out_of_domain" if record is not None else "numerical",
-           "step": int(step) if step is not None else int(sim.context.getStepCount()), "message": str(exc)}
+           "step": int(sim.context.getStepCount()), "message": str(exc)}
     if record is not None:
         out.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in record.items() if k != "step"})
     return out
