@@ -49,8 +49,9 @@ __all__ = ["AMBER_FILES", "alanine_dipeptide_topology", "solvate", "solute_atoms
 
 #: The classical force field of the MM part: amber14 protein + its rigid TIP3P water.
 AMBER_FILES = ("amber14-all.xml", "amber14/tip3p.xml")
-#: OpenMM platforms the runners accept (Reference: double precision everywhere, slow PME;
-#: CPU: single-precision forces with double accumulation, one thread unless told).
+#: The OpenMM platforms the benchmark compares (Reference: double precision everywhere, slow PME;
+#: CPU: single-precision forces, one thread unless told); the runners take any platform OpenMM has
+#: here (CUDA, OpenCL on a GPU machine).
 PLATFORMS = ("Reference", "CPU")
 _R_KJ_PER_MOL_K = u.MOLAR_GAS_CONSTANT_R.value_in_unit(u.kilojoule_per_mole / u.kelvin)
 #: Residues that are solvent, not solute (water and the ions Modeller adds).
@@ -322,8 +323,12 @@ def basin_populations(phi, psi) -> dict:
 # -- runs in OpenMM's own loop ---------------------------------------------------------------------
 
 def _platform(name: str, threads: int | None):
-    if name not in PLATFORMS:
-        raise InputError(f"platform={name!r}: use one of {list(PLATFORMS)} (Reference: double precision).")
+    """The OpenMM platform ``name`` and its properties (CPU: ``threads``, default
+    ``$OMP_NUM_THREADS`` or 1); InputError naming the platforms available here."""
+    available = [openmm.Platform.getPlatform(k).getName() for k in range(openmm.Platform.getNumPlatforms())]
+    if name not in available:
+        raise InputError(f"platform={name!r} is not an OpenMM platform available here ({available}): use one of "
+                         "them (Reference: double precision everywhere; CPU: fast, single-precision forces).")
     platform = openmm.Platform.getPlatformByName(name)
     props = {}
     if name == "CPU":
