@@ -33,13 +33,14 @@ from __future__ import annotations
 import csv
 import time
 
-import numpy as np
 import torch
+from openmm import unit as u
 
 torch.set_num_threads(1)
 
 from lawful.integrations import mlmm  # noqa: E402
-from lawful.integrations.benchmarking import default_results_dir, quick_requested, tiny_requested, write_result  # noqa: E402,E501
+from lawful.integrations.benchmarking import (default_results_dir, quick_requested, tiny_requested,  # noqa: E402
+                                              write_result)
 
 QUICK, TINY = quick_requested(), tiny_requested()
 SIZES = {
@@ -152,7 +153,7 @@ def main(argv=None):
     mm = mlmm.mm_system(top, CUTOFF_NM)
     n_atoms = top.getNumAtoms()
     n_water = sum(1 for r in top.residues() if r.name == "HOH")
-    box_nm = top.getPeriodicBoxVectors()[0][0].value_in_unit(mlmm.u.nanometer)
+    box_nm = top.getPeriodicBoxVectors()[0][0].value_in_unit(u.nanometer)
     print(f"[{SIZE}] alanine dipeptide + {n_water} TIP3P waters: {n_atoms} atoms, {box_nm:.3g} nm cube", flush=True)
     import copy
 

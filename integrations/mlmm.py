@@ -15,8 +15,9 @@ friction in 1/ps, energies reported in eV (and drift in meV/atom/ps through
 
 The classical part is amber14 (``amber14-all.xml``) with rigid TIP3P (``amber14/tip3p.xml``): PME
 with a 1 nm cutoff in a periodic box (no cutoff in vacuum), OpenMM's defaults otherwise (Ewald
-error tolerance 5e-4, long-range dispersion correction on, no switching function). Constraints: the water molecules are rigid (SETTLE, analytic, so it
-adds no drift of its own; TIP3P is parameterised rigid) and nothing else is constrained
+error tolerance 5e-4, long-range dispersion correction on, no switching function).
+Constraints: the water molecules are rigid (SETTLE, analytic, so it adds no drift of its own;
+TIP3P is parameterised rigid) and nothing else is constrained
 (``constraints=None``): at 0.5 fs the fastest solute motion, an X-H stretch of about 10 fs
 period, is resolved by some 20 steps, and in the ML/MM System the solute's bonds belong to the
 ML potential (openmm-ml removes constraints inside the ML region anyway). No CMMotionRemover,
