@@ -27,6 +27,8 @@ EXPECTED = {
     "bench_fluid.py": ["bench_fluid.json", "bench_fluid_speed.json"],
     "bench_forcefield.py": ["forcefield.json"],
     "bench_hnn.py": ["bench_hnn.json"],
+    "bench_mlmm.py": ["mlmm.json"],
+    "bench_molecules.py": ["molecules_train.json", "molecules_mace.json"],
     "bench_neighbors.py": ["bench_neighbors.json"],
     "bench_soak.py": ["soak_ase.json", "soak_openmm.json", "soak_fluid.json"],
 }
