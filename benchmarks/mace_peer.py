@@ -170,9 +170,29 @@ class _Stop(Exception):
     """Raised at the start of an epoch that the stopping rule does not allow."""
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when the benchmark that started it dies
+    (however it dies), so a killed benchmark leaves no MACE training running behind it (it once
+    trained on for 30 minutes as an orphan). Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import os
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:      # the parent died before the request took effect
+        os._exit(143)
+
+
 def driver_main(argv: list[str]) -> None:
     """``python mace_peer.py BUDGET_JSON RUN_TRAIN_ARGS...``: run mace-torch's training with the
     stopping rule of the module docstring; writes ``budget.json`` into ``--work_dir``."""
+    _die_with_parent()
     import mace  # noqa: F401
     import torch
     from mace import tools

@@ -196,3 +196,40 @@ def test_mace_driver_honours_its_cpu_cap_and_keeps_the_best_checkpoint(bm, tmp_p
     budget = torch.load(res["budget_model"], map_location="cpu", weights_only=False).state_dict()
     assert final.keys() == budget.keys()
     assert all(torch.equal(final[k], budget[k]) for k in final)
+
+
+_PARENT = """
+import subprocess, sys, time
+code = "import sys, time; sys.path.insert(0, {bench!r}); import mace_peer; " + ("mace_peer._die_with_parent(); " if {die} else "") + "time.sleep(30)"
+p = subprocess.Popen([sys.executable, "-c", code])
+print(p.pid, flush=True)
+time.sleep(30)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+@pytest.mark.parametrize("die", [True, False])
+def test_the_mace_worker_dies_with_a_killed_benchmark(die):
+    """A SIGKILLed parent leaves no MACE worker behind (it once trained on as an orphan); the control
+    without the request stays alive."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT.format(bench=bench, die=die)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(1.5)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    time.sleep(1.0)
+    try:
+        state = Path(f"/proc/{child}/status").read_text().split("State:")[1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    try:
+        assert (state in ("Z", "X", "gone")) == die, state
+    finally:
+        if state not in ("Z", "X", "gone"):
+            os.kill(child, signal.SIGKILL)
