@@ -737,7 +737,7 @@ def main(argv=None) -> None:
                 "md_frames_test_errors": {m: test_errors(model, m, source="md") for m in MOLECULES[:2]}}
         figures["test_errors"] = errs
     if parts & {"train", "errors"}:
-        write_result("molecules_train", figures, params=dict(arch=ARCH, direct_arch=DIRECT_ARCH, train=TRAIN,
+        write_result("molecules_train", figures, seeds=[0], params=dict(arch=ARCH, direct_arch=DIRECT_ARCH, train=TRAIN,
                                                              epochs=epochs, max_time_s=max_time, molecules=MOLECULES,
                                                              targets=TARGETS, quick=quick),
                      dtype="float64", device="cpu")

@@ -91,8 +91,11 @@ def test_failed_sections_make_the_command_exit_non_zero(tmp_path, monkeypatch, c
 def test_interrupt_keeps_completed_outputs_and_a_valid_report(tmp_path, sig, status):
     out = tmp_path / "demo"
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    # a shell that starts a job in the background (nohup ... &) hands it SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: give the demo the default a terminal would
     proc = subprocess.Popen([sys.executable, "-m", "lawful.integrations.cli", "demo", "--smoke", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     deadline = time.monotonic() + 300
     for line in proc.stdout:
