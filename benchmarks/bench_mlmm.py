@@ -107,10 +107,13 @@ def _nvt_runs(top, pos, mm, out):
               f"T {d['mean_temperature_K'] or float('nan'):.1f} K  out-of-domain events {res.out_of_domain_events}  "
               f"{1e3 * res.cpu_s_per_step:.2f} ms CPU/step", flush=True)
     labels = {"conservative": "ML/MM (organic-xtb + amber14/TIP3P)", "all_mm": "all-MM (amber14/TIP3P)"}
-    png = mlmm.ramachandran_plot({labels[k]: (r.phi, r.psi) for k, r in angles.items()},
+    # each panel says how long its run really went (a strict run stops when it leaves the domain)
+    png = mlmm.ramachandran_plot({f"{labels[k]}, {r.steps_done * NVT_DT_FS / 1000:g} ps"
+                                  + (" (stopped: out of domain)" if r.steps_done < r.steps else ""): (r.phi, r.psi)
+                                  for k, r in angles.items()},
                                  out / "mlmm_ramachandran.png",
                                  title=f"alanine dipeptide in water, NVT {TEMPERATURE_K:g} K, "
-                                       f"{Z['nvt_steps'] * NVT_DT_FS / 1000:g} ps")
+                                       f"{Z['nvt_steps'] * NVT_DT_FS / 1000:g} ps planned")
     with open(out / "mlmm_nvt_phi_psi.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["run", "time_ps", "phi_deg", "psi_deg", "temperature_K"])
