@@ -158,6 +158,8 @@ def n_parameters(model_path: str | os.PathLike) -> int:
     """Trainable parameters of a saved MACE model."""
     import torch
 
+    # a MACE .model file is a pickled torch module (mace-torch's own format), so it cannot be read
+    # with weights_only=True; the only files read here are the ones this benchmark's run just wrote
     model = torch.load(str(model_path), map_location="cpu", weights_only=False)
     return int(sum(p.numel() for p in model.parameters()))
 
@@ -216,7 +218,8 @@ def driver_main(argv: list[str]) -> None:
         files = sorted(ckpt_dir.glob("*_epoch-*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
         m = copy.deepcopy(model)
         if files:
-            m.load_state_dict(torch.load(files[-1], map_location="cpu", weights_only=False)["model"])
+            # a checkpoint holds state dicts only (model, optimizer, scheduler): tensors, no code
+            m.load_state_dict(torch.load(files[-1], map_location="cpu", weights_only=True)["model"])
         best_epoch = int(files[-1].stem.rsplit("-", 1)[1]) if files else None
         torch.save(m.to("cpu"), work / f"{args.name}_budget.model")
         state["snapshot"] = {"cpu_s": cpu, "epochs_run": epochs_done, "best_epoch": best_epoch}

@@ -75,6 +75,11 @@ class DirectForceModel(AtomisticModel):
         """Constructor arguments that rebuild this architecture (JSON-able)."""
         return dict(species=list(self.species), cutoff=self.cutoff, seed=self.seed, **self._arch)
 
+    def features(self, positions: torch.Tensor, species: torch.Tensor, edge_i: torch.Tensor,
+                 edge_j: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Raw (un-normalised) invariants (N, n_features) of the atoms (arguments as :meth:`forward`)."""
+        return self.descriptor(vectors, edge_i, species.index_select(0, edge_j), positions.shape[0])
+
     def forward(self, positions: torch.Tensor, species: torch.Tensor, edge_i: torch.Tensor,
                 edge_j: torch.Tensor, vectors: torch.Tensor):
         """Per-atom energies (N,) eV, forces (N,3) eV/Å and pair magnitudes s (E,) eV/Å.
@@ -83,7 +88,7 @@ class DirectForceModel(AtomisticModel):
         taken: the forces are a direct output.
         """
         n_atoms = positions.shape[0]
-        d = self.descriptor(vectors, edge_i, species.index_select(0, edge_j), n_atoms)
+        d = self.features(positions, species, edge_i, edge_j, vectors)
         x = (d - self.feature_mean) / self.feature_std
         energies = self.reference_energies.index_select(0, species) + self.energy_scale * self.readout(x, species)
         h = self.embedding(x)

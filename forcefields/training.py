@@ -119,11 +119,7 @@ def _fit_normalisation(model: AtomisticModel, items) -> None:
             for b, _ in items:
                 b = b.to(device=dev)
                 _, vec = strained_geometry(b, b.positions, None)
-                if hasattr(model, "features"):
-                    feats.append(model.features(b.positions, b.species, b.edge_i, b.edge_j, vec))
-                else:
-                    feats.append(model.descriptor(vec, b.edge_i, b.species.index_select(0, b.edge_j),
-                                                  b.positions.shape[0]))
+                feats.append(model.features(b.positions, b.species, b.edge_i, b.edge_j, vec))
             f = torch.cat(feats)
             model.feature_mean.copy_(f.mean(0))
             model.feature_std.copy_(f.std(0).clamp_min(1e-6 * float(f.std(0).max()) + 1e-12))

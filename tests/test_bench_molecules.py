@@ -192,6 +192,7 @@ def test_mace_driver_honours_its_cpu_cap_and_keeps_the_best_checkpoint(bm, tmp_p
                             cap_cpu_s=0.0, plateau_epochs=30, max_epochs=5)
     assert res["stop_reason"] == "cpu_cap" and res["epochs_run"] == 1 and len(res["epoch_cpu_s"]) == 1
     assert res["budget_snapshot"]["epochs_run"] == 1 and res["budget_snapshot"]["cpu_s"] == res["train_cpu_s"]
+    # MACE .model files are pickled modules (weights_only=True cannot read them); this run wrote them
     final = torch.load(res["converged_model"], map_location="cpu", weights_only=False).state_dict()
     budget = torch.load(res["budget_model"], map_location="cpu", weights_only=False).state_dict()
     assert final.keys() == budget.keys()
