@@ -224,7 +224,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
           stress_weight: float = 0.0, weight_decay: float = 0.0, checkpoint: str | os.PathLike | None = None,
           resume: bool = True, seed: int = 0, progress: bool = True, log: str | os.PathLike | None = None,
           max_time: float | None = None, on_batch: Callable[[int, int], None] | None = None,
-          force_loss: str = "mse", huber_delta: float = 0.1, grad_clip: float = 0.0) -> dict:
+          force_loss: str = "mse", huber_delta: float | None = None, grad_clip: float = 0.0) -> dict:
     """Fit ``model`` (a NeuralPotential or DirectForceModel) to labelled structures, in place.
 
     data: labelled ``ase.Atoms`` (energy, forces, optionally stress) or a path (extxyz / ASE db);
@@ -237,8 +237,9 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     with ``resume`` an existing checkpoint for the same model and data is continued.
     ``on_batch(epoch, step)`` is called after every optimiser step.
     ``force_loss``: ``"mse"`` (default) or ``"huber"``: per force component ``e^2`` below
-    ``huber_delta`` (eV/Å) and ``2 delta |e| - delta^2`` above it, so that a few frames with very
-    large forces (rattled or hot configurations) cannot dominate the loss. ``grad_clip``: clip the
+    ``huber_delta`` (eV/Å, default 0.1; only with ``"huber"``) and ``2 delta |e| - delta^2``
+    above it, so that a few frames with very large forces (rattled or hot configurations) cannot
+    dominate the loss. ``grad_clip``: clip the
     gradient norm to this value (0: off), against the rare batch whose gradient explodes.
 
     Returns the training summary (also stored as ``model.training_summary`` and saved with the
@@ -248,8 +249,13 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     """
     if force_loss not in ("mse", "huber"):
         raise InputError(f"force_loss={force_loss!r} is not known: pass 'mse' or 'huber'.")
-    if force_loss == "huber" and not (math.isfinite(huber_delta) and huber_delta > 0):
-        raise InputError(f"huber_delta={huber_delta!r} must be a positive force in eV/Å, e.g. 0.1.")
+    if force_loss == "mse" and huber_delta is not None:
+        raise InputError(f"huber_delta={huber_delta!r} is only used with force_loss='huber' (the squared error "
+                         "has no delta): pass force_loss='huber' too, or drop huber_delta.")
+    if force_loss == "huber":
+        huber_delta = 0.1 if huber_delta is None else huber_delta
+        if not (math.isfinite(huber_delta) and huber_delta > 0):
+            raise InputError(f"huber_delta={huber_delta!r} must be a positive force in eV/Å, e.g. 0.1.")
     if not (math.isfinite(grad_clip) and grad_clip >= 0):
         raise InputError(f"grad_clip={grad_clip!r} must be a gradient norm >= 0 (0: no clipping).")
     frames = load_frames(data)
@@ -271,7 +277,8 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         epochs=epochs, batch_size=batch_size, lr=lr, lr_factor=lr_factor, lr_patience=lr_patience,
         min_lr=min_lr, patience=patience, weights=(energy_weight, force_weight, stress_weight),
         weight_decay=weight_decay, checkpoint=checkpoint, resume=resume, seed=seed, progress=progress,
-        log=log, max_time=max_time, on_batch=on_batch, force_loss=force_loss, huber_delta=float(huber_delta),
+        log=log, max_time=max_time, on_batch=on_batch, force_loss=force_loss,
+        huber_delta=None if huber_delta is None else float(huber_delta),
         grad_clip=float(grad_clip)))
     # leave the process group (if train joined it) only after a clean finish: after an interrupt a
     # peer may be gone, and the process's exit releases the group anyway
@@ -290,8 +297,7 @@ class _ForceFieldHooks(Hooks):
         self.opts = opts
 
     def loss(self, b, t, norms, weight):
-        delta = self.opts["huber_delta"] if self.opts["force_loss"] == "huber" else None
-        return weight * _loss_terms(self.model, b, t, self.opts["weights"], norms, delta)
+        return weight * _loss_terms(self.model, b, t, self.opts["weights"], norms, self.opts["huber_delta"])
 
     def train_unit(self, loop: Loop, epoch: int) -> dict:
         o = self.opts

@@ -146,6 +146,7 @@ def test_training_records_the_smallest_pair_distance_of_the_training_frames_only
     (dict(force_loss="l1"), "force_loss='l1'"),
     (dict(force_loss="huber", huber_delta=0.0), "huber_delta=0.0"),
     (dict(force_loss="huber", huber_delta=float("nan")), "huber_delta=nan"),
+    (dict(huber_delta=0.5), "huber_delta=0.5"),          # would be silently ignored by the squared error
     (dict(grad_clip=-1.0), "grad_clip=-1.0"),
     (dict(grad_clip=float("inf")), "grad_clip=inf"),
 ])
