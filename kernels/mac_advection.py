@@ -51,28 +51,39 @@ def _kernels(real_name: str):
     A1 = ti.types.ndarray(dtype=real, ndim=1)
 
     @ti.func
-    def sample(q: ti.template(), c, gx, gy, nqx, nqy, perx, pery, gh: ti.template(), gaxis: ti.template()):
+    def wrap(i, n):
+        """``i`` modulo ``n`` (Python sign rule) for any integer ``i``; the in-range case costs two
+        compares instead of an integer division."""
+        r = i
+        if r < 0 or r >= n:
+            r = i % n
+        return r
+
+    @ti.func
+    def sample(q: ti.template(), c, gx, gy, nqx, nqy, nx, ny, px: ti.template(), py: ti.template(),
+               gh: ti.template(), gaxis: ti.template()):
         """Bilinear sample of q[c] at fractional index (gx, gy); returns (value, min, max).
 
-        Along the ghosted axis ``gaxis`` (1: y for u, 0: x for v; the axis on which the array is
+        Indices wrap modulo ``nx``/``ny`` on periodic axes (``px``/``py``, compile-time). Along the
+        ghosted axis ``gaxis`` (1: y for u, 0: x for v; the axis on which the array is
         cell-centred) a non-periodic position may reach half a cell beyond the last row, where the
         ghost ``a q + b`` of the boundary row stands (``gh``: Boundary.ghost_coefficients, lo/hi
         pairs at ``gh[4 * (1 - gaxis) ...]``); on the other axis positions are clamped."""
         x = ti.cast(gx, real)
         y = ti.cast(gy, real)
-        lo_x = ti.cast(0.0, real)
-        hi_x = ti.cast(nqx - 1, real)
-        lo_y = ti.cast(0.0, real)
-        hi_y = ti.cast(nqy - 1, real)
-        if ti.static(gaxis == 0):
-            lo_x = ti.cast(-0.5, real)
-            hi_x = ti.cast(nqx, real) - 0.5
-        else:
-            lo_y = ti.cast(-0.5, real)
-            hi_y = ti.cast(nqy, real) - 0.5
-        if perx == 0:
+        if ti.static(not px):
+            lo_x = ti.cast(0.0, real)
+            hi_x = ti.cast(nqx - 1, real)
+            if ti.static(gaxis == 0):
+                lo_x = ti.cast(-0.5, real)
+                hi_x = ti.cast(nqx, real) - 0.5
             x = ti.min(ti.max(x, lo_x), hi_x)
-        if pery == 0:
+        if ti.static(not py):
+            lo_y = ti.cast(0.0, real)
+            hi_y = ti.cast(nqy - 1, real)
+            if ti.static(gaxis == 1):
+                lo_y = ti.cast(-0.5, real)
+                hi_y = ti.cast(nqy, real) - 0.5
             y = ti.min(ti.max(y, lo_y), hi_y)
         fi = ti.floor(x)
         fj = ti.floor(y)
@@ -82,102 +93,175 @@ def _kernels(real_name: str):
         j0 = ti.cast(fj, ti.i32)
         i1 = i0 + 1
         j1 = j0 + 1
-        if perx > 0:
-            i0 = i0 % perx
-            i1 = i1 % perx
+        if ti.static(px):
+            i0 = wrap(i0, nx)
+            i1 = i0 + 1
+            if i1 == nx:
+                i1 = 0
         elif ti.static(gaxis != 0):
             i1 = ti.min(i1, nqx - 1)
-        if pery > 0:
-            j0 = j0 % pery
-            j1 = j1 % pery
+        if ti.static(py):
+            j0 = wrap(j0, ny)
+            j1 = j0 + 1
+            if j1 == ny:
+                j1 = 0
         elif ti.static(gaxis != 1):
             j1 = ti.min(j1, nqy - 1)
-        a = fetch(q, c, i0, j0, nqx, nqy, gh, gaxis)
-        b = fetch(q, c, i1, j0, nqx, nqy, gh, gaxis)
-        d = fetch(q, c, i0, j1, nqx, nqy, gh, gaxis)
-        e = fetch(q, c, i1, j1, nqx, nqy, gh, gaxis)
+        a = fetch(q, c, i0, j0, nqx, nqy, px, py, gh, gaxis)
+        b = fetch(q, c, i1, j0, nqx, nqy, px, py, gh, gaxis)
+        d = fetch(q, c, i0, j1, nqx, nqy, px, py, gh, gaxis)
+        e = fetch(q, c, i1, j1, nqx, nqy, px, py, gh, gaxis)
         val = (1 - ty) * ((1 - tx) * a + tx * b) + ty * ((1 - tx) * d + tx * e)
         lo = ti.min(ti.min(a, b), ti.min(d, e))
         hi = ti.max(ti.max(a, b), ti.max(d, e))
         return ti.Vector([val, lo, hi])
 
     @ti.func
-    def fetch(q: ti.template(), c, i, j, nqx, nqy, gh: ti.template(), gaxis: ti.template()):
-        """q[c, i, j], or the ghost a q + b of the boundary row when the ghosted index is -1 / n."""
-        ii = ti.min(ti.max(i, 0), nqx - 1)
-        jj = ti.min(ti.max(j, 0), nqy - 1)
+    def fetch(q: ti.template(), c, i, j, nqx, nqy, px: ti.template(), py: ti.template(), gh: ti.template(),
+              gaxis: ti.template()):
+        """q[c, i, j], or the ghost a q + b of the boundary row when the ghosted index is -1 / n
+        (indices on a periodic axis arrive wrapped: no clamp, no ghost there)."""
+        ii, jj = i, j
+        if ti.static(not px):
+            ii = ti.min(ti.max(i, 0), nqx - 1)
+        if ti.static(not py):
+            jj = ti.min(ti.max(j, 0), nqy - 1)
         val = q[c, ii, jj]
-        k = ti.static(0 if gaxis == 1 else 4)
-        g = j if ti.static(gaxis == 1) else i
-        ng = nqy if ti.static(gaxis == 1) else nqx
-        if g < 0:
-            val = gh[k] * val + gh[k + 1]
-        elif g >= ng:
-            val = gh[k + 2] * val + gh[k + 3]
+        if ti.static(not (px if gaxis == 0 else py)):
+            k = ti.static(0 if gaxis == 1 else 4)
+            g = j if ti.static(gaxis == 1) else i
+            ng = nqy if ti.static(gaxis == 1) else nqx
+            if g < 0:
+                val = gh[k] * val + gh[k + 1]
+            elif g >= ng:
+                val = gh[k + 2] * val + gh[k + 3]
         return val
 
     @ti.func
-    def vel(uw: ti.template(), vw: ti.template(), x, y, nx, ny, px, py, gh: ti.template()):
-        uu = sample(uw, 0, x, y - 0.5, nx + 1, ny, nx * px, ny * py, gh, 1)[0]
-        vv = sample(vw, 0, x - 0.5, y, nx, ny + 1, nx * px, ny * py, gh, 0)[0]
+    def vel(uw: ti.template(), vw: ti.template(), x, y, nx, ny, px: ti.template(), py: ti.template(),
+            gh: ti.template()):
+        uu = sample(uw, 0, x, y - 0.5, nx + 1, ny, nx, ny, px, py, gh, 1)[0]
+        vv = sample(vw, 0, x - 0.5, y, nx, ny + 1, nx, ny, px, py, gh, 0)[0]
         return ti.Vector([uu, vv])
 
     @ti.func
-    def trace(uw: ti.template(), vw: ti.template(), x, y, h, nx, ny, px, py, gh: ti.template()):
-        """Midpoint-rule trace over time h (grid units: positions / dx, h = dt / dx)."""
-        v1 = vel(uw, vw, x, y, nx, ny, px, py, gh)
+    def vel_uface(uw: ti.template(), vw: ti.template(), ie, j, nx, ny, px: ti.template(), py: ti.template(),
+                  gh: ti.template()):
+        """The velocity at u face (ie, j + 1/2) (``ie`` wrapped on a periodic x): ``vel`` there
+        without interpolating -- u is the face's own value and v the mean of the four v faces
+        around it (bilinear weights 1/2, 1/2)."""
+        i0 = ie - 1
+        if ti.static(px):
+            if i0 < 0:
+                i0 = nx - 1
+        j1 = j + 1
+        if ti.static(py):
+            if j1 == ny:
+                j1 = 0
+        a = fetch(vw, 0, i0, j, nx, ny + 1, px, py, gh, 0)
+        b = fetch(vw, 0, ie, j, nx, ny + 1, px, py, gh, 0)
+        d = fetch(vw, 0, i0, j1, nx, ny + 1, px, py, gh, 0)
+        e = fetch(vw, 0, ie, j1, nx, ny + 1, px, py, gh, 0)
+        return ti.Vector([uw[0, ie, j], 0.5 * (0.5 * a + 0.5 * b) + 0.5 * (0.5 * d + 0.5 * e)])
+
+    @ti.func
+    def vel_vface(uw: ti.template(), vw: ti.template(), i, je, nx, ny, px: ti.template(), py: ti.template(),
+                  gh: ti.template()):
+        """The velocity at v face (i + 1/2, je) (``je`` wrapped on a periodic y), as ``vel_uface``."""
+        i1 = i + 1
+        if ti.static(px):
+            if i1 == nx:
+                i1 = 0
+        j0 = je - 1
+        if ti.static(py):
+            if j0 < 0:
+                j0 = ny - 1
+        a = fetch(uw, 0, i, j0, nx + 1, ny, px, py, gh, 1)
+        b = fetch(uw, 0, i1, j0, nx + 1, ny, px, py, gh, 1)
+        d = fetch(uw, 0, i, je, nx + 1, ny, px, py, gh, 1)
+        e = fetch(uw, 0, i1, je, nx + 1, ny, px, py, gh, 1)
+        return ti.Vector([0.5 * (0.5 * a + 0.5 * b) + 0.5 * (0.5 * d + 0.5 * e), vw[0, i, je]])
+
+    @ti.func
+    def trace(uw: ti.template(), vw: ti.template(), x, y, v1, h, nx, ny, px: ti.template(), py: ti.template(),
+              gh: ti.template()):
+        """Midpoint-rule trace over time h (grid units: positions / dx, h = dt / dx) from (x, y),
+        where the velocity is ``v1``."""
         v2 = vel(uw, vw, x - 0.5 * h * v1[0], y - 0.5 * h * v1[1], nx, ny, px, py, gh)
         return ti.Vector([x - h * v2[0], y - h * v2[1]])
 
     @ti.kernel
-    def advect(u: A2, v: A2, uw: A3, vw: A3, h: real, px: int, py: int, mac: int, limiter: int,
-               ready: int, gh: A1):
+    def advect(u: A2, v: A2, uw: A3, vw: A3, h: real, px: ti.template(), py: ti.template(), mac: ti.template(),
+               limiter: ti.template(), ready: ti.template(), gh: A1):
         # uw/vw channels: 0 = tracing velocity u^n, 1 = q^, 2 = free mask, 3 = fixed value,
         # 4 = advected quantity q^n (= u^n unless the caller filled it: ready = 1), 5/6 = limiter bounds
         nx, ny = v.shape[0], u.shape[1]
         for i, j in u:
             uw[0, i, j] = u[i, j]
-            if not ready:
+            if ti.static(not ready):
                 uw[4, i, j] = u[i, j]
         for i, j in v:
             vw[0, i, j] = v[i, j]
-            if not ready:
+            if ti.static(not ready):
                 vw[4, i, j] = v[i, j]
-        # channels 5, 6 keep the min/max of the four q^n samples around the departure point
+        # channels 5, 6 keep the min/max of the four q^n samples around the departure point; without
+        # MacCormack q^ is the result, written straight to u/v (the traces read channel 0 only)
         for i, j in u:
-            ie = i % nx if px else i
-            p = trace(uw, vw, ti.cast(ie, real), j + 0.5, h, nx, ny, px, py, gh)
-            s = sample(uw, 4, p[0], p[1] - 0.5, nx + 1, ny, nx * px, ny * py, gh, 1)
-            uw[1, i, j] = s[0]
-            uw[5, i, j] = s[1]
-            uw[6, i, j] = s[2]
+            ie = i
+            if ti.static(px):
+                if i == nx:
+                    ie = 0
+            v1 = vel_uface(uw, vw, ie, j, nx, ny, px, py, gh)
+            p = trace(uw, vw, ti.cast(ie, real), j + 0.5, v1, h, nx, ny, px, py, gh)
+            s = sample(uw, 4, p[0], p[1] - 0.5, nx + 1, ny, nx, ny, px, py, gh, 1)
+            if ti.static(mac):
+                uw[1, i, j] = s[0]
+                if ti.static(limiter):
+                    uw[5, i, j] = s[1]
+                    uw[6, i, j] = s[2]
+            else:
+                u[i, j] = uw[2, i, j] * s[0] + (1 - uw[2, i, j]) * uw[3, i, j]
         for i, j in v:
-            je = j % ny if py else j
-            p = trace(uw, vw, i + 0.5, ti.cast(je, real), h, nx, ny, px, py, gh)
-            s = sample(vw, 4, p[0] - 0.5, p[1], nx, ny + 1, nx * px, ny * py, gh, 0)
-            vw[1, i, j] = s[0]
-            vw[5, i, j] = s[1]
-            vw[6, i, j] = s[2]
-        for i, j in u:
-            q = uw[1, i, j]
-            if mac:
-                ie = i % nx if px else i
-                pf = trace(uw, vw, ti.cast(ie, real), j + 0.5, -h, nx, ny, px, py, gh)
-                qt = sample(uw, 1, pf[0], pf[1] - 0.5, nx + 1, ny, nx * px, ny * py, gh, 1)[0]
-                q = q + 0.5 * (uw[4, i, j] - qt)
-                if limiter:
+            je = j
+            if ti.static(py):
+                if j == ny:
+                    je = 0
+            v1 = vel_vface(uw, vw, i, je, nx, ny, px, py, gh)
+            p = trace(uw, vw, i + 0.5, ti.cast(je, real), v1, h, nx, ny, px, py, gh)
+            s = sample(vw, 4, p[0] - 0.5, p[1], nx, ny + 1, nx, ny, px, py, gh, 0)
+            if ti.static(mac):
+                vw[1, i, j] = s[0]
+                if ti.static(limiter):
+                    vw[5, i, j] = s[1]
+                    vw[6, i, j] = s[2]
+            else:
+                v[i, j] = vw[2, i, j] * s[0] + (1 - vw[2, i, j]) * vw[3, i, j]
+        if ti.static(mac):
+            # forward trace from the face: its first velocity is the backward trace's (same point)
+            for i, j in u:
+                ie = i
+                if ti.static(px):
+                    if i == nx:
+                        ie = 0
+                v1 = vel_uface(uw, vw, ie, j, nx, ny, px, py, gh)
+                pf = trace(uw, vw, ti.cast(ie, real), j + 0.5, v1, -h, nx, ny, px, py, gh)
+                qt = sample(uw, 1, pf[0], pf[1] - 0.5, nx + 1, ny, nx, ny, px, py, gh, 1)[0]
+                q = uw[1, i, j] + 0.5 * (uw[4, i, j] - qt)
+                if ti.static(limiter):
                     q = ti.min(ti.max(q, uw[5, i, j]), uw[6, i, j])
-            u[i, j] = uw[2, i, j] * q + (1 - uw[2, i, j]) * uw[3, i, j]
-        for i, j in v:
-            q = vw[1, i, j]
-            if mac:
-                je = j % ny if py else j
-                pf = trace(uw, vw, i + 0.5, ti.cast(je, real), -h, nx, ny, px, py, gh)
-                qt = sample(vw, 1, pf[0] - 0.5, pf[1], nx, ny + 1, nx * px, ny * py, gh, 0)[0]
-                q = q + 0.5 * (vw[4, i, j] - qt)
-                if limiter:
+                u[i, j] = uw[2, i, j] * q + (1 - uw[2, i, j]) * uw[3, i, j]
+            for i, j in v:
+                je = j
+                if ti.static(py):
+                    if j == ny:
+                        je = 0
+                v1 = vel_vface(uw, vw, i, je, nx, ny, px, py, gh)
+                pf = trace(uw, vw, i + 0.5, ti.cast(je, real), v1, -h, nx, ny, px, py, gh)
+                qt = sample(vw, 1, pf[0] - 0.5, pf[1], nx, ny + 1, nx, ny, px, py, gh, 0)[0]
+                q = vw[1, i, j] + 0.5 * (vw[4, i, j] - qt)
+                if ti.static(limiter):
                     q = ti.min(ti.max(q, vw[5, i, j]), vw[6, i, j])
-            v[i, j] = vw[2, i, j] * q + (1 - vw[2, i, j]) * vw[3, i, j]
+                v[i, j] = vw[2, i, j] * q + (1 - vw[2, i, j]) * vw[3, i, j]
 
     @ti.func
     def cell(s: ti.template(), c, i, j, nx, ny, px, py):
@@ -293,8 +377,8 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
     if not isinstance(ghost, torch.Tensor):
         ghost = ghost_tensor(ghost, u.dtype, u.device)
     k = _kernels(dtype_name(u.dtype))["advect"]
-    k(u, v, uw, vw, float(dt) / float(dx), int(periodic[0]), int(periodic[1]),
-      int(scheme == "maccormack"), int(bool(limiter)), int(bool(quantity_ready)), ghost)
+    k(u, v, uw, vw, float(dt) / float(dx), bool(periodic[0]), bool(periodic[1]),
+      scheme == "maccormack", bool(limiter), bool(quantity_ready), ghost)
 
 
 def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True), order: int = 2,
