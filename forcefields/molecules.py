@@ -23,7 +23,7 @@ from ase import Atoms
 
 from lawful.kernels.errors import InputError
 
-__all__ = ["MOLECULES", "SPECIES", "ALANINE_DIPEPTIDE_STARTS", "build_molecule", "start_structures",
+__all__ = ["MOLECULES", "SPECIES", "ALANINE_DIPEPTIDE_STARTS", "MINIMISE_MODES", "build_molecule", "start_structures",
            "alanine_dipeptide", "water_cluster"]
 
 #: The elements the molecular data sets use.
@@ -144,17 +144,61 @@ def _g2(name: str) -> Atoms:
 ALANINE_DIPEPTIDE_STARTS = {"C7eq": (-83.0, 73.0), "C5": (-157.0, 165.0), "C7ax": (75.0, -65.0)}
 
 
+#: How the data pipeline prepares a start before sampling from it (``info["minimise"]`` of a start):
+#: "free" -- xTB minimum (the default); "backbone" -- xTB minimum with alanine dipeptide's φ, ψ held
+#: (:func:`lawful.forcefields.conformers.restrain_backbone`: αR and αL are not vacuum minima);
+#: "none" -- used as given (e.g. a snapshot of the molecule in solvent).
+MINIMISE_MODES = ("free", "backbone", "none")
+
+
 def start_structures(name_or_file: str | os.PathLike) -> dict[str, Atoms]:
     """The starting geometries the data pipeline samples from, by label: the alanine dipeptide
-    conformers of :data:`ALANINE_DIPEPTIDE_STARTS`; for any other molecule or file
-    ``{"start": build_molecule(...)}``. Positions in Å."""
+    conformers of :data:`ALANINE_DIPEPTIDE_STARTS`; for any other molecule or one-structure file
+    ``{"start": build_molecule(...)}``. A file of several structures (extxyz) gives one start per
+    structure, labelled by its ``info["start"]`` (else ``frame<k>``), each checked like
+    :func:`build_molecule` and all of one molecule; a structure's ``info["minimise"]`` (one of
+    :data:`MINIMISE_MODES`, default "free") says how the pipeline prepares it. Positions in Å."""
     if os.fspath(name_or_file) == "alanine-dipeptide":
         out = {}
         for label, (phi, psi) in ALANINE_DIPEPTIDE_STARTS.items():
             out[label] = alanine_dipeptide(phi, psi)
             out[label].info["molecule"] = "alanine-dipeptide"
         return out
-    return {"start": build_molecule(name_or_file)}
+    first = build_molecule(name_or_file)
+    path = Path(os.fspath(name_or_file))
+    if not path.is_file():
+        return {"start": first}
+    from ase.io import read
+
+    try:
+        frames = read(str(path), index=":")
+    except Exception:  # a format ase.io reads only one structure from: the first is the start
+        frames = [None]
+    if len(frames) <= 1:
+        first.info["minimise"] = _minimise_mode(frames[0], path, 0)
+        return {"start": first}
+    out = {}
+    for k, frame in enumerate(frames):
+        atoms = _checked_structure(frame, f"{os.fspath(path)!r} structure {k}")
+        if atoms.get_chemical_symbols() != first.get_chemical_symbols():
+            raise InputError(f"molecule file {os.fspath(path)!r}: structure {k} has atoms "
+                             f"{atoms.get_chemical_formula()} in another order than structure 0 "
+                             f"({first.get_chemical_formula()}); a file of starts holds one molecule, same atom order.")
+        label = str(frame.info.get("start", f"frame{k}"))
+        if label in out:
+            raise InputError(f"molecule file {os.fspath(path)!r}: two structures are labelled start={label!r}; "
+                             "give every structure its own info['start'] label.")
+        atoms.info.update(molecule=str(frame.info.get("molecule", path.stem)), minimise=_minimise_mode(frame, path, k))
+        out[label] = atoms
+    return out
+
+
+def _minimise_mode(frame, path, k: int) -> str:
+    mode = "free" if frame is None else str(frame.info.get("minimise", "free"))
+    if mode not in MINIMISE_MODES:
+        raise InputError(f"molecule file {os.fspath(path)!r}: structure {k} has minimise={mode!r}; use one of "
+                         f"{', '.join(MINIMISE_MODES)}.")
+    return mode
 
 
 def build_molecule(name_or_file: str | os.PathLike) -> Atoms:
@@ -180,21 +224,27 @@ def build_molecule(name_or_file: str | os.PathLike) -> Atoms:
     except Exception as exc:  # ase.io raises many types for a bad file
         raise InputError(f"molecule file {text!r} could not be read by ase.io ({type(exc).__name__}: {exc}); "
                          "pass an xyz/extxyz/pdb file with one structure.") from None
+    out = _checked_structure(atoms, f"molecule file {text!r}")
+    out.info["molecule"] = path.stem
+    return out
+
+
+def _checked_structure(atoms: Atoms, what: str) -> Atoms:
+    """A clean copy (numbers and positions only) of a structure read from a file, or InputError:
+    no atoms, periodic, elements outside :data:`SPECIES`, or atoms closer than 0.5 Å."""
     if len(atoms) == 0:
-        raise InputError(f"molecule file {text!r} holds no atoms; pass a file with a structure.")
+        raise InputError(f"{what} holds no atoms; pass a file with a structure.")
     if atoms.pbc.any():
-        raise InputError(f"molecule file {text!r} is periodic (pbc={atoms.pbc.tolist()}); the molecular "
+        raise InputError(f"{what} is periodic (pbc={atoms.pbc.tolist()}); the molecular "
                          "pipeline labels isolated molecules: remove the cell/pbc from the file.")
     bad = sorted(set(atoms.get_chemical_symbols()) - set(SPECIES))
     if bad:
-        raise InputError(f"molecule file {text!r} contains {', '.join(bad)}; the molecular data "
-                                      f"sets use only {', '.join(SPECIES)}: pass a molecule of those elements.")
+        raise InputError(f"{what} contains {', '.join(bad)}; the molecular data "
+                         f"sets use only {', '.join(SPECIES)}: pass a molecule of those elements.")
     if len(atoms) > 1:
         d = atoms.get_all_distances()
         dmin = float(d[np.triu_indices(len(atoms), 1)].min())
         if dmin < 0.5:
-            raise InputError(f"molecule file {text!r} has two atoms {dmin:.3f} Å apart (< 0.5 Å): the "
+            raise InputError(f"{what} has two atoms {dmin:.3f} Å apart (< 0.5 Å): the "
                              "coordinates are probably not in Å or atoms overlap; fix the file.")
-    out = Atoms(atoms.numbers, positions=atoms.positions)
-    out.info["molecule"] = path.stem
-    return out
+    return Atoms(atoms.numbers, positions=atoms.positions)

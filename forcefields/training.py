@@ -224,7 +224,8 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
           stress_weight: float = 0.0, weight_decay: float = 0.0, checkpoint: str | os.PathLike | None = None,
           resume: bool = True, seed: int = 0, progress: bool = True, log: str | os.PathLike | None = None,
           max_time: float | None = None, on_batch: Callable[[int, int], None] | None = None,
-          force_loss: str = "mse", huber_delta: float | None = None, grad_clip: float = 0.0) -> dict:
+          force_loss: str = "mse", huber_delta: float | None = None, grad_clip: float = 0.0,
+          fit_normalisation: bool = True) -> dict:
     """Fit ``model`` (a NeuralPotential or DirectForceModel) to labelled structures, in place.
 
     data: labelled ``ase.Atoms`` (energy, forces, optionally stress) or a path (extxyz / ASE db);
@@ -241,6 +242,9 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     above it, so that a few frames with very large forces (rattled or hot configurations) cannot
     dominate the loss. ``grad_clip``: clip the
     gradient norm to this value (0: off), against the rare batch whose gradient explodes.
+    ``fit_normalisation``: fit the per-species reference energies, feature statistics and scales
+    on the training split before the first epoch (default); False keeps the model's own, to go on
+    training a trained model (e.g. on more data): refitting them would invalidate its weights.
 
     Returns the training summary (also stored as ``model.training_summary`` and saved with the
     model): validation energy MAE per atom (eV/atom), force MAE (eV/Å), epochs, timings, history.
@@ -279,7 +283,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         weight_decay=weight_decay, checkpoint=checkpoint, resume=resume, seed=seed, progress=progress,
         log=log, max_time=max_time, on_batch=on_batch, force_loss=force_loss,
         huber_delta=None if huber_delta is None else float(huber_delta),
-        grad_clip=float(grad_clip)))
+        grad_clip=float(grad_clip), fit_normalisation=bool(fit_normalisation)))
     # leave the process group (if train joined it) only after a clean finish: after an interrupt a
     # peer may be gone, and the process's exit releases the group anyway
     ctx.close()
@@ -369,7 +373,7 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
                      desc=f"train {model.kind}", log=o["log"], stop_label="epochs",
                      find_unused_parameters=len(model.species) > 1, grad_clip=o["grad_clip"])   # a species may be absent from a share
     loop = Loop(model, opt, sched, hooks, cfg, ctx=ctx)
-    if not loop.resume():
+    if not loop.resume() and o["fit_normalisation"]:
         with torch.no_grad():
             _fit_normalisation(model, train_items)
     t_start = time.perf_counter()
@@ -388,6 +392,7 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
         "wall_time_this_call_s": time.perf_counter() - t_start,
         "weights": {"energy": w_e, "forces": w_f, "stress": w_s},
         "seed": o["seed"], "batch_size": o["batch_size"], "lr": o["lr"], "data_fingerprint": fingerprint,
+        "fit_normalisation": o["fit_normalisation"],
         "world_size": ctx.world_size, "communication_s": loop.comm_s,
         "history": loop.history,
     }

@@ -9,7 +9,8 @@ module import time; without the ``lawful[xtb]`` extra the functions raise ``Back
 The pipeline (:func:`make_dataset`), each stage resumable from the files in ``out``:
 
 1. the molecule's starting geometries (:func:`lawful.forcefields.molecules.start_structures`: one,
-   or three backbone conformers of alanine dipeptide) are minimised with xTB (BFGS);
+   three backbone conformers of alanine dipeptide, or every structure of a file of starts) are
+   minimised with xTB (BFGS), with φ/ψ held, or not at all, as each start's ``info["minimise"]`` says;
 2. sampling: ``segments_per_temperature`` independent Langevin trajectories per temperature
    (ASE ``Langevin``, xTB forces; the starts taken in turn), ``frames_per_segment`` snapshots each,
    plus rattled copies of the minima grouped into segments; every segment is appended to ``samples.extxyz`` when done;
@@ -240,6 +241,30 @@ def minimise(atoms: Atoms, fmax: float = 0.02, steps: int = 500, calculator=None
     return Atoms(a.numbers, positions=a.positions)
 
 
+def _prepared_start(atoms: Atoms, fmax: float) -> Atoms:
+    """A start as its ``info["minimise"]`` asks (:data:`lawful.forcefields.molecules.MINIMISE_MODES`):
+    the xTB minimum ("free", the default), the xTB minimum with alanine dipeptide's φ, ψ held
+    ("backbone"), or the structure as given ("none")."""
+    mode = atoms.info.get("minimise", "free")
+    if mode == "none":
+        return Atoms(atoms.numbers, positions=atoms.positions)
+    if mode == "backbone":
+        from lawful.forcefields.conformers import backbone_torsions, restrain_backbone
+
+        a = Atoms(atoms.numbers, positions=atoms.positions)
+        restrain_backbone(a, *backbone_torsions(a))
+        a.calc = xtb_calculator(fresh_guess=False)
+        from ase.optimize import BFGS
+
+        from lawful.kernels.errors import ConvergenceError
+
+        if not BFGS(a, logfile=None).run(fmax=fmax, steps=2000):
+            raise ConvergenceError(f"the φ/ψ-restrained xTB minimisation of a start did not reach fmax={fmax} eV/Å "
+                                   "in 2000 steps; start it closer to a minimum or use minimise='none'.")
+        return Atoms(a.numbers, positions=a.positions)
+    return minimise(atoms, fmax)
+
+
 def _segment_plan(cfg: SamplingConfig, starts: Sequence[str] = ("start",)) -> list[dict]:
     """One dict per segment: name, kind, temperature or amplitude, seed and start (cycled over
     ``starts``; the start label joins the segment name when there are several)."""
@@ -420,7 +445,7 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     if not os.access(out, os.W_OK | os.X_OK):
         raise InputError(f"output folder {os.fspath(out)!r} is not writable; choose another folder.")
     t_start = time.perf_counter()
-    minima = {k: minimise(a, cfg.fmax_minimise) for k, a in starts.items()}
+    minima = {k: _prepared_start(a, cfg.fmax_minimise) for k, a in starts.items()}
     minimum = next(iter(minima.values()))
     frames = sample_segments(minima, cfg, out / "samples.extxyz", progress=progress)
     labelled = label_cached(frames, out / "labels.extxyz", calculator=calculator, progress=progress,
@@ -446,9 +471,10 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
         "units": {"energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
         "versions": _versions(),
         "sampling": {**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},
-                     "integrator": "ase.md.langevin.Langevin + FixCom, from the xTB minimum (BFGS)",
+                     "integrator": "ase.md.langevin.Langevin + FixCom, from each start as its minimise mode prepared it",
                      "segments": _segment_plan(cfg, list(minima)),
-                     "starts": {k: {"xtb_minimum_energy_eV": _energy(m)} for k, m in minima.items()}},
+                     "starts": {k: {"minimise": starts[k].info.get("minimise", "free"), "xtb_energy_eV": _energy(m)}
+                                for k, m in minima.items()}},
         "seeds": {"base": cfg.seed, "split": cfg.seed},
         "split": split,
         "counts": {**counts, "total_frames": len(labelled)},

@@ -263,7 +263,7 @@ def _cmd_data_xtb(args) -> int:
     if not args.molecule:
         raise _UsageError(f"--calc xtb needs --molecule: a name ({', '.join(molecules.MOLECULES)}) or a structure file")
     try:
-        molecules.build_molecule(args.molecule)
+        molecules.start_structures(args.molecule)     # every structure of a file of starts, before any xTB work
     except InputError as exc:
         raise _UsageError(f"--molecule: {str(exc).rstrip('.')}") from None
     from lawful.forcefields import xtb_data
@@ -271,10 +271,14 @@ def _cmd_data_xtb(args) -> int:
     temps = args.temperatures or [300.0, 500.0, 700.0, 1000.0]
     n_seg = -(-args.frames // args.frames_per_segment)
     rattled = max(1, n_seg // 10) if n_seg > 1 else 0
+    timing = {k: getattr(args, k) for k in ("interval", "equilibration") if getattr(args, k) is not None}
     cfg = xtb_data.SamplingConfig(temperatures=tuple(temps), frames_per_segment=args.frames_per_segment,
                                   segments_per_temperature=max(1, -(-(n_seg - rattled) // len(temps))),
-                                  rattled_segments=rattled, seed=args.seed)
-    cfg.check()
+                                  rattled_segments=rattled, seed=args.seed, **timing)
+    try:
+        cfg.check()
+    except InputError as exc:
+        raise _UsageError(str(exc).rstrip(".")) from None
     xtb_data.xtb_calculator()  # tblite missing: a one-line error before sampling
     card = xtb_data.make_dataset(args.molecule, args.out, cfg, progress=True)
     c = card["counts"]
@@ -646,12 +650,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference calculator (xtb: GFN2-xTB through tblite, pip install 'lawful[xtb]')")
     p.add_argument("--molecule", default=None,
                    help="xtb: a molecule name (ethanol, alanine-dipeptide, water, water-dimer, water-trimer, "
-                        "water-hexamer) or a structure file ase.io reads (H, C, N, O); default: none, "
+                        "water-hexamer) or a structure file ase.io reads (H, C, N, O; an extxyz of several "
+                        "structures: one start each, info minimise=free|backbone|none); default: none, "
                         "required with --calc xtb")
     p.add_argument("--frames", type=_positive_int, default=200,
                    help="xtb: frames to label (about; whole segments of --frames-per-segment)")
     p.add_argument("--frames-per-segment", type=_positive_int, default=10,
                    help="xtb: snapshots per MD segment (the unit of the train/validation/test split)")
+    p.add_argument("--interval", type=_positive_int, default=None,
+                   help="xtb: MD steps (0.5 fs) between the snapshots of a segment (default 20)")
+    p.add_argument("--equilibration", type=_count, default=None,
+                   help="xtb: MD steps before a segment's first snapshot (default 200; 0 keeps the segment "
+                        "next to its start, e.g. solvent snapshots)")
     p.add_argument("--element", default="Cu", help=f"fcc element for EMT ({', '.join(EMT_ELEMENTS)})")
     p.add_argument("--repeat", type=_positive_int, default=2, help="supercell repeats of the cubic cell, per axis")
     p.add_argument("--temperatures", type=_positive, nargs="+", default=None,

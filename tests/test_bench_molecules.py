@@ -234,3 +234,28 @@ def test_the_mace_worker_dies_with_a_killed_benchmark(die):
     finally:
         if state not in ("Z", "X", "gone"):
             os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.timeout(300)
+def test_training_further_keeps_the_normalisation_and_counts_every_stage(bm, tmp_path, monkeypatch):
+    """``--init-from``: the shipped model trained one more epoch on the current data keeps its
+    reference energies and feature statistics (its weights were learnt against them), and its
+    summary counts the CPU of both stages, which the MACE same-budget run then uses."""
+    from lawful.forcefields import load_model
+
+    monkeypatch.setenv("LAWFUL_BENCH_DIR", str(tmp_path))
+    torch.set_num_threads(1)
+    shipped = load_model("organic-xtb")
+    prior = shipped.training_summary or {}
+    out = bm.train_models(True, 1, 120.0, kinds=("conservative",), init_from="organic-xtb", lr=1e-5)
+    path = Path(out["conservative"]["file"])
+    assert path.parent == tmp_path / "molecules-models"
+    model = load_model(path)
+    for k in ("reference_energies", "feature_mean", "feature_std", "energy_scale"):
+        assert torch.equal(getattr(model, k), getattr(shipped, k)), k
+    s = model.training_summary
+    assert s["fit_normalisation"] is False and s["epochs_run"] == 1 and len(s["stages"]) >= 2
+    assert s["stages"][-1]["init_from"] == "organic-xtb" and s["stages"][-1]["lr"] == 1e-5
+    assert s["train_cpu_s_total"] == pytest.approx(sum(st["train_cpu_s"] for st in s["stages"]))
+    assert s["train_cpu_s_total"] > float(prior.get("train_cpu_s_total", prior["train_cpu_s"]))
+    assert bm.lawful_budget_cpu_s(path) == pytest.approx(s["train_cpu_s_total"])

@@ -197,3 +197,28 @@ def test_gradient_clipping_bounds_the_first_step(data_file):
     assert seen, "grad_clip did not reach the optimiser step"
     assert all(after <= 1e-3 * (1 + 1e-6) for _, after in seen)
     assert max(before for before, _ in seen) > 1e-3     # it really clipped something
+
+
+def test_fit_normalisation_false_continues_a_trained_model(data_file):
+    """Going on training keeps the fitted reference energies, feature statistics and scales (the
+    weights were learnt against them), and starts from the trained model's errors, not from scratch;
+    the default refits them."""
+    model = NeuralPotential(["Cu"], **ARCH)
+    first = train(model, data_file, **dict(OPTS, epochs=4))
+    stats = {k: v.detach().clone() for k, v in model.state_dict().items()
+             if k in ("reference_energies", "feature_mean", "feature_std", "energy_scale")}
+    with torch.no_grad():                       # a visible offset, so a refit would show
+        model.feature_mean.add_(0.25)
+        model.reference_energies.add_(0.5)
+    moved = {k: getattr(model, k).detach().clone() for k in stats}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    again = train(model, data_file, **dict(OPTS, epochs=1), fit_normalisation=False)
+    assert again["fit_normalisation"] is False and first["fit_normalisation"] is True
+    for k in stats:
+        assert torch.equal(getattr(model, k), moved[k]), k
+    model.load_state_dict(state)
+    train(model, data_file, **dict(OPTS, epochs=1))
+    # refitted: the reference energies depend on the data only; the feature statistics on the
+    # (trained) descriptor too, so they are new but nowhere near the offset ones
+    assert torch.allclose(model.reference_energies, stats["reference_energies"], rtol=1e-10, atol=1e-10)
+    assert float((model.feature_mean - moved["feature_mean"]).abs().max()) > 0.2

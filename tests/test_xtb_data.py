@@ -297,6 +297,9 @@ CLI_CASES = [
     ("data --calc xtb --molecule water --frames 0 --out {t}/out", "--frames: 0"),
     ("data --calc xtb --molecule water --temperatures 300 -5 --out {t}/out", "-5"),
     ("data --calc xtb --molecule water --temperatures 9000 --out {t}/out", "9000"),
+    ("data --calc xtb --molecule water --interval 0 --out {t}/out", "--interval: 0"),
+    ("data --calc xtb --molecule water --equilibration -1 --out {t}/out", "--equilibration: -1"),
+    ("data --calc xtb --molecule {t}/starts.extxyz --out {t}/out", "minimise='relax'"),
 ]
 
 
@@ -308,6 +311,7 @@ def test_cli_refuses_bad_input_before_labelling(tmp_path, capsys, argv, text):
     (tmp_path / "out" / "keep.txt").write_text("keep\n")
     (tmp_path / "afile").write_text("keep\n")
     write(tmp_path / "si.xyz", Atoms("SiH4", positions=np.eye(5, 3) * 1.5))
+    _two_water_starts(tmp_path, minimise="relax")          # a bad mode in a file of starts
     rc = main(argv.format(t=tmp_path).split())
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("lawful data: error:") and text in err[0], err
@@ -374,7 +378,8 @@ def test_alanine_dipeptide_samples_three_conformers_and_stays_intact_at_1000_k(t
     assert set(card["sampling"]["starts"]) == set(molecules.ALANINE_DIPEPTIDE_STARTS)
     frames = read(tmp_path / "labels.extxyz", index=":")
     assert {a.info["start"] for a in frames} == set(molecules.ALANINE_DIPEPTIDE_STARTS)
-    e = {k: v["xtb_minimum_energy_eV"] for k, v in card["sampling"]["starts"].items()}
+    e = {k: v["xtb_energy_eV"] for k, v in card["sampling"]["starts"].items()}
+    assert {v["minimise"] for v in card["sampling"]["starts"].values()} == {"free"}
     assert 0.02 < e["C5"] - e["C7eq"] < 0.2          # eV: C5 lies above C7eq in vacuum (about 1.8 kcal/mol)
     bonds = {(i, j) for i, j, _, _ in _bonds(build_molecule("alanine-dipeptide"))}
     for a in frames:                                  # 100 fs at 1000 K: no bond broken or formed
@@ -431,3 +436,78 @@ def test_committed_dataset_labels_equal_tblite_now(name):
     b.calc = TBLite(method="GFN2-xTB", verbosity=0)
     assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-7)   # eV
     np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=0, atol=1e-6)        # eV/Å
+
+
+# -- files of several starts (the solvated alanine dipeptide set) -----------------------------------
+
+def _starts_file(path, frames, **info):
+    for a in frames:
+        a.info.update(info)
+    write(path, frames, format="extxyz")
+    return path
+
+
+def _two_water_starts(t, **kw):
+    a, b = build_molecule("water"), build_molecule("water")
+    b.positions[1] += 0.05
+    a.info.update(start="a", **kw)
+    b.info.update(start="b", **kw)
+    return _starts_file(t / "starts.extxyz", [a, b])
+
+
+BAD_STARTS = [
+    ("bad minimise mode", lambda t: _two_water_starts(t, minimise="relax"), "minimise='relax'"),
+    ("duplicate label", lambda t: _starts_file(t / "starts.extxyz", [build_molecule("water")] * 2, start="x"),
+     "start='x'"),
+    ("other molecule", lambda t: _starts_file(t / "starts.extxyz", [build_molecule("water"), build_molecule("ethanol")]),
+     "another order"),
+    ("overlap in a later structure",
+     lambda t: _starts_file(t / "starts.extxyz",
+                            [build_molecule("water"), Atoms("OH2", positions=[[0, 0, 0], [0.1, 0, 0], [0, 1, 0]])]),
+     "structure 1"),
+]
+
+
+@pytest.mark.parametrize("make, text", [c[1:] for c in BAD_STARTS], ids=[c[0] for c in BAD_STARTS])
+def test_bad_start_files_are_refused_by_name(tmp_path, make, text):
+    path = make(tmp_path)
+    with pytest.raises(InputError) as exc:
+        molecules.start_structures(path)
+    assert text in str(exc.value)
+
+
+def test_a_file_of_starts_gives_one_labelled_start_per_structure(tmp_path):
+    path = _two_water_starts(tmp_path, minimise="none")
+    starts = molecules.start_structures(path)
+    assert list(starts) == ["a", "b"]
+    assert all(s.info["minimise"] == "none" for s in starts.values())
+    np.testing.assert_array_equal(starts["b"].positions, read(path, index=1).positions)
+    one = _starts_file(tmp_path / "one.extxyz", [build_molecule("ethanol")])
+    assert list(molecules.start_structures(one)) == ["start"]
+
+
+@needs_tblite
+def test_solvent_and_restrained_starts_are_sampled_as_given(tmp_path):
+    from lawful.forcefields.conformers import backbone_torsions
+
+    snapshot = molecules.alanine_dipeptide(-70.0, 140.0)       # stands in for a solvent snapshot
+    snapshot.positions += np.random.default_rng(0).normal(0, 0.02, snapshot.positions.shape)
+    snapshot.info.update(start="snap", minimise="none")
+    alpha_r = molecules.alanine_dipeptide(-65.0, -40.0)
+    alpha_r.info.update(start="aR", minimise="backbone")
+    path = _starts_file(tmp_path / "starts.extxyz", [snapshot, alpha_r], molecule="alanine-dipeptide")
+    cfg = small_config(temperatures=(300.0,), segments_per_temperature=2, frames_per_segment=2, interval=4,
+                       equilibration=0, rattled_segments=0)
+    card = xtb_data.make_dataset(path, tmp_path / "out", cfg)
+    starts = card["sampling"]["starts"]
+    assert {k: v["minimise"] for k, v in starts.items()} == {"snap": "none", "aR": "backbone"}
+    ref = Atoms(snapshot.numbers, positions=snapshot.positions)
+    ref.calc = xtb_data.xtb_calculator()
+    assert abs(starts["snap"]["xtb_energy_eV"] - ref.get_potential_energy()) < 1e-6   # not minimised
+    frames = read(tmp_path / "out" / "labels.extxyz", index=":")
+    assert {a.info["start"] for a in frames} == {"snap", "aR"}
+    for a in frames:                                   # 2 fs after the start: still in its basin
+        phi, psi = backbone_torsions(a)
+        want = (-70.0, 140.0) if a.info["start"] == "snap" else (-65.0, -40.0)
+        assert abs(phi - want[0]) < 15 and abs(psi - want[1]) < 15, (a.info["start"], phi, psi)
+    assert card["molecule"] == "alanine-dipeptide"
