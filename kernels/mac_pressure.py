@@ -46,6 +46,7 @@ __all__ = ["PressureSolver", "ProjectionStats", "default_rtol"]
 X, B, R, WX, WY, PHI, RC, P, AP = range(9)  # R: spare (residuals are restricted on the fly)
 _PRE_SWEEPS = 2
 _BOTTOM_MAX = 8
+_SERIAL_CELLS = 4096
 
 
 def default_rtol(dtype: torch.dtype) -> float:
@@ -119,19 +120,27 @@ def _mg_kernels(real_name: str = "float32"):
             a[X, i, j + o] = (a[bch, i, j + o] + offsum(a, X, i, j, nx, ny, px, py, o)) / d
 
     @ti.func
-    def rb_sweep(a: ti.template(), bch, nx, ny, px, py, first: ti.template(), o):
+    def rb_sweep(a: ti.template(), bch, nx, ny, px, py, first: ti.template(), o, ser: ti.template()):
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i, jh in ti.ndrange(nx, (ny + 1) // 2):
             j = 2 * jh + (i + first) % 2
             if j < ny:
                 gs(a, bch, i, j, nx, ny, px, py, o)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i, jh in ti.ndrange(nx, (ny + 1) // 2):
             j = 2 * jh + (i + first + 1) % 2
             if j < ny:
                 gs(a, bch, i, j, nx, ny, px, py, o)
 
     @ti.func
-    def down(a: ti.template(), bch, nx, ny, px, py, ncx, ncy, o, oc):
+    def down(a: ti.template(), bch, nx, ny, px, py, ncx, ncy, o, oc, ser: ti.template()):
         # first red half-sweep from X = 0 (needs no neighbour), then black, then more full sweeps
+        # (ser: run every loop of this level on the calling thread -- a small level's loops cost
+        # less than the thread pool's hand-off)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i, jh in ti.ndrange(nx, (ny + 1) // 2):
             j = 2 * jh + i % 2
             if j < ny:
@@ -140,13 +149,17 @@ def _mg_kernels(real_name: str = "float32"):
             j2 = 2 * jh + (i + 1) % 2
             if j2 < ny:
                 a[X, i, j2 + o] = 0.0
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i, jh in ti.ndrange(nx, (ny + 1) // 2):
             j = 2 * jh + (i + 1) % 2
             if j < ny:
                 gs(a, bch, i, j, nx, ny, px, py, o)
         for _s in ti.static(range(_PRE_SWEEPS - 1)):
-            rb_sweep(a, bch, nx, ny, px, py, 0, o)
+            rb_sweep(a, bch, nx, ny, px, py, 0, o, ser)
         # residual of the four children, summed (restriction = transpose of constant prolongation)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for I, J in ti.ndrange(ncx, ncy):
             s = ti.cast(0.0, f64)
             for di, dj in ti.static(ti.ndrange(2, 2)):
@@ -158,15 +171,18 @@ def _mg_kernels(real_name: str = "float32"):
             a[X, I, J + oc] = 0.0
 
     @ti.func
-    def up(a: ti.template(), bch, nx, ny, px, py, o, oc):
+    def up(a: ti.template(), bch, nx, ny, px, py, o, oc, ser: ti.template()):
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i, j in ti.ndrange(nx, ny):
             if diag(a, i, j, o) > 0:
                 a[X, i, j + o] += a[X, i // 2, j // 2 + oc]
         for _s in ti.static(range(_PRE_SWEEPS)):
-            rb_sweep(a, bch, nx, ny, px, py, 1, o)
+            rb_sweep(a, bch, nx, ny, px, py, 1, o, ser)
 
     @ti.func
     def bottom(a: ti.template(), bch, nx, ny, px, py, sweeps, o):
+        ti.loop_config(serialize=True)
         for i, j in ti.ndrange(nx, ny):
             a[X, i, j + o] = 0.0
         ti.loop_config(serialize=True)
@@ -178,15 +194,17 @@ def _mg_kernels(real_name: str = "float32"):
                 gs(a, bch, kk // ny, kk % ny, nx, ny, px, py, o)
 
     @ti.func
-    def vcycle(m: ti.template(), dims: ti.template(), nlev: ti.template(), px, py):
-        """One symmetric V-cycle on the stacked levels (``dims[l] = (nx, ny, offset)``), RHS in B."""
+    def vcycle(m: ti.template(), dims: ti.template(), nlev: ti.template(), nserial: ti.template(), px, py):
+        """One symmetric V-cycle on the stacked levels (``dims[l] = (nx, ny, offset)``), RHS in B;
+        the last ``nserial`` levels run serialized (the coarsest always does)."""
         for l in ti.static(range(nlev - 1)):
-            down(m, B, dims[l, 0], dims[l, 1], px, py, dims[l + 1, 0], dims[l + 1, 1], dims[l, 2], dims[l + 1, 2])
+            down(m, B, dims[l, 0], dims[l, 1], px, py, dims[l + 1, 0], dims[l + 1, 1], dims[l, 2], dims[l + 1, 2],
+                 ti.static(l >= nlev - nserial))
         bx, by = dims[nlev - 1, 0], dims[nlev - 1, 1]
         bottom(m, B, bx, by, px, py, 2 * ti.max(bx, by) + 4, dims[nlev - 1, 2])
         for k in ti.static(range(nlev - 1)):
             l = ti.static(nlev - 2 - k)
-            up(m, B, dims[l, 0], dims[l, 1], px, py, dims[l, 2], dims[l + 1, 2])
+            up(m, B, dims[l, 0], dims[l, 1], px, py, dims[l, 2], dims[l + 1, 2], ti.static(l >= nlev - nserial))
 
     @ti.kernel
     def coarsen(a: A3, nx: int, ny: int, ncx: int, ncy: int, o: int, oc: int):
@@ -213,7 +231,7 @@ def _mg_kernels(real_name: str = "float32"):
 
 
 @functools.lru_cache(maxsize=None)
-def _cg_kernels(nlev: int):
+def _cg_kernels(nlev: int, nserial: int = 0):
     """Conjugate-gradient kernels on the float64 fine-level array (channels B, PHI, RC, P, AP and
     the weights); they hand residuals to / take preconditioned vectors from the float32 stacked
     multigrid levels ``m`` (level 0 at offset 0: its B and X channels). ``cg_iter`` is one whole
@@ -251,7 +269,7 @@ def _cg_kernels(nlev: int):
     @ti.kernel
     def cg_iter(a: A3, m: M3, dims: I2, sc: S1, nx: int, ny: int, px: int, py: int, singular: int,
                 nfluid: f64, first: int) -> f64:
-        vcycle(m, dims, nlev, px, py)
+        vcycle(m, dims, nlev, nserial, px, py)
         # z = M r (mean-free on singular problems), rz, beta, p = z + beta p
         mean = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
@@ -397,6 +415,8 @@ class PressureSolver:
                 break
             dims.append(((cx + 1) // 2, (cy + 1) // 2))
         self.dims = dims
+        # levels of at most _SERIAL_CELLS cells run their loops serialized (see _cg_kernels)
+        self.nserial = sum(1 for d in dims if d[0] * d[1] <= _SERIAL_CELLS)
         # float64 fine level for CG (channels X as z, B, PHI, RC, P, AP, weights) and float32
         # multigrid levels (X, B, R, WX, WY) for the preconditioner
         self.fine = torch.zeros((9, nx + 1, ny + 1), dtype=torch.float64, device=device)
@@ -464,7 +484,7 @@ class PressureSolver:
         )
 
     def _solve(self, u, v, warm_start, scale):
-        k = _cg_kernels(len(self.dims))
+        k = _cg_kernels(len(self.dims), self.nserial)
         a, m = self.fine, self.mg
         nx, ny, px, py = self.nx, self.ny, self.px, self.py
         if not warm_start:
