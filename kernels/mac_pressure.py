@@ -114,6 +114,49 @@ def _mg_kernels(real_name: str = "float32"):
         return diag(a, i, j, o) * a[ch, i, j + o] - offsum(a, ch, i, j, nx, ny, px, py, o)
 
     @ti.func
+    def nbfirst(a: ti.template(), bch, i, j, nx, ny, px, py, o, oc, mode: ti.template()):
+        """A red neighbour's X as the first half-sweep of a level leaves it, computed where a black
+        cell needs it (``nbv``'s wrap and outside-is-0 rule): ``mode`` 1 (going down, from X = 0)
+        ``B / diag`` (0 where diag = 0); ``mode`` 2 (going up) ``X`` plus the coarse correction
+        ``X[i // 2, j // 2]`` on the level at offset ``oc`` (where diag > 0)."""
+        val = ti.cast(0.0, f64)
+        ii, jj = i, j
+        inside = True
+        if ii < 0 or ii >= nx:
+            if px:
+                ii = (ii + nx) % nx
+            else:
+                inside = False
+        if jj < 0 or jj >= ny:
+            if py:
+                jj = (jj + ny) % ny
+            else:
+                inside = False
+        if inside:
+            d = diag(a, ii, jj, o)
+            if ti.static(mode == 1):
+                if d > 0:
+                    val = a[bch, ii, jj + o] / d
+            else:
+                val = a[X, ii, jj + o]
+                if d > 0:
+                    val += a[X, ii // 2, jj // 2 + oc]
+        return val
+
+    @ti.func
+    def gs_first(a: ti.template(), bch, i, j, nx, ny, px, py, o, oc, mode: ti.template()):
+        """``gs`` at a black cell with its red neighbours' values from ``nbfirst``."""
+        d = diag(a, i, j, o)
+        if d > 0:
+            off = (a[WX, i, j + o] * nbfirst(a, bch, i - 1, j, nx, ny, px, py, o, oc, mode)
+                   + a[WX, i + 1, j + o] * nbfirst(a, bch, i + 1, j, nx, ny, px, py, o, oc, mode)
+                   + a[WY, i, j + o] * nbfirst(a, bch, i, j - 1, nx, ny, px, py, o, oc, mode)
+                   + a[WY, i, j + 1 + o] * nbfirst(a, bch, i, j + 1, nx, ny, px, py, o, oc, mode))
+            a[X, i, j + o] = (a[bch, i, j + o] + off) / d
+        elif ti.static(mode == 1):
+            a[X, i, j + o] = 0.0
+
+    @ti.func
     def gs(a: ti.template(), bch, i, j, nx, ny, px, py, o):
         d = diag(a, i, j, o)
         if d > 0:
@@ -136,9 +179,10 @@ def _mg_kernels(real_name: str = "float32"):
 
     @ti.func
     def down(a: ti.template(), bch, nx, ny, px, py, ncx, ncy, o, oc, ser: ti.template()):
-        # first red half-sweep from X = 0 (needs no neighbour), then black, then more full sweeps
-        # (ser: run every loop of this level on the calling thread -- a small level's loops cost
-        # less than the thread pool's hand-off)
+        # first red half-sweep from X = 0 (X = B / diag, needs no neighbour) and the black one in
+        # one loop (a black cell computes its red neighbours' values itself), then more full
+        # sweeps (ser: run every loop of this level on the calling thread -- a small level's
+        # loops cost less than the thread pool's hand-off)
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for i, jh in ti.ndrange(nx, (ny + 1) // 2):
@@ -148,23 +192,19 @@ def _mg_kernels(real_name: str = "float32"):
                 a[X, i, j + o] = a[bch, i, j + o] / d if d > 0 else 0.0
             j2 = 2 * jh + (i + 1) % 2
             if j2 < ny:
-                a[X, i, j2 + o] = 0.0
-        if ti.static(ser):
-            ti.loop_config(serialize=True)
-        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
-            j = 2 * jh + (i + 1) % 2
-            if j < ny:
-                gs(a, bch, i, j, nx, ny, px, py, o)
+                gs_first(a, bch, i, j2, nx, ny, px, py, o, 0, 1)
         for _s in ti.static(range(_PRE_SWEEPS - 1)):
             rb_sweep(a, bch, nx, ny, px, py, 0, o, ser)
-        # residual of the four children, summed (restriction = transpose of constant prolongation)
+        # residual of the four children, summed (restriction = transpose of constant prolongation);
+        # the last half-sweep was black, which leaves the black children's residual 0 (to rounding),
+        # so only the red children (di == dj) are summed
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for I, J in ti.ndrange(ncx, ncy):
             s = ti.cast(0.0, f64)
             for di, dj in ti.static(ti.ndrange(2, 2)):
                 fi, fj = 2 * I + di, 2 * J + dj
-                if fi < nx and fj < ny:
+                if ti.static(di == dj) and fi < nx and fj < ny:
                     if diag(a, fi, fj, o) > 0:
                         s += a[bch, fi, fj + o] - apply_a(a, X, fi, fj, nx, ny, px, py, o)
             a[B, I, J + oc] = s
@@ -172,12 +212,22 @@ def _mg_kernels(real_name: str = "float32"):
 
     @ti.func
     def up(a: ti.template(), bch, nx, ny, px, py, o, oc, ser: ti.template()):
+        # prolongation (X += the coarse X of the parent) fused into the first (black) half-sweep:
+        # a black cell adds the correction to its red neighbours' values itself; the red cells'
+        # own update is overwritten by the red half-sweep that follows, so it is never stored
         if ti.static(ser):
             ti.loop_config(serialize=True)
-        for i, j in ti.ndrange(nx, ny):
-            if diag(a, i, j, o) > 0:
-                a[X, i, j + o] += a[X, i // 2, j // 2 + oc]
-        for _s in ti.static(range(_PRE_SWEEPS)):
+        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
+            j = 2 * jh + (i + 1) % 2
+            if j < ny:
+                gs_first(a, bch, i, j, nx, ny, px, py, o, oc, 2)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
+        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
+            j = 2 * jh + i % 2
+            if j < ny:
+                gs(a, bch, i, j, nx, ny, px, py, o)
+        for _s in ti.static(range(_PRE_SWEEPS - 1)):
             rb_sweep(a, bch, nx, ny, px, py, 1, o, ser)
 
     @ti.func
