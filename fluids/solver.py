@@ -22,7 +22,7 @@ import torch
 
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
 from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, ghost_tensor, velocity_workspace
-from lawful.kernels.mac_forces import buoyancy_and_bc, viscosity
+from lawful.kernels.mac_forces import viscosity_buoyancy_and_bc
 from lawful.kernels.mac_grid import face_bc, solid_corner_mask, substeps
 from lawful.fluids.corrector_geometry import apply_stream_function
 from lawful.kernels.mac_pressure import PressureSolver, ProjectionStats, default_rtol
@@ -270,10 +270,8 @@ class Solver:
         if cfg.drag:
             state.u.mul_(1.0 - cfg.drag * dt)
             state.v.mul_(1.0 - cfg.drag * dt)
-        viscosity(state.u, state.v, self.uw, self.vw, cfg.viscosity, dt, self.dx, self.boundary, self.ghost,
-                  cfg.obstacle_ghost)
-        buoyancy_and_bc(state.u, state.v, self.uw, self.vw, state.scalars, self.boundary,
-                        self.buoyancy_index, cfg.buoyancy, dt)
+        viscosity_buoyancy_and_bc(state.u, state.v, self.uw, self.vw, state.scalars, self.boundary, cfg.viscosity,
+                                  dt, self.dx, self.ghost, cfg.obstacle_ghost, self.buoyancy_index, cfg.buoyancy)
 
     def project(self, state: FluidState, warm_start: bool = True, dt: float | None = None) -> ProjectionStats:
         """Default projection part: MGPCG in place. With ``dt`` (a time step's projection) it

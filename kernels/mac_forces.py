@@ -20,7 +20,7 @@ from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, substeps
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
-__all__ = ["viscosity", "buoyancy_and_bc"]
+__all__ = ["viscosity", "buoyancy_and_bc", "viscosity_buoyancy_and_bc"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,9 +37,9 @@ def _kernels(real_name: str):
         # Boundary.ghost_coefficients: a q + b (no-slip: 2 U_wall - q; otherwise q)
         return gh[k] * q + gh[k + 1]
 
-    @ti.kernel
-    def visc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
-             obst: int):
+    @ti.func
+    def visc_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), c, xlo, ylo,
+                   gh: ti.template(), obst):
         nx, ny = v.shape[0], u.shape[1]
         px, py = xlo == 0, ylo == 0
         for i, j in u:
@@ -93,9 +93,9 @@ def _kernels(real_name: str):
                     e = ghost(q, gh, 6)
                 v[i, j] = q + c * (w + e + s + n - 4 * q)
 
-    @ti.kernel
-    def buoy_bc(u: A2, v: A2, uw: A3, vw: A3, s: A3, k: int, bdt: real, xlo: int, xhi: int,
-                ylo: int, yhi: int):
+    @ti.func
+    def bc_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), s: ti.template(), k,
+                 bdt, xlo, xhi, ylo, yhi):
         nx, ny = v.shape[0], u.shape[1]
         for i, j in v:
             if k >= 0 and vw[2, i, j] > 0:
@@ -123,7 +123,24 @@ def _kernels(real_name: str):
             else:
                 v[i, j] = vw[3, i, j]
 
-    return dict(visc=visc, buoy_bc=buoy_bc)
+    @ti.kernel
+    def visc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
+             obst: int):
+        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst)
+
+    @ti.kernel
+    def buoy_bc(u: A2, v: A2, uw: A3, vw: A3, s: A3, k: int, bdt: real, xlo: int, xhi: int,
+                ylo: int, yhi: int):
+        bc_loops(u, v, uw, vw, s, k, bdt, xlo, xhi, ylo, yhi)
+
+    @ti.kernel
+    def visc_buoy_bc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
+                     obst: int, s: A3, k: int, bdt: real):
+        # the last viscous substep and buoyancy_and_bc in one launch (same loops, same order)
+        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst)
+        bc_loops(u, v, uw, vw, s, k, bdt, xlo, xhi, ylo, yhi)
+
+    return dict(visc=visc, buoy_bc=buoy_bc, visc_buoy_bc=visc_buoy_bc)
 
 
 def _codes(boundary: Boundary):
@@ -165,3 +182,31 @@ def buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, scalar_in
         s = torch.zeros((1, 1, 1), dtype=u.dtype, device=u.device)
         scalar_index = -1
     k(u, v, uw, vw, s, int(scalar_index), float(coefficient) * float(dt), *_codes(boundary))
+
+
+def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, nu: float, dt: float, dx: float,
+                              ghost=None, obstacle_ghost: bool = False, scalar_index: int = -1,
+                              coefficient: float = 0.0) -> int:
+    """:func:`viscosity` over ``dt`` followed by :func:`buoyancy_and_bc` over ``dt`` (same
+    arguments, same results), with the last viscous substep and the buoyancy/boundary loops in
+    one kernel launch. Returns the number of viscous substeps (0 when ``nu == 0``)."""
+    if nu == 0.0:
+        buoyancy_and_bc(u, v, uw, vw, s, boundary, scalar_index, coefficient, dt)
+        return 0
+    ensure_taichi()
+    if ghost is None:
+        from lawful.kernels.mac_advection import ghost_tensor
+
+        ghost = ghost_tensor(boundary, u.dtype, u.device)
+    c = float(nu) * float(dt) / float(dx) ** 2
+    n = substeps(c, VISCOUS_NUMBER_MAX)
+    ks = _kernels(dtype_name(u.dtype))
+    codes = _codes(boundary)
+    for _ in range(n - 1):
+        ks["visc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)))
+    if s.shape[0] == 0:
+        s = torch.zeros((1, 1, 1), dtype=u.dtype, device=u.device)
+        scalar_index = -1
+    ks["visc_buoy_bc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), s, int(scalar_index),
+                       float(coefficient) * float(dt))
+    return n
