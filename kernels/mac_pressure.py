@@ -32,6 +32,7 @@ the gradient shrank the field); only a solver built with ``capped=True`` returns
 
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -293,6 +294,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     M3 = ti.types.ndarray(dtype=ti.f32, ndim=3)
     I2 = ti.types.ndarray(dtype=ti.i32, ndim=2)
     S1 = ti.types.ndarray(dtype=f64, ndim=1)
+    V2 = ti.types.vector(2, f64)
     k64 = _mg_kernels("float64")
     diag, apply_a = k64["diag"], k64["apply_a"]
     vcycle = _mg_kernels("float32")["vcycle"]
@@ -318,7 +320,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
 
     @ti.kernel
     def cg_iter(a: A3, m: M3, dims: I2, sc: S1, nx: int, ny: int, px: int, py: int, singular: int,
-                nfluid: f64, first: int) -> f64:
+                nfluid: f64, first: int) -> V2:
         vcycle(m, dims, nlev, nserial, px, py)
         # z = M r (mean-free on singular problems), rz, beta, p = z + beta p
         mean = ti.cast(0.0, f64)
@@ -360,27 +362,59 @@ def _cg_kernels(nlev: int, nserial: int = 0):
             a[RC, i, j] -= alpha * a[AP, i, j]
             m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
             ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
-        return rmax
+        return ti.Vector([rmax, pap])
 
     return dict(residual=residual, cg_iter=cg_iter)
 
 
 @functools.lru_cache(maxsize=None)
 def _state_kernels(real_name: str):
-    """Kernels that touch the state's velocity arrays (compiled per state dtype)."""
+    """Kernels that touch the state's velocity arrays (compiled per state dtype): the start and
+    the end of a solve, each one launch (``start``: right-hand side, its mean removed, and the
+    first residual; ``finish``: the true residual and, when the solve is done, the velocity
+    update), and the bare velocity update ``subtract_gradient``."""
     ti = __import__("taichi")
     real = taichi_real(real_name)
     f64 = ti.f64
     A2 = ti.types.ndarray(dtype=real, ndim=2)
     A3 = ti.types.ndarray(dtype=f64, ndim=3)
-    nbv = _mg_kernels("float64")["nbv"]
+    M3 = ti.types.ndarray(dtype=ti.f32, ndim=3)
+    V4 = ti.types.vector(4, f64)
+    k64 = _mg_kernels("float64")
+    nbv, diag, apply_a = k64["nbv"], k64["diag"], k64["apply_a"]
 
-    @ti.kernel
-    def rhs(u: A2, v: A2, a: A3, singular: int, nfluid: f64) -> f64:
-        nx, ny = v.shape[0], u.shape[1]
+    @ti.func
+    def residual_loops(a: ti.template(), m: ti.template(), nx, ny, px, py, singular, nfluid):
+        """r = B - A phi on the fluid cells (mean-free when singular) into RC and, as float32, into
+        the multigrid level 0's B; returns (max |r|, sum r^2)."""
         mean = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
-            d = a[WX, i, j] + a[WX, i + 1, j] + a[WY, i, j] + a[WY, i, j + 1]
+            r = ti.cast(0.0, f64)
+            if diag(a, i, j, 0) > 0:
+                r = a[B, i, j] - apply_a(a, PHI, i, j, nx, ny, px, py, 0)
+            a[RC, i, j] = r
+            mean += r
+        mean = mean / nfluid
+        rmax = ti.cast(0.0, f64)
+        r2 = ti.cast(0.0, f64)
+        for i, j in ti.ndrange(nx, ny):
+            if diag(a, i, j, 0) > 0:
+                if singular:
+                    a[RC, i, j] -= mean
+                ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
+                r2 += a[RC, i, j] * a[RC, i, j]
+            m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
+        return ti.Vector([rmax, r2])
+
+    @ti.kernel
+    def start(u: A2, v: A2, a: A3, m: M3, px: int, py: int, singular: int, nfluid: f64) -> V4:
+        """B = -div u (mean-free when singular; phi = 0 off the fluid), then the residual of the
+        current phi; returns (max |B|, max |r|, sum B^2, max |u|, |v| over all faces)."""
+        nx, ny = v.shape[0], u.shape[1]
+        mean = ti.cast(0.0, f64)
+        umax = ti.cast(0.0, f64)
+        for i, j in ti.ndrange(nx, ny):
+            d = diag(a, i, j, 0)
             b = ti.cast(0.0, f64)
             if d > 0:
                 b = -((ti.cast(u[i + 1, j], f64) - ti.cast(u[i, j], f64))
@@ -389,37 +423,64 @@ def _state_kernels(real_name: str):
                 a[PHI, i, j] = 0.0
             a[B, i, j] = b
             mean += b
+            # every face is read here (u[i + 1] covers the last column, v[:, j + 1] the last row)
+            ti.atomic_max(umax, ti.cast(ti.max(ti.max(ti.abs(u[i, j]), ti.abs(u[i + 1, j])),
+                                               ti.max(ti.abs(v[i, j]), ti.abs(v[i, j + 1]))), f64))
         mean = mean / nfluid
         bmax = ti.cast(0.0, f64)
+        b2 = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
-            d = a[WX, i, j] + a[WX, i + 1, j] + a[WY, i, j] + a[WY, i, j + 1]
-            if d > 0:
+            if diag(a, i, j, 0) > 0:
                 if singular:
                     a[B, i, j] -= mean
                 ti.atomic_max(bmax, ti.abs(a[B, i, j]))
-        return bmax
+                b2 += a[B, i, j] * a[B, i, j]
+        rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid)
+        return ti.Vector([bmax, rr[0], b2, umax])
 
-    @ti.kernel
-    def subtract_gradient(u: A2, v: A2, a: A3, px: int, py: int):
+    @ti.func
+    def gradient_loops(u: ti.template(), v: ti.template(), a: ti.template(), px, py, apply):
+        """``u_f -= w_f (phi_right - phi_left)`` where ``apply``; returns max |u|, |v| after."""
         nx, ny = v.shape[0], u.shape[1]
+        umax = ti.cast(0.0, f64)
         for i, j in u:
             w = a[WX, i, j]
-            if w > 0:
+            if apply and w > 0:
                 ie = i
                 if px:
                     ie = i % nx
                 g = nbv(a, PHI, ie, j, nx, ny, px, py, 0) - nbv(a, PHI, ie - 1, j, nx, ny, px, py, 0)
                 u[i, j] = ti.cast(ti.cast(u[i, j], f64) - w * g, real)
+            ti.atomic_max(umax, ti.cast(ti.abs(u[i, j]), f64))
         for i, j in v:
             w = a[WY, i, j]
-            if w > 0:
+            if apply and w > 0:
                 je = j
                 if py:
                     je = j % ny
                 g = nbv(a, PHI, i, je, nx, ny, px, py, 0) - nbv(a, PHI, i, je - 1, nx, ny, px, py, 0)
                 v[i, j] = ti.cast(ti.cast(v[i, j], f64) - w * g, real)
+            ti.atomic_max(umax, ti.cast(ti.abs(v[i, j]), f64))
+        return umax
 
-    return dict(rhs=rhs, subtract_gradient=subtract_gradient)
+    @ti.kernel
+    def finish(u: A2, v: A2, a: A3, m: M3, px: int, py: int, singular: int, nfluid: f64, target: f64,
+               force: int) -> V4:
+        """The true residual of phi; when it is at most ``target`` (or ``force``) the velocity
+        update. Returns (max |r|, sum r^2, max |u|, |v| after, 1 if updated else 0)."""
+        nx, ny = v.shape[0], u.shape[1]
+        rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid)
+        apply = 0
+        if rr[0] <= target or force != 0:
+            apply = 1
+        umax = gradient_loops(u, v, a, px, py, apply)
+        return ti.Vector([rr[0], rr[1], umax, ti.cast(apply, f64)])
+
+    @ti.kernel
+    def subtract_gradient(u: A2, v: A2, a: A3, px: int, py: int):
+        gradient_loops(u, v, a, px, py, 1)
+
+    return dict(start=start, finish=finish, subtract_gradient=subtract_gradient)
 
 
 class PressureSolver:
@@ -506,20 +567,20 @@ class PressureSolver:
         ``max_iter`` CG iterations or after the re-solves (message: residual reached, tolerance,
         iterations, what to try), unless the solver is ``capped``.
         """
-        scale0 = max(float(u.abs().max()), float(v.abs().max()), 1e-300)
-        iters, rmax, rl2, bmax = self._solve(u, v, warm_start, scale0)
+        # the solve measures max|u| before (scale0) and after (scale) in its own kernels
+        iters, rmax, rl2, bmax, scale0, scale = self._solve(u, v, warm_start, None)
         initial = bmax / scale0
         total = None
         for _ in range(4):
-            scale = max(float(u.abs().max()), float(v.abs().max()), 1e-300)
+            scale = max(scale, 1e-300)
             if rmax <= self.target * scale or (self.capped and iters >= self.max_iter):
                 break
             total = self.phi.clone() if total is None else total + self.phi
-            more, rmax, rl2, _b = self._solve(u, v, False, scale)
+            more, rmax, rl2, _b, _s, scale = self._solve(u, v, False, scale)
             iters += more
         if total is not None:
             self.phi.add_(total)
-        scale = max(float(u.abs().max()), float(v.abs().max()), 1e-300)
+        scale = max(scale, 1e-300)
         converged = rmax <= self.target * scale or rmax <= 8.0 * self.eps * scale0
         if not converged and not self.capped:
             self._raise(rmax / scale, iters, "after re-solving the shrunken field")
@@ -534,40 +595,49 @@ class PressureSolver:
         )
 
     def _solve(self, u, v, warm_start, scale):
+        """One solve and velocity update (``start``, CG iterations, ``finish``: two launches
+        besides the iterations). ``scale``: the max|u| the tolerance is relative to (None: this
+        field's, measured by ``start``). Returns (iterations, max-norm residual, L2 residual
+        relative to the right-hand side's, max|B|, the scale used, max|u| after)."""
         k = _cg_kernels(len(self.dims), self.nserial)
         a, m = self.fine, self.mg
         nx, ny, px, py = self.nx, self.ny, self.px, self.py
         if not warm_start:
             self.phi.zero_()
-        bmax = self._sk["rhs"](u, v, a, self.singular, self.nfluid)
+        bmax, rmax, b2, umax = (float(x) for x in self._sk["start"](u, v, a, m, px, py, self.singular, self.nfluid))
+        if scale is None:
+            scale = max(umax, 1e-300)
         target = self.target * scale
         if bmax <= target:
             self.phi.zero_()
-            return 0, bmax, 1.0 if bmax > 0 else 0.0, bmax
-        rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
+            return 0, bmax, 1.0 if bmax > 0 else 0.0, bmax, scale, umax
         if rmax > bmax:
             self.phi.zero_()
             rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
         iters = 0
         breakdown = False
-        while rmax > target and iters < self.max_iter and not breakdown:
-            first = 1
-            while iters < self.max_iter:
-                rmax = k["cg_iter"](a, m, self.mg_dims, self.cg_scalars, nx, ny, px, py, self.singular,
-                                    self.nfluid, first)
-                first = 0
-                if not float(self.cg_scalars[1]) > 0.0:
-                    breakdown = True
-                    break
-                iters += 1
-                if rmax <= target:
-                    break
-            # the recurrence's residual drifts from the true one: recompute it (restart if needed)
-            rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
-        if not rmax <= target and not self.capped:
-            self._raise(rmax / scale, iters, "did not converge within max_iter" if iters >= self.max_iter
-                        else "CG broke down")
-        self._sk["subtract_gradient"](u, v, a, px, py)
-        rl2 = float(torch.linalg.vector_norm(a[RC, :nx, :ny]))
-        bl2 = float(torch.linalg.vector_norm(a[B, :nx, :ny]))
-        return iters, rmax, rl2 / bl2 if bl2 > 0 else 0.0, bmax
+        while True:
+            if rmax > target and iters < self.max_iter and not breakdown:
+                first = 1
+                while iters < self.max_iter:
+                    rmax, pap = (float(x) for x in k["cg_iter"](a, m, self.mg_dims, self.cg_scalars, nx, ny, px, py,
+                                                                self.singular, self.nfluid, first))
+                    first = 0
+                    if not pap > 0.0:
+                        breakdown = True
+                        break
+                    iters += 1
+                    if rmax <= target:
+                        break
+            final = iters >= self.max_iter or breakdown
+            # the recurrence's residual drifts from the true one: recompute it; the velocity update
+            # is applied in the same launch when the solve is done (else CG restarts from there)
+            rmax, r2, umax, applied = (float(x) for x in self._sk["finish"](
+                u, v, a, m, px, py, self.singular, self.nfluid, target, int(final and self.capped)))
+            if applied:
+                break
+            if final:
+                self._raise(rmax / scale, iters, "did not converge within max_iter" if iters >= self.max_iter
+                            else "CG broke down")
+        bl2 = math.sqrt(b2)
+        return iters, rmax, math.sqrt(r2) / bl2 if bl2 > 0 else 0.0, bmax, scale, umax
