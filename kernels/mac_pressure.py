@@ -45,7 +45,8 @@ from lawful.kernels.runtime import ensure_taichi, taichi_real
 __all__ = ["PressureSolver", "ProjectionStats", "default_rtol"]
 
 X, B, R, WX, WY, PHI, RC, P, AP = range(9)  # R: spare (residuals are restricted on the fly)
-_PRE_SWEEPS = 2
+P2 = R  # on the float64 fine level: the second buffer of the CG search direction
+_PRE_SWEEPS = 2  # >= 2: up() sums X in its last sweep
 _BOTTOM_MAX = 8
 _SERIAL_CELLS = 4096
 
@@ -179,6 +180,33 @@ def _mg_kernels(real_name: str = "float32"):
                 gs(a, bch, i, j, nx, ny, px, py, o)
 
     @ti.func
+    def rb_sweep_sum(a: ti.template(), bch, nx, ny, px, py, first: ti.template(), o, ser: ti.template()):
+        """``rb_sweep`` that also returns the sum (float64) of X over the cells with diag > 0 after
+        it (every cell is rewritten by one of its half-sweeps; X = 0 where diag = 0)."""
+        total = ti.cast(0.0, ti.f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
+        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
+            j = 2 * jh + (i + first) % 2
+            if j < ny:
+                d = diag(a, i, j, o)
+                if d > 0:
+                    x = (a[bch, i, j + o] + offsum(a, X, i, j, nx, ny, px, py, o)) / d
+                    a[X, i, j + o] = x
+                    total += ti.cast(x, ti.f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
+        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
+            j = 2 * jh + (i + first + 1) % 2
+            if j < ny:
+                d = diag(a, i, j, o)
+                if d > 0:
+                    x = (a[bch, i, j + o] + offsum(a, X, i, j, nx, ny, px, py, o)) / d
+                    a[X, i, j + o] = x
+                    total += ti.cast(x, ti.f64)
+        return total
+
+    @ti.func
     def down(a: ti.template(), bch, nx, ny, px, py, ncx, ncy, o, oc, ser: ti.template()):
         # first red half-sweep from X = 0 (X = B / diag, needs no neighbour) and the black one in
         # one loop (a black cell computes its red neighbours' values itself), then more full
@@ -213,6 +241,7 @@ def _mg_kernels(real_name: str = "float32"):
 
     @ti.func
     def up(a: ti.template(), bch, nx, ny, px, py, o, oc, ser: ti.template()):
+        """Prolongation and post-smoothing; returns the sum of the level's X after it (float64)."""
         # prolongation (X += the coarse X of the parent) fused into the first (black) half-sweep:
         # a black cell adds the correction to its red neighbours' values itself; the red cells'
         # own update is overwritten by the red half-sweep that follows, so it is never stored
@@ -228,8 +257,9 @@ def _mg_kernels(real_name: str = "float32"):
             j = 2 * jh + i % 2
             if j < ny:
                 gs(a, bch, i, j, nx, ny, px, py, o)
-        for _s in ti.static(range(_PRE_SWEEPS - 1)):
+        for _s in ti.static(range(_PRE_SWEEPS - 2)):
             rb_sweep(a, bch, nx, ny, px, py, 1, o, ser)
+        return rb_sweep_sum(a, bch, nx, ny, px, py, 1, o, ser)
 
     @ti.func
     def bottom(a: ti.template(), bch, nx, ny, px, py, sweeps, o):
@@ -247,15 +277,23 @@ def _mg_kernels(real_name: str = "float32"):
     @ti.func
     def vcycle(m: ti.template(), dims: ti.template(), nlev: ti.template(), nserial: ti.template(), px, py):
         """One symmetric V-cycle on the stacked levels (``dims[l] = (nx, ny, offset)``), RHS in B;
-        the last ``nserial`` levels run serialized (the coarsest always does)."""
+        the last ``nserial`` levels run serialized (the coarsest always does). Returns the sum of
+        level 0's X (float64; for the mean CG removes on singular problems; needs nlev >= 2)."""
         for l in ti.static(range(nlev - 1)):
             down(m, B, dims[l, 0], dims[l, 1], px, py, dims[l + 1, 0], dims[l + 1, 1], dims[l, 2], dims[l + 1, 2],
                  ti.static(l >= nlev - nserial))
         bx, by = dims[nlev - 1, 0], dims[nlev - 1, 1]
         bottom(m, B, bx, by, px, py, 2 * ti.max(bx, by) + 4, dims[nlev - 1, 2])
+        total = ti.cast(0.0, ti.f64)
+        if ti.static(nlev == 1):
+            ti.loop_config(serialize=True)
+            for i, j in ti.ndrange(bx, by):
+                if diag(m, i, j, 0) > 0:
+                    total += ti.cast(m[X, i, j], ti.f64)
         for k in ti.static(range(nlev - 1)):
             l = ti.static(nlev - 2 - k)
-            up(m, B, dims[l, 0], dims[l, 1], px, py, dims[l, 2], dims[l + 1, 2], ti.static(l >= nlev - nserial))
+            total = up(m, B, dims[l, 0], dims[l, 1], px, py, dims[l, 2], dims[l + 1, 2], ti.static(l >= nlev - nserial))
+        return total
 
     @ti.kernel
     def coarsen(a: A3, nx: int, ny: int, ncx: int, ncy: int, o: int, oc: int):
@@ -287,7 +325,9 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     the weights); they hand residuals to / take preconditioned vectors from the float32 stacked
     multigrid levels ``m`` (level 0 at offset 0: its B and X channels). ``cg_iter`` is one whole
     preconditioned CG iteration (V-cycle, ``z``, ``beta``, ``p``, ``A p``, ``alpha``, the update
-    and the residual's max-norm) in one launch; ``sc`` carries ``(rz_old, pap)`` between them."""
+    and the residual's max-norm) in one launch and three fine-level loops after the V-cycle;
+    ``sc`` carries ``(rz_old, pap)`` between them, and ``p`` alternates between channels ``pin``
+    and ``pout`` (P and P2) so that the new ``p`` and ``A p`` come out of one loop."""
     ti = __import__("taichi")
     f64 = ti.f64
     A3 = ti.types.ndarray(dtype=f64, ndim=3)
@@ -298,6 +338,26 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     k64 = _mg_kernels("float64")
     diag, apply_a = k64["diag"], k64["apply_a"]
     vcycle = _mg_kernels("float32")["vcycle"]
+
+    @ti.func
+    def pnew(a: ti.template(), pin, beta, i, j, nx, ny, px, py):
+        """z + beta p_old at cell (i, j), with ``nbv``'s wrap and outside-is-0 rule."""
+        val = ti.cast(0.0, f64)
+        ii, jj = i, j
+        inside = True
+        if ii < 0 or ii >= nx:
+            if px:
+                ii = (ii + nx) % nx
+            else:
+                inside = False
+        if jj < 0 or jj >= ny:
+            if py:
+                jj = (jj + ny) % ny
+            else:
+                inside = False
+        if inside:
+            val = a[X, ii, jj] + beta * a[pin, ii, jj]
+        return val
 
     @ti.kernel
     def residual(a: A3, m: M3, nx: int, ny: int, px: int, py: int, singular: int, nfluid: f64) -> f64:
@@ -320,14 +380,9 @@ def _cg_kernels(nlev: int, nserial: int = 0):
 
     @ti.kernel
     def cg_iter(a: A3, m: M3, dims: I2, sc: S1, nx: int, ny: int, px: int, py: int, singular: int,
-                nfluid: f64, first: int) -> V2:
-        vcycle(m, dims, nlev, nserial, px, py)
-        # z = M r (mean-free on singular problems), rz, beta, p = z + beta p
-        mean = ti.cast(0.0, f64)
-        for i, j in ti.ndrange(nx, ny):
-            if diag(a, i, j, 0) > 0:
-                mean += ti.cast(m[X, i, j], f64)
-        mean = mean / nfluid
+                nfluid: f64, first: int, pin: int, pout: int) -> V2:
+        # z = M r (mean-free on singular problems: the V-cycle sums z as it leaves it), rz
+        mean = vcycle(m, dims, nlev, nserial, px, py) / nfluid
         rz = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
             z = ti.cast(0.0, f64)
@@ -340,16 +395,21 @@ def _cg_kernels(nlev: int, nserial: int = 0):
         beta = ti.cast(0.0, f64)
         if first == 0:
             beta = rz / sc[0]
-        for i, j in ti.ndrange(nx, ny):
-            a[P, i, j] = a[X, i, j] + beta * a[P, i, j]
-        # A p and p.A p
+        # p = z + beta p_old (channel pin) into channel pout, with A p and p.A p in the same loop
+        # (the neighbours' p computed where needed; p_old is not overwritten: two buffers)
         pap = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
+            pc = a[X, i, j] + beta * a[pin, i, j]
             q = ti.cast(0.0, f64)
             if diag(a, i, j, 0) > 0:
-                q = apply_a(a, P, i, j, nx, ny, px, py, 0)
+                q = diag(a, i, j, 0) * pc - (
+                    a[WX, i, j] * pnew(a, pin, beta, i - 1, j, nx, ny, px, py)
+                    + a[WX, i + 1, j] * pnew(a, pin, beta, i + 1, j, nx, ny, px, py)
+                    + a[WY, i, j] * pnew(a, pin, beta, i, j - 1, nx, ny, px, py)
+                    + a[WY, i, j + 1] * pnew(a, pin, beta, i, j + 1, nx, ny, px, py))
+            a[pout, i, j] = pc
             a[AP, i, j] = q
-            pap += a[P, i, j] * q
+            pap += pc * q
         alpha = ti.cast(0.0, f64)
         if pap > 0.0:
             alpha = rz / pap
@@ -358,7 +418,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
         # x += alpha p, r -= alpha A p (alpha = 0 on breakdown: nothing changes)
         rmax = ti.cast(0.0, f64)
         for i, j in ti.ndrange(nx, ny):
-            a[PHI, i, j] += alpha * a[P, i, j]
+            a[PHI, i, j] += alpha * a[pout, i, j]
             a[RC, i, j] -= alpha * a[AP, i, j]
             m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
             ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
@@ -537,6 +597,7 @@ class PressureSolver:
         self.mg = torch.zeros((5, nx + 1, offsets[-1] + dims[-1][1] + 1), dtype=torch.float32, device=device)
         self.mg_dims = torch.tensor([[d[0], d[1], o] for d, o in zip(dims, offsets)], dtype=torch.int32, device=device)
         self.cg_scalars = torch.zeros(2, dtype=torch.float64, device=device)
+        self._pbuf = (P, P2)  # the search direction alternates between two channels (cg_iter's pin, pout)
         ubc, vbc = face_bc(boundary, solid.to(device), torch.float64)
         a0 = self.fine
         a0[WX, :, :ny] = ubc[0]
@@ -621,7 +682,8 @@ class PressureSolver:
                 first = 1
                 while iters < self.max_iter:
                     rmax, pap = (float(x) for x in k["cg_iter"](a, m, self.mg_dims, self.cg_scalars, nx, ny, px, py,
-                                                                self.singular, self.nfluid, first))
+                                                                self.singular, self.nfluid, first, *self._pbuf))
+                    self._pbuf = self._pbuf[::-1]
                     first = 0
                     if not pap > 0.0:
                         breakdown = True

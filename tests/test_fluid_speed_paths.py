@@ -33,7 +33,8 @@ def test_fused_viscosity_and_bc_is_bit_identical_to_the_two_calls(make, nu):
 
 def test_serialized_multigrid_levels_give_the_same_projection(monkeypatch):
     """Levels run on the calling thread (at most _SERIAL_CELLS cells) or by the thread pool: the
-    same iterations and the same projected field, bit for bit."""
+    same preconditioner up to rounding (the two compilations may round differently), so both
+    projections converge and agree to the solve's tolerance, within one CG iteration."""
     sc = scenes.karman(n=32, dtype=F64)
     st = sc.state
     out = []
@@ -43,6 +44,9 @@ def test_serialized_multigrid_levels_give_the_same_projection(monkeypatch):
         assert ps.nserial == (0 if cells == 0 else len(ps.dims))
         u, v = st.u.clone(), st.v.clone()
         stats = ps.project(u, v, warm_start=False)
+        assert stats.converged and stats.residual <= 1e-10
         out.append((stats.iterations, u, v))
-    assert out[0][0] == out[1][0] > 0
-    assert torch.equal(out[0][1], out[1][1]) and torch.equal(out[0][2], out[1][2])
+    assert abs(out[0][0] - out[1][0]) <= 1 and out[0][0] > 0
+    scale = float(st.u.abs().max())
+    assert float((out[0][1] - out[1][1]).abs().max()) <= 1e-8 * scale
+    assert float((out[0][2] - out[1][2]).abs().max()) <= 1e-8 * scale
