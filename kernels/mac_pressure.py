@@ -168,16 +168,18 @@ def _mg_kernels(real_name: str = "float32"):
     def rb_sweep(a: ti.template(), bch, nx, ny, px, py, first: ti.template(), o, ser: ti.template()):
         if ti.static(ser):
             ti.loop_config(serialize=True)
-        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
-            j = 2 * jh + (i + first) % 2
-            if j < ny:
-                gs(a, bch, i, j, nx, ny, px, py, o)
+        for i in range(nx):
+            for jh in range((ny + 1) // 2):
+                j = 2 * jh + (i + first) % 2
+                if j < ny:
+                    gs(a, bch, i, j, nx, ny, px, py, o)
         if ti.static(ser):
             ti.loop_config(serialize=True)
-        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
-            j = 2 * jh + (i + first + 1) % 2
-            if j < ny:
-                gs(a, bch, i, j, nx, ny, px, py, o)
+        for i in range(nx):
+            for jh in range((ny + 1) // 2):
+                j = 2 * jh + (i + first + 1) % 2
+                if j < ny:
+                    gs(a, bch, i, j, nx, ny, px, py, o)
 
     @ti.func
     def rb_sweep_sum(a: ti.template(), bch, nx, ny, px, py, first: ti.template(), o, ser: ti.template()):
@@ -186,24 +188,26 @@ def _mg_kernels(real_name: str = "float32"):
         total = ti.cast(0.0, ti.f64)
         if ti.static(ser):
             ti.loop_config(serialize=True)
-        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
-            j = 2 * jh + (i + first) % 2
-            if j < ny:
-                d = diag(a, i, j, o)
-                if d > 0:
-                    x = (a[bch, i, j + o] + offsum(a, X, i, j, nx, ny, px, py, o)) / d
-                    a[X, i, j + o] = x
-                    total += ti.cast(x, ti.f64)
+        for i in range(nx):
+            for jh in range((ny + 1) // 2):
+                j = 2 * jh + (i + first) % 2
+                if j < ny:
+                    d = diag(a, i, j, o)
+                    if d > 0:
+                        x = (a[bch, i, j + o] + offsum(a, X, i, j, nx, ny, px, py, o)) / d
+                        a[X, i, j + o] = x
+                        total += ti.cast(x, ti.f64)
         if ti.static(ser):
             ti.loop_config(serialize=True)
-        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
-            j = 2 * jh + (i + first + 1) % 2
-            if j < ny:
-                d = diag(a, i, j, o)
-                if d > 0:
-                    x = (a[bch, i, j + o] + offsum(a, X, i, j, nx, ny, px, py, o)) / d
-                    a[X, i, j + o] = x
-                    total += ti.cast(x, ti.f64)
+        for i in range(nx):
+            for jh in range((ny + 1) // 2):
+                j = 2 * jh + (i + first + 1) % 2
+                if j < ny:
+                    d = diag(a, i, j, o)
+                    if d > 0:
+                        x = (a[bch, i, j + o] + offsum(a, X, i, j, nx, ny, px, py, o)) / d
+                        a[X, i, j + o] = x
+                        total += ti.cast(x, ti.f64)
         return total
 
     @ti.func
@@ -214,14 +218,15 @@ def _mg_kernels(real_name: str = "float32"):
         # loops cost less than the thread pool's hand-off)
         if ti.static(ser):
             ti.loop_config(serialize=True)
-        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
-            j = 2 * jh + i % 2
-            if j < ny:
-                d = diag(a, i, j, o)
-                a[X, i, j + o] = a[bch, i, j + o] / d if d > 0 else 0.0
-            j2 = 2 * jh + (i + 1) % 2
-            if j2 < ny:
-                gs_first(a, bch, i, j2, nx, ny, px, py, o, 0, 1)
+        for i in range(nx):
+            for jh in range((ny + 1) // 2):
+                j = 2 * jh + i % 2
+                if j < ny:
+                    d = diag(a, i, j, o)
+                    a[X, i, j + o] = a[bch, i, j + o] / d if d > 0 else 0.0
+                j2 = 2 * jh + (i + 1) % 2
+                if j2 < ny:
+                    gs_first(a, bch, i, j2, nx, ny, px, py, o, 0, 1)
         for _s in ti.static(range(_PRE_SWEEPS - 1)):
             rb_sweep(a, bch, nx, ny, px, py, 0, o, ser)
         # residual of the four children, summed (restriction = transpose of constant prolongation);
@@ -229,15 +234,16 @@ def _mg_kernels(real_name: str = "float32"):
         # so only the red children (di == dj) are summed
         if ti.static(ser):
             ti.loop_config(serialize=True)
-        for I, J in ti.ndrange(ncx, ncy):
-            s = ti.cast(0.0, f64)
-            for di, dj in ti.static(ti.ndrange(2, 2)):
-                fi, fj = 2 * I + di, 2 * J + dj
-                if ti.static(di == dj) and fi < nx and fj < ny:
-                    if diag(a, fi, fj, o) > 0:
-                        s += a[bch, fi, fj + o] - apply_a(a, X, fi, fj, nx, ny, px, py, o)
-            a[B, I, J + oc] = s
-            a[X, I, J + oc] = 0.0
+        for I in range(ncx):
+            for J in range(ncy):
+                s = ti.cast(0.0, f64)
+                for di, dj in ti.static(ti.ndrange(2, 2)):
+                    fi, fj = 2 * I + di, 2 * J + dj
+                    if ti.static(di == dj) and fi < nx and fj < ny:
+                        if diag(a, fi, fj, o) > 0:
+                            s += a[bch, fi, fj + o] - apply_a(a, X, fi, fj, nx, ny, px, py, o)
+                a[B, I, J + oc] = s
+                a[X, I, J + oc] = 0.0
 
     @ti.func
     def up(a: ti.template(), bch, nx, ny, px, py, o, oc, ser: ti.template()):
@@ -247,16 +253,18 @@ def _mg_kernels(real_name: str = "float32"):
         # own update is overwritten by the red half-sweep that follows, so it is never stored
         if ti.static(ser):
             ti.loop_config(serialize=True)
-        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
-            j = 2 * jh + (i + 1) % 2
-            if j < ny:
-                gs_first(a, bch, i, j, nx, ny, px, py, o, oc, 2)
+        for i in range(nx):
+            for jh in range((ny + 1) // 2):
+                j = 2 * jh + (i + 1) % 2
+                if j < ny:
+                    gs_first(a, bch, i, j, nx, ny, px, py, o, oc, 2)
         if ti.static(ser):
             ti.loop_config(serialize=True)
-        for i, jh in ti.ndrange(nx, (ny + 1) // 2):
-            j = 2 * jh + i % 2
-            if j < ny:
-                gs(a, bch, i, j, nx, ny, px, py, o)
+        for i in range(nx):
+            for jh in range((ny + 1) // 2):
+                j = 2 * jh + i % 2
+                if j < ny:
+                    gs(a, bch, i, j, nx, ny, px, py, o)
         for _s in ti.static(range(_PRE_SWEEPS - 2)):
             rb_sweep(a, bch, nx, ny, px, py, 1, o, ser)
         return rb_sweep_sum(a, bch, nx, ny, px, py, 1, o, ser)
@@ -264,8 +272,9 @@ def _mg_kernels(real_name: str = "float32"):
     @ti.func
     def bottom(a: ti.template(), bch, nx, ny, px, py, sweeps, o):
         ti.loop_config(serialize=True)
-        for i, j in ti.ndrange(nx, ny):
-            a[X, i, j + o] = 0.0
+        for i in range(nx):
+            for j in range(ny):
+                a[X, i, j + o] = 0.0
         ti.loop_config(serialize=True)
         for _it in range(sweeps):
             for k in range(nx * ny):
@@ -287,9 +296,10 @@ def _mg_kernels(real_name: str = "float32"):
         total = ti.cast(0.0, ti.f64)
         if ti.static(nlev == 1):
             ti.loop_config(serialize=True)
-            for i, j in ti.ndrange(bx, by):
-                if diag(m, i, j, 0) > 0:
-                    total += ti.cast(m[X, i, j], ti.f64)
+            for i in range(bx):
+                for j in range(by):
+                    if diag(m, i, j, 0) > 0:
+                        total += ti.cast(m[X, i, j], ti.f64)
         for k in ti.static(range(nlev - 1)):
             l = ti.static(nlev - 2 - k)
             total = up(m, B, dims[l, 0], dims[l, 1], px, py, dims[l, 2], dims[l + 1, 2], ti.static(l >= nlev - nserial))
@@ -297,24 +307,26 @@ def _mg_kernels(real_name: str = "float32"):
 
     @ti.kernel
     def coarsen(a: A3, nx: int, ny: int, ncx: int, ncy: int, o: int, oc: int):
-        for I, J in ti.ndrange(ncx + 1, ncy):
-            fi = 2 * I
-            if I == ncx:
-                fi = nx
-            s = ti.cast(0.0, f64)
-            for dj in ti.static(range(2)):
-                if 2 * J + dj < ny:
-                    s += a[WX, fi, 2 * J + dj + o]
-            a[WX, I, J + oc] = 0.5 * s
-        for I, J in ti.ndrange(ncx, ncy + 1):
-            fj = 2 * J
-            if J == ncy:
-                fj = ny
-            s = ti.cast(0.0, f64)
-            for di in ti.static(range(2)):
-                if 2 * I + di < nx:
-                    s += a[WY, 2 * I + di, fj + o]
-            a[WY, I, J + oc] = 0.5 * s
+        for I in range(ncx + 1):
+            for J in range(ncy):
+                fi = 2 * I
+                if I == ncx:
+                    fi = nx
+                s = ti.cast(0.0, f64)
+                for dj in ti.static(range(2)):
+                    if 2 * J + dj < ny:
+                        s += a[WX, fi, 2 * J + dj + o]
+                a[WX, I, J + oc] = 0.5 * s
+        for I in range(ncx):
+            for J in range(ncy + 1):
+                fj = 2 * J
+                if J == ncy:
+                    fj = ny
+                s = ti.cast(0.0, f64)
+                for di in ti.static(range(2)):
+                    if 2 * I + di < nx:
+                        s += a[WY, 2 * I + di, fj + o]
+                a[WY, I, J + oc] = 0.5 * s
 
     return dict(coarsen=coarsen, vcycle=vcycle, nbv=nbv, diag=diag, apply_a=apply_a)
 
@@ -362,20 +374,22 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     @ti.kernel
     def residual(a: A3, m: M3, nx: int, ny: int, px: int, py: int, singular: int, nfluid: f64) -> f64:
         mean = ti.cast(0.0, f64)
-        for i, j in ti.ndrange(nx, ny):
-            r = ti.cast(0.0, f64)
-            if diag(a, i, j, 0) > 0:
-                r = a[B, i, j] - apply_a(a, PHI, i, j, nx, ny, px, py, 0)
-            a[RC, i, j] = r
-            mean += r
+        for i in range(nx):
+            for j in range(ny):
+                r = ti.cast(0.0, f64)
+                if diag(a, i, j, 0) > 0:
+                    r = a[B, i, j] - apply_a(a, PHI, i, j, nx, ny, px, py, 0)
+                a[RC, i, j] = r
+                mean += r
         mean = mean / nfluid
         rmax = ti.cast(0.0, f64)
-        for i, j in ti.ndrange(nx, ny):
-            if diag(a, i, j, 0) > 0:
-                if singular:
-                    a[RC, i, j] -= mean
-                ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
-            m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
+        for i in range(nx):
+            for j in range(ny):
+                if diag(a, i, j, 0) > 0:
+                    if singular:
+                        a[RC, i, j] -= mean
+                    ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
+                m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
         return rmax
 
     @ti.kernel
@@ -384,32 +398,34 @@ def _cg_kernels(nlev: int, nserial: int = 0):
         # z = M r (mean-free on singular problems: the V-cycle sums z as it leaves it), rz
         mean = vcycle(m, dims, nlev, nserial, px, py) / nfluid
         rz = ti.cast(0.0, f64)
-        for i, j in ti.ndrange(nx, ny):
-            z = ti.cast(0.0, f64)
-            if diag(a, i, j, 0) > 0:
-                z = ti.cast(m[X, i, j], f64)
-                if singular:
-                    z -= mean
-                rz += a[RC, i, j] * z
-            a[X, i, j] = z
+        for i in range(nx):
+            for j in range(ny):
+                z = ti.cast(0.0, f64)
+                if diag(a, i, j, 0) > 0:
+                    z = ti.cast(m[X, i, j], f64)
+                    if singular:
+                        z -= mean
+                    rz += a[RC, i, j] * z
+                a[X, i, j] = z
         beta = ti.cast(0.0, f64)
         if first == 0:
             beta = rz / sc[0]
         # p = z + beta p_old (channel pin) into channel pout, with A p and p.A p in the same loop
         # (the neighbours' p computed where needed; p_old is not overwritten: two buffers)
         pap = ti.cast(0.0, f64)
-        for i, j in ti.ndrange(nx, ny):
-            pc = a[X, i, j] + beta * a[pin, i, j]
-            q = ti.cast(0.0, f64)
-            if diag(a, i, j, 0) > 0:
-                q = diag(a, i, j, 0) * pc - (
-                    a[WX, i, j] * pnew(a, pin, beta, i - 1, j, nx, ny, px, py)
-                    + a[WX, i + 1, j] * pnew(a, pin, beta, i + 1, j, nx, ny, px, py)
-                    + a[WY, i, j] * pnew(a, pin, beta, i, j - 1, nx, ny, px, py)
-                    + a[WY, i, j + 1] * pnew(a, pin, beta, i, j + 1, nx, ny, px, py))
-            a[pout, i, j] = pc
-            a[AP, i, j] = q
-            pap += pc * q
+        for i in range(nx):
+            for j in range(ny):
+                pc = a[X, i, j] + beta * a[pin, i, j]
+                q = ti.cast(0.0, f64)
+                if diag(a, i, j, 0) > 0:
+                    q = diag(a, i, j, 0) * pc - (
+                        a[WX, i, j] * pnew(a, pin, beta, i - 1, j, nx, ny, px, py)
+                        + a[WX, i + 1, j] * pnew(a, pin, beta, i + 1, j, nx, ny, px, py)
+                        + a[WY, i, j] * pnew(a, pin, beta, i, j - 1, nx, ny, px, py)
+                        + a[WY, i, j + 1] * pnew(a, pin, beta, i, j + 1, nx, ny, px, py))
+                a[pout, i, j] = pc
+                a[AP, i, j] = q
+                pap += pc * q
         alpha = ti.cast(0.0, f64)
         if pap > 0.0:
             alpha = rz / pap
@@ -417,11 +433,12 @@ def _cg_kernels(nlev: int, nserial: int = 0):
         sc[1] = pap
         # x += alpha p, r -= alpha A p (alpha = 0 on breakdown: nothing changes)
         rmax = ti.cast(0.0, f64)
-        for i, j in ti.ndrange(nx, ny):
-            a[PHI, i, j] += alpha * a[pout, i, j]
-            a[RC, i, j] -= alpha * a[AP, i, j]
-            m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
-            ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
+        for i in range(nx):
+            for j in range(ny):
+                a[PHI, i, j] += alpha * a[pout, i, j]
+                a[RC, i, j] -= alpha * a[AP, i, j]
+                m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
+                ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
         return ti.Vector([rmax, pap])
 
     return dict(residual=residual, cg_iter=cg_iter)
@@ -448,22 +465,24 @@ def _state_kernels(real_name: str):
         """r = B - A phi on the fluid cells (mean-free when singular) into RC and, as float32, into
         the multigrid level 0's B; returns (max |r|, sum r^2)."""
         mean = ti.cast(0.0, f64)
-        for i, j in ti.ndrange(nx, ny):
-            r = ti.cast(0.0, f64)
-            if diag(a, i, j, 0) > 0:
-                r = a[B, i, j] - apply_a(a, PHI, i, j, nx, ny, px, py, 0)
-            a[RC, i, j] = r
-            mean += r
+        for i in range(nx):
+            for j in range(ny):
+                r = ti.cast(0.0, f64)
+                if diag(a, i, j, 0) > 0:
+                    r = a[B, i, j] - apply_a(a, PHI, i, j, nx, ny, px, py, 0)
+                a[RC, i, j] = r
+                mean += r
         mean = mean / nfluid
         rmax = ti.cast(0.0, f64)
         r2 = ti.cast(0.0, f64)
-        for i, j in ti.ndrange(nx, ny):
-            if diag(a, i, j, 0) > 0:
-                if singular:
-                    a[RC, i, j] -= mean
-                ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
-                r2 += a[RC, i, j] * a[RC, i, j]
-            m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
+        for i in range(nx):
+            for j in range(ny):
+                if diag(a, i, j, 0) > 0:
+                    if singular:
+                        a[RC, i, j] -= mean
+                    ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
+                    r2 += a[RC, i, j] * a[RC, i, j]
+                m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
         return ti.Vector([rmax, r2])
 
     @ti.kernel
@@ -473,28 +492,30 @@ def _state_kernels(real_name: str):
         nx, ny = v.shape[0], u.shape[1]
         mean = ti.cast(0.0, f64)
         umax = ti.cast(0.0, f64)
-        for i, j in ti.ndrange(nx, ny):
-            d = diag(a, i, j, 0)
-            b = ti.cast(0.0, f64)
-            if d > 0:
-                b = -((ti.cast(u[i + 1, j], f64) - ti.cast(u[i, j], f64))
-                      + (ti.cast(v[i, j + 1], f64) - ti.cast(v[i, j], f64)))
-            else:
-                a[PHI, i, j] = 0.0
-            a[B, i, j] = b
-            mean += b
-            # every face is read here (u[i + 1] covers the last column, v[:, j + 1] the last row)
-            ti.atomic_max(umax, ti.cast(ti.max(ti.max(ti.abs(u[i, j]), ti.abs(u[i + 1, j])),
-                                               ti.max(ti.abs(v[i, j]), ti.abs(v[i, j + 1]))), f64))
+        for i in range(nx):
+            for j in range(ny):
+                d = diag(a, i, j, 0)
+                b = ti.cast(0.0, f64)
+                if d > 0:
+                    b = -((ti.cast(u[i + 1, j], f64) - ti.cast(u[i, j], f64))
+                          + (ti.cast(v[i, j + 1], f64) - ti.cast(v[i, j], f64)))
+                else:
+                    a[PHI, i, j] = 0.0
+                a[B, i, j] = b
+                mean += b
+                # every face is read here (u[i + 1] covers the last column, v[:, j + 1] the last row)
+                ti.atomic_max(umax, ti.cast(ti.max(ti.max(ti.abs(u[i, j]), ti.abs(u[i + 1, j])),
+                                                   ti.max(ti.abs(v[i, j]), ti.abs(v[i, j + 1]))), f64))
         mean = mean / nfluid
         bmax = ti.cast(0.0, f64)
         b2 = ti.cast(0.0, f64)
-        for i, j in ti.ndrange(nx, ny):
-            if diag(a, i, j, 0) > 0:
-                if singular:
-                    a[B, i, j] -= mean
-                ti.atomic_max(bmax, ti.abs(a[B, i, j]))
-                b2 += a[B, i, j] * a[B, i, j]
+        for i in range(nx):
+            for j in range(ny):
+                if diag(a, i, j, 0) > 0:
+                    if singular:
+                        a[B, i, j] -= mean
+                    ti.atomic_max(bmax, ti.abs(a[B, i, j]))
+                    b2 += a[B, i, j] * a[B, i, j]
         rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid)
         return ti.Vector([bmax, rr[0], b2, umax])
 
@@ -503,24 +524,26 @@ def _state_kernels(real_name: str):
         """``u_f -= w_f (phi_right - phi_left)`` where ``apply``; returns max |u|, |v| after."""
         nx, ny = v.shape[0], u.shape[1]
         umax = ti.cast(0.0, f64)
-        for i, j in u:
-            w = a[WX, i, j]
-            if apply and w > 0:
-                ie = i
-                if px:
-                    ie = i % nx
-                g = nbv(a, PHI, ie, j, nx, ny, px, py, 0) - nbv(a, PHI, ie - 1, j, nx, ny, px, py, 0)
-                u[i, j] = ti.cast(ti.cast(u[i, j], f64) - w * g, real)
-            ti.atomic_max(umax, ti.cast(ti.abs(u[i, j]), f64))
-        for i, j in v:
-            w = a[WY, i, j]
-            if apply and w > 0:
-                je = j
-                if py:
-                    je = j % ny
-                g = nbv(a, PHI, i, je, nx, ny, px, py, 0) - nbv(a, PHI, i, je - 1, nx, ny, px, py, 0)
-                v[i, j] = ti.cast(ti.cast(v[i, j], f64) - w * g, real)
-            ti.atomic_max(umax, ti.cast(ti.abs(v[i, j]), f64))
+        for i in range(u.shape[0]):
+            for j in range(u.shape[1]):
+                w = a[WX, i, j]
+                if apply and w > 0:
+                    ie = i
+                    if px:
+                        ie = i % nx
+                    g = nbv(a, PHI, ie, j, nx, ny, px, py, 0) - nbv(a, PHI, ie - 1, j, nx, ny, px, py, 0)
+                    u[i, j] = ti.cast(ti.cast(u[i, j], f64) - w * g, real)
+                ti.atomic_max(umax, ti.cast(ti.abs(u[i, j]), f64))
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                w = a[WY, i, j]
+                if apply and w > 0:
+                    je = j
+                    if py:
+                        je = j % ny
+                    g = nbv(a, PHI, i, je, nx, ny, px, py, 0) - nbv(a, PHI, i, je - 1, nx, ny, px, py, 0)
+                    v[i, j] = ti.cast(ti.cast(v[i, j], f64) - w * g, real)
+                ti.atomic_max(umax, ti.cast(ti.abs(v[i, j]), f64))
         return umax
 
     @ti.kernel
