@@ -196,72 +196,78 @@ def _kernels(real_name: str):
         # uw/vw channels: 0 = tracing velocity u^n, 1 = q^, 2 = free mask, 3 = fixed value,
         # 4 = advected quantity q^n (= u^n unless the caller filled it: ready = 1), 5/6 = limiter bounds
         nx, ny = v.shape[0], u.shape[1]
-        for i, j in u:
-            uw[0, i, j] = u[i, j]
-            if ti.static(not ready):
-                uw[4, i, j] = u[i, j]
-        for i, j in v:
-            vw[0, i, j] = v[i, j]
-            if ti.static(not ready):
-                vw[4, i, j] = v[i, j]
+        for i in range(u.shape[0]):
+            for j in range(u.shape[1]):
+                uw[0, i, j] = u[i, j]
+                if ti.static(not ready):
+                    uw[4, i, j] = u[i, j]
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                vw[0, i, j] = v[i, j]
+                if ti.static(not ready):
+                    vw[4, i, j] = v[i, j]
         # channels 5, 6 keep the min/max of the four q^n samples around the departure point; without
         # MacCormack q^ is the result, written straight to u/v (the traces read channel 0 only)
-        for i, j in u:
-            ie = i
-            if ti.static(px):
-                if i == nx:
-                    ie = 0
-            v1 = vel_uface(uw, vw, ie, j, nx, ny, px, py, gh)
-            p = trace(uw, vw, ti.cast(ie, real), j + 0.5, v1, h, nx, ny, px, py, gh)
-            s = sample(uw, 4, p[0], p[1] - 0.5, nx + 1, ny, nx, ny, px, py, gh, 1)
-            if ti.static(mac):
-                uw[1, i, j] = s[0]
-                if ti.static(limiter):
-                    uw[5, i, j] = s[1]
-                    uw[6, i, j] = s[2]
-            else:
-                u[i, j] = uw[2, i, j] * s[0] + (1 - uw[2, i, j]) * uw[3, i, j]
-        for i, j in v:
-            je = j
-            if ti.static(py):
-                if j == ny:
-                    je = 0
-            v1 = vel_vface(uw, vw, i, je, nx, ny, px, py, gh)
-            p = trace(uw, vw, i + 0.5, ti.cast(je, real), v1, h, nx, ny, px, py, gh)
-            s = sample(vw, 4, p[0] - 0.5, p[1], nx, ny + 1, nx, ny, px, py, gh, 0)
-            if ti.static(mac):
-                vw[1, i, j] = s[0]
-                if ti.static(limiter):
-                    vw[5, i, j] = s[1]
-                    vw[6, i, j] = s[2]
-            else:
-                v[i, j] = vw[2, i, j] * s[0] + (1 - vw[2, i, j]) * vw[3, i, j]
-        if ti.static(mac):
-            # forward trace from the face: its first velocity is the backward trace's (same point)
-            for i, j in u:
+        for i in range(u.shape[0]):
+            for j in range(u.shape[1]):
                 ie = i
                 if ti.static(px):
                     if i == nx:
                         ie = 0
                 v1 = vel_uface(uw, vw, ie, j, nx, ny, px, py, gh)
-                pf = trace(uw, vw, ti.cast(ie, real), j + 0.5, v1, -h, nx, ny, px, py, gh)
-                qt = sample(uw, 1, pf[0], pf[1] - 0.5, nx + 1, ny, nx, ny, px, py, gh, 1)[0]
-                q = uw[1, i, j] + 0.5 * (uw[4, i, j] - qt)
-                if ti.static(limiter):
-                    q = ti.min(ti.max(q, uw[5, i, j]), uw[6, i, j])
-                u[i, j] = uw[2, i, j] * q + (1 - uw[2, i, j]) * uw[3, i, j]
-            for i, j in v:
+                p = trace(uw, vw, ti.cast(ie, real), j + 0.5, v1, h, nx, ny, px, py, gh)
+                s = sample(uw, 4, p[0], p[1] - 0.5, nx + 1, ny, nx, ny, px, py, gh, 1)
+                if ti.static(mac):
+                    uw[1, i, j] = s[0]
+                    if ti.static(limiter):
+                        uw[5, i, j] = s[1]
+                        uw[6, i, j] = s[2]
+                else:
+                    u[i, j] = uw[2, i, j] * s[0] + (1 - uw[2, i, j]) * uw[3, i, j]
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
                 je = j
                 if ti.static(py):
                     if j == ny:
                         je = 0
                 v1 = vel_vface(uw, vw, i, je, nx, ny, px, py, gh)
-                pf = trace(uw, vw, i + 0.5, ti.cast(je, real), v1, -h, nx, ny, px, py, gh)
-                qt = sample(vw, 1, pf[0] - 0.5, pf[1], nx, ny + 1, nx, ny, px, py, gh, 0)[0]
-                q = vw[1, i, j] + 0.5 * (vw[4, i, j] - qt)
-                if ti.static(limiter):
-                    q = ti.min(ti.max(q, vw[5, i, j]), vw[6, i, j])
-                v[i, j] = vw[2, i, j] * q + (1 - vw[2, i, j]) * vw[3, i, j]
+                p = trace(uw, vw, i + 0.5, ti.cast(je, real), v1, h, nx, ny, px, py, gh)
+                s = sample(vw, 4, p[0] - 0.5, p[1], nx, ny + 1, nx, ny, px, py, gh, 0)
+                if ti.static(mac):
+                    vw[1, i, j] = s[0]
+                    if ti.static(limiter):
+                        vw[5, i, j] = s[1]
+                        vw[6, i, j] = s[2]
+                else:
+                    v[i, j] = vw[2, i, j] * s[0] + (1 - vw[2, i, j]) * vw[3, i, j]
+        if ti.static(mac):
+            # forward trace from the face: its first velocity is the backward trace's (same point)
+            for i in range(u.shape[0]):
+                for j in range(u.shape[1]):
+                    ie = i
+                    if ti.static(px):
+                        if i == nx:
+                            ie = 0
+                    v1 = vel_uface(uw, vw, ie, j, nx, ny, px, py, gh)
+                    pf = trace(uw, vw, ti.cast(ie, real), j + 0.5, v1, -h, nx, ny, px, py, gh)
+                    qt = sample(uw, 1, pf[0], pf[1] - 0.5, nx + 1, ny, nx, ny, px, py, gh, 1)[0]
+                    q = uw[1, i, j] + 0.5 * (uw[4, i, j] - qt)
+                    if ti.static(limiter):
+                        q = ti.min(ti.max(q, uw[5, i, j]), uw[6, i, j])
+                    u[i, j] = uw[2, i, j] * q + (1 - uw[2, i, j]) * uw[3, i, j]
+            for i in range(v.shape[0]):
+                for j in range(v.shape[1]):
+                    je = j
+                    if ti.static(py):
+                        if j == ny:
+                            je = 0
+                    v1 = vel_vface(uw, vw, i, je, nx, ny, px, py, gh)
+                    pf = trace(uw, vw, i + 0.5, ti.cast(je, real), v1, -h, nx, ny, px, py, gh)
+                    qt = sample(vw, 1, pf[0] - 0.5, pf[1], nx, ny + 1, nx, ny, px, py, gh, 0)[0]
+                    q = vw[1, i, j] + 0.5 * (vw[4, i, j] - qt)
+                    if ti.static(limiter):
+                        q = ti.min(ti.max(q, vw[5, i, j]), vw[6, i, j])
+                    v[i, j] = vw[2, i, j] * q + (1 - vw[2, i, j]) * vw[3, i, j]
 
     @ti.func
     def cell(s: ti.template(), c, i, j, nx, ny, px, py):
@@ -307,35 +313,38 @@ def _kernels(real_name: str):
         @ti.kernel
         def adv(s: A3, fx: A3, fy: A3, u: A2, v: A2, comp: A3, h: real, px: int, py: int):
             nx, ny = v.shape[0], u.shape[1]
-            for c, i, j in fx:
-                uf = u[i, j]
-                ie = i % nx if px else i
-                sf = ti.cast(0.0, real)
-                if uf > 0:
-                    sf = face_value(s, c, ie - 1, j, 1, 0, uf, h, order, nx, ny, px, py)
-                elif uf < 0:
-                    sf = face_value(s, c, ie, j, -1, 0, uf, h, order, nx, ny, px, py)
-                fx[c, i, j] = uf * sf
-            for c, i, j in fy:
-                vf = v[i, j]
-                je = j % ny if py else j
-                sf = ti.cast(0.0, real)
-                if vf > 0:
-                    sf = face_value(s, c, i, je - 1, 0, 1, vf, h, order, nx, ny, px, py)
-                elif vf < 0:
-                    sf = face_value(s, c, i, je, 0, -1, vf, h, order, nx, ny, px, py)
-                fy[c, i, j] = vf * sf
-            for c, i, j in s:
-                # compensated update: the sum is formed in float64 and the part lost by rounding it
-                # to the storage dtype is kept in comp and re-added next time, so rounding errors
-                # do not random-walk the total mass (a float64 round trip, which fast-math keeps)
-                delta = ti.cast(comp[c, i, j], ti.f64) - ti.cast(h, ti.f64) * (
-                    (ti.cast(fx[c, i + 1, j], ti.f64) - ti.cast(fx[c, i, j], ti.f64))
-                    + (ti.cast(fy[c, i, j + 1], ti.f64) - ti.cast(fy[c, i, j], ti.f64)))
-                new = ti.cast(s[c, i, j], ti.f64) + delta
-                stored = ti.cast(new, real)
-                comp[c, i, j] = ti.cast(new - ti.cast(stored, ti.f64), real)
-                s[c, i, j] = stored
+            for c, i in ti.ndrange(fx.shape[0], fx.shape[1]):
+                for j in range(fx.shape[2]):
+                    uf = u[i, j]
+                    ie = i % nx if px else i
+                    sf = ti.cast(0.0, real)
+                    if uf > 0:
+                        sf = face_value(s, c, ie - 1, j, 1, 0, uf, h, order, nx, ny, px, py)
+                    elif uf < 0:
+                        sf = face_value(s, c, ie, j, -1, 0, uf, h, order, nx, ny, px, py)
+                    fx[c, i, j] = uf * sf
+            for c, i in ti.ndrange(fy.shape[0], fy.shape[1]):
+                for j in range(fy.shape[2]):
+                    vf = v[i, j]
+                    je = j % ny if py else j
+                    sf = ti.cast(0.0, real)
+                    if vf > 0:
+                        sf = face_value(s, c, i, je - 1, 0, 1, vf, h, order, nx, ny, px, py)
+                    elif vf < 0:
+                        sf = face_value(s, c, i, je, 0, -1, vf, h, order, nx, ny, px, py)
+                    fy[c, i, j] = vf * sf
+            for c, i in ti.ndrange(s.shape[0], s.shape[1]):
+                for j in range(s.shape[2]):
+                    # compensated update: the sum is formed in float64 and the part lost by rounding it
+                    # to the storage dtype is kept in comp and re-added next time, so rounding errors
+                    # do not random-walk the total mass (a float64 round trip, which fast-math keeps)
+                    delta = ti.cast(comp[c, i, j], ti.f64) - ti.cast(h, ti.f64) * (
+                        (ti.cast(fx[c, i + 1, j], ti.f64) - ti.cast(fx[c, i, j], ti.f64))
+                        + (ti.cast(fy[c, i, j + 1], ti.f64) - ti.cast(fy[c, i, j], ti.f64)))
+                    new = ti.cast(s[c, i, j], ti.f64) + delta
+                    stored = ti.cast(new, real)
+                    comp[c, i, j] = ti.cast(new - ti.cast(stored, ti.f64), real)
+                    s[c, i, j] = stored
         return adv
 
     return dict(advect=advect, scalar1=make_scalar(1), scalar2=make_scalar(2))

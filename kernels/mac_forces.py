@@ -42,86 +42,93 @@ def _kernels(real_name: str):
                    gh: ti.template(), obst):
         nx, ny = v.shape[0], u.shape[1]
         px, py = xlo == 0, ylo == 0
-        for i, j in u:
-            uw[0, i, j] = u[i, j]
-        for i, j in v:
-            vw[0, i, j] = v[i, j]
-        for i, j in u:
-            if uw[2, i, j] > 0 and (px or (i > 0 and i < nx)):
-                ie = i % nx if px else i
-                q = uw[0, ie, j]
-                w = uw[0, (ie - 1 + nx) % nx if px else ie - 1, j]
-                e = uw[0, ie + 1, j]
-                s = ti.cast(0.0, real)
-                if j > 0 or py:
-                    js = j - 1 if j > 0 else ny - 1
-                    s = uw[0, ie, js]
-                    if obst and uw[2, ie, js] == 0:
-                        s = 2 * s - q      # tangential neighbour inside an obstacle: wall half a cell away
-                else:
-                    s = ghost(q, gh, 0)
-                n = ti.cast(0.0, real)
-                if j < ny - 1 or py:
-                    jn = j + 1 if j < ny - 1 else 0
-                    n = uw[0, ie, jn]
-                    if obst and uw[2, ie, jn] == 0:
-                        n = 2 * n - q
-                else:
-                    n = ghost(q, gh, 2)
-                u[i, j] = q + c * (w + e + s + n - 4 * q)
-        for i, j in v:
-            if vw[2, i, j] > 0 and (py or (j > 0 and j < ny)):
-                je = j % ny if py else j
-                q = vw[0, i, je]
-                s = vw[0, i, (je - 1 + ny) % ny if py else je - 1]
-                n = vw[0, i, je + 1]
-                w = ti.cast(0.0, real)
-                if i > 0 or px:
-                    iw = i - 1 if i > 0 else nx - 1
-                    w = vw[0, iw, je]
-                    if obst and vw[2, iw, je] == 0:
-                        w = 2 * w - q
-                else:
-                    w = ghost(q, gh, 4)
-                e = ti.cast(0.0, real)
-                if i < nx - 1 or px:
-                    ie2 = i + 1 if i < nx - 1 else 0
-                    e = vw[0, ie2, je]
-                    if obst and vw[2, ie2, je] == 0:
-                        e = 2 * e - q
-                else:
-                    e = ghost(q, gh, 6)
-                v[i, j] = q + c * (w + e + s + n - 4 * q)
+        for i in range(u.shape[0]):
+            for j in range(u.shape[1]):
+                uw[0, i, j] = u[i, j]
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                vw[0, i, j] = v[i, j]
+        for i in range(u.shape[0]):
+            for j in range(u.shape[1]):
+                if uw[2, i, j] > 0 and (px or (i > 0 and i < nx)):
+                    ie = i % nx if px else i
+                    q = uw[0, ie, j]
+                    w = uw[0, (ie - 1 + nx) % nx if px else ie - 1, j]
+                    e = uw[0, ie + 1, j]
+                    s = ti.cast(0.0, real)
+                    if j > 0 or py:
+                        js = j - 1 if j > 0 else ny - 1
+                        s = uw[0, ie, js]
+                        if obst and uw[2, ie, js] == 0:
+                            s = 2 * s - q      # tangential neighbour inside an obstacle: wall half a cell away
+                    else:
+                        s = ghost(q, gh, 0)
+                    n = ti.cast(0.0, real)
+                    if j < ny - 1 or py:
+                        jn = j + 1 if j < ny - 1 else 0
+                        n = uw[0, ie, jn]
+                        if obst and uw[2, ie, jn] == 0:
+                            n = 2 * n - q
+                    else:
+                        n = ghost(q, gh, 2)
+                    u[i, j] = q + c * (w + e + s + n - 4 * q)
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                if vw[2, i, j] > 0 and (py or (j > 0 and j < ny)):
+                    je = j % ny if py else j
+                    q = vw[0, i, je]
+                    s = vw[0, i, (je - 1 + ny) % ny if py else je - 1]
+                    n = vw[0, i, je + 1]
+                    w = ti.cast(0.0, real)
+                    if i > 0 or px:
+                        iw = i - 1 if i > 0 else nx - 1
+                        w = vw[0, iw, je]
+                        if obst and vw[2, iw, je] == 0:
+                            w = 2 * w - q
+                    else:
+                        w = ghost(q, gh, 4)
+                    e = ti.cast(0.0, real)
+                    if i < nx - 1 or px:
+                        ie2 = i + 1 if i < nx - 1 else 0
+                        e = vw[0, ie2, je]
+                        if obst and vw[2, ie2, je] == 0:
+                            e = 2 * e - q
+                    else:
+                        e = ghost(q, gh, 6)
+                    v[i, j] = q + c * (w + e + s + n - 4 * q)
 
     @ti.func
     def bc_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), s: ti.template(), k,
                  bdt, xlo, xhi, ylo, yhi):
         nx, ny = v.shape[0], u.shape[1]
-        for i, j in v:
-            if k >= 0 and vw[2, i, j] > 0:
-                jm = j - 1
-                jp = j
-                if ylo == 0:
-                    jm = (j - 1 + ny) % ny
-                    jp = j % ny
-                if jm >= 0 and jp < ny:
-                    v[i, j] += bdt * 0.5 * (s[k, i, jm] + s[k, i, jp])
-        for i, j in u:
-            if uw[2, i, j] > 0:
-                if i == 0 and xlo == 4:
-                    u[i, j] = u[1, j]
-                elif i == nx and xhi == 4:
-                    u[i, j] = u[nx - 1, j]
-            else:
-                u[i, j] = uw[3, i, j]
-        for i, j in v:
-            if vw[2, i, j] > 0:
-                if j == 0 and ylo == 4:
-                    v[i, j] = v[i, 1]
-                elif j == ny and yhi == 4:
-                    v[i, j] = v[i, ny - 1]
-            else:
-                v[i, j] = vw[3, i, j]
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                if k >= 0 and vw[2, i, j] > 0:
+                    jm = j - 1
+                    jp = j
+                    if ylo == 0:
+                        jm = (j - 1 + ny) % ny
+                        jp = j % ny
+                    if jm >= 0 and jp < ny:
+                        v[i, j] += bdt * 0.5 * (s[k, i, jm] + s[k, i, jp])
+        for i in range(u.shape[0]):
+            for j in range(u.shape[1]):
+                if uw[2, i, j] > 0:
+                    if i == 0 and xlo == 4:
+                        u[i, j] = u[1, j]
+                    elif i == nx and xhi == 4:
+                        u[i, j] = u[nx - 1, j]
+                else:
+                    u[i, j] = uw[3, i, j]
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                if vw[2, i, j] > 0:
+                    if j == 0 and ylo == 4:
+                        v[i, j] = v[i, 1]
+                    elif j == ny and yhi == 4:
+                        v[i, j] = v[i, ny - 1]
+                else:
+                    v[i, j] = vw[3, i, j]
 
     @ti.kernel
     def visc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
