@@ -37,28 +37,31 @@ def _kernels(real_name: str):
 
     @ti.kernel
     def div(u: A2, v: A2, out: A2, inv_dx: real):
-        for i, j in out:
-            out[i, j] = ((u[i + 1, j] - u[i, j]) + (v[i, j + 1] - v[i, j])) * inv_dx
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[i, j] = ((u[i + 1, j] - u[i, j]) + (v[i, j + 1] - v[i, j])) * inv_dx
 
     @ti.kernel
     def curl_k(psi: A2, du: A2, dv: A2, inv_dx: real, px: int, py: int, alpha: real, acc: int):
         nx, ny = dv.shape[0], du.shape[1]
-        for i, j in du:
-            ie = i % nx if px else i
-            jn = (j + 1) % ny if py else j + 1
-            val = alpha * (psi[ie, jn] - psi[ie, j]) * inv_dx
-            if acc:
-                du[i, j] += val
-            else:
-                du[i, j] = val
-        for i, j in dv:
-            je = j % ny if py else j
-            inn = (i + 1) % nx if px else i + 1
-            val = -alpha * (psi[inn, je] - psi[i, je]) * inv_dx
-            if acc:
-                dv[i, j] += val
-            else:
-                dv[i, j] = val
+        for i in range(du.shape[0]):
+            for j in range(du.shape[1]):
+                ie = i % nx if px else i
+                jn = (j + 1) % ny if py else j + 1
+                val = alpha * (psi[ie, jn] - psi[ie, j]) * inv_dx
+                if acc:
+                    du[i, j] += val
+                else:
+                    du[i, j] = val
+        for i in range(dv.shape[0]):
+            for j in range(dv.shape[1]):
+                je = j % ny if py else j
+                inn = (i + 1) % nx if px else i + 1
+                val = -alpha * (psi[inn, je] - psi[i, je]) * inv_dx
+                if acc:
+                    dv[i, j] += val
+                else:
+                    dv[i, j] = val
 
     return dict(div=div, curl=curl_k)
 
