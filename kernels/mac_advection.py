@@ -32,7 +32,7 @@ import functools
 import torch
 
 from lawful.kernels.errors import InputError
-from lawful.kernels.mac_grid import SCALAR_CFL_MAX, substeps
+from lawful.kernels.mac_grid import SCALAR_CFL_MAX, serial_grid, substeps
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -192,15 +192,20 @@ def _kernels(real_name: str):
 
     @ti.kernel
     def advect(u: A2, v: A2, uw: A3, vw: A3, h: real, px: ti.template(), py: ti.template(), mac: ti.template(),
-               limiter: ti.template(), ready: ti.template(), gh: A1):
+               limiter: ti.template(), ready: ti.template(), gh: A1, ser: ti.template()):
+        # ser: every loop on the calling thread (small grids: cheaper than the thread pool's hand-off)
         # uw/vw channels: 0 = tracing velocity u^n, 1 = q^, 2 = free mask, 3 = fixed value,
         # 4 = advected quantity q^n (= u^n unless the caller filled it: ready = 1), 5/6 = limiter bounds
         nx, ny = v.shape[0], u.shape[1]
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(u.shape[0]):
             for j in range(u.shape[1]):
                 uw[0, i, j] = u[i, j]
                 if ti.static(not ready):
                     uw[4, i, j] = u[i, j]
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
                 vw[0, i, j] = v[i, j]
@@ -208,6 +213,8 @@ def _kernels(real_name: str):
                     vw[4, i, j] = v[i, j]
         # channels 5, 6 keep the min/max of the four q^n samples around the departure point; without
         # MacCormack q^ is the result, written straight to u/v (the traces read channel 0 only)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(u.shape[0]):
             for j in range(u.shape[1]):
                 ie = i
@@ -224,6 +231,8 @@ def _kernels(real_name: str):
                         uw[6, i, j] = s[2]
                 else:
                     u[i, j] = uw[2, i, j] * s[0] + (1 - uw[2, i, j]) * uw[3, i, j]
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
                 je = j
@@ -242,6 +251,8 @@ def _kernels(real_name: str):
                     v[i, j] = vw[2, i, j] * s[0] + (1 - vw[2, i, j]) * vw[3, i, j]
         if ti.static(mac):
             # forward trace from the face: its first velocity is the backward trace's (same point)
+            if ti.static(ser):
+                ti.loop_config(serialize=True)
             for i in range(u.shape[0]):
                 for j in range(u.shape[1]):
                     ie = i
@@ -255,6 +266,8 @@ def _kernels(real_name: str):
                     if ti.static(limiter):
                         q = ti.min(ti.max(q, uw[5, i, j]), uw[6, i, j])
                     u[i, j] = uw[2, i, j] * q + (1 - uw[2, i, j]) * uw[3, i, j]
+            if ti.static(ser):
+                ti.loop_config(serialize=True)
             for i in range(v.shape[0]):
                 for j in range(v.shape[1]):
                     je = j
@@ -311,8 +324,10 @@ def _kernels(real_name: str):
 
     def make_scalar(order):
         @ti.kernel
-        def adv(s: A3, fx: A3, fy: A3, u: A2, v: A2, comp: A3, h: real, px: int, py: int):
+        def adv(s: A3, fx: A3, fy: A3, u: A2, v: A2, comp: A3, h: real, px: int, py: int, ser: ti.template()):
             nx, ny = v.shape[0], u.shape[1]
+            if ti.static(ser):
+                ti.loop_config(serialize=True)
             for c, i in ti.ndrange(fx.shape[0], fx.shape[1]):
                 for j in range(fx.shape[2]):
                     uf = u[i, j]
@@ -323,6 +338,8 @@ def _kernels(real_name: str):
                     elif uf < 0:
                         sf = face_value(s, c, ie, j, -1, 0, uf, h, order, nx, ny, px, py)
                     fx[c, i, j] = uf * sf
+            if ti.static(ser):
+                ti.loop_config(serialize=True)
             for c, i in ti.ndrange(fy.shape[0], fy.shape[1]):
                 for j in range(fy.shape[2]):
                     vf = v[i, j]
@@ -333,6 +350,8 @@ def _kernels(real_name: str):
                     elif vf < 0:
                         sf = face_value(s, c, i, je, 0, -1, vf, h, order, nx, ny, px, py)
                     fy[c, i, j] = vf * sf
+            if ti.static(ser):
+                ti.loop_config(serialize=True)
             for c, i in ti.ndrange(s.shape[0], s.shape[1]):
                 for j in range(s.shape[2]):
                     # compensated update: the sum is formed in float64 and the part lost by rounding it
@@ -387,7 +406,7 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
         ghost = ghost_tensor(ghost, u.dtype, u.device)
     k = _kernels(dtype_name(u.dtype))["advect"]
     k(u, v, uw, vw, float(dt) / float(dx), bool(periodic[0]), bool(periodic[1]),
-      scheme == "maccormack", bool(limiter), bool(quantity_ready), ghost)
+      scheme == "maccormack", bool(limiter), bool(quantity_ready), ghost, serial_grid(u.shape[0], u.shape[1]))
 
 
 def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True), order: int = 2,
@@ -409,6 +428,7 @@ def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True),
     h = float(dt) / float(dx) / n
     if comp is None:
         comp = torch.zeros_like(s)
+    ser = serial_grid(s.shape[1], s.shape[2] * s.shape[0])
     for _ in range(n):
-        k(s, fx, fy, u, v, comp, h, int(periodic[0]), int(periodic[1]))
+        k(s, fx, fy, u, v, comp, h, int(periodic[0]), int(periodic[1]), ser)
     return n

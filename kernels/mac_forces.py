@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, substeps
+from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, serial_grid, substeps
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -39,15 +39,21 @@ def _kernels(real_name: str):
 
     @ti.func
     def visc_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), c, xlo, ylo,
-                   gh: ti.template(), obst):
+                   gh: ti.template(), obst, ser: ti.template()):
         nx, ny = v.shape[0], u.shape[1]
         px, py = xlo == 0, ylo == 0
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(u.shape[0]):
             for j in range(u.shape[1]):
                 uw[0, i, j] = u[i, j]
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
                 vw[0, i, j] = v[i, j]
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(u.shape[0]):
             for j in range(u.shape[1]):
                 if uw[2, i, j] > 0 and (px or (i > 0 and i < nx)):
@@ -72,6 +78,8 @@ def _kernels(real_name: str):
                     else:
                         n = ghost(q, gh, 2)
                     u[i, j] = q + c * (w + e + s + n - 4 * q)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
                 if vw[2, i, j] > 0 and (py or (j > 0 and j < ny)):
@@ -99,8 +107,10 @@ def _kernels(real_name: str):
 
     @ti.func
     def bc_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), s: ti.template(), k,
-                 bdt, xlo, xhi, ylo, yhi):
+                 bdt, xlo, xhi, ylo, yhi, ser: ti.template()):
         nx, ny = v.shape[0], u.shape[1]
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
                 if k >= 0 and vw[2, i, j] > 0:
@@ -111,6 +121,8 @@ def _kernels(real_name: str):
                         jp = j % ny
                     if jm >= 0 and jp < ny:
                         v[i, j] += bdt * 0.5 * (s[k, i, jm] + s[k, i, jp])
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(u.shape[0]):
             for j in range(u.shape[1]):
                 if uw[2, i, j] > 0:
@@ -120,6 +132,8 @@ def _kernels(real_name: str):
                         u[i, j] = u[nx - 1, j]
                 else:
                     u[i, j] = uw[3, i, j]
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
                 if vw[2, i, j] > 0:
@@ -132,20 +146,21 @@ def _kernels(real_name: str):
 
     @ti.kernel
     def visc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
-             obst: int):
-        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst)
+             obst: int, ser: ti.template()):
+        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, ser)
 
     @ti.kernel
     def buoy_bc(u: A2, v: A2, uw: A3, vw: A3, s: A3, k: int, bdt: real, xlo: int, xhi: int,
-                ylo: int, yhi: int):
-        bc_loops(u, v, uw, vw, s, k, bdt, xlo, xhi, ylo, yhi)
+                ylo: int, yhi: int, ser: ti.template()):
+        bc_loops(u, v, uw, vw, s, k, bdt, xlo, xhi, ylo, yhi, ser)
 
     @ti.kernel
     def visc_buoy_bc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
-                     obst: int, s: A3, k: int, bdt: real):
-        # the last viscous substep and buoyancy_and_bc in one launch (same loops, same order)
-        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst)
-        bc_loops(u, v, uw, vw, s, k, bdt, xlo, xhi, ylo, yhi)
+                     obst: int, s: A3, k: int, bdt: real, ser: ti.template()):
+        # the last viscous substep and buoyancy_and_bc in one launch (same loops, same order);
+        # ser: every loop on the calling thread (small grids)
+        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, ser)
+        bc_loops(u, v, uw, vw, s, k, bdt, xlo, xhi, ylo, yhi, ser)
 
     return dict(visc=visc, buoy_bc=buoy_bc, visc_buoy_bc=visc_buoy_bc)
 
@@ -174,8 +189,9 @@ def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary,
     c = float(nu) * float(dt) / float(dx) ** 2
     n = substeps(c, VISCOUS_NUMBER_MAX)
     k = _kernels(dtype_name(u.dtype))["visc"]
+    ser = serial_grid(u.shape[0], u.shape[1])
     for _ in range(n):
-        k(u, v, uw, vw, c / n, *_codes(boundary), ghost, int(bool(obstacle_ghost)))
+        k(u, v, uw, vw, c / n, *_codes(boundary), ghost, int(bool(obstacle_ghost)), ser)
     return n
 
 
@@ -188,7 +204,8 @@ def buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, scalar_in
     if s.shape[0] == 0:
         s = torch.zeros((1, 1, 1), dtype=u.dtype, device=u.device)
         scalar_index = -1
-    k(u, v, uw, vw, s, int(scalar_index), float(coefficient) * float(dt), *_codes(boundary))
+    k(u, v, uw, vw, s, int(scalar_index), float(coefficient) * float(dt), *_codes(boundary),
+      serial_grid(u.shape[0], u.shape[1]))
 
 
 def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, nu: float, dt: float, dx: float,
@@ -209,11 +226,12 @@ def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary,
     n = substeps(c, VISCOUS_NUMBER_MAX)
     ks = _kernels(dtype_name(u.dtype))
     codes = _codes(boundary)
+    ser = serial_grid(u.shape[0], u.shape[1])
     for _ in range(n - 1):
-        ks["visc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)))
+        ks["visc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), ser)
     if s.shape[0] == 0:
         s = torch.zeros((1, 1, 1), dtype=u.dtype, device=u.device)
         scalar_index = -1
     ks["visc_buoy_bc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), s, int(scalar_index),
-                       float(coefficient) * float(dt))
+                       float(coefficient) * float(dt), ser)
     return n

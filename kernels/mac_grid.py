@@ -33,13 +33,22 @@ import torch
 from lawful.kernels.errors import InputError, ShapeError
 
 __all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "solid_corner_mask", "check_staggering",
-           "face_shapes", "inflow_profile", "substeps", "VISCOUS_NUMBER_MAX", "SCALAR_CFL_MAX"]
+           "face_shapes", "inflow_profile", "substeps", "VISCOUS_NUMBER_MAX", "SCALAR_CFL_MAX", "SERIAL_CELLS",
+           "serial_grid"]
 
 #: Explicit viscosity substeps so that ``nu dt_sub / dx^2 <= VISCOUS_NUMBER_MAX`` (the 5-point
 #: stencil is stable up to 1/4).
 VISCOUS_NUMBER_MAX = 0.2
 #: Flux-form scalar advection substeps so that ``(max|u| + max|v|) dt_sub / dx <= SCALAR_CFL_MAX``.
 SCALAR_CFL_MAX = 0.5
+#: Grid loops over at most this many cells run on the calling thread (the MAC kernels and the
+#: multigrid levels): below it the thread pool's hand-off per loop costs more than the loop.
+SERIAL_CELLS = 4096
+
+
+def serial_grid(nx: int, ny: int) -> bool:
+    """Whether an ``nx`` x ``ny`` grid's kernel loops run serialized (``nx * ny <= SERIAL_CELLS``)."""
+    return nx * ny <= SERIAL_CELLS
 
 
 def substeps(number: float, limit: float) -> int:

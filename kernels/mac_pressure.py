@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from lawful.kernels.errors import ConvergenceError, InputError
-from lawful.kernels.mac_grid import Boundary, face_bc
+from lawful.kernels.mac_grid import Boundary, face_bc, serial_grid
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -48,7 +48,6 @@ X, B, R, WX, WY, PHI, RC, P, AP = range(9)  # R: spare (residuals are restricted
 P2 = R  # on the float64 fine level: the second buffer of the CG search direction
 _PRE_SWEEPS = 2  # >= 2: up() sums X in its last sweep
 _BOTTOM_MAX = 8
-_SERIAL_CELLS = 4096
 
 
 def default_rtol(dtype: torch.dtype) -> float:
@@ -350,6 +349,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     k64 = _mg_kernels("float64")
     diag, apply_a = k64["diag"], k64["apply_a"]
     vcycle = _mg_kernels("float32")["vcycle"]
+    ser = nserial >= nlev  # level 0 small: its float64 loops run serialized too
 
     @ti.func
     def pnew(a: ti.template(), pin, beta, i, j, nx, ny, px, py):
@@ -374,6 +374,8 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     @ti.kernel
     def residual(a: A3, m: M3, nx: int, ny: int, px: int, py: int, singular: int, nfluid: f64) -> f64:
         mean = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(nx):
             for j in range(ny):
                 r = ti.cast(0.0, f64)
@@ -383,6 +385,8 @@ def _cg_kernels(nlev: int, nserial: int = 0):
                 mean += r
         mean = mean / nfluid
         rmax = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(nx):
             for j in range(ny):
                 if diag(a, i, j, 0) > 0:
@@ -398,6 +402,8 @@ def _cg_kernels(nlev: int, nserial: int = 0):
         # z = M r (mean-free on singular problems: the V-cycle sums z as it leaves it), rz
         mean = vcycle(m, dims, nlev, nserial, px, py) / nfluid
         rz = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(nx):
             for j in range(ny):
                 z = ti.cast(0.0, f64)
@@ -413,6 +419,8 @@ def _cg_kernels(nlev: int, nserial: int = 0):
         # p = z + beta p_old (channel pin) into channel pout, with A p and p.A p in the same loop
         # (the neighbours' p computed where needed; p_old is not overwritten: two buffers)
         pap = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(nx):
             for j in range(ny):
                 pc = a[X, i, j] + beta * a[pin, i, j]
@@ -433,6 +441,8 @@ def _cg_kernels(nlev: int, nserial: int = 0):
         sc[1] = pap
         # x += alpha p, r -= alpha A p (alpha = 0 on breakdown: nothing changes)
         rmax = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(nx):
             for j in range(ny):
                 a[PHI, i, j] += alpha * a[pout, i, j]
@@ -461,10 +471,12 @@ def _state_kernels(real_name: str):
     nbv, diag, apply_a = k64["nbv"], k64["diag"], k64["apply_a"]
 
     @ti.func
-    def residual_loops(a: ti.template(), m: ti.template(), nx, ny, px, py, singular, nfluid):
+    def residual_loops(a: ti.template(), m: ti.template(), nx, ny, px, py, singular, nfluid, ser: ti.template()):
         """r = B - A phi on the fluid cells (mean-free when singular) into RC and, as float32, into
         the multigrid level 0's B; returns (max |r|, sum r^2)."""
         mean = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(nx):
             for j in range(ny):
                 r = ti.cast(0.0, f64)
@@ -475,6 +487,8 @@ def _state_kernels(real_name: str):
         mean = mean / nfluid
         rmax = ti.cast(0.0, f64)
         r2 = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(nx):
             for j in range(ny):
                 if diag(a, i, j, 0) > 0:
@@ -486,12 +500,14 @@ def _state_kernels(real_name: str):
         return ti.Vector([rmax, r2])
 
     @ti.kernel
-    def start(u: A2, v: A2, a: A3, m: M3, px: int, py: int, singular: int, nfluid: f64) -> V4:
+    def start(u: A2, v: A2, a: A3, m: M3, px: int, py: int, singular: int, nfluid: f64, ser: ti.template()) -> V4:
         """B = -div u (mean-free when singular; phi = 0 off the fluid), then the residual of the
         current phi; returns (max |B|, max |r|, sum B^2, max |u|, |v| over all faces)."""
         nx, ny = v.shape[0], u.shape[1]
         mean = ti.cast(0.0, f64)
         umax = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(nx):
             for j in range(ny):
                 d = diag(a, i, j, 0)
@@ -509,6 +525,8 @@ def _state_kernels(real_name: str):
         mean = mean / nfluid
         bmax = ti.cast(0.0, f64)
         b2 = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(nx):
             for j in range(ny):
                 if diag(a, i, j, 0) > 0:
@@ -516,14 +534,16 @@ def _state_kernels(real_name: str):
                         a[B, i, j] -= mean
                     ti.atomic_max(bmax, ti.abs(a[B, i, j]))
                     b2 += a[B, i, j] * a[B, i, j]
-        rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid)
+        rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid, ser)
         return ti.Vector([bmax, rr[0], b2, umax])
 
     @ti.func
-    def gradient_loops(u: ti.template(), v: ti.template(), a: ti.template(), px, py, apply):
+    def gradient_loops(u: ti.template(), v: ti.template(), a: ti.template(), px, py, apply, ser: ti.template()):
         """``u_f -= w_f (phi_right - phi_left)`` where ``apply``; returns max |u|, |v| after."""
         nx, ny = v.shape[0], u.shape[1]
         umax = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(u.shape[0]):
             for j in range(u.shape[1]):
                 w = a[WX, i, j]
@@ -534,6 +554,8 @@ def _state_kernels(real_name: str):
                     g = nbv(a, PHI, ie, j, nx, ny, px, py, 0) - nbv(a, PHI, ie - 1, j, nx, ny, px, py, 0)
                     u[i, j] = ti.cast(ti.cast(u[i, j], f64) - w * g, real)
                 ti.atomic_max(umax, ti.cast(ti.abs(u[i, j]), f64))
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
                 w = a[WY, i, j]
@@ -548,20 +570,20 @@ def _state_kernels(real_name: str):
 
     @ti.kernel
     def finish(u: A2, v: A2, a: A3, m: M3, px: int, py: int, singular: int, nfluid: f64, target: f64,
-               force: int) -> V4:
+               force: int, ser: ti.template()) -> V4:
         """The true residual of phi; when it is at most ``target`` (or ``force``) the velocity
         update. Returns (max |r|, sum r^2, max |u|, |v| after, 1 if updated else 0)."""
         nx, ny = v.shape[0], u.shape[1]
-        rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid)
+        rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid, ser)
         apply = 0
         if rr[0] <= target or force != 0:
             apply = 1
-        umax = gradient_loops(u, v, a, px, py, apply)
+        umax = gradient_loops(u, v, a, px, py, apply, ser)
         return ti.Vector([rr[0], rr[1], umax, ti.cast(apply, f64)])
 
     @ti.kernel
-    def subtract_gradient(u: A2, v: A2, a: A3, px: int, py: int):
-        gradient_loops(u, v, a, px, py, 1)
+    def subtract_gradient(u: A2, v: A2, a: A3, px: int, py: int, ser: ti.template()):
+        gradient_loops(u, v, a, px, py, 1, ser)
 
     return dict(start=start, finish=finish, subtract_gradient=subtract_gradient)
 
@@ -609,8 +631,9 @@ class PressureSolver:
                 break
             dims.append(((cx + 1) // 2, (cy + 1) // 2))
         self.dims = dims
-        # levels of at most _SERIAL_CELLS cells run their loops serialized (see _cg_kernels)
-        self.nserial = sum(1 for d in dims if d[0] * d[1] <= _SERIAL_CELLS)
+        # levels of at most mac_grid.SERIAL_CELLS cells run their loops serialized (see _cg_kernels)
+        self.nserial = sum(1 for d in dims if serial_grid(*d))
+        self._ser = serial_grid(nx, ny)
         # float64 fine level for CG (channels X as z, B, PHI, RC, P, AP, weights) and float32
         # multigrid levels (X, B, R, WX, WY) for the preconditioner
         self.fine = torch.zeros((9, nx + 1, ny + 1), dtype=torch.float64, device=device)
@@ -637,7 +660,7 @@ class PressureSolver:
     def subtract_phi_gradient(self, u: torch.Tensor, v: torch.Tensor) -> None:
         """``u_f -= w_f (phi_right - phi_left)`` with the last solve's ``phi`` (in place): the
         projection's velocity update, applied to any face arrays of this grid and dtype."""
-        self._sk["subtract_gradient"](u, v, self.fine, self.px, self.py)
+        self._sk["subtract_gradient"](u, v, self.fine, self.px, self.py, self._ser)
 
     def project(self, u: torch.Tensor, v: torch.Tensor, warm_start: bool = True) -> ProjectionStats:
         """Project ``u``, ``v`` in place; return :class:`ProjectionStats`.
@@ -688,7 +711,8 @@ class PressureSolver:
         nx, ny, px, py = self.nx, self.ny, self.px, self.py
         if not warm_start:
             self.phi.zero_()
-        bmax, rmax, b2, umax = (float(x) for x in self._sk["start"](u, v, a, m, px, py, self.singular, self.nfluid))
+        bmax, rmax, b2, umax = (float(x) for x in self._sk["start"](u, v, a, m, px, py, self.singular, self.nfluid,
+                                                                        self._ser))
         if scale is None:
             scale = max(umax, 1e-300)
         target = self.target * scale
@@ -718,7 +742,7 @@ class PressureSolver:
             # the recurrence's residual drifts from the true one: recompute it; the velocity update
             # is applied in the same launch when the solve is done (else CG restarts from there)
             rmax, r2, umax, applied = (float(x) for x in self._sk["finish"](
-                u, v, a, m, px, py, self.singular, self.nfluid, target, int(final and self.capped)))
+                u, v, a, m, px, py, self.singular, self.nfluid, target, int(final and self.capped), self._ser))
             if applied:
                 break
             if final:

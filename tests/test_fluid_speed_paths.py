@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lawful.fluids import scenes
-from lawful.kernels import mac_pressure
+from lawful.kernels import mac_grid, mac_pressure
 from lawful.kernels.mac_forces import buoyancy_and_bc, viscosity, viscosity_buoyancy_and_bc
 
 F64 = torch.float64
@@ -32,14 +32,14 @@ def test_fused_viscosity_and_bc_is_bit_identical_to_the_two_calls(make, nu):
 
 
 def test_serialized_multigrid_levels_give_the_same_projection(monkeypatch):
-    """Levels run on the calling thread (at most _SERIAL_CELLS cells) or by the thread pool: the
-    same preconditioner up to rounding (the two compilations may round differently), so both
+    """Levels run on the calling thread (at most mac_grid.SERIAL_CELLS cells) or by the thread
+    pool: the same preconditioner up to rounding (the two compilations may round differently), so both
     projections converge and agree to the solve's tolerance, within one CG iteration."""
     sc = scenes.karman(n=32, dtype=F64)
     st = sc.state
     out = []
     for cells in (0, 10 ** 9):
-        monkeypatch.setattr(mac_pressure, "_SERIAL_CELLS", cells)
+        monkeypatch.setattr(mac_grid, "SERIAL_CELLS", cells)
         ps = mac_pressure.PressureSolver(st.boundary, st.solid, F64)
         assert ps.nserial == (0 if cells == 0 else len(ps.dims))
         u, v = st.u.clone(), st.v.clone()
