@@ -526,3 +526,7 @@ def test_a_step_stays_within_its_kernel_launch_budget():
         iters = sum(solver.step(sc.state)["pressure_iters"] for _ in range(4))
     assert c.by_kernel["cg_iter"] == iters
     assert c.launches / 4 <= 15, c.by_kernel
+    # besides the CG iterations: the predictor's gradient, advection, forces + boundary values, the
+    # solve's start and finish (and at most one restart residual)
+    assert (c.launches - iters) / 4 <= 6, c.by_kernel
+    assert c.by_kernel["start"] == 4 <= c.by_kernel["finish"], c.by_kernel
