@@ -338,14 +338,14 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     preconditioned CG iteration (V-cycle, ``z``, ``beta``, ``p``, ``A p``, ``alpha``, the update
     and the residual's max-norm) in one launch and three fine-level loops after the V-cycle;
     ``sc`` carries ``(rz_old, pap)`` between them, and ``p`` alternates between channels ``pin``
-    and ``pout`` (P and P2) so that the new ``p`` and ``A p`` come out of one loop."""
+    and ``pout`` (P and P2) so that the new ``p`` and ``A p`` come out of one loop. It returns the
+    residual's max-norm, or -1 on breakdown (a scalar: a vector return costs more Python)."""
     ti = __import__("taichi")
     f64 = ti.f64
     A3 = ti.types.ndarray(dtype=f64, ndim=3)
     M3 = ti.types.ndarray(dtype=ti.f32, ndim=3)
     I2 = ti.types.ndarray(dtype=ti.i32, ndim=2)
     S1 = ti.types.ndarray(dtype=f64, ndim=1)
-    V2 = ti.types.vector(2, f64)
     k64 = _mg_kernels("float64")
     diag, apply_a = k64["diag"], k64["apply_a"]
     vcycle = _mg_kernels("float32")["vcycle"]
@@ -398,7 +398,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
 
     @ti.kernel
     def cg_iter(a: A3, m: M3, dims: I2, sc: S1, nx: int, ny: int, px: int, py: int, singular: int,
-                nfluid: f64, first: int, pin: int, pout: int) -> V2:
+                nfluid: f64, first: int, pin: int, pout: int) -> f64:
         # z = M r (mean-free on singular problems: the V-cycle sums z as it leaves it), rz
         mean = vcycle(m, dims, nlev, nserial, px, py) / nfluid
         rz = ti.cast(0.0, f64)
@@ -449,7 +449,11 @@ def _cg_kernels(nlev: int, nserial: int = 0):
                 a[RC, i, j] -= alpha * a[AP, i, j]
                 m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
                 ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
-        return ti.Vector([rmax, pap])
+        # the residual's max-norm, or -1 on breakdown (p.A p not > 0: nothing was changed)
+        out = ti.cast(-1.0, f64)
+        if pap > 0.0:
+            out = rmax
+        return out
 
     return dict(residual=residual, cg_iter=cg_iter)
 
@@ -740,11 +744,11 @@ class PressureSolver:
             if rmax > target and iters < self.max_iter and not breakdown:
                 first = 1
                 while iters < self.max_iter:
-                    rmax, pap = (float(x) for x in k["cg_iter"](a, m, self.mg_dims, self.cg_scalars, nx, ny, px, py,
-                                                                self.singular, self.nfluid, first, *self._pbuf))
+                    rmax = k["cg_iter"](a, m, self.mg_dims, self.cg_scalars, nx, ny, px, py, self.singular,
+                                        self.nfluid, first, *self._pbuf)
                     self._pbuf = self._pbuf[::-1]
                     first = 0
-                    if not pap > 0.0:
+                    if rmax < 0.0:
                         breakdown = True
                         break
                     iters += 1
