@@ -18,6 +18,11 @@ red-black Gauss-Seidel, 2 sweeps before (red, black) and after (black, red); the
 (at most 8 cells across, or where a periodic axis turns odd) by serial symmetric Gauss-Seidel).
 Levels coarsen any grid size, with walls, outflow and obstacle masks.
 
+Launches: a solve is ``start`` (right-hand side, mean removal, first residual, max|u|), one
+``cg_iter`` per CG iteration (the whole V-cycle and the CG vector updates), and ``finish`` (true
+residual and, when done, the velocity update, max|u| after). Levels of at most
+:data:`~lawful.kernels.mac_grid.SERIAL_CELLS` cells run their loops on the calling thread.
+
 Stopping rule ("relative residual"): ``max_c |r_c| <= (rtol - 4 eps) * max_f |u_f|``, i.e. the
 relative divergence ``max|div u| dx / max|u|`` the projected field will have, with room left for
 rounding the velocity update to the state's dtype (eps of float32 or float64). The solve runs in
