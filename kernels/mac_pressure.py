@@ -475,7 +475,7 @@ def _state_kernels(real_name: str):
     A2 = ti.types.ndarray(dtype=real, ndim=2)
     A3 = ti.types.ndarray(dtype=f64, ndim=3)
     M3 = ti.types.ndarray(dtype=ti.f32, ndim=3)
-    V4 = ti.types.vector(4, f64)
+    O1 = ti.types.ndarray(dtype=f64, ndim=1)
     k64 = _mg_kernels("float64")
     nbv, diag, apply_a = k64["nbv"], k64["diag"], k64["apply_a"]
 
@@ -509,9 +509,11 @@ def _state_kernels(real_name: str):
         return ti.Vector([rmax, r2])
 
     @ti.kernel
-    def start(u: A2, v: A2, a: A3, m: M3, px: int, py: int, singular: int, nfluid: f64, ser: ti.template()) -> V4:
+    def start(u: A2, v: A2, a: A3, m: M3, out: O1, px: int, py: int, singular: int, nfluid: f64,
+              ser: ti.template()):
         """B = -div u (mean-free when singular; phi = 0 off the fluid), then the residual of the
-        current phi; returns (max |B|, max |r|, sum B^2, max |u|, |v| over all faces)."""
+        current phi; ``out`` = (max |B|, max |r|, sum B^2, max |u|, |v| over all faces) (a small
+        float64 array read with one ``tolist``: cheaper than a vector return)."""
         nx, ny = v.shape[0], u.shape[1]
         mean = ti.cast(0.0, f64)
         umax = ti.cast(0.0, f64)
@@ -544,7 +546,10 @@ def _state_kernels(real_name: str):
                     ti.atomic_max(bmax, ti.abs(a[B, i, j]))
                     b2 += a[B, i, j] * a[B, i, j]
         rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid, ser)
-        return ti.Vector([bmax, rr[0], b2, umax])
+        out[0] = bmax
+        out[1] = rr[0]
+        out[2] = b2
+        out[3] = umax
 
     @ti.func
     def gradient_loops(u: ti.template(), v: ti.template(), a: ti.template(), px, py, apply, ser: ti.template()):
@@ -578,17 +583,20 @@ def _state_kernels(real_name: str):
         return umax
 
     @ti.kernel
-    def finish(u: A2, v: A2, a: A3, m: M3, px: int, py: int, singular: int, nfluid: f64, target: f64,
-               force: int, ser: ti.template()) -> V4:
+    def finish(u: A2, v: A2, a: A3, m: M3, out: O1, px: int, py: int, singular: int, nfluid: f64, target: f64,
+               force: int, ser: ti.template()):
         """The true residual of phi; when it is at most ``target`` (or ``force``) the velocity
-        update. Returns (max |r|, sum r^2, max |u|, |v| after, 1 if updated else 0)."""
+        update. ``out`` = (max |r|, sum r^2, max |u|, |v| after, 1 if updated else 0)."""
         nx, ny = v.shape[0], u.shape[1]
         rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid, ser)
         apply = 0
         if rr[0] <= target or force != 0:
             apply = 1
         umax = gradient_loops(u, v, a, px, py, apply, ser)
-        return ti.Vector([rr[0], rr[1], umax, ti.cast(apply, f64)])
+        out[0] = rr[0]
+        out[1] = rr[1]
+        out[2] = umax
+        out[3] = ti.cast(apply, f64)
 
     @ti.kernel
     def subtract_gradient(u: A2, v: A2, a: A3, px: int, py: int, ser: ti.template()):
@@ -659,6 +667,7 @@ class PressureSolver:
             offsets.append(offsets[-1] + d[1] + 1)
         self.mg = torch.zeros((5, nx + 1, offsets[-1] + dims[-1][1] + 1), dtype=torch.float32, device=device)
         mg_dims = torch.tensor([[d[0], d[1], o] for d, o in zip(dims, offsets)], dtype=torch.int32)
+        self._out = torch.zeros(4, dtype=torch.float64, device=device)  # start's / finish's results
         self._pbuf = (P, P2)  # the search direction alternates between two channels (cg_iter's pin, pout)
         ubc, vbc = face_bc(boundary, solid.to(device), torch.float64)
         a0 = self.fine
@@ -732,8 +741,9 @@ class PressureSolver:
         nx, ny, px, py = self.nx, self.ny, self.px, self.py
         if not warm_start:
             self.phi.zero_()
-        bmax, rmax, b2, umax = (float(x) for x in self._sk["start"](u, v, a, m, px, py, self.singular, self.nfluid,
-                                                                        self._ser))
+        out = self._out
+        self._sk["start"](u, v, a, m, out, px, py, self.singular, self.nfluid, self._ser)
+        bmax, rmax, b2, umax = out.tolist()
         if scale is None:
             scale = max(umax, 1e-300)
         target = self.target * scale
@@ -762,8 +772,9 @@ class PressureSolver:
             final = iters >= self.max_iter or breakdown
             # the recurrence's residual drifts from the true one: recompute it; the velocity update
             # is applied in the same launch when the solve is done (else CG restarts from there)
-            rmax, r2, umax, applied = (float(x) for x in self._sk["finish"](
-                u, v, a, m, px, py, self.singular, self.nfluid, target, int(final and self.capped), self._ser))
+            self._sk["finish"](u, v, a, m, out, px, py, self.singular, self.nfluid, target,
+                               int(final and self.capped), self._ser)
+            rmax, r2, umax, applied = out.tolist()
             if applied:
                 break
             if final:
