@@ -57,8 +57,10 @@ DATA = HERE / "data" / "xtb"
 #: every H/C/N/O molecule of the committed dataset; the issue's targets are on the first two
 #: "alanine-dipeptide-solvated": vacuum xTB segments started from snapshots of all-MM runs in
 #: TIP3P and from φ/ψ-restrained αR/PII/αL/C7ax minima (benchmarks/solvated_starts.py)
+#: "alanine-dipeptide-barrier": the same from φ/ψ-restrained minima around φ = 0, where the two
+#: carbonyl oxygens meet (benchmarks/solvated_starts.py --set barrier)
 MOLECULES = ["alanine-dipeptide", "ethanol", "water", "water-dimer", "water-trimer", "water-hexamer",
-             "alanine-dipeptide-solvated"]
+             "alanine-dipeptide-solvated", "alanine-dipeptide-barrier"]
 TARGETS = {"force_mae_meV_per_A": 30.0, "energy_mae_meV_per_atom": 1.0}
 SPECIES = ["H", "C", "N", "O"]
 #: the shipped model's architecture (NeuralPotential keyword arguments)

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "data" / "xtb" / "alanine-dipeptide-solvated" / "starts.extxyz"
 #: backbone torsions (φ, ψ in degrees) of the all-MM runs' starts
 MM_STARTS = {"C7eq": (-83.0, 73.0), "alphaR": (-65.0, -40.0), "PII": (-75.0, 145.0)}
 #: backbone torsions of the restrained-minimum starts
@@ -41,6 +40,36 @@ BASIN_STARTS = {
     "C7ax": (75.0, -65.0), "C7ax+65-45": (65.0, -45.0),
     "PII": (-75.0, 145.0), "PII-65+130": (-65.0, 130.0),
 }
+
+
+#: backbone torsions of the barrier set's restrained starts: the φ ≈ 0 region between the right- and
+#: left-handed basins, where the two carbonyl oxygens meet (the second ML/MM run stopped there, O-O
+#: 2.12 Å, on its way from αR towards φ = 0); high in energy, so MD never samples it, but ML/MM
+#: in water visits its edge
+BARRIER_STARTS = {f"phi{phi:+.0f}psi{psi:+.0f}": (phi, psi)
+                  for phi in (-45.0, -20.0, 0.0, 25.0) for psi in (-150.0, -100.0, -70.0, -40.0, 0.0, 60.0, 150.0)}
+#: closest distance (Å) of two atoms that are not bonded in an ideal-geometry start
+CLASH_A = 1.6
+SETS = {"solvated": HERE / "data" / "xtb" / "alanine-dipeptide-solvated" / "starts.extxyz",
+        "barrier": HERE / "data" / "xtb" / "alanine-dipeptide-barrier" / "starts.extxyz"}
+
+
+def restrained_starts(grid: dict, prefix: str) -> list:
+    """Ideal geometries at each (φ, ψ) of ``grid``, to be minimised by the pipeline with φ/ψ held;
+    a grid point whose ideal geometry puts two atoms that are not bonded closer than
+    ``CLASH_A`` is left out (e.g. φ = ψ = 0: an amide H on a carbonyl O)."""
+    from lawful.forcefields.molecules import alanine_dipeptide
+
+    ref = alanine_dipeptide().get_all_distances()
+    far = ref > 1.7                                   # pairs that are not bonded (nor geminal H-H)
+    out = []
+    for label, (phi, psi) in grid.items():
+        a = alanine_dipeptide(phi, psi)
+        if (a.get_all_distances()[far] < CLASH_A).any():
+            continue
+        a.info.update(start=f"{prefix}-{label}", minimise="backbone", molecule="alanine-dipeptide")
+        out.append(a)
+    return out
 
 
 def lawful_order(topology) -> np.ndarray:
@@ -96,27 +125,26 @@ def main(argv=None) -> Path:
     ap.add_argument("--run-ps", type=float, default=20.0, help="per all-MM run, after equilibration")
     ap.add_argument("--every-ps", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--set", choices=sorted(SETS), default="solvated",
+                    help="solvated: all-MM snapshots + basin starts; barrier: the restrained phi ~ 0 grid only")
+    ap.add_argument("--out", default=None, help="starts file (default: the set's folder in data/xtb)")
     args = ap.parse_args(argv)
+    out = Path(args.out or SETS[args.set])
     from ase.io import write
 
     from lawful.forcefields.conformers import backbone_torsions
-    from lawful.forcefields.molecules import alanine_dipeptide
 
     starts = []
     t0 = time.process_time()
-    for g, (label, (phi, psi)) in enumerate(MM_STARTS.items()):
+    for g, (label, (phi, psi)) in enumerate(MM_STARTS.items() if args.set == "solvated" else ()):
         snaps = mm_snapshots(phi, psi, args.equilibrate_ps, args.run_ps, args.every_ps, args.seed + g)
         for a in snaps:
             a.info["start"] = f"solvated-{label}-{a.info['start'][3:]}"
             a.info["phi_psi_deg"] = list(backbone_torsions(a))
         starts += snaps
         print(f"all-MM from {label}: {len(snaps)} snapshots, {time.process_time() - t0:.0f} s CPU so far", flush=True)
-    for label, (phi, psi) in BASIN_STARTS.items():
-        a = alanine_dipeptide(phi, psi)
-        a.info.update(start=f"basin-{label}", minimise="backbone", molecule="alanine-dipeptide")
-        starts.append(a)
-    out = Path(args.out)
+    starts += restrained_starts(BASIN_STARTS, "basin") if args.set == "solvated" else restrained_starts(BARRIER_STARTS,
+                                                                                                          "barrier")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     write(str(tmp), starts, format="extxyz")
