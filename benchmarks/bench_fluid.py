@@ -9,6 +9,10 @@ Side by side in one run on this machine (same Taichi, same CPU):
 * lawful at 512^2 (Kolmogorov flow from a random divergence-free start, velocities O(1); and the
   buoyant smoke plume in a closed box), float32, MGPCG to rtol 1e-6: steps/s and final relative
   divergence (its MAC divergence);
+* both on comparable forcing (:func:`comparable_forcing`): a closed 512^2 box from rest driven by
+  stable_fluid's own Gaussian impulse (strength lowered so lawful needs no substeps, no dye),
+  same dt and units; steps/s, divergence, max velocity and kinetic energy of each, and what
+  differs between the two methods;
 * lawful's steps/s at 128^2, 256^2, 512^2 and the fitted growth exponent (cost ~ N^a per step
   for N cells);
 * a closed-box float32 run of 10^4 full solver steps (16^2): passive-scalar mass drift;
@@ -65,11 +69,13 @@ path = sys.argv_path if hasattr(sys, "argv_path") else None
 spec = importlib.util.spec_from_file_location("stable_fluid", PATH)
 sf = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sf)
+if STRENGTH is not None:
+    sf.f_strength = STRENGTH             # read when its kernels compile, at the first step
 res = sf.res
 mouse = np.zeros(8, dtype=np.float32)
 mouse[0], mouse[1] = 1.0, 0.0            # impulse direction
 mouse[2], mouse[3] = res * 0.3, res * 0.5  # impulse position (cells)
-mouse[4:7] = 1.0                         # dye colour
+mouse[4:7] = DYE                         # dye colour (0: no dye, so no dye-driven gravity either)
 for _ in range(WARM):
     sf.step(mouse)
 ti.sync()
@@ -80,10 +86,13 @@ ti.sync()
 wall = time.perf_counter() - t0
 sf.divergence(sf.velocities_pair.cur)
 div = np.abs(sf.velocity_divs.to_numpy()).max()
-vel = np.abs(sf.velocities_pair.cur.to_numpy()).max()
+velf = sf.velocities_pair.cur.to_numpy()
+vel = np.abs(velf).max()
 print(json.dumps({"res": res, "steps": STEPS, "wall_s": wall, "steps_per_s": STEPS / wall,
                   "div_max_rel": float(div / vel), "max_velocity": float(vel),
-                  "jacobi_iters": sf.p_jacobi_iters}))
+                  "kinetic_energy": float(0.5 * (velf.astype(np.float64) ** 2).sum()),
+                  "jacobi_iters": sf.p_jacobi_iters, "f_strength": float(sf.f_strength), "dt": float(sf.dt),
+                  "force_radius": float(sf.force_radius)}))
 """
 
 
@@ -96,9 +105,12 @@ def stable_fluid_path() -> Path:
     return path
 
 
-def run_taichi_example(steps: int, warm: int) -> dict:
-    code = _TAICHI_DRIVER.replace("PATH", repr(str(stable_fluid_path()))).replace("WARM", str(warm)).replace(
-        "STEPS", str(steps))
+def run_taichi_example(steps: int, warm: int, strength: float | None = None, dye: float = 1.0) -> dict:
+    """Taichi's stable_fluid at 512^2 in a subprocess: ``steps`` timed steps after ``warm``, its
+    constant mouse impulse (``strength``: its ``f_strength``, default its own 1e4; ``dye``: the
+    dye colour injected, whose density also drives its gravity term)."""
+    code = (_TAICHI_DRIVER.replace("PATH", repr(str(stable_fluid_path()))).replace("WARM", str(warm))
+            .replace("STEPS", str(steps)).replace("STRENGTH", repr(strength)).replace("DYE", repr(float(dye))))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"stable_fluid subprocess failed:\n{out.stderr[-3000:]}")
@@ -123,6 +135,58 @@ def run_lawful(n: int, steps: int, warm: int, dtype=torch.float32, scene: str = 
     return {"scene": scene, "advection": advection, "n": n, "steps": steps, "wall_s": wall, "steps_per_s": steps / wall, "div_max_rel": div_max,
             "div_l2": div_l2, "mean_pressure_iters": sum(iters) / len(iters),
             "max_velocity": float(max(sc.state.u.abs().max(), sc.state.v.abs().max()))}
+
+
+#: the comparable-forcing comparison: stable_fluid's impulse with its strength lowered so that a
+#: 512^2 run stays below one cell per step for lawful (stable_fluid's own 1e4 moves the fluid ~9
+#: cells in a step; semi-Lagrangian + Jacobi does not mind, a CFL-substepping solver would need
+#: ~10 substeps), no dye (its dye-driven gravity off), from rest
+COMPARABLE = dict(strength=50.0, warm=3)
+
+
+def comparable_forcing(steps: int, tiny: bool = False) -> dict:
+    """stable_fluid and lawful on the same problem: a closed 512^2 box (dx = 1 cell, stable_fluid's
+    units) from rest, inviscid, dt = 0.03, driven by stable_fluid's Gaussian impulse
+    ``f_strength exp(-d^2 / force_radius)`` along +x at (0.3, 0.5) of the box, ``f_strength`` =
+    COMPARABLE's, no dye. Both run ``warm + steps`` steps; steps/s of the timed ones, relative
+    divergence, max velocity and kinetic energy ``sum |u|^2 / 2`` (cells, per unit density) at the end."""
+    from lawful.fluids.metrics import divergence_metrics
+    from lawful.fluids.scenes import Scene
+    from lawful.fluids.solver import SolverConfig
+    from lawful.fluids.state import FluidState
+    from lawful.kernels.mac_grid import Boundary
+
+    theirs = run_taichi_example(steps, COMPARABLE["warm"], strength=COMPARABLE["strength"], dye=0.0)
+    n = 16 if tiny else theirs["res"]
+    f0, radius, dt = theirs["f_strength"], theirs["force_radius"] * (n / theirs["res"]) ** 2, theirs["dt"]
+    ox, oy = 0.3 * n, 0.5 * n
+    xu = torch.arange(n + 1, dtype=torch.float64)[:, None]
+    yu = torch.arange(n, dtype=torch.float64)[None, :] + 0.5
+    fu = (f0 * torch.exp(-((xu - ox) ** 2 + (yu - oy) ** 2) / radius)).float()
+    fv = torch.zeros((n, n + 1), dtype=torch.float32)
+    state = FluidState.zeros(n, n, dx=1.0, boundary=Boundary.box("free_slip"), dtype=torch.float32)
+    scene = Scene("stable_fluid_impulse", state, SolverConfig(dt=dt), forcing=(fu, fv))
+    solver = scene.make_solver()
+    for _ in range(COMPARABLE["warm"]):
+        solver.step(state)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        rec = solver.step(state)
+    wall = time.perf_counter() - t0
+    div_max, _ = divergence_metrics(state)
+    ke = 0.5 * float((state.u.double() ** 2).sum() + (state.v.double() ** 2).sum())
+    ours = {"n": n, "steps": steps, "wall_s": wall, "steps_per_s": steps / wall, "div_max_rel": div_max,
+            "max_velocity": float(max(state.u.abs().max(), state.v.abs().max())), "kinetic_energy": ke,
+            "pressure_iters_last": rec["pressure_iters"], "substeps_last": rec.get("substeps")}
+    return {"stable_fluid": theirs, "lawful": ours, "speed_ratio": ours["steps_per_s"] / theirs["steps_per_s"],
+            "kinetic_energy_ratio": ke / theirs["kinetic_energy"] if theirs["kinetic_energy"] else None,
+            "setup": {**COMPARABLE, "dt": dt, "box": "closed; lawful free-slip walls, stable_fluid clamped "
+                      "sampling and Neumann pressure", "start": "rest", "viscosity": 0.0},
+            "differs": "stable_fluid: collocated grid, semi-Lagrangian advection (RK3 trace) of velocity and 3 dye "
+                       "channels, 500 Jacobi sweeps (no tolerance), float32 fields; lawful: MAC grid, MacCormack "
+                       "velocity with limiter and CFL substeps, no scalars here, float64 MGPCG to relative "
+                       "divergence 1e-6, a pressure predictor; the force is sampled at cell centres there and at "
+                       "u faces here"}
 
 
 def closed_box_mass(steps: int, n: int = 16) -> dict:
@@ -376,6 +440,7 @@ def main(argv=None) -> Path:
     big = sizes[-1]
     steps512 = 1 if tiny else 3 if args.quick else 10
     theirs = run_taichi_example(steps512, 0 if tiny else 2)
+    same_forcing = comparable_forcing(steps512, tiny)
     ours = {n: run_lawful(n, steps512 if n == big else (10 if args.quick else 30), 2) for n in sizes}
     ours[512] = ours[big]
     plume = run_lawful(big, steps512, 2, scene="smoke_plume")
@@ -386,6 +451,7 @@ def main(argv=None) -> Path:
     slope = (math.log(1 / sps[-1]) - math.log(1 / sps[0])) / (math.log(cells[-1]) - math.log(cells[0]))
     figures = {
         "stable_fluid_512": theirs,
+        "comparable_forcing_512": same_forcing,
         "lawful_512": ours[512],
         "lawful_512_smoke_plume": plume,
         "lawful_512_semi_lagrangian": ours_sl,
