@@ -5,11 +5,11 @@ Parts (``--only`` picks some; default all, in this order):
 ``train``   trains the shipped ``organic-xtb`` NeuralPotential (H, C, N, O; two interaction layers,
             ZBL prior) and its non-conservative control (DirectForceModel, same data, same epoch
             budget) on the committed splits in ``benchmarks/data/xtb/`` (alanine dipeptide, ethanol,
-            water monomer to hexamer, and the solvated-like alanine dipeptide set), and saves them
+            water monomer to hexamer, and the solvated-like and phi ~ 0 alanine dipeptide sets), and saves them
             into the package (``forcefields/pretrained/organic-xtb{,-direct}.lawful``) with the CPU
             time each used. ``--init-from MODEL``: go on training that model (conservative only;
             normalisation kept) instead of starting from random weights -- how the shipped
-            ``organic-xtb`` got its second and third stages.
+            ``organic-xtb`` got its second, third and fourth stages.
 ``errors``  test-split energy MAE (meV/atom) and force MAE (meV/Å) per molecule, float64.
             (``train`` and ``errors`` write ``molecules_train.json``.)
 
