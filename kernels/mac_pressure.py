@@ -336,6 +336,47 @@ def _mg_kernels(real_name: str = "float32"):
 
 
 @functools.lru_cache(maxsize=None)
+def _fine_funcs():
+    """Taichi functions on the float64 fine-level array shared by the CG kernels and the start /
+    finish of a solve."""
+    ti = __import__("taichi")
+    f64 = ti.f64
+    k64 = _mg_kernels("float64")
+    diag, apply_a = k64["diag"], k64["apply_a"]
+
+    @ti.func
+    def residual_loops(a: ti.template(), m: ti.template(), nx, ny, px, py, singular, nfluid, ser: ti.template()):
+        """r = B - A phi on the fluid cells (mean-free when singular) into RC and, as float32, into
+        the multigrid level 0's B; returns (max |r|, sum r^2)."""
+        mean = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
+        for i in range(nx):
+            for j in range(ny):
+                r = ti.cast(0.0, f64)
+                if diag(a, i, j, 0) > 0:
+                    r = a[B, i, j] - apply_a(a, PHI, i, j, nx, ny, px, py, 0)
+                a[RC, i, j] = r
+                mean += r
+        mean = mean / nfluid
+        rmax = ti.cast(0.0, f64)
+        r2 = ti.cast(0.0, f64)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
+        for i in range(nx):
+            for j in range(ny):
+                if diag(a, i, j, 0) > 0:
+                    if singular:
+                        a[RC, i, j] -= mean
+                    ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
+                    r2 += a[RC, i, j] * a[RC, i, j]
+                m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
+        return ti.Vector([rmax, r2])
+
+    return dict(residual_loops=residual_loops)
+
+
+@functools.lru_cache(maxsize=None)
 def _cg_kernels(nlev: int, nserial: int = 0):
     """Conjugate-gradient kernels on the float64 fine-level array (channels B, PHI, RC, P, AP and
     the weights); they hand residuals to / take preconditioned vectors from the float32 stacked
@@ -354,6 +395,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     k64 = _mg_kernels("float64")
     diag, apply_a = k64["diag"], k64["apply_a"]
     vcycle = _mg_kernels("float32")["vcycle"]
+    residual_loops = _fine_funcs()["residual_loops"]
     ser = nserial >= nlev  # level 0 small: its float64 loops run serialized too
 
     @ti.func
@@ -378,28 +420,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
 
     @ti.kernel
     def residual(a: A3, m: M3, nx: int, ny: int, px: int, py: int, singular: int, nfluid: f64) -> f64:
-        mean = ti.cast(0.0, f64)
-        if ti.static(ser):
-            ti.loop_config(serialize=True)
-        for i in range(nx):
-            for j in range(ny):
-                r = ti.cast(0.0, f64)
-                if diag(a, i, j, 0) > 0:
-                    r = a[B, i, j] - apply_a(a, PHI, i, j, nx, ny, px, py, 0)
-                a[RC, i, j] = r
-                mean += r
-        mean = mean / nfluid
-        rmax = ti.cast(0.0, f64)
-        if ti.static(ser):
-            ti.loop_config(serialize=True)
-        for i in range(nx):
-            for j in range(ny):
-                if diag(a, i, j, 0) > 0:
-                    if singular:
-                        a[RC, i, j] -= mean
-                    ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
-                m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
-        return rmax
+        return residual_loops(a, m, nx, ny, px, py, singular, nfluid, ser)[0]
 
     @ti.kernel
     def cg_iter(a: A3, m: M3, dims: I2, sc: S1, nx: int, ny: int, px: int, py: int, singular: int,
@@ -478,35 +499,8 @@ def _state_kernels(real_name: str):
     O1 = ti.types.ndarray(dtype=f64, ndim=1)
     k64 = _mg_kernels("float64")
     nbv, diag, apply_a = k64["nbv"], k64["diag"], k64["apply_a"]
+    residual_loops = _fine_funcs()["residual_loops"]
 
-    @ti.func
-    def residual_loops(a: ti.template(), m: ti.template(), nx, ny, px, py, singular, nfluid, ser: ti.template()):
-        """r = B - A phi on the fluid cells (mean-free when singular) into RC and, as float32, into
-        the multigrid level 0's B; returns (max |r|, sum r^2)."""
-        mean = ti.cast(0.0, f64)
-        if ti.static(ser):
-            ti.loop_config(serialize=True)
-        for i in range(nx):
-            for j in range(ny):
-                r = ti.cast(0.0, f64)
-                if diag(a, i, j, 0) > 0:
-                    r = a[B, i, j] - apply_a(a, PHI, i, j, nx, ny, px, py, 0)
-                a[RC, i, j] = r
-                mean += r
-        mean = mean / nfluid
-        rmax = ti.cast(0.0, f64)
-        r2 = ti.cast(0.0, f64)
-        if ti.static(ser):
-            ti.loop_config(serialize=True)
-        for i in range(nx):
-            for j in range(ny):
-                if diag(a, i, j, 0) > 0:
-                    if singular:
-                        a[RC, i, j] -= mean
-                    ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
-                    r2 += a[RC, i, j] * a[RC, i, j]
-                m[B, i, j] = ti.cast(a[RC, i, j], ti.f32)
-        return ti.Vector([rmax, r2])
 
     @ti.kernel
     def start(u: A2, v: A2, a: A3, m: M3, out: O1, px: int, py: int, singular: int, nfluid: f64,
