@@ -393,7 +393,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     I2 = ti.types.ndarray(dtype=ti.i32, ndim=2)
     S1 = ti.types.ndarray(dtype=f64, ndim=1)
     k64 = _mg_kernels("float64")
-    diag, apply_a = k64["diag"], k64["apply_a"]
+    nbv, diag, apply_a = k64["nbv"], k64["diag"], k64["apply_a"]
     vcycle = _mg_kernels("float32")["vcycle"]
     residual_loops = _fine_funcs()["residual_loops"]
     ser = nserial >= nlev  # level 0 small: its float64 loops run serialized too
@@ -401,22 +401,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     @ti.func
     def pnew(a: ti.template(), pin, beta, i, j, nx, ny, px, py):
         """z + beta p_old at cell (i, j), with ``nbv``'s wrap and outside-is-0 rule."""
-        val = ti.cast(0.0, f64)
-        ii, jj = i, j
-        inside = True
-        if ii < 0 or ii >= nx:
-            if px:
-                ii = (ii + nx) % nx
-            else:
-                inside = False
-        if jj < 0 or jj >= ny:
-            if py:
-                jj = (jj + ny) % ny
-            else:
-                inside = False
-        if inside:
-            val = a[X, ii, jj] + beta * a[pin, ii, jj]
-        return val
+        return nbv(a, X, i, j, nx, ny, px, py, 0) + beta * nbv(a, pin, i, j, nx, ny, px, py, 0)
 
     @ti.kernel
     def residual(a: A3, m: M3, nx: int, ny: int, px: int, py: int, singular: int, nfluid: f64) -> f64:
