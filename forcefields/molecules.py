@@ -164,19 +164,21 @@ def start_structures(name_or_file: str | os.PathLike) -> dict[str, Atoms]:
             out[label] = alanine_dipeptide(phi, psi)
             out[label].info["molecule"] = "alanine-dipeptide"
         return out
-    first = build_molecule(name_or_file)
     path = Path(os.fspath(name_or_file))
     if not path.is_file():
-        return {"start": first}
+        return {"start": build_molecule(name_or_file)}       # a name, or its error for a missing file
     from ase.io import read
 
     try:
         frames = read(str(path), index=":")
-    except Exception:  # a format ase.io reads only one structure from: the first is the start
-        frames = [None]
+    except Exception:  # a format ase.io reads one structure from (or none): build_molecule's way and errors
+        frames = []
     if len(frames) <= 1:
-        first.info["minimise"] = _minimise_mode(frames[0], path, 0)
+        first = build_molecule(name_or_file) if not frames else _checked_structure(
+            frames[0], f"molecule file {os.fspath(path)!r}")
+        first.info.update(molecule=path.stem, minimise=_minimise_mode(frames[0] if frames else None, path, 0))
         return {"start": first}
+    first = _checked_structure(frames[0], f"{os.fspath(path)!r} structure 0")
     out = {}
     for k, frame in enumerate(frames):
         atoms = _checked_structure(frame, f"{os.fspath(path)!r} structure {k}")

@@ -225,14 +225,18 @@ class SamplingConfig:
             raise InputError("SamplingConfig has no temperatures and no rattled segments: nothing to sample.")
 
 
-def minimise(atoms: Atoms, fmax: float = 0.02, steps: int = 500, calculator=None) -> Atoms:
+def minimise(atoms: Atoms, fmax: float = 0.02, steps: int = 500, calculator=None,
+             constrain: Callable[[Atoms], None] | None = None) -> Atoms:
     """A copy of ``atoms`` relaxed with xTB (ASE BFGS) until the largest force is below ``fmax``
-    eV/Å; ``ConvergenceError`` if ``steps`` do not suffice."""
+    eV/Å; ``ConvergenceError`` if ``steps`` do not suffice. ``constrain(copy)``: sets an ASE
+    constraint on the copy before relaxing it (e.g. φ/ψ held); the result carries none."""
     from ase.optimize import BFGS
 
     from lawful.kernels.errors import ConvergenceError
 
     a = Atoms(atoms.numbers, positions=atoms.positions)
+    if constrain is not None:
+        constrain(a)
     a.calc = calculator or xtb_calculator(fresh_guess=False)
     opt = BFGS(a, logfile=None)
     if not opt.run(fmax=fmax, steps=steps):
@@ -251,17 +255,7 @@ def _prepared_start(atoms: Atoms, fmax: float) -> Atoms:
     if mode == "backbone":
         from lawful.forcefields.conformers import backbone_torsions, restrain_backbone
 
-        a = Atoms(atoms.numbers, positions=atoms.positions)
-        restrain_backbone(a, *backbone_torsions(a))
-        a.calc = xtb_calculator(fresh_guess=False)
-        from ase.optimize import BFGS
-
-        from lawful.kernels.errors import ConvergenceError
-
-        if not BFGS(a, logfile=None).run(fmax=fmax, steps=2000):
-            raise ConvergenceError(f"the φ/ψ-restrained xTB minimisation of a start did not reach fmax={fmax} eV/Å "
-                                   "in 2000 steps; start it closer to a minimum or use minimise='none'.")
-        return Atoms(a.numbers, positions=a.positions)
+        return minimise(atoms, fmax, steps=2000, constrain=lambda a: restrain_backbone(a, *backbone_torsions(a)))
     return minimise(atoms, fmax)
 
 
