@@ -280,14 +280,20 @@ class Solver:
         without, it is a plain projection (``state.p`` untouched)."""
         if dt is not None and warm_start:
             guess = state.p
-            if self.config.pressure_predictor:
-                # the half-step scheme carries a neutral step-to-step mode: p^{n+1} = 2 P - p^n for a
-                # slowly changing P (the pair acts as its mean), so state.p alternates around P (by 40 %
-                # and more, measured) while p^{n-1} is within a few % of p^{n+1}: start from that one
-                back, self._p_back = self._p_back, (id(state), state.p.clone())
-                if back is not None and back[0] == id(state) and back[1].shape == state.p.shape:
-                    guess = back[1]
+            back = self._p_back
+            # the half-step scheme carries a neutral step-to-step mode: p^{n+1} = 2 P - p^n for a
+            # slowly changing P (the pair acts as its mean), so state.p alternates around P (by 40 %
+            # and more, measured) while p^{n-1} is within a few % of p^{n+1}: start from that one
+            if (self.config.pressure_predictor and back is not None and back[0] == id(state)
+                    and back[1].shape == state.p.shape):
+                guess = back[1]
             self.pressure.phi.copy_(guess * self._phi_scale(dt))
+            if self.config.pressure_predictor:          # p^n, the next solve's start (one buffer, reused)
+                if back is None or back[1].shape != state.p.shape:
+                    self._p_back = (id(state), state.p.clone())
+                else:
+                    back[1].copy_(state.p)
+                    self._p_back = (id(state), back[1])
         stats = self.pressure.project(state.u, state.v, warm_start=warm_start and dt is not None)
         if dt is not None:
             state.p.copy_(self.pressure.phi / self._phi_scale(dt))
