@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ from typing import IO, Iterable, Iterator, Mapping
 import torch
 
 from lawful.kernels.errors import InputError, ModelFileError
+
+# Signals whose Python handlers interrupt a write: Ctrl-C and the CLI's SIGTERM handler.
+_HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 __all__ = ["FORMAT_VERSION", "ModelFile", "save_model_file", "load_model_file", "read_header",
            "atomic_write", "lawful_version", "tensors_digest"]
@@ -54,13 +58,45 @@ def lawful_version() -> str:
 
 
 @contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM for the block; deliver them, in order, once it has ended.
+
+    An interrupt raised inside ``torch.save`` makes its zip writer fail on the way out ("unexpected
+    pos ... vs ..."), so the user saw a traceback instead of the interrupt, and the checkpoint that
+    was being written was lost. A write is milliseconds long, so it is finished first.
+    Only the main thread runs Python signal handlers; elsewhere (and for a signal whose handler
+    was not installed from Python) nothing is changed.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    for sig in _HELD_SIGNALS:
+        handler = signal.getsignal(sig)
+        if handler is None or handler == signal.SIG_IGN:  # installed outside Python, or ignored
+            continue
+        previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):  # once each; the restored handler now runs
+            signal.raise_signal(sig)
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """Open ``path`` for binary writing so that it appears complete or not at all.
 
     Writes go to a temporary file in the same directory, which is flushed, fsync'ed and moved
     over ``path`` with ``os.replace`` when the block exits normally; on an exception the
     temporary file is removed and ``path`` keeps its previous content. The directory is fsync'ed
-    too, so the rename itself survives a power cut (where the OS supports it).
+    too, so the rename itself survives a power cut (where the OS supports it). Ctrl-C or SIGTERM
+    during the write is held until the file is in place, then delivered.
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
@@ -76,26 +112,27 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     except OSError as exc:
         raise ModelFileError(f"cannot write {str(path)!r}: the directory {str(directory)!r} does not accept "
                              f"new files ({exc.strerror}); choose a writable directory.") from exc
-    try:
-        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # not every platform/filesystem can fsync a directory
-        dir_fd = os.open(directory, os.O_RDONLY)
+    with _signals_held():
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus umask).
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # not every platform/filesystem can fsync a directory
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,70 @@ def test_crafted_pickle_is_not_executed(tmp_path):
     torch.save([torch.zeros(1)], lst)
     with pytest.raises(ModelFileError, match="not a dict"):
         load_checkpoint(lst)
+
+
+class _Stop(Exception):
+    """What the test's SIGTERM handler raises (the CLI raises its own KeyboardInterrupt)."""
+
+
+@pytest.mark.parametrize("sig, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, _Stop)])
+@pytest.mark.parametrize("at_byte", [0, 4096, 400_000])
+def test_an_interrupt_during_a_save_is_delivered_after_the_file_is_complete(tmp_path, monkeypatch, sig, raised,
+                                                                            at_byte):
+    """Ctrl-C or SIGTERM arriving inside ``torch.save`` once made torch's zip writer fail on exit
+    ("unexpected pos ... vs ...", seen in CI): a traceback instead of the interrupt, and the
+    checkpoint lost. The signal is now held until the new file is in place, then delivered."""
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"step": 1, "w": torch.zeros(100_000, dtype=torch.float64)})
+    real_save = torch.save
+
+    class SignallingFile:
+        def __init__(self, fh):
+            self.fh, self.written, self.sent = fh, 0, False
+
+        def write(self, data):
+            data = bytes(data)
+            if not self.sent and self.written + len(data) >= at_byte:
+                self.sent = True
+                os.kill(os.getpid(), sig)  # its handler would run at the next bytecode
+            self.written += len(data)
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    def on_term(signum, frame):
+        raise _Stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        monkeypatch.setattr(torch, "save", lambda obj, f, *a, **kw: real_save(obj, SignallingFile(f), *a, **kw))
+        with pytest.raises(raised):
+            save_checkpoint(path, {"step": 2, "w": torch.full((100_000,), 2.0, dtype=torch.float64)})
+        assert signal.getsignal(signal.SIGTERM) is on_term  # the handler is back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    monkeypatch.setattr(torch, "save", real_save)
+    state = load_checkpoint(path)
+    assert state["step"] == 2 and torch.all(state["w"] == 2.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_a_save_from_another_thread_leaves_the_signal_handlers_alone(tmp_path):
+    """Only the main thread may install handlers: a save in a worker thread just writes."""
+    import threading
+
+    before = signal.getsignal(signal.SIGINT)
+    errors = []
+
+    def worker():
+        try:
+            save_checkpoint(tmp_path / "t.pt", {"step": 7})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert not errors and load_checkpoint(tmp_path / "t.pt")["step"] == 7
+    assert signal.getsignal(signal.SIGINT) is before
