@@ -75,7 +75,7 @@ class Scene:
         probe = self.__dict__.get("_probe")
         if probe is None or probe.method != self.force_method:
             probe = self.__dict__["_probe"] = ForceProbe(self.obstacles, self.masks, self.reference,
-                                                         self.force_method, self.config.pressure_predictor)
+                                                         self.force_method)
         nu = self.config.viscosity if viscosity is None else viscosity
         return probe.record(state if state is not None else self.state, nu)
 
@@ -167,7 +167,7 @@ def taylor_green(n: int = 64, dtype=None, viscosity: float = 0.01, amplitude: fl
     state.u[n] = state.u[0]
     state.v[:, n] = state.v[:, 0]
     _, _, (xc, yc) = _grid(n, n, dx, dtype, device)
-    state.p.copy_((-0.25 * amplitude ** 2 * (torch.cos(2 * xc) + torch.cos(2 * yc))).to(dtype))
+    state.p.copy_((0.25 * amplitude ** 2 * (torch.cos(2 * xc) + torch.cos(2 * yc))).to(dtype))
     dt = float(dt) if dt is not None else cfl * dx / abs(amplitude)
     config = SolverConfig(dt=dt, viscosity=viscosity, advection=advection)
     return Scene("taylor_green", state, config, analytic=analytic,
