@@ -151,7 +151,7 @@ def obstacle_forces(state, viscosity: float, obstacles, masks, pressure=None) ->
     """``[(fx, fy), ...]``: the force of the fluid on each obstacle (per unit depth, density 1;
     see the module docstring for the surface integral). ``masks``: from :func:`obstacle_masks`
     (each a subset of ``state.solid``); ``pressure``: a cell pressure to use instead of
-    ``state.p`` (e.g. the step's time-centred one, :class:`ForceProbe`)."""
+    ``state.p``."""
     u = state.u.double()
     v = state.v.double()
     p = (state.p if pressure is None else pressure).double()
@@ -233,33 +233,24 @@ class ForceProbe:
     ``method="control_volume"`` (default): for each obstacle, the momentum balance
     (:func:`control_volume_force`) on :func:`control_volume_box` around it, with ``d/dt`` of the
     box momentum from the previous call (a backward difference over the step; 0 on the first
-    call or a repeated time) and, with it, the step's time-centred pressure ``(p^n + p^{n+1})/2``
-    (the pressure-predictor scheme applies half of each; the pair is balanced over the step and
-    free of the scheme's step-to-step pressure oscillation after an impulsive start); an
+    call or a repeated time) and, with it, the pressure the step applied (``state.p``: with the
+    pressure predictor the step's time-centred pressure, :func:`~lawful.fluids.solver.stored_pressure`); an
     obstacle without a valid box falls back to the surface integral. ``method="surface"``: :func:`obstacle_forces` (staircase surface: pressure
     extrapolated to the wall + wall shear; first order, and biased where the viscous stencil
     puts the wall a cell away). Columns: :meth:`record`."""
 
     METHODS = ("control_volume", "surface")
 
-    def __init__(self, obstacles, masks, reference=None, method: str = "control_volume", centred: bool = True):
+    def __init__(self, obstacles, masks, reference=None, method: str = "control_volume"):
         if method not in self.METHODS:
             raise InputError(f"force method {method!r} is unknown: use one of {self.METHODS}.")
         self.obstacles, self.masks, self.reference, self.method = tuple(obstacles), tuple(masks), reference, method
         self._boxes = None
         self._prev = {}
-        self.centred = bool(centred)
-        self._p_prev = None
 
     def forces(self, state, viscosity: float) -> list:
         """``[(fx, fy), ...]`` per obstacle."""
-        p = None
-        fresh = self._p_prev is not None and state.t > self._p_prev[0]
-        if self.centred and fresh:
-            p = 0.5 * (self._p_prev[1] + state.p.double())
-        if self._p_prev is None or state.t > self._p_prev[0]:
-            self._p_prev = (state.t, state.p.double().clone())
-        surface = obstacle_forces(state, viscosity, self.obstacles, self.masks, p)
+        surface = obstacle_forces(state, viscosity, self.obstacles, self.masks)
         if self.method == "surface":
             return surface
         if self._boxes is None:
@@ -275,7 +266,7 @@ class ForceProbe:
             if prev is not None and state.t > prev[0]:
                 rate = ((m[0] - prev[1][0]) / (state.t - prev[0]), (m[1] - prev[1][1]) / (state.t - prev[0]))
             self._prev[k] = (state.t, m)
-            out.append(control_volume_force(state, viscosity, box, rate, p))
+            out.append(control_volume_force(state, viscosity, box, rate))
         return out
 
     def record(self, state, viscosity: float) -> dict:

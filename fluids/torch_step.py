@@ -431,8 +431,9 @@ class TorchStep:
     ``gp = (W G p)_u, (W G p)_v`` of the state's pressure (:meth:`pressure_gradient`; it is carried
     along the characteristics when ``config.pressure_predictor`` is on; ``None`` = zero). Returns
     new tensors with an autograd graph through advection, forces and projection; ``gp`` of the new
-    pressure is ``(u* - u') / (phi scale)`` (``u*`` before, ``u'`` after the projection), so no
-    separate pressure adjoint is needed. The CFL substep count is chosen like the solver's (from
+    pressure follows :func:`~lawful.fluids.solver.stored_pressure` from the projection's
+    ``(u* - u') / (phi scale)`` (``u*`` before, ``u'`` after it), so no separate pressure adjoint
+    is needed. The CFL substep count is chosen like the solver's (from
     the detached input).
     """
 
@@ -500,9 +501,12 @@ class TorchStep:
                 u, v = _viscosity_once(u, v, self.ubc, self.vbc, c / n, self.boundary, cfg.obstacle_ghost)
         index = sol.buoyancy_index if s is not None else -1
         u, v = _buoyancy_and_bc(u, v, self.ubc, self.vbc, s, self.boundary, index, cfg.buoyancy * h)
+        from lawful.fluids.solver import stored_pressure
+
         pu, pv = project_differentiable(u, v, self.projector)
         sc = self._phi_scale(h)
-        gp = ((u - pu) / sc, (v - pv) / sc)
+        before = gp if gp is not None else (0.0, 0.0)
+        gp = tuple(stored_pressure(b, (w - p) / sc, cfg.pressure_predictor) for b, w, p in zip(before, (u, v), (pu, pv)))
         return pu, pv, s, gp
 
     def __call__(self, u, v, s=None, gp=None):

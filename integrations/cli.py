@@ -581,18 +581,7 @@ def _cmd_fluid(args) -> int:
     if view is not None:
         view(scene.state)
 
-    last_p = [None]
-
     def callback(state, rec):
-        if field == "pressure":
-            # state.p alternates step to step under the pressure predictor (the scheme fixes only the mean
-            # of p^n and p^{n+1}): show that mean, the time-centred pressure, not the flicker
-            from dataclasses import replace as _replace
-
-            now = state.p.clone()
-            if last_p[0] is not None and last_p[0].shape == now.shape:
-                state = _replace(state, p=0.5 * (last_p[0] + now))
-            last_p[0] = now
         if args.frame_every and rec["step"] % args.frame_every == 0:
             fluid_viz.save_field_png(state, frames / f"{field}_{rec['step']:06d}.png", field, args.scene)
         if recorder is not None:

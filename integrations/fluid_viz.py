@@ -7,9 +7,8 @@ Fields (all 2D NumPy arrays indexed ``[x, y]``, float32, solid cells NaN):
 * ``"density"`` -- the scene's first passive scalar (``smoke`` for ``smoke_plume``, ``dye`` for
   ``karman``; amount per unit area); scenes without a scalar have no density;
 * ``"speed"`` -- ``|u|`` at cell centres from the averaged face velocities (length/time);
-* ``"pressure"`` -- the state's cell pressure (length^2/time^2, density 1); ``lawful fluid``
-  passes the mean of the last two steps' (the time-centred pressure: under the pressure predictor
-  ``state.p`` alternates from step to step around it).
+* ``"pressure"`` -- the state's cell pressure (length^2/time^2, density 1): with the pressure
+  predictor the last step's time-centred pressure (:func:`~lawful.fluids.solver.stored_pressure`).
 
 The default field is the density for ``smoke_plume`` and the vorticity otherwise
 (:func:`default_field`). Axes are in grid cells (``x / dx``). The obstacle (solid cells) is drawn
