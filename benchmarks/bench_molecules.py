@@ -59,8 +59,10 @@ DATA = HERE / "data" / "xtb"
 #: TIP3P and from φ/ψ-restrained αR/PII/αL/C7ax minima (benchmarks/solvated_starts.py)
 #: "alanine-dipeptide-barrier": the same from φ/ψ-restrained minima around φ = 0, where the two
 #: carbonyl oxygens meet (benchmarks/solvated_starts.py --set barrier)
+#: "alanine-dipeptide-beta-alpha": the same from restrained minima at φ -165…-105°, ψ -95…-20°, where
+#: the v4 model's ML/MM run sat ~2 kcal/mol too low (benchmarks/solvated_starts.py --set beta-alpha)
 MOLECULES = ["alanine-dipeptide", "ethanol", "water", "water-dimer", "water-trimer", "water-hexamer",
-             "alanine-dipeptide-solvated", "alanine-dipeptide-barrier"]
+             "alanine-dipeptide-solvated", "alanine-dipeptide-barrier", "alanine-dipeptide-beta-alpha"]
 TARGETS = {"force_mae_meV_per_A": 30.0, "energy_mae_meV_per_atom": 1.0}
 SPECIES = ["H", "C", "N", "O"]
 #: the shipped model's architecture (NeuralPotential keyword arguments)

@@ -48,10 +48,22 @@ BASIN_STARTS = {
 #: in water visits its edge
 BARRIER_STARTS = {f"phi{phi:+.0f}psi{psi:+.0f}": (phi, psi)
                   for phi in (-45.0, -20.0, 0.0, 25.0) for psi in (-150.0, -100.0, -70.0, -40.0, 0.0, 60.0, 150.0)}
+#: backbone torsions of the beta-alpha set's restrained starts: the right-handed region at more
+#: negative φ than αR (φ -165…-105°, ψ -95…-20°), between the extended and helical basins, where the
+#: v4 model's 100 ps ML/MM run in TIP3P sat and a restrained check put it ~2 kcal/mol below GFN2-xTB.
+#: The grid is offset from the restrained check points of bench_conformers (conformers.MAP_POINTS)
+#: so that the check stays out of sample.
+BETA_ALPHA_STARTS = {f"phi{phi:+.0f}psi{psi:+.0f}": (phi, psi)
+                     for phi in (-165.0, -145.0, -125.0, -105.0) for psi in (-95.0, -70.0, -45.0, -20.0)}
 #: closest distance (Å) of two atoms that are not bonded in an ideal-geometry start
 CLASH_A = 1.6
 SETS = {"solvated": HERE / "data" / "xtb" / "alanine-dipeptide-solvated" / "starts.extxyz",
-        "barrier": HERE / "data" / "xtb" / "alanine-dipeptide-barrier" / "starts.extxyz"}
+        "barrier": HERE / "data" / "xtb" / "alanine-dipeptide-barrier" / "starts.extxyz",
+        "beta-alpha": HERE / "data" / "xtb" / "alanine-dipeptide-beta-alpha" / "starts.extxyz"}
+#: the restrained grid of each set (the solvated set adds the all-MM snapshots)
+GRIDS = {"solvated": BASIN_STARTS, "barrier": BARRIER_STARTS, "beta-alpha": BETA_ALPHA_STARTS}
+#: the start label prefix of each set's restrained starts
+PREFIXES = {"solvated": "basin", "barrier": "barrier", "beta-alpha": "beta-alpha"}
 
 
 def restrained_starts(grid: dict, prefix: str) -> list:
@@ -126,7 +138,8 @@ def main(argv=None) -> Path:
     ap.add_argument("--every-ps", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", choices=sorted(SETS), default="solvated",
-                    help="solvated: all-MM snapshots + basin starts; barrier: the restrained phi ~ 0 grid only")
+                    help="solvated: all-MM snapshots + basin starts; barrier: the restrained phi ~ 0 grid only; "
+                         "beta-alpha: the restrained grid at phi -165..-105, psi -95..-20 only")
     ap.add_argument("--out", default=None, help="starts file (default: the set's folder in data/xtb)")
     args = ap.parse_args(argv)
     out = Path(args.out or SETS[args.set])
@@ -143,8 +156,7 @@ def main(argv=None) -> Path:
             a.info["phi_psi_deg"] = list(backbone_torsions(a))
         starts += snaps
         print(f"all-MM from {label}: {len(snaps)} snapshots, {time.process_time() - t0:.0f} s CPU so far", flush=True)
-    starts += restrained_starts(BASIN_STARTS, "basin") if args.set == "solvated" else restrained_starts(BARRIER_STARTS,
-                                                                                                          "barrier")
+    starts += restrained_starts(GRIDS[args.set], PREFIXES[args.set])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     write(str(tmp), starts, format="extxyz")

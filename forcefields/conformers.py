@@ -42,7 +42,7 @@ from lawful.forcefields.molecules import alanine_dipeptide
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError
 from lawful.kernels.units import KCALMOL_PER_EV
 
-__all__ = ["Conformer", "CONFORMERS", "PHI_ATOMS", "PSI_ATOMS", "REFERENCE_CONFORMER", "backbone_torsions",
+__all__ = ["Conformer", "CONFORMERS", "MAP_POINTS", "PHI_ATOMS", "PSI_ATOMS", "REFERENCE_CONFORMER", "backbone_torsions",
            "conformer_start", "restrain_backbone", "minimise_conformer", "minimise_conformers", "aligned_rmsd"]
 
 #: φ = C(ACE)-N-Cα-C: atom indices in :func:`~lawful.forcefields.molecules.alanine_dipeptide`.
@@ -71,11 +71,20 @@ CONFORMERS = {
 }
 
 
+#: Restrained points of the φ/ψ map beyond the named conformers, minimised like αR: the right-handed
+#: region at more negative φ (φ -150…-110°, ψ -80…-20°) where the v4 model's ML/MM run in TIP3P
+#: spent most of its time, and where a restrained check put the v4 model ~2 kcal/mol below
+#: GFN2-xTB. ``bench_conformers.py`` reports them beside the conformers (not part of the target).
+MAP_POINTS = {f"map{phi:+.0f}{psi:+.0f}": Conformer(phi, psi, restrained=True)
+              for phi, psi in ((-150.0, -50.0), (-130.0, -55.0), (-110.0, -50.0), (-150.0, -80.0), (-140.0, -25.0))}
+
+
 def _conformer(name: str) -> Conformer:
-    if name not in CONFORMERS:
-        raise InputError(f"conformer {name!r} is not known: use one of {', '.join(CONFORMERS)} "
-                         "(alanine dipeptide backbone conformers).")
-    return CONFORMERS[name]
+    known = {**CONFORMERS, **MAP_POINTS}
+    if name not in known:
+        raise InputError(f"conformer {name!r} is not known: use one of {', '.join(known)} "
+                         "(alanine dipeptide backbone conformers and restrained map points).")
+    return known[name]
 
 
 def _wrap(angle_deg: float) -> float:
@@ -200,7 +209,8 @@ def _calculator_source(calculator) -> Callable[[], object]:
 
 def minimise_conformers(calculator, names: Iterable[str] | None = None, reference: dict | None = None,
                         fmax: float = 0.01, steps: int = 2000, require_convergence: bool = True) -> dict:
-    """Minimise every named conformer (default all of :data:`CONFORMERS`) with one potential.
+    """Minimise every named conformer (default all of :data:`CONFORMERS`; :data:`MAP_POINTS` by
+    name) with one potential.
 
     ``calculator``: an ASE calculator used for all conformers, or a zero-argument function returning
     one, called once per conformer (e.g. :func:`lawful.forcefields.xtb_data.xtb_calculator`; a

@@ -122,6 +122,34 @@ def test_failures_are_recorded_or_raised():
         minimise_conformers(_xtb, names=["C5"], steps=2)
 
 
+def test_map_points_are_restrained_where_they_are_named_and_kept_out_of_the_target():
+    """The restrained map points (where the v4 model's ML/MM run sat) minimise with φ/ψ held
+    exactly; the benchmark reports them apart, and the 1 kcal/mol target is judged on the three
+    named conformers only."""
+    import importlib.util
+    from pathlib import Path
+
+    from lawful.forcefields.conformers import MAP_POINTS
+
+    name = "map-130-55"
+    assert MAP_POINTS[name].restrained and name not in CONFORMERS
+    ref = minimise_conformers(_xtb, names=[name])
+    r = ref["conformers"][name]
+    assert r["converged"] and abs(r["phi_deg"] + 130.0) < 1e-5 and abs(r["psi_deg"] + 55.0) < 1e-5
+    assert r["relative_kcal_mol"] > 3.0                 # above C7eq: not a vacuum minimum
+    spec = importlib.util.spec_from_file_location(
+        "bench_conformers", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conformers.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    other = {"conformers": {n: dict(e, relative_error_kcal_mol=(2.0 if n == name else 0.1),
+                                   rmsd_A=0.0, reference_relative_kcal_mol=e["relative_kcal_mol"])
+                            for n, e in ref["conformers"].items()}}
+    cmp = bench.compare(ref, other)
+    assert set(cmp["conformers"]) == {"C7eq"} and set(cmp["map_points"]) == {name}
+    assert cmp["all_within_target"] and cmp["map_points_max_abs_relative_error_kcal_mol"] == 2.0
+    assert not cmp["map_points"][name]["within_target"]
+
+
 @pytest.mark.parametrize("name", ["C7ax", "c7eq", "alpha", "", "alphaL"])
 def test_unknown_conformer_names_raise(name):
     with pytest.raises(InputError, match=f"conformer {name!r} is not known.*C7eq, C5, alphaR"):
