@@ -399,6 +399,25 @@ def _cpu_samples(fn, repeat: int) -> list:
     return samples
 
 
+class _TorchScriptCall:
+    """``calculate(atoms, ...)`` of lawful's TorchScript export in ``dtype`` (energy and forces,
+    kept in ``results``): the cost table's openmm-torch series."""
+
+    def __init__(self, path, dtype: str, atoms):
+        from lawful.forcefields import export_torchscript, load_model
+
+        self.dtype = getattr(torch, dtype)
+        periodic = bool(np.all(atoms.pbc))
+        self.module = export_torchscript(load_model(path).to(self.dtype), pbc=periodic)
+        self.numbers = torch.as_tensor(atoms.numbers, dtype=torch.int64)
+        self.cell = torch.as_tensor(np.asarray(atoms.cell.array), dtype=self.dtype)
+        self.results: dict = {}
+
+    def calculate(self, atoms, properties=None, changes=None):
+        energy, forces = self.module(torch.as_tensor(atoms.positions, dtype=self.dtype), self.numbers, self.cell)
+        self.results = {"energy": float(energy), "forces": forces.to(torch.float64).numpy()}
+
+
 def cost_per_call(systems: dict, lawful_path, mace_path, repeat: int) -> dict:
     """CPU seconds per energy+forces call, one thread, float64 and float32, per system.
 
@@ -407,9 +426,12 @@ def cost_per_call(systems: dict, lawful_path, mace_path, repeat: int) -> dict:
     as MACE's calculator always rebuilds its graph), ``lawful_md`` (lawful's calculator as shipped:
     a Verlet list reused until an atom moved skin/2) and ``mace`` (mace-torch's MACECalculator,
     which also computes the virial in the same backward pass on every call; lawful does for the
-    periodic box only). Per system and dtype: one warm-up call each, then ``repeat`` interleaved
-    rounds (lawful_fresh, lawful_md, mace, ...) so machine noise hits all alike; median and spread,
-    and the ratios MACE/lawful of the medians.
+    periodic box only). ``lawful_torchscript``: the model's TorchScript export
+    (:func:`~lawful.forcefields.export_torchscript`, the module openmm-torch runs: neighbour list
+    rebuilt on every call, no domain checks), called with the positions as a tensor. Per system and
+    dtype: one warm-up call each, then ``repeat`` interleaved rounds (lawful_fresh, lawful_md,
+    lawful_torchscript, mace, ...) so machine noise hits all alike; median and spread, and the ratios
+    MACE/lawful of the medians.
     """
     from ase.calculators.calculator import all_changes
 
@@ -418,7 +440,8 @@ def cost_per_call(systems: dict, lawful_path, mace_path, repeat: int) -> dict:
         out[sys_name] = {"n_atoms": len(atoms)}
         for dtype in ("float64", "float32"):
             calcs = {"lawful_fresh": lawful_calculator(lawful_path, dtype, skin=0.0),
-                     "lawful_md": lawful_calculator(lawful_path, dtype)}
+                     "lawful_md": lawful_calculator(lawful_path, dtype),
+                     "lawful_torchscript": _TorchScriptCall(lawful_path, dtype, atoms)}
             if mace_path is not None:
                 calcs["mace"] = _peer().calculator(mace_path, dtype)
             rng = np.random.default_rng(1)
@@ -438,12 +461,13 @@ def cost_per_call(systems: dict, lawful_path, mace_path, repeat: int) -> dict:
                     for kind in calcs:
                         samples[kind] += _cpu_samples(lambda: call(kind), 1)
             res = {kind: dict(spread(xs), median=statistics.median(xs)) for kind, xs in samples.items()}
-            for k in ("fresh", "md"):
+            for k in ("fresh", "md", "torchscript"):
                 res[f"mace_over_lawful_{k}_ratio"] = (res["mace"]["median"] / res[f"lawful_{k}"]["median"]
                                                       if "mace" in res else None)
             out[sys_name][dtype] = res
             print(f"cost {sys_name} {dtype}: lawful {1e3 * res['lawful_fresh']['median']:.1f} ms (Verlet list reused: "
-                  f"{1e3 * res['lawful_md']['median']:.1f}), MACE "
+                  f"{1e3 * res['lawful_md']['median']:.1f}, TorchScript "
+                  f"{1e3 * res['lawful_torchscript']['median']:.1f}), MACE "
                   + (f"{1e3 * res['mace']['median']:.1f} ms, ratio {res['mace_over_lawful_fresh_ratio']:.2f}"
                      if "mace" in res else "n/a"), flush=True)
     return out

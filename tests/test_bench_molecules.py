@@ -133,6 +133,24 @@ def _check_lawful_figures(fig):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-9), ("float32", 1e-3)])
+def test_torchscript_cost_series_computes_what_the_calculator_does(bm, dtype, tol):
+    """The cost table's TorchScript series times the same energy and forces as lawful's ASE
+    calculator (the shipped model on alanine dipeptide; float64 to 1e-9 eV, float32 to 1e-3)."""
+    from ase.calculators.calculator import all_changes
+
+    from lawful.forcefields.molecules import alanine_dipeptide
+
+    atoms = alanine_dipeptide()
+    path = bm.lawful_model_path(False)
+    ts = bm._TorchScriptCall(path, dtype, atoms)
+    ts.calculate(atoms)
+    calc = bm.lawful_calculator(path, dtype)
+    calc.calculate(atoms.copy(), ["energy", "forces"], all_changes)
+    assert abs(ts.results["energy"] - calc.results["energy"]) < tol * len(atoms)
+    assert np.abs(ts.results["forces"] - calc.results["forces"]).max() < tol * 10
+
+
 def test_tiny_mace_comparison_runs_end_to_end(tmp_path):
     pytest.importorskip("mace")
     doc = _run_tiny(tmp_path, [str(BENCH / "bench_molecules.py"), "--only", "mace,cost,drift"])
