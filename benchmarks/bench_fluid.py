@@ -306,6 +306,17 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     k = rows[str(n0)]["steps"]
     t_plain, _, _, _ = _timed_steps(solver, sc.state, k)
     t_corr, l_corr, _, _ = _timed_steps(solver, sc.state, k, corr)
+    # the corrector's convolutions run in torch: with one torch thread the second core idles while
+    # they run, though the Taichi part of the step uses every core; matched = as many torch threads
+    # as Taichi's CPU threads (they alternate within a step, never run at once)
+    threads = torch.get_num_threads()
+    ti_threads = os.cpu_count() or 1
+    torch.set_num_threads(ti_threads)
+    try:
+        t_corr_matched, _, _, _ = _timed_steps(solver, sc.state, k, corr)
+        t_plain_matched, _, _, _ = _timed_steps(solver, sc.state, k)
+    finally:
+        torch.set_num_threads(threads)
     cells = [n * n for n in sizes]
     ts = [rows[str(n)]["ms_per_step"] for n in sizes]
     growth = (math.log(ts[-1]) - math.log(ts[0])) / (math.log(cells[-1]) - math.log(cells[0])) if len(sizes) > 1 else None
@@ -313,6 +324,11 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
             "cost_growth_exponent_vs_cells": growth,
             "corrected_step": {"n": n0, "plain_ms": 1e3 * t_plain, "corrected_ms": 1e3 * t_corr,
                                "ratio": t_corr / t_plain, "launches_per_step": l_corr,
+                               "torch_threads": threads,
+                               "torch_threads_matched": ti_threads,
+                               "plain_ms_matched": 1e3 * t_plain_matched,
+                               "corrected_ms_matched": 1e3 * t_corr_matched,
+                               "ratio_matched": t_corr_matched / t_plain_matched,
                                "corrector": "DivergenceFreeCorrector (random init, default size)"}}
 
 
