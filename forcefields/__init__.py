@@ -5,7 +5,8 @@ Imports lawful.kernels only.
 
 * :class:`NeuralPotential` — learns one smooth energy; forces and stress are its exact derivatives.
 * :class:`DirectForceModel` — the non-conservative control (forces from their own output head).
-* :func:`train` — fits either model to labelled structures (energy + force (+ stress) loss).
+* :func:`train` — fits either model to labelled structures (energy + force (+ stress) loss);
+  :func:`refit_reference_energies` re-balances a trained model's per-species energy offsets.
 * :func:`evaluate_batch` — energies/forces/stress of many structures in one call (screening).
 * :func:`load_model` / ``model.save`` — the safe ``.lawful`` model files; shipped models by name
   (:func:`shipped_models`: ``"cu-emt"``, ``"cu-emt-direct"``).
@@ -19,11 +20,11 @@ from lawful.forcefields.gradcheck import gradient_check
 from lawful.forcefields.model_io import load_model, save_model
 from lawful.forcefields.potential import NeuralPotential, TorchScriptPotential, export_torchscript
 from lawful.forcefields.shipped import shipped_models
-from lawful.forcefields.training import train
+from lawful.forcefields.training import refit_reference_energies, train
 from lawful.forcefields.batch import evaluate_batch  # noqa: E402
 
 __all__: list[str] = [
-    "NeuralPotential", "DirectForceModel", "train", "load_model", "save_model",
+    "NeuralPotential", "DirectForceModel", "train", "refit_reference_energies", "load_model", "save_model",
     "export_torchscript", "TorchScriptPotential", "gradient_check", "shipped_models",
     "evaluate_batch",
 ]

@@ -222,3 +222,42 @@ def test_fit_normalisation_false_continues_a_trained_model(data_file):
     # (trained) descriptor too, so they are new but nowhere near the offset ones
     assert torch.allclose(model.reference_energies, stats["reference_energies"], rtol=1e-10, atol=1e-10)
     assert float((model.feature_mean - moved["feature_mean"]).abs().max()) > 0.2
+
+
+def test_refit_reference_energies_moves_offsets_only_and_balances_each_composition():
+    """The shipped organic model on committed xTB test frames of three compositions, with a
+    planted offset (water's oxygen reference energy raised by 50 meV, as a stage of training on
+    other molecules might leave it): the refit removes the per-composition bias (water's mean
+    per-atom residual from 15 meV to < 1), and forces and every energy difference between frames
+    of one composition are unchanged to round-off."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from lawful.forcefields import load_model, refit_reference_energies
+    from lawful.forcefields.reference import read_extxyz
+
+    data = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "xtb"
+    frames = [a for m in ("water", "ethanol", "alanine-dipeptide") for a in read_extxyz(data / m / "test.extxyz")[:12]]
+    model = load_model("organic-xtb")
+    model.reference_energies[model.species.index("O")] += 0.05
+
+    def predict(m):
+        out = [m.evaluate(a.positions, a.numbers) for a in frames]
+        return (np.array([float(o["energy"]) for o in out]),
+                np.concatenate([o["forces"].detach().numpy() for o in out]))
+
+    def water_bias(e):
+        return np.mean([(e[k] - a.get_potential_energy()) / len(a) for k, a in enumerate(frames) if len(a) == 3])
+
+    e0, f0 = predict(model)
+    rec = refit_reference_energies(model, frames)
+    e1, f1 = predict(model)
+    assert abs(water_bias(e0)) > 0.012 and abs(water_bias(e1)) < 1e-3, (water_bias(e0), water_bias(e1))
+    assert np.abs(f1 - f0).max() < 1e-10
+    for n in (3, 9, 22):                               # differences within one composition are kept
+        idx = [k for k, a in enumerate(frames) if len(a) == n]
+        assert np.abs((e1[idx] - e1[idx[0]]) - (e0[idx] - e0[idx[0]])).max() < 1e-9
+    assert abs(rec["mean_residual_meV_per_atom_after"]) < 1e-6
+    assert rec["rms_residual_meV_per_atom_after"] < rec["rms_residual_meV_per_atom_before"]
+    assert set(rec["shift_eV"]) == set(model.species) and rec["n_frames"] == len(frames)
