@@ -74,9 +74,10 @@ class SolverConfig:
     buoyancy: coefficient b of the +y force ``b * s`` from scalar ``buoyancy_scalar``.
     drag: linear drag coefficient (``u -= drag * u * dt``). reproject_after_correction: project
     again after the corrector (the "extra projection" baseline). check_finite: NaN/inf check.
-    pressure_predictor: carry ``u - (dt/2) grad p^n`` along the characteristics instead of ``u``
-    (trapezoidal pressure along the path: second order in time; the projection then applies the
-    other half, ``(dt/2) grad p^{n+1}``); False gives the classic first-order Chorin splitting.
+    pressure_predictor: carry ``u - (dt/2) grad p`` (``p = state.p``) along the characteristics
+    instead of ``u`` (trapezoidal pressure along the path: second order in time; the projection
+    then applies the other half, ``(dt/2) grad p'``, and ``state.p`` becomes their time-centred
+    mean, :func:`stored_pressure`); False gives the classic first-order Chorin splitting.
     obstacle_ghost: in the viscous stencil, a tangential neighbour that is a fixed obstacle face
     enters as the no-slip ghost ``2 q_b - q`` (wall half a cell away) instead of its value (False,
     the default kept for existing scenes and trained correctors: the wall acts a whole cell away).

@@ -35,7 +35,9 @@ class FluidState:
     ----------
     u : ``(nx+1, ny)`` x-velocity on vertical faces (periodic x: ``u[nx] == u[0]``).
     v : ``(nx, ny+1)`` y-velocity on horizontal faces.
-    p : ``(nx, ny)`` pressure at cell centres (density 1; the last projection's, for warm starts).
+    p : ``(nx, ny)`` pressure at cell centres (density 1): the pressure the last step applied (with
+        the pressure predictor its time-centred one, at ``t - dt/2``:
+        :func:`~lawful.fluids.solver.stored_pressure`); the next step's predictor and warm start.
     scalars : ``(ns, nx, ny)`` passive scalars (cell averages), named by ``scalar_names``.
     solid : ``(nx, ny)`` bool obstacle mask (True = solid cell).
     dx : cell size (grid length unit); ``boundary``: :class:`~lawful.kernels.mac_grid.Boundary`.
