@@ -5,7 +5,7 @@ buffers, ``evaluate`` and ``save``. :class:`~lawful.forcefields.NeuralPotential`
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 from ase.data import atomic_numbers, chemical_symbols
@@ -64,11 +64,19 @@ class SpeciesMLP(torch.nn.Module):
         if self.single:
             for net in self.nets:
                 return net(x).squeeze(1)
-        out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        # One gather sorts the atoms by species; each net reads its contiguous block (species
+        # absent from the structure cost nothing) and one scatter puts the energies back.
+        order = torch.sort(species, stable=True)[1]
+        counts: List[int] = torch.bincount(species, minlength=len(self.nets)).tolist()
+        blocks = x.index_select(0, order).split(counts)
+        out: List[torch.Tensor] = []
         for s, net in enumerate(self.nets):
-            idx = torch.nonzero(species == s).squeeze(1)
-            out = out.index_copy(0, idx, net(x.index_select(0, idx)).squeeze(1))
-        return out
+            if counts[s] > 0:
+                out.append(net(blocks[s]).squeeze(1))
+        if len(out) == 0:
+            return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        y = torch.cat(out)
+        return torch.zeros_like(y).index_copy(0, order, y)
 
 
 class AtomisticModel(torch.nn.Module):

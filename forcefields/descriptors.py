@@ -38,11 +38,11 @@ Everything here is TorchScript-compatible and device/dtype agnostic (no process-
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 
-__all__ = ["MomentDescriptor", "InteractionBlock", "cutoff_envelope", "monomial_table"]
+__all__ = ["MomentDescriptor", "InteractionBlock", "EdgeBasis", "cutoff_envelope", "monomial_table"]
 
 
 def monomial_table(lmax: int) -> Tuple[List[int], List[int], List[int], List[int], List[float]]:
@@ -78,6 +78,30 @@ def cutoff_envelope(r: torch.Tensor, cutoff: float, power: int = 3) -> torch.Ten
     return base ** power
 
 
+class EdgeBasis(NamedTuple):
+    """The geometry of one pair list that every moment pass over it shares (built once per
+    evaluation by :meth:`MomentDescriptor.edge_basis`, read by :meth:`MomentDescriptor.invariants`
+    of the descriptor and of each :class:`InteractionBlock`).
+
+    The pairs are grouped by their neighbour's species: ``order`` (E,) int64 gives the original
+    index of each grouped pair and ``species_counts`` the pairs per species (n_species entries), so
+    each species' radial mixing is one matrix product over its own rows. ``basis`` (E, K): the
+    radial basis functions (envelope included) of the grouped pairs; ``centre`` (E,): their atom
+    i; ``slot`` (E,): their row ``i * M + rank`` in a layout that pads every atom's pairs to M,
+    the largest neighbour count; ``comps`` (N, lmax, M, C): the weighted unique components of
+    ``u_ij^{⊗l}`` for l = 1..lmax in that layout, each order padded to C, the component count
+    of ``lmax`` (every padding entry is exactly zero).
+    """
+    basis: torch.Tensor
+    comps: torch.Tensor
+    centre: torch.Tensor
+    slot: torch.Tensor
+    order: torch.Tensor
+    species_counts: List[int]
+    n_atoms: int
+    m: int
+
+
 class MomentDescriptor(torch.nn.Module):
     """Per-atom invariants from Cartesian moment tensors (see the module docstring).
 
@@ -96,6 +120,8 @@ class MomentDescriptor(torch.nn.Module):
     ``neighbour_weights`` (E, (lmax+1)*n_radial), optional, multiplies each pair's radial channels
     (l-major columns): :class:`InteractionBlock` passes a learned function of atom j's own
     invariants there. Returns (n_atoms, n_features) invariants in the dtype of ``vectors``.
+    ``forward`` is :meth:`edge_basis` (the pair geometry, shareable between passes over the same
+    pairs) followed by :meth:`invariants` (the learned radial mixing and the contractions).
     """
 
     def __init__(self, n_species: int, cutoff: float, n_basis: int = 8, n_radial: int = 8,
@@ -110,13 +136,26 @@ class MomentDescriptor(torch.nn.Module):
         self.lmax = int(lmax)
         self.envelope_power = int(envelope_power)
         ax, by, cz, deg, w = monomial_table(self.lmax)
-        self.register_buffer("_ax", torch.tensor(ax, dtype=torch.long), persistent=False)
-        self.register_buffer("_by", torch.tensor(by, dtype=torch.long), persistent=False)
-        self.register_buffer("_cz", torch.tensor(cz, dtype=torch.long), persistent=False)
-        self.register_buffer("_deg", torch.tensor(deg, dtype=torch.long), persistent=False)
-        self.register_buffer("_w", torch.tensor(w, dtype=torch.float64), persistent=False)
+        # The components of the orders l = 1..lmax, each padded to the count of the highest order
+        # (exponents 0, weight 0: the padding is exactly zero, and so is its gradient), so that all
+        # orders are contracted in one batched product: column (l - 1) * C + c is component c of
+        # order l. Order 0 has the one component 1: its moments are plain sums over the pairs.
+        width = (self.lmax + 1) * (self.lmax + 2) // 2
+        pad_ax, pad_by, pad_cz, pad_w = ([0] * (self.lmax * width) for _ in range(4))
+        for k in range(1, len(deg)):
+            col = (deg[k] - 1) * width + (k - deg[k] * (deg[k] + 1) * (deg[k] + 2) // 6)
+            pad_ax[col], pad_by[col], pad_cz[col], pad_w[col] = ax[k], by[k], cz[k], w[k]
+        self.n_components = width
+        self.register_buffer("_ax", torch.tensor(pad_ax, dtype=torch.long), persistent=False)
+        self.register_buffer("_by", torch.tensor(pad_by, dtype=torch.long), persistent=False)
+        self.register_buffer("_cz", torch.tensor(pad_cz, dtype=torch.long), persistent=False)
+        self.register_buffer("_w", torch.tensor(pad_w, dtype=torch.float64), persistent=False)
+        # Invariants of orders 1..lmax: the upper triangle (n <= m) of each order's Gram matrix,
+        # as columns of the (lmax * n * n) flattened stack of the Gram matrices.
         iu = torch.triu_indices(self.n_radial, self.n_radial)
-        self.register_buffer("_triu_flat", iu[0] * self.n_radial + iu[1], persistent=False)
+        triu = iu[0] * self.n_radial + iu[1]
+        blocks = [triu + l * self.n_radial ** 2 for l in range(self.lmax)]
+        self.register_buffer("_triu_flat", torch.cat(blocks) if blocks else triu[:0], persistent=False)
         # Learned radial mixing: (species_j, basis k) -> (channel n, order l).
         fan_in = self.n_species * self.n_basis
         # Columns are l-major: column l * n_radial + n is channel n of order l.
@@ -129,58 +168,95 @@ class MomentDescriptor(torch.nn.Module):
         """(E,) distances in Å -> (E, K) Chebyshev polynomials of 2 r/r_c - 1 times the envelope."""
         x = 2.0 * r / self.cutoff - 1.0
         env = cutoff_envelope(r, self.cutoff, self.envelope_power)
+        two_x = 2.0 * x
         polys: List[torch.Tensor] = [torch.ones_like(x), x]
         for _ in range(2, self.n_basis):
-            polys.append(2.0 * x * polys[-1] - polys[-2])
+            polys.append(two_x * polys[-1] - polys[-2])
         return torch.stack(polys[: self.n_basis], dim=1) * env.unsqueeze(1)
 
-    def forward(self, vectors: torch.Tensor, centre: torch.Tensor, neighbour_species: torch.Tensor,
-                n_atoms: int, neighbour_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        dtype = vectors.dtype
+    def edge_basis(self, vectors: torch.Tensor, centre: torch.Tensor, neighbour_species: torch.Tensor,
+                   n_atoms: int) -> EdgeBasis:
+        """The pair geometry of :class:`EdgeBasis` (arguments as :meth:`forward`); it depends on
+        the species count, cutoff, basis size, envelope and lmax only, not on learned weights."""
         device = vectors.device
         n_edges = vectors.shape[0]
+        with torch.no_grad():
+            if self.n_species > 1:
+                order = torch.sort(neighbour_species, stable=True)[1]
+                counts_s: List[int] = torch.bincount(neighbour_species, minlength=self.n_species).tolist()
+            else:
+                order = torch.arange(n_edges, device=device)
+                counts_s = [n_edges]
+            centre = centre.index_select(0, order)
+        vectors = vectors.index_select(0, order)
         r = torch.linalg.norm(vectors, dim=1)
         # Pairs beyond the cutoff (a Verlet skin) contribute exactly zero through the envelope;
         # clamp r away from 0 only to keep the unit vector finite for such masked pairs.
         u = vectors / r.clamp_min(1e-12).unsqueeze(1)
         basis = self.radial_basis(r)                                       # (E, K)
-        if self.n_species > 1:
-            onehot = torch.nn.functional.one_hot(neighbour_species, self.n_species).to(dtype)
-            basis = (onehot.unsqueeze(2) * basis.unsqueeze(1)).reshape(n_edges, -1)
-        radial = basis @ self.radial_weights.to(dtype)                     # (E, n*(lmax+1)), l-major
-        if neighbour_weights is not None:
-            radial = radial * neighbour_weights
-        # Unique components of u^{⊗l}, l = 0..lmax, with sqrt-multiplicity weights: (E, C).
-        powers = [torch.ones_like(u)]
-        for _ in range(self.lmax):
-            powers.append(powers[-1] * u)
-        pw = torch.stack(powers, dim=2)                                    # (E, 3, lmax+1)
-        comps = (pw[:, 0, :].index_select(1, self._ax) * pw[:, 1, :].index_select(1, self._by)
-                 * pw[:, 2, :].index_select(1, self._cz)) * self._w.to(dtype)
         # Sum over each atom's pairs as a batched matrix product: pad the pairs of every atom to
         # the largest neighbour count M (slot = centre * M + rank of the pair among its centre's).
         with torch.no_grad():
             counts = torch.bincount(centre, minlength=n_atoms)
             m = int(counts.max()) if n_edges > 0 else 1
-            order = torch.argsort(centre, stable=True)
+            by_centre = torch.argsort(centre, stable=True)
             starts = torch.cumsum(counts, 0) - counts
             rank = torch.empty_like(centre)
-            rank[order] = torch.arange(n_edges, device=device) - starts.index_select(0, centre.index_select(0, order))
+            rank[by_centre] = (torch.arange(n_edges, device=device)
+                               - starts.index_select(0, centre.index_select(0, by_centre)))
             slot = centre * m + rank
-        n_cols = radial.shape[1]
-        rad_pad = torch.zeros((n_atoms * m, n_cols), dtype=dtype, device=device).index_copy(0, slot, radial)
-        cmp_pad = torch.zeros((n_atoms * m, comps.shape[1]), dtype=dtype, device=device).index_copy(0, slot, comps)
-        rad_pad = rad_pad.view(n_atoms, m, n_cols).transpose(1, 2)         # (N, n*(lmax+1), M)
-        cmp_pad = cmp_pad.view(n_atoms, m, comps.shape[1])                 # (N, M, C)
-        sizes: List[int] = [(l + 1) * (l + 2) // 2 for l in range(self.lmax + 1)]
-        rad_l = rad_pad.split(self.n_radial, dim=1)   # split (not slicing): cheap backward
-        cmp_l = cmp_pad.split(sizes, dim=2)
-        feats: List[torch.Tensor] = [torch.bmm(rad_l[0], cmp_l[0]).squeeze(2)]
-        for l in range(1, self.lmax + 1):
-            a_l = torch.bmm(rad_l[l], cmp_l[l])                            # (N, n, C_l)
-            gram = torch.bmm(a_l, a_l.transpose(1, 2)).reshape(n_atoms, -1)  # (N, n*n)
-            feats.append(gram.index_select(1, self._triu_flat))
-        return torch.cat(feats, dim=1)
+        if self.lmax == 0:
+            return EdgeBasis(basis, basis[:0], centre, slot, order, counts_s, n_atoms, m)
+        # Unique components of u^{⊗l}, l = 1..lmax, with sqrt-multiplicity weights: (E, lmax*C).
+        powers = [torch.ones_like(u)]
+        for _ in range(self.lmax):
+            powers.append(powers[-1] * u)
+        pw = torch.stack(powers, dim=2)                                    # (E, 3, lmax+1)
+        comps = (pw[:, 0, :].index_select(1, self._ax) * pw[:, 1, :].index_select(1, self._by)
+                 * pw[:, 2, :].index_select(1, self._cz)) * self._w.to(vectors.dtype)
+        c = self.n_components
+        cmp_pad = torch.zeros((n_atoms * m, comps.shape[1]), dtype=comps.dtype, device=device).index_copy(0, slot, comps)
+        cmp_pad = cmp_pad.view(n_atoms, m, self.lmax, c).permute(0, 2, 1, 3).contiguous()   # (N, lmax, M, C)
+        return EdgeBasis(basis, cmp_pad, centre, slot, order, counts_s, n_atoms, m)
+
+    def invariants(self, edges: EdgeBasis, neighbour_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(N, n_features) invariants from a shared :class:`EdgeBasis` and this pass's radial
+        mixing; ``neighbour_weights`` as in :meth:`forward` but in the grouped pair order
+        (row k belongs to pair ``edges.order[k]``)."""
+        n_atoms = edges.n_atoms
+        k = self.n_basis
+        weights = self.radial_weights.to(edges.basis.dtype)
+        # each neighbour species' rows times its own block of the radial mixing
+        parts: List[torch.Tensor] = []
+        start = 0
+        for s, count in enumerate(edges.species_counts):
+            if count > 0:
+                parts.append(edges.basis[start:start + count] @ weights[s * k:(s + 1) * k])
+            start += count
+        if len(parts) == 0:
+            return torch.zeros((n_atoms, self.n_features), dtype=edges.basis.dtype, device=edges.basis.device)
+        radial = parts[0] if len(parts) == 1 else torch.cat(parts)        # (E, (lmax+1)*n), l-major
+        if neighbour_weights is not None:
+            radial = radial * neighbour_weights
+        n = self.n_radial
+        scalars = torch.zeros((n_atoms, n), dtype=radial.dtype, device=radial.device).index_add(
+            0, edges.centre, radial[:, :n])                                # order 0: A[i, n, 0]
+        if self.lmax == 0:
+            return scalars
+        m = edges.m
+        rad_pad = torch.zeros((n_atoms * m, self.lmax * n), dtype=radial.dtype,
+                              device=radial.device).index_copy(0, edges.slot, radial[:, n:])
+        rad_pad = rad_pad.view(n_atoms, m, self.lmax, n).permute(0, 2, 3, 1)   # (N, lmax, n, M)
+        a = torch.matmul(rad_pad, edges.comps)                            # (N, lmax, n, C): A[i, n, l]
+        gram = torch.matmul(a, a.transpose(2, 3)).reshape(n_atoms, -1)     # (N, lmax*n*n)
+        return torch.cat([scalars, gram.index_select(1, self._triu_flat)], dim=1)
+
+    def forward(self, vectors: torch.Tensor, centre: torch.Tensor, neighbour_species: torch.Tensor,
+                n_atoms: int, neighbour_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        edges = self.edge_basis(vectors, centre, neighbour_species, n_atoms)
+        if neighbour_weights is not None:
+            neighbour_weights = neighbour_weights.index_select(0, edges.order)
+        return self.invariants(edges, neighbour_weights)
 
 
 class InteractionBlock(torch.nn.Module):
@@ -197,8 +273,9 @@ class InteractionBlock(torch.nn.Module):
     scalar: every neighbour term still carries the envelope, so the C² cutoff behaviour and exact
     gradient forces are unchanged.
 
-    ``forward(x (N, n_in), vectors (E,3) Å, centre (E,), neighbour (E,) index j, neighbour_species
-    (E,), n_atoms)`` returns (N, n_features). TorchScript compatible.
+    ``forward(x (N, n_in), edges, neighbour (E,) index j)`` returns (N, n_features); ``edges`` is
+    the :class:`EdgeBasis` of the pairs, built by the model's first :class:`MomentDescriptor`
+    (same species count, cutoff, basis, envelope and lmax as this block's). TorchScript compatible.
     """
 
     def __init__(self, n_in: int, n_species: int, cutoff: float, n_basis: int, n_radial: int, lmax: int,
@@ -209,7 +286,6 @@ class InteractionBlock(torch.nn.Module):
                                         torch.nn.Linear(hidden, (lmax + 1) * n_radial, dtype=torch.float64))
         self.n_features = self.moments.n_features
 
-    def forward(self, x: torch.Tensor, vectors: torch.Tensor, centre: torch.Tensor, neighbour: torch.Tensor,
-                neighbour_species: torch.Tensor, n_atoms: int) -> torch.Tensor:
-        g = self.gate(x).index_select(0, neighbour)
-        return self.moments(vectors, centre, neighbour_species, n_atoms, g)
+    def forward(self, x: torch.Tensor, edges: EdgeBasis, neighbour: torch.Tensor) -> torch.Tensor:
+        g = self.gate(x).index_select(0, neighbour.index_select(0, edges.order))
+        return self.moments.invariants(edges, g)

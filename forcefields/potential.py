@@ -114,7 +114,6 @@ class ZBLRepulsion(torch.nn.Module):
         self.register_buffer("z_b", z.unsqueeze(0).expand(len(z), -1).contiguous(), persistent=False)
         self.register_buffer("r_in", inner * rsum, persistent=False)
         self.register_buffer("r_out", r_out, persistent=False)
-        self.max_outer = float(r_out.max())
         self.n_species = len(z)
 
     def pair_energy(self, r: torch.Tensor, si: torch.Tensor, sj: torch.Tensor) -> torch.Tensor:
@@ -131,15 +130,19 @@ class ZBLRepulsion(torch.nn.Module):
     def forward(self, species: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor,
                 vectors: torch.Tensor, n_atoms: int) -> torch.Tensor:
         out = torch.zeros(n_atoms, dtype=vectors.dtype, device=vectors.device)
-        # only pairs inside the largest outer radius: the switch is exactly zero beyond it
+        # only pairs inside their own outer radius: the switch is exactly zero beyond it, and in
+        # ordinary geometries no pair is that close, so nothing enters the autograd graph
         with torch.no_grad():
-            r0 = torch.linalg.norm(vectors, dim=1)
-            close = torch.nonzero(r0 < self.max_outer).reshape(-1)
+            d2 = (vectors * vectors).sum(1)
+            si = species.index_select(0, edge_i)
+            sj = species.index_select(0, edge_j)
+            r_out = self.r_out.reshape(-1).index_select(0, si * self.n_species + sj).to(d2.dtype)
+            close = torch.nonzero(d2 < r_out * r_out).reshape(-1)
         if close.shape[0] == 0:
             return out
         ei = edge_i.index_select(0, close)
         r = torch.linalg.norm(vectors.index_select(0, close), dim=1)
-        e = self.pair_energy(r, species.index_select(0, ei), species.index_select(0, edge_j.index_select(0, close)))
+        e = self.pair_energy(r, si.index_select(0, close), sj.index_select(0, close))
         return out.index_add(0, ei, 0.5 * e)
 
 
@@ -239,15 +242,15 @@ class NeuralPotential(AtomisticModel):
         then those of each interaction block (each block reads the normalised features of the
         layer before it, so their statistics are fitted one layer at a time: ``feature_stages``)."""
         n_atoms = positions.shape[0]
-        neighbour_species = species.index_select(0, edge_j)
-        d = self.descriptor(vectors, edge_i, neighbour_species, n_atoms)
+        edges = self.descriptor.edge_basis(vectors, edge_i, species.index_select(0, edge_j), n_atoms)
+        d = self.descriptor.invariants(edges, None)
         feats = [d]
         start = 0
-        for block in self.blocks:
+        for block in self.blocks:   # the pair geometry is built once and shared by every layer
             width = d.shape[1]
             x = (d - self.feature_mean[start:start + width]) / self.feature_std[start:start + width]
             start += width
-            d = block(x, vectors, edge_i, edge_j, neighbour_species, n_atoms)
+            d = block(x, edges, edge_j)
             feats.append(d)
         return torch.cat(feats, dim=1) if len(feats) > 1 else feats[0]
 
