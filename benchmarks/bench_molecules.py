@@ -22,7 +22,9 @@ The MACE comparison (mace-torch, the ``bench`` extra; without it every MACE figu
             lawful's CPU budget (``train_cpu_s`` in the shipped model's training summary, or
             ``--mace-budget-cpu-s``) and (b) the "converged" model (validation loss plateau, capped
             by ``--mace-cap-cpu-s``); then the test-split errors of lawful and of both MACE models
-            through one function, :func:`prediction_errors`.
+            through one function, :func:`prediction_errors`. ``--mace-reuse``: no training; the models
+            and training record (``record.json``) an earlier ``mace`` run left in ``--mace-dir`` are
+            used, refused when lawful's budget or the training frames changed since.
 ``cost``    CPU time (``time.process_time``, one thread) per energy+forces call in each engine's ASE
             calculator, float64 and float32, for the 22-atom alanine dipeptide and a periodic box of
             500 water molecules; rounds interleaved, median and spread, MACE/lawful ratios.
@@ -341,6 +343,54 @@ def train_mace(workdir: Path, budget_cpu_s: float, cap_cpu_s: float, stride: int
         rec["parameters"] = None
     print(f"MACE: {res['epochs_run']} epochs, {res['train_cpu_s']:.1f} s CPU, stop: {res['stop_reason']}; "
           f"same-budget model after {snap['epochs_run']} epochs ({snap['cpu_s']:.1f} s)", flush=True)
+    save_mace_record(workdir, rec)
+    return rec
+
+
+#: The training record a ``mace`` run leaves beside its models, read back by ``--mace-reuse``.
+MACE_RECORD = "record.json"
+
+
+def save_mace_record(workdir: Path, rec: dict) -> Path:
+    """Write ``rec`` (:func:`train_mace`'s record) to ``workdir/record.json``, atomically."""
+    import json
+
+    from lawful.kernels.modelfile import atomic_write
+
+    path = Path(workdir) / MACE_RECORD
+    with atomic_write(path) as f:
+        f.write(json.dumps(rec, indent=1).encode())
+    return path
+
+
+def reused_mace_record(workdir: Path, budget_cpu_s: float, stride: int) -> dict:
+    """The record of the MACE training an earlier run left in ``workdir``, checked against this
+    run: lawful's CPU budget (the same-budget model must match the model compared now) and the
+    training frames (count and atoms). Raises SystemExit naming the mismatch and the fix."""
+    import json
+
+    path = Path(workdir) / MACE_RECORD
+    if not path.is_file():
+        raise SystemExit(f"--mace-reuse: no {MACE_RECORD} in {workdir}: train MACE there first (--only mace without "
+                         "--mace-reuse), or point --mace-dir at the folder of an earlier mace run.")
+    rec = json.loads(path.read_text())
+    for key in ("same_budget", "converged"):
+        model = Path(rec[key]["model"])
+        if not model.is_file():
+            raise SystemExit(f"--mace-reuse: the {key} MACE model {model} named in {path} is missing: train again "
+                             "(--only mace without --mace-reuse).")
+    trained_budget = float(rec["same_budget"]["budget_cpu_s"])
+    if abs(trained_budget - budget_cpu_s) > 1.0:
+        raise SystemExit(f"--mace-reuse: the MACE models in {workdir} were trained against a lawful budget of "
+                         f"{trained_budget:.0f} s CPU, but the lawful model compared now took {budget_cpu_s:.0f} s: "
+                         "the same-budget comparison would be wrong; train MACE again (--only mace without "
+                         "--mace-reuse) or pass --mace-budget-cpu-s to compare against that budget.")
+    tr, _ = training_sets(stride)
+    if (len(tr), _n_atoms(tr)) != (rec["n_train"], rec["n_train_atoms"]):
+        raise SystemExit(f"--mace-reuse: the MACE models in {workdir} were trained on {rec['n_train']} frames "
+                         f"({rec['n_train_atoms']} atoms), the training sets now hold {len(tr)} ({_n_atoms(tr)} atoms): "
+                         "the data changed since; train MACE again (--only mace without --mace-reuse).")
+    rec["reused_from"] = str(path)
     return rec
 
 
@@ -680,7 +730,11 @@ def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
     molecules = MOLECULES
     mace_models: dict = {}
     if have_mace and "mace" in parts:
-        rec = train_mace(workdir, budget, cap, stride, tiny, quick, args.mace_channels, args.mace_max_l)
+        if args.mace_reuse:
+            rec = reused_mace_record(workdir, budget, stride)
+            print(f"MACE: reusing the models and record of {rec['reused_from']} (no training)", flush=True)
+        else:
+            rec = train_mace(workdir, budget, cap, stride, tiny, quick, args.mace_channels, args.mace_max_l)
         figures["mace_training"] = rec
         mace_models = {"mace_same_budget": rec["same_budget"]["model"], "mace_converged": rec["converged"]["model"]}
         # full-run estimate: MACE's epoch cost scales with the atoms in the training set
@@ -775,6 +829,9 @@ def main(argv=None) -> None:
     ap.add_argument("--mace-dir", default=None,
                     help="MACE work folder: extxyz, logs, checkpoints, models (default runs/mace-organic-xtb; "
                          "quick: under the results folder); cost/drift without mace reuse the models found there")
+    ap.add_argument("--mace-reuse", action="store_true",
+                    help="mace: no training; reuse the models and record.json an earlier mace run left in --mace-dir "
+                         "(refused when lawful's budget or the training frames changed since)")
     ap.add_argument("--mace-channels", type=int, default=None, help="MACE channels (default: mace_peer.MACE_ARCH's)")
     ap.add_argument("--mace-max-l", type=int, default=None, help="MACE L_max of the hidden irreps (default: MACE_ARCH's)")
     args = ap.parse_args(argv)

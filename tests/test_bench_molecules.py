@@ -277,3 +277,40 @@ def test_training_further_keeps_the_normalisation_and_counts_every_stage(bm, tmp
     assert s["train_cpu_s_total"] == pytest.approx(sum(st["train_cpu_s"] for st in s["stages"]))
     assert s["train_cpu_s_total"] > float(prior.get("train_cpu_s_total", prior["train_cpu_s"]))
     assert bm.lawful_budget_cpu_s(path) == pytest.approx(s["train_cpu_s_total"])
+
+
+def _reuse_folder(bm, tmp_path, stride=100, budget=1000.0):
+    """A MACE work folder as a finished mace run leaves it: two model files and record.json."""
+    tr, _ = bm.training_sets(stride)
+    rec = {"n_train": len(tr), "n_train_atoms": bm._n_atoms(tr),
+           "same_budget": {"model": str(tmp_path / "m_budget.model"), "budget_cpu_s": budget},
+           "converged": {"model": str(tmp_path / "m.model"), "stop_reason": "plateau"}}
+    for key in ("same_budget", "converged"):
+        Path(rec[key]["model"]).write_bytes(b"not read here")
+    bm.save_mace_record(tmp_path, rec)
+    return rec
+
+
+@pytest.mark.parametrize("damage, budget, message", [
+    (None, 1000.0, None),
+    ("no-record", 1000.0, "no record.json"),
+    ("no-model", 1000.0, "is missing"),
+    (None, 1500.0, "lawful budget of 1000 s CPU"),
+    ("frames", 1000.0, "the data changed since"),
+])
+def test_mace_reuse_refuses_a_folder_that_does_not_match_this_comparison(bm, tmp_path, damage, budget, message):
+    rec = _reuse_folder(bm, tmp_path)
+    if damage == "no-record":
+        (tmp_path / "record.json").unlink()
+    elif damage == "no-model":
+        Path(rec["converged"]["model"]).unlink()
+    elif damage == "frames":
+        rec["n_train"] += 1
+        bm.save_mace_record(tmp_path, rec)
+    if message is None:
+        got = bm.reused_mace_record(tmp_path, budget, 100)
+        assert got["reused_from"] == str(tmp_path / "record.json")
+        assert got["same_budget"] == rec["same_budget"]
+    else:
+        with pytest.raises(SystemExit, match=message):
+            bm.reused_mace_record(tmp_path, budget, 100)
