@@ -457,6 +457,11 @@ def alanine_start():
         return Atoms(a.numbers, positions=a.positions), "first test frame (tblite not installed: no xTB minimum)"
 
 
+#: Cost table: warm-up calls per engine, and the CPU seconds a round's burst of calls aims at.
+COST_WARMUP = 3
+COST_BURST_S = 0.05
+
+
 def _cpu_samples(fn, repeat: int) -> list:
     samples = []
     for _ in range(repeat):
@@ -496,8 +501,13 @@ def cost_per_call(systems: dict, lawful_path, mace_path, repeat: int) -> dict:
     periodic box only). ``lawful_torchscript``: the model's TorchScript export
     (:func:`~lawful.forcefields.export_torchscript`, the module openmm-torch runs: neighbour list
     rebuilt on every call, no domain checks), called with the positions as a tensor. Per system and
-    dtype: one warm-up call each, then ``repeat`` interleaved rounds (lawful_fresh, lawful_md,
-    lawful_torchscript, mace, ...) so machine noise hits all alike; median and spread, and the ratios
+    dtype: :data:`COST_WARMUP` warm-up calls each (lazy set-up, TorchScript's profiling runs), then
+    ``repeat`` interleaved rounds (lawful_fresh, lawful_md, lawful_torchscript, mace, ...) so
+    machine noise hits all alike. In a round each engine runs a burst of consecutive calls, as an
+    MD loop calls its calculator, about :data:`COST_BURST_S` of CPU long (from its warm-up time; 1 to
+    20 calls; the burst sizes are recorded), and the sample is the burst's CPU time per call: a
+    single call right after another engine's would time the cache refill that the other engine's
+    working set caused, not the engine. Median and spread of the samples, and the ratios
     MACE/lawful of the medians.
     """
     from ase.calculators.calculator import all_changes
@@ -520,14 +530,20 @@ def cost_per_call(systems: dict, lawful_path, mace_path, repeat: int) -> dict:
                 calcs[kind].calculate(a, ["energy", "forces"], all_changes)
 
             samples = {k: [] for k in calcs}
+            bursts = {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 for kind in calcs:
-                    call(kind)
+                    warm = _cpu_samples(lambda: call(kind), COST_WARMUP)
+                    bursts[kind] = max(1, min(20, math.ceil(COST_BURST_S / max(min(warm), 1e-6))))
                 for _ in range(repeat):
                     for kind in calcs:
-                        samples[kind] += _cpu_samples(lambda: call(kind), 1)
-            res = {kind: dict(spread(xs), median=statistics.median(xs)) for kind, xs in samples.items()}
+                        t0 = time.process_time()
+                        for _ in range(bursts[kind]):
+                            call(kind)
+                        samples[kind].append((time.process_time() - t0) / bursts[kind])
+            res = {kind: dict(spread(xs), median=statistics.median(xs), calls_per_sample=bursts[kind])
+                   for kind, xs in samples.items()}
             for k in ("fresh", "md", "torchscript"):
                 res[f"mace_over_lawful_{k}_ratio"] = (res["mace"]["median"] / res[f"lawful_{k}"]["median"]
                                                       if "mace" in res else None)
