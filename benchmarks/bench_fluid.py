@@ -22,8 +22,11 @@ Side by side in one run on this machine (same Taichi, same CPU):
 * the speed table (issue 15): the machine's streaming bandwidth measured in the same run (a large
   float32 array copy), then per grid 128^2 .. 1024^2 (Kolmogorov, float32): Taichi kernel launches
   per step (:func:`lawful.fluids.profiling.count_launches`), ms per step, the Python/launch
-  overhead share (per-launch cost measured on a 16^2 grid, where the arithmetic is negligible,
-  times the launches), and the ratio of the step time to a memory-traffic lower bound (the
+  overhead share, estimated (per-launch cost measured on a 16^2 grid, where the arithmetic is
+  small, times the launches: an upper bound, since the 16^2 step's multigrid work counts as
+  overhead) and measured (``outside_kernels_share``: the share of the step's wall time spent
+  outside Taichi's native kernel calls, i.e. Python, argument handling and torch reductions),
+  and the ratio of the step time to a memory-traffic lower bound (the
   bytes model is written into the JSON); the corrected step (a random-init
   DivergenceFreeCorrector) over the plain step at 128^2;
 * a projection anchor: one Poisson solve of the Kármán channel at 128^2 (the same grid,
@@ -257,12 +260,12 @@ def _timed_steps(solver, state, steps, corrector=None):
     from lawful.fluids.profiling import count_launches
 
     iters = []
-    with count_launches() as c:
+    with count_launches(timed=True) as c:
         t0 = time.perf_counter()
         for _ in range(steps):
             iters.append(solver.step(state, corrector)["pressure_iters"])
         wall = time.perf_counter() - t0
-    return wall / steps, c.launches / steps, sum(iters) / len(iters), dict(c.by_kernel)
+    return wall / steps, c.launches / steps, sum(iters) / len(iters), dict(c.by_kernel), 1.0 - c.kernel_s / wall
 
 
 def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict:
@@ -277,7 +280,7 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     sv = small.make_solver()
     for _ in range(3):
         sv.step(small.state)
-    t_small, l_small, _, _ = _timed_steps(sv, small.state, 50)
+    t_small, l_small, _, _, _ = _timed_steps(sv, small.state, 50)
     per_launch = t_small / l_small
     rows = {}
     for n in sizes:
@@ -286,16 +289,18 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
         for _ in range(2):
             solver.step(sc.state)
         k = steps or max(3, min(30, int(3e6 // (n * n))))
-        t, launches, iters, by_kernel = _timed_steps(solver, sc.state, k)
+        t, launches, iters, by_kernel, outside = _timed_steps(solver, sc.state, k)
         traffic = step_traffic_bytes(sc.state, iters)
         bound_s = traffic["total_bytes"] / (bw["gbytes_per_s"] * 1e9)
         rows[str(n)] = {"n": n, "steps": k, "ms_per_step": 1e3 * t, "launches_per_step": launches,
                         "launches_by_kernel": {kk: v / k for kk, v in by_kernel.items()},
                         "mean_pressure_iters": iters, "overhead_share_est": min(1.0, per_launch * launches / t),
+                        "outside_kernels_share": outside,
                         "traffic": traffic, "bound_ms": 1e3 * bound_s, "ratio_to_bound": t / bound_s,
                         "ns_per_cell": 1e9 * t / (n * n)}
         print(f"speed {n}^2: {1e3 * t:.2f} ms/step, {launches:.1f} launches, {iters:.1f} CG its, "
-              f"bound {1e3 * bound_s:.3f} ms (x{t / bound_s:.0f}), overhead ~{100 * per_launch * launches / t:.0f}%",
+              f"bound {1e3 * bound_s:.3f} ms (x{t / bound_s:.0f}), overhead ~{100 * per_launch * launches / t:.0f}% "
+              f"(measured outside kernels {100 * outside:.0f}%)",
               flush=True)
     n0 = sizes[0]
     sc = scenes.kolmogorov(n=n0)
@@ -304,8 +309,8 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     for _ in range(2):
         solver.step(sc.state, corr)
     k = rows[str(n0)]["steps"]
-    t_plain, _, _, _ = _timed_steps(solver, sc.state, k)
-    t_corr, l_corr, _, _ = _timed_steps(solver, sc.state, k, corr)
+    t_plain, _, _, _, _ = _timed_steps(solver, sc.state, k)
+    t_corr, l_corr, _, _, _ = _timed_steps(solver, sc.state, k, corr)
     # the corrector's convolutions run in torch: with one torch thread the second core idles while
     # they run, though the Taichi part of the step uses every core; matched = as many torch threads
     # as Taichi's CPU threads (they alternate within a step, never run at once)
@@ -313,8 +318,8 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     ti_threads = os.cpu_count() or 1
     torch.set_num_threads(ti_threads)
     try:
-        t_corr_matched, _, _, _ = _timed_steps(solver, sc.state, k, corr)
-        t_plain_matched, _, _, _ = _timed_steps(solver, sc.state, k)
+        t_corr_matched, _, _, _, _ = _timed_steps(solver, sc.state, k, corr)
+        t_plain_matched, _, _, _, _ = _timed_steps(solver, sc.state, k)
     finally:
         torch.set_num_threads(threads)
     cells = [n * n for n in sizes]

@@ -8,6 +8,7 @@ hot path itself carries no counter. Torch operations are not Taichi launches and
 from __future__ import annotations
 
 import contextlib
+import time
 
 __all__ = ["count_launches"]
 
@@ -16,28 +17,60 @@ class _Count:
     def __init__(self):
         self.launches = 0
         self.by_kernel = {}
+        self.kernel_s = 0.0
+
+
+class _TimedProgram:
+    """Stands in for Taichi's program object: times ``launch_kernel``, forwards the rest."""
+
+    def __init__(self, prog, count):
+        self._prog = prog
+        self._count = count
+
+    def __getattr__(self, name):
+        return getattr(self._prog, name)
+
+    def launch_kernel(self, *args):
+        t0 = time.perf_counter()
+        try:
+            return self._prog.launch_kernel(*args)
+        finally:
+            self._count.kernel_s += time.perf_counter() - t0
 
 
 @contextlib.contextmanager
-def count_launches():
+def count_launches(timed: bool = False):
     """``with count_launches() as c: ...`` -> ``c.launches`` (total) and ``c.by_kernel``
-    (launches per kernel function name) of the block."""
-    from taichi.lang import kernel_impl
+    (launches per kernel function name) of the block; with ``timed``, ``c.kernel_s``: seconds of
+    wall time inside Taichi's native launch (kernel execution on the CPU backend; on CUDA launches
+    are asynchronous and this is launch time only)."""
+    from taichi.lang import impl, kernel_impl
 
+    from lawful.kernels import fast_launch
     from lawful.kernels.runtime import ensure_taichi
 
     ensure_taichi()
     c = _Count()
     orig = kernel_impl.Kernel.__call__
 
-    def counted(self, *args, **kwargs):
+    def note(name):
         c.launches += 1
-        name = getattr(self.func, "__name__", "?")
         c.by_kernel[name] = c.by_kernel.get(name, 0) + 1
+
+    def counted(self, *args, **kwargs):
+        note(getattr(self.func, "__name__", "?"))
         return orig(self, *args, **kwargs)
 
+    runtime = impl.get_runtime()
+    prog = runtime.prog
     kernel_impl.Kernel.__call__ = counted
+    fast_launch.launch_observers.append(note)
+    if timed:
+        runtime.prog = _TimedProgram(prog, c)
     try:
         yield c
     finally:
         kernel_impl.Kernel.__call__ = orig
+        fast_launch.launch_observers.remove(note)
+        if timed:
+            runtime.prog = prog

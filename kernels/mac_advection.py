@@ -32,6 +32,7 @@ import functools
 import torch
 
 from lawful.kernels.errors import InputError
+from lawful.kernels.fast_launch import fast_kernels
 from lawful.kernels.mac_grid import SCALAR_CFL_MAX, serial_grid, substeps
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
@@ -366,7 +367,7 @@ def _kernels(real_name: str):
                     s[c, i, j] = stored
         return adv
 
-    return dict(advect=advect, scalar1=make_scalar(1), scalar2=make_scalar(2))
+    return fast_kernels(dict(advect=advect, scalar1=make_scalar(1), scalar2=make_scalar(2)))
 
 
 def velocity_workspace(ubc: torch.Tensor, vbc: torch.Tensor):

@@ -16,6 +16,7 @@ import functools
 
 import torch
 
+from lawful.kernels.fast_launch import fast_kernels
 from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, serial_grid, substeps
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
@@ -162,7 +163,7 @@ def _kernels(real_name: str):
         visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, ser)
         bc_loops(u, v, uw, vw, s, k, bdt, xlo, xhi, ylo, yhi, ser)
 
-    return dict(visc=visc, buoy_bc=buoy_bc, visc_buoy_bc=visc_buoy_bc)
+    return fast_kernels(dict(visc=visc, buoy_bc=buoy_bc, visc_buoy_bc=visc_buoy_bc))
 
 
 def _codes(boundary: Boundary):

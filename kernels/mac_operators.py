@@ -23,6 +23,7 @@ import functools
 import torch
 
 from lawful.kernels.errors import ShapeError
+from lawful.kernels.fast_launch import fast_kernels
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -63,7 +64,7 @@ def _kernels(real_name: str):
                 else:
                     dv[i, j] = val
 
-    return dict(div=div, curl=curl_k)
+    return fast_kernels(dict(div=div, curl=curl_k))
 
 
 def divergence(u: torch.Tensor, v: torch.Tensor, dx: float, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from lawful.kernels.errors import ConvergenceError, InputError
+from lawful.kernels.fast_launch import fast_kernels
 from lawful.kernels.mac_grid import Boundary, face_bc, serial_grid
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
@@ -332,7 +333,7 @@ def _mg_kernels(real_name: str = "float32"):
                         s += a[WY, 2 * I + di, fj + o]
                 a[WY, I, J + oc] = 0.5 * s
 
-    return dict(coarsen=coarsen, vcycle=vcycle, nbv=nbv, diag=diag, apply_a=apply_a)
+    return fast_kernels(dict(coarsen=coarsen, vcycle=vcycle, nbv=nbv, diag=diag, apply_a=apply_a))
 
 
 @functools.lru_cache(maxsize=None)
@@ -466,7 +467,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
             out = rmax
         return out
 
-    return dict(residual=residual, cg_iter=cg_iter)
+    return fast_kernels(dict(residual=residual, cg_iter=cg_iter))
 
 
 @functools.lru_cache(maxsize=None)
@@ -581,7 +582,7 @@ def _state_kernels(real_name: str):
     def subtract_gradient(u: A2, v: A2, a: A3, px: int, py: int, ser: ti.template()):
         gradient_loops(u, v, a, px, py, 1, ser)
 
-    return dict(start=start, finish=finish, subtract_gradient=subtract_gradient)
+    return fast_kernels(dict(start=start, finish=finish, subtract_gradient=subtract_gradient))
 
 
 def _taichi_array(t: torch.Tensor, dtype: str):

@@ -1,0 +1,147 @@
+"""The planned Taichi launches of :mod:`lawful.kernels.fast_launch` do exactly what Taichi's own
+call does: same results to the bit in whole solver runs, the same launch counts, and Taichi's own
+path (with its checks and errors) for every argument the plan does not cover.
+
+(No ``from __future__ import annotations`` here: Taichi reads kernel annotations as objects.)"""
+
+
+import pytest
+import torch
+
+from lawful.kernels.fast_launch import ENV_FAST_LAUNCH, FastKernel, fast_kernel
+from lawful.kernels.runtime import ensure_taichi
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    ensure_taichi()
+    import taichi as ti
+
+    T2 = ti.types.ndarray(dtype=ti.f64, ndim=2)
+    N1 = ti.types.ndarray(dtype=ti.f32, ndim=1)
+
+    @ti.kernel
+    def axpy(x: T2, y: T2, acc: N1, a: ti.f64, k: int, flip: ti.template()) -> ti.f64:
+        total = 0.0
+        for i, j in x:
+            v = a * x[i, j] + k
+            if ti.static(flip):
+                v = -v
+            y[i, j] += v
+            total += v
+        acc[0] += 1.0
+        return total
+
+    return fast_kernel(axpy), axpy
+
+
+def _taichi_path_calls(monkeypatch):
+    """Count calls that go through Taichi's Kernel.__call__ (the fast path bypasses it)."""
+    from taichi.lang import kernel_impl
+
+    calls = []
+    orig = kernel_impl.Kernel.__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.func.__name__)
+        return orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(kernel_impl.Kernel, "__call__", counted)
+    return calls
+
+
+def test_planned_calls_equal_taichis_and_skip_its_argument_handling(kernels, monkeypatch):
+    import taichi as ti
+
+    fast, plain = kernels
+    assert isinstance(fast, FastKernel)
+    calls = _taichi_path_calls(monkeypatch)
+    x = torch.linspace(0.0, 1.0, 12, dtype=torch.float64).reshape(3, 4)
+    y_fast, y_plain = torch.zeros_like(x), torch.zeros_like(x)
+    acc_fast, acc_plain = ti.ndarray(ti.f32, 1), ti.ndarray(ti.f32, 1)
+    for flip in (False, True, False):
+        for a, k in ((0.5, 2), (-1.25, 0), (3.0, -1)):
+            got = fast(x, y_fast, acc_fast, a, k, flip)
+            want = plain(x, y_plain, acc_plain, a, k, flip)
+            assert got == want
+            assert torch.equal(y_fast, y_plain)
+    assert acc_fast.to_numpy()[0] == acc_plain.to_numpy()[0] == 9.0
+    # the fast kernel went through Taichi once per template value (two plans), the plain one 9 times
+    assert calls.count("axpy") == 9 + 2
+
+
+@pytest.mark.parametrize("case", ["kwargs", "non-contiguous", "requires-grad", "wrong-dtype", "disabled"])
+def test_what_the_plan_does_not_cover_takes_taichis_path(kernels, monkeypatch, case):
+    import taichi as ti
+
+    fast, plain = kernels
+    x = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    acc = ti.ndarray(ti.f32, 1)
+    fast(x, torch.zeros_like(x), acc, 1.0, 1, False)    # a plan exists for this signature
+    calls = _taichi_path_calls(monkeypatch)
+    y = torch.zeros_like(x)
+    if case == "kwargs":
+        assert fast(x, y, acc, 2.0, 1, flip=False) == plain(x, torch.zeros_like(x), acc, 2.0, 1, False)
+    elif case == "non-contiguous":
+        with pytest.raises(ValueError, match="Non contiguous"):
+            fast(x.t(), torch.zeros(3, 2, dtype=torch.float64), acc, 1.0, 1, False)
+    elif case == "requires-grad":
+        xg = x.clone().requires_grad_(True)
+        fast(xg, y, acc, 2.0, 1, False)
+        assert torch.equal(y, 2.0 * x + 1)
+    elif case == "wrong-dtype":
+        with pytest.raises(Exception, match="f64|float64|dtype|type"):
+            fast(x.float(), y.float(), acc, 1.0, 1, False)
+    else:
+        monkeypatch.setenv(ENV_FAST_LAUNCH, "0")
+        fast(x, y, acc, 2.0, 1, False)
+        assert torch.equal(y, 2.0 * x + 1)
+    assert "axpy" in calls
+
+
+def _scenes():
+    from lawful.fluids import scenes
+
+    return {
+        "kolmogorov-f32": lambda: scenes.kolmogorov(n=32),
+        "karman-f64": lambda: scenes.karman(re=100.0, n=16, dtype=torch.float64),
+        "smoke-plume": lambda: scenes.smoke_plume(n=32),
+        "cavity": lambda: scenes.lid_driven_cavity(re=100.0, n=32),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_scenes()))
+def test_solver_runs_are_bitwise_equal_with_and_without_planned_launches(name, monkeypatch):
+    from lawful.fluids.profiling import count_launches
+
+    results = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv(ENV_FAST_LAUNCH, flag)
+        sc = _scenes()[name]()
+        solver = sc.make_solver()
+        with count_launches() as c:
+            for _ in range(12):
+                solver.step(sc.state)
+        results[flag] = ([getattr(sc.state, f).clone() for f in ("u", "v", "p", "scalars")], c.launches, c.by_kernel)
+    (slow, n_slow, by_slow), (fast, n_fast, by_fast) = results["0"], results["1"]
+    for a, b in zip(slow, fast):
+        assert torch.equal(a, b)
+    assert n_fast == n_slow > 12 and by_fast == by_slow
+
+
+def test_timed_launch_count_splits_the_step_into_kernels_and_the_rest():
+    from lawful.fluids import scenes
+    from lawful.fluids.profiling import count_launches
+
+    sc = scenes.kolmogorov(n=32)
+    solver = sc.make_solver()
+    solver.step(sc.state)
+    import time
+
+    t0 = time.perf_counter()
+    with count_launches(timed=True) as c:
+        for _ in range(5):
+            solver.step(sc.state)
+    wall = time.perf_counter() - t0
+    assert c.launches >= 5 * 5
+    assert 0.0 < c.kernel_s < wall
