@@ -117,18 +117,26 @@ def _restore(x: torch.Tensor, periodic) -> torch.Tensor:
     return x
 
 
-def _pad_conv(x: torch.Tensor, r: int, periodic) -> torch.Tensor:
-    """Pad a ``(B, C, H, W)`` batch by ``r``: circular on periodic axes, zeros elsewhere."""
+def _wrap_halo(x: torch.Tensor, r: int, periodic) -> torch.Tensor:
+    """Extend a ``(B, C, H, W)`` batch by ``r`` periodic copies on each side of its periodic axes
+    (the others untouched)."""
     if r == 0:
         return x
     if periodic[1]:
         x = torch.cat([x[..., -r:], x, x[..., :r]], -1)
-    else:
-        x = F.pad(x, (r, r, 0, 0))
     if periodic[0]:
         x = torch.cat([x[..., -r:, :], x, x[..., :r, :]], -2)
-    else:
-        x = F.pad(x, (0, 0, r, r))
+    return x
+
+
+def _crop_halo(x: torch.Tensor, r: int, periodic) -> torch.Tensor:
+    """Drop ``r`` cells from each side of the periodic axes of a ``(B, C, H, W)`` batch."""
+    if r == 0:
+        return x
+    if periodic[0]:
+        x = x[..., r:-r, :]
+    if periodic[1]:
+        x = x[..., r:-r]
     return x
 
 
@@ -157,10 +165,17 @@ class _CornerNet(torch.nn.Module):
             self.out.bias.zero_()
 
     def forward(self, x, periodic):
-        h = x
+        # Periodic axes: one halo of r cells per layer, added once, and unpadded convolutions that
+        # each use up r of it (the same values as padding every layer circularly, without a copy
+        # of every hidden map); other axes: each convolution's own zero padding.
+        n_convs = len(self.hidden_layers) + 1
+        pad = (0 if periodic[0] else self.r, 0 if periodic[1] else self.r)
+        h = _wrap_halo(x, self.r * n_convs, periodic)
         for conv in self.hidden_layers:
-            h = F.silu(conv(_pad_conv(h, self.r, periodic)))
-        return h, self.out(_pad_conv(h, self.r, periodic))
+            h = F.silu(F.conv2d(h, conv.weight, conv.bias, padding=pad))
+        out = F.conv2d(h, self.out.weight, self.out.bias, padding=pad)
+        # the last hidden features on the canonical grid (their remaining halo cropped)
+        return _crop_halo(h, self.r, periodic), out
 
 
 class _CorrectorBase(torch.nn.Module):

@@ -321,3 +321,29 @@ def test_solver_slot_and_corrector_apply_a_stream_function_the_same_way():
     solver.apply_correction(b, {"psi": psi.detach()})
     assert torch.allclose(a.u, b.u, rtol=0, atol=1e-13) and torch.allclose(a.v, b.v, rtol=0, atol=1e-13)
     assert float((a.u - sc.state.u).abs().max()) > 1e-8       # it did correct
+
+
+@pytest.mark.parametrize("periodic", [(True, True), (True, False), (False, True), (False, False)])
+def test_network_equals_padding_every_layer_circularly_or_with_zeros(periodic):
+    """The corrector CNN adds its periodic halo once and lets each convolution use up its share;
+    that must equal padding every layer (circular on periodic axes, zeros elsewhere)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    c = DivergenceFreeCorrector(hidden=6, layers=3, kernel_size=3, dtype=torch.float64)
+    net = c.net
+    x = torch.randn(2, 5, 9, 12, dtype=torch.float64)
+
+    def pad(h):
+        r = net.r
+        h = torch.cat([h[..., -r:], h, h[..., :r]], -1) if periodic[1] else F.pad(h, (r, r, 0, 0))
+        return torch.cat([h[..., -r:, :], h, h[..., :r, :]], -2) if periodic[0] else F.pad(h, (0, 0, r, r))
+
+    h = x
+    for conv in net.hidden_layers:
+        h = F.silu(conv(pad(h)))
+    want_out = net.out(pad(h))
+    got_h, got_out = net(x, periodic)
+    assert got_out.shape == want_out.shape == (2, 1, 9, 12) and got_h.shape == h.shape
+    assert torch.allclose(got_out, want_out, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(got_h, h, rtol=1e-12, atol=1e-14)
