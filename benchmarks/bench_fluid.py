@@ -48,6 +48,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -256,6 +257,10 @@ def step_traffic_bytes(state, cg_iterations: float) -> dict:
                      "once (float64)"}
 
 
+#: Rounds of alternating plain / corrected timing blocks for the corrected-step ratio.
+CORRECTED_ROUNDS = 5
+
+
 def _timed_steps(solver, state, steps, corrector=None):
     from lawful.fluids.profiling import count_launches
 
@@ -309,19 +314,27 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     for _ in range(2):
         solver.step(sc.state, corr)
     k = rows[str(n0)]["steps"]
-    t_plain, _, _, _, _ = _timed_steps(solver, sc.state, k)
-    t_corr, l_corr, _, _, _ = _timed_steps(solver, sc.state, k, corr)
     # the corrector's convolutions run in torch: with one torch thread the second core idles while
     # they run, though the Taichi part of the step uses every core; matched = as many torch threads
-    # as Taichi's CPU threads (they alternate within a step, never run at once)
+    # as Taichi's CPU threads (they alternate within a step, never run at once). Plain and
+    # corrected blocks of k steps alternate over CORRECTED_ROUNDS rounds (medians), so that a
+    # change in the machine's load hits both.
     threads = torch.get_num_threads()
     ti_threads = os.cpu_count() or 1
-    torch.set_num_threads(ti_threads)
-    try:
-        t_corr_matched, _, _, _, _ = _timed_steps(solver, sc.state, k, corr)
-        t_plain_matched, _, _, _, _ = _timed_steps(solver, sc.state, k)
-    finally:
-        torch.set_num_threads(threads)
+    times: dict = {"plain": [], "corr": [], "plain_m": [], "corr_m": []}
+    l_corr = None
+    for _ in range(CORRECTED_ROUNDS):
+        times["plain"].append(_timed_steps(solver, sc.state, k)[0])
+        t, l_corr, _, _, _ = _timed_steps(solver, sc.state, k, corr)
+        times["corr"].append(t)
+        torch.set_num_threads(ti_threads)
+        try:
+            times["corr_m"].append(_timed_steps(solver, sc.state, k, corr)[0])
+            times["plain_m"].append(_timed_steps(solver, sc.state, k)[0])
+        finally:
+            torch.set_num_threads(threads)
+    t_plain, t_corr, t_plain_matched, t_corr_matched = (statistics.median(times[key])
+                                                        for key in ("plain", "corr", "plain_m", "corr_m"))
     cells = [n * n for n in sizes]
     ts = [rows[str(n)]["ms_per_step"] for n in sizes]
     growth = (math.log(ts[-1]) - math.log(ts[0])) / (math.log(cells[-1]) - math.log(cells[0])) if len(sizes) > 1 else None
@@ -333,7 +346,7 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
                                "torch_threads_matched": ti_threads,
                                "plain_ms_matched": 1e3 * t_plain_matched,
                                "corrected_ms_matched": 1e3 * t_corr_matched,
-                               "ratio_matched": t_corr_matched / t_plain_matched,
+                               "ratio_matched": t_corr_matched / t_plain_matched, "rounds": CORRECTED_ROUNDS,
                                "corrector": "DivergenceFreeCorrector (random init, default size)"}}
 
 

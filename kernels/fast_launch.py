@@ -66,6 +66,14 @@ class FastKernel:
         self._is_template = None   # per argument, filled on first use (arguments parse lazily)
         self._ti_ndarray = None
 
+    # A kernel is shared code, like the function it wraps: copies (copy.deepcopy of a module or
+    # corrector that holds one) share it rather than trying to copy Taichi's program objects.
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     # -- signature and plan --------------------------------------------------------------------
     def _signature(self, args):
         import torch

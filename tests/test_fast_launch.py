@@ -145,3 +145,24 @@ def test_timed_launch_count_splits_the_step_into_kernels_and_the_rest():
     wall = time.perf_counter() - t0
     assert c.launches >= 5 * 5
     assert 0.0 < c.kernel_s < wall
+
+
+def test_a_corrector_that_has_run_can_still_be_deep_copied():
+    """Objects that hold a planned kernel (a corrector after a step) deep-copy as they did when
+    they held Taichi's kernel function: the kernel is shared, not copied."""
+    import copy
+
+    from lawful.fluids import scenes
+    from lawful.fluids.correctors import DivergenceFreeCorrector
+
+    sc = scenes.kolmogorov(n=16)
+    corr = DivergenceFreeCorrector.for_scene(sc)
+    solver = sc.make_solver()
+    for _ in range(3):
+        solver.step(sc.state, corr)
+    twin = copy.deepcopy(corr)
+    assert twin is not corr
+    a, b = copy.deepcopy(sc.state), copy.deepcopy(sc.state)
+    corr(a)          # the in-loop call adds the correction in place
+    twin(b)
+    assert torch.equal(a.u, b.u) and torch.equal(a.v, b.v) and not torch.equal(a.u, sc.state.u)
