@@ -15,7 +15,8 @@ Anything the plan does not cover takes Taichi's own path, every time: keyword ar
 non-contiguous tensor (Taichi then raises its usual error), tensors that require grad or sit on
 another device than the Taichi arch, ndarray arguments with vector/matrix elements, struct or
 matrix arguments, return values other than one scalar, kernels that print, and Taichi's autodiff
-tape or forward mode. ``LAWFUL_TI_FAST_LAUNCH=0`` switches the fast path off for the process
+tape or forward mode. After ``ti.reset()`` (a new Taichi runtime) the plans are dropped and made
+again. ``LAWFUL_TI_FAST_LAUNCH=0`` switches the fast path off for the process
 (every call then takes Taichi's path), which the tests use to compare both.
 
 This reads Taichi internals (``Kernel.compiled_kernels``, ``ensure_compiled``, the launch
@@ -65,6 +66,7 @@ class FastKernel:
         self._plans: dict = {}
         self._is_template = None   # per argument, filled on first use (arguments parse lazily)
         self._ti_ndarray = None
+        self._runtime = None       # the Taichi runtime the plans were made in
 
     # A kernel is shared code, like the function it wraps: copies (copy.deepcopy of a module or
     # corrector that holds one) share it rather than trying to copy Taichi's program objects.
@@ -157,6 +159,9 @@ class FastKernel:
         from taichi.lang import impl
 
         runtime = impl.get_runtime()
+        if runtime is not self._runtime:      # first call, or ti.reset() made a new runtime:
+            self._plans.clear()               # plans hold compiled kernels of the old one
+            self._runtime = runtime
         if runtime.target_tape or runtime.fwd_mode_manager:
             return self._wrapped(*args)
         try:

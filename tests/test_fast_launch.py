@@ -166,3 +166,35 @@ def test_a_corrector_that_has_run_can_still_be_deep_copied():
     corr(a)          # the in-loop call adds the correction in place
     twin(b)
     assert torch.equal(a.u, b.u) and torch.equal(a.v, b.v) and not torch.equal(a.u, sc.state.u)
+
+
+def test_plans_are_made_again_after_taichi_is_reset(tmp_path):
+    """ti.reset() discards every compiled kernel; a plan made before must not be used after
+    (run in a child process: a reset would pull Taichi from under the rest of the suite)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "reset.py"
+    script.write_text(
+        "import taichi as ti, torch\n"
+        "from lawful.kernels.fast_launch import fast_kernel\n"
+        "T = ti.types.ndarray(dtype=ti.f64, ndim=1)\n"
+        "def make():\n"
+        "    @ti.kernel\n"
+        "    def add(x: T, a: ti.f64):\n"
+        "        for i in x:\n"
+        "            x[i] += a\n"
+        "    return fast_kernel(add)\n"
+        "ti.init(arch=ti.cpu, offline_cache=False)\n"
+        "k = make()\n"
+        "x = torch.zeros(4, dtype=torch.float64)\n"
+        "for _ in range(3):\n"
+        "    k(x, 1.0)\n"
+        "ti.reset()\n"
+        "ti.init(arch=ti.cpu, offline_cache=False)\n"
+        "for _ in range(3):\n"
+        "    k(x, 2.0)\n"
+        "assert torch.equal(x, torch.full((4,), 9.0, dtype=torch.float64)), x\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
