@@ -458,7 +458,7 @@ def alanine_start():
 
 
 #: Cost table: warm-up calls per engine, and the CPU seconds a round's burst of calls aims at.
-COST_WARMUP = 3
+COST_WARMUP = 5
 COST_BURST_S = 0.05
 
 
@@ -504,7 +504,7 @@ def cost_per_call(systems: dict, lawful_path, mace_path, repeat: int) -> dict:
     dtype: :data:`COST_WARMUP` warm-up calls each (lazy set-up, TorchScript's profiling runs), then
     ``repeat`` interleaved rounds (lawful_fresh, lawful_md, lawful_torchscript, mace, ...) so
     machine noise hits all alike. In a round each engine runs a burst of consecutive calls, as an
-    MD loop calls its calculator, about :data:`COST_BURST_S` of CPU long (from its warm-up time; 1 to
+    MD loop calls its calculator, about :data:`COST_BURST_S` of CPU long (from its last warm-up call; 1 to
     20 calls; the burst sizes are recorded), and the sample is the burst's CPU time per call: a
     single call right after another engine's would time the cache refill that the other engine's
     working set caused, not the engine. Median and spread of the samples, and the ratios
@@ -535,7 +535,9 @@ def cost_per_call(systems: dict, lawful_path, mace_path, repeat: int) -> dict:
                 warnings.simplefilter("ignore")
                 for kind in calcs:
                     warm = _cpu_samples(lambda: call(kind), COST_WARMUP)
-                    bursts[kind] = max(1, min(20, math.ceil(COST_BURST_S / max(min(warm), 1e-6))))
+                    # sized from the last warm-up call: TorchScript's first calls profile and
+                    # optimise its graph and cost tens of times a steady-state call
+                    bursts[kind] = max(1, min(20, math.ceil(COST_BURST_S / max(warm[-1], 1e-6))))
                 for _ in range(repeat):
                     for kind in calcs:
                         t0 = time.process_time()
