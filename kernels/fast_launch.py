@@ -171,7 +171,10 @@ class FastKernel:
             return self._wrapped(*args)
         if plan is None:
             out = self._wrapped(*args)          # compiles, checks and launches
-            self._plans[sig] = self._make_plan(args)
+            try:
+                self._plans[sig] = self._make_plan(args)
+            except Exception:   # Taichi internals not as expected: this signature keeps Taichi's path
+                self._plans[sig] = False
             return out
         if plan is False:
             return self._wrapped(*args)

@@ -198,3 +198,30 @@ def test_plans_are_made_again_after_taichi_is_reset(tmp_path):
         "print('ok')\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_a_kernel_whose_plan_cannot_be_made_keeps_taichis_path(monkeypatch):
+    """If Taichi's internals are not what the plan reads (another Taichi version), the kernel still
+    runs, through Taichi, every time."""
+    import taichi as ti
+
+    ensure_taichi()
+    T1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
+
+    @ti.kernel
+    def scale(x: T1, a: ti.f64):
+        for i in x:
+            x[i] *= a
+
+    fast = fast_kernel(scale)
+
+    def broken(self, args):
+        raise AttributeError("compiled_kernels")
+
+    monkeypatch.setattr(FastKernel, "_make_plan", broken)
+    calls = _taichi_path_calls(monkeypatch)
+    x = torch.ones(5, dtype=torch.float64)
+    for _ in range(3):
+        fast(x, 2.0)
+    assert torch.equal(x, torch.full((5,), 8.0, dtype=torch.float64))
+    assert calls.count("scale") == 3
