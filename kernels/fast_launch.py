@@ -5,7 +5,8 @@ recomputes the instance key from every argument's type, looks the kernel up, and
 arguments again to fill the launch context (about 10 µs per torch tensor on this CPU, 60-100 µs
 for a typical fluid kernel with a dozen arguments). At 128² that was about a sixth of a fluid
 step. :class:`FastKernel` wraps such a kernel: the first call with a given argument signature
-(template values; dtype, rank, device and grad flag of each tensor; Python type of each scalar)
+(template values; dtype, rank, device and grad flag of each torch tensor; element type, rank and
+grad flag of each Taichi ndarray, as in Taichi's own instance key; Python type of each scalar)
 goes through Taichi unchanged, which compiles, checks and launches, and records a plan: the
 compiled kernel and, per argument, which launch-context setter takes it. Later calls with the same
 signature fill a fresh launch context from the plan and launch it. The kernel, its arguments and
@@ -87,7 +88,9 @@ class FastKernel:
             elif isinstance(v, torch.Tensor):
                 sig.append((v.dtype, v.dim(), v.device.type, v.requires_grad))
             elif isinstance(v, self._ti_ndarray):
-                sig.append((type(v), v.dtype, len(v.shape), v.grad is None))
+                # the element type, as Taichi's own instance key: a vector ndarray of 3 must
+                # not reuse the plan (the compiled instance) made for one of 2
+                sig.append((type(v), v.element_type, len(v.shape), v.grad is None))
             else:
                 sig.append(type(v))
         return tuple(sig)

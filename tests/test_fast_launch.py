@@ -225,3 +225,25 @@ def test_a_kernel_whose_plan_cannot_be_made_keeps_taichis_path(monkeypatch):
         fast(x, 2.0)
     assert torch.equal(x, torch.full((5,), 8.0, dtype=torch.float64))
     assert calls.count("scale") == 3
+
+
+def test_a_vector_ndarray_of_another_length_gets_its_own_plan():
+    """Taichi compiles one instance per ndarray element type; a plan made for 2-vectors must not
+    launch that instance on 3-vectors (it would sum two of the three components, silently)."""
+    import taichi as ti
+
+    ensure_taichi()
+
+    @ti.kernel
+    def total(x: ti.types.ndarray(ndim=1)) -> ti.f64:
+        s = 0.0
+        for i in x:
+            for k in ti.static(range(x[i].n)):
+                s += x[i][k]
+        return s
+
+    fast = fast_kernel(total)
+    two, three = ti.Vector.ndarray(2, ti.f64, 4), ti.Vector.ndarray(3, ti.f64, 4)
+    two.fill(1.0)
+    three.fill(1.0)
+    assert [fast(two), fast(two), fast(three), fast(three), fast(two)] == [8.0, 8.0, 12.0, 12.0, 8.0]
