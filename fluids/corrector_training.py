@@ -287,7 +287,7 @@ class CorrectorTrainer:
 
     def close(self) -> None:
         """Leave the process group if this trainer joined it (torchrun runs)."""
-        self.loop.ctx.close()
+        self.loop.close()
 
 
 class _CorrectorHooks(Hooks):

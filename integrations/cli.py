@@ -900,7 +900,10 @@ def console_main() -> None:
     output: every file it owns is closed and the process group is destroyed by then, but a C++
     destructor run at interpreter shutdown (gloo / Taichi worker threads) sometimes aborted a
     finished rank ("terminate called without an active exception", status -6, about one run in
-    three of the two-rank test), which torchrun reports as a failed job."""
+    three of the two-rank test), which torchrun reports as a failed job. The cause found since (a
+    DDP wrapper kept to finalisation by a reference cycle) is fixed where it arises
+    (:meth:`lawful.kernels.distributed.DistContext.close` and an ``atexit`` handler); this exit
+    stays as a guard for the console script, whose files are all closed by now."""
     code = main()
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         sys.stdout.flush()

@@ -318,6 +318,13 @@ class Loop:
             self.model.load_state_dict(self.best_state)
         return self.stop_reason
 
+    def close(self) -> None:
+        """Drop the DDP wrapper and leave the process group if this loop's context joined it
+        (:meth:`DistContext.close`: every rank, after a clean finish). A later :meth:`run` wraps
+        the model again."""
+        self._module = None
+        self.ctx.close()
+
 
 def _device(model: torch.nn.Module) -> torch.device:
     for t in model.parameters():
