@@ -144,7 +144,8 @@ class AtomisticModel(torch.nn.Module):
 
         positions: (N,3) Å, tensor or array; numbers: (N,) atomic numbers; cell: (3,3) Å with the
         lattice vectors as rows (or None); pbc: bool or 3 bools. ``pairs``: optional ``(i, j,
-        shifts)`` neighbour pairs (e.g. from a :class:`~lawful.kernels.neighbors.VerletList`).
+        shifts)`` neighbour pairs (e.g. from a :class:`~lawful.kernels.neighbors.VerletList`), or
+        ``(i, j, shifts, d2)`` already cut to the cutoff (see :func:`~lawful.forcefields.batch.make_batch`).
 
         Returns ``{"energy": 0-d tensor eV, "forces": (N,3) eV/Å, "energies": (N,) eV,
         "stress": (3,3) eV/Å^3 (if stress=True; ASE sign: (1/V) dE/dstrain)}``, detached, in the

@@ -193,9 +193,16 @@ def check_distances(vectors: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.T
     """Raise :class:`NumericalError` if any pair is closer than :data:`MIN_DISTANCE` Å."""
     if vectors.shape[0] == 0:
         return
-    d = torch.linalg.norm(vectors.detach(), dim=1)
-    if bool((d < MIN_DISTANCE).any()):
-        k = int(torch.argmin(d))
+    check_squared_distances((vectors.detach() ** 2).sum(dim=1), edge_i, edge_j)
+
+
+def check_squared_distances(d2: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor) -> None:
+    """:func:`check_distances` on the pairs' squared distances ``d2`` (E,) Å²."""
+    if d2.shape[0] == 0:
+        return
+    if bool((d2 < MIN_DISTANCE * MIN_DISTANCE).any()):
+        k = int(torch.argmin(d2))
+        d = d2.detach().sqrt()
         raise NumericalError(
             f"atoms {int(edge_i[k])} and {int(edge_j[k])} are {float(d[k]):.3g} Å apart (coincident; the "
             f"model refuses distances below {MIN_DISTANCE} Å): remove duplicate atoms, or the "
@@ -340,8 +347,11 @@ def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Se
     """Batch structures given as ``ase.Atoms`` or as ``(positions, numbers, cell, pbc)`` tuples.
 
     ``pairs``: optional precomputed ``(i, j, shifts)`` per structure (e.g. from a Verlet list built
-    with a skin: pairs beyond the cutoff contribute exactly zero). Without them, two or more
-    structures get their pairs from one neighbour-list build (:func:`batched_pairs`).
+    with a skin: pairs beyond the cutoff are dropped here, as they would contribute exactly zero),
+    or ``(i, j, shifts, d2)`` for pairs already cut to the cutoff with their squared distances
+    (Å², e.g. :func:`lawful.kernels.neighbors.pairs_within_cutoff`'s): then only the coincident-atom
+    check is made on ``d2``. Without pairs, two or more structures get their pairs from one
+    neighbour-list build (:func:`batched_pairs`).
     """
     checked = []
     for s in structures:
@@ -359,19 +369,24 @@ def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Se
         found = None
     parts = []
     for k, (pos, num, species, c, pbc3) in enumerate(checked):
-        if pairs is not None:
-            i, j, sh = (torch.as_tensor(p, device=device) for p in pairs[k])
+        if pairs is not None and len(pairs[k]) == 4:       # already cut, with squared distances
+            i, j, sh, d2 = (torch.as_tensor(p, device=device) for p in pairs[k])
             sh = sh.to(dtype)
-        elif found is not None:
-            i, j, sh = found[k]
+            check_squared_distances(d2, i, j)
         else:
-            i, j, sh = _pairs(pos, c, pbc3, cutoff)
-        vec = pos[j] - pos[i] + sh @ c
-        check_distances(vec, i, j)
-        if pairs is not None:
-            # pairs from a list built with a skin: drop those beyond the cutoff (they would
-            # contribute exactly zero) so the model does only the work of a fresh list.
-            i, j, sh, _ = pairs_within_cutoff(i, j, sh, vec, cutoff)
+            if pairs is not None:
+                i, j, sh = (torch.as_tensor(p, device=device) for p in pairs[k])
+                sh = sh.to(dtype)
+            elif found is not None:
+                i, j, sh = found[k]
+            else:
+                i, j, sh = _pairs(pos, c, pbc3, cutoff)
+            vec = pos[j] - pos[i] + sh @ c
+            check_distances(vec, i, j)
+            if pairs is not None:
+                # pairs from a list built with a skin: drop those beyond the cutoff (they would
+                # contribute exactly zero) so the model does only the work of a fresh list.
+                i, j, sh, _ = pairs_within_cutoff(i, j, sh, vec, cutoff)
         n = pos.shape[0]
         parts.append(Batch(
             positions=pos, species=species, numbers=num,

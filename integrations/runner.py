@@ -196,6 +196,9 @@ class ModelRunner:
         self.domain_warned = False
         self._domain_min2 = _domain_table(model, self.species, tol)
         self._verlet = None
+        from lawful.forcefields.base import AtomisticModel
+
+        self._cut_pairs = isinstance(model, AtomisticModel)
         self._nl_cached = None
         self._offsets = None
         try:
@@ -350,7 +353,9 @@ class ModelRunner:
             nl, d2 = self._pairs_within_cutoff(pos, cell_t, pbc)
             if self._domain_min2 is not None:
                 self._check_domain(nl, d2, step)
-            kwargs[self._pairs_arg] = nl
+            # lawful's own models take the pairs already cut, with their squared distances: no
+            # second displacement pass and cut in make_batch
+            kwargs[self._pairs_arg] = (*nl, d2) if self._cut_pairs else nl
         with torch.inference_mode(False):  # forces are gradients: autograd must be on
             out = self.model.evaluate(pos, self.numbers, cell=cell_t, pbc=pbc, stress=stress, **kwargs)
         energy = out["energy"]

@@ -342,6 +342,28 @@ def _brute_force(st: _Setup, cutoff: float) -> NeighborList:
     return _finish(st.positions, st.cell, a_idx, b_idx, shifts.to(st.positions.dtype), cutoff)
 
 
+def _open_all_pairs(positions: Tensor, cutoff: float) -> NeighborList:
+    """Every pair closer than ``cutoff`` of a non-periodic structure of a few hundred atoms at
+    most: one (N, N) pass in the positions' dtype, no cell geometry, wrapping or images. The same
+    pairs in the same (i, j) order as :func:`_brute_force` followed by :func:`_finish` (the
+    displacements and squared distances are formed by the same operations), at a fraction of its
+    fixed cost: a molecule's list is rebuilt at every call of a calculator without a skin."""
+    n = positions.shape[0]
+    if n == 0:
+        return _empty(positions)
+    x, y, z = positions[:, 0], positions[:, 1], positions[:, 2]
+    d = x.unsqueeze(0) - x.unsqueeze(1)      # [i, j] = x_j - x_i, as index_select(j) - index_select(i)
+    d2 = d * d
+    d = y.unsqueeze(0) - y.unsqueeze(1)
+    d2.addcmul_(d, d)
+    d = z.unsqueeze(0) - z.unsqueeze(1)
+    d2.addcmul_(d, d)
+    d2.fill_diagonal_(float("inf"))
+    nz = torch.nonzero(d2 < cutoff * cutoff)
+    return NeighborList(nz[:, 0].contiguous(), nz[:, 1].contiguous(),
+                        torch.zeros(nz.shape[0], 3, dtype=positions.dtype, device=positions.device))
+
+
 def brute_force_neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = None,
                               pbc: Union[bool, List[bool], Tensor] = False) -> NeighborList:
     """All pairs over all needed periodic images, O(N^2 x images) in blocks of about a million
@@ -566,7 +588,14 @@ def neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = Non
     NumericalError for NaN/inf coordinates. TorchScript-compatible; the result carries no
     gradient (compute r_ij from the positions to differentiate).
     """
-    st = _setup(positions, cutoff, cell, pbc)
+    if not torch.jit.is_scripting():
+        positions, cell, pbc = _from_numpy(positions, cell, pbc)
+    flags = _pbc_flags(pbc)
+    if not (flags[0] or flags[1] or flags[2]):
+        checked, _, _ = _check_inputs(positions, cutoff, cell, flags)
+        if checked.shape[0] * checked.shape[0] <= 60000:
+            return _open_all_pairs(checked, cutoff)
+    st = _setup(positions, cutoff, cell, flags)
     n = st.positions.shape[0]
     n_images = (2 * st.layers[0] + 1) * (2 * st.layers[1] + 1) * (2 * st.layers[2] + 1)
     # a few dozen atoms: one vectorised all-pairs pass beats the cell list's fixed cost

@@ -361,14 +361,37 @@ def test_verlet_list_reuse_matches_a_fresh_evaluation():
     np.testing.assert_allclose(atoms.get_forces(), ref["forces"].numpy(), atol=1e-10)
 
 
-def test_coincident_atoms_are_a_numerical_error():
-    if "neural" not in MODELS:
-        pytest.skip("NeuralPotential is not available")
-    atoms = rattled_copper()
-    atoms.positions[1] = atoms.positions[0]
-    atoms.calc = LawfulCalculator(MODELS["neural"]())
-    with pytest.raises(NumericalError, match="coincident"):
+@pytest.mark.parametrize("system", ["copper", "ethanol"])
+@pytest.mark.parametrize("skin", [0.0, 0.5])
+def test_coincident_atoms_are_a_numerical_error(system, skin):
+    """The calculator hands lawful's models pairs already cut, with their squared distances: the
+    coincident-atom check is made on those, periodic or not, with or without a skin."""
+    if system == "copper":
+        atoms, model = rattled_copper(), MODELS["neural"]()
+    else:
+        atoms = molecule("CH3CH2OH")
+        model = MODELS["neural"](("C", "H", "O"))
+    atoms.positions[4] = atoms.positions[1]
+    atoms.calc = LawfulCalculator(model, skin=skin)
+    with pytest.raises(NumericalError, match=r"atoms 1 and 4 are 0 Å apart \(coincident"):
         atoms.get_forces()
+
+
+@pytest.mark.parametrize("skin", [0.0, 0.5])
+def test_molecule_through_the_calculator_equals_the_model(skin):
+    """Energy and forces of an open molecule through the calculator (Verlet list, pairs cut once)
+    equal the model's own evaluation (its own neighbour search) to round-off, along a short MD run."""
+    torch.manual_seed(0)
+    model = MODELS["neural"](("C", "H", "O"))
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = LawfulCalculator(model, skin=skin)
+    atoms.set_momenta(np.random.default_rng(0).normal(0, 0.3, (len(atoms), 3)))
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    for _ in range(4):
+        dyn.run(5)
+        ref = model.evaluate(atoms.positions, atoms.numbers)
+        assert atoms.get_potential_energy() == pytest.approx(float(ref["energy"]), rel=1e-13, abs=1e-12)
+        np.testing.assert_allclose(atoms.get_forces(), ref["forces"].numpy(), rtol=0, atol=1e-12)
 
 
 def test_slab_partial_pbc_matches_ase_reference():

@@ -175,6 +175,28 @@ def test_molecule_without_cell():
     assert len(nl.i) > 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n", [1, 2, 22, 244])
+def test_open_structure_list_is_the_brute_force_list_exactly(dtype, n):
+    """A non-periodic structure of up to 244 atoms takes a direct all-pairs pass; it must give the
+    brute-force search's pairs in the same order with the same shifts, including a pair placed
+    exactly at the cutoff (excluded by both: |r|^2 < cutoff^2) and, in float32, pairs within
+    round-off of it. A cell given with pbc=False is ignored."""
+    rng = np.random.default_rng(n)
+    pos = torch.tensor(rng.uniform(-0.6, 0.6, (n, 3)) * n ** (1 / 3) * 2.2, dtype=dtype)
+    if n >= 2:
+        pos[1] = pos[0] + torch.tensor([3.0, 0.0, 0.0], dtype=dtype)       # exactly at the cutoff
+    if n >= 4:
+        pos[3] = pos[2] + torch.tensor([0.0, 2.9999999, 0.0], dtype=dtype)  # a hair inside in float64
+    for cell in (None, torch.eye(3, dtype=dtype) * 4.0):
+        got = neighbor_list(pos, 3.0, cell, False)
+        ref = brute_force_neighbor_list(pos, 3.0, cell, False)
+        for a, b in ((got.i, ref.i), (got.j, ref.j), (got.shifts, ref.shifts)):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+    if n >= 2:
+        assert not ((got.i == 0) & (got.j == 1)).any()
+
+
 def test_empty_and_isolated():
     nl = neighbor_list(torch.zeros(0, 3, dtype=torch.float64), 3.0)
     assert nl.i.shape == (0,) and nl.shifts.shape == (0, 3)
