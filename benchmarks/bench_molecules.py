@@ -41,6 +41,7 @@ budget, models written under the results folder instead of the package (a smoke 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -363,10 +364,12 @@ def save_mace_record(workdir: Path, rec: dict) -> Path:
     return path
 
 
-def reused_mace_record(workdir: Path, budget_cpu_s: float, stride: int) -> dict:
+def reused_mace_record(workdir: Path, budget_cpu_s: float, stride: int, cap_cpu_s: float | None = None) -> dict:
     """The record of the MACE training an earlier run left in ``workdir``, checked against this
-    run: lawful's CPU budget (the same-budget model must match the model compared now) and the
-    training frames (count and atoms). Raises SystemExit naming the mismatch and the fix."""
+    run: lawful's CPU budget (the same-budget model must match the model compared now), the
+    training frames (count and atoms) and, when ``cap_cpu_s`` is given (``--mace-cap-cpu-s``), the
+    converged run's cap. Raises SystemExit naming the mismatch and the fix. The cap reported for
+    reused models is the record's: they were trained with it, whatever the default now is."""
     import json
 
     path = Path(workdir) / MACE_RECORD
@@ -385,6 +388,12 @@ def reused_mace_record(workdir: Path, budget_cpu_s: float, stride: int) -> dict:
                          f"{trained_budget:.0f} s CPU, but the lawful model compared now took {budget_cpu_s:.0f} s: "
                          "the same-budget comparison would be wrong; train MACE again (--only mace without "
                          "--mace-reuse) or pass --mace-budget-cpu-s to compare against that budget.")
+    trained_cap = rec["converged"].get("cap_cpu_s")
+    if cap_cpu_s is not None and trained_cap is not None and abs(float(trained_cap) - cap_cpu_s) > 1.0:
+        raise SystemExit(f"--mace-reuse: the converged MACE model in {workdir} was trained with a cap of "
+                         f"{float(trained_cap):.0f} s CPU, not the {cap_cpu_s:.0f} s of --mace-cap-cpu-s: drop "
+                         "--mace-cap-cpu-s (the record's cap is reported) or train MACE again with that cap "
+                         "(--only mace without --mace-reuse).")
     tr, _ = training_sets(stride)
     if (len(tr), _n_atoms(tr)) != (rec["n_train"], rec["n_train_atoms"]):
         raise SystemExit(f"--mace-reuse: the MACE models in {workdir} were trained on {rec['n_train']} frames "
@@ -737,9 +746,6 @@ def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
     if budget is None:
         raise SystemExit(f"{lawful_path}: its training summary has no train_cpu_s; pass --mace-budget-cpu-s")
     cap = args.mace_cap_cpu_s
-    if cap < budget and not quick:
-        print(f"warning: the converged cap ({cap:.0f} s) is below lawful's budget ({budget:.0f} s); the converged "
-              "run then gets less CPU than the same-budget one would: raise --mace-cap-cpu-s", flush=True)
     workdir = Path(args.mace_dir) if args.mace_dir else (
         default_results_dir() / "mace-organic-xtb" if quick else HERE.parent / "runs" / "mace-organic-xtb")
     figures: dict = {"mace_available": have_mace, "lawful_model": str(lawful_path), "lawful_train_cpu_s": budget}
@@ -749,9 +755,16 @@ def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
     mace_models: dict = {}
     if have_mace and "mace" in parts:
         if args.mace_reuse:
-            rec = reused_mace_record(workdir, budget, stride)
-            print(f"MACE: reusing the models and record of {rec['reused_from']} (no training)", flush=True)
+            rec = reused_mace_record(workdir, budget, stride, args.mace_cap_cpu_s_given)
+            # the models were trained with the record's cap, not today's default
+            cap = float(rec["converged"].get("cap_cpu_s", cap))
+            print(f"MACE: reusing the models and record of {rec['reused_from']} (no training; converged run's "
+                  f"cap {cap:.0f} s CPU)", flush=True)
         else:
+            if cap < budget and not quick:
+                print(f"warning: the converged cap ({cap:.0f} s) is below lawful's budget ({budget:.0f} s); the "
+                      "converged run then gets less CPU than the same-budget one would: raise --mace-cap-cpu-s",
+                      flush=True)
             rec = train_mace(workdir, budget, cap, stride, tiny, quick, args.mace_channels, args.mace_max_l)
         figures["mace_training"] = rec
         mace_models = {"mace_same_budget": rec["same_budget"]["model"], "mace_converged": rec["converged"]["model"]}
@@ -769,6 +782,10 @@ def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
             mace_models = {"mace_same_budget": str(workdir / f"{name}_budget.model"),
                            "mace_converged": str(workdir / f"{name}.model")}
             figures["mace_models_from"] = str(workdir)
+            # report the cap those models were trained with (their record's), or none when unknown
+            record = workdir / MACE_RECORD
+            trained = json.loads(record.read_text())["converged"].get("cap_cpu_s") if record.is_file() else None
+            cap = None if trained is None else float(trained)
     if "mace" in parts:
         calcs = {"lawful": lawful_calculator(lawful_path)}
         for k, p in mace_models.items():
@@ -859,6 +876,7 @@ def main(argv=None) -> None:
     unknown = parts - {"train", "refit", "errors", "mace", "cost", "drift"}
     if unknown:
         raise SystemExit(f"unknown --only part(s) {sorted(unknown)}: use train, refit, errors, mace, cost, drift")
+    args.mace_cap_cpu_s_given = args.mace_cap_cpu_s
     args.mace_cap_cpu_s_full = args.mace_cap_cpu_s if args.mace_cap_cpu_s is not None else MACE_CAP_CPU_S
     if args.mace_cap_cpu_s is None:
         args.mace_cap_cpu_s = 60.0 if quick else MACE_CAP_CPU_S

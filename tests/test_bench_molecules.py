@@ -284,21 +284,25 @@ def _reuse_folder(bm, tmp_path, stride=100, budget=1000.0):
     tr, _ = bm.training_sets(stride)
     rec = {"n_train": len(tr), "n_train_atoms": bm._n_atoms(tr),
            "same_budget": {"model": str(tmp_path / "m_budget.model"), "budget_cpu_s": budget},
-           "converged": {"model": str(tmp_path / "m.model"), "stop_reason": "plateau"}}
+           "converged": {"model": str(tmp_path / "m.model"), "stop_reason": "plateau", "cap_cpu_s": 5400.0}}
     for key in ("same_budget", "converged"):
         Path(rec[key]["model"]).write_bytes(b"not read here")
     bm.save_mace_record(tmp_path, rec)
     return rec
 
 
-@pytest.mark.parametrize("damage, budget, message", [
-    (None, 1000.0, None),
-    ("no-record", 1000.0, "no record.json"),
-    ("no-model", 1000.0, "is missing"),
-    (None, 1500.0, "lawful budget of 1000 s CPU"),
-    ("frames", 1000.0, "the data changed since"),
+@pytest.mark.parametrize("damage, budget, cap, message", [
+    (None, 1000.0, None, None),
+    (None, 1000.0, 5400.0, None),
+    ("no-record", 1000.0, None, "no record.json"),
+    ("no-model", 1000.0, None, "is missing"),
+    (None, 1500.0, None, "lawful budget of 1000 s CPU"),
+    ("frames", 1000.0, None, "the data changed since"),
+    (None, 1000.0, 3600.0, "trained with a cap of 5400 s CPU, not the 3600 s"),
 ])
-def test_mace_reuse_refuses_a_folder_that_does_not_match_this_comparison(bm, tmp_path, damage, budget, message):
+def test_mace_reuse_refuses_a_folder_that_does_not_match_this_comparison(bm, tmp_path, damage, budget, cap, message):
+    """Reused MACE models are checked against this run; their cap is the record's (reported as
+    such), and an explicit --mace-cap-cpu-s that contradicts it is refused."""
     rec = _reuse_folder(bm, tmp_path)
     if damage == "no-record":
         (tmp_path / "record.json").unlink()
@@ -308,9 +312,9 @@ def test_mace_reuse_refuses_a_folder_that_does_not_match_this_comparison(bm, tmp
         rec["n_train"] += 1
         bm.save_mace_record(tmp_path, rec)
     if message is None:
-        got = bm.reused_mace_record(tmp_path, budget, 100)
+        got = bm.reused_mace_record(tmp_path, budget, 100, cap)
         assert got["reused_from"] == str(tmp_path / "record.json")
-        assert got["same_budget"] == rec["same_budget"]
+        assert got["same_budget"] == rec["same_budget"] and got["converged"]["cap_cpu_s"] == 5400.0
     else:
         with pytest.raises(SystemExit, match=message):
-            bm.reused_mace_record(tmp_path, budget, 100)
+            bm.reused_mace_record(tmp_path, budget, 100, cap)
