@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 __all__ = ["machine_info", "versions", "time_call", "write_result", "default_results_dir", "quick_requested",
-           "tiny_requested", "provenance", "git_state", "spread"]
+           "tiny_requested", "provenance", "git_state", "git_state_at_start", "spread"]
 
 
 def _cpu_name() -> str:
@@ -125,20 +125,37 @@ def git_state(root: str | os.PathLike | None = None) -> dict:
     return {"commit": commit, "dirty": bool(paths), "dirty_paths": paths[:50]}
 
 
+_GIT_AT_START: dict | None = None
+
+
+def git_state_at_start() -> dict:
+    """:func:`git_state` as it was when this process first asked (at the import of this module,
+    which benchmarks do before any work): the code that ran. A result file written after the
+    checkout moved on (a commit or an edit during a long benchmark) must not claim the new commit."""
+    global _GIT_AT_START
+    if _GIT_AT_START is None:
+        _GIT_AT_START = git_state()
+    return _GIT_AT_START
+
+
 def provenance(seeds=None) -> dict:
     """How a result was made: this process's command line, the ``lawful bench`` command that
-    started it (``LAWFUL_BENCH_COMMAND``), the working directory, git commit and dirtiness,
+    started it (``LAWFUL_BENCH_COMMAND``), the working directory, git commit and dirtiness when
+    the run started (``git``; ``git_at_write`` too, when the checkout changed while it ran),
     ``seeds``, torch's intra-op thread count, the thread/size environment variables."""
     env_keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LAWFUL_BENCH_QUICK",
                 "LAWFUL_BENCH_TINY", "LAWFUL_BENCH_DIR", "LAWFUL_TI_ARCH")
     threads = None
     if "torch" in sys.modules:
         threads = sys.modules["torch"].get_num_threads()
+    start, now = git_state_at_start(), git_state()
+    moved = {"git_at_write": now} if now != start else {}
     return {
         "command": [sys.executable] + sys.argv,
         "suite_command": os.environ.get("LAWFUL_BENCH_COMMAND"),
         "cwd": os.getcwd(),
-        "git": git_state(),
+        "git": start,
+        **moved,
         "seeds": list(seeds) if seeds is not None else None,
         "torch_threads": threads,
         "env": {k: os.environ[k] for k in env_keys if k in os.environ},
@@ -178,3 +195,6 @@ def write_result(name: str, figures: dict, *, dtype=None, device=None, params: d
     tmp.write_text(json.dumps(doc, indent=2, default=float) + "\n")
     os.replace(tmp, path)
     return path
+
+
+git_state_at_start()    # the checkout as the benchmark importing this module starts

@@ -75,3 +75,19 @@ def test_every_benchmark_runs_tiny_from_a_clean_directory(tmp_path, monkeypatch)
     # nothing was written into the working directory, nor over the committed results
     assert list(work.iterdir()) == []
     assert {p: p.stat().st_mtime_ns for p in (SUITE / "results").glob("*")} == committed
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_a_result_names_the_commit_its_run_started_from(tmp_path, monkeypatch, moved):
+    """A result written after the checkout moved on (a commit during a long benchmark: it
+    happened, and molecules_mace.json claimed the new commit) records the commit the run started
+    from as ``git`` and the later one as ``git_at_write``."""
+    from lawful.integrations import benchmarking as bm
+
+    start = {"commit": "a" * 40, "dirty": False, "dirty_paths": []}
+    later = {"commit": "b" * 40, "dirty": True, "dirty_paths": ["x.py"]} if moved else dict(start)
+    monkeypatch.setattr(bm, "_GIT_AT_START", start)
+    monkeypatch.setattr(bm, "git_state", lambda root=None: later)
+    prov = json.loads(bm.write_result("probe", {"x": 1.0}, out_dir=tmp_path).read_text())["provenance"]
+    assert prov["git"] == start
+    assert prov.get("git_at_write") == (later if moved else None)
