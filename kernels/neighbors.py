@@ -6,7 +6,9 @@ images of the same atom (and self-images ``i == j`` with a non-zero shift) when 
 thinner than twice the cutoff, never ``i == j`` with a zero shift. Positions need not be wrapped.
 
 The search is an O(N) cell list (bins between lattice planes; bins past the cell edge are image
-bins with their lattice shift, so thin cells simply search several image layers). Pure torch and
+bins with their lattice shift, so thin cells simply search several image layers); a few dozen
+atoms take an all-images all-pairs pass instead, and an open structure of up to 244 atoms one
+direct (N, N) pass. Pure torch and
 TorchScript-compatible, so a scripted model (openmm-torch) can carry it. :class:`VerletList` adds
 a skin and rebuilds only when an atom moved more than skin/2.
 """
