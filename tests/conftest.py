@@ -44,7 +44,8 @@ def run_ranks(argv, world_size: int = 2, timeout: float = 120.0, **env) -> list[
         port = s.getsockname()[1]
     base = {k: v for k, v in os.environ.items()
             if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    base.update(OMP_NUM_THREADS="1", **env)
+    # a rank that dies on a signal (SIGABRT at exit, SIGSEGV) prints every thread's Python stack
+    base.update(OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1", **env)
     procs = [subprocess.Popen([str(a) for a in argv],
                               env=dict(base, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world_size),
                                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),

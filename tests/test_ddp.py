@@ -67,7 +67,7 @@ def _launch(script, data, out, ckpt="-", flag="-", world=2, **extra_env):
     for rank in range(world):
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                    LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   OMP_NUM_THREADS="1", **extra_env)
+                   OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1", **extra_env)
         procs.append(subprocess.Popen([sys.executable, str(script), str(data), str(out), str(ckpt), str(flag)],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return procs
@@ -282,5 +282,5 @@ def test_ranks_exit_cleanly_however_the_group_is_left(tmp_path, how):
     script = tmp_path / "exit_rank.py"
     script.write_text(textwrap.dedent(_EXIT_RANK))
     for attempt in range(8):
-        ranks = run_ranks([sys.executable, script, how], timeout=60, PYTHONFAULTHANDLER="1")
+        ranks = run_ranks([sys.executable, script, how], timeout=60)
         assert [rc for rc, _ in ranks] == [0, 0], (attempt, [t[-2000:] for _, t in ranks])
