@@ -593,10 +593,12 @@ def neighbor_list(positions: Tensor, cutoff: float, cell: Optional[Tensor] = Non
     if not torch.jit.is_scripting():
         positions, cell, pbc = _from_numpy(positions, cell, pbc)
     flags = _pbc_flags(pbc)
-    if not (flags[0] or flags[1] or flags[2]):
+    # an open structure of a few hundred atoms: one direct pass (larger ones and anything
+    # malformed go on to _setup, which checks the inputs once)
+    if (not (flags[0] or flags[1] or flags[2]) and isinstance(positions, Tensor) and positions.dim() == 2
+            and positions.shape[0] * positions.shape[0] <= 60000):
         checked, _, _ = _check_inputs(positions, cutoff, cell, flags)
-        if checked.shape[0] * checked.shape[0] <= 60000:
-            return _open_all_pairs(checked, cutoff)
+        return _open_all_pairs(checked, cutoff)
     st = _setup(positions, cutoff, cell, flags)
     n = st.positions.shape[0]
     n_images = (2 * st.layers[0] + 1) * (2 * st.layers[1] + 1) * (2 * st.layers[2] + 1)
