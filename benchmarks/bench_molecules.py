@@ -354,8 +354,6 @@ MACE_RECORD = "record.json"
 
 def save_mace_record(workdir: Path, rec: dict) -> Path:
     """Write ``rec`` (:func:`train_mace`'s record) to ``workdir/record.json``, atomically."""
-    import json
-
     from lawful.kernels.modelfile import atomic_write
 
     path = Path(workdir) / MACE_RECORD
@@ -364,19 +362,23 @@ def save_mace_record(workdir: Path, rec: dict) -> Path:
     return path
 
 
+def load_mace_record(workdir: Path) -> dict | None:
+    """The record :func:`save_mace_record` wrote in ``workdir``, or None where there is none."""
+    path = Path(workdir) / MACE_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def reused_mace_record(workdir: Path, budget_cpu_s: float, stride: int, cap_cpu_s: float | None = None) -> dict:
     """The record of the MACE training an earlier run left in ``workdir``, checked against this
     run: lawful's CPU budget (the same-budget model must match the model compared now), the
     training frames (count and atoms) and, when ``cap_cpu_s`` is given (``--mace-cap-cpu-s``), the
     converged run's cap. Raises SystemExit naming the mismatch and the fix. The cap reported for
     reused models is the record's: they were trained with it, whatever the default now is."""
-    import json
-
     path = Path(workdir) / MACE_RECORD
-    if not path.is_file():
+    rec = load_mace_record(workdir)
+    if rec is None:
         raise SystemExit(f"--mace-reuse: no {MACE_RECORD} in {workdir}: train MACE there first (--only mace without "
                          "--mace-reuse), or point --mace-dir at the folder of an earlier mace run.")
-    rec = json.loads(path.read_text())
     for key in ("same_budget", "converged"):
         model = Path(rec[key]["model"])
         if not model.is_file():
@@ -783,8 +785,8 @@ def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
                            "mace_converged": str(workdir / f"{name}.model")}
             figures["mace_models_from"] = str(workdir)
             # report the cap those models were trained with (their record's), or none when unknown
-            record = workdir / MACE_RECORD
-            trained = json.loads(record.read_text())["converged"].get("cap_cpu_s") if record.is_file() else None
+            record = load_mace_record(workdir)
+            trained = None if record is None else record["converged"].get("cap_cpu_s")
             cap = None if trained is None else float(trained)
     if "mace" in parts:
         calcs = {"lawful": lawful_calculator(lawful_path)}
