@@ -111,10 +111,21 @@ def _mg_kernels(real_name: str = "float32"):
 
     @ti.func
     def offsum(a: ti.template(), ch, i, j, nx, ny, px, py, o):
-        return (a[WX, i, j + o] * nbv(a, ch, i - 1, j, nx, ny, px, py, o)
-                + a[WX, i + 1, j + o] * nbv(a, ch, i + 1, j, nx, ny, px, py, o)
-                + a[WY, i, j + o] * nbv(a, ch, i, j - 1, nx, ny, px, py, o)
-                + a[WY, i, j + 1 + o] * nbv(a, ch, i, j + 1, nx, ny, px, py, o))
+        """sum_f w_f a[ch, nb(f)] over the four faces of cell (i, j), ``nbv``'s rule; an interior
+        cell reads its neighbours directly (the same sum of products; Taichi's fast math may round
+        the two paths differently in the last bit)."""
+        s = ti.cast(0.0, f64)
+        if 0 < i and i < nx - 1 and 0 < j and j < ny - 1:
+            s = (a[WX, i, j + o] * a[ch, i - 1, j + o]
+                 + a[WX, i + 1, j + o] * a[ch, i + 1, j + o]
+                 + a[WY, i, j + o] * a[ch, i, j - 1 + o]
+                 + a[WY, i, j + 1 + o] * a[ch, i, j + 1 + o])
+        else:
+            s = (a[WX, i, j + o] * nbv(a, ch, i - 1, j, nx, ny, px, py, o)
+                 + a[WX, i + 1, j + o] * nbv(a, ch, i + 1, j, nx, ny, px, py, o)
+                 + a[WY, i, j + o] * nbv(a, ch, i, j - 1, nx, ny, px, py, o)
+                 + a[WY, i, j + 1 + o] * nbv(a, ch, i, j + 1, nx, ny, px, py, o))
+        return s
 
     @ti.func
     def apply_a(a: ti.template(), ch, i, j, nx, ny, px, py, o):
@@ -140,14 +151,21 @@ def _mg_kernels(real_name: str = "float32"):
             else:
                 inside = False
         if inside:
-            d = diag(a, ii, jj, o)
-            if ti.static(mode == 1):
-                if d > 0:
-                    val = a[bch, ii, jj + o] / d
-            else:
-                val = a[X, ii, jj + o]
-                if d > 0:
-                    val += a[X, ii // 2, jj // 2 + oc]
+            val = nbfirst_in(a, bch, ii, jj, o, oc, mode)
+        return val
+
+    @ti.func
+    def nbfirst_in(a: ti.template(), bch, ii, jj, o, oc, mode: ti.template()):
+        """``nbfirst`` at a cell (ii, jj) known to lie inside the level."""
+        val = ti.cast(0.0, f64)
+        d = diag(a, ii, jj, o)
+        if ti.static(mode == 1):
+            if d > 0:
+                val = a[bch, ii, jj + o] / d
+        else:
+            val = a[X, ii, jj + o]
+            if d > 0:
+                val += a[X, ii // 2, jj // 2 + oc]
         return val
 
     @ti.func
@@ -155,10 +173,17 @@ def _mg_kernels(real_name: str = "float32"):
         """``gs`` at a black cell with its red neighbours' values from ``nbfirst``."""
         d = diag(a, i, j, o)
         if d > 0:
-            off = (a[WX, i, j + o] * nbfirst(a, bch, i - 1, j, nx, ny, px, py, o, oc, mode)
-                   + a[WX, i + 1, j + o] * nbfirst(a, bch, i + 1, j, nx, ny, px, py, o, oc, mode)
-                   + a[WY, i, j + o] * nbfirst(a, bch, i, j - 1, nx, ny, px, py, o, oc, mode)
-                   + a[WY, i, j + 1 + o] * nbfirst(a, bch, i, j + 1, nx, ny, px, py, o, oc, mode))
+            off = ti.cast(0.0, f64)
+            if 0 < i and i < nx - 1 and 0 < j and j < ny - 1:   # no wrap, nothing outside
+                off = (a[WX, i, j + o] * nbfirst_in(a, bch, i - 1, j, o, oc, mode)
+                       + a[WX, i + 1, j + o] * nbfirst_in(a, bch, i + 1, j, o, oc, mode)
+                       + a[WY, i, j + o] * nbfirst_in(a, bch, i, j - 1, o, oc, mode)
+                       + a[WY, i, j + 1 + o] * nbfirst_in(a, bch, i, j + 1, o, oc, mode))
+            else:
+                off = (a[WX, i, j + o] * nbfirst(a, bch, i - 1, j, nx, ny, px, py, o, oc, mode)
+                       + a[WX, i + 1, j + o] * nbfirst(a, bch, i + 1, j, nx, ny, px, py, o, oc, mode)
+                       + a[WY, i, j + o] * nbfirst(a, bch, i, j - 1, nx, ny, px, py, o, oc, mode)
+                       + a[WY, i, j + 1 + o] * nbfirst(a, bch, i, j + 1, nx, ny, px, py, o, oc, mode))
             a[X, i, j + o] = (a[bch, i, j + o] + off) / d
         elif ti.static(mode == 1):
             a[X, i, j + o] = 0.0
@@ -404,6 +429,11 @@ def _cg_kernels(nlev: int, nserial: int = 0):
         """z + beta p_old at cell (i, j), with ``nbv``'s wrap and outside-is-0 rule."""
         return nbv(a, X, i, j, nx, ny, px, py, 0) + beta * nbv(a, pin, i, j, nx, ny, px, py, 0)
 
+    @ti.func
+    def pnew_in(a: ti.template(), pin, beta, i, j):
+        """``pnew`` at a cell known to lie inside the grid."""
+        return a[X, i, j] + beta * a[pin, i, j]
+
     @ti.kernel
     def residual(a: A3, m: M3, nx: int, ny: int, px: int, py: int, singular: int, nfluid: f64) -> f64:
         return residual_loops(a, m, nx, ny, px, py, singular, nfluid, ser)[0]
@@ -438,11 +468,18 @@ def _cg_kernels(nlev: int, nserial: int = 0):
                 pc = a[X, i, j] + beta * a[pin, i, j]
                 q = ti.cast(0.0, f64)
                 if diag(a, i, j, 0) > 0:
-                    q = diag(a, i, j, 0) * pc - (
-                        a[WX, i, j] * pnew(a, pin, beta, i - 1, j, nx, ny, px, py)
-                        + a[WX, i + 1, j] * pnew(a, pin, beta, i + 1, j, nx, ny, px, py)
-                        + a[WY, i, j] * pnew(a, pin, beta, i, j - 1, nx, ny, px, py)
-                        + a[WY, i, j + 1] * pnew(a, pin, beta, i, j + 1, nx, ny, px, py))
+                    off = ti.cast(0.0, f64)
+                    if 0 < i and i < nx - 1 and 0 < j and j < ny - 1:
+                        off = (a[WX, i, j] * pnew_in(a, pin, beta, i - 1, j)
+                               + a[WX, i + 1, j] * pnew_in(a, pin, beta, i + 1, j)
+                               + a[WY, i, j] * pnew_in(a, pin, beta, i, j - 1)
+                               + a[WY, i, j + 1] * pnew_in(a, pin, beta, i, j + 1))
+                    else:
+                        off = (a[WX, i, j] * pnew(a, pin, beta, i - 1, j, nx, ny, px, py)
+                               + a[WX, i + 1, j] * pnew(a, pin, beta, i + 1, j, nx, ny, px, py)
+                               + a[WY, i, j] * pnew(a, pin, beta, i, j - 1, nx, ny, px, py)
+                               + a[WY, i, j + 1] * pnew(a, pin, beta, i, j + 1, nx, ny, px, py))
+                    q = diag(a, i, j, 0) * pc - off
                 a[pout, i, j] = pc
                 a[AP, i, j] = q
                 pap += pc * q
@@ -533,33 +570,58 @@ def _state_kernels(real_name: str):
 
     @ti.func
     def gradient_loops(u: ti.template(), v: ti.template(), a: ti.template(), px, py, apply, ser: ti.template()):
-        """``u_f -= w_f (phi_right - phi_left)`` where ``apply``; returns max |u|, |v| after."""
+        """``u_f -= w_f (phi_right - phi_left)`` where ``apply``; returns max |u|, |v| after.
+        ``nbv``'s wrap and outside-is-0 rule, with the two cells of a u face found once per row
+        (an integer division per face cost more than the update itself) and of a v face by
+        compares; the max is taken per row, then once per row across threads."""
         nx, ny = v.shape[0], u.shape[1]
         umax = ti.cast(0.0, f64)
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for i in range(u.shape[0]):
+            ir = i          # the cell right of face i, and whether it exists
+            if ir == nx and px:
+                ir = 0
+            il = ir - 1     # the cell left of it
+            if il < 0 and px:
+                il = nx - 1
+            has_r = ir < nx
+            has_l = il >= 0
+            rmax = ti.cast(0.0, f64)
             for j in range(u.shape[1]):
                 w = a[WX, i, j]
                 if apply and w > 0:
-                    ie = i
-                    if px:
-                        ie = i % nx
-                    g = nbv(a, PHI, ie, j, nx, ny, px, py, 0) - nbv(a, PHI, ie - 1, j, nx, ny, px, py, 0)
-                    u[i, j] = ti.cast(ti.cast(u[i, j], f64) - w * g, real)
-                ti.atomic_max(umax, ti.cast(ti.abs(u[i, j]), f64))
+                    pr = ti.cast(0.0, f64)
+                    pl = ti.cast(0.0, f64)
+                    if has_r:
+                        pr = a[PHI, ir, j]
+                    if has_l:
+                        pl = a[PHI, il, j]
+                    u[i, j] = ti.cast(ti.cast(u[i, j], f64) - w * (pr - pl), real)
+                rmax = ti.max(rmax, ti.cast(ti.abs(u[i, j]), f64))
+            ti.atomic_max(umax, rmax)
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
+            rmax = ti.cast(0.0, f64)
             for j in range(v.shape[1]):
                 w = a[WY, i, j]
                 if apply and w > 0:
-                    je = j
-                    if py:
-                        je = j % ny
-                    g = nbv(a, PHI, i, je, nx, ny, px, py, 0) - nbv(a, PHI, i, je - 1, nx, ny, px, py, 0)
-                    v[i, j] = ti.cast(ti.cast(v[i, j], f64) - w * g, real)
-                ti.atomic_max(umax, ti.cast(ti.abs(v[i, j]), f64))
+                    jt = j          # the cell above face j, and below it
+                    if jt == ny and py:
+                        jt = 0
+                    jb = jt - 1
+                    if jb < 0 and py:
+                        jb = ny - 1
+                    pt = ti.cast(0.0, f64)
+                    pb = ti.cast(0.0, f64)
+                    if jt < ny:
+                        pt = a[PHI, i, jt]
+                    if jb >= 0:
+                        pb = a[PHI, i, jb]
+                    v[i, j] = ti.cast(ti.cast(v[i, j], f64) - w * (pt - pb), real)
+                rmax = ti.max(rmax, ti.cast(ti.abs(v[i, j]), f64))
+            ti.atomic_max(umax, rmax)
         return umax
 
     @ti.kernel
