@@ -55,12 +55,19 @@ def _kernels(real_name: str):
                 vw[0, i, j] = v[i, j]
         if ti.static(ser):
             ti.loop_config(serialize=True)
+        # wrapped indices by compares, once per row (a Taichi ``x if c else y`` evaluates both
+        # sides, and an integer division per face cost as much as the stencil)
         for i in range(u.shape[0]):
+            ie = i
+            if px and i == nx:
+                ie = 0
+            iw = ie - 1
+            if iw < 0:
+                iw = nx - 1         # reached only on a periodic x (else face 0 is not updated)
             for j in range(u.shape[1]):
                 if uw[2, i, j] > 0 and (px or (i > 0 and i < nx)):
-                    ie = i % nx if px else i
                     q = uw[0, ie, j]
-                    w = uw[0, (ie - 1 + nx) % nx if px else ie - 1, j]
+                    w = uw[0, iw, j]
                     e = uw[0, ie + 1, j]
                     s = ti.cast(0.0, real)
                     if j > 0 or py:
@@ -84,9 +91,14 @@ def _kernels(real_name: str):
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
                 if vw[2, i, j] > 0 and (py or (j > 0 and j < ny)):
-                    je = j % ny if py else j
+                    je = j
+                    if py and j == ny:
+                        je = 0
+                    js = je - 1
+                    if js < 0:
+                        js = ny - 1     # periodic y only, as for iw above
                     q = vw[0, i, je]
-                    s = vw[0, i, (je - 1 + ny) % ny if py else je - 1]
+                    s = vw[0, i, js]
                     n = vw[0, i, je + 1]
                     w = ti.cast(0.0, real)
                     if i > 0 or px:
@@ -117,9 +129,11 @@ def _kernels(real_name: str):
                 if k >= 0 and vw[2, i, j] > 0:
                     jm = j - 1
                     jp = j
-                    if ylo == 0:
-                        jm = (j - 1 + ny) % ny
-                        jp = j % ny
+                    if ylo == 0:            # periodic y: wrap by compares
+                        if jm < 0:
+                            jm = ny - 1
+                        if jp == ny:
+                            jp = 0
                     if jm >= 0 and jp < ny:
                         v[i, j] += bdt * 0.5 * (s[k, i, jm] + s[k, i, jp])
         if ti.static(ser):
