@@ -332,7 +332,9 @@ def _kernels(real_name: str):
             for c, i in ti.ndrange(fx.shape[0], fx.shape[1]):
                 for j in range(fx.shape[2]):
                     uf = u[i, j]
-                    ie = i % nx if px else i
+                    ie = i          # wrapped by a compare: ``x if c else y`` would divide on every face
+                    if px and i == nx:
+                        ie = 0
                     sf = ti.cast(0.0, real)
                     if uf > 0:
                         sf = face_value(s, c, ie - 1, j, 1, 0, uf, h, order, nx, ny, px, py)
@@ -344,7 +346,9 @@ def _kernels(real_name: str):
             for c, i in ti.ndrange(fy.shape[0], fy.shape[1]):
                 for j in range(fy.shape[2]):
                     vf = v[i, j]
-                    je = j % ny if py else j
+                    je = j
+                    if py and j == ny:
+                        je = 0
                     sf = ti.cast(0.0, real)
                     if vf > 0:
                         sf = face_value(s, c, i, je - 1, 0, 1, vf, h, order, nx, ny, px, py)

@@ -45,19 +45,28 @@ def _kernels(real_name: str):
     @ti.kernel
     def curl_k(psi: A2, du: A2, dv: A2, inv_dx: real, px: int, py: int, alpha: real, acc: int):
         nx, ny = dv.shape[0], du.shape[1]
+        # periodic indices by compares (``x if c else y`` evaluates both sides: a division per face)
         for i in range(du.shape[0]):
+            ie = i
+            if px and i == nx:
+                ie = 0
             for j in range(du.shape[1]):
-                ie = i % nx if px else i
-                jn = (j + 1) % ny if py else j + 1
+                jn = j + 1
+                if py and jn == ny:
+                    jn = 0
                 val = alpha * (psi[ie, jn] - psi[ie, j]) * inv_dx
                 if acc:
                     du[i, j] += val
                 else:
                     du[i, j] = val
         for i in range(dv.shape[0]):
+            inn = i + 1
+            if px and inn == nx:
+                inn = 0
             for j in range(dv.shape[1]):
-                je = j % ny if py else j
-                inn = (i + 1) % nx if px else i + 1
+                je = j
+                if py and j == ny:
+                    je = 0
                 val = -alpha * (psi[inn, je] - psi[i, je]) * inv_dx
                 if acc:
                     dv[i, j] += val
