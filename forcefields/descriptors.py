@@ -226,26 +226,27 @@ class MomentDescriptor(torch.nn.Module):
         n_atoms = edges.n_atoms
         k = self.n_basis
         weights = self.radial_weights.to(edges.basis.dtype)
-        # each neighbour species' rows times its own block of the radial mixing
+        # each neighbour species' rows times its own block of the radial mixing; one split, not a
+        # slice per species: in the force pass a slice's backward fills a zero copy of the whole
+        # basis and the copies are summed, a split's backward is one concatenation
         parts: List[torch.Tensor] = []
-        start = 0
-        for s, count in enumerate(edges.species_counts):
-            if count > 0:
-                parts.append(edges.basis[start:start + count] @ weights[s * k:(s + 1) * k])
-            start += count
+        for s, rows in enumerate(edges.basis.split(edges.species_counts)):
+            if rows.shape[0] > 0:
+                parts.append(rows @ weights[s * k:(s + 1) * k])
         if len(parts) == 0:
             return torch.zeros((n_atoms, self.n_features), dtype=edges.basis.dtype, device=edges.basis.device)
         radial = parts[0] if len(parts) == 1 else torch.cat(parts)        # (E, (lmax+1)*n), l-major
         if neighbour_weights is not None:
             radial = radial * neighbour_weights
         n = self.n_radial
+        radial0, radial_l = radial.split([n, self.lmax * n], dim=1)       # order 0 | orders 1..lmax
         scalars = torch.zeros((n_atoms, n), dtype=radial.dtype, device=radial.device).index_add(
-            0, edges.centre, radial[:, :n])                                # order 0: A[i, n, 0]
+            0, edges.centre, radial0)                                      # order 0: A[i, n, 0]
         if self.lmax == 0:
             return scalars
         m = edges.m
         rad_pad = torch.zeros((n_atoms * m, self.lmax * n), dtype=radial.dtype,
-                              device=radial.device).index_copy(0, edges.slot, radial[:, n:])
+                              device=radial.device).index_copy(0, edges.slot, radial_l)
         rad_pad = rad_pad.view(n_atoms, m, self.lmax, n).permute(0, 2, 3, 1)   # (N, lmax, n, M)
         a = torch.matmul(rad_pad, edges.comps)                            # (N, lmax, n, C): A[i, n, l]
         gram = torch.matmul(a, a.transpose(2, 3)).reshape(n_atoms, -1)     # (N, lmax*n*n)
