@@ -41,6 +41,7 @@ import numbers as _numbers
 import os
 import re
 import threading
+import warnings
 import weakref
 
 import ase.units as _ase_units
@@ -278,7 +279,7 @@ class LawfulComputation:
         self.subset = None if subset is None else [int(i) for i in subset]
         self.select = bool(select) and self.subset is not None
         self.box_nm = None if box_nm is None else np.array(box_nm, dtype=float).reshape(3, 3)
-        self.runner = ModelRunner(model, numbers, skin=skin, strict=strict)
+        self.runner = ModelRunner(model, numbers, skin=skin, strict=strict, labels=self.subset)
         self.n_particles = int(n_particles) if n_particles is not None else self.runner.n_atoms
         self._rows = self.n_particles if self.select else self.runner.n_atoms  # rows of state positions
         self._select_idx = np.asarray(self.subset, dtype=np.int64) if self.select else None
@@ -451,7 +452,12 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
         with the topology when one is given.
     backend:
         ``"python"`` (openmm.PythonForce), ``"torch"`` (openmmtorch.TorchForce) or ``"auto"``
-        (torch when openmmtorch imports and the model has a TorchScript export, else python).
+        (torch when openmmtorch imports, the model has a TorchScript export and it records no
+        training domain; else python). The training-domain check (``OutOfDomainWarning``,
+        ``strict``) is made by the python backend only: the TorchScript module openmm-torch runs
+        has none, so "auto" keeps a model that records its domain (every model ``train()`` made)
+        on python, ``backend="torch"`` with ``strict=True`` is refused, and ``backend="torch"``
+        for such a model warns once that its domain is not checked.
     device, dtype:
         torch device and dtype (``None``: the model's own, float64 for MD).
     skin:
@@ -460,7 +466,8 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
         the OpenMM force group of the returned force.
     strict:
         out-of-domain structures (atoms closer than the model's training data) raise
-        :class:`NumericalError` instead of warning once (python backend).
+        :class:`NumericalError` instead of warning once (python backend; refused with
+        ``backend="torch"``).
 
     Everything that can be checked here is (indices, lengths, elements, periodicity against the
     topology); the rest when the force is first evaluated (the Context's box; with ``numbers=``
@@ -504,9 +511,19 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
     if not (isinstance(skin, (int, float)) and skin >= 0.0):
         raise InputError(f"skin={skin!r} must be a non-negative distance in Å.")
     model = resolve_model(model, device=device, dtype=dtype)
+    # the training-domain check lives in ModelRunner (python backend); the TorchScript module has none
+    has_domain = bool(getattr(model, "pair_min_distance", None))
     auto = backend == "auto"
     if auto:
-        backend = "torch" if "torch" in available_backends() else "python"
+        backend = "torch" if ("torch" in available_backends() and not has_domain) else "python"
+    elif backend == "torch" and strict:
+        raise InputError("strict=True needs the training-domain check, which only backend='python' (or 'auto') "
+                         "makes: the TorchScript module that backend='torch' runs has none. Use backend='python', "
+                         "or drop strict.")
+    elif backend == "torch" and has_domain:
+        warnings.warn("backend='torch': the TorchScript module makes no training-domain check, so structures "
+                      "closer than the model's training data will not be reported (no OutOfDomainWarning). "
+                      "Use backend='python' (or 'auto') to keep the check.", UserWarning, stacklevel=2)
     force = None
     if backend == "torch":
         from lawful.integrations.torchscript_force import create_torch_force

@@ -13,7 +13,8 @@ model's name or a model), ``precision`` ("single" | "double", as openmm-ml's MAC
 ``dtype``, ``device``, ``backend`` ("auto" | "python" | "torch"), ``skin`` (Å), ``strict``.
 ``createSystem`` / ``createMixedSystem`` take ``precision``, ``device``, ``backend``, ``skin`` and
 ``strict``; a misspelled keyword is an :class:`InputError` listing the accepted ones. The forces are made by
-:func:`lawful.integrations.openmm.create_force`. lawful models are short-ranged (no long-range
+:func:`lawful.integrations.openmm.create_force` (whose ``backend`` rules apply: "auto" keeps a model
+that records its training domain on the python backend, which checks it). lawful models are short-ranged (no long-range
 electrostatics), which :meth:`LawfulPotentialImpl.getMLLongRange` tells openmm-ml's embeddings.
 """
 

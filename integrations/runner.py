@@ -166,10 +166,13 @@ class ModelRunner:
     skin: Verlet skin in Å (0 disables the reuse of the neighbour list).
     strict: raise instead of warning on an out-of-domain structure.
     domain_tolerance: fraction (0, 1] of the training minimum below which a pair is out of domain.
+    labels: (N,) the index each atom has in the engine (e.g. the OpenMM particle of each ML atom
+        of a subset), used wherever a report names atoms (out-of-domain events, coincident atoms);
+        ``None``: the atom's row here.
     """
 
     def __init__(self, model, numbers, skin: float = 0.5, strict: bool = False,
-                 domain_tolerance: float = DOMAIN_TOLERANCE):
+                 domain_tolerance: float = DOMAIN_TOLERANCE, labels=None):
         self.model = model
         self.dtype = model_dtype(model)
         self.device = model_device(model)
@@ -185,6 +188,14 @@ class ModelRunner:
             raise InputError(f"skin must be a finite distance >= 0 in Å, got {skin!r}: pass e.g. skin=0.5 "
                              "(0 rebuilds the neighbour list at every step).")
         self.strict = bool(strict)
+        self.labels = None
+        self._labels_t = None
+        if labels is not None:
+            self.labels = [int(v) for v in labels]
+            if len(self.labels) != self.n_atoms:
+                raise ShapeError(f"labels has {len(self.labels)} entries for {self.n_atoms} atoms: pass one "
+                                 "engine index per atom, or none.")
+            self._labels_t = torch.as_tensor(self.labels, dtype=torch.long, device=self.device)
         try:
             tol = float(domain_tolerance)
         except (TypeError, ValueError):
@@ -228,6 +239,9 @@ class ModelRunner:
                 [_chemical_symbols[v] if 0 <= v < len(_chemical_symbols) else str(v) for v in unknown],
                 self.species,
             )
+        if getattr(self, "labels", None) is not None and len(self.labels) != z.shape[0]:
+            raise ShapeError(f"{z.shape[0]} atomic numbers for a runner labelled with {len(self.labels)} engine "
+                             "indices: make a new runner for the new atoms.")
         self.numbers_np = z
         self.numbers = torch.as_tensor(z, dtype=torch.long, device=self.device)
         index = {zk: k for k, zk in enumerate(self._known)}
@@ -294,6 +308,7 @@ class ModelRunner:
         k = int(torch.argmin(ratio))
         a, b = sorted((int(nl.i[k]), int(nl.j[k])))
         za, zb = int(self.numbers_np[a]), int(self.numbers_np[b])
+        la, lb = (a, b) if self.labels is None else (self.labels[a], self.labels[b])
         name_a, name_b = _chemical_symbols[za], _chemical_symbols[zb]
         from lawful.forcefields.batch import pair_key
 
@@ -302,7 +317,7 @@ class ModelRunner:
         where = "" if step is None else f" at step {int(step)}"
         n_bad = int(below.sum()) // 2
         message = (
-            f"atoms {a} ({name_a}) and {b} ({name_b}) are {math.sqrt(float(d2[k])):.4g} Å apart{where}, below "
+            f"atoms {la} ({name_a}) and {lb} ({name_b}) are {math.sqrt(float(d2[k])):.4g} Å apart{where}, below "
             f"{self.domain_tolerance:g} x the smallest {key} distance in the model's training data "
             f"({d_min:.4g} Å; {n_bad} pair(s) below): the model is extrapolating and its forces are not "
             "to be trusted; check the structure and time step, or train on data with closer contacts "
@@ -311,7 +326,7 @@ class ModelRunner:
         if self.strict:
             err = NumericalError(message + " (strict mode)")
             #: what the report says, for engine adapters: atoms, symbols, Å, training minimum, step
-            err.out_of_domain = {"atoms": (a, b), "symbols": (name_a, name_b), "distance": math.sqrt(float(d2[k])),
+            err.out_of_domain = {"atoms": (la, lb), "symbols": (name_a, name_b), "distance": math.sqrt(float(d2[k])),
                                  "training_min": d_min, "tolerance": self.domain_tolerance, "step": step}
             raise err
         self.domain_warned = True
@@ -351,6 +366,12 @@ class ModelRunner:
         kwargs = {}
         if self._verlet is not None:
             nl, d2 = self._pairs_within_cutoff(pos, cell_t, pbc)
+            if self.labels is not None:
+                # the model's own coincident-atom check names its rows: check here with the engine's
+                from lawful.forcefields.batch import check_squared_distances
+
+                lab = self._labels_t
+                check_squared_distances(d2, lab.index_select(0, nl.i), lab.index_select(0, nl.j))
             if self._domain_min2 is not None:
                 self._check_domain(nl, d2, step)
             # lawful's own models take the pairs already cut, with their squared distances: no

@@ -394,6 +394,72 @@ def test_strict_out_of_domain_names_the_openmm_step():
                 sim.context.getState(getEnergy=True)
 
 
+def _domain_copper():
+    from lawful.forcefields import NeuralPotential
+
+    torch.manual_seed(0)
+    model = NeuralPotential(species=["Cu"], cutoff=4.5, dtype=torch.float64)
+    model.pair_min_distance = {"Cu-Cu": 2.3}
+    return model
+
+
+@pytest.mark.parametrize("how", ["topology", "numbers"])
+@pytest.mark.parametrize("gap, error, pattern", [
+    (1.9, "domain", r"atoms 3 \(Cu\) and 5 \(Cu\) are 1.9 Å apart"),        # 1.9 Å < 0.9 x 2.3 Å
+    (1e-5, "coincident", r"atoms 3 and 5 are 1e-05 Å apart \(coincident"),
+])
+def test_reports_name_system_particles_when_the_ml_atoms_are_not_the_first(how, gap, error, pattern):
+    """An ML subset placed after other particles (particles 3 and 5 of 6): out-of-domain and
+    coincident-atom reports name the System's particles, not the subset's rows (0 and 1), whether
+    the force sees the subset only (topology: setParticles) or picks it from every particle
+    (numbers=)."""
+    from ase import Atoms
+
+    model = _domain_copper()
+    pos = np.array([[8.0 * k, 0.0, 0.0] for k in range(6)])
+    pos[5] = pos[3] + [gap, 0.0, 0.0]
+    atoms = Atoms("Cu6", positions=pos)
+    top, positions = topology_from_atoms(atoms)
+    if how == "topology":
+        force = create_force(model, topology=top, atoms=[3, 5], periodic=False, backend="python", strict=True)
+    else:
+        force = create_force(model, numbers=[29] * 6, atoms=[3, 5], periodic=False, backend="python", strict=True)
+    system = openmm.System()
+    for _ in range(6):
+        system.addParticle(63.5)
+    system.addForce(force)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), _reference())
+    ctx.setPositions(positions)
+    with pytest.raises(NumericalError, match=pattern) as info:
+        with lawful_errors():
+            ctx.getState(getEnergy=True)
+    if error == "domain":
+        assert info.value.out_of_domain["atoms"] == (3, 5)
+
+
+def test_auto_keeps_a_model_with_a_training_domain_on_the_checking_backend(monkeypatch):
+    """The training-domain check (warning, strict) is made by the python backend only, so "auto"
+    picks torch only for models without a domain record, backend="torch" with strict is refused,
+    and backend="torch" for a model with a record warns that nothing is checked."""
+    import lawful.integrations.openmm as lawful_openmm
+    import lawful.integrations.torchscript_force as torchscript_force
+    from lawful.forcefields import NeuralPotential
+
+    monkeypatch.setattr(lawful_openmm, "available_backends", lambda: ["python", "torch"])
+    monkeypatch.setattr(torchscript_force, "create_torch_force", lambda *a, **k: openmm.CustomExternalForce("0"))
+    plain = NeuralPotential(species=["Cu"], cutoff=4.5, dtype=torch.float64)
+    assert create_force(plain, numbers=[29], periodic=False).getName().startswith("LawfulForce[torch,")
+    model = _domain_copper()
+    for strict in (False, True):
+        assert create_force(model, numbers=[29], periodic=False, strict=strict).getName().startswith(
+            "LawfulForce[python,")
+    with pytest.raises(InputError, match="strict=True needs the training-domain check"):
+        create_force(model, numbers=[29], periodic=False, backend="torch", strict=True)
+    with pytest.warns(UserWarning, match="makes no training-domain check"):
+        force = create_force(model, numbers=[29], periodic=False, backend="torch")
+    assert force.getName().startswith("LawfulForce[torch,")
+
+
 @pytest.mark.parametrize("kwargs, error, pattern", [
     (dict(numbers=[29] * 32, atoms=[0, 99], periodic=False), InputError, r"atoms \[99\] are outside the 32"),
     (dict(numbers=[29] * 32, atoms=[-1, 3], periodic=False), InputError, r"negative indices \[-1\]"),
