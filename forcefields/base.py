@@ -86,7 +86,7 @@ class AtomisticModel(torch.nn.Module):
     """
 
     kind = "AtomisticModel"
-    __jit_unused_properties__ = ["config", "dtype", "device"]
+    __jit_unused_properties__ = ["config", "dtype", "device", "stress_fitted"]
 
     def __init__(self, species: Sequence, cutoff: float):
         super().__init__()
@@ -118,6 +118,13 @@ class AtomisticModel(torch.nn.Module):
     def config(self) -> dict:
         """Constructor arguments (JSON-able) that rebuild this architecture."""
         raise NotImplementedError
+
+    @property
+    def stress_fitted(self) -> bool:
+        """Whether this model's stress is determined by what it learned. True here: a model whose
+        forces and stress are derivatives of its energy gets both from the one fitted energy
+        (:class:`~lawful.forcefields.DirectForceModel` overrides this)."""
+        return True
 
     @property
     def dtype(self) -> torch.dtype:

@@ -103,6 +103,20 @@ class DirectForceModel(AtomisticModel):
         forces = forces.index_add(0, edge_i, s.unsqueeze(1) * u)
         return energies, forces, s
 
+    @property
+    def stress_fitted(self) -> bool:
+        """Whether training fitted the stress (``stress_weight > 0`` in its training summary).
+        Otherwise the stress is not determined: in a perfect crystal every atom's force vanishes by
+        symmetry whatever the pair magnitudes ``s``, so training on forces leaves the virial's
+        isotropic part free (the shipped ``cu-emt-direct``, trained with stress weight 0, is about
+        10 GPa off EMT's pressure while its shear stress agrees). The ASE calculator warns when
+        such a stress is asked for."""
+        weights = self.training_summary.get("weights") or {}
+        try:
+            return float(weights.get("stress", 0.0)) > 0.0
+        except (TypeError, ValueError):
+            return False
+
     def _evaluate_batch(self, batch: Batch, forces: bool, stress: bool, training: bool) -> dict:
         with torch.set_grad_enabled(training):      # no autograd needed outside training
             return self._outputs(batch, forces, stress)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -77,7 +78,9 @@ class LawfulCalculator(Calculator):
     atoms periodic in all three directions). All properties come from one model pass; ASE's
     ``system_changes`` decides when to recompute. For atoms periodic in all three directions the
     stress is computed in the same backward pass as the forces whatever was asked, so
-    ``get_forces(); get_stress()`` costs one model evaluation. ``calc.dtype`` and
+    ``get_forces(); get_stress()`` costs one model evaluation; a model whose stress training did
+    not fit (``model.stress_fitted`` False: a ``DirectForceModel`` trained with stress weight 0)
+    computes it only when asked, and warns once that it is not to be trusted. ``calc.dtype`` and
     ``calc.device`` report what is actually used; ``calc.todict()`` names the model (path or
     shipped name) with a sha256 of its content, so ASE databases and trajectories record which
     potential made them. Atoms of elements the model does not know raise
@@ -102,6 +105,7 @@ class LawfulCalculator(Calculator):
         self.strict = bool(strict)
         self.skin = ModelRunner(self.model, [], skin=skin).skin   # checked now, not at the first step
         self._runner: ModelRunner | None = None
+        self._stress_warned = False
 
     def __repr__(self) -> str:
         return (f"LawfulCalculator({type(self.model).__name__}, species={list(self.model.species)}, "
@@ -135,7 +139,17 @@ class LawfulCalculator(Calculator):
                 f"stress needs atoms periodic in all three directions (pbc={pbc}); set atoms.pbc=True "
                 "with a 3D cell, or do not ask for stress."
             )
-        want_stress = all(pbc)    # same backward pass: a later get_stress() costs nothing
+        fitted = bool(getattr(self.model, "stress_fitted", True))
+        # same backward pass: a later get_stress() costs nothing (an unfitted stress only on request)
+        want_stress = all(pbc) and (fitted or "stress" in properties)
+        if "stress" in properties and not fitted and not self._stress_warned:
+            self._stress_warned = True
+            warnings.warn(
+                f"this {type(self.model).__name__} was trained without stress (stress weight 0), and its stress "
+                "is not determined by forces: the pressure can be off by GPa (cu-emt-direct: about 10 GPa from "
+                "EMT's). Do not use it for NPT or cell relaxation; use a NeuralPotential (stress = the strain "
+                "derivative of its energy) or train the control with stress_weight > 0.", UserWarning,
+                stacklevel=2)
         cell = np.asarray(atoms.cell.array, dtype=np.float64) if any(pbc) else None
         runner = self._runner_for(atoms)
         out = runner.evaluate(atoms.positions, cell=cell, pbc=pbc, stress=want_stress)

@@ -446,3 +446,44 @@ def test_cuda_device_matches_cpu(make_model):
     atoms.calc = calc
     assert atoms.get_potential_energy() == pytest.approx(e_cpu, rel=1e-10)
     np.testing.assert_allclose(atoms.get_forces(), f_cpu, atol=1e-9)
+
+
+def test_unfitted_stress_of_a_direct_model_is_computed_only_when_asked_and_warns_once():
+    """A DirectForceModel trained without stress (the shipped control: stress weight 0) has a
+    stress that forces do not determine: the calculator leaves it out of the force call and warns
+    when it is asked for; a NeuralPotential's stress (the strain derivative of its energy) and a
+    control trained with stress come with the forces, silently."""
+    import warnings as _warnings
+
+    from ase.build import bulk
+
+    from lawful.forcefields import load_model
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.rattle(0.02, seed=1)
+    direct = load_model("cu-emt-direct")
+    assert direct.stress_fitted is False and load_model("cu-emt").stress_fitted is True
+    calc = LawfulCalculator(direct)
+    atoms.calc = calc
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        atoms.get_forces()
+    assert "stress" not in calc.results
+    with pytest.warns(UserWarning, match="trained without stress"):
+        s1 = atoms.get_stress()
+    atoms.positions[0, 0] += 0.01
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")          # once per calculator
+        s2 = atoms.get_stress()
+    assert s1.shape == s2.shape == (6,) and not np.allclose(s1, s2)
+    direct.training_summary = dict(direct.training_summary, weights={"energy": 1.0, "forces": 1.0, "stress": 0.1})
+    atoms.calc = LawfulCalculator(direct)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        atoms.get_forces()
+        assert "stress" in atoms.calc.results
+    atoms.calc = LawfulCalculator("cu-emt")
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        atoms.get_forces()
+        assert "stress" in atoms.calc.results
