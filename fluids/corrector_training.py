@@ -425,7 +425,7 @@ def rollout_errors(traj, corrector=None, steps: int | None = None, dtype=torch.f
     sc, solver = traj.initial_state(dtype=dtype, index=start)
     if corrector is not None and traj.case.scene == "karman":
         corrector.reynolds = traj.case.re
-    fu, fv = solver.ubc[0].double(), solver.vbc[0].double()
+    fu, fv = solver.ubc[0].double().clone(), solver.vbc[0].double().clone()   # .double() of float64 is the same tensor
     px, py = sc.state.boundary.periodic_axes
     if px:
         fu[-1] = 0.0

@@ -38,7 +38,7 @@ import torch
 from lawful.kernels.errors import InputError
 
 __all__ = ["Circle", "Box", "obstacle_masks", "body_velocity", "obstacle_forces", "force_record", "control_volume_force",
-           "control_volume_box", "box_momentum", "ForceProbe"]
+           "control_volume_box", "box_momentum", "box_integral", "ForceProbe"]
 
 
 def _finite(name, val):
@@ -215,16 +215,21 @@ def control_volume_box(masks, k: int, solid: torch.Tensor, margin: int = 4):
     return None
 
 
-def box_momentum(state, box) -> tuple:
-    """Fluid momentum ``(Mx, My)`` (density 1, per unit depth) inside ``box``: the faces within it,
-    those on its border at half weight."""
+def box_integral(fu: torch.Tensor, fv: torch.Tensor, box, dx: float) -> tuple:
+    """``(sum fu dV, sum fv dV)`` of face fields ``fu`` (nx+1, ny), ``fv`` (nx, ny+1) over ``box``:
+    the faces within it, those on its border at half weight."""
     i0, i1, j0, j1 = box
-    dx2 = float(state.dx) ** 2
-    u = state.u.double()[i0:i1 + 1, j0:j1]
-    v = state.v.double()[i0:i1, j0:j1 + 1]
-    mx = float(u.sum() - 0.5 * (u[0].sum() + u[-1].sum())) * dx2
-    my = float(v.sum() - 0.5 * (v[:, 0].sum() + v[:, -1].sum())) * dx2
-    return mx, my
+    dx2 = float(dx) ** 2
+    u = fu.double()[i0:i1 + 1, j0:j1]
+    v = fv.double()[i0:i1, j0:j1 + 1]
+    return (float(u.sum() - 0.5 * (u[0].sum() + u[-1].sum())) * dx2,
+            float(v.sum() - 0.5 * (v[:, 0].sum() + v[:, -1].sum())) * dx2)
+
+
+def box_momentum(state, box) -> tuple:
+    """Fluid momentum ``(Mx, My)`` (density 1, per unit depth) inside ``box`` (:func:`box_integral`
+    of the velocity)."""
+    return box_integral(state.u, state.v, box, state.dx)
 
 
 class ForceProbe:
@@ -245,11 +250,14 @@ class ForceProbe:
         if method not in self.METHODS:
             raise InputError(f"force method {method!r} is unknown: use one of {self.METHODS}.")
         self.obstacles, self.masks, self.reference, self.method = tuple(obstacles), tuple(masks), reference, method
+        _column_names(self.obstacles)
         self._boxes = None
         self._prev = {}
 
-    def forces(self, state, viscosity: float) -> list:
-        """``[(fx, fy), ...]`` per obstacle."""
+    def forces(self, state, viscosity: float, body_force=None) -> list:
+        """``[(fx, fy), ...]`` per obstacle; ``body_force``: the face accelerations the step applied
+        to the fluid (:meth:`lawful.fluids.Solver.body_force`; None: none), part of the control
+        volume's balance."""
         surface = obstacle_forces(state, viscosity, self.obstacles, self.masks)
         if self.method == "surface":
             return surface
@@ -266,14 +274,14 @@ class ForceProbe:
             if prev is not None and state.t > prev[0]:
                 rate = ((m[0] - prev[1][0]) / (state.t - prev[0]), (m[1] - prev[1][1]) / (state.t - prev[0]))
             self._prev[k] = (state.t, m)
-            out.append(control_volume_force(state, viscosity, box, rate))
+            out.append(control_volume_force(state, viscosity, box, rate, body_force=body_force))
         return out
 
-    def record(self, state, viscosity: float) -> dict:
+    def record(self, state, viscosity: float, body_force=None) -> dict:
         """``drag``, ``lift`` (summed over the obstacles), ``cd``, ``cl`` when ``reference = (U, L)``
         is given, and with several obstacles ``drag_<name>``, ``lift_<name>`` (and ``cd_<name>``,
         ``cl_<name>``) per obstacle (``name`` or its index)."""
-        return _record(self.forces(state, viscosity), self.obstacles, self.reference)
+        return _record(self.forces(state, viscosity, body_force), self.obstacles, self.reference)
 
 
 def force_record(state, viscosity: float, obstacles, masks, reference=None) -> dict:
@@ -290,25 +298,43 @@ def _record(forces, obstacles, reference) -> dict:
         q = 0.5 * float(U) ** 2 * float(L)
         rec["cd"], rec["cl"] = rec["drag"] / q, rec["lift"] / q
     if len(forces) > 1:
-        for k, (ob, f) in enumerate(zip(obstacles, forces)):
-            name = ob.name or str(k)
+        for name, f in zip(_column_names(obstacles), forces):
             rec[f"drag_{name}"], rec[f"lift_{name}"] = f
             if q is not None:
                 rec[f"cd_{name}"], rec[f"cl_{name}"] = f[0] / q, f[1] / q
     return rec
 
 
-def control_volume_force(state, viscosity: float, box, momentum_rate=(0.0, 0.0), pressure=None) -> tuple:
+def _column_names(obstacles) -> list:
+    """Each obstacle's name in the force columns (``name``, or its index when unnamed); an
+    :class:`InputError` when two would share one (the later obstacle's columns would replace the
+    earlier's)."""
+    names = [ob.name or str(k) for k, ob in enumerate(obstacles)]
+    seen = {}
+    for k, name in enumerate(names):
+        if name in seen:
+            raise InputError(f"obstacles {seen[name]} and {k} would both write the force columns drag_{name} / "
+                             f"lift_{name}: give every obstacle its own name (an unnamed obstacle is named by its "
+                             "index).")
+        seen[name] = k
+    return names
+
+
+def control_volume_force(state, viscosity: float, box, momentum_rate=(0.0, 0.0), pressure=None,
+                         body_force=None) -> tuple:
     """The force of the fluid on whatever lies inside the rectangle ``box = (i0, i1, j0, j1)``
     (cell-face indices: the lines ``x = i0 dx``, ``x = i1 dx``, ``y = j0 dx``, ``y = j1 dx``; every
     cell of the box border fluid, with one cell of fluid outside) from the momentum balance of the
     fluid in it (density 1, per unit depth):
 
         F = sum over the box faces of ( -p n + sigma . n - u (u . n) ) dS  -  d/dt (momentum in the box)
+            + integral over the fluid in the box of f dV
 
     with ``sigma = nu (grad u + grad u^T)`` by central differences on the MAC grid, ``p`` the
     cell pressure (``state.p`` or ``pressure``) averaged to the border and ``momentum_rate`` the
-    caller's estimate of the last term (0 for a steady flow). The border lies in smooth flow away from the staircase surface,
+    caller's estimate of the d/dt term (0 for a steady flow) and ``f`` the body force per unit
+    mass on the fluid faces, ``body_force = (fu, fv)`` (:func:`~lawful.fluids.solver.body_acceleration`:
+    forcing, linear drag, buoyancy; None: none, which is wrong for a driven or buoyant flow). The border lies in smooth flow away from the staircase surface,
     so this is the check :func:`obstacle_forces` is compared against (``bench_cfd.py``).
     """
     i0, i1, j0, j1 = (int(k) for k in box)
@@ -338,4 +364,7 @@ def control_volume_force(state, viscosity: float, box, momentum_rate=(0.0, 0.0),
         dudy = (0.5 * (u[is_, j] + u[is_ + 1, j]) - 0.5 * (u[is_, j - 1] + u[is_ + 1, j - 1])) / dx
         fy += sgn * float((-pf + 2 * nu * dvdy - vf * vf).sum()) * dx
         fx += sgn * float((nu * (dudy + dvdx) - uf * vf).sum()) * dx
+    if body_force is not None:
+        bx, by = box_integral(body_force[0], body_force[1], box, dx)
+        fx, fy = fx + bx, fy + by
     return fx - float(momentum_rate[0]), fy - float(momentum_rate[1])

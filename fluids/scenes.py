@@ -22,9 +22,9 @@ import torch
 from lawful.kernels.errors import InputError
 from lawful.kernels.mac_grid import Boundary, inflow_profile
 from lawful.kernels.mac_operators import curl_torch
-from lawful.fluids.forces import Box, Circle, ForceProbe, body_velocity, obstacle_masks
+from lawful.fluids.forces import Box, Circle, ForceProbe, _column_names, body_velocity, obstacle_masks
 from lawful.kernels.precision import fluid_dtype, resolve_device
-from lawful.fluids.solver import Solver, SolverConfig
+from lawful.fluids.solver import Solver, SolverConfig, body_acceleration
 from lawful.fluids.state import FluidState
 
 __all__ = ["Scene", "taylor_green", "kolmogorov", "smoke_plume", "karman", "lid_driven_cavity", "flow_scene",
@@ -65,11 +65,13 @@ class Scene:
 
     force_method: str = "control_volume"
 
-    def forces(self, state: FluidState | None = None, viscosity: float | None = None) -> dict:
+    def forces(self, state: FluidState | None = None, viscosity: float | None = None, body_force=None) -> dict:
         """Force columns (:meth:`~lawful.fluids.forces.ForceProbe.record`, method
         ``force_method``) of ``state`` (default: the scene's) on the scene's obstacles; ``{}``
         without obstacles. Called once per step by :func:`~lawful.fluids.solver.run` (the control
-        volume's d/dt term is the change since the previous call)."""
+        volume's d/dt term is the change since the previous call), which passes the solver's
+        ``body_force``; without it, the scene's own forcing and config's drag and buoyancy
+        (:func:`~lawful.fluids.solver.body_acceleration`)."""
         if not self.obstacles:
             return {}
         probe = self.__dict__.get("_probe")
@@ -77,7 +79,10 @@ class Scene:
             probe = self.__dict__["_probe"] = ForceProbe(self.obstacles, self.masks, self.reference,
                                                          self.force_method)
         nu = self.config.viscosity if viscosity is None else viscosity
-        return probe.record(state if state is not None else self.state, nu)
+        state = state if state is not None else self.state
+        if body_force is None and self.force_method == "control_volume":
+            body_force = body_acceleration(state, self.config, self.forcing)
+        return probe.record(state, nu, body_force)
 
     def make_solver(self, **overrides) -> Solver:
         """A :class:`Solver` for this scene (``overrides`` replace config fields)."""
@@ -372,6 +377,7 @@ def flow_scene(size=(1.0, 1.0), n: int = 64, boundary: Boundary | None = None, o
         if not isinstance(ob, (Circle, Box)):
             raise InputError(f"flow_scene: obstacle {k} is a {type(ob).__name__}; give Circle or Box shapes.")
         _shape_resolution(name, ob, k, n, ly, lx, nx, dx, device)
+    _column_names(obstacles)      # refused now, not at the first step's force record
     if initial not in ("auto", "rest", "inflow"):
         raise InputError(f"flow_scene: initial={initial!r}: use 'auto', 'rest' or 'inflow'.")
     if reference is not None:

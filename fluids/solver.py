@@ -30,7 +30,7 @@ from lawful.fluids.metrics import MetricsWriter, check_writable, divergence_metr
 from lawful.fluids.records import DEFAULT_KEEP, RunRecords
 from lawful.fluids.state import FluidState, first_nonfinite
 
-__all__ = ["SolverConfig", "Solver", "run", "pressure_scale", "stored_pressure"]
+__all__ = ["SolverConfig", "Solver", "run", "pressure_scale", "stored_pressure", "body_acceleration"]
 
 
 def pressure_scale(dt: float, dx: float, predictor: bool) -> float:
@@ -218,6 +218,7 @@ class Solver:
                 if bad is not None:
                     raise InputError(f"{name} has a non-finite value ({float(t[bad])}) at face {list(bad)}: "
                                      "give finite face accelerations.")
+            fu, fv = _periodic_duplicates(fu, fv, self.periodic, "forcing")
             self.forcing = (fu * self.ubc[0], fv * self.vbc[0])
         self.sources = None
         if sources is not None:
@@ -290,6 +291,11 @@ class Solver:
             state.v.mul_(1.0 - cfg.drag * dt)
         viscosity_buoyancy_and_bc(state.u, state.v, self.uw, self.vw, state.scalars, self.boundary, cfg.viscosity,
                                   dt, self.dx, self.ghost, cfg.obstacle_ghost, self.buoyancy_index, cfg.buoyancy)
+
+    def body_force(self, state: FluidState):
+        """The acceleration the force part applies to the fluid at ``state`` (:func:`body_acceleration`
+        with this solver's config and forcing), or None: what a control-volume force balance needs."""
+        return body_acceleration(state, self.config, self.forcing, (self.ubc[0], self.vbc[0]))
 
     def project(self, state: FluidState, warm_start: bool = True, dt: float | None = None) -> ProjectionStats:
         """Default projection part: MGPCG in place. With ``dt`` (a time step's projection) it
@@ -457,6 +463,13 @@ class Solver:
             if correction.get(key) is not None:
                 d = correction[key].to(self.dtype)
                 self._check_like(f"corrector {key}", d, ref)
+                if self.periodic[0 if key == "du" else 1]:
+                    # the duplicate last face is face 0 itself: it takes face 0's correction
+                    d = d.clone()
+                    if key == "du":
+                        d[-1] = d[0]
+                    else:
+                        d[:, -1] = d[:, 0]
                 ref.add_(d * bc[0])
         if correction.get("mean_flow") is not None:
             mx, my = (float(x) for x in correction["mean_flow"])
@@ -464,6 +477,69 @@ class Solver:
                 raise InputError("corrector mean_flow is only divergence-free along periodic axes.")
             state.u.add_(mx * self.ubc[0])
             state.v.add_(my * self.vbc[0])
+
+
+def body_acceleration(state: FluidState, config: SolverConfig, forcing=None, free=None):
+    """The body force per unit mass that a step's force part applies on the fluid faces at
+    ``state``: ``forcing`` (face accelerations), linear drag ``-config.drag * u`` and Boussinesq
+    buoyancy ``config.buoyancy * s`` on the v faces (the scalar averaged from the two cells, as
+    the force kernel does), all zero on fixed faces (``free``: the ``(u, v)`` free-face masks;
+    computed from the state's boundary and obstacles when None). Returns ``(fu (nx+1, ny),
+    fv (nx, ny+1))`` in float64, or None when there is no body force. The control-volume force on
+    an obstacle (:func:`lawful.fluids.forces.control_volume_force`) adds its integral over the
+    fluid in the box: without it a driven or buoyant flow's drag and lift are off by the box's
+    share of the driving force."""
+    has_buoyancy = config.buoyancy != 0.0 and state.scalars.shape[0] > 0
+    if forcing is None and not config.drag and not has_buoyancy:
+        return None
+    if free is None:
+        free = face_bc(state.boundary, state.solid, torch.float64)
+        free = (free[0][0], free[1][0])
+    mu, mv = (m.to(torch.float64) for m in free)
+    fu = torch.zeros_like(state.u, dtype=torch.float64)
+    fv = torch.zeros_like(state.v, dtype=torch.float64)
+    if forcing is not None:
+        fu += torch.as_tensor(forcing[0], dtype=torch.float64, device=fu.device)
+        fv += torch.as_tensor(forcing[1], dtype=torch.float64, device=fv.device)
+    if config.drag:
+        fu -= config.drag * state.u.double()
+        fv -= config.drag * state.v.double()
+    if has_buoyancy:
+        names = list(state.scalar_names)
+        name = config.buoyancy_scalar or names[0]
+        s = state.scalars[names.index(name)].double()
+        ny = s.shape[1]
+        if state.boundary.periodic_axes[1]:
+            below = torch.cat([s[:, -1:], s], 1)                    # v face j: cells j-1 and j (wrapped)
+            above = torch.cat([s, s[:, :1]], 1)
+            fv += config.buoyancy * 0.5 * (below + above)
+        else:                                                       # the faces on y_lo / y_hi: none
+            fv[:, 1:ny] += config.buoyancy * 0.5 * (s[:, :-1] + s[:, 1:])
+    return fu * mu, fv * mv
+
+
+def _periodic_duplicates(fu: torch.Tensor, fv: torch.Tensor, periodic, what: str):
+    """``(fu, fv)`` face fields with the duplicate last face of each periodic axis (``u[nx]`` is
+    ``u[0]``, ``v[:, ny]`` is ``v[:, 0]``) set to the first; an :class:`InputError` when they
+    differ by more than rounding (``1e-6`` of the field's largest value): a field that is not
+    periodic there would make the two copies of one face disagree, and the projection then sees
+    divergence that is not in the flow."""
+    out = []
+    for k, (t, axis) in enumerate(((fu, 0), (fv, 1))):
+        if periodic[axis]:
+            first, last = t.select(axis, 0), t.select(axis, t.shape[axis] - 1)
+            tol = 1e-6 * float(t.abs().max()) if t.numel() else 0.0
+            gap = float((last - first).abs().max()) if t.numel() else 0.0
+            if gap > tol:
+                face = "u[nx]" if axis == 0 else "v[:, ny]"
+                raise InputError(
+                    f"{what}[{k}] differs between {face} and its periodic copy {'u[0]' if axis == 0 else 'v[:, 0]'} "
+                    f"by {gap:.3g}: on a periodic axis the last face is the first face again. Make the field "
+                    f"periodic (evaluate it at x = 0 for both, or set {face} = {'u[0]' if axis == 0 else 'v[:, 0]'}).")
+            t = t.clone()
+            t.select(axis, t.shape[axis] - 1).copy_(first)
+        out.append(t)
+    return out[0], out[1]
 
 
 def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=None, solver: Solver | None = None,
@@ -527,7 +603,7 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
             rec.update(info)
             rec.update(state_metrics(state))
             if forces is not None:
-                rec.update(forces(state, solver.config.viscosity))
+                rec.update(forces(state, solver.config.viscosity, body_force=solver.body_force(state)))
             rec["wall_s"] = wall
             records.append(rec)
             if writer is not None:

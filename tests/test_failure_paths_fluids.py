@@ -66,6 +66,15 @@ CASES = [
     ("forcing with NaN", lambda out: Solver(_tg().state, SolverConfig(dt=0.1),
                                             forcing=(torch.full((9, 8), math.nan, dtype=F64),
                                                      torch.zeros(8, 9, dtype=F64))), InputError, ["nan"]),
+    ("periodic forcing whose duplicate face differs", lambda out: Solver(_tg().state, SolverConfig(dt=0.1),
+        forcing=(torch.cat([torch.ones(8, 8, dtype=F64), torch.zeros(1, 8, dtype=F64)]), torch.zeros(8, 9, dtype=F64))),
+     InputError, ["forcing[0]", "u[nx]", "u[0]"]),
+    ("two obstacles named alike", lambda out: scenes.flow_scene(
+        (2.0, 1.0), 16, obstacles=[scenes.Circle((0.5, 0.5), 0.2, name="cyl"), scenes.Circle((1.5, 0.5), 0.2, name="cyl")],
+        viscosity=0.01), InputError, ["obstacles 0 and 1", "drag_cyl"]),
+    ("an obstacle named like another's index", lambda out: scenes.flow_scene(
+        (2.0, 1.0), 16, obstacles=[scenes.Circle((0.5, 0.5), 0.2), scenes.Circle((1.5, 0.5), 0.2, name="0")],
+        viscosity=0.01), InputError, ["obstacles 0 and 1", "drag_0"]),
     ("misspelled config override", lambda out: _tg().make_solver(pressure_maxiter=5), InputError,
      ["pressure_maxiter"]),
     ("state of another grid", lambda out: _tg().make_solver().step(FluidState.zeros(4, 4, 0.5, dtype=F64)),
