@@ -67,12 +67,17 @@ def _sample(q, x, y, per_x: int, per_y: int, with_bounds: bool = False, ghost=No
         i0 = torch.remainder(i0, per_x)
         i1 = torch.remainder(i1, per_x)
     elif not gx:
-        i1 = i1.clamp_max(nqx - 1)
+        # clamped to the last row: rows nqx-2, nqx-1 with weight 1 on the last (mirrors row 0)
+        i0 = i0.clamp_max(nqx - 2)
+        tx = x - i0.to(x.dtype)
+        i1 = i0 + 1
     if per_y:
         j0 = torch.remainder(j0, per_y)
         j1 = torch.remainder(j1, per_y)
     elif not gy:
-        j1 = j1.clamp_max(nqy - 1)
+        j0 = j0.clamp_max(nqy - 2)
+        ty = y - j0.to(y.dtype)
+        j1 = j0 + 1
 
     def fetch(i, j):
         val = q[i.clamp(0, nqx - 1), j.clamp(0, nqy - 1)]

@@ -100,14 +100,23 @@ def _kernels(real_name: str):
             if i1 == nx:
                 i1 = 0
         elif ti.static(gaxis != 0):
-            i1 = ti.min(i1, nqx - 1)
+            # a position clamped to the last row reads rows nqx-2 and nqx-1 with weight 1 on the
+            # last, as one clamped to row 0 reads rows 0 and 1 with weight 1 on row 0: the same
+            # value as reading the last row twice, and limiter bounds that mirror the low side's
+            if i0 > nqx - 2:
+                i0 = nqx - 2
+                tx = x - ti.cast(i0, real)
+            i1 = i0 + 1
         if ti.static(py):
             j0 = wrap(j0, ny)
             j1 = j0 + 1
             if j1 == ny:
                 j1 = 0
         elif ti.static(gaxis != 1):
-            j1 = ti.min(j1, nqy - 1)
+            if j0 > nqy - 2:        # as for x above
+                j0 = nqy - 2
+                ty = y - ti.cast(j0, real)
+            j1 = j0 + 1
         a = fetch(q, c, i0, j0, nqx, nqy, px, py, gh, gaxis)
         b = fetch(q, c, i1, j0, nqx, nqy, px, py, gh, gaxis)
         d = fetch(q, c, i0, j1, nqx, nqy, px, py, gh, gaxis)
