@@ -293,8 +293,10 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
         raise InputError(f"karman: aspect={aspect!r} must be a positive integer (channel length / height).")
     if not (isinstance(diameter, (int, float)) and math.isfinite(diameter) and 0 < diameter < 1):
         raise InputError(f"karman: diameter={diameter!r} must lie in (0, 1) channel heights.")
-    if not (isinstance(inflow, (int, float)) and math.isfinite(inflow) and inflow != 0):
-        raise InputError(f"karman: inflow={inflow!r} must be a finite non-zero velocity (grid units).")
+    if isinstance(inflow, bool) or not (isinstance(inflow, (int, float)) and math.isfinite(inflow) and inflow > 0):
+        raise InputError(f"karman: inflow={inflow!r} must be a finite positive velocity (grid units): the flow "
+                         "enters on the left and leaves on the right; a negative one would enter through the outflow "
+                         "side (for a flow to the left, build the channel with flow_scene).")
     _check_disc("karman", "cylinder", n, float(diameter), 0.5, _karman_centre_y, aspect)
     dtype = fluid_dtype(dtype)
     device = resolve_device(device if device is not None else "cpu")

@@ -51,6 +51,7 @@ CASES = [
     ("karman re<0", lambda out: scenes.karman(n=16, re=-5.0), InputError, ["re=-5.0"]),
     ("karman re=nan", lambda out: scenes.karman(n=16, re=math.nan), InputError, ["re=nan"]),
     ("karman diameter>1", lambda out: scenes.karman(n=16, diameter=1.5), InputError, ["diameter=1.5"]),
+    ("karman inflow<0", lambda out: scenes.karman(n=16, inflow=-1.0), InputError, ["inflow=-1.0", "positive"]),
     ("kolmogorov aliased forcing", lambda out: scenes.kolmogorov(n=12), InputError, ["n=12", "n >= 16"]),
     ("plume empty source", lambda out: scenes.smoke_plume(n=8), InputError, ["n=8", "n >= 17"]),
     ("taylor_green n=3.5", lambda out: scenes.taylor_green(n=3.5), InputError, ["n=3.5"]),
