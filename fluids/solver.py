@@ -287,8 +287,11 @@ class Solver:
             state.u.add_(self.forcing[0], alpha=dt)
             state.v.add_(self.forcing[1], alpha=dt)
         if cfg.drag:
-            state.u.mul_(1.0 - cfg.drag * dt)
-            state.v.mul_(1.0 - cfg.drag * dt)
+            # free faces only: fixed ones (walls, inflow, bodies) keep the value they prescribe,
+            # which the viscous stencil reads as its boundary value
+            keep = 1.0 - cfg.drag * dt       # in the state's dtype, as a scalar factor would be
+            state.u.mul_(torch.full_like(state.u, keep).masked_fill_(self.ubc[0] <= 0, 1.0))
+            state.v.mul_(torch.full_like(state.v, keep).masked_fill_(self.vbc[0] <= 0, 1.0))
         viscosity_buoyancy_and_bc(state.u, state.v, self.uw, self.vw, state.scalars, self.boundary, cfg.viscosity,
                                   dt, self.dx, self.ghost, cfg.obstacle_ghost, self.buoyancy_index, cfg.buoyancy)
 

@@ -496,9 +496,10 @@ class TorchStep:
         if sol.forcing is not None:
             u = u + h * sol.forcing[0]
             v = v + h * sol.forcing[1]
-        if cfg.drag:
-            u = u * (1.0 - cfg.drag * h)
-            v = v * (1.0 - cfg.drag * h)
+        if cfg.drag:       # free faces only, as the Taichi step
+            keep = 1.0 - cfg.drag * h
+            u = u * torch.full_like(u, keep).masked_fill_(self.ubc[0] <= 0, 1.0)
+            v = v * torch.full_like(v, keep).masked_fill_(self.vbc[0] <= 0, 1.0)
         if cfg.viscosity:
             c = cfg.viscosity * h / dx ** 2
             n = substeps(c, VISCOUS_NUMBER_MAX)

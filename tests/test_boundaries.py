@@ -36,6 +36,27 @@ def test_viscosity_ghost_is_two_u_wall_minus_q_at_a_moving_lid():
     assert float(v.abs().max()) == 0.0
 
 
+def test_linear_drag_leaves_the_prescribed_inflow_for_the_viscous_stencil():
+    """A uniform flow U in an inflow/outflow channel (free-slip walls) with linear drag c = drag dt
+    and viscosity: one force step takes every free face to U (1 - c), and the face next to the
+    inflow also gains the viscous flux from the prescribed inflow value U, lambda c U (lambda =
+    nu dt / dx^2). Drag used to scale the inflow face too, so the stencil read U (1 - c) there
+    and that face stayed U (1 - c)."""
+    from lawful.fluids import Solver, SolverConfig
+    from lawful.fluids.state import FluidState
+
+    n, U, nu, drag, dt = 8, 0.6, 0.02, 0.5, 0.05
+    b = Boundary("inflow", "outflow", "free_slip", "free_slip", inflow_velocity=U)
+    state = FluidState.zeros(2 * n, n, 1.0 / n, b, dtype=F64)
+    state.u.fill_(U)
+    solver = Solver(state, SolverConfig(dt=dt, viscosity=nu, drag=drag))
+    solver.force_step(state, dt)
+    c, lam = drag * dt, nu * dt * n ** 2
+    assert torch.allclose(state.u[0], torch.full((n,), U, dtype=F64), rtol=0, atol=1e-15)
+    assert torch.allclose(state.u[1], torch.full((n,), U * (1 - c) + lam * c * U, dtype=F64), rtol=0, atol=1e-13)
+    assert torch.allclose(state.u[2:2 * n], torch.full((2 * n - 2, n), U * (1 - c), dtype=F64), rtol=0, atol=1e-13)
+
+
 def test_advection_reads_the_wall_velocity_beyond_a_moving_lid():
     """A uniform downward flow v = -W advects u from above the top row: the top u row takes the
     ghost interpolated half a cell above it, i.e. between q and 2U - q; at rest it stays 0."""
@@ -105,10 +126,14 @@ def _twin_matches(sc, steps=3):
         assert float((v - st.v).abs().max()) <= 1e-11 * scale
 
 
-@pytest.mark.parametrize("case", ["cavity", "parabolic_rotating", "moving_side_walls", "obstacle_ghost"])
+@pytest.mark.parametrize("case", ["cavity", "parabolic_rotating", "moving_side_walls", "obstacle_ghost", "drag_channel"])
 def test_torch_twin_matches_the_taichi_step_with_moving_boundaries(case):
     if case == "cavity":
         sc = scenes.lid_driven_cavity(100, 12, dtype=F64)
+    elif case == "drag_channel":      # linear drag next to inflow and body faces
+        sc = flow_scene((2.0, 0.5), 12, Boundary.channel(1.0, "no_slip", "parabolic"),
+                        obstacles=[Circle((0.5, 0.25), 0.1, omega=3.0)], viscosity=0.01, dtype=F64)
+        sc.config = replace(sc.config, drag=0.8)
     elif case == "parabolic_rotating":
         sc = flow_scene((2.0, 0.5), 12, Boundary.channel(1.0, "no_slip", "parabolic"),
                         obstacles=[Circle((0.5, 0.25), 0.1, omega=3.0), Box((1.2, 0.1), (1.4, 0.3))],
