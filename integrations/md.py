@@ -168,7 +168,7 @@ def _check_out(out) -> Path | None:
 
 
 def _openmm_system(atoms, model, dtype, device, strict=False):
-    from lawful.integrations.openmm import system_from_atoms, topology_from_atoms
+    from lawful.integrations.openmm import apply_ase_constraints, system_from_atoms, topology_from_atoms
 
     if not _is_emt(model):
         return system_from_atoms(atoms, model, backend="python", dtype=dtype, device=device, strict=strict)
@@ -179,6 +179,7 @@ def _openmm_system(atoms, model, dtype, device, strict=False):
     system = MLPotential("ase").createSystem(top, calculator=EMT(), removeCMMotion=False)
     for k, m in enumerate(atoms.get_masses()):
         system.setParticleMass(k, float(m))
+    apply_ase_constraints(system, atoms)
     return system, top, positions
 
 

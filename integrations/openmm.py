@@ -55,7 +55,7 @@ from lawful.integrations.runner import ModelRunner, resolve_model
 from lawful.integrations.monitors import CsvLog, DriftAccumulator, DriftSummary
 from lawful.kernels.errors import BackendError, InputError, LawfulError, NumericalError, ShapeError
 
-__all__ = ["create_force", "numbers_from_topology", "topology_from_atoms", "system_from_atoms", "DriftReporter", "lawful_errors", "LawfulComputation",
+__all__ = ["create_force", "numbers_from_topology", "topology_from_atoms", "system_from_atoms", "apply_ase_constraints", "DriftReporter", "lawful_errors", "LawfulComputation",
            "available_backends", "resolve_periodicity"]
 
 _BACKENDS = ("auto", "python", "torch")
@@ -570,16 +570,34 @@ def topology_from_atoms(atoms):
     return top, positions
 
 
+def apply_ase_constraints(system, atoms) -> None:
+    """Carry the atoms' ASE constraints into an OpenMM ``system`` with one particle per atom:
+    ``FixAtoms`` becomes mass 0 (OpenMM's fixed particle; the drift reporter then leaves it out
+    of the degrees of freedom, as ASE does); any other constraint raises :class:`InputError`,
+    since OpenMM would silently ignore it (fixed atoms moved 0.2 Å in 200 fs before this)."""
+    from ase.constraints import FixAtoms
+
+    for c in atoms.constraints:
+        if not isinstance(c, FixAtoms):
+            raise InputError(f"the OpenMM engine cannot apply the ASE constraint {type(c).__name__}: run with "
+                             "the ASE engine, or remove the constraint (FixAtoms is carried over as mass 0).")
+    for c in atoms.constraints:
+        for i in c.get_indices():
+            system.setParticleMass(int(i), 0.0)
+
+
 def system_from_atoms(atoms, model, backend: str = "auto", **kwargs):
     """A System for ``ase.Atoms`` with one lawful force (masses from the atoms, amu = dalton),
     plus its topology and positions (nm): ``system, topology, positions``. ``kwargs`` go to
     :func:`create_force` (``periodic``, ``strict``, ``dtype``, ...). The atoms' ``pbc`` decides
     periodicity (all three directions or none; the System's box is the cell), so ``periodic``
-    may only repeat it. No CMMotionRemover and no thermostat: ready for NVE."""
+    may only repeat it. No CMMotionRemover and no thermostat: ready for NVE. The atoms' ASE
+    constraints: see :func:`apply_ase_constraints`."""
     top, positions = topology_from_atoms(atoms)
     system = openmm.System()
     for m in atoms.get_masses():
         system.addParticle(float(m))  # ASE masses are in amu = dalton, OpenMM's mass unit
+    apply_ase_constraints(system, atoms)
     if top.getPeriodicBoxVectors() is not None:
         system.setDefaultPeriodicBoxVectors(*top.getPeriodicBoxVectors())
     system.addForce(create_force(model, topology=top, backend=backend, **kwargs))

@@ -118,3 +118,41 @@ def test_openmm_run_that_blows_up_keeps_what_it_wrote(tmp_path):
     n_frames, n_atoms = _dcd_frames_and_atoms(tmp_path / "trajectory.dcd")
     assert n_atoms == 32 and n_frames == len(rows) - 1  # frames at steps 10, 20, ... (none at 0)
     assert not (tmp_path / "md.json").exists()  # no summary of a run that did not finish
+
+
+def test_fixed_atoms_stay_fixed_in_openmm_and_count_as_in_ase(tmp_path):
+    """ASE FixAtoms: in OpenMM the fixed atoms become massless (OpenMM's fixed particles), so they
+    do not move and both engines' drift.csv count the same degrees of freedom. The OpenMM run used to drop the constraint: fixed atoms moved 0.2 Å in 200 fs and
+    its temperature was half of ASE's. A constraint OpenMM cannot apply is refused before anything
+    runs or is written."""
+    import openmm
+    from ase.constraints import FixAtoms, FixBondLength
+    from openmm import unit as u
+
+    from lawful.integrations.openmm import system_from_atoms
+    from lawful.kernels.errors import InputError
+
+    atoms = rattled_copper(seed=5, amp=0.03)
+    fixed = list(range(0, len(atoms), 2))
+    atoms.set_constraint(FixAtoms(indices=fixed))
+    system, _, positions = system_from_atoms(atoms, MorsePairModel(), backend="python")
+    assert [system.getParticleMass(i).value_in_unit(u.dalton) for i in fixed] == [0.0] * len(fixed)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.002), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(positions)
+    ctx.setVelocitiesToTemperature(300.0, 3)
+    ctx.getIntegrator().step(100)
+    moved = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.angstrom) - atoms.positions
+    free = [i for i in range(len(atoms)) if i not in fixed]
+    assert np.abs(moved[fixed]).max() < 1e-12 and np.abs(moved[free]).max() > 0.01   # nm <-> Å rounding only
+    per_kelvin = {}       # kinetic energy per kelvin = dof k_B / 2: the degrees of freedom each engine counts
+    for engine in ("ase", "openmm"):
+        run_md(atoms, MorsePairModel(), engine, timestep_fs=2.0, steps=20, report_interval=10, seed=2,
+               out=tmp_path / engine)
+        row = next(csv.DictReader((tmp_path / engine / "drift.csv").open()))
+        per_kelvin[engine] = float(row["kinetic_eV"]) / float(row["temperature_K"])
+    assert per_kelvin["openmm"] == pytest.approx(per_kelvin["ase"], rel=1e-6)   # was twice ASE's
+    bad = atoms.copy()
+    bad.set_constraint(FixBondLength(0, 1))
+    with pytest.raises(InputError, match="cannot apply the ASE constraint FixBondLength"):
+        run_md(bad, MorsePairModel(), "openmm", steps=20, out=tmp_path / "bad")
+    assert not (tmp_path / "bad" / "drift.csv").exists()
