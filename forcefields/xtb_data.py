@@ -70,11 +70,24 @@ def xtb_calculator(method: str = METHOD, fresh_guess: bool = True):
 
 
 def frame_key(atoms: Atoms, method: str = METHOD) -> str:
-    """A 16-hex-digit key of a frame: SHA-256 of the method, atomic numbers and float64 positions."""
+    """A 16-hex-digit key of a frame: SHA-256 of the method (the labeller, :func:`labeller_id`),
+    atomic numbers and float64 positions."""
     h = hashlib.sha256(method.encode())
     h.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
     h.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
     return h.hexdigest()[:16]
+
+
+def labeller_id(calculator=None, method: str = METHOD) -> str:
+    """What made a label, as the cache keys it: ``method`` for the default labeller (a fresh
+    :func:`xtb_calculator` per frame, the keys every existing cache holds), else the calculator's
+    class and parameters (``todict()``), so labels of another calculator are never taken for xTB's
+    (a Lennard-Jones label once came back as "GFN2-xTB", 300 eV off)."""
+    if calculator is None:
+        return method
+    params = getattr(calculator, "todict", lambda: {})()
+    return (f"{type(calculator).__module__}.{type(calculator).__qualname__}"
+            + json.dumps(params, sort_keys=True, default=str))
 
 
 def _extxyz_text(atoms: Atoms) -> bytes:
@@ -110,6 +123,13 @@ def _read_intact(path: Path) -> list[Atoms]:
 
     if not path.is_file():
         return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        # every frame ends with a newline: a tail without one was cut mid-write, possibly inside
+        # its last number (-3.546 read as -3.54), so that line goes and its frame with it below
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data[:data.rfind(b"\n") + 1])
+        os.replace(tmp, path)
     frames = []
     try:
         for a in iread(str(path), index=":", format="extxyz"):
@@ -130,7 +150,10 @@ class LabelCache:
         self.path = Path(path)
         self.frames: dict[str, Atoms] = {}
         for a in _read_intact(self.path):
-            self.frames[str(a.info["key"])] = a
+            # recomputed from the stored frame (the positions round-trip exactly): extxyz reads a
+            # key such as 306540283e861062 back as a number (inf), which never matched again
+            a.info["key"] = frame_key(a, str(a.info.get("labeller", a.info.get("method", METHOD))))
+            self.frames[a.info["key"]] = a
 
     def __contains__(self, key: str) -> bool:
         return key in self.frames
@@ -151,7 +174,8 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
     not recomputed; each new one is appended to it at once, so an interruption keeps them.
     ``on_label(n)``: called after the n-th new label is stored. ``progress``: a tqdm bar (stderr)."""
     cache = cache if isinstance(cache, LabelCache) else LabelCache(cache)
-    keys = [frame_key(a, method) for a in frames]
+    labeller = labeller_id(calculator, method)
+    keys = [frame_key(a, labeller) for a in frames]
     todo = [i for i, k in enumerate(keys) if k not in cache]
     bar = None
     if progress and todo:
@@ -162,7 +186,9 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
         for n, i in enumerate(todo, start=1):
             a = Atoms(frames[i].numbers, positions=frames[i].positions)
             a.info.update(frames[i].info)
-            a.info["key"], a.info["method"] = keys[i], method
+            a.info["key"], a.info["method"] = keys[i], method if calculator is None else labeller
+            if calculator is not None:
+                a.info["labeller"] = labeller
             a.calc = calculator if calculator is not None else xtb_calculator(method)   # fresh: see xtb_calculator
             t0 = time.perf_counter()
             energy, forces = float(a.get_potential_energy()), np.array(a.get_forces(), dtype=np.float64)
@@ -214,6 +240,10 @@ class SamplingConfig:
         for t in self.temperatures:
             if not (np.isfinite(t) and 0 < t <= 5000):
                 raise InputError(f"SamplingConfig.temperatures contains {t!r}; give temperatures in K in (0, 5000].")
+        names = [int(round(t)) for t in self.temperatures]
+        if len(set(names)) != len(names):
+            raise InputError(f"SamplingConfig.temperatures {tuple(self.temperatures)!r} repeat a temperature (to the "
+                             "kelvin, which names the segments): give distinct whole-kelvin temperatures.")
         if not (0 < self.timestep_fs <= 2.0):
             raise InputError(f"SamplingConfig.timestep_fs={self.timestep_fs!r} is outside (0, 2] fs; molecules "
                              "with H need <= 1 fs.")
@@ -425,6 +455,10 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     cfg.check()
     if isinstance(molecule, Atoms):
         starts, name = {"start": molecule}, str(molecule.info.get("molecule", molecule.get_chemical_formula()))
+        if any(molecule.pbc):
+            raise InputError(f"molecule {name!r} is periodic (pbc={list(map(bool, molecule.pbc))}): the molecular "
+                             "data sets label isolated molecules, and the cell would be dropped; pass it with "
+                             "pbc=False.")
         bad = sorted(set(molecule.get_chemical_symbols()) - set(SPECIES))
         if bad:
             raise InputError(f"molecule {name!r} contains {', '.join(bad)}; the molecular data sets use only "
@@ -454,14 +488,16 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
         os.replace(tmp, out / f"{s}.extxyz")
         counts[s] = {"frames": len(chosen), "segments": len(members)}
     secs = [float(a.info["seconds"]) for a in labelled if "seconds" in a.info]
+    labellers = sorted({str(a.info.get("labeller", METHOD)) for a in labelled})
     card = {
         "molecule": name,
         "formula": minimum.get_chemical_formula(),
         "n_atoms": len(minimum),
         "species": sorted(set(minimum.get_chemical_symbols())),
-        "method": METHOD,
-        "calculator": "tblite.ase.TBLite, a new instance per frame (SCF from the SAD guess, accuracy 1.0, "
-                      "electronic temperature 300 K)",
+        "method": METHOD if labellers == [METHOD] else labellers,
+        "calculator": ("tblite.ase.TBLite, a new instance per frame (SCF from the SAD guess, accuracy 1.0, "
+                       "electronic temperature 300 K)" if labellers == [METHOD] else
+                       "the calculator passed to make_dataset (see method)"),
         "units": {"energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
         "versions": _versions(),
         "sampling": {**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},

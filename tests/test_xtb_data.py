@@ -139,6 +139,7 @@ CONFIG_CASES = [
     ({"fractions": (0.5, 0.5)}, "(0.5, 0.5)"),
     ({"fractions": (0.9, 0.2, -0.1)}, "-0.1"),
     ({"temperatures": (), "rattled_segments": 0}, "nothing to sample"),
+    ({"temperatures": (300.0, 300.4)}, "repeat a temperature"),   # both named md300K: one segment lost
 ]
 
 
@@ -511,3 +512,70 @@ def test_solvent_and_restrained_starts_are_sampled_as_given(tmp_path):
         want = (-70.0, 140.0) if a.info["start"] == "snap" else (-65.0, -40.0)
         assert abs(phi - want[0]) < 15 and abs(psi - want[1]) < 15, (a.info["start"], phi, psi)
     assert card["molecule"] == "alanine-dipeptide"
+
+
+def _lj_frames(n=3):
+    rng = np.random.default_rng(0)
+    water = build_molecule("water")
+    frames = []
+    for k in range(n):
+        a = Atoms(water.numbers, positions=water.positions + rng.normal(0, 0.02, water.positions.shape))
+        a.info["segment"] = "s0"
+        frames.append(xtb_data._round_trip(a))
+    return frames
+
+
+@needs_tblite
+def test_labels_of_another_calculator_are_not_taken_for_xtb(tmp_path):
+    """A label cache filled by another calculator (Lennard-Jones here) is not read back as
+    GFN2-xTB: the key names the labeller, so xTB labels the frames itself, and the other
+    calculator's frames say what made them (it once returned LJ energies 300 eV off, marked
+    GFN2-xTB)."""
+    from ase.calculators.lj import LennardJones
+
+    frames = _lj_frames()
+    cache = tmp_path / "labels.extxyz"
+    lj = xtb_data.label_cached(frames, cache, calculator=LennardJones())
+    assert all(a.info["method"].startswith("ase.calculators.lj.LennardJones") for a in lj)
+    xtb = xtb_data.label_cached(frames, cache)
+    assert all(a.info["method"] == "GFN2-xTB" for a in xtb)
+    direct = frames[0].copy()
+    direct.calc = xtb_data.xtb_calculator()
+    assert xtb[0].get_potential_energy() == pytest.approx(direct.get_potential_energy(), abs=1e-6)
+    assert abs(xtb[0].get_potential_energy() - lj[0].get_potential_energy()) > 10.0
+    assert len(read(cache, index=":")) == 6
+
+
+def test_label_cache_finds_numeric_looking_keys_and_drops_a_torn_last_number(tmp_path):
+    """extxyz reads a key such as 306540283e861062 back as a number: the cache indexes frames by
+    the key recomputed from the stored frame, so such a frame is found (it was relabelled and
+    appended again on every resume). A file cut inside its last number (the last atom's z force,
+    -3.546 read as -3.54) loses that frame instead of keeping it with a wrong force."""
+    from ase.calculators.lj import LennardJones
+
+    frames = _lj_frames(2)
+    path = tmp_path / "labels.extxyz"
+    calc = LennardJones()
+    labelled = xtb_data.label_cached(frames, path, calculator=calc)
+    keys = [a.info["key"] for a in labelled]
+    text = path.read_text()
+    for k in keys:
+        text = text.replace(f"key={k}", "key=306540283e861062")      # what extxyz turns into inf
+    path.write_text(text)
+    cache = xtb_data.LabelCache(path)
+    assert sorted(cache.frames) == sorted(keys)
+    path.write_bytes(path.read_bytes()[:-7])                            # cut inside the last force
+    cache = xtb_data.LabelCache(path)
+    assert list(cache.frames) == [keys[0]] and path.read_bytes().endswith(b"\n")
+    f0 = labelled[0].get_forces()
+    np.testing.assert_allclose(cache.frames[keys[0]].get_forces(), f0, rtol=0, atol=1e-7)   # 8 decimals on disk
+
+
+def test_a_periodic_molecule_is_refused_not_labelled_as_a_cluster(tmp_path):
+    """make_dataset(Atoms) with a cell: refused as the file path refuses it (the cell and the
+    periodic images were dropped, and the box labelled as an isolated cluster)."""
+    water = build_molecule("water")
+    water.cell, water.pbc = [6.0, 6.0, 6.0], True
+    with pytest.raises(InputError, match="periodic"):
+        xtb_data.make_dataset(water, tmp_path / "out", small_config())
+    assert not (tmp_path / "out" / "labels.extxyz").exists()
