@@ -251,11 +251,33 @@ def _norms(items, w_s: float) -> dict:
 
 
 def _fingerprint(frames) -> str:
+    """The frames' atoms and positions (the ``data_fingerprint`` a model's training summary records)."""
     h = hashlib.sha256()
     for a in frames:
         h.update(np.ascontiguousarray(a.numbers, dtype=np.int64).tobytes())
         h.update(np.ascontiguousarray(a.positions, dtype=np.float64).round(10).tobytes())
     return h.hexdigest()[:16]
+
+
+def _labels_fingerprint(frames) -> str:
+    """What :func:`_fingerprint` leaves out: each frame's cell, periodicity and labels (energy,
+    forces, stress). A checkpoint records it, so relabelled data is never resumed from one."""
+    h = hashlib.sha256()
+    for a in frames:
+        h.update(np.ascontiguousarray(a.cell[:], dtype=np.float64).round(10).tobytes())
+        h.update(np.asarray(a.pbc, dtype=bool).tobytes())
+        res = a.calc.results if a.calc is not None else {}
+        for key in ("energy", "forces", "stress"):
+            if key in res:
+                h.update(key.encode())
+                h.update(np.ascontiguousarray(np.asarray(res[key], dtype=np.float64)).round(10).tobytes())
+    return h.hexdigest()[:16]
+
+
+#: The options a checkpoint must have been written with to be resumed (the run's length and
+#: stopping rules -- epochs, patience, min_lr, max_time -- may change: extending a run is fine).
+_RESUME_OPTIONS = ("batch_size", "lr", "lr_factor", "lr_patience", "weights", "weight_decay", "seed", "force_loss",
+                   "huber_delta", "grad_clip", "fit_normalisation")
 
 
 def train(model: AtomisticModel, data, *, validation=None, val_fraction: float = 0.1, epochs: int = 100,
@@ -323,7 +345,8 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         weight_decay=weight_decay, checkpoint=checkpoint, resume=resume, seed=seed, progress=progress,
         log=log, max_time=max_time, on_batch=on_batch, force_loss=force_loss,
         huber_delta=None if huber_delta is None else float(huber_delta),
-        grad_clip=float(grad_clip), fit_normalisation=bool(fit_normalisation)))
+        grad_clip=float(grad_clip), fit_normalisation=bool(fit_normalisation),
+        labels_fingerprint=_labels_fingerprint(train_frames) + _labels_fingerprint(val_frames)))
     # leave the process group (if train joined it) only after a clean finish: after an interrupt a
     # peer may be gone, and the process's exit releases the group anyway
     ctx.close()
@@ -371,9 +394,13 @@ class _ForceFieldHooks(Hooks):
         val_loss = w_e * metrics["energy_rmse_per_atom"] ** 2 + w_f * f_err ** 2
         return val_loss, {"val_loss": val_loss, **{f"val_{k}": v for k, v in metrics.items()}}
 
+    def _options(self) -> str:
+        return json.dumps({k: self.opts[k] for k in _RESUME_OPTIONS}, sort_keys=True, default=list)
+
     def state(self, loop: Loop) -> dict:
         return {"kind": self.model.kind, "config": json.dumps(self.model.config, sort_keys=True),
-                "fingerprint": self.fingerprint, "epoch": loop.done - 1}
+                "fingerprint": self.fingerprint, "epoch": loop.done - 1,
+                "labels": self.opts.get("labels_fingerprint"), "options": self._options()}
 
     def check_resume(self, saved: dict, path) -> None:
         if saved.get("kind") != self.model.kind or saved.get("config") != json.dumps(self.model.config,
@@ -383,6 +410,17 @@ class _ForceFieldHooks(Hooks):
         if saved.get("fingerprint") != self.fingerprint:
             raise ModelFileError(f"checkpoint {str(path)!r} was written for other training data; delete it, "
                                  "pass resume=False, or train on the same data/seed.")
+        # checked when the checkpoint records them (older ones do not): without this, relabelled
+        # data or other settings resumed the old run, or handed back its finished weights
+        if saved.get("labels") is not None and saved.get("labels") != self.opts.get("labels_fingerprint"):
+            raise ModelFileError(f"checkpoint {str(path)!r} was written for the same structures with other labels "
+                                 "(energies, forces, stress, cell or periodicity): it would give back a model of the "
+                                 "old labels. Delete it or pass resume=False.")
+        if saved.get("options") is not None and saved.get("options") != self._options():
+            raise ModelFileError(f"checkpoint {str(path)!r} was written with other training options "
+                                 f"({saved['options']}; now {self._options()}): it would continue, or give back, a "
+                                 "run of those. Delete it or pass resume=False (epochs, patience, min_lr and "
+                                 "max_time may change).")
 
     def upgrade(self, saved: dict, path) -> dict:
         """A checkpoint of train() before the training core (epoch, best_loss, bad_epochs)."""

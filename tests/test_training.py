@@ -111,6 +111,32 @@ def test_killed_mid_epoch_resumes_to_the_uninterrupted_result(data_file, tmp_pat
         train(NeuralPotential(["Cu"], **ARCH), data_file, checkpoint=ckpt, **dict(OPTS, seed=1))
 
 
+def test_a_checkpoint_resumes_only_the_same_labels_and_options(data_file, tmp_path):
+    """A finished checkpoint used to hand back its weights for relabelled data (the structures
+    alone were fingerprinted) or other options, with a summary claiming the new ones (a control
+    trained without stress then said stress_fitted). Now both are refused; a longer run of the
+    same settings continues."""
+    from ase.io import read
+
+    from lawful.forcefields.reference import write_extxyz
+
+    ckpt = tmp_path / "run.ckpt"
+    opts = dict(OPTS, epochs=2)
+    train(NeuralPotential(["Cu"], **ARCH), data_file, checkpoint=ckpt, **opts)
+    frames = read(data_file, index=":")
+    for a in frames:                                     # the same structures, energies doubled
+        a.calc.results["energy"] = 2.0 * a.calc.results["energy"]
+    relabelled = tmp_path / "relabelled.extxyz"
+    write_extxyz(relabelled, frames)
+    with pytest.raises(ModelFileError, match="other labels"):
+        train(NeuralPotential(["Cu"], **ARCH), relabelled, checkpoint=ckpt, **opts)
+    for change in (dict(lr=1e-3), dict(stress_weight=1.0), dict(batch_size=2), dict(energy_weight=10.0)):
+        with pytest.raises(ModelFileError, match="other training options"):
+            train(NeuralPotential(["Cu"], **ARCH), data_file, checkpoint=ckpt, **dict(opts, **change))
+    longer = train(NeuralPotential(["Cu"], **ARCH), data_file, checkpoint=ckpt, **dict(opts, epochs=3))
+    assert longer["epochs_run"] == 3
+
+
 def test_bad_training_inputs(data_file):
     from ase.build import bulk
 
