@@ -196,6 +196,17 @@ class AtomisticModel(torch.nn.Module):
     def _volumes(batch: Batch) -> torch.Tensor:
         return torch.linalg.det(batch.cell).abs()
 
+    @classmethod
+    def _per_volume(cls, batch: Batch, virial: torch.Tensor) -> torch.Tensor:
+        """``virial`` (B, 3, 3) divided by each structure's volume where it is periodic in all three
+        directions, NaN elsewhere (no stress is defined there). A batch may mix both (training on
+        bulk and clusters): the NaN entries are constants, so the periodic ones' gradients stay
+        finite, where dividing by a zero volume put NaN into every gradient."""
+        periodic = batch.pbc.all(1)
+        vol = torch.where(periodic, cls._volumes(batch), torch.ones_like(periodic, dtype=virial.dtype))
+        return torch.where(periodic.view(-1, 1, 1), virial / vol.view(-1, 1, 1),
+                           torch.full_like(virial, float("nan")))
+
     # -- persistence --------------------------------------------------------------------------
     def save(self, path, training_summary: dict | None = None):
         """Write the model to ``path`` (a ``.lawful`` file; safetensors weights + JSON config,

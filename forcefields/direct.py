@@ -133,5 +133,5 @@ class DirectForceModel(AtomisticModel):
             r = torch.linalg.norm(vectors, dim=1).clamp_min(1e-12)
             outer = (s / r).view(-1, 1, 1) * vectors.unsqueeze(2) * vectors.unsqueeze(1)
             virial = torch.zeros_like(batch.cell).index_add(0, batch.edge_batch, outer)
-            out["stress"] = 0.5 * virial / self._volumes(batch).view(-1, 1, 1)
+            out["stress"] = self._per_volume(batch, 0.5 * virial)
         return out

@@ -299,7 +299,7 @@ class NeuralPotential(AtomisticModel):
             if stress:
                 g = grads[k]
                 g = g if g is not None else torch.zeros_like(strain)
-                out["stress"] = g / self._volumes(batch).view(-1, 1, 1)
+                out["stress"] = self._per_volume(batch, g)
         return out
 
 

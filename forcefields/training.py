@@ -173,6 +173,18 @@ def refit_reference_energies(model: AtomisticModel, data, batch_size: int = 16) 
             "n_frames": len(items)}
 
 
+def _evaluate(model: AtomisticModel, b: Batch, stress: bool, training: bool) -> dict:
+    """Energy, forces and (``stress``) stress of a collated batch. A batch that mixes periodic
+    frames with clusters goes through the model's own pass, whose stress is NaN on the clusters
+    (they carry no stress label and are masked out); ``evaluate_batch`` refuses stress there, and
+    requiring every frame periodic dropped the stress of every batch that held one cluster."""
+    if stress and not bool(b.pbc.all()):
+        with torch.enable_grad():
+            out = model._evaluate_batch(b, True, True, training)
+        return out if training else {k: v.detach() for k, v in out.items()}
+    return model.evaluate_batch(b, forces=True, stress=stress, training=training)
+
+
 def _error_sums(model: AtomisticModel, items, batch_size: int) -> torch.Tensor:
     """(8,) float64 sums over ``items``: |dE/N|, (dE/N)^2, structures, |dF|, dF^2, force
     components, |dsigma|, stress components (frames with stress only)."""
@@ -180,14 +192,15 @@ def _error_sums(model: AtomisticModel, items, batch_size: int) -> torch.Tensor:
     dev = model.device
     for k in range(0, len(items), batch_size):
         b, t = _collate(items[k:k + batch_size], dev)
-        with_stress = bool(t["has_stress"].all()) and bool(b.pbc.all())
-        out = model.evaluate_batch(b, forces=True, stress=with_stress)
+        with_stress = bool(t["has_stress"].any())     # the frames with a stress label (periodic ones)
+        out = _evaluate(model, b, with_stress, training=False)
         de = ((out["energy"] - t["energy"]) / b.n_atoms.to(out["energy"].dtype)).detach().double().cpu()
         df = (out["forces"] - t["forces"]).reshape(-1).detach().double().cpu()
         sums[0:3] += torch.stack([de.abs().sum(), de.pow(2).sum(), torch.tensor(float(de.numel()))])
         sums[3:6] += torch.stack([df.abs().sum(), df.pow(2).sum(), torch.tensor(float(df.numel()))])
         if with_stress:
-            ds = (out["stress"] - t["stress"]).reshape(-1).detach().double().cpu()
+            m = t["has_stress"]
+            ds = (out["stress"][m] - t["stress"][m]).reshape(-1).detach().double().cpu()
             sums[6:8] += torch.stack([ds.abs().sum(), torch.tensor(float(ds.numel()))])
     return sums
 
@@ -225,7 +238,7 @@ def _loss_terms(model, b: Batch, t: dict, weights: tuple[float, float, float], n
     ranks add up to the loss of the whole batch."""
     w_e, w_f, w_s = weights
     use_stress = norms["use_stress"]
-    out = model.evaluate_batch(b, forces=True, stress=use_stress, training=True)
+    out = _evaluate(model, b, use_stress, training=True)
     n = b.n_atoms.to(out["energy"].dtype)
     loss = w_e * (((out["energy"] - t["energy"]) / n) ** 2).sum() / norms["structures"]
     err = out["forces"] - t["forces"]
@@ -244,10 +257,9 @@ def _norms(items, w_s: float) -> dict:
     """Global counts of one batch (identical on every rank: each knows the whole global batch)."""
     n_struct = len(items)
     n_atoms = sum(int(b.positions.shape[0]) for b, _ in items)
-    with_s = sum(1 for _, t in items if "stress" in t)
-    periodic = all(bool(b.pbc.all()) for b, _ in items)
+    with_s = sum(1 for _, t in items if "stress" in t)      # prepare() keeps stress of periodic frames only
     return {"structures": float(n_struct), "force_components": float(3 * n_atoms),
-            "stress_components": float(9 * with_s), "use_stress": bool(w_s > 0 and with_s > 0 and periodic)}
+            "stress_components": float(9 * with_s), "use_stress": bool(w_s > 0 and with_s > 0)}
 
 
 def _fingerprint(frames) -> str:

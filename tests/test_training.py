@@ -137,6 +137,46 @@ def test_a_checkpoint_resumes_only_the_same_labels_and_options(data_file, tmp_pa
     assert longer["epochs_run"] == 3
 
 
+def test_stress_of_periodic_frames_counts_in_batches_that_hold_a_cluster():
+    """Bulk frames with stress and a cluster in one batch: the loss keeps the stress term (it was
+    dropped for the whole batch) with finite gradients, and validation scores every periodic
+    frame's stress (a chunk holding a cluster was skipped: 36 of 180 components in the
+    helper's case). The clusters' stress entries are NaN and never enter a loss or a metric."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from lawful.forcefields.training import _collate, _loss_terms, _norms, evaluate_errors, prepare
+
+    frames = []
+    for k in range(5):
+        a = bulk("Cu", "fcc", a=3.58 + 0.03 * k, cubic=True)
+        a.rattle(0.02, seed=k)
+        a.calc = EMT()
+        e, f, st = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=st)
+        frames.append(a)
+    cluster = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cluster.pbc, cluster.cell = False, [0, 0, 0]
+    cluster.rattle(0.03, seed=9)
+    cluster.calc = EMT()
+    e, f = cluster.get_potential_energy(), cluster.get_forces()
+    cluster.calc = SinglePointCalculator(cluster, energy=e, forces=f)
+    model = NeuralPotential(["Cu"], **ARCH)
+    items = prepare(model, frames + [cluster])
+    norms = _norms(items, 1.0)
+    assert norms["use_stress"] and norms["stress_components"] == 45
+    b, t = _collate(items, model.device)
+    loss = _loss_terms(model, b, t, (1.0, 1.0, 1.0), norms)
+    no_stress = _loss_terms(model, b, t, (1.0, 1.0, 0.0), dict(norms, use_stress=False))
+    assert torch.isfinite(loss) and float(loss.detach()) > float(no_stress.detach())
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    mixed = evaluate_errors(model, items, batch_size=16)["stress_mae"]
+    bulk_only = evaluate_errors(model, items[:5], batch_size=16)["stress_mae"]
+    assert mixed == pytest.approx(bulk_only, rel=1e-12)
+
+
 def test_bad_training_inputs(data_file):
     from ase.build import bulk
 
