@@ -323,7 +323,9 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     Returns the training summary (also stored as ``model.training_summary`` and saved with the
     model): validation energy MAE per atom (eV/atom), force MAE (eV/Å), epochs, timings, history.
     Sets ``model.pair_min_distance`` (Å, per species pair) from the training frames: the
-    training domain the engine adapters check structures against.
+    training domain the engine adapters check structures against. Going on training a trained
+    model (``fit_normalisation=False``) keeps what it learned before: the record becomes the
+    smaller distance of the old and the new one per pair, and pairs only the old data had stay.
     """
     if force_loss not in ("mse", "huber"):
         raise InputError(f"force_loss={force_loss!r} is not known: pass 'mse' or 'huber'.")
@@ -452,7 +454,11 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
     train_items = prepare(model, train_frames)
     val_items = prepare(model, val_frames)
     # the training domain, saved with the model: the engine adapters warn below these distances
-    model.pair_min_distance = pair_min_distances(Batch.concatenate([b for b, _ in train_items]), model.species)
+    new = pair_min_distances(Batch.concatenate([b for b, _ in train_items]), model.species)
+    old = dict(getattr(model, "pair_min_distance", None) or {}) if not o["fit_normalisation"] else {}
+    # replaced, a record from new data alone dropped the pairs only the earlier data had (their
+    # structures then went unchecked) and was stricter than what the model had learned
+    model.pair_min_distance = {k: min(old.get(k, math.inf), new.get(k, math.inf)) for k in sorted(set(old) | set(new))}
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])

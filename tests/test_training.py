@@ -177,6 +177,23 @@ def test_stress_of_periodic_frames_counts_in_batches_that_hold_a_cluster():
     assert mixed == pytest.approx(bulk_only, rel=1e-12)
 
 
+def test_going_on_training_keeps_the_training_domain_of_the_earlier_data(data_file):
+    """fit_normalisation=False (going on training a trained model on new data): the domain record
+    is the per-pair minimum over old and new data (a pair only the old data had stays: the union
+    of the keys); a fresh fit records the new data alone."""
+    model = NeuralPotential(["Cu"], **ARCH)
+    train(model, data_file, **dict(OPTS, epochs=1))
+    learned = dict(model.pair_min_distance)
+    model.pair_min_distance = {"Cu-Cu": learned["Cu-Cu"] - 0.3}     # as if earlier data went closer
+    train(model, data_file, fit_normalisation=False, **dict(OPTS, epochs=1))
+    assert model.pair_min_distance == {"Cu-Cu": pytest.approx(learned["Cu-Cu"] - 0.3)}
+    model.pair_min_distance = {}                                      # no record yet: the new data's
+    train(model, data_file, fit_normalisation=False, **dict(OPTS, epochs=1))
+    assert model.pair_min_distance == pytest.approx(learned)
+    train(model, data_file, **dict(OPTS, epochs=1))
+    assert model.pair_min_distance == pytest.approx(learned)
+
+
 def test_bad_training_inputs(data_file):
     from ase.build import bulk
 
