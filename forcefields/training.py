@@ -186,9 +186,9 @@ def _evaluate(model: AtomisticModel, b: Batch, stress: bool, training: bool) -> 
 
 
 def _error_sums(model: AtomisticModel, items, batch_size: int) -> torch.Tensor:
-    """(8,) float64 sums over ``items``: |dE/N|, (dE/N)^2, structures, |dF|, dF^2, force
-    components, |dsigma|, stress components (frames with stress only)."""
-    sums = torch.zeros(8, dtype=torch.float64)
+    """(9,) float64 sums over ``items``: |dE/N|, (dE/N)^2, structures, |dF|, dF^2, force
+    components, |dsigma|, stress components, dsigma^2 (frames with stress only)."""
+    sums = torch.zeros(9, dtype=torch.float64)
     dev = model.device
     for k in range(0, len(items), batch_size):
         b, t = _collate(items[k:k + batch_size], dev)
@@ -201,7 +201,7 @@ def _error_sums(model: AtomisticModel, items, batch_size: int) -> torch.Tensor:
         if with_stress:
             m = t["has_stress"]
             ds = (out["stress"][m] - t["stress"][m]).reshape(-1).detach().double().cpu()
-            sums[6:8] += torch.stack([ds.abs().sum(), torch.tensor(float(ds.numel()))])
+            sums[6:9] += torch.stack([ds.abs().sum(), torch.tensor(float(ds.numel())), ds.pow(2).sum()])
     return sums
 
 
@@ -211,6 +211,7 @@ def _metrics(sums: torch.Tensor) -> dict:
            "force_mae": s[3] / s[5], "force_rmse": math.sqrt(s[4] / s[5])}
     if s[7] > 0:
         res["stress_mae"] = s[6] / s[7]
+        res["stress_rmse"] = math.sqrt(s[8] / s[7])
     return res
 
 
@@ -402,10 +403,13 @@ class _ForceFieldHooks(Hooks):
     def validate(self, loop: Loop, epoch: int):
         self.model.eval()
         metrics = evaluate_errors(self.model, self.val_items, ctx=loop.ctx)
-        w_e, w_f, _ = self.opts["weights"]
-        # the validation score follows the loss: squared RMSE for mse, squared MAE for huber (robust)
+        w_e, w_f, w_s = self.opts["weights"]
+        # the validation score follows the loss: squared RMSE for mse, squared MAE for huber (robust);
+        # with a stress weight the stress too (it chooses the best epoch and the early stop)
         f_err = metrics["force_mae"] if self.opts["force_loss"] == "huber" else metrics["force_rmse"]
         val_loss = w_e * metrics["energy_rmse_per_atom"] ** 2 + w_f * f_err ** 2
+        if w_s > 0 and "stress_rmse" in metrics:
+            val_loss = val_loss + w_s * metrics["stress_rmse"] ** 2
         return val_loss, {"val_loss": val_loss, **{f"val_{k}": v for k, v in metrics.items()}}
 
     def _options(self) -> str:

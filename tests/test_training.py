@@ -194,6 +194,18 @@ def test_going_on_training_keeps_the_training_domain_of_the_earlier_data(data_fi
     assert model.pair_min_distance == pytest.approx(learned)
 
 
+def test_the_validation_score_includes_the_stress_when_it_is_trained(data_file):
+    """With a stress weight the validation score (which picks the best epoch and stops early) is
+    the loss's combination, stress included; it used to leave the stress out."""
+    model = NeuralPotential(["Cu"], **ARCH)
+    summary = train(model, data_file, energy_weight=2.0, force_weight=0.5, stress_weight=3.0, **dict(OPTS, epochs=2))
+    for row in summary["history"]:
+        expected = (2.0 * row["val_energy_rmse_per_atom"] ** 2 + 0.5 * row["val_force_rmse"] ** 2
+                    + 3.0 * row["val_stress_rmse"] ** 2)
+        assert row["val_loss"] == pytest.approx(expected, rel=1e-12)
+        assert row["val_stress_rmse"] >= row["val_stress_mae"] > 0
+
+
 def test_bad_training_inputs(data_file):
     from ase.build import bulk
 
