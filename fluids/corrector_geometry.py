@@ -212,11 +212,22 @@ def pin_stream_function(raw: torch.Tensor, geom: CornerGeometry) -> torch.Tensor
         return raw
     body = geom.body.reshape(-1)
     pinned = body >= 0
+    # the mean counts each physical corner once: on a periodic axis the last corner row is row 0
+    # again (it used to count twice, so a wall's constant, and a periodic channel's net flow, moved
+    # with where the seam was)
+    once = geom.body >= 0
+    if geom.periodic[0] or geom.periodic[1]:
+        once = once.clone()
+        if geom.periodic[0]:
+            once[-1] = False
+        if geom.periodic[1]:
+            once[:, -1] = False
+    once = once.reshape(-1)
     idx = body.clamp_min(0)
     flat = raw.reshape(-1)
-    sums = torch.zeros(geom.n_bodies, dtype=raw.dtype, device=raw.device).index_add(0, idx[pinned], flat[pinned])
+    sums = torch.zeros(geom.n_bodies, dtype=raw.dtype, device=raw.device).index_add(0, idx[once], flat[once])
     counts = torch.zeros(geom.n_bodies, dtype=raw.dtype, device=raw.device).index_add(
-        0, idx[pinned], torch.ones_like(flat[pinned]))
+        0, idx[once], torch.ones_like(flat[once]))
     const = (sums / counts)[idx]
     return torch.where(pinned, const, flat).reshape(raw.shape)
 

@@ -106,13 +106,20 @@ def downsample_faces(u: torch.Tensor, v: torch.Tensor, factor: int):
     return uc.contiguous(), vc.contiguous()
 
 
-def downsample_cells(c: torch.Tensor, factor: int) -> torch.Tensor:
-    """Mean of ``factor^2`` fine cells: ``(..., F nx, F ny)`` -> ``(..., nx, ny)``."""
+def downsample_cells(c: torch.Tensor, factor: int, fluid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``factor^2`` fine cells: ``(..., F nx, F ny)`` -> ``(..., nx, ny)``; with ``fluid``
+    (the fine ``(F nx, F ny)`` bool fluid mask) the mean over the fluid ones (0 where there is
+    none), for a field such as the pressure that solid cells hold at 0 without meaning it."""
     f = int(factor)
     *lead, nxf, nyf = c.shape
     if nxf % f or nyf % f:
         raise ShapeError(f"fine grid {nxf}x{nyf} is not a multiple of the factor {f}.")
-    return c.reshape(*lead, nxf // f, f, nyf // f, f).mean((-3, -1)).contiguous()
+    if fluid is None:
+        return c.reshape(*lead, nxf // f, f, nyf // f, f).mean((-3, -1)).contiguous()
+    w = fluid.to(c.dtype)
+    total = (c * w).reshape(*lead, nxf // f, f, nyf // f, f).sum((-3, -1))
+    count = w.reshape(nxf // f, f, nyf // f, f).sum((-3, -1))
+    return (total / count.clamp_min(1.0)).contiguous()
 
 
 @dataclass
@@ -183,7 +190,7 @@ def generate_reference(case: ReferenceCase, dtype=torch.float32, device=None, pr
         uc, vc = downsample_faces(st.u.double().cpu(), st.v.double().cpu(), f)
         us.append(uc)
         vs.append(vc)
-        ps.append(downsample_cells(st.p.double().cpu(), f))
+        ps.append(downsample_cells(st.p.double().cpu(), f, ~st.solid.cpu()))   # not the solid cells' zeros
         ss.append(downsample_cells(st.scalars.double().cpu(), f))
 
     for k in it:

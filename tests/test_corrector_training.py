@@ -26,6 +26,16 @@ def test_conservative_downsampling_keeps_fluxes_and_divergence():
     assert float(uc[2, 1] * f) == pytest.approx(float(u[2 * f, f:2 * f].sum()), rel=1e-12)
     c = torch.randn(2, f * nx, f * ny, generator=g, dtype=F64)
     assert float(downsample_cells(c, f).sum() * f * f) == pytest.approx(float(c.sum()), rel=1e-12)
+    # the pressure's mean over fluid fine cells only: solid cells hold 0 and pulled it toward 0 (25 %
+    # low next to the obstacle in the fluids audit)
+    fluid = torch.ones(f * nx, f * ny, dtype=torch.bool)
+    fluid[:f - 1, :f] = False                                  # coarse cell (0, 0): only its last fine row is fluid
+    fluid[f:2 * f, :f] = False                                 # coarse cell (1, 0): none
+    p = torch.randn(f * nx, f * ny, generator=g, dtype=F64)
+    pc = downsample_cells(p, f, fluid)
+    assert float(pc[0, 0]) == pytest.approx(float(p[f - 1, :f][fluid[f - 1, :f]].mean()), rel=1e-12)
+    assert float(pc[1, 0]) == 0.0
+    assert float(pc[2, 1]) == pytest.approx(float(p[2 * f:3 * f, f:2 * f].mean()), rel=1e-12)
     with pytest.raises(ShapeError):
         downsample_faces(u[:, :-1], v[:-1], f)
 
