@@ -38,7 +38,7 @@ TARGET_KCAL_MOL = 1.0
 FMAX = 0.01
 STEPS = 2000
 _SCALARS = ("energy_eV", "relative_kcal_mol", "phi_start_deg", "psi_start_deg", "phi_deg", "psi_deg",
-            "fmax_eV_A", "steps", "converged", "restrained", "failure")
+            "fmax_eV_A", "steps", "converged", "restrained", "failure", "torsion_shift_deg", "basin_kept")
 
 
 def _entry(e: dict, extra: tuple = ()) -> dict:
@@ -61,7 +61,9 @@ def compare(reference: dict, other: dict, target: float = TARGET_KCAL_MOL) -> di
     for name, e in other["conformers"].items():
         row = _entry(e, ("rmsd_A", "reference_relative_kcal_mol", "relative_error_kcal_mol"))
         row["abs_relative_error_kcal_mol"] = abs(e["relative_error_kcal_mol"])
-        row["within_target"] = bool(e["converged"] and row["abs_relative_error_kcal_mol"] <= target)
+        # a minimum that left the named conformer's basin is another conformer: never within target
+        row["within_target"] = bool(e["converged"] and e.get("basin_kept", True)
+                                    and row["abs_relative_error_kcal_mol"] <= target)
         rows[name] = row
     named = {n: r for n, r in rows.items() if n not in MAP_POINTS}
     points = {n: r for n, r in rows.items() if n in MAP_POINTS}

@@ -136,6 +136,11 @@ def _largest_force(atoms: Atoms) -> float:
     return float(np.sqrt((atoms.get_forces() ** 2).sum(axis=1).max()))
 
 
+#: Degrees φ or ψ may move during an unrestrained minimisation before the minimum is taken to have
+#: left the named conformer's basin (``basin_kept`` False).
+BASIN_TOLERANCE_DEG = 30.0
+
+
 def minimise_conformer(atoms: Atoms, calculator, name: str, fmax: float = 0.01, steps: int = 2000) -> dict:
     """Minimise ``atoms`` (alanine dipeptide, Å) as conformer ``name`` with an ASE ``calculator``
     (ASE BFGS; φ, ψ held at the conformer's values by :func:`restrain_backbone` when it is
@@ -143,7 +148,10 @@ def minimise_conformer(atoms: Atoms, calculator, name: str, fmax: float = 0.01, 
 
     Returns ``{"atoms": minimised copy (no calculator, no constraint), "energy_eV", "phi_deg",
     "psi_deg", "phi_start_deg", "psi_start_deg", "fmax_eV_A": final largest force, "steps",
-    "converged": bool, "restrained": bool, "failure": None or the error that stopped BFGS}``. Not
+    "converged": bool, "restrained": bool, "failure": None or the error that stopped BFGS,
+    "torsion_shift_deg": the larger change of φ, ψ, "basin_kept": whether it stayed within
+    :data:`BASIN_TOLERANCE_DEG` (always for a restrained one)}``: a minimum that left the basin is
+    another conformer's, whatever its name. Not
     reaching ``fmax`` within ``steps``, a step the constraint could not project back onto the fixed
     φ, ψ (ASE's ``ValueError``) or a ``NumericalError`` of the calculator is reported (``converged``
     False, the last geometry; energy and force NaN where the calculator cannot evaluate it), not
@@ -174,9 +182,11 @@ def minimise_conformer(atoms: Atoms, calculator, name: str, fmax: float = 0.01, 
     out = Atoms(a.numbers, positions=a.get_positions())
     out.info.update(molecule="alanine-dipeptide", conformer=name)
     phi, psi = backbone_torsions(out)
+    shift = max(abs(_wrap(phi - phi0)), abs(_wrap(psi - psi0)))
     return {"atoms": out, "energy_eV": energy, "phi_deg": phi, "psi_deg": psi, "phi_start_deg": phi0,
             "psi_start_deg": psi0, "fmax_eV_A": largest, "steps": int(opt.nsteps), "converged": converged,
-            "restrained": c.restrained, "failure": failure}
+            "restrained": c.restrained, "failure": failure, "torsion_shift_deg": shift,
+            "basin_kept": bool(c.restrained or shift <= BASIN_TOLERANCE_DEG)}
 
 
 def aligned_rmsd(a, b) -> float:
@@ -248,6 +258,13 @@ def minimise_conformers(calculator, names: Iterable[str] | None = None, referenc
             raise ConvergenceError(f"conformer {n!r} did not reach fmax={fmax} eV/Å in {steps} BFGS steps (largest "
                                    f"force {entry['fmax_eV_A']:.4f} eV/Å{why}): raise steps or check the "
                                    "potential, or pass require_convergence=False to record it unconverged.")
+        if not entry["basin_kept"]:
+            import warnings
+
+            warnings.warn(f"conformer {n!r} left its basin while minimised: phi/psi moved from "
+                          f"({entry['phi_start_deg']:.0f}, {entry['psi_start_deg']:.0f}) to ({entry['phi_deg']:.0f}, "
+                          f"{entry['psi_deg']:.0f}) degrees, so its energy is another conformer's "
+                          "(basin_kept False in its entry).", UserWarning, stacklevel=2)
         out[n] = entry
     e0 = out[REFERENCE_CONFORMER]["energy_eV"]
     for n, entry in out.items():

@@ -174,3 +174,27 @@ def test_unknown_conformer_names_raise(name):
 def test_bad_inputs_raise_clear_errors(call, pattern):
     with pytest.raises(InputError, match=pattern):
         call()
+
+
+def test_a_minimum_that_leaves_its_basin_is_flagged_and_never_within_target():
+    """EMT (a stand-in whose landscape is not xTB's) takes the unrestrained C7eq and C5 to phi > 0,
+    neither conformer: each entry says basin_kept False with its torsion shift, the call warns,
+    and the benchmark's comparison never counts such a minimum within target, whatever its
+    energy (it used to report them converged under their starting names)."""
+    import sys
+    from pathlib import Path
+
+    from ase.calculators.emt import EMT
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_conformers
+
+    with pytest.warns(UserWarning, match="left its basin"):
+        res = minimise_conformers(EMT, ["C7eq", "C5"], fmax=0.05, steps=400, require_convergence=False)
+    for name in ("C7eq", "C5"):
+        e = res["conformers"][name]
+        assert not e["basin_kept"] and e["torsion_shift_deg"] > 30.0
+    fake = {"conformers": {n: dict(e, relative_error_kcal_mol=0.0, converged=True, rmsd_A=0.0,
+                                   reference_relative_kcal_mol=0.0) for n, e in res["conformers"].items()}}
+    rows = bench_conformers.compare(res, fake)["conformers"]
+    assert not rows["C5"]["within_target"] and rows["C5"]["basin_kept"] is False
