@@ -423,6 +423,9 @@ def rollout_errors(traj, corrector=None, steps: int | None = None, dtype=torch.f
     if start + n > traj.u.shape[0] - 1:
         raise InputError(f"rollout of {n} steps from {start} exceeds the reference ({traj.u.shape[0] - 1} steps).")
     sc, solver = traj.initial_state(dtype=dtype, index=start)
+    # the rollout runs at the reference's Reynolds number and gives the corrector back as it came:
+    # it used to keep the last rollout's, which the trainer then saved into the corrector file
+    saved_re = getattr(corrector, "reynolds", None)
     if corrector is not None and traj.case.scene == "karman":
         corrector.reynolds = traj.case.re
     fu, fv = solver.ubc[0].double().clone(), solver.vbc[0].double().clone()   # .double() of float64 is the same tensor
@@ -444,6 +447,10 @@ def rollout_errors(traj, corrector=None, steps: int | None = None, dtype=torch.f
 
     state0_step = sc.state.step
     sc.state.step = 0
-    run(sc, n, corrector=corrector, solver=solver, callback=cb, keep="last")   # every step via cb
+    try:
+        run(sc, n, corrector=corrector, solver=solver, callback=cb, keep="last")   # every step via cb
+    finally:
+        if corrector is not None and traj.case.scene == "karman":
+            corrector.reynolds = saved_re
     sc.state.step = state0_step + n
     return {"error": errors, "div_max_rel": div, "wall_s": wall, "steps": n}
