@@ -242,8 +242,17 @@ class Loop:
             return "early_stopping"
         if cfg.min_lr is not None and self.optimizer.param_groups[0]["lr"] < cfg.min_lr:
             return "min_lr"
-        if cfg.max_time is not None and self.train_time_s >= cfg.max_time:
-            return "max_time"
+        if cfg.max_time is not None:
+            elapsed = self.train_time_s
+            if self.ctx.distributed:
+                # rank 0's clock decides, so every rank stops after the same unit: rank 0 alone
+                # writes checkpoints, its peers count that wait as training time and used to stop
+                # a unit early, leaving rank 0's next gradient all-reduce unmatched (a gloo
+                # "collective mismatch" abort, or a hang)
+                device = "cuda" if self.ctx.backend == "nccl" else "cpu"
+                elapsed = dist.broadcast_float(elapsed, self.ctx, device=device)
+            if elapsed >= cfg.max_time:
+                return "max_time"
         return None
 
     def _validate(self, unit: int, row: dict | None) -> None:

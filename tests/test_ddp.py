@@ -284,3 +284,52 @@ def test_ranks_exit_cleanly_however_the_group_is_left(tmp_path, how):
     for attempt in range(8):
         ranks = run_ranks([sys.executable, script, how], timeout=60)
         assert [rc for rc, _ in ranks] == [0, 0], (attempt, [t[-2000:] for _, t in ranks])
+
+
+_MAX_TIME_RANKS = r"""
+import sys, time, torch
+torch.set_num_threads(1)
+from lawful.kernels import distributed as dist
+from lawful.kernels.training_core import Hooks, Loop, LoopConfig
+torch.manual_seed(0)
+model = torch.nn.Linear(3, 1).double()
+X = torch.randn(16, 3, dtype=torch.float64); Y = torch.randn(16, 1, dtype=torch.float64)
+ctx = dist.context("cpu")
+
+
+class H(Hooks):
+    def loss(self, idx, n, w):
+        return w * ((model(X[idx]) - Y[idx]) ** 2).sum() / n
+
+    def train_unit(self, loop, unit):
+        if ctx.rank == 1:
+            loop.train_time_s += 0.05   # rank 1's clock runs ahead, as waiting for rank 0's checkpoints made it
+        local, w = loop.shard(list(range(16)))
+        return {"unit": unit, "loss": float(loop.reduce(loop.optimise(local, 16, w)))}
+
+
+loop = Loop(model, torch.optim.SGD(model.parameters(), lr=0.01), None, H(),
+            LoopConfig(units=60, unit="step", validate_every=0, max_time=float(sys.argv[1])), ctx=ctx)
+reason = loop.run()
+dist.all_reduce_sum(torch.ones(3, dtype=torch.float64), ctx)     # what train() does next, on every rank
+print(f"rank {ctx.rank} stop {reason} done {loop.done}", flush=True)
+loop.close()
+ctx.close()
+"""
+
+
+def test_ranks_stop_on_max_time_together(tmp_path):
+    """max_time under several ranks: rank 0's clock decides, so all ranks stop after the same unit
+    even when one rank's clock runs ahead.
+    Each rank used to read its own clock; one whose clock ran ahead stopped a unit early, and rank
+    0's next gradient all-reduce met its final one (gloo aborted on the mismatch, or hung)."""
+    script = tmp_path / "ranks.py"
+    script.write_text(_MAX_TIME_RANKS)
+    results = run_ranks([sys.executable, script, "0.3"], timeout=60)
+    lines = []
+    for code, text in results:
+        assert code == 0, text[-3000:]
+        lines.append([ln for ln in text.splitlines() if ln.startswith("rank ")][-1])
+    # the same stop after the same unit on both ranks (here rank 0's clock never reaches the limit:
+    # both run every unit); without the shared decision rank 1 stopped alone and the run hung
+    assert len({ln.split(" ", 2)[2] for ln in lines}) == 1, lines
