@@ -1,8 +1,11 @@
 """HNN / LNN / baseline / baseline + soft penalty / baseline + augmented Lagrangian on the HNN
 paper's systems (ideal mass-spring, ideal pendulum, two-body) and the LNN paper's double pendulum.
 
-Protocol (Greydanus et al. 2019): noisy observed states (σ = 0.05), exact derivative targets,
-50/50 split by trajectory; metrics on the held-out half:
+Protocol after Greydanus et al. 2019 (their systems, exact derivative targets, 50/50 split by
+trajectory) but with observation noise σ = 0.05 where the paper's code uses 0.1: the comparison
+with the paper's Table 1 figures (the ``paper`` entries and their "improvement" ratios) is therefore
+not like for like -- at σ = 0.1 the mass-spring HNN's energy MSE is about 4x higher (seed 0:
+7.6e-5 against 1.8e-5). Metrics on the held-out half:
   * derivative test loss (MSE of the predicted time derivative);
   * rollout state MSE and energy MSE — rollouts from the clean initial state of every test
     trajectory over t ∈ [0, 20] (double pendulum: the data's [0, 5]), RK4 at dt = 0.02 for every
@@ -150,6 +153,8 @@ def run_system(system, cfg, seeds, drift_steps, log, hnn_mass=None, known_mass_v
     if system in PAPER_HNN_ENERGY_MSE:
         ours = out["hnn"]["energy_mse"]
         out["paper"] = {"hnn_energy_mse": PAPER_HNN_ENERGY_MSE[system],
+                        "noise_std_paper": 0.1, "noise_std_here": 0.05,
+                        "like_for_like": False,     # half the paper's noise: the ratios below flatter us
                         "hnn_energy_mse_improvement_mean": PAPER_HNN_ENERGY_MSE[system] / ours["mean"],
                         "hnn_energy_mse_improvement_worst_seed":
                             PAPER_HNN_ENERGY_MSE[system] / ours["max"]}
