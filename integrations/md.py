@@ -53,11 +53,15 @@ class MDResult:
     seconds: float
     step_seconds: float
     files: dict = field(default_factory=dict)
+    #: the run's other settings (``md.json`` records them; dtype/device None: the model's own);
+    #: two runs that differed only in temperature, seed, platform or precision had the same md.json
+    settings: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """JSON-able form (what ``md.json`` holds)."""
         d = {k: getattr(self, k) for k in ("engine", "model", "n_atoms", "steps", "timestep_fs",
                                            "ensemble", "seconds", "step_seconds")}
+        d["settings"] = dict(self.settings)
         d["drift"] = self.summary.as_dict()
         d["files"] = {k: str(v) for k, v in self.files.items()}
         return d
@@ -263,9 +267,16 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps
         summary, seconds, files = _run_ase(atoms, model, **kwargs)
     else:
         summary, seconds, files = _run_openmm(atoms, model, platform=platform, **kwargs)
+    settings = {"model_path": str(model) if isinstance(model, (str, os.PathLike)) and not _is_emt(model) else None,
+                "temperature_K": float(temperature_K), "seed": int(seed), "report_interval": int(report_interval),
+                "friction_per_ps": float(friction_per_ps) if ensemble == "nvt" else None,
+                "platform": platform if engine == "openmm" else None, "strict": bool(strict),
+                # EMT is ASE's own calculator (float64, CPU): dtype and device apply to lawful models
+                "dtype": "float64 (EMT)" if _is_emt(model) else (None if dtype is None else str(dtype)),
+                "device": "cpu (EMT)" if _is_emt(model) else (None if device is None else str(device))}
     result = MDResult(engine=engine, model=_model_label(model), n_atoms=len(atoms), steps=steps,
                       timestep_fs=timestep_fs, ensemble=ensemble, summary=summary, seconds=seconds,
-                      step_seconds=seconds / steps, files=files)
+                      step_seconds=seconds / steps, files=files, settings=settings)
     if out_dir is not None:
         from lawful.integrations.report import atomic_write_text
 

@@ -156,3 +156,18 @@ def test_fixed_atoms_stay_fixed_in_openmm_and_count_as_in_ase(tmp_path):
     with pytest.raises(InputError, match="cannot apply the ASE constraint FixBondLength"):
         run_md(bad, MorsePairModel(), "openmm", steps=20, out=tmp_path / "bad")
     assert not (tmp_path / "bad" / "drift.csv").exists()
+
+
+def test_md_json_records_the_settings_of_the_run(tmp_path):
+    """md.json names what made the run: temperature, seed, report interval, platform, strict,
+    precision (EMT: its own float64 on the CPU, whatever --dtype said). Two runs that differed
+    only in these used to give identical md.json files."""
+    import json as _json
+
+    atoms = rattled_copper(seed=3, amp=0.02)
+    run_md(atoms, "emt", "openmm", timestep_fs=2.0, steps=20, report_interval=10, seed=7, temperature_K=450.0,
+           out=tmp_path, dtype="float32")
+    s = _json.loads((tmp_path / "md.json").read_text())["settings"]
+    assert s["temperature_K"] == 450.0 and s["seed"] == 7 and s["report_interval"] == 10
+    assert s["platform"] == "Reference" and s["strict"] is False and s["friction_per_ps"] is None
+    assert s["dtype"] == "float64 (EMT)" and s["device"] == "cpu (EMT)"
