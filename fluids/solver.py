@@ -23,7 +23,7 @@ import torch
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
 from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, ghost_tensor, velocity_workspace
 from lawful.kernels.mac_forces import viscosity_buoyancy_and_bc
-from lawful.kernels.mac_grid import face_bc, solid_corner_mask, substeps
+from lawful.kernels.mac_grid import face_bc, set_periodic_duplicate, solid_corner_mask, substeps
 from lawful.fluids.corrector_geometry import apply_stream_function
 from lawful.kernels.mac_pressure import PressureSolver, ProjectionStats, default_rtol
 from lawful.fluids.metrics import MetricsWriter, check_writable, divergence_metrics, plot_metrics, state_metrics
@@ -194,6 +194,9 @@ class Solver:
                     raise InputError(f"{name} has a non-finite value at face {list(bad)}: give finite body velocities.")
         self.body_velocity = body_velocity
         self.ubc, self.vbc = face_bc(state.boundary, state.solid, self.dtype, body_velocity)
+        #: the (u, v) masks of the fixed faces (walls, inflow, bodies), None where every face is free
+        #: (found once: linear drag skips them every step, :func:`drag_factor`)
+        self.fixed_faces = tuple(m if bool(m.any()) else None for m in (self.ubc[0] <= 0, self.vbc[0] <= 0))
         self.ghost = ghost_tensor(state.boundary, self.dtype, self.device)
         self.uw, self.vw = velocity_workspace(self.ubc, self.vbc)
         ns = state.scalars.shape[0]
@@ -289,9 +292,9 @@ class Solver:
         if cfg.drag:
             # free faces only: fixed ones (walls, inflow, bodies) keep the value they prescribe,
             # which the viscous stencil reads as its boundary value
-            keep = 1.0 - cfg.drag * dt       # in the state's dtype, as a scalar factor would be
-            state.u.mul_(torch.full_like(state.u, keep).masked_fill_(self.ubc[0] <= 0, 1.0))
-            state.v.mul_(torch.full_like(state.v, keep).masked_fill_(self.vbc[0] <= 0, 1.0))
+            keep = 1.0 - cfg.drag * dt
+            state.u.mul_(drag_factor(state.u, keep, self.fixed_faces[0]))
+            state.v.mul_(drag_factor(state.v, keep, self.fixed_faces[1]))
         viscosity_buoyancy_and_bc(state.u, state.v, self.uw, self.vw, state.scalars, self.boundary, cfg.viscosity,
                                   dt, self.dx, self.ghost, cfg.obstacle_ghost, self.buoyancy_index, cfg.buoyancy)
 
@@ -466,13 +469,9 @@ class Solver:
             if correction.get(key) is not None:
                 d = correction[key].to(self.dtype)
                 self._check_like(f"corrector {key}", d, ref)
-                if self.periodic[0 if key == "du" else 1]:
-                    # the duplicate last face is face 0 itself: it takes face 0's correction
-                    d = d.clone()
-                    if key == "du":
-                        d[-1] = d[0]
-                    else:
-                        d[:, -1] = d[:, 0]
+                axis = 0 if key == "du" else 1
+                if self.periodic[axis]:   # the duplicate last face is face 0 itself: face 0's correction
+                    d = set_periodic_duplicate(d.clone(), axis)
                 ref.add_(d * bc[0])
         if correction.get("mean_flow") is not None:
             mx, my = (float(x) for x in correction["mean_flow"])
@@ -480,6 +479,14 @@ class Solver:
                 raise InputError("corrector mean_flow is only divergence-free along periodic axes.")
             state.u.add_(mx * self.ubc[0])
             state.v.add_(my * self.vbc[0])
+
+
+def drag_factor(faces: torch.Tensor, keep: float, fixed: torch.Tensor | None):
+    """What linear drag multiplies ``faces`` by: ``keep`` on the free faces and 1 on the fixed ones
+    (``fixed``: their bool mask, :attr:`Solver.fixed_faces`; None when every face is free, and then
+    the number itself), in the faces' dtype as a scalar factor would be. One rule for the Taichi
+    step and its torch twin."""
+    return keep if fixed is None else torch.full_like(faces, keep).masked_fill_(fixed, 1.0)
 
 
 def body_acceleration(state: FluidState, config: SolverConfig, forcing=None, free=None):
@@ -539,8 +546,7 @@ def _periodic_duplicates(fu: torch.Tensor, fv: torch.Tensor, periodic, what: str
                     f"{what}[{k}] differs between {face} and its periodic copy {'u[0]' if axis == 0 else 'v[:, 0]'} "
                     f"by {gap:.3g}: on a periodic axis the last face is the first face again. Make the field "
                     f"periodic (evaluate it at x = 0 for both, or set {face} = {'u[0]' if axis == 0 else 'v[:, 0]'}).")
-            t = t.clone()
-            t.select(axis, t.shape[axis] - 1).copy_(first)
+            t = set_periodic_duplicate(t.clone(), axis)
         out.append(t)
     return out[0], out[1]
 

@@ -33,7 +33,7 @@ import math
 import torch
 
 from lawful.kernels.errors import InputError, NumericalError
-from lawful.kernels.mac_grid import SCALAR_CFL_MAX, VISCOUS_NUMBER_MAX, substeps
+from lawful.kernels.mac_grid import SCALAR_CFL_MAX, VISCOUS_NUMBER_MAX, set_periodic_duplicate, substeps
 from lawful.kernels.mac_pressure import PressureSolver, default_rtol
 
 __all__ = ["TorchStep", "project_differentiable", "Projector", "face_gradient"]
@@ -339,9 +339,9 @@ class Projector:
 
     def _dup(self, u, v):
         if self.periodic[0]:
-            u[-1] = u[0]
+            set_periodic_duplicate(u, 0)
         if self.periodic[1]:
-            v[:, -1] = v[:, 0]
+            set_periodic_duplicate(v, 1)
         return u, v
 
     def forward(self, u, v):
@@ -497,9 +497,11 @@ class TorchStep:
             u = u + h * sol.forcing[0]
             v = v + h * sol.forcing[1]
         if cfg.drag:       # free faces only, as the Taichi step
+            from lawful.fluids.solver import drag_factor
+
             keep = 1.0 - cfg.drag * h
-            u = u * torch.full_like(u, keep).masked_fill_(self.ubc[0] <= 0, 1.0)
-            v = v * torch.full_like(v, keep).masked_fill_(self.vbc[0] <= 0, 1.0)
+            u = u * drag_factor(u, keep, sol.fixed_faces[0])
+            v = v * drag_factor(v, keep, sol.fixed_faces[1])
         if cfg.viscosity:
             c = cfg.viscosity * h / dx ** 2
             n = substeps(c, VISCOUS_NUMBER_MAX)

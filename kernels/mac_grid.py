@@ -34,7 +34,7 @@ from lawful.kernels.errors import InputError, ShapeError
 
 __all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "solid_corner_mask", "check_staggering",
            "face_shapes", "inflow_profile", "substeps", "VISCOUS_NUMBER_MAX", "SCALAR_CFL_MAX", "SERIAL_CELLS",
-           "serial_grid"]
+           "serial_grid", "set_periodic_duplicate"]
 
 #: Explicit viscosity substeps so that ``nu dt_sub / dx^2 <= VISCOUS_NUMBER_MAX`` (the 5-point
 #: stencil is stable up to 1/4).
@@ -189,6 +189,13 @@ class Boundary:
 def face_shapes(nx: int, ny: int) -> dict:
     """Shapes of the MAC arrays for an ``nx`` x ``ny`` grid."""
     return {"u": (nx + 1, ny), "v": (nx, ny + 1), "cell": (nx, ny), "corner": (nx + 1, ny + 1)}
+
+
+def set_periodic_duplicate(faces: torch.Tensor, axis: int) -> torch.Tensor:
+    """Set the last face of ``faces`` along ``axis`` to the first, in place, and return ``faces``:
+    on a periodic axis ``u[nx]`` (axis 0) and ``v[:, ny]`` (axis 1) are the first face again."""
+    faces.select(axis, faces.shape[axis] - 1).copy_(faces.select(axis, 0))
+    return faces
 
 
 def check_staggering(name: str, tensor: torch.Tensor, where: str, nx: int, ny: int) -> None:

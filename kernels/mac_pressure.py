@@ -110,12 +110,17 @@ def _mg_kernels(real_name: str = "float32"):
         return a[WX, i, j + o] + a[WX, i + 1, j + o] + a[WY, i, j + o] + a[WY, i, j + 1 + o]
 
     @ti.func
+    def interior(i, j, nx, ny):
+        """Whether cell (i, j) has its four neighbours inside the level (no wrap, nothing outside)."""
+        return 0 < i and i < nx - 1 and 0 < j and j < ny - 1
+
+    @ti.func
     def offsum(a: ti.template(), ch, i, j, nx, ny, px, py, o):
         """sum_f w_f a[ch, nb(f)] over the four faces of cell (i, j), ``nbv``'s rule; an interior
         cell reads its neighbours directly (the same sum of products; Taichi's fast math may round
         the two paths differently in the last bit)."""
         s = ti.cast(0.0, f64)
-        if 0 < i and i < nx - 1 and 0 < j and j < ny - 1:
+        if interior(i, j, nx, ny):
             s = (a[WX, i, j + o] * a[ch, i - 1, j + o]
                  + a[WX, i + 1, j + o] * a[ch, i + 1, j + o]
                  + a[WY, i, j + o] * a[ch, i, j - 1 + o]
@@ -174,7 +179,7 @@ def _mg_kernels(real_name: str = "float32"):
         d = diag(a, i, j, o)
         if d > 0:
             off = ti.cast(0.0, f64)
-            if 0 < i and i < nx - 1 and 0 < j and j < ny - 1:   # no wrap, nothing outside
+            if interior(i, j, nx, ny):
                 off = (a[WX, i, j + o] * nbfirst_in(a, bch, i - 1, j, o, oc, mode)
                        + a[WX, i + 1, j + o] * nbfirst_in(a, bch, i + 1, j, o, oc, mode)
                        + a[WY, i, j + o] * nbfirst_in(a, bch, i, j - 1, o, oc, mode)
@@ -358,7 +363,8 @@ def _mg_kernels(real_name: str = "float32"):
                         s += a[WY, 2 * I + di, fj + o]
                 a[WY, I, J + oc] = 0.5 * s
 
-    return fast_kernels(dict(coarsen=coarsen, vcycle=vcycle, nbv=nbv, diag=diag, apply_a=apply_a))
+    return fast_kernels(dict(coarsen=coarsen, vcycle=vcycle, nbv=nbv, diag=diag, apply_a=apply_a,
+                             interior=interior))
 
 
 @functools.lru_cache(maxsize=None)
@@ -419,7 +425,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
     I2 = ti.types.ndarray(dtype=ti.i32, ndim=2)
     S1 = ti.types.ndarray(dtype=f64, ndim=1)
     k64 = _mg_kernels("float64")
-    nbv, diag, apply_a = k64["nbv"], k64["diag"], k64["apply_a"]
+    nbv, diag, apply_a, interior = k64["nbv"], k64["diag"], k64["apply_a"], k64["interior"]
     vcycle = _mg_kernels("float32")["vcycle"]
     residual_loops = _fine_funcs()["residual_loops"]
     ser = nserial >= nlev  # level 0 small: its float64 loops run serialized too
@@ -469,7 +475,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
                 q = ti.cast(0.0, f64)
                 if diag(a, i, j, 0) > 0:
                     off = ti.cast(0.0, f64)
-                    if 0 < i and i < nx - 1 and 0 < j and j < ny - 1:
+                    if interior(i, j, nx, ny):
                         off = (a[WX, i, j] * pnew_in(a, pin, beta, i - 1, j)
                                + a[WX, i + 1, j] * pnew_in(a, pin, beta, i + 1, j)
                                + a[WY, i, j] * pnew_in(a, pin, beta, i, j - 1)
