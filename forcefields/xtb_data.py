@@ -47,15 +47,45 @@ from lawful.forcefields.molecules import SPECIES, start_structures
 from lawful.kernels.errors import BackendError, InputError
 
 __all__ = ["METHOD", "SamplingConfig", "xtb_calculator", "frame_key", "LabelCache", "label_cached", "minimise",
-           "sample_segments", "split_by_segment", "make_dataset"]
+           "sample_segments", "split_by_segment", "make_dataset", "electronic_state"]
 
 #: The reference method (tblite's name for it).
 METHOD = "GFN2-xTB"
 SPLITS = ("train", "validation", "test")
 
 
-def xtb_calculator(method: str = METHOD, fresh_guess: bool = True):
-    """tblite's ASE calculator (``TBLite``), quiet; energies eV, forces eV/Å.
+def electronic_state(numbers, charge: int = 0, multiplicity: int = 1) -> tuple[int, int]:
+    """``(charge, multiplicity)`` checked against the atoms' electron count, or InputError.
+
+    ``charge``: total charge, e (an integer); ``multiplicity``: 2S + 1 (1 singlet, 2 doublet, ...).
+    The electron count ``sum(Z) - charge`` and the unpaired electrons ``multiplicity - 1`` must have
+    the same parity: tblite does not check it, and labels an ion given as neutral (an odd electron
+    count as a "singlet") without error, e.g. NH4+ read as NH4 is 6 eV off."""
+    for name, v in (("charge", charge), ("multiplicity", multiplicity)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InputError(f"{name}={v!r} is not an integer; give the total {name} as a whole number.")
+    n_el = int(np.sum(np.asarray(numbers, dtype=np.int64))) - int(charge)
+    unpaired = int(multiplicity) - 1
+    if multiplicity < 1 or unpaired > n_el:
+        raise InputError(f"multiplicity={multiplicity!r} is impossible with {n_el} electrons; give 2S+1 >= 1 "
+                         "(1 for a closed-shell molecule).")
+    if (n_el - unpaired) % 2:
+        raise InputError(f"charge={charge} and multiplicity={multiplicity} do not fit {n_el} electrons (an odd count "
+                         f"cannot be a {'singlet' if unpaired == 0 else f'multiplicity-{multiplicity} state'}): "
+                         "give the molecule's real total charge (--charge, e.g. 1 for a cation) or, for a radical, "
+                         "its multiplicity (--multiplicity 2).")
+    return int(charge), int(multiplicity)
+
+
+def _state_tag(charge: int, multiplicity: int) -> str:
+    """The electronic state as it joins keys: empty for the neutral singlet (the keys every existing
+    cache holds), else ``" charge=Q multiplicity=M"``."""
+    return "" if (charge, multiplicity) == (0, 1) else f" charge={charge} multiplicity={multiplicity}"
+
+
+def xtb_calculator(method: str = METHOD, fresh_guess: bool = True, charge: int = 0, multiplicity: int = 1):
+    """tblite's ASE calculator (``TBLite``), quiet; energies eV, forces eV/Å; ``charge`` (e) and
+    ``multiplicity`` (2S+1) of the molecule, checked by :func:`electronic_state` where the atoms are known.
 
     ``fresh_guess`` sets ``cache_api=False``, but even then a reused TBLite instance gives results
     that depend on the geometries it saw before (about 1e-8 eV, 1e-5 eV/Å: the SCF tolerance), so
@@ -66,7 +96,8 @@ def xtb_calculator(method: str = METHOD, fresh_guess: bool = True):
     except ImportError:
         raise BackendError("GFN2-xTB labelling needs the tblite package, which is not installed: "
                            "pip install 'lawful[xtb]' (or pip install tblite).") from None
-    return TBLite(method=method, verbosity=0, cache_api=not fresh_guess)
+    return TBLite(method=method, verbosity=0, cache_api=not fresh_guess, charge=int(charge),
+                  multiplicity=int(multiplicity))
 
 
 def frame_key(atoms: Atoms, method: str = METHOD) -> str:
@@ -78,13 +109,14 @@ def frame_key(atoms: Atoms, method: str = METHOD) -> str:
     return h.hexdigest()[:16]
 
 
-def labeller_id(calculator=None, method: str = METHOD) -> str:
-    """What made a label, as the cache keys it: ``method`` for the default labeller (a fresh
-    :func:`xtb_calculator` per frame, the keys every existing cache holds), else the calculator's
-    class and parameters (``todict()``), so labels of another calculator are never taken for xTB's
-    (a Lennard-Jones label once came back as "GFN2-xTB", 300 eV off)."""
+def labeller_id(calculator=None, method: str = METHOD, charge: int = 0, multiplicity: int = 1) -> str:
+    """What made a label, as the cache keys it: ``method`` for the default labeller on a neutral
+    singlet (a fresh :func:`xtb_calculator` per frame, the keys every existing cache holds), with
+    ``" charge=Q multiplicity=M"`` for another electronic state, else the calculator's class and
+    parameters (``todict()``), so labels of another calculator are never taken for xTB's (a
+    Lennard-Jones label once came back as "GFN2-xTB", 300 eV off)."""
     if calculator is None:
-        return method
+        return method + _state_tag(charge, multiplicity)
     params = getattr(calculator, "todict", lambda: {})()
     return (f"{type(calculator).__module__}.{type(calculator).__qualname__}"
             + json.dumps(params, sort_keys=True, default=str))
@@ -167,14 +199,20 @@ class LabelCache:
 
 def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache, calculator=None,
                  method: str = METHOD, progress: bool = False,
-                 on_label: Callable[[int], None] | None = None) -> list[Atoms]:
-    """``frames`` labelled by ``calculator`` (default: a new :func:`xtb_calculator` per frame): copies carrying
-    energy (eV) and forces (eV/Å) in a SinglePointCalculator and ``info`` (``key``, ``segment``,
-    ``source``, ... of the input, plus ``method``), in input order. Frames already in ``cache`` are
-    not recomputed; each new one is appended to it at once, so an interruption keeps them.
-    ``on_label(n)``: called after the n-th new label is stored. ``progress``: a tqdm bar (stderr)."""
+                 on_label: Callable[[int], None] | None = None, charge: int = 0,
+                 multiplicity: int = 1) -> list[Atoms]:
+    """``frames`` labelled by ``calculator`` (default: a new :func:`xtb_calculator` per frame, for the
+    total ``charge`` (e) and ``multiplicity`` given, checked against each frame's electrons): copies
+    carrying energy (eV) and forces (eV/Å) in a SinglePointCalculator and ``info`` (``key``,
+    ``segment``, ``source``, ... of the input, plus ``method``, ``charge``, ``multiplicity``), in
+    input order. Frames already in ``cache`` are not recomputed; each new one is appended to it at
+    once, so an interruption keeps them. ``on_label(n)``: called after the n-th new label is stored.
+    ``progress``: a tqdm bar (stderr)."""
     cache = cache if isinstance(cache, LabelCache) else LabelCache(cache)
-    labeller = labeller_id(calculator, method)
+    if calculator is None:
+        for numbers in {tuple(a.numbers) for a in frames}:
+            electronic_state(numbers, charge, multiplicity)
+    labeller = labeller_id(calculator, method, charge, multiplicity)
     keys = [frame_key(a, labeller) for a in frames]
     todo = [i for i, k in enumerate(keys) if k not in cache]
     bar = None
@@ -187,9 +225,12 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
             a = Atoms(frames[i].numbers, positions=frames[i].positions)
             a.info.update(frames[i].info)
             a.info["key"], a.info["method"] = keys[i], method if calculator is None else labeller
-            if calculator is not None:
+            if labeller != method:            # another calculator or electronic state: the key says which
                 a.info["labeller"] = labeller
-            a.calc = calculator if calculator is not None else xtb_calculator(method)   # fresh: see xtb_calculator
+            if calculator is None and (charge, multiplicity) != (0, 1):
+                a.info["charge"], a.info["multiplicity"] = int(charge), int(multiplicity)
+            a.calc = (calculator if calculator is not None        # fresh: see xtb_calculator
+                      else xtb_calculator(method, charge=charge, multiplicity=multiplicity))
             t0 = time.perf_counter()
             energy, forces = float(a.get_potential_energy()), np.array(a.get_forces(), dtype=np.float64)
             a.info["seconds"] = round(time.perf_counter() - t0, 6)
@@ -256,10 +297,12 @@ class SamplingConfig:
 
 
 def minimise(atoms: Atoms, fmax: float = 0.02, steps: int = 500, calculator=None,
-             constrain: Callable[[Atoms], None] | None = None) -> Atoms:
-    """A copy of ``atoms`` relaxed with xTB (ASE BFGS) until the largest force is below ``fmax``
-    eV/Å; ``ConvergenceError`` if ``steps`` do not suffice. ``constrain(copy)``: sets an ASE
-    constraint on the copy before relaxing it (e.g. φ/ψ held); the result carries none."""
+             constrain: Callable[[Atoms], None] | None = None, charge: int = 0,
+             multiplicity: int = 1) -> Atoms:
+    """A copy of ``atoms`` relaxed with xTB (ASE BFGS; total ``charge`` e, ``multiplicity`` 2S+1)
+    until the largest force is below ``fmax`` eV/Å; ``ConvergenceError`` if ``steps`` do not
+    suffice. ``constrain(copy)``: sets an ASE constraint on the copy before relaxing it (e.g. φ/ψ
+    held); the result carries none."""
     from ase.optimize import BFGS
 
     from lawful.kernels.errors import ConvergenceError
@@ -267,7 +310,7 @@ def minimise(atoms: Atoms, fmax: float = 0.02, steps: int = 500, calculator=None
     a = Atoms(atoms.numbers, positions=atoms.positions)
     if constrain is not None:
         constrain(a)
-    a.calc = calculator or xtb_calculator(fresh_guess=False)
+    a.calc = calculator or xtb_calculator(fresh_guess=False, charge=charge, multiplicity=multiplicity)
     opt = BFGS(a, logfile=None)
     if not opt.run(fmax=fmax, steps=steps):
         raise ConvergenceError(f"xTB minimisation did not reach fmax={fmax} eV/Å in {steps} steps; start from "
@@ -275,7 +318,7 @@ def minimise(atoms: Atoms, fmax: float = 0.02, steps: int = 500, calculator=None
     return Atoms(a.numbers, positions=a.positions)
 
 
-def _prepared_start(atoms: Atoms, fmax: float) -> Atoms:
+def _prepared_start(atoms: Atoms, fmax: float, charge: int = 0, multiplicity: int = 1) -> Atoms:
     """A start as its ``info["minimise"]`` asks (:data:`lawful.forcefields.molecules.MINIMISE_MODES`):
     the xTB minimum ("free", the default), the xTB minimum with alanine dipeptide's φ, ψ held
     ("backbone"), or the structure as given ("none")."""
@@ -285,8 +328,9 @@ def _prepared_start(atoms: Atoms, fmax: float) -> Atoms:
     if mode == "backbone":
         from lawful.forcefields.conformers import backbone_torsions, restrain_backbone
 
-        return minimise(atoms, fmax, steps=2000, constrain=lambda a: restrain_backbone(a, *backbone_torsions(a)))
-    return minimise(atoms, fmax)
+        return minimise(atoms, fmax, steps=2000, constrain=lambda a: restrain_backbone(a, *backbone_torsions(a)),
+                        charge=charge, multiplicity=multiplicity)
+    return minimise(atoms, fmax, charge=charge, multiplicity=multiplicity)
 
 
 def _segment_plan(cfg: SamplingConfig, starts: Sequence[str] = ("start",)) -> list[dict]:
@@ -347,26 +391,32 @@ def _run_segment(minima: dict[str, Atoms], item: dict, cfg: SamplingConfig, calc
     return frames
 
 
-def _settings_key(cfg: SamplingConfig, minima: dict[str, Atoms]) -> str:
+def _settings_key(cfg: SamplingConfig, minima: dict[str, Atoms], charge: int = 0, multiplicity: int = 1) -> str:
     """A 16-hex-digit key of everything that decides the sampled frames: the sampling settings
-    (not the split fractions) and each start's positions."""
+    (not the split fractions), each start's positions and the electronic state (the neutral
+    singlet adds nothing, so existing keys stand)."""
     d = {k: v for k, v in asdict(cfg).items() if k != "fractions"}
-    text = json.dumps(d, sort_keys=True, default=list) + "".join(f"{k}:{frame_key(m)}" for k, m in minima.items())
+    text = (json.dumps(d, sort_keys=True, default=list) + "".join(f"{k}:{frame_key(m)}" for k, m in minima.items())
+            + _state_tag(charge, multiplicity))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def sample_segments(minimum: Atoms | dict[str, Atoms], cfg: SamplingConfig, samples_path: str | os.PathLike | None = None,
-                    calculator=None, progress: bool = False) -> list[Atoms]:
+                    calculator=None, progress: bool = False, charge: int = 0,
+                    multiplicity: int = 1) -> list[Atoms]:
     """Unlabelled frames of every segment of ``cfg`` (``info``: ``segment``, ``source``,
     ``temperature_K``), in plan order. With ``samples_path`` each finished segment is appended to
     that extxyz file and segments already there are read back instead of rerun. ``minimum``: one
-    start, or several by label (segments cycle over them)."""
+    start, or several by label (segments cycle over them). ``charge`` (e), ``multiplicity`` (2S+1):
+    the electronic state of the default xTB MD."""
     cfg.check()
     minima = minimum if isinstance(minimum, dict) else {"start": minimum}
+    if calculator is None:
+        electronic_state(next(iter(minima.values())).numbers, charge, multiplicity)
     plan = _segment_plan(cfg, list(minima))
     done: dict[str, list[Atoms]] = {}
     path = Path(samples_path) if samples_path is not None else None   # its folder is made when needed
-    settings = _settings_key(cfg, minima)
+    settings = _settings_key(cfg, minima, charge, multiplicity)
     if path is not None:
         for a in _read_intact(path):
             if str(a.info.get("settings")) != settings:
@@ -385,7 +435,8 @@ def sample_segments(minimum: Atoms | dict[str, Atoms], cfg: SamplingConfig, samp
         for item in todo:
             # a new tblite instance per segment: a reused one carries its last wavefunction over, and
             # the MD would then depend on which segments ran before (a resumed run would differ)
-            seg = _run_segment(minima, item, cfg, calculator or xtb_calculator(fresh_guess=False))
+            seg = _run_segment(minima, item, cfg, calculator or xtb_calculator(
+                fresh_guess=False, charge=charge, multiplicity=multiplicity))
             for f in seg:
                 f.info["settings"] = settings
             if path is not None:
@@ -441,7 +492,8 @@ def _versions() -> dict:
 
 def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cfg: SamplingConfig | None = None,
                  calculator=None, progress: bool = False,
-                 on_label: Callable[[int], None] | None = None) -> dict:
+                 on_label: Callable[[int], None] | None = None, charge: int = 0,
+                 multiplicity: int = 1) -> dict:
     """Sample, label and split a GFN2-xTB data set for ``molecule`` (a name, a file, or Atoms of
     H/C/N/O) into folder ``out``; returns the card (also written to ``out/card.json``).
 
@@ -449,7 +501,9 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     cache), ``train.extxyz`` / ``validation.extxyz`` / ``test.extxyz`` and ``card.json``.
     Rerunning with the same arguments reuses both caches and labels only what is missing.
     ``calculator``: the labeller (default: fresh-guess :func:`xtb_calculator`); MD and the
-    minimisation always use tblite.
+    minimisation always use tblite. ``charge`` (e) and ``multiplicity`` (2S+1): the molecule's
+    electronic state for every xTB call, checked against its electron count before any work
+    (an ion given as neutral is refused, not labelled as a radical) and recorded in the card.
     """
     cfg = cfg or SamplingConfig()
     cfg.check()
@@ -466,6 +520,7 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     else:
         starts = start_structures(molecule)
         name = str(next(iter(starts.values())).info["molecule"])
+    charge, multiplicity = electronic_state(next(iter(starts.values())).numbers, charge, multiplicity)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {os.fspath(out)!r} is a file, not a folder; pass a folder path.")
@@ -473,11 +528,12 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     if not os.access(out, os.W_OK | os.X_OK):
         raise InputError(f"output folder {os.fspath(out)!r} is not writable; choose another folder.")
     t_start = time.perf_counter()
-    minima = {k: _prepared_start(a, cfg.fmax_minimise) for k, a in starts.items()}
+    minima = {k: _prepared_start(a, cfg.fmax_minimise, charge, multiplicity) for k, a in starts.items()}
     minimum = next(iter(minima.values()))
-    frames = sample_segments(minima, cfg, out / "samples.extxyz", progress=progress)
+    frames = sample_segments(minima, cfg, out / "samples.extxyz", progress=progress, charge=charge,
+                             multiplicity=multiplicity)
     labelled = label_cached(frames, out / "labels.extxyz", calculator=calculator, progress=progress,
-                            on_label=on_label)
+                            on_label=on_label, charge=charge, multiplicity=multiplicity)
     split = split_by_segment(labelled, cfg.fractions, seed=cfg.seed)
     counts = {}
     for s in SPLITS:
@@ -489,14 +545,17 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
         counts[s] = {"frames": len(chosen), "segments": len(members)}
     secs = [float(a.info["seconds"]) for a in labelled if "seconds" in a.info]
     labellers = sorted({str(a.info.get("labeller", METHOD)) for a in labelled})
+    xtb = labeller_id(None, METHOD, charge, multiplicity)
     card = {
         "molecule": name,
         "formula": minimum.get_chemical_formula(),
         "n_atoms": len(minimum),
         "species": sorted(set(minimum.get_chemical_symbols())),
-        "method": METHOD if labellers == [METHOD] else labellers,
+        "charge": charge,
+        "multiplicity": multiplicity,
+        "method": METHOD if labellers == [xtb] else labellers,
         "calculator": ("tblite.ase.TBLite, a new instance per frame (SCF from the SAD guess, accuracy 1.0, "
-                       "electronic temperature 300 K)" if labellers == [METHOD] else
+                       "electronic temperature 300 K)" if labellers == [xtb] else
                        "the calculator passed to make_dataset (see method)"),
         "units": {"energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
         "versions": _versions(),

@@ -263,10 +263,15 @@ def _cmd_data_xtb(args) -> int:
     if not args.molecule:
         raise _UsageError(f"--calc xtb needs --molecule: a name ({', '.join(molecules.MOLECULES)}) or a structure file")
     try:
-        molecules.start_structures(args.molecule)     # every structure of a file of starts, before any xTB work
+        starts = molecules.start_structures(args.molecule)   # every structure of a file of starts, before any xTB work
     except InputError as exc:
         raise _UsageError(f"--molecule: {str(exc).rstrip('.')}") from None
     from lawful.forcefields import xtb_data
+
+    try:
+        xtb_data.electronic_state(next(iter(starts.values())).numbers, args.charge, args.multiplicity)
+    except InputError as exc:
+        raise _UsageError(f"--molecule {args.molecule}: {str(exc).rstrip('.')}") from None
 
     temps = args.temperatures or [300.0, 500.0, 700.0, 1000.0]
     n_seg = -(-args.frames // args.frames_per_segment)
@@ -280,7 +285,8 @@ def _cmd_data_xtb(args) -> int:
     except InputError as exc:
         raise _UsageError(str(exc).rstrip(".")) from None
     xtb_data.xtb_calculator()  # tblite missing: a one-line error before sampling
-    card = xtb_data.make_dataset(args.molecule, args.out, cfg, progress=True)
+    card = xtb_data.make_dataset(args.molecule, args.out, cfg, progress=True, charge=args.charge,
+                                 multiplicity=args.multiplicity)
     c = card["counts"]
     print(f"{c['total_frames']} GFN2-xTB-labelled frames of {card['molecule']} ({card['formula']}) in {args.out}: "
           f"train {c['train']['frames']}, validation {c['validation']['frames']}, test {c['test']['frames']} "
@@ -288,7 +294,27 @@ def _cmd_data_xtb(args) -> int:
     return 0
 
 
+#: ``lawful data`` options that only some calculators use (option -> calculators) and their defaults;
+#: an option given to a calculator that does not use it is refused (it was silently ignored:
+#: ``--calc emt --molecule ethanol`` labelled copper).
+_DATA_OPTION_USERS = {
+    "molecule": ("xtb",), "frames": ("xtb",), "frames_per_segment": ("xtb",), "interval": ("xtb",),
+    "equilibration": ("xtb",), "charge": ("xtb",), "multiplicity": ("xtb",),
+    "element": ("emt",), "repeat": ("emt", "lj"), "n_rattled": ("emt",), "n_strained": ("emt",),
+    "n_md": ("emt", "lj", "openmm-water"), "db": ("emt", "lj", "openmm-water"),
+}
+_DATA_DEFAULTS = {"frames": 200, "frames_per_segment": 10, "charge": 0, "multiplicity": 1, "element": "Cu",
+                  "repeat": 2, "n_md": 40, "n_rattled": 30, "n_strained": 40}
+
+
 def _cmd_data(args) -> int:
+    for dest, users in _DATA_OPTION_USERS.items():
+        if getattr(args, dest) is not None and args.calc not in users:
+            raise _UsageError(f"--{dest.replace('_', '-')} does not apply to --calc {args.calc} (it is an option of "
+                              f"--calc {' and '.join(users)}); drop it or choose that calculator")
+    for dest, value in _DATA_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
     if args.calc == "xtb":
         return _cmd_data_xtb(args)
     if args.temperatures is None:
@@ -653,23 +679,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "water-hexamer) or a structure file ase.io reads (H, C, N, O; an extxyz of several "
                         "structures: one start each, info minimise=free|backbone|none); default: none, "
                         "required with --calc xtb")
-    p.add_argument("--frames", type=_positive_int, default=200,
-                   help="xtb: frames to label (about; whole segments of --frames-per-segment)")
-    p.add_argument("--frames-per-segment", type=_positive_int, default=10,
-                   help="xtb: snapshots per MD segment (the unit of the train/validation/test split)")
+    p.add_argument("--frames", type=_positive_int, default=None,
+                   help="xtb: frames to label (about; whole segments of --frames-per-segment; default 200)")
+    p.add_argument("--frames-per-segment", type=_positive_int, default=None,
+                   help="xtb: snapshots per MD segment (the unit of the train/validation/test split; default 10)")
+    p.add_argument("--charge", type=int, default=None,
+                   help="xtb: the molecule's total charge, e (default 0); an odd electron count with "
+                        "--multiplicity 1 is refused")
+    p.add_argument("--multiplicity", type=_positive_int, default=None,
+                   help="xtb: spin multiplicity 2S+1 (default 1; 2 for a radical)")
     p.add_argument("--interval", type=_positive_int, default=None,
                    help="xtb: MD steps (0.5 fs) between the snapshots of a segment (default 20)")
     p.add_argument("--equilibration", type=_count, default=None,
                    help="xtb: MD steps before a segment's first snapshot (default 200; 0 keeps the segment "
                         "next to its start, e.g. solvent snapshots)")
-    p.add_argument("--element", default="Cu", help=f"fcc element for EMT ({', '.join(EMT_ELEMENTS)})")
-    p.add_argument("--repeat", type=_positive_int, default=2, help="supercell repeats of the cubic cell, per axis")
+    p.add_argument("--element", default=None, help=f"emt: fcc element ({', '.join(EMT_ELEMENTS)}; default Cu)")
+    p.add_argument("--repeat", type=_positive_int, default=None,
+                   help="emt, lj: supercell repeats of the cubic cell, per axis (default 2)")
     p.add_argument("--temperatures", type=_positive, nargs="+", default=None,
                    help="MD temperatures, K (default: 300 600 900 1200; xtb: 300 500 700 1000)")
-    p.add_argument("--n-md", type=_positive_int, default=40, help="MD snapshots per temperature")
-    p.add_argument("--n-rattled", type=_count, default=30, help="rattled cells (EMT)")
-    p.add_argument("--n-strained", type=_count, default=40, help="strained cells (EMT)")
-    p.add_argument("--db", default=None, help="ase.db URL or SQLite file (default: OUT/data.db)")
+    p.add_argument("--n-md", type=_positive_int, default=None,
+                   help="emt, lj, openmm-water: MD snapshots per temperature (default 40)")
+    p.add_argument("--n-rattled", type=_count, default=None, help="emt: rattled cells (default 30)")
+    p.add_argument("--n-strained", type=_count, default=None, help="emt: strained cells (default 40)")
+    p.add_argument("--db", default=None,
+                   help="emt, lj, openmm-water: ase.db URL or SQLite file (default: OUT/data.db)")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train a NeuralPotential or DirectForceModel on a dataset")

@@ -301,6 +301,17 @@ CLI_CASES = [
     ("data --calc xtb --molecule water --interval 0 --out {t}/out", "--interval: 0"),
     ("data --calc xtb --molecule water --equilibration -1 --out {t}/out", "--equilibration: -1"),
     ("data --calc xtb --molecule {t}/starts.extxyz --out {t}/out", "minimise='relax'"),
+    # an ion given as neutral, an impossible spin state: tblite labels both without error
+    ("data --calc xtb --molecule {t}/nh4.xyz --out {t}/out", "charge=0 and multiplicity=1"),
+    ("data --calc xtb --molecule water --multiplicity 2 --out {t}/out", "multiplicity=2"),
+    ("data --calc xtb --molecule water --charge 1 --out {t}/out", "charge=1"),
+    # options of another calculator (they were ignored: --calc emt --molecule ethanol labelled copper)
+    ("data --calc emt --molecule ethanol --out {t}/out", "--molecule does not apply to --calc emt"),
+    ("data --calc lj --charge 1 --out {t}/out", "--charge does not apply to --calc lj"),
+    ("data --calc xtb --molecule water --element Cu --out {t}/out", "--element does not apply to --calc xtb"),
+    ("data --calc xtb --molecule water --n-md 5 --out {t}/out", "--n-md does not apply to --calc xtb"),
+    ("data --calc openmm-water --repeat 3 --out {t}/out", "--repeat does not apply to --calc openmm-water"),
+    ("data --calc lj --n-strained 3 --out {t}/out", "--n-strained does not apply to --calc lj"),
 ]
 
 
@@ -312,6 +323,7 @@ def test_cli_refuses_bad_input_before_labelling(tmp_path, capsys, argv, text):
     (tmp_path / "out" / "keep.txt").write_text("keep\n")
     (tmp_path / "afile").write_text("keep\n")
     write(tmp_path / "si.xyz", Atoms("SiH4", positions=np.eye(5, 3) * 1.5))
+    write(tmp_path / "nh4.xyz", _ammonium())                # 11 electrons as neutral NH4
     _two_water_starts(tmp_path, minimise="relax")          # a bad mode in a file of starts
     rc = main(argv.format(t=tmp_path).split())
     err = capsys.readouterr().err.strip().splitlines()
@@ -579,3 +591,64 @@ def test_a_periodic_molecule_is_refused_not_labelled_as_a_cluster(tmp_path):
     with pytest.raises(InputError, match="periodic"):
         xtb_data.make_dataset(water, tmp_path / "out", small_config())
     assert not (tmp_path / "out" / "labels.extxyz").exists()
+
+
+def _ammonium() -> Atoms:
+    """NH4 as a tetrahedron, N-H 1.03 Å (the cation's geometry; as neutral NH4 it has 11 electrons)."""
+    return Atoms("NH4", positions=np.vstack([np.zeros(3), 1.03 / np.sqrt(3) * np.array(
+        [[1, 1, 1], [-1, -1, 1], [-1, 1, -1], [1, -1, -1]])]))
+
+
+@pytest.mark.parametrize("numbers, charge, multiplicity, ok", [
+    ([7, 1, 1, 1, 1], 0, 1, False), ([7, 1, 1, 1, 1], 1, 1, True), ([7, 1, 1, 1, 1], 0, 2, True),
+    ([8, 1, 1], 0, 1, True), ([8, 1, 1], 0, 3, True), ([8, 1, 1], 0, 2, False), ([8, 1, 1], -1, 2, True),
+    ([1], 0, 2, True), ([1], 1, 1, True), ([1], 1, 2, False), ([1], 0, 0, False), ([1], 0.5, 1, False),
+])
+def test_electronic_state_must_fit_the_electron_count(numbers, charge, multiplicity, ok):
+    if ok:
+        assert xtb_data.electronic_state(numbers, charge, multiplicity) == (charge, multiplicity)
+    else:
+        with pytest.raises(InputError, match=f"{charge}|multiplicity"):
+            xtb_data.electronic_state(numbers, charge, multiplicity)
+
+
+@needs_tblite
+def test_an_ion_is_labelled_with_its_charge_never_as_a_neutral_radical(tmp_path):
+    from tblite.ase import TBLite
+
+    nh4 = _ammonium()
+    cache = tmp_path / "labels.extxyz"
+    with pytest.raises(InputError, match="charge=0 and multiplicity=1"):
+        xtb_data.label_cached([nh4], cache)              # was labelled as a "singlet" of 11 electrons, 6 eV off
+    assert not cache.exists()
+    [cation] = xtb_data.label_cached([nh4], cache, charge=1)
+    [radical] = xtb_data.label_cached([nh4], cache, charge=0, multiplicity=2)
+    for label, kw in ((cation, dict(charge=1)), (radical, dict(charge=0, multiplicity=2))):
+        b = nh4.copy()
+        b.calc = TBLite(method="GFN2-xTB", verbosity=0, **kw)
+        assert label.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-9)   # eV
+        np.testing.assert_allclose(label.get_forces(), b.get_forces(), rtol=0, atol=1e-7)        # eV/Å
+    assert cation.info["charge"] == 1 and radical.info["multiplicity"] == 2
+    assert abs(cation.get_potential_energy() - radical.get_potential_energy()) > 1.0     # eV: two states, two keys
+    assert len(xtb_data.LabelCache(cache).frames) == 2
+    # the neutral singlet keeps the keys of every existing cache
+    assert xtb_data.labeller_id() == xtb_data.METHOD
+    assert xtb_data.labeller_id(charge=1) != xtb_data.labeller_id()
+
+
+@needs_tblite
+def test_a_data_set_of_an_ion_samples_and_labels_the_ion(tmp_path):
+    from tblite.ase import TBLite
+
+    with pytest.raises(InputError, match="charge=0 and multiplicity=1"):
+        xtb_data.make_dataset(_ammonium(), tmp_path / "neutral", small_config())
+    assert not (tmp_path / "neutral").exists()            # refused before the folder or any xTB work
+    card = xtb_data.make_dataset(_ammonium(), tmp_path / "cation", small_config(), charge=1)
+    assert (card["charge"], card["multiplicity"], card["method"]) == (1, 1, xtb_data.METHOD)
+    frames = _all(tmp_path / "cation")
+    assert len(frames) == 10 and {a.info["charge"] for a in frames} == {1}
+    for a in frames[::3]:
+        b = Atoms(a.numbers, positions=a.positions)
+        b.calc = TBLite(method="GFN2-xTB", verbosity=0, charge=1)
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-9)   # eV
+    assert max(np.linalg.norm(a.positions[1:] - a.positions[0], axis=1).max() for a in frames) < 1.3  # Å: bound
