@@ -530,7 +530,7 @@ def _cmd_md(args) -> int:
     if args.steps < args.report_interval:
         raise _UsageError(f"--steps {args.steps} is shorter than --report-interval {args.report_interval}: the "
                           "drift needs at least two samples; run more steps or report more often")
-    from lawful.integrations.md import run_md
+    from lawful.integrations.md import NVT_DRIFT_MEANING, run_md
 
     try:
         res = run_md(atoms, args.model, args.engine, timestep_fs=args.dt, steps=args.steps,
@@ -542,9 +542,10 @@ def _cmd_md(args) -> int:
               "(drift.csv is flushed after every sample).")
         raise
     s = res.summary
+    slope = (f"drift {s.drift_mev_per_atom_per_ps:.4g} meV/atom/ps" if res.ensemble == "nve" else
+             f"total-energy slope {s.drift_mev_per_atom_per_ps:.4g} meV/atom/ps ({NVT_DRIFT_MEANING})")
     print(f"{res.engine} {res.ensemble}: {res.n_atoms} atoms, {res.steps} steps of {res.timestep_fs} fs in "
-          f"{res.seconds:.1f} s; drift {s.drift_mev_per_atom_per_ps:.4g} meV/atom/ps, "
-          f"fluctuation {s.rms_fluctuation_mev_per_atom:.4g} meV/atom")
+          f"{res.seconds:.1f} s; {slope}, fluctuation {s.rms_fluctuation_mev_per_atom:.4g} meV/atom")
     for k, v in res.files.items():
         print(f"  {k}: {v}")
     return 0

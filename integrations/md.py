@@ -63,8 +63,15 @@ class MDResult:
                                            "ensemble", "seconds", "step_seconds")}
         d["settings"] = dict(self.settings)
         d["drift"] = self.summary.as_dict()
+        if self.ensemble != "nve":
+            d["drift"]["meaning"] = NVT_DRIFT_MEANING
         d["files"] = {k: str(v) for k, v in self.files.items()}
         return d
+
+
+#: what the total-energy slope of a thermostatted run is (md.json and ``lawful md`` say it)
+NVT_DRIFT_MEANING = ("under the Langevin thermostat the total-energy slope is heat exchanged with the bath, not "
+                     "a conservation error; run --ensemble nve to measure drift")
 
 
 def _model_label(model) -> str:
@@ -218,7 +225,9 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
         with open(files["topology"], "w", encoding="utf-8") as fh:
             app.PDBFile.writeFile(top, positions, fh, keepIds=True)
         files["trajectory"] = out / "trajectory.dcd"
-        sim.reporters.append(app.DCDReporter(str(files["trajectory"]), report_interval))
+        # unwrapped, as ASE's trajectory: the System's forces report no bonds, so OpenMM's wrapping
+        # (per molecule) would wrap every atom on its own and tear a molecule across the box apart
+        sim.reporters.append(app.DCDReporter(str(files["trajectory"]), report_interval, enforcePeriodicBox=False))
     bar = _progress(steps, f"openmm {ensemble}", progress)
     t0 = time.perf_counter()
     try:

@@ -266,6 +266,10 @@ class LawfulComputation:
     Context whose box is OpenMM's never-set default unless it equals ``box_nm``. Errors are kept
     by this object (see :func:`lawful_errors`). Every Context of a System calls the same object,
     so calls are serialised by a lock (two Contexts in two threads each get their own numbers).
+    What it remembers between calls is shared by those Contexts too: the out-of-domain warning
+    comes once per force (not per Context: pass ``strict=True`` to stop at every event), and an
+    explosion report's "moved since the previous force evaluation" compares with the previous
+    evaluation of any of them; give each Context its own System for per-Context diagnostics.
     Pickles compactly (model, numbers and options), as
     OpenMM does when it copies a System.
     """

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
-from lawful.integrations.runner import resolve_model
+from lawful.integrations.runner import model_dtype, resolve_model
 from lawful.kernels.errors import InputError
 from lawful.kernels.precision import resolve_dtype
 
@@ -51,6 +51,26 @@ def _check_keywords(args: dict, accepted, where: str) -> None:
     if unknown:
         raise InputError(f"unknown keyword(s) {unknown} for {where}: the 'lawful' potential accepts "
                          f"{sorted(accepted)}; check the spelling.")
+
+
+def _keep_molecules_whole(topology, system, atoms, force_group: int) -> None:
+    """A zero-energy ``CustomBondForce`` over the topology's bonds among ``atoms`` (None: all).
+
+    OpenMM finds molecules from the bonds its forces report; a PythonForce or TorchForce reports
+    none and openmm-ml removes the ML region's MM bonds, so every ML atom was a molecule of its
+    own: wrapped output (``getState(enforcePeriodicBox=True)``, DCD/PDB reporters) tore the solute
+    apart (φ/ψ read (82.5, −98.1) for (−80, 75)) and a barostat scaled its atoms apart."""
+    import openmm
+
+    ml = None if atoms is None else set(int(i) for i in atoms)
+    keep = openmm.CustomBondForce("0")
+    keep.setName("LawfulMoleculeBonds")
+    keep.setForceGroup(int(force_group))
+    for a, b in topology.bonds():
+        if ml is None or (a.index in ml and b.index in ml):
+            keep.addBond(a.index, b.index, [])
+    if keep.getNumBonds():
+        system.addForce(keep)
 
 
 class LawfulPotentialImplFactory(MLPotentialImplFactory):
@@ -83,6 +103,9 @@ class LawfulPotentialImpl(MLPotentialImpl):
             raise InputError(f"precision={precision!r} and dtype={dtype!r} disagree: give one of them.")
         self.name = name
         self.model = resolve_model(model, device=device, dtype=p_dtype if p_dtype is not None else dtype)
+        # what was passed, so a precision asked for later is made from it, not from this (maybe
+        # rounded) copy: "single" here then "double" in createSystem gave float32-rounded weights
+        self._source, self._device = model, device
         self.backend = backend
         self.skin = float(skin)
         self.strict = bool(strict)
@@ -107,12 +130,16 @@ class LawfulPotentialImpl(MLPotentialImpl):
                 "the System's box, or make the classical System non-periodic."
             )
         dtype = _precision_dtype(args.get("precision"))
+        model = self.model
+        if dtype is not None and dtype != model_dtype(model):
+            model = resolve_model(self._source, device=self._device, dtype=dtype)
         force = create_force(
-            self.model, topology=topology, atoms=None if atoms is None else list(atoms), periodic=None,
+            model, topology=topology, atoms=None if atoms is None else list(atoms), periodic=None,
             backend=args.get("backend", self.backend), skin=args.get("skin", self.skin), force_group=forceGroup,
             device=args.get("device"), dtype=dtype, strict=args.get("strict", self.strict),
         )
         system.addForce(force)
+        _keep_molecules_whole(topology, system, atoms, forceGroup)
 
     def getSupportedEmbeddings(self) -> list[str]:
         """Every embedding openmm-ml offers: lawful checks the ML atoms and keywords first
@@ -137,8 +164,20 @@ class LawfulPotentialImpl(MLPotentialImpl):
                              "pass the System made from this topology.")
         atoms = _subset(atoms, n, "the System")
         plugin = MLPotential._embeddingFactories[embedding].createEmbedding(embedding)
-        return plugin.createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
-                                        returnInfo=returnInfo, **args)
+        out = plugin.createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
+                                       returnInfo=returnInfo, **args)
+        if interpolate:
+            # openmm-ml wraps the ML term (with the ML atoms' MM terms) in a CustomCVForce it leaves in
+            # group 0, so getState(groups={forceGroup}) read 0 instead of the ML energy
+            mixed = out[0] if isinstance(out, tuple) else out
+            import openmm
+
+            for force in mixed.getForces():
+                if isinstance(force, openmm.CustomCVForce) and any(
+                        force.getGlobalParameterName(k) == "lambda_interpolate"
+                        for k in range(force.getNumGlobalParameters())):
+                    force.setForceGroup(int(forceGroup))
+        return out
 
     def getMLLongRange(self) -> bool:
         """lawful models are local (finite cutoff, no Ewald/PME): always False."""

@@ -171,3 +171,64 @@ def test_md_json_records_the_settings_of_the_run(tmp_path):
     assert s["temperature_K"] == 450.0 and s["seed"] == 7 and s["report_interval"] == 10
     assert s["platform"] == "Reference" and s["strict"] is False and s["friction_per_ps"] is None
     assert s["dtype"] == "float64 (EMT)" and s["device"] == "cpu (EMT)"
+
+
+def test_a_thermostatted_run_does_not_call_its_energy_slope_drift(tmp_path, capsys):
+    """Under Langevin the total energy exchanges heat with the bath: ``lawful md --ensemble nvt``
+    and md.json say so instead of printing a "drift" beside NVE figures."""
+    import json as _json
+
+    from lawful.integrations.cli import main
+
+    assert main(["md", "--model", "emt", "--ensemble", "nvt", "--repeat", "1", "--steps", "20",
+                 "--report-interval", "10", "--out", str(tmp_path / "nvt")]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("ase nvt")][0]
+    assert "total-energy slope" in line and "heat exchanged with the bath" in line and "; drift " not in line
+    assert "heat exchanged" in _json.loads((tmp_path / "nvt" / "md.json").read_text())["drift"]["meaning"]
+    assert main(["md", "--model", "emt", "--repeat", "1", "--steps", "20", "--report-interval", "10",
+                 "--out", str(tmp_path / "nve")]) == 0
+    assert "; drift " in capsys.readouterr().out
+    assert "meaning" not in _json.loads((tmp_path / "nve" / "md.json").read_text())["drift"]
+
+
+def _dcd_positions(path) -> np.ndarray:
+    """Every frame's positions (frames, atoms, 3), Å, from a DCD (Fortran records; unit cell
+    record before each frame when the header's flag says so)."""
+    raw, off = path.read_bytes(), 0
+
+    def record():
+        nonlocal off
+        n = struct.unpack("<i", raw[off:off + 4])[0]
+        data = raw[off + 4:off + 4 + n]
+        off += n + 8
+        return data
+
+    header = record()
+    has_cell = struct.unpack("<i", header[44:48])[0]
+    record()                                   # title
+    record()                                   # atom count
+    frames = []
+    while off < len(raw):
+        if has_cell:
+            record()
+        frames.append(np.stack([np.frombuffer(record(), "<f4") for _ in range(3)], axis=1))
+    return np.array(frames, dtype=float)
+
+
+def test_openmm_trajectory_keeps_a_molecule_across_the_box_face_whole(tmp_path):
+    """The OpenMM engine's DCD wrapped each atom on its own (its System's force reports no
+    bonds, so every atom was a molecule to OpenMM): an ethanol across the box face showed a 7.9 Å
+    C-C "bond". It is now unwrapped, as the ASE engine's trajectory."""
+    from ase.build import molecule
+
+    mol = molecule("CH3CH2OH")
+    mol.set_cell([12.0, 12.0, 12.0])
+    mol.pbc = True
+    mol.positions += [0.3, 6.0, 6.0]           # the C-C-O axis across x = 0
+    bonded = [(i, j) for i in range(len(mol)) for j in range(i) if mol.get_distance(i, j) < 1.6]
+    res = run_md(mol, "organic-xtb", "openmm", timestep_fs=0.5, steps=20, report_interval=10, temperature_K=100.0,
+                 out=tmp_path)
+    frames = _dcd_positions(res.files["trajectory"])
+    assert frames.shape == (2, 9, 3)
+    longest = max(np.linalg.norm(f[i] - f[j]) for f in frames for i, j in bonded)
+    assert longest < 1.7                       # Å: every bond whole in every frame

@@ -101,7 +101,7 @@ def test_ml_force_is_the_shipped_model_on_the_solute(box):
     top, pos, stop, spos, mm = box
     mixed = mlmm.mixed_system(stop, model=SHIPPED, mm=copy.deepcopy(mm), force_group=1)
     names = [f.getName() for f in mixed.getForces() if f.getForceGroup() == 1]
-    assert names == ["LawfulForce[python,float64,cpu]"]
+    assert names == ["LawfulForce[python,float64,cpu]", "LawfulMoleculeBonds"]   # the second: zero energy
     e_ml, f_ml = _energy(mixed, spos, groups={1})
     model = load_model(SHIPPED)
     atoms = alanine_dipeptide()  # the same geometry, in the builder's atom order
@@ -348,3 +348,44 @@ def test_bad_inputs_are_refused_with_the_value_and_the_fix(box, call, error, tex
     with pytest.raises(error) as info:
         call(box)
     assert text in str(info.value)
+
+
+def _solute_molecules(system, positions) -> list[list[int]]:
+    """The molecules OpenMM finds (from the bonds its forces report) holding solute atoms."""
+    ctx = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(positions)
+    return [list(m) for m in ctx.getMolecules() if min(m) < 22]
+
+
+@pytest.mark.parametrize("interpolate", [False, True])
+def test_the_ml_region_stays_one_molecule_in_wrapped_output(box, interpolate):
+    """openmm-ml drops the ML region's MM bonds and the lawful force reports none, so OpenMM took
+    each ML atom for a molecule of its own: wrapped output (getState(enforcePeriodicBox=True),
+    DCD/PDB reporters) tore the solute apart and φ/ψ read (82.5, −98.1) for (−80, 75)."""
+    top, pos, stop, spos, mm = box
+    system = mlmm.mixed_system(stop, interpolate=interpolate, mm=copy.deepcopy(mm))
+    assert [sorted(m) for m in _solute_molecules(system, spos)] == [list(range(22))]
+    # the bond force adds no energy: ML/MM energy is unchanged by it
+    names = [f.getName() for f in system.getForces()]
+    assert interpolate or names.count("LawfulMoleculeBonds") == 1
+    xyz = np.asarray(spos.value_in_unit(u.nanometer)).copy()
+    a = stop.getPeriodicBoxVectors()[0][0].value_in_unit(u.nanometer)
+    xyz[:, 0] += a - xyz[:22, 0].mean()                        # the solute centred on the box face x = a
+    ctx = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(xyz)
+    wrapped = ctx.getState(getPositions=True, enforcePeriodicBox=True).getPositions(asNumpy=True)
+    assert np.ptp(wrapped[:22, 0].value_in_unit(u.nanometer)) < 0.5 * a   # whole, not split across the box
+    phi, psi = mlmm.phi_psi(wrapped, stop)
+    phi0, psi0 = mlmm.phi_psi(spos, stop)
+    assert abs(phi - phi0) < 1e-6 and abs(psi - psi0) < 1e-6
+
+
+def test_interpolated_ml_energy_is_in_its_force_group(box):
+    """openmm-ml's CustomCVForce (λ·ML + (1−λ)·the ML atoms' MM terms) stayed in group 0, so
+    getState(groups={force_group}) read 0 instead of the ML energy."""
+    top, pos, stop, spos, mm = box
+    plain = mlmm.mixed_system(stop, mm=copy.deepcopy(mm), force_group=3)
+    interp = mlmm.mixed_system(stop, interpolate=True, mm=copy.deepcopy(mm), force_group=3)
+    e_plain, _ = _energy(plain, spos, groups={3})
+    e_interp, _ = _energy(interp, spos, groups={3}, lam=1.0)
+    assert e_plain < -1e4 and e_interp == pytest.approx(e_plain, rel=1e-12)    # kJ/mol

@@ -136,6 +136,26 @@ def test_precision_keyword_is_honoured(precision, dtype_name):
     assert single.createSystem(top).getForce(0).getName() == "LawfulForce[python,float32,cpu]"
 
 
+@pytest.mark.parametrize("source", ["object", "file"])
+def test_double_after_single_is_the_float64_model_not_its_rounded_copy(tmp_path, source):
+    """MLPotential(precision="single") then createSystem(precision="double"): the force was named
+    float64 but cast up the float32 copy, its weights rounded (2e-3 kJ/mol off for alanine
+    dipeptide). It is now made from what was passed, and equals the float64 model exactly."""
+    atoms = rattled_copper(seed=17)
+    top, positions = topology_from_atoms(atoms)
+    model = _neural(["Cu"])
+    model.save(tmp_path / "cu.lawful")
+    given = model if source == "object" else str(tmp_path / "cu.lawful")
+    e64, f64 = _openmm_energy_forces(MLPotential("lawful", model=given).createSystem(
+        top, removeCMMotion=False, backend="python"), positions)
+    single = MLPotential("lawful", model=given, precision="single")
+    system = single.createSystem(top, removeCMMotion=False, backend="python", precision="double")
+    assert system.getForce(0).getName() == "LawfulForce[python,float64,cpu]"
+    e, f = _openmm_energy_forces(system, positions)
+    assert e == e64 and np.array_equal(f, f64)
+    assert model.dtype == torch.float64
+
+
 @pytest.mark.parametrize("where, kwargs, pattern", [
     ("createSystem", dict(precison="double"), r"\['precison'\].*precision"),
     ("createSystem", dict(precision="half"), r"precision='half'"),
