@@ -177,16 +177,19 @@ def train_models(quick: bool, epochs: int, max_time: float, kinds=("conservative
     return out
 
 
-def test_errors(model, molecule: str, source: str | None = None) -> dict:
+def test_errors(model, molecule: str, source: str | None = None, temperature_K: float | None = None) -> dict:
     """Test-split energy MAE (meV/atom) and force MAE (meV/Å) of ``model`` on one molecule; with
-    ``source`` ("md" or "rattled") only the frames of that kind of segment."""
+    ``source`` ("md" or "rattled") only the frames of that kind of segment, with ``temperature_K``
+    only those of MD segments at that temperature (K)."""
     from lawful.forcefields.training import evaluate_errors, prepare
 
     frames = read_split(molecule, "test")
     if source is not None:
         frames = [a for a in frames if a.info.get("source") == source]
+    if temperature_K is not None:
+        frames = [a for a in frames if a.info.get("temperature_K") == temperature_K]
     m = evaluate_errors(model, prepare(model, frames))
-    return {"energy_mae_meV_per_atom": 1e3 * m["energy_mae_per_atom"], "force_mae_meV_per_A": 1e3 * m["force_mae"],
+    return {"n_frames": len(frames), "energy_mae_meV_per_atom": 1e3 * m["energy_mae_per_atom"], "force_mae_meV_per_A": 1e3 * m["force_mae"],
             "energy_rmse_meV_per_atom": 1e3 * m["energy_rmse_per_atom"], "force_rmse_meV_per_A": 1e3 * m["force_rmse"]}
 
 
@@ -911,7 +914,13 @@ def main(argv=None) -> None:
                                                                   "train_wall_s", "n_train", "n_val",
                                                                   "train_cpu_s_total", "stages",
                                                                   "reference_energy_refit")},
-                "md_frames_test_errors": {m: test_errors(model, m, source="md") for m in MOLECULES[:2]}}
+                "md_frames_test_errors": {m: test_errors(model, m, source="md") for m in MOLECULES[:2]},
+                # where the error is: the MD test frames by sampling temperature (K)
+                "md_frames_test_errors_by_temperature": {
+                    m: {f"{t:g}K": test_errors(model, m, source="md", temperature_K=t)
+                        for t in sorted({float(a.info["temperature_K"]) for a in read_split(m, "test")
+                                         if a.info.get("source") == "md"})}
+                    for m in MOLECULES[:2]}}
         figures["test_errors"] = errs
     if parts & {"train", "refit", "errors"}:
         write_result("molecules_train", figures, seeds=[0], params=dict(arch=ARCH, direct_arch=DIRECT_ARCH, train=TRAIN,

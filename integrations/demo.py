@@ -50,8 +50,11 @@ def _environment(ctx: DemoContext, sec: Section) -> None:
     from lawful.kernels import ensure_taichi
 
     arch = ensure_taichi()
-    sec.text.append(f"Taichi arch: {arch}; torch device: {ctx.device}; dtype: {ctx.dtype}.")
-    sec.summary.update({"taichi_arch": arch, "device": ctx.device, "dtype": ctx.dtype})
+    sec.text.append(f"Taichi arch: {arch}; torch device: {ctx.device}; dtype: {ctx.dtype} (the force-field and "
+                    "molecule sections; the Hamiltonian section runs in float64 on the CPU and the fluid section "
+                    "in float32 with its corrector on the CPU, whatever --device and --dtype say).")
+    sec.summary.update({"taichi_arch": arch, "device": ctx.device, "dtype": ctx.dtype,
+                        "hamiltonian_dtype_device": "float64, cpu", "fluids_dtype_device": "float32, cpu"})
 
 
 def _sections() -> list[Callable[[DemoContext, Section], None]]:

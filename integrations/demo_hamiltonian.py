@@ -90,7 +90,7 @@ def hamiltonian_section(ctx, sec: Section) -> None:
                 sec.summary[f"{system}_{name}_{method}_final_abs"] = drift["final_abs"]
                 curves[(system, name, method)] = (t.numpy(), e[:, 0].numpy())
             sec.summary[f"{system}_{name}_energy_mse"] = roll["energy_mse"]
-    sec.tables.append(("Learned dynamics (true energy measured along the model's rollouts)", rows))
+    sec.tables.append(("Learned dynamics (true energy measured along the model's rollouts; float64, CPU)", rows))
     sec.figures.append(("True energy along long rollouts from one test state", _plot(curves, out / "energy.png")))
     sec.text.append(
         "The HNN learns one scalar H(q, p) and follows its symplectic gradient; stepped with leapfrog "
