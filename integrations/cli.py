@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -233,6 +234,8 @@ def _structure(args):
     """The ase.Atoms that ``--element/--lattice/--repeat`` describe (an fcc supercell)."""
     from ase.build import bulk
 
+    args.element = "Cu" if args.element is None else args.element
+    args.repeat = 3 if args.repeat is None else args.repeat
     try:
         return bulk(args.element, "fcc", a=args.lattice, cubic=True).repeat((args.repeat,) * 3)
     except (KeyError, ValueError) as exc:
@@ -303,6 +306,8 @@ _DATA_OPTION_USERS = {
     "element": ("emt",), "repeat": ("emt", "lj"), "n_rattled": ("emt",), "n_strained": ("emt",),
     "n_md": ("emt", "lj", "openmm-water"), "db": ("emt", "lj", "openmm-water"),
 }
+#: default MD temperatures (K) of ``lawful data`` per calculator (xtb: SamplingConfig's)
+_DATA_TEMPERATURES = {"emt": (300, 600, 900, 1200), "lj": (30, 60), "openmm-water": (200, 300)}
 _DATA_DEFAULTS = {"frames": 200, "frames_per_segment": 10, "charge": 0, "multiplicity": 1, "element": "Cu",
                   "repeat": 2, "n_md": 40, "n_rattled": 30, "n_strained": 40}
 
@@ -317,8 +322,8 @@ def _cmd_data(args) -> int:
             setattr(args, dest, value)
     if args.calc == "xtb":
         return _cmd_data_xtb(args)
-    if args.temperatures is None:
-        args.temperatures = [300, 600, 900, 1200]
+    if args.temperatures is None:   # each calculator's own: argon at 300-1200 K was a gas (it melts at 84 K)
+        args.temperatures = list(_DATA_TEMPERATURES[args.calc])
     if args.calc == "emt" and args.element not in EMT_ELEMENTS:
         raise _UsageError(f"--element {args.element!r} is not an fcc metal EMT describes: use one of "
                           f"{', '.join(EMT_ELEMENTS)}")
@@ -490,7 +495,12 @@ def _cmd_train_corrector(args) -> int:
                "config": {k: getattr(config, k) for k in ("unroll", "iterations", "lr", "seed", "batch_windows",
                                                           "validate_every", "validation_steps")},
                "reference_seconds": t_ref, "training_seconds": t_train}
-    corr.save(path, metadata={"training": summary, "scene": args.scene, "net": net})
+    corr.save(path, metadata={"training": summary, "scene": args.scene, "net": net,
+                              # what `lawful fluid` compares a run with (a CNN in grid units learns one resolution)
+                              "trained_on": {"scene": args.scene, "n": args.n,
+                                             "cells_per_diameter": args.n * base.diameter if args.scene == "karman"
+                                             else None,
+                                             "re": [float(v) for v in values] if args.scene == "karman" else None}})
     val = "no validation ran" if best is None else \
         f"best validation error {best['error']:.4g} (iteration {best['iteration']})"
     print(f"corrector written to {path}: {trainer.iteration} iterations ({trainer.iteration - before} in this run), "
@@ -514,6 +524,11 @@ def _cmd_md(args) -> int:
         raise _UsageError(f"--platform {args.platform!r} applies to --engine openmm only: drop it, or add "
                           "--engine openmm")
     if args.structure:
+        given = [f"--{k}" for k in ("element", "lattice", "repeat") if getattr(args, k) is not None]
+        if given:   # they were dropped: --structure cu4.extxyz --element Ag --repeat 4 ran the file's 4 Cu atoms
+            raise _UsageError(f"{' and '.join(given)} describe the fcc supercell built without --structure; with "
+                              f"--structure {args.structure!r} the file's atoms run as they are: drop "
+                              f"{'it' if len(given) == 1 else 'them'} (repeat the structure in the file itself)")
         path = Path(args.structure)
         if not path.is_file():
             raise _UsageError(f"--structure {args.structure!r} is not a file (working directory {os.getcwd()!r}): "
@@ -562,6 +577,53 @@ def _load_corrector(spec: str, scene, dtype):
     return correctors.load_corrector(spec, dtype=dtype)
 
 
+def _warn_outside_training(corrector, args, scene) -> None:
+    """Warn (:class:`OutOfDomainWarning`, once per run) when ``lawful fluid`` runs a corrector
+    trained by ``lawful train-corrector`` on another scene, resolution (Kármán: cells across the
+    cylinder; else: n) or outside its Reynolds range: a trained file ran on any scene without a
+    word (the README's own example trained with 4 cells across the cylinder and ran with 8)."""
+    import warnings
+
+    from lawful.kernels.errors import OutOfDomainWarning
+
+    trained = (getattr(corrector, "metadata", None) or {}).get("trained_on")
+    if not trained:
+        return
+    differ = []
+    if trained.get("scene") != args.scene:
+        differ.append(f"scene {trained.get('scene')} (this run: {args.scene})")
+    cells = trained.get("cells_per_diameter")
+    if cells is not None and args.scene == "karman":
+        here = args.n * float(scene.params["diameter"])
+        if abs(here - cells) > 1e-9:
+            differ.append(f"{cells:g} cells across the cylinder (this run: {here:g}; the network works in grid "
+                          "cells)")
+    elif trained.get("n") != args.n:
+        differ.append(f"n={trained.get('n')} (this run: n={args.n}; the network works in grid cells)")
+    res = trained.get("re")
+    if res and args.re is not None and not (min(res) <= args.re <= max(res)):
+        differ.append(f"Re {min(res):g}-{max(res):g} (this run: {args.re:g})")
+    if differ:
+        warnings.warn(f"the corrector {args.corrector} was trained on {', '.join(differ)}: its corrections here "
+                      "are an extrapolation; train it on this case (lawful train-corrector) to rely on them.",
+                      OutOfDomainWarning, stacklevel=2)
+
+
+#: the fluid scenes that take a Reynolds number (--re)
+_REYNOLDS_SCENES = ("karman", "lid_driven_cavity")
+_FRAME_NAME = re.compile(r"^(vorticity|density|speed|pressure)_\d{6}\.png$")
+
+
+def _drop_earlier_frames(folder: Path) -> None:
+    """Remove an earlier run's snapshots (``FIELD_NNNNNN.png``) from ``folder`` when this run writes
+    its first: they mixed with the new ones. Called only once the run has made a step, as the
+    metrics CSV is replaced only at its first row; other files are left alone."""
+    if folder.is_dir():
+        for f in folder.iterdir():
+            if _FRAME_NAME.match(f.name):
+                f.unlink()
+
+
 def _cmd_fluid(args) -> int:
     import torch
 
@@ -581,8 +643,12 @@ def _cmd_fluid(args) -> int:
                            "--arch cuda (or set LAWFUL_TI_ARCH=cuda), or use --device cpu.")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     kwargs = {"n": args.n, "dtype": dtype, "device": device}
-    if args.scene in ("karman", "lid_driven_cavity"):
+    if args.scene in _REYNOLDS_SCENES:
+        args.re = 100.0 if args.re is None else args.re
         kwargs["re"] = args.re
+    elif args.re is not None:   # it was ignored: --re 5 and --re 100 gave the same flow
+        raise _UsageError(f"--re does not apply to --scene {args.scene} (its viscosity is the scene's own); only "
+                          f"{' and '.join(_REYNOLDS_SCENES)} take a Reynolds number: drop --re")
     if args.scene == "kolmogorov":
         kwargs["seed"] = args.seed  # the random initial perturbation
     scene = scenes.make(args.scene, **kwargs)
@@ -594,8 +660,9 @@ def _cmd_fluid(args) -> int:
         torch.manual_seed(args.seed)
         corrector = _load_corrector(args.corrector, scene, dtype)
     if corrector is not None:
+        _warn_outside_training(corrector, args, scene)
         corrector = corrector.to(device)
-        if corrector.config.get("use_reynolds") and args.scene in ("karman", "lid_driven_cavity"):
+        if corrector.config.get("use_reynolds") and args.scene in _REYNOLDS_SCENES:
             corrector.reynolds = args.re      # a Reynolds-conditioned corrector (lawful train-corrector) reads --re
     view = fluid_viz.LiveView(scene, field) if args.gui else None
     out = Path(args.out)
@@ -608,9 +675,15 @@ def _cmd_fluid(args) -> int:
     if view is not None:
         view(scene.state)
 
+    mine = {"rows": 0, "frames": 0}   # what this run wrote: an earlier run's files in --out are not its own
+
     def callback(state, rec):
+        mine["rows"] += 1
         if args.frame_every and rec["step"] % args.frame_every == 0:
+            if mine["frames"] == 0:
+                _drop_earlier_frames(frames)
             fluid_viz.save_field_png(state, frames / f"{field}_{rec['step']:06d}.png", field, args.scene)
+            mine["frames"] += 1
         if recorder is not None:
             recorder(state, rec)
         if view is not None:
@@ -620,11 +693,13 @@ def _cmd_fluid(args) -> int:
         """Draw what the run has so far: metrics.png and the animation; return the last metrics row,
         the number of steps and the lines to print (memory bounded however long the run)."""
         lines = []
-        rows, total = fluid_viz.read_metrics_thinned(csv) if csv.is_file() else ([], 0)
+        # only this run's rows: with --steps 0 or an interrupt before the first step, the CSV of an
+        # earlier run in --out was read, plotted and printed as this run's
+        rows, total = fluid_viz.read_metrics_thinned(csv) if mine["rows"] and csv.is_file() else ([], 0)
         if rows:
             fluid_viz.plot_metrics(csv, png, scene=scene)
             lines.append(f"  metrics: {csv}\n  plots: {png}")
-        if frames.is_dir():
+        if mine["frames"]:
             lines.append(f"  frames: {frames}")
         if recorder is not None and recorder.frames:
             anim = recorder.save(out / f"{field}.gif", fps=args.fps)
@@ -665,10 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the end-to-end demo and write an HTML report")
     _common(p, "demo-out")
-    p.add_argument("--quick", action="store_true",
-                   help="small sizes: at most 5 minutes on a 2-core CPU (default: off, the full demo, <= 30 min)")
-    p.add_argument("--smoke", action="store_true",
-                   help="the smallest sizes, a test of the pipeline, not a result (default: off)")
+    size = p.add_mutually_exclusive_group()   # --smoke --quick ran smoke without a word
+    size.add_argument("--quick", action="store_true",
+                      help="small sizes: at most 5 minutes on a 2-core CPU (default: off, the full demo, <= 30 min)")
+    size.add_argument("--smoke", action="store_true",
+                      help="the smallest sizes, a test of the pipeline, not a result (default: off)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("data", help="generate labelled reference data (EMT, Lennard-Jones, OpenMM water, GFN2-xTB molecules)")
@@ -698,7 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=_positive_int, default=None,
                    help="emt, lj: supercell repeats of the cubic cell, per axis (default 2)")
     p.add_argument("--temperatures", type=_positive, nargs="+", default=None,
-                   help="MD temperatures, K (default: 300 600 900 1200; xtb: 300 500 700 1000)")
+                   help="MD temperatures, K (default: emt 300 600 900 1200; lj 30 60 (argon); openmm-water "
+                        "200 300; xtb 300 500 700 1000)")
     p.add_argument("--n-md", type=_positive_int, default=None,
                    help="emt, lj, openmm-water: MD snapshots per temperature (default 40)")
     p.add_argument("--n-rattled", type=_count, default=None, help="emt: rattled cells (default 30)")
@@ -784,9 +861,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .lawful model file, a shipped model name (cu-emt, cu-emt-direct) or 'emt' (classical "
                         "reference)")
     p.add_argument("--structure", default=None, help="structure file readable by ase.io (default: fcc supercell)")
-    p.add_argument("--element", default="Cu", help="element of the fcc supercell (without --structure)")
-    p.add_argument("--lattice", type=_positive, default=None, help="lattice constant, Å (default: ASE's)")
-    p.add_argument("--repeat", type=_positive_int, default=3, help="fcc supercell repeats of the cubic cell, per axis")
+    p.add_argument("--element", default=None, help="element of the fcc supercell (without --structure; default Cu)")
+    p.add_argument("--lattice", type=_positive, default=None,
+                   help="lattice constant of the fcc supercell, Å (without --structure; default: ASE's)")
+    p.add_argument("--repeat", type=_positive_int, default=None,
+                   help="fcc supercell repeats of the cubic cell, per axis (without --structure; default 3)")
     p.add_argument("--ensemble", choices=["nve", "nvt"], default="nve", help="nve (drift check) or nvt (Langevin)")
     p.add_argument("--temperature", type=_non_negative, default=300.0, help="initial / target temperature, K")
     p.add_argument("--dt", type=float, default=2.0, help="time step, fs")
@@ -810,7 +889,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", default="karman", choices=["taylor_green", "kolmogorov", "smoke_plume", "karman", "lid_driven_cavity"],
                    help="the flow")
     p.add_argument("--n", type=_int_at_least(4), default=64, help="grid cells across the short side")
-    p.add_argument("--re", type=_positive, default=100.0, help="Reynolds number U L / nu (karman: L = cylinder diameter; lid_driven_cavity: L = box side)")
+    p.add_argument("--re", type=_positive, default=None,
+                   help="Reynolds number U L / nu, karman (L = cylinder diameter) and lid_driven_cavity (L = box "
+                        "side) only (default 100)")
     p.add_argument("--steps", type=_count, default=200, help="time steps (the step size is the scene's)")
     p.add_argument("--corrector", default="none",
                    help="'none', 'random' (random-init divergence-free, seeded by --seed) or a corrector file")

@@ -128,3 +128,69 @@ def test_data_shows_progress_for_sampling_and_labelling(tmp_path, capsys):
                  "--temperatures", "300", "--repeat", "1"]) == 0
     err = capsys.readouterr().err
     assert "MD sampling" in err and "labelling" in err and "4/4" in err  # tqdm bars: 2 MD + 1 + 1 frames
+
+
+def test_fluid_never_reports_an_earlier_runs_outputs_as_its_own(tmp_path, capsys):
+    """With --steps 0 the CSV of an earlier run in --out was read, plotted and printed as this
+    run's (a karman run of 0 steps showed a Taylor-Green run's 20 steps), and a rerun's frames
+    mixed with the earlier run's."""
+    out = tmp_path / "fluid"
+    common = ["--n", "16", "--dtype", "float64", "--out", str(out)]
+    assert main(["fluid", "--scene", "taylor_green", "--steps", "6", "--frame-every", "2", *common]) == 0
+    capsys.readouterr()
+    assert main(["fluid", "--scene", "kolmogorov", "--steps", "0", *common]) == 0
+    said = capsys.readouterr().out
+    assert ": 0 steps" in said and "metrics:" not in said and "frames:" not in said
+    assert main(["fluid", "--scene", "kolmogorov", "--steps", "3", "--frame-every", "3", *common]) == 0
+    assert sorted(p.name for p in (out / "frames").glob("*.png")) == ["vorticity_000003.png"]
+    assert len((out / "metrics.csv").read_text().splitlines()) == 4
+
+
+def _corrector_file(path, trained_on):
+    from lawful.fluids import correctors, scenes
+
+    corr = correctors.DivergenceFreeCorrector.for_scene(scenes.make("karman", n=16))
+    corr.save(path, metadata={"trained_on": trained_on})
+    return path
+
+
+@pytest.mark.parametrize("trained_on, run, text", [
+    (dict(scene="karman", n=16, cells_per_diameter=4.0, re=[100.0, 200.0]), ["--n", "32", "--re", "150"], None),
+    (dict(scene="karman", n=16, cells_per_diameter=4.0, re=[100.0, 200.0]), ["--n", "64", "--re", "150"],
+     "4 cells across the cylinder (this run: 8"),
+    (dict(scene="karman", n=16, cells_per_diameter=4.0, re=[100.0, 200.0]), ["--n", "32", "--re", "400"],
+     "Re 100-200 (this run: 400)"),
+    (dict(scene="karman", n=16, cells_per_diameter=4.0, re=[100.0]), ["--scene", "lid_driven_cavity", "--n", "16"],
+     "scene karman (this run: lid_driven_cavity)"),
+])
+def test_fluid_warns_when_a_corrector_runs_outside_its_training(tmp_path, trained_on, run, text):
+    """A trained corrector ran on any scene, grid or Reynolds number without a word (the README's
+    example trained with 4 cells across the cylinder and ran with 8)."""
+    import warnings
+
+    from lawful.kernels.errors import OutOfDomainWarning
+
+    path = _corrector_file(tmp_path / "c.lawful", trained_on)
+    argv = ["fluid", "--scene", "karman", *run, "--steps", "1", "--frame-every", "0", "--corrector", str(path),
+            "--out", str(tmp_path / "out")]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(argv) == 0
+    said = [str(w.message) for w in seen if issubclass(w.category, OutOfDomainWarning)]
+    assert (said == []) if text is None else (len(said) == 1 and text in said[0]), said
+
+
+def test_data_uses_each_calculators_own_temperatures(tmp_path, monkeypatch):
+    """lawful data --calc lj sampled argon at 300-1200 K (it melts at 84 K): the EMT default
+    replaced the library's own 30/60 K."""
+    from lawful.forcefields import reference
+
+    seen, real = {}, reference.lennard_jones_dataset
+
+    def fake(**kw):
+        seen.update(kw)
+        return real(n_md=1, temperatures=(30.0,), repeat=1)
+
+    monkeypatch.setattr(reference, "lennard_jones_dataset", fake)
+    assert main(["data", "--calc", "lj", "--n-md", "1", "--repeat", "1", "--out", str(tmp_path / "lj")]) == 0
+    assert list(seen["temperatures"]) == [30, 60]

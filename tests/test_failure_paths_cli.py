@@ -79,6 +79,8 @@ CASES = [
     ("md --out /proc/lawful-nope/x", "/proc/lawful-nope/x"),
     ("md --device banana --out {t}/out", "'banana'"),
     ("md --steps 5 --report-interval 10 --out {t}/out", "--steps 5"),
+    ("md --structure {t}/nope.cif --element Ag --repeat 4 --out {t}/out", "--element and --repeat describe"),
+    ("md --structure {t}/nope.cif --lattice 4.1 --out {t}/out", "--lattice describe"),
     ("train --device banana --data {t}/notes.txt --out {t}/out", "'banana'"),
     ("data --device cpu --out {t}/out", "--device"),  # labels are ASE/OpenMM float64: no torch options
     # fluid (the options this file owns: the output folder and the shared options)
@@ -86,6 +88,7 @@ CASES = [
     ("fluid --out {t}/afile", "afile"),
     ("fluid --threads 0 --out {t}/out", "--threads: 0"),
     ("fluid --dtype float16 --out {t}/out", "'float16'"),
+    ("fluid --scene taylor_green --re 5 --out {t}/out", "--re does not apply to --scene taylor_green"),
     # bench
     ("bench --suite {t}/suite --only nope --out {t}/out", "'nope'"),
     ("bench --suite {t}/missing --out {t}/out", "missing"),
@@ -98,6 +101,7 @@ CASES = [
     ("demo --dtype float16 --out {t}/out", "'float16'"),
     ("demo --seed one --out {t}/out", "'one'"),
     ("demo --out /proc/lawful-nope/x", "/proc/lawful-nope/x"),
+    ("demo --smoke --quick --out {t}/out", "not allowed with"),
 ]
 
 
