@@ -15,8 +15,9 @@
 
 Writes ``benchmarks/results/cfd.json`` after every case (a partial run keeps what it finished).
 Run: ``nice -n 10 python benchmarks/bench_cfd.py [--cases cavity100,cavity1000,tg,st,strouhal]
-[--cavity-sizes 64,128,256] [--budget-s S]``; ``LAWFUL_BENCH_TINY=1``: tiny grids (a smoke test,
-not a result).
+[--cavity-sizes 64,128,256] [--budget-s S]``; ``LAWFUL_BENCH_QUICK=1`` (``lawful bench --quick``):
+cavity 32² and 64², Taylor-Green 16²-64², one Schäfer-Turek and one Strouhal run;
+``LAWFUL_BENCH_TINY=1``: tiny grids (a smoke test, not a result).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 
 import torch
 
-from lawful.integrations.benchmarking import tiny_requested, write_result
+from lawful.integrations.benchmarking import quick_requested, tiny_requested, write_result
 
 CASES = ("cavity100", "cavity1000", "tg", "st", "strouhal")
 
@@ -175,8 +176,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     tiny = tiny_requested()
+    quick = quick_requested() and not tiny    # lawful bench --quick: it ran full size and said "quick"
     cases = args.cases.split(",")
-    sizes = [16] if tiny else [int(s) for s in args.cavity_sizes.split(",")]
+    sizes = [16] if tiny else [32, 64] if quick else [int(s) for s in args.cavity_sizes.split(",")]
     figures, skipped, merged_from = {}, [], None
     if args.merge:
         from lawful.integrations.benchmarking import default_results_dir
@@ -193,7 +195,7 @@ def main(argv=None):
     start = time.perf_counter()
 
     def save():
-        params = {"cases": cases, "cavity_sizes": sizes, "tiny": tiny, "skipped": skipped,
+        params = {"cases": cases, "cavity_sizes": sizes, "tiny": tiny, "quick": quick, "skipped": skipped,
                   "cavity_steady_tol": 1e-4, "advection": "maccormack (limiter on)"}
         if merged_from is not None:
             params["merged_from"] = {**merged_from, "figures_kept": [k for k in merged_from["figures_kept"]
@@ -205,7 +207,8 @@ def main(argv=None):
     rerun = {keys[c] for c in cases if c in keys}
 
     if "tg" in cases:
-        figures["taylor_green_energy"] = taylor_green_energy((8, 16, 32) if tiny else (32, 64, 128))
+        figures["taylor_green_energy"] = taylor_green_energy((8, 16, 32) if tiny else (16, 32, 64) if quick
+                                                             else (32, 64, 128))
         save()
 
     def cavity_table(re: int) -> None:
@@ -225,7 +228,7 @@ def main(argv=None):
     if "st" in cases:
         figures["schaefer_turek_2d1"] = [schaefer_turek(41, 2.0 if tiny else 10.0)]
         save()
-        if not tiny:
+        if not (tiny or quick):
             figures["schaefer_turek_2d1"].append(schaefer_turek(82, 10.0))
             save()
             figures["schaefer_turek_2d1"].append(schaefer_turek(41, 10.0, obstacle_ghost=False))
@@ -237,7 +240,9 @@ def main(argv=None):
         else:
             figures["strouhal_re100"] = [karman_strouhal(64, 0.125, 30.0, 15.0)]
             save()
-            if time.perf_counter() - start < args.budget_s:
+            if quick:
+                pass
+            elif time.perf_counter() - start < args.budget_s:
                 figures["strouhal_re100"].append(karman_strouhal(128, 0.0625, 20.0, 10.0))
             else:
                 skipped.append("Strouhal n=128 D=0.0625 (time budget)")

@@ -66,8 +66,9 @@ class TrainConfig:
     ``world_size``-th of them, and the weights equal a one-process run's).
 
     The defaults are the recipe of ``benchmarks/bench_corrector.py`` (Kármán 32x16, held-out
-    Re 150: an 83 % error cut for the hard corrector; 75-83 % over three seeds). The unroll length
-    matters most: the same network reached 65 % with k = 4 (300 iterations), 83 % with k = 8.
+    Re 150: an 85 % error cut for the hard corrector in the committed ``corrector.json``; 83 %,
+    and 75-83 % over three seeds, in the training runs of 2026-11-22). The unroll length matters
+    most: in those runs the same network reached 65 % with k = 4 (300 iterations), 83 % with k = 8.
     """
 
     variant: str = "hard"
@@ -338,7 +339,17 @@ class _CorrectorHooks(Hooks):
             al = {"penalty": tr.al.penalty, "last_norm": tr.al.last_norm,
                   "iterations": tr.al.iterations, "multipliers": tr.al.multipliers}
         return {"iteration": loop.done, "generator": tr.generator.get_state(), "al": al,
-                "config": asdict(tr.config), "data": self._data_identity()}
+                "config": asdict(tr.config), "data": self._data_identity(), "network": self._network()}
+
+    def _network(self) -> dict:
+        """The corrector being trained, for the resume check: its class, dtype and configuration
+        (hidden channels, layers, ...). Another --dtype resumed float32 weights and Adam state
+        in a float64 run without a word; another --hidden ended in a raw load_state_dict error."""
+        from lawful.kernels.precision import dtype_name
+
+        c = self.tr.corrector
+        return {"class": type(c).__name__, "dtype": dtype_name(c.dtype),
+                **{k: v for k, v in sorted(c.config.items()) if isinstance(v, (int, float, str, bool))}}
 
     def _data_identity(self) -> list:
         """What the training data is, for the resume check: each trajectory's case label, its
@@ -378,6 +389,13 @@ class _CorrectorHooks(Hooks):
             text = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
             raise InputError(f"checkpoint {path} was made with other settings ({text}): resuming it would continue "
                              "a different training run; use another checkpoint path (or --out), or the same settings.")
+        net, mine_net = st.get("network"), self._network()
+        if net is not None and net != mine_net:   # older checkpoints record none
+            text = ", ".join(f"{k} {net.get(k)!r} -> {mine_net.get(k)!r}"
+                             for k in sorted(set(net) | set(mine_net)) if net.get(k) != mine_net.get(k))
+            raise InputError(f"checkpoint {path} holds another corrector ({text}): resuming it would continue a "
+                             "different network; use another checkpoint path (or --out), or the same network "
+                             "and dtype.")
         data = st.get("data")
         if data is not None:
             mine = self._data_identity()

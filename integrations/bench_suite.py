@@ -18,8 +18,12 @@ __all__ = ["run_suite", "collect"]
 SUMMARY = "summary.json"
 
 
-def collect(out: str | Path) -> Path:
-    """Merge every benchmark JSON in ``out`` into ``out/summary.json`` (written atomically)."""
+def collect(out: str | Path, last_run: dict | None = None) -> Path:
+    """Merge every benchmark JSON in ``out`` into ``out/summary.json`` (written atomically), each
+    with its own date, provenance and library versions. ``last_run`` (from :func:`run_suite`):
+    ``{"scripts": [...], "failed": [...], "rewritten": [result names]}``; it is recorded, and every
+    result it did not rewrite says so in its ``status``: a failed script's old figures read as this
+    run's otherwise."""
     import json
 
     from lawful.integrations.benchmarking import machine_info, versions
@@ -31,9 +35,14 @@ def collect(out: str | Path) -> Path:
         if p.name == SUMMARY:
             continue
         doc = json.loads(p.read_text())
-        keys = ("date", "provenance", "dtype", "device", "params", "figures", "machine")
-        benchmarks[doc.get("benchmark", p.stem)] = {k: doc.get(k) for k in keys}
+        keys = ("date", "provenance", "dtype", "device", "params", "figures", "machine", "versions")
+        entry = {k: doc.get(k) for k in keys}
+        if last_run is not None and p.stem not in last_run.get("rewritten", ()):
+            entry["status"] = f"not rewritten by the last `lawful bench` run: figures of {doc.get('date')}"
+        benchmarks[doc.get("benchmark", p.stem)] = entry
     summary = {"machine": machine_info(), "versions": versions(), "benchmarks": benchmarks}
+    if last_run is not None:
+        summary["last_run"] = last_run
     path = out / SUMMARY
     atomic_write_text(path, json.dumps(summary, indent=2, default=float) + "\n")
     return path
@@ -72,7 +81,8 @@ def run_suite(suite: str | Path, out: str | Path, only: list[str] | None = None,
         if code != 0:
             failed.append(f"{script.name} (exit status {code})")
     written = sorted(p for p in out.glob("*.json") if p.name != SUMMARY and before.get(p) != p.stat().st_mtime)
-    summary = collect(out)
+    summary = collect(out, last_run={"scripts": [s.name for s in scripts], "failed": failed,
+                                     "rewritten": [p.stem for p in written]})
     if failed:
         from lawful.kernels.errors import LawfulError
 

@@ -279,7 +279,10 @@ class Loop:
         cfg = self.config
         total = int(cfg.units if units is None else units)
         main = self.ctx.is_main
-        log_f = open(cfg.log, "a", buffering=1) if (cfg.log is not None and main) else None
+        # a resumed run goes on with its log; a run from unit 0 starts a new one (appending put a
+        # fresh run's epochs 0, 1, ... after an earlier run's, one learning curve of two runs)
+        log_f = (open(cfg.log, "a" if self.done > 0 else "w", buffering=1)
+                 if (cfg.log is not None and main) else None)
         bar = None
         if cfg.progress and main:
             from tqdm.auto import tqdm

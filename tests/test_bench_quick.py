@@ -91,3 +91,30 @@ def test_a_result_names_the_commit_its_run_started_from(tmp_path, monkeypatch, m
     prov = json.loads(bm.write_result("probe", {"x": 1.0}, out_dir=tmp_path).read_text())["provenance"]
     assert prov["git"] == start
     assert prov.get("git_at_write") == (later if moved else None)
+
+
+def test_a_failed_script_leaves_its_old_figures_marked_not_as_this_runs(tmp_path, monkeypatch):
+    """summary.json after a failed script listed its earlier result as if this run had made it."""
+    from lawful.integrations.bench_suite import SUMMARY, run_suite
+    from lawful.kernels.errors import LawfulError
+
+    suite, out = tmp_path / "suite", tmp_path / "results"
+    suite.mkdir()
+    script = suite / "bench_probe.py"
+    body = ("import os, sys\nfrom lawful.integrations.benchmarking import write_result\n"
+            "if os.environ.get('PROBE_FAIL'): sys.exit(3)\nwrite_result('probe', {'a': 1.0})\n")
+    script.write_text(body)
+    (suite / "bench_other.py").write_text("from lawful.integrations.benchmarking import write_result\n"
+                                          "write_result('other', {'b': 2.0})\n")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_suite(suite, out)
+    first = json.loads((out / SUMMARY).read_text())
+    assert first["last_run"]["failed"] == [] and "status" not in first["benchmarks"]["probe"]
+    monkeypatch.setenv("PROBE_FAIL", "1")
+    with pytest.raises(LawfulError, match="bench_probe.py"):
+        run_suite(suite, out)
+    doc = json.loads((out / SUMMARY).read_text())
+    assert doc["last_run"]["failed"] == ["bench_probe.py (exit status 3)"]
+    assert doc["benchmarks"]["probe"]["status"].startswith("not rewritten by the last `lawful bench` run")
+    assert "status" not in doc["benchmarks"]["other"]       # rewritten by this run
+    assert doc["benchmarks"]["other"]["versions"]["torch"]  # each result keeps its own versions

@@ -1,6 +1,8 @@
 """Fine-reference data, solver-in-the-loop training (checkpoints, resume, constraint strategies)
 and rollout evaluation of the correctors."""
 
+import re
+
 import pytest
 import torch
 
@@ -163,6 +165,12 @@ def test_a_checkpoint_of_other_settings_or_data_is_refused_not_resumed(tmp_path,
     other = dataclasses.replace(tiny_traj, u=tiny_traj.u * 1.01)
     with pytest.raises(InputError, match="other reference trajectories"):
         _trainer(other, "hard", ckpt=ckpt, iterations=2)
+    # another network or dtype: float32 weights went on in a float64 run; other channels: a raw error
+    for net, text in ((dict(dtype=torch.float32), "dtype 'float64' -> 'float32'"), (dict(hidden=8), "hidden 4 -> 8")):
+        torch.manual_seed(0)
+        kw = dict(dtype=F64, hidden=4, layers=2, use_reynolds=True, init_gain=0.1) | net
+        with pytest.raises(InputError, match=re.escape(text)):
+            CorrectorTrainer(make_corrector("hard", **kw), [tiny_traj], longer.config, checkpoint=ckpt)
 
 
 @pytest.mark.parametrize("variant", ["hard", "plain", "soft", "al", "projected"])

@@ -75,6 +75,13 @@ def test_interrupted_loop_resumes_to_the_uninterrupted_weights(tmp_path):
         assert torch.allclose(a, b, rtol=0, atol=1e-14)
     assert [r["unit"] for r in resumed.history] == list(range(6))
     assert resumed.train_time_s > part.train_time_s > 0
+    assert [json.loads(line)["unit"] for line in log.read_text().splitlines()] == list(range(6))   # one run's log
+    # a fresh run (no checkpoint) starts a new log: it was appended, units 0..5 then 0, 1
+    (tmp_path / "toy.ckpt").unlink()
+    fresh = _loop(tmp_path, units=2, log=log)
+    assert not fresh.resume()
+    fresh.run()
+    assert [json.loads(line)["unit"] for line in log.read_text().splitlines()] == [0, 1]
 
 
 def test_best_weights_early_stopping_and_plateau_schedule():
