@@ -418,7 +418,8 @@ class _ForceFieldHooks(Hooks):
     def state(self, loop: Loop) -> dict:
         return {"kind": self.model.kind, "config": json.dumps(self.model.config, sort_keys=True),
                 "fingerprint": self.fingerprint, "epoch": loop.done - 1,
-                "labels": self.opts.get("labels_fingerprint"), "options": self._options()}
+                "labels": self.opts.get("labels_fingerprint"), "options": self._options(),
+                "dtype": str(self.model.dtype).removeprefix("torch.")}
 
     def check_resume(self, saved: dict, path) -> None:
         if saved.get("kind") != self.model.kind or saved.get("config") != json.dumps(self.model.config,
@@ -434,6 +435,11 @@ class _ForceFieldHooks(Hooks):
             raise ModelFileError(f"checkpoint {str(path)!r} was written for the same structures with other labels "
                                  "(energies, forces, stress, cell or periodicity): it would give back a model of the "
                                  "old labels. Delete it or pass resume=False.")
+        dtype = str(self.model.dtype).removeprefix("torch.")
+        if saved.get("dtype") is not None and saved["dtype"] != dtype:
+            raise ModelFileError(f"checkpoint {str(path)!r} is of a {saved['dtype']} run, the model is {dtype}: "
+                                 "resuming would go on with rounded (or widened) weights and optimiser state, "
+                                 "neither run. Train in the checkpoint's dtype, delete it, or pass resume=False.")
         if saved.get("options") is not None and saved.get("options") != self._options():
             raise ModelFileError(f"checkpoint {str(path)!r} was written with other training options "
                                  f"({saved['options']}; now {self._options()}): it would continue, or give back, a "

@@ -133,6 +133,8 @@ def test_a_checkpoint_resumes_only_the_same_labels_and_options(data_file, tmp_pa
     for change in (dict(lr=1e-3), dict(stress_weight=1.0), dict(batch_size=2), dict(energy_weight=10.0)):
         with pytest.raises(ModelFileError, match="other training options"):
             train(NeuralPotential(["Cu"], **ARCH), data_file, checkpoint=ckpt, **dict(opts, **change))
+    with pytest.raises(ModelFileError, match="is of a float64 run, the model is float32"):
+        train(NeuralPotential(["Cu"], **ARCH, dtype=torch.float32), data_file, checkpoint=ckpt, **opts)
     longer = train(NeuralPotential(["Cu"], **ARCH), data_file, checkpoint=ckpt, **dict(opts, epochs=3))
     assert longer["epochs_run"] == 3
 
