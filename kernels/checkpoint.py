@@ -85,6 +85,15 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             f"cannot load checkpoint {str(path)!r}: it is truncated or corrupt, or not a "
             "checkpoint written by save_checkpoint (no torch zip archive; lawful never reads "
             "legacy pickle files). Resume from an earlier checkpoint or restart training.")
+    try:   # torch.load does not check the archive's CRCs: a flipped bit loaded as a wrong weight
+        with zipfile.ZipFile(p) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelFileError(f"cannot load checkpoint {str(path)!r}: it is truncated or corrupt ({exc}). Resume "
+                             "from an earlier checkpoint or restart training.") from exc
+    if bad is not None:
+        raise ModelFileError(f"cannot load checkpoint {str(path)!r}: its entry {bad!r} fails its CRC check "
+                             "(the file is corrupted). Resume from an earlier checkpoint or restart training.")
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

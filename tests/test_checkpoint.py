@@ -162,6 +162,28 @@ def test_bad_files(tmp_path):
         load_checkpoint(junk)
 
 
+def test_a_flipped_bit_in_a_stored_tensor_is_refused_not_loaded(tmp_path):
+    """torch.load does not check the archive's CRCs: one flipped bit loaded as a weight of 1.2e-39
+    instead of 0.42, and a resumed run went on from it."""
+    good = save_checkpoint(tmp_path / "good.pt", {"w": torch.linspace(0.1, 0.9, 4096, dtype=torch.float64)})
+    data = good.read_bytes()
+    start = data.index(b"data/0") + 200          # inside the tensor's stored bytes (stored, not deflated)
+    hits = 0
+    for offset in (start, start + 1000, start + 5000):
+        bad = bytearray(data)
+        bad[offset] ^= 0x40
+        path = tmp_path / "flipped.pt"
+        path.write_bytes(bytes(bad))
+        try:
+            state = load_checkpoint(path)
+        except ModelFileError as exc:
+            assert "flipped.pt" in str(exc) and "corrupt" in str(exc)
+            hits += 1
+        else:                                     # only acceptable if the flip missed the data
+            assert torch.equal(state["w"], torch.linspace(0.1, 0.9, 4096, dtype=torch.float64))
+    assert hits >= 2
+
+
 class Marker:
     def __init__(self, path):
         self.path = str(path)

@@ -118,6 +118,19 @@ def test_every_truncation_is_refused(saved, tmp_path):
             load_model_file(cut)
 
 
+def test_a_flipped_bit_in_the_header_fails_its_checksum(saved):
+    """The tensors' checksum left the configuration unchecked: one bit turned a cutoff of 4.5 into
+    4.4 Å and the model loaded, its energies 0.022 eV/atom off."""
+    data = bytearray(saved.read_bytes())
+    at = data.index(b'\\"cutoff\\": 4.5') + len(b'\\"cutoff\\": 4.')
+    data[at] ^= 0x01                                   # "5" -> "4"
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="header .*checksum"):
+        load_model_file(saved)
+    with pytest.raises(ModelFileError, match="header .*checksum"):
+        read_header(saved)
+
+
 def test_flipped_data_byte_fails_checksum(saved):
     data = bytearray(saved.read_bytes())
     data[-5] ^= 0xFF
@@ -231,3 +244,39 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_saving_through_a_link_writes_its_target_and_keeps_the_mode(tmp_path):
+    """Saving to a symlink replaced the link with a plain file (the target kept the old model) and
+    a private 0600 file came back 0644."""
+    import os
+    import stat
+
+    target = tmp_path / "store" / "m.lawful"
+    target.parent.mkdir()
+    save_model_file(target, kind="NeuralPotential", config={"v": 1}, tensors={"w": torch.zeros(2)}, metadata={})
+    os.chmod(target, 0o600)
+    link = tmp_path / "m.lawful"
+    link.symlink_to(target)
+    save_model_file(link, kind="NeuralPotential", config={"v": 2}, tensors={"w": torch.ones(2)}, metadata={})
+    assert link.is_symlink() and load_model_file(target).config == {"v": 2}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("length", [0x0280, 0x0380, 0x0480, 0x0580])
+def test_a_header_length_that_begins_like_a_pickle_still_loads(tmp_path, length):
+    """A safetensors file begins with its header's length: 0x0380 is the bytes 80 03, a pickle's
+    protocol-3 opening, and such a model file was refused as "a pickle" (the header checksum's 80
+    bytes moved a corrector file onto one)."""
+    import struct
+
+    path = tmp_path / "m.lawful"
+    for pad in range(0, 1600):
+        save_model_file(path, kind="NeuralPotential", config={"pad": "x" * pad}, tensors={"w": torch.zeros(2)},
+                        metadata={})
+        if struct.unpack("<Q", path.read_bytes()[:8])[0] == length:
+            break
+    else:
+        pytest.skip(f"no padding gives a header of {length} bytes")
+    assert path.read_bytes()[:2] == bytes([0x80, length >> 8])
+    assert load_model_file(path).config["pad"] == "x" * pad
