@@ -237,8 +237,8 @@ class ForceProbe:
 
     ``method="control_volume"`` (default): for each obstacle, the momentum balance
     (:func:`control_volume_force`) on :func:`control_volume_box` around it, with ``d/dt`` of the
-    box momentum from the previous call (a backward difference over the step; 0 on the first
-    call or a repeated time) and, with it, the pressure the step applied (``state.p``: with the
+    box momentum from the previous call or :meth:`start` (a backward difference over the step; 0
+    on a first call without :meth:`start`, or a repeated time) and, with it, the pressure the step applied (``state.p``: with the
     pressure predictor the step's time-centred pressure, :func:`~lawful.fluids.solver.stored_pressure`); an
     obstacle without a valid box falls back to the surface integral. ``method="surface"``: :func:`obstacle_forces` (staircase surface: pressure
     extrapolated to the wall + wall shear; first order, and biased where the viscous stencil
@@ -254,6 +254,21 @@ class ForceProbe:
         self._boxes = None
         self._prev = {}
 
+    def _control_boxes(self, state) -> list:
+        if self._boxes is None:
+            self._boxes = [control_volume_box(self.masks, k, state.solid) for k in range(len(self.masks))]
+        return self._boxes
+
+    def start(self, state) -> None:
+        """Take ``state``'s box momenta at its time as the previous call's: the next call's d/dt is
+        then the change over the step (without it, a run's first record, and the first after a
+        restart in a new scene, left the rate term out). A no-op for the surface method."""
+        if self.method == "surface":
+            return
+        for k, box in enumerate(self._control_boxes(state)):
+            if box is not None:
+                self._prev[k] = (state.t, box_momentum(state, box))
+
     def forces(self, state, viscosity: float, body_force=None) -> list:
         """``[(fx, fy), ...]`` per obstacle; ``body_force``: the face accelerations the step applied
         to the fluid (:meth:`lawful.fluids.Solver.body_force`; None: none), part of the control
@@ -261,10 +276,8 @@ class ForceProbe:
         surface = obstacle_forces(state, viscosity, self.obstacles, self.masks)
         if self.method == "surface":
             return surface
-        if self._boxes is None:
-            self._boxes = [control_volume_box(self.masks, k, state.solid) for k in range(len(self.masks))]
         out = []
-        for k, box in enumerate(self._boxes):
+        for k, box in enumerate(self._control_boxes(state)):
             if box is None:
                 out.append(surface[k])
                 continue

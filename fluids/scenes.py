@@ -74,15 +74,27 @@ class Scene:
         (:func:`~lawful.fluids.solver.body_acceleration`)."""
         if not self.obstacles:
             return {}
-        probe = self.__dict__.get("_probe")
-        if probe is None or probe.method != self.force_method:
-            probe = self.__dict__["_probe"] = ForceProbe(self.obstacles, self.masks, self.reference,
-                                                         self.force_method)
+        probe = self._force_probe()
         nu = self.config.viscosity if viscosity is None else viscosity
         state = state if state is not None else self.state
         if body_force is None and self.force_method == "control_volume":
             body_force = body_acceleration(state, self.config, self.forcing)
         return probe.record(state, nu, body_force)
+
+    def _force_probe(self) -> ForceProbe:
+        probe = self.__dict__.get("_probe")
+        if probe is None or probe.method != self.force_method:
+            probe = self.__dict__["_probe"] = ForceProbe(self.obstacles, self.masks, self.reference,
+                                                         self.force_method)
+        return probe
+
+    def start_forces(self, state: FluidState | None = None) -> None:
+        """Give the force probe the momentum of ``state`` (default: the scene's) at its time, the
+        start of the next step's d/dt: :func:`~lawful.fluids.solver.run` calls it before its first
+        step, so the first record of a run -- from rest, or restarted from a saved state in a new
+        scene -- has its rate term (it had none: lift 0.070 for 0.033 after a restart in shedding)."""
+        if self.obstacles:
+            self._force_probe().start(state if state is not None else self.state)
 
     def make_solver(self, **overrides) -> Solver:
         """A :class:`Solver` for this scene (``overrides`` replace config fields)."""

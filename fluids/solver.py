@@ -598,6 +598,8 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
         check_writable(plot, "plot")
     writer = MetricsWriter(csv) if csv is not None else None
     forces = scene.forces if getattr(scene, "obstacles", None) else None
+    if forces is not None:
+        scene.start_forces(state)      # the first step's d/dt from this state, as every later step's
     it = range(steps)
     if progress:
         from tqdm import tqdm
