@@ -251,3 +251,17 @@ def test_validation_rollouts_keep_the_best_weights(tiny_traj):
     for k, t in corr.state_dict().items():
         assert torch.equal(t, tr.best["model"][k])
     assert tr.scheduler.get_last_lr()[0] == pytest.approx(1e-3)    # cosine-annealed to lr/10
+
+
+def test_a_damaged_reference_cache_is_regenerated_not_used(tmp_path):
+    """torch.load does not check the archive's CRCs, so a flipped bit in a cached fine reference
+    came back as data (a velocity of -5e-79 for -0.060) instead of being regenerated."""
+    case = ReferenceCase("kolmogorov", n=16, factor=1, steps=2, warmup=0)
+    a = load_or_generate(case, tmp_path)
+    (path,) = tmp_path.glob("*.pt")
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"data/0") + 400                  # inside the first stored tensor
+    raw[at] ^= 0x10
+    path.write_bytes(bytes(raw))
+    b = load_or_generate(case, tmp_path)
+    assert torch.equal(b.u, a.u) and torch.equal(b.v, a.v)
