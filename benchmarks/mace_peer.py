@@ -80,12 +80,23 @@ def train_args(workdir: Path, name: str, train_file: Path, valid_file: Path, *, 
                max_epochs: int, seed: int = 0) -> list[str]:
     """The ``mace.cli.run_train`` command-line arguments: float64, CPU, seeded, explicit keys,
     E0s ``average`` (mace-torch's least-squares fit of per-element energies on the training set),
-    the loss weights, batch size, LR factor/patience and gradient clip of lawful's ``TRAIN``,
-    MACE's own optimiser (AMSGrad Adam, lr 0.01, weight decay 5e-7) and EMA (decay 0.99)."""
+    the loss of lawful's ``TRAIN`` (its ``force_loss``: "huber" -> mace-torch's Huber loss with the
+    same ``huber_delta`` on per-atom energies and force components, which is lawful's halved, and
+    no stress term; "mse" -> its weighted squared error), the loss weights, batch size, LR
+    factor/patience and gradient clip of ``TRAIN``, MACE's own optimiser (AMSGrad Adam, lr 0.01,
+    weight decay 5e-7) and EMA (decay 0.99). MACE keeps the checkpoint of the lowest validation
+    loss (this loss); lawful the epoch of the lowest energy-RMSE/force-MAE score."""
+    if train.get("force_loss", "mse") == "huber":
+        # the same robust loss as lawful's (a peer trained with the squared error was scored on
+        # force MAE against a lawful trained for it; audit): mace-torch computes the stress with
+        # this loss, weighted 0 here (the molecules have none)
+        loss = ["--loss=huber", f"--huber_delta={train['huber_delta']}", "--stress_weight=0.0"]
+    else:
+        loss = ["--loss=weighted"]
     a = dict(arch)
     args = [f"--name={name}", f"--work_dir={workdir}", f"--train_file={train_file}", f"--valid_file={valid_file}",
             f"--energy_key={ENERGY_KEY}", f"--forces_key={FORCES_KEY}", "--E0s=average",
-            "--default_dtype=float64", "--device=cpu", f"--seed={seed}", "--loss=weighted",
+            "--default_dtype=float64", "--device=cpu", f"--seed={seed}", *loss,
             f"--energy_weight={train['energy_weight']}", f"--forces_weight={train['force_weight']}",
             f"--batch_size={train['batch_size']}", f"--valid_batch_size={max(train['batch_size'], 16)}",
             "--lr=0.01", f"--lr_factor={train['lr_factor']}", f"--scheduler_patience={train['lr_patience']}",
@@ -134,8 +145,25 @@ def run_training(workdir: str | os.PathLike, train_frames, valid_frames, *, arch
     return res
 
 
-def calculator(model_path: str | os.PathLike, dtype: str = "float64"):
-    """mace-torch's own ASE calculator for a trained model file, in ``dtype``, on the CPU."""
+def _without_stress(model):
+    """``model`` (a MACE torch module) with its forward always called with ``compute_stress=False``:
+    mace-torch's calculator asks every MACE model for the stress (the virial in the same backward
+    pass); lawful's molecule calls compute energy and forces only. The module is otherwise the same
+    object (the calculator reads its attributes)."""
+    inner = model.forward
+
+    def forward(data, **kwargs):
+        kwargs["compute_stress"] = False
+        return inner(data, **kwargs)
+
+    model.forward = forward
+    return model
+
+
+def calculator(model_path: str | os.PathLike, dtype: str = "float64", stress: bool = True):
+    """mace-torch's own ASE calculator for a trained model file, in ``dtype``, on the CPU.
+    ``stress=False``: its models called without the stress (energy and forces only, like for
+    like with lawful's calls on a molecule); the calculator is otherwise unchanged."""
     import logging
     import warnings
 
@@ -151,6 +179,8 @@ def calculator(model_path: str | os.PathLike, dtype: str = "float64"):
             calc = MACECalculator(model_paths=str(model_path), device="cpu", default_dtype=dtype)
     finally:
         root.setLevel(level)
+    if not stress:
+        calc.models = [_without_stress(m) for m in calc.models]
     return calc
 
 
