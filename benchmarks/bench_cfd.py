@@ -86,7 +86,8 @@ def taylor_green_energy(ns=(32, 64, 128), t_end: float = 1.0, viscosity: float =
         errs.append(abs(r - math.exp(-4 * viscosity * t_end)))
     orders = [math.log2(errs[k] / errs[k + 1]) for k in range(len(ns) - 1)]
     print(f"Taylor-Green KE decay errors {errs}, orders {orders}", flush=True)
-    return {"n": list(ns), "t_end": t_end, "viscosity": viscosity, "exact_ratio": math.exp(-4 * viscosity * t_end),
+    return {"n": list(ns), "dtype": "float64", "t_end": t_end, "viscosity": viscosity,
+            "exact_ratio": math.exp(-4 * viscosity * t_end),
             "ke_ratio": ratios, "abs_error": errs, "observed_orders": orders}
 
 
