@@ -91,12 +91,16 @@ def _fit(model, data, name, cfg, seed):
 
 
 def _stats(values):
+    """Mean, std, min, max over the seeds; a non-finite value (a diverged rollout) makes them NaN
+    and is counted in ``n_nonfinite`` (it was dropped, so a mean of the surviving seeds read as
+    all of them)."""
     vals = [float(v) for v in values]
-    finite = [v for v in vals if math.isfinite(v)]
-    return {"mean": statistics.fmean(finite) if finite else float("nan"),
-            "std": statistics.stdev(finite) if len(finite) > 1 else 0.0,
-            "min": min(finite) if finite else float("nan"),
-            "max": max(finite) if finite else float("nan"), "values": vals}
+    bad = sum(not math.isfinite(v) for v in vals)
+    ok = vals and not bad
+    return {"mean": statistics.fmean(vals) if ok else float("nan"),
+            "std": statistics.stdev(vals) if ok and len(vals) > 1 else (0.0 if ok else float("nan")),
+            "min": min(vals) if ok else float("nan"),
+            "max": max(vals) if ok else float("nan"), "n_nonfinite": bad, "values": vals}
 
 
 def _drift_methods(model):
@@ -228,7 +232,8 @@ def main(argv=None):
         "seeds": args.seeds, "systems": {k: systems[k] for k in args.systems},
         "drift_steps": args.drift_steps, "soft_penalty_lambda": SOFT_WEIGHT,
         "augmented_lagrangian": "penalty 2λ, growth 2 when |v| > 0.5|v_prev|, max 1e3, "
-                                "multiplier update every steps/20",
+                                "multiplier update every steps/20; trained full batch (its multipliers need "
+                                "it), the other models on minibatches of the system's batch size",
         "constraint_violation": "dE/dt = ∇E·f_θ at the training states (known energy E)",
         "noise_std": 0.05, "split": "50/50 by trajectory", "torch_threads": 1,
         "energy_mse_definition": "mean over time points and test trajectories of "
