@@ -218,7 +218,8 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
     v_nm_ps = atoms.get_velocities() * aseu.fs * units.NM_PER_ANGSTROM * units.FS_PER_PS
     sim.context.setVelocities(u.Quantity(v_nm_ps, u.nanometer / u.picosecond))
     files = {}
-    reporter = DriftReporter((out / "drift.csv") if out else None, report_interval, n_atoms=len(atoms))
+    reporter = DriftReporter((out / "drift.csv") if out else None, report_interval, n_atoms=len(atoms),
+                             nve=ensemble == "nve")
     sim.reporters.append(reporter)
     if out:
         files["topology"] = out / "topology.pdb"  # DCD holds coordinates only: its topology beside it

@@ -636,10 +636,21 @@ class DriftReporter:
     Every ``reportInterval`` steps it asks OpenMM for the energies, converts them to eV (lawful's
     units module), feeds one :class:`DriftAccumulator` and, when ``file`` is given, appends a CSV
     row (columns :data:`lawful.integrations.monitors.CSV_COLUMNS`), flushed each report.
-    ``n_atoms`` defaults to the number of particles with non-zero mass.
+    ``n_atoms`` defaults to the number of particles with non-zero mass. ``nve`` (default True):
+    the run is meant to conserve energy; a thermostatted integrator (Langevin, Brownian,
+    Nosé-Hoover, Andersen), a barostat or a ``CMMotionRemover`` in the simulation is then named in
+    a warning at the first report (the slope measures heat or work exchanged, not a conservation
+    error; audit) and in :attr:`not_conserving`. Pass ``nve=False`` for a deliberate NVT/NPT run.
     """
 
-    def __init__(self, file: str | os.PathLike | None, reportInterval: int, n_atoms: int | None = None):
+    #: integrators and forces that change the total energy by design
+    _EXCHANGE = ("LangevinIntegrator", "LangevinMiddleIntegrator", "BrownianIntegrator", "NoseHooverIntegrator",
+                 "VariableLangevinIntegrator", "DPDIntegrator", "AndersenThermostat", "MonteCarloBarostat",
+                 "MonteCarloAnisotropicBarostat", "MonteCarloFlexibleBarostat", "MonteCarloMembraneBarostat",
+                 "CMMotionRemover")
+
+    def __init__(self, file: str | os.PathLike | None, reportInterval: int, n_atoms: int | None = None,
+                 nve: bool = True):
         if isinstance(reportInterval, bool) or not isinstance(reportInterval, _numbers.Integral) or reportInterval <= 0:
             raise InputError(f"reportInterval must be a positive integer number of steps, got {reportInterval!r}.")
         if n_atoms is not None and (isinstance(n_atoms, bool) or not isinstance(n_atoms, _numbers.Integral)
@@ -654,6 +665,9 @@ class DriftReporter:
         self.accumulator: DriftAccumulator | None = None
         self._dof = None
         self._last_step = None
+        self._nve = bool(nve)
+        #: what in the simulation exchanges energy with a bath or a piston (set at the first report)
+        self.not_conserving: list[str] = []
 
     def describeNextReport(self, simulation):
         """OpenMM reporter protocol: steps to the next report, and that energies are needed."""
@@ -670,6 +684,15 @@ class DriftReporter:
         if any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces()):
             dof -= 3
         self._dof = max(dof, 1)
+        found = [type(simulation.integrator).__name__] + [type(f).__name__ for f in system.getForces()]
+        self.not_conserving = sorted({name for name in found if name in self._EXCHANGE})
+        if self.not_conserving and self._nve:
+            import warnings
+
+            warnings.warn(f"DriftReporter: the simulation has {', '.join(self.not_conserving)}, which exchange "
+                          "energy with a bath or a piston: the total-energy slope it reports is that exchange, not "
+                          "a conservation error. Use a VerletIntegrator without them to measure drift, or pass "
+                          "nve=False for a deliberate thermostatted run.", UserWarning, stacklevel=3)
         if self._file is not None:
             self.log = CsvLog(self._file)
 

@@ -166,6 +166,38 @@ def test_nve_in_openmm_verlet_with_drift_reporter(make_model, tmp_path):
     rows = list(csv.DictReader((tmp_path / "drift.csv").open()))  # flushed while still open
     assert len(rows) == 11 and int(rows[-1]["step"]) == 40
     reporter.close()
+    assert reporter.not_conserving == []
+
+
+@pytest.mark.parametrize("integrator, extra, nve, names", [
+    ("langevin", None, True, ["LangevinMiddleIntegrator"]),
+    ("verlet", "barostat", True, ["MonteCarloBarostat"]),
+    ("verlet", "cmm", True, ["CMMotionRemover"]),
+    ("langevin", None, False, ["LangevinMiddleIntegrator"]),
+])
+def test_drift_reporter_names_what_exchanges_energy(integrator, extra, nve, names):
+    """A 'drift' under a thermostat or barostat is heat or work exchanged, not a conservation
+    error: the reporter says so at its first report (unless told the run is NVT on purpose)."""
+    import warnings
+
+    atoms = rattled_copper(seed=9, amp=0.02)
+    system, top, positions = system_from_atoms(atoms, MorsePairModel(), backend="python")
+    if extra == "barostat":
+        system.addForce(openmm.MonteCarloBarostat(1.0 * u.bar, 300 * u.kelvin))
+    elif extra == "cmm":
+        system.addForce(openmm.CMMotionRemover())
+    integ = (openmm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, 1 * u.femtosecond)
+             if integrator == "langevin" else openmm.VerletIntegrator(1 * u.femtosecond))
+    sim = app.Simulation(top, system, integ, _reference())
+    sim.context.setPositions(positions)
+    reporter = DriftReporter(None, 2, nve=nve)
+    sim.reporters.append(reporter)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        sim.step(4)
+    said = [str(w.message) for w in seen if "DriftReporter" in str(w.message)]
+    assert reporter.not_conserving == names
+    assert (len(said) == 1 and names[0] in said[0]) if nve else said == []
 
 
 def test_ase_and_openmm_trajectories_agree():
