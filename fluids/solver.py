@@ -193,6 +193,7 @@ class Solver:
                 if bad is not None:
                     raise InputError(f"{name} has a non-finite value at face {list(bad)}: give finite body velocities.")
         self.body_velocity = body_velocity
+        state.boundary.check_flow(state.solid)
         self.ubc, self.vbc = face_bc(state.boundary, state.solid, self.dtype, body_velocity)
         #: the (u, v) masks of the fixed faces (walls, inflow, bodies), None where every face is free
         #: (found once: linear drag skips them every step, :func:`drag_factor`)

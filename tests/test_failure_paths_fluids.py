@@ -76,6 +76,28 @@ CASES = [
     ("an obstacle named like another's index", lambda out: scenes.flow_scene(
         (2.0, 1.0), 16, obstacles=[scenes.Circle((0.5, 0.5), 0.2), scenes.Circle((1.5, 0.5), 0.2, name="0")],
         viscosity=0.01), InputError, ["obstacles 0 and 1", "drag_0"]),
+    # -- scene construction the solver could not honour (scene audit: each ran with exit 0) ------
+    ("inflow without an outflow side", lambda out: scenes.flow_scene(
+        (2.0, 1.0), 16, scenes.Boundary("inflow", "no_slip", "no_slip", "no_slip", inflow_velocity=1.0),
+        viscosity=0.01), InputError, ["x_lo is an inflow", "no side is 'outflow'"]),
+    ("two inflows facing each other", lambda out: scenes.flow_scene(
+        (2.0, 1.0), 16, scenes.Boundary("inflow", "inflow", "free_slip", "free_slip", inflow_velocity=1.0),
+        viscosity=0.01), InputError, ["x_lo, x_hi are inflows"]),
+    ("inflow without outflow, solver on a state", lambda out: Solver(FluidState.zeros(
+        8, 8, 0.125, scenes.Boundary("inflow", "no_slip", "periodic", "periodic", inflow_velocity=1.0), dtype=F64),
+        SolverConfig(dt=0.01)), InputError, ["no side is 'outflow'"]),
+    ("parabolic inflow behind a step", lambda out: scenes.flow_scene(
+        (3.0, 1.0), 12, scenes.Boundary.channel(1.0, "no_slip", "parabolic"),
+        obstacles=[scenes.Box((0.0, 0.0), (1.0, 0.5))], viscosity=0.01), InputError,
+     ["inflow_profile='parabolic' on x_lo", "6 of its cells"]),
+    ("overlapping obstacles", lambda out: scenes.flow_scene(
+        (2.0, 1.0), 16, scenes.Boundary.channel(1.0), obstacles=[
+            scenes.Box((0.6, 0.3), (0.8, 0.7)), scenes.Box((0.4, 0.6), (1.0, 0.7))], viscosity=0.01), InputError,
+     ["obstacles 0 and 1 overlap"]),
+    ("obstacle at a periodic seam", lambda out: scenes.flow_scene(
+        (2.0, 1.0), 16, scenes.Boundary("periodic", "periodic", "no_slip", "no_slip"),
+        obstacles=[scenes.Circle((0.05, 0.5), 0.15)], viscosity=0.01, dt=0.01), InputError,
+     ["obstacle 0", "periodic seam of x"]),
     ("misspelled config override", lambda out: _tg().make_solver(pressure_maxiter=5), InputError,
      ["pressure_maxiter"]),
     ("state of another grid", lambda out: _tg().make_solver().step(FluidState.zeros(4, 4, 0.5, dtype=F64)),
