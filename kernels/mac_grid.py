@@ -183,12 +183,17 @@ class Boundary:
 
     def check_flow(self, solid: torch.Tensor) -> None:
         """Refuse, with ``InputError``, what the solver cannot do with these sides around ``solid``
-        ((nx, ny) bool cells) without an error of its own: an inflow with no outflow side (mass
+        ((nx, ny) bool cells) without an error of its own: a negative inflow (fluid would enter
+        through the outflow side), an inflow with no outflow side (mass
         cannot leave: the projection runs and div_max_rel sits at 0.1-0.25), and a parabolic inflow
         on a side that an obstacle touches (the parabola spans the whole side and the blocked faces
         are zeroed: the mean over the open faces was 1.11 U for 1.0 behind a step of 1/3 height)."""
         sides = {"x_lo": self.x_lo, "x_hi": self.x_hi, "y_lo": self.y_lo, "y_hi": self.y_hi}
         inflow = [k for k, kind in sides.items() if kind == "inflow"]
+        if inflow and self.inflow_velocity < 0.0:
+            raise InputError(f"boundary: inflow_velocity={self.inflow_velocity:g} < 0 on {', '.join(inflow)} draws "
+                             "fluid out, so it would enter through the outflow side, whose zero-gradient condition "
+                             "is meant for fluid leaving: give a positive inflow (into the domain) and swap the sides.")
         if inflow and self.inflow_velocity != 0.0 and not self.has_outflow:
             raise InputError(f"boundary: {', '.join(inflow)} {'is an inflow' if len(inflow) == 1 else 'are inflows'} "
                              f"(velocity {self.inflow_velocity:g}) but no side is 'outflow': an incompressible flow "

@@ -86,6 +86,8 @@ CASES = [
     ("inflow without outflow, solver on a state", lambda out: Solver(FluidState.zeros(
         8, 8, 0.125, scenes.Boundary("inflow", "no_slip", "periodic", "periodic", inflow_velocity=1.0), dtype=F64),
         SolverConfig(dt=0.01)), InputError, ["no side is 'outflow'"]),
+    ("negative inflow", lambda out: scenes.flow_scene(
+        (2.0, 1.0), 16, scenes.Boundary.channel(-1.0), viscosity=0.01), InputError, ["inflow_velocity=-1 < 0"]),
     ("parabolic inflow behind a step", lambda out: scenes.flow_scene(
         (3.0, 1.0), 12, scenes.Boundary.channel(1.0, "no_slip", "parabolic"),
         obstacles=[scenes.Box((0.0, 0.0), (1.0, 0.5))], viscosity=0.01), InputError,
