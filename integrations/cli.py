@@ -352,18 +352,19 @@ def _cmd_data(args) -> int:
 _DATA_SUFFIXES = (".extxyz", ".xyz", ".db")
 
 
-def _read_training_data(data: str):
-    """The labelled frames of ``--data``; a missing, unreadable or non-extxyz/db file is a usage error."""
+def _read_training_data(data: str, option: str = "--data"):
+    """The labelled frames of ``option`` (``--data`` or ``--validation``); a missing, unreadable or
+    non-extxyz/db file is a usage error."""
     is_url = "://" in data
     path = Path(data)
     if not is_url:
         if not path.exists():
-            raise _UsageError(f"--data {data!r} does not exist (working directory {os.getcwd()!r}): pass the "
+            raise _UsageError(f"{option} {data!r} does not exist (working directory {os.getcwd()!r}): pass the "
                               "data.extxyz or data.db that `lawful data` wrote")
         if path.is_dir():
-            raise _UsageError(f"--data {data!r} is a folder: pass the data.extxyz or data.db file inside it")
+            raise _UsageError(f"{option} {data!r} is a folder: pass the data.extxyz or data.db file inside it")
         if path.suffix.lower() not in _DATA_SUFFIXES:
-            raise _UsageError(f"--data {data!r} is not an extxyz or ASE database file (suffix {path.suffix!r}): "
+            raise _UsageError(f"{option} {data!r} is not an extxyz or ASE database file (suffix {path.suffix!r}): "
                               "pass a .extxyz/.xyz file or a .db file, as `lawful data` writes")
     from lawful.forcefields.training import load_frames
     from lawful.kernels.errors import LawfulError
@@ -373,19 +374,26 @@ def _read_training_data(data: str):
     except LawfulError:
         raise
     except Exception as exc:  # a corrupt file: ASE's readers raise many kinds
-        raise _UsageError(f"--data {data!r} could not be read ({type(exc).__name__}: {exc}): pass an intact "
+        raise _UsageError(f"{option} {data!r} could not be read ({type(exc).__name__}: {exc}): pass an intact "
                           "extxyz file or ASE database with energies and forces") from None
     if not frames:
-        raise _UsageError(f"--data {data!r} holds no structures: generate some with `lawful data`")
+        raise _UsageError(f"{option} {data!r} holds no structures: generate some with `lawful data`")
     return frames
 
 
 def _cmd_train(args) -> int:
     frames = _read_training_data(args.data)
+    # a separate validation set (e.g. lawful data's validation.extxyz, other MD segments): without
+    # it a random tenth of --data's frames, which share trajectories with the training frames
+    validation = _read_training_data(args.validation, "--validation") if args.validation else None
 
     from lawful.forcefields import DirectForceModel, NeuralPotential, train
 
     species = args.species or sorted({s for a in frames for s in a.get_chemical_symbols()})
+    extra = sorted({s for a in validation or () for s in a.get_chemical_symbols()} - set(species))
+    if extra:
+        raise _UsageError(f"--validation {args.validation!r} has element(s) {', '.join(extra)} that the model is not "
+                          f"trained on ({', '.join(species)}): validate on structures of the training elements")
     cls = NeuralPotential if args.model == "conservative" else DirectForceModel
     device = args.device
     if str(device).startswith("cuda") and os.environ.get("LOCAL_RANK"):   # torchrun: one GPU per rank
@@ -395,7 +403,7 @@ def _cmd_train(args) -> int:
     path = out / f"{args.name or args.model}.lawful"
     ckpt = out / f"{path.stem}.ckpt"
     try:
-        summary = train(model, frames, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        summary = train(model, frames, validation=validation, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         force_weight=args.force_weight, energy_weight=args.energy_weight,
                         stress_weight=args.stress_weight, checkpoint=ckpt, seed=args.seed,
                         max_time=args.max_time, patience=args.patience, min_lr=args.min_lr,
@@ -787,6 +795,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a NeuralPotential or DirectForceModel on a dataset")
     _common(p, "train-out")
     p.add_argument("--data", required=True, help="extxyz file or ase.db file/URL with energies and forces")
+    p.add_argument("--validation", default=None,
+                   help="a separate validation file, same formats (e.g. lawful data's validation.extxyz: other MD "
+                        "segments); default: a seeded random 10 %% of --data's frames, which share trajectories "
+                        "with the training frames")
     p.add_argument("--model", choices=["conservative", "direct"], default="conservative",
                    help="conservative: NeuralPotential (forces = -dE/dR); direct: DirectForceModel (control)")
     p.add_argument("--name", type=_file_stem, default=None,

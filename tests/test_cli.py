@@ -194,3 +194,24 @@ def test_data_uses_each_calculators_own_temperatures(tmp_path, monkeypatch):
     monkeypatch.setattr(reference, "lennard_jones_dataset", fake)
     assert main(["data", "--calc", "lj", "--n-md", "1", "--repeat", "1", "--out", str(tmp_path / "lj")]) == 0
     assert list(seen["temperatures"]) == [30, 60]
+
+
+def test_train_validates_on_a_separate_file_when_given(trained, capsys):
+    """lawful train took its validation frames from --data only (a random tenth, sharing
+    trajectories with the training frames); --validation FILE validates on other structures."""
+    from ase.io import read, write
+
+    from lawful.forcefields import load_model
+
+    frames = read(trained / "d" / "data.extxyz", index=":")
+    write(trained / "train.extxyz", frames[:-4])
+    write(trained / "val.extxyz", frames[-4:])
+    out = trained / "tv"
+    assert main(["train", "--data", str(trained / "train.extxyz"), "--validation", str(trained / "val.extxyz"),
+                 "--epochs", "1", "--out", str(out)]) == 0
+    s = load_model(out / "conservative.lawful").training_summary
+    assert (s["n_train"], s["n_val"]) == (len(frames) - 4, 4)
+    capsys.readouterr()
+    assert main(["train", "--data", str(trained / "train.extxyz"), "--validation", str(trained / "nope.extxyz"),
+                 "--epochs", "1", "--out", str(trained / "tv2")]) == 2
+    assert "--validation" in capsys.readouterr().err
