@@ -260,7 +260,8 @@ def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = T
                 viscosity: float = 0.0, walls: str = "no_slip", dt: float | None = None, device=None) -> Scene:
     """Buoyant smoke in the closed unit box (walls of kind ``walls``), scalar ``"smoke"``.
 
-    ``source=True``: smoke is released at ``source_rate`` per unit time in a disc near the bottom;
+    ``source=True``: smoke is released at ``source_rate`` per unit area per unit time in a disc
+    near the bottom (the total per unit time is ``source_rate`` times the disc's area);
     ``source=False``: a smooth blob of smoke starts near the bottom and no smoke is added (total
     smoke mass is then conserved). Buoyancy ``b * smoke`` along +y. The source disc (diameter
     0.12) must span at least :data:`MIN_CELLS_PER_DIAMETER` cells (``n >= 17``); coarser grids

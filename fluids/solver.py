@@ -140,7 +140,9 @@ class Solver:
       mask, dtype and device the solver is built for (the workspaces); ``step`` takes any state of
       that layout.
     * ``forcing``: ``(fu (nx+1, ny), fv (nx, ny+1))`` constant acceleration on the faces;
-      ``sources``: ``(ns, nx, ny)`` scalar sources (amount per unit time per cell);
+      ``sources``: ``(ns, nx, ny)`` scalar sources, the rate of change of each cell's average
+      (amount per unit area per unit time: a cell gains ``sources * dx**2`` of the scalar's total
+      per unit time);
       ``body_velocity``: ``(ub (nx+1, ny), vb (nx, ny+1))`` the velocity of moving / rotating
       obstacles on their faces (fixed faces take it, :func:`~lawful.kernels.mac_grid.face_bc`).
     * ``advect(solver, state, dt)``, ``force(solver, state, dt)``,
@@ -331,7 +333,8 @@ class Solver:
 
     def step(self, state: FluidState, corrector: Callable | None = None) -> dict:
         """Advance ``state`` by ``config.dt`` in place; return the step's solver figures
-        (substeps, pressure iterations and residual, divergence after the projection).
+        (substeps, pressure iterations and residual; with a corrector also
+        ``div_max_rel_projected``, the divergence after the projection, before the correction).
 
         Raises :class:`NumericalError` naming step and cell on NaN/inf or when the CFL number
         needs more than ``max_substeps`` substeps; :class:`ConvergenceError` from the projection.

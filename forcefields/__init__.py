@@ -9,7 +9,7 @@ Imports lawful.kernels only.
   :func:`refit_reference_energies` re-balances a trained model's per-species energy offsets.
 * :func:`evaluate_batch` — energies/forces/stress of many structures in one call (screening).
 * :func:`load_model` / ``model.save`` — the safe ``.lawful`` model files; shipped models by name
-  (:func:`shipped_models`: ``"cu-emt"``, ``"cu-emt-direct"``).
+  (:func:`shipped_models`: ``"cu-emt"``, ``"cu-emt-direct"``, ``"organic-xtb"``, ``"organic-xtb-direct"``).
 * :func:`export_torchscript` — a scripted energy + forces module for openmm-torch.
 * :func:`gradient_check` — forces/stress against finite differences of the energy.
 * :mod:`lawful.forcefields.reference` — labelled reference data (EMT, Lennard-Jones, OpenMM).

@@ -1,7 +1,7 @@
 """Trained force fields shipped inside the package, loaded by name.
 
 >>> from lawful.forcefields import load_model, shipped_models
->>> shipped_models()                      # {"cu-emt": {...card...}, "cu-emt-direct": {...}}
+>>> shipped_models()                      # {"cu-emt": {...card...}, "cu-emt-direct": ..., "organic-xtb": ..., ...}
 >>> model = load_model("cu-emt")          # the same as load_model(shipped_model_path("cu-emt"))
 
 The files live in ``lawful/forcefields/pretrained/`` (package data) beside ``index.json``, one card

@@ -43,7 +43,8 @@ _MEV_PER_EV = 1.0e3  # a prefix, not a physical constant
 
 @dataclass(frozen=True)
 class DriftSummary:
-    """What :meth:`DriftAccumulator.summary` reports (all energies per atom; see module doc)."""
+    """What :meth:`DriftAccumulator.summary` reports (energies per atom, see the module doc, but
+    ``mean_total_ev``: the whole system's mean total energy, eV)."""
 
     n_samples: int
     n_atoms: int

@@ -18,8 +18,11 @@ FLUID_DTYPE = torch.float32
 
 _DTYPE_NAMES = {
     "float64": torch.float64, "f64": torch.float64, "double": torch.float64, "64": torch.float64,
-    "float32": torch.float32, "f32": torch.float32, "float": torch.float32, "32": torch.float32,
+    "float32": torch.float32, "f32": torch.float32, "32": torch.float32,
 }
+#: names that mean different precisions to different libraries: torch's "float" is float32, Python's
+#: and NumPy's float64 (dtype="float" gave MD single precision without a word)
+_AMBIGUOUS = ("float",)
 
 
 def resolve_dtype(dtype=None, default: torch.dtype = MD_DTYPE) -> torch.dtype:
@@ -34,6 +37,11 @@ def resolve_dtype(dtype=None, default: torch.dtype = MD_DTYPE) -> torch.dtype:
             return dtype
     elif isinstance(dtype, str) and dtype.lower() in _DTYPE_NAMES:
         return _DTYPE_NAMES[dtype.lower()]
+    elif isinstance(dtype, str) and dtype.lower() in _AMBIGUOUS:
+        raise InputError(f"dtype {dtype!r} is ambiguous (torch's float is float32, Python's and NumPy's float64): "
+                         "say 'float64' or 'float32'.")
+    elif dtype is float:
+        return torch.float64           # Python's float is a double
     raise InputError(f"unsupported dtype {dtype!r}: use 'float64' (default for MD) or 'float32'.")
 
 

@@ -82,6 +82,10 @@ def test_dtype_policy():
         resolve_dtype(torch.float16)
     with pytest.raises(InputError, match="'quad'"):
         resolve_dtype("quad")
+    # "float" is float32 to torch and float64 to Python/NumPy: it silently gave MD single precision
+    with pytest.raises(InputError, match="ambiguous"):
+        resolve_dtype("float")
+    assert resolve_dtype(float) is torch.float64 and resolve_dtype("double") is torch.float64
 
 
 def test_kernel_dtype_keys():
