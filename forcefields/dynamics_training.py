@@ -39,7 +39,10 @@ __all__ = ["TrainResult", "train_dynamics", "derivative_loss", "energy_rate", "r
 
 @dataclass
 class TrainResult:
-    """What :func:`train_dynamics` returns: final losses, the constraint's state, the history."""
+    """What :func:`train_dynamics` returns: final losses (``train_loss``, ``test_loss``: the
+    derivative MSE on the training and test states), ``violation_rms`` (RMS of dE/dt along the
+    model's vector field, :func:`energy_rate`, on the *test* states), seconds, steps, the
+    constraint's state, the history."""
 
     train_loss: float
     test_loss: float
