@@ -205,7 +205,6 @@ class Solver:
         ns = state.scalars.shape[0]
         self.fx = torch.zeros((ns, self.nx + 1, self.ny), dtype=self.dtype, device=self.device)
         self.fy = torch.zeros((ns, self.nx, self.ny + 1), dtype=self.dtype, device=self.device)
-        self.scalar_comp = torch.zeros((ns, self.nx, self.ny), dtype=self.dtype, device=self.device)
         self.pressure = PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
                                        max_iter=config.pressure_max_iter, device=self.device,
                                        capped=config.pressure_capped)
@@ -273,7 +272,7 @@ class Solver:
         cfg = self.config
         if state.scalars.shape[0]:
             advect_scalars(state.scalars, self.fx, self.fy, state.u, state.v, dt, self.dx, self.periodic,
-                           order=cfg.scalar_order, comp=self.scalar_comp)
+                           order=cfg.scalar_order, comp=_scalar_comp(state))
         ready = False
         if cfg.pressure_predictor:
             self.pressure.phi.copy_(state.p * self._phi_scale(dt))
@@ -553,6 +552,14 @@ def _periodic_duplicates(fu: torch.Tensor, fv: torch.Tensor, periodic, what: str
             t = set_periodic_duplicate(t.clone(), axis)
         out.append(t)
     return out[0], out[1]
+
+
+def _scalar_comp(state: FluidState) -> torch.Tensor:
+    """The state's scalar compensation buffer, reset to zeros if its scalars were replaced by a
+    tensor of another shape (``state.scalars = ...``) since it was made."""
+    if state.scalar_comp is None or state.scalar_comp.shape != state.scalars.shape:
+        state.scalar_comp = torch.zeros_like(state.scalars)
+    return state.scalar_comp
 
 
 def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=None, solver: Solver | None = None,

@@ -42,6 +42,11 @@ class FluidState:
     solid : ``(nx, ny)`` bool obstacle mask (True = solid cell).
     dx : cell size (grid length unit); ``boundary``: :class:`~lawful.kernels.mac_grid.Boundary`.
     t, step : simulated time and step count.
+    scalar_comp : ``(ns, nx, ny)``, zeros by default: the rounding residue of each cell's last
+        scalar update, re-added by the next (compensated summation, :func:`advect_scalars`). Part
+        of the state, so a restart (a clone stepped by a new Solver) continues exactly, and two
+        states stepped by one Solver keep their own (it lived in the Solver: 1 ulp of float32 on a
+        restart, and a second state's steps mixed in the first one's residue).
     """
 
     u: torch.Tensor
@@ -54,6 +59,7 @@ class FluidState:
     scalar_names: tuple = ()
     t: float = 0.0
     step: int = 0
+    scalar_comp: torch.Tensor | None = None
 
     def __post_init__(self):
         self.validate()
@@ -110,7 +116,7 @@ class FluidState:
     def clone(self) -> "FluidState":
         """A deep copy (new tensors)."""
         return replace(self, u=self.u.clone(), v=self.v.clone(), p=self.p.clone(),
-                       scalars=self.scalars.clone(), solid=self.solid.clone())
+                       scalars=self.scalars.clone(), solid=self.solid.clone(), scalar_comp=self.scalar_comp.clone())
 
     # -- checks -------------------------------------------------------------------------------
     def validate(self) -> None:
@@ -134,10 +140,15 @@ class FluidState:
             raise ShapeError(f"scalars has shape {tuple(self.scalars.shape)}: need (ns, {nx}, {ny}).")
         if len(self.scalar_names) != self.scalars.shape[0]:
             raise InputError(f"{len(self.scalar_names)} scalar_names for {self.scalars.shape[0]} scalars.")
+        if self.scalar_comp is None or self.scalar_comp.shape != self.scalars.shape:
+            # new, or scalars replaced by another set: a residue of other scalars means nothing here
+            self.scalar_comp = torch.zeros_like(self.scalars)
         dt = self.u.dtype
         if dt not in (torch.float32, torch.float64):
             raise InputError(f"state dtype {dt} is not supported: use torch.float32 or torch.float64.")
-        for name in ("v", "p", "scalars"):
+        if self.scalar_comp.dtype != dt or self.scalar_comp.device != self.u.device:
+            self.scalar_comp = self.scalar_comp.to(dtype=dt, device=self.u.device)
+        for name in ("v", "p", "scalars", "scalar_comp"):
             t = getattr(self, name)
             if t.dtype != dt or t.device != self.u.device:
                 raise InputError(f"state.{name} is {t.dtype} on {t.device} but u is {dt} on {self.u.device}: "
