@@ -69,10 +69,23 @@ def cavity_centrelines(state, lid_velocity: float = 1.0):
     return y, uy, x, vx
 
 
-def ghia_errors(state, re: int, lid_velocity: float = 1.0) -> dict:
+def ghia_errors(state, re: int, lid_velocity: float | None = None) -> dict:
     """Largest absolute differences (in units of the lid velocity) between the state's centre-line
-    profiles (linearly interpolated) and Ghia et al.'s table for ``re`` (100 or 1000)."""
-    y, uy, x, vx = cavity_centrelines(state, lid_velocity)
+    profiles (linearly interpolated) and Ghia et al.'s table for ``re`` (100 or 1000).
+
+    ``lid_velocity``: default the state's own (its top wall's ``wall_velocity``); Ghia's lid is the
+    top wall moving in +x, so a state whose top wall does not move that way, or a value that is not
+    the state's lid, is refused (it was compared as if it were Ghia's set-up)."""
+    from lawful.kernels.errors import InputError
+
+    lid = float(state.boundary.wall_velocity[3]) if state.boundary.y_hi == "no_slip" else 0.0
+    if lid <= 0.0:
+        raise InputError(f"ghia_errors: the state's top wall moves at {lid:g} (y_hi {state.boundary.y_hi!r}); Ghia's "
+                         "cavity has a no-slip lid at the top moving in +x: build lid_driven_cavity(re, n).")
+    if lid_velocity is not None and float(lid_velocity) != lid:
+        raise InputError(f"ghia_errors: lid_velocity={lid_velocity!r} but the state's lid moves at {lid:g}: pass "
+                         "that (or nothing: the state's own is used).")
+    y, uy, x, vx = cavity_centrelines(state, lid)
     eu = np.abs(np.interp(GHIA_Y, y, uy) - np.asarray(GHIA_U[re]))
     ev = np.abs(np.interp(GHIA_X, x, vx) - np.asarray(GHIA_V[re]))
     return {"max_abs_error_u": float(eu.max()), "max_abs_error_v": float(ev.max()),

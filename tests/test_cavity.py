@@ -43,3 +43,21 @@ def test_ghia_table_shapes_and_end_points():
         assert GHIA_U[re][0] == 1.0 and GHIA_U[re][-1] == 0.0 and GHIA_V[re][0] == GHIA_V[re][-1] == 0.0
     with pytest.raises(InputError, match="17x17"):
         cavity_centrelines(scenes.lid_driven_cavity(100, 17).state)
+
+
+def test_ghia_errors_normalise_by_the_states_own_lid_and_refuse_another_set_up():
+    """ghia_errors took lid_velocity=1 whatever the state's lid: a cavity driven at 2 was compared
+    unnormalised, and a lid moving in -x compared unmirrored."""
+    a = scenes.lid_driven_cavity(100, 16, lid_velocity=1.0, dt=0.02, dtype=torch.float64)
+    c = scenes.lid_driven_cavity(100, 16, lid_velocity=2.0, dt=0.01, dtype=torch.float64)
+    sa, sc = a.make_solver(), c.make_solver()
+    for _ in range(20):
+        sa.step(a.state)
+        sc.step(c.state)
+    ea, ec = ghia_errors(a.state, 100), ghia_errors(c.state, 100)
+    assert ec["max_abs_error"] == pytest.approx(ea["max_abs_error"], abs=1e-8)     # the same flow, scaled
+    with pytest.raises(InputError, match="lid_velocity=1.0 but the state's lid moves at 2"):
+        ghia_errors(c.state, 100, lid_velocity=1.0)
+    reverse = scenes.lid_driven_cavity(100, 16, lid_velocity=-1.0, dtype=torch.float64)
+    with pytest.raises(InputError, match="moving in \\+x"):
+        ghia_errors(reverse.state, 100)
