@@ -62,6 +62,7 @@ class MDResult:
         d = {k: getattr(self, k) for k in ("engine", "model", "n_atoms", "steps", "timestep_fs",
                                            "ensemble", "seconds", "step_seconds")}
         d["settings"] = dict(self.settings)
+        d["status"] = "complete"
         d["drift"] = self.summary.as_dict()
         if self.ensemble != "nve":
             d["drift"]["meaning"] = NVT_DRIFT_MEANING
@@ -114,7 +115,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, friction_per_ps,
-             report_interval, out, seed, dtype, device, progress, strict):
+             report_interval, out, seed, dtype, device, progress, strict, on_start=lambda: None):
     import ase.units as aseu
     from ase.io.trajectory import Trajectory
     from ase.md.langevin import Langevin
@@ -137,6 +138,7 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
         dyn = Langevin(atoms, timestep=dt, temperature_K=temperature_K,
                        friction=friction_per_ps / (1000.0 * aseu.fs), rng=np.random.default_rng(seed + 1))
     files = {}
+    on_start()
     obs = DriftObserver(dyn, csv=(out / "drift.csv") if out else None)
     dyn.attach(obs, interval=report_interval)
     traj = None
@@ -186,8 +188,19 @@ def _openmm_system(atoms, model, dtype, device, strict=False):
     from ase.calculators.emt import EMT
     from openmmml import MLPotential
 
+    from lawful.integrations.openmm import interrupt_message
+
+    class _EMT(EMT):
+        """ASE's EMT with a Ctrl-C inside its OpenMM callback kept for lawful_errors (interrupt_message)."""
+
+        def calculate(self, *args, **kwargs):
+            try:
+                return super().calculate(*args, **kwargs)
+            except KeyboardInterrupt as exc:
+                raise RuntimeError(interrupt_message(exc)) from None
+
     top, positions = topology_from_atoms(atoms)
-    system = MLPotential("ase").createSystem(top, calculator=EMT(), removeCMMotion=False)
+    system = MLPotential("ase").createSystem(top, calculator=_EMT(), removeCMMotion=False)
     for k, m in enumerate(atoms.get_masses()):
         system.setParticleMass(k, float(m))
     apply_ase_constraints(system, atoms)
@@ -195,7 +208,7 @@ def _openmm_system(atoms, model, dtype, device, strict=False):
 
 
 def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, friction_per_ps,
-                report_interval, out, seed, dtype, device, progress, platform, strict):
+                report_interval, out, seed, dtype, device, progress, platform, strict, on_start=lambda: None):
     import openmm
     from openmm import app
     from openmm import unit as u
@@ -218,6 +231,7 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
     v_nm_ps = atoms.get_velocities() * aseu.fs * units.NM_PER_ANGSTROM * units.FS_PER_PS
     sim.context.setVelocities(u.Quantity(v_nm_ps, u.nanometer / u.picosecond))
     files = {}
+    on_start()
     reporter = DriftReporter((out / "drift.csv") if out else None, report_interval, n_atoms=len(atoms),
                              nve=ensemble == "nve")
     sim.reporters.append(reporter)
@@ -270,13 +284,6 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps
     out_dir = _check_out(out)
     atoms = atoms.copy()
     _initial_velocities(atoms, temperature_K, seed)
-    kwargs = dict(timestep_fs=timestep_fs, steps=steps, ensemble=ensemble, temperature_K=temperature_K,
-                  friction_per_ps=friction_per_ps, report_interval=report_interval, out=out_dir,
-                  seed=seed, dtype=dtype, device=device, progress=progress, strict=strict)
-    if engine == "ase":
-        summary, seconds, files = _run_ase(atoms, model, **kwargs)
-    else:
-        summary, seconds, files = _run_openmm(atoms, model, platform=platform, **kwargs)
     settings = {"model_path": str(model) if isinstance(model, (str, os.PathLike)) and not _is_emt(model) else None,
                 "temperature_K": float(temperature_K), "seed": int(seed), "report_interval": int(report_interval),
                 "friction_per_ps": float(friction_per_ps) if ensemble == "nvt" else None,
@@ -284,12 +291,50 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps
                 # EMT is ASE's own calculator (float64, CPU): dtype and device apply to lawful models
                 "dtype": "float64 (EMT)" if _is_emt(model) else (None if dtype is None else str(dtype)),
                 "device": "cpu (EMT)" if _is_emt(model) else (None if device is None else str(device))}
+    header = {"engine": engine, "model": _model_label(model), "n_atoms": len(atoms), "steps": steps,
+              "timestep_fs": timestep_fs, "ensemble": ensemble, "settings": settings}
+    started = []
+
+    def start() -> None:
+        """Called by the engine right before it writes its first output: the earlier run's md.json
+        (kept when this one was interrupted: a user read A's drift beside B's drift.csv) and the other
+        engine's trajectory files go, and md.json says this run is running."""
+        started.append(True)
+        if out_dir is None:
+            return
+        for name in _ENGINE_FILES["openmm" if engine == "ase" else "ase"]:
+            (out_dir / name).unlink(missing_ok=True)
+        _write_md_json(out_dir, {**header, "status": "running"})
+
+    kwargs = dict(timestep_fs=timestep_fs, steps=steps, ensemble=ensemble, temperature_K=temperature_K,
+                  friction_per_ps=friction_per_ps, report_interval=report_interval, out=out_dir,
+                  seed=seed, dtype=dtype, device=device, progress=progress, strict=strict, on_start=start)
+    try:
+        if engine == "ase":
+            summary, seconds, files = _run_ase(atoms, model, **kwargs)
+        else:
+            summary, seconds, files = _run_openmm(atoms, model, platform=platform, **kwargs)
+    except BaseException as exc:
+        if started and out_dir is not None:
+            status = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+                      else f"failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''})")
+            _write_md_json(out_dir, {**header, "status": status,
+                                     "note": "the samples up to the stop are in drift.csv; no drift summary"})
+        raise
     result = MDResult(engine=engine, model=_model_label(model), n_atoms=len(atoms), steps=steps,
                       timestep_fs=timestep_fs, ensemble=ensemble, summary=summary, seconds=seconds,
                       step_seconds=seconds / steps, files=files, settings=settings)
     if out_dir is not None:
-        from lawful.integrations.report import atomic_write_text
-
         result.files["json"] = out_dir / "md.json"
-        atomic_write_text(result.files["json"], json.dumps(result.as_dict(), indent=2) + "\n")
+        _write_md_json(out_dir, result.as_dict())
     return result
+
+
+#: the files each engine writes besides drift.csv and md.json
+_ENGINE_FILES = {"ase": ("trajectory.traj",), "openmm": ("trajectory.dcd", "topology.pdb")}
+
+
+def _write_md_json(out_dir: Path, doc: dict) -> None:
+    from lawful.integrations.report import atomic_write_text
+
+    atomic_write_text(out_dir / "md.json", json.dumps(doc, indent=2) + "\n")

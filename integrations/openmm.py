@@ -72,6 +72,22 @@ _SERIALS = itertools.count(1)
 EXPLOSION_DISPLACEMENT_A = 0.1
 EXPLOSION_FORCE_EV_A = 20.0
 _ERROR_TAG = re.compile(r"\[lawful force (\d+), error (\d+)\]")
+#: Ctrl-C / SIGTERM that arrived inside a force callback, by key (see :func:`interrupt_message`)
+_INTERRUPT_TAG = re.compile(r"\[lawful interrupt (\d+)\]")
+_INTERRUPTS: dict = {}
+_INTERRUPT_KEYS = itertools.count(1)
+
+
+def interrupt_message(exc: BaseException) -> str:
+    """Keep a ``KeyboardInterrupt`` raised inside an OpenMM force callback and return the message
+    to raise there instead (``RuntimeError(interrupt_message(exc))``): OpenMM turns whatever the
+    callback raises into a plain ``OpenMMException`` (a Ctrl-C ended the run with exit 1 and a
+    traceback, and the CLI's SIGTERM lost its 143); :func:`lawful_errors` raises the kept one."""
+    k = next(_INTERRUPT_KEYS)
+    _INTERRUPTS[k] = exc
+    while len(_INTERRUPTS) > 16:
+        _INTERRUPTS.pop(next(iter(_INTERRUPTS)))
+    return f"interrupted [lawful interrupt {k}]"
 # the checks of the backend="torch" module (torchscript_force.OpenMMTorchModule) raise this text
 _TORCH_INPUT_ERROR = re.compile(r"InputError: (this lawful force [^\n]*)")
 
@@ -85,7 +101,7 @@ def lawful_errors():
 
     OpenMM turns exceptions raised in a force callback into ``openmm.OpenMMException``; inside
     this context the original :class:`LawfulError` subclass (e.g. ``NumericalError`` for NaN
-    positions) is raised instead, chained to OpenMM's exception; OpenMM's own NaN errors become
+    positions), or the ``KeyboardInterrupt`` of a Ctrl-C that arrived during the callback, is raised instead, chained to OpenMM's exception; OpenMM's own NaN errors become
     :class:`NumericalError` too, and the input checks of the ``backend="torch"`` module become
     :class:`InputError`. Each error is kept by the force computation that raised it and
     found through the tag ``[lawful force K, error M]`` in OpenMM's message, so Contexts running
@@ -94,6 +110,9 @@ def lawful_errors():
     try:
         yield
     except openmm.OpenMMException as exc:
+        hit = _INTERRUPT_TAG.search(str(exc))
+        if hit is not None and int(hit.group(1)) in _INTERRUPTS:
+            raise _INTERRUPTS.pop(int(hit.group(1))) from None
         err = _pop_error(str(exc))
         if err is not None:
             raise err from exc
@@ -304,13 +323,18 @@ class LawfulComputation:
                                             box_nm=self.box_nm, strict=self.strict)))
 
     # -- errors, scoped to this computation --------------------------------------------------
-    def _keep(self, exc: LawfulError) -> LawfulError:
-        """Keep ``exc`` here; return a copy whose message carries the tag lawful_errors() reads."""
+    def _store(self, exc: BaseException) -> int:
+        """Keep ``exc`` here under a new key (the newest 16 uncollected ones are kept)."""
         with self._lock:
             k = next(self._error_serials)
             self._errors[k] = exc
             while len(self._errors) > 16:  # errors nobody collected: keep the newest few
                 self._errors.pop(next(iter(self._errors)))
+        return k
+
+    def _keep(self, exc: LawfulError) -> LawfulError:
+        """Keep ``exc`` here; return a copy whose message carries the tag lawful_errors() reads."""
+        k = self._store(exc)
         tagged = type(exc).__new__(type(exc))
         tagged.__dict__.update(exc.__dict__)
         tagged.args = (f"{exc} [lawful force {self.serial}, error {k}]",)
@@ -384,7 +408,10 @@ class LawfulComputation:
         # threads: one evaluation at a time, so that buffers and the Verlet list are never shared
         # mid-call. OpenMM copies the returned forces before it lets go of the GIL.
         with self._call_lock:
-            return self._compute(state)
+            try:
+                return self._compute(state)
+            except KeyboardInterrupt as exc:   # Ctrl-C (or the CLI's SIGTERM) landed in this callback
+                raise RuntimeError(interrupt_message(exc)) from None
 
     def _compute(self, state):
         step = None

@@ -117,7 +117,8 @@ def test_openmm_run_that_blows_up_keeps_what_it_wrote(tmp_path):
     assert len(_pdb_atoms_and_box(tmp_path / "topology.pdb")[0]) == 32
     n_frames, n_atoms = _dcd_frames_and_atoms(tmp_path / "trajectory.dcd")
     assert n_atoms == 32 and n_frames == len(rows) - 1  # frames at steps 10, 20, ... (none at 0)
-    assert not (tmp_path / "md.json").exists()  # no summary of a run that did not finish
+    doc = json.loads((tmp_path / "md.json").read_text())     # says the run failed, and how; no summary
+    assert doc["status"].startswith("failed (NumericalError: the model failed at OpenMM step") and "drift" not in doc
 
 
 def test_fixed_atoms_stay_fixed_in_openmm_and_count_as_in_ase(tmp_path):
@@ -232,3 +233,39 @@ def test_openmm_trajectory_keeps_a_molecule_across_the_box_face_whole(tmp_path):
     assert frames.shape == (2, 9, 3)
     longest = max(np.linalg.norm(f[i] - f[j]) for f in frames for i, j in bonded)
     assert longest < 1.7                       # Å: every bond whole in every frame
+
+
+class _StopsAfter:
+    """MorsePairModel that raises ``exc`` at its ``n``-th evaluation (a Ctrl-C or SIGTERM landing
+    in the force call, where an MD run spends its time)."""
+
+    def __init__(self, n, exc=KeyboardInterrupt):
+        self.inner, self.n, self.exc, self.calls = MorsePairModel(), n, exc, 0
+        self.species, self.cutoff, self.dtype, self.device = (self.inner.species, self.inner.cutoff,
+                                                              self.inner.dtype, self.inner.device)
+        self.kind = "StopsAfter"
+
+    def evaluate(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.n:
+            raise self.exc()
+        return self.inner.evaluate(*args, **kwargs)
+
+
+@pytest.mark.parametrize("engine", ["ase", "openmm"])
+def test_an_interrupted_rerun_never_leaves_the_earlier_runs_md_json(tmp_path, engine):
+    """md.json was written only at the end: a run interrupted after a complete one left the first
+    run's md.json (its drift, its settings) beside the second run's partial drift.csv. The other
+    engine's trajectory files of an earlier run went unremoved too. And in OpenMM a Ctrl-C inside
+    the force callback came out as an OpenMMException (exit 1, a traceback)."""
+    atoms = rattled_copper(seed=3, amp=0.02)
+    other = "ase" if engine == "openmm" else "openmm"
+    run_md(atoms, MorsePairModel(), other, timestep_fs=1.0, steps=20, report_interval=10, out=tmp_path)
+    assert json.loads((tmp_path / "md.json").read_text())["status"] == "complete"
+    with pytest.raises(KeyboardInterrupt):
+        run_md(atoms, _StopsAfter(8), engine, timestep_fs=1.0, steps=40, report_interval=2, seed=5, out=tmp_path)
+    doc = json.loads((tmp_path / "md.json").read_text())
+    assert doc["status"] == "interrupted" and doc["engine"] == engine and doc["settings"]["seed"] == 5
+    assert "drift" not in doc
+    stale = {"ase": ["trajectory.dcd", "topology.pdb"], "openmm": ["trajectory.traj"]}[engine]
+    assert not any((tmp_path / name).exists() for name in stale)
