@@ -71,16 +71,27 @@ def run_suite(suite: str | Path, out: str | Path, only: list[str] | None = None,
     import time
 
     failed, t_start = [], time.perf_counter()
+
+    def rewritten():
+        return sorted(p for p in out.glob("*.json") if p.name != SUMMARY and before.get(p) != p.stat().st_mtime)
+
     for k, script in enumerate(scripts, 1):
         print(f"[bench {k}/{len(scripts)}] {script.name} ... (suite elapsed {time.perf_counter() - t_start:.0f} s)",
               flush=True)
         t0 = time.perf_counter()
-        code = subprocess.run([sys.executable, str(script)], env=env).returncode
+        try:
+            code = subprocess.run([sys.executable, str(script)], env=env).returncode
+        except KeyboardInterrupt:
+            # the summary of the last complete run would stay, reading as this one's (rerun audit)
+            collect(out, last_run={"scripts": [s.name for s in scripts], "failed": failed,
+                                   "interrupted": script.name, "not_run": [s.name for s in scripts[k:]],
+                                   "rewritten": [p.stem for p in rewritten()]})
+            raise
         print(f"[bench {k}/{len(scripts)}] {script.name}: {'done' if code == 0 else f'FAILED (exit status {code})'} "
               f"in {time.perf_counter() - t0:.1f} s", flush=True)
         if code != 0:
             failed.append(f"{script.name} (exit status {code})")
-    written = sorted(p for p in out.glob("*.json") if p.name != SUMMARY and before.get(p) != p.stat().st_mtime)
+    written = rewritten()
     summary = collect(out, last_run={"scripts": [s.name for s in scripts], "failed": failed,
                                      "rewritten": [p.stem for p in written]})
     if failed:

@@ -297,6 +297,24 @@ def _cmd_data_xtb(args) -> int:
     return 0
 
 
+def _check_no_other_data_set(args) -> None:
+    """Refuse an ``--out`` that holds the other kind of data set, or an earlier ``data.db`` this
+    run would not replace: they stayed beside the new files (EMT data written after xTB data left
+    the xTB card.json as the folder's only description; with --db elsewhere an earlier data.db
+    of copper sat beside argon's data.extxyz)."""
+    out = Path(args.out)
+    if args.calc == "xtb":
+        other = [n for n in ("data.extxyz", "data.db") if (out / n).exists()]
+    else:
+        other = [n for n in ("card.json", "train.extxyz") if (out / n).exists()]
+        if args.db and (out / "data.db").exists() and "://" not in args.db and \
+                Path(args.db).resolve() != (out / "data.db").resolve():
+            other.append("data.db")
+    if other:
+        raise _UsageError(f"--out {args.out!r} holds {', '.join(other)} of another data set, which this run would "
+                          "leave beside its own files: write to a new folder (or remove them)")
+
+
 #: ``lawful data`` options that only some calculators use (option -> calculators) and their defaults;
 #: an option given to a calculator that does not use it is refused (it was silently ignored:
 #: ``--calc emt --molecule ethanol`` labelled copper).
@@ -320,6 +338,7 @@ def _cmd_data(args) -> int:
     for dest, value in _DATA_DEFAULTS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, value)
+    _check_no_other_data_set(args)
     if args.calc == "xtb":
         return _cmd_data_xtb(args)
     if args.temperatures is None:   # each calculator's own: argon at 300-1200 K was a gas (it melts at 84 K)
@@ -381,6 +400,15 @@ def _read_training_data(data: str, option: str = "--data"):
     return frames
 
 
+def _note_earlier_model(path: Path, ckpt: Path) -> None:
+    """A fresh run (no checkpoint to resume) into a folder holding a model file: say that the file
+    is an earlier run's until this one finishes (an interrupted fresh run left it beside the new
+    checkpoint and log, readable as this run's)."""
+    if path.exists() and not ckpt.exists():
+        print(f"note: {path} is an earlier run's model; this run replaces it when it finishes (until then it "
+              "is not this run's)", file=sys.stderr, flush=True)
+
+
 def _cmd_train(args) -> int:
     frames = _read_training_data(args.data)
     # a separate validation set (e.g. lawful data's validation.extxyz, other MD segments): without
@@ -402,6 +430,7 @@ def _cmd_train(args) -> int:
     out = Path(args.out)
     path = out / f"{args.name or args.model}.lawful"
     ckpt = out / f"{path.stem}.ckpt"
+    _note_earlier_model(path, ckpt)
     try:
         summary = train(model, frames, validation=validation, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         force_weight=args.force_weight, energy_weight=args.energy_weight,
@@ -480,6 +509,8 @@ def _cmd_train_corrector(args) -> int:
     torch.manual_seed(args.seed)             # the initial weights (DDP starts every rank from rank 0's)
     corr = make_corrector(args.variant, dtype=dtype, **net)
     path, ckpt, log = out / "corrector.lawful", out / "corrector.ckpt", out / "train_log.jsonl"
+    if rank == 0:
+        _note_earlier_model(path, ckpt)
     trainer = CorrectorTrainer(corr, trajs, config, checkpoint=ckpt, resume=True)
     trainer.loop.config.log = log            # the loop's JSON-lines log and time limit (rank 0 writes)
     trainer.loop.config.max_time = args.max_time
@@ -622,14 +653,19 @@ _REYNOLDS_SCENES = ("karman", "lid_driven_cavity")
 _FRAME_NAME = re.compile(r"^(vorticity|density|speed|pressure)_\d{6}\.png$")
 
 
-def _drop_earlier_frames(folder: Path) -> None:
-    """Remove an earlier run's snapshots (``FIELD_NNNNNN.png``) from ``folder`` when this run writes
-    its first: they mixed with the new ones. Called only once the run has made a step, as the
-    metrics CSV is replaced only at its first row; other files are left alone."""
+def _drop_earlier_frames(folder: Path, out: Path) -> None:
+    """Remove an earlier run's snapshots (``FIELD_NNNNNN.png`` in ``folder``) and animations
+    (``FIELD.gif``/``.mp4`` in ``out``) once this run has made its first step: they mixed with the
+    new ones, or stood beside a run that wrote none (an earlier run's frames at steps 2 and 4 sat
+    in a 5-step run's folder). The metrics CSV is likewise replaced at its first row; other files
+    are left alone."""
     if folder.is_dir():
         for f in folder.iterdir():
             if _FRAME_NAME.match(f.name):
                 f.unlink()
+    for field in ("vorticity", "density", "speed", "pressure"):
+        for ext in (".gif", ".mp4"):
+            (out / f"{field}{ext}").unlink(missing_ok=True)
 
 
 def _cmd_fluid(args) -> int:
@@ -687,9 +723,9 @@ def _cmd_fluid(args) -> int:
 
     def callback(state, rec):
         mine["rows"] += 1
+        if mine["rows"] == 1:        # the run has made a step: an earlier run's snapshots and animations go
+            _drop_earlier_frames(frames, out)
         if args.frame_every and rec["step"] % args.frame_every == 0:
-            if mine["frames"] == 0:
-                _drop_earlier_frames(frames)
             fluid_viz.save_field_png(state, frames / f"{field}_{rec['step']:06d}.png", field, args.scene)
             mine["frames"] += 1
         if recorder is not None:

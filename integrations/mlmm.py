@@ -469,6 +469,8 @@ def run_nve(system, topology, positions, steps: int, timestep_fs: float = 0.5, *
     log = DriftReporter(csv, csv_interval) if csv is not None else None
     integrator = openmm.VerletIntegrator(dt * units.PS_PER_FS)
     sim = _simulation(system, topology, positions, integrator, platform, threads)
+    if csv is not None:   # this run's series or none: a run stopped at step 0 handed back an earlier run's file
+        Path(csv).unlink(missing_ok=True)
     wall = cpu = 0.0
     try:
         stopped = _start(sim, minimize, seed, temperature_K)
@@ -485,7 +487,8 @@ def run_nve(system, topology, positions, steps: int, timestep_fs: float = 0.5, *
     summary = every.summary() if every.accumulator is not None and every.accumulator.n >= 2 else None
     return NVEResult(steps=steps, steps_done=done, timestep_fs=dt, n_atoms=system.getNumParticles(),
                      summary=summary, wall_s_per_step=wall / max(done, 1), cpu_s_per_step=cpu / max(done, 1),
-                     csv=None if csv is None else Path(csv), platform=platform, stopped=stopped)
+                     csv=None if csv is None or not Path(csv).is_file() else Path(csv), platform=platform,
+                     stopped=stopped)
 
 
 class DihedralReporter:

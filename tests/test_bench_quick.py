@@ -118,3 +118,32 @@ def test_a_failed_script_leaves_its_old_figures_marked_not_as_this_runs(tmp_path
     assert doc["benchmarks"]["probe"]["status"].startswith("not rewritten by the last `lawful bench` run")
     assert "status" not in doc["benchmarks"]["other"]       # rewritten by this run
     assert doc["benchmarks"]["other"]["versions"]["torch"]  # each result keeps its own versions
+
+
+def test_an_interrupted_suite_rewrites_the_summary_saying_so(tmp_path, monkeypatch):
+    """Ctrl-C in the second script left the summary of the last complete run, whose figures for
+    the first script were no longer the file's."""
+    import subprocess
+
+    from lawful.integrations import bench_suite
+    from lawful.integrations.bench_suite import SUMMARY, run_suite
+
+    suite, out = tmp_path / "suite", tmp_path / "results"
+    suite.mkdir()
+    for name in ("a", "b", "c"):
+        (suite / f"bench_{name}.py").write_text("from lawful.integrations.benchmarking import write_result\n"
+                                                f"write_result('{name}', {{'x': 1.0}})\n")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_suite(suite, out)
+    real = subprocess.run
+
+    def interrupted_at_b(cmd, **kw):
+        if str(cmd[-1]).endswith("bench_b.py"):
+            raise KeyboardInterrupt
+        return real(cmd, **kw)
+
+    monkeypatch.setattr(bench_suite.subprocess, "run", interrupted_at_b)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, out)
+    last = json.loads((out / SUMMARY).read_text())["last_run"]
+    assert last["interrupted"] == "bench_b.py" and last["not_run"] == ["bench_c.py"] and last["rewritten"] == ["a"]

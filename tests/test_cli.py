@@ -144,6 +144,10 @@ def test_fluid_never_reports_an_earlier_runs_outputs_as_its_own(tmp_path, capsys
     assert main(["fluid", "--scene", "kolmogorov", "--steps", "3", "--frame-every", "3", *common]) == 0
     assert sorted(p.name for p in (out / "frames").glob("*.png")) == ["vorticity_000003.png"]
     assert len((out / "metrics.csv").read_text().splitlines()) == 4
+    # a run that writes no frames leaves none of the earlier run's either (nor its animation)
+    (out / "vorticity.gif").write_bytes(b"GIF89a earlier")
+    assert main(["fluid", "--scene", "kolmogorov", "--steps", "2", "--frame-every", "0", *common]) == 0
+    assert list((out / "frames").glob("*.png")) == [] and not (out / "vorticity.gif").exists()
 
 
 def _corrector_file(path, trained_on):
@@ -215,3 +219,29 @@ def test_train_validates_on_a_separate_file_when_given(trained, capsys):
     assert main(["train", "--data", str(trained / "train.extxyz"), "--validation", str(trained / "nope.extxyz"),
                  "--epochs", "1", "--out", str(trained / "tv2")]) == 2
     assert "--validation" in capsys.readouterr().err
+
+
+def test_data_refuses_a_folder_holding_another_data_set(tmp_path, capsys):
+    """EMT data written into a folder of xTB data left the xTB card.json as the folder's only
+    description; with --db elsewhere, an earlier data.db stayed beside the new data.extxyz."""
+    small = ["--n-md", "1", "--n-rattled", "1", "--n-strained", "1", "--temperatures", "300", "--repeat", "1"]
+    xtb = tmp_path / "xtb"
+    xtb.mkdir()
+    (xtb / "card.json").write_text('{"molecule": "water"}\n')
+    assert main(["data", *small, "--out", str(xtb)]) == 2
+    assert "card.json of another data set" in capsys.readouterr().err
+    emt = tmp_path / "emt"
+    assert main(["data", *small, "--out", str(emt)]) == 0                    # data.extxyz + data.db
+    assert main(["data", *small, "--db", str(tmp_path / "else.db"), "--out", str(emt)]) == 2
+    assert "data.db of another data set" in capsys.readouterr().err
+    assert main(["data", "--calc", "xtb", "--molecule", "water", "--out", str(emt)]) == 2
+    assert "data.extxyz, data.db of another data set" in capsys.readouterr().err
+    assert main(["data", *small, "--out", str(emt)]) == 0                    # the same kind again: replaced
+
+
+def test_a_fresh_training_run_says_the_model_file_is_an_earlier_runs(trained, capsys):
+    out = trained / "t"
+    (out / "conservative.ckpt").unlink(missing_ok=True)   # as the refusal of another run's checkpoint advises
+    capsys.readouterr()
+    assert main(["train", "--data", str(trained / "d" / "data.db"), "--epochs", "1", "--out", str(out)]) == 0
+    assert "is an earlier run's model" in capsys.readouterr().err

@@ -389,3 +389,25 @@ def test_interpolated_ml_energy_is_in_its_force_group(box):
     e_plain, _ = _energy(plain, spos, groups={3})
     e_interp, _ = _energy(interp, spos, groups={3}, lam=1.0)
     assert e_plain < -1e4 and e_interp == pytest.approx(e_plain, rel=1e-12)    # kJ/mol
+
+
+class _FailsAtOnce(_ScaledForces):
+    """A model whose first evaluation fails (as a strict out-of-domain start does)."""
+
+    def evaluate(self, positions, numbers, cell=None, pbc=False, stress=False):
+        from lawful.kernels.errors import NumericalError
+
+        raise NumericalError("this model cannot evaluate the start (test)")
+
+
+def test_a_run_stopped_at_step_0_hands_back_no_earlier_csv(box, minimized, tmp_path):
+    """The CSV reporter creates its file at its first report, so a run stopped at step 0 returned
+    the path of an earlier run's 12-line file, which the demo then plotted as this run's."""
+    top, pos, stop, spos, mm = box
+    csv_path = tmp_path / "nve.csv"
+    csv_path.write_text("step,time_ps,potential_eV,kinetic_eV,total_eV,temperature_K\n0,0,1,1,2,300\n")
+    model = _FailsAtOnce(_AmberSolute(top), 1.0)
+    res = mlmm.run_nve(mlmm.mixed_system(stop, model=model, mm=copy.deepcopy(mm)), stop, minimized, steps=20,
+                       csv=csv_path, csv_interval=5, platform="CPU", threads=1)
+    assert res.stopped is not None and res.steps_done == 0
+    assert res.csv is None and not csv_path.exists()
