@@ -239,6 +239,9 @@ def test_an_interrupt_during_a_save_is_delivered_after_the_file_is_complete(tmp_
         raise _Stop()
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    # a process started as a background job of a non-interactive shell inherits SIGINT ignored
+    # (Python then installs no handler): give it Python's own for the test
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         monkeypatch.setattr(torch, "save", lambda obj, f, *a, **kw: real_save(obj, SignallingFile(f), *a, **kw))
         with pytest.raises(raised):
@@ -246,6 +249,7 @@ def test_an_interrupt_during_a_save_is_delivered_after_the_file_is_complete(tmp_
         assert signal.getsignal(signal.SIGTERM) is on_term  # the handler is back
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     monkeypatch.setattr(torch, "save", real_save)
     state = load_checkpoint(path)
     assert state["step"] == 2 and torch.all(state["w"] == 2.0)
