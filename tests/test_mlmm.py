@@ -196,7 +196,7 @@ def test_short_mlmm_nve_conserves_energy_and_a_wrong_force_does_not(box, minimiz
       exact inside the MD loop;
     - a NeuralPotential (the shipped models' class, fixed untrained weights with the ZBL prior)
       keeps |E(t) - E(0)| under 0.05 meV/atom, like the all-MM box;
-    - forces 1.5x the gradient of the reported energy move it more than 10x as far."""
+    - forces 1.5x the gradient of the reported energy move it more than 5x as far (measured 9-10x)."""
     from lawful.forcefields import NeuralPotential
 
     top, pos, stop, spos, mm = box
@@ -212,7 +212,9 @@ def test_short_mlmm_nve_conserves_energy_and_a_wrong_force_does_not(box, minimiz
     assert runs["amber"].summary.mean_total_ev == pytest.approx(runs["all-MM"].summary.mean_total_ev, rel=1e-7)
     assert dev["amber"] == pytest.approx(dev["all-MM"], rel=0.05)
     assert max(dev["all-MM"], dev["amber"], dev["neural"]) < MAX_DEV_MEV_PER_ATOM
-    assert dev["wrong"] > 10 * dev["amber"]
+    # measured 8.9-10.4x: the CPU platform's PME round-off differs between runs (its FFT plans), and
+    # 200 steps of a chaotic system carry that into the excursions; 10x failed once in CI
+    assert dev["wrong"] > 5 * dev["amber"]
 
 
 def test_shipped_model_conserves_energy_while_in_its_domain(box, minimized):
