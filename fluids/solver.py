@@ -272,7 +272,7 @@ class Solver:
         cfg = self.config
         if state.scalars.shape[0]:
             advect_scalars(state.scalars, self.fx, self.fy, state.u, state.v, dt, self.dx, self.periodic,
-                           order=cfg.scalar_order, comp=_scalar_comp(state))
+                           order=cfg.scalar_order, comp=state.compensation())
         ready = False
         if cfg.pressure_predictor:
             self.pressure.phi.copy_(state.p * self._phi_scale(dt))
@@ -552,14 +552,6 @@ def _periodic_duplicates(fu: torch.Tensor, fv: torch.Tensor, periodic, what: str
             t = set_periodic_duplicate(t.clone(), axis)
         out.append(t)
     return out[0], out[1]
-
-
-def _scalar_comp(state: FluidState) -> torch.Tensor:
-    """The state's scalar compensation buffer, reset to zeros if its scalars were replaced by a
-    tensor of another shape (``state.scalars = ...``) since it was made."""
-    if state.scalar_comp is None or state.scalar_comp.shape != state.scalars.shape:
-        state.scalar_comp = torch.zeros_like(state.scalars)
-    return state.scalar_comp
 
 
 def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=None, solver: Solver | None = None,

@@ -118,6 +118,13 @@ class FluidState:
         return replace(self, u=self.u.clone(), v=self.v.clone(), p=self.p.clone(),
                        scalars=self.scalars.clone(), solid=self.solid.clone(), scalar_comp=self.scalar_comp.clone())
 
+    def compensation(self) -> torch.Tensor:
+        """``scalar_comp``, made zeros first when there is none or the scalars were replaced by a
+        tensor of another shape (``state.scalars = ...``): a residue of other scalars means nothing."""
+        if self.scalar_comp is None or self.scalar_comp.shape != self.scalars.shape:
+            self.scalar_comp = torch.zeros_like(self.scalars)
+        return self.scalar_comp
+
     # -- checks -------------------------------------------------------------------------------
     def validate(self) -> None:
         """Check shapes (staggering), dtypes, devices, ``dx`` and finiteness; raise
@@ -140,9 +147,7 @@ class FluidState:
             raise ShapeError(f"scalars has shape {tuple(self.scalars.shape)}: need (ns, {nx}, {ny}).")
         if len(self.scalar_names) != self.scalars.shape[0]:
             raise InputError(f"{len(self.scalar_names)} scalar_names for {self.scalars.shape[0]} scalars.")
-        if self.scalar_comp is None or self.scalar_comp.shape != self.scalars.shape:
-            # new, or scalars replaced by another set: a residue of other scalars means nothing here
-            self.scalar_comp = torch.zeros_like(self.scalars)
+        self.compensation()
         dt = self.u.dtype
         if dt not in (torch.float32, torch.float64):
             raise InputError(f"state dtype {dt} is not supported: use torch.float32 or torch.float64.")

@@ -650,20 +650,20 @@ def _warn_outside_training(corrector, args, scene) -> None:
 
 #: the fluid scenes that take a Reynolds number (--re)
 _REYNOLDS_SCENES = ("karman", "lid_driven_cavity")
-_FRAME_NAME = re.compile(r"^(vorticity|density|speed|pressure)_\d{6}\.png$")
-
-
 def _drop_earlier_frames(folder: Path, out: Path) -> None:
     """Remove an earlier run's snapshots (``FIELD_NNNNNN.png`` in ``folder``) and animations
     (``FIELD.gif``/``.mp4`` in ``out``) once this run has made its first step: they mixed with the
     new ones, or stood beside a run that wrote none (an earlier run's frames at steps 2 and 4 sat
     in a 5-step run's folder). The metrics CSV is likewise replaced at its first row; other files
     are left alone."""
+    from lawful.integrations.fluid_viz import FIELDS
+
+    frame = re.compile(rf"^({'|'.join(FIELDS)})_\d{{6}}\.png$")
     if folder.is_dir():
         for f in folder.iterdir():
-            if _FRAME_NAME.match(f.name):
+            if frame.match(f.name):
                 f.unlink()
-    for field in ("vorticity", "density", "speed", "pressure"):
+    for field in FIELDS:
         for ext in (".gif", ".mp4"):
             (out / f"{field}{ext}").unlink(missing_ok=True)
 

@@ -323,18 +323,13 @@ class LawfulComputation:
                                             box_nm=self.box_nm, strict=self.strict)))
 
     # -- errors, scoped to this computation --------------------------------------------------
-    def _store(self, exc: BaseException) -> int:
-        """Keep ``exc`` here under a new key (the newest 16 uncollected ones are kept)."""
+    def _keep(self, exc: LawfulError) -> LawfulError:
+        """Keep ``exc`` here; return a copy whose message carries the tag lawful_errors() reads."""
         with self._lock:
             k = next(self._error_serials)
             self._errors[k] = exc
             while len(self._errors) > 16:  # errors nobody collected: keep the newest few
                 self._errors.pop(next(iter(self._errors)))
-        return k
-
-    def _keep(self, exc: LawfulError) -> LawfulError:
-        """Keep ``exc`` here; return a copy whose message carries the tag lawful_errors() reads."""
-        k = self._store(exc)
         tagged = type(exc).__new__(type(exc))
         tagged.__dict__.update(exc.__dict__)
         tagged.args = (f"{exc} [lawful force {self.serial}, error {k}]",)

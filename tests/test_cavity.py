@@ -22,18 +22,25 @@ def test_cavity_re100_matches_ghia_centre_lines_at_24_cells():
     assert uy[len(uy) // 2 - 2] < -0.15 and vx[len(vx) // 4] > 0.1
 
 
+def _lid_pair():
+    """Re 100 cavities driven at lid speed 1 (dt 0.02) and 2 (dt 0.01), 20 steps each: the same
+    flow at twice the speed, half the time."""
+    pair = (scenes.lid_driven_cavity(100, 16, lid_velocity=1.0, dt=0.02, dtype=torch.float64),
+            scenes.lid_driven_cavity(100, 16, lid_velocity=2.0, dt=0.01, dtype=torch.float64))
+    for sc in pair:
+        solver = sc.make_solver()
+        for _ in range(20):
+            solver.step(sc.state)
+    return pair
+
+
 def test_cavity_settings_and_lid_speed_scaling_at_fixed_re():
     sc = scenes.lid_driven_cavity(100, 16, dtype=torch.float64)
     b = sc.state.boundary
     assert b.wall_velocity == (0.0, 0.0, 0.0, 1.0) and b.y_hi == "no_slip"
     assert sc.config.viscosity == pytest.approx(0.01)
     # Re fixed, lid speed doubled: the same flow twice as fast at half the time (Stokes-free scaling)
-    a = scenes.lid_driven_cavity(100, 16, lid_velocity=1.0, dt=0.02, dtype=torch.float64)
-    c = scenes.lid_driven_cavity(100, 16, lid_velocity=2.0, dt=0.01, dtype=torch.float64)
-    sa, scc = a.make_solver(), c.make_solver()
-    for _ in range(20):
-        sa.step(a.state)
-        scc.step(c.state)
+    a, c = _lid_pair()
     assert torch.allclose(c.state.u, 2 * a.state.u, rtol=0, atol=1e-9)
 
 
@@ -48,12 +55,7 @@ def test_ghia_table_shapes_and_end_points():
 def test_ghia_errors_normalise_by_the_states_own_lid_and_refuse_another_set_up():
     """ghia_errors took lid_velocity=1 whatever the state's lid: a cavity driven at 2 was compared
     unnormalised, and a lid moving in -x compared unmirrored."""
-    a = scenes.lid_driven_cavity(100, 16, lid_velocity=1.0, dt=0.02, dtype=torch.float64)
-    c = scenes.lid_driven_cavity(100, 16, lid_velocity=2.0, dt=0.01, dtype=torch.float64)
-    sa, sc = a.make_solver(), c.make_solver()
-    for _ in range(20):
-        sa.step(a.state)
-        sc.step(c.state)
+    a, c = _lid_pair()
     ea, ec = ghia_errors(a.state, 100), ghia_errors(c.state, 100)
     assert ec["max_abs_error"] == pytest.approx(ea["max_abs_error"], abs=1e-8)     # the same flow, scaled
     with pytest.raises(InputError, match="lid_velocity=1.0 but the state's lid moves at 2"):
