@@ -145,7 +145,15 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
     if out:
         files["trajectory"] = out / "trajectory.traj"
         traj = Trajectory(str(files["trajectory"]), "w", atoms)
-        dyn.attach(traj.write, interval=report_interval)
+        from lawful.kernels.modelfile import signals_held
+
+        def write_frame():
+            # a Ctrl-C or SIGTERM inside the frame's write (numpy's tofile) came out as a TypeError,
+            # exit 1 and a torn last frame: the signal waits until the frame is written
+            with signals_held():
+                traj.write()
+
+        dyn.attach(write_frame, interval=report_interval)
     bar = _progress(steps, f"ase {ensemble}", progress)
     dyn.attach(lambda: bar.update(report_interval), interval=report_interval)
     t0 = time.perf_counter()

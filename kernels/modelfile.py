@@ -36,7 +36,7 @@ from lawful.kernels.errors import InputError, ModelFileError
 _HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 __all__ = ["FORMAT_VERSION", "ModelFile", "save_model_file", "load_model_file", "read_header",
-           "atomic_write", "lawful_version", "tensors_digest"]
+           "atomic_write", "signals_held", "lawful_version", "tensors_digest"]
 
 #: Version of the model-file layout written by this lawful; files with a higher number are refused.
 FORMAT_VERSION = 1
@@ -58,14 +58,15 @@ def lawful_version() -> str:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM for the block; deliver them, in order, once it has ended.
 
     An interrupt raised inside ``torch.save`` makes its zip writer fail on the way out ("unexpected
     pos ... vs ..."), so the user saw a traceback instead of the interrupt, and the checkpoint that
     was being written was lost. A write is milliseconds long, so it is finished first.
     Only the main thread runs Python signal handlers; elsewhere (and for a signal whose handler
-    was not installed from Python) nothing is changed.
+    was not installed from Python) nothing is changed. Also for other short writes that a signal
+    must not cut (an MD trajectory frame: numpy's ``tofile`` turned a SIGTERM into a TypeError).
     """
     import threading
 
@@ -115,7 +116,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     except OSError as exc:
         raise ModelFileError(f"cannot write {str(path)!r}: the directory {str(directory)!r} does not accept "
                              f"new files ({exc.strerror}); choose a writable directory.") from exc
-    with _signals_held():
+    with signals_held():
         try:
             # mkstemp creates the file 0600; give it the mode of the file it replaces, else the mode a
             # plain open() would (0666 minus umask): a private 0600 file came back world-readable

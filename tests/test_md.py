@@ -269,3 +269,34 @@ def test_an_interrupted_rerun_never_leaves_the_earlier_runs_md_json(tmp_path, en
     assert "drift" not in doc
     stale = {"ase": ["trajectory.dcd", "topology.pdb"], "openmm": ["trajectory.traj"]}[engine]
     assert not any((tmp_path / name).exists() for name in stale)
+
+
+def test_an_interrupt_inside_a_trajectory_frame_waits_for_the_frame(tmp_path, monkeypatch):
+    """A SIGTERM landing in the trajectory frame's write (numpy's tofile) ended `lawful md` with a
+    TypeError, exit 1, and a torn frame (CI). The signal now waits until the frame is written: the
+    run stops with the interrupt and every frame on disk reads back."""
+    import os
+    import signal
+
+    from ase.io import read
+    from ase.io import ulm
+
+    atoms = rattled_copper(seed=3, amp=0.02)
+    real_fill, calls = ulm.Writer.fill, []
+
+    def fill(self, a):
+        calls.append(1)
+        if len(calls) == 7:                       # inside the second frame's arrays
+            os.kill(os.getpid(), signal.SIGINT)   # its handler runs at the next bytecode, here
+        return real_fill(self, a)
+
+    monkeypatch.setattr(ulm.Writer, "fill", fill)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_md(atoms, MorsePairModel(), "ase", timestep_fs=1.0, steps=100, report_interval=5, out=tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    frames = read(tmp_path / "trajectory.traj", index=":")
+    assert len(frames) >= 2 and all(len(f) == len(atoms) for f in frames)
+    assert json.loads((tmp_path / "md.json").read_text())["status"] == "interrupted"
