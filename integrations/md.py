@@ -139,7 +139,7 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
                        friction=friction_per_ps / (1000.0 * aseu.fs), rng=np.random.default_rng(seed + 1))
     files = {}
     on_start()
-    obs = DriftObserver(dyn, csv=(out / "drift.csv") if out else None)
+    obs = DriftObserver(dyn, csv=(out / "drift.csv") if out else None, nve=ensemble == "nve")
     dyn.attach(obs, interval=report_interval)
     traj = None
     if out:

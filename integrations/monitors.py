@@ -33,7 +33,14 @@ import ase.units as _ase_units
 from lawful.integrations import units
 from lawful.kernels.errors import InputError, NumericalError
 
-__all__ = ["DriftAccumulator", "DriftSummary", "DriftObserver", "CsvLog", "CSV_COLUMNS"]
+__all__ = ["DriftAccumulator", "DriftSummary", "DriftObserver", "CsvLog", "CSV_COLUMNS", "BLOWUP_EV_PER_ATOM"]
+
+#: A total energy this far (eV per atom) from the first sample means the run has blown up: no
+#: stable MD of a bound system moves it that far (the largest excursion in the project's drift
+#: results, the non-conservative controls included, is 0.013 eV/atom), and it is of the order of a
+#: bond energy. An engine with no domain check of its own (ASE's EMT at a 50 fs step: 1e7 eV/atom)
+#: would otherwise finish "complete" with a drift of 1e8 meV/atom/ps.
+BLOWUP_EV_PER_ATOM = 1.0
 
 #: Columns of the drift CSV files written by :class:`DriftObserver` and ``DriftReporter``.
 CSV_COLUMNS = ("step", "time_ps", "potential_eV", "kinetic_eV", "total_eV", "temperature_K")
@@ -68,16 +75,29 @@ class DriftAccumulator:
     ----------
     n_atoms:
         number of atoms the energies belong to (used for the per-atom normalisation).
+    blowup_ev_per_atom:
+        :meth:`add` raises :class:`NumericalError` when the total energy has moved further than
+        this from the first sample (eV per atom; default :data:`BLOWUP_EV_PER_ATOM`; None: never).
+    conserving:
+        True (NVE): a move either way counts. False (a thermostat or barostat exchanges energy):
+        only a rise counts, since a thermostat legitimately carries off the heat of a structure
+        relaxing from a poor start.
 
     Feed it with :meth:`add`; every quantity is kept as a running sum centred on the first sample
     (numerically safe in float64 for millions of samples), so memory use is constant.
     """
 
-    def __init__(self, n_atoms: int):
+    def __init__(self, n_atoms: int, blowup_ev_per_atom: float | None = BLOWUP_EV_PER_ATOM,
+                 conserving: bool = True):
         n_atoms = int(n_atoms)
         if n_atoms <= 0:
             raise InputError(f"n_atoms must be a positive integer, got {n_atoms}.")
+        if blowup_ev_per_atom is not None and not (float(blowup_ev_per_atom) > 0.0):
+            raise InputError(f"blowup_ev_per_atom must be a positive energy in eV/atom or None (no check), got "
+                             f"{blowup_ev_per_atom!r}.")
         self.n_atoms = n_atoms
+        self.blowup_ev_per_atom = None if blowup_ev_per_atom is None else float(blowup_ev_per_atom)
+        self.conserving = bool(conserving)
         self.reset()
 
     def reset(self) -> None:
@@ -101,6 +121,13 @@ class DriftAccumulator:
         if self._t0 is None:
             self._t0, self._e0 = t, e
         x, y = t - self._t0, e - self._e0
+        moved = (abs(y) if self.conserving else y) / self.n_atoms
+        if self.blowup_ev_per_atom is not None and moved > self.blowup_ev_per_atom:
+            raise NumericalError(
+                f"the total energy {'rose' if y > 0 else 'fell'} by {abs(y) / self.n_atoms:.4g} eV/atom between "
+                f"t={self._t0:.6g} ps and t={t:.6g} ps (more than {self.blowup_ev_per_atom:g} eV/atom: "
+                "no stable MD moves it that far) — the simulation has blown up; reduce the time step or "
+                "check the starting structure.")
         self.n += 1
         self._t_last = x
         self._st += x
@@ -191,13 +218,16 @@ class DriftObserver:
     Each call reads the dynamics' time (``dyn.get_time()``, converted to ps), the potential energy
     (eV, from the atoms' calculator — already computed by the integrator, so no extra force call)
     and the kinetic energy (eV). Call it once before ``dyn.run`` to record t = 0, or rely on ASE
-    calling attached observers at step 0 (it does).
+    calling attached observers at step 0 (it does). ``nve``: the dynamics conserve energy (False
+    for a thermostat: see ``conserving`` of :class:`DriftAccumulator`, which stops a blown-up run).
     """
 
-    def __init__(self, dyn, csv: str | os.PathLike | None = None, accumulator: DriftAccumulator | None = None):
+    def __init__(self, dyn, csv: str | os.PathLike | None = None, accumulator: DriftAccumulator | None = None,
+                 nve: bool = True):
         self.dyn = dyn
         self.atoms = dyn.atoms
-        self.accumulator = accumulator if accumulator is not None else DriftAccumulator(len(self.atoms))
+        self.accumulator = (accumulator if accumulator is not None
+                            else DriftAccumulator(len(self.atoms), conserving=bool(nve)))
         self.log = CsvLog(csv) if csv is not None else None
         self._last_step = None
 
@@ -209,9 +239,9 @@ class DriftObserver:
         t_ps = self.dyn.get_time() * _PS_PER_ASE_TIME
         u = float(self.atoms.get_potential_energy())
         k = float(self.atoms.get_kinetic_energy())
-        self.accumulator.add(t_ps, u, k)
-        if self.log is not None:
+        if self.log is not None:   # first: a sample that stops the run (blown up) is in the file
             self.log.write(step, t_ps, u, k, float(self.atoms.get_temperature()))
+        self.accumulator.add(t_ps, u, k)
 
     def summary(self) -> DriftSummary:
         """The accumulator's :class:`DriftSummary`."""

@@ -701,7 +701,7 @@ class DriftReporter:
         masses = [system.getParticleMass(i).value_in_unit(_omm_unit.dalton) for i in range(system.getNumParticles())]
         n_real = sum(1 for m in masses if m > 0.0)
         n_atoms = self._n_atoms if self._n_atoms is not None else n_real
-        self.accumulator = DriftAccumulator(n_atoms)
+        self.accumulator = DriftAccumulator(n_atoms, conserving=self._nve)
         dof = 3 * n_real - system.getNumConstraints()
         if any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces()):
             dof -= 3
@@ -729,9 +729,9 @@ class DriftReporter:
         t_ps = state.getTime().value_in_unit(_omm_unit.picosecond)
         u = state.getPotentialEnergy().value_in_unit(_omm_unit.kilojoule_per_mole) * units.EV_PER_KJMOL
         k = state.getKineticEnergy().value_in_unit(_omm_unit.kilojoule_per_mole) * units.EV_PER_KJMOL
-        self.accumulator.add(t_ps, u, k)
-        if self.log is not None:
+        if self.log is not None:   # first: a sample that stops the run (blown up) is in the file
             self.log.write(step, t_ps, u, k, 2.0 * k / (self._dof * _KB_EV))
+        self.accumulator.add(t_ps, u, k)
 
     def record(self, simulation) -> None:
         """Record the current state now (e.g. t = 0 before ``simulation.step``)."""

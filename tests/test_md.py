@@ -300,3 +300,27 @@ def test_an_interrupt_inside_a_trajectory_frame_waits_for_the_frame(tmp_path, mo
     frames = read(tmp_path / "trajectory.traj", index=":")
     assert len(frames) >= 2 and all(len(f) == len(atoms) for f in frames)
     assert json.loads((tmp_path / "md.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("engine", ["ase", "openmm"])
+def test_a_blown_up_run_stops_as_failed_not_complete(tmp_path, engine):
+    """EMT has no domain check: at a 50 fs step copper's total energy rises by 1e5 eV/atom within
+    ten steps, and the run used to end "complete" with a drift of 6e8 meV/atom/ps. The drift
+    monitor now stops it (more than BLOWUP_EV_PER_ATOM from the first sample): md.json says
+    failed, and the sample that stopped it is the last row of drift.csv."""
+    from lawful.integrations.monitors import BLOWUP_EV_PER_ATOM
+    from lawful.kernels.errors import NumericalError
+
+    atoms = rattled_copper(seed=3, amp=0.02)
+    with pytest.raises(NumericalError, match="blown up; reduce the time step"):
+        run_md(atoms, "emt", engine, timestep_fs=50.0, steps=200, report_interval=5, out=tmp_path)
+    doc = json.loads((tmp_path / "md.json").read_text())
+    assert doc["status"].startswith("failed (NumericalError: the total energy rose by") and "drift" not in doc
+    rows = list(csv.DictReader((tmp_path / "drift.csv").open()))
+    moved = (float(rows[-1]["total_eV"]) - float(rows[0]["total_eV"])) / len(atoms)
+    assert moved > BLOWUP_EV_PER_ATOM and all(
+        abs(float(r["total_eV"]) - float(rows[0]["total_eV"])) / len(atoms) <= BLOWUP_EV_PER_ATOM for r in rows[:-1])
+    # the same atoms at a sane step complete, with a drift far inside the limit
+    res = run_md(atoms, "emt", engine, timestep_fs=2.0, steps=40, report_interval=5, out=tmp_path)
+    assert json.loads((tmp_path / "md.json").read_text())["status"] == "complete"
+    assert res.summary.max_abs_deviation_mev_per_atom < 1e-3 * 1e3 * BLOWUP_EV_PER_ATOM

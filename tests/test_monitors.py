@@ -88,3 +88,32 @@ def test_csv_log_is_flushed_each_row(tmp_path):
     assert tuple(rows[0]) == CSV_COLUMNS
     assert len(rows) == 2 and float(rows[1]["total_eV"]) == pytest.approx(-9.0)
     log.close()
+
+
+@pytest.mark.parametrize("conserving, move_ev_per_atom, stops", [
+    (True, +1.5, True),       # NVE: a rise past the limit is a blow-up
+    (True, -1.5, True),       # NVE: so is a fall
+    (True, +0.9, False),      # inside the limit
+    (False, -1.5, False),     # thermostat: carrying off a relaxing start's heat is legitimate
+    (False, +1.5, True),      # thermostat: heating past the limit is still a blow-up
+    (None, +1e6, False),      # blowup_ev_per_atom=None: no check
+])
+def test_a_blown_up_total_energy_stops_the_accumulator(conserving, move_ev_per_atom, stops):
+    n = 4
+    acc = (DriftAccumulator(n, blowup_ev_per_atom=None) if conserving is None
+           else DriftAccumulator(n, conserving=conserving))
+    acc.add(0.0, -10.0, 1.0)
+    if stops:
+        with pytest.raises(NumericalError, match="blown up") as err:
+            acc.add(0.1, -10.0 + n * move_ev_per_atom, 1.0)
+        assert f"{abs(move_ev_per_atom):.4g} eV/atom" in str(err.value)
+        assert acc.n == 1   # the sample that stopped it is not in the statistics
+    else:
+        acc.add(0.1, -10.0 + n * move_ev_per_atom, 1.0)
+        assert acc.summary().max_abs_deviation_mev_per_atom == pytest.approx(1e3 * abs(move_ev_per_atom))
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan")])
+def test_blowup_limit_must_be_a_positive_energy(value):
+    with pytest.raises(InputError, match="blowup_ev_per_atom"):
+        DriftAccumulator(3, blowup_ev_per_atom=value)
