@@ -10,6 +10,7 @@ Imports lawful.kernels only.
 * :func:`evaluate_batch` — energies/forces/stress of many structures in one call (screening).
 * :func:`load_model` / ``model.save`` — the safe ``.lawful`` model files; shipped models by name
   (:func:`shipped_models`: ``"cu-emt"``, ``"cu-emt-direct"``, ``"organic-xtb"``, ``"organic-xtb-direct"``).
+  :func:`load_dynamics_model` reads the same files for HNN/LNN/baseline models (``model.save``).
 * :func:`export_torchscript` — a scripted energy + forces module for openmm-torch.
 * :func:`gradient_check` — forces/stress against finite differences of the energy.
 * :mod:`lawful.forcefields.reference` — labelled reference data (EMT, Lennard-Jones, OpenMM).
@@ -35,9 +36,10 @@ from lawful.forcefields.dynamics_training import train_dynamics  # noqa: E402
 from lawful.forcefields.hamiltonian import HamiltonianNN  # noqa: E402
 from lawful.forcefields.integrators import energy_drift, integrate  # noqa: E402
 from lawful.forcefields.lagrangian import LagrangianNN  # noqa: E402
+from lawful.forcefields.model_io import load_dynamics_model  # noqa: E402
 
 __all__ += ["HamiltonianNN", "LagrangianNN", "DerivativeMLP", "integrate", "energy_drift",
-            "train_dynamics"]
+            "train_dynamics", "load_dynamics_model"]
 
 # alanine dipeptide conformers (C7eq, C5, restrained alphaR) minimised with any ASE calculator
 from lawful.forcefields.conformers import conformer_start, minimise_conformers  # noqa: E402

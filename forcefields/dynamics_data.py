@@ -21,6 +21,10 @@ Systems (the conventions of Greydanus et al. 2019 and its code):
 
 Ground truth comes from SciPy's DOP853 at rtol 1e-11, independent of lawful's integrators.
 All tensors are float64 on the CPU.
+
+Your own system: :meth:`DynamicsDataset.from_trajectories` builds a dataset from observed
+trajectories ``(n_t, n_traj, dim)`` (with measured derivatives, or finite differences along t),
+with the same split by trajectory; the energy and exact dynamics are optional there.
 """
 
 from __future__ import annotations
@@ -31,21 +35,33 @@ from typing import Callable
 import numpy as np
 import torch
 
-from lawful.kernels.errors import InputError
+from lawful.kernels.errors import InputError, ShapeError
 
 __all__ = ["DynamicsDataset", "mass_spring", "pendulum", "two_body", "double_pendulum",
-           "SYSTEMS", "make_dataset"]
+           "SYSTEMS", "make_dataset", "STATE_NAMES"]
+
+
+#: The state pair each ``DynamicsDataset.state`` stands for, as the models name it
+#: (``HamiltonianNN.state_names``, ``LagrangianNN.state_names``).
+STATE_NAMES = {"canonical": ("q", "p"), "velocity": ("q", "qdot")}
+
+#: The tensor fields of a dataset that must be ``(n, dim)``, finite and of one dtype.
+SAMPLE_FIELDS = ("x", "y", "dx", "dy", "test_x", "test_y", "test_dx", "test_dy")
 
 
 @dataclass
 class DynamicsDataset:
-    """Noisy samples of one system, split 50/50 by trajectory.
+    """Noisy samples of one system, split by trajectory.
 
-    x, y: observed training states ``(n_train, dim)`` (q and p, or q and q̇ when
-    ``state == "velocity"``); dx, dy: exact time derivatives at the clean states. test_*: the same
-    for the held-out trajectories. traj_x, traj_y: clean test trajectories ``(n_t, n_test_traj,
-    dim)`` at times ``t`` (the first entry is each rollout's initial condition).
-    energy(x, y) -> (batch,) and vector_field(x, y) -> (ẋ, ẏ) are the exact torch functions.
+    x, y: observed training states ``(n_train, dim)`` (q and p when ``state == "canonical"``, q
+    and q̇ when ``state == "velocity"``); dx, dy: their time derivatives (the targets). test_*: the
+    same for the held-out trajectories. traj_x, traj_y: test trajectories ``(n_t, n_test_traj,
+    dim)`` at times ``t`` (the first entry is each rollout's initial condition; clean for the
+    built-in systems). energy(x, y) -> (batch,) and vector_field(x, y) -> (ẋ, ẏ) are the exact
+    torch functions, or None when unknown (a dataset built from observed trajectories, see
+    :meth:`from_trajectories`): training then works without a constraint, ``violation_rms`` and
+    the true-energy metrics are None, and the rollout metrics (which need exact trajectories)
+    refuse. Units are the data's own; time derivatives are per unit of ``t``.
     """
 
     name: str
@@ -62,15 +78,130 @@ class DynamicsDataset:
     t: torch.Tensor
     traj_x: torch.Tensor
     traj_y: torch.Tensor
-    energy: Callable = field(repr=False)
-    vector_field: Callable = field(repr=False)
+    energy: Callable | None = field(repr=False)
+    vector_field: Callable | None = field(repr=False)
     meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_trajectories(cls, t, x, y, dx=None, dy=None, *, state: str = "canonical",
+                          energy: Callable | None = None, vector_field: Callable | None = None,
+                          test_split: float = 0.5, name: str = "user") -> "DynamicsDataset":
+        """A dataset from your own trajectories, split by trajectory like the built-in systems.
+
+        t: ``(n_t,)`` strictly increasing sample times, shared by every trajectory (any time
+        unit). x, y: ``(n_t, n_traj, dim)`` observed states — q and p (``state="canonical"``, for
+        a HamiltonianNN) or q and q̇ (``state="velocity"``, for a LagrangianNN), in your units.
+        dx, dy: their time derivatives at the same points, ``(n_t, n_traj, dim)`` in units per
+        unit of t; None (both) estimates them from x, y by second-order finite differences along
+        t (``numpy.gradient``, ``edge_order=2``: O(Δt²) error, and noise in x, y is amplified by
+        ~1/Δt — pass measured derivatives when you have them).
+        energy(x, y) -> (batch,): the conserved energy if known (needed by an energy constraint
+        and by the true-energy metrics), else None. vector_field(x, y) -> (ẋ, ẏ): the exact
+        dynamics if known (needed by :func:`~lawful.forcefields.dynamics_training.rollout_metrics`).
+        test_split: the fraction of trajectories held out (the last ones; at least one on each
+        side). Everything is converted to float64 on the CPU; NaN/inf, bad shapes and a
+        non-increasing t raise :class:`InputError`/:class:`ShapeError` naming the field and the
+        first bad index.
+        """
+        if state not in STATE_NAMES:
+            raise InputError(f"state must be one of {sorted(STATE_NAMES)}, got {state!r}: 'canonical' for "
+                             "(q, p), 'velocity' for (q, q̇).")
+        if (dx is None) != (dy is None):
+            raise InputError("pass both dx and dy (the measured time derivatives), or neither (they are "
+                             "then estimated by finite differences along t).")
+        for fname, fn in (("energy", energy), ("vector_field", vector_field)):
+            if fn is not None and not callable(fn):
+                raise InputError(f"{fname} must be a callable of (x, y) or None, got {type(fn).__name__}.")
+        tt = _as_float64("t", t)
+        if tt.dim() != 1 or tt.shape[0] < 2:
+            raise ShapeError(f"t has shape {tuple(tt.shape)}; expected (n_t,) with n_t >= 2 sample times.")
+        _first_nonfinite("t", tt)
+        steps = tt[1:] - tt[:-1]
+        if not bool((steps > 0).all()):
+            k = int(torch.nonzero(steps <= 0)[0, 0]) + 1
+            raise InputError(f"t must be strictly increasing; t[{k}] = {float(tt[k])!r} follows "
+                             f"t[{k - 1}] = {float(tt[k - 1])!r}.")
+        arrays = {"x": x, "y": y} if dx is None else {"x": x, "y": y, "dx": dx, "dy": dy}
+        arrays = {k: _as_float64(k, v) for k, v in arrays.items()}
+        shape = tuple(arrays["x"].shape)
+        if len(shape) != 3 or shape[0] != tt.shape[0]:
+            raise ShapeError(f"x has shape {shape}; expected (n_t, n_traj, dim) with n_t = {tt.shape[0]} "
+                             "(one state per sample time and trajectory).")
+        for k, v in arrays.items():
+            if tuple(v.shape) != shape:
+                raise ShapeError(f"{k} has shape {tuple(v.shape)} but x has {shape}; they must match "
+                                 "(n_t, n_traj, dim).")
+            _first_nonfinite(k, v)
+        n_t, n_traj, dim = shape
+        if n_traj < 2:
+            raise InputError(f"{n_traj} trajectory: a split by trajectory needs at least 2 (train and test).")
+        if not (isinstance(test_split, float) and 0 < test_split < 1):
+            raise InputError(f"test_split must be a float in (0, 1), got {test_split!r}.")
+        xs, ys = arrays["x"], arrays["y"]
+        if dx is None:
+            tn = tt.numpy()
+            dxs = torch.from_numpy(np.gradient(xs.numpy(), tn, axis=0, edge_order=2 if n_t > 2 else 1))
+            dys = torch.from_numpy(np.gradient(ys.numpy(), tn, axis=0, edge_order=2 if n_t > 2 else 1))
+            how = "finite differences (numpy.gradient, edge_order=2)"
+        else:
+            dxs, dys, how = arrays["dx"], arrays["dy"], "given"
+        n_train = min(max(int(round(n_traj * (1 - test_split))), 1), n_traj - 1)
+        return _assemble(name, state, tt, xs, ys, dxs, dys, xs, ys, energy, vector_field, n_train,
+                         {"source": "from_trajectories", "derivatives": how, "test_split": test_split})
+
+    def validate(self) -> "DynamicsDataset":
+        """Check the dataset before it is used (``train_dynamics`` calls this): ``state`` known, every
+        sample field (:data:`SAMPLE_FIELDS`) a floating ``(n, dim)`` tensor, train and test fields
+        each of one length, one dtype, all finite. Raises :class:`InputError` / :class:`ShapeError`
+        naming the field and the first bad index; returns the dataset."""
+        if self.state not in STATE_NAMES:
+            raise InputError(f"dataset {self.name!r}: state {self.state!r} is not one of {sorted(STATE_NAMES)}.")
+        dtype = None
+        for part in (SAMPLE_FIELDS[:4], SAMPLE_FIELDS[4:]):
+            n = None
+            for k in part:
+                v = getattr(self, k)
+                if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+                    raise InputError(f"dataset field {k} must be a float tensor (n, {self.dim}), got "
+                                     f"{getattr(v, 'dtype', type(v).__name__)}.")
+                if v.dim() != 2 or v.shape[1] != self.dim or (n is not None and v.shape[0] != n):
+                    want = f"({n}, {self.dim})" if n is not None else f"(n, {self.dim})"
+                    raise ShapeError(f"dataset field {k} has shape {tuple(v.shape)}; expected {want} "
+                                     f"(dim={self.dim}, one row per sample like {part[0]}).")
+                if dtype is not None and v.dtype != dtype:
+                    raise InputError(f"dataset field {k} is {v.dtype} but x is {dtype}; use one dtype.")
+                n, dtype = v.shape[0], v.dtype
+                _first_nonfinite(k, v)
+        return self
 
     def trajectories(self, x0: torch.Tensor, y0: torch.Tensor, t: torch.Tensor):
         """Exact (DOP853) trajectories from states ``(batch, dim)`` at times ``t`` ->
-        ``(len(t), batch, dim)`` twice."""
+        ``(len(t), batch, dim)`` twice. Needs the exact ``vector_field``."""
+        if self.vector_field is None:
+            raise InputError(f"dataset {self.name!r} has no exact vector_field (built from observed "
+                             "trajectories), so exact trajectories cannot be computed: pass "
+                             "vector_field= to from_trajectories if you know the dynamics.")
         xs, ys = _solve(self.vector_field, x0, y0, t.numpy())
         return xs, ys
+
+
+def _as_float64(name, value) -> torch.Tensor:
+    try:
+        out = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{name} must be a tensor or array of numbers, got {type(value).__name__}.") from exc
+    if not (out.is_floating_point() or out.dtype in (torch.int32, torch.int64)):
+        raise InputError(f"{name} has dtype {out.dtype}; pass real numbers.")
+    return out.detach().to(device="cpu", dtype=torch.float64).contiguous()
+
+
+def _first_nonfinite(name: str, value: torch.Tensor) -> None:
+    """InputError naming ``name`` and the index of its first NaN/inf entry, if any."""
+    bad = ~torch.isfinite(value.detach())
+    if bool(bad.any()):
+        idx = tuple(int(i) for i in torch.nonzero(bad)[0])
+        raise InputError(f"dataset field {name} holds {int(bad.sum())} NaN/inf value(s), the first at index "
+                         f"{idx} ({float(value[idx])!r}): drop or fill those samples before training.")
 
 
 def _solve(vf, x0: torch.Tensor, y0: torch.Tensor, t_eval: np.ndarray):
@@ -100,6 +231,14 @@ def _build(name, state, vf, energy, x0, y0, t, noise_std, rng, test_split, meta)
     noise = torch.from_numpy(rng.normal(0.0, noise_std, size=(2,) + tuple(xs.shape)))
     ox, oy = xs + noise[0], ys + noise[1]
     n_train = int(round(n_traj * (1 - test_split)))
+    return _assemble(name, state, torch.from_numpy(t), ox, oy, dxs, dys, xs, ys, energy, vf, n_train,
+                     dict(meta, noise_std=noise_std, test_split=test_split))
+
+
+def _assemble(name, state, t, ox, oy, dxs, dys, xs, ys, energy, vf, n_train, meta):
+    """The dataset from ``(n_t, n_traj, dim)`` observed states ``ox, oy``, targets ``dxs, dys`` and
+    test trajectories ``xs, ys``: the first ``n_train`` trajectories train, the rest test."""
+    n_t, n_traj, dim = ox.shape
 
     def flat(a, sl):
         return a[:, sl].transpose(0, 1).reshape(-1, dim).contiguous()
@@ -109,11 +248,10 @@ def _build(name, state, vf, energy, x0, y0, t, noise_std, rng, test_split, meta)
         name=name, state=state, dim=dim,
         x=flat(ox, tr), y=flat(oy, tr), dx=flat(dxs, tr), dy=flat(dys, tr),
         test_x=flat(ox, te), test_y=flat(oy, te), test_dx=flat(dxs, te), test_dy=flat(dys, te),
-        t=torch.from_numpy(t), traj_x=xs[:, te].contiguous(), traj_y=ys[:, te].contiguous(),
+        t=t, traj_x=xs[:, te].contiguous(), traj_y=ys[:, te].contiguous(),
         energy=energy, vector_field=vf,
-        meta=dict(meta, noise_std=noise_std, n_trajectories=n_traj, test_split=test_split,
-                  n_train=n_train * len(t), n_test=(n_traj - n_train) * len(t),
-                  samples_per_trajectory=len(t), t_span=[float(t[0]), float(t[-1])]))
+        meta=dict(meta, n_trajectories=n_traj, n_train=n_train * n_t, n_test=(n_traj - n_train) * n_t,
+                  samples_per_trajectory=n_t, t_span=[float(t[0]), float(t[-1])]))
 
 
 def _check_common(samples, noise_std, test_split):

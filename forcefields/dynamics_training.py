@@ -20,17 +20,16 @@ Metrics (see :func:`rollout_metrics` and :func:`long_horizon_drift`):
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from lawful.forcefields.dynamics_data import DynamicsDataset
+from lawful.forcefields.dynamics_data import STATE_NAMES, DynamicsDataset
 from lawful.forcefields.integrators import energy_drift, integrate
 from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty
 from lawful.kernels.distributed import DistContext
-from lawful.kernels.errors import InputError
+from lawful.kernels.errors import InputError, ShapeError
 from lawful.kernels.training_core import Hooks, Loop, LoopConfig
 
 __all__ = ["TrainResult", "train_dynamics", "derivative_loss", "energy_rate", "rollout_metrics",
@@ -41,12 +40,12 @@ __all__ = ["TrainResult", "train_dynamics", "derivative_loss", "energy_rate", "r
 class TrainResult:
     """What :func:`train_dynamics` returns: final losses (``train_loss``, ``test_loss``: the
     derivative MSE on the training and test states), ``violation_rms`` (RMS of dE/dt along the
-    model's vector field, :func:`energy_rate`, on the *test* states), seconds, steps, the
-    constraint's state, the history."""
+    model's vector field, :func:`energy_rate`, on the *test* states; None when the dataset has no
+    known energy), seconds, steps, the constraint's state, the history."""
 
     train_loss: float
     test_loss: float
-    violation_rms: float
+    violation_rms: float | None
     seconds: float
     steps: int
     constraint: dict | None = None
@@ -90,18 +89,32 @@ def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int 
     are per training sample). ``constraint``: None, a :class:`SoftPenalty`, or an
     :class:`AugmentedLagrangian` on :func:`energy_rate` at the training states (the latter's
     multipliers are updated every ``constraint_every`` steps). ``seed`` fixes minibatch order.
+
+    Before the first step the dataset is checked (:meth:`DynamicsDataset.validate`: shapes,
+    dtypes, NaN/inf in any state or target, named with its first bad index), and so are the model
+    against it (its ``dim``, and its state pair: a HamiltonianNN needs ``data.state ==
+    "canonical"`` (q, p), a LagrangianNN ``"velocity"`` (q, q̇); the baseline takes either) and a
+    constraint against the data (it needs ``data.energy``). An :class:`AugmentedLagrangian` is
+    reset at the start (:meth:`~lawful.kernels.AugmentedLagrangian.reset`: multipliers, history
+    and penalty back to the constructor's values), so every call starts it fresh; its final state
+    is in the result. A training loss or gradient that becomes NaN/inf stops the run with
+    :class:`~lawful.kernels.NumericalError` before the optimiser step (the model keeps the last
+    finite weights).
     """
     if not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}.")
     if constraint is not None and not isinstance(constraint, (SoftPenalty, AugmentedLagrangian)):
         raise InputError(f"constraint must be None, a SoftPenalty or an AugmentedLagrangian, got "
                          f"{type(constraint).__name__}.")
+    _check_model_and_data(model, data, constraint)
     if isinstance(constraint, AugmentedLagrangian) and batch_size is not None:
         raise InputError("the augmented Lagrangian keeps one multiplier per training sample: train "
                          "full batch (batch_size=None).")
     params = [prm for prm in model.parameters() if prm.requires_grad]
     if not params:
         raise InputError("the model has no trainable parameters (a wrapped analytic function?).")
+    if isinstance(constraint, AugmentedLagrangian):
+        constraint.reset()
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=final_lr)
     hooks = _DynamicsHooks(model, data, constraint, batch_size, constraint_every, seed, log_every)
@@ -113,11 +126,37 @@ def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int 
     train = float(derivative_loss(model, data.x, data.y, data.dx, data.dy).detach())
     test = float(derivative_loss(model, data.test_x, data.test_y, data.test_dx,
                                  data.test_dy).detach())
-    v = energy_rate(model, data.energy, data.test_x, data.test_y).detach()
-    return TrainResult(train_loss=train, test_loss=test,
-                       violation_rms=float(torch.sqrt((v * v).mean())), seconds=seconds,
+    violation = None
+    if data.energy is not None:
+        v = energy_rate(model, data.energy, data.test_x, data.test_y).detach()
+        violation = float(torch.sqrt((v * v).mean()))
+    return TrainResult(train_loss=train, test_loss=test, violation_rms=violation, seconds=seconds,
                        steps=steps, constraint=None if constraint is None else constraint.state(),
                        history=loop.history)
+
+
+def _check_model_and_data(model, data, constraint) -> None:
+    """Everything train_dynamics can refuse before it trains (see its docstring)."""
+    if not isinstance(data, DynamicsDataset):
+        raise InputError(f"data must be a DynamicsDataset (make_dataset(...) or "
+                         f"DynamicsDataset.from_trajectories(...)), got {type(data).__name__}.")
+    data.validate()
+    dim = getattr(model, "dim", None)
+    if dim is not None and dim != data.dim:
+        raise ShapeError(f"the model has dim={dim} but the dataset {data.name!r} has dim={data.dim}; build "
+                         f"the model with dim={data.dim}.")
+    names = getattr(model, "state_names", None)
+    if names is not None and names != STATE_NAMES[data.state]:
+        want = next((k for k, v in STATE_NAMES.items() if v == names), "matching")
+        raise InputError(f"{type(model).__name__} reads the state as {names} but the dataset {data.name!r} "
+                         f"holds {STATE_NAMES[data.state]} (state={data.state!r}): it cannot fit those "
+                         f"targets. Use a dataset with state={want!r}, or a model for "
+                         f"{STATE_NAMES[data.state]} (HamiltonianNN: (q, p); LagrangianNN: (q, qdot); "
+                         "DerivativeMLP: either).")
+    if constraint is not None and data.energy is None:
+        raise InputError(f"a {type(constraint).__name__} constrains dE/dt of the known energy, but the dataset "
+                         f"{data.name!r} has none (energy=None): pass energy= to the dataset, or train "
+                         "without a constraint.")
 
 
 class _DynamicsHooks(Hooks):
@@ -162,33 +201,47 @@ def rollout_metrics(model, data: DynamicsDataset, horizon: float | None = None,
                     dt: float = 0.01, method: str = "rk4", n_points: int = 200) -> dict:
     """Rollouts of ``model`` from the clean initial states of the test trajectories.
 
-    Integrates to ``horizon`` (default: the data's time span) with ``method`` at step ``dt`` and
-    compares ``n_points`` equally spaced states with the exact (DOP853) trajectories.
+    Integrates towards ``horizon`` (default: the data's time span) with ``method`` at step ``dt``
+    and compares ``n_points`` equally spaced states with the exact (DOP853) trajectories, so the
+    dataset needs its exact ``vector_field`` (:class:`InputError` otherwise).
     Returns ``state_mse`` and ``energy_mse`` (the HNN paper's definition, see the module
-    docstring), plus the horizon and the number of rollouts.
+    docstring; None when the dataset has no energy), ``horizon`` — the time actually integrated,
+    ``steps * dt``: the step count is rounded and cut to a multiple of the saving interval, so it
+    can differ from the one asked for, which is ``horizon_requested`` —, ``steps``, ``points``
+    (states compared per rollout) and the number of rollouts.
     """
-    horizon = float(data.t[-1]) if horizon is None else float(horizon)
-    steps = int(round(horizon / dt))
+    if data.vector_field is None:
+        raise InputError(f"rollout_metrics compares with exact trajectories, but the dataset {data.name!r} has "
+                         "no vector_field (built from observed trajectories): pass vector_field= to "
+                         "DynamicsDataset.from_trajectories, or compare with data.traj_x/traj_y yourself.")
+    requested = float(data.t[-1]) if horizon is None else float(horizon)
+    steps = int(round(requested / dt))
     save = max(1, steps // n_points)
     steps = save * (steps // save)
     x0, y0 = data.traj_x[0], data.traj_y[0]
     xs, ys = integrate(model, (x0, y0), dt, steps, method, save_every=save)
+    xs, ys = xs.to(x0.dtype), ys.to(y0.dtype)
     times = torch.arange(xs.shape[0], dtype=torch.float64) * dt * save
     tx, ty = data.trajectories(x0, y0, times)
-    e_true = _energy_series(data.energy, tx, ty)
-    e_model = _energy_series(data.energy, xs, ys)
+    energy_mse = None
+    if data.energy is not None:
+        e_true = _energy_series(data.energy, tx, ty)
+        e_model = _energy_series(data.energy, xs, ys)
+        energy_mse = float(((e_model - e_true) ** 2).mean())
     return {"state_mse": float(((xs - tx) ** 2).mean() / 2 + ((ys - ty) ** 2).mean() / 2),
-            "energy_mse": float(((e_model - e_true) ** 2).mean()),
-            "horizon": horizon, "rollouts": int(x0.shape[0]), "dt": dt, "method": method}
+            "energy_mse": energy_mse, "horizon": steps * dt, "horizon_requested": requested,
+            "steps": steps, "points": int(xs.shape[0]), "rollouts": int(x0.shape[0]), "dt": dt,
+            "method": method}
 
 
 def long_horizon_drift(model, data: DynamicsDataset, dt: float, steps: int, method: str,
                        n_points: int = 100, tol: float | None = 1e-11, max_iter: int = 100) -> dict:
     """Energy drift of the *true* energy along ``steps``-step rollouts of ``model`` with
     ``method`` from the test initial states: ``final_abs`` (mean |E(T) − E(0)|), ``max_abs``,
-    ``rel_max`` and the secular ``slope`` (per unit time), plus the wall time.
+    ``rel_max`` and the secular ``slope`` (per unit time), plus the wall time; these four are None
+    when the dataset has no known energy.
     ``model_energy_*`` report the same for the model's own conserved quantity when it has one
-    (``hamiltonian`` or ``energy``)."""
+    (``hamiltonian`` or ``energy``). ``finite``: whether the whole rollout stayed finite."""
     save = max(1, steps // n_points)
     if steps % save:
         raise InputError(f"steps={steps} must be a multiple of {save}.")
@@ -198,12 +251,15 @@ def long_horizon_drift(model, data: DynamicsDataset, dt: float, steps: int, meth
                        max_iter=max_iter)
     seconds = time.perf_counter() - t0
     times = torch.arange(xs.shape[0], dtype=torch.float64) * dt * save
-    out = energy_drift(_energy_series(data.energy, xs, ys), times)
+    if data.energy is not None:
+        out = energy_drift(_energy_series(data.energy, xs, ys), times)
+    else:
+        out = {"max_abs": None, "final_abs": None, "rel_max": None, "slope": None}
     own = getattr(model, "hamiltonian", None) or getattr(model, "energy", None)
     if own is not None:
         e = _energy_series(lambda a, b: own(a, b).detach(), xs, ys)
         d = energy_drift(e, times)
         out.update({"model_energy_final_abs": d["final_abs"], "model_energy_slope": d["slope"]})
     out.update({"steps": steps, "dt": dt, "method": method, "seconds": seconds,
-                "finite": bool(math.isfinite(out["max_abs"]))})
+                "finite": bool(torch.isfinite(xs).all() and torch.isfinite(ys).all())})
     return out

@@ -63,6 +63,8 @@ class HamiltonianNN(ScalarFunctionModel):
     ``hamiltonian(q, p)`` returns ``(batch,)``; ``time_derivative(q, p)`` returns ``(q̇, ṗ)``.
     ``HamiltonianNN.from_function(H)`` wraps a known analytic H(q, p) -> (batch,) in the same
     interface, to check the machinery (and the integrators) against exact answers.
+    ``save(path)`` writes a network (every constructor argument, mass included, and the weights)
+    to a ``.lawful`` file; :func:`lawful.forcefields.load_dynamics_model` reads it back.
     """
 
     def __init__(self, dim: int = 1, separable: bool = True, hidden: int = 200, layers: int = 2,
@@ -77,7 +79,7 @@ class HamiltonianNN(ScalarFunctionModel):
         self.kinetic_net = self.potential_net = self.net = None
         if self.separable:
             if mass is not None:
-                if not isinstance(mass, (int, float)) or not mass > 0:
+                if not isinstance(mass, (int, float)) or isinstance(mass, bool) or not mass > 0:
                     raise InputError(f"mass must be a positive number (or None to learn T(p)), "
                                      f"got {mass!r}.")
                 self.mass = float(mass)
@@ -89,6 +91,8 @@ class HamiltonianNN(ScalarFunctionModel):
                 raise InputError("mass= only applies to separable=True (H = |p|²/2m + V(q)); drop "
                                  "it or set separable=True.")
             self.net = build_mlp(2 * dim, 1, hidden, layers, activation, dtype, device)
+        self._arguments = dict(dim=dim, separable=self.separable, hidden=hidden, layers=layers,
+                               activation=activation, mass=self.mass)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -96,9 +100,11 @@ class HamiltonianNN(ScalarFunctionModel):
                       separable: bool = False) -> "HamiltonianNN":
         """Wrap a known ``hamiltonian(q, p) -> (batch,)`` (torch ops, differentiable).
 
-        ``dim`` (optional) fixes the number of degrees of freedom for input checks. Declare
-        ``separable=True`` only if H = T(p) + V(q) truly holds: the explicit symplectic
-        integrators then evaluate ∂H/∂p at q = 0 and ∂H/∂q at p = 0.
+        ``dim`` (optional) fixes the number of degrees of freedom for input checks (without it,
+        a 1-D state longer than 1 is refused as ambiguous). Declare ``separable=True`` only if
+        H = T(p) + V(q) truly holds: the explicit symplectic integrators evaluate ∂H/∂p at q = 0
+        and ∂H/∂q at p = 0, so :func:`~lawful.forcefields.integrate` first checks the claim at the
+        initial states (:meth:`check_separable`) and refuses a non-separable H.
         """
         obj = cls._wrapping(hamiltonian, dim, "H(q, p)")
         obj.separable = bool(separable)
@@ -145,6 +151,35 @@ class HamiltonianNN(ScalarFunctionModel):
         if not self.separable or self._function is not None:
             raise InputError(f"{what}() needs a separable HamiltonianNN (separable=True, not a "
                              "wrapped function); use hamiltonian(q, p) instead.")
+
+    def check_separable(self, q, p) -> None:
+        """Refuse (:class:`InputError`) a wrapped H declared ``separable=True`` that is not
+        T(p) + V(q) at the states ``q, p`` (``(batch, dim)``) and at the same states shifted by
+        one in every coordinate: ∂H/∂p must not change when q is set to 0, nor ∂H/∂q when p is
+        (to 1e-8 relative in float64, 1e-4 in float32). Networks are separable by construction:
+        nothing to check. :func:`~lawful.forcefields.integrate` calls it before "leapfrog" /
+        "yoshida4", which would otherwise integrate another system without a word."""
+        if self._function is None or not self.separable:
+            return
+        q, p = self._check(q, p)
+        q = torch.cat([q, q + 1.0])
+        p = torch.cat([p, p + 1.0])
+        dh_dq, dh_dp = _grads(self._h, (q, p), False)
+        (dh_dp0,) = _grads(lambda x: self._h(torch.zeros_like(q), x), (p,), False)
+        (dh_dq0,) = _grads(lambda x: self._h(x, torch.zeros_like(p)), (q,), False)
+        tol = 1e-8 if q.dtype == torch.float64 else 1e-4
+        for what, full, split, at in (("∂H/∂p", dh_dp, dh_dp0, "q = 0"),
+                                      ("∂H/∂q", dh_dq, dh_dq0, "p = 0")):
+            ok = torch.isfinite(full) & torch.isfinite(split)       # skip points off H's domain
+            gap = float((full - split)[ok].abs().max()) if bool(ok.any()) else 0.0
+            scale = 1.0 + (float(full[ok].abs().max()) if bool(ok.any()) else 0.0)
+            if gap > tol * scale:
+                raise InputError(
+                    f"this H was declared separable=True but is not H = T(p) + V(q): {what} "
+                    f"changes by {gap:.3e} when evaluated at {at} instead of the state, so "
+                    "leapfrog/yoshida4 would integrate another system. Wrap it with "
+                    "separable=False and use method='implicit_midpoint' (symplectic for any H) "
+                    "or 'rk4'.")
 
     # ------------------------------------------------------------------ dynamics
     def time_derivative(self, q, p, create_graph: bool = False, check: bool = True):

@@ -18,7 +18,9 @@ Methods
                      :class:`ConvergenceError` otherwise.
 "rk4"                classic Runge-Kutta, 4th order, not symplectic: the control whose energy drifts.
 
-Everything is computed in the dtype of the initial state (use float64 for conservation checks).
+A model with parameters is integrated in its dtype (the initial state is converted to it); a
+wrapped function or plain callable in the dtype of the initial state (use float64 for
+conservation checks).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from lawful.forcefields.derivative_mlp import check_pair
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
 
 __all__ = ["integrate", "METHODS", "energy_drift"]
@@ -65,27 +68,38 @@ def _vector_field(model) -> Callable:
                      f"callable, got {type(model).__name__}.")
 
 
-def _state(state0):
+def _placement(model):
+    """The dtype and device of a model's parameters ((None, None) for a wrapped function or a
+    plain callable: the state's own are used)."""
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for prm in params():
+            return prm.dtype, prm.device
+    return None, None
+
+
+def _state(state0, model):
+    """The initial state as two ``(batch, dim)`` tensors, validated once by the models' own rule
+    (:func:`~lawful.forcefields.derivative_mlp.check_pair`: a ``(dim,)`` tensor is one state) and
+    converted to the model's dtype and device when it has parameters."""
     if not isinstance(state0, (tuple, list)) or len(state0) != 2:
         raise InputError("state0 must be a pair (q0, p0) (or (q0, q̇0)) of (batch, dim) tensors, "
                          f"got {type(state0).__name__}.")
-    out = []
-    for name, x in zip(("q0", "p0"), state0):
-        if not isinstance(x, torch.Tensor):
-            x = torch.as_tensor(x, dtype=torch.float64)
-        if not x.is_floating_point():
-            raise InputError(f"{name} has dtype {x.dtype}; use float64 (or float32).")
-        if x.dim() == 1:
-            x = x.unsqueeze(0)
-        if x.dim() != 2:
-            raise ShapeError(f"{name} has shape {tuple(x.shape)}; expected (batch, dim).")
-        if not bool(torch.isfinite(x).all()):
-            raise InputError(f"{name} holds NaN or inf values.")
-        out.append(x.detach())
-    if out[0].shape != out[1].shape or out[0].dtype != out[1].dtype:
-        raise ShapeError(f"q0 {tuple(out[0].shape)} {out[0].dtype} and p0 {tuple(out[1].shape)} "
-                         f"{out[1].dtype} must have the same shape and dtype.")
-    return out[0], out[1]
+    dtype, device = _placement(model)
+    q, p = check_pair(state0[0], state0[1], getattr(model, "dim", None), ("q0", "p0"),
+                      dtype=dtype, device=device)
+    return q.detach(), p.detach()
+
+
+def _finite_parameters(model) -> None:
+    params = getattr(model, "parameters", None)
+    if not callable(params):
+        return
+    for name, prm in getattr(model, "named_parameters")():
+        if not bool(torch.isfinite(prm.detach()).all()):
+            raise InputError(f"the model's parameter {name!r} holds NaN/inf values, so every step "
+                             "would too: the model is corrupt (e.g. trained on non-finite targets); "
+                             "retrain it or load a good copy.")
 
 
 def _pair(res, name):
@@ -98,13 +112,20 @@ def integrate(model, state0, dt: float, steps: int, method: str = "leapfrog", *,
               tol: float | None = None, max_iter: int = 100, save_every: int = 1):
     """Integrate ``model`` from ``state0 = (q0, p0)`` for ``steps`` steps of size ``dt``.
 
-    q0, p0: ``(batch, dim)`` tensors (a ``(dim,)`` tensor is one initial condition), any float
-    dtype — the integration runs in it. Returns ``(q, p)``, each ``(steps // save_every + 1,
-    batch, dim)``, the first entry being the initial state. ``method``: one of :data:`METHODS`.
+    q0, p0: ``(batch, dim)`` tensors (a ``(dim,)`` tensor is one initial condition; a 1-D tensor
+    of another length, or a width other than ``model.dim``, raises :class:`ShapeError`), float32
+    or float64. A model with parameters (HamiltonianNN, LagrangianNN, DerivativeMLP) integrates in
+    its own dtype and device: the state is converted to them. A wrapped function or a plain
+    callable integrates in the state's dtype. Returns ``(q, p)``, each ``(steps // save_every + 1,
+    batch, dim)``, the first entry being the initial state. ``method``: one of :data:`METHODS`;
+    "leapfrog"/"yoshida4" first check that a wrapped H declared separable is separable at the
+    initial states (:meth:`HamiltonianNN.check_separable`).
     ``tol``/``max_iter``: implicit midpoint only — the fixed-point iteration stops when the change
     of the state is below ``tol * (1 + max|x|)`` (default tol: 1e-13 in float64, 1e-6 in float32)
     and raises :class:`ConvergenceError` after ``max_iter`` iterations.
-    Raises :class:`NumericalError` if the state becomes NaN/inf.
+    Raises :class:`InputError` for a model whose parameters hold NaN/inf, and
+    :class:`NumericalError` at the first step whose state is NaN/inf (every step is checked,
+    whatever ``save_every``).
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}: use one of {list(METHODS)}.")
@@ -121,7 +142,8 @@ def integrate(model, state0, dt: float, steps: int, method: str = "leapfrog", *,
                          f"got {save_every!r}.")
     if not isinstance(max_iter, int) or max_iter < 1:
         raise InputError(f"max_iter must be a positive integer, got {max_iter!r}.")
-    q, p = _state(state0)
+    q, p = _state(state0, model)
+    _finite_parameters(model)
     if tol is None:
         tol = 1e-13 if q.dtype == torch.float64 else 1e-6
     elif not (isinstance(tol, (int, float)) and tol > 0):
@@ -134,6 +156,9 @@ def integrate(model, state0, dt: float, steps: int, method: str = "leapfrog", *,
                 f"method {method!r} is explicit and needs a separable model H = T(p) + V(q) "
                 f"(velocity(p) and force(q)); {type(model).__name__} is not one. Use "
                 "method='implicit_midpoint' (symplectic for any H) or 'rk4'.")
+        check_separable = getattr(model, "check_separable", None)
+        if check_separable is not None:
+            check_separable(q, p)
         stepper = _Leapfrog(model, (1.0,) if method == "leapfrog" else _YOSHIDA)
     elif method == "rk4":
         stepper = _RK4(_vector_field(model))
@@ -147,10 +172,11 @@ def integrate(model, state0, dt: float, steps: int, method: str = "leapfrog", *,
     with torch.no_grad():
         for n in range(1, steps + 1):
             q, p = stepper(q, p, dt, n)
+            if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(p).all())):
+                raise NumericalError(f"the state became NaN/inf at step {n} (t = {n * dt:g}) "
+                                     f"with {method}: the trajectory left the region where the "
+                                     "model is finite; lower dt, or check the model there.")
             if n % save_every == 0:
-                if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(p).all())):
-                    raise NumericalError(f"the state became NaN/inf at step {n} (t = {n * dt:g}) "
-                                         f"with {method}: lower dt or check the model.")
                 qs[n // save_every], ps[n // save_every] = q, p
     return qs, ps
 

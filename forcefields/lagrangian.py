@@ -43,6 +43,8 @@ class LagrangianNN(ScalarFunctionModel):
     ``time_derivative(q, q̇)`` -> ``(q̇, q̈)`` for :func:`lawful.forcefields.integrate`
     (not separable: use "rk4" or "implicit_midpoint").
     ``LagrangianNN.from_function(L)`` wraps an analytic ``L(q, q̇) -> (batch,)``.
+    ``save(path)`` writes a network (every constructor argument, kinetic_prior included, and the
+    weights) to a ``.lawful`` file; :func:`lawful.forcefields.load_dynamics_model` reads it back.
     """
 
     separable = False
@@ -59,15 +61,18 @@ class LagrangianNN(ScalarFunctionModel):
         self._function = None
         self.net = build_mlp(2 * dim, 1, hidden, layers, activation, dtype, device)
         self.max_condition = self._max_condition(max_condition)
-        if not isinstance(kinetic_prior, (int, float)) or kinetic_prior < 0:
+        if (not isinstance(kinetic_prior, (int, float)) or isinstance(kinetic_prior, bool)
+                or not kinetic_prior >= 0):
             raise InputError(f"kinetic_prior must be a number >= 0, got {kinetic_prior!r}.")
         self.kinetic_prior = float(kinetic_prior)
+        self._arguments = dict(dim=dim, hidden=hidden, layers=layers, activation=activation,
+                               max_condition=self.max_condition, kinetic_prior=self.kinetic_prior)
 
     @staticmethod
     def _max_condition(value):
         if value is None:
             return None
-        if not isinstance(value, (int, float)) or not value > 1:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 1:
             raise InputError(f"max_condition must be a number > 1, got {value!r}.")
         return float(value)
 

@@ -1,10 +1,19 @@
-"""Saving and loading lawful force fields on the safe model-file format of
+"""Saving and loading lawful models on the safe model-file format of
 :mod:`lawful.kernels.modelfile` (safetensors weights + JSON header: loading never runs code).
 
-A file holds: the model kind ("NeuralPotential" / "DirectForceModel"), the constructor config
-(species, cutoff, descriptor and network sizes), every weight and normalisation buffer, the units,
-the dtype the model was saved in, the lawful version (written by the format) and the training
-summary (validation MAEs, epochs, data set size...).
+Two families share the one writer, :func:`save_model` (and each model's ``save``):
+
+* force fields (``NeuralPotential``, ``DirectForceModel``), read by :func:`load_model`: the file
+  holds the kind, the constructor config (species, cutoff, descriptor and network sizes), every
+  weight and normalisation buffer, the units, the dtype the model was saved in, the lawful version
+  (written by the format), the training summary and the training domain;
+* dynamics models (``HamiltonianNN``, ``LagrangianNN``, ``DerivativeMLP``), read by
+  :func:`load_dynamics_model`: the kind, every constructor argument (dim, sizes, activation,
+  ``separable``/``mass``, ``kinetic_prior``/``max_condition``), the weights, the dtype and an
+  optional training summary. A loaded model gives bitwise the outputs of the saved one.
+
+Each loader refuses the other family's files with a message naming the right loader, so an engine
+adapter handed a dynamics model's file never gets an object it cannot evaluate.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from lawful.kernels.precision import dtype_name
 
 from lawful.forcefields.base import UNITS, AtomisticModel
 
-__all__ = ["save_model", "load_model", "MODEL_KINDS"]
+__all__ = ["save_model", "load_model", "load_dynamics_model", "MODEL_KINDS", "DYNAMICS_KINDS"]
 
 
 def _kinds() -> dict:
@@ -28,19 +37,40 @@ def _kinds() -> dict:
     return {"NeuralPotential": NeuralPotential, "DirectForceModel": DirectForceModel}
 
 
-#: The model classes a file may name.
+def _dynamics_kinds() -> dict:
+    from lawful.forcefields.derivative_mlp import DerivativeMLP
+    from lawful.forcefields.hamiltonian import HamiltonianNN
+    from lawful.forcefields.lagrangian import LagrangianNN
+
+    return {"HamiltonianNN": HamiltonianNN, "LagrangianNN": LagrangianNN,
+            "DerivativeMLP": DerivativeMLP}
+
+
+#: The force-field classes a file may name (read by :func:`load_model`).
 MODEL_KINDS = ("NeuralPotential", "DirectForceModel")
+#: The dynamics-model classes a file may name (read by :func:`load_dynamics_model`).
+DYNAMICS_KINDS = ("HamiltonianNN", "LagrangianNN", "DerivativeMLP")
 
 
-def save_model(model: AtomisticModel, path: str | os.PathLike, training_summary: dict | None = None):
-    """Write ``model`` to ``path`` atomically. ``training_summary`` (JSON-able) defaults to the
-    model's own ``training_summary`` (set by :func:`lawful.forcefields.train`). Returns the path."""
-    if not isinstance(model, AtomisticModel) or model.kind not in MODEL_KINDS:
-        raise InputError(f"save_model takes a NeuralPotential or DirectForceModel, got {type(model).__name__!r}: "
-                         "save other lawful objects with their own save method.")
+def save_model(model, path: str | os.PathLike, training_summary: dict | None = None):
+    """Write ``model`` (a force field or a dynamics model, see the module docstring) to ``path``
+    atomically. ``training_summary`` (JSON-able) defaults to the model's own ``training_summary``
+    (set by :func:`lawful.forcefields.train`). Returns the path."""
+    from lawful.forcefields.derivative_mlp import DynamicsModel
     from lawful.kernels.modelfile import save_model_file
 
     summary = training_summary if training_summary is not None else getattr(model, "training_summary", {})
+    if isinstance(model, DynamicsModel) and type(model).__name__ in DYNAMICS_KINDS:
+        config = model.config           # InputError for a wrapped function: no code in a file
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_model_file(path, kind=type(model).__name__, config=config, tensors=tensors,
+                        metadata={"dtype": dtype_name(model.dtype), "training_summary": summary or {}})
+        return path
+    if not isinstance(model, AtomisticModel) or model.kind not in MODEL_KINDS:
+        raise InputError(f"save_model takes a force field ({', '.join(MODEL_KINDS)}) or a dynamics model "
+                         f"({', '.join(DYNAMICS_KINDS)}), got {type(model).__name__!r}; fluid correctors "
+                         "have their own corrector.save(path).")
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"units": dict(UNITS), "dtype": dtype_name(model.dtype),
                 "species": list(model.species), "cutoff": model.cutoff,
@@ -50,6 +80,26 @@ def save_model(model: AtomisticModel, path: str | os.PathLike, training_summary:
         metadata["pair_min_distance"] = {str(k): float(v) for k, v in pair_min.items()}
     save_model_file(path, kind=model.kind, config=model.config, tensors=tensors, metadata=metadata)
     return path
+
+
+def _rebuild(path, mf, cls, dtype, device):
+    """``cls(**config)`` in ``dtype`` (default: the saved one) on ``device`` with the file's
+    weights, strictly (every tensor, no other); ModelFileError when config or weights do not fit."""
+    saved_dtype = mf.metadata.get("dtype", "float64")
+    try:
+        model = cls(**mf.config, dtype=dtype or saved_dtype, device=device)
+    except (TypeError, InputError) as exc:
+        raise ModelFileError(f"{os.fspath(path)!r}: its config {mf.config} does not fit {mf.kind} "
+                             f"({exc}); it was written by another lawful version ({mf.lawful_version}).") from exc
+    state = {k: torch.as_tensor(v) for k, v in mf.tensors.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{os.fspath(path)!r}: its weights do not match the {mf.kind} architecture "
+                             f"in its config ({exc}); the file is corrupt or from another version.") from exc
+    model.training_summary = dict(mf.metadata.get("training_summary", {}))
+    model.eval()
+    return model
 
 
 def _pair_min_distance(path, value, species) -> dict:
@@ -78,7 +128,8 @@ def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticMod
     """Load a model written by :func:`save_model` / ``model.save``, or a shipped model by name.
 
     ``path``: a ``.lawful`` file, or the name of a model shipped with lawful (``"cu-emt"``, see
-    :func:`lawful.forcefields.shipped_models`); an existing file of that name wins.
+    :func:`lawful.forcefields.shipped_models`; a bare shipped name that is also a file in the working
+    directory is refused as ambiguous, see :func:`~lawful.forcefields.shipped.resolve_model_path`).
     Returns a :class:`~lawful.forcefields.NeuralPotential` or
     :class:`~lawful.forcefields.DirectForceModel` in evaluation mode, in ``dtype`` (default: the
     dtype it was saved in) on ``device`` (default "cpu"). Bad, truncated, foreign or future files
@@ -90,22 +141,34 @@ def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticMod
     path = resolve_model_path(path)
     mf = load_model_file(path)
     kinds = _kinds()
+    if mf.kind in DYNAMICS_KINDS:
+        raise ModelFileError(f"{os.fspath(path)!r} holds a {mf.kind}, a dynamics model, not a force field "
+                             f"({list(kinds)}): load it with lawful.forcefields.load_dynamics_model(path).")
     if mf.kind not in kinds:
         raise ModelFileError(f"{os.fspath(path)!r} holds a {mf.kind!r}, not a force field ({list(kinds)}); "
                              "load it with the tool that wrote it.")
-    saved_dtype = mf.metadata.get("dtype", "float64")
-    try:
-        model = kinds[mf.kind](**mf.config, dtype=dtype or saved_dtype, device=device)
-    except TypeError as exc:
-        raise ModelFileError(f"{os.fspath(path)!r}: its config {mf.config} does not fit {mf.kind} "
-                             f"({exc}); it was written by another lawful version ({mf.lawful_version}).") from exc
-    state = {k: torch.as_tensor(v) for k, v in mf.tensors.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"{os.fspath(path)!r}: its weights do not match the {mf.kind} architecture "
-                             f"in its config ({exc}); the file is corrupt or from another version.") from exc
-    model.training_summary = dict(mf.metadata.get("training_summary", {}))
+    model = _rebuild(path, mf, kinds[mf.kind], dtype, device)
     model.pair_min_distance = _pair_min_distance(path, mf.metadata.get("pair_min_distance", {}), model.species)
-    model.eval()
     return model
+
+
+def load_dynamics_model(path: str | os.PathLike, dtype=None, device=None):
+    """Load a dynamics model written by ``model.save(path)`` / :func:`save_model`.
+
+    Returns the :class:`~lawful.forcefields.HamiltonianNN`, :class:`~lawful.forcefields.LagrangianNN`
+    or :class:`~lawful.forcefields.DerivativeMLP` rebuilt with every constructor argument it was
+    saved with (mass, kinetic_prior, activation, ...) and its weights, in evaluation mode, in
+    ``dtype`` (default: the saved one) on ``device`` (default "cpu"); ``training_summary`` holds
+    what was saved with it. A force field's file, or a bad/foreign/future file, raises
+    :class:`~lawful.kernels.ModelFileError`; no code from the file is ever executed.
+    """
+    from lawful.kernels.modelfile import load_model_file
+
+    mf = load_model_file(path)
+    kinds = _dynamics_kinds()
+    if mf.kind not in kinds:
+        hint = ("load it with lawful.forcefields.load_model(path)" if mf.kind in MODEL_KINDS
+                else "load it with the tool that wrote it")
+        raise ModelFileError(f"{os.fspath(path)!r} holds a {mf.kind!r}, not a dynamics model ({list(kinds)}); "
+                             f"{hint}.")
+    return _rebuild(path, mf, kinds[mf.kind], dtype, device)

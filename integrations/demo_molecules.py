@@ -2,7 +2,9 @@
 (ASE) and as the ML region of an OpenMM ML/MM System in TIP3P water.
 
 No training: the shipped ``organic-xtb`` (NeuralPotential) and its control
-``organic-xtb-direct`` (DirectForceModel, same data and budget) are loaded by name.
+``organic-xtb-direct`` (DirectForceModel, same data and budget) are loaded from the package's own
+files (:func:`~lawful.forcefields.shipped.shipped_model_path`), never by bare name: a file or
+folder called ``organic-xtb`` in the working directory cannot stand in for them.
 
 1. ASE ``VelocityVerlet``, 0.5 fs, vacuum, 300 K start: total energy of both models.
 2. OpenMM ``VerletIntegrator``, 0.5 fs, alanine dipeptide in a 2 nm TIP3P box (ML/MM through
@@ -32,6 +34,7 @@ SIZES = {
     "full": dict(ase_steps=4000, nve_steps=4000, nvt_steps=20000, frame_every=100, minimize=300, report=10),
 }
 PADDING_NM = 1.0  # the smallest padding whose box (2 nm) takes the 1 nm PME cutoff: 727 atoms
+#: the shipped models run, by role: the names label the tables; :func:`_shipped` gives the files run
 MODELS = {"conservative": "organic-xtb", "direct": "organic-xtb-direct"}
 #: how each run is drawn (the classical reference as a wide pale band, as in the copper section)
 STYLES = {
@@ -66,6 +69,13 @@ def _plot(panels: list[tuple[str, int, dict]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _shipped(name: str) -> str:
+    """The absolute path of the shipped model ``name`` (what the demo runs under that label)."""
+    from lawful.forcefields.shipped import shipped_model_path
+
+    return str(shipped_model_path(name))
+
+
 def _stop_text(stopped) -> str:
     if not stopped:
         return "complete"
@@ -84,7 +94,7 @@ def _ase_runs(ctx, z, out: Path) -> tuple[list[dict], dict]:
         folder = out / f"ase_{name}"
         row = {"engine": "ASE (vacuum)", "model": model, "atoms": len(atoms)}
         try:
-            res = run_md(atoms, model, "ase", timestep_fs=0.5, steps=z["ase_steps"], temperature_K=300.0,
+            res = run_md(atoms, _shipped(model), "ase", timestep_fs=0.5, steps=z["ase_steps"], temperature_K=300.0,
                          report_interval=z["report"], out=folder, seed=ctx.seed, dtype=ctx.dtype, device=ctx.device,
                          strict=True)
             s = res.summary
@@ -120,7 +130,7 @@ def molecule_section(ctx, sec: Section) -> None:
     def system(model):
         if model is None:
             return copy.deepcopy(mm)
-        return mlmm.mixed_system(top, model=model, mm=copy.deepcopy(mm), strict=True, precision=precision,
+        return mlmm.mixed_system(top, model=_shipped(model), mm=copy.deepcopy(mm), strict=True, precision=precision,
                                  device=ctx.device)
 
     nve_rows, nve_files = [], {}
@@ -144,8 +154,10 @@ def molecule_section(ctx, sec: Section) -> None:
     for row, name in zip(ase_rows, MODELS):
         if "drift (meV/atom/ps)" in row:
             sec.summary[f"drift_ase_{name}_mev_atom_ps"] = row["drift (meV/atom/ps)"]
-    sec.tables.append(("NVE at 0.5 fs from 300 K: drift of the total energy (linear fit over every report; "
-                       "per atom of the whole system)", ase_rows + nve_rows))
+    sec.tables.append(("NVE at 0.5 fs from 300 K: drift of the total energy (linear fit: ASE rows over the "
+                       f"reports every {z['report']} steps, the points its CSV and the figure hold; OpenMM rows "
+                       f"over every step, while their CSV and the figure hold every {z['report']} steps; per "
+                       "atom of the whole system)", ase_rows + nve_rows))
     sec.figures.append(("Total energy vs time, relative to t = 0 (per atom)", _plot(
         [("ASE VelocityVerlet, alanine dipeptide in vacuum", 22, ase_files),
          (f"OpenMM VerletIntegrator, ML/MM in TIP3P ({n_atoms} atoms)", n_atoms, nve_files)],

@@ -119,6 +119,7 @@ class AugmentedLagrangian:
     def __init__(self, penalty: float = 10.0, growth: float = 2.0, shrink: float = 0.25,
                  max_penalty: float = 1e8, reduction: str = "sum"):
         self.penalty = _positive("AugmentedLagrangian penalty", penalty)
+        self.initial_penalty = self.penalty
         self.growth = _positive("AugmentedLagrangian growth", growth)
         if self.growth < 1.0:
             raise InputError(f"growth must be >= 1 (the penalty never shrinks), got {growth!r}.")
@@ -175,10 +176,14 @@ class AugmentedLagrangian:
         return self.state()
 
     def reset(self) -> None:
-        """Forget the multipliers and the violation history (the penalty keeps its value)."""
+        """Back to the state the constructor left: no multipliers, no violation history, and the
+        penalty at its initial value (``initial_penalty``; updates may have grown it). Call it
+        before reusing the object for a new problem — a reused object would otherwise start from
+        the previous run's multipliers and penalty. (``train_dynamics`` calls it at its start.)"""
         self.multipliers = None
         self.last_norm = None
         self.iterations = 0
+        self.penalty = self.initial_penalty
 
     def state(self) -> dict:
         """Plain-python description (penalty, last violation norm, multiplier norm, iterations)."""

@@ -11,6 +11,8 @@ state) and *how* to run through :class:`LoopConfig`; :class:`Loop` does the rest
   ``patience`` validations without improvement, a learning-rate floor, a time budget;
 * the learning-rate schedule (``ReduceLROnPlateau`` steps on the validation score, any other
   scheduler once per unit), gradient clipping;
+* a NaN/inf loss or gradient stops the run with :class:`~lawful.kernels.errors.NumericalError`
+  before the optimiser step (the weights stay finite), never a silently destroyed model;
 * a tqdm bar and a JSON-lines log; a KeyboardInterrupt (Ctrl-C, or SIGTERM delivered as one by
   the ``lawful`` command) closes both and propagates: the last checkpoint holds the last
   finished unit, and the same call resumes from it;
@@ -33,7 +35,7 @@ from pathlib import Path
 import torch
 
 from lawful.kernels import distributed as dist
-from lawful.kernels.errors import InputError
+from lawful.kernels.errors import InputError, NumericalError
 
 __all__ = ["LoopConfig", "Hooks", "Loop"]
 
@@ -218,13 +220,30 @@ class Loop:
             self._module = dist.wrap(self.model, self.hooks.loss, self.ctx, self.config.find_unused_parameters)
         self.optimizer.zero_grad(set_to_none=True)
         share = self._module(*args)
+        if not self.ctx.distributed:
+            self._refuse_nonfinite(share, "loss")
         # DDP averages gradients over ranks; the shares sum to the global loss, so scale by the
         # world size to get the gradient of the global loss (exact: world sizes are integers).
         (share * self.ctx.world_size if self.ctx.distributed else share).backward()
+        # after DDP's all-reduce the gradients are the same on every rank, so every rank stops
+        # together (a check of one rank's loss share alone would leave its peers waiting)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            self._refuse_nonfinite(torch.stack([torch.isfinite(g).all() for g in grads]).all(), "gradient")
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         return share.detach()
+
+    def _refuse_nonfinite(self, value: torch.Tensor, what: str) -> None:
+        """NumericalError when ``value`` (the loss, or a finite-gradient flag) is NaN/inf/False:
+        the optimiser step is not taken, so the model keeps the last finite weights."""
+        ok = bool(value.detach().all()) if value.dtype == torch.bool else bool(torch.isfinite(value.detach()).all())
+        if not ok:
+            raise NumericalError(
+                f"the training {what} became NaN/inf at {self.config.unit} {self.done + 1}; training "
+                "stopped before the optimiser step, so the model keeps the weights of the step before. "
+                "Check the data for NaN/inf values, or lower the learning rate.")
 
     def reduce(self, t: torch.Tensor) -> torch.Tensor:
         """Sum of ``t`` over ranks (timed into ``comm_s``)."""

@@ -81,6 +81,11 @@ def test_penalty_grows_when_violation_stalls():
     assert al.penalty == 5.0   # capped
     al.update(v * 0.01)     # shrank enough -> keep
     assert al.penalty == 5.0
+    # reset() is the constructor's state again, the penalty included (it kept the grown one)
+    al.reset()
+    assert (al.penalty, al.multipliers, al.last_norm, al.iterations) == (1.0, None, None, 0)
+    al.update(v)
+    assert al.penalty == 1.0 and torch.equal(al.multipliers, v)
 
 
 def test_loss_values_and_gradients():

@@ -6,6 +6,7 @@ import torch
 from lawful.forcefields.derivative_mlp import DerivativeMLP
 from lawful.forcefields.hamiltonian import HamiltonianNN
 from lawful.forcefields.integrators import integrate
+from lawful.forcefields.lagrangian import LagrangianNN
 from lawful.kernels import InputError, ShapeError
 
 F64 = torch.float64
@@ -101,6 +102,18 @@ def test_float32_and_single_state():
     model = HamiltonianNN(dim=1, dtype=torch.float32, hidden=8)
     h = model.hamiltonian(torch.zeros(1, dtype=torch.float32), torch.ones(1, dtype=torch.float32))
     assert h.shape == (1,) and h.dtype == torch.float32
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: HamiltonianNN(dim=1, hidden=8, mass=True), "mass must be a positive number"),
+    (lambda: HamiltonianNN(dim=True, hidden=8), "dim must be a positive integer"),
+    (lambda: LagrangianNN(dim=1, hidden=8, kinetic_prior=True), "kinetic_prior must be a number"),
+    (lambda: LagrangianNN(dim=1, hidden=8, max_condition=True), "max_condition must be a number"),
+])
+def test_a_bool_is_not_a_number_of_the_model(make, match):
+    """HamiltonianNN(mass=True) was accepted as mass 1.0 (bool passes isinstance(.., int))."""
+    with pytest.raises(InputError, match=match):
+        make()
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -215,3 +215,113 @@ def test_energy_drift_summary():
     assert d["rel_max"] == pytest.approx(0.1)
     with pytest.raises(ShapeError):
         energy_drift(torch.ones(1, 3))
+
+
+# ---------------------------------------------------------------- the state against the model
+HO1 = HamiltonianNN.from_function(ho_energy, dim=1, separable=True)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_batch_of_1d_states_is_refused_not_read_as_one_wide_state(method):
+    """Three initial conditions of a dim=1 model passed as shape (3,) were integrated as ONE
+    3-dof state: two of them never moved. Now the (dim,) rule of the models applies."""
+    q0 = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+    with pytest.raises(ShapeError, match=r"\(3,\).*pass shape \(3, 1\)"):
+        integrate(HO1, (q0, torch.zeros(3, dtype=F64)), 0.01, 3, method)
+    # the same states as (3, 1) run and every one of them turns half a period: q(π) = -q(0)
+    steps = 314 if method != "leapfrog" else 3140
+    q, p = integrate(HO1, (q0[:, None], torch.zeros(3, 1, dtype=F64)), math.pi / steps, steps, method)
+    assert q.shape == (steps + 1, 3, 1)
+    torch.testing.assert_close(q[-1, :, 0], -q0, rtol=0, atol=1e-5)
+    # (dim,) is one state
+    q, _ = integrate(HO1, (torch.ones(1, dtype=F64), torch.zeros(1, dtype=F64)), 0.1, 2, method)
+    assert q.shape == (3, 1, 1)
+
+
+@pytest.mark.parametrize("make, shape, match", [
+    (lambda: HO1, (2, 3), r"\(2, 3\); expected \(batch, 1\)"),
+    (lambda: HamiltonianNN(dim=1, hidden=8), (4, 2), r"\(4, 2\); expected \(batch, 1\)"),
+    (lambda: HamiltonianNN(dim=2, hidden=8), (5,), r"\(5,\); expected \(batch, 2\)"),
+    (lambda: HO, (3,), r"could be one state of 3 coordinates or 3 states"),   # dim unknown
+])
+def test_a_state_of_the_wrong_width_is_a_shape_error(make, shape, match):
+    model = make()
+    with pytest.raises(ShapeError, match=match):
+        integrate(model, (torch.ones(shape, dtype=F64), torch.zeros(shape, dtype=F64)), 0.1, 2,
+                  "rk4")
+
+
+@pytest.mark.parametrize("model_dtype, state_dtype", [
+    (F64, torch.float32), (torch.float32, F64), (torch.float32, "list")])
+@pytest.mark.parametrize("kind", ["hnn", "lnn", "mlp"])
+def test_a_model_integrates_in_its_own_dtype_whatever_the_state(kind, model_dtype, state_dtype):
+    """A float32 state with a float64 network (or lists with a float32 one) died in torch's
+    matmul; the state is now converted to the model's dtype, and the trajectory equals the one
+    from a state given in that dtype."""
+    from lawful.forcefields.derivative_mlp import DerivativeMLP
+    from lawful.forcefields.lagrangian import LagrangianNN
+
+    torch.manual_seed(0)
+    model = {"hnn": lambda: HamiltonianNN(dim=2, hidden=8, dtype=model_dtype),
+             "lnn": lambda: LagrangianNN(dim=2, hidden=8, kinetic_prior=1.0, dtype=model_dtype),
+             "mlp": lambda: DerivativeMLP(dim=2, hidden=8, dtype=model_dtype)}[kind]()
+    q0 = [[0.3, -0.2], [0.1, 0.4]]
+    p0 = [[0.0, 0.5], [-0.3, 0.2]]
+    given = (q0, p0) if state_dtype == "list" else \
+        (torch.tensor(q0, dtype=state_dtype), torch.tensor(p0, dtype=state_dtype))
+    q, p = integrate(model, given, 0.05, 4, "rk4")
+    ref_q, ref_p = integrate(model, (torch.tensor(q0, dtype=model_dtype),
+                                     torch.tensor(p0, dtype=model_dtype)), 0.05, 4, "rk4")
+    assert q.dtype == p.dtype == model_dtype
+    if state_dtype in ("list", F64) or model_dtype == torch.float32:
+        torch.testing.assert_close(q, ref_q, rtol=0, atol=0)
+        torch.testing.assert_close(p, ref_p, rtol=0, atol=0)
+    else:   # float32 initial state: the same trajectory from the rounded start, to float32 accuracy
+        torch.testing.assert_close(q, ref_q, rtol=0, atol=1e-6)
+
+
+def test_a_non_separable_h_declared_separable_is_refused_by_the_explicit_methods():
+    """H = ½p²(1 + q²) + ½q² declared separable: leapfrog evaluated ∂H/∂p at q = 0 and followed
+    another system (q(2) = 0.493 against the true -0.691), silently."""
+    def h(q, p):
+        return (0.5 * p * p * (1 + q * q) + 0.5 * q * q).sum(-1)
+
+    q0, p0 = torch.ones(1, 1, dtype=F64), torch.ones(1, 1, dtype=F64)
+    wrong = HamiltonianNN.from_function(h, dim=1, separable=True)
+    for method in ("leapfrog", "yoshida4"):
+        with pytest.raises(InputError, match=r"declared separable=True but is not .*implicit_midpoint"):
+            integrate(wrong, (q0, p0), 1e-3, 10, method)
+    # the honest wrapping integrates the true flow, which conserves H (implicit midpoint)
+    right = HamiltonianNN.from_function(h, dim=1)
+    q, p = integrate(right, (q0, p0), 1e-2, 200, "implicit_midpoint")
+    assert float(q[-1, 0, 0]) == pytest.approx(-0.691, abs=2e-3)
+    e = h(q[:, 0], p[:, 0])
+    assert float((e - e[0]).abs().max()) < 1e-4
+    # a truly separable H passes the check, also at q = 0 / p = 0 (where both sides agree)
+    ok = HamiltonianNN.from_function(lambda q, p: (0.5 * p ** 2 + torch.cos(q)).sum(-1), dim=1,
+                                     separable=True)
+    for start in (q0, torch.zeros(1, 1, dtype=F64)):
+        q, _ = integrate(ok, (start, p0), 0.1, 3, "leapfrog")
+        assert q.shape == (4, 1, 1)
+
+
+def test_a_blow_up_is_reported_at_the_step_it_happens_whatever_save_every():
+    """The NaN check ran on saved steps only: with save_every=k the error quoted the next save."""
+    quartic = HamiltonianNN.from_function(lambda q, p: 0.5 * (p * p).sum(-1) - (q ** 4).sum(-1),
+                                          dim=1, separable=True)
+    q0, p0 = torch.full((1, 1), 3.0, dtype=F64), torch.zeros(1, 1, dtype=F64)
+    messages = []
+    for save_every in (1, 50):
+        with pytest.raises(NumericalError) as err:
+            integrate(quartic, (q0, p0), 0.5, 200, method="rk4", save_every=save_every)
+        messages.append(str(err.value))
+    first = int(messages[0].split("at step ")[1].split()[0])
+    assert first < 50 and messages[0] == messages[1]
+
+
+def test_a_model_with_nan_weights_is_refused_before_the_first_step():
+    model = HamiltonianNN(dim=1, hidden=8)
+    with torch.no_grad():
+        model.potential_net[0].weight[0, 0] = float("nan")
+    with pytest.raises(InputError, match=r"potential_net.0.weight.*NaN/inf.*retrain"):
+        integrate(model, (torch.ones(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64)), 0.1, 3)

@@ -108,3 +108,38 @@ def test_shipped_models_load_by_name(name):
     atoms.calc = EMT()
     assert np.abs(out["forces"].numpy() - atoms.get_forces()).mean() < 0.05
     assert model.training_summary["val_force_mae_eV_per_A"] < 0.05
+
+
+@pytest.mark.parametrize("local, given, expect", [
+    ("file", "organic-xtb", "ambiguous"),            # a model.save("organic-xtb") in the cwd
+    ("file", "./organic-xtb", "DirectForceModel"),   # the file, said explicitly
+    ("dir", "organic-xtb", "NeuralPotential"),       # a folder cannot be a model: the shipped one
+    (None, "organic-xtb", "NeuralPotential"),
+    ("file", "path", "DirectForceModel"),            # a pathlib.Path is always a path
+])
+def test_a_bare_shipped_name_never_silently_means_a_local_file(local, given, expect, tmp_path,
+                                                               monkeypatch):
+    """A file called organic-xtb in the working directory (the shipped direct model saved under
+    that name) was loaded in place of the shipped NeuralPotential, under its label; a folder of
+    that name failed the load."""
+    from pathlib import Path
+
+    from lawful.forcefields.shipped import shipped_model_path
+
+    monkeypatch.chdir(tmp_path)
+    if local == "file":
+        load_model("organic-xtb-direct").save("organic-xtb")
+    elif local == "dir":
+        (tmp_path / "organic-xtb").mkdir()
+    arg = Path("organic-xtb") if given == "path" else given
+    if expect == "ambiguous":
+        with pytest.raises(ModelFileError, match=r"both a shipped model and a file.*'\./organic-xtb'"):
+            load_model(arg)
+    else:
+        assert type(load_model(arg)).__name__ == expect
+    # what the demo runs under the label organic-xtb is the package's file, whatever the cwd holds
+    from lawful.integrations.demo_molecules import MODELS, _shipped
+
+    for name in MODELS.values():
+        assert Path(_shipped(name)) == shipped_model_path(name) and Path(_shipped(name)).is_absolute()
+    assert type(load_model(_shipped("organic-xtb"))).__name__ == "NeuralPotential"

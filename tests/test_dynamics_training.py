@@ -1,0 +1,202 @@
+"""train_dynamics on users' data: a dataset from observed trajectories, what is refused before
+training (non-finite targets, a state pair the model cannot read, a constraint without an energy),
+a loss that turns non-finite, a reused augmented Lagrangian, and the rollout horizon reported."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lawful.forcefields.derivative_mlp import DerivativeMLP
+from lawful.forcefields.dynamics_data import DynamicsDataset, make_dataset, mass_spring
+from lawful.forcefields.dynamics_training import (long_horizon_drift, rollout_metrics,
+                                                  train_dynamics)
+from lawful.forcefields.hamiltonian import HamiltonianNN
+from lawful.forcefields.lagrangian import LagrangianNN
+from lawful.kernels import AugmentedLagrangian, InputError, NumericalError, ShapeError, SoftPenalty
+
+F64 = torch.float64
+M, K = 3.0, 2.0          # an oscillator H = p²/2m + kq²/2, two uncoupled degrees of freedom
+W = math.sqrt(K / M)
+
+
+def _oscillator_trajectories(n_traj=6, n_t=40, t_end=6.0, seed=0):
+    """Exact (t, q, p, q̇, ṗ) of H = |p|²/2m + k|q|²/2, shapes (n_t,) and (n_t, n_traj, 2)."""
+    rng = np.random.default_rng(seed)
+    q0 = torch.from_numpy(rng.uniform(-1, 1, (n_traj, 2)))
+    p0 = torch.from_numpy(rng.uniform(-1, 1, (n_traj, 2)))
+    t = torch.linspace(0.0, t_end, n_t, dtype=F64)
+    c, s = torch.cos(W * t)[:, None, None], torch.sin(W * t)[:, None, None]
+    q = q0 * c + p0 / (M * W) * s
+    p = p0 * c - M * W * q0 * s
+    return t, q, p, p / M, -K * q
+
+
+def _energy(q, p):
+    return 0.5 * (p * p).sum(-1) / M + 0.5 * K * (q * q).sum(-1)
+
+
+# ---------------------------------------------------------------- from_trajectories
+@pytest.mark.parametrize("given", [True, False])
+def test_from_trajectories_builds_the_split_and_the_targets(given):
+    t, q, p, dq, dp = _oscillator_trajectories()
+    data = DynamicsDataset.from_trajectories(t, q, p, *((dq, dp) if given else ()), test_split=0.5)
+    assert data.dim == 2 and data.state == "canonical" and data.energy is None
+    n_t, n_traj = q.shape[:2]
+    assert data.x.shape == data.test_x.shape == (n_t * n_traj // 2, 2)
+    # split by trajectory: the training rows are trajectories 0-2 in time order, the test ones 3-5
+    torch.testing.assert_close(data.x[:n_t], q[:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(data.test_y[:n_t], p[:, 3], rtol=0, atol=0)
+    torch.testing.assert_close(data.traj_x, q[:, 3:], rtol=0, atol=0)
+    # targets: the given derivatives exactly, or second-order finite differences (O(Δt²) error:
+    # Δt = 6/39, |d³q/dt³| <= ~W³ |amplitude| -> a few 1e-3 at most)
+    err = (data.dx - p[:, :3].transpose(0, 1).reshape(-1, 2) / M).abs().max()
+    assert float(err) == 0.0 if given else 1e-4 < float(err) < 1e-2
+    assert data.meta["derivatives"] == ("given" if given else
+                                        "finite differences (numpy.gradient, edge_order=2)")
+
+
+def test_training_on_user_trajectories_without_an_energy_reports_no_violation():
+    """A dataset without a known energy (the HNN's main use) trained fully and then crashed with
+    TypeError: 'NoneType' object is not callable in the violation diagnostic."""
+    t, q, p, dq, dp = _oscillator_trajectories()
+    data = DynamicsDataset.from_trajectories(t, q, p, dq, dp)
+    torch.manual_seed(0)
+    model = HamiltonianNN(dim=2, hidden=16, mass=M)
+    res = train_dynamics(model, data, steps=200, lr=1e-2)
+    assert res.violation_rms is None and res.as_dict()["violation_rms"] is None
+    assert res.test_loss < 0.05 * float(0.5 * (data.test_dx ** 2 + data.test_dy ** 2).mean())
+    drift = long_horizon_drift(model, data, dt=0.1, steps=100, method="leapfrog")
+    assert drift["final_abs"] is None and drift["slope"] is None
+    assert drift["finite"] and drift["model_energy_final_abs"] < 1e-2
+    with pytest.raises(InputError, match="no vector_field"):
+        rollout_metrics(model, data)
+    # with the energy given, the same data report it (and the learned flow nearly conserves it)
+    known = DynamicsDataset.from_trajectories(t, q, p, dq, dp, energy=_energy)
+    assert train_dynamics(model, known, steps=1).violation_rms < 0.1
+
+
+@pytest.mark.parametrize("constraint", [SoftPenalty(1.0), AugmentedLagrangian(penalty=1.0)])
+def test_a_constraint_without_an_energy_is_refused_before_training(constraint):
+    t, q, p, dq, dp = _oscillator_trajectories()
+    data = DynamicsDataset.from_trajectories(t, q, p, dq, dp)
+    model = DerivativeMLP(dim=2, hidden=8)
+    before = [prm.detach().clone() for prm in model.parameters()]
+    with pytest.raises(InputError, match=r"has none \(energy=None\)"):
+        train_dynamics(model, data, steps=5, constraint=constraint)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))   # nothing trained
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(x=lambda a: a[:, :, :1]), ShapeError, r"y has shape \(40, 6, 2\) but x has \(40, 6, 1\)"),
+    (dict(t=lambda a: a.flip(0)), InputError, r"strictly increasing; t\[1\]"),
+    (dict(y=lambda a: a.index_put((torch.tensor(5), torch.tensor(2), torch.tensor(1)),
+                                  torch.tensor(float("nan"), dtype=F64))),
+     InputError, r"field y .*index \(5, 2, 1\)"),
+    (dict(dx=None), InputError, "both dx and dy"),
+    (dict(state="momentum"), InputError, "state must be one of"),
+    (dict(x=lambda a: a[:, :1], y=lambda a: a[:, :1], dx=lambda a: a[:, :1], dy=lambda a: a[:, :1]),
+     InputError, "at least 2"),
+])
+def test_from_trajectories_refuses_bad_input(change, error, match):
+    t, q, p, dq, dp = _oscillator_trajectories()
+    args = dict(t=t, x=q, y=p, dx=dq, dy=dp)
+    for k, f in change.items():
+        args[k] = f if not callable(f) else f(args[k])
+    with pytest.raises(error, match=match):
+        DynamicsDataset.from_trajectories(**args)
+
+
+# ---------------------------------------------------------------- refused before training
+@pytest.mark.parametrize("field, index", [("dx", (3, 0)), ("dy", (0, 0)), ("test_dx", (7, 0)),
+                                          ("test_dy", (11, 0)), ("y", (2, 0)), ("test_x", (4, 0))])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_data_is_refused_naming_the_field_and_index(field, index, value):
+    """One NaN in dx trained 20 steps without an error and left half the weights NaN."""
+    data = mass_spring(seed=0, samples=4)
+    getattr(data, field)[index] = value
+    model = HamiltonianNN(dim=1, hidden=8)
+    before = [prm.detach().clone() for prm in model.parameters()]
+    with pytest.raises(InputError, match=rf"field {field} holds 1 NaN/inf.*index \({index[0]}, 0\)"):
+        train_dynamics(model, data, steps=3)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_a_loss_that_becomes_non_finite_stops_training_with_finite_weights():
+    """A model that produces inf mid-run: the run stops at that step, the weights stay those of
+    the step before (finite), where it used to go on with NaN weights."""
+    data = mass_spring(seed=0, samples=4)
+
+    class Exploding(DerivativeMLP):
+        calls = 0
+
+        def time_derivative(self, q, p, create_graph=False, check=True):
+            dq, dp = super().time_derivative(q, p, create_graph, check)
+            Exploding.calls += 1
+            return (dq * float("inf"), dp) if Exploding.calls == 4 else (dq, dp)
+
+    torch.manual_seed(0)
+    model = Exploding(dim=1, hidden=8)
+    with pytest.raises(NumericalError, match=r"loss became NaN/inf at step 4.*weights of the step before"):
+        train_dynamics(model, data, steps=10)
+    assert all(bool(torch.isfinite(prm).all()) for prm in model.parameters())
+    torch.manual_seed(0)
+    initial = DerivativeMLP(dim=1, hidden=8)
+    assert not torch.equal(model.net[0].weight, initial.net[0].weight)   # the 3 good steps were taken
+
+
+@pytest.mark.parametrize("make, system, ok", [
+    (lambda d: LagrangianNN(dim=d, hidden=8, kinetic_prior=1.0), "mass_spring", False),
+    (lambda d: HamiltonianNN(dim=d, hidden=8), "double_pendulum", False),
+    (lambda d: HamiltonianNN(dim=d, hidden=8), "mass_spring", True),
+    (lambda d: LagrangianNN(dim=d, hidden=8, kinetic_prior=1.0), "double_pendulum", True),
+    (lambda d: DerivativeMLP(dim=d, hidden=8), "mass_spring", True),
+    (lambda d: DerivativeMLP(dim=d, hidden=8), "double_pendulum", True),
+])
+def test_the_models_state_pair_must_be_the_datasets(make, system, ok):
+    """An LNN (ẋ = y hard-wired) on canonical mass-spring data (q̇ = 2p) sat at the irreducible
+    x-part MSE mean((p - 2p)²) with no warning."""
+    data = make_dataset(system, seed=0, samples=4)
+    model = make(data.dim)
+    if ok:
+        assert math.isfinite(train_dynamics(model, data, steps=2).test_loss)
+    else:
+        with pytest.raises(InputError, match=r"reads the state as .* but the dataset .* holds"):
+            train_dynamics(model, data, steps=2)
+
+
+def test_a_model_of_another_dim_is_refused():
+    with pytest.raises(ShapeError, match="dim=2 but the dataset 'mass_spring' has dim=1"):
+        train_dynamics(HamiltonianNN(dim=2, hidden=8), mass_spring(seed=0, samples=4), steps=2)
+
+
+# ---------------------------------------------------------------- a reused augmented Lagrangian
+def test_a_reused_augmented_lagrangian_starts_fresh_in_every_run():
+    """The second run with the same AL object started from the first run's multipliers and a
+    penalty grown to 256: test loss 37x worse, silently."""
+    data = mass_spring(seed=0, samples=6)
+    al = AugmentedLagrangian(penalty=1.0, reduction="mean")
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        res = train_dynamics(DerivativeMLP(dim=1, hidden=16), data, steps=100, lr=1e-2,
+                             constraint=al, constraint_every=10)
+        results.append(res)
+    assert results[0].constraint["penalty"] > 1.0          # it did grow within a run
+    assert results[0].test_loss == results[1].test_loss
+    assert results[0].constraint == results[1].constraint
+    assert al.iterations == 10
+
+
+# ---------------------------------------------------------------- rollout horizon
+@pytest.mark.parametrize("horizon, dt, steps", [(1.0, 0.3, 3), (3.0, 0.007, 428), (3.0, 0.01, 300),
+                                                (None, 0.05, 60)])
+def test_rollout_metrics_reports_the_horizon_it_integrated(horizon, dt, steps):
+    data = mass_spring(seed=0, samples=4)
+    exact = HamiltonianNN.from_function(data.energy, dim=1)
+    out = rollout_metrics(exact, data, horizon=horizon, dt=dt)
+    assert out["steps"] == steps and out["horizon"] == steps * dt
+    assert out["horizon_requested"] == (horizon if horizon is not None else 3.0)
+    assert out["points"] == steps // max(1, steps // 200) + 1
+    assert out["state_mse"] < 1e-3 and out["energy_mse"] < 1e-3     # the exact H, RK4
