@@ -39,7 +39,8 @@ def resolve_model(model_or_path, device=None, dtype=None):
 
     ``model_or_path``: a lawful model (anything with ``evaluate``, ``species``, ``cutoff``), a
     path (str / PathLike) loaded with :func:`lawful.forcefields.load_model` (no code runs on load),
-    or the name of a shipped model (``"cu-emt"``; an existing file of that name wins).
+    or the name of a shipped model (``"cu-emt"``; a bare name that is also a file in the working
+    directory is refused as ambiguous: :func:`lawful.forcefields.shipped.resolve_model_path`).
     ``device`` / ``dtype``: ``None`` keeps the model's own; otherwise a *copy* of a passed model is
     moved, so the caller's object is never changed. Raises :class:`ModelFileError` for a missing
     or unreadable file and :class:`InputError` for an object that is not a model.
