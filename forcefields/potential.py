@@ -28,7 +28,8 @@ compatible; :func:`export_torchscript` returns a scripted module computing energ
 
 from __future__ import annotations
 
-from typing import Sequence
+import warnings
+from typing import List, Sequence
 
 import torch
 from ase import units as _ase_units
@@ -39,6 +40,7 @@ from lawful.kernels.units import CODATA_VERSION
 from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
 from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor
+from lawful.forcefields.domain import DOMAIN_TOLERANCE, domain_limits
 
 __all__ = ["NeuralPotential", "TorchScriptPotential", "export_torchscript", "strained_geometry", "ZBLRepulsion",
            "zbl_energy", "REPULSION_SWITCH"]
@@ -318,6 +320,18 @@ class _seeded:
         return False
 
 
+def _decimals(x: float, digits: int) -> str:
+    """``x`` with ``digits`` decimals (TorchScript has no format specifiers)."""
+    scale = 1
+    for _ in range(digits):   # int arithmetic: TorchScript's int ** int is a float
+        scale *= 10
+    n = int(round(abs(x) * scale))
+    frac = str(n % scale)
+    while len(frac) < digits:
+        frac = "0" + frac
+    return ("-" if x < 0 else "") + str(n // scale) + "." + frac
+
+
 class TorchScriptPotential(torch.nn.Module):
     """Energy and forces of a :class:`NeuralPotential` in a TorchScript-able module (openmm-torch).
 
@@ -325,15 +339,73 @@ class TorchScriptPotential(torch.nn.Module):
     ``(energy 0-d eV, forces (N,3) eV/Å)``; forces are ``-dE/dR`` by autograd inside the module.
     The periodicity is fixed when the module is built; for ``pbc=False`` the cell is ignored (pass
     any (3,3) tensor). Units are lawful's (Å, eV): the OpenMM side converts at its boundary.
-    Build it with :func:`export_torchscript`.
+
+    The training-domain check of the engines' runner is made here too, from the same table
+    (:func:`lawful.forcefields.domain.domain_limits` of the model's ``pair_min_distance``): a pair
+    closer than ``domain_tolerance`` x its species pair's training minimum warns once (a Python
+    ``UserWarning`` when called from Python; openmm-torch prints it) or, with ``strict``, raises
+    an error whose text starts ``"NumericalError: lawful model out of its training domain"``
+    (``torch.jit.Error`` in Python; in OpenMM :func:`lawful.integrations.openmm.lawful_errors`
+    turns the ``OpenMMException`` into :class:`NumericalError`). The message
+    names atoms by ``labels`` (e.g. OpenMM particle indices of an ML subset; default: row
+    indices). A model without a record makes no check. Build it with :func:`export_torchscript`.
     """
 
-    def __init__(self, model: NeuralPotential, pbc: bool):
+    def __init__(self, model: NeuralPotential, pbc: bool, domain_tolerance: float = DOMAIN_TOLERANCE,
+                 strict: bool = False, labels: Sequence[int] | None = None):
         super().__init__()
         self.model = model
         self.cutoff = float(model.cutoff)
         self.periodic = bool(pbc)
         self.register_buffer("z_to_index", model.z_to_index.clone())
+        species = list(model.species)
+        record = getattr(model, "pair_min_distance", None)
+        table = domain_limits(record, species, float(domain_tolerance), model.dtype, model.device)
+        self.has_domain = table is not None
+        n = len(species)
+        self.register_buffer("domain_min2", table if table is not None
+                             else torch.zeros((n, n), dtype=model.dtype, device=model.device))
+        self.domain_tolerance = float(domain_tolerance)
+        self.strict = bool(strict)
+        self.domain_warned = False
+        self.species_names: List[str] = species
+        self.has_labels = labels is not None
+        self.register_buffer("labels", torch.as_tensor(list(labels) if labels is not None else [], dtype=torch.long,
+                                                       device=model.device))
+
+    def _check_domain(self, species: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor,
+                      d2: torch.Tensor) -> None:
+        n = self.domain_min2.shape[0]
+        limit = self.domain_min2.reshape(-1).index_select(
+            0, species.index_select(0, edge_i) * n + species.index_select(0, edge_j))
+        below = d2 < limit
+        if not bool(below.any()):
+            return
+        if self.domain_warned and not self.strict:
+            return
+        k = int(torch.argmin(torch.where(below, d2 / limit, torch.ones_like(d2))))
+        a = int(edge_i[k])
+        b = int(edge_j[k])
+        if a > b:
+            a, b = b, a
+        sa = self.species_names[int(species[a])]
+        sb = self.species_names[int(species[b])]
+        if self.has_labels:
+            a = int(self.labels[a])
+            b = int(self.labels[b])
+        d = float(torch.sqrt(d2[k]))
+        d_min = float(torch.sqrt(limit[k])) / self.domain_tolerance
+        key = sa + "-" + sb if sa <= sb else sb + "-" + sa      # pair_key's alphabetical order
+        message = ("lawful model out of its training domain: atoms " + str(a) + " (" + sa + ") and " + str(b)
+                   + " (" + sb + ") are " + _decimals(d, 4) + " Angstrom apart, below "
+                   + _decimals(self.domain_tolerance, 3) + " x the smallest " + key + " distance in the training "
+                   + "data (" + _decimals(d_min, 4) + " Angstrom; " + str(int(below.sum()) // 2)
+                   + " pair(s) below): the model is extrapolating and its forces are not to be trusted; check "
+                   + "the structure and time step, or train on data with closer contacts.")
+        if self.strict:
+            raise RuntimeError("NumericalError: " + message)
+        self.domain_warned = True
+        warnings.warn(message + " Further out-of-domain events of this force are not reported.")
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor):
         table = self.z_to_index
@@ -350,8 +422,11 @@ class TorchScriptPotential(torch.nn.Module):
         vectors = pos.index_select(0, nl.j) - pos.index_select(0, nl.i)
         if self.periodic:
             vectors = vectors + nl.shifts.to(pos.dtype) @ cell.to(pos.dtype)
-        if bool((torch.linalg.norm(vectors, dim=1) < 1e-4).any()):
+        d2 = (vectors.detach() * vectors.detach()).sum(1)
+        if bool((d2 < 1e-8).any()):
             raise ValueError("NumericalError: two atoms are closer than 1e-4 Angstrom (coincident)")
+        if self.has_domain:
+            self._check_domain(species, nl.i, nl.j, d2)
         energy = self.model(pos, species, nl.i, nl.j, vectors).sum()
         grads = torch.autograd.grad([energy], [pos], allow_unused=True)
         g = grads[0]
@@ -362,9 +437,12 @@ class TorchScriptPotential(torch.nn.Module):
         return energy.detach(), forces.detach()
 
 
-def export_torchscript(model: NeuralPotential, pbc: bool = True, path=None) -> torch.jit.ScriptModule:
+def export_torchscript(model: NeuralPotential, pbc: bool = True, path=None, *,
+                       domain_tolerance: float = DOMAIN_TOLERANCE, strict: bool = False,
+                       labels: Sequence[int] | None = None) -> torch.jit.ScriptModule:
     """A scripted :class:`TorchScriptPotential` (energy + autograd forces) for ``model``, in the
     model's dtype and device; saved with ``torch.jit.save`` to ``path`` if given.
+    ``domain_tolerance``, ``strict``, ``labels``: its training-domain check (see the class).
 
     Loading a TorchScript file runs its code, so hand such files only to engines that need them
     (openmm-torch); the safe exchange format stays ``model.save`` / ``load_model``.
@@ -381,11 +459,16 @@ def export_torchscript(model: NeuralPotential, pbc: bool = True, path=None) -> t
             "create_force(..., backend='python') / LawfulCalculator.")
     import copy
     import os
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)   # torch 2.9+ flags torch.jit as legacy
-        scripted = torch.jit.script(TorchScriptPotential(copy.deepcopy(model).eval(), pbc))
+        if not 0.0 < float(domain_tolerance) <= 1.0:
+            from lawful.kernels.errors import InputError
+
+            raise InputError(f"domain_tolerance must be a fraction in (0, 1] of the training minimum distance, "
+                             f"got {domain_tolerance!r}: pass e.g. {DOMAIN_TOLERANCE}.")
+        scripted = torch.jit.script(TorchScriptPotential(copy.deepcopy(model).eval(), pbc, domain_tolerance,
+                                                         strict, labels))
         if path is not None:
             tmp = os.fspath(path) + ".tmp"
             torch.jit.save(scripted, tmp)

@@ -88,8 +88,10 @@ def interrupt_message(exc: BaseException) -> str:
     while len(_INTERRUPTS) > 16:
         _INTERRUPTS.pop(next(iter(_INTERRUPTS)))
     return f"interrupted [lawful interrupt {k}]"
-# the checks of the backend="torch" module (torchscript_force.OpenMMTorchModule) raise this text
+# the checks of the backend="torch" module (torchscript_force.OpenMMTorchModule) raise this text,
+# its strict training-domain check (forcefields.TorchScriptPotential) the second
 _TORCH_INPUT_ERROR = re.compile(r"InputError: (this lawful force [^\n]*)")
+_TORCH_DOMAIN_ERROR = re.compile(r"NumericalError: (lawful model out of its training domain[^\n]*)")
 
 
 @contextlib.contextmanager
@@ -119,6 +121,9 @@ def lawful_errors():
         scripted = _TORCH_INPUT_ERROR.findall(str(exc))  # raised inside the TorchScript module
         if scripted:  # the last one: the message itself (the script's traceback quotes its source)
             raise InputError(scripted[-1]) from exc
+        outside = _TORCH_DOMAIN_ERROR.findall(str(exc))
+        if outside:
+            raise NumericalError(outside[-1] + " (strict mode)") from exc
         if "nan" in str(exc).lower():  # OpenMM's own NaN checks (e.g. the CPU platform's)
             raise NumericalError(
                 f"OpenMM reports NaN: {exc}. The simulation has blown up: reduce the time step, "
@@ -479,11 +484,13 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
     backend:
         ``"python"`` (openmm.PythonForce), ``"torch"`` (openmmtorch.TorchForce) or ``"auto"``
         (torch when openmmtorch imports, the model has a TorchScript export and it records no
-        training domain; else python). The training-domain check (``OutOfDomainWarning``,
-        ``strict``) is made by the python backend only: the TorchScript module openmm-torch runs
-        has none, so "auto" keeps a model that records its domain (every model ``train()`` made)
-        on python, ``backend="torch"`` with ``strict=True`` is refused, and ``backend="torch"``
-        for such a model warns once that its domain is not checked.
+        training domain; else python). Both backends make the training-domain check from the
+        same table (:func:`lawful.forcefields.domain.domain_limits`): the python backend warns
+        with an ``OutOfDomainWarning`` naming the particles and the step, the TorchScript module
+        openmm-torch runs with a plain warning that openmm-torch prints (naming the particles),
+        and with ``strict`` both raise :class:`NumericalError` (through :func:`lawful_errors`).
+        "auto" keeps a model that records its domain (every model ``train()`` made) on python,
+        for the fuller report.
     device, dtype:
         torch device and dtype (``None``: the model's own, float64 for MD).
     skin:
@@ -492,8 +499,7 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
         the OpenMM force group of the returned force.
     strict:
         out-of-domain structures (atoms closer than the model's training data) raise
-        :class:`NumericalError` instead of warning once (python backend; refused with
-        ``backend="torch"``).
+        :class:`NumericalError` instead of warning once (either backend).
 
     Everything that can be checked here is (indices, lengths, elements, periodicity against the
     topology); the rest when the force is first evaluated (the Context's box; with ``numbers=``
@@ -537,25 +543,17 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
     if not (isinstance(skin, (int, float)) and skin >= 0.0):
         raise InputError(f"skin={skin!r} must be a non-negative distance in Å.")
     model = resolve_model(model, device=device, dtype=dtype)
-    # the training-domain check lives in ModelRunner (python backend); the TorchScript module has none
+    # both backends check the training domain; the python backend's report is the fuller one
     has_domain = bool(getattr(model, "pair_min_distance", None))
     auto = backend == "auto"
     if auto:
         backend = "torch" if ("torch" in available_backends() and not has_domain) else "python"
-    elif backend == "torch" and strict:
-        raise InputError("strict=True needs the training-domain check, which only backend='python' (or 'auto') "
-                         "makes: the TorchScript module that backend='torch' runs has none. Use backend='python', "
-                         "or drop strict.")
-    elif backend == "torch" and has_domain:
-        warnings.warn("backend='torch': the TorchScript module makes no training-domain check, so structures "
-                      "closer than the model's training data will not be reported (no OutOfDomainWarning). "
-                      "Use backend='python' (or 'auto') to keep the check.", UserWarning, stacklevel=2)
     force = None
     if backend == "torch":
         from lawful.integrations.torchscript_force import create_torch_force
 
         try:
-            force = create_torch_force(model, z, subset, n_total, periodic=periodic, box_nm=box_nm)
+            force = create_torch_force(model, z, subset, n_total, periodic=periodic, box_nm=box_nm, strict=strict)
         except BackendError:
             if not auto:
                 raise

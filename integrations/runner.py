@@ -21,6 +21,7 @@ import torch
 from ase.data import atomic_numbers as _atomic_numbers
 from ase.data import chemical_symbols as _chemical_symbols
 
+from lawful.forcefields.domain import DOMAIN_TOLERANCE, domain_limits
 from lawful.kernels.errors import (
     InputError,
     ModelFileError,
@@ -108,26 +109,13 @@ def _one_thread_after_fork() -> None:
 if hasattr(os, "register_at_fork"):   # POSIX; Windows has no fork
     os.register_at_fork(after_in_child=_one_thread_after_fork)
 
-#: Default fraction of the training minimum distance below which a pair is out of domain.
-DOMAIN_TOLERANCE = 0.9
 
 
 def _domain_table(model, species, tolerance):
     """(S, S) squared out-of-domain limits (Å²) indexed by species index, from the model's
-    ``pair_min_distance`` (0 for pairs without a record); None when the model has no record."""
-    record = getattr(model, "pair_min_distance", None) or {}
-    if not record:
-        return None
-    from lawful.forcefields.batch import pair_key
-
-    n = len(species)
-    table = torch.zeros((n, n), dtype=model_dtype(model), device=model_device(model))
-    for a in range(n):
-        for b in range(n):
-            d = record.get(pair_key(species[a], species[b]))
-            if d is not None:
-                table[a, b] = (tolerance * float(d)) ** 2
-    return table
+    ``pair_min_distance`` (:func:`lawful.forcefields.domain.domain_limits`); None without a record."""
+    return domain_limits(getattr(model, "pair_min_distance", None), species, tolerance, model_dtype(model),
+                         model_device(model))
 
 
 def _species_numbers(species) -> list[int]:

@@ -43,13 +43,14 @@ def _import_openmmtorch():
     return openmmtorch
 
 
-def _export_core(model, periodic: bool) -> torch.jit.ScriptModule:
+def _export_core(model, periodic: bool, strict: bool = False, labels: Optional[List[int]] = None
+                 ) -> torch.jit.ScriptModule:
     try:
         from lawful.forcefields import export_torchscript
     except ImportError as exc:
         raise BackendError("lawful.forcefields.export_torchscript is not available: use backend='python'.") from exc
     try:
-        return export_torchscript(model, pbc=bool(periodic))
+        return export_torchscript(model, pbc=bool(periodic), strict=bool(strict), labels=labels)
     except (TypeError, InputError) as exc:  # a model without an export (InputError; TypeError before)
         raise BackendError(
             f"backend='torch' needs a TorchScript export, which {type(model).__name__} does not have "
@@ -113,12 +114,13 @@ class OpenMMTorchModule(torch.nn.Module):
 
 
 def openmm_torch_module(model, numbers, subset: Optional[List[int]], n_particles: Optional[int],
-                        periodic: bool, box_nm=None) -> torch.jit.ScriptModule:
+                        periodic: bool, box_nm=None, strict: bool = False) -> torch.jit.ScriptModule:
     """A scripted :class:`OpenMMTorchModule` for ``model`` acting on ``numbers`` (of the subset, if
     any). Works without openmmtorch (it is plain TorchScript), so it can be checked anywhere.
     ``box_nm``: the topology's box ((3, 3) nm) or None; a periodic module refuses OpenMM's default
-    2 nm cube (a System box never set) unless ``box_nm`` is that cube."""
-    core = _export_core(model, periodic)
+    2 nm cube (a System box never set) unless ``box_nm`` is that cube. The core's training-domain
+    check names OpenMM particle indices; ``strict``: it raises instead of warning once."""
+    core = _export_core(model, periodic, strict, None if subset is None else [int(k) for k in subset])
     dtype = getattr(model, "dtype", torch.float64)
     device = getattr(model, "device", torch.device("cpu"))
     z = torch.as_tensor(list(numbers), dtype=torch.long, device=device)
@@ -133,10 +135,10 @@ def openmm_torch_module(model, numbers, subset: Optional[List[int]], n_particles
         return torch.jit.script(OpenMMTorchModule(core, z, sub, n, periodic, dtype, refuse_default_box=refuse))
 
 
-def create_torch_force(model, numbers, subset, n_particles, periodic: bool, box_nm=None):
+def create_torch_force(model, numbers, subset, n_particles, periodic: bool, box_nm=None, strict: bool = False):
     """An ``openmmtorch.TorchForce`` for ``model`` (raises :class:`BackendError` without openmmtorch)."""
     ot = _import_openmmtorch()
-    module = openmm_torch_module(model, numbers, subset, n_particles, periodic, box_nm=box_nm)
+    module = openmm_torch_module(model, numbers, subset, n_particles, periodic, box_nm=box_nm, strict=strict)
     force = ot.TorchForce(module)
     force.setOutputsForces(True)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import pickle
 
+import warnings
+
 import numpy as np
 import openmm
 import pytest
@@ -470,9 +472,10 @@ def test_reports_name_system_particles_when_the_ml_atoms_are_not_the_first(how, 
 
 
 def test_auto_keeps_a_model_with_a_training_domain_on_the_checking_backend(monkeypatch):
-    """The training-domain check (warning, strict) is made by the python backend only, so "auto"
-    picks torch only for models without a domain record, backend="torch" with strict is refused,
-    and backend="torch" for a model with a record warns that nothing is checked."""
+    """Both backends check the training domain, the python one with the fuller report (particles,
+    step, OutOfDomainWarning): "auto" picks torch only for models without a domain record, and
+    backend="torch" takes strict (it used to be refused, and a model with a record got a warning
+    that its TorchScript module checked nothing)."""
     import lawful.integrations.openmm as lawful_openmm
     import lawful.integrations.torchscript_force as torchscript_force
     from lawful.forcefields import NeuralPotential
@@ -485,11 +488,14 @@ def test_auto_keeps_a_model_with_a_training_domain_on_the_checking_backend(monke
     for strict in (False, True):
         assert create_force(model, numbers=[29], periodic=False, strict=strict).getName().startswith(
             "LawfulForce[python,")
-    with pytest.raises(InputError, match="strict=True needs the training-domain check"):
-        create_force(model, numbers=[29], periodic=False, backend="torch", strict=True)
-    with pytest.warns(UserWarning, match="makes no training-domain check"):
-        force = create_force(model, numbers=[29], periodic=False, backend="torch")
-    assert force.getName().startswith("LawfulForce[torch,")
+    seen = {}
+    monkeypatch.setattr(torchscript_force, "create_torch_force",
+                        lambda *a, **k: seen.update(k) or openmm.CustomExternalForce("0"))
+    for strict in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            force = create_force(model, numbers=[29], periodic=False, backend="torch", strict=strict)
+        assert force.getName().startswith("LawfulForce[torch,") and seen["strict"] is strict
 
 
 @pytest.mark.parametrize("kwargs, error, pattern", [

@@ -95,3 +95,64 @@ def test_torchforce_matches_python_backend(kind):
 def test_torch_backend_without_openmmtorch():
     with pytest.raises(BackendError, match="openmmtorch"):
         create_force(_neural(["Cu"]), numbers=[29], periodic=False, backend="torch")
+
+
+def _squeezed_water(oh_angstrom):
+    """Water with its first O-H bond set to ``oh_angstrom`` (organic-xtb trained down to 0.62 Å)."""
+    w = molecule("H2O")
+    d = w.positions[1] - w.positions[0]
+    w.positions[1] = w.positions[0] + d * (oh_angstrom / np.linalg.norm(d))
+    return w
+
+
+@pytest.mark.parametrize("oh, strict, expect", [
+    (0.96, False, "nothing"),     # the equilibrium bond: in the domain
+    (0.58, False, "nothing"),     # closer than any training pair but above 0.9 x 0.62 Å
+    (0.50, False, "warn"),        # out of domain: one warning, naming the OpenMM particles
+    (0.50, True, "raise"),        # strict: NumericalError through lawful_errors
+])
+def test_script_module_checks_the_training_domain_like_the_python_backend(oh, strict, expect):
+    """openmm-torch's module made no training-domain check (the left-over of the earlier audits):
+    an O-H pair at 0.5 Å, far inside what organic-xtb saw, ran silently. It now checks from the
+    runner's table, names the same particles as the python backend, and raises under strict."""
+    import warnings
+
+    from lawful.integrations.openmm import lawful_errors
+    from lawful.integrations.runner import ModelRunner
+    from lawful.kernels.errors import NumericalError, OutOfDomainWarning
+
+    model = forcefields.load_model("organic-xtb")
+    water = _squeezed_water(oh)
+    n_extra = 3
+    numbers = np.concatenate([[8] * n_extra, water.numbers])     # the ML subset is particles 3, 4, 5
+    subset = list(range(n_extra, n_extra + len(water)))
+    module = openmm_torch_module(model, numbers[subset], subset, len(numbers), periodic=False, strict=strict)
+    pos_nm = torch.tensor(np.concatenate([np.full((n_extra, 3), 5.0), water.positions * units.NM_PER_ANGSTROM]))
+    box = torch.zeros(3, 3, dtype=torch.float64)
+    runner = ModelRunner(model, water.numbers, labels=subset, strict=strict)
+    if expect == "raise":
+        with pytest.raises(Exception, match="NumericalError: lawful model out of its training domain") as err:
+            module(pos_nm, box)
+        # inside OpenMM the message arrives in an OpenMMException: lawful_errors makes it a NumericalError
+        with pytest.raises(NumericalError, match=r"atoms 3 \(O\) and 4 \(H\) are 0.5000 Angstrom apart"):
+            with lawful_errors():
+                raise openmm.OpenMMException(str(err.value))
+        with pytest.raises(NumericalError, match=r"atoms 3 \(O\) and 4 \(H\) are 0.5 Å apart"):
+            runner.evaluate(water.positions)
+        return
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        e1, f1 = module(pos_nm, box)
+        e2, _ = module(pos_nm, box)                                # warned once per force
+        ref = runner.evaluate(water.positions)
+    scripted = [w for w in got if "training domain" in str(w.message)]
+    python = [w for w in got if issubclass(w.category, OutOfDomainWarning)]
+    if expect == "nothing":
+        assert scripted == [] and python == []
+    else:
+        assert len(scripted) == 1 and len(python) == 1
+        assert "atoms 3 (O) and 4 (H) are 0.5000 Angstrom apart, below 0.900 x the smallest H-O distance" in str(
+            scripted[0].message)
+        assert "atoms 3 (O) and 4 (H) are 0.5 Å apart" in str(python[0].message)
+    # the check changes nothing in the numbers
+    assert float(e1) == float(e2) == pytest.approx(float(ref["energy"]) * units.KJMOL_PER_EV, rel=1e-9)
