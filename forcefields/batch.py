@@ -22,8 +22,8 @@ import torch
 from lawful.kernels.errors import InputError, NumericalError, ShapeError, UnsupportedSpeciesError
 from lawful.kernels.neighbors import pairs_within_cutoff
 
-__all__ = ["Batch", "make_batch", "structure_tensors", "MIN_DISTANCE", "pair_key", "pair_min_distances",
-           "batched_pairs", "evaluate_batch"]
+__all__ = ["Batch", "make_batch", "structure_tensors", "structure_args", "STRUCTURE_FORMS", "MIN_DISTANCE",
+           "pair_key", "pair_min_distances", "batched_pairs", "evaluate_batch"]
 
 #: Two atoms closer than this (Å) are treated as coincident: the model refuses them
 #: (:class:`NumericalError`) instead of returning meaningless or NaN forces.
@@ -134,7 +134,13 @@ def structure_tensors(positions, numbers, cell, pbc, z_to_index: torch.Tensor, s
                       dtype: torch.dtype, device: torch.device):
     """Check one structure and convert it: returns (positions (N,3), numbers (N,), species (N,),
     cell (3,3), pbc list of 3 bools). Raises ShapeError / NumericalError / UnsupportedSpeciesError /
-    InputError on bad input."""
+    InputError on bad input.
+
+    Positions are cast to ``dtype`` as given, before any pair vector is formed: in float32 the
+    geometry keeps about 7 significant digits of the *absolute* coordinates, so its accuracy falls
+    with the distance from the origin (alanine dipeptide, max |F32 - F64|: 1e-5 eV/Å near the
+    origin, 4e-3 at 1000 Å, 4e-2 at 10 000 Å). Keep float32 structures near the origin (wrap or
+    centre them) or use float64."""
     pos = _as_tensor(positions, dtype, device, "positions")
     if pos.dim() != 2 or pos.shape[1] != 3:
         raise ShapeError(f"positions must have shape (N, 3) in Å, got {tuple(pos.shape)}.")
@@ -342,9 +348,55 @@ def _block_search(block: list[int], prepared: list, reach: float) -> list[tuple]
     return out
 
 
+#: The plain (non-ASE) forms of one structure that :func:`make_batch` and :func:`evaluate_batch` accept.
+STRUCTURE_FORMS = ("ase.Atoms", "a dict with 'positions' (N,3) Å, 'numbers' (N,) and, for a periodic "
+                   "structure, 'cell' (3,3) Å and 'pbc'", "a tuple (positions, numbers)",
+                   "a tuple (positions, numbers, cell, pbc)")
+
+
+def _no_cell(cell) -> bool:
+    return cell is None or not bool(np.any(np.asarray(cell.detach().cpu() if isinstance(cell, torch.Tensor) else cell,
+                                                      dtype=np.float64) != 0))
+
+
+def structure_args(s, k: int = 0) -> tuple:
+    """One structure as ``(positions, numbers, cell, pbc)`` (or the ``ase.Atoms`` itself).
+
+    Accepted forms (:data:`STRUCTURE_FORMS`): ``ase.Atoms`` (its cell counts only along periodic
+    axes, so a molecule with a box and ``pbc=False`` stays a molecule); a dict with ``positions``,
+    ``numbers`` and optionally ``cell`` and ``pbc``; a tuple ``(positions, numbers)`` (an isolated
+    molecule) or ``(positions, numbers, cell, pbc)``. A dict that gives a non-zero ``cell`` but no
+    ``pbc``, or a 3-tuple ``(positions, numbers, cell)``, is refused (InputError): the box could be a
+    crystal's or just a molecule's, and was silently read as an isolated cluster (no stress)."""
+    if hasattr(s, "get_positions") and hasattr(s, "numbers"):
+        return s
+    forms = "; ".join(STRUCTURE_FORMS)
+    if isinstance(s, dict):
+        if "positions" not in s or "numbers" not in s:
+            raise InputError(f"structure {k} is a dict with keys {sorted(s)}: give 'positions' (N,3) Å and "
+                             "'numbers' (N,), optionally 'cell' (3,3) Å and 'pbc'.")
+        if "pbc" not in s and not _no_cell(s.get("cell")):
+            raise InputError(f"structure {k} is a dict with a 'cell' but no 'pbc': add 'pbc': True for a crystal "
+                             "(or e.g. (True, True, False) for a slab), 'pbc': False for a molecule in a box, or "
+                             "drop the cell.")
+        return (s["positions"], s["numbers"], s.get("cell"), s.get("pbc", False))
+    if isinstance(s, (tuple, list)):
+        if len(s) == 2:
+            return (s[0], s[1], None, False)
+        if len(s) == 4:
+            return tuple(s)
+        if len(s) == 3:
+            raise InputError(f"structure {k} is a 3-tuple (positions, numbers, cell) without pbc: the cell could be "
+                             "a crystal's or a molecule's box; pass (positions, numbers, cell, pbc) with pbc True "
+                             "(periodic) or False, or (positions, numbers) for a molecule.")
+        raise ShapeError(f"structure {k} is a {type(s).__name__} of {len(s)} items; pass one of: {forms}.")
+    raise InputError(f"structure {k} is a {type(s).__name__}; pass one of: {forms}.")
+
+
 def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Sequence[str], cutoff: float,
                dtype: torch.dtype, device: torch.device, pairs: Sequence | None = None) -> Batch:
-    """Batch structures given as ``ase.Atoms`` or as ``(positions, numbers, cell, pbc)`` tuples.
+    """Batch structures given in any form of :func:`structure_args` (``ase.Atoms``, dicts,
+    ``(positions, numbers)`` or ``(positions, numbers, cell, pbc)`` tuples).
 
     ``pairs``: optional precomputed ``(i, j, shifts)`` per structure (e.g. from a Verlet list built
     with a skin: pairs beyond the cutoff are dropped here, as they would contribute exactly zero),
@@ -354,12 +406,11 @@ def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Se
     neighbour-list build (:func:`batched_pairs`).
     """
     checked = []
-    for s in structures:
-        if hasattr(s, "get_positions") and hasattr(s, "numbers"):
+    for k, s in enumerate(structures):
+        args = structure_args(s, k)
+        if not isinstance(args, tuple):       # ase.Atoms: the cell of a periodic structure only
             cell = np.asarray(s.cell[:], dtype=np.float64) if any(s.pbc) else None
             args = (s.get_positions(), s.numbers, cell, s.pbc)
-        else:
-            args = tuple(s)
         checked.append(structure_tensors(*args, z_to_index, species_names, dtype, device))
     if not checked:
         raise InputError("no structures given: pass at least one structure.")
@@ -398,22 +449,15 @@ def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Se
     return parts[0] if len(parts) == 1 else Batch.concatenate(parts)
 
 
-def _as_structure(s, k: int):
-    if isinstance(s, dict):
-        if "positions" not in s or "numbers" not in s:
-            raise InputError(f"structure {k} is a dict with keys {sorted(s)}: give 'positions' (N,3) Å and "
-                             "'numbers' (N,), optionally 'cell' (3,3) Å and 'pbc'.")
-        return (s["positions"], s["numbers"], s.get("cell"), s.get("pbc", False))
-    return s
-
-
 def evaluate_batch(model, structures: Sequence, stress: bool = True, chunk_atoms: int | None = 1000) -> list[dict]:
     """Energy, forces (and stress) of many independent structures, batched.
 
     model: a :class:`~lawful.forcefields.NeuralPotential` or
     :class:`~lawful.forcefields.DirectForceModel`; structures: ``ase.Atoms``, dicts with
-    ``positions`` (N,3) Å, ``numbers`` (N,), optional ``cell`` (3,3) Å rows and ``pbc``, or
-    ``(positions, numbers, cell, pbc)`` tuples, of any sizes, cells and periodicities. Consecutive
+    ``positions`` (N,3) Å, ``numbers`` (N,), optional ``cell`` (3,3) Å rows and ``pbc`` (a dict with a
+    cell needs ``pbc``: True, e.g. (True, True, False), or False), ``(positions, numbers)`` tuples
+    (isolated) or ``(positions, numbers, cell, pbc)`` tuples, of any sizes, cells and periodicities
+    (:func:`structure_args`; other forms raise InputError/ShapeError naming the accepted ones). Consecutive
     structures are gathered into chunks of up to ``chunk_atoms`` atoms (None: everything in one
     chunk; a larger structure forms a chunk of its own); each chunk is one neighbour search for
     all its structures (:func:`batched_pairs`) and one forward and backward pass of the model.
@@ -426,7 +470,7 @@ def evaluate_batch(model, structures: Sequence, stress: bool = True, chunk_atoms
     (3,3) eV/Å^3 (ASE sign) for fully periodic structures when ``stress``; detached, in the
     model's dtype and on its device.
     """
-    structures = [_as_structure(s, k) for k, s in enumerate(structures)]
+    structures = [structure_args(s, k) for k, s in enumerate(structures)]
     if not structures:
         raise InputError("evaluate_batch got no structures: pass a list of ase.Atoms or dicts.")
     if chunk_atoms is not None and (isinstance(chunk_atoms, bool) or not isinstance(chunk_atoms, int)

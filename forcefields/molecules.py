@@ -11,11 +11,16 @@ pipeline (:mod:`lawful.forcefields.xtb_data`) minimises them with xTB before sam
   the C7eq region (φ = -80°, ψ = 75°), see :func:`alanine_dipeptide`.
 * ``water``, ``water-dimer``, ``water-trimer``, ``water-hexamer``: the monomer, a linear
   hydrogen-bonded dimer and cyclic clusters (O-O 2.8-2.9 Å, one donated H per molecule).
+
+A file's total charge and multiplicity are kept where it states them (:func:`stated_state`: extxyz
+``charge=`` / ``multiplicity=``, per-atom initial charges, SDF ``M  CHG``, the Gaussian charge line),
+so the data pipeline labels the ion the file describes, not its neutral form.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +29,7 @@ from ase import Atoms
 from lawful.kernels.errors import InputError
 
 __all__ = ["MOLECULES", "SPECIES", "ALANINE_DIPEPTIDE_STARTS", "MINIMISE_MODES", "build_molecule", "start_structures",
-           "alanine_dipeptide", "water_cluster"]
+           "alanine_dipeptide", "water_cluster", "stated_state"]
 
 #: The elements the molecular data sets use.
 SPECIES = ("H", "C", "N", "O")
@@ -157,7 +162,9 @@ def start_structures(name_or_file: str | os.PathLike) -> dict[str, Atoms]:
     ``{"start": build_molecule(...)}``. A file of several structures (extxyz) gives one start per
     structure, labelled by its ``info["start"]`` (else ``frame<k>``), each checked like
     :func:`build_molecule` and all of one molecule; a structure's ``info["minimise"]`` (one of
-    :data:`MINIMISE_MODES`, default "free") says how the pipeline prepares it. Positions in Å."""
+    :data:`MINIMISE_MODES`, default "free") says how the pipeline prepares it. Positions in Å.
+    A total charge or multiplicity the file states is kept in ``info`` (see :func:`stated_state`);
+    :func:`lawful.forcefields.xtb_data.molecule_state` decides the state from it."""
     if os.fspath(name_or_file) == "alanine-dipeptide":
         out = {}
         for label, (phi, psi) in ALANINE_DIPEPTIDE_STARTS.items():
@@ -167,10 +174,10 @@ def start_structures(name_or_file: str | os.PathLike) -> dict[str, Atoms]:
     path = Path(os.fspath(name_or_file))
     if not path.is_file():
         return {"start": build_molecule(name_or_file)}       # a name, or its error for a missing file
-    from ase.io import read
-
     try:
-        frames = read(str(path), index=":")
+        frames = _read_file(path, ":")
+    except InputError:
+        raise
     except Exception:  # a format ase.io reads one structure from (or none): build_molecule's way and errors
         frames = []
     if len(frames) <= 1:
@@ -205,10 +212,14 @@ def _minimise_mode(frame, path, k: int) -> str:
 
 def build_molecule(name_or_file: str | os.PathLike) -> Atoms:
     """An isolated molecule by name (one of :data:`MOLECULES`) or the first structure of a file
-    ``ase.io`` reads (xyz, extxyz, pdb, ...). Positions in Å, no cell, ``pbc`` False.
+    ``ase.io`` reads (xyz, extxyz, pdb, sdf, Gaussian input, ...). Positions in Å, no cell, ``pbc`` False;
+    ``info["charge"]`` / ``info["multiplicity"]`` where the file states them (:func:`stated_state`;
+    SDF ``M  CHG`` and the Gaussian charge line, which ase.io drops, are read here). A PDB file's
+    placeholder ``CRYST1`` unit cube (1 Å, 90°, written by many tools for molecules) is read as no
+    cell, with a warning.
 
     Raises ``InputError`` for an unknown name, an unreadable or periodic file, elements other than
-    H, C, N, O, or atoms closer than 0.5 Å.
+    H, C, N, O, atoms closer than 0.5 Å, or a charge that is not a whole number.
     """
     text = os.fspath(name_or_file)
     if text in MOLECULES:
@@ -219,10 +230,10 @@ def build_molecule(name_or_file: str | os.PathLike) -> Atoms:
     if not path.is_file():
         raise InputError(f"molecule {text!r} is neither a known name nor a file: use one of "
                          f"{', '.join(MOLECULES)} or a structure file ase.io can read.")
-    from ase.io import read
-
     try:
-        atoms = read(str(path), index=0)
+        atoms = _read_file(path, 0)[0]
+    except InputError:
+        raise
     except Exception as exc:  # ase.io raises many types for a bad file
         raise InputError(f"molecule file {text!r} could not be read by ase.io ({type(exc).__name__}: {exc}); "
                          "pass an xyz/extxyz/pdb file with one structure.") from None
@@ -231,9 +242,116 @@ def build_molecule(name_or_file: str | os.PathLike) -> Atoms:
     return out
 
 
+#: A PDB ``CRYST1`` that is no crystal: the 1 Å unit cube (a, b, c in Å; α, β, γ in degrees) that
+#: PyMOL, RDKit, Open Babel and others write for a molecule without a box (OpenMM reads it as none).
+PDB_PLACEHOLDER_CELL = (1.0, 1.0, 1.0, 90.0, 90.0, 90.0)
+
+#: SDF/MOL V2000 atom-block charge codes (columns 37-39) -> formal charge (4 is a doublet radical).
+_SDF_CHARGE_CODES = {0: 0, 1: 3, 2: 2, 3: 1, 4: 0, 5: -1, 6: -2, 7: -3}
+
+
+def _read_file(path: Path, index) -> list[Atoms]:
+    """The structures ``ase.io`` reads from ``path`` (``index`` 0 or ":"), with what ase.io drops
+    put back: an SDF's total charge and a Gaussian input's charge and multiplicity in ``info``; a
+    PDB's placeholder unit cell (:data:`PDB_PLACEHOLDER_CELL`) removed, with a warning."""
+    from ase.io import read
+    from ase.io.formats import filetype
+
+    frames = read(str(path), index=index)
+    frames = list(frames) if isinstance(frames, list) else [frames]
+    try:
+        fmt = filetype(str(path))
+    except Exception:  # ase.io read it, so a format it cannot name is simply none of these
+        fmt = None
+    if fmt == "proteindatabank":
+        for a in frames:
+            if a.pbc.all() and np.allclose(a.cell.cellpar(), PDB_PLACEHOLDER_CELL, rtol=0, atol=1e-3):
+                warnings.warn(f"molecule file {os.fspath(path)!r}: CRYST1 is the 1 Å placeholder cube that many tools "
+                              "write for a molecule without a box; read as an isolated molecule (no cell).",
+                              stacklevel=3)
+                a.cell, a.pbc = np.zeros((3, 3)), False
+    elif fmt == "sdf":
+        charge = _sdf_charge(path)
+        if charge is not None:
+            for a in frames:
+                a.info["charge"] = charge
+    elif fmt == "gaussian-in":
+        from ase.io.gaussian import read_gaussian_in
+
+        with open(path) as fh:
+            params = read_gaussian_in(fh, attach_calculator=True).calc.parameters
+        for a in frames:
+            a.info.update(charge=int(params["charge"]), multiplicity=int(params["mult"]))
+    return frames
+
+
+def _sdf_charge(path: Path) -> int | None:
+    """The total formal charge of the first molecule of an SDF/MOL V2000 file: the ``M  CHG`` lines
+    (which replace the atom block's charges when present), else the atom block's charge codes; None
+    when neither gives an atom a charge (the file states none)."""
+    lines = Path(path).read_text(errors="replace").splitlines()
+    try:
+        n_atoms = int(lines[3][0:3])
+    except (IndexError, ValueError):
+        return None
+    block, props = lines[4:4 + n_atoms], []
+    for line in lines[4 + n_atoms:]:
+        if line.startswith("M  END"):
+            break
+        if line.startswith("M  CHG"):
+            props.append(line)
+    if props:
+        return int(sum(int(v) for line in props for v in line.split()[3:][1::2]))
+    codes = []
+    for line in block:
+        try:
+            codes.append(int(line[36:39]))
+        except ValueError:
+            codes.append(0)
+    if not any(_SDF_CHARGE_CODES.get(c, 0) for c in codes):
+        return None
+    return int(sum(_SDF_CHARGE_CODES.get(c, 0) for c in codes))
+
+
+def _whole(value, what: str, name: str) -> int:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not np.isfinite(v) or abs(v - round(v)) > 1e-6:
+        raise InputError(f"{what} states {name}={value!r}, which is not a whole number; give the molecule's total "
+                         f"{name} as an integer in the file (or remove it and pass it as an argument).")
+    return int(round(v))
+
+
+def stated_state(atoms: Atoms, what: str = "the structure") -> dict[str, int]:
+    """The electronic state a structure states itself, as ``{"charge": Q, "multiplicity": M}`` with
+    only the keys it states: the total charge (e) from ``info["charge"]`` (extxyz ``charge=``; the SDF
+    and Gaussian readers of :func:`build_molecule` put theirs there) or, where some are non-zero, the
+    sum of the per-atom initial charges (``atoms.get_initial_charges()``); the multiplicity 2S+1
+    from ``info["multiplicity"]``. ``"spin"`` is returned as given in ``info["spin"]`` (S or 2S+1:
+    ambiguous, so never used as the multiplicity). InputError when the two charges disagree or a
+    value is not a whole number."""
+    out = {}
+    if "charge" in atoms.info:
+        out["charge"] = _whole(atoms.info["charge"], what, "charge")
+    if "initial_charges" in atoms.arrays and np.any(atoms.arrays["initial_charges"] != 0):
+        total = _whole(float(np.sum(atoms.arrays["initial_charges"])), what, "a sum of initial charges")
+        if out.get("charge", total) != total:
+            raise InputError(f"{what} states charge={out['charge']} but its per-atom initial charges add up to "
+                             f"{total}; make the file say one total charge.")
+        out["charge"] = total
+    if "multiplicity" in atoms.info:
+        out["multiplicity"] = _whole(atoms.info["multiplicity"], what, "multiplicity")
+    if "spin" in atoms.info:
+        out["spin"] = atoms.info["spin"]
+    return out
+
+
 def _checked_structure(atoms: Atoms, what: str) -> Atoms:
-    """A clean copy (numbers and positions only) of a structure read from a file, or InputError:
-    no atoms, periodic, elements outside :data:`SPECIES`, or atoms closer than 0.5 Å."""
+    """A clean copy (numbers, positions and the charge/multiplicity it states, :func:`stated_state`)
+    of a structure read from a file, or InputError: no atoms, periodic, elements outside
+    :data:`SPECIES`, or atoms closer than 0.5 Å."""
     if len(atoms) == 0:
         raise InputError(f"{what} holds no atoms; pass a file with a structure.")
     if atoms.pbc.any():
@@ -249,4 +367,6 @@ def _checked_structure(atoms: Atoms, what: str) -> Atoms:
         if dmin < 0.5:
             raise InputError(f"{what} has two atoms {dmin:.3f} Å apart (< 0.5 Å): the "
                              "coordinates are probably not in Å or atoms overlap; fix the file.")
-    return Atoms(atoms.numbers, positions=atoms.positions)
+    out = Atoms(atoms.numbers, positions=atoms.positions)
+    out.info.update(stated_state(atoms, what))
+    return out

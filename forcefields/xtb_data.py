@@ -35,6 +35,7 @@ import io
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -43,11 +44,12 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from lawful.forcefields.molecules import SPECIES, start_structures
+from lawful.forcefields.molecules import SPECIES, start_structures, stated_state
 from lawful.kernels.errors import BackendError, InputError
 
-__all__ = ["METHOD", "SamplingConfig", "xtb_calculator", "frame_key", "LabelCache", "label_cached", "minimise",
-           "sample_segments", "split_by_segment", "make_dataset", "electronic_state"]
+__all__ = ["METHOD", "SamplingConfig", "xtb_calculator", "frame_key", "cache_key", "LabelCache", "label_cached",
+           "minimise", "sample_segments", "split_by_segment", "empty_splits", "make_dataset", "electronic_state",
+           "molecule_state", "stored_positions"]
 
 #: The reference method (tblite's name for it).
 METHOD = "GFN2-xTB"
@@ -75,6 +77,38 @@ def electronic_state(numbers, charge: int = 0, multiplicity: int = 1) -> tuple[i
                          "give the molecule's real total charge (--charge, e.g. 1 for a cation) or, for a radical, "
                          "its multiplicity (--multiplicity 2).")
     return int(charge), int(multiplicity)
+
+
+def molecule_state(starts: dict[str, Atoms], charge: int | None = None,
+                   multiplicity: int | None = None) -> tuple[int, int]:
+    """``(charge, multiplicity)`` of a molecule's starts (by label, as
+    :func:`lawful.forcefields.molecules.start_structures` gives them, or one ``Atoms``), checked by
+    :func:`electronic_state`. What the structures state (:func:`~lawful.forcefields.molecules.stated_state`:
+    extxyz ``charge=`` / ``multiplicity=``, per-atom initial charges, SDF ``M  CHG``, the Gaussian
+    charge line) is used where the argument is None; an argument that disagrees with it, or starts
+    that disagree with each other, raise InputError (a carbonate file with ``charge=-2`` was
+    labelled as neutral CO3, 11.7 eV off). Nothing stated and None given: the neutral singlet (0, 1)."""
+    stated: dict[str, dict[str, object]] = {}
+    for label, atoms in starts.items():
+        for key, value in stated_state(atoms, f"start {label!r}").items():
+            stated.setdefault(key, {})[label] = value
+    given = {"charge": charge, "multiplicity": multiplicity}
+    chosen = {}
+    for key, default in (("charge", 0), ("multiplicity", 1)):
+        values = stated.get(key, {})
+        if len(set(values.values())) > 1:
+            raise InputError(f"the starts state different {key}s ({', '.join(f'{k}: {v}' for k, v in values.items())}); "
+                             f"a data set is one molecule in one electronic state: make every structure say {key}=the same.")
+        in_file = next(iter(values.values()), None)
+        if given[key] is not None and in_file is not None and given[key] != in_file:
+            raise InputError(f"{key}={given[key]} was given but the molecule's file states {key}={in_file} (start "
+                             f"{next(iter(values))!r}); pass {key}={in_file} or none (the file's is used), or fix the file.")
+        chosen[key] = given[key] if given[key] is not None else in_file if in_file is not None else default
+    spins = stated.get("spin", {})
+    if spins and multiplicity is None and "multiplicity" not in stated:
+        raise InputError(f"start {next(iter(spins))!r} states spin={next(iter(spins.values()))!r}, which could be S or 2S+1; "
+                         "pass the multiplicity 2S+1 (--multiplicity / multiplicity=) or write multiplicity= in the file.")
+    return electronic_state(next(iter(starts.values())).numbers, chosen["charge"], chosen["multiplicity"])
 
 
 def _state_tag(charge: int, multiplicity: int) -> str:
@@ -109,6 +143,21 @@ def frame_key(atoms: Atoms, method: str = METHOD) -> str:
     return h.hexdigest()[:16]
 
 
+def stored_positions(atoms: Atoms) -> np.ndarray:
+    """``atoms.positions`` (Å, float64) as an extxyz file stores and reads them back: each coordinate
+    printed with 8 decimals (ase's ``%16.8f``) and parsed again. Idempotent, so a frame read back
+    from a file maps to itself."""
+    pos = np.ascontiguousarray(atoms.positions, dtype=np.float64)
+    return np.char.mod("%.8f", pos).astype(np.float64).reshape(pos.shape)
+
+
+def cache_key(atoms: Atoms, labeller: str = METHOD) -> str:
+    """The :class:`LabelCache` key of a frame: :func:`frame_key` of its :func:`stored_positions`, so
+    a frame and its copy read back from ``labels.extxyz`` have the same key (full float64 positions
+    never found their 8-decimal copies on disk: every rerun labelled them again and grew the file)."""
+    return frame_key(Atoms(atoms.numbers, positions=stored_positions(atoms)), labeller)
+
+
 def labeller_id(calculator=None, method: str = METHOD, charge: int = 0, multiplicity: int = 1) -> str:
     """What made a label, as the cache keys it: ``method`` for the default labeller on a neutral
     singlet (a fresh :func:`xtb_calculator` per frame, the keys every existing cache holds), with
@@ -131,11 +180,9 @@ def _extxyz_text(atoms: Atoms) -> bytes:
 
 
 def _round_trip(atoms: Atoms) -> Atoms:
-    """``atoms`` with positions as extxyz stores them (8 decimals), so a frame read back from the
-    samples file has the same :func:`frame_key` as the one first sampled."""
-    from ase.io import read
-
-    return Atoms(atoms.numbers, positions=read(io.StringIO(_extxyz_text(atoms).decode()), format="extxyz").positions)
+    """``atoms`` with positions as extxyz stores them (:func:`stored_positions`), so a frame read
+    back from the samples file has the same :func:`frame_key` as the one first sampled."""
+    return Atoms(atoms.numbers, positions=stored_positions(atoms))
 
 
 def _append_frames(path: Path, frames: Iterable[Atoms]) -> None:
@@ -176,7 +223,7 @@ def _read_intact(path: Path) -> list[Atoms]:
 
 class LabelCache:
     """Labelled frames on disk (extxyz at ``path``), appended one by one, looked up by
-    :func:`frame_key` (stored as ``info["key"]``)."""
+    :func:`cache_key` (stored as ``info["key"]``)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -184,7 +231,7 @@ class LabelCache:
         for a in _read_intact(self.path):
             # recomputed from the stored frame (the positions round-trip exactly): extxyz reads a
             # key such as 306540283e861062 back as a number (inf), which never matched again
-            a.info["key"] = frame_key(a, str(a.info.get("labeller", a.info.get("method", METHOD))))
+            a.info["key"] = cache_key(a, str(a.info.get("labeller", a.info.get("method", METHOD))))
             self.frames[a.info["key"]] = a
 
     def __contains__(self, key: str) -> bool:
@@ -205,15 +252,24 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
     total ``charge`` (e) and ``multiplicity`` given, checked against each frame's electrons): copies
     carrying energy (eV) and forces (eV/Å) in a SinglePointCalculator and ``info`` (``key``,
     ``segment``, ``source``, ... of the input, plus ``method``, ``charge``, ``multiplicity``), in
-    input order. Frames already in ``cache`` are not recomputed; each new one is appended to it at
-    once, so an interruption keeps them. ``on_label(n)``: called after the n-th new label is stored.
-    ``progress``: a tqdm bar (stderr)."""
+    input order. A frame is labelled at its positions as the cache file stores them
+    (:func:`stored_positions`, 8 decimals in Å) and found by :func:`cache_key`, so frames already in
+    ``cache`` are not recomputed, whatever the precision of the positions passed; each new one is
+    appended to it at once, so an interruption keeps them. A frame that states another charge or
+    multiplicity (``info``, :func:`~lawful.forcefields.molecules.stated_state`) than the one given is
+    refused. ``on_label(n)``: called after the n-th new label is stored. ``progress``: a tqdm bar (stderr)."""
     cache = cache if isinstance(cache, LabelCache) else LabelCache(cache)
     if calculator is None:
         for numbers in {tuple(a.numbers) for a in frames}:
             electronic_state(numbers, charge, multiplicity)
+        for i, a in enumerate(frames):
+            said = stated_state(a, f"frame {i}")
+            for key, value in (("charge", charge), ("multiplicity", multiplicity)):
+                if key in said and said[key] != value:
+                    raise InputError(f"frame {i} states {key}={said[key]} but label_cached got {key}={value}; pass "
+                                     f"{key}={said[key]} (every frame of one call is labelled in one electronic state).")
     labeller = labeller_id(calculator, method, charge, multiplicity)
-    keys = [frame_key(a, labeller) for a in frames]
+    keys = [cache_key(a, labeller) for a in frames]
     todo = [i for i, k in enumerate(keys) if k not in cache]
     bar = None
     if progress and todo:
@@ -222,7 +278,7 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
         bar = tqdm(total=len(todo), desc=f"labelling ({method})", unit="frame")
     try:
         for n, i in enumerate(todo, start=1):
-            a = Atoms(frames[i].numbers, positions=frames[i].positions)
+            a = Atoms(frames[i].numbers, positions=stored_positions(frames[i]))   # as the file keeps it
             a.info.update(frames[i].info)
             a.info["key"], a.info["method"] = keys[i], method if calculator is None else labeller
             if labeller != method:            # another calculator or electronic state: the key says which
@@ -459,6 +515,11 @@ def split_by_segment(frames: Sequence[Atoms], fractions: Sequence[float] = (0.8,
     names = sorted({str(a.info["segment"]) for a in frames})
     if not names:
         raise InputError("split_by_segment got no frames with info['segment']; sample some first.")
+    return _split_names(names, fractions, seed)
+
+
+def _split_names(names: list[str], fractions: Sequence[float], seed: int) -> dict[str, list[str]]:
+    """:func:`split_by_segment` of sorted segment ``names``."""
     order = list(np.random.default_rng(seed).permutation(len(names)))
     n = len(names)
     n_val, n_test = (int(round(f * n)) for f in fractions[1:])
@@ -471,9 +532,17 @@ def split_by_segment(frames: Sequence[Atoms], fractions: Sequence[float] = (0.8,
     return {"train": sorted(train), "validation": sorted(val), "test": sorted(test)}
 
 
-def _energy(atoms: Atoms) -> float:
+def empty_splits(cfg: SamplingConfig, starts: Sequence[str] = ("start",)) -> list[str]:
+    """The sets of :data:`SPLITS` with a positive fraction that :func:`split_by_segment` would leave
+    empty for the segments ``cfg`` plans (fewer than 3 segments), before anything is sampled."""
+    split = _split_names(sorted(item["segment"] for item in _segment_plan(cfg, list(starts))), cfg.fractions, cfg.seed)
+    return [s for s, f in zip(SPLITS, cfg.fractions) if f > 0 and not split[s]]
+
+
+def _energy(atoms: Atoms, charge: int, multiplicity: int) -> float:
+    """The xTB energy (eV) of ``atoms`` in the labels' electronic state."""
     a = Atoms(atoms.numbers, positions=atoms.positions)
-    a.calc = xtb_calculator()
+    a.calc = xtb_calculator(charge=charge, multiplicity=multiplicity)
     return float(a.get_potential_energy())
 
 
@@ -492,8 +561,8 @@ def _versions() -> dict:
 
 def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cfg: SamplingConfig | None = None,
                  calculator=None, progress: bool = False,
-                 on_label: Callable[[int], None] | None = None, charge: int = 0,
-                 multiplicity: int = 1) -> dict:
+                 on_label: Callable[[int], None] | None = None, charge: int | None = None,
+                 multiplicity: int | None = None) -> dict:
     """Sample, label and split a GFN2-xTB data set for ``molecule`` (a name, a file, or Atoms of
     H/C/N/O) into folder ``out``; returns the card (also written to ``out/card.json``).
 
@@ -502,8 +571,12 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     Rerunning with the same arguments reuses both caches and labels only what is missing.
     ``calculator``: the labeller (default: fresh-guess :func:`xtb_calculator`); MD and the
     minimisation always use tblite. ``charge`` (e) and ``multiplicity`` (2S+1): the molecule's
-    electronic state for every xTB call, checked against its electron count before any work
-    (an ion given as neutral is refused, not labelled as a radical) and recorded in the card.
+    electronic state for every xTB call (:func:`molecule_state`): None takes what the molecule's
+    file or ``Atoms`` states (extxyz ``charge=`` / ``multiplicity=``, per-atom initial charges, SDF
+    ``M  CHG``, the Gaussian charge line), else the neutral singlet; a value that disagrees with the
+    file is refused. Checked against the electron count before any work (an ion given as neutral is
+    refused, not labelled as a radical) and recorded in the card. A plan of fewer than 3 segments
+    leaves validation/test empty: a warning says so before sampling.
     """
     cfg = cfg or SamplingConfig()
     cfg.check()
@@ -520,7 +593,13 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     else:
         starts = start_structures(molecule)
         name = str(next(iter(starts.values())).info["molecule"])
-    charge, multiplicity = electronic_state(next(iter(starts.values())).numbers, charge, multiplicity)
+    charge, multiplicity = molecule_state(starts, charge, multiplicity)
+    empty = empty_splits(cfg, list(starts))
+    if empty:
+        n = len(_segment_plan(cfg, list(starts)))
+        warnings.warn(f"{n} segment(s) cannot fill every split: {' and '.join(empty)} will be empty (the split is by "
+                      "whole segments); sample at least 3 segments (more segments_per_temperature, temperatures or "
+                      "rattled_segments; lawful data: --frames >= 3 x --frames-per-segment).", stacklevel=2)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {os.fspath(out)!r} is a file, not a folder; pass a folder path.")
@@ -562,7 +641,7 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
         "sampling": {**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},
                      "integrator": "ase.md.langevin.Langevin + FixCom, from each start as its minimise mode prepared it",
                      "segments": _segment_plan(cfg, list(minima)),
-                     "starts": {k: {"minimise": starts[k].info.get("minimise", "free"), "xtb_energy_eV": _energy(m)}
+                     "starts": {k: {"minimise": starts[k].info.get("minimise", "free"), "xtb_energy_eV": _energy(m, charge, multiplicity)}
                                 for k, m in minima.items()}},
         "seeds": {"base": cfg.seed, "split": cfg.seed},
         "split": split,

@@ -271,8 +271,8 @@ def _cmd_data_xtb(args) -> int:
         raise _UsageError(f"--molecule: {str(exc).rstrip('.')}") from None
     from lawful.forcefields import xtb_data
 
-    try:
-        xtb_data.electronic_state(next(iter(starts.values())).numbers, args.charge, args.multiplicity)
+    try:   # --charge/--multiplicity, else what the file states (extxyz charge=, SDF M  CHG, ...), else 0 and 1
+        args.charge, args.multiplicity = xtb_data.molecule_state(starts, args.charge, args.multiplicity)
     except InputError as exc:
         raise _UsageError(f"--molecule {args.molecule}: {str(exc).rstrip('.')}") from None
 
@@ -326,7 +326,8 @@ _DATA_OPTION_USERS = {
 }
 #: default MD temperatures (K) of ``lawful data`` per calculator (xtb: SamplingConfig's)
 _DATA_TEMPERATURES = {"emt": (300, 600, 900, 1200), "lj": (30, 60), "openmm-water": (200, 300)}
-_DATA_DEFAULTS = {"frames": 200, "frames_per_segment": 10, "charge": 0, "multiplicity": 1, "element": "Cu",
+#: (--charge and --multiplicity have none here: None takes the molecule file's, see xtb_data.molecule_state)
+_DATA_DEFAULTS = {"frames": 200, "frames_per_segment": 10, "element": "Cu",
                   "repeat": 2, "n_md": 40, "n_rattled": 30, "n_strained": 40}
 
 
@@ -798,17 +799,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--molecule", default=None,
                    help="xtb: a molecule name (ethanol, alanine-dipeptide, water, water-dimer, water-trimer, "
                         "water-hexamer) or a structure file ase.io reads (H, C, N, O; an extxyz of several "
-                        "structures: one start each, info minimise=free|backbone|none); default: none, "
-                        "required with --calc xtb")
+                        "structures: one start each, info minimise=free|backbone|none); a total charge or "
+                        "multiplicity the file states (extxyz charge=/multiplicity=, per-atom initial charges, "
+                        "SDF M  CHG, the Gaussian charge line) is used; default: none, required with --calc xtb")
     p.add_argument("--frames", type=_positive_int, default=None,
                    help="xtb: frames to label (about; whole segments of --frames-per-segment; default 200)")
     p.add_argument("--frames-per-segment", type=_positive_int, default=None,
                    help="xtb: snapshots per MD segment (the unit of the train/validation/test split; default 10)")
     p.add_argument("--charge", type=int, default=None,
-                   help="xtb: the molecule's total charge, e (default 0); an odd electron count with "
+                   help="xtb: the molecule's total charge, e (default: the one the --molecule file states, else "
+                        "0; one that disagrees with the file is refused); an odd electron count with "
                         "--multiplicity 1 is refused")
     p.add_argument("--multiplicity", type=_positive_int, default=None,
-                   help="xtb: spin multiplicity 2S+1 (default 1; 2 for a radical)")
+                   help="xtb: spin multiplicity 2S+1 (default: the --molecule file's multiplicity=, else 1; 2 for "
+                        "a radical)")
     p.add_argument("--interval", type=_positive_int, default=None,
                    help="xtb: MD steps (0.5 fs) between the snapshots of a segment (default 20)")
     p.add_argument("--equilibration", type=_count, default=None,

@@ -305,6 +305,9 @@ CLI_CASES = [
     ("data --calc xtb --molecule {t}/nh4.xyz --out {t}/out", "charge=0 and multiplicity=1"),
     ("data --calc xtb --molecule water --multiplicity 2 --out {t}/out", "multiplicity=2"),
     ("data --calc xtb --molecule water --charge 1 --out {t}/out", "charge=1"),
+    # the file states the charge (extxyz charge=-2): another --charge is refused, not obeyed or dropped
+    ("data --calc xtb --molecule {t}/co3.extxyz --charge 0 --out {t}/out",
+     "charge=0 was given but the molecule's file states charge=-2"),
     # options of another calculator (they were ignored: --calc emt --molecule ethanol labelled copper)
     ("data --calc emt --molecule ethanol --out {t}/out", "--molecule does not apply to --calc emt"),
     ("data --calc lj --charge 1 --out {t}/out", "--charge does not apply to --calc lj"),
@@ -324,6 +327,7 @@ def test_cli_refuses_bad_input_before_labelling(tmp_path, capsys, argv, text):
     (tmp_path / "afile").write_text("keep\n")
     write(tmp_path / "si.xyz", Atoms("SiH4", positions=np.eye(5, 3) * 1.5))
     write(tmp_path / "nh4.xyz", _ammonium())                # 11 electrons as neutral NH4
+    write(tmp_path / "co3.extxyz", _carbonate(charge=-2), format="extxyz")
     _two_water_starts(tmp_path, minimise="relax")          # a bad mode in a file of starts
     rc = main(argv.format(t=tmp_path).split())
     err = capsys.readouterr().err.strip().splitlines()
@@ -624,7 +628,9 @@ def test_an_ion_is_labelled_with_its_charge_never_as_a_neutral_radical(tmp_path)
     [cation] = xtb_data.label_cached([nh4], cache, charge=1)
     [radical] = xtb_data.label_cached([nh4], cache, charge=0, multiplicity=2)
     for label, kw in ((cation, dict(charge=1)), (radical, dict(charge=0, multiplicity=2))):
-        b = nh4.copy()
+        # labelled at the positions the cache file keeps (8 decimals), which the label carries
+        np.testing.assert_allclose(label.positions, nh4.positions, rtol=0, atol=5e-9)
+        b = Atoms(label.numbers, positions=label.positions)
         b.calc = TBLite(method="GFN2-xTB", verbosity=0, **kw)
         assert label.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-9)   # eV
         np.testing.assert_allclose(label.get_forces(), b.get_forces(), rtol=0, atol=1e-7)        # eV/Å
@@ -652,3 +658,237 @@ def test_a_data_set_of_an_ion_samples_and_labels_the_ion(tmp_path):
         b.calc = TBLite(method="GFN2-xTB", verbosity=0, charge=1)
         assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-9)   # eV
     assert max(np.linalg.norm(a.positions[1:] - a.positions[0], axis=1).max() for a in frames) < 1.3  # Å: bound
+
+
+# -- the electronic state a molecule's file states (audit F1/F2) ------------------------------------
+def _carbonate(**info) -> Atoms:
+    """CO3 (D3h, C-O 1.29 Å): 32 electrons, so the neutral singlet passes the parity check; the
+    dianion is what a carbonate file means (labelled as neutral: 11.7 eV off)."""
+    a = Atoms("CO3", positions=[[0, 0, 0], [1.29, 0, 0], [-0.645, 1.117, 0], [-0.645, -1.117, 0]])
+    a.info.update(info)
+    return a
+
+
+def _gaussian(t, state):
+    path = t / "mol.com"
+    path.write_text(f"%chk=c.chk\n# HF/3-21G\n\ntitle\n\n{state}\nC 0.0 0.0 0.0\nO 1.29 0.0 0.0\n"
+                    "O -0.645 1.117 0.0\nO -0.645 -1.117 0.0\n\n")
+    return path
+
+
+def _sdf(t, chg_line=True, atom_code=3):
+    """NH4+ as SDF V2000: the charge on N as an ``M  CHG`` line and/or the atom block's code (3 = +1)."""
+    rows = [f"    0.0000    0.0000    0.0000 N   0  {atom_code}  0  0  0  0  0  0  0  0  0  0"] + [
+        f"   {x:7.4f}   {y:7.4f}   {z:7.4f} H   0  0  0  0  0  0  0  0  0  0  0  0"
+        for x, y, z in 0.6 * np.array([[1, 1, 1], [-1, -1, 1], [-1, 1, -1], [1, -1, -1]])]
+    text = "ammonium\n  test\n\n  5  4  0  0  0  0  0  0  0  0999 V2000\n" + "\n".join(rows) + "\n"
+    text += "".join(f"  1  {k}  1  0\n" for k in range(2, 6)) + ("M  CHG  1   1   1\n" if chg_line else "") + "M  END\n$$$$\n"
+    (t / "nh4.sdf").write_text(text)
+    return t / "nh4.sdf"
+
+
+def _extxyz(t, frames, name="mol.extxyz"):
+    write(t / name, frames, format="extxyz")
+    return t / name
+
+
+def _charged_atoms(charges):
+    a = _carbonate()
+    a.set_initial_charges(charges)
+    return a
+
+
+# (id, make(tmp) -> file, charge given, multiplicity given, expected (charge, multiplicity) or error text)
+FILE_STATES = [
+    ("extxyz charge=-2", lambda t: _extxyz(t, _carbonate(charge=-2)), None, None, (-2, 1)),
+    ("extxyz charge=-2, same given", lambda t: _extxyz(t, _carbonate(charge=-2)), -2, None, (-2, 1)),
+    ("extxyz charge=-2, 0 given", lambda t: _extxyz(t, _carbonate(charge=-2)), 0, None,
+     "charge=0 was given but the molecule's file states charge=-2"),
+    ("initial charges", lambda t: _extxyz(t, _charged_atoms([0, -1, -1, 0])), None, None, (-2, 1)),
+    ("initial charges vs charge=", lambda t: _extxyz(t, _with_info(_charged_atoms([0, -1, -1, 0]), charge=-1)),
+     None, None, "initial charges add up to -2"),
+    ("charge not whole", lambda t: _extxyz(t, _carbonate(charge=-0.5)), None, None, "not a whole number"),
+    ("multiplicity=3", lambda t: _extxyz(t, _with_info(build_molecule("water"), multiplicity=3)), None, None, (0, 3)),
+    ("multiplicity=3, 1 given", lambda t: _extxyz(t, _with_info(build_molecule("water"), multiplicity=3)), None, 1,
+     "multiplicity=1 was given but the molecule's file states multiplicity=3"),
+    ("spin ambiguous", lambda t: _extxyz(t, _with_info(build_molecule("water"), spin=1)), None, None, "S or 2S+1"),
+    ("spin, multiplicity given", lambda t: _extxyz(t, _with_info(build_molecule("water"), spin=1)), None, 1, (0, 1)),
+    ("starts disagree", lambda t: _extxyz(t, [_carbonate(start="a", charge=0), _carbonate(start="b", charge=-2)]),
+     None, None, "different charges"),
+    ("sdf M  CHG", lambda t: _sdf(t), None, None, (1, 1)),
+    ("sdf atom block only", lambda t: _sdf(t, chg_line=False), None, None, (1, 1)),
+    ("sdf M  CHG, 0 given", lambda t: _sdf(t), 0, None, "states charge=1"),
+    ("gaussian -2 1", lambda t: _gaussian(t, "-2 1"), None, None, (-2, 1)),
+    ("gaussian -2 1, 0 given", lambda t: _gaussian(t, "-2 1"), 0, None, "states charge=-2"),
+    ("gaussian 0 3", lambda t: _gaussian(t, "0 3"), None, None, (0, 3)),
+    ("xyz states nothing", lambda t: _extxyz(t, _carbonate(), "mol.xyz"), None, None, (0, 1)),
+    ("xyz states nothing, -2 given", lambda t: _extxyz(t, _carbonate(), "mol.xyz"), -2, None, (-2, 1)),
+]
+
+
+def _with_info(a, **info):
+    a.info.update(info)
+    return a
+
+
+@pytest.mark.parametrize("make, charge, multiplicity, want", [c[1:] for c in FILE_STATES],
+                         ids=[c[0] for c in FILE_STATES])
+def test_the_state_a_molecule_file_states_is_used_or_a_conflict_refused(tmp_path, make, charge, multiplicity, want):
+    path = make(tmp_path)
+    if isinstance(want, tuple):
+        starts = molecules.start_structures(path)
+        assert xtb_data.molecule_state(starts, charge, multiplicity) == want
+        return
+    with pytest.raises(InputError, match=want.replace("(", r"\(").replace("+", r"\+")):
+        xtb_data.molecule_state(molecules.start_structures(path), charge, multiplicity)
+
+
+def test_an_atoms_molecule_states_its_charge_too():
+    assert xtb_data.molecule_state({"start": _carbonate(charge=-2)}) == (-2, 1)
+    with pytest.raises(InputError, match="charge=0 was given"):
+        xtb_data.molecule_state({"start": _carbonate(charge=-2)}, 0)
+
+
+def test_label_cached_refuses_frames_of_another_stated_charge(tmp_path):
+    with pytest.raises(InputError, match="frame 1 states charge=-2 but label_cached got charge=0"):
+        xtb_data.label_cached([_carbonate(), _carbonate(charge=-2)], tmp_path / "labels.extxyz")
+    assert not (tmp_path / "labels.extxyz").exists()
+
+
+@needs_tblite
+def test_a_charged_molecule_file_is_labelled_with_its_charge(tmp_path, capsys):
+    """``lawful data --molecule carbonate.extxyz`` (``charge=-2`` in the header, as ase writes
+    ``info["charge"]``): every label and the card's start energy are the dianion's (the file's
+    charge was dropped and CO3 labelled as neutral, 11.7 eV off; the card's start energy was the
+    neutral singlet's even when the charge was given)."""
+    from tblite.ase import TBLite
+
+    from lawful.integrations.cli import main
+
+    path = _extxyz(tmp_path, _carbonate(charge=-2, minimise="none"), "carbonate.extxyz")
+    out = tmp_path / "out"
+    rc = main(["data", "--calc", "xtb", "--molecule", str(path), "--frames", "6", "--frames-per-segment", "2",
+               "--temperatures", "300", "--interval", "2", "--equilibration", "2", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    card = json.loads((out / "card.json").read_text())
+    assert (card["charge"], card["multiplicity"]) == (-2, 1)
+    start = _carbonate()
+    energies = {}
+    for q in (-2, 0):
+        start.calc = TBLite(method="GFN2-xTB", verbosity=0, charge=q)
+        energies[q] = start.get_potential_energy()
+    assert abs(energies[-2] - energies[0]) > 5.0                                       # eV: the test can tell
+    assert card["sampling"]["starts"]["start"]["xtb_energy_eV"] == pytest.approx(energies[-2], abs=1e-6)
+    frames = _all(out)
+    assert len(frames) == 6 and {a.info["charge"] for a in frames} == {-2}
+    for a in frames[::2]:
+        b = Atoms(a.numbers, positions=a.positions)
+        b.calc = TBLite(method="GFN2-xTB", verbosity=0, charge=-2)
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-6)   # eV
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=0, atol=1e-6)         # eV/Å
+
+
+# -- the label cache finds its own labels whatever the precision of the positions (audit F3) ---------
+class _CountingLJ(Calculator):
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        from ase.calculators.lj import LennardJones
+
+        super().calculate(atoms, properties, system_changes)
+        self.calls += 1
+        a = self.atoms.copy()
+        a.calc = LennardJones()
+        self.results = {"energy": a.get_potential_energy(), "forces": a.get_forces()}
+
+    def todict(self):
+        return {"counting": "lj"}
+
+
+@pytest.mark.parametrize("perturb", [
+    lambda p, rng: p + rng.normal(0, 0.05, p.shape),                 # full float64 positions (the usual case)
+    lambda p, rng: 1000.0 + p + rng.normal(0, 0.05, p.shape),        # far from the origin
+    lambda p, rng: np.where(np.abs(p) < 1e-3, -1e-10, p),           # tiny negatives, stored as -0.0
+    lambda p, rng: xtb_data.stored_positions(Atoms("OH2", positions=p + 0.01)),   # already at file precision
+], ids=["float64", "far", "negative-zero", "rounded"])
+def test_a_rerun_of_label_cached_labels_nothing_and_the_file_does_not_grow(tmp_path, perturb):
+    rng = np.random.default_rng(4)
+    water = build_molecule("water")
+    frames = [Atoms(water.numbers, positions=perturb(water.positions + 0.02 * k, rng)) for k in range(3)]
+    for a in frames:     # the cache's rounding is what extxyz writes and reads back
+        b = read(_extxyz(tmp_path, a, "one.extxyz"))
+        np.testing.assert_array_equal(xtb_data.stored_positions(a), b.positions)
+    cache, calc = tmp_path / "labels.extxyz", _CountingLJ()
+    first = xtb_data.label_cached(frames, cache, calculator=calc)
+    calls, size = calc.calls, cache.stat().st_size
+    assert calls >= 3 and len(read(cache, index=":")) == 3
+    again = xtb_data.label_cached(frames, cache, calculator=calc)
+    assert calc.calls == calls and cache.stat().st_size == size          # nothing relabelled, nothing appended
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-8)
+
+
+# -- a plan too small to fill every split is said before any work (audit M1) --------------------------
+@pytest.mark.parametrize("kw, empty", [
+    (dict(temperatures=(300.0,), segments_per_temperature=1, rattled_segments=1), ["validation", "test"]),
+    (dict(temperatures=(300.0,), segments_per_temperature=1, rattled_segments=0), ["validation", "test"]),
+    (dict(temperatures=(300.0,), segments_per_temperature=2, rattled_segments=1), []),
+    (dict(temperatures=(300.0,), segments_per_temperature=1, rattled_segments=1, fractions=(1.0, 0.0, 0.0)), []),
+])
+def test_a_plan_that_cannot_fill_every_split_warns_before_any_work(tmp_path, monkeypatch, kw, empty):
+    cfg = small_config(**kw)
+    assert xtb_data.empty_splits(cfg) == empty
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(xtb_data, "_prepared_start", stop)      # the first xTB work: minimising the start
+    import warnings as _warnings
+
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        with pytest.raises(Stop):
+            xtb_data.make_dataset("water", tmp_path / "out", cfg)
+    said = [str(w.message) for w in caught if "cannot fill every split" in str(w.message)]
+    if empty:
+        assert len(said) == 1 and " and ".join(empty) + " will be empty" in said[0] and "--frames" in said[0]
+    else:
+        assert not said
+
+
+# -- a PDB's placeholder CRYST1 is no crystal (audit M2) -----------------------------------------------
+@pytest.mark.parametrize("cryst1, periodic", [
+    ("CRYST1    1.000    1.000    1.000  90.00  90.00  90.00 P 1           1", False),
+    ("CRYST1   10.000   10.000   10.000  90.00  90.00  90.00 P 1           1", True),
+    ("CRYST1    1.000    1.000    1.000  60.00  90.00  90.00 P 1           1", True),
+    ("", False),
+])
+def test_a_pdb_placeholder_unit_cube_is_read_as_no_cell(tmp_path, cryst1, periodic):
+    rows = ["ATOM      1    O MOL     1       0.000   0.000   0.119  1.00  0.00           O",
+            "ATOM      2    H MOL     1       0.000   0.763  -0.477  1.00  0.00           H",
+            "ATOM      3    H MOL     1       0.000  -0.763  -0.477  1.00  0.00           H"]
+    path = tmp_path / "water.pdb"
+    path.write_text("\n".join(([cryst1] if cryst1 else []) + rows + ["END"]) + "\n")
+    if periodic:
+        with pytest.raises(InputError, match="periodic"):
+            molecules.start_structures(path)
+        return
+    import warnings as _warnings
+
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        [start] = molecules.start_structures(path).values()
+        mol = build_molecule(path)
+    placeholder = [w for w in caught if "placeholder" in str(w.message)]
+    assert len(placeholder) == (2 if cryst1 else 0)
+    for a in (start, mol):
+        assert not a.pbc.any() and a.get_chemical_formula() == "H2O"
+        np.testing.assert_allclose(a.positions[1], [0.0, 0.763, -0.477], atol=1e-9)
