@@ -53,7 +53,7 @@ class MDResult:
     seconds: float
     step_seconds: float
     files: dict = field(default_factory=dict)
-    #: the run's other settings (``md.json`` records them; dtype/device None: the model's own);
+    #: the run's other settings (``md.json`` records them; dtype/device: those the model ran in);
     #: two runs that differed only in temperature, seed, platform or precision had the same md.json
     settings: dict = field(default_factory=dict)
 
@@ -284,7 +284,8 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps
     trajectory frames. ``platform`` is the OpenMM platform (``Reference`` = double precision).
     ``strict``: an out-of-domain structure stops the run (:class:`NumericalError`) instead of
     warning once. Returns an :class:`MDResult`; with ``out`` also writes ``drift.csv``, the
-    trajectory (OpenMM: ``trajectory.dcd`` + ``topology.pdb``) and ``md.json``.
+    trajectory (OpenMM: ``trajectory.dcd`` + ``topology.pdb``) and ``md.json``. ``dtype`` / ``device``:
+    None keeps the model's own; ``settings`` (and md.json) record the ones the model ran in.
     """
     _check(engine, ensemble, timestep_fs, steps, report_interval)
     if engine == "openmm":
@@ -292,13 +293,22 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps
     out_dir = _check_out(out)
     atoms = atoms.copy()
     _initial_velocities(atoms, temperature_K, seed)
+    ran_dtype = ran_device = None
+    if not _is_emt(model):   # md.json names the dtype/device the model really runs in
+        from lawful.integrations.runner import model_device, model_dtype, resolve_model
+
+        # resolved here only to read them: the engines get the model as given, so that a
+        # trajectory's calculator still names the file (its path and sha256), not "in memory"
+        ran = resolve_model(model, device=device, dtype=dtype)
+        ran_dtype, ran_device = str(model_dtype(ran)).removeprefix("torch."), str(model_device(ran))
+        del ran
     settings = {"model_path": str(model) if isinstance(model, (str, os.PathLike)) and not _is_emt(model) else None,
                 "temperature_K": float(temperature_K), "seed": int(seed), "report_interval": int(report_interval),
                 "friction_per_ps": float(friction_per_ps) if ensemble == "nvt" else None,
                 "platform": platform if engine == "openmm" else None, "strict": bool(strict),
                 # EMT is ASE's own calculator (float64, CPU): dtype and device apply to lawful models
-                "dtype": "float64 (EMT)" if _is_emt(model) else (None if dtype is None else str(dtype)),
-                "device": "cpu (EMT)" if _is_emt(model) else (None if device is None else str(device))}
+                "dtype": "float64 (EMT)" if _is_emt(model) else ran_dtype,
+                "device": "cpu (EMT)" if _is_emt(model) else ran_device}
     header = {"engine": engine, "model": _model_label(model), "n_atoms": len(atoms), "steps": steps,
               "timestep_fs": timestep_fs, "ensemble": ensemble, "settings": settings}
     started = []

@@ -174,6 +174,26 @@ def test_md_json_records_the_settings_of_the_run(tmp_path):
     assert s["dtype"] == "float64 (EMT)" and s["device"] == "cpu (EMT)"
 
 
+@pytest.mark.parametrize("model_dtype, asked, recorded", [
+    ("float32", None, "float32"), ("float64", None, "float64"), ("float32", "float64", "float64"),
+    ("float64", "float32", "float32")])
+def test_md_json_records_the_dtype_the_model_ran_in(tmp_path, model_dtype, asked, recorded):
+    """run_md(dtype=None) keeps the model's own precision; md.json said null for it (a float32
+    model's run looked like an unknown precision) instead of the dtype the model ran in."""
+    import json as _json
+
+    import torch
+
+    model = MorsePairModel(dtype=getattr(torch, model_dtype))
+    res = run_md(rattled_copper(seed=3, amp=0.02), model, "ase", timestep_fs=2.0, steps=4, report_interval=2,
+                 out=tmp_path, dtype=asked)
+    s = _json.loads((tmp_path / "md.json").read_text())["settings"]
+    assert s["dtype"] == recorded and res.settings["dtype"] == recorded and s["device"] == "cpu"
+    assert model.dtype == getattr(torch, model_dtype)            # the caller's model is not changed
+    potential = float(next(csv.DictReader((tmp_path / "drift.csv").open()))["potential_eV"])
+    assert (potential == float(np.float32(potential))) == (recorded == "float32")   # computed in that dtype
+
+
 def test_a_thermostatted_run_does_not_call_its_energy_slope_drift(tmp_path, capsys):
     """Under Langevin the total energy exchanges heat with the bath: ``lawful md --ensemble nvt``
     and md.json say so instead of printing a "drift" beside NVE figures."""

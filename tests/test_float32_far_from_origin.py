@@ -1,0 +1,58 @@
+"""A float32 model gives the same forces wherever the structure sits: the runner subtracts a
+float64 offset before rounding the positions (the pair vectors kept about 7 digits of the
+*absolute* coordinates: alanine dipeptide 1e4 Å from the origin had its forces 0.07 eV/Å off)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lawful.forcefields.molecules import start_structures
+from lawful.integrations.ase import LawfulCalculator
+from lawful.integrations.runner import ORIGIN_RADIUS
+
+
+@pytest.fixture(scope="module")
+def peptide():
+    atoms = start_structures("alanine-dipeptide")["C7eq"]
+    atoms.calc = LawfulCalculator("organic-xtb")
+    return atoms, atoms.get_forces().copy(), atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e4, -3e4])
+def test_float32_forces_do_not_depend_on_where_the_molecule_sits(peptide, offset):
+    atoms, f64, e64 = peptide
+    calc = LawfulCalculator("organic-xtb", dtype="float32")
+    near = atoms.copy()
+    near.calc = calc
+    f_near = near.get_forces().copy()
+    far = atoms.copy()
+    far.positions += offset
+    far.calc = calc                       # the same runner: it takes a new offset for the far copy
+    assert np.abs(far.get_forces() - f64).max() < 1e-4          # float32 round-off, 0.07 before at 1e4 Å
+    assert abs(far.get_potential_energy() - e64) < 1e-4
+    assert np.abs(far.get_forces() - f_near).max() < 2e-5
+
+
+@pytest.mark.parametrize("moves", [
+    "translate",        # the whole molecule drifts: no pair changes, atom 0 crosses ORIGIN_RADIUS
+    "atom0",            # atom 0 alone moves back and forth across the radius (within the skin)
+])
+def test_renewing_the_offset_keeps_the_forces_of_a_fresh_list(peptide, moves):
+    """With a skin the list is reused while atoms move little; a renewed offset moves the frame,
+    not the pairs, so forces equal a fresh calculator's (skin 0) at every call."""
+    atoms, _, _ = peptide
+    moving = atoms.copy()
+    moving.calc = LawfulCalculator("organic-xtb", dtype="float32", skin=1.0)
+    steps = np.linspace(0.0, 2.5 * ORIGIN_RADIUS, 12) if moves == "translate" else [0.0, 0.3, -0.3, 0.3]
+    for k, s in enumerate(steps):
+        pos = atoms.positions.copy()
+        if moves == "translate":
+            pos += np.array([s, -0.5 * s, 0.2 * s])
+        else:
+            pos += ORIGIN_RADIUS * (k % 2)          # everything 10 Å away on odd calls...
+            pos[0, 0] += s                           # ...and atom 0 jiggled
+        moving.positions = pos
+        fresh = moving.copy()
+        fresh.calc = LawfulCalculator("organic-xtb", dtype="float32", skin=0.0)
+        assert np.abs(moving.get_forces() - fresh.get_forces()).max() < 5e-5   # float32, <= 10 Å off
