@@ -145,12 +145,15 @@ class AtomisticModel(torch.nn.Module):
         (checks the input, finds neighbour pairs within the cutoff)."""
         return make_batch(structures, self.z_to_index, self.species, self.cutoff, self.dtype, self.device, pairs)
 
-    def evaluate(self, positions, numbers, cell=None, pbc=False, stress: bool = False,
+    def evaluate(self, positions, numbers, cell=None, pbc=None, stress: bool = False,
                  pairs=None) -> dict:
         """Energy, forces (and stress) of one structure.
 
         positions: (N,3) Å, tensor or array; numbers: (N,) atomic numbers; cell: (3,3) Å with the
-        lattice vectors as rows (or None); pbc: bool or 3 bools. ``pairs``: optional ``(i, j,
+        lattice vectors as rows (or None); pbc: bool or 3 bools; None (default) is False for a
+        structure without a cell and refused for one with a cell (a box alone could be a
+        crystal's or a molecule's: it was read as an isolated cluster; the rule of
+        :func:`~lawful.forcefields.batch.structure_args`). ``pairs``: optional ``(i, j,
         shifts)`` neighbour pairs (e.g. from a :class:`~lawful.kernels.neighbors.VerletList`), or
         ``(i, j, shifts, d2)`` already cut to the cutoff (see :func:`~lawful.forcefields.batch.make_batch`).
 
@@ -158,7 +161,10 @@ class AtomisticModel(torch.nn.Module):
         "stress": (3,3) eV/Å^3 (if stress=True; ASE sign: (1/V) dE/dstrain)}``, detached, in the
         model's dtype and on its device.
         """
-        b = self.make_batch([(positions, numbers, cell, pbc)], pairs=None if pairs is None else [pairs])
+        one = {"positions": positions, "numbers": numbers, "cell": cell}
+        if pbc is not None:
+            one["pbc"] = pbc
+        b = self.make_batch([one], pairs=None if pairs is None else [pairs])
         out = self.evaluate_batch(b, forces=True, stress=stress)
         res = {"energy": out["energy"][0], "forces": out["forces"], "energies": out["energies"]}
         if stress:

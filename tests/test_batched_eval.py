@@ -196,3 +196,25 @@ def test_plain_structures_are_read_one_way_or_refused(models, make, expect):
     assert got.keys() == same.keys()
     for key in got:
         assert torch.allclose(got[key], same[key], rtol=0, atol=1e-12), key
+
+
+@pytest.mark.parametrize("kwargs, expect", [
+    (lambda a: dict(cell=a.cell[:], pbc=True), "periodic"),
+    (lambda a: dict(cell=a.cell[:], pbc=False), "isolated"),
+    (lambda a: dict(), "isolated"),
+    (lambda a: dict(cell=a.cell[:]), (InputError, "a 'cell' but no 'pbc'")),   # was read as isolated
+])
+def test_evaluate_reads_one_structure_by_the_same_rule(models, kwargs, expect):
+    """``model.evaluate(positions, numbers, cell=...)`` without pbc silently evaluated an isolated
+    cluster (pbc defaulted to False); it follows ``structure_args`` now."""
+    a = _periodic_cu()
+    molecule = a.copy()
+    molecule.pbc = False
+    ref = {"periodic": evaluate_batch(models[0], [a])[0], "isolated": evaluate_batch(models[0], [molecule])[0]}
+    if isinstance(expect, tuple):
+        with pytest.raises(expect[0], match=expect[1]):
+            models[0].evaluate(a.positions, a.numbers, **kwargs(a))
+        return
+    got = models[0].evaluate(a.positions, a.numbers, **kwargs(a))
+    assert torch.allclose(got["energy"], ref[expect]["energy"], rtol=0, atol=1e-12)
+    assert torch.allclose(got["forces"], ref[expect]["forces"], rtol=0, atol=1e-12)
