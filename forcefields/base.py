@@ -112,6 +112,8 @@ class AtomisticModel(torch.nn.Module):
         #: :func:`lawful.forcefields.train`, saved in the model file. Empty: unknown (an untrained
         #: model or an old file), and the engine adapters then make no domain check.
         self.pair_min_distance: dict[str, float] = {}
+        #: the span of the training compositions (lawful.forcefields.domain.composition_record)
+        self.training_compositions: dict = {}
 
     # -- configuration -----------------------------------------------------------------------
     @property

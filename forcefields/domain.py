@@ -3,7 +3,10 @@
 A trained model records ``pair_min_distance`` (``{"H-O": 0.93, ...}``, Å; see
 :func:`lawful.forcefields.batch.pair_min_distances`). A structure with a pair closer than
 :data:`DOMAIN_TOLERANCE` times that record is outside what the model has seen, and its forces
-are extrapolation. Both places that evaluate models in engines check it from the table built
+are extrapolation. It also records the span of its training compositions
+(``training_compositions``, :func:`composition_record`): a structure whose composition lies
+outside it (methane for a model trained on alanine dipeptide, ethanol and water) has an
+absolute energy the data did not determine (:func:`composition_outside`). Both places that evaluate models in engines check it from the table built
 here: the engine runner (ASE, OpenMM's python backend: ``lawful.integrations.runner``) and the
 TorchScript export that openmm-torch runs (:class:`lawful.forcefields.TorchScriptPotential`).
 """
@@ -14,7 +17,8 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["DOMAIN_TOLERANCE", "domain_limits"]
+__all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "composition_record",
+           "composition_outside"]
 
 #: Default fraction of the training minimum distance below which a pair is out of domain.
 DOMAIN_TOLERANCE = 0.9
@@ -37,3 +41,84 @@ def domain_limits(record: dict | None, species: Sequence[str], tolerance: float,
             if d is not None:
                 table[a, b] = (tolerance * float(d)) ** 2
     return table
+
+
+# ------------------------------------------------------------------------------------------------
+# compositions: which structures' absolute energies the per-species reference energies determine
+
+#: A composition whose component outside the span of the training compositions is larger than
+#: this fraction of its length is outside the training domain (exact arithmetic gives 0 inside).
+COMPOSITION_TOLERANCE = 1e-6
+#: Formulas kept in a model's record to name the training compositions in messages.
+_FORMULAS_KEPT = 8
+
+
+def _counts(numbers, species: Sequence[str]) -> list[int]:
+    from ase.data import atomic_numbers
+
+    z = [int(v) for v in numbers]
+    return [sum(1 for v in z if v == atomic_numbers[s]) for s in species]
+
+
+def _formula(numbers) -> str:
+    from ase.formula import Formula
+    from ase.data import chemical_symbols
+
+    return Formula("".join(chemical_symbols[int(v)] for v in numbers)).format("hill")
+
+
+def composition_record(structures_numbers, species: Sequence[str], old: dict | None = None) -> dict:
+    """The compositions a model was trained on, as saved with it (``model.training_compositions``).
+
+    ``structures_numbers``: the atomic numbers of each training structure; ``species``: the
+    model's species. Returns ``{"basis": r x S orthonormal rows spanning the training
+    compositions (per-species atom counts), "formulas": up to a few of them (Hill notation)}``,
+    merged with an ``old`` record (training continued on new data keeps both spans). The energy
+    E = sum_i e0(Z_i) + learned terms fixes the per-species reference energies e0 only along that
+    span: a structure whose composition lies outside it has an absolute energy, and an energy
+    difference to any other composition, that the data did not determine."""
+    import numpy as np
+
+    rows, formulas = [], []
+    seen = set()
+    for numbers in structures_numbers:
+        c = tuple(_counts(numbers, species))
+        if c not in seen:
+            seen.add(c)
+            rows.append(c)
+            if len(formulas) < _FORMULAS_KEPT:
+                formulas.append(_formula(numbers))
+    if old:
+        rows += [tuple(r) for r in old.get("basis", [])]
+        formulas = list(dict.fromkeys(list(old.get("formulas", [])) + formulas))[:_FORMULAS_KEPT]
+    if not rows:
+        return {}
+    m = np.asarray(rows, dtype=np.float64)
+    _, s, vt = np.linalg.svd(m, full_matrices=False)
+    rank = int((s > 1e-9 * s[0]).sum()) if s.size and s[0] > 0 else 0
+    return {"basis": vt[:rank].tolist(), "formulas": formulas}
+
+
+def composition_outside(record: dict | None, species: Sequence[str], numbers) -> str | None:
+    """None when ``numbers``' composition lies in the span of the training compositions of
+    ``record`` (:func:`composition_record`; an empty record checks nothing), else the message
+    saying why its absolute energy is not determined by the model."""
+    import numpy as np
+
+    if not record or not record.get("basis"):
+        return None
+    c = np.asarray(_counts(numbers, species), dtype=np.float64)
+    norm = float(np.linalg.norm(c))
+    if norm == 0.0:
+        return None
+    b = np.asarray(record["basis"], dtype=np.float64)
+    residual = float(np.linalg.norm(c - b.T @ (b @ c))) / norm
+    if residual <= COMPOSITION_TOLERANCE:
+        return None
+    seen = ", ".join(record.get("formulas", [])) or "?"
+    return (f"the composition {_formula(numbers)} is not a combination of the compositions the model was "
+            f"trained on ({seen}; {len(record['basis'])} independent for {len(species)} species): the "
+            "per-species reference energies are not determined for it, so its absolute energy, and any "
+            "energy difference to another composition, is arbitrary (eV per atom off is possible), and it may "
+            "hold chemistry the model has not seen (its forces too are then extrapolation); use a model "
+            "trained on this composition, or train on data that include it.")

@@ -78,6 +78,10 @@ def save_model(model, path: str | os.PathLike, training_summary: dict | None = N
     pair_min = dict(getattr(model, "pair_min_distance", {}) or {})
     if pair_min:
         metadata["pair_min_distance"] = {str(k): float(v) for k, v in pair_min.items()}
+    compositions = dict(getattr(model, "training_compositions", {}) or {})
+    if compositions:
+        metadata["training_compositions"] = {"basis": [[float(x) for x in row] for row in compositions["basis"]],
+                                             "formulas": [str(f) for f in compositions.get("formulas", [])]}
     save_model_file(path, kind=model.kind, config=model.config, tensors=tensors, metadata=metadata)
     return path
 
@@ -149,7 +153,33 @@ def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticMod
                              "load it with the tool that wrote it.")
     model = _rebuild(path, mf, kinds[mf.kind], dtype, device)
     model.pair_min_distance = _pair_min_distance(path, mf.metadata.get("pair_min_distance", {}), model.species)
+    model.training_compositions = _training_compositions(path, mf.metadata.get("training_compositions", {}),
+                                                         model.species)
     return model
+
+
+def _training_compositions(path, value, species) -> dict:
+    """The file's composition record checked: orthonormal rows of one count per species.
+    Files written before it existed have none (``{}``: no composition check)."""
+    import math
+
+    if value in ({}, None):
+        return {}
+    ok = isinstance(value, dict) and isinstance(value.get("basis"), list) and value["basis"] and all(
+        isinstance(row, list) and len(row) == len(species)
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in row)
+        for row in value["basis"])
+    if ok:
+        import numpy as np
+
+        b = np.asarray(value["basis"], dtype=np.float64)
+        ok = b.shape[0] <= len(species) and np.allclose(b @ b.T, np.eye(b.shape[0]), atol=1e-8)
+    if not ok:
+        raise ModelFileError(f"{os.fspath(path)!r}: training_compositions {value!r} is not a set of orthonormal "
+                             f"composition rows over the model's species {list(species)}; the file is corrupt: "
+                             "re-save the model.")
+    return {"basis": [list(map(float, row)) for row in value["basis"]],
+            "formulas": [str(f) for f in value.get("formulas", [])]}
 
 
 def load_dynamics_model(path: str | os.PathLike, dtype=None, device=None):

@@ -21,7 +21,7 @@ import torch
 from ase.data import atomic_numbers as _atomic_numbers
 from ase.data import chemical_symbols as _chemical_symbols
 
-from lawful.forcefields.domain import DOMAIN_TOLERANCE, domain_limits
+from lawful.forcefields.domain import DOMAIN_TOLERANCE, composition_outside, domain_limits
 from lawful.kernels.errors import (
     InputError,
     ModelFileError,
@@ -153,6 +153,9 @@ class ModelRunner:
     a :class:`~lawful.kernels.errors.NumericalError`, naming the two atoms (indices, symbols),
     their distance, the training minimum and the step when the engine passes it. Models without
     the record (old files, untrained models) and models that build their own pairs are not checked.
+    Likewise, at the first evaluation, a composition outside the span of the model's training
+    compositions (``model.training_compositions``: its absolute energy is not determined; see
+    :func:`lawful.forcefields.domain.composition_outside`) warns once or raises.
 
     Parameters
     ----------
@@ -245,6 +248,7 @@ class ModelRunner:
         self.n_atoms = int(z.shape[0])
         self._pos = torch.empty((self.n_atoms, 3), dtype=self.dtype, device=self.device)
         self._origin = None
+        self._composition_checked = False   # at the first evaluation, when strict is known
 
     # -- pickling ------------------------------------------------------------------------------
     # The position/cell buffers are written in place at every call and the Verlet list is a cache
@@ -289,6 +293,20 @@ class ModelRunner:
             d += self._offsets
         i, j, shifts, d2 = pairs_within_cutoff(nl.i, nl.j, nl.shifts, d, self.cutoff)
         return NeighborList(i, j, shifts), d2
+
+    def _check_composition(self) -> None:
+        """Warn once (or raise, strict) when the atoms' composition lies outside the span of the
+        model's training compositions (:func:`lawful.forcefields.domain.composition_outside`)."""
+        self._composition_checked = True
+        message = composition_outside(getattr(self.model, "training_compositions", None), self.species,
+                                      self.numbers_np)
+        if message is None:
+            return
+        if self.strict:
+            err = NumericalError(message[0].upper() + message[1:] + " (strict mode)")
+            err.out_of_domain = {"composition": message}
+            raise err
+        warnings.warn(message[0].upper() + message[1:], OutOfDomainWarning, stacklevel=4)
 
     def _check_domain(self, nl, d2, step) -> None:
         """Compare the pairs' squared distances with the training minima (one gather, one compare);
@@ -341,6 +359,8 @@ class ModelRunner:
         dtype/device. Raises :class:`NumericalError` for non-finite positions or model output, and
         for an out-of-domain structure in strict mode (see the class docstring).
         """
+        if not self._composition_checked:
+            self._check_composition()
         pos = self._pos
         src = torch.as_tensor(positions)
         if tuple(src.shape) != (self.n_atoms, 3):
