@@ -114,6 +114,8 @@ class AtomisticModel(torch.nn.Module):
         self.pair_min_distance: dict[str, float] = {}
         #: the span of the training compositions (lawful.forcefields.domain.composition_record)
         self.training_compositions: dict = {}
+        #: {symbol: [fewest, most]} neighbours within the cutoff in training (domain.neighbour_count_record)
+        self.neighbour_counts: dict = {}
 
     # -- configuration -----------------------------------------------------------------------
     @property

@@ -6,7 +6,10 @@ A trained model records ``pair_min_distance`` (``{"H-O": 0.93, ...}``, Å; see
 are extrapolation. It also records the span of its training compositions
 (``training_compositions``, :func:`composition_record`): a structure whose composition lies
 outside it (methane for a model trained on alanine dipeptide, ethanol and water) has an
-absolute energy the data did not determine (:func:`composition_outside`). Both places that evaluate models in engines check it from the table built
+absolute energy the data did not determine (:func:`composition_outside`); and the range of
+neighbour counts within the cutoff per species (``neighbour_counts``,
+:func:`neighbour_count_record`): an atom with far fewer or more neighbours than any training atom
+(an isolated atom, a lattice typed in bohr, a dimer) is in an environment the model never saw. Both places that evaluate models in engines check it from the table built
 here: the engine runner (ASE, OpenMM's python backend: ``lawful.integrations.runner``) and the
 TorchScript export that openmm-torch runs (:class:`lawful.forcefields.TorchScriptPotential`).
 """
@@ -18,7 +21,7 @@ from typing import Sequence
 import torch
 
 __all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "composition_record",
-           "composition_outside"]
+           "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds"]
 
 #: Default fraction of the training minimum distance below which a pair is out of domain.
 DOMAIN_TOLERANCE = 0.9
@@ -122,3 +125,47 @@ def composition_outside(record: dict | None, species: Sequence[str], numbers) ->
             "energy difference to another composition, is arbitrary (eV per atom off is possible), and it may "
             "hold chemistry the model has not seen (its forces too are then extrapolation); use a model "
             "trained on this composition, or train on data that include it.")
+
+
+# ------------------------------------------------------------------------------------------------
+# neighbour counts: how crowded each species' environments were in training
+
+#: Relative slack on the training range of neighbour counts (at least one neighbour below it):
+#: held-out frames of the copper data reach 21 against a training minimum of 23.
+NEIGHBOUR_MARGIN = 0.15
+
+
+def neighbour_count_record(species_counts, species: Sequence[str], old: dict | None = None) -> dict:
+    """``{symbol: [fewest, most]}`` neighbours within the cutoff per atom of each species, from
+    ``species_counts``: pairs of (species index (N,), neighbour count (N,)) arrays of training
+    structures; merged with an ``old`` record (the wider range)."""
+    import numpy as np
+
+    out = {k: list(v) for k, v in (old or {}).items()}
+    for sp, counts in species_counts:
+        sp = np.asarray(sp)
+        counts = np.asarray(counts)
+        for s in np.unique(sp):
+            c = counts[sp == s]
+            name = species[int(s)]
+            lo, hi = int(c.min()), int(c.max())
+            if name in out:
+                lo, hi = min(lo, out[name][0]), max(hi, out[name][1])
+            out[name] = [lo, hi]
+    return out
+
+
+def neighbour_count_bounds(record: dict | None, species: Sequence[str], dtype=None, device=None):
+    """(low, high) (S,) tensors: the neighbour counts of each species index inside the domain
+    (the training range widened by :data:`NEIGHBOUR_MARGIN`; -inf/inf without a record for that
+    species); None without a record."""
+    if not record:
+        return None
+    lo = torch.full((len(species),), -float("inf"), dtype=dtype or torch.float64, device=device)
+    hi = torch.full((len(species),), float("inf"), dtype=dtype or torch.float64, device=device)
+    for k, s in enumerate(species):
+        if s in record:
+            a, b = record[s]
+            lo[k] = min(a * (1.0 - NEIGHBOUR_MARGIN), a - 1.0)
+            hi[k] = max(b * (1.0 + NEIGHBOUR_MARGIN), b + 1.0)
+    return lo, hi

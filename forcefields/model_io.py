@@ -78,6 +78,9 @@ def save_model(model, path: str | os.PathLike, training_summary: dict | None = N
     pair_min = dict(getattr(model, "pair_min_distance", {}) or {})
     if pair_min:
         metadata["pair_min_distance"] = {str(k): float(v) for k, v in pair_min.items()}
+    counts = dict(getattr(model, "neighbour_counts", {}) or {})
+    if counts:
+        metadata["neighbour_counts"] = {str(k): [int(v[0]), int(v[1])] for k, v in counts.items()}
     compositions = dict(getattr(model, "training_compositions", {}) or {})
     if compositions:
         metadata["training_compositions"] = {"basis": [[float(x) for x in row] for row in compositions["basis"]],
@@ -155,7 +158,21 @@ def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticMod
     model.pair_min_distance = _pair_min_distance(path, mf.metadata.get("pair_min_distance", {}), model.species)
     model.training_compositions = _training_compositions(path, mf.metadata.get("training_compositions", {}),
                                                          model.species)
+    model.neighbour_counts = _neighbour_counts(path, mf.metadata.get("neighbour_counts", {}), model.species)
     return model
+
+
+def _neighbour_counts(path, value, species) -> dict:
+    """The file's ``{symbol: [fewest, most]}`` neighbour-count record checked (``{}``: none)."""
+    ok = isinstance(value, dict) and all(
+        k in species and isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                      for x in v) and 0 <= v[0] <= v[1]
+        for k, v in value.items())
+    if not ok:
+        raise ModelFileError(f"{os.fspath(path)!r}: neighbour_counts {value!r} is not a mapping of the model's "
+                             f"species {list(species)} to [fewest, most] neighbour counts; the file is corrupt: "
+                             "re-save the model.")
+    return {k: [int(v[0]), int(v[1])] for k, v in value.items()}
 
 
 def _training_compositions(path, value, species) -> dict:

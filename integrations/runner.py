@@ -21,7 +21,8 @@ import torch
 from ase.data import atomic_numbers as _atomic_numbers
 from ase.data import chemical_symbols as _chemical_symbols
 
-from lawful.forcefields.domain import DOMAIN_TOLERANCE, composition_outside, domain_limits
+from lawful.forcefields.domain import (DOMAIN_TOLERANCE, composition_outside, domain_limits,
+                                      neighbour_count_bounds)
 from lawful.kernels.errors import (
     InputError,
     ModelFileError,
@@ -204,6 +205,9 @@ class ModelRunner:
         self.domain_tolerance = tol
         self.domain_warned = False
         self._domain_min2 = _domain_table(model, self.species, tol)
+        self._count_bounds = neighbour_count_bounds(getattr(model, "neighbour_counts", None), self.species,
+                                                    self.dtype, self.device)
+        self._count_warned = False
         self._verlet = None
         from lawful.forcefields.base import AtomisticModel
 
@@ -217,7 +221,8 @@ class ModelRunner:
             self._pairs_arg = None
         # a domain check reads the pairs' distances, so it keeps a list even with skin 0 (rebuilt
         # whenever anything moves: the same work as the model's own fresh list)
-        if self._pairs_arg is not None and (self.skin > 0.0 or self._domain_min2 is not None):
+        if self._pairs_arg is not None and (self.skin > 0.0 or self._domain_min2 is not None
+                                            or self._count_bounds is not None):
             try:
                 from lawful.kernels.neighbors import VerletList
             except ImportError:  # pragma: no cover - older kernels: the model builds its own list
@@ -307,6 +312,36 @@ class ModelRunner:
             err.out_of_domain = {"composition": message}
             raise err
         warnings.warn(message[0].upper() + message[1:], OutOfDomainWarning, stacklevel=4)
+
+    def _check_neighbour_counts(self, nl, step) -> None:
+        """Compare each atom's neighbour count within the cutoff with its species' training range
+        (widened by ``domain.NEIGHBOUR_MARGIN``); warn once or raise (strict) on the worst atom."""
+        lo, hi = self._count_bounds
+        counts = torch.bincount(nl.i, minlength=self.n_atoms).to(lo.dtype)
+        low, high = lo.index_select(0, self._species_idx), hi.index_select(0, self._species_idx)
+        outside = (counts < low) | (counts > high)
+        if not bool(outside.any()):
+            return
+        if self._count_warned and not self.strict:
+            return
+        k = int(torch.nonzero(outside)[0])
+        name = self.species[int(self._species_idx[k])]
+        fewest, most = self.model.neighbour_counts[name]
+        label = k if self.labels is None else self.labels[k]
+        where = "" if step is None else f" at step {int(step)}"
+        message = (f"atom {label} ({name}) has {int(counts[k])} neighbours within the {self.cutoff:g} Å cutoff{where}, "
+                   f"outside the {fewest}-{most} its species had in the model's training data (allowed "
+                   f"{float(low[k]):.3g}-{float(high[k]):.3g}; {int(outside.sum())} atom(s) outside): an environment "
+                   "the model never saw (an isolated atom, a dimer, a lattice in other units or far from "
+                   "its training density), so its energy and forces are extrapolation.")
+        if self.strict:
+            err = NumericalError(message + " (strict mode)")
+            err.out_of_domain = {"atoms": (label,), "symbols": (name,), "neighbours": int(counts[k]),
+                                 "training_range": (fewest, most), "step": step}
+            raise err
+        self._count_warned = True
+        warnings.warn(message + " Further such events of this runner are not reported; pass strict=True to "
+                      "stop instead.", OutOfDomainWarning, stacklevel=4)
 
     def _check_domain(self, nl, d2, step) -> None:
         """Compare the pairs' squared distances with the training minima (one gather, one compare);
@@ -402,6 +437,8 @@ class ModelRunner:
                 check_squared_distances(d2, lab.index_select(0, nl.i), lab.index_select(0, nl.j))
             if self._domain_min2 is not None:
                 self._check_domain(nl, d2, step)
+            if self._count_bounds is not None:
+                self._check_neighbour_counts(nl, step)
             # lawful's own models take the pairs already cut, with their squared distances: no
             # second displacement pass and cut in make_batch
             kwargs[self._pairs_arg] = (*nl, d2) if self._cut_pairs else nl

@@ -1,0 +1,81 @@
+"""An atom with far fewer or more neighbours than any training atom of its species is out of the
+model's domain: cu-emt (bulk fcc, 23-42 neighbours within 4.5 Å in training) on a lattice typed in
+bohr (6.82 Å: no neighbour, forces and stress exactly 0) or a Cu2 dimer ran with no warning (a
+newcomer's first-hour audit); the pair-distance check only sees atoms too close."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from lawful.forcefields import NeuralPotential, load_model
+from lawful.forcefields.domain import NEIGHBOUR_MARGIN, neighbour_count_bounds, neighbour_count_record
+from lawful.integrations.ase import LawfulCalculator
+from lawful.kernels.errors import ModelFileError, NumericalError, OutOfDomainWarning
+
+
+def _fcc(a, repeat=2):
+    return bulk("Cu", "fcc", a=a, cubic=True).repeat(repeat)
+
+
+@pytest.mark.parametrize("make, neighbours, outside", [
+    (lambda: _fcc(3.61), 42, False),                                  # the training lattice
+    (lambda: _fcc(3.65), 42, False),                                  # strained a little: same shells
+    (lambda: _fcc(4.2), 18, True),                                    # +16 %: the third shell left the cutoff
+    (lambda: _fcc(6.82), 0, True),                                    # a = 3.61 Å typed in bohr
+    (lambda: Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]]), 1, True),   # a dimer
+])
+def test_cu_emt_warns_for_environments_it_never_saw(make, neighbours, outside):
+    atoms = make()
+    atoms.calc = LawfulCalculator("cu-emt")
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        atoms.get_potential_energy()
+    said = [str(w.message) for w in got if issubclass(w.category, OutOfDomainWarning) and "neighbours" in str(w.message)]
+    assert len(said) == int(outside)
+    if outside:
+        assert f"has {neighbours} neighbours within the 4.5 Å cutoff" in said[0] and "23-42" in said[0]
+        strict = make()
+        strict.calc = LawfulCalculator("cu-emt", strict=True)
+        with pytest.raises(NumericalError, match=r"neighbours .*\(strict mode\)"):
+            strict.get_potential_energy()
+
+
+def test_held_out_copper_frames_are_inside():
+    """The margin keeps the benchmark's held-out frames (down to 21 neighbours) inside."""
+    from lawful.forcefields.reference import emt_metal_dataset
+
+    calc = LawfulCalculator("cu-emt", strict=True)
+    for atoms in emt_metal_dataset("Cu", 2, n_md=3, n_rattled=4, n_strained=4, seed=100):
+        atoms.calc = calc
+        atoms.get_potential_energy()
+
+
+def test_the_record_and_its_bounds_round_trip(tmp_path):
+    record = neighbour_count_record([(np.array([0, 0, 1]), np.array([4, 7, 2])),
+                                     (np.array([1, 1]), np.array([3, 9]))], ["H", "O"])
+    assert record == {"H": [4, 7], "O": [2, 9]}
+    lo, hi = neighbour_count_bounds(record, ["H", "O"])
+    assert lo.tolist() == pytest.approx([min(4 * (1 - NEIGHBOUR_MARGIN), 3), 1.0])
+    assert hi.tolist() == pytest.approx([8.05, 10.35])
+    assert neighbour_count_record([(np.array([0]), np.array([1]))], ["H", "O"], old=record)["H"] == [1, 7]
+    model = NeuralPotential(species=["H", "O"], cutoff=4.0)
+    model.neighbour_counts = record
+    model.save(tmp_path / "m.lawful")
+    assert load_model(tmp_path / "m.lawful").neighbour_counts == record
+
+
+def test_a_corrupt_record_is_refused(tmp_path):
+    from lawful.kernels.modelfile import load_model_file, save_model_file
+
+    model = NeuralPotential(species=["H", "O"], cutoff=4.0)
+    model.save(tmp_path / "m.lawful")
+    mf = load_model_file(tmp_path / "m.lawful")
+    save_model_file(tmp_path / "m.lawful", kind=mf.kind, config=mf.config, tensors=mf.tensors,
+                    metadata={**mf.metadata, "neighbour_counts": {"H": [5, 2]}})
+    with pytest.raises(ModelFileError, match="neighbour_counts"):
+        load_model(tmp_path / "m.lawful")
