@@ -245,20 +245,37 @@ class Solver:
         self._project = project
         self.last_correction = None     # (largest face change, max|u| before) of the last corrector call
 
+    def _buoyancy_name(self):
+        return self.scalar_names[self.buoyancy_index] if self.buoyancy_index >= 0 else None
+
     @staticmethod
     def _check_like(name, t, ref):
         if tuple(t.shape) != tuple(ref.shape):
             raise ShapeError(f"{name} has shape {tuple(t.shape)}; it must match {tuple(ref.shape)}.")
 
     def check_state(self, state: FluidState) -> None:
-        """Raise :class:`ShapeError`/:class:`InputError` unless ``state`` fits this solver."""
+        """Raise :class:`ShapeError`/:class:`InputError` unless ``state`` fits this solver: grid,
+        dtype, ``dx``, boundary, obstacle mask and passive scalars (their names, in order, and
+        count: the flux buffers, sources and the buoyancy scalar were set up for them); and
+        :class:`~lawful.kernels.errors.BackendError` when Taichi was re-initialised since the solver
+        was built. Runs before a step touches the state, so a refused step leaves it unchanged."""
         if not isinstance(state, FluidState):
             raise InputError(f"expected a FluidState, got {type(state).__name__}.")
+        self.pressure.check_runtime("this Solver", "Build a new Solver (scene.make_solver() or Solver(state, config))")
         if (state.nx, state.ny) != (self.nx, self.ny) or state.dtype != self.dtype or state.dx != self.dx:
             raise ShapeError(f"state grid {state.nx}x{state.ny} {state.dtype} dx={state.dx} does not match the "
                              f"solver's {self.nx}x{self.ny} {self.dtype} dx={self.dx}: build a Solver for it.")
         if state.boundary != self.boundary or not torch.equal(state.solid, self.solid):
             raise ShapeError("state boundary/obstacle mask differ from the solver's: build a Solver for it.")
+        names = tuple(state.scalar_names)
+        ns = state.scalars.shape[0] if state.scalars.ndim == 3 else -1
+        if names != self.scalar_names or ns != len(self.scalar_names):
+            raise ShapeError(
+                f"state passive scalars {list(names)} (scalars of shape {tuple(state.scalars.shape)}) differ from "
+                f"the {list(self.scalar_names)} this solver was built for (its flux buffers, sources and buoyancy "
+                f"scalar {self._buoyancy_name()!r} follow those names): build a Solver for this state, or give the "
+                f"state the scalars {list(self.scalar_names)} in that order."
+            )
 
     # -- the parts ----------------------------------------------------------------------------
     def _phi_scale(self, dt: float) -> float:

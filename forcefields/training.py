@@ -33,6 +33,7 @@ import json
 import math
 import os
 import time
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -47,45 +48,184 @@ from lawful.forcefields.batch import Batch, pair_min_distances
 __all__ = ["train", "load_frames", "prepare", "evaluate_errors", "refit_reference_energies"]
 
 
-def load_frames(data) -> list:
-    """``data``: a list of labelled ``ase.Atoms``, or a path to an extxyz file or ASE database."""
+#: The data files :func:`load_frames` reads, by suffix: ASE's extended XYZ, its trajectory and its
+#: database (a path ending in ``.db`` or any ``ase.db`` URL with ``://``).
+DATA_FORMATS = {".extxyz": "extxyz", ".xyz": "extxyz", ".traj": "traj", ".db": "db"}
+
+
+def data_format(path: str) -> str:
+    """The format :func:`load_frames` reads ``path`` in: by suffix (:data:`DATA_FORMATS`), ``"db"``
+    for an ``ase.db`` URL; a path of another suffix is recognised by its content
+    (``ase.io.formats.filetype``) when it is one of these formats, else :class:`InputError`."""
+    if "://" in path:
+        return "db"
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in DATA_FORMATS:
+        return DATA_FORMATS[suffix]
+    from ase.io.formats import filetype
+
+    try:
+        kind = filetype(path, guess=False)
+    except Exception:      # unknown or unreadable content
+        kind = None
+    if kind in ("extxyz", "traj", "db"):
+        return kind
+    try:                    # (ext)xyz has no magic number: its first line is the atom count
+        with open(path, "rb") as fh:
+            if fh.readline().strip().isdigit():
+                return "extxyz"
+    except OSError:
+        pass
+    raise InputError(f"data file {path!r} (suffix {suffix or 'none'!r}) is not a format lawful reads labelled "
+                     f"frames from: use extended XYZ (.extxyz/.xyz), an ASE trajectory (.traj) or an ASE database "
+                     "(.db); convert others with ase.io.read/ase.io.write.")
+
+
+def load_frames(data, what: str = "training") -> list:
+    """``data``: a list of labelled ``ase.Atoms``, or a path to a data file: extended XYZ
+    (``.extxyz``/``.xyz``), ASE trajectory (``.traj``; labels come back as a
+    SinglePointCalculator) or ASE database (``.db`` or an ``ase.db`` URL) -- :func:`data_format`.
+    ``what`` ("training"/"validation") names the data in errors. A missing or unreadable file, or
+    one that holds no frame, is an :class:`InputError`."""
     if isinstance(data, (str, os.PathLike)):
         from lawful.forcefields.reference import read_db, read_extxyz
 
         p = os.fspath(data)
-        return read_db(p) if (p.endswith(".db") or "://" in p) else read_extxyz(p)
+        if "://" not in p and not os.path.isfile(p):
+            raise InputError(f"{what} data file {p!r} does not exist (or is not a file).")
+        fmt = data_format(p)
+        try:
+            if fmt == "db":
+                frames = read_db(p)
+            elif fmt == "extxyz":
+                frames = read_extxyz(p)
+            else:
+                from ase.io import read
+
+                frames = list(read(p, index=":", format=fmt))
+        except InputError:
+            raise
+        except Exception as e:
+            raise InputError(f"{what} data file {p!r} could not be read as {fmt} ({type(e).__name__}: {e}); "
+                             "check that the file is complete and of that format.") from e
+        if not frames:
+            raise InputError(f"{what} data file {p!r} holds no frames.")
+        return frames
     frames = list(data)
     if not frames:
-        raise InputError("no training data: pass labelled ase.Atoms or a data file.")
+        raise InputError(f"no {what} data: pass labelled ase.Atoms or a data file.")
     return frames
 
 
-def prepare(model: AtomisticModel, frames: Sequence) -> list[tuple[Batch, dict]]:
-    """One cached single-structure :class:`Batch` (neighbour pairs found once, for all frames in one
-    build) and its targets
-    (energy eV, forces (N,3) eV/Å, stress (3,3) eV/Å^3 or None) per labelled frame."""
-    out = []
+def _label_keys(a) -> list[str]:
+    """The names in ``a``'s calculator results, ``info`` and ``arrays`` that look like labels."""
+    words = ("energy", "force", "stress", "virial")
+    found = [f"results[{k!r}]" for k in sorted(a.calc.results)] if a.calc is not None else []
+    for where, keys in (("info", a.info), ("arrays", a.arrays)):
+        found += [f"{where}[{k!r}]" for k in sorted(keys) if any(w in k.lower() for w in words)]
+    return found
+
+
+def _missing_labels(k: int, a, what: str) -> InputError:
+    res = a.calc.results if a.calc is not None else {}
+    found = _label_keys(a)
+    head = f"frame {k} of the {what} data"
+    if "free_energy" in res and "energy" not in res:
+        return InputError(f"{head} has 'free_energy' but no 'energy' label: lawful trains on 'energy' (ASE's "
+                          "energy, the one whose derivative the forces are). If free_energy is the one to fit, "
+                          "copy it into energy explicitly, e.g. a.calc.results['energy'] = "
+                          "a.calc.results['free_energy'].")
+    if not found:
+        return InputError(f"{head} has no labels: label it first (lawful.forcefields.reference.label).")
+    return InputError(
+        f"{head} lacks the energy and forces labels lawful reads (ASE calculator results 'energy', 'forces', "
+        f"optionally 'stress'); it has {found}. Rename them to the ASE names, e.g. a.calc = "
+        "SinglePointCalculator(a, energy=a.info['REF_energy'], forces=a.arrays['REF_forces']), or with a plain "
+        "extxyz file rename the columns/keys to energy/forces/stress.")
+
+
+def _stress_label(a, res) -> np.ndarray | None:
+    """The (3, 3) stress label (eV/Å^3, ASE's sign) of a periodic frame, or None: ASE ``stress``
+    (Voigt xx yy zz yz xz xy or 3x3), else a ``virial`` (eV; 3x3, 9 or Voigt 6; results or info),
+    the GAP/ACE/MACE extxyz convention, converted by ``stress = -virial / volume``."""
+    if not all(a.pbc):
+        return None
+    s = res.get("stress")
+    sign, scale = 1.0, 1.0
+    if s is None:
+        s = res.get("virial", a.info.get("virial"))
+        if s is None:
+            return None
+        sign, scale = -1.0, 1.0 / a.get_volume()
+    s = np.asarray(s, dtype=np.float64)
+    if s.shape == (9,):
+        s = s.reshape(3, 3)
+    if s.shape == (6,):
+        xx, yy, zz, yz, xz, xy = s
+        s = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    if s.shape != (3, 3):
+        raise InputError(f"a stress/virial label of shape {s.shape}: give 6 (Voigt), 9 or 3x3 numbers.")
+    return sign * scale * s
+
+
+def _check_species(model, frames, what: str) -> None:
+    from lawful.kernels.errors import UnsupportedSpeciesError
+    from ase.data import chemical_symbols
+
+    known = set(model.species)
     for k, a in enumerate(frames):
-        if a.calc is None:
-            raise InputError(f"frame {k} has no labels: label it first (lawful.forcefields.reference.label).")
-        res = a.calc.results
-        if "energy" not in res or "forces" not in res:
-            raise InputError(f"frame {k} lacks energy or forces labels (has {sorted(res)}).")
+        unknown = sorted({chemical_symbols[z] for z in np.unique(a.numbers)} - known)
+        if unknown:
+            raise UnsupportedSpeciesError(
+                unknown, model.species,
+                message=f"frame {k} of the {what} data holds {unknown}, which the model (species "
+                        f"{list(model.species)}) does not cover: build the model with species="
+                        f"{sorted(known | set(unknown))} (command line: --species "
+                        f"{' '.join(sorted(known | set(unknown)))}, or leave --species out to take them from "
+                        "the data), or drop those frames.")
+
+
+def prepare(model: AtomisticModel, frames: Sequence, what: str = "training") -> list[tuple[Batch, dict]]:
+    """One cached single-structure :class:`Batch` (neighbour pairs found once, for all frames in one
+    build) and its targets (energy eV, forces (N,3) eV/Å, stress (3,3) eV/Å^3 for periodic frames
+    with a ``stress`` or ``virial`` label -- :func:`_stress_label`) per labelled frame.
+
+    Refused with an error naming the frame and ``what`` ("training"/"validation") data: an element
+    the model does not cover (:class:`UnsupportedSpeciesError`), missing energy or forces labels
+    (naming the label-like keys found), forces of the wrong shape, and non-finite energy, forces or
+    stress labels (a NaN label in the validation frames would otherwise silently disable the choice
+    of the best epoch and the early stop)."""
+    targets = _targets(model, frames, what)
     # the pairs of all frames from one neighbour-list build (lawful.forcefields.batch.batched_pairs)
     singles = model.make_batch(list(frames)).split() if len(frames) > 1 else [model.make_batch(list(frames))]
-    for a, b in zip(frames, singles):
-        res = a.calc.results
-        t = {"energy": torch.tensor(float(res["energy"]), dtype=model.dtype),
-             "forces": torch.as_tensor(np.asarray(res["forces"]), dtype=model.dtype)}
-        s = res.get("stress")
-        if s is not None and all(a.pbc):
-            s = np.asarray(s)
-            if s.shape == (6,):
-                xx, yy, zz, yz, xz, xy = s
-                s = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-            t["stress"] = torch.as_tensor(s, dtype=model.dtype)
-        out.append((b, t))
+    out = []
+    for t, b in zip(targets, singles):
+        out.append((b, {name: torch.as_tensor(v, dtype=model.dtype) for name, v in t.items()}))
     return out
+
+
+def _targets(model, frames, what: str) -> list[dict]:
+    """The checks of :func:`prepare` and its targets as float64 numpy arrays."""
+    _check_species(model, frames, what)
+    targets = []
+    for k, a in enumerate(frames):
+        res = a.calc.results if a.calc is not None else {}
+        if "energy" not in res or "forces" not in res:
+            raise _missing_labels(k, a, what)
+        t = {"energy": np.asarray(res["energy"], dtype=np.float64), "forces": np.asarray(res["forces"], dtype=np.float64)}
+        if t["forces"].shape != (len(a), 3):
+            raise InputError(f"frame {k} of the {what} data has forces of shape {t['forces'].shape} for {len(a)} "
+                             f"atoms: need ({len(a)}, 3).")
+        s = _stress_label(a, res)
+        if s is not None:
+            t["stress"] = s
+        for name, v in t.items():
+            if not np.isfinite(v).all():
+                raise InputError(f"frame {k} of the {what} data has a non-finite {name} label "
+                                 f"({v.ravel()[~np.isfinite(v.ravel())][0]}): drop or fix that frame (a failed "
+                                 "reference calculation?) before training.")
+        targets.append(t)
+    return targets
 
 
 def _collate(items: Sequence[tuple[Batch, dict]], device) -> tuple[Batch, dict]:
@@ -284,7 +424,78 @@ def _labels_fingerprint(frames) -> str:
             if key in res:
                 h.update(key.encode())
                 h.update(np.ascontiguousarray(np.asarray(res[key], dtype=np.float64)).round(10).tobytes())
+        if "stress" not in res and "virial" in a.info:      # read as the stress label (prepare)
+            h.update(b"virial")
+            h.update(np.ascontiguousarray(np.asarray(a.info["virial"], dtype=np.float64)).round(10).tobytes())
     return h.hexdigest()[:16]
+
+
+def _structure_key(a) -> bytes:
+    """A frame's structure (atomic numbers, positions to 1e-8 Å, cell, periodicity), labels aside:
+    equal keys are the same structure."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(a.numbers, dtype=np.int64).tobytes())
+    h.update((np.asarray(a.positions, dtype=np.float64) * 1e8).round().tobytes())
+    h.update((np.asarray(a.cell[:], dtype=np.float64) * 1e8).round().tobytes())
+    h.update(np.asarray(a.pbc, dtype=bool).tobytes())
+    return h.digest()
+
+
+def _split(frames, val_fraction: float, seed: int):
+    """The seeded random split of :func:`train`: ``round(val_fraction * n)`` frames (at least one)
+    for validation. Exact copies of one structure (:func:`_structure_key`; data concatenated from
+    overlapping files) all go to the side their first member in the seeded order was drawn for, so
+    that no validation frame has a copy in the training split (a validation error that is a
+    training error); data without copies is split as before. Warns with the number of copies."""
+    perm = np.random.default_rng(seed).permutation(len(frames))
+    n_val = max(1, int(round(val_fraction * len(frames))))
+    keys = [_structure_key(a) for a in frames]
+    side = {}
+    for rank, k in enumerate(perm):
+        side.setdefault(keys[k], rank < n_val)
+    val_frames = [frames[k] for k in range(len(frames)) if side[keys[k]]]
+    train_frames = [frames[k] for k in range(len(frames)) if not side[keys[k]]]
+    copies = len(frames) - len(side)
+    if copies:
+        if not train_frames or not val_frames:
+            raise InputError(f"the {len(frames)} frames hold only {len(side)} distinct structure(s) ({copies} exact "
+                             "copies): no split leaves both a training and a validation set. Remove the copies "
+                             "or pass validation=.")
+        warnings.warn(f"{copies} of the {len(frames)} frames are exact copies of others (same atoms, positions, "
+                      "cell); each structure's copies were kept on one side of the train/validation split "
+                      f"({len(train_frames)} training, {len(val_frames)} validation frames). Remove the copies "
+                      "unless the repetition is meant as a weight.", UserWarning, stacklevel=3)
+    return train_frames, val_frames
+
+
+def _check_not_same_file(data, validation) -> None:
+    """Refuse the training file given again as the validation file."""
+    if isinstance(data, (str, os.PathLike)) and isinstance(validation, (str, os.PathLike)):
+        a, b = os.fspath(data), os.fspath(validation)
+        same = a == b if ("://" in a or "://" in b) else (
+            os.path.isfile(a) and os.path.isfile(b) and os.path.samefile(a, b))
+        if same:
+            raise InputError(f"the validation data {b!r} is the training data file: its validation error would be "
+                             "a training error (and would choose the epoch to keep). Pass a separate validation "
+                             "file, or leave validation out to hold out a seeded val_fraction of the data.")
+
+
+def _overlap(train_frames, val_frames) -> int:
+    """How many validation frames are exact copies of a training frame (:func:`_structure_key`);
+    all of them is an :class:`InputError`, some a warning."""
+    keys = {_structure_key(a) for a in train_frames}
+    n = sum(_structure_key(a) in keys for a in val_frames)
+    if n and n == len(val_frames):
+        raise InputError(f"all {n} validation frames are exact copies of training frames (same atoms, positions, "
+                         "cell): the validation error would be a training error, and it chooses the epoch kept "
+                         "and the early stop. Pass validation frames the training data does not hold, or leave "
+                         "validation out to hold out a seeded val_fraction of the data.")
+    if n:
+        warnings.warn(f"{n} of the {len(val_frames)} validation frames are exact copies of training frames (same "
+                      "atoms, positions, cell): their validation error is a training error. Remove them from one "
+                      "of the sets; the training summary records the count (val_in_train).",
+                      UserWarning, stacklevel=3)
+    return n
 
 
 #: The options a checkpoint must have been written with to be resumed (the run's length and
@@ -303,8 +514,17 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
           fit_normalisation: bool = True) -> dict:
     """Fit ``model`` (a NeuralPotential or DirectForceModel) to labelled structures, in place.
 
-    data: labelled ``ase.Atoms`` (energy, forces, optionally stress) or a path (extxyz / ASE db);
-    validation: a separate validation set, else a seeded random ``val_fraction`` of ``data``.
+    data: labelled ``ase.Atoms`` (energy, forces, optionally stress) or a path (extxyz, ASE
+    trajectory or ASE db, :func:`load_frames`). Stress labels: ASE ``stress`` (eV/Å^3) of periodic
+    frames, or an extxyz ``virial`` (eV, the GAP/ACE convention) read as ``stress = -virial /
+    volume``. validation: a separate validation set, else a seeded random ``val_fraction`` of
+    ``data`` (exact copies of one structure stay on one side of the split, with a warning). A
+    validation file that is the training file, or validation frames that are all copies of
+    training frames, are refused; some copies give a warning and ``val_in_train`` in the summary.
+    Refused before training too (:func:`prepare`, errors naming the frame and the set): elements
+    the model does not cover, missing or non-finite labels; a model species with no atom in the
+    training frames (with ``fit_normalisation``: it would stay untrained and be evaluated without a
+    warning), and ``stress_weight > 0`` with no stress label in the training frames.
     Weights: ``energy_weight`` on (eV/atom)^2, ``force_weight`` on (eV/Å)^2 per component,
     ``stress_weight`` on (eV/Å^3)^2. Adam(lr, weight_decay); the learning rate is multiplied by
     ``lr_factor`` after ``lr_patience`` epochs without validation improvement; training stops
@@ -322,7 +542,9 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     training a trained model (e.g. on more data): refitting them would invalidate its weights.
 
     Returns the training summary (also stored as ``model.training_summary`` and saved with the
-    model): validation energy MAE per atom (eV/atom), force MAE (eV/Å), epochs, timings, history.
+    model): validation energy MAE per atom (eV/atom), force MAE (eV/Å), epochs, timings, history,
+    the frames with stress labels (``n_train_with_stress``, ``n_val_with_stress``), the training
+    atoms per species and ``val_in_train``.
     Sets ``model.pair_min_distance`` (Å, per species pair) from the training frames: the
     training domain the engine adapters check structures against. Going on training a trained
     model (``fit_normalisation=False``) keeps what it learned before: the record becomes the
@@ -340,16 +562,17 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     if not (math.isfinite(grad_clip) and grad_clip >= 0):
         raise InputError(f"grad_clip={grad_clip!r} must be a gradient norm >= 0 (0: no clipping).")
     frames = load_frames(data)
+    _targets(model, frames, "training")     # labels and species first: their errors index the data as given
     if validation is not None:
-        train_frames, val_frames = frames, load_frames(validation)
+        _check_not_same_file(data, validation)
+        train_frames, val_frames = frames, load_frames(validation, "validation")
+        overlap = _overlap(train_frames, val_frames)
     else:
         if not 0.0 < val_fraction < 1.0 or len(frames) < 2:
             raise InputError(f"val_fraction={val_fraction} with {len(frames)} frames leaves no train or "
                              "validation set: use 0 < val_fraction < 1 and at least 2 frames, or pass validation=.")
-        perm = np.random.default_rng(seed).permutation(len(frames))
-        n_val = max(1, int(round(val_fraction * len(frames))))
-        val_frames = [frames[k] for k in sorted(perm[:n_val])]
-        train_frames = [frames[k] for k in sorted(perm[n_val:])]
+        train_frames, val_frames = _split(frames, val_fraction, seed)
+        overlap = 0
     fingerprint = _fingerprint(train_frames) + _fingerprint(val_frames)
     from lawful.kernels import distributed as dist
 
@@ -361,7 +584,8 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         log=log, max_time=max_time, on_batch=on_batch, force_loss=force_loss,
         huber_delta=None if huber_delta is None else float(huber_delta),
         grad_clip=float(grad_clip), fit_normalisation=bool(fit_normalisation),
-        labels_fingerprint=_labels_fingerprint(train_frames) + _labels_fingerprint(val_frames)))
+        labels_fingerprint=_labels_fingerprint(train_frames) + _labels_fingerprint(val_frames),
+        val_in_train=overlap))
     # leave the process group (if train joined it) only after a clean finish: after an interrupt a
     # peer may be gone, and the process's exit releases the group anyway
     ctx.close()
@@ -460,9 +684,41 @@ class _ForceFieldHooks(Hooks):
                     F=f"{1e3 * row['val_force_mae']:.1f}meV/A", lr=f"{row['lr']:.1e}")
 
 
+def _species_counts(model, items) -> dict:
+    """Atoms per model species over ``items`` (prepared frames)."""
+    counts = np.zeros(len(model.species), dtype=np.int64)
+    for b, _ in items:
+        counts += np.bincount(b.species.cpu().numpy(), minlength=len(model.species))
+    return {sp: int(c) for sp, c in zip(model.species, counts)}
+
+
+def _check_training_labels(model, train_items, o: dict) -> dict:
+    """Refuse what training cannot do with these frames, before any epoch: a model species with no
+    atom in the training frames (its reference energy and network would stay untrained, and the
+    model would evaluate it without a warning) when the normalisation is fitted, and a stress
+    weight with no stress label to fit. Returns the atoms per species."""
+    counts = _species_counts(model, train_items)
+    absent = [sp for sp, c in counts.items() if c == 0]
+    if absent and o["fit_normalisation"]:
+        present = [sp for sp, c in counts.items() if c > 0]
+        raise InputError(f"species {absent} of the model have no atom in the {len(train_items)} training frames: "
+                         "their reference energies and networks would stay untrained, and the model would "
+                         f"evaluate them without a warning. Build the model with species={present} (command line: "
+                         "--species, or leave it out to take the species from the data), or add training frames "
+                         f"that contain {absent}.")
+    n_stress = sum("stress" in t for _, t in train_items)
+    if o["weights"][2] > 0 and n_stress == 0:
+        raise InputError(f"stress_weight={o['weights'][2]} but none of the {len(train_items)} training frames has a "
+                         "stress label lawful can use (a periodic frame with ASE 'stress', eV/Å^3, or an extxyz "
+                         "'virial', eV, read as stress = -virial / volume); the stress term would be silently off. "
+                         "Pass stress_weight=0 (command line: --stress-weight 0), or add stress labels.")
+    return counts
+
+
 def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> dict:
-    train_items = prepare(model, train_frames)
-    val_items = prepare(model, val_frames)
+    train_items = prepare(model, train_frames, "training")
+    val_items = prepare(model, val_frames, "validation")
+    species_counts = _check_training_labels(model, train_items, o)
     # the training domain, saved with the model: the engine adapters warn below these distances
     new = pair_min_distances(Batch.concatenate([b for b, _ in train_items]), model.species)
     old = dict(getattr(model, "pair_min_distance", None) or {}) if not o["fit_normalisation"] else {}
@@ -497,6 +753,9 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
         "train_time_s": loop.train_time_s, "train_cpu_s": loop.train_cpu_s,
         "wall_time_this_call_s": time.perf_counter() - t_start,
         "weights": {"energy": w_e, "forces": w_f, "stress": w_s},
+        "n_train_with_stress": sum("stress" in t for _, t in train_items),
+        "n_val_with_stress": sum("stress" in t for _, t in val_items),
+        "train_atoms_per_species": species_counts, "val_in_train": o.get("val_in_train", 0),
         "seed": o["seed"], "batch_size": o["batch_size"], "lr": o["lr"], "data_fingerprint": fingerprint,
         "fit_normalisation": o["fit_normalisation"],
         "world_size": ctx.world_size, "communication_s": loop.comm_s,

@@ -34,16 +34,18 @@ class ShapeError(InputError):
 
 
 class UnsupportedSpeciesError(InputError):
-    """Atoms of a chemical element the model was not trained on."""
+    """Atoms of a chemical element the model was not trained on (``unknown``, ``known``: element
+    symbols). ``message`` replaces the default text (which speaks of a trained model) where the
+    fix differs, e.g. for a model being trained."""
 
-    def __init__(self, unknown, known):
+    def __init__(self, unknown, known, message: str | None = None):
         self.unknown = sorted(set(unknown))
         self.known = list(known)
-        super().__init__(
+        super().__init__(message or (
             f"the model does not know element(s) {self.unknown}; it was trained on {self.known}. "
             "Use a model trained on these elements, or restrict the model to a subset of atoms "
             "(ML/MM: create_force(..., atoms=[indices]))."
-        )
+        ))
 
 
 class ModelFileError(LawfulError, OSError):

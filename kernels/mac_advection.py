@@ -31,7 +31,7 @@ import functools
 
 import torch
 
-from lawful.kernels.errors import InputError
+from lawful.kernels.errors import InputError, ShapeError
 from lawful.kernels.fast_launch import fast_kernels
 from lawful.kernels.mac_grid import SCALAR_CFL_MAX, serial_grid, substeps
 from lawful.kernels.precision import dtype_name
@@ -77,14 +77,14 @@ def _kernels(real_name: str):
             hi_x = ti.cast(nqx - 1, real)
             if ti.static(gaxis == 0):
                 lo_x = ti.cast(-0.5, real)
-                hi_x = ti.cast(nqx, real) - 0.5
+                hi_x = ti.cast(nqx, real) - ti.cast(0.5, real)
             x = ti.min(ti.max(x, lo_x), hi_x)
         if ti.static(not py):
             lo_y = ti.cast(0.0, real)
             hi_y = ti.cast(nqy - 1, real)
             if ti.static(gaxis == 1):
                 lo_y = ti.cast(-0.5, real)
-                hi_y = ti.cast(nqy, real) - 0.5
+                hi_y = ti.cast(nqy, real) - ti.cast(0.5, real)
             y = ti.min(ti.max(y, lo_y), hi_y)
         fi = ti.floor(x)
         fj = ti.floor(y)
@@ -150,8 +150,8 @@ def _kernels(real_name: str):
     @ti.func
     def vel(uw: ti.template(), vw: ti.template(), x, y, nx, ny, px: ti.template(), py: ti.template(),
             gh: ti.template()):
-        uu = sample(uw, 0, x, y - 0.5, nx + 1, ny, nx, ny, px, py, gh, 1)[0]
-        vv = sample(vw, 0, x - 0.5, y, nx, ny + 1, nx, ny, px, py, gh, 0)[0]
+        uu = sample(uw, 0, x, y - ti.cast(0.5, real), nx + 1, ny, nx, ny, px, py, gh, 1)[0]
+        vv = sample(vw, 0, x - ti.cast(0.5, real), y, nx, ny + 1, nx, ny, px, py, gh, 0)[0]
         return ti.Vector([uu, vv])
 
     @ti.func
@@ -172,7 +172,8 @@ def _kernels(real_name: str):
         b = fetch(vw, 0, ie, j, nx, ny + 1, px, py, gh, 0)
         d = fetch(vw, 0, i0, j1, nx, ny + 1, px, py, gh, 0)
         e = fetch(vw, 0, ie, j1, nx, ny + 1, px, py, gh, 0)
-        return ti.Vector([uw[0, ie, j], 0.5 * (0.5 * a + 0.5 * b) + 0.5 * (0.5 * d + 0.5 * e)])
+        half = ti.cast(0.5, real)
+        return ti.Vector([uw[0, ie, j], half * (half * a + half * b) + half * (half * d + half * e)])
 
     @ti.func
     def vel_vface(uw: ti.template(), vw: ti.template(), i, je, nx, ny, px: ti.template(), py: ti.template(),
@@ -190,14 +191,16 @@ def _kernels(real_name: str):
         b = fetch(uw, 0, i1, j0, nx + 1, ny, px, py, gh, 1)
         d = fetch(uw, 0, i, je, nx + 1, ny, px, py, gh, 1)
         e = fetch(uw, 0, i1, je, nx + 1, ny, px, py, gh, 1)
-        return ti.Vector([0.5 * (0.5 * a + 0.5 * b) + 0.5 * (0.5 * d + 0.5 * e), vw[0, i, je]])
+        half = ti.cast(0.5, real)
+        return ti.Vector([half * (half * a + half * b) + half * (half * d + half * e), vw[0, i, je]])
 
     @ti.func
     def trace(uw: ti.template(), vw: ti.template(), x, y, v1, h, nx, ny, px: ti.template(), py: ti.template(),
               gh: ti.template()):
         """Midpoint-rule trace over time h (grid units: positions / dx, h = dt / dx) from (x, y),
         where the velocity is ``v1``."""
-        v2 = vel(uw, vw, x - 0.5 * h * v1[0], y - 0.5 * h * v1[1], nx, ny, px, py, gh)
+        half = ti.cast(0.5, real)
+        v2 = vel(uw, vw, x - half * h * v1[0], y - half * h * v1[1], nx, ny, px, py, gh)
         return ti.Vector([x - h * v2[0], y - h * v2[1]])
 
     @ti.kernel
@@ -232,8 +235,8 @@ def _kernels(real_name: str):
                     if i == nx:
                         ie = 0
                 v1 = vel_uface(uw, vw, ie, j, nx, ny, px, py, gh)
-                p = trace(uw, vw, ti.cast(ie, real), j + 0.5, v1, h, nx, ny, px, py, gh)
-                s = sample(uw, 4, p[0], p[1] - 0.5, nx + 1, ny, nx, ny, px, py, gh, 1)
+                p = trace(uw, vw, ti.cast(ie, real), j + ti.cast(0.5, real), v1, h, nx, ny, px, py, gh)
+                s = sample(uw, 4, p[0], p[1] - ti.cast(0.5, real), nx + 1, ny, nx, ny, px, py, gh, 1)
                 if ti.static(mac):
                     uw[1, i, j] = s[0]
                     if ti.static(limiter):
@@ -250,8 +253,8 @@ def _kernels(real_name: str):
                     if j == ny:
                         je = 0
                 v1 = vel_vface(uw, vw, i, je, nx, ny, px, py, gh)
-                p = trace(uw, vw, i + 0.5, ti.cast(je, real), v1, h, nx, ny, px, py, gh)
-                s = sample(vw, 4, p[0] - 0.5, p[1], nx, ny + 1, nx, ny, px, py, gh, 0)
+                p = trace(uw, vw, i + ti.cast(0.5, real), ti.cast(je, real), v1, h, nx, ny, px, py, gh)
+                s = sample(vw, 4, p[0] - ti.cast(0.5, real), p[1], nx, ny + 1, nx, ny, px, py, gh, 0)
                 if ti.static(mac):
                     vw[1, i, j] = s[0]
                     if ti.static(limiter):
@@ -270,9 +273,9 @@ def _kernels(real_name: str):
                         if i == nx:
                             ie = 0
                     v1 = vel_uface(uw, vw, ie, j, nx, ny, px, py, gh)
-                    pf = trace(uw, vw, ti.cast(ie, real), j + 0.5, v1, -h, nx, ny, px, py, gh)
-                    qt = sample(uw, 1, pf[0], pf[1] - 0.5, nx + 1, ny, nx, ny, px, py, gh, 1)[0]
-                    q = uw[1, i, j] + 0.5 * (uw[4, i, j] - qt)
+                    pf = trace(uw, vw, ti.cast(ie, real), j + ti.cast(0.5, real), v1, -h, nx, ny, px, py, gh)
+                    qt = sample(uw, 1, pf[0], pf[1] - ti.cast(0.5, real), nx + 1, ny, nx, ny, px, py, gh, 1)[0]
+                    q = uw[1, i, j] + ti.cast(0.5, real) * (uw[4, i, j] - qt)
                     if ti.static(limiter):
                         q = ti.min(ti.max(q, uw[5, i, j]), uw[6, i, j])
                     u[i, j] = uw[2, i, j] * q + (1 - uw[2, i, j]) * uw[3, i, j]
@@ -285,9 +288,9 @@ def _kernels(real_name: str):
                         if j == ny:
                             je = 0
                     v1 = vel_vface(uw, vw, i, je, nx, ny, px, py, gh)
-                    pf = trace(uw, vw, i + 0.5, ti.cast(je, real), v1, -h, nx, ny, px, py, gh)
-                    qt = sample(vw, 1, pf[0] - 0.5, pf[1], nx, ny + 1, nx, ny, px, py, gh, 0)[0]
-                    q = vw[1, i, j] + 0.5 * (vw[4, i, j] - qt)
+                    pf = trace(uw, vw, i + ti.cast(0.5, real), ti.cast(je, real), v1, -h, nx, ny, px, py, gh)
+                    qt = sample(vw, 1, pf[0] - ti.cast(0.5, real), pf[1], nx, ny + 1, nx, ny, px, py, gh, 0)[0]
+                    q = vw[1, i, j] + ti.cast(0.5, real) * (vw[4, i, j] - qt)
                     if ti.static(limiter):
                         q = ti.min(ti.max(q, vw[5, i, j]), vw[6, i, j])
                     v[i, j] = vw[2, i, j] * q + (1 - vw[2, i, j]) * vw[3, i, j]
@@ -316,7 +319,9 @@ def _kernels(real_name: str):
     def minmod(a, b):
         r = ti.cast(0.0, real)
         if a * b > 0:
-            r = ti.min(ti.abs(a), ti.abs(b)) * (1.0 if a > 0 else -1.0)
+            r = ti.min(ti.abs(a), ti.abs(b))
+            if a < 0:
+                r = -r
         return r
 
     @ti.func
@@ -329,7 +334,7 @@ def _kernels(real_name: str):
                 m = cell(s, c, ic - di, jc - dj, nx, ny, px, py)
                 p = cell(s, c, ic + di, jc + dj, nx, ny, px, py)
                 if m[1] > 0 and p[1] > 0:
-                    val += 0.5 * (1 - ti.abs(vel_f) * h) * minmod(val - m[0], p[0] - val)
+                    val += ti.cast(0.5, real) * (1 - ti.abs(vel_f) * h) * minmod(val - m[0], p[0] - val)
         return val
 
     def make_scalar(order):
@@ -435,6 +440,14 @@ def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True),
         raise InputError(f"scalar advection order={order!r}: use 1 (upwind) or 2 (MUSCL/minmod).")
     if s.shape[0] == 0:
         return 0
+    ns, nx, ny = s.shape
+    comp_shape = None if comp is None else tuple(comp.shape)
+    for name, shape, want in (("fx", tuple(fx.shape), (ns, nx + 1, ny)), ("fy", tuple(fy.shape), (ns, nx, ny + 1)),
+                              ("comp", comp_shape, (ns, nx, ny)), ("u", tuple(u.shape), (nx + 1, ny)),
+                              ("v", tuple(v.shape), (nx, ny + 1))):
+        if shape is not None and shape != want:
+            raise ShapeError(f"advect_scalars: {name} has shape {shape} but scalars of shape {tuple(s.shape)} need "
+                             f"{want}: make the flux buffers and compensation for this many scalars and this grid.")
     ensure_taichi()
     k = _kernels(dtype_name(s.dtype))["scalar2" if order == 2 else "scalar1"]
     cfl = (float(u.abs().max()) + float(v.abs().max())) * float(dt) / float(dx)

@@ -135,7 +135,7 @@ def _kernels(real_name: str):
                         if jp == ny:
                             jp = 0
                     if jm >= 0 and jp < ny:
-                        v[i, j] += bdt * 0.5 * (s[k, i, jm] + s[k, i, jp])
+                        v[i, j] += bdt * ti.cast(0.5, real) * (s[k, i, jm] + s[k, i, jp])
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for i in range(u.shape[0]):

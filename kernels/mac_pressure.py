@@ -46,7 +46,7 @@ from lawful.kernels.errors import ConvergenceError, InputError
 from lawful.kernels.fast_launch import fast_kernels
 from lawful.kernels.mac_grid import Boundary, face_bc, serial_grid
 from lawful.kernels.precision import dtype_name
-from lawful.kernels.runtime import ensure_taichi, taichi_real
+from lawful.kernels.runtime import check_generation, ensure_taichi, runtime_generation, taichi_real
 
 __all__ = ["PressureSolver", "ProjectionStats", "default_rtol"]
 
@@ -191,7 +191,7 @@ def _mg_kernels(real_name: str = "float32"):
                        + a[WY, i, j + 1 + o] * nbfirst(a, bch, i, j + 1, nx, ny, px, py, o, oc, mode))
             a[X, i, j + o] = (a[bch, i, j + o] + off) / d
         elif ti.static(mode == 1):
-            a[X, i, j + o] = 0.0
+            a[X, i, j + o] = ti.cast(0.0, f64)
 
     @ti.func
     def gs(a: ti.template(), bch, i, j, nx, ny, px, py, o):
@@ -258,7 +258,7 @@ def _mg_kernels(real_name: str = "float32"):
                 j = 2 * jh + i % 2
                 if j < ny:
                     d = diag(a, i, j, o)
-                    a[X, i, j + o] = a[bch, i, j + o] / d if d > 0 else 0.0
+                    a[X, i, j + o] = a[bch, i, j + o] / d if d > 0 else ti.cast(0.0, f64)
                 j2 = 2 * jh + (i + 1) % 2
                 if j2 < ny:
                     gs_first(a, bch, i, j2, nx, ny, px, py, o, 0, 1)
@@ -278,7 +278,7 @@ def _mg_kernels(real_name: str = "float32"):
                         if diag(a, fi, fj, o) > 0:
                             s += a[bch, fi, fj + o] - apply_a(a, X, fi, fj, nx, ny, px, py, o)
                 a[B, I, J + oc] = s
-                a[X, I, J + oc] = 0.0
+                a[X, I, J + oc] = ti.cast(0.0, f64)
 
     @ti.func
     def up(a: ti.template(), bch, nx, ny, px, py, o, oc, ser: ti.template()):
@@ -309,7 +309,7 @@ def _mg_kernels(real_name: str = "float32"):
         ti.loop_config(serialize=True)
         for i in range(nx):
             for j in range(ny):
-                a[X, i, j + o] = 0.0
+                a[X, i, j + o] = ti.cast(0.0, f64)
         ti.loop_config(serialize=True)
         for _it in range(sweeps):
             for k in range(nx * ny):
@@ -351,7 +351,7 @@ def _mg_kernels(real_name: str = "float32"):
                 for dj in ti.static(range(2)):
                     if 2 * J + dj < ny:
                         s += a[WX, fi, 2 * J + dj + o]
-                a[WX, I, J + oc] = 0.5 * s
+                a[WX, I, J + oc] = ti.cast(0.5, f64) * s
         for I in range(ncx):
             for J in range(ncy + 1):
                 fj = 2 * J
@@ -361,7 +361,7 @@ def _mg_kernels(real_name: str = "float32"):
                 for di in ti.static(range(2)):
                     if 2 * I + di < nx:
                         s += a[WY, 2 * I + di, fj + o]
-                a[WY, I, J + oc] = 0.5 * s
+                a[WY, I, J + oc] = ti.cast(0.5, f64) * s
 
     return fast_kernels(dict(coarsen=coarsen, vcycle=vcycle, nbv=nbv, diag=diag, apply_a=apply_a,
                              interior=interior))
@@ -490,7 +490,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
                 a[AP, i, j] = q
                 pap += pc * q
         alpha = ti.cast(0.0, f64)
-        if pap > 0.0:
+        if pap > 0:
             alpha = rz / pap
         sc[0] = rz
         sc[1] = pap
@@ -506,7 +506,7 @@ def _cg_kernels(nlev: int, nserial: int = 0):
                 ti.atomic_max(rmax, ti.abs(a[RC, i, j]))
         # the residual's max-norm, or -1 on breakdown (p.A p not > 0: nothing was changed)
         out = ti.cast(-1.0, f64)
-        if pap > 0.0:
+        if pap > 0:
             out = rmax
         return out
 
@@ -550,7 +550,7 @@ def _state_kernels(real_name: str):
                     b = -((ti.cast(u[i + 1, j], f64) - ti.cast(u[i, j], f64))
                           + (ti.cast(v[i, j + 1], f64) - ti.cast(v[i, j], f64)))
                 else:
-                    a[PHI, i, j] = 0.0
+                    a[PHI, i, j] = ti.cast(0.0, f64)
                 a[B, i, j] = b
                 mean += b
                 # every face is read here (u[i + 1] covers the last column, v[:, j + 1] the last row)
@@ -679,6 +679,7 @@ class PressureSolver:
     def __init__(self, boundary: Boundary, solid: torch.Tensor, dtype=torch.float32, rtol=None,
                  max_iter: int = 200, device=None, capped: bool = False):
         ensure_taichi()
+        self._generation = runtime_generation()   # its Taichi ndarrays live in this runtime
         if rtol is not None and not (0.0 < float(rtol) < 1.0):
             raise InputError(f"pressure rtol={rtol!r} must lie in (0, 1); e.g. 1e-6 (float32) or 1e-10.")
         if int(max_iter) < 1:
@@ -735,6 +736,13 @@ class PressureSolver:
         self.phi = a0[PHI, :nx, :ny]  # a view: warm start kept between calls
         self._sk = _state_kernels(dtype_name(dtype))
 
+    def check_runtime(self, owner: str = "this PressureSolver", fix: str = "Build a new PressureSolver") -> None:
+        """Raise :class:`~lawful.kernels.errors.BackendError` (``owner`` was built before a ``ti.init``;
+        ``fix``) when Taichi was re-initialised since this solver was built: its Taichi ndarrays
+        (multigrid levels, CG scalars) died with the old runtime
+        (:func:`~lawful.kernels.runtime.check_generation`)."""
+        check_generation(self._generation, owner, fix)
+
     def subtract_phi_gradient(self, u: torch.Tensor, v: torch.Tensor) -> None:
         """``u_f -= w_f (phi_right - phi_left)`` with the last solve's ``phi`` (in place): the
         projection's velocity update, applied to any face arrays of this grid and dtype."""
@@ -750,8 +758,10 @@ class PressureSolver:
 
         Raises :class:`ConvergenceError` when the residual is still above the tolerance after
         ``max_iter`` CG iterations or after the re-solves (message: residual reached, tolerance,
-        iterations, what to try), unless the solver is ``capped``.
+        iterations, what to try), unless the solver is ``capped``; :class:`BackendError` (before
+        touching ``u``, ``v``) when Taichi was re-initialised since this solver was built.
         """
+        self.check_runtime()
         # the solve measures max|u| before (scale0) and after (scale) in its own kernels
         iters, rmax, rl2, bmax, scale0, scale = self._solve(u, v, warm_start, None)
         initial = bmax / scale0

@@ -111,3 +111,128 @@ def test_device_policy():
     if not torch.cuda.is_available():
         with pytest.raises(BackendError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+# -- a runtime the user set up (audit_rt F1, F2, F12) -------------------------------------------
+# Each case runs in a subprocess: a ti.init in this process would replace the runtime every other
+# test uses.
+
+_TG_HASH = ("import hashlib, torch\n"
+            "from lawful.fluids import scenes, run\n"
+            "def tg_hash(dtype):\n"
+            "    sc = scenes.taylor_green(n=16, dtype=dtype)\n"
+            "    run(sc, 4)\n"
+            "    u, p = sc.state.u.numpy(), sc.state.p.numpy()\n"
+            "    return hashlib.sha1(u.tobytes() + p.tobytes()).hexdigest()[:16] + ':' + repr(float(abs(u).sum()))\n")
+
+
+def _last_line(r):
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("user_init,bitwise", [
+    ("ti.init(arch=ti.cpu, default_fp=ti.f64)", True),
+    ("ti.init(arch=ti.cpu, cpu_max_num_threads=1)", True),
+    # debug mode compiles with fewer optimisations (bounds checks): round-off level changes only
+    ("ti.init(arch=ti.cpu, default_fp=ti.f64, debug=True)", False),
+])
+def test_user_runtime_is_adopted_not_reinitialised(user_init, bitwise):
+    """The user's ti.init comes first: lawful runs its kernels in that runtime. The user's field
+    survives, default_fp/debug stay as set, and lawful's float32 and float64 results are bitwise
+    those of its own runtime (its kernels type their float literals, so default_fp does not
+    matter), with no Taichi precision warning; under debug=True equal to round-off."""
+    ref = _last_line(_run(_TG_HASH + "print(tg_hash(torch.float32), tg_hash(torch.float64))"))
+    r = _run("import taichi as ti, numpy as np\n" + user_init + "\n"
+             "f = ti.field(dtype=float, shape=3); f.from_numpy(np.array([1.0, 2.0, 1 / 3])); f0 = f.to_numpy()\n"
+             "cfg = ti.lang.impl.current_cfg(); fp0, dbg0 = cfg.default_fp, cfg.debug\n" + _TG_HASH +
+             "h = tg_hash(torch.float32), tg_hash(torch.float64)\n"
+             "from lawful.kernels import taichi_arch\n"
+             "cfg = ti.lang.impl.current_cfg()\n"
+             "print(taichi_arch(), cfg.default_fp == fp0, cfg.debug == dbg0, (f.to_numpy() == f0).all())\n"
+             "print(*h)")
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert lines[-2] == "cpu True True True"
+    if bitwise:
+        assert lines[-1] == ref
+    else:
+        for got, want in zip(lines[-1].split(), ref.split()):
+            assert float(got.split(":")[1]) == pytest.approx(float(want.split(":")[1]), rel=1e-5)
+    assert "lose precision" not in r.stderr and r.stderr.count("Starting on arch") <= 1
+
+
+@pytest.mark.parametrize("request_code,env,needles", [
+    ("ensure_taichi('cuda')", {}, ["argument arch='cuda'", "'cpu' by a ti.init outside lawful", "arch='cpu'"]),
+    ("ensure_taichi()", {"LAWFUL_TI_ARCH": "cuda"},
+     ["environment variable LAWFUL_TI_ARCH='cuda'", "ti.init outside lawful", "unset LAWFUL_TI_ARCH"]),
+], ids=["argument", "environment"])
+def test_request_conflicting_with_user_runtime_is_refused(request_code, env, needles):
+    """An explicit arch request lawful cannot honour without re-initialising the user's runtime:
+    BackendError naming the request and its source; the user's field is still alive."""
+    r = _run("import taichi as ti\nti.init(arch=ti.cpu)\nf = ti.field(ti.f32, shape=2); f.fill(7)\n"
+             "from lawful.kernels import ensure_taichi\n"
+             f"try:\n    {request_code}\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+             "print(f.to_numpy().tolist())", **env)
+    out = r.stdout[r.stdout.find("BackendError"):]
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "BackendError" in r.stdout, r.stdout
+    for needle in needles:
+        assert needle in out, (needle, out)
+    assert out.strip().splitlines()[-1] == "[7.0, 7.0]"
+
+
+@pytest.mark.parametrize("reinit", [
+    "ti.init(arch=ti.cpu)",
+    "ti.init(arch=ti.cpu, default_fp=ti.f64)",
+    "ti.reset()",
+])
+def test_reinit_after_solver_is_refused_before_the_state_changes(reinit):
+    """A ti.init (or ti.reset) after a Solver was built: the next step raises BackendError naming
+    the fix before touching the state (it used to fail inside the pressure solve with the state
+    half-advanced); a Solver built afterwards runs and gives the same field as the old one did."""
+    r = _run("import taichi as ti, torch\nfrom lawful.fluids import scenes, Solver\n"
+             "sc = scenes.taylor_green(n=16, dtype=torch.float64)\ns = Solver(sc.state, sc.config)\n"
+             "s.step(sc.state)\nref = sc.state.clone(); s.step(ref)\n"
+             f"{reinit}\n"
+             "before = sc.state.clone()\n"
+             "try:\n    s.step(sc.state)\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+             "same = all(torch.equal(getattr(sc.state, k), getattr(before, k)) for k in ('u', 'v', 'p'))\n"
+             "print('unchanged', same, sc.state.step == before.step, sc.state.t == before.t)\n"
+             "Solver(sc.state, sc.config).step(sc.state)\n"
+             "print('new solver', float((sc.state.u - ref.u).abs().max()))")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout.strip().splitlines()
+    assert out[-3].startswith("BackendError Taichi was re-initialised"), out
+    assert "Build a new Solver" in out[-3] and "after the ti.init call" in out[-3]
+    assert out[-2] == "unchanged True True True"
+    assert out[-1] == "new solver 0.0"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the no-GPU error path")
+@pytest.mark.parametrize("code,env,names,not_names", [
+    ("ensure_taichi('cuda')", {}, ["argument arch='cuda'", "arch='cpu'"], ["unset LAWFUL_TI_ARCH"]),
+    ("ensure_taichi()", {"LAWFUL_TI_ARCH": "cuda"}, ["LAWFUL_TI_ARCH='cuda'", "unset LAWFUL_TI_ARCH"], ["--arch"]),
+], ids=["argument", "environment"])
+def test_cuda_without_gpu_names_the_setting_the_user_made(code, env, names, not_names):
+    r = _run(f"from lawful.kernels import ensure_taichi\n{code}", **env)
+    assert r.returncode != 0 and "BackendError" in r.stderr and "no CUDA GPU" in r.stderr
+    for needle in names:
+        assert needle in r.stderr, needle
+    for needle in not_names:
+        assert needle not in r.stderr.splitlines()[-1], needle
+
+
+def test_env_changed_after_start_warns_once():
+    """LAWFUL_TI_ARCH is read at the first use: setting it to another arch afterwards cannot be
+    honoured and says so (once), instead of being ignored silently."""
+    r = _run("import os, warnings\nfrom lawful.kernels import ensure_taichi\nprint(ensure_taichi())\n"
+             "os.environ['LAWFUL_TI_ARCH'] = 'cuda'\n"
+             "with warnings.catch_warnings(record=True) as w:\n"
+             "    warnings.simplefilter('always')\n"
+             "    print(ensure_taichi(), ensure_taichi())\n"
+             "print(len(w), w[0].category.__name__, w[0].message)")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout.strip().splitlines()
+    assert out[-3:-1] == ["cpu", "cpu cpu"]
+    assert out[-1].startswith("1 RuntimeWarning LAWFUL_TI_ARCH='cuda' was set after Taichi started on 'cpu'")
