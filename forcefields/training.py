@@ -715,6 +715,23 @@ def _check_training_labels(model, train_items, o: dict) -> dict:
     return counts
 
 
+def _record_training_domain(model, batches, fresh: bool) -> None:
+    """Set ``model.training_compositions`` and ``model.neighbour_counts`` from the training
+    batches (merged with the model's own records when training continues: ``fresh`` False)."""
+    from lawful.forcefields.domain import composition_record, neighbour_count_record
+
+    numbers, counts = [], []
+    for b in batches:
+        per_structure = torch.bincount(b.batch, minlength=b.n_structures).tolist()
+        numbers += [z.tolist() for z in b.numbers.split(per_structure)]
+        counts.append((b.species.numpy(force=True), torch.bincount(b.edge_i, minlength=b.positions.shape[0])
+                       .numpy(force=True)))
+    old_c = None if fresh else getattr(model, "training_compositions", None)
+    old_n = None if fresh else getattr(model, "neighbour_counts", None)
+    model.training_compositions = composition_record(numbers, model.species, old=old_c)
+    model.neighbour_counts = neighbour_count_record(counts, model.species, old=old_n)
+
+
 def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> dict:
     train_items = prepare(model, train_frames, "training")
     val_items = prepare(model, val_frames, "validation")
@@ -725,6 +742,8 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
     # replaced, a record from new data alone dropped the pairs only the earlier data had (their
     # structures then went unchecked) and was stricter than what the model had learned
     model.pair_min_distance = {k: min(old.get(k, math.inf), new.get(k, math.inf)) for k in sorted(set(old) | set(new))}
+    # and the compositions and neighbour counts it saw (lawful.forcefields.domain), merged likewise
+    _record_training_domain(model, [b for b, _ in train_items], o["fit_normalisation"])
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])

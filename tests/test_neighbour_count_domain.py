@@ -79,3 +79,33 @@ def test_a_corrupt_record_is_refused(tmp_path):
                     metadata={**mf.metadata, "neighbour_counts": {"H": [5, 2]}})
     with pytest.raises(ModelFileError, match="neighbour_counts"):
         load_model(tmp_path / "m.lawful")
+
+
+def test_training_records_the_compositions_and_neighbour_counts_it_saw(tmp_path):
+    """train() writes both records beside pair_min_distance (and a continued run merges them)."""
+    from ase.build import molecule
+
+    from lawful.forcefields import train
+    from lawful.forcefields.domain import composition_outside
+    from lawful.forcefields.reference import label
+    from ase.calculators.emt import EMT
+
+    frames = []
+    for k, name in enumerate(["H2O", "H2O", "H2", "H2O", "H2O"]):
+        a = molecule(name)
+        a.rattle(0.02, seed=k)
+        frames.append(a)
+    frames = label(frames, EMT())
+    frames, held = frames[:4], frames[4:]
+    model = NeuralPotential(species=["H", "O"], cutoff=3.0, hidden=(8,), n_radial=2, n_basis=3, lmax=1)
+    train(model, frames, validation=held, epochs=1, progress=False)
+    assert model.neighbour_counts == {"H": [1, 2], "O": [2, 2]}
+    assert len(model.training_compositions["basis"]) == 2            # H2O and H2: every H/O composition
+    assert composition_outside(model.training_compositions, model.species, molecule("H2O2").numbers) is None
+    model.save(tmp_path / "m.lawful")
+    back = load_model(tmp_path / "m.lawful")
+    assert back.neighbour_counts == model.neighbour_counts and back.training_compositions == model.training_compositions
+    # continued on water alone (fit_normalisation=False): the records keep what the first run saw
+    train(back, [f for f in frames if len(f) == 3], validation=held, epochs=1, progress=False,
+          fit_normalisation=False)
+    assert back.neighbour_counts == {"H": [1, 2], "O": [2, 2]} and len(back.training_compositions["basis"]) == 2
