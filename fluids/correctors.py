@@ -49,16 +49,25 @@ network about walls and obstacles. Networks are resolution independent (pure con
 
 Save a trained corrector with :meth:`save` (the shared safe model-file format,
 :mod:`lawful.kernels.modelfile`; no code runs on load) and read it back with :func:`load_corrector`.
+
+A trained corrector is a CNN in grid units: it learned one resolution (Kármán: cells across the
+cylinder), one scene and a Reynolds range. :func:`training_domain` reads that record from a file's
+metadata (``trained_on``, or the ``training.train_cases`` of older files) and
+:func:`check_training_domain` compares it with a scene, warning with
+:class:`~lawful.kernels.errors.OutOfDomainWarning`; :meth:`bind` runs that check, and so does
+``lawful fluid`` (through ``bind``).
 """
 
 from __future__ import annotations
 
 import math
+import re as _re
+import warnings
 
 import torch
 import torch.nn.functional as F
 
-from lawful.kernels.errors import InputError, ModelFileError, ShapeError
+from lawful.kernels.errors import InputError, ModelFileError, OutOfDomainWarning, ShapeError
 from lawful.kernels.mac_grid import Boundary
 from lawful.kernels.mac_operators import curl, curl_torch
 from lawful.kernels.precision import dtype_name
@@ -71,6 +80,8 @@ __all__ = [
     "CornerGeometry",
     "corner_geometry",
     "load_corrector",
+    "training_domain",
+    "check_training_domain",
     "MODEL_KIND",
 ]
 
@@ -245,8 +256,11 @@ class _CorrectorBase(torch.nn.Module):
         if cfg["use_reynolds"]:
             re = reynolds if reynolds is not None else self.reynolds
             if re is None:
-                raise InputError("this corrector takes the Reynolds number as input (use_reynolds=True) "
-                                 "but none is known: pass reynolds=... to the corrector or the call.")
+                trained = (training_domain(getattr(self, "metadata", None)) or {}).get("scene")
+                raise InputError("this corrector takes the Reynolds number as input (use_reynolds=True"
+                                 f"{f'; trained on the {trained} scene' if trained else ''}) but the state has "
+                                 "none: bind it to a scene with a Reynolds number (corrector.bind(scene) names a "
+                                 "scene mismatch), or pass reynolds=... to the corrector or the call.")
             chans.append(torch.full_like(uc, float(re) / cfg["reynolds_scale"]))
         x = torch.stack(chans, 0)
         return _canonical(x, per).unsqueeze(0)
@@ -295,8 +309,24 @@ class _CorrectorBase(torch.nn.Module):
 
     def bind(self, scene):
         """Take the scene parameters the network uses (the Reynolds number) from ``scene``;
-        returns ``self``. Call before running a Reynolds-aware corrector on a new scene."""
+        returns ``self``. Call before running a Reynolds-aware corrector on a new scene.
+
+        A trained corrector is checked against ``scene`` (:func:`check_training_domain`: an
+        :class:`~lawful.kernels.errors.OutOfDomainWarning` for another scene, resolution or
+        Reynolds number). A Reynolds-aware corrector on a scene without a Reynolds number (a
+        Kármán corrector on a Kolmogorov flow) raises :class:`InputError` naming the mismatch."""
         re = (getattr(scene, "params", None) or {}).get("re")
+        if re is None and self.config.get("use_reynolds"):
+            trained = (training_domain(getattr(self, "metadata", None)) or {}).get("scene")
+            name = getattr(scene, "name", type(scene).__name__)
+            what = (f"a corrector trained on {trained} does not apply to {name}" if trained and trained != name
+                    else "it does not apply to this scene")
+            raise InputError(
+                f"the corrector {_corrector_label(self)} takes the Reynolds number as input (use_reynolds=True"
+                f"{f'; trained on the {trained} scene' if trained else ''}) but the scene {name!r} has none: {what}; "
+                f"use a corrector trained on {name} (lawful train-corrector --scene {name}), or run this one on a "
+                "scene with a Reynolds number (karman, lid_driven_cavity).")
+        check_training_domain(self, scene, stacklevel=3)
         if re is not None:
             self.reynolds = float(re)
         return self
@@ -460,6 +490,73 @@ _CLASSES = {"DivergenceFreeCorrector": DivergenceFreeCorrector,
             "UnconstrainedCorrector": UnconstrainedCorrector}
 
 
+#: ``ReferenceCase.label`` of the corrector training data (:mod:`lawful.fluids.fine_reference`)
+_CASE_LABEL = _re.compile(r"^(?P<scene>[a-z_]+?)_(?:re(?P<re>[0-9.eE+-]+)|s\d+)_n(?P<n>\d+)$")
+
+
+def training_domain(metadata) -> dict | None:
+    """What a corrector was trained on, from its file's ``metadata``: ``{"scene", "n",
+    "cells_per_diameter", "re"}`` (``n``: the scene's n; ``cells_per_diameter``: Kármán cells across
+    the cylinder, or None; ``re``: the Reynolds numbers trained on, or None). ``trained_on``
+    (written by ``lawful train-corrector`` and in the committed benchmark correctors) when present;
+    else derived from ``training.train_cases`` (labels such as ``karman_re100_n16``; no cylinder
+    size in them, so ``cells_per_diameter`` None: ``n`` is compared instead). None when the
+    metadata records neither (a random or hand-made corrector)."""
+    meta = metadata if isinstance(metadata, dict) else {}
+    if isinstance(meta.get("trained_on"), dict):
+        return dict(meta["trained_on"])
+    cases = (meta.get("training") or {}).get("train_cases") if isinstance(meta.get("training"), dict) else None
+    parsed = [_CASE_LABEL.match(str(c)) for c in cases or ()]
+    if not parsed or not all(parsed):
+        return None
+    scenes_ = {m["scene"] for m in parsed}
+    ns = {int(m["n"]) for m in parsed}
+    res = sorted(float(m["re"]) for m in parsed if m["re"] is not None)
+    return {"scene": meta.get("scene") or (scenes_.pop() if len(scenes_) == 1 else None),
+            "n": ns.pop() if len(ns) == 1 else None, "cells_per_diameter": None, "re": res or None}
+
+
+def _corrector_label(corrector) -> str:
+    source = getattr(corrector, "source", None)
+    return repr(str(source)) if source else "(in memory)"
+
+
+def check_training_domain(corrector, scene, stacklevel: int = 2) -> list[str]:
+    """Compare a trained corrector's :func:`training_domain` with ``scene`` (a
+    :class:`~lawful.fluids.scenes.Scene`): another scene name, another resolution (Kármán: cells
+    across the cylinder, the network working in grid cells; else the scene's ``n``) or a Reynolds
+    number outside the trained range is named in one
+    :class:`~lawful.kernels.errors.OutOfDomainWarning`. Returns the differences ([] inside the
+    domain, or for a corrector with no training record)."""
+    trained = training_domain(getattr(corrector, "metadata", None))
+    if not trained:
+        return []
+    params = getattr(scene, "params", None) or {}
+    name = getattr(scene, "name", None)
+    differ = []
+    if trained.get("scene") and name and trained["scene"] != name:
+        differ.append(f"scene {trained['scene']} (this run: {name})")
+    n_here = params.get("n")
+    if n_here is None and getattr(scene, "state", None) is not None:
+        n_here = int(scene.state.v.shape[0])   # cells along x (square scenes without params["n"])
+    cells = trained.get("cells_per_diameter")
+    if cells is not None and name == "karman" and "diameter" in params:
+        here = float(n_here) * float(params["diameter"])
+        if abs(here - cells) > 1e-9:
+            differ.append(f"{cells:g} cells across the cylinder (this run: {here:g}; the network works in grid "
+                          "cells)")
+    elif trained.get("n") is not None and n_here is not None and int(trained["n"]) != int(n_here):
+        differ.append(f"n={trained['n']} (this run: n={n_here}; the network works in grid cells)")
+    res, re_here = trained.get("re"), params.get("re")
+    if res and re_here is not None and not (min(res) <= float(re_here) <= max(res)):
+        differ.append(f"Re {min(res):g}-{max(res):g} (this run: {float(re_here):g})")
+    if differ:
+        warnings.warn(f"the corrector {_corrector_label(corrector)} was trained on {', '.join(differ)}: its "
+                      "corrections here are an extrapolation; train it on this case (lawful train-corrector) to "
+                      "rely on them.", OutOfDomainWarning, stacklevel=stacklevel)
+    return differ
+
+
 def load_corrector(path, dtype=None, device=None):
     """Read a corrector written by ``corrector.save(path)`` (safe format: no code runs on load).
 
@@ -491,4 +588,5 @@ def load_corrector(path, dtype=None, device=None):
         raise ModelFileError(f"{path}: the stored tensors do not fit a {cls_name} with config {kwargs}: "
                              f"{exc}. The file is damaged or from an incompatible version.") from exc
     model.metadata = dict(mf.metadata)
+    model.source = str(path)   # named in check_training_domain's warning and bind's errors
     return model

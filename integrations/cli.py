@@ -591,7 +591,7 @@ def _cmd_md(args) -> int:
         res = run_md(atoms, args.model, args.engine, timestep_fs=args.dt, steps=args.steps,
                      ensemble=args.ensemble, temperature_K=args.temperature, out=args.out, seed=args.seed,
                      dtype=args.dtype, device=args.device, report_interval=args.report_interval,
-                     progress=True, platform=args.platform, strict=args.strict)
+                     progress=True, platform=args.platform, strict=args.strict, velocities=args.velocities)
     except KeyboardInterrupt:
         print(f"interrupted: the drift samples and frames so far are in {Path(args.out).resolve()} "
               "(drift.csv is flushed after every sample).")
@@ -599,8 +599,15 @@ def _cmd_md(args) -> int:
     s = res.summary
     slope = (f"drift {s.drift_mev_per_atom_per_ps:.4g} meV/atom/ps" if res.ensemble == "nve" else
              f"total-energy slope {s.drift_mev_per_atom_per_ps:.4g} meV/atom/ps ({NVT_DRIFT_MEANING})")
-    print(f"{res.engine} {res.ensemble}: {res.n_atoms} atoms, {res.steps} steps of {res.timestep_fs} fs in "
-          f"{res.seconds:.1f} s; {slope}, fluctuation {s.rms_fluctuation_mev_per_atom:.4g} meV/atom")
+    print(f"{res.engine} {res.ensemble}: {res.n_atoms} atoms, {res.steps} steps of {res.timestep_fs} fs "
+          f"({res.duration_ps:.4g} ps simulated) in {res.seconds:.1f} s; {slope}, fluctuation "
+          f"{s.rms_fluctuation_mev_per_atom:.4g} meV/atom")
+    v = res.settings.get("velocities") or {}
+    if v.get("source") == "input structure":
+        print(f"  velocities: kept from --structure (initial {v['initial_temperature_K']:.1f} K); --velocities draw "
+              f"draws new ones at --temperature")
+    if res.verdict != "ok":
+        print(f"  verdict: {res.verdict}")
     for k, v in res.files.items():
         print(f"  {k}: {v}")
     return 0
@@ -615,38 +622,6 @@ def _load_corrector(spec: str, scene, dtype):
     if spec == "random":
         return correctors.DivergenceFreeCorrector.for_scene(scene)
     return correctors.load_corrector(spec, dtype=dtype)
-
-
-def _warn_outside_training(corrector, args, scene) -> None:
-    """Warn (:class:`OutOfDomainWarning`, once per run) when ``lawful fluid`` runs a corrector
-    trained by ``lawful train-corrector`` on another scene, resolution (Kármán: cells across the
-    cylinder; else: n) or outside its Reynolds range: a trained file ran on any scene without a
-    word (the README's own example trained with 4 cells across the cylinder and ran with 8)."""
-    import warnings
-
-    from lawful.kernels.errors import OutOfDomainWarning
-
-    trained = (getattr(corrector, "metadata", None) or {}).get("trained_on")
-    if not trained:
-        return
-    differ = []
-    if trained.get("scene") != args.scene:
-        differ.append(f"scene {trained.get('scene')} (this run: {args.scene})")
-    cells = trained.get("cells_per_diameter")
-    if cells is not None and args.scene == "karman":
-        here = args.n * float(scene.params["diameter"])
-        if abs(here - cells) > 1e-9:
-            differ.append(f"{cells:g} cells across the cylinder (this run: {here:g}; the network works in grid "
-                          "cells)")
-    elif trained.get("n") != args.n:
-        differ.append(f"n={trained.get('n')} (this run: n={args.n}; the network works in grid cells)")
-    res = trained.get("re")
-    if res and args.re is not None and not (min(res) <= args.re <= max(res)):
-        differ.append(f"Re {min(res):g}-{max(res):g} (this run: {args.re:g})")
-    if differ:
-        warnings.warn(f"the corrector {args.corrector} was trained on {', '.join(differ)}: its corrections here "
-                      "are an extrapolation; train it on this case (lawful train-corrector) to rely on them.",
-                      OutOfDomainWarning, stacklevel=2)
 
 
 #: the fluid scenes that take a Reynolds number (--re)
@@ -705,10 +680,10 @@ def _cmd_fluid(args) -> int:
         torch.manual_seed(args.seed)
         corrector = _load_corrector(args.corrector, scene, dtype)
     if corrector is not None:
-        _warn_outside_training(corrector, args, scene)
-        corrector = corrector.to(device)
-        if corrector.config.get("use_reynolds") and args.scene in _REYNOLDS_SCENES:
-            corrector.reynolds = args.re      # a Reynolds-conditioned corrector (lawful train-corrector) reads --re
+        # the scene's --re for a Reynolds-conditioned corrector; an OutOfDomainWarning when the file was
+        # trained on another scene, grid or Reynolds range; an InputError for a Reynolds-conditioned
+        # corrector on a scene without one (a Kármán corrector on Kolmogorov)
+        corrector = corrector.bind(scene).to(device)
     view = fluid_viz.LiveView(scene, field) if args.gui else None
     out = Path(args.out)
     frames = out / "frames"
@@ -920,7 +895,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fcc supercell repeats of the cubic cell, per axis (without --structure; default 3)")
     p.add_argument("--ensemble", choices=["nve", "nvt"], default="nve", help="nve (drift check) or nvt (Langevin)")
     p.add_argument("--temperature", type=_non_negative, default=300.0, help="initial / target temperature, K")
-    p.add_argument("--dt", type=float, default=2.0, help="time step, fs")
+    p.add_argument("--dt", type=float, default=2.0,
+                   help="time step, fs (not ps: below 0.05 fs a warning asks whether a ps value was meant)")
+    p.add_argument("--velocities", choices=["auto", "keep", "draw"], default="auto",
+                   help="initial velocities: auto keeps those the --structure file carries (continuing a run from "
+                        "its trajectory) and draws Maxwell-Boltzmann ones at --temperature when it has none; keep "
+                        "or draw forces either")
     p.add_argument("--steps", type=_positive_int, default=1000, help="MD steps")
     p.add_argument("--report-interval", type=_positive_int, default=10, help="steps between drift samples / frames")
     p.add_argument("--strict", action="store_true",

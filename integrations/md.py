@@ -10,6 +10,32 @@ calculator (the reference the neural models learn from; inside OpenMM it runs th
 ``"ase"`` potential). Both engines start from the same positions and the same Maxwell–Boltzmann
 velocities (seeded, centre-of-mass motion removed), so their runs are comparable step for step.
 
+Velocities (``velocities=``): ``"auto"`` (default) keeps those the structure carries (a frame of an
+earlier run's trajectory: a continuation stays one) and draws Maxwell–Boltzmann velocities at
+``temperature_K`` when it carries none (all momenta zero); ``"keep"`` always keeps them (none: the
+run starts at rest); ``"draw"`` always draws new ones. md.json's ``settings.velocities`` says which
+happened and the temperature the run started at.
+
+Plausibility (warned as a ``UserWarning``, recorded as md.json's ``verdict``): a time step below
+:data:`MIN_PLAUSIBLE_TIMESTEP_FS` (0.05 fs, ten times finer than even X–H vibrations need) was
+most likely typed in ps (``--dt 0.002`` meaning 2 fs); a run in which no atom moved further than
+:data:`STILL_ANGSTROM` (0.001 Å, about a hundredth of a thermal vibration amplitude at room
+temperature) from its start to its end (a relaxed structure at 0 K, or a step typed in ps) has
+sampled no dynamics, and its "perfect" drift figure is meaningless.
+
+ASE's Langevin (NVT) runs with ``fixcm=False`` and ASE's ``FixCom`` constraint added to the
+atoms' own (ASE's recommended form, which samples NVT correctly): the centre of mass stays put.
+Atoms with ``FixAtoms`` get no ``FixCom`` (the fixed atoms already hold the frame);
+``trajectory.traj`` frames carry the atoms' own constraints only.
+
+OpenMM needs a reduced lower-triangular box: a cell not in that form (ASE's primitive fcc cell,
+a skewed or left-handed cell) is rotated and lattice-reduced first
+(:func:`lawful.integrations.openmm.openmm_frame`; the same crystal, the same energies), and the
+velocities rotated with it. ``trajectory.dcd`` and ``topology.pdb`` are then in OpenMM's frame
+(DCD stores the box as lengths and angles, which readers rebuild in exactly that frame);
+md.json's ``settings.openmm_frame`` holds the rotation (``v_user = v_openmm @ rotation``) and the
+box. The ASE engine's ``trajectory.traj`` is always in the atoms' own frame.
+
 Outputs under ``out`` (when given): ``drift.csv`` (flushed every report), the trajectory
 (``trajectory.traj`` for ASE; for OpenMM ``trajectory.dcd`` with its topology ``topology.pdb``
 beside it, elements and box included, so ``vmd topology.pdb trajectory.dcd``,
@@ -24,6 +50,7 @@ import json
 import numbers
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +60,20 @@ from lawful.integrations import units
 from lawful.integrations.monitors import DriftSummary
 from lawful.kernels.errors import BackendError, InputError
 
-__all__ = ["MDResult", "run_md", "ENGINES", "ENSEMBLES"]
+__all__ = ["MDResult", "run_md", "ENGINES", "ENSEMBLES", "VELOCITIES", "MIN_PLAUSIBLE_TIMESTEP_FS",
+           "STILL_ANGSTROM", "run_verdict"]
 
 ENGINES = ("ase", "openmm")
 ENSEMBLES = ("nve", "nvt")
+#: where the initial velocities come from (see the module docstring)
+VELOCITIES = ("auto", "keep", "draw")
+#: a time step below this (fs) is most likely one typed in ps (0.002 ps = 2 fs): even the fastest
+#: molecular vibrations (X–H stretches, period ~9 fs) need no finer than ~0.5 fs
+MIN_PLAUSIBLE_TIMESTEP_FS = 0.05
+#: no atom moving further than this (Å) between the run's first and last frame means nothing moved:
+#: thermal vibration amplitudes at room temperature are ~0.1 Å, and a 100-step run at 2 fs moves Cu
+#: atoms at 300 K by ~0.3 Å; the drift of a run that sampled less is not a measurement
+STILL_ANGSTROM = 1.0e-3
 
 
 @dataclass
@@ -53,14 +90,29 @@ class MDResult:
     seconds: float
     step_seconds: float
     files: dict = field(default_factory=dict)
+    #: largest displacement of any atom between the run's first and last frame (Å, unwrapped)
+    max_displacement_angstrom: float = float("nan")
     #: the run's other settings (``md.json`` records them; dtype/device: those the model ran in);
     #: two runs that differed only in temperature, seed, platform or precision had the same md.json
     settings: dict = field(default_factory=dict)
+
+    @property
+    def duration_ps(self) -> float:
+        """Simulated time, ps (steps x time step)."""
+        return self.steps * self.timestep_fs * units.PS_PER_FS
+
+    @property
+    def verdict(self) -> str:
+        """Whether the drift figure measures anything: :func:`run_verdict` of this run."""
+        return run_verdict(self.timestep_fs, self.steps, self.max_displacement_angstrom)
 
     def as_dict(self) -> dict:
         """JSON-able form (what ``md.json`` holds)."""
         d = {k: getattr(self, k) for k in ("engine", "model", "n_atoms", "steps", "timestep_fs",
                                            "ensemble", "seconds", "step_seconds")}
+        d["duration_ps"] = self.duration_ps
+        d["max_displacement_angstrom"] = self.max_displacement_angstrom
+        d["verdict"] = self.verdict
         d["settings"] = dict(self.settings)
         d["status"] = "complete"
         d["drift"] = self.summary.as_dict()
@@ -85,18 +137,65 @@ def _is_emt(model) -> bool:
     return isinstance(model, str) and model.lower() == "emt"
 
 
-def _initial_velocities(atoms, temperature_K: float, seed: int) -> None:
+def _initial_velocities(atoms, temperature_K: float, seed: int, velocities: str = "draw") -> dict:
+    """Set the atoms' initial velocities as ``velocities`` asks (see the module docstring); returns
+    what md.json records of them."""
     from ase.md import velocitydistribution as vd
 
+    carried = bool(np.any(atoms.get_momenta() != 0.0))
+    if velocities == "keep" or (velocities == "auto" and carried):
+        return {"asked": velocities, "source": "input structure" if carried else "none (the structure carries "
+                "none: the run starts at rest)", "initial_temperature_K": float(atoms.get_temperature())}
     rng = np.random.default_rng(seed)
     if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.29 (MaxwellBoltzmannDistribution deprecated)
         vd.thermalize_momenta(atoms, temperature_K, rng=rng)
     else:
         vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
     vd.Stationary(atoms)
+    return {"asked": velocities, "source": (f"drawn: Maxwell-Boltzmann at {float(temperature_K):g} K, seed {int(seed)}, "
+                                            "centre-of-mass motion removed")
+            + (" (the structure's own velocities were replaced)" if carried else ""),
+            "initial_temperature_K": float(atoms.get_temperature())}
 
 
-def _check(engine: str, ensemble: str, timestep_fs: float, steps: int, report_interval: int) -> None:
+def run_verdict(timestep_fs: float, steps: int, max_displacement_angstrom: float) -> str:
+    """Whether a run's drift figure measures anything (md.json's ``verdict``): ``"ok"``, or a
+    sentence starting ``"meaningless:"`` (no atom moved more than :data:`STILL_ANGSTROM`) or
+    ``"suspect:"`` (a time step below :data:`MIN_PLAUSIBLE_TIMESTEP_FS`), naming the fix."""
+    duration_ps = steps * timestep_fs * units.PS_PER_FS
+    if np.isfinite(max_displacement_angstrom) and max_displacement_angstrom < STILL_ANGSTROM:
+        return (f"meaningless: no atom moved more than {max_displacement_angstrom:.2g} Å in the {duration_ps:.4g} ps "
+                f"run (below {STILL_ANGSTROM:g} Å), so the drift figure measures nothing; give the atoms a temperature "
+                "(a structure at rest at an energy minimum does not move) or a plausible time step in fs")
+    if timestep_fs < MIN_PLAUSIBLE_TIMESTEP_FS:
+        return (f"suspect: the time step {timestep_fs:g} fs is below {MIN_PLAUSIBLE_TIMESTEP_FS:g} fs (a step in ps? "
+                f"--dt and timestep_fs are in fs); the drift figure is that of a {duration_ps:.4g} ps run")
+    return "ok"
+
+
+def _warn_timestep(timestep_fs: float) -> None:
+    if timestep_fs < MIN_PLAUSIBLE_TIMESTEP_FS:
+        warnings.warn(f"timestep_fs={timestep_fs:g} fs is implausibly small (below {MIN_PLAUSIBLE_TIMESTEP_FS:g} fs): "
+                      f"did you mean ps? --dt and timestep_fs are in fs ({timestep_fs:g} ps = "
+                      f"{timestep_fs * units.FS_PER_PS:g} fs); a run this fine moves nothing and its drift figure "
+                      "means nothing.", UserWarning, stacklevel=3)
+
+
+def _warn_still(result: "MDResult") -> None:
+    if result.verdict.startswith("meaningless"):
+        warnings.warn(f"nothing moved in this MD run: {result.verdict}.", UserWarning, stacklevel=3)
+
+
+def _max_displacement(start: np.ndarray, end: np.ndarray) -> float:
+    """Largest |end - start| over the atoms (Å; unwrapped positions, so no image is needed)."""
+    return float(np.sqrt(((np.asarray(end) - np.asarray(start)) ** 2).sum(axis=1)).max()) if len(start) else 0.0
+
+
+def _check(engine: str, ensemble: str, timestep_fs: float, steps: int, report_interval: int,
+           velocities: str = "auto") -> None:
+    if velocities not in VELOCITIES:
+        raise InputError(f"velocities={velocities!r} is not one of {list(VELOCITIES)}: 'auto' keeps the structure's "
+                         "own velocities (or draws them when it has none), 'keep' keeps them, 'draw' draws new ones.")
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}: use one of {list(ENGINES)}.")
     if ensemble not in ENSEMBLES:
@@ -132,10 +231,18 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
 
         atoms.calc = LawfulCalculator(model, dtype=dtype, device=device, strict=strict)
     dt = timestep_fs * aseu.fs
+    own_constraints = list(atoms.constraints)   # the user's, written with each trajectory frame
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=dt)
     else:
-        dyn = Langevin(atoms, timestep=dt, temperature_K=temperature_K,
+        from ase.constraints import FixAtoms, FixCom
+
+        # ASE's recommended form: fixcm=True does not sample NVT correctly (its FutureWarning in
+        # every run); FixCom keeps the centre of mass in place, beside the atoms' own constraints.
+        # Fixed atoms already pin the frame (and FixCom would shift them): then no FixCom.
+        if not any(isinstance(c, (FixAtoms, FixCom)) for c in own_constraints):
+            atoms.set_constraint(own_constraints + [FixCom()])
+        dyn = Langevin(atoms, timestep=dt, temperature_K=temperature_K, fixcm=False,
                        friction=friction_per_ps / (1000.0 * aseu.fs), rng=np.random.default_rng(seed + 1))
     files = {}
     on_start()
@@ -151,11 +258,17 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
             # a Ctrl-C or SIGTERM inside the frame's write (numpy's tofile) came out as a TypeError,
             # exit 1 and a torn last frame: the signal waits until the frame is written
             with signals_held():
-                traj.write()
+                added = atoms.constraints
+                atoms.constraints = own_constraints   # the frame carries the user's constraints, not FixCom
+                try:
+                    traj.write()
+                finally:
+                    atoms.constraints = added
 
         dyn.attach(write_frame, interval=report_interval)
     bar = _progress(steps, f"ase {ensemble}", progress)
     dyn.attach(lambda: bar.update(report_interval), interval=report_interval)
+    start = atoms.get_positions()
     t0 = time.perf_counter()
     try:
         dyn.run(steps)
@@ -167,7 +280,7 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
             traj.close()
     if out:
         files["drift_csv"] = out / "drift.csv"
-    return obs.summary(), seconds, files
+    return obs.summary(), seconds, files, _max_displacement(start, atoms.get_positions())
 
 
 def _openmm_platform(name: str):
@@ -236,7 +349,10 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
     # ASE velocities are Å per ASE time unit; convert to nm/ps through Å/fs.
     import ase.units as aseu
 
-    v_nm_ps = atoms.get_velocities() * aseu.fs * units.NM_PER_ANGSTROM * units.FS_PER_PS
+    from lawful.integrations.openmm import openmm_frame
+
+    # in OpenMM's frame, as the positions (a cell not in OpenMM's reduced form is rotated)
+    v_nm_ps = openmm_frame(atoms).to_openmm(atoms.get_velocities()) * aseu.fs * units.NM_PER_ANGSTROM * units.FS_PER_PS
     sim.context.setVelocities(u.Quantity(v_nm_ps, u.nanometer / u.picosecond))
     files = {}
     on_start()
@@ -269,14 +385,16 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
         sim.reporters.clear()  # drops the DCDReporter, which closes its file
     if out:
         files["drift_csv"] = out / "drift.csv"
-    return reporter.summary(), seconds, files
+    end = sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    start = positions.value_in_unit(u.nanometer)
+    return reporter.summary(), seconds, files, _max_displacement(start, end) / units.NM_PER_ANGSTROM
 
 
 def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps: int = 1000,
            ensemble: str = "nve", temperature_K: float = 300.0, friction_per_ps: float = 1.0,
            report_interval: int = 10, out: str | os.PathLike | None = None, seed: int = 0,
            dtype=None, device=None, progress: bool = False, platform: str = "Reference",
-           strict: bool = False) -> MDResult:
+           strict: bool = False, velocities: str = "auto") -> MDResult:
     """Run MD of ``atoms`` (``ase.Atoms``, copied, not changed) with ``model`` in ``engine``.
 
     Units: ``timestep_fs`` in fs, ``temperature_K`` in K (initial velocities; NVT target),
@@ -284,15 +402,22 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps
     trajectory frames. ``platform`` is the OpenMM platform (``Reference`` = double precision).
     ``strict``: an out-of-domain structure stops the run (:class:`NumericalError`) instead of
     warning once. Returns an :class:`MDResult`; with ``out`` also writes ``drift.csv``, the
-    trajectory (OpenMM: ``trajectory.dcd`` + ``topology.pdb``) and ``md.json``. ``dtype`` / ``device``:
-    None keeps the model's own; ``settings`` (and md.json) record the ones the model ran in.
+    trajectory (OpenMM: ``trajectory.dcd`` + ``topology.pdb``, in OpenMM's frame: see the module
+    docstring) and ``md.json``. ``dtype`` / ``device``: None keeps the model's own; ``settings`` (and
+    md.json) record the ones the model ran in. ``velocities``: ``"auto"`` (keep the structure's own,
+    draw at ``temperature_K`` when it has none), ``"keep"`` or ``"draw"`` (module docstring).
+
+    Warns (``UserWarning``) for a time step below :data:`MIN_PLAUSIBLE_TIMESTEP_FS` (typed in ps?)
+    and after a run in which nothing moved (:data:`STILL_ANGSTROM`); ``result.verdict`` (md.json's
+    ``verdict``) says whether the drift figure measures anything.
     """
-    _check(engine, ensemble, timestep_fs, steps, report_interval)
+    _check(engine, ensemble, timestep_fs, steps, report_interval, velocities)
     if engine == "openmm":
         _openmm_platform(platform)  # before anything is computed or written
     out_dir = _check_out(out)
+    _warn_timestep(timestep_fs)
     atoms = atoms.copy()
-    _initial_velocities(atoms, temperature_K, seed)
+    velocity_record = _initial_velocities(atoms, temperature_K, seed, velocities)
     ran_dtype = ran_device = None
     if not _is_emt(model):   # md.json names the dtype/device the model really runs in
         from lawful.integrations.runner import model_device, model_dtype, resolve_model
@@ -308,7 +433,12 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps
                 "platform": platform if engine == "openmm" else None, "strict": bool(strict),
                 # EMT is ASE's own calculator (float64, CPU): dtype and device apply to lawful models
                 "dtype": "float64 (EMT)" if _is_emt(model) else ran_dtype,
-                "device": "cpu (EMT)" if _is_emt(model) else ran_device}
+                "device": "cpu (EMT)" if _is_emt(model) else ran_device,
+                "velocities": velocity_record}
+    if engine == "openmm":
+        from lawful.integrations.openmm import openmm_frame
+
+        settings["openmm_frame"] = openmm_frame(atoms).as_dict()   # InputError (a flat cell) before any step
     header = {"engine": engine, "model": _model_label(model), "n_atoms": len(atoms), "steps": steps,
               "timestep_fs": timestep_fs, "ensemble": ensemble, "settings": settings}
     started = []
@@ -329,9 +459,9 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps
                   seed=seed, dtype=dtype, device=device, progress=progress, strict=strict, on_start=start)
     try:
         if engine == "ase":
-            summary, seconds, files = _run_ase(atoms, model, **kwargs)
+            summary, seconds, files, moved = _run_ase(atoms, model, **kwargs)
         else:
-            summary, seconds, files = _run_openmm(atoms, model, platform=platform, **kwargs)
+            summary, seconds, files, moved = _run_openmm(atoms, model, platform=platform, **kwargs)
     except BaseException as exc:
         if started and out_dir is not None:
             status = ("interrupted" if isinstance(exc, KeyboardInterrupt)
@@ -341,7 +471,8 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps
         raise
     result = MDResult(engine=engine, model=_model_label(model), n_atoms=len(atoms), steps=steps,
                       timestep_fs=timestep_fs, ensemble=ensemble, summary=summary, seconds=seconds,
-                      step_seconds=seconds / steps, files=files, settings=settings)
+                      step_seconds=seconds / steps, files=files, settings=settings, max_displacement_angstrom=moved)
+    _warn_still(result)
     if out_dir is not None:
         result.files["json"] = out_dir / "md.json"
         _write_md_json(out_dir, result.as_dict())

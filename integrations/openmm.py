@@ -55,7 +55,7 @@ from lawful.integrations.runner import ModelRunner, resolve_model
 from lawful.integrations.monitors import CsvLog, DriftAccumulator, DriftSummary
 from lawful.kernels.errors import BackendError, InputError, LawfulError, NumericalError, ShapeError
 
-__all__ = ["create_force", "numbers_from_topology", "topology_from_atoms", "system_from_atoms", "apply_ase_constraints", "DriftReporter", "lawful_errors", "LawfulComputation",
+__all__ = ["create_force", "numbers_from_topology", "topology_from_atoms", "openmm_frame", "OpenMMFrame", "system_from_atoms", "apply_ase_constraints", "DriftReporter", "lawful_errors", "LawfulComputation",
            "available_backends", "resolve_periodicity"]
 
 _BACKENDS = ("auto", "python", "torch")
@@ -572,9 +572,111 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
     return force
 
 
+class OpenMMFrame:
+    """How the coordinates of an ``ase.Atoms`` map into OpenMM's frame (see :func:`openmm_frame`).
+
+    ``rotation`` (3, 3), orthogonal, determinant +1: a vector (row) in the user's frame ``v`` is
+    ``v @ rotation.T`` in OpenMM's frame; :meth:`to_openmm` / :meth:`to_user` apply it to (N, 3)
+    arrays of positions, velocities or forces in any unit. ``box`` (3, 3), Å, rows a, b, c: the
+    periodic box in OpenMM's reduced lower-triangular form (None for a non-periodic structure);
+    the same lattice as the atoms' cell, possibly another basis of it. ``rotated`` / ``reduced``:
+    whether the rotation is not the identity, and whether the box's basis differs from the cell's.
+    """
+
+    def __init__(self, rotation: np.ndarray, box: np.ndarray | None, reduced: bool = False):
+        self.rotation = np.asarray(rotation, dtype=np.float64)
+        self.box = None if box is None else np.asarray(box, dtype=np.float64)
+        self.reduced = bool(reduced)
+
+    @property
+    def rotated(self) -> bool:
+        """Whether OpenMM's frame is a rotation of the user's (False: the same axes)."""
+        return not np.array_equal(self.rotation, np.eye(3))
+
+    def to_openmm(self, vectors) -> np.ndarray:
+        """(N, 3) vectors of the user's frame in OpenMM's frame (same unit)."""
+        v = np.asarray(vectors, dtype=np.float64)
+        return v if not self.rotated else v @ self.rotation.T
+
+    def to_user(self, vectors) -> np.ndarray:
+        """(N, 3) vectors of OpenMM's frame (positions, forces, velocities) in the user's frame."""
+        v = np.asarray(vectors, dtype=np.float64)
+        return v if not self.rotated else v @ self.rotation
+
+    def as_dict(self) -> dict:
+        """JSON-able form (``md.json`` records it)."""
+        return {"rotated": self.rotated, "reduced": self.reduced, "rotation": self.rotation.tolist(),
+                "box_angstrom": None if self.box is None else self.box.tolist()}
+
+
+def _is_openmm_reduced(box: np.ndarray) -> bool:
+    a, b, c = box
+    return (a[1] == 0.0 and a[2] == 0.0 and b[2] == 0.0 and a[0] > 0.0 and b[1] > 0.0 and c[2] > 0.0
+            and a[0] >= 2.0 * abs(b[0]) and a[0] >= 2.0 * abs(c[0]) and b[1] >= 2.0 * abs(c[1]))
+
+
+def _snap_half(value: float, whole: float) -> float:
+    """``value`` set to exactly ±whole/2 where rounding alone (~1e-15) put it past it: OpenMM checks
+    ``whole >= 2|value|`` with no tolerance, and a primitive fcc cell sits on that boundary."""
+    if 2.0 * abs(value) > whole and 2.0 * abs(value) - whole <= 1e-12 * whole:
+        return float(np.copysign(0.5 * whole, value))
+    return value
+
+
+def openmm_frame(atoms) -> OpenMMFrame:
+    """The :class:`OpenMMFrame` for ``atoms``: OpenMM requires a periodic box in reduced
+    lower-triangular form (a along x, b in the xy plane, |b_x|, |c_x| <= a_x/2, |c_y| <= b_y/2,
+    right-handed). A cell already in that form (cubic, orthorhombic, ...) is kept as it is, with no
+    rotation, so coordinates pass unchanged. Any other cell (ASE's primitive fcc from ``bulk("Cu",
+    "fcc")``, a skewed or left-handed cell) is rotated to its lower-triangular standard form
+    (``ase.cell.Cell.standard_form``; a left-handed cell first takes -c, the same lattice) and
+    reduced by whole lattice vectors as OpenMM reduces boxes: the same periodic crystal, so
+    energies are identical and forces differ only by the rotation. Non-periodic atoms: identity,
+    no box. :class:`InputError` for a flat (zero-volume) periodic cell."""
+    from ase.cell import Cell
+
+    if not atoms.pbc.any():
+        return OpenMMFrame(np.eye(3), None)
+    cell = np.array(atoms.cell.array, dtype=np.float64)
+    volume = float(np.linalg.det(cell))
+    if not abs(volume) > 1e-9 * max(float(np.abs(cell).max()), 1.0) ** 3:
+        raise InputError(f"atoms.pbc={[bool(p) for p in atoms.pbc]} but the cell {cell.round(6).tolist()} Å has no "
+                         "volume: set the periodic cell (atoms.cell) or use pbc=False.")
+    if _is_openmm_reduced(cell):
+        return OpenMMFrame(np.eye(3), cell)
+    basis = cell.copy()
+    if volume < 0.0:
+        basis[2] = -basis[2]  # right-handed; -c spans the same lattice
+    rcell, q = Cell(basis).standard_form()
+    a, b, c = (np.array(v, dtype=np.float64) for v in np.asarray(rcell))
+    a[1] = a[2] = b[2] = 0.0  # exact zeros (they are ~1e-16 after the rotation)
+    c = c - b * round(c[1] / b[1])
+    c = c - a * round(c[0] / a[0])
+    b = b - a * round(b[0] / a[0])
+    b[0] = _snap_half(b[0], a[0])
+    c[0] = _snap_half(c[0], a[0])
+    c[1] = _snap_half(c[1], b[1])
+    box = np.array([a, b, c])
+    return OpenMMFrame(np.asarray(q, dtype=np.float64), box, reduced=not np.allclose(box, np.asarray(rcell)))
+
+
+def _box_quantity(box_angstrom: np.ndarray):
+    """The box (Å) as OpenMM box vectors (nm), still in reduced form after the unit conversion."""
+    a, b, c = (np.array(v) for v in np.asarray(box_angstrom) * units.NM_PER_ANGSTROM)
+    b[0] = _snap_half(b[0], a[0])
+    c[0] = _snap_half(c[0], a[0])
+    c[1] = _snap_half(c[1], b[1])
+    return [openmm.Vec3(*row) for row in (a, b, c)] * _omm_unit.nanometer
+
+
 def topology_from_atoms(atoms):
     """An ``openmm.app.Topology`` (one residue per atom) and positions (``Quantity``, nm) for
-    ``ase.Atoms``; periodic atoms give the topology their cell as box vectors (nm)."""
+    ``ase.Atoms``; periodic atoms give the topology their cell as box vectors (nm).
+
+    OpenMM needs a reduced lower-triangular box: a cell that is not (ASE's primitive fcc, a
+    skewed or left-handed cell) is rotated and lattice-reduced by :func:`openmm_frame`, and the
+    positions returned are then in OpenMM's frame (``openmm_frame(atoms).to_user`` maps them, and
+    forces, back); cubic and other already-reduced cells pass unchanged."""
     from openmm import app
 
     top = app.Topology()
@@ -583,14 +685,14 @@ def topology_from_atoms(atoms):
         el = app.Element.getByAtomicNumber(int(z))
         res = top.addResidue(el.symbol, chain)
         top.addAtom(el.symbol, el, res, id=str(k + 1))
-    if atoms.pbc.any():
-        if not atoms.pbc.all():
-            pbc = [bool(p) for p in atoms.pbc]
-            raise InputError(f"OpenMM boxes are periodic in all three directions; atoms.pbc={pbc}: "
-                             "use pbc=True (with a vacuum gap if needed) or pbc=False.")
-        box = np.asarray(atoms.cell.array) * units.NM_PER_ANGSTROM
-        top.setPeriodicBoxVectors([openmm.Vec3(*row) for row in box] * _omm_unit.nanometer)
-    positions = _omm_unit.Quantity(np.asarray(atoms.positions) * units.NM_PER_ANGSTROM, _omm_unit.nanometer)
+    if atoms.pbc.any() and not atoms.pbc.all():
+        pbc = [bool(p) for p in atoms.pbc]
+        raise InputError(f"OpenMM boxes are periodic in all three directions; atoms.pbc={pbc}: "
+                         "use pbc=True (with a vacuum gap if needed) or pbc=False.")
+    frame = openmm_frame(atoms)
+    if frame.box is not None:
+        top.setPeriodicBoxVectors(_box_quantity(frame.box))
+    positions = _omm_unit.Quantity(frame.to_openmm(atoms.positions) * units.NM_PER_ANGSTROM, _omm_unit.nanometer)
     return top, positions
 
 
@@ -616,7 +718,10 @@ def system_from_atoms(atoms, model, backend: str = "auto", **kwargs):
     :func:`create_force` (``periodic``, ``strict``, ``dtype``, ...). The atoms' ``pbc`` decides
     periodicity (all three directions or none; the System's box is the cell), so ``periodic``
     may only repeat it. No CMMotionRemover and no thermostat: ready for NVE. The atoms' ASE
-    constraints: see :func:`apply_ase_constraints`."""
+    constraints: see :func:`apply_ase_constraints`. A cell that is not in OpenMM's reduced
+    lower-triangular form is rotated and reduced (:func:`topology_from_atoms`): the positions
+    returned, and OpenMM's forces, are then in OpenMM's frame; ``openmm_frame(atoms).to_user(...)``
+    gives them in the atoms' frame (energies are the same in both)."""
     top, positions = topology_from_atoms(atoms)
     system = openmm.System()
     for m in atoms.get_masses():

@@ -1,0 +1,102 @@
+"""A trained corrector knows what it was trained on, and says so wherever it is bound (audit F4).
+
+The five committed benchmark correctors carry ``trained_on`` (Kármán, n=16, 4 cells across the
+cylinder, Re 100-200); an older file with only ``training.train_cases`` gets its domain from them;
+``corrector.bind(scene)`` (the Python path) and ``lawful fluid`` (which calls it) warn with
+OutOfDomainWarning for another scene, grid or Re, and a Reynolds-conditioned Kármán corrector on
+a Kolmogorov scene is refused with an error naming the scene mismatch, not "pass reynolds=...".
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from lawful.fluids import correctors, scenes
+from lawful.fluids.correctors import check_training_domain, load_corrector, training_domain
+from lawful.kernels.errors import InputError, OutOfDomainWarning
+
+MODELS = Path(__file__).resolve().parents[1] / "benchmarks" / "models"
+COMMITTED = sorted(MODELS.glob("corrector_karman_*.lawful"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.stem)
+def test_the_committed_correctors_record_their_training_domain(path):
+    trained = load_corrector(path).metadata["trained_on"]
+    assert {k: trained[k] for k in ("scene", "n", "cells_per_diameter", "re")} == \
+        {"scene": "karman", "n": 16, "cells_per_diameter": 4.0, "re": [100.0, 200.0]}
+
+
+@pytest.mark.parametrize("metadata, expected", [
+    ({"trained_on": {"scene": "karman", "n": 16, "cells_per_diameter": 4.0, "re": [100.0, 200.0]}},
+     {"scene": "karman", "n": 16, "cells_per_diameter": 4.0, "re": [100.0, 200.0]}),
+    ({"scene": "karman", "training": {"train_cases": ["karman_re100_n16", "karman_re200_n16"]}},
+     {"scene": "karman", "n": 16, "cells_per_diameter": None, "re": [100.0, 200.0]}),
+    ({"training": {"train_cases": ["kolmogorov_s0_n32"]}},
+     {"scene": "kolmogorov", "n": 32, "cells_per_diameter": None, "re": None}),
+    ({"training": {"train_cases": ["something else"]}}, None),
+    ({}, None),
+])
+def test_training_domain_from_the_record_or_the_train_cases(metadata, expected):
+    assert training_domain(metadata) == expected
+
+
+def _bind(corr, scene):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        corr.bind(scene)
+    return [str(w.message) for w in seen if issubclass(w.category, OutOfDomainWarning)]
+
+
+# scene built, expected warning text (None: inside the domain)
+BIND = [
+    (dict(name="karman", re=150.0, n=32), None),                            # 0.125 x 32 = 4 cells: trained
+    (dict(name="karman", re=150.0, n=64), "4 cells across the cylinder (this run: 8"),   # the audit's run
+    (dict(name="karman", re=1000.0, n=32), "Re 100-200 (this run: 1000)"),
+    (dict(name="lid_driven_cavity", re=150.0, n=16), "scene karman (this run: lid_driven_cavity)"),
+]
+
+
+@pytest.mark.parametrize("build, text", BIND)
+def test_bind_warns_outside_the_training_domain(build, text):
+    corr = load_corrector(MODELS / "corrector_karman_hard.lawful")
+    scene = scenes.make(build.pop("name"), **build)
+    said = _bind(corr, scene)
+    assert (said == []) if text is None else (len(said) == 1 and text in said[0]), said
+    assert corr.reynolds == scene.params["re"]   # bind still takes the scene's Reynolds number
+    if text:
+        assert "corrector_karman_hard.lawful" in said[0]
+
+
+def test_a_file_with_only_train_cases_warns_too(tmp_path):
+    corr = correctors.DivergenceFreeCorrector.for_scene(scenes.make("karman", n=16))
+    corr.save(tmp_path / "old.lawful", metadata={"scene": "karman",
+                                                 "training": {"train_cases": ["karman_re100_n16"]}})
+    said = _bind(load_corrector(tmp_path / "old.lawful"), scenes.make("karman", n=32, re=400.0))
+    assert len(said) == 1 and "n=16 (this run: n=32" in said[0] and "Re 100-100 (this run: 400)" in said[0]
+    assert check_training_domain(correctors.DivergenceFreeCorrector.for_scene(scenes.make("karman", n=16)),
+                                 scenes.make("karman", n=64)) == []   # no record: nothing to compare
+
+
+def test_a_karman_corrector_on_kolmogorov_names_the_scene_mismatch(tmp_path, capsys):
+    corr = load_corrector(MODELS / "corrector_karman_hard.lawful")
+    with pytest.raises(InputError, match=r"trained on the karman scene\) but the scene 'kolmogorov' has none: a "
+                                         r"corrector trained on karman does not apply to kolmogorov; use a corrector "
+                                         r"trained on kolmogorov \(lawful train-corrector --scene kolmogorov\)"):
+        corr.bind(scenes.make("kolmogorov", n=16))
+    from lawful.integrations.cli import main
+
+    assert main(["fluid", "--scene", "kolmogorov", "--n", "16", "--steps", "1", "--frame-every", "0",
+                 "--corrector", str(MODELS / "corrector_karman_hard.lawful"), "--out", str(tmp_path / "k")]) == 2
+    err = capsys.readouterr().err
+    assert "does not apply to kolmogorov" in err and "pass reynolds=" not in err
+
+
+def test_lawful_fluid_warns_for_a_committed_corrector_on_another_grid(tmp_path):
+    from lawful.integrations.cli import main
+
+    with pytest.warns(OutOfDomainWarning, match=r"4 cells across the cylinder \(this run: 8"):
+        assert main(["fluid", "--scene", "karman", "--re", "150", "--n", "64", "--steps", "1", "--frame-every", "0",
+                     "--corrector", str(MODELS / "corrector_karman_hard.lawful"), "--out", str(tmp_path / "c")]) == 0
