@@ -133,7 +133,11 @@ def train_variants(variants, trajs, args):
         if not args.quick:
             MODELS.mkdir(parents=True, exist_ok=True)
             corr.save(MODELS / f"corrector_karman_{v}.lawful",
-                      metadata={"training": summary, "scene": "karman", "net": NET})
+                      metadata={"training": summary, "scene": "karman", "net": NET,
+                                # what bind()/lawful fluid compare a run with (as lawful train-corrector writes)
+                                "trained_on": {"scene": "karman", "n": TRAIN_CASES[0].n,
+                                               "cells_per_diameter": TRAIN_CASES[0].n * TRAIN_CASES[0].diameter,
+                                               "re": sorted(float(c.re) for c in TRAIN_CASES)}})
         out[v] = (corr, summary, {s: w for s, w, _ in runs})
     return out
 

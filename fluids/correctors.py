@@ -531,6 +531,9 @@ def check_training_domain(corrector, scene, stacklevel: int = 2) -> list[str]:
     trained = training_domain(getattr(corrector, "metadata", None))
     if not trained:
         return []
+    memo = getattr(corrector, "__dict__", {}).get("_domain_checked")
+    if memo is not None and memo[0] is scene:      # bind() and run() on one scene: one warning
+        return list(memo[1])
     params = getattr(scene, "params", None) or {}
     name = getattr(scene, "name", None)
     differ = []
@@ -550,6 +553,8 @@ def check_training_domain(corrector, scene, stacklevel: int = 2) -> list[str]:
     res, re_here = trained.get("re"), params.get("re")
     if res and re_here is not None and not (min(res) <= float(re_here) <= max(res)):
         differ.append(f"Re {min(res):g}-{max(res):g} (this run: {float(re_here):g})")
+    if hasattr(corrector, "__dict__"):
+        corrector.__dict__["_domain_checked"] = (scene, tuple(differ))
     if differ:
         warnings.warn(f"the corrector {_corrector_label(corrector)} was trained on {', '.join(differ)}: its "
                       "corrections here are an extrapolation; train it on this case (lawful train-corrector) to "

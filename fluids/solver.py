@@ -614,6 +614,10 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
     if callback is not None and not callable(callback):
         raise InputError(f"run: callback must be callable (callback(state, record)), got {type(callback).__name__}.")
     solver.check_state(state)
+    if corrector is not None and not isinstance(scene, tuple) and getattr(corrector, "metadata", None):
+        from lawful.fluids.correctors import check_training_domain
+
+        check_training_domain(corrector, scene, stacklevel=3)   # a trained corrector outside what it saw warns
     if plot is not None:
         check_writable(plot, "plot")
     writer = MetricsWriter(csv) if csv is not None else None

@@ -100,3 +100,23 @@ def test_lawful_fluid_warns_for_a_committed_corrector_on_another_grid(tmp_path):
     with pytest.warns(OutOfDomainWarning, match=r"4 cells across the cylinder \(this run: 8"):
         assert main(["fluid", "--scene", "karman", "--re", "150", "--n", "64", "--steps", "1", "--frame-every", "0",
                      "--corrector", str(MODELS / "corrector_karman_hard.lawful"), "--out", str(tmp_path / "c")]) == 0
+
+
+@pytest.mark.parametrize("bind_first", [False, True])
+def test_run_warns_too_and_once_with_bind(bind_first):
+    """``run(scene, corrector=...)`` without bind() made no check; with both, one warning."""
+    import warnings
+
+    from lawful.fluids import run
+
+    corr = load_corrector(MODELS / "corrector_karman_hard.lawful")
+    scene = scenes.make("karman", re=150.0, n=64)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        if bind_first:
+            corr.bind(scene)
+        else:
+            corr.reynolds = 150.0          # what bind() would set: the Reynolds number the network reads
+        run(scene, 1, corrector=corr)
+    said = [str(w.message) for w in seen if issubclass(w.category, OutOfDomainWarning)]
+    assert len(said) == 1 and "4 cells across the cylinder (this run: 8" in said[0]
