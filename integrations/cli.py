@@ -369,12 +369,13 @@ def _cmd_data(args) -> int:
     return 0
 
 
-_DATA_SUFFIXES = (".extxyz", ".xyz", ".db")
-
-
 def _read_training_data(data: str, option: str = "--data"):
-    """The labelled frames of ``option`` (``--data`` or ``--validation``); a missing, unreadable or
-    non-extxyz/db file is a usage error."""
+    """The labelled frames of ``option`` (``--data`` or ``--validation``); a missing or unreadable
+    file, or one of a format training does not read (:func:`~lawful.forcefields.training.data_format`:
+    extxyz, ASE trajectory or ASE database), is a usage error."""
+    from lawful.forcefields.training import data_format, load_frames
+    from lawful.kernels.errors import InputError, LawfulError
+
     is_url = "://" in data
     path = Path(data)
     if not is_url:
@@ -383,19 +384,17 @@ def _read_training_data(data: str, option: str = "--data"):
                               "data.extxyz or data.db that `lawful data` wrote")
         if path.is_dir():
             raise _UsageError(f"{option} {data!r} is a folder: pass the data.extxyz or data.db file inside it")
-        if path.suffix.lower() not in _DATA_SUFFIXES:
-            raise _UsageError(f"{option} {data!r} is not an extxyz or ASE database file (suffix {path.suffix!r}): "
-                              "pass a .extxyz/.xyz file or a .db file, as `lawful data` writes")
-    from lawful.forcefields.training import load_frames
-    from lawful.kernels.errors import LawfulError
-
+        try:
+            data_format(data)
+        except InputError as exc:
+            raise _UsageError(f"{option}: {str(exc).rstrip('.')}") from None
     try:
-        frames = load_frames(data)
+        frames = load_frames(data, "validation" if option == "--validation" else "training")
     except LawfulError:
         raise
     except Exception as exc:  # a corrupt file: ASE's readers raise many kinds
         raise _UsageError(f"{option} {data!r} could not be read ({type(exc).__name__}: {exc}): pass an intact "
-                          "extxyz file or ASE database with energies and forces") from None
+                          "extxyz file, ASE trajectory or ASE database with energies and forces") from None
     if not frames:
         raise _UsageError(f"{option} {data!r} holds no structures: generate some with `lawful data`")
     return frames

@@ -245,3 +245,17 @@ def test_a_fresh_training_run_says_the_model_file_is_an_earlier_runs(trained, ca
     capsys.readouterr()
     assert main(["train", "--data", str(trained / "d" / "data.db"), "--epochs", "1", "--out", str(out)]) == 0
     assert "is an earlier run's model" in capsys.readouterr().err
+
+
+def test_train_reads_an_ase_trajectory(tmp_path, capsys):
+    """`lawful train --data x.traj` was refused by the command line's suffix list although
+    forcefields.train reads trajectories; formats are decided in one place (data_format) now."""
+    from ase.io import write
+
+    from lawful.forcefields.reference import emt_metal_dataset
+
+    frames = emt_metal_dataset("Cu", 1, temperatures=(600,), n_md=4, n_rattled=2, n_strained=2, seed=0)
+    write(tmp_path / "cu.traj", frames)
+    code = main(["train", "--data", str(tmp_path / "cu.traj"), "--epochs", "1",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0 and (tmp_path / "out" / "conservative.lawful").exists()
