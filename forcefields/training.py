@@ -715,6 +715,24 @@ def _check_training_labels(model, train_items, o: dict) -> dict:
     return counts
 
 
+def _refuse_cutoff_without_pairs(model, frames) -> None:
+    """InputError: no two atoms of the training frames are within the model's cutoff, so it would
+    learn no interaction at all (a constant energy per atom, zero forces everywhere) -- usually a
+    cutoff in nm (0.45 for 4.5 Å). Names the closest pair of the first frames."""
+    import numpy as np
+
+    closest = math.inf
+    for a in frames[:50]:
+        if len(a) > 1:
+            d = a.get_all_distances(mic=bool(np.any(a.pbc)))
+            closest = min(closest, float(d[~np.eye(len(a), dtype=bool)].min()))
+    seen = f"the closest pair in the data is {closest:.3g} Å apart" if math.isfinite(closest) else \
+        "every frame holds a single atom"
+    raise InputError(f"no two atoms of the training data are within the model's cutoff of {model.cutoff:g} Å ({seen}): "
+                     "it would learn no interaction and give zero forces everywhere. The cutoff is in Å "
+                     "(4.5 Å, not 0.45 nm): raise it above the nearest-neighbour distance.")
+
+
 def _record_training_domain(model, batches, fresh: bool) -> None:
     """Set ``model.training_compositions`` and ``model.neighbour_counts`` from the training
     batches (merged with the model's own records when training continues: ``fresh`` False)."""
@@ -738,6 +756,8 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
     species_counts = _check_training_labels(model, train_items, o)
     # the training domain, saved with the model: the engine adapters warn below these distances
     new = pair_min_distances(Batch.concatenate([b for b, _ in train_items]), model.species)
+    if not new:
+        _refuse_cutoff_without_pairs(model, train_frames)
     old = dict(getattr(model, "pair_min_distance", None) or {}) if not o["fit_normalisation"] else {}
     # replaced, a record from new data alone dropped the pairs only the earlier data had (their
     # structures then went unchecked) and was stricter than what the model had learned

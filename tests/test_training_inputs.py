@@ -256,3 +256,21 @@ def test_trajectory_and_detected_formats(tmp_path):
         load_frames(tmp_path / "cut.traj")
     with pytest.raises(InputError, match="validation data file .*missing.extxyz' does not exist"):
         load_frames(tmp_path / "missing.extxyz", "validation")
+
+
+@pytest.mark.parametrize("cutoff, refused", [(0.45, True), (2.0, True), (3.0, False)])
+def test_a_cutoff_below_every_pair_distance_is_refused(cutoff, refused):
+    """`lawful train --cutoff 0.45` (a cutoff typed in nm) trained a model with no interaction at
+    all (zero forces everywhere, no domain record), exit 0 (first-hour audit)."""
+    from lawful.forcefields import NeuralPotential, train
+    from lawful.forcefields.reference import emt_metal_dataset
+
+    frames = emt_metal_dataset("Cu", 1, temperatures=(300,), n_md=2, n_rattled=2, n_strained=2, seed=0)
+    model = NeuralPotential(species=["Cu"], cutoff=cutoff, hidden=(4,), n_radial=2, n_basis=3, lmax=1)
+    if refused:
+        with pytest.raises(InputError, match=r"no two atoms of the training data are within the model's cutoff "
+                                             r"of .* \(the closest pair in the data is 2\.\d+ Å apart\)"):
+            train(model, frames[:-1], validation=frames[-1:], epochs=1, progress=False)
+    else:
+        train(model, frames[:-1], validation=frames[-1:], epochs=1, progress=False)
+        assert model.pair_min_distance["Cu-Cu"] > 2.0
