@@ -169,6 +169,10 @@ class AtomisticModel(torch.nn.Module):
         if pbc is not None:
             one["pbc"] = pbc
         b = self.make_batch([one], pairs=None if pairs is None else [pairs])
+        if pairs is None:   # a caller passing its own pairs (the engine runner) makes its own domain checks
+            from lawful.forcefields.domain import warn_outside
+
+            warn_outside(self, b, stacklevel=3)
         out = self.evaluate_batch(b, forces=True, stress=stress)
         res = {"energy": out["energy"][0], "forces": out["forces"], "energies": out["energies"]}
         if stress:

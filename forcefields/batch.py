@@ -492,7 +492,10 @@ def evaluate_batch(model, structures: Sequence, stress: bool = True, chunk_atoms
 
 
 def _evaluate_chunk(model, structures: list, stress: bool, first: int) -> list[dict]:
+    from lawful.forcefields.domain import warn_outside
+
     batch = model.make_batch(structures)
+    warn_outside(model, batch, first, stacklevel=4)     # the engines' domain checks, per call
     periodic = batch.pbc.all(dim=1)
     want_stress = bool(stress) and bool(periodic.any())
     with torch.enable_grad():

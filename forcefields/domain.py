@@ -21,7 +21,8 @@ from typing import Sequence
 import torch
 
 __all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "composition_record",
-           "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds"]
+           "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds",
+           "batch_outside", "warn_outside"]
 
 #: Default fraction of the training minimum distance below which a pair is out of domain.
 DOMAIN_TOLERANCE = 0.9
@@ -169,3 +170,82 @@ def neighbour_count_bounds(record: dict | None, species: Sequence[str], dtype=No
             lo[k] = min(a * (1.0 - NEIGHBOUR_MARGIN), a - 1.0)
             hi[k] = max(b * (1.0 + NEIGHBOUR_MARGIN), b + 1.0)
     return lo, hi
+
+
+# ------------------------------------------------------------------------------------------------
+# the same three checks on a batch (model.evaluate / evaluate_batch without an engine)
+
+def batch_outside(model, batch) -> tuple[int, str] | None:
+    """The first structure of ``batch`` (a :class:`~lawful.forcefields.batch.Batch` of ``model``)
+    outside the model's training domain, as ``(structure index, what)``, else None: a pair closer
+    than :data:`DOMAIN_TOLERANCE` x its training minimum, a composition outside the training span,
+    an atom whose neighbour count lies outside its species' range. The engine runner makes the same
+    checks with engine indices and step numbers (``lawful.integrations.runner.ModelRunner``)."""
+    import math
+
+    from lawful.forcefields.batch import pair_key
+
+    species = list(model.species)
+    n_atoms = batch.n_atoms.tolist()
+    offsets = [0]
+    for n in n_atoms[:-1]:
+        offsets.append(offsets[-1] + n)
+    with torch.no_grad():
+        table = domain_limits(getattr(model, "pair_min_distance", None), species, DOMAIN_TOLERANCE,
+                              batch.positions.dtype, batch.positions.device)
+        if table is not None and batch.edge_i.shape[0] > 0:
+            from lawful.forcefields.potential import strained_geometry
+
+            _, vectors = strained_geometry(batch, batch.positions, None)
+            d2 = (vectors * vectors).sum(1)
+            si, sj = batch.species.index_select(0, batch.edge_i), batch.species.index_select(0, batch.edge_j)
+            limit = table[si, sj]
+            below = d2 < limit
+            if bool(below.any()):
+                k = int(torch.argmin(torch.where(below, d2 / limit, torch.ones_like(d2))))
+                s = int(batch.edge_batch[k])
+                a, b = sorted((int(batch.edge_i[k]) - offsets[s], int(batch.edge_j[k]) - offsets[s]))
+                name_a, name_b = species[int(si[k])], species[int(sj[k])]
+                key = pair_key(name_a, name_b)
+                return s, (f"atoms {a} and {b} ({key}) are {math.sqrt(float(d2[k])):.4g} Å apart, below "
+                           f"{DOMAIN_TOLERANCE:g} x the smallest {key} distance in the model's training data "
+                           f"({model.pair_min_distance[key]:.4g} Å)")
+        record = getattr(model, "training_compositions", None)
+        if record:
+            for s, z in enumerate(batch.numbers.split(n_atoms)):
+                message = composition_outside(record, species, z.tolist())
+                if message is not None:
+                    return s, message
+        bounds = neighbour_count_bounds(getattr(model, "neighbour_counts", None), species, torch.float64,
+                                        batch.positions.device)
+        if bounds is not None:
+            counts = torch.bincount(batch.edge_i, minlength=batch.positions.shape[0]).to(torch.float64)
+            lo, hi = bounds[0].index_select(0, batch.species), bounds[1].index_select(0, batch.species)
+            outside = (counts < lo) | (counts > hi)
+            if bool(outside.any()):
+                k = int(torch.nonzero(outside)[0])
+                s = int(batch.batch[k])
+                name = species[int(batch.species[k])]
+                fewest, most = model.neighbour_counts[name]
+                return s, (f"atom {k - offsets[s]} ({name}) has {int(counts[k])} neighbours within the "
+                           f"{model.cutoff:g} Å cutoff, outside the {fewest}-{most} its species had in the "
+                           "model's training data")
+    return None
+
+
+def warn_outside(model, batch, first: int | None = None, stacklevel: int = 3) -> None:
+    """An :class:`~lawful.kernels.errors.OutOfDomainWarning` naming :func:`batch_outside`'s
+    finding (``first``: the index of the batch's first structure in the caller's list; None: a
+    single structure)."""
+    found = batch_outside(model, batch)
+    if found is None:
+        return
+    import warnings
+
+    from lawful.kernels.errors import OutOfDomainWarning
+
+    s, what = found
+    where = "" if first is None else f"structure {first + s}: "
+    warnings.warn(f"{where}{what}: the model is extrapolating there and its energy and forces are not to be "
+                  "trusted (the engines report this per run, and stop with strict=True).", OutOfDomainWarning,
+                  stacklevel=stacklevel)

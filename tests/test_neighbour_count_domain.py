@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk
+from ase.build import bulk, molecule
 
 from lawful.forcefields import NeuralPotential, load_model
 from lawful.forcefields.domain import NEIGHBOUR_MARGIN, neighbour_count_bounds, neighbour_count_record
@@ -83,8 +83,6 @@ def test_a_corrupt_record_is_refused(tmp_path):
 
 def test_training_records_the_compositions_and_neighbour_counts_it_saw(tmp_path):
     """train() writes both records beside pair_min_distance (and a continued run merges them)."""
-    from ase.build import molecule
-
     from lawful.forcefields import train
     from lawful.forcefields.domain import composition_outside
     from lawful.forcefields.reference import label
@@ -109,3 +107,36 @@ def test_training_records_the_compositions_and_neighbour_counts_it_saw(tmp_path)
     train(back, [f for f in frames if len(f) == 3], validation=held, epochs=1, progress=False,
           fit_normalisation=False)
     assert back.neighbour_counts == {"H": [1, 2], "O": [2, 2]} and len(back.training_compositions["basis"]) == 2
+
+
+def _squeezed_water():
+    w = molecule("H2O")
+    d = w.positions[1] - w.positions[0]
+    w.positions[1] = w.positions[0] + d * (0.5 / np.linalg.norm(d))
+    return w
+
+
+@pytest.mark.parametrize("model, make, text", [
+    ("cu-emt", lambda: _fcc(3.61), None),
+    ("cu-emt", lambda: _fcc(6.82), "has 0 neighbours within the 4.5 Å cutoff"),
+    ("organic-xtb", lambda: molecule("CH3CH2OH"), None),
+    ("organic-xtb", lambda: molecule("CH4"), "the composition CH4 is not a combination"),
+    ("organic-xtb", _squeezed_water, "atoms 0 and 1 (H-O) are 0.5 Å apart"),
+])
+def test_evaluate_and_evaluate_batch_check_the_domain_too(model, make, text):
+    """model.evaluate / evaluate_batch made none of the engines' domain checks (a squeezed cell
+    returned 1116 eV without a word: first-hour audit); they warn now, naming the structure."""
+    from lawful.forcefields import evaluate_batch
+
+    m = load_model(model)
+    atoms = make()
+    inside = _fcc(3.61) if model == "cu-emt" else molecule("H2O")
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        m.evaluate(atoms.positions, atoms.numbers, cell=atoms.cell[:], pbc=bool(atoms.pbc.all()))
+        evaluate_batch(m, [inside, atoms])
+    said = [str(w.message) for w in got if issubclass(w.category, OutOfDomainWarning)]
+    if text is None:
+        assert said == []
+    else:
+        assert len(said) == 2 and text in said[0] and said[1].startswith("structure 1: ") and text in said[1]
