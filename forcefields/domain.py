@@ -16,13 +16,13 @@ TorchScript export that openmm-torch runs (:class:`lawful.forcefields.TorchScrip
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 
 __all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "composition_record",
            "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds",
-           "batch_outside", "warn_outside"]
+           "pairs_below", "counts_outside", "batch_outside", "warn_outside"]
 
 #: Default fraction of the training minimum distance below which a pair is out of domain.
 DOMAIN_TOLERANCE = 0.9
@@ -45,6 +45,21 @@ def domain_limits(record: dict | None, species: Sequence[str], tolerance: float,
             if d is not None:
                 table[a, b] = (tolerance * float(d)) ** 2
     return table
+
+
+def pairs_below(table: torch.Tensor, species: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor,
+                d2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, int]:
+    """The pair check every evaluation path makes (the engine runner, :func:`batch_outside`, the
+    TorchScript export): ``(limit (E,), below (E,) bool, k)`` for pairs ``edge_i -> edge_j`` of
+    species indices ``species`` with squared distances ``d2`` (Å²) against the (S, S) squared
+    limits ``table`` (:func:`domain_limits`); ``k`` is the pair furthest inside its limit (smallest
+    d2 / limit), -1 when none is below. TorchScript compatible."""
+    n = table.shape[0]
+    limit = table.reshape(-1).index_select(0, species.index_select(0, edge_i) * n + species.index_select(0, edge_j))
+    below = d2 < limit
+    if not bool(below.any()):
+        return limit, below, -1
+    return limit, below, int(torch.argmin(torch.where(below, d2 / limit, torch.ones_like(d2))))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,6 +187,16 @@ def neighbour_count_bounds(record: dict | None, species: Sequence[str], dtype=No
     return lo, hi
 
 
+def counts_outside(bounds, species: torch.Tensor, edge_i: torch.Tensor, n_atoms: int):
+    """The neighbour-count check of the runner and :func:`batch_outside`: ``(counts, low, high,
+    outside)`` (N,) for atoms of species indices ``species`` whose pairs start at ``edge_i``,
+    against :func:`neighbour_count_bounds`' ``(low, high)`` per species."""
+    lo, hi = bounds
+    counts = torch.bincount(edge_i, minlength=n_atoms).to(lo.dtype)
+    low, high = lo.index_select(0, species), hi.index_select(0, species)
+    return counts, low, high, (counts < low) | (counts > high)
+
+
 # ------------------------------------------------------------------------------------------------
 # the same three checks on a batch (model.evaluate / evaluate_batch without an engine)
 
@@ -198,14 +223,12 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
 
             _, vectors = strained_geometry(batch, batch.positions, None)
             d2 = (vectors * vectors).sum(1)
-            si, sj = batch.species.index_select(0, batch.edge_i), batch.species.index_select(0, batch.edge_j)
-            limit = table[si, sj]
-            below = d2 < limit
-            if bool(below.any()):
-                k = int(torch.argmin(torch.where(below, d2 / limit, torch.ones_like(d2))))
+            _, _, k = pairs_below(table, batch.species, batch.edge_i, batch.edge_j, d2)
+            if k >= 0:
                 s = int(batch.edge_batch[k])
                 a, b = sorted((int(batch.edge_i[k]) - offsets[s], int(batch.edge_j[k]) - offsets[s]))
-                name_a, name_b = species[int(si[k])], species[int(sj[k])]
+                name_a = species[int(batch.species[batch.edge_i[k]])]
+                name_b = species[int(batch.species[batch.edge_j[k]])]
                 key = pair_key(name_a, name_b)
                 return s, (f"atoms {a} and {b} ({key}) are {math.sqrt(float(d2[k])):.4g} Å apart, below "
                            f"{DOMAIN_TOLERANCE:g} x the smallest {key} distance in the model's training data "
@@ -219,9 +242,7 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
         bounds = neighbour_count_bounds(getattr(model, "neighbour_counts", None), species, torch.float64,
                                         batch.positions.device)
         if bounds is not None:
-            counts = torch.bincount(batch.edge_i, minlength=batch.positions.shape[0]).to(torch.float64)
-            lo, hi = bounds[0].index_select(0, batch.species), bounds[1].index_select(0, batch.species)
-            outside = (counts < lo) | (counts > hi)
+            counts, _, _, outside = counts_outside(bounds, batch.species, batch.edge_i, batch.positions.shape[0])
             if bool(outside.any()):
                 k = int(torch.nonzero(outside)[0])
                 s = int(batch.batch[k])

@@ -40,7 +40,7 @@ from lawful.kernels.units import CODATA_VERSION
 from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
 from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor
-from lawful.forcefields.domain import DOMAIN_TOLERANCE, domain_limits
+from lawful.forcefields.domain import DOMAIN_TOLERANCE, domain_limits, pairs_below
 
 __all__ = ["NeuralPotential", "TorchScriptPotential", "export_torchscript", "strained_geometry", "ZBLRepulsion",
            "zbl_energy", "REPULSION_SWITCH"]
@@ -375,15 +375,9 @@ class TorchScriptPotential(torch.nn.Module):
 
     def _check_domain(self, species: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor,
                       d2: torch.Tensor) -> None:
-        n = self.domain_min2.shape[0]
-        limit = self.domain_min2.reshape(-1).index_select(
-            0, species.index_select(0, edge_i) * n + species.index_select(0, edge_j))
-        below = d2 < limit
-        if not bool(below.any()):
+        limit, below, k = pairs_below(self.domain_min2, species, edge_i, edge_j, d2)
+        if k < 0 or (self.domain_warned and not self.strict):
             return
-        if self.domain_warned and not self.strict:
-            return
-        k = int(torch.argmin(torch.where(below, d2 / limit, torch.ones_like(d2))))
         a = int(edge_i[k])
         b = int(edge_j[k])
         if a > b:

@@ -21,8 +21,8 @@ import torch
 from ase.data import atomic_numbers as _atomic_numbers
 from ase.data import chemical_symbols as _chemical_symbols
 
-from lawful.forcefields.domain import (DOMAIN_TOLERANCE, composition_outside, domain_limits,
-                                      neighbour_count_bounds)
+from lawful.forcefields.domain import (DOMAIN_TOLERANCE, composition_outside, counts_outside, domain_limits,
+                                      neighbour_count_bounds, pairs_below)
 from lawful.kernels.errors import (
     InputError,
     ModelFileError,
@@ -316,10 +316,7 @@ class ModelRunner:
     def _check_neighbour_counts(self, nl, step) -> None:
         """Compare each atom's neighbour count within the cutoff with its species' training range
         (widened by ``domain.NEIGHBOUR_MARGIN``); warn once or raise (strict) on the worst atom."""
-        lo, hi = self._count_bounds
-        counts = torch.bincount(nl.i, minlength=self.n_atoms).to(lo.dtype)
-        low, high = lo.index_select(0, self._species_idx), hi.index_select(0, self._species_idx)
-        outside = (counts < low) | (counts > high)
+        counts, low, high, outside = counts_outside(self._count_bounds, self._species_idx, nl.i, self.n_atoms)
         if not bool(outside.any()):
             return
         if self._count_warned and not self.strict:
@@ -346,16 +343,9 @@ class ModelRunner:
     def _check_domain(self, nl, d2, step) -> None:
         """Compare the pairs' squared distances with the training minima (one gather, one compare);
         warn once or raise (strict) on the closest offending pair."""
-        si = self._species_idx.index_select(0, nl.i)
-        sj = self._species_idx.index_select(0, nl.j)
-        limit = self._domain_min2[si, sj]
-        below = d2 < limit
-        if not bool(below.any()):
+        _, below, k = pairs_below(self._domain_min2, self._species_idx, nl.i, nl.j, d2)
+        if k < 0 or (self.domain_warned and not self.strict):
             return
-        if self.domain_warned and not self.strict:
-            return
-        ratio = torch.where(below, d2 / limit, torch.ones_like(d2))
-        k = int(torch.argmin(ratio))
         a, b = sorted((int(nl.i[k]), int(nl.j[k])))
         za, zb = int(self.numbers_np[a]), int(self.numbers_np[b])
         la, lb = (a, b) if self.labels is None else (self.labels[a], self.labels[b])
