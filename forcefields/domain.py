@@ -9,9 +9,11 @@ outside it (methane for a model trained on alanine dipeptide, ethanol and water)
 absolute energy the data did not determine (:func:`composition_outside`); and the range of
 neighbour counts within the cutoff per species (``neighbour_counts``,
 :func:`neighbour_count_record`): an atom with far fewer or more neighbours than any training atom
-(an isolated atom, a lattice typed in bohr, a dimer) is in an environment the model never saw. Both places that evaluate models in engines check it from the table built
-here: the engine runner (ASE, OpenMM's python backend: ``lawful.integrations.runner``) and the
-TorchScript export that openmm-torch runs (:class:`lawful.forcefields.TorchScriptPotential`).
+(an isolated atom, a lattice typed in bohr, a dimer) is in an environment the model never saw.
+Every place that evaluates models makes the three checks with the functions here: the engine
+runner (ASE, OpenMM's python backend: ``lawful.integrations.runner``), the TorchScript export that
+openmm-torch runs (:class:`lawful.forcefields.TorchScriptPotential`) and ``model.evaluate`` /
+``evaluate_batch`` (:func:`batch_outside`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 __all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "composition_record",
            "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds",
-           "pairs_below", "counts_outside", "batch_outside", "warn_outside"]
+           "pairs_below", "composition_residual", "counts_outside", "batch_outside", "warn_outside"]
 
 #: Default fraction of the training minimum distance below which a pair is out of domain.
 DOMAIN_TOLERANCE = 0.9
@@ -118,21 +120,26 @@ def composition_record(structures_numbers, species: Sequence[str], old: dict | N
     return {"basis": vt[:rank].tolist(), "formulas": formulas}
 
 
+def composition_residual(basis: torch.Tensor, counts: torch.Tensor) -> float:
+    """The length of the part of ``counts`` ((S,) atoms per species, float64) outside the row span
+    of ``basis`` ((r, S) orthonormal rows of :func:`composition_record`), relative to its length
+    (0 for no atoms): the composition check of :func:`composition_outside` and of the TorchScript
+    export, which compare it with :data:`COMPOSITION_TOLERANCE`. TorchScript compatible."""
+    norm = torch.sqrt((counts * counts).sum())
+    if float(norm) == 0.0:
+        return 0.0
+    r = counts - basis.t().matmul(basis.matmul(counts))
+    return float(torch.sqrt((r * r).sum()) / norm)
+
+
 def composition_outside(record: dict | None, species: Sequence[str], numbers) -> str | None:
     """None when ``numbers``' composition lies in the span of the training compositions of
     ``record`` (:func:`composition_record`; an empty record checks nothing), else the message
     saying why its absolute energy is not determined by the model."""
-    import numpy as np
-
     if not record or not record.get("basis"):
         return None
-    c = np.asarray(_counts(numbers, species), dtype=np.float64)
-    norm = float(np.linalg.norm(c))
-    if norm == 0.0:
-        return None
-    b = np.asarray(record["basis"], dtype=np.float64)
-    residual = float(np.linalg.norm(c - b.T @ (b @ c))) / norm
-    if residual <= COMPOSITION_TOLERANCE:
+    c = torch.tensor(_counts(numbers, species), dtype=torch.float64)
+    if composition_residual(torch.tensor(record["basis"], dtype=torch.float64), c) <= COMPOSITION_TOLERANCE:
         return None
     seen = ", ".join(record.get("formulas", [])) or "?"
     return (f"the composition {_formula(numbers)} is not a combination of the compositions the model was "
@@ -187,10 +194,12 @@ def neighbour_count_bounds(record: dict | None, species: Sequence[str], dtype=No
     return lo, hi
 
 
-def counts_outside(bounds, species: torch.Tensor, edge_i: torch.Tensor, n_atoms: int):
-    """The neighbour-count check of the runner and :func:`batch_outside`: ``(counts, low, high,
-    outside)`` (N,) for atoms of species indices ``species`` whose pairs start at ``edge_i``,
-    against :func:`neighbour_count_bounds`' ``(low, high)`` per species."""
+def counts_outside(bounds: Tuple[torch.Tensor, torch.Tensor], species: torch.Tensor, edge_i: torch.Tensor,
+                   n_atoms: int):
+    """The neighbour-count check of the runner, :func:`batch_outside` and the TorchScript export:
+    ``(counts, low, high, outside)`` (N,) for atoms of species indices ``species`` whose pairs
+    start at ``edge_i``, against :func:`neighbour_count_bounds`' ``(low, high)`` per species.
+    TorchScript compatible."""
     lo, hi = bounds
     counts = torch.bincount(edge_i, minlength=n_atoms).to(lo.dtype)
     low, high = lo.index_select(0, species), hi.index_select(0, species)

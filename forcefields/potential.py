@@ -40,7 +40,8 @@ from lawful.kernels.units import CODATA_VERSION
 from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
 from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor
-from lawful.forcefields.domain import DOMAIN_TOLERANCE, domain_limits, pairs_below
+from lawful.forcefields.domain import (COMPOSITION_TOLERANCE, DOMAIN_TOLERANCE, composition_residual, counts_outside,
+                                      domain_limits, neighbour_count_bounds, pairs_below)
 
 __all__ = ["NeuralPotential", "TorchScriptPotential", "export_torchscript", "strained_geometry", "ZBLRepulsion",
            "zbl_energy", "REPULSION_SWITCH"]
@@ -340,9 +341,11 @@ class TorchScriptPotential(torch.nn.Module):
     The periodicity is fixed when the module is built; for ``pbc=False`` the cell is ignored (pass
     any (3,3) tensor). Units are lawful's (Å, eV): the OpenMM side converts at its boundary.
 
-    The training-domain check of the engines' runner is made here too, from the same table
-    (:func:`lawful.forcefields.domain.domain_limits` of the model's ``pair_min_distance``): a pair
-    closer than ``domain_tolerance`` x its species pair's training minimum warns once (a Python
+    The training-domain checks of the engines' runner are made here too, from the same records
+    (:mod:`lawful.forcefields.domain`): a pair closer than ``domain_tolerance`` x its species
+    pair's training minimum (``pair_min_distance``), a composition outside the span of the
+    training compositions (``training_compositions``), an atom whose neighbour count lies outside
+    its species' training range (``neighbour_counts``). Each kind warns once (a Python
     ``UserWarning`` when called from Python; openmm-torch prints it) or, with ``strict``, raises
     an error whose text starts ``"NumericalError: lawful model out of its training domain"``
     (``torch.jit.Error`` in Python; in OpenMM :func:`lawful.integrations.openmm.lawful_errors`
@@ -372,6 +375,29 @@ class TorchScriptPotential(torch.nn.Module):
         self.has_labels = labels is not None
         self.register_buffer("labels", torch.as_tensor(list(labels) if labels is not None else [], dtype=torch.long,
                                                        device=model.device))
+        compositions = getattr(model, "training_compositions", None) or {}
+        basis = compositions.get("basis") or []
+        self.has_compositions = len(basis) > 0
+        self.register_buffer("composition_basis", torch.tensor(basis, dtype=torch.float64, device=model.device)
+                             .reshape(len(basis), n))
+        self.composition_formulas = ", ".join(str(f) for f in compositions.get("formulas", []))
+        self.composition_tolerance = COMPOSITION_TOLERANCE
+        self.alphabetical = sorted(range(n), key=lambda k: species[k])
+        self.carbon = species.index("C") if "C" in species else -1
+        self.hydrogen = species.index("H") if "H" in species else -1
+        first = [k for k in (self.carbon, self.hydrogen) if k >= 0]
+        self.carbon_first = first + [k for k in self.alphabetical if k not in first]
+        self.composition_warned = False
+        record_counts = getattr(model, "neighbour_counts", None)
+        bounds = neighbour_count_bounds(record_counts, species, torch.float64, model.device)
+        self.has_counts = bounds is not None
+        if bounds is None:
+            bounds = (torch.zeros(n, dtype=torch.float64, device=model.device),) * 2
+        self.register_buffer("count_low", bounds[0])
+        self.register_buffer("count_high", bounds[1])
+        self.register_buffer("count_range", torch.tensor([[int(v) for v in (record_counts or {}).get(s, [-1, -1])]
+                                                          for s in species], dtype=torch.long, device=model.device))
+        self.count_warned = False
 
     def _check_domain(self, species: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor,
                       d2: torch.Tensor) -> None:
@@ -390,16 +416,68 @@ class TorchScriptPotential(torch.nn.Module):
         d = float(torch.sqrt(d2[k]))
         d_min = float(torch.sqrt(limit[k])) / self.domain_tolerance
         key = sa + "-" + sb if sa <= sb else sb + "-" + sa      # pair_key's alphabetical order
-        message = ("lawful model out of its training domain: atoms " + str(a) + " (" + sa + ") and " + str(b)
+        message = ("atoms " + str(a) + " (" + sa + ") and " + str(b)
                    + " (" + sb + ") are " + _decimals(d, 4) + " Angstrom apart, below "
                    + _decimals(self.domain_tolerance, 3) + " x the smallest " + key + " distance in the training "
                    + "data (" + _decimals(d_min, 4) + " Angstrom; " + str(int(below.sum()) // 2)
                    + " pair(s) below): the model is extrapolating and its forces are not to be trusted; check "
                    + "the structure and time step, or train on data with closer contacts.")
-        if self.strict:
-            raise RuntimeError("NumericalError: " + message)
+        self._raise_if_strict(message)
+        warnings.warn("lawful model out of its training domain: " + message + " Further out-of-domain events of this force are not reported.")
         self.domain_warned = True
-        warnings.warn(message + " Further out-of-domain events of this force are not reported.")
+
+    def _atom_label(self, k: int) -> int:
+        return int(self.labels[k]) if self.has_labels else k
+
+    def _raise_if_strict(self, message: str) -> None:
+        # each check warns from its own line: the TorchScript interpreter warns once per call site
+        if self.strict:
+            raise RuntimeError("NumericalError: lawful model out of its training domain: " + message)
+
+    def _check_composition(self, species: torch.Tensor) -> None:
+        """The runner's composition check (:func:`lawful.forcefields.domain.composition_residual`)."""
+        if self.composition_warned and not self.strict:
+            return
+        counts = torch.bincount(species, minlength=len(self.species_names)).to(torch.float64)
+        if composition_residual(self.composition_basis, counts) <= self.composition_tolerance:
+            return
+        order = self.alphabetical       # Hill notation: C then H first when there is carbon
+        if self.carbon >= 0 and int(counts[self.carbon]) > 0:
+            order = self.carbon_first
+        formula = ""
+        for s in order:
+            c = int(counts[s])
+            if c > 0:
+                formula += self.species_names[s] + ("" if c == 1 else str(c))
+        message = ("the composition " + formula + " is not a combination of the compositions the model was trained on ("
+                   + self.composition_formulas + "; " + str(self.composition_basis.shape[0])
+                   + " independent for " + str(len(self.species_names)) + " species): the per-species reference "
+                   + "energies are not determined for it, so its absolute energy, and any energy difference to "
+                   + "another composition, is arbitrary (eV per atom off is possible), and its forces may be "
+                   + "extrapolation; use a model trained on this composition.")
+        self._raise_if_strict(message)
+        warnings.warn("lawful model out of its training domain: " + message)
+        self.composition_warned = True
+
+    def _check_counts(self, species: torch.Tensor, edge_i: torch.Tensor, n_atoms: int) -> None:
+        """The runner's neighbour-count check (:func:`lawful.forcefields.domain.counts_outside`)."""
+        if self.count_warned and not self.strict:
+            return
+        counts, low, high, outside = counts_outside((self.count_low, self.count_high), species, edge_i, n_atoms)
+        if not bool(outside.any()):
+            return
+        k = int(torch.nonzero(outside)[0][0])
+        s = int(species[k])
+        message = ("atom " + str(self._atom_label(k)) + " (" + self.species_names[s] + ") has " + str(int(counts[k]))
+                   + " neighbours within the " + (str(int(self.cutoff)) if self.cutoff == float(int(self.cutoff))
+                                             else str(self.cutoff)) + " Angstrom cutoff, outside the "
+                   + str(int(self.count_range[s, 0])) + "-" + str(int(self.count_range[s, 1])) + " its species had in the "
+                   + "model's training data (" + str(int(outside.sum())) + " atom(s) outside): an environment the "
+                   + "model never saw (an isolated atom, a dimer, a lattice in other units), so its energy and "
+                   + "forces are extrapolation.")
+        self._raise_if_strict(message)
+        warnings.warn("lawful model out of its training domain: " + message + " Further such events of this force are not reported.")
+        self.count_warned = True
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor):
         table = self.z_to_index
@@ -421,6 +499,10 @@ class TorchScriptPotential(torch.nn.Module):
             raise ValueError("NumericalError: two atoms are closer than 1e-4 Angstrom (coincident)")
         if self.has_domain:
             self._check_domain(species, nl.i, nl.j, d2)
+        if self.has_compositions:
+            self._check_composition(species)
+        if self.has_counts:
+            self._check_counts(species, nl.i, positions.shape[0])
         energy = self.model(pos, species, nl.i, nl.j, vectors).sum()
         grads = torch.autograd.grad([energy], [pos], allow_unused=True)
         g = grads[0]

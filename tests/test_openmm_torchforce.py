@@ -5,6 +5,7 @@ TorchForce itself is checked when openmmtorch imports (float64, Reference platfo
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import openmm
@@ -156,3 +157,57 @@ def test_script_module_checks_the_training_domain_like_the_python_backend(oh, st
         assert "atoms 3 (O) and 4 (H) are 0.5 Å apart" in str(python[0].message)
     # the check changes nothing in the numbers
     assert float(e1) == float(e2) == pytest.approx(float(ref["energy"]) * units.KJMOL_PER_EV, rel=1e-9)
+
+
+def _fcc(a):
+    from ase.build import bulk
+
+    return bulk("Cu", "fcc", a=a, cubic=True).repeat(2)
+
+
+@pytest.mark.parametrize("model_name, make, kind", [
+    ("organic-xtb", lambda: molecule("CH3CH2OH"), None),                # a training composition
+    ("organic-xtb", lambda: molecule("CH3OH"), "atom 0 (C) has 5 neighbours within the 5 Angstrom"),  # in the
+    # span of the compositions, but its carbon has fewer neighbours than any training carbon (8-21)
+    ("organic-xtb", lambda: molecule("CH4"), "the composition CH4 is not a combination"),
+    ("cu-emt", lambda: _fcc(3.61), None),                               # the training lattice
+    ("cu-emt", lambda: _fcc(4.2), "atom 0 (Cu) has 18 neighbours"),     # +16 %: a shell left the cutoff
+    ("cu-emt", lambda: __import__("ase").Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]], cell=[12] * 3,
+                                                pbc=True), "atom 0 (Cu) has 1 neighbours"),
+])
+def test_script_module_checks_compositions_and_neighbour_counts_like_the_runner(model_name, make, kind):
+    """The TorchScript module made only the pair check: methane through organic-xtb (energy eV/atom
+    off) and a copper dimer through cu-emt ran silently with backend="torch" while the python
+    backend warned. It now makes the runner's composition and neighbour-count checks from the same
+    records: the same structures warn (once per module), strict raises, the numbers do not change."""
+    import warnings
+
+    from lawful.integrations.runner import ModelRunner
+    from lawful.kernels.errors import OutOfDomainWarning
+
+    model = forcefields.load_model(model_name)
+    atoms = make()
+    periodic = bool(atoms.pbc.any())
+    module = forcefields.export_torchscript(model, pbc=periodic)
+    pos = torch.tensor(atoms.positions, dtype=torch.float64)
+    z = torch.tensor(atoms.numbers, dtype=torch.long)
+    cell = torch.tensor(np.asarray(atoms.cell), dtype=torch.float64)
+    runner = ModelRunner(model, atoms.numbers)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        e1, _ = module(pos, z, cell)
+        e2, _ = module(pos, z, cell)
+        ref = runner.evaluate(atoms.positions, cell=np.asarray(atoms.cell) if periodic else None, pbc=periodic)
+    scripted = [str(w.message) for w in got if "training domain" in str(w.message)]
+    python = [str(w.message) for w in got if issubclass(w.category, OutOfDomainWarning)]
+    assert float(e1) == float(e2) == pytest.approx(float(ref["energy"]), rel=1e-12)
+    if kind is None:
+        assert scripted == [] and python == []
+        return
+    # each kind once per module and per runner, the same atoms named (methane: composition and counts)
+    assert len(scripted) == len(python) >= 1 and kind in scripted[0]
+    prefix = "lawful model out of its training domain: "
+    assert [m[len(prefix):][:30] for m in scripted] == [(m[0].lower() + m[1:])[:30] for m in python]
+    strict = forcefields.export_torchscript(model, pbc=periodic, strict=True)
+    with pytest.raises(Exception, match="NumericalError: lawful model out of its training domain: " + re.escape(kind)):
+        strict(pos, z, cell)
