@@ -69,6 +69,34 @@ def _sections() -> list[Callable[[DemoContext, Section], None]]:
 
 MODES = ("smoke", "quick", "full")
 
+#: What a report of each mode must say before any number (``summary.json``'s ``meta.note`` and the
+#: banner of ``report.html``); the full mode's numbers are the README's kind and need none.
+MODE_NOTES = {
+    "smoke": ("Pipeline test (--smoke): every training lasts seconds and every size is tiny, so these numbers "
+              "show that each step runs, not what the methods achieve; they may contradict the text. Run "
+              "`lawful demo` (quick) or `lawful demo --full`, and see the README's benchmark figures."),
+    "quick": ("Quick mode: trainings are short and systems small (a few minutes in all); the numbers are "
+              "indicative and a claim they do not show is said under its section. `lawful demo --full` and "
+              "the benchmarks (README) measure them at full size."),
+}
+
+
+def claims_shown(sec, mode: str, claims) -> None:
+    """Say under a section which of its claims this run's own numbers do not show.
+
+    ``claims``: ``(holds, text)`` pairs, ``holds`` computed from the section's table. The texts
+    not shown go to ``sec.summary["claims_not_shown"]`` (empty when all are) and into a sentence
+    after the section's text, so a report never states a conclusion its numbers contradict
+    without saying so."""
+    missed = [text for holds, text in claims if not holds]
+    sec.summary["claims_not_shown"] = missed
+    if not missed:
+        return
+    why = ("its trainings are seconds long (smoke mode)" if mode == "smoke" else
+           "its trainings are short (quick mode)" if mode == "quick" else
+           "compare with the README's benchmark figures; a full run that misses them is worth reporting")
+    sec.text.append("This run's numbers do not show: " + "; ".join(missed) + f" ({why}).")
+
 #: Rough wall seconds of each section per mode on an idle 2-core CPU: the progress line's estimate
 #: of what is left (scaled by how fast the finished sections ran on this machine).
 EXPECTED_S = {
@@ -117,8 +145,12 @@ def run_demo(out: str | Path = "demo-out", mode: str = "quick", seed: int = 0,
     sections: list[Section] = []
     done: dict[str, float] = {}
     interrupted = None
+    from lawful.integrations.benchmarking import git_state
+
     meta = {"mode": mode, "seed": seed, "dtype": dtype, "device": device, "total_seconds": 0.0,
-            "versions": versions(), "machine": machine_info()}
+            "versions": versions(), "machine": machine_info(), "git": git_state()}
+    if mode in MODE_NOTES:
+        meta["note"] = MODE_NOTES[mode]
 
     def write(pending: list, status: str = "pending") -> Path:
         meta["total_seconds"] = round(time.perf_counter() - t0, 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 
-from lawful.integrations.demo import section
+from lawful.integrations.demo import claims_shown, section
 from lawful.integrations.report import Section, figure, save_figure
 
 __all__ = ["fluid_section", "SIZES"]
@@ -109,3 +109,8 @@ def fluid_section(ctx, sec: Section) -> None:
         "trained with a penalty on its divergence: it adds divergence every step. "
         f"Mean error change of the hard corrector vs none: {-100 * cut:+.1f} % "
         f"({z['iterations']} training iterations; the benchmark trains longer).")
+    claims_shown(sec, ctx.mode, [
+        (cut > 0, f"the hard corrector lowering the error (mean error {-100 * cut:+.1f} %)"),
+        (sec.summary["hard_max_div_rel"] <= sec.summary["none_max_div_rel"] * 1.01 + 1e-12,
+         "the hard corrector keeping the divergence at the uncorrected solver's level "
+         f"({sec.summary['hard_max_div_rel']:.2g} vs {sec.summary['none_max_div_rel']:.2g})")])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from lawful.integrations.demo import section
+from lawful.integrations.demo import claims_shown, section
 from lawful.integrations.report import Section, save_figure
 
 __all__ = ["forcefield_section", "SIZES"]
@@ -131,3 +131,9 @@ def forcefield_section(ctx, sec: Section) -> None:
         "NeuralPotential's forces are exact gradients of one smooth energy, so NVE conserves the total "
         "energy like EMT itself; the DirectForceModel predicts forces from a separate head, and its "
         "non-conservative force errors pump energy in: a secular drift in both engines.")
+    claims_shown(sec, ctx.mode, [
+        (abs(sec.summary[f"drift_{engine}_conservative_mev_atom_ps"]) < abs(sec.summary[f"drift_{engine}_direct_mev_atom_ps"]),
+         f"{engine}: a smaller drift for the NeuralPotential than for the DirectForceModel "
+         f"({sec.summary[f'drift_{engine}_conservative_mev_atom_ps']:.3g} vs "
+         f"{sec.summary[f'drift_{engine}_direct_mev_atom_ps']:.3g} meV/atom/ps)")
+        for engine in ("ase", "openmm")])

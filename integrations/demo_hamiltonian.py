@@ -3,7 +3,7 @@ with symplectic (leapfrog) and non-symplectic (RK4) rollouts."""
 
 from __future__ import annotations
 
-from lawful.integrations.demo import section
+from lawful.integrations.demo import claims_shown, section
 from lawful.integrations.report import Section, figure, save_figure
 
 __all__ = ["hamiltonian_section", "SIZES"]
@@ -96,3 +96,8 @@ def hamiltonian_section(ctx, sec: Section) -> None:
         "The HNN learns one scalar H(q, p) and follows its symplectic gradient; stepped with leapfrog "
         "its energy stays bounded over long horizons. The baseline MLP predicts (dq/dt, dp/dt) "
         "directly and drifts; RK4 (not symplectic) adds a slow drift of its own.")
+    claims_shown(sec, ctx.mode, [
+        (sec.summary[f"{system}_hnn_leapfrog_final_abs"] < sec.summary[f"{system}_baseline_rk4_final_abs"],
+         f"{system}: the HNN with leapfrog ending nearer its initial energy than the baseline (|E(T)-E(0)| "
+         f"{sec.summary[f'{system}_hnn_leapfrog_final_abs']:.3g} vs {sec.summary[f'{system}_baseline_rk4_final_abs']:.3g})")
+        for system in ("mass_spring", "pendulum")])

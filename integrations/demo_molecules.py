@@ -21,7 +21,7 @@ import copy
 import csv
 from pathlib import Path
 
-from lawful.integrations.demo import section
+from lawful.integrations.demo import claims_shown, section
 from lawful.integrations.report import Section, figure, save_figure
 
 __all__ = ["molecule_section", "SIZES"]
@@ -192,3 +192,11 @@ def molecule_section(ctx, sec: Section) -> None:
         "conserve. Every lawful force runs in strict mode: a structure closer than the model's training data "
         "stops the run, and the tables say where. The NVT runs are short: the φ/ψ plot shows where each run "
         "went from the same start, not converged populations.")
+    claims = []
+    for where, label in (("ase", "ASE in vacuum"), ("mlmm", "OpenMM ML/MM")):
+        c = sec.summary.get(f"drift_{where}_conservative_mev_atom_ps")
+        d = sec.summary.get(f"drift_{where}_direct_mev_atom_ps")
+        if isinstance(c, float) and isinstance(d, float):
+            claims.append((abs(c) < abs(d), f"{label}: a smaller drift for organic-xtb than for organic-xtb-direct "
+                                            f"({c:.3g} vs {d:.3g} meV/atom/ps)"))
+    claims_shown(sec, ctx.mode, claims)

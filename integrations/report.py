@@ -89,12 +89,16 @@ def _figure_html(caption: str, png: Path) -> str:
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}
 caption{font-weight:bold;text-align:left}img{max-width:100%}figure{margin:1em 0}
-.skipped,.failed,.interrupted{color:#a00}.pending,.not{color:#888}"""
+.skipped,.failed,.interrupted{color:#a00}.pending,.not{color:#888}
+.banner{background:#fde2e1;border:2px solid #a00;padding:0.6em 1em;font-weight:bold}"""
 
 
 def write_report(out_dir: Path, title: str, sections: list[Section], meta: dict,
                  refresh_s: int | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` and ``summary.json`` into ``out_dir``; return both paths.
+
+    ``meta["note"]``, when set, is shown as a banner above everything else (and kept in
+    ``summary.json``'s meta): what a reader must know before reading any number.
 
     ``refresh_s``: while a run is still going, the page asks the browser to reload itself every
     this many seconds (None: a finished report, no reload).
@@ -104,6 +108,8 @@ def write_report(out_dir: Path, title: str, sections: list[Section], meta: dict,
     refresh = f"<meta http-equiv='refresh' content='{int(refresh_s)}'>" if refresh_s else ""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'>{refresh}<title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    if meta.get("note"):        # e.g. a demo in a pipeline-test mode: said before any number
+        parts.append(f"<p class='banner'>{html.escape(str(meta['note']))}</p>")
     parts.append(_table_html("Run", [{k: v for k, v in meta.items() if not isinstance(v, dict)}]))
     for k, v in meta.items():
         if isinstance(v, dict):

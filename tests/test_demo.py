@@ -32,6 +32,29 @@ def test_report_and_summary_are_written(smoke):
         assert sec["status"] == "ok", (key, sec)
 
 
+def test_a_pipeline_test_says_so_and_names_the_claims_its_numbers_miss(smoke):
+    """The smoke report stated conclusions its own tables contradicted (the hard corrector raising
+    the error by 6 %) with only "smoke" in a table cell (first-hour audit): a banner says what the
+    mode is before any number, summary.json carries it and the commit, and every section lists the
+    claims its numbers do not show, in the report too."""
+    import html as html_lib
+
+    out, report, summary = smoke
+    page = report.read_text()
+    assert "<p class='banner'>Pipeline test (--smoke)" in page
+    assert page.index("class='banner'") < page.index("<table")
+    assert summary["meta"]["note"].startswith("Pipeline test") and "commit" in summary["meta"]["git"]
+    fl = summary["sections"]["fluids"]
+    assert (fl["hard_error_cut"] > 0) is not any("lowering the error" in c for c in fl["claims_not_shown"])
+    h = summary["sections"]["hamiltonian"]
+    for system in ("mass_spring", "pendulum"):
+        holds = h[f"{system}_hnn_leapfrog_final_abs"] < h[f"{system}_baseline_rk4_final_abs"]
+        assert holds is not any(c.startswith(system) for c in h["claims_not_shown"])
+    for key in ("forcefields", "molecules", "hamiltonian", "fluids"):
+        for claim in summary["sections"][key]["claims_not_shown"]:
+            assert html_lib.escape(claim) in page
+
+
 def test_conservative_model_conserves_energy_and_the_direct_one_does_not(smoke):
     ff = smoke[2]["sections"]["forcefields"]
     for engine in ("ase", "openmm"):
