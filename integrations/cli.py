@@ -894,8 +894,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fcc supercell repeats of the cubic cell, per axis (without --structure; default 3)")
     p.add_argument("--ensemble", choices=["nve", "nvt"], default="nve", help="nve (drift check) or nvt (Langevin)")
     p.add_argument("--temperature", type=_non_negative, default=300.0, help="initial / target temperature, K")
-    p.add_argument("--dt", type=float, default=2.0,
-                   help="time step, fs (not ps: below 0.05 fs a warning asks whether a ps value was meant)")
+    p.add_argument("--dt", type=float, default=None,
+                   help="time step, fs (not ps: below 0.05 fs a warning asks whether a ps value was meant); default "
+                        "0.5 fs when the structure has hydrogen (above 1 fs with hydrogen warns), else 2 fs")
     p.add_argument("--velocities", choices=["auto", "keep", "draw"], default="auto",
                    help="initial velocities: auto keeps those the --structure file carries (continuing a run from "
                         "its trajectory) and draws Maxwell-Boltzmann ones at --temperature when it has none; keep "

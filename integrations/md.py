@@ -61,7 +61,7 @@ from lawful.integrations.monitors import DriftSummary
 from lawful.kernels.errors import BackendError, InputError
 
 __all__ = ["MDResult", "run_md", "ENGINES", "ENSEMBLES", "VELOCITIES", "MIN_PLAUSIBLE_TIMESTEP_FS",
-           "STILL_ANGSTROM", "run_verdict"]
+           "STILL_ANGSTROM", "run_verdict", "default_timestep_fs", "HYDROGEN_TIMESTEP_FS", "DEFAULT_TIMESTEP_FS"]
 
 ENGINES = ("ase", "openmm")
 ENSEMBLES = ("nve", "nvt")
@@ -70,6 +70,16 @@ VELOCITIES = ("auto", "keep", "draw")
 #: a time step below this (fs) is most likely one typed in ps (0.002 ps = 2 fs): even the fastest
 #: molecular vibrations (X–H stretches, period ~9 fs) need no finer than ~0.5 fs
 MIN_PLAUSIBLE_TIMESTEP_FS = 0.05
+#: the default step (fs) for a structure with hydrogen (any atom lighter than
+#: :data:`LIGHT_ATOM_AMU`): X–H stretches (period ~9 fs) need about 0.5 fs in NVE without bond
+#: constraints (lawful md applies none); ethanol with organic-xtb at 2 fs had 17x the energy error
+#: of 0.5 fs and blew up at 3 fs. Without hydrogen the default is :data:`DEFAULT_TIMESTEP_FS`.
+HYDROGEN_TIMESTEP_FS = 0.5
+DEFAULT_TIMESTEP_FS = 2.0
+#: a step above this (fs) with hydrogen warns (the energy error grows as dt²)
+MAX_HYDROGEN_TIMESTEP_FS = 1.0
+#: atoms lighter than this (atomic mass units) count as hydrogen (H, D, T)
+LIGHT_ATOM_AMU = 4.0
 #: no atom moving further than this (Å) between the run's first and last frame means nothing moved:
 #: thermal vibration amplitudes at room temperature are ~0.1 Å, and a 100-step run at 2 fs moves Cu
 #: atoms at 300 K by ~0.3 Å; the drift of a run that sampled less is not a measurement
@@ -173,7 +183,24 @@ def run_verdict(timestep_fs: float, steps: int, max_displacement_angstrom: float
     return "ok"
 
 
-def _warn_timestep(timestep_fs: float) -> None:
+def _has_hydrogen(atoms) -> bool:
+    masses = atoms.get_masses()
+    return bool(len(masses)) and float(masses.min()) < LIGHT_ATOM_AMU
+
+
+def default_timestep_fs(atoms) -> float:
+    """The step ``run_md`` and ``lawful md`` use when none is given: :data:`HYDROGEN_TIMESTEP_FS`
+    (0.5 fs) when ``atoms`` hold hydrogen, else :data:`DEFAULT_TIMESTEP_FS` (2 fs)."""
+    return HYDROGEN_TIMESTEP_FS if _has_hydrogen(atoms) else DEFAULT_TIMESTEP_FS
+
+
+def _warn_timestep(timestep_fs: float, atoms) -> None:
+    if timestep_fs > MAX_HYDROGEN_TIMESTEP_FS and _has_hydrogen(atoms):
+        warnings.warn(f"timestep_fs={timestep_fs:g} fs with hydrogen atoms: X-H bonds vibrate with a period of about "
+                      f"9 fs and lawful md constrains no bond, so the NVE energy error grows as dt² (ethanol at 2 fs: "
+                      f"17x that of 0.5 fs; 3 fs blows up); use {HYDROGEN_TIMESTEP_FS:g} fs (the default with hydrogen, "
+                      "and the README's molecule runs), at most "
+                      f"{MAX_HYDROGEN_TIMESTEP_FS:g} fs.", UserWarning, stacklevel=3)
     if timestep_fs < MIN_PLAUSIBLE_TIMESTEP_FS:
         warnings.warn(f"timestep_fs={timestep_fs:g} fs is implausibly small (below {MIN_PLAUSIBLE_TIMESTEP_FS:g} fs): "
                       f"did you mean ps? --dt and timestep_fs are in fs ({timestep_fs:g} ps = "
@@ -390,14 +417,15 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
     return reporter.summary(), seconds, files, _max_displacement(start, end) / units.NM_PER_ANGSTROM
 
 
-def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps: int = 1000,
+def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = None, steps: int = 1000,
            ensemble: str = "nve", temperature_K: float = 300.0, friction_per_ps: float = 1.0,
            report_interval: int = 10, out: str | os.PathLike | None = None, seed: int = 0,
            dtype=None, device=None, progress: bool = False, platform: str = "Reference",
            strict: bool = False, velocities: str = "auto") -> MDResult:
     """Run MD of ``atoms`` (``ase.Atoms``, copied, not changed) with ``model`` in ``engine``.
 
-    Units: ``timestep_fs`` in fs, ``temperature_K`` in K (initial velocities; NVT target),
+    Units: ``timestep_fs`` in fs (None: :func:`default_timestep_fs`, 0.5 fs with hydrogen, else 2
+    fs), ``temperature_K`` in K (initial velocities; NVT target),
     ``friction_per_ps`` in 1/ps (NVT only). ``report_interval`` steps between drift samples and
     trajectory frames. ``platform`` is the OpenMM platform (``Reference`` = double precision).
     ``strict``: an out-of-domain structure stops the run (:class:`NumericalError`) instead of
@@ -407,15 +435,18 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float = 2.0, steps
     md.json) record the ones the model ran in. ``velocities``: ``"auto"`` (keep the structure's own,
     draw at ``temperature_K`` when it has none), ``"keep"`` or ``"draw"`` (module docstring).
 
-    Warns (``UserWarning``) for a time step below :data:`MIN_PLAUSIBLE_TIMESTEP_FS` (typed in ps?)
+    Warns (``UserWarning``) for a time step below :data:`MIN_PLAUSIBLE_TIMESTEP_FS` (typed in ps?),
+    above :data:`MAX_HYDROGEN_TIMESTEP_FS` with hydrogen atoms,
     and after a run in which nothing moved (:data:`STILL_ANGSTROM`); ``result.verdict`` (md.json's
     ``verdict``) says whether the drift figure measures anything.
     """
+    if timestep_fs is None:
+        timestep_fs = default_timestep_fs(atoms)
     _check(engine, ensemble, timestep_fs, steps, report_interval, velocities)
     if engine == "openmm":
         _openmm_platform(platform)  # before anything is computed or written
     out_dir = _check_out(out)
-    _warn_timestep(timestep_fs)
+    _warn_timestep(timestep_fs, atoms)
     atoms = atoms.copy()
     velocity_record = _initial_velocities(atoms, temperature_K, seed, velocities)
     ran_dtype = ran_device = None

@@ -179,3 +179,52 @@ def test_ase_nvt_has_no_fixcm_warning_and_keeps_the_centre_of_mass(tmp_path, fix
         com0 = atoms.get_center_of_mass()
         for frame in frames:
             np.testing.assert_allclose(frame.get_center_of_mass(), com0, atol=1e-10)
+
+
+def _water(deuterated=False):
+    from ase.build import molecule
+
+    w = molecule("H2O")
+    if deuterated:
+        w.set_masses([15.999, 2.014, 2.014])
+    return w
+
+
+# structure, timestep_fs given, step used, warns about hydrogen
+HYDROGEN_STEPS = [
+    ("water", None, 0.5, False),       # the default with hydrogen
+    ("heavy water", None, 0.5, False),  # D counts as hydrogen (2 u)
+    ("water", 1.0, 1.0, False),
+    ("water", 2.0, 2.0, True),          # the copper default with hydrogen: 17x the energy error (audit F10)
+    ("copper", None, 2.0, False),       # no hydrogen: 2 fs
+    ("copper", 5.0, 5.0, False),
+]
+
+
+@pytest.mark.parametrize("structure, dt, used, warns", HYDROGEN_STEPS)
+def test_the_time_step_defaults_to_half_a_femtosecond_with_hydrogen(tmp_path, structure, dt, used, warns):
+    """lawful md ran molecules at copper's 2 fs by default: ethanol's energy error was 17x that of
+    0.5 fs, 3 fs blew up, and nothing said so (first-hour audit F10)."""
+    if structure == "copper":
+        atoms, model = rattled_copper(seed=1), MorsePairModel()
+    else:
+        atoms, model = _water(structure == "heavy water"), "organic-xtb"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        res = run_md(atoms, model, "ase", timestep_fs=dt, steps=10, report_interval=5, out=tmp_path, seed=1)
+    said = [str(w.message) for w in record if "with hydrogen atoms" in str(w.message)]
+    assert res.timestep_fs == used == json.loads((tmp_path / "md.json").read_text())["timestep_fs"]
+    assert len(said) == int(warns)
+    if warns:
+        assert "use 0.5 fs" in said[0]
+
+
+def test_lawful_md_uses_half_a_femtosecond_for_a_molecule(tmp_path, capsys):
+    from ase.io import write
+
+    from lawful.integrations.cli import main
+
+    write(tmp_path / "water.xyz", _water())
+    assert main(["md", "--model", "organic-xtb", "--structure", str(tmp_path / "water.xyz"), "--steps", "10",
+                 "--report-interval", "5", "--out", str(tmp_path / "md")]) == 0
+    assert "10 steps of 0.5 fs" in capsys.readouterr().out
