@@ -126,15 +126,49 @@ def _label_keys(a) -> list[str]:
     return found
 
 
+#: a frame's ``energy`` and ``free_energy`` labels closer than this per atom (eV) are the same label
+SAME_ENERGY_EV_PER_ATOM = 1e-6
+
+
+def energy_label(results: dict, n_atoms: int) -> str | None:
+    """The name of the calculator result a frame's energy target is read from: ``free_energy`` when
+    the frame has it and it differs from ``energy`` (by more than :data:`SAME_ENERGY_EV_PER_ATOM`
+    per atom) or has no ``energy``, else ``energy``; None with neither. ASE's forces are the
+    derivative of ``free_energy`` (with electronic smearing, as VASP's TOTEN; ``energy`` is then
+    the sigma -> 0 extrapolation, not the energy the forces belong to)."""
+    if "free_energy" in results and ("energy" not in results or abs(
+            float(results["free_energy"]) - float(results["energy"])) > SAME_ENERGY_EV_PER_ATOM * max(n_atoms, 1)):
+        return "free_energy"
+    return "energy" if "energy" in results else None
+
+
+def _energy_labels(frames) -> dict:
+    """``{"energy": n, "free_energy": m}``: the frames whose energy target is each label."""
+    counts = {"energy": 0, "free_energy": 0}
+    for a in frames:
+        key = energy_label(a.calc.results if a.calc is not None else {}, len(a))
+        if key is not None:
+            counts[key] += 1
+    return counts
+
+
+def _warn_free_energy(frames, what: str) -> None:
+    """Say when frames carry both energies, differing: which one lawful fits and why."""
+    gaps = [abs(float(a.calc.results["free_energy"]) - float(a.calc.results["energy"])) / len(a) for a in frames
+            if a.calc is not None and "energy" in a.calc.results
+            and energy_label(a.calc.results, len(a)) == "free_energy"]
+    if gaps:
+        warnings.warn(f"{len(gaps)} of {len(frames)} {what} frames carry 'energy' and 'free_energy' labels that differ "
+                      f"(by up to {1e3 * max(gaps):.3g} meV/atom: electronic smearing?): lawful fits free_energy, the "
+                      "energy whose derivative the forces are (ASE's convention; VASP's TOTEN), so that energy and "
+                      "force targets agree. To fit the other, remove free_energy from those frames' results.",
+                      UserWarning, stacklevel=3)
+
+
 def _missing_labels(k: int, a, what: str) -> InputError:
     res = a.calc.results if a.calc is not None else {}
     found = _label_keys(a)
     head = f"frame {k} of the {what} data"
-    if "free_energy" in res and "energy" not in res:
-        return InputError(f"{head} has 'free_energy' but no 'energy' label: lawful trains on 'energy' (ASE's "
-                          "energy, the one whose derivative the forces are). If free_energy is the one to fit, "
-                          "copy it into energy explicitly, e.g. a.calc.results['energy'] = "
-                          "a.calc.results['free_energy'].")
     if not found:
         return InputError(f"{head} has no labels: label it first (lawful.forcefields.reference.label).")
     return InputError(
@@ -210,9 +244,10 @@ def _targets(model, frames, what: str) -> list[dict]:
     targets = []
     for k, a in enumerate(frames):
         res = a.calc.results if a.calc is not None else {}
-        if "energy" not in res or "forces" not in res:
+        key = energy_label(res, len(a))
+        if key is None or "forces" not in res:
             raise _missing_labels(k, a, what)
-        t = {"energy": np.asarray(res["energy"], dtype=np.float64), "forces": np.asarray(res["forces"], dtype=np.float64)}
+        t = {"energy": np.asarray(res[key], dtype=np.float64), "forces": np.asarray(res["forces"], dtype=np.float64)}
         if t["forces"].shape != (len(a), 3):
             raise InputError(f"frame {k} of the {what} data has forces of shape {t['forces'].shape} for {len(a)} "
                              f"atoms: need ({len(a)}, 3).")
@@ -420,7 +455,7 @@ def _labels_fingerprint(frames) -> str:
         h.update(np.ascontiguousarray(a.cell[:], dtype=np.float64).round(10).tobytes())
         h.update(np.asarray(a.pbc, dtype=bool).tobytes())
         res = a.calc.results if a.calc is not None else {}
-        for key in ("energy", "forces", "stress"):
+        for key in (energy_label(res, len(a)), "forces", "stress"):    # the energy the targets are read from
             if key in res:
                 h.update(key.encode())
                 h.update(np.ascontiguousarray(np.asarray(res[key], dtype=np.float64)).round(10).tobytes())
@@ -521,6 +556,9 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     ``data`` (exact copies of one structure stay on one side of the split, with a warning). A
     validation file that is the training file, or validation frames that are all copies of
     training frames, are refused; some copies give a warning and ``val_in_train`` in the summary.
+    Energy labels: a frame's ``free_energy`` when it has one that differs from its ``energy``
+    (electronic smearing: the forces are its derivative; a warning says so), else ``energy``
+    (:func:`energy_label`; counts in the summary's ``energy_labels``).
     Refused before training too (:func:`prepare`, errors naming the frame and the set): elements
     the model does not cover, missing or non-finite labels; a model species with no atom in the
     training frames (with ``fit_normalisation``: it would stay untrained and be evaluated without a
@@ -573,6 +611,8 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
                              "validation set: use 0 < val_fraction < 1 and at least 2 frames, or pass validation=.")
         train_frames, val_frames = _split(frames, val_fraction, seed)
         overlap = 0
+    _warn_free_energy(train_frames, "training")
+    _warn_free_energy(val_frames, "validation")
     fingerprint = _fingerprint(train_frames) + _fingerprint(val_frames)
     from lawful.kernels import distributed as dist
 
@@ -585,7 +625,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         huber_delta=None if huber_delta is None else float(huber_delta),
         grad_clip=float(grad_clip), fit_normalisation=bool(fit_normalisation),
         labels_fingerprint=_labels_fingerprint(train_frames) + _labels_fingerprint(val_frames),
-        val_in_train=overlap))
+        val_in_train=overlap, energy_labels=_energy_labels(train_frames)))
     # leave the process group (if train joined it) only after a clean finish: after an interrupt a
     # peer may be gone, and the process's exit releases the group anyway
     ctx.close()
@@ -795,6 +835,7 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
         "n_train_with_stress": sum("stress" in t for _, t in train_items),
         "n_val_with_stress": sum("stress" in t for _, t in val_items),
         "train_atoms_per_species": species_counts, "val_in_train": o.get("val_in_train", 0),
+        "energy_labels": o.get("energy_labels"),
         "seed": o["seed"], "batch_size": o["batch_size"], "lr": o["lr"], "data_fingerprint": fingerprint,
         "fit_normalisation": o["fit_normalisation"],
         "world_size": ctx.world_size, "communication_s": loop.comm_s,

@@ -141,7 +141,6 @@ def _relabel(kind):
 @pytest.mark.parametrize("kind,needles", [
     ("REF keys", ["frame 0 of the training data", "info['REF_energy']", "arrays['REF_forces']", "SinglePointCalculator"]),
     ("REF forces", ["results['energy']", "arrays['REF_forces']", "Rename them"]),
-    ("free_energy", ["'free_energy' but no 'energy'", "copy it into energy explicitly"]),
     ("none", ["has no labels: label it first"]),
 ])
 def test_labels_under_other_keys_are_named(kind, needles):
@@ -150,6 +149,49 @@ def test_labels_under_other_keys_are_named(kind, needles):
         train(NeuralPotential(["Cu"], **ARCH), frames, **QUICK)
     for needle in needles:
         assert needle in str(err.value), (needle, str(err.value))
+
+
+# energy, free_energy offsets (eV/atom; None: label absent), label fitted, warns
+ENERGY_LABELS = [
+    (0.0, None, "energy", False),
+    (None, 0.0, "free_energy", False),      # refused before: the forces are its derivative (ASE)
+    (0.0, 0.0, "energy", False),            # EMT and most calculators: the same number twice
+    (0.0, 5e-7, "energy", False),           # below SAME_ENERGY_EV_PER_ATOM: one label
+    (-0.02, 0.0, "free_energy", True),      # smeared DFT (VASP: energy is sigma->0, TOTEN the free energy)
+]
+
+
+@pytest.mark.parametrize("energy, free, fitted, warns", ENERGY_LABELS)
+def test_the_force_consistent_energy_is_fitted(energy, free, fitted, warns):
+    """A frame with energy and free_energy labels that differ (electronic smearing) was trained on
+    energy without a word, while its forces are the derivative of free_energy (units audit U2)."""
+    import warnings
+
+    from lawful.forcefields.training import prepare
+
+    frames = []
+    for k in range(6):
+        a = _cu(k)
+        e, f = a.calc.results["energy"], a.calc.results["forces"]
+        labels = {"forces": f}
+        if energy is not None:
+            labels["energy"] = e + energy * len(a) * (1 + 0.1 * k)     # a gap varying from frame to frame
+        if free is not None:
+            labels["free_energy"] = e + free * len(a)
+        a.calc = SinglePointCalculator(a, **labels)
+        frames.append(a)
+    model = NeuralPotential(["Cu"], **ARCH)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        s = train(model, frames, **QUICK)
+    said = [str(w.message) for w in got if "'free_energy'" in str(w.message)]
+    assert len(said) == (2 if warns else 0)     # the training and the validation frames
+    if warns:
+        gaps = [float(m) for m in __import__("re").findall(r"by up to ([0-9.]+) meV/atom", " ".join(said))]
+        assert "lawful fits free_energy" in said[0] and all(20 <= g <= 30.001 for g in gaps) and len(gaps) == 2
+    assert s["energy_labels"][fitted] == s["n_train"]
+    targets = [t["energy"] for _, t in prepare(model, frames)]
+    assert [float(t) for t in targets] == [float(a.calc.results[fitted]) for a in frames]
 
 
 def _nan(label):
