@@ -341,6 +341,9 @@ class _CorrectorHooks(Hooks):
         return {"iteration": loop.done, "generator": tr.generator.get_state(), "al": al,
                 "config": asdict(tr.config), "data": self._data_identity(), "network": self._network()}
 
+    def identity(self):
+        return {"data": self._data_identity(), "config": asdict(self.tr.config), "network": self._network()}
+
     def _network(self) -> dict:
         """The corrector being trained, for the resume check: its class, dtype and configuration
         (hidden channels, layers, ...). Another --dtype resumed float32 weights and Adam state

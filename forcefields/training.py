@@ -679,6 +679,9 @@ class _ForceFieldHooks(Hooks):
     def _options(self) -> str:
         return json.dumps({k: self.opts[k] for k in _RESUME_OPTIONS}, sort_keys=True, default=list)
 
+    def identity(self):
+        return {"data": self.fingerprint, "labels": self.opts.get("labels_fingerprint"), "options": self._options()}
+
     def state(self, loop: Loop) -> dict:
         return {"kind": self.model.kind, "config": json.dumps(self.model.config, sort_keys=True),
                 "fingerprint": self.fingerprint, "epoch": loop.done - 1,

@@ -20,7 +20,7 @@ import torch
 
 from lawful.kernels.errors import BackendError, InputError
 
-__all__ = ["DistContext", "context", "shard", "all_reduce_sum", "broadcast_float", "barrier", "wrap",
+__all__ = ["DistContext", "context", "shard", "all_reduce_sum", "broadcast_float", "check_same", "barrier", "wrap",
            "LossModule", "env_rank", "time_communication", "COMM_TIME"]
 
 #: Seconds and calls spent in DDP's gradient all-reduce by this process, counted only while
@@ -192,6 +192,27 @@ def broadcast_float(value: float, ctx: DistContext, device="cpu") -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     torch.distributed.broadcast(t, src=0)
     return float(t.item())
+
+
+def check_same(value, what: str, ctx: DistContext) -> None:
+    """Refuse, on every rank alike, a ``value`` that is not the same on all ranks (single-process:
+    nothing). ``value``: any picklable plain value (a data fingerprint, options); ``what`` names
+    it in the error. Data-parallel training assumes every rank holds the same data and settings
+    (each shards the same seeded global batches): ranks that read different files (a stale copy
+    on one node's disk, a per-rank sampler) trained a model of no single data set, with no error."""
+    if not ctx.distributed:
+        return
+    values = [None] * ctx.world_size
+    torch.distributed.all_gather_object(values, value)
+    if any(v != values[0] for v in values[1:]):
+        if all(isinstance(v, dict) for v in values):     # name the entries that differ
+            keys = [k for k in values[0] if any(v.get(k) != values[0].get(k) for v in values)]
+            keys += [k for v in values for k in v if k not in values[0] and k not in keys]
+            values = [{k: v.get(k) for k in keys} for v in values]
+        shown = "; ".join(f"rank {r}: {str(v)[:120]}" for r, v in enumerate(values))
+        raise InputError(f"the ranks of this data-parallel run hold different {what} ({shown}): every rank must "
+                         "read the same data with the same settings (copy the same files to every node, seed any "
+                         "sampling alike), or each shards its own global batches and the model is of no one data set.")
 
 
 def barrier(ctx: DistContext) -> None:

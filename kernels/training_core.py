@@ -111,6 +111,12 @@ class Hooks:
         """Extra plain values/tensors saved in the checkpoint (RNG states, multipliers, ids)."""
         return {}
 
+    def identity(self):
+        """What the training data and settings are (a plain, picklable value: fingerprints,
+        options), compared across the ranks of a data-parallel run before anything is trained
+        (:func:`lawful.kernels.distributed.check_same`). None (default): not compared."""
+        return None
+
     def load_state(self, loop: "Loop", saved: dict) -> None:
         """Restore what :meth:`state` saved."""
 
@@ -157,6 +163,9 @@ class Loop:
         self.stop_reason: str | None = None
         self.comm_s = 0.0          # seconds spent in explicit collectives of this call (benchmarks)
         self._module = None
+        identity = hooks.identity()
+        if identity is not None:   # before a checkpoint is read or a step taken, on every rank alike
+            dist.check_same(identity, "training data or settings", self.ctx)
 
     # -- checkpoints --------------------------------------------------------------------------
     def state(self) -> dict:
