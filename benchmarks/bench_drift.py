@@ -41,11 +41,11 @@ from openmm import unit as u  # noqa: E402
 
 from lawful.forcefields import load_model  # noqa: E402
 from lawful.forcefields.shipped import shipped_model_path  # noqa: E402
-from lawful.integrations import units  # noqa: E402
 from lawful.integrations.ase import LawfulCalculator  # noqa: E402
 from lawful.integrations.benchmarking import quick_requested, spread, tiny_requested, write_result  # noqa: E402
 from lawful.integrations.monitors import DriftObserver  # noqa: E402
-from lawful.integrations.openmm import DriftReporter, system_from_atoms, topology_from_atoms  # noqa: E402
+from lawful.integrations.openmm import (DriftReporter, set_on_step_velocities, system_from_atoms,  # noqa: E402
+                                        topology_from_atoms, velocities_from_ase)
 
 QUICK, TINY = quick_requested(), tiny_requested()
 DT_FS = 4.0
@@ -57,7 +57,6 @@ SUMMARY_KEYS = ("val_force_mae_eV_per_A", "val_energy_mae_per_atom_eV", "test_fo
                 "test_energy_mae_per_atom_eV", "epochs_run", "train_time_s", "n_train", "stop_reason")
 
 #: ASE velocities (Å per ASE time unit) -> OpenMM velocities (nm/ps).
-_NM_PS_PER_ASE_VELOCITY = units.NM_PER_ANGSTROM * ase_units.fs * units.FS_PER_PS
 
 
 def start_atoms(seed: int):
@@ -85,7 +84,8 @@ def run_openmm(system, topology, positions, atoms, dt_fs):
     integ = openmm.VerletIntegrator(dt_fs * u.femtosecond)
     sim = app.Simulation(topology, system, integ, openmm.Platform.getPlatformByName("Reference"))
     sim.context.setPositions(positions)
-    sim.context.setVelocities(atoms.get_velocities() * _NM_PS_PER_ASE_VELOCITY)
+    # the same on-step start as ASE's VelocityVerlet: v(-dt/2) for OpenMM's leapfrog
+    set_on_step_velocities(sim.context, velocities_from_ase(atoms))
     reporter = DriftReporter(None, INTERVAL)
     sim.reporters.append(reporter)
     reporter.record(sim)

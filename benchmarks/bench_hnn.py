@@ -55,7 +55,9 @@ SYSTEMS = {
 }
 SOFT_WEIGHT = 1.0          # λ of the soft penalty (mean reduction); the AL uses μ = 2λ
 SWEEP = (0.01, 0.1, 1.0, 10.0, 100.0)
-#: Systems whose true mass is known (1.0 in dynamics_data): the ``hnn_known_mass`` variant runs there.
+#: Systems on which the ``hnn_known_mass`` variant runs, with their true mass (T = |p|²/2m in
+#: dynamics_data: two_body m = 1; for reference, mass_spring's H = q² + p² has m = ½ and the
+#: pendulum's p²/2 has m = 1, but no known-mass variant runs on them).
 KNOWN_MASS = {"two_body": 1.0}
 
 
@@ -198,7 +200,9 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     parser.add_argument("--name", default="bench_hnn", help="result file name (without .json)")
     parser.add_argument("--hnn-mass", type=float, default=None,
-                        help="known mass: HNN learns only V(q), T = |p|^2/2m")
+                        help="known mass m for every HNN of every system in --systems: it learns only V(q), "
+                             "T = |p|^2/2m given. The true masses differ: mass_spring 0.5 (H = q^2 + p^2), "
+                             "pendulum 1, two_body 1; run one system at a time with its own mass")
     parser.add_argument("--no-sweep", action="store_true", help="skip the λ sweep")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -129,24 +129,23 @@ def soak_ase() -> dict:
 
 def soak_openmm() -> dict:
     import openmm
-    from ase import units as ase_units
     from openmm import app
-    from openmm import unit as u
 
     from lawful.integrations import units
-    from lawful.integrations.openmm import DriftReporter, lawful_errors, system_from_atoms
+    from lawful.integrations.openmm import (DriftReporter, lawful_errors, set_on_step_velocities, system_from_atoms,
+                                            velocities_from_ase)
 
     atoms = _atoms()
     system, top, positions = system_from_atoms(atoms, MODEL, backend="python")
     sim = app.Simulation(top, system, openmm.VerletIntegrator(DT_FS * units.PS_PER_FS),
                          openmm.Platform.getPlatformByName("Reference"))
     sim.context.setPositions(positions)
-    v = atoms.get_velocities() * ase_units.fs * units.NM_PER_ANGSTROM * units.FS_PER_PS
-    sim.context.setVelocities(u.Quantity(v, u.nanometer / u.picosecond))
     reporter = DriftReporter(None, SAMPLE, n_atoms=len(atoms))
     sim.reporters.append(reporter)
     sampler = Sampler()
     with lawful_errors():
+        # the same on-step start as the ASE soak: v(-dt/2) for OpenMM's leapfrog
+        set_on_step_velocities(sim.context, velocities_from_ase(atoms))
         reporter.record(sim)
         sampler.start()
         for done in range(SAMPLE, STEPS + 1, SAMPLE):

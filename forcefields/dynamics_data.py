@@ -9,7 +9,8 @@ split *by trajectory*, and the clean test trajectories for rollout metrics. The 
 
 Systems (the conventions of Greydanus et al. 2019 and its code):
 
-* ``mass_spring``  — H = q² + p² (the paper's code; k = m = 2 in ½kq² + p²/2m), radius of the
+* ``mass_spring``  — H = q² + p² (the paper's code), i.e. k = 2 and m = ½ in ½kq² + p²/2m:
+  dq/dt = 2p, dp/dt = −2q (a known-mass model needs ``HamiltonianNN(mass=0.5)``), radius of the
   initial state uniform in [0.1, 1], 30 samples over t ∈ [0, 3].
 * ``pendulum``     — H = 2mgl(1 − cos q) + l²p²/(2m), m = l = 1, g = 3 (the paper's text), radius
   uniform in [1.3, 2.3], 45 samples over t ∈ [0, 3].
@@ -281,7 +282,7 @@ def _spring_field(q, p):
 
 def mass_spring(seed: int = 0, samples: int = 50, noise_std: float = 0.05,
                 test_split: float = 0.5) -> DynamicsDataset:
-    """Ideal mass-spring, H = q² + p² (see the module docstring)."""
+    """Ideal mass-spring, H = q² + p² (k = 2, m = ½; see the module docstring)."""
     _check_common(samples, noise_std, test_split)
     rng = np.random.default_rng(seed)
     q0, p0 = _radial_initial_states(rng, samples, 0.1, 1.0)

@@ -24,6 +24,7 @@ from lawful.integrations.openmm import (
     available_backends,
     create_force,
     lawful_errors,
+    set_on_step_velocities,
     system_from_atoms,
     topology_from_atoms,
 )
@@ -214,10 +215,8 @@ def test_ase_and_openmm_trajectories_agree():
     ctx = openmm.Context(system, integ, _reference())
     ctx.setPositions(positions)
     # OpenMM's VerletIntegrator is leapfrog: its velocities are v(t - dt/2). Starting ASE from rest,
-    # the equivalent leapfrog start is v(-dt/2) = -(dt/2) F(0)/m (OpenMM units: nm, ps, dalton).
-    f0 = ctx.getState(getForces=True).getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
-    m = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(len(atoms))])
-    ctx.setVelocities(-0.5 * 1.0 * units.PS_PER_FS * f0 / m[:, None])
+    # the equivalent leapfrog start is v(-dt/2) = -(dt/2) F(0)/m (set_on_step_velocities).
+    set_on_step_velocities(ctx, np.zeros((len(atoms), 3)))
     atoms.calc = LawfulCalculator(model)
     VelocityVerlet(atoms, timestep=1.0 * ase_units.fs).run(20)
     integ.step(20)
