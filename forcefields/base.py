@@ -116,6 +116,8 @@ class AtomisticModel(torch.nn.Module):
         self.training_compositions: dict = {}
         #: {symbol: [fewest, most]} neighbours within the cutoff in training (domain.neighbour_count_record)
         self.neighbour_counts: dict = {}
+        #: total charges (e) of the training structures (domain.charge_record; empty: not recorded)
+        self.training_charges: list = []
 
     # -- configuration -----------------------------------------------------------------------
     @property

@@ -24,7 +24,8 @@ import torch
 
 __all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "composition_record",
            "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds",
-           "pairs_below", "composition_residual", "counts_outside", "batch_outside", "warn_outside"]
+           "pairs_below", "composition_residual", "counts_outside", "batch_outside", "warn_outside",
+           "structure_charge", "charge_record", "charge_outside"]
 
 #: Default fraction of the training minimum distance below which a pair is out of domain.
 DOMAIN_TOLERANCE = 0.9
@@ -279,3 +280,40 @@ def warn_outside(model, batch, first: int | None = None, stacklevel: int = 3) ->
     warnings.warn(f"{where}{what}: the model is extrapolating there and its energy and forces are not to be "
                   "trusted (the engines report this per run, and stop with strict=True).", OutOfDomainWarning,
                   stacklevel=stacklevel)
+
+
+# ------------------------------------------------------------------------------------------------
+# total charge: the models have no charge input, so a charge they were not trained on is unseen
+
+def structure_charge(atoms) -> int:
+    """The total charge (e) a structure states: ``atoms.info["charge"]``, else the sum of its
+    initial charges (rounded), else 0: the conventions lawful data reads (extxyz ``charge=``,
+    per-atom charges)."""
+    import numpy as np
+
+    if "charge" in atoms.info:
+        return int(round(float(atoms.info["charge"])))
+    if "initial_charges" in atoms.arrays:
+        return int(round(float(np.sum(atoms.arrays["initial_charges"]))))
+    return 0
+
+
+def charge_record(charges, old=None) -> list[int]:
+    """The total charges of the training structures, as saved with a model
+    (``model.training_charges``, sorted), merged with an ``old`` record."""
+    return sorted({int(c) for c in charges} | {int(c) for c in (old or [])})
+
+
+def charge_outside(record, charge: int) -> str | None:
+    """None when a structure of total charge ``charge`` (e) is one the model was trained on
+    (``record``: ``model.training_charges``; a model without a record counts as trained on
+    neutral structures only), else the message saying why its energy is not the charged one."""
+    seen = list(record) if record else [0]
+    if int(charge) in seen:
+        return None
+    said = ("" if record else " (its file records no training charge: taken as neutral)")
+    return (f"the structure states a total charge of {int(charge):+d} e, but the model was trained on structures of "
+            f"charge {', '.join(f'{c:+d}' if c else '0' for c in seen)}{said} and has no charge input: it evaluates the atoms as "
+            "if they had the training charge, so the energy and forces are not those of the charged system "
+            "(an ethanol cation through organic-xtb: 14.7 eV off GFN2-xTB); use a model trained on this "
+            "charge, or clear atoms.info['charge'] / the initial charges if the structure is in fact neutral.")

@@ -85,6 +85,9 @@ def save_model(model, path: str | os.PathLike, training_summary: dict | None = N
     if compositions:
         metadata["training_compositions"] = {"basis": [[float(x) for x in row] for row in compositions["basis"]],
                                              "formulas": [str(f) for f in compositions.get("formulas", [])]}
+    charges = list(getattr(model, "training_charges", []) or [])
+    if charges:
+        metadata["training_charges"] = [int(c) for c in charges]
     save_model_file(path, kind=model.kind, config=model.config, tensors=tensors, metadata=metadata)
     return path
 
@@ -159,6 +162,11 @@ def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticMod
     model.training_compositions = _training_compositions(path, mf.metadata.get("training_compositions", {}),
                                                          model.species)
     model.neighbour_counts = _neighbour_counts(path, mf.metadata.get("neighbour_counts", {}), model.species)
+    charges = mf.metadata.get("training_charges", [])
+    if not (isinstance(charges, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in charges)):
+        raise ModelFileError(f"{os.fspath(path)!r}: training_charges {charges!r} is not a list of total charges "
+                             "(integers, e); the file is corrupt: re-save the model.")
+    model.training_charges = sorted(charges)
     return model
 
 

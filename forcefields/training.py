@@ -793,6 +793,14 @@ def _record_training_domain(model, batches, fresh: bool) -> None:
     model.neighbour_counts = neighbour_count_record(counts, model.species, old=old_n)
 
 
+def _record_training_charges(model, frames, fresh: bool) -> None:
+    """Set ``model.training_charges`` from the training frames' stated total charges."""
+    from lawful.forcefields.domain import charge_record, structure_charge
+
+    model.training_charges = charge_record([structure_charge(a) for a in frames],
+                                           old=None if fresh else getattr(model, "training_charges", None))
+
+
 def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> dict:
     train_items = prepare(model, train_frames, "training")
     val_items = prepare(model, val_frames, "validation")
@@ -807,6 +815,7 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
     model.pair_min_distance = {k: min(old.get(k, math.inf), new.get(k, math.inf)) for k in sorted(set(old) | set(new))}
     # and the compositions and neighbour counts it saw (lawful.forcefields.domain), merged likewise
     _record_training_domain(model, [b for b, _ in train_items], o["fit_normalisation"])
+    _record_training_charges(model, train_frames, o["fit_normalisation"])
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])

@@ -21,6 +21,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from lawful.forcefields.domain import structure_charge
 from lawful.integrations.runner import ModelRunner, model_device, model_dtype, resolve_model
 from lawful.kernels.modelfile import tensors_digest
 from lawful.kernels.precision import dtype_name
@@ -152,6 +153,7 @@ class LawfulCalculator(Calculator):
                 stacklevel=2)
         cell = np.asarray(atoms.cell.array, dtype=np.float64) if any(pbc) else None
         runner = self._runner_for(atoms)
+        runner.check_charge(structure_charge(atoms))     # the model has no charge input
         out = runner.evaluate(atoms.positions, cell=cell, pbc=pbc, stress=want_stress)
         energy = float(out["energy"].detach())
         self.results["energy"] = energy

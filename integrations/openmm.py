@@ -51,7 +51,7 @@ import torch
 from openmm import unit as _omm_unit
 
 from lawful.integrations import units
-from lawful.integrations.runner import ModelRunner, resolve_model
+from lawful.integrations.runner import ModelRunner, report_charge, resolve_model
 from lawful.integrations.monitors import CsvLog, DriftAccumulator, DriftSummary
 from lawful.kernels.errors import BackendError, InputError, LawfulError, NumericalError, ShapeError
 
@@ -462,7 +462,7 @@ def _rebuild_computation(model, numbers, periodic, skin, options):
 
 def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, backend: str = "auto", *,
                  device=None, dtype=None, skin: float = 0.5, force_group: int = 0,
-                 strict: bool = False) -> openmm.Force:
+                 strict: bool = False, charge: int = 0) -> openmm.Force:
     """An ``openmm.Force`` computing a lawful model's energy and forces.
 
     Parameters
@@ -501,6 +501,12 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
     strict:
         out-of-domain structures (atoms closer than the model's training data) raise
         :class:`NumericalError` instead of warning once (either backend).
+    charge:
+        the total charge (e) of the atoms the force computes (the ML region). The models have
+        no charge input: a charge the model was not trained on (``model.training_charges``; a
+        model without the record: neutral) warns now (``OutOfDomainWarning``), or raises with
+        ``strict``. :func:`system_from_atoms` passes the atoms' own (``info["charge"]`` or the
+        sum of their initial charges).
 
     Everything that can be checked here is (indices, lengths, elements, periodicity against the
     topology); the rest when the force is first evaluated (the Context's box; with ``numbers=``
@@ -544,6 +550,7 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
     if not (isinstance(skin, (int, float)) and skin >= 0.0):
         raise InputError(f"skin={skin!r} must be a non-negative distance in Å.")
     model = resolve_model(model, device=device, dtype=dtype)
+    report_charge(model, charge, strict, stacklevel=3)     # the models have no charge input
     # both backends check the training domain; the python backend's report is the fuller one
     has_domain = bool(getattr(model, "pair_min_distance", None))
     auto = backend == "auto"
@@ -730,6 +737,9 @@ def system_from_atoms(atoms, model, backend: str = "auto", **kwargs):
     apply_ase_constraints(system, atoms)
     if top.getPeriodicBoxVectors() is not None:
         system.setDefaultPeriodicBoxVectors(*top.getPeriodicBoxVectors())
+    from lawful.forcefields.domain import structure_charge
+
+    kwargs.setdefault("charge", structure_charge(atoms))
     system.addForce(create_force(model, topology=top, backend=backend, **kwargs))
     return system, top, positions
 

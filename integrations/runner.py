@@ -21,8 +21,8 @@ import torch
 from ase.data import atomic_numbers as _atomic_numbers
 from ase.data import chemical_symbols as _chemical_symbols
 
-from lawful.forcefields.domain import (DOMAIN_TOLERANCE, composition_outside, counts_outside, domain_limits,
-                                      neighbour_count_bounds, pairs_below)
+from lawful.forcefields.domain import (DOMAIN_TOLERANCE, charge_outside, composition_outside, counts_outside,
+                                      domain_limits, neighbour_count_bounds, pairs_below)
 from lawful.kernels.errors import (
     InputError,
     ModelFileError,
@@ -135,6 +135,22 @@ def _species_numbers(species) -> list[int]:
         else:
             raise InputError(f"model species {s!r} is not a chemical symbol; the model file is inconsistent.")
     return out
+
+
+def report_charge(model, charge: int, strict: bool, stacklevel: int = 3) -> None:
+    """Warn (``OutOfDomainWarning``) or raise (``strict``: :class:`NumericalError`) when a total
+    charge (e) is not one ``model`` was trained on (:func:`lawful.forcefields.domain.charge_outside`):
+    the one charge check of the engines (the ASE calculator through :meth:`ModelRunner.check_charge`,
+    OpenMM's ``create_force(charge=)``)."""
+    message = charge_outside(getattr(model, "training_charges", None), int(charge))
+    if message is None:
+        return
+    message = message[0].upper() + message[1:]
+    if strict:
+        err = NumericalError(message + " (strict mode)")
+        err.out_of_domain = {"charge": int(charge)}
+        raise err
+    warnings.warn(message, OutOfDomainWarning, stacklevel=stacklevel)
 
 
 class ModelRunner:
@@ -254,6 +270,7 @@ class ModelRunner:
         self._pos = torch.empty((self.n_atoms, 3), dtype=self.dtype, device=self.device)
         self._origin = None
         self._composition_checked = False   # at the first evaluation, when strict is known
+        self._charges_checked: set[int] = set()
 
     # -- pickling ------------------------------------------------------------------------------
     # The position/cell buffers are written in place at every call and the Verlet list is a cache
@@ -312,6 +329,15 @@ class ModelRunner:
             err.out_of_domain = {"composition": message}
             raise err
         warnings.warn(message[0].upper() + message[1:], OutOfDomainWarning, stacklevel=4)
+
+    def check_charge(self, charge: int) -> None:
+        """Warn once per charge (or raise, strict) when a structure's stated total charge (e) is not
+        one the model was trained on (:func:`lawful.forcefields.domain.charge_outside`): the
+        models have no charge input. Called by the engines that know the charge (ASE's atoms)."""
+        if int(charge) in self._charges_checked:
+            return
+        report_charge(self.model, charge, self.strict, stacklevel=5)
+        self._charges_checked.add(int(charge))
 
     def _check_neighbour_counts(self, nl, step) -> None:
         """Compare each atom's neighbour count within the cutoff with its species' training range
