@@ -185,14 +185,22 @@ def lennard_jones_dataset(n_md: int = 20, temperatures: Sequence[float] = (30, 6
 
 # -- storage -----------------------------------------------------------------------------------
 def write_extxyz(path: str | os.PathLike, frames: Sequence[Atoms]) -> Path:
-    """Write labelled frames to an extended-XYZ file atomically (tmp file + os.replace)."""
+    """Write labelled frames to an extended-XYZ file atomically: through a temporary file of its
+    own (:func:`lawful.kernels.modelfile.atomic_write`), so a second writer of the same file never
+    shares it, and ``path`` holds one writer's complete set of frames, never a mix or a torn file."""
+    import io
+
     from ase.io import write
+
+    from lawful.kernels.modelfile import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp), list(frames), format="extxyz")
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        write(text, list(frames), format="extxyz")
+        text.flush()
+        text.detach()   # atomic_write flushes, fsyncs and closes the file itself
     return path
 
 
@@ -208,24 +216,37 @@ def read_extxyz(path: str | os.PathLike) -> list[Atoms]:
 def write_db(url: str | os.PathLike, frames: Sequence[Atoms], append: bool = False) -> str:
     """Store labelled frames in an ASE database (``ase.db`` URL or a path to a SQLite file).
 
-    A plain file path is written to a temporary file first and moved into place atomically
-    (unless ``append``); other URLs (postgresql://...) are written row by row.
+    A plain file path (not ``append``) is replaced atomically: the database is built in a scratch
+    folder of its own beside it, then moved into place through
+    :func:`lawful.kernels.modelfile.atomic_write` (a unique temporary file and ``os.replace``), so
+    two writers of one file leave one writer's complete set, never an empty or mixed database.
+    ``append``: the frames are added to the existing database in one SQLite transaction (all or none;
+    SQLite's locking serialises concurrent appenders). Other URLs (postgresql://...) are written row
+    by row in one transaction.
     """
+    import shutil
+    import tempfile
+
     import ase.db
+
+    from lawful.kernels.modelfile import atomic_write
 
     url = os.fspath(url)
     is_file = "://" not in url
-    target = url
-    if is_file and not append:
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        target = url + ".tmp.db"
-        if os.path.exists(target):
-            os.remove(target)
-    with ase.db.connect(target, type="db" if is_file else "extract_from_name", append=append or not is_file) as db:
-        for a in frames:
-            db.write(a, source=str(a.info.get("source", "")))
-    if is_file and not append:
-        os.replace(target, url)
+    if not is_file or append:
+        with ase.db.connect(url, type="db" if is_file else "extract_from_name", append=True) as db:
+            for a in frames:
+                db.write(a, source=str(a.info.get("source", "")))
+        return url
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent) as scratch:
+        built = os.path.join(scratch, "frames.db")   # SQLite's journal and ASE's lock file stay in there
+        with ase.db.connect(built, type="db", append=False) as db:
+            for a in frames:
+                db.write(a, source=str(a.info.get("source", "")))
+        with open(built, "rb") as src, atomic_write(path) as fh:
+            shutil.copyfileobj(src, fh, 1 << 20)
     return url
 
 

@@ -13,10 +13,12 @@ The pipeline (:func:`make_dataset`), each stage resumable from the files in ``ou
    minimised with xTB (BFGS), with φ/ψ held, or not at all, as each start's ``info["minimise"]`` says;
 2. sampling: ``segments_per_temperature`` independent Langevin trajectories per temperature
    (ASE ``Langevin``, xTB forces; the starts taken in turn), ``frames_per_segment`` snapshots each,
-   plus rattled copies of the minima grouped into segments; every segment is appended to ``samples.extxyz`` when done;
+   plus rattled copies of the minima grouped into segments; every segment is appended to ``samples.extxyz`` when done
+   (in one write; a rerun keeps each segment's first complete set and resamples an incomplete one once);
 3. labelling (:func:`label_cached`): each frame's energy (eV) and forces (eV/Å) appended to
    ``labels.extxyz`` (one write + flush + fsync per frame) under a key (SHA-256 of numbers,
-   positions and method), so a rerun labels only frames not yet there; a tqdm bar shows ETA;
+   positions and method, plus the cell and pbc of a periodic frame), so a rerun labels only frames
+   not yet there; a tqdm bar shows ETA;
 4. split by segment (:func:`split_by_segment`) into ``train/validation/test.extxyz`` and a JSON
    card ``card.json`` (method, code versions, sampling settings, seeds, split, counts, timings).
 
@@ -136,10 +138,16 @@ def xtb_calculator(method: str = METHOD, fresh_guess: bool = True, charge: int =
 
 def frame_key(atoms: Atoms, method: str = METHOD) -> str:
     """A 16-hex-digit key of a frame: SHA-256 of the method (the labeller, :func:`labeller_id`),
-    atomic numbers and float64 positions."""
+    atomic numbers and float64 positions, and for a periodic frame (any ``pbc``) also its pbc flags
+    and float64 cell: a periodic cell and the isolated cluster of its atoms have different energies,
+    so they never share a label. A non-periodic frame's key ignores its cell (no energy depends on
+    it), so the keys of molecules are those every existing cache holds."""
     h = hashlib.sha256(method.encode())
     h.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
     h.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+    if atoms.pbc.any():
+        h.update(b"pbc" + np.ascontiguousarray(atoms.pbc, dtype=np.uint8).tobytes())
+        h.update(np.ascontiguousarray(atoms.cell[:], dtype=np.float64).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -154,8 +162,16 @@ def stored_positions(atoms: Atoms) -> np.ndarray:
 def cache_key(atoms: Atoms, labeller: str = METHOD) -> str:
     """The :class:`LabelCache` key of a frame: :func:`frame_key` of its :func:`stored_positions`, so
     a frame and its copy read back from ``labels.extxyz`` have the same key (full float64 positions
-    never found their 8-decimal copies on disk: every rerun labelled them again and grew the file)."""
-    return frame_key(Atoms(atoms.numbers, positions=stored_positions(atoms)), labeller)
+    never found their 8-decimal copies on disk: every rerun labelled them again and grew the file).
+    The cell and pbc are kept (extxyz stores the cell exactly), so a periodic frame is keyed with them."""
+    return frame_key(_stored_frame(atoms), labeller)
+
+
+def _stored_frame(atoms: Atoms) -> Atoms:
+    """A bare copy of ``atoms`` as the label cache stores it: numbers, :func:`stored_positions`,
+    cell and pbc (a periodic frame labelled without its cell was an isolated cluster: a periodic
+    4-atom Cu cell came back with 5.11 eV instead of EMT's -0.023 eV)."""
+    return Atoms(atoms.numbers, positions=stored_positions(atoms), cell=atoms.cell[:], pbc=atoms.pbc)
 
 
 def labeller_id(calculator=None, method: str = METHOD, charge: int = 0, multiplicity: int = 1) -> str:
@@ -186,13 +202,24 @@ def _round_trip(atoms: Atoms) -> Atoms:
 
 
 def _append_frames(path: Path, frames: Iterable[Atoms]) -> None:
-    """Append frames to an extxyz file: one ``write`` per frame, then flush and fsync."""
+    """Append frames to an extxyz file in one ``write`` (a whole sampled segment, or one label),
+    then flush and fsync, so a killed run leaves at most a torn tail (:func:`_read_intact` drops it),
+    not a segment with some of its frames."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = b"".join(_extxyz_text(a) for a in frames)
     with open(path, "ab") as fh:
-        for a in frames:
-            fh.write(_extxyz_text(a))
-            fh.flush()
-            os.fsync(fh.fileno())
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _rewrite_frames(path: Path, frames: Iterable[Atoms]) -> None:
+    """Replace ``path`` by ``frames`` atomically, through a temporary file of its own
+    (:func:`lawful.kernels.modelfile.atomic_write`): a fixed ``X.tmp`` was shared by two writers."""
+    from lawful.kernels.modelfile import atomic_write
+
+    with atomic_write(path) as fh:
+        fh.write(b"".join(_extxyz_text(a) for a in frames))
 
 
 def _read_intact(path: Path) -> list[Atoms]:
@@ -206,18 +233,17 @@ def _read_intact(path: Path) -> list[Atoms]:
     if data and not data.endswith(b"\n"):
         # every frame ends with a newline: a tail without one was cut mid-write, possibly inside
         # its last number (-3.546 read as -3.54), so that line goes and its frame with it below
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data[:data.rfind(b"\n") + 1])
-        os.replace(tmp, path)
+        from lawful.kernels.modelfile import atomic_write
+
+        with atomic_write(path) as fh:
+            fh.write(data[:data.rfind(b"\n") + 1])
     frames = []
     try:
         for a in iread(str(path), index=":", format="extxyz"):
             frames.append(a)
         return frames
     except Exception:  # a torn tail: keep what parsed
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(b"".join(_extxyz_text(a) for a in frames))
-        os.replace(tmp, path)
+        _rewrite_frames(path, frames)
         return frames
 
 
@@ -253,7 +279,9 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
     carrying energy (eV) and forces (eV/Å) in a SinglePointCalculator and ``info`` (``key``,
     ``segment``, ``source``, ... of the input, plus ``method``, ``charge``, ``multiplicity``), in
     input order. A frame is labelled at its positions as the cache file stores them
-    (:func:`stored_positions`, 8 decimals in Å) and found by :func:`cache_key`, so frames already in
+    (:func:`stored_positions`, 8 decimals in Å), with its cell and pbc (a periodic frame is labelled
+    periodic: tblite's GFN2-xTB and ASE's calculators take the cell; a cell vector missing along a
+    periodic axis is refused), and found by :func:`cache_key`, so frames already in
     ``cache`` are not recomputed, whatever the precision of the positions passed; each new one is
     appended to it at once, so an interruption keeps them. A frame that states another charge or
     multiplicity (``info``, :func:`~lawful.forcefields.molecules.stated_state`) than the one given is
@@ -268,6 +296,12 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
                 if key in said and said[key] != value:
                     raise InputError(f"frame {i} states {key}={said[key]} but label_cached got {key}={value}; pass "
                                      f"{key}={said[key]} (every frame of one call is labelled in one electronic state).")
+    for i, a in enumerate(frames):
+        flat = [k for k in range(3) if a.pbc[k] and not np.linalg.norm(a.cell[k]) > 0]
+        if flat:
+            raise InputError(f"frame {i} is periodic along axis {', '.join(map(str, flat))} (pbc={a.pbc.tolist()}) "
+                             "but its cell has no vector there; give the frame its cell, or pbc=False for an "
+                             "isolated molecule.")
     labeller = labeller_id(calculator, method, charge, multiplicity)
     keys = [cache_key(a, labeller) for a in frames]
     todo = [i for i, k in enumerate(keys) if k not in cache]
@@ -278,7 +312,7 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
         bar = tqdm(total=len(todo), desc=f"labelling ({method})", unit="frame")
     try:
         for n, i in enumerate(todo, start=1):
-            a = Atoms(frames[i].numbers, positions=stored_positions(frames[i]))   # as the file keeps it
+            a = _stored_frame(frames[i])   # as the file keeps it: 8-decimal positions, the cell and pbc
             a.info.update(frames[i].info)
             a.info["key"], a.info["method"] = keys[i], method if calculator is None else labeller
             if labeller != method:            # another calculator or electronic state: the key says which
@@ -457,12 +491,38 @@ def _settings_key(cfg: SamplingConfig, minima: dict[str, Atoms], charge: int = 0
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _complete_segments(frames: Sequence[Atoms], n: int) -> dict[str, list[Atoms]]:
+    """The segments of ``frames`` (an appended samples file, in file order) that hold a complete
+    set: for each segment, the first run of ``n`` consecutive frames with ``index_in_segment``
+    0, 1, ..., n-1. A segment without one (cut short) is left out; frames beyond the first complete
+    set (a copy appended again) are dropped."""
+    runs: dict[str, list[Atoms]] = {}
+    done: dict[str, list[Atoms]] = {}
+    for a in frames:
+        name = str(a.info["segment"])
+        if name in done:
+            continue
+        run = runs.setdefault(name, [])
+        j = int(a.info.get("index_in_segment", len(run)))
+        if j == 0:
+            run[:] = [a]
+        elif j == len(run):
+            run.append(a)
+        else:                     # a gap: this run was cut short; wait for the next frame 0
+            run.clear()
+        if len(run) == n:
+            done[name] = runs.pop(name)
+    return done
+
+
 def sample_segments(minimum: Atoms | dict[str, Atoms], cfg: SamplingConfig, samples_path: str | os.PathLike | None = None,
                     calculator=None, progress: bool = False, charge: int = 0,
                     multiplicity: int = 1) -> list[Atoms]:
     """Unlabelled frames of every segment of ``cfg`` (``info``: ``segment``, ``source``,
     ``temperature_K``), in plan order. With ``samples_path`` each finished segment is appended to
-    that extxyz file and segments already there are read back instead of rerun. ``minimum``: one
+    that extxyz file (in one write) and segments already there complete are read back instead of
+    rerun; the frames of an incomplete segment, or of a second copy of one, are removed from the
+    file (rewritten atomically) and the segment is sampled again once. ``minimum``: one
     start, or several by label (segments cycle over them). ``charge`` (e), ``multiplicity`` (2S+1):
     the electronic state of the default xTB MD."""
     cfg.check()
@@ -474,13 +534,19 @@ def sample_segments(minimum: Atoms | dict[str, Atoms], cfg: SamplingConfig, samp
     path = Path(samples_path) if samples_path is not None else None   # its folder is made when needed
     settings = _settings_key(cfg, minima, charge, multiplicity)
     if path is not None:
-        for a in _read_intact(path):
+        stored = _read_intact(path)
+        for a in stored:
             if str(a.info.get("settings")) != settings:
                 raise InputError(f"{os.fspath(path)!r} holds segments sampled with other settings or starts "
                                  f"(settings key {a.info.get('settings')!r}, now {settings!r}); write to a new "
                                  "folder, or delete the file to resample.")
-            done.setdefault(str(a.info["segment"]), []).append(a)
-        done = {k: v for k, v in done.items() if len(v) == cfg.frames_per_segment}
+        done = _complete_segments(stored, cfg.frames_per_segment)
+        kept = [a for seg in done.values() for a in seg]
+        if len(kept) != len(stored):
+            # frames of an unfinished segment (a run killed while appending it) or a second copy of one
+            # (two runs sampling into one file): rewritten without them, so the unfinished segment is
+            # sampled once more and the file does not grow on every rerun (10 -> 13 -> 16 frames)
+            _rewrite_frames(path, kept)
     todo = [item for item in plan if item["segment"] not in done]
     bar = None
     if progress and todo:
@@ -577,6 +643,12 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     file is refused. Checked against the electron count before any work (an ion given as neutral is
     refused, not labelled as a radical) and recorded in the card. A plan of fewer than 3 segments
     leaves validation/test empty: a warning says so before sampling.
+
+    ``out`` is not locked here (``lawful data --calc xtb`` locks its ``--out``): two processes
+    running ``make_dataset`` into one folder at once both sample and label every missing frame
+    (the work is done twice; the results are right, ``labels.extxyz`` may hold a label twice, which
+    the cache reads as one, and a rerun drops the second copy of a sampled segment). Run one at a
+    time per folder, or use ``lawful data``, whose lock refuses the second run.
     """
     cfg = cfg or SamplingConfig()
     cfg.check()
@@ -618,9 +690,7 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     for s in SPLITS:
         members = set(split[s])
         chosen = [a for a in labelled if a.info["segment"] in members]
-        tmp = out / f"{s}.extxyz.tmp"
-        tmp.write_bytes(b"".join(_extxyz_text(a) for a in chosen))
-        os.replace(tmp, out / f"{s}.extxyz")
+        _rewrite_frames(out / f"{s}.extxyz", chosen)
         counts[s] = {"frames": len(chosen), "segments": len(members)}
     secs = [float(a.info["seconds"]) for a in labelled if "seconds" in a.info]
     labellers = sorted({str(a.info.get("labeller", METHOD)) for a in labelled})
@@ -650,7 +720,8 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
         "seconds_per_label_mean": float(np.mean(secs)) if secs else None,
         "wall_seconds_this_run": round(time.perf_counter() - t_start, 3),
     }
-    tmp = out / "card.json.tmp"
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, out / "card.json")
+    from lawful.kernels.modelfile import atomic_write
+
+    with atomic_write(out / "card.json") as fh:
+        fh.write((json.dumps(card, indent=2) + "\n").encode())
     return card

@@ -126,31 +126,43 @@ class OutputLock:
     blocks the next one; a live run holding it makes the second one fail at once with its pid.
     A clean exit removes the file (while still holding the lock; a run that locked a file just
     unlinked sees it is no longer at the path and takes the new one).
+
+    :meth:`for_file` locks one output file outside ``--out`` (``lawful data --db``) the same way,
+    through ``<folder>/.<name>.lawful.lock``, so two runs writing one file do not overlap.
     """
 
     NAME = ".lawful.lock"
 
-    def __init__(self, out: Path, command: str):
+    def __init__(self, out: Path, command: str, name: str | None = None, option: str = "--out",
+                 target: Path | None = None):
         self.out, self.command, self._fh = Path(out), command, None
+        self.name = name or self.NAME
+        self.option, self.target = option, Path(target) if target is not None else self.out
+
+    @classmethod
+    def for_file(cls, file: Path, command: str, option: str) -> "OutputLock":
+        """The lock of output file ``file`` (named ``option`` in messages), not yet acquired."""
+        file = Path(os.path.realpath(file))   # one lock whatever the spelling of the path
+        return cls(file.parent, command, name=f".{file.name}.lawful.lock", option=option, target=file)
 
     def acquire(self) -> "OutputLock":
         import fcntl
 
-        path = self.out / self.NAME
+        path = self.out / self.name
         for _ in range(100):
             try:
                 fh = open(path, "a+")
             except OSError as exc:
-                raise _UsageError(f"--out {str(self.out)!r} is not writable ({exc.strerror}): choose a folder "
-                                  "you can write to") from None
+                raise _UsageError(f"{self.option} {str(self.target)!r} is not writable ({exc.strerror}): choose a "
+                                  "folder you can write to") from None
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 fh.seek(0)
                 holder = fh.read().strip() or "another process"
                 fh.close()
-                raise _UsageError(f"--out {str(self.out)!r} is in use by a running lawful command ({holder}); "
-                                  "wait for it to finish or pass another --out") from None
+                raise _UsageError(f"{self.option} {str(self.target)!r} is in use by a running lawful command "
+                                  f"({holder}); wait for it to finish or pass another {self.option}") from None
             try:
                 same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
             except FileNotFoundError:
@@ -168,7 +180,7 @@ class OutputLock:
     def release(self) -> None:
         if self._fh is not None:
             try:
-                os.unlink(self.out / self.NAME)
+                os.unlink(self.out / self.name)
             except OSError:
                 pass
             self._fh.close()  # closing drops the flock
@@ -349,22 +361,31 @@ def _cmd_data(args) -> int:
                           f"{', '.join(EMT_ELEMENTS)}")
     if args.db:
         _check_db_target(args.db)
-    from lawful.forcefields import reference
+    db_path = args.db or str(Path(args.out) / "data.db")
+    # the --out lock does not cover a --db elsewhere, so the database file takes the same kind of lock (the
+    # default OUT/data.db too, which another run's --db may name): two runs given one --db both wrote it,
+    # and one printed "written to" an empty database
+    db_lock = None if "://" in db_path else OutputLock.for_file(Path(db_path), args.command, "--db").acquire()
+    try:
+        from lawful.forcefields import reference
 
-    if args.calc == "emt":
-        frames = reference.emt_metal_dataset(args.element, repeat=args.repeat, temperatures=args.temperatures,
-                                             n_md=args.n_md, n_rattled=args.n_rattled,
-                                             n_strained=args.n_strained, seed=args.seed, progress=True)
-    elif args.calc == "lj":
-        frames = reference.lennard_jones_dataset(n_md=args.n_md, temperatures=args.temperatures,
-                                                 repeat=args.repeat, seed=args.seed, progress=True)
-    else:
-        from lawful.integrations.openmm_reference import water_cluster_dataset
+        if args.calc == "emt":
+            frames = reference.emt_metal_dataset(args.element, repeat=args.repeat, temperatures=args.temperatures,
+                                                 n_md=args.n_md, n_rattled=args.n_rattled,
+                                                 n_strained=args.n_strained, seed=args.seed, progress=True)
+        elif args.calc == "lj":
+            frames = reference.lennard_jones_dataset(n_md=args.n_md, temperatures=args.temperatures,
+                                                     repeat=args.repeat, seed=args.seed, progress=True)
+        else:
+            from lawful.integrations.openmm_reference import water_cluster_dataset
 
-        frames = water_cluster_dataset(n_md=args.n_md, temperatures=args.temperatures, seed=args.seed)
-    out = Path(args.out)
-    xyz = reference.write_extxyz(out / "data.extxyz", frames)
-    db = reference.write_db(args.db or str(out / "data.db"), frames)
+            frames = water_cluster_dataset(n_md=args.n_md, temperatures=args.temperatures, seed=args.seed)
+        out = Path(args.out)
+        xyz = reference.write_extxyz(out / "data.extxyz", frames)
+        db = reference.write_db(db_path, frames)
+    finally:
+        if db_lock is not None:
+            db_lock.release()
     print(f"{len(frames)} labelled structures ({args.calc}) written to {xyz} and {db}")
     return 0
 

@@ -274,3 +274,41 @@ def test_sigterm_during_training_keeps_the_checkpoint_and_says_how_to_resume(tmp
     assert "run the same command again to resume" in stdout and "Traceback" not in stderr
     assert (out / "conservative.ckpt").stat().st_size > 0
     assert not (out / "conservative.lawful").exists()  # no half-trained model passed off as finished
+
+
+# -- lawful data --db: the database file is locked like --out (audit MP finding 1) ---------------------
+@pytest.mark.parametrize("outer, inner, code", [
+    (["--out", "a", "--db", "shared.db"], ["--out", "b", "--db", "shared.db"], 2),   # one --db, two runs
+    (["--out", "a"], ["--out", "b", "--db", "a/data.db"], 2),                      # --db names another's default
+    (["--out", "a", "--db", "a/data.db"], ["--out", "b", "--db", "a/./data.db"], 2),  # one file, two spellings
+    (["--out", "a", "--db", "one.db"], ["--out", "b", "--db", "two.db"], 0),         # two files: both run
+], ids=["same-db", "default-db", "same-file", "other-db"])
+def test_a_second_run_writing_the_same_database_is_refused(ws, capsys, monkeypatch, outer, inner, code):
+    """`lawful data --db` was not locked: two runs wrote one database at once (one printed "written
+    to" an empty database). The second run, started while the first computes, is refused before
+    it computes anything, with the first run's pid; a run writing another file is not held up."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from lawful.forcefields import reference
+
+    frames = reference.label([bulk("Cu", "fcc", a=3.61, cubic=True)], EMT())
+    codes, started = [], []
+
+    def dataset(*args, **kwargs):
+        if not started:                                  # the outer run starts the inner one, once
+            started.append(1)
+            codes.append(main(["data", *[x if x.startswith("--") else str(ws / x) for x in inner]]))
+        return frames
+
+    monkeypatch.setattr(reference, "emt_metal_dataset", dataset)
+    assert main(["data", *[x if x.startswith("--") else str(ws / x) for x in outer]]) == 0
+    err = capsys.readouterr().err
+    assert codes == [code]
+    if code == 2:
+        assert f"pid {os.getpid()}: lawful data" in err and "--db" in err and "in use" in err
+        assert not (ws / "b" / "data.extxyz").exists()
+    else:
+        assert (ws / "b" / "data.extxyz").exists() and (ws / "two.db").exists()
+    assert len(reference.read_db(ws / outer[-1] if outer[-2] == "--db" else ws / "a" / "data.db")) == 1
+    assert not list(ws.rglob("*.lawful.lock"))           # both locks released

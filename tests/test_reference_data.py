@@ -221,3 +221,54 @@ def test_shipped_model_data_fingerprint_reproduces_from_this_tree():
     here = _fingerprint(train) + _fingerprint(val)
     for name in ("cu-emt", "cu-emt-direct"):
         assert load_model(name).training_summary["data_fingerprint"] == here, name
+
+
+# -- two writers of one file (audit MP finding 1) -------------------------------------------------------
+class _WritesAgain:
+    """A frame's ``source`` whose first ``str()`` runs ``again()``: a second writer that starts and
+    finishes while the first one is writing its rows."""
+
+    def __init__(self, again):
+        self.again, self.done = again, False
+
+    def __str__(self):
+        if not self.done:
+            self.done = True
+            self.again()
+        return "md_300K"
+
+
+@pytest.mark.parametrize("fmt", ["db", "extxyz"])
+def test_a_second_writer_during_a_write_leaves_one_complete_set(cu_frames, tmp_path, monkeypatch, fmt):
+    """write_db / write_extxyz used one fixed temporary name (X.tmp.db, X.tmp): a second writer of
+    the same file removed or truncated the first one's, which left an empty database after
+    write_db returned normally, or an extxyz that did not parse. Now each write has its own
+    temporary file: both return, and the file holds the complete set of the one that finished last."""
+    import ase.io
+
+    from lawful.forcefields import reference
+
+    path = tmp_path / f"shared.{fmt}"
+    first, second = list(cu_frames), list(cu_frames[:2])
+    write, read_back = ((reference.write_db, reference.read_db) if fmt == "db"
+                        else (reference.write_extxyz, reference.read_extxyz))
+    if fmt == "db":                                    # the second writer runs while the first writes its rows
+        first = [a.copy() for a in cu_frames]
+        for a, b in zip(first, cu_frames):
+            a.calc = b.calc
+        first[len(first) // 2].info["source"] = _WritesAgain(lambda: write(path, second))
+    else:                                              # ... or once the first one's rows are in its file
+        real, calls = ase.io.write, []
+
+        def write_then_another(*args, **kwargs):
+            real(*args, **kwargs)
+            if not calls:
+                calls.append(1)
+                write(path, second)
+
+        monkeypatch.setattr(ase.io, "write", write_then_another)
+    write(path, first)
+    back = read_back(path)
+    assert len(back) == len(first)                     # the first writer's set, complete (it finished last)
+    assert [a.get_potential_energy() for a in back] == pytest.approx([a.get_potential_energy() for a in cu_frames])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]   # no temporary file left

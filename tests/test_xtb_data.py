@@ -892,3 +892,98 @@ def test_a_pdb_placeholder_unit_cube_is_read_as_no_cell(tmp_path, cryst1, period
     for a in (start, mol):
         assert not a.pbc.any() and a.get_chemical_formula() == "H2O"
         np.testing.assert_allclose(a.positions[1], [0.0, 0.763, -0.477], atol=1e-9)
+
+
+# -- a damaged samples file is repaired once, not resampled on every rerun (audit MP finding 3) -------
+def _cut_last_segment(frames, n):                # a run killed after 1 of the last segment's frames
+    return frames[:-(n - 1)]
+
+
+def _second_copy(frames, n):                     # two runs appended the same segment
+    return frames + frames[n:2 * n]
+
+
+def _partial_then_full(frames, n):               # a killed run's first frame, then a whole copy
+    return frames[:-n] + frames[-n:-n + 1] + frames[-n:]
+
+
+@pytest.mark.parametrize("damage, resampled", [
+    (_cut_last_segment, 1), (_second_copy, 0), (_partial_then_full, 0)],
+    ids=["cut", "second-copy", "partial-then-full"])
+def test_a_damaged_samples_file_is_repaired_once_and_does_not_grow(tmp_path, monkeypatch, damage, resampled):
+    """A segment with too few or too many frames in samples.extxyz was sampled again on every rerun
+    and the file grew (10 -> 13 -> 16 frames for 9). Now the first complete set of a segment is
+    kept, an incomplete one is removed and sampled once, and a second rerun samples nothing."""
+    from ase.calculators.lj import LennardJones
+
+    cfg = small_config(frames_per_segment=3, rattled_segments=0)
+    water = build_molecule("water")
+    path = tmp_path / "samples.extxyz"
+    ref = xtb_data.sample_segments(water, cfg, path, calculator=LennardJones())
+    write(path, damage(read(path, index=":"), cfg.frames_per_segment), format="extxyz")
+    real, ran = xtb_data._run_segment, []
+    monkeypatch.setattr(xtb_data, "_run_segment", lambda *a: ran.append(a[1]["segment"]) or real(*a))
+    for rerun in range(2):
+        got = xtb_data.sample_segments(water, cfg, path, calculator=LennardJones())
+        assert len(ran) == resampled, f"rerun {rerun} sampled {ran}"     # the second samples nothing more
+        assert len(read(path, index=":")) == len(ref)                    # no partial, no second copy
+        assert [a.info["segment"] for a in got] == [a.info["segment"] for a in ref]
+        assert [a.info["index_in_segment"] for a in got] == [a.info["index_in_segment"] for a in ref]
+        np.testing.assert_array_equal(np.array([a.positions for a in got]), np.array([a.positions for a in ref]))
+
+
+# -- label_cached keeps the cell and pbc of a periodic frame (audit MP finding 4) ----------------------
+def _cu_cell():
+    from ase.build import bulk
+
+    return bulk("Cu", "fcc", a=3.61, cubic=True)
+
+
+def _cu_slab():
+    a = _cu_cell().repeat((1, 1, 2))
+    a.pbc = (True, True, False)
+    return a
+
+
+def _h2_box():
+    return Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], cell=[3.0, 3.0, 3.0], pbc=True)
+
+
+def _emt():
+    from ase.calculators.emt import EMT
+
+    return EMT()
+
+
+@pytest.mark.parametrize("make, calculator", [(_cu_cell, _emt), (_cu_slab, _emt), (_h2_box, None)],
+                         ids=["cu-cell-emt", "cu-slab-emt", "h2-box-xtb"])
+def test_label_cached_labels_a_periodic_frame_with_its_cell(tmp_path, make, calculator):
+    """A periodic fcc Cu cell came back labelled as the isolated 4-atom cluster (5.11 eV, not
+    -0.023 eV) with pbc False, and the cluster and the cell shared one cache key."""
+    periodic = make()
+    cluster = Atoms(periodic.numbers, positions=periodic.positions)
+    calc = calculator() if calculator else None
+    cache = tmp_path / "labels.extxyz"
+    got_p, got_c = xtb_data.label_cached([periodic, cluster], cache, calculator=calc)
+    for frame, got in ((periodic, got_p), (cluster, got_c)):
+        direct = frame.copy()
+        direct.calc = calculator() if calculator else xtb_data.xtb_calculator()
+        assert got.get_potential_energy() == pytest.approx(direct.get_potential_energy(), abs=1e-6)
+        np.testing.assert_allclose(got.get_forces(), direct.get_forces(), atol=1e-6)
+        assert got.pbc.tolist() == frame.pbc.tolist()
+        np.testing.assert_array_equal(got.cell[:], frame.cell[:])
+    assert abs(got_p.get_potential_energy() - got_c.get_potential_energy()) > 0.1
+    assert got_p.info["key"] != got_c.info["key"]
+    back = xtb_data.LabelCache(cache)                                   # read back: same keys, cell and pbc
+    assert sorted(back.frames) == sorted([got_p.info["key"], got_c.info["key"]])
+    assert back.frames[got_p.info["key"]].pbc.tolist() == periodic.pbc.tolist()
+    size = cache.stat().st_size
+    xtb_data.label_cached([periodic, cluster], cache, calculator=calc)
+    assert cache.stat().st_size == size                                 # a rerun labels nothing
+
+
+def test_label_cached_refuses_a_periodic_frame_without_its_cell(tmp_path):
+    a = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], pbc=True)
+    with pytest.raises(InputError, match="periodic along axis 0, 1, 2"):
+        xtb_data.label_cached([a], tmp_path / "labels.extxyz", calculator=_emt())
+    assert not (tmp_path / "labels.extxyz").exists()
