@@ -289,6 +289,13 @@ class Loop:
             return
         score, entries = res
         score = float(score)
+        if not math.isfinite(score):
+            # a NaN compares False with everything: the best weights and the early stop would stop
+            # moving without a word, and the run would end 'complete' on its last good epoch
+            raise NumericalError(
+                f"the validation score became {score} at {self.config.unit} {unit + 1}: the model's predictions "
+                "on the validation data are not finite (weights diverged: lower the learning rate; or a "
+                "non-finite validation label). Training stopped; the checkpoint holds the last unit saved.")
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(score)
         if row is not None:

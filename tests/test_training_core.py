@@ -105,6 +105,18 @@ def test_best_weights_early_stopping_and_plateau_schedule():
     assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 / 8)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_validation_score_stops_training(bad):
+    """A NaN score compares False with everything: the best weights and the early stop froze and
+    the run ended as if complete (runtime audit); it is a NumericalError naming the unit now."""
+    from lawful.kernels.errors import NumericalError
+
+    loop = _loop(hooks=lambda m: Toy(m, val_scores=[1.0, 0.5, bad, 0.2, 0.1, 0.1]))
+    with pytest.raises(NumericalError, match=rf"validation score became {bad} at epoch 3"):
+        loop.run()
+    assert loop.best_unit == 2
+
+
 def test_validate_every_and_max_time():
     loop = _loop(units=7, validate_every=3)
     loop.run()
