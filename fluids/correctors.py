@@ -155,6 +155,35 @@ def _crop_halo(x: torch.Tensor, r: int, periodic) -> torch.Tensor:
 # the shared network
 # --------------------------------------------------------------------------------------------
 
+#: Below this many output channels the network's last convolution is computed as one matrix
+#: product and a sum of shifted tap maps (:func:`_conv_few_outputs`): oneDNN blocks output
+#: channels by 16 on AVX-512, so its 16 -> 1 convolution cost what 16 -> 16 does (0.72 ms at 128^2,
+#: 6.5 GFLOP/s), a fifth of the corrector's network time.
+_FEW_OUTPUTS = 8
+
+
+def _conv_few_outputs(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pad) -> torch.Tensor:
+    """``F.conv2d(h, weight, bias, padding=pad)`` (stride 1, square odd kernel) for a few output
+    channels: every (output, tap) weight row times the input channels in one matrix product over
+    the (B*H*W, C) pixels (``h`` channels-last, so that view is free), then the k*k shifted tap maps
+    summed per output. The same convolution to float rounding (summation order: 5e-7 relative in
+    float32), about 4x faster at 16 -> 1 on the CPU (0.18 against 0.74 ms at 130^2); differentiable.
+    ``h`` (B, C, H, W), ``weight`` (O, C, k, k), ``bias`` (O,), ``pad`` (pad_h, pad_w) zeros."""
+    b_, c, hh, ww = h.shape
+    o, _, k, _ = weight.shape
+    rows = weight.permute(0, 2, 3, 1).reshape(o * k * k, c)          # (output, dy, dx) x channel
+    flat = h.permute(0, 2, 3, 1).reshape(b_ * hh * ww, c)
+    taps = torch.mm(rows, flat.t()).view(o, k * k, b_, hh, ww)
+    if pad[0] or pad[1]:
+        taps = F.pad(taps, (pad[1], pad[1], pad[0], pad[0]))
+    ho, wo = taps.shape[-2] - k + 1, taps.shape[-1] - k + 1
+    out = taps[:, 0, :, :ho, :wo] + bias.view(o, 1, 1, 1)
+    for t in range(1, k * k):
+        dy, dx = divmod(t, k)
+        out = out + taps[:, t, :, dy:dy + ho, dx:dx + wo]
+    return out.transpose(0, 1)                                        # (B, O, ho, wo)
+
+
 class _CornerNet(torch.nn.Module):
     """A plain CNN on the corner grid with boundary-aware padding; returns the last hidden features
     and the ``out_channels`` output map (both canonical, no periodic duplicates)."""
@@ -188,7 +217,10 @@ class _CornerNet(torch.nn.Module):
         h = h.contiguous(memory_format=torch.channels_last)
         for conv in self.hidden_layers:
             h = F.silu(F.conv2d(h, conv.weight, conv.bias, padding=pad))
-        out = F.conv2d(h, self.out.weight, self.out.bias, padding=pad)
+        if self.out.weight.shape[0] < _FEW_OUTPUTS:
+            out = _conv_few_outputs(h, self.out.weight, self.out.bias, pad)
+        else:
+            out = F.conv2d(h, self.out.weight, self.out.bias, padding=pad)
         # the last hidden features on the canonical grid (their remaining halo cropped)
         return _crop_halo(h, self.r, periodic), out
 
