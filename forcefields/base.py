@@ -116,6 +116,9 @@ class AtomisticModel(torch.nn.Module):
         self.training_compositions: dict = {}
         #: {symbol: [fewest, most]} neighbours within the cutoff in training (domain.neighbour_count_record)
         self.neighbour_counts: dict = {}
+        #: {symbol: [lowest, highest]} neighbour density in training (domain.neighbour_density_record);
+        #: checked instead of neighbour_counts (files written before it) when present
+        self.neighbour_density: dict = {}
         #: total charges (e) of the training structures (domain.charge_record; empty: not recorded)
         self.training_charges: list = []
 

@@ -81,6 +81,9 @@ def save_model(model, path: str | os.PathLike, training_summary: dict | None = N
     counts = dict(getattr(model, "neighbour_counts", {}) or {})
     if counts:
         metadata["neighbour_counts"] = {str(k): [int(v[0]), int(v[1])] for k, v in counts.items()}
+    density = dict(getattr(model, "neighbour_density", {}) or {})
+    if density:
+        metadata["neighbour_density"] = {str(k): [float(v[0]), float(v[1])] for k, v in density.items()}
     compositions = dict(getattr(model, "training_compositions", {}) or {})
     if compositions:
         metadata["training_compositions"] = {"basis": [[float(x) for x in row] for row in compositions["basis"]],
@@ -162,6 +165,7 @@ def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticMod
     model.training_compositions = _training_compositions(path, mf.metadata.get("training_compositions", {}),
                                                          model.species)
     model.neighbour_counts = _neighbour_counts(path, mf.metadata.get("neighbour_counts", {}), model.species)
+    model.neighbour_density = _neighbour_density(path, mf.metadata.get("neighbour_density", {}), model.species)
     charges = mf.metadata.get("training_charges", [])
     if not (isinstance(charges, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in charges)):
         raise ModelFileError(f"{os.fspath(path)!r}: training_charges {charges!r} is not a list of total charges "
@@ -181,6 +185,21 @@ def _neighbour_counts(path, value, species) -> dict:
                              f"species {list(species)} to [fewest, most] neighbour counts; the file is corrupt: "
                              "re-save the model.")
     return {k: [int(v[0]), int(v[1])] for k, v in value.items()}
+
+
+def _neighbour_density(path, value, species) -> dict:
+    """The file's ``{symbol: [lowest, highest]}`` neighbour-density record checked (``{}``: none)."""
+    import math
+
+    ok = isinstance(value, dict) and all(
+        k in species and isinstance(v, list) and len(v) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        and 0 <= v[0] <= v[1] for k, v in value.items())
+    if not ok:
+        raise ModelFileError(f"{os.fspath(path)!r}: neighbour_density {value!r} is not a mapping of the model's "
+                             f"species {list(species)} to [lowest, highest] densities; the file is corrupt: "
+                             "re-save the model.")
+    return {k: [float(v[0]), float(v[1])] for k, v in value.items()}
 
 
 def _training_compositions(path, value, species) -> dict:

@@ -29,7 +29,7 @@ compatible; :func:`export_torchscript` returns a scripted module computing energ
 from __future__ import annotations
 
 import warnings
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from ase import units as _ase_units
@@ -41,7 +41,7 @@ from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
 from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor
 from lawful.forcefields.domain import (COMPOSITION_TOLERANCE, DOMAIN_TOLERANCE, composition_residual, counts_outside,
-                                      domain_limits, neighbour_count_bounds, pairs_below)
+                                      domain_limits, neighbour_bounds, neighbour_weights, pairs_below)
 
 __all__ = ["NeuralPotential", "TorchScriptPotential", "export_torchscript", "strained_geometry", "ZBLRepulsion",
            "zbl_energy", "REPULSION_SWITCH"]
@@ -345,7 +345,8 @@ class TorchScriptPotential(torch.nn.Module):
     (:mod:`lawful.forcefields.domain`): a pair closer than ``domain_tolerance`` x its species
     pair's training minimum (``pair_min_distance``), a composition outside the span of the
     training compositions (``training_compositions``), an atom whose neighbour count lies outside
-    its species' training range (``neighbour_counts``). Each kind warns once (a Python
+    its species' training range (``neighbour_density``; ``neighbour_counts`` of older files). Each kind
+    (and each side of the neighbour range) warns once (a Python
     ``UserWarning`` when called from Python; openmm-torch prints it) or, with ``strict``, raises
     an error whose text starts ``"NumericalError: lawful model out of its training domain"``
     (``torch.jit.Error`` in Python; in OpenMM :func:`lawful.integrations.openmm.lawful_errors`
@@ -388,16 +389,19 @@ class TorchScriptPotential(torch.nn.Module):
         first = [k for k in (self.carbon, self.hydrogen) if k >= 0]
         self.carbon_first = first + [k for k in self.alphabetical if k not in first]
         self.composition_warned = False
-        record_counts = getattr(model, "neighbour_counts", None)
-        bounds = neighbour_count_bounds(record_counts, species, torch.float64, model.device)
+        bounds = neighbour_bounds(model, species, torch.float64, model.device)
         self.has_counts = bounds is not None
+        self.count_weighted = bool(bounds[2]) if bounds is not None else False
         if bounds is None:
             bounds = (torch.zeros(n, dtype=torch.float64, device=model.device),) * 2
         self.register_buffer("count_low", bounds[0])
         self.register_buffer("count_high", bounds[1])
-        self.register_buffer("count_range", torch.tensor([[int(v) for v in (record_counts or {}).get(s, [-1, -1])]
-                                                          for s in species], dtype=torch.long, device=model.device))
-        self.count_warned = False
+        record = (getattr(model, "neighbour_density", None) if self.count_weighted
+                  else getattr(model, "neighbour_counts", None)) or {}
+        self.register_buffer("count_range", torch.tensor([[float(v) for v in record.get(s, [-1, -1])] for s in species],
+                                                         dtype=torch.float64, device=model.device))
+        self.count_warned_few = False
+        self.count_warned_many = False
 
     def _check_domain(self, species: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor,
                       d2: torch.Tensor) -> None:
@@ -459,25 +463,43 @@ class TorchScriptPotential(torch.nn.Module):
         warnings.warn("lawful model out of its training domain: " + message)
         self.composition_warned = True
 
-    def _check_counts(self, species: torch.Tensor, edge_i: torch.Tensor, n_atoms: int) -> None:
-        """The runner's neighbour-count check (:func:`lawful.forcefields.domain.counts_outside`)."""
-        if self.count_warned and not self.strict:
-            return
-        counts, low, high, outside = counts_outside((self.count_low, self.count_high), species, edge_i, n_atoms)
+    def _check_counts(self, species: torch.Tensor, edge_i: torch.Tensor, d2: torch.Tensor, n_atoms: int) -> None:
+        """The runner's neighbour check (:func:`lawful.forcefields.domain.counts_outside`; the density
+        of :func:`~lawful.forcefields.domain.neighbour_weights`, or the count for older records),
+        once per side (too few, too many)."""
+        weights: Optional[torch.Tensor] = None
+        if self.count_weighted:
+            weights = neighbour_weights(d2, self.cutoff)
+        counts, low, high, outside = counts_outside((self.count_low, self.count_high), species, edge_i, n_atoms,
+                                                    weights)
         if not bool(outside.any()):
             return
         k = int(torch.nonzero(outside)[0][0])
+        few = bool(counts[k] < low[k])
+        if (self.count_warned_few if few else self.count_warned_many) and not self.strict:
+            return
         s = int(species[k])
-        message = ("atom " + str(self._atom_label(k)) + " (" + self.species_names[s] + ") has " + str(int(counts[k]))
-                   + " neighbours within the " + (str(int(self.cutoff)) if self.cutoff == float(int(self.cutoff))
-                                             else str(self.cutoff)) + " Angstrom cutoff, outside the "
-                   + str(int(self.count_range[s, 0])) + "-" + str(int(self.count_range[s, 1])) + " its species had in the "
-                   + "model's training data (" + str(int(outside.sum())) + " atom(s) outside): an environment the "
-                   + "model never saw (an isolated atom, a dimer, a lattice in other units), so its energy and "
-                   + "forces are extrapolation.")
+        cut = str(int(self.cutoff)) if self.cutoff == float(int(self.cutoff)) else str(self.cutoff)
+        if self.count_weighted:
+            what = ("has a neighbour density of " + _decimals(float(counts[k]), 3) + " (the sum of (1 - r^2/r_c^2)^3 "
+                    + "over its neighbours within the " + cut + " Angstrom cutoff), outside the "
+                    + _decimals(float(self.count_range[s, 0]), 3) + "-" + _decimals(float(self.count_range[s, 1]), 3))
+        else:
+            what = ("has " + str(int(counts[k])) + " neighbours within the " + cut + " Angstrom cutoff, outside the "
+                    + str(int(self.count_range[s, 0])) + "-" + str(int(self.count_range[s, 1])))
+        message = ("atom " + str(self._atom_label(k)) + " (" + self.species_names[s] + ") " + what
+                   + " its species had in the model's training data (" + str(int(outside.sum())) + " atom(s) "
+                   + "outside): an environment the model never saw (an isolated atom, a dimer, a surface, a lattice "
+                   + "in other units), so its energy and forces are extrapolation.")
         self._raise_if_strict(message)
-        warnings.warn("lawful model out of its training domain: " + message + " Further such events of this force are not reported.")
-        self.count_warned = True
+        if few:
+            warnings.warn("lawful model out of its training domain: " + message
+                          + " Further atoms with too few neighbours are not reported by this force.")
+            self.count_warned_few = True
+        else:
+            warnings.warn("lawful model out of its training domain: " + message
+                          + " Further atoms with too many neighbours are not reported by this force.")
+            self.count_warned_many = True
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor):
         table = self.z_to_index
@@ -502,7 +524,7 @@ class TorchScriptPotential(torch.nn.Module):
         if self.has_compositions:
             self._check_composition(species)
         if self.has_counts:
-            self._check_counts(species, nl.i, positions.shape[0])
+            self._check_counts(species, nl.i, d2, positions.shape[0])
         energy = self.model(pos, species, nl.i, nl.j, vectors).sum()
         grads = torch.autograd.grad([energy], [pos], allow_unused=True)
         g = grads[0]

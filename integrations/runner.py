@@ -22,7 +22,8 @@ from ase.data import atomic_numbers as _atomic_numbers
 from ase.data import chemical_symbols as _chemical_symbols
 
 from lawful.forcefields.domain import (DOMAIN_TOLERANCE, charge_outside, composition_outside, counts_outside,
-                                      domain_limits, neighbour_count_bounds, pairs_below)
+                                      domain_limits, neighbour_bounds, neighbour_text, neighbour_weights,
+                                      pairs_below)
 from lawful.kernels.errors import (
     InputError,
     ModelFileError,
@@ -221,9 +222,8 @@ class ModelRunner:
         self.domain_tolerance = tol
         self.domain_warned = False
         self._domain_min2 = _domain_table(model, self.species, tol)
-        self._count_bounds = neighbour_count_bounds(getattr(model, "neighbour_counts", None), self.species,
-                                                    self.dtype, self.device)
-        self._count_warned = False
+        self._count_bounds = neighbour_bounds(model, self.species, self.dtype, self.device)
+        self._count_warned: set[str] = set()    # the sides warned about: "few", "many"
         self._verlet = None
         from lawful.forcefields.base import AtomisticModel
 
@@ -339,32 +339,35 @@ class ModelRunner:
         report_charge(self.model, charge, self.strict, stacklevel=5)
         self._charges_checked.add(int(charge))
 
-    def _check_neighbour_counts(self, nl, step) -> None:
-        """Compare each atom's neighbour count within the cutoff with its species' training range
-        (widened by ``domain.NEIGHBOUR_MARGIN``); warn once or raise (strict) on the worst atom."""
-        counts, low, high, outside = counts_outside(self._count_bounds, self._species_idx, nl.i, self.n_atoms)
+    def _check_neighbour_counts(self, nl, d2, step) -> None:
+        """Compare each atom's neighbour density (older records: count) within the cutoff with its
+        species' training range (widened by ``domain.NEIGHBOUR_MARGIN``); warn once per side (too
+        few, too many) or raise (strict) on the first atom outside."""
+        lo, hi, weighted = self._count_bounds
+        weights = neighbour_weights(d2, self.cutoff) if weighted else None
+        counts, low, high, outside = counts_outside((lo, hi), self._species_idx, nl.i, self.n_atoms, weights)
         if not bool(outside.any()):
             return
-        if self._count_warned and not self.strict:
-            return
         k = int(torch.nonzero(outside)[0])
+        side = "few" if bool(counts[k] < low[k]) else "many"
+        if side in self._count_warned and not self.strict:
+            return
         name = self.species[int(self._species_idx[k])]
-        fewest, most = self.model.neighbour_counts[name]
         label = k if self.labels is None else self.labels[k]
         where = "" if step is None else f" at step {int(step)}"
-        message = (f"atom {label} ({name}) has {int(counts[k])} neighbours within the {self.cutoff:g} Å cutoff{where}, "
-                   f"outside the {fewest}-{most} its species had in the model's training data (allowed "
-                   f"{float(low[k]):.3g}-{float(high[k]):.3g}; {int(outside.sum())} atom(s) outside): an environment "
-                   "the model never saw (an isolated atom, a dimer, a lattice in other units or far from "
-                   "its training density), so its energy and forces are extrapolation.")
+        message = (f"atom {label} ({name}) {neighbour_text(self.model, name, float(counts[k]), weighted)}{where} "
+                   f"(allowed {float(low[k]):.3g}-{float(high[k]):.3g}; {int(outside.sum())} atom(s) outside): an "
+                   "environment the model never saw (an isolated atom, a dimer, a surface, a lattice in other units "
+                   "or far from its training density), so its energy and forces are extrapolation.")
         if self.strict:
             err = NumericalError(message + " (strict mode)")
-            err.out_of_domain = {"atoms": (label,), "symbols": (name,), "neighbours": int(counts[k]),
-                                 "training_range": (fewest, most), "step": step}
+            err.out_of_domain = {"atoms": (label,), "symbols": (name,), "neighbours": float(counts[k]),
+                                 "weighted": weighted, "training_range": (float(low[k]), float(high[k])),
+                                 "step": step}
             raise err
-        self._count_warned = True
-        warnings.warn(message + " Further such events of this runner are not reported; pass strict=True to "
-                      "stop instead.", OutOfDomainWarning, stacklevel=4)
+        self._count_warned.add(side)
+        warnings.warn(message + f" Further atoms with too {side} neighbours are not reported by this runner; pass "
+                      "strict=True to stop instead.", OutOfDomainWarning, stacklevel=4)
 
     def _check_domain(self, nl, d2, step) -> None:
         """Compare the pairs' squared distances with the training minima (one gather, one compare);
@@ -454,7 +457,7 @@ class ModelRunner:
             if self._domain_min2 is not None:
                 self._check_domain(nl, d2, step)
             if self._count_bounds is not None:
-                self._check_neighbour_counts(nl, step)
+                self._check_neighbour_counts(nl, d2, step)
             # lawful's own models take the pairs already cut, with their squared distances: no
             # second displacement pass and cut in make_batch
             kwargs[self._pairs_arg] = (*nl, d2) if self._cut_pairs else nl

@@ -1,7 +1,13 @@
-"""An atom with far fewer or more neighbours than any training atom of its species is out of the
-model's domain: cu-emt (bulk fcc, 23-42 neighbours within 4.5 Å in training) on a lattice typed in
-bohr (6.82 Å: no neighbour, forces and stress exactly 0) or a Cu2 dimer ran with no warning (a
-newcomer's first-hour audit); the pair-distance check only sees atoms too close."""
+"""An atom whose neighbourhood is far sparser or denser than any training atom's of its species is
+out of the model's domain: cu-emt on a lattice typed in bohr (6.82 Å: no neighbour, forces and
+stress exactly 0) or a Cu2 dimer ran with no warning (a newcomer's first-hour audit); the
+pair-distance check only sees atoms too close. The check reads the neighbour density, the sum of
+the descriptor's envelope (1 - r²/r_c²)³ over an atom's neighbours (cu-emt: 3.40-4.65 in training):
+the count within the cutoff it used first jumped from 42 to 18 at a harmless 2.5 % expansion (24
+third-shell atoms of weight 4e-5 leaving together) and warned there (ASE audit), while a (100)
+surface atom kept a count inside the training range. Each side (too sparse, too dense) warns once
+per runner: one warning used to silence every later one (a 14 % compressed cell, 290 GPa for EMT's
+148, passed without a word after an expanded one had warned)."""
 
 from __future__ import annotations
 
@@ -10,10 +16,11 @@ import warnings
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk, molecule
+from ase.build import bulk, fcc100, molecule
 
 from lawful.forcefields import NeuralPotential, load_model
-from lawful.forcefields.domain import NEIGHBOUR_MARGIN, neighbour_count_bounds, neighbour_count_record
+from lawful.forcefields.domain import (NEIGHBOUR_MARGIN, neighbour_bounds, neighbour_count_bounds,
+                                       neighbour_count_record, neighbour_density_record)
 from lawful.integrations.ase import LawfulCalculator
 from lawful.kernels.errors import ModelFileError, NumericalError, OutOfDomainWarning
 
@@ -22,27 +29,51 @@ def _fcc(a, repeat=2):
     return bulk("Cu", "fcc", a=a, cubic=True).repeat(repeat)
 
 
-@pytest.mark.parametrize("make, neighbours, outside", [
-    (lambda: _fcc(3.61), 42, False),                                  # the training lattice
-    (lambda: _fcc(3.65), 42, False),                                  # strained a little: same shells
-    (lambda: _fcc(4.2), 18, True),                                    # +16 %: the third shell left the cutoff
-    (lambda: _fcc(6.82), 0, True),                                    # a = 3.61 Å typed in bohr
-    (lambda: Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]]), 1, True),   # a dimer
+def _slab100():
+    slab = fcc100("Cu", size=(2, 2, 4), a=3.61, vacuum=6.0)
+    slab.pbc = True
+    return slab
+
+
+@pytest.mark.parametrize("make, side, outside", [
+    (lambda: _fcc(3.61), None, False),                                 # the training lattice
+    (lambda: _fcc(3.68), None, False),                                 # +2.5 %: the count fell 42 -> 18, not the density
+    (lambda: _fcc(3.518), None, False),                                # -2.5 %
+    (lambda: _fcc(4.2), "sparse", True),                               # +16 %
+    (lambda: _fcc(6.82), "sparse", True),                              # a = 3.61 Å typed in bohr
+    (lambda: Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]]), "sparse", True),   # a dimer
+    (lambda: _fcc(3.105), "dense", True),                              # -14 %: 290 GPa for EMT's 148
+    (_slab100, "sparse", True),                                        # a (100) surface: 8 of 12 neighbours
 ])
-def test_cu_emt_warns_for_environments_it_never_saw(make, neighbours, outside):
+def test_cu_emt_warns_for_environments_it_never_saw(make, side, outside):
     atoms = make()
     atoms.calc = LawfulCalculator("cu-emt")
     with warnings.catch_warnings(record=True) as got:
         warnings.simplefilter("always")
         atoms.get_potential_energy()
-    said = [str(w.message) for w in got if issubclass(w.category, OutOfDomainWarning) and "neighbours" in str(w.message)]
+    said = [str(w.message) for w in got if issubclass(w.category, OutOfDomainWarning) and "neighbour" in str(w.message)]
     assert len(said) == int(outside)
     if outside:
-        assert f"has {neighbours} neighbours within the 4.5 Å cutoff" in said[0] and "23-42" in said[0]
+        assert "has a neighbour density of" in said[0] and "3.4-4.65" in said[0]
+        value = float(said[0].split("neighbour density of ")[1].split(" ")[0])
+        assert (value < 3.4 * (1 - NEIGHBOUR_MARGIN)) if side == "sparse" else (value > 4.65 * (1 + NEIGHBOUR_MARGIN))
         strict = make()
         strict.calc = LawfulCalculator("cu-emt", strict=True)
-        with pytest.raises(NumericalError, match=r"neighbours .*\(strict mode\)"):
+        with pytest.raises(NumericalError, match=r"neighbour density .*\(strict mode\)"):
             strict.get_potential_energy()
+
+
+def test_each_side_warns_once_and_one_warning_does_not_silence_the_other():
+    calc = LawfulCalculator("cu-emt")
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        for a in (4.2, 4.3, 3.105, 3.0):          # sparse, sparse again, dense, dense again: one calculator
+            atoms = _fcc(a)
+            atoms.calc = calc
+            atoms.get_potential_energy()
+    said = [str(w.message) for w in got if issubclass(w.category, OutOfDomainWarning)]
+    assert len(said) == 2 and "too few neighbours are not reported" in said[0]
+    assert "too many neighbours are not reported" in said[1]
 
 
 def test_held_out_copper_frames_are_inside():
@@ -53,6 +84,22 @@ def test_held_out_copper_frames_are_inside():
     for atoms in emt_metal_dataset("Cu", 2, n_md=3, n_rattled=4, n_strained=4, seed=100):
         atoms.calc = calc
         atoms.get_potential_energy()
+
+
+def test_the_density_record_and_its_bounds_round_trip(tmp_path):
+    record = neighbour_density_record([(np.array([0, 0, 1]), np.array([1.5, 2.5, 0.5])),
+                                       (np.array([1, 1]), np.array([0.25, 3.0]))], ["H", "O"])
+    assert record == {"H": [1.5, 2.5], "O": [0.25, 3.0]}
+    model = NeuralPotential(species=["H", "O"], cutoff=4.0)
+    model.neighbour_density = record
+    lo, hi, weighted = neighbour_bounds(model, ["H", "O"])
+    assert weighted and lo.tolist() == pytest.approx([1.5 * 0.85, 0.25 * 0.85]) and hi.tolist() == pytest.approx(
+        [2.5 * 1.15, 3.0 * 1.15])
+    model.save(tmp_path / "m.lawful")
+    assert load_model(tmp_path / "m.lawful").neighbour_density == record
+    model.neighbour_density = {}
+    model.neighbour_counts = {"H": [1, 2]}                      # a file written before the density: counts
+    assert neighbour_bounds(model, ["H", "O"])[2] is False
 
 
 def test_the_record_and_its_bounds_round_trip(tmp_path):
@@ -79,6 +126,11 @@ def test_a_corrupt_record_is_refused(tmp_path):
                     metadata={**mf.metadata, "neighbour_counts": {"H": [5, 2]}})
     with pytest.raises(ModelFileError, match="neighbour_counts"):
         load_model(tmp_path / "m.lawful")
+    for bad in ({"H": [5.0, 2.0]}, {"X": [1.0, 2.0]}, {"H": [-1.0, 2.0]}, {"H": "1-2"}):
+        save_model_file(tmp_path / "m.lawful", kind=mf.kind, config=mf.config, tensors=mf.tensors,
+                        metadata={**mf.metadata, "neighbour_density": bad})
+        with pytest.raises(ModelFileError, match="neighbour_density"):
+            load_model(tmp_path / "m.lawful")
 
 
 def test_training_records_the_compositions_and_neighbour_counts_it_saw(tmp_path):
@@ -97,16 +149,18 @@ def test_training_records_the_compositions_and_neighbour_counts_it_saw(tmp_path)
     frames, held = frames[:4], frames[4:]
     model = NeuralPotential(species=["H", "O"], cutoff=3.0, hidden=(8,), n_radial=2, n_basis=3, lmax=1)
     train(model, frames, validation=held, epochs=1, progress=False)
-    assert model.neighbour_counts == {"H": [1, 2], "O": [2, 2]}
+    density = model.neighbour_density
+    assert model.neighbour_counts == {} and sorted(density) == ["H", "O"] and 0 < density["H"][0] < density["H"][1]
     assert len(model.training_compositions["basis"]) == 2            # H2O and H2: every H/O composition
     assert composition_outside(model.training_compositions, model.species, molecule("H2O2").numbers) is None
     model.save(tmp_path / "m.lawful")
     back = load_model(tmp_path / "m.lawful")
-    assert back.neighbour_counts == model.neighbour_counts and back.training_compositions == model.training_compositions
+    assert back.neighbour_density == density and back.training_compositions == model.training_compositions
     # continued on water alone (fit_normalisation=False): the records keep what the first run saw
     train(back, [f for f in frames if len(f) == 3], validation=held, epochs=1, progress=False,
           fit_normalisation=False)
-    assert back.neighbour_counts == {"H": [1, 2], "O": [2, 2]} and len(back.training_compositions["basis"]) == 2
+    assert back.neighbour_density["H"][0] <= density["H"][0] and back.neighbour_density["H"][1] >= density["H"][1]
+    assert len(back.training_compositions["basis"]) == 2
 
 
 def _squeezed_water():
@@ -118,7 +172,7 @@ def _squeezed_water():
 
 @pytest.mark.parametrize("model, make, text", [
     ("cu-emt", lambda: _fcc(3.61), None),
-    ("cu-emt", lambda: _fcc(6.82), "has 0 neighbours within the 4.5 Å cutoff"),
+    ("cu-emt", lambda: _fcc(6.82), "has a neighbour density of 0 (the sum of (1 - r²/r_c²)³"),
     ("organic-xtb", lambda: molecule("CH3CH2OH"), None),
     ("organic-xtb", lambda: molecule("CH4"), "the composition CH4 is not a combination"),
     ("organic-xtb", _squeezed_water, "atoms 0 and 1 (H-O) are 0.5 Å apart"),
