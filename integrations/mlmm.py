@@ -392,7 +392,9 @@ def _start(sim, minimize: int, seed: int, temperature_K: float):
     of a failure, or None."""
     def start():
         if minimize:
-            openmm.LocalEnergyMinimizer.minimize(sim.context, 10.0, int(minimize))
+            from lawful.integrations.openmm import minimize as _minimize
+
+            _minimize(sim, 10.0, int(minimize))
         sim.context.setVelocitiesToTemperature(temperature_K * u.kelvin, int(seed))
     return _guarded(sim, start)
 

@@ -163,6 +163,15 @@ class LawfulPotentialImpl(MLPotentialImpl):
             raise InputError(f"the topology has {topology.getNumAtoms()} atoms but the System has {n} particles: "
                              "pass the System made from this topology.")
         atoms = _subset(atoms, n, "the System")
+        no_element = [a for a in topology.atoms() if a.element is None]
+        if no_element:
+            a = no_element[0]
+            raise InputError(
+                f"the topology has {len(no_element)} particle(s) without an element (the first: {a.name!r} of "
+                f"residue {a.residue.name} {a.residue.id}; virtual sites such as TIP4P's EP): openmm-ml's "
+                "createMixedSystem reads every atom's element and fails on them (an AttributeError inside "
+                "openmm-ml). Use a water model without virtual sites (TIP3P), or build the ML/MM System by hand: "
+                "remove the ML atoms' MM terms and add create_force(model, topology=..., atoms=ml_atoms).")
         plugin = MLPotential._embeddingFactories[embedding].createEmbedding(embedding)
         out = plugin.createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
                                        returnInfo=returnInfo, **args)

@@ -9,10 +9,12 @@ Everything is in lawful's units (Å, eV, eV/Å, eV/Å³); each adapter converts 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -136,6 +138,25 @@ def _species_numbers(species) -> list[int]:
         else:
             raise InputError(f"model species {s!r} is not a chemical symbol; the model file is inconsistent.")
     return out
+
+
+_PAUSE = threading.local()
+
+
+@contextlib.contextmanager
+def domain_checks_paused():
+    """Skip the runners' per-evaluation training-domain checks (close pairs, neighbour density)
+    of the evaluations this thread makes inside the block: for a local minimiser's line search,
+    whose trial geometries go far from anything physical (OpenMM's L-BFGS on alanine dipeptide
+    in vacuum probed H-H at 0.17 Å and an N with no neighbour from an in-domain start): they
+    warned "at step 0", used up the once-only report, or stopped a strict run. Check the result
+    afterwards (:func:`lawful.integrations.openmm.minimize` does)."""
+    before = getattr(_PAUSE, "on", False)
+    _PAUSE.on = True
+    try:
+        yield
+    finally:
+        _PAUSE.on = before
 
 
 def report_charge(model, charge: int, strict: bool, stacklevel: int = 3) -> None:
@@ -454,9 +475,10 @@ class ModelRunner:
 
                 lab = self._labels_t
                 check_squared_distances(d2, lab.index_select(0, nl.i), lab.index_select(0, nl.j))
-            if self._domain_min2 is not None:
+            checking = not getattr(_PAUSE, "on", False)
+            if self._domain_min2 is not None and checking:
                 self._check_domain(nl, d2, step)
-            if self._count_bounds is not None:
+            if self._count_bounds is not None and checking:
                 self._check_neighbour_counts(nl, d2, step)
             # lawful's own models take the pairs already cut, with their squared distances: no
             # second displacement pass and cut in make_batch

@@ -11,6 +11,7 @@ import re
 from types import SimpleNamespace
 
 import openmm
+from openmm import app
 import pytest
 from ase import Atoms
 from ase.build import molecule
@@ -71,6 +72,22 @@ def _potential(env, **kw):
     return openmmml.MLPotential("lawful", model=env.model, **kw)
 
 
+def _with_virtual_site(env):
+    """The test topology and MM System plus one particle without an element (a TIP4P-like EP)."""
+    import copy
+
+    top = app.Topology()
+    chain = top.addChain()
+    res = top.addResidue("CU", chain)
+    for atom in env.top.atoms():
+        top.addAtom(atom.name, atom.element, res)
+    top.addAtom("EP", None, top.addResidue("HOH", chain))
+    top.setPeriodicBoxVectors(env.top.getPeriodicBoxVectors())
+    mm = copy.deepcopy(env.mm)
+    mm.addParticle(0.0)
+    return top, mm
+
+
 def _reporter_summary(env):
     DriftReporter(None, 10).summary()
 
@@ -122,6 +139,8 @@ CASES = [
      InputError, "[99]"),
     ("createMixedSystem topology without box, periodic System",
      lambda e: _potential(e).createMixedSystem(_no_box_top(e), e.mm, [0, 1]), InputError, "periodic boundary"),
+    ("createMixedSystem with a virtual site (TIP4P)",
+     lambda e: _potential(e).createMixedSystem(*_with_virtual_site(e), [0, 1]), InputError, "without an element"),
     ("createMixedSystem misspelled keyword",
      lambda e: _potential(e).createMixedSystem(e.top, e.mm, [0, 1], backnd="python"), InputError, "'backnd'"),
     ("DriftReporter zero interval", lambda e: DriftReporter(e.out / "d.csv", 0), InputError, "0"),
