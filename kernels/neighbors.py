@@ -617,7 +617,11 @@ class VerletList:
     ``get(positions, cell, pbc)`` returns a :class:`NeighborList` of every pair closer than
     ``cutoff + skin`` (Å) at the last build, which contains every pair closer than ``cutoff``
     now as long as no atom moved more than ``skin / 2``. It rebuilds when an atom moved further,
-    or when the cell, pbc, number of atoms, dtype or device changed; ``rebuilds`` counts builds.
+    or when pbc, the number of atoms, dtype or device changed; ``rebuilds`` counts builds. A
+    changed cell (a barostat or a cell filter moves it every step) keeps the list while the
+    deformation and the atoms' non-affine displacements stay within the skin
+    (2 max|d| + ||F - I||_2 (cutoff + skin) <= skin, F the cell's deformation since the build): it
+    was rebuilt at every step of an NPT run (401 builds in 400 steps, 8-24 % of the step).
 
     Atoms that were wrapped back into the cell (jumped by whole lattice vectors) are handled
     exactly, without a rebuild: their jump is folded into the returned shifts. Consumers must
@@ -641,6 +645,7 @@ class VerletList:
         self._cell: Optional[Tensor] = None
         self._pbc: List[bool] = [False, False, False]
         self._inverse: Optional[Tensor] = None
+        self._full: Optional[Tensor] = None
 
     def reset(self) -> None:
         """Forget the stored list; the next ``get`` rebuilds."""
@@ -656,11 +661,34 @@ class VerletList:
             return True
         if (cell is None) != (self._cell is None):
             return True
-        if cell is not None and self._cell is not None:
-            c = cell.detach().to(dtype=ref.dtype, device=ref.device)
-            if not torch.equal(c, self._cell):
-                return True
         return False
+
+    def _strained(self, positions: Tensor, cell: Tensor, flags: List[bool]) -> Optional[NeighborList]:
+        """The stored list for a changed cell (a barostat, a cell filter), when it still holds every
+        pair within the cutoff, else None. With F = C0^-1 C1 the deformation from the build's cell
+        C0 to ``cell`` C1 (full cells, rows), every pair vector is r1 = r0 F + (d_j - d_i), d the
+        atoms' non-affine displacements (fractional change less whole-cell jumps, times C1): a pair
+        within the cutoff now was within cutoff + skin at the build when
+        2 max|d| + ||F - I||_2 (cutoff + skin) <= skin."""
+        assert self._ref is not None and self._list is not None and self._inverse is not None
+        assert self._full is not None
+        rows = cell.detach().to(torch.float64).cpu().tolist()
+        full, inverse, _ = _cell_geometry(rows, flags)
+        c1 = torch.tensor(full, dtype=torch.float64, device=positions.device)
+        i1 = torch.tensor(inverse, dtype=torch.float64, device=positions.device)
+        strain = self._inverse @ c1 - torch.eye(3, dtype=torch.float64, device=positions.device)
+        e = float(torch.linalg.matrix_norm(strain, ord=2))
+        df = positions.to(torch.float64) @ i1 - self._ref.to(torch.float64) @ self._inverse
+        mask = torch.tensor(flags, dtype=torch.bool, device=positions.device)
+        jumps = torch.where(mask, torch.round(df), torch.zeros_like(df))
+        d = (df - jumps) @ c1
+        moved = float((d * d).sum(1).max().sqrt()) if d.shape[0] > 0 else 0.0
+        if 2.0 * moved + e * (self.cutoff + self.skin) > self.skin:
+            return None
+        nl = self._list
+        j = jumps.to(nl.shifts.dtype)
+        # always a new object: consumers that cache shifts @ cell per list see the new cell
+        return NeighborList(nl.i, nl.j, nl.shifts + j.index_select(0, nl.i) - j.index_select(0, nl.j))
 
     def get(self, positions: Tensor, cell: Optional[Tensor] = None,
             pbc: Union[bool, List[bool], Tensor] = False) -> NeighborList:
@@ -673,6 +701,14 @@ class VerletList:
             assert self._ref is not None and self._list is not None and self._inverse is not None
             if not bool(torch.isfinite(positions).all()):
                 _check_inputs(positions, self.cutoff, cell, flags)  # raises the usual error
+            if cell is not None and self._cell is not None and not torch.equal(
+                    cell.detach().to(dtype=self._ref.dtype, device=self._ref.device), self._cell):
+                if not bool(torch.isfinite(cell).all()):
+                    _check_inputs(positions, self.cutoff, cell, flags)
+                kept = self._strained(positions, cell, flags)
+                if kept is not None:
+                    return kept
+                return self._build(positions, cell, flags)
             delta = positions - self._ref
             jumps = torch.zeros_like(delta)
             if flags[0] or flags[1] or flags[2]:
@@ -705,7 +741,8 @@ class VerletList:
         rows = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
         if self._cell is not None:
             rows = self._cell.to(torch.float64).cpu().tolist()
-        _, inverse, _ = _cell_geometry(rows, flags)
+        full, inverse, _ = _cell_geometry(rows, flags)
         self._inverse = torch.tensor(inverse, dtype=torch.float64, device=positions.device)
+        self._full = torch.tensor(full, dtype=torch.float64, device=positions.device)
         self.rebuilds += 1
         return nl

@@ -435,6 +435,32 @@ def test_verlet_unwrapped_jump_by_lattice_vector_needs_no_rebuild():
     assert within(nl, moved, cell, 4.0) == as_tuples(neighbor_list(moved, 4.0, cell, True))
 
 
+@pytest.mark.parametrize("pbc", [[True, True, True], [True, False, True]])
+def test_verlet_list_under_a_changing_cell_finds_every_pair(pbc):
+    """A barostat or a cell filter changes the cell every step: the list is kept while the strain
+    and the non-affine motion stay within the skin, and holds every pair within the cutoff of a
+    fresh list at every step (random triclinic strains of up to 0.4 % a step, thermal moves,
+    atoms wrapped back into the cell)."""
+    rng = np.random.default_rng(7)
+    cell = torch.tensor([[7.2, 0.0, 0.0], [1.1, 6.9, 0.0], [0.4, 0.7, 7.4]], dtype=torch.float64)
+    pos = torch.tensor(rng.uniform(0, 1, (40, 3)), dtype=torch.float64) @ cell
+    cutoff = 3.0
+    vl = VerletList(cutoff, 0.6)
+    for step in range(60):
+        strain = torch.tensor(rng.normal(0, 0.002, (3, 3)), dtype=torch.float64)
+        new_cell = cell @ (torch.eye(3, dtype=torch.float64) + strain)
+        frac = pos @ torch.linalg.inv(cell)
+        pos = frac @ new_cell + torch.tensor(rng.normal(0, 0.01, (40, 3)), dtype=torch.float64)
+        cell = new_cell
+        if step % 7 == 3:                          # wrap into the cell along the periodic axes
+            f = pos @ torch.linalg.inv(cell)
+            mask = torch.tensor(pbc)
+            pos = torch.where(mask, f - torch.floor(f), f) @ cell
+        nl = vl.get(pos, cell, pbc)
+        assert within(nl, pos, cell, cutoff) == as_tuples(neighbor_list(pos, cutoff, cell, pbc)), step
+    assert 1 < vl.rebuilds < 30, vl.rebuilds
+
+
 def test_verlet_rebuilds_on_changes():
     rng = np.random.default_rng(3)
     cell = torch.eye(3, dtype=torch.float64) * 7.0
@@ -442,11 +468,13 @@ def test_verlet_rebuilds_on_changes():
     vl = VerletList(3.0, 0.5)
     nl = vl.get(pos, cell, True)
     assert vl.get(pos, cell, True) is nl and vl.rebuilds == 1
-    vl.get(pos, cell * 1.01, True)
+    kept = vl.get(pos, cell * 1.01, True)          # 1 % strain: within the skin, kept (a new object)
+    assert vl.rebuilds == 1 and kept is not nl and torch.equal(kept.i, nl.i)
+    vl.get(pos, cell * 1.2, True)                  # 20 %: rebuilt
     assert vl.rebuilds == 2
-    vl.get(pos, cell * 1.01, [True, True, False])
+    vl.get(pos, cell * 1.2, [True, True, False])
     assert vl.rebuilds == 3
-    vl.get(pos[:-1], cell * 1.01, [True, True, False])
+    vl.get(pos[:-1], cell * 1.2, [True, True, False])
     assert vl.rebuilds == 4
     nl = vl.get(pos[:-1], None, False)
     assert vl.rebuilds == 5
