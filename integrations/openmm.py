@@ -940,6 +940,14 @@ class DriftReporter:
         step = int(state.getStepCount()) if hasattr(state, "getStepCount") else int(simulation.currentStep)
         if step == self._last_step:
             return
+        if self._last_step is not None and step < self._last_step:
+            # a checkpoint or state of an earlier step was loaded: the samples after it belong to a
+            # branch that no longer exists; fitting one line over both branches counted the replayed
+            # steps twice (OpenMM audit)
+            warnings.warn(f"the simulation went back from step {self._last_step} to step {step} (a checkpoint or "
+                          "state was loaded): this DriftReporter's drift starts again from here; its CSV keeps "
+                          "the rows of both branches.", UserWarning, stacklevel=2)
+            self.accumulator.reset()
         self._last_step = step
         t_ps = state.getTime().value_in_unit(_omm_unit.picosecond)
         u = state.getPotentialEnergy().value_in_unit(_omm_unit.kilojoule_per_mole) * units.EV_PER_KJMOL

@@ -172,6 +172,36 @@ def test_nve_in_openmm_verlet_with_drift_reporter(make_model, tmp_path):
     assert reporter.not_conserving == []
 
 
+def test_drift_reporter_starts_again_after_a_rewind(tmp_path):
+    """Loading an earlier state replayed its steps into the same fit (7 samples for 5 steps; OpenMM
+    audit): the reporter warns and fits the branch from the loaded state only."""
+    import warnings
+
+    atoms = rattled_copper(seed=9, amp=0.02)
+    system, top, positions = system_from_atoms(atoms, MorsePairModel(), backend="python")
+    sim = app.Simulation(top, system, openmm.VerletIntegrator(1.0 * u.femtosecond), _reference())
+    sim.context.setPositions(positions)
+    sim.context.setVelocitiesToTemperature(300 * u.kelvin, 1)
+    reporter = DriftReporter(tmp_path / "drift.csv", 5)
+    sim.reporters.append(reporter)
+    reporter.record(sim)
+    sim.step(10)
+    saved = sim.context.getState(getPositions=True, getVelocities=True)
+    sim.step(10)
+    assert reporter.summary().n_samples == 5
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        sim.context.setState(saved)
+        sim.currentStep = 10
+        sim.step(10)
+    said = [str(w.message) for w in seen if "went back from step 20 to step" in str(w.message)]
+    assert len(said) == 1
+    assert reporter.summary().n_samples == 2 and reporter.summary().duration_ps == pytest.approx(0.005)
+    reporter.close()
+    rows = [int(r["step"]) for r in csv.DictReader((tmp_path / "drift.csv").open())]
+    assert rows == [0, 5, 10, 15, 20, 15, 20]
+
+
 @pytest.mark.parametrize("integrator, extra, nve, names", [
     ("langevin", None, True, ["LangevinMiddleIntegrator"]),
     ("verlet", "barostat", True, ["MonteCarloBarostat"]),
