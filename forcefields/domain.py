@@ -160,24 +160,30 @@ def composition_outside(record: dict | None, species: Sequence[str], numbers) ->
 NEIGHBOUR_MARGIN = 0.15
 
 
-def neighbour_count_record(species_counts, species: Sequence[str], old: dict | None = None) -> dict:
-    """``{symbol: [fewest, most]}`` neighbours within the cutoff per atom of each species, from
-    ``species_counts``: pairs of (species index (N,), neighbour count (N,)) arrays of training
-    structures; merged with an ``old`` record (the wider range)."""
+def _species_ranges(species_values, species: Sequence[str], old: dict | None, cast) -> dict:
+    """``{symbol: [lowest, highest]}`` of per-atom values (``cast`` to int or float) per species,
+    from (species index (N,), value (N,)) pairs, merged with an ``old`` record (the wider range)."""
     import numpy as np
 
-    out = {k: list(v) for k, v in (old or {}).items()}
-    for sp, counts in species_counts:
+    out = {k: [cast(v[0]), cast(v[1])] for k, v in (old or {}).items()}
+    for sp, values in species_values:
         sp = np.asarray(sp)
-        counts = np.asarray(counts)
+        values = np.asarray(values)
         for s in np.unique(sp):
-            c = counts[sp == s]
+            c = values[sp == s]
             name = species[int(s)]
-            lo, hi = int(c.min()), int(c.max())
+            lo, hi = cast(c.min()), cast(c.max())
             if name in out:
                 lo, hi = min(lo, out[name][0]), max(hi, out[name][1])
             out[name] = [lo, hi]
     return out
+
+
+def neighbour_count_record(species_counts, species: Sequence[str], old: dict | None = None) -> dict:
+    """``{symbol: [fewest, most]}`` neighbours within the cutoff per atom of each species, from
+    ``species_counts``: pairs of (species index (N,), neighbour count (N,)) arrays of training
+    structures; merged with an ``old`` record (the wider range)."""
+    return _species_ranges(species_counts, species, old, int)
 
 
 def neighbour_weights(d2: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -196,20 +202,7 @@ def neighbour_density_record(species_values, species: Sequence[str], old: dict |
     2.5 % expansion of fcc copper moves 24 third-shell atoms out of a 4.5 Å cutoff at once (the count
     drops from 42 to 18) while their envelope weight is 4e-5 each, and the model does not notice;
     the density moves by 7 %. A surface atom's density drops by a quarter (9 of 12 first neighbours)."""
-    import numpy as np
-
-    out = {k: [float(v[0]), float(v[1])] for k, v in (old or {}).items()}
-    for sp, values in species_values:
-        sp = np.asarray(sp)
-        values = np.asarray(values, dtype=np.float64)
-        for s in np.unique(sp):
-            c = values[sp == s]
-            name = species[int(s)]
-            lo, hi = float(c.min()), float(c.max())
-            if name in out:
-                lo, hi = min(lo, out[name][0]), max(hi, out[name][1])
-            out[name] = [lo, hi]
-    return out
+    return _species_ranges(species_values, species, old, float)
 
 
 def neighbour_bounds(model, species: Sequence[str], dtype=None, device=None):

@@ -150,17 +150,23 @@ def test_ml_mm_subset_forces_equal_the_model():
     assert np.isfinite(sim.context.getState(getEnergy=True).getPotentialEnergy()._value)
 
 
-def test_nve_in_openmm_verlet_with_drift_reporter(make_model, tmp_path):
+def _copper_nve(model, csv_path, interval):
+    """Rattled copper with ``model`` in OpenMM's Verlet at 1 fs from 300 K, a DriftReporter
+    attached and t = 0 recorded: ``(simulation, system, reporter)``."""
     atoms = rattled_copper(seed=9, amp=0.02)
-    model = make_model()
     system, top, positions = system_from_atoms(atoms, model, backend="python")
-    assert not any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
     sim = app.Simulation(top, system, openmm.VerletIntegrator(1.0 * u.femtosecond), _reference())
     sim.context.setPositions(positions)
     sim.context.setVelocitiesToTemperature(300 * u.kelvin, 1)
-    reporter = DriftReporter(tmp_path / "drift.csv", 4)
+    reporter = DriftReporter(csv_path, interval)
     sim.reporters.append(reporter)
     reporter.record(sim)
+    return sim, system, reporter
+
+
+def test_nve_in_openmm_verlet_with_drift_reporter(make_model, tmp_path):
+    sim, system, reporter = _copper_nve(make_model(), tmp_path / "drift.csv", 4)
+    assert not any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
     sim.step(40)
     s = reporter.summary()
     assert s.n_samples == 11 and s.duration_ps == pytest.approx(0.040)
@@ -177,14 +183,7 @@ def test_drift_reporter_starts_again_after_a_rewind(tmp_path):
     audit): the reporter warns and fits the branch from the loaded state only."""
     import warnings
 
-    atoms = rattled_copper(seed=9, amp=0.02)
-    system, top, positions = system_from_atoms(atoms, MorsePairModel(), backend="python")
-    sim = app.Simulation(top, system, openmm.VerletIntegrator(1.0 * u.femtosecond), _reference())
-    sim.context.setPositions(positions)
-    sim.context.setVelocitiesToTemperature(300 * u.kelvin, 1)
-    reporter = DriftReporter(tmp_path / "drift.csv", 5)
-    sim.reporters.append(reporter)
-    reporter.record(sim)
+    sim, _, reporter = _copper_nve(MorsePairModel(), tmp_path / "drift.csv", 5)
     sim.step(10)
     saved = sim.context.getState(getPositions=True, getVelocities=True)
     sim.step(10)
