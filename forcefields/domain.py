@@ -24,7 +24,8 @@ import torch
 
 __all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "composition_record",
            "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds",
-           "neighbour_weights", "neighbour_density_record", "neighbour_bounds", "neighbour_text",
+           "neighbour_weights", "neighbour_density_record", "neighbour_record", "neighbour_bounds", "neighbour_text",
+           "batch_neighbour_weights",
            "pairs_below", "composition_residual", "counts_outside", "batch_outside", "warn_outside",
            "structure_charge", "charge_record", "charge_outside"]
 
@@ -205,29 +206,34 @@ def neighbour_density_record(species_values, species: Sequence[str], old: dict |
     return _species_ranges(species_values, species, old, float)
 
 
-def neighbour_bounds(model, species: Sequence[str], dtype=None, device=None):
-    """``(low, high, weighted)``: the (S,) neighbour density (``weighted`` True, the model's
-    ``neighbour_density`` record widened by :data:`NEIGHBOUR_MARGIN`) or, for files written
-    before it (``neighbour_counts`` only), the neighbour-count bounds of
-    :func:`neighbour_count_bounds` (``weighted`` False); None without either record."""
+def neighbour_record(model) -> tuple[dict, bool] | None:
+    """``(record, weighted)``: the model's ``neighbour_density`` record (``weighted`` True) or, for
+    files written before it, its ``neighbour_counts`` (False); None without either. The one choice
+    every neighbour check makes."""
     density = getattr(model, "neighbour_density", None)
     if density:
-        lo = torch.full((len(species),), -float("inf"), dtype=dtype or torch.float64, device=device)
-        hi = torch.full((len(species),), float("inf"), dtype=dtype or torch.float64, device=device)
-        for k, s in enumerate(species):
-            if s in density:
-                a, b = density[s]
-                lo[k] = a * (1.0 - NEIGHBOUR_MARGIN)
-                hi[k] = b * (1.0 + NEIGHBOUR_MARGIN)
-        return lo, hi, True
-    bounds = neighbour_count_bounds(getattr(model, "neighbour_counts", None), species, dtype, device)
-    return None if bounds is None else (bounds[0], bounds[1], False)
+        return density, True
+    counts = getattr(model, "neighbour_counts", None)
+    return (counts, False) if counts else None
 
 
-def neighbour_count_bounds(record: dict | None, species: Sequence[str], dtype=None, device=None):
-    """(low, high) (S,) tensors: the neighbour counts of each species index inside the domain
-    (the training range widened by :data:`NEIGHBOUR_MARGIN`; -inf/inf without a record for that
-    species); None without a record."""
+def neighbour_bounds(model, species: Sequence[str], dtype=None, device=None):
+    """``(low, high, weighted)``: the (S,) bounds of :func:`neighbour_record`'s record
+    (:func:`neighbour_count_bounds`; a density has no absolute slack), ``weighted`` as there;
+    None without a record."""
+    found = neighbour_record(model)
+    if found is None:
+        return None
+    record, weighted = found
+    lo, hi = neighbour_count_bounds(record, species, dtype, device, slack=0.0 if weighted else 1.0)
+    return lo, hi, weighted
+
+
+def neighbour_count_bounds(record: dict | None, species: Sequence[str], dtype=None, device=None,
+                           slack: float = 1.0):
+    """(low, high) (S,) tensors: the neighbour counts (or densities) of each species index inside
+    the domain: the training range widened by :data:`NEIGHBOUR_MARGIN` and by at least ``slack``
+    (one neighbour for counts); -inf/inf without a record for that species; None without a record."""
     if not record:
         return None
     lo = torch.full((len(species),), -float("inf"), dtype=dtype or torch.float64, device=device)
@@ -235,9 +241,19 @@ def neighbour_count_bounds(record: dict | None, species: Sequence[str], dtype=No
     for k, s in enumerate(species):
         if s in record:
             a, b = record[s]
-            lo[k] = min(a * (1.0 - NEIGHBOUR_MARGIN), a - 1.0)
-            hi[k] = max(b * (1.0 + NEIGHBOUR_MARGIN), b + 1.0)
+            lo[k] = min(a * (1.0 - NEIGHBOUR_MARGIN), a - slack)
+            hi[k] = max(b * (1.0 + NEIGHBOUR_MARGIN), b + slack)
     return lo, hi
+
+
+def batch_neighbour_weights(batch, cutoff: float) -> torch.Tensor:
+    """(E,) :func:`neighbour_weights` of a :class:`~lawful.forcefields.batch.Batch`'s pairs (float64,
+    no autograd): the density terms of training's record and of :func:`batch_outside`."""
+    from lawful.forcefields.potential import strained_geometry
+
+    with torch.no_grad():
+        _, vectors = strained_geometry(batch, batch.positions, None)
+        return neighbour_weights((vectors * vectors).sum(1).to(torch.float64), float(cutoff))
 
 
 def counts_outside(bounds: Tuple[torch.Tensor, torch.Tensor], species: torch.Tensor, edge_i: torch.Tensor,
@@ -300,12 +316,7 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
                     return s, message
         bounds = neighbour_bounds(model, species, torch.float64, batch.positions.device)
         if bounds is not None:
-            weights = None
-            if bounds[2]:
-                from lawful.forcefields.potential import strained_geometry
-
-                _, vectors = strained_geometry(batch, batch.positions, None)
-                weights = neighbour_weights((vectors * vectors).sum(1), float(model.cutoff))
+            weights = batch_neighbour_weights(batch, model.cutoff) if bounds[2] else None
             counts, _, _, outside = counts_outside(bounds[:2], batch.species, batch.edge_i, batch.positions.shape[0],
                                                    weights)
             if bool(outside.any()):
@@ -319,13 +330,12 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
 def neighbour_text(model, name: str, value: float, weighted: bool) -> str:
     """What an atom of species ``name`` with neighbour density (``weighted``) or count ``value``
     has against the model's training range: the words of every report of the neighbour check."""
+    lo, hi = neighbour_record(model)[0][name]
     if weighted:
-        lo, hi = model.neighbour_density[name]
         return (f"has a neighbour density of {value:.3g} (the sum of (1 - r²/r_c²)³ over its neighbours within "
                 f"the {model.cutoff:g} Å cutoff), outside the {lo:.3g}-{hi:.3g} its species had in the model's "
                 "training data")
-    fewest, most = model.neighbour_counts[name]
-    return (f"has {int(value)} neighbours within the {model.cutoff:g} Å cutoff, outside the {fewest}-{most} its "
+    return (f"has {int(value)} neighbours within the {model.cutoff:g} Å cutoff, outside the {lo}-{hi} its "
             "species had in the model's training data")
 
 

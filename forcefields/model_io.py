@@ -164,8 +164,10 @@ def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticMod
     model.pair_min_distance = _pair_min_distance(path, mf.metadata.get("pair_min_distance", {}), model.species)
     model.training_compositions = _training_compositions(path, mf.metadata.get("training_compositions", {}),
                                                          model.species)
-    model.neighbour_counts = _neighbour_counts(path, mf.metadata.get("neighbour_counts", {}), model.species)
-    model.neighbour_density = _neighbour_density(path, mf.metadata.get("neighbour_density", {}), model.species)
+    model.neighbour_counts = _species_ranges(path, "neighbour_counts", mf.metadata.get("neighbour_counts", {}),
+                                             model.species, counts=True)
+    model.neighbour_density = _species_ranges(path, "neighbour_density", mf.metadata.get("neighbour_density", {}),
+                                              model.species, counts=False)
     charges = mf.metadata.get("training_charges", [])
     if not (isinstance(charges, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in charges)):
         raise ModelFileError(f"{os.fspath(path)!r}: training_charges {charges!r} is not a list of total charges "
@@ -174,32 +176,26 @@ def load_model(path: str | os.PathLike, dtype=None, device=None) -> AtomisticMod
     return model
 
 
-def _neighbour_counts(path, value, species) -> dict:
-    """The file's ``{symbol: [fewest, most]}`` neighbour-count record checked (``{}``: none)."""
-    ok = isinstance(value, dict) and all(
-        k in species and isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
-                                                                      for x in v) and 0 <= v[0] <= v[1]
-        for k, v in value.items())
-    if not ok:
-        raise ModelFileError(f"{os.fspath(path)!r}: neighbour_counts {value!r} is not a mapping of the model's "
-                             f"species {list(species)} to [fewest, most] neighbour counts; the file is corrupt: "
-                             "re-save the model.")
-    return {k: [int(v[0]), int(v[1])] for k, v in value.items()}
-
-
-def _neighbour_density(path, value, species) -> dict:
-    """The file's ``{symbol: [lowest, highest]}`` neighbour-density record checked (``{}``: none)."""
+def _species_ranges(path, key: str, value, species, counts: bool) -> dict:
+    """The file's ``{symbol: [low, high]}`` record ``key`` checked (``{}``: none): neighbour
+    counts (``counts``: integers) or neighbour densities (finite numbers), low <= high, per species
+    of the model."""
     import math
 
+    def number(x) -> bool:
+        if isinstance(x, bool):
+            return False
+        return isinstance(x, int) if counts else isinstance(x, (int, float)) and math.isfinite(x)
+
     ok = isinstance(value, dict) and all(
-        k in species and isinstance(v, list) and len(v) == 2
-        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-        and 0 <= v[0] <= v[1] for k, v in value.items())
+        k in species and isinstance(v, list) and len(v) == 2 and all(number(x) for x in v) and 0 <= v[0] <= v[1]
+        for k, v in value.items())
     if not ok:
-        raise ModelFileError(f"{os.fspath(path)!r}: neighbour_density {value!r} is not a mapping of the model's "
-                             f"species {list(species)} to [lowest, highest] densities; the file is corrupt: "
-                             "re-save the model.")
-    return {k: [float(v[0]), float(v[1])] for k, v in value.items()}
+        what = "[fewest, most] neighbour counts" if counts else "[lowest, highest] densities"
+        raise ModelFileError(f"{os.fspath(path)!r}: {key} {value!r} is not a mapping of the model's species "
+                             f"{list(species)} to {what}; the file is corrupt: re-save the model.")
+    cast = int if counts else float
+    return {k: [cast(v[0]), cast(v[1])] for k, v in value.items()}
 
 
 def _training_compositions(path, value, species) -> dict:

@@ -41,7 +41,7 @@ from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
 from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor
 from lawful.forcefields.domain import (COMPOSITION_TOLERANCE, DOMAIN_TOLERANCE, composition_residual, counts_outside,
-                                      domain_limits, neighbour_bounds, neighbour_weights, pairs_below)
+                                      domain_limits, neighbour_bounds, neighbour_record, neighbour_weights, pairs_below)
 
 __all__ = ["NeuralPotential", "TorchScriptPotential", "export_torchscript", "strained_geometry", "ZBLRepulsion",
            "zbl_energy", "REPULSION_SWITCH"]
@@ -396,8 +396,7 @@ class TorchScriptPotential(torch.nn.Module):
             bounds = (torch.zeros(n, dtype=torch.float64, device=model.device),) * 2
         self.register_buffer("count_low", bounds[0])
         self.register_buffer("count_high", bounds[1])
-        record = (getattr(model, "neighbour_density", None) if self.count_weighted
-                  else getattr(model, "neighbour_counts", None)) or {}
+        record = (neighbour_record(model) or ({}, False))[0]
         self.register_buffer("count_range", torch.tensor([[float(v) for v in record.get(s, [-1, -1])] for s in species],
                                                          dtype=torch.float64, device=model.device))
         self.count_warned_few = False

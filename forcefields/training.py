@@ -779,17 +779,14 @@ def _refuse_cutoff_without_pairs(model, frames) -> None:
 def _record_training_domain(model, batches, fresh: bool) -> None:
     """Set ``model.training_compositions`` and ``model.neighbour_density`` from the training
     batches (merged with the model's own records when training continues: ``fresh`` False)."""
-    from lawful.forcefields.domain import composition_record, neighbour_density_record, neighbour_weights
-    from lawful.forcefields.potential import strained_geometry
+    from lawful.forcefields.domain import batch_neighbour_weights, composition_record, neighbour_density_record
 
     numbers, densities = [], []
     for b in batches:
         per_structure = torch.bincount(b.batch, minlength=b.n_structures).tolist()
         numbers += [z.tolist() for z in b.numbers.split(per_structure)]
-        with torch.no_grad():
-            _, vectors = strained_geometry(b, b.positions, None)
-            w = neighbour_weights((vectors * vectors).sum(1).double(), float(model.cutoff))
-            rho = torch.zeros(b.positions.shape[0], dtype=torch.float64, device=w.device).index_add_(0, b.edge_i, w)
+        w = batch_neighbour_weights(b, model.cutoff)
+        rho = torch.zeros(b.positions.shape[0], dtype=torch.float64, device=w.device).index_add_(0, b.edge_i, w)
         densities.append((b.species.numpy(force=True), rho.numpy(force=True)))
     old_c = None if fresh else getattr(model, "training_compositions", None)
     old_n = None if fresh else getattr(model, "neighbour_density", None)

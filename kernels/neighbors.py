@@ -645,7 +645,6 @@ class VerletList:
         self._cell: Optional[Tensor] = None
         self._pbc: List[bool] = [False, False, False]
         self._inverse: Optional[Tensor] = None
-        self._full: Optional[Tensor] = None
 
     def reset(self) -> None:
         """Forget the stored list; the next ``get`` rebuilds."""
@@ -671,7 +670,6 @@ class VerletList:
         within the cutoff now was within cutoff + skin at the build when
         2 max|d| + ||F - I||_2 (cutoff + skin) <= skin."""
         assert self._ref is not None and self._list is not None and self._inverse is not None
-        assert self._full is not None
         rows = cell.detach().to(torch.float64).cpu().tolist()
         full, inverse, _ = _cell_geometry(rows, flags)
         c1 = torch.tensor(full, dtype=torch.float64, device=positions.device)
@@ -741,8 +739,7 @@ class VerletList:
         rows = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
         if self._cell is not None:
             rows = self._cell.to(torch.float64).cpu().tolist()
-        full, inverse, _ = _cell_geometry(rows, flags)
+        _, inverse, _ = _cell_geometry(rows, flags)
         self._inverse = torch.tensor(inverse, dtype=torch.float64, device=positions.device)
-        self._full = torch.tensor(full, dtype=torch.float64, device=positions.device)
         self.rebuilds += 1
         return nl
