@@ -130,6 +130,16 @@ class LawfulCalculator(Calculator):
             self._runner = r
         return r
 
+    def check_state(self, atoms, tol: float = 1e-15):
+        """ASE's changes since the last calculation, plus a changed stated total charge: ASE compares
+        ``initial_charges`` but not ``info["charge"]``, so a charge stated after a first evaluation
+        was answered from the cache, unchecked."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and structure_charge(atoms) != structure_charge(self.atoms) \
+                and "initial_charges" not in changes:
+            changes.append("initial_charges")
+        return changes
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Fill ``self.results`` for every property in one model evaluation (ASE protocol)."""
         Calculator.calculate(self, atoms, properties, system_changes)

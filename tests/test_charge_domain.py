@@ -62,6 +62,19 @@ def test_the_ase_calculator_checks_the_stated_charge(how, charge, outside):
             strict.get_potential_energy()
 
 
+def test_a_charge_stated_after_a_first_evaluation_is_checked():
+    """ASE's cache compares initial charges but not info['charge']: a charge stated after a first
+    evaluation was answered from the cache without the check."""
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = LawfulCalculator("organic-xtb")
+    atoms.get_potential_energy()
+    atoms.info["charge"] = 1
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        atoms.get_potential_energy()
+    assert [str(w.message) for w in got if "total charge of +1 e" in str(w.message)]
+
+
 @pytest.mark.parametrize("how, charge, outside", CASES[::2] + CASES[3:])
 def test_openmm_checks_the_charge_of_the_atoms_it_is_given(how, charge, outside):
     from lawful.integrations.openmm import system_from_atoms
