@@ -12,7 +12,9 @@ velocities (seeded, centre-of-mass motion removed), so their runs are comparable
 These are on-step velocities v(0); OpenMM's integrators (Verlet, LangevinMiddle) are leapfrog and
 get v(0) - dt/2 F(0)/m (:func:`lawful.integrations.openmm.set_on_step_velocities`), so an NVE run
 follows ASE's trajectory and its first ``drift.csv`` row has ASE's kinetic energy (to 1e-8, the
-CODATA difference). md.json's ``initial_temperature_K`` is the on-step temperature; an OpenMM NVT
+CODATA difference). md.json's ``initial_temperature_K`` is the on-step temperature over the degrees
+of freedom the run's engine counts (ASE's NVT holds the centre of mass with ``FixCom``: 3N - 3, as
+its ``drift.csv`` does; 3N otherwise, less fixed atoms), so it is the first row's; an OpenMM NVT
 run's first row reports the half-step one (LangevinMiddle's convention), O(dt) apart (1 % for
 32 Cu atoms rattled by 0.1 Å at 2 fs).
 
@@ -247,7 +249,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, friction_per_ps,
-             report_interval, out, seed, dtype, device, progress, strict, on_start=lambda: None):
+             report_interval, out, seed, dtype, device, progress, strict, on_start=lambda temperature_K: None):
     import ase.units as aseu
     from ase.io.trajectory import Trajectory
     from ase.md.langevin import Langevin
@@ -278,7 +280,7 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
         dyn = Langevin(atoms, timestep=dt, temperature_K=temperature_K, fixcm=False,
                        friction=friction_per_ps / (1000.0 * aseu.fs), rng=np.random.default_rng(seed + 1))
     files = {}
-    on_start()
+    on_start(float(atoms.get_temperature()))   # with FixCom in place: the dof drift.csv counts
     obs = DriftObserver(dyn, csv=(out / "drift.csv") if out else None, nve=ensemble == "nve")
     dyn.attach(obs, interval=report_interval)
     traj = None
@@ -362,7 +364,8 @@ def _openmm_system(atoms, model, dtype, device, strict=False):
 
 
 def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, friction_per_ps,
-                report_interval, out, seed, dtype, device, progress, platform, strict, on_start=lambda: None):
+                report_interval, out, seed, dtype, device, progress, platform, strict,
+                on_start=lambda temperature_K: None):
     import openmm
     from openmm import app
     from openmm import unit as u
@@ -382,7 +385,7 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
     # the atoms' on-step velocities, in nm/ps and OpenMM's frame (rotated with the positions)
     v_nm_ps = velocities_from_ase(atoms)
     files = {}
-    on_start()
+    on_start(float(atoms.get_temperature()))   # 3N less fixed atoms: no CMMotionRemover here
     reporter = DriftReporter((out / "drift.csv") if out else None, report_interval, n_atoms=len(atoms),
                              nve=ensemble == "nve")
     sim.reporters.append(reporter)
@@ -477,10 +480,13 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
               "timestep_fs": timestep_fs, "ensemble": ensemble, "settings": settings}
     started = []
 
-    def start() -> None:
-        """Called by the engine right before it writes its first output: the earlier run's md.json
-        (kept when this one was interrupted: a user read A's drift beside B's drift.csv) and the other
-        engine's trajectory files go, and md.json says this run is running."""
+    def start(temperature_K: float) -> None:
+        """Called by the engine right before it writes its first output, with the on-step
+        temperature over the degrees of freedom it counts: the earlier run's md.json (kept when this
+        one was interrupted: a user read A's drift beside B's drift.csv) and the other engine's
+        trajectory files go, and md.json says this run is running."""
+        # ASE's NVT adds FixCom (3N - 3): drawn velocities counted over 3N read 3 % cold for 32 atoms
+        velocity_record["initial_temperature_K"] = temperature_K
         started.append(True)
         if out_dir is None:
             return

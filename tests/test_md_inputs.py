@@ -181,6 +181,36 @@ def test_ase_nvt_has_no_fixcm_warning_and_keeps_the_centre_of_mass(tmp_path, fix
             np.testing.assert_allclose(frame.get_center_of_mass(), com0, atol=1e-10)
 
 
+ENSEMBLE_TEMPERATURES = [   # engine, ensemble, fixed atoms, degrees of freedom the run counts
+    ("ase", "nvt", None, "3N-3"),      # FixCom holds the centre of mass
+    ("ase", "nvt", [0, 5], "3N-6"),    # FixAtoms, no FixCom
+    ("ase", "nve", None, "3N"),
+    ("openmm", "nve", None, "3N"),
+]
+
+
+@pytest.mark.parametrize("engine, ensemble, fixed, dof", ENSEMBLE_TEMPERATURES)
+def test_md_json_initial_temperature_counts_the_runs_degrees_of_freedom(tmp_path, engine, ensemble, fixed, dof):
+    """md.json's initial temperature is drift.csv's first row: ASE's NVT adds FixCom, and the
+    temperature of the drawn velocities counted over 3N was 3 % below the first row's for 32 atoms."""
+    from ase.constraints import FixAtoms
+
+    atoms = rattled_copper(seed=6)
+    if fixed:
+        atoms.set_constraint(FixAtoms(indices=fixed))
+    res = run_md(atoms, MorsePairModel(), engine, ensemble=ensemble, timestep_fs=1.0, steps=2, report_interval=1,
+                 temperature_K=600.0, out=tmp_path, seed=1)
+    recorded = json.loads((tmp_path / "md.json").read_text())["settings"]["velocities"]["initial_temperature_K"]
+    assert recorded == res.settings["velocities"]["initial_temperature_K"]
+    # drift.csv: 8 digits, CODATA 2018's k_B against ASE's 2014 (3.4e-7)
+    assert _first_row(tmp_path)["temperature_K"] == pytest.approx(recorded, rel=1e-6)
+    n = len(atoms)
+    counted = {"3N": 3 * n, "3N-3": 3 * n - 3, "3N-6": 3 * n - 6}[dof]
+    kinetic = float(_first_row(tmp_path)["kinetic_eV"])
+    from ase.units import kB
+    assert recorded == pytest.approx(2 * kinetic / (counted * kB), rel=1e-6)
+
+
 def _water(deuterated=False):
     from ase.build import molecule
 
