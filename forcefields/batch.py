@@ -209,10 +209,13 @@ def check_squared_distances(d2: torch.Tensor, edge_i: torch.Tensor, edge_j: torc
     if bool((d2 < MIN_DISTANCE * MIN_DISTANCE).any()):
         k = int(torch.argmin(d2))
         d = d2.detach().sqrt()
-        raise NumericalError(
+        exc = NumericalError(
             f"atoms {int(edge_i[k])} and {int(edge_j[k])} are {float(d[k]):.3g} Å apart (coincident; the "
             f"model refuses distances below {MIN_DISTANCE} Å): remove duplicate atoms, or the "
             "simulation has collapsed - reduce the time step.")
+        #: (atom, atom, distance Å) for an engine that can say more (OpenMM: unplaced virtual sites)
+        exc.coincident = (int(edge_i[k]), int(edge_j[k]), float(d[k]))
+        raise exc
 
 
 def pair_key(a: str, b: str) -> str:

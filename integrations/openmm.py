@@ -377,6 +377,16 @@ class LawfulComputation:
         model failure on a configuration that moved only a little."""
         at = "at OpenMM step ?" if step is None else f"at OpenMM step {step}"
         if self._prev_step is None:
+            pair = getattr(exc, "coincident", None)
+            if pair is not None:   # nothing has moved yet: no collapse, and a time step is no cure
+                from lawful.forcefields.batch import MIN_DISTANCE
+
+                return NumericalError(
+                    f"{at} (the first force evaluation of this force): particles {pair[0]} and {pair[1]} are "
+                    f"{pair[2]:.3g} Å apart (coincident; the model refuses distances below {MIN_DISTANCE} Å). "
+                    "Before any step that is either a duplicated atom in the structure or a virtual site not yet "
+                    "placed: Context.setPositions does not place virtual sites (openmm-ml's link atoms, a water "
+                    "model's extra site); call context.computeVirtualSites() after setPositions.")
             return NumericalError(f"{at} (the first force evaluation of this force): {exc}")
         d = pos_nm - self._prev_pos
         if self.periodic and box_nm is not None:

@@ -468,7 +468,7 @@ def _domain_copper():
 @pytest.mark.parametrize("how", ["topology", "numbers"])
 @pytest.mark.parametrize("gap, error, pattern", [
     (1.9, "domain", r"atoms 3 \(Cu\) and 5 \(Cu\) are 1.9 Å apart"),        # 1.9 Å < 0.9 x 2.3 Å
-    (1e-5, "coincident", r"atoms 3 and 5 are 1e-05 Å apart \(coincident"),
+    (1e-5, "coincident", r"particles 3 and 5 are 1e-05 Å apart \(coincident"),
 ])
 def test_reports_name_system_particles_when_the_ml_atoms_are_not_the_first(how, gap, error, pattern):
     """An ML subset placed after other particles (particles 3 and 5 of 6): out-of-domain and
@@ -497,6 +497,32 @@ def test_reports_name_system_particles_when_the_ml_atoms_are_not_the_first(how, 
             ctx.getState(getEnergy=True)
     if error == "domain":
         assert info.value.out_of_domain["atoms"] == (3, 5)
+
+
+def test_an_unplaced_virtual_site_is_named_as_such_not_as_a_collapse():
+    """A virtual site in the ML region (openmm-ml's link atoms) sits where setPositions put it
+    until a step or computeVirtualSites: at the first evaluation the coincident-atom report said
+    'remove duplicate atoms, or the simulation has collapsed - reduce the time step' (OpenMM audit
+    F4); it names computeVirtualSites now, and after that call the force evaluates."""
+    from lawful.forcefields import NeuralPotential
+
+    torch.manual_seed(0)
+    model = NeuralPotential(species=["Cu"], cutoff=4.5, dtype=torch.float64)
+    system = openmm.System()
+    for mass in (63.5, 63.5, 0.0):
+        system.addParticle(mass)
+    system.setVirtualSite(2, openmm.TwoParticleAverageSite(0, 1, 0.5, 0.5))
+    system.addForce(create_force(model, numbers=[29, 29, 29], periodic=False, backend="python"))
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), _reference())
+    ctx.setPositions(np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]))   # nm; site unplaced
+    with pytest.raises(NumericalError, match=r"particles 0 and 2 are 0 Å apart.*computeVirtualSites\(\)") as info:
+        with lawful_errors():
+            ctx.getState(getEnergy=True)
+    assert "reduce the time step" not in str(info.value)
+    ctx.computeVirtualSites()
+    with lawful_errors():
+        energy = ctx.getState(getEnergy=True).getPotentialEnergy()
+    assert np.isfinite(energy.value_in_unit(openmm.unit.kilojoule_per_mole))
 
 
 def test_auto_keeps_a_model_with_a_training_domain_on_the_checking_backend(monkeypatch):
