@@ -120,6 +120,13 @@ if hasattr(os, "register_at_fork"):   # POSIX; Windows has no fork
 #: about 6e-7 Å at 10 Å from the offset)
 ORIGIN_RADIUS = 10.0
 
+#: An out-of-domain kind (a close pair, too few or too many neighbours) is reported once per runner,
+#: and again for a periodic structure whose volume per atom differs from that of the last report by
+#: more than this fraction: one calculator over an EOS scan or a cell relaxation reported the first
+#: structure outside and nothing of those further out (a 10 % expanded copper cell warned, a 20 %
+#: one did not); an MD run at constant volume still gets one report.
+REREPORT_VOLUME_CHANGE = 0.02
+
 
 def _domain_table(model, species, tolerance):
     """(S, S) squared out-of-domain limits (Å²) indexed by species index, from the model's
@@ -188,7 +195,9 @@ class ModelRunner:
     training data (``model.pair_min_distance``, written by :func:`lawful.forcefields.train`), every
     evaluation compares the distances of the pairs it already has with ``domain_tolerance`` (0.9)
     times that minimum. A closer pair is an out-of-domain event: an
-    :class:`~lawful.kernels.errors.OutOfDomainWarning` (once per runner) or, with ``strict=True``,
+    :class:`~lawful.kernels.errors.OutOfDomainWarning` (once per runner, and again for a periodic
+    structure whose volume per atom moved by more than :data:`REREPORT_VOLUME_CHANGE` from the
+    reported one's: an EOS scan names each point outside) or, with ``strict=True``,
     a :class:`~lawful.kernels.errors.NumericalError`, naming the two atoms (indices, symbols),
     their distance, the training minimum and the step when the engine passes it. Models without
     the record (old files, untrained models) and models that build their own pairs are not checked.
@@ -241,10 +250,11 @@ class ModelRunner:
             raise InputError(f"domain_tolerance must be a fraction in (0, 1] of the training minimum distance, "
                              f"got {domain_tolerance!r}: pass e.g. {DOMAIN_TOLERANCE}.")
         self.domain_tolerance = tol
-        self.domain_warned = False
+        #: kind of out-of-domain event ("close", "few", "many") -> volume per atom (Å³; None when not
+        #: periodic) of the structure last reported for it
+        self._reported: dict[str, float | None] = {}
         self._domain_min2 = _domain_table(model, self.species, tol)
         self._count_bounds = neighbour_bounds(model, self.species, self.dtype, self.device)
-        self._count_warned: set[str] = set()    # the sides warned about: "few", "many"
         self._verlet = None
         from lawful.forcefields.base import AtomisticModel
 
@@ -360,7 +370,36 @@ class ModelRunner:
         report_charge(self.model, charge, self.strict, stacklevel=5)
         self._charges_checked.add(int(charge))
 
-    def _check_neighbour_counts(self, nl, d2, step) -> None:
+    @property
+    def domain_warned(self) -> bool:
+        """Whether a close pair has been reported (warned) by this runner."""
+        return "close" in self._reported
+
+    def _volume_per_atom(self, cell_t, pbc) -> float | None:
+        """Å³ per atom of a structure periodic in all three directions, else None."""
+        if cell_t is None or not all(np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))) or not self.n_atoms:
+            return None
+        return abs(float(torch.linalg.det(cell_t.to(torch.float64)))) / self.n_atoms
+
+    def _reported_already(self, kind: str, volume) -> bool:
+        """Whether an event of ``kind`` in a structure of ``volume`` per atom goes unreported (see
+        :data:`REREPORT_VOLUME_CHANGE`)."""
+        if self.strict or kind not in self._reported:
+            return False
+        was = self._reported[kind]
+        return volume is None or was is None or abs(volume / was - 1.0) <= REREPORT_VOLUME_CHANGE
+
+    @staticmethod
+    def _where(step, volume) -> str:
+        """Where an event is, for its report: the engine's step, the cell's volume per atom."""
+        return ("" if step is None else f" at step {int(step)}") + (
+            "" if volume is None else f" in a cell of {volume:.4g} Å³/atom")
+
+    def _report_tail(self, what: str) -> str:
+        return (f" Further {what} are not reported by this runner unless the cell's volume per atom changes by more "
+                f"than {100 * REREPORT_VOLUME_CHANGE:g} %; pass strict=True to stop instead.")
+
+    def _check_neighbour_counts(self, nl, d2, step, cell_t=None, pbc=False) -> None:
         """Compare each atom's neighbour density (older records: count) within the cutoff with its
         species' training range (widened by ``domain.NEIGHBOUR_MARGIN``); warn once per side (too
         few, too many) or raise (strict) on the first atom outside."""
@@ -371,12 +410,13 @@ class ModelRunner:
             return
         k = int(torch.nonzero(outside)[0])
         side = "few" if bool(counts[k] < low[k]) else "many"
-        if side in self._count_warned and not self.strict:
+        volume = self._volume_per_atom(cell_t, pbc)
+        if self._reported_already(side, volume):
             return
         name = self.species[int(self._species_idx[k])]
         label = k if self.labels is None else self.labels[k]
-        where = "" if step is None else f" at step {int(step)}"
-        message = (f"atom {label} ({name}) {neighbour_text(self.model, name, float(counts[k]), weighted)}{where} "
+        where = self._where(step, volume)
+        message = (f"atom {label} ({name}){where} {neighbour_text(self.model, name, float(counts[k]), weighted)} "
                    f"(allowed {float(low[k]):.3g}-{float(high[k]):.3g}; {int(outside.sum())} atom(s) outside): an "
                    "environment the model never saw (an isolated atom, a dimer, a surface, a lattice in other units "
                    "or far from its training density), so its energy and forces are extrapolation.")
@@ -386,15 +426,18 @@ class ModelRunner:
                                  "weighted": weighted, "training_range": (float(low[k]), float(high[k])),
                                  "step": step}
             raise err
-        self._count_warned.add(side)
-        warnings.warn(message + f" Further atoms with too {side} neighbours are not reported by this runner; pass "
-                      "strict=True to stop instead.", OutOfDomainWarning, stacklevel=4)
+        self._reported[side] = volume
+        warnings.warn(message + self._report_tail(f"atoms with too {side} neighbours"), OutOfDomainWarning,
+                      stacklevel=4)
 
-    def _check_domain(self, nl, d2, step) -> None:
+    def _check_domain(self, nl, d2, step, cell_t=None, pbc=False) -> None:
         """Compare the pairs' squared distances with the training minima (one gather, one compare);
-        warn once or raise (strict) on the closest offending pair."""
+        warn once (:data:`REREPORT_VOLUME_CHANGE`) or raise (strict) on the closest offending pair."""
         _, below, k = pairs_below(self._domain_min2, self._species_idx, nl.i, nl.j, d2)
-        if k < 0 or (self.domain_warned and not self.strict):
+        if k < 0:
+            return
+        volume = self._volume_per_atom(cell_t, pbc)
+        if self._reported_already("close", volume):
             return
         a, b = sorted((int(nl.i[k]), int(nl.j[k])))
         za, zb = int(self.numbers_np[a]), int(self.numbers_np[b])
@@ -404,7 +447,7 @@ class ModelRunner:
 
         key = pair_key(name_a, name_b)
         d_min = float(self.model.pair_min_distance[key])
-        where = "" if step is None else f" at step {int(step)}"
+        where = self._where(step, volume)
         n_bad = int(below.sum()) // 2
         message = (
             f"atoms {la} ({name_a}) and {lb} ({name_b}) are {math.sqrt(float(d2[k])):.4g} Å apart{where}, below "
@@ -419,9 +462,9 @@ class ModelRunner:
             err.out_of_domain = {"atoms": (la, lb), "symbols": (name_a, name_b), "distance": math.sqrt(float(d2[k])),
                                  "training_min": d_min, "tolerance": self.domain_tolerance, "step": step}
             raise err
-        self.domain_warned = True
-        warnings.warn(message + " Further out-of-domain events of this runner are not reported; pass "
-                      "strict=True to stop instead.", OutOfDomainWarning, stacklevel=4)
+        self._reported["close"] = volume
+        warnings.warn(message + self._report_tail("pairs closer than the training data's"), OutOfDomainWarning,
+                      stacklevel=4)
 
     def evaluate(self, positions, cell=None, pbc=False, stress: bool = False,
                  length_scale: float = 1.0, step=None) -> dict:
@@ -477,9 +520,9 @@ class ModelRunner:
                 check_squared_distances(d2, lab.index_select(0, nl.i), lab.index_select(0, nl.j))
             checking = not getattr(_PAUSE, "on", False)
             if self._domain_min2 is not None and checking:
-                self._check_domain(nl, d2, step)
+                self._check_domain(nl, d2, step, cell_t, pbc)
             if self._count_bounds is not None and checking:
-                self._check_neighbour_counts(nl, d2, step)
+                self._check_neighbour_counts(nl, d2, step, cell_t, pbc)
             # lawful's own models take the pairs already cut, with their squared distances: no
             # second displacement pass and cut in make_batch
             kwargs[self._pairs_arg] = (*nl, d2) if self._cut_pairs else nl

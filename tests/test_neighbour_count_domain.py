@@ -67,13 +67,45 @@ def test_each_side_warns_once_and_one_warning_does_not_silence_the_other():
     calc = LawfulCalculator("cu-emt")
     with warnings.catch_warnings(record=True) as got:
         warnings.simplefilter("always")
-        for a in (4.2, 4.3, 3.105, 3.0):          # sparse, sparse again, dense, dense again: one calculator
+        for a in (4.2, 4.205, 3.105, 3.1):        # sparse, sparse again, dense, dense again: one calculator
             atoms = _fcc(a)
             atoms.calc = calc
             atoms.get_potential_energy()
     said = [str(w.message) for w in got if issubclass(w.category, OutOfDomainWarning)]
     assert len(said) == 2 and "too few neighbours are not reported" in said[0]
     assert "too many neighbours are not reported" in said[1]
+
+
+#: one calculator over a scan of fcc lattice constants (Å): which points are reported. A point is
+#: reported again when its volume per atom is more than 2 % from the last reported one's (an EOS
+#: scan named only its first point outside before); rattled atoms in the same cell are not.
+SCAN = [
+    ("eos outwards", (3.6, 4.2, 4.21, 4.3, 4.5), (False, True, False, True, True)),
+    ("eos inwards", (3.6, 3.105, 3.1, 3.0), (False, True, False, True)),
+    ("same cell rattled", (4.2, "rattle", "rattle"), (True, False, False)),
+]
+
+
+@pytest.mark.parametrize("case, points, reported", SCAN, ids=[c[0] for c in SCAN])
+def test_a_scan_reports_each_point_further_out(case, points, reported):
+    calc = LawfulCalculator("cu-emt")
+    seen, a = [], None
+    for k, point in enumerate(points):
+        if point == "rattle":
+            atoms = _fcc(a)
+            atoms.rattle(0.02, seed=k)
+        else:
+            a = point
+            atoms = _fcc(a)
+        atoms.calc = calc
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            atoms.get_potential_energy()
+        said = [str(w.message) for w in got if issubclass(w.category, OutOfDomainWarning)]
+        seen.append(bool(said))
+        if said:   # the report names the structure by its volume per atom
+            assert f"in a cell of {atoms.get_volume() / len(atoms):.4g} Å³/atom" in said[0]
+    assert tuple(seen) == reported
 
 
 def test_held_out_copper_frames_are_inside():
