@@ -69,9 +69,12 @@ class LawfulCalculator(Calculator):
         Verlet neighbour-list skin (Å) used when the model accepts a prebuilt list.
     strict:
         what to do when a structure leaves the model's training domain (a pair closer than 0.9 x
-        the smallest distance of that species pair in its training data, see
-        :class:`~lawful.integrations.runner.ModelRunner`): ``False`` warns once
-        (:class:`~lawful.kernels.errors.OutOfDomainWarning`), ``True`` raises
+        the smallest distance of that species pair in its training data, a composition outside the
+        span of its training compositions, an atom's neighbour density outside its species' training
+        range, a stated total charge it was not trained on; see
+        :class:`~lawful.integrations.runner.ModelRunner`): ``False`` warns
+        (:class:`~lawful.kernels.errors.OutOfDomainWarning`; once per kind, see
+        :data:`~lawful.integrations.runner.REREPORT_VOLUME_CHANGE`), ``True`` raises
         :class:`~lawful.kernels.errors.NumericalError`.
 
     Properties (ASE units): ``energy`` and ``free_energy`` (eV), ``energies`` (per atom, eV),

@@ -829,7 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a NeuralPotential or DirectForceModel on a dataset")
     _common(p, "train-out")
-    p.add_argument("--data", required=True, help="extxyz file or ase.db file/URL with energies and forces")
+    p.add_argument("--data", required=True, help="extxyz/xyz, ASE .traj or ase.db file/URL with energies and forces")
     p.add_argument("--validation", default=None,
                    help="a separate validation file, same formats (e.g. lawful data's validation.extxyz: other MD "
                         "segments); default: a seeded random 10 %% of --data's frames, which share trajectories "
@@ -905,8 +905,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, "md-out")
     p.add_argument("--engine", choices=["ase", "openmm"], default="ase", help="MD engine")
     p.add_argument("--model", default="emt",
-                   help="a .lawful model file, a shipped model name (cu-emt, cu-emt-direct) or 'emt' (classical "
-                        "reference)")
+                   help="a .lawful model file, a shipped model name (cu-emt, cu-emt-direct, organic-xtb, "
+                        "organic-xtb-direct) or 'emt' (classical reference)")
     p.add_argument("--structure", default=None, help="structure file readable by ase.io (default: fcc supercell)")
     p.add_argument("--element", default=None, help="element of the fcc supercell (without --structure; default Cu)")
     p.add_argument("--lattice", type=_positive, default=None,
@@ -925,8 +925,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=1000, help="MD steps")
     p.add_argument("--report-interval", type=_positive_int, default=10, help="steps between drift samples / frames")
     p.add_argument("--strict", action="store_true",
-                   help="stop with an error when atoms come closer than the model's training data allows "
-                        "(default: off, a warning once)")
+                   help="stop with an error when the structure leaves the model's training domain: a pair closer "
+                        "than its training data's, a composition, neighbour density or stated charge it was not "
+                        "trained on (default: off, a warning)")
     p.add_argument("--platform", default="Reference",
                    help="OpenMM platform, --engine openmm only (Reference = double precision; CPU, CUDA, OpenCL "
                         "where installed)")
