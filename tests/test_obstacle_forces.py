@@ -62,18 +62,23 @@ def test_run_records_and_csv_have_forces_per_obstacle(tmp_path):
 
 def test_schaefer_turek_2d1_drag_coefficient():
     """Steady cylinder at Re 20 (Schäfer & Turek 1996, 2D-1; blockage D/H = 0.244) at 10 cells per
-    diameter, with the obstacle no-slip ghost: the recorded cd (control-volume momentum balance)
-    within 2% of 5.58 (measured 5.60 at t = 8), lift positive and small like the reference 0.0107;
-    the balance closes (three box sizes agree within 1%: a box that missed a flux or a stress
-    would change with its size); the staircase surface integral is the rougher estimate (-9%)."""
+    diameter, with the obstacle no-slip ghost and the benchmark's inlet (u parabolic, v = 0): the
+    recorded cd (control-volume momentum balance) 0-8 % above 5.58 (5.97 here, 5.73 at 20 cells
+    per diameter, Richardson-extrapolated 5.58: bench_cfd), lift positive and small like the
+    reference 0.0107; the balance closes (three box sizes agree within 1%: a box that missed a flux
+    or a stress would change with its size); the staircase surface integral is the rougher estimate.
+    (With a zero-gradient v at the inlet, as before, |v| there reached 19 % of the mean inflow and
+    cd read 5.60, within 0.3 % at this resolution and 3.3 % low at 20 cells per diameter.)"""
     sc = flow_scene((2.2, 0.41), 41, Boundary.channel(0.2, "no_slip", "parabolic"),
                     obstacles=[Circle((0.2, 0.2), 0.05)], viscosity=1e-3, reference=(0.2, 0.1))
     assert sc.config.obstacle_ghost
     rec = run(sc, round(6.0 / sc.config.dt), keep=20)
     cd, cl = rec[-1]["cd"], rec[-1]["cl"]
     ref = sum(SCHAEFER_TUREK_2D1["cd"]) / 2
-    assert abs(cd - ref) / ref < 0.02, cd
-    assert 0.0 < cl < 0.05, cl
+    assert 0.0 < (cd - ref) / ref < 0.08, cd
+    assert 0.0 < cl < 0.03, cl
+    inlet_v = sc.state.v[0, 1:-1].abs().max().item()     # the first column of v faces, beside the inlet
+    assert inlet_v < 0.03 * 0.2, inlet_v      # half a cell from the inlet: 0.0033 (0.038, 19 %, before)
     assert abs(rec[-1]["cd"] - rec[0]["cd"]) < 0.01 * ref   # steady
     q = 0.5 * 0.2 ** 2 * 0.1
     dx = sc.state.dx
