@@ -191,7 +191,9 @@ class Boundary:
         through the outflow side), an inflow with no outflow side (mass
         cannot leave: the projection runs and div_max_rel sits at 0.1-0.25), and a parabolic inflow
         on a side that an obstacle touches (the parabola spans the whole side and the blocked faces
-        are zeroed: the mean over the open faces was 1.11 U for 1.0 behind a step of 1/3 height)."""
+        are zeroed: the mean over the open faces was 1.11 U for 1.0 behind a step of 1/3 height), and
+        obstacles that cut (part of) an inflow side off from every outflow side (the projection broke
+        down with a ConvergenceError advising more iterations or a smaller dt)."""
         sides = {"x_lo": self.x_lo, "x_hi": self.x_hi, "y_lo": self.y_lo, "y_hi": self.y_hi}
         inflow = [k for k, kind in sides.items() if kind == "inflow"]
         if inflow and self.inflow_velocity < 0.0:
@@ -203,6 +205,15 @@ class Boundary:
                              f"(velocity {self.inflow_velocity:g}) but no side is 'outflow': an incompressible flow "
                              "cannot take in mass it cannot let out. Make a side 'outflow' (e.g. "
                              "Boundary.channel(...) puts it opposite the inflow).")
+        if inflow and self.inflow_velocity != 0.0:
+            closed = self._inflow_without_outlet(solid, inflow)
+            if closed is not None:
+                side, lo, hi = closed
+                raise InputError(f"boundary: the fluid entering through {side} ({'rows' if side[0] == 'x' else 'columns'} "
+                                 f"{lo}-{hi} of its cells) has no path of fluid cells to an outflow side: the obstacles "
+                                 "close the channel, so the mass that comes in cannot leave and no pressure can make "
+                                 "the flow divergence-free (the projection breaks down). Open a gap through the "
+                                 "obstacles, or wall that part of the inflow side.")
         if self.inflow_profile == "parabolic" and inflow:
             edge = {"x_lo": solid[0, :], "x_hi": solid[-1, :], "y_lo": solid[:, 0], "y_hi": solid[:, -1]}
             blocked = [k for k in inflow if bool(edge[k].any())]
@@ -211,6 +222,41 @@ class Boundary:
                                  f"touches ({int(edge[blocked[0]].sum())} of its cells are solid): the parabola spans "
                                  "the whole side, so the open part would not get the mean velocity asked for. Use "
                                  "'uniform', or move the obstacle off the inflow side.")
+
+    def _inflow_without_outlet(self, solid: torch.Tensor, inflow: list) -> tuple | None:
+        """``(side, first, last)``: the first run of an inflow side's fluid cells that no path of
+        fluid cells (4-neighbours, across periodic sides) joins to an outflow side's fluid cells;
+        None when every one is joined. A closed fluid pocket away from the inflow is allowed."""
+        from scipy import ndimage   # an ASE dependency
+
+        fluid = ~solid.detach().to("cpu", torch.bool).numpy()
+        labels, n = ndimage.label(fluid)          # 4-connected components of the fluid cells
+        root = list(range(n + 1))
+
+        def find(a):
+            while root[a] != a:
+                root[a] = root[root[a]]
+                a = root[a]
+            return a
+
+        px, py = self.periodic_axes
+        seams = ([(labels[0, :], labels[-1, :])] if px else []) + ([(labels[:, 0], labels[:, -1])] if py else [])
+        for first, last in seams:
+            for a, b in zip(first.tolist(), last.tolist()):
+                if a and b:
+                    root[find(a)] = find(b)
+        edge = {"x_lo": labels[0, :], "x_hi": labels[-1, :], "y_lo": labels[:, 0], "y_hi": labels[:, -1]}
+        sides = {"x_lo": self.x_lo, "x_hi": self.x_hi, "y_lo": self.y_lo, "y_hi": self.y_hi}
+        outlets = {find(int(a)) for k, kind in sides.items() if kind == "outflow" for a in edge[k] if a}
+        for side in inflow:
+            cells = edge[side].tolist()
+            bad = [i for i, a in enumerate(cells) if a and find(a) not in outlets]
+            if bad:
+                last = bad[0]
+                while last + 1 < len(cells) and last + 1 in bad:
+                    last += 1
+                return side, bad[0], last
+        return None
 
     def side_code(self, name: str) -> int:
         """Integer code of a side for kernels: index in :data:`SIDE_KINDS`."""

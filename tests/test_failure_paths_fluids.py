@@ -92,6 +92,13 @@ CASES = [
         (3.0, 1.0), 12, scenes.Boundary.channel(1.0, "no_slip", "parabolic"),
         obstacles=[scenes.Box((0.0, 0.0), (1.0, 0.5))], viscosity=0.01), InputError,
      ["inflow_profile='parabolic' on x_lo", "6 of its cells"]),
+    ("an obstacle across the channel", lambda out: scenes.flow_scene(
+        (3.0, 1.0), 16, scenes.Boundary.channel(1.0), obstacles=[scenes.Box((1.0, -0.1), (1.25, 1.1))],
+        viscosity=0.01), InputError, ["x_lo (rows 0-15", "no path of fluid cells to an outflow side"]),
+    ("part of the inlet walled into a dead end", lambda out: scenes.flow_scene(
+        (3.0, 1.0), 16, scenes.Boundary.channel(1.0), obstacles=[
+            scenes.Box((-0.1, 0.5), (1.0, 0.5625)), scenes.Box((0.9375, 0.5625), (1.0, 1.1))],
+        viscosity=0.01), InputError, ["x_lo (rows 9-15", "no path of fluid cells"]),
     ("overlapping obstacles", lambda out: scenes.flow_scene(
         (2.0, 1.0), 16, scenes.Boundary.channel(1.0), obstacles=[
             scenes.Box((0.6, 0.3), (0.8, 0.7)), scenes.Box((0.4, 0.6), (1.0, 0.7))], viscosity=0.01), InputError,
