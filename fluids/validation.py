@@ -12,7 +12,8 @@
   1996, Annu. Rev. Fluid Mech. 28, 477-539, the universal St-Re curve).
 
 :func:`cavity_centrelines` samples a cavity state on the two centre lines and
-:func:`ghia_errors` returns the largest absolute differences from the table.
+:func:`ghia_errors` returns the largest absolute differences from the table (for Ghia's set-up
+only); :func:`strouhal` the shedding frequency of a lift history (NaN for one that does not shed).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["GHIA_Y", "GHIA_X", "GHIA_U", "GHIA_V", "SCHAEFER_TUREK_2D1", "STROUHAL_RE100",
-           "cavity_centrelines", "ghia_errors", "strouhal"]
+           "STROUHAL_MIN_AMPLITUDE", "STROUHAL_MAX_PERIOD_SCATTER", "cavity_centrelines", "ghia_errors", "strouhal"]
 
 #: y of Ghia et al. Table I (vertical centre line), top to bottom.
 GHIA_Y = (1.0000, 0.9766, 0.9688, 0.9609, 0.9531, 0.8516, 0.7344, 0.6172, 0.5000, 0.4531, 0.2813, 0.1719,
@@ -69,22 +70,54 @@ def cavity_centrelines(state, lid_velocity: float = 1.0):
     return y, uy, x, vx
 
 
-def ghia_errors(state, re: int, lid_velocity: float | None = None) -> dict:
+def ghia_errors(state, re: int, lid_velocity: float | None = None, scene=None) -> dict:
     """Largest absolute differences (in units of the lid velocity) between the state's centre-line
     profiles (linearly interpolated) and Ghia et al.'s table for ``re`` (100 or 1000).
 
-    ``lid_velocity``: default the state's own (its top wall's ``wall_velocity``); Ghia's lid is the
-    top wall moving in +x, so a state whose top wall does not move that way, or a value that is not
-    the state's lid, is refused (it was compared as if it were Ghia's set-up)."""
+    Only Ghia's set-up is compared, anything else is refused with an :class:`InputError` naming
+    what differs (until 2026-12 a 2:1 box or a cavity with free-slip sides was compared as if it
+    were the square cavity, errors 0.25-0.67 returned without a word): a square grid (``nx ==
+    ny``, square cells: the unit box), no obstacle, all four sides ``no_slip``, the top wall
+    (``y_hi``) moving in +x and the other three at rest. ``lid_velocity``: default the state's own
+    (its top wall's ``wall_velocity``); a value that is not the state's lid is refused.
+    ``scene``: the scene that made the state (e.g. :func:`~lawful.fluids.scenes.lid_driven_cavity`);
+    given, its Reynolds number ``lid * side / viscosity`` must be ``re`` (to 1e-6)."""
     from lawful.kernels.errors import InputError
 
-    lid = float(state.boundary.wall_velocity[3]) if state.boundary.y_hi == "no_slip" else 0.0
+    fix = "build the cavity with lawful.fluids.scenes.lid_driven_cavity(re, n)"
+    if re not in GHIA_U:
+        raise InputError(f"ghia_errors: re={re!r} has no Ghia table: use one of {sorted(GHIA_U)}.")
+    b = state.boundary
+    sides = {"x_lo": b.x_lo, "x_hi": b.x_hi, "y_lo": b.y_lo, "y_hi": b.y_hi}
+    if state.nx != state.ny:
+        raise InputError(f"ghia_errors: the grid is {state.nx}x{state.ny} cells, a {state.nx}:{state.ny} box; Ghia's "
+                         f"cavity is square (nx == ny): {fix}.")
+    others = [k for k, kind in sides.items() if kind != "no_slip"]
+    if others:
+        raise InputError(f"ghia_errors: side(s) {', '.join(f'{k}={sides[k]!r}' for k in others)}; Ghia's cavity has "
+                         f"no-slip walls on all four sides: {fix}.")
+    moving = [f"{k} at {w:g}" for k, w in zip(("x_lo", "x_hi", "y_lo"), b.wall_velocity[:3]) if w != 0.0]
+    if moving:
+        raise InputError(f"ghia_errors: wall(s) {', '.join(moving)} move; in Ghia's cavity only the top lid (y_hi) "
+                         f"moves: {fix}.")
+    if state.solid is not None and bool(state.solid.any()):
+        raise InputError(f"ghia_errors: the box holds {int(state.solid.sum())} solid cell(s); Ghia's cavity is "
+                         f"empty: {fix}.")
+    lid = float(b.wall_velocity[3])
     if lid <= 0.0:
-        raise InputError(f"ghia_errors: the state's top wall moves at {lid:g} (y_hi {state.boundary.y_hi!r}); Ghia's "
-                         "cavity has a no-slip lid at the top moving in +x: build lid_driven_cavity(re, n).")
+        raise InputError(f"ghia_errors: the state's top wall moves at {lid:g} (y_hi {b.y_hi!r}); Ghia's "
+                         f"cavity has a no-slip lid at the top moving in +x: {fix}.")
     if lid_velocity is not None and float(lid_velocity) != lid:
         raise InputError(f"ghia_errors: lid_velocity={lid_velocity!r} but the state's lid moves at {lid:g}: pass "
                          "that (or nothing: the state's own is used).")
+    if scene is not None:
+        nu = float(scene.config.viscosity)
+        scene_re = lid * state.nx * float(state.dx) / nu if nu > 0 else float("inf")
+        if abs(scene_re - float(re)) > 1e-6 * float(re):
+            raise InputError(f"ghia_errors: the scene's Reynolds number is {scene_re:.6g} (lid {lid:g} x side "
+                             f"{state.nx * float(state.dx):g} / viscosity {nu:g}) but re={re!r} was asked: compare "
+                             f"with ghia_errors(state, {round(scene_re)} if it is tabulated) or build "
+                             f"lid_driven_cavity(re={re}, n).")
     y, uy, x, vx = cavity_centrelines(state, lid)
     eu = np.abs(np.interp(GHIA_Y, y, uy) - np.asarray(GHIA_U[re]))
     ev = np.abs(np.interp(GHIA_X, x, vx) - np.asarray(GHIA_V[re]))
@@ -93,16 +126,47 @@ def ghia_errors(state, re: int, lid_velocity: float | None = None) -> dict:
             "v_at_ghia_x": np.interp(GHIA_X, x, vx).tolist()}
 
 
-def strouhal(t, signal, length: float, velocity: float) -> float:
+#: :func:`strouhal` returns NaN when the signal's peak-to-peak is below this fraction of its scale
+#: (round-off or a decaying transient, not shedding: 8e-6 for a steady Kármán flow at n=16, float32).
+STROUHAL_MIN_AMPLITUDE = 1e-4
+#: ... or when the periods between its upward mean crossings scatter more than this (std / mean):
+#: shedding repeats to ~2 % (0.016 over a whole Kármán run, transient included), round-off
+#: crossings scatter by 50-90 %.
+STROUHAL_MAX_PERIOD_SCATTER = 0.1
+
+
+def strouhal(t, signal, length: float, velocity: float, scale: float | None = None) -> float:
     """Shedding Strouhal number ``f L / U`` from a periodic signal (e.g. the lift) sampled at times
-    ``t``: the mean period between upward crossings of its mean (linearly interpolated); NaN
-    with fewer than two full periods."""
+    ``t``: the mean period between upward crossings of its mean (linearly interpolated).
+
+    NaN, with a ``UserWarning`` saying why, when the signal does not show a regular oscillation:
+    fewer than two full periods; a peak-to-peak below :data:`STROUHAL_MIN_AMPLITUDE` of ``scale``
+    (the signal's units; default ``0.5 velocity^2 length``, the force scale of a lift per unit
+    depth and density 1; pass ``scale=1`` for a coefficient such as ``cl``); or crossing periods
+    whose std / mean exceeds :data:`STROUHAL_MAX_PERIOD_SCATTER`. (Until 2026-12 a steady flow
+    gave a number from its round-off crossings: 0.53 for a Kármán run that did not shed.)"""
+    import warnings
+
     t = np.asarray(t, dtype=float)
     s = np.asarray(signal, dtype=float)
+    scale = 0.5 * float(velocity) ** 2 * float(length) if scale is None else float(scale)
     s = s - s.mean()
+    ptp = float(s.max() - s.min()) if s.size else 0.0
+    if ptp < STROUHAL_MIN_AMPLITUDE * abs(scale):
+        warnings.warn(f"strouhal: the signal's peak-to-peak {ptp:.3g} is below {STROUHAL_MIN_AMPLITUDE:g} of its scale "
+                      f"{scale:.3g}: no oscillation (a steady flow's round-off); returning NaN. Pass scale= if the "
+                      "signal is not a force per unit depth (scale=1 for cl).", UserWarning, stacklevel=2)
+        return float("nan")
     up = np.nonzero((s[:-1] < 0) & (s[1:] >= 0))[0]
     if len(up) < 3:
         return float("nan")
     tc = t[up] - s[up] * (t[up + 1] - t[up]) / (s[up + 1] - s[up])
+    periods = np.diff(tc)
+    scatter = float(periods.std() / periods.mean())
+    if scatter > STROUHAL_MAX_PERIOD_SCATTER:
+        warnings.warn(f"strouhal: the {len(periods)} periods between upward mean crossings scatter by "
+                      f"{100 * scatter:.0f} % (std / mean, limit {100 * STROUHAL_MAX_PERIOD_SCATTER:.0f} %): not a "
+                      "periodic shedding signal; returning NaN.", UserWarning, stacklevel=2)
+        return float("nan")
     period = (tc[-1] - tc[0]) / (len(tc) - 1)
     return float(length / (period * velocity))

@@ -63,3 +63,56 @@ def test_ghia_errors_normalise_by_the_states_own_lid_and_refuse_another_set_up()
     reverse = scenes.lid_driven_cavity(100, 16, lid_velocity=-1.0, dtype=torch.float64)
     with pytest.raises(InputError, match="moving in \\+x"):
         ghia_errors(reverse.state, 100)
+
+
+def _cavity_like(size, n, boundary, obstacles=()):
+    from lawful.fluids.scenes import flow_scene
+
+    return flow_scene(size, n, boundary, obstacles=obstacles, viscosity=0.01, dtype=torch.float64)
+
+
+def _not_ghia():
+    from lawful.fluids.scenes import Box
+    from lawful.kernels.mac_grid import Boundary
+
+    return [
+        # label, scene, words the refusal must hold (what differs and the fix)
+        ("2:1 box", _cavity_like((2.0, 1.0), 16, Boundary.box("no_slip", 1.0)),
+         ["32x16", "square", "lid_driven_cavity"]),
+        ("free-slip floor and sides", _cavity_like((1.0, 1.0), 16, Boundary(
+            "free_slip", "free_slip", "free_slip", "no_slip", wall_velocity=(0, 0, 0, 1.0))),
+         ["x_lo='free_slip'", "y_lo='free_slip'", "no-slip walls on all four sides"]),
+        ("a moving side wall", _cavity_like((1.0, 1.0), 16, Boundary(
+            "no_slip", "no_slip", "no_slip", "no_slip", wall_velocity=(0.5, 0, 0, 1.0))),
+         ["x_lo at 0.5", "only the top lid"]),
+        ("an obstacle inside", _cavity_like((1.0, 1.0), 16, Boundary.box("no_slip", 1.0),
+                                            obstacles=[Box((0.4, 0.4), (0.6, 0.6))]), ["16 solid cell(s)", "empty"]),
+    ]
+
+
+def test_ghia_errors_refuse_set_ups_that_are_not_ghias_cavity():
+    """Before: a 2:1 box (u 0.107 / v 0.246) and a cavity with free-slip floor and sides (0.418 /
+    0.671) came back as Ghia comparisons without a word (the real cavity: 0.012 / 0.010)."""
+    for label, sc, words in _not_ghia():
+        with pytest.raises(InputError) as exc:
+            ghia_errors(sc.state, 100)
+        for w in words:
+            assert w in str(exc.value), (label, w, str(exc.value))
+
+
+@pytest.mark.parametrize("re, scene_re, words", [
+    (100, 100, None),
+    (1000, 1000, None),
+    (100, 400, ["Reynolds number is 400", "re=100"]),
+    (1000, 100, ["Reynolds number is 100", "re=1000"]),
+    (400, 400, ["re=400", "[100, 1000]"]),
+])
+def test_ghia_errors_check_the_scenes_reynolds_number(re, scene_re, words):
+    sc = scenes.lid_driven_cavity(scene_re, 16, dtype=torch.float64)
+    if words is None:
+        assert ghia_errors(sc.state, re, scene=sc) == ghia_errors(sc.state, re)       # accepted, same numbers
+    else:
+        with pytest.raises(InputError) as exc:
+            ghia_errors(sc.state, re, scene=sc)
+        for w in words:
+            assert w in str(exc.value), (w, str(exc.value))
