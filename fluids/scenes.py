@@ -6,7 +6,8 @@ channel with inflow/outflow, by Reynolds number), ``lid_driven_cavity`` (the Ghi
 ``flow_scene`` builds any channel or box from a domain size, a :class:`Boundary` (wall kind and
 tangential velocity per side, inflow profile) and obstacle shapes
 (:class:`~lawful.fluids.forces.Circle`, :class:`~lawful.fluids.forces.Box`) in domain units;
-scenes with obstacles record the force on each (``drag``, ``lift``, ``cd``, ``cl``) in
+scenes with obstacles record the force on each (``drag`` along the inflow direction, ``lift``
+across it, raw ``fx``/``fy``, ``force_method``, ``cd``, ``cl``) in
 :func:`~lawful.fluids.solver.run`. ``make(name, **kw)`` looks one up by name.
 All in grid units (lengths, times) with float32 default and float64 on request.
 """

@@ -142,7 +142,9 @@ class Solver:
     * ``forcing``: ``(fu (nx+1, ny), fv (nx, ny+1))`` constant acceleration on the faces;
       ``sources``: ``(ns, nx, ny)`` scalar sources, the rate of change of each cell's average
       (amount per unit area per unit time: a cell gains ``sources * dx**2`` of the scalar's total
-      per unit time);
+      per unit time), in fluid cells only: a source on solid cells is refused
+      (:class:`~lawful.kernels.errors.InputError` naming the amount), as its release never reached
+      the fluid (half of it vanished for a source half under a cylinder);
       ``body_velocity``: ``(ub (nx+1, ny), vb (nx, ny+1))`` the velocity of moving / rotating
       obstacles on their faces (fixed faces take it, :func:`~lawful.kernels.mac_grid.face_bc`).
     * ``advect(solver, state, dt)``, ``force(solver, state, dt)``,
@@ -233,7 +235,18 @@ class Solver:
             if bad is not None:
                 raise InputError(f"sources has a non-finite value ({float(src[bad])}) at {list(bad)}: "
                                  "give finite scalar sources.")
-            self.sources = src * (~self.solid).to(self.dtype)
+            on_solid = src.abs() * self.solid.to(self.dtype)
+            if bool((on_solid != 0).any()):
+                k = int(torch.argmax(on_solid.sum((1, 2))))
+                total = float(src[k].abs().sum())
+                lost = float(on_solid[k].sum())
+                raise InputError(
+                    f"sources of scalar {k} ({self.scalar_names[k] if k < len(self.scalar_names) else k!r}) are non-zero "
+                    f"on {int((on_solid[k] != 0).sum())} solid cell(s), {100 * lost / total:.3g} % of its stated rate: "
+                    "a solid cell holds no fluid, so that part would never be released (the rest would, and the "
+                    "total would fall short of what was asked). Move the source off the obstacles or zero it "
+                    "there (sources * ~state.solid) and raise the rest if the total matters.")
+            self.sources = src
         self.buoyancy_index = -1
         if config.buoyancy != 0.0:
             name = config.buoyancy_scalar or (self.scalar_names[0] if self.scalar_names else None)
@@ -581,8 +594,10 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
     corrector),
     ``div_l2``, ``kinetic_energy``, ``enstrophy``, ``scalar_mass``, ``mass_<name>``,
     ``max_velocity``, ``wall_s`` (the step's wall time, metrics excluded); for a scene with
-    obstacles also ``drag``, ``lift`` (and ``cd``, ``cl`` with a reference velocity and length;
-    per obstacle with several: :func:`lawful.fluids.forces.force_record`). ``csv``: path to stream
+    obstacles also ``drag`` (along the inflow direction, +x without an inflow), ``lift`` (90
+    degrees counter-clockwise from it), the raw ``fx``, ``fy``, ``force_method`` (0 control volume,
+    1 the surface-integral fallback) and ``cd``, ``cl`` with a reference velocity and length; per
+    obstacle with several (:func:`lawful.fluids.forces.force_columns`). ``csv``: path to stream
     the records to (flushed every step); ``plot``: PNG path for :func:`plot_metrics` at the end (of
     the whole CSV when there is one, else of the records kept); ``callback(state, record)`` after
     each step; ``progress``: tqdm bar.

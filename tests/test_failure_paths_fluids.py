@@ -27,6 +27,18 @@ def _run_into_old_csv(out, **kw):
     return run(sc, kw.pop("steps", 3), csv=out / "metrics.csv", **kw)
 
 
+def _source_under_a_cylinder():
+    """A unit source on a 0.5 x 0.5 square half under a cylinder (fluid audit F10: half the stated
+    release silently vanished)."""
+    sc = scenes.flow_scene((2.0, 1.0), 32, scenes.Boundary.channel(1.0), obstacles=[scenes.Circle((1.0, 0.5), 0.25)],
+                           viscosity=0.01, scalar_names=("c",), dtype=F64)
+    st = sc.state
+    x = (torch.arange(st.nx, dtype=F64) + 0.5) * st.dx
+    y = (torch.arange(st.ny, dtype=F64) + 0.5) * st.dx
+    src = ((x[:, None] - 0.875).abs() < 0.25) & ((y[None, :] - 0.5).abs() < 0.25)
+    return Solver(st, sc.config, sources=src[None].to(F64))
+
+
 def _psi_of_wrong_shape(state):
     return torch.zeros(state.nx, state.ny, dtype=state.dtype)        # corners need (nx+1, ny+1)
 
@@ -99,6 +111,8 @@ CASES = [
         (3.0, 1.0), 16, scenes.Boundary.channel(1.0), obstacles=[
             scenes.Box((-0.1, 0.5), (1.0, 0.5625)), scenes.Box((0.9375, 0.5625), (1.0, 1.1))],
         viscosity=0.01), InputError, ["x_lo (rows 9-15", "no path of fluid cells"]),
+    ("a scalar source on an obstacle", lambda out: _source_under_a_cylinder(), InputError,
+     ["non-zero on", "solid cell(s)", "% of its stated rate", "Move the source off the obstacles"]),
     ("overlapping obstacles", lambda out: scenes.flow_scene(
         (2.0, 1.0), 16, scenes.Boundary.channel(1.0), obstacles=[
             scenes.Box((0.6, 0.3), (0.8, 0.7)), scenes.Box((0.4, 0.6), (1.0, 0.7))], viscosity=0.01), InputError,
