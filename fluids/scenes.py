@@ -436,6 +436,16 @@ def flow_scene(size=(1.0, 1.0), n: int = 64, boundary: Boundary | None = None, o
     _check_seams(boundary, masks, name)
     boundary.check_flow(solid)
     bv = body_velocity(obstacles, masks, nx, n, dx, dtype, device)
+    if bv is not None:
+        import warnings
+
+        warnings.warn(
+            "flow_scene: a rotating obstacle's staircase surface faces carry its rigid velocity, normal part "
+            "included, so fluid and passive scalars cross its surface (3.6 % of a uniform dye inside a disc spinning "
+            "at 0.6 rim speed after 200 steps on 32^2; the velocity field around it is right to a few %: Couette "
+            "0.434 for 0.423). Scalars near a spinning body and its scalar totals are not to be trusted; "
+            "an impermeable staircase stops the leak but drives the fluid 17-23 % too weakly (see "
+            "lawful.fluids.forces.body_velocity).", UserWarning, stacklevel=2)
     state = FluidState.zeros(nx, n, dx, boundary, solid=solid, scalar_names=scalar_names, dtype=dtype, device=device)
     sides = (boundary.x_lo, boundary.x_hi, boundary.y_lo, boundary.y_hi)
     has_inflow = "inflow" in sides

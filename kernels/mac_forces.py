@@ -3,7 +3,8 @@
 * :func:`viscosity` — explicit diffusion ``q += nu dt/dx^2 (q_E + q_W + q_N + q_S - 4 q)`` on every
   free face (5-point stencil). A neighbour beyond a wall is a ghost ``2 U_wall - q`` (no-slip:
   the tangential velocity equals the wall's ``U_wall``, 0 unless it moves, on the wall half a
-  cell away) or ``+q`` (free-slip, inflow, outflow); neighbours wrap on periodic axes; an
+  cell away), ``-q`` on inflow sides (no tangential inflow) or ``+q`` (free-slip, outflow);
+  neighbours wrap on periodic axes; an
   obstacle's fixed faces enter with their value (0, or the body's velocity there). Stable for ``nu dt/dx^2 <= 1/4``; :func:`viscosity` substeps beyond that.
 * :func:`buoyancy_and_bc` — Boussinesq buoyancy ``v[i,j] += dt b (s[k,i,j-1] + s[k,i,j])/2`` on
   free v faces (scalar ``k``, coefficient ``b`` along +y), then boundary values: fixed faces get

@@ -211,3 +211,18 @@ def test_a_uniform_dye_stays_one_around_a_spinning_disc(spun):
     dye = spun.scalars[0]
     assert float(dye[spun.solid].abs().max()) == 0.0
     assert float((dye[~spun.solid] - 1.0).abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("omega, warns", [(4.0, True), (0.0, False)])
+def test_a_rotating_obstacle_warns_that_scalars_leak_into_it(omega, warns):
+    """F1 open: until the leak is fixed, a scene with a spinning body says so when it is built."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        flow_scene((1.0, 1.0), 16, Boundary.box("no_slip"), obstacles=[Circle((0.5, 0.5), R_DISC, omega=omega)],
+                   viscosity=NU_DISC, dtype=F64)
+    said = [str(w.message) for w in got if "rotating obstacle" in str(w.message)]
+    assert bool(said) is warns
+    if warns:
+        assert "3.6 %" in said[0] and "scalars" in said[0]
