@@ -221,7 +221,7 @@ def test_a_rotating_obstacle_warns_that_scalars_leak_into_it(omega, warns):
     with warnings.catch_warnings(record=True) as got:
         warnings.simplefilter("always")
         flow_scene((1.0, 1.0), 16, Boundary.box("no_slip"), obstacles=[Circle((0.5, 0.5), R_DISC, omega=omega)],
-                   viscosity=NU_DISC, dtype=F64)
+                   viscosity=NU_DISC, dt=0.01, dtype=F64)
     said = [str(w.message) for w in got if "rotating obstacle" in str(w.message)]
     assert bool(said) is warns
     if warns:
