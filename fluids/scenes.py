@@ -393,8 +393,8 @@ def flow_scene(size=(1.0, 1.0), n: int = 64, boundary: Boundary | None = None, o
     (``force_method``: ``"control_volume"`` momentum balance around each body, or ``"surface"``,
     :class:`~lawful.fluids.forces.ForceProbe`). ``obstacle_ghost`` (default True): the viscous
     stencil treats obstacle walls as no-slip half a cell away
-    (:attr:`~lawful.fluids.solver.SolverConfig.obstacle_ghost`; Schäfer-Turek 2D-1 cd +0.3% at 10
-    cells per diameter and -3.3% at 20, against -8% at 10 without).
+    (:attr:`~lawful.fluids.solver.SolverConfig.obstacle_ghost`; Schäfer-Turek 2D-1 cd +6.9 % at 10
+    cells per diameter and +2.6 % at 20, converging, against -2.1 % at 10 without).
     """
     _check_n(n)
     boundary = boundary if boundary is not None else Boundary.box("no_slip")
