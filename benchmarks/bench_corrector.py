@@ -43,9 +43,9 @@ import torch
 
 from lawful.integrations.benchmarking import default_results_dir, quick_requested, tiny_requested, write_result
 from lawful.fluids import scenes
-from lawful.fluids.correctors import DivergenceFreeCorrector, load_corrector
+from lawful.fluids.correctors import DivergenceFreeCorrector, load_corrector, scene_domain
 from lawful.fluids.corrector_training import CorrectorTrainer, TrainConfig, make_corrector, rollout_errors
-from lawful.fluids.fine_reference import TEST_CASES, TRAIN_CASES, load_or_generate
+from lawful.fluids.fine_reference import TEST_CASES, TRAIN_CASES, coarse_scene, load_or_generate
 
 ROOT = Path(__file__).resolve().parent
 MODELS = ROOT / "models"
@@ -135,8 +135,7 @@ def train_variants(variants, trajs, args):
             corr.save(MODELS / f"corrector_karman_{v}.lawful",
                       metadata={"training": summary, "scene": "karman", "net": NET,
                                 # what bind()/lawful fluid compare a run with (as lawful train-corrector writes)
-                                "trained_on": {"scene": "karman", "n": TRAIN_CASES[0].n,
-                                               "cells_per_diameter": TRAIN_CASES[0].n * TRAIN_CASES[0].diameter,
+                                "trained_on": {**scene_domain(coarse_scene(TRAIN_CASES[0])),
                                                "re": sorted(float(c.re) for c in TRAIN_CASES)}})
         out[v] = (corr, summary, {s: w for s, w, _ in runs})
     return out

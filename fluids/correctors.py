@@ -50,8 +50,10 @@ network about walls and obstacles. Networks are resolution independent (pure con
 Save a trained corrector with :meth:`save` (the shared safe model-file format,
 :mod:`lawful.kernels.modelfile`; no code runs on load) and read it back with :func:`load_corrector`.
 
-A trained corrector is a CNN in grid units: it learned one resolution (Kármán: cells across the
-cylinder), one scene and a Reynolds range. :func:`training_domain` reads that record from a file's
+A trained corrector is a CNN in grid cells and absolute velocities, applied once per step: it
+learned one resolution (Kármán: cells across the cylinder, and the cylinder's size in channel
+heights), one scene, a Reynolds range, one velocity scale (the scene's reference velocity) and one
+time step (:func:`scene_domain` of its training scene). :func:`training_domain` reads that record from a file's
 metadata (``trained_on``, or the ``training.train_cases`` of older files) and
 :func:`check_training_domain` compares it with a scene, warning with
 :class:`~lawful.kernels.errors.OutOfDomainWarning`; :meth:`bind` runs that check, and so does
@@ -82,6 +84,7 @@ __all__ = [
     "load_corrector",
     "training_domain",
     "check_training_domain",
+    "scene_domain",
     "MODEL_KIND",
 ]
 
@@ -324,7 +327,7 @@ class _CorrectorBase(torch.nn.Module):
         params = getattr(state, "params", None) or {}
         re = getattr(state, "reynolds", None)
         if re is None and isinstance(params, dict):
-            re = params.get("reynolds")
+            re = params.get("re", params.get("reynolds"))   # scenes write "re"
         return u, v, scalars, boundary, solid, dx, re
 
     # -- scenes ------------------------------------------------------------------------------
@@ -526,6 +529,35 @@ _CLASSES = {"DivergenceFreeCorrector": DivergenceFreeCorrector,
 _CASE_LABEL = _re.compile(r"^(?P<scene>[a-z_]+?)_(?:re(?P<re>[0-9.eE+-]+)|s\d+)_n(?P<n>\d+)$")
 
 
+#: relative tolerance of the training-domain comparisons of velocity, time step and diameter
+_DOMAIN_RTOL = 1e-6
+
+
+def scene_domain(scene) -> dict:
+    """What a trained corrector is compared on, from a :class:`~lawful.fluids.scenes.Scene`:
+    ``scene`` (name), ``n`` (``params["n"]``, else cells along x), ``re`` (``params["re"]`` or
+    None), Kármán's ``cells_per_diameter`` and ``diameter`` (channel heights), ``velocity`` (the
+    scene's reference velocity ``U``, ``scene.reference[0]``, or None: the network reads velocities
+    in absolute units) and ``dt`` (the scene's time step: it corrects once per step). The record
+    ``lawful train-corrector`` writes as ``trained_on`` (``re`` there: the list trained on)."""
+    params = getattr(scene, "params", None) or {}
+    name = getattr(scene, "name", None)
+    n = params.get("n")
+    if n is None and getattr(scene, "state", None) is not None:
+        n = int(scene.state.v.shape[0])   # cells along x (square scenes without params["n"])
+    out = {"scene": name, "n": None if n is None else int(n),
+           "re": None if params.get("re") is None else float(params["re"]),
+           "cells_per_diameter": None, "diameter": None}
+    if name == "karman" and "diameter" in params and n is not None:
+        out["diameter"] = float(params["diameter"])
+        out["cells_per_diameter"] = float(n) * out["diameter"]
+    ref = getattr(scene, "reference", None)
+    out["velocity"] = float(ref[0]) if ref else None
+    config = getattr(scene, "config", None)
+    out["dt"] = float(config.dt) if config is not None else None
+    return out
+
+
 def training_domain(metadata) -> dict | None:
     """What a corrector was trained on, from its file's ``metadata``: ``{"scene", "n",
     "cells_per_diameter", "re"}`` (``n``: the scene's n; ``cells_per_diameter``: Kármán cells across
@@ -556,9 +588,11 @@ def _corrector_label(corrector) -> str:
 def check_training_domain(corrector, scene, stacklevel: int = 2) -> list[str]:
     """Compare a trained corrector's :func:`training_domain` with ``scene`` (a
     :class:`~lawful.fluids.scenes.Scene`): another scene name, another resolution (Kármán: cells
-    across the cylinder, the network working in grid cells; else the scene's ``n``) or a Reynolds
-    number outside the trained range is named in one
-    :class:`~lawful.kernels.errors.OutOfDomainWarning`. Returns the differences ([] inside the
+    across the cylinder, the network working in grid cells; else the scene's ``n``), a Reynolds
+    number outside the trained range, and, where the record has them (:func:`scene_domain`),
+    another cylinder size, reference velocity or time step (a corrector trained at U = 1 gave cl
+    -0.710 for -0.184 at U = 2 in the same dimensionless flow, and twice its effect at half the
+    step) is named in one :class:`~lawful.kernels.errors.OutOfDomainWarning`. Returns the differences ([] inside the
     domain, or for a corrector with no training record)."""
     trained = training_domain(getattr(corrector, "metadata", None))
     if not trained:
@@ -571,9 +605,8 @@ def check_training_domain(corrector, scene, stacklevel: int = 2) -> list[str]:
     differ = []
     if trained.get("scene") and name and trained["scene"] != name:
         differ.append(f"scene {trained['scene']} (this run: {name})")
-    n_here = params.get("n")
-    if n_here is None and getattr(scene, "state", None) is not None:
-        n_here = int(scene.state.v.shape[0])   # cells along x (square scenes without params["n"])
+    here_ = scene_domain(scene)
+    n_here = here_["n"]
     cells = trained.get("cells_per_diameter")
     if cells is not None and name == "karman" and "diameter" in params:
         here = float(n_here) * float(params["diameter"])
@@ -585,6 +618,13 @@ def check_training_domain(corrector, scene, stacklevel: int = 2) -> list[str]:
     res, re_here = trained.get("re"), params.get("re")
     if res and re_here is not None and not (min(res) <= float(re_here) <= max(res)):
         differ.append(f"Re {min(res):g}-{max(res):g} (this run: {float(re_here):g})")
+    for key, what in (("diameter", "a cylinder of {} channel heights (this run: {}; another blockage)"),
+                      ("velocity", "reference velocity U = {} (this run: {}; the network reads velocities in "
+                                   "absolute units)"),
+                      ("dt", "time step dt = {} (this run: {}; it corrects once per step)")):
+        was, now = trained.get(key), here_.get(key)
+        if was is not None and now is not None and abs(float(now) - float(was)) > _DOMAIN_RTOL * abs(float(was)):
+            differ.append(what.format(f"{float(was):g}", f"{float(now):g}"))
     if hasattr(corrector, "__dict__"):
         corrector.__dict__["_domain_checked"] = (scene, tuple(differ))
     if differ:

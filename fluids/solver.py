@@ -588,6 +588,9 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
         callback: Callable | None = None, progress: bool = False, keep=DEFAULT_KEEP) -> RunRecords:
     """Run ``scene`` (a :class:`~lawful.fluids.scenes.Scene`, or a ``(state, config)`` pair) for
     ``steps`` steps in place; return the step records as a :class:`~lawful.fluids.records.RunRecords`.
+    A trained ``corrector`` is checked against the scene (its training domain); one that takes the
+    Reynolds number as input is bound to the scene's (``corrector.bind(scene)``), so a corrector
+    bound to another scene does not run this one at that scene's Re.
 
     Each record: ``step``, ``t``, ``dt``, ``substeps``, ``cfl``, ``pressure_iters``,
     ``pressure_residual``, ``div_max_rel`` (after the corrector), ``div_max_rel_projected`` (with a
@@ -629,10 +632,17 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
     if callback is not None and not callable(callback):
         raise InputError(f"run: callback must be callable (callback(state, record)), got {type(callback).__name__}.")
     solver.check_state(state)
-    if corrector is not None and not isinstance(scene, tuple) and getattr(corrector, "metadata", None):
-        from lawful.fluids.correctors import check_training_domain
+    if corrector is not None and not isinstance(scene, tuple):
+        re_here = (getattr(scene, "params", None) or {}).get("re")
+        if re_here is not None and (getattr(corrector, "config", None) or {}).get("use_reynolds") \
+                and hasattr(corrector, "bind"):
+            # the network reads the Reynolds number it was bound to: one bound to another scene ran this
+            # one at that scene's Re (Re 100 for 150: velocities 0.18 off, no warning); bind() checks too
+            corrector.bind(scene)
+        elif getattr(corrector, "metadata", None):
+            from lawful.fluids.correctors import check_training_domain
 
-        check_training_domain(corrector, scene, stacklevel=3)   # a trained corrector outside what it saw warns
+            check_training_domain(corrector, scene, stacklevel=3)   # a trained corrector outside what it saw warns
     if plot is not None:
         check_writable(plot, "plot")
     writer = MetricsWriter(csv) if csv is not None else None

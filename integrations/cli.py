@@ -511,7 +511,8 @@ def _cmd_train_corrector(args) -> int:
     import torch
 
     from lawful.fluids.corrector_training import CorrectorTrainer, TrainConfig, make_corrector
-    from lawful.fluids.fine_reference import ReferenceCase, load_or_generate
+    from lawful.fluids.correctors import scene_domain
+    from lawful.fluids.fine_reference import ReferenceCase, coarse_scene, load_or_generate
     from lawful.kernels import ensure_taichi
     from lawful.kernels.distributed import env_rank
 
@@ -557,9 +558,7 @@ def _cmd_train_corrector(args) -> int:
                "reference_seconds": t_ref, "training_seconds": t_train}
     corr.save(path, metadata={"training": summary, "scene": args.scene, "net": net,
                               # what `lawful fluid` compares a run with (a CNN in grid units learns one resolution)
-                              "trained_on": {"scene": args.scene, "n": args.n,
-                                             "cells_per_diameter": args.n * base.diameter if args.scene == "karman"
-                                             else None,
+                              "trained_on": {**scene_domain(coarse_scene(cases[0], dtype=dtype)),
                                              "re": [float(v) for v in values] if args.scene == "karman" else None}})
     val = "no validation ran" if best is None else \
         f"best validation error {best['error']:.4g} (iteration {best['iteration']})"

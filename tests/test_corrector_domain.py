@@ -25,8 +25,14 @@ COMMITTED = sorted(MODELS.glob("corrector_karman_*.lawful"))
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.stem)
 def test_the_committed_correctors_record_their_training_domain(path):
     trained = load_corrector(path).metadata["trained_on"]
-    assert {k: trained[k] for k in ("scene", "n", "cells_per_diameter", "re")} == \
-        {"scene": "karman", "n": 16, "cells_per_diameter": 4.0, "re": [100.0, 200.0]}
+    assert {k: trained[k] for k in ("scene", "n", "cells_per_diameter", "re", "diameter", "velocity", "dt")} == \
+        {"scene": "karman", "n": 16, "cells_per_diameter": 4.0, "re": [100.0, 200.0], "diameter": 0.25,
+         "velocity": 1.0, "dt": 0.03125}
+    from lawful.fluids.correctors import scene_domain
+    from lawful.fluids.fine_reference import TRAIN_CASES, coarse_scene
+
+    assert {k: trained[k] for k in ("diameter", "velocity", "dt")} == \
+        {k: scene_domain(coarse_scene(TRAIN_CASES[0]))[k] for k in ("diameter", "velocity", "dt")}
 
 
 @pytest.mark.parametrize("metadata, expected", [
@@ -51,11 +57,17 @@ def _bind(corr, scene):
 
 
 # scene built, expected warning text (None: inside the domain)
+TRAINED = dict(n=16, aspect=2, diameter=0.25)     # fine_reference.coarse_scene(TRAIN_CASES[0]): inflow 1, dt dx/2
 BIND = [
-    (dict(name="karman", re=150.0, n=32), None),                            # 0.125 x 32 = 4 cells: trained
+    (dict(name="karman", re=150.0, **TRAINED), None),
     (dict(name="karman", re=150.0, n=64), "4 cells across the cylinder (this run: 8"),   # the audit's run
-    (dict(name="karman", re=1000.0, n=32), "Re 100-200 (this run: 1000)"),
+    (dict(name="karman", re=1000.0, **TRAINED), "Re 100-200 (this run: 1000)"),
     (dict(name="lid_driven_cavity", re=150.0, n=16), "scene karman (this run: lid_driven_cavity)"),
+    # the same dimensionless flow at another velocity scale or step (units audit F1: cl -0.710 for -0.184)
+    (dict(name="karman", re=150.0, inflow=2.0, **TRAINED), "reference velocity U = 1 (this run: 2"),
+    (dict(name="karman", re=150.0, dt=0.015625, **TRAINED), "time step dt = 0.03125 (this run: 0.015625"),
+    (dict(name="karman", re=150.0, n=32, aspect=2, diameter=0.125),    # 4 cells across, half the blockage
+     "a cylinder of 0.25 channel heights (this run: 0.125"),
 ]
 
 
@@ -120,3 +132,21 @@ def test_run_warns_too_and_once_with_bind(bind_first):
         run(scene, 1, corrector=corr)
     said = [str(w.message) for w in seen if issubclass(w.category, OutOfDomainWarning)]
     assert len(said) == 1 and "4 cells across the cylinder (this run: 8" in said[0]
+
+
+def test_run_feeds_the_network_the_scenes_reynolds_number():
+    """A corrector bound to Re 100 and run on a Re 150 scene read Re 100 (velocities 0.18 off, cd
+    1.915 for 1.954, no warning: units audit F2); run() binds it to the scene's."""
+    import torch
+
+    from lawful.fluids import run
+
+    results = {}
+    for first in (100.0, 150.0):
+        corr = load_corrector(MODELS / "corrector_karman_hard.lawful")
+        corr.bind(scenes.make("karman", re=first, **TRAINED))
+        scene = scenes.make("karman", re=150.0, **TRAINED)
+        run(scene, 20, corrector=corr)
+        assert corr.reynolds == 150.0
+        results[first] = scene.state.u.clone()
+    assert torch.equal(results[100.0], results[150.0])
