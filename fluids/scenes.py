@@ -131,9 +131,7 @@ def _disc_mask(n, cx, cy, diameter, nx=None):
     """Cells of an ``n``-cells-per-unit grid (``nx`` along x) whose centres lie inside the disc."""
     nx = n if nx is None else nx
     dx = 1.0 / n
-    xc = (torch.arange(nx, dtype=torch.float64)[:, None] + 0.5) * dx
-    yc = (torch.arange(n, dtype=torch.float64)[None, :] + 0.5) * dx
-    return ((xc - cx) ** 2 + (yc - cy(dx)) ** 2) < (diameter / 2) ** 2
+    return Circle((cx, cy(dx)), diameter / 2).cells(nx, n, dx)
 
 
 def _check_disc(scene, what, n, diameter, cx, cy, aspect=1, fix=""):

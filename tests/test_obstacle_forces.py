@@ -143,3 +143,27 @@ def force_of(scene, rate_x, rate_y):
     box = control_volume_box(scene.masks, 0, scene.state.solid)
     return control_volume_force(scene.state, scene.config.viscosity, box, (rate_x, rate_y),
                                 body_force=body_acceleration(scene.state, scene.config, scene.forcing))
+
+
+@pytest.mark.parametrize("shape", ["circle on ties", "circle off ties", "box"])
+def test_a_shape_gets_the_same_cells_in_any_length_unit(shape):
+    """A circle whose rim passes through cell centres (offset (2.5, 0) cells) got 21 / 20 / 19 / 16
+    cells at L = 1 / 10 / 0.1 / 100 (the tie decided by the unit's rounding; cd 5.126 against
+    5.464: units audit F3): masks are decided in cell units, a centre on the rim is outside, and
+    the mask is mirror-symmetric about the circle's centre."""
+    from lawful.fluids.forces import obstacle_masks
+
+    masks = []
+    for L in (0.1, 1.0, 3.0, 10.0, 100.0, 1000.0):
+        dx = 0.02 * L
+        ob = {"circle on ties": Circle((0.4 * L, 0.21 * L), 0.05 * L),
+              "circle off ties": Circle((0.4 * L, 0.2055 * L), 0.05 * L),
+              "box": Box((0.31 * L, 0.11 * L), (0.47 * L, 0.27 * L))}[shape]
+        masks.append(obstacle_masks([ob], 100, 20, dx)[0])
+    assert all(torch.equal(m, masks[0]) for m in masks[1:])
+    if shape == "circle on ties":
+        m = masks[0]
+        assert int(m.sum()) == 16
+        # mirror images about the centre (x = 20 cells: i <-> 39 - i; y = 10.5 cells: j <-> 20 - j)
+        assert torch.equal(m[:40], m[:40].flip(0))
+        assert torch.equal(m[:, 1:20], m[:, 1:20].flip(1)) and not bool(m[:, 0].any())
