@@ -7,8 +7,11 @@ float64). Definitions (``D_c = (u[i+1,j]-u[i,j]+v[i,j+1]-v[i,j])`` = ``dx * div 
 * ``div_max_rel`` = ``max_c |D_c| / U`` (relative divergence, dimensionless)
 * ``div_l2`` = ``sqrt(mean_c D_c^2) / U``
 * ``kinetic_energy`` = ``dx^2/2 (sum_u-faces u^2 + sum_v-faces v^2)`` (periodic duplicate faces once)
-  over the faces of the fluid: faces with a solid cell on every side (inside an obstacle, which
-  carries a rotating body's rigid velocity there) are left out
+  over the faces of the fluid, the trapezoid rule for ``1/2 int |u|^2 dA``: the faces on a
+  non-periodic side (inflow and outflow faces; zero on walls) count half, as they close half a
+  cell (counted whole, a uniform channel read 1/nx high: +3.1 % at nx = 32), and faces with a solid
+  cell on every side (inside an obstacle, which carries a rotating body's rigid velocity there) are
+  left out
 * ``enstrophy`` = ``dx^2/2 sum_corners omega^2`` (interior/wrapped corners, :func:`vorticity_torch`)
   over the corners not inside a solid body (a spinning body's own vorticity 2 omega was 99 % of
   the column)
@@ -81,7 +84,12 @@ def state_metrics(state) -> dict:
     if solid is not None and bool(solid.any()):
         in_u, in_v, in_corner = _inside_solid(solid, px, py)
         uu, vv = uu.masked_fill(in_u, 0.0), vv.masked_fill(in_v, 0.0)
-    out["kinetic_energy"] = 0.5 * dx2 * float((uu * uu).sum() + (vv * vv).sum())
+    ku, kv = uu * uu, vv * vv
+    if not px:      # trapezoid: the faces on the x sides close half a cell
+        ku = torch.cat([0.5 * ku[:1], ku[1:-1], 0.5 * ku[-1:]], 0)
+    if not py:
+        kv = torch.cat([0.5 * kv[:, :1], kv[:, 1:-1], 0.5 * kv[:, -1:]], 1)
+    out["kinetic_energy"] = 0.5 * dx2 * float(ku.sum() + kv.sum())
     w = vorticity_torch(u, v, state.dx, (px, py))
     if solid is not None and bool(solid.any()):
         w = w.masked_fill(in_corner, 0.0)
