@@ -244,7 +244,7 @@ class _CorrectorBase(torch.nn.Module):
             raise InputError(f"n_scalars={n_scalars!r} must be >= 0.")
         for name, val in (("velocity_scale", velocity_scale), ("reynolds_scale", reynolds_scale)):
             if not (math.isfinite(float(val)) and float(val) > 0):
-                raise InputError(f"{name}={val!r} must be a positive finite number (grid units).")
+                raise InputError(f"{name}={val!r} must be a positive finite number (the domain's units, those of dx).")
         if dtype not in (torch.float32, torch.float64):
             raise InputError(f"corrector dtype {dtype!r}: use torch.float32 or torch.float64.")
         self.config = dict(hidden=int(hidden), layers=int(layers), kernel_size=int(kernel_size),
@@ -396,7 +396,7 @@ class DivergenceFreeCorrector(_CorrectorBase):
 
     Parameters: ``hidden`` channels, ``layers`` (conv layers, >= 2), ``kernel_size`` (odd),
     ``n_scalars`` (passive scalars used as inputs), ``use_reynolds`` (+ a default ``reynolds`` and
-    its ``reynolds_scale``), ``velocity_scale`` (grid units; inputs are divided by it and psi is
+    its ``reynolds_scale``), ``velocity_scale`` (the domain's velocity unit; inputs are divided by it and psi is
     ``velocity_scale * dx * output``), ``mean_flow`` (learned uniform flow on periodic axes),
     ``init_gain`` (scale of the last layer at initialisation), ``dtype``/``device`` of the weights
     (the state may have another dtype: inputs are cast, psi is cast back).

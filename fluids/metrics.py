@@ -300,7 +300,7 @@ def plot_metrics(records, path, title: str | None = None, scene=None) -> Path:
         if len(handles) > 1 or (handles and handles[0].get_label() != "iterations"):
             ax.legend(handles=handles, fontsize=8)
         ax.set_title(ptitle, fontsize=10)
-        ax.set_xlabel("t (time, grid units)")
+        ax.set_xlabel("t (time, the domain's units)")
         ax.set_ylabel(ylabel)
     name = (title or getattr(scene, "name", None) or "") + thinned
     if name:

@@ -9,7 +9,8 @@ tangential velocity per side, inflow profile) and obstacle shapes
 scenes with obstacles record the force on each (``drag`` along the inflow direction, ``lift``
 across it, raw ``fx``/``fy``, ``force_method``, ``cd``, ``cl``) in
 :func:`~lawful.fluids.solver.run`. ``make(name, **kw)`` looks one up by name.
-All in grid units (lengths, times) with float32 default and float64 on request.
+All in the domain's units (lengths in those of ``dx``, times in those of ``dt``; the named
+scenes' box or channel height is 1), float32 by default and float64 on request.
 """
 
 from __future__ import annotations
@@ -311,7 +312,7 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
     if not (isinstance(diameter, (int, float)) and math.isfinite(diameter) and 0 < diameter < 1):
         raise InputError(f"karman: diameter={diameter!r} must lie in (0, 1) channel heights.")
     if isinstance(inflow, bool) or not (isinstance(inflow, (int, float)) and math.isfinite(inflow) and inflow > 0):
-        raise InputError(f"karman: inflow={inflow!r} must be a finite positive velocity (grid units): the flow "
+        raise InputError(f"karman: inflow={inflow!r} must be a finite positive velocity (domain units): the flow "
                          "enters on the left and leaves on the right; a negative one would enter through the outflow "
                          "side (for a flow to the left, build the channel with flow_scene).")
     _check_disc("karman", "cylinder", n, float(diameter), 0.5, _karman_centre_y, aspect)

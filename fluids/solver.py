@@ -60,7 +60,8 @@ def stored_pressure(p_before, p_solved, predictor: bool):
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """Settings and tolerances of a :class:`Solver` (grid units; immutable, ``replace()`` to vary).
+    """Settings and tolerances of a :class:`Solver` (in the domain's units, those of ``state.dx``, not cells and steps; immutable,
+    ``replace()`` to vary).
 
     dt: time step. viscosity: kinematic viscosity nu (length^2/time). advection: "maccormack" or
     "semi_lagrangian"; limiter: MacCormack min/max clamp. scalar_order: 1 (upwind) or 2 (MUSCL).

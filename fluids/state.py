@@ -40,7 +40,8 @@ class FluidState:
         :func:`~lawful.fluids.solver.stored_pressure`); the next step's predictor and warm start.
     scalars : ``(ns, nx, ny)`` passive scalars (cell averages), named by ``scalar_names``.
     solid : ``(nx, ny)`` bool obstacle mask (True = solid cell).
-    dx : cell size (grid length unit); ``boundary``: :class:`~lawful.kernels.mac_grid.Boundary`.
+    dx : cell size, in the domain's length unit (every length, velocity and time of the solver is in
+    the domain's units: not cells, not steps); ``boundary``: :class:`~lawful.kernels.mac_grid.Boundary`.
     t, step : simulated time and step count.
     scalar_comp : ``(ns, nx, ny)``, zeros by default: the rounding residue of each cell's last
         scalar update, re-added by the next (compensated summation, :func:`advect_scalars`). Part
@@ -130,7 +131,7 @@ class FluidState:
         """Check shapes (staggering), dtypes, devices, ``dx`` and finiteness; raise
         :class:`InputError`/:class:`ShapeError` naming the offending value."""
         if not isinstance(self.dx, (int, float)) or not math.isfinite(self.dx) or self.dx <= 0:
-            raise InputError(f"grid spacing dx={self.dx!r} must be a positive finite number (grid units).")
+            raise InputError(f"grid spacing dx={self.dx!r} must be a positive finite number (the domain's length unit).")
         self.dx = float(self.dx)
         if not isinstance(self.boundary, Boundary):
             raise InputError(f"boundary={self.boundary!r} must be a lawful.kernels.mac_grid.Boundary.")

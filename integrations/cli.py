@@ -557,7 +557,7 @@ def _cmd_train_corrector(args) -> int:
                                                           "validate_every", "validation_steps")},
                "reference_seconds": t_ref, "training_seconds": t_train}
     corr.save(path, metadata={"training": summary, "scene": args.scene, "net": net,
-                              # what `lawful fluid` compares a run with (a CNN in grid units learns one resolution)
+                              # what `lawful fluid` compares a run with (a CNN in grid cells learns one resolution)
                               "trained_on": {**scene_domain(coarse_scene(cases[0], dtype=dtype)),
                                              "re": [float(v) for v in values] if args.scene == "karman" else None}})
     val = "no validation ran" if best is None else \
@@ -772,7 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lawful",
         description="Neural surrogates that obey conservation laws inside real simulators.",
-        epilog="Every command has --help. Units: Å, eV, fs, K for force fields; grid units for fluids.",
+        epilog="Every command has --help. Units: Å, eV, fs, K for force fields; the domain's units for fluids (those of dx and dt).",
     )
     parser.add_argument("--version", action="version", version=f"lawful {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

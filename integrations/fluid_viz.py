@@ -2,7 +2,7 @@
 
 Fields (all 2D NumPy arrays indexed ``[x, y]``, float32, solid cells NaN):
 
-* ``"vorticity"`` -- corner vorticity ``omega = dv/dx - du/dy`` (1/time, grid units), at the
+* ``"vorticity"`` -- corner vorticity ``omega = dv/dx - du/dy`` (1/time, the domain's time unit), at the
   corners :func:`~lawful.kernels.mac_operators.vorticity_torch` gives;
 * ``"density"`` -- the scene's first passive scalar (``smoke`` for ``smoke_plume``, ``dye`` for
   ``karman``; amount per unit area); scenes without a scalar have no density;

@@ -416,7 +416,7 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
     ``quantity_ready=True`` the characteristics are traced with ``u``/``v`` but the values carried
     are ``uw[4]``/``vw[4]`` (the result still lands in ``u``/``v``). ``ghost``: the wall ghosts,
     :func:`ghost_tensor` of the boundary (a Boundary is converted; ``None`` clamps: zero gradient
-    beyond every side). Units: grid units (``dx`` length, ``dt`` time); dtype float32 or float64,
+    beyond every side). Units: the domain's (``dx`` length, ``dt`` time; not cells and steps); dtype float32 or float64,
     all arrays alike."""
     if scheme not in SCHEMES:
         raise InputError(f"advection scheme {scheme!r} is unknown: use one of {SCHEMES}.")

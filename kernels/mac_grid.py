@@ -76,7 +76,7 @@ class Boundary:
 
     ``x_lo``/``x_hi`` are the sides ``x = 0`` and ``x = nx dx``; ``y_lo``/``y_hi`` likewise.
     ``"periodic"`` must be given on both sides of an axis. ``"inflow"`` fixes the normal velocity
-    to ``inflow_velocity`` (grid units: length/time, positive = into the domain); ``"outflow"``
+    to ``inflow_velocity`` (the domain's length/time, positive = into the domain); ``"outflow"``
     holds the pressure at 0 and lets the flow leave. Walls are ``"free_slip"`` or ``"no_slip"``
     (the tangential condition enters through a ghost value beyond the wall, see
     :meth:`ghost_coefficients`).
