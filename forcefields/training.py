@@ -790,6 +790,12 @@ def _record_training_domain(model, batches, fresh: bool) -> None:
         densities.append((b.species.numpy(force=True), rho.numpy(force=True)))
     old_c = None if fresh else getattr(model, "training_compositions", None)
     old_n = None if fresh else getattr(model, "neighbour_density", None)
+    if not fresh and not old_n and getattr(model, "neighbour_counts", None):
+        warnings.warn(
+            "training continues from a model whose file records neighbour counts but no neighbour density "
+            "(written before 2026-12): the density range it gets now covers this run's training frames only, and "
+            "the engines check the density, so environments only its earlier data had may be reported as outside "
+            "its training domain. Include the earlier training frames to cover them.", UserWarning, stacklevel=3)
     model.training_compositions = composition_record(numbers, model.species, old=old_c)
     model.neighbour_density = neighbour_density_record(densities, model.species, old=old_n)
     if fresh:

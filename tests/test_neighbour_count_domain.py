@@ -193,6 +193,12 @@ def test_training_records_the_compositions_and_neighbour_counts_it_saw(tmp_path)
           fit_normalisation=False)
     assert back.neighbour_density["H"][0] <= density["H"][0] and back.neighbour_density["H"][1] >= density["H"][1]
     assert len(back.training_compositions["basis"]) == 2
+    # a file from before the density record (counts only): continuing says the density covers this run only
+    old = load_model(tmp_path / "m.lawful")
+    old.neighbour_density, old.neighbour_counts = {}, {"H": [1, 2], "O": [2, 2]}
+    with pytest.warns(UserWarning, match="records neighbour counts but no neighbour density"):
+        train(old, frames, validation=held, epochs=1, progress=False, fit_normalisation=False)
+    assert sorted(old.neighbour_density) == ["H", "O"]
 
 
 def _squeezed_water():
