@@ -128,6 +128,21 @@ ORIGIN_RADIUS = 10.0
 REREPORT_VOLUME_CHANGE = 0.02
 
 
+def _wrap_into_cell(src: torch.Tensor, cell, pbc) -> torch.Tensor:
+    """``src`` (N, 3) float64 positions moved by whole lattice vectors into the cell along the
+    periodic axes (fractional coordinates in [0, 1) there), in float64; unchanged without a periodic
+    axis or when the cell cannot be inverted (a zero vector along a non-periodic axis)."""
+    periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    if not periodic.any():
+        return src
+    c = torch.as_tensor(np.asarray(cell, dtype=np.float64).reshape(3, 3), device=src.device)
+    if abs(float(torch.linalg.det(c))) < 1e-12:
+        return src
+    frac = torch.linalg.solve(c.T, src.T).T                       # src = frac @ c
+    k = torch.floor(frac) * torch.as_tensor(periodic, dtype=torch.float64, device=src.device)
+    return src - k @ c
+
+
 def _domain_table(model, species, tolerance):
     """(S, S) squared out-of-domain limits (Å²) indexed by species index, from the model's
     ``pair_min_distance`` (:func:`lawful.forcefields.domain.domain_limits`); None without a record."""
@@ -491,6 +506,12 @@ class ModelRunner:
             # forces 0.07 eV/Å off). Energies, forces and stress do not see a translation, nor does
             # the Verlet list's test (a pair's distance changes by at most the two atoms' moves in
             # any frame); the offset is renewed when atom 0 is more than ORIGIN_RADIUS from it.
+            # Atoms at different lattice offsets (unwrapped positions: ASE's MD and OpenMM do not
+            # wrap) keep their own large coordinates after that shift: each is wrapped into the cell
+            # along the periodic axes first, in float64 (cu-emt in float32 at offsets of 10 / 1e4
+            # cells: forces 9e-5 / 0.09 eV/Å off, 5e-6 wrapped); nothing physical changes.
+            if cell is not None:
+                src = _wrap_into_cell(src, cell, pbc)
             if (self._origin is None or self._origin.device != src.device
                     or float((src[0] - self._origin).abs().max()) > ORIGIN_RADIUS):
                 self._origin = src[0].detach().clone()

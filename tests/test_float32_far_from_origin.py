@@ -56,3 +56,37 @@ def test_renewing_the_offset_keeps_the_forces_of_a_fresh_list(peptide, moves):
         fresh = moving.copy()
         fresh.calc = LawfulCalculator("organic-xtb", dtype="float32", skin=0.0)
         assert np.abs(moving.get_forces() - fresh.get_forces()).max() < 5e-5   # float32, <= 10 Å off
+
+
+@pytest.fixture(scope="module")
+def copper():
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = LawfulCalculator("cu-emt")
+    return atoms, atoms.get_forces().copy(), atoms.get_potential_energy(), atoms.get_stress().copy()
+
+
+@pytest.mark.parametrize("cells, pbc", [(0, True), (10, True), (10_000, True), (10_000, (True, True, False))])
+def test_float32_forces_do_not_depend_on_each_atoms_lattice_offset(copper, cells, pbc):
+    """Unwrapped periodic positions (ASE's MD and OpenMM do not wrap): every atom moved by its own
+    random lattice vector of up to ``cells`` cells. The one float64 offset left each atom's own
+    coordinates large: forces 9e-5 / 0.09 eV/Å off at 10 / 1e4 cells (neighbour-list audit F1); the
+    runner wraps the atoms into the cell along the periodic axes in float64 first."""
+    atoms, f64, e64, s64 = copper
+    moved = atoms.copy()
+    moved.pbc = pbc
+    shift = np.random.default_rng(5).integers(-cells, cells + 1, (len(moved), 3))
+    if pbc is not True:
+        shift[:, 2] = 0                   # along the open axis an atom stays where it is
+    moved.positions += shift @ moved.cell.array
+    moved.calc = LawfulCalculator("cu-emt", dtype="float32")
+    if pbc is True:
+        assert np.abs(moved.get_forces() - f64).max() < 2e-5     # float32 round-off (5e-6)
+        assert abs(moved.get_potential_energy() - e64) < 2e-5
+        assert np.abs(moved.get_stress() - s64).max() < 1e-6
+    else:                                  # a slab of the same atoms: float32 against its own float64
+        ref = moved.copy()
+        ref.calc = LawfulCalculator("cu-emt")
+        assert np.abs(moved.get_forces() - ref.get_forces()).max() < 2e-5
