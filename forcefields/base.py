@@ -193,8 +193,12 @@ class AtomisticModel(torch.nn.Module):
         graph (forces differentiable w.r.t. the weights); otherwise they are detached.
         """
         if stress and not bool(batch.pbc.all()):
-            raise InputError("stress needs a periodic cell in all three directions (pbc=True and a cell); "
-                             "for a molecule ask for energy and forces only.")
+            k = int(torch.nonzero(~batch.pbc.all(dim=-1))[0]) if batch.pbc.dim() > 1 else 0
+            given = [bool(p) for p in (batch.pbc[k] if batch.pbc.dim() > 1 else batch.pbc).tolist()]
+            raise InputError(f"stress needs a periodic cell in all three directions (pbc=True and a cell), but "
+                             f"{'structure ' + str(k) + ' has ' if batch.pbc.dim() > 1 and batch.pbc.shape[0] > 1 else ''}"
+                             f"pbc={given}: a slab or wire has no bulk stress (make it periodic with a vacuum gap "
+                             "to get the cell's), and for a molecule ask for energy and forces only.")
         if batch.positions.dtype != self.dtype or batch.positions.device != self.device:
             batch = batch.to(device=self.device, dtype=self.dtype)
         with torch.enable_grad():

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lawful.kernels.errors import InputError, NumericalError, ShapeError, UnsupportedSpeciesError
+from lawful.kernels.errors import InputError, LawfulError, NumericalError, ShapeError, UnsupportedSpeciesError
 from lawful.kernels.neighbors import pairs_within_cutoff
 
 __all__ = ["Batch", "make_batch", "structure_tensors", "structure_args", "STRUCTURE_FORMS", "MIN_DISTANCE",
@@ -414,7 +414,10 @@ def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Se
         if not isinstance(args, tuple):       # ase.Atoms: the cell of a periodic structure only
             cell = np.asarray(s.cell[:], dtype=np.float64) if any(s.pbc) else None
             args = (s.get_positions(), s.numbers, cell, s.pbc)
-        checked.append(structure_tensors(*args, z_to_index, species_names, dtype, device))
+        try:
+            checked.append(structure_tensors(*args, z_to_index, species_names, dtype, device))
+        except LawfulError as exc:
+            raise _in_structure(exc, k, len(structures)) from None
     if not checked:
         raise InputError("no structures given: pass at least one structure.")
     if pairs is None and len(checked) > 1:
@@ -423,33 +426,55 @@ def make_batch(structures: Sequence, z_to_index: torch.Tensor, species_names: Se
         found = None
     parts = []
     for k, (pos, num, species, c, pbc3) in enumerate(checked):
-        if pairs is not None and len(pairs[k]) == 4:       # already cut, with squared distances
-            i, j, sh, d2 = (torch.as_tensor(p, device=device) for p in pairs[k])
-            sh = sh.to(dtype)
-            check_squared_distances(d2, i, j)
-        else:
-            if pairs is not None:
-                i, j, sh = (torch.as_tensor(p, device=device) for p in pairs[k])
-                sh = sh.to(dtype)
-            elif found is not None:
-                i, j, sh = found[k]
-            else:
-                i, j, sh = _pairs(pos, c, pbc3, cutoff)
-            vec = pos[j] - pos[i] + sh @ c
-            check_distances(vec, i, j)
-            if pairs is not None:
-                # pairs from a list built with a skin: drop those beyond the cutoff (they would
-                # contribute exactly zero) so the model does only the work of a fresh list.
-                i, j, sh, _ = pairs_within_cutoff(i, j, sh, vec, cutoff)
-        n = pos.shape[0]
-        parts.append(Batch(
-            positions=pos, species=species, numbers=num,
-            batch=torch.zeros(n, dtype=torch.long, device=device),
-            cell=c.unsqueeze(0), pbc=torch.tensor([pbc3], dtype=torch.bool, device=device),
-            edge_i=i.to(device), edge_j=j.to(device), shifts=sh,
-            edge_batch=torch.zeros(i.shape[0], dtype=torch.long, device=device),
-            n_atoms=torch.tensor([n], dtype=torch.long, device=device)))
+        try:
+            parts.append(_structure_part(pos, num, species, c, pbc3, None if pairs is None else pairs[k],
+                                         None if found is None else found[k], cutoff, dtype, device))
+        except LawfulError as exc:
+            raise _in_structure(exc, k, len(checked)) from None
     return parts[0] if len(parts) == 1 else Batch.concatenate(parts)
+
+
+def _in_structure(exc, k: int, n: int):
+    """``exc`` naming structure ``k`` of ``n`` (its atom indices are that structure's own), when
+    there are several; the same type and attributes."""
+    if n <= 1:
+        return exc
+    named = type(exc).__new__(type(exc))      # no __init__: some errors take other arguments
+    named.__dict__.update(exc.__dict__)
+    named.args = (f"structure {k} (of {n}; atom indices within it): {exc}",)
+    return named
+
+
+def _structure_part(pos, num, species, c, pbc3, given, found, cutoff, dtype, device) -> Batch:
+    """One structure's :class:`Batch` with its pairs: ``given`` (the caller's ``(i, j, shifts)``
+    or ``(i, j, shifts, d2)``), else ``found`` (from :func:`batched_pairs`), else its own search;
+    coincident atoms refused."""
+    if given is not None and len(given) == 4:       # already cut, with squared distances
+        i, j, sh, d2 = (torch.as_tensor(p, device=device) for p in given)
+        sh = sh.to(dtype)
+        check_squared_distances(d2, i, j)
+    else:
+        if given is not None:
+            i, j, sh = (torch.as_tensor(p, device=device) for p in given)
+            sh = sh.to(dtype)
+        elif found is not None:
+            i, j, sh = found
+        else:
+            i, j, sh = _pairs(pos, c, pbc3, cutoff)
+        vec = pos[j] - pos[i] + sh @ c
+        check_distances(vec, i, j)
+        if given is not None:
+            # pairs from a list built with a skin: drop those beyond the cutoff (they would
+            # contribute exactly zero) so the model does only the work of a fresh list.
+            i, j, sh, _ = pairs_within_cutoff(i, j, sh, vec, cutoff)
+    n = pos.shape[0]
+    return Batch(
+        positions=pos, species=species, numbers=num,
+        batch=torch.zeros(n, dtype=torch.long, device=device),
+        cell=c.unsqueeze(0), pbc=torch.tensor([pbc3], dtype=torch.bool, device=device),
+        edge_i=i.to(device), edge_j=j.to(device), shifts=sh,
+        edge_batch=torch.zeros(i.shape[0], dtype=torch.long, device=device),
+        n_atoms=torch.tensor([n], dtype=torch.long, device=device))
 
 
 def evaluate_batch(model, structures: Sequence, stress: bool = True, chunk_atoms: int | None = 1000) -> list[dict]:

@@ -11,7 +11,7 @@ from ase.build import bulk
 
 from lawful.forcefields import DirectForceModel, NeuralPotential, evaluate_batch
 from lawful.forcefields.batch import batched_pairs
-from lawful.kernels.errors import InputError, ShapeError, UnsupportedSpeciesError
+from lawful.kernels.errors import InputError, NumericalError, ShapeError, UnsupportedSpeciesError
 from lawful.kernels.neighbors import neighbor_list
 
 CUTOFF = 4.0
@@ -144,7 +144,14 @@ def test_dict_input_and_stress_switch(models):
     ([{"positions": np.zeros((2, 3))}], InputError, "'positions'"),
     ([Atoms("Au", positions=[[0, 0, 0]])], UnsupportedSpeciesError, "Au"),
     ([Atoms("Cu", positions=[[0, 0, 0]])], InputError, "chunk_atoms=0"),
-], ids=["empty", "dict-without-numbers", "unknown-element", "zero-chunk"])
+    # a bad structure among several is named (its atom indices are its own: neighbour-list audit F3)
+    ([Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]]), Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0]])],
+     NumericalError, r"structure 1 \(of 2; atom indices within it\): atoms 0 and 1 are 0 Å apart"),
+    ([Atoms("Cu", positions=[[0, 0, 0]]), Atoms()], ShapeError, r"structure 1 \(of 2.*no atoms"),
+    ([Atoms("Cu", positions=[[0, 0, 0]]), Atoms("Au", positions=[[0, 0, 0]])], UnsupportedSpeciesError,
+     r"structure 1 \(of 2.*Au"),
+], ids=["empty", "dict-without-numbers", "unknown-element", "zero-chunk", "coincident-in-2nd", "empty-2nd",
+        "unknown-in-2nd"])
 def test_bad_batches_are_refused(models, structures, error, named):
     kwargs = {"chunk_atoms": 0} if named.startswith("chunk") else {}
     with pytest.raises(error, match=named):
@@ -218,3 +225,11 @@ def test_evaluate_reads_one_structure_by_the_same_rule(models, kwargs, expect):
     got = models[0].evaluate(a.positions, a.numbers, **kwargs(a))
     assert torch.allclose(got["energy"], ref[expect]["energy"], rtol=0, atol=1e-12)
     assert torch.allclose(got["forces"], ref[expect]["forces"], rtol=0, atol=1e-12)
+
+
+def test_stress_of_a_slab_is_refused_naming_its_pbc(models):
+    """The refusal spoke of a molecule for a slab too (neighbour-list audit F2)."""
+    slab = bulk("Cu", "fcc", a=3.61, cubic=True)
+    slab.pbc = (True, True, False)
+    with pytest.raises(InputError, match=r"pbc=\[True, True, False\]: a slab or wire has no bulk stress"):
+        models[0].evaluate(slab.positions, slab.numbers, cell=slab.cell[:], pbc=slab.pbc, stress=True)
