@@ -431,7 +431,7 @@ class ModelRunner:
         name = self.species[int(self._species_idx[k])]
         label = k if self.labels is None else self.labels[k]
         where = self._where(step, volume)
-        message = (f"atom {label} ({name}){where} {neighbour_text(self.model, name, float(counts[k]), weighted)} "
+        message = (f"atom {label} ({name}) {neighbour_text(self.model, name, float(counts[k]), weighted)}{where} "
                    f"(allowed {float(low[k]):.3g}-{float(high[k]):.3g}; {int(outside.sum())} atom(s) outside): an "
                    "environment the model never saw (an isolated atom, a dimer, a surface, a lattice in other units "
                    "or far from its training density), so its energy and forces are extrapolation.")
