@@ -204,8 +204,8 @@ def test_a_spinning_disc_drives_the_couette_flow(spun, r0):
 
 
 @pytest.mark.xfail(strict=True, reason="F1 open: the surface faces carry the rigid normal velocity (dye leaks into "
-                                       "the disc); stopping it needs the solver's ghosts to read the tangential "
-                                       "wall velocity separately (kernels/, torch_step.py)")
+                                       "the disc); an impermeable staircase with separate wall velocities stopped "
+                                       "the leak but braked the swirl (body_velocity's docstring): needs cut cells")
 def test_a_uniform_dye_stays_one_around_a_spinning_disc(spun):
     """Today: 3.6 % of the dye inside the body, down to 0.60 in the fluid (t = 3.6); must be 1 / 0."""
     dye = spun.scalars[0]
