@@ -81,9 +81,9 @@ def state_metrics(state) -> dict:
     out = {}
     out["div_max_rel"], out["div_l2"] = divergence_metrics(state)
     solid = getattr(state, "solid", None)
-    if solid is not None and bool(solid.any()):
-        in_u, in_v, in_corner = _inside_solid(solid, px, py)
-        uu, vv = uu.masked_fill(in_u, 0.0), vv.masked_fill(in_v, 0.0)
+    inside = _inside_solid(solid, px, py) if solid is not None and bool(solid.any()) else None
+    if inside is not None:
+        uu, vv = uu.masked_fill(inside[0], 0.0), vv.masked_fill(inside[1], 0.0)
     ku, kv = uu * uu, vv * vv
     if not px:      # trapezoid: the faces on the x sides close half a cell
         ku = torch.cat([0.5 * ku[:1], ku[1:-1], 0.5 * ku[-1:]], 0)
@@ -91,8 +91,8 @@ def state_metrics(state) -> dict:
         kv = torch.cat([0.5 * kv[:, :1], kv[:, 1:-1], 0.5 * kv[:, -1:]], 1)
     out["kinetic_energy"] = 0.5 * dx2 * float(ku.sum() + kv.sum())
     w = vorticity_torch(u, v, state.dx, (px, py))
-    if solid is not None and bool(solid.any()):
-        w = w.masked_fill(in_corner, 0.0)
+    if inside is not None:
+        w = w.masked_fill(inside[2], 0.0)
     out["enstrophy"] = 0.5 * dx2 * float((w * w).sum())
     out["max_velocity"] = max(float(u.abs().max()), float(v.abs().max()))
     masses = [dx2 * float(state.scalars[k].double().sum()) for k in range(state.scalars.shape[0])]

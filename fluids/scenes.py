@@ -280,9 +280,10 @@ def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = T
     _, _, (xc, yc) = _grid(n, n, dx, dtype, device)
     state = FluidState.zeros(n, n, dx, Boundary.box(walls), scalar_names=("smoke",), dtype=dtype, device=device)
     sources = None
+    release_rate = source_rate * math.pi * _PLUME_SOURCE_RADIUS ** 2 if source else 0.0   # per unit time
     if source:
         disc = _disc_mask(n, 0.5, _plume_source_y, 2 * _PLUME_SOURCE_RADIUS)
-        per_cell = source_rate * math.pi * _PLUME_SOURCE_RADIUS ** 2 / (float(disc.sum()) * dx * dx)
+        per_cell = release_rate / (float(disc.sum()) * dx * dx)
         sources = (per_cell * disc.to(device=device, dtype=dtype))[None].contiguous()
     else:
         blob = torch.exp(-((xc - 0.5) ** 2 + (yc - 0.3) ** 2) / (2 * 0.08 ** 2))
@@ -291,7 +292,7 @@ def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = T
     config = SolverConfig(dt=dt, viscosity=viscosity, buoyancy=buoyancy, buoyancy_scalar="smoke")
     return Scene("smoke_plume", state, config, sources=sources,
                  params=dict(n=n, buoyancy=buoyancy, source=source, source_rate=source_rate,
-                             release_rate=source_rate * math.pi * _PLUME_SOURCE_RADIUS ** 2 if source else 0.0,
+                             release_rate=release_rate,
                              viscosity=viscosity, walls=walls, dt=dt))
 
 

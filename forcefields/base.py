@@ -193,11 +193,10 @@ class AtomisticModel(torch.nn.Module):
         graph (forces differentiable w.r.t. the weights); otherwise they are detached.
         """
         if stress and not bool(batch.pbc.all()):
-            k = int(torch.nonzero(~batch.pbc.all(dim=-1))[0]) if batch.pbc.dim() > 1 else 0
-            given = [bool(p) for p in (batch.pbc[k] if batch.pbc.dim() > 1 else batch.pbc).tolist()]
+            k = int(torch.nonzero(~batch.pbc.all(dim=1))[0])           # batch.pbc: (B, 3)
+            whose = f"structure {k} has " if batch.pbc.shape[0] > 1 else ""
             raise InputError(f"stress needs a periodic cell in all three directions (pbc=True and a cell), but "
-                             f"{'structure ' + str(k) + ' has ' if batch.pbc.dim() > 1 and batch.pbc.shape[0] > 1 else ''}"
-                             f"pbc={given}: a slab or wire has no bulk stress (make it periodic with a vacuum gap "
+                             f"{whose}pbc={batch.pbc[k].tolist()}: a slab or wire has no bulk stress (make it periodic with a vacuum gap "
                              "to get the cell's), and for a molecule ask for energy and forces only.")
         if batch.positions.dtype != self.dtype or batch.positions.device != self.device:
             batch = batch.to(device=self.device, dtype=self.dtype)
