@@ -63,7 +63,9 @@ class OpenMMTorchModule(torch.nn.Module):
 
     ``core(positions Å (n,3), numbers (n,), cell Å (3,3)) -> (energy eV 0-d, forces eV/Å (n,3))``
     (:class:`lawful.forcefields.TorchScriptPotential`, its periodicity fixed at export). ``forward(positions nm (P,3), boxvectors nm (3,3)) -> (energy kJ/mol, forces
-    kJ/mol/nm (P,3))`` where P is the number of OpenMM particles.
+    kJ/mol/nm (P,3))`` where P is the number of OpenMM particles. For a model in lower precision
+    than float64 the positions are wrapped into the box (periodic) and moved to the origin in
+    float64 before rounding, as :class:`lawful.integrations.runner.ModelRunner` does.
     """
 
     def __init__(self, core, numbers: Tensor, subset: Optional[Tensor], n_particles: int, periodic: bool,
@@ -97,14 +99,26 @@ class OpenMMTorchModule(torch.nn.Module):
                 raise RuntimeError("InputError: this lawful force is periodic but the Context's box is OpenMM's "
                                    "default 2 nm cube, i.e. the System's box was never set: call "
                                    "system.setDefaultPeriodicBoxVectors(...) with your structure's cell.")
-        pos = positions.to(self.model_dtype)
+        pos64 = positions.to(torch.float64)
         if self.has_subset:
-            pos = pos.index_select(0, self.subset)
-        pos = pos * self.length_scale
+            pos64 = pos64.index_select(0, self.subset)
+        pos64 = pos64 * self.length_scale
         if self.periodic and boxvectors is not None:
-            cell = boxvectors.to(self.model_dtype) * self.length_scale
+            cell64 = boxvectors.to(torch.float64) * self.length_scale
+            cell = cell64.to(self.model_dtype)
         else:
-            cell = torch.zeros(3, 3, dtype=self.model_dtype, device=pos.device)
+            cell64 = torch.zeros(3, 3, dtype=torch.float64, device=pos64.device)
+            cell = cell64.to(self.model_dtype)
+        if self.model_dtype != torch.float64 and pos64.shape[0] > 0:
+            # a lower-precision model: in float64, wrap each atom into the box along the periodic
+            # axes (OpenMM does not wrap: atoms 1e4 cells out kept forces 0.1 eV/A off in float32)
+            # and move the structure to the origin (a molecule 1e4 A out: 0.04 eV/A), as the
+            # python backend's runner does; energies and forces do not see either move
+            if self.periodic and boxvectors is not None:
+                frac = torch.linalg.solve(cell64.T, pos64.T).T          # pos64 = frac @ cell64
+                pos64 = pos64 - torch.floor(frac) @ cell64
+            pos64 = pos64 - pos64[0]
+        pos = pos64.to(self.model_dtype)
         energy, forces = self.core(pos, self.numbers, cell)
         forces = forces * self.force_scale
         if self.has_subset:

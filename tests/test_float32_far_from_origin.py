@@ -90,3 +90,45 @@ def test_float32_forces_do_not_depend_on_each_atoms_lattice_offset(copper, cells
         ref = moved.copy()
         ref.calc = LawfulCalculator("cu-emt")
         assert np.abs(moved.get_forces() - ref.get_forces()).max() < 2e-5
+
+
+@pytest.mark.parametrize("system, far", [("copper", 0), ("copper", 10), ("copper", 10_000),
+                                         ("peptide", 1e3), ("peptide", -1e4), ("peptide_in_mlmm", 1e4)])
+def test_float32_torchscript_module_wraps_and_recentres_like_the_runner(system, far):
+    """The openmm-torch module (backend="torch") gets OpenMM's unwrapped positions in nm: in
+    float32 it rounded them as they came (cu-emt with atoms 1e4 cells out: forces 0.11 eV/Å off;
+    alanine dipeptide 1e4 Å out: 0.04 eV/Å). It wraps and recentres in float64 first now."""
+    import torch
+
+    from lawful.forcefields import load_model
+    from lawful.integrations import units
+    from lawful.integrations.torchscript_force import openmm_torch_module
+
+    periodic = system == "copper"
+    if periodic:
+        from ase.build import bulk
+
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
+        atoms.rattle(0.05, seed=1)
+        shift = np.random.default_rng(5).integers(-far, far + 1, (len(atoms), 3)) @ atoms.cell.array
+        name = "cu-emt"
+    else:
+        atoms = start_structures("alanine-dipeptide")["C7eq"]
+        shift = far
+        name = "organic-xtb"
+    extra = 3 if system == "peptide_in_mlmm" else 0          # MM particles before the ML subset
+    numbers = np.concatenate([[8] * extra, atoms.numbers])
+    subset = list(range(extra, len(numbers))) if extra else None
+    rest = np.random.default_rng(1).normal(size=(extra, 3)) * 30.0
+
+    def module_output(dtype, pos):
+        model = load_model(name, dtype=dtype)
+        module = openmm_torch_module(model, atoms.numbers, subset, len(numbers), periodic)
+        box = torch.tensor(atoms.cell.array * units.NM_PER_ANGSTROM) if periodic else None
+        e, f = module(torch.tensor(np.concatenate([rest, pos]) * units.NM_PER_ANGSTROM), box)
+        return float(e) * units.EV_PER_KJMOL, f.numpy()[extra:] * units.FORCE_ASE_PER_OPENMM
+
+    e64, f64 = module_output("float64", atoms.positions)
+    e32, f32 = module_output("float32", atoms.positions + shift)
+    assert np.abs(f32 - f64).max() < 5e-5                 # float32 round-off (5e-6 / 1.2e-5 eV/Å)
+    assert abs(e32 - e64) < 2e-4
