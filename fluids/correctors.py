@@ -18,8 +18,10 @@ differ only in how the network output becomes a velocity correction:
   constant on each connected set of solid corners (each wall / obstacle / inflow side; see
   :func:`lawful.kernels.mac_grid.solid_corner_mask`): the correction carries no flow through any
   wall, obstacle or inflow face. The constant of each solid body is the mean of the network's raw
-  psi over it (a learned circulation around an obstacle is allowed; the outer walls form one body,
-  so the net flow rate is never changed). On periodic domains a uniform flow ``(U, V)`` is
+  psi over it (a learned circulation around an obstacle is allowed; in a closed box, or a channel
+  whose walls meet at its inflow side, the outer walls form one body, so the net flow rate is never
+  changed; walls that periodic or outflow sides separate are separate bodies, and the correction
+  may shift flux between them, which those sides leave free). On periodic domains a uniform flow ``(U, V)`` is
   divergence-free but is not the curl of any periodic psi, so a learned mean-flow head adds it (on
   each periodic axis, only when there are no obstacles).
 
@@ -342,15 +344,18 @@ class _CorrectorBase(torch.nn.Module):
         opts.update(kwargs)
         return cls(**opts)
 
-    def bind(self, scene):
+    def bind(self, scene, config=None):
         """Take the scene parameters the network uses (the Reynolds number) from ``scene``;
         returns ``self``. Call before running a Reynolds-aware corrector on a new scene.
+        ``config``: the :class:`~lawful.fluids.solver.SolverConfig` the run uses when it is not
+        the scene's own (:func:`~lawful.fluids.solver.run` passes its solver's): its time step is
+        the one checked, and its viscosity sets the flow's Reynolds number.
 
         A trained corrector is checked against ``scene`` (:func:`check_training_domain`: an
         :class:`~lawful.kernels.errors.OutOfDomainWarning` for another scene, resolution or
         Reynolds number). A Reynolds-aware corrector on a scene without a Reynolds number (a
         Kármán corrector on a Kolmogorov flow) raises :class:`InputError` naming the mismatch."""
-        re = (getattr(scene, "params", None) or {}).get("re")
+        re = scene_domain(scene, config)["re"]
         if re is None and self.config.get("use_reynolds"):
             trained = (training_domain(getattr(self, "metadata", None)) or {}).get("scene")
             name = getattr(scene, "name", type(scene).__name__)
@@ -361,20 +366,63 @@ class _CorrectorBase(torch.nn.Module):
                 f"{f'; trained on the {trained} scene' if trained else ''}) but the scene {name!r} has none: {what}; "
                 f"use a corrector trained on {name} (lawful train-corrector --scene {name}), or run this one on a "
                 "scene with a Reynolds number (karman, lid_driven_cavity).")
-        check_training_domain(self, scene, stacklevel=3)
+        check_training_domain(self, scene, stacklevel=3, config=config)
         if re is not None:
             self.reynolds = float(re)
         return self
 
+    def _check_grid(self, state) -> None:
+        """A trained corrector called on a state other than that of the scene it was last checked
+        against (``Solver.step`` in a user's loop, ``run((state, config), ...)``: neither knows the
+        scene) warns, once per grid:
+        it would run at the Reynolds number it was last bound to (or saved with), whatever the
+        flow's, and outside the resolution, velocity and step it learned without a word."""
+        meta = getattr(self, "metadata", None)
+        if not meta:
+            return
+        memo = self.__dict__.get("_domain_checked")
+        if memo is not None and memo[2] == id(state):      # the state of the scene last checked
+            return
+        grid = _grid_key(state)
+        seen = self.__dict__.setdefault("_unchecked_grids", set())
+        if grid in seen:
+            return
+        trained = training_domain(meta)
+        if not trained:
+            return
+        seen.add(grid)
+        re = (f"; it takes the Reynolds number as input and uses Re = {self.reynolds:g}, the one it was last bound "
+              "to or saved with, whatever this flow's" if self.config.get("use_reynolds") and self.reynolds is not None
+              else "")
+        nx, ny = grid[1][0], grid[0][1]
+        warnings.warn(f"the trained corrector {_corrector_label(self)} runs on a state ({nx}x{ny} cells, dx "
+                      f"{grid[2]:g}) whose scene was never checked against what it was trained on ({trained.get('scene')}, "
+                      f"n={trained.get('n')}){re}: call corrector.bind(scene) first, or run(scene, ...) with the "
+                      "Scene rather than a (state, config) pair, so its resolution, Reynolds number, velocity and "
+                      "time step are compared.", OutOfDomainWarning, stacklevel=4)
+
     # -- persistence -----------------------------------------------------------------------
     def save(self, path, metadata: dict | None = None) -> None:
-        """Write the corrector to ``path`` in the safe lawful model-file format (atomic)."""
+        """Write the corrector to ``path`` in the safe lawful model-file format (atomic).
+
+        ``metadata``: the file's record (a JSON-able dict); default the corrector's own
+        (``corrector.metadata``, which :func:`load_corrector` reads), so a trained corrector
+        loaded and saved again (in another dtype, say) keeps its training record and with it the
+        training-domain checks. A record given without ``trained_on`` for a corrector that had
+        one warns: the file would run anywhere without a warning."""
         from lawful.kernels.modelfile import save_model_file
 
+        own = getattr(self, "metadata", None) or {}
+        if metadata is None:
+            metadata = own
+        elif isinstance(own, dict) and own.get("trained_on") is not None and "trained_on" not in metadata:
+            warnings.warn(f"saving the corrector {_corrector_label(self)} without the training record it was loaded "
+                          "with (metadata['trained_on']): the file will not warn when it runs outside what it was "
+                          "trained on; pass metadata={**corrector.metadata, ...} to keep it.", stacklevel=2)
         config = dict(self.config, cls=type(self).__name__, reynolds=self.reynolds,
                       dtype=dtype_name(self.dtype), **self._extra_config())
         tensors = {k: t.detach().cpu().contiguous() for k, t in self.state_dict().items()}
-        save_model_file(path, kind=MODEL_KIND, config=config, tensors=tensors, metadata=metadata or {})
+        save_model_file(path, kind=MODEL_KIND, config=config, tensors=tensors, metadata=dict(metadata))
 
     def _extra_config(self) -> dict:
         return {}
@@ -444,6 +492,7 @@ class DivergenceFreeCorrector(_CorrectorBase):
         """In-loop call: add the correction to ``state.u``/``state.v`` in place (Taichi curl kernel,
         zero-copy, no autograd). Returns ``None``."""
         u, v, scalars, boundary, solid, dx, re = self._state_parts(state)
+        self._check_grid(state)
         geom = self._geometry(boundary, solid)
         with torch.no_grad():
             psi, mean = self.stream_function(u, v, geom, dx, scalars, re)
@@ -507,6 +556,7 @@ class UnconstrainedCorrector(_CorrectorBase):
         """In-loop call: add ``(du, dv)`` to ``state.u``/``state.v`` in place, then project when
         ``project=True`` (stats in ``self.last_projection``). Returns ``None``."""
         u, v, scalars, boundary, solid, dx, re = self._state_parts(state)
+        self._check_grid(state)
         geom = self._geometry(boundary, solid)
         with torch.no_grad():
             du, dv = self.correction(u, v, geom, dx, scalars, re)
@@ -533,28 +583,46 @@ _CASE_LABEL = _re.compile(r"^(?P<scene>[a-z_]+?)_(?:re(?P<re>[0-9.eE+-]+)|s\d+)_
 _DOMAIN_RTOL = 1e-6
 
 
-def scene_domain(scene) -> dict:
+#: scene parameters besides the Reynolds number that set the flow a corrector learned (compared
+#: when both the record and the scene have them; Kolmogorov: its forcing's wavenumber and amplitude)
+FLOW_PARAMETERS = ("wavenumber", "forcing")
+
+
+def scene_domain(scene, config=None) -> dict:
     """What a trained corrector is compared on, from a :class:`~lawful.fluids.scenes.Scene`:
     ``scene`` (name), ``n`` (``params["n"]``, else cells along x), ``re`` (``params["re"]`` or
     None), Kármán's ``cells_per_diameter`` and ``diameter`` (channel heights), ``velocity`` (the
     scene's reference velocity ``U``, ``scene.reference[0]``, or None: the network reads velocities
-    in absolute units) and ``dt`` (the scene's time step: it corrects once per step). The record
-    ``lawful train-corrector`` writes as ``trained_on`` (``re`` there: the list trained on)."""
+    in absolute units), ``dt`` (the time step: it corrects once per step), ``viscosity`` and
+    ``drag`` (of the :class:`~lawful.fluids.solver.SolverConfig`) and the scene's
+    :data:`FLOW_PARAMETERS`. ``config``: the configuration the run actually uses (a solver's,
+    when it is not the scene's own); with a Reynolds number, ``re`` is then the flow's, the scene's
+    scaled by the ratio of the viscosities. The record ``lawful train-corrector`` writes as
+    ``trained_on`` (``re`` there: the list trained on)."""
     params = getattr(scene, "params", None) or {}
     name = getattr(scene, "name", None)
     n = params.get("n")
     if n is None and getattr(scene, "state", None) is not None:
         n = int(scene.state.v.shape[0])   # cells along x (square scenes without params["n"])
-    out = {"scene": name, "n": None if n is None else int(n),
-           "re": None if params.get("re") is None else float(params["re"]),
+    own = getattr(scene, "config", None)
+    config = config if config is not None else own
+    re = None if params.get("re") is None else float(params["re"])
+    if re is not None and config is not None and own is not None and config.viscosity > 0 \
+            and config.viscosity != own.viscosity:
+        re *= own.viscosity / config.viscosity          # the same scene at another viscosity
+    out = {"scene": name, "n": None if n is None else int(n), "re": re,
            "cells_per_diameter": None, "diameter": None}
     if name == "karman" and "diameter" in params and n is not None:
         out["diameter"] = float(params["diameter"])
         out["cells_per_diameter"] = float(n) * out["diameter"]
     ref = getattr(scene, "reference", None)
     out["velocity"] = float(ref[0]) if ref else None
-    config = getattr(scene, "config", None)
     out["dt"] = float(config.dt) if config is not None else None
+    out["viscosity"] = float(config.viscosity) if config is not None else None
+    out["drag"] = float(config.drag) if config is not None else None
+    for key in FLOW_PARAMETERS:
+        if params.get(key) is not None:
+            out[key] = float(params[key])
     return out
 
 
@@ -585,27 +653,39 @@ def _corrector_label(corrector) -> str:
     return repr(str(source)) if source else "(in memory)"
 
 
-def check_training_domain(corrector, scene, stacklevel: int = 2) -> list[str]:
+def _grid_key(state) -> tuple:
+    """What identifies the grid a corrector runs on: the face arrays' shapes and the cell size."""
+    return (tuple(state.u.shape), tuple(state.v.shape), float(getattr(state, "dx", 1.0)))
+
+
+def check_training_domain(corrector, scene, stacklevel: int = 2, config=None) -> list[str]:
     """Compare a trained corrector's :func:`training_domain` with ``scene`` (a
-    :class:`~lawful.fluids.scenes.Scene`): another scene name, another resolution (Kármán: cells
+    :class:`~lawful.fluids.scenes.Scene`; ``config``: the solver configuration the run uses, if
+    not the scene's): another scene name, another resolution (Kármán: cells
     across the cylinder, the network working in grid cells; else the scene's ``n``), a Reynolds
     number outside the trained range, and, where the record has them (:func:`scene_domain`),
     another cylinder size, reference velocity or time step (a corrector trained at U = 1 gave cl
     -0.710 for -0.184 at U = 2 in the same dimensionless flow, and twice its effect at half the
-    step) is named in one :class:`~lawful.kernels.errors.OutOfDomainWarning`. Returns the differences ([] inside the
-    domain, or for a corrector with no training record)."""
+    step), and for a scene without a Reynolds number another viscosity, drag or forcing, is named
+    in one :class:`~lawful.kernels.errors.OutOfDomainWarning`. Returns the differences ([] inside
+    the domain, or for a corrector with no training record). A second check of the same domain
+    (``bind`` then ``run`` on one scene) does not warn again; a scene changed since (its time step,
+    say) is checked afresh."""
     trained = training_domain(getattr(corrector, "metadata", None))
     if not trained:
         return []
-    memo = getattr(corrector, "__dict__", {}).get("_domain_checked")
-    if memo is not None and memo[0] is scene:      # bind() and run() on one scene: one warning
-        return list(memo[1])
     params = getattr(scene, "params", None) or {}
     name = getattr(scene, "name", None)
+    here_ = scene_domain(scene, config)
+    key = tuple(sorted(here_.items(), key=lambda kv: kv[0]))
+    memo = getattr(corrector, "__dict__", {}).get("_domain_checked")
+    state = getattr(scene, "state", None)
+    if memo is not None and memo[0] == key:      # bind() and run() on one scene: one warning
+        corrector.__dict__["_domain_checked"] = (key, memo[1], None if state is None else id(state))
+        return list(memo[1])
     differ = []
     if trained.get("scene") and name and trained["scene"] != name:
         differ.append(f"scene {trained['scene']} (this run: {name})")
-    here_ = scene_domain(scene)
     n_here = here_["n"]
     cells = trained.get("cells_per_diameter")
     if cells is not None and name == "karman" and "diameter" in params:
@@ -615,18 +695,23 @@ def check_training_domain(corrector, scene, stacklevel: int = 2) -> list[str]:
                           "cells)")
     elif trained.get("n") is not None and n_here is not None and int(trained["n"]) != int(n_here):
         differ.append(f"n={trained['n']} (this run: n={n_here}; the network works in grid cells)")
-    res, re_here = trained.get("re"), params.get("re")
+    res, re_here = trained.get("re"), here_["re"]
     if res and re_here is not None and not (min(res) <= float(re_here) <= max(res)):
         differ.append(f"Re {min(res):g}-{max(res):g} (this run: {float(re_here):g})")
-    for key, what in (("diameter", "a cylinder of {} channel heights (this run: {}; another blockage)"),
-                      ("velocity", "reference velocity U = {} (this run: {}; the network reads velocities in "
-                                   "absolute units)"),
-                      ("dt", "time step dt = {} (this run: {}; it corrects once per step)")):
-        was, now = trained.get(key), here_.get(key)
+    compared = [("diameter", "a cylinder of {} channel heights (this run: {}; another blockage)"),
+                ("velocity", "reference velocity U = {} (this run: {}; the network reads velocities in "
+                             "absolute units)"),
+                ("dt", "time step dt = {} (this run: {}; it corrects once per step)"),
+                ("drag", "linear drag {} (this run: {})")]
+    if not res:     # with a Reynolds number the viscosity varies over the training cases: Re is compared
+        compared.append(("viscosity", "viscosity {} (this run: {})"))
+    compared += [(k, k + " {} (this run: {})") for k in FLOW_PARAMETERS]
+    for key_, what in compared:
+        was, now = trained.get(key_), here_.get(key_)
         if was is not None and now is not None and abs(float(now) - float(was)) > _DOMAIN_RTOL * abs(float(was)):
             differ.append(what.format(f"{float(was):g}", f"{float(now):g}"))
     if hasattr(corrector, "__dict__"):
-        corrector.__dict__["_domain_checked"] = (scene, tuple(differ))
+        corrector.__dict__["_domain_checked"] = (key, tuple(differ), None if state is None else id(state))
     if differ:
         warnings.warn(f"the corrector {_corrector_label(corrector)} was trained on {', '.join(differ)}: its "
                       "corrections here are an extrapolation; train it on this case (lawful train-corrector) to "

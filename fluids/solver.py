@@ -164,7 +164,8 @@ class Solver:
       discrete curl added (``u[i,j] += (psi[i,j+1]-psi[i,j])/dx``, ``v[i,j] -= (psi[i+1,j]-psi[i,j])/dx``);
     * a tuple ``(du, dv)`` of face tensors: added on the free faces as is (unconstrained);
     * a dict with any of ``"psi"``, ``"du"``, ``"dv"``, ``"mean_flow"`` (``(mx, my)``: a uniform
-      flow added along periodic axes - divergence-free, not representable by a periodic psi).
+      flow added along periodic axes of a domain without obstacles - divergence-free, not
+      representable by a periodic psi).
 
     Why after the projection: the curl of any psi is discretely divergence-free, so a hard-
     constrained corrector keeps the projected field incompressible to round-off while its effect
@@ -493,6 +494,18 @@ class Solver:
         unknown = set(correction) - {"psi", "du", "dv", "mean_flow"}
         if unknown:
             raise InputError(f"corrector dict has unknown keys {sorted(unknown)}: use psi, du, dv, mean_flow.")
+        mean = None
+        if correction.get("mean_flow") is not None:
+            mx, my = (float(x) for x in correction["mean_flow"])
+            if (mx and not self.periodic[0]) or (my and not self.periodic[1]):
+                raise InputError("corrector mean_flow is only divergence-free along periodic axes.")
+            if (mx or my) and bool(self.solid.any()):
+                # it is added on the free faces only: every cell beside an obstacle would gain
+                # mean/dx of divergence (relative divergence 1.0 after the step, no error before)
+                raise InputError("corrector mean_flow is not divergence-free with obstacles (a uniform flow "
+                                 "cannot pass through solid cells): return it as part of psi or (du, dv) instead, "
+                                 "or drop it on this scene.")
+            mean = (mx, my)
         if correction.get("psi") is not None:
             psi = correction["psi"].to(self.dtype)
             if tuple(psi.shape) != (self.nx + 1, self.ny + 1):
@@ -507,10 +520,8 @@ class Solver:
                 if self.periodic[axis]:   # the duplicate last face is face 0 itself: face 0's correction
                     d = set_periodic_duplicate(d.clone(), axis)
                 ref.add_(d * bc[0])
-        if correction.get("mean_flow") is not None:
-            mx, my = (float(x) for x in correction["mean_flow"])
-            if (mx and not self.periodic[0]) or (my and not self.periodic[1]):
-                raise InputError("corrector mean_flow is only divergence-free along periodic axes.")
+        if mean is not None:
+            mx, my = mean
             state.u.add_(mx * self.ubc[0])
             state.v.add_(my * self.vbc[0])
 
@@ -589,9 +600,11 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
         callback: Callable | None = None, progress: bool = False, keep=DEFAULT_KEEP) -> RunRecords:
     """Run ``scene`` (a :class:`~lawful.fluids.scenes.Scene`, or a ``(state, config)`` pair) for
     ``steps`` steps in place; return the step records as a :class:`~lawful.fluids.records.RunRecords`.
-    A trained ``corrector`` is checked against the scene (its training domain); one that takes the
-    Reynolds number as input is bound to the scene's (``corrector.bind(scene)``), so a corrector
-    bound to another scene does not run this one at that scene's Re.
+    A trained ``corrector`` is checked against the scene and the solver that runs it (its training
+    domain); one that takes the Reynolds number as input is bound to the flow's
+    (``corrector.bind(scene, solver.config)``), so a corrector bound to another scene does not run
+    this one at that scene's Re. With a ``(state, config)`` pair there is no scene to check: a
+    trained corrector warns once that its domain was not checked (bind it to a scene first).
 
     Each record: ``step``, ``t``, ``dt``, ``substeps``, ``cfl``, ``pressure_iters``,
     ``pressure_residual``, ``div_max_rel`` (after the corrector), ``div_max_rel_projected`` (with a
@@ -639,11 +652,12 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
                 and hasattr(corrector, "bind"):
             # the network reads the Reynolds number it was bound to: one bound to another scene ran this
             # one at that scene's Re (Re 100 for 150: velocities 0.18 off, no warning); bind() checks too
-            corrector.bind(scene)
+            corrector.bind(scene, config=solver.config)      # the solver's dt and viscosity are what run
         elif getattr(corrector, "metadata", None):
             from lawful.fluids.correctors import check_training_domain
 
-            check_training_domain(corrector, scene, stacklevel=3)   # a trained corrector outside what it saw warns
+            # a trained corrector outside what it saw warns (the solver's dt and viscosity, not the scene's)
+            check_training_domain(corrector, scene, stacklevel=3, config=solver.config)
     if plot is not None:
         check_writable(plot, "plot")
     writer = MetricsWriter(csv) if csv is not None else None

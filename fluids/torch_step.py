@@ -443,6 +443,20 @@ class TorchStep:
     """
 
     def __init__(self, solver, projection_rtol: float | None = None):
+        injected = [name for name in ("advect", "force", "project") if getattr(solver, "_" + name, None) is not None]
+        if injected:
+            # the twin mirrors the solver's own parts: with a user's part it would be another solver's
+            # twin (a custom body force: 21 % off the Taichi step, no error)
+            raise InputError(
+                f"TorchStep mirrors the Solver's built-in steps, but this Solver was given its own "
+                f"{', '.join(injected)} (Solver(..., {'=..., '.join(injected)}=...)), which has no torch twin: "
+                "build the twin from a Solver without them, or express the change through forcing/sources, "
+                "which the twin mirrors.")
+        if solver.config.pressure_capped:
+            raise InputError(
+                "TorchStep needs a converged projection (its gradient is the exact adjoint of one), but the "
+                "Solver's config has pressure_capped=True (capped solves accepted): build the twin from a "
+                "config with pressure_capped=False and a pressure_max_iter the solves reach.")
         self.solver = solver
         self.config = solver.config
         self.boundary = solver.boundary

@@ -150,3 +150,99 @@ def test_run_feeds_the_network_the_scenes_reynolds_number():
         assert corr.reynolds == 150.0
         results[first] = scene.state.u.clone()
     assert torch.equal(results[100.0], results[150.0])
+
+
+def _out_of_domain(action):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        action()
+    return [str(w.message) for w in seen if issubclass(w.category, OutOfDomainWarning)]
+
+
+def test_a_resaved_corrector_keeps_its_training_record(tmp_path):
+    """corrector.save(path) wrote an empty record: a committed corrector converted to float64 and
+    saved again ran at Re 400, 8 cells across the cylinder and U = 2 without a warning (corrector
+    audit S1). save() keeps the corrector's own record; a new record that drops trained_on warns."""
+    import torch
+
+    corr = load_corrector(MODELS / "corrector_karman_hard.lawful").to(torch.float64)
+    corr.save(tmp_path / "f64.lawful")
+    again = load_corrector(tmp_path / "f64.lawful")
+    assert again.metadata == load_corrector(MODELS / "corrector_karman_hard.lawful").metadata
+    said = _out_of_domain(lambda: again.bind(scenes.make("karman", re=400.0, n=32, inflow=2.0)))
+    assert len(said) == 1 and "Re 100-200 (this run: 400)" in said[0]
+    with pytest.warns(UserWarning, match=r"without the training record it was loaded with"):
+        corr.save(tmp_path / "bare.lawful", metadata={"note": "mine"})
+
+
+def test_a_scene_changed_after_bind_is_checked_again():
+    """The check was remembered by the scene object: halving its dt after bind() ran unwarned."""
+    from dataclasses import replace
+
+    from lawful.fluids import run
+
+    corr = load_corrector(MODELS / "corrector_karman_hard.lawful")
+    scene = scenes.make("karman", re=150.0, **TRAINED)
+    assert _out_of_domain(lambda: corr.bind(scene)) == []
+    scene.config = replace(scene.config, dt=scene.config.dt / 2)
+    said = _out_of_domain(lambda: run(scene, 1, corrector=corr))
+    assert len(said) == 1 and "time step dt = 0.03125 (this run: 0.015625" in said[0]
+
+
+def test_run_checks_the_solver_that_runs_not_the_scenes_config():
+    """run(scene, solver=...) compared the scene's dt (in domain) while the solver ran at half of
+    it; a solver at twice the viscosity runs the scene at half its Reynolds number."""
+    from lawful.fluids import run
+
+    corr = load_corrector(MODELS / "corrector_karman_hard.lawful")
+    scene = scenes.make("karman", re=150.0, **TRAINED)
+    said = _out_of_domain(lambda: run(scene, 1, corrector=corr, solver=scene.make_solver(dt=scene.config.dt / 2)))
+    assert len(said) == 1 and "(this run: 0.015625" in said[0]
+    scene = scenes.make("karman", re=150.0, **TRAINED)
+    said = _out_of_domain(lambda: run(scene, 1, corrector=corr,
+                                      solver=scene.make_solver(viscosity=2 * scene.config.viscosity)))
+    assert corr.reynolds == pytest.approx(75.0)
+    assert len(said) == 1 and "Re 100-200 (this run: 75)" in said[0]
+
+
+@pytest.mark.parametrize("how", ["run_pair", "solver_step"])
+def test_a_corrector_run_outside_a_scene_warns_that_it_was_not_checked(how):
+    """run((state, config)) and a bare Solver.step know no scene: a corrector bound to Re 100 ran a
+    Re 150 flow at Re 100 (3.7 % off after 150 steps, no warning: corrector audit S2)."""
+    from lawful.fluids import run
+
+    corr = load_corrector(MODELS / "corrector_karman_hard.lawful")
+    corr.bind(scenes.make("karman", re=100.0, **TRAINED))
+    other = scenes.make("karman", re=150.0, **TRAINED)
+
+    def go():
+        if how == "run_pair":
+            run((other.state, other.config), 2, corrector=corr)
+        else:
+            solver = other.make_solver()
+            for _ in range(2):
+                solver.step(other.state, corr)
+
+    said = _out_of_domain(go)
+    assert len(said) == 1 and "never checked" in said[0] and "Re = 100" in said[0] and "bind(scene)" in said[0]
+    mine = scenes.make("karman", re=150.0, **TRAINED)     # bound to its own scene: no warning
+    corr.bind(mine)
+    assert _out_of_domain(lambda: mine.make_solver().step(mine.state, corr)) == []
+
+
+@pytest.mark.parametrize("build, text", [
+    (dict(viscosity=1e-3), "viscosity 0.01 (this run: 0.001)"),           # lawful fluid's default
+    (dict(viscosity=0.01, wavenumber=2), "wavenumber 4 (this run: 2)"),
+    (dict(viscosity=0.01, forcing=3.0, drag=0.0), "linear drag 0.1 (this run: 0)"),
+    (dict(viscosity=0.01), None),
+])
+def test_a_kolmogorov_corrector_records_the_flow_it_learned(tmp_path, build, text):
+    """A scene without a Reynolds number recorded nothing that sets its flow: a corrector trained
+    at nu = 0.01 (lawful train-corrector's default) ran unwarned at lawful fluid's nu = 1e-3."""
+    from lawful.fluids.correctors import scene_domain
+
+    trained = scenes.make("kolmogorov", n=16, viscosity=0.01)
+    corr = correctors.DivergenceFreeCorrector.for_scene(trained)
+    corr.save(tmp_path / "k.lawful", metadata={"trained_on": scene_domain(trained)})
+    said = _out_of_domain(lambda: load_corrector(tmp_path / "k.lawful").bind(scenes.make("kolmogorov", n=16, **build)))
+    assert said == [] if text is None else (len(said) == 1 and text in said[0]), said

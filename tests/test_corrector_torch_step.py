@@ -182,3 +182,22 @@ def test_gradcheck_wrt_network_weights_through_projected_corrections():
     wt = base[names[0]].clone().requires_grad_(True)
     bs = base[names[1]].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(fn, (wt, bs), eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
+
+
+@pytest.mark.parametrize("what", ["force", "advect", "project", "pressure_capped"])
+def test_torch_step_refuses_a_solver_it_cannot_mirror(what):
+    """A Solver given its own step part: the twin mirrored the built-in one (a custom body force:
+    21 % off the Taichi step, no error); a capped projection has no exact adjoint and failed with
+    advice to set pressure_capped=True (corrector audit S4, M3)."""
+    from lawful.fluids.solver import Solver
+    from lawful.kernels.errors import InputError
+
+    sc = scenes.lid_driven_cavity(100, 12, dtype=torch.float64)
+    if what == "pressure_capped":
+        solver = Solver(sc.state, replace(sc.config, pressure_capped=True, pressure_max_iter=3))
+        match = "pressure_capped=True"
+    else:
+        solver = Solver(sc.state, sc.config, **{what: lambda *args: None})
+        match = f"was given its own {what}"
+    with pytest.raises(InputError, match=match):
+        TorchStep(solver)

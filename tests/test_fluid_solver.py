@@ -187,6 +187,22 @@ def test_mean_flow_correction_periodic_only():
         solver.apply_correction(sc.state, torch.zeros(3, 3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("boundary", [Boundary.periodic(), Boundary("periodic", "periodic", "no_slip", "no_slip")])
+def test_mean_flow_correction_refused_beside_obstacles(boundary):
+    """A uniform flow added on the free faces of a periodic domain with an obstacle put mean/dx of
+    divergence into every cell beside it (relative divergence 1.0, no error: corrector audit S5);
+    refused before the state is touched."""
+    solid = torch.zeros((16, 16), dtype=torch.bool)
+    solid[6:10, 2:6] = True
+    st = FluidState.zeros(16, 16, 1 / 16, boundary, solid=solid, dtype=torch.float64)
+    solver = Solver(st, SolverConfig(dt=0.01))
+    u0 = st.u.clone()
+    psi = torch.rand(17, 17, dtype=torch.float64)
+    with pytest.raises(InputError, match="mean_flow is not divergence-free with obstacles"):
+        solver.apply_correction(st, {"psi": psi, "mean_flow": (0.1, 0.0)})
+    assert torch.equal(st.u, u0)
+
+
 def test_metrics_csv_streamed_and_plotted(tmp_path):
     sc = scenes.smoke_plume(n=20)
     csv_path, png = tmp_path / "m.csv", tmp_path / "m.png"
