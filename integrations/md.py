@@ -29,7 +29,10 @@ Plausibility (warned as a ``UserWarning``, recorded as md.json's ``verdict``): a
 most likely typed in ps (``--dt 0.002`` meaning 2 fs); a run in which no atom moved further than
 :data:`STILL_ANGSTROM` (0.001 Å, about a hundredth of a thermal vibration amplitude at room
 temperature) from its start to its end (a relaxed structure at 0 K, or a step typed in ps) has
-sampled no dynamics, and its "perfect" drift figure is meaningless.
+sampled no dynamics, and its "perfect" drift figure is meaningless. A run during which the model
+warned that it left its training domain (:class:`~lawful.kernels.errors.OutOfDomainWarning`) is
+``"suspect"``: its drift figure is that of an extrapolating model; md.json's ``domain_warnings``
+holds the messages.
 
 ASE's Langevin (NVT) runs with ``fixcm=False`` and ASE's ``FixCom`` constraint added to the
 atoms' own (ASE's recommended form, which samples NVT correctly): the centre of mass stays put.
@@ -113,6 +116,8 @@ class MDResult:
     #: the run's other settings (``md.json`` records them; dtype/device: those the model ran in);
     #: two runs that differed only in temperature, seed, platform or precision had the same md.json
     settings: dict = field(default_factory=dict)
+    #: the model's out-of-training-domain warnings during the run (their messages, in order)
+    domain_warnings: list = field(default_factory=list)
 
     @property
     def duration_ps(self) -> float:
@@ -122,7 +127,7 @@ class MDResult:
     @property
     def verdict(self) -> str:
         """Whether the drift figure measures anything: :func:`run_verdict` of this run."""
-        return run_verdict(self.timestep_fs, self.steps, self.max_displacement_angstrom)
+        return run_verdict(self.timestep_fs, self.steps, self.max_displacement_angstrom, self.domain_warnings)
 
     def as_dict(self) -> dict:
         """JSON-able form (what ``md.json`` holds)."""
@@ -131,6 +136,7 @@ class MDResult:
         d["duration_ps"] = self.duration_ps
         d["max_displacement_angstrom"] = self.max_displacement_angstrom
         d["verdict"] = self.verdict
+        d["domain_warnings"] = list(self.domain_warnings)
         d["settings"] = dict(self.settings)
         d["status"] = "complete"
         d["drift"] = self.summary.as_dict()
@@ -176,10 +182,12 @@ def _initial_velocities(atoms, temperature_K: float, seed: int, velocities: str 
             "initial_temperature_K": float(atoms.get_temperature())}
 
 
-def run_verdict(timestep_fs: float, steps: int, max_displacement_angstrom: float) -> str:
+def run_verdict(timestep_fs: float, steps: int, max_displacement_angstrom: float,
+                domain_warnings=()) -> str:
     """Whether a run's drift figure measures anything (md.json's ``verdict``): ``"ok"``, or a
     sentence starting ``"meaningless:"`` (no atom moved more than :data:`STILL_ANGSTROM`) or
-    ``"suspect:"`` (a time step below :data:`MIN_PLAUSIBLE_TIMESTEP_FS`), naming the fix."""
+    ``"suspect:"`` (a time step below :data:`MIN_PLAUSIBLE_TIMESTEP_FS`, or the model warned that
+    the run left its training domain: ``domain_warnings``, their messages), naming the fix."""
     duration_ps = steps * timestep_fs * units.PS_PER_FS
     if np.isfinite(max_displacement_angstrom) and max_displacement_angstrom < STILL_ANGSTROM:
         return (f"meaningless: no atom moved more than {max_displacement_angstrom:.2g} Å in the {duration_ps:.4g} ps "
@@ -188,7 +196,35 @@ def run_verdict(timestep_fs: float, steps: int, max_displacement_angstrom: float
     if timestep_fs < MIN_PLAUSIBLE_TIMESTEP_FS:
         return (f"suspect: the time step {timestep_fs:g} fs is below {MIN_PLAUSIBLE_TIMESTEP_FS:g} fs (a step in ps? "
                 f"--dt and timestep_fs are in fs); the drift figure is that of a {duration_ps:.4g} ps run")
+    if domain_warnings:
+        first = str(domain_warnings[0])
+        return (f"suspect: the model warned {len(domain_warnings)} time(s) that the run left its training domain "
+                f"(first: {first[:240]}{'...' if len(first) > 240 else ''}), so the drift figure is that of an "
+                "extrapolating model; see domain_warnings, and use a model trained on such structures")
     return "ok"
+
+
+class _DomainWarningLog:
+    """Within ``with``: the messages of every :class:`~lawful.kernels.errors.OutOfDomainWarning`
+    shown (each still reaches the user as before), for md.json."""
+
+    def __enter__(self):
+        self.messages: list[str] = []
+        self._show = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            from lawful.kernels.errors import OutOfDomainWarning
+
+            if isinstance(category, type) and issubclass(category, OutOfDomainWarning):
+                self.messages.append(str(message))
+            return self._show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(self, *exc):
+        warnings.showwarning = self._show
+        return False
 
 
 def _has_hydrogen(atoms) -> bool:
@@ -497,21 +533,24 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
     kwargs = dict(timestep_fs=timestep_fs, steps=steps, ensemble=ensemble, temperature_K=temperature_K,
                   friction_per_ps=friction_per_ps, report_interval=report_interval, out=out_dir,
                   seed=seed, dtype=dtype, device=device, progress=progress, strict=strict, on_start=start)
+    log = _DomainWarningLog()
     try:
-        if engine == "ase":
-            summary, seconds, files, moved = _run_ase(atoms, model, **kwargs)
-        else:
-            summary, seconds, files, moved = _run_openmm(atoms, model, platform=platform, **kwargs)
+        with log:
+            if engine == "ase":
+                summary, seconds, files, moved = _run_ase(atoms, model, **kwargs)
+            else:
+                summary, seconds, files, moved = _run_openmm(atoms, model, platform=platform, **kwargs)
     except BaseException as exc:
         if started and out_dir is not None:
             status = ("interrupted" if isinstance(exc, KeyboardInterrupt)
                       else f"failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''})")
-            _write_md_json(out_dir, {**header, "status": status,
+            _write_md_json(out_dir, {**header, "status": status, "domain_warnings": log.messages,
                                      "note": "the samples up to the stop are in drift.csv; no drift summary"})
         raise
     result = MDResult(engine=engine, model=_model_label(model), n_atoms=len(atoms), steps=steps,
                       timestep_fs=timestep_fs, ensemble=ensemble, summary=summary, seconds=seconds,
-                      step_seconds=seconds / steps, files=files, settings=settings, max_displacement_angstrom=moved)
+                      step_seconds=seconds / steps, files=files, settings=settings, max_displacement_angstrom=moved,
+                      domain_warnings=log.messages)
     _warn_still(result)
     if out_dir is not None:
         result.files["json"] = out_dir / "md.json"

@@ -258,3 +258,23 @@ def test_lawful_md_uses_half_a_femtosecond_for_a_molecule(tmp_path, capsys):
     assert main(["md", "--model", "organic-xtb", "--structure", str(tmp_path / "water.xyz"), "--steps", "10",
                  "--report-interval", "5", "--out", str(tmp_path / "md")]) == 0
     assert "10 steps of 0.5 fs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("engine", ["ase", "openmm"])
+def test_a_run_outside_the_training_domain_is_suspect_in_md_json(tmp_path, engine):
+    """Compressed copper (a = 3.0 Å) with cu-emt warned once on stderr, in the progress bar's
+    line, and md.json said verdict "ok" (report audit 2): the warnings are recorded and the
+    verdict says the drift is that of an extrapolating model."""
+    from lawful.kernels.errors import OutOfDomainWarning
+
+    atoms = bulk("Cu", "fcc", a=3.0, cubic=True).repeat(2)
+    atoms.rattle(0.02, seed=1)
+    with pytest.warns(OutOfDomainWarning, match="neighbour density"):
+        res = run_md(atoms, "cu-emt", engine, timestep_fs=2.0, steps=20, report_interval=10, out=tmp_path, seed=2)
+    doc = json.loads((tmp_path / "md.json").read_text())
+    assert doc["verdict"] == res.verdict and res.verdict.startswith("suspect: the model warned 1 time(s)")
+    assert len(doc["domain_warnings"]) == 1 and "neighbour density" in doc["domain_warnings"][0]
+    near = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)      # in domain: nothing recorded
+    near.rattle(0.02, seed=1)
+    res = run_md(near, "cu-emt", engine, timestep_fs=2.0, steps=20, report_interval=10, seed=2)
+    assert res.verdict == "ok" and res.domain_warnings == []
