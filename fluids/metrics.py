@@ -210,7 +210,9 @@ def metrics_panels(records, ke_exact=None):
     t = np.array([r["t"] for r in records], dtype=float)
     col = lambda k: np.array([r[k] for r in records], dtype=float)  # noqa: E731
     panels = []
-    div = [(lab, t, col(k), "-") for k, lab in (("div_max_rel", "max |D| / U (after corrector)"),
+    corrected = "div_max_rel_projected" in first     # only a run with a corrector records both
+    div = [(lab, t, col(k), "-") for k, lab in (("div_max_rel", "max |D| / U" + (" (after corrector)" if corrected
+                                                                                   else "")),
                                                  ("div_max_rel_projected", "max |D| / U (after projection)"),
                                                  ("div_l2", "rms D / U")) if k in first]
     if div:

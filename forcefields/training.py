@@ -632,6 +632,11 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     return summary
 
 
+#: how to start afresh from a checkpoint that does not fit (Python and ``lawful train`` alike)
+_FRESH_START = ("delete the checkpoint (lawful train: or write to another --out), or pass resume=False to "
+                "train()")
+
+
 class _ForceFieldHooks(Hooks):
     """The force-field task for the training core: epochs over seeded global batches."""
 
@@ -692,25 +697,25 @@ class _ForceFieldHooks(Hooks):
         if saved.get("kind") != self.model.kind or saved.get("config") != json.dumps(self.model.config,
                                                                                        sort_keys=True):
             raise ModelFileError(f"checkpoint {str(path)!r} belongs to another model ({saved.get('kind')}, "
-                                 f"{saved.get('config')}); delete it or pass resume=False.")
+                                 f"{saved.get('config')}); {_FRESH_START}.")
         if saved.get("fingerprint") != self.fingerprint:
-            raise ModelFileError(f"checkpoint {str(path)!r} was written for other training data; delete it, "
-                                 "pass resume=False, or train on the same data/seed.")
+            raise ModelFileError(f"checkpoint {str(path)!r} was written for other training data; "
+                                 f"{_FRESH_START}, or train on the same data/seed.")
         # checked when the checkpoint records them (older ones do not): without this, relabelled
         # data or other settings resumed the old run, or handed back its finished weights
         if saved.get("labels") is not None and saved.get("labels") != self.opts.get("labels_fingerprint"):
             raise ModelFileError(f"checkpoint {str(path)!r} was written for the same structures with other labels "
                                  "(energies, forces, stress, cell or periodicity): it would give back a model of the "
-                                 "old labels. Delete it or pass resume=False.")
+                                 f"old labels: {_FRESH_START}.")
         dtype = str(self.model.dtype).removeprefix("torch.")
         if saved.get("dtype") is not None and saved["dtype"] != dtype:
             raise ModelFileError(f"checkpoint {str(path)!r} is of a {saved['dtype']} run, the model is {dtype}: "
                                  "resuming would go on with rounded (or widened) weights and optimiser state, "
-                                 "neither run. Train in the checkpoint's dtype, delete it, or pass resume=False.")
+                                 f"neither run. Train in the checkpoint's dtype, or {_FRESH_START}.")
         if saved.get("options") is not None and saved.get("options") != self._options():
             raise ModelFileError(f"checkpoint {str(path)!r} was written with other training options "
                                  f"({saved['options']}; now {self._options()}): it would continue, or give back, a "
-                                 "run of those. Delete it or pass resume=False (epochs, patience, min_lr and "
+                                 f"run of those: {_FRESH_START} (epochs, patience, min_lr and "
                                  "max_time may change).")
 
     def upgrade(self, saved: dict, path) -> dict:
@@ -720,7 +725,7 @@ class _ForceFieldHooks(Hooks):
                     "best_unit": None, "bad_validations": int(saved["bad_epochs"])}
         except (KeyError, TypeError, ValueError):
             raise ModelFileError(f"checkpoint {str(path)!r} lacks the epoch counters of a lawful training "
-                                 "checkpoint; delete it or pass resume=False.") from None
+                                 f"checkpoint; {_FRESH_START}.") from None
 
     def postfix(self, row: dict) -> dict:
         return dict(loss=f"{row['train_loss']:.3g}", E=f"{1e3 * row['val_energy_mae_per_atom']:.2f}meV/at",

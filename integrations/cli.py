@@ -604,6 +604,10 @@ def _cmd_md(args) -> int:
     if args.steps < args.report_interval:
         raise _UsageError(f"--steps {args.steps} is shorter than --report-interval {args.report_interval}: the "
                           "drift needs at least two samples; run more steps or report more often")
+    if args.steps % args.report_interval:
+        raise _UsageError(f"--steps {args.steps} is not a multiple of --report-interval {args.report_interval}: the "
+                          f"drift samples and trajectory frames would end at step "
+                          f"{args.steps - args.steps % args.report_interval}; pick --steps a multiple of it")
     from lawful.integrations.md import NVT_DRIFT_MEANING, run_md
 
     try:

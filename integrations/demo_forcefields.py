@@ -130,7 +130,8 @@ def forcefield_section(ctx, sec: Section) -> None:
         "Both models learn from the same EMT-labelled copper structures with the same time budget. The "
         "NeuralPotential's forces are exact gradients of one smooth energy, so NVE conserves the total "
         "energy like EMT itself; the DirectForceModel predicts forces from a separate head, and its "
-        "non-conservative force errors pump energy in: a secular drift in both engines.")
+        "non-conservative force errors do work on the atoms that no energy accounts for: the total energy "
+        "drifts, up or down, in both engines.")
     claims_shown(sec, ctx.mode, [
         (abs(sec.summary[f"drift_{engine}_conservative_mev_atom_ps"]) < abs(sec.summary[f"drift_{engine}_direct_mev_atom_ps"]),
          f"{engine}: a smaller drift for the NeuralPotential than for the DirectForceModel "

@@ -276,6 +276,13 @@ def _check(engine: str, ensemble: str, timestep_fs: float, steps: int, report_in
     for name, value in (("steps", steps), ("report_interval", report_interval)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
             raise InputError(f"{name}={value!r} must be a positive integer number of steps.")
+    if steps % report_interval:
+        # both engines sample (and write frames) every report_interval steps: the drift fit and the
+        # trajectory stopped at the last multiple while the summary reported the whole run
+        lo, hi = steps - steps % report_interval, steps + report_interval - steps % report_interval
+        raise InputError(f"steps={steps} is not a multiple of report_interval={report_interval}: the drift samples "
+                         f"and trajectory frames would end at step {lo} while the run went on to {steps}; run "
+                         f"{hi} (or {lo}) steps, or pick a report interval that divides {steps}.")
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -338,7 +345,8 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
 
         dyn.attach(write_frame, interval=report_interval)
     bar = _progress(steps, f"ase {ensemble}", progress)
-    dyn.attach(lambda: bar.update(report_interval), interval=report_interval)
+    # ASE calls observers at step 0 too: the bar counts the steps run (it showed 210 of 200)
+    dyn.attach(lambda: bar.update(report_interval) if dyn.nsteps else None, interval=report_interval)
     start = atoms.get_positions()
     t0 = time.perf_counter()
     try:

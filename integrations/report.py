@@ -83,7 +83,8 @@ def _table_html(caption: str, rows: list[dict]) -> str:
 def _figure_html(caption: str, png: Path) -> str:
     data = base64.b64encode(Path(png).read_bytes()).decode()
     return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)} ({html.escape(Path(png).name)})</figcaption></figure>")
+            f"<figcaption>{html.escape(caption)} ({html.escape(Path(png).parent.name + '/' + Path(png).name)})"
+            "</figcaption></figure>")
 
 
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}

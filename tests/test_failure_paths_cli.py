@@ -79,6 +79,7 @@ CASES = [
     ("md --out /proc/lawful-nope/x", "/proc/lawful-nope/x"),
     ("md --device banana --out {t}/out", "'banana'"),
     ("md --steps 5 --report-interval 10 --out {t}/out", "--steps 5"),
+    ("md --steps 25 --report-interval 10 --out {t}/out", "not a multiple of --report-interval 10"),
     ("md --structure {t}/nope.cif --element Ag --repeat 4 --out {t}/out", "--element and --repeat describe"),
     ("md --structure {t}/nope.cif --lattice 4.1 --out {t}/out", "--lattice describe"),
     ("train --device banana --data {t}/notes.txt --out {t}/out", "'banana'"),

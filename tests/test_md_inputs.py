@@ -278,3 +278,31 @@ def test_a_run_outside_the_training_domain_is_suspect_in_md_json(tmp_path, engin
     near.rattle(0.02, seed=1)
     res = run_md(near, "cu-emt", engine, timestep_fs=2.0, steps=20, report_interval=10, seed=2)
     assert res.verdict == "ok" and res.domain_warnings == []
+
+
+@pytest.mark.parametrize("engine", ["ase", "openmm"])
+def test_steps_not_a_multiple_of_the_report_interval_are_refused(engine):
+    """25 steps sampled every 10: the drift fit and the trajectory ended at step 20 while the
+    summary reported 25 (report audit 8)."""
+    with pytest.raises(InputError, match=r"steps=25 is not a multiple of report_interval=10.*run 30 \(or 20\)"):
+        run_md(rattled_copper(seed=1), MorsePairModel(), engine, timestep_fs=1.0, steps=25, report_interval=10)
+
+
+def test_the_progress_bar_counts_the_steps_run(capsys):
+    """ASE calls observers at step 0 too: the bar read 210 of 200 steps."""
+    import tqdm
+
+    seen = []
+    real = tqdm.tqdm.update
+
+    def update(self, n=1):
+        seen.append(n)
+        return real(self, n)
+
+    tqdm.tqdm.update = update
+    try:
+        run_md(rattled_copper(seed=1), MorsePairModel(), "ase", timestep_fs=1.0, steps=20, report_interval=5,
+               progress=True)
+    finally:
+        tqdm.tqdm.update = real
+    assert sum(seen) == 20
