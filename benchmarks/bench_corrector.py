@@ -41,7 +41,8 @@ from pathlib import Path
 
 import torch
 
-from lawful.integrations.benchmarking import default_results_dir, quick_requested, tiny_requested, write_result
+from lawful.integrations.benchmarking import (default_results_dir, quick_requested, replace_model_file, tiny_requested,
+                                              write_result)
 from lawful.fluids import scenes
 from lawful.fluids.correctors import DivergenceFreeCorrector, load_corrector, scene_domain
 from lawful.fluids.corrector_training import CorrectorTrainer, TrainConfig, make_corrector, rollout_errors
@@ -133,12 +134,11 @@ def train_variants(variants, trajs, args):
                               for s, _, summ in runs})
         if not args.quick:
             MODELS.mkdir(parents=True, exist_ok=True)
-            corr.save(MODELS / f"corrector_karman_{v}.lawful",
-                      metadata={"training": summary, "scene": "karman", "net": NET,
-                                # what bind()/lawful fluid compare a run with (as lawful train-corrector writes)
-                                "trained_on": {**scene_domain(coarse_scene(TRAIN_CASES[0])),
-                                               "re": sorted(float(c.re) for c in TRAIN_CASES
-                                                            if c.scene == "karman")}})
+            meta = {"training": summary, "scene": "karman", "net": NET,
+                    # what bind()/lawful fluid compare a run with (as lawful train-corrector writes)
+                    "trained_on": {**scene_domain(coarse_scene(TRAIN_CASES[0])),
+                                   "re": sorted(float(c.re) for c in TRAIN_CASES if c.scene == "karman")}}
+            replace_model_file(lambda p: corr.save(p, metadata=meta), MODELS / f"corrector_karman_{v}.lawful")
         out[v] = (corr, summary, {s: w for s, w, _ in runs})
     return out
 

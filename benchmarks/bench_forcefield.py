@@ -45,8 +45,8 @@ import torch
 from lawful.forcefields import DirectForceModel, NeuralPotential, load_model, train
 from lawful.forcefields.reference import emt_metal_dataset
 from lawful.forcefields.training import evaluate_errors, prepare
-from lawful.integrations.benchmarking import (default_results_dir, quick_requested, tiny_requested, time_call,
-                                              write_result)
+from lawful.integrations.benchmarking import (default_results_dir, quick_requested, replace_model_file,
+                                              tiny_requested, time_call, write_result)
 from lawful.kernels.neighbors import VerletList
 
 THREADS = 1
@@ -217,7 +217,8 @@ def main() -> int:
         summary["test_energy_mae_per_atom_eV"] = test["energy_mae_per_atom"]
         summary["test_force_mae_eV_per_A"] = test["force_mae"]
         path = model_dir / FILES[name]
-        model.save(path, training_summary={k: v for k, v in summary.items() if k != "history"})
+        figures[f"{name}_model_file"] = replace_model_file(
+            lambda p: model.save(p, training_summary={k: v for k, v in summary.items() if k != "history"}), path)
         reloaded = load_model(path)
         n_params = sum(p.numel() for p in model.parameters())
         figures.update({

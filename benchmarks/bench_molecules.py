@@ -53,7 +53,8 @@ import numpy as np
 
 import torch
 
-from lawful.integrations.benchmarking import default_results_dir, quick_requested, spread, tiny_requested, write_result
+from lawful.integrations.benchmarking import (default_results_dir, quick_requested, replace_model_file, spread,
+                                              tiny_requested, write_result)
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "xtb"
@@ -114,7 +115,7 @@ def refit_shipped(quick: bool) -> dict:
     model = load_model(path)
     rec = refit_reference_energies(model, training_sets(1)[0])
     summary = dict(model.training_summary or {}, reference_energy_refit=rec)
-    model.save(path, training_summary=summary)
+    rec["model_file"] = replace_model_file(lambda p: model.save(p, training_summary=summary), path)
     print(f"refit reference energies of {path}: shifts {rec['shift_eV']} eV, mean residual "
           f"{rec['mean_residual_meV_per_atom_before']:.3f} -> {rec['mean_residual_meV_per_atom_after']:.3f} meV/atom",
           flush=True)
@@ -169,8 +170,8 @@ def train_models(quick: bool, epochs: int, max_time: float, kinds=("conservative
             summary = dict(summary, stages=stages,
                            train_cpu_s_total=sum(float(st.get("train_cpu_s") or 0.0) for st in stages))
         path = model_dir(quick) / FILES[kind]
-        model.save(path, training_summary=summary)
-        out[kind] = {"file": str(path), "train_cpu_s": cpu, "epochs_run": summary.get("epochs_run"),
+        written = replace_model_file(lambda p: model.save(p, training_summary=summary), path)
+        out[kind] = {"file": str(path), "replaced": written["replaced"], "train_cpu_s": cpu, "epochs_run": summary.get("epochs_run"),
                      "stop_reason": summary.get("stop_reason"), "n_train": len(tr), "n_val": len(va)}
         print(f"{kind}: {summary.get('epochs_run')} epochs, {cpu:.0f} s CPU, stop: {summary.get('stop_reason')}",
               flush=True)

@@ -169,6 +169,30 @@ def default_results_dir() -> Path:
     return Path(os.environ.get("LAWFUL_BENCH_DIR", "benchmarks/results"))
 
 
+def replace_model_file(save: Callable[[Path], object], path: str | os.PathLike) -> dict:
+    """Write a benchmark's trained model with ``save(path)``. A full benchmark run installs its
+    models where lawful ships them (``cu-emt``, ``organic-xtb``, the committed correctors), so
+    that every later run by name uses the new weights: the file it replaces is first copied to
+    ``<results dir>/replaced_models/<name>-<sha256[:12]><suffix>`` and both paths are printed, so
+    nothing is replaced silently or lost. Returns ``{"path", "replaced"}`` (the copy's path or None)
+    for the benchmark's JSON."""
+    import hashlib
+    import shutil
+
+    path = Path(path)
+    kept = None
+    if path.is_file():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        folder = default_results_dir() / "replaced_models"
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = folder / f"{path.stem}-{digest}{path.suffix}"
+        if not kept.exists():
+            shutil.copy2(path, kept)
+    save(path)
+    print(f"model written to {path}" + (f" (replacing the file there, kept as {kept})" if kept else ""), flush=True)
+    return {"path": str(path), "replaced": None if kept is None else str(kept)}
+
+
 def write_result(name: str, figures: dict, *, dtype=None, device=None, params: dict | None = None,
                  seeds=None, out_dir: str | os.PathLike | None = None) -> Path:
     """Write ``<out_dir>/<name>.json`` atomically and return its path.

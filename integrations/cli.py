@@ -970,7 +970,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Taichi arch (default: $LAWFUL_TI_ARCH, else cuda when a GPU is visible, else cpu)")
     p.set_defaults(func=_cmd_fluid)
 
-    p = sub.add_parser("bench", help="run the benchmark suite and write JSON results")
+    p = sub.add_parser("bench", help="run the benchmark suite and write JSON results",
+                       description="Run the benchmark suite. A full run (without --quick) retrains the models "
+                                   "lawful ships (cu-emt, organic-xtb and their direct controls, the committed "
+                                   "fluid correctors) and installs them in their place, so every later run by "
+                                   "name uses the new weights; each replaced file is kept in "
+                                   "OUT/replaced_models/ and named in the output.")
     p.add_argument("--suite", default=None,
                    help="folder holding bench_*.py scripts (default: the repository's benchmarks/, found from "
                         "any working directory)")

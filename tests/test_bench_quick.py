@@ -147,3 +147,20 @@ def test_an_interrupted_suite_rewrites_the_summary_saying_so(tmp_path, monkeypat
         run_suite(suite, out)
     last = json.loads((out / SUMMARY).read_text())["last_run"]
     assert last["interrupted"] == "bench_b.py" and last["not_run"] == ["bench_c.py"] and last["rewritten"] == ["a"]
+
+
+def test_a_benchmark_replacing_a_shipped_model_keeps_the_old_file(tmp_path, monkeypatch, capsys):
+    """A full benchmark run installs its models where lawful ships them: the file replaced is kept
+    under the results folder and both are named (report audit 3: they were replaced silently)."""
+    from lawful.integrations.benchmarking import replace_model_file
+
+    monkeypatch.setenv("LAWFUL_BENCH_DIR", str(tmp_path / "results"))
+    target = tmp_path / "pkg" / "cu-emt.lawful"
+    target.parent.mkdir()
+    first = replace_model_file(lambda p: p.write_bytes(b"old weights"), target)
+    assert first["replaced"] is None
+    second = replace_model_file(lambda p: p.write_bytes(b"new weights"), target)
+    kept = second["replaced"]
+    assert target.read_bytes() == b"new weights" and open(kept, "rb").read() == b"old weights"
+    assert kept.startswith(str(tmp_path / "results" / "replaced_models" / "cu-emt-"))
+    assert f"replacing the file there, kept as {kept}" in capsys.readouterr().out
