@@ -736,6 +736,12 @@ def _cmd_fluid(args) -> int:
         """Draw what the run has so far: metrics.png and the animation; return the last metrics row,
         the number of steps and the lines to print (memory bounded however long the run)."""
         lines = []
+        if not mine["rows"] and recorder is not None and recorder.frames:
+            # no step made (--steps 0, or stopped before the first) but an animation to write: the
+            # earlier run's metrics, snapshots and animations would stand beside it as this run's
+            _drop_earlier_frames(frames, out)
+            csv.unlink(missing_ok=True)
+            png.unlink(missing_ok=True)
         # only this run's rows: with --steps 0 or an interrupt before the first step, the CSV of an
         # earlier run in --out was read, plotted and printed as this run's
         rows, total = fluid_viz.read_metrics_thinned(csv) if mine["rows"] and csv.is_file() else ([], 0)

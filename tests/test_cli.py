@@ -148,6 +148,11 @@ def test_fluid_never_reports_an_earlier_runs_outputs_as_its_own(tmp_path, capsys
     (out / "vorticity.gif").write_bytes(b"GIF89a earlier")
     assert main(["fluid", "--scene", "kolmogorov", "--steps", "2", "--frame-every", "0", *common]) == 0
     assert list((out / "frames").glob("*.png")) == [] and not (out / "vorticity.gif").exists()
+    # --steps 0 with --animate writes an animation of this run: the earlier run's metrics, plot and
+    # frames went on standing beside it (report audit 4)
+    assert main(["fluid", "--scene", "kolmogorov", "--steps", "2", "--frame-every", "1", *common]) == 0
+    assert main(["fluid", "--scene", "taylor_green", "--steps", "0", "--animate", *common]) == 0
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["vorticity.gif"]
 
 
 def _corrector_file(path, trained_on):
