@@ -225,6 +225,14 @@ def metrics_panels(records, ke_exact=None):
         panels.append(("kinetic energy", "KE (length⁴/time², density 1)", lines, False))
     if "enstrophy" in first:
         panels.append(("enstrophy", "½∫ω² (length²/time²)", [("", t, col("enstrophy"), "-")], False))
+    # the force on the obstacles (lawful.fluids.forces.force_columns): the coefficients when the
+    # scene has a reference velocity and length, else drag and lift per unit depth; the sums only
+    if "cd" in first:
+        panels.append(("force on the obstacles", "coefficient (dimensionless: ½ρU²L of the scene)",
+                       [(k, t, col(k), "-") for k in ("cd", "cl")], False))
+    elif "drag" in first:
+        panels.append(("force on the obstacles", "per unit depth (length³/time², density 1)",
+                       [(k, t, col(k), "-") for k in ("drag", "lift")], False))
     masses = [k for k in first if k.startswith("mass_")]
     if masses:
         panels.append(("scalar mass", "∫ s dA (amount)", [(k[5:], t, col(k), "-") for k in masses], False))

@@ -202,6 +202,13 @@ def test_metrics_panels_only_for_recorded_quantities(tmp_path):
     run(smoke, 2, csv=tmp_path / "s.csv")
     titles = [p[0] for p in fluid_viz.metrics_panels(read_metrics_csv(tmp_path / "s.csv"))]
     assert "scalar mass" in titles and "kinetic energy" in titles
+    # the force on a body, which metrics.csv records, has its panel (report audit 6: it had none)
+    karman = scenes.karman(re=100.0, n=16)
+    run(karman, 2, csv=tmp_path / "k.csv")
+    rows = read_metrics_csv(tmp_path / "k.csv")
+    (force,) = [p for p in fluid_viz.metrics_panels(rows) if p[0] == "force on the obstacles"]
+    assert [line[0] for line in force[2]] == ["cd", "cl"] and "dimensionless" in force[1]
+    np.testing.assert_array_equal(force[2][0][2], [r["cd"] for r in rows])
     png = fluid_viz.plot_metrics(tmp_path / "tg.csv", tmp_path / "m.png", scene=tg)
     assert png.stat().st_size > 10_000
 
