@@ -923,7 +923,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=_positive_int, default=None,
                    help="fcc supercell repeats of the cubic cell, per axis (without --structure; default 3)")
     p.add_argument("--ensemble", choices=["nve", "nvt"], default="nve", help="nve (drift check) or nvt (Langevin)")
-    p.add_argument("--temperature", type=_non_negative, default=300.0, help="initial / target temperature, K")
+    p.add_argument("--temperature", type=_non_negative, default=300.0, help="initial / target temperature, K (reported temperatures count 3N degrees of freedom less "
+                        "constrained ones, as ASE does: md.json settings.temperature_dof)")
     p.add_argument("--dt", type=float, default=None,
                    help="time step, fs (not ps: below 0.05 fs a warning asks whether a ps value was meant); default "
                         "0.5 fs when the structure has hydrogen (above 1 fs with hydrogen warns), else 2 fs")

@@ -285,6 +285,13 @@ def _check(engine: str, ensemble: str, timestep_fs: float, steps: int, report_in
                          f"{hi} (or {lo}) steps, or pick a report interval that divides {steps}.")
 
 
+def _temperature_dof(atoms) -> int:
+    """The degrees of freedom the run's temperatures count (ASE's rule, which the OpenMM reporter
+    matches here): 3N less those the atoms' constraints remove (3 per fixed atom; 3 for the FixCom
+    of ASE's NVT)."""
+    return int(3 * len(atoms) - sum(c.get_removed_dof(atoms) for c in atoms.constraints))
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -292,7 +299,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, friction_per_ps,
-             report_interval, out, seed, dtype, device, progress, strict, on_start=lambda temperature_K: None):
+             report_interval, out, seed, dtype, device, progress, strict, on_start=lambda temperature_K, dof: None):
     import ase.units as aseu
     from ase.io.trajectory import Trajectory
     from ase.md.langevin import Langevin
@@ -323,7 +330,7 @@ def _run_ase(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, frict
         dyn = Langevin(atoms, timestep=dt, temperature_K=temperature_K, fixcm=False,
                        friction=friction_per_ps / (1000.0 * aseu.fs), rng=np.random.default_rng(seed + 1))
     files = {}
-    on_start(float(atoms.get_temperature()))   # with FixCom in place: the dof drift.csv counts
+    on_start(float(atoms.get_temperature()), _temperature_dof(atoms))   # with FixCom: the dof drift.csv counts
     obs = DriftObserver(dyn, csv=(out / "drift.csv") if out else None, nve=ensemble == "nve")
     dyn.attach(obs, interval=report_interval)
     traj = None
@@ -409,7 +416,7 @@ def _openmm_system(atoms, model, dtype, device, strict=False):
 
 def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, friction_per_ps,
                 report_interval, out, seed, dtype, device, progress, platform, strict,
-                on_start=lambda temperature_K: None):
+                on_start=lambda temperature_K, dof: None):
     import openmm
     from openmm import app
     from openmm import unit as u
@@ -429,7 +436,7 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
     # the atoms' on-step velocities, in nm/ps and OpenMM's frame (rotated with the positions)
     v_nm_ps = velocities_from_ase(atoms)
     files = {}
-    on_start(float(atoms.get_temperature()))   # 3N less fixed atoms: no CMMotionRemover here
+    on_start(float(atoms.get_temperature()), _temperature_dof(atoms))   # 3N less fixed atoms: no CMMotionRemover
     reporter = DriftReporter((out / "drift.csv") if out else None, report_interval, n_atoms=len(atoms),
                              nve=ensemble == "nve")
     sim.reporters.append(reporter)
@@ -524,13 +531,18 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
               "timestep_fs": timestep_fs, "ensemble": ensemble, "settings": settings}
     started = []
 
-    def start(temperature_K: float) -> None:
+    def start(temperature_K: float, dof: int) -> None:
         """Called by the engine right before it writes its first output, with the on-step
         temperature over the degrees of freedom it counts: the earlier run's md.json (kept when this
         one was interrupted: a user read A's drift beside B's drift.csv) and the other engine's
         trajectory files go, and md.json says this run is running."""
         # ASE's NVT adds FixCom (3N - 3): drawn velocities counted over 3N read 3 % cold for 32 atoms
         velocity_record["initial_temperature_K"] = temperature_K
+        settings["temperature_dof"] = {
+            "count": int(dof),
+            "rule": "3N less the degrees of freedom constraints remove (fixed atoms; ASE's NVT adds FixCom: 3); "
+                    "drawn velocities carry no centre-of-mass motion, which NVE keeps at zero, so over 3N - 3 "
+                    f"an NVE run's temperatures would read {3 * len(atoms)}/{3 * len(atoms) - 3} of these"}
         started.append(True)
         if out_dir is None:
             return

@@ -306,3 +306,18 @@ def test_the_progress_bar_counts_the_steps_run(capsys):
     finally:
         tqdm.tqdm.update = real
     assert sum(seen) == 20
+
+
+@pytest.mark.parametrize("engine, ensemble, dof", [("ase", "nve", 96), ("openmm", "nve", 96), ("ase", "nvt", 93),
+                                                   ("openmm", "nvt", 96)])
+def test_md_json_names_the_degrees_of_freedom_its_temperatures_count(tmp_path, engine, ensemble, dof):
+    """The same drawn velocities read 574.8 K in ASE's NVT (FixCom: 3N - 3) and 556.8 K in
+    OpenMM's (3N), with nothing saying so (report audit 5): md.json records the count."""
+    res = run_md(rattled_copper(seed=1), MorsePairModel(), engine, ensemble=ensemble, timestep_fs=1.0, steps=10,
+                 report_interval=5, temperature_K=300.0, out=tmp_path, seed=3, velocities="draw")
+    doc = json.loads((tmp_path / "md.json").read_text())
+    assert doc["settings"]["temperature_dof"]["count"] == dof == res.settings["temperature_dof"]["count"]
+    row = _first_row(tmp_path)
+    from ase.units import kB
+
+    assert row["temperature_K"] == pytest.approx(2 * row["kinetic_eV"] / (dof * kB), rel=1e-6)
