@@ -66,12 +66,13 @@ def _train_one(variant, seed, args, trajs):
     torch.manual_seed(seed)
     corr = make_corrector(variant, **NET)
     cfg = TrainConfig(variant=variant, iterations=args.iterations, lr=args.lr, unroll=args.unroll, seed=seed,
-                      soft_weight=args.soft_weight, al_penalty=args.al_penalty, checkpoint_every=25,
+                      soft_weight=args.soft_weight, al_penalty=args.al_penalty, al_tolerance=args.al_tolerance,
+                      checkpoint_every=25,
                       validate_every=args.validate_every, validation_steps=args.validation_steps)
     ckpt = None if args.quick else RUNS / f"corrector_{variant}_s{seed}.ckpt"
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-    trainer = CorrectorTrainer(corr, trajs, cfg, checkpoint=ckpt, resume=not args.retrain)
+    trainer = CorrectorTrainer(corr, trajs, cfg, checkpoint=ckpt, resume=variant not in args.retrain_set)
     t0 = time.perf_counter()
     hist = trainer.train(progress=args.jobs == 1)
     secs = time.perf_counter() - t0
@@ -84,8 +85,11 @@ def _train_one(variant, seed, args, trajs):
                "final_fit": statistics.mean(r["fit"] for r in last),
                "first_fit": statistics.mean(r["fit"] for r in hist[:max(1, len(hist) // 10)]),
                "config": {k: getattr(cfg, k) for k in ("variant", "unroll", "iterations", "lr", "soft_weight",
-                                                       "al_penalty", "validate_every", "validation_steps")},
-               "train_cases": [t.case.label for t in trajs]}
+                                                       "al_penalty", "al_tolerance", "validate_every",
+                                                       "validation_steps")},
+               "train_cases": [t.case.label for t in trajs],
+               # the augmented Lagrangian's final penalty and multipliers (its runaway was invisible)
+               "constraint": None if trainer.al is None else trainer.al.state()}
     return variant, seed, {k: t.detach().clone() for k, t in corr.state_dict().items()}, summary
 
 
@@ -98,7 +102,8 @@ def train_variants(variants, trajs, args):
     """Train every variant for every seed in ``args.seeds`` (``args.jobs`` worker processes, one
     torch thread each) and keep, per variant, the seed with the lowest *training-set* validation
     error (the held-out case never takes part in the choice). Model files
-    ``benchmarks/models/corrector_karman_<variant>.lawful`` are reused unless ``--retrain``.
+    ``benchmarks/models/corrector_karman_<variant>.lawful`` are reused unless ``--retrain`` names
+    the variant (or all).
     Returns ``{variant: (corrector, summary, {seed: state_dict})}``; the per-seed weights are
     only there for variants trained in this run."""
     from concurrent.futures import ProcessPoolExecutor
@@ -107,7 +112,7 @@ def train_variants(variants, trajs, args):
     out, todo = {}, []
     for v in variants:
         path = MODELS / f"corrector_karman_{v}.lawful"
-        if path.exists() and not args.retrain:
+        if path.exists() and v not in args.retrain_set:
             corr = load_corrector(path)
             out[v] = (corr, corr.metadata.get("training"), {})
         else:
@@ -279,7 +284,9 @@ def plot(errors, dt, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", default=quick_requested(), help="smoke run: few iterations and steps, no files kept")
-    ap.add_argument("--retrain", action="store_true")
+    ap.add_argument("--retrain", nargs="?", const="all", default=None,
+                    help="train again instead of reusing the committed model files: all variants, or a comma "
+                         "list of them (--retrain al); the others are reused")
     ap.add_argument("--iterations", type=int, default=TrainConfig.iterations)
     ap.add_argument("--unroll", type=int, default=TrainConfig.unroll)
     ap.add_argument("--seeds", default=None,
@@ -290,6 +297,8 @@ def main():
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
     ap.add_argument("--soft-weight", type=float, default=10.0)
     ap.add_argument("--al-penalty", type=float, default=10.0)
+    ap.add_argument("--al-tolerance", type=float, default=TrainConfig.al_tolerance,
+                    help="RMS relative divergence per step the augmented Lagrangian holds the corrections below")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--div-steps", type=int, default=10_000)
     ap.add_argument("--baseline-div-steps", type=int, default=2_000)
@@ -327,6 +336,8 @@ def main():
     t_data = time.perf_counter() - t_data
 
     variants = [v for v in args.variants.split(",") if v]
+    args.retrain_set = (set(variants) if args.retrain == "all"
+                        else {v for v in (args.retrain or "").split(",") if v})
     t_train = time.perf_counter()
     models = train_variants(variants, train, args)
     t_train = time.perf_counter() - t_train
@@ -387,6 +398,7 @@ def main():
     write_result("corrector", figures, dtype=torch.float32, device="cpu",
                  params={"net": NET, "iterations": args.iterations, "unroll": args.unroll, "lr": args.lr,
                          "soft_weight": args.soft_weight, "al_penalty": args.al_penalty,
+                         "al_tolerance": args.al_tolerance,
                          "seeds": args.seeds, "jobs": args.jobs,
                          "train_cases": [t.case.label for t in train], "test_case": test.case.label,
                          "div_steps": args.div_steps, "baseline_div_steps": args.baseline_div_steps,

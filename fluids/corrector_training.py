@@ -16,10 +16,14 @@ Variants (``TrainConfig.variant``):
 * ``"plain"`` — :class:`~lawful.fluids.correctors.UnconstrainedCorrector`, no constraint;
 * ``"soft"`` — unconstrained + :class:`~lawful.kernels.constraints.SoftPenalty` on the relative
   divergence field ``dx div(du) / U`` of every correction (``reduction="mean"``);
-* ``"al"`` — unconstrained + :class:`~lawful.kernels.constraints.AugmentedLagrangian` on the
-  per-step RMS relative divergence of the corrections (a fixed-size violation vector of length
+* ``"al"`` — unconstrained + :class:`~lawful.kernels.constraints.AugmentedLagrangian` in its
+  inequality form, holding the per-step RMS relative divergence of the corrections below
+  ``al_tolerance`` (violation ``rms - al_tolerance``, in the fit's units, a fixed-size vector of length
   ``unroll``, as the multipliers need; windows come from grids of different shapes); multipliers
-  updated every ``al_update_every`` iterations;
+  updated every ``al_update_every`` iterations from the violation averaged over the iterations
+  since the last update. (Until 2026-12-02 it was an equality on the RMS itself, which cannot be
+  negative: the multipliers could only grow, and μ, compared between single random windows, grew
+  from 10 to 8.4e7; the kept networks were those of iteration 100.)
 * ``"projected"`` — unconstrained with ``project=True``: each correction is followed by a
   (differentiable) pressure projection, FluidNet-style.
 
@@ -58,7 +62,8 @@ class TrainConfig:
 
     ``unroll``: corrected solver steps per window (k >= 1); ``iterations``; ``lr`` (Adam,
     cosine-annealed to ``lr * lr_final_factor``); ``soft_weight``; ``al_penalty`` (initial mu),
-    ``al_growth``, ``al_update_every``; ``checkpoint_every``; ``seed`` (window sampling);
+    ``al_growth``, ``al_update_every``, ``al_tolerance`` (the RMS relative divergence per step the
+    augmented Lagrangian holds the corrections below); ``checkpoint_every``; ``seed`` (window sampling);
     ``grad_clip``; ``validate_every`` / ``validation_steps``: every so many iterations run
     ``validation_steps``-step Taichi rollouts on the *training* trajectories and keep the weights
     with the lowest mean rollout error (restored at the end; 0 = off); ``batch_windows``: windows
@@ -79,6 +84,7 @@ class TrainConfig:
     al_penalty: float = 1.0
     al_growth: float = 2.0
     al_update_every: int = 25
+    al_tolerance: float = 1e-4
     checkpoint_every: int = 50
     seed: int = 0
     grad_clip: float = 1.0
@@ -93,7 +99,7 @@ class TrainConfig:
         for name in ("unroll", "iterations", "al_update_every", "checkpoint_every", "batch_windows"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 1.")
-        for name in ("lr", "soft_weight", "al_penalty"):
+        for name in ("lr", "soft_weight", "al_penalty", "al_tolerance"):
             v = float(getattr(self, name))
             if not (math.isfinite(v) and v > 0):
                 raise InputError(f"TrainConfig.{name}={getattr(self, name)!r} must be positive.")
@@ -157,8 +163,9 @@ class CorrectorTrainer:
             self.optimizer, T_max=int(config.iterations), eta_min=config.lr * config.lr_final_factor)
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.soft = SoftPenalty(config.soft_weight, reduction="mean") if config.variant == "soft" else None
-        self.al = (AugmentedLagrangian(penalty=config.al_penalty, growth=config.al_growth, reduction="sum")
-                   if config.variant == "al" else None)
+        self.al = (AugmentedLagrangian(penalty=config.al_penalty, growth=config.al_growth, reduction="sum",
+                                       inequality=True) if config.variant == "al" else None)
+        self.al_since_update = [None, 0]      # summed violation and iterations since the last update
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.loop = Loop(corrector, self.optimizer, self.scheduler, _CorrectorHooks(self),
                          LoopConfig(units=int(config.iterations), unit="it", checkpoint=checkpoint, resume=resume,
@@ -243,8 +250,16 @@ class CorrectorTrainer:
         if self.soft is not None:
             loss = loss + self.soft.loss(torch.cat(dfields))
         if self.al is not None:
-            loss = loss + self.al.loss(div)
+            loss = loss + self.al.loss(self.al_violation(div))
         return loss, fit, div
+
+    def al_violation(self, div: torch.Tensor) -> torch.Tensor:
+        """The augmented Lagrangian's violation for per-step RMS divergences ``div``: ``div -
+        al_tolerance`` (<= 0 where the corrections keep to the tolerance). Not divided by the
+        tolerance: the constraint's gradient then starts at the size of the fit's and grows with
+        the penalty, where a violation of order 1 made it about 1000 times the fit's, and one such
+        step inflated Adam's second moment enough to stall the fit for hundreds of iterations."""
+        return div - float(self.config.al_tolerance)
 
     # -- the loop -----------------------------------------------------------------------------
     def _pick(self):
@@ -322,8 +337,16 @@ class _CorrectorHooks(Hooks):
         else:
             loss, fit, div = share, self._fit, self._div
         iteration = unit + 1
-        if tr.al is not None and iteration % cfg.al_update_every == 0:
-            tr.al.update(div.to(tr.dtype))
+        if tr.al is not None:
+            acc = tr.al_since_update
+            d = tr.al_violation(div.detach().to(tr.dtype))
+            acc[0] = d if acc[0] is None else acc[0] + d
+            acc[1] += 1
+            if iteration % cfg.al_update_every == 0:
+                # the mean over the windows since the last update: one random window's violation
+                # against the previous one's grew mu on noise
+                tr.al.update(acc[0] / acc[1])
+                tr.al_since_update = [None, 0]
         case, k0 = picks[0]
         return {"iteration": iteration, "loss": float(loss), "fit": float(fit), "divergence": float(div.max()),
                 "case": case.traj.case.label, "k0": k0, "seconds": time.perf_counter() - t0}
@@ -337,7 +360,8 @@ class _CorrectorHooks(Hooks):
         al = None
         if tr.al is not None:
             al = {"penalty": tr.al.penalty, "last_norm": tr.al.last_norm,
-                  "iterations": tr.al.iterations, "multipliers": tr.al.multipliers}
+                  "iterations": tr.al.iterations, "multipliers": tr.al.multipliers,
+                  "since_update": list(tr.al_since_update)}
         return {"iteration": loop.done, "generator": tr.generator.get_state(), "al": al,
                 "config": asdict(tr.config), "data": self._data_identity(), "network": self._network()}
 
@@ -372,6 +396,7 @@ class _CorrectorHooks(Hooks):
             tr.al.last_norm = a["last_norm"]
             tr.al.iterations = a["iterations"]
             tr.al.multipliers = a["multipliers"]
+            tr.al_since_update = list(a.get("since_update") or [None, 0])
 
     #: Settings that may change between a run and its resumption (a longer run, saved more often).
     RESUMABLE_CHANGES = ("iterations", "checkpoint_every")

@@ -10,7 +10,10 @@ fields or fluids, so both training loops use the same implementation:
 * :class:`AugmentedLagrangian` (the method of multipliers, Hestenes 1969 / Powell 1969) adds
   ``λ·v + (μ/2) ||v||²`` and, between inner minimisations, updates ``λ ← λ + μ v`` and grows ``μ``
   when the violation did not shrink enough. The multipliers absorb the constraint force, so the
-  violation goes to zero at a *finite* penalty μ.
+  violation goes to zero at a *finite* penalty μ. With ``inequality=True`` it takes constraints
+  ``c(θ) ≤ 0`` instead (Rockafellar's form): a quantity that cannot be negative, such as an RMS
+  divergence, is held below a tolerance (``v = rms - tol``); as an equality its multipliers
+  could only grow.
 
 ``v`` may be passed as a tensor, or as a callable that returns it (called with the extra
 positional/keyword arguments given to :meth:`loss` / :meth:`update`). The violation keeps its
@@ -100,9 +103,13 @@ class SoftPenalty:
 
 
 class AugmentedLagrangian:
-    """The method of multipliers for equality constraints ``c(θ) = 0``.
+    """The method of multipliers for equality constraints ``c(θ) = 0``, or with
+    ``inequality=True`` for constraints ``c(θ) ≤ 0``.
 
     loss(v) = λ·v + (μ/2)||v||²   (λ: multipliers, same shape as ``v``; μ: penalty)
+    inequality: loss(v) = Σ (max(0, λ + μ v)² - λ²) / (2μ), update λ ← max(0, λ + μ v); a
+    satisfied constraint (v < -λ/μ) adds nothing, its multiplier falls back to 0, and the norm
+    that decides μ's growth is that of ``max(v, -λ/μ)`` (0 when every constraint holds with room).
 
     Use it in an outer loop: minimise ``f + al.loss(v)`` over the model (an "inner" solve, a few
     hundred optimiser steps or an LBFGS run), then call ``al.update(v)`` with the violation at the
@@ -110,14 +117,15 @@ class AugmentedLagrangian:
     ``shrink * ||v_previous||``, multiplies μ by ``growth`` (capped at ``max_penalty``).
 
     Parameters: ``penalty`` initial μ > 0; ``growth`` ≥ 1; ``shrink`` in (0, 1];
-    ``max_penalty`` ≥ ``penalty``; ``reduction`` "sum" (default) or "mean" — with "mean" the loss is
+    ``max_penalty`` ≥ ``penalty``; ``inequality`` (default False); ``reduction`` "sum" (default) or "mean" — with "mean" the loss is
     ``(λ·v + μ/2 ||v||²) / n`` and the update stays ``λ ← λ + μ v`` (the same fixed point).
     The multipliers are created on the first call, with the violation's shape, dtype and device;
     a later violation of another shape raises :class:`ShapeError`.
     """
 
     def __init__(self, penalty: float = 10.0, growth: float = 2.0, shrink: float = 0.25,
-                 max_penalty: float = 1e8, reduction: str = "sum"):
+                 max_penalty: float = 1e8, reduction: str = "sum", inequality: bool = False):
+        self.inequality = bool(inequality)
         self.penalty = _positive("AugmentedLagrangian penalty", penalty)
         self.initial_penalty = self.penalty
         self.growth = _positive("AugmentedLagrangian growth", growth)
@@ -155,7 +163,10 @@ class AugmentedLagrangian:
         """λ·v + (μ/2)||v||² (0-d tensor, differentiable in ``v``; λ, μ are constants here)."""
         v = resolve_violation(violation, *args, **kwargs)
         lam = self._lam(v)
-        out = (lam * v).sum() + 0.5 * self.penalty * (v * v).sum()
+        if self.inequality:
+            out = (torch.clamp(lam + self.penalty * v, min=0.0) ** 2 - lam * lam).sum() / (2.0 * self.penalty)
+        else:
+            out = (lam * v).sum() + 0.5 * self.penalty * (v * v).sum()
         if self.reduction == "mean":
             out = out / max(v.numel(), 1)
         return out
@@ -164,12 +175,17 @@ class AugmentedLagrangian:
 
     @torch.no_grad()
     def update(self, violation: Violation, *args, **kwargs) -> dict:
-        """Multiplier step λ ← λ + μ v, then grow μ if ||v|| did not shrink enough; returns state."""
+        """Multiplier step λ ← λ + μ v (inequality: clamped at 0), then grow μ if the violation's
+        norm did not shrink enough; returns state."""
         v = resolve_violation(violation, *args, **kwargs).detach()
         lam = self._lam(v)
-        self.multipliers = lam + self.penalty * v
-        norm = float(torch.linalg.vector_norm(v))
-        if self.last_norm is not None and norm > self.shrink * self.last_norm:
+        if self.inequality:
+            norm = float(torch.linalg.vector_norm(torch.maximum(v, -lam / self.penalty)))
+            self.multipliers = torch.clamp(lam + self.penalty * v, min=0.0)
+        else:
+            norm = float(torch.linalg.vector_norm(v))
+            self.multipliers = lam + self.penalty * v
+        if self.last_norm is not None and norm > self.shrink * self.last_norm and norm > 0.0:
             self.penalty = min(self.penalty * self.growth, self.max_penalty)
         self.last_norm = norm
         self.iterations += 1
@@ -188,10 +204,10 @@ class AugmentedLagrangian:
     def state(self) -> dict:
         """Plain-python description (penalty, last violation norm, multiplier norm, iterations)."""
         lam_norm = None if self.multipliers is None else float(torch.linalg.vector_norm(self.multipliers))
-        return {"strategy": "augmented_lagrangian", "penalty": self.penalty,
+        return {"strategy": "augmented_lagrangian", "inequality": self.inequality, "penalty": self.penalty,
                 "violation_norm": self.last_norm, "multiplier_norm": lam_norm,
                 "iterations": self.iterations, "reduction": self.reduction}
 
     def __repr__(self) -> str:
         return (f"AugmentedLagrangian(penalty={self.penalty:g}, growth={self.growth:g}, "
-                f"shrink={self.shrink:g}, iterations={self.iterations})")
+                f"shrink={self.shrink:g}, inequality={self.inequality}, iterations={self.iterations})")

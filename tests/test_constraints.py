@@ -119,3 +119,44 @@ def test_bad_inputs_raise_clear_errors():
     al.update(torch.zeros(4))
     with pytest.raises(ShapeError, match="shape"):
         al.loss(torch.zeros(5))
+
+
+@pytest.mark.parametrize("radius, active", [(1.0, True), (3.0, False)])
+def test_the_inequality_form_finds_the_constrained_optimum_and_frees_an_inactive_constraint(radius, active):
+    """min ||x - A||² s.t. ||x||² - r² <= 0 (|A| = sqrt 5): on the circle with the Lagrange
+    multiplier |A|/r - 1 when r < |A|; the free optimum A with the multiplier back at 0 when the
+    constraint does not bind. As an equality on a quantity that cannot be negative (an RMS), the
+    multipliers could only grow (corrector audit M1)."""
+    al = AugmentedLagrangian(penalty=4.0, growth=1.0, inequality=True)
+    x = torch.tensor([0.3, 0.2], dtype=torch.float64, requires_grad=True)
+
+    def c(x):
+        return (x * x).sum().reshape(1) - radius ** 2
+
+    for _ in range(40):
+        _inner_minimise(x, lambda: objective(x) + al.loss(c, x))
+        al.update(c, x.detach())
+    if active:
+        assert torch.allclose(x.detach(), A / A.norm() * radius, atol=1e-6)
+        # 2(x - A) + 2 λ x = 0 on the circle: λ = |A|/r - 1
+        assert float(al.multipliers) == pytest.approx(math.sqrt(5) / radius - 1, rel=1e-5)
+    else:
+        assert torch.allclose(x.detach(), A, atol=1e-6)
+        assert float(al.multipliers) == 0.0
+        assert al.state()["violation_norm"] == 0.0 or al.state()["violation_norm"] < 1e-12
+    assert al.penalty == 4.0
+
+
+def test_inequality_loss_values_and_gradients():
+    al = AugmentedLagrangian(penalty=4.0, inequality=True)
+    al.multipliers = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    v = torch.tensor([0.5, -1.0], dtype=torch.float64, requires_grad=True)
+    out = al.loss(v)
+    # (max(0, λ + μ v)² - λ²) / 2μ: (3² - 1)/8 + (0 - 4)/8
+    assert float(out.detach()) == pytest.approx((9.0 - 1.0) / 8.0 - 4.0 / 8.0)
+    (g,) = torch.autograd.grad(out, v)
+    assert torch.allclose(g, torch.tensor([3.0, 0.0], dtype=torch.float64))
+    state = al.update(v.detach())
+    assert torch.equal(al.multipliers, torch.tensor([3.0, 0.0], dtype=torch.float64))
+    # the growth norm: max(v, -λ/μ) = (0.5, -0.5)
+    assert state["violation_norm"] == pytest.approx(math.sqrt(0.5))

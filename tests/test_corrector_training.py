@@ -120,11 +120,11 @@ def test_reference_refuses_a_coarse_grid_without_the_cylinder_before_the_fine_ru
     assert time.perf_counter() - t0 < 5.0
 
 
-def _trainer(traj, variant, ckpt=None, iterations=4, resume=True):
+def _trainer(traj, variant, ckpt=None, iterations=4, resume=True, al_update_every=1):
     torch.manual_seed(0)
     corr = make_corrector(variant, dtype=F64, hidden=4, layers=2, use_reynolds=True, init_gain=0.1)
     cfg = TrainConfig(variant=variant, unroll=4, iterations=iterations, lr=1e-3, checkpoint_every=1,
-                      al_update_every=1, validate_every=0)
+                      al_update_every=al_update_every, validate_every=0, al_tolerance=1e-6)
     return CorrectorTrainer(corr, [traj], cfg, checkpoint=ckpt, resume=resume)
 
 
@@ -144,6 +144,39 @@ def test_interrupted_training_resumes_exactly(tmp_path, tiny_traj):
     assert [r["k0"] for r in full.history] == [r["k0"] for r in resumed.history]
     with pytest.raises(InputError, match="variant"):
         _trainer(tiny_traj, "soft", ckpt=ckpt)
+
+
+def test_the_augmented_lagrangian_updates_on_the_mean_violation_and_resumes_mid_way(tmp_path, tiny_traj):
+    """The AL holds the per-step RMS divergence below al_tolerance (an inequality: multipliers
+    >= 0) and updates its multipliers from the violation averaged over the windows since the last
+    update (corrector audit M1: one random window against the previous one grew mu from 10 to
+    8.4e7); a run killed between two updates resumes exactly."""
+    full = _trainer(tiny_traj, "al", iterations=6, al_update_every=3)
+    seen, windows = [], []
+    real_update, real_violation = full.al.update, full.al_violation
+    full.al.update = lambda v: (seen.append(v.clone()), real_update(v))[1]
+
+    def violation(div):
+        out = real_violation(div)
+        if not out.requires_grad:                  # the hook's copy, once per iteration
+            windows.append(out.clone())
+        return out
+
+    full.al_violation = violation
+    full.train(progress=False)
+    assert full.al.iterations == 2 and len(seen) == 2 and len(windows) == 6
+    assert torch.allclose(seen[0], torch.stack(windows[:3]).mean(0)) and not torch.allclose(seen[0], windows[2])
+    assert torch.allclose(seen[1], torch.stack(windows[3:]).mean(0))
+    assert full.al.inequality and bool((full.al.multipliers >= 0).all())
+    ckpt = tmp_path / "al.ckpt"
+    part = _trainer(tiny_traj, "al", ckpt=ckpt, iterations=6, al_update_every=3)
+    part.train(iterations=2, progress=False)            # killed with two windows summed
+    resumed = _trainer(tiny_traj, "al", ckpt=ckpt, iterations=6, al_update_every=3)
+    assert resumed.al_since_update[1] == 2
+    resumed.train(progress=False)
+    assert torch.equal(resumed.al.multipliers, full.al.multipliers) and resumed.al.penalty == full.al.penalty
+    for (k, a), (_, b) in zip(full.corrector.state_dict().items(), resumed.corrector.state_dict().items()):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), k
 
 
 def test_a_checkpoint_of_other_settings_or_data_is_refused_not_resumed(tmp_path, tiny_traj):
