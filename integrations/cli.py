@@ -694,6 +694,12 @@ def _cmd_fluid(args) -> int:
                           f"{' and '.join(_REYNOLDS_SCENES)} take a Reynolds number: drop --re")
     if args.scene == "kolmogorov":
         kwargs["seed"] = args.seed  # the random initial perturbation
+    for name in ("diameter", "aspect"):      # the channel's geometry (a corrector learned one)
+        value = getattr(args, name)
+        if value is not None and args.scene != "karman":
+            raise _UsageError(f"--{name} applies to --scene karman only: drop it")
+        if value is not None:
+            kwargs[name] = value
     scene = scenes.make(args.scene, **kwargs)
     field = fluid_viz.check_field(scene, args.field)
     every = fluid_viz.frame_interval(args.steps, args.max_frames) if args.animate else None
@@ -956,6 +962,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--re", type=_positive, default=None,
                    help="Reynolds number U L / nu, karman (L = cylinder diameter) and lid_driven_cavity (L = box "
                         "side) only (default 100)")
+    p.add_argument("--diameter", type=_positive, default=None,
+                   help="karman: the cylinder's diameter in channel heights (default 0.125; lawful train-corrector "
+                        "trains at 0.25)")
+    p.add_argument("--aspect", type=_int_at_least(1), default=None,
+                   help="karman: channel length / height (default 4; lawful train-corrector trains at 2)")
     p.add_argument("--steps", type=_count, default=200, help="time steps (the step size is the scene's)")
     p.add_argument("--corrector", default="none",
                    help="'none', 'random' (random-init divergence-free, seeded by --seed) or a corrector file")

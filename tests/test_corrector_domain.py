@@ -114,6 +114,24 @@ def test_lawful_fluid_warns_for_a_committed_corrector_on_another_grid(tmp_path):
                      "--corrector", str(MODELS / "corrector_karman_hard.lawful"), "--out", str(tmp_path / "c")]) == 0
 
 
+def test_lawful_fluid_can_run_a_corrector_on_the_scene_it_was_trained_on(tmp_path):
+    """No lawful fluid setting matched a train-corrector corrector (cylinder 0.25 in a 2:1
+    channel at n = 16; lawful fluid built 0.125 in 4:1): the README's own example warned (corrector
+    audit M2). --diameter and --aspect set the channel; the README's line runs in domain."""
+    import warnings
+
+    from lawful.integrations.cli import main
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["fluid", "--scene", "karman", "--n", "16", "--aspect", "2", "--diameter", "0.25", "--re", "150",
+                     "--steps", "2", "--frame-every", "0", "--corrector", str(MODELS / "corrector_karman_hard.lawful"),
+                     "--out", str(tmp_path / "k")]) == 0
+    assert [str(w.message) for w in seen if issubclass(w.category, OutOfDomainWarning)] == []
+    assert main(["fluid", "--scene", "taylor_green", "--n", "16", "--aspect", "2", "--steps", "1",
+                 "--out", str(tmp_path / "t")]) == 2          # the channel's geometry only for karman
+
+
 @pytest.mark.parametrize("bind_first", [False, True])
 def test_run_warns_too_and_once_with_bind(bind_first):
     """``run(scene, corrector=...)`` without bind() made no check; with both, one warning."""
