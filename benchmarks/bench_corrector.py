@@ -88,7 +88,8 @@ def _train_one(variant, seed, args, trajs):
                                                        "al_penalty", "al_tolerance", "validate_every",
                                                        "validation_steps")},
                "train_cases": [t.case.label for t in trajs],
-               # the augmented Lagrangian's final penalty and multipliers (its runaway was invisible)
+               # the augmented Lagrangian's penalty and multipliers at the end of training (its runaway
+               # was invisible); the kept weights may be an earlier iteration's (best_validation)
                "constraint": None if trainer.al is None else trainer.al.state()}
     return variant, seed, {k: t.detach().clone() for k, t in corr.state_dict().items()}, summary
 
@@ -240,7 +241,7 @@ def fine_vs_coarse(case, corrector, repeat):
     fine = coarse_scene(case, n=case.n * case.factor)
     coarse = coarse_scene(case)
     fs, cs = fine.make_solver(), coarse.make_solver()
-    corrector.reynolds = case.re
+    corrector.bind(coarse)           # the held-out scene: its Re, and the domain check on it
     for _ in range(2):
         fs.step(fine.state)
         cs.step(coarse.state, corrector)
@@ -338,6 +339,9 @@ def main():
     variants = [v for v in args.variants.split(",") if v]
     args.retrain_set = (set(variants) if args.retrain == "all"
                         else {v for v in (args.retrain or "").split(",") if v})
+    if args.retrain_set - set(variants):
+        raise SystemExit(f"--retrain {args.retrain}: {sorted(args.retrain_set - set(variants))} not among the "
+                         f"variants run ({','.join(variants)}): name variants from --variants, or 'all'")
     t_train = time.perf_counter()
     models = train_variants(variants, train, args)
     t_train = time.perf_counter() - t_train

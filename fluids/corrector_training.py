@@ -410,6 +410,11 @@ class _CorrectorHooks(Hooks):
         if variant != self.tr.config.variant:
             raise InputError(f"checkpoint {path} is for variant {variant!r}, not {self.tr.config.variant!r}: "
                              "use another checkpoint path.")
+        if variant == "al" and "al_tolerance" not in saved:
+            raise InputError(f"checkpoint {path} is of the augmented-Lagrangian variant before 358bdb8, whose "
+                             "constraint was an equality on the RMS divergence (its multipliers could only grow): "
+                             "resuming it would continue that run under the inequality form; delete it (or use "
+                             "another --out) and train afresh.")
         now = asdict(self.tr.config)
         changed = {k: (saved[k], now[k]) for k in now
                    if k in saved and k not in self.RESUMABLE_CHANGES and saved[k] != now[k]}

@@ -371,17 +371,35 @@ class _CorrectorBase(torch.nn.Module):
             self.reynolds = float(re)
         return self
 
-    def _check_grid(self, state) -> None:
-        """A trained corrector called on a state other than that of the scene it was last checked
+    def check_solver(self, state, config=None) -> None:
+        """What ``Solver.step`` calls before each corrected step (``config``: its
+        :class:`~lawful.fluids.solver.SolverConfig`; the in-loop call makes it without one). A
+        trained corrector called on a state other than that of the scene it was last checked
         against (``Solver.step`` in a user's loop, ``run((state, config), ...)``: neither knows the
-        scene) warns, once per grid:
-        it would run at the Reynolds number it was last bound to (or saved with), whatever the
-        flow's, and outside the resolution, velocity and step it learned without a word."""
+        scene) warns, once per grid: it would run at the Reynolds number it was last bound to (or
+        saved with), whatever the flow's, and outside the resolution, velocity and step it learned
+        without a word. On that scene's state, a solver whose time step or viscosity is not the one
+        checked warns once per pair (at ten times the viscosity the flow is at a tenth of the Re
+        the network reads)."""
         meta = getattr(self, "metadata", None)
         if not meta:
             return
         memo = self.__dict__.get("_domain_checked")
-        if memo is not None and memo[2] == id(state):      # the state of the scene last checked
+        if memo is not None and memo[2] is not None and memo[2]() is state:   # the checked scene's state
+            here = memo[3]
+            if config is None or all(here.get(k) is None or abs(float(getattr(config, k)) - here[k])
+                                     <= _DOMAIN_RTOL * abs(here[k]) for k in ("dt", "viscosity")):
+                return
+            pair = ("config", float(config.dt), float(config.viscosity))
+            seen = self.__dict__.setdefault("_unchecked_grids", set())
+            if pair in seen:
+                return
+            seen.add(pair)
+            warnings.warn(f"the trained corrector {_corrector_label(self)} runs with a time step {config.dt:g} and "
+                          f"viscosity {config.viscosity:g}, not the {here.get('dt')} and {here.get('viscosity')} of the "
+                          "scene it was checked against: the step it corrects and the flow's Reynolds number are not "
+                          "those compared with its training; run(scene, solver=...) or corrector.bind(scene, "
+                          "solver.config) checks these.", OutOfDomainWarning, stacklevel=3)
             return
         grid = _grid_key(state)
         seen = self.__dict__.setdefault("_unchecked_grids", set())
@@ -492,7 +510,7 @@ class DivergenceFreeCorrector(_CorrectorBase):
         """In-loop call: add the correction to ``state.u``/``state.v`` in place (Taichi curl kernel,
         zero-copy, no autograd). Returns ``None``."""
         u, v, scalars, boundary, solid, dx, re = self._state_parts(state)
-        self._check_grid(state)
+        self.check_solver(state)
         geom = self._geometry(boundary, solid)
         with torch.no_grad():
             psi, mean = self.stream_function(u, v, geom, dx, scalars, re)
@@ -556,7 +574,7 @@ class UnconstrainedCorrector(_CorrectorBase):
         """In-loop call: add ``(du, dv)`` to ``state.u``/``state.v`` in place, then project when
         ``project=True`` (stats in ``self.last_projection``). Returns ``None``."""
         u, v, scalars, boundary, solid, dx, re = self._state_parts(state)
-        self._check_grid(state)
+        self.check_solver(state)
         geom = self._geometry(boundary, solid)
         with torch.no_grad():
             du, dv = self.correction(u, v, geom, dx, scalars, re)
@@ -653,6 +671,14 @@ def _corrector_label(corrector) -> str:
     return repr(str(source)) if source else "(in memory)"
 
 
+def _state_ref(state):
+    """A weak reference to the checked scene's state (an ``id`` could be reused by a later state
+    once this one is freed), or None."""
+    import weakref
+
+    return None if state is None else weakref.ref(state)
+
+
 def _grid_key(state) -> tuple:
     """What identifies the grid a corrector runs on: the face arrays' shapes and the cell size."""
     return (tuple(state.u.shape), tuple(state.v.shape), float(getattr(state, "dx", 1.0)))
@@ -681,7 +707,7 @@ def check_training_domain(corrector, scene, stacklevel: int = 2, config=None) ->
     memo = getattr(corrector, "__dict__", {}).get("_domain_checked")
     state = getattr(scene, "state", None)
     if memo is not None and memo[0] == key:      # bind() and run() on one scene: one warning
-        corrector.__dict__["_domain_checked"] = (key, memo[1], None if state is None else id(state))
+        corrector.__dict__["_domain_checked"] = (key, memo[1], _state_ref(state), here_)
         return list(memo[1])
     differ = []
     if trained.get("scene") and name and trained["scene"] != name:
@@ -711,7 +737,7 @@ def check_training_domain(corrector, scene, stacklevel: int = 2, config=None) ->
         if was is not None and now is not None and abs(float(now) - float(was)) > _DOMAIN_RTOL * abs(float(was)):
             differ.append(what.format(f"{float(was):g}", f"{float(now):g}"))
     if hasattr(corrector, "__dict__"):
-        corrector.__dict__["_domain_checked"] = (key, tuple(differ), None if state is None else id(state))
+        corrector.__dict__["_domain_checked"] = (key, tuple(differ), _state_ref(state), here_)
     if differ:
         warnings.warn(f"the corrector {_corrector_label(corrector)} was trained on {', '.join(differ)}: its "
                       "corrections here are an extrapolation; train it on this case (lawful train-corrector) to "

@@ -410,6 +410,9 @@ class Solver:
             converged.append(getattr(stats, "converged", True))
         div_proj = None
         if corrector is not None:
+            check = getattr(corrector, "check_solver", None)
+            if check is not None:        # a trained corrector compares this solver's dt and viscosity
+                check(state, cfg)
             div_proj = divergence_metrics(state)[0]
             u0, v0 = state.u.clone(), state.v.clone()
             self.apply_correction(state, corrector(state))

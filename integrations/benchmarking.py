@@ -186,8 +186,10 @@ def replace_model_file(save: Callable[[Path], object], path: str | os.PathLike) 
         folder = default_results_dir() / "replaced_models"
         folder.mkdir(parents=True, exist_ok=True)
         kept = folder / f"{path.stem}-{digest}{path.suffix}"
-        if not kept.exists():
-            shutil.copy2(path, kept)
+        if not kept.exists():            # copied under a temporary name and renamed: never a torn copy
+            partial = kept.with_name(kept.name + f".partial-{os.getpid()}")
+            shutil.copy2(path, partial)
+            os.replace(partial, kept)
     save(path)
     print(f"model written to {path}" + (f" (replacing the file there, kept as {kept})" if kept else ""), flush=True)
     return {"path": str(path), "replaced": None if kept is None else str(kept)}

@@ -742,9 +742,10 @@ def _cmd_fluid(args) -> int:
         """Draw what the run has so far: metrics.png and the animation; return the last metrics row,
         the number of steps and the lines to print (memory bounded however long the run)."""
         lines = []
-        if not mine["rows"] and recorder is not None and recorder.frames:
-            # no step made (--steps 0, or stopped before the first) but an animation to write: the
-            # earlier run's metrics, snapshots and animations would stand beside it as this run's
+        if args.steps == 0 and recorder is not None and recorder.frames:
+            # a run of no steps that writes an animation: the earlier run's metrics, snapshots and
+            # animations would stand beside it as this run's (a run stopped before its first step
+            # leaves them: nothing of the earlier run is deleted by an interrupt)
             _drop_earlier_frames(frames, out)
             csv.unlink(missing_ok=True)
             png.unlink(missing_ok=True)

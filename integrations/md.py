@@ -204,28 +204,6 @@ def run_verdict(timestep_fs: float, steps: int, max_displacement_angstrom: float
     return "ok"
 
 
-class _DomainWarningLog:
-    """Within ``with``: the messages of every :class:`~lawful.kernels.errors.OutOfDomainWarning`
-    shown (each still reaches the user as before), for md.json."""
-
-    def __enter__(self):
-        self.messages: list[str] = []
-        self._show = warnings.showwarning
-
-        def show(message, category, filename, lineno, file=None, line=None):
-            from lawful.kernels.errors import OutOfDomainWarning
-
-            if isinstance(category, type) and issubclass(category, OutOfDomainWarning):
-                self.messages.append(str(message))
-            return self._show(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = show
-        return self
-
-    def __exit__(self, *exc):
-        warnings.showwarning = self._show
-        return False
-
 
 def _has_hydrogen(atoms) -> bool:
     masses = atoms.get_masses()
@@ -553,9 +531,12 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
     kwargs = dict(timestep_fs=timestep_fs, steps=steps, ensemble=ensemble, temperature_K=temperature_K,
                   friction_per_ps=friction_per_ps, report_interval=report_interval, out=out_dir,
                   seed=seed, dtype=dtype, device=device, progress=progress, strict=strict, on_start=start)
-    log = _DomainWarningLog()
+    from lawful.integrations.runner import domain_report_log
+
+    log = domain_report_log()
+    reports: list[str] = []
     try:
-        with log:
+        with log as reports:
             if engine == "ase":
                 summary, seconds, files, moved = _run_ase(atoms, model, **kwargs)
             else:
@@ -564,13 +545,13 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
         if started and out_dir is not None:
             status = ("interrupted" if isinstance(exc, KeyboardInterrupt)
                       else f"failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''})")
-            _write_md_json(out_dir, {**header, "status": status, "domain_warnings": log.messages,
+            _write_md_json(out_dir, {**header, "status": status, "domain_warnings": reports,
                                      "note": "the samples up to the stop are in drift.csv; no drift summary"})
         raise
     result = MDResult(engine=engine, model=_model_label(model), n_atoms=len(atoms), steps=steps,
                       timestep_fs=timestep_fs, ensemble=ensemble, summary=summary, seconds=seconds,
                       step_seconds=seconds / steps, files=files, settings=settings, max_displacement_angstrom=moved,
-                      domain_warnings=log.messages)
+                      domain_warnings=reports)
     _warn_still(result)
     if out_dir is not None:
         result.files["json"] = out_dir / "md.json"

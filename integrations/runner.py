@@ -36,7 +36,7 @@ from lawful.kernels.errors import (
 )
 from lawful.kernels.precision import resolve_device, resolve_dtype
 
-__all__ = ["ModelRunner", "resolve_model", "model_dtype", "model_device", "DOMAIN_TOLERANCE"]
+__all__ = ["ModelRunner", "resolve_model", "model_dtype", "model_device", "DOMAIN_TOLERANCE", "domain_report_log"]
 
 
 def resolve_model(model_or_path, device=None, dtype=None):
@@ -164,6 +164,36 @@ def _species_numbers(species) -> list[int]:
 
 _PAUSE = threading.local()
 
+#: lists that :func:`domain_report_log` opened; every out-of-domain report is appended to each
+_DOMAIN_LOGS: list[list] = []
+_DOMAIN_LOGS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def domain_report_log():
+    """Within ``with domain_report_log() as reports:``, the message of every out-of-domain report
+    a :class:`ModelRunner` (or :func:`report_charge`) makes, in any thread, is appended to
+    ``reports``, whether or not Python's warning filters show it (an identical warning from the
+    same line is shown once per process by default, so a second run with a fresh calculator went
+    unseen; ``-W ignore`` hides them all). ``run_md`` records them in md.json."""
+    reports: list[str] = []
+    with _DOMAIN_LOGS_LOCK:
+        _DOMAIN_LOGS.append(reports)
+    try:
+        yield reports
+    finally:
+        with _DOMAIN_LOGS_LOCK:
+            _DOMAIN_LOGS[:] = [log for log in _DOMAIN_LOGS if log is not reports]
+
+
+def _warn_out_of_domain(message: str, stacklevel: int) -> None:
+    """Warn ``message`` as an :class:`OutOfDomainWarning` (``stacklevel`` as the caller's
+    ``warnings.warn`` would take it) and add it to the open :func:`domain_report_log` lists."""
+    with _DOMAIN_LOGS_LOCK:
+        for log in _DOMAIN_LOGS:
+            log.append(message)
+    warnings.warn(message, OutOfDomainWarning, stacklevel=stacklevel + 1)
+
 
 @contextlib.contextmanager
 def domain_checks_paused():
@@ -194,7 +224,7 @@ def report_charge(model, charge: int, strict: bool, stacklevel: int = 3) -> None
         err = NumericalError(message + " (strict mode)")
         err.out_of_domain = {"charge": int(charge)}
         raise err
-    warnings.warn(message, OutOfDomainWarning, stacklevel=stacklevel)
+    _warn_out_of_domain(message, stacklevel)
 
 
 class ModelRunner:
@@ -374,7 +404,7 @@ class ModelRunner:
             err = NumericalError(message[0].upper() + message[1:] + " (strict mode)")
             err.out_of_domain = {"composition": message}
             raise err
-        warnings.warn(message[0].upper() + message[1:], OutOfDomainWarning, stacklevel=4)
+        _warn_out_of_domain(message[0].upper() + message[1:], stacklevel=4)
 
     def check_charge(self, charge: int) -> None:
         """Warn once per charge (or raise, strict) when a structure's stated total charge (e) is not
@@ -442,8 +472,7 @@ class ModelRunner:
                                  "step": step}
             raise err
         self._reported[side] = volume
-        warnings.warn(message + self._report_tail(f"atoms with too {side} neighbours"), OutOfDomainWarning,
-                      stacklevel=4)
+        _warn_out_of_domain(message + self._report_tail(f"atoms with too {side} neighbours"), stacklevel=4)
 
     def _check_domain(self, nl, d2, step, cell_t=None, pbc=False) -> None:
         """Compare the pairs' squared distances with the training minima (one gather, one compare);
@@ -478,8 +507,7 @@ class ModelRunner:
                                  "training_min": d_min, "tolerance": self.domain_tolerance, "step": step}
             raise err
         self._reported["close"] = volume
-        warnings.warn(message + self._report_tail("pairs closer than the training data's"), OutOfDomainWarning,
-                      stacklevel=4)
+        _warn_out_of_domain(message + self._report_tail("pairs closer than the training data's"), stacklevel=4)
 
     def evaluate(self, positions, cell=None, pbc=False, stress: bool = False,
                  length_scale: float = 1.0, step=None) -> dict:

@@ -264,3 +264,23 @@ def test_a_kolmogorov_corrector_records_the_flow_it_learned(tmp_path, build, tex
     corr.save(tmp_path / "k.lawful", metadata={"trained_on": scene_domain(trained)})
     said = _out_of_domain(lambda: load_corrector(tmp_path / "k.lawful").bind(scenes.make("kolmogorov", n=16, **build)))
     assert said == [] if text is None else (len(said) == 1 and text in said[0]), said
+
+
+@pytest.mark.parametrize("change, text", [("viscosity", "viscosity 0.0166667, not the"),
+                                          ("dt", "time step 0.015625 and")])
+def test_a_solver_other_than_the_checked_one_warns_on_the_bound_scenes_state(change, text):
+    """Bound in domain at Re 150, then stepped by a Solver at ten times the viscosity (the flow at
+    Re 15 while the network reads 150) or half the step: no warning (review of 173f77a)."""
+    corr = load_corrector(MODELS / "corrector_karman_hard.lawful")
+    scene = scenes.make("karman", re=150.0, **TRAINED)
+    assert _out_of_domain(lambda: corr.bind(scene)) == []
+    value = 10 * scene.config.viscosity if change == "viscosity" else scene.config.dt / 2
+    solver = scene.make_solver(**{change: value})
+
+    def steps():
+        for _ in range(3):
+            solver.step(scene.state, corr)
+
+    said = _out_of_domain(steps)
+    assert len(said) == 1 and text in said[0] and "bind(scene, solver.config)" in said[0], said
+    assert _out_of_domain(lambda: scene.make_solver().step(scene.state, corr)) == []   # the checked solver

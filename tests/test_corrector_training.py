@@ -179,6 +179,20 @@ def test_the_augmented_lagrangian_updates_on_the_mean_violation_and_resumes_mid_
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), k
 
 
+def test_an_augmented_lagrangian_checkpoint_of_the_equality_form_is_refused(tmp_path, tiny_traj):
+    """A checkpoint from before the inequality form (no al_tolerance in its settings) resumed
+    into it without a word (review of 358bdb8)."""
+    from lawful.kernels.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = tmp_path / "old.ckpt"
+    _trainer(tiny_traj, "al", ckpt=ckpt, iterations=2).train(progress=False)
+    st = load_checkpoint(ckpt)
+    del st["config"]["al_tolerance"]
+    save_checkpoint(ckpt, st)
+    with pytest.raises(InputError, match="augmented-Lagrangian variant before 358bdb8"):
+        _trainer(tiny_traj, "al", ckpt=ckpt, iterations=4)
+
+
 def test_a_checkpoint_of_other_settings_or_data_is_refused_not_resumed(tmp_path, tiny_traj):
     """Resuming must mean the same optimisation: a checkpoint made with another learning rate or
     unroll, or on other reference trajectories, is refused by name; a longer run (more iterations)

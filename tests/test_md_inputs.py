@@ -274,6 +274,14 @@ def test_a_run_outside_the_training_domain_is_suspect_in_md_json(tmp_path, engin
     doc = json.loads((tmp_path / "md.json").read_text())
     assert doc["verdict"] == res.verdict and res.verdict.startswith("suspect: the model warned 1 time(s)")
     assert len(doc["domain_warnings"]) == 1 and "neighbour density" in doc["domain_warnings"][0]
+    # a second run in the same process (Python shows an identical warning from one line once) and a
+    # run with the warnings ignored record it too (review: both read "ok" when md.json was fed by
+    # what was displayed)
+    for action in ("default", "ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter(action)
+            again = run_md(atoms, "cu-emt", engine, timestep_fs=2.0, steps=20, report_interval=10, seed=2)
+        assert again.verdict.startswith("suspect") and len(again.domain_warnings) == 1, action
     near = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)      # in domain: nothing recorded
     near.rattle(0.02, seed=1)
     res = run_md(near, "cu-emt", engine, timestep_fs=2.0, steps=20, report_interval=10, seed=2)
