@@ -371,6 +371,14 @@ class _CorrectorBase(torch.nn.Module):
             self.reynolds = float(re)
         return self
 
+    def __getstate__(self):
+        # a copy (deepcopy, pickle to another process) starts unchecked: the memo names a state of
+        # this process by weak reference and which grids were warned about, meaningless elsewhere
+        state = self.__dict__.copy()
+        state.pop("_domain_checked", None)
+        state.pop("_unchecked_grids", None)
+        return state
+
     def check_solver(self, state, config=None) -> None:
         """What ``Solver.step`` calls before each corrected step (``config``: its
         :class:`~lawful.fluids.solver.SolverConfig`; the in-loop call makes it without one). A

@@ -260,7 +260,8 @@ def _check(engine: str, ensemble: str, timestep_fs: float, steps: int, report_in
         lo, hi = steps - steps % report_interval, steps + report_interval - steps % report_interval
         raise InputError(f"steps={steps} is not a multiple of report_interval={report_interval}: the drift samples "
                          f"and trajectory frames would end at step {lo} while the run went on to {steps}; run "
-                         f"{hi} (or {lo}) steps, or pick a report interval that divides {steps}.")
+                         f"{hi}{f' (or {lo})' if lo > 0 else ''} steps, or pick a report interval that divides "
+                         f"{steps}.")
 
 
 def _temperature_dof(atoms) -> int:
@@ -516,11 +517,11 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
         trajectory files go, and md.json says this run is running."""
         # ASE's NVT adds FixCom (3N - 3): drawn velocities counted over 3N read 3 % cold for 32 atoms
         velocity_record["initial_temperature_K"] = temperature_K
-        settings["temperature_dof"] = {
-            "count": int(dof),
-            "rule": "3N less the degrees of freedom constraints remove (fixed atoms; ASE's NVT adds FixCom: 3); "
-                    "drawn velocities carry no centre-of-mass motion, which NVE keeps at zero, so over 3N - 3 "
-                    f"an NVE run's temperatures would read {3 * len(atoms)}/{3 * len(atoms) - 3} of these"}
+        rule = "3N less the degrees of freedom constraints remove (fixed atoms; ASE's NVT adds FixCom: 3)"
+        if ensemble == "nve" and dof == 3 * len(atoms) and len(atoms) > 1:
+            rule += ("; drawn velocities carry no centre-of-mass motion, which NVE keeps at zero, so counted over "
+                     f"3N - 3 these temperatures would read {dof}/{dof - 3} as high")
+        settings["temperature_dof"] = {"count": int(dof), "rule": rule}
         started.append(True)
         if out_dir is None:
             return

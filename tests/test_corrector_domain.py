@@ -284,3 +284,20 @@ def test_a_solver_other_than_the_checked_one_warns_on_the_bound_scenes_state(cha
     said = _out_of_domain(steps)
     assert len(said) == 1 and text in said[0] and "bind(scene, solver.config)" in said[0], said
     assert _out_of_domain(lambda: scene.make_solver().step(scene.state, corr)) == []   # the checked solver
+
+
+def test_a_copy_of_a_checked_corrector_starts_unchecked():
+    """A deep copy carried the memo of the original's state (a 'never checked' warning for an
+    identical, in-domain copy stepped with a copied scene): a copy starts unchecked and is bound
+    like a fresh one (review of 173f77a)."""
+    import copy
+
+    from lawful.fluids import run
+
+    corr = load_corrector(MODELS / "corrector_karman_hard.lawful")
+    scene = scenes.make("karman", re=150.0, **TRAINED)
+    corr.bind(scene)
+    twin = copy.deepcopy(corr)
+    assert "_domain_checked" not in twin.__dict__ and "_domain_checked" in corr.__dict__
+    other = copy.deepcopy(scene)
+    assert _out_of_domain(lambda: run(other, 2, corrector=twin)) == []
