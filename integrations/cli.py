@@ -991,10 +991,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run the benchmark suite and write JSON results",
                        description="Run the benchmark suite. A full run (without --quick) retrains the models "
-                                   "lawful ships (cu-emt, organic-xtb and their direct controls, the committed "
-                                   "fluid correctors) and installs them in their place, so every later run by "
-                                   "name uses the new weights; each replaced file is kept in "
-                                   "OUT/replaced_models/ and named in the output.")
+                                   "lawful ships (cu-emt, organic-xtb and their direct controls; the committed "
+                                   "fluid correctors only when bench_corrector.py is run with --retrain) and "
+                                   "installs them in their place, so every later run by name uses the new "
+                                   "weights; each replaced file is kept in OUT/replaced_models/ and named in "
+                                   "the output.")
     p.add_argument("--suite", default=None,
                    help="folder holding bench_*.py scripts (default: the repository's benchmarks/, found from "
                         "any working directory)")
