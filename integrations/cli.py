@@ -259,6 +259,28 @@ def _structure(args):
 EMT_ELEMENTS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 
 
+def _check_default_structure(args) -> None:
+    """``lawful md`` without ``--structure`` builds an fcc supercell of ``--element`` (Cu by
+    default): a model that does not know that element (a molecule model) was told about copper
+    the user never mentioned, and ASE's EMT raised a traceback for an element it lacks."""
+    if str(args.model).lower() == "emt":
+        if args.element not in EMT_ELEMENTS:
+            raise _UsageError(f"--element {args.element}: ASE's EMT (the default --model) describes the fcc metals "
+                              f"{', '.join(EMT_ELEMENTS)}; pass one of those, or --model with a lawful model that "
+                              "knows the element")
+        return
+    try:
+        from lawful.forcefields import load_model
+
+        species = list(load_model(args.model).species)
+    except Exception:          # a bad model file is reported where it is loaded, with its own message
+        return
+    if args.element not in species:
+        raise _UsageError(f"without --structure, lawful md builds an fcc {args.element} supercell (--element, "
+                          f"--lattice, --repeat), but the model knows {', '.join(species)}: pass --structure FILE "
+                          "(a molecule or crystal of those elements), or --element one of them")
+
+
 def _check_db_target(db: str) -> None:
     if "://" in db:
         return
@@ -601,6 +623,7 @@ def _cmd_md(args) -> int:
                               f"{exc}): pass a file in a format ASE knows, named with its usual suffix") from None
     else:
         atoms = _structure(args)
+        _check_default_structure(args)
     if args.steps < args.report_interval:
         raise _UsageError(f"--steps {args.steps} is shorter than --report-interval {args.report_interval}: the "
                           "drift needs at least two samples; run more steps or report more often")
@@ -644,11 +667,16 @@ def _load_corrector(spec: str, scene, dtype):
 
     if spec == "random":
         return correctors.DivergenceFreeCorrector.for_scene(scene)
+    if not Path(spec).exists() and not any(sep in spec for sep in "/\\") and not spec.endswith(".lawful"):
+        raise _UsageError(f"--corrector {spec!r} is neither 'none', 'random' nor a corrector file: pass one of "
+                          "those keywords or the path of a file lawful train-corrector wrote")
     return correctors.load_corrector(spec, dtype=dtype)
 
 
 #: the fluid scenes that take a Reynolds number (--re)
 _REYNOLDS_SCENES = ("karman", "lid_driven_cavity")
+
+
 def _drop_earlier_frames(folder: Path, out: Path) -> None:
     """Remove an earlier run's snapshots (``FIELD_NNNNNN.png`` in ``folder``) and animations
     (``FIELD.gif``/``.mp4`` in ``out``) once this run has made its first step: they mixed with the
@@ -798,7 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, "demo-out")
     size = p.add_mutually_exclusive_group()   # --smoke --quick ran smoke without a word
     size.add_argument("--quick", action="store_true",
-                      help="small sizes: at most 5 minutes on a 2-core CPU (default: off, the full demo, <= 30 min)")
+                      help="small sizes: about 5 minutes on a 2-core CPU (default: off, the full demo, about 30 min)")
     size.add_argument("--smoke", action="store_true",
                       help="the smallest sizes, a test of the pipeline, not a result (default: off)")
     p.set_defaults(func=_cmd_demo)

@@ -164,6 +164,11 @@ def _species_numbers(species) -> list[int]:
 
 _PAUSE = threading.local()
 
+#: A neighbour density (or count) above this many times its species' training maximum is refused
+#: as a unit mistake (a length in nm for Å), not reported as an extrapolation: 10x the density is
+#: a lattice at under half its length, beyond any physical compression.
+UNIT_MISTAKE_DENSITY = 10.0
+
 #: lists that :func:`domain_report_log` opened; every out-of-domain report is appended to each
 _DOMAIN_LOGS: list[list] = []
 _DOMAIN_LOGS_LOCK = threading.Lock()
@@ -461,6 +466,18 @@ class ModelRunner:
         name = self.species[int(self._species_idx[k])]
         label = k if self.labels is None else self.labels[k]
         where = self._where(step, volume)
+        dense = counts > UNIT_MISTAKE_DENSITY * high
+        if bool(dense.any()) and float(high.max()) > 0:
+            # not an extrapolation to warn about and grind through: a lattice of 0.361 (nm) for
+            # 3.61 Å gave 5000 neighbours per atom, and lawful md hung 5 minutes on its first step
+            j = int(torch.nonzero(dense)[0])
+            sj = self.species[int(self._species_idx[j])]
+            raise InputError(
+                f"atom {j if self.labels is None else self.labels[j]} ({sj}) "
+                f"{neighbour_text(self.model, sj, float(counts[j]), weighted)}{where}: more than "
+                f"{UNIT_MISTAKE_DENSITY:g}x the top of that range ({int(dense.sum())} atom(s)), far denser than "
+                "anything physical, most likely "
+                "lengths in other units (nm for Å: a lattice of 0.361 for 3.61); give positions and cell in Å.")
         message = (f"atom {label} ({name}) {neighbour_text(self.model, name, float(counts[k]), weighted)}{where} "
                    f"(allowed {float(low[k]):.3g}-{float(high[k]):.3g}; {int(outside.sum())} atom(s) outside): an "
                    "environment the model never saw (an isolated atom, a dimer, a surface, a lattice in other units "

@@ -86,10 +86,14 @@ def test_hard_corrector_is_divergence_free_and_the_soft_one_is_not(smoke):
 
 
 def test_eta_scales_the_plan_by_the_measured_speed():
-    # environment planned 1 s in smoke mode and took 2 s: the rest (8 + 5 + 10 s) doubles.
-    assert _eta("smoke", {"environment": 2.0}, ["forcefields", "hamiltonian", "fluids"]) == pytest.approx(46.0)
-    assert _eta("smoke", {}, ["fluids"]) == pytest.approx(10.0)
-    assert _eta("smoke", {"environment": 100.0}, ["fluids"]) == pytest.approx(40.0)  # capped at 4x
+    # forcefields planned 150 s in quick mode and took 300 s: the rest (40 + 40 + 60 s) doubles.
+    rest = ["molecules", "hamiltonian", "fluids"]
+    assert _eta("quick", {"environment": 3.0, "forcefields": 300.0}, rest) == pytest.approx(280.0)
+    assert _eta("quick", {}, ["fluids"]) == pytest.approx(60.0)
+    assert _eta("quick", {"forcefields": 1500.0}, ["fluids"]) == pytest.approx(240.0)  # capped at 4x
+    # a section planned under 10 s says nothing about the machine: the environment check took
+    # 0.55 s of its 3 and every later estimate was quartered (1:12 shown for a 5:14 run)
+    assert _eta("quick", {"environment": 0.55}, ["forcefields"] + rest) == pytest.approx(290.0)
 
 
 def test_failed_sections_make_the_command_exit_non_zero(tmp_path, monkeypatch, capsys):

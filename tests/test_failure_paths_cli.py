@@ -80,6 +80,10 @@ CASES = [
     ("md --device banana --out {t}/out", "'banana'"),
     ("md --steps 5 --report-interval 10 --out {t}/out", "--steps 5"),
     ("md --steps 25 --report-interval 10 --out {t}/out", "not a multiple of --report-interval 10"),
+    # first-hour audit 2: a traceback from ASE's EMT; copper nobody asked for blamed on the model
+    ("md --element Ar --steps 20 --out {t}/out", "ASE's EMT (the default --model) describes the fcc metals"),
+    ("md --model organic-xtb --steps 20 --out {t}/out", "without --structure, lawful md builds an fcc Cu supercell"),
+    ("fluid --corrector rand --steps 1 --out {t}/out", "neither 'none', 'random' nor a corrector file"),
     ("md --structure {t}/nope.cif --element Ag --repeat 4 --out {t}/out", "--element and --repeat describe"),
     ("md --structure {t}/nope.cif --lattice 4.1 --out {t}/out", "--lattice describe"),
     ("train --device banana --data {t}/notes.txt --out {t}/out", "'banana'"),

@@ -132,3 +132,21 @@ def test_float32_torchscript_module_wraps_and_recentres_like_the_runner(system, 
     e32, f32 = module_output("float32", atoms.positions + shift)
     assert np.abs(f32 - f64).max() < 5e-5                 # float32 round-off (5e-6 / 1.2e-5 eV/Å)
     assert abs(e32 - e64) < 2e-4
+
+
+def test_a_lattice_in_nanometres_is_refused_not_ground_through():
+    """cu-emt on a lattice of 0.361 (nm typed for Å): it warned, then lawful md sat on its first
+    step for 5 minutes (5000 neighbours per atom; first-hour audit 2.1). A neighbour density 10x
+    beyond the training range is refused as a unit mistake before the model runs."""
+    from ase.build import bulk
+
+    from lawful.kernels.errors import InputError
+
+    atoms = bulk("Cu", "fcc", a=0.361, cubic=True).repeat(3)
+    atoms.calc = LawfulCalculator("cu-emt")
+    with pytest.warns(Warning), pytest.raises(InputError, match=r"more than 10x the top of that range .*nm for Å"):
+        atoms.get_forces()
+    dense = bulk("Cu", "fcc", a=3.0, cubic=True).repeat(2)      # compressed, not a unit mistake: warns and runs
+    dense.calc = LawfulCalculator("cu-emt")
+    with pytest.warns(Warning, match="neighbour density"):
+        assert np.isfinite(dense.get_potential_energy())
