@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["main", "build_parser", "OutputLock"]
@@ -1086,6 +1087,10 @@ def main(argv: list[str] | None = None) -> int:
     name = f"lawful {args.command}"
     previous = _install_sigterm()
     lock = None
+    # warnings shown as this command's lines: Python's form (a source path and line, then the line
+    # of code) read like a crash, and began inside the progress bar's line
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *_, **__: f"\n{name}: {category.__name__}: {message}\n"
     try:
         _prepare(args)
         if getattr(args, "device", None) is not None:
@@ -1113,6 +1118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     finally:
+        warnings.formatwarning = formatwarning
         if lock is not None:
             lock.release()
         if previous is not None:

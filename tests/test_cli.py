@@ -264,3 +264,19 @@ def test_train_reads_an_ase_trajectory(tmp_path, capsys):
     code = main(["train", "--data", str(tmp_path / "cu.traj"), "--epochs", "1",
                  "--out", str(tmp_path / "out")])
     assert code == 0 and (tmp_path / "out" / "conservative.lawful").exists()
+
+
+def test_warnings_print_as_the_commands_own_lines(tmp_path):
+    """Python's warning form (a source path and line, then the line of code, inside the progress
+    bar's line) read like a crash to a new user (first-hour audit 2.5)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lawful.integrations.cli import main; sys.exit(main(['md', '--model', 'cu-emt', "
+            f"'--lattice', '3.0', '--repeat', '2', '--steps', '20', '--report-interval', '10', '--out', "
+            f"{str(tmp_path / 'md')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "\nlawful md: OutOfDomainWarning: atom 0 (Cu) has a neighbour density" in done.stderr
+    assert ".py:" not in done.stderr                  # no source path and line number
