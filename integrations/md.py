@@ -204,7 +204,6 @@ def run_verdict(timestep_fs: float, steps: int, max_displacement_angstrom: float
     return "ok"
 
 
-
 def _has_hydrogen(atoms) -> bool:
     masses = atoms.get_masses()
     return bool(len(masses)) and float(masses.min()) < LIGHT_ATOM_AMU
@@ -534,10 +533,9 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
                   seed=seed, dtype=dtype, device=device, progress=progress, strict=strict, on_start=start)
     from lawful.integrations.runner import domain_report_log
 
-    log = domain_report_log()
-    reports: list[str] = []
+    reports: list[str] = []          # what a failed run's md.json holds if it fails before the log opens
     try:
-        with log as reports:
+        with domain_report_log() as reports:
             if engine == "ase":
                 summary, seconds, files, moved = _run_ase(atoms, model, **kwargs)
             else:

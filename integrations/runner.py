@@ -34,6 +34,7 @@ from lawful.kernels.errors import (
     ShapeError,
     UnsupportedSpeciesError,
 )
+from lawful.kernels.neighbors import wrap_positions
 from lawful.kernels.precision import resolve_device, resolve_dtype
 
 __all__ = ["ModelRunner", "resolve_model", "model_dtype", "model_device", "DOMAIN_TOLERANCE", "domain_report_log"]
@@ -126,21 +127,6 @@ ORIGIN_RADIUS = 10.0
 #: structure outside and nothing of those further out (a 10 % expanded copper cell warned, a 20 %
 #: one did not); an MD run at constant volume still gets one report.
 REREPORT_VOLUME_CHANGE = 0.02
-
-
-def _wrap_into_cell(src: torch.Tensor, cell, pbc) -> torch.Tensor:
-    """``src`` (N, 3) float64 positions moved by whole lattice vectors into the cell along the
-    periodic axes (fractional coordinates in [0, 1) there), in float64; unchanged without a periodic
-    axis or when the cell cannot be inverted (a zero vector along a non-periodic axis)."""
-    periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
-    if not periodic.any():
-        return src
-    c = torch.as_tensor(np.asarray(cell, dtype=np.float64).reshape(3, 3), device=src.device)
-    if abs(float(torch.linalg.det(c))) < 1e-12:
-        return src
-    frac = torch.linalg.solve(c.T, src.T).T                       # src = frac @ c
-    k = torch.floor(frac) * torch.as_tensor(periodic, dtype=torch.float64, device=src.device)
-    return src - k @ c
 
 
 def _domain_table(model, species, tolerance):
@@ -556,7 +542,8 @@ class ModelRunner:
             # along the periodic axes first, in float64 (cu-emt in float32 at offsets of 10 / 1e4
             # cells: forces 9e-5 / 0.09 eV/Å off, 5e-6 wrapped); nothing physical changes.
             if cell is not None:
-                src = _wrap_into_cell(src, cell, pbc)
+                src = wrap_positions(src, torch.as_tensor(np.asarray(cell, dtype=np.float64).reshape(3, 3)),
+                                     [bool(p) for p in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))])
             if (self._origin is None or self._origin.device != src.device
                     or float((src[0] - self._origin).abs().max()) > ORIGIN_RADIUS):
                 self._origin = src[0].detach().clone()

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from lawful.integrations import units
 from lawful.kernels.errors import BackendError, InputError
+from lawful.kernels.neighbors import wrap_positions
 
 __all__ = ["openmm_torch_module", "create_torch_force", "OpenMMTorchModule"]
 
@@ -115,8 +116,7 @@ class OpenMMTorchModule(torch.nn.Module):
             # and move the structure to the origin (a molecule 1e4 A out: 0.04 eV/A), as the
             # python backend's runner does; energies and forces do not see either move
             if self.periodic and boxvectors is not None:
-                frac = torch.linalg.solve(cell64.T, pos64.T).T          # pos64 = frac @ cell64
-                pos64 = pos64 - torch.floor(frac) @ cell64
+                pos64 = wrap_positions(pos64, cell64, [True, True, True])
             pos64 = pos64 - pos64[0]
         pos = pos64.to(self.model_dtype)
         energy, forces = self.core(pos, self.numbers, cell)
