@@ -617,7 +617,8 @@ FLOW_PARAMETERS = ("wavenumber", "forcing")
 def scene_domain(scene, config=None) -> dict:
     """What a trained corrector is compared on, from a :class:`~lawful.fluids.scenes.Scene`:
     ``scene`` (name), ``n`` (``params["n"]``, else cells along x), ``re`` (``params["re"]`` or
-    None), Kármán's ``cells_per_diameter`` and ``diameter`` (channel heights), ``velocity`` (the
+    None), Kármán's ``cells_per_diameter``, ``diameter`` (channel heights) and ``aspect`` (channel
+    length / height: recorded, not compared), ``velocity`` (the
     scene's reference velocity ``U``, ``scene.reference[0]``, or None: the network reads velocities
     in absolute units), ``dt`` (the time step: it corrects once per step), ``viscosity`` and
     ``drag`` (of the :class:`~lawful.fluids.solver.SolverConfig`) and the scene's
@@ -641,6 +642,8 @@ def scene_domain(scene, config=None) -> dict:
     if name == "karman" and "diameter" in params and n is not None:
         out["diameter"] = float(params["diameter"])
         out["cells_per_diameter"] = float(n) * out["diameter"]
+        if params.get("aspect") is not None:
+            out["aspect"] = int(params["aspect"])   # not compared (a convolution); `lawful fluid` reuses it
     ref = getattr(scene, "reference", None)
     out["velocity"] = float(ref[0]) if ref else None
     out["dt"] = float(config.dt) if config is not None else None

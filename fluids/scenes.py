@@ -123,9 +123,10 @@ def _grid(nx, ny, dx, dtype, device):
     return (xu, yu), (xv, yv), (xc, yc)
 
 
-def _check_n(n, minimum=4):
+def _check_n(n, scene: str, minimum=4):
     if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
-        raise InputError(f"grid size n={n!r} must be an integer >= {minimum}.")
+        raise InputError(f"{scene}: grid size n={n!r} must be an integer >= {minimum} (cells across the "
+                         "domain's short side).")
 
 
 def _disc_mask(n, cx, cy, diameter, nx=None):
@@ -165,7 +166,7 @@ def taylor_green(n: int = 64, dtype=None, viscosity: float = 0.01, amplitude: fl
     divergence-free. ``dt`` defaults to ``cfl * dx / A``. ``scene.analytic(t)`` gives the exact
     face velocities.
     """
-    _check_n(n)
+    _check_n(n, "taylor_green")
     dtype = fluid_dtype(dtype)
     device = resolve_device(device if device is not None else "cpu")
     dx = 2 * math.pi / n
@@ -216,7 +217,7 @@ def kolmogorov(n: int = 64, dtype=None, viscosity: float = 1e-3, wavenumber: int
     The forcing needs at least :data:`MIN_CELLS_PER_WAVELENGTH` cells per wavelength
     (``n >= 4 * wavenumber``); coarser grids raise :class:`InputError` (they would alias it).
     """
-    _check_n(n)
+    _check_n(n, "kolmogorov")
     if isinstance(wavenumber, bool) or not isinstance(wavenumber, int) or wavenumber < 1:
         raise InputError(f"kolmogorov: wavenumber={wavenumber!r} must be a positive integer (waves per 2 pi).")
     if n < MIN_CELLS_PER_WAVELENGTH * wavenumber:
@@ -270,7 +271,7 @@ def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = T
     0.12) must span at least :data:`MIN_CELLS_PER_DIAMETER` cells (``n >= 17``); coarser grids
     raise :class:`InputError`.
     """
-    _check_n(n)
+    _check_n(n, "smoke_plume")
     if source:
         _check_disc("smoke_plume", "smoke source disc", n, 2 * _PLUME_SOURCE_RADIUS, 0.5, _plume_source_y,
                     fix=", or source=False (a blob that exists on any grid)")
@@ -305,7 +306,7 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
     The cylinder must span at least :data:`MIN_CELLS_PER_DIAMETER` cells (``diameter * n >= 2``,
     e.g. ``n >= 16`` for the default diameter); coarser grids raise :class:`InputError`.
     """
-    _check_n(n, 8)
+    _check_n(n, "karman", 8)
     if isinstance(re, bool) or not (isinstance(re, (int, float)) and math.isfinite(re) and re > 0):
         raise InputError(f"Reynolds number re={re!r} must be a positive finite number.")
     if isinstance(aspect, bool) or not isinstance(aspect, int) or aspect < 1:
@@ -401,7 +402,7 @@ def flow_scene(size=(1.0, 1.0), n: int = 64, boundary: Boundary | None = None, o
     (:attr:`~lawful.fluids.solver.SolverConfig.obstacle_ghost`; Schäfer-Turek 2D-1 cd +6.9 % at 10
     cells per diameter and +2.6 % at 20, converging, against -2.1 % at 10 without).
     """
-    _check_n(n)
+    _check_n(n, name)
     boundary = boundary if boundary is not None else Boundary.box("no_slip")
     if not isinstance(boundary, Boundary):
         raise InputError(f"flow_scene: boundary={boundary!r} must be a lawful.kernels.mac_grid.Boundary.")
@@ -510,7 +511,9 @@ SCENES = {"taylor_green": taylor_green, "kolmogorov": kolmogorov, "smoke_plume":
 
 
 def make(name: str, **kwargs) -> Scene:
-    """Build the scene called ``name`` (one of :data:`SCENES`) with keyword arguments."""
+    """Build the scene called ``name`` (one of :data:`SCENES`; ``smoke-plume`` is read as
+    ``smoke_plume``) with keyword arguments."""
+    name = name.replace("-", "_") if isinstance(name, str) else name
     if name not in SCENES:
         raise InputError(f"unknown scene {name!r}: choose one of {sorted(SCENES)}.")
     return SCENES[name](**kwargs)

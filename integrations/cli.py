@@ -92,6 +92,12 @@ def _version() -> str:
         return "unknown"
 
 
+def _scene_name(text: str) -> str:
+    """A fluid scene's name as typed: hyphens read as underscores (``smoke-plume``), as the
+    other names on the command line (``train-corrector``, ``cu-emt``) are spelled."""
+    return text.replace("-", "_")
+
+
 def _file_stem(text: str) -> str:
     if not text or text in (".", "..") or "/" in text or os.sep in text:
         raise argparse.ArgumentTypeError(f"{text!r} is not a plain file name: give a name without a folder "
@@ -188,13 +194,39 @@ class OutputLock:
             self._fh = None
 
 
+#: fewer validation structures than this: ``lawful train`` calls its validation MAE a rough figure
+FEW_VALIDATION_FRAMES = 10
+
+#: files (globs) that mark a folder as the output of each command
+_OUTPUT_SIGNATURES = {"data": ("data.extxyz", "card.json"), "train": ("*.log.jsonl",),
+                      "train-corrector": ("corrector.lawful",), "md": ("md.json",), "fluid": ("metrics.csv",),
+                      "demo": ("report.html",)}
+
+
+def _note_other_outputs(path: Path, command: str) -> None:
+    """Say when ``--out`` holds another command's output (a ``lawful md`` run into a ``lawful
+    fluid`` folder put md.json and drift.csv beside metrics.csv without a word): nothing is
+    removed, the new files go beside the old ones."""
+    for other, patterns in _OUTPUT_SIGNATURES.items():
+        if other == command:
+            continue
+        found = [f.name for pat in patterns for f in sorted(path.glob(pat))]
+        if found:
+            print(f"note: --out {path} holds a lawful {other} run ({found[0]}); this lawful {command} run writes its "
+                  "files beside it (pass another --out to keep them apart)", file=sys.stderr, flush=True)
+            return
+
+
 def _prepare_out(out: str, command: str) -> OutputLock:
     """Create ``out`` (a folder) and lock it; a file, an unwritable place or a folder locked by a
-    running command is an error (exit status 2) raised before any computing."""
+    running command is an error (exit status 2) raised before any computing. A folder holding
+    another command's output is noted (:func:`_note_other_outputs`)."""
     from lawful.kernels.paths import writable_folder
 
     path = writable_folder(out, "--out")
-    return OutputLock(path, command).acquire()
+    lock = OutputLock(path, command).acquire()
+    _note_other_outputs(path, command)
+    return lock
 
 
 def _cmd_demo(args) -> int:
@@ -489,8 +521,12 @@ def _cmd_train(args) -> int:
     if env_rank() != 0:       # under torchrun: rank 0 alone writes the model and reports
         return 0
     model.save(path)
+    n_val = summary.get("n_val")
+    few = (f" (from {n_val} validation structure{'s' if n_val != 1 else ''}: a rough figure; pass --validation "
+           f"FILE or more data for a firmer one)" if isinstance(n_val, int) and n_val < FEW_VALIDATION_FRAMES else "")
     print(f"model written to {path}: validation energy MAE {summary.get('val_energy_mae_per_atom_eV', float('nan')):.3g} "
-          f"eV/atom, force MAE {summary.get('val_force_mae_eV_per_A', float('nan')):.3g} eV/Å")
+          f"eV/atom, force MAE {summary.get('val_force_mae_eV_per_A', float('nan')):.3g} eV/Å{few}\n"
+          f"next: lawful md --model {path} --out md   (NVE drift in ASE; --engine openmm for OpenMM)")
     return 0
 
 
@@ -653,6 +689,11 @@ def _cmd_md(args) -> int:
     if v.get("source") == "input structure":
         print(f"  velocities: kept from --structure (initial {v['initial_temperature_K']:.1f} K); --velocities draw "
               f"draws new ones at --temperature")
+    acc = res.settings.get("model_validation")
+    if acc:
+        print(f"  model accuracy: validation force MAE {acc['force_mae_meV_per_A']:.3g} meV/Å, energy MAE "
+              f"{acc['energy_mae_meV_per_atom']:.3g} meV/atom ({acc['frames']} structures); the drift measures "
+              "energy conservation, which a conservative model has whatever its accuracy")
     if res.verdict != "ok":
         print(f"  verdict: {res.verdict}")
     for k, v in res.files.items():
@@ -676,6 +717,43 @@ def _load_corrector(spec: str, scene, dtype):
 
 #: the fluid scenes that take a Reynolds number (--re)
 _REYNOLDS_SCENES = ("karman", "lid_driven_cavity")
+
+
+#: ``lawful fluid --n`` when neither the option nor a corrector's training record sets it
+_FLUID_DEFAULT_N = 64
+
+
+def _settings_from_training(args, corrector) -> list[str]:
+    """Fill ``--scene``, ``--n``, ``--diameter``, ``--aspect`` and ``--re`` that the user did not
+    give from the corrector file's training record (:func:`~lawful.fluids.correctors.training_domain`),
+    so ``lawful fluid --corrector FILE`` runs the flow it was trained on; ``--re`` only when the
+    default Re 100 lies outside the trained range (then its lowest). Settings given, and those of
+    another scene, are left alone (the domain check names any difference). Returns the settings
+    taken, as options (``["--n 16", ...]``)."""
+    from lawful.fluids.correctors import training_domain
+    from lawful.fluids.scenes import SCENES
+
+    trained = training_domain(getattr(corrector, "metadata", None)) or {}
+    taken = []
+    if args.scene is None and trained.get("scene") in SCENES:
+        args.scene = trained["scene"]
+        taken.append(f"--scene {args.scene}")
+    scene = args.scene or "karman"
+    if trained.get("scene") != scene:
+        return taken
+    if args.n is None and trained.get("n") is not None:
+        args.n = int(trained["n"])
+        taken.append(f"--n {args.n}")
+    if scene == "karman":
+        for name, kind in (("diameter", float), ("aspect", int)):
+            if getattr(args, name) is None and trained.get(name) is not None:
+                setattr(args, name, kind(trained[name]))
+                taken.append(f"--{name} {getattr(args, name):g}")
+    res = trained.get("re")
+    if args.re is None and res and scene in _REYNOLDS_SCENES and not min(res) <= 100.0 <= max(res):
+        args.re = float(min(res))
+        taken.append(f"--re {args.re:g}")
+    return taken
 
 
 def _drop_earlier_frames(folder: Path, out: Path) -> None:
@@ -714,6 +792,14 @@ def _cmd_fluid(args) -> int:
         raise BackendError(f"--device {args.device} puts the fluid on the GPU but Taichi runs on {arch!r}: pass "
                            "--arch cuda (or set LAWFUL_TI_ARCH=cuda), or use --device cpu.")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    corrector = None
+    if args.corrector not in ("none", "random"):     # a file: its training record sets what was not given
+        corrector = _load_corrector(args.corrector, None, dtype)
+        taken = _settings_from_training(args, corrector)
+        if taken:
+            print(f"lawful fluid: {' '.join(taken)} from the corrector's training record (pass them to override)")
+    args.scene = args.scene or "karman"
+    args.n = args.n or _FLUID_DEFAULT_N
     kwargs = {"n": args.n, "dtype": dtype, "device": device}
     if args.scene in _REYNOLDS_SCENES:
         args.re = 100.0 if args.re is None else args.re
@@ -734,9 +820,10 @@ def _cmd_fluid(args) -> int:
     every = fluid_viz.frame_interval(args.steps, args.max_frames) if args.animate else None
     # --seed fixes the random corrector's initial weights without touching the process's RNG
     cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_ids):
-        torch.manual_seed(args.seed)
-        corrector = _load_corrector(args.corrector, scene, dtype)
+    if args.corrector == "random":
+        with torch.random.fork_rng(devices=cuda_ids):
+            torch.manual_seed(args.seed)
+            corrector = _load_corrector(args.corrector, scene, dtype)
     if corrector is not None:
         # the scene's --re for a Reynolds-conditioned corrector; an OutOfDomainWarning when the file was
         # trained on another scene, grid or Reynolds range; an InputError for a Reynolds-conditioned
@@ -986,17 +1073,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "kolmogorov initial perturbation (the other scenes have no randomness); "
                                    "--device places the fluid's tensors (cuda needs Taichi on cuda: --arch cuda).")
     _common(p, "fluid-out", dtype_default="float32")
-    p.add_argument("--scene", default="karman", choices=["taylor_green", "kolmogorov", "smoke_plume", "karman", "lid_driven_cavity"],
-                   help="the flow")
-    p.add_argument("--n", type=_int_at_least(4), default=64, help="grid cells across the short side")
+    p.add_argument("--scene", default=None, type=_scene_name,
+                   choices=["taylor_green", "kolmogorov", "smoke_plume", "karman", "lid_driven_cavity"],
+                   help="the flow (default: the corrector file's training scene, else karman; smoke-plume is "
+                        "read as smoke_plume)")
+    p.add_argument("--n", type=_int_at_least(4), default=None,
+                   help=f"grid cells across the short side (default: the corrector file's training grid, else "
+                        f"{_FLUID_DEFAULT_N})")
     p.add_argument("--re", type=_positive, default=None,
                    help="Reynolds number U L / nu, karman (L = cylinder diameter) and lid_driven_cavity (L = box "
-                        "side) only (default 100)")
+                        "side) only (default 100, or the lowest Re a corrector file was trained on when its range "
+                        "excludes 100)")
     p.add_argument("--diameter", type=_positive, default=None,
-                   help="karman: the cylinder's diameter in channel heights (default 0.125; lawful train-corrector "
-                        "trains at 0.25)")
+                   help="karman: the cylinder's diameter in channel heights (default: the corrector file's "
+                        "training value, else 0.125; lawful train-corrector trains at 0.25)")
     p.add_argument("--aspect", type=_int_at_least(1), default=None,
-                   help="karman: channel length / height (default 4; lawful train-corrector trains at 2)")
+                   help="karman: channel length / height (default: the corrector file's training value, else 4; "
+                        "lawful train-corrector trains at 2)")
     p.add_argument("--steps", type=_count, default=200, help="time steps (the step size is the scene's)")
     p.add_argument("--corrector", default="none",
                    help="'none', 'random' (random-init divergence-free, seeded by --seed) or a corrector file")

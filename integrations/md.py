@@ -452,6 +452,19 @@ def _run_openmm(atoms, model, *, timestep_fs, steps, ensemble, temperature_K, fr
     return reporter.summary(), seconds, files, _max_displacement(start, end) / units.NM_PER_ANGSTROM
 
 
+def model_validation(model) -> dict | None:
+    """The validation errors a lawful model file records of its training (``training_summary``):
+    ``{"force_mae_meV_per_A", "energy_mae_meV_per_atom", "frames"}``, or None (none recorded, or a
+    model made in memory). md.json's ``settings.model_validation``: a run's drift says whether energy
+    is conserved, not whether the forces are right, and a new user read one for the other."""
+    summary = getattr(model, "training_summary", None) or {}
+    force, energy = summary.get("val_force_mae_eV_per_A"), summary.get("val_energy_mae_per_atom_eV")
+    if not isinstance(force, (int, float)) or not isinstance(energy, (int, float)):
+        return None
+    return {"force_mae_meV_per_A": 1e3 * float(force), "energy_mae_meV_per_atom": 1e3 * float(energy),
+            "frames": summary.get("n_val")}
+
+
 def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = None, steps: int = 1000,
            ensemble: str = "nve", temperature_K: float = 300.0, friction_per_ps: float = 1.0,
            report_interval: int = 10, out: str | os.PathLike | None = None, seed: int = 0,
@@ -492,7 +505,10 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
         # trajectory's calculator still names the file (its path and sha256), not "in memory"
         ran = resolve_model(model, device=device, dtype=dtype)
         ran_dtype, ran_device = str(model_dtype(ran)).removeprefix("torch."), str(model_device(ran))
+        validation = model_validation(ran)
         del ran
+    else:
+        validation = None
     settings = {"model_path": str(model) if isinstance(model, (str, os.PathLike)) and not _is_emt(model) else None,
                 "temperature_K": float(temperature_K), "seed": int(seed), "report_interval": int(report_interval),
                 "friction_per_ps": float(friction_per_ps) if ensemble == "nvt" else None,
@@ -500,7 +516,7 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
                 # EMT is ASE's own calculator (float64, CPU): dtype and device apply to lawful models
                 "dtype": "float64 (EMT)" if _is_emt(model) else ran_dtype,
                 "device": "cpu (EMT)" if _is_emt(model) else ran_device,
-                "velocities": velocity_record}
+                "velocities": velocity_record, "model_validation": validation}
     if engine == "openmm":
         from lawful.integrations.openmm import openmm_frame
 

@@ -36,12 +36,21 @@ def test_data_train_writes_a_model_with_its_training_summary(trained):
 
 
 @pytest.mark.parametrize("engine", ["ase", "openmm"])
-def test_md_with_the_trained_model_in_both_engines(trained, engine):
+def test_md_with_the_trained_model_in_both_engines(trained, engine, capsys):
     out = trained / f"md-{engine}"
     assert main(["md", "--engine", engine, "--model", str(trained / "t" / "conservative.lawful"),
                  "--repeat", "2", "--steps", "20", "--dt", "1", "--report-interval", "5", "--out", str(out)]) == 0
     doc = json.loads((out / "md.json").read_text())
     assert doc["engine"] == engine and doc["n_atoms"] == 32
+    # the model's own accuracy beside the drift (a clean drift is not a good model: first-hour audit 4.6)
+    from lawful.forcefields import load_model
+
+    card = load_model(trained / "t" / "conservative.lawful").training_summary
+    acc = doc["settings"]["model_validation"]
+    assert acc["force_mae_meV_per_A"] == pytest.approx(1e3 * card["val_force_mae_eV_per_A"])
+    assert acc["energy_mae_meV_per_atom"] == pytest.approx(1e3 * card["val_energy_mae_per_atom_eV"])
+    assert acc["frames"] == card["n_val"]
+    assert f"model accuracy: validation force MAE {acc['force_mae_meV_per_A']:.3g} meV/Å" in capsys.readouterr().out
     assert doc["drift"]["n_samples"] == 5  # t = 0 plus every 5 steps
     lines = (out / "drift.csv").read_text().splitlines()
     assert len(lines) == 6  # header + 5 samples, flushed as the run went
@@ -244,12 +253,34 @@ def test_data_refuses_a_folder_holding_another_data_set(tmp_path, capsys):
     assert main(["data", *small, "--out", str(emt)]) == 0                    # the same kind again: replaced
 
 
+def test_a_folder_of_another_commands_output_is_noted(tmp_path, capsys):
+    """lawful md into a lawful fluid folder put md.json beside metrics.csv without a word (first-hour
+    audit 4.3): a note names the other run; the same command again says nothing."""
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "md.json").write_text("{}\n")
+    fluid = ["fluid", "--scene", "taylor_green", "--n", "16", "--steps", "1", "--frame-every", "0", "--out", str(out)]
+    assert main(fluid) == 0
+    err = capsys.readouterr().err
+    assert f"note: --out {out} holds a lawful md run (md.json); this lawful fluid run writes its files beside it" in err
+    (out / "md.json").unlink()
+    assert main(fluid) == 0
+    assert "note: --out" not in capsys.readouterr().err
+    assert (out / "md.json").exists() is False and (out / "metrics.csv").exists()
+
+
 def test_a_fresh_training_run_says_the_model_file_is_an_earlier_runs(trained, capsys):
+    from lawful.forcefields import load_model
+
     out = trained / "t"
     (out / "conservative.ckpt").unlink(missing_ok=True)   # as the refusal of another run's checkpoint advises
     capsys.readouterr()
     assert main(["train", "--data", str(trained / "d" / "data.db"), "--epochs", "1", "--out", str(out)]) == 0
-    assert "is an earlier run's model" in capsys.readouterr().err
+    got = capsys.readouterr()
+    assert "is an earlier run's model" in got.err
+    n_val = load_model(out / "conservative.lawful").training_summary["n_val"]
+    assert n_val < 10 and f"(from {n_val} validation structure" in got.out and "a rough figure" in got.out
+    assert f"next: lawful md --model {out / 'conservative.lawful'} --out md" in got.out
 
 
 def test_train_reads_an_ase_trajectory(tmp_path, capsys):

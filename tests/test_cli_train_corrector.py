@@ -76,6 +76,29 @@ def test_one_process_writes_a_corrector_that_lawful_fluid_runs_divergence_free(s
     assert max(float(row["div_max_rel"]) for row in rows) < 1e-5
 
 
+def test_lawful_fluid_runs_the_training_flow_when_not_told_another(single):
+    """A corrector file alone (no --scene/--n/--diameter/--aspect/--re): lawful fluid takes them from
+    its training record (Kármán, n 8, a cylinder of 0.25, aspect 2, Re 80 outside the default
+    100), says so, and runs without an out-of-domain warning; an option given wins and is named
+    by the domain check."""
+    root, _ = single
+    corr = str(root / "one" / "corrector.lawful")
+    f = subprocess.run([LAWFUL, "fluid", "--corrector", corr, "--steps", "3", "--frame-every", "0",
+                        "--dtype", "float64", "--out", str(root / "fluid_default")],
+                       capture_output=True, text=True, timeout=120, env=_env())
+    assert f.returncode == 0, f.stderr[-2000:]
+    assert ("--scene karman --n 8 --diameter 0.25 --aspect 2 --re 80 from the corrector's training record"
+            in f.stdout), f.stdout
+    assert "OutOfDomainWarning" not in f.stderr, f.stderr
+    assert "karman n=8" in f.stdout
+    g = subprocess.run([LAWFUL, "fluid", "--corrector", corr, "--n", "16", "--steps", "1", "--frame-every", "0",
+                        "--dtype", "float64", "--out", str(root / "fluid_n16")],
+                       capture_output=True, text=True, timeout=120, env=_env())
+    assert g.returncode == 0, g.stderr[-2000:]
+    assert "--scene karman --diameter 0.25 --aspect 2 --re 80 from" in g.stdout, g.stdout
+    assert "OutOfDomainWarning" in g.stderr and "cells across the cylinder (this run: 4" in g.stderr, g.stderr
+
+
 def test_the_same_command_again_resumes_without_extra_iterations(single):
     root, _ = single
     out = root / "one"

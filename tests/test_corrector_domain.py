@@ -109,7 +109,8 @@ def test_a_karman_corrector_on_kolmogorov_names_the_scene_mismatch(tmp_path, cap
 def test_lawful_fluid_warns_for_a_committed_corrector_on_another_grid(tmp_path):
     from lawful.integrations.cli import main
 
-    with pytest.warns(OutOfDomainWarning, match=r"4 cells across the cylinder \(this run: 8"):
+    # --n given, the cylinder (0.25 channel heights) from the file's record: 16 cells across it
+    with pytest.warns(OutOfDomainWarning, match=r"4 cells across the cylinder \(this run: 16"):
         assert main(["fluid", "--scene", "karman", "--re", "150", "--n", "64", "--steps", "1", "--frame-every", "0",
                      "--corrector", str(MODELS / "corrector_karman_hard.lawful"), "--out", str(tmp_path / "c")]) == 0
 
@@ -127,6 +128,12 @@ def test_lawful_fluid_can_run_a_corrector_on_the_scene_it_was_trained_on(tmp_pat
         assert main(["fluid", "--scene", "karman", "--n", "16", "--aspect", "2", "--diameter", "0.25", "--re", "150",
                      "--steps", "2", "--frame-every", "0", "--corrector", str(MODELS / "corrector_karman_hard.lawful"),
                      "--out", str(tmp_path / "k")]) == 0
+    assert [str(w.message) for w in seen if issubclass(w.category, OutOfDomainWarning)] == []
+    # a first-hour user names only the file: its training record sets the scene, grid and cylinder
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["fluid", "--re", "150", "--steps", "2", "--frame-every", "0",
+                     "--corrector", str(MODELS / "corrector_karman_hard.lawful"), "--out", str(tmp_path / "d")]) == 0
     assert [str(w.message) for w in seen if issubclass(w.category, OutOfDomainWarning)] == []
     assert main(["fluid", "--scene", "taylor_green", "--n", "16", "--aspect", "2", "--steps", "1",
                  "--out", str(tmp_path / "t")]) == 2          # the channel's geometry only for karman

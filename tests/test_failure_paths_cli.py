@@ -94,6 +94,8 @@ CASES = [
     ("fluid --threads 0 --out {t}/out", "--threads: 0"),
     ("fluid --dtype float16 --out {t}/out", "'float16'"),
     ("fluid --scene taylor_green --re 5 --out {t}/out", "--re does not apply to --scene taylor_green"),
+    ("fluid --scene karman --n 4 --out {t}/out", "karman: grid size n=4 must be an integer >= 8 (cells across"),
+    ("fluid --scene smoke-plume --n 3 --out {t}/out", "--n: 3"),    # the hyphen spelling reaches the option checks
     # bench
     ("bench --suite {t}/suite --only nope --out {t}/out", "'nope'"),
     ("bench --suite {t}/missing --out {t}/out", "missing"),

@@ -284,6 +284,9 @@ def test_bad_input_raises_clear_errors():
         SolverConfig(dt=-0.01)
     with pytest.raises(InputError, match="unknown scene 'vortex'"):
         scenes.make("vortex")
+    assert scenes.make("taylor-green", n=8).name == "taylor_green"    # spelled as the CLI's other names
+    with pytest.raises(InputError, match="taylor_green: grid size n=2 must be an integer >= 4"):
+        scenes.make("taylor_green", n=2)
     st = FluidState.zeros(8, 8, 0.1)
     with pytest.raises(ShapeError, match=r"u has shape \(8, 8\).*\(9, 8\)"):
         FluidState(u=torch.zeros(8, 8), v=st.v, p=st.p, scalars=st.scalars, solid=st.solid, dx=0.1)

@@ -172,6 +172,7 @@ def test_md_json_records_the_settings_of_the_run(tmp_path):
     assert s["temperature_K"] == 450.0 and s["seed"] == 7 and s["report_interval"] == 10
     assert s["platform"] == "Reference" and s["strict"] is False and s["friction_per_ps"] is None
     assert s["dtype"] == "float64 (EMT)" and s["device"] == "cpu (EMT)"
+    assert s["model_validation"] is None           # EMT is the reference, not a fitted model
 
 
 @pytest.mark.parametrize("model_dtype, asked, recorded", [
