@@ -160,6 +160,12 @@ def composition_outside(record: dict | None, species: Sequence[str], numbers) ->
 #: held-out frames of the copper data reach 21 against a training minimum of 23.
 NEIGHBOUR_MARGIN = 0.15
 
+#: A neighbour density (or count) above this many times its species' training maximum is refused
+#: as a unit mistake (a length in nm for Å), not reported as an extrapolation: 10x the density is
+#: a lattice at under half its length, beyond any physical compression. The engines' runner and
+#: the TorchScript module (openmm-torch) both refuse it, strict or not.
+UNIT_MISTAKE_DENSITY = 10.0
+
 
 def _species_ranges(species_values, species: Sequence[str], old: dict | None, cast) -> dict:
     """``{symbol: [lowest, highest]}`` of per-atom values (``cast`` to int or float) per species,

@@ -40,8 +40,9 @@ from lawful.kernels.units import CODATA_VERSION
 from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
 from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor
-from lawful.forcefields.domain import (COMPOSITION_TOLERANCE, DOMAIN_TOLERANCE, composition_residual, counts_outside,
-                                      domain_limits, neighbour_bounds, neighbour_record, neighbour_weights, pairs_below)
+from lawful.forcefields.domain import (COMPOSITION_TOLERANCE, DOMAIN_TOLERANCE, UNIT_MISTAKE_DENSITY, composition_residual,
+                                      counts_outside, domain_limits, neighbour_bounds, neighbour_record,
+                                      neighbour_weights, pairs_below)
 
 __all__ = ["NeuralPotential", "TorchScriptPotential", "export_torchscript", "strained_geometry", "ZBLRepulsion",
            "zbl_energy", "REPULSION_SWITCH"]
@@ -345,7 +346,11 @@ class TorchScriptPotential(torch.nn.Module):
     (:mod:`lawful.forcefields.domain`): a pair closer than ``domain_tolerance`` x its species
     pair's training minimum (``pair_min_distance``), a composition outside the span of the
     training compositions (``training_compositions``), an atom whose neighbour count lies outside
-    its species' training range (``neighbour_density``; ``neighbour_counts`` of older files). Each kind
+    its species' training range (``neighbour_density``; ``neighbour_counts`` of older files), in the
+    runner's order (composition, neighbours, pairs). A density over
+    :data:`~lawful.forcefields.domain.UNIT_MISTAKE_DENSITY` x the top of that range raises, strict or
+    not, an error whose text starts ``"InputError: atom"`` (lengths in other units;
+    :func:`~lawful.integrations.openmm.lawful_errors` raises it as :class:`InputError`). Each kind
     (and each side of the neighbour range) warns once (a Python
     ``UserWarning`` when called from Python; openmm-torch prints it) or, with ``strict``, raises
     an error whose text starts ``"NumericalError: lawful model out of its training domain"``
@@ -394,6 +399,7 @@ class TorchScriptPotential(torch.nn.Module):
         self.count_weighted = bool(bounds[2]) if bounds is not None else False
         if bounds is None:
             bounds = (torch.zeros(n, dtype=torch.float64, device=model.device),) * 2
+        self.unit_mistake_density = float(UNIT_MISTAKE_DENSITY)
         self.register_buffer("count_low", bounds[0])
         self.register_buffer("count_high", bounds[1])
         record = (neighbour_record(model) or ({}, False))[0]
@@ -473,6 +479,19 @@ class TorchScriptPotential(torch.nn.Module):
                                                     weights)
         if not bool(outside.any()):
             return
+        dense = counts > self.unit_mistake_density * high
+        if bool(dense.any()) and float(high.max()) > 0:
+            # the runner's refusal (strict or not): a lattice in nm for Angstrom put thousands of
+            # neighbours in the cutoff and the first step ground on as an extrapolation
+            j = int(torch.nonzero(dense)[0][0])
+            raise RuntimeError("InputError: atom " + str(self._atom_label(j)) + " ("
+                               + self.species_names[int(species[j])] + ") has a neighbour "
+                               + ("density" if self.count_weighted else "count") + " of "
+                               + _decimals(float(counts[j]), 3) + ", more than "
+                               + _decimals(self.unit_mistake_density, 1) + " x the top of its species' training "
+                               + "range (" + str(int(dense.sum())) + " atom(s)), far denser than anything physical, "
+                               + "most likely lengths in other units (nm for Angstrom): check the units of the "
+                               + "positions and box given to the engine.")
         k = int(torch.nonzero(outside)[0][0])
         few = bool(counts[k] < low[k])
         if (self.count_warned_few if few else self.count_warned_many) and not self.strict:
@@ -518,12 +537,14 @@ class TorchScriptPotential(torch.nn.Module):
         d2 = (vectors.detach() * vectors.detach()).sum(1)
         if bool((d2 < 1e-8).any()):
             raise ValueError("NumericalError: two atoms are closer than 1e-4 Angstrom (coincident)")
-        if self.has_domain:
-            self._check_domain(species, nl.i, nl.j, d2)
+        # the runner's order: the composition, the neighbour counts (a unit mistake is refused as
+        # one, strict or not, before its close pairs are reported), the pairs
         if self.has_compositions:
             self._check_composition(species)
         if self.has_counts:
             self._check_counts(species, nl.i, d2, positions.shape[0])
+        if self.has_domain:
+            self._check_domain(species, nl.i, nl.j, d2)
         energy = self.model(pos, species, nl.i, nl.j, vectors).sum()
         grads = torch.autograd.grad([energy], [pos], allow_unused=True)
         g = grads[0]

@@ -91,7 +91,7 @@ def interrupt_message(exc: BaseException) -> str:
     return f"interrupted [lawful interrupt {k}]"
 # the checks of the backend="torch" module (torchscript_force.OpenMMTorchModule) raise this text,
 # its strict training-domain check (forcefields.TorchScriptPotential) the second
-_TORCH_INPUT_ERROR = re.compile(r"InputError: (this lawful force [^\n]*)")
+_TORCH_INPUT_ERROR = re.compile(r"InputError: ((?:this lawful force |atom \d)[^\n]*)")
 _TORCH_DOMAIN_ERROR = re.compile(r"NumericalError: (lawful model out of its training domain[^\n]*)")
 
 

@@ -23,9 +23,9 @@ import torch
 from ase.data import atomic_numbers as _atomic_numbers
 from ase.data import chemical_symbols as _chemical_symbols
 
-from lawful.forcefields.domain import (DOMAIN_TOLERANCE, charge_outside, composition_outside, counts_outside,
-                                      domain_limits, neighbour_bounds, neighbour_text, neighbour_weights,
-                                      pairs_below)
+from lawful.forcefields.domain import (DOMAIN_TOLERANCE, UNIT_MISTAKE_DENSITY, charge_outside, composition_outside,
+                                      counts_outside, domain_limits, neighbour_bounds, neighbour_text,
+                                      neighbour_weights, pairs_below)
 from lawful.kernels.errors import (
     InputError,
     ModelFileError,
@@ -149,11 +149,6 @@ def _species_numbers(species) -> list[int]:
 
 
 _PAUSE = threading.local()
-
-#: A neighbour density (or count) above this many times its species' training maximum is refused
-#: as a unit mistake (a length in nm for Å), not reported as an extrapolation: 10x the density is
-#: a lattice at under half its length, beyond any physical compression.
-UNIT_MISTAKE_DENSITY = 10.0
 
 #: lists that :func:`domain_report_log` opened; every out-of-domain report is appended to each
 _DOMAIN_LOGS: list[list] = []
@@ -444,18 +439,13 @@ class ModelRunner:
         counts, low, high, outside = counts_outside((lo, hi), self._species_idx, nl.i, self.n_atoms, weights)
         if not bool(outside.any()):
             return
-        k = int(torch.nonzero(outside)[0])
-        side = "few" if bool(counts[k] < low[k]) else "many"
         volume = self._volume_per_atom(cell_t, pbc)
-        if self._reported_already(side, volume):
-            return
-        name = self.species[int(self._species_idx[k])]
-        label = k if self.labels is None else self.labels[k]
         where = self._where(step, volume)
         dense = counts > UNIT_MISTAKE_DENSITY * high
         if bool(dense.any()) and float(high.max()) > 0:
-            # not an extrapolation to warn about and grind through: a lattice of 0.361 (nm) for
-            # 3.61 Å gave 5000 neighbours per atom, and lawful md hung 5 minutes on its first step
+            # not an extrapolation to warn about and grind through (nor one reported already): a
+            # lattice of 0.361 (nm) for 3.61 Å gave 5000 neighbours per atom, and lawful md hung
+            # 5 minutes on its first step
             j = int(torch.nonzero(dense)[0])
             sj = self.species[int(self._species_idx[j])]
             raise InputError(
@@ -464,6 +454,12 @@ class ModelRunner:
                 f"{UNIT_MISTAKE_DENSITY:g}x the top of that range ({int(dense.sum())} atom(s)), far denser than "
                 "anything physical, most likely "
                 "lengths in other units (nm for Å: a lattice of 0.361 for 3.61); give positions and cell in Å.")
+        k = int(torch.nonzero(outside)[0])
+        side = "few" if bool(counts[k] < low[k]) else "many"
+        if self._reported_already(side, volume):
+            return
+        name = self.species[int(self._species_idx[k])]
+        label = k if self.labels is None else self.labels[k]
         message = (f"atom {label} ({name}) {neighbour_text(self.model, name, float(counts[k]), weighted)}{where} "
                    f"(allowed {float(low[k]):.3g}-{float(high[k]):.3g}; {int(outside.sum())} atom(s) outside): an "
                    "environment the model never saw (an isolated atom, a dimer, a surface, a lattice in other units "
@@ -572,10 +568,12 @@ class ModelRunner:
                 lab = self._labels_t
                 check_squared_distances(d2, lab.index_select(0, nl.i), lab.index_select(0, nl.j))
             checking = not getattr(_PAUSE, "on", False)
-            if self._domain_min2 is not None and checking:
-                self._check_domain(nl, d2, step, cell_t, pbc)
+            # the counts first: a unit mistake is refused as one, strict or not, before the
+            # close pairs it also makes are reported (in strict mode as an extrapolation)
             if self._count_bounds is not None and checking:
                 self._check_neighbour_counts(nl, d2, step, cell_t, pbc)
+            if self._domain_min2 is not None and checking:
+                self._check_domain(nl, d2, step, cell_t, pbc)
             # lawful's own models take the pairs already cut, with their squared distances: no
             # second displacement pass and cut in make_batch
             kwargs[self._pairs_arg] = (*nl, d2) if self._cut_pairs else nl

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from lawful.forcefields.molecules import start_structures
 from lawful.integrations.ase import LawfulCalculator
@@ -143,10 +144,33 @@ def test_a_lattice_in_nanometres_is_refused_not_ground_through():
     from lawful.kernels.errors import InputError
 
     atoms = bulk("Cu", "fcc", a=0.361, cubic=True).repeat(3)
-    atoms.calc = LawfulCalculator("cu-emt")
-    with pytest.warns(Warning), pytest.raises(InputError, match=r"more than 10x the top of that range .*nm for Å"):
-        atoms.get_forces()
+    for strict in (False, True):     # strict: not as the close pairs' extrapolation (checked after)
+        atoms.calc = LawfulCalculator("cu-emt", strict=strict)
+        with pytest.raises(InputError, match=r"more than 10x the top of that range .*nm for Å"):
+            atoms.get_forces()
     dense = bulk("Cu", "fcc", a=3.0, cubic=True).repeat(2)      # compressed, not a unit mistake: warns and runs
     dense.calc = LawfulCalculator("cu-emt")
     with pytest.warns(Warning, match="neighbour density"):
         assert np.isfinite(dense.get_potential_energy())
+    # the TorchScript module openmm-torch runs refuses it too (it warned and ground on), strict or not
+    from lawful.forcefields import export_torchscript, load_model
+
+    def call(module, a):
+        return module(torch.as_tensor(a.positions), torch.as_tensor(a.numbers), torch.as_tensor(a.cell.array))
+
+    for strict in (False, True):
+        module = export_torchscript(load_model("cu-emt"), pbc=True, strict=strict)
+        with pytest.raises(torch.jit.Error, match=r"InputError: atom 0 \(Cu\) has a neighbour density of .*more than "
+                                                   r"10.0 x the top .*nm for Angstrom") as raised:
+            call(module, atoms)
+    # openmm-torch hands the module's text to OpenMM: lawful_errors raises it as lawful's InputError
+    import openmm
+
+    from lawful.integrations.openmm import lawful_errors
+
+    with pytest.raises(InputError, match=r"^atom 0 \(Cu\) has a neighbour density .*nm for Angstrom"):
+        with lawful_errors():
+            raise openmm.OpenMMException(str(raised.value))
+    with pytest.warns(Warning, match="neighbour density"):
+        energy, _ = call(export_torchscript(load_model("cu-emt"), pbc=True), dense)
+    assert torch.isfinite(energy)
