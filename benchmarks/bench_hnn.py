@@ -89,7 +89,7 @@ def _fit(model, data, name, cfg, seed):
     batch = None if isinstance(con, AugmentedLagrangian) else cfg["batch"]
     return train_dynamics(model, data, constraint=con, steps=cfg["steps"], lr=cfg["lr"],
                           batch_size=batch, constraint_every=max(cfg["steps"] // 20, 1),
-                          seed=seed)
+                          seed=seed, progress=False)
 
 
 def _stats(values):
@@ -181,7 +181,7 @@ def lambda_sweep(seed, cfg, log):
             model = DerivativeMLP(dim=1, hidden=cfg["hidden"])
             con = _constraint("baseline+soft" if kind == "soft" else "baseline+al", weight)
             res = train_dynamics(model, data, constraint=con, steps=cfg["steps"], lr=cfg["lr"],
-                                 constraint_every=cfg["steps"] // 20, seed=seed)
+                                 constraint_every=cfg["steps"] // 20, seed=seed, progress=False)
             roll = rollout_metrics(model, data, horizon=cfg["horizon"], dt=0.02)
             rows.append({"strategy": kind, "lambda": weight, "violation_rms": res.violation_rms,
                          "test_loss": res.test_loss, "energy_mse": roll["energy_mse"],

@@ -81,7 +81,8 @@ def energy_rate(model, energy, x, y, create_graph: bool = False) -> torch.Tensor
 
 def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int = 2000,
                    lr: float = 1e-3, final_lr: float = 1e-5, batch_size: int | None = None,
-                   constraint_every: int = 100, seed: int = 0, log_every: int = 0) -> TrainResult:
+                   constraint_every: int = 100, seed: int = 0, log_every: int = 0,
+                   progress: bool = True) -> TrainResult:
     """Fit ``model`` (anything with ``time_derivative(x, y, create_graph=)``) to ``data``.
 
     Adam with a cosine learning-rate decay from ``lr`` to ``final_lr`` over ``steps``; full batch
@@ -94,7 +95,8 @@ def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int 
     dtypes, NaN/inf in any state or target, named with its first bad index), and so are the model
     against it (its ``dim``, and its state pair: a HamiltonianNN needs ``data.state ==
     "canonical"`` (q, p), a LagrangianNN ``"velocity"`` (q, q̇); the baseline takes either) and a
-    constraint against the data (it needs ``data.energy``). An :class:`AugmentedLagrangian` is
+    constraint against the data (it needs ``data.energy``). ``progress``: a tqdm bar over the
+    steps (as :func:`~lawful.forcefields.train`; a 1500-step fit ran a minute without a word). An :class:`AugmentedLagrangian` is
     reset at the start (:meth:`~lawful.kernels.AugmentedLagrangian.reset`: multipliers, history
     and penalty back to the constructor's values), so every call starts it fresh; its final state
     is in the result. A training loss or gradient that becomes NaN/inf stops the run with
@@ -118,8 +120,8 @@ def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int 
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=final_lr)
     hooks = _DynamicsHooks(model, data, constraint, batch_size, constraint_every, seed, log_every)
-    loop = Loop(model, opt, sched, hooks, LoopConfig(units=steps, unit="step", validate_every=0,
-                                                     stop_label="steps"), ctx=DistContext())
+    loop = Loop(model, opt, sched, hooks, LoopConfig(units=steps, unit="step", validate_every=0, stop_label="steps",
+                                                     progress=progress, desc="train_dynamics"), ctx=DistContext())
     t0 = time.perf_counter()
     loop.run()
     seconds = time.perf_counter() - t0

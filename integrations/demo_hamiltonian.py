@@ -76,7 +76,7 @@ def hamiltonian_section(ctx, sec: Section) -> None:
                   "baseline": DerivativeMLP(dim=1, hidden=z["hidden"])}
         for name, model in models.items():
             ctx.log(f"[demo]   {system}: training {name} ({z['train_steps']} steps) ...")
-            res = train_dynamics(model, data, steps=z["train_steps"], lr=z["lr"], seed=ctx.seed)
+            res = train_dynamics(model, data, steps=z["train_steps"], lr=z["lr"], seed=ctx.seed, progress=False)
             roll = rollout_metrics(model, data)
             for model_name, method in RUNS:
                 if model_name != name:

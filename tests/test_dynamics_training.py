@@ -57,6 +57,18 @@ def test_from_trajectories_builds_the_split_and_the_targets(given):
                                         "finite differences (numpy.gradient, edge_order=2)")
 
 
+def test_training_shows_a_progress_bar_unless_told_not_to(capsys):
+    """train_dynamics ran a README fit for a minute without a word (first-hour audit 4.8): a tqdm
+    bar over the steps, as train() shows one; progress=False for embedding."""
+    t, q, p, dq, dp = _oscillator_trajectories()
+    data = DynamicsDataset.from_trajectories(t, q, p, dq, dp)
+    train_dynamics(HamiltonianNN(dim=2, hidden=4, mass=M), data, steps=7)
+    err = capsys.readouterr().err
+    assert "train_dynamics" in err and "7/7" in err
+    train_dynamics(HamiltonianNN(dim=2, hidden=4, mass=M), data, steps=7, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_training_on_user_trajectories_without_an_energy_reports_no_violation():
     """A dataset without a known energy (the HNN's main use) trained fully and then crashed with
     TypeError: 'NoneType' object is not callable in the violation diagnostic."""
