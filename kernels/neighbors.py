@@ -233,6 +233,20 @@ def _wrap(positions64: Tensor, full: Tensor, inverse: Tensor,
     return frac - k, k
 
 
+def _float64_matrix(rows: List[List[float]], device: torch.device) -> Tensor:
+    """``rows`` (Python floats) as a float64 tensor, exactly. In TorchScript,
+    ``torch.tensor(rows, dtype=torch.float64)`` (and item assignment) passes the numbers through
+    the default dtype, float32 in openmm-torch: the cell and its inverse came out ~1e-7 relative
+    off. ``torch.full`` keeps the double."""
+    if not torch.jit.is_scripting():
+        return torch.tensor(rows, dtype=torch.float64, device=device)
+    flat: List[Tensor] = []
+    for row in rows:
+        for value in row:
+            flat.append(torch.full([1], value, dtype=torch.float64, device=device))
+    return torch.cat(flat).reshape(len(rows), len(rows[0]))
+
+
 def wrap_positions(positions64: Tensor, cell: Tensor, pbc: List[bool]) -> Tensor:
     """``positions64`` (N, 3) float64, Å, moved by whole lattice vectors into the cell along the
     periodic axes (fractional coordinates in [0, 1) there; rows of ``cell`` are the lattice
@@ -243,12 +257,11 @@ def wrap_positions(positions64: Tensor, cell: Tensor, pbc: List[bool]) -> Tensor
         return positions64
     rows: List[List[float]] = cell.detach().to(torch.float64).cpu().tolist()
     full_l, inverse_l, _ = _cell_geometry(rows, pbc)
-    full = torch.tensor(full_l, dtype=torch.float64, device=positions64.device)
-    inverse = torch.tensor(inverse_l, dtype=torch.float64, device=positions64.device)
+    full = _float64_matrix(full_l, positions64.device)
+    inverse = _float64_matrix(inverse_l, positions64.device)
     _, k = _wrap(positions64, full, inverse, pbc)
     # k is 0 along non-periodic axes and ``full`` is ``cell`` along periodic ones: move by the cell
-    # itself (the scripted list-to-tensor round trip of ``full`` is off by ~1e-8 relative, 8e-4 Å
-    # at 1e4 cells; the inverse only decides k, where such an error is harmless)
+    # itself, which no list round trip has touched
     return positions64 - k @ cell.to(dtype=torch.float64, device=positions64.device)
 
 
@@ -316,8 +329,8 @@ def _setup(positions: Tensor, cutoff: float, cell: Optional[Tensor],
     reach = _search_reach(cutoff)
     layers = _image_layers(heights, flags, reach)  # refuses absurdly thin cells
     device = positions.device
-    full = torch.tensor(full_l, dtype=torch.float64, device=device)
-    inverse = torch.tensor(inverse_l, dtype=torch.float64, device=device)
+    full = _float64_matrix(full_l, device)
+    inverse = _float64_matrix(inverse_l, device)
     frac, wraps = _wrap(positions.to(torch.float64), full, inverse, flags)
     return _Setup(positions, cell_t, flags, full, full_l, frac, wraps, heights, layers, reach)
 

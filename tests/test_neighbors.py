@@ -308,6 +308,30 @@ def test_scripted_inside_a_module():
     assert torch.allclose(module(pos, cell), PairCount()(pos, cell), rtol=1e-14, atol=0)
 
 
+def test_scripted_cell_geometry_keeps_float64():
+    """In TorchScript, torch.tensor(list, dtype=torch.float64) passes the numbers through the
+    default dtype (float32 in openmm-torch): the search's cell and inverse came out ~1e-7
+    relative off. The scripted search sees the cell exactly, and the scripted wrap moves atoms
+    1e4 cells out back by whole lattice vectors to round-off."""
+    from typing import List
+
+    from lawful.kernels.neighbors import _cell_geometry, _float64_matrix, wrap_positions
+
+    def full_cell(cell: torch.Tensor) -> torch.Tensor:
+        rows: List[List[float]] = cell.tolist()
+        full, _, _ = _cell_geometry(rows, [True, True, True])
+        return _float64_matrix(full, cell.device)
+
+    cell = torch.tensor([[7.123456789012345, 0.1234567890123, 0.0], [0.3, 6.987654321098765, 0.0],
+                         [0.0, 0.0, 8.111111111111111]], dtype=torch.float64)
+    assert torch.get_default_dtype() == torch.float32
+    assert torch.equal(script(full_cell)(cell), cell)
+    pos = torch.rand(5, 3, dtype=torch.float64) @ cell
+    far = pos + torch.tensor([1e4, -3e3, 7e3], dtype=torch.float64) @ cell
+    wrapped = script(wrap_positions)(far, cell, [True, True, True])
+    assert (wrapped - pos).abs().max() < 1e-9
+
+
 def test_positions_requiring_grad_are_accepted():
     pos = (torch.rand(10, 3, dtype=torch.float64) * 5).requires_grad_(True)
     nl = neighbor_list(pos, 3.0)
