@@ -286,7 +286,9 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
     outside the model's training domain, as ``(structure index, what)``, else None: a pair closer
     than :data:`DOMAIN_TOLERANCE` x its training minimum, a composition outside the training span,
     an atom whose neighbour count lies outside its species' range. The engine runner makes the same
-    checks with engine indices and step numbers (``lawful.integrations.runner.ModelRunner``)."""
+    checks with engine indices and step numbers (``lawful.integrations.runner.ModelRunner``), and
+    like it raises :class:`~lawful.kernels.errors.InputError` for a density over
+    :data:`UNIT_MISTAKE_DENSITY` x the top of the range (a unit mistake)."""
     import math
 
     from lawful.forcefields.batch import pair_key
@@ -297,6 +299,25 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
     for n in n_atoms[:-1]:
         offsets.append(offsets[-1] + n)
     with torch.no_grad():
+        bounds = neighbour_bounds(model, species, torch.float64, batch.positions.device)
+        counts = outside = None
+        if bounds is not None:     # first: a unit mistake is refused, not reported (the engines' order)
+            weights = batch_neighbour_weights(batch, model.cutoff) if bounds[2] else None
+            counts, _, high, outside = counts_outside(bounds[:2], batch.species, batch.edge_i,
+                                                      batch.positions.shape[0], weights)
+            dense = counts > UNIT_MISTAKE_DENSITY * high
+            if bool(dense.any()) and float(high.max()) > 0:
+                from lawful.kernels.errors import InputError
+
+                k = int(torch.nonzero(dense)[0])
+                s = int(batch.batch[k])
+                name = species[int(batch.species[k])]
+                where = f"structure {s}: " if len(n_atoms) > 1 else ""
+                raise InputError(f"{where}atom {k - offsets[s]} ({name}) "
+                                 f"{neighbour_text(model, name, float(counts[k]), bounds[2])}: more than "
+                                 f"{UNIT_MISTAKE_DENSITY:g}x the top of that range, far denser than anything "
+                                 "physical, most likely lengths in other units (nm for Å: a lattice of 0.361 for "
+                                 "3.61); give positions and cell in Å.")
         table = domain_limits(getattr(model, "pair_min_distance", None), species, DOMAIN_TOLERANCE,
                               batch.positions.dtype, batch.positions.device)
         if table is not None and batch.edge_i.shape[0] > 0:
@@ -320,11 +341,7 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
                 message = composition_outside(record, species, z.tolist())
                 if message is not None:
                     return s, message
-        bounds = neighbour_bounds(model, species, torch.float64, batch.positions.device)
         if bounds is not None:
-            weights = batch_neighbour_weights(batch, model.cutoff) if bounds[2] else None
-            counts, _, _, outside = counts_outside(bounds[:2], batch.species, batch.edge_i, batch.positions.shape[0],
-                                                   weights)
             if bool(outside.any()):
                 k = int(torch.nonzero(outside)[0])
                 s = int(batch.batch[k])

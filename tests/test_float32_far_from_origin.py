@@ -143,6 +143,9 @@ def test_a_lattice_in_nanometres_is_refused_not_ground_through():
 
     from lawful.kernels.errors import InputError
 
+    from lawful.forcefields import export_torchscript, load_model
+    from lawful.forcefields.batch import evaluate_batch
+
     atoms = bulk("Cu", "fcc", a=0.361, cubic=True).repeat(3)
     for strict in (False, True):     # strict: not as the close pairs' extrapolation (checked after)
         atoms.calc = LawfulCalculator("cu-emt", strict=strict)
@@ -152,8 +155,15 @@ def test_a_lattice_in_nanometres_is_refused_not_ground_through():
     dense.calc = LawfulCalculator("cu-emt")
     with pytest.warns(Warning, match="neighbour density"):
         assert np.isfinite(dense.get_potential_energy())
+    # model.evaluate / evaluate_batch (no engine) refuse it too, naming the structure of a batch
+    model = load_model("cu-emt")
+    with pytest.raises(InputError, match=r"^atom 0 \(Cu\) has a neighbour density .*more than 10x .*nm for Å"):
+        model.evaluate(torch.as_tensor(atoms.positions), torch.as_tensor(atoms.numbers),
+                       cell=torch.as_tensor(atoms.cell.array), pbc=True)
+    fine = bulk("Cu", "fcc", a=3.61, cubic=True)
+    with pytest.raises(InputError, match=r"^structure 1: atom 0 \(Cu\)"):
+        evaluate_batch(model, [fine, bulk("Cu", "fcc", a=0.361, cubic=True).repeat(2)])
     # the TorchScript module openmm-torch runs refuses it too (it warned and ground on), strict or not
-    from lawful.forcefields import export_torchscript, load_model
 
     def call(module, a):
         return module(torch.as_tensor(a.positions), torch.as_tensor(a.numbers), torch.as_tensor(a.cell.array))
