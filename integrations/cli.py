@@ -69,12 +69,21 @@ def _int_at_least(lo: int):
     return parse
 
 
+def _number(text: str) -> float:
+    """A float option's value; a number with a unit typed after it (``--dt 2fs``) is told to drop
+    the unit, which the option's help names."""
+    try:
+        return float(text)
+    except ValueError:
+        typed = re.match(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*[^\d\s.+-].*$", text)
+        hint = (f": give the number alone ({typed.group(1)}), in the unit --help names for it"
+                if typed else "")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number{hint}") from None
+
+
 def _float_in(lo: float, strict: bool = True):
     def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        v = _number(text)
         if v != v or v in (float("inf"), float("-inf")) or (v <= lo if strict else v < lo):
             raise argparse.ArgumentTypeError(f"{text} is not a finite number {'>' if strict else '>='} {lo:g}: "
                                              f"give one that is")
@@ -1048,7 +1057,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", choices=["nve", "nvt"], default="nve", help="nve (drift check) or nvt (Langevin)")
     p.add_argument("--temperature", type=_non_negative, default=300.0, help="initial / target temperature, K (reported temperatures count 3N degrees of freedom less "
                         "constrained ones, as ASE does: md.json settings.temperature_dof)")
-    p.add_argument("--dt", type=float, default=None,
+    p.add_argument("--dt", type=_number, default=None,
                    help="time step, fs (not ps: below 0.05 fs a warning asks whether a ps value was meant); default "
                         "0.5 fs when the structure has hydrogen (above 1 fs with hydrogen warns), else 2 fs")
     p.add_argument("--velocities", choices=["auto", "keep", "draw"], default="auto",

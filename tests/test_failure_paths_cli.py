@@ -95,6 +95,8 @@ CASES = [
     ("fluid --dtype float16 --out {t}/out", "'float16'"),
     ("fluid --scene taylor_green --re 5 --out {t}/out", "--re does not apply to --scene taylor_green"),
     ("fluid --scene karman --n 4 --out {t}/out", "karman: grid size n=4 must be an integer >= 8 (cells across"),
+    ("md --dt 2fs --out {t}/out", "'2fs' is not a number: give the number alone (2), in the unit --help names"),
+    ("md --temperature 300K --out {t}/out", "'300K' is not a number: give the number alone (300)"),
     ("fluid --scene smoke-plume --n 3 --out {t}/out", "--n: 3"),    # the hyphen spelling reaches the option checks
     # bench
     ("bench --suite {t}/suite --only nope --out {t}/out", "'nope'"),
