@@ -29,7 +29,7 @@ compatible; :func:`export_torchscript` returns a scripted module computing energ
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from ase import units as _ase_units
@@ -347,9 +347,9 @@ class TorchScriptPotential(torch.nn.Module):
     pair's training minimum (``pair_min_distance``), a composition outside the span of the
     training compositions (``training_compositions``), an atom whose neighbour count lies outside
     its species' training range (``neighbour_density``; ``neighbour_counts`` of older files), in the
-    runner's order (composition, neighbours, pairs). A density over
+    runner's order (composition, pairs, neighbours). A density over
     :data:`~lawful.forcefields.domain.UNIT_MISTAKE_DENSITY` x the top of that range raises, strict or
-    not, an error whose text starts ``"InputError: atom"`` (lengths in other units;
+    not, an error whose text starts ``"InputError: atom"``, before the pairs are checked (lengths in other units;
     :func:`~lawful.integrations.openmm.lawful_errors` raises it as :class:`InputError`). Each kind
     (and each side of the neighbour range) warns once (a Python
     ``UserWarning`` when called from Python; openmm-torch prints it) or, with ``strict``, raises
@@ -468,17 +468,19 @@ class TorchScriptPotential(torch.nn.Module):
         warnings.warn("lawful model out of its training domain: " + message)
         self.composition_warned = True
 
-    def _check_counts(self, species: torch.Tensor, edge_i: torch.Tensor, d2: torch.Tensor, n_atoms: int) -> None:
-        """The runner's neighbour check (:func:`lawful.forcefields.domain.counts_outside`; the density
-        of :func:`~lawful.forcefields.domain.neighbour_weights`, or the count for older records),
-        once per side (too few, too many)."""
+    def _neighbour_counts(self, species: torch.Tensor, edge_i: torch.Tensor, d2: torch.Tensor,
+                          n_atoms: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The runner's neighbour densities (:func:`lawful.forcefields.domain.counts_outside`; the
+        density of :func:`~lawful.forcefields.domain.neighbour_weights`, or the count for older
+        records): ``(counts, low, high, outside)``. A density over ``UNIT_MISTAKE_DENSITY`` x the
+        range's top raises here, strict or not, before the pairs are checked (as the runner)."""
         weights: Optional[torch.Tensor] = None
         if self.count_weighted:
             weights = neighbour_weights(d2, self.cutoff)
         counts, low, high, outside = counts_outside((self.count_low, self.count_high), species, edge_i, n_atoms,
                                                     weights)
         if not bool(outside.any()):
-            return
+            return counts, low, high, outside
         dense = counts > self.unit_mistake_density * high
         if bool(dense.any()) and float(high.max()) > 0:
             # the runner's refusal (strict or not): a lattice in nm for Angstrom put thousands of
@@ -492,6 +494,14 @@ class TorchScriptPotential(torch.nn.Module):
                                + "range (" + str(int(dense.sum())) + " atom(s)), far denser than anything physical, "
                                + "most likely lengths in other units (nm for Angstrom): check the units of the "
                                + "positions and box given to the engine.")
+        return counts, low, high, outside
+
+    def _check_counts(self, species: torch.Tensor, found: Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                  torch.Tensor]) -> None:
+        """Report :meth:`_neighbour_counts`' finding once per side (too few, too many)."""
+        counts, low, high, outside = found
+        if not bool(outside.any()):
+            return
         k = int(torch.nonzero(outside)[0][0])
         few = bool(counts[k] < low[k])
         if (self.count_warned_few if few else self.count_warned_many) and not self.strict:
@@ -537,13 +547,16 @@ class TorchScriptPotential(torch.nn.Module):
         d2 = (vectors.detach() * vectors.detach()).sum(1)
         if bool((d2 < 1e-8).any()):
             raise ValueError("NumericalError: two atoms are closer than 1e-4 Angstrom (coincident)")
-        # the runner's order: the composition, the neighbour counts (a unit mistake is refused as
-        # one, strict or not, before its close pairs are reported), the pairs
+        # the runner's order: the composition, the neighbour densities (a unit mistake is refused
+        # as one, strict or not, before its close pairs are reported), the pairs, the densities' report
         if self.has_compositions:
             self._check_composition(species)
         if self.has_counts:
-            self._check_counts(species, nl.i, d2, positions.shape[0])
-        if self.has_domain:
+            found = self._neighbour_counts(species, nl.i, d2, positions.shape[0])
+            if self.has_domain:
+                self._check_domain(species, nl.i, nl.j, d2)
+            self._check_counts(species, found)
+        elif self.has_domain:
             self._check_domain(species, nl.i, nl.j, d2)
         energy = self.model(pos, species, nl.i, nl.j, vectors).sum()
         grads = torch.autograd.grad([energy], [pos], allow_unused=True)

@@ -430,30 +430,41 @@ class ModelRunner:
         return (f" Further {what} are not reported by this runner unless the cell's volume per atom changes by more "
                 f"than {100 * REREPORT_VOLUME_CHANGE:g} %; pass strict=True to stop instead.")
 
-    def _check_neighbour_counts(self, nl, d2, step, cell_t=None, pbc=False) -> None:
-        """Compare each atom's neighbour density (older records: count) within the cutoff with its
-        species' training range (widened by ``domain.NEIGHBOUR_MARGIN``); warn once per side (too
-        few, too many) or raise (strict) on the first atom outside."""
+    def _neighbour_counts(self, nl, d2, step, cell_t=None, pbc=False):
+        """Each atom's neighbour density (older records: count) within the cutoff against its
+        species' training range (widened by ``domain.NEIGHBOUR_MARGIN``): ``(counts, low, high,
+        outside)``, or None when every atom is inside. A density over
+        :data:`~lawful.forcefields.domain.UNIT_MISTAKE_DENSITY` x the range's top raises
+        :class:`InputError` here, strict or not, before any other check reports: not an
+        extrapolation to warn about and grind through (a lattice of 0.361 (nm) for 3.61 Å gave
+        5000 neighbours per atom, and lawful md hung 5 minutes on its first step)."""
         lo, hi, weighted = self._count_bounds
         weights = neighbour_weights(d2, self.cutoff) if weighted else None
         counts, low, high, outside = counts_outside((lo, hi), self._species_idx, nl.i, self.n_atoms, weights)
         if not bool(outside.any()):
-            return
-        volume = self._volume_per_atom(cell_t, pbc)
-        where = self._where(step, volume)
+            return None
         dense = counts > UNIT_MISTAKE_DENSITY * high
         if bool(dense.any()) and float(high.max()) > 0:
-            # not an extrapolation to warn about and grind through (nor one reported already): a
-            # lattice of 0.361 (nm) for 3.61 Å gave 5000 neighbours per atom, and lawful md hung
-            # 5 minutes on its first step
             j = int(torch.nonzero(dense)[0])
             sj = self.species[int(self._species_idx[j])]
+            where = self._where(step, self._volume_per_atom(cell_t, pbc))
             raise InputError(
                 f"atom {j if self.labels is None else self.labels[j]} ({sj}) "
                 f"{neighbour_text(self.model, sj, float(counts[j]), weighted)}{where}: more than "
                 f"{UNIT_MISTAKE_DENSITY:g}x the top of that range ({int(dense.sum())} atom(s)), far denser than "
                 "anything physical, most likely "
                 "lengths in other units (nm for Å: a lattice of 0.361 for 3.61); give positions and cell in Å.")
+        return counts, low, high, outside
+
+    def _check_neighbour_counts(self, found, step, cell_t=None, pbc=False) -> None:
+        """Report :meth:`_neighbour_counts`' finding ``found`` (None: nothing): warn once per side
+        (too few, too many) or raise (strict) on the first atom outside."""
+        if found is None:
+            return
+        counts, low, high, outside = found
+        weighted = self._count_bounds[2]
+        volume = self._volume_per_atom(cell_t, pbc)
+        where = self._where(step, volume)
         k = int(torch.nonzero(outside)[0])
         side = "few" if bool(counts[k] < low[k]) else "many"
         if self._reported_already(side, volume):
@@ -568,12 +579,13 @@ class ModelRunner:
                 lab = self._labels_t
                 check_squared_distances(d2, lab.index_select(0, nl.i), lab.index_select(0, nl.j))
             checking = not getattr(_PAUSE, "on", False)
-            # the counts first: a unit mistake is refused as one, strict or not, before the
-            # close pairs it also makes are reported (in strict mode as an extrapolation)
-            if self._count_bounds is not None and checking:
-                self._check_neighbour_counts(nl, d2, step, cell_t, pbc)
+            # the densities first: a unit mistake is refused as one, strict or not, before the
+            # close pairs it also makes are reported; then the pairs, then the densities' report
+            found = (self._neighbour_counts(nl, d2, step, cell_t, pbc)
+                     if self._count_bounds is not None and checking else None)
             if self._domain_min2 is not None and checking:
                 self._check_domain(nl, d2, step, cell_t, pbc)
+            self._check_neighbour_counts(found, step, cell_t, pbc)
             # lawful's own models take the pairs already cut, with their squared distances: no
             # second displacement pass and cut in make_batch
             kwargs[self._pairs_arg] = (*nl, d2) if self._cut_pairs else nl

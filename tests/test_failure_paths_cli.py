@@ -254,15 +254,23 @@ def test_a_clean_run_removes_its_lock(ws):
 
 
 def test_md_strict_stops_when_atoms_leave_the_training_domain(ws, capsys):
-    """A crystal squeezed to a = 1 Å puts Cu atoms 0.71 Å apart: far below the shipped model's
-    training data. --strict makes that an error (exit 2, after the progress bar), not a warning."""
-    code = main(["md", "--model", "cu-emt", "--lattice", "1.0", "--repeat", "1", "--steps", "20", "--strict",
+    """A crystal squeezed to a = 2.3 Å puts Cu atoms 1.63 Å apart: below the shipped model's
+    training data. --strict makes that an error (exit 2, after the progress bar), not a warning.
+    Squeezed to a = 1 Å (0.71 Å apart, a neighbour density 50x the training range's top) it is
+    refused as a unit mistake, strict or not, before the pairs are reported."""
+    code = main(["md", "--model", "cu-emt", "--lattice", "2.3", "--repeat", "1", "--steps", "20", "--strict",
                  "--out", str(ws / "out")])
     err = capsys.readouterr().err
     assert code == 2, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("lawful md: error: ") and "0.7071 Å apart" in last and "Traceback" not in err
+    assert last.startswith("lawful md: error: ") and "1.626 Å apart" in last and "(strict mode)" in last
+    assert "Traceback" not in err
     assert (ws / "out" / "keep.txt").read_text() == KEEP
+    for strict in (["--strict"], []):
+        code = main(["md", "--model", "cu-emt", "--lattice", "1.0", "--repeat", "1", "--steps", "20", *strict,
+                     "--out", str(ws / "out")])
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code == 2 and "more than 10x the top of that range" in last and "nm for Å" in last, last
 
 
 def test_sigterm_during_training_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
