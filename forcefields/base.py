@@ -5,7 +5,7 @@ buffers, ``evaluate`` and ``save``. :class:`~lawful.forcefields.NeuralPotential`
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from ase.data import atomic_numbers, chemical_symbols
@@ -41,7 +41,8 @@ def _symbols(species: Sequence) -> list[str]:
 
 
 class SpeciesMLP(torch.nn.Module):
-    """One small SiLU multilayer perceptron per species: (N, D) features + (N,) species -> (N,).
+    """One small SiLU multilayer perceptron per species: (N, D) features + (N,) species -> (N,)
+    (``groups``, optional: :meth:`groups` of ``species``, kept from an earlier call).
 
     SiLU is smooth (C^∞), so the energy inherits the smoothness of the descriptor.
     """
@@ -60,14 +61,24 @@ class SpeciesMLP(torch.nn.Module):
         self.nets = torch.nn.ModuleList(nets)
         self.single = n_species == 1
 
-    def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+    def groups(self, species: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
+        """``(order, counts)``: the atoms sorted by species (stable) and the atoms per species, as
+        :meth:`forward` groups them; depends on ``species`` only, so a caller evaluating the same
+        atoms again may keep it and pass it to :meth:`forward`."""
+        order = torch.sort(species, stable=True)[1]
+        counts: List[int] = torch.bincount(species, minlength=len(self.nets)).tolist()
+        return order, counts
+
+    def forward(self, x: torch.Tensor, species: torch.Tensor,
+                groups: Optional[Tuple[torch.Tensor, List[int]]] = None) -> torch.Tensor:
         if self.single:
             for net in self.nets:
                 return net(x).squeeze(1)
         # One gather sorts the atoms by species; each net reads its contiguous block (species
         # absent from the structure cost nothing) and one scatter puts the energies back.
-        order = torch.sort(species, stable=True)[1]
-        counts: List[int] = torch.bincount(species, minlength=len(self.nets)).tolist()
+        if groups is None:
+            groups = self.groups(species)
+        order, counts = groups
         blocks = x.index_select(0, order).split(counts)
         out: List[torch.Tensor] = []
         for s, net in enumerate(self.nets):
@@ -204,7 +215,9 @@ class AtomisticModel(torch.nn.Module):
             out = self._evaluate_batch(batch, forces, stress, training)
         if not training:
             out = {k: v.detach() for k, v in out.items()}
-            for k, v in out.items():
+            # one test of everything; each output is tested (for the message) only when it fails
+            finite = bool(torch.isfinite(torch.cat([v.reshape(-1) for v in out.values()])).all())
+            for k, v in (() if finite else out.items()):
                 if not bool(torch.isfinite(v).all()):
                     raise NumericalError(
                         f"the model returned non-finite {k} (NaN/inf) for valid input: its weights or "

@@ -42,7 +42,7 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 
-__all__ = ["MomentDescriptor", "InteractionBlock", "EdgeBasis", "cutoff_envelope", "monomial_table"]
+__all__ = ["MomentDescriptor", "InteractionBlock", "EdgeBasis", "PairLayout", "cutoff_envelope", "monomial_table"]
 
 
 def monomial_table(lmax: int) -> Tuple[List[int], List[int], List[int], List[int], List[float]]:
@@ -80,8 +80,9 @@ def cutoff_envelope(r: torch.Tensor, cutoff: float, power: int = 3) -> torch.Ten
 
 class EdgeBasis(NamedTuple):
     """The geometry of one pair list that every moment pass over it shares (built once per
-    evaluation by :meth:`MomentDescriptor.edge_basis`, read by :meth:`MomentDescriptor.invariants`
-    of the descriptor and of each :class:`InteractionBlock`).
+    evaluation by :meth:`MomentDescriptor.edge_basis`, or by :meth:`MomentDescriptor.edge_geometry`
+    from a kept :class:`PairLayout`; read by :meth:`MomentDescriptor.invariants` of the descriptor
+    and of each :class:`InteractionBlock`).
 
     The pairs are grouped by their neighbour's species: ``order`` (E,) int64 gives the original
     index of each grouped pair and ``species_counts`` the pairs per species (n_species entries), so
@@ -100,6 +101,19 @@ class EdgeBasis(NamedTuple):
     species_counts: List[int]
     n_atoms: int
     m: int
+
+
+# (the functional form: its field types stay objects under ``from __future__ import annotations``,
+# which TorchScript needs to read it inside ``Optional``)
+PairLayout = NamedTuple("PairLayout", [("order", torch.Tensor), ("species_counts", List[int]),
+                                       ("centre", torch.Tensor), ("slot", torch.Tensor), ("n_atoms", int),
+                                       ("m", int)])
+PairLayout.__doc__ = """The bookkeeping of one pair list behind an :class:`EdgeBasis`: integer tensors (no
+gradient) that depend on the pairs' centres, their neighbours' species and the atom count only, not
+on the geometry (built by :meth:`MomentDescriptor.pair_layout`). A caller that evaluates the same
+pairs again (an MD step whose pair list did not change) may keep it and pass it to
+:meth:`MomentDescriptor.edge_geometry`. ``order``, ``species_counts``, ``centre``, ``slot``,
+``n_atoms`` and ``m`` as in :class:`EdgeBasis`."""
 
 
 class MomentDescriptor(torch.nn.Module):
@@ -174,12 +188,11 @@ class MomentDescriptor(torch.nn.Module):
             polys.append(two_x * polys[-1] - polys[-2])
         return torch.stack(polys[: self.n_basis], dim=1) * env.unsqueeze(1)
 
-    def edge_basis(self, vectors: torch.Tensor, centre: torch.Tensor, neighbour_species: torch.Tensor,
-                   n_atoms: int) -> EdgeBasis:
-        """The pair geometry of :class:`EdgeBasis` (arguments as :meth:`forward`); it depends on
-        the species count, cutoff, basis size, envelope and lmax only, not on learned weights."""
-        device = vectors.device
-        n_edges = vectors.shape[0]
+    def pair_layout(self, centre: torch.Tensor, neighbour_species: torch.Tensor, n_atoms: int) -> PairLayout:
+        """The :class:`PairLayout` of pairs with centres ``centre`` (E,) and neighbour species
+        ``neighbour_species`` (E,) among ``n_atoms`` atoms (arguments as :meth:`forward`)."""
+        device = centre.device
+        n_edges = centre.shape[0]
         with torch.no_grad():
             if self.n_species > 1:
                 order = torch.sort(neighbour_species, stable=True)[1]
@@ -188,15 +201,8 @@ class MomentDescriptor(torch.nn.Module):
                 order = torch.arange(n_edges, device=device)
                 counts_s = [n_edges]
             centre = centre.index_select(0, order)
-        vectors = vectors.index_select(0, order)
-        r = torch.linalg.norm(vectors, dim=1)
-        # Pairs beyond the cutoff (a Verlet skin) contribute exactly zero through the envelope;
-        # clamp r away from 0 only to keep the unit vector finite for such masked pairs.
-        u = vectors / r.clamp_min(1e-12).unsqueeze(1)
-        basis = self.radial_basis(r)                                       # (E, K)
-        # Sum over each atom's pairs as a batched matrix product: pad the pairs of every atom to
-        # the largest neighbour count M (slot = centre * M + rank of the pair among its centre's).
-        with torch.no_grad():
+            # Sum over each atom's pairs as a batched matrix product: pad the pairs of every atom to
+            # the largest neighbour count M (slot = centre * M + rank of the pair among its centre's).
             counts = torch.bincount(centre, minlength=n_atoms)
             m = int(counts.max()) if n_edges > 0 else 1
             by_centre = torch.argsort(centre, stable=True)
@@ -205,8 +211,28 @@ class MomentDescriptor(torch.nn.Module):
             rank[by_centre] = (torch.arange(n_edges, device=device)
                                - starts.index_select(0, centre.index_select(0, by_centre)))
             slot = centre * m + rank
+        return PairLayout(order, counts_s, centre, slot, n_atoms, m)
+
+    def edge_basis(self, vectors: torch.Tensor, centre: torch.Tensor, neighbour_species: torch.Tensor,
+                   n_atoms: int) -> EdgeBasis:
+        """The pair geometry of :class:`EdgeBasis` (arguments as :meth:`forward`); it depends on
+        the species count, cutoff, basis size, envelope and lmax only, not on learned weights.
+        The same as :meth:`edge_geometry` of :meth:`pair_layout`."""
+        return self.edge_geometry(vectors, self.pair_layout(centre, neighbour_species, n_atoms))
+
+    def edge_geometry(self, vectors: torch.Tensor, layout: PairLayout) -> EdgeBasis:
+        """The :class:`EdgeBasis` of the pairs of ``layout`` (:meth:`pair_layout`) with displacement
+        vectors ``vectors`` (E,3) Å in their original order (as :meth:`forward`'s)."""
+        device = vectors.device
+        order, centre, slot, n_atoms, m = layout.order, layout.centre, layout.slot, layout.n_atoms, layout.m
+        vectors = vectors.index_select(0, order)
+        r = torch.linalg.norm(vectors, dim=1)
+        # Pairs beyond the cutoff (a Verlet skin) contribute exactly zero through the envelope;
+        # clamp r away from 0 only to keep the unit vector finite for such masked pairs.
+        u = vectors / r.clamp_min(1e-12).unsqueeze(1)
+        basis = self.radial_basis(r)                                       # (E, K)
         if self.lmax == 0:
-            return EdgeBasis(basis, basis[:0], centre, slot, order, counts_s, n_atoms, m)
+            return EdgeBasis(basis, basis[:0], centre, slot, order, layout.species_counts, n_atoms, m)
         # Unique components of u^{⊗l}, l = 1..lmax, with sqrt-multiplicity weights: (E, lmax*C).
         powers = [torch.ones_like(u)]
         for _ in range(self.lmax):
@@ -217,7 +243,7 @@ class MomentDescriptor(torch.nn.Module):
         c = self.n_components
         cmp_pad = torch.zeros((n_atoms * m, comps.shape[1]), dtype=comps.dtype, device=device).index_copy(0, slot, comps)
         cmp_pad = cmp_pad.view(n_atoms, m, self.lmax, c).permute(0, 2, 1, 3).contiguous()   # (N, lmax, M, C)
-        return EdgeBasis(basis, cmp_pad, centre, slot, order, counts_s, n_atoms, m)
+        return EdgeBasis(basis, cmp_pad, centre, slot, order, layout.species_counts, n_atoms, m)
 
     def invariants(self, edges: EdgeBasis, neighbour_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, n_features) invariants from a shared :class:`EdgeBasis` and this pass's radial

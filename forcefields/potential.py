@@ -29,7 +29,7 @@ compatible; :func:`export_torchscript` returns a scripted module computing energ
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from ase import units as _ase_units
@@ -39,7 +39,7 @@ from lawful.kernels.units import CODATA_VERSION
 
 from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
-from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor
+from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor, PairLayout
 from lawful.forcefields.domain import (COMPOSITION_TOLERANCE, DOMAIN_TOLERANCE, UNIT_MISTAKE_DENSITY, composition_residual,
                                       counts_outside, domain_limits, neighbour_bounds, neighbour_record,
                                       neighbour_weights, pairs_below)
@@ -85,8 +85,9 @@ class ZBLRepulsion(torch.nn.Module):
     their derivatives continuous. ``r_in`` / ``r_out`` are ``switch[0]`` / ``switch[1]`` times
     the sum of the covalent radii of a and b (ASE's ``covalent_radii``); ``r_out`` must lie
     inside the model's cutoff. Each directed pair (i, j) gives half its energy to atom i.
-    ``forward(species (N,), edge_i (E,), edge_j (E,), vectors (E, 3) Å, n_atoms)`` returns the
-    per-atom repulsion energies (N,) in eV; TorchScript compatible. The tables are derived from
+    ``forward(species (N,), edge_i (E,), edge_j (E,), vectors (E, 3) Å, n_atoms, limits=None)``
+    returns the per-atom repulsion energies (N,) in eV (``limits``: :meth:`pair_limits` of the
+    same pairs, kept from an earlier call); TorchScript compatible. The tables are derived from
     the species and the switch, so they are not saved in model files (config holds the switch).
     """
 
@@ -131,23 +132,47 @@ class ZBLRepulsion(torch.nn.Module):
         switch = 1.0 - t * t * t * (10.0 + t * (-15.0 + 6.0 * t))
         return zbl_energy(r, z1, z2) * switch
 
+    def pair_limits(self, species: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor,
+                    dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(si, sj, r_out^2)`` (E,) of the pairs: the species indices of both atoms and the squared
+        outer switch radius (Å², in ``dtype``, the vectors'); depends on the pairs only, so a caller
+        evaluating the same pairs again may keep it and pass it to :meth:`forward`."""
+        with torch.no_grad():
+            si = species.index_select(0, edge_i)
+            sj = species.index_select(0, edge_j)
+            r_out = self.r_out.reshape(-1).index_select(0, si * self.n_species + sj).to(dtype)
+            return si, sj, r_out * r_out
+
     def forward(self, species: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor,
-                vectors: torch.Tensor, n_atoms: int) -> torch.Tensor:
+                vectors: torch.Tensor, n_atoms: int,
+                limits: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         out = torch.zeros(n_atoms, dtype=vectors.dtype, device=vectors.device)
         # only pairs inside their own outer radius: the switch is exactly zero beyond it, and in
         # ordinary geometries no pair is that close, so nothing enters the autograd graph
+        if limits is None:
+            limits = self.pair_limits(species, edge_i, edge_j, vectors.dtype)
+        si, sj, r_out2 = limits
         with torch.no_grad():
             d2 = (vectors * vectors).sum(1)
-            si = species.index_select(0, edge_i)
-            sj = species.index_select(0, edge_j)
-            r_out = self.r_out.reshape(-1).index_select(0, si * self.n_species + sj).to(d2.dtype)
-            close = torch.nonzero(d2 < r_out * r_out).reshape(-1)
+            close = torch.nonzero(d2 < r_out2).reshape(-1)
         if close.shape[0] == 0:
             return out
         ei = edge_i.index_select(0, close)
         r = torch.linalg.norm(vectors.index_select(0, close), dim=1)
         e = self.pair_energy(r, si.index_select(0, close), sj.index_select(0, close))
         return out.index_add(0, ei, 0.5 * e)
+
+
+class PairPlan(NamedTuple):
+    """What a :class:`NeuralPotential` evaluation needs of its pair list besides the geometry, all
+    integer bookkeeping without gradient: the descriptor's
+    :class:`~lawful.forcefields.descriptors.PairLayout`, the readout's
+    :meth:`~lawful.forcefields.base.SpeciesMLP.groups` (None for one species) and the repulsion's
+    :meth:`ZBLRepulsion.pair_limits` (None without it). It depends on the species and pairs only
+    (and the dtype), so ``NeuralPotential._pair_plan`` keeps it while they do not change."""
+    layout: PairLayout
+    groups: Optional[Tuple[torch.Tensor, List[int]]]
+    limits: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def strained_geometry(batch: Batch, positions: torch.Tensor, strain: torch.Tensor | None):
@@ -241,12 +266,16 @@ class NeuralPotential(AtomisticModel):
         return dict(species=list(self.species), cutoff=self.cutoff, seed=self.seed, **self._arch)
 
     def features(self, positions: torch.Tensor, species: torch.Tensor, edge_i: torch.Tensor,
-                 edge_j: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+                 edge_j: torch.Tensor, vectors: torch.Tensor, layout: Optional[PairLayout] = None) -> torch.Tensor:
         """Raw (un-normalised) invariants (N, n_features) of the atoms: the three-body invariants,
         then those of each interaction block (each block reads the normalised features of the
-        layer before it, so their statistics are fitted one layer at a time: ``feature_stages``)."""
+        layer before it, so their statistics are fitted one layer at a time: ``feature_stages``).
+        ``layout``: the descriptor's :meth:`~lawful.forcefields.descriptors.MomentDescriptor.pair_layout`
+        of these pairs, kept from an earlier call (None: built here)."""
         n_atoms = positions.shape[0]
-        edges = self.descriptor.edge_basis(vectors, edge_i, species.index_select(0, edge_j), n_atoms)
+        if layout is None:
+            layout = self.descriptor.pair_layout(edge_i, species.index_select(0, edge_j), n_atoms)
+        edges = self.descriptor.edge_geometry(vectors, layout)
         d = self.descriptor.invariants(edges, None)
         feats = [d]
         start = 0
@@ -271,12 +300,41 @@ class NeuralPotential(AtomisticModel):
         ``vectors``); species (N,) int64 species indices; edge_i, edge_j (E,) int64 directed pairs;
         vectors (E,3) = r_j - r_i (+ periodic image shift) in Å. TorchScript compatible.
         """
-        d = self.features(positions, species, edge_i, edge_j, vectors)
+        return self._energies(positions, species, edge_i, edge_j, vectors, None, None, None)
+
+    def _energies(self, positions: torch.Tensor, species: torch.Tensor, edge_i: torch.Tensor,
+                  edge_j: torch.Tensor, vectors: torch.Tensor, layout: Optional[PairLayout],
+                  groups: Optional[Tuple[torch.Tensor, List[int]]],
+                  limits: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """:meth:`forward`, with the pairs' bookkeeping of a :class:`PairPlan` (:meth:`_pair_plan`)
+        where given (None: built here)."""
+        d = self.features(positions, species, edge_i, edge_j, vectors, layout)
         x = (d - self.feature_mean) / self.feature_std
-        e = self.reference_energies.index_select(0, species) + self.energy_scale * self.readout(x, species)
+        e = self.reference_energies.index_select(0, species) + self.energy_scale * self.readout(x, species, groups)
         if self.repulsion is not None:
-            e = e + self.repulsion(species, edge_i, edge_j, vectors, positions.shape[0])
+            e = e + self.repulsion(species, edge_i, edge_j, vectors, positions.shape[0], limits)
         return e
+
+    @torch.jit.unused
+    def _pair_plan(self, batch: Batch) -> PairPlan:
+        """The :class:`PairPlan` of ``batch``'s pairs: the one of the last call while the species and
+        pairs are the same (an MD step whose pair list did not change; compared by value against
+        copies, so nothing a caller does to its tensors afterwards can pass a stale plan as
+        current), else built here and kept."""
+        species, edge_i, edge_j = batch.species, batch.edge_i, batch.edge_j
+        dtype = batch.positions.dtype
+        kept = getattr(self, "_plan_kept", None)
+        if (kept is not None and kept[0] == dtype and kept[1].device == species.device
+                and kept[1].shape == species.shape and kept[2].shape == edge_i.shape
+                and torch.equal(kept[1], species) and torch.equal(kept[2], edge_i) and torch.equal(kept[3], edge_j)):
+            return kept[4]
+        with torch.no_grad():
+            layout = self.descriptor.pair_layout(edge_i, species.index_select(0, edge_j), species.shape[0])
+            groups = None if self.readout.single else self.readout.groups(species)
+            limits = None if self.repulsion is None else self.repulsion.pair_limits(species, edge_i, edge_j, dtype)
+        plan = PairPlan(layout, groups, limits)
+        self._plan_kept = (dtype, species.clone(), edge_i.clone(), edge_j.clone(), plan)
+        return plan
 
     def _evaluate_batch(self, batch: Batch, forces: bool, stress: bool, training: bool) -> dict:
         pos = batch.positions
@@ -289,12 +347,15 @@ class NeuralPotential(AtomisticModel):
             strain = torch.zeros_like(batch.cell).requires_grad_(True)
             inputs.append(strain)
         pos_s, vectors = strained_geometry(batch, pos, strain)
-        energies = self.forward(pos_s, batch.species, batch.edge_i, batch.edge_j, vectors)
+        energies = self._energies(pos_s, batch.species, batch.edge_i, batch.edge_j, vectors, *self._pair_plan(batch))
         energy = torch.zeros(batch.n_structures, dtype=energies.dtype, device=energies.device)
         energy = energy.index_add(0, batch.batch, energies)
         out = {"energy": energy, "energies": energies}
         if inputs:
-            grads = torch.autograd.grad(energy.sum(), inputs, create_graph=training, allow_unused=True)
+            # d(sum of the structures' energies)/d(inputs): the per-atom energies with unit weights
+            # (what the sum and the index_add pass back), without those two steps
+            grads = torch.autograd.grad(energies, inputs, grad_outputs=torch.ones_like(energies),
+                                        create_graph=training, allow_unused=True)
             k = 0
             if forces:
                 g = grads[0]

@@ -277,13 +277,16 @@ def pairs_within_cutoff(i: Tensor, j: Tensor, shifts: Tensor, vectors: Tensor, c
     The one cutoff filter of lawful: the neighbour searches and the consumers of Verlet lists
     (engine runner, batching of precomputed pairs) all cut pairs here, so "inside the cutoff"
     means ``|r_ij|^2 < cutoff^2`` in the vectors' dtype everywhere. Returns the kept ``i, j``
-    (K,) int64, ``shifts`` (K, 3) and squared distances (K,) Å^2. TorchScript-compatible.
+    (K,) int64, ``shifts`` (K, 3) and squared distances (K,) Å^2 (``i, j, shifts`` themselves when
+    every pair is kept). TorchScript-compatible.
     """
     # column by column: torch's sum over a length-3 axis is several times slower
     d2 = vectors[:, 0] * vectors[:, 0]
     d2.addcmul_(vectors[:, 1], vectors[:, 1])
     d2.addcmul_(vectors[:, 2], vectors[:, 2])
     keep = torch.nonzero(d2 < cutoff * cutoff).reshape(-1)
+    if keep.shape[0] == d2.shape[0]:    # every pair inside (a list built at this cutoff): no gathers
+        return i, j, shifts, d2
     return (i.index_select(0, keep), j.index_select(0, keep), shifts.index_select(0, keep),
             d2.index_select(0, keep))
 
@@ -374,6 +377,12 @@ def _brute_force(st: _Setup, cutoff: float) -> NeighborList:
     shifts = images.index_select(0, nz[:, 0]) + st.wraps.index_select(0, a_idx) \
         - st.wraps.index_select(0, b_idx)
     return _finish(st.positions, st.cell, a_idx, b_idx, shifts.to(st.positions.dtype), cutoff)
+
+
+#: An open structure of at most this many atoms squared gets its pairs from :func:`_open_all_pairs`
+#: (:func:`neighbor_list`, scripted for openmm-torch, writes the number as a literal: TorchScript
+#: does not read module globals)
+_ALL_PAIRS_MAX = 60000
 
 
 def _open_all_pairs(positions: Tensor, cutoff: float) -> NeighborList:
@@ -739,6 +748,12 @@ class VerletList:
                 if kept is not None:
                     return kept
                 return self._build(positions, cell, flags)
+            if self.skin == 0.0 and not (flags[0] or flags[1] or flags[2]):
+                # no skin, no periodic images: the list is kept only while nothing moved at all
+                # (the test below, without forming the displacements); positions checked above
+                if torch.equal(positions, self._ref):
+                    return self._list
+                return self._build(positions, cell, flags, checked=True)
             delta = positions - self._ref
             jumps = torch.zeros_like(delta)
             if flags[0] or flags[1] or flags[2]:
@@ -759,19 +774,30 @@ class VerletList:
                                     - jumps.index_select(0, nl.j))
         return self._build(positions, cell, flags)
 
-    def _build(self, positions: Tensor, cell: Optional[Tensor], flags: List[bool]) -> NeighborList:
-        nl = neighbor_list(positions, self.cutoff + self.skin, cell, flags)
+    def _build(self, positions: Tensor, cell: Optional[Tensor], flags: List[bool],
+               checked: bool = False) -> NeighborList:
+        """Build and store the list. ``checked``: the positions are known finite and of the stored
+        list's shape (a small open structure then goes straight to :func:`_open_all_pairs`, as
+        :func:`neighbor_list` sends it after its input checks)."""
+        open_cell = cell is None and not (flags[0] or flags[1] or flags[2])
+        if checked and open_cell and positions.shape[0] * positions.shape[0] <= _ALL_PAIRS_MAX:
+            nl = _open_all_pairs(positions, self.cutoff + self.skin)
+        else:
+            nl = neighbor_list(positions, self.cutoff + self.skin, cell, flags)
+        # the inverse of an open structure's (zero) cell does not change: kept from the last build
+        keep_inverse = (open_cell and self._cell is None and self._inverse is not None and self._pbc == flags
+                        and self._inverse.device == positions.device)
         self._list = nl
         self._ref = positions.clone()
         self._pbc = flags
         self._cell = None
-        self._inverse = None
         if cell is not None:
             self._cell = cell.detach().to(dtype=positions.dtype, device=positions.device).clone()
-        rows = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
-        if self._cell is not None:
-            rows = self._cell.to(torch.float64).cpu().tolist()
-        _, inverse, _ = _cell_geometry(rows, flags)
-        self._inverse = torch.tensor(inverse, dtype=torch.float64, device=positions.device)
+        if not keep_inverse:
+            rows = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+            if self._cell is not None:
+                rows = self._cell.to(torch.float64).cpu().tolist()
+            _, inverse, _ = _cell_geometry(rows, flags)
+            self._inverse = torch.tensor(inverse, dtype=torch.float64, device=positions.device)
         self.rebuilds += 1
         return nl

@@ -540,3 +540,23 @@ def test_cuda_matches_cpu(dtype):
     vl.get(pos.cuda(), cell.cuda(), True)
     vl.get(pos.cuda() + 0.01, cell.cuda(), True)
     assert vl.rebuilds == 1
+
+
+def test_verlet_without_skin_keeps_an_open_list_only_while_nothing_moves():
+    """skin 0 on an open structure (the ASE calculator's skin=0 path): the same positions keep the
+    list, any move rebuilds it, and each list is the one neighbor_list finds; NaN is refused."""
+    rng = np.random.default_rng(5)
+    pos = torch.tensor(rng.uniform(0, 6, (20, 3)))
+    vl = VerletList(3.0, 0.0)
+    nl = vl.get(pos)
+    assert vl.get(pos.clone()) is nl and vl.rebuilds == 1
+    for step in range(5):
+        pos = pos + torch.tensor(rng.normal(0, 0.05, (20, 3)))
+        got = vl.get(pos)
+        assert vl.rebuilds == 2 + step
+        ref = neighbor_list(pos, 3.0)
+        assert torch.equal(got.i, ref.i) and torch.equal(got.j, ref.j) and torch.equal(got.shifts, ref.shifts)
+    bad = pos.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(NumericalError, match=r"atom\(s\) \[3\]"):
+        vl.get(bad)

@@ -306,6 +306,35 @@ def test_verlet_skin_pairs_give_the_same_result(model, systems):
     assert torch.allclose(skin["stress"], ref["stress"], atol=1e-14, rtol=0)
 
 
+def test_a_kept_pair_plan_is_used_only_for_the_same_pairs(systems):
+    """The integer bookkeeping of a pair list is kept between evaluations of the same pairs: what
+    each structure gives is what a fresh model gives, whatever was evaluated before and whatever
+    the caller did to its pair tensors afterwards (they are compared by value against copies)."""
+    from lawful.kernels.neighbors import neighbor_list
+
+    def fresh():
+        return NeuralPotential(["Ni", "Cu"], cutoff=CUTOFF, n_basis=6, n_radial=5, lmax=3, hidden=(16, 16),
+                               seed=3, repulsion="zbl", interactions=2)
+
+    kept = fresh()
+    for name in ("molecule", "periodic", "molecule", "molecule", "small_cell", "periodic"):
+        pos, num, cell, pbc = systems[name]
+        nl = neighbor_list(torch.tensor(pos), CUTOFF, cell=None if cell is None else torch.tensor(cell), pbc=pbc)
+        i, j = nl.i.clone(), nl.j.clone()
+        got = kept.evaluate(pos, num, cell, pbc, pairs=(i, j, nl.shifts))
+        ref = fresh().evaluate(pos, num, cell, pbc)
+        assert float(got["energy"]) == float(ref["energy"]) and torch.equal(got["forces"], ref["forces"])
+        i.copy_(i.flip(0))    # the caller reuses its buffers: the next structure must not see a stale plan
+        j.copy_(j.flip(0))
+    # the same pairs in another order are other pairs: a new plan, and the same physics
+    pos, num, cell, pbc = systems["molecule"]
+    nl = neighbor_list(torch.tensor(pos), CUTOFF)
+    a = kept.evaluate(pos, num, cell, pbc, pairs=(nl.i, nl.j, nl.shifts))
+    b = kept.evaluate(pos, num, cell, pbc, pairs=(nl.i.flip(0), nl.j.flip(0), nl.shifts.flip(0)))
+    assert abs(float(a["energy"] - b["energy"])) < 1e-12
+    assert torch.allclose(a["forces"], b["forces"], atol=1e-12, rtol=0)
+
+
 def test_metadata_and_public_surface():
     m = NeuralPotential([29], cutoff=4.5)
     assert m.species == ["Cu"] and m.cutoff == 4.5 and m.dtype == torch.float64
