@@ -377,11 +377,13 @@ class _CorrectorBase(torch.nn.Module):
         state = self.__dict__.copy()
         state.pop("_domain_checked", None)
         state.pop("_unchecked_grids", None)
+        state.pop("_solver_checked", None)
         return state
 
     def check_solver(self, state, config=None) -> None:
         """What ``Solver.step`` calls before each corrected step (``config``: its
-        :class:`~lawful.fluids.solver.SolverConfig`; the in-loop call makes it without one). A
+        :class:`~lawful.fluids.solver.SolverConfig`; the in-loop call makes it without one, when
+        ``Solver.step`` has not just made it for the same state). A
         trained corrector called on a state other than that of the scene it was last checked
         against (``Solver.step`` in a user's loop, ``run((state, config), ...)``: neither knows the
         scene) warns, once per grid: it would run at the Reynolds number it was last bound to (or
@@ -427,6 +429,15 @@ class _CorrectorBase(torch.nn.Module):
                       "Scene rather than a (state, config) pair, so its resolution, Reynolds number, velocity and "
                       "time step are compared.", OutOfDomainWarning, stacklevel=4)
 
+    def _check_in_loop(self, state) -> None:
+        """The in-loop call's :meth:`check_solver`, unless ``Solver.step`` has just made it, with its
+        config, for this very state (:func:`call_checked`): the check runs once per corrected step.
+        Made again it would find what the first call found and warn about nothing new (the
+        once-per-grid and once-per-pair memos, the checked scene's state returning at once)."""
+        if self.__dict__.get("_solver_checked") is state:
+            return
+        self.check_solver(state)
+
     # -- persistence -----------------------------------------------------------------------
     def save(self, path, metadata: dict | None = None) -> None:
         """Write the corrector to ``path`` in the safe lawful model-file format (atomic).
@@ -452,6 +463,21 @@ class _CorrectorBase(torch.nn.Module):
 
     def _extra_config(self) -> dict:
         return {}
+
+
+def call_checked(corrector, state):
+    """``corrector(state)`` for ``Solver.step`` right after it called
+    ``corrector.check_solver(state, config)``: a lawful corrector's in-loop call then skips its
+    own check of the same state (it ran twice per corrected step before); any other callable is
+    called as it is."""
+    if not isinstance(corrector, _CorrectorBase):
+        return corrector(state)
+    marks = corrector.__dict__
+    marks["_solver_checked"] = state
+    try:
+        return corrector(state)
+    finally:
+        marks.pop("_solver_checked", None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,7 +544,7 @@ class DivergenceFreeCorrector(_CorrectorBase):
         """In-loop call: add the correction to ``state.u``/``state.v`` in place (Taichi curl kernel,
         zero-copy, no autograd). Returns ``None``."""
         u, v, scalars, boundary, solid, dx, re = self._state_parts(state)
-        self.check_solver(state)
+        self._check_in_loop(state)
         geom = self._geometry(boundary, solid)
         with torch.no_grad():
             psi, mean = self.stream_function(u, v, geom, dx, scalars, re)
@@ -582,7 +608,7 @@ class UnconstrainedCorrector(_CorrectorBase):
         """In-loop call: add ``(du, dv)`` to ``state.u``/``state.v`` in place, then project when
         ``project=True`` (stats in ``self.last_projection``). Returns ``None``."""
         u, v, scalars, boundary, solid, dx, re = self._state_parts(state)
-        self.check_solver(state)
+        self._check_in_loop(state)
         geom = self._geometry(boundary, solid)
         with torch.no_grad():
             du, dv = self.correction(u, v, geom, dx, scalars, re)

@@ -41,7 +41,7 @@ def pressure_scale(dt: float, dx: float, predictor: bool) -> float:
     return (0.5 * dt if predictor else dt) / dx
 
 
-def stored_pressure(p_before, p_solved, predictor: bool):
+def stored_pressure(p_before, p_solved, predictor: bool, out=None):
     """The pressure a step leaves in ``state.p``, from the one it started with (``p_before``) and
     the projection's solution ``p_solved`` (``phi / pressure_scale``; cell fields or face gradients
     alike, the rule is linear).
@@ -53,9 +53,22 @@ def stored_pressure(p_before, p_solved, predictor: bool):
     ``p_solved = 2 P - p_before``: ``state.p`` alternated step to step around ``P`` (by 44-51 % in
     Kolmogorov flow, 133-226 % in the Re 100 cavity, measured), a silently wrong pressure for anyone
     reading it. Without the predictor the projection applies all of ``dt grad p_solved`` and that
-    is stored. The one rule :class:`Solver` and :class:`~lawful.fluids.torch_step.TorchStep` use.
+    is stored. The one rule :class:`Solver` and :class:`~lawful.fluids.torch_step.TorchStep` use
+    (the solver's step evaluates it as ``0.5 * torch.addcdiv(p_before, phi, scale)``, the same
+    numbers to the bit).
+
+    ``out``: the tensor to write the result into and return, instead of new tensors (the solver's
+    step passes ``p_before`` itself): the same numbers, each rounded once to ``out``'s dtype as
+    ``out.copy_(result)`` would; ``p_solved`` then serves as scratch (overwritten).
     """
-    return 0.5 * (p_before + p_solved) if predictor else p_solved
+    if out is None:
+        return 0.5 * (p_before + p_solved) if predictor else p_solved
+    if predictor:
+        return torch.mul(torch.add(p_solved, p_before, out=p_solved), 0.5, out=out)
+    return out.copy_(p_solved)
+
+
+_STORED_PRESSURE = stored_pressure     # the rule the step's in-place evaluation reproduces
 
 
 @dataclass(frozen=True)
@@ -259,6 +272,10 @@ class Solver:
         self._force = force
         self._project = project
         self.last_correction = None     # (largest face change, max|u| before) of the last corrector call
+        # scratch for the step's phi / scale (stored_pressure's p_solved): the numbers torch computes
+        # into new tensors, without allocating them every step
+        self._p_solved = torch.empty((self.nx, self.ny), dtype=torch.float64, device=self.device)
+        self._scale_kept = None     # (dt, _phi_scale(dt) as a tensor), see _scale_tensor
 
     def _buoyancy_name(self):
         return self.scalar_names[self.buoyancy_index] if self.buoyancy_index >= 0 else None
@@ -280,7 +297,8 @@ class Solver:
         if (state.nx, state.ny) != (self.nx, self.ny) or state.dtype != self.dtype or state.dx != self.dx:
             raise ShapeError(f"state grid {state.nx}x{state.ny} {state.dtype} dx={state.dx} does not match the "
                              f"solver's {self.nx}x{self.ny} {self.dtype} dx={self.dx}: build a Solver for it.")
-        if state.boundary != self.boundary or not torch.equal(state.solid, self.solid):
+        if (state.boundary is not self.boundary and state.boundary != self.boundary) \
+                or not self._same_solid(state.solid):
             raise ShapeError("state boundary/obstacle mask differ from the solver's: build a Solver for it.")
         names = tuple(state.scalar_names)
         ns = state.scalars.shape[0] if state.scalars.ndim == 3 else -1
@@ -292,6 +310,17 @@ class Solver:
                 f"state the scalars {list(self.scalar_names)} in that order."
             )
 
+    def _same_solid(self, solid) -> bool:
+        """``torch.equal(solid, self.solid)``, answered from the bytes of a bool CPU mask of the
+        same shape when they match (``torch.equal`` costs ~15 us on a 128^2 mask, every step);
+        anything else, or bytes that differ, goes to ``torch.equal``."""
+        mine = self.solid
+        if (isinstance(solid, torch.Tensor) and solid.dtype == torch.bool and mine.dtype == torch.bool
+                and solid.is_cpu and mine.is_cpu and solid.shape == mine.shape and solid.is_contiguous()
+                and mine.is_contiguous() and solid.numpy().tobytes() == mine.numpy().tobytes()):
+            return True
+        return torch.equal(solid, mine)
+
     # -- the parts ----------------------------------------------------------------------------
     def _phi_scale(self, dt: float) -> float:
         """phi = p * _phi_scale(dt): the projection applies (dt/2) grad p with the predictor, else dt grad p."""
@@ -300,20 +329,19 @@ class Solver:
     def advect_step(self, state: FluidState, dt: float) -> None:
         """Default advection part: scalars (flux form), then velocity (in place). With
         ``pressure_predictor`` the carried values are ``u - (dt/2) G p`` (G: the projection's face
-        gradient, :meth:`PressureSolver.subtract_phi_gradient`)."""
+        gradient, :meth:`PressureSolver.subtract_phi_gradient`; formed in the advection's own
+        launch, ``advect_velocity(..., gradient=self.pressure)``), and ``phi`` is left at
+        ``p * _phi_scale(dt)``."""
         cfg = self.config
         if state.scalars.shape[0]:
             advect_scalars(state.scalars, self.fx, self.fy, state.u, state.v, dt, self.dx, self.periodic,
                            order=cfg.scalar_order, comp=state.compensation())
-        ready = False
+        gradient = None
         if cfg.pressure_predictor:
-            self.pressure.phi.copy_(state.p * self._phi_scale(dt))
-            self.uw[4].copy_(state.u)
-            self.vw[4].copy_(state.v)
-            self.pressure.subtract_phi_gradient(self.uw[4], self.vw[4])
-            ready = True
+            self._set_phi(state.p, dt)
+            gradient = self.pressure
         advect_velocity(state.u, state.v, self.uw, self.vw, dt, self.dx, self.periodic,
-                        scheme=cfg.advection, limiter=cfg.limiter, quantity_ready=ready, ghost=self.ghost)
+                        scheme=cfg.advection, limiter=cfg.limiter, ghost=self.ghost, gradient=gradient)
 
     def force_step(self, state: FluidState, dt: float) -> None:
         """Default force part: sources, forcing, drag, viscosity, buoyancy, boundary values."""
@@ -344,18 +372,58 @@ class Solver:
         if dt is not None and warm_start:
             # the solve's unknown is the end pressure p' = 2 P - p (stored_pressure); from a slowly
             # changing P the stored p is as close to p' as the pressure two steps back was to it
-            self.pressure.phi.copy_(state.p * self._phi_scale(dt))
+            self._set_phi(state.p, dt)
         stats = self.pressure.project(state.u, state.v, warm_start=warm_start and dt is not None)
         if dt is not None:
-            state.p.copy_(stored_pressure(state.p, self.pressure.phi / self._phi_scale(dt),
-                                          self.config.pressure_predictor))
+            self._store_pressure(state, dt)
+        return stats
+
+    def _set_phi(self, p: torch.Tensor, dt: float) -> None:
+        """``phi = p * _phi_scale(dt)``: the product in ``p``'s dtype, written into ``phi`` (float64)
+        without a temporary -- the numbers of ``phi.copy_(p * scale)``."""
+        phi = self.pressure.phi
+        if p.shape != phi.shape or p.device != phi.device or p.requires_grad:
+            phi.copy_(p * self._phi_scale(dt))     # (as it was: copy_ broadcasts, or names the mismatch)
+            return
+        torch.mul(p, self._phi_scale(dt), out=phi)
+
+    def _store_pressure(self, state: FluidState, dt: float) -> None:
+        """``state.p`` from the solve's ``phi``: :func:`stored_pressure` of ``phi / _phi_scale(dt)``,
+        written into ``state.p`` through the solver's float64 scratch."""
+        phi, buf, p = self.pressure.phi, self._p_solved, state.p
+        rule = stored_pressure         # the module's rule, looked up now (it may have been replaced)
+        if rule is not _STORED_PRESSURE or p.shape != buf.shape or p.device != buf.device:
+            p.copy_(rule(p, phi / self._phi_scale(dt), self.config.pressure_predictor))
+            return
+        if not self.config.pressure_predictor:
+            stored_pressure(p, torch.div(phi, self._phi_scale(dt), out=buf), False, out=p)
+            return
+        # stored_pressure(p, phi / scale, True) in two operations: addcdiv's p + 1 * phi / scale is the
+        # same division and the same sum (exact factor 1), and mul rounds 0.5 * that into p once, as
+        # copy_ of the result would
+        torch.mul(torch.addcdiv(p, phi, self._scale_tensor(dt), out=buf), 0.5, out=p)
+
+    def _scale_tensor(self, dt: float) -> torch.Tensor:
+        """``_phi_scale(dt)`` as a float64 0-dim tensor (kept for the last ``dt``)."""
+        kept = self._scale_kept
+        if kept is None or kept[0] != dt:
+            kept = self._scale_kept = (dt, torch.tensor(self._phi_scale(dt), dtype=torch.float64, device=self.device))
+        return kept[1]
+
+    def _project_step(self, state: FluidState, dt: float) -> ProjectionStats:
+        """``project(state, True, dt)`` inside :meth:`step` when the step's parts are this class's
+        own: ``advect_step`` has just put ``p * _phi_scale(dt)`` into ``phi`` (the pressure
+        predictor) and nothing since changed ``p`` or ``phi``, so the warm start is already in place;
+        the step checked the Taichi runtime at its start."""
+        stats = self.pressure._project(state.u, state.v, True)
+        self._store_pressure(state, dt)
         return stats
 
     # -- the step -----------------------------------------------------------------------------
     def cfl(self, state: FluidState, dt: float | None = None, where: bool = False) -> tuple[float, tuple]:
         """``(max|u| dt/dx, (component, index))`` of the fastest face (index only if ``where``)."""
         dt = self.config.dt if dt is None else dt
-        mu, mv = float(state.u.abs().max()), float(state.v.abs().max())
+        mu, mv = _abs_max(state.u), _abs_max(state.v)
         comp, arr, m = ("u", state.u, mu) if mu >= mv else ("v", state.v, mv)
         idx = ()
         if where and m > 0 and math.isfinite(m):
@@ -386,7 +454,10 @@ class Solver:
         h = cfg.dt / nsub
         iters = 0
         stats = None
-        converged = []
+        converged = True
+        # the default parts with the predictor: the projection's warm start p * scale is the phi
+        # advect_step has just set (neither the force part nor the kernels between change p or phi)
+        phi_set = cfg.pressure_predictor and self._stock_parts()
         for _ in range(nsub):
             if self._advect is None:
                 self.advect_step(state, h)
@@ -397,7 +468,9 @@ class Solver:
             else:
                 self._force(self, state, h)
             try:
-                if self._project is None:
+                if phi_set:
+                    stats = self._project_step(state, h)
+                elif self._project is None:
                     stats = self.project(state, True, h)
                 else:
                     stats = self._project(self, state, True)
@@ -407,7 +480,8 @@ class Solver:
                         self._raise_nonfinite(state, "in")
                 raise
             iters += stats.iterations
-            converged.append(getattr(stats, "converged", True))
+            if not getattr(stats, "converged", True):
+                converged = False
         div_proj = None
         if corrector is not None:
             check = getattr(corrector, "check_solver", None)
@@ -415,7 +489,12 @@ class Solver:
                 check(state, cfg)
             div_proj = divergence_metrics(state)[0]
             u0, v0 = state.u.clone(), state.v.clone()
-            self.apply_correction(state, corrector(state))
+            if check is not None:        # its own in-loop check of this state is then skipped
+                from lawful.fluids.correctors import call_checked
+
+                self.apply_correction(state, call_checked(corrector, state))
+            else:
+                self.apply_correction(state, corrector(state))
             self._check_correction(state, u0, v0)
             if cfg.reproject_after_correction:
                 s2 = self.project(state, False) if self._project is None else self._project(self, state, False)
@@ -424,16 +503,27 @@ class Solver:
         if cfg.check_finite:
             # one reduction per field (NaN/inf propagate into the sum); the search runs on failure
             for name in ("u", "v", "scalars"):
-                if not math.isfinite(float(getattr(state, name).sum())):
+                field = getattr(state, name)
+                if field.numel() and not math.isfinite(float(field.sum())):   # (no scalars: nothing to sum)
                     self._raise_nonfinite(state, "in")
         state.t += cfg.dt
         state.step += 1
         info = {"substeps": nsub, "cfl": cfl, "pressure_iters": iters, "pressure_residual": stats.residual}
         if cfg.pressure_capped:
-            info["pressure_converged"] = int(all(converged))
+            info["pressure_converged"] = int(converged)
         if div_proj is not None:
             info["div_max_rel_projected"] = div_proj
         return info
+
+    def _stock_parts(self) -> bool:
+        """Whether a step runs this class's own advect, force and project parts (none injected,
+        none overridden by a subclass or on the instance)."""
+        if self._advect is not None or self._force is not None or self._project is not None:
+            return False
+        cls, own = type(self), self.__dict__
+        return (cls.advect_step is Solver.advect_step and cls.force_step is Solver.force_step
+                and cls.project is Solver.project and cls._project_step is Solver._project_step
+                and "advect_step" not in own and "force_step" not in own and "project" not in own)
 
     def _check_correction(self, state: FluidState, u0: torch.Tensor, v0: torch.Tensor) -> None:
         """Tell a corrector blow-up from a CFL explosion: if the field was runnable after the
@@ -527,6 +617,14 @@ class Solver:
             mx, my = mean
             state.u.add_(mx * self.ubc[0])
             state.v.add_(my * self.vbc[0])
+
+
+def _abs_max(t: torch.Tensor) -> float:
+    """``float(t.abs().max())`` from one reduction, ``torch.aminmax`` (no ``|t|`` array): the
+    largest magnitude is that of the minimum or the maximum, exactly; NaN when ``t`` holds one
+    (aminmax returns NaN for both then), as ``abs().max()``."""
+    lo, hi = torch.aminmax(t)
+    return max(abs(float(lo)), abs(float(hi)))
 
 
 def drag_factor(faces: torch.Tensor, keep: float, fixed: torch.Tensor | None):

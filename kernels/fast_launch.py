@@ -10,7 +10,11 @@ grad flag of each Taichi ndarray, as in Taichi's own instance key; Python type o
 goes through Taichi unchanged, which compiles, checks and launches, and records a plan: the
 compiled kernel and, per argument, which launch-context setter takes it. Later calls with the same
 signature fill a fresh launch context from the plan and launch it. The kernel, its arguments and
-its results are exactly those of the ordinary call; only the Python bookkeeping is skipped.
+its results are exactly those of the ordinary call; only the Python bookkeeping is skipped. Each
+plan also carries its signature check and setters written out as one small function (``fill``,
+generated from the plan, no loops); a kernel tries the fill of its last planned launch first,
+which is what a solver calling the same kernel on the same arrays every step hits, and falls back
+to the signature lookup when the arguments differ.
 
 Anything the plan does not cover takes Taichi's own path, every time: keyword arguments, a
 non-contiguous tensor (Taichi then raises its usual error), tensors that require grad or sit on
@@ -46,13 +50,90 @@ def _enabled() -> bool:
     return os.environ.get(ENV_FAST_LAUNCH, "1") != "0"
 
 
+_torch_tensor = None       # torch.Tensor and taichi.lang.impl, imported at the first call
+_impl = None
+#: (runtime, its program's compile config, its device capabilities): what every launch passes to
+#: ``compile_kernel``. The config is the program's own object (Taichi returns it by reference, so
+#: a change to it is seen); the capabilities, a copy Taichi makes on every call, are fixed when the
+#: device starts. Fetched once per runtime instead of twice per launch.
+_program_args = [None, None, None]
+
+
+def _compile_args(runtime, prog):
+    held = _program_args
+    if held[0] is not runtime:
+        held[1], held[2] = prog.config(), prog.get_device_caps()
+        held[0] = runtime
+    return held
+
+
 class _Plan:
-    __slots__ = ("t_kernel", "setters", "ret")
+    __slots__ = ("t_kernel", "setters", "ret", "fill")
 
     def __init__(self, t_kernel, setters, ret):
         self.t_kernel = t_kernel
         self.setters = setters      # [(argument position, kind, launch-context index)]
         self.ret = ret              # None, _FLOAT or _INT (one scalar return value)
+        self.fill = None            # fill(args) -> launch context or None (see _make_fill)
+
+
+#: template values a specialised fill compares by type and ``==`` (anything else: no fill)
+_PLAIN_TEMPLATES = (bool, int, float, str)
+
+
+def _make_fill(plan: _Plan, sig: tuple, is_template: list, ndarray_type, tensor_type):
+    """``fill(args)``: the plan's signature check and launch-context setters written out for this
+    one signature (no loops, no per-argument dispatch), returning the filled context, or None when
+    ``args`` do not have exactly this signature or a tensor is not contiguous -- the caller then
+    takes the general path, which finds the plan (or Taichi's path) as before. A call that fills
+    is one the general path would launch through the same plan with the same setters. None (no
+    fill) for a template value that is not a plain bool/int/float/str."""
+    names = {"make_ctx": plan.t_kernel.make_launch_context, "Tensor": tensor_type}
+    n = len(sig)
+    checks, sets = [], []
+    kinds = {pos: (kind, index) for pos, kind, index in plan.setters}
+    for pos, (template, key) in enumerate(zip(is_template, sig)):
+        a = f"a{pos}"
+        if template:
+            if type(key) not in _PLAIN_TEMPLATES:
+                return None
+            names[f"t{pos}"], names[f"tt{pos}"] = key, type(key)
+            checks.append(f"type({a}) is tt{pos} and {a} == t{pos}")
+            continue
+        kind, index = kinds[pos]
+        if kind == _TENSOR:
+            dtype, dim, is_cpu, is_cuda, grad = key
+            if grad or is_cpu == is_cuda:       # (a plan is made for neither)
+                return None
+            names[f"d{pos}"] = dtype
+            device = "is_cpu" if is_cpu else "is_cuda"      # (one True excludes the other)
+            checks.append(f"isinstance({a}, Tensor) and {a}.dtype == d{pos} and {a}.dim() == {int(dim)} and "
+                          f"{a}.{device} and not {a}.requires_grad and {a}.is_contiguous()")
+            sets.append(f"ctx.set_arg_external_array_with_shape({index!r}, {a}.data_ptr(), {a}.nbytes, {a}.shape, 0)")
+        elif kind == _NDARRAY:
+            cls, element_type, ndim, grad_none = key
+            names[f"nt{pos}"], names[f"e{pos}"] = cls, element_type
+            checks.append(f"type({a}) is nt{pos} and {a}.element_type == e{pos} and len({a}.shape) == {int(ndim)} "
+                          f"and ({a}.grad is None) is {bool(grad_none)}")
+            sets.append(f"ctx.set_arg_ndarray({index!r}, {a}.arr)")
+        else:
+            names[f"st{pos}"] = key
+            checks.append(f"type({a}) is st{pos}")
+            setter = {_FLOAT: "set_arg_float", _INT: "set_arg_int", _UINT: "set_arg_uint"}[kind]
+            convert = "float" if kind == _FLOAT else "int"
+            sets.append(f"ctx.{setter}({index!r}, {convert}({a}))")
+    unpack = "".join(f"a{k}, " for k in range(n))
+    lines = ["def fill(args):", f"    if len(args) != {n}:", "        return None"]
+    if n:
+        lines.append(f"    {unpack} = args")
+    if checks:
+        lines.append("    if not (" + "\n            and ".join(checks) + "):")
+        lines.append("        return None")
+    lines.append("    ctx = make_ctx()")
+    lines += [f"    {line}" for line in sets]
+    lines.append("    return ctx")
+    exec("\n".join(lines), names)      # noqa: S102 - code built above from the plan, no outside text
+    return names["fill"]
 
 
 class FastKernel:
@@ -68,6 +149,7 @@ class FastKernel:
         self._is_template = None   # per argument, filled on first use (arguments parse lazily)
         self._ti_ndarray = None
         self._runtime = None       # the Taichi runtime the plans were made in
+        self._last = None          # the plan of the last planned launch, tried first (its fill)
 
     # A kernel is shared code, like the function it wraps: copies (copy.deepcopy of a module or
     # corrector that holds one) share it rather than trying to copy Taichi's program objects.
@@ -79,14 +161,15 @@ class FastKernel:
 
     # -- signature and plan --------------------------------------------------------------------
     def _signature(self, args):
-        import torch
-
+        tensor = _torch_tensor
         sig = []
         for is_template, v in zip(self._is_template, args):
             if is_template:
                 sig.append(v)
-            elif isinstance(v, torch.Tensor):
-                sig.append((v.dtype, v.dim(), v.device.type, v.requires_grad))
+            elif isinstance(v, tensor):
+                # the device as (is_cpu, is_cuda): a plan is made only for the Taichi arch's device
+                # type, so every other device type (both False) keeps Taichi's path, as before
+                sig.append((v.dtype, v.dim(), v.is_cpu, v.is_cuda, v.requires_grad))
             elif isinstance(v, self._ti_ndarray):
                 # the element type, as Taichi's own instance key: a vector ndarray of 3 must
                 # not reuse the plan (the compiled instance) made for one of 2
@@ -146,24 +229,51 @@ class FastKernel:
             else:
                 return False
         key = kernel.ensure_compiled(*args)
-        return _Plan(kernel.compiled_kernels[key], setters, ret)
+        plan = _Plan(kernel.compiled_kernels[key], setters, ret)
+        try:
+            plan.fill = _make_fill(plan, self._signature(args), self._is_template, self._ti_ndarray, torch.Tensor)
+        except Exception:   # no fill: every call of this signature takes the general path below
+            plan.fill = None
+        return plan
 
     # -- the call ------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        global _torch_tensor, _impl
+        last = self._last
+        if last is not None and not kwargs and _enabled():
+            # the signature of the last planned launch (a solver's kernels see the same one every
+            # step): its fill checks it and fills the context; anything else goes the general way
+            runtime = _impl.get_runtime()
+            if runtime is self._runtime and not (runtime.target_tape or runtime.fwd_mode_manager):
+                ctx = last.fill(args)
+                if ctx is not None:
+                    prog = runtime.prog
+                    held = _compile_args(runtime, prog)
+                    prog.launch_kernel(prog.compile_kernel(held[1], held[2], last.t_kernel), ctx)
+                    for observe in launch_observers:
+                        observe(self.__name__)
+                    if last.ret is None:
+                        return None
+                    prog.synchronize()          # Taichi's own call syncs before reading a return value
+                    return (ctx.get_struct_ret_float((0,)) if last.ret == _FLOAT
+                            else ctx.get_struct_ret_int((0,)))
         kernel = self._kernel
         if kwargs or len(args) != len(kernel.arguments) or not _enabled():
             return self._wrapped(*args, **kwargs)
         if self._is_template is None:
+            import torch
+            from taichi.lang import impl
             from taichi.lang._ndarray import Ndarray
             from taichi.types import template
 
+            _torch_tensor, _impl = torch.Tensor, impl
             self._ti_ndarray = Ndarray
             self._is_template = [isinstance(a.annotation, template) for a in kernel.arguments]
-        from taichi.lang import impl
 
-        runtime = impl.get_runtime()
+        runtime = _impl.get_runtime()
         if runtime is not self._runtime:      # first call, or ti.reset() made a new runtime:
             self._plans.clear()               # plans hold compiled kernels of the old one
+            self._last = None
             self._runtime = runtime
         if runtime.target_tape or runtime.fwd_mode_manager:
             return self._wrapped(*args)
@@ -181,14 +291,15 @@ class FastKernel:
             return out
         if plan is False:
             return self._wrapped(*args)
+        if plan.fill is not None:
+            self._last = plan
         ctx = plan.t_kernel.make_launch_context()
         for pos, kind, index in plan.setters:
             v = args[pos]
             if kind == _TENSOR:
                 if not v.is_contiguous():
                     return self._wrapped(*args)   # Taichi's path raises its own error
-                ctx.set_arg_external_array_with_shape(index, v.data_ptr(), v.element_size() * v.nelement(),
-                                                      v.shape, 0)
+                ctx.set_arg_external_array_with_shape(index, v.data_ptr(), v.nbytes, v.shape, 0)
             elif kind == _NDARRAY:
                 ctx.set_arg_ndarray(index, v.arr)
             elif kind == _FLOAT:
@@ -198,12 +309,13 @@ class FastKernel:
             else:
                 ctx.set_arg_uint(index, int(v))
         prog = runtime.prog
-        prog.launch_kernel(prog.compile_kernel(prog.config(), prog.get_device_caps(), plan.t_kernel), ctx)
+        held = _compile_args(runtime, prog)
+        prog.launch_kernel(prog.compile_kernel(held[1], held[2], plan.t_kernel), ctx)
         for observe in launch_observers:
             observe(self.__name__)
         if plan.ret is None:
             return None
-        runtime.sync()
+        prog.synchronize()          # Taichi's own call syncs before reading a return value
         return ctx.get_struct_ret_float((0,)) if plan.ret == _FLOAT else ctx.get_struct_ret_int((0,))
 
 

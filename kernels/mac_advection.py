@@ -50,6 +50,9 @@ def _kernels(real_name: str):
     A3 = ti.types.ndarray(dtype=real, ndim=3)
 
     A1 = ti.types.ndarray(dtype=real, ndim=1)
+    f64 = ti.f64
+    F3 = ti.types.ndarray(dtype=f64, ndim=3)
+    from lawful.kernels.mac_pressure import PHI, WX, WY     # the pressure solver's channels
 
     @ti.func
     def wrap(i, n):
@@ -206,6 +209,74 @@ def _kernels(real_name: str):
     @ti.kernel
     def advect(u: A2, v: A2, uw: A3, vw: A3, h: real, px: ti.template(), py: ti.template(), mac: ti.template(),
                limiter: ti.template(), ready: ti.template(), gh: A1, ser: ti.template()):
+        advect_loops(u, v, uw, vw, h, px, py, mac, limiter, ready, gh, ser)
+
+    @ti.kernel
+    def predict_advect(u: A2, v: A2, uw: A3, vw: A3, a: F3, h: real, px: ti.template(), py: ti.template(),
+                       mac: ti.template(), limiter: ti.template(), gh: A1, ser: ti.template()):
+        # the pressure predictor's carried values u - G phi (PressureSolver.subtract_phi_gradient's
+        # update, read from the solver's float64 array ``a``) into uw[4] / vw[4], then the advection
+        # of that quantity: what subtract_phi_gradient on copies of u, v and advect(ready) did in
+        # two launches
+        predict_loops(u, v, uw, vw, a, px, py, ser)
+        advect_loops(u, v, uw, vw, h, px, py, mac, limiter, True, gh, ser)
+
+    @ti.func
+    def predict_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), a: ti.template(),
+                      px: ti.template(), py: ti.template(), ser: ti.template()):
+        """``uw[4] = u - w (phi_right - phi_left)`` on the faces with weight ``w > 0`` (``u`` on the
+        others), ``vw[4]`` likewise: the face update of mac_pressure's ``gradient_loops`` (same
+        neighbour rule, same float64 arithmetic), written beside the face instead of over it."""
+        nx, ny = v.shape[0], u.shape[1]
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
+        for i in range(u.shape[0]):
+            ir = i          # the cell right of face i, and whether it exists
+            if ir == nx and px:
+                ir = 0
+            il = ir - 1     # the cell left of it
+            if il < 0 and px:
+                il = nx - 1
+            has_r = ir < nx
+            has_l = il >= 0
+            for j in range(u.shape[1]):
+                q = u[i, j]
+                w = a[WX, i, j]
+                if w > 0:
+                    pr = ti.cast(0.0, f64)
+                    pl = ti.cast(0.0, f64)
+                    if has_r:
+                        pr = a[PHI, ir, j]
+                    if has_l:
+                        pl = a[PHI, il, j]
+                    q = ti.cast(ti.cast(u[i, j], f64) - w * (pr - pl), real)
+                uw[4, i, j] = q
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                q = v[i, j]
+                w = a[WY, i, j]
+                if w > 0:
+                    jt = j          # the cell above face j, and below it
+                    if jt == ny and py:
+                        jt = 0
+                    jb = jt - 1
+                    if jb < 0 and py:
+                        jb = ny - 1
+                    pt = ti.cast(0.0, f64)
+                    pb = ti.cast(0.0, f64)
+                    if jt < ny:
+                        pt = a[PHI, i, jt]
+                    if jb >= 0:
+                        pb = a[PHI, i, jb]
+                    q = ti.cast(ti.cast(v[i, j], f64) - w * (pt - pb), real)
+                vw[4, i, j] = q
+
+    @ti.func
+    def advect_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), h,
+                     px: ti.template(), py: ti.template(), mac: ti.template(), limiter: ti.template(),
+                     ready: ti.template(), gh: ti.template(), ser: ti.template()):
         # ser: every loop on the calling thread (small grids: cheaper than the thread pool's hand-off)
         # uw/vw channels: 0 = tracing velocity u^n, 1 = q^, 2 = free mask, 3 = fixed value,
         # 4 = advected quantity q^n (= u^n unless the caller filled it: ready = 1), 5/6 = limiter bounds
@@ -385,7 +456,8 @@ def _kernels(real_name: str):
                     s[c, i, j] = stored
         return adv
 
-    return fast_kernels(dict(advect=advect, scalar1=make_scalar(1), scalar2=make_scalar(2)))
+    return fast_kernels(dict(advect=advect, predict_advect=predict_advect, scalar1=make_scalar(1),
+                             scalar2=make_scalar(2)))
 
 
 def velocity_workspace(ubc: torch.Tensor, vbc: torch.Tensor):
@@ -410,11 +482,17 @@ def ghost_tensor(boundary=None, dtype=torch.float32, device=None) -> torch.Tenso
 
 def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
                     scheme: str = "maccormack", limiter: bool = True, quantity_ready: bool = False,
-                    ghost=None) -> None:
+                    ghost=None, gradient=None) -> None:
     """Advect the face velocities ``u`` ``(nx+1, ny)``, ``v`` ``(nx, ny+1)`` by themselves over
     ``dt`` (in place). ``uw``/``vw`` come from :func:`velocity_workspace`; with
     ``quantity_ready=True`` the characteristics are traced with ``u``/``v`` but the values carried
-    are ``uw[4]``/``vw[4]`` (the result still lands in ``u``/``v``). ``ghost``: the wall ghosts,
+    are ``uw[4]``/``vw[4]`` (the result still lands in ``u``/``v``). ``gradient``: a
+    :class:`~lawful.kernels.mac_pressure.PressureSolver` of this grid, boundary and dtype; the
+    values carried are then ``u - G phi``, ``v - G phi`` (its face gradient of its ``phi``, the
+    update :meth:`~lawful.kernels.mac_pressure.PressureSolver.subtract_phi_gradient` applies),
+    put into ``uw[4]``/``vw[4]`` in the same launch: the numbers of copying ``u``, ``v`` there,
+    ``gradient.subtract_phi_gradient(uw[4], vw[4])`` and ``quantity_ready=True`` (the pressure
+    predictor of :class:`~lawful.fluids.solver.Solver`); not with ``quantity_ready``. ``ghost``: the wall ghosts,
     :func:`ghost_tensor` of the boundary (a Boundary is converted; ``None`` clamps: zero gradient
     beyond every side). Units: the domain's (``dx`` length, ``dt`` time; not cells and steps); dtype float32 or float64,
     all arrays alike."""
@@ -423,8 +501,23 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
     ensure_taichi()
     if not isinstance(ghost, torch.Tensor):
         ghost = ghost_tensor(ghost, u.dtype, u.device)
+    px, py = bool(periodic[0]), bool(periodic[1])
+    if gradient is not None:
+        if quantity_ready:
+            raise InputError("advect_velocity: give either quantity_ready=True (uw[4]/vw[4] filled) or a "
+                             "gradient to subtract from u, v, not both.")
+        nx, ny = v.shape[0], u.shape[1]
+        if (gradient.nx, gradient.ny) != (nx, ny) or gradient.dtype != u.dtype or \
+                (gradient.px, gradient.py) != (int(px), int(py)):
+            raise ShapeError(f"advect_velocity: the gradient's pressure solver is for a {gradient.nx}x{gradient.ny} "
+                             f"{gradient.dtype} grid with periodic axes {(bool(gradient.px), bool(gradient.py))}, "
+                             f"the velocities for {nx}x{ny} {u.dtype} with {(px, py)}: use the solver of this grid.")
+        k = _kernels(dtype_name(u.dtype))["predict_advect"]
+        k(u, v, uw, vw, gradient.fine, float(dt) / float(dx), px, py, scheme == "maccormack", bool(limiter), ghost,
+          serial_grid(u.shape[0], u.shape[1]))
+        return
     k = _kernels(dtype_name(u.dtype))["advect"]
-    k(u, v, uw, vw, float(dt) / float(dx), bool(periodic[0]), bool(periodic[1]),
+    k(u, v, uw, vw, float(dt) / float(dx), px, py,
       scheme == "maccormack", bool(limiter), bool(quantity_ready), ghost, serial_grid(u.shape[0], u.shape[1]))
 
 

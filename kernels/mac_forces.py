@@ -181,8 +181,16 @@ def _kernels(real_name: str):
     return fast_kernels(dict(visc=visc, buoy_bc=buoy_bc, visc_buoy_bc=visc_buoy_bc))
 
 
+@functools.lru_cache(maxsize=64)
 def _codes(boundary: Boundary):
     return tuple(boundary.side_code(n) for n in ("x_lo", "x_hi", "y_lo", "y_hi"))
+
+
+@functools.lru_cache(maxsize=None)
+def _no_scalars(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``(1, 1, 1)`` zeros the force kernels take as scalars when a state has none (scalar
+    index -1: never read nor written), one per dtype and device instead of one per step."""
+    return torch.zeros((1, 1, 1), dtype=dtype, device=device)
 
 
 def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary, ghost=None,
@@ -218,7 +226,7 @@ def buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, scalar_in
     ensure_taichi()
     k = _kernels(dtype_name(u.dtype))["buoy_bc"]
     if s.shape[0] == 0:
-        s = torch.zeros((1, 1, 1), dtype=u.dtype, device=u.device)
+        s = _no_scalars(u.dtype, u.device)
         scalar_index = -1
     k(u, v, uw, vw, s, int(scalar_index), float(coefficient) * float(dt), *_codes(boundary),
       serial_grid(u.shape[0], u.shape[1]))
@@ -246,7 +254,7 @@ def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary,
     for _ in range(n - 1):
         ks["visc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), ser)
     if s.shape[0] == 0:
-        s = torch.zeros((1, 1, 1), dtype=u.dtype, device=u.device)
+        s = _no_scalars(u.dtype, u.device)
         scalar_index = -1
     ks["visc_buoy_bc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), s, int(scalar_index),
                        float(coefficient) * float(dt), ser)

@@ -762,6 +762,11 @@ class PressureSolver:
         touching ``u``, ``v``) when Taichi was re-initialised since this solver was built.
         """
         self.check_runtime()
+        return self._project(u, v, warm_start)
+
+    def _project(self, u: torch.Tensor, v: torch.Tensor, warm_start: bool) -> ProjectionStats:
+        """:meth:`project` after its runtime check (for a caller that has just made that check:
+        the fluid solver's step, once per step)."""
         # the solve measures max|u| before (scale0) and after (scale) in its own kernels
         iters, rmax, rl2, bmax, scale0, scale = self._solve(u, v, warm_start, None)
         initial = bmax / scale0

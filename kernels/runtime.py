@@ -47,6 +47,7 @@ _runtime = None            # Taichi's runtime object (impl.get_runtime()) lawful
 _generation = 0            # +1 each time lawful starts or adopts a runtime
 _env_at_start: str | None = None
 _env_warned: set = set()
+_impl = None               # taichi.lang.impl, once lawful has started or adopted a runtime
 
 
 def _source(arch: str | None, value: str) -> str:
@@ -163,8 +164,15 @@ def ensure_taichi(arch: str | None = None) -> str:
     from), or a user runtime on an arch lawful's kernels do not run on; :class:`InputError` for an
     unknown arch name.
     """
-    global _arch, _runtime, _generation, _env_at_start
+    global _arch, _runtime, _generation, _env_at_start, _impl
     wanted = _requested(arch)
+    rt = _runtime
+    if rt is not None and (wanted is None or wanted == _arch) and _impl is not None:
+        # the common call (every step, every kernel wrapper): the runtime lawful started or adopted
+        # is still the one running and nothing asks for another arch -- what the locked path below
+        # returns too, without taking the lock
+        if _impl.get_runtime() is rt and rt.prog is not None:
+            return _arch
     with _lock:
         if _runtime is not None:
             from taichi.lang import impl
@@ -186,6 +194,7 @@ def ensure_taichi(arch: str | None = None) -> str:
         _arch, _runtime = name, rt
         _env_at_start = os.environ.get(ENV_ARCH)
         _generation += 1
+        _impl = ti.lang.impl
         return _arch
 
 
