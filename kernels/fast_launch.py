@@ -247,16 +247,7 @@ class FastKernel:
             if runtime is self._runtime and not (runtime.target_tape or runtime.fwd_mode_manager):
                 ctx = last.fill(args)
                 if ctx is not None:
-                    prog = runtime.prog
-                    held = _compile_args(runtime, prog)
-                    prog.launch_kernel(prog.compile_kernel(held[1], held[2], last.t_kernel), ctx)
-                    for observe in launch_observers:
-                        observe(self.__name__)
-                    if last.ret is None:
-                        return None
-                    prog.synchronize()          # Taichi's own call syncs before reading a return value
-                    return (ctx.get_struct_ret_float((0,)) if last.ret == _FLOAT
-                            else ctx.get_struct_ret_int((0,)))
+                    return self._launch(runtime, last, ctx)
         kernel = self._kernel
         if kwargs or len(args) != len(kernel.arguments) or not _enabled():
             return self._wrapped(*args, **kwargs)
@@ -308,6 +299,10 @@ class FastKernel:
                 ctx.set_arg_int(index, int(v))
             else:
                 ctx.set_arg_uint(index, int(v))
+        return self._launch(runtime, plan, ctx)
+
+    def _launch(self, runtime, plan: _Plan, ctx):
+        """Launch ``plan``'s compiled kernel with the filled context ``ctx``; its scalar result."""
         prog = runtime.prog
         held = _compile_args(runtime, prog)
         prog.launch_kernel(prog.compile_kernel(held[1], held[2], plan.t_kernel), ctx)

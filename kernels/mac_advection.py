@@ -52,7 +52,9 @@ def _kernels(real_name: str):
     A1 = ti.types.ndarray(dtype=real, ndim=1)
     f64 = ti.f64
     F3 = ti.types.ndarray(dtype=f64, ndim=3)
-    from lawful.kernels.mac_pressure import PHI, WX, WY     # the pressure solver's channels
+    from lawful.kernels.mac_pressure import WX, WY, face_gradient_funcs     # the pressure solver's channels
+
+    face_cells, phi_step_x, phi_step_y = face_gradient_funcs()   # its face update's rule
 
     @ti.func
     def wrap(i, n):
@@ -225,31 +227,19 @@ def _kernels(real_name: str):
     def predict_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), a: ti.template(),
                       px: ti.template(), py: ti.template(), ser: ti.template()):
         """``uw[4] = u - w (phi_right - phi_left)`` on the faces with weight ``w > 0`` (``u`` on the
-        others), ``vw[4]`` likewise: the face update of mac_pressure's ``gradient_loops`` (same
-        neighbour rule, same float64 arithmetic), written beside the face instead of over it."""
+        others), ``vw[4]`` likewise: the face update of mac_pressure's ``gradient_loops`` (the same
+        funcs, :func:`~lawful.kernels.mac_pressure.face_gradient_funcs`, the same float64
+        arithmetic), written beside the face instead of over it."""
         nx, ny = v.shape[0], u.shape[1]
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for i in range(u.shape[0]):
-            ir = i          # the cell right of face i, and whether it exists
-            if ir == nx and px:
-                ir = 0
-            il = ir - 1     # the cell left of it
-            if il < 0 and px:
-                il = nx - 1
-            has_r = ir < nx
-            has_l = il >= 0
+            ir, il = face_cells(i, nx, px)      # the cells right and left of face i
             for j in range(u.shape[1]):
                 q = u[i, j]
                 w = a[WX, i, j]
                 if w > 0:
-                    pr = ti.cast(0.0, f64)
-                    pl = ti.cast(0.0, f64)
-                    if has_r:
-                        pr = a[PHI, ir, j]
-                    if has_l:
-                        pl = a[PHI, il, j]
-                    q = ti.cast(ti.cast(u[i, j], f64) - w * (pr - pl), real)
+                    q = ti.cast(ti.cast(u[i, j], f64) - w * phi_step_x(a, ir, il, j, nx), real)
                 uw[4, i, j] = q
         if ti.static(ser):
             ti.loop_config(serialize=True)
@@ -258,19 +248,8 @@ def _kernels(real_name: str):
                 q = v[i, j]
                 w = a[WY, i, j]
                 if w > 0:
-                    jt = j          # the cell above face j, and below it
-                    if jt == ny and py:
-                        jt = 0
-                    jb = jt - 1
-                    if jb < 0 and py:
-                        jb = ny - 1
-                    pt = ti.cast(0.0, f64)
-                    pb = ti.cast(0.0, f64)
-                    if jt < ny:
-                        pt = a[PHI, i, jt]
-                    if jb >= 0:
-                        pb = a[PHI, i, jb]
-                    q = ti.cast(ti.cast(v[i, j], f64) - w * (pt - pb), real)
+                    jt, jb = face_cells(j, ny, py)      # the cells above face j and below it
+                    q = ti.cast(ti.cast(v[i, j], f64) - w * phi_step_y(a, i, jt, jb, ny), real)
                 vw[4, i, j] = q
 
     @ti.func

@@ -61,6 +61,52 @@ def default_rtol(dtype: torch.dtype) -> float:
     return 1e-6 if dtype == torch.float32 else 1e-10
 
 
+@functools.lru_cache(maxsize=None)
+def face_gradient_funcs():
+    """The Taichi funcs of the face update ``u_f - w_f (phi_hi - phi_lo)``, shared by the
+    projection's velocity update (``gradient_loops``) and the advection's pressure predictor
+    (:mod:`lawful.kernels.mac_advection`): ``face_cells(f, n, periodic)`` gives the cells
+    ``(hi, lo)`` on either side of face ``f`` along an axis of ``n`` cells (wrapped when periodic;
+    ``n`` or ``-1`` where there is none, found by compares: an integer division per face cost more
+    than the update), ``phi_step_x(a, hi, lo, j, n)`` / ``phi_step_y(a, i, hi, lo, n)`` the float64
+    ``phi_hi - phi_lo`` of the solver's array ``a`` (a missing cell reads 0)."""
+    import taichi as ti
+
+    f64 = ti.f64
+
+    @ti.func
+    def face_cells(f, n, periodic):
+        hi = f
+        if hi == n and periodic:
+            hi = 0
+        lo = hi - 1
+        if lo < 0 and periodic:
+            lo = n - 1
+        return hi, lo
+
+    @ti.func
+    def phi_step_x(a: ti.template(), hi, lo, j, n):
+        ph = ti.cast(0.0, f64)
+        pl = ti.cast(0.0, f64)
+        if hi < n:
+            ph = a[PHI, hi, j]
+        if lo >= 0:
+            pl = a[PHI, lo, j]
+        return ph - pl
+
+    @ti.func
+    def phi_step_y(a: ti.template(), i, hi, lo, n):
+        ph = ti.cast(0.0, f64)
+        pl = ti.cast(0.0, f64)
+        if hi < n:
+            ph = a[PHI, i, hi]
+        if lo >= 0:
+            pl = a[PHI, i, lo]
+        return ph - pl
+
+    return face_cells, phi_step_x, phi_step_y
+
+
 @dataclass
 class ProjectionStats:
     """What one projection did: CG iterations, the final relative residual (max-norm, relative to
@@ -526,6 +572,7 @@ def _state_kernels(real_name: str):
     A3 = ti.types.ndarray(dtype=f64, ndim=3)
     M3 = ti.types.ndarray(dtype=ti.f32, ndim=3)
     O1 = ti.types.ndarray(dtype=f64, ndim=1)
+    face_cells, phi_step_x, phi_step_y = face_gradient_funcs()
     k64 = _mg_kernels("float64")
     nbv, diag, apply_a = k64["nbv"], k64["diag"], k64["apply_a"]
     residual_loops = _fine_funcs()["residual_loops"]
@@ -577,33 +624,19 @@ def _state_kernels(real_name: str):
     @ti.func
     def gradient_loops(u: ti.template(), v: ti.template(), a: ti.template(), px, py, apply, ser: ti.template()):
         """``u_f -= w_f (phi_right - phi_left)`` where ``apply``; returns max |u|, |v| after.
-        ``nbv``'s wrap and outside-is-0 rule, with the two cells of a u face found once per row
-        (an integer division per face cost more than the update itself) and of a v face by
-        compares; the max is taken per row, then once per row across threads."""
+        ``nbv``'s wrap and outside-is-0 rule (:func:`face_gradient_funcs`), the two cells of a u
+        face found once per row; the max is taken per row, then once per row across threads."""
         nx, ny = v.shape[0], u.shape[1]
         umax = ti.cast(0.0, f64)
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for i in range(u.shape[0]):
-            ir = i          # the cell right of face i, and whether it exists
-            if ir == nx and px:
-                ir = 0
-            il = ir - 1     # the cell left of it
-            if il < 0 and px:
-                il = nx - 1
-            has_r = ir < nx
-            has_l = il >= 0
+            ir, il = face_cells(i, nx, px)      # the cells right and left of face i
             rmax = ti.cast(0.0, f64)
             for j in range(u.shape[1]):
                 w = a[WX, i, j]
                 if apply and w > 0:
-                    pr = ti.cast(0.0, f64)
-                    pl = ti.cast(0.0, f64)
-                    if has_r:
-                        pr = a[PHI, ir, j]
-                    if has_l:
-                        pl = a[PHI, il, j]
-                    u[i, j] = ti.cast(ti.cast(u[i, j], f64) - w * (pr - pl), real)
+                    u[i, j] = ti.cast(ti.cast(u[i, j], f64) - w * phi_step_x(a, ir, il, j, nx), real)
                 rmax = ti.max(rmax, ti.cast(ti.abs(u[i, j]), f64))
             ti.atomic_max(umax, rmax)
         if ti.static(ser):
@@ -613,19 +646,8 @@ def _state_kernels(real_name: str):
             for j in range(v.shape[1]):
                 w = a[WY, i, j]
                 if apply and w > 0:
-                    jt = j          # the cell above face j, and below it
-                    if jt == ny and py:
-                        jt = 0
-                    jb = jt - 1
-                    if jb < 0 and py:
-                        jb = ny - 1
-                    pt = ti.cast(0.0, f64)
-                    pb = ti.cast(0.0, f64)
-                    if jt < ny:
-                        pt = a[PHI, i, jt]
-                    if jb >= 0:
-                        pb = a[PHI, i, jb]
-                    v[i, j] = ti.cast(ti.cast(v[i, j], f64) - w * (pt - pb), real)
+                    jt, jb = face_cells(j, ny, py)      # the cells above face j and below it
+                    v[i, j] = ti.cast(ti.cast(v[i, j], f64) - w * phi_step_y(a, i, jt, jb, ny), real)
                 rmax = ti.max(rmax, ti.cast(ti.abs(v[i, j]), f64))
             ti.atomic_max(umax, rmax)
         return umax
