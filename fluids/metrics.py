@@ -204,7 +204,8 @@ def metrics_panels(records, ke_exact=None):
     quantity present in ``records`` (list of per-step dicts), ``lines`` = ``[(label, t, y, style)]``
     (t in time units), ``log`` for a log y axis, ``twin`` = ``(ylabel, t, y)`` on a second log y
     axis. The timing panel leaves out the first record (its wall time includes compiling the
-    Taichi kernels); ``ke_exact(t)`` (e.g. :func:`analytic_kinetic_energy`) adds the exact kinetic
+    Taichi kernels) and is drawn on a log axis when a step took over 10x the median (warm-up);
+    ``ke_exact(t)`` (e.g. :func:`analytic_kinetic_energy`) adds the exact kinetic
     energy from t = 0."""
     first = records[0]
     t = np.array([r["t"] for r in records], dtype=float)
@@ -246,7 +247,11 @@ def metrics_panels(records, ke_exact=None):
     if "wall_s" in first and len(records) > 1:
         wall = 1e3 * col("wall_s")
         label = f"steps 2+ (step 1, {wall[0] / 1e3:.2f} s with compilation, not shown)"
-        panels.append(("time per step", "wall time (ms)", [(label, t[1:], wall[1:], "-")], False))
+        rest = wall[1:]
+        # a log axis when a few warm-up steps dwarf the rest (88 ms beside 2 ms flattened the curve)
+        spread = rest.size > 2 and np.all(rest > 0) and rest.max() > 10 * np.median(rest)
+        panels.append(("time per step", "wall time (ms" + (", log)" if spread else ")"),
+                       [(label, t[1:], rest, "-")], bool(spread)))
     return panels
 
 
