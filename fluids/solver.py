@@ -54,8 +54,7 @@ def stored_pressure(p_before, p_solved, predictor: bool, out=None):
     Kolmogorov flow, 133-226 % in the Re 100 cavity, measured), a silently wrong pressure for anyone
     reading it. Without the predictor the projection applies all of ``dt grad p_solved`` and that
     is stored. The one rule :class:`Solver` and :class:`~lawful.fluids.torch_step.TorchStep` use
-    (the solver's step evaluates it as ``0.5 * torch.addcdiv(p_before, phi, scale)``, the same
-    numbers to the bit).
+    (the solver's step through ``out=``, in place).
 
     ``out``: the tensor to write the result into and return, instead of new tensors (the solver's
     step passes ``p_before`` itself): the same numbers, each rounded once to ``out``'s dtype as
@@ -275,7 +274,6 @@ class Solver:
         # scratch for the step's phi / scale (stored_pressure's p_solved): the numbers torch computes
         # into new tensors, without allocating them every step
         self._p_solved = torch.empty((self.nx, self.ny), dtype=torch.float64, device=self.device)
-        self._scale_kept = None     # (dt, _phi_scale(dt) as a tensor), see _scale_tensor
 
     def _buoyancy_name(self):
         return self.scalar_names[self.buoyancy_index] if self.buoyancy_index >= 0 else None
@@ -395,20 +393,7 @@ class Solver:
         if rule is not _STORED_PRESSURE or p.shape != buf.shape or p.device != buf.device:
             p.copy_(rule(p, phi / self._phi_scale(dt), self.config.pressure_predictor))
             return
-        if not self.config.pressure_predictor:
-            stored_pressure(p, torch.div(phi, self._phi_scale(dt), out=buf), False, out=p)
-            return
-        # stored_pressure(p, phi / scale, True) in two operations: addcdiv's p + 1 * phi / scale is the
-        # same division and the same sum (exact factor 1), and mul rounds 0.5 * that into p once, as
-        # copy_ of the result would
-        torch.mul(torch.addcdiv(p, phi, self._scale_tensor(dt), out=buf), 0.5, out=p)
-
-    def _scale_tensor(self, dt: float) -> torch.Tensor:
-        """``_phi_scale(dt)`` as a float64 0-dim tensor (kept for the last ``dt``)."""
-        kept = self._scale_kept
-        if kept is None or kept[0] != dt:
-            kept = self._scale_kept = (dt, torch.tensor(self._phi_scale(dt), dtype=torch.float64, device=self.device))
-        return kept[1]
+        stored_pressure(p, torch.div(phi, self._phi_scale(dt), out=buf), self.config.pressure_predictor, out=p)
 
     def _project_step(self, state: FluidState, dt: float) -> ProjectionStats:
         """``project(state, True, dt)`` inside :meth:`step` when the step's parts are this class's
