@@ -27,6 +27,7 @@ __all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "compos
            "neighbour_weights", "neighbour_density_record", "neighbour_record", "neighbour_bounds", "neighbour_text",
            "batch_neighbour_weights",
            "pairs_below", "composition_residual", "counts_outside", "batch_outside", "warn_outside",
+           "unit_mistake_error",
            "structure_charge", "charge_record", "charge_outside"]
 
 #: Default fraction of the training minimum distance below which a pair is out of domain.
@@ -307,17 +308,11 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
                                                       batch.positions.shape[0], weights)
             dense = counts > UNIT_MISTAKE_DENSITY * high
             if bool(dense.any()) and float(high.max()) > 0:
-                from lawful.kernels.errors import InputError
-
                 k = int(torch.nonzero(dense)[0])
                 s = int(batch.batch[k])
-                name = species[int(batch.species[k])]
-                where = f"structure {s}: " if len(n_atoms) > 1 else ""
-                raise InputError(f"{where}atom {k - offsets[s]} ({name}) "
-                                 f"{neighbour_text(model, name, float(counts[k]), bounds[2])}: more than "
-                                 f"{UNIT_MISTAKE_DENSITY:g}x the top of that range, far denser than anything "
-                                 "physical, most likely lengths in other units (nm for Å: a lattice of 0.361 for "
-                                 "3.61); give positions and cell in Å.")
+                which = f"structure {s}: " if len(n_atoms) > 1 else ""
+                raise unit_mistake_error(model, f"{which}atom {k - offsets[s]}", species[int(batch.species[k])],
+                                         float(counts[k]), bounds[2])
         table = domain_limits(getattr(model, "pair_min_distance", None), species, DOMAIN_TOLERANCE,
                               batch.positions.dtype, batch.positions.device)
         if table is not None and batch.edge_i.shape[0] > 0:
@@ -348,6 +343,21 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
                 name = species[int(batch.species[k])]
                 return s, f"atom {k - offsets[s]} ({name}) {neighbour_text(model, name, float(counts[k]), bounds[2])}"
     return None
+
+
+def unit_mistake_error(model, atom: str, name: str, value: float, weighted: bool, where: str = "",
+                       n_dense: int | None = None):
+    """The :class:`~lawful.kernels.errors.InputError` for an atom (``atom``: how it is named,
+    e.g. ``"atom 3"``; ``name``: its species) whose neighbour density ``value`` is over
+    :data:`UNIT_MISTAKE_DENSITY` x the top of its training range: the words of the runner and of
+    :func:`batch_outside` (``where``: the step and cell; ``n_dense``: how many atoms are that dense)."""
+    from lawful.kernels.errors import InputError
+
+    many = "" if n_dense is None else f" ({n_dense} atom(s))"
+    return InputError(f"{atom} ({name}) {neighbour_text(model, name, value, weighted)}{where}: more than "
+                      f"{UNIT_MISTAKE_DENSITY:g}x the top of that range{many}, far denser than anything physical, "
+                      "most likely lengths in other units (nm for Å: a lattice of 0.361 for 3.61); give positions "
+                      "and cell in Å.")
 
 
 def neighbour_text(model, name: str, value: float, weighted: bool) -> str:

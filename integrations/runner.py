@@ -25,7 +25,7 @@ from ase.data import chemical_symbols as _chemical_symbols
 
 from lawful.forcefields.domain import (DOMAIN_TOLERANCE, UNIT_MISTAKE_DENSITY, charge_outside, composition_outside,
                                       counts_outside, domain_limits, neighbour_bounds, neighbour_text,
-                                      neighbour_weights, pairs_below)
+                                      neighbour_weights, pairs_below, unit_mistake_error)
 from lawful.kernels.errors import (
     InputError,
     ModelFileError,
@@ -446,14 +446,9 @@ class ModelRunner:
         dense = counts > UNIT_MISTAKE_DENSITY * high
         if bool(dense.any()) and float(high.max()) > 0:
             j = int(torch.nonzero(dense)[0])
-            sj = self.species[int(self._species_idx[j])]
-            where = self._where(step, self._volume_per_atom(cell_t, pbc))
-            raise InputError(
-                f"atom {j if self.labels is None else self.labels[j]} ({sj}) "
-                f"{neighbour_text(self.model, sj, float(counts[j]), weighted)}{where}: more than "
-                f"{UNIT_MISTAKE_DENSITY:g}x the top of that range ({int(dense.sum())} atom(s)), far denser than "
-                "anything physical, most likely "
-                "lengths in other units (nm for Å: a lattice of 0.361 for 3.61); give positions and cell in Å.")
+            raise unit_mistake_error(self.model, f"atom {j if self.labels is None else self.labels[j]}",
+                                     self.species[int(self._species_idx[j])], float(counts[j]), weighted,
+                                     self._where(step, self._volume_per_atom(cell_t, pbc)), int(dense.sum()))
         return counts, low, high, outside
 
     def _check_neighbour_counts(self, found, step, cell_t=None, pbc=False) -> None:
