@@ -34,6 +34,13 @@ The MACE comparison (mace-torch, the ``bench`` extra; without it every MACE figu
 The ``verdict`` (force-MAE ratio goal <= 1.5, cost-ratio goal >= 10) is written whenever its
 figures exist, with a plain-language ``shortfall`` for a missed goal.
 
+A run of some of these parts keeps the other parts' figures from the ``molecules_mace.json`` an
+earlier run left, when lawful's test errors now equal that run's (the same model and code) and the
+MACE timed by ``cost`` has the architecture of the MACE whose errors are reported (any weights: a
+call's cost does not depend on them; ``cost_mace_model`` names the model timed). ``part_origin``
+says which run made each part, ``params.kept_parts`` that run's date, commit, command and params;
+an earlier file that fails a check is copied aside, named in ``earlier_parts_dropped``.
+
 Every figure comes from this run. ``LAWFUL_BENCH_QUICK=1`` / ``LAWFUL_BENCH_TINY=1``: a small
 budget, models written under the results folder instead of the package (a smoke run, not a result).
 """
@@ -752,6 +759,110 @@ def estimate_full_run(figures: dict, parts: set, cap_cpu_s: float) -> dict:
     return est
 
 
+#: molecules_mace.json's figures by the part that writes them (``alanine_start``: cost and drift).
+#: A run of some of the parts keeps the others' figures from the file an earlier run left
+#: (:func:`keep_earlier_parts`), so that rerunning one part never loses the rest.
+PART_FIGURES = {"mace": ("mace_training", "estimate_full_epoch_cpu_s", "test_errors", "test_errors_cpu_s"),
+                "cost": ("cost_per_call", "cost_cpu_s", "cost_mace_model", "alanine_start"),
+                "drift": ("training_pair_minima_A", "nve_drift", "alanine_start")}
+#: Largest relative difference between lawful's test errors now and an earlier run's for that run's
+#: figures to be kept (the same model and code give the same sums to the last bits or so).
+KEEP_TOLERANCE = 1e-9
+
+
+def _largest_relative_difference(before: dict, now: dict) -> float:
+    """Largest relative difference between two ``{molecule: prediction_errors(...)}`` tables over
+    ``before``'s molecules and numbers (inf when ``now`` lacks one of them)."""
+    worst = 0.0
+    for m, row in before.items():
+        other = now.get(m) or {}
+        for k, x in row.items():
+            y = other.get(k)
+            if not isinstance(y, (int, float)):
+                return math.inf
+            worst = max(worst, abs(x - y) / max(abs(x), abs(y), 1e-300))
+    return worst
+
+
+def _mace_arch_of_cost(figures: dict):
+    """The MACE architecture the cost part timed: ``cost_mace_model``'s, else (files written before
+    it was recorded) the trained models' of the same run."""
+    return ((figures.get("cost_mace_model") or {}).get("arch")
+            or (figures.get("mace_training") or {}).get("arch"))
+
+
+def keep_earlier_parts(figures: dict, parts: set, path: Path, quick: bool, tiny: bool, lawful_errors) -> dict | None:
+    """Put into ``figures`` (this run's) the figures of the parts of :data:`PART_FIGURES` that did not
+    run, from the result ``path`` an earlier run left, when they still describe the same lawful
+    model: lawful's test errors now (``lawful_errors(molecules, n_frames)``, or this run's own when
+    ``mace`` ran) must equal the ones in that file to :data:`KEEP_TOLERANCE`, the file must be of
+    the same size (quick/tiny) and the MACE the cost part timed must have the architecture of the
+    MACE whose errors are reported. Returns the ``kept_parts`` record for the params (parts kept,
+    their origin: date, commit, command, params) or None when nothing was kept; a file that fails a
+    check is named with the reason (``figures["earlier_parts_dropped"]``, and printed) and nothing of
+    it is kept. ``figures["part_origin"]`` says which run made each part's figures."""
+    ran = [p for p in PART_FIGURES if p in parts]
+    figures["part_origin"] = {p: "this run" for p in ran}
+    missing = [p for p in PART_FIGURES if p not in parts]
+    if not missing or not path.is_file():
+        return None
+    try:
+        earlier = json.loads(path.read_text())
+        old, old_params = earlier["figures"], earlier.get("params") or {}
+    except (OSError, ValueError, KeyError, TypeError):
+        old = None
+    if not isinstance(old, dict):
+        figures["earlier_parts_dropped"] = {"parts": missing, "file": str(path), "why": "not a readable result file"}
+        print(f"note: {path} is not a readable result file: the parts {missing} are not kept", flush=True)
+        return None
+    have = [p for p in missing if any(k in old for k in PART_FIGURES[p] if k != "alanine_start")]
+    if not have:
+        return None
+
+    def drop(why: str) -> None:
+        # the earlier file is about to be replaced: a copy keeps what it held
+        copy = path.with_name(f"{path.stem}.before-{str(earlier.get('date', 'undated')).replace(':', '')}{path.suffix}")
+        copy.write_bytes(path.read_bytes())
+        figures["earlier_parts_dropped"] = {"parts": have, "file": str(path), "copied_to": str(copy), "why": why}
+        print(f"note: the {', '.join(have)} figures of the earlier {path} are not kept: {why} (that file is "
+              f"copied to {copy})", flush=True)
+        return None
+
+    if bool(old_params.get("quick")) != bool(quick) or bool(old_params.get("tiny")) != bool(tiny):
+        return drop("that run was of another size (quick or tiny)")
+    before = (old.get("test_errors") or {}).get("lawful")
+    if not before:
+        return drop("it holds no lawful test errors to show that it describes the model compared now")
+    now = (figures.get("test_errors") or {}).get("lawful")
+    if now is None:
+        now = lawful_errors(list(before), old_params.get("test_frames_per_molecule"))
+    diff = _largest_relative_difference(before, now)
+    if diff > KEEP_TOLERANCE:
+        return drop(f"lawful's test errors now differ from that run's (largest relative difference {diff:.1e}): it "
+                    f"describes another lawful model or code; run those parts again ({', '.join(have)})")
+    merged = dict(figures)
+    for p in have:
+        for k in PART_FIGURES[p]:
+            if k in old and k not in figures:
+                merged[k] = old[k]
+    timed, trained = _mace_arch_of_cost(merged), (merged.get("mace_training") or {}).get("arch")
+    if timed is not None and trained is not None and timed != trained:
+        return drop(f"the MACE the cost part timed ({timed}) is not the architecture whose errors are reported "
+                    f"({trained}): the cost ratio would compare another model")
+    provenance = earlier.get("provenance") or {}
+    origin = {"date": earlier.get("date"), "commit": (provenance.get("git") or {}).get("commit"),
+              "command": provenance.get("command")}
+    old_origin = old.get("part_origin") or {}
+    figures.clear()
+    figures.update(merged)
+    figures["part_origin"].update({p: old_origin.get(p) if isinstance(old_origin.get(p), dict) else origin
+                                   for p in have})
+    print(f"kept from {path} (made {origin['date']} at {origin['commit']}): {', '.join(have)}; lawful's test "
+          f"errors now equal that run's (largest relative difference {diff:.1e})", flush=True)
+    return {"parts": have, "file": str(path), "lawful_errors_largest_relative_difference": diff, **origin,
+            "params": old_params}
+
+
 def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
     """Run the requested MACE-comparison parts; returns (figures, params) of molecules_mace.json."""
     peer = _peer()
@@ -768,6 +879,7 @@ def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
     n_test = 2 if tiny else 10 if quick else None
     molecules = MOLECULES
     mace_models: dict = {}
+    model_record = None     # the training record of the MACE models this run uses
     if have_mace and "mace" in parts:
         if args.mace_reuse:
             rec = reused_mace_record(workdir, budget, stride, args.mace_cap_cpu_s_given)
@@ -781,7 +893,7 @@ def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
                       "converged run then gets less CPU than the same-budget one would: raise --mace-cap-cpu-s",
                       flush=True)
             rec = train_mace(workdir, budget, cap, stride, tiny, quick, args.mace_channels, args.mace_max_l)
-        figures["mace_training"] = rec
+        figures["mace_training"] = model_record = rec
         mace_models = {"mace_same_budget": rec["same_budget"]["model"], "mace_converged": rec["converged"]["model"]}
         # full-run estimate: MACE's epoch cost scales with the atoms in the training set
         full_atoms = _n_atoms(training_sets(1)[0])
@@ -801,6 +913,7 @@ def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
             record = load_mace_record(workdir)
             trained = None if record is None else record["converged"].get("cap_cpu_s")
             cap = None if trained is None else float(trained)
+            model_record = record
     if "mace" in parts:
         calcs = {"lawful": lawful_calculator(lawful_path)}
         for k, p in mace_models.items():
@@ -828,6 +941,12 @@ def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
         c0 = time.process_time()
         figures["cost_per_call"] = cost_per_call(systems, lawful_path, mace_models.get("mace_converged"), repeat)
         figures["cost_per_call"]["water-box"].update(n_molecules=n_w, side_A=side)
+        if "mace_converged" in mace_models:
+            figures["cost_mace_model"] = {
+                "model": mace_models["mace_converged"],
+                "arch": None if model_record is None else model_record.get("arch"),
+                "epochs_run": None if model_record is None else model_record["converged"].get("epochs_run"),
+                "note": "a call's cost depends on the architecture and the structure, not on the weights"}
         figures["cost_cpu_s"] = time.process_time() - c0
     if "drift" in parts:
         minima = training_pair_minima(training_sets(1)[0])
@@ -847,15 +966,22 @@ def mace_parts(parts: set, args, quick: bool, tiny: bool) -> tuple[dict, dict]:
                       + (f"{d:.3g} meV/atom/ps" if d is not None else "n/a (blew up)")
                       + f", in domain {r['in_domain']}, {r['cpu_s']:.1f} s CPU", flush=True)
         figures["nve_drift"] = drift
+    kept = keep_earlier_parts(figures, parts, default_results_dir() / "molecules_mace.json", quick, tiny,
+                              lambda ms, n: error_table({"lawful": lawful_calculator(lawful_path)}, ms, n)["lawful"])
     figures["verdict"] = verdict(figures.get("test_errors"), figures.get("cost_per_call"), figures.get("mace_training"))
     if quick:
         figures["estimate_full_run_cpu_s"] = estimate_full_run(figures, parts, args.mace_cap_cpu_s_full)
     params = dict(headline_molecules=HEADLINE, molecules=molecules, water_box=WATER_BOX, nve=NVE,
-                  domain_factor=DOMAIN_FACTOR, bond_factor=BOND_FACTOR, train=TRAIN, mace_cap_cpu_s=cap,
+                  domain_factor=DOMAIN_FACTOR, bond_factor=BOND_FACTOR, train=TRAIN,
+                  # the cap of the MACE models behind this run's errors or drift (a cost alone does not
+                  # depend on their training: cost_mace_model says which model was timed)
+                  mace_cap_cpu_s=cap if parts & {"mace", "drift"} else None,
                   mace_budget_cpu_s=budget, stride=stride, test_frames_per_molecule=n_test, quick=quick, tiny=tiny,
                   mace_arch=mace_arch(tiny, args.mace_channels, args.mace_max_l),
                   timing="time.process_time per call, one thread, rounds interleaved, median",
                   seeds="MACE training 0 (lawful's models: 0), water box 0, NVE velocities 0, cost-call position noise 1")
+    if kept is not None:
+        params["kept_parts"] = kept
     return figures, params
 
 

@@ -191,6 +191,18 @@ def test_tiny_mace_comparison_runs_end_to_end(tmp_path):
     assert v["accuracy_goal_met"] == (v["force_mae_ratio"] <= 1.5)
     assert v["cost_goal_met"] == (v["cost_ratio"] >= 10.0)
     assert (v["shortfall"] is None) == (v["accuracy_goal_met"] and v["cost_goal_met"])
+    # the cost part alone again: it times the MACE the first run trained and keeps that run's errors
+    # and drift (lawful's test errors recomputed and found equal), so the verdict still has both
+    (tmp_path / "cwd").rmdir()
+    again = _run_tiny(tmp_path, [str(BENCH / "bench_molecules.py"), "--only", "cost"])
+    fig2 = again["figures"]
+    assert fig2["part_origin"]["cost"] == "this run"
+    assert fig2["part_origin"]["mace"]["date"] == fig2["part_origin"]["drift"]["date"] == doc["date"]
+    assert fig2["test_errors"] == fig["test_errors"] and fig2["nve_drift"] == fig["nve_drift"]
+    assert fig2["cost_mace_model"]["arch"] == tr["arch"] and fig2["cost_per_call"] != fig["cost_per_call"]
+    assert again["params"]["kept_parts"]["parts"] == ["mace", "drift"]
+    assert again["params"]["kept_parts"]["lawful_errors_largest_relative_difference"] <= 1e-9
+    assert fig2["verdict"]["force_mae_ratio"] == v["force_mae_ratio"] and _finite(fig2["verdict"]["cost_ratio"])
 
 
 @pytest.mark.slow
@@ -333,3 +345,83 @@ def test_mace_reuse_refuses_a_folder_that_does_not_match_this_comparison(bm, tmp
     else:
         with pytest.raises(SystemExit, match=message):
             bm.reused_mace_record(tmp_path, budget, 100, cap)
+
+
+# -- a run of some parts keeps the others' figures (keep_earlier_parts) -----------------------------
+
+_ERRS = {"ethanol": {"energy_mae_meV_per_atom": 0.7, "force_mae_meV_per_A": 35.5, "n_frames": 100}}
+_ARCH = {"num_channels": 64, "max_L": 1}
+
+
+def _earlier(tmp_path, **change):
+    """An earlier molecules_mace.json with the mace and drift parts (the cost part's figures too)."""
+    fig = {"mace_training": {"arch": dict(_ARCH)}, "test_errors": {"lawful": _ERRS, "mace_converged": _ERRS},
+           "test_errors_cpu_s": 1.0, "nve_drift": {"lawful": {}}, "training_pair_minima_A": {"H-H": 0.7},
+           "alanine_start": "xTB minimum", "cost_per_call": {"old": True}}
+    doc = {"benchmark": "molecules_mace", "date": "2026-12-01T17:35:25+00:00", "figures": fig,
+           "params": {"quick": False, "tiny": False, "test_frames_per_molecule": None},
+           "provenance": {"git": {"commit": "d137c4d"}, "command": ["bench_molecules.py", "--only", "mace,cost,drift"]}}
+    for key, value in change.items():
+        if key == "params":
+            doc["params"].update(value)
+        else:
+            fig[key] = value
+    path = tmp_path / "molecules_mace.json"
+    path.write_text(json.dumps(doc) if change.get("figures") is None else "{not json")
+    return path
+
+
+def _cost_run():
+    return {"cost_per_call": {"new": True}, "cost_mace_model": {"model": "m.model", "arch": dict(_ARCH)},
+            "alanine_start": "xTB minimum"}
+
+
+@pytest.mark.parametrize("case, kept", [
+    ("same model", True),
+    ("lawful errors changed", False),
+    ("earlier run was quick", False),
+    ("timed MACE of another architecture", False),
+    ("earlier file has no lawful errors", False),
+    ("earlier file unreadable", False),
+])
+def test_a_partial_run_keeps_the_other_parts_only_for_the_same_model(bm, tmp_path, case, kept):
+    change = {"lawful errors changed": {"test_errors": {"lawful": {"ethanol": dict(_ERRS["ethanol"],
+                                                                                    force_mae_meV_per_A=36.0)}}},
+              "earlier run was quick": {"params": {"quick": True}},
+              "earlier file has no lawful errors": {"test_errors": {"mace_converged": _ERRS}},
+              "earlier file unreadable": {"figures": "broken"}}.get(case, {})
+    path = _earlier(tmp_path, **change)
+    figures = _cost_run()
+    if case == "timed MACE of another architecture":
+        figures["cost_mace_model"]["arch"] = {"num_channels": 128, "max_L": 1}
+    asked = []
+
+    def lawful_errors(molecules, n_frames):
+        asked.append((molecules, n_frames))
+        return _ERRS
+
+    record = bm.keep_earlier_parts(figures, {"cost"}, path, False, False, lawful_errors)
+    assert figures["cost_per_call"] == {"new": True}              # this run's figures are never replaced
+    if kept:
+        assert asked == [(["ethanol"], None)]
+        assert figures["test_errors"]["mace_converged"] == _ERRS and figures["nve_drift"] == {"lawful": {}}
+        assert figures["part_origin"]["cost"] == "this run"
+        assert figures["part_origin"]["mace"]["commit"] == "d137c4d" == record["commit"]
+        assert record["parts"] == ["mace", "drift"] and record["lawful_errors_largest_relative_difference"] == 0.0
+    else:
+        assert record is None
+        assert "test_errors" not in figures and "nve_drift" not in figures
+        dropped = figures["earlier_parts_dropped"]
+        assert dropped["why"]
+        if case != "earlier file unreadable":     # the file about to be replaced is copied aside
+            assert Path(dropped["copied_to"]).read_bytes() == path.read_bytes()
+
+
+def test_a_partial_run_keeps_nothing_without_an_earlier_file_or_when_every_part_ran(bm, tmp_path):
+    figures = _cost_run()
+    assert bm.keep_earlier_parts(figures, {"cost"}, tmp_path / "none.json", False, False, None) is None
+    assert figures["part_origin"] == {"cost": "this run"} and "earlier_parts_dropped" not in figures
+    path = _earlier(tmp_path)
+    figures = dict(_cost_run(), test_errors={"lawful": _ERRS}, nve_drift={})
+    assert bm.keep_earlier_parts(figures, {"mace", "cost", "drift"}, path, False, False, None) is None
+    assert figures["nve_drift"] == {} and set(figures["part_origin"]) == {"mace", "cost", "drift"}
