@@ -4,8 +4,13 @@ against a baseline measured in the same run wherever one exists.
 
 Every result says how it was made (:func:`provenance`): the command line (and the ``lawful bench``
 command that started the script), the git commit and whether the tree had uncommitted changes,
-the seeds, torch's thread count and the thread environment, the machine and the versions. A
-result file is always written whole by one run: figures from different runs are never merged.
+the seeds, torch's thread count and the thread environment, the machine and the versions, and how
+fast the machine was that hour (:func:`machine_speed`, at the start of the run and when the file
+was written): the same code on the same machine has run 2-3x slower on some days (a shared host),
+and slower by different factors for different work, so a result made on a slow day says so. A
+result file is written whole by one run; where a benchmark keeps some parts of an earlier run's
+file (``bench_molecules.py``'s partial runs, after checking that they still describe the same
+model), each part names the run that made it.
 
 Sizes: ``LAWFUL_BENCH_QUICK=1`` (``lawful bench --quick``) asks for small sizes;
 ``LAWFUL_BENCH_TINY=1`` for the smallest that still run every code path (the CI smoke test of
@@ -27,8 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["machine_info", "versions", "time_call", "write_result", "default_results_dir", "quick_requested",
-           "tiny_requested", "provenance", "git_state", "git_state_at_start", "spread"]
+__all__ = ["machine_info", "machine_speed", "versions", "time_call", "write_result", "default_results_dir",
+           "quick_requested", "tiny_requested", "provenance", "git_state", "git_state_at_start", "spread"]
 
 
 def _cpu_name() -> str:
@@ -59,6 +64,55 @@ def machine_info() -> dict:
     except ImportError:  # pragma: no cover
         pass
     return info
+
+
+def machine_speed() -> dict:
+    """How fast this machine runs three kinds of work right now, each the median of 5 rounds on one
+    thread (about 0.1 s in all): ``torch_op_us``, one small torch operation (an add of two
+    64-element float64 tensors into a third: the dispatch cost that dominates a force-field call
+    on a small molecule); ``python_loop_ns``, one iteration of a plain Python loop (the fluid
+    step's per-launch bookkeeping is of this kind); ``copy_gbytes_per_s``, a 64 MiB float32 torch
+    copy, bytes read + written (memory bandwidth: the fluid kernels' bound). Results made on the
+    same machine in different hours compare through these."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b, c = (torch.ones(64, dtype=torch.float64) for _ in range(3))
+        big = torch.ones(16 * 2 ** 20, dtype=torch.float32)
+        dst = torch.empty_like(big)
+        dst.copy_(big)
+        ops, loops, copies = [], [], []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(2000):
+                torch.add(a, b, out=c)
+            ops.append((time.perf_counter() - t0) / 2000)
+            t0 = time.perf_counter()
+            x = 0
+            for i in range(20000):
+                x += i
+            loops.append((time.perf_counter() - t0) / 20000)
+            t0 = time.perf_counter()
+            dst.copy_(big)
+            copies.append(2 * big.numel() * 4 / (time.perf_counter() - t0))
+    finally:
+        torch.set_num_threads(threads)
+    return {"torch_op_us": 1e6 * statistics.median(ops), "python_loop_ns": 1e9 * statistics.median(loops),
+            "copy_gbytes_per_s": statistics.median(copies) / 1e9}
+
+
+_SPEED_AT_START: dict | None = None
+
+
+def machine_speed_at_start() -> dict:
+    """:func:`machine_speed` as measured when this process first asked (at the import of this
+    module, as for :func:`git_state_at_start`)."""
+    global _SPEED_AT_START
+    if _SPEED_AT_START is None:
+        _SPEED_AT_START = machine_speed()
+    return _SPEED_AT_START
 
 
 def versions() -> dict:
@@ -210,6 +264,7 @@ def write_result(name: str, figures: dict, *, dtype=None, device=None, params: d
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "provenance": provenance(seeds),
         "machine": machine_info(),
+        "machine_speed": {"at_start": machine_speed_at_start(), "at_write": machine_speed()},
         "versions": versions(),
         "dtype": str(dtype) if dtype is not None else None,
         "device": str(device) if device is not None else None,
@@ -224,3 +279,4 @@ def write_result(name: str, figures: dict, *, dtype=None, device=None, params: d
 
 
 git_state_at_start()    # the checkout as the benchmark importing this module starts
+machine_speed_at_start()   # and how fast the machine was then

@@ -118,6 +118,13 @@ def test_bench_runs_a_suite_script_and_collects_its_json(tmp_path, monkeypatch, 
     doc = json.loads((out / "probe.json").read_text())
     assert doc["figures"] == {"quick": True, "ratio": 0.5}
     assert doc["machine"]["cores"] >= 1 and doc["versions"]["torch"]
+    # how fast the machine ran, at the script's start and when it wrote, in the units the keys name
+    # (a small torch op takes microseconds, a Python loop step tens of ns, a copy GB/s)
+    for when in ("at_start", "at_write"):
+        speed = doc["machine_speed"][when]
+        assert set(speed) == {"torch_op_us", "python_loop_ns", "copy_gbytes_per_s"}
+        assert 0.05 < speed["torch_op_us"] < 500 and 1 < speed["python_loop_ns"] < 5000
+        assert 0.1 < speed["copy_gbytes_per_s"] < 5000
     summary = json.loads((out / "summary.json").read_text())
     assert summary["benchmarks"]["probe"]["figures"] == {"quick": True, "ratio": 0.5}
     progress = capsys.readouterr().out
