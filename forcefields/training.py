@@ -546,7 +546,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
           resume: bool = True, seed: int = 0, progress: bool = True, log: str | os.PathLike | None = None,
           max_time: float | None = None, on_batch: Callable[[int, int], None] | None = None,
           force_loss: str = "mse", huber_delta: float | None = None, grad_clip: float = 0.0,
-          fit_normalisation: bool = True) -> dict:
+          fit_normalisation: bool = True, check_labels: bool = True) -> dict:
     """Fit ``model`` (a NeuralPotential or DirectForceModel) to labelled structures, in place.
 
     data: labelled ``ase.Atoms`` (energy, forces, optionally stress) or a path (extxyz, ASE
@@ -578,6 +578,11 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     ``fit_normalisation``: fit the per-species reference energies, feature statistics and scales
     on the training split before the first epoch (default); False keeps the model's own, to go on
     training a trained model (e.g. on more data): refitting them would invalidate its weights.
+    ``check_labels``: before anything else, check that the energy and force labels describe one
+    potential (:func:`lawful.forcefields.label_consistency.check_label_consistency`: between nearby
+    frames the energy differences must be the work of the forces, not -1x it (forces stored as
+    gradients) or 23x (energies in kcal/mol), ...), raising :class:`InputError` naming the likely
+    cause; the check's figures go to the summary's ``label_check``. False skips it.
 
     Returns the training summary (also stored as ``model.training_summary`` and saved with the
     model): validation energy MAE per atom (eV/atom), force MAE (eV/Å), epochs, timings, history,
@@ -601,9 +606,16 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         raise InputError(f"grad_clip={grad_clip!r} must be a gradient norm >= 0 (0: no clipping).")
     frames = load_frames(data)
     _targets(model, frames, "training")     # labels and species first: their errors index the data as given
+    label_check = None
+    if check_labels:
+        from lawful.forcefields.label_consistency import check_label_consistency
+
+        label_check = {"training": check_label_consistency(frames, "training")}
     if validation is not None:
         _check_not_same_file(data, validation)
         train_frames, val_frames = frames, load_frames(validation, "validation")
+        if check_labels:
+            label_check["validation"] = check_label_consistency(val_frames, "validation")
         overlap = _overlap(train_frames, val_frames)
     else:
         if not 0.0 < val_fraction < 1.0 or len(frames) < 2:
@@ -625,7 +637,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         huber_delta=None if huber_delta is None else float(huber_delta),
         grad_clip=float(grad_clip), fit_normalisation=bool(fit_normalisation),
         labels_fingerprint=_labels_fingerprint(train_frames) + _labels_fingerprint(val_frames),
-        val_in_train=overlap, energy_labels=_energy_labels(train_frames)))
+        val_in_train=overlap, energy_labels=_energy_labels(train_frames), label_check=label_check))
     # leave the process group (if train joined it) only after a clean finish: after an interrupt a
     # peer may be gone, and the process's exit releases the group anyway
     ctx.close()
@@ -861,7 +873,7 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
         "n_train_with_stress": sum("stress" in t for _, t in train_items),
         "n_val_with_stress": sum("stress" in t for _, t in val_items),
         "train_atoms_per_species": species_counts, "val_in_train": o.get("val_in_train", 0),
-        "energy_labels": o.get("energy_labels"),
+        "energy_labels": o.get("energy_labels"), "label_check": o.get("label_check"),
         "seed": o["seed"], "batch_size": o["batch_size"], "lr": o["lr"], "data_fingerprint": fingerprint,
         "fit_normalisation": o["fit_normalisation"],
         "world_size": ctx.world_size, "communication_s": loop.comm_s,

@@ -521,7 +521,7 @@ def _cmd_train(args) -> int:
                         force_weight=args.force_weight, energy_weight=args.energy_weight,
                         stress_weight=args.stress_weight, checkpoint=ckpt, seed=args.seed,
                         max_time=args.max_time, patience=args.patience, min_lr=args.min_lr,
-                        log=out / f"{path.stem}.log.jsonl")
+                        log=out / f"{path.stem}.log.jsonl", check_labels=not args.no_label_check)
     except KeyboardInterrupt:
         print(f"interrupted: the last complete epoch is in {ckpt}; run the same command again to resume.")
         raise
@@ -997,6 +997,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many epochs without a better validation loss")
     p.add_argument("--min-lr", type=_non_negative, default=1e-5,
                    help="stop when the learning rate, halved on plateaus, falls below this (0: never)")
+    p.add_argument("--no-label-check", action="store_true",
+                   help="skip the check that the energies and forces describe one potential (between nearby frames "
+                        "the energy differences must be the forces' work; it catches forces stored as gradients and "
+                        "kcal/mol energies beside eV/Å forces; default: checked)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("train-corrector", help="train a fluid corrector with the solver in the loop",

@@ -1,0 +1,187 @@
+"""Do a data set's energy and force labels describe one potential? The work check.
+
+For two frames of one structure (the same atoms in the same order) a small step apart, the energy
+difference is minus the work of the forces along the step:
+
+    E_b - E_a = -∫ F · dR  ≈  W = -½ (F_a + F_b) · (R_b - R_a)      (trapezoid rule, error O(|ΔR|³))
+
+The median of ``ΔE / W`` over the nearby frame pairs of a data set, ``s``, is 1 for consistent
+labels (0.94-1.07 on the nine committed GFN2-xTB sets, 1.00 on an EMT MD run; the median, not a
+least-squares slope, which the steepest pairs and their trapezoid error pull to 0.7-0.9). Anything else is a convention mixed up on the way in, which training would not report: it
+would fit a compromise between energies and forces that disagree, and the model would be
+silently worse than its data. ``s ≈ -1``: the "forces" are energy gradients dE/dR; ``s ≈ 23.06``:
+energies in kcal/mol beside forces in eV/Å; ``s ≈ 1/23.06``: forces in kcal/mol/Å beside
+energies in eV; 1/27.2, 51.4, 1.89: Hartree and bohr (:data:`KNOWN_FACTORS`).
+
+:func:`work_check` finds the pairs and computes ``s``; :func:`check_label_consistency` raises
+:class:`~lawful.kernels.errors.InputError` when the verdict is clear (at least :data:`MIN_PAIRS`
+pairs doing :data:`MIN_WORK` of work, :data:`MIN_AGREEING` of them within :data:`AGREE_FACTOR` of
+``s``) and ``s`` is outside :data:`CONSISTENT_RANGE`, naming the likely cause.
+:func:`lawful.forcefields.train` makes the check before any epoch.
+
+Pairs: frames are grouped by their atomic numbers (in order), periodicity and cell; in a group of
+molecules (no periodic axis) each frame is paired with its nearest other frame (RMS step per
+atom, up to :data:`MAX_FRAMES_PER_GROUP` frames evenly chosen), in a periodic group with the next
+frame in the data's order (an MD trajectory's), steps taken to the nearest image. Pairs further
+apart than ``max_step`` (RMS per atom, Å) are not used: the trapezoid rule is only good for small
+steps. Units: Å, eV, eV/Å.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["MAX_STEP", "MIN_PAIRS", "MIN_WORK", "AGREE_FACTOR", "MIN_AGREEING", "CONSISTENT_RANGE",
+           "KNOWN_FACTORS", "work_check", "check_label_consistency"]
+
+#: Largest RMS step per atom (Å) of a frame pair the check uses.
+MAX_STEP = 0.15
+#: Fewest usable pairs for a verdict.
+MIN_PAIRS = 5
+#: Smallest |work| (eV) of a usable pair: below it label noise decides the ratio.
+MIN_WORK = 1e-3
+#: A pair agrees with the median ratio ``s`` when its own ratio lies within this factor of it.
+AGREE_FACTOR = 1.5
+#: Smallest share of agreeing pairs for a verdict.
+MIN_AGREEING = 0.5
+#: Fitted ``s`` in this range: consistent labels (the trapezoid rule's error stays well inside it).
+CONSISTENT_RANGE = (0.8, 1.25)
+#: Frames per group compared pairwise (more are thinned evenly).
+MAX_FRAMES_PER_GROUP = 2000
+
+_KCAL = 23.060547830618834      # kcal/mol per eV
+_HARTREE = 27.211386245988      # eV per Hartree
+_BOHR = 0.529177210903          # Å per bohr
+#: ``s`` -> the likely cause, for the check's message.
+KNOWN_FACTORS = {
+    -1.0: "the 'forces' are energy gradients dE/dR, not forces -dE/dR: negate them",
+    _KCAL: "energies in kcal/mol beside forces in eV/Å: convert the energies to eV (divide by 23.06)",
+    1.0 / _KCAL: "forces in kcal/mol/Å beside energies in eV: convert the forces to eV/Å (divide by 23.06)",
+    1.0 / _HARTREE: "energies in Hartree beside forces in eV/Å: convert the energies to eV (multiply by 27.21)",
+    _HARTREE: "forces in Hartree/Å beside energies in eV: convert the forces to eV/Å (multiply by 27.21)",
+    _HARTREE / _BOHR: "forces in Hartree/bohr beside energies in eV: convert the forces to eV/Å "
+                      "(multiply by 51.42)",
+    1.0 / _BOHR: "energies in Hartree and forces in Hartree/bohr: convert the energies to eV (x 27.21) "
+                 "and the forces to eV/Å (x 51.42)",
+    96.48533212331: "energies in kJ/mol beside forces in eV/Å: convert the energies to eV (divide by 96.49)",
+    1.0 / 96.48533212331: "forces in kJ/mol/Å beside energies in eV: convert the forces to eV/Å",
+}
+
+
+def _labels(a) -> tuple[float, np.ndarray] | None:
+    """(energy eV, forces (N,3) eV/Å) of a labelled frame as training reads them, or None."""
+    from lawful.forcefields.training import energy_label
+
+    res = a.calc.results if getattr(a, "calc", None) is not None else {}
+    key = energy_label(res, len(a))
+    if key is None or "forces" not in res:
+        return None
+    f = np.asarray(res["forces"], dtype=np.float64)
+    if f.shape != (len(a), 3):
+        return None
+    return float(np.asarray(res[key], dtype=np.float64)), f
+
+
+def _groups(frames) -> dict:
+    groups: dict = {}
+    for k, a in enumerate(frames):
+        pbc = tuple(bool(p) for p in a.pbc)
+        cell = tuple(np.round(np.asarray(a.cell.array, dtype=np.float64).ravel(), 6)) if any(pbc) else ()
+        groups.setdefault((tuple(int(z) for z in a.numbers), pbc, cell), []).append(k)
+    return groups
+
+
+def _nearest_pairs(x: np.ndarray) -> list[tuple[int, int, float]]:
+    """(i, j, RMS step) of each row's nearest other row of ``x`` (n, 3N), each pair once."""
+    n, width = x.shape
+    sq = (x * x).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
+    np.fill_diagonal(d2, np.inf)
+    j = np.argmin(d2, axis=1)
+    pairs = {(min(i, int(jj)), max(i, int(jj))) for i, jj in enumerate(j)}
+    return [(i, jj, float(np.sqrt(d2[i, jj] * 3.0 / width))) for i, jj in sorted(pairs)]
+
+
+def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
+    """The ratio ``s`` of energy differences to the forces' work over the nearby frame pairs of
+    ``frames`` (labelled ``ase.Atoms``; see the module docstring). Returns ``{"pairs": n used,
+    "scale": s (median of ΔE/W), "agreeing": share of pairs within AGREE_FACTOR of s, "max_step_A":
+    max_step, "verdict": "consistent" | "inconsistent" | "undetermined"}`` (``scale`` and
+    ``agreeing`` None with fewer than :data:`MIN_PAIRS` pairs)."""
+    de, w = [], []
+    for (numbers, pbc, _), idx in _groups(frames).items():
+        if len(idx) < 2:
+            continue
+        labels = [_labels(frames[k]) for k in idx]
+        keep = [k for k, lab in zip(idx, labels) if lab is not None]
+        lab = {k: l for k, l in zip(idx, labels) if l is not None}
+        if len(keep) < 2:
+            continue
+        if not any(pbc):
+            if len(keep) > MAX_FRAMES_PER_GROUP:
+                keep = [keep[int(i)] for i in np.linspace(0, len(keep) - 1, MAX_FRAMES_PER_GROUP)]
+            x = np.stack([np.asarray(frames[k].positions, dtype=np.float64).ravel() for k in keep])
+            cand = [(keep[i], keep[j]) for i, j, step in _nearest_pairs(x) if step <= max_step]
+            steps = {p: np.asarray(frames[p[1]].positions, dtype=np.float64)
+                     - np.asarray(frames[p[0]].positions, dtype=np.float64) for p in cand}
+        else:
+            cell = np.asarray(frames[keep[0]].cell.array, dtype=np.float64)
+            if abs(np.linalg.det(cell)) < 1e-9:      # a cell without volume (a 2D lattice's c = 0)
+                continue
+            inv = np.linalg.inv(cell)
+            mask = np.asarray(pbc, dtype=np.float64)
+            steps = {}
+            for a, b in zip(keep[:-1], keep[1:]):
+                d = np.asarray(frames[b].positions, dtype=np.float64) - np.asarray(frames[a].positions, dtype=np.float64)
+                frac = d @ inv
+                d = (frac - mask * np.round(frac)) @ cell
+                if np.sqrt((d * d).sum() / len(d)) <= max_step:
+                    steps[(a, b)] = d
+        for (a, b), d in steps.items():
+            (ea, fa), (eb, fb) = lab[a], lab[b]
+            de.append(eb - ea)
+            w.append(-0.5 * float(((fa + fb) * d).sum()))
+    de_a, w_a = np.asarray(de, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    use = np.abs(w_a) >= MIN_WORK
+    out = {"pairs": int(use.sum()), "scale": None, "agreeing": None, "max_step_A": float(max_step),
+           "verdict": "undetermined"}
+    if out["pairs"] < MIN_PAIRS:
+        return out
+    ratio = de_a[use] / w_a[use]
+    s = float(np.median(ratio))
+    agree = float(np.mean((ratio / s >= 1.0 / AGREE_FACTOR) & (ratio / s <= AGREE_FACTOR))) if s != 0 else 0.0
+    out.update(scale=s, agreeing=agree)
+    if agree >= MIN_AGREEING:
+        out["verdict"] = "consistent" if CONSISTENT_RANGE[0] <= s <= CONSISTENT_RANGE[1] else "inconsistent"
+    return out
+
+
+def _likely_cause(s: float) -> str:
+    best = min(KNOWN_FACTORS, key=lambda c: abs(np.log(abs(s) / abs(c))) + (0.0 if np.sign(s) == np.sign(c) else 10))
+    if np.sign(best) == np.sign(s) and abs(np.log(abs(s) / abs(best))) < 0.1:
+        return KNOWN_FACTORS[best]
+    if s < 0:
+        return "the forces point up the energy (gradients dE/dR, not forces -dE/dR?) and their units differ too"
+    return "energies and forces are in units that do not match (lawful reads eV and eV/Å)"
+
+
+def check_label_consistency(frames: Sequence, what: str = "training", max_step: float = MAX_STEP) -> dict:
+    """:func:`work_check` of ``frames``; raises :class:`~lawful.kernels.errors.InputError` when its
+    verdict is "inconsistent" (naming ``what`` data, the factor, the pairs and the likely cause);
+    returns the check's figures otherwise."""
+    r = work_check(frames, max_step)
+    if r["verdict"] == "inconsistent":
+        from lawful.kernels.errors import InputError
+
+        s = r["scale"]
+        raise InputError(
+            f"the {what} data's energy and force labels do not describe one potential: between {r['pairs']} pairs "
+            f"of nearby frames (RMS step <= {max_step:g} Å per atom) the energy differences are {s:.4g}x the work "
+            f"of the forces (-1/2 (F_a + F_b) . (R_b - R_a); the median ratio, 1 for consistent labels; "
+            f"{100 * r['agreeing']:.0f} % of the pairs agree with it within a factor {AGREE_FACTOR:g}). Likely: "
+            f"{_likely_cause(s)}. Training would fit a "
+            "compromise between the two and report no error. If the labels are right, pass "
+            "check_labels=False (command line: --no-label-check).")
+    return r

@@ -1,0 +1,152 @@
+"""The work check of training labels (``lawful.forcefields.label_consistency``): between nearby
+frames the energy differences are the work of the forces. Real data passes (the committed
+GFN2-xTB splits, an EMT copper MD run in ASE); each convention mix-up a user can make on the way
+in (forces stored as gradients, energies or forces in kcal/mol, kJ/mol, Hartree, Hartree/bohr) is
+caught with its factor and named, by ``train`` before any epoch and by ``lawful train``; frames
+too far apart give no verdict and are not refused."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import units
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+
+from lawful.forcefields.label_consistency import check_label_consistency, work_check
+from lawful.kernels.errors import InputError
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def emt_md():
+    """32 Cu atoms, EMT, ASE VelocityVerlet at 600 K, 2 fs: every second step labelled (40 frames)."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.calc = EMT()
+    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(0))
+    md = VelocityVerlet(atoms, 2 * units.fs)
+    frames = []
+    for _ in range(40):
+        md.run(2)
+        a = atoms.copy()
+        a.calc = SinglePointCalculator(a, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+        frames.append(a)
+    return frames
+
+
+def _relabelled(frames, energy_factor=1.0, force_factor=1.0):
+    out = []
+    for a in frames:
+        b = a.copy()
+        r = a.calc.results
+        b.calc = SinglePointCalculator(b, energy=energy_factor * r["energy"], forces=force_factor * r["forces"])
+        out.append(b)
+    return out
+
+
+def test_the_committed_xtb_training_data_is_consistent():
+    spec = importlib.util.spec_from_file_location("bench_molecules_lc", BENCH / "bench_molecules.py")
+    bm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bm)
+    train, val = bm.training_sets(1)
+    for frames in (train, val):
+        r = work_check(frames)
+        assert r["verdict"] == "consistent" and r["pairs"] >= 50, r
+        assert 0.9 < r["scale"] < 1.1
+
+
+def test_an_emt_md_run_is_consistent_and_the_ratio_is_one(emt_md):
+    """Periodic frames paired along the trajectory, steps to the nearest image."""
+    r = check_label_consistency(emt_md)
+    assert r["verdict"] == "consistent" and r["pairs"] >= 30
+    assert r["scale"] == pytest.approx(1.0, abs=0.02)
+
+
+KCAL, HARTREE, BOHR, KJ = 23.060547830618834, 27.211386245988, 0.529177210903, 96.48533212331
+
+
+@pytest.mark.parametrize("mistake, energy_factor, force_factor, named", [
+    ("forces stored as gradients", 1.0, -1.0, "gradients dE/dR"),
+    ("energies in kcal/mol", KCAL, 1.0, "energies in kcal/mol"),
+    ("forces in kcal/mol/Å", 1.0, KCAL, "forces in kcal/mol/Å"),
+    ("energies in kJ/mol", KJ, 1.0, "energies in kJ/mol"),
+    ("energies in Hartree", 1.0 / HARTREE, 1.0, "energies in Hartree"),
+    ("forces in Hartree/bohr", 1.0, BOHR / HARTREE, "forces in Hartree/bohr"),
+    ("both in Hartree units", 1.0 / HARTREE, BOHR / HARTREE, "energies in Hartree and forces in Hartree/bohr"),
+    ("gradients in kcal/mol/Å", 1.0, -KCAL, "gradients dE/dR, not forces -dE/dR?) and their units"),
+])
+def test_each_convention_mistake_is_refused_and_named(emt_md, mistake, energy_factor, force_factor, named):
+    frames = _relabelled(emt_md, energy_factor, force_factor)
+    r = work_check(frames)
+    assert r["verdict"] == "inconsistent"
+    assert r["scale"] == pytest.approx(energy_factor / force_factor, rel=0.03)
+    with pytest.raises(InputError, match="do not describe one potential") as err:
+        check_label_consistency(frames, "validation")
+    assert named in str(err.value) and "validation data" in str(err.value) and "check_labels=False" in str(err.value)
+
+
+def test_frames_too_far_apart_give_no_verdict(emt_md):
+    """Independent structures (each rattled 0.3 Å from the lattice): no pair within the step limit,
+    no verdict, nothing refused even with flipped forces."""
+    rng = np.random.default_rng(1)
+    frames = []
+    for _ in range(10):
+        a = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+        a.positions += rng.normal(0.0, 0.3, a.positions.shape)
+        a.calc = EMT()
+        e, f = a.get_potential_energy(), a.get_forces()
+        a.calc = SinglePointCalculator(a, energy=e, forces=-f)
+        frames.append(a)
+    r = check_label_consistency(frames)
+    assert r["verdict"] == "undetermined" and r["scale"] is None
+
+
+def test_a_periodic_cell_without_volume_is_skipped_not_a_crash(emt_md):
+    frames = _relabelled(emt_md[:6], 1.0, -1.0)
+    for a in frames:
+        a.cell[2] = 0.0
+        a.pbc = (True, True, False)
+    assert work_check(frames)["verdict"] == "undetermined"
+
+
+def test_train_refuses_flipped_forces_before_any_epoch_and_records_the_check(emt_md, tmp_path):
+    import torch
+
+    from lawful.forcefields import NeuralPotential, train
+
+    def model():
+        return NeuralPotential(["Cu"], cutoff=4.0, n_basis=4, n_radial=3, lmax=1, hidden=(8,), dtype=torch.float64)
+
+    m = model()
+    before = [p.detach().clone() for p in m.parameters()]
+    with pytest.raises(InputError, match="gradients dE/dR"):
+        train(m, _relabelled(emt_md, 1.0, -1.0), epochs=1, progress=False, checkpoint=tmp_path / "a.ckpt")
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))       # nothing trained
+    assert not (tmp_path / "a.ckpt").exists()
+    # a separate validation set is checked too
+    with pytest.raises(InputError, match="validation data"):
+        train(model(), emt_md[:30], validation=_relabelled(emt_md[30:], KCAL, 1.0), epochs=1, progress=False)
+    # skipped on request; recorded when made
+    s = train(model(), _relabelled(emt_md, 1.0, -1.0), epochs=1, progress=False, check_labels=False)
+    assert s["label_check"] is None
+    s = train(model(), emt_md, epochs=1, progress=False)
+    assert s["label_check"]["training"]["verdict"] == "consistent"
+
+
+def test_lawful_train_refuses_flipped_forces_with_one_error_line(emt_md, tmp_path, capsys):
+    from ase.io import write
+
+    from lawful.integrations.cli import main
+
+    write(tmp_path / "flipped.extxyz", _relabelled(emt_md, 1.0, -1.0))
+    assert main(["train", "--data", str(tmp_path / "flipped.extxyz"), "--out", str(tmp_path / "out"),
+                 "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lawful train: error:" in err[0] and "--no-label-check" in err[0]
