@@ -30,6 +30,7 @@ with the same split by trajectory; the energy and exact dynamics are optional th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -102,7 +103,11 @@ class DynamicsDataset:
         test_split: the fraction of trajectories held out (the last ones; at least one on each
         side). Everything is converted to float64 on the CPU; NaN/inf, bad shapes and a
         non-increasing t raise :class:`InputError`/:class:`ShapeError` naming the field and the
-        first bad index.
+        first bad index. Given derivatives (and, with ``state="velocity"``, the q̇ in ``y``) must be
+        the rate of change of the trajectories along ``t`` (:func:`_check_rate`): derivatives of the
+        opposite sign, or per another time unit than t's (per second beside t in ms: 1000x), raise
+        :class:`InputError` naming the factor, where training would silently learn dynamics that
+        many times too fast.
         """
         if state not in STATE_NAMES:
             raise InputError(f"state must be one of {sorted(STATE_NAMES)}, got {state!r}: 'canonical' for "
@@ -139,10 +144,16 @@ class DynamicsDataset:
         if not (isinstance(test_split, float) and 0 < test_split < 1):
             raise InputError(f"test_split must be a float in (0, 1), got {test_split!r}.")
         xs, ys = arrays["x"], arrays["y"]
+        tn = tt.numpy()
+        fdx = torch.from_numpy(np.gradient(xs.numpy(), tn, axis=0, edge_order=2 if n_t > 2 else 1))
+        fdy = torch.from_numpy(np.gradient(ys.numpy(), tn, axis=0, edge_order=2 if n_t > 2 else 1))
+        rates = [] if dx is None else [("dx", arrays["dx"], "x", fdx), ("dy", arrays["dy"], "y", fdy)]
+        if state == "velocity":       # the state's q̇ is the rate of change of its q
+            rates.append(("y (q̇)", ys, "x (q)", fdx))
+        for given, g, of, f in rates:
+            _check_rate(given, g, of, f, tt)
         if dx is None:
-            tn = tt.numpy()
-            dxs = torch.from_numpy(np.gradient(xs.numpy(), tn, axis=0, edge_order=2 if n_t > 2 else 1))
-            dys = torch.from_numpy(np.gradient(ys.numpy(), tn, axis=0, edge_order=2 if n_t > 2 else 1))
+            dxs, dys = fdx, fdy
             how = "finite differences (numpy.gradient, edge_order=2)"
         else:
             dxs, dys, how = arrays["dx"], arrays["dy"], "given"
@@ -194,6 +205,48 @@ def _as_float64(name, value) -> torch.Tensor:
     if not (out.is_floating_point() or out.dtype in (torch.int32, torch.int64)):
         raise InputError(f"{name} has dtype {out.dtype}; pass real numbers.")
     return out.detach().to(device="cpu", dtype=torch.float64).contiguous()
+
+
+#: How well a given rate must track the finite differences of its trajectories for a verdict.
+RATE_MIN_CORRELATION = 0.7
+#: A given rate between these multiples of the finite-difference rate is consistent.
+RATE_CONSISTENT = (0.8, 1.25)
+#: (given rate) / (rate along t) -> the time units that give it
+_TIME_UNITS = {1000.0: "per second beside t in milliseconds (or per ms beside t in microseconds)",
+               1e-3: "per millisecond beside t in seconds", 60.0: "per minute beside t in seconds",
+               1.0 / 60.0: "per second beside t in minutes", 3600.0: "per hour beside t in seconds",
+               1.0 / 3600.0: "per second beside t in hours",
+               180.0 / math.pi: "in degrees beside angles in radians (a rate in degrees per unit of t?)",
+               math.pi / 180.0: "in radians beside angles in degrees"}
+
+
+def _check_rate(given: str, g: torch.Tensor, of: str, f: torch.Tensor, t: torch.Tensor) -> None:
+    """InputError when ``g`` (the given rate ``given``) is clearly not the rate of change ``f`` of
+    ``of`` along ``t`` (finite differences). Noise in either biases the scale one way (in ``f``:
+    ``Σgf/Σf²`` low; in ``g``: ``Σg²/Σgf`` high), so the true scale lies between the two; refused
+    only when both lie outside :data:`RATE_CONSISTENT` on the same side, and the two track each
+    other (correlation >= :data:`RATE_MIN_CORRELATION`): opposite sign, or another time unit."""
+    gg, ff, gf = float((g * g).sum()), float((f * f).sum()), float((g * f).sum())
+    if gg <= 0.0 or ff <= 0.0 or abs(gf) < RATE_MIN_CORRELATION * math.sqrt(gg * ff):
+        return
+    low, high = gf / ff, gg / gf
+    lo, hi = min(low, high), max(low, high)
+    if RATE_CONSISTENT[0] <= hi and lo <= RATE_CONSISTENT[1]:
+        return
+    scale = math.copysign(math.sqrt(lo * hi), gf)
+    shown = f"{scale:.0f}" if abs(scale) >= 100 else f"{scale:.3g}"
+    if scale < 0:
+        cause = "of the opposite sign (the other convention's d/dt?)"
+        effect = f"dynamics running backwards in time{'' if abs(abs(scale) - 1) < 0.05 else f', {abs(scale):.3g}x as fast'}"
+    else:
+        best = min(_TIME_UNITS, key=lambda c: abs(math.log(scale / c)))
+        cause = (_TIME_UNITS[best] if abs(math.log(scale / best)) < 0.03
+                 else "per another unit of time than t's, or in other units than the trajectories")
+        effect = f"dynamics {shown}x as fast as these trajectories move"
+    raise InputError(
+        f"{given} is {shown}x the rate of change of {of} along t (finite differences of the trajectories, t from "
+        f"{float(t[0]):g} to {float(t[-1]):g}): it looks {cause}. Training would learn {effect}. Give {given} "
+        f"per unit of t, in the trajectories' units.")
 
 
 def _first_nonfinite(name: str, value: torch.Tensor) -> None:

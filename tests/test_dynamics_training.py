@@ -110,6 +110,12 @@ def test_a_constraint_without_an_energy_is_refused_before_training(constraint):
     (dict(state="momentum"), InputError, "state must be one of"),
     (dict(x=lambda a: a[:, :1], y=lambda a: a[:, :1], dx=lambda a: a[:, :1], dy=lambda a: a[:, :1]),
      InputError, "at least 2"),
+    # given rates that are not the trajectories' rate of change along t (the derivatives stay
+    # per unit of the original t): training would learn dynamics that many times too fast
+    (dict(dx=lambda a: -a, dy=lambda a: -a), InputError, r"dx is -1x the rate of change of x .*opposite sign.*running backwards in time\. "),
+    (dict(t=lambda a: 1000.0 * a), InputError, r"dx is 100\dx .*per second beside t in milliseconds"),
+    (dict(t=lambda a: a / 60.0), InputError, r"dx is 0.0167x .*per second beside t in minutes"),
+    (dict(dy=lambda a: 7.0 * a), InputError, r"dy is 7.0\dx the rate of change of y .*another unit of time"),
 ])
 def test_from_trajectories_refuses_bad_input(change, error, match):
     t, q, p, dq, dp = _oscillator_trajectories()
@@ -118,6 +124,31 @@ def test_from_trajectories_refuses_bad_input(change, error, match):
         args[k] = f if not callable(f) else f(args[k])
     with pytest.raises(error, match=match):
         DynamicsDataset.from_trajectories(**args)
+
+
+def test_noisy_states_with_exact_rates_are_not_refused():
+    """Noise in the observed states biases a finite-difference comparison; the check brackets the
+    scale from both sides and refuses only when the whole bracket is off: the HNN protocol's
+    noise (0.1 on unit-size states, Δt = 6/39) passes, and a 2x rate is still caught."""
+    t, q, p, dq, dp = _oscillator_trajectories()
+    g = torch.Generator().manual_seed(0)
+    nq = q + 0.1 * torch.randn(q.shape, generator=g, dtype=F64)
+    npp = p + 0.1 * torch.randn(p.shape, generator=g, dtype=F64)
+    DynamicsDataset.from_trajectories(t, nq, npp, dq, dp)
+    with pytest.raises(InputError, match="dx is 2"):
+        DynamicsDataset.from_trajectories(t, q, p, 2.0 * dq, 2.0 * dp)
+
+
+@pytest.mark.parametrize("factor, refused", [(1.0, False), (180.0 / math.pi, True)])
+def test_a_velocity_state_must_be_the_rate_of_its_q(factor, refused):
+    """state="velocity": y is q̇; a q̇ in degrees/s beside q in radians is refused."""
+    t, q, p, dq, dp = _oscillator_trajectories()
+    v = factor * dq
+    if refused:
+        with pytest.raises(InputError, match=r"y \(q̇\) is 57.\dx the rate of change of x \(q\) .*in degrees"):
+            DynamicsDataset.from_trajectories(t, q, v, state="velocity")
+    else:
+        DynamicsDataset.from_trajectories(t, q, v, state="velocity")
 
 
 # ---------------------------------------------------------------- refused before training
