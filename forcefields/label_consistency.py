@@ -19,12 +19,19 @@ pairs doing :data:`MIN_WORK` of work, :data:`MIN_AGREEING` of them within :data:
 ``s``) and ``s`` is outside :data:`CONSISTENT_RANGE`, naming the likely cause.
 :func:`lawful.forcefields.train` makes the check before any epoch.
 
-Pairs: frames are grouped by their atomic numbers (in order), periodicity and cell; in a group of
+Pairs: frames are grouped by their atomic numbers (in order) and periodicity; in a group of
 molecules (no periodic axis) each frame is paired with its nearest other frame (RMS step per
 atom, up to :data:`MAX_FRAMES_PER_GROUP` frames evenly chosen), in a periodic group with the next
 frame in the data's order (an MD trajectory's), steps taken to the nearest image. Pairs further
 apart than ``max_step`` (RMS per atom, Å) are not used: the trapezoid rule is only good for small
-steps. Units: Å, eV, eV/Å.
+steps. Units: Å, eV, eV/Å, eV/Å³.
+
+Stress labels get the same check across cells: for two periodic frames whose cells differ by a
+small deformation D (``h_b = h_a (1 + D)``, rows are lattice vectors; every component <=
+:data:`MAX_STRAIN`), the energy change left after the forces' work on the non-affine step is the
+stress's work, ``½ (V_a σ_a + V_b σ_b) : D`` (ASE's stress, (1/V) dE/dstrain), and the median
+ratio of the two must be 1 too: -1 for the opposite sign convention (VASP's), 1/160 for GPa,
+-1/1602 for VASP's kbar (:data:`STRESS_FACTORS`). Figures under ``"stress"``.
 """
 
 from __future__ import annotations
@@ -33,8 +40,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["MAX_STEP", "MIN_PAIRS", "MIN_WORK", "AGREE_FACTOR", "MIN_AGREEING", "CONSISTENT_RANGE",
-           "KNOWN_FACTORS", "work_check", "check_label_consistency"]
+__all__ = ["MAX_STEP", "MAX_STRAIN", "MIN_PAIRS", "MIN_WORK", "AGREE_FACTOR", "MIN_AGREEING", "CONSISTENT_RANGE",
+           "KNOWN_FACTORS", "STRESS_FACTORS", "work_check", "check_label_consistency"]
 
 #: Largest RMS step per atom (Å) of a frame pair the check uses.
 MAX_STEP = 0.15
@@ -50,6 +57,8 @@ MIN_AGREEING = 0.5
 CONSISTENT_RANGE = (0.8, 1.25)
 #: Frames per group compared pairwise (more are thinned evenly).
 MAX_FRAMES_PER_GROUP = 2000
+#: Largest cell deformation (any component of D) of a periodic pair the check uses.
+MAX_STRAIN = 0.05
 
 _KCAL = 23.060547830618834      # kcal/mol per eV
 _HARTREE = 27.211386245988      # eV per Hartree
@@ -70,9 +79,10 @@ KNOWN_FACTORS = {
 }
 
 
-def _labels(a) -> tuple[float, np.ndarray] | None:
-    """(energy eV, forces (N,3) eV/Å) of a labelled frame as training reads them, or None."""
-    from lawful.forcefields.training import energy_label
+def _labels(a) -> tuple[float, np.ndarray, np.ndarray | None] | None:
+    """(energy eV, forces (N,3) eV/Å, stress (3,3) eV/Å³ in ASE's sign or None) of a labelled frame
+    as training reads them, or None."""
+    from lawful.forcefields.training import _stress_label, energy_label
 
     res = a.calc.results if getattr(a, "calc", None) is not None else {}
     key = energy_label(res, len(a))
@@ -81,16 +91,35 @@ def _labels(a) -> tuple[float, np.ndarray] | None:
     f = np.asarray(res["forces"], dtype=np.float64)
     if f.shape != (len(a), 3):
         return None
-    return float(np.asarray(res[key], dtype=np.float64)), f
+    try:
+        stress = _stress_label(a, res)
+    except Exception:      # a malformed stress label is training's to refuse, with its own message
+        stress = None
+    return float(np.asarray(res[key], dtype=np.float64)), f, stress
 
 
 def _groups(frames) -> dict:
     groups: dict = {}
     for k, a in enumerate(frames):
         pbc = tuple(bool(p) for p in a.pbc)
-        cell = tuple(np.round(np.asarray(a.cell.array, dtype=np.float64).ravel(), 6)) if any(pbc) else ()
-        groups.setdefault((tuple(int(z) for z in a.numbers), pbc, cell), []).append(k)
+        groups.setdefault((tuple(int(z) for z in a.numbers), pbc), []).append(k)
     return groups
+
+
+def _periodic_step(a, b, pbc) -> tuple[np.ndarray, np.ndarray] | None:
+    """(non-affine step (N,3) Å, cell deformation D (3,3)) from frame ``a`` to ``b``: ``b``'s cell
+    is ``a``'s times (1 + D) (rows are lattice vectors) and the step is ``(s_b - s_a) h_b`` with
+    the fractional step wrapped to the nearest image on periodic axes; None for a cell without
+    volume."""
+    ha = np.asarray(a.cell.array, dtype=np.float64)
+    hb = np.asarray(b.cell.array, dtype=np.float64)
+    if abs(np.linalg.det(ha)) < 1e-9 or abs(np.linalg.det(hb)) < 1e-9:   # a 2D lattice's c = 0
+        return None
+    d = np.linalg.solve(ha, hb) - np.eye(3)
+    ds = (np.asarray(b.positions, dtype=np.float64) @ np.linalg.inv(hb)
+          - np.asarray(a.positions, dtype=np.float64) @ np.linalg.inv(ha))
+    mask = np.asarray(pbc, dtype=np.float64)
+    return (ds - mask * np.round(ds)) @ hb, d
 
 
 def _nearest_pairs(x: np.ndarray) -> list[tuple[int, int, float]]:
@@ -110,43 +139,56 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
     "scale": s (median of ΔE/W), "agreeing": share of pairs within AGREE_FACTOR of s, "max_step_A":
     max_step, "verdict": "consistent" | "inconsistent" | "undetermined"}`` (``scale`` and
     ``agreeing`` None with fewer than :data:`MIN_PAIRS` pairs)."""
-    de, w = [], []
-    for (numbers, pbc, _), idx in _groups(frames).items():
+    de, w = [], []              # pairs in one cell: energy difference, forces' work
+    de_s, w_s = [], []          # pairs across cells: energy difference less the forces' work, strain work
+    for (numbers, pbc), idx in _groups(frames).items():
         if len(idx) < 2:
             continue
-        labels = [_labels(frames[k]) for k in idx]
-        keep = [k for k, lab in zip(idx, labels) if lab is not None]
-        lab = {k: l for k, l in zip(idx, labels) if l is not None}
+        lab = {k: l for k, l in ((k, _labels(frames[k])) for k in idx) if l is not None}
+        keep = [k for k in idx if k in lab]
         if len(keep) < 2:
             continue
         if not any(pbc):
             if len(keep) > MAX_FRAMES_PER_GROUP:
                 keep = [keep[int(i)] for i in np.linspace(0, len(keep) - 1, MAX_FRAMES_PER_GROUP)]
             x = np.stack([np.asarray(frames[k].positions, dtype=np.float64).ravel() for k in keep])
-            cand = [(keep[i], keep[j]) for i, j, step in _nearest_pairs(x) if step <= max_step]
-            steps = {p: np.asarray(frames[p[1]].positions, dtype=np.float64)
-                     - np.asarray(frames[p[0]].positions, dtype=np.float64) for p in cand}
-        else:
-            cell = np.asarray(frames[keep[0]].cell.array, dtype=np.float64)
-            if abs(np.linalg.det(cell)) < 1e-9:      # a cell without volume (a 2D lattice's c = 0)
+            for i, j, step in _nearest_pairs(x):
+                if step <= max_step:
+                    a, b = keep[i], keep[j]
+                    d = np.asarray(frames[b].positions, dtype=np.float64) - np.asarray(frames[a].positions, dtype=np.float64)
+                    de.append(lab[b][0] - lab[a][0])
+                    w.append(-0.5 * float(((lab[a][1] + lab[b][1]) * d).sum()))
+            continue
+        for a, b in zip(keep[:-1], keep[1:]):        # along the data's order (an MD run's)
+            step = _periodic_step(frames[a], frames[b], pbc)
+            if step is None:
                 continue
-            inv = np.linalg.inv(cell)
-            mask = np.asarray(pbc, dtype=np.float64)
-            steps = {}
-            for a, b in zip(keep[:-1], keep[1:]):
-                d = np.asarray(frames[b].positions, dtype=np.float64) - np.asarray(frames[a].positions, dtype=np.float64)
-                frac = d @ inv
-                d = (frac - mask * np.round(frac)) @ cell
-                if np.sqrt((d * d).sum() / len(d)) <= max_step:
-                    steps[(a, b)] = d
-        for (a, b), d in steps.items():
-            (ea, fa), (eb, fb) = lab[a], lab[b]
-            de.append(eb - ea)
-            w.append(-0.5 * float(((fa + fb) * d).sum()))
+            d, strain = step
+            if np.sqrt((d * d).sum() / len(d)) > max_step or np.abs(strain).max() > MAX_STRAIN:
+                continue
+            (ea, fa, sa), (eb, fb, sb) = lab[a], lab[b]
+            work_f = -0.5 * float(((fa + fb) * d).sum())
+            if np.abs(strain).max() < 1e-12:
+                de.append(eb - ea)
+                w.append(work_f)
+            elif sa is not None and sb is not None:
+                # dE = V sigma : d(strain) (ASE's stress), trapezoid over the two ends
+                vs = 0.5 * (abs(np.linalg.det(frames[a].cell.array)) * sa
+                            + abs(np.linalg.det(frames[b].cell.array)) * sb)
+                de_s.append(eb - ea - work_f)
+                w_s.append(float((vs * strain).sum()))
+    out = _ratio_verdict(de, w)
+    out["max_step_A"] = float(max_step)
+    stress = _ratio_verdict(de_s, w_s)
+    out["stress"] = stress if out["verdict"] != "inconsistent" else dict(stress, verdict="undetermined")
+    return out
+
+
+def _ratio_verdict(de, w) -> dict:
+    """``{"pairs", "scale", "agreeing", "verdict"}`` of the median ratio ``de / w`` (module docstring)."""
     de_a, w_a = np.asarray(de, dtype=np.float64), np.asarray(w, dtype=np.float64)
     use = np.abs(w_a) >= MIN_WORK
-    out = {"pairs": int(use.sum()), "scale": None, "agreeing": None, "max_step_A": float(max_step),
-           "verdict": "undetermined"}
+    out = {"pairs": int(use.sum()), "scale": None, "agreeing": None, "verdict": "undetermined"}
     if out["pairs"] < MIN_PAIRS:
         return out
     ratio = de_a[use] / w_a[use]
@@ -158,19 +200,42 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
     return out
 
 
-def _likely_cause(s: float) -> str:
-    best = min(KNOWN_FACTORS, key=lambda c: abs(np.log(abs(s) / abs(c))) + (0.0 if np.sign(s) == np.sign(c) else 10))
+_EV_PER_A3_IN_GPA = 160.21766208
+#: ``s`` of the stress check -> the likely cause.
+STRESS_FACTORS = {
+    -1.0: "the stress has the opposite sign (a pressure-positive convention, as VASP's OUTCAR prints, or a "
+          "virial-like sign): lawful reads ASE's stress, (1/V) dE/dstrain, negative under compression",
+    1.0 / _EV_PER_A3_IN_GPA: "the stress is in GPa: convert it to eV/Å³ (divide by 160.2)",
+    -1.0 / _EV_PER_A3_IN_GPA: "the stress is in GPa and of the opposite sign: convert it to eV/Å³ (divide by "
+                              "-160.2)",
+    1.0 / (10 * _EV_PER_A3_IN_GPA): "the stress is in kbar: convert it to eV/Å³ (divide by 1602)",
+    -1.0 / (10 * _EV_PER_A3_IN_GPA): "the stress is in kbar with the opposite sign (VASP's convention): "
+                                     "convert it to eV/Å³ (divide by -1602)",
+}
+
+
+def _nearest_cause(s: float, table: dict) -> str | None:
+    best = min(table, key=lambda c: abs(np.log(abs(s) / abs(c))) + (0.0 if np.sign(s) == np.sign(c) else 10))
     if np.sign(best) == np.sign(s) and abs(np.log(abs(s) / abs(best))) < 0.1:
-        return KNOWN_FACTORS[best]
+        return table[best]
+    return None
+
+
+def _likely_cause(s: float) -> str:
+    cause = _nearest_cause(s, KNOWN_FACTORS)
+    if cause is not None:
+        return cause
     if s < 0:
         return "the forces point up the energy (gradients dE/dR, not forces -dE/dR?) and their units differ too"
     return "energies and forces are in units that do not match (lawful reads eV and eV/Å)"
 
 
-def check_label_consistency(frames: Sequence, what: str = "training", max_step: float = MAX_STEP) -> dict:
+def check_label_consistency(frames: Sequence, what: str = "training", max_step: float = MAX_STEP,
+                            stress: bool = True) -> dict:
     """:func:`work_check` of ``frames``; raises :class:`~lawful.kernels.errors.InputError` when its
-    verdict is "inconsistent" (naming ``what`` data, the factor, the pairs and the likely cause);
-    returns the check's figures otherwise."""
+    verdict is "inconsistent" (naming ``what`` data, the factor, the pairs and the likely cause),
+    and, with ``stress`` (the stress labels are used), when its stress verdict is; returns the
+    check's figures otherwise."""
     r = work_check(frames, max_step)
     if r["verdict"] == "inconsistent":
         from lawful.kernels.errors import InputError
@@ -183,5 +248,19 @@ def check_label_consistency(frames: Sequence, what: str = "training", max_step: 
             f"{100 * r['agreeing']:.0f} % of the pairs agree with it within a factor {AGREE_FACTOR:g}). Likely: "
             f"{_likely_cause(s)}. Training would fit a "
             "compromise between the two and report no error. If the labels are right, pass "
+            "check_labels=False (command line: --no-label-check).")
+    st = r["stress"]
+    if stress and st["verdict"] == "inconsistent":
+        from lawful.kernels.errors import InputError
+
+        s = st["scale"]
+        cause = _nearest_cause(s, STRESS_FACTORS) or ("the stress labels are in other units or another sign "
+                                                      "convention than ASE's eV/Å³, (1/V) dE/dstrain")
+        raise InputError(
+            f"the {what} data's stress labels do not describe the energy: between {st['pairs']} pairs of nearby "
+            f"frames in different cells (strain <= {MAX_STRAIN:g}) the energy change left after the forces' work is "
+            f"{s:.4g}x the stress's work (V sigma : strain; the median ratio, 1 for consistent labels; "
+            f"{100 * st['agreeing']:.0f} % of the pairs agree with it within a factor {AGREE_FACTOR:g}). Likely: "
+            f"{cause}. A stress weight would fit it with no error reported. If the labels are right, pass "
             "check_labels=False (command line: --no-label-check).")
     return r

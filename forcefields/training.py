@@ -581,8 +581,9 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     ``check_labels``: before anything else, check that the energy and force labels describe one
     potential (:func:`lawful.forcefields.label_consistency.check_label_consistency`: between nearby
     frames the energy differences must be the work of the forces, not -1x it (forces stored as
-    gradients) or 23x (energies in kcal/mol), ...), raising :class:`InputError` naming the likely
-    cause; the check's figures go to the summary's ``label_check``. False skips it.
+    gradients) or 23x (energies in kcal/mol), ...; with ``stress_weight > 0`` the stress labels
+    across cells too: not -1x (VASP's sign) or 1/160 (GPa)), raising :class:`InputError` naming
+    the likely cause; the check's figures go to the summary's ``label_check``. False skips it.
 
     Returns the training summary (also stored as ``model.training_summary`` and saved with the
     model): validation energy MAE per atom (eV/atom), force MAE (eV/Å), epochs, timings, history,
@@ -610,12 +611,12 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     if check_labels:
         from lawful.forcefields.label_consistency import check_label_consistency
 
-        label_check = {"training": check_label_consistency(frames, "training")}
+        label_check = {"training": check_label_consistency(frames, "training", stress=stress_weight > 0)}
     if validation is not None:
         _check_not_same_file(data, validation)
         train_frames, val_frames = frames, load_frames(validation, "validation")
         if check_labels:
-            label_check["validation"] = check_label_consistency(val_frames, "validation")
+            label_check["validation"] = check_label_consistency(val_frames, "validation", stress=stress_weight > 0)
         overlap = _overlap(train_frames, val_frames)
     else:
         if not 0.0 < val_fraction < 1.0 or len(frames) < 2:

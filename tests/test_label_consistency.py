@@ -1,7 +1,8 @@
 """The work check of training labels (``lawful.forcefields.label_consistency``): between nearby
-frames the energy differences are the work of the forces. Real data passes (the committed
-GFN2-xTB splits, an EMT copper MD run in ASE); each convention mix-up a user can make on the way
-in (forces stored as gradients, energies or forces in kcal/mol, kJ/mol, Hartree, Hartree/bohr) is
+frames the energy differences are the work of the forces (and, across cells, of the stress). Real
+data passes (the committed GFN2-xTB splits, an EMT copper MD run in ASE, EMT copper under strain);
+each convention mix-up a user can make on the way in (forces stored as gradients, energies or
+forces in kcal/mol, kJ/mol, Hartree, Hartree/bohr; stress of VASP's sign, in GPa or kbar) is
 caught with its factor and named, by ``train`` before any epoch and by ``lawful train``; frames
 too far apart give no verdict and are not refused."""
 
@@ -41,12 +42,35 @@ def emt_md():
     return frames
 
 
-def _relabelled(frames, energy_factor=1.0, force_factor=1.0):
+@pytest.fixture(scope="module")
+def strained():
+    """32 Cu atoms (EMT) under a random walk of small symmetric strains (steps of 0.4 %), each frame
+    rattled 0.02 Å: 30 frames with energy, forces and stress, every one in its own cell."""
+    rng = np.random.default_rng(0)
+    base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    eps = np.zeros((3, 3))
+    frames = []
+    for _ in range(30):
+        step = rng.normal(0.0, 0.004, (3, 3))
+        eps = eps + 0.5 * (step + step.T)
+        a = base.copy()
+        a.set_cell(base.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+        a.positions += rng.normal(0.0, 0.02, a.positions.shape)
+        a.calc = EMT()
+        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
+        frames.append(a)
+    return frames
+
+
+def _relabelled(frames, energy_factor=1.0, force_factor=1.0, stress_factor=1.0):
     out = []
     for a in frames:
         b = a.copy()
         r = a.calc.results
-        b.calc = SinglePointCalculator(b, energy=energy_factor * r["energy"], forces=force_factor * r["forces"])
+        extra = {"stress": stress_factor * r["stress"]} if "stress" in r else {}
+        b.calc = SinglePointCalculator(b, energy=energy_factor * r["energy"], forces=force_factor * r["forces"],
+                                       **extra)
         out.append(b)
     return out
 
@@ -90,6 +114,30 @@ def test_each_convention_mistake_is_refused_and_named(emt_md, mistake, energy_fa
     with pytest.raises(InputError, match="do not describe one potential") as err:
         check_label_consistency(frames, "validation")
     assert named in str(err.value) and "validation data" in str(err.value) and "check_labels=False" in str(err.value)
+
+
+def test_stress_labels_across_cells_are_consistent_and_their_ratio_is_one(strained):
+    r = check_label_consistency(strained)
+    assert r["pairs"] == 0 and r["stress"]["verdict"] == "consistent" and r["stress"]["pairs"] >= 25
+    assert r["stress"]["scale"] == pytest.approx(1.0, abs=0.06)
+
+
+GPA = 160.21766208
+
+
+@pytest.mark.parametrize("mistake, factor, named", [
+    ("the opposite sign", -1.0, "opposite sign (a pressure-positive convention"),
+    ("GPa", GPA, "in GPa: convert"),
+    ("VASP's kbar", -10 * GPA, "in kbar with the opposite sign"),
+    ("a factor nobody uses", 7.0, "other units or another sign convention"),
+])
+def test_each_stress_mistake_is_refused_when_the_stress_is_used(strained, mistake, factor, named):
+    frames = _relabelled(strained, stress_factor=factor)
+    assert work_check(frames)["stress"]["scale"] == pytest.approx(1.0 / factor, rel=0.06)
+    with pytest.raises(InputError, match="stress labels do not describe the energy") as err:
+        check_label_consistency(frames)
+    assert named in str(err.value)
+    assert check_label_consistency(frames, stress=False)["stress"]["verdict"] == "inconsistent"   # recorded only
 
 
 def test_frames_too_far_apart_give_no_verdict(emt_md):
@@ -138,6 +186,21 @@ def test_train_refuses_flipped_forces_before_any_epoch_and_records_the_check(emt
     assert s["label_check"] is None
     s = train(model(), emt_md, epochs=1, progress=False)
     assert s["label_check"]["training"]["verdict"] == "consistent"
+
+
+def test_train_refuses_stress_of_the_wrong_sign_only_with_a_stress_weight(strained):
+    import torch
+
+    from lawful.forcefields import NeuralPotential, train
+
+    def model():
+        return NeuralPotential(["Cu"], cutoff=4.0, n_basis=4, n_radial=3, lmax=1, hidden=(8,), dtype=torch.float64)
+
+    flipped = _relabelled(strained, stress_factor=-1.0)
+    with pytest.raises(InputError, match="opposite sign"):
+        train(model(), flipped, epochs=1, progress=False, stress_weight=1.0)
+    s = train(model(), flipped, epochs=1, progress=False)            # stress not fitted: not refused
+    assert s["label_check"]["training"]["stress"]["verdict"] == "inconsistent"
 
 
 def test_lawful_train_refuses_flipped_forces_with_one_error_line(emt_md, tmp_path, capsys):
