@@ -846,6 +846,8 @@ def keep_earlier_parts(figures: dict, parts: set, path: Path, quick: bool, tiny:
             if k in old and k not in figures:
                 merged[k] = old[k]
     timed, trained = _mace_arch_of_cost(merged), (merged.get("mace_training") or {}).get("arch")
+    if "mace" in have and "cost_mace_model" in figures and figures["cost_mace_model"].get("arch") is None:
+        return drop("the MACE the cost part timed has no training record (record.json) to show its architecture")
     if timed is not None and trained is not None and timed != trained:
         return drop(f"the MACE the cost part timed ({timed}) is not the architecture whose errors are reported "
                     f"({trained}): the cost ratio would compare another model")

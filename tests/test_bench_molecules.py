@@ -381,6 +381,7 @@ def _cost_run():
     ("lawful errors changed", False),
     ("earlier run was quick", False),
     ("timed MACE of another architecture", False),
+    ("timed MACE without a training record", False),
     ("earlier file has no lawful errors", False),
     ("earlier file unreadable", False),
 ])
@@ -394,6 +395,8 @@ def test_a_partial_run_keeps_the_other_parts_only_for_the_same_model(bm, tmp_pat
     figures = _cost_run()
     if case == "timed MACE of another architecture":
         figures["cost_mace_model"]["arch"] = {"num_channels": 128, "max_L": 1}
+    if case == "timed MACE without a training record":
+        figures["cost_mace_model"]["arch"] = None
     asked = []
 
     def lawful_errors(molecules, n_frames):
