@@ -535,8 +535,26 @@ def _cmd_train(args) -> int:
            f"FILE or more data for a firmer one)" if isinstance(n_val, int) and n_val < FEW_VALIDATION_FRAMES else "")
     print(f"model written to {path}: validation energy MAE {summary.get('val_energy_mae_per_atom_eV', float('nan')):.3g} "
           f"eV/atom, force MAE {summary.get('val_force_mae_eV_per_A', float('nan')):.3g} eV/Å{few}\n"
+          + _label_check_line(summary.get("label_check")) +
           f"next: lawful md --model {path} --out md   (NVE drift in ASE; --engine openmm for OpenMM)")
     return 0
+
+
+def _label_check_line(check: dict | None) -> str:
+    """One line on the training labels' work check (:mod:`lawful.forcefields.label_consistency`),
+    newline-terminated; empty when it was skipped."""
+    r = (check or {}).get("training")
+    if not r:
+        return ""
+    if r["verdict"] == "consistent":
+        return (f"labels: the energies agree with the forces' work between {r['pairs']} pairs of nearby frames "
+                f"(median ratio {r['scale']:.2f})\n")
+    if r["scale"] is None:
+        return (f"labels: energies and forces not cross-checked (only {r['pairs']} pairs of frames within "
+                f"{r['max_step_A']:g} Å RMS of each other; 5 needed)\n")
+    return (f"labels: energies and forces not cross-checked: the energy/work ratios of {r['pairs']} pairs of nearby "
+            f"frames scatter (median {r['scale']:.2f}, {100 * r['agreeing']:.0f} % within 1.5x of it; noisy "
+            "labels?)\n")
 
 
 def _cmd_train_corrector(args) -> int:

@@ -213,3 +213,23 @@ def test_lawful_train_refuses_flipped_forces_with_one_error_line(emt_md, tmp_pat
                  "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lawful train: error:" in err[0] and "--no-label-check" in err[0]
+    # the consistent data trains, and the command says its labels were cross-checked
+    write(tmp_path / "md.extxyz", emt_md)
+    assert main(["train", "--data", str(tmp_path / "md.extxyz"), "--out", str(tmp_path / "ok"), "--epochs", "1"]) == 0
+    assert "labels: the energies agree with the forces' work between" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, says", [
+    ({"verdict": "consistent", "pairs": 30, "scale": 1.004, "agreeing": 0.9, "max_step_A": 0.15},
+     "agree with the forces' work between 30 pairs of nearby frames (median ratio 1.00)"),
+    ({"verdict": "undetermined", "pairs": 2, "scale": None, "agreeing": None, "max_step_A": 0.15},
+     "not cross-checked (only 2 pairs of frames within 0.15 Å RMS of each other; 5 needed)"),
+    ({"verdict": "undetermined", "pairs": 20, "scale": 0.7, "agreeing": 0.3, "max_step_A": 0.15},
+     "scatter (median 0.70, 30 % within 1.5x of it; noisy labels?)"),
+])
+def test_lawful_train_says_what_the_label_check_found(check, says):
+    from lawful.integrations.cli import _label_check_line
+
+    line = _label_check_line({"training": check})
+    assert says in line and line.endswith("\n") and line.count("\n") == 1
+    assert _label_check_line(None) == ""          # skipped (--no-label-check): nothing said
