@@ -287,7 +287,9 @@ def _timed_steps(solver, state, steps, corrector=None):
         for _ in range(steps):
             iters.append(solver.step(state, corrector)["pressure_iters"])
         wall = time.perf_counter() - t0
-    return wall / steps, c.launches / steps, sum(iters) / len(iters), dict(c.by_kernel), 1.0 - c.kernel_s / wall
+    by_kernel = {name: {"launches": n / steps, "ms": 1e3 * c.kernel_s_by_kernel.get(name, 0.0) / steps}
+                 for name, n in c.by_kernel.items()}
+    return wall / steps, c.launches / steps, sum(iters) / len(iters), by_kernel, 1.0 - c.kernel_s / wall
 
 
 def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict:
@@ -315,7 +317,9 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
         traffic = step_traffic_bytes(sc.state, iters)
         bound_s = traffic["total_bytes"] / (bw["gbytes_per_s"] * 1e9)
         rows[str(n)] = {"n": n, "steps": k, "ms_per_step": 1e3 * t, "launches_per_step": launches,
-                        "launches_by_kernel": {kk: v / k for kk, v in by_kernel.items()},
+                        "launches_by_kernel": {kk: v["launches"] for kk, v in by_kernel.items()},
+                        # ms per step inside each kernel's native launch (count_launches(timed=True))
+                        "kernel_ms_by_kernel": {kk: v["ms"] for kk, v in by_kernel.items()},
                         "mean_pressure_iters": iters, "overhead_share_est": min(1.0, per_launch * launches / t),
                         "outside_kernels_share": outside,
                         "traffic": traffic, "bound_ms": 1e3 * bound_s, "ratio_to_bound": t / bound_s,

@@ -18,6 +18,8 @@ class _Count:
         self.launches = 0
         self.by_kernel = {}
         self.kernel_s = 0.0
+        self.kernel_s_by_kernel = {}
+        self.last = None        # the kernel whose launch was announced last (its launch comes next)
 
 
 class _TimedProgram:
@@ -35,7 +37,10 @@ class _TimedProgram:
         try:
             return self._prog.launch_kernel(*args)
         finally:
-            self._count.kernel_s += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            c = self._count
+            c.kernel_s += dt
+            c.kernel_s_by_kernel[c.last] = c.kernel_s_by_kernel.get(c.last, 0.0) + dt
 
 
 @contextlib.contextmanager
@@ -43,7 +48,8 @@ def count_launches(timed: bool = False):
     """``with count_launches() as c: ...`` -> ``c.launches`` (total) and ``c.by_kernel``
     (launches per kernel function name) of the block; with ``timed``, ``c.kernel_s``: seconds of
     wall time inside Taichi's native launch (kernel execution on the CPU backend; on CUDA launches
-    are asynchronous and this is launch time only)."""
+    are asynchronous and this is launch time only), and ``c.kernel_s_by_kernel`` the same per
+    kernel name (both launch paths announce a launch before it runs)."""
     from taichi.lang import impl, kernel_impl
 
     from lawful.kernels import fast_launch
@@ -56,6 +62,7 @@ def count_launches(timed: bool = False):
     def note(name):
         c.launches += 1
         c.by_kernel[name] = c.by_kernel.get(name, 0) + 1
+        c.last = name
 
     def counted(self, *args, **kwargs):
         note(getattr(self.func, "__name__", "?"))

@@ -39,8 +39,9 @@ __all__ = ["FastKernel", "fast_kernel", "fast_kernels", "ENV_FAST_LAUNCH", "laun
 #: Environment variable: ``0`` disables the fast path for the whole process.
 ENV_FAST_LAUNCH = "LAWFUL_TI_FAST_LAUNCH"
 
-#: Callbacks ``f(kernel_name)`` told of every launch the fast path makes (launches through
-#: Taichi's own path go through ``Kernel.__call__``, which :mod:`lawful.fluids.profiling` patches).
+#: Callbacks ``f(kernel_name)`` told of every launch the fast path makes, just before it (launches
+#: through Taichi's own path go through ``Kernel.__call__``, which :mod:`lawful.fluids.profiling`
+#: patches, also before the launch): a timer of the launch that follows can charge it to that name.
 launch_observers: list[Callable[[str], None]] = []
 
 _TENSOR, _FLOAT, _INT, _UINT, _NDARRAY = 0, 1, 2, 3, 4
@@ -305,9 +306,10 @@ class FastKernel:
         """Launch ``plan``'s compiled kernel with the filled context ``ctx``; its scalar result."""
         prog = runtime.prog
         held = _compile_args(runtime, prog)
-        prog.launch_kernel(prog.compile_kernel(held[1], held[2], plan.t_kernel), ctx)
-        for observe in launch_observers:
+        compiled = prog.compile_kernel(held[1], held[2], plan.t_kernel)
+        for observe in launch_observers:      # before the launch, as Taichi's own path is counted
             observe(self.__name__)
+        prog.launch_kernel(compiled, ctx)
         if plan.ret is None:
             return None
         prog.synchronize()          # Taichi's own call syncs before reading a return value

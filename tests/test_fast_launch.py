@@ -147,6 +147,46 @@ def test_timed_launch_count_splits_the_step_into_kernels_and_the_rest():
     assert 0.0 < c.kernel_s < wall
 
 
+@pytest.mark.parametrize("flag", ["0", "1"])
+def test_timed_launch_count_charges_each_kernel_its_own_time(monkeypatch, flag):
+    """A slow kernel (4M multiply-adds) and a trivial one alternate; each launch path (Taichi's own,
+    flag 0; the planned one, flag 1) announces a launch before it runs, so the slow one is charged
+    its own time. (The planned path used to announce after the launch, which charged every launch
+    to the kernel before it: a per-kernel profile of the fluid step read start/finish at 21-30 ms
+    where they take 6-10.)"""
+    ensure_taichi()
+    import taichi as ti
+
+    from lawful.fluids.profiling import count_launches
+
+    monkeypatch.setenv(ENV_FAST_LAUNCH, flag)
+    T1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
+
+    @ti.kernel
+    def slow_work(x: T1):
+        for i in range(x.shape[0]):
+            v = x[i]
+            for _ in range(4000):
+                v = v * 0.999999 + 1e-9
+            x[i] = v
+
+    @ti.kernel
+    def no_work(x: T1):
+        x[0] = x[0]
+
+    slow, trivial = fast_kernel(slow_work), fast_kernel(no_work)
+    x = torch.ones(1000, dtype=torch.float64)
+    slow(x), trivial(x), slow(x), trivial(x)          # compile and plan both
+    with count_launches(timed=True) as c:
+        for _ in range(5):
+            trivial(x)
+            slow(x)
+    ms = c.kernel_s_by_kernel
+    assert c.by_kernel == {"no_work": 5, "slow_work": 5} and set(ms) == {"no_work", "slow_work"}
+    assert ms["slow_work"] > 10 * ms["no_work"]
+    assert sum(ms.values()) == pytest.approx(c.kernel_s, rel=1e-12)
+
+
 def test_a_corrector_that_has_run_can_still_be_deep_copied():
     """Objects that hold a planned kernel (a corrector after a step) deep-copy as they did when
     they held Taichi's kernel function: the kernel is shared, not copied."""
