@@ -11,7 +11,8 @@ least-squares slope, which the steepest pairs and their trapezoid error pull to 
 would fit a compromise between energies and forces that disagree, and the model would be
 silently worse than its data. ``s ≈ -1``: the "forces" are energy gradients dE/dR; ``s ≈ 23.06``:
 energies in kcal/mol beside forces in eV/Å; ``s ≈ 1/23.06``: forces in kcal/mol/Å beside
-energies in eV; 1/27.2, 51.4, 1.89: Hartree and bohr (:data:`KNOWN_FACTORS`).
+energies in eV; 1/27.2, 51.4, 1.89: Hartree and bohr (:data:`KNOWN_FACTORS`); 1/N: energies per
+atom, not per frame.
 
 :func:`work_check` finds the pairs and computes ``s``; :func:`check_label_consistency` raises
 :class:`~lawful.kernels.errors.InputError` when the verdict is clear (at least :data:`MIN_PAIRS`
@@ -139,7 +140,7 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
     "scale": s (median of ΔE/W), "agreeing": share of pairs within AGREE_FACTOR of s, "max_step_A":
     max_step, "verdict": "consistent" | "inconsistent" | "undetermined"}`` (``scale`` and
     ``agreeing`` None with fewer than :data:`MIN_PAIRS` pairs)."""
-    de, w = [], []              # pairs in one cell: energy difference, forces' work
+    de, w, n = [], [], []       # pairs in one cell: energy difference, forces' work, atoms
     de_s, w_s = [], []          # pairs across cells: energy difference less the forces' work, strain work
     for (numbers, pbc), idx in _groups(frames).items():
         if len(idx) < 2:
@@ -158,6 +159,7 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
                     d = np.asarray(frames[b].positions, dtype=np.float64) - np.asarray(frames[a].positions, dtype=np.float64)
                     de.append(lab[b][0] - lab[a][0])
                     w.append(-0.5 * float(((lab[a][1] + lab[b][1]) * d).sum()))
+                    n.append(len(numbers))
             continue
         for a, b in zip(keep[:-1], keep[1:]):        # along the data's order (an MD run's)
             step = _periodic_step(frames[a], frames[b], pbc)
@@ -171,6 +173,7 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
             if np.abs(strain).max() < 1e-12:
                 de.append(eb - ea)
                 w.append(work_f)
+                n.append(len(numbers))
             elif sa is not None and sb is not None:
                 # dE = V sigma : d(strain) (ASE's stress), trapezoid over the two ends
                 vs = 0.5 * (abs(np.linalg.det(frames[a].cell.array)) * sa
@@ -179,6 +182,10 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
                 w_s.append(float((vs * strain).sum()))
     out = _ratio_verdict(de, w)
     out["max_step_A"] = float(max_step)
+    # energies per atom instead of per frame give s = 1/N: the median of s N tells
+    use = np.abs(np.asarray(w, dtype=np.float64)) >= MIN_WORK
+    out["scale_times_atoms"] = (float(np.median(np.asarray(de)[use] / np.asarray(w)[use] * np.asarray(n)[use]))
+                                if out["scale"] is not None else None)
     stress = _ratio_verdict(de_s, w_s)
     out["stress"] = stress if out["verdict"] != "inconsistent" else dict(stress, verdict="undetermined")
     return out
@@ -221,8 +228,12 @@ def _nearest_cause(s: float, table: dict) -> str | None:
     return None
 
 
-def _likely_cause(s: float) -> str:
+def _likely_cause(s: float, s_times_atoms: float | None = None) -> str:
     cause = _nearest_cause(s, KNOWN_FACTORS)
+    if s_times_atoms is not None and CONSISTENT_RANGE[0] <= s_times_atoms <= CONSISTENT_RANGE[1]:
+        per_atom = ("energies per atom (eV/atom) where lawful reads each frame's total energy (eV): multiply "
+                    "them by the number of atoms")
+        return per_atom if cause is None else f"{per_atom}; or {cause}"
     if cause is not None:
         return cause
     if s < 0:
@@ -246,7 +257,7 @@ def check_label_consistency(frames: Sequence, what: str = "training", max_step: 
             f"of nearby frames (RMS step <= {max_step:g} Å per atom) the energy differences are {s:.4g}x the work "
             f"of the forces (-1/2 (F_a + F_b) . (R_b - R_a); the median ratio, 1 for consistent labels; "
             f"{100 * r['agreeing']:.0f} % of the pairs agree with it within a factor {AGREE_FACTOR:g}). Likely: "
-            f"{_likely_cause(s)}. Training would fit a "
+            f"{_likely_cause(s, r.get('scale_times_atoms'))}. Training would fit a "
             "compromise between the two and report no error. If the labels are right, pass "
             "check_labels=False (command line: --no-label-check).")
     st = r["stress"]

@@ -140,6 +140,18 @@ def test_each_stress_mistake_is_refused_when_the_stress_is_used(strained, mistak
     assert check_label_consistency(frames, stress=False)["stress"]["verdict"] == "inconsistent"   # recorded only
 
 
+def test_energies_per_atom_are_named(emt_md):
+    """Energies per atom give 1/N (1/32 here). For 22 atoms (alanine dipeptide) 1/22 is also near
+    kcal/mol forces' 1/23.06, and the cause then names both."""
+    from lawful.forcefields.label_consistency import _likely_cause
+
+    with pytest.raises(InputError, match="energies per atom") as err:
+        check_label_consistency(_relabelled(emt_md, 1.0 / 32))
+    assert "; or" not in str(err.value)
+    both = _likely_cause(1.0 / 22, 1.0)
+    assert both.startswith("energies per atom") and "; or forces in kcal/mol/Å" in both
+
+
 def test_frames_too_far_apart_give_no_verdict(emt_md):
     """Independent structures (each rattled 0.3 Å from the lattice): no pair within the step limit,
     no verdict, nothing refused even with flipped forces."""
