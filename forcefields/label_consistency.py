@@ -23,7 +23,9 @@ pairs doing :data:`MIN_WORK` of work, :data:`MIN_AGREEING` of them within :data:
 Pairs: frames are grouped by their atomic numbers (in order) and periodicity; in a group of
 molecules (no periodic axis) each frame is paired with its nearest other frame (RMS step per
 atom, up to :data:`MAX_FRAMES_PER_GROUP` frames evenly chosen), in a periodic group with the next
-frame in the data's order (an MD trajectory's), steps taken to the nearest image. Pairs further
+frame in the data's order (an MD trajectory's) and with its nearest frame in the same cell (data
+shuffled before it was saved; up to :data:`MAX_PERIODIC_FRAMES` per cell), steps taken to the
+nearest image. Pairs further
 apart than ``max_step`` (RMS per atom, Å) are not used: the trapezoid rule is only good for small
 steps. Units: Å, eV, eV/Å, eV/Å³.
 
@@ -60,6 +62,8 @@ CONSISTENT_RANGE = (0.8, 1.25)
 MAX_FRAMES_PER_GROUP = 2000
 #: Largest cell deformation (any component of D) of a periodic pair the check uses.
 MAX_STRAIN = 0.05
+#: Periodic frames per cell compared pairwise for the nearest frame (more are thinned evenly).
+MAX_PERIODIC_FRAMES = 500
 
 _KCAL = 23.060547830618834      # kcal/mol per eV
 _HARTREE = 27.211386245988      # eV per Hartree
@@ -123,6 +127,36 @@ def _periodic_step(a, b, pbc) -> tuple[np.ndarray, np.ndarray] | None:
     return (ds - mask * np.round(ds)) @ hb, d
 
 
+def _same_cell_nearest(frames, keep: list, pbc, max_step: float) -> set:
+    """``{(a, b)}``, a < b: each periodic frame of ``keep`` with its nearest other frame in the same
+    cell (RMS step per atom to the nearest image, at most ``max_step``), up to
+    :data:`MAX_PERIODIC_FRAMES` frames per cell (thinned evenly)."""
+    cells: dict = {}
+    for k in keep:
+        cells.setdefault(tuple(np.round(np.asarray(frames[k].cell.array, dtype=np.float64).ravel(), 9)), []).append(k)
+    mask = np.asarray(pbc, dtype=np.float64)
+    out = set()
+    for ks in cells.values():
+        if len(ks) < 2:
+            continue
+        if len(ks) > MAX_PERIODIC_FRAMES:
+            ks = [ks[int(i)] for i in np.linspace(0, len(ks) - 1, MAX_PERIODIC_FRAMES)]
+        cell = np.asarray(frames[ks[0]].cell.array, dtype=np.float64)
+        if abs(np.linalg.det(cell)) < 1e-9:
+            continue
+        inv = np.linalg.inv(cell)
+        frac = np.stack([np.asarray(frames[k].positions, dtype=np.float64) @ inv for k in ks])   # (m, N, 3)
+        for i in range(len(ks)):
+            d = frac - frac[i]
+            d = (d - mask * np.round(d)) @ cell
+            rms = np.sqrt((d * d).sum(axis=(1, 2)) / d.shape[1])
+            rms[i] = np.inf
+            j = int(np.argmin(rms))
+            if rms[j] <= max_step:
+                out.add((min(ks[i], ks[j]), max(ks[i], ks[j])))
+    return out
+
+
 def _nearest_pairs(x: np.ndarray) -> list[tuple[int, int, float]]:
     """(i, j, RMS step) of each row's nearest other row of ``x`` (n, 3N), each pair once."""
     n, width = x.shape
@@ -161,7 +195,10 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
                     w.append(-0.5 * float(((lab[a][1] + lab[b][1]) * d).sum()))
                     n.append(len(numbers))
             continue
-        for a, b in zip(keep[:-1], keep[1:]):        # along the data's order (an MD run's)
+        # along the data's order (an MD run's; cells may differ: the stress part), and each frame
+        # with its nearest frame in the same cell (shuffled data)
+        pairs = sorted(set(zip(keep[:-1], keep[1:])) | _same_cell_nearest(frames, keep, pbc, max_step))
+        for a, b in pairs:
             step = _periodic_step(frames[a], frames[b], pbc)
             if step is None:
                 continue

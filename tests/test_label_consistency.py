@@ -140,6 +140,17 @@ def test_each_stress_mistake_is_refused_when_the_stress_is_used(strained, mistak
     assert check_label_consistency(frames, stress=False)["stress"]["verdict"] == "inconsistent"   # recorded only
 
 
+def test_shuffled_periodic_frames_are_paired_with_their_nearest(emt_md):
+    """Data shuffled before it was saved: consecutive frames are far apart, but each frame's nearest
+    frame in the same cell is still found, so flipped forces are still caught."""
+    order = np.random.default_rng(3).permutation(len(emt_md))
+    shuffled = [emt_md[int(k)] for k in order]
+    r = work_check(shuffled)
+    assert r["verdict"] == "consistent" and r["pairs"] >= 25
+    with pytest.raises(InputError, match="gradients dE/dR"):
+        check_label_consistency(_relabelled(shuffled, 1.0, -1.0))
+
+
 def test_energies_per_atom_are_named(emt_md):
     """Energies per atom give 1/N (1/32 here). For 22 atoms (alanine dipeptide) 1/22 is also near
     kcal/mol forces' 1/23.06, and the cause then names both."""
