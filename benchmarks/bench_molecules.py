@@ -41,7 +41,8 @@ call's cost does not depend on them; ``cost_mace_model`` names the model timed).
 says which run made each part, ``params.kept_parts`` that run's date, commit, command and params;
 an earlier file that fails a check is copied aside, named in ``earlier_parts_dropped``.
 
-Every figure comes from this run. ``LAWFUL_BENCH_QUICK=1`` / ``LAWFUL_BENCH_TINY=1``: a small
+Every figure comes from the run its part's ``part_origin`` names (a run of all three parts: from
+that run alone). ``LAWFUL_BENCH_QUICK=1`` / ``LAWFUL_BENCH_TINY=1``: a small
 budget, models written under the results folder instead of the package (a smoke run, not a result).
 """
 
