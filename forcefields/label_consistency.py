@@ -282,8 +282,8 @@ def check_label_consistency(frames: Sequence, what: str = "training", max_step: 
                             stress: bool = True) -> dict:
     """:func:`work_check` of ``frames``; raises :class:`~lawful.kernels.errors.InputError` when its
     verdict is "inconsistent" (naming ``what`` data, the factor, the pairs and the likely cause),
-    and, with ``stress`` (the stress labels are used), when its stress verdict is; returns the
-    check's figures otherwise."""
+    and, with ``stress`` (the stress labels are used), when its stress verdict is (without: a
+    warning); returns the check's figures otherwise."""
     r = work_check(frames, max_step)
     if r["verdict"] == "inconsistent":
         from lawful.kernels.errors import InputError
@@ -298,12 +298,19 @@ def check_label_consistency(frames: Sequence, what: str = "training", max_step: 
             "compromise between the two and report no error. If the labels are right, pass "
             "check_labels=False (command line: --no-label-check).")
     st = r["stress"]
-    if stress and st["verdict"] == "inconsistent":
+    if st["verdict"] == "inconsistent":
         from lawful.kernels.errors import InputError
 
         s = st["scale"]
         cause = _nearest_cause(s, STRESS_FACTORS) or ("the stress labels are in other units or another sign "
                                                       "convention than ASE's eV/Å³, (1/V) dE/dstrain")
+        if not stress:       # not fitted: said, not refused (a model's stress will not match these labels)
+            import warnings
+
+            warnings.warn(f"the {what} data's stress labels are {s:.4g}x what its energies imply between "
+                          f"{st['pairs']} pairs of frames in different cells (likely: {cause}); they are not "
+                          "fitted (stress weight 0), but a model's stress will not match them.", stacklevel=3)
+            return r
         raise InputError(
             f"the {what} data's stress labels do not describe the energy: between {st['pairs']} pairs of nearby "
             f"frames in different cells (strain <= {MAX_STRAIN:g}) the energy change left after the forces' work is "

@@ -137,7 +137,9 @@ def test_each_stress_mistake_is_refused_when_the_stress_is_used(strained, mistak
     with pytest.raises(InputError, match="stress labels do not describe the energy") as err:
         check_label_consistency(frames)
     assert named in str(err.value)
-    assert check_label_consistency(frames, stress=False)["stress"]["verdict"] == "inconsistent"   # recorded only
+    with pytest.warns(UserWarning, match="not fitted .* a model's stress will not match them") as said:
+        r = check_label_consistency(frames, stress=False)          # recorded and said, not refused
+    assert r["stress"]["verdict"] == "inconsistent" and named in str(said[0].message)
 
 
 def test_shuffled_periodic_frames_are_paired_with_their_nearest(emt_md):
@@ -222,7 +224,8 @@ def test_train_refuses_stress_of_the_wrong_sign_only_with_a_stress_weight(strain
     flipped = _relabelled(strained, stress_factor=-1.0)
     with pytest.raises(InputError, match="opposite sign"):
         train(model(), flipped, epochs=1, progress=False, stress_weight=1.0)
-    s = train(model(), flipped, epochs=1, progress=False)            # stress not fitted: not refused
+    with pytest.warns(UserWarning, match="opposite sign"):
+        s = train(model(), flipped, epochs=1, progress=False)        # stress not fitted: said, not refused
     assert s["label_check"]["training"]["stress"]["verdict"] == "inconsistent"
 
 
