@@ -237,11 +237,13 @@ def _check_rate(given: str, g: torch.Tensor, of: str, f: torch.Tensor, t: torch.
     shown = f"{scale:.0f}" if abs(scale) >= 100 else f"{scale:.3g}"
     if scale < 0:
         cause = "of the opposite sign (the other convention's d/dt?)"
-        effect = f"dynamics running backwards in time{'' if abs(abs(scale) - 1) < 0.05 else f', {abs(scale):.3g}x as fast'}"
+        faster = "" if abs(abs(scale) - 1) < 0.05 else f", {abs(scale):.3g}x as fast"
+        effect = f"dynamics running backwards in time{faster}"
     else:
-        best = min(_TIME_UNITS, key=lambda c: abs(math.log(scale / c)))
-        cause = (_TIME_UNITS[best] if abs(math.log(scale / best)) < 0.03
-                 else "per another unit of time than t's, or in other units than the trajectories")
+        from lawful.forcefields.label_consistency import nearest_factor
+
+        cause = (nearest_factor(scale, _TIME_UNITS, tolerance=0.03)
+                 or "per another unit of time than t's, or in other units than the trajectories")
         effect = f"dynamics {shown}x as fast as these trajectories move"
     raise InputError(
         f"{given} is {shown}x the rate of change of {of} along t (finite differences of the trajectories, t from "

@@ -7,9 +7,10 @@ difference is minus the work of the forces along the step:
 
 The median of ``ΔE / W`` over the nearby frame pairs of a data set, ``s``, is 1 for consistent
 labels (0.94-1.07 on the nine committed GFN2-xTB sets, 1.00 on an EMT MD run; the median, not a
-least-squares slope, which the steepest pairs and their trapezoid error pull to 0.7-0.9). Anything else is a convention mixed up on the way in, which training would not report: it
-would fit a compromise between energies and forces that disagree, and the model would be
-silently worse than its data. ``s ≈ -1``: the "forces" are energy gradients dE/dR; ``s ≈ 23.06``:
+least-squares slope, which the steepest pairs and their trapezoid error pull to 0.7-0.9).
+Anything else is a convention mixed up on the way in, which training would not report: it would
+fit a compromise between energies and forces that disagree, and the model would be silently
+worse than its data. ``s ≈ -1``: the "forces" are energy gradients dE/dR; ``s ≈ 23.06``:
 energies in kcal/mol beside forces in eV/Å; ``s ≈ 1/23.06``: forces in kcal/mol/Å beside
 energies in eV; 1/27.2, 51.4, 1.89: Hartree and bohr (:data:`KNOWN_FACTORS`); 1/N: energies per
 atom, not per frame.
@@ -43,8 +44,11 @@ from typing import Sequence
 
 import numpy as np
 
+from lawful.kernels.units import (ANGSTROM_PER_BOHR, EV_PER_HARTREE, GPA_PER_EV_PER_A3, KCALMOL_PER_EV,
+                                  KJMOL_PER_EV)
+
 __all__ = ["MAX_STEP", "MAX_STRAIN", "MIN_PAIRS", "MIN_WORK", "AGREE_FACTOR", "MIN_AGREEING", "CONSISTENT_RANGE",
-           "KNOWN_FACTORS", "STRESS_FACTORS", "work_check", "check_label_consistency"]
+           "KNOWN_FACTORS", "STRESS_FACTORS", "work_check", "check_label_consistency", "nearest_factor"]
 
 #: Largest RMS step per atom (Å) of a frame pair the check uses.
 MAX_STEP = 0.15
@@ -65,22 +69,21 @@ MAX_STRAIN = 0.05
 #: Periodic frames per cell compared pairwise for the nearest frame (more are thinned evenly).
 MAX_PERIODIC_FRAMES = 500
 
-_KCAL = 23.060547830618834      # kcal/mol per eV
-_HARTREE = 27.211386245988      # eV per Hartree
-_BOHR = 0.529177210903          # Å per bohr
 #: ``s`` -> the likely cause, for the check's message.
 KNOWN_FACTORS = {
     -1.0: "the 'forces' are energy gradients dE/dR, not forces -dE/dR: negate them",
-    _KCAL: "energies in kcal/mol beside forces in eV/Å: convert the energies to eV (divide by 23.06)",
-    1.0 / _KCAL: "forces in kcal/mol/Å beside energies in eV: convert the forces to eV/Å (divide by 23.06)",
-    1.0 / _HARTREE: "energies in Hartree beside forces in eV/Å: convert the energies to eV (multiply by 27.21)",
-    _HARTREE: "forces in Hartree/Å beside energies in eV: convert the forces to eV/Å (multiply by 27.21)",
-    _HARTREE / _BOHR: "forces in Hartree/bohr beside energies in eV: convert the forces to eV/Å "
-                      "(multiply by 51.42)",
-    1.0 / _BOHR: "energies in Hartree and forces in Hartree/bohr: convert the energies to eV (x 27.21) "
-                 "and the forces to eV/Å (x 51.42)",
-    96.48533212331: "energies in kJ/mol beside forces in eV/Å: convert the energies to eV (divide by 96.49)",
-    1.0 / 96.48533212331: "forces in kJ/mol/Å beside energies in eV: convert the forces to eV/Å",
+    KCALMOL_PER_EV: "energies in kcal/mol beside forces in eV/Å: convert the energies to eV (divide by 23.06)",
+    1.0 / KCALMOL_PER_EV: "forces in kcal/mol/Å beside energies in eV: convert the forces to eV/Å "
+                          "(divide by 23.06)",
+    1.0 / EV_PER_HARTREE: "energies in Hartree beside forces in eV/Å: convert the energies to eV "
+                          "(multiply by 27.21)",
+    EV_PER_HARTREE: "forces in Hartree/Å beside energies in eV: convert the forces to eV/Å (multiply by 27.21)",
+    EV_PER_HARTREE / ANGSTROM_PER_BOHR: "forces in Hartree/bohr beside energies in eV: convert the forces to "
+                                        "eV/Å (multiply by 51.42)",
+    1.0 / ANGSTROM_PER_BOHR: "energies in Hartree and forces in Hartree/bohr: convert the energies to eV "
+                             "(x 27.21) and the forces to eV/Å (x 51.42)",
+    KJMOL_PER_EV: "energies in kJ/mol beside forces in eV/Å: convert the energies to eV (divide by 96.49)",
+    1.0 / KJMOL_PER_EV: "forces in kJ/mol/Å beside energies in eV: convert the forces to eV/Å",
 }
 
 
@@ -118,13 +121,23 @@ def _periodic_step(a, b, pbc) -> tuple[np.ndarray, np.ndarray] | None:
     volume."""
     ha = np.asarray(a.cell.array, dtype=np.float64)
     hb = np.asarray(b.cell.array, dtype=np.float64)
-    if abs(np.linalg.det(ha)) < 1e-9 or abs(np.linalg.det(hb)) < 1e-9:   # a 2D lattice's c = 0
+    if not (_has_volume(ha) and _has_volume(hb)):
         return None
     d = np.linalg.solve(ha, hb) - np.eye(3)
     ds = (np.asarray(b.positions, dtype=np.float64) @ np.linalg.inv(hb)
           - np.asarray(a.positions, dtype=np.float64) @ np.linalg.inv(ha))
+    return _nearest_image(ds, pbc, hb), d
+
+
+def _has_volume(cell: np.ndarray) -> bool:
+    """False for a cell without volume (a 2D lattice's c = 0): no fractional coordinates."""
+    return abs(np.linalg.det(cell)) >= 1e-9
+
+
+def _nearest_image(frac_step: np.ndarray, pbc, cell: np.ndarray) -> np.ndarray:
+    """Fractional steps (..., 3) wrapped to the nearest image on the periodic axes, in Å."""
     mask = np.asarray(pbc, dtype=np.float64)
-    return (ds - mask * np.round(ds)) @ hb, d
+    return (frac_step - mask * np.round(frac_step)) @ cell
 
 
 def _same_cell_nearest(frames, keep: list, pbc, max_step: float) -> set:
@@ -134,7 +147,6 @@ def _same_cell_nearest(frames, keep: list, pbc, max_step: float) -> set:
     cells: dict = {}
     for k in keep:
         cells.setdefault(tuple(np.round(np.asarray(frames[k].cell.array, dtype=np.float64).ravel(), 9)), []).append(k)
-    mask = np.asarray(pbc, dtype=np.float64)
     out = set()
     for ks in cells.values():
         if len(ks) < 2:
@@ -142,13 +154,12 @@ def _same_cell_nearest(frames, keep: list, pbc, max_step: float) -> set:
         if len(ks) > MAX_PERIODIC_FRAMES:
             ks = [ks[int(i)] for i in np.linspace(0, len(ks) - 1, MAX_PERIODIC_FRAMES)]
         cell = np.asarray(frames[ks[0]].cell.array, dtype=np.float64)
-        if abs(np.linalg.det(cell)) < 1e-9:
+        if not _has_volume(cell):
             continue
         inv = np.linalg.inv(cell)
         frac = np.stack([np.asarray(frames[k].positions, dtype=np.float64) @ inv for k in ks])   # (m, N, 3)
         for i in range(len(ks)):
-            d = frac - frac[i]
-            d = (d - mask * np.round(d)) @ cell
+            d = _nearest_image(frac - frac[i], pbc, cell)
             rms = np.sqrt((d * d).sum(axis=(1, 2)) / d.shape[1])
             rms[i] = np.inf
             j = int(np.argmin(rms))
@@ -190,7 +201,7 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
             for i, j, step in _nearest_pairs(x):
                 if step <= max_step:
                     a, b = keep[i], keep[j]
-                    d = np.asarray(frames[b].positions, dtype=np.float64) - np.asarray(frames[a].positions, dtype=np.float64)
+                    d = (x[j] - x[i]).reshape(-1, 3)
                     de.append(lab[b][0] - lab[a][0])
                     w.append(-0.5 * float(((lab[a][1] + lab[b][1]) * d).sum()))
                     n.append(len(numbers))
@@ -217,26 +228,28 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
                             + abs(np.linalg.det(frames[b].cell.array)) * sb)
                 de_s.append(eb - ea - work_f)
                 w_s.append(float((vs * strain).sum()))
-    out = _ratio_verdict(de, w)
+    out = _ratio_verdict(de, w, n)
     out["max_step_A"] = float(max_step)
-    # energies per atom instead of per frame give s = 1/N: the median of s N tells
-    use = np.abs(np.asarray(w, dtype=np.float64)) >= MIN_WORK
-    out["scale_times_atoms"] = (float(np.median(np.asarray(de)[use] / np.asarray(w)[use] * np.asarray(n)[use]))
-                                if out["scale"] is not None else None)
     stress = _ratio_verdict(de_s, w_s)
     out["stress"] = stress if out["verdict"] != "inconsistent" else dict(stress, verdict="undetermined")
     return out
 
 
-def _ratio_verdict(de, w) -> dict:
-    """``{"pairs", "scale", "agreeing", "verdict"}`` of the median ratio ``de / w`` (module docstring)."""
+def _ratio_verdict(de, w, atoms=None) -> dict:
+    """``{"pairs", "scale", "agreeing", "verdict"}`` of the median ratio ``de / w`` (module docstring);
+    with ``atoms`` (each pair's atom count) also ``scale_times_atoms``, the median of ratio x atoms:
+    energies per atom instead of per frame give ``s = 1/N``, and this 1."""
     de_a, w_a = np.asarray(de, dtype=np.float64), np.asarray(w, dtype=np.float64)
     use = np.abs(w_a) >= MIN_WORK
     out = {"pairs": int(use.sum()), "scale": None, "agreeing": None, "verdict": "undetermined"}
+    if atoms is not None:
+        out["scale_times_atoms"] = None
     if out["pairs"] < MIN_PAIRS:
         return out
     ratio = de_a[use] / w_a[use]
     s = float(np.median(ratio))
+    if atoms is not None:
+        out["scale_times_atoms"] = float(np.median(ratio * np.asarray(atoms, dtype=np.float64)[use]))
     agree = float(np.mean((ratio / s >= 1.0 / AGREE_FACTOR) & (ratio / s <= AGREE_FACTOR))) if s != 0 else 0.0
     out.update(scale=s, agreeing=agree)
     if agree >= MIN_AGREEING:
@@ -244,29 +257,35 @@ def _ratio_verdict(de, w) -> dict:
     return out
 
 
-_EV_PER_A3_IN_GPA = 160.21766208
 #: ``s`` of the stress check -> the likely cause.
 STRESS_FACTORS = {
     -1.0: "the stress has the opposite sign (a pressure-positive convention, as VASP's OUTCAR prints, or a "
           "virial-like sign): lawful reads ASE's stress, (1/V) dE/dstrain, negative under compression",
-    1.0 / _EV_PER_A3_IN_GPA: "the stress is in GPa: convert it to eV/Å³ (divide by 160.2)",
-    -1.0 / _EV_PER_A3_IN_GPA: "the stress is in GPa and of the opposite sign: convert it to eV/Å³ (divide by "
+    1.0 / GPA_PER_EV_PER_A3: "the stress is in GPa: convert it to eV/Å³ (divide by 160.2)",
+    -1.0 / GPA_PER_EV_PER_A3: "the stress is in GPa and of the opposite sign: convert it to eV/Å³ (divide by "
                               "-160.2)",
-    1.0 / (10 * _EV_PER_A3_IN_GPA): "the stress is in kbar: convert it to eV/Å³ (divide by 1602)",
-    -1.0 / (10 * _EV_PER_A3_IN_GPA): "the stress is in kbar with the opposite sign (VASP's convention): "
+    1.0 / (10 * GPA_PER_EV_PER_A3): "the stress is in kbar: convert it to eV/Å³ (divide by 1602)",
+    -1.0 / (10 * GPA_PER_EV_PER_A3): "the stress is in kbar with the opposite sign (VASP's convention): "
                                      "convert it to eV/Å³ (divide by -1602)",
 }
 
 
-def _nearest_cause(s: float, table: dict) -> str | None:
-    best = min(table, key=lambda c: abs(np.log(abs(s) / abs(c))) + (0.0 if np.sign(s) == np.sign(c) else 10))
-    if np.sign(best) == np.sign(s) and abs(np.log(abs(s) / abs(best))) < 0.1:
-        return table[best]
-    return None
+def nearest_factor(s: float, table: dict, tolerance: float = 0.1):
+    """The value of ``table`` whose key (a nonzero factor) has ``s``'s sign and lies within
+    ``tolerance`` of it in log (0.1: 10 %), the nearest such; None when there is none. How a
+    measured ratio is read as a known unit or sign mix-up (here and in
+    :meth:`~lawful.forcefields.dynamics_data.DynamicsDataset.from_trajectories`)."""
+    if s == 0:
+        return None
+    same = [c for c in table if np.sign(c) == np.sign(s)]
+    if not same:
+        return None
+    best = min(same, key=lambda c: abs(np.log(s / c)))
+    return table[best] if abs(np.log(s / best)) < tolerance else None
 
 
 def _likely_cause(s: float, s_times_atoms: float | None = None) -> str:
-    cause = _nearest_cause(s, KNOWN_FACTORS)
+    cause = nearest_factor(s, KNOWN_FACTORS)
     if s_times_atoms is not None and CONSISTENT_RANGE[0] <= s_times_atoms <= CONSISTENT_RANGE[1]:
         per_atom = ("energies per atom (eV/atom) where lawful reads each frame's total energy (eV): multiply "
                     "them by the number of atoms")
@@ -302,7 +321,7 @@ def check_label_consistency(frames: Sequence, what: str = "training", max_step: 
         from lawful.kernels.errors import InputError
 
         s = st["scale"]
-        cause = _nearest_cause(s, STRESS_FACTORS) or ("the stress labels are in other units or another sign "
+        cause = nearest_factor(s, STRESS_FACTORS) or ("the stress labels are in other units or another sign "
                                                       "convention than ASE's eV/Å³, (1/V) dE/dstrain")
         if not stress:       # not fitted: said, not refused (a model's stress will not match these labels)
             import warnings

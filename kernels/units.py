@@ -31,6 +31,7 @@ import ase.units as _ase_units
 __all__ = [
     "CODATA_VERSION",
     "ANGSTROM_PER_NM", "NM_PER_ANGSTROM", "KJMOL_PER_EV", "EV_PER_KJMOL", "KCALMOL_PER_EV",
+    "EV_PER_HARTREE", "ANGSTROM_PER_BOHR", "GPA_PER_EV_PER_A3",
     "FORCE_OPENMM_PER_ASE", "FORCE_ASE_PER_OPENMM", "PS_PER_FS", "FS_PER_PS",
     "positions_nm_to_angstrom", "energy_ev_to_kjmol", "forces_ev_a_to_kjmol_nm",
 ]
@@ -53,6 +54,12 @@ KCALMOL_PER_EV: float = _u["eV"] / (_u["kcal"] / _u["mol"])
 FORCE_OPENMM_PER_ASE: float = KJMOL_PER_EV * ANGSTROM_PER_NM
 #: 1 kJ/mol/nm in eV/Å.
 FORCE_ASE_PER_OPENMM: float = 1.0 / FORCE_OPENMM_PER_ASE
+#: 1 Hartree in eV (the label check names energies and forces in atomic units).
+EV_PER_HARTREE: float = _u["Hartree"] / _u["eV"]
+#: 1 bohr in Å.
+ANGSTROM_PER_BOHR: float = _u["Bohr"] / _u["Angstrom"]
+#: 1 eV/Å³ in GPa (stress).
+GPA_PER_EV_PER_A3: float = (_u["eV"] / _u["Angstrom"] ** 3) / _u["GPa"]
 #: 1 fs in ps (exact).
 PS_PER_FS: float = 1.0e-3
 #: 1 ps in fs (exact).

@@ -43,3 +43,11 @@ def test_helpers_are_the_constants(value):
     assert units.energy_ev_to_kjmol(value) == value * units.KJMOL_PER_EV
     assert units.forces_ev_a_to_kjmol_nm(value) == value * units.FORCE_OPENMM_PER_ASE
     assert math.isclose(units.positions_nm_to_angstrom(value), value * 10.0, rel_tol=1e-15)
+
+
+def test_atomic_units_and_stress_against_codata_2018():
+    """The factors the training-label check names: Hartree 27.211386245988 eV, bohr 0.529177210903 Å
+    (CODATA 2018, to ASE's derivation of them: 1e-9), 1 eV/Å³ = 160.2176634 GPa (exact since 2019)."""
+    assert _rel(units.EV_PER_HARTREE, 27.211386245988) < 1e-9
+    assert _rel(units.ANGSTROM_PER_BOHR, 0.529177210903) < 1e-9
+    assert _rel(units.GPA_PER_EV_PER_A3, 160.2176634) < 1e-9
