@@ -160,18 +160,25 @@ def body_velocity(obstacles, masks, nx: int, ny: int, dx: float, dtype=torch.flo
     """``(ub (nx+1, ny), vb (nx, ny+1))``: each obstacle's rigid velocity at the faces of its cells
     and their neighbours (zero elsewhere), or ``None`` when no obstacle moves.
 
-    Known limit (audit 2026-12, F1, open): the body's surface faces (a body cell on one side, fluid
-    on the other) carry the rigid velocity, including its normal part (up to the rim speed), so
-    fluid and a passive scalar cross the staircase into a spinning body (3.6 % of a uniform dye
-    inside the disc after 200 steps). Prescribing 0 there stops the leak but, because the viscous
-    obstacle ghost and the advection read the same face value as the wall's tangential velocity,
-    it also removes most of the spin's drive (the Couette velocity around a disc in a box 0.11
-    for 0.42, Magnus cl -0.43 for -1.77): the fix needs the solver to take the tangential wall
-    velocity of those faces separately (``tests/test_force_columns.py``, the strict xfail). Tried
-    since: an impermeable surface (flux 0) with the rigid velocity kept as the wall velocity for the
-    viscous ghosts and the advection's samples keeps the dye out (0.000 %) but the fixed staircase
-    teeth still brake the swirl (0.350 / 0.327 at n = 32 / 64 for Couette's 0.423, moving away
-    under refinement); :func:`~lawful.fluids.scenes.flow_scene` warns when a body rotates."""
+    Known limit (audit 2026-12, F1, in part open): the body's surface faces (a body cell on one
+    side, fluid on the other) carry the rigid velocity, including its normal part (up to the rim
+    speed), so the fluid passes through a spinning body: a rigid rotation's ``u`` is constant along
+    a row of the body's cells and ``v`` along a column, so what enters one end of a row leaves at
+    the other. Passive scalars do not follow it (since 2026-12): the scalar advection
+    (:func:`~lawful.kernels.mac_advection.advect_scalars` with the body mask) leaves body cells
+    alone and moves the fluid cell's own value through such a face, so no scalar enters the body
+    and a uniform one stays uniform (a uniform dye: 0 inside, 1 to 7e-10 outside; before, 3.6 %
+    inside after 200 steps and down to 0.60 outside), but a scalar's total is not conserved near
+    the body: the amount that enters a row at one end is not the amount that leaves at the other
+    (a blob of dye touching a disc spinning at 0.6 rim speed: -2.2 % on 32^2, -4.8 % on 64^2 over
+    15 time units, against -18.6 % into the disc before). Prescribing 0 on the surface faces keeps
+    the fluid out too but, because the viscous obstacle ghost and the advection read the same
+    face value as the wall's tangential velocity, it removes most of the spin's drive (the Couette
+    velocity around a disc in a box 0.11 for 0.42, Magnus cl -0.43 for -1.77); an impermeable
+    surface (flux 0) with the rigid velocity kept as the wall velocity for the viscous ghosts and
+    the advection's samples still brakes the swirl at the fixed staircase teeth (0.350 / 0.327 at
+    n = 32 / 64 for Couette's 0.423, moving away under refinement). The rest of the fix needs cut
+    cells; :func:`~lawful.fluids.scenes.flow_scene` warns when a body rotates."""
     if not any(getattr(ob, "omega", 0.0) for ob in obstacles):
         return None
     xu = torch.arange(nx + 1, dtype=torch.float64, device=device)[:, None] * dx

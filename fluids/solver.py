@@ -221,6 +221,10 @@ class Solver:
         ns = state.scalars.shape[0]
         self.fx = torch.zeros((ns, self.nx + 1, self.ny), dtype=self.dtype, device=self.device)
         self.fy = torch.zeros((ns, self.nx, self.ny + 1), dtype=self.dtype, device=self.device)
+        #: the cells of moving bodies as the scalar advection takes them (int32 1/0, made once; None
+        #: without moving bodies: bodies at rest carry no face velocity and need no lookups)
+        self.solid_cells = (self.solid.to(torch.int32).contiguous()
+                            if body_velocity is not None and bool(self.solid.any()) else None)
         self.pressure = PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
                                        max_iter=config.pressure_max_iter, device=self.device,
                                        capped=config.pressure_capped)
@@ -333,7 +337,7 @@ class Solver:
         cfg = self.config
         if state.scalars.shape[0]:
             advect_scalars(state.scalars, self.fx, self.fy, state.u, state.v, dt, self.dx, self.periodic,
-                           order=cfg.scalar_order, comp=state.compensation())
+                           order=cfg.scalar_order, comp=state.compensation(), solid=self.solid_cells)
         gradient = None
         if cfg.pressure_predictor:
             self._set_phi(state.p, dt)

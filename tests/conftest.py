@@ -61,3 +61,34 @@ def run_ranks(argv, world_size: int = 2, timeout: float = 120.0, **env) -> list[
                 p.kill()
                 p.wait()
     return [(p.returncode, t) for p, t in zip(procs, texts)]
+
+
+def twin_matches(sc, warm: int = 3, steps: int = 3, rtol: float = 1e-11):
+    """Step scene ``sc`` ``warm`` times with its Taichi solver (projection tolerance 1e-13), then
+    ``steps`` more side by side with :class:`lawful.fluids.torch_step.TorchStep`, asserting after
+    each that the twin's u, v and scalars match the solver's to ``rtol`` of their largest value,
+    and its carried pressure gradient the gradient of the solver's stored pressure to 100 ``rtol``.
+    Returns the twin's scalars and the scene's state after the last step."""
+    from dataclasses import replace
+
+    from lawful.fluids.torch_step import TorchStep
+
+    sc.config = replace(sc.config, pressure_rtol=1e-13)
+    solver = sc.make_solver()
+    st = sc.state
+    for _ in range(warm):
+        solver.step(st)
+    ts = TorchStep(solver)
+    u, v, s = st.u.clone(), st.v.clone(), st.scalars.clone()
+    gp = ts.pressure_gradient(st.p)
+    for _ in range(steps):
+        u, v, s, gp = ts(u, v, s, gp)
+        solver.step(st)
+        scale = float(st.u.abs().max())
+        assert float((u - st.u).abs().max()) <= rtol * scale
+        assert float((v - st.v).abs().max()) <= rtol * scale
+        if s.numel():
+            assert float((s - st.scalars).abs().max()) <= rtol * max(float(st.scalars.abs().max()), 1e-30)
+        gq = ts.pressure_gradient(st.p)
+        assert float((gp[0] - gq[0]).abs().max()) <= 100 * rtol * max(float(gq[0].abs().max()), 1e-30)
+    return s, st

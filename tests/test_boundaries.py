@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from conftest import twin_matches  # the Taichi step and its torch twin side by side
 from lawful.fluids import scenes
 from lawful.fluids.scenes import Box, Circle, flow_scene
-from lawful.fluids.torch_step import TorchStep
 from lawful.kernels.errors import InputError
 from lawful.kernels.mac_advection import advect_velocity, ghost_tensor, velocity_workspace
 from lawful.kernels.mac_forces import viscosity
@@ -109,23 +109,6 @@ def test_rotating_cylinder_faces_carry_the_rigid_rotation():
     assert float(sc.state.u.abs().max()) > 0.1 * om * 0.2
 
 
-def _twin_matches(sc, steps=3):
-    sc.config = replace(sc.config, pressure_rtol=1e-13)
-    solver = sc.make_solver()
-    st = sc.state
-    for _ in range(3):
-        solver.step(st)
-    ts = TorchStep(solver)
-    u, v, s = st.u.clone(), st.v.clone(), st.scalars.clone()
-    gp = ts.pressure_gradient(st.p)
-    for _ in range(steps):
-        u, v, s, gp = ts(u, v, s, gp)
-        solver.step(st)
-        scale = float(st.u.abs().max())
-        assert float((u - st.u).abs().max()) <= 1e-11 * scale
-        assert float((v - st.v).abs().max()) <= 1e-11 * scale
-
-
 @pytest.mark.parametrize("case", ["cavity", "parabolic_rotating", "moving_side_walls", "obstacle_ghost", "drag_channel"])
 def test_torch_twin_matches_the_taichi_step_with_moving_boundaries(case):
     if case == "cavity":
@@ -146,7 +129,7 @@ def test_torch_twin_matches_the_taichi_step_with_moving_boundaries(case):
     else:
         b = Boundary("no_slip", "no_slip", "no_slip", "free_slip", wall_velocity=(0.5, -0.3, 0.2, 0.0))
         sc = flow_scene((1.0, 1.0), 10, b, viscosity=0.02, dtype=F64)
-    _twin_matches(sc)
+    twin_matches(sc)
 
 
 BAD = [
