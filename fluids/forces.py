@@ -162,23 +162,22 @@ def body_velocity(obstacles, masks, nx: int, ny: int, dx: float, dtype=torch.flo
 
     Known limit (audit 2026-12, F1, in part open): the body's surface faces (a body cell on one
     side, fluid on the other) carry the rigid velocity, including its normal part (up to the rim
-    speed), so the fluid passes through a spinning body: a rigid rotation's ``u`` is constant along
-    a row of the body's cells and ``v`` along a column, so what enters one end of a row leaves at
-    the other. Passive scalars do not follow it (since 2026-12): the scalar advection
-    (:func:`~lawful.kernels.mac_advection.advect_scalars` with the body mask) leaves body cells
-    alone and moves the fluid cell's own value through such a face, so no scalar enters the body
-    and a uniform one stays uniform (a uniform dye: 0 inside, 1 to 7e-10 outside; before, 3.6 %
-    inside after 200 steps and down to 0.60 outside), but a scalar's total is not conserved near
-    the body: the amount that enters a row at one end is not the amount that leaves at the other
-    (a blob of dye touching a disc spinning at 0.6 rim speed: -2.2 % on 32^2, -4.8 % on 64^2 over
-    15 time units, against -18.6 % into the disc before). Prescribing 0 on the surface faces keeps
-    the fluid out too but, because the viscous obstacle ghost and the advection read the same
+    speed), so ``state.u``, ``state.v`` pass fluid through a spinning body: a rigid rotation's
+    ``u`` is constant along a row of the body's cells and ``v`` along a column, so what enters one
+    end of a row leaves at the other. The solver's scalars do not ride that field (since 2026-12):
+    :meth:`~lawful.fluids.solver.Solver.scalar_velocity` carries them with the nearest
+    divergence-free field that passes nothing through a body, so none enters it and totals are
+    kept (a uniform dye: 0 inside, 1 to 3e-9 outside; before, 3.6 % inside after 200 steps and
+    down to 0.60 outside; a blob of dye touching a disc spinning at 0.6 rim speed kept its total to
+    2e-16, where riding ``state.u`` lost 18.6 % into the disc). Prescribing 0 on the surface faces
+    keeps the fluid out too but, because the viscous obstacle ghost and the advection read the same
     face value as the wall's tangential velocity, it removes most of the spin's drive (the Couette
     velocity around a disc in a box 0.11 for 0.42, Magnus cl -0.43 for -1.77); an impermeable
     surface (flux 0) with the rigid velocity kept as the wall velocity for the viscous ghosts and
     the advection's samples still brakes the swirl at the fixed staircase teeth (0.350 / 0.327 at
-    n = 32 / 64 for Couette's 0.423, moving away under refinement). The rest of the fix needs cut
-    cells; :func:`~lawful.fluids.scenes.flow_scene` warns when a body rotates."""
+    n = 32 / 64 for Couette's 0.423, moving away under refinement). A velocity field that neither
+    crosses the body nor brakes the swirl needs cut cells; :func:`~lawful.fluids.scenes.flow_scene`
+    warns when a body rotates."""
     if not any(getattr(ob, "omega", 0.0) for ob in obstacles):
         return None
     xu = torch.arange(nx + 1, dtype=torch.float64, device=device)[:, None] * dx

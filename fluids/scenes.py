@@ -447,11 +447,11 @@ def flow_scene(size=(1.0, 1.0), n: int = 64, boundary: Boundary | None = None, o
 
         warnings.warn(
             "flow_scene: a rotating obstacle's staircase surface faces carry its rigid velocity, normal part "
-            "included, so the fluid passes through the body along its rows and columns of cells (the velocity "
-            "field around it is right to a few %: Couette 0.434 for 0.423). Passive scalars are kept out of the "
-            "body (a uniform one stays uniform), but their totals are not conserved near it: a blob of dye "
-            "next to a disc spinning at 0.6 rim speed lost 2.2 % on 32^2 and 4.8 % on 64^2 over 15 time units "
-            "(before 2026-12, 18.6 % went into the disc; see lawful.fluids.forces.body_velocity).", UserWarning, stacklevel=2)
+            "included, so state.u/v pass fluid through the body along its rows and columns of cells (the flow "
+            "around it is right to a few %: Couette 0.434 for 0.423). The solver's scalars ride the nearest "
+            "divergence-free field that passes nothing through a body (Solver.scalar_velocity), so they stay "
+            "out of it and keep their totals; carry anything else near the body (tracer particles, your own "
+            "fields) with that field, not with state.u/v (see lawful.fluids.forces.body_velocity).", UserWarning, stacklevel=2)
     state = FluidState.zeros(nx, n, dx, boundary, solid=solid, scalar_names=scalar_names, dtype=dtype, device=device)
     sides = (boundary.x_lo, boundary.x_hi, boundary.y_lo, boundary.y_hi)
     has_inflow = "inflow" in sides

@@ -23,7 +23,7 @@ import torch
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
 from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, ghost_tensor, velocity_workspace
 from lawful.kernels.mac_forces import viscosity_buoyancy_and_bc
-from lawful.kernels.mac_grid import face_bc, set_periodic_duplicate, solid_corner_mask, substeps
+from lawful.kernels.mac_grid import face_bc, faces_touching, set_periodic_duplicate, solid_corner_mask, substeps
 from lawful.fluids.corrector_geometry import apply_stream_function
 from lawful.kernels.mac_pressure import PressureSolver, ProjectionStats, default_rtol
 from lawful.fluids.metrics import MetricsWriter, check_writable, divergence_metrics, plot_metrics, state_metrics
@@ -221,10 +221,16 @@ class Solver:
         ns = state.scalars.shape[0]
         self.fx = torch.zeros((ns, self.nx + 1, self.ny), dtype=self.dtype, device=self.device)
         self.fy = torch.zeros((ns, self.nx, self.ny + 1), dtype=self.dtype, device=self.device)
-        #: the cells of moving bodies as the scalar advection takes them (int32 1/0, made once; None
-        #: without moving bodies: bodies at rest carry no face velocity and need no lookups)
-        self.solid_cells = (self.solid.to(torch.int32).contiguous()
-                            if body_velocity is not None and bool(self.solid.any()) else None)
+        #: the scalars' own velocity near moving bodies (:meth:`scalar_velocity`): None without
+        #: scalars or without a moving body, else (open-face masks, buffers, its PressureSolver)
+        self._scalar_flow = None
+        if ns and body_velocity is not None and bool(self.solid.any()):
+            touch_u, touch_v = faces_touching(self.solid, self.periodic)
+            self._scalar_flow = ((~touch_u).to(self.dtype), (~touch_v).to(self.dtype),
+                                 torch.zeros_like(state.u), torch.zeros_like(state.v),
+                                 PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
+                                                max_iter=config.pressure_max_iter, device=self.device,
+                                                capped=config.pressure_capped))
         self.pressure = PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
                                        max_iter=config.pressure_max_iter, device=self.device,
                                        capped=config.pressure_capped)
@@ -329,21 +335,41 @@ class Solver:
         return pressure_scale(dt, self.dx, self.config.pressure_predictor)
 
     def advect_step(self, state: FluidState, dt: float) -> None:
-        """Default advection part: scalars (flux form), then velocity (in place). With
+        """Default advection part: scalars (flux form, carried by :meth:`scalar_velocity`), then
+        velocity (in place). With
         ``pressure_predictor`` the carried values are ``u - (dt/2) G p`` (G: the projection's face
         gradient, :meth:`PressureSolver.subtract_phi_gradient`; formed in the advection's own
         launch, ``advect_velocity(..., gradient=self.pressure)``), and ``phi`` is left at
         ``p * _phi_scale(dt)``."""
         cfg = self.config
         if state.scalars.shape[0]:
-            advect_scalars(state.scalars, self.fx, self.fy, state.u, state.v, dt, self.dx, self.periodic,
-                           order=cfg.scalar_order, comp=state.compensation(), solid=self.solid_cells)
+            us, vs = self.scalar_velocity(state)
+            advect_scalars(state.scalars, self.fx, self.fy, us, vs, dt, self.dx, self.periodic,
+                           order=cfg.scalar_order, comp=state.compensation())
         gradient = None
         if cfg.pressure_predictor:
             self._set_phi(state.p, dt)
             gradient = self.pressure
         advect_velocity(state.u, state.v, self.uw, self.vw, dt, self.dx, self.periodic,
                         scheme=cfg.advection, limiter=cfg.limiter, ghost=self.ghost, gradient=gradient)
+
+    def scalar_velocity(self, state: FluidState) -> tuple[torch.Tensor, torch.Tensor]:
+        """The face velocities that carry the scalars: ``(state.u, state.v)`` themselves, except
+        with a moving body. A spinning body's staircase faces carry its rigid velocity, normal part
+        included (:func:`lawful.fluids.forces.body_velocity`), so ``state.u``, ``state.v`` pass
+        fluid through it; the scalars are carried instead by the nearest divergence-free field
+        that passes nothing through any body: the velocity with every face touching a body set
+        to 0, projected with those faces fixed (a second :class:`PressureSolver`, warm-started;
+        0-1 CG iterations per step once running). So no scalar enters a body, a uniform one stays
+        uniform, and totals change only by rounding. Returned in this solver's buffers (valid
+        until the next call)."""
+        if self._scalar_flow is None:
+            return state.u, state.v
+        keep_u, keep_v, us, vs, pressure = self._scalar_flow
+        torch.mul(state.u, keep_u, out=us)
+        torch.mul(state.v, keep_v, out=vs)
+        pressure.project(us, vs, warm_start=True)
+        return us, vs
 
     def force_step(self, state: FluidState, dt: float) -> None:
         """Default force part: sources, forcing, drag, viscosity, buoyancy, boundary values."""

@@ -147,11 +147,8 @@ def _advect_velocity(u, v, ubc, vbc, h: float, periodic, maccormack: bool, limit
     return ubc[0] * nu_ + (1 - ubc[0]) * ubc[1], vbc[0] * nv_ + (1 - vbc[0]) * vbc[1]
 
 
-def _advect_scalars(s, u, v, h: float, periodic, order: int, solid=None):
-    """One flux-form substep (``h = dt/dx``) of cell scalars ``s`` ``(ns, nx, ny)``; ``solid``
-    (``(nx, ny)`` bool, None: no bodies): the body cells, whose scalars stay as they are, with the
-    fluid cell's own value on a face between a body cell and a fluid cell (the Taichi kernel's rule,
-    :func:`lawful.kernels.mac_advection.advect_scalars`)."""
+def _advect_scalars(s, u, v, h: float, periodic, order: int):
+    """One flux-form substep (``h = dt/dx``) of cell scalars ``s`` ``(ns, nx, ny)``."""
     ns, nx, ny = s.shape
     px, py = periodic
 
@@ -175,9 +172,8 @@ def _advect_scalars(s, u, v, h: float, periodic, order: int, solid=None):
     def minmod(a, b):
         return torch.where(a * b > 0, torch.minimum(a.abs(), b.abs()) * torch.sign(a), torch.zeros_like(a))
 
-    def face_fluxes(sp, ins, vel, axis, bp):
-        # sp: scalars padded by 2 along `axis` (index k of sp = cell k - 2); faces f = 0..n;
-        # bp: the body mask padded alike (None: no bodies)
+    def face_fluxes(sp, ins, vel, axis):
+        # sp: scalars padded by 2 along `axis` (index k of sp = cell k - 2); faces f = 0..n
         n = sp.shape[axis] - 4
         c_l = sp.narrow(axis, 1, n + 1)    # cell f-1
         c_r = sp.narrow(axis, 2, n + 1)    # cell f
@@ -197,24 +193,13 @@ def _advect_scalars(s, u, v, h: float, periodic, order: int, solid=None):
             val_l = val_l + torch.where(in_l & in_ll & in_r, lim * slope_l, torch.zeros_like(c_l))
             val_r = val_r + torch.where(in_r & in_rr & in_l, lim * slope_r, torch.zeros_like(c_r))
         sf = torch.where(vel > 0, val_l, torch.where(vel < 0, val_r, torch.zeros_like(val_l)))
-        if bp is not None:
-            b_l = bp.narrow(axis, 1, n + 1) & in_l      # a body cell inside the box on each side
-            b_r = bp.narrow(axis, 2, n + 1) & in_r
-            surface = (b_l ^ b_r) & in_l & in_r & (vel != 0)
-            sf = torch.where(surface, torch.where(b_l, c_r, c_l), sf)
-            sf = torch.where(b_l & b_r, torch.zeros_like(sf), sf)
         return vel * sf
 
     insx = inside(nx, px, 2, s.device)
     insy = inside(ny, py, 2, s.device)
-    bpx = bpy = None
-    if solid is not None and bool(solid.any()):
-        b = solid.unsqueeze(0)
-        bpx, bpy = pad(b, 1, px, 2), pad(b, 2, py, 2)
-    fx = face_fluxes(pad(s, 1, px, 2), insx, u.unsqueeze(0), 1, bpx)
-    fy = face_fluxes(pad(s, 2, py, 2), insy, v.unsqueeze(0), 2, bpy)
-    out = s - h * ((fx[:, 1:] - fx[:, :-1]) + (fy[:, :, 1:] - fy[:, :, :-1]))
-    return out if bpx is None else torch.where(solid.unsqueeze(0), s, out)
+    fx = face_fluxes(pad(s, 1, px, 2), insx, u.unsqueeze(0), 1)
+    fy = face_fluxes(pad(s, 2, py, 2), insy, v.unsqueeze(0), 2)
+    return s - h * ((fx[:, 1:] - fx[:, :-1]) + (fy[:, :, 1:] - fy[:, :, :-1]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,6 +466,13 @@ class TorchStep:
         rtol = projection_rtol if projection_rtol is not None else solver.rtol
         self.projector = Projector(solver.boundary, solver.solid, solver.dtype, rtol=rtol,
                                    max_iter=solver.config.pressure_max_iter, device=solver.device)
+        # the scalars' own velocity near moving bodies (Solver.scalar_velocity): its open-face
+        # masks and a projector of its own
+        self.scalar_flow = None
+        if solver._scalar_flow is not None:
+            self.scalar_flow = (solver._scalar_flow[0], solver._scalar_flow[1],
+                                Projector(solver.boundary, solver.solid, solver.dtype, rtol=rtol,
+                                          max_iter=solver.config.pressure_max_iter, device=solver.device))
 
     def pressure_gradient(self, p: torch.Tensor) -> tuple:
         """``W G p`` on the faces for a cell pressure ``p`` ``(nx, ny)`` (e.g. ``state.p``)."""
@@ -509,11 +501,14 @@ class TorchStep:
         sol = self.solver
         dx = self.dx
         if s is not None and s.shape[0]:
-            cfl = (float(u.detach().abs().max()) + float(v.detach().abs().max())) * h / dx
+            us, vs = u, v
+            if self.scalar_flow is not None:     # Solver.scalar_velocity
+                keep_u, keep_v, projector = self.scalar_flow
+                us, vs = project_differentiable(u * keep_u, v * keep_v, projector)
+            cfl = (float(us.detach().abs().max()) + float(vs.detach().abs().max())) * h / dx
             n = substeps(cfl, SCALAR_CFL_MAX)
             for _ in range(n):
-                s = _advect_scalars(s, u, v, h / dx / n, self.periodic, cfg.scalar_order,
-                                    sol.solid if sol.solid_cells is not None else None)
+                s = _advect_scalars(s, us, vs, h / dx / n, self.periodic, cfg.scalar_order)
         qu = qv = None
         if cfg.pressure_predictor and gp is not None:
             sc = self._phi_scale(h)

@@ -23,14 +23,7 @@ value plus (``order=2``) the minmod-limited slope term ``(1 - |u_f| dt/dx)/2 min
 s_{c+1} - s_c)`` (MUSCL / Fromm with limiter; slopes are 0 next to a non-periodic side); a face
 whose upwind cell lies outside the domain carries no scalar. Fluxes are stored once per face, so
 the total ``sum(s) dx^2`` changes only by rounding. Stable for ``(max|u| + max|v|) dt/dx <= 1/2``
-(:func:`advect_scalars` substeps to stay there). Body cells (``solid``) keep their scalars; a face
-between two body cells carries nothing, and a face between a body cell and a fluid cell carries
-``u_f`` times the fluid cell's own value (first order), whichever way it flows: the advective form
-``u . grad s`` there, so no scalar enters a body and a uniform scalar stays uniform. A body at rest
-has zero velocity on all its faces and this changes no bit; a spinning body's faces carry its
-rigid velocity (:func:`lawful.fluids.forces.body_velocity`), through which the fluid passes, and
-there the total is not conserved (what a row of body cells takes in at one end is not what it
-gives back at the other).
+(:func:`advect_scalars` substeps to stay there).
 """
 
 
@@ -57,7 +50,6 @@ def _kernels(real_name: str):
     A3 = ti.types.ndarray(dtype=real, ndim=3)
 
     A1 = ti.types.ndarray(dtype=real, ndim=1)
-    I2 = ti.types.ndarray(dtype=ti.i32, ndim=2)
     f64 = ti.f64
     F3 = ti.types.ndarray(dtype=f64, ndim=3)
     from lawful.kernels.mac_pressure import WX, WY, face_gradient_funcs     # the pressure solver's channels
@@ -374,62 +366,6 @@ def _kernels(real_name: str):
         return ti.Vector([val, ti.cast(inside, real)])
 
     @ti.func
-    def solid_at(solid: ti.template(), i, j, nx, ny, px, py):
-        """solid[i, j] with wrap on periodic axes (by compares: no division per face); -1 outside
-        the box (beyond a non-periodic side)."""
-        ii, jj = i, j
-        r = 0
-        if ii < 0 or ii >= nx:
-            if px:
-                if ii < 0:
-                    ii += nx
-                else:
-                    ii -= nx
-            else:
-                r = -1
-        if jj < 0 or jj >= ny:
-            if py:
-                if jj < 0:
-                    jj += ny
-                else:
-                    jj -= ny
-            else:
-                r = -1
-        if r == 0:
-            r = solid[ii, jj]
-        return r
-
-    @ti.func
-    def face_flux(s: ti.template(), solid: ti.template(), c, il, jl, di, dj, vel_f, h, order: ti.template(),
-                  bodies: ti.template(), nx, ny, px, py):
-        """Flux ``vel_f * s_face`` through the face between cell (il, jl) and (il + di, jl + dj) (flow
-        positive from the first to the second): the upwind value (MUSCL). With ``bodies`` (moving
-        bodies' cells in ``solid``): 0 between two body cells, and between a body cell and a fluid
-        cell the fluid cell's own value, so that what the face carries leaves or enters only that
-        cell at its own concentration (advective form: a body takes no scalar, a uniform scalar
-        stays uniform)."""
-        sf = ti.cast(0.0, real)
-        surface = 0
-        if ti.static(bodies):
-            if vel_f != 0:
-                sa = solid_at(solid, il, jl, nx, ny, px, py)
-                sb = solid_at(solid, il + di, jl + dj, nx, ny, px, py)
-                if sa > 0 and sb > 0:
-                    surface = 1
-                elif sa > 0 and sb == 0:
-                    surface = 1
-                    sf = cell(s, c, il + di, jl + dj, nx, ny, px, py)[0]
-                elif sa == 0 and sb > 0:
-                    surface = 1
-                    sf = cell(s, c, il, jl, nx, ny, px, py)[0]
-        if surface == 0:
-            if vel_f > 0:
-                sf = face_value(s, c, il, jl, di, dj, vel_f, h, order, nx, ny, px, py)
-            elif vel_f < 0:
-                sf = face_value(s, c, il + di, jl + dj, -di, -dj, vel_f, h, order, nx, ny, px, py)
-        return vel_f * sf
-
-    @ti.func
     def minmod(a, b):
         r = ti.cast(0.0, real)
         if a * b > 0:
@@ -451,28 +387,42 @@ def _kernels(real_name: str):
                     val += ti.cast(0.5, real) * (1 - ti.abs(vel_f) * h) * minmod(val - m[0], p[0] - val)
         return val
 
-    def make_scalar(order, bodies):
+    def make_scalar(order):
         @ti.kernel
-        def adv(s: A3, fx: A3, fy: A3, u: A2, v: A2, comp: A3, solid: I2, h: real, px: int, py: int,
-                ser: ti.template()):
+        def adv(s: A3, fx: A3, fy: A3, u: A2, v: A2, comp: A3, h: real, px: int, py: int, ser: ti.template()):
             nx, ny = v.shape[0], u.shape[1]
             if ti.static(ser):
                 ti.loop_config(serialize=True)
             for c, i in ti.ndrange(fx.shape[0], fx.shape[1]):
                 for j in range(fx.shape[2]):
-                    fx[c, i, j] = face_flux(s, solid, c, i - 1, j, 1, 0, u[i, j], h, order, bodies, nx, ny, px, py)
+                    uf = u[i, j]
+                    ie = i          # wrapped by a compare: ``x if c else y`` would divide on every face
+                    if px and i == nx:
+                        ie = 0
+                    sf = ti.cast(0.0, real)
+                    if uf > 0:
+                        sf = face_value(s, c, ie - 1, j, 1, 0, uf, h, order, nx, ny, px, py)
+                    elif uf < 0:
+                        sf = face_value(s, c, ie, j, -1, 0, uf, h, order, nx, ny, px, py)
+                    fx[c, i, j] = uf * sf
             if ti.static(ser):
                 ti.loop_config(serialize=True)
             for c, i in ti.ndrange(fy.shape[0], fy.shape[1]):
                 for j in range(fy.shape[2]):
-                    fy[c, i, j] = face_flux(s, solid, c, i, j - 1, 0, 1, v[i, j], h, order, bodies, nx, ny, px, py)
+                    vf = v[i, j]
+                    je = j
+                    if py and j == ny:
+                        je = 0
+                    sf = ti.cast(0.0, real)
+                    if vf > 0:
+                        sf = face_value(s, c, i, je - 1, 0, 1, vf, h, order, nx, ny, px, py)
+                    elif vf < 0:
+                        sf = face_value(s, c, i, je, 0, -1, vf, h, order, nx, ny, px, py)
+                    fy[c, i, j] = vf * sf
             if ti.static(ser):
                 ti.loop_config(serialize=True)
             for c, i in ti.ndrange(s.shape[0], s.shape[1]):
                 for j in range(s.shape[2]):
-                    if ti.static(bodies):
-                        if solid[i, j]:     # a body cell holds no fluid: its scalar stays as it is
-                            continue
                     # compensated update: the sum is formed in float64 and the part lost by rounding it
                     # to the storage dtype is kept in comp and re-added next time, so rounding errors
                     # do not random-walk the total mass (a float64 round trip, which fast-math keeps)
@@ -485,9 +435,8 @@ def _kernels(real_name: str):
                     s[c, i, j] = stored
         return adv
 
-    return fast_kernels(dict(advect=advect, predict_advect=predict_advect,
-                             scalar1=make_scalar(1, False), scalar2=make_scalar(2, False),
-                             scalar1_bodies=make_scalar(1, True), scalar2_bodies=make_scalar(2, True)))
+    return fast_kernels(dict(advect=advect, predict_advect=predict_advect, scalar1=make_scalar(1),
+                             scalar2=make_scalar(2)))
 
 
 def velocity_workspace(ubc: torch.Tensor, vbc: torch.Tensor):
@@ -551,24 +500,13 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
       scheme == "maccormack", bool(limiter), bool(quantity_ready), ghost, serial_grid(u.shape[0], u.shape[1]))
 
 
-@functools.lru_cache(maxsize=None)
-def _no_bodies(device: str) -> torch.Tensor:
-    """The (1, 1) int32 placeholder :func:`advect_scalars` passes for ``solid=None``."""
-    return torch.zeros((1, 1), dtype=torch.int32, device=device)
-
-
 def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True), order: int = 2,
-                   cfl_max: float = SCALAR_CFL_MAX, comp=None, solid=None) -> int:
+                   cfl_max: float = SCALAR_CFL_MAX, comp=None) -> int:
     """Conservative flux-form advection of cell scalars ``s`` ``(ns, nx, ny)`` by face velocities
     (in place), using flux buffers ``fx`` ``(ns, nx+1, ny)`` and ``fy`` ``(ns, nx, ny+1)``.
     ``comp`` (``s``-shaped, zeros at first) carries each cell's rounding error of the update
     to the next call (compensated summation: float32 totals stay constant to ~1e-7 over 10^4 steps);
-    pass the same tensor every step. ``solid``: the ``(nx, ny)`` cells of moving bodies (bool, or
-    int32 1/0, which is passed without a conversion; None: none): their scalars are left as they
-    are, and a face between a body cell and a fluid cell with a nonzero velocity (a spinning body's
-    staircase face, which carries the body's rigid velocity) moves the fluid cell's own value (see
-    the module docstring). Bodies at rest need not be given: their faces carry no velocity, and
-    the result is the same to the last bit either way (without, the kernel does no lookups). Substeps so that ``(max|u| + max|v|) dt_sub / dx <=
+    pass the same tensor every step. Substeps so that ``(max|u| + max|v|) dt_sub / dx <=
     cfl_max``; returns the substep count."""
     if order not in (1, 2):
         raise InputError(f"scalar advection order={order!r}: use 1 (upwind) or 2 (MUSCL/minmod).")
@@ -578,18 +516,12 @@ def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True),
     comp_shape = None if comp is None else tuple(comp.shape)
     for name, shape, want in (("fx", tuple(fx.shape), (ns, nx + 1, ny)), ("fy", tuple(fy.shape), (ns, nx, ny + 1)),
                               ("comp", comp_shape, (ns, nx, ny)), ("u", tuple(u.shape), (nx + 1, ny)),
-                              ("v", tuple(v.shape), (nx, ny + 1)),
-                              ("solid", None if solid is None else tuple(solid.shape), (nx, ny))):
+                              ("v", tuple(v.shape), (nx, ny + 1))):
         if shape is not None and shape != want:
             raise ShapeError(f"advect_scalars: {name} has shape {shape} but scalars of shape {tuple(s.shape)} need "
                              f"{want}: make the flux buffers and compensation for this many scalars and this grid.")
-    name = ("scalar2" if order == 2 else "scalar1") + ("" if solid is None else "_bodies")
-    if solid is None:
-        solid = _no_bodies(str(s.device))       # not read by the kernel without bodies
-    elif solid.dtype != torch.int32 or not solid.is_contiguous() or solid.device != s.device:
-        solid = solid.to(device=s.device, dtype=torch.int32).contiguous()
     ensure_taichi()
-    k = _kernels(dtype_name(s.dtype))[name]
+    k = _kernels(dtype_name(s.dtype))["scalar2" if order == 2 else "scalar1"]
     cfl = (float(u.abs().max()) + float(v.abs().max())) * float(dt) / float(dx)
     n = substeps(cfl, cfl_max)
     h = float(dt) / float(dx) / n
@@ -597,5 +529,5 @@ def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True),
         comp = torch.zeros_like(s)
     ser = serial_grid(s.shape[1], s.shape[2] * s.shape[0])
     for _ in range(n):
-        k(s, fx, fy, u, v, comp, solid, h, int(periodic[0]), int(periodic[1]), ser)
+        k(s, fx, fy, u, v, comp, h, int(periodic[0]), int(periodic[1]), ser)
     return n

@@ -32,7 +32,7 @@ import torch
 
 from lawful.kernels.errors import InputError, ShapeError
 
-__all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "solid_corner_mask", "check_staggering",
+__all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "faces_touching", "solid_corner_mask", "check_staggering",
            "face_shapes", "inflow_profile", "substeps", "VISCOUS_NUMBER_MAX", "SCALAR_CFL_MAX", "SERIAL_CELLS",
            "serial_grid", "set_periodic_duplicate"]
 
@@ -301,6 +301,22 @@ def inflow_profile(n: int, mean: float, profile: str = "uniform") -> torch.Tenso
     return float(mean) * 6.0 * ((s1 ** 2 - s0 ** 2) / 2 - (s1 ** 3 - s0 ** 3) / 3) * n
 
 
+def faces_touching(cells: torch.Tensor, periodic=(False, False)) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(touch_u (nx+1, ny), touch_v (nx, ny+1))``: the faces with a cell of the ``(nx, ny)`` bool
+    mask ``cells`` on either side (a periodic axis's first and last faces see the wrapped cell)."""
+    nx, ny = cells.shape
+    s = cells.bool()
+    pad_x = torch.zeros((nx + 2, ny), dtype=torch.bool, device=s.device)
+    pad_x[1:-1] = s
+    if periodic[0]:
+        pad_x[0], pad_x[-1] = s[-1], s[0]
+    pad_y = torch.zeros((nx, ny + 2), dtype=torch.bool, device=s.device)
+    pad_y[:, 1:-1] = s
+    if periodic[1]:
+        pad_y[:, 0], pad_y[:, -1] = s[:, -1], s[:, 0]
+    return pad_x[:-1] | pad_x[1:], pad_y[:, :-1] | pad_y[:, 1:]
+
+
 def face_bc(boundary: Boundary, solid: torch.Tensor, dtype=None, body_velocity=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Face classification for u and v: ``(ubc, vbc)`` with shapes ``(2, nx+1, ny)``, ``(2, nx, ny+1)``.
 
@@ -346,17 +362,7 @@ def face_bc(boundary: Boundary, solid: torch.Tensor, dtype=None, body_velocity=N
         ub, vb = (torch.as_tensor(t, dtype=dtype, device=solid.device) for t in body_velocity)
         check_staggering("body_velocity[0]", ub, "u", nx, ny)
         check_staggering("body_velocity[1]", vb, "v", nx, ny)
-        s = solid.bool()
-        pad_x = torch.zeros((nx + 2, ny), dtype=torch.bool, device=solid.device)
-        pad_x[1:-1] = s
-        if px:
-            pad_x[0], pad_x[-1] = s[-1], s[0]
-        touch_u = pad_x[:-1] | pad_x[1:]
-        pad_y = torch.zeros((nx, ny + 2), dtype=torch.bool, device=solid.device)
-        pad_y[:, 1:-1] = s
-        if py:
-            pad_y[:, 0], pad_y[:, -1] = s[:, -1], s[:, 0]
-        touch_v = pad_y[:, :-1] | pad_y[:, 1:]
+        touch_u, touch_v = faces_touching(solid, (px, py))
         ubc[1] = torch.where(touch_u, ub, ubc[1])
         vbc[1] = torch.where(touch_v, vb, vbc[1])
     return ubc.contiguous(), vbc.contiguous()
