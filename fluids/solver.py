@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, fields
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -68,6 +68,17 @@ def stored_pressure(p_before, p_solved, predictor: bool, out=None):
 
 
 _STORED_PRESSURE = stored_pressure     # the rule the step's in-place evaluation reproduces
+
+
+class ScalarFlow(NamedTuple):
+    """What :meth:`Solver.scalar_velocity` needs near moving bodies: ``open_u`` ``(nx+1, ny)`` and
+    ``open_v`` ``(nx, ny+1)`` (1 on faces touching no body cell, 0 on the others, state dtype),
+    the buffers ``u``, ``v`` it fills, and its own :class:`PressureSolver` (warm start kept)."""
+    open_u: torch.Tensor
+    open_v: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+    pressure: PressureSolver
 
 
 @dataclass(frozen=True)
@@ -221,16 +232,16 @@ class Solver:
         ns = state.scalars.shape[0]
         self.fx = torch.zeros((ns, self.nx + 1, self.ny), dtype=self.dtype, device=self.device)
         self.fy = torch.zeros((ns, self.nx, self.ny + 1), dtype=self.dtype, device=self.device)
-        #: the scalars' own velocity near moving bodies (:meth:`scalar_velocity`): None without
-        #: scalars or without a moving body, else (open-face masks, buffers, its PressureSolver)
-        self._scalar_flow = None
+        #: the scalars' own velocity near moving bodies (:meth:`scalar_velocity`): a
+        #: :class:`ScalarFlow`, or None without scalars or without a moving body
+        self.scalar_flow = None
         if ns and body_velocity is not None and bool(self.solid.any()):
             touch_u, touch_v = faces_touching(self.solid, self.periodic)
-            self._scalar_flow = ((~touch_u).to(self.dtype), (~touch_v).to(self.dtype),
-                                 torch.zeros_like(state.u), torch.zeros_like(state.v),
-                                 PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
-                                                max_iter=config.pressure_max_iter, device=self.device,
-                                                capped=config.pressure_capped))
+            self.scalar_flow = ScalarFlow(
+                (~touch_u).to(self.dtype), (~touch_v).to(self.dtype), torch.zeros_like(state.u),
+                torch.zeros_like(state.v),
+                PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
+                               max_iter=config.pressure_max_iter, device=self.device, capped=config.pressure_capped))
         self.pressure = PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
                                        max_iter=config.pressure_max_iter, device=self.device,
                                        capped=config.pressure_capped)
@@ -363,13 +374,13 @@ class Solver:
         0-1 CG iterations per step once running). So no scalar enters a body, a uniform one stays
         uniform, and totals change only by rounding. Returned in this solver's buffers (valid
         until the next call)."""
-        if self._scalar_flow is None:
+        flow = self.scalar_flow
+        if flow is None:
             return state.u, state.v
-        keep_u, keep_v, us, vs, pressure = self._scalar_flow
-        torch.mul(state.u, keep_u, out=us)
-        torch.mul(state.v, keep_v, out=vs)
-        pressure.project(us, vs, warm_start=True)
-        return us, vs
+        torch.mul(state.u, flow.open_u, out=flow.u)
+        torch.mul(state.v, flow.open_v, out=flow.v)
+        flow.pressure.project(flow.u, flow.v, warm_start=True)
+        return flow.u, flow.v
 
     def force_step(self, state: FluidState, dt: float) -> None:
         """Default force part: sources, forcing, drag, viscosity, buoyancy, boundary values."""

@@ -469,8 +469,8 @@ class TorchStep:
         # the scalars' own velocity near moving bodies (Solver.scalar_velocity): its open-face
         # masks and a projector of its own
         self.scalar_flow = None
-        if solver._scalar_flow is not None:
-            self.scalar_flow = (solver._scalar_flow[0], solver._scalar_flow[1],
+        if solver.scalar_flow is not None:
+            self.scalar_flow = (solver.scalar_flow.open_u, solver.scalar_flow.open_v,
                                 Projector(solver.boundary, solver.solid, solver.dtype, rtol=rtol,
                                           max_iter=solver.config.pressure_max_iter, device=solver.device))
 
@@ -503,8 +503,8 @@ class TorchStep:
         if s is not None and s.shape[0]:
             us, vs = u, v
             if self.scalar_flow is not None:     # Solver.scalar_velocity
-                keep_u, keep_v, projector = self.scalar_flow
-                us, vs = project_differentiable(u * keep_u, v * keep_v, projector)
+                open_u, open_v, projector = self.scalar_flow
+                us, vs = project_differentiable(u * open_u, v * open_v, projector)
             cfl = (float(us.detach().abs().max()) + float(vs.detach().abs().max())) * h / dx
             n = substeps(cfl, SCALAR_CFL_MAX)
             for _ in range(n):
