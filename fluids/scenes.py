@@ -451,7 +451,8 @@ def flow_scene(size=(1.0, 1.0), n: int = 64, boundary: Boundary | None = None, o
             "around it is right to a few %: Couette 0.434 for 0.423). The solver's scalars ride the nearest "
             "divergence-free field that passes nothing through a body (Solver.scalar_velocity), so they stay "
             "out of it and keep their totals; carry anything else near the body (tracer particles, your own "
-            "fields) with that field, not with state.u/v (see lawful.fluids.forces.body_velocity).", UserWarning, stacklevel=2)
+            "fields) with that field, not with state.u/v (see lawful.fluids.forces.body_velocity).",
+            UserWarning, stacklevel=2)
     state = FluidState.zeros(nx, n, dx, boundary, solid=solid, scalar_names=scalar_names, dtype=dtype, device=device)
     sides = (boundary.x_lo, boundary.x_hi, boundary.y_lo, boundary.y_hi)
     has_inflow = "inflow" in sides

@@ -32,9 +32,9 @@ import torch
 
 from lawful.kernels.errors import InputError, ShapeError
 
-__all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "faces_touching", "solid_corner_mask", "check_staggering",
-           "face_shapes", "inflow_profile", "substeps", "VISCOUS_NUMBER_MAX", "SCALAR_CFL_MAX", "SERIAL_CELLS",
-           "serial_grid", "set_periodic_duplicate"]
+__all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "faces_touching", "solid_corner_mask",
+           "check_staggering", "face_shapes", "inflow_profile", "substeps", "VISCOUS_NUMBER_MAX", "SCALAR_CFL_MAX",
+           "SERIAL_CELLS", "serial_grid", "set_periodic_duplicate"]
 
 #: Explicit viscosity substeps so that ``nu dt_sub / dx^2 <= VISCOUS_NUMBER_MAX`` (the 5-point
 #: stencil is stable up to 1/4).

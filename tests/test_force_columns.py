@@ -253,8 +253,9 @@ def test_only_scalars_next_to_a_moving_body_get_their_own_velocity():
     for omega, names, own in cases:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sc = flow_scene((1.0, 1.0), 20, Boundary.box("no_slip"), obstacles=[Circle((0.5, 0.5), R_DISC, omega=omega)],
-                            viscosity=NU_DISC, dt=0.01, scalar_names=names, dtype=F64)
+            sc = flow_scene((1.0, 1.0), 20, Boundary.box("no_slip"),
+                            obstacles=[Circle((0.5, 0.5), R_DISC, omega=omega)], viscosity=NU_DISC, dt=0.01,
+                            scalar_names=names, dtype=F64)
         solver = sc.make_solver()
         us, _ = solver.scalar_velocity(sc.state)
         assert (us is not sc.state.u) is own, (omega, names)
