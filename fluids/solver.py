@@ -232,16 +232,11 @@ class Solver:
         ns = state.scalars.shape[0]
         self.fx = torch.zeros((ns, self.nx + 1, self.ny), dtype=self.dtype, device=self.device)
         self.fy = torch.zeros((ns, self.nx, self.ny + 1), dtype=self.dtype, device=self.device)
-        #: the scalars' own velocity near moving bodies (:meth:`scalar_velocity`): a
-        #: :class:`ScalarFlow`, or None without scalars or without a moving body
+        #: whether a body moves (its faces carry a velocity): then state.u/v cross it, and
+        #: :meth:`scalar_velocity` gives the field that does not (its :class:`ScalarFlow`, made at
+        #: its first call: the step calls it only with scalars)
+        self.moving_bodies = body_velocity is not None and bool(self.solid.any())
         self.scalar_flow = None
-        if ns and body_velocity is not None and bool(self.solid.any()):
-            touch_u, touch_v = faces_touching(self.solid, self.periodic)
-            self.scalar_flow = ScalarFlow(
-                (~touch_u).to(self.dtype), (~touch_v).to(self.dtype), torch.zeros_like(state.u),
-                torch.zeros_like(state.v),
-                PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
-                               max_iter=config.pressure_max_iter, device=self.device, capped=config.pressure_capped))
         self.pressure = PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
                                        max_iter=config.pressure_max_iter, device=self.device,
                                        capped=config.pressure_capped)
@@ -373,10 +368,18 @@ class Solver:
         to 0, projected with those faces fixed (a second :class:`PressureSolver`, warm-started;
         0-1 CG iterations per step once running). So no scalar enters a body, a uniform one stays
         uniform, and totals change only by rounding. Returned in this solver's buffers (valid
-        until the next call)."""
+        until the next call). Use it, not ``state.u``/``v``, to carry anything else near a moving
+        body (tracer particles, fields of your own): it is made here also without scalars."""
+        if not self.moving_bodies:
+            return state.u, state.v
         flow = self.scalar_flow
         if flow is None:
-            return state.u, state.v
+            open_u, open_v = (~t for t in faces_touching(self.solid, self.periodic))
+            cfg = self.config
+            flow = self.scalar_flow = ScalarFlow(
+                open_u.to(self.dtype), open_v.to(self.dtype), torch.zeros_like(state.u), torch.zeros_like(state.v),
+                PressureSolver(self.boundary, self.solid, self.dtype, rtol=cfg.pressure_rtol,
+                               max_iter=cfg.pressure_max_iter, device=self.device, capped=cfg.pressure_capped))
         torch.mul(state.u, flow.open_u, out=flow.u)
         torch.mul(state.v, flow.open_v, out=flow.v)
         flow.pressure.project(flow.u, flow.v, warm_start=True)

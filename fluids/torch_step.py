@@ -33,7 +33,7 @@ import math
 import torch
 
 from lawful.kernels.errors import InputError, NumericalError
-from lawful.kernels.mac_grid import SCALAR_CFL_MAX, VISCOUS_NUMBER_MAX, set_periodic_duplicate, substeps
+from lawful.kernels.mac_grid import SCALAR_CFL_MAX, VISCOUS_NUMBER_MAX, faces_touching, set_periodic_duplicate, substeps
 from lawful.kernels.mac_pressure import PressureSolver, default_rtol
 
 __all__ = ["TorchStep", "project_differentiable", "Projector", "face_gradient"]
@@ -469,8 +469,9 @@ class TorchStep:
         # the scalars' own velocity near moving bodies (Solver.scalar_velocity): its open-face
         # masks and a projector of its own
         self.scalar_flow = None
-        if solver.scalar_flow is not None:
-            self.scalar_flow = (solver.scalar_flow.open_u, solver.scalar_flow.open_v,
+        if solver.moving_bodies:
+            open_u, open_v = (~t for t in faces_touching(solver.solid, solver.periodic))
+            self.scalar_flow = (open_u.to(solver.dtype), open_v.to(solver.dtype),
                                 Projector(solver.boundary, solver.solid, solver.dtype, rtol=rtol,
                                           max_iter=solver.config.pressure_max_iter, device=solver.device))
 
