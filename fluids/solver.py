@@ -71,11 +71,8 @@ _STORED_PRESSURE = stored_pressure     # the rule the step's in-place evaluation
 
 
 class ScalarFlow(NamedTuple):
-    """What :meth:`Solver.scalar_velocity` needs near moving bodies: ``open_u`` ``(nx+1, ny)`` and
-    ``open_v`` ``(nx, ny+1)`` (1 on faces touching no body cell, 0 on the others, state dtype),
-    the buffers ``u``, ``v`` it fills, and its own :class:`PressureSolver` (warm start kept)."""
-    open_u: torch.Tensor
-    open_v: torch.Tensor
+    """What :meth:`Solver.scalar_velocity` keeps near moving bodies: the buffers ``u``, ``v`` it
+    fills and its own :class:`PressureSolver` (warm start kept)."""
     u: torch.Tensor
     v: torch.Tensor
     pressure: PressureSolver
@@ -232,10 +229,14 @@ class Solver:
         ns = state.scalars.shape[0]
         self.fx = torch.zeros((ns, self.nx + 1, self.ny), dtype=self.dtype, device=self.device)
         self.fy = torch.zeros((ns, self.nx, self.ny + 1), dtype=self.dtype, device=self.device)
-        #: whether a body moves (its faces carry a velocity): then state.u/v cross it, and
-        #: :meth:`scalar_velocity` gives the field that does not (its :class:`ScalarFlow`, made at
-        #: its first call: the step calls it only with scalars)
-        self.moving_bodies = body_velocity is not None and bool(self.solid.any())
+        #: with a moving body (its faces carry a velocity, so state.u/v cross it): ``(open_u, open_v)``,
+        #: 1 on the faces touching no body cell, 0 on the others (state dtype), which
+        #: :meth:`scalar_velocity` keeps open; None without one
+        self.body_free_faces = None
+        if body_velocity is not None and bool(self.solid.any()):
+            self.body_free_faces = tuple((~t).to(self.dtype) for t in faces_touching(self.solid, self.periodic))
+        #: :meth:`scalar_velocity`'s :class:`ScalarFlow`, made at its first call (the step calls it
+        #: only with scalars)
         self.scalar_flow = None
         self.pressure = PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
                                        max_iter=config.pressure_max_iter, device=self.device,
@@ -370,18 +371,18 @@ class Solver:
         uniform, and totals change only by rounding. Returned in this solver's buffers (valid
         until the next call). Use it, not ``state.u``/``v``, to carry anything else near a moving
         body (tracer particles, fields of your own): it is made here also without scalars."""
-        if not self.moving_bodies:
+        if self.body_free_faces is None:
             return state.u, state.v
         flow = self.scalar_flow
         if flow is None:
-            open_u, open_v = (~t for t in faces_touching(self.solid, self.periodic))
             cfg = self.config
             flow = self.scalar_flow = ScalarFlow(
-                open_u.to(self.dtype), open_v.to(self.dtype), torch.zeros_like(state.u), torch.zeros_like(state.v),
+                torch.zeros_like(state.u), torch.zeros_like(state.v),
                 PressureSolver(self.boundary, self.solid, self.dtype, rtol=cfg.pressure_rtol,
                                max_iter=cfg.pressure_max_iter, device=self.device, capped=cfg.pressure_capped))
-        torch.mul(state.u, flow.open_u, out=flow.u)
-        torch.mul(state.v, flow.open_v, out=flow.v)
+        open_u, open_v = self.body_free_faces
+        torch.mul(state.u, open_u, out=flow.u)
+        torch.mul(state.v, open_v, out=flow.v)
         flow.pressure.project(flow.u, flow.v, warm_start=True)
         return flow.u, flow.v
 

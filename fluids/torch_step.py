@@ -33,7 +33,7 @@ import math
 import torch
 
 from lawful.kernels.errors import InputError, NumericalError
-from lawful.kernels.mac_grid import SCALAR_CFL_MAX, VISCOUS_NUMBER_MAX, faces_touching, set_periodic_duplicate, substeps
+from lawful.kernels.mac_grid import SCALAR_CFL_MAX, VISCOUS_NUMBER_MAX, set_periodic_duplicate, substeps
 from lawful.kernels.mac_pressure import PressureSolver, default_rtol
 
 __all__ = ["TorchStep", "project_differentiable", "Projector", "face_gradient"]
@@ -466,14 +466,11 @@ class TorchStep:
         rtol = projection_rtol if projection_rtol is not None else solver.rtol
         self.projector = Projector(solver.boundary, solver.solid, solver.dtype, rtol=rtol,
                                    max_iter=solver.config.pressure_max_iter, device=solver.device)
-        # the scalars' own velocity near moving bodies (Solver.scalar_velocity): its open-face
-        # masks and a projector of its own
-        self.scalar_flow = None
-        if solver.moving_bodies:
-            open_u, open_v = (~t for t in faces_touching(solver.solid, solver.periodic))
-            self.scalar_flow = (open_u.to(solver.dtype), open_v.to(solver.dtype),
-                                Projector(solver.boundary, solver.solid, solver.dtype, rtol=rtol,
-                                          max_iter=solver.config.pressure_max_iter, device=solver.device))
+        # the scalars' own velocity near moving bodies (Solver.scalar_velocity): a projector of its own
+        self.scalar_projector = None
+        if solver.body_free_faces is not None:
+            self.scalar_projector = Projector(solver.boundary, solver.solid, solver.dtype, rtol=rtol,
+                                              max_iter=solver.config.pressure_max_iter, device=solver.device)
 
     def pressure_gradient(self, p: torch.Tensor) -> tuple:
         """``W G p`` on the faces for a cell pressure ``p`` ``(nx, ny)`` (e.g. ``state.p``)."""
@@ -503,9 +500,9 @@ class TorchStep:
         dx = self.dx
         if s is not None and s.shape[0]:
             us, vs = u, v
-            if self.scalar_flow is not None:     # Solver.scalar_velocity
-                open_u, open_v, projector = self.scalar_flow
-                us, vs = project_differentiable(u * open_u, v * open_v, projector)
+            if self.scalar_projector is not None:     # Solver.scalar_velocity
+                open_u, open_v = sol.body_free_faces
+                us, vs = project_differentiable(u * open_u, v * open_v, self.scalar_projector)
             cfl = (float(us.detach().abs().max()) + float(vs.detach().abs().max())) * h / dx
             n = substeps(cfl, SCALAR_CFL_MAX)
             for _ in range(n):

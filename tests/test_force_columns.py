@@ -315,7 +315,7 @@ def test_gradients_through_the_scalar_velocity_of_a_spinning_disc_pass_gradcheck
     for _ in range(3):
         solver.step(st)
     ts = TorchStep(solver)
-    assert ts.scalar_flow is not None
+    assert ts.scalar_projector is not None
     weights = torch.randn(st.scalars.shape, generator=g, dtype=F64)
     free_u = ts.ubc[0] > 0
 
