@@ -10,10 +10,10 @@ labels (0.94-1.07 on the nine committed GFN2-xTB sets, 1.00 on an EMT MD run; th
 least-squares slope, which the steepest pairs and their trapezoid error pull to 0.7-0.9).
 Anything else is a convention mixed up on the way in, which training would not report: it would
 fit a compromise between energies and forces that disagree, and the model would be silently
-worse than its data. ``s ≈ -1``: the "forces" are energy gradients dE/dR; ``s ≈ 23.06``:
-energies in kcal/mol beside forces in eV/Å; ``s ≈ 1/23.06``: forces in kcal/mol/Å beside
-energies in eV; 1/27.2, 51.4, 1.89: Hartree and bohr (:data:`KNOWN_FACTORS`); 1/N: energies per
-atom, not per frame.
+worse than its data. ``s ≈ -1``: the "forces" are energy gradients dE/dR; ``s`` ≈ kcal/mol per eV
+(:data:`~lawful.kernels.units.KCALMOL_PER_EV`): energies in kcal/mol beside forces in eV/Å; its
+inverse: forces in kcal/mol/Å beside energies in eV; the Hartree and bohr factors likewise
+(:data:`KNOWN_FACTORS`); 1/N: energies per atom, not per frame.
 
 :func:`work_check` finds the pairs and computes ``s``; :func:`check_label_consistency` raises
 :class:`~lawful.kernels.errors.InputError` when the verdict is clear (at least :data:`MIN_PAIRS`
@@ -72,17 +72,21 @@ MAX_PERIODIC_FRAMES = 500
 #: ``s`` -> the likely cause, for the check's message.
 KNOWN_FACTORS = {
     -1.0: "the 'forces' are energy gradients dE/dR, not forces -dE/dR: negate them",
-    KCALMOL_PER_EV: "energies in kcal/mol beside forces in eV/Å: convert the energies to eV (divide by 23.06)",
+    KCALMOL_PER_EV: "energies in kcal/mol beside forces in eV/Å: convert the energies to eV "
+                    f"(divide by {KCALMOL_PER_EV:.2f})",
     1.0 / KCALMOL_PER_EV: "forces in kcal/mol/Å beside energies in eV: convert the forces to eV/Å "
-                          "(divide by 23.06)",
+                          f"(divide by {KCALMOL_PER_EV:.2f})",
     1.0 / EV_PER_HARTREE: "energies in Hartree beside forces in eV/Å: convert the energies to eV "
-                          "(multiply by 27.21)",
-    EV_PER_HARTREE: "forces in Hartree/Å beside energies in eV: convert the forces to eV/Å (multiply by 27.21)",
+                          f"(multiply by {EV_PER_HARTREE:.2f})",
+    EV_PER_HARTREE: "forces in Hartree/Å beside energies in eV: convert the forces to eV/Å "
+                    f"(multiply by {EV_PER_HARTREE:.2f})",
     EV_PER_HARTREE / ANGSTROM_PER_BOHR: "forces in Hartree/bohr beside energies in eV: convert the forces to "
-                                        "eV/Å (multiply by 51.42)",
+                                        f"eV/Å (multiply by {EV_PER_HARTREE / ANGSTROM_PER_BOHR:.2f})",
     1.0 / ANGSTROM_PER_BOHR: "energies in Hartree and forces in Hartree/bohr: convert the energies to eV "
-                             "(x 27.21) and the forces to eV/Å (x 51.42)",
-    KJMOL_PER_EV: "energies in kJ/mol beside forces in eV/Å: convert the energies to eV (divide by 96.49)",
+                             f"(x {EV_PER_HARTREE:.2f}) and the forces to eV/Å "
+                             f"(x {EV_PER_HARTREE / ANGSTROM_PER_BOHR:.2f})",
+    KJMOL_PER_EV: "energies in kJ/mol beside forces in eV/Å: convert the energies to eV "
+                  f"(divide by {KJMOL_PER_EV:.2f})",
     1.0 / KJMOL_PER_EV: "forces in kJ/mol/Å beside energies in eV: convert the forces to eV/Å",
 }
 
