@@ -90,7 +90,8 @@ class SolverConfig:
     -- a projection that stops above pressure_rtol raises ConvergenceError (residual, tolerance,
     iterations, fix); True -- accept it (a fixed iteration budget, as real-time solvers do): the
     step then goes on with the partly projected field and its record has ``pressure_converged``
-    (1/0) beside ``pressure_residual``. cfl_max: largest
+    (1/0; 0 also when the scalars' own projection near a moving body, :meth:`Solver.scalar_velocity`,
+    stopped early) beside ``pressure_residual``. cfl_max: largest
     ``max|u| dt_sub/dx`` per substep; max_substeps: beyond that many substeps, NumericalError.
     buoyancy: coefficient b of the +y force ``b * s`` from scalar ``buoyancy_scalar``.
     drag: linear drag coefficient (``u -= drag * u * dt``). reproject_after_correction: project
@@ -238,6 +239,9 @@ class Solver:
         #: :meth:`scalar_velocity`'s :class:`ScalarFlow`, made at its first call (the step calls it
         #: only with scalars)
         self.scalar_flow = None
+        #: :class:`ProjectionStats` of :meth:`scalar_velocity`'s last projection (None before one); a
+        #: step's record folds its ``converged`` into ``pressure_converged``
+        self.scalar_projection = None
         self.pressure = PressureSolver(state.boundary, state.solid, self.dtype, rtol=config.pressure_rtol,
                                        max_iter=config.pressure_max_iter, device=self.device,
                                        capped=config.pressure_capped)
@@ -383,7 +387,9 @@ class Solver:
         open_u, open_v = self.body_free_faces
         torch.mul(state.u, open_u, out=flow.u)
         torch.mul(state.v, open_v, out=flow.v)
-        flow.pressure.project(flow.u, flow.v, warm_start=True)
+        stats = flow.pressure.project(flow.u, flow.v, warm_start=True)
+        if self.scalar_projection is None or self.scalar_projection.converged:   # a step keeps its first miss
+            self.scalar_projection = stats
         return flow.u, flow.v
 
     def force_step(self, state: FluidState, dt: float) -> None:
@@ -488,6 +494,7 @@ class Solver:
         # the default parts with the predictor: the projection's warm start p * scale is the phi
         # advect_step has just set (neither the force part nor the kernels between change p or phi)
         phi_set = cfg.pressure_predictor and self._stock_parts()
+        self.scalar_projection = None
         for _ in range(nsub):
             if self._advect is None:
                 self.advect_step(state, h)
@@ -540,7 +547,9 @@ class Solver:
         state.step += 1
         info = {"substeps": nsub, "cfl": cfl, "pressure_iters": iters, "pressure_residual": stats.residual}
         if cfg.pressure_capped:
-            info["pressure_converged"] = int(converged)
+            # the scalars' own projection (moving bodies) counts too: capped, it may stop early
+            scalar_proj = self.scalar_projection
+            info["pressure_converged"] = int(converged and (scalar_proj is None or scalar_proj.converged))
         if div_proj is not None:
             info["div_max_rel_projected"] = div_proj
         return info

@@ -325,3 +325,36 @@ def test_gradients_through_the_scalar_velocity_of_a_spinning_disc_pass_gradcheck
 
     inputs = (st.u.clone().requires_grad_(True), st.scalars.clone().requires_grad_(True))
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
+
+
+@pytest.mark.parametrize("scalar_iters, capped, expect", [
+    (None, True, 1),          # both projections reach the tolerance
+    (1, True, 0),             # the scalars' projection capped after 1 iteration: the record says so
+    (1, False, "raise"),      # uncapped, its miss raises like the velocity's own
+])
+def test_a_capped_scalar_projection_that_stops_early_is_recorded(scalar_iters, capped, expect):
+    """With a moving body the scalars ride a second projection (Solver.scalar_velocity). A capped
+    solver accepts solves that stop above the tolerance and records ``pressure_converged``: that
+    flag counts the scalars' projection too, else a capped miss there would pass as converged.
+    (The swapped-in solver starts cold on a flow already moving: 1 iteration cannot reach 1e-10.)"""
+    from lawful.fluids.solver import ScalarFlow
+    from lawful.kernels.errors import ConvergenceError
+    from lawful.kernels.mac_pressure import PressureSolver
+
+    sc = _blob_around_disc(24)
+    solver = sc.make_solver(pressure_capped=capped)
+    st = sc.state
+    for _ in range(3):                                       # the disc sets the fluid moving
+        solver.step(st)
+    if scalar_iters is not None:
+        solver.scalar_flow = ScalarFlow(torch.zeros_like(st.u), torch.zeros_like(st.v),
+                                        PressureSolver(st.boundary, st.solid, F64, max_iter=scalar_iters,
+                                                       capped=capped))
+    if expect == "raise":
+        with pytest.raises(ConvergenceError, match="iterations"):
+            solver.step(st)
+        return
+    rec = solver.step(st)
+    assert rec["pressure_converged"] == expect
+    assert rec["pressure_residual"] <= 1e-10                 # the velocity's own projection converged
+    assert solver.scalar_projection.converged is bool(expect)
