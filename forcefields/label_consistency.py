@@ -48,6 +48,7 @@ from lawful.kernels.units import (ANGSTROM_PER_BOHR, EV_PER_HARTREE, GPA_PER_EV_
                                   KJMOL_PER_EV)
 
 __all__ = ["MAX_STEP", "MAX_STRAIN", "MIN_PAIRS", "MIN_WORK", "AGREE_FACTOR", "MIN_AGREEING", "CONSISTENT_RANGE",
+           "MIN_PART", "FLAT_RATIO",
            "KNOWN_FACTORS", "STRESS_FACTORS", "work_check", "check_label_consistency", "nearest_factor"]
 
 #: Largest RMS step per atom (Å) of a frame pair the check uses.
@@ -62,6 +63,11 @@ AGREE_FACTOR = 1.5
 MIN_AGREEING = 0.5
 #: Fitted ``s`` in this range: consistent labels (the trapezoid rule's error stays well inside it).
 CONSISTENT_RANGE = (0.8, 1.25)
+#: Smallest share of all pairs at one known factor, the median agreeing, that refuses the data as
+#: partly mixed up (a merged source with another convention).
+MIN_PART = 0.1
+#: A pair whose energy changes by less than this fraction of its forces' work: "flat" energies.
+FLAT_RATIO = 0.2
 #: Frames per group compared pairwise (more are thinned evenly).
 MAX_FRAMES_PER_GROUP = 2000
 #: Largest cell deformation (any component of D) of a periodic pair the check uses.
@@ -189,8 +195,8 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
     "scale": s (median of ΔE/W), "agreeing": share of pairs within AGREE_FACTOR of s, "max_step_A":
     max_step, "verdict": "consistent" | "inconsistent" | "undetermined"}`` (``scale`` and
     ``agreeing`` None with fewer than :data:`MIN_PAIRS` pairs)."""
-    de, w, n = [], [], []       # pairs in one cell: energy difference, forces' work, atoms
-    de_s, w_s = [], []          # pairs across cells: energy difference less the forces' work, strain work
+    de, w, n, fr = [], [], [], []   # pairs in one cell: energy difference, forces' work, atoms, frames
+    de_s, w_s, fr_s = [], [], []    # pairs across cells: energy difference less the forces' work, strain work
     for (numbers, pbc), idx in _groups(frames).items():
         if len(idx) < 2:
             continue
@@ -209,6 +215,7 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
                     de.append(lab[b][0] - lab[a][0])
                     w.append(-0.5 * float(((lab[a][1] + lab[b][1]) * d).sum()))
                     n.append(len(numbers))
+                    fr.append((a, b))
             continue
         # along the data's order (an MD run's; cells may differ: the stress part), and each frame
         # with its nearest frame in the same cell (shuffled data)
@@ -226,39 +233,88 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
                 de.append(eb - ea)
                 w.append(work_f)
                 n.append(len(numbers))
+                fr.append((a, b))
             elif sa is not None and sb is not None:
                 # dE = V sigma : d(strain) (ASE's stress), trapezoid over the two ends
                 vs = 0.5 * (abs(np.linalg.det(frames[a].cell.array)) * sa
                             + abs(np.linalg.det(frames[b].cell.array)) * sb)
                 de_s.append(eb - ea - work_f)
                 w_s.append(float((vs * strain).sum()))
-    out = _ratio_verdict(de, w, n)
+                fr_s.append((a, b))
+    out = _ratio_verdict(de, w, n, fr, KNOWN_FACTORS)
     out["max_step_A"] = float(max_step)
-    stress = _ratio_verdict(de_s, w_s)
+    stress = _ratio_verdict(de_s, w_s, None, fr_s, STRESS_FACTORS)
     out["stress"] = stress if out["verdict"] != "inconsistent" else dict(stress, verdict="undetermined")
     return out
 
 
-def _ratio_verdict(de, w, atoms=None) -> dict:
-    """``{"pairs", "scale", "agreeing", "verdict"}`` of the median ratio ``de / w`` (module docstring);
-    with ``atoms`` (each pair's atom count) also ``scale_times_atoms``, the median of ratio x atoms:
-    energies per atom instead of per frame give ``s = 1/N``, and this 1."""
+def _ratio_verdict(de, w, atoms=None, frames=None, factors=None) -> dict:
+    """``{"pairs", "pairs_near", "scale", "agreeing", "verdict"}`` of the median ratio ``de / w``
+    (module docstring; ``pairs_near``: all the nearby pairs, ``pairs`` those doing
+    :data:`MIN_WORK`); with ``atoms`` (each pair's atom count) also ``scale_times_atoms``, the median
+    of ratio x atoms: energies per atom instead of per frame give ``s = 1/N``, and this 1.
+
+    Two verdicts besides the median's (``verdict`` "inconsistent", ``reason`` saying which):
+    ``"part"`` -- the median agrees but at least :data:`MIN_PAIRS` pairs and :data:`MIN_PART` of them
+    sit at one factor of ``factors`` (a table like :data:`KNOWN_FACTORS`; or 1/N, energies per
+    atom): part of the data (merged from another source?) has that mix-up, which the median of the
+    rest hides; ``part`` gives the factor, its pairs and up to five of their ``frames`` (index
+    pairs). ``"flat"`` -- the ratios do not cluster at their median (a unit factor would) but at
+    least :data:`MIN_AGREEING` of the pairs change the energy by less than :data:`FLAT_RATIO` of
+    the forces' work: the energies do not follow the forces at all (total energies, potential +
+    kinetic, of an NVE run; a constant or another structure's energy)."""
     de_a, w_a = np.asarray(de, dtype=np.float64), np.asarray(w, dtype=np.float64)
     use = np.abs(w_a) >= MIN_WORK
-    out = {"pairs": int(use.sum()), "scale": None, "agreeing": None, "verdict": "undetermined"}
+    out = {"pairs": int(use.sum()), "pairs_near": int(len(de_a)), "scale": None, "agreeing": None,
+           "verdict": "undetermined"}
     if atoms is not None:
         out["scale_times_atoms"] = None
     if out["pairs"] < MIN_PAIRS:
         return out
     ratio = de_a[use] / w_a[use]
     s = float(np.median(ratio))
+    per_atom = None
     if atoms is not None:
-        out["scale_times_atoms"] = float(np.median(ratio * np.asarray(atoms, dtype=np.float64)[use]))
-    agree = float(np.mean((ratio / s >= 1.0 / AGREE_FACTOR) & (ratio / s <= AGREE_FACTOR))) if s != 0 else 0.0
+        per_atom = ratio * np.asarray(atoms, dtype=np.float64)[use]
+        out["scale_times_atoms"] = float(np.median(per_atom))
+    agrees = (ratio / s >= 1.0 / AGREE_FACTOR) & (ratio / s <= AGREE_FACTOR) if s != 0 else np.zeros_like(use[use])
+    agree = float(np.mean(agrees))
     out.update(scale=s, agreeing=agree)
     if agree >= MIN_AGREEING:
         out["verdict"] = "consistent" if CONSISTENT_RANGE[0] <= s <= CONSISTENT_RANGE[1] else "inconsistent"
+    elif float(np.mean(np.abs(ratio) < FLAT_RATIO)) >= MIN_AGREEING:
+        # ratios near 0 that do not cluster at one value (a unit factor would): flat energies
+        out.update(verdict="inconsistent", reason="flat")
+        return out
+    if out["verdict"] == "consistent" and factors:
+        part = _mixed_part(ratio, per_atom, ~agrees, factors)
+        if part is not None:
+            idx = np.flatnonzero(use)[part.pop("mask")]
+            if frames is not None:
+                part["frames"] = [tuple(int(k) for k in frames[i]) for i in idx[:5]]
+            out.update(verdict="inconsistent", reason="part", part=part)
     return out
+
+
+def _mixed_part(ratio, per_atom, off, factors) -> dict | None:
+    """The largest cluster of the disagreeing pairs ``off`` at one factor of ``factors`` (within
+    10 % in log) or, with ``per_atom`` (ratio x atoms), at 1/N: ``{"factor", "cause", "pairs",
+    "share", "mask"}`` when it holds at least :data:`MIN_PAIRS` pairs and :data:`MIN_PART` of all;
+    else None."""
+    best = None
+    candidates = [(c, ratio, cause) for c, cause in factors.items()]
+    if per_atom is not None:
+        candidates.append((None, per_atom, "energies per atom (eV/atom) where lawful reads each frame's total "
+                                           "energy (eV): multiply them by the number of atoms"))
+    for c, values, cause in candidates:
+        target = 1.0 if c is None else c
+        with np.errstate(divide="ignore", invalid="ignore"):
+            near = off & (np.sign(values) == np.sign(target)) & (np.abs(np.log(np.abs(values / target))) < 0.1)
+        k = int(near.sum())
+        if k >= MIN_PAIRS and k >= MIN_PART * len(ratio) and (best is None or k > best["pairs"]):
+            best = {"factor": "1/N" if c is None else float(c), "cause": cause, "pairs": k,
+                    "share": k / len(ratio), "mask": near}
+    return best
 
 
 #: ``s`` of the stress check -> the likely cause.
@@ -308,37 +364,68 @@ def check_label_consistency(frames: Sequence, what: str = "training", max_step: 
     and, with ``stress`` (the stress labels are used), when its stress verdict is (without: a
     warning); returns the check's figures otherwise."""
     r = work_check(frames, max_step)
+    fix = "If the labels are right, pass check_labels=False (command line: --no-label-check)."
     if r["verdict"] == "inconsistent":
         from lawful.kernels.errors import InputError
 
         s = r["scale"]
+        near = f"between {r['pairs']} pairs of nearby frames (RMS step <= {max_step:g} Å per atom)"
+        if r.get("reason") == "flat":
+            raise InputError(
+                f"the {what} data's energy labels do not follow its forces: {near} the forces do work (over "
+                f"{MIN_WORK:g} eV each) but the energies barely change (median energy difference {s:.3g}x the work, 1 "
+                "for consistent labels). Likely: total energies (potential + kinetic, as an NVE run's conserved "
+                "energy; ASE get_total_energy, LAMMPS etotal) where lawful needs the potential energy; or one "
+                f"energy copied to every frame, or energies of other structures. Training would fit a compromise "
+                f"between the two and report no error. {fix}")
+        if r.get("reason") == "part":
+            raise InputError(_part_message(what, "energy and force labels", r, near, fix))
         raise InputError(
-            f"the {what} data's energy and force labels do not describe one potential: between {r['pairs']} pairs "
-            f"of nearby frames (RMS step <= {max_step:g} Å per atom) the energy differences are {s:.4g}x the work "
+            f"the {what} data's energy and force labels do not describe one potential: {near} the energy "
+            f"differences are {s:.4g}x the work "
             f"of the forces (-1/2 (F_a + F_b) . (R_b - R_a); the median ratio, 1 for consistent labels; "
             f"{100 * r['agreeing']:.0f} % of the pairs agree with it within a factor {AGREE_FACTOR:g}). Likely: "
             f"{_likely_cause(s, r.get('scale_times_atoms'))}. Training would fit a "
-            "compromise between the two and report no error. If the labels are right, pass "
-            "check_labels=False (command line: --no-label-check).")
+            f"compromise between the two and report no error. {fix}")
     st = r["stress"]
     if st["verdict"] == "inconsistent":
         from lawful.kernels.errors import InputError
 
         s = st["scale"]
-        cause = nearest_factor(s, STRESS_FACTORS) or ("the stress labels are in other units or another sign "
-                                                      "convention than ASE's eV/Å³, (1/V) dE/dstrain")
+        near = f"between {st['pairs']} pairs of nearby frames in different cells (strain <= {MAX_STRAIN:g})"
+        if st.get("reason") == "part":
+            said = _part_message(what, "stress labels", st, near, fix)
+        elif st.get("reason") == "flat":
+            said = (f"the {what} data's stress labels do not follow its energies: {near} the energy changes by the "
+                    f"stress's work but the stress hardly does any ({s:.3g}x the energy change left after the "
+                    "forces' work, 1 for consistent labels). Likely: stress labels that are all zero or of other "
+                    f"structures. {fix}")
+        else:
+            cause = nearest_factor(s, STRESS_FACTORS) or ("the stress labels are in other units or another sign "
+                                                          "convention than ASE's eV/Å³, (1/V) dE/dstrain")
+            said = (f"the {what} data's stress labels do not describe the energy: {near} the energy change left "
+                    f"after the forces' work is "
+                    f"{s:.4g}x the stress's work (V sigma : strain; the median ratio, 1 for consistent labels; "
+                    f"{100 * st['agreeing']:.0f} % of the pairs agree with it within a factor {AGREE_FACTOR:g}). "
+                    f"Likely: {cause}. A stress weight would fit it with no error reported. {fix}")
         if not stress:       # not fitted: said, not refused (a model's stress will not match these labels)
             import warnings
 
-            warnings.warn(f"the {what} data's stress labels are {s:.4g}x what its energies imply between "
-                          f"{st['pairs']} pairs of frames in different cells (likely: {cause}); they are not "
-                          "fitted (stress weight 0), but a model's stress will not match them.", stacklevel=3)
+            warnings.warn(f"{said.split(' If the labels are right')[0]} They are not fitted (stress weight 0), "
+                          "but a model's stress will not match them.", stacklevel=3)
             return r
-        raise InputError(
-            f"the {what} data's stress labels do not describe the energy: between {st['pairs']} pairs of nearby "
-            f"frames in different cells (strain <= {MAX_STRAIN:g}) the energy change left after the forces' work is "
-            f"{s:.4g}x the stress's work (V sigma : strain; the median ratio, 1 for consistent labels; "
-            f"{100 * st['agreeing']:.0f} % of the pairs agree with it within a factor {AGREE_FACTOR:g}). Likely: "
-            f"{cause}. A stress weight would fit it with no error reported. If the labels are right, pass "
-            "check_labels=False (command line: --no-label-check).")
+        raise InputError(said)
     return r
+
+
+def _part_message(what: str, labels: str, r: dict, near: str, fix: str) -> str:
+    """The refusal of a data set whose pairs mostly agree but a part sits at a known factor."""
+    part = r["part"]
+    factor = part["factor"] if isinstance(part["factor"], str) else f"{part['factor']:.4g}"
+    frames = ", ".join(f"{a} & {b}" for a, b in part.get("frames", []))
+    return (f"part of the {what} data's {labels} carry a mix-up: {near} the median ratio is {r['scale']:.2f} "
+            f"(consistent), but {part['pairs']} pairs ({100 * part['share']:.0f} %) sit at {factor}, "
+            f"which means {part['cause']}"
+            f"{f' (frames {frames}, indices into the data)' if frames else ''}. A data set merged from sources with "
+            f"different conventions? Training would fit both and report no error. Fix those frames; {fix[0].lower()}"
+            f"{fix[1:]}")

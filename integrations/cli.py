@@ -543,6 +543,8 @@ def _cmd_train(args) -> int:
 def _label_check_line(check: dict | None) -> str:
     """One line on the training labels' work check (:mod:`lawful.forcefields.label_consistency`),
     newline-terminated; empty when it was skipped."""
+    from lawful.forcefields.label_consistency import MIN_PAIRS, MIN_WORK
+
     r = (check or {}).get("training")
     if not r:
         return ""
@@ -550,8 +552,13 @@ def _label_check_line(check: dict | None) -> str:
         return (f"labels: the energies agree with the forces' work between {r['pairs']} pairs of nearby frames "
                 f"(median ratio {r['scale']:.2f})\n")
     if r["scale"] is None:
+        near = r.get("pairs_near", r["pairs"])
+        if near > r["pairs"]:       # near enough, but too little work to read a ratio from
+            return (f"labels: energies and forces not cross-checked ({near} pairs of frames within "
+                    f"{r['max_step_A']:g} Å RMS of each other, but only {r['pairs']} whose forces do "
+                    f"{1e3 * MIN_WORK:g} meV of work or more; {MIN_PAIRS} needed)\n")
         return (f"labels: energies and forces not cross-checked (only {r['pairs']} pairs of frames within "
-                f"{r['max_step_A']:g} Å RMS of each other; 5 needed)\n")
+                f"{r['max_step_A']:g} Å RMS of each other; {MIN_PAIRS} needed)\n")
     return (f"labels: energies and forces not cross-checked: the energy/work ratios of {r['pairs']} pairs of nearby "
             f"frames scatter (median {r['scale']:.2f}, {100 * r['agreeing']:.0f} % within 1.5x of it; noisy "
             "labels?)\n")

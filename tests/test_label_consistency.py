@@ -116,6 +116,58 @@ def test_each_convention_mistake_is_refused_and_named(emt_md, mistake, energy_fa
     assert named in str(err.value) and "validation data" in str(err.value) and "check_labels=False" in str(err.value)
 
 
+@pytest.fixture(scope="module")
+def second_run():
+    """A second EMT run of the same 32 Cu atoms (another seed, 20 frames): data to merge."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.calc = EMT()
+    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(1))
+    md = VelocityVerlet(atoms, 2 * units.fs)
+    frames = []
+    for _ in range(20):
+        md.run(2)
+        a = atoms.copy()
+        a.calc = SinglePointCalculator(a, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+        frames.append(a)
+    return frames
+
+
+@pytest.mark.parametrize("mistake, energy_factor, force_factor, named", [
+    ("forces stored as gradients", 1.0, -1.0, "gradients dE/dR"),
+    ("energies in kcal/mol", KCAL, 1.0, "energies in kcal/mol"),
+    ("energies per atom", 1.0 / 32, 1.0, "energies per atom"),
+])
+def test_a_merged_part_with_a_mix_up_is_refused_though_the_median_agrees(emt_md, second_run, mistake,
+                                                                          energy_factor, force_factor, named):
+    """40 right frames and 20 from another source with a convention mix-up: the median ratio is the
+    majority's 1, so before 2026-12 the data passed as consistent (up to 43 % bad frames, review
+    w15); the pairs at a known factor now refuse it, naming the factor and frames of that part."""
+    frames = emt_md + _relabelled(second_run, energy_factor, force_factor)
+    r = work_check(frames)
+    assert r["scale"] == pytest.approx(1.0, abs=0.03)
+    assert r["verdict"] == "inconsistent" and r["reason"] == "part"
+    assert r["part"]["pairs"] >= 15 and all(a >= 40 and b >= 40 for a, b in r["part"]["frames"])
+    with pytest.raises(InputError, match="part of the training data") as err:
+        check_label_consistency(frames)
+    assert named in str(err.value) and "frames 40 & 41" in str(err.value)
+    assert work_check(emt_md + second_run)["verdict"] == "consistent"     # both right: merged, still consistent
+
+
+def test_total_energies_that_barely_change_are_refused(emt_md):
+    """Frames labelled with the NVE run's conserved total energy (potential + kinetic) beside the
+    right forces: every ratio ~0, which before 2026-12 gave no verdict ("noisy labels?") and trained."""
+    frames = []
+    for a in emt_md:
+        b = a.copy()
+        b.calc = SinglePointCalculator(b, energy=-3.5 + 1e-6 * len(frames), forces=a.calc.results["forces"])
+        frames.append(b)
+    r = work_check(frames)
+    assert r["verdict"] == "inconsistent" and r["reason"] == "flat"
+    with pytest.raises(InputError, match="barely change") as err:
+        check_label_consistency(frames)
+    assert "total energies (potential + kinetic" in str(err.value)
+
+
 def test_stress_labels_across_cells_are_consistent_and_their_ratio_is_one(strained):
     r = check_label_consistency(strained)
     assert r["pairs"] == 0 and r["stress"]["verdict"] == "consistent" and r["stress"]["pairs"] >= 25
@@ -252,6 +304,9 @@ def test_lawful_train_refuses_flipped_forces_with_one_error_line(emt_md, tmp_pat
      "not cross-checked (only 2 pairs of frames within 0.15 Å RMS of each other; 5 needed)"),
     ({"verdict": "undetermined", "pairs": 20, "scale": 0.7, "agreeing": 0.3, "max_step_A": 0.15},
      "scatter (median 0.70, 30 % within 1.5x of it; noisy labels?)"),
+    ({"verdict": "undetermined", "pairs": 0, "pairs_near": 71, "scale": None, "agreeing": None, "max_step_A": 0.15},
+     "(71 pairs of frames within 0.15 Å RMS of each other, but only 0 whose forces do 1 meV of work or more; "
+     "5 needed)"),
 ])
 def test_lawful_train_says_what_the_label_check_found(check, says):
     from lawful.integrations.cli import _label_check_line
