@@ -211,7 +211,12 @@ class AtomisticModel(torch.nn.Module):
                              "to get the cell's), and for a molecule ask for energy and forces only.")
         if batch.positions.dtype != self.dtype or batch.positions.device != self.device:
             batch = batch.to(device=self.device, dtype=self.dtype)
-        with torch.enable_grad():
+        # forces and stress are the energy's gradients: autograd on, also inside a caller's
+        # torch.inference_mode() (whose tensors autograd cannot save: copied to normal ones first,
+        # and nothing made here, the kept pair plan included, becomes an inference tensor)
+        with torch.inference_mode(False), torch.enable_grad():
+            if any(t.is_inference() for t in vars(batch).values()):
+                batch = Batch(**{k: t.clone() for k, t in vars(batch).items()})
             out = self._evaluate_batch(batch, forces, stress, training)
         if not training:
             out = {k: v.detach() for k, v in out.items()}

@@ -95,6 +95,7 @@ def save_model(model, path: str | os.PathLike, training_summary: dict | None = N
     return path
 
 
+@torch.inference_mode(False)      # weights autograd can use later, also when loaded in inference mode
 def _rebuild(path, mf, cls, dtype, device):
     """``cls(**config)`` in ``dtype`` (default: the saved one) on ``device`` with the file's
     weights, strictly (every tensor, no other); ModelFileError when config or weights do not fit."""

@@ -248,6 +248,9 @@ class ModelRunner:
         ``None``: the atom's row here.
     """
 
+    # buffers and results are normal tensors even when made inside a caller's torch.inference_mode()
+    # (autograd, which gives the forces, cannot use inference tensors in later calls)
+    @torch.inference_mode(False)
     def __init__(self, model, numbers, skin: float = 0.5, strict: bool = False,
                  domain_tolerance: float = DOMAIN_TOLERANCE, labels=None):
         self.model = model
@@ -514,6 +517,7 @@ class ModelRunner:
         self._reported["close"] = volume
         _warn_out_of_domain(message + self._report_tail("pairs closer than the training data's"), stacklevel=4)
 
+    @torch.inference_mode(False)
     def evaluate(self, positions, cell=None, pbc=False, stress: bool = False,
                  length_scale: float = 1.0, step=None) -> dict:
         """Energy (0-d, eV), forces ((N, 3), eV/Å), per-atom energies and optionally stress.

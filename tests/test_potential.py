@@ -3,6 +3,8 @@ dtypes and the TorchScript export (float64 unless stated)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -326,13 +328,53 @@ def test_a_kept_pair_plan_is_used_only_for_the_same_pairs(systems):
         assert float(got["energy"]) == float(ref["energy"]) and torch.equal(got["forces"], ref["forces"])
         i.copy_(i.flip(0))    # the caller reuses its buffers: the next structure must not see a stale plan
         j.copy_(j.flip(0))
-    # the same pairs in another order are other pairs: a new plan, and the same physics
+    # the same pairs in another order are other pairs: a new plan, and the same physics; passed
+    # in the same tensor objects, reordered in place (a plan keeping references, not copies, would
+    # see its own pairs there and stay: 13 eV off in review w15's mutant)
     pos, num, cell, pbc = systems["molecule"]
     nl = neighbor_list(torch.tensor(pos), CUTOFF)
-    a = kept.evaluate(pos, num, cell, pbc, pairs=(nl.i, nl.j, nl.shifts))
-    b = kept.evaluate(pos, num, cell, pbc, pairs=(nl.i.flip(0), nl.j.flip(0), nl.shifts.flip(0)))
+    i, j, sh = nl.i.clone(), nl.j.clone(), nl.shifts.clone()
+    a = kept.evaluate(pos, num, cell, pbc, pairs=(i, j, sh))
+    for t in (i, j, sh):
+        t.copy_(t.flip(0))
+    b = kept.evaluate(pos, num, cell, pbc, pairs=(i, j, sh))
+    ref = fresh().evaluate(pos, num, cell, pbc, pairs=(i.clone(), j.clone(), sh.clone()))
+    assert float(b["energy"]) == float(ref["energy"]) and torch.equal(b["forces"], ref["forces"])
     assert abs(float(a["energy"] - b["energy"])) < 1e-12
     assert torch.allclose(a["forces"], b["forces"], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("load_in, call_in", [("inference", "normal"), ("normal", "inference"),
+                                              ("inference", "inference"), ("normal", "normal")])
+def test_torch_inference_mode_gives_the_same_numbers_and_leaves_nothing_behind(load_in, call_in):
+    """Forces are autograd's: a model loaded, or a calculator built and called, inside a caller's
+    torch.inference_mode() gives the numbers it gives outside, and later calls outside still work.
+    Before 2026-12 the call inside raised (autograd off), kept its pair plan as inference tensors,
+    and every later normal call of that structure raised too (review w15)."""
+    from ase.build import molecule
+
+    from lawful.forcefields import load_model
+    from lawful.integrations.ase import LawfulCalculator
+
+    def mode(which):
+        return torch.inference_mode() if which == "inference" else contextlib.nullcontext()
+
+    mol = molecule("CH3CH2OH")
+    pos, z = torch.tensor(mol.positions), torch.tensor(mol.numbers)
+    ref = load_model("organic-xtb").evaluate(pos, z)
+    with mode(load_in):
+        m = load_model("organic-xtb")
+        calc = LawfulCalculator(m)
+    for which in (call_in, "normal", call_in):
+        with mode(which):
+            got = m.evaluate(pos, z)
+            a = mol.copy()
+            a.calc = calc
+            e = a.get_potential_energy()
+            f = a.get_forces()
+        assert float(got["energy"]) == float(ref["energy"]) and torch.equal(got["forces"], ref["forces"])
+        assert e == pytest.approx(float(ref["energy"]), abs=1e-9)
+        assert np.abs(f - ref["forces"].numpy()).max() < 1e-9
 
 
 def test_metadata_and_public_surface():
