@@ -222,6 +222,8 @@ class Solver:
         self.body_velocity = body_velocity
         state.boundary.check_flow(state.solid)
         self.ubc, self.vbc = face_bc(state.boundary, state.solid, self.dtype, body_velocity)
+        if body_velocity is not None:
+            state.boundary.check_prescribed_flux(state.solid, self.ubc, self.vbc)
         #: the (u, v) masks of the fixed faces (walls, inflow, bodies), None where every face is free
         #: (found once: linear drag skips them every step, :func:`drag_factor`)
         self.fixed_faces = tuple(m if bool(m.any()) else None for m in (self.ubc[0] <= 0, self.vbc[0] <= 0))

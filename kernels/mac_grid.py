@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from lawful.kernels.errors import InputError, ShapeError
@@ -223,10 +224,11 @@ class Boundary:
                                  "the whole side, so the open part would not get the mean velocity asked for. Use "
                                  "'uniform', or move the obstacle off the inflow side.")
 
-    def _inflow_without_outlet(self, solid: torch.Tensor, inflow: list) -> tuple | None:
-        """``(side, first, last)``: the first run of an inflow side's fluid cells that no path of
-        fluid cells (4-neighbours, across periodic sides) joins to an outflow side's fluid cells;
-        None when every one is joined. A closed fluid pocket away from the inflow is allowed."""
+    def fluid_regions(self, solid: torch.Tensor):
+        """``(region, open_ids)``: ``region`` (nx, ny) int numpy array, 0 on solid cells and else the
+        id of the cell's connected fluid region (4-neighbours, joined across periodic sides);
+        ``open_ids`` the ids of the regions that reach an outflow side's fluid cells (their
+        pressure is pinned there; every other region's projection needs zero net inflow)."""
         from scipy import ndimage   # an ASE dependency
 
         fluid = ~solid.detach().to("cpu", torch.bool).numpy()
@@ -245,18 +247,58 @@ class Boundary:
             for a, b in zip(first.tolist(), last.tolist()):
                 if a and b:
                     root[find(a)] = find(b)
-        edge = {"x_lo": labels[0, :], "x_hi": labels[-1, :], "y_lo": labels[:, 0], "y_hi": labels[:, -1]}
+        region = np.asarray([find(a) for a in range(n + 1)])[labels]
+        edge = {"x_lo": region[0, :], "x_hi": region[-1, :], "y_lo": region[:, 0], "y_hi": region[:, -1]}
         sides = {"x_lo": self.x_lo, "x_hi": self.x_hi, "y_lo": self.y_lo, "y_hi": self.y_hi}
-        outlets = {find(int(a)) for k, kind in sides.items() if kind == "outflow" for a in edge[k] if a}
+        open_ids = {int(a) for k, kind in sides.items() if kind == "outflow" for a in edge[k] if a}
+        return region, open_ids
+
+    def _inflow_without_outlet(self, solid: torch.Tensor, inflow: list) -> tuple | None:
+        """``(side, first, last)``: the first run of an inflow side's fluid cells that no path of
+        fluid cells (4-neighbours, across periodic sides) joins to an outflow side's fluid cells;
+        None when every one is joined. A closed fluid pocket away from the inflow is allowed."""
+        region, outlets = self.fluid_regions(solid)
+        edge = {"x_lo": region[0, :], "x_hi": region[-1, :], "y_lo": region[:, 0], "y_hi": region[:, -1]}
         for side in inflow:
             cells = edge[side].tolist()
-            bad = [i for i, a in enumerate(cells) if a and find(a) not in outlets]
+            bad = [i for i, a in enumerate(cells) if a and a not in outlets]
             if bad:
                 last = bad[0]
                 while last + 1 < len(cells) and last + 1 in bad:
                     last += 1
                 return side, bad[0], last
         return None
+
+    def check_prescribed_flux(self, solid: torch.Tensor, ubc: torch.Tensor, vbc: torch.Tensor,
+                              rtol: float = 1e-5) -> None:
+        """Raise :class:`InputError` when the fixed faces of :func:`face_bc` (``ubc``, ``vbc``) carry
+        a net flux into a fluid region that reaches no outflow side: no pressure can make that
+        flow divergence-free (the singular projection would spread it over the fluid as a uniform
+        source and report convergence, or break down). A moving obstacle touching a wall or another
+        obstacle does this: its rigid velocity on the faces it shares with them crosses them.
+        ``rtol``: of the region's prescribed face speeds summed (float32 rounding passes)."""
+        fixed_u, fixed_v = (bc[0] <= 0 for bc in (ubc, vbc))
+        fu = torch.where(fixed_u, ubc[1], torch.zeros_like(ubc[1])).detach().to("cpu", torch.float64).numpy()
+        fv = torch.where(fixed_v, vbc[1], torch.zeros_like(vbc[1])).detach().to("cpu", torch.float64).numpy()
+        if not (np.abs(fu).max(initial=0.0) > 0 or np.abs(fv).max(initial=0.0) > 0):
+            return
+        out = (fu[1:] - fu[:-1]) + (fv[:, 1:] - fv[:, :-1])          # prescribed outflow of each cell
+        size = np.abs(fu[1:]) + np.abs(fu[:-1]) + np.abs(fv[:, 1:]) + np.abs(fv[:, :-1])
+        region, open_ids = self.fluid_regions(solid)
+        for rid in np.unique(region):
+            if rid == 0 or int(rid) in open_ids:
+                continue
+            cells = region == rid
+            net, scale = -float(out[cells].sum()), float(size[cells].sum())
+            if abs(net) > rtol * scale:
+                i, j = (int(k[0]) for k in np.nonzero(cells))
+                raise InputError(
+                    f"the face velocities prescribed around a closed fluid region ({int(cells.sum())} cells, e.g. "
+                    f"cell ({i}, {j})) carry a net inflow of {net:.3g} (the sum of their velocities, in cell faces) into it: no pressure can make that "
+                    "flow divergence-free (the projection would spread it over the fluid as a uniform source and "
+                    "report convergence, or break down). A moving obstacle touching a wall or another obstacle "
+                    "does this: its rigid velocity on the faces it shares with them crosses them. Leave at least "
+                    "one fluid cell between a moving obstacle and the walls and the other obstacles.")
 
     def side_code(self, name: str) -> int:
         """Integer code of a side for kernels: index in :data:`SIDE_KINDS`."""
