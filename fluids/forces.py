@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from lawful.kernels.errors import InputError
+from lawful.kernels.mac_grid import faces_touching
 
 __all__ = ["Circle", "Box", "obstacle_masks", "body_velocity", "obstacle_forces", "force_record", "force_columns",
            "flow_direction", "FORCE_METHODS", "SURFACE_BIAS", "control_volume_force", "control_volume_box",
@@ -156,9 +157,11 @@ def obstacle_masks(obstacles, nx: int, ny: int, dx: float, device=None) -> list:
     return [ob.cells(nx, ny, dx, device) for ob in obstacles]
 
 
-def body_velocity(obstacles, masks, nx: int, ny: int, dx: float, dtype=torch.float64, device=None):
+def body_velocity(obstacles, masks, nx: int, ny: int, dx: float, dtype=torch.float64, device=None,
+                  periodic=(False, False)):
     """``(ub (nx+1, ny), vb (nx, ny+1))``: each obstacle's rigid velocity at the faces of its cells
-    and their neighbours (zero elsewhere), or ``None`` when no obstacle moves.
+    and their neighbours (zero elsewhere), or ``None`` when no obstacle moves. ``periodic``: the
+    periodic axes, whose first and last faces are one face (both copies get a body's velocity).
 
     Known limit (audit 2026-12, F1, in part open): the body's surface faces (a body cell on one
     side, fluid on the other) carry the rigid velocity, including its normal part (up to the rim
@@ -187,12 +190,7 @@ def body_velocity(obstacles, masks, nx: int, ny: int, dx: float, dtype=torch.flo
     ub = torch.zeros((nx + 1, ny), dtype=torch.float64, device=device)
     vb = torch.zeros((nx, ny + 1), dtype=torch.float64, device=device)
     for ob, m in zip(obstacles, masks):
-        tu = torch.zeros((nx + 1, ny), dtype=torch.bool, device=device)
-        tu[:-1] |= m
-        tu[1:] |= m
-        tv = torch.zeros((nx, ny + 1), dtype=torch.bool, device=device)
-        tv[:, :-1] |= m
-        tv[:, 1:] |= m
+        tu, tv = faces_touching(m.to(device), periodic)
         ub = torch.where(tu, ob.velocity(xu.expand(nx + 1, ny), yu.expand(nx + 1, ny))[0], ub)
         vb = torch.where(tv, ob.velocity(xv.expand(nx, ny + 1), yv.expand(nx, ny + 1))[1], vb)
     return ub.to(dtype), vb.to(dtype)

@@ -441,7 +441,7 @@ def flow_scene(size=(1.0, 1.0), n: int = 64, boundary: Boundary | None = None, o
         solid |= m
     _check_seams(boundary, masks, name)
     boundary.check_flow(solid)
-    bv = body_velocity(obstacles, masks, nx, n, dx, dtype, device)
+    bv = body_velocity(obstacles, masks, nx, n, dx, dtype, device, boundary.periodic_axes)
     if bv is not None:
         import warnings
 

@@ -385,3 +385,97 @@ def test_a_spinning_body_touching_a_wall_or_another_body_is_refused(obstacles, r
             return
         rec = run(sc, 5, keep="last")[-1]
     assert rec["div_max_rel"] < 1e-9
+
+
+def test_a_spinning_disc_across_a_periodic_seam_built_by_hand():
+    """flow_scene keeps bodies off a seam, but Solver(body_velocity=...) is public: a disc in
+    column 0 of a periodic box. forces.body_velocity without the periodic axes gives the two copies
+    of a seam face different values (before 2026-12 the Taichi step and its twin then differed by
+    60 %, review w15): refused, naming the face. With them, the seam faces touching the body only
+    through the wrap carry nothing in the scalar velocity, the dye stays out and keeps its total,
+    and the twin matches."""
+    from types import SimpleNamespace
+
+    from lawful.fluids.forces import body_velocity, obstacle_masks
+    from lawful.fluids.solver import Solver, SolverConfig
+    from lawful.fluids.state import FluidState
+    from lawful.kernels.errors import InputError
+    from lawful.kernels.mac_grid import faces_touching
+
+    n, dx = 32, 1.0 / 32
+    obs = [Circle((0.1, 0.5), 0.1, omega=4.0)]
+    masks = obstacle_masks(obs, n, n, dx)
+    solid = masks[0]
+    assert bool(solid[0].any()) and not bool(solid[-1].any())     # face 0 is face nx: the wrap touches it
+    cfg = SolverConfig(dt=0.5 * dx / 0.6, viscosity=0.02)
+
+    def state():
+        st = FluidState.zeros(n, n, dx, Boundary.periodic(), solid=solid, scalar_names=("dye",), dtype=F64)
+        x = (torch.arange(n, dtype=F64)[:, None] + 0.5) * dx
+        y = (torch.arange(n, dtype=F64)[None, :] + 0.5) * dx
+        blob = torch.exp(-((x - 0.3) ** 2 + (y - 0.5) ** 2) / 0.01)
+        st.scalars[0].copy_(torch.where(solid, torch.zeros_like(blob), blob))
+        return st
+
+    with pytest.raises(InputError, match=r"body_velocity\[0\] differs between u\[nx\] and its periodic copy"):
+        Solver(state(), cfg, body_velocity=body_velocity(obs, masks, n, n, dx, F64))
+    bv = body_velocity(obs, masks, n, n, dx, F64, periodic=(True, True))
+    st = state()
+    solver = Solver(st, cfg, body_velocity=bv)
+    m0 = float(st.scalars[0].sum())
+    for _ in range(40):
+        solver.step(st)
+    assert float(st.scalars[0][solid].abs().max()) == 0.0
+    assert abs(float(st.scalars[0].sum()) / m0 - 1.0) < 1e-12
+    us, _ = solver.scalar_velocity(st)
+    wrap = faces_touching(solid, (True, True))[0] & ~faces_touching(solid)[0]
+    assert int(wrap.sum()) > 0 and float(us[wrap].abs().max()) == 0.0
+    ns = SimpleNamespace(state=state(), config=cfg)
+    ns.make_solver = lambda: Solver(ns.state, ns.config, body_velocity=bv)
+    twin_matches(ns)
+
+
+@pytest.mark.parametrize("how, warns", [("default", False), ("part", True), ("subclass", True)])
+def test_an_advection_of_ones_own_past_a_spinning_body_is_told_to_use_the_scalar_velocity(how, warns):
+    """A user's advect part, or a subclass's advect_step, written like the default before 2026-12
+    carries scalars with state.u/v into a spinning body (3.3 % of a uniform dye, review w15): the
+    Solver says so when built, naming scalar_velocity."""
+    from lawful.fluids.solver import Solver
+
+    sc = _blob_around_disc(16)
+
+    class Mine(Solver):
+        def advect_step(self, state, dt):
+            Solver.advect_step(self, state, dt)
+
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        if how == "default":
+            sc.make_solver()
+        elif how == "part":
+            Solver(sc.state, sc.config, body_velocity=sc.body_velocity, advect=lambda s, st, dt: s.advect_step(st, dt))
+        else:
+            Mine(sc.state, sc.config, body_velocity=sc.body_velocity)
+    said = [str(w.message) for w in got if "advection part of your own" in str(w.message)]
+    assert bool(said) is warns
+    if warns:
+        assert "solver.scalar_velocity(state)" in said[0]
+
+
+@pytest.mark.parametrize("other, error", [("grid", "ShapeError"), ("obstacles", "InputError")])
+def test_the_scalar_velocity_refuses_a_state_of_another_scene(other, error):
+    """Solver.scalar_velocity(state) checks the state against the solver (review w15: another grid
+    failed with a bare torch shape error; another obstacle mask was carried with this solver's)."""
+    from lawful.kernels import errors
+
+    solver = _blob_around_disc(16).make_solver()
+    if other == "grid":
+        st = _blob_around_disc(24).state
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            st = flow_scene((1.0, 1.0), 16, Boundary.box("no_slip"),
+                            obstacles=[Circle((0.4, 0.5), R_DISC, omega=OMEGA_DISC)], viscosity=NU_DISC,
+                            dt=0.5 / 16 / 0.6, scalar_names=("dye",), dtype=F64).state
+    with pytest.raises(getattr(errors, error)):
+        solver.scalar_velocity(st)
