@@ -69,16 +69,39 @@ def _int_at_least(lo: int):
     return parse
 
 
+#: A unit typed after a number -> (the unit lawful's options take for that quantity, what one of
+#: it is in that unit, offset): fs for times, K for temperatures, Å for lengths.
+_TYPED_UNITS = {"fs": ("fs", 1.0, 0.0), "ps": ("fs", 1e3, 0.0), "ns": ("fs", 1e6, 0.0), "as": ("fs", 1e-3, 0.0),
+                "k": ("K", 1.0, 0.0), "c": ("K", 1.0, 273.15), "°c": ("K", 1.0, 273.15),
+                "a": ("Å", 1.0, 0.0), "å": ("Å", 1.0, 0.0), "ang": ("Å", 1.0, 0.0), "nm": ("Å", 10.0, 0.0),
+                "pm": ("Å", 0.01, 0.0), "bohr": ("Å", 0.529177210903, 0.0)}
+
+
 def _number(text: str) -> float:
-    """A float option's value; a number with a unit typed after it (``--dt 2fs``) is told to drop
-    the unit, which the option's help names."""
+    """A float option's value. A number typed with a unit (``--dt 2fs``) is told to drop it -- and,
+    when the unit is not the one lawful's options take for that quantity (fs, K, Å), what the
+    number is in that unit (``0.5ps``: 500 fs; ``25C``: 298.15 K; ``0.361nm``: 3.61 Å); a decimal
+    comma (``1,5``) is told to use a point."""
     try:
         return float(text)
     except ValueError:
-        typed = re.match(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*[^\d\s.+-].*$", text)
-        hint = (f": give the number alone ({typed.group(1)}), in the unit --help names for it"
-                if typed else "")
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number{hint}") from None
+        pass
+    comma = re.match(r"^\s*([-+]?\d+),(\d+)\s*$", text)
+    if comma:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: use a decimal point "
+                                         f"({comma.group(1)}.{comma.group(2)})") from None
+    typed = re.match(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\d\s.+-].*?)\s*$", text)
+    hint = ""
+    if typed:
+        number, unit = typed.group(1), typed.group(2)
+        known = _TYPED_UNITS.get(unit.lower())
+        if known is None or (known[1] == 1.0 and known[2] == 0.0):
+            hint = f": give the number alone ({number}), in the unit --help names for it"
+        else:
+            base, factor, offset = known
+            hint = (f": {number} {unit} is {float(number) * factor + offset:g} {base}; give the number alone, in "
+                    "the unit --help names for it")
+    raise argparse.ArgumentTypeError(f"{text!r} is not a number{hint}") from None
 
 
 def _float_in(lo: float, strict: bool = True):

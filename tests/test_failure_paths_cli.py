@@ -97,6 +97,10 @@ CASES = [
     ("fluid --scene karman --n 4 --out {t}/out", "karman: grid size n=4 must be an integer >= 8 (cells across"),
     ("md --dt 2fs --out {t}/out", "'2fs' is not a number: give the number alone (2), in the unit --help names"),
     ("md --temperature 300K --out {t}/out", "'300K' is not a number: give the number alone (300)"),
+    # another unit of the quantity is converted (review w15: '25C' was told to give 25, then ran at 25 K)
+    ("md --temperature 25C --out {t}/out", "'25C' is not a number: 25 C is 298.15 K"),
+    ("md --dt 0.5ps --out {t}/out", "'0.5ps' is not a number: 0.5 ps is 500 fs"),
+    ("md --dt 1,5 --out {t}/out", "'1,5' is not a number: use a decimal point (1.5)"),
     ("fluid --scene smoke-plume --n 3 --out {t}/out", "--n: 3"),    # the hyphen spelling reaches the option checks
     # bench
     ("bench --suite {t}/suite --only nope --out {t}/out", "'nope'"),
