@@ -201,7 +201,10 @@ class AtomisticModel(torch.nn.Module):
 
         Returns ``{"energy": (B,) eV, "energies": (N,) eV, "forces": (N,3) eV/Å (if forces),
         "stress": (B,3,3) eV/Å^3 (if stress)}``. With ``training=True`` the outputs keep their
-        graph (forces differentiable w.r.t. the weights); otherwise they are detached.
+        graph (forces differentiable w.r.t. the weights); otherwise they are detached. No domain
+        or unit-mistake check is made here (training's path, and the engines' after their own
+        checks): for structures of your own use :meth:`evaluate` or the function
+        :func:`lawful.forcefields.evaluate_batch`, which check and warn.
         """
         if stress and not bool(batch.pbc.all()):
             k = int(torch.nonzero(~batch.pbc.all(dim=1))[0])           # batch.pbc: (B, 3)
