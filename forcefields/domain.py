@@ -78,6 +78,23 @@ COMPOSITION_TOLERANCE = 1e-6
 _FORMULAS_KEPT = 8
 
 
+#: A closest pair at 1/20 to 1/5 of its species pair's training minimum: lengths in nm read as Å
+#: (a factor 10 short) is the likely mistake, and the close-pair message says so.
+NM_FOR_ANGSTROM_RATIO = (0.05, 0.2)
+
+
+def close_pair_hint(distance: float, training_min: float) -> str:
+    """The close-pair message's tail when ``distance`` (Å) is 1/20 to 1/5 of ``training_min``: a
+    structure in nm given as Å puts every bonded pair near 1/10 of the distances the model knows;
+    else empty."""
+    ratio = distance / training_min if training_min > 0 else 1.0
+    lo, hi = NM_FOR_ANGSTROM_RATIO
+    if lo <= ratio <= hi:
+        return (f" At {ratio:.2g}x the training minimum: are the positions in nm, not Å? (multiply them by 10; "
+                "a unit mistake gives every bonded pair this ratio)")
+    return ""
+
+
 def _counts(numbers, species: Sequence[str]) -> list[int]:
     from ase.data import atomic_numbers
 
@@ -327,9 +344,10 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
                 name_a = species[int(batch.species[batch.edge_i[k]])]
                 name_b = species[int(batch.species[batch.edge_j[k]])]
                 key = pair_key(name_a, name_b)
-                return s, (f"atoms {a} and {b} ({key}) are {math.sqrt(float(d2[k])):.4g} Å apart, below "
+                dist, dmin = math.sqrt(float(d2[k])), float(model.pair_min_distance[key])
+                return s, (f"atoms {a} and {b} ({key}) are {dist:.4g} Å apart, below "
                            f"{DOMAIN_TOLERANCE:g} x the smallest {key} distance in the model's training data "
-                           f"({model.pair_min_distance[key]:.4g} Å)")
+                           f"({dmin:.4g} Å){close_pair_hint(dist, dmin)}")
         record = getattr(model, "training_compositions", None)
         if record:
             for s, z in enumerate(batch.numbers.split(n_atoms)):

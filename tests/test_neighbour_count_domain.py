@@ -232,3 +232,26 @@ def test_evaluate_and_evaluate_batch_check_the_domain_too(model, make, text):
         assert said == []
     else:
         assert len(said) == 2 and text in said[0] and said[1].startswith("structure 1: ") and text in said[1]
+
+
+@pytest.mark.parametrize("scale, hinted", [(0.1, True), (0.6, False), (1.0, False)])
+@pytest.mark.parametrize("path", ["ase", "evaluate"])
+def test_a_molecule_in_nm_is_told_its_likely_unit(scale, hinted, path):
+    """A small molecule typed in nm cannot reach the unit-mistake density (organic-xtb would need
+    ~80 atoms inside one cutoff): it was warned about close pairs only, with advice on structures
+    and time steps (review w15: ethanol at E = 2.8e4 eV). The close-pair warning now names nm when
+    the closest pair sits at 1/20-1/5 of its training minimum; a squeezed molecule is not told so."""
+    import torch
+
+    mol = molecule("CH3CH2OH")
+    mol.positions *= scale
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        if path == "ase":
+            mol.calc = LawfulCalculator("organic-xtb")
+            mol.get_potential_energy()
+        else:
+            load_model("organic-xtb").evaluate(torch.tensor(mol.positions), torch.tensor(mol.numbers))
+    close = [str(w.message) for w in got if "apart" in str(w.message)]
+    assert bool(close) is (scale < 1.0)
+    assert any("in nm, not Å? (multiply them by 10" in m for m in close) is hinted
