@@ -239,6 +239,8 @@ class Solver:
         self.ghost = ghost_tensor(state.boundary, self.dtype, self.device)
         self.uw, self.vw = velocity_workspace(self.ubc, self.vbc)
         ns = state.scalars.shape[0]
+        #: (1, nx, ny): 1 on fluid cells, 0 on obstacle cells (state dtype), read by the scalars' slopes
+        self.fluid_cells = (~self.solid).to(self.dtype).unsqueeze(0).contiguous()
         self.fx = torch.zeros((ns, self.nx + 1, self.ny), dtype=self.dtype, device=self.device)
         self.fy = torch.zeros((ns, self.nx, self.ny + 1), dtype=self.dtype, device=self.device)
         #: with a moving body (its faces carry a velocity, so state.u/v cross it): ``(open_u, open_v)``,
@@ -376,7 +378,7 @@ class Solver:
         if state.scalars.shape[0]:
             us, vs = self._scalar_velocity(state)
             advect_scalars(state.scalars, self.fx, self.fy, us, vs, dt, self.dx, self.periodic,
-                           order=cfg.scalar_order, comp=state.compensation())
+                           order=cfg.scalar_order, comp=state.compensation(), fluid=self.fluid_cells)
         gradient = None
         if cfg.pressure_predictor:
             self._set_phi(state.p, dt)

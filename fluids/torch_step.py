@@ -147,8 +147,10 @@ def _advect_velocity(u, v, ubc, vbc, h: float, periodic, maccormack: bool, limit
     return ubc[0] * nu_ + (1 - ubc[0]) * ubc[1], vbc[0] * nv_ + (1 - vbc[0]) * vbc[1]
 
 
-def _advect_scalars(s, u, v, h: float, periodic, order: int):
-    """One flux-form substep (``h = dt/dx``) of cell scalars ``s`` ``(ns, nx, ny)``."""
+def _advect_scalars(s, u, v, h: float, periodic, order: int, fluid=None):
+    """One flux-form substep (``h = dt/dx``) of cell scalars ``s`` ``(ns, nx, ny)``; ``fluid``
+    ``(nx, ny)`` bool (None: all fluid): an order-2 slope needs both neighbours fluid, as in the
+    Taichi kernel (values in obstacle cells never shape the flow's)."""
     ns, nx, ny = s.shape
     px, py = periodic
 
@@ -172,8 +174,9 @@ def _advect_scalars(s, u, v, h: float, periodic, order: int):
     def minmod(a, b):
         return torch.where(a * b > 0, torch.minimum(a.abs(), b.abs()) * torch.sign(a), torch.zeros_like(a))
 
-    def face_fluxes(sp, ins, vel, axis):
-        # sp: scalars padded by 2 along `axis` (index k of sp = cell k - 2); faces f = 0..n
+    def face_fluxes(sp, ins, fl, vel, axis):
+        # sp: scalars padded by 2 along `axis` (index k of sp = cell k - 2); faces f = 0..n; ins: the
+        # padded cells inside the box (1D), fl: the padded cells that are fluid ((nx, ny) padded)
         n = sp.shape[axis] - 4
         c_l = sp.narrow(axis, 1, n + 1)    # cell f-1
         c_r = sp.narrow(axis, 2, n + 1)    # cell f
@@ -187,6 +190,10 @@ def _advect_scalars(s, u, v, h: float, periodic, order: int):
             c_ll = sp.narrow(axis, 0, n + 1)   # cell f-2
             c_rr = sp.narrow(axis, 3, n + 1)   # cell f+1
             in_ll, in_rr = ins[0:n + 1].view(shp), ins[3:n + 4].view(shp)
+            if fl is not None:                 # a neighbour in an obstacle: no slope
+                f_l, f_r = fl.narrow(axis - 1, 1, n + 1), fl.narrow(axis - 1, 2, n + 1)
+                f_ll, f_rr = fl.narrow(axis - 1, 0, n + 1), fl.narrow(axis - 1, 3, n + 1)
+                in_ll, in_rr = in_ll & f_ll & f_r, in_rr & f_rr & f_l
             lim = 0.5 * (1 - vel.abs() * h)
             slope_l = minmod(c_l - c_ll, c_r - c_l)
             slope_r = minmod(c_r - c_rr, c_l - c_r)
@@ -197,8 +204,11 @@ def _advect_scalars(s, u, v, h: float, periodic, order: int):
 
     insx = inside(nx, px, 2, s.device)
     insy = inside(ny, py, 2, s.device)
-    fx = face_fluxes(pad(s, 1, px, 2), insx, u.unsqueeze(0), 1)
-    fy = face_fluxes(pad(s, 2, py, 2), insy, v.unsqueeze(0), 2)
+    flx = fly = None
+    if fluid is not None:
+        flx, fly = pad(fluid, 0, px, 2), pad(fluid, 1, py, 2)
+    fx = face_fluxes(pad(s, 1, px, 2), insx, flx, u.unsqueeze(0), 1)
+    fy = face_fluxes(pad(s, 2, py, 2), insy, fly, v.unsqueeze(0), 2)
     return s - h * ((fx[:, 1:] - fx[:, :-1]) + (fy[:, :, 1:] - fy[:, :, :-1]))
 
 
@@ -463,6 +473,8 @@ class TorchStep:
         self.periodic = solver.periodic
         self.dx = solver.dx
         self.ubc, self.vbc = solver.ubc, solver.vbc
+        #: (nx, ny) bool, the fluid cells (None without obstacles): the scalars' slopes read it
+        self.fluid = ~solver.solid.bool() if bool(solver.solid.any()) else None
         rtol = projection_rtol if projection_rtol is not None else solver.rtol
         self.projector = Projector(solver.boundary, solver.solid, solver.dtype, rtol=rtol,
                                    max_iter=solver.config.pressure_max_iter, device=solver.device)
@@ -506,7 +518,7 @@ class TorchStep:
             cfl = (float(us.detach().abs().max()) + float(vs.detach().abs().max())) * h / dx
             n = substeps(cfl, SCALAR_CFL_MAX)
             for _ in range(n):
-                s = _advect_scalars(s, us, vs, h / dx / n, self.periodic, cfg.scalar_order)
+                s = _advect_scalars(s, us, vs, h / dx / n, self.periodic, cfg.scalar_order, self.fluid)
         qu = qv = None
         if cfg.pressure_predictor and gp is not None:
             sc = self._phi_scale(h)

@@ -375,8 +375,11 @@ def _kernels(real_name: str):
         return r
 
     @ti.func
-    def face_value(s: ti.template(), c, ic, jc, di, dj, vel_f, h, order: ti.template(), nx, ny, px, py):
-        """Upwind value at a face of cell (ic, jc) along (di, dj) = the flow direction."""
+    def face_value(s: ti.template(), fluid: ti.template(), c, ic, jc, di, dj, vel_f, h, order: ti.template(),
+                   nx, ny, px, py):
+        """Upwind value at a face of cell (ic, jc) along (di, dj) = the flow direction. The
+        order-2 slope needs both neighbours inside the box and fluid (``fluid`` > 0): what sits in
+        an obstacle's cells is not the flow's and must not shape it (a side or a body: first order)."""
         cv = cell(s, c, ic, jc, nx, ny, px, py)
         val = cv[0]
         if ti.static(order == 2):
@@ -384,12 +387,15 @@ def _kernels(real_name: str):
                 m = cell(s, c, ic - di, jc - dj, nx, ny, px, py)
                 p = cell(s, c, ic + di, jc + dj, nx, ny, px, py)
                 if m[1] > 0 and p[1] > 0:
-                    val += ti.cast(0.5, real) * (1 - ti.abs(vel_f) * h) * minmod(val - m[0], p[0] - val)
+                    if cell(fluid, 0, ic - di, jc - dj, nx, ny, px, py)[0] > 0 and \
+                            cell(fluid, 0, ic + di, jc + dj, nx, ny, px, py)[0] > 0:
+                        val += ti.cast(0.5, real) * (1 - ti.abs(vel_f) * h) * minmod(val - m[0], p[0] - val)
         return val
 
     def make_scalar(order):
         @ti.kernel
-        def adv(s: A3, fx: A3, fy: A3, u: A2, v: A2, comp: A3, h: real, px: int, py: int, ser: ti.template()):
+        def adv(s: A3, fx: A3, fy: A3, u: A2, v: A2, comp: A3, fluid: A3, h: real, px: int, py: int,
+                ser: ti.template()):
             nx, ny = v.shape[0], u.shape[1]
             if ti.static(ser):
                 ti.loop_config(serialize=True)
@@ -401,9 +407,9 @@ def _kernels(real_name: str):
                         ie = 0
                     sf = ti.cast(0.0, real)
                     if uf > 0:
-                        sf = face_value(s, c, ie - 1, j, 1, 0, uf, h, order, nx, ny, px, py)
+                        sf = face_value(s, fluid, c, ie - 1, j, 1, 0, uf, h, order, nx, ny, px, py)
                     elif uf < 0:
-                        sf = face_value(s, c, ie, j, -1, 0, uf, h, order, nx, ny, px, py)
+                        sf = face_value(s, fluid, c, ie, j, -1, 0, uf, h, order, nx, ny, px, py)
                     fx[c, i, j] = uf * sf
             if ti.static(ser):
                 ti.loop_config(serialize=True)
@@ -415,9 +421,9 @@ def _kernels(real_name: str):
                         je = 0
                     sf = ti.cast(0.0, real)
                     if vf > 0:
-                        sf = face_value(s, c, i, je - 1, 0, 1, vf, h, order, nx, ny, px, py)
+                        sf = face_value(s, fluid, c, i, je - 1, 0, 1, vf, h, order, nx, ny, px, py)
                     elif vf < 0:
-                        sf = face_value(s, c, i, je, 0, -1, vf, h, order, nx, ny, px, py)
+                        sf = face_value(s, fluid, c, i, je, 0, -1, vf, h, order, nx, ny, px, py)
                     fy[c, i, j] = vf * sf
             if ti.static(ser):
                 ti.loop_config(serialize=True)
@@ -501,9 +507,12 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
 
 
 def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True), order: int = 2,
-                   cfl_max: float = SCALAR_CFL_MAX, comp=None) -> int:
+                   cfl_max: float = SCALAR_CFL_MAX, comp=None, fluid=None) -> int:
     """Conservative flux-form advection of cell scalars ``s`` ``(ns, nx, ny)`` by face velocities
     (in place), using flux buffers ``fx`` ``(ns, nx+1, ny)`` and ``fy`` ``(ns, nx, ny+1)``.
+    ``fluid``: ``(1, nx, ny)`` in ``s``'s dtype, 1 on fluid cells and 0 on obstacle cells (None: all
+    fluid), read by the order-2 slope, which a neighbour that is not fluid turns off (first order
+    there, as at a side of the box): values in obstacle cells never shape the flow's.
     ``comp`` (``s``-shaped, zeros at first) carries each cell's rounding error of the update
     to the next call (compensated summation: float32 totals stay constant to ~1e-7 over 10^4 steps);
     pass the same tensor every step. Substeps so that ``(max|u| + max|v|) dt_sub / dx <=
@@ -527,7 +536,12 @@ def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True),
     h = float(dt) / float(dx) / n
     if comp is None:
         comp = torch.zeros_like(s)
+    if fluid is None:
+        fluid = torch.ones((1, nx, ny), dtype=s.dtype, device=s.device)
+    elif tuple(fluid.shape) != (1, nx, ny) or fluid.dtype != s.dtype:
+        raise ShapeError(f"advect_scalars: fluid has shape {tuple(fluid.shape)} and dtype {fluid.dtype}; scalars of "
+                         f"shape {tuple(s.shape)} need (1, {nx}, {ny}) in {s.dtype} (1 on fluid cells, 0 on obstacles).")
     ser = serial_grid(s.shape[1], s.shape[2] * s.shape[0])
     for _ in range(n):
-        k(s, fx, fy, u, v, comp, h, int(periodic[0]), int(periodic[1]), ser)
+        k(s, fx, fy, u, v, comp, fluid, h, int(periodic[0]), int(periodic[1]), ser)
     return n
