@@ -397,7 +397,10 @@ class Solver:
         uniform, and totals change only by rounding. Returned in this solver's buffers (valid
         until the next call). Use it, not ``state.u``/``v``, to carry anything else near a moving
         body (tracer particles, fields of your own): it is made here also without scalars. The
-        state is checked against this solver first (grid, obstacles, scalars: :meth:`check_state`)."""
+        state is checked against this solver first (grid, obstacles, scalars: :meth:`check_state`).
+        Its warm start lives in this solver, not in the state: a run split over two solvers (two
+        ``run`` calls on a scene, a restart) agrees with one run to the projection's tolerance
+        (1e-10 of the scalars in float64), not bit for bit as without a moving body."""
         self.check_state(state)
         return self._scalar_velocity(state)
 
