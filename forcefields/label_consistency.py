@@ -48,7 +48,7 @@ from lawful.kernels.units import (ANGSTROM_PER_BOHR, EV_PER_HARTREE, GPA_PER_EV_
                                   KJMOL_PER_EV)
 
 __all__ = ["MAX_STEP", "MAX_STRAIN", "MIN_PAIRS", "MIN_WORK", "AGREE_FACTOR", "MIN_AGREEING", "CONSISTENT_RANGE",
-           "MIN_PART", "FLAT_RATIO",
+           "MIN_PART", "FLAT_RATIO", "FORCE_SUSPECT",
            "KNOWN_FACTORS", "STRESS_FACTORS", "work_check", "check_label_consistency", "nearest_factor"]
 
 #: Largest RMS step per atom (Å) of a frame pair the check uses.
@@ -68,6 +68,9 @@ CONSISTENT_RANGE = (0.8, 1.25)
 MIN_PART = 0.1
 #: A pair whose energy changes by less than this fraction of its forces' work: "flat" energies.
 FLAT_RATIO = 0.2
+#: Median |F| per atom (eV/Å) above which consistent labels are said to be likely in kcal/mol or
+#: kJ/mol both (a warning: the ratio cannot see a unit the two share; MD in eV/Å sits near 1).
+FORCE_SUSPECT = 10.0
 #: Frames per group compared pairwise (more are thinned evenly).
 MAX_FRAMES_PER_GROUP = 2000
 #: Largest cell deformation (any component of D) of a periodic pair the check uses.
@@ -197,11 +200,13 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
     ``agreeing`` None with fewer than :data:`MIN_PAIRS` pairs)."""
     de, w, n, fr = [], [], [], []   # pairs in one cell: energy difference, forces' work, atoms, frames
     de_s, w_s, fr_s = [], [], []    # pairs across cells: energy difference less the forces' work, strain work
+    norms = []                      # |F| of every atom of the frames in groups of two or more
     for (numbers, pbc), idx in _groups(frames).items():
         if len(idx) < 2:
             continue
         lab = {k: l for k, l in ((k, _labels(frames[k])) for k in idx) if l is not None}
         keep = [k for k in idx if k in lab]
+        norms.extend(np.linalg.norm(lab[k][1], axis=1) for k in keep)
         if len(keep) < 2:
             continue
         if not any(pbc):
@@ -243,6 +248,7 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
                 fr_s.append((a, b))
     out = _ratio_verdict(de, w, n, fr, KNOWN_FACTORS)
     out["max_step_A"] = float(max_step)
+    out["median_force"] = float(np.median(np.concatenate(norms))) if norms else None
     stress = _ratio_verdict(de_s, w_s, None, fr_s, STRESS_FACTORS)
     out["stress"] = stress if out["verdict"] != "inconsistent" else dict(stress, verdict="undetermined")
     return out
@@ -387,6 +393,15 @@ def check_label_consistency(frames: Sequence, what: str = "training", max_step: 
             f"{100 * r['agreeing']:.0f} % of the pairs agree with it within a factor {AGREE_FACTOR:g}). Likely: "
             f"{_likely_cause(s, r.get('scale_times_atoms'))}. Training would fit a "
             f"compromise between the two and report no error. {fix}")
+    if r["verdict"] == "consistent" and (r.get("median_force") or 0.0) > FORCE_SUSPECT:
+        import warnings
+
+        warnings.warn(
+            f"the {what} data's forces are {r['median_force']:.3g} eV/Å per atom (the median |F|; MD and "
+            f"rattled data in eV/Å sit near 0.1-3): energies and forces in kcal/mol (as the MD17 files give "
+            f"them; x {KCALMOL_PER_EV:.2f}) or kJ/mol? Both in one unit pass the work check (ratio 1), but "
+            "a model trained on them is that many times too strong in eV: convert both to eV and eV/Å.",
+            stacklevel=2)
     st = r["stress"]
     if st["verdict"] == "inconsistent":
         from lawful.kernels.errors import InputError
