@@ -214,13 +214,7 @@ class AtomisticModel(torch.nn.Module):
                              "to get the cell's), and for a molecule ask for energy and forces only.")
         if batch.positions.dtype != self.dtype or batch.positions.device != self.device:
             batch = batch.to(device=self.device, dtype=self.dtype)
-        # forces and stress are the energy's gradients: autograd on, also inside a caller's
-        # torch.inference_mode() (whose tensors autograd cannot save: copied to normal ones first,
-        # and nothing made here, the kept pair plan included, becomes an inference tensor)
-        with torch.inference_mode(False), torch.enable_grad():
-            if any(t.is_inference() for t in vars(batch).values()):
-                batch = Batch(**{k: t.clone() for k, t in vars(batch).items()})
-            out = self._evaluate_batch(batch, forces, stress, training)
+        out = self._evaluate_autograd(batch, forces, stress, training)
         if not training:
             out = {k: v.detach() for k, v in out.items()}
             # one test of everything; each output is tested (for the message) only when it fails
@@ -231,6 +225,16 @@ class AtomisticModel(torch.nn.Module):
                         f"the model returned non-finite {k} (NaN/inf) for valid input: its weights or "
                         "normalisation are corrupt (check the model file / the training run).")
         return out
+
+    def _evaluate_autograd(self, batch: Batch, forces: bool, stress: bool, training: bool) -> dict:
+        """:meth:`_evaluate_batch` with autograd on: forces and stress are the energy's gradients,
+        also inside a caller's ``torch.no_grad()`` or ``torch.inference_mode()`` (whose tensors
+        autograd cannot save: copied to normal ones first, and nothing made here, the kept pair
+        plan included, becomes an inference tensor). Every evaluation path goes through it."""
+        with torch.inference_mode(False), torch.enable_grad():
+            if any(t.is_inference() for t in vars(batch).values()):
+                batch = Batch(**{k: t.clone() for k, t in vars(batch).items()})
+            return self._evaluate_batch(batch, forces, stress, training)
 
     def _evaluate_batch(self, batch: Batch, forces: bool, stress: bool, training: bool) -> dict:
         raise NotImplementedError

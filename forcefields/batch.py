@@ -526,9 +526,8 @@ def _evaluate_chunk(model, structures: list, stress: bool, first: int) -> list[d
     warn_outside(model, batch, first, stacklevel=4)     # the engines' domain checks, per call
     periodic = batch.pbc.all(dim=1)
     want_stress = bool(stress) and bool(periodic.any())
-    with torch.enable_grad():
-        # stress of the periodic structures only: the others have no volume and are dropped
-        out = model._evaluate_batch(batch, True, want_stress, False)
+    # stress of the periodic structures only: the others have no volume and are dropped
+    out = model._evaluate_autograd(batch, True, want_stress, False)
     n = batch.n_atoms.tolist()
     res, a0 = [], 0
     for s in range(batch.n_structures):

@@ -79,6 +79,8 @@ def energy_rate(model, energy, x, y, create_graph: bool = False) -> torch.Tensor
     return (gx * px).sum(-1) + (gy * py).sum(-1)
 
 
+@torch.inference_mode(False)     # gradients on, also inside no_grad() / inference_mode()
+@torch.enable_grad()
 def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int = 2000,
                    lr: float = 1e-3, final_lr: float = 1e-5, batch_size: int | None = None,
                    constraint_every: int = 100, seed: int = 0, log_every: int = 0,

@@ -629,6 +629,7 @@ class TorchScriptPotential(torch.nn.Module):
         return energy.detach(), forces.detach()
 
 
+@torch.inference_mode(False)     # a module of normal tensors, also when exported in inference mode
 def export_torchscript(model: NeuralPotential, pbc: bool = True, path=None, *,
                        domain_tolerance: float = DOMAIN_TOLERANCE, strict: bool = False,
                        labels: Sequence[int] | None = None) -> torch.jit.ScriptModule:
@@ -637,7 +638,9 @@ def export_torchscript(model: NeuralPotential, pbc: bool = True, path=None, *,
     ``domain_tolerance``, ``strict``, ``labels``: its training-domain check (see the class).
 
     Loading a TorchScript file runs its code, so hand such files only to engines that need them
-    (openmm-torch); the safe exchange format stays ``model.save`` / ``load_model``.
+    (openmm-torch); the safe exchange format stays ``model.save`` / ``load_model``. The module's
+    forces are autograd's: call it with gradients on, as openmm-torch does (inside
+    ``torch.no_grad()`` or ``torch.inference_mode()`` it raises); it may be exported there.
     """
     if not isinstance(model, NeuralPotential):
         from lawful.kernels.errors import InputError

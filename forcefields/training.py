@@ -354,8 +354,7 @@ def _evaluate(model: AtomisticModel, b: Batch, stress: bool, training: bool) -> 
     (they carry no stress label and are masked out); ``evaluate_batch`` refuses stress there, and
     requiring every frame periodic dropped the stress of every batch that held one cluster."""
     if stress and not bool(b.pbc.all()):
-        with torch.enable_grad():
-            out = model._evaluate_batch(b, True, True, training)
+        out = model._evaluate_autograd(b, True, True, training)
         return out if training else {k: v.detach() for k, v in out.items()}
     return model.evaluate_batch(b, forces=True, stress=stress, training=training)
 
@@ -539,6 +538,10 @@ _RESUME_OPTIONS = ("batch_size", "lr", "lr_factor", "lr_patience", "weights", "w
                    "huber_delta", "grad_clip", "fit_normalisation")
 
 
+# gradients on, also when called inside torch.no_grad() / torch.inference_mode() (weight
+# gradients and forces are autograd's; a raw RuntimeError named neither)
+@torch.inference_mode(False)
+@torch.enable_grad()
 def train(model: AtomisticModel, data, *, validation=None, val_fraction: float = 0.1, epochs: int = 100,
           batch_size: int = 8, lr: float = 3e-3, lr_factor: float = 0.5, lr_patience: int = 5,
           min_lr: float = 1e-5, patience: int = 20, energy_weight: float = 1.0, force_weight: float = 1.0,

@@ -353,7 +353,7 @@ def test_torch_inference_mode_gives_the_same_numbers_and_leaves_nothing_behind(l
     and every later normal call of that structure raised too (review w15)."""
     from ase.build import molecule
 
-    from lawful.forcefields import load_model
+    from lawful.forcefields import evaluate_batch, load_model
     from lawful.integrations.ase import LawfulCalculator
 
     def mode(which):
@@ -375,6 +375,13 @@ def test_torch_inference_mode_gives_the_same_numbers_and_leaves_nothing_behind(l
         assert float(got["energy"]) == float(ref["energy"]) and torch.equal(got["forces"], ref["forces"])
         assert e == pytest.approx(float(ref["energy"]), abs=1e-9)
         assert np.abs(f - ref["forces"].numpy()).max() < 1e-9
+        with mode(which):                # the batch function (its own path to the model, review w15b)
+            batched = evaluate_batch(m, [mol, mol])
+        assert all(torch.allclose(r["forces"], ref["forces"], atol=1e-10, rtol=0) for r in batched)
+    with mode(load_in):                  # a TorchScript export made there is usable outside
+        scripted = export_torchscript(m, pbc=False)
+    out = scripted(pos, z, torch.zeros(3, 3, dtype=pos.dtype))
+    assert torch.allclose(out[1], ref["forces"], atol=1e-10, rtol=0)
 
 
 def test_metadata_and_public_surface():
