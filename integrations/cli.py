@@ -72,35 +72,44 @@ def _int_at_least(lo: int):
 #: A unit typed after a number -> (the unit lawful's options take for that quantity, what one of
 #: it is in that unit, offset): fs for times, K for temperatures, Å for lengths.
 _TYPED_UNITS = {"fs": ("fs", 1.0, 0.0), "ps": ("fs", 1e3, 0.0), "ns": ("fs", 1e6, 0.0), "as": ("fs", 1e-3, 0.0),
+                "s": ("fs", 1e15, 0.0), "ms": ("fs", 1e12, 0.0), "us": ("fs", 1e9, 0.0), "µs": ("fs", 1e9, 0.0),
                 "k": ("K", 1.0, 0.0), "c": ("K", 1.0, 273.15), "°c": ("K", 1.0, 273.15),
+                "f": ("K", 5.0 / 9.0, 273.15 - 32.0 * 5.0 / 9.0), "°f": ("K", 5.0 / 9.0, 273.15 - 32.0 * 5.0 / 9.0),
                 "a": ("Å", 1.0, 0.0), "å": ("Å", 1.0, 0.0), "ang": ("Å", 1.0, 0.0), "nm": ("Å", 10.0, 0.0),
                 "pm": ("Å", 0.01, 0.0), "bohr": ("Å", 0.529177210903, 0.0)}
+
+
+def _unit_hint(number: str, unit: str) -> str:
+    """What to do with ``number`` typed with ``unit``: drop the unit, after converting it when it is
+    not the one lawful's options take for that quantity (:data:`_TYPED_UNITS`)."""
+    known = _TYPED_UNITS.get(unit.lower())
+    if known is None or (known[1] == 1.0 and known[2] == 0.0):
+        return f"give the number alone ({number}), in the unit --help names for it"
+    base, factor, offset = known
+    return (f"{number} {unit} is {float(number) * factor + offset:g} {base}; give the number alone, in the unit "
+            "--help names for it")
 
 
 def _number(text: str) -> float:
     """A float option's value. A number typed with a unit (``--dt 2fs``) is told to drop it -- and,
     when the unit is not the one lawful's options take for that quantity (fs, K, Å), what the
-    number is in that unit (``0.5ps``: 500 fs; ``25C``: 298.15 K; ``0.361nm``: 3.61 Å); a decimal
-    comma (``1,5``) is told to use a point."""
+    number is in that unit (``0.5ps``: 500 fs; ``25C``, ``77F``: 298.15 K; ``0.361nm``: 3.61 Å); a
+    decimal comma (``1,5``) is told to use a point, and ``1,500`` both readings (1.500 or 1500)."""
     try:
         return float(text)
     except ValueError:
         pass
-    comma = re.match(r"^\s*([-+]?\d+),(\d+)\s*$", text)
+    comma = re.match(r"^\s*([-+]?\d+),(\d+)\s*(.*?)\s*$", text)
     if comma:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number: use a decimal point "
-                                         f"({comma.group(1)}.{comma.group(2)})") from None
+        whole, frac, unit = comma.groups()
+        point = f"{whole}.{frac}"
+        said = (f"use a decimal point ({point}{unit and ' ' + unit}) or no thousands separator ({whole}{frac})"
+                if len(frac) == 3 else f"use a decimal point ({point})")
+        if unit:
+            said += f", {_unit_hint(point, unit)}"
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: {said}") from None
     typed = re.match(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\d\s.+-].*?)\s*$", text)
-    hint = ""
-    if typed:
-        number, unit = typed.group(1), typed.group(2)
-        known = _TYPED_UNITS.get(unit.lower())
-        if known is None or (known[1] == 1.0 and known[2] == 0.0):
-            hint = f": give the number alone ({number}), in the unit --help names for it"
-        else:
-            base, factor, offset = known
-            hint = (f": {number} {unit} is {float(number) * factor + offset:g} {base}; give the number alone, in "
-                    "the unit --help names for it")
+    hint = f": {_unit_hint(*typed.groups())}" if typed else ""
     raise argparse.ArgumentTypeError(f"{text!r} is not a number{hint}") from None
 
 

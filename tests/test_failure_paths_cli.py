@@ -101,6 +101,8 @@ CASES = [
     ("md --temperature 25C --out {t}/out", "'25C' is not a number: 25 C is 298.15 K"),
     ("md --dt 0.5ps --out {t}/out", "'0.5ps' is not a number: 0.5 ps is 500 fs"),
     ("md --dt 1,5 --out {t}/out", "'1,5' is not a number: use a decimal point (1.5)"),
+    ("md --temperature 77F --out {t}/out", "'77F' is not a number: 77 F is 298.15 K"),
+    ("md --temperature 1,500 --out {t}/out", "use a decimal point (1.500) or no thousands separator (1500)"),
     ("fluid --scene smoke-plume --n 3 --out {t}/out", "--n: 3"),    # the hyphen spelling reaches the option checks
     # bench
     ("bench --suite {t}/suite --only nope --out {t}/out", "'nope'"),
