@@ -48,7 +48,7 @@ from lawful.kernels.units import (ANGSTROM_PER_BOHR, EV_PER_HARTREE, GPA_PER_EV_
                                   KJMOL_PER_EV)
 
 __all__ = ["MAX_STEP", "MAX_STRAIN", "MIN_PAIRS", "MIN_WORK", "AGREE_FACTOR", "MIN_AGREEING", "CONSISTENT_RANGE",
-           "MIN_PART", "FLAT_RATIO", "FORCE_SUSPECT",
+           "MIN_PART", "MIN_PART_FRAMES", "FLAT_RATIO", "FORCE_SUSPECT",
            "KNOWN_FACTORS", "STRESS_FACTORS", "work_check", "check_label_consistency", "nearest_factor"]
 
 #: Largest RMS step per atom (Å) of a frame pair the check uses.
@@ -63,9 +63,12 @@ AGREE_FACTOR = 1.5
 MIN_AGREEING = 0.5
 #: Fitted ``s`` in this range: consistent labels (the trapezoid rule's error stays well inside it).
 CONSISTENT_RANGE = (0.8, 1.25)
-#: Smallest share of all pairs at one known factor, the median agreeing, that refuses the data as
-#: partly mixed up (a merged source with another convention).
-MIN_PART = 0.1
+#: Smallest share of all pairs at one known factor (or of the paired frames, for frames spread
+#: among right ones), the median agreeing, that refuses the data as partly mixed up (a merged
+#: source with another convention; on correct noisy data the largest such cluster was 1.9 %).
+MIN_PART = 0.05
+#: Fewest frames of a mix-up spread among right ones that refuse the data.
+MIN_PART_FRAMES = 3
 #: A pair whose energy changes by less than this fraction of its forces' work: "flat" energies.
 FLAT_RATIO = 0.2
 #: Median |F| per atom (eV/Å) above which consistent labels are said to be likely in kcal/mol or
@@ -199,6 +202,7 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
     max_step, "verdict": "consistent" | "inconsistent" | "undetermined"}`` (``scale`` and
     ``agreeing`` None with fewer than :data:`MIN_PAIRS` pairs)."""
     de, w, n, fr = [], [], [], []   # pairs in one cell: energy difference, forces' work, atoms, frames
+    ends = []                       # and each pair's (E_a, E_b, W_a, W_b): W = W_a + W_b, W_k = -1/2 F_k . d
     de_s, w_s, fr_s = [], [], []    # pairs across cells: energy difference less the forces' work, strain work
     norms = []                      # |F| of every atom of the frames in groups of two or more
     for (numbers, pbc), idx in _groups(frames).items():
@@ -217,10 +221,12 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
                 if step <= max_step:
                     a, b = keep[i], keep[j]
                     d = (x[j] - x[i]).reshape(-1, 3)
+                    wa, wb = -0.5 * float((lab[a][1] * d).sum()), -0.5 * float((lab[b][1] * d).sum())
                     de.append(lab[b][0] - lab[a][0])
-                    w.append(-0.5 * float(((lab[a][1] + lab[b][1]) * d).sum()))
+                    w.append(wa + wb)
                     n.append(len(numbers))
                     fr.append((a, b))
+                    ends.append((lab[a][0], lab[b][0], wa, wb))
             continue
         # along the data's order (an MD run's; cells may differ: the stress part), and each frame
         # with its nearest frame in the same cell (shuffled data)
@@ -233,12 +239,14 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
             if np.sqrt((d * d).sum() / len(d)) > max_step or np.abs(strain).max() > MAX_STRAIN:
                 continue
             (ea, fa, sa), (eb, fb, sb) = lab[a], lab[b]
-            work_f = -0.5 * float(((fa + fb) * d).sum())
+            wa, wb = -0.5 * float((fa * d).sum()), -0.5 * float((fb * d).sum())
+            work_f = wa + wb
             if np.abs(strain).max() < 1e-12:
                 de.append(eb - ea)
                 w.append(work_f)
                 n.append(len(numbers))
                 fr.append((a, b))
+                ends.append((ea, eb, wa, wb))
             elif sa is not None and sb is not None:
                 # dE = V sigma : d(strain) (ASE's stress), trapezoid over the two ends
                 vs = 0.5 * (abs(np.linalg.det(frames[a].cell.array)) * sa
@@ -246,7 +254,7 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
                 de_s.append(eb - ea - work_f)
                 w_s.append(float((vs * strain).sum()))
                 fr_s.append((a, b))
-    out = _ratio_verdict(de, w, n, fr, KNOWN_FACTORS)
+    out = _ratio_verdict(de, w, n, fr, KNOWN_FACTORS, ends)
     out["max_step_A"] = float(max_step)
     out["median_force"] = float(np.median(np.concatenate(norms))) if norms else None
     stress = _ratio_verdict(de_s, w_s, None, fr_s, STRESS_FACTORS)
@@ -254,7 +262,7 @@ def work_check(frames: Sequence, max_step: float = MAX_STEP) -> dict:
     return out
 
 
-def _ratio_verdict(de, w, atoms=None, frames=None, factors=None) -> dict:
+def _ratio_verdict(de, w, atoms=None, frames=None, factors=None, ends=None) -> dict:
     """``{"pairs", "pairs_near", "scale", "agreeing", "verdict"}`` of the median ratio ``de / w``
     (module docstring; ``pairs_near``: all the nearby pairs, ``pairs`` those doing
     :data:`MIN_WORK`); with ``atoms`` (each pair's atom count) also ``scale_times_atoms``, the median
@@ -299,7 +307,62 @@ def _ratio_verdict(de, w, atoms=None, frames=None, factors=None) -> dict:
             if frames is not None:
                 part["frames"] = [tuple(int(k) for k in frames[i]) for i in idx[:5]]
             out.update(verdict="inconsistent", reason="part", part=part)
+    if (frames is not None and ends is not None and factors and out["verdict"] != "inconsistent"
+            and CONSISTENT_RANGE[0] <= s <= CONSISTENT_RANGE[1]):
+        # frames spread among right ones (also when they are so many that under half the pairs agree)
+        used = np.flatnonzero(use)
+        part = _mixed_frames([frames[i] for i in used], np.asarray(ends, dtype=np.float64)[use],
+                             np.asarray(atoms if atoms is not None else [1] * len(de))[use], ~agrees, s, factors)
+        if part is not None:
+            out.update(verdict="inconsistent", reason="part", part=part)
     return out
+
+
+def _mixed_frames(frames, ends, atoms, off, s: float, factors) -> dict | None:
+    """Frames of a mix-up spread among right ones, where each bad frame pairs with right ones and
+    no pair sits at the factor itself: ``{"factor", "cause", "frames" (up to five), "n_frames",
+    "share", "pairs", "per_frame": True}`` when at least :data:`MIN_PART_FRAMES` frames and
+    :data:`MIN_PART` of the paired frames each have two or more disagreeing pairs (``off``) that
+    all agree with ``s`` once that frame alone is read at one factor of ``factors`` -- its energy
+    divided by it, its forces multiplied by it, or its energy per atom times the atoms; else None.
+    ``ends`` (P, 4): each pair's E_a, E_b, W_a, W_b (the work's two halves)."""
+    bad_pairs: dict = {}
+    for i in np.flatnonzero(off):
+        for k in frames[i]:
+            bad_pairs.setdefault(k, []).append(i)
+    per_atom = ("energies per atom (eV/atom) where lawful reads each frame's total energy (eV): multiply "
+                "them by the number of atoms")
+    hyps = [(c, cause, kind) for c, cause in factors.items() for kind in ("E", "F")] + [("1/N", per_atom, "N")]
+    found: dict = {}
+    for k, idx in bad_pairs.items():
+        if len(idx) < 2:
+            continue
+        for h, (c, _cause, kind) in enumerate(hyps):
+            for i in idx:
+                e = ends[i].copy()
+                e_at, w_at = (0, 2) if frames[i][0] == k else (1, 3)
+                if kind == "E":
+                    e[e_at] /= c
+                elif kind == "F":
+                    e[w_at] *= c
+                else:
+                    e[e_at] *= atoms[i]
+                w = e[2] + e[3]
+                ratio = (e[1] - e[0]) / w if abs(w) >= MIN_WORK else np.inf
+                if not (1.0 / AGREE_FACTOR <= ratio / s <= AGREE_FACTOR):
+                    break
+            else:
+                found.setdefault(h, []).append(k)
+    if not found:
+        return None
+    h, ks = max(found.items(), key=lambda item: len(item[1]))
+    paired = {k for pair in frames for k in pair}
+    if len(ks) < MIN_PART_FRAMES or len(ks) < MIN_PART * len(paired):
+        return None
+    c, cause, _kind = hyps[h]
+    return {"factor": c if isinstance(c, str) else float(c), "cause": cause, "frames": sorted(int(k) for k in ks)[:5],
+            "n_frames": len(ks), "share": len(ks) / len(paired), "pairs": sum(len(bad_pairs[k]) for k in ks),
+            "per_frame": True}
 
 
 def _mixed_part(ratio, per_atom, off, factors) -> dict | None:
@@ -434,13 +497,21 @@ def check_label_consistency(frames: Sequence, what: str = "training", max_step: 
 
 
 def _part_message(what: str, labels: str, r: dict, near: str, fix: str) -> str:
-    """The refusal of a data set whose pairs mostly agree but a part sits at a known factor."""
+    """The refusal of a data set whose pairs mostly agree but a part sits at a known factor (a
+    cluster of pairs, or frames spread among right ones)."""
     part = r["part"]
     factor = part["factor"] if isinstance(part["factor"], str) else f"{part['factor']:.4g}"
+    tail = (f"Training would fit both and report no error. Fix those frames; {fix[0].lower()}{fix[1:]}")
+    if part.get("per_frame"):
+        frames = ", ".join(str(k) for k in part["frames"])
+        return (f"part of the {what} data's {labels} carry a mix-up: {near} the median ratio is {r['scale']:.2f} "
+                f"(consistent), but {part['n_frames']} frames ({100 * part['share']:.0f} % of those paired; e.g. "
+                f"frames {frames}, indices into the data) disagree with every frame they are paired with, and agree "
+                f"once their own labels are read at {factor}, which means {part['cause']}. Frames from another "
+                f"source, or recomputed with another code? {tail}")
     frames = ", ".join(f"{a} & {b}" for a, b in part.get("frames", []))
     return (f"part of the {what} data's {labels} carry a mix-up: {near} the median ratio is {r['scale']:.2f} "
             f"(consistent), but {part['pairs']} pairs ({100 * part['share']:.0f} %) sit at {factor}, "
             f"which means {part['cause']}"
             f"{f' (frames {frames}, indices into the data)' if frames else ''}. A data set merged from sources with "
-            f"different conventions? Training would fit both and report no error. Fix those frames; {fix[0].lower()}"
-            f"{fix[1:]}")
+            f"different conventions? {tail}")

@@ -171,6 +171,26 @@ def test_energies_and_forces_both_in_kcal_mol_are_warned_about(emt_md, factor, w
     assert bool(said) is warns
 
 
+@pytest.mark.parametrize("mistake, energy_factor, force_factor, named", [
+    ("forces stored as gradients", 1.0, -1.0, "gradients dE/dR"),
+    ("energies in kcal/mol", KCAL, 1.0, "energies in kcal/mol"),
+    ("energies per atom", 1.0 / 32, 1.0, "energies per atom"),
+])
+def test_mixed_up_frames_spread_among_right_ones_are_refused(emt_md, mistake, energy_factor, force_factor, named):
+    """Six of 40 frames (15 %), spread through the run, relabelled: each pairs only with right
+    frames, so no pair sits at the factor and the median agrees; they passed as consistent (10-20 %
+    bad frames, review w15b). Each of them disagrees with every frame it is paired with and agrees
+    once its own labels are read at the factor: refused, naming those frames."""
+    bad = [3, 9, 16, 22, 29, 35]
+    frames = [(_relabelled([a], energy_factor, force_factor)[0] if k in bad else a) for k, a in enumerate(emt_md)]
+    r = work_check(frames)
+    assert r["verdict"] == "inconsistent" and r["reason"] == "part" and r["part"].get("per_frame")
+    assert set(r["part"]["frames"]) <= set(bad) and r["part"]["n_frames"] >= 4     # (all six, or four of them)
+    with pytest.raises(InputError, match="disagree with every frame they are paired with") as err:
+        check_label_consistency(frames)
+    assert named in str(err.value)
+
+
 def test_total_energies_that_barely_change_are_refused(emt_md):
     """Frames labelled with the NVE run's conserved total energy (potential + kinetic) beside the
     right forces: every ratio ~0, which before 2026-12 gave no verdict ("noisy labels?") and trained."""
