@@ -26,20 +26,26 @@ from lawful.kernels.errors import InputError
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def emt_md():
-    """32 Cu atoms, EMT, ASE VelocityVerlet at 600 K, 2 fs: every second step labelled (40 frames)."""
+def _emt_run(seed: int, n_frames: int) -> list:
+    """32 Cu atoms, EMT, ASE VelocityVerlet at 600 K (velocities drawn with ``seed``), 2 fs: every
+    second step labelled, ``n_frames`` frames."""
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(0))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(seed))
     md = VelocityVerlet(atoms, 2 * units.fs)
     frames = []
-    for _ in range(40):
+    for _ in range(n_frames):
         md.run(2)
         a = atoms.copy()
         a.calc = SinglePointCalculator(a, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
         frames.append(a)
     return frames
+
+
+@pytest.fixture(scope="module")
+def emt_md():
+    """32 Cu atoms, EMT, ASE VelocityVerlet at 600 K, 2 fs: every second step labelled (40 frames)."""
+    return _emt_run(0, 40)
 
 
 @pytest.fixture(scope="module")
@@ -119,17 +125,7 @@ def test_each_convention_mistake_is_refused_and_named(emt_md, mistake, energy_fa
 @pytest.fixture(scope="module")
 def second_run():
     """A second EMT run of the same 32 Cu atoms (another seed, 20 frames): data to merge."""
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(1))
-    md = VelocityVerlet(atoms, 2 * units.fs)
-    frames = []
-    for _ in range(20):
-        md.run(2)
-        a = atoms.copy()
-        a.calc = SinglePointCalculator(a, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
-        frames.append(a)
-    return frames
+    return _emt_run(1, 20)
 
 
 @pytest.mark.parametrize("mistake, energy_factor, force_factor, named", [
