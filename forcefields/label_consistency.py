@@ -102,6 +102,10 @@ KNOWN_FACTORS = {
     1.0 / KJMOL_PER_EV: "forces in kJ/mol/Å beside energies in eV: convert the forces to eV/Å",
 }
 
+#: The likely cause named when ``s`` x atoms is 1 (the whole data, or a part of it).
+PER_ATOM_CAUSE = ("energies per atom (eV/atom) where lawful reads each frame's total energy (eV): multiply them "
+                  "by the number of atoms")
+
 
 def _labels(a) -> tuple[float, np.ndarray, np.ndarray | None] | None:
     """(energy eV, forces (N,3) eV/Å, stress (3,3) eV/Å³ in ASE's sign or None) of a labelled frame
@@ -330,9 +334,7 @@ def _mixed_frames(frames, ends, atoms, off, s: float, factors) -> dict | None:
     for i in np.flatnonzero(off):
         for k in frames[i]:
             bad_pairs.setdefault(k, []).append(i)
-    per_atom = ("energies per atom (eV/atom) where lawful reads each frame's total energy (eV): multiply "
-                "them by the number of atoms")
-    hyps = [(c, cause, kind) for c, cause in factors.items() for kind in ("E", "F")] + [("1/N", per_atom, "N")]
+    hyps = [(c, cause, kind) for c, cause in factors.items() for kind in ("E", "F")] + [("1/N", PER_ATOM_CAUSE, "N")]
     found: dict = {}
     for k, idx in bad_pairs.items():
         if len(idx) < 2:
@@ -373,8 +375,7 @@ def _mixed_part(ratio, per_atom, off, factors) -> dict | None:
     best = None
     candidates = [(c, ratio, cause) for c, cause in factors.items()]
     if per_atom is not None:
-        candidates.append((None, per_atom, "energies per atom (eV/atom) where lawful reads each frame's total "
-                                           "energy (eV): multiply them by the number of atoms"))
+        candidates.append((None, per_atom, PER_ATOM_CAUSE))
     for c, values, cause in candidates:
         target = 1.0 if c is None else c
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -416,9 +417,7 @@ def nearest_factor(s: float, table: dict, tolerance: float = 0.1):
 def _likely_cause(s: float, s_times_atoms: float | None = None) -> str:
     cause = nearest_factor(s, KNOWN_FACTORS)
     if s_times_atoms is not None and CONSISTENT_RANGE[0] <= s_times_atoms <= CONSISTENT_RANGE[1]:
-        per_atom = ("energies per atom (eV/atom) where lawful reads each frame's total energy (eV): multiply "
-                    "them by the number of atoms")
-        return per_atom if cause is None else f"{per_atom}; or {cause}"
+        return PER_ATOM_CAUSE if cause is None else f"{PER_ATOM_CAUSE}; or {cause}"
     if cause is not None:
         return cause
     if s < 0:

@@ -69,20 +69,26 @@ def _int_at_least(lo: int):
     return parse
 
 
-#: A unit typed after a number -> (the unit lawful's options take for that quantity, what one of
-#: it is in that unit, offset): fs for times, K for temperatures, Å for lengths.
-_TYPED_UNITS = {"fs": ("fs", 1.0, 0.0), "ps": ("fs", 1e3, 0.0), "ns": ("fs", 1e6, 0.0), "as": ("fs", 1e-3, 0.0),
-                "s": ("fs", 1e15, 0.0), "ms": ("fs", 1e12, 0.0), "us": ("fs", 1e9, 0.0), "µs": ("fs", 1e9, 0.0),
-                "k": ("K", 1.0, 0.0), "c": ("K", 1.0, 273.15), "°c": ("K", 1.0, 273.15),
-                "f": ("K", 5.0 / 9.0, 273.15 - 32.0 * 5.0 / 9.0), "°f": ("K", 5.0 / 9.0, 273.15 - 32.0 * 5.0 / 9.0),
-                "a": ("Å", 1.0, 0.0), "å": ("Å", 1.0, 0.0), "ang": ("Å", 1.0, 0.0), "nm": ("Å", 10.0, 0.0),
-                "pm": ("Å", 0.01, 0.0), "bohr": ("Å", 0.529177210903, 0.0)}
+def _typed_units() -> dict:
+    """A unit typed after a number -> (the unit lawful's options take for that quantity, what one of
+    it is in that unit, offset): fs for times, K for temperatures, Å for lengths (made on an error
+    only: the constants' module imports torch)."""
+    from lawful.kernels.units import ANGSTROM_PER_BOHR
+
+    kelvin_per_f = 5.0 / 9.0
+    return {"fs": ("fs", 1.0, 0.0), "ps": ("fs", 1e3, 0.0), "ns": ("fs", 1e6, 0.0), "as": ("fs", 1e-3, 0.0),
+            "s": ("fs", 1e15, 0.0), "ms": ("fs", 1e12, 0.0), "us": ("fs", 1e9, 0.0), "µs": ("fs", 1e9, 0.0),
+            "k": ("K", 1.0, 0.0), "c": ("K", 1.0, 273.15), "°c": ("K", 1.0, 273.15),
+            "f": ("K", kelvin_per_f, 273.15 - 32.0 * kelvin_per_f),
+            "°f": ("K", kelvin_per_f, 273.15 - 32.0 * kelvin_per_f),
+            "a": ("Å", 1.0, 0.0), "å": ("Å", 1.0, 0.0), "ang": ("Å", 1.0, 0.0), "nm": ("Å", 10.0, 0.0),
+            "pm": ("Å", 0.01, 0.0), "bohr": ("Å", ANGSTROM_PER_BOHR, 0.0)}
 
 
 def _unit_hint(number: str, unit: str) -> str:
     """What to do with ``number`` typed with ``unit``: drop the unit, after converting it when it is
-    not the one lawful's options take for that quantity (:data:`_TYPED_UNITS`)."""
-    known = _TYPED_UNITS.get(unit.lower())
+    not the one lawful's options take for that quantity (:func:`_typed_units`)."""
+    known = _typed_units().get(unit.lower())
     if known is None or (known[1] == 1.0 and known[2] == 0.0):
         return f"give the number alone ({number}), in the unit --help names for it"
     base, factor, offset = known
