@@ -228,6 +228,8 @@ class Solver:
                 check_staggering(f"body_velocity[{k}]", t, where, self.nx, self.ny)
                 faces.append(torch.where(tt.to(t.device), t, torch.zeros_like(t)))
             body_velocity = _periodic_duplicates(faces[0], faces[1], self.periodic, "body_velocity")
+        else:
+            touch = None
         self.body_velocity = body_velocity
         state.boundary.check_flow(state.solid)
         self.ubc, self.vbc = face_bc(state.boundary, state.solid, self.dtype, body_velocity)
@@ -247,8 +249,8 @@ class Solver:
         #: 1 on the faces touching no body cell, 0 on the others (state dtype), which
         #: :meth:`scalar_velocity` keeps open; None without one
         self.body_free_faces = None
-        if body_velocity is not None and bool(self.solid.any()):
-            self.body_free_faces = tuple((~t).to(self.dtype) for t in faces_touching(self.solid, self.periodic))
+        if touch is not None and bool(self.solid.any()):
+            self.body_free_faces = tuple((~t).to(self.dtype) for t in touch)
         #: :meth:`scalar_velocity`'s :class:`ScalarFlow`, made at its first call (the step calls it
         #: only with scalars)
         self.scalar_flow = None

@@ -20,7 +20,8 @@ enters the characteristics and the carried values); elsewhere samples are clampe
 **Scalars** ``s`` (``(ns, nx, ny)`` cell averages): ``s_c -= dt/dx (F_{i+1} - F_i + G_{j+1} - G_j)``
 with face fluxes ``F = u_f s_face`` (``G`` likewise with ``v``); ``s_face`` is the upwind cell's
 value plus (``order=2``) the minmod-limited slope term ``(1 - |u_f| dt/dx)/2 minmod(s_c - s_{c-1},
-s_{c+1} - s_c)`` (MUSCL / Fromm with limiter; slopes are 0 next to a non-periodic side); a face
+s_{c+1} - s_c)`` (MUSCL / Fromm with limiter; slopes are 0 next to a non-periodic side or an obstacle cell, the
+``fluid`` mask, so what obstacle cells hold never shapes the flow's); a face
 whose upwind cell lies outside the domain carries no scalar. Fluxes are stored once per face, so
 the total ``sum(s) dx^2`` changes only by rounding. Stable for ``(max|u| + max|v|) dt/dx <= 1/2``
 (:func:`advect_scalars` substeps to stay there).
@@ -346,8 +347,9 @@ def _kernels(real_name: str):
                     v[i, j] = vw[2, i, j] * q + (1 - vw[2, i, j]) * vw[3, i, j]
 
     @ti.func
-    def cell(s: ti.template(), c, i, j, nx, ny, px, py):
-        """s[c, i, j] with wrap on periodic axes: vector (value, inside), inside = 0 outside the box."""
+    def cell(s: ti.template(), fluid: ti.template(), c, i, j, nx, ny, px, py, read_fluid: ti.template()):
+        """s[c, i, j] with wrap on periodic axes: vector (value, inside, fluid), inside = 0 outside
+        the box; fluid = ``fluid[0, i, j]`` inside it with ``read_fluid`` (else 1), 0 outside."""
         ii, jj = i, j
         inside = 1
         if ii < 0 or ii >= nx:
@@ -361,9 +363,13 @@ def _kernels(real_name: str):
             else:
                 inside = 0
         val = ti.cast(0.0, real)
+        fl = ti.cast(0.0, real)
         if inside:
             val = s[c, ii, jj]
-        return ti.Vector([val, ti.cast(inside, real)])
+            fl = ti.cast(1.0, real)
+            if ti.static(read_fluid):
+                fl = fluid[0, ii, jj]
+        return ti.Vector([val, ti.cast(inside, real), fl])
 
     @ti.func
     def minmod(a, b):
@@ -380,16 +386,14 @@ def _kernels(real_name: str):
         """Upwind value at a face of cell (ic, jc) along (di, dj) = the flow direction. The
         order-2 slope needs both neighbours inside the box and fluid (``fluid`` > 0): what sits in
         an obstacle's cells is not the flow's and must not shape it (a side or a body: first order)."""
-        cv = cell(s, c, ic, jc, nx, ny, px, py)
+        cv = cell(s, fluid, c, ic, jc, nx, ny, px, py, False)
         val = cv[0]
         if ti.static(order == 2):
             if cv[1] > 0:
-                m = cell(s, c, ic - di, jc - dj, nx, ny, px, py)
-                p = cell(s, c, ic + di, jc + dj, nx, ny, px, py)
-                if m[1] > 0 and p[1] > 0:
-                    if cell(fluid, 0, ic - di, jc - dj, nx, ny, px, py)[0] > 0 and \
-                            cell(fluid, 0, ic + di, jc + dj, nx, ny, px, py)[0] > 0:
-                        val += ti.cast(0.5, real) * (1 - ti.abs(vel_f) * h) * minmod(val - m[0], p[0] - val)
+                m = cell(s, fluid, c, ic - di, jc - dj, nx, ny, px, py, True)
+                p = cell(s, fluid, c, ic + di, jc + dj, nx, ny, px, py, True)
+                if m[1] > 0 and p[1] > 0 and m[2] > 0 and p[2] > 0:
+                    val += ti.cast(0.5, real) * (1 - ti.abs(vel_f) * h) * minmod(val - m[0], p[0] - val)
         return val
 
     def make_scalar(order):
@@ -525,10 +529,15 @@ def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True),
     comp_shape = None if comp is None else tuple(comp.shape)
     for name, shape, want in (("fx", tuple(fx.shape), (ns, nx + 1, ny)), ("fy", tuple(fy.shape), (ns, nx, ny + 1)),
                               ("comp", comp_shape, (ns, nx, ny)), ("u", tuple(u.shape), (nx + 1, ny)),
-                              ("v", tuple(v.shape), (nx, ny + 1))):
+                              ("v", tuple(v.shape), (nx, ny + 1)),
+                              ("fluid", None if fluid is None else tuple(fluid.shape), (1, nx, ny))):
         if shape is not None and shape != want:
             raise ShapeError(f"advect_scalars: {name} has shape {shape} but scalars of shape {tuple(s.shape)} need "
-                             f"{want}: make the flux buffers and compensation for this many scalars and this grid.")
+                             f"{want}: make the flux buffers, compensation and fluid mask for this many scalars and "
+                             "this grid.")
+    if fluid is not None and fluid.dtype != s.dtype:
+        raise ShapeError(f"advect_scalars: fluid has dtype {fluid.dtype}; scalars of dtype {s.dtype} need it in "
+                         f"{s.dtype} (1 on fluid cells, 0 on obstacles).")
     ensure_taichi()
     k = _kernels(dtype_name(s.dtype))["scalar2" if order == 2 else "scalar1"]
     cfl = (float(u.abs().max()) + float(v.abs().max())) * float(dt) / float(dx)
@@ -538,9 +547,6 @@ def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True),
         comp = torch.zeros_like(s)
     if fluid is None:
         fluid = torch.ones((1, nx, ny), dtype=s.dtype, device=s.device)
-    elif tuple(fluid.shape) != (1, nx, ny) or fluid.dtype != s.dtype:
-        raise ShapeError(f"advect_scalars: fluid has shape {tuple(fluid.shape)} and dtype {fluid.dtype}; scalars of "
-                         f"shape {tuple(s.shape)} need (1, {nx}, {ny}) in {s.dtype} (1 on fluid cells, 0 on obstacles).")
     ser = serial_grid(s.shape[1], s.shape[2] * s.shape[0])
     for _ in range(n):
         k(s, fx, fy, u, v, comp, fluid, h, int(periodic[0]), int(periodic[1]), ser)
