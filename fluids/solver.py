@@ -314,6 +314,9 @@ class Solver:
         # scratch for the step's phi / scale (stored_pressure's p_solved): the numbers torch computes
         # into new tensors, without allocating them every step
         self._p_solved = torch.empty((self.nx, self.ny), dtype=torch.float64, device=self.device)
+        #: forcing and drag applied in the first viscous launch (False: with torch before it, the
+        #: reference the fused path is tested against; the same numbers up to one rounding)
+        self._fuse_body_forces = True
 
     def _buoyancy_name(self):
         return self.scalar_names[self.buoyancy_index] if self.buoyancy_index >= 0 else None
@@ -370,18 +373,21 @@ class Solver:
         ``pressure_predictor`` the carried values are ``u - (dt/2) G p`` (G: the projection's face
         gradient, :meth:`PressureSolver.subtract_phi_gradient`; formed in the advection's own
         launch, ``advect_velocity(..., gradient=self.pressure)``), and ``phi`` is left at
-        ``p * _phi_scale(dt)``."""
+        ``p * _phi_scale(dt)`` (set in that launch too, ``phi_from``)."""
         cfg = self.config
         if state.scalars.shape[0]:
             us, vs = self._scalar_velocity(state)
             advect_scalars(state.scalars, self.fx, self.fy, us, vs, dt, self.dx, self.periodic,
                            order=cfg.scalar_order, comp=state.compensation(), fluid=self.fluid_cells)
-        gradient = None
+        gradient = phi_from = None
         if cfg.pressure_predictor:
-            self._set_phi(state.p, dt)
             gradient = self.pressure
-        advect_velocity(state.u, state.v, self.uw, self.vw, dt, self.dx, self.periodic,
-                        scheme=cfg.advection, limiter=cfg.limiter, ghost=self.ghost, gradient=gradient)
+            if self._kernel_pressure(state.p):
+                phi_from = (state.p, self._phi_scale(dt))     # phi = p * scale in the advection's launch
+            else:
+                self._set_phi(state.p, dt)
+        advect_velocity(state.u, state.v, self.uw, self.vw, dt, self.dx, self.periodic, scheme=cfg.advection,
+                        limiter=cfg.limiter, ghost=self.ghost, gradient=gradient, phi_from=phi_from)
 
     def scalar_velocity(self, state: FluidState) -> tuple[torch.Tensor, torch.Tensor]:
         """The face velocities that carry the scalars: ``(state.u, state.v)`` themselves, except
@@ -425,17 +431,23 @@ class Solver:
         cfg = self.config
         if self.sources is not None:
             state.scalars.add_(self.sources, alpha=dt)
-        if self.forcing is not None:
-            state.u.add_(self.forcing[0], alpha=dt)
-            state.v.add_(self.forcing[1], alpha=dt)
-        if cfg.drag:
-            # free faces only: fixed ones (walls, inflow, bodies) keep the value they prescribe,
-            # which the viscous stencil reads as its boundary value
-            keep = 1.0 - cfg.drag * dt
-            state.u.mul_(drag_factor(state.u, keep, self.fixed_faces[0]))
-            state.v.mul_(drag_factor(state.v, keep, self.fixed_faces[1]))
+        # drag on free faces only: fixed ones (walls, inflow, bodies) keep the value they prescribe,
+        # which the viscous stencil reads as its boundary value
+        keep = 1.0 - cfg.drag * dt if cfg.drag else None
+        fused = (self._fuse_body_forces and cfg.viscosity != 0.0 and state.u.is_contiguous()
+                 and state.v.is_contiguous())
+        if not fused:       # (no viscous launch to ride, or faces the kernels cannot take in place)
+            if self.forcing is not None:
+                state.u.add_(self.forcing[0], alpha=dt)
+                state.v.add_(self.forcing[1], alpha=dt)
+            if keep is not None:
+                state.u.mul_(drag_factor(state.u, keep, self.fixed_faces[0]))
+                state.v.mul_(drag_factor(state.v, keep, self.fixed_faces[1]))
+        # with viscosity the forcing and drag are applied in its first launch, as it reads the faces
         viscosity_buoyancy_and_bc(state.u, state.v, self.uw, self.vw, state.scalars, self.boundary, cfg.viscosity,
-                                  dt, self.dx, self.ghost, cfg.obstacle_ghost, self.buoyancy_index, cfg.buoyancy)
+                                  dt, self.dx, self.ghost, cfg.obstacle_ghost, self.buoyancy_index, cfg.buoyancy,
+                                  forcing=self.forcing if fused else None, forcing_dt=dt,
+                                  drag_keep=keep if fused else None)
 
     def body_force(self, state: FluidState):
         """The acceleration the force part applies to the fluid at ``state`` (:func:`body_acceleration`
@@ -446,14 +458,36 @@ class Solver:
         """Default projection part: MGPCG in place. With ``dt`` (a time step's projection) it
         warm-starts from ``state.p`` and leaves the step's pressure in ``state.p`` (density 1; see
         :func:`stored_pressure`); without, it is a plain projection (``state.p`` untouched)."""
-        if dt is not None and warm_start:
+        if dt is None:
+            return self.pressure.project(state.u, state.v, warm_start=False)
+        self.pressure.check_runtime()
+        if warm_start:
             # the solve's unknown is the end pressure p' = 2 P - p (stored_pressure); from a slowly
             # changing P the stored p is as close to p' as the pressure two steps back was to it
             self._set_phi(state.p, dt)
-        stats = self.pressure.project(state.u, state.v, warm_start=warm_start and dt is not None)
-        if dt is not None:
+        return self._project_storing(state, dt, warm_start)
+
+    def _project_storing(self, state: FluidState, dt: float, warm_start: bool) -> ProjectionStats:
+        """The step's projection (runtime checked, warm start in ``phi`` when ``warm_start``) and
+        ``state.p`` from its ``phi``: stored in the projection's last launch when the rule is the
+        module's own :func:`stored_pressure` and ``state.p`` a contiguous array of this grid (the
+        same rule in the kernel, float64 rounded once to ``p``'s dtype), else by
+        :meth:`_store_pressure`."""
+        store = None
+        if stored_pressure is _STORED_PRESSURE and self._kernel_pressure(state.p):
+            store = (state.p, self._phi_scale(dt), self.config.pressure_predictor)
+        stats, stored = self.pressure._project_storing(state.u, state.v, warm_start, store)
+        if not stored:
             self._store_pressure(state, dt)
         return stats
+
+    def _kernel_pressure(self, p: torch.Tensor) -> bool:
+        """Whether the kernels may read and write ``p`` (a state's pressure) in place: a
+        contiguous ``(nx, ny)`` array of this solver's dtype and device, not requiring grad.
+        Anything else goes through torch (:meth:`_set_phi`, :meth:`_store_pressure`)."""
+        buf = self._p_solved
+        return (p.shape == buf.shape and p.dtype == self.dtype and p.device == buf.device and p.is_contiguous()
+                and not p.requires_grad)
 
     def _set_phi(self, p: torch.Tensor, dt: float) -> None:
         """``phi = p * _phi_scale(dt)``: the product in ``p``'s dtype, written into ``phi`` (float64)
@@ -479,9 +513,7 @@ class Solver:
         own: ``advect_step`` has just put ``p * _phi_scale(dt)`` into ``phi`` (the pressure
         predictor) and nothing since changed ``p`` or ``phi``, so the warm start is already in place;
         the step checked the Taichi runtime at its start."""
-        stats = self.pressure._project(state.u, state.v, True)
-        self._store_pressure(state, dt)
-        return stats
+        return self._project_storing(state, dt, True)
 
     # -- the step -----------------------------------------------------------------------------
     def cfl(self, state: FluidState, dt: float | None = None, where: bool = False) -> tuple[float, tuple]:

@@ -53,7 +53,7 @@ def _kernels(real_name: str):
     A1 = ti.types.ndarray(dtype=real, ndim=1)
     f64 = ti.f64
     F3 = ti.types.ndarray(dtype=f64, ndim=3)
-    from lawful.kernels.mac_pressure import WX, WY, face_gradient_funcs     # the pressure solver's channels
+    from lawful.kernels.mac_pressure import PHI, WX, WY, face_gradient_funcs     # the pressure solver's channels
 
     face_cells, phi_step_x, phi_step_y = face_gradient_funcs()   # its face update's rule
 
@@ -216,11 +216,19 @@ def _kernels(real_name: str):
 
     @ti.kernel
     def predict_advect(u: A2, v: A2, uw: A3, vw: A3, a: F3, h: real, px: ti.template(), py: ti.template(),
-                       mac: ti.template(), limiter: ti.template(), gh: A1, ser: ti.template()):
+                       mac: ti.template(), limiter: ti.template(), gh: A1, p: A2, pscale: real,
+                       set_phi: ti.template(), ser: ti.template()):
         # the pressure predictor's carried values u - G phi (PressureSolver.subtract_phi_gradient's
         # update, read from the solver's float64 array ``a``) into uw[4] / vw[4], then the advection
         # of that quantity: what subtract_phi_gradient on copies of u, v and advect(ready) did in
-        # two launches
+        # two launches. With ``set_phi``, phi = p * pscale first (the product in p's dtype, as
+        # torch.mul(p, pscale, out=phi) forms it)
+        if ti.static(set_phi):
+            if ti.static(ser):
+                ti.loop_config(serialize=True)
+            for i in range(p.shape[0]):
+                for j in range(p.shape[1]):
+                    a[PHI, i, j] = ti.cast(p[i, j] * pscale, f64)
         predict_loops(u, v, uw, vw, a, px, py, ser)
         advect_loops(u, v, uw, vw, h, px, py, mac, limiter, True, gh, ser)
 
@@ -471,7 +479,7 @@ def ghost_tensor(boundary=None, dtype=torch.float32, device=None) -> torch.Tenso
 
 def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
                     scheme: str = "maccormack", limiter: bool = True, quantity_ready: bool = False,
-                    ghost=None, gradient=None) -> None:
+                    ghost=None, gradient=None, phi_from=None) -> None:
     """Advect the face velocities ``u`` ``(nx+1, ny)``, ``v`` ``(nx, ny+1)`` by themselves over
     ``dt`` (in place). ``uw``/``vw`` come from :func:`velocity_workspace`; with
     ``quantity_ready=True`` the characteristics are traced with ``u``/``v`` but the values carried
@@ -481,7 +489,10 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
     update :meth:`~lawful.kernels.mac_pressure.PressureSolver.subtract_phi_gradient` applies),
     put into ``uw[4]``/``vw[4]`` in the same launch: the numbers of copying ``u``, ``v`` there,
     ``gradient.subtract_phi_gradient(uw[4], vw[4])`` and ``quantity_ready=True`` (the pressure
-    predictor of :class:`~lawful.fluids.solver.Solver`); not with ``quantity_ready``. ``ghost``: the wall ghosts,
+    predictor of :class:`~lawful.fluids.solver.Solver`); not with ``quantity_ready``. ``phi_from``
+    (with ``gradient`` only): ``(p, scale)``, ``p`` a contiguous ``(nx, ny)`` array of the
+    velocity's dtype: the gradient's ``phi`` is first set to ``p * scale`` in the same launch (the
+    product in ``p``'s dtype, the numbers of ``torch.mul(p, scale, out=gradient.phi)``). ``ghost``: the wall ghosts,
     :func:`ghost_tensor` of the boundary (a Boundary is converted; ``None`` clamps: zero gradient
     beyond every side). Units: the domain's (``dx`` length, ``dt`` time; not cells and steps); dtype float32 or float64,
     all arrays alike."""
@@ -491,6 +502,8 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
     if not isinstance(ghost, torch.Tensor):
         ghost = ghost_tensor(ghost, u.dtype, u.device)
     px, py = bool(periodic[0]), bool(periodic[1])
+    if phi_from is not None and gradient is None:
+        raise InputError("advect_velocity: phi_from=(p, scale) sets the gradient's phi; give gradient= too.")
     if gradient is not None:
         if quantity_ready:
             raise InputError("advect_velocity: give either quantity_ready=True (uw[4]/vw[4] filled) or a "
@@ -501,9 +514,13 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
             raise ShapeError(f"advect_velocity: the gradient's pressure solver is for a {gradient.nx}x{gradient.ny} "
                              f"{gradient.dtype} grid with periodic axes {(bool(gradient.px), bool(gradient.py))}, "
                              f"the velocities for {nx}x{ny} {u.dtype} with {(px, py)}: use the solver of this grid.")
+        p, pscale = (u, 0.0) if phi_from is None else phi_from      # (u: a stand-in, not read)
+        if phi_from is not None and (tuple(p.shape) != (nx, ny) or p.dtype != u.dtype or p.device != u.device):
+            raise ShapeError(f"advect_velocity: phi_from's p is {tuple(p.shape)} {p.dtype} on {p.device}; it must be "
+                             f"the cell array ({nx}, {ny}) {u.dtype} on {u.device} of these velocities.")
         k = _kernels(dtype_name(u.dtype))["predict_advect"]
         k(u, v, uw, vw, gradient.fine, float(dt) / float(dx), px, py, scheme == "maccormack", bool(limiter), ghost,
-          serial_grid(u.shape[0], u.shape[1]))
+          p, float(pscale), phi_from is not None, serial_grid(u.shape[0], u.shape[1]))
         return
     k = _kernels(dtype_name(u.dtype))["advect"]
     k(u, v, uw, vw, float(dt) / float(dx), px, py,

@@ -10,6 +10,10 @@
   free v faces (scalar ``k``, coefficient ``b`` along +y), then boundary values: fixed faces get
   their prescribed value (walls/obstacles 0, inflow ``U``) and outflow faces copy their inner
   neighbour (zero normal gradient) before the projection.
+* :func:`viscosity_buoyancy_and_bc` — both in as few launches as the viscous substeps need; a
+  constant forcing ``u += dt f`` and linear drag ``u *= keep`` (free faces) ride its first launch,
+  applied as it copies the faces into ``uw[0]`` (the fluid solver's force part, without a torch
+  pass over the faces for each).
 """
 
 
@@ -17,12 +21,18 @@ import functools
 
 import torch
 
+from lawful.kernels.errors import InputError, ShapeError
 from lawful.kernels.fast_launch import fast_kernels
 from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, serial_grid, substeps
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
-__all__ = ["viscosity", "buoyancy_and_bc", "viscosity_buoyancy_and_bc"]
+__all__ = ["viscosity", "buoyancy_and_bc", "viscosity_buoyancy_and_bc", "PRE_FORCING", "PRE_DRAG"]
+
+#: What the first viscous launch applies to the faces before the stencil reads them (a template
+#: bit mask: each combination compiles its own kernel instance): a constant acceleration, and
+#: linear drag on the free faces (see :func:`viscosity_buoyancy_and_bc`).
+PRE_FORCING, PRE_DRAG = 1, 2
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,20 +50,40 @@ def _kernels(real_name: str):
         return gh[k] * q + gh[k + 1]
 
     @ti.func
+    def pre_value(q, f: ti.template(), free, i, j, fdt, keep, pre: ti.template()):
+        # PRE_FORCING: q + fdt f (the numbers of torch's q.add_(f, alpha=fdt)); PRE_DRAG: then
+        # q * keep on a free face (Solver.force_step's drag, lawful.fluids.solver.drag_factor)
+        if ti.static(pre & PRE_FORCING):
+            q = q + fdt * f[i, j]
+        if ti.static(pre & PRE_DRAG):
+            if free > 0:
+                q = q * keep
+        return q
+
+    @ti.func
     def visc_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), c, xlo, ylo,
-                   gh: ti.template(), obst, ser: ti.template()):
+                   gh: ti.template(), obst, fu: ti.template(), fv: ti.template(), fdt, keep, pre: ti.template(),
+                   ser: ti.template()):
         nx, ny = v.shape[0], u.shape[1]
         px, py = xlo == 0, ylo == 0
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for i in range(u.shape[0]):
             for j in range(u.shape[1]):
-                uw[0, i, j] = u[i, j]
+                q = u[i, j]
+                if ti.static(pre):
+                    q = pre_value(q, fu, uw[2, i, j], i, j, fdt, keep, pre)
+                    u[i, j] = q
+                uw[0, i, j] = q
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
-                vw[0, i, j] = v[i, j]
+                q = v[i, j]
+                if ti.static(pre):
+                    q = pre_value(q, fv, vw[2, i, j], i, j, fdt, keep, pre)
+                    v[i, j] = q
+                vw[0, i, j] = q
         if ti.static(ser):
             ti.loop_config(serialize=True)
         # wrapped indices by compares, once per row (a Taichi ``x if c else y`` evaluates both
@@ -162,8 +192,8 @@ def _kernels(real_name: str):
 
     @ti.kernel
     def visc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
-             obst: int, ser: ti.template()):
-        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, ser)
+             obst: int, fu: A2, fv: A2, fdt: real, keep: real, pre: ti.template(), ser: ti.template()):
+        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, fu, fv, fdt, keep, pre, ser)
 
     @ti.kernel
     def buoy_bc(u: A2, v: A2, uw: A3, vw: A3, s: A3, k: int, bdt: real, xlo: int, xhi: int,
@@ -172,10 +202,11 @@ def _kernels(real_name: str):
 
     @ti.kernel
     def visc_buoy_bc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
-                     obst: int, s: A3, k: int, bdt: real, ser: ti.template()):
+                     obst: int, s: A3, k: int, bdt: real, fu: A2, fv: A2, fdt: real, keep: real, pre: ti.template(),
+                     ser: ti.template()):
         # the last viscous substep and buoyancy_and_bc in one launch (same loops, same order);
         # ser: every loop on the calling thread (small grids)
-        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, ser)
+        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, fu, fv, fdt, keep, pre, ser)
         bc_loops(u, v, uw, vw, s, k, bdt, xlo, xhi, ylo, yhi, ser)
 
     return fast_kernels(dict(visc=visc, buoy_bc=buoy_bc, visc_buoy_bc=visc_buoy_bc))
@@ -215,7 +246,7 @@ def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary,
     k = _kernels(dtype_name(u.dtype))["visc"]
     ser = serial_grid(u.shape[0], u.shape[1])
     for _ in range(n):
-        k(u, v, uw, vw, c / n, *_codes(boundary), ghost, int(bool(obstacle_ghost)), ser)
+        k(u, v, uw, vw, c / n, *_codes(boundary), ghost, int(bool(obstacle_ghost)), u, v, 0.0, 1.0, 0, ser)
     return n
 
 
@@ -234,13 +265,32 @@ def buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, scalar_in
 
 def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, nu: float, dt: float, dx: float,
                               ghost=None, obstacle_ghost: bool = False, scalar_index: int = -1,
-                              coefficient: float = 0.0) -> int:
+                              coefficient: float = 0.0, forcing=None, forcing_dt: float = 0.0,
+                              drag_keep: float | None = None) -> int:
     """:func:`viscosity` over ``dt`` followed by :func:`buoyancy_and_bc` over ``dt`` (same
     arguments, same results), with the last viscous substep and the buoyancy/boundary loops in
-    one kernel launch. Returns the number of viscous substeps (0 when ``nu == 0``)."""
+    one kernel launch. Returns the number of viscous substeps (0 when ``nu == 0``).
+
+    ``forcing`` ``(fu, fv)`` (contiguous arrays of the velocity's shapes and dtype) and
+    ``drag_keep``: first ``u += forcing_dt * fu`` on every face, then ``u *= drag_keep`` on the
+    free ones (``uw[2] > 0``; fixed faces keep their value), the same for ``v`` -- in the first
+    viscous launch, as it copies the faces into ``uw[0]``: the numbers of ``u.add_(fu,
+    alpha=forcing_dt)`` and ``u.mul_(drag_factor(...))`` before the call (within one rounding of
+    ``u + forcing_dt * fu``: torch fuses it into one multiply-add, the compiler may or may not).
+    They need ``nu > 0`` (no viscous launch to ride otherwise): :class:`InputError` if not."""
+    pre = (PRE_FORCING if forcing is not None else 0) | (PRE_DRAG if drag_keep is not None else 0)
     if nu == 0.0:
+        if pre:
+            raise InputError("viscosity_buoyancy_and_bc: forcing/drag_keep ride the first viscous launch, and "
+                             "nu == 0 makes none: apply them with torch before the call.")
         buoyancy_and_bc(u, v, uw, vw, s, boundary, scalar_index, coefficient, dt)
         return 0
+    fu, fv = forcing if forcing is not None else (u, v)       # (u, v: stand-ins, not read)
+    for name, f, ref in (("forcing[0]", fu, u), ("forcing[1]", fv, v)):
+        if f.shape != ref.shape or f.dtype != ref.dtype or f.device != ref.device:
+            raise ShapeError(f"viscosity_buoyancy_and_bc: {name} is {tuple(f.shape)} {f.dtype} on {f.device}; it "
+                             f"must be {tuple(ref.shape)} {ref.dtype} on {ref.device}, as the faces it accelerates.")
+    keep = 1.0 if drag_keep is None else float(drag_keep)
     ensure_taichi()
     if ghost is None:
         from lawful.kernels.mac_advection import ghost_tensor
@@ -251,11 +301,12 @@ def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary,
     ks = _kernels(dtype_name(u.dtype))
     codes = _codes(boundary)
     ser = serial_grid(u.shape[0], u.shape[1])
-    for _ in range(n - 1):
-        ks["visc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), ser)
+    for sub in range(n - 1):
+        ks["visc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), fu, fv, float(forcing_dt), keep,
+                   pre if sub == 0 else 0, ser)
     if s.shape[0] == 0:
         s = _no_scalars(u.dtype, u.device)
         scalar_index = -1
     ks["visc_buoy_bc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), s, int(scalar_index),
-                       float(coefficient) * float(dt), ser)
+                       float(coefficient) * float(dt), fu, fv, float(forcing_dt), keep, pre if n == 1 else 0, ser)
     return n

@@ -654,19 +654,39 @@ def _state_kernels(real_name: str):
 
     @ti.kernel
     def finish(u: A2, v: A2, a: A3, m: M3, out: O1, px: int, py: int, singular: int, nfluid: f64, target: f64,
-               force: int, ser: ti.template()):
+               force: int, p: A2, pscale: f64, predictor: int, rel_target: f64, done: int, ser: ti.template()):
         """The true residual of phi; when it is at most ``target`` (or ``force``) the velocity
-        update. ``out`` = (max |r|, sum r^2, max |u|, |v| after, 1 if updated else 0)."""
+        update. ``out`` = (max |r|, sum r^2, max |u|, |v| after, 1 if updated else 0, 1 if ``p``
+        was stored else 0). ``p`` (``(nx, ny)``, the velocity's dtype; ``pscale`` > 0, else no
+        store): when the update is applied and the projection is over -- the residual at most
+        ``rel_target`` times max |u|, |v| after (``PressureSolver._project``'s test for a re-solve),
+        or ``done`` (a capped solve out of iterations) -- ``p`` becomes the stored pressure of
+        ``phi / pscale`` (``lawful.fluids.solver.stored_pressure``; ``predictor``: its mean with the
+        ``p`` given), in float64, rounded once to ``p``'s dtype."""
         nx, ny = v.shape[0], u.shape[1]
         rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid, ser)
         apply = 0
         if rr[0] <= target or force != 0:
             apply = 1
         umax = gradient_loops(u, v, a, px, py, apply, ser)
+        store = 0
+        # (umax > 0: a zero field, where _project compares with rel_target * 1e-300, is left to it)
+        if pscale > 0 and apply != 0 and ((umax > 0 and rr[0] <= rel_target * umax) or done != 0):
+            store = 1
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
+        for i in range(nx):
+            for j in range(ny):
+                if store != 0:
+                    solved = a[PHI, i, j] / pscale
+                    if predictor != 0:
+                        solved = (solved + ti.cast(p[i, j], f64)) * 0.5
+                    p[i, j] = ti.cast(solved, real)
         out[0] = rr[0]
         out[1] = rr[1]
         out[2] = umax
         out[3] = ti.cast(apply, f64)
+        out[4] = ti.cast(store, f64)
 
     @ti.kernel
     def subtract_gradient(u: A2, v: A2, a: A3, px: int, py: int, ser: ti.template()):
@@ -738,7 +758,7 @@ class PressureSolver:
             offsets.append(offsets[-1] + d[1] + 1)
         self.mg = torch.zeros((5, nx + 1, offsets[-1] + dims[-1][1] + 1), dtype=torch.float32, device=device)
         mg_dims = torch.tensor([[d[0], d[1], o] for d, o in zip(dims, offsets)], dtype=torch.int32)
-        self._out = torch.zeros(4, dtype=torch.float64, device=device)  # start's / finish's results
+        self._out = torch.zeros(5, dtype=torch.float64, device=device)  # start's / finish's results
         self._pbuf = (P, P2)  # the search direction alternates between two channels (cg_iter's pin, pout)
         ubc, vbc = face_bc(boundary, solid.to(device), torch.float64)
         a0 = self.fine
@@ -789,16 +809,30 @@ class PressureSolver:
     def _project(self, u: torch.Tensor, v: torch.Tensor, warm_start: bool) -> ProjectionStats:
         """:meth:`project` after its runtime check (for a caller that has just made that check:
         the fluid solver's step, once per step)."""
+        return self._project_storing(u, v, warm_start, None)[0]
+
+    def _project_storing(self, u, v, warm_start: bool, store) -> tuple[ProjectionStats, bool]:
+        """:meth:`_project`, and with ``store = (p, pscale, predictor)`` (``p``: a contiguous
+        ``(nx, ny)`` tensor of the velocity's dtype and device; ``pscale`` > 0) ``p`` set to the
+        stored pressure of ``phi / pscale`` (:func:`lawful.fluids.solver.stored_pressure`) in the
+        launch that applies the velocity update, when that solve ends the projection. Returns
+        ``(stats, stored)``: ``stored`` False when ``p`` was left alone (no store asked; a field
+        already divergence-free to the tolerance, so no update launch; or a re-solve of the
+        shrunken field, after which ``phi`` is the sum of the solves): the caller then stores
+        it from ``phi`` itself."""
         # the solve measures max|u| before (scale0) and after (scale) in its own kernels
-        iters, rmax, rl2, bmax, scale0, scale = self._solve(u, v, warm_start, None)
+        iters, rmax, rl2, bmax, scale0, scale, stored = self._solve(u, v, warm_start, None, store)
         initial = bmax / scale0
         total = None
         for _ in range(4):
             scale = max(scale, 1e-300)
             if rmax <= self.target * scale or (self.capped and iters >= self.max_iter):
                 break
+            if stored:      # finish stores only when this test ends the projection (same numbers)
+                raise RuntimeError("PressureSolver: the pressure was stored by a solve that is re-solved; "
+                                   "finish's end-of-projection test and _project_storing's disagree.")
             total = self.phi.clone() if total is None else total + self.phi
-            more, rmax, rl2, _b, _s, scale = self._solve(u, v, False, scale)
+            more, rmax, rl2, _b, _s, scale, _stored = self._solve(u, v, False, scale, None)
             iters += more
         if total is not None:
             self.phi.add_(total)
@@ -806,7 +840,7 @@ class PressureSolver:
         converged = rmax <= self.target * scale or rmax <= 8.0 * self.eps * scale0
         if not converged and not self.capped:
             self._raise(rmax / scale, iters, "after re-solving the shrunken field")
-        return ProjectionStats(iters, rmax / scale, rl2, initial, converged)
+        return ProjectionStats(iters, rmax / scale, rl2, initial, converged), stored
 
     def _raise(self, residual, iters, where):
         raise ConvergenceError(
@@ -816,11 +850,12 @@ class PressureSolver:
             "up; check the CFL number); SolverConfig.pressure_capped=True accepts capped solves explicitly."
         )
 
-    def _solve(self, u, v, warm_start, scale):
+    def _solve(self, u, v, warm_start, scale, store=None):
         """One solve and velocity update (``start``, CG iterations, ``finish``: two launches
         besides the iterations). ``scale``: the max|u| the tolerance is relative to (None: this
-        field's, measured by ``start``). Returns (iterations, max-norm residual, L2 residual
-        relative to the right-hand side's, max|B|, the scale used, max|u| after)."""
+        field's, measured by ``start``); ``store``: see :meth:`_project_storing`. Returns
+        (iterations, max-norm residual, L2 residual relative to the right-hand side's, max|B|, the
+        scale used, max|u| after, whether ``finish`` stored the pressure)."""
         k = _cg_kernels(len(self.dims), self.nserial)
         a, m = self.fine, self.mg
         nx, ny, px, py = self.nx, self.ny, self.px, self.py
@@ -828,16 +863,18 @@ class PressureSolver:
             self.phi.zero_()
         out = self._out
         self._sk["start"](u, v, a, m, out, px, py, self.singular, self.nfluid, self._ser)
-        bmax, rmax, b2, umax = out.tolist()
+        bmax, rmax, b2, umax, _ = out.tolist()
         if scale is None:
             scale = max(umax, 1e-300)
         target = self.target * scale
         if bmax <= target:
             self.phi.zero_()
-            return 0, bmax, 1.0 if bmax > 0 else 0.0, bmax, scale, umax
+            return 0, bmax, 1.0 if bmax > 0 else 0.0, bmax, scale, umax, False
         if rmax > bmax:
             self.phi.zero_()
             rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
+        # no store: pscale 0 (and u, a tensor of the right dtype, stands in for p; never touched)
+        p, pscale, predictor = store if store is not None else (u, 0.0, False)
         iters = 0
         breakdown = False
         while True:
@@ -856,14 +893,16 @@ class PressureSolver:
                         break
             final = iters >= self.max_iter or breakdown
             # the recurrence's residual drifts from the true one: recompute it; the velocity update
-            # is applied in the same launch when the solve is done (else CG restarts from there)
+            # is applied in the same launch when the solve is done (else CG restarts from there),
+            # and the pressure stored when that ends the projection (_project_storing's test)
             self._sk["finish"](u, v, a, m, out, px, py, self.singular, self.nfluid, target,
-                               int(final and self.capped), self._ser)
-            rmax, r2, umax, applied = out.tolist()
+                               int(final and self.capped), p, float(pscale), int(bool(predictor)), self.target,
+                               int(self.capped and iters >= self.max_iter), self._ser)
+            rmax, r2, umax, applied, stored = out.tolist()
             if applied:
                 break
             if final:
                 self._raise(rmax / scale, iters, "did not converge within max_iter" if iters >= self.max_iter
                             else "CG broke down")
         bl2 = math.sqrt(b2)
-        return iters, rmax, math.sqrt(r2) / bl2 if bl2 > 0 else 0.0, bmax, scale, umax
+        return iters, rmax, math.sqrt(r2) / bl2 if bl2 > 0 else 0.0, bmax, scale, umax, bool(stored)

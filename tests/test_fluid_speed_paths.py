@@ -111,3 +111,237 @@ def test_a_step_runs_a_trained_correctors_domain_check_once():
     corr(sc.state.clone())                           # called on its own it still checks
     assert len(calls) == 4 and calls[-1] is None
     assert "_solver_checked" not in corr.__dict__
+
+
+# --- torch work folded into the kernels: phi from p, the stored pressure, forcing and drag ------
+
+def _torch_store_path(monkeypatch):
+    """Make the solver store its pressure with torch (:meth:`Solver._store_pressure`): the step
+    folds it into the projection only for the module's own rule, so an equal wrapper opts out.
+    Returns the list the wrapper appends to on each call."""
+    from lawful.fluids import solver as solver_module
+
+    calls = []
+    rule = solver_module.stored_pressure
+
+    def same_rule(*args, **kwargs):
+        calls.append(1)
+        return rule(*args, **kwargs)
+
+    monkeypatch.setattr(solver_module, "stored_pressure", same_rule)
+    return calls
+
+
+def _count_torch_stores(monkeypatch):
+    from lawful.fluids.solver import Solver
+
+    calls = []
+    store = Solver._store_pressure
+
+    def counted(self, state, dt):
+        calls.append(1)
+        return store(self, state, dt)
+
+    monkeypatch.setattr(Solver, "_store_pressure", counted)
+    return calls
+
+
+def _on_both_store_paths(monkeypatch, body):
+    """``body(torch_path, stores)`` run with the pressure stored in the kernels, then through
+    torch (``stores``: the torch stores made, a list counting them); both results (tensors),
+    checked equal bit for bit."""
+    runs = []
+    for torch_path in (False, True):
+        with monkeypatch.context() as m:
+            stores = _count_torch_stores(m)
+            if torch_path:
+                _torch_store_path(m)
+            runs.append(body(torch_path, stores))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    return runs
+
+
+@pytest.mark.parametrize("predictor", [True, False])
+@pytest.mark.parametrize("make", [lambda **kw: scenes.kolmogorov(n=16, **kw),                 # serial loops
+                                  lambda **kw: scenes.kolmogorov(n=80, **kw),                 # thread pool
+                                  lambda **kw: scenes.karman(n=16, dtype=F64, **kw),          # outflow
+                                  lambda **kw: scenes.lid_driven_cavity(n=16, **kw)])
+def test_the_pressure_stored_in_the_projections_launch_is_the_torch_rules(make, predictor, monkeypatch):
+    """The step stores state.p in the projection's last launch (finish) and sets the predictor's
+    phi = p * scale in the advection's launch: bit for bit the numbers of the torch rule
+    (stored_pressure, _set_phi), and torch did not run (the fused path was taken)."""
+    def body(torch_path, stores):
+        sc = make()
+        solver, st = sc.make_solver(pressure_predictor=predictor), sc.state
+        for _ in range(12):
+            solver.step(st)
+        assert (len(stores) == 12) == torch_path          # fused: never through torch
+        return st.u, st.v, st.p
+
+    assert float(_on_both_store_paths(monkeypatch, body)[0][2].abs().max()) > 0
+
+
+@pytest.mark.parametrize("case", ["re-solve", "capped"])
+def test_the_pressure_after_a_re_solve_or_a_capped_solve_is_the_torch_rules(case, monkeypatch):
+    """A projection that re-solves the shrunken field (phi then sums the solves) stores its
+    pressure with torch after the last solve; a capped solve out of iterations stores it in its
+    launch. Both agree bit for bit with the torch rule."""
+    overrides = {"pressure_capped": True, "pressure_max_iter": 1} if case == "capped" else {}
+
+    def body(torch_path, stores):
+        sc = scenes.kolmogorov(n=16, dtype=F64)
+        solver, st = sc.make_solver(**overrides), sc.state
+        solver.step(st)
+        # a large gradient field on top: the projection removes almost all of the field
+        g = torch.Generator().manual_seed(5)
+        phi = 50.0 * torch.randn((16, 16), generator=g, dtype=F64)
+        st.u[:-1] += phi - torch.roll(phi, 1, 0)
+        st.u[-1] = st.u[0]
+        st.v[:, :-1] += phi - torch.roll(phi, 1, 1)
+        st.v[:, -1] = st.v[:, 0]
+        before = len(stores)
+        stats = solver.project(st, True, solver.config.dt)
+        if case == "re-solve":
+            assert stats.converged and len(stores) == before + 1     # re-solved: stored through torch
+        else:
+            assert not stats.converged and len(stores) == before + int(torch_path)
+        return st.u, st.v, st.p
+
+    assert float(_on_both_store_paths(monkeypatch, body)[0][2].abs().max()) > 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_phi_from_sets_the_gradients_phi_in_the_advection_launch(dtype):
+    from lawful.kernels.mac_advection import advect_velocity
+
+    sc = scenes.kolmogorov(n=24, dtype=dtype)
+    solver, st = sc.make_solver(), sc.state
+    for _ in range(3):
+        solver.step(st)
+    ps, h = solver.pressure, solver.config.dt
+    scale = solver._phi_scale(h)
+    a = [t.clone() for t in (st.u, st.v, solver.uw, solver.vw)]
+    b = [t.clone() for t in (st.u, st.v, solver.uw, solver.vw)]
+    torch.mul(st.p, scale, out=ps.phi)
+    want_phi = ps.phi.clone()
+    advect_velocity(a[0], a[1], a[2], a[3], h, solver.dx, solver.periodic, ghost=solver.ghost, gradient=ps)
+    ps.phi.fill_(123.0)                                    # overwritten in the launch, before it is read
+    advect_velocity(b[0], b[1], b[2], b[3], h, solver.dx, solver.periodic, ghost=solver.ghost, gradient=ps,
+                    phi_from=(st.p, scale))
+    assert torch.equal(ps.phi, want_phi)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+def _random_faces(st, seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(st.u.shape, generator=g, dtype=F64).to(dtype),
+            torch.randn(st.v.shape, generator=g, dtype=F64).to(dtype))
+
+
+@pytest.mark.parametrize("what", ["forcing", "drag", "both"])
+@pytest.mark.parametrize("nu", [0.01, 3.0])                # one viscous launch; several substeps
+@pytest.mark.parametrize("make", [lambda: scenes.kolmogorov(n=16),
+                                  lambda: scenes.kolmogorov(n=16, dtype=F64),
+                                  lambda: scenes.lid_driven_cavity(n=16),               # fixed faces
+                                  lambda: scenes.karman(n=16, dtype=F64)])
+def test_forcing_and_drag_in_the_first_viscous_launch_match_the_torch_ops(make, nu, what):
+    """viscosity_buoyancy_and_bc(forcing=, drag_keep=) applies u += dt f on every face and
+    u *= keep on the free ones once, in the first viscous launch: the numbers of the torch ops
+    before the call up to the rounding of u + dt f (torch fuses it into one multiply-add; the
+    kernel rounds twice), so within a few ulp of max|u| -- a second application, or none,
+    would be off by dt f or drag dt u."""
+    from lawful.fluids.solver import drag_factor
+
+    sc = make()
+    solver, st = sc.make_solver(), sc.state
+    solver.step(st)
+    dtype, h = st.u.dtype, solver.config.dt
+    du, dv = _random_faces(st, 8, dtype)
+    st.u.add_(0.1 * du)
+    st.v.add_(0.1 * dv)
+    fu, fv = _random_faces(st, 7, dtype)
+    forcing = (fu, fv) if what != "drag" else None
+    keep = 0.9 if what != "forcing" else None
+    a, b = (st.u.clone(), st.v.clone()), (st.u.clone(), st.v.clone())
+    if forcing is not None:
+        a[0].add_(fu, alpha=h)
+        a[1].add_(fv, alpha=h)
+    if keep is not None:
+        a[0].mul_(drag_factor(a[0], keep, solver.fixed_faces[0]))
+        a[1].mul_(drag_factor(a[1], keep, solver.fixed_faces[1]))
+    args = (solver.uw, solver.vw, st.scalars, solver.boundary, nu, h, solver.dx, solver.ghost, True,
+            solver.buoyancy_index, 0.7)
+    n = viscosity_buoyancy_and_bc(*a, *args)
+    assert viscosity_buoyancy_and_bc(*b, *args, forcing=forcing, forcing_dt=h, drag_keep=keep) == n
+    assert (n > 1) == (nu > 1)
+    scale = max(float(a[0].abs().max()), float(a[1].abs().max()))
+    eps = torch.finfo(dtype).eps
+    for x, y in zip(a, b):
+        assert float((x - y).abs().max()) <= 16 * eps * scale
+    plain = (st.u.clone(), st.v.clone())
+    viscosity_buoyancy_and_bc(*plain, *args)
+    assert float((plain[0] - b[0]).abs().max()) > 1e3 * eps * scale       # they did act
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_a_step_with_forcing_and_drag_matches_the_torch_ops(dtype, monkeypatch):
+    """Kolmogorov flow (forcing and drag) stepped with them in the viscous launch and with the
+    torch ops before it (Solver._fuse_body_forces False) agrees to rounding over 20 steps."""
+    from lawful.fluids import solver as solver_module
+
+    real = solver_module.viscosity_buoyancy_and_bc
+    handed = []
+
+    def seen(*args, forcing=None, drag_keep=None, **kwargs):
+        handed.append((forcing is not None, drag_keep is not None))
+        return real(*args, forcing=forcing, drag_keep=drag_keep, **kwargs)
+
+    monkeypatch.setattr(solver_module, "viscosity_buoyancy_and_bc", seen)
+    runs = []
+    for fused in (True, False):
+        sc = scenes.kolmogorov(n=24, dtype=dtype)
+        solver, st = sc.make_solver(), sc.state
+        assert solver.config.drag and solver.forcing is not None and solver.config.viscosity
+        solver._fuse_body_forces = fused
+        handed.clear()
+        for _ in range(20):
+            solver.step(st)
+        assert set(handed) == {(fused, fused)}          # the kernel took them, or torch did
+        runs.append((st.u.clone(), st.v.clone()))
+    scale = float(runs[0][0].abs().max())
+    for a, b in zip(*runs):
+        assert float((a - b).abs().max()) <= 1e3 * torch.finfo(dtype).eps * scale
+
+
+@pytest.mark.parametrize("call, error, match", [
+    ("phi_from_without_gradient", "InputError", "give gradient= too"),
+    ("phi_from_wrong_shape", "ShapeError", "phi_from's p is"),
+    ("forcing_without_viscosity", "InputError", "nu == 0 makes none"),
+    ("forcing_wrong_shape", "ShapeError", r"forcing\[1\] is"),
+    ("forcing_wrong_dtype", "ShapeError", r"forcing\[0\] is"),
+])
+def test_fused_inputs_are_checked(call, error, match):
+    from lawful.kernels import errors
+    from lawful.kernels.mac_advection import advect_velocity
+
+    sc = scenes.kolmogorov(n=16)
+    solver, st = sc.make_solver(), sc.state
+    h, dx = solver.config.dt, solver.dx
+    u, v = st.u.clone(), st.v.clone()
+    calls = {
+        "phi_from_without_gradient": lambda: advect_velocity(u, v, solver.uw, solver.vw, h, dx, phi_from=(st.p, 1.0)),
+        "phi_from_wrong_shape": lambda: advect_velocity(u, v, solver.uw, solver.vw, h, dx, gradient=solver.pressure,
+                                                        phi_from=(st.p[:-1], 1.0)),
+        "forcing_without_viscosity": lambda: viscosity_buoyancy_and_bc(
+            u, v, solver.uw, solver.vw, st.scalars, solver.boundary, 0.0, h, dx, drag_keep=0.9),
+        "forcing_wrong_shape": lambda: viscosity_buoyancy_and_bc(
+            u, v, solver.uw, solver.vw, st.scalars, solver.boundary, 0.01, h, dx, forcing=(u, u)),
+        "forcing_wrong_dtype": lambda: viscosity_buoyancy_and_bc(
+            u, v, solver.uw, solver.vw, st.scalars, solver.boundary, 0.01, h, dx, forcing=(u.double(), v)),
+    }
+    before = (u.clone(), v.clone())
+    with pytest.raises(getattr(errors, error), match=match):
+        calls[call]()
+    assert torch.equal(u, before[0]) and torch.equal(v, before[1])       # refused before touching them

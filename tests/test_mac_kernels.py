@@ -161,10 +161,10 @@ def test_a_solve_above_its_tolerance_never_returns_silently(monkeypatch):
     # the re-solve path: every inner solve "converges" relative to its own scale but the field
     # shrank, so the final relative residual stays above rtol (forced here through _solve)
     ps = PressureSolver(box, solid, torch.float64)
-    # (_solve returns iterations, residual, l2, max|B|, the scale used, max|u| after; scale None:
-    # measure it -- 1 here)
-    monkeypatch.setattr(ps, "_solve", lambda u, v, warm, scale: (3, 1e-3 * (scale or 1.0), 0.0, 1.0,
-                                                                 scale or 1.0, scale or 1.0))
+    # (_solve returns iterations, residual, l2, max|B|, the scale used, max|u| after, whether it
+    # stored a pressure; scale None: measure it -- 1 here)
+    monkeypatch.setattr(ps, "_solve", lambda u, v, warm, scale, store=None: (3, 1e-3 * (scale or 1.0), 0.0, 1.0,
+                                                                             scale or 1.0, scale or 1.0, False))
     with pytest.raises(ConvergenceError, match=r"relative residual 1\.000e-03 after 15 CG iterations.*re-solving"):
         ps.project(u.clone(), v.clone())
 
