@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, NamedTuple
 
 import torch
+from torch.autograd.graph import increment_version
 
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
 from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, ghost_tensor, velocity_workspace
@@ -315,7 +316,8 @@ class Solver:
         # into new tensors, without allocating them every step
         self._p_solved = torch.empty((self.nx, self.ny), dtype=torch.float64, device=self.device)
         #: forcing and drag applied in the first viscous launch (False: with torch before it, the
-        #: reference the fused path is tested against; the same numbers up to one rounding)
+        #: reference the fused path is tested against; the same numbers up to one rounding of the
+        #: product dt * forcing, which torch fuses into its multiply-add)
         self._fuse_body_forces = True
 
     def _buoyancy_name(self):
@@ -461,6 +463,10 @@ class Solver:
         if dt is None:
             return self.pressure.project(state.u, state.v, warm_start=False)
         self.pressure.check_runtime()
+        for name in ("u", "v"):       # a NaN face would pass as a converged solve (PressureSolver.project)
+            field = getattr(state, name)
+            if field.numel() and not math.isfinite(float(field.sum())):
+                self._raise_nonfinite(state, "in")
         if warm_start:
             # the solve's unknown is the end pressure p' = 2 P - p (stored_pressure); from a slowly
             # changing P the stored p is as close to p' as the pressure two steps back was to it
@@ -471,23 +477,28 @@ class Solver:
         """The step's projection (runtime checked, warm start in ``phi`` when ``warm_start``) and
         ``state.p`` from its ``phi``: stored in the projection's last launch when the rule is the
         module's own :func:`stored_pressure` and ``state.p`` a contiguous array of this grid (the
-        same rule in the kernel, float64 rounded once to ``p``'s dtype), else by
-        :meth:`_store_pressure`."""
+        same rule in the kernel, float64 rounded once to ``p``'s dtype: bit for bit torch's on the
+        CPU; on CUDA, where torch divides by a scalar through its reciprocal, within one float64
+        rounding), else by :meth:`_store_pressure`."""
         store = None
         if stored_pressure is _STORED_PRESSURE and self._kernel_pressure(state.p):
             store = (state.p, self._phi_scale(dt), self.config.pressure_predictor)
         stats, stored = self.pressure._project_storing(state.u, state.v, warm_start, store)
         if not stored:
             self._store_pressure(state, dt)
+        else:
+            increment_version(state.p)      # written by a kernel: what torch's in-place write records
         return stats
 
     def _kernel_pressure(self, p: torch.Tensor) -> bool:
         """Whether the kernels may read and write ``p`` (a state's pressure) in place: a
-        contiguous ``(nx, ny)`` array of this solver's dtype and device, not requiring grad.
-        Anything else goes through torch (:meth:`_set_phi`, :meth:`_store_pressure`)."""
+        contiguous ``(nx, ny)`` array of this solver's dtype and device, neither requiring grad nor
+        an inference tensor. Anything else goes through torch (:meth:`_set_phi`,
+        :meth:`_store_pressure`, which a subclass may not replace for the kernel path: they are
+        its fallback), with torch's own errors."""
         buf = self._p_solved
         return (p.shape == buf.shape and p.dtype == self.dtype and p.device == buf.device and p.is_contiguous()
-                and not p.requires_grad)
+                and not p.requires_grad and not p.is_inference())
 
     def _set_phi(self, p: torch.Tensor, dt: float) -> None:
         """``phi = p * _phi_scale(dt)``: the product in ``p``'s dtype, written into ``phi`` (float64)
@@ -606,6 +617,10 @@ class Solver:
                 field = getattr(state, name)
                 if field.numel() and not math.isfinite(float(field.sum())):   # (no scalars: nothing to sum)
                     self._raise_nonfinite(state, "in")
+        # the kernels wrote these in place behind autograd's back: record it as a torch in-place
+        # op would, so a graph that saved one of them raises on backward instead of using new values
+        for t in (state.u, state.v, state.scalars):
+            increment_version(t)
         state.t += cfg.dt
         state.step += 1
         info = {"substeps": nsub, "cfl": cfl, "pressure_iters": iters, "pressure_residual": stats.residual}

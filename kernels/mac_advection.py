@@ -34,7 +34,7 @@ import torch
 
 from lawful.kernels.errors import InputError, ShapeError
 from lawful.kernels.fast_launch import fast_kernels
-from lawful.kernels.mac_grid import SCALAR_CFL_MAX, serial_grid, substeps
+from lawful.kernels.mac_grid import SCALAR_CFL_MAX, serial_grid, substeps, unread_array
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -514,7 +514,7 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
             raise ShapeError(f"advect_velocity: the gradient's pressure solver is for a {gradient.nx}x{gradient.ny} "
                              f"{gradient.dtype} grid with periodic axes {(bool(gradient.px), bool(gradient.py))}, "
                              f"the velocities for {nx}x{ny} {u.dtype} with {(px, py)}: use the solver of this grid.")
-        p, pscale = (u, 0.0) if phi_from is None else phi_from      # (u: a stand-in, not read)
+        p, pscale = (unread_array(u.dtype, u.device, 2), 0.0) if phi_from is None else phi_from
         if phi_from is not None and (tuple(p.shape) != (nx, ny) or p.dtype != u.dtype or p.device != u.device):
             raise ShapeError(f"advect_velocity: phi_from's p is {tuple(p.shape)} {p.dtype} on {p.device}; it must be "
                              f"the cell array ({nx}, {ny}) {u.dtype} on {u.device} of these velocities.")

@@ -23,7 +23,7 @@ import torch
 
 from lawful.kernels.errors import InputError, ShapeError
 from lawful.kernels.fast_launch import fast_kernels
-from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, serial_grid, substeps
+from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, serial_grid, substeps, unread_array
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -217,13 +217,6 @@ def _codes(boundary: Boundary):
     return tuple(boundary.side_code(n) for n in ("x_lo", "x_hi", "y_lo", "y_hi"))
 
 
-@functools.lru_cache(maxsize=None)
-def _no_scalars(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The ``(1, 1, 1)`` zeros the force kernels take as scalars when a state has none (scalar
-    index -1: never read nor written), one per dtype and device instead of one per step."""
-    return torch.zeros((1, 1, 1), dtype=dtype, device=device)
-
-
 def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary, ghost=None,
               obstacle_ghost: bool = False) -> int:
     """Explicit viscous step over ``dt`` (in place; substeps so that ``nu dt/dx^2 <=``
@@ -245,8 +238,9 @@ def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary,
     n = substeps(c, VISCOUS_NUMBER_MAX)
     k = _kernels(dtype_name(u.dtype))["visc"]
     ser = serial_grid(u.shape[0], u.shape[1])
+    none = unread_array(u.dtype, u.device, 2)        # no forcing: the slots are not read
     for _ in range(n):
-        k(u, v, uw, vw, c / n, *_codes(boundary), ghost, int(bool(obstacle_ghost)), u, v, 0.0, 1.0, 0, ser)
+        k(u, v, uw, vw, c / n, *_codes(boundary), ghost, int(bool(obstacle_ghost)), none, none, 0.0, 1.0, 0, ser)
     return n
 
 
@@ -257,7 +251,7 @@ def buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, scalar_in
     ensure_taichi()
     k = _kernels(dtype_name(u.dtype))["buoy_bc"]
     if s.shape[0] == 0:
-        s = _no_scalars(u.dtype, u.device)
+        s = unread_array(u.dtype, u.device, 3)     # (scalar index -1: not read)
         scalar_index = -1
     k(u, v, uw, vw, s, int(scalar_index), float(coefficient) * float(dt), *_codes(boundary),
       serial_grid(u.shape[0], u.shape[1]))
@@ -275,8 +269,10 @@ def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary,
     ``drag_keep``: first ``u += forcing_dt * fu`` on every face, then ``u *= drag_keep`` on the
     free ones (``uw[2] > 0``; fixed faces keep their value), the same for ``v`` -- in the first
     viscous launch, as it copies the faces into ``uw[0]``: the numbers of ``u.add_(fu,
-    alpha=forcing_dt)`` and ``u.mul_(drag_factor(...))`` before the call (within one rounding of
-    ``u + forcing_dt * fu``: torch fuses it into one multiply-add, the compiler may or may not).
+    alpha=forcing_dt)`` and ``u.mul_(drag_factor(...))`` before the call, up to one rounding of
+    the product ``forcing_dt * fu`` (torch fuses ``u + forcing_dt * fu`` into one multiply-add,
+    the kernel rounds the product first: where the sum cancels that is many ulp of the result,
+    never more than about one ulp of ``max(|u|, |forcing_dt * fu|)``).
     They need ``nu > 0`` (no viscous launch to ride otherwise): :class:`InputError` if not."""
     pre = (PRE_FORCING if forcing is not None else 0) | (PRE_DRAG if drag_keep is not None else 0)
     if nu == 0.0:
@@ -285,8 +281,9 @@ def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary,
                              "nu == 0 makes none: apply them with torch before the call.")
         buoyancy_and_bc(u, v, uw, vw, s, boundary, scalar_index, coefficient, dt)
         return 0
-    fu, fv = forcing if forcing is not None else (u, v)       # (u, v: stand-ins, not read)
-    for name, f, ref in (("forcing[0]", fu, u), ("forcing[1]", fv, v)):
+    none = unread_array(u.dtype, u.device, 2)
+    fu, fv = forcing if forcing is not None else (none, none)       # (no forcing: not read)
+    for name, f, ref in (("forcing[0]", fu, u), ("forcing[1]", fv, v)) if forcing is not None else ():
         if f.shape != ref.shape or f.dtype != ref.dtype or f.device != ref.device:
             raise ShapeError(f"viscosity_buoyancy_and_bc: {name} is {tuple(f.shape)} {f.dtype} on {f.device}; it "
                              f"must be {tuple(ref.shape)} {ref.dtype} on {ref.device}, as the faces it accelerates.")
@@ -305,7 +302,7 @@ def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary,
         ks["visc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), fu, fv, float(forcing_dt), keep,
                    pre if sub == 0 else 0, ser)
     if s.shape[0] == 0:
-        s = _no_scalars(u.dtype, u.device)
+        s = unread_array(u.dtype, u.device, 3)     # (scalar index -1: not read)
         scalar_index = -1
     ks["visc_buoy_bc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), s, int(scalar_index),
                        float(coefficient) * float(dt), fu, fv, float(forcing_dt), keep, pre if n == 1 else 0, ser)

@@ -26,6 +26,7 @@ here is per axis, so it extends axis by axis.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,17 @@ SCALAR_CFL_MAX = 0.5
 #: Grid loops over at most this many cells run on the calling thread (the MAC kernels and the
 #: multigrid levels): below it the thread pool's hand-off per loop costs more than the loop.
 SERIAL_CELLS = 4096
+
+
+@functools.lru_cache(maxsize=None)
+def unread_array(dtype: torch.dtype, device: torch.device, ndim: int) -> torch.Tensor:
+    """Zeros of shape ``(1,) * ndim`` for a kernel argument that a launch does not read (no
+    forcing, no pressure to store, no scalars), one per dtype, device and rank. Never pass a
+    tensor the same launch writes in such a slot: Taichi's own launch path (tensors on another
+    device than its arch: CUDA tensors on ``ti.cpu``, CPU tensors on ``ti.cuda``) copies every
+    array argument to a temporary and back, and the unwritten copy of a tensor passed twice can
+    land last and undo the kernel's writes, silently."""
+    return torch.zeros((1,) * ndim, dtype=dtype, device=device)
 
 
 def serial_grid(nx: int, ny: int) -> bool:

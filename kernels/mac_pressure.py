@@ -42,9 +42,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lawful.kernels.errors import ConvergenceError, InputError
+from lawful.kernels.errors import ConvergenceError, InputError, NumericalError
 from lawful.kernels.fast_launch import fast_kernels
-from lawful.kernels.mac_grid import Boundary, face_bc, serial_grid
+from lawful.kernels.mac_grid import Boundary, face_bc, serial_grid, unread_array
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import check_generation, ensure_taichi, runtime_generation, taichi_real
 
@@ -662,7 +662,8 @@ def _state_kernels(real_name: str):
         ``rel_target`` times max |u|, |v| after (``PressureSolver._project``'s test for a re-solve),
         or ``done`` (a capped solve out of iterations) -- ``p`` becomes the stored pressure of
         ``phi / pscale`` (``lawful.fluids.solver.stored_pressure``; ``predictor``: its mean with the
-        ``p`` given), in float64, rounded once to ``p``'s dtype."""
+        ``p`` given), in float64, rounded once to ``p``'s dtype (a true division: torch's CPU
+        numbers; torch on CUDA multiplies by the reciprocal, one float64 rounding apart)."""
         nx, ny = v.shape[0], u.shape[1]
         rr = residual_loops(a, m, nx, ny, px, py, singular, nfluid, ser)
         apply = 0
@@ -701,6 +702,21 @@ def _taichi_array(t: torch.Tensor, dtype: str):
     out = ti.ndarray(getattr(ti, dtype), tuple(t.shape))
     out.from_numpy(t.detach().cpu().numpy())
     return out
+
+
+def check_finite_faces(u: torch.Tensor, v: torch.Tensor, what: str) -> None:
+    """Raise :class:`NumericalError` naming the first NaN/inf face of ``u`` or ``v`` given to
+    ``what`` (one reduction per array when all are finite)."""
+    for name, t in (("u", u), ("v", v)):
+        if t.numel() and not math.isfinite(float(t.sum())):
+            bad = torch.nonzero(~torch.isfinite(t))
+            if bad.shape[0] == 0:
+                continue            # finite values whose sum overflowed: nothing to refuse
+            k = [int(x) for x in bad[0]]
+            raise NumericalError(
+                f"{what} was given a non-finite face velocity: {name}{k} = {float(t[tuple(k)])} ({bad.shape[0]} "
+                f"such face(s) in {name}); a NaN/inf field cannot be projected (the run blew up: lower dt, "
+                "check the forcing or a corrector's output).")
 
 
 class PressureSolver:
@@ -801,9 +817,12 @@ class PressureSolver:
         Raises :class:`ConvergenceError` when the residual is still above the tolerance after
         ``max_iter`` CG iterations or after the re-solves (message: residual reached, tolerance,
         iterations, what to try), unless the solver is ``capped``; :class:`BackendError` (before
-        touching ``u``, ``v``) when Taichi was re-initialised since this solver was built.
+        touching ``u``, ``v``) when Taichi was re-initialised since this solver was built;
+        :class:`NumericalError` (before touching them) when a face is NaN or infinite: the solve's
+        maxima pass a NaN over, so it would report a converged projection of a broken field.
         """
         self.check_runtime()
+        check_finite_faces(u, v, "the projection")
         return self._project(u, v, warm_start)
 
     def _project(self, u: torch.Tensor, v: torch.Tensor, warm_start: bool) -> ProjectionStats:
@@ -873,8 +892,8 @@ class PressureSolver:
         if rmax > bmax:
             self.phi.zero_()
             rmax = k["residual"](a, m, nx, ny, px, py, self.singular, self.nfluid)
-        # no store: pscale 0 (and u, a tensor of the right dtype, stands in for p; never touched)
-        p, pscale, predictor = store if store is not None else (u, 0.0, False)
+        # no store: pscale 0, and p a stand-in never touched (not u: see mac_grid.unread_array)
+        p, pscale, predictor = store if store is not None else (unread_array(u.dtype, u.device, 2), 0.0, False)
         iters = 0
         breakdown = False
         while True:

@@ -345,3 +345,86 @@ def test_fused_inputs_are_checked(call, error, match):
     with pytest.raises(getattr(errors, error), match=match):
         calls[call]()
     assert torch.equal(u, before[0]) and torch.equal(v, before[1])       # refused before touching them
+
+
+@pytest.mark.parametrize("make", [lambda: scenes.kolmogorov(n=16),
+                                  lambda: scenes.smoke_plume(n=24, dtype=F64),
+                                  lambda: scenes.karman(n=16),
+                                  lambda: scenes.lid_driven_cavity(n=16, dtype=F64)])
+def test_no_launch_takes_one_array_twice(make, monkeypatch):
+    """Every array argument of every kernel launch of a step (plain, with the predictor off, with
+    several viscous substeps, and the bare viscosity call) is a distinct array: Taichi's own launch
+    path (tensors on another device than its arch) copies each argument back after the kernel, so
+    an unread stand-in that is the array the kernel writes could undo its writes. The slots a
+    launch does not read take mac_grid.unread_array."""
+    from lawful.kernels import fast_launch
+    from lawful.kernels.mac_grid import unread_array
+
+    seen = []
+    call = fast_launch.FastKernel.__call__
+
+    def recorded(self, *args, **kwargs):
+        # (an unread stand-in may fill two slots: neither is read nor written)
+        ptrs = [a.data_ptr() for a in args if isinstance(a, torch.Tensor)
+                and a is not unread_array(a.dtype, a.device, a.dim())]
+        seen.append((self.__name__, ptrs))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(fast_launch.FastKernel, "__call__", recorded)
+    sc = make()
+    st = sc.state
+    for overrides in ({}, {"pressure_predictor": False}, {"viscosity": 0.4}):
+        solver = sc.make_solver(**overrides)
+        for _ in range(3):
+            solver.step(st)
+    # a pressure the kernels cannot take in place (not contiguous): phi and p go through torch,
+    # and the launches' p slots take stand-ins
+    solver = sc.make_solver()
+    st.p = torch.empty(tuple(st.p.shape)[::-1], dtype=st.p.dtype).t().copy_(st.p)
+    assert not st.p.is_contiguous()
+    solver.step(st)
+    viscosity(st.u, st.v, solver.uw, solver.vw, 0.4, solver.config.dt, solver.dx, solver.boundary)
+    names = {name for name, _ in seen}
+    assert {"predict_advect", "advect", "start", "finish", "visc", "visc_buoy_bc"} <= names, names
+    for name, ptrs in seen:
+        assert len(set(ptrs)) == len(ptrs), f"{name} takes one array twice"
+
+
+@pytest.mark.parametrize("field", ["u", "v", "p", "scalars"])
+def test_a_graph_that_saved_a_field_the_step_writes_refuses_its_backward(field):
+    """The kernels write u, v, p and the scalars in place behind autograd's back; the step records
+    it as a torch in-place op would, so a graph that saved one of them raises on backward rather
+    than silently differentiating with the new values."""
+    sc = scenes.smoke_plume(n=24)
+    solver, st = sc.make_solver(), sc.state
+    for _ in range(2):
+        solver.step(st)
+    t = getattr(st, field)
+    w = torch.ones_like(t, requires_grad=True)
+    y = (w * t).sum()                   # saves t for w's gradient
+    solver.step(st)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+
+@pytest.mark.parametrize("bad, where", [(float("nan"), "u"), (float("inf"), "v"), (-float("inf"), "u")])
+@pytest.mark.parametrize("entry", ["PressureSolver.project", "Solver.project"])
+def test_a_non_finite_face_is_refused_by_the_projection(entry, bad, where):
+    """A NaN/inf face handed to a projection used to come back as a converged solve (the solve's
+    maxima pass a NaN over), the NaN kept and state.p halved; now NumericalError names the face,
+    before anything is touched."""
+    from lawful.kernels.errors import NumericalError
+
+    sc = scenes.kolmogorov(n=16, dtype=F64)
+    solver, st = sc.make_solver(), sc.state
+    solver.step(st)
+    getattr(st, where)[3, 5] = bad
+    before = [t.clone() for t in (st.u, st.v, st.p)]
+    name = rf"{where}\[3, 5\]" if entry == "PressureSolver.project" else rf"{where} \(.*\) at face \[3, 5\]"
+    with pytest.raises(NumericalError, match=name):
+        if entry == "Solver.project":
+            solver.project(st, True, solver.config.dt)
+        else:
+            solver.pressure.project(st.u, st.v)
+    for a, b in zip(before, (st.u, st.v, st.p)):
+        assert torch.equal(a.nan_to_num(), b.nan_to_num())
