@@ -21,7 +21,8 @@ Side by side in one run on this machine (same Taichi, same CPU):
 
 * the speed table (issue 15): the machine's streaming bandwidth measured in the same run (a large
   float32 array copy), then per grid 128^2 .. 1024^2 (Kolmogorov, float32): Taichi kernel launches
-  per step (:func:`lawful.fluids.profiling.count_launches`), ms per step, the Python/launch
+  per step (:func:`lawful.fluids.profiling.count_launches`), ms per step (medians over
+  ``SPEED_ROUNDS`` blocks of steps, each block's figures kept), the Python/launch
   overhead share, estimated (per-launch cost measured on a 16^2 grid, where the arithmetic is
   small, times the launches: an upper bound, since the 16^2 step's multigrid work counts as
   overhead) and measured (``outside_kernels_share``: the share of the step's wall time spent
@@ -276,6 +277,9 @@ def step_traffic_bytes(state, cg_iterations: float) -> dict:
 
 #: Rounds of alternating plain / corrected timing blocks for the corrected-step ratio.
 CORRECTED_ROUNDS = 5
+#: Timing blocks per grid of the speed table (its ms per step and time-outside-kernels share are
+#: the medians over the blocks; every block's figures are kept beside them).
+SPEED_ROUNDS = 5
 
 
 def _timed_steps(solver, state, steps, corrector=None):
@@ -313,7 +317,15 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
         for _ in range(2):
             solver.step(sc.state)
         k = steps or max(3, min(30, int(3e6 // (n * n))))
-        t, launches, iters, by_kernel, outside = _timed_steps(solver, sc.state, k)
+        # SPEED_ROUNDS blocks of k steps, medians: one block's figures move by tens of per cent on
+        # a shared machine (a compile or a neighbour's burst lands in one block, not in all)
+        blocks = [_timed_steps(solver, sc.state, k) for _ in range(SPEED_ROUNDS)]
+        t = statistics.median(b[0] for b in blocks)
+        outside = statistics.median(b[4] for b in blocks)
+        launches = sum(b[1] for b in blocks) / len(blocks)
+        iters = sum(b[2] for b in blocks) / len(blocks)
+        by_kernel = {name: {key: sum(b[3].get(name, {}).get(key, 0.0) for b in blocks) / len(blocks)
+                            for key in ("launches", "ms")} for name in blocks[0][3]}
         traffic = step_traffic_bytes(sc.state, iters)
         bound_s = traffic["total_bytes"] / (bw["gbytes_per_s"] * 1e9)
         rows[str(n)] = {"n": n, "steps": k, "ms_per_step": 1e3 * t, "launches_per_step": launches,
@@ -322,6 +334,8 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
                         "kernel_ms_by_kernel": {kk: v["ms"] for kk, v in by_kernel.items()},
                         "mean_pressure_iters": iters, "overhead_share_est": min(1.0, per_launch * launches / t),
                         "outside_kernels_share": outside,
+                        "outside_kernels_share_blocks": [b[4] for b in blocks],
+                        "ms_per_step_blocks": [1e3 * b[0] for b in blocks],
                         "traffic": traffic, "bound_ms": 1e3 * bound_s, "ratio_to_bound": t / bound_s,
                         "ns_per_cell": 1e9 * t / (n * n)}
         print(f"speed {n}^2: {1e3 * t:.2f} ms/step, {launches:.1f} launches, {iters:.1f} CG its, "
