@@ -492,13 +492,14 @@ class Solver:
 
     def _kernel_pressure(self, p: torch.Tensor) -> bool:
         """Whether the kernels may read and write ``p`` (a state's pressure) in place: a
-        contiguous ``(nx, ny)`` array of this solver's dtype and device, neither requiring grad nor
-        an inference tensor. Anything else goes through torch (:meth:`_set_phi`,
+        contiguous ``(nx, ny)`` array of this solver's dtype and device, not requiring grad, and
+        not an inference tensor outside inference mode (torch refuses to write one there). Anything
+        else goes through torch (:meth:`_set_phi`,
         :meth:`_store_pressure`, which a subclass may not replace for the kernel path: they are
         its fallback), with torch's own errors."""
         buf = self._p_solved
         return (p.shape == buf.shape and p.dtype == self.dtype and p.device == buf.device and p.is_contiguous()
-                and not p.requires_grad and not p.is_inference())
+                and not p.requires_grad and (not p.is_inference() or torch.is_inference_mode_enabled()))
 
     def _set_phi(self, p: torch.Tensor, dt: float) -> None:
         """``phi = p * _phi_scale(dt)``: the product in ``p``'s dtype, written into ``phi`` (float64)

@@ -428,3 +428,24 @@ def test_a_non_finite_face_is_refused_by_the_projection(entry, bad, where):
             solver.pressure.project(st.u, st.v)
     for a, b in zip(before, (st.u, st.v, st.p)):
         assert torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def test_a_state_made_and_stepped_in_inference_mode_takes_the_kernel_path(monkeypatch):
+    """Inside torch.inference_mode a state made there (inference tensors) is written by the
+    kernels like any other, bit for bit the numbers of a normal run; stepped outside inference
+    mode it is refused by torch, as before the kernels wrote p."""
+    stores = _count_torch_stores(monkeypatch)
+    runs = []
+    for inference in (False, True):
+        with torch.inference_mode(inference):
+            sc = scenes.kolmogorov(n=16)
+            solver, st = sc.make_solver(), sc.state
+            assert st.p.is_inference() == inference
+            for _ in range(5):
+                solver.step(st)
+        runs.append((st.u, st.v, st.p))
+    assert not stores
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="inference tensor"):
+        solver.step(st)
