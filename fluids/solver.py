@@ -436,9 +436,8 @@ class Solver:
         # drag on free faces only: fixed ones (walls, inflow, bodies) keep the value they prescribe,
         # which the viscous stencil reads as its boundary value
         keep = 1.0 - cfg.drag * dt if cfg.drag else None
-        fused = (self._fuse_body_forces and cfg.viscosity != 0.0 and state.u.is_contiguous()
-                 and state.v.is_contiguous())
-        if not fused:       # (no viscous launch to ride, or faces the kernels cannot take in place)
+        fused = self._fuse_body_forces and cfg.viscosity != 0.0
+        if not fused:       # (no viscous launch to ride)
             if self.forcing is not None:
                 state.u.add_(self.forcing[0], alpha=dt)
                 state.v.add_(self.forcing[1], alpha=dt)
@@ -463,10 +462,7 @@ class Solver:
         if dt is None:
             return self.pressure.project(state.u, state.v, warm_start=False)
         self.pressure.check_runtime()
-        for name in ("u", "v"):       # a NaN face would pass as a converged solve (PressureSolver.project)
-            field = getattr(state, name)
-            if field.numel() and not math.isfinite(float(field.sum())):
-                self._raise_nonfinite(state, "in")
+        self._check_finite(state, ("u", "v"))   # a NaN face would pass as a converged solve
         if warm_start:
             # the solve's unknown is the end pressure p' = 2 P - p (stored_pressure); from a slowly
             # changing P the stored p is as close to p' as the pressure two steps back was to it
@@ -486,17 +482,14 @@ class Solver:
         stats, stored = self.pressure._project_storing(state.u, state.v, warm_start, store)
         if not stored:
             self._store_pressure(state, dt)
-        else:
-            increment_version(state.p)      # written by a kernel: what torch's in-place write records
         return stats
 
     def _kernel_pressure(self, p: torch.Tensor) -> bool:
         """Whether the kernels may read and write ``p`` (a state's pressure) in place: a
         contiguous ``(nx, ny)`` array of this solver's dtype and device, not requiring grad, and
         not an inference tensor outside inference mode (torch refuses to write one there). Anything
-        else goes through torch (:meth:`_set_phi`,
-        :meth:`_store_pressure`, which a subclass may not replace for the kernel path: they are
-        its fallback), with torch's own errors."""
+        else goes through torch (:meth:`_set_phi`, :meth:`_store_pressure`: the kernel path's
+        fallback, not a hook a subclass may replace), with torch's own errors."""
         buf = self._p_solved
         return (p.shape == buf.shape and p.dtype == self.dtype and p.device == buf.device and p.is_contiguous()
                 and not p.requires_grad and (not p.is_inference() or torch.is_inference_mode_enabled()))
@@ -613,13 +606,10 @@ class Solver:
                 iters += s2.iterations
                 stats = s2
         if cfg.check_finite:
-            # one reduction per field (NaN/inf propagate into the sum); the search runs on failure
-            for name in ("u", "v", "scalars"):
-                field = getattr(state, name)
-                if field.numel() and not math.isfinite(float(field.sum())):   # (no scalars: nothing to sum)
-                    self._raise_nonfinite(state, "in")
-        # the kernels wrote these in place behind autograd's back: record it as a torch in-place
-        # op would, so a graph that saved one of them raises on backward instead of using new values
+            self._check_finite(state, ("u", "v", "scalars"))
+        # the advection and force kernels wrote these in place behind autograd's back: record it as
+        # a torch in-place op would, so a graph that saved one of them raises on backward instead of
+        # using the new values (the projection records its own writes)
         for t in (state.u, state.v, state.scalars):
             increment_version(t)
         state.t += cfg.dt
@@ -686,6 +676,14 @@ class Solver:
             return ""
         return (f" The last correction changed a face velocity by {last[0]:.3g} ({last[0] / max(last[1], 1e-300):.2g} "
                 "of max|u|): check the corrector's weights and input scaling too.")
+
+    def _check_finite(self, state: FluidState, names) -> None:
+        """:meth:`_raise_nonfinite` ("in" the step) unless the fields ``names`` of ``state`` are
+        finite: one reduction per field (NaN/inf propagate into the sum), the search on failure."""
+        for name in names:
+            field = getattr(state, name)
+            if field.numel() and not math.isfinite(float(field.sum())):   # (no scalars: nothing to sum)
+                self._raise_nonfinite(state, "in")
 
     def _raise_nonfinite(self, state, when):
         for name in ("u", "v", "scalars"):

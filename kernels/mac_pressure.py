@@ -41,6 +41,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.autograd.graph import increment_version
 
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError
 from lawful.kernels.fast_launch import fast_kernels
@@ -857,6 +858,10 @@ class PressureSolver:
             self.phi.add_(total)
         scale = max(scale, 1e-300)
         converged = rmax <= self.target * scale or rmax <= 8.0 * self.eps * scale0
+        # the kernels wrote u, v (and p) in place behind autograd's back: record it as a torch
+        # in-place op would, so a graph that saved one of them raises on backward
+        for t in (u, v, store[0]) if stored else (u, v):
+            increment_version(t)
         if not converged and not self.capped:
             self._raise(rmax / scale, iters, "after re-solving the shrunken field")
         return ProjectionStats(iters, rmax / scale, rl2, initial, converged), stored

@@ -92,3 +92,17 @@ def twin_matches(sc, warm: int = 3, steps: int = 3, rtol: float = 1e-11):
         gq = ts.pressure_gradient(st.p)
         assert float((gp[0] - gq[0]).abs().max()) <= 100 * rtol * max(float(gq[0].abs().max()), 1e-30)
     return s, st
+
+
+def count_calls(monkeypatch, owner, name: str) -> list:
+    """Replace ``owner.name`` (a function or method) with one that calls it and appends 1 to the
+    returned list each time: how often a path was taken, the call itself unchanged."""
+    calls = []
+    real = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls

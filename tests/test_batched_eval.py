@@ -8,6 +8,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
+from conftest import count_calls  # a counting wrapper of a function or method
 
 from lawful.forcefields import DirectForceModel, NeuralPotential, evaluate_batch
 from lawful.forcefields.batch import batched_pairs
@@ -84,14 +85,7 @@ def test_one_neighbour_search_for_the_whole_batch(models, monkeypatch):
     import lawful.forcefields.batch as fb
     import lawful.kernels.neighbors as nbl
 
-    calls = []
-    real = nbl.neighbor_list
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(nbl, "neighbor_list", counting)
+    calls = count_calls(monkeypatch, nbl, "neighbor_list")
     blocks = []
     real_block = fb._block_search
     monkeypatch.setattr(fb, "_block_search", lambda *a: blocks.append(len(a[0])) or real_block(*a))

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import count_calls  # a counting wrapper of a function or method
 
 from lawful.fluids import scenes
 from lawful.kernels import mac_grid, mac_pressure
@@ -117,33 +118,17 @@ def test_a_step_runs_a_trained_correctors_domain_check_once():
 
 def _torch_store_path(monkeypatch):
     """Make the solver store its pressure with torch (:meth:`Solver._store_pressure`): the step
-    folds it into the projection only for the module's own rule, so an equal wrapper opts out.
-    Returns the list the wrapper appends to on each call."""
+    folds it into the projection only for the module's own rule, so an equal (counting) wrapper
+    opts out."""
     from lawful.fluids import solver as solver_module
 
-    calls = []
-    rule = solver_module.stored_pressure
-
-    def same_rule(*args, **kwargs):
-        calls.append(1)
-        return rule(*args, **kwargs)
-
-    monkeypatch.setattr(solver_module, "stored_pressure", same_rule)
-    return calls
+    count_calls(monkeypatch, solver_module, "stored_pressure")
 
 
 def _count_torch_stores(monkeypatch):
     from lawful.fluids.solver import Solver
 
-    calls = []
-    store = Solver._store_pressure
-
-    def counted(self, state, dt):
-        calls.append(1)
-        return store(self, state, dt)
-
-    monkeypatch.setattr(Solver, "_store_pressure", counted)
-    return calls
+    return count_calls(monkeypatch, Solver, "_store_pressure")
 
 
 def _on_both_store_paths(monkeypatch, body):
@@ -449,3 +434,26 @@ def test_a_state_made_and_stepped_in_inference_mode_takes_the_kernel_path(monkey
         assert torch.equal(a, b)
     with pytest.raises(RuntimeError, match="inference tensor"):
         solver.step(st)
+
+
+@pytest.mark.parametrize("field", ["u", "v", "p"])
+@pytest.mark.parametrize("entry", ["PressureSolver.project", "Solver.project"])
+def test_a_graph_that_saved_a_field_a_projection_writes_refuses_its_backward(entry, field):
+    """The public projections record their kernels' in-place writes too (u, v; p when the step's
+    projection stores it in its launch)."""
+    sc = scenes.kolmogorov(n=16)
+    solver, st = sc.make_solver(), sc.state
+    solver.step(st)
+    st.u.add_(0.1 * torch.randn(st.u.shape, generator=torch.Generator().manual_seed(2)))   # something to project
+    t = getattr(st, field)
+    w = torch.ones_like(t, requires_grad=True)
+    y = (w * t).sum()
+    if entry == "Solver.project":
+        solver.project(st, True, solver.config.dt)
+    else:
+        solver.pressure.project(st.u, st.v)
+    if entry == "PressureSolver.project" and field == "p":
+        y.backward()                    # p is the state's, untouched by a bare projection
+        return
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
