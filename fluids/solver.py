@@ -19,7 +19,6 @@ from dataclasses import dataclass, fields
 from typing import Callable, NamedTuple
 
 import torch
-from torch.autograd.graph import increment_version
 
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
 from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, ghost_tensor, velocity_workspace
@@ -607,11 +606,6 @@ class Solver:
                 stats = s2
         if cfg.check_finite:
             self._check_finite(state, ("u", "v", "scalars"))
-        # the advection and force kernels wrote these in place behind autograd's back: record it as
-        # a torch in-place op would, so a graph that saved one of them raises on backward instead of
-        # using the new values (the projection records its own writes)
-        for t in (state.u, state.v, state.scalars):
-            increment_version(t)
         state.t += cfg.dt
         state.step += 1
         info = {"substeps": nsub, "cfl": cfl, "pressure_iters": iters, "pressure_residual": stats.residual}

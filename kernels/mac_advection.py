@@ -34,7 +34,7 @@ import torch
 
 from lawful.kernels.errors import InputError, ShapeError
 from lawful.kernels.fast_launch import fast_kernels
-from lawful.kernels.mac_grid import SCALAR_CFL_MAX, serial_grid, substeps, unread_array
+from lawful.kernels.mac_grid import SCALAR_CFL_MAX, record_writes, serial_grid, substeps, unread_array
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -521,10 +521,11 @@ def advect_velocity(u, v, uw, vw, dt: float, dx: float, periodic=(True, True),
         k = _kernels(dtype_name(u.dtype))["predict_advect"]
         k(u, v, uw, vw, gradient.fine, float(dt) / float(dx), px, py, scheme == "maccormack", bool(limiter), ghost,
           p, float(pscale), phi_from is not None, serial_grid(u.shape[0], u.shape[1]))
-        return
-    k = _kernels(dtype_name(u.dtype))["advect"]
-    k(u, v, uw, vw, float(dt) / float(dx), px, py,
-      scheme == "maccormack", bool(limiter), bool(quantity_ready), ghost, serial_grid(u.shape[0], u.shape[1]))
+    else:
+        k = _kernels(dtype_name(u.dtype))["advect"]
+        k(u, v, uw, vw, float(dt) / float(dx), px, py,
+          scheme == "maccormack", bool(limiter), bool(quantity_ready), ghost, serial_grid(u.shape[0], u.shape[1]))
+    record_writes(u, v, uw, vw)
 
 
 def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True), order: int = 2,
@@ -567,4 +568,5 @@ def advect_scalars(s, fx, fy, u, v, dt: float, dx: float, periodic=(True, True),
     ser = serial_grid(s.shape[1], s.shape[2] * s.shape[0])
     for _ in range(n):
         k(s, fx, fy, u, v, comp, fluid, h, int(periodic[0]), int(periodic[1]), ser)
+    record_writes(s, fx, fy, comp)
     return n

@@ -23,7 +23,7 @@ import torch
 
 from lawful.kernels.errors import InputError, ShapeError
 from lawful.kernels.fast_launch import fast_kernels
-from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, serial_grid, substeps, unread_array
+from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, record_writes, serial_grid, substeps, unread_array
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -241,6 +241,7 @@ def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary,
     none = unread_array(u.dtype, u.device, 2)        # no forcing: the slots are not read
     for _ in range(n):
         k(u, v, uw, vw, c / n, *_codes(boundary), ghost, int(bool(obstacle_ghost)), none, none, 0.0, 1.0, 0, ser)
+    record_writes(u, v, uw, vw)
     return n
 
 
@@ -255,6 +256,7 @@ def buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, scalar_in
         scalar_index = -1
     k(u, v, uw, vw, s, int(scalar_index), float(coefficient) * float(dt), *_codes(boundary),
       serial_grid(u.shape[0], u.shape[1]))
+    record_writes(u, v, uw, vw)
 
 
 def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, nu: float, dt: float, dx: float,
@@ -306,4 +308,5 @@ def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary,
         scalar_index = -1
     ks["visc_buoy_bc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), s, int(scalar_index),
                        float(coefficient) * float(dt), fu, fv, float(forcing_dt), keep, pre if n == 1 else 0, ser)
+    record_writes(u, v, uw, vw)
     return n

@@ -31,12 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.autograd.graph import increment_version
 
 from lawful.kernels.errors import InputError, ShapeError
 
 __all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "faces_touching", "solid_corner_mask",
            "check_staggering", "face_shapes", "inflow_profile", "substeps", "VISCOUS_NUMBER_MAX", "SCALAR_CFL_MAX",
-           "SERIAL_CELLS", "serial_grid", "set_periodic_duplicate"]
+           "SERIAL_CELLS", "serial_grid", "set_periodic_duplicate", "record_writes"]
 
 #: Explicit viscosity substeps so that ``nu dt_sub / dx^2 <= VISCOUS_NUMBER_MAX`` (the 5-point
 #: stencil is stable up to 1/4).
@@ -57,6 +58,16 @@ def unread_array(dtype: torch.dtype, device: torch.device, ndim: int) -> torch.T
     array argument to a temporary and back, and the unwritten copy of a tensor passed twice can
     land last and undo the kernel's writes, silently."""
     return torch.zeros((1,) * ndim, dtype=dtype, device=device)
+
+
+def record_writes(*tensors: torch.Tensor) -> None:
+    """Record that a Taichi launch wrote ``tensors`` in place, as a torch in-place op would (their
+    autograd version counters move), so that a graph which saved one of them refuses its backward
+    instead of differentiating, without a word, with the new values. Every function that launches
+    a kernel writing torch tensors calls it on what it wrote (``None`` entries are skipped)."""
+    for t in tensors:
+        if t is not None:
+            increment_version(t)
 
 
 def serial_grid(nx: int, ny: int) -> bool:

@@ -24,6 +24,7 @@ import torch
 
 from lawful.kernels.errors import ShapeError
 from lawful.kernels.fast_launch import fast_kernels
+from lawful.kernels.mac_grid import record_writes
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -87,6 +88,7 @@ def divergence(u: torch.Tensor, v: torch.Tensor, dx: float, out: torch.Tensor | 
     if out is None:
         out = torch.empty((nx, ny), dtype=u.dtype, device=u.device)
     _kernels(dtype_name(u.dtype))["div"](u, v, out, 1.0 / float(dx))
+    record_writes(out)
     return out
 
 
@@ -113,6 +115,7 @@ def curl(psi: torch.Tensor, du: torch.Tensor, dv: torch.Tensor, dx: float, perio
     ensure_taichi()
     _kernels(dtype_name(du.dtype))["curl"](psi.contiguous(), du, dv, 1.0 / float(dx), int(periodic[0]),
                                 int(periodic[1]), float(alpha), int(bool(accumulate)))
+    record_writes(du, dv)
 
 
 def curl_torch(psi: torch.Tensor, dx: float, periodic=(True, True)) -> tuple[torch.Tensor, torch.Tensor]:

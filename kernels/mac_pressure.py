@@ -41,11 +41,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.autograd.graph import increment_version
 
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError
 from lawful.kernels.fast_launch import fast_kernels
-from lawful.kernels.mac_grid import Boundary, face_bc, serial_grid, unread_array
+from lawful.kernels.mac_grid import Boundary, face_bc, record_writes, serial_grid, unread_array
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import check_generation, ensure_taichi, runtime_generation, taichi_real
 
@@ -806,6 +805,7 @@ class PressureSolver:
         """``u_f -= w_f (phi_right - phi_left)`` with the last solve's ``phi`` (in place): the
         projection's velocity update, applied to any face arrays of this grid and dtype."""
         self._sk["subtract_gradient"](u, v, self.fine, self.px, self.py, self._ser)
+        record_writes(u, v)
 
     def project(self, u: torch.Tensor, v: torch.Tensor, warm_start: bool = True) -> ProjectionStats:
         """Project ``u``, ``v`` in place; return :class:`ProjectionStats`.
@@ -860,8 +860,7 @@ class PressureSolver:
         converged = rmax <= self.target * scale or rmax <= 8.0 * self.eps * scale0
         # the kernels wrote u, v (and p) in place behind autograd's back: record it as a torch
         # in-place op would, so a graph that saved one of them raises on backward
-        for t in (u, v, store[0]) if stored else (u, v):
-            increment_version(t)
+        record_writes(u, v, store[0] if stored else None)
         if not converged and not self.capped:
             self._raise(rmax / scale, iters, "after re-solving the shrunken field")
         return ProjectionStats(iters, rmax / scale, rl2, initial, converged), stored

@@ -392,6 +392,64 @@ def test_a_graph_that_saved_a_field_the_step_writes_refuses_its_backward(field):
         y.backward()
 
 
+def _kernel_write(call, st, solver):
+    """Run one public kernel-level call of the table below on ``st`` (smoke plume, after a step)."""
+    from lawful.kernels.mac_advection import advect_scalars, advect_velocity, ghost_tensor
+    from lawful.kernels.mac_operators import curl, divergence
+
+    h, dx, b = solver.config.dt, solver.dx, solver.boundary
+    ghost = ghost_tensor(b, st.u.dtype)
+    if call == "advect_velocity":
+        advect_velocity(st.u, st.v, solver.uw, solver.vw, h, dx, (False, False), ghost=ghost)
+    elif call == "advect_velocity(gradient)":
+        advect_velocity(st.u, st.v, solver.uw, solver.vw, h, dx, (False, False), ghost=ghost,
+                        gradient=solver.pressure, phi_from=(st.p, 0.5))
+    elif call == "advect_scalars":
+        ns, nx, ny = st.scalars.shape
+        fx, fy = st.scalars.new_zeros((ns, nx + 1, ny)), st.scalars.new_zeros((ns, nx, ny + 1))
+        advect_scalars(st.scalars, fx, fy, st.u, st.v, h, dx, (False, False), comp=st.extra["comp"])
+    elif call == "viscosity":
+        viscosity(st.u, st.v, solver.uw, solver.vw, 0.01, h, dx, b)
+    elif call == "buoyancy_and_bc":
+        buoyancy_and_bc(st.u, st.v, solver.uw, solver.vw, st.scalars, b, 0, 1.0, h)
+    elif call == "viscosity_buoyancy_and_bc":
+        viscosity_buoyancy_and_bc(st.u, st.v, solver.uw, solver.vw, st.scalars, b, 0.01, h, dx)
+    elif call == "divergence":
+        divergence(st.u, st.v, dx, out=st.extra["div"])
+    elif call == "curl":
+        psi = torch.rand(st.v.shape[0] + 1, st.u.shape[1] + 1, dtype=st.u.dtype, generator=torch.Generator().manual_seed(1))
+        curl(psi, st.u, st.v, dx, (False, False), alpha=1e-3, accumulate=True)
+    elif call == "subtract_phi_gradient":
+        solver.pressure.subtract_phi_gradient(st.u, st.v)
+
+
+@pytest.mark.parametrize("call, field", [
+    ("advect_velocity", "u"), ("advect_velocity", "v"), ("advect_velocity(gradient)", "u"),
+    ("advect_velocity(gradient)", "v"), ("advect_scalars", "scalars"), ("advect_scalars", "comp"),
+    ("viscosity", "u"), ("viscosity", "v"), ("buoyancy_and_bc", "u"), ("buoyancy_and_bc", "v"),
+    ("viscosity_buoyancy_and_bc", "u"), ("viscosity_buoyancy_and_bc", "v"), ("divergence", "div"),
+    ("curl", "u"), ("curl", "v"), ("subtract_phi_gradient", "u"), ("subtract_phi_gradient", "v"),
+])
+def test_a_graph_that_saved_what_a_kernel_function_writes_refuses_its_backward(call, field):
+    """Every public kernel-level function records its in-place writes (not only Solver.step): a
+    graph that saved a tensor one of them wrote raises on backward instead of differentiating with
+    the new values. Control: the same graph without the call differentiates."""
+    sc = scenes.smoke_plume(n=24)
+    solver, st = sc.make_solver(), sc.state
+    solver.step(st)
+    st.extra = {"comp": torch.zeros_like(st.scalars), "div": st.p.new_zeros(st.p.shape)}
+    t = st.extra[field] if field in st.extra else getattr(st, field)
+    for run_call in (False, True):
+        w = torch.ones_like(t, requires_grad=True)
+        y = (w * t).sum()                   # saves t for w's gradient
+        if not run_call:
+            y.backward()
+            continue
+        _kernel_write(call, st, solver)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
+
+
 @pytest.mark.parametrize("bad, where", [(float("nan"), "u"), (float("inf"), "v"), (-float("inf"), "u")])
 @pytest.mark.parametrize("entry", ["PressureSolver.project", "Solver.project"])
 def test_a_non_finite_face_is_refused_by_the_projection(entry, bad, where):
