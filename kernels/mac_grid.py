@@ -27,6 +27,8 @@ here is per axis, so it extends axis by axis.
 from __future__ import annotations
 
 import functools
+import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +39,7 @@ from lawful.kernels.errors import InputError, ShapeError
 
 __all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "faces_touching", "solid_corner_mask",
            "check_staggering", "face_shapes", "inflow_profile", "substeps", "VISCOUS_NUMBER_MAX", "SCALAR_CFL_MAX",
-           "SERIAL_CELLS", "serial_grid", "set_periodic_duplicate", "record_writes"]
+           "SERIAL_CELLS", "SERIAL_THREADS", "ENV_SERIAL_CELLS", "serial_cells", "serial_grid", "set_periodic_duplicate", "record_writes"]
 
 #: Explicit viscosity substeps so that ``nu dt_sub / dx^2 <= VISCOUS_NUMBER_MAX`` (the 5-point
 #: stencil is stable up to 1/4).
@@ -45,8 +47,21 @@ VISCOUS_NUMBER_MAX = 0.2
 #: Flux-form scalar advection substeps so that ``(max|u| + max|v|) dt_sub / dx <= SCALAR_CFL_MAX``.
 SCALAR_CFL_MAX = 0.5
 #: Grid loops over at most this many cells run on the calling thread (the MAC kernels and the
-#: multigrid levels): below it the thread pool's hand-off per loop costs more than the loop.
+#: multigrid levels): below it the thread pool's hand-off per loop costs more than the loop. The
+#: threshold where a thread pool pays off; see :func:`serial_cells` for the one in force.
 SERIAL_CELLS = 4096
+#: A Taichi CPU thread pool of at most this many threads runs none of the grid loops: every loop is
+#: serialized (:func:`serial_cells`). Measured on a 2-vCPU machine (Kolmogorov, float32, one
+#: process): the serialized step took 7.9 / 18-22 / 68 ms at 128^2 / 256^2 / 512^2 against
+#: 10.8-14 / 29 / 85 ms with Taichi's two threads (equal at 1024^2), because each parallel loop
+#: pays a hand-off of about 100 us there (a wake-up of the pool's threads) and the two threads of
+#: such a machine share one core's caches; with one Taichi thread the parallel launch is pure
+#: hand-off (83 against 60 ms at 512^2).
+SERIAL_THREADS = 2
+#: Environment variable: the serialization threshold in cells (an integer >= 0), overriding
+#: :func:`serial_cells`'s choice for the process, e.g. ``4096`` for a 2-core machine whose threads
+#: hand off fast.
+ENV_SERIAL_CELLS = "LAWFUL_TI_SERIAL_CELLS"
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,17 +85,41 @@ def record_writes(*tensors: torch.Tensor) -> None:
             increment_version(t)
 
 
+def serial_cells() -> float:
+    """The grid size (cells) up to which kernel loops run serialized on the calling thread:
+    ``LAWFUL_TI_SERIAL_CELLS`` when set; every grid (``inf``) when Taichi runs on the CPU with at
+    most :data:`SERIAL_THREADS` threads; else :data:`SERIAL_CELLS` (also on CUDA, where a
+    serialized loop runs on one GPU thread). Serialized and parallel loops give the same results up
+    to rounding (their reductions add in another order), so a run is reproduced bit for bit on a
+    machine with the same thread count and setting."""
+    env = os.environ.get(ENV_SERIAL_CELLS)
+    if env is not None:
+        try:
+            cells = int(env)
+        except ValueError:
+            cells = -1
+        if cells < 0:
+            raise InputError(f"{ENV_SERIAL_CELLS}={env!r}: give the number of cells (an integer >= 0) up to "
+                             "which the fluid kernels' loops run serialized, e.g. 4096; unset it for the default.")
+        return cells
+    from lawful.kernels.runtime import taichi_cpu_threads
+
+    threads = taichi_cpu_threads()
+    if threads is not None and threads <= SERIAL_THREADS:
+        return math.inf
+    return SERIAL_CELLS
+
+
 def serial_grid(nx: int, ny: int) -> bool:
-    """Whether an ``nx`` x ``ny`` grid's kernel loops run serialized (``nx * ny <= SERIAL_CELLS``)."""
-    return nx * ny <= SERIAL_CELLS
+    """Whether an ``nx`` x ``ny`` grid's kernel loops run serialized (``nx * ny <=``
+    :func:`serial_cells`)."""
+    return nx * ny <= serial_cells()
 
 
 def substeps(number: float, limit: float) -> int:
     """The substep rule every part of a step uses (velocity CFL, viscosity, scalar CFL; the Taichi
     solver and its torch twin alike): ``max(1, ceil(number / limit))`` (1 for a non-finite
     number, which the caller reports), with a 1e-12 tolerance so an exact multiple is not split."""
-    import math
-
     if not math.isfinite(number):
         return 1
     return max(1, math.ceil(number / limit - 1e-12))

@@ -24,7 +24,7 @@ import torch
 
 from lawful.kernels.errors import ShapeError
 from lawful.kernels.fast_launch import fast_kernels
-from lawful.kernels.mac_grid import record_writes
+from lawful.kernels.mac_grid import record_writes, serial_grid
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
@@ -38,15 +38,19 @@ def _kernels(real_name: str):
     A2 = ti.types.ndarray(dtype=real, ndim=2)
 
     @ti.kernel
-    def div(u: A2, v: A2, out: A2, inv_dx: real):
+    def div(u: A2, v: A2, out: A2, inv_dx: real, ser: ti.template()):
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(out.shape[0]):
             for j in range(out.shape[1]):
                 out[i, j] = ((u[i + 1, j] - u[i, j]) + (v[i, j + 1] - v[i, j])) * inv_dx
 
     @ti.kernel
-    def curl_k(psi: A2, du: A2, dv: A2, inv_dx: real, px: int, py: int, alpha: real, acc: int):
+    def curl_k(psi: A2, du: A2, dv: A2, inv_dx: real, px: int, py: int, alpha: real, acc: int, ser: ti.template()):
         nx, ny = dv.shape[0], du.shape[1]
         # periodic indices by compares (``x if c else y`` evaluates both sides: a division per face)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(du.shape[0]):
             ie = i
             if px and i == nx:
@@ -60,6 +64,8 @@ def _kernels(real_name: str):
                     du[i, j] += val
                 else:
                     du[i, j] = val
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
         for i in range(dv.shape[0]):
             inn = i + 1
             if px and inn == nx:
@@ -87,7 +93,7 @@ def divergence(u: torch.Tensor, v: torch.Tensor, dx: float, out: torch.Tensor | 
     ensure_taichi()
     if out is None:
         out = torch.empty((nx, ny), dtype=u.dtype, device=u.device)
-    _kernels(dtype_name(u.dtype))["div"](u, v, out, 1.0 / float(dx))
+    _kernels(dtype_name(u.dtype))["div"](u, v, out, 1.0 / float(dx), serial_grid(nx, ny))
     record_writes(out)
     return out
 
@@ -114,7 +120,7 @@ def curl(psi: torch.Tensor, du: torch.Tensor, dv: torch.Tensor, dx: float, perio
         raise ShapeError(f"curl: dtypes differ (psi {psi.dtype}, du {du.dtype}, dv {dv.dtype}); cast psi.")
     ensure_taichi()
     _kernels(dtype_name(du.dtype))["curl"](psi.contiguous(), du, dv, 1.0 / float(dx), int(periodic[0]),
-                                int(periodic[1]), float(alpha), int(bool(accumulate)))
+                                int(periodic[1]), float(alpha), int(bool(accumulate)), serial_grid(nx, ny))
     record_writes(du, dv)
 
 

@@ -37,7 +37,7 @@ import warnings
 
 from lawful.kernels.errors import BackendError, InputError
 
-__all__ = ["ensure_taichi", "taichi_arch", "taichi_real", "runtime_generation", "check_generation", "ENV_ARCH"]
+__all__ = ["ensure_taichi", "taichi_arch", "taichi_cpu_threads", "taichi_real", "runtime_generation", "check_generation", "ENV_ARCH"]
 
 ENV_ARCH = "LAWFUL_TI_ARCH"
 _VALID = ("cpu", "cuda")
@@ -201,6 +201,15 @@ def ensure_taichi(arch: str | None = None) -> str:
 def taichi_arch() -> str | None:
     """The arch Taichi was initialised with ("cpu" / "cuda"), or ``None`` if not yet started."""
     return _arch
+
+
+def taichi_cpu_threads() -> int | None:
+    """The size of the Taichi CPU thread pool that runs lawful's parallel loops
+    (``cpu_max_num_threads`` of the running runtime: the machine's hardware threads unless the
+    user's ``ti.init`` set it), or ``None`` when Taichi runs on CUDA or has not started."""
+    if _arch != "cpu" or _impl is None:
+        return None
+    return int(_impl.current_cfg().cpu_max_num_threads)
 
 
 def runtime_generation() -> int:

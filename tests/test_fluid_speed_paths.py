@@ -1,5 +1,7 @@
 """The fused / serialized fast paths of the MAC step give the same numbers as the plain ones."""
 
+import math
+
 import pytest
 import torch
 from conftest import count_calls  # a counting wrapper of a function or method
@@ -33,14 +35,14 @@ def test_fused_viscosity_and_bc_is_bit_identical_to_the_two_calls(make, nu):
 
 
 def test_serialized_multigrid_levels_give_the_same_projection(monkeypatch):
-    """Levels run on the calling thread (at most mac_grid.SERIAL_CELLS cells) or by the thread
+    """Levels run on the calling thread (at most mac_grid.serial_cells() cells) or by the thread
     pool: the same preconditioner up to rounding (the two compilations may round differently), so both
     projections converge and agree to the solve's tolerance, within one CG iteration."""
     sc = scenes.karman(n=32, dtype=F64)
     st = sc.state
     out = []
     for cells in (0, 10 ** 9):
-        monkeypatch.setattr(mac_grid, "SERIAL_CELLS", cells)
+        monkeypatch.setenv(mac_grid.ENV_SERIAL_CELLS, str(cells))
         ps = mac_pressure.PressureSolver(st.boundary, st.solid, F64)
         assert ps.nserial == (0 if cells == 0 else len(ps.dims))
         u, v = st.u.clone(), st.v.clone()
@@ -53,15 +55,23 @@ def test_serialized_multigrid_levels_give_the_same_projection(monkeypatch):
     assert float((out[0][2] - out[1][2]).abs().max()) <= 1e-8 * scale
 
 
-@pytest.mark.parametrize("make", [lambda: scenes.kolmogorov(n=16),                        # serial loops
-                                  lambda: scenes.kolmogorov(n=80),                        # thread pool
-                                  lambda: scenes.karman(n=16, dtype=F64),
-                                  lambda: scenes.lid_driven_cavity(n=16)])
-def test_predictor_in_the_advection_launch_is_bit_identical_to_the_three_steps(make):
+def _thread_pool(monkeypatch):
+    """Grids above mac_grid.SERIAL_CELLS cells run their loops on Taichi's thread pool, whatever
+    the machine (by default a machine of at most two threads serializes every loop)."""
+    monkeypatch.setenv(mac_grid.ENV_SERIAL_CELLS, str(mac_grid.SERIAL_CELLS))
+
+
+@pytest.mark.parametrize("make, pool", [(lambda: scenes.kolmogorov(n=16), False),          # serial loops
+                                        (lambda: scenes.kolmogorov(n=80), True),           # thread pool
+                                        (lambda: scenes.karman(n=16, dtype=F64), False),
+                                        (lambda: scenes.lid_driven_cavity(n=16), False)])
+def test_predictor_in_the_advection_launch_is_bit_identical_to_the_three_steps(make, pool, monkeypatch):
     """advect_velocity(..., gradient=ps): u - G phi formed in the advection's launch, the numbers of
     copying u, v into uw[4], vw[4], subtract_phi_gradient there, and advecting with quantity_ready."""
     from lawful.kernels.mac_advection import advect_velocity
 
+    if pool:
+        _thread_pool(monkeypatch)
     sc = make()
     solver, st = sc.make_solver(), sc.state
     for _ in range(2):
@@ -148,14 +158,16 @@ def _on_both_store_paths(monkeypatch, body):
 
 
 @pytest.mark.parametrize("predictor", [True, False])
-@pytest.mark.parametrize("make", [lambda **kw: scenes.kolmogorov(n=16, **kw),                 # serial loops
-                                  lambda **kw: scenes.kolmogorov(n=80, **kw),                 # thread pool
-                                  lambda **kw: scenes.karman(n=16, dtype=F64, **kw),          # outflow
-                                  lambda **kw: scenes.lid_driven_cavity(n=16, **kw)])
-def test_the_pressure_stored_in_the_projections_launch_is_the_torch_rules(make, predictor, monkeypatch):
+@pytest.mark.parametrize("make, pool", [(lambda **kw: scenes.kolmogorov(n=16, **kw), False),   # serial loops
+                                        (lambda **kw: scenes.kolmogorov(n=80, **kw), True),    # thread pool
+                                        (lambda **kw: scenes.karman(n=16, dtype=F64, **kw), False),   # outflow
+                                        (lambda **kw: scenes.lid_driven_cavity(n=16, **kw), False)])
+def test_the_pressure_stored_in_the_projections_launch_is_the_torch_rules(make, pool, predictor, monkeypatch):
     """The step stores state.p in the projection's last launch (finish) and sets the predictor's
     phi = p * scale in the advection's launch: bit for bit the numbers of the torch rule
     (stored_pressure, _set_phi), and torch did not run (the fused path was taken)."""
+    if pool:
+        _thread_pool(monkeypatch)
     def body(torch_path, stores):
         sc = make()
         solver, st = sc.make_solver(pressure_predictor=predictor), sc.state
@@ -515,3 +527,52 @@ def test_a_graph_that_saved_a_field_a_projection_writes_refuses_its_backward(ent
         return
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.backward()
+
+
+@pytest.mark.parametrize("env, threads, expected", [
+    (None, 1, math.inf), (None, 2, math.inf),            # a pool of at most two threads: every loop serialized
+    (None, 8, mac_grid.SERIAL_CELLS), (None, None, mac_grid.SERIAL_CELLS),      # 8 threads; CUDA
+    ("4096", 2, 4096), ("0", 1, 0), ("1000000", 8, 1000000),
+    ("-1", 2, "InputError"), ("many", 2, "InputError"), ("1.5", 2, "InputError"),
+])
+def test_the_serialization_threshold_follows_the_thread_pool_and_the_environment(env, threads, expected, monkeypatch):
+    """mac_grid.serial_cells(): LAWFUL_TI_SERIAL_CELLS when set (a bad value names the variable and the
+    fix), else every grid for a Taichi CPU pool of at most SERIAL_THREADS threads, else SERIAL_CELLS."""
+    from lawful.kernels import runtime
+    from lawful.kernels.errors import InputError
+
+    if env is None:
+        monkeypatch.delenv(mac_grid.ENV_SERIAL_CELLS, raising=False)
+    else:
+        monkeypatch.setenv(mac_grid.ENV_SERIAL_CELLS, env)
+    monkeypatch.setattr(runtime, "taichi_cpu_threads", lambda: threads)
+    if expected == "InputError":
+        with pytest.raises(InputError, match=mac_grid.ENV_SERIAL_CELLS):
+            mac_grid.serial_cells()
+        return
+    assert mac_grid.serial_cells() == expected
+    assert mac_grid.serial_grid(64, 64) == (64 * 64 <= expected)
+
+
+def test_the_running_taichi_pool_decides_and_both_ways_step_alike(monkeypatch):
+    """On this machine's Taichi runtime the policy reads the real pool size; a step serialized
+    everywhere and one on the thread pool agree to float32 rounding over 20 steps (80^2)."""
+    from lawful.kernels import runtime
+
+    monkeypatch.delenv(mac_grid.ENV_SERIAL_CELLS, raising=False)
+    runtime.ensure_taichi()
+    threads = runtime.taichi_cpu_threads()
+    assert threads is None or threads >= 1
+    runs = []
+    for cells in ("1000000000", str(mac_grid.SERIAL_CELLS)):
+        monkeypatch.setenv(mac_grid.ENV_SERIAL_CELLS, cells)
+        sc = scenes.kolmogorov(n=80)
+        solver, st = sc.make_solver(), sc.state
+        assert solver.pressure.nserial == (len(solver.pressure.dims) if cells != "4096"
+                                           else sum(1 for d in solver.pressure.dims if d[0] * d[1] <= 4096))
+        for _ in range(20):
+            solver.step(st)
+        runs.append((st.u.clone(), st.v.clone()))
+    scale = float(runs[0][0].abs().max())
+    for a, b in zip(*runs):
+        assert float((a - b).abs().max()) <= 1e-5 * scale
