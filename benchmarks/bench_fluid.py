@@ -373,7 +373,15 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     cells = [n * n for n in sizes]
     ts = [rows[str(n)]["ms_per_step"] for n in sizes]
     growth = (math.log(ts[-1]) - math.log(ts[0])) / (math.log(cells[-1]) - math.log(cells[0])) if len(sizes) > 1 else None
+    from lawful.kernels.mac_grid import serial_cells
+    from lawful.kernels.runtime import taichi_cpu_threads
+
+    cells_serial = serial_cells()
     return {"bandwidth": bw, "per_launch_us_16": 1e6 * per_launch, "by_n": rows,
+            # the loops' threading in force (mac_grid.serial_cells): grids of at most this many
+            # cells ran serialized on the calling thread ("all": every grid)
+            "taichi_cpu_threads": taichi_cpu_threads(),
+            "serial_cells": "all" if math.isinf(cells_serial) else cells_serial,
             "cost_growth_exponent_vs_cells": growth,
             "corrected_step": {"n": n0, "plain_ms": 1e3 * t_plain, "corrected_ms": 1e3 * t_corr,
                                "ratio": t_corr / t_plain, "launches_per_step": l_corr,
