@@ -379,9 +379,9 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     cells_serial = serial_cells()
     return {"bandwidth": bw, "per_launch_us_16": 1e6 * per_launch, "by_n": rows,
             # the loops' threading in force (mac_grid.serial_cells): grids of at most this many
-            # cells ran serialized on the calling thread ("all": every grid)
+            # cells ran serialized on the calling thread
             "taichi_cpu_threads": taichi_cpu_threads(),
-            "serial_cells": "all" if math.isinf(cells_serial) else cells_serial,
+            "serial_cells": cells_serial,
             "cost_growth_exponent_vs_cells": growth,
             "corrected_step": {"n": n0, "plain_ms": 1e3 * t_plain, "corrected_ms": 1e3 * t_corr,
                                "ratio": t_corr / t_plain, "launches_per_step": l_corr,

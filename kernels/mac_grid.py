@@ -39,7 +39,7 @@ from lawful.kernels.errors import InputError, ShapeError
 
 __all__ = ["SIDE_KINDS", "INFLOW_PROFILES", "Boundary", "face_bc", "faces_touching", "solid_corner_mask",
            "check_staggering", "face_shapes", "inflow_profile", "substeps", "VISCOUS_NUMBER_MAX", "SCALAR_CFL_MAX",
-           "SERIAL_CELLS", "SERIAL_THREADS", "ENV_SERIAL_CELLS", "serial_cells", "serial_grid", "set_periodic_duplicate", "record_writes"]
+           "SERIAL_CELLS", "SERIAL_THREADS", "SERIAL_CELLS_FEW_THREADS", "ENV_SERIAL_CELLS", "serial_cells", "serial_grid", "set_periodic_duplicate", "record_writes"]
 
 #: Explicit viscosity substeps so that ``nu dt_sub / dx^2 <= VISCOUS_NUMBER_MAX`` (the 5-point
 #: stencil is stable up to 1/4).
@@ -50,14 +50,16 @@ SCALAR_CFL_MAX = 0.5
 #: multigrid levels): below it the thread pool's hand-off per loop costs more than the loop. The
 #: threshold where a thread pool pays off; see :func:`serial_cells` for the one in force.
 SERIAL_CELLS = 4096
-#: A Taichi CPU thread pool of at most this many threads runs none of the grid loops: every loop is
-#: serialized (:func:`serial_cells`). Measured on a 2-vCPU machine (Kolmogorov, float32, one
-#: process): the serialized step took 7.9 / 18-22 / 68 ms at 128^2 / 256^2 / 512^2 against
-#: 10.8-14 / 29 / 85 ms with Taichi's two threads (equal at 1024^2), because each parallel loop
-#: pays a hand-off of about 100 us there (a wake-up of the pool's threads) and the two threads of
-#: such a machine share one core's caches; with one Taichi thread the parallel launch is pure
-#: hand-off (83 against 60 ms at 512^2).
+#: A Taichi CPU thread pool of at most this many threads runs only grids of more than
+#: :data:`SERIAL_CELLS_FEW_THREADS` cells (:func:`serial_cells`). Measured on a 2-vCPU machine
+#: (Kolmogorov, float32, one process): the serialized step took 7.9 / 18-22 / 60-68 ms at
+#: 128^2 / 256^2 / 512^2 against 10.8-14 / 29 / 85 ms with Taichi's two threads, level at 1024^2
+#: (212-302 against 223-257 ms), because each parallel loop pays a hand-off of about 100 us there
+#: (a wake-up of the pool's threads) and the two threads of such a machine share one core's
+#: caches; with one Taichi thread the parallel launch is pure hand-off (83 against 60 ms at 512^2).
 SERIAL_THREADS = 2
+#: The serialization threshold (cells) for a pool of at most :data:`SERIAL_THREADS` threads: 512^2.
+SERIAL_CELLS_FEW_THREADS = 512 * 512
 #: Environment variable: the serialization threshold in cells (an integer >= 0), overriding
 #: :func:`serial_cells`'s choice for the process, e.g. ``4096`` for a 2-core machine whose threads
 #: hand off fast.
@@ -85,11 +87,11 @@ def record_writes(*tensors: torch.Tensor) -> None:
             increment_version(t)
 
 
-def serial_cells() -> float:
+def serial_cells() -> int:
     """The grid size (cells) up to which kernel loops run serialized on the calling thread:
-    ``LAWFUL_TI_SERIAL_CELLS`` when set; every grid (``inf``) when Taichi runs on the CPU with at
-    most :data:`SERIAL_THREADS` threads; else :data:`SERIAL_CELLS` (also on CUDA, where a
-    serialized loop runs on one GPU thread). Serialized and parallel loops give the same results up
+    ``LAWFUL_TI_SERIAL_CELLS`` when set; :data:`SERIAL_CELLS_FEW_THREADS` (512^2) when Taichi runs
+    on the CPU with at most :data:`SERIAL_THREADS` threads; else :data:`SERIAL_CELLS` (also on
+    CUDA, where a serialized loop runs on one GPU thread). Serialized and parallel loops give the same results up
     to rounding (their reductions add in another order), so a run is reproduced bit for bit on a
     machine with the same thread count and setting."""
     env = os.environ.get(ENV_SERIAL_CELLS)
@@ -106,7 +108,7 @@ def serial_cells() -> float:
 
     threads = taichi_cpu_threads()
     if threads is not None and threads <= SERIAL_THREADS:
-        return math.inf
+        return SERIAL_CELLS_FEW_THREADS
     return SERIAL_CELLS
 
 

@@ -1,7 +1,5 @@
 """The fused / serialized fast paths of the MAC step give the same numbers as the plain ones."""
 
-import math
-
 import pytest
 import torch
 from conftest import count_calls  # a counting wrapper of a function or method
@@ -57,7 +55,7 @@ def test_serialized_multigrid_levels_give_the_same_projection(monkeypatch):
 
 def _thread_pool(monkeypatch):
     """Grids above mac_grid.SERIAL_CELLS cells run their loops on Taichi's thread pool, whatever
-    the machine (by default a machine of at most two threads serializes every loop)."""
+    the machine (by default a pool of at most two threads serializes grids up to 512^2)."""
     monkeypatch.setenv(mac_grid.ENV_SERIAL_CELLS, str(mac_grid.SERIAL_CELLS))
 
 
@@ -530,14 +528,14 @@ def test_a_graph_that_saved_a_field_a_projection_writes_refuses_its_backward(ent
 
 
 @pytest.mark.parametrize("env, threads, expected", [
-    (None, 1, math.inf), (None, 2, math.inf),            # a pool of at most two threads: every loop serialized
+    (None, 1, 512 * 512), (None, 2, 512 * 512),          # a pool of at most two threads: up to 512^2 serialized
     (None, 8, mac_grid.SERIAL_CELLS), (None, None, mac_grid.SERIAL_CELLS),      # 8 threads; CUDA
     ("4096", 2, 4096), ("0", 1, 0), ("1000000", 8, 1000000),
     ("-1", 2, "InputError"), ("many", 2, "InputError"), ("1.5", 2, "InputError"),
 ])
 def test_the_serialization_threshold_follows_the_thread_pool_and_the_environment(env, threads, expected, monkeypatch):
     """mac_grid.serial_cells(): LAWFUL_TI_SERIAL_CELLS when set (a bad value names the variable and the
-    fix), else every grid for a Taichi CPU pool of at most SERIAL_THREADS threads, else SERIAL_CELLS."""
+    fix), else 512^2 for a Taichi CPU pool of at most SERIAL_THREADS threads, else SERIAL_CELLS."""
     from lawful.kernels import runtime
     from lawful.kernels.errors import InputError
 
