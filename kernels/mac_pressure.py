@@ -21,7 +21,7 @@ Levels coarsen any grid size, with walls, outflow and obstacle masks.
 Launches: a solve is ``start`` (right-hand side, mean removal, first residual, max|u|), one
 ``cg_iter`` per CG iteration (the whole V-cycle and the CG vector updates), and ``finish`` (true
 residual and, when done, the velocity update, max|u| after). Levels of at most
-:data:`~lawful.kernels.mac_grid.SERIAL_CELLS` cells run their loops on the calling thread.
+:func:`~lawful.kernels.mac_grid.serial_cells` cells run their loops on the calling thread.
 
 Stopping rule ("relative residual"): ``max_c |r_c| <= (rtol - 4 eps) * max_f |u_f|``, i.e. the
 relative divergence ``max|div u| dx / max|u|`` the projected field will have, with room left for
@@ -763,7 +763,7 @@ class PressureSolver:
                 break
             dims.append(((cx + 1) // 2, (cy + 1) // 2))
         self.dims = dims
-        # levels of at most mac_grid.SERIAL_CELLS cells run their loops serialized (see _cg_kernels)
+        # levels of at most mac_grid.serial_cells() cells run their loops serialized (see _cg_kernels)
         self.nserial = sum(1 for d in dims if serial_grid(*d))
         self._ser = serial_grid(nx, ny)
         # float64 fine level for CG (channels X as z, B, PHI, RC, P, AP, weights) and float32
