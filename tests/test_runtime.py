@@ -131,29 +131,39 @@ def _last_line(r):
     return r.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("user_init,bitwise", [
-    ("ti.init(arch=ti.cpu, default_fp=ti.f64)", True),
-    ("ti.init(arch=ti.cpu, cpu_max_num_threads=1)", True),
+@pytest.mark.parametrize("user_init,bitwise,cold", [
+    ("ti.init(arch=ti.cpu, default_fp=ti.f64)", True, True),
+    ("ti.init(arch=ti.cpu, cpu_max_num_threads=1)", True, False),
     # debug mode compiles with fewer optimisations (bounds checks): round-off level changes only
-    ("ti.init(arch=ti.cpu, default_fp=ti.f64, debug=True)", False),
+    ("ti.init(arch=ti.cpu, default_fp=ti.f64, debug=True)", False, False),
 ])
-def test_user_runtime_is_adopted_not_reinitialised(user_init, bitwise):
+def test_user_runtime_is_adopted_not_reinitialised(user_init, bitwise, cold):
     """The user's ti.init comes first: lawful runs its kernels in that runtime. The user's field
     survives, default_fp/debug stay as set, and lawful's float32 and float64 results are bitwise
     those of its own runtime (its kernels type their float literals, so default_fp does not
-    matter), with no Taichi precision warning; under debug=True equal to round-off."""
+    matter), with no Taichi precision warning; under debug=True equal to round-off.
+
+    Taichi warns only when it compiles, so a kernel its offline cache already holds says nothing:
+    the ``cold`` case compiles every kernel afresh (TI_OFFLINE_CACHE=0, ~16 s), under default_fp
+    f64, where an untyped literal assigned to a float32 field would warn."""
     ref = _last_line(_run(_TG_HASH + "print(tg_hash(torch.float32), tg_hash(torch.float64))"))
     r = _run("import taichi as ti, numpy as np\n" + user_init + "\n"
-             "f = ti.field(dtype=float, shape=3); f.from_numpy(np.array([1.0, 2.0, 1 / 3])); f0 = f.to_numpy()\n"
+             # the field's own dtype (default_fp): a float64 array into an f32 field compiles Taichi's
+             # from_numpy kernel with its own "lose precision" warning on a cold offline cache
+             "f = ti.field(dtype=float, shape=3)\n"
+             "f.from_numpy(np.array([1.0, 2.0, 1 / 3], dtype=f.to_numpy().dtype)); f0 = f.to_numpy()\n"
              "cfg = ti.lang.impl.current_cfg(); fp0, dbg0 = cfg.default_fp, cfg.debug\n" + _TG_HASH +
              "h = tg_hash(torch.float32), tg_hash(torch.float64)\n"
              "from lawful.kernels import taichi_arch\n"
              "cfg = ti.lang.impl.current_cfg()\n"
              "print(taichi_arch(), cfg.default_fp == fp0, cfg.debug == dbg0, (f.to_numpy() == f0).all())\n"
-             "print(*h)")
+             "print(ti.lang.impl.current_cfg().offline_cache)\n"
+             "print(*h)", **({"TI_OFFLINE_CACHE": "0"} if cold else {}))
     lines = r.stdout.strip().splitlines()
     assert r.returncode == 0, r.stderr[-3000:]
-    assert lines[-2] == "cpu True True True"
+    assert lines[-3] == "cpu True True True"
+    if cold:
+        assert lines[-2] == "False"          # the offline cache really was off
     if bitwise:
         assert lines[-1] == ref
     else:
