@@ -241,8 +241,8 @@ def apply_stream_function(u: torch.Tensor, v: torch.Tensor, psi: torch.Tensor, g
     1. psi ``(nx+1, ny+1)`` (length^2/time) is held at one constant per solid body
        (:func:`pin_stream_function`; skipped when ``pinned=True``: the caller already did);
     2. its discrete curl (:func:`lawful.kernels.mac_operators.curl`, the Taichi kernel) is added to
-       ``u`` ``(nx+1, ny)`` and ``v`` ``(nx, ny+1)``: in place on float64 fields; float32 fields are
-       accumulated in float64 copies and rounded once, so the corrected field's divergence is the
+       ``u`` ``(nx+1, ny)`` and ``v`` ``(nx, ny+1)`` in place; on float32 fields each face's sum is
+       formed in float64 and rounded once (in the kernel), so the corrected field's divergence is the
        projection's plus at most the rounding of the sum (2 eps max|u|), inside the 4 eps headroom
        the projection leaves below its tolerance;
     3. ``mean = (mx, my)``: a uniform flow added on the axes where ``geom.mean_axes`` allows it
@@ -253,14 +253,8 @@ def apply_stream_function(u: torch.Tensor, v: torch.Tensor, psi: torch.Tensor, g
     with torch.no_grad():
         if not pinned:
             psi = pin_stream_function(psi.to(torch.float64), geom)
-        wu, wv = (u, v) if u.dtype == torch.float64 else (u.double(), v.double())
-        curl(psi.to(torch.float64).contiguous(), wu, wv, dx, geom.periodic, accumulate=True)
+        offset = (0.0, 0.0)
         if mean is not None:
-            mu, mv = (float(m) * float(a) for m, a in zip(mean, geom.mean_axes))
-            if mu != 0.0:
-                wu.add_(mu)
-            if mv != 0.0:
-                wv.add_(mv)
-        if wu is not u:
-            u.copy_(wu)
-            v.copy_(wv)
+            offset = tuple(float(m) * float(a) for m, a in zip(mean, geom.mean_axes))
+        # float32 fields: the curl kernel forms u + curl(psi) + mean in float64 and rounds once
+        curl(psi.to(torch.float64).contiguous(), u, v, dx, geom.periodic, accumulate=True, offset=offset)

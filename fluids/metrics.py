@@ -36,16 +36,23 @@ __all__ = ["divergence_metrics", "state_metrics", "MetricsWriter", "plot_metrics
 
 
 def divergence_metrics(state) -> tuple[float, float]:
-    """``(div_max_rel, div_l2)`` of ``state`` (see module docstring)."""
+    """``(div_max_rel, div_l2)`` of ``state`` (see module docstring). The solid cells' divergence
+    is zeroed rather than selected out (a boolean selection cost half of the 0.2-0.5 ms this took
+    at 128^2, paid by every corrected step): the same maximum, and the same sum of squares over the
+    fluid cells divided by their count."""
     u = state.u.double()
     v = state.v.double()
     d = (u[1:] - u[:-1]) + (v[:, 1:] - v[:, :-1])
-    fluid = ~state.solid
-    d = d[fluid]
+    n_fluid = d.numel()
+    solid = state.solid
+    if bool(solid.any()):
+        d = d.masked_fill(solid, 0.0)
+        n_fluid -= int(solid.sum())
     scale = max(float(u.abs().max()), float(v.abs().max()))
-    if scale == 0.0 or d.numel() == 0:
+    if scale == 0.0 or n_fluid == 0:
         return 0.0, 0.0
-    return float(d.abs().max()) / scale, float(torch.sqrt((d * d).mean())) / scale
+    flat = d.reshape(-1)
+    return float(flat.abs().max()) / scale, math.sqrt(float(torch.dot(flat, flat)) / n_fluid) / scale
 
 
 def _pairs(solid: torch.Tensor, axis: int, periodic: bool, faces: bool) -> torch.Tensor:

@@ -45,42 +45,7 @@ def _kernels(real_name: str):
             for j in range(out.shape[1]):
                 out[i, j] = ((u[i + 1, j] - u[i, j]) + (v[i, j + 1] - v[i, j])) * inv_dx
 
-    @ti.kernel
-    def curl_k(psi: A2, du: A2, dv: A2, inv_dx: real, px: int, py: int, alpha: real, acc: int, ser: ti.template()):
-        nx, ny = dv.shape[0], du.shape[1]
-        # periodic indices by compares (``x if c else y`` evaluates both sides: a division per face)
-        if ti.static(ser):
-            ti.loop_config(serialize=True)
-        for i in range(du.shape[0]):
-            ie = i
-            if px and i == nx:
-                ie = 0
-            for j in range(du.shape[1]):
-                jn = j + 1
-                if py and jn == ny:
-                    jn = 0
-                val = alpha * (psi[ie, jn] - psi[ie, j]) * inv_dx
-                if acc:
-                    du[i, j] += val
-                else:
-                    du[i, j] = val
-        if ti.static(ser):
-            ti.loop_config(serialize=True)
-        for i in range(dv.shape[0]):
-            inn = i + 1
-            if px and inn == nx:
-                inn = 0
-            for j in range(dv.shape[1]):
-                je = j
-                if py and j == ny:
-                    je = 0
-                val = -alpha * (psi[inn, je] - psi[i, je]) * inv_dx
-                if acc:
-                    dv[i, j] += val
-                else:
-                    dv[i, j] = val
-
-    return fast_kernels(dict(div=div, curl=curl_k))
+    return fast_kernels(dict(div=div))
 
 
 def divergence(u: torch.Tensor, v: torch.Tensor, dx: float, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,24 +68,74 @@ def divergence_torch(u: torch.Tensor, v: torch.Tensor, dx: float) -> torch.Tenso
     return ((u[1:] - u[:-1]) + (v[:, 1:] - v[:, :-1])) / dx
 
 
+@functools.lru_cache(maxsize=None)
+def _curl_kernel(field_name: str, psi_name: str):
+    """The curl kernel for fields of one real type and psi of another (the arithmetic is psi's)."""
+    ti = __import__("taichi")
+    real, preal = taichi_real(field_name), taichi_real(psi_name)
+    F2 = ti.types.ndarray(dtype=real, ndim=2)
+    P2 = ti.types.ndarray(dtype=preal, ndim=2)
+
+    @ti.kernel
+    def curl_k(psi: P2, du: F2, dv: F2, inv_dx: preal, px: int, py: int, alpha: preal, acc: int,
+               off_u: preal, off_v: preal, ser: ti.template()):
+        nx, ny = dv.shape[0], du.shape[1]
+        # periodic indices by compares (``x if c else y`` evaluates both sides: a division per face)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
+        for i in range(du.shape[0]):
+            ie = i
+            if px and i == nx:
+                ie = 0
+            for j in range(du.shape[1]):
+                jn = j + 1
+                if py and jn == ny:
+                    jn = 0
+                val = alpha * (psi[ie, jn] - psi[ie, j]) * inv_dx
+                if acc:
+                    val = ti.cast(du[i, j], preal) + val
+                du[i, j] = ti.cast(val + off_u, real)
+        if ti.static(ser):
+            ti.loop_config(serialize=True)
+        for i in range(dv.shape[0]):
+            inn = i + 1
+            if px and inn == nx:
+                inn = 0
+            for j in range(dv.shape[1]):
+                je = j
+                if py and j == ny:
+                    je = 0
+                val = -alpha * (psi[inn, je] - psi[i, je]) * inv_dx
+                if acc:
+                    val = ti.cast(dv[i, j], preal) + val
+                dv[i, j] = ti.cast(val + off_v, real)
+
+    return fast_kernels(dict(curl=curl_k))["curl"]
+
+
 def curl(psi: torch.Tensor, du: torch.Tensor, dv: torch.Tensor, dx: float, periodic=(True, True),
-         alpha: float = 1.0, accumulate: bool = False) -> None:
+         alpha: float = 1.0, accumulate: bool = False, offset=(0.0, 0.0)) -> None:
     """Face velocities from a corner stream function (Taichi, in place).
 
-    ``psi`` ``(nx+1, ny+1)``; ``du`` ``(nx+1, ny)``, ``dv`` ``(nx, ny+1)``; with
-    ``accumulate=True`` adds ``alpha * curl(psi)`` to ``du``/``dv`` (e.g. the state's ``u``/``v``),
-    else overwrites them. Units: psi = length^2/time, velocities = length/time. All three tensors
-    share one dtype (float32/float64) and device.
+    ``psi`` ``(nx+1, ny+1)``; ``du`` ``(nx+1, ny)``, ``dv`` ``(nx, ny+1)``; writes
+    ``alpha * curl(psi) + offset`` to ``du``/``dv``, or with ``accumulate=True`` adds it to them
+    (e.g. to the state's ``u``/``v``): ``offset = (ou, ov)`` is a uniform flow added to every u
+    and v face, in the same sum. Units: psi = length^2/time, velocities = length/time.
+    ``du`` and ``dv`` share one dtype and device; ``psi`` has theirs, or is float64 with float32
+    fields: the sum ``du + alpha * curl(psi) + offset`` is then formed in float64 and rounded
+    once, as a float64 copy of the fields would be (without the copies).
     """
     nx, ny = dv.shape[0], du.shape[1]
     if tuple(psi.shape) != (nx + 1, ny + 1) or tuple(du.shape) != (nx + 1, ny):
         raise ShapeError(f"curl: psi {tuple(psi.shape)}, du {tuple(du.shape)}, dv {tuple(dv.shape)} do "
                          f"not fit one grid: need psi (nx+1, ny+1), du (nx+1, ny), dv (nx, ny+1).")
-    if psi.dtype != du.dtype or dv.dtype != du.dtype:
-        raise ShapeError(f"curl: dtypes differ (psi {psi.dtype}, du {du.dtype}, dv {dv.dtype}); cast psi.")
+    if dv.dtype != du.dtype or not (psi.dtype == du.dtype or psi.dtype == torch.float64):
+        raise ShapeError(f"curl: dtypes differ (psi {psi.dtype}, du {du.dtype}, dv {dv.dtype}): du and dv need "
+                         "one dtype, and psi theirs or float64; cast psi.")
     ensure_taichi()
-    _kernels(dtype_name(du.dtype))["curl"](psi.contiguous(), du, dv, 1.0 / float(dx), int(periodic[0]),
-                                int(periodic[1]), float(alpha), int(bool(accumulate)), serial_grid(nx, ny))
+    _curl_kernel(dtype_name(du.dtype), dtype_name(psi.dtype))(
+        psi.contiguous(), du, dv, 1.0 / float(dx), int(periodic[0]), int(periodic[1]), float(alpha),
+        int(bool(accumulate)), float(offset[0]), float(offset[1]), serial_grid(nx, ny))
     record_writes(du, dv)
 
 

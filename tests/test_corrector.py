@@ -343,10 +343,13 @@ def test_network_equals_padding_every_layer_circularly_or_with_zeros(periodic):
     for conv in net.hidden_layers:
         h = F.silu(conv(pad(h)))
     want_out = net.out(pad(h))
-    got_h, got_out = net(x, periodic)
-    assert got_out.shape == want_out.shape == (2, 1, 9, 12) and got_h.shape == h.shape
+    pool = torch.rand(9, 12, dtype=torch.float64)
+    got_pooled, got_out = net(x, periodic, pool)
+    assert got_out.shape == want_out.shape == (2, 1, 9, 12) and got_pooled.shape == (2, 6)
     assert torch.allclose(got_out, want_out, rtol=1e-12, atol=1e-14)
-    assert torch.allclose(got_h, h, rtol=1e-12, atol=1e-14)
+    # the last hidden features pooled with the weight map, per batch item
+    assert torch.allclose(got_pooled, (h * pool).sum((2, 3)), rtol=1e-12, atol=1e-14)
+    assert net(x, periodic)[0] is None
 
 
 @pytest.mark.parametrize("boundary", [Boundary("periodic", "periodic", "no_slip", "no_slip"),

@@ -524,6 +524,14 @@ def test_divergence_metrics_known_values_and_solid_cells_skipped():
     assert mx == 1.0 and l2 == pytest.approx(math.sqrt(1 / 15), rel=1e-15)
     st.u[2, 1] = 4.0                                         # relative to max|u|: unchanged
     assert divergence_metrics(st)[0] == 1.0
+    st.solid[1, 1] = True                                    # both divergent cells solid: none left
+    assert divergence_metrics(st) == (0.0, 0.0)
+    st.solid[1, 1] = False
+    st.u[2, 1] = float("nan")                                # a NaN beside a fluid cell is reported
+    assert math.isnan(divergence_metrics(st)[0])
+    st.u[2, 1] = 1.0
+    st.solid.fill_(True)                                     # no fluid cell at all
+    assert divergence_metrics(st) == (0.0, 0.0)
 
 
 def test_metrics_writer_round_trip_columns_and_lazy_open(tmp_path):

@@ -83,6 +83,49 @@ def test_curl_is_divergence_free_and_matches_torch(name, dtype):
 
 
 @pytest.mark.parametrize("name", sorted(BOUNDARIES))
+@pytest.mark.parametrize("fields", [torch.float32, torch.float64])
+def test_curl_float64_sum_rounded_once_with_offset(name, fields):
+    """psi float64 into float32 fields: bit for bit what a float64 copy of the fields, the curl
+    added, the uniform offset added and one rounding give (the corrector's old copies); on float64
+    fields the offset is the separate add it replaces."""
+    b = BOUNDARIES[name]
+    nx, ny = 20, 14
+    g = torch.Generator().manual_seed(2)
+    psi = torch.randn((nx + 1, ny + 1), generator=g, dtype=torch.float64) * 0.3
+    u = torch.randn((nx + 1, ny), generator=g, dtype=torch.float64).to(fields)
+    v = torch.randn((nx, ny + 1), generator=g, dtype=torch.float64).to(fields)
+    wu, wv = u.double(), v.double()
+    curl(psi, wu, wv, 0.1, b.periodic_axes, accumulate=True)
+    wu.add_(0.37)
+    wv.add_(-0.11)
+    curl(psi, u, v, 0.1, b.periodic_axes, accumulate=True, offset=(0.37, -0.11))
+    assert torch.equal(u, wu.to(fields)) and torch.equal(v, wv.to(fields))
+    # overwriting: curl + offset
+    du, dv = torch.empty_like(u), torch.empty_like(v)
+    curl(psi, du, dv, 0.1, b.periodic_axes, offset=(0.37, -0.11))
+    tu, tv = curl_torch(psi, 0.1, b.periodic_axes)
+    tol = 1e-6 if fields == torch.float32 else 1e-13
+    torch.testing.assert_close(du, (tu + 0.37).to(fields), rtol=0, atol=tol * float(tu.abs().max()))
+    torch.testing.assert_close(dv, (tv - 0.11).to(fields), rtol=0, atol=tol * float(tv.abs().max()))
+
+
+@pytest.mark.parametrize("psi_dtype,fields,ok", [
+    (torch.float32, torch.float32, True), (torch.float64, torch.float64, True), (torch.float64, torch.float32, True),
+    # a float32 psi would lose the float64 fields' digits: refused
+    (torch.float32, torch.float64, False),
+])
+def test_curl_dtype_rule(psi_dtype, fields, ok):
+    psi, du, dv = torch.zeros(5, 5, dtype=psi_dtype), torch.zeros(5, 4, dtype=fields), torch.zeros(4, 5, dtype=fields)
+    if ok:
+        curl(psi, du, dv, 1.0)
+    else:
+        with pytest.raises(ShapeError, match="psi theirs or float64"):
+            curl(psi, du, dv, 1.0)
+    with pytest.raises(ShapeError, match="du and dv need one dtype"):
+        curl(psi, du, dv.to(torch.float64 if fields == torch.float32 else torch.float32), 1.0)
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDARIES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_projection_reaches_tolerance_with_obstacle(name, dtype):
     b = BOUNDARIES[name]
