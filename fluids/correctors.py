@@ -491,8 +491,8 @@ class DivergenceFreeCorrector(_CorrectorBase):
     Divergence-free to rounding for any weights; no flow through walls, obstacles or inflow faces
     (psi constant per solid body). Call it as the solver's corrector: ``corrector(state)`` adds the
     correction to ``state.u`` ``(nx+1, ny)`` and ``state.v`` ``(nx, ny+1)`` in place with the
-    solver's Taichi curl kernel (zero-copy on float64 states; float32 states are accumulated in a
-    float64 copy and rounded once) and returns ``None``. For training use the
+    solver's Taichi curl kernel (zero-copy; on float32 states each face's sum is formed in float64
+    and rounded once) and returns ``None``. For training use the
     differentiable :meth:`correction` / :meth:`stream_function`.
 
     Parameters: ``hidden`` channels, ``layers`` (conv layers, >= 2), ``kernel_size`` (odd),

@@ -182,7 +182,9 @@ class Solver:
       :func:`lawful.fluids.corrector_geometry.apply_stream_function`, the rule the
       divergence-free corrector uses too -- psi held at one constant per solid body (walls,
       obstacles, inflow sides; :func:`~lawful.kernels.mac_grid.solid_corner_mask`), then its
-      discrete curl added (``u[i,j] += (psi[i,j+1]-psi[i,j])/dx``, ``v[i,j] -= (psi[i+1,j]-psi[i,j])/dx``);
+      discrete curl added (``u[i,j] += (psi[i,j+1]-psi[i,j])/dx``, ``v[i,j] -= (psi[i+1,j]-psi[i,j])/dx``),
+      in float64 and rounded once into a float32 state (psi is taken in float64, never rounded to
+      the state's dtype first);
     * a tuple ``(du, dv)`` of face tensors: added on the free faces as is (unconstrained);
     * a dict with any of ``"psi"``, ``"du"``, ``"dv"``, ``"mean_flow"`` (``(mx, my)``: a uniform
       flow added along periodic axes of a domain without obstacles - divergence-free, not
@@ -727,7 +729,10 @@ class Solver:
                                  "or drop it on this scene.")
             mean = (mx, my)
         if correction.get("psi") is not None:
-            psi = correction["psi"].to(self.dtype)
+            # float64 whatever the state's dtype: psi's differences are the correction, and a psi
+            # of large values rounded to float32 first would lose them (a constant 1000 added to
+            # psi, which changes no face, moved float32 faces by 6e-5 / dx)
+            psi = correction["psi"].to(torch.float64)
             if tuple(psi.shape) != (self.nx + 1, self.ny + 1):
                 raise ShapeError(f"corrector psi has shape {tuple(psi.shape)}; the corners need "
                                  f"({self.nx + 1}, {self.ny + 1}).")

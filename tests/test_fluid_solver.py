@@ -187,6 +187,27 @@ def test_mean_flow_correction_periodic_only():
         solver.apply_correction(sc.state, torch.zeros(3, 3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+@pytest.mark.parametrize("boundary", [Boundary.periodic(), Boundary.channel(1.0)])
+def test_psi_correction_keeps_float64_digits_on_a_float32_state(boundary, offset):
+    """A float64 psi handed to a float32 solver: the faces are the float64 state's, rounded once
+    (within one float32 rounding), whatever constant psi carries; rounding psi to float32 first (as the
+    slot did) lost its differences under a constant 1000 (errors ~6e-5/dx, 1e-2 here)."""
+    g = torch.Generator().manual_seed(3)
+    st64 = FluidState.zeros(16, 12, 1 / 16, boundary, dtype=torch.float64)
+    st64.u.copy_(torch.rand(st64.u.shape, generator=g))       # float32 values: both states hold them exactly
+    st64.v.copy_(torch.rand(st64.v.shape, generator=g))
+    st32 = FluidState.zeros(16, 12, 1 / 16, boundary, dtype=torch.float32)
+    st32.u.copy_(st64.u)
+    st32.v.copy_(st64.v)
+    psi = offset + 1e-3 * torch.rand((17, 13), generator=g, dtype=torch.float64)
+    Solver(st64, SolverConfig(dt=0.01)).apply_correction(st64, {"psi": psi})
+    Solver(st32, SolverConfig(dt=0.01)).apply_correction(st32, {"psi": psi})
+    for f32, f64 in ((st32.u, st64.u), (st32.v, st64.v)):
+        ulp = torch.finfo(torch.float32).eps * f64.abs().clamp_min(1e-30)
+        assert bool(((f32.double() - f64).abs() <= ulp).all())
+
+
 @pytest.mark.parametrize("boundary", [Boundary.periodic(), Boundary("periodic", "periodic", "no_slip", "no_slip")])
 def test_mean_flow_correction_refused_beside_obstacles(boundary):
     """A uniform flow added on the free faces of a periodic domain with an obstacle put mean/dx of
