@@ -157,7 +157,7 @@ def test_user_runtime_is_adopted_not_reinitialised(user_init, bitwise, cold):
              "from lawful.kernels import taichi_arch\n"
              "cfg = ti.lang.impl.current_cfg()\n"
              "print(taichi_arch(), cfg.default_fp == fp0, cfg.debug == dbg0, (f.to_numpy() == f0).all())\n"
-             "print(ti.lang.impl.current_cfg().offline_cache)\n"
+             "print(cfg.offline_cache)\n"
              "print(*h)", **({"TI_OFFLINE_CACHE": "0"} if cold else {}))
     lines = r.stdout.strip().splitlines()
     assert r.returncode == 0, r.stderr[-3000:]
