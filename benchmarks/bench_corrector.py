@@ -44,7 +44,7 @@ import torch
 from lawful.integrations.benchmarking import (default_results_dir, quick_requested, replace_model_file, tiny_requested,
                                               write_result)
 from lawful.fluids import scenes
-from lawful.fluids.correctors import DivergenceFreeCorrector, load_corrector, scene_domain
+from lawful.fluids.correctors import DEFAULT_NET, DivergenceFreeCorrector, load_corrector, scene_domain
 from lawful.fluids.corrector_training import CorrectorTrainer, TrainConfig, make_corrector, rollout_errors
 from lawful.fluids.fine_reference import TEST_CASES, TRAIN_CASES, coarse_scene, load_or_generate
 from lawful.kernels.errors import NumericalError
@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent
 MODELS = ROOT / "models"
 RUNS = ROOT.parent / "runs"          # training checkpoints and the reference cache (git-ignored)
 VARIANTS = ("hard", "plain", "soft", "al", "projected")
-NET = dict(hidden=16, layers=4, use_reynolds=True, init_gain=0.01)
+NET = dict(DEFAULT_NET, use_reynolds=True, init_gain=0.01)
 
 
 def _train_one(variant, seed, args, trajs):

@@ -642,7 +642,7 @@ def _cmd_train_corrector(args) -> int:
     import torch
 
     from lawful.fluids.corrector_training import CorrectorTrainer, TrainConfig, make_corrector
-    from lawful.fluids.correctors import scene_domain
+    from lawful.fluids.correctors import DEFAULT_NET, scene_domain
     from lawful.fluids.fine_reference import ReferenceCase, coarse_scene, load_or_generate
     from lawful.kernels import ensure_taichi
     from lawful.kernels.distributed import env_rank
@@ -658,7 +658,8 @@ def _cmd_train_corrector(args) -> int:
     t0 = time.perf_counter()
     trajs = [load_or_generate(c, cache, dtype=dtype, progress=None if rank == 0 else False) for c in cases]
     t_ref = time.perf_counter() - t0
-    net = dict(hidden=args.hidden, layers=args.layers, use_reynolds=args.scene == "karman", init_gain=0.01)
+    net = dict(DEFAULT_NET, use_reynolds=args.scene == "karman", init_gain=0.01)
+    net.update({k: getattr(args, k) for k in DEFAULT_NET if getattr(args, k) is not None})
     torch.manual_seed(args.seed)             # the initial weights (DDP starts every rank from rank 0's)
     corr = make_corrector(args.variant, dtype=dtype, **net)
     path, ckpt, log = out / "corrector.lawful", out / "corrector.ckpt", out / "train_log.jsonl"
@@ -1096,8 +1097,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-windows", type=_positive_int, default=1,
                    help="windows per iteration (the global batch; under torchrun shared among the ranks)")
     p.add_argument("--lr", type=_positive, default=3e-3, help="Adam learning rate (cosine-annealed to a tenth)")
-    p.add_argument("--hidden", type=_positive_int, default=16, help="channels of the corrector's hidden layers")
-    p.add_argument("--layers", type=_int_at_least(2), default=4, help="convolution layers of the corrector")
+    p.add_argument("--hidden", type=_positive_int, default=None,
+                   help="channels of the corrector's hidden layers (default: lawful.fluids.correctors.DEFAULT_NET's)")
+    p.add_argument("--layers", type=_int_at_least(2), default=None,
+                   help="convolution layers of the corrector (default: lawful.fluids.correctors.DEFAULT_NET's)")
     p.add_argument("--validate-every", type=_count, default=100,
                    help="iterations between validation rollouts on the training cases; the best weights are kept "
                         "(0: never)")
