@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from lawful.kernels.errors import InputError, ShapeError
-from lawful.kernels.mac_grid import Boundary, face_bc, solid_corner_mask
+from lawful.kernels.mac_grid import Boundary, face_bc, same_mask, solid_corner_mask
 
 __all__ = ["CornerGeometry", "corner_geometry", "GeometryCache"]
 
@@ -161,8 +161,9 @@ class GeometryCache:
 
     ``cache.get(boundary, solid, dtype)`` returns the geometry of exactly this boundary and mask:
     each entry keeps a private copy of the mask it was built from and is reused only when the
-    boundary, dtype, device and every mask cell are equal (``torch.equal``: one reduction on the
-    mask's device per call, no host copy). An in-place edit of a mask, a new tensor that reuses a
+    boundary, dtype, device and every mask cell are equal
+    (:func:`~lawful.kernels.mac_grid.same_mask`: the bytes of a CPU mask, ``torch.equal`` on other
+    devices). An in-place edit of a mask, a new tensor that reuses a
     freed one's ``id``, or another scene therefore never gets a stale geometry. Holds at most
     ``maxsize`` grids (least recently used dropped first). Owned by one corrector (or solver).
     """
@@ -180,7 +181,7 @@ class GeometryCache:
         solid = solid.detach().bool()
         for k, (b, dt, mask, geom) in enumerate(self._entries):
             if (dt == dtype and b == boundary and mask.shape == solid.shape and mask.device == solid.device
-                    and torch.equal(mask, solid)):
+                    and same_mask(mask, solid)):
                 if k:
                     self._entries.insert(0, self._entries.pop(k))
                 return geom

@@ -386,6 +386,7 @@ class _CorrectorBase(torch.nn.Module):
         state.pop("_domain_checked", None)
         state.pop("_unchecked_grids", None)
         state.pop("_solver_checked", None)
+        state.pop("_pool_memo", None)
         return state
 
     def check_solver(self, state, config=None) -> None:
@@ -529,10 +530,7 @@ class DivergenceFreeCorrector(_CorrectorBase):
         solid body, periodic duplicates equal) and the uniform flow ``mean`` ``(2,)`` (zero on axes
         where it is not allowed). Differentiable in ``u``, ``v`` and the weights."""
         x = self.features(u, v, geom, scalars, reynolds)
-        pool = None
-        if self.mean_flow:          # the mean of the last hidden features over the fluid corners
-            w = _canonical(geom.fluid_corner.to(x.dtype).unsqueeze(0), geom.periodic)[0]
-            pool = w / w.sum().clamp_min(1.0)
+        pool = self._pool_weights(geom, x.dtype) if self.mean_flow else None
         pooled, out = self.net(x, geom.periodic, pool)
         raw = _restore(out[0], geom.periodic)[0] * (self.config["velocity_scale"] * float(dx))
         psi = pin_stream_function(raw, geom)
@@ -541,6 +539,16 @@ class DivergenceFreeCorrector(_CorrectorBase):
         else:
             mean = torch.zeros(2, dtype=raw.dtype, device=raw.device)
         return psi, mean
+
+    def _pool_weights(self, geom: CornerGeometry, dtype) -> torch.Tensor:
+        """The mean-flow head's pooling map: the fluid fraction of each canonical corner over
+        their sum (the mean of the last hidden features over the fluid), a constant of the
+        geometry kept for the last one asked (a step's call found it again every time)."""
+        memo = self.__dict__.get("_pool_memo")
+        if memo is None or memo[0] is not geom or memo[1] != dtype:
+            w = _canonical(geom.fluid_corner.to(dtype).unsqueeze(0), geom.periodic)[0]
+            memo = self.__dict__["_pool_memo"] = (geom, dtype, w / w.sum().clamp_min(1.0))
+        return memo[2]
 
     def correction(self, u, v, geom: CornerGeometry, dx: float, scalars=None, reynolds=None):
         """Differentiable correction ``(du, dv)`` (shapes of ``u``, ``v``; weights' dtype):

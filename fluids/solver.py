@@ -21,12 +21,14 @@ from typing import Callable, NamedTuple
 import torch
 
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError, ShapeError
+from lawful.kernels.mac_checks import change_stats, snapshot_stats
 from lawful.kernels.mac_advection import SCHEMES, advect_scalars, advect_velocity, ghost_tensor, velocity_workspace
 from lawful.kernels.mac_forces import viscosity_buoyancy_and_bc
-from lawful.kernels.mac_grid import check_staggering, face_bc, faces_touching, set_periodic_duplicate, solid_corner_mask, substeps
+from lawful.kernels.mac_grid import (check_staggering, face_bc, faces_touching, same_mask, set_periodic_duplicate,
+                                    solid_corner_mask, substeps)
 from lawful.fluids.corrector_geometry import apply_stream_function
 from lawful.kernels.mac_pressure import PressureSolver, ProjectionStats, default_rtol
-from lawful.fluids.metrics import MetricsWriter, check_writable, divergence_metrics, plot_metrics, state_metrics
+from lawful.fluids.metrics import MetricsWriter, check_writable, plot_metrics, state_metrics
 from lawful.fluids.records import DEFAULT_KEEP, RunRecords
 from lawful.fluids.state import FluidState, first_nonfinite
 
@@ -245,6 +247,10 @@ class Solver:
         ns = state.scalars.shape[0]
         #: (1, nx, ny): 1 on fluid cells, 0 on obstacle cells (state dtype), read by the scalars' slopes
         self.fluid_cells = (~self.solid).to(self.dtype).unsqueeze(0).contiguous()
+        self._has_fluid = not bool(self.solid.all())
+        # a corrected step's copy of the projected faces and its float64 figures (kernels.mac_checks)
+        self._u0, self._v0 = torch.empty_like(state.u), torch.empty_like(state.v)
+        self._guard = torch.zeros(3, dtype=torch.float64, device=self.device)
         self.fx = torch.zeros((ns, self.nx + 1, self.ny), dtype=self.dtype, device=self.device)
         self.fy = torch.zeros((ns, self.nx, self.ny + 1), dtype=self.dtype, device=self.device)
         #: with a moving body (its faces carry a velocity, so state.u/v cross it): ``(open_u, open_v)``,
@@ -355,15 +361,8 @@ class Solver:
             )
 
     def _same_solid(self, solid) -> bool:
-        """``torch.equal(solid, self.solid)``, answered from the bytes of a bool CPU mask of the
-        same shape when they match (``torch.equal`` costs ~15 us on a 128^2 mask, every step);
-        anything else, or bytes that differ, goes to ``torch.equal``."""
-        mine = self.solid
-        if (isinstance(solid, torch.Tensor) and solid.dtype == torch.bool and mine.dtype == torch.bool
-                and solid.is_cpu and mine.is_cpu and solid.shape == mine.shape and solid.is_contiguous()
-                and mine.is_contiguous() and solid.numpy().tobytes() == mine.numpy().tobytes()):
-            return True
-        return torch.equal(solid, mine)
+        """Whether ``solid`` is this solver's obstacle mask (:func:`~lawful.kernels.mac_grid.same_mask`)."""
+        return same_mask(solid, self.solid)
 
     # -- the parts ----------------------------------------------------------------------------
     def _phi_scale(self, dt: float) -> float:
@@ -593,15 +592,17 @@ class Solver:
             check = getattr(corrector, "check_solver", None)
             if check is not None:        # a trained corrector compares this solver's dt and viscosity
                 check(state, cfg)
-            div_proj = divergence_metrics(state)[0]
-            u0, v0 = state.u.clone(), state.v.clone()
+            # the projected field's divergence (divergence_metrics' div_max_rel) and a copy of it
+            # for the correction's check, in one launch
+            div_max, before = snapshot_stats(state.u, state.v, self._u0, self._v0, self.fluid_cells, self._guard)
+            div_proj = 0.0 if before == 0.0 or not self._has_fluid else div_max / before
             if check is not None:        # its own in-loop check of this state is then skipped
                 from lawful.fluids.correctors import call_checked
 
                 self.apply_correction(state, call_checked(corrector, state))
             else:
                 self.apply_correction(state, corrector(state))
-            self._check_correction(state, u0, v0)
+            self._check_correction(state, before)
             if cfg.reproject_after_correction:
                 s2 = self.project(state, False) if self._project is None else self._project(self, state, False)
                 iters += s2.iterations
@@ -646,15 +647,15 @@ class Solver:
                 and cls.project is Solver.project and cls._project_step is Solver._project_step
                 and "advect_step" not in own and "force_step" not in own and "project" not in own)
 
-    def _check_correction(self, state: FluidState, u0: torch.Tensor, v0: torch.Tensor) -> None:
+    def _check_correction(self, state: FluidState, before: float) -> None:
         """Tell a corrector blow-up from a CFL explosion: if the field was runnable after the
-        projection (finite, CFL within ``cfl_max * max_substeps``) and the corrector's output made
-        it non-finite or unrunnable, raise :class:`NumericalError` naming the correction's
-        magnitude and the step. Keeps ``last_correction`` = (largest face change, max|u| before)."""
+        projection (finite, CFL within ``cfl_max * max_substeps``; ``before``: its largest
+        face speed, NaN if not finite) and the corrector's output made it non-finite or
+        unrunnable, raise :class:`NumericalError` naming the correction's magnitude and the step.
+        Reads the copy :meth:`step` took before the correction (``snapshot_stats``). Keeps
+        ``last_correction`` = (largest face change, max|u| before)."""
         cfg = self.config
-        mag = max(float((state.u - u0).abs().max()), float((state.v - v0).abs().max()))
-        before = max(float(u0.abs().max()), float(v0.abs().max()))
-        after = max(float(state.u.abs().max()), float(state.v.abs().max()))
+        mag, after = change_stats(state.u, state.v, self._u0, self._v0, self._guard)
         self.last_correction = (mag, before)
         limit = cfg.cfl_max * cfg.max_substeps
         runnable_before = math.isfinite(before) and before * cfg.dt / self.dx <= limit
