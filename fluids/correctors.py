@@ -205,20 +205,27 @@ class _CornerNet(torch.nn.Module):
             self.out.weight.mul_(init_gain)
             self.out.bias.zero_()
 
-    def forward(self, x, periodic, pool=None):
+    @property
+    def halo(self) -> int:
+        """Corners of periodic halo the input needs on each side: ``r`` per convolution."""
+        return self.r * (len(self.hidden_layers) + 1)
+
+    def forward(self, x, periodic, pool=None, haloed: bool = False):
         """``(pooled, out)`` of a ``(B, C, cx, cy)`` input: ``out`` ``(B, out_channels, cx, cy)``
         the output map (canonical corners); ``pooled`` ``(B, hidden)`` the last hidden features
-        summed with the canonical ``(cx, cy)`` weight map ``pool`` (None without one)."""
+        summed with the canonical ``(cx, cy)`` weight map ``pool`` (None without one).
+        ``haloed``: ``x`` already carries :attr:`halo` corners of periodic halo on each side of its
+        periodic axes and is channels-last (the corrector's in-loop input buffer)."""
         # Periodic axes: one halo of r cells per layer, added once, and unpadded convolutions that
         # each use up r of it (the same values as padding every layer circularly, without a copy
         # of every hidden map); other axes: each convolution's own zero padding.
-        n_convs = len(self.hidden_layers) + 1
         pad = (0 if periodic[0] else self.r, 0 if periodic[1] else self.r)
         # channels-last (NHWC): oneDNN's native layout for these maps, so no convolution reorders
         # its input (the first one, 5 or so input channels, ran 5x slower in NCHW on the CPU);
         # the same values bit for bit, the layout only
-        h = _wrap_halo(x, self.r * n_convs, periodic)
-        h = h.contiguous(memory_format=torch.channels_last)
+        h = x
+        if not haloed:
+            h = _wrap_halo(x, self.halo, periodic).contiguous(memory_format=torch.channels_last)
         for conv in self.hidden_layers:
             h = F.silu(F.conv2d(h, conv.weight, conv.bias, padding=pad))
         if self.out.weight.shape[0] < _FEW_OUTPUTS:
@@ -387,6 +394,7 @@ class _CorrectorBase(torch.nn.Module):
         state.pop("_unchecked_grids", None)
         state.pop("_solver_checked", None)
         state.pop("_pool_memo", None)
+        state.pop("_input_memo", None)
         return state
 
     def check_solver(self, state, config=None) -> None:
@@ -529,9 +537,13 @@ class DivergenceFreeCorrector(_CorrectorBase):
         """``(psi, mean)``: psi ``(nx+1, ny+1)`` (length^2/time, the weights' dtype; constant on each
         solid body, periodic duplicates equal) and the uniform flow ``mean`` ``(2,)`` (zero on axes
         where it is not allowed). Differentiable in ``u``, ``v`` and the weights."""
-        x = self.features(u, v, geom, scalars, reynolds)
+        return self._stream_function_of(self.features(u, v, geom, scalars, reynolds), geom, dx)
+
+    def _stream_function_of(self, x, geom: CornerGeometry, dx: float, haloed: bool = False):
+        """:meth:`stream_function` from the network's input ``x`` (``haloed``: see
+        :meth:`_CornerNet.forward`)."""
         pool = self._pool_weights(geom, x.dtype) if self.mean_flow else None
-        pooled, out = self.net(x, geom.periodic, pool)
+        pooled, out = self.net(x, geom.periodic, pool, haloed)
         raw = _restore(out[0], geom.periodic)[0] * (self.config["velocity_scale"] * float(dx))
         psi = pin_stream_function(raw, geom)
         if self.mean_flow:
@@ -564,9 +576,39 @@ class DivergenceFreeCorrector(_CorrectorBase):
         self._check_in_loop(state)
         geom = self._geometry(boundary, solid)
         with torch.no_grad():
-            psi, mean = self.stream_function(u, v, geom, dx, scalars, re)
+            x = self._loop_input(u, v, geom, re)
+            if x is None:
+                psi, mean = self.stream_function(u, v, geom, dx, scalars, re)
+            else:
+                psi, mean = self._stream_function_of(x, geom, dx, haloed=True)
             apply_stream_function(u, v, psi, geom, dx, mean if self.mean_flow else None, pinned=True)
         return None
+
+    def _loop_input(self, u, v, geom: CornerGeometry, reynolds):
+        """The network's input for the in-loop call, haloed and channels-last, in a buffer kept
+        for the last (geometry, dtype, Reynolds number) asked: made once with :meth:`features`
+        (so every channel is that path's), after which a call rewrites only the velocity channels
+        in one Taichi launch (:func:`~lawful.kernels.corner_features.corner_velocity_channels`;
+        the torch path's numbers to float rounding). None (use :meth:`stream_function`) with
+        passive-scalar inputs or velocities not in the weights' dtype."""
+        from lawful.kernels.corner_features import corner_velocity_channels
+
+        cfg = self.config
+        dt = self.dtype
+        if cfg["n_scalars"] or u.dtype != dt or v.dtype != dt or u.device != self.device:
+            return None
+        re = reynolds if reynolds is not None else self.reynolds
+        key = (dt, None if re is None else float(re), cfg["velocity_scale"], self.net.halo)
+        memo = self.__dict__.get("_input_memo")
+        per = geom.periodic
+        halo = tuple(self.net.halo if p else 0 for p in per)
+        if memo is None or memo[0] is not geom or memo[1] != key:
+            x = _wrap_halo(self.features(u, v, geom, None, reynolds), self.net.halo, per)
+            buf = x.permute(0, 2, 3, 1).contiguous()                 # (1, Hh, Wh, C)
+            memo = self.__dict__["_input_memo"] = (geom, key, buf)
+        else:
+            corner_velocity_channels(u, v, memo[2][0], halo, per, 1.0 / cfg["velocity_scale"])
+        return memo[2].permute(0, 3, 1, 2)                          # (1, C, Hh, Wh), channels-last
 
 
 # --------------------------------------------------------------------------------------------

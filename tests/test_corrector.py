@@ -389,3 +389,63 @@ def test_hard_corrector_commutes_with_a_shift_along_a_periodic_axis(boundary):
     du2, dv2 = corr.correction(roll(u, axis == 0), roll(v, axis == 1), geom, 1.0 / ny)
     assert torch.allclose(roll(du, axis == 0), du2, rtol=0, atol=1e-12)
     assert torch.allclose(roll(dv, axis == 1), dv2, rtol=0, atol=1e-12)
+
+
+# the in-loop call's input buffer (kernels.corner_features) against the differentiable path, on
+# every boundary kind: periodic, channel (inflow/outflow and walls), closed box, mixed; both dtypes
+LOOP_SCENES = [("kolmogorov", {}), ("karman", dict(re=100)), ("lid_driven_cavity", dict(re=100)),
+               ("taylor_green", {})]
+
+
+@pytest.mark.parametrize("dtype,ulp", [(F32, 2.0 ** -23), (F64, 2.0 ** -52)])
+@pytest.mark.parametrize("name,kw", LOOP_SCENES, ids=[s[0] for s in LOOP_SCENES])
+def test_in_loop_call_equals_the_differentiable_path(name, kw, dtype, ulp):
+    """corrector(state) builds its input in a kept buffer, rewriting the velocity channels with one
+    Taichi launch per call; the input, and the corrected faces, equal features() + the network's
+    halo and stream_function() + apply_stream_function to float rounding, call after call, and
+    after the Reynolds number the network reads changes (the buffer's constant channel is rebuilt)."""
+    from lawful.fluids.correctors import _wrap_halo
+    from lawful.fluids.corrector_geometry import apply_stream_function
+
+    sc = scenes.make(name, n=16, dtype=dtype, **kw)
+    st = sc.state
+    torch.manual_seed(0)
+    corr = DivergenceFreeCorrector.for_scene(sc, init_gain=1.0)
+    geom = corr._geometry(st.boundary, st.solid)
+    g = torch.Generator().manual_seed(1)
+    for call in range(4):
+        if call == 3 and corr.config["use_reynolds"]:
+            corr.reynolds = 150.0
+        st.u.add_(0.1 * torch.randn(st.u.shape, generator=g, dtype=F64).to(dtype))
+        st.v.add_(0.1 * torch.randn(st.v.shape, generator=g, dtype=F64).to(dtype))
+        re = corr.reynolds
+        x = corr._loop_input(st.u, st.v, geom, None)
+        want = _wrap_halo(corr.features(st.u, st.v, geom, None, re), corr.net.halo, geom.periodic)
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        assert float((x - want).abs().max()) <= 2 * ulp * max(1.0, float(want.abs().max()))
+        u1, v1 = st.u.clone(), st.v.clone()
+        with torch.no_grad():
+            psi, mean = corr.stream_function(u1, v1, geom, st.dx, None, re)
+            apply_stream_function(u1, v1, psi, geom, st.dx, mean, pinned=True)
+        corr(st)
+        scale = max(float(u1.abs().max()), float(v1.abs().max()))
+        assert float((st.u - u1).abs().max()) <= 8 * ulp * scale
+        assert float((st.v - v1).abs().max()) <= 8 * ulp * scale
+
+
+@pytest.mark.parametrize("bad", ["out of another grid", "halo on a wall axis", "out in float64", "two channels"])
+def test_corner_velocity_channels_refuses_mismatched_arrays(bad):
+    from lawful.kernels.corner_features import corner_velocity_channels
+
+    u, v = torch.zeros(9, 8), torch.zeros(8, 9)
+    out, halo, per = torch.zeros(12, 12, 5), (2, 2), (True, True)
+    if bad == "out of another grid":
+        out = torch.zeros(13, 12, 5)
+    elif bad == "halo on a wall axis":
+        per = (True, False)
+    elif bad == "out in float64":
+        out = out.double()
+    else:
+        out = torch.zeros(12, 12, 2)
+    with pytest.raises(ShapeError, match="corner_velocity_channels"):
+        corner_velocity_channels(u, v, out, halo, per)
