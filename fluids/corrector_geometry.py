@@ -256,6 +256,7 @@ def apply_stream_function(u: torch.Tensor, v: torch.Tensor, psi: torch.Tensor, g
             psi = pin_stream_function(psi.to(torch.float64), geom)
         offset = (0.0, 0.0)
         if mean is not None:
-            offset = tuple(float(m) * float(a) for m, a in zip(mean, geom.mean_axes))
+            m = mean.tolist() if isinstance(mean, torch.Tensor) else [float(x) for x in mean]
+            offset = tuple(x * a for x, a in zip(m, geom.mean_axes.tolist()))
         # float32 fields: the curl kernel forms u + curl(psi) + mean in float64 and rounds once
         curl(psi.to(torch.float64).contiguous(), u, v, dx, geom.periodic, accumulate=True, offset=offset)

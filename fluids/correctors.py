@@ -179,9 +179,9 @@ def _conv_few_outputs(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
         taps = F.pad(taps, (pad[1], pad[1], pad[0], pad[0]))
     ho, wo = taps.shape[-2] - k + 1, taps.shape[-1] - k + 1
     out = taps[:, 0, :, :ho, :wo] + bias.view(o, 1, 1, 1)
-    for t in range(1, k * k):
+    for t in range(1, k * k):           # in place: a fresh array (add's backward needs no values)
         dy, dx = divmod(t, k)
-        out = out + taps[:, t, :, dy:dy + ho, dx:dx + wo]
+        out.add_(taps[:, t, :, dy:dy + ho, dx:dx + wo])
     return out.transpose(0, 1)                                        # (B, O, ho, wo)
 
 
@@ -226,8 +226,10 @@ class _CornerNet(torch.nn.Module):
         h = x
         if not haloed:
             h = _wrap_halo(x, self.halo, periodic).contiguous(memory_format=torch.channels_last)
+        # no graph (the in-loop call): SiLU in place on the convolution's fresh output
+        inplace = not torch.is_grad_enabled()
         for conv in self.hidden_layers:
-            h = F.silu(F.conv2d(h, conv.weight, conv.bias, padding=pad))
+            h = F.silu(F.conv2d(h, conv.weight, conv.bias, padding=pad), inplace=inplace)
         if self.out.weight.shape[0] < _FEW_OUTPUTS:
             out = _conv_few_outputs(h, self.out.weight, self.out.bias, pad)
         else:
