@@ -589,7 +589,7 @@ class DivergenceFreeCorrector(_CorrectorBase):
     def _loop_input(self, u, v, geom: CornerGeometry, reynolds):
         """The network's input for the in-loop call, haloed and channels-last, in a buffer kept
         for the last (geometry, dtype, Reynolds number) asked: made once with :meth:`features`
-        (so every channel is that path's), after which a call rewrites only the velocity channels
+        (so its constant channels are that path's); every call then writes the velocity channels
         in one Taichi launch (:func:`~lawful.kernels.corner_features.corner_velocity_channels`;
         the torch path's numbers to float rounding). None (use :meth:`stream_function`) with
         passive-scalar inputs or velocities not in the weights' dtype."""
@@ -608,8 +608,9 @@ class DivergenceFreeCorrector(_CorrectorBase):
             x = _wrap_halo(self.features(u, v, geom, None, reynolds), self.net.halo, per)
             buf = x.permute(0, 2, 3, 1).contiguous()                 # (1, Hh, Wh, C)
             memo = self.__dict__["_input_memo"] = (geom, key, buf)
-        else:
-            corner_velocity_channels(u, v, memo[2][0], halo, per, 1.0 / cfg["velocity_scale"])
+        # the kernel's velocity channels on the first call too: a call's numbers do not depend on
+        # whether the buffer was just made (a copied or restarted corrector repeats a run bit for bit)
+        corner_velocity_channels(u, v, memo[2][0], halo, per, 1.0 / cfg["velocity_scale"])
         return memo[2].permute(0, 3, 1, 2)                          # (1, C, Hh, Wh), channels-last
 
 
