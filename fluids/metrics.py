@@ -38,8 +38,9 @@ __all__ = ["divergence_metrics", "state_metrics", "MetricsWriter", "plot_metrics
 def divergence_metrics(state) -> tuple[float, float]:
     """``(div_max_rel, div_l2)`` of ``state`` (see module docstring). The solid cells' divergence
     is zeroed rather than selected out (a boolean selection cost half of the 0.2-0.5 ms this took
-    at 128^2, paid by every corrected step): the same maximum, and the same sum of squares over the
-    fluid cells divided by their count."""
+    at 128^2): the same maximum, and the same sum of squares over the fluid cells divided by their
+    count. A corrected solver step forms its ``div_max_rel_projected`` (this ``div_max_rel``, to
+    float64 rounding) in one Taichi launch instead (:func:`lawful.kernels.mac_checks.snapshot_stats`)."""
     u = state.u.double()
     v = state.v.double()
     d = (u[1:] - u[:-1]) + (v[:, 1:] - v[:, :-1])
