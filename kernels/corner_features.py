@@ -88,20 +88,22 @@ def corner_velocity_channels(u: torch.Tensor, v: torch.Tensor, out: torch.Tensor
                              scale: float = 1.0) -> None:
     """Fill channels 0-2 of ``out`` ``(Hh, Wh, C)`` (contiguous, ``C >= 3``) with the corner
     velocity inputs of ``u`` ``(nx+1, ny)``, ``v`` ``(nx, ny+1)`` (module docstring). ``halo``:
-    ``(hx, hy)`` corners of periodic halo on each side (0 on a non-periodic axis); ``Hh`` must be
+    ``(hx, hy)`` corners of periodic halo on each side (0 on a non-periodic axis, at most the axis's
+    corner count on a periodic one); ``Hh`` must be
     the canonical corner count plus twice the halo (``nx + 2 hx`` on a periodic x, ``nx + 1``
     otherwise; ``Wh`` likewise)."""
     nx, ny = v.shape[0], u.shape[1]
     px, py = bool(periodic[0]), bool(periodic[1])
     hx, hy = int(halo[0]), int(halo[1])
     want = ((nx if px else nx + 1) + 2 * hx, (ny if py else ny + 1) + 2 * hy)
+    # the kernel wraps a halo index once each way: a halo wider than its axis would read outside it
     if (tuple(u.shape) != (nx + 1, ny) or out.dim() != 3 or tuple(out.shape[:2]) != want or out.shape[2] < 3
-            or (hx and not px) or (hy and not py) or not out.is_contiguous()
+            or (hx and not px) or (hy and not py) or hx > nx or hy > ny or not out.is_contiguous()
             or not (u.dtype == v.dtype == out.dtype) or not (u.device == v.device == out.device)):
         raise ShapeError(f"corner_velocity_channels: u {tuple(u.shape)}, v {tuple(v.shape)} ({u.dtype}, {v.dtype}) "
                          f"with halo {(hx, hy)} on periodic axes {(px, py)} need a contiguous out of shape "
                          f"({want[0]}, {want[1]}, >= 3) in their dtype, got {tuple(out.shape)} {out.dtype} "
-                         "(a halo only on periodic axes).")
+                         "(a halo only on periodic axes, at most as wide as its axis).")
     ensure_taichi()
     _kernel(dtype_name(u.dtype))(u.contiguous(), v.contiguous(), out, hx, hy, float(scale), px, py,
                                  serial_grid(want[0], want[1]))

@@ -433,7 +433,8 @@ def test_in_loop_call_equals_the_differentiable_path(name, kw, dtype, ulp):
         assert float((st.v - v1).abs().max()) <= 8 * ulp * scale
 
 
-@pytest.mark.parametrize("bad", ["out of another grid", "halo on a wall axis", "out in float64", "two channels"])
+@pytest.mark.parametrize("bad", ["out of another grid", "halo on a wall axis", "out in float64", "two channels",
+                                 "halo wider than its axis"])
 def test_corner_velocity_channels_refuses_mismatched_arrays(bad):
     from lawful.kernels.corner_features import corner_velocity_channels
 
@@ -445,6 +446,8 @@ def test_corner_velocity_channels_refuses_mismatched_arrays(bad):
         per = (True, False)
     elif bad == "out in float64":
         out = out.double()
+    elif bad == "halo wider than its axis":           # 8 corners + 2 * 9 of halo, the shape consistent
+        halo, out = (9, 2), torch.zeros(26, 12, 5)
     else:
         out = torch.zeros(12, 12, 2)
     with pytest.raises(ShapeError, match="corner_velocity_channels"):
