@@ -28,7 +28,9 @@ from lawful.kernels.runtime import ensure_taichi, taichi_real
 
 __all__ = ["snapshot_stats", "change_stats"]
 
-_DIV, _SPEED, _BAD = 0, 1, 2           # slots of the float64 result array
+# slots of the float64 result array: the divergence (snapshot) or the change (change), the
+# largest speed, the non-finite faces counted
+_FIRST, _SPEED, _BAD = 0, 1, 2
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,7 +54,7 @@ def _kernels(real_name: str):
 
     @ti.func
     def faces(q: ti.template(), q0: ti.template(), out: ti.template(), copy: ti.template(), ser: ti.template()):
-        """Over every face of ``q``: the largest |q| (and |q - q0| into slot _DIV without
+        """Over every face of ``q``: the largest |q| (and |q - q0| into slot _FIRST without
         ``copy``; with it, q0 = q); non-finite faces counted in slot _BAD. Each row reduces into
         locals and meets the others in one atomic per slot (an atomic per face, a compare-and-swap
         loop for a float64 maximum, cost 1 ms at 128^2)."""
@@ -72,7 +74,7 @@ def _kernels(real_name: str):
                 bad += nonfinite(x)
             ti.atomic_max(out[_SPEED], top)
             if ti.static(not copy):
-                ti.atomic_max(out[_DIV], moved)
+                ti.atomic_max(out[_FIRST], moved)
             if bad:
                 ti.atomic_add(out[_BAD], ti.cast(bad, f64))
 
@@ -91,7 +93,7 @@ def _kernels(real_name: str):
                     d = ((ti.cast(u[i + 1, j], f64) - ti.cast(u[i, j], f64))
                          + (ti.cast(v[i, j + 1], f64) - ti.cast(v[i, j], f64)))
                     top = ti.max(top, ti.abs(d))
-            ti.atomic_max(out[_DIV], top)
+            ti.atomic_max(out[_FIRST], top)
 
     @ti.kernel
     def change(u: A2, v: A2, u0: A2, v0: A2, out: F1, ser: ti.template()):
