@@ -38,7 +38,9 @@ Side by side in one run on this machine (same Taichi, same CPU):
 Writes ``benchmarks/results/bench_fluid.json`` and, from the same run, the speed table and the
 anchor to ``bench_fluid_speed.json`` (``--speed-only``: only those, to ``bench_fluid_speed.json``;
 ``--taylor-green-only``: the four-variant Taylor-Green study to ``bench_fluid_taylor_green.json``,
-not a committed result). Run: ``python benchmarks/bench_fluid.py [--quick]``.
+not a committed result; ``--compile-only``: a new user's first step, compiling every kernel with
+an empty kernel cache in a fresh process, with Taichi's control-flow-graph passes off (lawful's
+runtime) and on, to ``bench_fluid_compile.json``). Run: ``python benchmarks/bench_fluid.py [--quick]``.
 ``LAWFUL_BENCH_TINY=1`` (CI smoke, not a result): 16^2-64^2 grids in place of 128^2-512^2 (the keys
 keep their names), one stable_fluid step, 20 closed-box steps, Taylor-Green on 8^2-32^2.
 """
@@ -518,12 +520,61 @@ def poisson_anchor(n: int = 128) -> dict:
     return out
 
 
+#: What one fresh process runs for :func:`compile_times`: the first and a later Kolmogorov step,
+#: with Taichi's control-flow-graph passes as argv[2] says (kernels.runtime.TAICHI_INIT_OPTIONS).
+_FIRST_STEP = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+import lawful.kernels.runtime as rt
+rt.TAICHI_INIT_OPTIONS["cfg_optimization"] = sys.argv[2] == "1"
+from lawful.fluids import scenes
+sc = scenes.kolmogorov(n=int(sys.argv[1])); solver = sc.make_solver()
+t0 = time.perf_counter(); solver.step(sc.state); first = time.perf_counter() - t0
+for _ in range(5):
+    solver.step(sc.state)
+k = 20; t0 = time.perf_counter()
+for _ in range(k):
+    solver.step(sc.state)
+print(json.dumps({"first_step_s": first, "later_step_ms": 1e3 * (time.perf_counter() - t0) / k}))
+"""
+
+
+def compile_times(n: int = 128, rounds: int = 2) -> dict:
+    """The first Kolmogorov float32 step at ``n``^2 of a fresh process with an empty Taichi kernel
+    cache (a new user's first run: it compiles every kernel of the step) and the mean of 20 later
+    steps, with Taichi's control-flow-graph passes off (lawful's runtime) and on (Taichi's
+    default), alternating over ``rounds`` rounds; each process gets its own empty cache folder."""
+    import tempfile
+
+    runs: dict = {"passes_off": [], "passes_on": []}
+    for _ in range(rounds):
+        for key, flag in (("passes_off", "0"), ("passes_on", "1")):
+            with tempfile.TemporaryDirectory() as cache:
+                env = dict(os.environ, TI_OFFLINE_CACHE_FILE_PATH=cache, OMP_NUM_THREADS="1")
+                r = subprocess.run([sys.executable, "-c", _FIRST_STEP, str(n), flag], capture_output=True,
+                                   text=True, env=env, check=True)
+            runs[key].append(json.loads(r.stdout.strip().splitlines()[-1]))
+            print(f"compile {n}^2 {key}: {runs[key][-1]}", flush=True)
+    out = {"n": n, "rounds": rounds, "runs": runs,
+           "method": "fresh process, empty TI_OFFLINE_CACHE_FILE_PATH, Kolmogorov float32; first_step_s includes "
+                     "compiling every kernel of the step; later_step_ms: mean of 20 steps after 5"}
+    for key in runs:
+        out[key] = {"first_step_s_median": statistics.median(r["first_step_s"] for r in runs[key]),
+                    "later_step_ms_median": statistics.median(r["later_step_ms"] for r in runs[key])}
+    out["first_step_ratio_on_over_off"] = (out["passes_on"]["first_step_s_median"]
+                                           / out["passes_off"]["first_step_s_median"])
+    return out
+
+
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", default=quick_requested(), help="fewer steps (smoke test of the benchmark)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the speed table (128^2-1024^2) and the Poisson anchor -> bench_fluid_speed.json")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="only the first-step compile time with an empty kernel cache, Taichi's CFG passes off "
+                         "and on -> bench_fluid_compile.json")
     ap.add_argument("--taylor-green-only", action="store_true",
                     help="only the Taylor-Green convergence study -> bench_fluid_taylor_green.json")
     args = ap.parse_args(argv)
@@ -535,6 +586,15 @@ def main(argv=None) -> Path:
         figures = {"speed": speed_table((16, 32) if tiny else (128, 256, 512, 1024)),
                    "poisson_anchor": poisson_anchor(32 if tiny else 128)}
         out = write_result("bench_fluid_speed", figures, dtype="float32", device="cpu",
+                           params={"scene": "kolmogorov (periodic, forced)", "tiny": tiny}, out_dir=args.out)
+        print(f"wrote {out}")
+        return out
+    if args.compile_only:
+        from lawful.integrations.benchmarking import write_result
+
+        tiny = tiny_requested()
+        figures = {"compile": compile_times(16 if tiny else 128, 1 if tiny else 2)}
+        out = write_result("bench_fluid_compile", figures, dtype="float32", device="cpu",
                            params={"scene": "kolmogorov (periodic, forced)", "tiny": tiny}, out_dir=args.out)
         print(f"wrote {out}")
         return out

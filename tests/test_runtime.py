@@ -131,6 +131,16 @@ def _last_line(r):
     return r.stdout.strip().splitlines()[-1]
 
 
+def test_lawfuls_own_runtime_compiles_without_the_cfg_passes_and_keeps_kernels_on_disk():
+    """The runtime lawful starts has Taichi's offline cache on (kernels compile once per machine)
+    and its control-flow-graph passes off (most of a fluid kernel's compile time, none of its
+    speed: kernels.runtime.TAICHI_INIT_OPTIONS); a user's runtime keeps the user's setting."""
+    code = ("from lawful.kernels import ensure_taichi\nensure_taichi('cpu')\n"
+            "import taichi as ti\ncfg = ti.lang.impl.current_cfg()\nprint(cfg.offline_cache, cfg.cfg_optimization)")
+    assert _last_line(_run(code)) == "True False"
+    assert _last_line(_run("import taichi as ti\nti.init(arch=ti.cpu)\n" + code)) == "True True"
+
+
 @pytest.mark.parametrize("user_init,bitwise,cold", [
     ("ti.init(arch=ti.cpu, default_fp=ti.f64)", True, True),
     ("ti.init(arch=ti.cpu, cpu_max_num_threads=1)", True, False),
