@@ -82,11 +82,12 @@ def _cuda_visible() -> bool:
 
 
 #: Taichi's control-flow-graph optimisation passes are off in the runtime lawful starts: on the
-#: fluid kernels they cost most of the compile time and none of the speed (Kolmogorov 128^2,
-#: float32, empty kernel cache, a 2-core machine: the first step 62.7 s with them, 20.5-23.8 s
-#: without; the multigrid-CG iteration kernel of a 64^2 grid alone 62.5 s against 13.8 s; once
-#: compiled, 128^2 and 512^2 steps no slower in alternating processes). LLVM still optimises
-#: every kernel. A runtime the user started keeps their settings.
+#: fluid kernels they took about half the compile time and gave no speed (a new user's first
+#: Kolmogorov 128^2 float32 step with an empty kernel cache, alternating fresh processes on a
+#: 2-core machine: 47 s against 97 s, medians, ``bench_fluid.py --compile-only``; the
+#: multigrid-CG iteration kernel of a 64^2 grid alone 13.8 s against 62.5 s; once compiled, steps
+#: alike within the machine's noise, and the same numbers bit for bit). LLVM still optimises every
+#: kernel. A runtime the user started keeps their settings.
 TAICHI_INIT_OPTIONS = dict(offline_cache=True, cfg_optimization=False)
 
 
