@@ -36,7 +36,8 @@ Side by side in one run on this machine (same Taichi, same CPU):
   an incomplete-LU preconditioner (``pip install lawful[bench]``).
 
 Writes ``benchmarks/results/bench_fluid.json`` and, from the same run, the speed table and the
-anchor to ``bench_fluid_speed.json`` (``--speed-only``: only those, to ``bench_fluid_speed.json``;
+anchor to ``bench_fluid_speed.json`` and the compile times to ``bench_fluid_compile.json``
+(``--speed-only``: only the speed table and anchor, to ``bench_fluid_speed.json``;
 ``--taylor-green-only``: the four-variant Taylor-Green study to ``bench_fluid_taylor_green.json``,
 not a committed result; ``--compile-only``: a new user's first step, compiling every kernel with
 an empty kernel cache in a fresh process, with Taichi's control-flow-graph passes off (lawful's
@@ -566,6 +567,16 @@ def compile_times(n: int = 128, rounds: int = 2) -> dict:
     return out
 
 
+def _write_compile_times(tiny: bool, out_dir) -> Path:
+    """:func:`compile_times` (16^2, one round when ``tiny``) into ``bench_fluid_compile.json``."""
+    from lawful.integrations.benchmarking import write_result
+
+    figures = {"compile": compile_times(16 if tiny else 128, 1 if tiny else 2)}
+    # (the Kolmogorov scene's random start has its default seed, 0)
+    return write_result("bench_fluid_compile", figures, dtype="float32", device="cpu",
+                        params={"scene": "kolmogorov (periodic, forced)", "tiny": tiny}, seeds=[0], out_dir=out_dir)
+
+
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", default=quick_requested(), help="fewer steps (smoke test of the benchmark)")
@@ -593,9 +604,7 @@ def main(argv=None) -> Path:
         from lawful.integrations.benchmarking import write_result
 
         tiny = tiny_requested()
-        figures = {"compile": compile_times(16 if tiny else 128, 1 if tiny else 2)}
-        out = write_result("bench_fluid_compile", figures, dtype="float32", device="cpu",
-                           params={"scene": "kolmogorov (periodic, forced)", "tiny": tiny}, out_dir=args.out)
+        out = _write_compile_times(tiny, args.out)
         print(f"wrote {out}")
         return out
     if args.taylor_green_only:
@@ -656,6 +665,7 @@ def main(argv=None) -> Path:
                              params={"scene": "kolmogorov (periodic, forced)", "tiny": tiny}, seeds=[0],
                              out_dir=args.out)
     print(f"wrote {speed_out}")
+    print(f"wrote {_write_compile_times(tiny, args.out)}")
     print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, dict)}, indent=1))
     print(f"lawful 512^2: {ours[512]['steps_per_s']:.2f} steps/s, div {ours[512]['div_max_rel']:.2e}; "
           f"stable_fluid: {theirs['steps_per_s']:.2f} steps/s, div {theirs['div_max_rel']:.2e}")

@@ -24,7 +24,7 @@ EXPECTED = {
     "bench_ddp.py": ["bench_ddp.json"],
     "bench_drift.py": ["drift.json"],
     "bench_engines.py": ["engines.json"],
-    "bench_fluid.py": ["bench_fluid.json", "bench_fluid_speed.json"],
+    "bench_fluid.py": ["bench_fluid.json", "bench_fluid_speed.json", "bench_fluid_compile.json"],
     "bench_forcefield.py": ["forcefield.json"],
     "bench_hnn.py": ["bench_hnn.json"],
     "bench_mlmm.py": ["mlmm.json"],
