@@ -588,7 +588,7 @@ class DivergenceFreeCorrector(_CorrectorBase):
 
     def _loop_input(self, u, v, geom: CornerGeometry, reynolds):
         """The network's input for the in-loop call, haloed and channels-last, in a buffer kept
-        for the last (geometry, dtype, Reynolds number) asked: made once with :meth:`features`
+        for the last (geometry, dtype, device, Reynolds number and its scale) asked: made once with :meth:`features`
         (so its constant channels are that path's); every call then writes the velocity channels
         in one Taichi launch (:func:`~lawful.kernels.corner_features.corner_velocity_channels`;
         the torch path's numbers to float rounding). None (use :meth:`stream_function`) with
@@ -600,7 +600,9 @@ class DivergenceFreeCorrector(_CorrectorBase):
         if cfg["n_scalars"] or u.dtype != dt or v.dtype != dt or u.device != self.device:
             return None
         re = reynolds if reynolds is not None else self.reynolds
-        key = (dt, None if re is None else float(re), cfg["velocity_scale"], self.net.halo)
+        # everything the constant channels and the buffer's shape and place depend on
+        key = (dt, u.device, None if re is None else float(re), cfg["reynolds_scale"], cfg["use_reynolds"],
+               self.net.halo)
         memo = self.__dict__.get("_input_memo")
         per = geom.periodic
         halo = tuple(self.net.halo if p else 0 for p in per)

@@ -97,7 +97,7 @@ def corner_velocity_channels(u: torch.Tensor, v: torch.Tensor, out: torch.Tensor
     hx, hy = int(halo[0]), int(halo[1])
     want = ((nx if px else nx + 1) + 2 * hx, (ny if py else ny + 1) + 2 * hy)
     # the kernel wraps a halo index once each way: a halo wider than its axis would read outside it
-    if (tuple(u.shape) != (nx + 1, ny) or out.dim() != 3 or tuple(out.shape[:2]) != want or out.shape[2] < 3
+    if (tuple(u.shape) != (nx + 1, ny) or tuple(v.shape) != (nx, ny + 1) or out.dim() != 3 or tuple(out.shape[:2]) != want or out.shape[2] < 3
             or (hx and not px) or (hy and not py) or hx > nx or hy > ny or not out.is_contiguous()
             or not (u.dtype == v.dtype == out.dtype) or not (u.device == v.device == out.device)):
         raise ShapeError(f"corner_velocity_channels: u {tuple(u.shape)}, v {tuple(v.shape)} ({u.dtype}, {v.dtype}) "

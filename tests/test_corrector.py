@@ -403,7 +403,8 @@ def test_in_loop_call_equals_the_differentiable_path(name, kw, dtype, ulp):
     """corrector(state) builds its input in a kept buffer, rewriting the velocity channels with one
     Taichi launch per call; the input, and the corrected faces, equal features() + the network's
     halo and stream_function() + apply_stream_function to float rounding, call after call, and
-    after the Reynolds number the network reads changes (the buffer's constant channel is rebuilt)."""
+    after the Reynolds number the network reads, or its scale, changes (the buffer's constant
+    channel is rebuilt)."""
     from lawful.fluids.correctors import _wrap_halo
     from lawful.fluids.corrector_geometry import apply_stream_function
 
@@ -413,9 +414,11 @@ def test_in_loop_call_equals_the_differentiable_path(name, kw, dtype, ulp):
     corr = DivergenceFreeCorrector.for_scene(sc, init_gain=1.0)
     geom = corr._geometry(st.boundary, st.solid)
     g = torch.Generator().manual_seed(1)
-    for call in range(4):
+    for call in range(5):
         if call == 3 and corr.config["use_reynolds"]:
             corr.reynolds = 150.0
+        if call == 4 and corr.config["use_reynolds"]:
+            corr.config["reynolds_scale"] *= 2.0      # the Reynolds channel's value changes again
         st.u.add_(0.1 * torch.randn(st.u.shape, generator=g, dtype=F64).to(dtype))
         st.v.add_(0.1 * torch.randn(st.v.shape, generator=g, dtype=F64).to(dtype))
         re = corr.reynolds
@@ -434,7 +437,7 @@ def test_in_loop_call_equals_the_differentiable_path(name, kw, dtype, ulp):
 
 
 @pytest.mark.parametrize("bad", ["out of another grid", "halo on a wall axis", "out in float64", "two channels",
-                                 "halo wider than its axis"])
+                                 "halo wider than its axis", "v one row short"])
 def test_corner_velocity_channels_refuses_mismatched_arrays(bad):
     from lawful.kernels.corner_features import corner_velocity_channels
 
@@ -448,6 +451,8 @@ def test_corner_velocity_channels_refuses_mismatched_arrays(bad):
         out = out.double()
     elif bad == "halo wider than its axis":           # 8 corners + 2 * 9 of halo, the shape consistent
         halo, out = (9, 2), torch.zeros(26, 12, 5)
+    elif bad == "v one row short":                    # (nx, ny) instead of (nx, ny + 1): read past its end
+        v = torch.zeros(8, 8)
     else:
         out = torch.zeros(12, 12, 2)
     with pytest.raises(ShapeError, match="corner_velocity_channels"):
