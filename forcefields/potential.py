@@ -662,8 +662,10 @@ def export_torchscript(model: NeuralPotential, pbc: bool = True, path=None, *,
 
             raise InputError(f"domain_tolerance must be a fraction in (0, 1] of the training minimum distance, "
                              f"got {domain_tolerance!r}: pass e.g. {DOMAIN_TOLERANCE}.")
-        scripted = torch.jit.script(TorchScriptPotential(copy.deepcopy(model).eval(), pbc, domain_tolerance,
-                                                         strict, labels))
+        # the module's own copy, its weights frozen: its forces are gradients with respect to the
+        # positions only, and weights that require grad only make autograd record more
+        own = copy.deepcopy(model).eval().requires_grad_(False)
+        scripted = torch.jit.script(TorchScriptPotential(own, pbc, domain_tolerance, strict, labels))
         if path is not None:
             tmp = os.fspath(path) + ".tmp"
             torch.jit.save(scripted, tmp)

@@ -597,6 +597,11 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     model (``fit_normalisation=False``) keeps what it learned before: the record becomes the
     smaller distance of the old and the new one per pair, and pairs only the old data had stay.
     """
+    if not any(p.requires_grad for p in model.parameters()):
+        raise InputError(f"every weight of this {model.kind} is frozen (requires_grad=False), so training would "
+                         "change nothing: a model an engine loaded (LawfulCalculator, create_force or MLPotential given "
+                         "a path or name) is frozen for speed. Load the file with lawful.forcefields.load_model(path) "
+                         "to train it, or call model.requires_grad_(True) first.")
     if force_loss not in ("mse", "huber"):
         raise InputError(f"force_loss={force_loss!r} is not known: pass 'mse' or 'huber'.")
     if force_loss == "mse" and huber_delta is not None:

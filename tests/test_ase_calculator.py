@@ -265,6 +265,28 @@ def test_float32_option_reports_dtype():
     assert "float32" in repr(calc)
 
 
+@pytest.mark.parametrize("given, frozen", [("name", True), ("object", False), ("object, float32", True)])
+def test_only_the_engines_own_model_is_frozen_and_the_forces_are_the_same(given, frozen):
+    """A model the calculator loaded (or copied to move it) is its own: its weights stop requiring
+    grad (autograd then records and walks less); a model object the caller passed is left as it
+    is, trainable. Frozen or not, the same energy and forces to the last bit."""
+    from lawful.forcefields import load_model
+
+    mine = load_model("cu-emt")
+    calc = LawfulCalculator("cu-emt" if given == "name" else mine,
+                            dtype="float32" if "float32" in given else None)
+    assert all(p.requires_grad for p in mine.parameters())           # the caller's object: untouched
+    assert all(not p.requires_grad for p in calc.model.parameters()) is frozen
+    assert (calc.model is mine) is (given == "object")
+    atoms = rattled_copper(seed=3)
+    atoms.calc = calc
+    e, f = atoms.get_potential_energy(), atoms.get_forces()
+    ref = LawfulCalculator(load_model("cu-emt", dtype=calc.dtype))              # trainable, same dtype
+    assert any(p.requires_grad for p in ref.model.parameters())
+    atoms.calc = ref
+    assert e == atoms.get_potential_energy() and np.array_equal(f, atoms.get_forces())
+
+
 def _nve_run(model, dt_fs, steps):
     atoms = rattled_copper(seed=4, amp=0.02)
     atoms.calc = LawfulCalculator(model)

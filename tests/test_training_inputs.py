@@ -316,3 +316,20 @@ def test_a_cutoff_below_every_pair_distance_is_refused(cutoff, refused):
     else:
         train(model, frames[:-1], validation=frames[-1:], epochs=1, progress=False)
         assert model.pair_min_distance["Cu-Cu"] > 2.0
+
+
+@pytest.mark.parametrize("how", ["an engine's model", "requires_grad_(False)"])
+def test_a_model_with_every_weight_frozen_is_refused_before_training(how):
+    """Adam over no weights changed nothing and raised only an optimiser's 'empty parameter list';
+    a model taken from a calculator is frozen (the engines freeze what they load), so say so."""
+    if how == "an engine's model":
+        from lawful.integrations.ase import LawfulCalculator
+
+        model = LawfulCalculator("cu-emt").model
+    else:
+        model = NeuralPotential(["Cu"], **ARCH).requires_grad_(False)
+    with pytest.raises(InputError, match=r"every weight of this NeuralPotential is frozen .*load_model\(path\)"):
+        train(model, [_cu(k) for k in range(4)], **QUICK)
+    model.requires_grad_(True)      # the fix the message names
+    if how == "requires_grad_(False)":
+        train(model, [_cu(k) for k in range(4)], **QUICK)
