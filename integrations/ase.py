@@ -11,7 +11,9 @@ live in :mod:`lawful.integrations.runner`, shared with the OpenMM force and the 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import inspect
 import json
 import os
 import warnings
@@ -23,6 +25,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from lawful.forcefields.domain import structure_charge
 from lawful.integrations.runner import ModelRunner, model_device, model_dtype, resolve_model
+from lawful.kernels.errors import InputError
 from lawful.kernels.modelfile import tensors_digest
 from lawful.kernels.precision import dtype_name
 
@@ -47,6 +50,28 @@ def _identify(model_or_path) -> tuple[str, str]:
     if isinstance(model_or_path, torch.nn.Module):
         h.update(tensors_digest({k: v.detach().cpu() for k, v in model_or_path.state_dict().items()}).encode())
     return f"{kind} (in memory)", h.hexdigest()
+
+
+#: LawfulCalculator's own keywords
+CALCULATOR_KEYWORDS = ("model_or_path", "device", "dtype", "skin", "strict")
+#: the keywords of ASE's ``Calculator.__init__`` (label, directory, atoms, restart, ...), passed on to it
+ASE_KEYWORDS = tuple(name for name, p in inspect.signature(Calculator.__init__).parameters.items()
+                     if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+#: what ``calc.set(...)`` can change on a calculator already made
+SETTABLE_KEYWORDS = ("skin", "strict")
+#: other engines' names for a keyword here (openmm-ml's ``precision``)
+_ALIASES = {"precision": "dtype", "model": "model_or_path"}
+
+
+def _refuse_unknown(unknown, accepted, where: str, fix: str) -> None:
+    """An :class:`InputError` naming the ``unknown`` keywords, the nearest accepted one of each (if
+    any) and all the ``accepted`` ones."""
+    near = []
+    for k in sorted(unknown):
+        close = [_ALIASES[k]] if _ALIASES.get(k) in accepted else difflib.get_close_matches(k, accepted, n=1)
+        near += [f"{close[0]!r} for {k!r}"] if close else []
+    hint = f" (did you mean {', '.join(near)}?)" if near else ""
+    raise InputError(f"unknown keyword(s) {sorted(unknown)} for {where}{hint}: it accepts {list(accepted)}; {fix}")
 
 
 def _as_pbc(pbc) -> list[bool]:
@@ -76,6 +101,16 @@ class LawfulCalculator(Calculator):
         (:class:`~lawful.kernels.errors.OutOfDomainWarning`; once per kind, see
         :data:`~lawful.integrations.runner.REREPORT_VOLUME_CHANGE`), ``True`` raises
         :class:`~lawful.kernels.errors.NumericalError`.
+    label, directory, atoms, restart, ...:
+        ASE's own ``Calculator`` keywords, passed on to it; any other keyword (a misspelling,
+        openmm-ml's ``precision``) is an :class:`~lawful.kernels.errors.InputError` naming it.
+
+    ``skin`` and ``strict`` can change on a calculator in use, by ``calc.set(strict=True)`` (ASE's
+    way; it returns the changed ones) or ``calc.strict = True``: checked as here, then the cached
+    results and neighbour list are dropped, so the next calculation and ``calc.todict()`` use the
+    new value. The model, ``dtype`` and ``device`` are fixed (another dtype or device is another
+    copy of the model): ``calc.set(dtype=...)``, ``calc.set(device=...)`` and any other keyword
+    are an :class:`~lawful.kernels.errors.InputError`; make a new calculator for them.
 
     Properties (ASE units): ``energy`` and ``free_energy`` (eV), ``energies`` (per atom, eV),
     ``forces`` ((N, 3), eV/Å), ``stress`` (Voigt 6-vector, eV/Å³, ASE's sign convention; only for
@@ -101,15 +136,75 @@ class LawfulCalculator(Calculator):
 
     def __init__(self, model_or_path, device=None, dtype=None, skin: float = 0.5, strict: bool = False,
                  **kwargs):
+        unknown = set(kwargs) - set(ASE_KEYWORDS)
+        if unknown:
+            _refuse_unknown(unknown, CALCULATOR_KEYWORDS + ASE_KEYWORDS, "LawfulCalculator(...)",
+                            "check the spelling.")
         Calculator.__init__(self, **kwargs)
         self.model = resolve_model(model_or_path, device=device, dtype=dtype)
         self.model_name, self.model_sha256 = _identify(model_or_path)
         self.dtype = model_dtype(self.model)
         self.device = model_device(self.model)
-        self.strict = bool(strict)
-        self.skin = ModelRunner(self.model, [], skin=skin).skin   # checked now, not at the first step
+        self._strict = bool(strict)
+        self._skin = self._checked_skin(skin)      # checked now, not at the first step
         self._runner: ModelRunner | None = None
         self._stress_warned = False
+
+    def _checked_skin(self, skin) -> float:
+        """``skin`` as a float, checked as the runner checks it (an :class:`InputError` if not a
+        finite distance >= 0 in Å)."""
+        return ModelRunner(self.model, [], skin=skin).skin
+
+    def _change(self, name: str, value) -> bool:
+        """Set ``skin``/``strict`` to a checked ``value``; when it differs, drop the runner (made
+        again with it at the next calculation) and the results (not answered from the cache)."""
+        if getattr(self, "_" + name) == value:
+            return False
+        setattr(self, "_" + name, value)
+        self._runner = None
+        self.reset()
+        return True
+
+    @property
+    def strict(self) -> bool:
+        """Out of the training domain: ``True`` raises, ``False`` warns; assigning takes effect at
+        the next calculation."""
+        return self._strict
+
+    @strict.setter
+    def strict(self, value) -> None:
+        self._change("strict", bool(value))
+
+    @property
+    def skin(self) -> float:
+        """Verlet skin (Å); assigning checks it (an :class:`InputError` if not a finite distance >= 0)
+        and takes effect at the next calculation."""
+        return self._skin
+
+    @skin.setter
+    def skin(self, value) -> None:
+        self._change("skin", self._checked_skin(value))
+
+    def set(self, **kwargs) -> dict:
+        """ASE's ``calc.set(...)``: ``skin`` and ``strict``, checked as the constructor checks them
+        (all of them before any is applied), take effect at the next calculation (cached results
+        and neighbour list dropped); returns those that changed, with their new values. ``dtype``,
+        ``device``, the model and any other keyword are an :class:`InputError`, nothing changed."""
+        fixed = sorted(set(kwargs) & {"model_or_path", "model", "dtype", "precision", "device"})
+        if fixed:
+            raise InputError(f"{fixed} cannot change on a LawfulCalculator (another dtype or device is another "
+                             f"copy of the model): make a new one, LawfulCalculator(model, dtype=..., device=...); "
+                             f"set() changes only {list(SETTABLE_KEYWORDS)}.")
+        unknown = set(kwargs) - set(SETTABLE_KEYWORDS)
+        if unknown:
+            _refuse_unknown(unknown, SETTABLE_KEYWORDS, "LawfulCalculator.set(...)",
+                            "check the spelling, or make a new calculator for other settings.")
+        new = {}
+        if "strict" in kwargs:
+            new["strict"] = bool(kwargs["strict"])
+        if "skin" in kwargs:
+            new["skin"] = self._checked_skin(kwargs["skin"])
+        return {k: v for k, v in new.items() if self._change(k, v)}
 
     def __repr__(self) -> str:
         return (f"LawfulCalculator({type(self.model).__name__}, species={list(self.model.species)}, "

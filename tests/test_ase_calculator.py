@@ -18,7 +18,7 @@ from ase.optimize import BFGS
 
 from lawful.integrations.ase import LawfulCalculator
 from lawful.integrations.monitors import DriftObserver
-from lawful.kernels.errors import LawfulError, ModelFileError, NumericalError, UnsupportedSpeciesError
+from lawful.kernels.errors import InputError, LawfulError, ModelFileError, NumericalError, UnsupportedSpeciesError
 
 from test_openmm_pairmodel import MorsePairModel, ase_morse, rattled_copper  # noqa: F401
 
@@ -509,3 +509,119 @@ def test_unfitted_stress_of_a_direct_model_is_computed_only_when_asked_and_warns
         _warnings.simplefilter("error")
         atoms.get_forces()
         assert "stress" in atoms.calc.results
+
+
+def _squeezed_copper():
+    """Two copper atoms 0.8 Å apart: out of cu-emt's training domain (a warning, or with
+    strict=True a NumericalError)."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.positions[5] = atoms.positions[0] + np.array([0.8, 0.0, 0.0])
+    return atoms
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    pytest.param({"precision": "float32"}, ["'precision'", "did you mean 'dtype'"], id="precision"),  # openmm-ml's
+    pytest.param({"strcit": True}, ["'strcit'", "did you mean 'strict'"], id="strcit"),
+    pytest.param({"skn": 0.0}, ["'skn'", "did you mean 'skin'"], id="skn"),
+    pytest.param({"foo": 1, "Strict": True}, ["'foo'", "'Strict'"], id="two-unknown"),
+    pytest.param({"label": "run1"}, None, id="ase-label"),                                   # ASE's own
+    pytest.param({"directory": "calc-dir"}, None, id="ase-directory"),
+    pytest.param({"atoms": "rattled"}, None, id="ase-atoms"),
+])
+def test_constructor_keywords_are_lawfuls_or_ases_and_nothing_else(kwargs, named, tmp_path):
+    """An unknown keyword went through to ASE's Calculator, which kept it in calc.parameters
+    unused (a float64, non-strict run with no error); it is now an InputError naming it and
+    listing the accepted ones. ASE's own keywords still work."""
+    if kwargs.get("directory"):
+        kwargs = {"directory": str(tmp_path / kwargs["directory"])}
+    if kwargs.get("atoms"):
+        kwargs = {"atoms": rattled_copper()}
+    if named is not None:
+        with pytest.raises(InputError) as err:
+            LawfulCalculator("cu-emt", **kwargs)
+        for text in named + ["'model_or_path'", "'strict'", "'label'", "'directory'"]:
+            assert text in str(err.value)
+        return
+    calc = LawfulCalculator("cu-emt", **kwargs)
+    assert calc.parameters == {} and calc.todict()["dtype"] == "float64"
+    if "label" in kwargs:
+        assert calc.label.endswith("run1")
+    if "directory" in kwargs:
+        assert calc.directory == kwargs["directory"]
+    if "atoms" in kwargs:
+        assert kwargs["atoms"].calc is calc and np.isfinite(kwargs["atoms"].get_potential_energy())
+
+
+@pytest.mark.parametrize("how", ["set", "attribute"])
+def test_strict_changed_after_an_evaluation_applies_to_the_next_one(how):
+    """calc.set(strict=True) only stored the value in calc.parameters, and calc.strict = True only
+    changed todict(): the cached runner (and results) stayed non-strict, so an out-of-domain
+    structure still only warned. Both now take effect at the next calculation."""
+    from lawful.kernels.errors import OutOfDomainWarning
+
+    atoms = _squeezed_copper()
+    calc = LawfulCalculator("cu-emt")
+    atoms.calc = calc
+    with pytest.warns(OutOfDomainWarning):
+        atoms.get_potential_energy()
+    if how == "set":
+        assert calc.set(strict=True) == {"strict": True}
+        assert calc.set(strict=True) == {}                   # unchanged: nothing returned
+    else:
+        calc.strict = True
+    assert calc.todict()["strict"] is True
+    with pytest.raises(NumericalError, match="0.8 Å"):
+        atoms.get_potential_energy()                           # same atoms: not answered from the cache
+    assert calc._runner.strict is True
+
+
+@pytest.mark.parametrize("how", ["set", "attribute"])
+def test_skin_changed_after_an_evaluation_applies_to_the_next_one(how):
+    """A new skin reached todict() but not the cached runner's Verlet list; now the next
+    calculation runs with it (same energy), and a pickled copy keeps it."""
+    import pickle
+
+    atoms = rattled_copper(seed=7)
+    calc = LawfulCalculator("cu-emt")
+    atoms.calc = calc
+    e = atoms.get_potential_energy()
+    assert calc._runner.skin == 0.5
+    if how == "set":
+        assert calc.set(skin=0) == {"skin": 0.0}
+    else:
+        calc.skin = 0
+    assert calc.skin == 0.0 and calc.todict()["skin"] == 0.0
+    assert atoms.get_potential_energy() == pytest.approx(e, rel=1e-12)
+    assert calc._runner.skin == 0.0 and calc._runner.skin == calc.todict()["skin"]
+    copy_ = pickle.loads(pickle.dumps(calc))
+    assert copy_.todict() == calc.todict() and copy_._runner.skin == 0.0
+
+
+@pytest.mark.parametrize("change, named", [
+    pytest.param(lambda c: c.set(dtype="float32"), "'dtype'", id="set-dtype"),
+    pytest.param(lambda c: c.set(device="cpu"), "'device'", id="set-device"),
+    pytest.param(lambda c: c.set(model_or_path="cu-emt"), "'model_or_path'", id="set-model_or_path"),
+    pytest.param(lambda c: c.set(model="cu-emt"), "'model'", id="set-model"),
+    pytest.param(lambda c: c.set(precision="single"), "'precision'", id="set-precision"),
+    pytest.param(lambda c: c.set(strict=True, dtype="float32"), "'dtype'", id="set-strict-and-dtype"),
+    pytest.param(lambda c: c.set(strcit=True), "did you mean 'strict'", id="set-strcit"),
+    pytest.param(lambda c: c.set(label="x"), "'label'", id="set-label"),
+    pytest.param(lambda c: c.set(skin=-1.0), "-1.0", id="set-skin-negative"),
+    pytest.param(lambda c: c.set(strict=True, skin="abc"), "'abc'", id="set-strict-and-skin-text"),
+    pytest.param(lambda c: setattr(c, "skin", -1.0), "-1.0", id="attr-skin-negative"),
+    pytest.param(lambda c: setattr(c, "skin", float("nan")), "nan", id="attr-skin-nan"),
+    pytest.param(lambda c: setattr(c, "skin", "abc"), "'abc'", id="attr-skin-text"),
+])
+def test_a_refused_change_is_an_input_error_and_changes_nothing(change, named):
+    """set() took any keyword and returned it as if applied (dtype stayed float64), and a bad
+    skin assigned was accepted; both are now an InputError, and the calculator is left as it was."""
+    atoms = rattled_copper(seed=8)
+    calc = LawfulCalculator("cu-emt")
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    before, runner = calc.todict(), calc._runner
+    with pytest.raises(InputError) as err:
+        change(calc)
+    assert named in str(err.value)
+    assert calc.todict() == before and calc._runner is runner and calc.parameters == {}
+    assert calc.dtype == torch.float64 and "energy" in calc.results
