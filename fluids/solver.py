@@ -101,7 +101,10 @@ class SolverConfig:
     pressure_predictor: carry ``u - (dt/2) grad p`` (``p = state.p``) along the characteristics
     instead of ``u`` (trapezoidal pressure along the path: second order in time; the projection
     then applies the other half, ``(dt/2) grad p'``, and ``state.p`` becomes their time-centred
-    mean, :func:`stored_pressure`); False gives the classic first-order Chorin splitting.
+    mean, :func:`stored_pressure`); False gives the classic first-order Chorin splitting. The
+    viscous stencil reads the faces with that carried gradient added back (viscosity acts on the
+    velocity: a fluid at rest under a uniform body force stays at rest, with ``grad p`` equal to
+    it, as without the predictor). An advection part of one's own must carry the same quantity.
     obstacle_ghost: in the viscous stencil, a tangential neighbour that is a fixed obstacle face
     enters as the no-slip ghost ``2 q_b - q`` (wall half a cell away) instead of its value (False,
     the default kept for existing scenes and trained correctors: the wall acts a whole cell away).
@@ -322,10 +325,6 @@ class Solver:
         # scratch for the step's phi / scale (stored_pressure's p_solved): the numbers torch computes
         # into new tensors, without allocating them every step
         self._p_solved = torch.empty((self.nx, self.ny), dtype=torch.float64, device=self.device)
-        #: forcing and drag applied in the first viscous launch (False: with torch before it, the
-        #: reference the fused path is tested against; the same numbers up to one rounding of the
-        #: product dt * forcing, which torch fuses into its multiply-add)
-        self._fuse_body_forces = True
 
     def _buoyancy_name(self):
         return self.scalar_names[self.buoyancy_index] if self.buoyancy_index >= 0 else None
@@ -429,26 +428,40 @@ class Solver:
         return flow.u, flow.v
 
     def force_step(self, state: FluidState, dt: float) -> None:
-        """Default force part: sources, forcing, drag, viscosity, buoyancy, boundary values."""
+        """Default force part: sources, forcing, drag, viscosity, buoyancy, boundary values.
+
+        With viscosity the forcing, drag and buoyancy ride every viscous substep's update of a free
+        face (:func:`~lawful.kernels.mac_forces.viscosity_buoyancy_and_bc`: their steady balance
+        with viscosity does not depend on ``dt``), and each substep reads the velocity with the
+        pressure impulse of ``state.p`` applied up to its time (with the pressure predictor the
+        faces carry ``-(dt/2) G p``, :meth:`advect_step`'s), so viscosity and drag act on the
+        velocity, not on a pressure gradient: a fluid at rest under a body force that the pressure
+        balances stays at rest."""
         cfg = self.config
         if self.sources is not None:
             state.scalars.add_(self.sources, alpha=dt)
         # drag on free faces only: fixed ones (walls, inflow, bodies) keep the value they prescribe,
         # which the viscous stencil reads as its boundary value
         keep = 1.0 - cfg.drag * dt if cfg.drag else None
-        fused = self._fuse_body_forces and cfg.viscosity != 0.0
-        if not fused:       # (no viscous launch to ride)
+        viscous = cfg.viscosity != 0.0
+        pressure = None
+        if viscous:
+            p = state.p
+            if not self._kernel_pressure(p):
+                p = p.detach().to(device=self.device, dtype=self.dtype).clone(memory_format=torch.contiguous_format)
+            # the part of dt grad p the advected faces carry: the viscous substeps read the velocity
+            pressure = (self.pressure, p, 0.5 if cfg.pressure_predictor else 0.0)
+        else:       # no viscous launch to ride: the same update with torch
             if self.forcing is not None:
                 state.u.add_(self.forcing[0], alpha=dt)
                 state.v.add_(self.forcing[1], alpha=dt)
             if keep is not None:
                 state.u.mul_(drag_factor(state.u, keep, self.fixed_faces[0]))
                 state.v.mul_(drag_factor(state.v, keep, self.fixed_faces[1]))
-        # with viscosity the forcing and drag are applied in its first launch, as it reads the faces
         viscosity_buoyancy_and_bc(state.u, state.v, self.uw, self.vw, state.scalars, self.boundary, cfg.viscosity,
                                   dt, self.dx, self.ghost, cfg.obstacle_ghost, self.buoyancy_index, cfg.buoyancy,
-                                  forcing=self.forcing if fused else None, forcing_dt=dt,
-                                  drag_keep=keep if fused else None)
+                                  forcing=self.forcing if viscous else None, forcing_dt=dt,
+                                  drag_keep=keep if viscous else None, pressure=pressure)
 
     def body_force(self, state: FluidState):
         """The acceleration the force part applies to the fluid at ``state`` (:func:`body_acceleration`

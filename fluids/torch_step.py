@@ -226,12 +226,19 @@ def _shift_fixed(f, dim: int, step: int, periodic: bool):
     return torch.cat([z, f.narrow(dim, 0, n - 1)], dim) if step < 0 else torch.cat([f.narrow(dim, 1, n - 1), z], dim)
 
 
-def _viscosity_once(u, v, ubc, vbc, c: float, boundary, obstacle_ghost: bool = False):
+def _viscosity_once(u, v, ubc, vbc, c: float, boundary, obstacle_ghost: bool = False, carried=None,
+                    keep: float | None = None, forcing=None, fdt: float = 0.0, buoyancy=None):
+    """One viscous substep of the free faces, as :func:`lawful.kernels.mac_forces.viscosity_buoyancy_and_bc`'s:
+    ``q' = q + (keep - 1) r + c (stencil of r) + fdt f`` with ``r = q + g``, ``carried = (gu, gv)``
+    the part ``g`` of the pressure predictor's carried gradient this substep reads (None: 0),
+    ``keep`` the substep's drag factor (None: 1), ``forcing = (fu, fv)`` (None: none) and
+    ``buoyancy = (s, index, bdt)``: ``+ bdt (s[index] below + above)/2`` on the v faces (None: none)."""
     nx, ny = v.shape[0], u.shape[1]
     px, py = boundary.periodic_axes
     g = boundary.ghost_coefficients()      # a q + b beyond each side (no-slip: 2 U_wall - q)
+    su, sv = (u, v) if carried is None else (u + carried[0], v + carried[1])     # what the stencil reads
     # u faces
-    uc = u[:nx] if px else u
+    uc = su[:nx] if px else su
     if px:
         w = torch.roll(uc, 1, 0)
         e = torch.roll(uc, -1, 0)
@@ -248,7 +255,9 @@ def _viscosity_once(u, v, ubc, vbc, c: float, boundary, obstacle_ghost: bool = F
         fu = (ubc[0] == 0)[:nx] if px else ubc[0] == 0
         s = torch.where(_shift_fixed(fu, 1, -1, py), 2 * s - uc, s)
         n = torch.where(_shift_fixed(fu, 1, 1, py), 2 * n - uc, n)
-    un = uc + c * (w + e + s + n - 4 * uc)
+    bu = u[:nx] if px else u
+    un = _body_update(bu, bu if carried is None else uc, c * (w + e + s + n - 4 * uc), keep,
+                      None if forcing is None else (forcing[0][:nx] if px else forcing[0]), fdt)
     if px:
         un = torch.cat([un, un[:1]], 0)
         upd = ubc[0] > 0
@@ -259,7 +268,7 @@ def _viscosity_once(u, v, ubc, vbc, c: float, boundary, obstacle_ghost: bool = F
         upd[nx] = False
     u_out = torch.where(upd, un, u)
     # v faces
-    vc = v[:, :ny] if py else v
+    vc = sv[:, :ny] if py else sv
     if py:
         s = torch.roll(vc, 1, 1)
         n = torch.roll(vc, -1, 1)
@@ -276,7 +285,17 @@ def _viscosity_once(u, v, ubc, vbc, c: float, boundary, obstacle_ghost: bool = F
         fv = (vbc[0] == 0)[:, :ny] if py else vbc[0] == 0
         w = torch.where(_shift_fixed(fv, 0, -1, px), 2 * w - vc, w)
         e = torch.where(_shift_fixed(fv, 0, 1, px), 2 * e - vc, e)
-    vn = vc + c * (w + e + s + n - 4 * vc)
+    bv = v[:, :ny] if py else v
+    vn = _body_update(bv, bv if carried is None else vc, c * (w + e + s + n - 4 * vc), keep,
+                      None if forcing is None else (forcing[1][:, :ny] if py else forcing[1]), fdt)
+    if buoyancy is not None:           # the scalar averaged from the cells below and above each face
+        sk, idx, bdt = buoyancy[0][buoyancy[1]], buoyancy[1], buoyancy[2]
+        if py:
+            avg = 0.5 * (torch.roll(sk, 1, 1) + sk)
+        else:
+            avg = 0.5 * (torch.cat([sk[:, :1], sk[:, :-1]], 1) + sk)     # column 0 unused (not updated)
+            avg = torch.cat([avg, avg[:, -1:]], 1)
+        vn = vn + bdt * avg
     if py:
         vn = torch.cat([vn, vn[:, :1]], 1)
         upd = vbc[0] > 0
@@ -286,6 +305,16 @@ def _viscosity_once(u, v, ubc, vbc, c: float, boundary, obstacle_ghost: bool = F
         upd[:, ny] = False
     v_out = torch.where(upd, vn, v)
     return u_out, v_out
+
+
+def _body_update(base, src, lap, keep, f, fdt: float):
+    """``base + (keep - 1) src + lap + fdt f`` (``keep base`` when ``src`` is ``base``) in the
+    Taichi kernel's order (each term only when given)."""
+    q = base
+    if keep is not None:
+        q = base * keep if src is base else base + (keep - 1) * src
+    q = q + lap
+    return q if f is None else q + fdt * f
 
 
 def _buoyancy_and_bc(u, v, ubc, vbc, s, boundary, index: int, bdt: float):
@@ -528,22 +557,37 @@ class TorchStep:
                                 self.boundary.ghost_coefficients())
         if s is not None and sol.sources is not None:
             s = s + h * sol.sources
-        if sol.forcing is not None:
-            u = u + h * sol.forcing[0]
-            v = v + h * sol.forcing[1]
-        if cfg.drag:       # free faces only, as the Taichi step
-            from lawful.fluids.solver import drag_factor
-
-            keep = 1.0 - cfg.drag * h
-            u = u * drag_factor(u, keep, sol.fixed_faces[0])
-            v = v * drag_factor(v, keep, sol.fixed_faces[1])
+        keep = 1.0 - cfg.drag * h if cfg.drag else None
+        index = sol.buoyancy_index if s is not None else -1
+        bdt = cfg.buoyancy * h
         if cfg.viscosity:
+            # Solver.force_step: forcing, drag and buoyancy in every viscous substep, which reads the
+            # velocity with the pressure impulse of p up to its time (viscosity_buoyancy_and_bc)
             c = cfg.viscosity * h / dx ** 2
             n = substeps(c, VISCOUS_NUMBER_MAX)
-            for _ in range(n):
-                u, v = _viscosity_once(u, v, self.ubc, self.vbc, c / n, self.boundary, cfg.obstacle_ghost)
-        index = sol.buoyancy_index if s is not None else -1
-        u, v = _buoyancy_and_bc(u, v, self.ubc, self.vbc, s, self.boundary, index, cfg.buoyancy * h)
+            carried = 0.5 if cfg.pressure_predictor else 0.0
+            if keep is not None and n > 1:
+                keep = 1.0 - (1.0 - keep) / n
+            buoy = None
+            if index >= 0 and bdt != 0.0:
+                buoy = (s, index, bdt / n)
+            for k in range(n):
+                part = None
+                if gp is not None and (carried != 0.0 or n > 1):
+                    part = tuple((h / dx) * (carried - k / n) * g for g in gp)
+                u, v = _viscosity_once(u, v, self.ubc, self.vbc, c / n, self.boundary, cfg.obstacle_ghost, part,
+                                       keep, sol.forcing, h / n, buoy)
+            index = -1          # (buoyancy done)
+        else:
+            if sol.forcing is not None:
+                u = u + h * sol.forcing[0]
+                v = v + h * sol.forcing[1]
+            if keep is not None:       # free faces only, as the Taichi step
+                from lawful.fluids.solver import drag_factor
+
+                u = u * drag_factor(u, keep, sol.fixed_faces[0])
+                v = v * drag_factor(v, keep, sol.fixed_faces[1])
+        u, v = _buoyancy_and_bc(u, v, self.ubc, self.vbc, s, self.boundary, index, bdt)
         from lawful.fluids.solver import stored_pressure
 
         pu, pv = project_differentiable(u, v, self.projector)

@@ -10,10 +10,11 @@
   free v faces (scalar ``k``, coefficient ``b`` along +y), then boundary values: fixed faces get
   their prescribed value (walls/obstacles 0, inflow ``U``) and outflow faces copy their inner
   neighbour (zero normal gradient) before the projection.
-* :func:`viscosity_buoyancy_and_bc` — both in as few launches as the viscous substeps need; a
-  constant forcing ``u += dt f`` and linear drag ``u *= keep`` (free faces) ride its first launch,
-  applied as it copies the faces into ``uw[0]`` (the fluid solver's force part, without a torch
-  pass over the faces for each).
+* :func:`viscosity_buoyancy_and_bc` — both in as few launches as the viscous substeps need (the
+  fluid solver's force part); a constant forcing ``f`` and linear drag ride every viscous
+  substep's update of a free face, ``q' = keep q + c (stencil) + h f`` (so their steady balance
+  with viscosity does not depend on dt), and the pressure predictor's carried gradient is added
+  back to the faces the stencil reads (viscosity acts on the velocity, not on that gradient).
 """
 
 
@@ -27,12 +28,12 @@ from lawful.kernels.mac_grid import VISCOUS_NUMBER_MAX, Boundary, record_writes,
 from lawful.kernels.precision import dtype_name
 from lawful.kernels.runtime import ensure_taichi, taichi_real
 
-__all__ = ["viscosity", "buoyancy_and_bc", "viscosity_buoyancy_and_bc", "PRE_FORCING", "PRE_DRAG"]
+__all__ = ["viscosity", "buoyancy_and_bc", "viscosity_buoyancy_and_bc", "BODY_FORCING", "BODY_DRAG"]
 
-#: What the first viscous launch applies to the faces before the stencil reads them (a template
-#: bit mask: each combination compiles its own kernel instance): a constant acceleration, and
-#: linear drag on the free faces (see :func:`viscosity_buoyancy_and_bc`).
-PRE_FORCING, PRE_DRAG = 1, 2
+#: The body forces every viscous substep applies with its stencil (a template bit mask: each
+#: combination compiles its own kernel instance): a constant acceleration, and linear drag on the
+#: free faces (see :func:`viscosity_buoyancy_and_bc`).
+BODY_FORCING, BODY_DRAG = 1, 2
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,6 +44,11 @@ def _kernels(real_name: str):
     A3 = ti.types.ndarray(dtype=real, ndim=3)
 
     A1 = ti.types.ndarray(dtype=real, ndim=1)
+    f64 = ti.f64
+    F3 = ti.types.ndarray(dtype=f64, ndim=3)
+    from lawful.kernels.mac_pressure import WX, WY, face_gradient_funcs     # the pressure solver's channels
+
+    face_cells = face_gradient_funcs()[0]
 
     @ti.func
     def ghost(q, gh: ti.template(), k):
@@ -50,20 +56,44 @@ def _kernels(real_name: str):
         return gh[k] * q + gh[k + 1]
 
     @ti.func
-    def pre_value(q, f: ti.template(), free, i, j, fdt, keep, pre: ti.template()):
-        # PRE_FORCING: q + fdt f (the numbers of torch's q.add_(f, alpha=fdt)); PRE_DRAG: then
-        # q * keep on a free face (Solver.force_step's drag, lawful.fluids.solver.drag_factor)
-        if ti.static(pre & PRE_FORCING):
-            q = q + fdt * f[i, j]
-        if ti.static(pre & PRE_DRAG):
-            if free > 0:
+    def p_step(p: ti.template(), pscale, hi, lo, ok_hi, ok_lo, ia, ja, ib, jb):
+        # the float64 phi_hi - phi_lo of phi = p * pscale (formed in p's dtype, as the advection's
+        # predictor sets the pressure solver's phi): a missing cell reads 0
+        ph = ti.cast(0.0, f64)
+        pl = ti.cast(0.0, f64)
+        if ok_hi:
+            ph = ti.cast(p[ia, ja] * pscale, f64)
+        if ok_lo:
+            pl = ti.cast(p[ib, jb] * pscale, f64)
+        return ph - pl
+
+    @ti.func
+    def body_update(base, src, lap, f: ti.template(), i, j, fdt, keep, body: ti.template(), grad: ti.template()):
+        # one viscous substep of a free face: base + the stencil's increment ``lap`` of what it reads
+        # (``src``), with the body forces inside every substep (their steady balance with viscosity
+        # then holds for any dt): drag -(1 - keep) src (BODY_DRAG; on the velocity the stencil reads,
+        # ``keep * base`` when that is the face itself) and fdt f (BODY_FORCING); without them the
+        # numbers of q + c (...) as before
+        q = base
+        if ti.static(body & BODY_DRAG):
+            if ti.static(grad):
+                q = q + (keep - 1) * src
+            else:
                 q = q * keep
+        q = q + lap
+        if ti.static(body & BODY_FORCING):
+            q = q + fdt * f[i, j]
         return q
 
     @ti.func
     def visc_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), c, xlo, ylo,
-                   gh: ti.template(), obst, fu: ti.template(), fv: ti.template(), fdt, keep, pre: ti.template(),
+                   gh: ti.template(), obst, fu: ti.template(), fv: ti.template(), fdt, keep, body: ti.template(),
+                   a: ti.template(), p: ti.template(), pscale, grad: ti.template(), sc: ti.template(), kb, bdt,
                    ser: ti.template()):
+        # uw[0] / vw[0]: the faces the stencil reads; with ``grad`` the faces plus W G (p pscale)
+        # (the velocity with the pressure impulse of p up to the substep's time: viscosity and drag
+        # act on it, see viscosity_buoyancy_and_bc), the faces themselves in uw[1] / vw[1]; buoyancy
+        # bdt b s (scalar kb >= 0) on the v faces with the forcing
         nx, ny = v.shape[0], u.shape[1]
         px, py = xlo == 0, ylo == 0
         if ti.static(ser):
@@ -71,18 +101,26 @@ def _kernels(real_name: str):
         for i in range(u.shape[0]):
             for j in range(u.shape[1]):
                 q = u[i, j]
-                if ti.static(pre):
-                    q = pre_value(q, fu, uw[2, i, j], i, j, fdt, keep, pre)
-                    u[i, j] = q
+                if ti.static(grad):
+                    uw[1, i, j] = q
+                    w = a[WX, i, j]
+                    if w > 0:
+                        hi, lo = face_cells(i, nx, px)
+                        q = ti.cast(ti.cast(q, f64) + w * p_step(p, pscale, hi, lo, hi < nx, lo >= 0, hi, j, lo, j),
+                                    real)
                 uw[0, i, j] = q
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
             for j in range(v.shape[1]):
                 q = v[i, j]
-                if ti.static(pre):
-                    q = pre_value(q, fv, vw[2, i, j], i, j, fdt, keep, pre)
-                    v[i, j] = q
+                if ti.static(grad):
+                    vw[1, i, j] = q
+                    w = a[WY, i, j]
+                    if w > 0:
+                        hi, lo = face_cells(j, ny, py)
+                        q = ti.cast(ti.cast(q, f64) + w * p_step(p, pscale, hi, lo, hi < ny, lo >= 0, i, hi, i, lo),
+                                    real)
                 vw[0, i, j] = q
         if ti.static(ser):
             ti.loop_config(serialize=True)
@@ -116,7 +154,10 @@ def _kernels(real_name: str):
                             n = 2 * n - q
                     else:
                         n = ghost(q, gh, 2)
-                    u[i, j] = q + c * (w + e + s + n - 4 * q)
+                    base = q
+                    if ti.static(grad):
+                        base = uw[1, ie, j]
+                    u[i, j] = body_update(base, q, c * (w + e + s + n - 4 * q), fu, ie, j, fdt, keep, body, grad)
         if ti.static(ser):
             ti.loop_config(serialize=True)
         for i in range(v.shape[0]):
@@ -147,7 +188,13 @@ def _kernels(real_name: str):
                             e = 2 * e - q
                     else:
                         e = ghost(q, gh, 6)
-                    v[i, j] = q + c * (w + e + s + n - 4 * q)
+                    base = q
+                    if ti.static(grad):
+                        base = vw[1, i, je]
+                    r = body_update(base, q, c * (w + e + s + n - 4 * q), fv, i, je, fdt, keep, body, grad)
+                    if kb >= 0:
+                        r += bdt * ti.cast(0.5, real) * (sc[kb, i, js] + sc[kb, i, je])
+                    v[i, j] = r
 
     @ti.func
     def bc_loops(u: ti.template(), v: ti.template(), uw: ti.template(), vw: ti.template(), s: ti.template(), k,
@@ -192,8 +239,9 @@ def _kernels(real_name: str):
 
     @ti.kernel
     def visc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
-             obst: int, fu: A2, fv: A2, fdt: real, keep: real, pre: ti.template(), ser: ti.template()):
-        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, fu, fv, fdt, keep, pre, ser)
+             obst: int, fu: A2, fv: A2, fdt: real, keep: real, body: ti.template(), a: F3, p: A2, pscale: real,
+             grad: ti.template(), s: A3, k: int, bdt: real, ser: ti.template()):
+        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, fu, fv, fdt, keep, body, a, p, pscale, grad, s, k, bdt, ser)
 
     @ti.kernel
     def buoy_bc(u: A2, v: A2, uw: A3, vw: A3, s: A3, k: int, bdt: real, xlo: int, xhi: int,
@@ -202,12 +250,12 @@ def _kernels(real_name: str):
 
     @ti.kernel
     def visc_buoy_bc(u: A2, v: A2, uw: A3, vw: A3, c: real, xlo: int, xhi: int, ylo: int, yhi: int, gh: A1,
-                     obst: int, s: A3, k: int, bdt: real, fu: A2, fv: A2, fdt: real, keep: real, pre: ti.template(),
-                     ser: ti.template()):
-        # the last viscous substep and buoyancy_and_bc in one launch (same loops, same order);
-        # ser: every loop on the calling thread (small grids)
-        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, fu, fv, fdt, keep, pre, ser)
-        bc_loops(u, v, uw, vw, s, k, bdt, xlo, xhi, ylo, yhi, ser)
+                     obst: int, fu: A2, fv: A2, fdt: real, keep: real, body: ti.template(), a: F3, p: A2,
+                     pscale: real, grad: ti.template(), s: A3, k: int, bdt: real, ser: ti.template()):
+        # the last viscous substep (buoyancy in it, as in the others) and buoyancy_and_bc's boundary
+        # values in one launch; ser: every loop on the calling thread (small grids)
+        visc_loops(u, v, uw, vw, c, xlo, ylo, gh, obst, fu, fv, fdt, keep, body, a, p, pscale, grad, s, k, bdt, ser)
+        bc_loops(u, v, uw, vw, s, -1, bdt, xlo, xhi, ylo, yhi, ser)
 
     return fast_kernels(dict(visc=visc, buoy_bc=buoy_bc, visc_buoy_bc=visc_buoy_bc))
 
@@ -238,9 +286,12 @@ def viscosity(u, v, uw, vw, nu: float, dt: float, dx: float, boundary: Boundary,
     n = substeps(c, VISCOUS_NUMBER_MAX)
     k = _kernels(dtype_name(u.dtype))["visc"]
     ser = serial_grid(u.shape[0], u.shape[1])
-    none = unread_array(u.dtype, u.device, 2)        # no forcing: the slots are not read
+    none = unread_array(u.dtype, u.device, 2)        # no forcing, no gradient: the slots are not read
+    no_a = unread_array(torch.float64, u.device, 3)
+    no_s = unread_array(u.dtype, u.device, 3)
     for _ in range(n):
-        k(u, v, uw, vw, c / n, *_codes(boundary), ghost, int(bool(obstacle_ghost)), none, none, 0.0, 1.0, 0, ser)
+        k(u, v, uw, vw, c / n, *_codes(boundary), ghost, int(bool(obstacle_ghost)), none, none, 0.0, 1.0, 0,
+          no_a, none, 0.0, False, no_s, -1, 0.0, ser)
     record_writes(u, v, uw, vw)
     return n
 
@@ -262,25 +313,42 @@ def buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, scalar_in
 def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary, nu: float, dt: float, dx: float,
                               ghost=None, obstacle_ghost: bool = False, scalar_index: int = -1,
                               coefficient: float = 0.0, forcing=None, forcing_dt: float = 0.0,
-                              drag_keep: float | None = None) -> int:
-    """:func:`viscosity` over ``dt`` followed by :func:`buoyancy_and_bc` over ``dt`` (same
-    arguments, same results), with the last viscous substep and the buoyancy/boundary loops in
-    one kernel launch. Returns the number of viscous substeps (0 when ``nu == 0``).
+                              drag_keep: float | None = None, pressure=None) -> int:
+    """:func:`viscosity` over ``dt`` followed by :func:`buoyancy_and_bc` over ``dt``, with the body
+    forces inside the viscous substeps: the force part of the fluid solver's step, in as few
+    launches as the substeps need (the last one with the boundary values). Returns the number of
+    viscous substeps (0 when ``nu == 0``: then :func:`buoyancy_and_bc` alone).
 
-    ``forcing`` ``(fu, fv)`` (contiguous arrays of the velocity's shapes and dtype) and
-    ``drag_keep``: first ``u += forcing_dt * fu`` on every face, then ``u *= drag_keep`` on the
-    free ones (``uw[2] > 0``; fixed faces keep their value), the same for ``v`` -- in the first
-    viscous launch, as it copies the faces into ``uw[0]``: the numbers of ``u.add_(fu,
-    alpha=forcing_dt)`` and ``u.mul_(drag_factor(...))`` before the call, up to one rounding of
-    the product ``forcing_dt * fu`` (torch fuses ``u + forcing_dt * fu`` into one multiply-add,
-    the kernel rounds the product first: where the sum cancels that is many ulp of the result,
-    never more than about one ulp of ``max(|u|, |forcing_dt * fu|)``).
-    They need ``nu > 0`` (no viscous launch to ride otherwise): :class:`InputError` if not."""
-    pre = (PRE_FORCING if forcing is not None else 0) | (PRE_DRAG if drag_keep is not None else 0)
+    Each substep of ``h = dt / n`` updates the free faces the stencil reaches as the explicit step
+    of ``du/dt = nu lap u - drag u + f + b s_y - grad p``:
+    ``q' = q + c_h (stencil of r) - (1 - keep_h) r + h f (+ h b s on v faces)``, where ``r`` is
+    what the stencil reads (below), ``forcing = (fu, fv)`` the constant acceleration ``f``
+    (contiguous arrays of the velocity's shapes and dtype; ``forcing_dt`` = ``dt``), ``drag_keep``
+    ``= 1 - drag dt`` (``keep_h = 1 - (1 - drag_keep)/n``; the factor itself when ``n == 1``) and
+    ``b s`` the Boussinesq buoyancy of scalar ``scalar_index`` (``coefficient`` b, the scalar
+    averaged from the two cells). So a steady balance of viscosity and the body forces does not
+    depend on ``dt`` (a forcing applied once before the substeps left body-force-driven
+    Poiseuille flow 8 % slow at ``nu dt/H^2 = 0.02``). Forcing and drag need ``nu > 0`` (no viscous
+    launch to ride otherwise): :class:`InputError` if not; without viscosity apply them with torch
+    (``u += dt f``, ``u *= keep`` on the free faces), the same update.
+
+    ``pressure`` ``(solver, p, carried)``: the step's pressure ``p`` (``(nx, ny)`` cells,
+    contiguous, the velocity's dtype), the :class:`~lawful.kernels.mac_pressure.PressureSolver`
+    whose face gradient ``W G`` it goes through, and the part ``carried`` of ``dt W G p`` that the
+    faces carry with a minus sign (0.5 with the pressure predictor, which advects
+    ``u - (dt/2) grad p``; 0 without). Substep ``k`` reads ``r = q + (carried - k/n) dt W G p``: the
+    velocity with the pressure impulse of ``p`` applied up to the substep's time. Viscosity and
+    drag then act on the velocity and not on the gradient (on it, the no-slip ghost ``2 U - q`` of
+    a wall left a part that is no gradient, which the projection could not remove: a fluid at rest
+    under uniform buoyancy in a closed box moved, at 0.7 % of ``b t``, with ``dp/dy`` beside the
+    walls 25 % off at 32^2), and a fluid at rest under a force that ``p`` balances stays at rest
+    for any number of substeps. ``None``: ``r = q`` (the faces as they are).
+    """
+    body = (BODY_FORCING if forcing is not None else 0) | (BODY_DRAG if drag_keep is not None else 0)
     if nu == 0.0:
-        if pre:
-            raise InputError("viscosity_buoyancy_and_bc: forcing/drag_keep ride the first viscous launch, and "
-                             "nu == 0 makes none: apply them with torch before the call.")
+        if body:
+            raise InputError("viscosity_buoyancy_and_bc: forcing/drag_keep ride the viscous launches, and nu == 0 "
+                             "makes none: apply forcing and drag with torch before the call.")
         buoyancy_and_bc(u, v, uw, vw, s, boundary, scalar_index, coefficient, dt)
         return 0
     none = unread_array(u.dtype, u.device, 2)
@@ -289,7 +357,6 @@ def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary,
         if f.shape != ref.shape or f.dtype != ref.dtype or f.device != ref.device:
             raise ShapeError(f"viscosity_buoyancy_and_bc: {name} is {tuple(f.shape)} {f.dtype} on {f.device}; it "
                              f"must be {tuple(ref.shape)} {ref.dtype} on {ref.device}, as the faces it accelerates.")
-    keep = 1.0 if drag_keep is None else float(drag_keep)
     ensure_taichi()
     if ghost is None:
         from lawful.kernels.mac_advection import ghost_tensor
@@ -297,16 +364,33 @@ def viscosity_buoyancy_and_bc(u, v, uw, vw, s: torch.Tensor, boundary: Boundary,
         ghost = ghost_tensor(boundary, u.dtype, u.device)
     c = float(nu) * float(dt) / float(dx) ** 2
     n = substeps(c, VISCOUS_NUMBER_MAX)
-    ks = _kernels(dtype_name(u.dtype))
-    codes = _codes(boundary)
-    ser = serial_grid(u.shape[0], u.shape[1])
-    for sub in range(n - 1):
-        ks["visc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), fu, fv, float(forcing_dt), keep,
-                   pre if sub == 0 else 0, ser)
+    a, p, carried = unread_array(torch.float64, u.device, 3), none, 0.0
+    grad = pressure is not None and (float(pressure[2]) != 0.0 or n > 1)    # else every substep reads q itself
+    if grad:
+        solver, p, carried = pressure
+        nx, ny = v.shape[0], u.shape[1]
+        if (solver.nx, solver.ny) != (nx, ny) or tuple(p.shape) != (nx, ny) or p.dtype != u.dtype \
+                or p.device != u.device or not p.is_contiguous():
+            raise ShapeError(f"viscosity_buoyancy_and_bc: the pressure's solver is for a {solver.nx}x{solver.ny} "
+                             f"grid and its p is {tuple(p.shape)} {p.dtype} on {p.device} (contiguous: "
+                             f"{p.is_contiguous()}); both must be the {nx}x{ny} cells of the velocity, p contiguous "
+                             f"in {u.dtype} on {u.device}.")
+        a = solver.fine
+    keep = 1.0 if drag_keep is None else float(drag_keep)
+    if n > 1:
+        keep = 1.0 - (1.0 - keep) / n
+    fdt = float(forcing_dt) / n
     if s.shape[0] == 0:
         s = unread_array(u.dtype, u.device, 3)     # (scalar index -1: not read)
         scalar_index = -1
-    ks["visc_buoy_bc"](u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), s, int(scalar_index),
-                       float(coefficient) * float(dt), fu, fv, float(forcing_dt), keep, pre if n == 1 else 0, ser)
+    bdt = float(coefficient) * float(dt) / n
+    ks = _kernels(dtype_name(u.dtype))
+    codes = _codes(boundary)
+    ser = serial_grid(u.shape[0], u.shape[1])
+    for sub in range(n):
+        pscale = float(dt) / float(dx) * (float(carried) - sub / n)
+        args = (u, v, uw, vw, c / n, *codes, ghost, int(bool(obstacle_ghost)), fu, fv, fdt, keep, body, a, p, pscale,
+                grad, s, int(scalar_index), bdt, ser)
+        ks["visc_buoy_bc" if sub == n - 1 else "visc"](*args)
     record_writes(u, v, uw, vw)
     return n

@@ -844,9 +844,17 @@ class PressureSolver:
         iters, rmax, rl2, bmax, scale0, scale, stored = self._solve(u, v, warm_start, None, store)
         initial = bmax / scale0
         total = None
+        floor = None
         for _ in range(4):
             scale = max(scale, 1e-300)
             if rmax <= self.target * scale or (self.capped and iters >= self.max_iter):
+                break
+            if floor is None:
+                floor = self._roundoff_floor(scale0)
+            if rmax <= floor:
+                # what is left is the rounding of A phi: the field was a gradient to round-off (a
+                # fluid at rest, its pressure balancing a body force, from the warm start), and
+                # a re-solve of the remainder against max|u| ~ 1e-17 only broke CG down
                 break
             if stored:      # finish stores only when this test ends the projection (same numbers)
                 raise RuntimeError("PressureSolver: the pressure was stored by a solve that is re-solved; "
@@ -858,12 +866,23 @@ class PressureSolver:
             self.phi.add_(total)
         scale = max(scale, 1e-300)
         converged = rmax <= self.target * scale or rmax <= 8.0 * self.eps * scale0
+        relative = rmax / scale
+        if not converged and floor is not None and rmax <= floor:
+            # at the rounding floor: reported against the field before the projection (against the
+            # ~1e-17 left after it the figure would read as a failed solve)
+            converged, relative = True, rmax / max(scale0, 1e-300)
         # the kernels wrote u, v (and p) in place behind autograd's back: record it as a torch
         # in-place op would, so a graph that saved one of them raises on backward
         record_writes(u, v, store[0] if stored else None)
         if not converged and not self.capped:
             self._raise(rmax / scale, iters, "after re-solving the shrunken field")
-        return ProjectionStats(iters, rmax / scale, rl2, initial, converged), stored
+        return ProjectionStats(iters, relative, rl2, initial, converged), stored
+
+    def _roundoff_floor(self, scale0: float) -> float:
+        """The smallest residual (velocity units) a solve can reach: the rounding of the Poisson
+        operator applied to ``phi``, ``8 eps max(max|phi|, scale0)`` (float64 eps; ``scale0`` the
+        field's max|u| before the projection)."""
+        return 8.0 * float(torch.finfo(torch.float64).eps) * max(float(self.phi.abs().max()), scale0)
 
     def _raise(self, residual, iters, where):
         raise ConvergenceError(
