@@ -354,8 +354,11 @@ class NeuralPotential(AtomisticModel):
         if inputs:
             # d(sum of the structures' energies)/d(inputs): the per-atom energies with unit weights
             # (what the sum and the index_add pass back), without those two steps
-            grads = torch.autograd.grad(energies, inputs, grad_outputs=torch.ones_like(energies),
-                                        create_graph=training, allow_unused=True)
+            # (no pair inside the cutoff and frozen weights: the energies do not depend on anything
+            # that requires grad, and their gradients are zero)
+            grads = (torch.autograd.grad(energies, inputs, grad_outputs=torch.ones_like(energies),
+                                         create_graph=training, allow_unused=True)
+                     if energies.requires_grad else [None] * len(inputs))
             k = 0
             if forces:
                 g = grads[0]
@@ -620,8 +623,9 @@ class TorchScriptPotential(torch.nn.Module):
         elif self.has_domain:
             self._check_domain(species, nl.i, nl.j, d2)
         energy = self.model(pos, species, nl.i, nl.j, vectors).sum()
-        grads = torch.autograd.grad([energy], [pos], allow_unused=True)
-        g = grads[0]
+        g: Optional[torch.Tensor] = None
+        if energy.requires_grad:        # (not with no pair inside the cutoff: the weights are frozen)
+            g = torch.autograd.grad([energy], [pos], allow_unused=True)[0]
         if g is None:
             forces = torch.zeros_like(pos)
         else:

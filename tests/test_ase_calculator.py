@@ -287,6 +287,31 @@ def test_only_the_engines_own_model_is_frozen_and_the_forces_are_the_same(given,
     assert e == atoms.get_potential_energy() and np.array_equal(f, atoms.get_forces())
 
 
+def test_a_frozen_model_gives_zero_forces_where_no_pair_is_inside_the_cutoff():
+    """Two Cu atoms 6 Å apart (cu-emt's cutoff is shorter): the energy does not depend on the
+    positions, and with the engine's frozen weights nothing in it requires grad; the forces are
+    zero, through the calculator and through the TorchScript export (autograd refused the
+    gradient of a tensor without a graph)."""
+    import warnings
+
+    from ase import Atoms
+
+    from lawful.forcefields import export_torchscript
+
+    calc = LawfulCalculator("cu-emt")
+    atoms = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 6.0]])
+    assert 6.0 > calc.model.cutoff
+    atoms.calc = calc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # (out of the training domain: warned, not tested here)
+        e = atoms.get_potential_energy()
+        assert np.array_equal(atoms.get_forces(), np.zeros((2, 3)))
+        module = export_torchscript(calc.model, pbc=False)
+        energy, forces = module(torch.tensor(atoms.positions), torch.tensor(atoms.numbers), torch.zeros(3, 3,
+                                dtype=torch.float64))
+    assert float(energy) == pytest.approx(e, rel=1e-12) and torch.equal(forces, torch.zeros(2, 3, dtype=torch.float64))
+
+
 def _nve_run(model, dt_fs, steps):
     atoms = rattled_copper(seed=4, amp=0.02)
     atoms.calc = LawfulCalculator(model)
