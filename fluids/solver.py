@@ -101,10 +101,11 @@ class SolverConfig:
     pressure_predictor: carry ``u - (dt/2) grad p`` (``p = state.p``) along the characteristics
     instead of ``u`` (trapezoidal pressure along the path: second order in time; the projection
     then applies the other half, ``(dt/2) grad p'``, and ``state.p`` becomes their time-centred
-    mean, :func:`stored_pressure`); False gives the classic first-order Chorin splitting. The
-    viscous stencil reads the faces with that carried gradient added back (viscosity acts on the
-    velocity: a fluid at rest under a uniform body force stays at rest, with ``grad p`` equal to
-    it, as without the predictor). An advection part of one's own must carry the same quantity.
+    mean, :func:`stored_pressure`); False gives the classic first-order Chorin splitting. Either
+    way the viscous substeps read the faces plus the pressure impulse of ``state.p`` up to their
+    time, the carried part included (:meth:`force_step`: viscosity acts on the velocity, and a
+    fluid at rest under a uniform body force stays at rest with ``grad p`` equal to it). An
+    advection part of one's own must carry the same quantity.
     obstacle_ghost: in the viscous stencil, a tangential neighbour that is a fixed obstacle face
     enters as the no-slip ghost ``2 q_b - q`` (wall half a cell away) instead of its value (False,
     the default kept for existing scenes and trained correctors: the wall acts a whole cell away).

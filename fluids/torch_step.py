@@ -230,7 +230,7 @@ def _viscosity_once(u, v, ubc, vbc, c: float, boundary, obstacle_ghost: bool = F
                     keep: float | None = None, forcing=None, fdt: float = 0.0, buoyancy=None):
     """One viscous substep of the free faces, as :func:`lawful.kernels.mac_forces.viscosity_buoyancy_and_bc`'s:
     ``q' = q + (keep - 1) r + c (stencil of r) + fdt f`` with ``r = q + g``, ``carried = (gu, gv)``
-    the part ``g`` of the pressure predictor's carried gradient this substep reads (None: 0),
+    the pressure impulse ``g`` this substep reads (``(carried - k/n) dt W G p``; None: 0),
     ``keep`` the substep's drag factor (None: 1), ``forcing = (fu, fv)`` (None: none) and
     ``buoyancy = (s, index, bdt)``: ``+ bdt (s[index] below + above)/2`` on the v faces (None: none)."""
     nx, ny = v.shape[0], u.shape[1]
@@ -289,7 +289,7 @@ def _viscosity_once(u, v, ubc, vbc, c: float, boundary, obstacle_ghost: bool = F
     vn = _body_update(bv, bv if carried is None else vc, c * (w + e + s + n - 4 * vc), keep,
                       None if forcing is None else (forcing[1][:, :ny] if py else forcing[1]), fdt)
     if buoyancy is not None:           # the scalar averaged from the cells below and above each face
-        sk, idx, bdt = buoyancy[0][buoyancy[1]], buoyancy[1], buoyancy[2]
+        sk, bdt = buoyancy[0][buoyancy[1]], buoyancy[2]
         if py:
             avg = 0.5 * (torch.roll(sk, 1, 1) + sk)
         else:

@@ -11,10 +11,10 @@
   their prescribed value (walls/obstacles 0, inflow ``U``) and outflow faces copy their inner
   neighbour (zero normal gradient) before the projection.
 * :func:`viscosity_buoyancy_and_bc` — both in as few launches as the viscous substeps need (the
-  fluid solver's force part); a constant forcing ``f`` and linear drag ride every viscous
-  substep's update of a free face, ``q' = keep q + c (stencil) + h f`` (so their steady balance
-  with viscosity does not depend on dt), and the pressure predictor's carried gradient is added
-  back to the faces the stencil reads (viscosity acts on the velocity, not on that gradient).
+  fluid solver's force part); a constant forcing ``f``, linear drag and buoyancy ride every viscous
+  substep's update of a free face (so their steady balance with viscosity does not depend on dt),
+  and each substep reads the faces plus the pressure impulse of the step's pressure up to its time
+  (viscosity and drag act on the velocity, not on a pressure gradient).
 """
 
 
