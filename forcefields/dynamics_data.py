@@ -170,8 +170,8 @@ class DynamicsDataset:
 
     def validate(self) -> "DynamicsDataset":
         """Check the dataset before it is used (``train_dynamics`` calls this): ``state`` known, every
-        sample field (:data:`SAMPLE_FIELDS`) a floating ``(n, dim)`` tensor, train and test fields
-        each of one length, one dtype, all finite. Raises :class:`InputError` / :class:`ShapeError`
+        sample field (:data:`SAMPLE_FIELDS`) a floating ``(n, dim)`` tensor with ``n >= 1``, train
+        and test fields each of one length, one dtype, all finite. Raises :class:`InputError` / :class:`ShapeError`
         naming the field and the first bad index; returns the dataset."""
         if self.state not in STATE_NAMES:
             raise InputError(f"dataset {self.name!r}: state {self.state!r} is not one of {sorted(STATE_NAMES)}.")
@@ -183,6 +183,11 @@ class DynamicsDataset:
                 if not isinstance(v, torch.Tensor) or not v.is_floating_point():
                     raise InputError(f"dataset field {k} must be a float tensor (n, {self.dim}), got "
                                      f"{getattr(v, 'dtype', type(v).__name__)}.")
+                if v.dim() == 2 and v.shape[0] == 0:
+                    raise ShapeError(f"dataset field {k} holds no sample (shape {tuple(v.shape)}): the "
+                                     f"{'test' if k.startswith('test_') else 'training'} split is empty, and "
+                                     "its loss would be NaN without a word. Keep at least one trajectory on "
+                                     "each side of the split (more samples, or another test_split).")
                 if v.dim() != 2 or v.shape[1] != self.dim or (n is not None and v.shape[0] != n):
                     want = f"({n}, {self.dim})" if n is not None else f"(n, {self.dim})"
                     raise ShapeError(f"dataset field {k} has shape {tuple(v.shape)}; expected {want} "
@@ -327,7 +332,9 @@ def _build(name, state, vf, energy, x0, y0, t, noise_std, rng, test_split, meta)
     dxs, dys = dxs.reshape(xs.shape), dys.reshape(ys.shape)
     noise = torch.from_numpy(rng.normal(0.0, noise_std, size=(2,) + tuple(xs.shape)))
     ox, oy = xs + noise[0], ys + noise[1]
-    n_train = int(round(n_traj * (1 - test_split)))
+    # at least one trajectory on each side, as from_trajectories: samples=2 with test_split=0.1
+    # rounded to no test trajectory (test_loss NaN, rollouts of none) and 0.9 to no training one
+    n_train = min(max(int(round(n_traj * (1 - test_split))), 1), n_traj - 1)
     return _assemble(name, state, torch.from_numpy(t), ox, oy, dxs, dys, xs, ys, energy, vf, n_train,
                      dict(meta, noise_std=noise_std, test_split=test_split))
 

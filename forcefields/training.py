@@ -476,13 +476,15 @@ def _structure_key(a) -> bytes:
 
 
 def _split(frames, val_fraction: float, seed: int):
-    """The seeded random split of :func:`train`: ``round(val_fraction * n)`` frames (at least one)
-    for validation. Exact copies of one structure (:func:`_structure_key`; data concatenated from
+    """The seeded random split of :func:`train`: ``round(val_fraction * n)`` frames (at least one,
+    and at most ``n - 1``: one frame is left to train on) for validation. Exact copies of one structure (:func:`_structure_key`; data concatenated from
     overlapping files) all go to the side their first member in the seeded order was drawn for, so
     that no validation frame has a copy in the training split (a validation error that is a
     training error); data without copies is split as before. Warns with the number of copies."""
     perm = np.random.default_rng(seed).permutation(len(frames))
-    n_val = max(1, int(round(val_fraction * len(frames))))
+    # at most n - 1: 4 frames at val_fraction 0.9 drew all 4 for validation, and training failed
+    # with "no structures given" (which named neither the split nor val_fraction)
+    n_val = min(max(1, int(round(val_fraction * len(frames)))), len(frames) - 1)
     keys = [_structure_key(a) for a in frames]
     side = {}
     for rank, k in enumerate(perm):

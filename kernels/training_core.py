@@ -138,7 +138,8 @@ class Loop:
     ``config``; ``ctx``: a :class:`~lawful.kernels.distributed.DistContext` (default: the one
     torchrun's environment gives, joined on first use).
 
-    State after :meth:`run`: ``done`` units, ``history`` rows, ``best_score`` / ``best_unit`` /
+    State after :meth:`run`: ``done`` units, ``history`` rows (each with the ``lr`` the unit
+    trained at, unless the hooks set their own), ``best_score`` / ``best_unit`` /
     ``best_state``, ``bad_validations``, ``train_time_s`` / ``train_cpu_s`` (accumulated over
     resumed runs), ``stop_reason``.
     """
@@ -337,6 +338,7 @@ class Loop:
                     break
                 t0, c0 = time.perf_counter(), time.process_time()
                 unit = self.done
+                lr_used = self.optimizer.param_groups[0]["lr"]   # the unit's, before the scheduler steps
                 row = self.hooks.train_unit(self, unit)
                 if self.scheduler is not None and not plateau:
                     self.scheduler.step()
@@ -346,7 +348,9 @@ class Loop:
                 self.train_time_s += time.perf_counter() - t0
                 self.train_cpu_s += time.process_time() - c0
                 if row is not None:
-                    row.setdefault("lr", self.optimizer.param_groups[0]["lr"])
+                    # the rate this unit's steps took (after the scheduler stepped, the row named the
+                    # next unit's: step 1 of a cosine schedule from 1e-3 read 8.5e-4, the last one 0)
+                    row.setdefault("lr", lr_used)
                     self.history.append(row)
                 if self.checkpoint is not None and (self.done % cfg.checkpoint_every == 0 or self.done == total):
                     self.save()

@@ -293,3 +293,41 @@ def test_rollout_metrics_reports_the_horizon_it_integrated(horizon, dt, steps):
     assert out["horizon_requested"] == (horizon if horizon is not None else 3.0)
     assert out["points"] == steps // max(1, steps // 200) + 1
     assert out["state_mse"] < 1e-3 and out["energy_mse"] < 1e-3     # the exact H, RK4
+
+
+# ---------------------------------------------------------------- splits and spans (audit)
+@pytest.mark.parametrize("system, samples, test_split, n_train", [
+    ("mass_spring", 2, 0.1, 1),       # round(1.8) = 2: no test trajectory, test_loss NaN
+    ("mass_spring", 2, 0.9, 1),       # round(0.2) = 0: no training trajectory
+    ("pendulum", 3, 0.1, 2),          # round(2.7) = 3: no test trajectory
+    ("pendulum", 3, 0.5, 2),          # unchanged where both sides were already non-empty
+    ("mass_spring", 10, 0.5, 5),
+])
+def test_builtin_datasets_keep_a_trajectory_on_each_side(system, samples, test_split, n_train):
+    data = make_dataset(system, seed=0, samples=samples, test_split=test_split)
+    n_t = data.meta["samples_per_trajectory"]
+    assert data.x.shape[0] == n_train * n_t and data.test_x.shape[0] == (samples - n_train) * n_t
+    assert data.traj_x.shape[1] == samples - n_train >= 1
+    res = train_dynamics(HamiltonianNN(dim=1, hidden=8), data, steps=2, progress=False)
+    assert math.isfinite(res.test_loss) and math.isfinite(res.violation_rms)
+
+
+def test_an_empty_split_is_refused_not_a_nan_loss():
+    data = mass_spring(seed=0, samples=4)
+    empty = data.test_x[:0]
+    data.test_x, data.test_y, data.test_dx, data.test_dy = empty, empty, empty, empty
+    with pytest.raises(ShapeError, match="test split is empty"):
+        train_dynamics(HamiltonianNN(dim=1, hidden=8), data, steps=2, progress=False)
+
+
+@pytest.mark.parametrize("t0, t1", [(0.0, 6.0), (5.0, 11.0), (-2.0, 1.0)])
+def test_default_rollout_horizon_is_the_data_span(t0, t1):
+    """Trajectories sampled over [t0, t1] span t1 - t0: the default rollout covers that, not t1."""
+    t, q, p, dq, dp = _oscillator_trajectories(n_traj=4, n_t=40, t_end=t1 - t0)
+    data = DynamicsDataset.from_trajectories(t + t0, q, p, dq, dp, energy=_energy,
+                                             vector_field=lambda a, b: (b / M, -K * a))
+    exact = HamiltonianNN.from_function(_energy, dim=2)
+    out = rollout_metrics(exact, data, dt=0.01)
+    assert out["horizon_requested"] == pytest.approx(t1 - t0, abs=1e-12)
+    assert out["horizon"] == pytest.approx(t1 - t0, abs=1e-9)
+    assert out["state_mse"] < 1e-12          # exact H, RK4 at dt 0.01 against DOP853

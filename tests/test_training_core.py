@@ -105,6 +105,29 @@ def test_best_weights_early_stopping_and_plateau_schedule():
     assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 / 8)
 
 
+class _LrSpy(Toy):
+    """Toy that records the learning rate its optimiser steps took in each unit."""
+
+    def train_unit(self, loop, unit):
+        self.used = getattr(self, "used", []) + [loop.optimizer.param_groups[0]["lr"]]
+        return super().train_unit(loop, unit)
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_history_rows_name_the_learning_rate_the_unit_trained_at(schedule):
+    """Each history row's lr is the one its unit's steps used, not the next unit's (the row was
+    written after the scheduler stepped: a cosine run's first row read 8.5e-4 for 1e-3)."""
+    if schedule == "plateau":
+        loop = _loop(units=6, hooks=lambda m: _LrSpy(m, val_scores=[5.0, 3.0, 4.0, 4.5, 4.2, 1.0]), sched=True)
+    else:
+        loop = _loop(units=4, hooks=_LrSpy, validate_every=0)
+        loop.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(loop.optimizer, T_max=4, eta_min=0.0)
+    loop.run()
+    used = loop.hooks.used
+    assert [r["lr"] for r in loop.history] == used
+    assert used[0] == 0.05 and len(set(used)) > 1       # the schedule did change the rate
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_a_non_finite_validation_score_stops_training(bad):
     """A NaN score compares False with everything: the best weights and the early stop froze and

@@ -257,6 +257,16 @@ def test_copies_in_the_data_stay_on_one_side_of_the_split():
     assert len(va) % 2 == 0 and len(tr) + len(va) == 24 and va
 
 
+@pytest.mark.parametrize("n, fraction, n_val", [(2, 0.9, 1), (4, 0.9, 3), (4, 0.95, 3), (4, 0.1, 1), (12, 0.25, 3)])
+def test_the_split_leaves_a_frame_on_each_side(n, fraction, n_val):
+    """round(val_fraction * n) frames validate, at least one and at most n - 1 (all n left no
+    training frame: training failed with 'no structures given')."""
+    from lawful.forcefields.training import _split
+
+    tr, va = _split([_cu(k) for k in range(n)], fraction, 0)
+    assert (len(tr), len(va)) == (n - n_val, n_val)
+
+
 def test_species_without_training_atoms_is_refused():
     frames = [_cu(k) for k in range(6)]
     with pytest.raises(InputError, match=r"species \['Au'\] of the model have no atom in the 5 training frames"):
