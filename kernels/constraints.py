@@ -114,18 +114,27 @@ class AugmentedLagrangian:
     Use it in an outer loop: minimise ``f + al.loss(v)`` over the model (an "inner" solve, a few
     hundred optimiser steps or an LBFGS run), then call ``al.update(v)`` with the violation at the
     new parameters. ``update`` sets ``λ ← λ + μ v`` and, when ``||v||`` did not fall below
-    ``shrink * ||v_previous||``, multiplies μ by ``growth`` (capped at ``max_penalty``).
+    ``shrink * ||v_previous||`` (nor to ``tolerance``), multiplies μ by ``growth`` (capped at
+    ``max_penalty``).
 
     Parameters: ``penalty`` initial μ > 0; ``growth`` ≥ 1; ``shrink`` in (0, 1];
-    ``max_penalty`` ≥ ``penalty``; ``inequality`` (default False); ``reduction`` "sum" (default) or "mean" — with "mean" the loss is
+    ``max_penalty`` ≥ ``penalty``; ``tolerance`` ≥ 0 (default 0): a violation norm at or below it
+    counts as met and μ does not grow (without one, a violation that settled at a small floor, the
+    noise of a stochastic inner solve, doubled μ at every update: 1 -> 256 in 15 updates of a toy
+    already at its constraint, stiffening the inner solve for nothing); ``inequality`` (default False); ``reduction`` "sum" (default) or "mean" — with "mean" the loss is
     ``(λ·v + μ/2 ||v||²) / n`` and the update stays ``λ ← λ + μ v`` (the same fixed point).
     The multipliers are created on the first call, with the violation's shape, dtype and device;
     a later violation of another shape raises :class:`ShapeError`.
     """
 
     def __init__(self, penalty: float = 10.0, growth: float = 2.0, shrink: float = 0.25,
-                 max_penalty: float = 1e8, reduction: str = "sum", inequality: bool = False):
+                 max_penalty: float = 1e8, reduction: str = "sum", inequality: bool = False,
+                 tolerance: float = 0.0):
         self.inequality = bool(inequality)
+        self.tolerance = float(tolerance)
+        if not math.isfinite(self.tolerance) or self.tolerance < 0.0:
+            raise InputError(f"AugmentedLagrangian tolerance must be a finite number >= 0 (the violation norm "
+                             f"that counts as met), got {tolerance!r}.")
         self.penalty = _positive("AugmentedLagrangian penalty", penalty)
         self.initial_penalty = self.penalty
         self.growth = _positive("AugmentedLagrangian growth", growth)
@@ -185,7 +194,7 @@ class AugmentedLagrangian:
         else:
             norm = float(torch.linalg.vector_norm(v))
             self.multipliers = lam + self.penalty * v
-        if self.last_norm is not None and norm > self.shrink * self.last_norm and norm > 0.0:
+        if self.last_norm is not None and norm > self.shrink * self.last_norm and norm > self.tolerance:
             self.penalty = min(self.penalty * self.growth, self.max_penalty)
         self.last_norm = norm
         self.iterations += 1
@@ -205,6 +214,7 @@ class AugmentedLagrangian:
         """Plain-python description (penalty, last violation norm, multiplier norm, iterations)."""
         lam_norm = None if self.multipliers is None else float(torch.linalg.vector_norm(self.multipliers))
         return {"strategy": "augmented_lagrangian", "inequality": self.inequality, "penalty": self.penalty,
+                "tolerance": self.tolerance,
                 "violation_norm": self.last_norm, "multiplier_norm": lam_norm,
                 "iterations": self.iterations, "reduction": self.reduction}
 

@@ -88,6 +88,55 @@ def test_penalty_grows_when_violation_stalls():
     assert al.penalty == 1.0 and torch.equal(al.multipliers, v)
 
 
+@pytest.mark.parametrize("tolerance, norms, penalties", [
+    (0.0, [1e-3, 1e-3, 1e-3, 1e-3], [1.0, 2.0, 4.0, 8.0]),        # a settled floor doubles mu every update
+    (1e-2, [1e-3, 1e-3, 1e-3, 1e-3], [1.0, 1.0, 1.0, 1.0]),       # ... unless the floor counts as met
+    (1e-2, [1e-2, 1e-2, 1e-2], [1.0, 1.0, 1.0]),                  # at the tolerance: met
+    (1e-2, [1.0, 1.0, 0.5, 2e-2, 2e-2], [1.0, 2.0, 4.0, 4.0, 8.0]),  # above it: the usual rule
+])
+def test_penalty_stops_growing_once_the_violation_is_within_tolerance(tolerance, norms, penalties):
+    al = AugmentedLagrangian(penalty=1.0, growth=2.0, shrink=0.25, tolerance=tolerance)
+    got = []
+    for n in norms:
+        al.update(torch.tensor([0.6 * n, 0.8 * n], dtype=torch.float64))
+        got.append(al.penalty)
+    assert got == penalties
+    assert al.state()["tolerance"] == tolerance
+
+
+def test_a_noisy_inner_solve_keeps_its_penalty_with_a_tolerance():
+    """min |x - A|^2 s.t. |x|^2 = 1, each inner solve exact but the violation it reports carrying a
+    floor of noise (a stochastic inner solve): without a tolerance mu doubles to its cap while the
+    constraint is already met to the floor; with one at the floor's size mu stays where it was and
+    the multiplier still converges to the exact one, |A| - 1."""
+    A = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+
+    def run(tolerance):
+        al = AugmentedLagrangian(penalty=4.0, growth=2.0, shrink=0.25, tolerance=tolerance)
+        for _ in range(40):
+            x = A.clone().requires_grad_(True)
+            opt = torch.optim.LBFGS([x], max_iter=200, tolerance_grad=1e-14, tolerance_change=1e-16)
+
+            def closure():
+                opt.zero_grad()
+                f = ((x - A) ** 2).sum() + al.loss((x * x).sum() - 1.0)
+                f.backward()
+                return f
+
+            opt.step(closure)
+            noise = 1e-6 * (2 * torch.rand((), generator=gen, dtype=torch.float64) - 1)
+            al.update(((x * x).sum() - 1.0).detach() + noise)
+        return al, x.detach()
+
+    plain, _ = run(0.0)
+    tol, x = run(2e-6)
+    assert plain.penalty >= 4.0 * 2 ** 10            # grew on the noise floor
+    assert tol.penalty <= 16.0
+    assert float((x * x).sum() - 1.0) == pytest.approx(0.0, abs=1e-5)
+    assert float(tol.multipliers) == pytest.approx(math.sqrt(5) - 1, rel=1e-4)
+
+
 def test_loss_values_and_gradients():
     v = torch.tensor([0.5, -1.0], dtype=torch.float64, requires_grad=True)
     assert float(SoftPenalty(3.0).loss(v.detach())) == pytest.approx(3.0 * 1.25)
@@ -109,6 +158,9 @@ def test_bad_inputs_raise_clear_errors():
         AugmentedLagrangian(growth=0.5)
     with pytest.raises(InputError, match="max_penalty"):
         AugmentedLagrangian(penalty=10.0, max_penalty=1.0)
+    for bad in (-1e-3, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="tolerance must be a finite number >= 0"):
+            AugmentedLagrangian(tolerance=bad)
     with pytest.raises(InputError, match="torch tensor"):
         SoftPenalty(1.0).loss([1.0, 2.0])
     with pytest.raises(InputError, match="floating"):
