@@ -714,6 +714,12 @@ def _cmd_md(args) -> int:
     elif args.platform != "Reference":
         raise _UsageError(f"--platform {args.platform!r} applies to --engine openmm only: drop it, or add "
                           "--engine openmm")
+    if str(args.model).lower() == "emt" and (args.dtype != "float64" or args.device not in ("cpu", "auto")):
+        # they were ignored: ASE's EMT runs in float64 on the CPU whatever was asked (md.json said so)
+        given = " ".join(f"--{k} {v}" for k, v in (("dtype", args.dtype), ("device", args.device))
+                         if v not in ("float64", "cpu", "auto"))
+        raise _UsageError(f"{given} applies to a lawful model; --model emt is ASE's classical EMT, which runs in "
+                          "float64 on the CPU: drop it, or pass --model with a lawful model (cu-emt, a .lawful file)")
     if args.structure:
         given = [f"--{k}" for k in ("element", "lattice", "repeat") if getattr(args, k) is not None]
         if given:   # they were dropped: --structure cu4.extxyz --element Ag --repeat 4 ran the file's 4 Cu atoms

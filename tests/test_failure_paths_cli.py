@@ -82,6 +82,9 @@ CASES = [
     ("md --steps 25 --report-interval 10 --out {t}/out", "not a multiple of --report-interval 10"),
     # first-hour audit 2: a traceback from ASE's EMT; copper nobody asked for blamed on the model
     ("md --element Ar --steps 20 --out {t}/out", "ASE's EMT (the default --model) describes the fcc metals"),
+    # audit w22: accepted and ignored (EMT ran in float64 on the CPU)
+    ("md --dtype float32 --steps 20 --out {t}/out", "--dtype float32 applies to a lawful model; --model emt is ASE's"),
+    ("md --model EMT --dtype float32 --engine openmm --out {t}/out", "--dtype float32 applies to a lawful model"),
     ("md --model organic-xtb --steps 20 --out {t}/out", "without --structure, lawful md builds an fcc Cu supercell"),
     ("fluid --corrector rand --steps 1 --out {t}/out", "neither 'none', 'random' nor a corrector file"),
     ("md --structure {t}/nope.cif --element Ag --repeat 4 --out {t}/out", "--element and --repeat describe"),
