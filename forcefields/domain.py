@@ -345,9 +345,13 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
                 name_b = species[int(batch.species[batch.edge_j[k]])]
                 key = pair_key(name_a, name_b)
                 dist, dmin = math.sqrt(float(d2[k])), float(model.pair_min_distance[key])
-                return s, (f"atoms {a} and {b} ({key}) are {dist:.4g} Å apart, below "
-                           f"{DOMAIN_TOLERANCE:g} x the smallest {key} distance in the model's training data "
-                           f"({dmin:.4g} Å){close_pair_hint(dist, dmin)}")
+                # a pair recorded at the cutoff: none came within it in training (training's _with_unseen_pairs)
+                seen = (f"no {key} pair came within the {model.cutoff:g} Å cutoff in the model's training data"
+                        if dmin >= model.cutoff else
+                        f"{DOMAIN_TOLERANCE:g} x the smallest {key} distance in the model's training data "
+                        f"({dmin:.4g} Å){close_pair_hint(dist, dmin)}")
+                return s, (f"atoms {a} and {b} ({key}) are {dist:.4g} Å apart, below " if dmin < model.cutoff else
+                           f"atoms {a} and {b} ({key}) are {dist:.4g} Å apart, but ") + seen
         record = getattr(model, "training_compositions", None)
         if record:
             for s, z in enumerate(batch.numbers.split(n_atoms)):

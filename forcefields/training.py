@@ -598,6 +598,10 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     training domain the engine adapters check structures against. Going on training a trained
     model (``fit_normalisation=False``) keeps what it learned before: the record becomes the
     smaller distance of the old and the new one per pair, and pairs only the old data had stay.
+    A pair of training species that never came within the cutoff in the training frames (Cu-Ag
+    in frames of pure Cu and pure Ag, O-O in water monomers) is recorded at the cutoff: the model
+    saw no such pair closer, so one closer than ``DOMAIN_TOLERANCE`` x the cutoff is outside its
+    domain (:func:`_with_unseen_pairs`).
     """
     if not any(p.requires_grad for p in model.parameters()):
         raise InputError(f"every weight of this {model.kind} is frozen (requires_grad=False), so training would "
@@ -786,6 +790,24 @@ def _check_training_labels(model, train_items, o: dict) -> dict:
     return counts
 
 
+def _with_unseen_pairs(record: dict, model, species_counts: dict) -> dict:
+    """``record`` (:func:`~lawful.forcefields.batch.pair_min_distances` of the training frames, Å)
+    with every pair of species present in them (``species_counts``: atoms per species) that it
+    lacks set to the model's cutoff: no such pair came closer than the cutoff in training.
+
+    Left out, such a pair had no limit and was never out of domain (``domain_limits`` gives it
+    0): a model trained on frames of pure Cu and of pure Ag evaluated a Cu-Ag pair 1.0 Å apart
+    without a warning, though it never saw a Cu-Ag interaction at any distance."""
+    from lawful.forcefields.batch import pair_key
+
+    present = [sp for sp in model.species if species_counts.get(sp, 0) > 0]
+    out = dict(record)
+    for k, a in enumerate(present):
+        for b in present[k:]:
+            out.setdefault(pair_key(a, b), float(model.cutoff))
+    return out
+
+
 def _refuse_cutoff_without_pairs(model, frames) -> None:
     """InputError: no two atoms of the training frames are within the model's cutoff, so it would
     learn no interaction at all (a constant energy per atom, zero forces everywhere) -- usually a
@@ -846,6 +868,7 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
     new = pair_min_distances(Batch.concatenate([b for b, _ in train_items]), model.species)
     if not new:
         _refuse_cutoff_without_pairs(model, train_frames)
+    new = _with_unseen_pairs(new, model, species_counts)
     old = dict(getattr(model, "pair_min_distance", None) or {}) if not o["fit_normalisation"] else {}
     # replaced, a record from new data alone dropped the pairs only the earlier data had (their
     # structures then went unchecked) and was stricter than what the model had learned
