@@ -700,8 +700,11 @@ _DOMAIN_RTOL = 1e-6
 
 
 #: scene parameters besides the Reynolds number that set the flow a corrector learned (compared
-#: when both the record and the scene have them; Kolmogorov: its forcing's wavenumber and amplitude)
-FLOW_PARAMETERS = ("wavenumber", "forcing")
+#: when both the record and the scene have them; Kolmogorov: its forcing's wavenumber and amplitude;
+#: the velocity scale of the scenes without a reference velocity: the cavity's lid, Taylor-Green's
+#: amplitude, the plume's release rate -- a cavity at twice the lid speed, same Re and dt, a plume
+#: at 8x the release, ran a trained corrector 2-6x outside the velocities it saw without a warning)
+FLOW_PARAMETERS = ("wavenumber", "forcing", "lid_velocity", "amplitude", "source_rate")
 
 
 def scene_domain(scene, config=None) -> dict:
@@ -711,8 +714,8 @@ def scene_domain(scene, config=None) -> dict:
     length / height: recorded, not compared), ``velocity`` (the
     scene's reference velocity ``U``, ``scene.reference[0]``, or None: the network reads velocities
     in absolute units), ``dt`` (the time step: it corrects once per step), ``viscosity`` and
-    ``drag`` (of the :class:`~lawful.fluids.solver.SolverConfig`) and the scene's
-    :data:`FLOW_PARAMETERS`. ``config``: the configuration the run actually uses (a solver's,
+    ``drag`` (of the :class:`~lawful.fluids.solver.SolverConfig`), its ``buoyancy`` when non-zero
+    and the scene's :data:`FLOW_PARAMETERS`. ``config``: the configuration the run actually uses (a solver's,
     when it is not the scene's own); with a Reynolds number, ``re`` is then the flow's, the scene's
     scaled by the ratio of the viscosities. The record ``lawful train-corrector`` writes as
     ``trained_on`` (``re`` there: the list trained on)."""
@@ -739,6 +742,8 @@ def scene_domain(scene, config=None) -> dict:
     out["dt"] = float(config.dt) if config is not None else None
     out["viscosity"] = float(config.viscosity) if config is not None else None
     out["drag"] = float(config.drag) if config is not None else None
+    if config is not None and config.buoyancy:
+        out["buoyancy"] = float(config.buoyancy)     # the plume's driving force (the run's, not params')
     for key in FLOW_PARAMETERS:
         if params.get(key) is not None:
             out[key] = float(params[key])
@@ -793,7 +798,9 @@ def check_training_domain(corrector, scene, stacklevel: int = 2, config=None) ->
     number outside the trained range, and, where the record has them (:func:`scene_domain`),
     another cylinder size, reference velocity or time step (a corrector trained at U = 1 gave cl
     -0.710 for -0.184 at U = 2 in the same dimensionless flow, and twice its effect at half the
-    step), and for a scene without a Reynolds number another viscosity, drag or forcing, is named
+    step), another lid speed, Taylor-Green amplitude, buoyancy or release rate (the velocity scale
+    of the scenes without a reference velocity), and for a scene without a Reynolds number another
+    viscosity, drag or forcing, is named
     in one :class:`~lawful.kernels.errors.OutOfDomainWarning`. Returns the differences ([] inside
     the domain, or for a corrector with no training record). A second check of the same domain
     (``bind`` then ``run`` on one scene) does not warn again; a scene changed since (its time step,
@@ -829,7 +836,8 @@ def check_training_domain(corrector, scene, stacklevel: int = 2, config=None) ->
                 ("velocity", "reference velocity U = {} (this run: {}; the network reads velocities in "
                              "absolute units)"),
                 ("dt", "time step dt = {} (this run: {}; it corrects once per step)"),
-                ("drag", "linear drag {} (this run: {})")]
+                ("drag", "linear drag {} (this run: {})"),
+                ("buoyancy", "buoyancy {} (this run: {}; it sets the plume's velocities)")]
     if not res:     # with a Reynolds number the viscosity varies over the training cases: Re is compared
         compared.append(("viscosity", "viscosity {} (this run: {})"))
     compared += [(k, k + " {} (this run: {})") for k in FLOW_PARAMETERS]
