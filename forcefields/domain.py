@@ -95,6 +95,19 @@ def close_pair_hint(distance: float, training_min: float) -> str:
     return ""
 
 
+def close_pair_reason(key: str, distance: float, training_min: float, cutoff: float,
+                      tolerance: float = DOMAIN_TOLERANCE) -> str:
+    """What follows "atoms a and b (key) are d Å apart" in a close-pair message: below ``tolerance``
+    x the pair's training minimum ``training_min`` (Å), or, for a pair recorded at the ``cutoff``
+    (none came within it in the training frames: training's ``_with_unseen_pairs``), that no such
+    pair was seen; with :func:`close_pair_hint`'s unit hint where it applies. The one wording the
+    batch check and the engine runner use."""
+    if training_min >= cutoff:
+        return f", but no {key} pair came within the {cutoff:g} Å cutoff in the model's training data"
+    return (f", below {tolerance:g} x the smallest {key} distance in the model's training data "
+            f"({training_min:.4g} Å){close_pair_hint(distance, training_min)}")
+
+
 def _counts(numbers, species: Sequence[str]) -> list[int]:
     from ase.data import atomic_numbers
 
@@ -345,13 +358,8 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
                 name_b = species[int(batch.species[batch.edge_j[k]])]
                 key = pair_key(name_a, name_b)
                 dist, dmin = math.sqrt(float(d2[k])), float(model.pair_min_distance[key])
-                # a pair recorded at the cutoff: none came within it in training (training's _with_unseen_pairs)
-                seen = (f"no {key} pair came within the {model.cutoff:g} Å cutoff in the model's training data"
-                        if dmin >= model.cutoff else
-                        f"{DOMAIN_TOLERANCE:g} x the smallest {key} distance in the model's training data "
-                        f"({dmin:.4g} Å){close_pair_hint(dist, dmin)}")
-                return s, (f"atoms {a} and {b} ({key}) are {dist:.4g} Å apart, below " if dmin < model.cutoff else
-                           f"atoms {a} and {b} ({key}) are {dist:.4g} Å apart, but ") + seen
+                return s, (f"atoms {a} and {b} ({key}) are {dist:.4g} Å apart"
+                           + close_pair_reason(key, dist, dmin, float(model.cutoff)))
         record = getattr(model, "training_compositions", None)
         if record:
             for s, z in enumerate(batch.numbers.split(n_atoms)):

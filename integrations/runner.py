@@ -23,7 +23,7 @@ import torch
 from ase.data import atomic_numbers as _atomic_numbers
 from ase.data import chemical_symbols as _chemical_symbols
 
-from lawful.forcefields.domain import (DOMAIN_TOLERANCE, UNIT_MISTAKE_DENSITY, charge_outside, close_pair_hint, composition_outside,
+from lawful.forcefields.domain import (DOMAIN_TOLERANCE, UNIT_MISTAKE_DENSITY, charge_outside, close_pair_reason, composition_outside,
                                       counts_outside, domain_limits, neighbour_bounds, neighbour_text,
                                       neighbour_weights, pairs_below, unit_mistake_error)
 from lawful.kernels.errors import (
@@ -512,12 +512,11 @@ class ModelRunner:
         where = self._where(step, volume)
         n_bad = int(below.sum()) // 2
         message = (
-            f"atoms {la} ({name_a}) and {lb} ({name_b}) are {math.sqrt(float(d2[k])):.4g} Å apart{where}, below "
-            f"{self.domain_tolerance:g} x the smallest {key} distance in the model's training data "
-            f"({d_min:.4g} Å; {n_bad} pair(s) below): the model is extrapolating and its forces are not "
+            f"atoms {la} ({name_a}) and {lb} ({name_b}) are {math.sqrt(float(d2[k])):.4g} Å apart{where}"
+            + close_pair_reason(key, math.sqrt(float(d2[k])), d_min, float(self.model.cutoff), self.domain_tolerance)
+            + f" ({n_bad} pair(s) out of domain): the model is extrapolating and its forces are not "
             "to be trusted; check the structure and time step, or train on data with closer contacts "
             "(a NeuralPotential trained with repulsion='zbl' keeps atoms apart)."
-            + close_pair_hint(math.sqrt(float(d2[k])), d_min)
         )
         if self.strict:
             err = NumericalError(message + " (strict mode)")
