@@ -407,28 +407,36 @@ class _CorrectorBase(torch.nn.Module):
         against (``Solver.step`` in a user's loop, ``run((state, config), ...)``: neither knows the
         scene) warns, once per grid: it would run at the Reynolds number it was last bound to (or
         saved with), whatever the flow's, and outside the resolution, velocity and step it learned
-        without a word. On that scene's state, a solver whose time step or viscosity is not the one
-        checked warns once per pair (at ten times the viscosity the flow is at a tenth of the Re
-        the network reads)."""
+        without a word. On that scene's state, a solver whose time step, viscosity, drag or buoyancy
+        is not the one checked warns once per configuration (at ten times the viscosity the flow is
+        at a tenth of the Re the network reads)."""
         meta = getattr(self, "metadata", None)
         if not meta:
             return
         memo = self.__dict__.get("_domain_checked")
         if memo is not None and memo[2] is not None and memo[2]() is state:   # the checked scene's state
             here = memo[3]
-            if config is None or all(here.get(k) is None or abs(float(getattr(config, k)) - here[k])
-                                     <= _DOMAIN_RTOL * abs(here[k]) for k in ("dt", "viscosity")):
+            if config is None:
                 return
-            pair = ("config", float(config.dt), float(config.viscosity))
+            off = []
+            for key, label in _SOLVER_COMPARED:
+                ref = here.get(key)
+                if ref is None and key == "buoyancy" and here.get("dt") is not None:
+                    ref = 0.0           # checked with a config: scene_domain records buoyancy only when non-zero
+                value = float(getattr(config, key))
+                if ref is not None and abs(value - ref) > _DOMAIN_RTOL * abs(ref):
+                    off.append(f"{label} {value:g} (checked: {ref:g})")
+            if not off:
+                return
+            pair = ("config",) + tuple(float(getattr(config, key)) for key, _ in _SOLVER_COMPARED)
             seen = self.__dict__.setdefault("_unchecked_grids", set())
             if pair in seen:
                 return
             seen.add(pair)
-            warnings.warn(f"the trained corrector {_corrector_label(self)} runs with a time step {config.dt:g} and "
-                          f"viscosity {config.viscosity:g}, not the {here.get('dt')} and {here.get('viscosity')} of the "
-                          "scene it was checked against: the step it corrects and the flow's Reynolds number are not "
-                          "those compared with its training; run(scene, solver=...) or corrector.bind(scene, "
-                          "solver.config) checks these.", OutOfDomainWarning, stacklevel=3)
+            warnings.warn(f"the trained corrector {_corrector_label(self)} runs with {'; '.join(off)}: not the "
+                          "configuration of the scene it was checked against, so the step it corrects and the flow "
+                          "it sees are not those compared with its training; run(scene, solver=...) or "
+                          "corrector.bind(scene, solver.config) checks these.", OutOfDomainWarning, stacklevel=3)
             return
         grid = _grid_key(state)
         seen = self.__dict__.setdefault("_unchecked_grids", set())
@@ -697,6 +705,12 @@ _CASE_LABEL = _re.compile(r"^(?P<scene>[a-z_]+?)_(?:re(?P<re>[0-9.eE+-]+)|s\d+)_
 
 #: relative tolerance of the training-domain comparisons of velocity, time step and diameter
 _DOMAIN_RTOL = 1e-6
+
+
+#: the solver settings :meth:`_CorrectorBase.check_solver` compares on the checked scene's own state
+#: (buoyancy and drag drive the flow the network reads: a plume at 8x the buoyancy ran 6x faster)
+_SOLVER_COMPARED = (("dt", "time step"), ("viscosity", "viscosity"), ("drag", "linear drag"),
+                    ("buoyancy", "buoyancy"))
 
 
 #: scene parameters besides the Reynolds number that set the flow a corrector learned (compared

@@ -273,15 +273,17 @@ def test_a_kolmogorov_corrector_records_the_flow_it_learned(tmp_path, build, tex
     assert said == [] if text is None else (len(said) == 1 and text in said[0]), said
 
 
-@pytest.mark.parametrize("change, text", [("viscosity", "viscosity 0.0166667, not the"),
-                                          ("dt", "time step 0.015625 and")])
+@pytest.mark.parametrize("change, text", [("viscosity", "viscosity 0.0166667 (checked: 0.00166667)"),
+                                          ("dt", "time step 0.015625 (checked: 0.03125)"),
+                                          # audit w22: drag and buoyancy drive the flow too (not compared)
+                                          ("drag", "linear drag 0.5 (checked: 0)")])
 def test_a_solver_other_than_the_checked_one_warns_on_the_bound_scenes_state(change, text):
     """Bound in domain at Re 150, then stepped by a Solver at ten times the viscosity (the flow at
     Re 15 while the network reads 150) or half the step: no warning (review of 173f77a)."""
     corr = load_corrector(MODELS / "corrector_karman_hard.lawful")
     scene = scenes.make("karman", re=150.0, **TRAINED)
     assert _out_of_domain(lambda: corr.bind(scene)) == []
-    value = 10 * scene.config.viscosity if change == "viscosity" else scene.config.dt / 2
+    value = {"viscosity": 10 * scene.config.viscosity, "dt": scene.config.dt / 2, "drag": 0.5}[change]
     solver = scene.make_solver(**{change: value})
 
     def steps():
