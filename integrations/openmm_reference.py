@@ -30,6 +30,14 @@ class OpenMMCalculator(Calculator):
     OpenMM platform name ("Reference" by default: double precision, deterministic). Periodic
     Atoms send their cell as box vectors (OpenMM needs a reduced triclinic box). Energies are
     converted from kJ/mol to eV and forces from kJ/mol/nm to eV/Å with CODATA-2018 constants.
+
+    The Atoms' ``pbc`` must agree with the System (:class:`InputError` otherwise): all three
+    directions periodic for a System that uses periodic boundary conditions (OpenMM has no partly
+    periodic box), none for one that does not. Without that check a periodic System evaluated
+    ``pbc=False`` Atoms in whatever box the Context held last (895 TIP3P waters: -373.39 eV after a
+    call with their own 30 Å box, -318.64 eV after one with a 33 Å box, for the same positions),
+    ``pbc=[True, True, False]`` was silently periodic along z, and periodic Atoms on a
+    non-periodic System got the energy without images (-307.24 eV instead of -373.39 eV).
     """
 
     implemented_properties = ["energy", "forces"]
@@ -42,6 +50,23 @@ class OpenMMCalculator(Calculator):
         self._integrator = openmm.VerletIntegrator(0.001)
         self._context = openmm.Context(system, self._integrator, openmm.Platform.getPlatformByName(platform))
 
+    def _check_periodicity(self, pbc) -> None:
+        """InputError unless ``pbc`` (the Atoms' three flags) matches the System's periodicity."""
+        flags = [bool(p) for p in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))]
+        periodic = self.system.usesPeriodicBoundaryConditions()
+        if any(flags) and not all(flags):
+            raise InputError(f"atoms.pbc={flags}: an OpenMM box is periodic in all three directions; use pbc=True "
+                             "(with a vacuum gap along the open direction if needed) or pbc=False.")
+        if all(flags) and not periodic:
+            raise InputError("the Atoms are periodic (pbc=True) but the OpenMM System uses no periodic boundary "
+                             "conditions (e.g. nonbondedMethod=NoCutoff), so their cell would be ignored: make the "
+                             "System periodic (PME, CutoffPeriodic) or set atoms.pbc=False for a structure in vacuum.")
+        if not any(flags) and periodic:
+            raise InputError("the OpenMM System uses periodic boundary conditions but the Atoms have pbc=False, so "
+                             "the energy would be that of the box the Context held last (not set from the Atoms): "
+                             "give the Atoms their periodic cell and pbc=True, or make the System non-periodic "
+                             "(nonbondedMethod=NoCutoff).")
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         import openmm
         from openmm import unit
@@ -50,7 +75,8 @@ class OpenMMCalculator(Calculator):
         if len(self.atoms) != self.system.getNumParticles():
             raise InputError(f"the Atoms have {len(self.atoms)} atoms but the OpenMM System has "
                              f"{self.system.getNumParticles()} particles.")
-        if any(self.atoms.pbc):
+        self._check_periodicity(self.atoms.pbc)
+        if self.atoms.pbc.all():
             cell = np.asarray(self.atoms.cell) * _units.NM_PER_ANGSTROM
             self._context.setPeriodicBoxVectors(*[openmm.Vec3(*row) * unit.nanometer for row in cell])
         self._context.setPositions(self.atoms.positions * _units.NM_PER_ANGSTROM * unit.nanometer)
