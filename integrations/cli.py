@@ -771,8 +771,10 @@ def _cmd_md(args) -> int:
     acc = res.settings.get("model_validation")
     if acc:
         print(f"  model accuracy: validation force MAE {acc['force_mae_meV_per_A']:.3g} meV/Å, energy MAE "
-              f"{acc['energy_mae_meV_per_atom']:.3g} meV/atom ({acc['frames']} structures); the drift measures "
-              "energy conservation, which a conservative model has whatever its accuracy")
+              f"{acc['energy_mae_meV_per_atom']:.3g} meV/atom ({acc['frames']} structures); "
+              + ("the drift measures energy conservation, which a conservative model has whatever its accuracy"
+                 if res.ensemble == "nve" else  # under a thermostat the slope above is heat, not a conservation test
+                 "a thermostatted run measures no energy conservation (run --ensemble nve for the drift)"))
     if res.verdict != "ok":
         print(f"  verdict: {res.verdict}")
     for k, v in res.files.items():

@@ -22,6 +22,7 @@ import csv
 from pathlib import Path
 
 from lawful.integrations.demo import claims_shown, section
+from lawful.integrations.demo_forcefields import FLOOR_FACTOR
 from lawful.integrations.report import Section, figure, save_figure
 
 __all__ = ["molecule_section", "SIZES"]
@@ -199,4 +200,17 @@ def molecule_section(ctx, sec: Section) -> None:
         if isinstance(c, float) and isinstance(d, float):
             claims.append((abs(c) < abs(d), f"{label}: a smaller drift for organic-xtb than for organic-xtb-direct "
                                             f"({c:.3g} vs {d:.3g} meV/atom/ps)"))
+        else:   # a run that stopped has no drift: the claim is not shown (it was dropped, and read as shown)
+            lost = " and ".join(m for m, v in (("organic-xtb", c), ("organic-xtb-direct", d))
+                                if not isinstance(v, float))
+            claims.append((False, f"{label}: a smaller drift for organic-xtb than for organic-xtb-direct (no drift "
+                                  f"for {lost}: its run stopped, see the table)"))
+    # "keeps to the classical floor of the same box and integrator (all-MM run)"
+    c, m = sec.summary.get("maxdev_mlmm_conservative_mev_atom"), sec.summary.get("maxdev_mlmm_all_mm_mev_atom")
+    text = (f"OpenMM ML/MM: organic-xtb's total energy keeps within {FLOOR_FACTOR:g}x the all-MM run's excursion "
+            "(max |E-E0| ")
+    if isinstance(c, float) and isinstance(m, float):
+        claims.append((c <= FLOOR_FACTOR * m, text + f"{c:.3g} vs {m:.3g} meV/atom)"))
+    else:
+        claims.append((False, text + "not measured: a run stopped, see the table)"))
     claims_shown(sec, ctx.mode, claims)
