@@ -50,11 +50,14 @@ def _environment(ctx: DemoContext, sec: Section) -> None:
     from lawful.kernels import ensure_taichi
 
     arch = ensure_taichi()
-    sec.text.append(f"Taichi arch: {arch}; torch device: {ctx.device}; dtype: {ctx.dtype} (the force-field and "
-                    "molecule sections; the Hamiltonian section runs in float64 on the CPU and the fluid section "
-                    "in float32 with its corrector on the CPU, whatever --device and --dtype say).")
+    sec.text.append(f"Taichi arch: {arch}; torch device: {ctx.device}; dtype: {ctx.dtype} (the lawful models of the "
+                    "force-field and molecule sections; the molecule section's OpenMM runs use OpenMM's CPU "
+                    "platform, whose MM forces are single precision; the Hamiltonian section runs in float64 on "
+                    "the CPU and the fluid section in float32 with its corrector on the CPU, whatever --device and "
+                    "--dtype say).")
     sec.summary.update({"taichi_arch": arch, "device": ctx.device, "dtype": ctx.dtype,
-                        "hamiltonian_dtype_device": "float64, cpu", "fluids_dtype_device": "float32, cpu"})
+                        "hamiltonian_dtype_device": "float64, cpu", "fluids_dtype_device": "float32, cpu",
+                        "molecules_mm_precision": "OpenMM CPU platform: single-precision MM forces"})
 
 
 def _sections() -> list[Callable[[DemoContext, Section], None]]:
