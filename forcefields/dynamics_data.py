@@ -164,8 +164,7 @@ class DynamicsDataset:
             how = "finite differences (numpy.gradient, edge_order=2)"
         else:
             dxs, dys, how = arrays["dx"], arrays["dy"], "given"
-        n_train = min(max(int(round(n_traj * (1 - test_split))), 1), n_traj - 1)
-        return _assemble(name, state, tt, xs, ys, dxs, dys, xs, ys, energy, vector_field, n_train,
+        return _assemble(name, state, tt, xs, ys, dxs, dys, xs, ys, energy, vector_field, test_split,
                          {"source": "from_trajectories", "derivatives": how, "test_split": test_split})
 
     def validate(self) -> "DynamicsDataset":
@@ -332,17 +331,18 @@ def _build(name, state, vf, energy, x0, y0, t, noise_std, rng, test_split, meta)
     dxs, dys = dxs.reshape(xs.shape), dys.reshape(ys.shape)
     noise = torch.from_numpy(rng.normal(0.0, noise_std, size=(2,) + tuple(xs.shape)))
     ox, oy = xs + noise[0], ys + noise[1]
-    # at least one trajectory on each side, as from_trajectories: samples=2 with test_split=0.1
-    # rounded to no test trajectory (test_loss NaN, rollouts of none) and 0.9 to no training one
-    n_train = min(max(int(round(n_traj * (1 - test_split))), 1), n_traj - 1)
-    return _assemble(name, state, torch.from_numpy(t), ox, oy, dxs, dys, xs, ys, energy, vf, n_train,
+    return _assemble(name, state, torch.from_numpy(t), ox, oy, dxs, dys, xs, ys, energy, vf, test_split,
                      dict(meta, noise_std=noise_std, test_split=test_split))
 
 
-def _assemble(name, state, t, ox, oy, dxs, dys, xs, ys, energy, vf, n_train, meta):
+def _assemble(name, state, t, ox, oy, dxs, dys, xs, ys, energy, vf, test_split, meta):
     """The dataset from ``(n_t, n_traj, dim)`` observed states ``ox, oy``, targets ``dxs, dys`` and
-    test trajectories ``xs, ys``: the first ``n_train`` trajectories train, the rest test."""
+    test trajectories ``xs, ys``: the first ``round(n_traj * (1 - test_split))`` trajectories train,
+    the rest test, with at least one trajectory on each side when there are two."""
     n_t, n_traj, dim = ox.shape
+    # samples=2 with test_split=0.1 rounded to no test trajectory (test_loss NaN, rollouts of
+    # none) and 0.9 to no training one
+    n_train = min(max(int(round(n_traj * (1 - test_split))), 1), n_traj - 1)
 
     def flat(a, sl):
         return a[:, sl].transpose(0, 1).reshape(-1, dim).contiguous()
