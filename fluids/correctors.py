@@ -421,8 +421,6 @@ class _CorrectorBase(torch.nn.Module):
             off = []
             for key, label in _SOLVER_COMPARED:
                 ref = here.get(key)
-                if ref is None and key == "buoyancy" and here.get("dt") is not None:
-                    ref = 0.0           # checked with a config: scene_domain records buoyancy only when non-zero
                 value = float(getattr(config, key))
                 if ref is not None and abs(value - ref) > _DOMAIN_RTOL * abs(ref):
                     off.append(f"{label} {value:g} (checked: {ref:g})")
@@ -728,8 +726,8 @@ def scene_domain(scene, config=None) -> dict:
     length / height: recorded, not compared), ``velocity`` (the
     scene's reference velocity ``U``, ``scene.reference[0]``, or None: the network reads velocities
     in absolute units), ``dt`` (the time step: it corrects once per step), ``viscosity`` and
-    ``drag`` (of the :class:`~lawful.fluids.solver.SolverConfig`), its ``buoyancy`` when non-zero
-    and the scene's :data:`FLOW_PARAMETERS`. ``config``: the configuration the run actually uses (a solver's,
+    ``drag`` and ``buoyancy`` (of the :class:`~lawful.fluids.solver.SolverConfig`) and the scene's
+    :data:`FLOW_PARAMETERS`. ``config``: the configuration the run actually uses (a solver's,
     when it is not the scene's own); with a Reynolds number, ``re`` is then the flow's, the scene's
     scaled by the ratio of the viscosities. The record ``lawful train-corrector`` writes as
     ``trained_on`` (``re`` there: the list trained on)."""
@@ -756,8 +754,7 @@ def scene_domain(scene, config=None) -> dict:
     out["dt"] = float(config.dt) if config is not None else None
     out["viscosity"] = float(config.viscosity) if config is not None else None
     out["drag"] = float(config.drag) if config is not None else None
-    if config is not None and config.buoyancy:
-        out["buoyancy"] = float(config.buoyancy)     # the plume's driving force (the run's, not params')
+    out["buoyancy"] = float(config.buoyancy) if config is not None else None   # the plume's driving force
     for key in FLOW_PARAMETERS:
         if params.get(key) is not None:
             out[key] = float(params[key])

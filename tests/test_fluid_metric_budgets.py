@@ -147,6 +147,8 @@ VELOCITY_SCALE_CASES = [
      ("taylor_green", dict(n=16, amplitude=2.0, dt=0.5 * 2 * math.pi / 16)), "amplitude"),
     ("plume, same", ("smoke_plume", dict(n=24)), ("smoke_plume", dict(n=24)), None),
     ("plume buoyancy x8", ("smoke_plume", dict(n=24)), ("smoke_plume", dict(n=24, buoyancy=8.0)), "buoyancy"),
+    # buoyancy switched off: recorded only when non-zero, it went uncompared
+    ("plume buoyancy off", ("smoke_plume", dict(n=24)), ("smoke_plume", dict(n=24, buoyancy=0.0)), "buoyancy"),
     ("plume release x8", ("smoke_plume", dict(n=24)), ("smoke_plume", dict(n=24, source_rate=8.0)), "source_rate"),
 ]
 
