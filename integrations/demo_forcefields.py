@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from lawful.integrations.demo import claims_shown, section
+from lawful.integrations.demo import FLOOR_FACTOR, claims_shown, section
 from lawful.integrations.report import Section, save_figure
 
 __all__ = ["forcefield_section", "SIZES"]
@@ -73,12 +73,6 @@ def _plot(runs: list[dict], n_atoms: int, path: Path) -> Path:
                 ax.set_xlabel("time (ps)")
             ax.legend(fontsize=8, loc="best")
     return save_figure(fig, path)
-
-
-#: "conserves like the classical reference": the largest |E - E0| of a conservative model's NVE run
-#: within this factor of the classical force field's on the same start and time step (both are
-#: Verlet's bounded oscillation; the demo audit measured 1.00x for Cu and 0.96x for ML/MM)
-FLOOR_FACTOR = 2.0
 
 
 @section("forcefields", "Energy conservation in ASE and OpenMM: conservative vs direct-force models")

@@ -21,8 +21,7 @@ import copy
 import csv
 from pathlib import Path
 
-from lawful.integrations.demo import claims_shown, section
-from lawful.integrations.demo_forcefields import FLOOR_FACTOR
+from lawful.integrations.demo import FLOOR_FACTOR, claims_shown, section
 from lawful.integrations.report import Section, figure, save_figure
 
 __all__ = ["molecule_section", "SIZES"]
