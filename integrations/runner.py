@@ -554,12 +554,16 @@ class ModelRunner:
             # the Verlet list's test (a pair's distance changes by at most the two atoms' moves in
             # any frame); the offset is renewed when atom 0 is more than ORIGIN_RADIUS from it.
             # Atoms at different lattice offsets (unwrapped positions: ASE's MD and OpenMM do not
-            # wrap) keep their own large coordinates after that shift: each is wrapped into the cell
-            # along the periodic axes first, in float64 (cu-emt in float32 at offsets of 10 / 1e4
-            # cells: forces 9e-5 / 0.09 eV/Å off, 5e-6 wrapped); nothing physical changes.
+            # wrap) keep their own large coordinates after that shift: each is wrapped along the
+            # periodic axes first, in float64, into the cell centred on atom 0 (cu-emt in float32
+            # at offsets of 10 / 1e4 cells: forces 9e-5 / 0.09 eV/Å off, 5e-6 wrapped), which keeps
+            # a solute smaller than half the box whole where it straddles a face (wrapped into
+            # [0, 1) it was split, and its float32 forces were 3x a centred one's rounding error);
+            # nothing physical changes.
             if cell is not None:
                 src = wrap_positions(src, torch.as_tensor(np.asarray(cell, dtype=np.float64).reshape(3, 3)),
-                                     [bool(p) for p in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))])
+                                     [bool(p) for p in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))],
+                                     about_first=True)
             if (self._origin is None or self._origin.device != src.device
                     or float((src[0] - self._origin).abs().max()) > ORIGIN_RADIUS):
                 self._origin = src[0].detach().clone()

@@ -111,12 +111,13 @@ class OpenMMTorchModule(torch.nn.Module):
             cell64 = torch.zeros(3, 3, dtype=torch.float64, device=pos64.device)
             cell = cell64.to(self.model_dtype)
         if self.model_dtype != torch.float64 and pos64.shape[0] > 0:
-            # a lower-precision model: in float64, wrap each atom into the box along the periodic
-            # axes (OpenMM does not wrap: atoms 1e4 cells out kept forces 0.1 eV/A off in float32)
+            # a lower-precision model: in float64, wrap each atom into the box centred on atom 0
+            # along the periodic axes (OpenMM does not wrap: atoms 1e4 cells out kept forces 0.1
+            # eV/A off in float32; centred on atom 0, a solute straddling a face stays whole)
             # and move the structure to the origin (a molecule 1e4 A out: 0.04 eV/A), as the
             # python backend's runner does; energies and forces do not see either move
             if self.periodic and boxvectors is not None:
-                pos64 = wrap_positions(pos64, cell64, [True, True, True])
+                pos64 = wrap_positions(pos64, cell64, [True, True, True], True)
             pos64 = pos64 - pos64[0]
         pos = pos64.to(self.model_dtype)
         energy, forces = self.core(pos, self.numbers, cell)

@@ -247,19 +247,30 @@ def _float64_matrix(rows: List[List[float]], device: torch.device) -> Tensor:
     return torch.cat(flat).reshape(len(rows), len(rows[0]))
 
 
-def wrap_positions(positions64: Tensor, cell: Tensor, pbc: List[bool]) -> Tensor:
+def wrap_positions(positions64: Tensor, cell: Tensor, pbc: List[bool], about_first: bool = False) -> Tensor:
     """``positions64`` (N, 3) float64, Å, moved by whole lattice vectors into the cell along the
     periodic axes (fractional coordinates in [0, 1) there; rows of ``cell`` are the lattice
     vectors, Å), unchanged along the others: what a lower-precision model's engines do before
     rounding unwrapped positions (ASE's MD and OpenMM do not wrap). The same cell geometry and
-    wrap as the neighbour search's; TorchScript-able (the openmm-torch module calls it)."""
+    wrap as the neighbour search's; TorchScript-able (the openmm-torch module calls it).
+
+    ``about_first``: wrap into the cell centred on atom 0 instead (fractional coordinates within
+    [f0 - 1/2, f0 + 1/2) of atom 0's f0; atom 0 itself does not move), so a molecule smaller than
+    half the cell stays whole wherever it sits: wrapped into [0, 1), a solute straddling a face is
+    split, and its pair vectors are then differences of coordinates a box length apart plus an
+    image shift, with a box length's rounding error in a lower precision."""
     if not (pbc[0] or pbc[1] or pbc[2]):
         return positions64
     rows: List[List[float]] = cell.detach().to(torch.float64).cpu().tolist()
     full_l, inverse_l, _ = _cell_geometry(rows, pbc)
     full = _float64_matrix(full_l, positions64.device)
     inverse = _float64_matrix(inverse_l, positions64.device)
-    _, k = _wrap(positions64, full, inverse, pbc)
+    if about_first and positions64.shape[0] > 0:
+        frac = positions64 @ inverse
+        mask = torch.tensor(pbc, dtype=torch.bool, device=positions64.device)
+        k = torch.where(mask, torch.floor(frac - frac[0] + 0.5), torch.zeros_like(frac))
+    else:
+        k = _wrap(positions64, full, inverse, pbc)[1]
     # k is 0 along non-periodic axes and ``full`` is ``cell`` along periodic ones: move by the cell
     # itself, which no list round trip has touched
     return positions64 - k @ cell.to(dtype=torch.float64, device=positions64.device)
