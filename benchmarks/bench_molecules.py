@@ -37,7 +37,8 @@ figures exist, with a plain-language ``shortfall`` for a missed goal.
 A run of some of these parts keeps the other parts' figures from the ``molecules_mace.json`` an
 earlier run left, when lawful's test errors now equal that run's (the same model and code) and the
 MACE timed by ``cost`` has the architecture of the MACE whose errors are reported (any weights: a
-call's cost does not depend on them; ``cost_mace_model`` names the model timed). ``part_origin``
+call's cost does not depend on them; ``cost_mace_model`` names the model timed) and the MACE whose
+drift is reported is the one whose errors are (its training record). ``part_origin``
 says which run made each part, ``params.kept_parts`` that run's date, commit, command and params;
 an earlier file that fails a check is copied aside, named in ``earlier_parts_dropped``.
 
@@ -660,7 +661,16 @@ def nve_drift(calc, start, timestep_fs: float, steps: int, sample_every: int, mi
                    rms_fluctuation_meV_per_atom=s.rms_fluctuation_mev_per_atom,
                    max_abs_deviation_meV_per_atom=s.max_abs_deviation_mev_per_atom,
                    drift_over_sigma_ke=s.drift_over_sigma_ke, duration_ps=s.duration_ps, blew_up=False)
-    except Exception as exc:   # a blow-up (non-finite energy) is a result, not a crash of the benchmark
+    except Exception as exc:
+        # a blow-up is a result, not a crash of the benchmark: lawful's NumericalError (non-finite
+        # positions or energy, the monitor's blow-up rule) or any error once the atoms' positions or
+        # momenta went non-finite (a peer's own failure on NaN input); anything else is a bug of the
+        # run (too few samples, a wrong argument) and must not be published as a physical blow-up
+        from lawful.kernels.errors import NumericalError
+
+        state_finite = bool(np.isfinite(atoms.positions).all() and np.isfinite(atoms.get_momenta()).all())
+        if not isinstance(exc, NumericalError) and state_finite:
+            raise
         res.update(drift_meV_per_atom_per_ps=None, abs_drift_meV_per_atom_per_ps=None, blew_up=True,
                    error=f"{type(exc).__name__}: {exc}"[:300])
         dom["in_domain"] = False
@@ -797,8 +807,10 @@ def keep_earlier_parts(figures: dict, parts: set, path: Path, quick: bool, tiny:
     run, from the result ``path`` an earlier run left, when they still describe the same lawful
     model: lawful's test errors now (``lawful_errors(molecules, n_frames)``, or this run's own when
     ``mace`` ran) must equal the ones in that file to :data:`KEEP_TOLERANCE`, the file must be of
-    the same size (quick/tiny) and the MACE the cost part timed must have the architecture of the
-    MACE whose errors are reported. Returns the ``kept_parts`` record for the params (parts kept,
+    the same size (quick/tiny), the MACE the cost part timed must have the architecture of the
+    MACE whose errors are reported and, when the mace and drift parts come from different runs, the
+    MACE whose drift is reported must be the trained model (training record's ``converged`` entry)
+    whose errors are. Returns the ``kept_parts`` record for the params (parts kept,
     their origin: date, commit, command, params) or None when nothing was kept; a file that fails a
     check is named with the reason (``figures["earlier_parts_dropped"]``, and printed) and nothing of
     it is kept. ``figures["part_origin"]`` says which run made each part's figures."""
@@ -852,6 +864,20 @@ def keep_earlier_parts(figures: dict, parts: set, path: Path, quick: bool, tiny:
     if timed is not None and trained is not None and timed != trained:
         return drop(f"the MACE the cost part timed ({timed}) is not the architecture whose errors are reported "
                     f"({trained}): the cost ratio would compare another model")
+    # unlike a call's cost, the drift depends on the weights: the MACE whose NVE drift is reported
+    # must be the trained model whose test errors are (a retrained MACE kept the old one's drift)
+    if ("mace" in have) != ("drift" in have) and "mace_converged" in (merged.get("nve_drift") or {}) \
+            and (merged.get("test_errors") or {}).get("mace_converged"):
+        if "drift" in have:     # the earlier run's drift, run with that run's MACE
+            ran, reported = old.get("mace_training"), figures.get("mace_training")
+        else:                   # this run's drift, run with the MACE models found in mace_models_from
+            folder = figures.get("mace_models_from")
+            ran, reported = (load_mace_record(Path(folder)) if folder else None), old.get("mace_training")
+        ran, reported = (ran or {}).get("converged"), (reported or {}).get("converged")
+        if ran is None or ran != reported:
+            return drop(f"the MACE whose NVE drift is reported ({ran}) is not the MACE whose test errors are "
+                        f"reported ({reported}): the drift and the errors would describe two models; run the mace "
+                        "and drift parts together, or drift with the --mace-dir of the MACE whose errors are kept")
     provenance = earlier.get("provenance") or {}
     origin = {"date": earlier.get("date"), "commit": (provenance.get("git") or {}).get("commit"),
               "command": provenance.get("command")}

@@ -428,3 +428,103 @@ def test_a_partial_run_keeps_nothing_without_an_earlier_file_or_when_every_part_
     figures = dict(_cost_run(), test_errors={"lawful": _ERRS}, nve_drift={})
     assert bm.keep_earlier_parts(figures, {"mace", "cost", "drift"}, path, False, False, None) is None
     assert figures["nve_drift"] == {} and set(figures["part_origin"]) == {"mace", "cost", "drift"}
+
+
+_CONVERGED = {"model": "/runs/mace-a/mace_organic.model", "cap_cpu_s": 3600.0, "train_cpu_s": 3598.2,
+              "epochs_run": 31, "stop_reason": "cpu_cap"}
+_RETRAINED = dict(_CONVERGED, cap_cpu_s=600.0, train_cpu_s=599.7, epochs_run=5)
+
+
+@pytest.mark.parametrize("case, ran_now, kept", [
+    # this run trains MACE again; the earlier run's MACE drift would sit beside the new MACE's errors
+    ("mace retrained, drift kept", "mace", False),
+    ("mace reused (same record), drift kept", "mace", True),
+    # this run's drift uses the MACE models of a folder; the kept errors are of the earlier run's MACE
+    ("drift with the same MACE, mace kept", "drift", True),
+    ("drift with another MACE, mace kept", "drift", False),
+    ("drift with a MACE without a record, mace kept", "drift", False),
+])
+def test_a_partial_run_keeps_mace_drift_only_beside_the_errors_of_that_mace(bm, tmp_path, case, ran_now, kept):
+    """The drift depends on the weights (a call's cost does not): MACE's NVE drift is kept beside
+    MACE's test errors only when both describe the same trained model (its training record)."""
+    mace_errors = {"ethanol": dict(_ERRS["ethanol"], force_mae_meV_per_A=20.0)}
+    drift = {"lawful": {"1fs": {"drift_meV_per_atom_per_ps": 0.01}},
+             "mace_converged": {"1fs": {"drift_meV_per_atom_per_ps": 0.002}}}
+    path = _earlier(tmp_path, mace_training={"arch": dict(_ARCH), "converged": dict(_CONVERGED)},
+                    test_errors={"lawful": _ERRS, "mace_converged": mace_errors}, nve_drift=drift,
+                    cost_mace_model={"arch": dict(_ARCH)})
+    if ran_now == "mace":
+        converged = _RETRAINED if case.startswith("mace retrained") else _CONVERGED
+        figures = {"mace_training": {"arch": dict(_ARCH), "converged": dict(converged)},
+                   "test_errors": {"lawful": _ERRS, "mace_converged": {"ethanol": dict(_ERRS["ethanol"],
+                                                                                      force_mae_meV_per_A=60.0)}}}
+    else:
+        folder = tmp_path / "mace-b"
+        folder.mkdir()
+        if "without a record" not in case:
+            converged = _CONVERGED if "same MACE" in case else _RETRAINED
+            bm.save_mace_record(folder, {"arch": dict(_ARCH), "converged": dict(converged)})
+        figures = {"mace_models_from": str(folder), "training_pair_minima_A": {"H-H": 0.7},
+                   "nve_drift": {"lawful": {"1fs": {"drift_meV_per_atom_per_ps": 0.03}},
+                                 "mace_converged": {"1fs": {"drift_meV_per_atom_per_ps": 0.5}}}}
+    record = bm.keep_earlier_parts(figures, {ran_now}, path, False, False, lambda molecules, n: _ERRS)
+    if kept:
+        assert record is not None and ran_now not in record["parts"]
+        assert figures["test_errors"]["mace_converged"] and figures["nve_drift"]["mace_converged"]
+    else:
+        assert record is None and "MACE whose NVE drift" in figures["earlier_parts_dropped"]["why"]
+        other = "nve_drift" if ran_now == "mace" else "mace_training"
+        assert other not in figures           # nothing of the earlier file is combined with this run's
+
+
+class _FailingCalculator:
+    """An ASE calculator: harmonic springs to the start (finite energy and forces) until call
+    ``fail_at``, then ``how``: raise ``error`` on finite positions ("bug", "lawful"), or return
+    infinite forces once and raise ``error`` on the non-finite positions that follow ("peer")."""
+
+    def __new__(cls, start, fail_at, how, error):
+        from ase.calculators.calculator import Calculator, all_changes
+
+        class Failing(Calculator):
+            implemented_properties = ["energy", "forces"]
+
+            def __init__(self):
+                super().__init__()
+                self.calls = 0
+
+            def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+                super().calculate(atoms, properties, system_changes)
+                self.calls += 1
+                d = self.atoms.positions - start.positions
+                if self.calls >= fail_at:
+                    if how == "peer" and np.isfinite(d).all():
+                        self.results = {"energy": 0.0, "forces": np.full_like(d, np.inf)}
+                        return
+                    raise error
+                self.results = {"energy": float(0.5 * (d ** 2).sum()), "forces": -d}
+
+        return Failing()
+
+
+@pytest.mark.parametrize("how, error, blew_up", [
+    ("bug", ValueError("a wrong argument in the run"), None),          # must reach the caller
+    ("bug", KeyError("typo"), None),
+    ("lawful", None, True),                                            # lawful's NumericalError: a blow-up
+    ("peer", RuntimeError("neighbour list failed on NaN positions"), True),
+])
+def test_nve_drift_reports_a_blow_up_but_raises_a_bug(bm, how, error, blew_up):
+    """nve_drift caught every exception as ``blew_up=True``: a bug of the run (a wrong argument,
+    too few samples) was published as a physical blow-up of the model. Now only lawful's
+    NumericalError, or any error once the atoms' state went non-finite, counts as one."""
+    from lawful.kernels.errors import NumericalError
+
+    start = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    error = error if error is not None else NumericalError("energy rose by 5 eV/atom: blew up")
+    calc = _FailingCalculator(start, 6, how, error)
+    run = lambda: bm.nve_drift(calc, start, 0.5, 20, 2, {"H-O": 0.9, "H-H": 1.4})   # noqa: E731
+    if blew_up is None:
+        with pytest.raises(type(error)):
+            run()
+    else:
+        res = run()
+        assert res["blew_up"] is True and res["drift_meV_per_atom_per_ps"] is None and not res["in_domain"]
