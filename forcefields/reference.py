@@ -53,8 +53,12 @@ def _bar(progress: bool, total: int, desc: str):
 
 def label(frames: Iterable[Atoms], calculator: Calculator, source: str | None = None,
           stress: bool | None = None, progress: bool = False) -> list[Atoms]:
-    """Copies of ``frames`` labelled by ``calculator``: energy, forces and (periodic frames, or if
-    ``stress``) stress, stored in a SinglePointCalculator so the labels survive I/O.
+    """Copies of ``frames`` labelled by ``calculator``: energy (eV), forces (eV/Å) and (periodic
+    frames, or if ``stress``) stress (eV/Å³), stored in a SinglePointCalculator so the labels survive
+    I/O. The labels are the potential's own: a frame's ASE constraints (``FixAtoms`` of a slab's
+    bottom layers, ``Hookean`` restraints from a relaxation) are dropped from the copy, as they
+    zeroed the forces on fixed atoms (0 instead of 0.94 eV/Å for EMT copper) and added the
+    restraint's energy to the label (12.5 eV instead of 0.60 eV).
     ``progress``: a tqdm bar on stderr."""
     frames = list(frames)
     bar = _bar(progress, len(frames), "labelling")
@@ -62,6 +66,7 @@ def label(frames: Iterable[Atoms], calculator: Calculator, source: str | None = 
     for atoms in frames:
         bar.update()
         a = atoms.copy()
+        a.set_constraint()          # labels of the potential, not of a constrained optimisation
         a.calc = calculator
         results = {"energy": float(a.get_potential_energy()), "forces": np.array(a.get_forces())}
         want_stress = all(a.pbc) if stress is None else stress

@@ -179,12 +179,24 @@ def labeller_id(calculator=None, method: str = METHOD, charge: int = 0, multipli
     singlet (a fresh :func:`xtb_calculator` per frame, the keys every existing cache holds), with
     ``" charge=Q multiplicity=M"`` for another electronic state, else the calculator's class and
     parameters (``todict()``), so labels of another calculator are never taken for xTB's (a
-    Lennard-Jones label once came back as "GFN2-xTB", 300 eV off)."""
+    Lennard-Jones label once came back as "GFN2-xTB", 300 eV off). A calculator made of others
+    (ASE's ``SumCalculator``, ``LinearCombinationCalculator``, ``MixedCalculator``: ``calcs`` and
+    ``weights``, in their ``mixer``, which their ``todict()`` leaves out) adds the id of each part and the weights:
+    two sums of different potentials once shared one id, and the cache gave one the other's labels.
+    A ``method`` other than :data:`METHOD` given with a ``calculator`` joins its id, a name for a
+    calculator whose ``todict()`` does not tell its instances apart (an OpenMM force field)."""
     if calculator is None:
         return method + _state_tag(charge, multiplicity)
     params = getattr(calculator, "todict", lambda: {})()
-    return (f"{type(calculator).__module__}.{type(calculator).__qualname__}"
-            + json.dumps(params, sort_keys=True, default=str))
+    out = (f"{type(calculator).__module__}.{type(calculator).__qualname__}"
+           + json.dumps(params, sort_keys=True, default=str))
+    mix = getattr(calculator, "mixer", calculator)        # ase >= 3.23 keeps them in a Mixer
+    parts = getattr(mix, "calcs", None)
+    if isinstance(parts, (list, tuple)) and parts:
+        weights = getattr(mix, "weights", None)
+        out += ("[" + ", ".join(labeller_id(c) for c in parts) + "]"
+                + ("" if weights is None else json.dumps([float(w) for w in np.ravel(weights)])))
+    return out if method == METHOD else f"{method}: {out}"
 
 
 def _extxyz_text(atoms: Atoms) -> bytes:
@@ -314,6 +326,9 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
         for n, i in enumerate(todo, start=1):
             a = _stored_frame(frames[i])   # as the file keeps it: 8-decimal positions, the cell and pbc
             a.info.update(frames[i].info)
+            # an input frame labelled before (read from another cache) says what labelled it then: that
+            # stale "labeller" kept, the reloaded cache filed this label under the other calculator's key
+            a.info.pop("labeller", None)
             a.info["key"], a.info["method"] = keys[i], method if calculator is None else labeller
             if labeller != method:            # another calculator or electronic state: the key says which
                 a.info["labeller"] = labeller

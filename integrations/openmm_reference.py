@@ -9,6 +9,7 @@ unit table :mod:`lawful.kernels.units` (CODATA 2018, OpenMM's own values).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -49,6 +50,15 @@ class OpenMMCalculator(Calculator):
         self.system = system
         self._integrator = openmm.VerletIntegrator(0.001)
         self._context = openmm.Context(system, self._integrator, openmm.Platform.getPlatformByName(platform))
+        # what the Context evaluates (it copied the System now): the identity of this labeller
+        self._system_sha256 = hashlib.sha256(openmm.XmlSerializer.serialize(system).encode()).hexdigest()
+
+    def todict(self) -> dict:
+        """The System's digest (SHA-256 of its XML when this calculator was made) and the platform:
+        what tells one force field's labels from another's (a label cache keys its frames by it,
+        :func:`lawful.forcefields.xtb_data.labeller_id`; ASE's default, the keyword parameters,
+        was empty for every System, and a cache returned one force field's labels for another's)."""
+        return {"system_sha256": self._system_sha256, "platform": self._context.getPlatform().getName()}
 
     def _check_periodicity(self, pbc) -> None:
         """InputError unless ``pbc`` (the Atoms' three flags) matches the System's periodicity."""

@@ -272,3 +272,56 @@ def test_a_second_writer_during_a_write_leaves_one_complete_set(cu_frames, tmp_p
     assert len(back) == len(first)                     # the first writer's set, complete (it finished last)
     assert [a.get_potential_energy() for a in back] == pytest.approx([a.get_potential_energy() for a in cu_frames])
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]   # no temporary file left
+
+
+@pytest.mark.parametrize("constraint, what", [
+    ("fix", "forces on the fixed atoms were stored as 0"),
+    ("hookean", "the restraint's energy was added to the label"),
+])
+def test_label_gives_the_potentials_labels_not_the_constrained_ones(constraint, what):
+    """Frames carrying ASE constraints (a slab's fixed bottom layers, a Hookean restraint, as
+    frames from an ASE relaxation do) are labelled with the calculator's own energy and forces."""
+    from ase.build import fcc111
+    from ase.calculators.emt import EMT
+    from ase.constraints import FixAtoms, Hookean
+
+    slab = fcc111("Cu", (2, 2, 3), vacuum=6.0)
+    slab.rattle(0.05, seed=1)
+    slab.set_constraint(FixAtoms(indices=range(4)) if constraint == "fix" else Hookean(a1=0, a2=1, rt=1.0, k=10.0))
+    free = slab.copy()
+    free.set_constraint()
+    free.calc = EMT()
+    e_true, f_true = free.get_potential_energy(), free.get_forces()
+    assert np.abs(f_true[:4]).max() > 0.1                             # the fixed atoms do feel a force
+    (a,) = label([slab], EMT())
+    np.testing.assert_allclose(a.calc.results["forces"], f_true, rtol=0, atol=1e-12, err_msg=what)
+    assert a.calc.results["energy"] == pytest.approx(e_true, abs=1e-12), what
+    np.testing.assert_allclose(a.get_forces(), f_true, rtol=0, atol=1e-12)   # read back as training does too
+    assert slab.constraints                                             # the input is not changed
+
+
+def test_two_openmm_force_fields_never_share_cached_labels(tmp_path):
+    """OpenMMCalculator's todict() (ASE's keyword parameters) was empty for every System, so a
+    label cache (label_cached) keyed two force fields alike and returned the first one's labels
+    for the second (audit: -4.41e-4 eV served for +1.8e-5 eV). Its id now carries the System's
+    digest and platform: one System, one id; another System (charges scaled), another id and its
+    own labels."""
+    import openmm
+
+    from lawful.forcefields.xtb_data import label_cached, labeller_id
+
+    atoms, system = water_cluster_system(2)
+    other = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    nb = next(f for f in other.getForces() if isinstance(f, openmm.NonbondedForce))
+    for i in range(nb.getNumParticles()):
+        q, sigma, eps = nb.getParticleParameters(i)
+        nb.setParticleParameters(i, 0.9 * q, sigma, eps)
+    a, a_again, b = OpenMMCalculator(system), OpenMMCalculator(system), OpenMMCalculator(other)
+    assert labeller_id(a) == labeller_id(a_again) != labeller_id(b)
+    assert labeller_id(a) != labeller_id(OpenMMCalculator(system, platform="CPU"))
+    cache = tmp_path / "labels.extxyz"
+    first = label_cached([atoms], cache, calculator=a)[0].get_potential_energy()
+    second = label_cached([atoms], cache, calculator=b)[0].get_potential_energy()
+    ref = atoms.copy()
+    ref.calc = OpenMMCalculator(other)
+    assert second == pytest.approx(ref.get_potential_energy(), abs=1e-9) and abs(second - first) > 5e-5

@@ -987,3 +987,72 @@ def test_label_cached_refuses_a_periodic_frame_without_its_cell(tmp_path):
     with pytest.raises(InputError, match="periodic along axis 0, 1, 2"):
         xtb_data.label_cached([a], tmp_path / "labels.extxyz", calculator=_emt())
     assert not (tmp_path / "labels.extxyz").exists()
+
+
+# -- a cache hit is the calculator's own label (audit A) ----------------------------------------------
+def _sum(sigma: float, r0: float):
+    from ase.calculators.lj import LennardJones
+    from ase.calculators.mixing import SumCalculator
+    from ase.calculators.morse import MorsePotential
+
+    return SumCalculator([LennardJones(sigma=sigma, rc=3.0 * sigma), MorsePotential(r0=r0)])
+
+
+def _mix(weight: float):
+    from ase.calculators.mixing import LinearCombinationCalculator
+
+    return LinearCombinationCalculator([_sum(1.0, 1.0)], [weight])
+
+
+@pytest.mark.parametrize("first, second", [
+    (lambda: _sum(1.0, 1.0), lambda: _sum(3.0, 2.0)),                       # the parts differ
+    (lambda: _mix(1.0), lambda: _mix(2.0)),                                 # the weights differ
+])
+def test_sums_of_different_potentials_do_not_share_labels(tmp_path, first, second):
+    """ASE's mixing calculators keep their parts out of ``todict()``: two sums of different potentials
+    had one labeller id, and the cache returned the first one's labels for the second (-0.22 eV for a
+    water whose energy under the second is 6.2e6 eV)."""
+    frames = _lj_frames(2)
+    a, b = first(), second()
+    assert xtb_data.labeller_id(a) != xtb_data.labeller_id(b)
+    cache = tmp_path / "labels.extxyz"
+    xtb_data.label_cached(frames, cache, calculator=a)
+    got = xtb_data.label_cached(frames, xtb_data.LabelCache(cache), calculator=b)
+    for f, g in zip(frames, got):
+        direct = Atoms(f.numbers, positions=f.positions)
+        direct.calc = b
+        assert g.get_potential_energy() == pytest.approx(direct.get_potential_energy(), rel=1e-9, abs=1e-9)
+        np.testing.assert_allclose(g.get_forces(), direct.get_forces(), rtol=1e-7, atol=1e-7)
+    assert xtb_data.labeller_id(first()) == xtb_data.labeller_id(a)      # the same calculator: one id, reused
+
+
+def test_a_method_name_joins_a_calculators_id():
+    """``method`` given with a calculator names it in the key (an OpenMM force field's ``todict()`` is
+    empty, so two force fields could only be told apart this way); the default keeps existing ids."""
+    lj = _CountingLJ()
+    assert xtb_data.labeller_id(lj, "ff-A") != xtb_data.labeller_id(lj, "ff-B")
+    assert xtb_data.labeller_id(lj) == xtb_data.labeller_id(lj, xtb_data.METHOD)
+    assert xtb_data.labeller_id(lj).startswith(f"{__name__}._CountingLJ")
+
+
+@needs_tblite
+def test_frames_labelled_before_are_filed_under_the_new_labeller(tmp_path):
+    """Frames that carry ``info["labeller"]`` from an earlier labelling (read from another cache) and
+    are labelled again with xTB: the stale name was kept, so the reloaded cache filed the xTB label
+    under the other calculator's key and returned it as that calculator's (-137.9 eV, xTB's, for a
+    Lennard-Jones energy of 0.018 eV), and labelled the frames with xTB again on every rerun."""
+    frames = _lj_frames(2)
+    old = xtb_data.label_cached(frames, tmp_path / "a.extxyz", calculator=_CountingLJ())
+    assert all("labeller" in a.info for a in old)
+    new = xtb_data.label_cached(old, tmp_path / "b.extxyz")                      # GFN2-xTB
+    assert all(a.info["method"] == xtb_data.METHOD and "labeller" not in a.info for a in new)
+    cache = xtb_data.LabelCache(tmp_path / "b.extxyz")
+    assert sorted(cache.frames) == sorted(a.info["key"] for a in new)
+    calc = _CountingLJ()
+    again = xtb_data.label_cached(frames, cache, calculator=calc)      # not in b: labelled, not taken from xTB's
+    assert calc.calls >= 2
+    for a, b in zip(again, old):
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-8)
+    size = (tmp_path / "b.extxyz").stat().st_size
+    xtb_data.label_cached(old, xtb_data.LabelCache(tmp_path / "b.extxyz"))     # xTB's found again
+    assert (tmp_path / "b.extxyz").stat().st_size == size                    # nothing labelled twice
