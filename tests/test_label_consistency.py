@@ -348,3 +348,56 @@ def test_lawful_train_says_what_the_label_check_found(check, says):
     line = _label_check_line({"training": check})
     assert says in line and line.endswith("\n") and line.count("\n") == 1
     assert _label_check_line(None) == ""          # skipped (--no-label-check): nothing said
+
+
+# -- one structure's mix-up beside a right one (audit A: the pooled median hid it) ---------------------
+def _committed(name: str, split: str = "train") -> list:
+    from ase.io import read
+
+    return list(read(BENCH / "data" / "xtb" / name / f"{split}.extxyz", index=":"))
+
+
+@pytest.mark.parametrize("mistake, energy_factor, force_factor, scale", [
+    # factors outside KNOWN_FACTORS: the pooled median of the two molecules was "undetermined", no error
+    ("kcal/mol energies, eV/bohr forces", KCAL, BOHR, KCAL / BOHR),
+    ("eV energies, Hartree/bohr gradients", 1.0, -BOHR / HARTREE, -HARTREE / BOHR),
+    ("Hartree energies, Hartree/bohr gradients (ORCA engrad)", 1.0 / HARTREE, -BOHR / HARTREE, -1.0 / BOHR),
+])
+def test_a_mix_up_in_one_molecule_of_a_merged_set_is_refused(mistake, energy_factor, force_factor, scale):
+    """A water hexamer labelled right beside a water trimer with its labels in other units: each
+    structure is checked on its own, so the trimer's ratio (its own factor) is found and named,
+    whatever the median of the two together."""
+    good, bad = _committed("water-hexamer"), _relabelled(_committed("water-trimer"), energy_factor, force_factor)
+    assert work_check(good)["verdict"] == "consistent"
+    r = work_check(good + bad)
+    assert r["verdict"] == "inconsistent", r
+    assert r["scale"] == pytest.approx(scale, rel=0.1)
+    assert r["group"]["formula"] == "H6O3" and min(r["group"]["frames"]) >= len(good)
+    with pytest.raises(InputError, match="of the structure H6O3"):
+        check_label_consistency(good + bad)
+    # the same molecules with right labels pass together
+    assert work_check(good + _committed("water-trimer"))["verdict"] == "consistent"
+
+
+@pytest.mark.parametrize("molecule, split", [("alanine-dipeptide-barrier", "validation"),
+                                             ("alanine-dipeptide-beta-alpha", "validation")])
+def test_correct_labels_of_frames_far_apart_are_not_refused(molecule, split):
+    """A committed GFN2-xTB set whose nearby pairs all step 0.10-0.15 Å: the trapezoid rule's error
+    puts the median ratio at 0.75, and ``lawful train --validation`` refused correct labels as a
+    unit mix-up. Between the consistent range and TRAPEZOID_RANGE no unit or sign mix-up lands: the
+    verdict is undetermined there. The same frames with a real mix-up are still refused."""
+    from ase.io import read
+
+    frames = read(Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "xtb" / molecule / f"{split}.extxyz", ":")
+    r = check_label_consistency(frames, what="validation")
+    assert r["verdict"] != "inconsistent"
+    for energy_factor, force_factor in ((1.0, -1.0), (23.06, 1.0), (1.0, 1.0 / 0.529)):
+        bad = []
+        for a in frames:
+            b = a.copy()
+            b.calc = SinglePointCalculator(b, energy=energy_factor * a.get_potential_energy(),
+                                           forces=force_factor * a.get_forces())
+            bad.append(b)
+        if work_check(bad)["verdict"] != "undetermined":      # too few pairs for any verdict: nothing to test
+            with pytest.raises(InputError):
+                check_label_consistency(bad, what="validation")
