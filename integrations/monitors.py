@@ -203,6 +203,18 @@ class CsvLog:
             pass
 
 
+def moving_atoms(atoms) -> int:
+    """The atoms of ``atoms`` not held in place by an ASE ``FixAtoms`` constraint (at least 1):
+    the count a drift per atom divides by."""
+    from ase.constraints import FixAtoms
+
+    fixed = set()
+    for c in atoms.constraints:
+        if isinstance(c, FixAtoms):
+            fixed.update(int(i) for i in c.get_indices())
+    return max(1, len(atoms) - len(fixed))
+
+
 #: ASE's internal time unit expressed in ps (ASE times are multiples of ``ase.units.fs``).
 _PS_PER_ASE_TIME = units.PS_PER_FS / _ase_units.fs
 
@@ -220,6 +232,9 @@ class DriftObserver:
     and the kinetic energy (eV). Call it once before ``dyn.run`` to record t = 0, or rely on ASE
     calling attached observers at step 0 (it does). ``nve``: the dynamics conserve energy (False
     for a thermostat: see ``conserving`` of :class:`DriftAccumulator`, which stops a blown-up run).
+    Per atom means per moving atom: atoms held by ASE's ``FixAtoms`` are not counted, as OpenMM's
+    :class:`~lawful.integrations.openmm.DriftReporter` does not count particles of zero mass (how
+    OpenMM fixes atoms), so one system reports the same meV/atom/ps in both engines.
     """
 
     def __init__(self, dyn, csv: str | os.PathLike | None = None, accumulator: DriftAccumulator | None = None,
@@ -227,7 +242,7 @@ class DriftObserver:
         self.dyn = dyn
         self.atoms = dyn.atoms
         self.accumulator = (accumulator if accumulator is not None
-                            else DriftAccumulator(len(self.atoms), conserving=bool(nve)))
+                            else DriftAccumulator(moving_atoms(self.atoms), conserving=bool(nve)))
         self.log = CsvLog(csv) if csv is not None else None
         self._last_step = None
 

@@ -883,7 +883,9 @@ class DriftReporter:
     Every ``reportInterval`` steps it asks OpenMM for the energies, converts them to eV (lawful's
     units module), feeds one :class:`DriftAccumulator` and, when ``file`` is given, appends a CSV
     row (columns :data:`lawful.integrations.monitors.CSV_COLUMNS`), flushed each report.
-    ``n_atoms`` defaults to the number of particles with non-zero mass. ``nve`` (default True):
+    ``n_atoms`` defaults to the number of particles with non-zero mass (OpenMM fixes an atom by
+    zeroing its mass, and virtual sites have none: per moving atom, as ASE's
+    :class:`~lawful.integrations.monitors.DriftObserver` counts). ``nve`` (default True):
     the run is meant to conserve energy; a thermostatted integrator (Langevin, Brownian,
     Nosé-Hoover, Andersen), a barostat or a ``CMMotionRemover`` in the simulation is then named in
     a warning at the first report (the slope measures heat or work exchanged, not a conservation

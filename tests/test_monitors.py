@@ -117,3 +117,37 @@ def test_a_blown_up_total_energy_stops_the_accumulator(conserving, move_ev_per_a
 def test_blowup_limit_must_be_a_positive_energy(value):
     with pytest.raises(InputError, match="blowup_ev_per_atom"):
         DriftAccumulator(3, blowup_ev_per_atom=value)
+
+
+@pytest.mark.parametrize("fixed, expected", [(None, 32), ([0, 1, 2, 3], 28), ("bottom", 16), ("all_but_one", 1)])
+def test_ase_drift_is_per_moving_atom_as_openmms(fixed, expected):
+    """OpenMM's DriftReporter divides by the particles with mass (OpenMM fixes an atom by zeroing
+    its mass); ASE's DriftObserver divided by every atom, FixAtoms-held ones too: one slab with
+    its bottom half fixed reported half the meV/atom/ps in ASE (audit). Both count moving atoms."""
+    from ase.build import fcc111
+    from ase.calculators.emt import EMT
+    from ase.constraints import FixAtoms
+    from ase.md.verlet import VelocityVerlet
+    from ase import units as ase_units
+
+    from lawful.integrations.monitors import DriftObserver
+
+    atoms = fcc111("Cu", size=(2, 4, 4), vacuum=6.0)
+    if fixed == "bottom":
+        atoms.set_constraint(FixAtoms(mask=atoms.positions[:, 2] < atoms.positions[:, 2].mean()))
+    elif fixed == "all_but_one":
+        atoms.set_constraint(FixAtoms(indices=range(1, len(atoms))))
+    elif fixed is not None:
+        atoms.set_constraint(FixAtoms(indices=fixed))
+    atoms.rattle(0.05, seed=2)
+    atoms.calc = EMT()
+    dyn = VelocityVerlet(atoms, timestep=8.0 * ase_units.fs)    # a large step: a visible slope
+    obs = DriftObserver(dyn)
+    rows = []
+    dyn.attach(obs, interval=1)
+    dyn.attach(lambda: rows.append((dyn.get_time() / (1000 * ase_units.fs), atoms.get_total_energy())), interval=1)
+    dyn.run(40)
+    assert obs.accumulator.n_atoms == expected
+    t, e = np.array(rows).T
+    slope = np.polyfit(t, e, 1)[0]                                   # eV/ps of the whole system
+    assert obs.summary().drift_mev_per_atom_per_ps == pytest.approx(1e3 * slope / expected, rel=1e-6, abs=1e-9)
