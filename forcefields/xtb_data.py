@@ -329,6 +329,11 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
             # an input frame labelled before (read from another cache) says what labelled it then: that
             # stale "labeller" kept, the reloaded cache filed this label under the other calculator's key
             a.info.pop("labeller", None)
+            # labels an input frame carries in its info (an extxyz read without a calculator) would
+            # clash with the new ones when the frame is written ("key from calculator already
+            # exists"), after the label was paid for, and again at every rerun
+            for name in ("energy", "free_energy", "forces", "stress"):
+                a.info.pop(name, None)
             a.info["key"], a.info["method"] = keys[i], method if calculator is None else labeller
             if labeller != method:            # another calculator or electronic state: the key says which
                 a.info["labeller"] = labeller

@@ -1056,3 +1056,22 @@ def test_frames_labelled_before_are_filed_under_the_new_labeller(tmp_path):
     size = (tmp_path / "b.extxyz").stat().st_size
     xtb_data.label_cached(old, xtb_data.LabelCache(tmp_path / "b.extxyz"))     # xTB's found again
     assert (tmp_path / "b.extxyz").stat().st_size == size                    # nothing labelled twice
+
+
+@pytest.mark.parametrize("keys", [("energy",), ("free_energy",), ("energy", "free_energy"), ("forces",)])
+def test_labels_carried_in_a_frames_info_do_not_crash_the_cache(tmp_path, keys):
+    """A frame read from an extxyz without a calculator keeps its labels in ``info``: writing the
+    new label raised "key from calculator already exists" after the label was computed, and every
+    rerun computed it again and crashed the same way. The old values are dropped: the new label is
+    kept, read back, and not computed twice."""
+    frames = _lj_frames(2)
+    for a in frames:
+        for k in keys:
+            a.info[k] = np.zeros((len(a), 3)) if k == "forces" else -5.0
+    calc = _CountingLJ()
+    first = xtb_data.label_cached(frames, tmp_path / "c.extxyz", calculator=calc)
+    calls = calc.calls
+    again = xtb_data.label_cached(frames, xtb_data.LabelCache(tmp_path / "c.extxyz"), calculator=calc)
+    assert calc.calls == calls
+    for a, b in zip(first, again):
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-10) != -5.0
