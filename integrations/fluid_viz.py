@@ -1,6 +1,7 @@
 """Watching a fluid run: field snapshots, an animation, a live Taichi window and the metrics figure.
 
-Fields (all 2D NumPy arrays indexed ``[x, y]``, float32, solid cells NaN):
+Fields (all 2D NumPy arrays indexed ``[x, y]``, float32; the cell fields NaN in solid cells, the
+corner vorticity 0 at corners inside a body, which the obstacle drawn on top hides):
 
 * ``"vorticity"`` -- corner vorticity ``omega = dv/dx - du/dy`` (1/time, the domain's time unit), at the
   corners :func:`~lawful.kernels.mac_operators.vorticity_torch` gives;
@@ -177,7 +178,11 @@ class _FieldFigure:
         nx, ny = state.nx, state.ny
         ax_w = 6.4 if nx >= 1.5 * ny else 4.0
         ax_h = min(max(ax_w * ny / nx, 1.6), 5.0)
-        ax_w = min(ax_w, ax_h * nx / ny)  # tall grids: narrower axes, cells stay square
+        # cells stay square: tall grids get narrower axes, channels longer than 4:1 wider ones (up to
+        # 12.8 in, then lower ones); only narrowing stretched a 6:1 channel's cylinder 1.5x upward
+        ax_w = ax_h * nx / ny
+        if ax_w > 12.8:
+            ax_w, ax_h = 12.8, 12.8 * ny / nx
         left, right, bottom, top, cb = 0.75, 1.35, 0.6, 0.45, 0.16
         w_in, h_in = left + ax_w + right, bottom + ax_h + top
         # even pixel sizes (video encoders need them)

@@ -122,6 +122,21 @@ def test_speed_and_density_mask_the_obstacle():
     assert fluid_viz.default_field(scenes.smoke_plume(n=24)) == "density"
 
 
+@pytest.mark.parametrize("size", [(1.0, 1.0), (2.0, 1.0), (4.0, 1.0), (6.0, 1.0), (8.0, 1.0), (16.0, 1.0),
+                                  (1.0, 2.0), (1.0, 4.0), (1.0, 8.0)])
+def test_cells_are_drawn_square_whatever_the_domain_shape(size):
+    """A circle must look round: one cell is as many pixels wide as tall in the figure of any
+    domain (a 6:1 channel's cells were drawn 1.5x taller than wide, an 8:1 channel's 2x: its
+    cylinder an upright ellipse)."""
+    st = scenes.flow_scene(size, n=16, dt=0.01).state
+    vals, extent = fluid_viz.field_values(st, "speed")
+    fig = fluid_viz._FieldFigure("speed", st, vals, extent, (0.0, 1.0))
+    box = fig.ax.get_window_extent()
+    fig.close()
+    assert (st.nx, st.ny) == (round(16 * size[0] / size[1]), 16)
+    assert box.width / st.nx == pytest.approx(box.height / st.ny, rel=1e-9)
+
+
 def test_snapshots_share_a_colour_bar_only_when_given_one_range(tmp_path):
     """Two snapshots of flows twice as strong: with one ``clim`` their colour-bar strips are the
     same picture; with each frame's own range they are not (the control)."""
