@@ -413,7 +413,7 @@ class LiveView:
 
     def image(self, state) -> np.ndarray:
         """The ``(nx*scale, ny*scale, 3)`` float32 RGB image of the field (obstacle dark grey)."""
-        vals, _ = field_values(state, self.name)
+        vals, extent = field_values(state, self.name)
         lo, hi = colour_limits(self.name, [vals])
         if self.clim is not None:  # the range only widens
             lo, hi = min(lo, self.clim[0]), max(hi, self.clim[1])
@@ -426,6 +426,13 @@ class LiveView:
         x = np.clip((np.nan_to_num(vals, nan=0.5 * (lo + hi)) - lo) / (hi - lo), 0.0, 1.0)
         rgb = self._cmap(x)[..., :3].astype(np.float32)
         rgb = np.kron(rgb, np.ones((self.scale, self.scale, 1), dtype=np.float32))
+        if extent[0] % 1.0 != 0.0:
+            # a corner field: corner k sits on the line x = k cells, so its block is centred there
+            # (half a cell down and left of cell k's); drawn as cell k's it sat half a cell up and
+            # right of the obstacle. Periodic axes wrap; a walled axis's padded corner 0 (no value)
+            # moves to the far edge, where corner n, on the wall, has none either
+            half = self.scale // 2
+            rgb = np.roll(rgb, (-half, -half), axis=(0, 1))
         rgb[self._solid] = 0.29
         return rgb
 

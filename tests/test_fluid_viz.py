@@ -462,3 +462,31 @@ def test_cli_pressure_frames_show_the_time_centred_pressure(tmp_path, monkeypatc
     assert change < 0.15, change
     final = np.nan_to_num(final.numpy())  # the same run, the same field as the last frame
     assert np.allclose(np.nan_to_num(seen[-1].astype(np.float64)), final, rtol=1e-4, atol=1e-6 * np.abs(final).max())
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_live_view_draws_a_corner_value_on_its_corner(scale):
+    """The live window drew corner (vorticity) values as the block of cell k, centred half a cell
+    up and right of corner k and of the obstacle outline (audit). One v face set to 1 makes
+    vorticity +1/dx and -1/dx at the corners (i, j) and (i + 1, j) on either side of it: the
+    image's colour deviation must be centred on x = i + 1/2, y = j cells (pixels x scale)."""
+    import matplotlib
+
+    from lawful.fluids import scenes
+
+    sc = scenes.taylor_green(n=16)                  # periodic: corners 0..n-1
+    st = sc.state
+    st.u.zero_()
+    st.v.zero_()
+    i, j = 6, 9
+    st.v[i, j] = 1.0
+    view = object.__new__(fluid_viz.LiveView)        # no window: image() needs none
+    view.name, view.nx, view.ny, view.scale, view.clim = "vorticity", st.nx, st.ny, scale, None
+    view._cmap = matplotlib.colormaps[fluid_viz._STYLE["vorticity"][0]]
+    view._solid = np.zeros((st.nx * scale, st.ny * scale), dtype=bool)
+    rgb = view.image(st)
+    mid = view._cmap(0.5)[:3]
+    weight = np.abs(rgb - np.asarray(mid, dtype=np.float32)).sum(axis=2)
+    px, py = np.meshgrid(np.arange(rgb.shape[0]) + 0.5, np.arange(rgb.shape[1]) + 0.5, indexing="ij")
+    centre = ((weight * px).sum() / weight.sum() / scale, (weight * py).sum() / weight.sum() / scale)
+    assert centre == pytest.approx((i + 0.5, j), abs=0.05)      # the colour map is not quite symmetric
