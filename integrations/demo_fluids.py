@@ -104,7 +104,7 @@ def fluid_section(ctx, sec: Section) -> None:
                             out / f"vorticity_{name}.png"))
     cut = 1.0 - sec.summary["hard_mean_error"] / sec.summary["none_mean_error"]
     sec.summary["hard_error_cut"] = cut
-    sec.tables.append((f"Held-out Re = {z['re_test']:g}, coarse grid {2 * z['n']}x{z['n']}, "
+    sec.tables.append((f"Held-out Re = {z['re_test']:g}, coarse grid {test_ref.case.aspect * z['n']}x{z['n']}, "
                        f"{z['test_steps']} steps (float32; Taichi {arch}, corrector on the CPU)", rows))
     sec.figures.insert(0, ("Divergence (log), error vs fine reference, kinetic energy",
                            _plot(results, out / "fluid_metrics.png")))
