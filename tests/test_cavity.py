@@ -116,3 +116,57 @@ def test_ghia_errors_check_the_scenes_reynolds_number(re, scene_re, words):
             ghia_errors(sc.state, re, scene=sc)
         for w in words:
             assert w in str(exc.value), (w, str(exc.value))
+
+
+def test_ghia_tables_are_the_published_ones():
+    """The typed tables against Ghia, Ghia & Shin (1982) Tables I-II, as transcribed independently
+    in several public validation codes (they agree with each other and with these, 2026-12 audit).
+    Every sample coordinate is a node of Ghia's 129 x 129 grid, (k - 1) / 128 to 4 decimals: a
+    mistyped coordinate fails here. Spot values pin the columns (Re 100 vs 1000) and the sign and
+    order of each line (u top to bottom at x = 0.5, v right to left at y = 0.5)."""
+    from lawful.fluids.validation import GHIA_X
+
+    assert GHIA_Y == (1.0000, 0.9766, 0.9688, 0.9609, 0.9531, 0.8516, 0.7344, 0.6172, 0.5000, 0.4531, 0.2813,
+                      0.1719, 0.1016, 0.0703, 0.0625, 0.0547, 0.0000)
+    assert GHIA_X == (1.0000, 0.9688, 0.9609, 0.9531, 0.9453, 0.9063, 0.8594, 0.8047, 0.5000, 0.2344, 0.2266,
+                      0.1563, 0.0938, 0.0781, 0.0703, 0.0625, 0.0000)
+    # Ghia's grid-point numbers of the rows (Table I: 129, 126, ...; Table II: 129, 125, ...)
+    for coords, nodes in ((GHIA_Y, (129, 126, 125, 124, 123, 110, 95, 80, 65, 59, 37, 23, 14, 10, 9, 8, 1)),
+                          (GHIA_X, (129, 125, 124, 123, 122, 117, 111, 104, 65, 31, 30, 21, 13, 11, 10, 9, 1))):
+        for c, k in zip(coords, nodes):
+            assert abs(c - (k - 1) / 128) <= 5.1e-5, (c, k)
+    spot_u = {100: {1: 0.84123, 6: 0.00332, 8: -0.20581, 9: -0.21090, 15: -0.03717},
+              1000: {1: 0.65928, 5: 0.33304, 8: -0.06080, 11: -0.38289, 15: -0.18109}}
+    spot_v = {100: {1: -0.05906, 7: -0.24533, 8: 0.05454, 9: 0.17527, 15: 0.09233},
+              1000: {1: -0.21388, 5: -0.51550, 8: 0.02526, 11: 0.37095, 15: 0.27485}}
+    for re in (100, 1000):
+        for i, val in spot_u[re].items():
+            assert GHIA_U[re][i] == val, ("u", re, GHIA_Y[i])
+        for i, val in spot_v[re].items():
+            assert GHIA_V[re][i] == val, ("v", re, GHIA_X[i])
+        # extrema where Ghia has them: u's minimum below the centre, v's minimum right of it
+        assert min(GHIA_U[re]) == GHIA_U[re][9 if re == 100 else 11]
+        assert min(GHIA_V[re]) == GHIA_V[re][7 if re == 100 else 5]
+
+
+def test_ghia_errors_sample_u_on_x_half_and_v_on_y_half_from_the_bottom_left():
+    """A synthetic state: u = y + 0.3 (x - 0.5), v = sin(pi x) + 0.3 (y - 0.5). On the vertical
+    centre line x = 0.5 u is y (0 at the floor, 1 at the lid), on the horizontal one y = 0.5 v is
+    sin(pi x): a wrong column, a flipped axis or a swapped line would shift them."""
+    import math
+
+    import numpy as np
+
+    from lawful.fluids.validation import GHIA_X
+
+    sc = scenes.lid_driven_cavity(100, 32, dtype=torch.float64)
+    n = 32
+    xu = torch.arange(n + 1, dtype=torch.float64)[:, None] / n
+    yu = (torch.arange(n, dtype=torch.float64)[None, :] + 0.5) / n
+    xv = (torch.arange(n, dtype=torch.float64)[:, None] + 0.5) / n
+    yv = torch.arange(n + 1, dtype=torch.float64)[None, :] / n
+    sc.state.u.copy_(yu + 0.3 * (xu - 0.5))
+    sc.state.v.copy_(torch.sin(math.pi * xv) + 0.3 * (yv - 0.5))
+    err = ghia_errors(sc.state, 100)
+    assert np.allclose(err["u_at_ghia_y"], GHIA_Y, rtol=0, atol=1e-12)
+    assert np.allclose(err["v_at_ghia_x"], np.sin(math.pi * np.asarray(GHIA_X)), rtol=0, atol=2e-3)
