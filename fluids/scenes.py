@@ -298,11 +298,14 @@ def smoke_plume(n: int = 64, dtype=None, buoyancy: float = 1.0, source: bool = T
 
 
 def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: float = 1.0,
-           diameter: float = 0.125, dt: float | None = None, device=None) -> Scene:
+           diameter: float = 0.125, dt: float | None = None, device=None, centre_y: float | None = None) -> Scene:
     """Kármán vortex street: a cylinder of ``diameter`` in a channel of height 1 (``n`` cells
     across, ``aspect * n`` along), inflow ``U`` on the left, outflow on the right, free-slip walls.
-    Viscosity ``nu = U D / Re``. The cylinder sits at ``x = 0.5``, a quarter cell above the axis
-    (breaks the symmetry so shedding starts). Dye ``"dye"`` is released upstream at five heights.
+    Viscosity ``nu = U D / Re``. The cylinder sits at ``x = 0.5`` and, by default, a quarter cell
+    above the axis (breaks the symmetry so shedding starts); ``centre_y`` (domain units) puts it
+    elsewhere: a finer grid of the same flow passes the coarse grid's centre (the fine reference of
+    :mod:`lawful.fluids.fine_reference`; with its own quarter cell it sat 3/16 of a coarse cell
+    lower at 4x). Dye ``"dye"`` is released upstream at five heights.
     The cylinder must span at least :data:`MIN_CELLS_PER_DIAMETER` cells (``diameter * n >= 2``,
     e.g. ``n >= 16`` for the default diameter); coarser grids raise :class:`InputError`.
     """
@@ -317,13 +320,24 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
         raise InputError(f"karman: inflow={inflow!r} must be a finite positive velocity (domain units): the flow "
                          "enters on the left and leaves on the right; a negative one would enter through the outflow "
                          "side (for a flow to the left, build the channel with flow_scene).")
-    _check_disc("karman", "cylinder", n, float(diameter), 0.5, _karman_centre_y, aspect)
+    if centre_y is None:
+        centre = _karman_centre_y
+    else:
+        if (isinstance(centre_y, bool) or not isinstance(centre_y, (int, float)) or not math.isfinite(centre_y)
+                or not diameter / 2 < centre_y < 1 - diameter / 2):
+            raise InputError(f"karman: centre_y={centre_y!r} must put the cylinder (diameter {diameter:g}) inside the "
+                             f"channel: between {diameter / 2:g} and {1 - diameter / 2:g}.")
+        cy = float(centre_y)
+
+        def centre(_dx):
+            return cy
+    _check_disc("karman", "cylinder", n, float(diameter), 0.5, centre, aspect)
     dtype = fluid_dtype(dtype)
     device = resolve_device(device if device is not None else "cpu")
     nx, ny = aspect * n, n
     dx = 1.0 / n
     _, _, (xc, yc) = _grid(nx, ny, dx, dtype, device)
-    solid = _disc_mask(n, 0.5, _karman_centre_y, diameter, nx).to(device)   # the mask _check_disc judged
+    solid = _disc_mask(n, 0.5, centre, diameter, nx).to(device)   # the mask _check_disc judged
     boundary = Boundary.channel(inflow, walls="free_slip")
     state = FluidState.zeros(nx, ny, dx, boundary, solid=solid, scalar_names=("dye",), dtype=dtype, device=device)
     state.u.fill_(inflow)
@@ -334,9 +348,10 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
     nu = inflow * diameter / re
     dt = float(dt) if dt is not None else 0.5 * dx / abs(inflow)
     config = SolverConfig(dt=dt, viscosity=nu)
-    cyl = Circle((0.5, _karman_centre_y(dx)), diameter / 2, name="cylinder")
+    cyl = Circle((0.5, centre(dx)), diameter / 2, name="cylinder")
     return Scene("karman", state, config, sources=src[None].contiguous(),
-                 params=dict(re=re, n=n, aspect=aspect, inflow=inflow, diameter=diameter, viscosity=nu, dt=dt),
+                 params=dict(re=re, n=n, aspect=aspect, inflow=inflow, diameter=diameter, viscosity=nu, dt=dt,
+                             centre_y=centre(dx)),
                  obstacles=(cyl,), masks=(solid,), reference=(abs(inflow), diameter))
 
 
