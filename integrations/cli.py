@@ -554,12 +554,15 @@ def _cmd_train(args) -> int:
     path = out / f"{args.name or args.model}.lawful"
     ckpt = out / f"{path.stem}.ckpt"
     _note_earlier_model(path, ckpt)
+    resumed = ckpt.exists()
+    ran = set()               # the epochs this run trained (a resumed run that had stopped trains none)
     try:
         summary = train(model, frames, validation=validation, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         force_weight=args.force_weight, energy_weight=args.energy_weight,
                         stress_weight=args.stress_weight, checkpoint=ckpt, seed=args.seed,
                         max_time=args.max_time, patience=args.patience, min_lr=args.min_lr,
-                        log=out / f"{path.stem}.log.jsonl", check_labels=not args.no_label_check)
+                        log=out / f"{path.stem}.log.jsonl", check_labels=not args.no_label_check,
+                        on_batch=lambda epoch, step: ran.add(epoch))
     except KeyboardInterrupt:
         print(f"interrupted: the last complete epoch is in {ckpt}; run the same command again to resume.")
         raise
@@ -573,9 +576,24 @@ def _cmd_train(args) -> int:
            f"FILE or more data for a firmer one)" if isinstance(n_val, int) and n_val < FEW_VALIDATION_FRAMES else "")
     print(f"model written to {path}: validation energy MAE {summary.get('val_energy_mae_per_atom_eV', float('nan')):.3g} "
           f"eV/atom, force MAE {summary.get('val_force_mae_eV_per_A', float('nan')):.3g} eV/Å{few}\n"
+          + _epochs_line(args, summary, len(ran), ckpt if resumed else None)
           + _label_check_line(summary.get("label_check")) +
           f"next: lawful md --model {path} --out md   (NVE drift in ASE; --engine openmm for OpenMM)")
     return 0
+
+
+def _epochs_line(args, summary: dict, this_run: int, resumed: Path | None) -> str:
+    """How long ``lawful train`` trained and why it stopped, newline-terminated: a second run of a
+    command that had stopped (--max-time and --epochs count a resumed run's earlier epochs) trained
+    nothing, and printed the same model line as a run that had."""
+    reason = summary.get("stop_reason")
+    why = {"epochs": f"all --epochs {args.epochs} done",
+           "max_time": f"--max-time {args.max_time} s of training reached",
+           "early_stopping": f"--patience {args.patience} epochs without a better validation loss",
+           "min_lr": f"the learning rate fell below --min-lr {args.min_lr}"}
+    n = summary.get("epochs_run")
+    run = f"{this_run} in this run, resumed from {resumed}" if resumed is not None else f"{this_run} in this run"
+    return f"epochs: {n} ({run}); stopped: {why.get(reason, reason)}\n"
 
 
 def _label_check_line(check: dict | None) -> str:
@@ -635,6 +653,11 @@ def _cmd_train_corrector(args) -> int:
     if args.unroll >= args.ref_steps:
         raise _UsageError(f"--unroll {args.unroll} needs more than {args.unroll} recorded reference steps, but "
                           f"--ref-steps is {args.ref_steps}: raise --ref-steps or lower --unroll")
+    if args.validation_steps is not None and args.validation_steps > args.ref_steps:
+        # a rollout ends with the reference: --validation-steps 1000 was recorded, 500 steps ran
+        raise _UsageError(f"--validation-steps {args.validation_steps} is longer than the {args.ref_steps} recorded "
+                          f"reference steps (--ref-steps) a validation rollout is compared with: pass "
+                          f"--validation-steps {args.ref_steps} or less, or raise --ref-steps")
 
     import time
     from dataclasses import replace
@@ -652,7 +675,8 @@ def _cmd_train_corrector(args) -> int:
     cases = [replace(base, re=float(v)) if args.scene == "karman" else replace(base, seed=int(v)) for v in values]
     config = TrainConfig(variant=args.variant, unroll=args.unroll, iterations=args.iterations, lr=args.lr,
                          seed=args.seed, batch_windows=args.batch_windows, validate_every=args.validate_every,
-                         validation_steps=args.validation_steps, checkpoint_every=args.checkpoint_every)
+                         validation_steps=args.validation_steps or _VALIDATION_STEPS,
+                         checkpoint_every=args.checkpoint_every)
     ensure_taichi("cpu")
     rank = env_rank()
     t0 = time.perf_counter()
@@ -685,8 +709,11 @@ def _cmd_train_corrector(args) -> int:
     summary = {"scene": args.scene, "variant": args.variant, "train_cases": [c.label for c in cases],
                "iterations": trainer.iteration, "iterations_this_run": trainer.iteration - before,
                "best_validation": None if best is None else {"iteration": best["iteration"], "error": best["error"]},
-               "config": {k: getattr(config, k) for k in ("unroll", "iterations", "lr", "seed", "batch_windows",
-                                                          "validate_every", "validation_steps")},
+               "config": {**{k: getattr(config, k) for k in ("unroll", "iterations", "lr", "seed", "batch_windows",
+                                                             "validate_every")},
+                          # the steps each rollout ran: the default stops at the end of the reference
+                          "validation_steps": min(config.validation_steps, args.ref_steps)},
+               "reference": {"factor": args.factor, "steps": args.ref_steps, "warmup": args.warmup},
                "reference_seconds": t_ref, "training_seconds": t_train}
     corr.save(path, metadata={"training": summary, "scene": args.scene, "net": net,
                               # what `lawful fluid` compares a run with (a CNN in grid cells learns one resolution)
@@ -697,6 +724,10 @@ def _cmd_train_corrector(args) -> int:
     print(f"corrector written to {path}: {trainer.iteration} iterations ({trainer.iteration - before} in this run), "
           f"{val}; training {t_train:.1f} s, references {t_ref:.1f} s; log {log}")
     return 0
+
+
+#: ``lawful train-corrector --validation-steps`` when not given (a rollout stops at the reference's end)
+_VALIDATION_STEPS = 500
 
 
 def _openmm_platforms() -> list[str]:
@@ -1054,7 +1085,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--species", nargs="*", default=None, help="elements (default: those in the data)")
     p.add_argument("--cutoff", type=_positive, default=4.5, help="cutoff radius, Å")
     p.add_argument("--epochs", type=_positive_int, default=100,
-                   help="most passes over the training set (early stopping may end sooner)")
+                   help="most passes over the training set in all, a resumed run's earlier ones included "
+                        "(early stopping may end sooner)")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="structures per optimiser step")
     p.add_argument("--lr", type=_positive, default=3e-3, help="Adam learning rate (halved on plateaus)")
     p.add_argument("--energy-weight", type=_non_negative, default=1.0,
@@ -1064,7 +1096,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stress-weight", type=_non_negative, default=0.0,
                    help="loss weight on the stress error, per (eV/Å³)²")
     p.add_argument("--max-time", type=_positive, default=None,
-                   help="stop after this many seconds of training (default: no limit)")
+                   help="stop after this many seconds of training in all, a resumed run's earlier ones included "
+                        "(default: no limit)")
     p.add_argument("--patience", type=_positive_int, default=20,
                    help="stop after this many epochs without a better validation loss")
     p.add_argument("--min-lr", type=_non_negative, default=1e-5,
@@ -1112,10 +1145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-every", type=_count, default=100,
                    help="iterations between validation rollouts on the training cases; the best weights are kept "
                         "(0: never)")
-    p.add_argument("--validation-steps", type=_positive_int, default=500, help="coarse steps per validation rollout")
+    p.add_argument("--validation-steps", type=_positive_int, default=None,
+                   help=f"coarse steps per validation rollout, at most --ref-steps (default: {_VALIDATION_STEPS}, or "
+                        "--ref-steps when it is fewer)")
     p.add_argument("--checkpoint-every", type=_positive_int, default=50, help="iterations between checkpoints")
     p.add_argument("--max-time", type=_positive, default=None,
-                   help="stop after this many seconds of training (default: no limit)")
+                   help="stop after this many seconds of training in all, a resumed run's earlier ones included "
+                        "(default: no limit)")
     p.add_argument("--reference-cache", default=None,
                    help="folder for the fine-reference trajectories, reused by later runs (default: OUT/reference)")
     p.set_defaults(func=_cmd_train_corrector)
@@ -1211,7 +1247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="folder for the JSON results (default: SUITE/results, or SUITE/results-quick "
                         "with --quick so that quick figures never overwrite the committed ones)")
-    p.add_argument("--only", nargs="*", default=None, help="run only these benchmarks, by name (default: all)")
+    p.add_argument("--only", nargs="+", default=None,   # '--only' alone ran every benchmark
+                   help="run only these benchmarks, by name (default: all)")
     p.add_argument("--quick", action="store_true", help="smaller sizes (default: off)")
     p.set_defaults(func=_cmd_bench)
     return parser
@@ -1237,9 +1274,18 @@ def _install_sigterm():
     return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+#: environment variables that make every benchmark script run small (integrations.benchmarking)
+_BENCH_SIZE_VARIABLES = ("LAWFUL_BENCH_QUICK", "LAWFUL_BENCH_TINY")
+
+
 def _prepare(args) -> None:
     """Resolve defaults that depend on the machine (the benchmark suite's folder)."""
     if args.command == "bench":
+        small = [v for v in _BENCH_SIZE_VARIABLES if os.environ.get(v, "") == "1"]
+        if small and not args.quick:   # the scripts ran small, and wrote over SUITE/results as a full run
+            raise _UsageError(f"{small[0]}=1 in the environment makes every benchmark run small, but --quick was "
+                              f"not given: pass --quick (results go to SUITE/results-quick), or unset {small[0]} "
+                              "for the full sizes")
         suite = _find_suite(args.suite)
         args.suite = str(suite)
         if args.out is None:

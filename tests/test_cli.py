@@ -139,6 +139,24 @@ def test_bench_unknown_name_is_a_clear_error(tmp_path, capsys):
     assert "unknown benchmark(s) ['nope']" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("variable", ["LAWFUL_BENCH_QUICK", "LAWFUL_BENCH_TINY"])
+def test_bench_refuses_small_sizes_from_the_environment_without_quick(tmp_path, monkeypatch, capsys, variable):
+    """An exported LAWFUL_BENCH_QUICK=1 (or _TINY) made every script of a plain `lawful bench` run small,
+    and their figures went into SUITE/results, where the committed full-size results are."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "bench_probe.py").write_text(
+        "from lawful.integrations.benchmarking import quick_requested, write_result\n"
+        "write_result('probe', {'quick': quick_requested()})\n")
+    monkeypatch.setenv(variable, "1")
+    assert main(["bench", "--suite", str(suite)]) == 2
+    err = capsys.readouterr().err
+    assert f"{variable}=1 in the environment" in err and "pass --quick" in err and err.count("\n") == 1
+    assert not (suite / "results").exists()
+    assert main(["bench", "--suite", str(suite), "--quick"]) == 0
+    assert json.loads((suite / "results-quick" / "probe.json").read_text())["figures"] == {"quick": True}
+
+
 def test_data_shows_progress_for_sampling_and_labelling(tmp_path, capsys):
     assert main(["data", "--out", str(tmp_path), "--n-md", "2", "--n-rattled", "1", "--n-strained", "1",
                  "--temperatures", "300", "--repeat", "1"]) == 0
@@ -288,6 +306,23 @@ def test_a_fresh_training_run_says_the_model_file_is_an_earlier_runs(trained, ca
     n_val = load_model(out / "conservative.lawful").training_summary["n_val"]
     assert n_val < 10 and f"(from {n_val} validation structure" in got.out and "a rough figure" in got.out
     assert f"next: lawful md --model {out / 'conservative.lawful'} --out md" in got.out
+
+
+# (options of one `lawful train` after another into one folder, the epochs line it prints): the same command
+# again trained nothing (--max-time and --epochs count a resumed run's epochs) and printed the same model line
+RUNS = [
+    (["--epochs", "2", "--max-time", "1e-9"], "epochs: 1 (1 in this run); stopped: --max-time 1e-09 s of training"),
+    (["--epochs", "2", "--max-time", "1e-9"], "epochs: 1 (0 in this run, resumed from {ckpt}); stopped: --max-time"),
+    (["--epochs", "2"], "epochs: 2 (1 in this run, resumed from {ckpt}); stopped: all --epochs 2 done"),
+    (["--epochs", "2"], "epochs: 2 (0 in this run, resumed from {ckpt}); stopped: all --epochs 2 done"),
+]
+
+
+def test_train_says_how_many_epochs_it_trained_and_why_it_stopped(trained, tmp_path, capsys):
+    out = tmp_path / "t"
+    for argv, text in RUNS:
+        assert main(["train", "--data", str(trained / "d" / "data.db"), *argv, "--out", str(out)]) == 0
+        assert text.format(ckpt=out / "conservative.ckpt") in capsys.readouterr().out, argv
 
 
 def test_train_reads_an_ase_trajectory(tmp_path, capsys):

@@ -11,6 +11,7 @@ one line naming the value, before anything is computed or overwritten.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -35,9 +36,21 @@ def _env(**extra):
     return env
 
 
-def _train(out, cache):
-    return subprocess.run([LAWFUL, "train-corrector", *TINY, "--out", str(out), "--reference-cache", str(cache)],
+def _train(out, cache, argv=TINY):
+    return subprocess.run([LAWFUL, "train-corrector", *argv, "--out", str(out), "--reference-cache", str(cache)],
                           capture_output=True, text=True, timeout=120, env=_env())
+
+
+def _with(argv, **options):
+    """TINY with ``options`` (``validation_steps=None`` drops that option) set."""
+    out = list(argv)
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        k = out.index(flag)
+        del out[k:k + 2]
+        if value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def _weights(path):
@@ -112,6 +125,43 @@ def test_the_same_command_again_resumes_without_extra_iterations(single):
         assert torch.equal(after[k], v), k
 
 
+# (options changed from TINY, the training record's validation_steps): a rollout stops at the end of the
+# reference (--ref-steps 10), and the record says how many steps it ran (it said 500 with the default)
+RECORDED = [({}, 3), ({"validation_steps": None}, 10), ({"validation_steps": 10}, 10)]
+
+
+@pytest.mark.parametrize("options, steps", RECORDED, ids=[str(c[0]) for c in RECORDED])
+def test_the_training_record_names_the_validation_steps_run_and_the_reference(single, tmp_path, options, steps):
+    root, r = single
+    if options:
+        r = _train(tmp_path / "run", root / "ref", _with(TINY, **options))
+        assert r.returncode == 0, r.stderr[-2000:]
+    from lawful.fluids.correctors import load_corrector
+
+    out = tmp_path / "run" if options else root / "one"
+    record = load_corrector(out / "corrector.lawful", dtype=torch.float64).metadata["training"]
+    assert record["config"]["validation_steps"] == steps
+    assert record["reference"] == {"factor": 2, "steps": 10, "warmup": 2}
+
+
+def test_a_resumed_run_given_more_iterations_anneals_to_their_end(single, tmp_path):
+    """The checkpoint's cosine schedule kept its old length: resumed with --iterations 6 after 3,
+    the learning rate climbed from a tenth of --lr back up to it (--lr 1e-2, then 2.5e-3, 7.5e-3,
+    1e-2), where --help says it is annealed to a tenth."""
+    import shutil
+
+    root, _ = single
+    out = tmp_path / "longer"
+    shutil.copytree(root / "one", out)
+    r = _train(out, root / "ref", _with(TINY, iterations=2 * ITERATIONS))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{2 * ITERATIONS} iterations ({ITERATIONS} in this run)" in r.stdout
+    lrs = [json.loads(line)["lr"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(lrs) == 2 * ITERATIONS
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(lrs, lrs[1:])), lrs     # never rises
+    assert min(lrs) >= 1e-3 * (1 - 1e-9), lrs                                # a tenth of --lr 1e-2 at most
+
+
 def test_two_ranks_give_the_weights_of_one_process(single):
     root, _ = single
     out = root / "two"
@@ -157,6 +207,8 @@ CASES = [
     ("--train-re 100 100", "100 100"),
     ("--device cuda", "cuda"),
     ("--iterations 2.5", "2.5"),
+    # the rollout stopped at the reference's end: 11 steps asked, 10 compared, 11 recorded
+    ("--ref-steps 10 --validation-steps 11", "--validation-steps 11 is longer than the 10 recorded reference steps"),
 ]
 
 

@@ -113,6 +113,7 @@ CASES = [
     ("bench --suite {t}/adir --out {t}/out", "adir"),
     ("bench --suite {t}/suite --out {t}/out", "bench_fail.py"),
     ("bench --suite {t}/suite --out {t}/afile", "afile"),
+    ("bench --suite {t}/suite --only --out {t}/out", "--only: expected at least one argument"),  # ran them all
     # demo
     ("demo --out {t}/afile", "afile"),
     ("demo --threads 0 --out {t}/out", "--threads: 0"),
