@@ -768,9 +768,12 @@ def _cmd_md(args) -> int:
         except Exception as exc:  # ASE's readers raise many kinds
             raise _UsageError(f"--structure {args.structure!r} could not be read by ase.io ({type(exc).__name__}: "
                               f"{exc}): pass a file in a format ASE knows, named with its usual suffix") from None
+        source = f"--structure {path.resolve()}"
     else:
         atoms = _structure(args)
         _check_default_structure(args)
+        lattice = float(atoms.cell.lengths()[0]) / args.repeat      # ASE's reference lattice when none was given
+        source = f"fcc {args.element} supercell: --lattice {lattice:.6g} Å, --repeat {args.repeat}"
     if args.steps < args.report_interval:
         raise _UsageError(f"--steps {args.steps} is shorter than --report-interval {args.report_interval}: the "
                           "drift needs at least two samples; run more steps or report more often")
@@ -784,7 +787,8 @@ def _cmd_md(args) -> int:
         res = run_md(atoms, args.model, args.engine, timestep_fs=args.dt, steps=args.steps,
                      ensemble=args.ensemble, temperature_K=args.temperature, out=args.out, seed=args.seed,
                      dtype=args.dtype, device=args.device, report_interval=args.report_interval,
-                     progress=True, platform=args.platform, strict=args.strict, velocities=args.velocities)
+                     progress=True, platform=args.platform, strict=args.strict, velocities=args.velocities,
+                     source=source)
     except KeyboardInterrupt:
         print(f"interrupted: the drift samples and frames so far are in {Path(args.out).resolve()} "
               "(drift.csv is flushed after every sample).")

@@ -469,7 +469,7 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
            ensemble: str = "nve", temperature_K: float = 300.0, friction_per_ps: float = 1.0,
            report_interval: int = 10, out: str | os.PathLike | None = None, seed: int = 0,
            dtype=None, device=None, progress: bool = False, platform: str = "Reference",
-           strict: bool = False, velocities: str = "auto") -> MDResult:
+           strict: bool = False, velocities: str = "auto", source: str | None = None) -> MDResult:
     """Run MD of ``atoms`` (``ase.Atoms``, copied, not changed) with ``model`` in ``engine``.
 
     Units: ``timestep_fs`` in fs (None: :func:`default_timestep_fs`, 0.5 fs with hydrogen, else 2
@@ -482,6 +482,9 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
     docstring) and ``md.json``. ``dtype`` / ``device``: None keeps the model's own; ``settings`` (and
     md.json) record the ones the model ran in. ``velocities``: ``"auto"`` (keep the structure's own,
     draw at ``temperature_K`` when it has none), ``"keep"`` or ``"draw"`` (module docstring).
+    md.json's ``settings.structure`` records what ran (formula, periodicity, cell rows in Å) and ``source``,
+    where it came from (``lawful md``: the ``--structure`` path or the fcc supercell's element,
+    lattice and repeat), when given.
 
     Warns (``UserWarning``) for a time step below :data:`MIN_PLAUSIBLE_TIMESTEP_FS` (typed in ps?),
     above :data:`MAX_HYDROGEN_TIMESTEP_FS` with hydrogen atoms,
@@ -521,6 +524,9 @@ def run_md(atoms, model, engine: str = "ase", *, timestep_fs: float | None = Non
         from lawful.integrations.openmm import openmm_frame
 
         settings["openmm_frame"] = openmm_frame(atoms).as_dict()   # InputError (a flat cell) before any step
+    settings["structure"] = {"formula": atoms.get_chemical_formula(), "pbc": [bool(p) for p in atoms.pbc],
+                             "cell_A": [[round(float(x), 9) for x in row] for row in atoms.cell.array],
+                             "source": source}
     header = {"engine": engine, "model": _model_label(model), "n_atoms": len(atoms), "steps": steps,
               "timestep_fs": timestep_fs, "ensemble": ensemble, "settings": settings}
     started = []

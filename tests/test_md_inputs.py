@@ -329,3 +329,30 @@ def test_md_json_names_the_degrees_of_freedom_its_temperatures_count(tmp_path, e
     from ase.units import kB
 
     assert row["temperature_K"] == pytest.approx(2 * row["kinetic_eV"] / (dof * kB), rel=1e-6)
+
+
+@pytest.mark.parametrize("argv, formula, source", [
+    (["--element", "Ag", "--lattice", "4.2", "--repeat", "2"], "Ag32", "fcc Ag supercell: --lattice 4.2 Å, --repeat 2"),
+    (["--repeat", "1"], "Cu4", "fcc Cu supercell: --lattice 3.61 Å, --repeat 1"),     # ASE's reference lattice
+    ("file", "H2O", "--structure "),
+])
+def test_md_json_records_the_structure_that_ran(tmp_path, argv, formula, source):
+    """md.json recorded neither --element, --lattice, --repeat nor the --structure path: two runs
+    of different crystals left md.json files that differed only in their numbers (CLI audit)."""
+    import json
+
+    from ase.build import molecule
+
+    from lawful.integrations.cli import main
+
+    if argv == "file":
+        path = tmp_path / "water.xyz"
+        w = molecule("H2O")
+        w.write(path)
+        argv = ["--structure", str(path), "--dt", "0.25"]
+        source += str(path.resolve())
+    assert main(["md", "--model", "emt" if formula != "H2O" else "organic-xtb", *argv, "--steps", "10",
+                 "--report-interval", "5", "--out", str(tmp_path / "md")]) == 0
+    structure = json.loads((tmp_path / "md" / "md.json").read_text())["settings"]["structure"]
+    assert structure["formula"] == formula and structure["source"] == source
+    assert structure["pbc"] == ([False] * 3 if formula == "H2O" else [True] * 3)
