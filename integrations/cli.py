@@ -890,6 +890,10 @@ def _drop_earlier_frames(folder: Path, out: Path) -> None:
             (out / f"{field}{ext}").unlink(missing_ok=True)
 
 
+#: ``lawful fluid --animate``'s defaults: most frames, frames per second
+_MAX_FRAMES, _FPS = 100, 15
+
+
 def _cmd_fluid(args) -> int:
     import torch
 
@@ -899,7 +903,17 @@ def _cmd_fluid(args) -> int:
     from lawful.kernels.errors import BackendError
     from lawful.kernels.precision import resolve_device
 
-    # every check before any step: the display, the arch, the device, the field
+    # every check before any step: the drawing options, the display, the arch, the device, the field
+    given = [f"--{name}" for name in ("max-frames", "fps") if getattr(args, name.replace("-", "_")) is not None]
+    if given and not args.animate:    # they were ignored: no animation was written
+        raise _UsageError(f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} the animation, which only "
+                          f"--animate writes: add --animate, or drop {'it' if len(given) == 1 else 'them'}")
+    if args.field is not None and not (args.animate or args.gui or args.frame_every):
+        raise _UsageError(f"--field {args.field} picks the field drawn in the snapshots, the animation or the window, "
+                          "but with --frame-every 0 and neither --animate nor --gui nothing is drawn: add one of "
+                          "them, or drop --field")
+    args.max_frames = _MAX_FRAMES if args.max_frames is None else args.max_frames
+    args.fps = _FPS if args.fps is None else args.fps
     if args.gui:
         fluid_viz.require_display()
     arch = ensure_taichi(args.arch)
@@ -1228,9 +1242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--animate", action="store_true",
                    help="write OUT/FIELD.gif (and FIELD.mp4 when ffmpeg is installed) with one colour scale for "
                         "all frames (default: off)")
-    p.add_argument("--max-frames", type=_int_at_least(2), default=100,
-                   help="most frames in the animation: step 0, one every ceil(steps / (max_frames - 1)) steps, and the last")
-    p.add_argument("--fps", type=_positive_int, default=15, help="animation frames per second")
+    p.add_argument("--max-frames", type=_int_at_least(2), default=None,
+                   help="most frames in the animation (with --animate): step 0, one every "
+                        f"ceil(steps / (max_frames - 1)) steps, and the last (default: {_MAX_FRAMES})")
+    p.add_argument("--fps", type=_positive_int, default=None,
+                   help=f"animation frames per second (with --animate; default: {_FPS})")
     p.add_argument("--gui", action="store_true",
                    help="show the field live in a Taichi window (needs a display; closing it or Escape stops the "
                         "run) (default: off)")

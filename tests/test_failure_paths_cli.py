@@ -107,6 +107,10 @@ CASES = [
     ("md --temperature 77F --out {t}/out", "'77F' is not a number: 77 F is 298.15 K"),
     ("md --temperature 1,500 --out {t}/out", "use a decimal point (1.500) or no thousands separator (1500)"),
     ("fluid --scene smoke-plume --n 3 --out {t}/out", "--n: 3"),    # the hyphen spelling reaches the option checks
+    # drawing options with nothing to draw: they were ignored (CLI audit)
+    ("fluid --fps 30 --out {t}/out", "--fps sets the animation, which only --animate writes"),
+    ("fluid --max-frames 20 --fps 30 --out {t}/out", "--max-frames and --fps set the animation"),
+    ("fluid --field speed --frame-every 0 --out {t}/out", "--field speed picks the field drawn"),
     # bench
     ("bench --suite {t}/suite --only nope --out {t}/out", "'nope'"),
     ("bench --suite {t}/missing --out {t}/out", "missing"),
