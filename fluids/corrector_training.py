@@ -78,9 +78,9 @@ class TrainConfig:
     ``world_size``-th of them, and the weights equal a one-process run's).
 
     The defaults are the recipe of ``benchmarks/bench_corrector.py`` (Kármán 32x16, held-out
-    Re 150: an 85 % error cut for the hard corrector in the committed ``corrector.json``; 83 %,
-    and 75-83 % over three seeds, in the training runs of 2026-11-22). The unroll length matters
-    most: in those runs the same network reached 65 % with k = 4 (300 iterations), 83 % with k = 8.
+    Re 150: an 86 % error cut for the hard corrector in the committed ``corrector.json``, 71-86 %
+    over three seeds). The unroll length matters most: in the runs of 2026-11-22 the same recipe
+    reached 65 % with k = 4 (300 iterations), 83 % with k = 8.
     """
 
     variant: str = "hard"
