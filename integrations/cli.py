@@ -908,10 +908,6 @@ def _cmd_fluid(args) -> int:
     if given and not args.animate:    # they were ignored: no animation was written
         raise _UsageError(f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} the animation, which only "
                           f"--animate writes: add --animate, or drop {'it' if len(given) == 1 else 'them'}")
-    if args.field is not None and not (args.animate or args.gui or args.frame_every):
-        raise _UsageError(f"--field {args.field} picks the field drawn in the snapshots, the animation or the window, "
-                          "but with --frame-every 0 and neither --animate nor --gui nothing is drawn: add one of "
-                          "them, or drop --field")
     args.max_frames = _MAX_FRAMES if args.max_frames is None else args.max_frames
     args.fps = _FPS if args.fps is None else args.fps
     if args.gui:
@@ -947,6 +943,10 @@ def _cmd_fluid(args) -> int:
             kwargs[name] = value
     scene = scenes.make(args.scene, **kwargs)
     field = fluid_viz.check_field(scene, args.field)
+    if args.field is not None and not (args.animate or args.gui or args.frame_every):
+        raise _UsageError(f"--field {args.field} picks the field drawn in the snapshots, the animation or the window, "
+                          "but with --frame-every 0 and neither --animate nor --gui nothing is drawn: add one of "
+                          "them, or drop --field")
     every = fluid_viz.frame_interval(args.steps, args.max_frames) if args.animate else None
     # --seed fixes the random corrector's initial weights without touching the process's RNG
     cuda_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
