@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from lawful.kernels.errors import InputError
-from lawful.kernels.mac_grid import Boundary, inflow_profile
+from lawful.kernels.mac_grid import Boundary, faces_touching, inflow_profile
 from lawful.kernels.mac_operators import curl_torch
 from lawful.fluids.forces import Box, Circle, ForceProbe, _column_names, body_velocity, obstacle_masks
 from lawful.kernels.precision import fluid_dtype, resolve_device
@@ -486,6 +486,14 @@ def flow_scene(size=(1.0, 1.0), n: int = 64, boundary: Boundary | None = None, o
             state.v.copy_((sign * inflow_profile(nx, boundary.inflow_velocity, boundary.inflow_profile))[:, None]
                           .expand(nx, n + 1).to(dtype))
             state.v[:, 1:n][solid[:, :-1] | solid[:, 1:]] = 0.0
+    if bv is not None:
+        # a rotating body's faces start at its rigid velocity, the value the solver's face_bc holds
+        # them at from the first step: left at 0, the first step set them, and the control-volume
+        # force of the first record read that jump of the body's own momentum as the fluid's d/dt
+        # (dt = dx / 4: a disc spun up from rest a quarter cell off its mask's axis fx -0.077 for -0.045)
+        tu, tv = faces_touching(solid, boundary.periodic_axes)
+        state.u[tu] = bv[0][tu]
+        state.v[tv] = bv[1][tv]
     speeds = [abs(boundary.inflow_velocity) * (1.5 if boundary.inflow_profile == "parabolic" else 1.0) * has_inflow]
     speeds += [abs(w) for w in boundary.wall_velocity]
     if bv is not None:
