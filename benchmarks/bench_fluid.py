@@ -299,6 +299,20 @@ def _timed_steps(solver, state, steps, corrector=None):
     return wall / steps, c.launches / steps, sum(iters) / len(iters), by_kernel, 1.0 - c.kernel_s / wall
 
 
+def per_launch_cost(solver, state, steps: int = 50, rounds: int = SPEED_ROUNDS) -> tuple:
+    """Seconds per kernel launch of ``solver``'s step (step time / launches per step): the median
+    over ``rounds`` timed blocks of ``steps`` steps, after one discarded block, and every kept
+    block's figure. The first block after a few warm-up steps carries one-off costs: at 16^2 the
+    ``residual`` kernel is first launched (and compiled, ~0.1 s) at step 8, which, charged to a
+    single block of 50 steps, read as 325 us per launch for ~50-130 us (audit)."""
+    _timed_steps(solver, state, steps)                     # discarded: one-off compiles land here
+    blocks = []
+    for _ in range(rounds):
+        t, launches, _, _, _ = _timed_steps(solver, state, steps)
+        blocks.append(t / launches)
+    return statistics.median(blocks), blocks
+
+
 def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict:
     """Launches, ms per step, overhead share and ratio to the traffic bound per grid (Kolmogorov,
     float32); the corrected/plain step ratio at the first size."""
@@ -311,8 +325,7 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     sv = small.make_solver()
     for _ in range(3):
         sv.step(small.state)
-    t_small, l_small, _, _, _ = _timed_steps(sv, small.state, 50)
-    per_launch = t_small / l_small
+    per_launch, per_launch_blocks = per_launch_cost(sv, small.state)
     rows = {}
     for n in sizes:
         sc = scenes.kolmogorov(n=n)
@@ -380,7 +393,8 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     from lawful.kernels.runtime import taichi_cpu_threads
 
     cells_serial = serial_cells()
-    return {"bandwidth": bw, "per_launch_us_16": 1e6 * per_launch, "by_n": rows,
+    return {"bandwidth": bw, "per_launch_us_16": 1e6 * per_launch,
+            "per_launch_us_16_blocks": [1e6 * b for b in per_launch_blocks], "by_n": rows,
             # the loops' threading in force (mac_grid.serial_cells): grids of at most this many
             # cells ran serialized on the calling thread
             "taichi_cpu_threads": taichi_cpu_threads(),
@@ -413,8 +427,10 @@ def poisson_anchor(n: int = 128) -> dict:
     relative L2 residual lawful reached. Each method: ``setup_s`` (lawful: building its
     ``PressureSolver``, kernels compiled beforehand; PyAMG: the hierarchy; SciPy: the ILU),
     ``solve_s`` (best of :data:`ANCHOR_REPEATS` solves: what a time step pays once the matrix is
-    set up) and ``total_s``. lawful runs on Taichi's threads (``lawful_threads``), the peers on
-    one. (lawful's setup was left out of its time, the peers' included: audit.)"""
+    set up) and ``total_s``. lawful runs on ``lawful_threads``: Taichi's pool, or one thread when
+    the grid is small enough to run serialized (``lawful_serialized``; 128^2 on a machine of at
+    most two threads); the peers on one. (lawful's setup was left out of its time, the peers'
+    included: audit.)"""
     import os
 
     import numpy as np
@@ -422,8 +438,9 @@ def poisson_anchor(n: int = 128) -> dict:
     import scipy.sparse.linalg as spla
 
     from lawful.fluids import scenes
-    from lawful.kernels.mac_grid import face_bc
+    from lawful.kernels.mac_grid import face_bc, serial_grid
     from lawful.kernels.mac_pressure import PressureSolver
+    from lawful.kernels.runtime import taichi_cpu_threads
 
     sc = scenes.karman(re=100, n=n, aspect=1, dtype=torch.float64)
     st = sc.state
@@ -464,8 +481,13 @@ def poisson_anchor(n: int = 128) -> dict:
     A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))))
     d = ((st.u[1:] - st.u[:-1]) + (st.v[:, 1:] - st.v[:, :-1])).numpy()
     b = -d[fluid]
+    # the threads lawful's loops really ran on: a grid of at most serial_cells() cells runs
+    # serialized on the calling thread (512^2 when Taichi's pool has at most two threads), so on
+    # the 2-core machine the 128^2 anchor ran on one thread like the peers; os.cpu_count() said 2
+    lawful_threads = 1 if serial_grid(nx, ny) else (taichi_cpu_threads() or os.cpu_count())
     out = {"grid": [nx, ny], "cells": int(fluid.sum()), "relative_l2_residual": rel, "dtype": "float64",
-           "lawful_threads": os.cpu_count(), "peer_threads": 1, "solve_repeats": ANCHOR_REPEATS,
+           "lawful_threads": lawful_threads, "lawful_serialized": bool(serial_grid(nx, ny)), "peer_threads": 1,
+           "solve_repeats": ANCHOR_REPEATS,
            "lawful_mgpcg": {"setup_s": t_setup_lawful, "solve_s": t_lawful, "total_s": t_setup_lawful + t_lawful,
                             "iterations": stats.iterations}}
 
