@@ -224,12 +224,14 @@ def _image_layers(heights: List[float], pbc: List[bool], reach: float) -> List[i
 
 
 def _wrap(positions64: Tensor, full: Tensor, inverse: Tensor,
-          pbc: List[bool]) -> Tuple[Tensor, Tensor]:
-    """Fractional coordinates, wrapped into [0, 1) along periodic directions, and the integer
-    cell offsets k (float64) with ``positions = (frac + k) @ full``."""
+          pbc: List[bool], about_first: bool = False) -> Tuple[Tensor, Tensor]:
+    """Fractional coordinates, wrapped into [0, 1) along periodic directions (``about_first``:
+    into [f0 - 1/2, f0 + 1/2) of atom 0's f0), and the integer cell offsets k (float64) with
+    ``positions = (frac + k) @ full``."""
     frac = positions64 @ inverse
     mask = torch.tensor(pbc, dtype=torch.bool, device=positions64.device)
-    k = torch.where(mask, torch.floor(frac), torch.zeros_like(frac))
+    shifted = frac - (frac[0] - 0.5) if about_first and frac.shape[0] > 0 else frac
+    k = torch.where(mask, torch.floor(shifted), torch.zeros_like(frac))
     return frac - k, k
 
 
@@ -265,12 +267,7 @@ def wrap_positions(positions64: Tensor, cell: Tensor, pbc: List[bool], about_fir
     full_l, inverse_l, _ = _cell_geometry(rows, pbc)
     full = _float64_matrix(full_l, positions64.device)
     inverse = _float64_matrix(inverse_l, positions64.device)
-    if about_first and positions64.shape[0] > 0:
-        frac = positions64 @ inverse
-        mask = torch.tensor(pbc, dtype=torch.bool, device=positions64.device)
-        k = torch.where(mask, torch.floor(frac - frac[0] + 0.5), torch.zeros_like(frac))
-    else:
-        k = _wrap(positions64, full, inverse, pbc)[1]
+    k = _wrap(positions64, full, inverse, pbc, about_first)[1]
     # k is 0 along non-periodic axes and ``full`` is ``cell`` along periodic ones: move by the cell
     # itself, which no list round trip has touched
     return positions64 - k @ cell.to(dtype=torch.float64, device=positions64.device)
