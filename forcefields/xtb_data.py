@@ -326,13 +326,12 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
         for n, i in enumerate(todo, start=1):
             a = _stored_frame(frames[i])   # as the file keeps it: 8-decimal positions, the cell and pbc
             a.info.update(frames[i].info)
-            # an input frame labelled before (read from another cache) says what labelled it then: that
-            # stale "labeller" kept, the reloaded cache filed this label under the other calculator's key
-            a.info.pop("labeller", None)
-            # labels an input frame carries in its info (an extxyz read without a calculator) would
-            # clash with the new ones when the frame is written ("key from calculator already
-            # exists"), after the label was paid for, and again at every rerun
-            for name in ("energy", "free_energy", "forces", "stress"):
+            # what an input frame says of an earlier labelling goes: a stale "labeller" (read from
+            # another cache) filed this label under that calculator's key in the reloaded cache, and
+            # labels in its info (an extxyz read without a calculator) clashed with the new ones when
+            # the frame was written ("key from calculator already exists"), after the label was
+            # paid for, at every rerun
+            for name in ("labeller", "energy", "free_energy", "forces", "stress"):
                 a.info.pop(name, None)
             a.info["key"], a.info["method"] = keys[i], method if calculator is None else labeller
             if labeller != method:            # another calculator or electronic state: the key says which
