@@ -106,3 +106,16 @@ def count_calls(monkeypatch, owner, name: str) -> list:
 
     monkeypatch.setattr(owner, name, counted)
     return calls
+
+
+def load_benchmark(script: str):
+    """A fresh module of ``benchmarks/<script>`` (e.g. ``"bench_fluid.py"``), loaded from its path
+    (the benchmarks are scripts, not a package), not registered in ``sys.modules``."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark  # a benchmark script loaded as a module
 
 
 @pytest.fixture(scope="module")
 def bf():
-    spec = importlib.util.spec_from_file_location("bench_fluid_under_test", BENCH / "bench_fluid.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_fluid.py")
 
 
 def test_the_per_launch_cost_leaves_a_one_off_compile_out(bf, monkeypatch):

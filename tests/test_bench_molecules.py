@@ -5,7 +5,6 @@ and the tiny mode of the parts ``mace``, ``cost``, ``drift`` running end to end,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -21,15 +20,14 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from lawful.kernels.errors import InputError, ShapeError
 
+from conftest import load_benchmark  # a benchmark script loaded as a module
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bm():
-    spec = importlib.util.spec_from_file_location("bench_molecules_under_test", BENCH / "bench_molecules.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_molecules.py")
 
 
 def _frame(n, energy, forces):

@@ -8,6 +8,8 @@ from lawful.fluids import scenes
 from lawful.fluids.validation import GHIA_U, GHIA_V, GHIA_Y, cavity_centrelines, ghia_errors
 from lawful.kernels.errors import InputError
 
+from conftest import load_benchmark  # a benchmark script loaded as a module
+
 
 def test_cavity_re100_matches_ghia_centre_lines_at_24_cells():
     sc = scenes.lid_driven_cavity(100, 24, cfl=0.9, dtype=torch.float64)
@@ -177,18 +179,13 @@ def test_bench_cfd_cavity_time_per_step_leaves_the_kernel_compile_out(monkeypatc
     kernels: cfd.json's Re 100 64^2 (the first case of its process) read 9.1 ms per step against
     2.2 ms for Re 1000 on the same grid later in that process (audit). A one-off cost of the first
     step of a grid must not land in ms_per_step."""
-    import importlib.util
     import time
-    from pathlib import Path
 
     import torch
 
     from lawful.fluids import scenes, validation
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_cfd_under_test", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cfd.py")
-    cfd = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cfd)
+    cfd = load_benchmark("bench_cfd.py")
     compiled = set()
 
     class Solver:

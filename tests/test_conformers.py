@@ -14,6 +14,8 @@ from lawful.forcefields.conformers import (CONFORMERS, aligned_rmsd, backbone_to
 from lawful.forcefields.molecules import alanine_dipeptide, build_molecule
 from lawful.kernels.errors import ConvergenceError, InputError, NumericalError
 
+from conftest import load_benchmark  # a benchmark script loaded as a module
+
 pytest.importorskip("tblite")
 from lawful.forcefields.xtb_data import xtb_calculator  # noqa: E402
 
@@ -126,9 +128,6 @@ def test_map_points_are_restrained_where_they_are_named_and_kept_out_of_the_targ
     """The restrained map points (where the v4 model's ML/MM run sat) minimise with φ/ψ held
     exactly; the benchmark reports them apart, and the 1 kcal/mol target is judged on the three
     named conformers only."""
-    import importlib.util
-    from pathlib import Path
-
     from lawful.forcefields.conformers import MAP_POINTS
 
     name = "map-130-55"
@@ -137,10 +136,7 @@ def test_map_points_are_restrained_where_they_are_named_and_kept_out_of_the_targ
     r = ref["conformers"][name]
     assert r["converged"] and abs(r["phi_deg"] + 130.0) < 1e-5 and abs(r["psi_deg"] + 55.0) < 1e-5
     assert r["relative_kcal_mol"] > 3.0                 # above C7eq: not a vacuum minimum
-    spec = importlib.util.spec_from_file_location(
-        "bench_conformers", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conformers.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_conformers.py")
     other = {"conformers": {n: dict(e, relative_error_kcal_mol=(2.0 if n == name else 0.1),
                                    rmsd_A=0.0, reference_relative_kcal_mol=e["relative_kcal_mol"])
                             for n, e in ref["conformers"].items()}}

@@ -8,7 +8,6 @@ too far apart give no verdict and are not refused."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ from ase.md.verlet import VelocityVerlet
 
 from lawful.forcefields.label_consistency import check_label_consistency, work_check
 from lawful.kernels.errors import InputError
+
+from conftest import load_benchmark  # a benchmark script loaded as a module
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -82,9 +83,7 @@ def _relabelled(frames, energy_factor=1.0, force_factor=1.0, stress_factor=1.0):
 
 
 def test_the_committed_xtb_training_data_is_consistent():
-    spec = importlib.util.spec_from_file_location("bench_molecules_lc", BENCH / "bench_molecules.py")
-    bm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bm)
+    bm = load_benchmark("bench_molecules.py")
     train, val = bm.training_sets(1)
     for frames in (train, val):
         r = work_check(frames)
