@@ -242,6 +242,47 @@ def test_plans_are_made_again_after_taichi_is_reset(tmp_path):
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
+def test_a_plan_fetches_its_compiled_kernel_once(monkeypatch):
+    """Taichi's own call asks the program's kernel cache for the compiled kernel on every launch;
+    a plan asks once, at its first launch, and its later launches give the same results as
+    Taichi's path."""
+    import taichi as ti
+    from taichi.lang import impl
+
+    ensure_taichi()
+    T = ti.types.ndarray(dtype=ti.f64, ndim=1)
+
+    @ti.kernel
+    def scale_add(x: T, a: ti.f64):
+        for i in x:
+            x[i] = 2.0 * x[i] + a
+
+    runtime = impl.get_runtime()
+    asked = []
+
+    class Counting:
+        def __init__(self, prog):
+            self._prog = prog
+
+        def compile_kernel(self, *args):
+            asked.append(1)
+            return self._prog.compile_kernel(*args)
+
+        def __getattr__(self, name):
+            return getattr(self._prog, name)
+
+    monkeypatch.setattr(runtime, "prog", Counting(runtime.prog))
+    fast = fast_kernel(scale_add)
+    x, want = torch.zeros(5, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
+    for a in (1.0, -0.5, 0.25, 3.0, 2.0, -1.0):
+        fast(x, a)
+        want = 2.0 * want + a
+    assert torch.equal(x, want)
+    # call 1: Taichi's path (compiles, makes the plan) asks once; call 2: the plan's first launch
+    # asks once; calls 3-6 ask nothing (Taichi's path would have asked six times)
+    assert len(asked) == 2
+
+
 def test_a_kernel_whose_plan_cannot_be_made_keeps_taichis_path(monkeypatch):
     """If Taichi's internals are not what the plan reads (another Taichi version), the kernel still
     runs, through Taichi, every time."""
