@@ -28,7 +28,9 @@ Side by side in one run on this machine (same Taichi, same CPU):
   overhead) and measured (``outside_kernels_share``: the share of the step's wall time spent
   outside Taichi's native kernel calls, i.e. Python, argument handling and torch reductions),
   and the ratio of the step time to a memory-traffic lower bound (the
-  bytes model is written into the JSON); the corrected step (a random-init
+  bytes model is written into the JSON), beside the ceiling Taichi's own code reaches on the
+  simplest pass over a grid of that size (:func:`taichi_one_pass`: ``y = a x``, serialized and
+  parallel loops) and the ratio with that ceiling taken out; the corrected step (a random-init
   DivergenceFreeCorrector) over the plain step at 128^2;
 * a projection anchor: one Poisson solve of the Kármán channel at 128^2 (the same grid,
   boundaries -- Neumann walls/obstacle/inflow, Dirichlet outflow --, right-hand side and relative
@@ -264,6 +266,79 @@ def stream_bandwidth(mbytes: int = 256, repeat: int = 5, threads=None) -> dict:
                       f"{' and '.join(map(str, counts))} threads; the bound uses the best"}
 
 
+_ONE_PASS_KERNELS = None
+
+
+def _one_pass_kernels():
+    """Two Taichi kernels making the simplest pass over a float32 2D array, ``y = a x``: its loops
+    serialized on the calling thread (as lawful's kernels run them on grids up to
+    :func:`~lawful.kernels.mac_grid.serial_cells`) and parallel over Taichi's CPU threads. Both
+    through :func:`~lawful.kernels.fast_launch.fast_kernel`, as lawful's kernels are launched."""
+    global _ONE_PASS_KERNELS
+    if _ONE_PASS_KERNELS is None:
+        from lawful.kernels.fast_launch import fast_kernel
+        from lawful.kernels.runtime import ensure_taichi
+
+        ensure_taichi()
+        ti = __import__("taichi")
+        A2 = ti.types.ndarray(dtype=ti.f32, ndim=2)
+
+        def scale_serialized(x, y, a):
+            ti.loop_config(serialize=True)
+            for i in range(x.shape[0]):
+                for j in range(x.shape[1]):
+                    y[i, j] = a * x[i, j]
+
+        def scale_parallel(x, y, a):
+            for i in range(x.shape[0]):
+                for j in range(x.shape[1]):
+                    y[i, j] = a * x[i, j]
+
+        kernels = {}
+        for name, body in (("serialized", scale_serialized), ("parallel", scale_parallel)):
+            # the argument types as objects (this module's annotations are strings, which Taichi
+            # cannot read)
+            body.__annotations__ = {"x": A2, "y": A2, "a": ti.f32}
+            kernels[name] = fast_kernel(ti.kernel(body))
+        _ONE_PASS_KERNELS = kernels
+    return _ONE_PASS_KERNELS
+
+
+def taichi_one_pass(sizes, repeat: int = 5, block_s: float = 0.02) -> dict:
+    """What Taichi's CPU code reaches on one pass of the simplest kernel, ``y = a x`` over an
+    ``n x n`` float32 array (4 bytes read and 4 written per cell), per grid ``n`` of ``sizes``:
+    GB/s of the serialized and the parallel loop (best of ``repeat`` blocks of launches about
+    ``block_s`` long) and the best of the two. The ceiling the solver's kernels stand under: a
+    step's ratio to the stream bound cannot fall below the bound's bandwidth over this one (a
+    step makes several such passes, each doing more per cell). Raises ``RuntimeError`` if a
+    kernel did not compute ``a x`` (a pass that skipped its work would flatter the ceiling)."""
+    kernels = _one_pass_kernels()
+    out = {}
+    for n in sizes:
+        x = torch.rand(n, n, dtype=torch.float32)
+        row = {}
+        for name, kernel in kernels.items():
+            y = torch.zeros_like(x)
+            kernel(x, y, 0.5)
+            t0 = time.perf_counter()
+            kernel(x, y, 0.5)
+            once = max(time.perf_counter() - t0, 1e-7)
+            if not torch.equal(y, 0.5 * x):
+                raise RuntimeError(f"the {name} one-pass kernel at {n}^2 did not compute y = 0.5 x")
+            k = max(1, min(1000, int(block_s / once)))
+            best = float("inf")
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                for _ in range(k):
+                    kernel(x, y, 0.5)
+                best = min(best, (time.perf_counter() - t0) / k)
+            row[f"{name}_gbytes_per_s"] = 8 * n * n / best / 1e9
+        top = max(kernels, key=lambda name: row[f"{name}_gbytes_per_s"])
+        row["best_gbytes_per_s"], row["best_loop"] = row[f"{top}_gbytes_per_s"], top
+        out[str(n)] = row
+    return out
+
+
 def step_traffic_bytes(state, cg_iterations: float) -> dict:
     """A lower bound on the bytes one solver step must move: every state field (u, v, p, scalars)
     read once and written once, plus for each CG iteration the three float64 vectors CG cannot do
@@ -320,6 +395,7 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     from lawful.fluids.correctors import DivergenceFreeCorrector
 
     bw = bandwidth or stream_bandwidth()
+    one_pass = taichi_one_pass(sizes)
     # per-launch cost (Python argument handling + launch + tiny kernels) on a 16^2 grid
     small = scenes.kolmogorov(n=16)
     sv = small.make_solver()
@@ -353,9 +429,16 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
                         "outside_kernels_share_blocks": [b[4] for b in blocks],
                         "ms_per_step_blocks": [1e3 * b[0] for b in blocks],
                         "traffic": traffic, "bound_ms": 1e3 * bound_s, "ratio_to_bound": t / bound_s,
+                        # the same bytes at the speed of Taichi's own simplest pass on this grid
+                        # (taichi_one_pass): what is left of the ratio once the one-pass ceiling is
+                        # taken out, and the ratio's floor on this machine with this code generator
+                        "ratio_to_taichi_one_pass": t / (traffic["total_bytes"] / (one_pass[str(n)]["best_gbytes_per_s"]
+                                                                                   * 1e9)),
+                        "taichi_one_pass_floor": bw["gbytes_per_s"] / one_pass[str(n)]["best_gbytes_per_s"],
                         "ns_per_cell": 1e9 * t / (n * n)}
         print(f"speed {n}^2: {1e3 * t:.2f} ms/step, {launches:.1f} launches, {iters:.1f} CG its, "
-              f"bound {1e3 * bound_s:.3f} ms (x{t / bound_s:.0f}), overhead ~{100 * per_launch * launches / t:.0f}% "
+              f"bound {1e3 * bound_s:.3f} ms (x{t / bound_s:.0f}; Taichi's one-pass floor "
+              f"x{rows[str(n)]['taichi_one_pass_floor']:.1f}), overhead ~{100 * per_launch * launches / t:.0f}% "
               f"(measured outside kernels {100 * outside:.0f}%)",
               flush=True)
     n0 = sizes[0]
@@ -393,7 +476,7 @@ def speed_table(sizes=(128, 256, 512, 1024), steps=None, bandwidth=None) -> dict
     from lawful.kernels.runtime import taichi_cpu_threads
 
     cells_serial = serial_cells()
-    return {"bandwidth": bw, "per_launch_us_16": 1e6 * per_launch,
+    return {"bandwidth": bw, "taichi_one_pass": one_pass, "per_launch_us_16": 1e6 * per_launch,
             "per_launch_us_16_blocks": [1e6 * b for b in per_launch_blocks], "by_n": rows,
             # the loops' threading in force (mac_grid.serial_cells): grids of at most this many
             # cells ran serialized on the calling thread

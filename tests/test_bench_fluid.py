@@ -46,3 +46,24 @@ def test_the_poisson_anchor_names_the_threads_lawful_ran_on(bf):
     assert out["lawful_serialized"] == serial_grid(32, 32)
     # the peers are held to the residual lawful reached, in the anchor's own definition
     assert out["scipy_cg_ilu"]["achieved_rel_l2"] <= 1.01 * out["relative_l2_residual"]
+
+
+def test_taichi_one_pass_times_real_passes_and_names_the_best_loop(bf):
+    """The speed table's one-pass ceiling: both Taichi loops compute y = a x on every grid (a
+    non-square one too), and the best figure is the larger of the two."""
+    rows = bf.taichi_one_pass((16, 24), repeat=1, block_s=0.001)
+    assert set(rows) == {"16", "24"}
+    for row in rows.values():
+        speeds = {k: row[f"{k}_gbytes_per_s"] for k in ("serialized", "parallel")}
+        assert all(v > 0 for v in speeds.values())
+        assert row["best_gbytes_per_s"] == max(speeds.values())
+        assert row["best_loop"] == max(speeds, key=speeds.get)
+
+
+def test_taichi_one_pass_refuses_a_kernel_that_skips_its_work(bf, monkeypatch):
+    """A pass that did not write y = a x would time less than the work and flatter the ceiling."""
+    kernels = dict(bf._one_pass_kernels())
+    kernels["parallel"] = lambda x, y, a: None
+    monkeypatch.setattr(bf, "_ONE_PASS_KERNELS", kernels)
+    with pytest.raises(RuntimeError, match="parallel one-pass kernel at 16"):
+        bf.taichi_one_pass((16,), repeat=1, block_s=0.001)
