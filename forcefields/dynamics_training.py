@@ -20,6 +20,7 @@ Metrics (see :func:`rollout_metrics` and :func:`long_horizon_drift`):
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -196,6 +197,16 @@ class _DynamicsHooks(Hooks):
         return None
 
 
+def _positive_finite(name, value) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be a positive number, got {value!r}.") from exc
+    if isinstance(value, bool) or not math.isfinite(out) or out <= 0.0:
+        raise InputError(f"{name} must be a positive finite number, got {value!r}.")
+    return out
+
+
 def _energy_series(energy, xs, ys):
     n, b, d = xs.shape
     return energy(xs.reshape(n * b, d), ys.reshape(n * b, d)).reshape(n, b)
@@ -221,8 +232,15 @@ def rollout_metrics(model, data: DynamicsDataset, horizon: float | None = None,
                          "DynamicsDataset.from_trajectories, or compare with data.traj_x/traj_y yourself.")
     # the span, not the last time: trajectories sampled from t = 5 to 11 span 6 time units (t[-1]
     # integrated 11, almost twice the data's horizon, and compared the models there without a word)
-    requested = float(data.t[-1] - data.t[0]) if horizon is None else float(horizon)
+    _positive_finite("dt", dt)
+    if not isinstance(n_points, int) or isinstance(n_points, bool) or n_points < 1:
+        raise InputError(f"n_points must be a positive integer (states compared per rollout), got {n_points!r}.")
+    requested = float(data.t[-1] - data.t[0]) if horizon is None else _positive_finite("horizon", horizon)
     steps = int(round(requested / dt))
+    if steps < 1:
+        # 0 steps compared each initial state with itself: state_mse = energy_mse = 0 (or a crash)
+        raise InputError(f"horizon={requested:g} is under half a step of dt={dt:g}: no step to compare. Use a "
+                         "longer horizon or a smaller dt.")
     save = max(1, steps // n_points)
     steps = save * (steps // save)
     x0, y0 = data.traj_x[0], data.traj_y[0]
@@ -249,6 +267,8 @@ def long_horizon_drift(model, data: DynamicsDataset, dt: float, steps: int, meth
     when the dataset has no known energy.
     ``model_energy_*`` report the same for the model's own conserved quantity when it has one
     (``hamiltonian`` or ``energy``). ``finite``: whether the whole rollout stayed finite."""
+    if not isinstance(n_points, int) or isinstance(n_points, bool) or n_points < 1:
+        raise InputError(f"n_points must be a positive integer (energies kept per rollout), got {n_points!r}.")
     save = max(1, steps // n_points)
     if steps % save:
         raise InputError(f"steps={steps} must be a multiple of {save}.")

@@ -15,6 +15,7 @@ Units are whatever the data use (the model is unit-agnostic); dtype float64 by d
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -79,9 +80,11 @@ class HamiltonianNN(ScalarFunctionModel):
         self.kinetic_net = self.potential_net = self.net = None
         if self.separable:
             if mass is not None:
-                if not isinstance(mass, (int, float)) or isinstance(mass, bool) or not mass > 0:
-                    raise InputError(f"mass must be a positive number (or None to learn T(p)), "
-                                     f"got {mass!r}.")
+                # mass=inf passed: T = 0 and q̇ = 0, a frozen system without a word
+                if (not isinstance(mass, (int, float)) or isinstance(mass, bool) or not mass > 0
+                        or not math.isfinite(mass)):
+                    raise InputError(f"mass must be a positive number, finite (or None to learn "
+                                     f"T(p)), got {mass!r}.")
                 self.mass = float(mass)
             else:
                 self.kinetic_net = build_mlp(dim, 1, hidden, layers, activation, dtype, device)
@@ -156,7 +159,8 @@ class HamiltonianNN(ScalarFunctionModel):
         """Refuse (:class:`InputError`) a wrapped H declared ``separable=True`` that is not
         T(p) + V(q) at the states ``q, p`` (``(batch, dim)``) and at the same states shifted by
         one in every coordinate: ∂H/∂p must not change when q is set to 0, nor ∂H/∂q when p is
-        (to 1e-8 relative in float64, 1e-4 in float32). Networks are separable by construction:
+        (to 1e-8 of the gradient's largest entry in float64, 1e-4 in float32: a relative test,
+        whatever H's units). Networks are separable by construction:
         nothing to check. :func:`~lawful.forcefields.integrate` calls it before "leapfrog" /
         "yoshida4", which would otherwise integrate another system without a word."""
         if self._function is None or not self.separable:
@@ -172,7 +176,9 @@ class HamiltonianNN(ScalarFunctionModel):
                                       ("∂H/∂q", dh_dq, dh_dq0, "p = 0")):
             ok = torch.isfinite(full) & torch.isfinite(split)       # skip points off H's domain
             gap = float((full - split)[ok].abs().max()) if bool(ok.any()) else 0.0
-            scale = 1.0 + (float(full[ok].abs().max()) if bool(ok.any()) else 0.0)
+            # relative to the gradient's own size: ``1 + max|full|`` was an absolute 1e-8 in H's
+            # units, so an H in small units (|∂H| ~ 1e-9, SI energies of molecules) passed
+            scale = float(full[ok].abs().max()) if bool(ok.any()) else 0.0
             if gap > tol * scale:
                 raise InputError(
                     f"this H was declared separable=True but is not H = T(p) + V(q): {what} "

@@ -331,3 +331,19 @@ def test_default_rollout_horizon_is_the_data_span(t0, t1):
     assert out["horizon_requested"] == pytest.approx(t1 - t0, abs=1e-12)
     assert out["horizon"] == pytest.approx(t1 - t0, abs=1e-9)
     assert out["state_mse"] < 1e-12          # exact H, RK4 at dt 0.01 against DOP853
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(horizon=0.004, dt=0.01), "under half a step"),       # 0 steps: crashed in solve_ivp
+    (dict(horizon=0.0), "horizon must be a positive finite"),   # 0 steps
+    (dict(horizon=-1.0), "horizon must be a positive finite"),  # "steps ... got -100"
+    (dict(horizon=float("nan")), "horizon must be a positive finite"),
+    (dict(dt=0.0), "dt must be a positive finite"),             # ZeroDivisionError
+    (dict(n_points=0), "n_points must be a positive integer"),  # ZeroDivisionError
+    (dict(n_points=-3), "n_points must be a positive integer"),
+])
+def test_rollout_metrics_refuses_a_horizon_dt_or_points_it_cannot_use(kwargs, match):
+    data = mass_spring(seed=0, samples=4)
+    exact = HamiltonianNN.from_function(data.energy, dim=1)
+    with pytest.raises(InputError, match=match):
+        rollout_metrics(exact, data, **kwargs)

@@ -204,3 +204,36 @@ def test_training_hnn_and_constrained_baselines_on_mass_spring():
         train_dynamics(plain, data, steps=1, constraint=al, batch_size=8)
     with pytest.raises(InputError, match="no trainable parameters"):
         train_dynamics(HamiltonianNN.from_function(data.energy), data, steps=1)
+
+
+@pytest.mark.parametrize("energy_unit", [1.0, 1e-9, 1e-20])
+def test_the_separability_check_does_not_depend_on_the_energy_unit(energy_unit):
+    """The check compared the gap in ∂H against an absolute 1e-8 (x (1 + max|∂H|)): the
+    non-separable H = ½p²(1 + q²) + ½q² written in a small energy unit (1e-9, or joules for a
+    molecule, 1e-20) passed as separable, and leapfrog integrated another system silently. A
+    truly separable H in the same units must still pass."""
+    q0, p0 = torch.ones(2, 1, dtype=F64), torch.tensor([[1.0], [0.0]], dtype=F64)
+
+    def coupled(q, p):
+        return energy_unit * (0.5 * p * p * (1 + q * q) + 0.5 * q * q).sum(-1)
+
+    def pendulum(q, p):
+        return energy_unit * (0.5 * p * p + 1.0 - torch.cos(q)).sum(-1)
+
+    wrong = HamiltonianNN.from_function(coupled, dim=1, separable=True)
+    with pytest.raises(InputError, match="declared separable=True but is not"):
+        wrong.check_separable(q0, p0)
+    with pytest.raises(InputError, match="declared separable=True but is not"):
+        integrate(wrong, (q0, p0), 0.1, 3, "leapfrog")
+    right = HamiltonianNN.from_function(pendulum, dim=1, separable=True)
+    right.check_separable(q0, p0)
+    right.check_separable(torch.zeros(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64))
+    q, p = integrate(right, (q0, p0), 0.1, 3, "leapfrog")
+    assert q.shape == (4, 2, 1)
+
+
+@pytest.mark.parametrize("mass", [float("inf"), float("nan"), 0.0])
+def test_an_infinite_mass_is_refused_not_a_frozen_system(mass):
+    """mass=inf was accepted: T = 0, q̇ = p/inf = 0, a system that never moves, silently."""
+    with pytest.raises(InputError, match="mass must be a positive number, finite"):
+        HamiltonianNN(dim=1, hidden=8, mass=mass)

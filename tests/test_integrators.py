@@ -325,3 +325,28 @@ def test_a_model_with_nan_weights_is_refused_before_the_first_step():
         model.potential_net[0].weight[0, 0] = float("nan")
     with pytest.raises(InputError, match=r"potential_net.0.weight.*NaN/inf.*retrain"):
         integrate(model, (torch.ones(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64)), 0.1, 3)
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e-6, 1e6])
+def test_implicit_midpoint_is_unit_free(scale):
+    """The fixed-point iteration stopped at an absolute 1e-13 * (1 + max|x|): a state of size
+    1e-12 (an oscillation in metres of an atom) passed after one iteration, i.e. the explicit
+    midpoint rule: +49 % energy in 1000 steps instead of exact conservation of this quadratic H.
+    The same motion in other units must be the same trajectory, rescaled."""
+    q0 = torch.tensor([[1.0], [0.3]], dtype=F64)
+    p0 = torch.tensor([[0.0], [-0.5]], dtype=F64)
+    q1, p1 = integrate(Oscillator(), (q0, p0), 0.3, 1000, "implicit_midpoint", save_every=100)
+    qs, ps = integrate(Oscillator(), (scale * q0, scale * p0), 0.3, 1000, "implicit_midpoint",
+                       save_every=100)
+    e = _energy_series(qs, ps)
+    assert float(((e - e[:1]) / e[:1]).abs().max()) < 1e-11
+    torch.testing.assert_close(qs / scale, q1, rtol=0, atol=1e-10)
+    torch.testing.assert_close(ps / scale, p1, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("tol", [float("inf"), float("nan"), 0.0, 1.0, True])
+def test_a_tolerance_that_skips_the_implicit_solve_is_refused(tol):
+    """tol=inf accepted the first iterate: the explicit midpoint rule, not symplectic."""
+    with pytest.raises(InputError, match="tol must be a relative tolerance"):
+        integrate(HO, (torch.ones(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64)), 0.1, 2,
+                  "implicit_midpoint", tol=tol)
