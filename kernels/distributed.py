@@ -194,12 +194,13 @@ def broadcast_float(value: float, ctx: DistContext, device="cpu") -> float:
     return float(t.item())
 
 
-def check_same(value, what: str, ctx: DistContext) -> None:
+def check_same(value, what: str, ctx: DistContext, fix: str | None = None) -> None:
     """Refuse, on every rank alike, a ``value`` that is not the same on all ranks (single-process:
     nothing). ``value``: any picklable plain value (a data fingerprint, options); ``what`` names
     it in the error. Data-parallel training assumes every rank holds the same data and settings
     (each shards the same seeded global batches): ranks that read different files (a stale copy
-    on one node's disk, a per-rank sampler) trained a model of no single data set, with no error."""
+    on one node's disk, a per-rank sampler) trained a model of no single data set, with no error.
+    ``fix``: what the error tells the user to do (default: read the same data and settings)."""
     if not ctx.distributed:
         return
     values = [None] * ctx.world_size
@@ -210,9 +211,11 @@ def check_same(value, what: str, ctx: DistContext) -> None:
             keys += [k for v in values for k in v if k not in values[0] and k not in keys]
             values = [{k: v.get(k) for k in keys} for v in values]
         shown = "; ".join(f"rank {r}: {str(v)[:120]}" for r, v in enumerate(values))
-        raise InputError(f"the ranks of this data-parallel run hold different {what} ({shown}): every rank must "
-                         "read the same data with the same settings (copy the same files to every node, seed any "
-                         "sampling alike), or each shards its own global batches and the model is of no one data set.")
+        if fix is None:
+            fix = ("every rank must read the same data with the same settings (copy the same files to every node, "
+                   "seed any sampling alike), or each shards its own global batches and the model is of no one "
+                   "data set.")
+        raise InputError(f"the ranks of this data-parallel run hold different {what} ({shown}): {fix}")
 
 
 def barrier(ctx: DistContext) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from lawful.kernels import distributed as dist
-from lawful.kernels.errors import InputError, NumericalError
+from lawful.kernels.errors import InputError, ModelFileError, NumericalError
 
 __all__ = ["LoopConfig", "Hooks", "Loop"]
 
@@ -54,7 +54,8 @@ class LoopConfig:
     max_time: stop when the accumulated training time exceeds it, seconds (None: never).
     restore_best: load the best validated weights at the end.
     grad_clip: clip the gradient norm to this value (0: no clipping).
-    progress, desc: the tqdm bar (rank 0 only) and its label; log: JSON-lines file (rank 0 only).
+    progress, desc: the tqdm bar (rank 0 only) and its label; log: JSON-lines file (rank 0 only; a
+    resumed run rewrites it from the checkpoint's history, then goes on).
     stop_label: the stop reason when all units ran ("epochs", "iterations", ...).
     find_unused_parameters: tell DDP that a batch may leave some parameters without gradient
     (e.g. a species absent from a rank's share); False saves a graph traversal per step.
@@ -196,6 +197,7 @@ class Loop:
         self.hooks.check_resume(saved, path)
         if "done" not in saved:
             saved = self.hooks.upgrade(saved, path)
+        self._check_dtypes(saved.get("model"), path)
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.scheduler is not None and saved.get("scheduler") is not None:
@@ -210,12 +212,51 @@ class Loop:
         self.history = json.loads(saved["history"])
         self.hooks.load_state(self, saved)
 
+    def _check_dtypes(self, state, path: Path) -> None:
+        """ModelFileError when the checkpoint's floating weights are of another dtype than the model's:
+        ``load_state_dict`` (and the optimiser's ``load_state_dict``) cast them without a word, so a
+        float64 run went on in float32 (or the reverse) with rounded weights and moments, a run of
+        neither precision. Checked on the tensors themselves, so also for checkpoints of hooks that
+        record no dtype (and train() checkpoints written before they did)."""
+        if not isinstance(state, dict):
+            return
+        mine = self.model.state_dict()
+        for name, t in state.items():
+            own = mine.get(name)
+            if (isinstance(t, torch.Tensor) and isinstance(own, torch.Tensor) and t.is_floating_point()
+                    and own.is_floating_point() and t.dtype != own.dtype):
+                have = str(t.dtype).removeprefix("torch.")
+                want = str(own.dtype).removeprefix("torch.")
+                raise ModelFileError(
+                    f"checkpoint {str(path)!r} holds {have} weights ({name!r}) but the model is {want}: resuming "
+                    "would cast the weights and optimiser state and go on as a run of neither precision. Build "
+                    f"the model in {have} to resume, or start afresh (delete the checkpoint or do not resume).")
+
     def resume(self) -> bool:
-        """Load ``config.checkpoint`` when ``config.resume`` and it exists; True if it did."""
+        """Load ``config.checkpoint`` when ``config.resume`` and it exists; True if it did.
+
+        Data-parallel: every rank calls it, and the ranks must resume alike (all from the same
+        checkpoint, or none): a rank that found no checkpoint on its node's disk (or a stale one)
+        trained other epochs' batches from a fresh optimiser beside its peers, and rank 0 wrote
+        checkpoints of that mixture -- a later rerun loaded one as a finished run, with no error.
+        InputError on every rank, before any step, when they differ."""
+        resumed = False
         if self.checkpoint is not None and self.config.resume and self.checkpoint.exists():
             self.load(self.checkpoint)
-            return True
-        return False
+            resumed = True
+        if self.ctx.distributed:
+            from lawful.kernels.modelfile import tensors_digest
+
+            state = None
+            if resumed:
+                state = tensors_digest({k: v.detach().cpu() for k, v in self.model.state_dict().items()})[:16]
+            dist.check_same({"resumed": resumed, "done": self.done, "weights": state},
+                            "checkpoints to resume from", self.ctx,
+                            fix="every rank must resume from the same checkpoint file (put it on a file system every "
+                                "rank reads, or copy rank 0's to every node), or none (delete it on every node, or "
+                                "pass resume=False), else the ranks train different epochs from different states "
+                                "and rank 0 saves a model of neither run.")
+        return resumed
 
     # -- data parallelism ---------------------------------------------------------------------
     def shard(self, items: list) -> tuple[list, float]:
@@ -317,8 +358,14 @@ class Loop:
         main = self.ctx.is_main
         # a resumed run goes on with its log; a run from unit 0 starts a new one (appending put a
         # fresh run's epochs 0, 1, ... after an earlier run's, one learning curve of two runs)
-        log_f = (open(cfg.log, "a" if self.done > 0 else "w", buffering=1)
-                 if (cfg.log is not None and main) else None)
+        # a resumed one is rewritten from the checkpoint's history: appended, it lost the row of a
+        # unit whose checkpoint was written but whose row was not (a Ctrl-C held during the save is
+        # delivered right after it, before the row: units 0, 1, 3, 4, 5), and repeated the rows of
+        # units run again after the last checkpoint (checkpoint_every > 1)
+        log_f = (open(cfg.log, "w", buffering=1) if (cfg.log is not None and main) else None)
+        if log_f is not None and self.done > 0:
+            for old_row in self.history:
+                log_f.write(json.dumps(old_row) + "\n")
         bar = None
         if cfg.progress and main:
             from tqdm.auto import tqdm

@@ -274,3 +274,72 @@ def test_a_save_from_another_thread_leaves_the_signal_handlers_alone(tmp_path):
     t.join()
     assert not errors and load_checkpoint(tmp_path / "t.pt")["step"] == 7
     assert signal.getsignal(signal.SIGINT) is before
+
+
+# -- resuming through the training core (lawful.kernels.training_core.Loop) ------------------------
+
+def _toy_loop(tmp_path, dtype=torch.float64, log=None, units=5):
+    from lawful.kernels.distributed import DistContext
+    from lawful.kernels.training_core import Hooks, Loop, LoopConfig
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    y = x @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+
+    class Fit(Hooks):
+        def loss(self, idx):
+            return ((model(x[idx].to(dtype)).squeeze(1) - y[idx].to(dtype)) ** 2).mean()
+
+        def train_unit(self, loop, unit):
+            return {"unit": unit, "loss": float(loop.optimise(torch.arange(12)))}
+
+    torch.manual_seed(1)
+    model = torch.nn.Linear(3, 1, dtype=dtype)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    return Loop(model, opt, None, Fit(), LoopConfig(units=units, checkpoint=tmp_path / "fit.ckpt", log=log),
+                ctx=DistContext())
+
+
+def test_a_ctrl_c_held_during_a_checkpoint_write_loses_no_log_row(tmp_path, monkeypatch):
+    """A Ctrl-C that arrives while a checkpoint is written is held until the file is complete and
+    delivered right after it, before the unit's log row: the resumed run appended to the log, which
+    then lacked that unit (units 0, 1, 3, 4 for 0..4; audit). The resumed log is rewritten from the
+    checkpoint's history, so it holds every unit once."""
+    import json
+
+    log = tmp_path / "log.jsonl"
+    real_save, calls = torch.save, []
+
+    def save(obj, fh, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:                       # Ctrl-C during the checkpoint of unit 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_save(obj, fh, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    part = _toy_loop(tmp_path, log=log)
+    with pytest.raises(KeyboardInterrupt):
+        part.run()
+    assert part.done == 3
+    monkeypatch.setattr(torch, "save", real_save)
+    resumed = _toy_loop(tmp_path, log=log)
+    assert resumed.resume() and resumed.done == 3
+    resumed.run()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["unit"] for r in rows] == [0, 1, 2, 3, 4]
+    assert rows == resumed.history
+
+
+def test_a_checkpoint_of_another_dtype_is_refused_not_cast(tmp_path):
+    """load_state_dict casts: a float64 checkpoint resumed into a float32 model (train() checkpoints
+    written before they recorded the dtype, or any hooks that record none) went on as a run of
+    neither precision, without a word (audit). The core compares the weights' dtypes itself."""
+    done = _toy_loop(tmp_path, units=2)
+    done.run()
+    other = _toy_loop(tmp_path, dtype=torch.float32)
+    before = [p.detach().clone() for p in other.model.parameters()]
+    with pytest.raises(ModelFileError, match="holds float64 weights .* the model is float32"):
+        other.resume()
+    assert other.done == 0 and all(torch.equal(a, b) for a, b in zip(before, other.model.parameters()))
+    same = _toy_loop(tmp_path)
+    assert same.resume() and same.done == 2

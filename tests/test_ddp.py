@@ -357,3 +357,67 @@ def test_ranks_stop_on_max_time_together(tmp_path):
     # the same stop after the same unit on both ranks (here rank 0's clock never reaches the limit:
     # both run every unit); without the shared decision rank 1 stopped alone and the run hung
     assert len({ln.split(" ", 2)[2] for ln in lines}) == 1, lines
+
+
+_RESUME_RANKS = r"""
+import sys, torch
+torch.set_num_threads(1)
+from lawful.kernels import distributed as dist
+from lawful.kernels.training_core import Hooks, Loop, LoopConfig
+ctx = dist.context("cpu")          # one process when started without torchrun's environment
+torch.manual_seed(0)
+model = torch.nn.Linear(3, 1).double()
+X = torch.randn(16, 3, dtype=torch.float64); Y = torch.randn(16, 1, dtype=torch.float64)
+
+
+class H(Hooks):
+    def loss(self, idx, n, w):
+        return w * ((model(X[idx]) - Y[idx]) ** 2).sum() / n
+
+    def train_unit(self, loop, unit):
+        order = torch.randperm(16, generator=torch.Generator().manual_seed(unit)).tolist()[:8]
+        local, w = loop.shard(order)
+        return {"unit": unit, "loss": float(loop.reduce(loop.optimise(local, 8, w)))}
+
+
+units = int(sys.argv[1])
+path = sys.argv[2].format(rank=ctx.rank)      # a path of this rank's own (its node's disk)
+loop = Loop(model, torch.optim.Adam(model.parameters(), lr=0.01), None, H(),
+            LoopConfig(units=units, unit="step", validate_every=0, checkpoint=path), ctx=ctx)
+print(f"rank {ctx.rank} resumed {loop.resume()} from {loop.done}", flush=True)
+loop.run()
+print(f"rank {ctx.rank} done {loop.done} weight {float(model.weight[0, 0].detach())!r}", flush=True)
+loop.close()
+"""
+
+
+@pytest.mark.parametrize("rank1", ["missing", "stale"])
+def test_ranks_resume_from_the_same_checkpoint_or_are_refused(tmp_path, rank1):
+    """Each rank reads the checkpoint at its own path (a node's local disk). Rank 1 finding none
+    there used to train steps 0.. from a fresh optimiser while rank 0 resumed at step 3: their
+    gradients (of other batches) were averaged, rank 0 wrote checkpoints of that mixture up to
+    the last step, and a rerun of the same call loaded it as a finished run without a word (force
+    field: weights 4.8e-3 off, validation force MAE 0.143 for 0.177 eV/A; audit). Every rank now
+    refuses before any step unless all resume from the same state (ranks that do resume alike:
+    test_killed_two_rank_run_resumes_to_the_uninterrupted_weights)."""
+    script = tmp_path / "resume_rank.py"
+    script.write_text(_RESUME_RANKS)
+    ck = str(tmp_path / "ck{rank}.pt")
+
+    def one_process(units, path):        # the script in this process (no torchrun environment: one rank)
+        old = sys.argv
+        sys.argv = [str(script), str(units), path]
+        try:
+            exec(compile(_RESUME_RANKS, str(script), "exec"), {"__name__": "one_process"})
+        finally:
+            sys.argv = old
+
+    one_process(3, ck.format(rank=0))                  # rank 0's checkpoint after 3 of 6 steps
+    before = open(ck.format(rank=0), "rb").read()
+    if rank1 == "stale":                               # an older run's checkpoint (2 steps)
+        one_process(2, ck.format(rank=1))
+    results = run_ranks([sys.executable, script, "6", ck], timeout=60)
+    for code, text in results:
+        assert code != 0 and "hold different checkpoints to resume from" in text, text[-3000:]
+        assert "every rank must resume from the same checkpoint file" in text
+    assert open(ck.format(rank=0), "rb").read() == before          # nothing was trained or written
