@@ -106,8 +106,8 @@ def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int 
     :class:`~lawful.kernels.NumericalError` before the optimiser step (the model keeps the last
     finite weights).
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise InputError(f"steps must be a positive integer, got {steps!r}.")
+    _check_settings(steps=steps, lr=lr, final_lr=final_lr, batch_size=batch_size,
+                    constraint_every=constraint_every, seed=seed, log_every=log_every)
     if constraint is not None and not isinstance(constraint, (SoftPenalty, AugmentedLagrangian)):
         raise InputError(f"constraint must be None, a SoftPenalty or an AugmentedLagrangian, got "
                          f"{type(constraint).__name__}.")
@@ -138,6 +138,36 @@ def train_dynamics(model, data: DynamicsDataset, *, constraint=None, steps: int 
     return TrainResult(train_loss=train, test_loss=test, violation_rms=violation, seconds=seconds,
                        steps=steps, constraint=None if constraint is None else constraint.state(),
                        history=loop.history)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_settings(*, steps, lr, final_lr, batch_size, constraint_every, seed, log_every) -> None:
+    """InputError naming the first bad training setting of :func:`train_dynamics` and its fix:
+    ``constraint_every=0`` divided by zero at the first step, ``batch_size=0`` trained on an empty
+    batch (a NaN loss), ``lr=0`` or a negative ``final_lr`` ran without a word."""
+    if not _is_int(steps) or steps < 1:
+        raise InputError(f"steps must be a positive integer (Adam steps), got {steps!r}.")
+    _positive_finite("lr", lr)
+    try:
+        low = float(final_lr)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"final_lr must be a number in [0, lr], got {final_lr!r}.") from exc
+    if isinstance(final_lr, bool) or not math.isfinite(low) or not 0.0 <= low <= float(lr):
+        raise InputError(f"final_lr must be a number in [0, lr={lr!r}] (the end of the cosine decay from lr), "
+                         f"got {final_lr!r}: pass 0 <= final_lr <= lr.")
+    if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+        raise InputError(f"batch_size must be a positive integer or None (full batch), got {batch_size!r}.")
+    if not _is_int(constraint_every) or constraint_every < 1:
+        raise InputError(f"constraint_every must be a positive integer (steps between the augmented "
+                         f"Lagrangian's multiplier updates), got {constraint_every!r}.")
+    if not _is_int(log_every) or log_every < 0:
+        raise InputError(f"log_every must be a non-negative integer (steps between history rows; 0: none), "
+                         f"got {log_every!r}.")
+    if not _is_int(seed):
+        raise InputError(f"seed must be an integer (it fixes the minibatch order), got {seed!r}.")
 
 
 def _check_model_and_data(model, data, constraint) -> None:
@@ -262,9 +292,15 @@ def rollout_metrics(model, data: DynamicsDataset, horizon: float | None = None,
 def long_horizon_drift(model, data: DynamicsDataset, dt: float, steps: int, method: str,
                        n_points: int = 100, tol: float | None = 1e-11, max_iter: int = 100) -> dict:
     """Energy drift of the *true* energy along ``steps``-step rollouts of ``model`` with
-    ``method`` from the test initial states: ``final_abs`` (mean |E(T) − E(0)|), ``max_abs``,
-    ``rel_max`` and the secular ``slope`` (per unit time), plus the wall time; these four are None
-    when the dataset has no known energy.
+    ``method`` from the test initial states: ``final_abs`` (mean over the rollouts of
+    |E(T) − E(0)|), ``max_abs`` (max over rollouts and saved times of |E(t) − E(0)|), the secular
+    ``slope`` (per unit time), ``energy_spread`` (the standard deviation of the rollouts' initial
+    energies E_b(0) over the test states) and ``max_abs_over_spread`` = ``max_abs`` /
+    ``energy_spread``: the drift as a fraction of how far apart the test orbits' energies lie (1:
+    the rollout has drifted as far as from one test orbit's energy to another's). Unlike
+    |ΔE| / |E(0)| it does not depend on the energy's zero or unit; it is None with one test
+    rollout or a spread at rounding level. These five are None when the dataset has no known
+    energy.
     ``model_energy_*`` report the same for the model's own conserved quantity when it has one
     (``hamiltonian`` or ``energy``). ``finite``: whether the whole rollout stayed finite."""
     if not isinstance(n_points, int) or isinstance(n_points, bool) or n_points < 1:
@@ -281,7 +317,8 @@ def long_horizon_drift(model, data: DynamicsDataset, dt: float, steps: int, meth
     if data.energy is not None:
         out = energy_drift(_energy_series(data.energy, xs, ys), times)
     else:
-        out = {"max_abs": None, "final_abs": None, "rel_max": None, "slope": None}
+        out = {"max_abs": None, "final_abs": None, "slope": None, "energy_spread": None,
+               "max_abs_over_spread": None}
     own = getattr(model, "hamiltonian", None) or getattr(model, "energy", None)
     if own is not None:
         e = _energy_series(lambda a, b: own(a, b).detach(), xs, ys)

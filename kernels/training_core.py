@@ -47,7 +47,8 @@ class LoopConfig:
     units: total units of work (epochs or optimiser steps) a full run does.
     unit: their name in the progress bar ("epoch", "step", "it").
     checkpoint: file for atomic checkpoints (None: none); resume: continue from it if it exists.
-    checkpoint_every: units between checkpoints (and after the last unit of a call).
+    checkpoint_every: units between checkpoints, and after the last unit of a call however it
+    ends (all units done or a stop rule; not after an exception: the last checkpoint stays).
     validate_every: units between validations (and after the last unit); 0: never validate.
     patience: stop after this many validations without improvement (None: never).
     min_lr: stop when the learning rate falls below it (None: never).
@@ -377,6 +378,7 @@ class Loop:
         self.comm_s = 0.0
         if self._module is None:      # wrap (DDP: broadcast rank 0's weights) before the clock runs
             self._module = dist.wrap(self.model, self.hooks.loss, self.ctx, cfg.find_unused_parameters)
+        saved = self.done      # what the checkpoint holds as far as this call knows
         try:
             while self.done < total:
                 reason = self._stop()
@@ -401,12 +403,17 @@ class Loop:
                     self.history.append(row)
                 if self.checkpoint is not None and (self.done % cfg.checkpoint_every == 0 or self.done == total):
                     self.save()
+                    saved = self.done
                 if log_f is not None and row is not None:
                     log_f.write(json.dumps(row) + "\n")
                 if bar is not None:
                     bar.update(1)
                     if row is not None:
                         bar.set_postfix(**self.hooks.postfix(row))
+            # a stop rule (early stopping, min_lr, max_time) ended the call between checkpoints
+            # (checkpoint_every > 1): its last unit was not saved, and a resumed run redid it
+            if self.checkpoint is not None and self.done != saved:
+                self.save()
         finally:
             if bar is not None:
                 bar.close()

@@ -212,7 +212,14 @@ def test_energy_drift_summary():
     d = energy_drift(e)
     assert d["slope"] == pytest.approx(0.005)
     assert d["max_abs"] == pytest.approx(0.1)
-    assert d["rel_max"] == pytest.approx(0.1)
+    assert "rel_max" not in d
+    # the initial energies 1 and 2: spread 0.5 (population std); drift 0.1 of it -> 0.2
+    assert d["energy_spread"] == pytest.approx(0.5)
+    assert d["max_abs_over_spread"] == pytest.approx(0.2)
+    for shift in (-1.5, 1e3):                         # the energy's zero does not enter
+        assert energy_drift(e + shift)["max_abs_over_spread"] == pytest.approx(0.2, rel=1e-9)
+    assert energy_drift(e[:, :1])["max_abs_over_spread"] is None        # one orbit: no spread to read
+    assert energy_drift(torch.stack([e[:, 0], e[:, 0]], 1))["max_abs_over_spread"] is None
     with pytest.raises(ShapeError):
         energy_drift(torch.ones(1, 3))
 

@@ -275,3 +275,20 @@ def test_a_checkpoint_of_the_loop_before_the_core_resumes(tmp_path):
     assert s["epochs_run"] == 4 and len(s["history"]) == 4
     for k, v in straight.state_dict().items():
         assert torch.allclose(resumed.state_dict()[k], v, rtol=0, atol=1e-12), k
+
+
+@pytest.mark.parametrize("cfg, hooks, stop", [
+    (dict(patience=1, validate_every=1), lambda m: Toy(m, val_scores=[1.0, 2.0, 3.0] + [4.0] * 7), "early_stopping"),
+    (dict(max_time=1e-12), None, "max_time"),
+])
+def test_a_stop_rule_checkpoints_the_last_unit_between_checkpoints(tmp_path, cfg, hooks, stop):
+    """checkpoint_every=4 and a stop rule after unit 2 (or 0): the checkpoint held nothing (or an
+    older unit), although it is written "after the last unit of a call"; a resume redid the units."""
+    from lawful.kernels.checkpoint import load_checkpoint
+
+    loop = _loop(tmp_path, units=10, hooks=hooks, checkpoint_every=4, **cfg)
+    assert loop.run() == stop
+    saved = load_checkpoint(tmp_path / "toy.ckpt")
+    assert saved["done"] == loop.done >= 1
+    again = _loop(tmp_path, units=10, hooks=hooks, checkpoint_every=4, **cfg)
+    assert again.resume() and again.done == loop.done and len(again.history) == len(loop.history)
