@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from lawful.kernels.errors import InputError, NumericalError
+from lawful.kernels.errors import InputError, NumericalError, ShapeError
 from lawful.kernels.mac_grid import SCALAR_CFL_MAX, VISCOUS_NUMBER_MAX, set_periodic_duplicate, substeps
 from lawful.kernels.mac_pressure import PressureSolver, default_rtol
 
@@ -465,6 +465,12 @@ def face_gradient(p: torch.Tensor, wu: torch.Tensor, wv: torch.Tensor, periodic)
     return wu * gx, wv * gy
 
 
+#: the Solver methods a step runs (Solver.step and the parts it calls): one replaced by a subclass
+#: or on the instance changes the Taichi step but not its twin, so TorchStep refuses such a solver
+_STEP_PARTS = ("step", "advect_step", "force_step", "project", "_project_step", "_project_storing",
+               "_scalar_velocity", "_phi_scale", "_set_phi", "_store_pressure")
+
+
 class TorchStep:
     """Torch twin of ``solver.step`` (without the corrector): ``u, v, s, gp = step(u, v, s, gp)``.
 
@@ -479,6 +485,14 @@ class TorchStep:
     ``(u* - u') / (phi scale)`` (``u*`` before, ``u'`` after it), so no separate pressure adjoint
     is needed. The CFL substep count is chosen like the solver's (from
     the detached input).
+
+    Refused (:class:`~lawful.kernels.errors.InputError`, naming it): a solver with step parts of
+    its own (``Solver(..., advect=/force=/project=)``, or a subclass / instance replacing
+    ``advect_step``, ``force_step``, ``project``, ``step`` or another method the step runs: the twin
+    mirrors only the built-in ones), a capped projection (``pressure_capped=True``), inputs of
+    another shape or dtype than the solver's grid and scalars, and ``s=None`` on a solver with
+    buoyancy (without its scalar the force cannot be applied). ``s=None`` is otherwise allowed
+    (passive scalars do not act on the velocity; none are returned).
     """
 
     def __init__(self, solver, projection_rtol: float | None = None):
@@ -490,6 +504,20 @@ class TorchStep:
                 f"TorchStep mirrors the Solver's built-in steps, but this Solver was given its own "
                 f"{', '.join(injected)} (Solver(..., {'=..., '.join(injected)}=...)), which has no torch twin: "
                 "build the twin from a Solver without them, or express the change through forcing/sources, "
+                "which the twin mirrors.")
+        # the same for a subclass (or an instance) that replaces a part of the step: Solver.step runs
+        # it, the twin the built-in one (a force_step adding a shear force: 6 % off, no error)
+        from lawful.fluids.solver import Solver
+
+        own = vars(solver)
+        replaced = [name for name in _STEP_PARTS
+                    if getattr(type(solver), name, None) is not getattr(Solver, name) or name in own]
+        if replaced:
+            raise InputError(
+                f"TorchStep mirrors the Solver's built-in steps, but this {type(solver).__name__} replaces "
+                f"{', '.join(replaced)} (in a subclass or on the instance), which the twin does not see and has no "
+                "torch twin: build the twin from a plain lawful.fluids.Solver(state, config, forcing=..., "
+                "sources=..., body_velocity=...) of the same scene, or express the change through forcing/sources, "
                 "which the twin mirrors.")
         if solver.config.pressure_capped:
             raise InputError(
@@ -596,9 +624,38 @@ class TorchStep:
         gp = tuple(stored_pressure(b, (w - p) / sc, cfg.pressure_predictor) for b, w, p in zip(before, (u, v), (pu, pv)))
         return pu, pv, s, gp
 
+    def _check_inputs(self, u, v, s, gp) -> None:
+        """Shapes and dtypes of the step's inputs against the solver's grid and scalars; ``s=None``
+        is refused when buoyancy couples a scalar to the velocity (the twin then had no scalar to
+        read and dropped the force: the Taichi step, whose state always holds it, applies it)."""
+        sol = self.solver
+        nx, ny = sol.nx, sol.ny
+        ns = len(sol.scalar_names)
+        want = [("u", u, (nx + 1, ny)), ("v", v, (nx, ny + 1))]
+        if s is not None:
+            want.append(("s", s, (ns, nx, ny)))
+        if gp is not None:
+            if not (isinstance(gp, (tuple, list)) and len(gp) == 2):
+                raise InputError(f"torch step: gp must be None or a pair (gu, gv) of face tensors "
+                                 f"(TorchStep.pressure_gradient(state.p)), got {type(gp).__name__}.")
+            want += [("gp[0]", gp[0], (nx + 1, ny)), ("gp[1]", gp[1], (nx, ny + 1))]
+        for name, t, shape in want:
+            if not isinstance(t, torch.Tensor):
+                raise InputError(f"torch step: {name} must be a torch tensor, got {type(t).__name__}.")
+            if tuple(t.shape) != shape:
+                extra = (f" (the solver's {ns} scalars {list(sol.scalar_names)} on its {nx}x{ny} grid, in that "
+                         "order)") if name == "s" else f" (the solver's {nx}x{ny} grid)"
+                raise ShapeError(f"torch step: {name} has shape {tuple(t.shape)}; it must be {shape}{extra}.")
+            if t.dtype != sol.dtype:
+                raise InputError(f"torch step: {name} is {t.dtype} but the solver runs in {sol.dtype}.")
+        if s is None and sol.buoyancy_index >= 0:
+            raise InputError(
+                f"torch step: s=None, but the solver's config has buoyancy={self.config.buoyancy} from scalar "
+                f"{sol.scalar_names[sol.buoyancy_index]!r}: without the scalars the twin cannot apply that force and "
+                "would step another flow than the solver. Pass the scalars (state.scalars) as s.")
+
     def __call__(self, u, v, s=None, gp=None):
-        if u.dtype != self.solver.dtype:
-            raise InputError(f"torch step: u is {u.dtype} but the solver runs in {self.solver.dtype}.")
+        self._check_inputs(u, v, s, gp)
         n = self.substeps(u, v)
         h = self.config.dt / n
         for _ in range(n):

@@ -183,3 +183,139 @@ def test_torch_step_refuses_a_solver_it_cannot_mirror(what):
         match = f"was given its own {what}"
     with pytest.raises(InputError, match=match):
         TorchStep(solver)
+
+
+def _box_solver(cls=None, names=(), buoyancy=0.0, **cfg):
+    from lawful.fluids.scenes import flow_scene
+    from lawful.fluids.solver import Solver
+    from lawful.kernels.mac_grid import Boundary
+
+    sc = flow_scene((1.0, 1.0), 10, Boundary.box("no_slip", lid_velocity=1.0), viscosity=0.01, dt=0.02,
+                    scalar_names=names, dtype=F64)
+    sc.config = replace(sc.config, pressure_rtol=1e-13, buoyancy=buoyancy, **cfg)
+    st = sc.state
+    if names:
+        x = (torch.arange(10, dtype=F64) + 0.5) / 10
+        blob = torch.exp(-((x[:, None] - 0.4) ** 2 + (x[None, :] - 0.35) ** 2) / 0.02)
+        for k in range(len(names)):
+            st.scalars[k].copy_((k + 1) * blob)
+    return (cls or Solver)(st, sc.config), st
+
+
+@pytest.mark.parametrize("how", ["subclass force_step", "subclass advect_step", "subclass step", "instance force_step"])
+def test_torch_step_refuses_a_solver_whose_step_parts_are_replaced_by_a_subclass(how):
+    """A Solver subclass (or instance) replacing a part of the step ran that part in the Taichi step
+    while the twin mirrored the built-in one, without error (a force_step adding a shear force
+    u += y dt: 6.0 % of max|u| off after one step; an advect_step over dt/2: 0.66 %). Refused like
+    an injected part; a subclass that replaces nothing is still mirrored."""
+    from lawful.fluids.solver import Solver
+    from lawful.kernels.errors import InputError
+
+    def shear(state, dt):
+        state.u.add_(dt * torch.linspace(-1, 1, state.ny, dtype=F64)[None, :])
+
+    class Forced(Solver):
+        def force_step(self, state, dt):
+            super().force_step(state, dt)
+            shear(state, dt)
+
+    class Slow(Solver):
+        def advect_step(self, state, dt):
+            super().advect_step(state, 0.5 * dt)
+
+    class Logged(Solver):
+        def step(self, state, corrector=None):
+            return super().step(state, corrector)
+
+    cls = {"subclass force_step": Forced, "subclass advect_step": Slow, "subclass step": Logged}.get(how)
+    solver, st = _box_solver(cls)
+    if how == "instance force_step":
+        base = solver.force_step
+        solver.force_step = lambda state, dt: (base(state, dt), shear(state, dt))[0]
+    with pytest.raises(InputError, match=how.split()[1]):
+        TorchStep(solver)
+
+    class Plain(Solver):
+        pass
+
+    solver, st = _box_solver(Plain)
+    for _ in range(2):
+        solver.step(st)
+    ts = TorchStep(solver)
+    u, v, _, _ = ts(st.u.clone(), st.v.clone(), None, ts.pressure_gradient(st.p))
+    solver.step(st)
+    assert float((u - st.u).abs().max()) <= 1e-11 * float(st.u.abs().max())
+
+
+def test_torch_step_refuses_no_scalars_when_buoyancy_needs_them():
+    """s=None on a buoyant solver: the twin skipped the buoyancy (no scalar to read) and returned a
+    velocity 4.8 % of max|u| off the Taichi step's after one step, without error. Refused now;
+    with the scalars it matches, and s=None on passive scalars (no buoyancy) still runs."""
+    from lawful.kernels.errors import InputError
+
+    solver, st = _box_solver(names=("a",), buoyancy=1.0)
+    for _ in range(2):
+        solver.step(st)
+    ts = TorchStep(solver)
+    gp = ts.pressure_gradient(st.p)
+    with pytest.raises(InputError, match="buoyancy=1.0 from scalar 'a'"):
+        ts(st.u.clone(), st.v.clone(), None, gp)
+    u, v, s, _ = ts(st.u.clone(), st.v.clone(), st.scalars.clone(), gp)
+    solver.step(st)
+    scale = float(st.u.abs().max())
+    assert float((u - st.u).abs().max()) <= 1e-11 * scale and float((v - st.v).abs().max()) <= 1e-11 * scale
+    assert float((s - st.scalars).abs().max()) <= 1e-11 * float(st.scalars.abs().max())
+    solver, st = _box_solver(names=("a",))
+    ts = TorchStep(solver)
+    u, v, s, _ = ts(st.u.clone(), st.v.clone(), None, None)
+    assert s is None
+
+
+@pytest.mark.parametrize("what", ["s count", "s dtype", "v dtype", "gp shape"])
+def test_torch_step_refuses_inputs_that_do_not_fit_its_solver(what):
+    """Scalars of another count than the solver's ran silently (the buoyancy index of the solver's
+    list then read another scalar: 'b' for 'a'); another dtype was promoted (float32 scalars in a
+    float64 step). Each is refused, naming the input and the expected shape or dtype."""
+    from lawful.kernels.errors import InputError
+
+    solver, st = _box_solver(names=("a", "b"), buoyancy=1.0, buoyancy_scalar="a")
+    ts = TorchStep(solver)
+    u, v, s, gp = st.u.clone(), st.v.clone(), st.scalars.clone(), ts.pressure_gradient(st.p)
+    if what == "s count":
+        s, match = s[1:], r"s has shape \(1, 10, 10\); it must be \(2, 10, 10\)"
+    elif what == "s dtype":
+        s, match = s.float(), "s is torch.float32 but the solver runs in torch.float64"
+    elif what == "v dtype":
+        v, match = v.float(), "v is torch.float32"
+    else:
+        gp, match = (gp[0], gp[1][:, :-1]), r"gp\[1\] has shape"
+    with pytest.raises(InputError, match=match):
+        ts(u, v, s, gp)
+
+
+@pytest.mark.parametrize("case", ["no predictor, viscous substeps", "y inflow, buoyancy, drag, CFL substeps",
+                                  "non-square, dx != 1, periodic x"])
+def test_torch_step_matches_taichi_step_in_less_common_configurations(case):
+    """Configurations the scene tests do not reach (audit 2027-01): the projection without the
+    pressure predictor with several viscous substeps; an inflow along y with buoyancy, drag, a box
+    and CFL substeps; a non-square periodic-x channel with moving walls and dx = 0.125."""
+    from lawful.fluids.scenes import Box, flow_scene
+    from lawful.kernels.mac_grid import Boundary
+
+    if case.startswith("no predictor"):
+        sc = flow_scene((1.0, 1.0), 10, Boundary.box("no_slip", lid_velocity=1.0), viscosity=1.0, dt=0.02, dtype=F64)
+        sc.config = replace(sc.config, pressure_predictor=False, drag=0.3)
+    elif case.startswith("y inflow"):
+        b = Boundary("no_slip", "free_slip", "inflow", "outflow", inflow_velocity=1.0, inflow_profile="parabolic")
+        sc = flow_scene((1.0, 2.0), 24, b, obstacles=[Box((0.3, 0.8), (0.7, 1.0))], viscosity=0.01, dt=0.3,
+                        scalar_names=("a",), dtype=F64)
+        sc.config = replace(sc.config, buoyancy=1.0, drag=0.5, max_substeps=20)
+        x = (torch.arange(12, dtype=F64)[:, None] + 0.5) / 12
+        y = (torch.arange(24, dtype=F64)[None, :] + 0.5) / 12
+        sc.state.scalars[0].copy_(torch.exp(-((x - 0.5) ** 2 + (y - 0.4) ** 2) / 0.05) * ~sc.state.solid)
+    else:
+        b = Boundary("periodic", "periodic", "no_slip", "no_slip", wall_velocity=(0.0, 0.0, 0.7, -0.4))
+        sc = flow_scene((3.0, 1.5), 12, b, viscosity=0.02, dt=0.1, scalar_names=("a",), dtype=F64)
+        sc.config = replace(sc.config, buoyancy=0.5)
+        sc.state.scalars[0, 4:8, 2:5] = 1.0
+    twin_matches(sc, warm=2, steps=2)
