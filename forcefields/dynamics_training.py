@@ -28,7 +28,7 @@ import torch
 
 from lawful.forcefields.dynamics_data import STATE_NAMES, DynamicsDataset
 from lawful.forcefields.integrators import energy_drift, integrate
-from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty
+from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty, positive_finite
 from lawful.kernels.distributed import DistContext
 from lawful.kernels.errors import InputError, ShapeError
 from lawful.kernels.training_core import Hooks, Loop, LoopConfig
@@ -150,7 +150,7 @@ def _check_settings(*, steps, lr, final_lr, batch_size, constraint_every, seed, 
     batch (a NaN loss), ``lr=0`` or a negative ``final_lr`` ran without a word."""
     if not _is_int(steps) or steps < 1:
         raise InputError(f"steps must be a positive integer (Adam steps), got {steps!r}.")
-    _positive_finite("lr", lr)
+    positive_finite("lr", lr)
     try:
         low = float(final_lr)
     except (TypeError, ValueError) as exc:
@@ -227,16 +227,6 @@ class _DynamicsHooks(Hooks):
         return None
 
 
-def _positive_finite(name, value) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} must be a positive number, got {value!r}.") from exc
-    if isinstance(value, bool) or not math.isfinite(out) or out <= 0.0:
-        raise InputError(f"{name} must be a positive finite number, got {value!r}.")
-    return out
-
-
 def _energy_series(energy, xs, ys):
     n, b, d = xs.shape
     return energy(xs.reshape(n * b, d), ys.reshape(n * b, d)).reshape(n, b)
@@ -262,10 +252,10 @@ def rollout_metrics(model, data: DynamicsDataset, horizon: float | None = None,
                          "DynamicsDataset.from_trajectories, or compare with data.traj_x/traj_y yourself.")
     # the span, not the last time: trajectories sampled from t = 5 to 11 span 6 time units (t[-1]
     # integrated 11, almost twice the data's horizon, and compared the models there without a word)
-    _positive_finite("dt", dt)
-    if not isinstance(n_points, int) or isinstance(n_points, bool) or n_points < 1:
+    positive_finite("dt", dt)
+    if not _is_int(n_points) or n_points < 1:
         raise InputError(f"n_points must be a positive integer (states compared per rollout), got {n_points!r}.")
-    requested = float(data.t[-1] - data.t[0]) if horizon is None else _positive_finite("horizon", horizon)
+    requested = float(data.t[-1] - data.t[0]) if horizon is None else positive_finite("horizon", horizon)
     steps = int(round(requested / dt))
     if steps < 1:
         # 0 steps compared each initial state with itself: state_mse = energy_mse = 0 (or a crash)
@@ -303,7 +293,7 @@ def long_horizon_drift(model, data: DynamicsDataset, dt: float, steps: int, meth
     energy.
     ``model_energy_*`` report the same for the model's own conserved quantity when it has one
     (``hamiltonian`` or ``energy``). ``finite``: whether the whole rollout stayed finite."""
-    if not isinstance(n_points, int) or isinstance(n_points, bool) or n_points < 1:
+    if not _is_int(n_points) or n_points < 1:
         raise InputError(f"n_points must be a positive integer (energies kept per rollout), got {n_points!r}.")
     save = max(1, steps // n_points)
     if steps % save:

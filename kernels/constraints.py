@@ -55,12 +55,15 @@ def resolve_violation(violation: Violation, *args, **kwargs) -> torch.Tensor:
     return v
 
 
-def _positive(name: str, value) -> float:
+def positive_finite(name: str, value) -> float:
+    """``value`` as a float when it is a positive finite number (not a bool), else
+    :class:`InputError` naming ``name``: the check of every weight, rate and step size given to
+    the constraints and the dynamics training."""
     try:
         out = float(value)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name} must be a positive number, got {value!r}.") from exc
-    if not math.isfinite(out) or out <= 0.0:
+    if isinstance(value, bool) or not math.isfinite(out) or out <= 0.0:
         raise InputError(f"{name} must be a positive finite number, got {value!r}.")
     return out
 
@@ -75,7 +78,7 @@ class SoftPenalty:
     """
 
     def __init__(self, weight: float, reduction: str = "sum"):
-        self.weight = _positive("SoftPenalty weight", weight)
+        self.weight = positive_finite("SoftPenalty weight", weight)
         if reduction not in ("sum", "mean"):
             raise InputError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
         self.reduction = reduction
@@ -135,15 +138,15 @@ class AugmentedLagrangian:
         if not math.isfinite(self.tolerance) or self.tolerance < 0.0:
             raise InputError(f"AugmentedLagrangian tolerance must be a finite number >= 0 (the violation norm "
                              f"that counts as met), got {tolerance!r}.")
-        self.penalty = _positive("AugmentedLagrangian penalty", penalty)
+        self.penalty = positive_finite("AugmentedLagrangian penalty", penalty)
         self.initial_penalty = self.penalty
-        self.growth = _positive("AugmentedLagrangian growth", growth)
+        self.growth = positive_finite("AugmentedLagrangian growth", growth)
         if self.growth < 1.0:
             raise InputError(f"growth must be >= 1 (the penalty never shrinks), got {growth!r}.")
-        self.shrink = _positive("AugmentedLagrangian shrink", shrink)
+        self.shrink = positive_finite("AugmentedLagrangian shrink", shrink)
         if self.shrink > 1.0:
             raise InputError(f"shrink must lie in (0, 1], got {shrink!r}.")
-        self.max_penalty = _positive("AugmentedLagrangian max_penalty", max_penalty)
+        self.max_penalty = positive_finite("AugmentedLagrangian max_penalty", max_penalty)
         if self.max_penalty < self.penalty:
             raise InputError(f"max_penalty ({max_penalty!r}) is below the initial penalty "
                              f"({penalty!r}); raise max_penalty.")

@@ -357,12 +357,12 @@ class Loop:
         cfg = self.config
         total = int(cfg.units if units is None else units)
         main = self.ctx.is_main
-        # a resumed run goes on with its log; a run from unit 0 starts a new one (appending put a
-        # fresh run's epochs 0, 1, ... after an earlier run's, one learning curve of two runs)
-        # a resumed one is rewritten from the checkpoint's history: appended, it lost the row of a
-        # unit whose checkpoint was written but whose row was not (a Ctrl-C held during the save is
-        # delivered right after it, before the row: units 0, 1, 3, 4, 5), and repeated the rows of
-        # units run again after the last checkpoint (checkpoint_every > 1)
+        # the log is written afresh: from unit 0 a new run (appending put a fresh run's epochs 0, 1,
+        # ... after an earlier run's, one learning curve of two runs), and a resumed run's from the
+        # checkpoint's history first (appended, it lost the row of a unit whose checkpoint was
+        # written but whose row was not -- a Ctrl-C held during the save is delivered right after
+        # it, before the row: units 0, 1, 3, 4, 5 -- and repeated the rows of units run again after
+        # the last checkpoint, checkpoint_every > 1)
         log_f = (open(cfg.log, "w", buffering=1) if (cfg.log is not None and main) else None)
         if log_f is not None and self.done > 0:
             for old_row in self.history:
