@@ -140,6 +140,17 @@ def test_noisy_states_with_exact_rates_are_not_refused():
         DynamicsDataset.from_trajectories(t, q, p, 2.0 * dq, 2.0 * dp)
 
 
+def _built_or_refused(build, refused):
+    """``build()`` passes when ``refused`` is None; else it raises InputError matching ``refused``
+    and naming the way round (check_rates=False)."""
+    if refused is None:
+        build()
+        return
+    with pytest.raises(InputError, match=refused) as err:
+        build()
+    assert "check_rates=False" in str(err.value)
+
+
 @pytest.mark.parametrize("per_period, factor, check, refused", [
     (20, 1.0, True, None), (5, 1.0, True, None), (4, 1.0, True, None), (3, 1.0, True, None),
     (5, -1.0, True, "opposite sign"), (5, 1000.0, True, "per second beside t in milliseconds"),
@@ -152,13 +163,8 @@ def test_coarsely_sampled_exact_rates_pass_and_unit_mistakes_are_still_refused(p
     read from the data; a sign, a time unit or a 2x are still refused; check_rates=False skips it."""
     t_end = 8 * 2 * math.pi / W
     t, q, p, dq, dp = _oscillator_trajectories(n_t=8 * per_period + 1, t_end=t_end)
-    build = lambda: DynamicsDataset.from_trajectories(t, q, p, factor * dq, factor * dp, check_rates=check)
-    if refused is None:
-        build()
-    else:
-        with pytest.raises(InputError, match=refused) as err:
-            build()
-        assert "check_rates=False" in str(err.value)
+    _built_or_refused(lambda: DynamicsDataset.from_trajectories(t, q, p, factor * dq, factor * dp,
+                                                                 check_rates=check), refused)
 
 
 @pytest.mark.parametrize("per_period, noise, factor, outcome", [
@@ -439,12 +445,7 @@ def test_a_factor_of_mass_in_velocity_rates_is_refused(per_period, noise, fy, fd
     within 5 % plus the data's own Simpson error estimate: correct data at 5 samples per period or
     noisy pass; a 1.5x (p for q̇) in noisy finely sampled states and a 1.2x are refused."""
     t, q, v, vc, acc = _velocity_oscillator(per_period, noise)
-    build = lambda: DynamicsDataset.from_trajectories(t, q, fy * v, fdx * vc, fdy * acc, state="velocity")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if refused is None:
-            build()
-        else:
-            with pytest.raises(InputError, match=refused) as err:
-                build()
-            assert "check_rates=False" in str(err.value)
+        _built_or_refused(lambda: DynamicsDataset.from_trajectories(t, q, fy * v, fdx * vc, fdy * acc,
+                                                                     state="velocity"), refused)
