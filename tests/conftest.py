@@ -6,6 +6,7 @@ small torch evaluations tens of times slower.
 """
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -119,3 +120,75 @@ def load_benchmark(script: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+#: the benchmark scripts' folder
+BENCH_SUITE = Path(__file__).resolve().parent.parent / "benchmarks"
+#: script -> the result file(s) it must write
+EXPECTED_RESULTS = {
+    "bench_batch.py": ["bench_batch.json"],
+    "bench_cfd.py": ["cfd.json"],
+    "bench_conformers.py": ["conformers.json"],
+    "bench_corrector.py": ["corrector.json"],
+    "bench_ddp.py": ["bench_ddp.json"],
+    "bench_drift.py": ["drift.json"],
+    "bench_engines.py": ["engines.json"],
+    "bench_fluid.py": ["bench_fluid.json", "bench_fluid_speed.json", "bench_fluid_compile.json"],
+    "bench_forcefield.py": ["forcefield.json"],
+    "bench_hnn.py": ["bench_hnn.json"],
+    "bench_mlmm.py": ["mlmm.json"],
+    "bench_molecules.py": ["molecules_train.json", "molecules_mace.json"],
+    "bench_neighbors.py": ["bench_neighbors.json"],
+    "bench_soak.py": ["soak_ase.json", "soak_openmm.json", "soak_fluid.json"],
+}
+#: results with no random input (nothing to seed)
+UNSEEDED_RESULTS = {"cfd.json", "conformers.json"}
+#: the two halves of the tiny run, about three minutes each here: each is the test of its own file
+#: (test_bench_quick.py, test_bench_quick_fluids.py), so that ``--dist loadfile`` can give them to
+#: different workers (one test running all fourteen scripts took six minutes of one worker)
+BENCH_HALVES = {
+    "forcefields": ["bench_batch.py", "bench_conformers.py", "bench_drift.py", "bench_engines.py",
+                    "bench_forcefield.py", "bench_hnn.py", "bench_mlmm.py", "bench_molecules.py",
+                    "bench_neighbors.py"],
+    "fluids": ["bench_cfd.py", "bench_corrector.py", "bench_ddp.py", "bench_fluid.py", "bench_soak.py"],
+}
+
+
+def run_benchmarks_tiny(scripts, tmp_path, monkeypatch) -> None:
+    """Run the benchmark ``scripts`` (file names) with ``LAWFUL_BENCH_TINY=1`` through
+    :func:`lawful.integrations.bench_suite.run_suite`, from an empty working directory, results into
+    ``tmp_path``; check that each exits 0 and writes its :data:`EXPECTED_RESULTS`, each saying how it
+    was made (tiny, quick, one thread, seeds, commit, command), and that nothing was written into
+    the working directory or over the committed results."""
+    import json
+
+    from lawful.integrations.bench_suite import SUMMARY, run_suite
+
+    work, out = tmp_path / "clean", tmp_path / "results"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("LAWFUL_BENCH_TINY", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("LAWFUL_BENCH_DIR", raising=False)
+    committed = {p: p.stat().st_mtime_ns for p in (BENCH_SUITE / "results").glob("*")}
+    written = run_suite(BENCH_SUITE, out, only=list(scripts), quick=True)   # raises if any script exits non-zero
+    names = {p.name for p in written}
+    for script in scripts:
+        for fname in EXPECTED_RESULTS[script]:
+            assert fname in names, f"{script} wrote no {fname}"
+    for path in written:
+        doc = json.loads(path.read_text())
+        if path.name == SUMMARY:
+            assert set(doc["benchmarks"]) >= {json.loads((out / f).read_text())["benchmark"]
+                                              for s in scripts for f in EXPECTED_RESULTS[s]}
+            continue
+        prov = doc["provenance"]
+        assert prov["tiny"] is True and prov["quick"] is True
+        assert prov["git"]["commit"] is None or len(prov["git"]["commit"]) == 40
+        if any(path.name in fs for fs in EXPECTED_RESULTS.values()):
+            assert prov["torch_threads"] == 1, path.name
+            assert prov["seeds"] or path.name in UNSEEDED_RESULTS, f"{path.name} records no seeds"
+        assert prov["command"][-1].endswith(".py")
+        assert isinstance(doc["figures"], dict) and doc["figures"], path.name
+    assert list(work.iterdir()) == []
+    assert {p: p.stat().st_mtime_ns for p in (BENCH_SUITE / "results").glob("*")} == committed

@@ -1,80 +1,36 @@
 """The benchmark suite runs from a clean working directory at its tiniest size.
 
 ``lawful bench --quick`` failed after minutes when a script wrote into a folder only the author's
-checkout had (``runs/corrector_data``). This runs every ``benchmarks/bench_*.py`` through
-:func:`lawful.integrations.bench_suite.run_suite` with ``LAWFUL_BENCH_TINY=1``, from an empty
-temporary working directory, results into ``tmp_path``: each script must exit 0 and write a JSON
-result that says how it was made. No figure is checked (tiny sizes are not results).
+checkout had (``runs/corrector_data``). :func:`conftest.run_benchmarks_tiny` runs ``benchmarks/bench_*.py``
+through :func:`lawful.integrations.bench_suite.run_suite` with ``LAWFUL_BENCH_TINY=1``, from an
+empty temporary working directory, results into ``tmp_path``: each script must exit 0 and write a
+JSON result that says how it was made. No figure is checked (tiny sizes are not results). Here the
+force-field half; the fluid half is ``test_bench_quick_fluids.py``.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from conftest import BENCH_HALVES, BENCH_SUITE, EXPECTED_RESULTS, run_benchmarks_tiny  # the shared tiny run
 
-SUITE = Path(__file__).resolve().parent.parent / "benchmarks"
-#: script -> the result file(s) it must write
-EXPECTED = {
-    "bench_batch.py": ["bench_batch.json"],
-    "bench_cfd.py": ["cfd.json"],
-    "bench_conformers.py": ["conformers.json"],
-    "bench_corrector.py": ["corrector.json"],
-    "bench_ddp.py": ["bench_ddp.json"],
-    "bench_drift.py": ["drift.json"],
-    "bench_engines.py": ["engines.json"],
-    "bench_fluid.py": ["bench_fluid.json", "bench_fluid_speed.json", "bench_fluid_compile.json"],
-    "bench_forcefield.py": ["forcefield.json"],
-    "bench_hnn.py": ["bench_hnn.json"],
-    "bench_mlmm.py": ["mlmm.json"],
-    "bench_molecules.py": ["molecules_train.json", "molecules_mace.json"],
-    "bench_neighbors.py": ["bench_neighbors.json"],
-    "bench_soak.py": ["soak_ase.json", "soak_openmm.json", "soak_fluid.json"],
-}
-#: results with no random input (nothing to seed)
-UNSEEDED = {"cfd.json", "conformers.json"}
+def test_the_two_halves_cover_every_benchmark_and_every_committed_result():
+    """A new ``bench_*.py`` must join one half; every committed result must be written by a script
+    of one (no committed JSON comes only from a flag)."""
+    scripts = sorted(p.name for p in BENCH_SUITE.glob("bench_*.py"))
+    halves = BENCH_HALVES["forcefields"] + BENCH_HALVES["fluids"]
+    assert sorted(halves) == scripts and len(set(halves)) == len(halves)
+    assert set(EXPECTED_RESULTS) == set(scripts)
+    written = {f for fs in EXPECTED_RESULTS.values() for f in fs}
+    committed = {p.name for p in (BENCH_SUITE / "results").glob("*.json")} - {"summary.json"}
+    assert committed <= written, f"committed results no plain suite run writes: {committed - written}"
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_every_benchmark_runs_tiny_from_a_clean_directory(tmp_path, monkeypatch):
-    from lawful.integrations.bench_suite import SUMMARY, run_suite
-
-    work, out = tmp_path / "clean", tmp_path / "results"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("LAWFUL_BENCH_TINY", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.delenv("LAWFUL_BENCH_DIR", raising=False)
-    scripts = sorted(p.name for p in SUITE.glob("bench_*.py"))
-    assert set(EXPECTED) <= set(scripts)
-    committed = {p: p.stat().st_mtime_ns for p in (SUITE / "results").glob("*")}
-    written = run_suite(SUITE, out, quick=True)   # raises if any script exits non-zero
-    names = {p.name for p in written}
-    # a plain suite run regenerates every committed result: no committed JSON comes only from a flag
-    committed_json = {p.name for p in (SUITE / "results").glob("*.json")}
-    assert committed_json <= names, f"committed results no plain suite run writes: {committed_json - names}"
-    for script in EXPECTED:
-        for fname in EXPECTED[script]:
-            assert fname in names, f"{script} wrote no {fname}"
-    for path in written:
-        doc = json.loads(path.read_text())
-        if path.name == SUMMARY:
-            assert set(doc["benchmarks"]) >= {json.loads((out / f).read_text())["benchmark"]
-                                              for fs in EXPECTED.values() for f in fs}
-            continue
-        prov = doc["provenance"]
-        assert prov["tiny"] is True and prov["quick"] is True
-        assert prov["git"]["commit"] is None or len(prov["git"]["commit"]) == 40
-        if any(path.name in fs for fs in EXPECTED.values()):
-            assert prov["torch_threads"] == 1, path.name
-            assert prov["seeds"] or path.name in UNSEEDED, f"{path.name} records no seeds"
-        assert prov["command"][-1].endswith(".py")
-        assert isinstance(doc["figures"], dict) and doc["figures"], path.name
-    # nothing was written into the working directory, nor over the committed results
-    assert list(work.iterdir()) == []
-    assert {p: p.stat().st_mtime_ns for p in (SUITE / "results").glob("*")} == committed
+def test_the_forcefield_benchmarks_run_tiny_from_a_clean_directory(tmp_path, monkeypatch):
+    run_benchmarks_tiny(BENCH_HALVES["forcefields"], tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("moved", [False, True])
