@@ -18,9 +18,11 @@ The pipeline (:func:`make_dataset`), each stage resumable from the files in ``ou
 3. labelling (:func:`label_cached`): each frame's energy (eV) and forces (eV/Å) appended to
    ``labels.extxyz`` (one write + flush + fsync per frame) under a key (SHA-256 of numbers,
    positions and method, plus the cell and pbc of a periodic frame), so a rerun labels only frames
-   not yet there; a tqdm bar shows ETA;
+   not yet there; a tqdm bar shows ETA. Each label records the tblite version that made it, and a
+   rerun with another version refuses to add labels to a data set made with the first;
 4. split by segment (:func:`split_by_segment`) into ``train/validation/test.extxyz`` and a JSON
-   card ``card.json`` (method, code versions, sampling settings, seeds, split, counts, timings).
+   card ``card.json`` (method, code versions, the tblite version of the labels, sampling settings,
+   seeds, split, counts, timings).
 
 Cost, measured on the shared 2-core CPU (one thread, tblite 0.8.0): one E+F 1.1 ms for ethanol,
 6.4 ms for alanine dipeptide, 3.1 ms for the water hexamer; an MD step about the same. With the
@@ -134,6 +136,23 @@ def xtb_calculator(method: str = METHOD, fresh_guess: bool = True, charge: int =
                            "pip install 'lawful[xtb]' (or pip install tblite).") from None
     return TBLite(method=method, verbosity=0, cache_api=not fresh_guess, charge=int(charge),
                   multiplicity=int(multiplicity))
+
+
+def tblite_version() -> str | None:
+    """The installed tblite's version (None: not installed): it joins every xTB label as
+    ``info["tblite"]`` (:func:`label_cached`), since another version may give other numbers."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("tblite")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _label_version(atoms: Atoms, unrecorded: str | None = None) -> str | None:
+    """The tblite version that made the label of ``atoms`` (``info["tblite"]``, "v0.8.0"), else ``unrecorded``."""
+    said = atoms.info.get("tblite")
+    return str(said).removeprefix("v") if isinstance(said, str) else unrecorded
 
 
 def frame_key(atoms: Atoms, method: str = METHOD) -> str:
@@ -285,7 +304,7 @@ class LabelCache:
 def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache, calculator=None,
                  method: str = METHOD, progress: bool = False,
                  on_label: Callable[[int], None] | None = None, charge: int = 0,
-                 multiplicity: int = 1) -> list[Atoms]:
+                 multiplicity: int = 1, unrecorded_version: str | None = None) -> list[Atoms]:
     """``frames`` labelled by ``calculator`` (default: a new :func:`xtb_calculator` per frame, for the
     total ``charge`` (e) and ``multiplicity`` given, checked against each frame's electrons): copies
     carrying energy (eV) and forces (eV/Å) in a SinglePointCalculator and ``info`` (``key``,
@@ -297,7 +316,14 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
     ``cache`` are not recomputed, whatever the precision of the positions passed; each new one is
     appended to it at once, so an interruption keeps them. A frame that states another charge or
     multiplicity (``info``, :func:`~lawful.forcefields.molecules.stated_state`) than the one given is
-    refused. ``on_label(n)``: called after the n-th new label is stored. ``progress``: a tqdm bar (stderr)."""
+    refused. ``on_label(n)``: called after the n-th new label is stored. ``progress``: a tqdm bar (stderr).
+
+    xTB labels (``calculator`` None) record the tblite version that made them (``info["tblite"]``,
+    ``"v0.8.0"``).
+    New labels are refused (:class:`InputError`, before any is made) when the frames asked for
+    include labels of the cache made by another tblite version, so that one data set never mixes
+    two versions' numbers while its card names one; ``unrecorded_version`` is the version of the
+    cache's labels that record none (older caches; :func:`make_dataset` passes its card's)."""
     cache = cache if isinstance(cache, LabelCache) else LabelCache(cache)
     if calculator is None:
         for numbers in {tuple(a.numbers) for a in frames}:
@@ -317,6 +343,15 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
     labeller = labeller_id(calculator, method, charge, multiplicity)
     keys = [cache_key(a, labeller) for a in frames]
     todo = [i for i, k in enumerate(keys) if k not in cache]
+    version = tblite_version() if calculator is None else None
+    if todo and version is not None:
+        made_by = {str(_label_version(cache.frames[k], unrecorded_version)) for k in keys if k in cache}
+        other = sorted(made_by - {str(version), "None"})
+        if other:
+            raise InputError(f"{len(keys) - len(todo)} of these frames are labelled in {os.fspath(cache.path)!r} by "
+                             f"tblite {', '.join(other)}, and the {len(todo)} new label(s) would be made by tblite "
+                             f"{version}: one data set would mix two versions' numbers. Install tblite=={other[0]} "
+                             "to finish it, or label into a new folder (lawful data --out NEW) with this one.")
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
@@ -343,6 +378,8 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
             t0 = time.perf_counter()
             energy, forces = float(a.get_potential_energy()), np.array(a.get_forces(), dtype=np.float64)
             a.info["seconds"] = round(time.perf_counter() - t0, 6)
+            if version is not None:
+                a.info["tblite"] = "v" + version    # "v": extxyz reads a bare 0.10 back as the number 0.1
             if not (np.isfinite(energy) and np.isfinite(forces).all()):
                 raise InputError(f"frame {i} (key {keys[i]}) got a non-finite {method} energy/forces: the "
                                  "geometry is probably broken; drop the frame or lower the MD temperature.")
@@ -644,6 +681,24 @@ def _versions() -> dict:
     return out
 
 
+def _read_card(path: Path) -> dict:
+    """The card at ``path`` ({} if there is none or it is not a JSON object)."""
+    try:
+        card = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
+def _label_versions(labelled: Sequence[Atoms], unrecorded: str | None, xtb: bool) -> dict:
+    """``{"tblite": version}`` of the xTB labels of a data set (each label's ``info["tblite"]``,
+    ``unrecorded`` for those that record none; None if that is unknown too); {} for another labeller."""
+    if not xtb:
+        return {}
+    found = sorted({str(_label_version(a, unrecorded)) for a in labelled})
+    return {"tblite": None if found == ["None"] else found[0] if len(found) == 1 else found}
+
+
 def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cfg: SamplingConfig | None = None,
                  calculator=None, progress: bool = False,
                  on_label: Callable[[int], None] | None = None, charge: int | None = None,
@@ -702,8 +757,12 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     minimum = next(iter(minima.values()))
     frames = sample_segments(minima, cfg, out / "samples.extxyz", progress=progress, charge=charge,
                              multiplicity=multiplicity)
+    # labels of an older cache record no tblite version: its card says which made them
+    old_card = _read_card(out / "card.json")
+    unrecorded = (old_card.get("label_versions") or {}).get("tblite") or (old_card.get("versions") or {}).get("tblite")
     labelled = label_cached(frames, out / "labels.extxyz", calculator=calculator, progress=progress,
-                            on_label=on_label, charge=charge, multiplicity=multiplicity)
+                            on_label=on_label, charge=charge, multiplicity=multiplicity,
+                            unrecorded_version=unrecorded if isinstance(unrecorded, str) else None)
     split = split_by_segment(labelled, cfg.fractions, seed=cfg.seed)
     counts = {}
     for s in SPLITS:
@@ -727,6 +786,9 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
                        "the calculator passed to make_dataset (see method)"),
         "units": {"energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"},
         "versions": _versions(),
+        # the version that made the labels, which a rerun that made no new label did not
+        "label_versions": _label_versions(labelled, unrecorded if isinstance(unrecorded, str) else None,
+                                          labellers == [xtb]),
         "sampling": {**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},
                      "integrator": "ase.md.langevin.Langevin + FixCom, from each start as its minimise mode prepared it",
                      "segments": _segment_plan(cfg, list(minima)),

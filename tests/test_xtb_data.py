@@ -1075,3 +1075,44 @@ def test_labels_carried_in_a_frames_info_do_not_crash_the_cache(tmp_path, keys):
     assert calc.calls == calls
     for a, b in zip(first, again):
         assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-10) != -5.0
+
+
+@needs_tblite
+def test_labels_of_two_tblite_versions_never_mix_in_one_data_set(tmp_path, monkeypatch):
+    """A run interrupted, tblite upgraded, the run resumed: the new labels joined the old ones and the
+    card named the new version for all of them (the cache key has no version in it)."""
+    real = xtb_data.tblite_version()
+    cfg = small_config()
+    card = xtb_data.make_dataset("water", tmp_path, cfg)
+    labels = tmp_path / "labels.extxyz"
+    assert {a.info["tblite"] for a in read(labels, index=":")} == {"v" + real}
+    assert card["label_versions"] == {"tblite": real} and card["versions"]["tblite"] == real
+
+    def keep_first(n, strip=False):     # an interrupted labelling (optionally: by an older lawful)
+        frames = read(labels, index=":")[:n]
+        for a in frames:
+            if strip:
+                a.info.pop("tblite")
+        write(labels, frames, format="extxyz")
+        return labels.read_bytes()
+
+    cases = [("recorded in each label", False, None), ("an older cache: its card says", True, "label_versions")]
+    for what, strip, drop in cases:
+        before = keep_first(6, strip)
+        if drop:
+            on_disk = json.loads((tmp_path / "card.json").read_text())
+            on_disk.pop(drop)
+            (tmp_path / "card.json").write_text(json.dumps(on_disk))
+        monkeypatch.setattr(xtb_data, "tblite_version", lambda: "0.0.1")
+        with pytest.raises(InputError, match=rf"labelled .* by tblite {real}, and the 4 new label\(s\) would be "
+                                             r"made by tblite 0.0.1"):
+            xtb_data.make_dataset("water", tmp_path, cfg)
+        assert labels.read_bytes() == before, what         # nothing labelled
+        monkeypatch.undo()
+        card = xtb_data.make_dataset("water", tmp_path, cfg)   # finished with the version that began it
+        assert card["label_versions"] == {"tblite": real} and card["counts"]["total_frames"] == 10, what
+    # nothing new to label: another version may write the card, which names both
+    monkeypatch.setattr(xtb_data, "tblite_version", lambda: "0.0.1")
+    monkeypatch.setattr(xtb_data, "_versions", lambda: {"tblite": "0.0.1"})
+    card = xtb_data.make_dataset("water", tmp_path, cfg)
+    assert card["label_versions"] == {"tblite": real} and card["versions"]["tblite"] == "0.0.1"
