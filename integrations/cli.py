@@ -679,6 +679,10 @@ def _cmd_train_corrector(args) -> int:
                          checkpoint_every=args.checkpoint_every)
     ensure_taichi("cpu")
     rank = env_rank()
+    if args.device == "auto" and torch.cuda.is_available() and rank == 0:
+        # said, not silent: a GPU user's "auto" would expect the GPU
+        print("note: --device auto trains on the CPU: the corrector training has no GPU path (the fluid solver "
+              "it runs in is Taichi on the CPU here), even though CUDA is present.", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     trajs = [load_or_generate(c, cache, dtype=dtype, progress=None if rank == 0 else False) for c in cases]
     t_ref = time.perf_counter() - t0
@@ -706,7 +710,7 @@ def _cmd_train_corrector(args) -> int:
     if rank != 0:             # under torchrun: rank 0 alone writes the corrector and reports
         return 0
     best = trainer.best
-    summary = {"scene": args.scene, "variant": args.variant, "train_cases": [c.label for c in cases],
+    summary = {"scene": args.scene, "variant": args.variant, "device": "cpu", "train_cases": [c.label for c in cases],
                "iterations": trainer.iteration, "iterations_this_run": trainer.iteration - before,
                "best_validation": None if best is None else {"iteration": best["iteration"], "error": best["error"]},
                "config": {**{k: getattr(config, k) for k in ("unroll", "iterations", "lr", "seed", "batch_windows",

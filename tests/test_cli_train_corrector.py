@@ -255,3 +255,17 @@ def test_grid_is_the_torchrun_safe_spelling_of_n():
     args = get_args_parser().parse_args(["--nproc_per_node=2", "--no-python", "lawful", "train-corrector",
                                          "--grid", "8"])
     assert args.training_script_args == ["train-corrector", "--grid", "8"]
+
+
+def test_device_auto_says_it_trains_on_the_cpu_when_cuda_is_there(tmp_path, capsys, monkeypatch):
+    """--device auto trained on the CPU without a word on a machine with CUDA."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    out = tmp_path / "out"
+    code = main(["train-corrector", *TINY, "--device", "auto", "--out", str(out),
+                 "--reference-cache", str(tmp_path / "ref")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "--device auto trains on the CPU" in err, err
+    from lawful.fluids.correctors import load_corrector
+
+    assert load_corrector(out / "corrector.lawful", dtype=torch.float64).metadata["training"]["device"] == "cpu"
