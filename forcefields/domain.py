@@ -26,7 +26,7 @@ __all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "compos
            "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds",
            "neighbour_weights", "neighbour_density_record", "neighbour_record", "neighbour_bounds", "neighbour_text",
            "batch_neighbour_weights",
-           "pairs_below", "composition_residual", "counts_outside", "batch_outside", "warn_outside",
+           "pairs_below", "composition_residual", "counts_outside", "unit_mistakes", "batch_outside", "warn_outside",
            "unit_mistake_error",
            "structure_charge", "charge_record", "charge_outside"]
 
@@ -309,6 +309,16 @@ def counts_outside(bounds: Tuple[torch.Tensor, torch.Tensor], species: torch.Ten
     return counts, low, high, (counts < low) | (counts > high)
 
 
+def unit_mistakes(counts: torch.Tensor, high: torch.Tensor, factor: float) -> torch.Tensor:
+    """(N,) bool: the atoms whose neighbour density (or count) ``counts`` (N,) is over ``factor``
+    x the top of its own species' range ``high`` (N,) (:func:`counts_outside`), a unit mistake.
+    A species whose training top is 0 (seen only as an isolated atom) gives no scale to call a
+    density a unit mistake by: its atoms are never counted here, and one with neighbours is
+    reported as outside its range instead (it was refused as "nm for Å" whenever another species'
+    top was above 0). TorchScript compatible."""
+    return (counts > factor * high) & (high > 0)
+
+
 # ------------------------------------------------------------------------------------------------
 # the same three checks on a batch (model.evaluate / evaluate_batch without an engine)
 
@@ -336,8 +346,8 @@ def batch_outside(model, batch) -> tuple[int, str] | None:
             weights = batch_neighbour_weights(batch, model.cutoff) if bounds[2] else None
             counts, _, high, outside = counts_outside(bounds[:2], batch.species, batch.edge_i,
                                                       batch.positions.shape[0], weights)
-            dense = counts > UNIT_MISTAKE_DENSITY * high
-            if bool(dense.any()) and float(high.max()) > 0:
+            dense = unit_mistakes(counts, high, UNIT_MISTAKE_DENSITY)
+            if bool(dense.any()):
                 k = int(torch.nonzero(dense)[0])
                 s = int(batch.batch[k])
                 which = f"structure {s}: " if len(n_atoms) > 1 else ""

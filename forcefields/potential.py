@@ -42,7 +42,7 @@ from lawful.forcefields.batch import Batch
 from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor, PairLayout
 from lawful.forcefields.domain import (COMPOSITION_TOLERANCE, DOMAIN_TOLERANCE, UNIT_MISTAKE_DENSITY, composition_residual,
                                       counts_outside, domain_limits, neighbour_bounds, neighbour_record,
-                                      neighbour_weights, pairs_below)
+                                      neighbour_weights, pairs_below, unit_mistakes)
 
 __all__ = ["NeuralPotential", "TorchScriptPotential", "export_torchscript", "strained_geometry", "ZBLRepulsion",
            "zbl_energy", "REPULSION_SWITCH"]
@@ -545,8 +545,8 @@ class TorchScriptPotential(torch.nn.Module):
                                                     weights)
         if not bool(outside.any()):
             return counts, low, high, outside
-        dense = counts > self.unit_mistake_density * high
-        if bool(dense.any()) and float(high.max()) > 0:
+        dense = unit_mistakes(counts, high, self.unit_mistake_density)
+        if bool(dense.any()):
             # the runner's refusal (strict or not): a lattice in nm for Angstrom put thousands of
             # neighbours in the cutoff and the first step ground on as an extrapolation
             j = int(torch.nonzero(dense)[0][0])

@@ -25,7 +25,7 @@ from ase.data import chemical_symbols as _chemical_symbols
 
 from lawful.forcefields.domain import (DOMAIN_TOLERANCE, UNIT_MISTAKE_DENSITY, charge_outside, close_pair_reason, composition_outside,
                                       counts_outside, domain_limits, neighbour_bounds, neighbour_text,
-                                      neighbour_weights, pairs_below, unit_mistake_error)
+                                      neighbour_weights, pairs_below, unit_mistake_error, unit_mistakes)
 from lawful.kernels.errors import (
     InputError,
     ModelFileError,
@@ -456,8 +456,8 @@ class ModelRunner:
         counts, low, high, outside = counts_outside((lo, hi), self._species_idx, nl.i, self.n_atoms, weights)
         if not bool(outside.any()):
             return None
-        dense = counts > UNIT_MISTAKE_DENSITY * high
-        if bool(dense.any()) and float(high.max()) > 0:
+        dense = unit_mistakes(counts, high, UNIT_MISTAKE_DENSITY)
+        if bool(dense.any()):
             j = int(torch.nonzero(dense)[0])
             raise unit_mistake_error(self.model, f"atom {j if self.labels is None else self.labels[j]}",
                                      self.species[int(self._species_idx[j])], float(counts[j]), weighted,

@@ -255,3 +255,43 @@ def test_a_molecule_in_nm_is_told_its_likely_unit(scale, hinted, path):
     close = [str(w.message) for w in got if "apart" in str(w.message)]
     assert bool(close) is (scale < 1.0)
     assert any("in nm, not Å? (multiply them by 10" in m for m in close) is hinted
+
+
+@pytest.mark.parametrize("engine", ["ase", "evaluate", "batch", "torchscript"])
+def test_a_species_seen_only_isolated_is_outside_not_a_unit_mistake(engine):
+    """A species whose training density top is 0 (only ever an isolated atom, as in a set of
+    per-element reference frames) has no scale for a unit mistake: its atom with neighbours was
+    refused as "lengths in nm for Å" by every engine whenever another species' top was above 0.
+    It is reported as outside its species' range (strict: stopped as such) and the others' checks
+    are unchanged."""
+    import torch
+
+    from lawful.forcefields import evaluate_batch, export_torchscript
+    from lawful.forcefields.molecules import alanine_dipeptide
+    from lawful.kernels.errors import InputError
+
+    model = load_model("organic-xtb")
+    model.neighbour_density = dict(model.neighbour_density, N=(0.0, 0.0))
+    mol = alanine_dipeptide(phi=-80.0, psi=75.0)
+    n_index = int(np.flatnonzero(mol.numbers == 7)[0])
+
+    def run(strict):
+        if engine == "ase":
+            mol.calc = LawfulCalculator(model, strict=strict)
+            return mol.get_potential_energy()
+        if engine == "evaluate":
+            return model.evaluate(torch.tensor(mol.positions), torch.tensor(mol.numbers))
+        if engine == "batch":
+            return evaluate_batch(model, [mol])
+        module = export_torchscript(model, pbc=False, strict=strict)
+        return module(torch.tensor(mol.positions), torch.tensor(mol.numbers), torch.zeros(3, 3, dtype=torch.float64))
+
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        run(False)
+    said = [str(w.message) for w in got if "neighbour density" in str(w.message)]
+    assert said and f"atom {n_index} (N)" in said[0] and "nm for" not in said[0], said
+    if engine in ("ase", "torchscript"):
+        with pytest.raises((NumericalError, torch.jit.Error), match=rf"atom {n_index} \(N\) has a neighbour density") as err:
+            run(True)
+        assert not isinstance(err.value, InputError)
