@@ -323,10 +323,12 @@ def unit_mistakes(counts: torch.Tensor, high: torch.Tensor, factor: float) -> to
 # the same three checks on a batch (model.evaluate / evaluate_batch without an engine)
 
 def batch_outside(model, batch) -> tuple[int, str] | None:
-    """The first structure of ``batch`` (a :class:`~lawful.forcefields.batch.Batch` of ``model``)
-    outside the model's training domain, as ``(structure index, what)``, else None: a pair closer
-    than :data:`DOMAIN_TOLERANCE` x its training minimum, a composition outside the training span,
-    an atom whose neighbour count lies outside its species' range. The engine runner makes the same
+    """A structure of ``batch`` (a :class:`~lawful.forcefields.batch.Batch` of ``model``) outside
+    the model's training domain, as ``(structure index, what)``, else None, checked in this order:
+    a pair closer than :data:`DOMAIN_TOLERANCE` x its training minimum (the structure of the pair
+    furthest inside its limit, :func:`pairs_below`), a composition outside the training span (the
+    first such structure), an atom whose neighbour density lies outside its species' range (the
+    first such atom's structure). The engine runner makes the same
     checks with engine indices and step numbers (``lawful.integrations.runner.ModelRunner``), and
     like it raises :class:`~lawful.kernels.errors.InputError` for a density over
     :data:`UNIT_MISTAKE_DENSITY` x the top of the range (a unit mistake)."""
