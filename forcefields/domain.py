@@ -22,7 +22,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "composition_record",
+__all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "COMPOSITION_BASIS_ATOL", "composition_record",
            "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds",
            "neighbour_weights", "neighbour_density_record", "neighbour_record", "neighbour_bounds", "neighbour_text",
            "batch_neighbour_weights",
@@ -72,8 +72,14 @@ def pairs_below(table: torch.Tensor, species: torch.Tensor, edge_i: torch.Tensor
 # compositions: which structures' absolute energies the per-species reference energies determine
 
 #: A composition whose component outside the span of the training compositions is larger than
-#: this fraction of its length is outside the training domain (exact arithmetic gives 0 inside).
-COMPOSITION_TOLERANCE = 1e-6
+#: this fraction of its length is outside the training domain (exact arithmetic gives 0 inside;
+#: the saved bases are orthonormal to round-off, ~1e-15, :data:`COMPOSITION_BASIS_ATOL`). One atom
+#: too many gives at least ~0.1 / (the number of atoms), so it is caught up to ~1e9 atoms (at
+#: 1e-6, it was missed beyond ~5e5 atoms of water).
+COMPOSITION_TOLERANCE = 1e-10
+#: How far from orthonormal (max |B B^T - I|) a saved composition basis may be: lawful writes the
+#: SVD's rows, orthonormal to ~1e-15; a basis further off would flag compositions inside its span.
+COMPOSITION_BASIS_ATOL = 1e-12
 #: Formulas kept in a model's record to name the training compositions in messages.
 _FORMULAS_KEPT = 8
 
@@ -109,10 +115,11 @@ def close_pair_reason(key: str, distance: float, training_min: float, cutoff: fl
 
 
 def _counts(numbers, species: Sequence[str]) -> list[int]:
+    import numpy as np
     from ase.data import atomic_numbers
 
-    z = [int(v) for v in numbers]
-    return [sum(1 for v in z if v == atomic_numbers[s]) for s in species]
+    z = np.asarray(numbers, dtype=np.int64).reshape(-1)
+    return [int(np.count_nonzero(z == atomic_numbers[s])) for s in species]
 
 
 def _formula(numbers) -> str:

@@ -214,7 +214,9 @@ def _training_compositions(path, value, species) -> dict:
         import numpy as np
 
         b = np.asarray(value["basis"], dtype=np.float64)
-        ok = b.shape[0] <= len(species) and np.allclose(b @ b.T, np.eye(b.shape[0]), atol=1e-8)
+        from lawful.forcefields.domain import COMPOSITION_BASIS_ATOL
+
+        ok = b.shape[0] <= len(species) and bool(np.abs(b @ b.T - np.eye(b.shape[0])).max() <= COMPOSITION_BASIS_ATOL)
     if not ok:
         raise ModelFileError(f"{os.fspath(path)!r}: training_compositions {value!r} is not a set of orthonormal "
                              f"composition rows over the model's species {list(species)}; the file is corrupt: "

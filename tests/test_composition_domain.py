@@ -84,3 +84,52 @@ def test_a_corrupt_record_is_refused(tmp_path):
     save_model_file(path, kind=mf.kind, config=mf.config, tensors=mf.tensors, metadata=meta)
     with pytest.raises(ModelFileError, match="training_compositions"):
         load_model(path)
+
+
+@pytest.mark.parametrize("waters", [1, 10**3, 10**5, 10**7, 10**8])
+def test_one_atom_too_many_is_outside_at_any_size(waters):
+    """The check compares the part of the composition outside the training span with its length:
+    at the old relative tolerance 1e-6 a water box of more than ~5e5 atoms with one H too many (an
+    ion, a lost proton: an absolute energy the data did not determine) passed as inside. Counted
+    (H, C, N, O) against the shipped organic-xtb's saved basis, in the engines' float64 arithmetic;
+    the TorchScript module compares the same residual with the same constant."""
+    import torch
+
+    from lawful.forcefields import export_torchscript
+    from lawful.forcefields.domain import COMPOSITION_TOLERANCE, composition_residual
+
+    model = load_model("organic-xtb")
+    basis = torch.tensor(model.training_compositions["basis"], dtype=torch.float64)
+    water = torch.tensor([2.0, 0.0, 0.0, 1.0]) * waters
+    for extra, outside in (((0, 0, 0, 0), False), ((1, 0, 0, 0), True), ((0, 0, 0, 1), True),
+                           ((-1, 0, 0, 0), True),                   # a hydroxide: one H short
+                           ((12, 6, 2, 2), False),                  # + one alanine dipeptide
+                           ((6, 2, 0, 1), False), ((4, 2, 0, 0), False),   # + ethanol, + C2H4 (= ethanol - water)
+                           ((4, 1, 0, 0), True)):                   # + methane
+        counts = water + torch.tensor(extra, dtype=torch.float64)
+        assert (composition_residual(basis, counts) > COMPOSITION_TOLERANCE) is outside, (waters, extra)
+    assert export_torchscript(model).composition_tolerance == COMPOSITION_TOLERANCE
+    if waters <= 10**5:     # the runner's path, from atomic numbers
+        numbers = np.concatenate([np.tile([8, 1, 1], waters), [1]])
+        assert composition_outside(model.training_compositions, ["H", "C", "N", "O"], numbers) is not None
+        assert composition_outside(model.training_compositions, ["H", "C", "N", "O"], numbers[:-1]) is None
+
+
+def test_a_basis_off_orthonormal_beyond_round_off_is_refused(tmp_path):
+    """A saved basis rotated by 1e-9 would flag compositions inside its own span at the tolerance
+    1e-10: files are written with the SVD's rows (orthonormal to ~1e-15) and one further off than
+    COMPOSITION_BASIS_ATOL is refused as corrupt (it was accepted to 1e-8)."""
+    from lawful.kernels.modelfile import load_model_file, save_model_file
+
+    model = NeuralPotential(species=["H", "O"], cutoff=4.0)
+    model.training_compositions = composition_record([molecule("H2O").numbers], ["H", "O"])
+    path = tmp_path / "m.lawful"
+    model.save(path)
+    assert load_model(path).training_compositions["basis"] == model.training_compositions["basis"]
+    mf = load_model_file(path)
+    meta = dict(mf.metadata)
+    row = np.asarray(model.training_compositions["basis"][0])
+    meta["training_compositions"] = {"basis": [(row * (1 + 1e-9)).tolist()], "formulas": ["H2O"]}
+    save_model_file(path, kind=mf.kind, config=mf.config, tensors=mf.tensors, metadata=meta)
+    with pytest.raises(ModelFileError, match="training_compositions"):
+        load_model(path)
