@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from lawful.kernels.errors import InputError, ModelFileError
-from lawful.kernels.training_core import Hooks, Loop, LoopConfig
+from lawful.kernels.training_core import Hooks, Loop, LoopConfig, check_ema_decay
 
 from lawful.forcefields.base import AtomisticModel
 from lawful.forcefields.batch import Batch, pair_min_distances
@@ -551,7 +551,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
           resume: bool = True, seed: int = 0, progress: bool = True, log: str | os.PathLike | None = None,
           max_time: float | None = None, on_batch: Callable[[int, int], None] | None = None,
           force_loss: str = "mse", huber_delta: float | None = None, grad_clip: float = 0.0,
-          fit_normalisation: bool = True, check_labels: bool = True) -> dict:
+          fit_normalisation: bool = True, check_labels: bool = True, ema_decay: float = 0.0) -> dict:
     """Fit ``model`` (a NeuralPotential or DirectForceModel) to labelled structures, in place.
 
     data: labelled ``ase.Atoms`` (energy, forces, optionally stress) or a path (extxyz, ASE
@@ -580,6 +580,10 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
     above it, so that a few frames with very large forces (rattled or hot configurations) cannot
     dominate the loss. ``grad_clip``: clip the
     gradient norm to this value (0: off), against the rare batch whose gradient explodes.
+    ``ema_decay``: validate, keep and return an exponential moving average of the weights,
+    updated after every optimiser step (:class:`lawful.kernels.training_core.LoopConfig`; 0: off,
+    0.99-0.999 usual): it averages out the last steps' noise of small-batch Adam, as MACE and
+    NequIP train by default.
     ``fit_normalisation``: fit the per-species reference energies, feature statistics and scales
     on the training split before the first epoch (default); False keeps the model's own, to go on
     training a trained model (e.g. on more data): refitting them would invalidate its weights.
@@ -619,6 +623,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
             raise InputError(f"huber_delta={huber_delta!r} must be a positive force in eV/Å, e.g. 0.1.")
     if not (math.isfinite(grad_clip) and grad_clip >= 0):
         raise InputError(f"grad_clip={grad_clip!r} must be a gradient norm >= 0 (0: no clipping).")
+    ema_decay = check_ema_decay(ema_decay)
     frames = load_frames(data)
     _targets(model, frames, "training")     # labels and species first: their errors index the data as given
     label_check = None
@@ -650,7 +655,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         weight_decay=weight_decay, checkpoint=checkpoint, resume=resume, seed=seed, progress=progress,
         log=log, max_time=max_time, on_batch=on_batch, force_loss=force_loss,
         huber_delta=None if huber_delta is None else float(huber_delta),
-        grad_clip=float(grad_clip), fit_normalisation=bool(fit_normalisation),
+        grad_clip=float(grad_clip), fit_normalisation=bool(fit_normalisation), ema_decay=ema_decay,
         labels_fingerprint=_labels_fingerprint(train_frames) + _labels_fingerprint(val_frames),
         val_in_train=overlap, energy_labels=_energy_labels(train_frames), label_check=label_check))
     # leave the process group (if train joined it) only after a clean finish: after an interrupt a
@@ -709,7 +714,10 @@ class _ForceFieldHooks(Hooks):
         return val_loss, {"val_loss": val_loss, **{f"val_{k}": v for k, v in metrics.items()}}
 
     def _options(self) -> str:
-        return json.dumps({k: self.opts[k] for k in _RESUME_OPTIONS}, sort_keys=True, default=list)
+        options = {k: self.opts[k] for k in _RESUME_OPTIONS}
+        if self.opts.get("ema_decay"):      # only when on: checkpoints of runs without one stay resumable
+            options["ema_decay"] = self.opts["ema_decay"]
+        return json.dumps(options, sort_keys=True, default=list)
 
     def identity(self):
         return {"data": self.fingerprint, "labels": self.opts.get("labels_fingerprint"), "options": self._options()}
@@ -884,7 +892,8 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
     cfg = LoopConfig(units=int(o["epochs"]), unit="epoch", checkpoint=o["checkpoint"], resume=o["resume"],
                      patience=o["patience"], min_lr=o["min_lr"], max_time=o["max_time"], progress=o["progress"],
                      desc=f"train {model.kind}", log=o["log"], stop_label="epochs",
-                     find_unused_parameters=len(model.species) > 1, grad_clip=o["grad_clip"])   # a species may be absent from a share
+                     find_unused_parameters=len(model.species) > 1, grad_clip=o["grad_clip"],   # a species may be absent from a share
+                     ema_decay=o["ema_decay"])
     loop = Loop(model, opt, sched, hooks, cfg, ctx=ctx)
     if not loop.resume() and o["fit_normalisation"]:
         with torch.no_grad():
@@ -909,7 +918,7 @@ def _train(model, train_frames, val_frames, fingerprint: str, ctx, o: dict) -> d
         "train_atoms_per_species": species_counts, "val_in_train": o.get("val_in_train", 0),
         "energy_labels": o.get("energy_labels"), "label_check": o.get("label_check"),
         "seed": o["seed"], "batch_size": o["batch_size"], "lr": o["lr"], "data_fingerprint": fingerprint,
-        "fit_normalisation": o["fit_normalisation"],
+        "fit_normalisation": o["fit_normalisation"], "ema_decay": o["ema_decay"],
         "world_size": ctx.world_size, "communication_s": loop.comm_s,
         "history": loop.history,
     }

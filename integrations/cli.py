@@ -158,6 +158,14 @@ _positive = _float_in(0.0)
 _non_negative = _float_in(0.0, strict=False)
 
 
+def _ema_decay(text: str) -> float:
+    v = _number(text)
+    if not (0.0 <= v < 1.0):
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1): give the weight the running average keeps per "
+                                         "optimiser step (0: off; 0.99-0.999 is usual)")
+    return v
+
+
 def _common(p: argparse.ArgumentParser, out_default: str, dtype_default: str = "float64",
             torch_options: bool = True) -> None:
     """``--out``, ``--seed``, ``--threads`` and (``torch_options``) ``--device``/``--dtype``."""
@@ -562,6 +570,7 @@ def _cmd_train(args) -> int:
                         stress_weight=args.stress_weight, checkpoint=ckpt, seed=args.seed,
                         max_time=args.max_time, patience=args.patience, min_lr=args.min_lr,
                         log=out / f"{path.stem}.log.jsonl", check_labels=not args.no_label_check,
+                        ema_decay=args.ema_decay,
                         on_batch=lambda epoch, step: ran.add(epoch))
     except KeyboardInterrupt:
         print(f"interrupted: the last complete epoch is in {ckpt}; run the same command again to resume.")
@@ -1124,6 +1133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many epochs without a better validation loss")
     p.add_argument("--min-lr", type=_non_negative, default=1e-5,
                    help="stop when the learning rate, halved on plateaus, falls below this (0: never)")
+    p.add_argument("--ema-decay", type=_ema_decay, default=0.0,
+                   help="validate and save an exponential moving average of the weights, updated every optimiser "
+                        "step with this decay (0.99-0.999 usual; default 0: the raw weights)")
     p.add_argument("--no-label-check", action="store_true",
                    help="skip the check that the energies and forces describe one potential (between nearby frames "
                         "the energy differences must be the forces' work; it catches forces stored as gradients and "

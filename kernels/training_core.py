@@ -10,7 +10,8 @@ state) and *how* to run through :class:`LoopConfig`; :class:`Loop` does the rest
 * best weights (lowest validation score) kept and restored at the end, early stopping after
   ``patience`` validations without improvement, a learning-rate floor, a time budget;
 * the learning-rate schedule (``ReduceLROnPlateau`` steps on the validation score, any other
-  scheduler once per unit), gradient clipping;
+  scheduler once per unit), gradient clipping, an exponential moving average of the weights
+  (``ema_decay``: validated, kept as best and handed back in place of the raw weights);
 * a NaN/inf loss or gradient stops the run with :class:`~lawful.kernels.errors.NumericalError`
   before the optimiser step (the weights stay finite), never a silently destroyed model;
 * a tqdm bar and a JSON-lines log; a KeyboardInterrupt (Ctrl-C, or SIGTERM delivered as one by
@@ -37,7 +38,7 @@ import torch
 from lawful.kernels import distributed as dist
 from lawful.kernels.errors import InputError, ModelFileError, NumericalError
 
-__all__ = ["LoopConfig", "Hooks", "Loop"]
+__all__ = ["LoopConfig", "Hooks", "Loop", "check_ema_decay"]
 
 
 @dataclass
@@ -60,6 +61,12 @@ class LoopConfig:
     stop_label: the stop reason when all units ran ("epochs", "iterations", ...).
     find_unused_parameters: tell DDP that a batch may leave some parameters without gradient
     (e.g. a species absent from a rank's share); False saves a graph traversal per step.
+    ema_decay: keep an exponential moving average of the trained parameters, updated after every
+    optimiser step as ``a <- d a + (1 - d) w`` with ``d = min(ema_decay, (1 + n) / (10 + n))``
+    (``n`` steps averaged so far, so the first steps are not dominated by the starting weights).
+    Validation scores the average, the best weights are the average's, and the run ends with
+    the average (or the best one) loaded; the optimiser steps go on from the raw weights, which
+    the checkpoint keeps beside the average. 0 (default): off; 0.99-0.999 per step is usual.
     """
 
     units: int
@@ -78,6 +85,7 @@ class LoopConfig:
     log: str | os.PathLike | None = None
     stop_label: str = "units"
     find_unused_parameters: bool = True
+    ema_decay: float = 0.0
 
     def __post_init__(self):
         for name in ("units", "checkpoint_every"):
@@ -87,6 +95,16 @@ class LoopConfig:
         if not isinstance(self.validate_every, int) or self.validate_every < 0:
             raise InputError(f"LoopConfig.validate_every={self.validate_every!r} must be an integer >= 0 "
                              "(0: never validate).")
+        check_ema_decay(self.ema_decay)
+
+
+def check_ema_decay(value) -> float:
+    """``value`` as the weight average's decay per optimiser step (:attr:`LoopConfig.ema_decay`),
+    or InputError naming the range."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0):
+        raise InputError(f"ema_decay={value!r} must be a number in [0, 1): the weight the running average keeps "
+                         "at each optimiser step (0: no average; 0.99-0.999 is usual).")
+    return float(value)
 
 
 class Hooks:
@@ -143,7 +161,8 @@ class Loop:
     State after :meth:`run`: ``done`` units, ``history`` rows (each with the ``lr`` the unit
     trained at, unless the hooks set their own), ``best_score`` / ``best_unit`` /
     ``best_state``, ``bad_validations``, ``train_time_s`` / ``train_cpu_s`` (accumulated over
-    resumed runs), ``stop_reason``.
+    resumed runs), ``stop_reason``; with ``config.ema_decay``, ``ema`` (parameter name -> the
+    average) and ``ema_steps``.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer, scheduler, hooks: Hooks, config: LoopConfig,
@@ -165,6 +184,9 @@ class Loop:
         self.train_cpu_s = 0.0
         self.stop_reason: str | None = None
         self.comm_s = 0.0          # seconds spent in explicit collectives of this call (benchmarks)
+        self.ema: dict[str, torch.Tensor] | None = None
+        self.ema_steps = 0
+        self._raw_at_end: dict[str, torch.Tensor] | None = None   # a later run() steps on from these
         self._module = None
         identity = hooks.identity()
         if identity is not None:   # before a checkpoint is read or a step taken, on every rank alike
@@ -179,7 +201,7 @@ class Loop:
                 "best_score": self.best_score, "best_unit": self.best_unit, "best_state": self.best_state,
                 "bad_validations": self.bad_validations, "train_time_s": self.train_time_s,
                 "train_cpu_s": self.train_cpu_s, "history": json.dumps(self.history),
-                **self.hooks.state(self)}
+                "ema": self.ema, "ema_steps": self.ema_steps, **self.hooks.state(self)}
 
     def save(self, path=None) -> None:
         """Write the checkpoint atomically (rank 0 only; other ranks return at once)."""
@@ -211,6 +233,13 @@ class Loop:
         self.train_time_s = float(saved["train_time_s"])
         self.train_cpu_s = float(saved["train_cpu_s"])
         self.history = json.loads(saved["history"])
+        self.ema = saved.get("ema")
+        self.ema_steps = int(saved.get("ema_steps") or 0)
+        if self.config.ema_decay and self.ema is None and self.done > 0:
+            raise ModelFileError(f"checkpoint {str(path)!r} was written without a weight average (ema_decay=0) and "
+                                 f"this run asks for ema_decay={self.config.ema_decay}: resuming would average only "
+                                 "the remaining steps. Resume with the checkpoint's ema_decay, or start afresh "
+                                 "(delete the checkpoint or do not resume).")
         self.hooks.load_state(self, saved)
 
     def _check_dtypes(self, state, path: Path) -> None:
@@ -285,7 +314,44 @@ class Loop:
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
+        self._update_ema()
         return share.detach()
+
+    # -- the weight average -------------------------------------------------------------------
+    def _averaged(self) -> list[tuple[str, torch.Tensor]]:
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and p.is_floating_point()]
+
+    def _update_ema(self) -> None:
+        """Fold the weights after an optimiser step into the average (``config.ema_decay``)."""
+        decay = self.config.ema_decay
+        if not decay:
+            return
+        with torch.no_grad():
+            if self.ema is None:
+                self.ema = {n: p.detach().clone() for n, p in self._averaged()}
+            d = min(float(decay), (1.0 + self.ema_steps) / (10.0 + self.ema_steps))
+            for n, p in self._averaged():
+                self.ema[n].mul_(d).add_(p.detach(), alpha=1.0 - d)
+        self.ema_steps += 1
+
+    def _load_ema(self) -> dict[str, torch.Tensor] | None:
+        """Put the average into the model's parameters; returns the raw weights it replaced
+        (None without an average)."""
+        if self.ema is None:
+            return None
+        raw = {}
+        with torch.no_grad():
+            for n, p in self._averaged():
+                raw[n] = p.detach().clone()
+                p.copy_(self.ema[n])
+        return raw
+
+    def _restore(self, raw: dict[str, torch.Tensor] | None) -> None:
+        if raw is None:
+            return
+        with torch.no_grad():
+            for n, p in self._averaged():
+                p.copy_(raw[n])
 
     def _refuse_nonfinite(self, value: torch.Tensor, what: str) -> None:
         """NumericalError when ``value`` (the loss, or a finite-gradient flag) is NaN/inf/False:
@@ -327,6 +393,13 @@ class Loop:
         return None
 
     def _validate(self, unit: int, row: dict | None) -> None:
+        raw = self._load_ema()          # the average is what is scored and kept as best
+        try:
+            self._validate_loaded(unit, row)
+        finally:
+            self._restore(raw)
+
+    def _validate_loaded(self, unit: int, row: dict | None) -> None:
         res = self.hooks.validate(self, unit)
         if res is None:
             return
@@ -379,6 +452,8 @@ class Loop:
         if self._module is None:      # wrap (DDP: broadcast rank 0's weights) before the clock runs
             self._module = dist.wrap(self.model, self.hooks.loss, self.ctx, cfg.find_unused_parameters)
         saved = self.done      # what the checkpoint holds as far as this call knows
+        self._restore(self._raw_at_end)     # an earlier call ended with the average (or best) loaded
+        self._raw_at_end = None
         try:
             while self.done < total:
                 reason = self._stop()
@@ -419,8 +494,11 @@ class Loop:
                 bar.close()
             if log_f is not None:
                 log_f.close()
+        self._raw_at_end = {n: p.detach().clone() for n, p in self._averaged()} if self.ema is not None else None
         if cfg.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        else:
+            self._load_ema()
         return self.stop_reason
 
     def close(self) -> None:

@@ -254,6 +254,10 @@ def test_train_validates_on_a_separate_file_when_given(trained, capsys):
                  "--epochs", "1", "--out", str(out)]) == 0
     s = load_model(out / "conservative.lawful").training_summary
     assert (s["n_train"], s["n_val"]) == (len(frames) - 4, 4)
+    assert s["ema_decay"] == 0.0
+    assert main(["train", "--data", str(trained / "train.extxyz"), "--validation", str(trained / "val.extxyz"),
+                 "--epochs", "1", "--ema-decay", "0.99", "--out", str(trained / "tv-ema")]) == 0
+    assert load_model(trained / "tv-ema" / "conservative.lawful").training_summary["ema_decay"] == 0.99
     capsys.readouterr()
     assert main(["train", "--data", str(trained / "train.extxyz"), "--validation", str(trained / "nope.extxyz"),
                  "--epochs", "1", "--out", str(trained / "tv2")]) == 2

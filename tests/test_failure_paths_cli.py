@@ -57,6 +57,8 @@ CASES = [
     ("train --batch-size 0 --data {t}/notes.txt --out {t}/out", "--batch-size: 0"),
     ("train --force-weight -1 --data {t}/notes.txt --out {t}/out", "--force-weight: -1"),
     ("train --max-time nan --data {t}/notes.txt --out {t}/out", "nan"),
+    ("train --ema-decay 1 --data {t}/notes.txt --out {t}/out", "--ema-decay: 1 is not in [0, 1)"),
+    ("train --ema-decay -0.1 --data {t}/notes.txt --out {t}/out", "--ema-decay: -0.1 is not in [0, 1)"),
     ("train --out {t}/out", "--data"),
     ("train --data {t}/nope.db --out {t}/out", "nope.db"),
     ("train --data {t}/notes.txt --out {t}/out", "notes.txt"),

@@ -130,7 +130,8 @@ def test_a_checkpoint_resumes_only_the_same_labels_and_options(data_file, tmp_pa
     write_extxyz(relabelled, frames)
     with pytest.raises(ModelFileError, match="other labels"):
         train(NeuralPotential(["Cu"], **ARCH), relabelled, checkpoint=ckpt, **opts)
-    for change in (dict(lr=1e-3), dict(stress_weight=1.0), dict(batch_size=2), dict(energy_weight=10.0)):
+    for change in (dict(lr=1e-3), dict(stress_weight=1.0), dict(batch_size=2), dict(energy_weight=10.0),
+                   dict(ema_decay=0.99)):
         with pytest.raises(ModelFileError, match="other training options"):
             train(NeuralPotential(["Cu"], **ARCH), data_file, checkpoint=ckpt, **dict(opts, **change))
     with pytest.raises(ModelFileError, match="is of a float64 run, the model is float32"):
@@ -246,6 +247,8 @@ def test_training_records_the_smallest_pair_distance_of_the_training_frames_only
     (dict(huber_delta=0.5), "huber_delta=0.5"),          # would be silently ignored by the squared error
     (dict(grad_clip=-1.0), "grad_clip=-1.0"),
     (dict(grad_clip=float("inf")), "grad_clip=inf"),
+    (dict(ema_decay=1.0), "ema_decay=1.0"),
+    (dict(ema_decay=-0.5), "ema_decay=-0.5"),
 ])
 def test_bad_loss_options_are_refused_before_training(data_file, kwargs, named):
     model = NeuralPotential(["Cu"], **ARCH)
@@ -358,3 +361,23 @@ def test_refit_reference_energies_moves_offsets_only_and_balances_each_compositi
     assert abs(rec["mean_residual_meV_per_atom_after"]) < 1e-6
     assert rec["rms_residual_meV_per_atom_after"] < rec["rms_residual_meV_per_atom_before"]
     assert set(rec["shift_eV"]) == set(model.species) and rec["n_frames"] == len(frames)
+
+
+def test_a_weight_average_is_validated_and_returned(data_file, tmp_path):
+    """train(ema_decay=...): the model handed back is the average the validation scored (its
+    errors are the best history row's), not the last raw weights; the summary says so, and a
+    checkpoint of the run resumes only with the same decay."""
+    ckpt = tmp_path / "ema.ckpt"
+    model = NeuralPotential(["Cu"], **ARCH)
+    summary = train(model, data_file, checkpoint=ckpt, ema_decay=0.9, **dict(OPTS, epochs=4))
+    assert summary["ema_decay"] == 0.9
+    best = min(summary["history"], key=lambda r: r["val_loss"])
+    assert summary["val_force_mae_eV_per_A"] == pytest.approx(best["val_force_mae"], rel=1e-12)
+    raw = NeuralPotential(["Cu"], **ARCH)
+    plain = train(raw, data_file, **dict(OPTS, epochs=4))
+    assert plain["ema_decay"] == 0.0
+    assert plain["history"][0]["val_force_mae"] != pytest.approx(summary["history"][0]["val_force_mae"], rel=1e-6)
+    with pytest.raises(ModelFileError, match="other training options"):
+        train(NeuralPotential(["Cu"], **ARCH), data_file, checkpoint=ckpt, **dict(OPTS, epochs=4))
+    again = train(NeuralPotential(["Cu"], **ARCH), data_file, checkpoint=ckpt, ema_decay=0.9, **dict(OPTS, epochs=4))
+    assert again["val_force_mae_eV_per_A"] == summary["val_force_mae_eV_per_A"]

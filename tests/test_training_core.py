@@ -202,7 +202,33 @@ CASES = [
     ("chunk_atoms=2.5", lambda mp, tmp: lambda: _evaluate(chunk_atoms=2.5), InputError, "chunk_atoms=2.5"),
     ("chunk_atoms=True", lambda mp, tmp: lambda: _evaluate(chunk_atoms=True), InputError, "chunk_atoms=True"),
     ("checkpoint without counters", lambda mp, tmp: lambda: _train_from(tmp), ModelFileError, "lacks the epoch"),
+    ("ema_decay=1", lambda mp, tmp: lambda: LoopConfig(units=3, ema_decay=1.0), InputError, "ema_decay=1.0"),
+    ("ema_decay=-0.1", lambda mp, tmp: lambda: LoopConfig(units=3, ema_decay=-0.1), InputError, "ema_decay=-0.1"),
+    ("ema_decay=nan", lambda mp, tmp: lambda: LoopConfig(units=3, ema_decay=float("nan")), InputError, "ema_decay=nan"),
+    ("ema_decay=True", lambda mp, tmp: lambda: LoopConfig(units=3, ema_decay=True), InputError, "ema_decay=True"),
+    ("train(ema_decay=1.5)", lambda mp, tmp: lambda: _train_ema(1.5), InputError, "ema_decay=1.5"),
+    ("ema resumed from a run without", lambda mp, tmp: lambda: _resume_with_ema(tmp), ModelFileError,
+     "without a weight average"),
 ]
+
+
+def _train_ema(decay):
+    from lawful.forcefields import NeuralPotential, train
+
+    return train(NeuralPotential(["Cu"], cutoff=3.0, hidden=(4,)), [], epochs=1, ema_decay=decay)
+
+
+def _resume_with_ema(tmp):
+    """A checkpoint of a run without a weight average, resumed with one: the average would hold
+    only the remaining steps."""
+    ck = tmp / "old.ckpt"
+    first = _loop(units=2)
+    first.run()
+    first.save(ck)
+    tmp.joinpath("before").write_bytes(ck.read_bytes())
+    again = _loop(units=4, ema_decay=0.9)
+    again.config.checkpoint = again.checkpoint = ck
+    again.resume()
 
 
 def _evaluate(**kw):
@@ -292,3 +318,84 @@ def test_a_stop_rule_checkpoints_the_last_unit_between_checkpoints(tmp_path, cfg
     assert saved["done"] == loop.done >= 1
     again = _loop(tmp_path, units=10, hooks=hooks, checkpoint_every=4, **cfg)
     assert again.resume() and again.done == loop.done and len(again.history) == len(loop.history)
+
+
+class _Recorder(Toy):
+    """Toy that records the raw weights after every optimiser step and the weights it validates."""
+
+    def __init__(self, model, stop_at=None):
+        super().__init__(model, stop_at=stop_at)
+        self.raw, self.validated = [], []
+
+    def loss(self, idx, n_global, weight):
+        self.raw.append(torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).clone())
+        return super().loss(idx, n_global, weight)
+
+    def validate(self, loop, unit):
+        self.validated.append(torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).clone())
+        return super().validate(loop, unit)
+
+
+def _weights(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+@pytest.mark.parametrize("restore_best", [False, True])
+def test_the_weight_average_is_what_is_validated_kept_and_returned(restore_best):
+    """ema_decay: after every step a <- d a + (1 - d) w with d = min(decay, (1 + n) / (10 + n)),
+    recomputed here from the raw weights the steps produced; validation sees the average, the
+    optimiser steps from the raw weights, and the run ends with the average (or the best one)."""
+    decay = 0.8
+    loop = _loop(units=5, hooks=_Recorder, ema_decay=decay, restore_best=restore_best)
+    start = _weights(loop.model).clone()
+    loop.run()
+    h = loop.hooks
+    # the weights each step started from: the start, then each step's result (h.raw[k] = before step k)
+    after = h.raw[1:] + [None]
+    average, n, per_unit = None, 0, []
+    steps_per_unit = 4                                    # 18 training points in batches of 5
+    for k in range(len(h.raw)):
+        w = after[k]
+        if w is None:                                      # the last step's result: not seen by a loss call
+            break
+        if average is None:                                # the first step's result starts it
+            average = w.clone()
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        average = d * average + (1 - d) * w
+        n += 1
+        if (k + 1) % steps_per_unit == 0:
+            per_unit.append(average.clone())
+    assert h.raw[0].equal(start)
+    assert len(h.validated) == 5 and len(per_unit) == 4   # the last unit's average needs the last step
+    for got, want in zip(h.validated, per_unit):
+        assert torch.allclose(got, want, rtol=0, atol=1e-14)
+    # the validated weights are not the raw ones the next step started from
+    assert not torch.allclose(h.validated[0], h.raw[steps_per_unit], rtol=0, atol=1e-6)
+    final = _weights(loop.model)
+    if restore_best:
+        best = loop.best_unit - 1
+        assert torch.allclose(final, h.validated[best], rtol=0, atol=0)
+    else:
+        assert torch.allclose(final, h.validated[-1], rtol=0, atol=0)
+        ema = torch.cat([loop.ema[n].reshape(-1) for n, _ in loop.model.named_parameters()])
+        assert torch.equal(final, ema)
+
+
+def test_a_resumed_run_with_a_weight_average_ends_as_an_uninterrupted_one(tmp_path):
+    straight = _loop(units=6, ema_decay=0.9, restore_best=False)
+    straight.run()
+    part = _loop(tmp_path, units=6, hooks=lambda m: Toy(m, stop_at=3), ema_decay=0.9, restore_best=False)
+    with pytest.raises(KeyboardInterrupt):
+        part.run()
+    resumed = _loop(tmp_path, units=6, ema_decay=0.9, restore_best=False)
+    assert resumed.resume() and resumed.done == 3 and resumed.ema_steps == 12
+    resumed.run()
+    assert torch.allclose(_weights(straight.model), _weights(resumed.model), rtol=0, atol=1e-14)
+    assert [r["val"] for r in straight.history] == pytest.approx([r["val"] for r in resumed.history], rel=1e-12)
+    # a second run() of the same loop steps on from the raw weights, not from the average it
+    # ended with: 6 units, then 2 more, end as 8 units in one call
+    eight = _loop(units=8, ema_decay=0.9, restore_best=False)
+    eight.run()
+    straight.config.units = 8
+    straight.run()
+    assert torch.allclose(_weights(straight.model), _weights(eight.model), rtol=0, atol=1e-14)
