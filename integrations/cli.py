@@ -809,7 +809,9 @@ def _cmd_md(args) -> int:
     s = res.summary
     slope = (f"drift {s.drift_mev_per_atom_per_ps:.4g} meV/atom/ps" if res.ensemble == "nve" else
              f"total-energy slope {s.drift_mev_per_atom_per_ps:.4g} meV/atom/ps ({NVT_DRIFT_MEANING})")
-    print(f"{res.engine} {res.ensemble}: {res.n_atoms} atoms, {res.steps} steps of {res.timestep_fs} fs "
+    held = res.n_atoms - s.n_atoms        # FixAtoms: the per-atom figures count the atoms that move
+    atoms_text = f"{res.n_atoms} atoms" + (f" ({held} held fixed; per atom = per moving atom)" if held else "")
+    print(f"{res.engine} {res.ensemble}: {atoms_text}, {res.steps} steps of {res.timestep_fs} fs "
           f"({res.duration_ps:.4g} ps simulated) in {res.seconds:.1f} s; {slope}, fluctuation "
           f"{s.rms_fluctuation_mev_per_atom:.4g} meV/atom")
     v = res.settings.get("velocities") or {}
