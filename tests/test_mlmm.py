@@ -7,6 +7,7 @@ Contracts and physics that hold for any weights: the shipped model files may be 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import openmm
@@ -413,3 +414,27 @@ def test_a_run_stopped_at_step_0_hands_back_no_earlier_csv(box, minimized, tmp_p
                        csv=csv_path, csv_interval=5, platform="CPU", threads=1)
     assert res.stopped is not None and res.steps_done == 0
     assert res.csv is None and not csv_path.exists()
+
+
+@pytest.mark.parametrize("run", ["nve", "nvt"])
+@pytest.mark.parametrize("start, minimize, warned", [("fresh", 0, True), ("fresh", 200, False), ("minimized", 0, False)])
+def test_a_start_far_from_a_minimum_is_warned_about(box, minimized, run, start, minimize, warned):
+    """A freshly solvated box (an O under 1.5e5 kJ/mol/nm) run without minimisation heated from
+    311 K to 1105 K in 8 steps and reported the drift of that relaxation, without a word (drift
+    audit); the README example did this. Warned now, naming the atom and the fix; a minimised
+    start (in the run, or given) is not, and thermal forces stay ~15x below the limit."""
+    top, pos, stop, spos, mm = box
+    positions = spos if start == "fresh" else minimized
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        if run == "nve":
+            res = mlmm.run_nve(copy.deepcopy(mm), stop, positions, steps=4, platform="CPU", threads=1,
+                               minimize=minimize)
+        else:
+            res = mlmm.run_nvt(copy.deepcopy(mm), stop, positions, steps=4, frame_interval=2, platform="CPU",
+                               threads=1, minimize=minimize)
+    said = [str(w.message) for w in got if "far from a minimum" in str(w.message)]
+    assert res.steps_done == 4
+    assert bool(said) is warned, said
+    if warned:
+        assert "kJ/mol/nm" in said[0] and "eV/Å" in said[0] and "minimize=200" in said[0] and "HOH" in said[0]
