@@ -216,14 +216,22 @@ class CsvLog:
 
 
 def moving_atoms(atoms) -> int:
-    """The atoms of ``atoms`` not held in place by an ASE ``FixAtoms`` constraint (at least 1):
-    the count a drift per atom divides by."""
-    from ase.constraints import FixAtoms
+    """The atoms of ``atoms`` not held in place by an ASE ``FixAtoms`` constraint or a
+    ``FixCartesian`` that fixes all three directions (at least 1): the count a drift per atom
+    divides by. (A ``FixCartesian`` of all three directions holds an atom as ``FixAtoms`` does; it
+    was counted as moving. One of fewer directions leaves the atom moving.)"""
+    import numpy as np
+    from ase.constraints import FixAtoms, FixCartesian
 
     fixed = set()
     for c in atoms.constraints:
         if isinstance(c, FixAtoms):
             fixed.update(int(i) for i in c.get_indices())
+        elif isinstance(c, FixCartesian):
+            mask = np.asarray(c.mask, dtype=bool).reshape(-1, 3)
+            index = np.asarray(c.index).reshape(-1)
+            held = mask.all(axis=1) if mask.shape[0] == index.shape[0] else np.repeat(mask.all(), index.shape[0])
+            fixed.update(int(i) for i in index[held])
     return max(1, len(atoms) - len(fixed))
 
 

@@ -131,3 +131,21 @@ def test_accumulator_time_must_not_go_back(times, refused):
     else:
         acc.add(times[-1], -10.0 + 0.01 * times[-1], 1.0)
         assert acc.summary().drift_mev_per_atom_per_ps == pytest.approx(1e3 * 0.01 / 4, rel=1e-9)
+
+
+@pytest.mark.parametrize("constraints, moving", [
+    (lambda: [], 32),
+    (lambda: [__import__("ase.constraints", fromlist=["x"]).FixAtoms(indices=range(8))], 24),
+    (lambda: [__import__("ase.constraints", fromlist=["x"]).FixCartesian(range(4), mask=(True, True, True))], 28),
+    (lambda: [__import__("ase.constraints", fromlist=["x"]).FixCartesian(range(4), mask=(False, False, True))], 32),
+    (lambda: [__import__("ase.constraints", fromlist=["x"]).FixAtoms(indices=range(8)),
+              __import__("ase.constraints", fromlist=["x"]).FixCartesian(range(4, 12), mask=(True, True, True))], 20),
+])
+def test_moving_atoms_counts_atoms_held_in_all_three_directions(constraints, moving):
+    """FixCartesian of x, y and z holds an atom as FixAtoms does: it was counted as moving (the
+    drift per atom then divided by too many); one direction fixed leaves it moving."""
+    from lawful.integrations.monitors import moving_atoms
+
+    atoms = _copper(0)
+    atoms.set_constraint(constraints())
+    assert moving_atoms(atoms) == moving
