@@ -159,6 +159,11 @@ def strouhal(t, signal, length: float, velocity: float, scale: float | None = No
         return float("nan")
     up = np.nonzero((s[:-1] < 0) & (s[1:] >= 0))[0]
     if len(up) < 3:
+        # (until 2026-12-04 without a word: a NaN that read like "no shedding" for a series too short)
+        span = float(t[-1] - t[0]) if t.size else 0.0
+        warnings.warn(f"strouhal: {len(up)} upward mean crossing(s) in the {t.size} samples over t = {span:.4g}: fewer "
+                      "than the 3 that two full periods need; returning NaN. Record a longer series (several shedding "
+                      "periods after the transient).", UserWarning, stacklevel=2)
         return float("nan")
     tc = t[up] - s[up] * (t[up + 1] - t[up]) / (s[up + 1] - s[up])
     periods = np.diff(tc)
