@@ -37,49 +37,12 @@ def test_torch_step_matches_taichi_step_to_round_off(name):
     twin_matches(_scene(name), warm=4)
 
 
-@pytest.mark.parametrize("name", ["kolmogorov", "smoke_plume", "karman"])
-def test_projection_adjoint_is_the_transpose(name):
-    """<J x, y> == <x, J^T y> for the Taichi projection and its hand-written adjoint."""
-    sc = _scene(name)
-    st = sc.state
-    proj = Projector(st.boundary, st.solid, F64, rtol=1e-13)
-    g = torch.Generator().manual_seed(1)
-    x = (torch.randn(st.u.shape, generator=g, dtype=F64), torch.randn(st.v.shape, generator=g, dtype=F64))
-    y = (torch.randn(st.u.shape, generator=g, dtype=F64), torch.randn(st.v.shape, generator=g, dtype=F64))
-    # the step always resets fixed faces before projecting (x: zero there), and the projection
-    # reads the canonical faces only (x: consistent periodic copies)
-    x = (x[0] * proj.wu, x[1] * proj.wv)
-    px, py = st.boundary.periodic_axes
-    if px:
-        x[0][-1] = x[0][0]
-    if py:
-        x[1][:, -1] = x[1][:, 0]
-    jx = proj.forward(*x)
-    jty = proj.adjoint(*y)
-    lhs = float((jx[0] * y[0]).sum() + (jx[1] * y[1]).sum())
-    rhs = float((x[0] * jty[0]).sum() + (x[1] * jty[1]).sum())
-    assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
-    # and the projected field is divergence-free
-    d = (jx[0][1:] - jx[0][:-1]) + (jx[1][:, 1:] - jx[1][:, :-1])
-    assert float(d[~st.solid].abs().max()) <= 1e-11 * float(max(jx[0].abs().max(), jx[1].abs().max()))
-
-
-@pytest.mark.parametrize("name", ["smoke_free_slip", "taylor_green"])
-def test_projection_adjoint_with_an_enclosed_fluid_pocket(name):
-    """A solid ring enclosing a pocket of fluid makes the Poisson problem singular once per fluid
-    region, while the adjoint removes one mean of its potential over all fluid cells: J^T y still
-    equals the explicit columns of J (unit inputs on pocket and outside faces) and the
-    transpose identity holds, in a walled box and a periodic domain; both regions come out
-    divergence-free."""
-    sc = _scene(name)
-    st = sc.state
-    solid = st.solid.clone().bool()
-    solid[4:10, 4:5] = True
-    solid[4:10, 9:10] = True
-    solid[4:5, 4:10] = True
-    solid[9:10, 4:10] = True             # a ring; cells 5..8 x 5..8 inside are fluid
-    proj = Projector(st.boundary, solid, F64, rtol=1e-13, max_iter=2000)
-    g = torch.Generator().manual_seed(2)
+def _transpose_checked(st, solid, seed, **projector):
+    """``(proj, x, y, jx, jty)``: random ``x`` (zero on fixed faces, which the step resets before
+    projecting; consistent periodic copies, since the projection reads the canonical faces only)
+    and ``y``; asserts <J x, y> == <x, J^T y> and that J x is divergence-free on fluid cells."""
+    proj = Projector(st.boundary, solid, F64, rtol=1e-13, **projector)
+    g = torch.Generator().manual_seed(seed)
     x = (torch.randn(st.u.shape, generator=g, dtype=F64) * proj.wu, torch.randn(st.v.shape, generator=g, dtype=F64) * proj.wv)
     y = (torch.randn(st.u.shape, generator=g, dtype=F64), torch.randn(st.v.shape, generator=g, dtype=F64))
     px, py = st.boundary.periodic_axes
@@ -94,6 +57,32 @@ def test_projection_adjoint_with_an_enclosed_fluid_pocket(name):
     assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
     d = (jx[0][1:] - jx[0][:-1]) + (jx[1][:, 1:] - jx[1][:, :-1])
     assert float(d[~solid].abs().max()) <= 1e-11 * float(max(jx[0].abs().max(), jx[1].abs().max()))
+    return proj, x, y, jx, jty
+
+
+@pytest.mark.parametrize("name", ["kolmogorov", "smoke_plume", "karman"])
+def test_projection_adjoint_is_the_transpose(name):
+    """<J x, y> == <x, J^T y> for the Taichi projection and its hand-written adjoint, and the
+    projected field is divergence-free."""
+    st = _scene(name).state
+    _transpose_checked(st, st.solid, seed=1)
+
+
+@pytest.mark.parametrize("name", ["smoke_free_slip", "taylor_green"])
+def test_projection_adjoint_with_an_enclosed_fluid_pocket(name):
+    """A solid ring enclosing a pocket of fluid makes the Poisson problem singular once per fluid
+    region, while the adjoint removes one mean of its potential over all fluid cells: J^T y still
+    equals the explicit columns of J (unit inputs on pocket and outside faces) and the
+    transpose identity holds, in a walled box and a periodic domain; both regions come out
+    divergence-free."""
+    st = _scene(name).state
+    solid = st.solid.clone().bool()
+    solid[4:10, 4:5] = True
+    solid[4:10, 9:10] = True
+    solid[4:5, 4:10] = True
+    solid[9:10, 4:10] = True             # a ring; cells 5..8 x 5..8 inside are fluid
+    proj, x, y, jx, jty = _transpose_checked(st, solid, seed=2, max_iter=2000)
+    px = st.boundary.periodic_axes[0]
     assert float(jx[0][6:8, 6].abs().max()) > 0.1      # the pocket keeps a flow of its own
     for face in [(6, 6), (7, 7), (8, 5), (2, 2), (10, 1)]:      # u faces: inside the pocket, outside
         assert float(proj.wu[face]) == 1.0
