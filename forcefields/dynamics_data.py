@@ -12,7 +12,8 @@ Systems (the conventions of Greydanus et al. 2019 and its code):
 * ``mass_spring``  — H = q² + p² (the paper's code), i.e. k = 2 and m = ½ in ½kq² + p²/2m:
   dq/dt = 2p, dp/dt = −2q (a known-mass model needs ``HamiltonianNN(mass=0.5)``), radius of the
   initial state uniform in [0.1, 1], 30 samples over t ∈ [0, 3].
-* ``pendulum``     — H = 2mgl(1 − cos q) + l²p²/(2m), m = l = 1, g = 3 (the paper's text), radius
+* ``pendulum``     — H = 2mgl(1 − cos q) + l²p²/(2m), m = l = 1, g = 3 (the paper's text; its
+  code uses 3(1 − cos q) + p², so energies and their MSEs differ in scale from its Table 1), radius
   uniform in [1.3, 2.3], 45 samples over t ∈ [0, 3].
 * ``two_body``     — H = Σ|pᵢ|²/2mᵢ − G m₁m₂/|q₁ − q₂|, m = G = 1, near-circular orbits (the
   paper's generator: radius components in [0.5, 1.5], speed × (1 + 0.05 N(0,1))), 50 samples

@@ -291,8 +291,9 @@ def long_horizon_drift(model, data: DynamicsDataset, dt: float, steps: int, meth
     |ΔE| / |E(0)| it does not depend on the energy's zero or unit; it is None with one test
     rollout or a spread at rounding level. These five are None when the dataset has no known
     energy.
-    ``model_energy_*`` report the same for the model's own conserved quantity when it has one
-    (``hamiltonian`` or ``energy``). ``finite``: whether the whole rollout stayed finite."""
+    ``model_energy_final_abs`` and ``model_energy_slope`` report ``final_abs`` and ``slope`` for
+    the model's own conserved quantity when it has one (``hamiltonian`` or ``energy``); absent
+    otherwise. ``finite``: whether the whole rollout stayed finite."""
     if not _is_int(n_points) or n_points < 1:
         raise InputError(f"n_points must be a positive integer (energies kept per rollout), got {n_points!r}.")
     save = max(1, steps // n_points)
