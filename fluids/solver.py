@@ -327,6 +327,25 @@ class Solver:
         # into new tensors, without allocating them every step
         self._p_solved = torch.empty((self.nx, self.ny), dtype=torch.float64, device=self.device)
 
+    @property
+    def config(self) -> SolverConfig:
+        """The :class:`SolverConfig` this solver was built with (read-only: the pressure solver's
+        tolerance and cap, the face masks and any :class:`~lawful.fluids.torch_step.TorchStep` are
+        built from it, so a replaced config would be half applied)."""
+        return self._config
+
+    @config.setter
+    def config(self, value) -> None:
+        if getattr(self, "_config", None) is not None:
+            # a replaced config was read live by some parts (dt, drag, ...) and not by others (the
+            # pressure tolerance, a TorchStep's copy: a halved dt put the twin 5e-2 off the step)
+            raise InputError(
+                "Solver.config cannot be replaced after the Solver is built: parts of the solver (its "
+                "pressure solver's tolerance and cap) and any TorchStep made from it were built from the "
+                "old one and would not follow. Build a new Solver(state, new_config, ...) instead (e.g. "
+                "dataclasses.replace(solver.config, dt=...)).")
+        self._config = value
+
     def _buoyancy_name(self):
         return self.scalar_names[self.buoyancy_index] if self.buoyancy_index >= 0 else None
 
