@@ -875,7 +875,9 @@ def run(scene, steps: int, corrector: Callable | None = None, csv=None, plot=Non
     nothing moves a body (its velocity, forcing and sources are the scene's: pass the scene, or
     ``solver=scene.make_solver()``).
 
-    Each record: ``step``, ``t``, ``dt``, ``substeps``, ``cfl``, ``pressure_iters``,
+    Each record: ``step``, ``t``, ``dt``, ``substeps``, ``cfl`` (the largest face speed times
+    ``dt / dx`` of the state the step starts from, for the whole step: each of its ``substeps``
+    runs at about ``cfl / substeps``), ``pressure_iters``,
     ``pressure_residual``, ``div_max_rel`` (after the corrector), ``div_max_rel_projected`` (with a
     corrector),
     ``div_l2``, ``kinetic_energy``, ``enstrophy``, ``scalar_mass``, ``mass_<name>``,
