@@ -29,7 +29,7 @@ from lawful.kernels.errors import InputError
 
 __all__ = [
     "label", "md_snapshots", "rattled", "strained", "emt_metal_dataset", "lennard_jones_dataset",
-    "write_extxyz", "read_extxyz", "write_db", "read_db",
+    "write_extxyz", "read_extxyz", "write_db", "read_db", "refuse_filled_server_db",
 ]
 
 
@@ -227,7 +227,8 @@ def write_db(url: str | os.PathLike, frames: Sequence[Atoms], append: bool = Fal
     two writers of one file leave one writer's complete set, never an empty or mixed database.
     ``append``: the frames are added to the existing database in one SQLite transaction (all or none;
     SQLite's locking serialises concurrent appenders). Other URLs (postgresql://...) are written row
-    by row in one transaction.
+    by row in one transaction; a server database cannot be replaced as a file is, so without
+    ``append`` one that already holds rows is refused (:func:`refuse_filled_server_db`).
     """
     import shutil
     import tempfile
@@ -238,6 +239,8 @@ def write_db(url: str | os.PathLike, frames: Sequence[Atoms], append: bool = Fal
 
     url = os.fspath(url)
     is_file = "://" not in url
+    if not is_file and not append:
+        refuse_filled_server_db(url)
     if not is_file or append:
         with ase.db.connect(url, type="db" if is_file else "extract_from_name", append=True) as db:
             for a in frames:
@@ -253,6 +256,30 @@ def write_db(url: str | os.PathLike, frames: Sequence[Atoms], append: bool = Fal
         with open(built, "rb") as src, atomic_write(path) as fh:
             shutil.copyfileobj(src, fh, 1 << 20)
     return url
+
+
+def _redacted(url: str) -> str:
+    """``url`` with the password of ``scheme://user:password@host`` replaced by ``***``."""
+    import re
+
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def refuse_filled_server_db(url: str) -> None:
+    """Raise :class:`InputError` if the server database ``url`` (postgresql://, mysql://, ...)
+    already holds rows. A database file is replaced whole by :func:`write_db`; a server database
+    can only be added to, so writing a data set into one that holds an earlier set (a rerun of
+    ``lawful data --db URL``) silently made a set of both: twice the frames, and copies of one frame
+    on both sides of a later train/test split. Call it before labelling (the slow part)."""
+    import ase.db
+
+    n = ase.db.connect(url, type="extract_from_name").count()
+    if n:
+        raise InputError(
+            f"the database {_redacted(url)} already holds {n} rows: a database file is replaced by a new data set, "
+            "but a server database can only be added to, and the new frames would sit beside the old ones (copies "
+            "of a frame on both sides of a later train/test split). Empty it or name another database; to add to "
+            "it on purpose, use lawful.forcefields.reference.write_db(url, frames, append=True).")
 
 
 def read_db(url: str | os.PathLike, selection=None) -> list[Atoms]:

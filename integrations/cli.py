@@ -370,7 +370,14 @@ def _check_default_structure(args) -> None:
 
 
 def _check_db_target(db: str) -> None:
-    if "://" in db:
+    if "://" in db:     # a server database: refused before labelling if it holds an earlier set
+        from lawful.forcefields.reference import refuse_filled_server_db
+        from lawful.kernels.errors import InputError
+
+        try:
+            refuse_filled_server_db(db)
+        except InputError as exc:
+            raise _UsageError(f"--db: {str(exc).rstrip('.')}") from None
         return
     path = Path(db)
     if path.is_dir():
@@ -1101,7 +1108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-rattled", type=_count, default=None, help="emt: rattled cells (default 30)")
     p.add_argument("--n-strained", type=_count, default=None, help="emt: strained cells (default 40)")
     p.add_argument("--db", default=None,
-                   help="emt, lj, openmm-water: ase.db URL or SQLite file (default: OUT/data.db)")
+                   help="emt, lj, openmm-water: ase.db URL or SQLite file (default: OUT/data.db); a file is "
+                        "replaced, a server database (postgresql://...) must be empty")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train a NeuralPotential or DirectForceModel on a dataset")

@@ -325,3 +325,57 @@ def test_two_openmm_force_fields_never_share_cached_labels(tmp_path):
     ref = atoms.copy()
     ref.calc = OpenMMCalculator(other)
     assert second == pytest.approx(ref.get_potential_energy(), abs=1e-9) and abs(second - first) > 5e-5
+
+
+# -- a server database (postgresql://...) is only ever added to -----------------------------------------
+# No database server runs in the tests: ase.db.connect is pointed, for the server URL alone, at a real
+# SQLite database standing in for it (ASE writes rows to both through one interface).
+_SERVER = "postgresql://lab:s3cret@dbhost:5432/frames"
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    import ase.db
+
+    real = ase.db.connect
+    backing = tmp_path / "server.db"
+
+    def connect(name, *args, **kwargs):
+        if str(name) == _SERVER:
+            kwargs.update(type="db", append=True)   # a server is never deleted by a connect
+            return real(str(backing), *args[1:], **kwargs)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(ase.db, "connect", connect)
+    return backing
+
+
+@pytest.mark.parametrize("rows_before, append, rows_after, refused", [
+    (0, False, 3, False),        # an empty server database takes the set
+    (2, False, 2, True),         # a filled one is refused (was: 5 rows, the old 2 beside the new 3)
+    (2, True, 5, False),         # adding on purpose
+])
+def test_write_db_refuses_a_filled_server_database(cu_frames, server, rows_before, append, rows_after, refused):
+    if rows_before:
+        write_db(_SERVER, cu_frames[:rows_before], append=True)
+    if refused:
+        with pytest.raises(InputError, match=rf"already holds {rows_before} rows") as info:
+            write_db(_SERVER, cu_frames[:3], append=append)
+        assert "s3cret" not in str(info.value) and "lab:***@dbhost" in str(info.value)
+    else:
+        write_db(_SERVER, cu_frames[:3], append=append)
+    assert len(read_db(_SERVER)) == rows_after
+
+
+def test_lawful_data_refuses_a_filled_server_database_before_labelling(cu_frames, server, tmp_path, capsys,
+                                                                       monkeypatch):
+    from lawful.forcefields import reference
+    from lawful.integrations.cli import main
+
+    write_db(_SERVER, cu_frames[:2], append=True)
+    labelled = []
+    monkeypatch.setattr(reference, "lennard_jones_dataset", lambda **kw: labelled.append(kw) or [])
+    assert main(["data", "--calc", "lj", "--out", str(tmp_path / "out"), "--db", _SERVER]) == 2
+    err = capsys.readouterr().err
+    assert "--db" in err and "already holds 2 rows" in err and "s3cret" not in err
+    assert labelled == [] and len(read_db(_SERVER)) == 2
