@@ -18,9 +18,12 @@ Stages (all in one run, ratios against baselines measured in the same run):
 3. **rollouts** — held-out Reynolds number (Re 150; trained on 100 and 200): ``--steps`` (500)
    coarse steps in the Taichi loop per variant; relative L2 velocity error vs the downsampled fine
    reference; error-vs-time plot ``benchmarks/results/corrector_error.png``.
-4. **divergence table** — ``--div-steps`` (10^4) steps on a small periodic grid and a small
-   channel with obstacle, random-init and trained weights, float32 and float64, max over every
-   step of the corrected field's relative divergence; the same for the baselines.
+4. **divergence table** — the hard corrector, random-init and trained weights, float32 and
+   float64: ``--div-steps`` (10^4) steps on a small periodic grid and a fifth of them on a small
+   channel with obstacle, max over every step of the corrected field's relative divergence (and
+   of the correction's own); the trained baselines the same in float32 over
+   ``--baseline-div-steps`` (2000) and a fifth of them (each row records its step count; a max
+   over fewer steps can only be lower, which favours the baselines).
 5. **speed** — corrected vs plain coarse step at 128^2 (Kolmogorov); coarse(+corrector) vs the
    fine solver per unit of simulated time on the held-out case.
 
