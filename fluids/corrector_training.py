@@ -56,7 +56,7 @@ import torch
 
 from lawful.kernels.constraints import AugmentedLagrangian, SoftPenalty
 from lawful.kernels.errors import InputError
-from lawful.kernels.training_core import Hooks, Loop, LoopConfig
+from lawful.kernels.training_core import Hooks, Loop, LoopConfig, check_grad_clip
 from lawful.fluids.corrector_geometry import corner_geometry
 from lawful.fluids.correctors import DivergenceFreeCorrector, UnconstrainedCorrector
 from lawful.fluids.torch_step import TorchStep, project_differentiable
@@ -114,6 +114,18 @@ class TrainConfig:
             v = float(getattr(self, name))
             if not (math.isfinite(v) and v > 0):
                 raise InputError(f"TrainConfig.{name}={getattr(self, name)!r} must be positive.")
+        check_grad_clip(0.0 if self.grad_clip is None else self.grad_clip, "TrainConfig.grad_clip")
+        f = self.lr_final_factor
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0:
+            raise InputError(f"TrainConfig.lr_final_factor={f!r} must lie in [0, 1]: the cosine schedule ends at "
+                             "lr * lr_final_factor.")
+        if isinstance(self.validate_every, bool) or int(self.validate_every) != self.validate_every \
+                or self.validate_every < 0:
+            raise InputError(f"TrainConfig.validate_every={self.validate_every!r} must be an integer >= 0 (0: off).")
+        if self.validate_every and (isinstance(self.validation_steps, bool) or int(self.validation_steps) !=
+                                    self.validation_steps or self.validation_steps < 1):
+            raise InputError(f"TrainConfig.validation_steps={self.validation_steps!r} must be an integer >= 1 (the "
+                             "steps of each validation rollout); to validate never, set validate_every=0.")
 
 
 #: The augmented Lagrangian's constraint counts as met, and its penalty stops growing, when the norm

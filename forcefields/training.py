@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from lawful.kernels.errors import InputError, ModelFileError
-from lawful.kernels.training_core import Hooks, Loop, LoopConfig, check_ema_decay
+from lawful.kernels.training_core import Hooks, Loop, LoopConfig, check_ema_decay, check_grad_clip
 
 from lawful.forcefields.base import AtomisticModel
 from lawful.forcefields.batch import Batch, pair_min_distances
@@ -621,8 +621,7 @@ def train(model: AtomisticModel, data, *, validation=None, val_fraction: float =
         huber_delta = 0.1 if huber_delta is None else huber_delta
         if not (math.isfinite(huber_delta) and huber_delta > 0):
             raise InputError(f"huber_delta={huber_delta!r} must be a positive force in eV/Å, e.g. 0.1.")
-    if not (math.isfinite(grad_clip) and grad_clip >= 0):
-        raise InputError(f"grad_clip={grad_clip!r} must be a gradient norm >= 0 (0: no clipping).")
+    grad_clip = check_grad_clip(grad_clip)
     ema_decay = check_ema_decay(ema_decay)
     frames = load_frames(data)
     _targets(model, frames, "training")     # labels and species first: their errors index the data as given

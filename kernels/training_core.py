@@ -95,7 +95,18 @@ class LoopConfig:
         if not isinstance(self.validate_every, int) or self.validate_every < 0:
             raise InputError(f"LoopConfig.validate_every={self.validate_every!r} must be an integer >= 0 "
                              "(0: never validate).")
+        check_grad_clip(self.grad_clip, "LoopConfig.grad_clip")
         check_ema_decay(self.ema_decay)
+
+
+def check_grad_clip(value, name: str = "grad_clip") -> float:
+    """``value`` as a gradient-norm clip (:attr:`LoopConfig.grad_clip`), or InputError. A negative
+    one is refused: ``torch.nn.utils.clip_grad_norm_`` scales by ``max_norm / norm`` capped at 1,
+    so a negative ``max_norm`` flips every gradient and the optimiser climbs the loss, silently."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise InputError(f"{name}={value!r} must be a gradient norm >= 0 (0: no clipping); a negative one would "
+                         "flip the gradients' sign.")
+    return float(value)
 
 
 def check_ema_decay(value) -> float:

@@ -209,7 +209,42 @@ CASES = [
     ("train(ema_decay=1.5)", lambda mp, tmp: lambda: _train_ema(1.5), InputError, "ema_decay=1.5"),
     ("ema resumed from a run without", lambda mp, tmp: lambda: _resume_with_ema(tmp), ModelFileError,
      "without a weight average"),
+    # clip_grad_norm_ with a negative max_norm scales every gradient by a negative factor: the optimiser
+    # climbed the loss, silently (the corrector's TrainConfig and LoopConfig took one)
+    ("grad_clip=-1", lambda mp, tmp: lambda: LoopConfig(units=3, grad_clip=-1.0), InputError, "grad_clip=-1.0"),
+    ("grad_clip=nan", lambda mp, tmp: lambda: LoopConfig(units=3, grad_clip=float("nan")), InputError, "grad_clip=nan"),
+    ("TrainConfig grad_clip=-1", lambda mp, tmp: lambda: _corrector_config(grad_clip=-1.0), InputError,
+     "TrainConfig.grad_clip=-1.0"),
+    ("TrainConfig lr_final_factor=-0.1", lambda mp, tmp: lambda: _corrector_config(lr_final_factor=-0.1), InputError,
+     "lr_final_factor=-0.1"),
+    ("TrainConfig lr_final_factor=2", lambda mp, tmp: lambda: _corrector_config(lr_final_factor=2.0), InputError,
+     "lr_final_factor=2.0"),
+    # validation_steps=0 stopped the first validation with a ZeroDivisionError
+    ("TrainConfig validation_steps=0", lambda mp, tmp: lambda: _corrector_config(validation_steps=0), InputError,
+     "validation_steps=0"),
+    ("TrainConfig validate_every=-5", lambda mp, tmp: lambda: _corrector_config(validate_every=-5), InputError,
+     "validate_every=-5"),
 ]
+
+
+def _corrector_config(**kw):
+    from lawful.fluids.corrector_training import TrainConfig
+
+    return TrainConfig(**kw)
+
+
+def test_a_negative_gradient_clip_would_have_climbed_the_loss():
+    """Why grad_clip < 0 is refused: torch scales by max_norm / norm (capped at 1), so the step
+    reverses. The clip the Loop applies (a positive one) only shortens the gradient."""
+    p = torch.nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.float64))
+    p.grad = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    torch.nn.utils.clip_grad_norm_([p], -1.0)
+    assert float(p.grad @ torch.tensor([3.0, 4.0], dtype=torch.float64)) < 0      # reversed
+    p.grad = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    torch.nn.utils.clip_grad_norm_([p], 1.0)
+    assert torch.allclose(p.grad, torch.tensor([0.6, 0.8], dtype=torch.float64), atol=1e-6)
+    assert LoopConfig(units=1, grad_clip=0.0).grad_clip == 0.0 and _corrector_config(validate_every=0,
+                                                                                     validation_steps=0)
 
 
 def _train_ema(decay):
