@@ -11,8 +11,14 @@ lawful registers :class:`LawfulPotentialImplFactory` in the entry-point group
 Keyword arguments of ``MLPotential(...)``: ``model`` (required: a ``.lawful`` path, a shipped
 model's name or a model), ``precision`` ("single" | "double", as openmm-ml's MACE potential) or
 ``dtype``, ``device``, ``backend`` ("auto" | "python" | "torch"), ``skin`` (Å), ``strict``.
-``createSystem`` / ``createMixedSystem`` take ``precision``, ``device``, ``backend``, ``skin`` and
-``strict``; a misspelled keyword is an :class:`InputError` listing the accepted ones. The forces are made by
+``createSystem`` / ``createMixedSystem`` take ``precision``, ``device``, ``backend``, ``skin``,
+``strict`` and ``charge`` (the ML atoms' total charge in e, as openmm-ml's other potentials take
+it); a misspelled keyword is an :class:`InputError` listing the accepted ones. The models have no
+charge input, so the charge is checked against the charges the model was trained on (a warning, or
+an error with ``strict``): ``createSystem`` takes it as given (default 0, openmm-ml's convention);
+``createMixedSystem`` by default takes the sum of the ML atoms' charges in the classical System
+(rounded to whole e), so a charged ML region (a lysine, +1, through a model trained on neutral
+molecules) is not passed over in silence. The forces are made by
 :func:`lawful.integrations.openmm.create_force` (whose ``backend`` rules apply: "auto" keeps a model
 that records its training domain on the python backend, which checks it). lawful models are short-ranged (no long-range
 electrostatics), which :meth:`LawfulPotentialImpl.getMLLongRange` tells openmm-ml's embeddings.
@@ -27,11 +33,11 @@ from lawful.integrations.runner import model_dtype, resolve_model
 from lawful.kernels.errors import InputError
 from lawful.kernels.precision import resolve_dtype
 
-__all__ = ["LawfulPotentialImplFactory", "LawfulPotentialImpl"]
+__all__ = ["LawfulPotentialImplFactory", "LawfulPotentialImpl", "mm_charge"]
 
 
 #: keywords of ``createSystem`` / ``createMixedSystem`` this potential reads
-CREATE_KEYWORDS = ("precision", "device", "backend", "skin", "strict")
+CREATE_KEYWORDS = ("precision", "device", "backend", "skin", "strict", "charge")
 #: keywords openmm-ml's own embeddings pass through to ``addForces`` (read by openmm-ml, not here)
 EMBEDDING_KEYWORDS = ("mlLongRange", "linkAtomDistances")
 #: keywords of ``MLPotential("lawful", ...)``
@@ -44,6 +50,31 @@ def _precision_dtype(precision):
         raise InputError(f"precision={precision!r} is not one of {list(PRECISIONS)}: 'single' (float32), "
                          "'double' (float64) or None (the model's own).")
     return PRECISIONS[precision]
+
+
+def _charge_value(charge) -> int:
+    """``charge`` (the ML atoms' total charge, e) as an int; InputError for a non-integer."""
+    import numbers
+
+    if isinstance(charge, bool) or not isinstance(charge, numbers.Real) or charge != round(charge):
+        raise InputError(f"charge={charge!r} must be the whole-number total charge (e) of the ML atoms, e.g. "
+                         "charge=0 or charge=1.")
+    return int(round(charge))
+
+
+def mm_charge(system, atoms) -> int:
+    """The total charge (e) of ``atoms`` in ``system``'s ``NonbondedForce`` (all of them summed;
+    0 without one), rounded to whole e as the ASE side rounds initial charges: the charge of the ML
+    region :meth:`LawfulPotentialImpl.createMixedSystem` checks when ``charge=`` is not given."""
+    import openmm
+    from openmm import unit
+
+    total = 0.0
+    for force in system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            total += sum(force.getParticleParameters(int(i))[0].value_in_unit(unit.elementary_charge)
+                         for i in atoms)
+    return int(round(total))
 
 
 def _check_keywords(args: dict, accepted, where: str) -> None:
@@ -114,7 +145,9 @@ class LawfulPotentialImpl(MLPotentialImpl):
         """Add the lawful force for ``atoms`` (None: all) of ``topology`` to ``system``.
 
         Keywords (from ``createSystem`` / ``createMixedSystem``): ``precision`` ("single" |
-        "double" | None), ``device``, ``backend``, ``skin`` (Å), ``strict``; anything else (but
+        "double" | None), ``device``, ``backend``, ``skin`` (Å), ``strict``, ``charge`` (the total
+        charge of ``atoms`` in e, default 0; checked against the model's training charges by
+        :func:`lawful.integrations.openmm.create_force`); anything else (but
         the embedding keywords openmm-ml itself reads) is an :class:`InputError`. The topology's box
         decides periodicity; a System that uses periodic boundary conditions with a topology
         without box vectors is an :class:`InputError` (the two disagree), and a periodic System
@@ -137,6 +170,7 @@ class LawfulPotentialImpl(MLPotentialImpl):
             model, topology=topology, atoms=None if atoms is None else list(atoms), periodic=None,
             backend=args.get("backend", self.backend), skin=args.get("skin", self.skin), force_group=forceGroup,
             device=args.get("device"), dtype=dtype, strict=args.get("strict", self.strict),
+            charge=_charge_value(args.get("charge", 0)),
         )
         system.addForce(force)
         _keep_molecules_whole(topology, system, atoms, forceGroup)
@@ -152,7 +186,12 @@ class LawfulPotentialImpl(MLPotentialImpl):
                           returnInfo: bool = False, **args):
         """openmm-ml's mixed System, after checking what its embeddings would otherwise meet as a
         C++ assertion: the ML atom indices (in range, unique, non-negative), that the topology and
-        the System have the same particles, and the keywords."""
+        the System have the same particles, that a topology with a box comes with a periodic System
+        (the lawful force follows the box, so the ML atoms saw their images while a NoCutoff MM
+        part did not), and the keywords. Without ``charge=`` the ML region's
+        charge is its atoms' total charge in ``system`` (:func:`mm_charge`): a charged region warns
+        (or, with ``strict``, raises) when the model was not trained on that charge; before, every
+        region was taken as neutral without a word."""
         from openmmml.mlpotential import MLPotential
 
         from lawful.integrations.openmm import _subset
@@ -163,6 +202,16 @@ class LawfulPotentialImpl(MLPotentialImpl):
             raise InputError(f"the topology has {topology.getNumAtoms()} atoms but the System has {n} particles: "
                              "pass the System made from this topology.")
         atoms = _subset(atoms, n, "the System")
+        if topology.getPeriodicBoxVectors() is not None and not system.usesPeriodicBoundaryConditions():
+            # the lawful force follows the topology's box and would make the mixed System periodic:
+            # the ML atoms would meet their periodic images while the MM part stays in vacuum
+            raise InputError(
+                "the topology has periodic box vectors but the MM System is not periodic (e.g. "
+                "nonbondedMethod=NoCutoff), so the ML region would see periodic images that the MM part does not: "
+                "make the MM System periodic (nonbondedMethod=PME or CutoffPeriodic) or, for a structure in "
+                "vacuum, remove the box (topology.setPeriodicBoxVectors(None)) before creating both Systems.")
+        if "charge" not in args:   # the models have no charge input: check the region's own charge
+            args["charge"] = mm_charge(system, atoms)
         no_element = [a for a in topology.atoms() if a.element is None]
         if no_element:
             a = no_element[0]
