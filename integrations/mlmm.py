@@ -197,14 +197,15 @@ def mm_system(topology, cutoff_nm: float = 1.0):
 
 
 def mixed_system(topology, model="organic-xtb", interpolate: bool = False, *, ml_atoms=None, mm=None,
-                 cutoff_nm: float = 1.0, force_group: int = 1, strict: bool = False, backend: str = "python",
+                 cutoff_nm: float | None = None, force_group: int = 1, strict: bool = False, backend: str = "python",
                  precision: str = "double", device=None):
     """The ML/MM System: :func:`mm_system` with ``ml_atoms`` (default :func:`solute_atoms`) handed to
     ``MLPotential("lawful", model=model).createMixedSystem(...)`` (openmm-ml's mechanical
     embedding): the ML atoms' MM terms among themselves go, the lawful force (in ``force_group``)
     comes in. ``interpolate=True`` adds openmm-ml's global ``lambda_interpolate`` (1: ML/MM, 0:
     all-MM; the Context starts at 1). ``mm``: an all-MM System of this topology to start from
-    (default: a new :func:`mm_system`; openmm-ml copies it, ``mm`` itself is not changed).
+    (default: a new :func:`mm_system` with ``cutoff_nm``, default 1.0 nm; openmm-ml copies it,
+    ``mm`` itself is not changed; ``cutoff_nm`` beside ``mm`` is refused, as ``mm`` has its own).
     ``strict``: an out-of-domain structure stops the run (:class:`NumericalError` with an
     ``out_of_domain`` record) instead of warning once. ``model``: a shipped model's name, a
     ``.lawful`` path or a model object. ``precision``: "double" (float64) or "single";
@@ -221,7 +222,12 @@ def mixed_system(topology, model="organic-xtb", interpolate: bool = False, *, ml
         ml_atoms = solute_atoms(topology)
         if not ml_atoms:
             raise InputError("the topology has no solute (only water and ions): pass ml_atoms=[...] explicitly.")
-    system = mm if mm is not None else mm_system(topology, cutoff_nm)
+    if mm is not None and cutoff_nm is not None:
+        # it was ignored: the System passed in keeps the cutoff it was made with
+        raise InputError(f"cutoff_nm={cutoff_nm!r} applies to the MM System mixed_system builds, but mm= was given, "
+                         "which has its own cutoff: build mm with that cutoff (mm_system(topology, cutoff_nm)), or "
+                         "drop mm= or cutoff_nm=.")
+    system = mm if mm is not None else mm_system(topology, 1.0 if cutoff_nm is None else cutoff_nm)
     return potential.createMixedSystem(topology, system, ml_atoms, forceGroup=int(force_group),
                                        interpolate=bool(interpolate))
 

@@ -317,6 +317,9 @@ BAD = [
      "outside"),
     ("negative ml atom", lambda b: mlmm.mixed_system(b[2], ml_atoms=[-1, 0], mm=b[4]), InputError, "negative"),
     ("no solute", lambda b: mlmm.mixed_system(_water_only()), InputError, "no solute"),
+    # cutoff_nm was ignored beside mm= (the System passed in keeps its own cutoff)
+    ("cutoff beside mm", lambda b: mlmm.mixed_system(b[2], mm=b[4], cutoff_nm=0.8), InputError,
+     "cutoff_nm=0.8 applies to the MM System"),
     ("negative padding", lambda b: mlmm.solvate(b[0], b[1], padding_nm=-1.0), InputError, "padding_nm=-1.0"),
     ("zero padding", lambda b: mlmm.solvate(b[0], b[1], padding_nm=0), InputError, "padding_nm=0"),
     ("nan padding", lambda b: mlmm.solvate(b[0], b[1], padding_nm=float("nan")), InputError, "padding_nm=nan"),
