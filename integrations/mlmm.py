@@ -465,7 +465,8 @@ class NVEResult:
     ``csv_interval``-th step) or None; times per step in s (wall: ``time.perf_counter``, CPU: this
     process's ``time.process_time``; every step includes the energy evaluation of the drift
     report); ``steps_done``: OpenMM's step count when the run ended (``steps`` unless stopped);
-    ``stopped``: None, or what ended the run early (see :class:`NVTResult`)."""
+    ``stopped``: None, or what ended the run early (see :class:`NVTResult`); ``n_atoms``: the
+    System's particles with mass, the atoms the drift is per (virtual sites are left out)."""
 
     steps: int
     steps_done: int
@@ -526,7 +527,10 @@ def run_nve(system, topology, positions, steps: int, timestep_fs: float = 0.5, *
             log.close()
     done = int(sim.context.getStepCount())
     summary = every.summary() if every.accumulator is not None and every.accumulator.n >= 2 else None
-    return NVEResult(steps=steps, steps_done=done, timestep_fs=dt, n_atoms=system.getNumParticles(),
+    # the particles with mass, as the drift per atom counts them (a virtual site is no atom)
+    n_atoms = sum(1 for i in range(system.getNumParticles())
+                  if system.getParticleMass(i).value_in_unit(u.dalton) > 0.0)
+    return NVEResult(steps=steps, steps_done=done, timestep_fs=dt, n_atoms=n_atoms,
                      summary=summary, wall_s_per_step=wall / max(done, 1), cpu_s_per_step=cpu / max(done, 1),
                      csv=None if csv is None or not Path(csv).is_file() else Path(csv), platform=platform,
                      stopped=stopped)

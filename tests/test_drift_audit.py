@@ -149,3 +149,34 @@ def test_moving_atoms_counts_atoms_held_in_all_three_directions(constraints, mov
     atoms = _copper(0)
     atoms.set_constraint(constraints())
     assert moving_atoms(atoms) == moving
+
+
+def test_mlmm_nve_counts_the_atoms_its_drift_is_per():
+    """mlmm.run_nve's n_atoms was System.getNumParticles(), virtual sites included, beside a drift
+    per particle with mass (DriftReporter): for a TIP4P-like System the two disagreed. Three
+    massive particles and one massless site: n_atoms is 3, and the drift per atom is the total
+    energy's drift over 3."""
+    import numpy as np
+    import openmm
+    from openmm import app
+    from openmm import unit as u
+
+    from lawful.integrations import mlmm
+
+    system = openmm.System()
+    for m in (16.0, 1.0, 1.0, 0.0):
+        system.addParticle(m)
+    bonds = openmm.HarmonicBondForce()
+    bonds.addBond(0, 1, 0.1, 2e5)
+    bonds.addBond(0, 2, 0.1, 2e5)
+    bonds.addBond(1, 2, 0.16, 2e5)
+    system.addForce(bonds)
+    system.setVirtualSite(3, openmm.ThreeParticleAverageSite(0, 1, 2, 0.8, 0.1, 0.1))
+    top = app.Topology()
+    res = top.addResidue("HOH", top.addChain())
+    for name, el in (("O", "O"), ("H1", "H"), ("H2", "H"), ("M", None)):
+        top.addAtom(name, None if el is None else app.Element.getBySymbol(el), res)
+    pos = np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [-0.03, 0.095, 0.0], [0.006, 0.0095, 0.0]]) * u.nanometer
+    out = mlmm.run_nve(system, top, pos, steps=50, timestep_fs=0.25, platform="Reference")
+    assert out.n_atoms == 3
+    assert out.summary is not None and out.summary.n_atoms == 3
