@@ -9,8 +9,9 @@ tangential velocity per side, inflow profile) and obstacle shapes
 scenes with obstacles record the force on each (``drag`` along the inflow direction, ``lift``
 across it, raw ``fx``/``fy``, ``force_method``, ``cd``, ``cl``) in
 :func:`~lawful.fluids.solver.run`. ``make(name, **kw)`` looks one up by name.
-All in the domain's units (lengths in those of ``dx``, times in those of ``dt``; the named
-scenes' box or channel height is 1), float32 by default and float64 on request.
+All in the domain's units (lengths in those of ``dx``, times in those of ``dt``; the box or
+channel height of ``smoke_plume``, ``karman`` and ``lid_driven_cavity`` is 1, the periodic box of
+``taylor_green`` and ``kolmogorov`` is ``[0, 2 pi]^2``), float32 by default and float64 on request.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ from lawful.fluids.state import FluidState
 __all__ = ["Scene", "taylor_green", "kolmogorov", "smoke_plume", "karman", "lid_driven_cavity", "flow_scene",
            "Circle", "Box", "make", "SCENES", "MIN_CELLS_PER_DIAMETER", "MIN_CELLS_PER_WAVELENGTH"]
 
-#: Every round feature of a scene (the Karman cylinder, the plume's source disc) must span at least
-#: this many cells across its diameter, and its mask must hold at least one cell; coarser grids are
-#: refused (an unresolved cylinder has no solid cell at all, so Re would have no effect).
+#: Every round feature of a scene (the Karman cylinder, the plume's source disc, a flow_scene
+#: Circle) must span at least this many cells across its diameter, and its mask must hold at least
+#: one cell; a round *obstacle*'s mask must also span this many cells along x and along y (a disc
+#: two cells across centred on a cell centre keeps that one cell: a square body half its diameter
+#: wide, whose Re and cd the scene would report for the nominal one). Coarser grids are refused
+#: (an unresolved cylinder has no solid cell at all, so Re would have no effect).
 MIN_CELLS_PER_DIAMETER = 2.0
 #: A sinusoidal forcing ``sin(k y)`` needs at least this many cells per wavelength: at 2 it is the
 #: grid's Nyquist mode, below it aliases onto a longer wave (k=4 on 6 cells forces k=2).
@@ -136,24 +140,53 @@ def _disc_mask(n, cx, cy, diameter, nx=None):
     return Circle((cx, cy(dx)), diameter / 2).cells(nx, n, dx)
 
 
-def _check_disc(scene, what, n, diameter, cx, cy, aspect=1, fix=""):
-    """Refuse a grid on which a disc of ``diameter`` (domain units, ``n`` cells per unit) spans
-    fewer than :data:`MIN_CELLS_PER_DIAMETER` cells or covers no cell centre; the message names the
-    smallest ``n`` that resolves it."""
-    def ok(m):
-        return diameter * m >= MIN_CELLS_PER_DIAMETER and bool(_disc_mask(m, cx, cy, diameter, aspect * m).any())
+def _mask_span(mask) -> tuple[int, int]:
+    """``(columns, rows)``: how many cells a non-empty ``(nx, ny)`` bool mask spans along x and y
+    (first to last solid column / row); ``(0, 0)`` when empty."""
+    cols = torch.nonzero(mask.any(1)).flatten()
+    rows = torch.nonzero(mask.any(0)).flatten()
+    if not len(cols):
+        return 0, 0
+    return int(cols[-1] - cols[0]) + 1, int(rows[-1] - rows[0]) + 1
 
-    if ok(n):
-        return
-    m = max(n + 1, math.ceil(MIN_CELLS_PER_DIAMETER / diameter))
-    while not ok(m):
-        m += 1
-    cells = int(_disc_mask(n, cx, cy, diameter, aspect * n).sum())
-    raise InputError(
-        f"{scene}: n={n} gives the {what} (diameter {diameter:g}) {diameter * n:.3g} cells across and {cells} "
-        f"cells in its mask, but it needs at least {MIN_CELLS_PER_DIAMETER:g} cells per diameter and a "
-        f"non-empty mask: use n >= {m}{fix}."
-    )
+
+def _spans(mask) -> bool:
+    """Whether a round obstacle's mask spans :data:`MIN_CELLS_PER_DIAMETER` cells along x and y."""
+    return min(_mask_span(mask)) >= MIN_CELLS_PER_DIAMETER
+
+
+def _check_disc(scene, what, n, diameter, cx, cy, aspect=1, fix="", body=False):
+    """Refuse a grid on which a disc of ``diameter`` (domain units, ``n`` cells per unit) spans
+    fewer than :data:`MIN_CELLS_PER_DIAMETER` cells or covers no cell centre, and, for a ``body``
+    (an obstacle: its diameter sets Re and cd), one whose mask spans fewer cells along x or y; the
+    message names the smallest ``n`` that resolves it."""
+    def mask(m):
+        return _disc_mask(m, cx, cy, diameter, aspect * m)
+
+    def resolved(m):
+        return diameter * m >= MIN_CELLS_PER_DIAMETER and bool(mask(m).any())
+
+    if not resolved(n):
+        m = max(n + 1, math.ceil(MIN_CELLS_PER_DIAMETER / diameter))
+        while not resolved(m):
+            m += 1
+        cells = int(mask(n).sum())
+        raise InputError(
+            f"{scene}: n={n} gives the {what} (diameter {diameter:g}) {diameter * n:.3g} cells across and {cells} "
+            f"cells in its mask, but it needs at least {MIN_CELLS_PER_DIAMETER:g} cells per diameter and a "
+            f"non-empty mask: use n >= {m}{fix}."
+        )
+    if body and not _spans(mask(n)):
+        m = n + 1
+        while not (resolved(m) and _spans(mask(m))):
+            m += 1
+        sx, sy = _mask_span(mask(n))
+        raise InputError(
+            f"{scene}: n={n} gives the {what} (diameter {diameter:g}) {diameter * n:.3g} cells across, but its "
+            f"mask spans only {sx} x {sy} cells (a body narrower than the diameter its Re and cd are reported for); "
+            f"it needs {MIN_CELLS_PER_DIAMETER:g} cells along x and y: use n >= {m}, or move it off the cell centre "
+            f"it sits on{fix}."
+        )
 
 
 def taylor_green(n: int = 64, dtype=None, viscosity: float = 0.01, amplitude: float = 1.0,
@@ -307,7 +340,9 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
     :mod:`lawful.fluids.fine_reference`; with its own quarter cell it sat 3/16 of a coarse cell
     lower at 4x). Dye ``"dye"`` is released upstream at five heights.
     The cylinder must span at least :data:`MIN_CELLS_PER_DIAMETER` cells (``diameter * n >= 2``,
-    e.g. ``n >= 16`` for the default diameter); coarser grids raise :class:`InputError`.
+    e.g. ``n >= 16`` for the default diameter), and so must its mask along x and along y (a
+    ``centre_y`` that puts a two-cell cylinder on a cell centre leaves one cell: a body half its
+    diameter wide); coarser grids raise :class:`InputError`.
     """
     _check_n(n, "karman", 8)
     if isinstance(re, bool) or not (isinstance(re, (int, float)) and math.isfinite(re) and re > 0):
@@ -331,7 +366,7 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
 
         def centre(_dx):
             return cy
-    _check_disc("karman", "cylinder", n, float(diameter), 0.5, centre, aspect)
+    _check_disc("karman", "cylinder", n, float(diameter), 0.5, centre, aspect, body=True)
     dtype = fluid_dtype(dtype)
     device = resolve_device(device if device is not None else "cpu")
     nx, ny = aspect * n, n
@@ -356,23 +391,38 @@ def karman(re: float = 100.0, n: int = 64, dtype=None, aspect: int = 4, inflow: 
 
 
 def _shape_resolution(scene, ob, k, n, ly, lx, nx, dx, device):
-    """Refuse an obstacle narrower than its minimum cell count or with an empty mask, naming the
+    """Refuse an obstacle narrower than its minimum cell count or with an empty mask, and a circle
+    whose mask spans fewer than :data:`MIN_CELLS_PER_DIAMETER` cells along x or y, naming the
     smallest ``n`` (cells across the height) that resolves it."""
-    need = MIN_CELLS_PER_DIAMETER if isinstance(ob, Circle) else 1.0
+    circle = isinstance(ob, Circle)
+    need = MIN_CELLS_PER_DIAMETER if circle else 1.0
 
-    def ok(m):
+    def mask(m):
         d = ly / m
-        mx = round(lx / d)
-        return ob.size / d >= need and bool(obstacle_masks([ob], mx, m, d)[0].any())
+        return obstacle_masks([ob], round(lx / d), m, d)[0]
 
-    if ok(n):
-        return
-    m = n + 1
-    while not ok(m) and m < 1 << 16:
-        m += 1
+    def resolved(m):
+        return ob.size / (ly / m) >= need and bool(mask(m).any())
+
+    def spans(m):
+        return not circle or _spans(mask(m))
+
     what = f"obstacle {k} ({type(ob).__name__}{' ' + ob.name if ob.name else ''}, size {ob.size:g})"
-    raise InputError(f"{scene}: n={n} gives {what} {ob.size / dx:.3g} cells across, but it needs at least "
-                     f"{need:g} cells and a non-empty mask: use n >= {m}.")
+    if not resolved(n):
+        m = n + 1
+        while not resolved(m) and m < 1 << 16:
+            m += 1
+        raise InputError(f"{scene}: n={n} gives {what} {ob.size / dx:.3g} cells across, but it needs at least "
+                         f"{need:g} cells and a non-empty mask: use n >= {m}.")
+    if not spans(n):
+        m = n + 1
+        while not (resolved(m) and spans(m)) and m < 1 << 16:
+            m += 1
+        sx, sy = _mask_span(mask(n))
+        raise InputError(f"{scene}: n={n} gives {what} {ob.size / dx:.3g} cells across, but its mask spans only "
+                         f"{sx} x {sy} cells (a body narrower than the diameter its Re and cd are reported for); it "
+                         f"needs {need:g} cells along x and y: use n >= {m}, or move it off the cell centre it "
+                         "sits on.")
 
 
 #: cells an obstacle keeps from a periodic seam: the force records (the control-volume box, the
@@ -404,14 +454,14 @@ def flow_scene(size=(1.0, 1.0), n: int = 64, boundary: Boundary | None = None, o
     (``dx = Ly / n``; ``Lx / dx`` must be a whole number of cells), boundaries ``boundary`` (a
     :class:`Boundary`: kind and tangential ``wall_velocity`` per side, inflow mean velocity and
     ``inflow_profile``; default a closed no-slip box) and ``obstacles`` (a sequence of
-    :class:`Circle` / :class:`Box`, domain units; a circle must span
-    :data:`MIN_CELLS_PER_DIAMETER` cells, a box one cell). ``viscosity``: kinematic (domain
+    :class:`Circle` / :class:`Box`, domain units; a circle must span :data:`MIN_CELLS_PER_DIAMETER`
+    cells, and so must its mask along x and y; a box one cell). ``viscosity``: kinematic (domain
     units^2/time). ``initial``: ``"rest"`` or ``"inflow"`` (every face at the inflow profile; the
-    first projection makes it divergence-free around the bodies); ``"auto"`` = ``"inflow"`` when
-    a side is an inflow. ``dt`` defaults to ``cfl * dx / V`` with ``V`` the fastest prescribed
-    speed (inflow peak, walls, rotating bodies). ``reference = (U, L)``: velocity and length of
-    the force coefficients ``cd``/``cl`` recorded with the forces of every obstacle
-    (``force_method``: ``"control_volume"`` momentum balance around each body, or ``"surface"``,
+    first projection makes it divergence-free around the bodies); ``"auto"`` = ``"inflow"`` when a
+    side is an inflow. ``dt`` defaults to ``cfl * dx / V`` with ``V`` the fastest prescribed speed
+    (inflow peak, walls, rotating bodies). ``reference = (U, L)``: velocity and length of the force
+    coefficients ``cd``/``cl`` recorded with the forces of every obstacle (``force_method``:
+    ``"control_volume"`` momentum balance around each body, or ``"surface"``,
     :class:`~lawful.fluids.forces.ForceProbe`). ``obstacle_ghost`` (default True): the viscous
     stencil treats obstacle walls as no-slip half a cell away
     (:attr:`~lawful.fluids.solver.SolverConfig.obstacle_ghost`; Schäfer-Turek 2D-1 cd +6.9 % at 10

@@ -160,9 +160,11 @@ class Boundary:
 
     ``inflow_velocity`` is the *mean* normal velocity of an inflow side and ``inflow_profile``
     its shape (:data:`INFLOW_PROFILES`: ``"uniform"`` or ``"parabolic"`` Poiseuille, see
-    :func:`inflow_profile`). ``wall_velocity`` = ``(x_lo, x_hi, y_lo, y_hi)``: the tangential
-    velocity of each side (length/time; the v component on the x sides, the u component on the y
-    sides), allowed only on ``"no_slip"`` sides (a lid-driven cavity: ``y_hi`` moving at ``U``).
+    :func:`inflow_profile`); without an ``"inflow"`` side they must stay 0 and ``"uniform"``
+    (:meth:`check_flow` refuses them: nothing would read them). ``wall_velocity`` =
+    ``(x_lo, x_hi, y_lo, y_hi)``: the tangential velocity of each side (length/time; the v
+    component on the x sides, the u component on the y sides), allowed only on ``"no_slip"``
+    sides (a lid-driven cavity: ``y_hi`` moving at ``U``).
     A moving no-slip wall enters advection (bilinear samples beyond the wall read the ghost
     ``2 U_wall - q``) and viscosity (the same ghost in the 5-point stencil); it carries no normal
     flux, so the projection sees it only through the velocities it drives.
@@ -270,9 +272,19 @@ class Boundary:
         on a side that an obstacle touches (the parabola spans the whole side and the blocked faces
         are zeroed: the mean over the open faces was 1.11 U for 1.0 behind a step of 1/3 height), and
         obstacles that cut (part of) an inflow side off from every outflow side (the projection broke
-        down with a ConvergenceError advising more iterations or a smaller dt)."""
+        down with a ConvergenceError advising more iterations or a smaller dt), and an inflow velocity
+        or a parabolic profile with no side of kind ``"inflow"`` to carry it (nothing reads them
+        there: a channel whose inlet was left a wall stayed at rest, max velocity 0 for an inflow
+        of 1, and flow_scene took its dt from the other speeds)."""
         sides = {"x_lo": self.x_lo, "x_hi": self.x_hi, "y_lo": self.y_lo, "y_hi": self.y_hi}
         inflow = [k for k, kind in sides.items() if kind == "inflow"]
+        if not inflow and (self.inflow_velocity != 0.0 or self.inflow_profile != "uniform"):
+            what = " and ".join(([f"inflow_velocity={self.inflow_velocity:g}"] if self.inflow_velocity != 0.0 else [])
+                                + ([f"inflow_profile={self.inflow_profile!r}"]
+                                   if self.inflow_profile != "uniform" else []))
+            raise InputError(f"boundary: {what} but no side is 'inflow' (sides {tuple(sides.values())}), so nothing "
+                             "would use it and no fluid would enter: make the inlet side 'inflow' (e.g. "
+                             "Boundary.channel(U, walls, profile)), or drop the inflow settings.")
         if inflow and self.inflow_velocity < 0.0:
             raise InputError(f"boundary: inflow_velocity={self.inflow_velocity:g} < 0 on {', '.join(inflow)} draws "
                              "fluid out, so it would enter through the outflow side, whose zero-gradient condition "
