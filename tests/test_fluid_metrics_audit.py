@@ -96,3 +96,27 @@ def test_strouhal_too_short_a_series_warns(label, duration, expected):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert strouhal(t, cl, L, U, scale=1.0) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("overrides, drawn", [({}, True), ({"viscosity": 0.1}, False), ({"drag": 0.5}, False)])
+def test_the_exact_curve_is_drawn_only_for_the_physics_it_solves(tmp_path, monkeypatch, overrides, drawn):
+    """run(tg, solver=tg.make_solver(viscosity=0.1), plot=...) overlaid the exact kinetic energy of
+    the scene's nu = 0.01 (8.43 "exact" beside 2.01 simulated): the exact curve now comes only with
+    a solver of the scene's viscosity and drag, else a warning says it is left out."""
+    import warnings
+
+    from lawful.fluids import solver as solver_module
+    from lawful.fluids import run
+
+    seen = []
+    monkeypatch.setattr(solver_module, "plot_metrics", lambda src, path, title=None, scene=None: seen.append(scene))
+    tg = scenes.taylor_green(n=8, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(tg, 2, solver=tg.make_solver(**overrides), plot=tmp_path / "m.png")
+    said = [str(w.message) for w in caught if "exact solution" in str(w.message)]
+    assert (seen == [tg]) if drawn else (seen == [None])
+    assert bool(said) != drawn
+    if not drawn:
+        key = next(iter(overrides))
+        assert f"{key} " in said[0] and "this run's solver" in said[0]
