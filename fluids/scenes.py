@@ -200,6 +200,11 @@ def taylor_green(n: int = 64, dtype=None, viscosity: float = 0.01, amplitude: fl
     face velocities.
     """
     _check_n(n, "taylor_green")
+    if isinstance(amplitude, bool) or not isinstance(amplitude, (int, float)) or not math.isfinite(amplitude) \
+            or (dt is None and amplitude == 0):
+        raise InputError(f"taylor_green: amplitude={amplitude!r} must be a finite velocity, and non-zero unless dt is "
+                         "given (dt = cfl * dx / |amplitude| has no velocity to go by): pass one, or dt=... for a "
+                         "fluid at rest.")
     dtype = fluid_dtype(dtype)
     device = resolve_device(device if device is not None else "cpu")
     dx = 2 * math.pi / n

@@ -68,6 +68,10 @@ CASES = [
     ("plume empty source", lambda out: scenes.smoke_plume(n=8), InputError, ["n=8", "n >= 17"]),
     ("taylor_green n=3.5", lambda out: scenes.taylor_green(n=3.5), InputError, ["n=3.5"]),
     ("taylor_green int dtype", lambda out: scenes.taylor_green(n=8, dtype=torch.int32), InputError, ["int32"]),
+    ("taylor_green amplitude 0", lambda out: scenes.taylor_green(n=8, amplitude=0.0), InputError,
+     ["amplitude=0.0", "dt="]),       # was a bare ZeroDivisionError
+    ("taylor_green amplitude nan", lambda out: scenes.taylor_green(n=8, amplitude=float("nan")), InputError,
+     ["amplitude=nan"]),
     ("unknown scene", lambda out: scenes.make("vortex"), InputError, ["'vortex'"]),
     # -- SolverConfig / Solver ----------------------------------------------------------------
     ("dt=0", lambda out: SolverConfig(dt=0.0), InputError, ["dt=0.0"]),
