@@ -17,6 +17,7 @@ channel height of ``smoke_plume``, ``karman`` and ``lid_driven_cavity`` is 1, th
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -200,7 +201,7 @@ def taylor_green(n: int = 64, dtype=None, viscosity: float = 0.01, amplitude: fl
     face velocities.
     """
     _check_n(n, "taylor_green")
-    if isinstance(amplitude, bool) or not isinstance(amplitude, (int, float)) or not math.isfinite(amplitude) \
+    if isinstance(amplitude, bool) or not isinstance(amplitude, numbers.Real) or not math.isfinite(amplitude) \
             or (dt is None and amplitude == 0):
         raise InputError(f"taylor_green: amplitude={amplitude!r} must be a finite velocity, and non-zero unless dt is "
                          "given (dt = cfl * dx / |amplitude| has no velocity to go by): pass one, or dt=... for a "
@@ -224,7 +225,7 @@ def taylor_green(n: int = 64, dtype=None, viscosity: float = 0.01, amplitude: fl
     state.v[:, n] = state.v[:, 0]
     _, _, (xc, yc) = _grid(n, n, dx, dtype, device)
     state.p.copy_((0.25 * amplitude ** 2 * (torch.cos(2 * xc) + torch.cos(2 * yc))).to(dtype))
-    dt = float(dt) if dt is not None else cfl * dx / abs(amplitude)
+    dt = float(dt) if dt is not None else float(cfl * dx / abs(amplitude))
     config = SolverConfig(dt=dt, viscosity=viscosity, advection=advection)
     return Scene("taylor_green", state, config, analytic=analytic,
                  params=dict(n=n, viscosity=viscosity, amplitude=amplitude, dt=dt))
