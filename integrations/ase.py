@@ -74,6 +74,17 @@ def _refuse_unknown(unknown, accepted, where: str, fix: str) -> None:
     raise InputError(f"unknown keyword(s) {sorted(unknown)} for {where}{hint}: it accepts {list(accepted)}; {fix}")
 
 
+def _model_stamp(model, modules) -> tuple:
+    """What changes when a model is moved or changed in place: its dtype and device, and each
+    weight's and buffer's identity, storage and in-place version counter (bumped by optimiser
+    steps, ``load_state_dict``, ``copy_`` and other in-place operations on the tensor; not by
+    writes through ``.data``), read from ``modules`` (the model's, listed once: walking
+    ``model.parameters()`` at each call cost 160 µs for organic-xtb, this 40 µs)."""
+    tensors = tuple((id(t), t.data_ptr(), t._version) for mod in modules
+                    for table in (mod._parameters, mod._buffers) for t in table.values() if t is not None)
+    return (model_dtype(model), model_device(model), tensors)
+
+
 def _as_pbc(pbc) -> list[bool]:
     return [bool(b) for b in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))]
 
@@ -110,7 +121,14 @@ class LawfulCalculator(Calculator):
     results and neighbour list are dropped, so the next calculation and ``calc.todict()`` use the
     new value. The model, ``dtype`` and ``device`` are fixed (another dtype or device is another
     copy of the model): ``calc.set(dtype=...)``, ``calc.set(device=...)`` and any other keyword
-    are an :class:`~lawful.kernels.errors.InputError`; make a new calculator for them.
+    are an :class:`~lawful.kernels.errors.InputError`; make a new calculator for them. A model
+    object changed in place after the calculator was made (a model you passed and train further,
+    ``calc.model.to(torch.float32)``) is followed, not answered from the cache: the results of the
+    old weights are dropped (:meth:`check_state` reports a ``"model"`` change), the next
+    calculation uses the model as it is (a float32 model gets the same care far from the origin as
+    one made with ``dtype="float32"``), and ``calc.dtype``, ``calc.device`` and ``calc.todict()``
+    describe it. Writes through ``.data`` bypass torch's version counters and go unseen: call
+    ``calc.reset()`` after them.
 
     Properties (ASE units): ``energy`` and ``free_energy`` (eV), ``energies`` (per atom, eV),
     ``forces`` ((N, 3), eV/Å), ``stress`` (Voigt 6-vector, eV/Å³, ASE's sign convention; only for
@@ -142,13 +160,56 @@ class LawfulCalculator(Calculator):
                             "check the spelling.")
         Calculator.__init__(self, **kwargs)
         self.model = resolve_model(model_or_path, device=device, dtype=dtype)
-        self.model_name, self.model_sha256 = _identify(model_or_path)
-        self.dtype = model_dtype(self.model)
-        self.device = model_device(self.model)
+        self._given_name, self._given_sha256 = _identify(model_or_path)
+        self._given_file = isinstance(model_or_path, (str, os.PathLike))
+        self._modules = tuple(self.model.modules()) if isinstance(self.model, torch.nn.Module) else ()
+        self._stamp_now = None         # the model's stamp, read once per get_property
+        self._given_stamp = self._stamp()
+        self._identity = (self._given_stamp, self._given_name, self._given_sha256)
+        self._results_stamp = None     # the model's stamp when self.results were computed
         self._strict = bool(strict)
         self._skin = self._checked_skin(skin)      # checked now, not at the first step
         self._runner: ModelRunner | None = None
         self._stress_warned = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model evaluates in (its own, now: a model moved after the calculator was
+        made is followed)."""
+        return model_dtype(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model evaluates on (its own, now)."""
+        return model_device(self.model)
+
+    @property
+    def model_name(self) -> str:
+        """The path or shipped name given (with ``" (changed in memory)"`` once the loaded model's
+        weights, dtype or device changed after the calculator was made), or ``"<kind> (in
+        memory)"`` for a model object."""
+        return self._identified()[0]
+
+    @property
+    def model_sha256(self) -> str:
+        """sha256 of the file given (of the weights and config once the loaded model changed), or of
+        a model object's weights and config as they are now."""
+        return self._identified()[1]
+
+    def _stamp(self) -> tuple:
+        """The model's :func:`_model_stamp` now."""
+        return self._stamp_now if self._stamp_now is not None else _model_stamp(self.model, self._modules)
+
+    def _identified(self) -> tuple[str, str]:
+        stamp = self._stamp()
+        if stamp != self._identity[0]:
+            if stamp == self._given_stamp:
+                name, sha = self._given_name, self._given_sha256
+            else:
+                name, sha = _identify(self.model)
+                name = f"{self._given_name} (changed in memory)" if self._given_file else name
+            self._identity = (stamp, name, sha)
+        return self._identity[1], self._identity[2]
 
     def _checked_skin(self, skin) -> float:
         """``skin`` as a float, checked as the runner checks it (an :class:`InputError` if not a
@@ -206,6 +267,23 @@ class LawfulCalculator(Calculator):
             new["skin"] = self._checked_skin(kwargs["skin"])
         return {k: v for k, v in new.items() if self._change(k, v)}
 
+    # A pickled or deep-copied calculator holds new tensors (other ids, storages, version counters):
+    # each stamp that described the model as it was when pickled is made to describe the copy, so a
+    # copy neither drops its results nor renames its model; a stamp already stale stays stale.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_stamp_when_pickled"] = _model_stamp(self.model, self._modules)
+        state["_stamp_now"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        was = state.pop("_stamp_when_pickled", None)
+        self.__dict__.update(state)
+        now = _model_stamp(self.model, self._modules)
+        self._given_stamp = now if self._given_stamp == was else self._given_stamp
+        self._identity = (now if self._identity[0] == was else self._identity[0], *self._identity[1:])
+        self._results_stamp = now if self._results_stamp == was else self._results_stamp
+
     def __repr__(self) -> str:
         return (f"LawfulCalculator({type(self.model).__name__}, species={list(self.model.species)}, "
                 f"cutoff={float(self.model.cutoff)} Å, dtype={self.dtype}, device={self.device})")
@@ -213,7 +291,10 @@ class LawfulCalculator(Calculator):
     def todict(self, skip_default=True) -> dict:
         """What made the results, for ASE databases and trajectories (JSON-able): ``model`` (the
         path or shipped name given, or ``"<kind> (in memory)"``), ``model_sha256`` (of the file, or
-        of the weights of a model object), ``dtype``, ``device``, ``skin`` (Å), ``strict``."""
+        of the weights of a model object), ``dtype``, ``device``, ``skin`` (Å), ``strict``. A
+        model changed in place after the calculator was made (trained further, moved to another
+        dtype) is described as it is now: the sha256 of its weights and config, and a model loaded
+        from a file is named ``"<path or name> (changed in memory)"``."""
         return {"model": self.model_name, "model_sha256": self.model_sha256, "dtype": dtype_name(self.dtype),
                 "device": str(self.device), "skin": self.skin, "strict": self.strict}
 
@@ -231,12 +312,32 @@ class LawfulCalculator(Calculator):
     def check_state(self, atoms, tol: float = 1e-15):
         """ASE's changes since the last calculation, plus a changed stated total charge: ASE compares
         ``initial_charges`` but not ``info["charge"]``, so a charge stated after a first evaluation
-        was answered from the cache, unchecked."""
+        was answered from the cache, unchecked; plus ``"model"`` when the model was moved or
+        changed in place since (trained further, ``calc.model.to(torch.float32)``): its cached
+        results were returned for the new weights."""
         changes = super().check_state(atoms, tol)
         if self.atoms is not None and structure_charge(atoms) != structure_charge(self.atoms) \
                 and "initial_charges" not in changes:
             changes.append("initial_charges")
+        if self._model_changed():
+            changes.append("model")
         return changes
+
+    def _model_changed(self) -> bool:
+        """Whether the model changed (:func:`_model_stamp`) since ``self.results`` were computed."""
+        return bool(self.results) and self._results_stamp != self._stamp()
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        """ASE's ``get_property``; results computed by a model changed since are dropped first, also
+        when asked without atoms (``calc.get_potential_energy()``, which ASE answers from the cache
+        without :meth:`check_state`)."""
+        self._stamp_now = _model_stamp(self.model, self._modules)
+        try:
+            if self._model_changed():
+                self.results = {}
+            return super().get_property(name, atoms, allow_calculation)
+        finally:
+            self._stamp_now = None
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         """Fill ``self.results`` for every property in one model evaluation (ASE protocol)."""
@@ -262,6 +363,7 @@ class LawfulCalculator(Calculator):
         cell = np.asarray(atoms.cell.array, dtype=np.float64) if any(pbc) else None
         runner = self._runner_for(atoms)
         runner.check_charge(structure_charge(atoms))     # the model has no charge input
+        self._results_stamp = self._stamp()
         out = runner.evaluate(atoms.positions, cell=cell, pbc=pbc, stress=want_stress)
         energy = float(out["energy"].detach())
         self.results["energy"] = energy

@@ -126,9 +126,9 @@ if hasattr(os, "register_at_fork"):   # POSIX; Windows has no fork
 
 
 
-#: Å (in the positions' unit): how far atom 0 of a lower-precision model's structure may move from
-#: the float64 offset subtracted before rounding before a new offset is taken (float32 keeps
-#: about 6e-7 Å at 10 Å from the offset)
+#: Å (whatever the positions' unit: ``length_scale`` converts): how far atom 0 of a lower-precision
+#: model's structure may move from the float64 offset subtracted before rounding before a new
+#: offset is taken (float32 keeps about 6e-7 Å at 10 Å from the offset)
 ORIGIN_RADIUS = 10.0
 
 #: An out-of-domain kind (a close pair, too few or too many neighbours) is reported once per runner,
@@ -226,11 +226,11 @@ def report_charge(model, charge: int, strict: bool, stacklevel: int = 3) -> None
 class ModelRunner:
     """Engine-neutral evaluation of a lawful model for a fixed set of atoms.
 
-    Holds the model (on its device, in its dtype), the atomic numbers as a tensor, reusable
-    position/cell buffers and — when the model's ``evaluate`` accepts a ``pairs`` argument — a
-    :class:`lawful.kernels.neighbors.VerletList` built with ``cutoff + skin`` and rebuilt only when
-    an atom moved more than ``skin/2``. Inputs and outputs are in lawful's units (Å, eV, eV/Å,
-    eV/Å³); the engine adapters convert at their boundary.
+    Holds the model (on its device, in its dtype; a model moved in place later is followed), the
+    atomic numbers as a tensor, reusable position/cell buffers and — when the model's ``evaluate``
+    accepts a ``pairs`` argument — a :class:`lawful.kernels.neighbors.VerletList` built with
+    ``cutoff + skin`` and rebuilt only when an atom moved more than ``skin/2``. Inputs and outputs
+    are in lawful's units (Å, eV, eV/Å, eV/Å³); the engine adapters convert at their boundary.
 
     Training domain: when the model records the smallest distance per species pair of its
     training data (``model.pair_min_distance``, written by :func:`lawful.forcefields.train`), every
@@ -324,9 +324,30 @@ class ModelRunner:
         self._cell = torch.zeros((3, 3), dtype=self.dtype, device=self.device)
         self._origin = None   # float64 offset of a lower-precision model's positions (set at the first call)
 
+    @torch.inference_mode(False)
+    def _follow_model(self) -> None:
+        """Take the dtype and device the model has now (moved in place since this runner was made:
+        ``calc.model.to(torch.float32)``, a model object its owner moved): the buffers, tables and
+        tensors made in the old ones are made again, and the neighbour list is rebuilt. Without this
+        a float32 model kept getting float64 positions: no offset before the rounding (cu-emt at
+        1e4 Å: forces 6e-3 eV/Å off, against 2e-6 for a runner made in float32). What was already
+        reported and checked (domain events, composition, charges) is kept."""
+        self.dtype = model_dtype(self.model)
+        self.device = model_device(self.model)
+        self.set_numbers(self.numbers_np, keep_checks=True)
+        if self.labels is not None:
+            self._labels_t = torch.as_tensor(self.labels, dtype=torch.long, device=self.device)
+        self._domain_min2 = _domain_table(self.model, self.species, self.domain_tolerance)
+        self._count_bounds = neighbour_bounds(self.model, self.species, self.dtype, self.device)
+        if self._verlet is not None:
+            self._verlet.reset()
+        self._nl_cached = self._offsets = None
+        self._cell = torch.zeros((3, 3), dtype=self.dtype, device=self.device)
+
     # -- set-up ------------------------------------------------------------------------------
-    def set_numbers(self, numbers) -> None:
-        """Set the atomic numbers (validated against the model's species)."""
+    def set_numbers(self, numbers, keep_checks: bool = False) -> None:
+        """Set the atomic numbers (validated against the model's species). ``keep_checks``: the
+        composition and charges already checked stay checked (the same atoms, new tensors)."""
         z = np.asarray(numbers, dtype=np.int64).reshape(-1)
         unknown = sorted({int(v) for v in z} - set(self._known))
         if unknown:
@@ -344,8 +365,9 @@ class ModelRunner:
         self.n_atoms = int(z.shape[0])
         self._pos = torch.empty((self.n_atoms, 3), dtype=self.dtype, device=self.device)
         self._origin = None
-        self._composition_checked = False   # at the first evaluation, when strict is known
-        self._charges_checked: set[int] = set()
+        if not keep_checks:
+            self._composition_checked = False   # at the first evaluation, when strict is known
+            self._charges_checked: set[int] = set()
 
     # -- pickling ------------------------------------------------------------------------------
     # The position/cell buffers are written in place at every call and the Verlet list is a cache
@@ -536,9 +558,13 @@ class ModelRunner:
         in another length unit with ``length_scale`` Å per unit (the scaling is done in place in
         the preallocated buffers). ``pbc``: bool or 3 bools. ``step``: the engine's step number,
         quoted in out-of-domain reports (None: not known). Outputs are tensors in the model's
-        dtype/device. Raises :class:`NumericalError` for non-finite positions or model output, and
-        for an out-of-domain structure in strict mode (see the class docstring).
+        dtype/device, those it has at this call (a model moved in place since the runner was made
+        is followed: :meth:`_follow_model`). Raises :class:`NumericalError` for non-finite
+        positions or model output, and for an out-of-domain structure in strict mode (see the
+        class docstring).
         """
+        if model_dtype(self.model) != self.dtype or model_device(self.model) != self.device:
+            self._follow_model()
         if not self._composition_checked:
             self._check_composition()
         pos = self._pos
@@ -552,7 +578,9 @@ class ModelRunner:
             # pair vectors keep ~7 digits of the absolute coordinates (alanine dipeptide at 1e4 Å:
             # forces 0.07 eV/Å off). Energies, forces and stress do not see a translation, nor does
             # the Verlet list's test (a pair's distance changes by at most the two atoms' moves in
-            # any frame); the offset is renewed when atom 0 is more than ORIGIN_RADIUS from it.
+            # any frame); the offset is renewed when atom 0 is more than ORIGIN_RADIUS Å from it
+            # (in Å whatever the unit: compared in OpenMM's nm, a structure 9 nm from its offset
+            # kept float32 forces 1e-4 eV/Å off, 50x those of the same structure given in Å).
             # Atoms at different lattice offsets (unwrapped positions: ASE's MD and OpenMM do not
             # wrap) keep their own large coordinates after that shift: each is wrapped along the
             # periodic axes first, in float64, into the cell centred on atom 0 (cu-emt in float32
@@ -565,7 +593,7 @@ class ModelRunner:
                                      [bool(p) for p in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))],
                                      about_first=True)
             if (self._origin is None or self._origin.device != src.device
-                    or float((src[0] - self._origin).abs().max()) > ORIGIN_RADIUS):
+                    or float((src[0] - self._origin).abs().max()) * abs(length_scale) > ORIGIN_RADIUS):
                 self._origin = src[0].detach().clone()
             pos.copy_(src - self._origin)
         if length_scale != 1.0:
