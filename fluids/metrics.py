@@ -192,28 +192,68 @@ def check_writable(path, what: str = "output") -> Path:
 
 
 class MetricsWriter:
-    """Stream one CSV row per step, flushed after each row (the columns are fixed by the first row).
+    """Stream one CSV row per step, flushed after each row.
 
     Use as a context manager or call :meth:`close`. The file is a log written as the run goes;
     a partially written file after a crash holds every completed step. The path is checked when
     the writer is made (:func:`check_writable`: not a directory, writable), but the file is only
     opened (and an existing one replaced) at the first :meth:`write`.
+
+    The columns are the first record's keys, in its order; a key that first appears in a later
+    record (a force column that starts later, a corrector's extra key) is added as a new last
+    column, the file rewritten once with that column empty in the earlier rows, and a record
+    without one of the columns leaves its cell empty: :func:`read_metrics_csv` reads an empty cell
+    as NaN. (Until 2026-12-04 a later key was dropped without a word, and a missing one wrote an
+    empty cell that the reader refused.) A value is written as ``float(value)`` (``int`` for
+    integers; a 0-d tensor or numpy scalar by its value, not its ``str``), so Python floats
+    round-trip exactly.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = check_writable(path, "metrics CSV")
         self._fh = None
         self._writer = None
+        self._fields: list = []
 
     def write(self, record: dict) -> None:
         """Append ``record`` (a flat dict of numbers) and flush."""
         if self._fh is None:
             self._fh = open(self.path, "w", newline="")
-        if self._writer is None:
-            self._writer = csv.DictWriter(self._fh, fieldnames=list(record.keys()), extrasaction="ignore")
+            self._fields = list(record.keys())
+            self._start()
             self._writer.writeheader()
-        self._writer.writerow(record)
+        else:
+            new = [k for k in record if k not in self._fields]
+            if new:
+                self._add_columns(new)
+        self._writer.writerow({k: _cell(x) for k, x in record.items()})
         self._fh.flush()
+
+    def _start(self) -> None:
+        self._writer = csv.DictWriter(self._fh, fieldnames=self._fields, restval="")
+
+    def _add_columns(self, new: list) -> None:
+        """Rewrite the file with ``new`` as its last columns (empty in the rows written so far),
+        streaming it through a temporary file beside it, and go on appending."""
+        import tempfile
+
+        self._fh.close()
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with open(self.path, newline="") as src, os.fdopen(fd, "w", newline="") as dst:
+                reader, writer = csv.reader(src), csv.writer(dst)
+                next(reader, None)                       # the old header
+                writer.writerow(self._fields + new)
+                pad = [""] * len(new)
+                for row in reader:
+                    writer.writerow(row + pad)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._fields = self._fields + new
+        self._fh = open(self.path, "a", newline="")
+        self._start()
 
     def close(self) -> None:
         """Close the file (nothing was created if nothing was written)."""
@@ -227,10 +267,32 @@ class MetricsWriter:
         self.close()
 
 
+def _cell(x):
+    """A record value as the CSV writes it: ints and bools as ints, every other number as a Python
+    float (whose ``repr``, which csv writes, reads back exactly); a 0-d tensor or numpy scalar by
+    its value (``str`` of a tensor wrote ``tensor(0.1235)``: 4 digits, and unreadable)."""
+    if isinstance(x, (str, bytes)) or x is None:
+        return x
+    if isinstance(x, (bool, int)):
+        return int(x)
+    item = getattr(x, "item", None)
+    if item is not None:
+        x = item()
+        if isinstance(x, (bool, int)):
+            return int(x)
+    return float(x)
+
+
+def _number(x) -> float:
+    """A CSV cell as a float: an empty cell (a column the row's record did not have) is NaN."""
+    return math.nan if x == "" else float(x)
+
+
 def read_metrics_csv(path) -> list[dict]:
-    """Read a metrics CSV back as a list of dicts of floats."""
+    """Read a metrics CSV back as a list of dicts of floats (an empty cell, a column that record
+    lacked, as NaN)."""
     with open(path, newline="") as fh:
-        return [{k: float(x) for k, x in row.items()} for row in csv.DictReader(fh)]
+        return [{k: _number(x) for k, x in row.items()} for row in csv.DictReader(fh)]
 
 
 def _figure(figsize, dpi=100):
@@ -263,12 +325,13 @@ def analytic_kinetic_energy(scene):
     return ke
 
 
-def metrics_panels(records, ke_exact=None):
+def metrics_panels(records, ke_exact=None, from_start: bool = True):
     """The panels :func:`plot_metrics` draws, as ``[(title, ylabel, lines, log[, twin])]``: one per
     quantity present in ``records`` (list of per-step dicts), ``lines`` = ``[(label, t, y, style)]``
     (t in time units), ``log`` for a log y axis, ``twin`` = ``(ylabel, t, y)`` on a second log y
-    axis. The timing panel leaves out the first record (its wall time includes compiling the
-    Taichi kernels) and is drawn on a log axis when a step took over 10x the median (warm-up);
+    axis. The timing panel leaves out the first record when it is the run's first step
+    (``from_start``; its wall time includes compiling the Taichi kernels), naming its step, and
+    is drawn on a log axis when a step took over 10x the median (warm-up);
     ``ke_exact(t)`` (e.g. :func:`analytic_kinetic_energy`) adds the exact kinetic
     energy from t = 0."""
     first = records[0]
@@ -310,31 +373,116 @@ def metrics_panels(records, ke_exact=None):
                        False, twin))
     if "wall_s" in first and len(records) > 1:
         wall = 1e3 * col("wall_s")
-        label = f"steps 2+ (step 1, {wall[0] / 1e3:.2f} s with compilation, not shown)"
-        rest = wall[1:]
+        if from_start:
+            s0 = int(first["step"]) if "step" in first else 1
+            label = f"steps {s0 + 1}+ (step {s0}, the run's first: {wall[0] / 1e3:.2f} s with compilation, not shown)"
+            rest, tw = wall[1:], t[1:]
+        else:        # the first record kept is not the run's first step: nothing to leave out
+            label, rest, tw = "", wall, t
         # a log axis when a few warm-up steps dwarf the rest (88 ms beside 2 ms flattened the curve)
         spread = rest.size > 2 and np.all(rest > 0) and rest.max() > 10 * np.median(rest)
         panels.append(("time per step", "wall time (ms" + (", log)" if spread else ")"),
-                       [(label, t[1:], rest, "-")], bool(spread)))
+                       [(label, tw, rest, "-")], bool(spread)))
     return panels
 
 
-def read_metrics_thinned(path, max_points: int = 4000) -> tuple[list[dict], int]:
-    """``(rows, total)``: at most ``max_points`` rows of a metrics CSV (the first two, then every
-    ``k``-th, and the last, as dicts of floats) and the number of rows in the file. Two streaming
-    passes, so memory is bounded by ``max_points`` however long the run was."""
-    import csv
+def _column_extremes(path) -> tuple[list, int, set]:
+    """``(header, total, rows)`` of a metrics CSV: its column names, its number of rows and the
+    rows (0-based) holding each column's largest and smallest value (the first on a tie) and its
+    first NaN. One streaming pass in blocks of rows (numpy's parser; the csv module's, cell by
+    cell, for a file with an empty cell or a short row)."""
+    import warnings
 
-    if not isinstance(max_points, int) or max_points < 4:
+    block = 8192
+    try:
+        found: dict = {}
+        total = 0
+        with open(path) as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)     # loadtxt's "no data" at the end
+            header = next(csv.reader([fh.readline()]), [])
+            while True:
+                a = np.loadtxt(fh, delimiter=",", comments=None, dtype=np.float64, max_rows=block, ndmin=2)
+                if a.shape[0] == 0:
+                    break
+                if a.shape[1] != len(header):
+                    raise ValueError("a row of another length")
+                _block_extremes(a, total, found)
+                total += a.shape[0]
+                if a.shape[0] < block:
+                    break
+    except ValueError:
+        found, total = {}, 0
+        with open(path, newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            chunk: list = []
+            for row in reader:
+                if row:                    # a blank line is no row (csv.DictReader skips it too)
+                    chunk.append(row)
+                if len(chunk) == block:
+                    _block_extremes(_cells(chunk, len(header)), total, found)
+                    total += len(chunk)
+                    chunk = []
+            if chunk:
+                _block_extremes(_cells(chunk, len(header)), total, found)
+                total += len(chunk)
+    rows = {i for kind in ("hi", "lo", "nan") for _, i in found.get(kind, {}).values()}
+    return header, total, rows
+
+
+def _cells(chunk: list, ncol: int) -> np.ndarray:
+    """Rows of CSV cells as a ``(rows, ncol)`` float array: an empty or missing cell is NaN."""
+    a = np.full((len(chunk), ncol), np.nan)
+    for i, row in enumerate(chunk):
+        row = row[:ncol]
+        a[i, :len(row)] = [_number(x) for x in row]
+    return a
+
+
+def _block_extremes(a: np.ndarray, start: int, found: dict) -> None:
+    """Update ``found`` (``"hi"``, ``"lo"``: column -> ``(value, row)``; ``"nan"``: column ->
+    ``(nan, row)`` of its first NaN) from the block ``a`` of rows ``start, start + 1, ...``."""
+    hi, lo, first_nan = (found.setdefault(kind, {}) for kind in ("hi", "lo", "nan"))
+    nan = np.isnan(a)
+    present = ~nan.all(0)
+    i_hi = np.where(nan, -np.inf, a).argmax(0)
+    i_lo = np.where(nan, np.inf, a).argmin(0)
+    for j in range(a.shape[1]):
+        if j not in first_nan and nan[:, j].any():
+            first_nan[j] = (math.nan, start + int(nan[:, j].argmax()))
+        if not present[j]:
+            continue
+        x = float(a[i_hi[j], j])
+        if j not in hi or x > hi[j][0]:
+            hi[j] = (x, start + int(i_hi[j]))
+        x = float(a[i_lo[j], j])
+        if j not in lo or x < lo[j][0]:
+            lo[j] = (x, start + int(i_lo[j]))
+
+
+def read_metrics_thinned(path, max_points: int = 4000) -> tuple[list[dict], int]:
+    """``(rows, total)``: at most ``max_points`` rows of a metrics CSV, as dicts of floats in file
+    order, and the number of rows in the file. Kept: the first two rows, the last, every column's
+    extremes (the row of its largest and of its smallest value, and of its first NaN: a one-step
+    divergence spike of a long run is in the figure), and every ``k``-th row, ``k`` the smallest
+    that keeps the count within ``max_points``. (Until 2026-12-04 only every ``k``-th: a spike
+    between two of them was not drawn.) Two streaming passes, so memory is bounded by
+    ``max_points`` however long the run was; ``max_points`` must leave room for every extreme."""
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 4:
         raise InputError(f"max_points={max_points!r} must be an integer >= 4.")
-    with open(path, newline="") as fh:
-        total = max(sum(1 for _ in fh) - 1, 0)
-    k = max(1, math.ceil(total / (max_points - 3)))
+    header, total, extremes = _column_extremes(path)
+    extremes -= {0, 1, total - 1}
+    room = max_points - 3 - len(extremes)
+    if room < 1:
+        raise InputError(f"max_points={max_points} leaves no room for the extremes of the {len(header)} columns of "
+                         f"{path} ({len(extremes)} rows besides the first two and the last): use max_points >= "
+                         f"{len(extremes) + 4}.")
+    k = max(1, math.ceil(total / room))
     rows = []
     with open(path, newline="") as fh:
         for i, row in enumerate(csv.DictReader(fh)):
-            if i < 2 or i % k == 0 or i == total - 1:
-                rows.append({key: float(x) for key, x in row.items()})
+            if i < 2 or i % k == 0 or i == total - 1 or i in extremes:
+                rows.append({key: _number(x) for key, x in row.items()})
     return rows, total
 
 
@@ -345,21 +493,30 @@ def plot_metrics(records, path, title: str | None = None, scene=None) -> Path:
     (which includes Taichi's kernel compilation) left out of the timing panel, and the exact
     kinetic energy overlaid when ``scene`` has an analytic solution (Taylor-Green).
 
-    ``records``: a list of per-step dicts or a metrics CSV path (``run(..., csv=...)``; read through
-    :func:`read_metrics_thinned`, so a long run's figure shows every ``k``-th step, as its title says).
+    ``records``: a list of per-step dicts (the first taken as the run's first step), a
+    :class:`~lawful.fluids.records.RunRecords` (one that dropped steps is drawn as the last
+    ``len(records)`` of its steps, as its title says, none left out of the timing) or a metrics
+    CSV path (``run(..., csv=...)``; read through :func:`read_metrics_thinned`, so a long run's
+    figure shows every ``k``-th step and every column's extremes, as its title says).
     """
     import io
 
     from lawful.kernels.modelfile import atomic_write
 
     thinned = ""
+    from_start = True
     if isinstance(records, (str, os.PathLike)):
         records, total = read_metrics_thinned(records)
         if total > len(records):
             thinned = f" ({len(records)} of {total} steps drawn)"
+    elif getattr(records, "dropped", 0):
+        # a RunRecords window: its first record is not the run's first step (it was drawn as
+        # "step 1, with compilation" and left out, and the title did not say steps were missing)
+        thinned = f" (the last {len(records)} of {records.total} steps drawn)"
+        from_start = False
     if not records:
         raise InputError(f"no metrics to plot into {path}: the run recorded no step.")
-    panels = metrics_panels(records, analytic_kinetic_energy(scene) if scene is not None else None)
+    panels = metrics_panels(records, analytic_kinetic_energy(scene) if scene is not None else None, from_start)
     ncol = min(3, len(panels))
     nrow = -(-len(panels) // ncol)
     fig = _figure((4.6 * ncol, 3.2 * nrow))

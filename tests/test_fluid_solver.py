@@ -606,8 +606,9 @@ def test_divergence_metrics_known_values_and_solid_cells_skipped():
 
 
 def test_metrics_writer_round_trip_columns_and_lazy_open(tmp_path):
-    """Columns fixed by the first record (later extra keys dropped), values round-trip exactly,
-    the file is created only at the first write, and a directory path is refused up front."""
+    """Columns from the first record (a later extra key becomes a new last column, empty before:
+    NaN when read), values round-trip exactly, the file is created only at the first write, and a
+    directory path is refused up front."""
     path = tmp_path / "sub" / "m.csv"
     w = MetricsWriter(path)
     assert not path.exists()
@@ -615,8 +616,9 @@ def test_metrics_writer_round_trip_columns_and_lazy_open(tmp_path):
     w.write({"step": 2, "kinetic_energy": 0.25, "div_max_rel": 1e-9, "extra": 5.0})
     w.close()
     rows = read_metrics_csv(path)
+    assert math.isnan(rows[0].pop("extra"))
     assert rows == [{"step": 1.0, "kinetic_energy": 0.125, "div_max_rel": 3e-7},
-                    {"step": 2.0, "kinetic_energy": 0.25, "div_max_rel": 1e-9}]
+                    {"step": 2.0, "kinetic_energy": 0.25, "div_max_rel": 1e-9, "extra": 5.0}]
     with pytest.raises(InputError, match="is a directory"):
         MetricsWriter(tmp_path)
     with MetricsWriter(tmp_path / "never.csv"):
