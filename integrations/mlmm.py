@@ -205,7 +205,8 @@ def mixed_system(topology, model="organic-xtb", interpolate: bool = False, *, ml
     comes in. ``interpolate=True`` adds openmm-ml's global ``lambda_interpolate`` (1: ML/MM, 0:
     all-MM; the Context starts at 1). ``mm``: an all-MM System of this topology to start from
     (default: a new :func:`mm_system` with ``cutoff_nm``, default 1.0 nm; openmm-ml copies it,
-    ``mm`` itself is not changed; ``cutoff_nm`` beside ``mm`` is refused, as ``mm`` has its own).
+    ``mm`` itself is not changed; a ``cutoff_nm`` beside ``mm`` must be the one ``mm`` was made with:
+    another is refused, as it would not be applied).
     ``strict``: an out-of-domain structure stops the run (:class:`NumericalError` with an
     ``out_of_domain`` record) instead of warning once. ``model``: a shipped model's name, a
     ``.lawful`` path or a model object. ``precision``: "double" (float64) or "single";
@@ -224,9 +225,12 @@ def mixed_system(topology, model="organic-xtb", interpolate: bool = False, *, ml
             raise InputError("the topology has no solute (only water and ions): pass ml_atoms=[...] explicitly.")
     if mm is not None and cutoff_nm is not None:
         # it was ignored: the System passed in keeps the cutoff it was made with
-        raise InputError(f"cutoff_nm={cutoff_nm!r} applies to the MM System mixed_system builds, but mm= was given, "
-                         "which has its own cutoff: build mm with that cutoff (mm_system(topology, cutoff_nm)), or "
-                         "drop mm= or cutoff_nm=.")
+        have = [f.getCutoffDistance().value_in_unit(u.nanometer) for f in mm.getForces()
+                if isinstance(f, openmm.NonbondedForce) and f.getNonbondedMethod() != openmm.NonbondedForce.NoCutoff]
+        if any(abs(c - float(cutoff_nm)) > 1e-9 for c in have):
+            raise InputError(f"cutoff_nm={cutoff_nm!r} applies to the MM System mixed_system builds, but mm= was given, "
+                             f"made with a cutoff of {have[0]:g} nm: build mm with the cutoff you want "
+                             "(mm_system(topology, cutoff_nm)), or drop cutoff_nm=.")
     system = mm if mm is not None else mm_system(topology, 1.0 if cutoff_nm is None else cutoff_nm)
     return potential.createMixedSystem(topology, system, ml_atoms, forceGroup=int(force_group),
                                        interpolate=bool(interpolate))

@@ -317,9 +317,9 @@ BAD = [
      "outside"),
     ("negative ml atom", lambda b: mlmm.mixed_system(b[2], ml_atoms=[-1, 0], mm=b[4]), InputError, "negative"),
     ("no solute", lambda b: mlmm.mixed_system(_water_only()), InputError, "no solute"),
-    # cutoff_nm was ignored beside mm= (the System passed in keeps its own cutoff)
+    # cutoff_nm was ignored beside mm= (the System passed in keeps its own cutoff, 1 nm here)
     ("cutoff beside mm", lambda b: mlmm.mixed_system(b[2], mm=b[4], cutoff_nm=0.8), InputError,
-     "cutoff_nm=0.8 applies to the MM System"),
+     "cutoff_nm=0.8 applies to the MM System mixed_system builds, but mm= was given, made with a cutoff of 1 nm"),
     ("negative padding", lambda b: mlmm.solvate(b[0], b[1], padding_nm=-1.0), InputError, "padding_nm=-1.0"),
     ("zero padding", lambda b: mlmm.solvate(b[0], b[1], padding_nm=0), InputError, "padding_nm=0"),
     ("nan padding", lambda b: mlmm.solvate(b[0], b[1], padding_nm=float("nan")), InputError, "padding_nm=nan"),
@@ -441,3 +441,9 @@ def test_a_start_far_from_a_minimum_is_warned_about(box, minimized, run, start, 
     assert bool(said) is warned, said
     if warned:
         assert "kJ/mol/nm" in said[0] and "eV/Å" in said[0] and "minimize=200" in said[0] and "HOH" in said[0]
+
+
+def test_a_cutoff_equal_to_the_given_systems_is_accepted(box):
+    """cutoff_nm beside mm= is refused only when it differs from mm's (bench_mlmm passes both)."""
+    mixed = mlmm.mixed_system(box[2], mm=copy.deepcopy(box[4]), cutoff_nm=1.0)
+    assert mixed.getNumParticles() == box[4].getNumParticles()
