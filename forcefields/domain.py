@@ -22,7 +22,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "COMPOSITION_BASIS_ATOL", "composition_record",
+__all__ = ["DOMAIN_TOLERANCE", "REREPORT_VOLUME_CHANGE", "domain_limits", "COMPOSITION_TOLERANCE", "COMPOSITION_BASIS_ATOL", "composition_record",
            "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds",
            "neighbour_weights", "neighbour_density_record", "neighbour_record", "neighbour_bounds", "neighbour_text",
            "batch_neighbour_weights",
@@ -32,6 +32,11 @@ __all__ = ["DOMAIN_TOLERANCE", "domain_limits", "COMPOSITION_TOLERANCE", "COMPOS
 
 #: Default fraction of the training minimum distance below which a pair is out of domain.
 DOMAIN_TOLERANCE = 0.9
+
+#: An out-of-domain kind already reported is reported again for a periodic structure whose volume
+#: per atom differs from the reported one's by more than this fraction (an EOS scan, a barostat):
+#: the rule of the engine runner (:mod:`lawful.integrations.runner`) and of the TorchScript module.
+REREPORT_VOLUME_CHANGE = 0.02
 
 
 def domain_limits(record: dict | None, species: Sequence[str], tolerance: float, dtype: torch.dtype,

@@ -40,7 +40,8 @@ from lawful.kernels.units import CODATA_VERSION
 from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
 from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor, PairLayout
-from lawful.forcefields.domain import (COMPOSITION_TOLERANCE, DOMAIN_TOLERANCE, UNIT_MISTAKE_DENSITY, composition_residual,
+from lawful.forcefields.domain import (COMPOSITION_TOLERANCE, DOMAIN_TOLERANCE, REREPORT_VOLUME_CHANGE,
+                                      UNIT_MISTAKE_DENSITY, composition_residual,
                                       counts_outside, domain_limits, neighbour_bounds, neighbour_record,
                                       neighbour_weights, pairs_below, unit_mistakes)
 
@@ -398,13 +399,36 @@ def _decimals(x: float, digits: int) -> str:
     return ("-" if x < 0 else "") + str(n // scale) + "." + frac
 
 
+def _periodic_flag(pbc) -> bool:
+    """``pbc`` of a :class:`TorchScriptPotential` as its one flag: a bool (NumPy's too), or three
+    equal bools (``atoms.pbc``). Anything else is an :class:`InputError`: ``bool()`` of a list is
+    its non-emptiness, so ``pbc=[False, False, False]`` made a periodic module (a molecule then
+    interacted with its images through whatever cell was passed, with no error), and a slab's
+    ``[True, True, False]`` was periodic along its vacuum axis too."""
+    import numpy as np
+
+    from lawful.kernels.errors import InputError
+
+    flags = np.asarray(pbc.detach().cpu() if isinstance(pbc, torch.Tensor) else pbc)
+    if flags.dtype.kind == "b" and flags.shape in ((), (3,)):
+        if bool(flags.all()) or not bool(flags.any()):
+            return bool(flags.all())
+        raise InputError(f"pbc={flags.tolist()!r}: the TorchScript module is periodic along all three lattice vectors "
+                         "or none (openmm-torch's box is 3-D), not a slab or wire; use model.evaluate / "
+                         "LawfulCalculator for partly periodic structures.")
+    raise InputError(f"pbc={pbc!r} must be True, False or three equal bools (e.g. atoms.pbc): the TorchScript "
+                     "module's periodicity is fixed when it is built.")
+
+
 class TorchScriptPotential(torch.nn.Module):
     """Energy and forces of a :class:`NeuralPotential` in a TorchScript-able module (openmm-torch).
 
     ``forward(positions (N,3) Å, numbers (N,) int64 atomic numbers, cell (3,3) Å rows)`` returns
     ``(energy 0-d eV, forces (N,3) eV/Å)``; forces are ``-dE/dR`` by autograd inside the module.
-    The periodicity is fixed when the module is built; for ``pbc=False`` the cell is ignored (pass
-    any (3,3) tensor). Units are lawful's (Å, eV): the OpenMM side converts at its boundary.
+    The periodicity is fixed when the module is built: ``pbc`` True (along all three lattice
+    vectors) or False, or three equal bools (a partly periodic ``pbc`` is an :class:`InputError`);
+    for ``pbc=False`` the cell is ignored (pass any (3,3) tensor). Units are lawful's (Å, eV): the
+    OpenMM side converts at its boundary.
 
     The training-domain checks of the engines' runner are made here too, from the same records
     (:mod:`lawful.forcefields.domain`): a pair closer than ``domain_tolerance`` x its species
@@ -415,8 +439,11 @@ class TorchScriptPotential(torch.nn.Module):
     :data:`~lawful.forcefields.domain.UNIT_MISTAKE_DENSITY` x the top of that range raises, strict or
     not, an error whose text starts ``"InputError: atom"``, before the pairs are checked (lengths in other units;
     :func:`~lawful.integrations.openmm.lawful_errors` raises it as :class:`InputError`). Each kind
-    (and each side of the neighbour range) warns once (a Python
-    ``UserWarning`` when called from Python; openmm-torch prints it) or, with ``strict``, raises
+    (and each side of the neighbour range) warns (a Python ``UserWarning`` when called from Python;
+    openmm-torch prints it) once, and again, as the engine runner does, for a periodic structure
+    whose volume per atom moved by more than :data:`~lawful.forcefields.domain.REREPORT_VOLUME_CHANGE`
+    from the reported one's (an EOS scan, a barostat; the report names the cell's volume per atom),
+    or, with ``strict``, raises
     an error whose text starts ``"NumericalError: lawful model out of its training domain"``
     (``torch.jit.Error`` in Python; in OpenMM :func:`lawful.integrations.openmm.lawful_errors`
     turns the ``OpenMMException`` into :class:`NumericalError`). The message
@@ -429,7 +456,7 @@ class TorchScriptPotential(torch.nn.Module):
         super().__init__()
         self.model = model
         self.cutoff = float(model.cutoff)
-        self.periodic = bool(pbc)
+        self.periodic = _periodic_flag(pbc)
         self.register_buffer("z_to_index", model.z_to_index.clone())
         species = list(model.species)
         record = getattr(model, "pair_min_distance", None)
@@ -471,11 +498,42 @@ class TorchScriptPotential(torch.nn.Module):
                                                          dtype=torch.float64, device=model.device))
         self.count_warned_few = False
         self.count_warned_many = False
+        # the volume per atom (Å³) of the structure each kind was last reported in (0: open)
+        self.rereport_volume_change = float(REREPORT_VOLUME_CHANGE)
+        self.domain_volume = 0.0
+        self.few_volume = 0.0
+        self.many_volume = 0.0
+
+    def _volume_per_atom(self, cell: torch.Tensor, n_atoms: int) -> float:
+        """Å³ per atom of a periodic module's structure; 0 for an open one."""
+        if not self.periodic or n_atoms == 0:
+            return 0.0
+        return abs(float(torch.det(cell.detach().to(torch.float64)))) / n_atoms
+
+    def _reported_already(self, warned: bool, was: float, volume: float) -> bool:
+        """Whether an event of a kind reported (``warned``) in a structure of ``was`` Å³/atom goes
+        unreported in one of ``volume``: the runner's rule (again after a volume change of more than
+        ``rereport_volume_change``; every time with ``strict``)."""
+        if self.strict or not warned:
+            return False
+        if volume == 0.0 or was == 0.0:
+            return True
+        return abs(volume / was - 1.0) <= self.rereport_volume_change
+
+    def _further(self, what: str) -> str:
+        """The tail of a warning: what this force reports no more."""
+        if self.periodic:
+            return (" Further " + what + " are not reported by this force unless the cell's volume per atom changes "
+                    + "by more than " + _decimals(100.0 * self.rereport_volume_change, 0) + " %.")
+        return " Further " + what + " are not reported by this force."
+
+    def _where(self, volume: float) -> str:
+        return " in a cell of " + _decimals(volume, 3) + " Angstrom^3/atom" if volume > 0.0 else ""
 
     def _check_domain(self, species: torch.Tensor, edge_i: torch.Tensor, edge_j: torch.Tensor,
-                      d2: torch.Tensor) -> None:
+                      d2: torch.Tensor, volume: float) -> None:
         limit, below, k = pairs_below(self.domain_min2, species, edge_i, edge_j, d2)
-        if k < 0 or (self.domain_warned and not self.strict):
+        if k < 0 or self._reported_already(self.domain_warned, self.domain_volume, volume):
             return
         a = int(edge_i[k])
         b = int(edge_j[k])
@@ -490,14 +548,16 @@ class TorchScriptPotential(torch.nn.Module):
         d_min = float(torch.sqrt(limit[k])) / self.domain_tolerance
         key = sa + "-" + sb if sa <= sb else sb + "-" + sa      # pair_key's alphabetical order
         message = ("atoms " + str(a) + " (" + sa + ") and " + str(b)
-                   + " (" + sb + ") are " + _decimals(d, 4) + " Angstrom apart, below "
+                   + " (" + sb + ") are " + _decimals(d, 4) + " Angstrom apart" + self._where(volume) + ", below "
                    + _decimals(self.domain_tolerance, 3) + " x the smallest " + key + " distance in the training "
                    + "data (" + _decimals(d_min, 4) + " Angstrom; " + str(int(below.sum()) // 2)
                    + " pair(s) below): the model is extrapolating and its forces are not to be trusted; check "
                    + "the structure and time step, or train on data with closer contacts.")
         self._raise_if_strict(message)
-        warnings.warn("lawful model out of its training domain: " + message + " Further out-of-domain events of this force are not reported.")
+        warnings.warn("lawful model out of its training domain: " + message
+                      + self._further("pairs closer than the training data's"))
         self.domain_warned = True
+        self.domain_volume = volume
 
     def _atom_label(self, k: int) -> int:
         return int(self.labels[k]) if self.has_labels else k
@@ -561,14 +621,15 @@ class TorchScriptPotential(torch.nn.Module):
         return counts, low, high, outside
 
     def _check_counts(self, species: torch.Tensor, found: Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                  torch.Tensor]) -> None:
+                                                                  torch.Tensor], volume: float) -> None:
         """Report :meth:`_neighbour_counts`' finding once per side (too few, too many)."""
         counts, low, high, outside = found
         if not bool(outside.any()):
             return
         k = int(torch.nonzero(outside)[0][0])
         few = bool(counts[k] < low[k])
-        if (self.count_warned_few if few else self.count_warned_many) and not self.strict:
+        if (self._reported_already(self.count_warned_few, self.few_volume, volume) if few
+                else self._reported_already(self.count_warned_many, self.many_volume, volume)):
             return
         s = int(species[k])
         cut = str(int(self.cutoff)) if self.cutoff == float(int(self.cutoff)) else str(self.cutoff)
@@ -580,18 +641,22 @@ class TorchScriptPotential(torch.nn.Module):
             what = ("has " + str(int(counts[k])) + " neighbours within the " + cut + " Angstrom cutoff, outside the "
                     + str(int(self.count_range[s, 0])) + "-" + str(int(self.count_range[s, 1])))
         message = ("atom " + str(self._atom_label(k)) + " (" + self.species_names[s] + ") " + what
-                   + " its species had in the model's training data (" + str(int(outside.sum())) + " atom(s) "
+                   + " its species had in the model's training data ("
+                   + ("here in a cell of " + _decimals(volume, 3) + " Angstrom^3/atom; " if volume > 0.0 else "")
+                   + str(int(outside.sum())) + " atom(s) "
                    + "outside): an environment the model never saw (an isolated atom, a dimer, a surface, a lattice "
                    + "in other units), so its energy and forces are extrapolation.")
         self._raise_if_strict(message)
         if few:
             warnings.warn("lawful model out of its training domain: " + message
-                          + " Further atoms with too few neighbours are not reported by this force.")
+                          + self._further("atoms with too few neighbours"))
             self.count_warned_few = True
+            self.few_volume = volume
         else:
             warnings.warn("lawful model out of its training domain: " + message
-                          + " Further atoms with too many neighbours are not reported by this force.")
+                          + self._further("atoms with too many neighbours"))
             self.count_warned_many = True
+            self.many_volume = volume
 
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor):
         table = self.z_to_index
@@ -615,13 +680,14 @@ class TorchScriptPotential(torch.nn.Module):
         # as one, strict or not, before its close pairs are reported), the pairs, the densities' report
         if self.has_compositions:
             self._check_composition(species)
+        volume = self._volume_per_atom(cell, positions.shape[0])
         if self.has_counts:
             found = self._neighbour_counts(species, nl.i, d2, positions.shape[0])
             if self.has_domain:
-                self._check_domain(species, nl.i, nl.j, d2)
-            self._check_counts(species, found)
+                self._check_domain(species, nl.i, nl.j, d2, volume)
+            self._check_counts(species, found, volume)
         elif self.has_domain:
-            self._check_domain(species, nl.i, nl.j, d2)
+            self._check_domain(species, nl.i, nl.j, d2, volume)
         energy = self.model(pos, species, nl.i, nl.j, vectors).sum()
         g: Optional[torch.Tensor] = None
         if energy.requires_grad:        # (not with no pair inside the cutoff: the weights are frozen)
@@ -638,8 +704,11 @@ def export_torchscript(model: NeuralPotential, pbc: bool = True, path=None, *,
                        domain_tolerance: float = DOMAIN_TOLERANCE, strict: bool = False,
                        labels: Sequence[int] | None = None) -> torch.jit.ScriptModule:
     """A scripted :class:`TorchScriptPotential` (energy + autograd forces) for ``model``, in the
-    model's dtype and device; saved with ``torch.jit.save`` to ``path`` if given.
-    ``domain_tolerance``, ``strict``, ``labels``: its training-domain check (see the class).
+    model's dtype and device; saved with ``torch.jit.save`` to ``path`` if given. ``pbc``: True,
+    False or three equal bools (see the class). ``domain_tolerance``, ``strict``, ``labels``: its
+    training-domain check (see the class). The module holds its own copy of the model as it is at
+    this call (weights, records, dtype, device): changes made to ``model`` afterwards (further
+    training, ``load_state_dict``, ``.to(...)``) do not reach it; export again after them.
 
     Loading a TorchScript file runs its code, so hand such files only to engines that need them
     (openmm-torch); the safe exchange format stays ``model.save`` / ``load_model``. The module's

@@ -110,7 +110,7 @@ class LawfulCalculator(Calculator):
         range, a stated total charge it was not trained on; see
         :class:`~lawful.integrations.runner.ModelRunner`): ``False`` warns
         (:class:`~lawful.kernels.errors.OutOfDomainWarning`; once per kind, see
-        :data:`~lawful.integrations.runner.REREPORT_VOLUME_CHANGE`), ``True`` raises
+        :data:`~lawful.forcefields.domain.REREPORT_VOLUME_CHANGE`), ``True`` raises
         :class:`~lawful.kernels.errors.NumericalError`.
     label, directory, atoms, restart, ...:
         ASE's own ``Calculator`` keywords, passed on to it; any other keyword (a misspelling,

@@ -501,7 +501,11 @@ def create_force(model, topology=None, numbers=None, atoms=None, periodic=None, 
         openmm-torch runs with a plain warning that openmm-torch prints (naming the particles),
         and with ``strict`` both raise :class:`NumericalError` (through :func:`lawful_errors`).
         "auto" keeps a model that records its domain (every model ``train()`` made) on python,
-        for the fuller report.
+        for the fuller report. ``"torch"`` scripts a copy of the model as it is now (openmm-torch
+        keeps the module serialised): a model object changed in place afterwards (further
+        training, ``load_state_dict``) keeps its old weights in that force, while the python
+        backend evaluates the model object as it is at each call; make a new force after such a
+        change.
     device, dtype:
         torch device and dtype (``None``: the model's own, float64 for MD).
     skin:

@@ -23,7 +23,7 @@ import torch
 from ase.data import atomic_numbers as _atomic_numbers
 from ase.data import chemical_symbols as _chemical_symbols
 
-from lawful.forcefields.domain import (DOMAIN_TOLERANCE, UNIT_MISTAKE_DENSITY, charge_outside, close_pair_reason, composition_outside,
+from lawful.forcefields.domain import (DOMAIN_TOLERANCE, REREPORT_VOLUME_CHANGE, UNIT_MISTAKE_DENSITY, charge_outside, close_pair_reason, composition_outside,
                                       counts_outside, domain_limits, neighbour_bounds, neighbour_text,
                                       neighbour_weights, pairs_below, unit_mistake_error, unit_mistakes)
 from lawful.kernels.errors import (
@@ -131,12 +131,12 @@ if hasattr(os, "register_at_fork"):   # POSIX; Windows has no fork
 #: offset is taken (float32 keeps about 6e-7 Å at 10 Å from the offset)
 ORIGIN_RADIUS = 10.0
 
-#: An out-of-domain kind (a close pair, too few or too many neighbours) is reported once per runner,
-#: and again for a periodic structure whose volume per atom differs from that of the last report by
-#: more than this fraction: one calculator over an EOS scan or a cell relaxation reported the first
-#: structure outside and nothing of those further out (a 10 % expanded copper cell warned, a 20 %
-#: one did not); an MD run at constant volume still gets one report.
-REREPORT_VOLUME_CHANGE = 0.02
+# An out-of-domain kind (a close pair, too few or too many neighbours) is reported once per runner,
+# and again for a periodic structure whose volume per atom differs from that of the last report by
+# more than REREPORT_VOLUME_CHANGE (forcefields.domain, shared with the TorchScript module): one
+# calculator over an EOS scan or a cell relaxation reported the first structure outside and nothing
+# of those further out (a 10 % expanded copper cell warned, a 20 % one did not); an MD run at
+# constant volume still gets one report.
 
 
 def _domain_table(model, species, tolerance):

@@ -5,8 +5,9 @@
 :func:`lawful.forcefields.export_torchscript`, which computes energy and forces — by autograd inside
 the script for the conservative model — from positions in Å) in a scripted module that speaks
 openmm-torch's protocol: ``forward(positions [nm], boxvectors [nm]) -> (energy [kJ/mol],
-forces [kJ/mol/nm])``, used with ``setOutputsForces(True)`` so that the direct-force model's
-non-gradient forces are applied as they are. For an ML/MM subset the module picks the subset's
+forces [kJ/mol/nm])``, used with ``setOutputsForces(True)``: the forces the script computed
+(autograd of its energy) are applied as they are, not differentiated again by openmm-torch (a
+``DirectForceModel`` has no export: ``backend="torch"`` refuses it). For an ML/MM subset the module picks the subset's
 rows out of the full position array and scatters the forces back (openmm-torch passes every
 particle). Units are converted with the constants of :mod:`lawful.integrations.units`, baked into
 the module as plain floats.
