@@ -22,7 +22,7 @@ The pipeline (:func:`make_dataset`), each stage resumable from the files in ``ou
    rerun with another version refuses to add labels to a data set made with the first;
 4. split by segment (:func:`split_by_segment`) into ``train/validation/test.extxyz`` and a JSON
    card ``card.json`` (method, code versions, the tblite version of the labels, sampling settings,
-   seeds, split, counts, timings).
+   seeds, split, counts, how many labels of ``labels.extxyz`` lie outside the data set, timings).
 
 Cost, measured on the shared 2-core CPU (one thread, tblite 0.8.0): one E+F 1.1 ms for ethanol,
 6.4 ms for alanine dipeptide, 3.1 ms for the water hexamer; an MD step about the same. With the
@@ -309,7 +309,8 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
     total ``charge`` (e) and ``multiplicity`` given, checked against each frame's electrons): copies
     carrying energy (eV) and forces (eV/Å) in a SinglePointCalculator and ``info`` (``key``,
     ``segment``, ``source``, ... of the input, plus ``method``, ``charge``, ``multiplicity``), in
-    input order. A frame is labelled at its positions as the cache file stores them
+    input order; a frame found in the cache carries its own input's ``info`` too, not that of the
+    frame first labelled at its positions. A frame is labelled at its positions as the cache file stores them
     (:func:`stored_positions`, 8 decimals in Å), with its cell and pbc (a periodic frame is labelled
     periodic: tblite's GFN2-xTB and ASE's calculators take the cell; a cell vector missing along a
     periodic axis is refused), and found by :func:`cache_key`, so frames already in
@@ -366,7 +367,7 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
             # labels in its info (an extxyz read without a calculator) clashed with the new ones when
             # the frame was written ("key from calculator already exists"), after the label was
             # paid for, at every rerun
-            for name in ("labeller", "energy", "free_energy", "forces", "stress"):
+            for name in _STALE_INFO:
                 a.info.pop(name, None)
             a.info["key"], a.info["method"] = keys[i], method if calculator is None else labeller
             if labeller != method:            # another calculator or electronic state: the key says which
@@ -392,7 +393,29 @@ def label_cached(frames: Sequence[Atoms], cache: str | os.PathLike | LabelCache,
     finally:
         if bar is not None:
             bar.close()
-    return [cache.frames[k] for k in keys]
+    return [_with_info_of(cache.frames[k], frames[i]) for i, k in enumerate(keys)]
+
+
+#: What a frame's ``info`` says of a labelling: never carried from an input frame to its new label.
+_STALE_INFO = ("labeller", "energy", "free_energy", "forces", "stress", "tblite")
+#: What a stored label's ``info`` says of how it was made (:func:`label_cached`).
+_LABEL_INFO = ("key", "method", "labeller", "charge", "multiplicity", "seconds", "tblite")
+
+
+def _with_info_of(label: Atoms, frame: Atoms) -> Atoms:
+    """A copy of the cached ``label`` (positions, cell, energy, forces) carrying the ``info`` of the
+    input ``frame`` (``segment``, ``source``, ``start``, ...) plus what the label records of its
+    making (:data:`_LABEL_INFO`). The cached frame itself carries the info of whichever input was
+    labelled first: two frames at one position (rattled at amplitude 0, or a segment renamed in a
+    later run) both came back as that one, so a data set's split lost a segment and its card
+    listed segments its plan does not have."""
+    out = label.copy()
+    out.info = {k: v for k, v in frame.info.items() if k not in _STALE_INFO and k not in ("key", "method", "seconds")}
+    out.info.update({k: label.info[k] for k in _LABEL_INFO if k in label.info})
+    if label.calc is not None:
+        out.calc = SinglePointCalculator(out, **{k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
+                                                 for k, v in label.calc.results.items()})
+    return out
 
 
 @dataclass
@@ -434,6 +457,13 @@ class SamplingConfig:
         if not (0 < self.timestep_fs <= 2.0):
             raise InputError(f"SamplingConfig.timestep_fs={self.timestep_fs!r} is outside (0, 2] fs; molecules "
                              "with H need <= 1 fs.")
+        if not (np.isfinite(self.friction) and self.friction >= 0):
+            raise InputError(f"SamplingConfig.friction={self.friction!r} is not a friction; give a finite "
+                             "coefficient >= 0 in 1/fs (default 0.01).")
+        if self.rattled_segments and (not len(self.rattle_amplitudes) or not all(
+                np.isfinite(x) and x >= 0 for x in self.rattle_amplitudes)):
+            raise InputError(f"SamplingConfig.rattle_amplitudes={tuple(self.rattle_amplitudes)!r} cannot rattle "
+                             f"{self.rattled_segments} segment(s); give one or more finite amplitudes >= 0 in Å.")
         f = np.asarray(self.fractions, dtype=float)
         if f.shape != (3,) or (f < 0).any() or abs(f.sum() - 1) > 1e-9:
             raise InputError(f"SamplingConfig.fractions={tuple(self.fractions)!r} must be three non-negative "
@@ -544,7 +574,28 @@ def _settings_key(cfg: SamplingConfig, minima: dict[str, Atoms], charge: int = 0
     d = {k: v for k, v in asdict(cfg).items() if k != "fractions"}
     text = (json.dumps(d, sort_keys=True, default=list) + "".join(f"{k}:{frame_key(m)}" for k, m in minima.items())
             + _state_tag(charge, multiplicity))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(text.encode()).digest()
+    # the key is stored as info["settings"] of each sample, and extxyz reads back a number where it
+    # can: "6999e64720891840" came back as inf and "049e..." / "0123..." lost their text, so every
+    # resume of those settings (about 1 in 1300) was refused as "sampled with other settings".
+    # Such a key is hashed again until it reads back as itself; every other key is unchanged.
+    while not _reads_back(digest.hex()[:16]):
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()[:16]
+
+
+def _reads_back(text: str) -> bool:
+    """Whether extxyz reads ``text`` (a hex key) back as the same text: not a float, and an integer
+    only without a leading zero."""
+    try:
+        return str(int(text)) == text
+    except ValueError:
+        pass
+    try:
+        float(text)
+    except ValueError:
+        return True
+    return False
 
 
 def _complete_segments(frames: Sequence[Atoms], n: int) -> dict[str, list[Atoms]]:
@@ -707,7 +758,10 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     H/C/N/O) into folder ``out``; returns the card (also written to ``out/card.json``).
 
     Files: ``samples.extxyz`` (unlabelled segments, resumable), ``labels.extxyz`` (the label
-    cache), ``train.extxyz`` / ``validation.extxyz`` / ``test.extxyz`` and ``card.json``.
+    cache: it keeps labels of earlier runs with other settings, which the card's ``label_cache``
+    counts as ``outside_this_data_set``), ``train.extxyz`` / ``validation.extxyz`` / ``test.extxyz``
+    and ``card.json`` (while a rerun rewrites the split files, an earlier card is replaced by one that
+    says ``incomplete``, so a killed run leaves no card of another split beside them).
     Rerunning with the same arguments reuses both caches and labels only what is missing.
     ``calculator``: the labeller (default: fresh-guess :func:`xtb_calculator`); MD and the
     minimisation always use tblite. ``charge`` (e) and ``multiplicity`` (2S+1): the molecule's
@@ -760,10 +814,22 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
     # labels of an older cache record no tblite version: its card says which made them
     old_card = _read_card(out / "card.json")
     unrecorded = (old_card.get("label_versions") or {}).get("tblite") or (old_card.get("versions") or {}).get("tblite")
-    labelled = label_cached(frames, out / "labels.extxyz", calculator=calculator, progress=progress,
+    cache = LabelCache(out / "labels.extxyz")
+    labelled = label_cached(frames, cache, calculator=calculator, progress=progress,
                             on_label=on_label, charge=charge, multiplicity=multiplicity,
                             unrecorded_version=unrecorded if isinstance(unrecorded, str) else None)
     split = split_by_segment(labelled, cfg.fractions, seed=cfg.seed)
+    from lawful.kernels.modelfile import atomic_write
+
+    if (out / "card.json").exists():
+        # the split files are rewritten one by one: a run killed among them left the old card (old
+        # split, old counts) beside a new train.extxyz, a segment in two sets by the files. The old
+        # card goes first, replaced by one that says so and keeps what the next run reads of it.
+        with atomic_write(out / "card.json") as fh:
+            fh.write((json.dumps({"incomplete": "the split files were being rewritten: run make_dataset / lawful "
+                                                "data again to finish this data set",
+                                  **{k: old_card[k] for k in ("label_versions", "versions") if k in old_card}},
+                                 indent=2) + "\n").encode())
     counts = {}
     for s in SPLITS:
         members = set(split[s])
@@ -798,11 +864,13 @@ def make_dataset(molecule: str | os.PathLike | Atoms, out: str | os.PathLike, cf
         "split": split,
         "counts": {**counts, "total_frames": len(labelled)},
         "files": {s: f"{s}.extxyz" for s in SPLITS} | {"labels": "labels.extxyz", "samples": "samples.extxyz"},
+        # labels.extxyz is a cache: a folder resampled with other settings (samples.extxyz deleted,
+        # as the refusal says) keeps the earlier labels there, which are no part of this data set
+        "label_cache": {"labels": len(cache.frames),
+                        "outside_this_data_set": len(set(cache.frames) - {a.info["key"] for a in labelled})},
         "seconds_per_label_mean": float(np.mean(secs)) if secs else None,
         "wall_seconds_this_run": round(time.perf_counter() - t_start, 3),
     }
-    from lawful.kernels.modelfile import atomic_write
-
     with atomic_write(out / "card.json") as fh:
         fh.write((json.dumps(card, indent=2) + "\n").encode())
     return card
