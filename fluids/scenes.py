@@ -156,6 +156,23 @@ def _spans(mask) -> bool:
     return min(_mask_span(mask)) >= MIN_CELLS_PER_DIAMETER
 
 
+def _refuse_narrow_mask(scene, what, n, cells_across, mask, resolved, fix=""):
+    """Refuse a round obstacle (``what``: its description) whose mask ``mask(n)`` spans fewer than
+    :data:`MIN_CELLS_PER_DIAMETER` cells along x or y, naming the smallest ``m > n`` at which
+    ``resolved(m)`` holds and the mask spans them; ``cells_across``: its diameter in cells."""
+    if _spans(mask(n)):
+        return
+    m = n + 1
+    while not (resolved(m) and _spans(mask(m))) and m < 1 << 16:
+        m += 1
+    sx, sy = _mask_span(mask(n))
+    raise InputError(
+        f"{scene}: n={n} gives {what} {cells_across:.3g} cells across, but its mask spans only {sx} x {sy} cells "
+        f"(a body narrower than the diameter its Re and cd are reported for); it needs "
+        f"{MIN_CELLS_PER_DIAMETER:g} cells along x and y: use n >= {m}, or move it off the cell centre it sits on{fix}."
+    )
+
+
 def _check_disc(scene, what, n, diameter, cx, cy, aspect=1, fix="", body=False):
     """Refuse a grid on which a disc of ``diameter`` (domain units, ``n`` cells per unit) spans
     fewer than :data:`MIN_CELLS_PER_DIAMETER` cells or covers no cell centre, and, for a ``body``
@@ -177,17 +194,8 @@ def _check_disc(scene, what, n, diameter, cx, cy, aspect=1, fix="", body=False):
             f"cells in its mask, but it needs at least {MIN_CELLS_PER_DIAMETER:g} cells per diameter and a "
             f"non-empty mask: use n >= {m}{fix}."
         )
-    if body and not _spans(mask(n)):
-        m = n + 1
-        while not (resolved(m) and _spans(mask(m))):
-            m += 1
-        sx, sy = _mask_span(mask(n))
-        raise InputError(
-            f"{scene}: n={n} gives the {what} (diameter {diameter:g}) {diameter * n:.3g} cells across, but its "
-            f"mask spans only {sx} x {sy} cells (a body narrower than the diameter its Re and cd are reported for); "
-            f"it needs {MIN_CELLS_PER_DIAMETER:g} cells along x and y: use n >= {m}, or move it off the cell centre "
-            f"it sits on{fix}."
-        )
+    if body:
+        _refuse_narrow_mask(scene, f"the {what} (diameter {diameter:g})", n, diameter * n, mask, resolved, fix)
 
 
 def taylor_green(n: int = 64, dtype=None, viscosity: float = 0.01, amplitude: float = 1.0,
@@ -410,9 +418,6 @@ def _shape_resolution(scene, ob, k, n, ly, lx, nx, dx, device):
     def resolved(m):
         return ob.size / (ly / m) >= need and bool(mask(m).any())
 
-    def spans(m):
-        return not circle or _spans(mask(m))
-
     what = f"obstacle {k} ({type(ob).__name__}{' ' + ob.name if ob.name else ''}, size {ob.size:g})"
     if not resolved(n):
         m = n + 1
@@ -420,15 +425,8 @@ def _shape_resolution(scene, ob, k, n, ly, lx, nx, dx, device):
             m += 1
         raise InputError(f"{scene}: n={n} gives {what} {ob.size / dx:.3g} cells across, but it needs at least "
                          f"{need:g} cells and a non-empty mask: use n >= {m}.")
-    if not spans(n):
-        m = n + 1
-        while not (resolved(m) and spans(m)) and m < 1 << 16:
-            m += 1
-        sx, sy = _mask_span(mask(n))
-        raise InputError(f"{scene}: n={n} gives {what} {ob.size / dx:.3g} cells across, but its mask spans only "
-                         f"{sx} x {sy} cells (a body narrower than the diameter its Re and cd are reported for); it "
-                         f"needs {need:g} cells along x and y: use n >= {m}, or move it off the cell centre it "
-                         "sits on.")
+    if circle:
+        _refuse_narrow_mask(scene, what, n, ob.size / dx, mask, resolved)
 
 
 #: cells an obstacle keeps from a periodic seam: the force records (the control-volume box, the
