@@ -505,7 +505,7 @@ def run_nve(system, topology, positions, steps: int, timestep_fs: float = 0.5, *
     Velocities: Maxwell-Boltzmann at ``temperature_K`` (K), ``seed``.
     A :class:`NumericalError` (out of domain in strict mode, blow-up), also while minimising or
     drawing velocities, ends the run and is returned in ``stopped`` with the drift up to it."""
-    from lawful.integrations.openmm import DriftReporter
+    from lawful.integrations.openmm import DriftReporter, particle_masses
 
     steps = _check_steps("steps", steps)
     csv_interval = _check_steps("csv_interval", csv_interval)
@@ -532,8 +532,7 @@ def run_nve(system, topology, positions, steps: int, timestep_fs: float = 0.5, *
     done = int(sim.context.getStepCount())
     summary = every.summary() if every.accumulator is not None and every.accumulator.n >= 2 else None
     # the particles with mass, as the drift per atom counts them (a virtual site is no atom)
-    n_atoms = sum(1 for i in range(system.getNumParticles())
-                  if system.getParticleMass(i).value_in_unit(u.dalton) > 0.0)
+    n_atoms = int(np.count_nonzero(particle_masses(system) > 0.0))
     return NVEResult(steps=steps, steps_done=done, timestep_fs=dt, n_atoms=n_atoms,
                      summary=summary, wall_s_per_step=wall / max(done, 1), cpu_s_per_step=cpu / max(done, 1),
                      csv=None if csv is None or not Path(csv).is_file() else Path(csv), platform=platform,
@@ -560,9 +559,10 @@ class DihedralReporter:
         """OpenMM reporter protocol: record φ, ψ and the instantaneous temperature
         (2 KE / (n_dof k_B), KE from the velocities, n_dof = 3 N - constraints)."""
         if self._dof is None:
+            from lawful.integrations.openmm import particle_masses
+
             system = simulation.system
-            self._mass = np.array([system.getParticleMass(i).value_in_unit(u.dalton)
-                                   for i in range(system.getNumParticles())])
+            self._mass = particle_masses(system)
             self._dof = max(3 * int(np.count_nonzero(self._mass)) - system.getNumConstraints(), 1)
         xyz = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
         v = state.getVelocities(asNumpy=True).value_in_unit(u.nanometer / u.picosecond)

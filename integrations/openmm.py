@@ -56,7 +56,7 @@ from lawful.integrations.monitors import CsvLog, DriftAccumulator, DriftSummary
 from lawful.kernels.errors import BackendError, InputError, LawfulError, NumericalError, ShapeError
 
 __all__ = ["create_force", "numbers_from_topology", "topology_from_atoms", "openmm_frame", "OpenMMFrame", "system_from_atoms", "apply_ase_constraints",
-           "velocities_from_ase", "set_on_step_velocities", "minimize", "LEAPFROG_INTEGRATORS", "DriftReporter", "lawful_errors", "LawfulComputation",
+           "velocities_from_ase", "particle_masses", "set_on_step_velocities", "minimize", "LEAPFROG_INTEGRATORS", "DriftReporter", "lawful_errors", "LawfulComputation",
            "available_backends", "resolve_periodicity"]
 
 _BACKENDS = ("auto", "python", "torch")
@@ -795,6 +795,13 @@ def velocities_from_ase(atoms) -> np.ndarray:
     return v * (_ase_units.fs * units.NM_PER_ANGSTROM * units.FS_PER_PS)
 
 
+def particle_masses(system) -> np.ndarray:
+    """``(N,)`` masses (dalton) of ``system``'s particles; 0 for one OpenMM holds fixed or a
+    virtual site: the particles with mass are the atoms that move."""
+    return np.array([system.getParticleMass(i).value_in_unit(_omm_unit.dalton)
+                     for i in range(system.getNumParticles())], dtype=np.float64)
+
+
 def set_on_step_velocities(context, velocities_nm_ps, half_step: bool | None = None) -> np.ndarray:
     """Set on-step velocities v(0) (those of ASE, a velocity-Verlet integrator, a trajectory frame,
     a Maxwell-Boltzmann draw) as the starting velocities of ``context``'s integrator. Returns the
@@ -852,7 +859,7 @@ def set_on_step_velocities(context, velocities_nm_ps, half_step: bool | None = N
         dt_ps = integrator.getStepSize().value_in_unit(_omm_unit.picosecond)
         state = context.getState(getForces=True, groups=integrator.getIntegrationForceGroups())
         f = state.getForces(asNumpy=True).value_in_unit(_omm_unit.kilojoule_per_mole / _omm_unit.nanometer)
-        m = np.array([system.getParticleMass(i).value_in_unit(_omm_unit.dalton) for i in range(n)])
+        m = particle_masses(system)
         moving = m > 0.0
         v[moving] -= (0.5 * dt_ps) * f[moving] / m[moving, None]
     context.setVelocities(_omm_unit.Quantity(v, _omm_unit.nanometer / _omm_unit.picosecond))
@@ -929,8 +936,7 @@ class DriftReporter:
 
     def _setup(self, simulation) -> None:
         system = simulation.system
-        masses = [system.getParticleMass(i).value_in_unit(_omm_unit.dalton) for i in range(system.getNumParticles())]
-        n_real = sum(1 for m in masses if m > 0.0)
+        n_real = int(np.count_nonzero(particle_masses(system) > 0.0))
         n_atoms = self._n_atoms if self._n_atoms is not None else n_real
         self.accumulator = DriftAccumulator(n_atoms, conserving=self._nve)
         dof = 3 * n_real - system.getNumConstraints()
