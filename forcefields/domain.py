@@ -22,7 +22,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["DOMAIN_TOLERANCE", "REREPORT_VOLUME_CHANGE", "domain_limits", "COMPOSITION_TOLERANCE", "COMPOSITION_BASIS_ATOL", "composition_record",
+__all__ = ["DOMAIN_TOLERANCE", "REREPORT_VOLUME_CHANGE", "report_covers", "domain_limits", "COMPOSITION_TOLERANCE", "COMPOSITION_BASIS_ATOL", "composition_record",
            "composition_outside", "NEIGHBOUR_MARGIN", "neighbour_count_record", "neighbour_count_bounds",
            "neighbour_weights", "neighbour_density_record", "neighbour_record", "neighbour_bounds", "neighbour_text",
            "batch_neighbour_weights",
@@ -37,6 +37,16 @@ DOMAIN_TOLERANCE = 0.9
 #: per atom differs from the reported one's by more than this fraction (an EOS scan, a barostat):
 #: the rule of the engine runner (:mod:`lawful.integrations.runner`) and of the TorchScript module.
 REREPORT_VOLUME_CHANGE = 0.02
+
+
+def report_covers(volume: float, was: float, change: float = REREPORT_VOLUME_CHANGE) -> bool:
+    """Whether a report made in a structure of ``was`` Å³ per atom covers one of ``volume`` (0: not
+    periodic in all three directions): always for a structure that is not, else while the volume
+    per atom is within the fraction ``change`` of the reported one's. TorchScript-compatible: the
+    engine runner and the TorchScript module share it."""
+    if volume == 0.0 or was == 0.0:
+        return True
+    return abs(volume / was - 1.0) <= change
 
 
 def domain_limits(record: dict | None, species: Sequence[str], tolerance: float, dtype: torch.dtype,

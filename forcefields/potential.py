@@ -41,7 +41,7 @@ from lawful.forcefields.base import AtomisticModel, SpeciesMLP
 from lawful.forcefields.batch import Batch
 from lawful.forcefields.descriptors import InteractionBlock, MomentDescriptor, PairLayout
 from lawful.forcefields.domain import (COMPOSITION_TOLERANCE, DOMAIN_TOLERANCE, REREPORT_VOLUME_CHANGE,
-                                      UNIT_MISTAKE_DENSITY, composition_residual,
+                                      UNIT_MISTAKE_DENSITY, composition_residual, report_covers,
                                       counts_outside, domain_limits, neighbour_bounds, neighbour_record,
                                       neighbour_weights, pairs_below, unit_mistakes)
 
@@ -516,9 +516,7 @@ class TorchScriptPotential(torch.nn.Module):
         ``rereport_volume_change``; every time with ``strict``)."""
         if self.strict or not warned:
             return False
-        if volume == 0.0 or was == 0.0:
-            return True
-        return abs(volume / was - 1.0) <= self.rereport_volume_change
+        return report_covers(volume, was, self.rereport_volume_change)
 
     def _further(self, what: str) -> str:
         """The tail of a warning: what this force reports no more."""

@@ -23,7 +23,7 @@ import torch
 from ase.data import atomic_numbers as _atomic_numbers
 from ase.data import chemical_symbols as _chemical_symbols
 
-from lawful.forcefields.domain import (DOMAIN_TOLERANCE, REREPORT_VOLUME_CHANGE, UNIT_MISTAKE_DENSITY, charge_outside, close_pair_reason, composition_outside,
+from lawful.forcefields.domain import (DOMAIN_TOLERANCE, REREPORT_VOLUME_CHANGE, UNIT_MISTAKE_DENSITY, report_covers, charge_outside, close_pair_reason, composition_outside,
                                       counts_outside, domain_limits, neighbour_bounds, neighbour_text,
                                       neighbour_weights, pairs_below, unit_mistake_error, unit_mistakes)
 from lawful.kernels.errors import (
@@ -453,7 +453,7 @@ class ModelRunner:
         if self.strict or kind not in self._reported:
             return False
         was = self._reported[kind]
-        return volume is None or was is None or abs(volume / was - 1.0) <= REREPORT_VOLUME_CHANGE
+        return report_covers(0.0 if volume is None else volume, 0.0 if was is None else was)
 
     @staticmethod
     def _where(step, volume) -> str:
